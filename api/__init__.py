@@ -1,0 +1,1 @@
+"""HTTP API (FastAPI) and the ``pupil-ledger`` command line: thin adapters over ``ledger``."""

@@ -1,0 +1,218 @@
+"""FastAPI application: routes, authentication, error format (design.md 3.4)."""
+
+from __future__ import annotations
+
+import json
+from datetime import date, datetime
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ledger import jcs
+from ledger.admin import log_vkey, open_ledger
+from ledger.codes import SCHEMAS_DIR
+from ledger.config import Settings
+from ledger.errors import Category, LedgerError
+from ledger.service import PRIVILEGED_READERS, Ledger, Principal
+
+STATUS = {
+    Category.MALFORMED: 400, Category.UNAUTHENTICATED: 401, Category.FORBIDDEN: 403, Category.NOT_FOUND: 404,
+    Category.CONFLICT: 409, Category.TOO_LARGE: 413, Category.INVALID: 422,
+}
+ENVELOPE_SCHEMA = json.loads((SCHEMAS_DIR / "envelope.schema.json").read_text("utf-8"))
+for _k in ("$schema", "$id"):
+    ENVELOPE_SCHEMA.pop(_k, None)
+
+
+class ErrorItem(BaseModel):
+    code: str = Field(examples=["upn_check_letter"])
+    path: str = Field(examples=["$.payload.subject.upn"], description="JSONPath into the request")
+    message: str
+
+
+class Errors(BaseModel):
+    errors: list[ErrorItem]
+
+
+class Flag(BaseModel):
+    code: str = Field(examples=["late_report"])
+    message: str
+
+
+class ReceiptOut(BaseModel):
+    event_id: str
+    sequence: int = Field(description="ledger sequence (commit order; may have gaps)")
+    event_digest: str = Field(description="hex SHA-256 of the payload bytes")
+    envelope_digest: str = Field(description="hex SHA-256 of the envelope's JCS bytes")
+    received_at: str
+    status: str = Field(examples=["created"], description="created, or duplicate for a replay of the same envelope")
+    flags: list[Flag]
+    receipt: dict[str, Any] = Field(description="DSSE envelope (payloadType application/vnd.pupil-ledger.receipt+json) signed by the ledger key")
+
+
+class BatchIn(BaseModel):
+    envelopes: list[dict[str, Any]] = Field(description="DSSE envelopes, all accepted or none")
+
+
+class BatchOut(BaseModel):
+    receipts: list[ReceiptOut]
+
+
+class Health(BaseModel):
+    status: str
+    database: str
+    latest_sequence: int = Field(description="highest ledger sequence committed")
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": Errors, "description": desc}
+    for status, desc in [(400, "malformed"), (401, "no or bad bearer token"), (403, "signature, key or submitter not accepted"),
+                         (409, "event_id reused with other bytes"), (413, "body too large"), (422, "invalid event")]
+}
+
+
+def error_response(status: int, problems: list[dict[str, str]], headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"errors": problems}, status_code=status, headers=headers)
+
+
+async def read_limited(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise LedgerError.one("body_too_large", "$", f"the body is {declared} bytes; the limit is {limit}", Category.TOO_LARGE)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise LedgerError.one("body_too_large", "$", f"the body exceeds the limit of {limit} bytes", Category.TOO_LARGE)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def parse_json(raw: bytes) -> Any:
+    if not raw:
+        raise LedgerError.one("empty_body", "$", "the request body is empty", Category.MALFORMED)
+    try:
+        return jcs.parse(raw)
+    except jcs.NotJSON as exc:
+        raise LedgerError.one("malformed_json", "$", f"the body is not JSON: {exc}", Category.MALFORMED) from None
+
+
+def create_app(ledger: Ledger) -> FastAPI:
+    settings = ledger.settings
+    app = FastAPI(
+        title="Pupil Movement Ledger",
+        version="1.0.0",
+        description=(
+            "National system of record for pupil movements in SEND and alternative provision. "
+            "Post signed DSSE envelopes (design.md 3.1); every 201 means durably committed and carries a "
+            "receipt signed by the ledger. Errors are `{\"errors\": [{code, path, message}]}`."
+        ),
+    )
+    bearer = HTTPBearer(auto_error=False, description="token issued by `pupil-ledger tokens issue`")
+
+    @app.exception_handler(LedgerError)
+    async def ledger_error(_: Request, exc: LedgerError) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if exc.category is Category.UNAUTHENTICATED else None
+        return error_response(STATUS[exc.category], [p.as_dict() for p in exc.problems], headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = []
+        for err in exc.errors():
+            loc = [str(part) for part in err.get("loc", ())]
+            where = loc[0] if loc else "body"
+            path = "$" + "".join(f"[{p}]" if p.isdigit() else f".{p}" for p in loc[1:])
+            problems.append({"code": f"invalid_{where}", "path": path if where == "body" else f"{where}:{'.'.join(loc[1:])}", "message": err.get("msg", "invalid")})
+        return error_response(400 if any(e.get("type") == "json_invalid" for e in exc.errors()) else 422, problems)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return error_response(exc.status_code, [{"code": "http_error", "path": "$", "message": str(exc.detail)}])
+
+    async def principal(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> Principal:
+        if credentials is None:
+            raise LedgerError.one("token_missing", "header:Authorization", "send Authorization: Bearer <token>", Category.UNAUTHENTICATED)
+        found = await run_in_threadpool(ledger.authenticate, credentials.credentials)
+        if found is None:
+            raise LedgerError.one("token_invalid", "header:Authorization", "the bearer token is unknown, expired or revoked", Category.UNAUTHENTICATED)
+        return found
+
+    Caller = Annotated[Principal, Depends(principal)]
+
+    @app.post(
+        "/events", operation_id="submitEvent", status_code=201, response_model=ReceiptOut, tags=["submission"],
+        summary="Submit one signed event", responses={200: {"model": ReceiptOut, "description": "replay of an accepted envelope"}, **ERROR_RESPONSES},
+        openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": ENVELOPE_SCHEMA}}}},
+    )
+    async def submit_event(request: Request, caller: Caller) -> JSONResponse:
+        raw = parse_json(await read_limited(request, settings.max_event_bytes))
+        receipt = await run_in_threadpool(ledger.submit, raw, caller)
+        return JSONResponse(receipt.as_dict(), status_code=201 if receipt.created else 200)
+
+    @app.post(
+        "/batches", operation_id="submitBatch", status_code=201, response_model=BatchOut, tags=["submission"],
+        summary="Submit many signed events in one transaction (all or none)",
+        responses={200: {"model": BatchOut, "description": "every envelope was a replay"}, **ERROR_RESPONSES},
+        openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": {
+            "type": "object", "required": ["envelopes"], "properties": {"envelopes": {"type": "array", "items": ENVELOPE_SCHEMA}}}}}}},
+    )
+    async def submit_batch(request: Request, caller: Caller) -> JSONResponse:
+        raw = parse_json(await read_limited(request, settings.max_batch_bytes))
+        if not isinstance(raw, dict) or not isinstance(raw.get("envelopes"), list) or set(raw) != {"envelopes"}:
+            raise LedgerError.one("batch_shape", "$.envelopes", "the body is {\"envelopes\": [envelope, ...]}", Category.MALFORMED)
+        if not raw["envelopes"]:
+            raise LedgerError.one("batch_empty", "$.envelopes", "the batch has no envelopes", Category.INVALID)
+        receipts = await run_in_threadpool(ledger.submit_batch, raw["envelopes"], caller)
+        created = any(r.created for r in receipts)
+        return JSONResponse({"receipts": [r.as_dict() for r in receipts]}, status_code=201 if created else 200)
+
+    @app.get("/events/{event_id}", operation_id="getEvent", tags=["reads"], summary="One accepted event with its envelope and receipt",
+             responses={404: {"model": Errors}, 401: {"model": Errors}})
+    async def get_event(event_id: str, caller: Caller) -> dict[str, Any]:
+        submitter = await run_in_threadpool(ledger.event_submitter, event_id)
+        if submitter is None or (caller.role not in PRIVILEGED_READERS and caller.org != submitter):
+            raise LedgerError.one("not_found", "$.event_id", f"no event {event_id} that you may read", Category.NOT_FOUND)
+        return await run_in_threadpool(ledger.get_event, event_id)
+
+    @app.get("/pupils/{upn}/history", operation_id="pupilHistory", tags=["reads"],
+             summary="A pupil's history as of an effective date, as known at a ledger time (bitemporal)",
+             responses={404: {"model": Errors}, 401: {"model": Errors}, 422: {"model": Errors}})
+    async def pupil_history(
+        upn: str, caller: Caller,
+        as_of: Annotated[date | None, Query(description="effective date: only events that occurred on or before it")] = None,
+        known_at: Annotated[datetime | None, Query(description="ledger time: only events received at or before it (RFC 3339, with zone)")] = None,
+        include_envelopes: bool = False,
+    ) -> dict[str, Any]:
+        if known_at is not None and known_at.tzinfo is None:
+            raise LedgerError.one("known_at_zone", "query:known_at", "known_at needs a time zone, e.g. 2026-09-04T10:00:00Z")
+        if caller.role not in PRIVILEGED_READERS:
+            related = await run_in_threadpool(ledger.pupil_relations, upn)
+            if caller.org not in related:
+                raise LedgerError.one("not_found", "$.upn", "no events for this pupil that you may read", Category.NOT_FOUND)
+        return await run_in_threadpool(ledger.pupil_history, upn, as_of, known_at, include_envelopes)
+
+    @app.get("/healthz", operation_id="healthz", response_model=Health, tags=["operations"], responses={503: {"model": Errors}})
+    async def healthz() -> Any:
+        try:
+            count = await run_in_threadpool(ledger.store.max_sequence)
+        except Exception as exc:  # noqa: BLE001 - any database failure is "unhealthy"
+            return error_response(503, [{"code": "database_unavailable", "path": "$", "message": str(exc)[:200]}])
+        return Health(status="ok", database="postgresql" if ledger.store.is_postgres else "sqlite", latest_sequence=count)
+
+    @app.get("/log/vkey", operation_id="getVerifierKey", tags=["log"], response_class=PlainTextResponse,
+             summary="The ledger's C2SP note verifier key (receipts and checkpoints)")
+    async def get_vkey() -> str:
+        return log_vkey(ledger) + "\n"
+
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """Factory for ``uvicorn --factory api.app:app_from_env``."""
+    return create_app(open_ledger(Settings.from_env()))

@@ -1,0 +1,342 @@
+"""The ``pupil-ledger`` command line (design.md 3.5). Every command has --help with an example."""
+
+from __future__ import annotations
+
+import json
+import sys
+import uuid
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import httpx
+import typer
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from ledger import admin, envelope, jcs
+from ledger.config import Settings
+from ledger.errors import LedgerError
+from ledger.secrets import load_private_key, private_key_pem, public_key_pem
+from ledger.service import Ledger
+
+app = typer.Typer(help="Pupil Movement Ledger: signed, append-only record of pupil movements.", no_args_is_help=True, rich_markup_mode="markdown")
+orgs_app = typer.Typer(help="Organisations (schools, LAs, trusts, AP settings, providers).", no_args_is_help=True)
+keys_app = typer.Typer(help="Organisations' signing keys.", no_args_is_help=True)
+tokens_app = typer.Typer(help="Bearer tokens for the HTTP API.", no_args_is_help=True)
+app.add_typer(orgs_app, name="orgs")
+app.add_typer(keys_app, name="keys")
+app.add_typer(tokens_app, name="tokens")
+out = Console()
+err = Console(stderr=True)
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+UrlOpt = Annotated[str, typer.Option("--url", envvar="PUPIL_LEDGER_URL", help="the ledger's base URL")]
+TokenOpt = Annotated[str, typer.Option("--token", envvar="PUPIL_LEDGER_TOKEN", help="bearer token")]
+
+
+def _ledger() -> Ledger:
+    try:
+        return admin.open_ledger(Settings.from_env())
+    except admin.NotInitialised as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
+def _fail(exc: LedgerError) -> None:
+    for p in exc.problems:
+        err.print(f"[red]{p.code}[/red] at {p.path}: {p.message}")
+    raise typer.Exit(1)
+
+
+@app.command()
+def init() -> None:
+    """Create the stores, the ledger's signing key and an admin token in PUPIL_LEDGER_HOME.
+
+    Example: `PUPIL_LEDGER_HOME=./var pupil-ledger init`
+    """
+    settings = Settings.from_env()
+    try:
+        result = admin.initialise(settings)
+    except LedgerError as exc:
+        _fail(exc)
+        return
+    out.print(f"initialised ledger in {settings.home} ({'postgresql' if settings.database_url else 'sqlite'})")
+    out.print(f"admin token: {result.admin_token}")
+    out.print(f"log vkey: {result.vkey}")
+    result.ledger.store.close()
+
+
+@app.command()
+def serve(host: str = "127.0.0.1", port: int = 8000) -> None:
+    """Serve the HTTP API (OpenAPI at /docs).
+
+    Example: `pupil-ledger serve --port 8000`
+    """
+    import uvicorn
+
+    from api.app import create_app
+
+    ledger = _ledger()
+    out.print(f"serving on http://{host}:{port}  (API docs: http://{host}:{port}/docs)")
+    uvicorn.run(create_app(ledger), host=host, port=port, access_log=False, log_level="warning")
+
+
+@orgs_app.command("add")
+def orgs_add(
+    org_id: str,
+    kind: Annotated[str, typer.Option(help="school, ap_setting, la, trust, provider, unregistered_provider, inspectorate, regions")],
+    la: Annotated[Optional[str], typer.Option(help="la:NNN")] = None,  # noqa: UP007 - typer needs Optional
+    name: Annotated[Optional[str], typer.Option()] = None,  # noqa: UP007
+    gias_type: Annotated[Optional[str], typer.Option(help="GIAS establishment type code, e.g. 14")] = None,  # noqa: UP007
+    trust: Annotated[Optional[str], typer.Option(help="trust:TRNNNNN")] = None,  # noqa: UP007
+) -> None:
+    """Register an organisation (an org.registered event signed by the ledger).
+
+    Example: `pupil-ledger orgs add urn:100005 --kind school --la la:202 --name "Camden School"`
+    """
+    ledger = _ledger()
+    try:
+        receipt = admin.add_org(ledger, org_id, kind, name or org_id, la, gias_type=gias_type, trust=trust)
+    except LedgerError as exc:
+        _fail(exc)
+        return
+    out.print(f"registered {org_id} (sequence {receipt.sequence})")
+
+
+@orgs_app.command("list")
+def orgs_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """List registered organisations and their keys.
+
+    Example: `pupil-ledger orgs list --json`
+    """
+    orgs = _ledger().list_orgs()
+    if as_json:
+        print(json.dumps(orgs, indent=1))
+        return
+    table = Table("org", "kind", "name", "la", "keys")
+    for o in orgs:
+        keys = ", ".join(k["key_id"] + (" (revoked)" if k["revoked_at"] else "") for k in o["keys"])
+        table.add_row(o["org"], o["kind"], o["name"], o["la"] or "", keys)
+    out.print(table)
+
+
+@keys_app.command("generate")
+def keys_generate(prefix: Annotated[Path, typer.Argument(help="writes PREFIX.pem (private) and PREFIX.pub.pem")]) -> None:
+    """Generate an Ed25519 key pair for an organisation to sign with; prints the key id.
+
+    Example: `pupil-ledger keys generate ./school-100005`
+    """
+    key = Ed25519PrivateKey.generate()
+    private_path, public_path = prefix.with_suffix(".pem"), prefix.with_suffix(".pub.pem")
+    private_path.write_bytes(private_key_pem(key))
+    private_path.chmod(0o600)
+    public_path.write_bytes(public_key_pem(key))
+    out.print(f"{envelope.key_id(key.public_key())}  private: {private_path}  public: {public_path}")
+
+
+@keys_app.command("add")
+def keys_add(org_id: str, public_key_file: Annotated[Path, typer.Option(exists=True, dir_okay=False)]) -> None:
+    """Add a public key to an organisation; prints the key id.
+
+    Example: `pupil-ledger keys add urn:100005 --public-key-file school-100005.pub.pem`
+    """
+    public = load_pem_public_key(public_key_file.read_bytes())
+    if not isinstance(public, envelope.Ed25519PublicKey):
+        err.print("[red]error:[/red] not an Ed25519 public key")
+        raise typer.Exit(1)
+    try:
+        admin.add_key(_ledger(), org_id, public)
+    except LedgerError as exc:
+        _fail(exc)
+    print(envelope.key_id(public))
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    org_id: str, key_id: str,
+    reason: Annotated[str, typer.Option(help="superseded, compromised or retired")] = "retired",
+    at: Annotated[Optional[datetime], typer.Option(help="revocation time (UTC); default now")] = None,  # noqa: UP007
+) -> None:
+    """Revoke a key: events signed with it and received from then on are rejected.
+
+    Example: `pupil-ledger keys revoke urn:100005 0123456789abcdef --reason compromised`
+    """
+    when = at.replace(tzinfo=timezone.utc) if at and at.tzinfo is None else at
+    try:
+        admin.revoke_key(_ledger(), org_id, key_id, reason, when)
+    except LedgerError as exc:
+        _fail(exc)
+    out.print(f"revoked {key_id} of {org_id}")
+
+
+@tokens_app.command("issue")
+def tokens_issue(
+    org_id: str,
+    role: Annotated[str, typer.Option(help="school, la, trust, ap_setting, inspector, regions, researcher, admin")],
+    days: Annotated[int, typer.Option(help="expires after this many days")] = 365,
+) -> None:
+    """Issue a bearer token for an organisation and role; prints it once (only its hash is kept).
+
+    Example: `pupil-ledger tokens issue urn:100005 --role school`
+    """
+    ledger = _ledger()
+    try:
+        token = ledger.issue_token(org_id, role, ledger.clock() + timedelta(days=days))
+    except LedgerError as exc:
+        _fail(exc)
+        return
+    print(token)
+
+
+@tokens_app.command("revoke")
+def tokens_revoke(token: Annotated[str, typer.Argument(help="the token, or its id (the 8 hex characters after plt_)")]) -> None:
+    """Revoke a bearer token.
+
+    Example: `pupil-ledger tokens revoke plt_1a2b3c4d`
+    """
+    if not _ledger().revoke_token(token):
+        err.print("[red]error:[/red] no such token")
+        raise typer.Exit(1)
+    out.print("revoked")
+
+
+@app.command()
+def sign(
+    event_file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="event body JSON (design.md 3.1)")],
+    private_key_file: Annotated[Path, typer.Option(exists=True, dir_okay=False)],
+    key_id: Annotated[Optional[str], typer.Option(help="defaults to the key's own id")] = None,  # noqa: UP007
+) -> None:
+    """Canonicalise (RFC 8785) and sign an event into a DSSE envelope on stdout.
+
+    Example: `pupil-ledger sign admission.json --private-key-file school.pem --key-id 0123456789abcdef > admission.env.json`
+    """
+    try:
+        body = jcs.parse(event_file.read_bytes())
+    except jcs.NotJSON as exc:
+        err.print(f"[red]error:[/red] {event_file}: {exc}")
+        raise typer.Exit(1) from None
+    print(json.dumps(envelope.sign(body, load_private_key(private_key_file), key_id)))
+
+
+def _post(client: httpx.Client, path: str, body: Any) -> httpx.Response:
+    return client.post(path, content=json.dumps(body).encode("utf-8"), headers={"content-type": "application/json"})
+
+
+@app.command()
+def submit(
+    envelope_files: Annotated[list[Path], typer.Argument(exists=True, dir_okay=False, help="envelope files (.json, or .jsonl with one per line)")],
+    url: UrlOpt = DEFAULT_URL, token: TokenOpt = "",
+    batch: Annotated[int, typer.Option(help="envelopes per submitBatch call; 1 = submitEvent each")] = 1,
+) -> None:
+    """Submit signed envelopes over HTTP; prints one receipt per line (JSON).
+
+    Example: `pupil-ledger submit admission.env.json --url http://127.0.0.1:8000 --token plt_...`
+    """
+    envelopes: list[Any] = []
+    for path in envelope_files:
+        text = path.read_text("utf-8")
+        envelopes.extend(json.loads(line) for line in text.splitlines() if line.strip()) if path.suffix == ".jsonl" else envelopes.append(json.loads(text))
+    failed = 0
+    with httpx.Client(base_url=url, headers={"authorization": f"Bearer {token}"}, timeout=60) as client, \
+            Progress(console=err, transient=True, disable=len(envelopes) < 20) as progress:
+        task = progress.add_task("submitting", total=len(envelopes))
+        for start in range(0, len(envelopes), batch):
+            chunk = envelopes[start:start + batch]
+            response = _post(client, "/events", chunk[0]) if batch == 1 else _post(client, "/batches", {"envelopes": chunk})
+            if response.status_code >= 300:
+                failed += len(chunk)
+                err.print(f"[red]{response.status_code}[/red] {response.text}")
+            else:
+                receipts = [response.json()] if batch == 1 else response.json()["receipts"]
+                for r in receipts:
+                    print(json.dumps({k: r[k] for k in ("event_id", "sequence", "status", "received_at", "flags")}))
+            progress.advance(task, len(chunk))
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def history(
+    upn: str, url: UrlOpt = DEFAULT_URL, token: TokenOpt = "",
+    as_of: Annotated[Optional[str], typer.Option(help="effective date YYYY-MM-DD")] = None,  # noqa: UP007
+    known_at: Annotated[Optional[str], typer.Option(help="ledger time, e.g. 2026-09-04T10:00:00Z")] = None,  # noqa: UP007
+) -> None:
+    """A pupil's history as of a date, as known at a time (from a running ledger).
+
+    Example: `pupil-ledger history H801200001001 --as-of 2026-10-01 --token plt_...`
+    """
+    params = {k: v for k, v in {"as_of": as_of, "known_at": known_at}.items() if v}
+    response = httpx.get(f"{url}/pupils/{upn}/history", params=params, headers={"authorization": f"Bearer {token}"}, timeout=60)
+    if response.status_code != 200:
+        err.print(f"[red]{response.status_code}[/red] {response.text}")
+        raise typer.Exit(1)
+    print(json.dumps(response.json(), indent=1))
+
+
+@app.command()
+def simulate(
+    out_dir: Annotated[Path, typer.Argument(help="writes orgs.json (with private keys) and events.jsonl")],
+    pupils: int = 300, seed: int = 1, la: Annotated[str, typer.Option(help="3-digit LA code to calibrate from")] = "801",
+) -> None:
+    """Generate a simulated local area as signed envelopes (calibrated on published DfE figures).
+
+    Example: `pupil-ledger simulate ./sim --pupils 1000 --la 202`
+    """
+    from ledger.simulate import simulate_area
+
+    area = simulate_area(pupils=pupils, seed=seed, la_code=la, today=date.today())
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "orgs.json").write_text(json.dumps(area.orgs_json(), indent=1))
+    with (out_dir / "events.jsonl").open("w") as f, Progress(console=err, transient=True) as progress:
+        task = progress.add_task("signing", total=len(area.events))
+        for env in area.signed_events():
+            f.write(json.dumps(env) + "\n")
+            progress.advance(task)
+    out.print(f"{len(area.orgs)} organisations, {len(area.events)} events in {out_dir}")
+
+
+@app.command()
+def demo(port: int = 8000, pupils: int = 300, seed: int = 1, la: str = "801") -> None:
+    """Initialise a fresh home, load a simulated local area and serve it.
+
+    Example: `PUPIL_LEDGER_HOME=./demo-home pupil-ledger demo --port 8000`
+    """
+    import uvicorn
+
+    from api.app import create_app
+    from ledger.simulate import load_area, simulate_area
+
+    settings = Settings.from_env()
+    if (settings.home / "secrets").exists():
+        settings = Settings(home=settings.home / f"demo-{uuid.uuid4().hex[:6]}", database_url=settings.database_url)
+    result = admin.initialise(settings)
+    ledger = result.ledger
+    area = simulate_area(pupils=pupils, seed=seed, la_code=la, today=ledger.clock().date())
+    with Progress(console=err) as progress:
+        task = progress.add_task("loading simulated area", total=len(area.events))
+        load_area(ledger, area, on_progress=lambda n: progress.advance(task, n))
+    tokens = {role: ledger.issue_token(org, role) for role, org in (("inspector", "ofsted"), ("school", area.schools[0]))}
+    base = f"http://127.0.0.1:{port}"
+    upn = area.example_upn
+    out.print(f"ledger home: {settings.home}  ({ledger.store.max_sequence()} events)")
+    out.print(f"admin token:     {result.admin_token}")
+    out.print(f"inspector token: {tokens['inspector']}")
+    out.print(f"API docs:        {base}/docs")
+    out.print(f"health:          {base}/healthz")
+    out.print(f"pupil history:   curl -H 'Authorization: Bearer {tokens['inspector']}' {base}/pupils/{upn}/history")
+    uvicorn.run(create_app(ledger), host="127.0.0.1", port=port, access_log=False, log_level="warning")
+
+
+def main() -> None:
+    try:
+        app()
+    except BrokenPipeError:
+        sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,201 @@
+"""Event catalogue v1: JSON Schemas under ``schemas/`` are the single source of truth.
+
+Validation = the JSON Schema (structure) + the ledger's own keywords, read from the same files:
+``x-code-list`` (value must be in the named code list for the event's academic year),
+``x-org-id`` (organisation id schemes allowed), ``x-not-before`` (a date not before
+``occurred_on``), ``x-subject`` (pupil or org) and ``x-submitters`` (who may post the type).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone
+from functools import cache
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from referencing import Registry, Resource
+
+from .codes import SCHEMAS_DIR, code_list, la_codes
+from .errors import Problem
+from .identifiers import check_org_id, check_upn, org_scheme
+from .schooltime import academic_year
+
+EARLIEST_DATE = date(1990, 1, 1)
+MAX_PLANNING_HORIZON = timedelta(days=5 * 366)
+CLOCK_SKEW = timedelta(minutes=5)
+
+
+@dataclass(frozen=True)
+class EventType:
+    name: str
+    description: str
+    subject: str  # "pupil" | "org"
+    submitters: tuple[str, ...]  # org id schemes, plus "self" for the subject organisation
+    schema: dict[str, Any]
+
+
+@dataclass
+class Checked:
+    """Outcome of validating one event body."""
+
+    problems: list[Problem] = field(default_factory=list)
+    flags: list[dict[str, str]] = field(default_factory=list)
+
+
+@cache
+def _common_schema() -> dict[str, Any]:
+    return dict(json.loads((SCHEMAS_DIR / "event.schema.json").read_text("utf-8")))
+
+
+@cache
+def event_types() -> dict[str, EventType]:
+    types: dict[str, EventType] = {}
+    for path in sorted((SCHEMAS_DIR / "events").glob("*.schema.json")):
+        schema = json.loads(path.read_text("utf-8"))
+        name = schema["title"]
+        types[name] = EventType(
+            name, schema["description"], schema["x-subject"], tuple(schema["x-submitters"]), schema
+        )
+    return types
+
+
+@cache
+def _validator(type_name: str) -> Draft202012Validator:
+    common = _common_schema()
+    registry: Registry[Any] = Registry().with_resource(common["$id"], Resource.from_contents(common))
+    schema = {"allOf": [{"$ref": common["$id"]}, event_types()[type_name].schema]}
+    return Draft202012Validator(schema, registry=registry)
+
+
+def _json_path(prefix: str, parts: Iterator[Any] | Any) -> str:
+    out = prefix
+    for part in parts:
+        out += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return out
+
+
+def _schema_problems(body: dict[str, Any], type_name: str, prefix: str) -> list[Problem]:
+    problems = []
+    for error in sorted(_validator(type_name).iter_errors(body), key=lambda e: list(e.absolute_path)):
+        path = _json_path(prefix, error.absolute_path)
+        if error.validator == "required":
+            missing = re.match(r"'([^']+)'", error.message)
+            if missing:
+                path += f".{missing.group(1)}"
+            code = "required"
+        elif error.validator == "additionalProperties":
+            code = "unknown_field"
+        else:
+            code = f"schema_{error.validator}"
+        problems.append(Problem(code, path, error.message))
+    return problems
+
+
+def _parse_date(value: Any) -> date | None:
+    try:
+        return date.fromisoformat(value) if isinstance(value, str) and len(value) == 10 else None
+    except ValueError:
+        return None
+
+
+def parse_timestamp(value: Any) -> datetime | None:
+    if not isinstance(value, str) or not value.endswith("Z"):
+        return None
+    try:
+        return datetime.fromisoformat(value[:-1]).replace(tzinfo=timezone.utc)
+    except ValueError:
+        return None
+
+
+def _walk(schema: dict[str, Any], value: Any, path: str) -> Iterator[tuple[dict[str, Any], Any, str]]:
+    """Yield (subschema, value, path) for every value the type schema describes."""
+    yield schema, value, path
+    if isinstance(value, dict):
+        for name, sub in schema.get("properties", {}).items():
+            if name in value and isinstance(sub, dict):
+                yield from _walk(sub, value[name], f"{path}.{name}")
+    if isinstance(value, list) and isinstance(schema.get("items"), dict):
+        for i, item in enumerate(value):
+            yield from _walk(schema["items"], item, f"{path}[{i}]")
+
+
+def validate(body: dict[str, Any], received_at: datetime, prefix: str = "$.payload") -> Checked:
+    """Validate an event body against the catalogue. Pure apart from reading the schema files."""
+    out = Checked()
+    type_name = body.get("type")
+    etype = event_types().get(type_name) if isinstance(type_name, str) else None
+    if etype is None:
+        out.problems.append(
+            Problem("unknown_type", f"{prefix}.type", f"unknown event type {type_name!r}; see schemas/events/")
+        )
+        return out
+    out.problems.extend(_schema_problems(body, etype.name, prefix))
+    if out.problems:
+        return out
+
+    occurred_on = _parse_date(body["occurred_on"])
+    today = received_at.date()
+    if occurred_on is None:
+        out.problems.append(Problem("impossible_date", f"{prefix}.occurred_on", f"{body['occurred_on']!r} is not a calendar date"))
+        return out
+    if occurred_on > today:
+        out.problems.append(Problem("future_date", f"{prefix}.occurred_on", f"occurred_on {occurred_on} is after today ({today})"))
+    if occurred_on < EARLIEST_DATE:
+        out.problems.append(Problem("date_too_early", f"{prefix}.occurred_on", f"occurred_on is before {EARLIEST_DATE}"))
+    reported_at = parse_timestamp(body["reported_at"])
+    if reported_at is None:
+        out.problems.append(Problem("impossible_date", f"{prefix}.reported_at", "reported_at is not a valid UTC timestamp"))
+    elif reported_at > received_at + CLOCK_SKEW:
+        out.problems.append(Problem("future_date", f"{prefix}.reported_at", "reported_at is in the future by the ledger's clock"))
+    elif reported_at.date() < occurred_on:
+        out.problems.append(Problem("reported_before_occurred", f"{prefix}.reported_at", "reported_at is before occurred_on"))
+
+    year = academic_year(occurred_on)
+    las = la_codes()
+    submitter = body["submitter"]
+    problem = check_org_id(submitter, {s for s in etype.submitters if s != "self"} | ({org_scheme(submitter) or ""} if "self" in etype.submitters else set()), las)
+    if problem:
+        out.problems.append(Problem("submitter_not_allowed", f"{prefix}.submitter", f"{etype.name} cannot be posted by {submitter}: {problem}"))
+    subject = body["subject"]
+    if etype.subject == "pupil":
+        if "upn" not in subject:
+            out.problems.append(Problem("subject_kind", f"{prefix}.subject", f"{etype.name} is about a pupil: give subject.upn"))
+        else:
+            upn = check_upn(subject["upn"], las)
+            if not upn.ok:
+                out.problems.append(Problem(upn.code, f"{prefix}.subject.upn", upn.message))
+            elif upn.temporary:
+                out.flags.append({"code": "temporary_upn", "message": "a temporary UPN was used; post a correction when the permanent UPN is known"})
+    else:
+        if "org" not in subject:
+            out.problems.append(Problem("subject_kind", f"{prefix}.subject", f"{etype.name} is about an organisation: give subject.org"))
+        else:
+            problem = check_org_id(subject["org"], {"urn", "la", "trust", "ukprn", "uprov", "ofsted", "cqc", "dfe:regions", "dfe:admin"}, las)
+            if problem:
+                out.problems.append(Problem("org_id", f"{prefix}.subject.org", problem))
+
+    data_schema = etype.schema["properties"]["data"]
+    for sub, value, path in _walk(data_schema, body["data"], f"{prefix}.data"):
+        if "x-code-list" in sub:
+            codes = code_list(sub["x-code-list"]).codes_for(year)
+            if str(value) not in codes:
+                out.problems.append(Problem("unknown_code", path, f"{value!r} is not in code list {sub['x-code-list']} for {year}"))
+        if "x-org-id" in sub:
+            problem = check_org_id(value, set(sub["x-org-id"]), las)
+            if problem:
+                out.problems.append(Problem("org_id", path, problem))
+        if sub.get("format") == "date":
+            day = _parse_date(value)
+            if day is None:
+                out.problems.append(Problem("impossible_date", path, f"{value!r} is not a calendar date"))
+            elif day < EARLIEST_DATE or day > today + MAX_PLANNING_HORIZON:
+                out.problems.append(Problem("date_out_of_range", path, f"{day} is outside {EARLIEST_DATE}..{today + MAX_PLANNING_HORIZON}"))
+            elif sub.get("x-not-before") == "occurred_on" and day < occurred_on:
+                out.problems.append(Problem("end_before_start", path, f"{day} is before occurred_on {occurred_on}"))
+        if sub is not data_schema and sub.get("pattern", "").endswith("Z$") and parse_timestamp(value) is None:
+            out.problems.append(Problem("impossible_date", path, f"{value!r} is not a valid UTC timestamp"))
+    return out

@@ -1,0 +1,37 @@
+"""Settings from the environment (design.md 3.5), read in one place."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    database_url: str | None = None
+    origin: str = "pupil-ledger.local/log"
+    max_event_bytes: int = 64 * 1024
+    max_batch_bytes: int = 16 * 1024 * 1024
+    max_batch_items: int = 5000
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        return cls(
+            home=Path(env.get("PUPIL_LEDGER_HOME", "./var")).resolve(),
+            database_url=env.get("PUPIL_LEDGER_DATABASE_URL") or None,
+            origin=env.get("PUPIL_LEDGER_ORIGIN", cls.origin),
+            max_event_bytes=int(env.get("PUPIL_LEDGER_MAX_EVENT_BYTES", cls.max_event_bytes)),
+            max_batch_bytes=int(env.get("PUPIL_LEDGER_MAX_BATCH_BYTES", cls.max_batch_bytes)),
+            max_batch_items=int(env.get("PUPIL_LEDGER_MAX_BATCH_ITEMS", cls.max_batch_items)),
+        )
+
+    @property
+    def sqlite_path(self) -> Path:
+        return self.home / "ledger.sqlite3"
+
+    @property
+    def secrets_dir(self) -> Path:
+        return self.home / "secrets"

@@ -1,0 +1,128 @@
+"""Organisations and their signing keys, folded from ``org.*`` and ``provider.*`` records. Pure."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from .catalogue import parse_timestamp
+from .envelope import b64decode_strict, key_id
+from .errors import Category, Problem
+from .rules import Record
+
+KINDS_BY_SCHEME = {
+    "urn": ("school", "ap_setting"),
+    "la": ("la",),
+    "trust": ("trust",),
+    "ukprn": ("provider", "ap_setting"),
+    "uprov": ("unregistered_provider",),
+    "ofsted": ("inspectorate",),
+    "cqc": ("inspectorate",),
+    "dfe:regions": ("regions",),
+    "dfe:admin": ("admin",),
+}
+
+
+@dataclass
+class SigningKey:
+    key_id: str
+    public_key: bytes
+    added_at: datetime
+    revoked_at: datetime | None = None
+
+    def valid_at(self, when: datetime) -> bool:
+        return self.added_at <= when and (self.revoked_at is None or when < self.revoked_at)
+
+
+@dataclass
+class OrgState:
+    org_id: str
+    registered: bool = False
+    kind: str = ""
+    name: str = ""
+    la: str | None = None
+    trust: str | None = None
+    closed: bool = False
+    keys: dict[str, SigningKey] = field(default_factory=dict)
+
+    def public_key(self, kid: str) -> Ed25519PublicKey:
+        return Ed25519PublicKey.from_public_bytes(self.keys[kid].public_key)
+
+
+def scheme_of(org_id: str) -> str:
+    return org_id if ":" not in org_id or org_id.startswith("dfe:") else org_id.split(":")[0]
+
+
+def apply_org(state: OrgState, r: Record) -> None:
+    d = r.data
+    if r.type == "org.registered":
+        state.registered, state.kind, state.name = True, d["kind"], d["name"]
+        state.la, state.trust = d.get("la"), d.get("trust")
+    elif r.type == "provider.unregistered_recorded":
+        state.registered, state.kind, state.name = True, "unregistered_provider", d["name"]
+        state.la = r.submitter
+    elif r.type == "org.joined_trust":
+        state.trust = d["trust"]
+    elif r.type == "org.left_trust":
+        state.trust = None
+    elif r.type in ("org.closed", "provider.closed"):
+        state.closed = True
+    elif r.type == "org.key_added":
+        state.keys[d["key_id"]] = SigningKey(d["key_id"], b64decode_strict(d["public_key"]), r.received_at)
+    elif r.type == "org.key_revoked":
+        key = state.keys.get(d["key_id"])
+        if key is not None:
+            key.revoked_at = parse_timestamp(d.get("revoked_at")) or r.received_at
+
+
+def fold_org(org_id: str, records: Sequence[Record]) -> OrgState:
+    state = OrgState(org_id)
+    for record in records:
+        apply_org(state, record)
+    return state
+
+
+def _bad(code: str, path: str, message: str, category: Category = Category.INVALID) -> Problem:
+    return Problem(code, path, message, category)
+
+
+def check_org(state: OrgState, new: Record) -> list[Problem]:
+    """Problems that reject ``new`` about organisation ``state.org_id``."""
+    d, t = new.data, new.type
+    if t in ("org.registered", "provider.unregistered_recorded"):
+        if state.registered:
+            return [_bad("already_registered", "$.payload.subject.org", f"{state.org_id} is already registered")]
+        if t == "org.registered" and d["kind"] not in KINDS_BY_SCHEME[scheme_of(state.org_id)]:
+            return [_bad("kind_mismatch", "$.payload.data.kind", f"{state.org_id} cannot be of kind {d['kind']}")]
+        if t == "provider.unregistered_recorded":
+            if scheme_of(state.org_id) != "uprov":
+                return [_bad("not_unregistered_provider", "$.payload.subject.org", "an unregistered provider id is uprov:<la>-<n>")]
+            if state.org_id[6:9] != new.submitter[3:]:
+                return [_bad("not_own_provider_id", "$.payload.subject.org", f"{new.submitter} can only assign ids uprov:{new.submitter[3:]}-N", Category.FORBIDDEN)]
+        return []
+    if not state.registered:
+        return [_bad("org_unknown", "$.payload.subject.org", f"{state.org_id} is not registered")]
+    if state.closed:
+        return [_bad("org_closed", "$.payload.subject.org", f"{state.org_id} is closed")]
+    if t.startswith("provider.") and new.submitter != state.la:
+        return [_bad("not_owner", "$.payload.subject.org", f"only {state.la} records events about {state.org_id}", Category.FORBIDDEN)]
+    if t == "org.key_added":
+        try:
+            raw = b64decode_strict(d["public_key"])
+            Ed25519PublicKey.from_public_bytes(raw)
+        except ValueError:
+            return [_bad("public_key", "$.payload.data.public_key", "not base64 of a raw 32-byte Ed25519 public key")]
+        if key_id(raw) != d["key_id"]:
+            return [_bad("key_id_mismatch", "$.payload.data.key_id", f"the key id of that public key is {key_id(raw)}")]
+        if d["key_id"] in state.keys:
+            return [_bad("key_exists", "$.payload.data.key_id", "that key is already registered")]
+    if t == "org.key_revoked":
+        key = state.keys.get(d["key_id"])
+        if key is None:
+            return [_bad("key_unknown", "$.payload.data.key_id", f"{state.org_id} has no key {d['key_id']}")]
+        if key.revoked_at is not None:
+            return [_bad("key_already_revoked", "$.payload.data.key_id", f"key {d['key_id']} was revoked at {key.revoked_at.isoformat()}")]
+    return []

@@ -1,0 +1,90 @@
+"""The ledger's own key material, kept in ``$PUPIL_LEDGER_HOME/secrets`` (mode 0600).
+
+- ``ledger-signing-key.pem``: Ed25519 key that signs receipts (and later checkpoints).
+- ``pseudonym.key``: HMAC-SHA-256 key: a pupil's aggregate id is a keyed pseudonym of the UPN.
+- ``store-cipher.key``: AES-256-GCM key for stored event state (UPNs are encrypted at rest).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from .envelope import key_id, raw_public_key
+
+ORG_NAMESPACE = uuid.UUID("5b0c3f0e-52a6-4d4e-9a37-6f1d6c1e2b10")
+
+
+def load_private_key(path: Path) -> Ed25519PrivateKey:
+    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    if not isinstance(key, Ed25519PrivateKey):
+        raise ValueError(f"{path} is not an Ed25519 private key")
+    return key
+
+
+def private_key_pem(key: Ed25519PrivateKey) -> bytes:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+
+
+def public_key_pem(key: Ed25519PrivateKey) -> bytes:
+    return key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def _write_secret(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+
+
+@dataclass(frozen=True)
+class LedgerSecrets:
+    signing_key: Ed25519PrivateKey
+    pseudonym_key: bytes
+    cipher_key: str  # base64, as eventsourcing's AESCipher wants it
+
+    @property
+    def signing_key_id(self) -> str:
+        return key_id(self.signing_key.public_key())
+
+    @property
+    def signing_public_raw(self) -> bytes:
+        return raw_public_key(self.signing_key.public_key())
+
+    def pupil_id(self, upn: str) -> uuid.UUID:
+        """Aggregate id of a pupil: the first 16 bytes of HMAC-SHA-256(pseudonym key, UPN)."""
+        return uuid.UUID(bytes=hmac.new(self.pseudonym_key, upn.encode("ascii"), hashlib.sha256).digest()[:16])
+
+    @staticmethod
+    def org_id(org: str) -> uuid.UUID:
+        return uuid.uuid5(ORG_NAMESPACE, org)
+
+    @classmethod
+    def create(cls, directory: Path) -> LedgerSecrets:
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        signing = Ed25519PrivateKey.generate()
+        pseudonym = os.urandom(32)
+        cipher = base64.b64encode(os.urandom(32)).decode("ascii")
+        _write_secret(directory / "ledger-signing-key.pem", private_key_pem(signing))
+        _write_secret(directory / "pseudonym.key", base64.b64encode(pseudonym))
+        _write_secret(directory / "store-cipher.key", cipher.encode("ascii"))
+        return cls(signing, pseudonym, cipher)
+
+    @classmethod
+    def load(cls, directory: Path) -> LedgerSecrets:
+        return cls(
+            load_private_key(directory / "ledger-signing-key.pem"),
+            base64.b64decode((directory / "pseudonym.key").read_bytes()),
+            (directory / "store-cipher.key").read_text("ascii").strip(),
+        )
+
+    @staticmethod
+    def exist(directory: Path) -> bool:
+        return (directory / "ledger-signing-key.pem").exists()

@@ -1,0 +1,410 @@
+"""The submission pipeline and reads, callable without HTTP (design.md 2, "data flow").
+
+decode -> catalogue validation -> signature (key registry) -> submitter authorisation ->
+idempotency -> domain rules on the subject -> one transaction -> signed receipts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets as pysecrets
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, timezone
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from eventsourcing.persistence import IntegrityError
+
+from . import catalogue, envelope, jcs
+from .config import Settings
+from .errors import Category, LedgerError, Problem
+from .orgs import OrgState, check_org, fold_org
+from .rules import Record, check_pupil, fold_pupil
+from .secrets import LedgerSecrets
+from .store import IndexRow, Store, Subject
+
+RECEIPT_PAYLOAD_TYPE = "application/vnd.pupil-ledger.receipt+json"
+ADMIN_ORG = "dfe:admin"
+ROLES = ("school", "la", "trust", "ap_setting", "inspector", "regions", "researcher", "admin")
+PRIVILEGED_READERS = ("admin", "inspector", "regions")
+MAX_ATTEMPTS = 5
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def timestamp(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass(frozen=True)
+class Principal:
+    org: str
+    role: str
+    token_id: str = ""
+
+
+@dataclass
+class Receipt:
+    event_id: str
+    sequence: int
+    event_digest: str
+    envelope_digest: str
+    received_at: str
+    created: bool  # False: the same envelope had been accepted before (a replay)
+    flags: list[dict[str, str]] = field(default_factory=list)
+    signed: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "event_id": self.event_id, "sequence": self.sequence, "event_digest": self.event_digest,
+            "envelope_digest": self.envelope_digest, "received_at": self.received_at,
+            "status": "created" if self.created else "duplicate", "flags": self.flags, "receipt": self.signed,
+        }
+
+
+@dataclass
+class _Item:
+    """One envelope in flight through the pipeline."""
+
+    index: int
+    path: str
+    env: envelope.Envelope | None = None
+    body: dict[str, Any] = field(default_factory=dict)
+    flags: list[dict[str, str]] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    duplicate_of: IndexRow | None = None
+    aggregate_id: uuid.UUID | None = None
+
+
+class Ledger:
+    """The write side as a use-case boundary (no HTTP, no CLI)."""
+
+    def __init__(self, store: Store, ledger_secrets: LedgerSecrets, settings: Settings, clock: Callable[[], datetime] = utcnow):
+        self.store = store
+        self.secrets = ledger_secrets
+        self.settings = settings
+        self.clock = clock
+
+    # -- submission --------------------------------------------------------------------------
+
+    def submit(self, raw: Any, principal: Principal | None = None) -> Receipt:
+        return self.submit_batch([raw], principal, path_of=lambda i: "$")[0]
+
+    def submit_batch(
+        self,
+        raws: Sequence[Any],
+        principal: Principal | None = None,
+        path_of: Callable[[int], str] = lambda i: f"$.envelopes[{i}]",
+        trusted_keys: dict[str, tuple[str, bytes]] | None = None,
+    ) -> list[Receipt]:
+        """Accept every envelope or none. ``principal`` None means a trusted local caller."""
+        if len(raws) > self.settings.max_batch_items:
+            raise LedgerError.one("batch_too_large", "$.envelopes", f"at most {self.settings.max_batch_items} envelopes per batch", Category.TOO_LARGE)
+        for attempt in range(MAX_ATTEMPTS):
+            received_at = self.clock()
+            items = [self._prepare(raw, i, path_of(i), received_at) for i, raw in enumerate(raws)]
+            self._check_event_ids(items)
+            working: dict[uuid.UUID, Subject | None] = {}
+            events: list[Any] = []
+            index_rows: list[dict[str, Any]] = []
+            key_rows: list[tuple[str, str]] = []
+            for item in items:
+                if item.problems or item.duplicate_of is not None:
+                    continue
+                self._authenticate(item, principal, received_at, working, trusted_keys or {})
+                if not item.problems:
+                    self._apply_rules(item, received_at, working, events, index_rows, key_rows)
+            problems = [p for item in items for p in item.problems]
+            if problems:
+                raise LedgerError(problems)
+            if not events:
+                return [self._receipt_for(item.duplicate_of, created=False) for item in items if item.duplicate_of]
+            try:
+                recordings = self.store.append(events, index_rows, key_rows)
+            except IntegrityError:
+                if attempt == MAX_ATTEMPTS - 1:
+                    raise
+                continue  # a concurrent writer got there first: re-read and re-check everything
+            sequences = [r.notification.id for r in recordings]
+            receipts: list[Receipt] = []
+            new_rows = iter(zip(index_rows, sequences, strict=True))
+            for item in items:
+                if item.duplicate_of is not None:
+                    receipts.append(self._receipt_for(item.duplicate_of, created=False))
+                else:
+                    row, sequence = next(new_rows)
+                    receipts.append(self._receipt_for(IndexRow(**{**row, "sequence": sequence}), created=True, flags=item.flags))
+            return receipts
+        raise AssertionError("unreachable")
+
+    def _prepare(self, raw: Any, index: int, path: str, received_at: datetime) -> _Item:
+        item = _Item(index, path)
+        try:
+            item.env = envelope.decode(raw, path)
+        except LedgerError as exc:
+            item.problems.extend(exc.problems)
+            return item
+        item.body = item.env.body
+        checked = catalogue.validate(item.body, received_at, prefix=f"{path}.payload")
+        item.problems.extend(checked.problems)
+        item.flags.extend(checked.flags)
+        return item
+
+    def _check_event_ids(self, items: list[_Item]) -> None:
+        seen: dict[str, int] = {}
+        for item in items:
+            if item.problems:
+                continue
+            event_id = item.body["event_id"]
+            if event_id in seen:
+                item.problems.append(Problem("duplicate_in_batch", f"{item.path}.payload.event_id", f"event_id also used by item {seen[event_id]} of this batch", Category.INVALID))
+            seen[event_id] = item.index
+        existing = self.store.index_rows([i.body["event_id"] for i in items if not i.problems])
+        for item in items:
+            row = existing.get(item.body.get("event_id", "")) if not item.problems else None
+            if row is None:
+                continue
+            assert item.env is not None
+            if row.envelope_digest == item.env.envelope_digest:
+                item.duplicate_of = row
+            else:
+                item.problems.append(Problem(
+                    "event_id_conflict", f"{item.path}.payload.event_id",
+                    f"event_id {row.event_id} was already accepted (sequence {row.sequence}) with different bytes",
+                    Category.CONFLICT,
+                ))
+
+    def _subject_id(self, body: dict[str, Any]) -> uuid.UUID:
+        subject = body["subject"]
+        return self.secrets.pupil_id(subject["upn"]) if "upn" in subject else self.secrets.org_id(subject["org"])
+
+    def _load(self, aggregate_id: uuid.UUID, working: dict[uuid.UUID, Subject | None]) -> Subject | None:
+        if aggregate_id not in working:
+            working[aggregate_id] = self.store.subject(aggregate_id)
+        return working[aggregate_id]
+
+    def org_state(self, org: str, working: dict[uuid.UUID, Subject | None] | None = None) -> OrgState:
+        subject = self._load(self.secrets.org_id(org), {} if working is None else working)
+        return fold_org(org, subject.records if subject else [])
+
+    def _authenticate(self, item: _Item, principal: Principal | None, received_at: datetime,
+                      working: dict[uuid.UUID, Subject | None], trusted: dict[str, tuple[str, bytes]]) -> None:
+        assert item.env is not None
+        submitter = item.body["submitter"]
+        sig_path = f"{item.path}.signatures"
+
+        def forbid(code: str, message: str, path: str = sig_path) -> None:
+            item.problems.append(Problem(code, path, message, Category.FORBIDDEN))
+
+        if principal is not None and principal.org != submitter:
+            forbid("submitter_mismatch", f"the bearer token is for {principal.org} but the event's submitter is {submitter}", f"{item.path}.payload.submitter")
+            return
+        org = self.org_state(submitter, working)
+        for kid, _sig in item.env.signatures:
+            if kid in trusted and trusted[kid][0] == submitter:
+                public = Ed25519PublicKey.from_public_bytes(trusted[kid][1])
+                if item.env.verify(public, kid):
+                    return
+                forbid("signature_invalid", f"the signature by key {kid} does not verify")
+                return
+            key = org.keys.get(kid)
+            if key is None:
+                continue
+            if not key.valid_at(received_at):
+                revoked = key.revoked_at.isoformat() if key.revoked_at else "?"
+                forbid("key_revoked", f"key {kid} of {submitter} was revoked at {revoked}")
+                return
+            if not item.env.verify(org.public_key(kid), kid):
+                forbid("signature_invalid", f"the signature by key {kid} does not verify over this payload")
+            return
+        if not org.registered:
+            forbid("submitter_unknown", f"{submitter} is not a registered organisation", f"{item.path}.payload.submitter")
+            return
+        kid = item.env.signatures[0][0]
+        owner = self.store.key_owner(kid)
+        if owner is not None and owner != submitter:
+            forbid("key_not_submitters", f"key {kid} belongs to {owner}, not to the submitter {submitter}")
+        else:
+            forbid("key_unknown", f"key {kid} is not registered for {submitter}")
+
+    def _apply_rules(self, item: _Item, received_at: datetime, working: dict[uuid.UUID, Subject | None],
+                     events: list[Any], index_rows: list[dict[str, Any]], key_rows: list[tuple[str, str]]) -> None:
+        assert item.env is not None
+        body = item.body
+        record = Record.from_body(body, received_at)
+        aggregate_id = self._subject_id(body)
+        subject = self._load(aggregate_id, working)
+        records = subject.records if subject else []
+        etype = catalogue.event_types()[body["type"]]
+        if etype.subject == "pupil":
+            problems, flags = check_pupil(records, record)
+        else:
+            org_state = fold_org(body["subject"]["org"], records)
+            problems, flags = check_org(org_state, record), []
+            if "self" in etype.submitters and body["submitter"] not in (ADMIN_ORG, body["subject"]["org"]):
+                problems.append(Problem("submitter_not_allowed", f"{item.path}.payload.submitter", f"{body['type']} is posted by {ADMIN_ORG} or the organisation itself", Category.FORBIDDEN))
+        item.problems.extend(p.at(item.path) for p in problems)
+        if item.problems:
+            return
+        item.flags.extend(flags)
+        text = item.env.canonical_bytes().decode("utf-8")
+        if subject is None:
+            subject = Subject._create(Subject.Created, id=aggregate_id, envelope=text, received_at=received_at, flags=item.flags)
+            working[aggregate_id] = subject
+        else:
+            subject.record(text, received_at, item.flags)
+        pending = subject.collect_events()
+        events.extend(pending)
+        version = pending[-1].originator_version
+        index_rows.append({
+            "event_id": body["event_id"], "originator_id": str(aggregate_id), "originator_version": version,
+            "type": body["type"], "submitter": body["submitter"], "event_digest": item.env.event_digest,
+            "envelope_digest": item.env.envelope_digest, "received_at": timestamp(received_at),
+        })
+        if body["type"] == "org.key_added":
+            key_rows.append((body["data"]["key_id"], body["subject"]["org"]))
+
+    def _receipt_for(self, row: IndexRow, created: bool, flags: list[dict[str, str]] | None = None) -> Receipt:
+        claim = {
+            "event_id": row.event_id, "sequence": row.sequence, "event_digest": row.event_digest,
+            "envelope_digest": row.envelope_digest, "received_at": row.received_at, "ledger": self.settings.origin,
+        }
+        signed = envelope.sign(claim, self.secrets.signing_key, self.secrets.signing_key_id, RECEIPT_PAYLOAD_TYPE)
+        if flags is None:
+            entry = self._entry(row)
+            flags = entry.flags if entry else []
+        return Receipt(row.event_id, row.sequence, row.event_digest, row.envelope_digest, row.received_at, created, flags, signed)
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    def _entry(self, row: IndexRow) -> Any:
+        subject = self.store.subject(uuid.UUID(row.originator_id))
+        if subject is None:
+            return None
+        return next((e for e in subject.entries if e.version == row.originator_version), None)
+
+    def get_event(self, event_id: str) -> dict[str, Any]:
+        row = self.store.index_rows([event_id]).get(event_id)
+        entry = self._entry(row) if row else None
+        if row is None or entry is None:
+            raise LedgerError.one("not_found", "$.event_id", f"no event {event_id}", Category.NOT_FOUND)
+        return {
+            "event_id": row.event_id, "sequence": row.sequence, "type": row.type, "submitter": row.submitter,
+            "received_at": row.received_at, "event_digest": row.event_digest, "envelope_digest": row.envelope_digest,
+            "flags": entry.flags, "envelope": jcs.parse(entry.envelope.encode("utf-8")),
+            "receipt": self._receipt_for(row, created=False, flags=entry.flags).signed,
+        }
+
+    def event_submitter(self, event_id: str) -> str | None:
+        row = self.store.index_rows([event_id]).get(event_id)
+        return row.submitter if row else None
+
+    def pupil_history(self, upn: str, as_of: date | None = None, known_at: datetime | None = None,
+                      include_envelopes: bool = False) -> dict[str, Any]:
+        """History of a pupil as of effective date ``as_of``, as known at ledger time ``known_at``."""
+        aggregate_id = self.secrets.pupil_id(upn)
+        subject = self.store.subject(aggregate_id)
+        if subject is None:
+            raise LedgerError.one("not_found", "$.upn", "the ledger has no events for this pupil", Category.NOT_FOUND)
+        index = self.store.index_for_subject(aggregate_id)
+        known = [e for e in subject.entries if known_at is None or e.received_at <= known_at]
+        visible = [e for e in known if as_of is None or e.record.occurred_on <= as_of]
+        superseded_by = {e.record.corrects: e.record.event_id for e in known if e.record.corrects}
+        events = []
+        for e in visible:
+            r = e.record
+            row = index.get(e.version)
+            item: dict[str, Any] = {
+                "event_id": r.event_id, "sequence": row.sequence if row else None, "type": r.type, "submitter": r.submitter,
+                "occurred_on": r.occurred_on.isoformat(), "received_at": timestamp(r.received_at), "data": r.data,
+                "corrects": r.corrects, "superseded_by": superseded_by.get(r.event_id), "flags": e.flags,
+                "event_digest": row.event_digest if row else None,
+            }
+            if include_envelopes:
+                item["envelope"] = jcs.parse(e.envelope.encode("utf-8"))
+            events.append(item)
+        state = fold_pupil([e.record for e in visible])
+        day = as_of or self.clock().date()
+        return {
+            "as_of": as_of.isoformat() if as_of else None,
+            "known_at": timestamp(known_at) if known_at else None,
+            "on_roll": [
+                {"school": r.school, "enrolment_status": r.status, "since": r.start.isoformat(), "sen_status": r.sen_status}
+                for r in state.registrations if r.open_on(day)
+            ],
+            "open": [
+                {"kind": ep.kind, "started_by": ep.start_event_id, "since": ep.start.isoformat(), "details": ep.details}
+                for ep in state.episodes.values() if ep.end is None
+            ],
+            "events": events,
+        }
+
+    def pupil_relations(self, upn: str) -> set[str]:
+        """Organisations that have posted about, or are named in, the pupil's record."""
+        subject = self.store.subject(self.secrets.pupil_id(upn))
+        orgs: set[str] = set()
+        for r in (subject.records if subject else []):
+            orgs.add(r.submitter)
+            for name in ("school", "commissioner", "setting", "host_school", "la", "destination_school"):
+                if isinstance(r.data.get(name), str):
+                    orgs.add(r.data[name])
+        return orgs
+
+    def list_orgs(self) -> list[dict[str, Any]]:
+        rows = self.store.query("SELECT DISTINCT originator_id FROM ledger_index WHERE type IN ('org.registered', 'provider.unregistered_recorded')")
+        out = []
+        for (originator,) in rows:
+            subject = self.store.subject(uuid.UUID(originator))
+            if subject is None:
+                continue
+            org_id = subject.records[0].subject
+            state = fold_org(org_id, subject.records)
+            out.append({"org": org_id, "kind": state.kind, "name": state.name, "la": state.la, "trust": state.trust,
+                        "closed": state.closed, "keys": [{"key_id": k.key_id, "revoked_at": k.revoked_at.isoformat() if k.revoked_at else None} for k in state.keys.values()]})
+        return sorted(out, key=lambda o: o["org"])
+
+    # -- tokens ---------------------------------------------------------------------------------
+
+    def issue_token(self, org: str, role: str, expires_at: datetime | None = None) -> str:
+        if role not in ROLES:
+            raise LedgerError.one("unknown_role", "$.role", f"role must be one of {', '.join(ROLES)}")
+        if not self.org_state(org).registered:
+            raise LedgerError.one("org_unknown", "$.org", f"{org} is not registered")
+        token_id = pysecrets.token_hex(4)
+        token = f"plt_{token_id}_{pysecrets.token_urlsafe(32)}"
+        self.store.execute(
+            "INSERT INTO ledger_tokens (token_id, token_hash, org_id, role, issued_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)",
+            (token_id, _hash_token(token), org, role, timestamp(self.clock()), timestamp(expires_at) if expires_at else None),
+        )
+        return token
+
+    def revoke_token(self, token_or_id: str) -> bool:
+        token_id = token_or_id.split("_")[1] if token_or_id.startswith("plt_") else token_or_id
+        before = self.store.query("SELECT revoked_at FROM ledger_tokens WHERE token_id = ?", (token_id,))
+        if not before:
+            return False
+        self.store.execute("UPDATE ledger_tokens SET revoked_at = ? WHERE token_id = ? AND revoked_at IS NULL", (timestamp(self.clock()), token_id))
+        return True
+
+    def authenticate(self, token: str) -> Principal | None:
+        parts = token.split("_")
+        if len(parts) < 3 or parts[0] != "plt":
+            return None
+        rows = self.store.query("SELECT token_hash, org_id, role, expires_at, revoked_at FROM ledger_tokens WHERE token_id = ?", (parts[1],))
+        if not rows:
+            return None
+        token_hash, org, role, expires_at, revoked_at = rows[0]
+        if not pysecrets.compare_digest(token_hash, _hash_token(token)) or revoked_at:
+            return None
+        if expires_at and expires_at <= timestamp(self.clock()):
+            return None
+        return Principal(org, role, parts[1])
+
+
+def _hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+

@@ -1,0 +1,289 @@
+"""Event store: an ``eventsourcing`` Application with one aggregate per subject.
+
+Every accepted envelope is exactly one stored event (``Subject.Created`` for the subject's first,
+``Subject.Recorded`` after), encrypted at rest (AES-GCM). Beside the library's tables, the
+same transaction writes ``ledger_index`` (event_id -> sequence, digests: idempotency and
+look-ups) and ``ledger_keys`` (key id -> organisation), so a 2xx is only ever sent for an event
+whose index row and stored event committed together.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, ClassVar
+from urllib.parse import unquote, urlparse
+
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.domain import Aggregate
+from eventsourcing.persistence import StoredEvent
+from eventsourcing.postgres import PostgresApplicationRecorder
+from eventsourcing.sqlite import SQLiteApplicationRecorder
+from psycopg.sql import SQL
+
+from .envelope import b64decode_strict
+from .jcs import parse
+from .rules import Record
+
+INDEX_COLUMNS = (
+    "event_id", "sequence", "originator_id", "originator_version", "type", "submitter",
+    "event_digest", "envelope_digest", "received_at",
+)
+
+
+@dataclass(frozen=True)
+class IndexRow:
+    event_id: str
+    sequence: int
+    originator_id: str
+    originator_version: int
+    type: str
+    submitter: str
+    event_digest: str
+    envelope_digest: str
+    received_at: str
+
+
+# -- domain model ---------------------------------------------------------------------------
+
+
+@dataclass
+class Entry:
+    """One accepted envelope on a subject's stream."""
+
+    version: int
+    envelope: str  # the envelope's canonical JSON text
+    received_at: datetime
+    flags: list[dict[str, str]]
+    record: Record
+
+
+def _record_of(envelope: str, received_at: datetime) -> Record:
+    body = parse(b64decode_strict(parse(envelope.encode("utf-8"))["payload"]))
+    return Record.from_body(body, received_at)
+
+
+class Subject(Aggregate):
+    """Everything the ledger accepted about one pupil or one organisation, in order."""
+
+    TOPIC = "pupil-ledger/Subject"
+
+    class Created(Aggregate.Created):
+        TOPIC = "pupil-ledger/Subject.Created"
+        envelope: str
+        received_at: datetime
+        flags: list[dict[str, str]]
+
+    class Recorded(Aggregate.Event):
+        TOPIC = "pupil-ledger/Subject.Recorded"
+        envelope: str
+        received_at: datetime
+        flags: list[dict[str, str]]
+
+        def apply(self, aggregate: Aggregate) -> None:
+            assert isinstance(aggregate, Subject)
+            aggregate._add(self.originator_version, self.envelope, self.received_at, self.flags)
+
+    def __init__(self, envelope: str, received_at: datetime, flags: list[dict[str, str]]):
+        self.entries: list[Entry] = []
+        self._add(1, envelope, received_at, flags)
+
+    def _add(self, version: int, envelope: str, received_at: datetime, flags: list[dict[str, str]]) -> None:
+        self.entries.append(Entry(version, envelope, received_at, list(flags), _record_of(envelope, received_at)))
+
+    @property
+    def records(self) -> list[Record]:
+        return [e.record for e in self.entries]
+
+    def record(self, envelope: str, received_at: datetime, flags: list[dict[str, str]]) -> None:
+        self.trigger_event(Subject.Recorded, envelope=envelope, received_at=received_at, flags=flags)
+
+
+RECORD_TOPICS = (Subject.Created.TOPIC, Subject.Recorded.TOPIC)
+
+
+# -- recorders: the index rows commit in the same transaction as the events ----------------
+
+
+def _match_index_rows(stored_events: Sequence[StoredEvent], ids: Sequence[int], rows: Sequence[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    by_position = {(str(s.originator_id), s.originator_version): n for s, n in zip(stored_events, ids, strict=True)}
+    out = []
+    for row in rows:
+        sequence = by_position[(row["originator_id"], row["originator_version"])]
+        out.append(tuple(sequence if c == "sequence" else row[c] for c in INDEX_COLUMNS))
+    return out
+
+
+_INDEX_DDL = (
+    "CREATE TABLE IF NOT EXISTS ledger_index (event_id TEXT PRIMARY KEY, sequence BIGINT NOT NULL UNIQUE, "
+    "originator_id TEXT NOT NULL, originator_version INTEGER NOT NULL, type TEXT NOT NULL, submitter TEXT NOT NULL, "
+    "event_digest TEXT NOT NULL, envelope_digest TEXT NOT NULL, received_at TEXT NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS ledger_index_subject ON ledger_index (originator_id, originator_version)",
+    "CREATE TABLE IF NOT EXISTS ledger_keys (key_id TEXT PRIMARY KEY, org_id TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS ledger_tokens (token_id TEXT PRIMARY KEY, token_hash TEXT NOT NULL UNIQUE, "
+    "org_id TEXT NOT NULL, role TEXT NOT NULL, issued_at TEXT NOT NULL, expires_at TEXT, revoked_at TEXT)",
+    "CREATE TABLE IF NOT EXISTS ledger_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
+)
+_INSERT_INDEX = f"INSERT INTO ledger_index ({', '.join(INDEX_COLUMNS)}) VALUES ({', '.join('?' * len(INDEX_COLUMNS))})"
+_INSERT_KEY = "INSERT INTO ledger_keys (key_id, org_id) VALUES (?, ?)"
+
+
+class SQLiteLedgerRecorder(SQLiteApplicationRecorder):
+    placeholder = "?"
+
+    def construct_create_table_statements(self) -> list[str]:
+        return [*super().construct_create_table_statements(), *_INDEX_DDL]
+
+    def _insert_events(self, c: Any, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
+        ids = super()._insert_events(c, stored_events, **kwargs)
+        assert ids is not None
+        c.executemany(_INSERT_INDEX, _match_index_rows(stored_events, ids, kwargs.get("index_rows", ())))
+        c.executemany(_INSERT_KEY, kwargs.get("key_rows", ()))
+        return ids
+
+
+class PostgresLedgerRecorder(PostgresApplicationRecorder):
+    placeholder = "%s"
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.sql_create_statements.extend(SQL(s.replace("{", "{{").replace("}", "}}")) for s in _INDEX_DDL)  # type: ignore[arg-type]
+
+    def _fetch_ids_after_insert_events(self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
+        ids = super()._fetch_ids_after_insert_events(curs, stored_events, **kwargs)
+        assert ids is not None
+        rows = _match_index_rows(stored_events, ids, kwargs.get("index_rows", ()))
+        if rows:
+            curs.executemany(_INSERT_INDEX.replace("?", "%s"), rows)
+        if kwargs.get("key_rows"):
+            curs.executemany(_INSERT_KEY.replace("?", "%s"), kwargs["key_rows"])
+        curs.connection.pipeline().sync()
+        return ids
+
+
+class LedgerApp(Application[uuid.UUID]):
+    name = "Ledger"
+    env: ClassVar[dict[str, str]] = {
+        "AGGREGATE_CACHE_MAXSIZE": "20000",
+        "CIPHER_TOPIC": "eventsourcing.cryptography:AESCipher",
+        "COMPRESSOR_TOPIC": "eventsourcing.compressor:ZlibCompressor",
+    }
+
+
+# -- the store facade -------------------------------------------------------------------------
+
+
+def persistence_env(database_url: str | None, sqlite_path: str, cipher_key: str, create_tables: bool) -> dict[str, str]:
+    env = {"CIPHER_KEY": cipher_key, "CREATE_TABLE": "y" if create_tables else "n"}
+    if database_url:
+        url = urlparse(database_url)
+        if url.scheme not in ("postgresql", "postgres"):
+            raise ValueError(f"PUPIL_LEDGER_DATABASE_URL must be postgresql://..., not {url.scheme}://")
+        env.update({
+            "PERSISTENCE_MODULE": "eventsourcing.postgres",
+            "APPLICATION_RECORDER_TOPIC": "ledger.store:PostgresLedgerRecorder",
+            "POSTGRES_DBNAME": unquote(url.path.lstrip("/")) or "postgres",
+            "POSTGRES_HOST": url.hostname or "127.0.0.1",
+            "POSTGRES_PORT": str(url.port or 5432),
+            "POSTGRES_USER": unquote(url.username or os.environ.get("USER", "postgres")),
+            "POSTGRES_PASSWORD": unquote(url.password or ""),
+            "POSTGRES_LOCK_TIMEOUT": "5",
+            "POSTGRES_POOL_SIZE": "4",
+            "POSTGRES_MAX_OVERFLOW": "8",
+        })
+    else:
+        env.update({
+            "PERSISTENCE_MODULE": "eventsourcing.sqlite",
+            "APPLICATION_RECORDER_TOPIC": "ledger.store:SQLiteLedgerRecorder",
+            "SQLITE_DBNAME": sqlite_path,
+            "SQLITE_LOCK_TIMEOUT": "30",
+        })
+    return env
+
+
+@dataclass
+class Store:
+    """Thin adapter over the Application and the ledger's own tables."""
+
+    app: LedgerApp
+    _placeholder: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._placeholder = getattr(self.app.recorder, "placeholder", "?")
+
+    @classmethod
+    def open(cls, env: dict[str, str]) -> Store:
+        return cls(LedgerApp(env=env))
+
+    def close(self) -> None:
+        self.app.close()
+
+    @property
+    def is_postgres(self) -> bool:
+        return self._placeholder == "%s"
+
+    @contextmanager
+    def cursor(self, commit: bool = False) -> Iterator[Any]:
+        with self.app.recorder.datastore.transaction(commit=commit) as cur:  # type: ignore[attr-defined]
+            yield cur
+
+    def sql(self, statement: str) -> str:
+        return statement.replace("?", self._placeholder)
+
+    def query(self, statement: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        with self.cursor() as cur:
+            cur.execute(self.sql(statement), tuple(params))
+            return [tuple(row.values()) if isinstance(row, dict) else tuple(row) for row in cur.fetchall()]
+
+    def execute(self, statement: str, params: Sequence[Any] = ()) -> None:
+        with self.cursor(commit=True) as cur:
+            cur.execute(self.sql(statement), tuple(params))
+
+    def is_initialised(self) -> bool:
+        try:
+            return bool(self.query("SELECT value FROM ledger_meta WHERE name = 'initialised_at'"))
+        except Exception:  # noqa: BLE001 - a missing table is the answer "no"
+            return False
+
+    # subjects ------------------------------------------------------------------------------
+
+    def subject(self, aggregate_id: uuid.UUID) -> Subject | None:
+        try:
+            found = self.app.repository.get(aggregate_id)
+        except AggregateNotFoundError:
+            return None
+        assert isinstance(found, Subject)
+        return found
+
+    def append(self, events: Sequence[Any], index_rows: Sequence[dict[str, Any]], key_rows: Sequence[tuple[str, str]]) -> list[Any]:
+        """Store the events and their index rows in one transaction (all or nothing)."""
+        return self.app.save(*events, index_rows=index_rows, key_rows=key_rows)
+
+    # index -------------------------------------------------------------------------------
+
+    def index_rows(self, event_ids: Sequence[str]) -> dict[str, IndexRow]:
+        if not event_ids:
+            return {}
+        marks = ", ".join("?" * len(event_ids))
+        rows = self.query(f"SELECT {', '.join(INDEX_COLUMNS)} FROM ledger_index WHERE event_id IN ({marks})", event_ids)
+        return {r[0]: IndexRow(*r) for r in rows}
+
+    def index_for_subject(self, originator_id: uuid.UUID) -> dict[int, IndexRow]:
+        rows = self.query(f"SELECT {', '.join(INDEX_COLUMNS)} FROM ledger_index WHERE originator_id = ?", (str(originator_id),))
+        return {r[3]: IndexRow(*r) for r in rows}
+
+    def key_owner(self, key_id: str) -> str | None:
+        rows = self.query("SELECT org_id FROM ledger_keys WHERE key_id = ?", (key_id,))
+        return rows[0][0] if rows else None
+
+    def count_events(self) -> int:
+        return int(self.query("SELECT COUNT(*) FROM ledger_index")[0][0])
+
+    def max_sequence(self) -> int:
+        return int(self.query("SELECT COALESCE(MAX(sequence), 0) FROM ledger_index")[0][0])
+
+
