@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
@@ -49,7 +50,7 @@ def log_vkey(ledger: Ledger) -> str:
     return vkey(ledger.settings.origin, ledger.secrets.signing_public_raw)
 
 
-def initialise(settings: Settings) -> InitResult:
+def initialise(settings: Settings, clock: Callable[[], datetime] | None = None) -> InitResult:
     """Create the secrets, the schema, the dfe:admin organisation with the ledger's key, and an admin token."""
     if LedgerSecrets.exist(settings.secrets_dir):
         raise LedgerError.one("already_initialised", "$", f"{settings.home} is already initialised", Category.CONFLICT)
@@ -59,7 +60,7 @@ def initialise(settings: Settings) -> InitResult:
     if store.is_initialised():
         store.close()
         raise LedgerError.one("already_initialised", "$", "the database already holds a ledger", Category.CONFLICT)
-    ledger = Ledger(store, secrets, settings)
+    ledger = Ledger(store, secrets, settings, clock) if clock else Ledger(store, secrets, settings)
     now = ledger.clock()
     genesis = [
         admin_event(ledger, "org.registered", ADMIN_ORG, {"kind": "admin", "name": "Pupil Movement Ledger operator"}, now),

@@ -33,9 +33,6 @@ class SigningKey:
     added_at: datetime
     revoked_at: datetime | None = None
 
-    def valid_at(self, when: datetime) -> bool:
-        return self.added_at <= when and (self.revoked_at is None or when < self.revoked_at)
-
 
 @dataclass
 class OrgState:

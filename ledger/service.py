@@ -214,9 +214,11 @@ class Ledger:
             key = org.keys.get(kid)
             if key is None:
                 continue
-            if not key.valid_at(received_at):
-                revoked = key.revoked_at.isoformat() if key.revoked_at else "?"
-                forbid("key_revoked", f"key {kid} of {submitter} was revoked at {revoked}")
+            if key.revoked_at is not None and received_at >= key.revoked_at:
+                forbid("key_revoked", f"key {kid} of {submitter} was revoked at {key.revoked_at.isoformat()}")
+                return
+            if received_at < key.added_at:
+                forbid("key_not_yet_valid", f"key {kid} of {submitter} is valid from {key.added_at.isoformat()}")
                 return
             if not item.env.verify(org.public_key(kid), kid):
                 forbid("signature_invalid", f"the signature by key {kid} does not verify over this payload")

@@ -161,7 +161,8 @@ class PostgresLedgerRecorder(PostgresApplicationRecorder):
             curs.executemany(_INSERT_INDEX.replace("?", "%s"), rows)
         if kwargs.get("key_rows"):
             curs.executemany(_INSERT_KEY.replace("?", "%s"), kwargs["key_rows"])
-        curs.connection.pipeline().sync()
+        with curs.connection.pipeline() as pipeline:
+            pipeline.sync()  # surface a duplicate event_id here, inside the library's error handling
         return ids
 
 

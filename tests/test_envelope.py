@@ -1,0 +1,141 @@
+"""Envelope maths against the published vectors, plus property tests for tampering."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import uuid
+
+import pytest
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ledger import envelope, jcs
+from ledger.errors import Category, LedgerError
+from ledger.secrets import LedgerSecrets
+
+from .conftest import VECTORS
+
+JCS_DIR = VECTORS / "jcs-rfc8785"
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (JCS_DIR / "input").iterdir()))
+def test_jcs_vectors(name: str) -> None:
+    expected = (JCS_DIR / "output" / name).read_bytes()
+    assert jcs.canonicalize(json.loads((JCS_DIR / "input" / name).read_bytes())) == expected
+    assert bytes.fromhex("".join((JCS_DIR / "outhex" / name.replace(".json", ".txt")).read_text().split())) == expected
+    assert jcs.is_canonical(expected)
+
+
+def test_rfc8032_vectors() -> None:
+    for v in json.loads((VECTORS / "ed25519-rfc8032" / "rfc8032_ed25519.json").read_text())["vectors"]:
+        key = Ed25519PrivateKey.from_private_bytes(bytes.fromhex(v["secret_key_hex"]))
+        assert envelope.raw_public_key(key.public_key()).hex() == v["public_key_hex"]
+        assert key.sign(bytes.fromhex(v["message_hex"])).hex() == v["signature_hex"]
+
+
+def test_cctv_edge_cases_accepted_exactly_as_documented() -> None:
+    cases = json.loads((VECTORS / "ed25519-cctv" / "ed25519vectors.json").read_text())
+    accepted = 0
+    for case in cases:
+        try:
+            Ed25519PublicKey.from_public_bytes(bytes.fromhex(case["key"])).verify(bytes.fromhex(case["sig"]), case["msg"].encode())
+            accepted += 1
+            assert not {"non_canonical_R", "low_order_residue"} & set(case.get("flags") or [])
+        except (InvalidSignature, ValueError):
+            pass
+    assert accepted == 208
+
+
+def test_dsse_pae_vector() -> None:
+    v = json.loads((VECTORS / "dsse_pae_vector.json").read_text())
+    assert envelope.pae(v["payloadType"], v["payload_utf8"].encode()) == v["pae_utf8"].encode()
+
+
+def test_pseudonym_is_hmac_sha256() -> None:
+    for case in json.loads((VECTORS / "hmac_sha256_rfc4231.json").read_text())["cases"]:
+        key = bytes.fromhex(case["key_hex"]) if "key_hex" in case else case["key_utf8"].encode()
+        assert hmac.new(key, case["data_utf8"].encode(), hashlib.sha256).hexdigest() == case["hmac_sha256_hex"]
+        secrets = LedgerSecrets(Ed25519PrivateKey.generate(), key, "")
+        assert secrets.pupil_id(case["data_utf8"]) == uuid.UUID(bytes=bytes.fromhex(case["hmac_sha256_hex"])[:16])
+
+
+def test_key_id_is_first_8_bytes_of_sha256() -> None:
+    raw = bytes(range(32))
+    assert envelope.key_id(raw) == hashlib.sha256(raw).hexdigest()[:16]
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53) + 1, 2**53 - 1) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
+bodies = st.dictionaries(st.text(min_size=1, max_size=8), json_values, min_size=1, max_size=6)
+KEY = Ed25519PrivateKey.generate()
+KID = envelope.key_id(KEY.public_key())
+
+
+@settings(max_examples=150, deadline=None)
+@given(bodies)
+def test_sign_then_verify_round_trip(body: dict) -> None:
+    env = envelope.decode(envelope.sign(body, KEY))
+    assert env.body == body
+    assert env.verify(KEY.public_key(), KID)
+    assert envelope.decode(json.loads(json.dumps(env.to_json()))).envelope_digest == env.envelope_digest
+
+
+@settings(max_examples=150, deadline=None)
+@given(bodies, st.data())
+def test_any_tampering_is_caught(body: dict, data: st.DataObject) -> None:
+    signed = envelope.sign(body, KEY)
+    payload = bytearray(base64.b64decode(signed["payload"]))
+    sig = bytearray(base64.b64decode(signed["signatures"][0]["sig"]))
+    what = data.draw(st.sampled_from(["payload", "sig", "type", "keyid"]))
+    if what == "payload":
+        i = data.draw(st.integers(0, len(payload) - 1))
+        payload[i] ^= 1 << data.draw(st.integers(0, 7))
+        signed["payload"] = base64.b64encode(bytes(payload)).decode()
+    elif what == "sig":
+        i = data.draw(st.integers(0, 63))
+        sig[i] ^= 1 << data.draw(st.integers(0, 7))
+        signed["signatures"][0]["sig"] = base64.b64encode(bytes(sig)).decode()
+    elif what == "type":
+        signed["payloadType"] = "application/json"
+    else:
+        signed["signatures"][0]["keyid"] = "0" * 16
+    try:
+        env = envelope.decode(signed)
+    except LedgerError:
+        return  # rejected as malformed / not canonical / wrong type: also fine
+    assert not env.verify(KEY.public_key(), KID)
+
+
+def test_non_canonical_payload_is_rejected() -> None:
+    body = {"b": 1, "a": 2}
+    raw = json.dumps(body).encode()  # keys out of order, spaces: not JCS
+    signed = {"payloadType": envelope.EVENT_PAYLOAD_TYPE, "payload": base64.b64encode(raw).decode(),
+              "signatures": [{"keyid": KID, "sig": base64.b64encode(KEY.sign(envelope.pae(envelope.EVENT_PAYLOAD_TYPE, raw))).decode()}]}
+    with pytest.raises(LedgerError) as exc:
+        envelope.decode(signed)
+    assert exc.value.problems[0].code == "payload_not_canonical"
+    assert exc.value.problems[0].path == "$.payload"
+
+
+@pytest.mark.parametrize("mutate,code,category", [
+    (lambda e: e.pop("signatures"), "envelope_missing_field", Category.MALFORMED),
+    (lambda e: e.update(signatures=[]), "signature_missing", Category.FORBIDDEN),
+    (lambda e: e.update(payload="not base64!"), "payload_not_base64", Category.MALFORMED),
+    (lambda e: e.update(extra=1), "envelope_unknown_field", Category.MALFORMED),
+    (lambda e: e.update(payload=base64.b64encode(b"[1]").decode()), "payload_not_object", Category.MALFORMED),
+    (lambda e: e.update(payload=base64.b64encode(b'{"a":1,"a":2}').decode()), "payload_not_json", Category.MALFORMED),
+])
+def test_malformed_envelopes(mutate, code: str, category: Category) -> None:
+    signed = envelope.sign({"a": 1}, KEY)
+    mutate(signed)
+    with pytest.raises(LedgerError) as exc:
+        envelope.decode(signed)
+    assert (exc.value.problems[0].code, exc.value.category) == (code, category)

@@ -1,0 +1,218 @@
+"""The submission pipeline and reads, on SQLite and on PostgreSQL (each test its own database)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date, timedelta
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from ledger import admin, envelope, jcs
+from ledger.errors import Category, LedgerError
+from ledger.service import RECEIPT_PAYLOAD_TYPE
+
+from .conftest import LA, PROVIDER, SCHOOL_A, SCHOOL_B, UPN, World, upn
+
+
+def rejected(world: World, env: dict, *codes: str) -> LedgerError:
+    before = world.ledger.store.max_sequence()
+    with pytest.raises(LedgerError) as exc:
+        world.ledger.submit(env)
+    got = [p.code for p in exc.value.problems]
+    assert set(codes) <= set(got), got
+    assert world.ledger.store.max_sequence() == before, "a rejected event must store nothing"
+    return exc.value
+
+
+def test_accepted_event_gets_a_receipt_signed_by_the_ledger(world: World) -> None:
+    receipt = world.admit(UPN)
+    assert receipt.created and receipt.sequence > 0
+    signed = envelope.decode(receipt.signed, payload_type=RECEIPT_PAYLOAD_TYPE)
+    assert signed.verify(world.ledger.secrets.signing_key.public_key(), world.ledger.secrets.signing_key_id)
+    assert signed.body["event_digest"] == receipt.event_digest and signed.body["sequence"] == receipt.sequence
+    stored = world.ledger.get_event(receipt.event_id)
+    assert envelope.sha256_hex(envelope.b64decode_strict(stored["envelope"]["payload"])) == receipt.event_digest
+
+
+def test_replay_returns_original_and_other_bytes_conflict(world: World) -> None:
+    body = world.event("pupil.registered", SCHOOL_A, {"school": SCHOOL_A, "enrolment_status": "C", "year_group": "9", "sen_status": "N", "looked_after": False}, upn=UPN)
+    first = world.ledger.submit(world.sign(body))
+    world.clock.advance(minutes=5)
+    again = world.ledger.submit(world.sign(body))
+    assert (again.created, again.sequence, again.received_at) == (False, first.sequence, first.received_at)
+    changed = dict(body, data={**body["data"], "year_group": "10"})
+    error = rejected(world, world.sign(changed), "event_id_conflict")
+    assert error.category is Category.CONFLICT
+    assert len(world.ledger.pupil_history(UPN)["events"]) == 1
+
+
+def test_signature_and_key_problems(world: World) -> None:
+    body = world.event("pupil.registered", SCHOOL_A, {"school": SCHOOL_A, "enrolment_status": "C", "year_group": "9", "sen_status": "N", "looked_after": False}, upn=UPN)
+    assert rejected(world, world.sign(body, signer=SCHOOL_B), "key_not_submitters").category is Category.FORBIDDEN
+    stranger = admin.signed(body, Ed25519PrivateKey.generate())
+    rejected(world, stranger, "key_unknown")
+    forged = world.sign(body)
+    forged["signatures"][0]["sig"] = world.sign(dict(body, occurred_on="2026-10-01"))["signatures"][0]["sig"]
+    rejected(world, forged, "signature_invalid")
+    unknown_org = world.event("pupil.registered", "urn:999999", {"school": "urn:999999", "enrolment_status": "C", "year_group": "9", "sen_status": "N", "looked_after": False}, upn=UPN)
+    rejected(world, world.sign(unknown_org, signer=SCHOOL_A), "submitter_unknown")
+
+
+def test_revoked_key_is_rejected_after_revocation(world: World) -> None:
+    key_id = envelope.key_id(world.keys[SCHOOL_A].public_key())
+    body = world.event("pupil.registered", SCHOOL_A, {"school": SCHOOL_A, "enrolment_status": "C", "year_group": "9", "sen_status": "N", "looked_after": False}, upn=UPN)
+    admin.revoke_key(world.ledger, SCHOOL_A, key_id, "compromised", world.clock.now + timedelta(hours=1))
+    world.ledger.submit(world.sign(body))  # still valid: revocation takes effect in an hour
+    world.clock.advance(hours=2)
+    later = world.event("pupil.excluded", SCHOOL_A, {"school": SCHOOL_A, "kind": "SUSP", "sessions": 2, "reasons": ["PP"]}, upn=UPN)
+    assert rejected(world, world.sign(later), "key_revoked").category is Category.FORBIDDEN
+    assert [k["revoked_at"] is not None for o in world.ledger.list_orgs() if o["org"] == SCHOOL_A for k in o["keys"]] == [True]
+
+
+def test_invalid_content_stores_nothing(world: World) -> None:
+    good = {"school": SCHOOL_A, "enrolment_status": "C", "year_group": "9", "sen_status": "N", "looked_after": False}
+    rejected(world, world.sign(world.event("pupil.registered", SCHOOL_A, good, upn="Z801200001001")), "upn_check_letter")
+    rejected(world, world.sign(world.event("pupil.registered", SCHOOL_A, {**good, "sen_status": "Q"}, upn=UPN)), "unknown_code")
+    rejected(world, world.sign(world.event("pupil.registered", SCHOOL_A, good, upn=UPN, occurred_on=date(2027, 1, 1))), "future_date")
+
+
+def test_batch_is_all_or_nothing(world: World) -> None:
+    good = {"school": SCHOOL_A, "enrolment_status": "C", "year_group": "9", "sen_status": "N", "looked_after": False}
+    envs = [world.sign(world.event("pupil.registered", SCHOOL_A, good, upn=upn(i))) for i in range(5)]
+    envs[3] = world.sign(world.event("pupil.registered", SCHOOL_A, good, upn="Z801200001001"))
+    before = world.ledger.store.max_sequence()
+    with pytest.raises(LedgerError) as exc:
+        world.ledger.submit_batch(envs)
+    assert [(p.code, p.path) for p in exc.value.problems] == [("upn_check_letter", "$.envelopes[3].payload.subject.upn")]
+    assert world.ledger.store.max_sequence() == before
+    envs[3] = world.sign(world.event("pupil.registered", SCHOOL_A, good, upn=upn(3)))
+    receipts = world.ledger.submit_batch(envs)
+    assert [r.created for r in receipts] == [True] * 5
+    assert sorted(r.sequence for r in receipts) == [r.sequence for r in receipts]
+    assert [r.created for r in world.ledger.submit_batch(envs)] == [False] * 5
+
+
+def test_batch_applies_rules_in_order_within_the_batch(world: World) -> None:
+    admission = world.event("pupil.registered", SCHOOL_A, {"school": SCHOOL_A, "enrolment_status": "C", "year_group": "9", "sen_status": "N", "looked_after": False}, upn=UPN)
+    removal = world.event("pupil.deregistered", SCHOOL_A, {"school": SCHOOL_A, "ground": "moved_away", "destination": "moved_away"}, upn=UPN)
+    assert len(world.ledger.submit_batch([world.sign(admission), world.sign(removal)])) == 2
+    with pytest.raises(LedgerError) as exc:  # the other way round cannot be true
+        world.ledger.submit_batch([world.sign(world.event("pupil.deregistered", SCHOOL_B, {"school": SCHOOL_B, "ground": "moved_away", "destination": "moved_away"}, upn=upn(7)))])
+    assert exc.value.problems[0].code == "unknown_pupil"
+
+
+def test_rules_reject_what_cannot_be_true(world: World) -> None:
+    leave = {"school": SCHOOL_A, "ground": "moved_away", "destination": "moved_away"}
+    rejected(world, world.sign(world.event("pupil.deregistered", SCHOOL_A, leave, upn=UPN)), "unknown_pupil")
+    rejected(world, world.sign(world.event("pupil.excluded", SCHOOL_A, {"school": SCHOOL_A, "kind": "SUSP", "sessions": 2, "reasons": ["PP"]}, upn=UPN)), "unknown_pupil")
+    world.admit(UPN, occurred_on=date(2026, 9, 3))
+    second = world.event("pupil.registered", SCHOOL_B, {"school": SCHOOL_B, "enrolment_status": "C", "year_group": "9", "sen_status": "N", "looked_after": False}, upn=UPN)
+    error = rejected(world, world.sign(second), "second_main_registration")
+    assert error.problems[0].path == "$.payload.data.enrolment_status"
+    dual = dict(second, data={**second["data"], "enrolment_status": "S"})
+    world.ledger.submit(world.sign(dual))  # a subsidiary (dual) registration is lawful
+    rejected(world, world.sign(world.event("pupil.ap_placement_ended", SCHOOL_A, {"placement_event_id": str(uuid.uuid4()), "outcome": "mainstream"}, upn=UPN)), "placement_not_open")
+    rejected(world, world.sign(world.event("pupil.deregistered", SCHOOL_A, leave, upn=UPN, occurred_on=date(2026, 9, 1))), "removal_before_admission")
+    mismatch = world.event("pupil.registered", SCHOOL_A, {"school": SCHOOL_B, "enrolment_status": "S", "year_group": "9", "sen_status": "N", "looked_after": False}, upn=upn(2))
+    rejected(world, world.sign(mismatch), "not_submitter")
+
+
+def test_placement_lifecycle(world: World) -> None:
+    world.admit(UPN, occurred_on=date(2026, 9, 3))
+    start = world.post("pupil.ap_placement_started", SCHOOL_A, {"commissioner": SCHOOL_A, "setting": PROVIDER, "setting_type": "UKPRN", "tier": 2,
+                       "reason": "BEHAVIOUR", "planned_end": "2026-12-01", "hours_per_week": 15, "dual_registered": False}, upn=UPN, occurred_on=date(2026, 9, 21))
+    ended = {"placement_event_id": start.event_id, "outcome": "mainstream"}
+    world.post("pupil.ap_placement_ended", PROVIDER, ended, upn=UPN)  # the setting may end it
+    rejected(world, world.sign(world.event("pupil.ap_placement_ended", SCHOOL_A, ended, upn=UPN)), "placement_not_open")
+
+
+def test_flags_for_lawful_but_concerning_events(world: World) -> None:
+    world.admit(UPN, sen="K", occurred_on=date(2026, 9, 3))
+    flags = []
+    for day in (date(2026, 9, 7), date(2026, 9, 14), date(2026, 9, 21)):
+        receipt = world.post("pupil.excluded", SCHOOL_A, {"school": SCHOOL_A, "kind": "SUSP", "sessions": 32, "reasons": ["PA"]}, upn=UPN, occurred_on=day)
+        flags.append({f["code"] for f in receipt.flags})
+    assert "suspension_cap_exceeded" not in flags[0] | flags[1] and "suspension_cap_exceeded" in flags[2]  # 48 days > 45
+    assert "late_report" in flags[0] and "late_report" not in world.admit(upn(5)).flags  # 20 school days late vs same day
+    removal = world.post("pupil.deregistered", SCHOOL_A, {"school": SCHOOL_A, "ground": "continuous_absence_20_days", "destination": "unknown"}, upn=UPN, occurred_on=date(2026, 9, 10))
+    assert {"backdated_removal", "unknown_destination", "sen_exit", "late_report"} <= {f["code"] for f in removal.flags}
+
+
+def test_corrections_supersede_and_history_shows_both(world: World) -> None:
+    wrong = world.admit(UPN, occurred_on=date(2026, 9, 3))
+    fixed_body = world.event("pupil.registered", SCHOOL_A, {"school": SCHOOL_A, "enrolment_status": "C", "year_group": "10", "sen_status": "E", "looked_after": False},
+                             upn=UPN, occurred_on=date(2026, 9, 4), corrects=wrong.event_id)
+    fixed = world.ledger.submit(world.sign(fixed_body))
+    events = world.ledger.pupil_history(UPN)["events"]
+    assert [(e["event_id"], e["superseded_by"]) for e in events] == [(wrong.event_id, fixed.event_id), (fixed.event_id, None)]
+    assert world.ledger.pupil_history(UPN)["on_roll"] == [{"school": SCHOOL_A, "enrolment_status": "C", "since": "2026-09-04", "sen_status": "E"}]
+    other = world.event("pupil.record_retracted", SCHOOL_B, {"reason": "wrong_pupil"}, upn=UPN, corrects=fixed.event_id)
+    rejected(world, world.sign(other), "correction_not_own")
+    again = world.event("pupil.record_retracted", SCHOOL_A, {"reason": "entered_in_error"}, upn=UPN, corrects=wrong.event_id)
+    rejected(world, world.sign(again), "already_corrected")
+    world.ledger.submit(world.sign(world.event("pupil.record_retracted", SCHOOL_A, {"reason": "wrong_pupil"}, upn=UPN, corrects=fixed.event_id)))
+    assert world.ledger.pupil_history(UPN)["on_roll"] == []
+
+
+def test_history_is_bitemporal(world: World) -> None:
+    world.admit(UPN, occurred_on=date(2026, 9, 3))
+    known_before_exclusion = world.clock.now
+    world.clock.advance(days=1)
+    world.post("pupil.excluded", SCHOOL_A, {"school": SCHOOL_A, "kind": "SUSP", "sessions": 2, "reasons": ["PP"]}, upn=UPN, occurred_on=date(2026, 10, 1))
+    world.clock.advance(days=1)
+    world.post("pupil.deregistered", SCHOOL_A, {"school": SCHOOL_A, "ground": "moved_away", "destination": "moved_away"}, upn=UPN, occurred_on=date(2026, 10, 6))
+    history = world.ledger.pupil_history
+    assert [e["type"] for e in history(UPN)["events"]] == ["pupil.registered", "pupil.excluded", "pupil.deregistered"]
+    assert [e["type"] for e in history(UPN, as_of=date(2026, 10, 2))["events"]] == ["pupil.registered", "pupil.excluded"]
+    assert history(UPN, as_of=date(2026, 10, 2))["on_roll"][0]["school"] == SCHOOL_A
+    assert history(UPN)["on_roll"] == []
+    assert [e["type"] for e in history(UPN, known_at=known_before_exclusion)["events"]] == ["pupil.registered"]
+    assert [e["type"] for e in history(UPN, as_of=date(2026, 9, 1))["events"]] == []
+
+
+def test_organisations_and_providers(world: World) -> None:
+    uprov = "uprov:801-7"
+    world.post("provider.unregistered_recorded", LA, {"name": "Horse Care CIC", "postcode": "BS1 4DJ"}, org=uprov)
+    rejected(world, world.sign(world.event("provider.unregistered_recorded", LA, {"name": "Again", "postcode": "BS1 4DJ"}, org=uprov)), "already_registered")
+    rejected(world, world.sign(world.event("provider.unregistered_recorded", LA, {"name": "Other LA's", "postcode": "BS1 4DJ"}, org="uprov:202-1")), "not_own_provider_id")
+    world.post("provider.concern_raised", LA, {"category": "safeguarding"}, org=uprov)
+    with pytest.raises(LedgerError) as exc:
+        admin.add_org(world.ledger, SCHOOL_A, "school", "again")
+    assert exc.value.problems[0].code == "already_registered"
+    with pytest.raises(LedgerError):
+        admin.add_org(world.ledger, "la:202", "school", "wrong kind")
+    assert {o["org"] for o in world.ledger.list_orgs()} >= {SCHOOL_A, SCHOOL_B, LA, PROVIDER, uprov, "dfe:admin"}
+
+
+def test_upns_are_encrypted_at_rest(world: World) -> None:
+    world.admit(UPN)
+    store = world.ledger.store
+    rows = store.query("SELECT state FROM stored_events" if not store.is_postgres else "SELECT state FROM ledger_events")
+    assert rows and all(UPN.encode() not in bytes(r[0]) for r in rows)
+    index = store.query("SELECT * FROM ledger_index")
+    assert all(UPN not in str(r) for r in index)
+
+
+def test_tokens(world: World) -> None:
+    token = world.ledger.issue_token(SCHOOL_A, "school")
+    assert world.ledger.authenticate(token).org == SCHOOL_A
+    assert world.ledger.authenticate(token[:-1] + ("x" if token[-1] != "x" else "y")) is None
+    assert world.ledger.revoke_token(token.split("_")[1])
+    assert world.ledger.authenticate(token) is None
+    expiring = world.ledger.issue_token(SCHOOL_A, "school", world.clock.now + timedelta(days=1))
+    world.clock.advance(days=2)
+    assert world.ledger.authenticate(expiring) is None
+    with pytest.raises(LedgerError):
+        world.ledger.issue_token("urn:999999", "school")
+
+
+def test_event_bytes_survive_reopen(world: World, settings) -> None:
+    receipt = world.admit(UPN)
+    world.ledger.store.close()
+    reopened = admin.open_ledger(settings)
+    try:
+        event = reopened.get_event(receipt.event_id)
+        assert envelope.sha256_hex(jcs.canonicalize(event["envelope"])) == receipt.envelope_digest
+    finally:
+        reopened.store.close()
