@@ -1,6 +1,5 @@
 """FastAPI application: routes, authentication, error format (design.md 3.4)."""
 
-from __future__ import annotations
 
 import json
 from datetime import date, datetime

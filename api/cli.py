@@ -30,8 +30,8 @@ tokens_app = typer.Typer(help="Bearer tokens for the HTTP API.", no_args_is_help
 app.add_typer(orgs_app, name="orgs")
 app.add_typer(keys_app, name="keys")
 app.add_typer(tokens_app, name="tokens")
-out = Console()
-err = Console(stderr=True)
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 UrlOpt = Annotated[str, typer.Option("--url", envvar="PUPIL_LEDGER_URL", help="the ledger's base URL")]
