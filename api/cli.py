@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import sys
 import uuid
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import httpx
 import typer
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from rich.console import Console
 from rich.progress import Progress
@@ -89,10 +89,10 @@ def serve(host: str = "127.0.0.1", port: int = 8000) -> None:
 def orgs_add(
     org_id: str,
     kind: Annotated[str, typer.Option(help="school, ap_setting, la, trust, provider, unregistered_provider, inspectorate, regions")],
-    la: Annotated[Optional[str], typer.Option(help="la:NNN")] = None,  # noqa: UP007 - typer needs Optional
-    name: Annotated[Optional[str], typer.Option()] = None,  # noqa: UP007
-    gias_type: Annotated[Optional[str], typer.Option(help="GIAS establishment type code, e.g. 14")] = None,  # noqa: UP007
-    trust: Annotated[Optional[str], typer.Option(help="trust:TRNNNNN")] = None,  # noqa: UP007
+    la: Annotated[str | None, typer.Option(help="la:NNN")] = None,  # noqa: UP007 - typer needs Optional
+    name: Annotated[str | None, typer.Option()] = None,  # noqa: UP007
+    gias_type: Annotated[str | None, typer.Option(help="GIAS establishment type code, e.g. 14")] = None,  # noqa: UP007
+    trust: Annotated[str | None, typer.Option(help="trust:TRNNNNN")] = None,  # noqa: UP007
 ) -> None:
     """Register an organisation (an org.registered event signed by the ledger).
 
@@ -145,7 +145,7 @@ def keys_add(org_id: str, public_key_file: Annotated[Path, typer.Option(exists=T
     Example: `pupil-ledger keys add urn:100005 --public-key-file school-100005.pub.pem`
     """
     public = load_pem_public_key(public_key_file.read_bytes())
-    if not isinstance(public, envelope.Ed25519PublicKey):
+    if not isinstance(public, Ed25519PublicKey):
         err.print("[red]error:[/red] not an Ed25519 public key")
         raise typer.Exit(1)
     try:
@@ -159,13 +159,13 @@ def keys_add(org_id: str, public_key_file: Annotated[Path, typer.Option(exists=T
 def keys_revoke(
     org_id: str, key_id: str,
     reason: Annotated[str, typer.Option(help="superseded, compromised or retired")] = "retired",
-    at: Annotated[Optional[datetime], typer.Option(help="revocation time (UTC); default now")] = None,  # noqa: UP007
+    at: Annotated[datetime | None, typer.Option(help="revocation time (UTC); default now")] = None,  # noqa: UP007
 ) -> None:
     """Revoke a key: events signed with it and received from then on are rejected.
 
     Example: `pupil-ledger keys revoke urn:100005 0123456789abcdef --reason compromised`
     """
-    when = at.replace(tzinfo=timezone.utc) if at and at.tzinfo is None else at
+    when = at.replace(tzinfo=UTC) if at and at.tzinfo is None else at
     try:
         admin.revoke_key(_ledger(), org_id, key_id, reason, when)
     except LedgerError as exc:
@@ -208,7 +208,7 @@ def tokens_revoke(token: Annotated[str, typer.Argument(help="the token, or its i
 def sign(
     event_file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="event body JSON (design.md 3.1)")],
     private_key_file: Annotated[Path, typer.Option(exists=True, dir_okay=False)],
-    key_id: Annotated[Optional[str], typer.Option(help="defaults to the key's own id")] = None,  # noqa: UP007
+    key_id: Annotated[str | None, typer.Option(help="defaults to the key's own id")] = None,  # noqa: UP007
 ) -> None:
     """Canonicalise (RFC 8785) and sign an event into a DSSE envelope on stdout.
 
@@ -262,8 +262,8 @@ def submit(
 @app.command()
 def history(
     upn: str, url: UrlOpt = DEFAULT_URL, token: TokenOpt = "",
-    as_of: Annotated[Optional[str], typer.Option(help="effective date YYYY-MM-DD")] = None,  # noqa: UP007
-    known_at: Annotated[Optional[str], typer.Option(help="ledger time, e.g. 2026-09-04T10:00:00Z")] = None,  # noqa: UP007
+    as_of: Annotated[str | None, typer.Option(help="effective date YYYY-MM-DD")] = None,  # noqa: UP007
+    known_at: Annotated[str | None, typer.Option(help="ledger time, e.g. 2026-09-04T10:00:00Z")] = None,  # noqa: UP007
 ) -> None:
     """A pupil's history as of a date, as known at a time (from a running ledger).
 

@@ -12,7 +12,7 @@ import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from functools import cache
 from typing import Any
 
@@ -106,7 +106,7 @@ def parse_timestamp(value: Any) -> datetime | None:
     if not isinstance(value, str) or not value.endswith("Z"):
         return None
     try:
-        return datetime.fromisoformat(value[:-1]).replace(tzinfo=timezone.utc)
+        return datetime.fromisoformat(value[:-1]).replace(tzinfo=UTC)
     except ValueError:
         return None
 

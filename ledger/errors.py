@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 
-class Category(str, Enum):
+class Category(StrEnum):
     MALFORMED = "malformed"  # 400: not parseable / not the envelope shape
     UNAUTHENTICATED = "unauthenticated"  # 401: no or bad bearer token
     FORBIDDEN = "forbidden"  # 403: signature, key or submitter not acceptable

@@ -272,9 +272,8 @@ def check_pupil(records: Sequence[Record], new: Record) -> tuple[list[Problem], 
             problems.append(_reject("attended_over_possible", "attended_sessions", "attended_sessions exceeds possible_sessions"))
         if is_school and not state.ever_at(who):
             problems.append(_reject("unknown_pupil", "", f"{who} has never had this pupil on roll"))
-    elif t == "pupil.post16_destination_recorded":
-        if is_school and not state.ever_at(who):
-            problems.append(_reject("unknown_pupil", "", f"{who} has never had this pupil on roll"))
+    elif t == "pupil.post16_destination_recorded" and is_school and not state.ever_at(who):
+        problems.append(_reject("unknown_pupil", "", f"{who} has never had this pupil on roll"))
 
     if not problems:
         late = school_days_between(new.occurred_on, new.received_at.date())

@@ -14,7 +14,7 @@ import random
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -117,7 +117,7 @@ class _Timeline:
 
     def add(self, day: date, submitter: str, event_type: str, data: dict[str, Any]) -> str:
         body = admin.event_body(event_type, submitter, {"upn": self.upn}, data, day,
-                                datetime.combine(min(day + timedelta(days=1), self.today), time(10, 0), tzinfo=timezone.utc),
+                                datetime.combine(min(day + timedelta(days=1), self.today), time(10, 0), tzinfo=UTC),
                                 event_id=str(_uuid(self.rng)))
         self.events.append((day, submitter, body))
         return str(body["event_id"])
@@ -161,7 +161,7 @@ def simulate_area(pupils: int, seed: int = 1, la_code: str = "801", today: date 
     provider_day = start
     events.append((provider_day, -1, la, admin.event_body("provider.unregistered_recorded", la, {"org": uprov},
                    {"name": "Simulated Outdoor Learning CIC", "postcode": "BS1 4DJ", "services": ["outdoor education", "mentoring"]},
-                   provider_day, datetime.combine(provider_day, time(9), tzinfo=timezone.utc), event_id=str(_uuid(rng)))))
+                   provider_day, datetime.combine(provider_day, time(9), tzinfo=UTC), event_id=str(_uuid(rng)))))
     example = ""
     horizon = (today - start).days
     for n in range(pupils):

@@ -151,7 +151,7 @@ class PostgresLedgerRecorder(PostgresApplicationRecorder):
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
-        self.sql_create_statements.extend(SQL(s.replace("{", "{{").replace("}", "}}")) for s in _INDEX_DDL)  # type: ignore[arg-type]
+        self.sql_create_statements.extend(SQL(s.replace("{", "{{").replace("}", "}}")).format() for s in _INDEX_DDL)
 
     def _fetch_ids_after_insert_events(self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
         ids = super()._fetch_ids_after_insert_events(curs, stored_events, **kwargs)
@@ -254,7 +254,7 @@ class Store:
 
     def subject(self, aggregate_id: uuid.UUID) -> Subject | None:
         try:
-            found = self.app.repository.get(aggregate_id)
+            found: Any = self.app.repository.get(aggregate_id)
         except AggregateNotFoundError:
             return None
         assert isinstance(found, Subject)

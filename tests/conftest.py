@@ -6,7 +6,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -92,7 +92,7 @@ def upn(n: int) -> str:
 
 @pytest.fixture
 def world(settings: Settings) -> Iterator[World]:
-    clock = Clock(datetime(2026, 10, 5, 9, 0, tzinfo=timezone.utc))
+    clock = Clock(datetime(2026, 10, 5, 9, 0, tzinfo=UTC))
     result = admin.initialise(settings, clock)
     ledger = result.ledger
     w = World(ledger, clock)

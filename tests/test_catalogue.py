@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 
 import pytest
 from jsonschema import Draft202012Validator
@@ -13,7 +13,7 @@ from ledger.codes import SCHEMAS_DIR, code_list, la_codes
 from ledger.identifiers import check_upn, make_upn, upn_check_letter
 from ledger.schooltime import academic_year, school_days_between
 
-NOW = datetime(2026, 10, 5, 9, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 10, 5, 9, 0, tzinfo=UTC)
 
 
 @pytest.mark.parametrize("upn,ok,code,temporary", [

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import uuid
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -31,11 +31,11 @@ def test_story_sign_submit_replay_conflict_history(settings: Settings, tmp_path:
     token = run_cli(settings, "tokens", "issue", "urn:100005", "--role", "school").stdout.strip()
     assert "urn:100005" in run_cli(settings, "orgs", "list").stdout
 
-    today = datetime.now(timezone.utc).date()
+    today = datetime.now(UTC).date()
     admitted, left = today - timedelta(days=10), today - timedelta(days=2)
 
     def event_file(name: str, event_type: str, day: date, data: dict, event_id: str | None = None) -> Path:
-        body = admin.event_body(event_type, "urn:100005", {"upn": "H801200001001"}, data, day, datetime.now(timezone.utc), event_id=event_id)
+        body = admin.event_body(event_type, "urn:100005", {"upn": "H801200001001"}, data, day, datetime.now(UTC), event_id=event_id)
         path = tmp_path / f"{name}.json"
         path.write_text(json.dumps(body, indent=2))  # not canonical: `sign` canonicalises
         return path
@@ -81,7 +81,7 @@ def test_sigkill_loses_no_acknowledged_event(settings: Settings, tmp_path: Path)
     admin.add_key(ledger, "urn:100005", key.public_key())
     token = ledger.issue_token("urn:100005", "school")
     ledger.store.close()
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     envelopes = [admin.signed(admin.event_body("pupil.registered", "urn:100005", {"upn": upn(i)},
                                                {"school": "urn:100005", "enrolment_status": "C", "year_group": "7", "sen_status": "N", "looked_after": False},
                                                now.date(), now), key) for i in range(1, 4001)]
