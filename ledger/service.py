@@ -7,7 +7,9 @@ idempotency -> domain rules on the subject -> one transaction -> signed receipts
 from __future__ import annotations
 
 import hashlib
+import random
 import secrets as pysecrets
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -29,7 +31,7 @@ RECEIPT_PAYLOAD_TYPE = "application/vnd.pupil-ledger.receipt+json"
 ADMIN_ORG = "dfe:admin"
 ROLES = ("school", "la", "trust", "ap_setting", "inspector", "regions", "researcher", "admin")
 PRIVILEGED_READERS = ("admin", "inspector", "regions")
-MAX_ATTEMPTS = 5
+MAX_ATTEMPTS = 20  # optimistic-concurrency retries when another writer appended to the same subject
 
 
 def utcnow() -> datetime:
@@ -128,6 +130,7 @@ class Ledger:
             except IntegrityError:
                 if attempt == MAX_ATTEMPTS - 1:
                     raise
+                time.sleep(random.uniform(0, 0.002 * (attempt + 1)))
                 continue  # a concurrent writer got there first: re-read and re-check everything
             sequences = [r.notification.id for r in recordings]
             receipts: list[Receipt] = []

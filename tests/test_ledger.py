@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import date, timedelta
 
@@ -216,3 +217,26 @@ def test_event_bytes_survive_reopen(world: World, settings) -> None:
         assert envelope.sha256_hex(jcs.canonicalize(event["envelope"])) == receipt.envelope_digest
     finally:
         reopened.store.close()
+
+
+def test_concurrent_submissions_of_one_envelope_store_it_once(world: World) -> None:
+    import threading
+
+    world.admit(UPN, occurred_on=date(2026, 9, 3))
+    env = world.sign(world.event("pupil.excluded", SCHOOL_A, {"school": SCHOOL_A, "kind": "SUSP", "sessions": 2, "reasons": ["PP"]}, upn=UPN))
+    others = [world.sign(world.event("pupil.excluded", SCHOOL_A, {"school": SCHOOL_A, "kind": "SUSP", "sessions": 2, "reasons": ["PA"]}, upn=UPN)) for _ in range(3)]
+    results: list = []
+    barrier = threading.Barrier(6)
+
+    def send(e: dict) -> None:
+        barrier.wait()
+        results.append(world.ledger.submit(e))
+
+    threads = [threading.Thread(target=send, args=(e,)) for e in [env, env, env, *others]]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    same = [r for r in results if r.event_id == json.loads(envelope.b64decode_strict(env["payload"]))["event_id"]]
+    assert sorted(r.created for r in same) == [False, False, True] and len({r.sequence for r in same}) == 1
+    assert len(world.ledger.pupil_history(UPN)["events"]) == 5  # admission + 4 distinct exclusions, same-pupil writes serialised
