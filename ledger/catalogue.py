@@ -157,7 +157,10 @@ def validate(body: dict[str, Any], received_at: datetime, prefix: str = "$.paylo
     year = academic_year(occurred_on)
     las = la_codes()
     submitter = body["submitter"]
-    problem = check_org_id(submitter, {s for s in etype.submitters if s != "self"} | ({org_scheme(submitter) or ""} if "self" in etype.submitters else set()), las)
+    allowed = set(etype.submitters) - {"self"}
+    if "self" in etype.submitters:  # the organisation itself (e.g. rotating its own key): checked by the rules
+        allowed.add(org_scheme(submitter) or "")
+    problem = check_org_id(submitter, allowed, las)
     if problem:
         out.problems.append(Problem("submitter_not_allowed", f"{prefix}.submitter", f"{etype.name} cannot be posted by {submitter}: {problem}"))
     subject = body["subject"]

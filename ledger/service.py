@@ -79,7 +79,6 @@ class _Item:
     flags: list[dict[str, str]] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     duplicate_of: IndexRow | None = None
-    aggregate_id: uuid.UUID | None = None
 
 
 class Ledger:
