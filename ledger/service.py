@@ -23,7 +23,7 @@ from . import catalogue, envelope, jcs
 from .config import Settings
 from .errors import Category, LedgerError, Problem
 from .orgs import OrgState, check_org, fold_org
-from .rules import Record, check_pupil, fold_pupil
+from .rules import Record, check_pupil, effective, fold_pupil
 from .secrets import LedgerSecrets
 from .store import IndexRow, Store, Subject
 
@@ -107,7 +107,7 @@ class Ledger:
             raise LedgerError.one("batch_too_large", "$.envelopes", f"at most {self.settings.max_batch_items} envelopes per batch", Category.TOO_LARGE)
         for attempt in range(MAX_ATTEMPTS):
             received_at = self.clock()
-            items = [self._prepare(raw, i, path_of(i), received_at) for i, raw in enumerate(raws)]
+            items = [self._prepare(raw, i, path_of(i), received_at, principal) for i, raw in enumerate(raws)]
             self._check_event_ids(items)
             working: dict[uuid.UUID, Subject | None] = {}
             events: list[Any] = []
@@ -116,7 +116,7 @@ class Ledger:
             for item in items:
                 if item.problems or item.duplicate_of is not None:
                     continue
-                self._authenticate(item, principal, received_at, working, trusted_keys or {})
+                self._authenticate(item, received_at, working, trusted_keys or {})
                 if not item.problems:
                     self._apply_rules(item, received_at, working, events, index_rows, key_rows)
             problems = [p for item in items for p in item.problems]
@@ -143,7 +143,8 @@ class Ledger:
             return receipts
         raise AssertionError("unreachable")
 
-    def _prepare(self, raw: Any, index: int, path: str, received_at: datetime) -> _Item:
+    def _prepare(self, raw: Any, index: int, path: str, received_at: datetime, principal: Principal | None) -> _Item:
+        """Decode, validate and check the bearer's organisation: everything that needs no stored state."""
         item = _Item(index, path)
         try:
             item.env = envelope.decode(raw, path)
@@ -154,6 +155,12 @@ class Ledger:
         checked = catalogue.validate(item.body, received_at, prefix=f"{path}.payload")
         item.problems.extend(checked.problems)
         item.flags.extend(checked.flags)
+        submitter = item.body.get("submitter")
+        if principal is not None and principal.org != submitter and not checked.problems:
+            item.problems.append(Problem(
+                "submitter_mismatch", f"{path}.payload.submitter",
+                f"the bearer token is for {principal.org} but the event's submitter is {submitter}", Category.FORBIDDEN,
+            ))
         return item
 
     def _check_event_ids(self, items: list[_Item]) -> None:
@@ -193,7 +200,7 @@ class Ledger:
         subject = self._load(self.secrets.org_id(org), {} if working is None else working)
         return fold_org(org, subject.records if subject else [])
 
-    def _authenticate(self, item: _Item, principal: Principal | None, received_at: datetime,
+    def _authenticate(self, item: _Item, received_at: datetime,
                       working: dict[uuid.UUID, Subject | None], trusted: dict[str, tuple[str, bytes]]) -> None:
         assert item.env is not None
         submitter = item.body["submitter"]
@@ -202,9 +209,6 @@ class Ledger:
         def forbid(code: str, message: str, path: str = sig_path) -> None:
             item.problems.append(Problem(code, path, message, Category.FORBIDDEN))
 
-        if principal is not None and principal.org != submitter:
-            forbid("submitter_mismatch", f"the bearer token is for {principal.org} but the event's submitter is {submitter}", f"{item.path}.payload.submitter")
-            return
         org = self.org_state(submitter, working)
         for kid, _sig in item.env.signatures:
             if kid in trusted and trusted[kid][0] == submitter:
@@ -318,6 +322,9 @@ class Ledger:
         known = [e for e in subject.entries if known_at is None or e.received_at <= known_at]
         visible = [e for e in known if as_of is None or e.record.occurred_on <= as_of]
         superseded_by = {e.record.corrects: e.record.event_id for e in known if e.record.corrects}
+        # A correction supersedes its target whatever its own effective date, so the state is folded
+        # from the records in force as known at ``known_at``, then cut at ``as_of``.
+        in_force = [r for r in effective([e.record for e in known]) if as_of is None or r.occurred_on <= as_of]
         events = []
         for e in visible:
             r = e.record
@@ -331,7 +338,7 @@ class Ledger:
             if include_envelopes:
                 item["envelope"] = jcs.parse(e.envelope.encode("utf-8"))
             events.append(item)
-        state = fold_pupil([e.record for e in visible])
+        state = fold_pupil(in_force)
         day = as_of or self.clock().date()
         return {
             "as_of": as_of.isoformat() if as_of else None,

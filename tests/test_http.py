@@ -42,6 +42,8 @@ def test_submit_replay_conflict(client: TestClient, world: World) -> None:
     again = post(client, "/events", world.sign(body))
     assert again.status_code == 200 and again.json()["sequence"] == first.json()["sequence"]
     assert_error(post(client, "/events", world.sign(dict(body, occurred_on="2026-10-01"))), 409, "event_id_conflict", "$.payload.event_id")
+    intruder = TestClient(client.app, headers={"authorization": f"Bearer {world.ledger.issue_token(SCHOOL_B, 'school')}"})
+    assert_error(post(intruder, "/events", world.sign(body)), 403, "submitter_mismatch")  # a replay too needs the submitter's token
     event = client.get(f"/events/{body['event_id']}")
     assert event.status_code == 200 and event.json()["envelope"] == world.sign(body)
 

@@ -156,6 +156,16 @@ def test_corrections_supersede_and_history_shows_both(world: World) -> None:
     assert world.ledger.pupil_history(UPN)["on_roll"] == []
 
 
+def test_a_later_dated_correction_still_governs_earlier_as_of_dates(world: World) -> None:
+    wrong = world.post("pupil.registered", SCHOOL_A, {"school": SCHOOL_A, "enrolment_status": "C", "year_group": "9", "sen_status": "N", "looked_after": False},
+                       upn=UPN, occurred_on=date(2026, 9, 3))
+    world.ledger.submit(world.sign(world.event("pupil.record_retracted", SCHOOL_A, {"reason": "wrong_pupil"}, upn=UPN,
+                                               occurred_on=date(2026, 10, 1), corrects=wrong.event_id)))
+    as_of = world.ledger.pupil_history(UPN, as_of=date(2026, 9, 10))
+    assert as_of["events"][0]["superseded_by"] is not None
+    assert as_of["on_roll"] == [], "the state must agree with superseded_by"
+
+
 def test_history_is_bitemporal(world: World) -> None:
     world.admit(UPN, occurred_on=date(2026, 9, 3))
     known_before_exclusion = world.clock.now
