@@ -174,10 +174,10 @@ def create_app(ledger: Ledger) -> FastAPI:
     @app.get("/events/{event_id}", operation_id="getEvent", tags=["reads"], summary="One accepted event with its envelope and receipt",
              responses={404: {"model": Errors}, 401: {"model": Errors}})
     async def get_event(event_id: str, caller: Caller) -> dict[str, Any]:
-        submitter = await run_in_threadpool(ledger.event_submitter, event_id)
-        if submitter is None or (caller.role not in PRIVILEGED_READERS and caller.org != submitter):
+        event = await run_in_threadpool(ledger.get_event, event_id)
+        if caller.role not in PRIVILEGED_READERS and caller.org != event["submitter"]:
             raise LedgerError.one("not_found", "$.event_id", f"no event {event_id} that you may read", Category.NOT_FOUND)
-        return await run_in_threadpool(ledger.get_event, event_id)
+        return event
 
     @app.get("/pupils/{upn}/history", operation_id="pupilHistory", tags=["reads"],
              summary="A pupil's history as of an effective date, as known at a ledger time (bitemporal)",

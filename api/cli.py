@@ -322,7 +322,7 @@ def demo(port: int = 8000, pupils: int = 300, seed: int = 1, la: str = "801") ->
     tokens = {role: ledger.issue_token(org, role) for role, org in (("inspector", "ofsted"), ("school", area.schools[0]))}
     base = f"http://127.0.0.1:{port}"
     upn = area.example_upn
-    out.print(f"ledger home: {settings.home}  ({ledger.store.max_sequence()} events)")
+    out.print(f"ledger home: {settings.home}  ({ledger.store.count_events()} events)")
     out.print(f"admin token:     {result.admin_token}")
     out.print(f"inspector token: {tokens['inspector']}")
     out.print(f"API docs:        {base}/docs")

@@ -177,7 +177,7 @@ def validate(body: dict[str, Any], received_at: datetime, prefix: str = "$.paylo
         if "org" not in subject:
             out.problems.append(Problem("subject_kind", f"{prefix}.subject", f"{etype.name} is about an organisation: give subject.org"))
         else:
-            problem = check_org_id(subject["org"], {"urn", "la", "trust", "ukprn", "uprov", "ofsted", "cqc", "dfe:regions", "dfe:admin"}, las)
+            problem = check_org_id(subject["org"], set(_common_schema()["properties"]["subject"]["properties"]["org"]["x-org-id"]), las)
             if problem:
                 out.problems.append(Problem("org_id", f"{prefix}.subject.org", problem))
 

@@ -6,6 +6,7 @@ import base64
 import binascii
 import hashlib
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
@@ -60,7 +61,7 @@ class Envelope:
     signatures: tuple[tuple[str, bytes], ...]  # (keyid, signature)
     body: dict[str, Any]
 
-    @property
+    @cached_property
     def event_digest(self) -> str:
         return sha256_hex(self.payload)
 
@@ -71,12 +72,13 @@ class Envelope:
             "signatures": [{"keyid": k, "sig": b64encode(s)} for k, s in self.signatures],
         }
 
+    @cached_property
     def canonical_bytes(self) -> bytes:
         return jcs.canonicalize(self.to_json())
 
-    @property
+    @cached_property
     def envelope_digest(self) -> str:
-        return sha256_hex(self.canonical_bytes())
+        return sha256_hex(self.canonical_bytes)
 
     def verify(self, public_key: Ed25519PublicKey, keyid: str) -> bool:
         message = pae(self.payload_type, self.payload)

@@ -67,6 +67,12 @@ def org_scheme(org_id: str) -> str | None:
     return None
 
 
+def la_code_of(org_id: str) -> str | None:
+    """The 3-digit LA code of an ``la:NNN`` or ``uprov:NNN-n`` id (None for other schemes)."""
+    scheme = org_scheme(org_id)
+    return org_id.split(":", 1)[1][:3] if scheme in ("la", "uprov") else None
+
+
 def check_org_id(org_id: object, allowed: Container[str], la_codes: Container[str]) -> str | None:
     """None when ``org_id`` is a well-formed id of an allowed scheme, else the reason."""
     if not isinstance(org_id, str):
@@ -76,6 +82,7 @@ def check_org_id(org_id: object, allowed: Container[str], la_codes: Container[st
         return f"{org_id!r} is not an organisation id (urn:NNNNNN, la:NNN, trust:TRNNNNN, ukprn:1NNNNNNN, uprov:LLL-N, ...)"
     if scheme not in allowed:
         return f"{scheme} ids are not allowed here (expected {', '.join(sorted(allowed))})"  # type: ignore[call-overload]
-    if scheme in ("la", "uprov") and org_id.split(":")[1][:3] not in la_codes:
-        return f"{org_id[len(scheme) + 1:][:3]} is not a recognised LA code"
+    la = la_code_of(org_id)
+    if la is not None and la not in la_codes:
+        return f"{la} is not a recognised LA code"
     return None

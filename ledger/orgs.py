@@ -11,6 +11,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from .catalogue import parse_timestamp
 from .envelope import b64decode_strict, key_id
 from .errors import Category, Problem
+from .identifiers import la_code_of, org_scheme
 from .rules import Record
 
 KINDS_BY_SCHEME = {
@@ -47,10 +48,6 @@ class OrgState:
 
     def public_key(self, kid: str) -> Ed25519PublicKey:
         return Ed25519PublicKey.from_public_bytes(self.keys[kid].public_key)
-
-
-def scheme_of(org_id: str) -> str:
-    return org_id if ":" not in org_id or org_id.startswith("dfe:") else org_id.split(":")[0]
 
 
 def apply_org(state: OrgState, r: Record) -> None:
@@ -92,13 +89,13 @@ def check_org(state: OrgState, new: Record) -> list[Problem]:
     if t in ("org.registered", "provider.unregistered_recorded"):
         if state.registered:
             return [_bad("already_registered", "$.payload.subject.org", f"{state.org_id} is already registered")]
-        if t == "org.registered" and d["kind"] not in KINDS_BY_SCHEME[scheme_of(state.org_id)]:
+        if t == "org.registered" and d["kind"] not in KINDS_BY_SCHEME.get(org_scheme(state.org_id) or "", ()):
             return [_bad("kind_mismatch", "$.payload.data.kind", f"{state.org_id} cannot be of kind {d['kind']}")]
         if t == "provider.unregistered_recorded":
-            if scheme_of(state.org_id) != "uprov":
+            if org_scheme(state.org_id) != "uprov":
                 return [_bad("not_unregistered_provider", "$.payload.subject.org", "an unregistered provider id is uprov:<la>-<n>")]
-            if state.org_id[6:9] != new.submitter[3:]:
-                return [_bad("not_own_provider_id", "$.payload.subject.org", f"{new.submitter} can only assign ids uprov:{new.submitter[3:]}-N", Category.FORBIDDEN)]
+            if la_code_of(state.org_id) != la_code_of(new.submitter):
+                return [_bad("not_own_provider_id", "$.payload.subject.org", f"{new.submitter} can only assign ids uprov:{la_code_of(new.submitter)}-N", Category.FORBIDDEN)]
         return []
     if not state.registered:
         return [_bad("org_unknown", "$.payload.subject.org", f"{state.org_id} is not registered")]

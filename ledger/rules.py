@@ -13,6 +13,7 @@ from datetime import date, datetime
 from typing import Any
 
 from .errors import Category, Problem
+from .identifiers import org_scheme
 from .schooltime import academic_year, school_days_between
 
 LATE_AFTER_SCHOOL_DAYS = 5
@@ -186,12 +187,15 @@ def check_pupil(records: Sequence[Record], new: Record) -> tuple[list[Problem], 
         if d.get(field_name) != who:
             problems.append(_reject("not_submitter", field_name, f"{field_name} must be the submitter ({who})", Category.FORBIDDEN))
 
+    def off_roll(path: str, when: str) -> None:
+        if state.ever_at(who):
+            problems.append(_reject("not_on_roll", path, f"the pupil was not on {who}'s roll {when}"))
+        else:
+            problems.append(_reject("unknown_pupil", path, f"{who} has never had this pupil on roll"))
+
     def on_roll_required() -> None:
         if state.registration_on(who, new.occurred_on) is None:
-            if state.ever_at(who):
-                problems.append(_reject("not_on_roll", "", f"the pupil was not on {who}'s roll on {new.occurred_on}"))
-            else:
-                problems.append(_reject("unknown_pupil", "", f"{who} has never had this pupil on roll"))
+            off_roll("", f"on {new.occurred_on}")
 
     t = new.type
     if t == "pupil.registered":
@@ -212,8 +216,7 @@ def check_pupil(records: Sequence[Record], new: Record) -> tuple[list[Problem], 
         own("school")
         reg = state.registration_at(who)
         if reg is None:
-            code = "not_on_roll" if state.ever_at(who) else "unknown_pupil"
-            problems.append(_reject(code, "school", f"the pupil is not on {who}'s roll, so cannot be removed from it"))
+            off_roll("school", "now, so cannot be removed from it")
         elif new.occurred_on < reg.start:
             problems.append(_reject("removal_before_admission", "", f"removal on {new.occurred_on} is before admission on {reg.start}"))
         else:
@@ -248,7 +251,7 @@ def check_pupil(records: Sequence[Record], new: Record) -> tuple[list[Problem], 
                 on_roll_required()
             if any(e.kind == kind and e.end is None and e.details.get("setting") == d["setting"] for e in state.episodes.values()):
                 problems.append(_reject("placement_already_open", "setting", f"the pupil already has an open placement at {d['setting']}"))
-            expected = {"urn": ("URN",), "ukprn": ("UKPRN",), "uprov": ("NFE", "OOT", "OTH", "WBP")}[d["setting"].split(":")[0]]
+            expected = {"urn": ("URN",), "ukprn": ("UKPRN",), "uprov": ("NFE", "OOT", "OTH", "WBP")}[org_scheme(d["setting"]) or ""]
             if d["setting_type"] not in expected:
                 problems.append(_reject("setting_type_mismatch", "setting_type", f"a setting {d['setting']} has setting_type {' or '.join(expected)}"))
         elif t in ("pupil.managed_move_started", "pupil.part_time_timetable_started"):
@@ -271,9 +274,9 @@ def check_pupil(records: Sequence[Record], new: Record) -> tuple[list[Problem], 
         if d["attended_sessions"] > d["possible_sessions"]:
             problems.append(_reject("attended_over_possible", "attended_sessions", "attended_sessions exceeds possible_sessions"))
         if is_school and not state.ever_at(who):
-            problems.append(_reject("unknown_pupil", "", f"{who} has never had this pupil on roll"))
+            off_roll("", "")
     elif t == "pupil.post16_destination_recorded" and is_school and not state.ever_at(who):
-        problems.append(_reject("unknown_pupil", "", f"{who} has never had this pupil on roll"))
+        off_roll("", "")
 
     if not problems:
         late = school_days_between(new.occurred_on, new.received_at.date())

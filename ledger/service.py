@@ -259,7 +259,7 @@ class Ledger:
         if item.problems:
             return
         item.flags.extend(flags)
-        text = item.env.canonical_bytes().decode("utf-8")
+        text = item.env.canonical_bytes.decode("utf-8")
         if subject is None:
             subject = Subject._create(Subject.Created, id=aggregate_id, envelope=text, received_at=received_at, flags=item.flags)
             working[aggregate_id] = subject
@@ -299,17 +299,13 @@ class Ledger:
         row = self.store.index_rows([event_id]).get(event_id)
         entry = self._entry(row) if row else None
         if row is None or entry is None:
-            raise LedgerError.one("not_found", "$.event_id", f"no event {event_id}", Category.NOT_FOUND)
+            raise LedgerError.one("not_found", "$.event_id", f"no event {event_id} that you may read", Category.NOT_FOUND)
         return {
             "event_id": row.event_id, "sequence": row.sequence, "type": row.type, "submitter": row.submitter,
             "received_at": row.received_at, "event_digest": row.event_digest, "envelope_digest": row.envelope_digest,
             "flags": entry.flags, "envelope": jcs.parse(entry.envelope.encode("utf-8")),
             "receipt": self._receipt_for(row, created=False, flags=entry.flags).signed,
         }
-
-    def event_submitter(self, event_id: str) -> str | None:
-        row = self.store.index_rows([event_id]).get(event_id)
-        return row.submitter if row else None
 
     def pupil_history(self, upn: str, as_of: date | None = None, known_at: datetime | None = None,
                       include_envelopes: bool = False) -> dict[str, Any]:

@@ -11,6 +11,7 @@ import csv
 import hashlib
 import os
 import random
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -123,9 +124,7 @@ class _Timeline:
         return str(body["event_id"])
 
 
-def _uuid(rng: random.Random) -> Any:
-    import uuid
-
+def _uuid(rng: random.Random) -> uuid.UUID:
     return uuid.UUID(int=rng.getrandbits(128), version=4)
 
 

@@ -103,9 +103,6 @@ class Subject(Aggregate):
         self.trigger_event(Subject.Recorded, envelope=envelope, received_at=received_at, flags=flags)
 
 
-RECORD_TOPICS = (Subject.Created.TOPIC, Subject.Recorded.TOPIC)
-
-
 # -- recorders: the index rows commit in the same transaction as the events ----------------
 
 
@@ -281,8 +278,17 @@ class Store:
         rows = self.query("SELECT org_id FROM ledger_keys WHERE key_id = ?", (key_id,))
         return rows[0][0] if rows else None
 
+    @property
+    def events_table(self) -> str:
+        return "ledger_events" if self.is_postgres else "stored_events"
+
     def count_events(self) -> int:
+        """Accepted events, counted by their index rows."""
         return int(self.query("SELECT COUNT(*) FROM ledger_index")[0][0])
+
+    def count_stored_events(self) -> int:
+        """Rows in the event store itself (equal to ``count_events`` unless something was half-written)."""
+        return int(self.query(f"SELECT COUNT(*) FROM {self.events_table}")[0][0])
 
     def max_sequence(self) -> int:
         return int(self.query("SELECT COALESCE(MAX(sequence), 0) FROM ledger_index")[0][0])
