@@ -114,9 +114,7 @@ def test_sigkill_loses_no_acknowledged_event(settings: Settings, tmp_path: Path)
     restarted = Server(settings).start()
     try:
         ledger = admin.open_ledger(settings)
-        stored_events = ledger.store.query("SELECT COUNT(*) FROM " + ("ledger_events" if ledger.store.is_postgres else "stored_events"))[0][0]
-        index_rows = ledger.store.count_events()
-        assert stored_events == index_rows, "every stored event has its index row and no index row lacks its event"
+        assert ledger.store.count_stored_events() == ledger.store.count_events(), "every stored event has its index row and no index row lacks its event"
         found = ledger.store.index_rows(acknowledged)
         assert set(found) == set(acknowledged), f"{len(set(acknowledged) - set(found))} acknowledged events were lost"
         with httpx.Client(base_url=restarted.url, headers={"authorization": f"Bearer {token}"}) as http:
