@@ -73,6 +73,11 @@ def initialise(settings: Settings, clock: Callable[[], datetime] | None = None) 
     return InitResult(ledger, token, log_vkey(ledger))
 
 
+def utc_seconds(moment: datetime) -> str:
+    """RFC 3339 UTC to the second, as event bodies carry times."""
+    return timestamp(moment)[:19] + "Z"
+
+
 def key_data(public_key: Ed25519PublicKey) -> dict[str, Any]:
     raw = envelope.raw_public_key(public_key)
     return {"key_id": envelope.key_id(raw), "public_key": envelope.b64encode(raw), "algorithm": "ed25519"}
@@ -82,7 +87,7 @@ def event_body(event_type: str, submitter: str, subject: dict[str, str], data: d
                occurred_on: date, reported_at: datetime, event_id: str | None = None, corrects: str | None = None) -> dict[str, Any]:
     body: dict[str, Any] = {
         "event_id": event_id or str(uuid.uuid4()), "type": event_type, "schema_version": 1, "submitter": submitter,
-        "subject": subject, "occurred_on": occurred_on.isoformat(), "reported_at": timestamp(reported_at)[:19] + "Z", "data": data,
+        "subject": subject, "occurred_on": occurred_on.isoformat(), "reported_at": utc_seconds(reported_at), "data": data,
     }
     if corrects:
         body["corrects"] = corrects
@@ -113,5 +118,5 @@ def add_key(ledger: Ledger, org: str, public_key: Ed25519PublicKey) -> Receipt:
 def revoke_key(ledger: Ledger, org: str, key_id: str, reason: str = "retired", at: datetime | None = None) -> Receipt:
     data: dict[str, Any] = {"key_id": key_id, "reason": reason}
     if at is not None:
-        data["revoked_at"] = timestamp(at)[:19] + "Z"
+        data["revoked_at"] = utc_seconds(at)
     return ledger.submit(admin_event(ledger, "org.key_revoked", org, data))

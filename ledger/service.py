@@ -171,7 +171,8 @@ class Ledger:
             event_id = item.body["event_id"]
             if event_id in seen:
                 item.problems.append(Problem("duplicate_in_batch", f"{item.path}.payload.event_id", f"event_id also used by item {seen[event_id]} of this batch", Category.INVALID))
-            seen[event_id] = item.index
+            else:
+                seen[event_id] = item.index
         existing = self.store.index_rows([i.body["event_id"] for i in items if not i.problems])
         for item in items:
             row = existing.get(item.body.get("event_id", "")) if not item.problems else None

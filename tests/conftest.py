@@ -63,6 +63,7 @@ class World:
 
     ledger: Ledger
     clock: Clock
+    admin_token: str
     keys: dict[str, Ed25519PrivateKey] = field(default_factory=dict)
 
     def event(self, event_type: str, submitter: str, data: dict[str, Any], *, upn: str | None = None, org: str | None = None,
@@ -95,11 +96,10 @@ def world(settings: Settings) -> Iterator[World]:
     clock = Clock(datetime(2026, 10, 5, 9, 0, tzinfo=UTC))
     result = admin.initialise(settings, clock)
     ledger = result.ledger
-    w = World(ledger, clock)
+    w = World(ledger, clock, result.admin_token)
     for org, kind in ((SCHOOL_A, "school"), (SCHOOL_B, "school"), (LA, "la"), (PROVIDER, "ap_setting")):
         admin.add_org(ledger, org, kind, f"Test {org}", LA if kind != "la" else None)
         w.keys[org] = Ed25519PrivateKey.generate()
         admin.add_key(ledger, org, w.keys[org].public_key())
-    w.admin_token = result.admin_token  # type: ignore[attr-defined]
     yield w
     ledger.store.close()

@@ -96,6 +96,17 @@ def test_batch_is_all_or_nothing(world: World) -> None:
     assert [r.created for r in world.ledger.submit_batch(envs)] == [False] * 5
 
 
+def test_one_event_id_twice_in_a_batch_is_rejected(world: World) -> None:
+    body = world.event("pupil.registered", SCHOOL_A, {"school": SCHOOL_A, "enrolment_status": "C", "year_group": "9", "sen_status": "N", "looked_after": False}, upn=UPN)
+    other = dict(body, subject={"upn": upn(2)})
+    before = world.ledger.store.count_stored_events()
+    with pytest.raises(LedgerError) as exc:
+        world.ledger.submit_batch([world.sign(body), world.sign(body), world.sign(other)])
+    assert [(p.code, p.path, "item 0" in p.message) for p in exc.value.problems] == [
+        ("duplicate_in_batch", "$.envelopes[1].payload.event_id", True), ("duplicate_in_batch", "$.envelopes[2].payload.event_id", True)]
+    assert world.ledger.store.count_events() == world.ledger.store.count_stored_events() == before
+
+
 def test_batch_applies_rules_in_order_within_the_batch(world: World) -> None:
     admission = world.event("pupil.registered", SCHOOL_A, {"school": SCHOOL_A, "enrolment_status": "C", "year_group": "9", "sen_status": "N", "looked_after": False}, upn=UPN)
     removal = world.event("pupil.deregistered", SCHOOL_A, {"school": SCHOOL_A, "ground": "moved_away", "destination": "moved_away"}, upn=UPN)
