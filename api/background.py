@@ -1,0 +1,54 @@
+"""Background followers of the log, run in-process by the embedded default.
+
+A follower is anything with a ``name`` and a ``step()`` that processes one batch of the log and
+returns how many events it handled (0 when caught up). The sealer (``ledger.tlog``) and the
+projection runner (``projections``) are followers; ``pupil-ledger serve`` runs them in threads
+beside the API, and the distributed deployment runs each as its own process instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from typing import Protocol
+
+log = logging.getLogger("pupil_ledger.background")
+
+
+class Follower(Protocol):
+    name: str
+
+    def step(self) -> int: ...
+
+
+class Background:
+    """Runs followers in daemon threads; each sleeps ``idle_seconds`` when it is caught up."""
+
+    def __init__(self, followers: Sequence[Follower], idle_seconds: float = 0.2):
+        self.followers = list(followers)
+        self.idle_seconds = idle_seconds
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> None:
+        for follower in self.followers:
+            thread = threading.Thread(target=self._run, args=(follower,), name=f"follower-{follower.name}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout)
+        self._threads.clear()
+
+    def _run(self, follower: Follower) -> None:
+        while not self._stop.is_set():
+            try:
+                done = follower.step()
+            except Exception:  # noqa: BLE001 - a follower must outlive a transient database error
+                log.exception("follower %s failed; retrying", follower.name)
+                done = 0
+            if not done:
+                self._stop.wait(self.idle_seconds)
