@@ -2,6 +2,8 @@
 
 
 import json
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from datetime import date, datetime
 from typing import Annotated, Any
 
@@ -13,6 +15,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from api.background import Background, Follower
 from ledger import jcs
 from ledger.admin import log_vkey, open_ledger
 from ledger.codes import SCHEMAS_DIR
@@ -102,9 +105,27 @@ def parse_json(raw: bytes) -> Any:
         raise LedgerError.one("malformed_json", "$", f"the body is not JSON: {exc}", Category.MALFORMED) from None
 
 
-def create_app(ledger: Ledger) -> FastAPI:
+def default_followers(ledger: Ledger) -> list[Follower]:
+    """The log followers the embedded default runs in-process (the sealer, the projections)."""
+    followers: list[Follower] = []
+    return followers
+
+
+def create_app(ledger: Ledger, followers: Sequence[Follower] = ()) -> FastAPI:
+    """The API; ``followers`` run in background threads for the app's lifetime."""
     settings = ledger.settings
+    background = Background(followers)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        background.start()
+        try:
+            yield
+        finally:
+            background.stop()
+
     app = FastAPI(
+        lifespan=lifespan,
         title="Pupil Movement Ledger",
         version="1.0.0",
         description=(
@@ -214,4 +235,5 @@ def create_app(ledger: Ledger) -> FastAPI:
 
 def app_from_env() -> FastAPI:
     """Factory for ``uvicorn --factory api.app:app_from_env``."""
-    return create_app(open_ledger(Settings.from_env()))
+    ledger = open_ledger(Settings.from_env())
+    return create_app(ledger, default_followers(ledger))

@@ -78,11 +78,11 @@ def serve(host: str = "127.0.0.1", port: int = 8000) -> None:
     """
     import uvicorn
 
-    from api.app import create_app
+    from api.app import create_app, default_followers
 
     ledger = _ledger()
     out.print(f"serving on http://{host}:{port}  (API docs: http://{host}:{port}/docs)")
-    uvicorn.run(create_app(ledger), host=host, port=port, access_log=False, log_level="warning")
+    uvicorn.run(create_app(ledger, default_followers(ledger)), host=host, port=port, access_log=False, log_level="warning")
 
 
 @orgs_app.command("add")
@@ -307,7 +307,7 @@ def demo(port: int = 8000, pupils: int = 300, seed: int = 1, la: str = "801") ->
     """
     import uvicorn
 
-    from api.app import create_app
+    from api.app import create_app, default_followers
     from ledger.simulate import load_area, simulate_area
 
     settings = Settings.from_env()
@@ -328,7 +328,7 @@ def demo(port: int = 8000, pupils: int = 300, seed: int = 1, la: str = "801") ->
     out.print(f"API docs:        {base}/docs")
     out.print(f"health:          {base}/healthz")
     out.print(f"pupil history:   curl -H 'Authorization: Bearer {tokens['inspector']}' {base}/pupils/{upn}/history")
-    uvicorn.run(create_app(ledger), host="127.0.0.1", port=port, access_log=False, log_level="warning")
+    uvicorn.run(create_app(ledger, default_followers(ledger)), host="127.0.0.1", port=port, access_log=False, log_level="warning")
 
 
 def main() -> None:
