@@ -16,8 +16,9 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.background import Background, Follower
+from api.log_routes import event_proof_route, log_router
 from ledger import jcs
-from ledger.admin import log_vkey, open_ledger
+from ledger.admin import log_vkey, open_ledger, sealer
 from ledger.codes import SCHEMAS_DIR
 from ledger.config import Settings
 from ledger.errors import Category, LedgerError
@@ -107,7 +108,7 @@ def parse_json(raw: bytes) -> Any:
 
 def default_followers(ledger: Ledger) -> list[Follower]:
     """The log followers the embedded default runs in-process (the sealer, the projections)."""
-    followers: list[Follower] = []
+    followers: list[Follower] = [sealer(ledger)]
     return followers
 
 
@@ -230,6 +231,8 @@ def create_app(ledger: Ledger, followers: Sequence[Follower] = ()) -> FastAPI:
     async def get_vkey() -> str:
         return log_vkey(ledger) + "\n"
 
+    app.include_router(log_router(ledger))
+    app.include_router(event_proof_route(ledger))
     return app
 
 

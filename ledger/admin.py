@@ -10,7 +10,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from . import envelope
+from . import envelope, tlog
 from .config import Settings
 from .errors import Category, LedgerError
 from .notes import vkey
@@ -60,6 +60,7 @@ def initialise(settings: Settings, clock: Callable[[], datetime] | None = None) 
     if store.is_initialised():
         store.close()
         raise LedgerError.one("already_initialised", "$", "the database already holds a ledger", Category.CONFLICT)
+    tlog.create_tables(store)
     ledger = Ledger(store, secrets, settings, clock) if clock else Ledger(store, secrets, settings)
     now = ledger.clock()
     genesis = [
@@ -71,6 +72,11 @@ def initialise(settings: Settings, clock: Callable[[], datetime] | None = None) 
     store.execute("INSERT INTO ledger_meta (name, value) VALUES ('initialised_at', ?)", (timestamp(now),))
     token = ledger.issue_token(ADMIN_ORG, "admin")
     return InitResult(ledger, token, log_vkey(ledger))
+
+
+def sealer(ledger: Ledger) -> tlog.Sealer:
+    """The ledger's sealer: checkpoints signed with the ledger key under the configured origin."""
+    return tlog.Sealer(ledger.store, ledger.settings.origin, ledger.secrets.signing_key, ledger.settings.seal_batch, ledger.clock)
 
 
 def utc_seconds(moment: datetime) -> str:

@@ -15,6 +15,8 @@ class Settings:
     max_event_bytes: int = 64 * 1024
     max_batch_bytes: int = 16 * 1024 * 1024
     max_batch_items: int = 5000
+    max_merge_delay: float = 1.0  # seconds within which an accepted event is in a signed checkpoint
+    seal_batch: int = 5000
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -26,6 +28,8 @@ class Settings:
             max_event_bytes=int(env.get("PUPIL_LEDGER_MAX_EVENT_BYTES", cls.max_event_bytes)),
             max_batch_bytes=int(env.get("PUPIL_LEDGER_MAX_BATCH_BYTES", cls.max_batch_bytes)),
             max_batch_items=int(env.get("PUPIL_LEDGER_MAX_BATCH_ITEMS", cls.max_batch_items)),
+            max_merge_delay=float(env.get("PUPIL_LEDGER_MAX_MERGE_DELAY", cls.max_merge_delay)),
+            seal_batch=int(env.get("PUPIL_LEDGER_SEAL_BATCH", cls.seal_batch)),
         )
 
     @property

@@ -1,18 +1,228 @@
-"""C2SP signed-note key encoding (c2sp.org/signed-note): verifier keys for the log."""
+"""C2SP signed notes, checkpoints and cosignatures (pure).
+
+- signed-note (c2sp.org/signed-note): a UTF-8 text body ending in a newline, a blank line, and
+  signature lines ``— <key name> base64(4-byte key id || signature)``. Ed25519 key id =
+  SHA-256(name || "\\n" || 0x01 || public key)[:4]; verifier keys are
+  ``<name>+<hex key id>+<base64(type || public key)>``.
+- tlog-checkpoint (c2sp.org/tlog-checkpoint): origin, decimal size, base64 root hash, then optional
+  extension lines.
+- tlog-cosignature/v1 (c2sp.org/tlog-cosignature): type 0x04, signed message
+  ``"cosignature/v1\\ntime <t>\\n" || checkpoint body``, signature = u64 timestamp || Ed25519 signature.
+"""
 
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
+from dataclasses import dataclass, field
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 ED25519_ALG = b"\x01"
+COSIGNATURE_ALG = b"\x04"
+DASH = "\u2014"
 
 
-def key_hash(name: str, public_raw: bytes) -> bytes:
-    return hashlib.sha256(name.encode("utf-8") + b"\n" + ED25519_ALG + public_raw).digest()[:4]
+class NoteError(ValueError):
+    """A note, checkpoint or verifier key that is malformed or not signed by a trusted key."""
 
 
-def vkey(name: str, public_raw: bytes) -> str:
-    """``<name>+<hex key hash>+<base64(0x01 || public key)>``."""
-    encoded = base64.b64encode(ED25519_ALG + public_raw).decode("ascii")
-    return f"{name}+{key_hash(name, public_raw).hex()}+{encoded}"
+def key_hash(name: str, public_raw: bytes, alg: bytes = ED25519_ALG) -> bytes:
+    return hashlib.sha256(name.encode("utf-8") + b"\n" + alg + public_raw).digest()[:4]
+
+
+def vkey(name: str, public_raw: bytes, alg: bytes = ED25519_ALG) -> str:
+    """``<name>+<hex key hash>+<base64(type || public key)>``."""
+    encoded = base64.b64encode(alg + public_raw).decode("ascii")
+    return f"{name}+{key_hash(name, public_raw, alg).hex()}+{encoded}"
+
+
+def _public_raw(key: Ed25519PrivateKey) -> bytes:
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    return key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+
+def _b64(text: str, what: str) -> bytes:
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise NoteError(f"{what} is not standard base64") from None
+
+
+@dataclass(frozen=True)
+class Verifier:
+    """A parsed verifier key: Ed25519 note signer (0x01) or Ed25519 cosigner (0x04)."""
+
+    name: str
+    key_id: bytes
+    alg: bytes
+    public_raw: bytes
+
+    @classmethod
+    def parse(cls, text: str) -> Verifier:
+        parts = text.strip().split("+", 2)
+        if len(parts) != 3 or not parts[0]:
+            raise NoteError("a verifier key is <name>+<hex key id>+<base64 key>")
+        name, hex_id, encoded = parts
+        if any(c.isspace() for c in name):
+            raise NoteError("a key name has no spaces")
+        data = _b64(encoded, "the verifier key")
+        alg, raw = data[:1], data[1:]
+        if alg not in (ED25519_ALG, COSIGNATURE_ALG) or len(raw) != 32:
+            raise NoteError(f"unsupported verifier key type {alg.hex() or 'none'} (want 01 or 04 with a 32-byte Ed25519 key)")
+        try:
+            key_id = bytes.fromhex(hex_id)
+        except ValueError:
+            raise NoteError("the verifier key id is not hex") from None
+        if len(key_id) != 4 or key_id != key_hash(name, raw, alg):
+            raise NoteError(f"the verifier key id {hex_id} does not match its name and key")
+        return cls(name, key_id, alg, raw)
+
+    def verify(self, message: bytes, signature: bytes) -> bool:
+        try:
+            Ed25519PublicKey.from_public_bytes(self.public_raw).verify(signature, message)
+        except InvalidSignature:
+            return False
+        return True
+
+
+@dataclass(frozen=True)
+class Signature:
+    name: str
+    key_id: bytes
+    signature: bytes
+
+    def line(self) -> str:
+        return f"{DASH} {self.name} {base64.b64encode(self.key_id + self.signature).decode('ascii')}\n"
+
+
+@dataclass(frozen=True)
+class Note:
+    body: str
+    signatures: tuple[Signature, ...] = field(default=())
+
+    def text(self) -> str:
+        return self.body + "\n" + "".join(s.line() for s in self.signatures)
+
+    @classmethod
+    def parse(cls, text: str) -> Note:
+        if len(text) > 1_000_000:
+            raise NoteError("the note is too large")
+        split = text.rfind("\n\n")
+        if split < 0:
+            raise NoteError("a signed note has a body, a blank line and signature lines")
+        body, sig_text = text[: split + 1], text[split + 2:]
+        if not sig_text.endswith("\n"):
+            raise NoteError("the signature lines end with a newline")
+        signatures = []
+        for line in sig_text[:-1].split("\n"):
+            parts = line.split(" ")
+            if len(parts) != 3 or parts[0] != DASH or not parts[1]:
+                raise NoteError(f"malformed signature line {line[:80]!r}")
+            blob = _b64(parts[2], "a signature")
+            if len(blob) < 5:
+                raise NoteError("a signature is a 4-byte key id and the signature")
+            signatures.append(Signature(parts[1], blob[:4], blob[4:]))
+        return cls(body, tuple(signatures))
+
+
+def sign_note(body: str, name: str, key: Ed25519PrivateKey) -> str:
+    if not body.endswith("\n") or "\n\n" in body:
+        raise NoteError("a note body ends with a newline and has no blank lines")
+    sig = Signature(name, key_hash(name, _public_raw(key)), key.sign(body.encode("utf-8")))
+    return Note(body, (sig,)).text()
+
+
+def open_note(text: str, verifiers: list[Verifier]) -> tuple[Note, list[Verifier]]:
+    """Parse a note and return it with the note-signing verifiers (type 0x01) whose signatures verify.
+
+    Signatures by unknown keys are ignored; no verifying signature at all is an error.
+    """
+    note = Note.parse(text)
+    good = []
+    for v in verifiers:
+        if v.alg != ED25519_ALG:
+            continue
+        for sig in note.signatures:
+            if sig.name == v.name and sig.key_id == v.key_id and v.verify(note.body.encode("utf-8"), sig.signature):
+                good.append(v)
+                break
+    if not good:
+        raise NoteError("no signature on the note verifies with the given key(s)")
+    return note, good
+
+
+# -- checkpoints ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    origin: str
+    size: int
+    root: bytes
+    extensions: tuple[str, ...] = ()
+
+    def body(self) -> str:
+        lines = [self.origin, str(self.size), base64.b64encode(self.root).decode("ascii"), *self.extensions]
+        return "\n".join(lines) + "\n"
+
+    @classmethod
+    def parse(cls, body: str) -> Checkpoint:
+        lines = body.split("\n")
+        if len(lines) < 4 or lines[-1] != "":
+            raise NoteError("a checkpoint body is origin, size and root hash lines, each ending in a newline")
+        origin, size_text, root_text, *extensions = lines[:-1]
+        if not origin:
+            raise NoteError("the checkpoint origin line is empty")
+        if not size_text.isdigit() or (size_text != "0" and size_text.startswith("0")):
+            raise NoteError(f"the checkpoint size {size_text!r} is not a decimal number without leading zeroes")
+        root = _b64(root_text, "the checkpoint root hash")
+        if len(root) != 32:
+            raise NoteError("the checkpoint root hash is not 32 bytes")
+        return cls(origin, int(size_text), root, tuple(extensions))
+
+
+def sign_checkpoint(checkpoint: Checkpoint, key: Ed25519PrivateKey) -> str:
+    return sign_note(checkpoint.body(), checkpoint.origin, key)
+
+
+def open_checkpoint(text: str, vkey_text: str) -> tuple[Checkpoint, Note]:
+    """Verify a checkpoint note against the log's verifier key (whose name must be the origin)."""
+    verifier = Verifier.parse(vkey_text)
+    note, _ = open_note(text, [verifier])
+    checkpoint = Checkpoint.parse(note.body)
+    if checkpoint.origin != verifier.name:
+        raise NoteError(f"the checkpoint origin {checkpoint.origin!r} is not the key name {verifier.name!r}")
+    return checkpoint, note
+
+
+# -- cosignatures (tlog-cosignature/v1, Ed25519) ----------------------------------------------------
+
+
+def cosigned_message(checkpoint_body: str, timestamp: int) -> bytes:
+    return f"cosignature/v1\ntime {timestamp}\n".encode() + checkpoint_body.encode("utf-8")
+
+
+def cosign(checkpoint_body: str, name: str, key: Ed25519PrivateKey, timestamp: int) -> Signature:
+    raw = _public_raw(key)
+    signature = key.sign(cosigned_message(checkpoint_body, timestamp))
+    return Signature(name, key_hash(name, raw, COSIGNATURE_ALG), timestamp.to_bytes(8, "big") + signature)
+
+
+def cosigners(note: Note, witnesses: list[Verifier]) -> dict[str, int]:
+    """The named witnesses whose v1 cosignature on the note verifies, with their timestamps."""
+    found: dict[str, int] = {}
+    for w in witnesses:
+        if w.alg != COSIGNATURE_ALG:
+            continue
+        for sig in note.signatures:
+            if sig.name != w.name or sig.key_id != w.key_id or len(sig.signature) != 72:
+                continue
+            timestamp = int.from_bytes(sig.signature[:8], "big")
+            if timestamp < 2**63 and w.verify(cosigned_message(note.body, timestamp), sig.signature[8:]):
+                found[w.name] = timestamp
+                break
+    return found
