@@ -7,13 +7,18 @@ idempotency -> domain rules on the subject -> one transaction -> signed receipts
 from __future__ import annotations
 
 import hashlib
+import os
 import random
 import secrets as pysecrets
+import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from functools import cache
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -32,6 +37,8 @@ ADMIN_ORG = "dfe:admin"
 ROLES = ("school", "la", "trust", "ap_setting", "inspector", "regions", "researcher", "admin")
 PRIVILEGED_READERS = ("admin", "inspector", "regions")
 MAX_ATTEMPTS = 20  # optimistic-concurrency retries when another writer appended to the same subject
+SUBJECT_CACHE_SIZE = 20_000  # committed subjects kept for rule checks (a few KB each)
+VERIFY_CHUNK = 64  # signatures per verification task; fewer in a batch are verified inline
 
 
 def utcnow() -> datetime:
@@ -79,6 +86,8 @@ class _Item:
     flags: list[dict[str, str]] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     duplicate_of: IndexRow | None = None
+    reads: set[uuid.UUID] = field(default_factory=set)  # the subject and the submitter, whose state decides
+    verified: tuple[str, bytes, bool] | None = None  # (key id, public key, signature valid), checked ahead
 
 
 class Ledger:
@@ -89,6 +98,7 @@ class Ledger:
         self.secrets = ledger_secrets
         self.settings = settings
         self.clock = clock
+        self._subjects = _SubjectCache(SUBJECT_CACHE_SIZE)
 
     # -- submission --------------------------------------------------------------------------
 
@@ -105,43 +115,123 @@ class Ledger:
         """Accept every envelope or none. ``principal`` None means a trusted local caller."""
         if len(raws) > self.settings.max_batch_items:
             raise LedgerError.one("batch_too_large", "$.envelopes", f"at most {self.settings.max_batch_items} envelopes per batch", Category.TOO_LARGE)
+        outcomes = self._submit([(raw, principal, path_of(i)) for i, raw in enumerate(raws)], trusted_keys or {}, all_or_nothing=True)
+        return [o for o in outcomes if isinstance(o, Receipt)]  # all or nothing: a problem raised instead
+
+    def submit_each(self, requests: Sequence[tuple[Any, Principal | None]]) -> list[Receipt | LedgerError]:
+        """Independent submissions committed in one transaction (group commit); each gets its own receipt or error.
+
+        Nothing is returned before the commit, so a caller answered 201 is durable. An event_id that two
+        requests of the group share is retried after the commit, where it is a replay or a conflict.
+        """
+        outcomes = self._submit([(raw, principal, "$") for raw, principal in requests], {}, all_or_nothing=False)
+        again = [i for i, o in enumerate(outcomes) if isinstance(o, LedgerError) and all(p.code == "duplicate_in_batch" for p in o.problems)]
+        if again:
+            for i, outcome in zip(again, self.submit_each([requests[i] for i in again]), strict=True):
+                outcomes[i] = outcome
+        return outcomes
+
+    def _submit(self, requests: Sequence[tuple[Any, Principal | None, str]], trusted: dict[str, tuple[str, bytes]],
+                all_or_nothing: bool) -> list[Receipt | LedgerError]:
         for attempt in range(MAX_ATTEMPTS):
             received_at = self.clock()
-            items = [self._prepare(raw, i, path_of(i), received_at, principal) for i, raw in enumerate(raws)]
+            items = [self._prepare(raw, i, path, received_at, principal) for i, (raw, principal, path) in enumerate(requests)]
             self._check_event_ids(items)
-            working: dict[uuid.UUID, Subject | None] = {}
+            working, cached = self._load_subjects(items)
+            self._verify_ahead(items, working, trusted)
             events: list[Any] = []
             index_rows: list[dict[str, Any]] = []
             key_rows: list[tuple[str, str]] = []
             for item in items:
                 if item.problems or item.duplicate_of is not None:
                     continue
-                self._authenticate(item, received_at, working, trusted_keys or {})
+                self._authenticate(item, received_at, working, trusted)
                 if not item.problems:
                     self._apply_rules(item, received_at, working, events, index_rows, key_rows)
-            problems = [p for item in items for p in item.problems]
-            if problems:
-                raise LedgerError(problems)
-            if not events:
-                return [self._receipt_for(item.duplicate_of, created=False) for item in items if item.duplicate_of]
+            rejected = [item for item in items if item.problems]
+            stale = cached & set().union(*(item.reads for item in rejected))
+            if stale and attempt < MAX_ATTEMPTS - 1:
+                self._subjects.forget(stale)  # never reject on cached state: another process may have moved on
+                continue
+            if all_or_nothing and rejected:
+                raise LedgerError([p for item in rejected for p in item.problems])
             try:
-                recordings = self.store.append(events, index_rows, key_rows)
+                recordings = self.store.append(events, index_rows, key_rows) if events else []
             except IntegrityError:
+                self._subjects.forget(working)
                 if attempt == MAX_ATTEMPTS - 1:
                     raise
                 time.sleep(random.uniform(0, 0.002 * (attempt + 1)))
                 continue  # a concurrent writer got there first: re-read and re-check everything
-            sequences = [r.notification.id for r in recordings]
-            receipts: list[Receipt] = []
-            new_rows = iter(zip(index_rows, sequences, strict=True))
+            self._subjects.put([s for s in working.values() if s is not None])
+            sequences = iter([r.notification.id for r in recordings])
+            new_rows = iter(index_rows)
+            outcomes: list[Receipt | LedgerError] = []
             for item in items:
-                if item.duplicate_of is not None:
-                    receipts.append(self._receipt_for(item.duplicate_of, created=False))
+                if item.problems:
+                    outcomes.append(LedgerError(item.problems))
+                elif item.duplicate_of is not None:
+                    outcomes.append(self._receipt_for(item.duplicate_of, created=False))
                 else:
-                    row, sequence = next(new_rows)
-                    receipts.append(self._receipt_for(IndexRow(**{**row, "sequence": sequence}), created=True, flags=item.flags))
-            return receipts
+                    row = IndexRow(**{**next(new_rows), "sequence": next(sequences)})
+                    outcomes.append(self._receipt_for(row, created=True, flags=item.flags))
+            return outcomes
         raise AssertionError("unreachable")
+
+    def _load_subjects(self, items: list[_Item]) -> tuple[dict[uuid.UUID, Subject | None], set[uuid.UUID]]:
+        """Every subject and submitter the items touch, from the cache or in one query (not one per event).
+
+        Returns the working set (None: no such subject yet) and the ids that came from the cache.
+        """
+        wanted: set[uuid.UUID] = set()
+        for item in items:
+            if item.problems or item.duplicate_of is not None:
+                continue
+            item.reads = {self._subject_id(item.body), self.secrets.org_id(item.body["submitter"])}
+            wanted |= item.reads
+        found = self._subjects.take(wanted)
+        cached = set(found)
+        found.update(self.store.subjects(wanted - cached))
+        working: dict[uuid.UUID, Subject | None] = {aggregate_id: found.get(aggregate_id) for aggregate_id in wanted}
+        return working, cached
+
+    def _verify_ahead(self, items: list[_Item], working: dict[uuid.UUID, Subject | None],
+                      trusted: dict[str, tuple[str, bytes]]) -> None:
+        """Verify the batch's signatures on every core at once (Ed25519 verification releases the GIL).
+
+        Keys come from the organisations' state before the batch; ``_authenticate`` still decides, in order and
+        with the state as the batch changes it, and verifies inline a signature whose key was not known here.
+        """
+        jobs: list[tuple[_Item, str, bytes]] = []
+        orgs: dict[str, OrgState] = {}
+        for item in items:
+            if item.problems or item.duplicate_of is not None or item.env is None:
+                continue
+            submitter = item.body["submitter"]
+            if submitter not in orgs:
+                orgs[submitter] = self.org_state(submitter, working)
+            for kid, _sig in item.env.signatures:
+                known = trusted[kid][1] if kid in trusted and trusted[kid][0] == submitter else None
+                if known is None and kid in orgs[submitter].keys:
+                    known = orgs[submitter].keys[kid].public_key
+                if known is not None:
+                    jobs.append((item, kid, known))
+                    break
+        if len(jobs) < VERIFY_CHUNK:
+            return
+        chunks = [jobs[start:start + VERIFY_CHUNK] for start in range(0, len(jobs), VERIFY_CHUNK)]
+        # Wait here rather than overlap with the rules: a thread holding the GIL would starve the verifiers.
+        results = _verifier().map(_verify_all, [[(item.env, kid, raw) for item, kid, raw in chunk] for chunk in chunks])
+        for chunk, valid in zip(chunks, results, strict=True):
+            for (item, kid, raw), ok in zip(chunk, valid, strict=True):
+                item.verified = (kid, raw, ok)
+
+    @staticmethod
+    def _signature_valid(item: _Item, kid: str, public_raw: bytes) -> bool:
+        assert item.env is not None
+        if item.verified is not None and item.verified[:2] == (kid, public_raw):
+            return item.verified[2]
+        return item.env.verify(Ed25519PublicKey.from_public_bytes(public_raw), kid)
 
     def _prepare(self, raw: Any, index: int, path: str, received_at: datetime, principal: Principal | None) -> _Item:
         """Decode, validate and check the bearer's organisation: everything that needs no stored state."""
@@ -213,8 +303,7 @@ class Ledger:
         org = self.org_state(submitter, working)
         for kid, _sig in item.env.signatures:
             if kid in trusted and trusted[kid][0] == submitter:
-                public = Ed25519PublicKey.from_public_bytes(trusted[kid][1])
-                if item.env.verify(public, kid):
+                if self._signature_valid(item, kid, trusted[kid][1]):
                     return
                 forbid("signature_invalid", f"the signature by key {kid} does not verify")
                 return
@@ -227,7 +316,7 @@ class Ledger:
             if received_at < key.added_at:
                 forbid("key_not_yet_valid", f"key {kid} of {submitter} is valid from {key.added_at.isoformat()}")
                 return
-            if not item.env.verify(org.public_key(kid), kid):
+            if not self._signature_valid(item, kid, key.public_key):
                 forbid("signature_invalid", f"the signature by key {kid} does not verify over this payload")
             return
         if not org.registered:
@@ -411,6 +500,52 @@ class Ledger:
         if expires_at and expires_at <= timestamp(self.clock()):
             return None
         return Principal(org, role, parts[1])
+
+
+class _SubjectCache:
+    """Committed subjects for the rule checks of later batches, least recently used out first.
+
+    It hands out clones, so a batch that is rejected or loses a race never changes what is cached. An entry
+    goes stale when another process appends to the subject: the commit then fails on the version and is
+    retried from the database, and a rejection decided on cached state is re-checked from the database.
+    """
+
+    def __init__(self, size: int):
+        self.size = size
+        self._items: OrderedDict[uuid.UUID, Subject] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def take(self, ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, Subject | None]:
+        out: dict[uuid.UUID, Subject | None] = {}
+        with self._lock:
+            for aggregate_id in ids:
+                subject = self._items.get(aggregate_id)
+                if subject is not None:
+                    self._items.move_to_end(aggregate_id)
+                    out[aggregate_id] = subject.clone()
+        return out
+
+    def put(self, subjects: Iterable[Subject]) -> None:
+        with self._lock:
+            for subject in subjects:
+                self._items[subject.id] = subject
+                self._items.move_to_end(subject.id)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+
+    def forget(self, ids: Iterable[uuid.UUID]) -> None:
+        with self._lock:
+            for aggregate_id in ids:
+                self._items.pop(aggregate_id, None)
+
+
+@cache
+def _verifier() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="verify-signatures")
+
+
+def _verify_all(jobs: list[tuple[envelope.Envelope, str, bytes]]) -> list[bool]:
+    return [env.verify(Ed25519PublicKey.from_public_bytes(raw), kid) for env, kid, raw in jobs]
 
 
 def _hash_token(token: str) -> str:

@@ -9,9 +9,10 @@ whose index row and stored event committed together.
 
 from __future__ import annotations
 
+import copy
 import os
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -101,6 +102,13 @@ class Subject(Aggregate):
 
     def record(self, envelope: str, received_at: datetime, flags: list[dict[str, str]]) -> None:
         self.trigger_event(Subject.Recorded, envelope=envelope, received_at=received_at, flags=flags)
+
+    def clone(self) -> Subject:
+        """A copy that can record new events without changing this one (entries are never mutated)."""
+        twin = copy.copy(self)
+        twin.entries = list(self.entries)
+        twin._pending_events = []
+        return twin
 
 
 # -- recorders: the index rows commit in the same transaction as the events ----------------
@@ -255,6 +263,24 @@ class Store:
         except AggregateNotFoundError:
             return None
         assert isinstance(found, Subject)
+        return found
+
+    def subjects(self, aggregate_ids: Collection[uuid.UUID], chunk: int = 500) -> dict[uuid.UUID, Subject]:
+        """The existing subjects among ``aggregate_ids``, read with one query per ``chunk`` ids (the batch path)."""
+        ids = list(aggregate_ids)
+        rows: list[tuple[Any, ...]] = []
+        for start in range(0, len(ids), chunk):
+            part = ids[start:start + chunk]
+            params: list[Any] = [part] if self.is_postgres else [i.hex for i in part]
+            where = "originator_id = ANY(?)" if self.is_postgres else f"originator_id IN ({', '.join('?' * len(part))})"
+            rows.extend(self.query(
+                f"SELECT originator_id, originator_version, topic, state FROM {self.events_table} WHERE {where} "
+                "ORDER BY originator_id, originator_version", params))
+        found: dict[uuid.UUID, Any] = {}
+        for originator_id, version, topic, state in rows:
+            key = originator_id if isinstance(originator_id, uuid.UUID) else uuid.UUID(originator_id)
+            event: Any = self.app.mapper.to_domain_event(StoredEvent(key, version, topic, bytes(state)))
+            found[key] = event.mutate(found.get(key))
         return found
 
     def append(self, events: Sequence[Any], index_rows: Sequence[dict[str, Any]], key_rows: Sequence[tuple[str, str]]) -> list[Any]:
