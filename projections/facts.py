@@ -1,0 +1,97 @@
+"""Fact tables: every view is a pure mapping from one log event to rows of its tables.
+
+A row is a fact asserted by one event. Common columns make every table bitemporal: ``occurred_on``
+(effective date), ``received_at`` (ledger time the fact became known) and ``superseded_at`` (ledger
+time a later correction or retraction superseded it). A fact is in force "as of D, as known at T"
+when ``occurred_on <= D``, ``received_at <= T`` and it was not superseded at T. Aggregates are
+computed from facts in force, so any past (D, T) can be asked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+
+from ledger.rules import Record
+from ledger.service import timestamp
+
+COMMON = (
+    ("event_id", "TEXT PRIMARY KEY"), ("seq", "BIGINT NOT NULL"), ("type", "TEXT NOT NULL"), ("subject", "TEXT NOT NULL"),
+    ("occurred_on", "TEXT NOT NULL"), ("received_at", "TEXT NOT NULL"), ("superseded_at", "TEXT"),
+)
+END_OF_TIME = "9999-12-31T23:59:59.999999Z"
+
+
+@dataclass(frozen=True)
+class LogEvent:
+    """One event of the log as the views see it: ``subject`` is the pupil's pseudonym (the store's
+    originator id, never the UPN) or the organisation id."""
+
+    seq: int
+    subject: str
+    record: Record
+    flags: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    columns: tuple[tuple[str, str], ...]
+    indexes: tuple[str, ...] = ()
+
+    @property
+    def all_columns(self) -> tuple[tuple[str, str], ...]:
+        return COMMON + self.columns
+
+    def ddl(self) -> list[str]:
+        cols = ", ".join(f"{n} {t}" for n, t in self.all_columns)
+        out = [f"CREATE TABLE IF NOT EXISTS {self.name} ({cols})"]
+        out += [f"CREATE INDEX IF NOT EXISTS {self.name}_{c.replace(', ', '_')} ON {self.name} ({c})" for c in ("occurred_on", *self.indexes)]
+        return out
+
+    def insert_sql(self) -> str:
+        names = [n for n, _ in self.all_columns if n != "superseded_at"]
+        return f"INSERT INTO {self.name} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
+
+    def row(self, ev: LogEvent, values: dict[str, Any]) -> tuple[Any, ...]:
+        r = ev.record
+        common = (r.event_id, ev.seq, r.type, ev.subject, r.occurred_on.isoformat(), timestamp(r.received_at))
+        return common + tuple(values.get(n) for n, _ in self.columns)
+
+
+@dataclass(frozen=True)
+class View:
+    """A named, versioned set of fact tables and the pure function that maps an event to rows."""
+
+    name: str
+    version: int
+    tables: tuple[Table, ...]
+    rows: Callable[[LogEvent], Iterable[tuple[Table, dict[str, Any]]]]
+
+
+@dataclass(frozen=True)
+class Moment:
+    """As of effective date ``as_of``, as known at ledger time ``known_at`` (None: now)."""
+
+    as_of: date
+    known_at: datetime | None = None
+
+    @property
+    def known(self) -> str:
+        return timestamp(self.known_at) if self.known_at else END_OF_TIME
+
+
+def in_force(table: str, moment: Moment, where: str = "", params: Sequence[Any] = (), columns: str = "*",
+             effective_cut: bool = True) -> tuple[str, list[Any]]:
+    """SQL (with ``?`` marks) selecting the facts of ``table`` in force at ``moment``."""
+    sql = f"SELECT {columns} FROM {table} WHERE received_at <= ? AND (superseded_at IS NULL OR superseded_at > ?)"
+    args: list[Any] = [moment.known, moment.known]
+    if effective_cut:
+        sql += " AND occurred_on <= ?"
+        args.append(moment.as_of.isoformat())
+    if where:
+        sql += f" AND ({where})"
+        args.extend(params)
+    return sql, args

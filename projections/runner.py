@@ -1,0 +1,194 @@
+"""Projection runner: follows the ledger's notification log and keeps the fact tables of every view.
+
+Exactly once: one transaction locks the views' positions, reads the next batch of the log, writes the
+batch's rows into every view that has not seen it, and moves each position to the batch's last
+sequence. A crash anywhere rolls back the whole batch, so no event is ever applied twice or skipped.
+A view whose ``version`` changed is dropped and rebuilt from the log.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from eventsourcing.persistence import StoredEvent
+
+from ledger.catalogue import event_types
+from ledger.service import timestamp
+from ledger.store import Store, _record_of
+
+from . import cases, orgs, pupils
+from .facts import LogEvent, Moment, View, in_force
+
+VIEWS: tuple[View, ...] = (orgs.VIEW, pupils.VIEW, cases.VIEW)
+POSITIONS_DDL = "CREATE TABLE IF NOT EXISTS pv_positions (view TEXT PRIMARY KEY, position BIGINT NOT NULL, version INTEGER NOT NULL)"
+DEFAULT_BATCH = 500
+
+
+def views_named(names: Sequence[str] | None) -> tuple[View, ...]:
+    if not names:
+        return VIEWS
+    known = {v.name: v for v in VIEWS}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ValueError(f"unknown view {', '.join(unknown)}; views are {', '.join(known)}")
+    return tuple(known[n] for n in names)
+
+
+def _tuples(cur: Any) -> list[tuple[Any, ...]]:
+    return [tuple(r.values()) if isinstance(r, dict) else tuple(r) for r in cur.fetchall()]
+
+
+class Projector:
+    """Keeps ``views`` up to date; ``step()`` makes it a background follower."""
+
+    name = "projections"
+
+    def __init__(self, store: Store, views: Sequence[View] = VIEWS, batch_size: int = DEFAULT_BATCH):
+        self.store = store
+        self.views = tuple(views)
+        self.batch_size = batch_size
+        self._ready = False
+        if store.is_postgres:
+            self._read_sql = "SELECT notification_id, originator_id, originator_version, topic, state FROM ledger_events WHERE notification_id > %s ORDER BY notification_id LIMIT %s"
+        else:
+            self._read_sql = "SELECT rowid, originator_id, originator_version, topic, state FROM stored_events WHERE rowid > ? ORDER BY rowid LIMIT ?"
+
+    # -- schema -----------------------------------------------------------------------------
+
+    @contextmanager
+    def _transaction(self) -> Iterator[Any]:
+        with self.store.cursor(commit=True) as cur:
+            if self.store.is_postgres:
+                cur.execute("SELECT pg_advisory_xact_lock(7261001)")  # serialise schema changes between processes
+            yield cur
+
+    def ensure(self) -> list[str]:
+        """Create missing views; drop and recreate those whose version changed. Returns the rebuilt views' names."""
+        rebuilt = []
+        with self._transaction() as cur:
+            cur.execute(POSITIONS_DDL)
+            cur.execute("SELECT view, version FROM pv_positions")
+            versions = dict(_tuples(cur))
+            for view in self.views:
+                if versions.get(view.name) == view.version:
+                    continue
+                self._reset(cur, view, exists=view.name in versions)
+                rebuilt.append(view.name)
+        self._ready = True
+        return rebuilt
+
+    def _reset(self, cur: Any, view: View, exists: bool) -> None:
+        for table in view.tables:
+            cur.execute(f"DROP TABLE IF EXISTS {table.name}")
+            for statement in table.ddl():
+                cur.execute(statement)
+        sql = "UPDATE pv_positions SET position = 0, version = ? WHERE view = ?" if exists else "INSERT INTO pv_positions (version, view, position) VALUES (?, ?, 0)"
+        cur.execute(self.store.sql(sql), (view.version, view.name))
+
+    def reset(self, names: Sequence[str] | None = None) -> None:
+        """Empty the named views (default: all of this projector's) and rewind them to the start of the log."""
+        self.ensure()
+        with self._transaction() as cur:
+            for view in views_named(names) if names else self.views:
+                self._reset(cur, view, exists=True)
+
+    # -- following the log ---------------------------------------------------------------------
+
+    def _decode(self, row: tuple[Any, ...]) -> LogEvent:
+        seq, originator_id, version, topic, state = row
+        stored = StoredEvent(originator_id=uuid.UUID(str(originator_id)), originator_version=version, topic=topic, state=bytes(state))
+        event: Any = self.store.app.mapper.to_domain_event(stored)
+        record = _record_of(event.envelope, event.received_at)
+        is_pupil = event_types()[record.type].subject == "pupil"
+        return LogEvent(int(seq), str(originator_id) if is_pupil else record.subject, record, tuple(f["code"] for f in event.flags))
+
+    def step(self) -> int:
+        """Project the next batch of the log in one transaction; returns the number of events read."""
+        if not self._ready:
+            self.ensure()
+        names = [v.name for v in self.views]
+        marks = ", ".join("?" * len(names))
+        with self.store.cursor(commit=True) as cur:
+            if self.store.is_postgres:
+                cur.execute(f"SELECT view, position FROM pv_positions WHERE view IN ({marks.replace('?', '%s')}) ORDER BY view FOR UPDATE", names)
+            else:  # take SQLite's write lock first, so the positions read here cannot change under us
+                cur.execute(f"UPDATE pv_positions SET position = position WHERE view IN ({marks})", names)
+                cur.execute(f"SELECT view, position FROM pv_positions WHERE view IN ({marks})", names)
+            positions = {view: int(position) for view, position in _tuples(cur)}
+            start = min(positions.values())
+            cur.execute(self._read_sql, (start, self.batch_size))
+            events = [self._decode(row) for row in _tuples(cur)]
+            if not events:
+                return 0
+            self._apply(cur, events, positions)
+            last = events[-1].seq
+            for view in self.views:
+                cur.execute(self.store.sql("UPDATE pv_positions SET position = ? WHERE view = ?"), (max(last, positions[view.name]), view.name))
+            return len(events)
+
+    def _apply(self, cur: Any, events: Sequence[LogEvent], positions: dict[str, int]) -> None:
+        for view in self.views:
+            fresh = [ev for ev in events if ev.seq > positions[view.name]]
+            inserts: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
+            sql_of: dict[str, str] = {}
+            superseded: list[tuple[str, str]] = []
+            for ev in fresh:
+                for table, values in view.rows(ev):
+                    inserts[table.name].append(table.row(ev, values))
+                    sql_of[table.name] = table.insert_sql()
+                if ev.record.corrects:
+                    superseded.append((timestamp(ev.record.received_at), ev.record.corrects))
+            for name, rows in inserts.items():
+                cur.executemany(self.store.sql(sql_of[name]), rows)
+            if superseded:
+                for table in view.tables:
+                    cur.executemany(self.store.sql(f"UPDATE {table.name} SET superseded_at = ? WHERE event_id = ? AND superseded_at IS NULL"), superseded)
+
+    def catch_up(self, on_progress: Callable[[int], None] | None = None) -> int:
+        total = 0
+        while done := self.step():
+            total += done
+            if on_progress:
+                on_progress(done)
+        return total
+
+    def rebuild(self, names: Sequence[str] | None = None, on_progress: Callable[[int], None] | None = None) -> int:
+        self.reset(names)
+        return Projector(self.store, views_named(names) if names else self.views, self.batch_size).catch_up(on_progress)
+
+    # -- reads -----------------------------------------------------------------------------------
+
+    def positions(self) -> dict[str, int]:
+        if not self._ready:
+            self.ensure()
+        return {v: int(p) for v, p in self.store.query("SELECT view, position FROM pv_positions")}
+
+    def wait_for(self, min_sequence: int, timeout: float = 2.0, names: Sequence[str] | None = None) -> bool:
+        """Wait until the views have projected ``min_sequence`` (or the log's end, if it is beyond it)."""
+        wanted = [v.name for v in (views_named(names) if names else self.views)]
+        deadline = time.monotonic() + timeout
+        while True:
+            positions = self.positions()
+            lowest = min(positions.get(n, 0) for n in wanted)
+            if lowest >= min_sequence:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.02)
+
+
+class Reader:
+    """Read access to the fact tables for the view queries."""
+
+    def __init__(self, store: Store):
+        self.store = store
+
+    def facts(self, table: str, moment: Moment, columns: str = "*", where: str = "", params: Sequence[Any] = (),
+              order: str = "seq", effective_cut: bool = True) -> list[tuple[Any, ...]]:
+        sql, args = in_force(table, moment, where, params, columns, effective_cut)
+        return self.store.query(f"{sql} ORDER BY {order}", args)
