@@ -1,6 +1,7 @@
 """FastAPI application: routes, authentication, error format (design.md 3.4)."""
 
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -17,12 +18,16 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.background import Background, Follower
 from api.log_routes import event_proof_route, log_router
+from api.views import views_router
 from ledger import jcs
 from ledger.admin import log_vkey, open_ledger, sealer
 from ledger.codes import SCHEMAS_DIR
 from ledger.config import Settings
 from ledger.errors import Category, LedgerError
+from ledger.group_commit import GroupCommitter
 from ledger.service import PRIVILEGED_READERS, Ledger, Principal
+from ledger.witness import Witnessing, parse_witnesses
+from projections.runner import Projector
 
 STATUS = {
     Category.MALFORMED: 400, Category.UNAUTHENTICATED: 401, Category.FORBIDDEN: 403, Category.NOT_FOUND: 404,
@@ -108,7 +113,9 @@ def parse_json(raw: bytes) -> Any:
 
 def default_followers(ledger: Ledger) -> list[Follower]:
     """The log followers the embedded default runs in-process (the sealer, the projections)."""
-    followers: list[Follower] = [sealer(ledger)]
+    followers: list[Follower] = [sealer(ledger), Projector(ledger.store)]
+    if ledger.settings.witnesses:
+        followers.append(Witnessing(ledger.store, parse_witnesses(ledger.settings.witnesses)))
     return followers
 
 
@@ -116,6 +123,7 @@ def create_app(ledger: Ledger, followers: Sequence[Follower] = ()) -> FastAPI:
     """The API; ``followers`` run in background threads for the app's lifetime."""
     settings = ledger.settings
     background = Background(followers)
+    committer = GroupCommitter(ledger)  # concurrent submitEvent calls share one transaction
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -123,6 +131,7 @@ def create_app(ledger: Ledger, followers: Sequence[Follower] = ()) -> FastAPI:
         try:
             yield
         finally:
+            committer.stop()
             background.stop()
 
     app = FastAPI(
@@ -173,7 +182,7 @@ def create_app(ledger: Ledger, followers: Sequence[Follower] = ()) -> FastAPI:
     )
     async def submit_event(request: Request, caller: Caller) -> JSONResponse:
         raw = parse_json(await read_limited(request, settings.max_event_bytes))
-        receipt = await run_in_threadpool(ledger.submit, raw, caller)
+        receipt = await asyncio.wrap_future(committer.enqueue(raw, caller))  # answered once its group has committed
         return JSONResponse(receipt.as_dict(), status_code=201 if receipt.created else 200)
 
     @app.post(
@@ -233,6 +242,7 @@ def create_app(ledger: Ledger, followers: Sequence[Follower] = ()) -> FastAPI:
 
     app.include_router(log_router(ledger))
     app.include_router(event_proof_route(ledger))
+    app.include_router(views_router(ledger, principal))
     return app
 
 
