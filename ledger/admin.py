@@ -24,7 +24,7 @@ class NotInitialised(RuntimeError):
 
 
 def _store(settings: Settings, secrets: LedgerSecrets, create_tables: bool) -> Store:
-    env = persistence_env(settings.database_url, str(settings.sqlite_path), secrets.cipher_key, create_tables)
+    env = persistence_env(settings.database_url, str(settings.sqlite_path), secrets.cipher_key, create_tables, secrets.master_key)
     return Store.open(env)
 
 

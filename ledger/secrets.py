@@ -2,7 +2,9 @@
 
 - ``ledger-signing-key.pem``: Ed25519 key that signs receipts (and later checkpoints).
 - ``pseudonym.key``: HMAC-SHA-256 key: a pupil's aggregate id is a keyed pseudonym of the UPN.
-- ``store-cipher.key``: AES-256-GCM key for stored event state (UPNs are encrypted at rest).
+- ``store-cipher.key``: AES-256-GCM key for stored event state of organisations and the access log.
+- ``pupil-master.key``: AES-256-GCM key that wraps each pupil's own data key (``pupil_keys`` table);
+  a pupil's events are encrypted with that pupil's key, so destroying it erases them (docs/access.md).
 """
 
 from __future__ import annotations
@@ -44,11 +46,32 @@ def _write_secret(path: Path, data: bytes) -> None:
         f.write(data)
 
 
+def as_pupil_uuid(sixteen: bytes) -> uuid.UUID:
+    """A version-8 (RFC 9562) UUID from 16 bytes: 122 of them kept, version and variant bits set."""
+    value = int.from_bytes(sixteen, "big")
+    value = (value & ~(0xF << 76)) | (8 << 76)
+    value = (value & ~(0x3 << 62)) | (0x2 << 62)
+    return uuid.UUID(int=value)
+
+
+def is_pupil_stream(aggregate_id: uuid.UUID) -> bool:
+    return aggregate_id.version == 8
+
+
+def _master_key(directory: Path) -> bytes:
+    """The pupil-key wrapping key, created on first use (homes made before per-pupil keys get one too)."""
+    path = directory / "pupil-master.key"
+    if not path.exists():
+        _write_secret(path, base64.b64encode(os.urandom(32)))
+    return base64.b64decode(path.read_bytes())
+
+
 @dataclass(frozen=True)
 class LedgerSecrets:
     signing_key: Ed25519PrivateKey
     pseudonym_key: bytes
     cipher_key: str  # base64, as eventsourcing's AESCipher wants it
+    master_key: bytes = b""  # wraps the per-pupil data keys; never stored in the database
 
     @property
     def signing_key_id(self) -> str:
@@ -59,8 +82,12 @@ class LedgerSecrets:
         return raw_public_key(self.signing_key.public_key())
 
     def pupil_id(self, upn: str) -> uuid.UUID:
-        """Aggregate id of a pupil: the first 16 bytes of HMAC-SHA-256(pseudonym key, UPN)."""
-        return uuid.UUID(bytes=hmac.new(self.pseudonym_key, upn.encode("ascii"), hashlib.sha256).digest()[:16])
+        """Aggregate id of a pupil: the first 16 bytes of HMAC-SHA-256(pseudonym key, UPN) as a version-8 UUID.
+
+        RFC 9562 version 8 marks the stream as a pupil's, so the store encrypts it with the pupil's own key
+        (org ids are version 5).
+        """
+        return as_pupil_uuid(hmac.new(self.pseudonym_key, upn.encode("ascii"), hashlib.sha256).digest()[:16])
 
     @staticmethod
     def org_id(org: str) -> uuid.UUID:
@@ -75,7 +102,7 @@ class LedgerSecrets:
         _write_secret(directory / "ledger-signing-key.pem", private_key_pem(signing))
         _write_secret(directory / "pseudonym.key", base64.b64encode(pseudonym))
         _write_secret(directory / "store-cipher.key", cipher.encode("ascii"))
-        return cls(signing, pseudonym, cipher)
+        return cls(signing, pseudonym, cipher, _master_key(directory))
 
     @classmethod
     def load(cls, directory: Path) -> LedgerSecrets:
@@ -83,6 +110,7 @@ class LedgerSecrets:
             load_private_key(directory / "ledger-signing-key.pem"),
             base64.b64decode((directory / "pseudonym.key").read_bytes()),
             (directory / "store-cipher.key").read_text("ascii").strip(),
+            _master_key(directory),
         )
 
     @staticmethod

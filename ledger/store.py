@@ -5,30 +5,42 @@ Every accepted envelope is exactly one stored event (``Subject.Created`` for the
 same transaction writes ``ledger_index`` (event_id -> sequence, digests: idempotency and
 look-ups) and ``ledger_keys`` (key id -> organisation), so a 2xx is only ever sent for an event
 whose index row and stored event committed together.
+
+A pupil's stream (a version-8 id, see ``secrets.pupil_id``) is encrypted with that pupil's own data
+key, kept in ``pupil_keys`` wrapped by the master key from the secrets folder; ``erase_subject``
+deletes the key (crypto-shredding, docs/access.md). Other streams use the store key.
 """
 
 from __future__ import annotations
 
+import base64
+import contextvars
 import copy
 import os
+import threading
+import time
 import uuid
 from collections.abc import Collection, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar
 from urllib.parse import unquote, urlparse
 
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import Aggregate
-from eventsourcing.persistence import StoredEvent
+from eventsourcing.persistence import Mapper, StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder
 from eventsourcing.sqlite import SQLiteApplicationRecorder
 from psycopg.sql import SQL
 
 from .envelope import b64decode_strict
+from .errors import Category, LedgerError
 from .jcs import parse
 from .rules import Record
+from .secrets import as_pupil_uuid, is_pupil_stream
 
 INDEX_COLUMNS = (
     "event_id", "sequence", "originator_id", "originator_version", "type", "submitter",
@@ -132,9 +144,11 @@ _INDEX_DDL = (
     "CREATE TABLE IF NOT EXISTS ledger_tokens (token_id TEXT PRIMARY KEY, token_hash TEXT NOT NULL UNIQUE, "
     "org_id TEXT NOT NULL, role TEXT NOT NULL, issued_at TEXT NOT NULL, expires_at TEXT, revoked_at TEXT)",
     "CREATE TABLE IF NOT EXISTS ledger_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS pupil_keys (originator_id TEXT PRIMARY KEY, wrapped_key TEXT NOT NULL)",
 )
 _INSERT_INDEX = f"INSERT INTO ledger_index ({', '.join(INDEX_COLUMNS)}) VALUES ({', '.join('?' * len(INDEX_COLUMNS))})"
 _INSERT_KEY = "INSERT INTO ledger_keys (key_id, org_id) VALUES (?, ?)"
+_INSERT_PUPIL_KEY = "INSERT INTO pupil_keys (originator_id, wrapped_key) VALUES (?, ?)"
 
 
 class SQLiteLedgerRecorder(SQLiteApplicationRecorder):
@@ -148,6 +162,7 @@ class SQLiteLedgerRecorder(SQLiteApplicationRecorder):
         assert ids is not None
         c.executemany(_INSERT_INDEX, _match_index_rows(stored_events, ids, kwargs.get("index_rows", ())))
         c.executemany(_INSERT_KEY, kwargs.get("key_rows", ()))
+        c.executemany(_INSERT_PUPIL_KEY, kwargs.get("pupil_key_rows", ()))
         return ids
 
 
@@ -166,9 +181,138 @@ class PostgresLedgerRecorder(PostgresApplicationRecorder):
             curs.executemany(_INSERT_INDEX.replace("?", "%s"), rows)
         if kwargs.get("key_rows"):
             curs.executemany(_INSERT_KEY.replace("?", "%s"), kwargs["key_rows"])
+        if kwargs.get("pupil_key_rows"):
+            curs.executemany(_INSERT_PUPIL_KEY.replace("?", "%s"), kwargs["pupil_key_rows"])
         with curs.connection.pipeline() as pipeline:
             pipeline.sync()  # surface a duplicate event_id here, inside the library's error handling
         return ids
+
+
+# -- per-pupil data keys (crypto-shredding) -----------------------------------------------------
+
+
+class SubjectErased(LedgerError):
+    """The pupil's data key was destroyed: its events can no longer be read or added to."""
+
+    def __init__(self, aggregate_id: uuid.UUID):
+        super().__init__(LedgerError.one("pupil_erased", "$.subject", "this pupil's record has been erased", Category.CONFLICT).problems)
+        self.aggregate_id = aggregate_id
+
+
+_NEW_KEYS: contextvars.ContextVar[dict[uuid.UUID, bytes] | None] = contextvars.ContextVar("new_pupil_keys", default=None)
+
+
+class PupilKeys:
+    """Each pupil's AES-256-GCM data key, stored in ``pupil_keys`` wrapped by the master key.
+
+    Keys are cached for ``ttl`` seconds, so another process sees an erasure within that time.
+    A pupil's first event creates its key in the same transaction (``creating``).
+    """
+
+    def __init__(self, master_key: bytes, ttl: float = 2.0):
+        self._master = AESGCM(master_key) if master_key else None
+        self.ttl = ttl
+        self._cache: dict[uuid.UUID, tuple[float, bytes | None]] = {}
+        self._lock = threading.Lock()
+        self.query: Any = None  # bound by LedgerApp to its recorder
+
+    def _aad(self, aggregate_id: uuid.UUID) -> bytes:
+        return b"pupil-ledger/pupil-key:" + aggregate_id.bytes
+
+    def _wrap(self, aggregate_id: uuid.UUID, key: bytes) -> str:
+        if self._master is None:
+            raise RuntimeError("no pupil master key configured (PUPIL_MASTER_KEY)")
+        nonce = os.urandom(12)
+        return base64.b64encode(nonce + self._master.encrypt(nonce, key, self._aad(aggregate_id))).decode("ascii")
+
+    def _unwrap(self, aggregate_id: uuid.UUID, wrapped: str) -> bytes:
+        if self._master is None:
+            raise RuntimeError("no pupil master key configured (PUPIL_MASTER_KEY)")
+        raw = base64.b64decode(wrapped)
+        return self._master.decrypt(raw[:12], raw[12:], self._aad(aggregate_id))
+
+    def prefetch(self, aggregate_ids: Sequence[uuid.UUID]) -> None:
+        """Load the keys of many pupils with one query (bulk reads)."""
+        wanted = [i for i in aggregate_ids if is_pupil_stream(i)]
+        if not wanted:
+            return
+        rows = self.query(f"SELECT originator_id, wrapped_key FROM pupil_keys WHERE originator_id IN ({', '.join('?' * len(wanted))})",
+                          [str(i) for i in wanted])
+        found = {uuid.UUID(r[0]): self._unwrap(uuid.UUID(r[0]), r[1]) for r in rows}
+        now = time.monotonic()
+        with self._lock:
+            for i in wanted:
+                self._cache[i] = (now, found.get(i))
+
+    def data_key(self, aggregate_id: uuid.UUID, max_age: float | None = None) -> bytes | None:
+        """The pupil's key, or None if it has none (never created, or erased)."""
+        pending = _NEW_KEYS.get()
+        if pending and aggregate_id in pending:
+            return pending[aggregate_id]
+        with self._lock:
+            cached = self._cache.get(aggregate_id)
+        if cached is not None and time.monotonic() - cached[0] <= (self.ttl if max_age is None else max_age):
+            return cached[1]
+        self.prefetch([aggregate_id])
+        with self._lock:
+            return self._cache[aggregate_id][1]
+
+    @contextmanager
+    def creating(self, aggregate_ids: Sequence[uuid.UUID]) -> Iterator[list[tuple[str, str]]]:
+        """Fresh keys for new pupils: yields their rows to insert with the events; cached once committed."""
+        keys = {i: AESGCM.generate_key(256) for i in aggregate_ids}
+        token = _NEW_KEYS.set(keys)
+        try:
+            yield [(str(i), self._wrap(i, k)) for i, k in keys.items()]
+        finally:
+            _NEW_KEYS.reset(token)
+        now = time.monotonic()
+        with self._lock:
+            self._cache.update({i: (now, k) for i, k in keys.items()})
+
+    def forget(self, aggregate_id: uuid.UUID) -> None:
+        with self._lock:
+            self._cache.pop(aggregate_id, None)
+
+
+class SubjectMapper(Mapper[uuid.UUID]):
+    """Encrypts a pupil's events with the pupil's own key (AES-GCM, bound to the row by associated data)."""
+
+    keys: PupilKeys
+
+    def _plain(self) -> Mapper[uuid.UUID]:
+        return Mapper(self.transcoder, self.compressor, None)
+
+    @staticmethod
+    def _aad(aggregate_id: uuid.UUID, version: int, topic: str) -> bytes:
+        return aggregate_id.bytes + version.to_bytes(8, "big") + topic.encode("utf-8")
+
+    def to_stored_event(self, domain_event: Any) -> StoredEvent:
+        aggregate_id = domain_event.originator_id
+        if not is_pupil_stream(aggregate_id):
+            return super().to_stored_event(domain_event)
+        key = self.keys.data_key(aggregate_id)
+        if key is None:
+            raise SubjectErased(aggregate_id)
+        plain = self._plain().to_stored_event(domain_event)
+        nonce = os.urandom(12)
+        sealed = nonce + AESGCM(key).encrypt(nonce, plain.state, self._aad(aggregate_id, plain.originator_version, plain.topic))
+        return StoredEvent(plain.originator_id, plain.originator_version, plain.topic, sealed)
+
+    def to_domain_event(self, stored_event: StoredEvent) -> Any:
+        raw_id = stored_event.originator_id
+        aggregate_id = raw_id if isinstance(raw_id, uuid.UUID) else uuid.UUID(str(raw_id))
+        if not is_pupil_stream(aggregate_id):
+            return super().to_domain_event(stored_event)
+        key = self.keys.data_key(aggregate_id)
+        if key is None:
+            raise SubjectErased(aggregate_id)
+        state = bytes(stored_event.state)
+        try:
+            plain = AESGCM(key).decrypt(state[:12], state[12:], self._aad(aggregate_id, stored_event.originator_version, stored_event.topic))
+        except InvalidTag:
+            raise SubjectErased(aggregate_id) from None  # a stale key for a stream erased and re-created elsewhere
+        return self._plain().to_domain_event(StoredEvent(aggregate_id, stored_event.originator_version, stored_event.topic, plain))
 
 
 class LedgerApp(Application[uuid.UUID]):
@@ -179,12 +323,36 @@ class LedgerApp(Application[uuid.UUID]):
         "COMPRESSOR_TOPIC": "eventsourcing.compressor:ZlibCompressor",
     }
 
+    def construct_mapper(self) -> Mapper[uuid.UUID]:
+        mapper = self.factory.mapper(transcoder=self.construct_transcoder(), mapper_class=SubjectMapper)
+        assert isinstance(mapper, SubjectMapper)
+        mapper.keys = PupilKeys(base64.b64decode(self.env.get("PUPIL_MASTER_KEY", "")))
+        return mapper
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        datastore = self.recorder.datastore  # type: ignore[attr-defined]
+        placeholder = getattr(self.recorder, "placeholder", "?")
+
+        def query(statement: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+            with datastore.transaction(commit=False) as cur:
+                cur.execute(statement.replace("?", placeholder), tuple(params))
+                return [tuple(row.values()) if isinstance(row, dict) else tuple(row) for row in cur.fetchall()]
+
+        self.pupil_keys.query = query
+
+    @property
+    def pupil_keys(self) -> PupilKeys:
+        assert isinstance(self.mapper, SubjectMapper)
+        return self.mapper.keys
+
 
 # -- the store facade -------------------------------------------------------------------------
 
 
-def persistence_env(database_url: str | None, sqlite_path: str, cipher_key: str, create_tables: bool) -> dict[str, str]:
-    env = {"CIPHER_KEY": cipher_key, "CREATE_TABLE": "y" if create_tables else "n"}
+def persistence_env(database_url: str | None, sqlite_path: str, cipher_key: str, create_tables: bool, master_key: bytes = b"") -> dict[str, str]:
+    env = {"CIPHER_KEY": cipher_key, "CREATE_TABLE": "y" if create_tables else "n",
+           "PUPIL_MASTER_KEY": base64.b64encode(master_key).decode("ascii")}
     if database_url:
         url = urlparse(database_url)
         if url.scheme not in ("postgresql", "postgres"):
@@ -257,7 +425,12 @@ class Store:
 
     # subjects ------------------------------------------------------------------------------
 
-    def subject(self, aggregate_id: uuid.UUID) -> Subject | None:
+    def subject(self, aggregate_id: uuid.UUID, fresh: bool = False) -> Subject | None:
+        """The subject's stream, or None. A pupil without a live data key has none (never seen, or erased);
+        ``fresh`` re-checks the key in the database (reads of identified records)."""
+        if is_pupil_stream(aggregate_id) and self.app.pupil_keys.data_key(aggregate_id, max_age=0 if fresh else None) is None:
+            self._evict(aggregate_id)
+            return None
         try:
             found: Any = self.app.repository.get(aggregate_id)
         except AggregateNotFoundError:
@@ -271,6 +444,7 @@ class Store:
         rows: list[tuple[Any, ...]] = []
         for start in range(0, len(ids), chunk):
             part = ids[start:start + chunk]
+            self.app.pupil_keys.prefetch(part)
             params: list[Any] = [part] if self.is_postgres else [i.hex for i in part]
             where = "originator_id = ANY(?)" if self.is_postgres else f"originator_id IN ({', '.join('?' * len(part))})"
             rows.extend(self.query(
@@ -284,8 +458,49 @@ class Store:
         return found
 
     def append(self, events: Sequence[Any], index_rows: Sequence[dict[str, Any]], key_rows: Sequence[tuple[str, str]]) -> list[Any]:
-        """Store the events and their index rows in one transaction (all or nothing)."""
-        return self.app.save(*events, index_rows=index_rows, key_rows=key_rows)
+        """Store the events and their index rows in one transaction (all or nothing); new pupils get their data key in it."""
+        new_pupils = [e.originator_id for e in events if e.originator_version == 1 and is_pupil_stream(e.originator_id)]
+        with self.app.pupil_keys.creating(new_pupils) as pupil_key_rows:
+            return self.app.save(*events, index_rows=index_rows, key_rows=key_rows, pupil_key_rows=pupil_key_rows)
+
+    def _evict(self, aggregate_id: uuid.UUID) -> None:
+        cache = getattr(self.app.repository, "cache", None)
+        if cache is not None:
+            with suppress(KeyError):
+                cache.get(aggregate_id, evict=True)
+
+    def erase_subject(self, aggregate_id: uuid.UUID) -> int:
+        """Crypto-shred a pupil: delete its data key and move its rows to a fresh random id, so nothing left in
+        the database links them to the pupil's pseudonym. Digests, sequences and times stay (the log still
+        verifies). Returns the number of events made unreadable (0: no such pupil, or already erased)."""
+        tombstone = as_pupil_uuid(os.urandom(16))
+        def as_param(aggregate: uuid.UUID) -> Any:
+            return aggregate if self.is_postgres else aggregate.hex
+
+        with self.cursor(commit=True) as cur:
+            if not self.is_postgres:
+                cur.execute("PRAGMA secure_delete = ON")  # overwrite freed content instead of leaving it in free pages
+            cur.execute(self.sql("DELETE FROM pupil_keys WHERE originator_id = ?"), (str(aggregate_id),))
+            if cur.rowcount != 1:
+                return 0
+            cur.execute(self.sql(f"UPDATE {self.events_table} SET originator_id = ? WHERE originator_id = ?"),
+                        (as_param(tombstone), as_param(aggregate_id)))
+            erased = int(cur.rowcount)
+            cur.execute(self.sql("UPDATE ledger_index SET originator_id = ? WHERE originator_id = ?"), (str(tombstone), str(aggregate_id)))
+        self.app.pupil_keys.forget(aggregate_id)
+        self._evict(aggregate_id)
+        self._scrub()
+        return erased
+
+    def _scrub(self) -> None:
+        """Best effort to leave no old copy of a destroyed key in the database files (docs/access.md)."""
+        datastore: Any = self.app.recorder.datastore  # type: ignore[attr-defined]
+        if self.is_postgres:
+            with datastore.get_connection() as conn:
+                conn.execute("VACUUM pupil_keys")
+        else:
+            with datastore.get_connection(commit=True) as conn:
+                conn._sqlite_conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     # index -------------------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ from datetime import date, timedelta
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from ledger import admin, envelope, jcs
 from ledger.errors import Category, LedgerError
@@ -221,7 +222,13 @@ def test_upns_are_encrypted_at_rest(world: World) -> None:
     assert payload.encode() not in stored and UPN.encode() not in stored
     with pytest.raises(zlib.error):
         zlib.decompress(stored)  # not merely compressed
-    plain = zlib.decompress(store.app.mapper.cipher.decrypt(stored))  # the ledger's key opens it
+    with pytest.raises(ValueError):
+        store.app.mapper.cipher.decrypt(stored)  # not the store key: each pupil's events have the pupil's own key
+    pupil = world.ledger.secrets.pupil_id(UPN)
+    key = store.app.pupil_keys.data_key(pupil)
+    assert key is not None
+    nonce, sealed = stored[:12], stored[12:]
+    plain = zlib.decompress(AESGCM(key).decrypt(nonce, sealed, pupil.bytes + (1).to_bytes(8, "big") + b"pupil-ledger/Subject.Created"))
     assert payload.encode() in plain
     assert all(UPN not in str(r) for r in store.query("SELECT * FROM ledger_index"))
 
