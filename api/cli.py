@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
+from api.cli_project import project_app
 from ledger import admin, envelope, jcs
 from ledger.config import Settings
 from ledger.errors import LedgerError
@@ -30,6 +31,7 @@ tokens_app = typer.Typer(help="Bearer tokens for the HTTP API.", no_args_is_help
 app.add_typer(orgs_app, name="orgs")
 app.add_typer(keys_app, name="keys")
 app.add_typer(tokens_app, name="tokens")
+app.add_typer(project_app, name="project")
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
@@ -105,6 +107,26 @@ def orgs_add(
         _fail(exc)
         return
     out.print(f"registered {org_id} (sequence {receipt.sequence})")
+
+
+@orgs_app.command("import-gias")
+def orgs_import_gias(file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="GIAS-style establishments CSV")]) -> None:
+    """Import a GIAS extract (URN, LA, type, phase, status, open/close dates, predecessor, trust) as signed org.* events.
+
+    Example: `pupil-ledger orgs import-gias edubasealldata.csv`
+    """
+    from ledger.gias import import_gias, read_rows
+
+    ledger = _ledger()
+    try:
+        with Progress(console=err) as progress:
+            task = progress.add_task("importing establishments", total=len(read_rows(file)))
+            receipts = import_gias(ledger, file, on_progress=lambda n: progress.advance(task, n))
+    except LedgerError as exc:
+        _fail(exc)
+        return
+    created = sum(1 for r in receipts if r.created)
+    out.print(f"{created} org events stored ({len(receipts) - created} already recorded)")
 
 
 @orgs_app.command("list")

@@ -65,13 +65,22 @@ class Directory:
 
 
 def directory(db: Any, moment: Moment) -> Directory:
-    """Fold the org facts in force at ``moment`` (effective order, then ledger order)."""
+    """Fold the org facts known at ``moment`` (effective order, then ledger order). A registration
+    counts whatever its effective date (an organisation the ledger learnt of later still existed
+    before); trust changes and closures count from their effective date."""
     out = Directory()
-    for subject, etype, kind, la, trust, gias_type in db.facts(
-        ORG_FACTS.name, moment, columns="subject, type, kind, la, trust, gias_type", order="occurred_on, seq",
+    as_of = moment.as_of.isoformat()
+    for subject, etype, occurred_on, kind, la, trust, gias_type in db.facts(
+        ORG_FACTS.name, moment, columns="subject, type, occurred_on, kind, la, trust, gias_type", order="occurred_on, seq",
+        effective_cut=False,
     ):
+        registration = etype in ("org.registered", "provider.unregistered_recorded")
+        if occurred_on > as_of and not registration:
+            continue
         org = out.orgs.setdefault(subject, Org(subject))
-        if etype in ("org.registered", "provider.unregistered_recorded"):
+        if registration:
+            if occurred_on > as_of:  # its trust at registration applies from its effective date only
+                trust = None
             org.kind, org.la, org.trust, org.gias_type = kind, la, trust, gias_type
         elif etype == "org.joined_trust":
             org.trust = trust

@@ -1,0 +1,98 @@
+"""``pupil-ledger project``: run the projection worker, rebuild views from the log."""
+
+from __future__ import annotations
+
+import signal
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from ledger import admin
+from ledger.config import Settings
+from ledger.service import Ledger
+from projections.facts import View
+from projections.runner import DEFAULT_BATCH, VIEWS, Projector, views_named
+from projections.worker import Worker
+
+project_app = typer.Typer(help="Read views (projections) of the log.", no_args_is_help=True)
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+VIEW_NAMES = ", ".join(v.name for v in VIEWS)
+
+
+def _open() -> tuple[Settings, Ledger]:
+    settings = Settings.from_env()
+    try:
+        return settings, admin.open_ledger(settings)
+    except admin.NotInitialised as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
+def _views(names: list[str] | None) -> tuple[View, ...]:
+    try:
+        return views_named(names)
+    except ValueError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
+@project_app.command("run")
+def run(
+    views: Annotated[list[str] | None, typer.Argument(help=f"views to run (default all: {VIEW_NAMES})")] = None,  # noqa: UP007
+    batch: Annotated[int, typer.Option(help="events per transaction")] = DEFAULT_BATCH,
+    idle: Annotated[float, typer.Option(help="seconds to sleep when caught up")] = 0.5,
+) -> None:
+    """Follow the log and keep the views up to date until stopped (one active worker per view on PostgreSQL).
+
+    Example: `PUPIL_LEDGER_DATABASE_URL=postgresql://ledger@db/ledger pupil-ledger project run`
+    """
+    chosen = _views(views)
+    settings, ledger = _open()
+    worker = Worker(ledger.store, settings.database_url, chosen, batch, idle)
+    signal.signal(signal.SIGTERM, lambda *_: worker.stopping.set())
+    out.print(f"projecting {', '.join(v.name for v in chosen)} (batch {batch})")
+    try:
+        worker.run()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        worker.close()
+        ledger.store.close()
+
+
+@project_app.command("rebuild")
+def rebuild(
+    view: Annotated[str | None, typer.Argument(help=f"one view (default all: {VIEW_NAMES})")] = None,  # noqa: UP007
+    batch: Annotated[int, typer.Option(help="events per transaction")] = DEFAULT_BATCH,
+) -> None:
+    """Empty a view (or all) and project it again from the start of the log, with a progress bar.
+
+    Example: `pupil-ledger project rebuild pupils`
+    """
+    names = [view] if view else None
+    chosen = _views(names)
+    _, ledger = _open()
+    projector = Projector(ledger.store, chosen, batch)
+    total = ledger.store.count_events()
+    columns = (TextColumn("rebuilding {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=err) as progress:
+        task = progress.add_task(view or "all views", total=total)
+        done = projector.rebuild(names, on_progress=lambda n: progress.advance(task, n))
+    out.print(f"rebuilt {view or 'all views'} from {done} events; positions {projector.positions()}")
+    ledger.store.close()
+
+
+@project_app.command("status")
+def status() -> None:
+    """Each view's position in the log and how far behind it is.
+
+    Example: `pupil-ledger project status`
+    """
+    _, ledger = _open()
+    latest = ledger.store.max_sequence()
+    for name, position in sorted(Projector(ledger.store).positions().items()):
+        out.print(f"{name}: {position} (latest {latest})")
+    ledger.store.close()

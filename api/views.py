@@ -1,0 +1,245 @@
+"""Read views for LAs, trusts, inspectors and the Regions Group (design.md 5): aggregate figures only."""
+
+from collections.abc import Callable
+from datetime import date, datetime
+from enum import StrEnum
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from ledger.errors import Category, LedgerError
+from ledger.identifiers import org_scheme
+from ledger.service import PRIVILEGED_READERS, Ledger, Principal
+from projections.config import ViewSettings
+from projections.facts import Moment
+from projections.metrics import context
+from projections.queries import accountability_metrics, case_list, placements_register, scope_for, unregistered_providers
+from projections.runner import Projector, Reader
+
+WAIT_SECONDS = 2.0
+
+
+class Level(StrEnum):
+    school = "school"
+    trust = "trust"
+    la = "la"
+    national = "national"
+
+
+SCHEMES = {Level.school: ("urn", "ukprn", "uprov"), Level.trust: ("trust",), Level.la: ("la",)}
+
+
+class ErrorItem(BaseModel):
+    code: str
+    path: str
+    message: str
+
+
+class Errors(BaseModel):
+    errors: list[ErrorItem]
+
+
+class Lengths(BaseModel):
+    count: int
+    mean: float | None
+    median: float | None
+
+
+class SettingTier(BaseModel):
+    setting_type: str
+    tier: int
+    open_placements: int
+
+
+class Published(BaseModel):
+    period: str
+    source: str
+    by_setting_type: dict[str, int]
+    total: int
+
+
+class Register(BaseModel):
+    open_placements: int
+    by_setting_type: dict[str, int]
+    by_tier: dict[str, int]
+    by_setting_type_and_tier: list[SettingTier]
+    overdue_time_limited_placements: int = Field(description="open tier-2 placements past their planned end")
+    open_placement_days_so_far: Lengths
+    ended_placement_days: Lengths = Field(description="placements ended in the 365 days to as_of")
+    published: Published | None = Field(description="last published DfE figure for the LA or England, where one exists")
+
+
+class ProviderOut(BaseModel):
+    provider: str
+    la: str | None
+    pupils: int
+    weekly_hours: float
+    full_time_pupils: int
+    full_time_pupils_with_sen_or_looked_after: int
+    commissioners: list[str]
+    needs_registration: bool
+
+
+class Providers(BaseModel):
+    full_time_hours: float
+    registration_pupils: int
+    providers: list[ProviderOut]
+    flagged: int
+
+
+class Figure(BaseModel):
+    group: str
+    kind: str = Field(description="count, rate (per 100), mean, median or breakdown (value is a map)")
+    value: Any
+    numerator: float | None
+    denominator: float | None
+    national_value: Any
+    rank: int | None = Field(description="1 = highest value among peers at this level; ties share a rank")
+    peers: int
+
+
+class CaseOut(BaseModel):
+    concern_event_id: str
+    org: str
+    opened_on: str
+    category: str
+    snapshot: dict[str, Any] = Field(description="the metric snapshot that prompted the concern (docs/metrics.md names)")
+    status: str
+    decisions: list[dict[str, Any]]
+    actions: list[dict[str, Any]]
+    closed_on: str | None
+    outcome: str | None
+
+
+class Scope(BaseModel):
+    level: Level
+    org: str
+    as_of: date
+    known_at: datetime | None
+    positions: dict[str, int] = Field(description="log sequence each view had reached when read")
+
+
+class RegisterOut(Scope):
+    placements: Register
+
+
+class ProvidersOut(Scope):
+    watch: Providers
+
+
+class CasesOut(Scope):
+    cases: list[CaseOut]
+
+
+class MetricsOut(Scope):
+    metrics: dict[str, Figure]
+    placements: Register
+    unregistered_providers: Providers
+    cases: list[CaseOut]
+
+
+AsOf = Annotated[date | None, Query(description="effective date (default today): events that occurred after it are ignored")]
+KnownAt = Annotated[datetime | None, Query(description="ledger time (RFC 3339 with zone): events received after it are ignored")]
+MinSeq = Annotated[int | None, Query(ge=1, description="a receipt's sequence: wait (briefly) until the views include it")]
+LevelQ = Annotated[Level, Query(description="school, trust, la or national")]
+OrgQ = Annotated[str | None, Query(description="urn:/ukprn:/uprov: for a school or setting, trust:TR..., la:NNN; omit for national")]
+
+
+RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"model": Errors}, 403: {"model": Errors}, 422: {"model": Errors},
+    503: {"model": Errors, "description": "the views have not reached min_sequence yet; retry after Retry-After seconds"},
+}
+
+
+def views_router(ledger: Ledger, principal: Callable[..., Any], settings: ViewSettings | None = None) -> APIRouter:
+    view_settings = settings or ViewSettings.from_env()
+    projector = Projector(ledger.store)
+    reader = Reader(ledger.store)
+    router = APIRouter(prefix="/views", tags=["views"])
+    Caller = Annotated[Principal, Depends(principal)]
+
+    def authorise(caller: Principal, level: Level, org: str | None) -> str:
+        if level is not Level.national:
+            if not org:
+                raise LedgerError.one("org_required", "query:org", f"give the {level.value}'s organisation id")
+            if org_scheme(org) not in SCHEMES[level]:
+                raise LedgerError.one("org_level", "query:org", f"a {level.value} is identified by {' or '.join(SCHEMES[level])} ids, not {org!r}")
+        scope = scope_for(level.value, org)
+        own = caller.org == scope or level is Level.national
+        if caller.role not in PRIVILEGED_READERS and not own:
+            raise LedgerError.one("forbidden_scope", "query:org", f"{caller.org} may read its own figures and England's, not {scope}", Category.FORBIDDEN)
+        return scope
+
+    async def moment(as_of: date | None, known_at: datetime | None, min_sequence: int | None) -> Moment | None:
+        """The moment asked for, or None when the views did not reach ``min_sequence`` in time."""
+        if known_at is not None and known_at.tzinfo is None:
+            raise LedgerError.one("known_at_zone", "query:known_at", "known_at needs a time zone, e.g. 2026-09-04T10:00:00Z")
+        if min_sequence is not None and not await run_in_threadpool(projector.wait_for, min_sequence, WAIT_SECONDS):
+            return None
+        return Moment(as_of or ledger.clock().date(), known_at)
+
+
+    def scope_out(level: Level, scope: str, m: Moment) -> dict[str, Any]:
+        return {"level": level, "org": scope, "as_of": m.as_of, "known_at": m.known_at, "positions": projector.positions()}
+
+    @router.get("/placements", operation_id="placementsRegister", response_model=RegisterOut, responses=RESPONSES,
+                summary="Open AP placements by setting type and tier, overdue time-limited placements, placement lengths")
+    async def placements(caller: Caller, level: LevelQ = Level.national, org: OrgQ = None, as_of: AsOf = None,
+                         known_at: KnownAt = None, min_sequence: MinSeq = None) -> Any:
+        scope = authorise(caller, level, org)
+        m = await moment(as_of, known_at, min_sequence)
+        if m is None:
+            return view_behind(min_sequence or 0)
+
+        def read() -> dict[str, Any]:
+            return {**scope_out(level, scope, m), "placements": placements_register(context(reader, m, view_settings), level.value, scope)}
+        return await run_in_threadpool(read)
+
+    @router.get("/unregistered-providers", operation_id="unregisteredProviders", response_model=ProvidersOut, responses=RESPONSES,
+                summary="Pupils and weekly hours per unregistered provider; providers that appear to need registration")
+    async def providers(caller: Caller, level: LevelQ = Level.national, org: OrgQ = None, as_of: AsOf = None,
+                        known_at: KnownAt = None, min_sequence: MinSeq = None) -> Any:
+        scope = authorise(caller, level, org)
+        m = await moment(as_of, known_at, min_sequence)
+        if m is None:
+            return view_behind(min_sequence or 0)
+
+        def read() -> dict[str, Any]:
+            return {**scope_out(level, scope, m), "watch": unregistered_providers(context(reader, m, view_settings), level.value, scope)}
+        return await run_in_threadpool(read)
+
+    @router.get("/cases", operation_id="accountabilityCases", response_model=CasesOut, responses=RESPONSES,
+                summary="Regions Group cases (concern, decisions, actions, closure) with the metric snapshot behind each")
+    async def list_cases(caller: Caller, level: LevelQ = Level.national, org: OrgQ = None, as_of: AsOf = None,
+                         known_at: KnownAt = None, min_sequence: MinSeq = None) -> Any:
+        scope = authorise(caller, level, org)
+        m = await moment(as_of, known_at, min_sequence)
+        if m is None:
+            return view_behind(min_sequence or 0)
+
+        def read() -> dict[str, Any]:
+            return {**scope_out(level, scope, m), "cases": case_list(reader, m, level.value, scope)}
+        return await run_in_threadpool(read)
+
+    @router.get("/metrics", operation_id="accountabilityMetrics", response_model=MetricsOut, responses=RESPONSES,
+                summary="Every metric (docs/metrics.md) for a school, trust, LA or England, with national value and rank among peers")
+    async def metrics(caller: Caller, level: LevelQ = Level.national, org: OrgQ = None, as_of: AsOf = None,
+                      known_at: KnownAt = None, min_sequence: MinSeq = None) -> Any:
+        scope = authorise(caller, level, org)
+        m = await moment(as_of, known_at, min_sequence)
+        if m is None:
+            return view_behind(min_sequence or 0)
+
+        def read() -> dict[str, Any]:
+            return {**scope_out(level, scope, m), **accountability_metrics(reader, view_settings, m, level.value, scope)}
+        return await run_in_threadpool(read)
+
+    return router
+
+
+def view_behind(min_sequence: int) -> JSONResponse:
+    problem = {"code": "view_behind", "path": "query:min_sequence", "message": f"the views have not yet reached sequence {min_sequence}; retry shortly"}
+    return JSONResponse({"errors": [problem]}, status_code=503, headers={"Retry-After": "1"})
