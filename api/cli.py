@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import uuid
 from datetime import UTC, date, datetime, timedelta
@@ -17,7 +18,9 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
+from api.cli_log import log_app, seal, verify_app
 from api.cli_project import project_app
+from api.cli_witness import witness_app
 from ledger import admin, envelope, jcs
 from ledger.config import Settings
 from ledger.errors import LedgerError
@@ -31,7 +34,11 @@ tokens_app = typer.Typer(help="Bearer tokens for the HTTP API.", no_args_is_help
 app.add_typer(orgs_app, name="orgs")
 app.add_typer(keys_app, name="keys")
 app.add_typer(tokens_app, name="tokens")
+app.add_typer(witness_app, name="witness")
 app.add_typer(project_app, name="project")
+app.add_typer(log_app, name="log")
+app.add_typer(verify_app, name="verify")
+app.command()(seal)
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
@@ -302,23 +309,23 @@ def history(
 @app.command()
 def simulate(
     out_dir: Annotated[Path, typer.Argument(help="writes orgs.json (with private keys) and events.jsonl")],
-    pupils: int = 300, seed: int = 1, la: Annotated[str, typer.Option(help="3-digit LA code to calibrate from")] = "801",
+    pupils: int = 300, seed: int = 1,
+    la: Annotated[str | None, typer.Option(help="3-digit LA code: one local area calibrated on it; default: all of England's LAs, sized like them")] = None,  # noqa: UP007
+    workers: Annotated[int, typer.Option(help="processes generating and signing areas in parallel")] = max(1, os.cpu_count() or 1),
 ) -> None:
-    """Generate a simulated local area as signed envelopes (calibrated on published DfE figures).
+    """Generate a national-shaped population (or one local area) as signed envelopes, calibrated on published DfE figures.
 
-    Example: `pupil-ledger simulate ./sim --pupils 1000 --la 202`
+    Example: `pupil-ledger simulate ./sim --pupils 100000` (or `--la 202` for one area)
     """
-    from ledger.simulate import simulate_area
+    from ledger.simulate import export
 
-    area = simulate_area(pupils=pupils, seed=seed, la_code=la, today=date.today())
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "orgs.json").write_text(json.dumps(area.orgs_json(), indent=1))
-    with (out_dir / "events.jsonl").open("w") as f, Progress(console=err, transient=True) as progress:
-        task = progress.add_task("signing", total=len(area.events))
-        for env in area.signed_events():
-            f.write(json.dumps(env) + "\n")
-            progress.advance(task)
-    out.print(f"{len(area.orgs)} organisations, {len(area.events)} events in {out_dir}")
+    if pupils < 1:
+        err.print("[red]error:[/red] --pupils must be at least 1")
+        raise typer.Exit(2)
+    with Progress(console=err, transient=True) as progress:
+        task = progress.add_task("generating and signing", total=None)
+        orgs, events = export(out_dir, pupils, seed, la, date.today(), workers if la is None else 1, lambda n: progress.advance(task, n))
+    out.print(f"{orgs} organisations, {events} events in {out_dir}")
 
 
 @app.command()

@@ -19,15 +19,17 @@ Tables (created by :func:`create_tables`):
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from . import merkle, notes, tiles
-from .store import Store
+from . import envelope, jcs, merkle, notes, tiles
+from .store import Store, SubjectErased
+from .verify import StoredEnvelope
 
 SEALER_LOCK = 0x504C5345414C  # "PLSEAL": one sealing transaction at a time on PostgreSQL
 
@@ -273,3 +275,72 @@ class Log:
         lines = ["c2sp.org/tlog-proof@v1", f"extra {base64.b64encode(leaf.entry).decode()}", f"index {leaf.leaf_index}",
                  *(base64.b64encode(p).decode() for p in proof)]
         return "\n".join(lines) + "\n\n" + note
+
+    # -- as a static tiled log ------------------------------------------------------------------
+
+    def fetch(self, path: str) -> bytes:
+        """The bytes a C2SP client gets at ``path`` (``checkpoint`` or a tile), for the latest checkpoint."""
+        latest = self.checkpoint()
+        if latest is None:
+            raise FileNotFoundError(path)
+        if path == "checkpoint":
+            return latest[1].encode("utf-8")
+        data = self.tile(tiles.parse_tile_path(path), latest[0])
+        if data is None:
+            raise FileNotFoundError(path)
+        return data
+
+    def tile_paths(self, size: int) -> Iterator[str]:
+        for n in range((size + tiles.TILE_WIDTH - 1) // tiles.TILE_WIDTH):
+            yield tiles.entries_path(n, tiles.tile_width_at(0, n, size))
+        level = 0
+        while size >> (tiles.TILE_HEIGHT * level):
+            count = size >> (tiles.TILE_HEIGHT * level)
+            for n in range((count + tiles.TILE_WIDTH - 1) // tiles.TILE_WIDTH):
+                yield tiles.tile_path(level, n, tiles.tile_width_at(level, n, size))
+            level += 1
+
+    def export(self, directory: Path, on_progress: Callable[[int], None] | None = None) -> int:
+        """Write the latest checkpoint and every tile and entry bundle as a static C2SP tiled log."""
+        latest = self.checkpoint()
+        if latest is None:
+            raise LogError("the log has no checkpoint yet")
+        size, note = latest
+        count = 0
+        for path in self.tile_paths(size):
+            target = directory / path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            data = self.tile(tiles.parse_tile_path(path), size)
+            assert data is not None, path
+            target.write_bytes(data)
+            count += 1
+            if on_progress:
+                on_progress(1)
+        (directory / "checkpoint").write_text(note, "utf-8")
+        return count
+
+
+def stored_envelopes(store: Store, page: int = 1000) -> Iterator[StoredEnvelope]:
+    """Every event in the store, in ledger order, with the digests of the envelope it holds."""
+    start = 1
+    recorder: Any = store.app.recorder
+    while True:
+        batch = recorder.select_notifications(start, page)
+        if not batch:
+            return
+        for notification in batch:
+            try:
+                event: Any = store.app.mapper.to_domain_event(notification)
+                decoded = envelope.decode(jcs.parse(event.envelope.encode("utf-8")))
+                yield StoredEnvelope(notification.id, decoded.event_digest, decoded.envelope_digest)
+            except Exception as exc:  # noqa: BLE001 - an altered row must be reported, whatever broke
+                yield _unreadable(store, notification, exc)
+        start = batch[-1].id + 1
+
+
+def _unreadable(store: Store, notification: Any, exc: Exception) -> StoredEnvelope:
+    """An event that cannot be opened: erased (its pupil's key destroyed, as designed) or altered."""
+    keys = getattr(store.app.mapper, "keys", None)
+    if isinstance(exc, SubjectErased) and keys is not None and keys.data_key(exc.aggregate_id, max_age=0) is None:
+        return StoredEnvelope(notification.id, None, None, "erased", erased=True)
+    return StoredEnvelope(notification.id, None, None, f"it does not decrypt or decode ({type(exc).__name__}): altered")
