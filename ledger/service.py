@@ -24,17 +24,18 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from eventsourcing.persistence import IntegrityError
 
-from . import catalogue, envelope, jcs
+from . import catalogue, envelope, jcs, policy
 from .config import Settings
 from .errors import Category, LedgerError, Problem
 from .orgs import OrgState, check_org, fold_org
+from .policy import Principal
 from .rules import Record, check_pupil, effective, fold_pupil
 from .secrets import LedgerSecrets
 from .store import IndexRow, Store, Subject
 
 RECEIPT_PAYLOAD_TYPE = "application/vnd.pupil-ledger.receipt+json"
 ADMIN_ORG = "dfe:admin"
-ROLES = ("school", "la", "trust", "ap_setting", "inspector", "regions", "researcher", "admin")
+ROLES = policy.ROLES
 PRIVILEGED_READERS = ("admin", "inspector", "regions")
 MAX_ATTEMPTS = 20  # optimistic-concurrency retries when another writer appended to the same subject
 SUBJECT_CACHE_SIZE = 20_000  # committed subjects kept for rule checks (a few KB each)
@@ -50,10 +51,13 @@ def timestamp(moment: datetime) -> str:
 
 
 @dataclass(frozen=True)
-class Principal:
-    org: str
-    role: str
-    token_id: str = ""
+class Reader:
+    """Who reads an identified pupil record and why: the read is authorised by ``policy`` and recorded."""
+
+    principal: Principal
+    purpose: str | None = None
+    reference: str | None = None
+    endpoint: str = "pupilHistory"
 
 
 @dataclass
@@ -245,12 +249,8 @@ class Ledger:
         checked = catalogue.validate(item.body, received_at, prefix=f"{path}.payload")
         item.problems.extend(checked.problems)
         item.flags.extend(checked.flags)
-        submitter = item.body.get("submitter")
-        if principal is not None and principal.org != submitter and not checked.problems:
-            item.problems.append(Problem(
-                "submitter_mismatch", f"{path}.payload.submitter",
-                f"the bearer token is for {principal.org} but the event's submitter is {submitter}", Category.FORBIDDEN,
-            ))
+        if principal is not None and not checked.problems:
+            item.problems.extend(p.at(f"{path}.payload") for p in policy.submit_problems(principal, item.body))
         return item
 
     def _check_event_ids(self, items: list[_Item]) -> None:
@@ -280,6 +280,8 @@ class Ledger:
 
     def _subject_id(self, body: dict[str, Any]) -> uuid.UUID:
         subject = body["subject"]
+        if "pupil" in subject:
+            return self.secrets.audit_stream_id(subject["pupil"])
         return self.secrets.pupil_id(subject["upn"]) if "upn" in subject else self.secrets.org_id(subject["org"])
 
     def _load(self, aggregate_id: uuid.UUID, working: dict[uuid.UUID, Subject | None]) -> Subject | None:
@@ -340,6 +342,8 @@ class Ledger:
         etype = catalogue.event_types()[body["type"]]
         if etype.subject == "pupil":
             problems, flags = check_pupil(records, record)
+        elif etype.subject == "audit":
+            problems, flags = [], []  # ledger-written access records
         else:
             org_state = fold_org(body["subject"]["org"], records)
             problems, flags = check_org(org_state, record), []
@@ -370,6 +374,8 @@ class Ledger:
         claim = {
             "event_id": row.event_id, "sequence": row.sequence, "event_digest": row.event_digest,
             "envelope_digest": row.envelope_digest, "received_at": row.received_at, "ledger": self.settings.origin,
+            # the promise: this event is in a signed checkpoint of the log within this many seconds
+            "max_merge_delay_seconds": self.settings.max_merge_delay,
         }
         signed = envelope.sign(claim, self.secrets.signing_key, self.secrets.signing_key_id, RECEIPT_PAYLOAD_TYPE)
         if flags is None:

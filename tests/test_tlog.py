@@ -191,3 +191,13 @@ def sealed_world(world: World) -> Iterator[World]:
     fill(world, 3)
     admin.sealer(world.ledger).seal_all()
     yield world
+
+
+def test_receipts_promise_inclusion_within_the_maximum_merge_delay(world: World) -> None:
+    from ledger import envelope
+    from ledger.service import RECEIPT_PAYLOAD_TYPE
+
+    receipt = world.admit(upn(7))
+    claim = envelope.decode(receipt.signed, payload_type=RECEIPT_PAYLOAD_TYPE).body
+    assert claim["max_merge_delay_seconds"] == world.ledger.settings.max_merge_delay == 1.0
+    assert claim["ledger"] == world.ledger.settings.origin
