@@ -7,13 +7,17 @@ from the LA's row in the school census "AP placements arranged by schools" file 
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
+import json
+import multiprocessing
 import os
 import random
+import shutil
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
@@ -128,17 +132,46 @@ def _uuid(rng: random.Random) -> uuid.UUID:
     return uuid.UUID(int=rng.getrandbits(128), version=4)
 
 
-def simulate_area(pupils: int, seed: int = 1, la_code: str = "801", today: date | None = None) -> Area:
+@dataclass(frozen=True)
+class Shape:
+    """How one simulated local area is laid out: its schools, and the ids that must be unique nationally."""
+
+    secondary_schools: int = 4
+    primary_schools: int = 0
+    special_schools: int = 1
+    index: int | None = None  # position in a national plan: deterministic, collision-free URNs and ids
+
+    def base_urn(self, rng: random.Random) -> int:
+        return 100000 + (self.index * URNS_PER_LA if self.index is not None else rng.randrange(800000))
+
+
+URNS_PER_LA = 5000
+PUPILS_PER_SCHOOL = 9_092_073 / 24_453  # domain.md 9: pupils / schools, England 2024
+PRIMARY_SHARE = 4_614_990 / (4_614_990 + 3_669_933)  # of state primary + secondary pupils
+SPECIAL_PER_SCHOOL = 1_022 / 24_453
+PRIMARY_SECONDARY_SCHOOL_SIZE = 280 / 1_060  # average primary school roll over average secondary roll
+PRIMARY_SUSPENSION_FACTOR = 0.15  # primary pupils are suspended far less than secondary ones
+
+
+def simulate_area(pupils: int, seed: int = 1, la_code: str = "801", today: date | None = None, shape: Shape | None = None) -> Area:
+    """One local area's organisations and ``pupils`` pupils' timelines, consistent with the ledger's rules."""
     if la_code not in la_codes():
         raise ValueError(f"{la_code} is not an LA code")
-    rng = random.Random(seed)
+    shape = shape or Shape()
+    rng = random.Random(f"{seed}:{la_code}" if shape.index is not None else seed)
     today = today or date.today()
     start = _weekday(date(today.year - 1 if today.month >= 9 else today.year - 2, 9, 3))
     la = f"la:{la_code}"
-    base_urn = 100000 + rng.randrange(800000)
-    schools = [f"urn:{base_urn + i}" for i in range(4)]
-    special, pru = f"urn:{base_urn + 10}", f"urn:{base_urn + 11}"
-    ukprn, uprov, trust = f"ukprn:1{rng.randrange(10**7):07d}", f"uprov:{la_code}-1", f"trust:TR{rng.randrange(10**5):05d}"
+    base_urn = shape.base_urn(rng)
+    secondary = [f"urn:{base_urn + i}" for i in range(shape.secondary_schools)]
+    primary = [f"urn:{base_urn + shape.secondary_schools + i}" for i in range(shape.primary_schools)]
+    specials = [f"urn:{base_urn + shape.secondary_schools + shape.primary_schools + 10 + i}" for i in range(shape.special_schools)]
+    pru = f"urn:{base_urn + shape.secondary_schools + shape.primary_schools + shape.special_schools + 11}"
+    if shape.index is None:
+        ukprn, trust = f"ukprn:1{rng.randrange(10**7):07d}", f"trust:TR{rng.randrange(10**5):05d}"
+    else:
+        ukprn, trust = f"ukprn:1{shape.index:07d}", f"trust:TR{10000 + shape.index:05d}"
+    uprov = f"uprov:{la_code}-1"
     orgs: dict[str, Org] = {}
 
     def org(org_id: str, kind: str, name: str, org_la: str | None = la, **extra: str) -> None:
@@ -146,9 +179,12 @@ def simulate_area(pupils: int, seed: int = 1, la_code: str = "801", today: date 
 
     org(la, "la", f"Local authority {la_code}", None)
     org(trust, "trust", "Simulated Learning Trust", None)
-    for i, urn in enumerate(schools):
-        org(urn, "school", f"Simulated Secondary {i + 1}", gias_type="34" if i < 2 else "01", phase="SS", **({"trust": trust} if i < 2 else {}))
-    org(special, "school", "Simulated Special School", gias_type="07", phase="SP")
+    for i, urn in enumerate(secondary):
+        org(urn, "school", f"Simulated Secondary {i + 1}", gias_type="34" if i % 2 == 0 else "01", phase="SS", **({"trust": trust} if i % 2 == 0 else {}))
+    for i, urn in enumerate(primary):
+        org(urn, "school", f"Simulated Primary {i + 1}", gias_type="34" if i % 3 == 0 else "02", phase="PS", **({"trust": trust} if i % 3 == 0 else {}))
+    for i, urn in enumerate(specials):
+        org(urn, "school", f"Simulated Special School {i + 1}", gias_type="07", phase="SP")
     org(pru, "ap_setting", "Simulated Pupil Referral Unit", gias_type="14", phase="PR")
     org(ukprn, "ap_setting", "Simulated Registered AP Provider")
     org("ofsted", "inspectorate", "Ofsted", None)
@@ -163,13 +199,17 @@ def simulate_area(pupils: int, seed: int = 1, la_code: str = "801", today: date 
                    provider_day, datetime.combine(provider_day, time(9), tzinfo=UTC), event_id=str(_uuid(rng)))))
     example = ""
     horizon = (today - start).days
+    primary_share = PRIMARY_SHARE if primary else 0.0
     for n in range(pupils):
         upn = make_upn(la_code, 10 + rng.randrange(10), n + 1)
         t = _Timeline(rng, upn, today)
         r = rng.random()
         sen = "E" if r < EHCP_RATE else "K" if r < EHCP_RATE + SEN_SUPPORT_RATE else "N"
-        school = special if sen == "E" and rng.random() < 0.4 else rng.choice(schools)
-        year_group = str(rng.randrange(7, 12))
+        in_primary = rng.random() < primary_share
+        schools = primary if in_primary else secondary
+        school = rng.choice(specials) if sen == "E" and specials and rng.random() < 0.4 else rng.choice(schools)
+        year_group = str(rng.randrange(1, 7) if in_primary else rng.randrange(7, 12))
+        rate_factor = PRIMARY_SUSPENSION_FACTOR if in_primary else 1.0
         t.add(start, school, "pupil.registered", {"school": school, "enrolment_status": "C", "year_group": year_group,
                                                   "sen_status": sen, "looked_after": rng.random() < LOOKED_AFTER_RATE})
 
@@ -178,7 +218,7 @@ def simulate_area(pupils: int, seed: int = 1, la_code: str = "801", today: date 
             return d if d < today else None
 
         cursor = start
-        if rng.random() < SUSPENSION_RATE:
+        if rng.random() < SUSPENSION_RATE * rate_factor:
             for _ in range(rng.choice((1, 1, 2, 3))):
                 d = day_after(cursor, 5, max(6, horizon // 2))
                 if d is None:
@@ -187,7 +227,7 @@ def simulate_area(pupils: int, seed: int = 1, la_code: str = "801", today: date 
                 t.add(d, school, "pupil.excluded", {"school": school, "kind": "SUSP", "sessions": rng.choice((2, 2, 4, 6, 10)),
                                                     "reasons": rng.sample(reasons, rng.choice((1, 1, 2)))})
                 cursor = d
-        if rng.random() < AP_PLACEMENT_RATE and (d := day_after(cursor, 3, max(4, horizon // 2))):
+        if rng.random() < AP_PLACEMENT_RATE * rate_factor and (d := day_after(cursor, 3, max(4, horizon // 2))):
             reason, setting_type = rng.choices(mix_keys, mix_weights)[0]
             setting = {"URN": pru, "UKPRN": ukprn}.get(setting_type, uprov)
             tier = rng.choice((2, 2, 3))
@@ -208,8 +248,9 @@ def simulate_area(pupils: int, seed: int = 1, la_code: str = "801", today: date 
             if end := day_after(d, 10, 50):
                 t.add(end, school, "pupil.part_time_timetable_ended", {"timetable_event_id": timetable})
                 cursor = end
-        if rng.random() < MANAGED_MOVE_RATE and (d := day_after(cursor, 3, 60)):
-            host = rng.choice([s for s in schools if s != school])
+        peers = [s for s in schools if s != school]
+        if peers and rng.random() < MANAGED_MOVE_RATE and (d := day_after(cursor, 3, 60)):
+            host = rng.choice(peers)
             move = t.add(d, school, "pupil.managed_move_started", {"school": school, "host_school": host})
             if end := day_after(d, 20, 60):
                 t.add(end, school, "pupil.managed_move_ended", {"managed_move_event_id": move, "outcome": rng.choice(("made_permanent", "returned"))})
@@ -217,38 +258,136 @@ def simulate_area(pupils: int, seed: int = 1, la_code: str = "801", today: date 
         leave = rng.random()
         d = day_after(cursor, 5, max(6, horizon))
         if d is not None:
-            if leave < PERMANENT_EXCLUSION_RATE:
+            if leave < PERMANENT_EXCLUSION_RATE * rate_factor:
                 t.add(d, school, "pupil.excluded", {"school": school, "kind": "PERM", "reasons": ["PA"]})
                 t.add(d, school, "pupil.deregistered", {"school": school, "ground": "permanently_excluded", "destination": "school", "destination_school": pru})
                 t.add(d, pru, "pupil.registered", {"school": pru, "enrolment_status": "C", "year_group": year_group, "sen_status": sen, "looked_after": False})
-            elif leave < PERMANENT_EXCLUSION_RATE + TRANSFER_RATE:
-                other = rng.choice([s for s in schools if s != school])
+            elif peers and PERMANENT_EXCLUSION_RATE <= leave < PERMANENT_EXCLUSION_RATE + TRANSFER_RATE:
+                other = rng.choice(peers)
                 t.add(d, school, "pupil.deregistered", {"school": school, "ground": "registered_elsewhere", "destination": "school", "destination_school": other})
                 t.add(d, other, "pupil.registered", {"school": other, "enrolment_status": "C", "year_group": year_group, "sen_status": sen, "looked_after": False})
-            elif leave < PERMANENT_EXCLUSION_RATE + TRANSFER_RATE + EHE_RATE:
+            elif PERMANENT_EXCLUSION_RATE + TRANSFER_RATE <= leave < PERMANENT_EXCLUSION_RATE + TRANSFER_RATE + EHE_RATE:
                 t.add(d, school, "pupil.deregistered", {"school": school, "ground": "ehe_written_notice", "destination": "ehe"})
                 t.add(d, la, "pupil.home_education_notified", {"la": la, "previous_school": school})
-            elif leave < PERMANENT_EXCLUSION_RATE + TRANSFER_RATE + EHE_RATE + CME_RATE:
+            elif PERMANENT_EXCLUSION_RATE + TRANSFER_RATE + EHE_RATE <= leave < PERMANENT_EXCLUSION_RATE + TRANSFER_RATE + EHE_RATE + CME_RATE:
                 t.add(d, school, "pupil.deregistered", {"school": school, "ground": "continuous_absence_20_days", "destination": "unknown"})
                 t.add(d, la, "pupil.missing_education_recorded", {"la": la})
         for seq, (day, submitter, body) in enumerate(t.events):
             events.append((day, n * 100 + seq, submitter, body))
     events.sort(key=lambda e: (e[0], e[1]))
-    return Area(la, orgs, [(submitter, body) for _, _, submitter, body in events], schools, example or make_upn(la_code, 10, 1))
+    return Area(la, orgs, [(submitter, body) for _, _, submitter, body in events], secondary + primary,
+                example or make_upn(la_code, 10, 1))
+
+
+def la_weights() -> dict[str, float]:
+    """Relative size of each LA: its new EHC plans in the latest SEN2 year (a published per-LA count that
+    tracks the pupil population); equal weights when the file is not available."""
+    path = shared_dir() / "data" / "dfe" / "sen2_mi.csv"
+    known = la_codes()
+    weights: dict[str, float] = {}
+    if path.exists():
+        with path.open(encoding="utf-8-sig") as f:
+            rows = [r for r in csv.DictReader(f) if r["geographic_level"] == "Local authority"]
+        latest = max((r["time_period"] for r in rows), default="")
+        for r in rows:
+            code, value = r["old_la_code"], r["new_all_ehc"]
+            if r["time_period"] == latest and code in known and value.replace(".", "", 1).isdigit() and float(value) > 0:
+                weights[code] = float(value)
+    return weights or dict.fromkeys(sorted(known), 1.0)
+
+
+def national_plan(pupils: int) -> list[tuple[str, int]]:
+    """(LA code, pupils) for a national population of ``pupils``, split like England's LAs (largest remainder)."""
+    weights = la_weights()
+    total = sum(weights.values())
+    shares = {code: pupils * w / total for code, w in weights.items()}
+    plan = {code: int(share) for code, share in shares.items()}
+    for code in sorted(shares, key=lambda c: shares[c] - plan[c], reverse=True)[:pupils - sum(plan.values())]:
+        plan[code] += 1
+    return [(code, n) for code, n in sorted(plan.items()) if n > 0]
+
+
+def national_shape(pupils: int, index: int) -> Shape:
+    """Schools for an LA of ``pupils``: England's pupils per school, primary/secondary split and special schools."""
+    schools = pupils / PUPILS_PER_SCHOOL
+    secondary_share = (1 - PRIMARY_SHARE) * PRIMARY_SECONDARY_SCHOOL_SIZE / (PRIMARY_SHARE + (1 - PRIMARY_SHARE) * PRIMARY_SECONDARY_SCHOOL_SIZE)
+    secondary = max(2, round(schools * secondary_share))
+    return Shape(secondary_schools=secondary, primary_schools=max(2, round(schools - secondary)),
+                 special_schools=max(1, round(schools * SPECIAL_PER_SCHOOL)), index=index)
+
+
+def simulate_nation(pupils: int, seed: int = 1, today: date | None = None) -> Iterator[Area]:
+    """A national-shaped population, one local area at a time (each area's events in date order)."""
+    for index, (la_code, n) in enumerate(national_plan(pupils)):
+        yield simulate_area(n, seed, la_code, today, national_shape(n, index))
 
 
 def load_area(ledger: Ledger, area: Area, batch_size: int = 500, on_progress: Callable[[int], None] = lambda n: None) -> None:
     """Register the area's organisations and keys (as dfe:admin), then submit its events in batches."""
+    load_areas(ledger, [area], batch_size, on_progress)
+
+
+def org_setup(ledger: Ledger, orgs: Iterable[Org]) -> list[dict[str, Any]]:
+    """Envelopes registering ``orgs`` and their keys, signed by the ledger as dfe:admin."""
     setup = []
-    for o in area.orgs.values():
+    for o in orgs:
         data: dict[str, Any] = {"kind": o.kind, "name": o.name, **o.extra}
         if o.la:
             data["la"] = o.la
         setup.append(admin.admin_event(ledger, "org.registered", o.org_id, data))
         setup.append(admin.admin_event(ledger, "org.key_added", o.org_id, admin.key_data(o.key.public_key())))
-    ledger.submit_batch(setup)
-    assert all(submitter != ADMIN_ORG for submitter, _ in area.events)
-    signed = list(area.signed_events())
-    for i in range(0, len(signed), batch_size):
-        ledger.submit_batch(signed[i:i + batch_size])
-        on_progress(len(signed[i:i + batch_size]))
+    return setup
+
+
+def load_areas(ledger: Ledger, areas: Iterable[Area], batch_size: int = 500, on_progress: Callable[[int], None] = lambda n: None) -> None:
+    """Load areas one after another (a national backfill): each area's new organisations, then its events."""
+    registered: set[str] = set()
+    for area in areas:
+        new_orgs = [o for o in area.orgs.values() if o.org_id not in registered]
+        ledger.submit_batch(org_setup(ledger, new_orgs))
+        registered.update(o.org_id for o in new_orgs)
+        assert all(submitter != ADMIN_ORG for submitter, _ in area.events)
+        signed = list(area.signed_events())
+        for i in range(0, len(signed), batch_size):
+            ledger.submit_batch(signed[i:i + batch_size])
+            on_progress(len(signed[i:i + batch_size]))
+
+
+def _export_area(job: tuple[str, int, int, int, date, Path]) -> tuple[list[dict[str, Any]], int]:
+    la_code, pupils, index, seed, today, part = job
+    area = simulate_area(pupils, seed, la_code, today, national_shape(pupils, index) if index >= 0 else None)
+    with part.open("w", encoding="utf-8") as f:
+        for env in area.signed_events():
+            f.write(json.dumps(env, separators=(",", ":")) + "\n")
+    return area.orgs_json(), len(area.events)
+
+
+def export(out_dir: Path, pupils: int, seed: int = 1, la_code: str | None = None, today: date | None = None,
+           workers: int = 1, on_progress: Callable[[int], None] = lambda n: None) -> tuple[int, int]:
+    """Write ``orgs.json`` (with private keys) and ``events.jsonl`` (signed envelopes, each area in date order).
+
+    ``la_code`` None means a national-shaped population over all LAs. Areas are generated and signed in
+    ``workers`` processes, each into its own part file, then joined in plan order. Returns (organisations, events).
+    """
+    today = today or date.today()
+    plan = national_plan(pupils) if la_code is None else [(la_code, pupils)]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    parts = out_dir / "parts"
+    parts.mkdir(exist_ok=True)
+    jobs = [(code, n, index if la_code is None else -1, seed, today, parts / f"{index:03d}-{code}.jsonl") for index, (code, n) in enumerate(plan)]
+    orgs: dict[str, dict[str, Any]] = {}
+    events = 0
+    with multiprocessing.get_context("spawn").Pool(max(1, workers)) if workers > 1 else contextlib.nullcontext() as pool:
+        results = pool.imap(_export_area, jobs) if pool is not None else map(_export_area, jobs)
+        for area_orgs, count in results:
+            orgs.update((o["org"], o) for o in area_orgs)
+            events += count
+            on_progress(count)
+    (out_dir / "orgs.json").write_text(json.dumps(list(orgs.values()), indent=1))
+    with (out_dir / "events.jsonl").open("wb") as joined:
+        for job in jobs:
+            with job[-1].open("rb") as part:
+                shutil.copyfileobj(part, joined)
+            job[-1].unlink()
+    parts.rmdir()
+    return len(orgs), events

@@ -1,0 +1,65 @@
+"""The national-shaped simulator: sized like England's LAs, unique ids, every event accepted by the ledger."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from datetime import UTC, date, datetime, time
+from pathlib import Path
+
+from ledger import admin, catalogue, envelope
+from ledger.config import Settings
+from ledger.simulate import PUPILS_PER_SCHOOL, la_weights, load_areas, national_plan, national_shape, simulate_nation
+
+TODAY = date(2026, 11, 20)
+
+
+def test_national_plan_splits_pupils_like_the_las() -> None:
+    plan = dict(national_plan(100_000))
+    assert sum(plan.values()) == 100_000 and len(plan) >= 140
+    weights = la_weights()
+    biggest, smallest = max(weights, key=weights.__getitem__), min(weights, key=weights.__getitem__)
+    assert plan[biggest] > 10 * plan[smallest]
+    assert sum(n for _, n in national_plan(7)) == 7 and all(n >= 1 for _, n in national_plan(7))
+
+
+def test_national_shape_has_englands_pupils_per_school() -> None:
+    shape = national_shape(372_000, 0)
+    schools = shape.primary_schools + shape.secondary_schools
+    assert abs(schools - 372_000 / PUPILS_PER_SCHOOL) <= 2
+    assert shape.primary_schools > 3 * shape.secondary_schools and shape.special_schools >= 30
+
+
+def test_areas_have_unique_ids_and_valid_events() -> None:
+    areas = list(simulate_nation(3_000, seed=3, today=TODAY))
+    owners = Counter(org for a in areas for org in a.orgs)
+    assert {org for org, n in owners.items() if n > 1} == {"ofsted", "dfe:regions"}
+    first_registrations = Counter(b["subject"]["upn"] for a in areas for _, b in a.events if b["type"] == "pupil.registered")
+    assert len(first_registrations) == 3_000, "one UPN per pupil, none shared between areas"
+    types = Counter(b["type"] for a in areas for _, b in a.events)
+    assert types["pupil.excluded"] > 100 and types["pupil.deregistered"] > 50 and types["pupil.ap_placement_started"] > 5
+    for area in areas[:20]:
+        for _, body in area.events:
+            checked = catalogue.validate(body, datetime.combine(TODAY, time(12), tzinfo=UTC))
+            assert not checked.problems, checked.problems
+
+
+def test_a_national_population_loads_with_nothing_rejected(settings: Settings) -> None:
+    ledger = admin.initialise(settings).ledger
+    areas = list(simulate_nation(600, seed=5))
+    load_areas(ledger, areas, batch_size=200)
+    setup = 2 + 2 * len({org for a in areas for org in a.orgs})
+    assert ledger.store.count_events() == setup + sum(len(a.events) for a in areas)
+    ledger.store.close()
+
+
+def test_export_is_the_same_with_one_or_two_workers(tmp_path: Path) -> None:
+    from ledger.simulate import export
+
+    assert export(tmp_path / "one", 400, seed=2, today=TODAY, workers=1) == export(tmp_path / "two", 400, seed=2, today=TODAY, workers=2)
+    one, two = (tmp_path / "one" / "events.jsonl").read_bytes(), (tmp_path / "two" / "events.jsonl").read_bytes()
+    assert one == two and not (tmp_path / "two" / "parts").exists()
+    keys = {o["org"]: o["key_id"] for o in json.loads((tmp_path / "two" / "orgs.json").read_text())}
+    for line in one.decode().splitlines()[:200]:
+        env = envelope.decode(json.loads(line))
+        assert env.signatures[0][0] == keys[env.body["submitter"]]
