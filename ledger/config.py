@@ -17,6 +17,7 @@ class Settings:
     max_batch_items: int = 5000
     max_merge_delay: float = 1.0  # seconds within which an accepted event is in a signed checkpoint
     seal_batch: int = 5000
+    witnesses: str = ""  # comma-separated URL=VKEY pairs of tlog-witnesses asked to cosign checkpoints
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -30,6 +31,7 @@ class Settings:
             max_batch_items=int(env.get("PUPIL_LEDGER_MAX_BATCH_ITEMS", cls.max_batch_items)),
             max_merge_delay=float(env.get("PUPIL_LEDGER_MAX_MERGE_DELAY", cls.max_merge_delay)),
             seal_batch=int(env.get("PUPIL_LEDGER_SEAL_BATCH", cls.seal_batch)),
+            witnesses=env.get("PUPIL_LEDGER_WITNESSES", cls.witnesses),
         )
 
     @property

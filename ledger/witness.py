@@ -1,0 +1,433 @@
+"""Witnessing the log: a C2SP ``tlog-witness`` witness, the ledger's client for it, and quorum checks.
+
+- :class:`Witness` is the witness itself (c2sp.org/tlog-witness ``add-checkpoint``): it trusts log
+  verifier keys per origin, keeps the latest checkpoint it cosigned per origin in its own SQLite file,
+  and returns ``tlog-cosignature/v1`` (Ed25519, type 0x04) cosignature lines. The check of the old
+  size and the update of the stored checkpoint happen in one ``BEGIN IMMEDIATE`` transaction, so two
+  concurrent submissions can never roll it back.
+- :class:`Witnessing` is the ledger's follower: it submits the latest signed checkpoint to each
+  configured witness with a consistency proof from the size that witness last cosigned (learnt from a
+  409 reply, starting from 0) and stores the verified cosignature lines in ``log_cosignatures``.
+- :func:`require_quorum` is the verifier's check that enough named witnesses cosigned a checkpoint.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import sqlite3
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from . import merkle, notes
+from .store import Store
+from .tlog import TreeReader
+
+log = logging.getLogger("pupil_ledger.witness")
+
+MAX_PROOF_LINES = 63
+SIZE_CONTENT_TYPE = "text/x.tlog.size"
+
+
+# -- the witness's answers ---------------------------------------------------------------------------
+
+
+class Rejected(Exception):
+    """An add-checkpoint request the witness refuses; ``status`` is the HTTP status the spec requires."""
+
+    status = 400
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+class Malformed(Rejected):
+    status = 400
+
+
+class UntrustedSignature(Rejected):
+    status = 403
+
+
+class UnknownOrigin(Rejected):
+    status = 404
+
+
+class Conflict(Rejected):
+    """409: the old size is not the size the witness last cosigned, or the same size has another root."""
+
+    status = 409
+
+    def __init__(self, message: str, latest_size: int):
+        super().__init__(message)
+        self.latest_size = latest_size
+
+    def body(self) -> str:
+        """The ``text/x.tlog.size`` body: the size of the latest cosigned checkpoint."""
+        return f"{self.latest_size}\n"
+
+
+class Inconsistent(Rejected):
+    status = 422
+
+
+@dataclass(frozen=True)
+class Submission:
+    """A parsed add-checkpoint request body: ``old N``, proof lines, a blank line, a checkpoint note."""
+
+    old_size: int
+    proof: tuple[bytes, ...]
+    note_text: str
+
+    @classmethod
+    def parse(cls, body: bytes) -> Submission:
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError:
+            raise Malformed("the request body is not UTF-8") from None
+        split = text.find("\n\n")
+        if split < 0:
+            raise Malformed("the body is an old size line, proof lines, a blank line and a checkpoint")
+        head, note_text = text[:split].split("\n"), text[split + 2:]
+        old_line, proof_lines = head[0], head[1:]
+        number = old_line.removeprefix("old ")
+        if number == old_line or not number.isdigit() or not number.isascii() or (number != "0" and number.startswith("0")):
+            raise Malformed(f"the first line {old_line[:40]!r} is not 'old <size>' in decimal without leading zeroes")
+        if len(proof_lines) > MAX_PROOF_LINES:
+            raise Malformed(f"{len(proof_lines)} consistency proof lines; at most {MAX_PROOF_LINES} are allowed")
+        proof = []
+        for n, line in enumerate(proof_lines, start=1):
+            try:
+                value = base64.b64decode(line, validate=True)
+            except (binascii.Error, ValueError):
+                value = b""
+            if len(value) != 32:
+                raise Malformed(f"consistency proof line {n} is not a base64 32-byte hash")
+            proof.append(value)
+        return cls(int(number), tuple(proof), note_text)
+
+    def text(self) -> str:
+        lines = [f"old {self.old_size}", *(base64.b64encode(h).decode("ascii") for h in self.proof)]
+        return "\n".join(lines) + "\n\n" + self.note_text
+
+
+@dataclass(frozen=True)
+class Cosigned:
+    """What the witness keeps per origin: the latest checkpoint it cosigned."""
+
+    origin: str
+    size: int
+    root: bytes
+    note: str
+    cosigned_at: int
+
+
+def public_raw(key: Ed25519PrivateKey) -> bytes:
+    return key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+
+def witness_vkey(name: str, key: Ed25519PrivateKey) -> str:
+    """The witness's verifier key: ``tlog-cosignature/v1`` Ed25519 (type 0x04); a bad name is a :class:`notes.NoteError`."""
+    if not name or any(c.isspace() or c == "+" for c in name):
+        raise notes.NoteError(f"a witness name is non-empty, without spaces or '+': {name!r}")
+    return notes.vkey(name, public_raw(key), notes.COSIGNATURE_ALG)
+
+
+def log_verifiers(vkeys: Sequence[str]) -> dict[str, list[notes.Verifier]]:
+    """Trusted log keys by origin (a log's key name is its origin); only note-signer keys (0x01)."""
+    by_origin: dict[str, list[notes.Verifier]] = {}
+    for text in vkeys:
+        verifier = notes.Verifier.parse(text)
+        if verifier.alg != notes.ED25519_ALG:
+            raise notes.NoteError(f"the log key {verifier.name} is not an Ed25519 note-signing key (type 01)")
+        by_origin.setdefault(verifier.name, []).append(verifier)
+    return by_origin
+
+
+# -- the witness -------------------------------------------------------------------------------------------
+
+
+class WitnessState:
+    """The witness's own SQLite file: latest cosigned checkpoint per origin, and rejected-but-signed evidence."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        with self._connect() as conn:
+            conn.execute("CREATE TABLE IF NOT EXISTS checkpoints (origin TEXT PRIMARY KEY, size INTEGER NOT NULL, root BLOB NOT NULL, "
+                         "note TEXT NOT NULL, cosigned_at INTEGER NOT NULL)")
+            conn.execute("CREATE TABLE IF NOT EXISTS evidence (id INTEGER PRIMARY KEY, origin TEXT NOT NULL, received_at INTEGER NOT NULL, "
+                         "status INTEGER NOT NULL, reason TEXT NOT NULL, request TEXT NOT NULL)")
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            yield conn
+        finally:
+            conn.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One writer at a time from the first read: the check of the old size and the update are atomic."""
+        with self._connect() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    @staticmethod
+    def read(conn: sqlite3.Connection, origin: str) -> Cosigned | None:
+        row = conn.execute("SELECT size, root, note, cosigned_at FROM checkpoints WHERE origin = ?", (origin,)).fetchone()
+        return Cosigned(origin, int(row[0]), bytes(row[1]), str(row[2]), int(row[3])) if row else None
+
+    def latest(self, origin: str) -> Cosigned | None:
+        with self._connect() as conn:
+            return self.read(conn, origin)
+
+    def evidence(self, origin: str) -> list[tuple[int, str, str]]:
+        with self._connect() as conn:
+            rows = conn.execute("SELECT status, reason, request FROM evidence WHERE origin = ? ORDER BY id", (origin,)).fetchall()
+        return [(int(r[0]), str(r[1]), str(r[2])) for r in rows]
+
+    def record_evidence(self, origin: str, received_at: int, rejected: Rejected, request: str) -> None:
+        with self._connect() as conn:
+            conn.execute("INSERT INTO evidence (origin, received_at, status, reason, request) VALUES (?, ?, ?, ?, ?)",
+                         (origin, received_at, rejected.status, rejected.message, request))
+
+
+class Witness:
+    """A tlog-witness: verifies submitted checkpoints and cosigns those consistent with what it saw before."""
+
+    def __init__(self, name: str, key: Ed25519PrivateKey, log_vkeys: Sequence[str], state: WitnessState,
+                 clock: Callable[[], float] = time.time):
+        self.name = name
+        self.key = key
+        self.vkey = witness_vkey(name, key)
+        self.logs = log_verifiers(log_vkeys)
+        self.state = state
+        self.clock = clock
+
+    def add_checkpoint(self, body: bytes) -> str:
+        """The add-checkpoint rules of c2sp.org/tlog-witness; returns the cosignature line(s) or raises :class:`Rejected`."""
+        submission = Submission.parse(body)
+        try:
+            note = notes.Note.parse(submission.note_text)
+            checkpoint = notes.Checkpoint.parse(note.body)
+        except notes.NoteError as exc:
+            raise Malformed(f"the checkpoint: {exc}") from None
+        trusted = self.logs.get(checkpoint.origin)
+        if trusted is None:
+            raise UnknownOrigin(f"unknown log origin {checkpoint.origin!r}")
+        try:
+            notes.open_note(submission.note_text, trusted)
+        except notes.NoteError:
+            raise UntrustedSignature(f"no signature on the checkpoint verifies with a key trusted for {checkpoint.origin!r}") from None
+        if submission.old_size > checkpoint.size:
+            raise Malformed(f"the old size {submission.old_size} is larger than the checkpoint size {checkpoint.size}")
+        timestamp = int(self.clock())
+        try:
+            with self.state.transaction() as conn:
+                self._check_and_store(conn, submission, checkpoint, note, timestamp)
+        except (Conflict, Inconsistent) as exc:
+            if not isinstance(exc, Conflict) or exc.latest_size == submission.old_size:  # a fork or a bad proof, not a stale client
+                self.state.record_evidence(checkpoint.origin, timestamp, exc, submission.text())
+            raise
+        return notes.cosign(note.body, self.name, self.key, timestamp).line()
+
+    def _check_and_store(self, conn: sqlite3.Connection, submission: Submission, checkpoint: notes.Checkpoint, note: notes.Note,
+                         timestamp: int) -> None:
+        latest = WitnessState.read(conn, checkpoint.origin)
+        latest_size = latest.size if latest else 0
+        if submission.old_size != latest_size:
+            raise Conflict(f"the old size {submission.old_size} is not the size {latest_size} this witness last cosigned", latest_size)
+        if latest is None or latest.size == 0:
+            if submission.proof:
+                raise Inconsistent("the consistency proof from size 0 must be empty")
+        else:
+            try:
+                merkle.verify_consistency(latest.size, checkpoint.size, list(submission.proof), latest.root, checkpoint.root)
+            except merkle.RootMismatch as exc:
+                if latest.size == checkpoint.size:
+                    raise Conflict(f"size {checkpoint.size} was cosigned with another root hash: {exc}", latest.size) from None
+                raise Inconsistent(f"the consistency proof from size {latest.size} does not verify: {exc}") from None
+            except merkle.ProofError as exc:
+                raise Inconsistent(f"the consistency proof from size {latest.size} does not verify: {exc}") from None
+        conn.execute("INSERT INTO checkpoints (origin, size, root, note, cosigned_at) VALUES (?, ?, ?, ?, ?) "
+                     "ON CONFLICT (origin) DO UPDATE SET size = excluded.size, root = excluded.root, note = excluded.note, "
+                     "cosigned_at = excluded.cosigned_at",
+                     (checkpoint.origin, checkpoint.size, checkpoint.root, note.text(), timestamp))
+
+
+# -- quorum ------------------------------------------------------------------------------------------------
+
+
+class QuorumError(notes.NoteError):
+    """Fewer than the required number of the named witnesses cosigned the checkpoint."""
+
+    def __init__(self, message: str, missing: list[str]):
+        super().__init__(message)
+        self.missing = missing
+
+
+def require_quorum(note_text: str, witness_vkeys: Sequence[str], quorum: int) -> dict[str, int]:
+    """Check that at least ``quorum`` of the named witnesses cosigned the note; return {witness name: timestamp}.
+
+    Cosignatures by other keys are ignored. Raises :class:`QuorumError` naming the witnesses without a
+    valid cosignature, or :class:`notes.NoteError` for a malformed note or key.
+    """
+    witnesses = [notes.Verifier.parse(v) for v in witness_vkeys]
+    for w in witnesses:
+        if w.alg != notes.COSIGNATURE_ALG:
+            raise notes.NoteError(f"the witness key {w.name} is not a cosignature key (type 04)")
+    names = [w.name for w in witnesses]
+    if len(set(names)) != len(names):
+        raise notes.NoteError("two witness keys have the same name")
+    if not 1 <= quorum <= len(witnesses):
+        raise notes.NoteError(f"a quorum of {quorum} is not between 1 and the {len(witnesses)} witness key(s) given")
+    found = notes.cosigners(notes.Note.parse(note_text), witnesses)
+    if len(found) < quorum:
+        missing = [n for n in names if n not in found]
+        raise QuorumError(f"{len(found)} of the required {quorum} witness cosignatures; no valid cosignature by: "
+                          + ", ".join(missing), missing)
+    return found
+
+
+# -- the ledger's side: asking witnesses to cosign -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WitnessConfig:
+    url: str
+    verifier: notes.Verifier
+
+    @property
+    def name(self) -> str:
+        return self.verifier.name
+
+
+def parse_witnesses(spec: str) -> list[WitnessConfig]:
+    """``PUPIL_LEDGER_WITNESSES``: comma-separated ``URL=VKEY`` pairs (the URL is the submission prefix)."""
+    configs = []
+    for item in (part.strip() for part in spec.split(",")):
+        if not item:
+            continue
+        url, sep, key = item.partition("=")
+        if not sep or not url.startswith(("http://", "https://")):
+            raise ValueError(f"a witness is URL=VKEY with an http(s) URL, not {item[:80]!r}")
+        verifier = notes.Verifier.parse(key)
+        if verifier.alg != notes.COSIGNATURE_ALG:
+            raise ValueError(f"the witness key {verifier.name} is not a cosignature key (type 04)")
+        configs.append(WitnessConfig(url.strip().rstrip("/"), verifier))
+    names = [c.name for c in configs]
+    if len(set(names)) != len(names):
+        raise ValueError("two witnesses have the same name")
+    return configs
+
+
+@dataclass
+class _Peer:
+    config: WitnessConfig
+    known_size: int | None = None  # the size the witness last cosigned, as far as we know
+    failures: int = 0
+    retry_at: float = 0.0
+
+
+class Witnessing:
+    """Follower: gets the latest signed checkpoint cosigned by each configured witness."""
+
+    name = "witnessing"
+
+    def __init__(self, store: Store, witnesses: Sequence[WitnessConfig], timeout: float = 10.0,
+                 clock: Callable[[], float] = time.monotonic, max_backoff: float = 60.0):
+        self.store = store
+        self.tree = TreeReader(store)
+        self.peers = [_Peer(w) for w in witnesses]
+        self.client = httpx.Client(timeout=httpx.Timeout(timeout, connect=min(timeout, 3.0)))
+        self.clock = clock
+        self.max_backoff = max_backoff
+
+    def close(self) -> None:
+        self.client.close()
+
+    def step(self) -> int:
+        rows = self.store.query("SELECT tree_size, note FROM log_checkpoints ORDER BY tree_size DESC LIMIT 1")
+        if not rows:
+            return 0
+        size, note = int(rows[0][0]), str(rows[0][1])
+        have = {str(r[0]) for r in self.store.query("SELECT witness FROM log_cosignatures WHERE tree_size = ?", (size,))}
+        stored = 0
+        for peer in self.peers:
+            if peer.config.name in have or self.clock() < peer.retry_at:
+                continue
+            try:
+                line = self._cosign(peer, size, note)
+            except (httpx.HTTPError, WitnessRefused) as exc:
+                peer.failures += 1
+                peer.retry_at = self.clock() + min(self.max_backoff, 0.5 * 2 ** peer.failures)
+                log.warning("witness %s did not cosign size %d: %s", peer.config.name, size, exc)
+                continue
+            peer.failures = 0
+            self.store.execute("INSERT INTO log_cosignatures (tree_size, witness, line) VALUES (?, ?, ?) "
+                               "ON CONFLICT (tree_size, witness) DO NOTHING", (size, peer.config.name, line))
+            stored += 1
+        return stored
+
+    def _known_size(self, peer: _Peer) -> int:
+        if peer.known_size is None:  # after a restart: the largest size it cosigned for us; a 409 corrects it
+            rows = self.store.query("SELECT MAX(tree_size) FROM log_cosignatures WHERE witness = ?", (peer.config.name,))
+            peer.known_size = int(rows[0][0]) if rows and rows[0][0] is not None else 0
+        return peer.known_size
+
+    def _cosign(self, peer: _Peer, size: int, note: str) -> str:
+        for _ in range(3):
+            old = self._known_size(peer)
+            if old > size:
+                raise WitnessRefused(f"the witness cosigned size {old}, larger than the log's latest checkpoint {size}")
+            proof = self.tree.consistency_proof(old, size) if 0 < old < size else []
+            body = Submission(old, tuple(proof), note).text().encode("utf-8")
+            response = self.client.post(f"{peer.config.url}/add-checkpoint", content=body,
+                                        headers={"Content-Type": "text/plain; charset=utf-8"})
+            if response.status_code == 409 and response.headers.get("content-type", "").startswith(SIZE_CONTENT_TYPE):
+                text = response.text.strip()
+                if not text.isdigit():
+                    raise WitnessRefused(f"409 with a malformed size body {text[:40]!r}")
+                if int(text) == old:
+                    raise WitnessRefused(f"409 at the same size {old}: the witness holds another root (a fork?)")
+                peer.known_size = int(text)
+                continue
+            if response.status_code != 200:
+                raise WitnessRefused(f"HTTP {response.status_code}: {response.text.strip()[:200]}")
+            line = self._verified_line(peer, note, response.text)
+            peer.known_size = size
+            return line
+        raise WitnessRefused("the witness's size kept changing (another client is submitting)")
+
+    @staticmethod
+    def _verified_line(peer: _Peer, note: str, reply: str) -> str:
+        """The reply's cosignature line by this witness's key, verified on the checkpoint; others are ignored."""
+        try:
+            cosigned = notes.Note.parse(note + reply)
+        except notes.NoteError as exc:
+            raise WitnessRefused(f"malformed cosignature reply: {exc}") from None
+        for sig in cosigned.signatures:
+            if notes.cosigners(notes.Note(cosigned.body, (sig,)), [peer.config.verifier]):
+                return sig.line()
+        raise WitnessRefused("the reply has no valid cosignature by the configured witness key")
+
+
+class WitnessRefused(RuntimeError):
+    """A witness did not give a usable cosignature (its status and message are in the text)."""
