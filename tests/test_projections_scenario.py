@@ -51,6 +51,8 @@ AS_OF = date(2026, 10, 5)
 
 
 class Area(World):
+    marks: dict[str, str]  # event ids the tests refer to
+
     def at(self, day: date, hour: int = 10) -> None:
         self.clock.now = datetime(day.year, day.month, day.day, hour, 0, tzinfo=UTC)
 
@@ -93,6 +95,7 @@ def build_area(settings: Settings) -> Area:
     clock = Clock(datetime(2025, 8, 20, 9, 0, tzinfo=UTC))
     result = admin.initialise(settings, clock)
     w = Area(result.ledger, clock, result.admin_token)
+    w.marks = {}
     for org, kind, la, extra in ((LA, "la", None, {}), (LA2, "la", None, {}), (TRUST, "trust", None, {}), (REGIONS, "regions", None, {}),
                                  (A, "school", LA, {}), (B, "school", LA, {}), (C, "school", LA2, {"trust": TRUST}), (AP, "ap_setting", LA, {})):
         admin.add_org(w.ledger, org, kind, f"Test {org}", la, **extra)
@@ -112,7 +115,7 @@ def build_area(settings: Settings) -> Area:
     for n, school, sen, lac in ((1, A, "K", False), (2, A, "N", False), (3, A, "E", False), (4, B, "N", False), (5, A, "N", False),
                                 (6, B, "N", True), (7, B, "N", False), (8, A, "N", False), (9, A, "N", False), (10, C, "N", False)):
         w.register(n, school, d(9, 2), sen, lac)
-    w.leave(3, A, d(9, 4), "failed_to_return_after_leave", "unknown")
+    w.marks["p3_removal"] = w.leave(3, A, d(9, 4), "failed_to_return_after_leave", "unknown").event_id
     w.leave(4, B, d(9, 7), "registered_elsewhere", "school", destination_school=A)
     w.place(6, B, UPROV, "OTH", 2, 20, d(9, 7), planned_end=d(9, 28))
     p8 = w.place(8, A, AP, "UKPRN", 2, 15, d(9, 8), planned_end=d(9, 25))
@@ -120,7 +123,7 @@ def build_area(settings: Settings) -> Area:
     w.register(4, A, d(9, 9))
     w.exclude(1, A, d(9, 10), "SUSP", "PP", 2)
     w.exclude(9, A, d(9, 10), "SUSP", "PP", 1)
-    w.exclude(10, C, d(9, 11), "SUSP", "VP", 4)
+    w.marks["p10_suspension"] = w.exclude(10, C, d(9, 11), "SUSP", "VP", 4).event_id
     w.exclude(2, A, d(9, 14), "SUSP", "VP", 50)
     w.exclude(5, A, d(9, 15), "PERM", "BU")
     w.leave(5, A, d(9, 16), "permanently_excluded", "cme")

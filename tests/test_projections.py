@@ -1,0 +1,243 @@
+"""Views: as-of and known-at, corrections, incremental = rebuild (hypothesis), and the HTTP views."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
+
+from api.app import create_app
+from ledger import admin
+from ledger.config import Settings
+from ledger.errors import LedgerError
+from projections.facts import Moment
+from projections.runner import VIEWS, Projector
+
+from .conftest import PG_ADMIN_URL, Clock, World, upn
+from .test_projections_scenario import AS_OF, A, Area, area, d, metrics_for, values  # noqa: F401 - area is a fixture
+
+__all__ = ["area"]
+
+
+def dump(store: Any) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of every view table, in a canonical order."""
+    out = {}
+    for view in VIEWS:
+        for table in view.tables:
+            out[table.name] = sorted(tuple(str(v) for v in row) for row in store.query(f"SELECT * FROM {table.name}"))
+    return out
+
+
+# -- as of, known at, corrections ----------------------------------------------------------------
+
+
+def test_as_of_a_past_date_ignores_later_events(area: Area) -> None:
+    early = values(metrics_for(area, "school", A, Moment(date(2026, 9, 12))))
+    # On 09-12 A's roll is P1, P2, P4 (from 09-09), P5 (until 09-16), P8, P11, P12: P3 left 09-04 and P9's removal is dated 09-09.
+    assert early["pupils_on_roll"] == 7
+    assert early["suspension_rate"] == 28.57  # P1 and P9 (09-10) of 7; P2's come later
+    assert early["permanent_exclusion_rate"] == 0.0
+    assert early["children_without_setting_after_leaving"] == 0  # P3's 20 school days are not up until 10-02
+    assert early["open_ap_placements"] == 2  # P8 and P12 (whose placement only ended on 09-30)
+    assert metrics_for(area, "school", A, Moment(date(2026, 9, 12)))["metrics"]["open_ap_placements"]["national_value"] == 4  # P6, P7, P8, P12
+
+
+def test_known_at_a_past_time_ignores_events_received_later(area: Area) -> None:
+    before_late_removal = Moment(date(2026, 9, 12), datetime(2026, 9, 15, tzinfo=UTC))
+    known = values(metrics_for(area, "school", A, before_late_removal))
+    assert known["pupils_on_roll"] == 8  # P9's removal (dated 09-09) was only received on 09-22
+    assert known["suspension_rate"] == 25.0  # 2 / 8
+    now_but_then = values(metrics_for(area, "school", A, Moment(AS_OF, datetime(2026, 9, 15, tzinfo=UTC))))
+    assert now_but_then["backdated_removals"] == 0 and now_but_then["late_report_rate"] == 0.0
+    assert values(metrics_for(area, "school", A))["backdated_removals"] == 1
+    cases_then = metrics_for(area, "national", "england", Moment(AS_OF, datetime(2026, 10, 2, 9, tzinfo=UTC)))["cases"]
+    assert [(c["org"], c["status"]) for c in cases_then] == [("trust:TR00001", "open"), ("la:801", "open")]
+
+
+def test_corrections_and_retractions_supersede_from_when_they_are_received(area: Area) -> None:
+    area.at(AS_OF, 13)
+    area.post("pupil.record_retracted", A, {"reason": "entered_in_error"}, upn=upn(3), occurred_on=AS_OF, corrects=area.marks["p3_removal"])
+    area.post("pupil.excluded", "urn:100007", {"school": "urn:100007", "kind": "SUSP", "sessions": 4, "reasons": ["PA"]},
+              upn=upn(10), occurred_on=date(2026, 9, 11), corrects=area.marks["p10_suspension"])
+    Projector(area.ledger.store).catch_up()
+    now = values(metrics_for(area, "national", "england"))
+    assert now["removals_unknown_destination"] == 0 and now["sen_exits"] == 0 and now["children_without_setting_after_leaving"] == 0
+    assert now["pupils_on_roll"] == 10  # P3 is back on A's roll: the removal never happened
+    assert now["suspensions_by_reason"] == {"PA": 1, "PP": 3, "VP": 1}
+    before = values(metrics_for(area, "national", "england", Moment(AS_OF, datetime(2026, 10, 5, 12, 30, tzinfo=UTC))))
+    assert before["removals_unknown_destination"] == 1 and before["suspensions_by_reason"] == {"PP": 3, "VP": 2}
+
+
+# -- incremental = rebuild ---------------------------------------------------------------------
+
+
+@contextmanager
+def fresh_settings(backend: str) -> Iterator[Settings]:
+    with tempfile.TemporaryDirectory() as tmp:
+        if backend == "sqlite":
+            yield Settings(home=Path(tmp) / "home")
+            return
+        name = f"pl_prop_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        try:
+            yield Settings(home=Path(tmp) / "home", database_url=f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{name}")
+        finally:
+            with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+SCHOOLS = ("urn:100005", "urn:100006")
+SETTING = "ukprn:10000047"
+OPS = st.lists(st.tuples(
+    st.sampled_from(["admit", "leave", "suspend", "exclude", "place", "end", "review", "retract", "correct", "attend", "project"]),
+    st.integers(0, 3), st.integers(0, 1), st.integers(0, 40), st.integers(1, 9),
+), min_size=1, max_size=40)
+
+
+def small_world(settings: Settings) -> World:
+    clock = Clock(datetime(2026, 8, 20, 9, tzinfo=UTC))
+    result = admin.initialise(settings, clock)
+    w = World(result.ledger, clock, result.admin_token)
+    for org, kind in (("la:801", "la"), (SCHOOLS[0], "school"), (SCHOOLS[1], "school"), (SETTING, "ap_setting")):
+        admin.add_org(w.ledger, org, kind, org, "la:801" if kind != "la" else None)
+        w.keys[org] = Ed25519PrivateKey.generate()
+        admin.add_key(w.ledger, org, w.keys[org].public_key())
+    return w
+
+
+def play(w: World, ops: list[tuple[str, int, int, int, int]], projector: Projector) -> None:
+    """Apply random operations; the rules reject the impossible ones, which then store nothing."""
+    posted: dict[int, list[tuple[str, str, dict[str, Any], str]]] = {}
+    start = date(2026, 9, 1)
+    for pupil in range(4):  # every pupil starts on a roll, so most random operations are possible
+        w.clock.now = datetime(2026, 9, 1, 9, tzinfo=UTC)
+        data = {"school": SCHOOLS[pupil % 2], "enrolment_status": "C", "year_group": "9", "sen_status": "N", "looked_after": False}
+        receipt = w.post("pupil.registered", SCHOOLS[pupil % 2], data, upn=upn(pupil + 1), occurred_on=start)
+        posted[pupil] = [(receipt.event_id, "pupil.registered", data, SCHOOLS[pupil % 2])]
+    for op, pupil, school_i, offset, n in ops:
+        if op == "project":
+            projector.batch_size = n
+            projector.step()
+            continue
+        school, day = SCHOOLS[school_i], start + timedelta(days=offset)
+        w.clock.now = datetime(2026, 10, 15, 9, tzinfo=UTC) + timedelta(minutes=len(posted.get(pupil, [])) + 10 * offset)
+        mine = posted.setdefault(pupil, [])
+        placements = [e for e in mine if e[1] == "pupil.ap_placement_started"]
+        data: dict[str, Any]
+        kw: dict[str, Any] = {}
+        if op == "admit":
+            etype, data = "pupil.registered", {"school": school, "enrolment_status": "C", "year_group": "9", "sen_status": "NKE"[n % 3], "looked_after": n == 9}
+        elif op == "leave":
+            etype, data = "pupil.deregistered", {"school": school, "ground": "moved_away", "destination": ("unknown", "cme", "moved_away")[n % 3]}
+        elif op in ("suspend", "exclude"):
+            etype, data = "pupil.excluded", {"school": school, "kind": "SUSP" if op == "suspend" else "PERM", "reasons": ["PP"]}
+            if op == "suspend":
+                data["sessions"] = n * 10
+        elif op == "place":
+            etype, data = "pupil.ap_placement_started", {"commissioner": school, "setting": SETTING, "setting_type": "UKPRN", "tier": 1 + n % 3,
+                                                         "reason": "BEHAVIOUR", "hours_per_week": 5 * n, "dual_registered": False}
+            if n % 3 == 1:
+                data["planned_end"] = (day + timedelta(days=n)).isoformat()
+        elif op in ("end", "review") and placements:
+            ref = placements[-1][0]
+            etype = "pupil.ap_placement_ended" if op == "end" else "pupil.ap_placement_reviewed"
+            data = {"placement_event_id": ref, "outcome": "mainstream" if op == "end" else "continue"}
+            school = placements[-1][3]
+        elif op == "attend":
+            etype, data = "pupil.attendance_summary_recorded", {"setting": SETTING, "academic_year": "2026/27", "term": "autumn",
+                                                                "possible_sessions": 20, "attended_sessions": n}
+            school = SETTING
+        elif op in ("retract", "correct") and mine:
+            target_id, target_type, target_data, target_school = mine[-1]
+            kw["corrects"] = target_id
+            if op == "retract":
+                etype, data = "pupil.record_retracted", {"reason": "entered_in_error"}
+            else:
+                etype, data = target_type, dict(target_data)
+            school = target_school
+        else:
+            continue
+        try:
+            receipt = w.post(etype, school, data, upn=upn(pupil + 1), occurred_on=day, **kw)
+        except LedgerError:
+            continue
+        mine.append((receipt.event_id, etype, data, school))
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+@hsettings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(ops=OPS)
+def test_incremental_projection_equals_a_rebuild_from_scratch(backend: str, ops: list[tuple[str, int, int, int, int]]) -> None:
+    with fresh_settings(backend) as settings:
+        w = small_world(settings)
+        try:
+            incremental = Projector(w.ledger.store, batch_size=3)
+            play(w, ops, incremental)
+            incremental.catch_up()
+            live = dump(w.ledger.store)
+            figures = values(metrics_for(w, "national", "england", Moment(date(2026, 10, 15))))  # type: ignore[arg-type]
+            Projector(w.ledger.store, batch_size=1000).rebuild()
+            assert dump(w.ledger.store) == live
+            assert values(metrics_for(w, "national", "england", Moment(date(2026, 10, 15)))) == figures  # type: ignore[arg-type]
+        finally:
+            w.ledger.store.close()
+
+
+def test_a_changed_view_version_rebuilds_itself(area: Area) -> None:
+    store = area.ledger.store
+    before = dump(store)
+    store.execute("UPDATE pv_positions SET version = version + 100 WHERE view = 'pupils'")
+    store.execute("DELETE FROM pv_pupil_facts")
+    projector = Projector(store)
+    assert projector.ensure() == ["pupils"]
+    assert projector.positions()["pupils"] == 0
+    projector.catch_up()
+    assert dump(store) == before
+
+
+# -- HTTP -----------------------------------------------------------------------------------------
+
+
+def test_views_over_http(area: Area) -> None:
+    ledger = area.ledger
+    school_token = ledger.issue_token(A, "school")
+    other_token = ledger.issue_token("urn:100006", "school")
+    inspector = {"authorization": f"Bearer {area.admin_token}"}
+    with TestClient(create_app(ledger, [Projector(ledger.store)])) as client:
+        got = client.get("/views/metrics", params={"level": "school", "org": A, "as_of": "2026-10-05"}, headers={"authorization": f"Bearer {school_token}"})
+        assert got.status_code == 200, got.text
+        assert {k: v["value"] for k, v in got.json()["metrics"].items()}["suspension_rate"] == 66.67
+        assert client.get("/views/metrics", params={"level": "school", "org": A}, headers={"authorization": f"Bearer {other_token}"}).status_code == 403
+        assert client.get("/views/placements").status_code == 401
+        bad = client.get("/views/placements", params={"level": "la", "org": A}, headers=inspector)
+        assert (bad.status_code, bad.json()["errors"][0]["path"]) == (422, "query:org")
+        zone = client.get("/views/placements", params={"known_at": "2026-10-01T00:00:00"}, headers=inspector)
+        assert (zone.status_code, zone.json()["errors"][0]["code"]) == (422, "known_at_zone")
+        register = client.get("/views/placements", params={"level": "la", "org": "la:801", "as_of": "2026-10-05"}, headers=inspector).json()
+        assert register["placements"]["open_placements"] == 4 and register["org"] == "la:801"
+        providers = client.get("/views/unregistered-providers", params={"as_of": "2026-10-05"}, headers=inspector).json()
+        assert [p["needs_registration"] for p in providers["watch"]["providers"]] == [True]
+        assert "upn" not in json.dumps(providers).lower()
+        # read-your-writes: a new event's receipt sequence is waited for, an impossible one answers 503
+        area.at(AS_OF, 14)
+        receipt = area.exclude(1, A, AS_OF, "SUSP", "PP", 2)
+        fresh = client.get("/views/metrics", params={"level": "school", "org": A, "as_of": "2026-10-05", "min_sequence": receipt.sequence}, headers=inspector)
+        assert fresh.status_code == 200 and fresh.json()["metrics"]["suspension_rate"]["numerator"] == 5
+        behind = client.get("/views/cases", params={"min_sequence": receipt.sequence + 10_000}, headers=inspector)
+        assert (behind.status_code, behind.headers["retry-after"], behind.json()["errors"][0]["code"]) == (503, "1", "view_behind")
+        ops = {op["operationId"] for path in client.get("/openapi.json").json()["paths"].values() for op in path.values()}
+        assert {"placementsRegister", "unregisteredProviders", "accountabilityMetrics", "accountabilityCases"} <= ops
