@@ -355,6 +355,12 @@ def test_the_witness_process_keeps_its_state_across_a_restart(tmp_path: Path, te
         process.kill()
 
 
+@pytest.mark.parametrize("command", ["init", "serve"])
+def test_witness_commands_have_help_with_an_example(command: str) -> None:
+    done = subprocess.run([*CLI, "witness", command, "--help"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "Example:" in done.stdout and f"pupil-ledger witness {command}" in done.stdout
+
+
 def test_witness_serve_rejects_a_cosigner_key_as_a_log_key(tmp_path: Path) -> None:
     key_file, vkey = witness_init(tmp_path, "witness.example/w")
     done = subprocess.run([*CLI, "witness", "serve", "--name", "witness.example/w", "--key-file", str(key_file), "--log-vkey", vkey,
