@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 from pathlib import Path
 from typing import Annotated
 
@@ -62,7 +63,7 @@ def serve(name: NameOpt,
 
     try:
         witness = Witness(name, load_private_key(key_file), log_vkey, WitnessState(db))
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, sqlite3.Error) as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
     out.print(f"witness {witness.name} on http://{host}:{port}  vkey: {witness.vkey}")
