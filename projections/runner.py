@@ -18,6 +18,7 @@ from typing import Any
 from eventsourcing.persistence import StoredEvent
 
 from ledger.catalogue import event_types
+from ledger.errors import LedgerError
 from ledger.service import timestamp
 from ledger.store import Store, _record_of
 
@@ -99,13 +100,18 @@ class Projector:
 
     # -- following the log ---------------------------------------------------------------------
 
-    def _decode(self, row: tuple[Any, ...]) -> LogEvent:
+    def _decode(self, row: tuple[Any, ...]) -> LogEvent | None:
+        """The event, or None for an erased pupil's (its key is destroyed: the views forget it)."""
         seq, originator_id, version, topic, state = row
-        stored = StoredEvent(originator_id=uuid.UUID(str(originator_id)), originator_version=version, topic=topic, state=bytes(state))
-        event: Any = self.store.app.mapper.to_domain_event(stored)
+        aggregate_id = uuid.UUID(str(originator_id))
+        stored = StoredEvent(originator_id=aggregate_id, originator_version=version, topic=topic, state=bytes(state))
+        try:
+            event: Any = self.store.app.mapper.to_domain_event(stored)
+        except LedgerError:
+            return None
         record = _record_of(event.envelope, event.received_at)
         is_pupil = event_types()[record.type].subject == "pupil"
-        return LogEvent(int(seq), str(originator_id) if is_pupil else record.subject, record, tuple(f["code"] for f in event.flags))
+        return LogEvent(int(seq), str(aggregate_id) if is_pupil else record.subject, record, tuple(f["code"] for f in event.flags))
 
     def step(self) -> int:
         """Project the next batch of the log in one transaction; returns the number of events read."""
@@ -122,14 +128,15 @@ class Projector:
             positions = {view: int(position) for view, position in _tuples(cur)}
             start = min(positions.values())
             cur.execute(self._read_sql, (start, self.batch_size))
-            events = [self._decode(row) for row in _tuples(cur)]
-            if not events:
+            rows = _tuples(cur)
+            if not rows:
                 return 0
+            events = [ev for ev in map(self._decode, rows) if ev is not None]
             self._apply(cur, events, positions)
-            last = events[-1].seq
+            last = int(rows[-1][0])
             for view in self.views:
                 cur.execute(self.store.sql("UPDATE pv_positions SET position = ? WHERE view = ?"), (max(last, positions[view.name]), view.name))
-            return len(events)
+            return len(rows)
 
     def _apply(self, cur: Any, events: Sequence[LogEvent], positions: dict[str, int]) -> None:
         for view in self.views:
@@ -180,6 +187,17 @@ class Projector:
             if time.monotonic() >= deadline:
                 return False
             time.sleep(0.02)
+
+
+def forget_pupil(store: Store, pseudonym: uuid.UUID) -> int:
+    """Remove an erased pupil's facts from every view (call it when the pupil is crypto-shredded)."""
+    removed = 0
+    with store.cursor(commit=True) as cur:
+        for view in VIEWS:
+            for table in view.tables:
+                cur.execute(store.sql(f"DELETE FROM {table.name} WHERE subject = ?"), (str(pseudonym),))
+                removed += max(int(cur.rowcount), 0)
+    return removed
 
 
 class Reader:

@@ -241,3 +241,12 @@ def test_views_over_http(area: Area) -> None:
         assert (behind.status_code, behind.headers["retry-after"], behind.json()["errors"][0]["code"]) == (503, "1", "view_behind")
         ops = {op["operationId"] for path in client.get("/openapi.json").json()["paths"].values() for op in path.values()}
         assert {"placementsRegister", "unregisteredProviders", "accountabilityMetrics", "accountabilityCases"} <= ops
+
+
+def test_an_erased_pupil_is_forgotten_by_every_view(area: Area) -> None:
+    from projections.runner import forget_pupil
+
+    assert forget_pupil(area.ledger.store, area.ledger.secrets.pupil_id(upn(2))) == 3  # P2's admission and two suspensions
+    england = values(metrics_for(area, "national", "england"))
+    assert england["pupils_on_roll"] == 8 and england["suspension_cap_breaches"] == 0
+    assert england["suspensions_by_reason"] == {"PP": 2, "VP": 1}

@@ -1,0 +1,107 @@
+"""Crash test: SIGKILL a real ``pupil-ledger project run`` worker mid-way, restart it, and the views
+equal a clean rebuild (no event applied twice, none skipped). On PostgreSQL also: one active worker
+per view, and a standby takes over when the active one dies."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from datetime import date
+
+import psycopg
+
+from ledger import admin
+from ledger.config import Settings
+from ledger.simulate import load_area, simulate_area
+from projections.runner import VIEWS, Projector
+from projections.worker import lock_key
+
+from .processes import CLI, env_for
+from .test_projections import dump
+
+
+def start_worker(settings: Settings, batch: int = 10) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([*CLI, "project", "run", "--batch", str(batch), "--idle", "0.05"], env=env_for(settings),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def positions(store: object) -> list[int]:
+    try:
+        return [int(p) for (p,) in store.query("SELECT position FROM pv_positions")]  # type: ignore[attr-defined]
+    except Exception:  # noqa: BLE001 - the worker has not created its tables yet
+        return []
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, poll: float = 0.01) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out")
+        time.sleep(poll)
+
+
+def kill(process: subprocess.Popen[bytes]) -> None:
+    process.send_signal(signal.SIGKILL)
+    process.wait(10)
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.terminate()
+        process.wait(20)
+
+
+def test_killed_worker_restarts_and_equals_a_clean_rebuild(settings: Settings) -> None:
+    ledger = admin.initialise(settings).ledger
+    load_area(ledger, simulate_area(pupils=1500, seed=7, la_code="801", today=date(2026, 10, 5)))
+    store, latest = ledger.store, ledger.store.max_sequence()
+    worker = start_worker(settings)
+    try:
+        wait_until(lambda: len(positions(store)) == len(VIEWS) and min(positions(store)) > 0, 60)
+        kill(worker)
+        reached = positions(store)
+        assert 0 < min(reached) < latest, f"killed too late to prove anything: {reached} of {latest}"
+        worker = start_worker(settings, batch=200)
+        wait_until(lambda: positions(store) == [latest] * len(VIEWS), 120, poll=0.05)
+    finally:
+        stop(worker)
+    after_crash = dump(store)
+    assert sum(len(rows) for rows in after_crash.values()) > 1000
+    Projector(store).rebuild()
+    assert dump(store) == after_crash
+    store.close()
+
+
+def test_one_active_worker_per_view_and_a_standby_takes_over(pg_url: str, tmp_path: object) -> None:
+    settings = Settings(home=tmp_path / "home", database_url=pg_url)  # type: ignore[operator]
+    ledger = admin.initialise(settings).ledger
+    load_area(ledger, simulate_area(pupils=1500, seed=8, la_code="801", today=date(2026, 10, 5)))
+    store, latest = ledger.store, ledger.store.max_sequence()
+    first = second = start_worker(settings)
+    keys = [lock_key(v) for v in VIEWS]
+
+    def holders() -> set[int]:
+        with psycopg.connect(pg_url) as conn:
+            rows = conn.execute("SELECT DISTINCT pid FROM pg_locks WHERE locktype = 'advisory' AND objid = ANY(%s) AND granted",
+                                ([k & 0xFFFFFFFF for k in keys],)).fetchall()
+        return {pid for (pid,) in rows}
+
+    try:
+        wait_until(lambda: len(positions(store)) == len(VIEWS) and min(positions(store)) > 0, 60)
+        assert len(holders()) == 1  # the first worker holds every view's lock
+        second = start_worker(settings)
+        time.sleep(1.0)
+        assert len(holders()) == 1 and second.poll() is None  # the second stands by
+        kill(first)
+        assert min(positions(store)) < latest, "the first worker finished before it could be killed"
+        wait_until(lambda: positions(store) == [latest] * len(VIEWS), 120, poll=0.05)  # the standby took over
+        assert len(holders()) == 1
+    finally:
+        stop(first)
+        stop(second)
+    projected = dump(store)
+    Projector(store).rebuild()
+    assert dump(store) == projected
+    store.close()
