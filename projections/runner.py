@@ -195,8 +195,9 @@ def forget_pupil(store: Store, pseudonym: uuid.UUID) -> int:
     with store.cursor(commit=True) as cur:
         for view in VIEWS:
             for table in view.tables:
+                cur.execute(store.sql(f"SELECT COUNT(*) FROM {table.name} WHERE subject = ?"), (str(pseudonym),))
+                removed += int(_tuples(cur)[0][0])
                 cur.execute(store.sql(f"DELETE FROM {table.name} WHERE subject = ?"), (str(pseudonym),))
-                removed += max(int(cur.rowcount), 0)
     return removed
 
 
