@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 from .admin import event_body, signed
-from .catalogue import EARLIEST_DATE
 from .codes import la_codes
 from .errors import LedgerError, Problem
 from .identifiers import check_org_id
@@ -31,6 +30,7 @@ from .service import ADMIN_ORG, Ledger, Receipt
 AP_TYPES = ("14", "38", "42", "43")  # pupil referral unit, AP free school, AP academy converter / sponsor led
 STATUS_OPEN, STATUS_CLOSED, STATUS_PROPOSED_TO_OPEN = "1", "2", "4"
 NAMESPACE = uuid.UUID("0f9a3a52-8c1e-4d55-9d2c-6a7b1e0c4f11")
+EARLIEST_EFFECTIVE = date(2000, 9, 1)  # the code lists start in 2000/01: older opening dates are recorded as this
 REQUIRED = ("URN", "LA (code)", "EstablishmentName", "TypeOfEstablishment (code)", "EstablishmentStatus (code)")
 
 
@@ -71,33 +71,50 @@ def _trust(value: str) -> str | None:
     return f"trust:TR{int(value):05d}" if value.isdigit() else f"trust:{value}"
 
 
+def _parse(line: int, raw: dict[str, str]) -> tuple[Row | None, list[Problem]]:
+    found: list[Problem] = []
+
+    def check(column: str, value: str | None, scheme: str) -> None:
+        reason = check_org_id(value, {scheme}, la_codes()) if value else None
+        if reason:
+            found.append(Problem("gias_value", f"$[{line}].{column}", reason))
+
+    def day(column: str) -> date | None:
+        try:
+            return _date(raw.get(column) or "", line, column)
+        except LedgerError as exc:
+            found.extend(exc.problems)
+            return None
+
+    org, la = f"urn:{raw['URN'].strip()}", f"la:{raw['LA (code)'].strip()}"
+    predecessor = f"urn:{raw['PredecessorURN'].strip()}" if (raw.get("PredecessorURN") or "").strip() else None
+    trust = _trust(raw.get("Trusts (code)") or "")
+    for column, value, scheme in (("URN", org, "urn"), ("LA (code)", la, "la"), ("PredecessorURN", predecessor, "urn"), ("Trusts (code)", trust, "trust")):
+        check(column, value, scheme)
+    opened, closed, joined = day("OpenDate"), day("CloseDate"), day("JoinedTrustDate")
+    if found:
+        return None, found
+    return Row(
+        line, org, la, raw["EstablishmentName"].strip(), raw["TypeOfEstablishment (code)"].strip().zfill(2),
+        (raw.get("PhaseOfEducation (code)") or "").strip() or None, raw["EstablishmentStatus (code)"].strip(),
+        max(opened or EARLIEST_EFFECTIVE, EARLIEST_EFFECTIVE), closed, predecessor, trust, joined,
+    ), []
+
+
 def read_rows(path: Path) -> list[Row]:
     """Parse and check the whole file first: a bad row rejects the import before anything is stored."""
-    rows, problems = [], []
+    rows: list[Row] = []
+    problems: list[Problem] = []
     with path.open(encoding="utf-8-sig", newline="") as f:
         reader = csv.DictReader(f)
         missing = [c for c in REQUIRED if c not in (reader.fieldnames or [])]
         if missing:
             raise LedgerError.one("gias_columns", "$", f"missing column(s): {', '.join(missing)}")
         for line, raw in enumerate(reader, start=2):
-            try:
-                la = f"la:{raw['LA (code)'].strip()}"
-                org = f"urn:{raw['URN'].strip()}"
-                predecessor = f"urn:{raw['PredecessorURN'].strip()}" if (raw.get("PredecessorURN") or "").strip() else None
-                trust = _trust(raw.get("Trusts (code)") or "")
-                for column, value, allowed in (("URN", org, {"urn"}), ("LA (code)", la, {"la"}), ("PredecessorURN", predecessor, {"urn"}), ("Trusts (code)", trust, {"trust"})):
-                    reason = check_org_id(value, allowed, la_codes()) if value else None
-                    if reason:
-                        raise LedgerError.one("gias_value", f"$[{line}].{column}", reason)
-                opened = _date(raw.get("OpenDate") or "", line, "OpenDate") or EARLIEST_DATE
-                rows.append(Row(
-                    line, org, la, raw["EstablishmentName"].strip(), raw["TypeOfEstablishment (code)"].strip().zfill(2),
-                    (raw.get("PhaseOfEducation (code)") or "").strip() or None, raw["EstablishmentStatus (code)"].strip(),
-                    max(opened, EARLIEST_DATE), _date(raw.get("CloseDate") or "", line, "CloseDate"), predecessor, trust,
-                    _date(raw.get("JoinedTrustDate") or "", line, "JoinedTrustDate"),
-                ))
-            except LedgerError as exc:
-                problems.extend(exc.problems)
+            row, found = _parse(line, raw)
+            problems.extend(found)
+            if row is not None:
+                rows.append(row)
     if problems:
         raise LedgerError(problems)
     return rows
