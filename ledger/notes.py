@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from cryptography.exceptions import InvalidSignature
@@ -225,4 +226,35 @@ def cosigners(note: Note, witnesses: list[Verifier]) -> dict[str, int]:
             if timestamp < 2**63 and w.verify(cosigned_message(note.body, timestamp), sig.signature[8:]):
                 found[w.name] = timestamp
                 break
+    return found
+
+
+class QuorumError(NoteError):
+    """Fewer than the required number of the named witnesses cosigned the checkpoint."""
+
+    def __init__(self, message: str, missing: list[str]):
+        super().__init__(message)
+        self.missing = missing
+
+
+def require_quorum(note_text: str, witness_vkeys: Sequence[str], quorum: int) -> dict[str, int]:
+    """Check that at least ``quorum`` of the named witnesses cosigned the note; return {witness name: timestamp}.
+
+    Cosignatures by other keys are ignored. Raises :class:`QuorumError` naming the witnesses without a
+    valid cosignature, or :class:`NoteError` for a malformed note or key.
+    """
+    witnesses = [Verifier.parse(v) for v in witness_vkeys]
+    for w in witnesses:
+        if w.alg != COSIGNATURE_ALG:
+            raise NoteError(f"the witness key {w.name} is not a cosignature key (type 04)")
+    names = [w.name for w in witnesses]
+    if len(set(names)) != len(names):
+        raise NoteError("two witness keys have the same name")
+    if not 1 <= quorum <= len(witnesses):
+        raise NoteError(f"a quorum of {quorum} is not between 1 and the {len(witnesses)} witness key(s) given")
+    found = cosigners(Note.parse(note_text), witnesses)
+    if len(found) < quorum:
+        missing = [n for n in names if n not in found]
+        raise QuorumError(f"{len(found)} of the required {quorum} witness cosignatures; no valid cosignature by: "
+                          + ", ".join(missing), missing)
     return found

@@ -79,12 +79,9 @@ def http_fetcher(base_url: str, timeout: float = 30.0) -> Fetch:
 def verify_checkpoint(text: str, vkey: str, witnesses: Sequence[str] = (), quorum: int = 0) -> tuple[notes.Checkpoint, dict[str, int]]:
     """Verify a checkpoint note against the log's key and, if asked, a quorum of witness cosignatures."""
     checkpoint, note = notes.open_checkpoint(text, vkey)
-    verifiers = [notes.Verifier.parse(w) for w in witnesses]
-    cosigned = notes.cosigners(note, verifiers)
-    if len(cosigned) < quorum:
-        missing = sorted(v.name for v in verifiers if v.name not in cosigned)
-        raise notes.NoteError(f"{len(cosigned)} of the required {quorum} witness cosignatures verify; missing: {', '.join(missing)}")
-    return checkpoint, cosigned
+    if quorum:
+        return checkpoint, notes.require_quorum(text, witnesses, quorum)
+    return checkpoint, notes.cosigners(note, [notes.Verifier.parse(w) for w in witnesses])
 
 
 def _get(fetch: Fetch, path: str, what: str, first_index: int) -> bytes:

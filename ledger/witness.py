@@ -8,7 +8,7 @@
 - :class:`Witnessing` is the ledger's follower: it submits the latest signed checkpoint to each
   configured witness with a consistency proof from the size that witness last cosigned (learnt from a
   409 reply, starting from 0) and stores the verified cosignature lines in ``log_cosignatures``.
-- :func:`require_quorum` is the verifier's check that enough named witnesses cosigned a checkpoint.
+- The verifier's quorum check, :func:`ledger.notes.require_quorum`, lives with the other note checks.
 """
 
 from __future__ import annotations
@@ -273,37 +273,6 @@ class Witness:
 
 
 # -- quorum ------------------------------------------------------------------------------------------------
-
-
-class QuorumError(notes.NoteError):
-    """Fewer than the required number of the named witnesses cosigned the checkpoint."""
-
-    def __init__(self, message: str, missing: list[str]):
-        super().__init__(message)
-        self.missing = missing
-
-
-def require_quorum(note_text: str, witness_vkeys: Sequence[str], quorum: int) -> dict[str, int]:
-    """Check that at least ``quorum`` of the named witnesses cosigned the note; return {witness name: timestamp}.
-
-    Cosignatures by other keys are ignored. Raises :class:`QuorumError` naming the witnesses without a
-    valid cosignature, or :class:`notes.NoteError` for a malformed note or key.
-    """
-    witnesses = [notes.Verifier.parse(v) for v in witness_vkeys]
-    for w in witnesses:
-        if w.alg != notes.COSIGNATURE_ALG:
-            raise notes.NoteError(f"the witness key {w.name} is not a cosignature key (type 04)")
-    names = [w.name for w in witnesses]
-    if len(set(names)) != len(names):
-        raise notes.NoteError("two witness keys have the same name")
-    if not 1 <= quorum <= len(witnesses):
-        raise notes.NoteError(f"a quorum of {quorum} is not between 1 and the {len(witnesses)} witness key(s) given")
-    found = notes.cosigners(notes.Note.parse(note_text), witnesses)
-    if len(found) < quorum:
-        missing = [n for n in names if n not in found]
-        raise QuorumError(f"{len(found)} of the required {quorum} witness cosignatures; no valid cosignature by: "
-                          + ", ".join(missing), missing)
-    return found
 
 
 # -- the ledger's side: asking witnesses to cosign -----------------------------------------------------------

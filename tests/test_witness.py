@@ -19,16 +19,15 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from api.witness_app import create_witness_app
 from ledger import admin, merkle, notes
 from ledger.config import Settings
+from ledger.notes import QuorumError, require_quorum
 from ledger.tlog import Log
 from ledger.witness import (
-    QuorumError,
     Witness,
     WitnessConfig,
     Witnessing,
     WitnessState,
     parse_witnesses,
     public_raw,
-    require_quorum,
     witness_vkey,
 )
 
