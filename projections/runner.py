@@ -131,6 +131,9 @@ class Projector:
             rows = _tuples(cur)
             if not rows:
                 return 0
+            keys = getattr(self.store.app, "pupil_keys", None)
+            if keys is not None:  # per-pupil data keys: fetch the batch's keys with one query
+                keys.prefetch(list({uuid.UUID(str(row[1])) for row in rows}))
             events = [ev for ev in map(self._decode, rows) if ev is not None]
             self._apply(cur, events, positions)
             last = int(rows[-1][0])
