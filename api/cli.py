@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
+from api.cli_bench import bench
 from api.cli_log import log_app, seal, verify_app
 from api.cli_project import project_app
 from api.cli_witness import witness_app
@@ -39,6 +40,7 @@ app.add_typer(project_app, name="project")
 app.add_typer(log_app, name="log")
 app.add_typer(verify_app, name="verify")
 app.command()(seal)
+app.command()(bench)
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 

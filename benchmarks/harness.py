@@ -1,0 +1,263 @@
+"""The benchmark harness: contexts (a backend and a size), results, warm-up and runs, the report.
+
+A scenario gets a ``Context`` and returns ``Result`` rows. The context makes fresh ledgers (a temporary
+home; on PostgreSQL a freshly created database, dropped afterwards), and a ledger already loaded with
+the simulated workload, built once and copied for each run (``CREATE DATABASE ... TEMPLATE`` on
+PostgreSQL, a file copy on SQLite), so every run starts from the same state.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import pkgutil
+import platform
+import shutil
+import sqlite3
+import statistics
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, suppress
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from ledger import admin
+from ledger.config import Settings
+
+from .workload import Workload, workload
+
+PG_ADMIN_URL = os.environ.get("PUPIL_LEDGER_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+BACKENDS = ("sqlite", "postgres")
+
+
+@dataclass
+class Result:
+    """One measured row: ``items`` per run, the wall time of each measured run, per-operation latencies."""
+
+    scenario: str
+    backend: str
+    what: str
+    unit: str
+    items: int
+    seconds: list[float]
+    latencies_ms: list[float] = field(default_factory=list)
+    rss_mb: float | None = None
+    baseline_for: str | None = None  # ``what`` of the row this one is a baseline (or physical limit) for
+    target: str = ""
+    note: str = ""
+    events: int = 0  # the context's workload size
+
+    @property
+    def throughput(self) -> float:
+        return self.items / statistics.median(self.seconds) if self.seconds and statistics.median(self.seconds) > 0 else 0.0
+
+    def percentile(self, p: float) -> float | None:
+        if not self.latencies_ms:
+            return None
+        ordered = sorted(self.latencies_ms)
+        return ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered) + 0.5) - 1))]
+
+    def as_dict(self) -> dict[str, Any]:
+        out = {k: v for k, v in asdict(self).items() if k != "latencies_ms"}
+        out.update(throughput=round(self.throughput, 1), runs=len(self.seconds),
+                   p50_ms=self.percentile(50), p95_ms=self.percentile(95), p99_ms=self.percentile(99),
+                   latency_samples=len(self.latencies_ms))
+        return out
+
+
+@dataclass
+class Scenario:
+    name: str
+    run: Callable[[Context], list[Result]]
+    description: str = ""
+
+
+def scenarios() -> dict[str, Scenario]:
+    """Every ``benchmarks/<module>.py`` that defines ``SCENARIO``, by name."""
+    found: dict[str, Scenario] = {}
+    package = Path(__file__).parent
+    for info in sorted(pkgutil.iter_modules([str(package)]), key=lambda m: m.name):
+        if info.name.startswith("_") or info.name in ("harness", "workload", "serving"):
+            continue
+        module = importlib.import_module(f"benchmarks.{info.name}")
+        scenario = getattr(module, "SCENARIO", None)
+        if isinstance(scenario, Scenario):
+            found[scenario.name] = scenario
+    return found
+
+
+def rss_mb(pid: int | None = None) -> tuple[float, float]:
+    """(current, peak) resident set size of a process in MB, from /proc."""
+    values = {}
+    for line in Path(f"/proc/{pid or 'self'}/status").read_text().splitlines():
+        name, _, rest = line.partition(":")
+        if name in ("VmRSS", "VmHWM"):
+            values[name] = int(rest.split()[0]) / 1024
+    return values.get("VmRSS", 0.0), values.get("VmHWM", 0.0)
+
+
+@dataclass
+class Context:
+    """One backend at one workload size; ``runs`` measured runs after ``warmup`` discarded ones."""
+
+    backend: str
+    events: int
+    runs: int = 3
+    warmup: int = 1
+    seed: int = 1
+    pg_admin_url: str = PG_ADMIN_URL
+    progress: Callable[[str], None] = lambda message: None
+    _template: tuple[Path, str | None] | None = None
+    _cleanup: list[Callable[[], None]] = field(default_factory=list)
+
+    @property
+    def workload(self) -> Workload:
+        return workload(self.events, self.seed)
+
+    def measure(self, once: Callable[[], tuple[float, list[float]]]) -> tuple[list[float], list[float]]:
+        """Run ``once`` (returning its seconds and latencies) warm-up + runs times; keep the measured ones."""
+        seconds: list[float] = []
+        latencies: list[float] = []
+        for i in range(self.warmup + self.runs):
+            took, lat = once()
+            if i >= self.warmup:
+                seconds.append(took)
+                latencies.extend(lat)
+        return seconds, latencies
+
+    # -- databases --------------------------------------------------------------------------
+
+    def _url(self, name: str) -> str:
+        return f"{self.pg_admin_url.rsplit('/', 1)[0]}/{name}"
+
+    def _pg(self, statement: str) -> None:
+        with psycopg.connect(self.pg_admin_url, autocommit=True) as conn:
+            conn.execute(statement)
+
+    @contextmanager
+    def fresh(self, template: tuple[Path, str | None] | None = None) -> Iterator[Settings]:
+        """Settings for an empty home and database, or for a copy of ``template`` (home, database)."""
+        home = Path(tempfile.mkdtemp(prefix="pl-bench-")) / "home"
+        database = None
+        if template is not None:
+            shutil.copytree(template[0], home)
+        if self.backend == "postgres":
+            database = f"pl_bench_{uuid.uuid4().hex[:12]}"
+            self._pg(f'CREATE DATABASE "{database}"' + (f' TEMPLATE "{template[1]}"' if template else ""))
+        try:
+            yield Settings(home=home, database_url=self._url(database) if database else None)
+        finally:
+            if database:
+                self._pg(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+            shutil.rmtree(home.parent, ignore_errors=True)
+
+    def loaded(self) -> AbstractContextManager[Settings]:
+        """A copy of a ledger loaded with the whole workload (loaded once per context, untimed)."""
+        if self._template is None:
+            self._template = self._load_template()
+        return self.fresh(self._template)
+
+    def _load_template(self) -> tuple[Path, str | None]:
+        from ledger.simulate import load_areas
+
+        home = Path(tempfile.mkdtemp(prefix="pl-bench-template-")) / "home"
+        database = f"pl_bench_tpl_{uuid.uuid4().hex[:12]}" if self.backend == "postgres" else None
+        if database:
+            self._pg(f'CREATE DATABASE "{database}"')
+            self._cleanup.append(lambda: self._pg(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
+        self._cleanup.append(lambda: shutil.rmtree(home.parent, ignore_errors=True))
+        ledger = admin.initialise(Settings(home=home, database_url=self._url(database) if database else None)).ledger
+        started, done = time.perf_counter(), 0
+
+        def tick(n: int) -> None:
+            nonlocal done
+            done += n
+            if done % 20_000 < n:
+                self.progress(f"loading {self.backend} template: {done:,}/{self.workload.size:,} events, {time.perf_counter() - started:.0f} s")
+
+        load_areas(ledger, self.workload.areas, batch_size=1000, on_progress=tick)
+        ledger.store.close()
+        self.progress(f"loaded {self.backend} template of {done:,} events in {time.perf_counter() - started:.0f} s")
+        return home, database
+
+    def close(self) -> None:
+        for undo in reversed(self._cleanup):
+            undo()
+        self._cleanup.clear()
+        self._template = None
+
+
+def machine() -> dict[str, Any]:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")), platform.processor())
+    mem_kb = int(next(line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal")))
+    info: dict[str, Any] = {"cpu": cpu, "cores": os.cpu_count(), "memory_gb": round(mem_kb / 1024 / 1024, 1),
+                            "python": platform.python_version(), "sqlite": sqlite3.sqlite_version, "load_average": os.getloadavg()}
+    try:
+        with psycopg.connect(PG_ADMIN_URL) as conn:
+            info["postgresql"] = conn.execute("SHOW server_version").fetchone()[0]  # type: ignore[index]
+            for setting in ("fsync", "synchronous_commit", "shared_buffers"):
+                info[f"pg_{setting}"] = conn.execute(f"SHOW {setting}").fetchone()[0]  # type: ignore[index]
+    except psycopg.Error as exc:
+        info["postgresql"] = f"unavailable: {exc}"
+    with suppress(OSError):
+        info["commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False,
+                                        cwd=Path(__file__).parent).stdout.strip()
+    return info
+
+
+def run_scenarios(names: list[str], backends: list[str], sizes: list[int], runs: int, warmup: int,
+                  progress: Callable[[str], None] = lambda m: None) -> dict[str, Any]:
+    """Run each named scenario on each backend at each size; the report is JSON-ready."""
+    known = scenarios()
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ValueError(f"unknown scenario {unknown[0]!r}; known: {', '.join(known)}")
+    report: dict[str, Any] = {"machine": machine(), "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                              "runs": runs, "warmup": warmup, "results": []}
+    for size in sizes:
+        for backend in backends:
+            ctx = Context(backend, size, runs, warmup, progress=progress)
+            try:
+                for name in names:
+                    progress(f"{name} on {backend}, {size:,} events")
+                    for result in known[name].run(ctx):
+                        result.events = size
+                        report["results"].append(result)
+            finally:
+                ctx.close()
+    report["machine"]["load_average_after"] = os.getloadavg()
+    return report
+
+
+def report_json(report: dict[str, Any]) -> str:
+    return json.dumps({**report, "results": [r.as_dict() for r in report["results"]]}, indent=1)
+
+
+def report_rows(report: dict[str, Any]) -> list[list[str]]:
+    """Table rows: a baseline row shows how many times faster the row it is a baseline for is."""
+    results: list[Result] = report["results"]
+    main = {(r.events, r.backend, r.scenario, r.what): r for r in results}
+
+    def ms(value: float | None) -> str:
+        return "" if value is None else f"{value:.1f}"
+
+    rows = []
+    for r in results:
+        versus = ""
+        if r.baseline_for:
+            other = main.get((r.events, r.backend, r.scenario, r.baseline_for))
+            if other and r.throughput:
+                versus = f"{other.throughput / r.throughput:.1f}×"
+        rows.append([f"{r.events:,}", r.backend, r.scenario, r.what, f"{r.throughput:,.0f} {r.unit}", ms(r.percentile(50)),
+                     ms(r.percentile(95)), ms(r.percentile(99)), "" if r.rss_mb is None else f"{r.rss_mb:.0f}", versus, r.target, r.note])
+    return rows
+
+
+COLUMNS = ["events", "backend", "scenario", "what", "throughput", "p50 ms", "p95 ms", "p99 ms", "RSS MB", "main ÷ this", "target", "note"]

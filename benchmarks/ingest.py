@@ -1,0 +1,145 @@
+"""submitBatch ingest, and its baselines on the same events.
+
+- ``submitBatch``: ``Ledger.submit_batch`` in batches of 500: every envelope decoded, validated, its
+  signature verified, the rules applied to its subject, then one transaction per batch (events and
+  index rows), and a signed receipt each. The organisations are registered first, untimed.
+- ``naive eventsourcing loop``: the same events, one ``Application.save()`` per event, nothing checked
+  (the library used the obvious way: one transaction per event).
+- ``Ledger.submit each``: the full pipeline, one event per transaction.
+- ``bulk write of the stored rows``: PostgreSQL ``COPY`` (SQLite: one ``executemany`` transaction) of the rows
+  the batch run stored, into tables of the same shape: the physical limit for writing these bytes.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from eventsourcing.application import AggregateNotFoundError
+
+from ledger import admin
+from ledger.simulate import org_setup
+from ledger.store import Subject
+
+from .harness import Context, Result, Scenario, rss_mb
+from .workload import canonical_text, payload_body
+
+BATCH = 500
+NAIVE_EVENTS = 3_000  # the one-transaction-per-event baselines run on the first events only (a rate, not a total)
+NAMESPACE = uuid.UUID("0b3c41a4-7c55-4a61-8f39-3f0a2c6c1a1e")
+
+
+def _register(ledger: Any, orgs: list[Any]) -> None:
+    setup = org_setup(ledger, orgs)
+    for i in range(0, len(setup), 2000):
+        ledger.submit_batch(setup[i:i + 2000])
+
+
+def run(ctx: Context) -> list[Result]:
+    w = ctx.workload
+    signed = w.signed
+    stored_rows: dict[str, list[tuple[Any, ...]]] = {}
+
+    def batched() -> tuple[float, list[float]]:
+        with ctx.fresh() as settings:
+            ledger = admin.initialise(settings).ledger
+            _register(ledger, w.orgs)
+            latencies = []
+            started = time.perf_counter()
+            for i in range(0, len(signed), BATCH):
+                t = time.perf_counter()
+                ledger.submit_batch(signed[i:i + BATCH])
+                latencies.append((time.perf_counter() - t) * 1000)
+            took = time.perf_counter() - started
+            if not stored_rows:
+                store = ledger.store
+                stored_rows["events"] = store.query(f"SELECT originator_id, originator_version, topic, state FROM {store.events_table}")
+                stored_rows["index"] = store.query("SELECT * FROM ledger_index")
+            ledger.store.close()
+        return took, latencies
+
+    seconds, latencies = ctx.measure(batched)
+    main = Result("ingest", ctx.backend, "submitBatch", "events/s", len(signed), seconds, latencies, rss_mb()[0],
+                  target="≥ 5,000/s PostgreSQL, ≥ 2,000/s SQLite", note=f"{BATCH} per batch; latency per batch")
+    naive = signed[:NAIVE_EVENTS]
+
+    def naive_loop() -> tuple[float, list[float]]:
+        with ctx.fresh() as settings:
+            ledger = admin.initialise(settings).ledger
+            app = ledger.store.app
+            now = datetime.now(UTC)
+            texts = [(canonical_text(env), payload_body(env)) for env in naive]
+            latencies = []
+            started = time.perf_counter()
+            for text, body in texts:
+                t = time.perf_counter()
+                aggregate_id = uuid.uuid5(NAMESPACE, body["subject"].get("upn") or body["subject"]["org"])
+                try:
+                    subject: Any = app.repository.get(aggregate_id)
+                    subject.record(text, now, [])
+                except AggregateNotFoundError:
+                    subject = Subject._create(Subject.Created, id=aggregate_id, envelope=text, received_at=now, flags=[])
+                app.save(subject)
+                latencies.append((time.perf_counter() - t) * 1000)
+            took = time.perf_counter() - started
+            ledger.store.close()
+        return took, latencies
+
+    seconds, lat = ctx.measure(naive_loop)
+    naive_row = Result("ingest", ctx.backend, "naive eventsourcing loop", "events/s", len(naive), seconds, lat, rss_mb()[0],
+                       baseline_for="submitBatch", target="submitBatch ≥ 10× this", note="save() per event, nothing checked")
+
+    def one_by_one() -> tuple[float, list[float]]:
+        with ctx.fresh() as settings:
+            ledger = admin.initialise(settings).ledger
+            _register(ledger, w.orgs)
+            latencies = []
+            started = time.perf_counter()
+            for env in naive:
+                t = time.perf_counter()
+                ledger.submit(env)
+                latencies.append((time.perf_counter() - t) * 1000)
+            took = time.perf_counter() - started
+            ledger.store.close()
+        return took, latencies
+
+    seconds, lat = ctx.measure(one_by_one)
+    each_row = Result("ingest", ctx.backend, "Ledger.submit each", "events/s", len(naive), seconds, lat, rss_mb()[0],
+                      baseline_for="submitBatch", note="full checks, one transaction per event")
+
+    def bulk() -> tuple[float, list[float]]:
+        with ctx.fresh() as settings:
+            ledger = admin.initialise(settings).ledger
+            store = ledger.store
+            events, index = stored_rows["events"], stored_rows["index"]
+            width = len(index[0]) if index else 9
+            with store.cursor(commit=True) as cur:
+                cur.execute(f"CREATE TABLE bulk_events AS SELECT originator_id, originator_version, topic, state FROM {store.events_table} WITH NO DATA"
+                            if store.is_postgres else "CREATE TABLE bulk_events AS SELECT originator_id, originator_version, topic, state FROM stored_events WHERE 0")
+                cur.execute("CREATE TABLE bulk_index AS SELECT * FROM ledger_index " + ("WITH NO DATA" if store.is_postgres else "WHERE 0"))
+            started = time.perf_counter()
+            with store.cursor(commit=True) as cur:
+                if store.is_postgres:
+                    with cur.copy("COPY bulk_events FROM STDIN") as copy:
+                        for row in events:
+                            copy.write_row(row)
+                    with cur.copy("COPY bulk_index FROM STDIN") as copy:
+                        for row in index:
+                            copy.write_row(row)
+                else:
+                    cur.executemany("INSERT INTO bulk_events VALUES (?, ?, ?, ?)", events)
+                    cur.executemany(f"INSERT INTO bulk_index VALUES ({', '.join('?' * width)})", index)
+            took = time.perf_counter() - started
+            store.close()
+        return took, []
+
+    seconds, _ = ctx.measure(bulk)
+    bulk_row = Result("ingest", ctx.backend, "COPY of the stored rows" if ctx.backend == "postgres" else "bulk insert of the stored rows",
+                      "events/s", len(stored_rows["events"]), seconds, [], baseline_for="submitBatch",
+                      note="physical limit: the same event and index rows, one transaction")
+    return [main, naive_row, each_row, bulk_row]
+
+
+SCENARIO = Scenario("ingest", run, "submitBatch against a naive eventsourcing loop, per-event submits and a bulk COPY")

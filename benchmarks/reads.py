@@ -1,0 +1,73 @@
+"""pupilHistory and inclusionProof latency on a ledger loaded with the whole workload, over real HTTP.
+
+A copy of the loaded ledger is served by ``pupil-ledger serve``; its sealer seals the log before any
+timing starts. Then one client asks for random pupils' histories (as the operator's admin, a
+privileged reader) and for inclusion proofs of random leaves, one request at a time. RSS is the
+server's peak over the whole run.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+
+import httpx
+
+from ledger import admin
+from ledger.service import ADMIN_ORG
+
+from .harness import Context, Result, Scenario
+from .serving import Server, drive, get
+
+REQUESTS = 500
+SEAL_TIMEOUT = 1800.0
+
+
+def _sealed_size(url: str) -> int:
+    response = httpx.get(f"{url}/log/checkpoint", timeout=10)
+    return int(response.text.splitlines()[1]) if response.status_code == 200 else 0
+
+
+def run(ctx: Context) -> list[Result]:
+    upns = ctx.workload.sample_upns(REQUESTS)
+    history: list[float] = []
+    proofs: list[float] = []
+    history_latency: list[float] = []
+    proof_latency: list[float] = []
+    peaks: list[float] = []
+    failures: list[str] = []
+    for i in range(ctx.warmup + ctx.runs):
+        with ctx.loaded() as settings:
+            ledger = admin.open_ledger(settings)
+            token = ledger.issue_token(ADMIN_ORG, "admin")
+            size = ledger.store.count_events()
+            ledger.store.close()
+            with Server(settings) as server:
+                deadline = time.monotonic() + SEAL_TIMEOUT
+                while _sealed_size(server.url) < size and time.monotonic() < deadline:
+                    time.sleep(0.5)
+                sealed = _sealed_size(server.url)
+                rng = random.Random(i)
+                reads = drive(server.port, [[get(f"/pupils/{upn}/history?purpose=data_correction", token) for upn in upns]])
+                inclusion = drive(server.port, [[get(f"/log/proof/inclusion?index={rng.randrange(max(1, sealed))}") for _ in range(REQUESTS)]])
+                peaks.append(server.rss_mb()[1])
+            for load in (reads, inclusion):
+                if load.first_error:
+                    failures.append(load.first_error)
+            if i >= ctx.warmup:
+                history.append(reads.seconds)
+                proofs.append(inclusion.seconds)
+                history_latency.extend(reads.latencies_ms)
+                proof_latency.extend(inclusion.latencies_ms)
+    note = f"{ctx.workload.size:,} events, {len(ctx.workload.upns):,} pupils; one client"
+    if failures:
+        note += f"; ERRORS: {failures[0]}"
+    return [
+        Result("reads", ctx.backend, "pupilHistory", "requests/s", REQUESTS, history, history_latency, max(peaks, default=0.0),
+               target="p99 < 20 ms at 10M events / 1M pupils", note=note),
+        Result("reads", ctx.backend, "inclusionProof", "requests/s", REQUESTS, proofs, proof_latency, max(peaks, default=0.0),
+               target="p99 < 10 ms at 10M events", note=note),
+    ]
+
+
+SCENARIO = Scenario("reads", run, "pupilHistory and inclusionProof latency on the loaded ledger (HTTP)")

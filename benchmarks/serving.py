@@ -1,0 +1,134 @@
+"""A real ``pupil-ledger serve`` process and a light HTTP/1.1 load generator (keep-alive, asyncio).
+
+The generator writes requests by hand so the client costs little CPU beside the server on a small
+machine; each connection sends its requests one after another and times each one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from ledger.config import Settings
+
+from .harness import rss_mb
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    """``pupil-ledger serve`` in its own process, on a free port."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> Server:
+        env = dict(os.environ, PUPIL_LEDGER_HOME=str(self.settings.home))
+        env.pop("PUPIL_LEDGER_DATABASE_URL", None)
+        if self.settings.database_url:
+            env["PUPIL_LEDGER_DATABASE_URL"] = self.settings.database_url
+        root = Path(__file__).resolve().parents[1]
+        self.process = subprocess.Popen([sys.executable, "-m", "api.cli", "serve", "--port", str(self.port)], env=env, cwd=root,
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited: {self.process.stderr.read().decode() if self.process.stderr else ''}")
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        raise RuntimeError("server did not become healthy in 60 s")
+
+    def rss_mb(self) -> tuple[float, float]:
+        assert self.process is not None
+        return rss_mb(self.process.pid)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+
+
+@dataclass
+class Load:
+    """Outcome of a load run: wall time, per-request latencies, status counts."""
+
+    seconds: float = 0.0
+    latencies_ms: list[float] = field(default_factory=list)
+    statuses: dict[int, int] = field(default_factory=dict)
+    first_error: str = ""
+
+
+Request = tuple[str, str, bytes, str]  # method, path, body, bearer token
+
+
+async def _connection(port: int, requests: list[Request], load: Load) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        for method, path, body, token in requests:
+            head = f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {len(body)}\r\n"
+            if body:
+                head += "Content-Type: application/json\r\n"
+            if token:
+                head += f"Authorization: Bearer {token}\r\n"
+            started = time.perf_counter()
+            writer.write(head.encode("ascii") + b"\r\n" + body)
+            await writer.drain()
+            status = int((await reader.readline()).split()[1])
+            length = 0
+            while (line := await reader.readline()) not in (b"\r\n", b""):
+                name, _, value = line.decode("latin-1").partition(":")
+                if name.lower() == "content-length":
+                    length = int(value)
+            payload = await reader.readexactly(length)
+            load.latencies_ms.append((time.perf_counter() - started) * 1000)
+            load.statuses[status] = load.statuses.get(status, 0) + 1
+            if status >= 300 and not load.first_error:
+                load.first_error = f"{status} {payload[:300].decode('utf-8', 'replace')}"
+    finally:
+        writer.close()
+
+
+def drive(port: int, per_connection: list[list[Request]]) -> Load:
+    """Run each list of requests on its own keep-alive connection, all connections at once."""
+    load = Load()
+
+    async def main() -> None:
+        await asyncio.gather(*(_connection(port, requests, load) for requests in per_connection))
+
+    started = time.perf_counter()
+    asyncio.run(main())
+    load.seconds = time.perf_counter() - started
+    return load
+
+
+def post(path: str, document: Any, token: str) -> Request:
+    return ("POST", path, json.dumps(document, separators=(",", ":")).encode("utf-8"), token)
+
+
+def get(path: str, token: str = "") -> Request:
+    return ("GET", path, b"", token)
