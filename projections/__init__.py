@@ -1,6 +1,7 @@
-"""Read side: views folded from the ledger's notification log (placements register, unregistered
-provision watch, roll integrity, AP performance, accountability). Imports ``ledger`` only.
+"""Read side: views of the ledger's notification log. Imports ``ledger`` only.
 
-The views themselves arrive with their own issue; the write side already stores everything they
-need (each stored event carries its envelope, ``received_at`` and flags).
+``runner`` keeps the bitemporal fact tables (views ``orgs``, ``pupils``, ``cases``) exactly once,
+``metrics`` defines every metric (docs/metrics.md), ``queries`` the read models the API serves
+(placements register, unregistered provision watch, accountability cases and metrics), ``worker`` the
+``pupil-ledger project run`` process.
 """
