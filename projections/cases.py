@@ -29,6 +29,16 @@ def rows(ev: LogEvent) -> Iterable[tuple[Table, dict[str, Any]]]:
 VIEW = View("cases", 1, (CASE_FACTS,), rows)
 
 
+LEVEL_OF_SCHEME = {"la": "la", "trust": "trust"}
+
+
+def snapshot_link(org: str, as_of: str | None, known_at: str | None) -> str:
+    """The accountabilityMetrics request that reproduces the figure the concern cites."""
+    level = LEVEL_OF_SCHEME.get(org.split(":", 1)[0], "school")
+    query = f"level={level}&org={org}" + (f"&as_of={as_of}" if as_of else "") + (f"&known_at={known_at}" if known_at else "")
+    return f"/views/metrics?{query}"
+
+
 @dataclass
 class Case:
     concern_event_id: str
@@ -53,7 +63,8 @@ def cases(db: Any, moment: Moment) -> list[Case]:
                 "metric_known_at, decision, due_on, action, outcome",
     ):
         if etype == "accountability.concern_raised":
-            snapshot = {"metric": metric, "value": value, "national_value": national, "as_of": m_as_of, "known_at": m_known}
+            snapshot = {"metric": metric, "value": value, "national_value": national, "as_of": m_as_of, "known_at": m_known,
+                        "link": snapshot_link(subject, m_as_of, m_known)}
             found[concern] = Case(concern, subject, occurred_on, category, snapshot)
             continue
         case = found.get(concern)

@@ -256,6 +256,7 @@ def test_register_watch_and_cases(area: Area) -> None:
              p["needs_registration"]) for p in watch["providers"]] == [(UPROV, 2, 30.0, 1, 1, True)]
     (case,) = report["cases"]
     assert (case["org"], case["status"], case["decisions"][0]["decision"], case["snapshot"]["metric"]) == (LA, "decided", "monitor", "unexplained_exit_rate")
+    assert case["snapshot"]["link"] == "/views/metrics?level=la&org=la:801&as_of=2026-09-30&known_at=2026-10-01T09:00:00Z"
     national_cases = metrics_for(area, "national", "england")["cases"]
     assert sorted((c["org"], c["status"], c["outcome"]) for c in national_cases) == [(LA, "decided", None), (TRUST, "closed", "resolved")]
 

@@ -18,7 +18,7 @@ from ledger.simulate import load_area, simulate_area
 from projections.runner import VIEWS, Projector
 from projections.worker import lock_key
 
-from .processes import CLI, env_for
+from .processes import CLI, env_for, run_cli
 from .test_projections import dump
 
 
@@ -105,3 +105,19 @@ def test_one_active_worker_per_view_and_a_standby_takes_over(pg_url: str, tmp_pa
     Projector(store).rebuild()
     assert dump(store) == projected
     store.close()
+
+
+def test_project_commands(tmp_path: object) -> None:
+    settings = Settings(home=tmp_path / "home")  # type: ignore[operator]
+    ledger = admin.initialise(settings).ledger
+    load_area(ledger, simulate_area(pupils=100, seed=3, la_code="801", today=date(2026, 10, 5)))
+    latest, events = ledger.store.max_sequence(), ledger.store.count_events()
+    ledger.store.close()
+    rebuilt = run_cli(settings, "project", "rebuild", "pupils")
+    assert f"rebuilt pupils from {events} events" in rebuilt.stdout and "rebuilding" in rebuilt.stderr
+    status = run_cli(settings, "project", "status").stdout
+    assert f"pupils: {latest} (latest {latest})" in status and f"orgs: 0 (latest {latest})" in status
+    unknown = run_cli(settings, "project", "rebuild", "nonesuch", check=False)
+    assert unknown.returncode == 2 and "unknown view nonesuch" in unknown.stderr
+    for command in ("run", "rebuild", "status"):
+        assert "Example:" in run_cli(settings, "project", command, "--help").stdout
