@@ -54,10 +54,11 @@ class Projector:
         self.views = tuple(views)
         self.batch_size = batch_size
         self._ready = False
-        if store.is_postgres:
-            self._read_sql = "SELECT notification_id, originator_id, originator_version, topic, state FROM ledger_events WHERE notification_id > %s ORDER BY notification_id LIMIT %s"
-        else:
-            self._read_sql = "SELECT rowid, originator_id, originator_version, topic, state FROM stored_events WHERE rowid > ? ORDER BY rowid LIMIT ?"
+        position = "notification_id" if store.is_postgres else "rowid"
+        self._read_sql = store.sql(
+            f"SELECT {position}, originator_id, originator_version, topic, state FROM {store.events_table} "
+            f"WHERE {position} > ? ORDER BY {position} LIMIT ?"
+        )
 
     # -- schema -----------------------------------------------------------------------------
 
