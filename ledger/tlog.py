@@ -245,8 +245,8 @@ class Log:
         return tree_size, note + "".join(lines)
 
     def tree_size(self) -> int:
-        latest = self.checkpoint()
-        return latest[0] if latest else 0
+        """The size of the latest signed checkpoint (what tiles and proofs are served for)."""
+        return int(self.store.query("SELECT COALESCE(MAX(tree_size), 0) FROM log_checkpoints")[0][0])
 
     def leaf_for_event(self, event_id: str) -> LeafRef | None:
         rows = self.store.query("SELECT e.leaf_index, e.sequence, e.entry FROM ledger_index i JOIN log_entries e ON e.sequence = i.sequence "
