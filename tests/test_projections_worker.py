@@ -18,6 +18,7 @@ from ledger.simulate import load_area, simulate_area
 from projections.runner import VIEWS, Projector
 from projections.worker import lock_key
 
+from .conftest import upn
 from .processes import CLI, env_for, run_cli
 from .test_projections import dump
 
@@ -121,3 +122,37 @@ def test_project_commands(tmp_path: object) -> None:
     assert unknown.returncode == 2 and "unknown view nonesuch" in unknown.stderr
     for command in ("run", "rebuild", "status"):
         assert "Example:" in run_cli(settings, "project", command, "--help").stdout
+
+
+def test_served_views_read_their_writes(settings: Settings) -> None:
+    """A real ``pupil-ledger serve`` runs the projector in-process: a read with a receipt's sequence sees it."""
+    import httpx
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from .processes import Server
+
+    ledger = admin.initialise(settings).ledger
+    school, key = "urn:100005", Ed25519PrivateKey.generate()
+    admin.add_org(ledger, "la:801", "la", "LA")
+    admin.add_org(ledger, school, "school", "School", "la:801")
+    admin.add_key(ledger, school, key.public_key())
+    token = ledger.issue_token(school, "school")
+    today = ledger.clock().date()
+    ledger.store.close()
+    server = Server(settings).start()
+    try:
+        with httpx.Client(base_url=server.url, headers={"authorization": f"Bearer {token}"}, timeout=30) as client:
+            for n in range(1, 4):
+                body = admin.event_body("pupil.registered", school, {"upn": upn(n)}, {"school": school, "enrolment_status": "C", "year_group": "7",
+                                                                                   "sen_status": "N", "looked_after": False}, today, ledger.clock())
+                receipt = client.post("/events", json=admin.signed(body, key)).json()
+            for _ in range(20):  # a client honours 503 + Retry-After (the machine may be busy)
+                got = client.get("/views/metrics", params={"level": "school", "org": school, "min_sequence": receipt["sequence"]})
+                if got.status_code != 503:
+                    break
+                time.sleep(float(got.headers["retry-after"]))
+            assert got.status_code == 200, got.text
+            assert got.json()["metrics"]["pupils_on_roll"]["value"] == 3
+            assert client.get("/views/metrics", params={"level": "school", "org": "urn:100006"}).status_code == 403
+    finally:
+        server.stop()
