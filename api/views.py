@@ -1,5 +1,6 @@
 """Read views for LAs, trusts, inspectors and the Regions Group (design.md 5): aggregate figures only."""
 
+import threading
 from collections.abc import Callable
 from datetime import date, datetime
 from enum import StrEnum
@@ -15,11 +16,12 @@ from ledger.identifiers import org_scheme
 from ledger.service import PRIVILEGED_READERS, Ledger, Principal
 from projections.config import ViewSettings
 from projections.facts import Moment
-from projections.metrics import context
-from projections.queries import accountability_metrics, case_list, placements_register, scope_for, unregistered_providers
+from projections.metrics import Context, context
+from projections.queries import case_list, metrics_report, placements_register, scope_for, unregistered_providers
 from projections.runner import Projector, Reader
 
 WAIT_SECONDS = 2.0
+CACHED_CONTEXTS = 4  # folded states kept for repeated reads at the same moment and log position
 
 
 class Level(StrEnum):
@@ -182,8 +184,26 @@ def views_router(ledger: Ledger, principal: Callable[..., Any], settings: ViewSe
         return Moment(as_of or ledger.clock().date(), known_at)
 
 
-    def scope_out(level: Level, scope: str, m: Moment) -> dict[str, Any]:
-        return {"level": level, "org": scope, "as_of": m.as_of, "known_at": m.known_at, "positions": projector.positions()}
+    contexts: dict[tuple[Any, ...], Context] = {}
+    lock = threading.Lock()
+
+    def folded(m: Moment) -> tuple[Context, dict[str, int]]:
+        """The folded state at ``m``, reused while the views have not moved (positions only grow, so a
+        context cached under some positions holds at least the events they name)."""
+        positions = projector.positions()
+        key = (m.as_of, m.known_at, tuple(sorted(positions.items())))
+        with lock:
+            found = contexts.get(key)
+        if found is None:
+            found = context(reader, m, view_settings)
+            with lock:
+                if len(contexts) >= CACHED_CONTEXTS:
+                    contexts.clear()
+                contexts[key] = found
+        return found, positions
+
+    def scope_out(level: Level, scope: str, m: Moment, positions: dict[str, int]) -> dict[str, Any]:
+        return {"level": level, "org": scope, "as_of": m.as_of, "known_at": m.known_at, "positions": positions}
 
     @router.get("/placements", operation_id="placementsRegister", response_model=RegisterOut, responses=RESPONSES,
                 summary="Open AP placements by setting type and tier, overdue time-limited placements, placement lengths")
@@ -195,7 +215,8 @@ def views_router(ledger: Ledger, principal: Callable[..., Any], settings: ViewSe
             return view_behind(min_sequence or 0)
 
         def read() -> dict[str, Any]:
-            return {**scope_out(level, scope, m), "placements": placements_register(context(reader, m, view_settings), level.value, scope)}
+            ctx, positions = folded(m)
+            return {**scope_out(level, scope, m, positions), "placements": placements_register(ctx, level.value, scope)}
         return await run_in_threadpool(read)
 
     @router.get("/unregistered-providers", operation_id="unregisteredProviders", response_model=ProvidersOut, responses=RESPONSES,
@@ -208,7 +229,8 @@ def views_router(ledger: Ledger, principal: Callable[..., Any], settings: ViewSe
             return view_behind(min_sequence or 0)
 
         def read() -> dict[str, Any]:
-            return {**scope_out(level, scope, m), "watch": unregistered_providers(context(reader, m, view_settings), level.value, scope)}
+            ctx, positions = folded(m)
+            return {**scope_out(level, scope, m, positions), "watch": unregistered_providers(ctx, level.value, scope)}
         return await run_in_threadpool(read)
 
     @router.get("/cases", operation_id="accountabilityCases", response_model=CasesOut, responses=RESPONSES,
@@ -221,7 +243,7 @@ def views_router(ledger: Ledger, principal: Callable[..., Any], settings: ViewSe
             return view_behind(min_sequence or 0)
 
         def read() -> dict[str, Any]:
-            return {**scope_out(level, scope, m), "cases": case_list(reader, m, level.value, scope)}
+            return {**scope_out(level, scope, m, projector.positions()), "cases": case_list(reader, m, level.value, scope)}
         return await run_in_threadpool(read)
 
     @router.get("/metrics", operation_id="accountabilityMetrics", response_model=MetricsOut, responses=RESPONSES,
@@ -234,7 +256,8 @@ def views_router(ledger: Ledger, principal: Callable[..., Any], settings: ViewSe
             return view_behind(min_sequence or 0)
 
         def read() -> dict[str, Any]:
-            return {**scope_out(level, scope, m), **accountability_metrics(reader, view_settings, m, level.value, scope)}
+            ctx, positions = folded(m)
+            return {**scope_out(level, scope, m, positions), **metrics_report(ctx, reader, level.value, scope)}
         return await run_in_threadpool(read)
 
     return router

@@ -69,6 +69,13 @@ class Context:
     directory: Directory
     pupils: list[Pupil]
     _placements: list[Placement] | None = field(default=None, repr=False)
+    _contributions: dict[str, list[Contribution]] = field(default_factory=dict, repr=False)
+
+    def contributions(self, metric: Metric) -> list[Contribution]:
+        """The metric's items at this moment (computed once per context)."""
+        if metric.name not in self._contributions:
+            self._contributions[metric.name] = list(metric.compute(self))
+        return self._contributions[metric.name]
 
     @property
     def day(self) -> date:
@@ -460,7 +467,7 @@ def report(ctx: Context, level: str, scope: str) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     baseline = ctx.directory.of_kind(*PEER_KINDS.get(level, ()))
     for metric in METRICS:
-        contributions = list(metric.compute(ctx))
+        contributions = ctx.contributions(metric)
         national = figures(metric, contributions, "national", ctx.directory).get(ENGLAND, empty_figure(metric))
         peers = figures(metric, contributions, level, ctx.directory) if level != "national" else {ENGLAND: national}
         for peer in baseline:

@@ -62,12 +62,16 @@ def case_list(db: Any, moment: Moment, level: str, scope: str) -> list[dict[str,
 
 
 def accountability_metrics(db: Any, settings: ViewSettings, moment: Moment, level: str, scope: str) -> dict[str, Any]:
-    ctx = context(db, moment, settings)
+    return metrics_report(context(db, moment, settings), db, level, scope)
+
+
+def metrics_report(ctx: Context, db: Any, level: str, scope: str) -> dict[str, Any]:
+    """Everything for one scope: metrics with national value and rank, register, provider watch, cases."""
     return {
         "metrics": report(ctx, level, scope),
         "placements": placements_register(ctx, level, scope),
         "unregistered_providers": unregistered_providers(ctx, level, scope),
-        "cases": case_list(db, moment, level, scope),
+        "cases": case_list(db, ctx.moment, level, scope),
     }
 
 
