@@ -16,6 +16,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from api import security
 from api.background import Background, Follower
 from api.log_routes import event_proof_route, log_router
 from api.views import views_router
@@ -25,7 +26,7 @@ from ledger.codes import SCHEMAS_DIR
 from ledger.config import Settings
 from ledger.errors import Category, LedgerError
 from ledger.group_commit import GroupCommitter
-from ledger.service import PRIVILEGED_READERS, Ledger, Principal
+from ledger.service import Ledger, Principal, Reader
 from ledger.witness import Witnessing, parse_witnesses
 from projections.runner import Projector
 
@@ -83,6 +84,17 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     for status, desc in [(400, "malformed"), (401, "no or bad bearer token"), (403, "signature, key or submitter not accepted"),
                          (409, "event_id reused with other bytes"), (413, "body too large"), (422, "invalid event")]
 }
+
+
+READ_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": Errors, "description": desc}
+    for status, desc in [(400, "no purpose stated where one is required"), (401, "no or bad bearer token"),
+                         (403, "no current relationship with the pupil, or the role may not read it"), (404, "not found"),
+                         (422, "invalid query"), (429, "rate limited: retry after Retry-After seconds")]
+}
+Purpose = Annotated[str | None, Query(description="why you read it (code list access_purposes); inspectors and the operator must state one",
+                                      max_length=40)]
+Reference = Annotated[str | None, Query(description="your case or inspection reference, recorded with the view", pattern="^[A-Za-z0-9._/-]{1,64}$")]
 
 
 def error_response(status: int, problems: list[dict[str, str]], headers: dict[str, str] | None = None) -> JSONResponse:
@@ -145,6 +157,7 @@ def create_app(ledger: Ledger, followers: Sequence[Follower] = ()) -> FastAPI:
         ),
     )
     bearer = HTTPBearer(auto_error=False, description="token issued by `pupil-ledger tokens issue`")
+    security.install(app, security.RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst))
 
     @app.exception_handler(LedgerError)
     async def ledger_error(_: Request, exc: LedgerError) -> JSONResponse:
@@ -203,36 +216,46 @@ def create_app(ledger: Ledger, followers: Sequence[Follower] = ()) -> FastAPI:
         return JSONResponse({"receipts": [r.as_dict() for r in receipts]}, status_code=201 if created else 200)
 
     @app.get("/events/{event_id}", operation_id="getEvent", tags=["reads"], summary="One accepted event with its envelope and receipt",
-             responses={404: {"model": Errors}, 401: {"model": Errors}})
-    async def get_event(event_id: str, caller: Caller) -> dict[str, Any]:
-        event = await run_in_threadpool(ledger.get_event, event_id)
-        if caller.role not in PRIVILEGED_READERS and caller.org != event["submitter"]:
-            raise LedgerError.one("not_found", "$.event_id", f"no event {event_id} that you may read", Category.NOT_FOUND)
-        return event
+             description="Reading a pupil event is authorised by relationship (docs/access.md) and recorded as access.record_viewed.",
+             responses=READ_RESPONSES)
+    async def get_event(event_id: str, caller: Caller, purpose: Purpose = None, reference: Reference = None) -> dict[str, Any]:
+        return await run_in_threadpool(ledger.get_event, event_id, Reader(caller, purpose, reference, "getEvent"))
 
     @app.get("/pupils/{upn}/history", operation_id="pupilHistory", tags=["reads"],
              summary="A pupil's history as of an effective date, as known at a ledger time (bitemporal)",
-             responses={404: {"model": Errors}, 401: {"model": Errors}, 422: {"model": Errors}})
+             description="Authorised by relationship, bounded in time (docs/access.md); every read is recorded as access.record_viewed.",
+             responses=READ_RESPONSES)
     async def pupil_history(
         upn: str, caller: Caller,
         as_of: Annotated[date | None, Query(description="effective date: only events that occurred on or before it")] = None,
         known_at: Annotated[datetime | None, Query(description="ledger time: only events received at or before it (RFC 3339, with zone)")] = None,
-        include_envelopes: bool = False,
+        include_envelopes: bool = False, purpose: Purpose = None, reference: Reference = None,
     ) -> dict[str, Any]:
         if known_at is not None and known_at.tzinfo is None:
             raise LedgerError.one("known_at_zone", "query:known_at", "known_at needs a time zone, e.g. 2026-09-04T10:00:00Z")
-        if caller.role not in PRIVILEGED_READERS:
-            related = await run_in_threadpool(ledger.pupil_relations, upn)
-            if caller.org not in related:
-                raise LedgerError.one("not_found", "$.upn", "no events for this pupil that you may read", Category.NOT_FOUND)
-        return await run_in_threadpool(ledger.pupil_history, upn, as_of, known_at, include_envelopes)
+        reader = Reader(caller, purpose, reference, "pupilHistory")
+        return await run_in_threadpool(ledger.pupil_history, upn, as_of, known_at, include_envelopes, reader)
+
+    @app.get("/access-log", operation_id="accessLog", tags=["reads"],
+             summary="Who looked at pupil records and why: one pupil's views (subject access), or an organisation's (oversight)",
+             description="With `upn`: the views of that pupil's record, for a principal that may read the record (the look is itself "
+                         "recorded). Without: the views by `org`'s principals; the operator (admin) may omit `org` to see every view.",
+             responses=READ_RESPONSES)
+    async def access_log(
+        caller: Caller, purpose: Purpose = None,
+        upn: Annotated[str | None, Query(description="the pupil (subject access request)", pattern="^[A-Z0-9]{13}$")] = None,
+        org: Annotated[str | None, Query(description="views by this organisation's principals (oversight)", max_length=40)] = None,
+        after: Annotated[int, Query(ge=0, le=2**62, description="only views after this ledger sequence (paging)")] = 0,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> dict[str, Any]:
+        return await run_in_threadpool(ledger.access_log, caller, upn, org, purpose, after, limit)
 
     @app.get("/healthz", operation_id="healthz", response_model=Health, tags=["operations"], responses={503: {"model": Errors}})
     async def healthz() -> Any:
         try:
             count = await run_in_threadpool(ledger.store.max_sequence)
-        except Exception as exc:  # noqa: BLE001 - any database failure is "unhealthy"
-            return error_response(503, [{"code": "database_unavailable", "path": "$", "message": str(exc)[:200]}])
+        except Exception:  # noqa: BLE001 - any database failure is "unhealthy"; its details stay in the server
+            return error_response(503, [{"code": "database_unavailable", "path": "$", "message": "the database is not answering"}])
         return Health(status="ok", database="postgresql" if ledger.store.is_postgres else "sqlite", latest_sequence=count)
 
     @app.get("/log/vkey", operation_id="getVerifierKey", tags=["log"], response_class=PlainTextResponse,

@@ -209,14 +209,15 @@ def tokens_issue(
     org_id: str,
     role: Annotated[str, typer.Option(help="school, la, trust, ap_setting, inspector, regions, researcher, admin")],
     days: Annotated[int, typer.Option(help="expires after this many days")] = 365,
+    scope: Annotated[list[str] | None, typer.Option(help="inspectors: an inspected school (urn:...) or area (la:...); repeatable")] = None,  # noqa: UP007
 ) -> None:
     """Issue a bearer token for an organisation and role; prints it once (only its hash is kept).
 
-    Example: `pupil-ledger tokens issue urn:100005 --role school`
+    Example: `pupil-ledger tokens issue ofsted --role inspector --scope la:801 --days 30`
     """
     ledger = _ledger()
     try:
-        token = ledger.issue_token(org_id, role, ledger.clock() + timedelta(days=days))
+        token = ledger.issue_token(org_id, role, ledger.clock() + timedelta(days=days), scope or ())
     except LedgerError as exc:
         _fail(exc)
         return
@@ -295,17 +296,39 @@ def history(
     upn: str, url: UrlOpt = DEFAULT_URL, token: TokenOpt = "",
     as_of: Annotated[str | None, typer.Option(help="effective date YYYY-MM-DD")] = None,  # noqa: UP007
     known_at: Annotated[str | None, typer.Option(help="ledger time, e.g. 2026-09-04T10:00:00Z")] = None,  # noqa: UP007
+    purpose: Annotated[str | None, typer.Option(help="why you read it (docs/access.md); inspectors and the operator must say")] = None,  # noqa: UP007
 ) -> None:
-    """A pupil's history as of a date, as known at a time (from a running ledger).
+    """A pupil's history as of a date, as known at a time (from a running ledger); the read is recorded.
 
     Example: `pupil-ledger history H801200001001 --as-of 2026-10-01 --token plt_...`
     """
-    params = {k: v for k, v in {"as_of": as_of, "known_at": known_at}.items() if v}
+    params = {k: v for k, v in {"as_of": as_of, "known_at": known_at, "purpose": purpose}.items() if v}
     response = httpx.get(f"{url}/pupils/{upn}/history", params=params, headers={"authorization": f"Bearer {token}"}, timeout=60)
     if response.status_code != 200:
         err.print(f"[red]{response.status_code}[/red] {response.text}")
         raise typer.Exit(1)
     print(json.dumps(response.json(), indent=1))
+
+
+@app.command()
+def erase(
+    upn: str,
+    ground: Annotated[str, typer.Option(help="erasure_request, recorded_in_error, retention_expired or court_order")],
+    reference: Annotated[str | None, typer.Option(help="case reference recorded with the erasure")] = None,  # noqa: UP007
+    yes: Annotated[bool, typer.Option("--yes", help="do not ask for confirmation")] = False,
+) -> None:
+    """Erase one pupil by destroying the pupil's data key (crypto-shredding); the log and its proofs stay valid.
+
+    Example: `pupil-ledger erase H801200001001 --ground erasure_request --reference SAR-2026-17 --yes`
+    """
+    if not yes and not typer.confirm(f"Erase every event about {upn}? This cannot be undone."):
+        raise typer.Exit(1)
+    try:
+        result = _ledger().erase(upn, ground, reference)
+    except LedgerError as exc:
+        _fail(exc)
+        return
+    out.print(f"erased {result['events_erased']} events; erasure recorded as {result['erasure_event_id']}")
 
 
 @app.command()

@@ -3,7 +3,7 @@
 Validation = the JSON Schema (structure) + the ledger's own keywords, read from the same files:
 ``x-code-list`` (value must be in the named code list for the event's academic year),
 ``x-org-id`` (organisation id schemes allowed), ``x-not-before`` (a date not before
-``occurred_on``), ``x-subject`` (pupil or org) and ``x-submitters`` (who may post the type).
+``occurred_on``), ``x-subject`` (pupil, org, or audit: a pupil's audit pseudonym) and ``x-submitters`` (who may post the type).
 """
 
 from __future__ import annotations
@@ -173,6 +173,9 @@ def validate(body: dict[str, Any], received_at: datetime, prefix: str = "$.paylo
                 out.problems.append(Problem(upn.code, f"{prefix}.subject.upn", upn.message))
             elif upn.temporary:
                 out.flags.append({"code": "temporary_upn", "message": "a temporary UPN was used; post a correction when the permanent UPN is known"})
+    elif etype.subject == "audit":  # ledger-written access.* events name the pupil by audit pseudonym only
+        if "pupil" not in subject:
+            out.problems.append(Problem("subject_kind", f"{prefix}.subject", f"{etype.name} is about a pupil's audit pseudonym: give subject.pupil"))
     else:
         if "org" not in subject:
             out.problems.append(Problem("subject_kind", f"{prefix}.subject", f"{etype.name} is about an organisation: give subject.org"))

@@ -15,6 +15,10 @@ class Settings:
     max_event_bytes: int = 64 * 1024
     max_batch_bytes: int = 16 * 1024 * 1024
     max_batch_items: int = 5000
+    access_window_days: int = 30  # a school, LA, trust or setting still reads a pupil this long after the relationship ends
+    inspection_window_days: int = 730  # inspectors look back this far in the inspected schools and areas
+    rate_limit_per_second: float = 1000.0  # per bearer token (or client address without one)
+    rate_limit_burst: int = 2000
     max_merge_delay: float = 1.0  # seconds within which an accepted event is in a signed checkpoint
     seal_batch: int = 5000
     witnesses: str = ""  # comma-separated URL=VKEY pairs of tlog-witnesses asked to cosign checkpoints
@@ -29,6 +33,10 @@ class Settings:
             max_event_bytes=int(env.get("PUPIL_LEDGER_MAX_EVENT_BYTES", cls.max_event_bytes)),
             max_batch_bytes=int(env.get("PUPIL_LEDGER_MAX_BATCH_BYTES", cls.max_batch_bytes)),
             max_batch_items=int(env.get("PUPIL_LEDGER_MAX_BATCH_ITEMS", cls.max_batch_items)),
+            access_window_days=int(env.get("PUPIL_LEDGER_ACCESS_WINDOW_DAYS", cls.access_window_days)),
+            inspection_window_days=int(env.get("PUPIL_LEDGER_INSPECTION_WINDOW_DAYS", cls.inspection_window_days)),
+            rate_limit_per_second=float(env.get("PUPIL_LEDGER_RATE_LIMIT_PER_SECOND", cls.rate_limit_per_second)),
+            rate_limit_burst=int(env.get("PUPIL_LEDGER_RATE_LIMIT_BURST", cls.rate_limit_burst)),
             max_merge_delay=float(env.get("PUPIL_LEDGER_MAX_MERGE_DELAY", cls.max_merge_delay)),
             seal_batch=int(env.get("PUPIL_LEDGER_SEAL_BATCH", cls.seal_batch)),
             witnesses=env.get("PUPIL_LEDGER_WITNESSES", cls.witnesses),

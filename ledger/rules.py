@@ -28,7 +28,7 @@ class Record:
     event_id: str
     type: str
     submitter: str
-    subject: str  # the UPN or organisation id the event is about
+    subject: str  # the UPN, organisation id, or (access.* events) audit pseudonym the event is about
     occurred_on: date
     received_at: datetime
     data: dict[str, Any]
@@ -38,7 +38,7 @@ class Record:
     def from_body(cls, body: dict[str, Any], received_at: datetime) -> Record:
         return cls(
             body["event_id"], body["type"], body["submitter"],
-            body["subject"].get("upn") or body["subject"]["org"], date.fromisoformat(body["occurred_on"]),
+            body["subject"].get("upn") or body["subject"].get("pupil") or body["subject"]["org"], date.fromisoformat(body["occurred_on"]),
             received_at, body["data"], body.get("corrects"),
         )
 

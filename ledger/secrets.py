@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from .envelope import key_id, raw_public_key
 
 ORG_NAMESPACE = uuid.UUID("5b0c3f0e-52a6-4d4e-9a37-6f1d6c1e2b10")
+AUDIT_NAMESPACE = uuid.UUID("0c8a1f52-8d0b-4c55-a0b2-3f1e9d6a7c44")
 
 
 def load_private_key(path: Path) -> Ed25519PrivateKey:
@@ -92,6 +93,11 @@ class LedgerSecrets:
     @staticmethod
     def org_id(org: str) -> uuid.UUID:
         return uuid.uuid5(ORG_NAMESPACE, org)
+
+    @staticmethod
+    def audit_stream_id(audit_id: str) -> uuid.UUID:
+        """The stream of ``access.*`` events about the pupil with this (random) audit pseudonym."""
+        return uuid.uuid5(AUDIT_NAMESPACE, audit_id)
 
     @classmethod
     def create(cls, directory: Path) -> LedgerSecrets:

@@ -27,8 +27,9 @@ from eventsourcing.persistence import IntegrityError
 from . import catalogue, envelope, jcs, policy
 from .config import Settings
 from .errors import Category, LedgerError, Problem
+from .identifiers import org_scheme
 from .orgs import OrgState, check_org, fold_org
-from .policy import Principal
+from .policy import Principal as Principal  # re-exported: callers import it from here
 from .rules import Record, check_pupil, effective, fold_pupil
 from .secrets import LedgerSecrets
 from .store import IndexRow, Store, Subject
@@ -391,23 +392,39 @@ class Ledger:
             return None
         return next((e for e in subject.entries if e.version == row.originator_version), None)
 
-    def get_event(self, event_id: str) -> dict[str, Any]:
+    def get_event(self, event_id: str, reader: Reader | None = None) -> dict[str, Any]:
+        """One accepted event. With a ``reader``: authorised by ``policy``; reading a pupil event is recorded."""
         row = self.store.index_rows([event_id]).get(event_id)
         entry = self._entry(row) if row else None
         if row is None or entry is None:
             raise LedgerError.one("not_found", "$.event_id", f"no event {event_id} that you may read", Category.NOT_FOUND)
-        return {
+        access = None
+        if reader is not None:
+            if entry.record.type.startswith("pupil."):
+                reader = Reader(reader.principal, reader.purpose, reader.reference, "getEvent")
+                access = self._authorise_pupil_read(entry.record.subject, reader, own_submission=row.submitter == reader.principal.org,
+                                                    event_id=event_id)
+            elif not policy.may_read_event(reader.principal, row.type, row.submitter):
+                raise LedgerError.one("not_found", "$.event_id", f"no event {event_id} that you may read", Category.NOT_FOUND)
+        out = {
             "event_id": row.event_id, "sequence": row.sequence, "type": row.type, "submitter": row.submitter,
             "received_at": row.received_at, "event_digest": row.event_digest, "envelope_digest": row.envelope_digest,
             "flags": entry.flags, "envelope": jcs.parse(entry.envelope.encode("utf-8")),
             "receipt": self._receipt_for(row, created=False, flags=entry.flags).signed,
         }
+        if access:
+            out["access_event_id"] = access
+        return out
 
     def pupil_history(self, upn: str, as_of: date | None = None, known_at: datetime | None = None,
-                      include_envelopes: bool = False) -> dict[str, Any]:
-        """History of a pupil as of effective date ``as_of``, as known at ledger time ``known_at``."""
+                      include_envelopes: bool = False, reader: Reader | None = None) -> dict[str, Any]:
+        """History of a pupil as of effective date ``as_of``, as known at ledger time ``known_at``.
+
+        With a ``reader`` (every HTTP read): authorised by ``policy`` and recorded as ``access.record_viewed``.
+        """
+        access = self._authorise_pupil_read(upn, reader) if reader is not None else None
         aggregate_id = self.secrets.pupil_id(upn)
-        subject = self.store.subject(aggregate_id)
+        subject = self.store.subject(aggregate_id, fresh=True)
         if subject is None:
             raise LedgerError.one("not_found", "$.upn", "the ledger has no events for this pupil", Category.NOT_FOUND)
         index = self.store.index_for_subject(aggregate_id)
@@ -432,7 +449,7 @@ class Ledger:
             events.append(item)
         state = fold_pupil(in_force)
         day = as_of or self.clock().date()
-        return {
+        out = {
             "as_of": as_of.isoformat() if as_of else None,
             "known_at": timestamp(known_at) if known_at else None,
             "on_roll": [
@@ -445,17 +462,106 @@ class Ledger:
             ],
             "events": events,
         }
+        if access:
+            out["access_event_id"] = access
+        return out
 
-    def pupil_relations(self, upn: str) -> set[str]:
-        """Organisations that have posted about, or are named in, the pupil's record."""
-        subject = self.store.subject(self.secrets.pupil_id(upn))
-        orgs: set[str] = set()
-        for r in (subject.records if subject else []):
-            orgs.add(r.submitter)
-            for name in ("school", "commissioner", "setting", "host_school", "la", "destination_school"):
-                if isinstance(r.data.get(name), str):
-                    orgs.add(r.data[name])
-        return orgs
+    # -- access control and the read audit (docs/access.md) -------------------------------------
+
+    @property
+    def windows(self) -> policy.Windows:
+        return policy.Windows(self.settings.access_window_days, self.settings.inspection_window_days)
+
+    def pupil_links(self, upn: str) -> list[policy.PupilLink]:
+        """The organisations related to the pupil and when, from the pupil's records and the organisations' facts."""
+        subject = self.store.subject(self.secrets.pupil_id(upn), fresh=True)
+        records = subject.records if subject else []
+        named = {r.data.get(k) for r in records for k in ("school", "setting", "host_school", "commissioner")}
+        facts = {}
+        for org in named:
+            if isinstance(org, str):
+                state = self.org_state(org)
+                facts[org] = policy.OrgFacts(state.la, state.trust)
+        return policy.pupil_links(records, facts)
+
+    def _authorise_pupil_read(self, upn: str, reader: Reader, own_submission: bool = False, event_id: str | None = None) -> str:
+        """Authorise one read of a pupil's identified record and record it; returns the access event's id."""
+        policy.purpose_for(reader.principal, reader.purpose)  # a missing or wrong purpose fails before anything is looked up
+        links = self.pupil_links(upn)
+        grant = policy.authorise_pupil_read(reader.principal, reader.purpose, links, self.clock().date(), self.windows, own_submission)
+        key = self.store.app.pupil_keys.get(self.secrets.pupil_id(upn), max_age=0)
+        if key is None:
+            raise LedgerError.one("not_found", "$.upn", "the ledger has no events for this pupil", Category.NOT_FOUND)
+        data: dict[str, Any] = {
+            "principal": {"org": reader.principal.org, "role": reader.principal.role, "token_id": reader.principal.token_id},
+            "purpose": grant.purpose, "endpoint": reader.endpoint, "basis": grant.basis[:200],
+        }
+        if reader.reference:
+            data["reference"] = reader.reference
+        if event_id:
+            data["event_id"] = event_id
+        return self._record_access("access.record_viewed", key.audit_id, data)
+
+    def _record_access(self, event_type: str, audit_id: str, data: dict[str, Any]) -> str:
+        """Append a ledger-signed ``access.*`` event to the pupil's audit stream (so it is in the transparency log)."""
+        now = self.clock()
+        body = {
+            "event_id": str(uuid.uuid4()), "type": event_type, "schema_version": 1, "submitter": ADMIN_ORG,
+            "subject": {"pupil": audit_id}, "occurred_on": now.date().isoformat(), "reported_at": timestamp(now)[:19] + "Z", "data": data,
+        }
+        try:
+            receipt = self.submit(envelope.sign(body, self.secrets.signing_key))
+        except LedgerError as exc:  # a malformed reference: the caller's fault, so it is not a 500
+            raise LedgerError([Problem(p.code, "query:reference" if ".reference" in p.path else p.path, p.message, p.category)
+                               for p in exc.problems]) from None
+        return receipt.event_id
+
+    def access_log(self, principal: Principal, upn: str | None = None, viewer_org: str | None = None,
+                   purpose: str | None = None, after: int = 0, limit: int = 100) -> dict[str, Any]:
+        """Who looked and why: one pupil's views (a subject access request; itself recorded), or the views
+        by an organisation's principals (oversight), oldest first from sequence ``after``."""
+        if upn is not None:
+            reader = Reader(principal, purpose, None, "accessLog")
+            self._authorise_pupil_read(upn, reader)
+            key = self.store.app.pupil_keys.get(self.secrets.pupil_id(upn), max_age=0)
+            assert key is not None
+            subject = self.store.subject(self.secrets.audit_stream_id(key.audit_id))
+            index = self.store.index_for_subject(self.secrets.audit_stream_id(key.audit_id))
+            items = [self._access_item(e, index[e.version].sequence) for e in (subject.entries if subject else []) if index[e.version].sequence > after]
+            return {"pupil": key.audit_id, "views": items[:limit], "next_after": items[limit - 1]["sequence"] if len(items) > limit else None}
+        if not policy.may_read_access_log(principal, viewer_org):
+            raise policy.forbidden("access_log_scope", "query:org", f"{principal.org} may read the views by its own principals (org={principal.org})")
+        rows = self.store.query("SELECT event_id FROM ledger_index WHERE type LIKE 'access.%' AND sequence > ? ORDER BY sequence LIMIT ?",
+                                (after, limit))
+        found = self.store.index_rows([r[0] for r in rows])
+        items = []
+        for row in sorted(found.values(), key=lambda r: r.sequence):
+            entry = self._entry(row)
+            item = self._access_item(entry, row.sequence)
+            if viewer_org is None or item.get("principal", {}).get("org") == viewer_org:
+                items.append(item)
+        return {"org": viewer_org, "views": items, "next_after": max((r.sequence for r in found.values()), default=None) if len(rows) == limit else None}
+
+    @staticmethod
+    def _access_item(entry: Any, sequence: int) -> dict[str, Any]:
+        r = entry.record
+        return {"event_id": r.event_id, "sequence": sequence, "type": r.type, "received_at": timestamp(r.received_at), "pupil": r.subject, **r.data}
+
+    def erase(self, upn: str, ground: str, reference: str | None = None) -> dict[str, Any]:
+        """Crypto-shred one pupil (docs/access.md): record the erasure in the pupil's audit stream, destroy the
+        pupil's data key and unlink its rows from the pseudonym. The log's digests, and so its proofs, stay."""
+        aggregate_id = self.secrets.pupil_id(upn)
+        key = self.store.app.pupil_keys.get(aggregate_id, max_age=0)
+        if key is None:
+            raise LedgerError.one("not_found", "$.upn", "the ledger has no events for this pupil (never recorded, or already erased)", Category.NOT_FOUND)
+        count = len(self.store.index_for_subject(aggregate_id))
+        data: dict[str, Any] = {"ground": ground, "events_erased": count}
+        if reference:
+            data["reference"] = reference
+        erasure_event = self._record_access("access.record_erased", key.audit_id, data)
+        erased = self.store.erase_subject(aggregate_id)
+        self._subjects.forget([aggregate_id])
+        return {"events_erased": erased, "audit_id": key.audit_id, "erasure_event_id": erasure_event}
 
     def list_orgs(self) -> list[dict[str, Any]]:
         rows = self.store.query("SELECT DISTINCT originator_id FROM ledger_index WHERE type IN ('org.registered', 'provider.unregistered_recorded')")
@@ -472,16 +578,24 @@ class Ledger:
 
     # -- tokens ---------------------------------------------------------------------------------
 
-    def issue_token(self, org: str, role: str, expires_at: datetime | None = None) -> str:
-        if role not in ROLES:
-            raise LedgerError.one("unknown_role", "$.role", f"role must be one of {', '.join(ROLES)}")
+    def issue_token(self, org: str, role: str, expires_at: datetime | None = None, scope: Sequence[str] = ()) -> str:
+        """A bearer token for ``org`` as ``role`` (only its hash is kept). ``scope``: an inspector's inspected
+        schools and areas (urn:..., la:...), required for inspectors and refused for other roles."""
+        problem = policy.role_problem(org, role)
+        if problem:
+            raise LedgerError.one("unknown_role" if role not in ROLES else "role_org_mismatch", "$.role", problem)
+        if (role == "inspector") != bool(scope):
+            raise LedgerError.one("scope", "$.scope", "an inspector token names the inspected schools or areas (--scope); other roles take none")
+        for org_in_scope in scope:
+            if org_scheme(org_in_scope) not in ("urn", "la"):
+                raise LedgerError.one("scope", "$.scope", f"{org_in_scope!r} is not a school (urn:NNNNNN) or an area (la:NNN)")
         if not self.org_state(org).registered:
             raise LedgerError.one("org_unknown", "$.org", f"{org} is not registered")
         token_id = pysecrets.token_hex(4)
         token = f"plt_{token_id}_{pysecrets.token_urlsafe(32)}"
         self.store.execute(
-            "INSERT INTO ledger_tokens (token_id, token_hash, org_id, role, issued_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)",
-            (token_id, _hash_token(token), org, role, timestamp(self.clock()), timestamp(expires_at) if expires_at else None),
+            "INSERT INTO ledger_tokens (token_id, token_hash, org_id, role, issued_at, expires_at, scope) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (token_id, _hash_token(token), org, role, timestamp(self.clock()), timestamp(expires_at) if expires_at else None, " ".join(scope)),
         )
         return token
 
@@ -497,15 +611,16 @@ class Ledger:
         parts = token.split("_")
         if len(parts) < 3 or parts[0] != "plt":
             return None
-        rows = self.store.query("SELECT token_hash, org_id, role, expires_at, revoked_at FROM ledger_tokens WHERE token_id = ?", (parts[1],))
+        rows = self.store.query("SELECT token_hash, org_id, role, expires_at, revoked_at, scope FROM ledger_tokens WHERE token_id = ?", (parts[1],))
         if not rows:
+            _hash_token(token)  # the same work whether or not the id exists
             return None
-        token_hash, org, role, expires_at, revoked_at = rows[0]
+        token_hash, org, role, expires_at, revoked_at, scope = rows[0]
         if not pysecrets.compare_digest(token_hash, _hash_token(token)) or revoked_at:
             return None
         if expires_at and expires_at <= timestamp(self.clock()):
             return None
-        return Principal(org, role, parts[1])
+        return Principal(org, role, parts[1], frozenset((scope or "").split()))
 
 
 class _SubjectCache:

@@ -31,7 +31,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import Aggregate
-from eventsourcing.persistence import Mapper, StoredEvent
+from eventsourcing.persistence import IntegrityError, Mapper, StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder
 from eventsourcing.sqlite import SQLiteApplicationRecorder
 from psycopg.sql import SQL
@@ -126,6 +126,25 @@ class Subject(Aggregate):
 # -- recorders: the index rows commit in the same transaction as the events ----------------
 
 
+def _check_pupil_keys(cursor: Any, stored_events: Sequence[StoredEvent], placeholder: str) -> None:
+    """Inside the write transaction: every pupil stream written past its first event still has its key."""
+    ids = {str(_as_uuid(e.originator_id)) for e in stored_events if e.originator_version > 1 and is_pupil_stream(_as_uuid(e.originator_id))}
+    if not ids:
+        return
+    cursor.execute(f"SELECT COUNT(*) FROM pupil_keys WHERE originator_id IN ({', '.join([placeholder] * len(ids))})", tuple(ids))
+    row = cursor.fetchone()
+    if (next(iter(row.values())) if isinstance(row, dict) else row[0]) != len(ids):
+        raise ErasedMeanwhile("a pupil stream being written to was erased meanwhile")
+
+
+def _rowcount(cursor: Any) -> int:
+    return int(getattr(cursor, "sqlite_cursor", cursor).rowcount)  # eventsourcing wraps sqlite3's cursor
+
+
+def _as_uuid(value: Any) -> uuid.UUID:
+    return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
+
+
 def _match_index_rows(stored_events: Sequence[StoredEvent], ids: Sequence[int], rows: Sequence[dict[str, Any]]) -> list[tuple[Any, ...]]:
     by_position = {(str(s.originator_id), s.originator_version): n for s, n in zip(stored_events, ids, strict=True)}
     out = []
@@ -142,13 +161,13 @@ _INDEX_DDL = (
     "CREATE INDEX IF NOT EXISTS ledger_index_subject ON ledger_index (originator_id, originator_version)",
     "CREATE TABLE IF NOT EXISTS ledger_keys (key_id TEXT PRIMARY KEY, org_id TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS ledger_tokens (token_id TEXT PRIMARY KEY, token_hash TEXT NOT NULL UNIQUE, "
-    "org_id TEXT NOT NULL, role TEXT NOT NULL, issued_at TEXT NOT NULL, expires_at TEXT, revoked_at TEXT)",
+    "org_id TEXT NOT NULL, role TEXT NOT NULL, issued_at TEXT NOT NULL, expires_at TEXT, revoked_at TEXT, scope TEXT)",
     "CREATE TABLE IF NOT EXISTS ledger_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS pupil_keys (originator_id TEXT PRIMARY KEY, wrapped_key TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS pupil_keys (originator_id TEXT PRIMARY KEY, wrapped_key TEXT NOT NULL, audit_id TEXT NOT NULL UNIQUE)",
 )
 _INSERT_INDEX = f"INSERT INTO ledger_index ({', '.join(INDEX_COLUMNS)}) VALUES ({', '.join('?' * len(INDEX_COLUMNS))})"
 _INSERT_KEY = "INSERT INTO ledger_keys (key_id, org_id) VALUES (?, ?)"
-_INSERT_PUPIL_KEY = "INSERT INTO pupil_keys (originator_id, wrapped_key) VALUES (?, ?)"
+_INSERT_PUPIL_KEY = "INSERT INTO pupil_keys (originator_id, wrapped_key, audit_id) VALUES (?, ?, ?)"
 
 
 class SQLiteLedgerRecorder(SQLiteApplicationRecorder):
@@ -163,6 +182,7 @@ class SQLiteLedgerRecorder(SQLiteApplicationRecorder):
         c.executemany(_INSERT_INDEX, _match_index_rows(stored_events, ids, kwargs.get("index_rows", ())))
         c.executemany(_INSERT_KEY, kwargs.get("key_rows", ()))
         c.executemany(_INSERT_PUPIL_KEY, kwargs.get("pupil_key_rows", ()))
+        _check_pupil_keys(c, stored_events, "?")
         return ids
 
 
@@ -183,6 +203,7 @@ class PostgresLedgerRecorder(PostgresApplicationRecorder):
             curs.executemany(_INSERT_KEY.replace("?", "%s"), kwargs["key_rows"])
         if kwargs.get("pupil_key_rows"):
             curs.executemany(_INSERT_PUPIL_KEY.replace("?", "%s"), kwargs["pupil_key_rows"])
+        _check_pupil_keys(curs, stored_events, "%s")
         with curs.connection.pipeline() as pipeline:
             pipeline.sync()  # surface a duplicate event_id here, inside the library's error handling
         return ids
@@ -199,7 +220,17 @@ class SubjectErased(LedgerError):
         self.aggregate_id = aggregate_id
 
 
-_NEW_KEYS: contextvars.ContextVar[dict[uuid.UUID, bytes] | None] = contextvars.ContextVar("new_pupil_keys", default=None)
+class ErasedMeanwhile(IntegrityError):
+    """A write to a pupil stream whose key another process destroyed: retried from the database, as a new pupil."""
+
+
+@dataclass(frozen=True)
+class PupilKey:
+    key: bytes
+    audit_id: str  # random pseudonym naming the pupil in access.* events; forgotten with the key
+
+
+_NEW_KEYS: contextvars.ContextVar[dict[uuid.UUID, PupilKey] | None] = contextvars.ContextVar("new_pupil_keys", default=None)
 
 
 class PupilKeys:
@@ -212,7 +243,7 @@ class PupilKeys:
     def __init__(self, master_key: bytes, ttl: float = 2.0):
         self._master = AESGCM(master_key) if master_key else None
         self.ttl = ttl
-        self._cache: dict[uuid.UUID, tuple[float, bytes | None]] = {}
+        self._cache: dict[uuid.UUID, tuple[float, PupilKey | None]] = {}
         self._lock = threading.Lock()
         self.query: Any = None  # bound by LedgerApp to its recorder
 
@@ -236,9 +267,9 @@ class PupilKeys:
         wanted = [i for i in aggregate_ids if is_pupil_stream(i)]
         if not wanted:
             return
-        rows = self.query(f"SELECT originator_id, wrapped_key FROM pupil_keys WHERE originator_id IN ({', '.join('?' * len(wanted))})",
+        rows = self.query(f"SELECT originator_id, wrapped_key, audit_id FROM pupil_keys WHERE originator_id IN ({', '.join('?' * len(wanted))})",
                           [str(i) for i in wanted])
-        found = {uuid.UUID(r[0]): self._unwrap(uuid.UUID(r[0]), r[1]) for r in rows}
+        found = {uuid.UUID(r[0]): PupilKey(self._unwrap(uuid.UUID(r[0]), r[1]), r[2]) for r in rows}
         now = time.monotonic()
         with self._lock:
             for i in wanted:
@@ -246,6 +277,10 @@ class PupilKeys:
 
     def data_key(self, aggregate_id: uuid.UUID, max_age: float | None = None) -> bytes | None:
         """The pupil's key, or None if it has none (never created, or erased)."""
+        found = self.get(aggregate_id, max_age)
+        return found.key if found else None
+
+    def get(self, aggregate_id: uuid.UUID, max_age: float | None = None) -> PupilKey | None:
         pending = _NEW_KEYS.get()
         if pending and aggregate_id in pending:
             return pending[aggregate_id]
@@ -258,12 +293,12 @@ class PupilKeys:
             return self._cache[aggregate_id][1]
 
     @contextmanager
-    def creating(self, aggregate_ids: Sequence[uuid.UUID]) -> Iterator[list[tuple[str, str]]]:
+    def creating(self, aggregate_ids: Sequence[uuid.UUID]) -> Iterator[list[tuple[str, str, str]]]:
         """Fresh keys for new pupils: yields their rows to insert with the events; cached once committed."""
-        keys = {i: AESGCM.generate_key(256) for i in aggregate_ids}
+        keys = {i: PupilKey(AESGCM.generate_key(256), str(uuid.uuid4())) for i in aggregate_ids}
         token = _NEW_KEYS.set(keys)
         try:
-            yield [(str(i), self._wrap(i, k)) for i, k in keys.items()]
+            yield [(str(i), self._wrap(i, k.key), k.audit_id) for i, k in keys.items()]
         finally:
             _NEW_KEYS.reset(token)
         now = time.monotonic()
@@ -293,15 +328,14 @@ class SubjectMapper(Mapper[uuid.UUID]):
             return super().to_stored_event(domain_event)
         key = self.keys.data_key(aggregate_id)
         if key is None:
-            raise SubjectErased(aggregate_id)
+            raise ErasedMeanwhile(f"pupil stream {aggregate_id} has no key")
         plain = self._plain().to_stored_event(domain_event)
         nonce = os.urandom(12)
         sealed = nonce + AESGCM(key).encrypt(nonce, plain.state, self._aad(aggregate_id, plain.originator_version, plain.topic))
         return StoredEvent(plain.originator_id, plain.originator_version, plain.topic, sealed)
 
     def to_domain_event(self, stored_event: StoredEvent) -> Any:
-        raw_id = stored_event.originator_id
-        aggregate_id = raw_id if isinstance(raw_id, uuid.UUID) else uuid.UUID(str(raw_id))
+        aggregate_id = _as_uuid(stored_event.originator_id)
         if not is_pupil_stream(aggregate_id):
             return super().to_domain_event(stored_event)
         key = self.keys.data_key(aggregate_id)
@@ -481,11 +515,11 @@ class Store:
             if not self.is_postgres:
                 cur.execute("PRAGMA secure_delete = ON")  # overwrite freed content instead of leaving it in free pages
             cur.execute(self.sql("DELETE FROM pupil_keys WHERE originator_id = ?"), (str(aggregate_id),))
-            if cur.rowcount != 1:
+            if _rowcount(cur) != 1:
                 return 0
             cur.execute(self.sql(f"UPDATE {self.events_table} SET originator_id = ? WHERE originator_id = ?"),
                         (as_param(tombstone), as_param(aggregate_id)))
-            erased = int(cur.rowcount)
+            erased = _rowcount(cur)
             cur.execute(self.sql("UPDATE ledger_index SET originator_id = ? WHERE originator_id = ?"), (str(tombstone), str(aggregate_id)))
         self.app.pupil_keys.forget(aggregate_id)
         self._evict(aggregate_id)

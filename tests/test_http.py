@@ -90,11 +90,12 @@ def test_tokens_and_read_access(client: TestClient, world: World) -> None:
     history = client.get(f"/pupils/{UPN}/history", params={"as_of": "2026-10-05"})
     assert history.status_code == 200 and history.json()["on_roll"][0]["school"] == SCHOOL_A
     other = TestClient(client.app, headers={"authorization": f"Bearer {world.ledger.issue_token(SCHOOL_B, 'school')}"})
-    assert_error(other.get(f"/pupils/{UPN}/history"), 404, "not_found")
-    inspector = TestClient(client.app, headers={"authorization": f"Bearer {world.admin_token}"})
-    assert inspector.get(f"/pupils/{UPN}/history").status_code == 200
-    assert_error(inspector.get(f"/pupils/{UPN}/history", params={"known_at": "2026-10-05T10:00:00"}), 422, "known_at_zone")
-    assert_error(inspector.get(f"/pupils/{UPN}/history", params={"as_of": "2026-02-30"}), 422, "invalid_query")
+    assert_error(other.get(f"/pupils/{UPN}/history"), 403, "not_related")  # another school's pupil (docs/access.md)
+    operator = TestClient(client.app, headers={"authorization": f"Bearer {world.admin_token}"})
+    assert_error(operator.get(f"/pupils/{UPN}/history"), 400, "purpose_required")
+    assert operator.get(f"/pupils/{UPN}/history", params={"purpose": "data_correction"}).status_code == 200
+    assert_error(operator.get(f"/pupils/{UPN}/history", params={"known_at": "2026-10-05T10:00:00", "purpose": "data_correction"}), 422, "known_at_zone")
+    assert_error(operator.get(f"/pupils/{UPN}/history", params={"as_of": "2026-02-30", "purpose": "data_correction"}), 422, "invalid_query")
 
 
 def test_openapi_has_the_fixed_operation_ids(client: TestClient) -> None:

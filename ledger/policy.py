@@ -1,0 +1,297 @@
+"""Who may read and post what: the one access policy (design.md 6, the matrix in docs/access.md). Pure.
+
+A principal (bearer token: organisation + role, an inspector's token also names the inspected
+schools or areas) reads a pupil's identified record only through a relationship that the pupil's own
+accepted records establish (on roll, placement commissioned or hosted, LA residence duty, trust
+academy, ...), while it is current or ended less than a window ago. Every allowed read names a purpose
+from ``schemas/codes/access_purposes.json``, and the caller records it (``access.record_viewed``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from enum import StrEnum
+
+from .codes import code_list
+from .errors import Category, LedgerError, Problem
+from .identifiers import org_scheme
+from .rules import Record, effective, fold_pupil
+
+ROLES = ("school", "la", "trust", "ap_setting", "inspector", "regions", "researcher", "admin")
+
+# Which organisation id schemes may hold a token of each role (researchers: any registered organisation).
+ROLE_SCHEMES: dict[str, tuple[str, ...] | None] = {
+    "school": ("urn",), "ap_setting": ("urn", "ukprn"), "la": ("la",), "trust": ("trust",),
+    "inspector": ("ofsted", "cqc"), "regions": ("dfe:regions",), "admin": ("dfe:admin",), "researcher": None,
+}
+
+# Event type families each role may post (the catalogue's x-submitters and the rules narrow further).
+# access.* is written by the ledger itself and never accepted from a token.
+SUBMITS: dict[str, tuple[str, ...]] = {
+    "school": ("pupil.", "org.key_"),
+    "ap_setting": ("pupil.", "org.key_"),
+    "la": ("pupil.", "provider.", "ehcp.", "funding.", "inclusion_plan.", "org.key_"),
+    "trust": ("org.key_",),
+    "inspector": ("inspection.", "org.key_"),
+    "regions": ("accountability.", "org.key_"),
+    "admin": ("org.",),
+    "researcher": (),
+}
+
+
+class Link(StrEnum):
+    """Kinds of relationship between an organisation and a pupil, read from the pupil's records."""
+
+    ON_ROLL = "on_roll"  # a registration at the school (main, single or subsidiary)
+    MOVE_HOST = "managed_move_host"  # the host school of a managed move
+    COMMISSIONED = "placement_commissioned"  # a school or LA commissioned an AP placement
+    PLACED = "placement_setting"  # the AP setting of a placement
+    RESIDENT = "resident"  # the LA recorded a CME episode or elective home education
+    MAINTAINED = "maintained_school"  # the LA maintains a school the pupil is on roll at
+    ACADEMY = "trust_academy"  # the trust runs the academy the pupil is on roll at
+
+
+# Which links give each role a reading relationship.
+READS_THROUGH: dict[str, tuple[Link, ...]] = {
+    "school": (Link.ON_ROLL, Link.MOVE_HOST, Link.COMMISSIONED),
+    "ap_setting": (Link.ON_ROLL, Link.PLACED),
+    "la": (Link.MAINTAINED, Link.COMMISSIONED, Link.RESIDENT),
+    "trust": (Link.ACADEMY,),
+    "inspector": tuple(Link),  # any link of an inspected school or area (the token's scope)
+}
+
+# Purposes: the default for the role (None: the caller must state one) and the others it may state.
+PURPOSES: dict[str, tuple[str | None, tuple[str, ...]]] = {
+    "school": ("direct_education", ("direct_education", "subject_access_request", "data_correction")),
+    "ap_setting": ("direct_education", ("direct_education", "subject_access_request", "data_correction")),
+    "la": ("statutory_duty", ("statutory_duty", "subject_access_request", "data_correction")),
+    "trust": ("trust_oversight", ("trust_oversight", "subject_access_request")),
+    "inspector": (None, ("inspection",)),
+    "admin": (None, ("subject_access_request", "data_correction", "legal_obligation")),
+    "regions": (None, ()),
+    "researcher": (None, ()),
+}
+
+
+class Standing(StrEnum):
+    CURRENT = "current"  # the relationship holds today
+    RECENT = "recent"  # it ended within the window: still allowed
+    LAPSED = "lapsed"  # it ended longer ago than the window
+    NONE = "none"
+
+
+@dataclass(frozen=True)
+class Principal:
+    org: str
+    role: str
+    token_id: str = ""
+    scope: frozenset[str] = frozenset()  # inspectors: the inspected schools (urn:...) and areas (la:...)
+
+
+@dataclass(frozen=True)
+class OrgFacts:
+    """What the policy needs to know about an organisation named in a pupil's record."""
+
+    la: str | None = None
+    trust: str | None = None
+
+
+@dataclass(frozen=True)
+class PupilLink:
+    kind: Link
+    org: str
+    start: date
+    end: date | None  # None: still holds
+    area: str | None = None  # the LA the organisation is in (inspectors of an area)
+
+
+@dataclass(frozen=True)
+class Windows:
+    """How long after a relationship ends it still allows reading (days)."""
+
+    after_end: int = 30
+    inspection: int = 730
+
+
+@dataclass(frozen=True)
+class Grant:
+    purpose: str
+    basis: str  # e.g. "on_roll urn:100005 current", recorded with the view
+    standing: Standing = Standing.CURRENT
+    links: tuple[PupilLink, ...] = field(default_factory=tuple)
+
+
+def forbidden(code: str, path: str, message: str) -> LedgerError:
+    return LedgerError.one(code, path, message, Category.FORBIDDEN)
+
+
+# -- principals -----------------------------------------------------------------------------------
+
+
+def role_problem(org: str, role: str) -> str | None:
+    """None when a token of ``role`` may be bound to ``org``, else why not."""
+    if role not in ROLES:
+        return f"role must be one of {', '.join(ROLES)}"
+    schemes = ROLE_SCHEMES[role]
+    if schemes is not None and org_scheme(org) not in schemes:
+        return f"a {role} token belongs to an organisation id of scheme {' or '.join(schemes)}, not {org}"
+    return None
+
+
+# -- relationships --------------------------------------------------------------------------------
+
+
+def pupil_links(records: Sequence[Record], orgs: Mapping[str, OrgFacts]) -> list[PupilLink]:
+    """Every relationship the pupil's accepted records establish, with when it held."""
+    state = fold_pupil(records)
+    links: list[PupilLink] = []
+
+    def add(kind: Link, org: object, start: date, end: date | None) -> None:
+        if isinstance(org, str):
+            facts = orgs.get(org, OrgFacts())
+            links.append(PupilLink(kind, org, start, end, org if org_scheme(org) == "la" else facts.la))
+
+    for reg in state.registrations:
+        add(Link.ON_ROLL, reg.school, reg.start, reg.end)
+        facts = orgs.get(reg.school, OrgFacts())
+        if facts.trust:
+            add(Link.ACADEMY, facts.trust, reg.start, reg.end)
+        elif facts.la:
+            add(Link.MAINTAINED, facts.la, reg.start, reg.end)
+    for episode in state.episodes.values():
+        if episode.kind == "placement":
+            add(Link.COMMISSIONED, episode.details.get("commissioner"), episode.start, episode.end)
+            add(Link.PLACED, episode.details.get("setting"), episode.start, episode.end)
+        elif episode.kind == "managed_move":
+            add(Link.MOVE_HOST, episode.details.get("host_school"), episode.start, episode.end)
+        elif episode.kind == "missing_education":
+            add(Link.RESIDENT, episode.details.get("la"), episode.start, episode.end)
+    for record in effective(records):
+        if record.type == "pupil.home_education_notified":
+            later = [r.start for r in state.registrations if r.start > record.occurred_on]
+            add(Link.RESIDENT, record.data.get("la"), record.occurred_on, min(later) if later else None)
+    return links
+
+
+def standing_of(link: PupilLink, today: date, window_days: int) -> Standing:
+    if link.start > today:
+        return Standing.NONE
+    if link.end is None or today < link.end:
+        return Standing.CURRENT
+    return Standing.RECENT if (today - link.end).days <= window_days else Standing.LAPSED
+
+
+def relationship(principal: Principal, links: Sequence[PupilLink], today: date, windows: Windows) -> tuple[Standing, list[PupilLink]]:
+    """The principal's best standing towards the pupil, and the links that give it."""
+    kinds = READS_THROUGH.get(principal.role, ())
+    if principal.role == "inspector":
+        mine = [lk for lk in links if lk.org in principal.scope or (lk.area is not None and lk.area in principal.scope)]
+        window = windows.inspection
+    else:
+        mine = [lk for lk in links if lk.kind in kinds and lk.org == principal.org]
+        window = windows.after_end
+    order = [Standing.CURRENT, Standing.RECENT, Standing.LAPSED, Standing.NONE]
+    graded = sorted(((standing_of(lk, today, window), lk) for lk in mine), key=lambda pair: order.index(pair[0]))
+    if not graded:
+        return Standing.NONE, []
+    best = graded[0][0]
+    return best, [lk for s, lk in graded if s is best]
+
+
+# -- decisions ------------------------------------------------------------------------------------
+
+
+def purpose_for(principal: Principal, stated: str | None) -> str:
+    """The purpose to record for a read of an identified pupil record, or the error (400/403/422)."""
+    default, allowed = PURPOSES.get(principal.role, (None, ()))
+    if not allowed:
+        raise forbidden("role_cannot_read_pupils", "$", f"a {principal.role} token cannot read identified pupil records"
+                        + (" (only exports)" if principal.role == "researcher" else " (aggregates and cases only)"))
+    if stated is None:
+        if default is None:
+            raise LedgerError.one("purpose_required", "query:purpose", f"a {principal.role} must state a purpose: one of {', '.join(allowed)}",
+                                  Category.MALFORMED)
+        return default
+    if stated not in code_list("access_purposes").all_codes():
+        raise LedgerError.one("unknown_code", "query:purpose", f"{stated!r} is not in code list access_purposes")
+    if stated not in allowed:
+        raise forbidden("purpose_not_allowed", "query:purpose", f"a {principal.role} may read for {', '.join(allowed)}, not {stated}")
+    return stated
+
+
+def authorise_pupil_read(principal: Principal, stated_purpose: str | None, links: Sequence[PupilLink], today: date,
+                         windows: Windows, own_submission: bool = False) -> Grant:
+    """Allow a read of one pupil's identified record, or raise (403 no relationship, 400 no purpose...).
+
+    ``own_submission``: the principal's organisation posted the event being read (getEvent), which it may
+    always read back.
+    """
+    purpose = purpose_for(principal, stated_purpose)
+    if principal.role == "admin":
+        return Grant(purpose, "operator")
+    if own_submission:
+        return Grant(purpose, f"own submission of {principal.org}")
+    standing, found = relationship(principal, links, today, windows)
+    if standing in (Standing.CURRENT, Standing.RECENT):
+        first = found[0]
+        return Grant(purpose, f"{first.kind} {first.org} {standing}", standing, tuple(found))
+    why = {
+        Standing.LAPSED: f"{principal.org}'s relationship with this pupil ended more than "
+                         f"{windows.inspection if principal.role == 'inspector' else windows.after_end} days ago",
+        Standing.NONE: f"{principal.org} has no relationship with this pupil"
+                       + (" within the inspected schools or areas" if principal.role == "inspector" else ""),
+    }[standing]
+    raise forbidden("not_related", "$.upn", why)
+
+
+def may_read_event(principal: Principal, event_type: str, submitter: str) -> bool:
+    """Events not about an identified pupil: organisation and provider events, and the access log."""
+    if principal.role == "researcher":
+        return False
+    if event_type.startswith("access."):
+        return principal.role == "admin"
+    return True
+
+
+def may_read_access_log(principal: Principal, viewer_org: str | None) -> bool:
+    """Oversight of who looked: the operator sees every view; an organisation sees its own principals' views."""
+    if principal.role == "admin":
+        return True
+    return principal.role != "researcher" and viewer_org == principal.org
+
+
+def submit_problems(principal: Principal, body: Mapping[str, object]) -> list[Problem]:
+    """Why the bearer may not post this event body (paths relative to the payload)."""
+    submitter, event_type = body.get("submitter"), str(body.get("type"))
+    if principal.org != submitter:
+        return [Problem("submitter_mismatch", "$.submitter",
+                        f"the bearer token is for {principal.org} but the event's submitter is {submitter}", Category.FORBIDDEN)]
+    if not any(event_type.startswith(prefix) for prefix in SUBMITS.get(principal.role, ())):
+        return [Problem("role_cannot_submit", "$.type", f"a {principal.role} token cannot post {event_type}", Category.FORBIDDEN)]
+    return []
+
+
+def aggregate_scope_allowed(principal: Principal, level: str, org: str | None, facts: OrgFacts | None = None) -> bool:
+    """Aggregates (metrics, registers) at ``level`` national | la | trust | school for ``org``.
+
+    The Regions Group, inspectors (within scope) and the operator read across organisations; an LA its
+    area and the schools in it; a trust itself and its academies; a school or setting itself.
+    Researchers read exports only.
+    """
+    role = principal.role
+    if role in ("admin", "regions"):
+        return True
+    if role == "researcher" or level == "national":
+        return False
+    facts = facts or OrgFacts()
+    if role == "inspector":
+        return org in principal.scope or (facts.la is not None and facts.la in principal.scope)
+    if org == principal.org:
+        return True
+    if role == "la":
+        return level == "school" and facts.la == principal.org
+    if role == "trust":
+        return level == "school" and facts.trust == principal.org
+    return False
