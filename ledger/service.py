@@ -531,7 +531,8 @@ class Ledger:
             return {"pupil": key.audit_id, "views": items[:limit], "next_after": items[limit - 1]["sequence"] if len(items) > limit else None}
         if not policy.may_read_access_log(principal, viewer_org):
             raise policy.forbidden("access_log_scope", "query:org", f"{principal.org} may read the views by its own principals (org={principal.org})")
-        rows = self.store.query("SELECT event_id FROM ledger_index WHERE type LIKE 'access.%' AND sequence > ? ORDER BY sequence LIMIT ?",
+        rows = self.store.query("SELECT event_id FROM ledger_index WHERE type IN ('access.record_viewed', 'access.record_erased') AND sequence > ? "
+                                "ORDER BY sequence LIMIT ?",
                                 (after, limit))
         found = self.store.index_rows([r[0] for r in rows])
         items = []

@@ -126,14 +126,14 @@ class Subject(Aggregate):
 # -- recorders: the index rows commit in the same transaction as the events ----------------
 
 
-def _check_pupil_keys(cursor: Any, stored_events: Sequence[StoredEvent], placeholder: str) -> None:
-    """Inside the write transaction: every pupil stream written past its first event still has its key."""
+def _check_pupil_keys(cursor: Any, stored_events: Sequence[StoredEvent], placeholder: str, lock: str = "") -> None:
+    """Inside the write transaction: every pupil stream written past its first event still has its key
+    (``lock``: hold the key rows until commit, so an erasure waits for this write or this write sees it)."""
     ids = {str(_as_uuid(e.originator_id)) for e in stored_events if e.originator_version > 1 and is_pupil_stream(_as_uuid(e.originator_id))}
     if not ids:
         return
-    cursor.execute(f"SELECT COUNT(*) FROM pupil_keys WHERE originator_id IN ({', '.join([placeholder] * len(ids))})", tuple(ids))
-    row = cursor.fetchone()
-    if (next(iter(row.values())) if isinstance(row, dict) else row[0]) != len(ids):
+    cursor.execute(f"SELECT originator_id FROM pupil_keys WHERE originator_id IN ({', '.join([placeholder] * len(ids))}){lock}", tuple(ids))
+    if len(cursor.fetchall()) != len(ids):
         raise ErasedMeanwhile("a pupil stream being written to was erased meanwhile")
 
 
@@ -193,6 +193,10 @@ class PostgresLedgerRecorder(PostgresApplicationRecorder):
         super().__init__(*args, **kwargs)
         self.sql_create_statements.extend(SQL(s.replace("{", "{{").replace("}", "}}")).format() for s in _INDEX_DDL)
 
+    def _insert_events(self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any) -> None:
+        # Here, not after the insert: an exception raised after it would not roll the library's transaction back.
+        _check_pupil_keys(curs, stored_events, "%s", lock=" FOR SHARE")
+
     def _fetch_ids_after_insert_events(self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
         ids = super()._fetch_ids_after_insert_events(curs, stored_events, **kwargs)
         assert ids is not None
@@ -203,7 +207,6 @@ class PostgresLedgerRecorder(PostgresApplicationRecorder):
             curs.executemany(_INSERT_KEY.replace("?", "%s"), kwargs["key_rows"])
         if kwargs.get("pupil_key_rows"):
             curs.executemany(_INSERT_PUPIL_KEY.replace("?", "%s"), kwargs["pupil_key_rows"])
-        _check_pupil_keys(curs, stored_events, "%s")
         with curs.connection.pipeline() as pipeline:
             pipeline.sync()  # surface a duplicate event_id here, inside the library's error handling
         return ids

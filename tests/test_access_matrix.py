@@ -1,0 +1,201 @@
+"""The whole access matrix of docs/access.md, table-driven, over HTTP on SQLite and PostgreSQL.
+
+Every role x identified-read endpoint x relationship (current, recent = ended within the window,
+lapsed = ended longer ago, none): the status, the error code, and exactly one access.record_viewed
+per allowed read and none per refused one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from ledger import admin
+
+from .conftest import LA, PROVIDER, SCHOOL_A, World, upn
+
+TRUST, ACADEMY, OTHER_LA = "trust:TR00001", "urn:100007", "la:802"
+LEAVE = {"ground": "moved_away", "destination": "moved_away"}
+
+
+@dataclass
+class Pupil:
+    upn: str
+    registration: str = ""  # event ids, to read one back with getEvent
+    placement: str = ""
+
+
+def register(w: World, pupil: Pupil, school: str, on: date) -> None:
+    pupil.registration = w.post("pupil.registered", school, {"school": school, "enrolment_status": "C", "year_group": "9", "sen_status": "N",
+                                                             "looked_after": False}, upn=pupil.upn, occurred_on=on).event_id
+
+
+def place(w: World, pupil: Pupil, start: date, end: date | None) -> None:
+    pupil.placement = w.post("pupil.ap_placement_started", LA, {"commissioner": LA, "setting": PROVIDER, "setting_type": "UKPRN", "tier": 2,
+                                                                "reason": "BEHAVIOUR", "planned_end": "2026-12-18", "hours_per_week": 15,
+                                                                "dual_registered": False}, upn=pupil.upn, occurred_on=start).event_id
+    if end:
+        w.post("pupil.ap_placement_ended", LA, {"placement_event_id": pupil.placement, "outcome": "mainstream"}, upn=pupil.upn, occurred_on=end)
+
+
+def leave(w: World, pupil: Pupil, school: str, on: date) -> None:
+    w.post("pupil.deregistered", school, {"school": school, **LEAVE}, upn=pupil.upn, occurred_on=on)
+
+
+@pytest.fixture
+def scene(world: World) -> dict[str, Any]:
+    """Pupils whose relationships with each organisation are current, recent (ended 7 days ago),
+    lapsed (ended 218 days ago; 808 for the inspector's 730-day window) or none. Today is 2026-10-05."""
+    w, ledger = world, world.ledger
+    admin.add_org(ledger, TRUST, "trust", "Test trust")
+    admin.add_org(ledger, ACADEMY, "school", "Test academy", OTHER_LA, trust=TRUST)
+    admin.add_org(ledger, "ofsted", "inspectorate", "Ofsted")
+    admin.add_org(ledger, "dfe:regions", "regions", "Regions Group")
+    w.keys[ACADEMY] = Ed25519PrivateKey.generate()
+    admin.add_key(ledger, ACADEMY, w.keys[ACADEMY].public_key())
+    p = {name: Pupil(upn(n)) for n, name in enumerate(("cur", "rec", "lap", "ancient", "acad", "acad_rec", "acad_lap"), start=1)}
+    register(w, p["cur"], SCHOOL_A, date(2026, 9, 3))
+    place(w, p["cur"], date(2026, 9, 10), None)
+    register(w, p["rec"], SCHOOL_A, date(2026, 9, 3))
+    place(w, p["rec"], date(2026, 9, 7), date(2026, 9, 28))
+    leave(w, p["rec"], SCHOOL_A, date(2026, 9, 28))
+    register(w, p["lap"], SCHOOL_A, date(2025, 9, 3))
+    place(w, p["lap"], date(2026, 1, 5), date(2026, 3, 1))
+    leave(w, p["lap"], SCHOOL_A, date(2026, 3, 1))
+    register(w, p["ancient"], SCHOOL_A, date(2023, 9, 4))
+    leave(w, p["ancient"], SCHOOL_A, date(2024, 7, 19))
+    register(w, p["acad"], ACADEMY, date(2026, 9, 3))
+    register(w, p["acad_rec"], ACADEMY, date(2026, 9, 1))
+    leave(w, p["acad_rec"], ACADEMY, date(2026, 9, 28))
+    register(w, p["acad_lap"], ACADEMY, date(2025, 9, 3))
+    leave(w, p["acad_lap"], ACADEMY, date(2026, 3, 1))
+    tokens = {
+        "school": ledger.issue_token(SCHOOL_A, "school"),
+        "la": ledger.issue_token(LA, "la"),
+        "trust": ledger.issue_token(TRUST, "trust"),
+        "ap_setting": ledger.issue_token(PROVIDER, "ap_setting"),
+        "inspector": ledger.issue_token("ofsted", "inspector", scope=[LA]),
+        "regions": ledger.issue_token("dfe:regions", "regions"),
+        "researcher": ledger.issue_token(LA, "researcher"),
+        "admin": world.admin_token,
+    }
+    return {"pupils": p, "tokens": tokens, "world": w}
+
+
+# role -> relationship -> pupil with that relationship to the role's organisation
+PUPIL_FOR = {
+    "school": {"current": "cur", "recent": "rec", "lapsed": "lap", "none": "acad"},
+    "la": {"current": "cur", "recent": "rec", "lapsed": "lap", "none": "acad"},
+    "ap_setting": {"current": "cur", "recent": "rec", "lapsed": "lap", "none": "acad"},
+    "trust": {"current": "acad", "recent": "acad_rec", "lapsed": "acad_lap", "none": "cur"},
+    "inspector": {"current": "cur", "recent": "lap", "lapsed": "ancient", "none": "acad"},
+    "regions": {"current": "cur", "recent": "rec", "lapsed": "lap", "none": "acad"},
+    "researcher": {"current": "cur", "recent": "rec", "lapsed": "lap", "none": "acad"},
+    "admin": {"current": "cur", "recent": "rec", "lapsed": "lap", "none": "acad"},
+}
+PURPOSE = {"inspector": "inspection", "admin": "subject_access_request"}
+ALLOWED = {"current", "recent"}
+REFUSAL = {"regions": "role_cannot_read_pupils", "researcher": "role_cannot_read_pupils"}
+ENDPOINTS = ("pupilHistory", "getEvent", "accessLog")
+
+MATRIX = [
+    (role, endpoint, relation,
+     200 if role == "admin" or (role not in REFUSAL and relation in ALLOWED) else 403,
+     None if role == "admin" or (role not in REFUSAL and relation in ALLOWED) else REFUSAL.get(role, "not_related"))
+    for role in PUPIL_FOR for endpoint in ENDPOINTS for relation in ("current", "recent", "lapsed", "none")
+]
+
+
+def views(w: World) -> int:
+    return int(w.ledger.store.query("SELECT COUNT(*) FROM ledger_index WHERE type = 'access.record_viewed'")[0][0])
+
+
+def request(client: TestClient, endpoint: str, pupil: Pupil, reader_org: str, params: dict[str, str]) -> Any:
+    if endpoint == "pupilHistory":
+        return client.get(f"/pupils/{pupil.upn}/history", params=params)
+    if endpoint == "accessLog":
+        return client.get("/access-log", params={**params, "upn": pupil.upn})
+    # an event of the pupil that the reader's organisation did not post itself (it may always read back its own)
+    event_id = pupil.placement if pupil.placement and reader_org != LA else pupil.registration
+    return client.get(f"/events/{event_id}", params=params)
+
+
+def test_the_access_matrix(scene: dict[str, Any]) -> None:
+    w: World = scene["world"]
+    app = create_app(w.ledger)
+    orgs = {"school": SCHOOL_A, "la": LA, "trust": TRUST, "ap_setting": PROVIDER, "inspector": "ofsted",
+            "regions": "dfe:regions", "researcher": LA, "admin": "dfe:admin"}
+    outcomes = []
+    for role, endpoint, relation, _status, _code in MATRIX:
+        client = TestClient(app, headers={"authorization": f"Bearer {scene['tokens'][role]}"})
+        pupil = scene["pupils"][PUPIL_FOR[role][relation]]
+        before = views(w)
+        response = request(client, endpoint, pupil, orgs[role], {"purpose": PURPOSE[role]} if role in PURPOSE else {})
+        got_code = None if response.status_code == 200 else response.json()["errors"][0]["code"]
+        recorded = views(w) - before
+        outcomes.append((role, endpoint, relation, response.status_code, got_code, recorded))
+    expected = [(role, endpoint, relation, status, code, 1 if status == 200 else 0) for role, endpoint, relation, status, code in MATRIX]
+    assert outcomes == expected
+    assert len(expected) == 8 * 3 * 4
+
+
+def test_purpose_is_required_of_inspectors_and_the_operator(scene: dict[str, Any]) -> None:
+    w: World = scene["world"]
+    app = create_app(w.ledger)
+    cur = scene["pupils"]["cur"]
+    before = views(w)
+    for role in ("inspector", "admin"):
+        client = TestClient(app, headers={"authorization": f"Bearer {scene['tokens'][role]}"})
+        for response in (client.get(f"/pupils/{cur.upn}/history"), client.get(f"/events/{cur.registration}"),
+                         client.get("/access-log", params={"upn": cur.upn})):
+            assert response.status_code == 400 and response.json()["errors"][0]["code"] == "purpose_required", response.text
+    inspector = TestClient(app, headers={"authorization": f"Bearer {scene['tokens']['inspector']}"})
+    wrong = inspector.get(f"/pupils/{cur.upn}/history", params={"purpose": "direct_education"})
+    assert wrong.status_code == 403 and wrong.json()["errors"][0]["code"] == "purpose_not_allowed"
+    unknown = inspector.get(f"/pupils/{cur.upn}/history", params={"purpose": "curiosity"})
+    assert unknown.status_code == 422 and unknown.json()["errors"][0]["code"] == "unknown_code"
+    assert views(w) == before
+
+
+def test_a_school_reading_another_schools_pupil_is_403_and_so_is_an_unknown_upn(scene: dict[str, Any]) -> None:
+    w: World = scene["world"]
+    school = TestClient(create_app(w.ledger), headers={"authorization": f"Bearer {scene['tokens']['school']}"})
+    for target in (scene["pupils"]["acad"].upn, upn(999)):  # no oracle: unknown and unrelated answer alike
+        response = school.get(f"/pupils/{target}/history")
+        assert response.status_code == 403 and response.json()["errors"][0]["code"] == "not_related"
+    operator = TestClient(create_app(w.ledger), headers={"authorization": f"Bearer {w.admin_token}"})
+    assert operator.get(f"/pupils/{upn(999)}/history", params={"purpose": "data_correction"}).status_code == 404
+
+
+def test_the_window_is_a_setting(scene: dict[str, Any]) -> None:
+    w: World = scene["world"]
+    ledger = w.ledger
+    ledger.settings = type(ledger.settings)(**{**ledger.settings.__dict__, "access_window_days": 5})
+    school = TestClient(create_app(ledger), headers={"authorization": f"Bearer {scene['tokens']['school']}"})
+    assert school.get(f"/pupils/{scene['pupils']['rec'].upn}/history").status_code == 403  # left 7 days ago
+    assert school.get(f"/pupils/{scene['pupils']['cur'].upn}/history").status_code == 200
+
+
+def test_submission_rules(scene: dict[str, Any]) -> None:
+    w: World = scene["world"]
+    app = create_app(w.ledger)
+    body = w.event("pupil.registered", SCHOOL_A, {"school": SCHOOL_A, "enrolment_status": "S", "year_group": "9", "sen_status": "N",
+                                                  "looked_after": False}, upn=upn(50))
+    for role, token, status, code in (
+        ("researcher", w.ledger.issue_token(SCHOOL_A, "researcher"), 403, "role_cannot_submit"),
+        ("school", w.ledger.issue_token("urn:100006", "school"), 403, "submitter_mismatch"),
+    ):
+        response = TestClient(app, headers={"authorization": f"Bearer {token}"}).post("/events", json=w.sign(body))
+        assert (role, response.status_code, response.json()["errors"][0]["code"]) == (role, status, code)
+    forged = w.event("access.record_viewed", SCHOOL_A, {"principal": {"org": SCHOOL_A, "role": "school", "token_id": ""},
+                                                         "purpose": "direct_education", "endpoint": "pupilHistory", "basis": "x"})
+    forged["subject"] = {"pupil": "00000000-0000-4000-8000-000000000000"}
+    school = TestClient(app, headers={"authorization": f"Bearer {scene['tokens']['school']}"})
+    response = school.post("/events", json=w.sign(forged))
+    assert response.status_code == 422 and response.json()["errors"][0]["code"] == "submitter_not_allowed"
