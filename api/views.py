@@ -11,6 +11,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
+from ledger.catalogue import EARLIEST_DATE
 from ledger.errors import Category, LedgerError
 from ledger.identifiers import org_scheme
 from ledger.service import PRIVILEGED_READERS, Ledger, Principal
@@ -21,6 +22,7 @@ from projections.queries import case_list, metrics_report, placements_register, 
 from projections.runner import Projector, Reader
 
 WAIT_SECONDS = 2.0
+LATEST_AS_OF = date(2100, 12, 31)
 CACHED_CONTEXTS = 4  # folded states kept for repeated reads at the same moment and log position
 
 
@@ -179,6 +181,8 @@ def views_router(ledger: Ledger, principal: Callable[..., Any], settings: ViewSe
         """The moment asked for, or None when the views did not reach ``min_sequence`` in time."""
         if known_at is not None and known_at.tzinfo is None:
             raise LedgerError.one("known_at_zone", "query:known_at", "known_at needs a time zone, e.g. 2026-09-04T10:00:00Z")
+        if as_of is not None and not EARLIEST_DATE <= as_of <= LATEST_AS_OF:
+            raise LedgerError.one("as_of_range", "query:as_of", f"as_of must be between {EARLIEST_DATE} and {LATEST_AS_OF}")
         if min_sequence is not None and not await run_in_threadpool(projector.wait_for, min_sequence, WAIT_SECONDS):
             return None
         return Moment(as_of or ledger.clock().date(), known_at)

@@ -225,6 +225,8 @@ def test_views_over_http(area: Area) -> None:
         assert client.get("/views/placements").status_code == 401
         bad = client.get("/views/placements", params={"level": "la", "org": A}, headers=inspector)
         assert (bad.status_code, bad.json()["errors"][0]["path"]) == (422, "query:org")
+        early = client.get("/views/metrics", params={"as_of": "0001-01-01"}, headers=inspector)
+        assert (early.status_code, early.json()["errors"][0]["path"]) == (422, "query:as_of")
         zone = client.get("/views/placements", params={"known_at": "2026-10-01T00:00:00"}, headers=inspector)
         assert (zone.status_code, zone.json()["errors"][0]["code"]) == (422, "known_at_zone")
         register = client.get("/views/placements", params={"level": "la", "org": "la:801", "as_of": "2026-10-05"}, headers=inspector).json()
