@@ -181,6 +181,8 @@ def views_router(ledger: Ledger, principal: Callable[..., Any], settings: ViewSe
         """The moment asked for, or None when the views did not reach ``min_sequence`` in time."""
         if known_at is not None and known_at.tzinfo is None:
             raise LedgerError.one("known_at_zone", "query:known_at", "known_at needs a time zone, e.g. 2026-09-04T10:00:00Z")
+        if known_at is not None and not EARLIEST_DATE.year <= known_at.year <= LATEST_AS_OF.year:
+            raise LedgerError.one("known_at_range", "query:known_at", f"known_at must be between {EARLIEST_DATE.year} and {LATEST_AS_OF.year}")
         if as_of is not None and not EARLIEST_DATE <= as_of <= LATEST_AS_OF:
             raise LedgerError.one("as_of_range", "query:as_of", f"as_of must be between {EARLIEST_DATE} and {LATEST_AS_OF}")
         if min_sequence is not None and not await run_in_threadpool(projector.wait_for, min_sequence, WAIT_SECONDS):
