@@ -92,6 +92,7 @@ class Providers(BaseModel):
     registration_pupils: int
     providers: list[ProviderOut]
     flagged: int
+    published: Published | None = Field(description="last published DfE count of school-arranged placements in unregistered settings (LA or England)")
 
 
 class Figure(BaseModel):

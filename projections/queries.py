@@ -10,7 +10,7 @@ from typing import Any
 from .cases import cases
 from .config import ViewSettings
 from .facts import Moment
-from .metrics import ENGLAND, Context, Placement, context, provider_watch, report, scope_of
+from .metrics import ENGLAND, UNREGISTERED_SETTING_TYPES, Context, Placement, context, provider_watch, report, scope_of
 from .published import ap_placements_by_setting_type
 
 
@@ -51,9 +51,13 @@ def unregistered_providers(ctx: Context, level: str, scope: str) -> dict[str, An
         units = (watch.provider, *watch.commissioners)
         if level == "national" or any(_in_scope(ctx, u, level, scope) for u in units):
             providers.append({**asdict(watch), "needs_registration": watch.needs_registration(ctx.settings)})
+    published = ap_placements_by_setting_type(scope) if level in ("la", "national") else None
+    if published is not None:
+        counts = {k: v for k, v in published["by_setting_type"].items() if k in UNREGISTERED_SETTING_TYPES}
+        published = {**published, "by_setting_type": counts, "total": sum(counts.values())}
     return {
         "full_time_hours": ctx.settings.full_time_hours, "registration_pupils": ctx.settings.registration_pupils,
-        "providers": providers, "flagged": sum(1 for p in providers if p["needs_registration"]),
+        "providers": providers, "flagged": sum(1 for p in providers if p["needs_registration"]), "published": published,
     }
 
 

@@ -254,6 +254,7 @@ def test_register_watch_and_cases(area: Area) -> None:
     watch = report["unregistered_providers"]
     assert [(p["provider"], p["pupils"], p["weekly_hours"], p["full_time_pupils"], p["full_time_pupils_with_sen_or_looked_after"],
              p["needs_registration"]) for p in watch["providers"]] == [(UPROV, 2, 30.0, 1, 1, True)]
+    assert register["published"]["period"] == "2022/23" and watch["published"]["by_setting_type"].keys() <= {"NFE", "OOT", "OTH", "WBP"}
     (case,) = report["cases"]
     assert (case["org"], case["status"], case["decisions"][0]["decision"], case["snapshot"]["metric"]) == (LA, "decided", "monitor", "unexplained_exit_rate")
     assert case["snapshot"]["link"] == "/views/metrics?level=la&org=la:801&as_of=2026-09-30&known_at=2026-10-01T09:00:00Z"
