@@ -16,10 +16,12 @@ from ledger.errors import Category, LedgerError
 from ledger.identifiers import org_scheme
 from ledger.service import PRIVILEGED_READERS, Ledger, Principal
 from projections.config import ViewSettings
+from projections.context import Context, context
 from projections.facts import Moment
-from projections.metrics import Context, context
-from projections.queries import case_list, metrics_report, placements_register, scope_for, unregistered_providers
+from projections.placements import placements_register
+from projections.queries import case_list, metrics_report, scope_for
 from projections.runner import Projector, Reader
+from projections.unregistered import unregistered_providers
 
 WAIT_SECONDS = 2.0
 LATEST_AS_OF = date(2100, 12, 31)

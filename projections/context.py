@@ -1,0 +1,137 @@
+"""What every metric reads: the folded state of the ledger at one moment, and the item type
+(``Contribution``) a metric yields. A metric is one function from a ``Context`` to contributions;
+``projections.metrics`` rolls them up to school, trust, LA and England.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from typing import Any
+
+from ledger.identifiers import org_scheme
+from ledger.rules import Record
+from ledger.schooltime import academic_year
+
+from .config import ViewSettings
+from .facts import Moment
+from .orgs import Directory, directory
+from .pupils import Pupil, pupils
+
+LEVELS = ("school", "trust", "la", "national")
+ENGLAND = "england"
+TRAILING_DAYS = 365
+
+
+@dataclass(frozen=True)
+class Contribution:
+    unit: str
+    key: str
+    num: float
+    den: float = 0.0
+    label: str = ""
+
+
+@dataclass(frozen=True)
+class Placement:
+    event_id: str
+    pupil: str
+    commissioner: str
+    setting: str
+    setting_type: str
+    tier: int
+    start: date
+    planned_end: date | None
+    hours: float
+    end: date | None
+    outcome: str | None
+
+    def is_open(self) -> bool:
+        return self.end is None
+
+
+@dataclass
+class Context:
+    """Everything the metrics read, at one moment."""
+
+    moment: Moment
+    settings: ViewSettings
+    directory: Directory
+    pupils: list[Pupil]
+    _placements: list[Placement] | None = field(default=None, repr=False)
+    _contributions: dict[str, list[Contribution]] = field(default_factory=dict, repr=False)
+
+    def contributions(self, metric: Metric) -> list[Contribution]:
+        """The metric's items at this moment (computed once per context)."""
+        if metric.name not in self._contributions:
+            self._contributions[metric.name] = list(metric.compute(self))
+        return self._contributions[metric.name]
+
+    @property
+    def day(self) -> date:
+        return self.moment.as_of
+
+    @property
+    def year_start(self) -> date:
+        """First day of the academic year containing the as-of date (the window of yearly metrics)."""
+        return date(int(academic_year(self.day)[:4]), 9, 1)
+
+    @property
+    def trailing_start(self) -> date:
+        return self.day - timedelta(days=TRAILING_DAYS - 1)
+
+    def in_year(self, r: Record) -> bool:
+        return self.year_start <= r.occurred_on <= self.day
+
+    @property
+    def placements(self) -> list[Placement]:
+        if self._placements is None:
+            self._placements = [p for pupil in self.pupils for p in placements_of(pupil)]
+        return self._placements
+
+
+def placements_of(pupil: Pupil) -> list[Placement]:
+    """The pupil's AP placements, folded by ``ledger.rules`` (reviews move the planned end and hours)."""
+    outcomes = {r.data["placement_event_id"]: r.data["outcome"] for r in pupil.of_type("pupil.ap_placement_ended")}
+    hours: dict[str, float] = {}
+    for r in pupil.of_type("pupil.ap_placement_reviewed"):
+        if "hours_per_week" in r.data:
+            hours[r.data["placement_event_id"]] = float(r.data["hours_per_week"])
+    out = []
+    for ep in pupil.state.episodes.values():
+        if ep.kind != "placement":
+            continue
+        d = ep.details
+        planned = d.get("planned_end")
+        out.append(Placement(
+            ep.start_event_id, pupil.key, d["commissioner"], d["setting"], d["setting_type"], int(d["tier"]), ep.start,
+            date.fromisoformat(planned) if planned else None, hours.get(ep.start_event_id, float(d["hours_per_week"])), ep.end,
+            outcomes.get(ep.start_event_id) if ep.end else None,
+        ))
+    return out
+
+
+def context(db: Any, moment: Moment, settings: ViewSettings) -> Context:
+    return Context(moment, settings, directory(db, moment), pupils(db, moment))
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    group: str
+    kind: str  # count | rate | mean | median | breakdown
+    compute: Callable[[Context], Iterable[Contribution]]
+    scale: float = 1.0
+    unit: str = ""
+
+
+def scope_of(unit: str, level: str, orgs: Directory) -> str | None:
+    """The scope at ``level`` that a unit's items count towards."""
+    if level == "national":
+        return ENGLAND
+    if level == "la":
+        return orgs.la_of(unit)
+    if level == "trust":
+        return orgs.trust_of(unit)
+    return unit if org_scheme(unit) not in ("la", "trust") else None

@@ -1,0 +1,58 @@
+"""Placements register: open AP placements, overdue time-limited ones, placement lengths (docs/metrics.md)."""
+
+from __future__ import annotations
+
+import statistics
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+from .context import Context, Contribution, Metric, Placement, scope_of
+from .published import ap_placements_by_setting_type
+
+
+def open_ap_placements(ctx: Context) -> Iterator[Contribution]:
+    for p in ctx.placements:
+        if p.is_open():
+            yield Contribution(p.commissioner, p.event_id, 1)
+
+
+def overdue_time_limited_placements(ctx: Context) -> Iterator[Contribution]:
+    for p in ctx.placements:
+        if p.is_open() and p.tier == 2 and p.planned_end is not None and p.planned_end < ctx.day:
+            yield Contribution(p.commissioner, p.event_id, 1)
+
+
+def _lengths(days: list[int]) -> dict[str, Any]:
+    return {"count": len(days), "mean": round(statistics.mean(days), 1) if days else None,
+            "median": statistics.median(days) if days else None}
+
+
+def _in_scope(ctx: Context, unit: str, level: str, scope: str) -> bool:
+    return scope_of(unit, level, ctx.directory) == scope
+
+
+def placements_register(ctx: Context, level: str, scope: str) -> dict[str, Any]:
+    """Open AP placements commissioned within the scope, by setting type and tier; overdue time-limited
+    placements; lengths of open placements so far and of placements ended in the last 365 days."""
+    mine: list[Placement] = [p for p in ctx.placements if _in_scope(ctx, p.commissioner, level, scope)]
+    open_now = [p for p in mine if p.is_open()]
+    overdue = [p for p in open_now if p.tier == 2 and p.planned_end is not None and p.planned_end < ctx.day]
+    pairs = Counter((p.setting_type, p.tier) for p in open_now)
+    published_scope = scope if level in ("la", "national") else None
+    return {
+        "open_placements": len(open_now),
+        "by_setting_type": dict(sorted(Counter(p.setting_type for p in open_now).items())),
+        "by_tier": {str(k): v for k, v in sorted(Counter(p.tier for p in open_now).items())},
+        "by_setting_type_and_tier": [{"setting_type": s, "tier": t, "open_placements": n} for (s, t), n in sorted(pairs.items())],
+        "overdue_time_limited_placements": len(overdue),
+        "open_placement_days_so_far": _lengths([(ctx.day - p.start).days for p in open_now]),
+        "ended_placement_days": _lengths([(p.end - p.start).days for p in mine if p.end is not None and p.end >= ctx.trailing_start]),
+        "published": ap_placements_by_setting_type(published_scope) if published_scope else None,
+    }
+
+
+METRICS: tuple[Metric, ...] = (
+    Metric("open_ap_placements", "placements", "count", open_ap_placements, unit="commissioner"),
+    Metric("overdue_time_limited_placements", "placements", "count", overdue_time_limited_placements, unit="commissioner"),
+)
