@@ -252,3 +252,15 @@ def test_an_erased_pupil_is_forgotten_by_every_view(area: Area) -> None:
     england = values(metrics_for(area, "national", "england"))
     assert england["pupils_on_roll"] == 8 and england["suspension_cap_breaches"] == 0
     assert england["suspensions_by_reason"] == {"PP": 2, "VP": 1}
+
+
+def test_concerns_name_metrics_from_the_catalogue(area: Area) -> None:
+    from ledger.codes import code_list
+    from projections.metrics import METRICS_BY_NAME
+
+    assert code_list("metric_names").all_codes() == set(METRICS_BY_NAME)
+    area.at(AS_OF, 13)
+    with pytest.raises(LedgerError) as exc:
+        area.post("accountability.concern_raised", "dfe:regions", {"category": "other", "metric": "happiness_index", "metric_value": 1,
+                                                                   "metric_as_of": "2026-10-01"}, org="la:801")
+    assert [(p.code, p.path) for p in exc.value.problems] == [("unknown_code", "$.payload.data.metric")]
