@@ -9,6 +9,7 @@ from datetime import date, datetime
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Query, Request
+from fastapi import Path as FastAPIPath
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
@@ -226,7 +227,7 @@ def create_app(ledger: Ledger, followers: Sequence[Follower] = ()) -> FastAPI:
              description="Authorised by relationship, bounded in time (docs/access.md); every read is recorded as access.record_viewed.",
              responses=READ_RESPONSES)
     async def pupil_history(
-        upn: str, caller: Caller,
+        upn: Annotated[str, FastAPIPath(pattern="^[A-Z][0-9]{11}[0-9A-Z]$", description="13-character UPN")], caller: Caller,
         as_of: Annotated[date | None, Query(description="effective date: only events that occurred on or before it")] = None,
         known_at: Annotated[datetime | None, Query(description="ledger time: only events received at or before it (RFC 3339, with zone)")] = None,
         include_envelopes: bool = False, purpose: Purpose = None, reference: Reference = None,
@@ -243,7 +244,7 @@ def create_app(ledger: Ledger, followers: Sequence[Follower] = ()) -> FastAPI:
              responses=READ_RESPONSES)
     async def access_log(
         caller: Caller, purpose: Purpose = None,
-        upn: Annotated[str | None, Query(description="the pupil (subject access request)", pattern="^[A-Z0-9]{13}$")] = None,
+        upn: Annotated[str | None, Query(description="the pupil (subject access request)", pattern="^[A-Z][0-9]{11}[0-9A-Z]$")] = None,
         org: Annotated[str | None, Query(description="views by this organisation's principals (oversight)", max_length=40)] = None,
         after: Annotated[int, Query(ge=0, le=2**62, description="only views after this ledger sequence (paging)")] = 0,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,

@@ -546,7 +546,10 @@ class Ledger:
     @staticmethod
     def _access_item(entry: Any, sequence: int) -> dict[str, Any]:
         r = entry.record
-        return {"event_id": r.event_id, "sequence": sequence, "type": r.type, "received_at": timestamp(r.received_at), "pupil": r.subject, **r.data}
+        data = dict(r.data)
+        read = data.pop("event_id", None)  # getEvent: the event that was read
+        return {**data, "event_id": r.event_id, "sequence": sequence, "type": r.type, "received_at": timestamp(r.received_at),
+                "pupil": r.subject, **({"read_event_id": read} if read else {})}
 
     def erase(self, upn: str, ground: str, reference: str | None = None) -> dict[str, Any]:
         """Crypto-shred one pupil (docs/access.md): record the erasure in the pupil's audit stream, destroy the

@@ -61,12 +61,21 @@ def test_story_sign_submit_replay_conflict_history(settings: Settings, tmp_path:
         assert json.loads(run_cli(settings, "submit", str(removal), *url).stdout)["status"] == "created"
 
         def history(as_of: date) -> dict:
-            return json.loads(run_cli(settings, "history", "H801200001001", "--as-of", as_of.isoformat(), "--url", server.url, "--token", admin_token).stdout)
+            return json.loads(run_cli(settings, "history", "H801200001001", "--as-of", as_of.isoformat(), "--url", server.url, "--token", admin_token,
+                                      "--purpose", "data_correction").stdout)
 
         before, after = history(today - timedelta(days=5)), history(today)
         assert [e["type"] for e in before["events"]] == ["pupil.registered"] and before["on_roll"][0]["school"] == "urn:100005"
         assert [e["type"] for e in after["events"]] == ["pupil.registered", "pupil.deregistered"] and after["on_roll"] == []
-        assert httpx.get(f"{server.url}/events/{admission_id}", headers={"authorization": f"Bearer {token}"}).json()["sequence"] == first["sequence"]
+        read = httpx.get(f"{server.url}/events/{admission_id}", headers={"authorization": f"Bearer {token}"}).json()
+        assert read["sequence"] == first["sequence"]
+        # every identified read above left exactly one access.record_viewed, naming who read, why and through which endpoint
+        views = [v for v in httpx.get(f"{server.url}/access-log", headers={"authorization": f"Bearer {admin_token}"}).json()["views"]
+                 if v["type"] == "access.record_viewed"]
+        assert [(v["principal"]["org"], v["purpose"], v["endpoint"]) for v in views] == [
+            ("dfe:admin", "data_correction", "pupilHistory"), ("dfe:admin", "data_correction", "pupilHistory"),
+            ("urn:100005", "direct_education", "getEvent")]
+        assert [before["access_event_id"], after["access_event_id"], read["access_event_id"]] == [v["event_id"] for v in views], views
     finally:
         server.stop()
 
@@ -117,9 +126,13 @@ def test_sigkill_loses_no_acknowledged_event(settings: Settings, tmp_path: Path)
         assert ledger.store.count_stored_events() == ledger.store.count_events(), "every stored event has its index row and no index row lacks its event"
         found = ledger.store.index_rows(acknowledged)
         assert set(found) == set(acknowledged), f"{len(set(acknowledged) - set(found))} acknowledged events were lost"
+        views_before = ledger.store.query("SELECT COUNT(*) FROM ledger_index WHERE type = 'access.record_viewed'")[0][0]
+        sample = acknowledged[:: max(1, len(acknowledged) // 50)]
         with httpx.Client(base_url=restarted.url, headers={"authorization": f"Bearer {token}"}) as http:
-            for event_id in acknowledged[:: max(1, len(acknowledged) // 50)]:
+            for event_id in sample:
                 assert http.get(f"/events/{event_id}").status_code == 200
+        views_after = ledger.store.query("SELECT COUNT(*) FROM ledger_index WHERE type = 'access.record_viewed'")[0][0]
+        assert views_after - views_before == len(sample), "every identified read leaves exactly one access.record_viewed"
         ledger.store.close()
     finally:
         restarted.stop()
