@@ -19,6 +19,9 @@ class Settings:
     inspection_window_days: int = 730  # inspectors look back this far in the inspected schools and areas
     rate_limit_per_second: float = 1000.0  # per bearer token (or client address without one)
     rate_limit_burst: int = 2000
+    oidc_jwks: str = ""  # optional identity provider: a JWKS file or https URL (docs/access.md)
+    oidc_issuer: str = ""
+    oidc_audience: str = "pupil-ledger"
     max_merge_delay: float = 1.0  # seconds within which an accepted event is in a signed checkpoint
     seal_batch: int = 5000
     witnesses: str = ""  # comma-separated URL=VKEY pairs of tlog-witnesses asked to cosign checkpoints
@@ -37,6 +40,9 @@ class Settings:
             inspection_window_days=int(env.get("PUPIL_LEDGER_INSPECTION_WINDOW_DAYS", cls.inspection_window_days)),
             rate_limit_per_second=float(env.get("PUPIL_LEDGER_RATE_LIMIT_PER_SECOND", cls.rate_limit_per_second)),
             rate_limit_burst=int(env.get("PUPIL_LEDGER_RATE_LIMIT_BURST", cls.rate_limit_burst)),
+            oidc_jwks=env.get("PUPIL_LEDGER_OIDC_JWKS", ""),
+            oidc_issuer=env.get("PUPIL_LEDGER_OIDC_ISSUER", ""),
+            oidc_audience=env.get("PUPIL_LEDGER_OIDC_AUDIENCE", cls.oidc_audience),
             max_merge_delay=float(env.get("PUPIL_LEDGER_MAX_MERGE_DELAY", cls.max_merge_delay)),
             seal_batch=int(env.get("PUPIL_LEDGER_SEAL_BATCH", cls.seal_batch)),
             witnesses=env.get("PUPIL_LEDGER_WITNESSES", cls.witnesses),

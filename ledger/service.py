@@ -28,6 +28,7 @@ from . import catalogue, envelope, jcs, policy
 from .config import Settings
 from .errors import Category, LedgerError, Problem
 from .identifiers import org_scheme
+from .oidc import OidcVerifier
 from .orgs import OrgState, check_org, fold_org
 from .policy import Principal as Principal  # re-exported: callers import it from here
 from .rules import Record, check_pupil, effective, fold_pupil
@@ -603,6 +604,10 @@ class Ledger:
         )
         return token
 
+    @cache  # noqa: B019 - one verifier (and its JWKS cache) per ledger, for the ledger's lifetime
+    def _oidc(self) -> OidcVerifier:
+        return OidcVerifier(self.settings.oidc_jwks, self.settings.oidc_issuer, self.settings.oidc_audience)
+
     def revoke_token(self, token_or_id: str) -> bool:
         token_id = token_or_id.split("_")[1] if token_or_id.startswith("plt_") else token_or_id
         before = self.store.query("SELECT revoked_at FROM ledger_tokens WHERE token_id = ?", (token_id,))
@@ -612,9 +617,11 @@ class Ledger:
         return True
 
     def authenticate(self, token: str) -> Principal | None:
+        """The principal of a ledger token (``plt_...``) or, when an identity provider is configured, of a JWT."""
         parts = token.split("_")
         if len(parts) < 3 or parts[0] != "plt":
-            return None
+            found = self._oidc().principal(token) if self.settings.oidc_jwks else None
+            return found if found is not None and self.org_state(found.org).registered else None
         rows = self.store.query("SELECT token_hash, org_id, role, expires_at, revoked_at, scope FROM ledger_tokens WHERE token_id = ?", (parts[1],))
         if not rows:
             _hash_token(token)  # the same work whether or not the id exists
