@@ -373,7 +373,7 @@ def demo(port: int = 8000, pupils: int = 300, seed: int = 1, la: str = "801") ->
     with Progress(console=err) as progress:
         task = progress.add_task("loading simulated area", total=len(area.events))
         load_area(ledger, area, on_progress=lambda n: progress.advance(task, n))
-    tokens = {role: ledger.issue_token(org, role) for role, org in (("inspector", "ofsted"), ("school", area.schools[0]))}
+    tokens = {"inspector": ledger.issue_token("ofsted", "inspector", scope=[f"la:{la}"]), "school": ledger.issue_token(area.schools[0], "school")}
     base = f"http://127.0.0.1:{port}"
     upn = area.example_upn
     out.print(f"ledger home: {settings.home}  ({ledger.store.count_events()} events)")
@@ -381,7 +381,8 @@ def demo(port: int = 8000, pupils: int = 300, seed: int = 1, la: str = "801") ->
     out.print(f"inspector token: {tokens['inspector']}")
     out.print(f"API docs:        {base}/docs")
     out.print(f"health:          {base}/healthz")
-    out.print(f"pupil history:   curl -H 'Authorization: Bearer {tokens['inspector']}' {base}/pupils/{upn}/history")
+    out.print(f"pupil history:   curl -H 'Authorization: Bearer {tokens['inspector']}' '{base}/pupils/{upn}/history?purpose=inspection'")
+    out.print(f"who looked:      curl -H 'Authorization: Bearer {result.admin_token}' {base}/access-log")
     uvicorn.run(create_app(ledger, default_followers(ledger)), host="127.0.0.1", port=port, access_log=False, log_level="warning")
 
 
