@@ -78,9 +78,9 @@ def test_killed_worker_restarts_and_equals_a_clean_rebuild(settings: Settings) -
 def test_one_active_worker_per_view_and_a_standby_takes_over(pg_url: str, tmp_path: object) -> None:
     settings = Settings(home=tmp_path / "home", database_url=pg_url)  # type: ignore[operator]
     ledger = admin.initialise(settings).ledger
-    load_area(ledger, simulate_area(pupils=1500, seed=8, la_code="801", today=date(2026, 10, 5)))
+    load_area(ledger, simulate_area(pupils=2500, seed=8, la_code="801", today=date(2026, 10, 5)))
     store, latest = ledger.store, ledger.store.max_sequence()
-    first = second = start_worker(settings)
+    first = second = start_worker(settings, batch=2)  # small batches: it is still busy when it is killed
     keys = [lock_key(v) for v in VIEWS]
 
     def holders() -> set[int]:
