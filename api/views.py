@@ -38,16 +38,6 @@ class Level(StrEnum):
 SCHEMES = {Level.school: ("urn", "ukprn", "uprov"), Level.trust: ("trust",), Level.la: ("la",)}
 
 
-class ErrorItem(BaseModel):
-    code: str
-    path: str
-    message: str
-
-
-class Errors(BaseModel):
-    errors: list[ErrorItem]
-
-
 class Lengths(BaseModel):
     count: int
     mean: float | None
@@ -155,13 +145,13 @@ LevelQ = Annotated[Level, Query(description="school, trust, la or national")]
 OrgQ = Annotated[str | None, Query(description="urn:/ukprn:/uprov: for a school or setting, trust:TR..., la:NNN; omit for national")]
 
 
-RESPONSES: dict[int | str, dict[str, Any]] = {
-    401: {"model": Errors}, 403: {"model": Errors}, 422: {"model": Errors},
-    503: {"model": Errors, "description": "the views have not reached min_sequence yet; retry after Retry-After seconds"},
-}
-
-
 def views_router(ledger: Ledger, principal: Callable[..., Any], settings: ViewSettings | None = None) -> APIRouter:
+    from api.app import Errors  # the project's one error model (api.app includes this router, so import it late)
+
+    RESPONSES: dict[int | str, dict[str, Any]] = {  # noqa: N806 - a constant of this router
+        401: {"model": Errors}, 403: {"model": Errors}, 422: {"model": Errors},
+        503: {"model": Errors, "description": "the views have not reached min_sequence yet; retry after Retry-After seconds"},
+    }
     view_settings = settings or ViewSettings.from_env()
     projector = Projector(ledger.store)
     reader = Reader(ledger.store)
