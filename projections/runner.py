@@ -194,9 +194,15 @@ class Projector:
 
 
 def forget_pupil(store: Store, pseudonym: uuid.UUID) -> int:
-    """Remove an erased pupil's facts from every view (call it when the pupil is crypto-shredded)."""
+    """Remove an erased pupil's facts from every view (call it after the pupil is crypto-shredded).
+
+    It first locks every view's position, so a projector batch that decoded the pupil's events before
+    the erasure commits before this runs; later batches cannot see them (their rows have moved to a
+    fresh id with no key), so the facts never come back."""
+    Projector(store).ensure()
     removed = 0
     with store.cursor(commit=True) as cur:
+        cur.execute("SELECT position FROM pv_positions FOR UPDATE" if store.is_postgres else "UPDATE pv_positions SET position = position")
         for view in VIEWS:
             for table in view.tables:
                 cur.execute(store.sql(f"SELECT COUNT(*) FROM {table.name} WHERE subject = ?"), (str(pseudonym),))
