@@ -129,7 +129,8 @@ class Subject(Aggregate):
 def _check_pupil_keys(cursor: Any, stored_events: Sequence[StoredEvent], placeholder: str, lock: str = "") -> None:
     """Inside the write transaction: every pupil stream written past its first event still has its key
     (``lock``: hold the key rows until commit, so an erasure waits for this write or this write sees it)."""
-    ids = {str(_as_uuid(e.originator_id)) for e in stored_events if e.originator_version > 1 and is_pupil_stream(_as_uuid(e.originator_id))}
+    created = {str(_as_uuid(e.originator_id)) for e in stored_events if e.originator_version == 1}  # their keys come with them
+    ids = {str(_as_uuid(e.originator_id)) for e in stored_events if e.originator_version > 1 and is_pupil_stream(_as_uuid(e.originator_id))} - created
     if not ids:
         return
     cursor.execute(f"SELECT originator_id FROM pupil_keys WHERE originator_id IN ({', '.join([placeholder] * len(ids))}){lock}", tuple(ids))
