@@ -17,6 +17,7 @@ from ledger import admin, merkle, notes, verify
 from ledger.errors import LedgerError
 from ledger.store import SubjectErased
 from ledger.tlog import Log, stored_envelopes
+from projections.runner import VIEWS, Projector
 
 from .conftest import LA, PROVIDER, SCHOOL_A, UPN, World, upn
 from .processes import run_cli
@@ -71,6 +72,14 @@ def test_erase_leaves_nothing_recoverable_and_the_log_verifiable(world: World) -
     assert key is not None
     wrapped = ledger.store.query("SELECT wrapped_key FROM pupil_keys WHERE originator_id = ?", (str(pupil_id),))[0][0]
     pseudonyms = [str(pupil_id), pupil_id.hex, key.audit_id, wrapped]
+    projector = Projector(ledger.store)
+    projector.catch_up()  # the views hold facts about the pupil, keyed by the pseudonym
+
+    def view_facts() -> int:
+        return sum(int(ledger.store.query(f"SELECT COUNT(*) FROM {t.name} WHERE subject = ?", (str(pupil_id),))[0][0])
+                   for view in VIEWS for t in view.tables)
+
+    assert view_facts() > 0
     assert traces(w, UPN, pseudonyms), "the check must be able to find the pupil before erasure"
     sealer = admin.sealer(ledger)
     sealer.seal_all()
@@ -80,7 +89,10 @@ def test_erase_leaves_nothing_recoverable_and_the_log_verifiable(world: World) -
     done = run_cli(ledger.settings, "erase", UPN, "--ground", "erasure_request", "--reference", "SAR-2026-17", "--yes")
     assert "erased 2 events" in done.stdout
 
-    assert traces(w, UPN, pseudonyms) == []
+    assert traces(w, UPN, pseudonyms) == []  # every table: the event store, the index, the keys, the views
+    assert view_facts() == 0
+    projector.rebuild()  # and a rebuild of every view from the log cannot bring the pupil back
+    assert traces(w, UPN, pseudonyms) == [] and view_facts() == 0
     if not ledger.store.is_postgres:  # secure_delete and the WAL checkpoint: not even in free pages of the file
         files = [ledger.settings.sqlite_path, ledger.settings.sqlite_path.with_name(ledger.settings.sqlite_path.name + "-wal")]
         raw = b"".join(f.read_bytes() for f in files if f.exists())
