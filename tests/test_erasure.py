@@ -61,7 +61,7 @@ def opens(cipher: Any, state: bytes, aad: bytes | None) -> bool:
 
 def test_erase_leaves_nothing_recoverable_and_the_log_verifiable(world: World) -> None:
     w, ledger = world, world.ledger
-    w.admit(UPN, sen="E", occurred_on=date(2026, 9, 3))
+    admission = w.admit(UPN, sen="E", occurred_on=date(2026, 9, 3)).event_id
     w.post("pupil.ap_placement_started", LA, {"commissioner": LA, "setting": PROVIDER, "setting_type": "UKPRN", "tier": 2, "reason": "BEHAVIOUR",
                                              "planned_end": "2026-12-18", "hours_per_week": 15, "dual_registered": False}, upn=UPN)
     w.admit(upn(2))  # another pupil, who must be untouched
@@ -118,6 +118,7 @@ def test_erase_leaves_nothing_recoverable_and_the_log_verifiable(world: World) -
     # reads forget the pupil; other pupils are untouched; the audit trail of who looked survives, unlinkable
     operator = TestClient(create_app(ledger), headers={"authorization": f"Bearer {w.admin_token}"})
     assert operator.get(f"/pupils/{UPN}/history", params={"purpose": "data_correction"}).status_code == 404
+    assert operator.get(f"/events/{admission}", params={"purpose": "data_correction"}).status_code == 404
     assert operator.get("/access-log", params={"upn": UPN, "purpose": "subject_access_request"}).status_code == 404
     assert operator.get(f"/pupils/{upn(2)}/history", params={"purpose": "data_correction"}).status_code == 200
     oversight = operator.get("/access-log", params={"org": SCHOOL_A}).json()["views"]
