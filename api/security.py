@@ -41,14 +41,14 @@ class RateLimiter:
         self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def take(self, key: str) -> float:
-        """0 when the request may go ahead, else the seconds to wait before retrying."""
+    def take(self, key: str, spend: bool = True) -> float:
+        """0 when the request may go ahead, else the seconds to wait before retrying (``spend``: count it)."""
         now = self.clock()
         with self._lock:
             tokens, last = self._buckets.pop(key, (float(self.burst), now))
             tokens = min(float(self.burst), tokens + (now - last) * self.rate)
             wait = 0.0 if tokens >= 1 else (1 - tokens) / self.rate
-            self._buckets[key] = (tokens - 1 if wait == 0 else tokens, now)
+            self._buckets[key] = (tokens - 1 if wait == 0 and spend else tokens, now)
             while len(self._buckets) > self.max_keys:
                 self._buckets.popitem(last=False)
         return wait
@@ -59,21 +59,34 @@ def limiter_key(request: Request) -> str:
     auth = request.headers.get("authorization", "")
     if auth[:7].lower() == "bearer " and auth[7:].strip():
         return "token:" + hashlib.sha256(auth[7:].strip().encode("utf-8")).hexdigest()[:32]
+    return client_key(request)
+
+
+def client_key(request: Request) -> str:
     return "client:" + (request.client.host if request.client else "unknown")
 
 
-def install(app: FastAPI, limiter: RateLimiter) -> None:
-    """Rate limits, security headers and the catch-all error handler, on every route of ``app``."""
+def install(app: FastAPI, limiter: RateLimiter, failures: RateLimiter | None = None) -> None:
+    """Rate limits, security headers and the catch-all error handler, on every route of ``app``.
+
+    ``failures`` counts rejected bearer tokens (401) per client address, so guessing tokens (each a new
+    bucket of ``limiter``) is throttled too.
+    """
+    failures = failures or RateLimiter(rate=1.0, burst=20)
 
     @app.middleware("http")
     async def guard(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        wait = limiter.take(limiter_key(request)) if request.url.path != "/healthz" else 0.0
+        wait = 0.0
+        if request.url.path != "/healthz":
+            wait = failures.take(client_key(request), spend=False) or limiter.take(limiter_key(request))
         if wait:
             response: Response = JSONResponse(
                 {"errors": [{"code": "rate_limited", "path": "$", "message": f"too many requests; retry after {math.ceil(wait)} s"}]},
                 status_code=429, headers={"Retry-After": str(math.ceil(wait))})
         else:
             response = await call_next(request)
+            if response.status_code == 401:
+                failures.take(client_key(request))
         for name, value in HEADERS.items():
             response.headers.setdefault(name, value)
         response.headers.setdefault("Content-Security-Policy", DOCS_CSP if request.url.path in DOCS_PATHS else API_CSP)

@@ -131,6 +131,14 @@ def test_per_token_rate_limit_answers_429_with_retry_after(world: World) -> None
     assert limited.get("/healthz").status_code == 200  # health checks are not limited
 
 
+def test_guessing_tokens_is_throttled_per_client(world: World) -> None:
+    client = client_for(world, "unused")
+    statuses = [client.get("/events/x", headers={"authorization": f"Bearer plt_{n:08x}_guess"}).status_code for n in range(22)]
+    assert statuses == [401] * 20 + [429] * 2  # each guess is a new token, but the client's failures add up
+    good = world.ledger.issue_token(SCHOOL_A, "school")
+    assert client.get("/events/x", headers={"authorization": f"Bearer {good}"}).status_code == 429  # until the bucket refills
+
+
 def test_security_headers(world: World) -> None:
     world.admit(UPN)
     client = client_for(world, world.ledger.issue_token(SCHOOL_A, "school"))
