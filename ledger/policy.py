@@ -276,14 +276,14 @@ def submit_problems(principal: Principal, body: Mapping[str, object]) -> list[Pr
 def aggregate_scope_allowed(principal: Principal, level: str, org: str | None, facts: OrgFacts | None = None) -> bool:
     """Aggregates (metrics, registers) at ``level`` national | la | trust | school for ``org``.
 
-    The Regions Group, inspectors (within scope) and the operator read across organisations; an LA its
-    area and the schools in it; a trust itself and its academies; a school or setting itself.
-    Researchers read exports only.
+    National figures are published statistics: every role reads them. The Regions Group and the operator
+    read every organisation's; inspectors those within their scope; an LA its own and its schools'; a
+    trust its own and its academies'; a school or setting its own. Researchers read exports only.
     """
     role = principal.role
-    if role in ("admin", "regions"):
+    if role in ("admin", "regions") or level == "national":
         return True
-    if role == "researcher" or level == "national":
+    if role == "researcher":
         return False
     facts = facts or OrgFacts()
     if role == "inspector":
