@@ -1,8 +1,8 @@
 """Projection runner: follows the ledger's notification log and keeps the fact tables of every view.
 
-Exactly once: one transaction locks the views' positions, reads the next batch of the log, writes the
-batch's rows into every view that has not seen it, and moves each position to the batch's last
-sequence. A crash anywhere rolls back the whole batch, so no event is ever applied twice or skipped.
+Exactly once: the next batch of the log is read, then one transaction locks the views' positions,
+checks they are still those the batch was read from, writes the batch's rows into every view that has
+not seen it, and moves each position to the batch's last sequence. A crash anywhere rolls back the whole batch, so no event is ever applied twice or skipped.
 A view whose ``version`` changed is dropped and rebuilt from the log.
 """
 
@@ -19,6 +19,7 @@ from eventsourcing.persistence import StoredEvent
 
 from ledger.catalogue import event_types
 from ledger.errors import LedgerError
+from ledger.secrets import is_pupil_stream
 from ledger.service import timestamp
 from ledger.store import Store, _record_of
 
@@ -38,6 +39,14 @@ def views_named(names: Sequence[str] | None) -> tuple[View, ...]:
     if unknown:
         raise ValueError(f"unknown view {', '.join(unknown)}; views are {', '.join(known)}")
     return tuple(known[n] for n in names)
+
+
+def is_pupil_subject(subject: str) -> bool:
+    """Pupils appear in the views by the pseudonym of their stream; organisations by their id."""
+    try:
+        return is_pupil_stream(uuid.UUID(subject))
+    except ValueError:
+        return False
 
 
 def _tuples(cur: Any) -> list[tuple[Any, ...]]:
@@ -115,11 +124,26 @@ class Projector:
         return LogEvent(int(seq), str(aggregate_id) if is_pupil else record.subject, record, tuple(f["code"] for f in event.flags))
 
     def step(self) -> int:
-        """Project the next batch of the log in one transaction; returns the number of events read."""
+        """Project the next batch of the log in one transaction; returns the number of events read.
+
+        The batch is read and decrypted before the write transaction, so the database's write lock
+        (SQLite has one for the whole file) is held only for the inserts; inside it the positions are
+        locked and compared with those the batch was read from, so a concurrent worker's batch is
+        never applied twice. A pupil erased meanwhile is dropped (its key row is gone by then).
+        """
         if not self._ready:
             self.ensure()
         names = [v.name for v in self.views]
         marks = ", ".join("?" * len(names))
+        read = {view: int(position) for view, position in
+                self.store.query(f"SELECT view, position FROM pv_positions WHERE view IN ({marks})", names)}
+        rows = self.store.query(self._read_sql, (min(read.values()), self.batch_size))
+        if not rows:
+            return 0
+        keys = getattr(self.store.app, "pupil_keys", None)
+        if keys is not None:  # per-pupil data keys: fetch the batch's keys with one query
+            keys.prefetch(list({uuid.UUID(str(row[1])) for row in rows}))
+        events = [ev for ev in map(self._decode, rows) if ev is not None]
         with self.store.cursor(commit=True) as cur:
             if self.store.is_postgres:
                 cur.execute(f"SELECT view, position FROM pv_positions WHERE view IN ({marks.replace('?', '%s')}) ORDER BY view FOR UPDATE", names)
@@ -127,20 +151,23 @@ class Projector:
                 cur.execute(f"UPDATE pv_positions SET position = position WHERE view IN ({marks})", names)
                 cur.execute(f"SELECT view, position FROM pv_positions WHERE view IN ({marks})", names)
             positions = {view: int(position) for view, position in _tuples(cur)}
-            start = min(positions.values())
-            cur.execute(self._read_sql, (start, self.batch_size))
-            rows = _tuples(cur)
-            if not rows:
-                return 0
-            keys = getattr(self.store.app, "pupil_keys", None)
-            if keys is not None:  # per-pupil data keys: fetch the batch's keys with one query
-                keys.prefetch(list({uuid.UUID(str(row[1])) for row in rows}))
-            events = [ev for ev in map(self._decode, rows) if ev is not None]
+            if positions != read:
+                return 0  # another worker moved on since this batch was read: read again
+            if keys is not None:
+                events = self._drop_erased(cur, events)
             self._apply(cur, events, positions)
             last = int(rows[-1][0])
             for view in self.views:
                 cur.execute(self.store.sql("UPDATE pv_positions SET position = ? WHERE view = ?"), (max(last, positions[view.name]), view.name))
             return len(rows)
+
+    def _drop_erased(self, cur: Any, events: list[LogEvent]) -> list[LogEvent]:
+        pupils = sorted({ev.subject for ev in events if is_pupil_subject(ev.subject)})
+        if not pupils:
+            return events
+        cur.execute(self.store.sql(f"SELECT originator_id FROM pupil_keys WHERE originator_id IN ({', '.join('?' * len(pupils))})"), pupils)
+        alive = {str(r[0]) for r in _tuples(cur)}
+        return [ev for ev in events if not is_pupil_subject(ev.subject) or ev.subject in alive]
 
     def _apply(self, cur: Any, events: Sequence[LogEvent], positions: dict[str, int]) -> None:
         for view in self.views:
