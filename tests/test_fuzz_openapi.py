@@ -12,22 +12,21 @@ import pytest
 import schemathesis
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import HealthCheck, given, settings
-from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import content_type_conformance, response_schema_conformance, status_code_conformance
 
 from api.app import create_app
 from ledger import admin
 from ledger.config import Settings
+from projections.runner import Projector
 
 from .conftest import LA, SCHOOL_A, UPN
 
-CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
+CHECKS = [status_code_conformance, content_type_conformance, response_schema_conformance]
 # Found by this test in routes owned by other work streams, and reported to them (see the report of issue 5).
 # The set must match exactly: a new failure fails the test, and so does a fix (then remove it here).
 KNOWN_FAILURES = {
     "GET /log/proof/inclusion",  # 400 for a bad index/tree_size is not in the document
     "GET /events/{event_id}/tlog-proof",  # 404 is not in the document
-    "GET /views/placements", "GET /views/unregistered-providers", "GET /views/cases", "GET /views/metrics",  # 5xx on fuzzed queries
 }
 
 
@@ -40,7 +39,8 @@ def app_and_token(tmp_path: Path) -> Iterator[tuple[Any, str]]:
     body = admin.event_body("pupil.registered", SCHOOL_A, {"upn": UPN}, {"school": SCHOOL_A, "enrolment_status": "C", "year_group": "9",
                                                                          "sen_status": "N", "looked_after": False}, date.today(), ledger.clock())
     ledger.submit(admin.signed(body, key))
-    admin.sealer(ledger).seal_all()  # as `serve` does in the background: the log has a checkpoint
+    admin.sealer(ledger).seal_all()  # as `serve` does in the background: the log has a checkpoint, the views are current
+    Projector(ledger.store).catch_up()
     yield create_app(ledger), ledger.issue_token(SCHOOL_A, "school")
     ledger.store.close()
 
@@ -57,7 +57,13 @@ def test_every_operation_answers_as_documented(app_and_token: tuple[Any, str]) -
         @settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True, database=None)
         def fuzz(case: Any) -> None:
             case.headers = {**(case.headers or {}), "Authorization": f"Bearer {token}"}
-            case.call_and_validate(checks=CHECKS)
+            if isinstance(case.query, dict) and isinstance(case.query.get("min_sequence"), int | float):
+                case.query["min_sequence"] = min(case.query["min_sequence"], 1)  # reached: no 2 s wait per example
+            response = case.call()
+            # no 5xx, except the documented 503 "not there yet, retry" (views asked for a min_sequence they have not reached)
+            assert response.status_code < 500 or (response.status_code == 503 and "Retry-After" in response.headers), \
+                f"{response.status_code} {response.text[:300]}"
+            case.validate_response(response, checks=CHECKS)
 
         try:
             fuzz()
