@@ -115,6 +115,7 @@ class Context:
     pg_admin_url: str = PG_ADMIN_URL
     progress: Callable[[str], None] = lambda message: None
     _template: tuple[Path, str | None] | None = None
+    load: Result | None = None  # the untimed-for-scenarios load of the template, itself a backfill measurement
     _cleanup: list[Callable[[], None]] = field(default_factory=list)
 
     @property
@@ -175,16 +176,23 @@ class Context:
         self._cleanup.append(lambda: shutil.rmtree(home.parent, ignore_errors=True))
         ledger = admin.initialise(Settings(home=home, database_url=self._url(database) if database else None)).ledger
         started, done = time.perf_counter(), 0
+        batches: list[float] = []
+        last = started
 
         def tick(n: int) -> None:
-            nonlocal done
-            done += n
+            nonlocal done, last
+            now = time.perf_counter()
+            batches.append((now - last) * 1000)
+            done, last = done + n, now
             if done % 20_000 < n:
-                self.progress(f"loading {self.backend} template: {done:,}/{self.workload.size:,} events, {time.perf_counter() - started:.0f} s")
+                self.progress(f"loading {self.backend} template: {done:,}/{self.workload.size:,} events, {now - started:.0f} s")
 
         load_areas(ledger, self.workload.areas, batch_size=1000, on_progress=tick)
+        took = time.perf_counter() - started
         ledger.store.close()
-        self.progress(f"loaded {self.backend} template of {done:,} events in {time.perf_counter() - started:.0f} s")
+        self.load = Result("backfill", self.backend, "whole-workload load (submitBatch)", "events/s", done, [took], batches, rss_mb()[0],
+                           note="1,000 per batch, area after area, signing included; one run; latency per batch")
+        self.progress(f"loaded {self.backend} template of {done:,} events in {took:.0f} s")
         return home, database
 
     def close(self) -> None:
@@ -227,7 +235,11 @@ def run_scenarios(names: list[str], backends: list[str], sizes: list[int], runs:
             try:
                 for name in names:
                     progress(f"{name} on {backend}, {size:,} events")
-                    for result in known[name].run(ctx):
+                    try:
+                        rows = known[name].run(ctx)
+                    except Exception as exc:  # noqa: BLE001 - one failing scenario must not lose the others' figures
+                        rows = [Result(name, backend, "FAILED", "", 0, [], note=f"FAILED: {type(exc).__name__}: {str(exc)[:300]}")]
+                    for result in rows:
                         result.events = size
                         report["results"].append(result)
             finally:

@@ -27,7 +27,7 @@ from .harness import Context, Result, Scenario, rss_mb
 from .workload import canonical_text, payload_body
 
 BATCH = 500
-NAIVE_EVENTS = 3_000  # the one-transaction-per-event baselines run on the first events only (a rate, not a total)
+NAIVE_EVENTS = 2_000  # the one-transaction-per-event baselines run on the first events only (a rate, not a total)
 NAMESPACE = uuid.UUID("0b3c41a4-7c55-4a61-8f39-3f0a2c6c1a1e")
 
 

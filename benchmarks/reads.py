@@ -51,9 +51,9 @@ def run(ctx: Context) -> list[Result]:
                 reads = drive(server.port, [[get(f"/pupils/{upn}/history?purpose=data_correction", token) for upn in upns]])
                 inclusion = drive(server.port, [[get(f"/log/proof/inclusion?index={rng.randrange(max(1, sealed))}") for _ in range(REQUESTS)]])
                 peaks.append(server.rss_mb()[1])
-            for load in (reads, inclusion):
-                if load.first_error:
-                    failures.append(load.first_error)
+                for load in (reads, inclusion):
+                    if load.first_error:
+                        failures.append(f"{load.first_error}; server log: {server.log_tail(12)[-1500:]}")
             if i >= ctx.warmup:
                 history.append(reads.seconds)
                 proofs.append(inclusion.seconds)
@@ -63,6 +63,7 @@ def run(ctx: Context) -> list[Result]:
     if failures:
         note += f"; ERRORS: {failures[0]}"
     return [
+        *([ctx.load] if ctx.load else []),
         Result("reads", ctx.backend, "pupilHistory", "requests/s", REQUESTS, history, history_latency, max(peaks, default=0.0),
                target="p99 < 20 ms at 10M events / 1M pupils", note=note),
         Result("reads", ctx.backend, "inclusionProof", "requests/s", REQUESTS, proofs, proof_latency, max(peaks, default=0.0),

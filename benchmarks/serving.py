@@ -39,6 +39,10 @@ class Server:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen[bytes] | None = None
+        self.log = settings.home.parent / f"serve-{self.port}.log"
+
+    def log_tail(self, lines: int = 5) -> str:
+        return " | ".join(self.log.read_text(errors="replace").splitlines()[-lines:]) if self.log.exists() else ""
 
     def __enter__(self) -> Server:
         env = dict(os.environ, PUPIL_LEDGER_HOME=str(self.settings.home))
@@ -46,12 +50,13 @@ class Server:
         if self.settings.database_url:
             env["PUPIL_LEDGER_DATABASE_URL"] = self.settings.database_url
         root = Path(__file__).resolve().parents[1]
-        self.process = subprocess.Popen([sys.executable, "-m", "api.cli", "serve", "--port", str(self.port)], env=env, cwd=root,
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        with self.log.open("wb") as log:  # a file, not a pipe: a chatty server must never block on a full pipe
+            self.process = subprocess.Popen([sys.executable, "-m", "api.cli", "serve", "--port", str(self.port)], env=env, cwd=root,
+                                            stdout=subprocess.DEVNULL, stderr=log)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"server exited: {self.process.stderr.read().decode() if self.process.stderr else ''}")
+                raise RuntimeError(f"server exited: {self.log_tail()}")
             try:
                 if httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200:
                     return self
@@ -86,6 +91,23 @@ class Load:
 Request = tuple[str, str, bytes, str]  # method, path, body, bearer token
 
 
+REQUEST_TIMEOUT = 60.0
+
+
+async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes) -> tuple[int, bytes, bool]:
+    """Send one request, read its response: (status, body, whether the server closes the connection)."""
+    writer.write(request)
+    await writer.drain()
+    status = int((await reader.readline()).split()[1])
+    length, closing = 0, False
+    while (line := await reader.readline()) not in (b"\r\n", b""):
+        name, _, value = line.decode("latin-1").partition(":")
+        if name.lower() == "content-length":
+            length = int(value)
+        closing = closing or (name.lower() == "connection" and value.strip().lower() == "close")
+    return status, await reader.readexactly(length), closing
+
+
 async def _connection(port: int, requests: list[Request], load: Load) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
@@ -96,19 +118,17 @@ async def _connection(port: int, requests: list[Request], load: Load) -> None:
             if token:
                 head += f"Authorization: Bearer {token}\r\n"
             started = time.perf_counter()
-            writer.write(head.encode("ascii") + b"\r\n" + body)
-            await writer.drain()
-            status = int((await reader.readline()).split()[1])
-            length = 0
-            while (line := await reader.readline()) not in (b"\r\n", b""):
-                name, _, value = line.decode("latin-1").partition(":")
-                if name.lower() == "content-length":
-                    length = int(value)
-            payload = await reader.readexactly(length)
+            try:
+                status, payload, closing = await asyncio.wait_for(_exchange(reader, writer, head.encode("ascii") + b"\r\n" + body), REQUEST_TIMEOUT)
+            except (ConnectionError, TimeoutError, asyncio.IncompleteReadError, IndexError, ValueError) as exc:
+                status, payload, closing = 0, f"request failed: {exc!r}".encode(), True
             load.latencies_ms.append((time.perf_counter() - started) * 1000)
             load.statuses[status] = load.statuses.get(status, 0) + 1
-            if status >= 300 and not load.first_error:
-                load.first_error = f"{status} {payload[:300].decode('utf-8', 'replace')}"
+            if status >= 300 or status == 0:
+                load.first_error = load.first_error or f"{status} {payload[:300].decode('utf-8', 'replace')}"
+            if closing:  # the server closed this connection (after a 500, or it timed out): open another one
+                writer.close()
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
     finally:
         writer.close()
 
