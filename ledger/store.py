@@ -247,7 +247,7 @@ class PupilKeys:
     def __init__(self, master_key: bytes, ttl: float = 2.0):
         self._master = AESGCM(master_key) if master_key else None
         self.ttl = ttl
-        self._cache: dict[uuid.UUID, tuple[float, PupilKey | None]] = {}
+        self._cache: dict[uuid.UUID, tuple[float, PupilKey]] = {}
         self._lock = threading.Lock()
         self.query: Any = None  # bound by LedgerApp to its recorder
 
@@ -266,18 +266,23 @@ class PupilKeys:
         raw = base64.b64decode(wrapped)
         return self._master.decrypt(raw[:12], raw[12:], self._aad(aggregate_id))
 
-    def prefetch(self, aggregate_ids: Sequence[uuid.UUID]) -> None:
-        """Load the keys of many pupils with one query (bulk reads)."""
+    def prefetch(self, aggregate_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, PupilKey]:
+        """Load the keys of many pupils with one query (bulk reads). Only keys found are cached: an absent key
+        is looked up again next time, so a pupil created meanwhile is never taken for one without a key."""
         wanted = [i for i in aggregate_ids if is_pupil_stream(i)]
         if not wanted:
-            return
+            return {}
         rows = self.query(f"SELECT originator_id, wrapped_key, audit_id FROM pupil_keys WHERE originator_id IN ({', '.join('?' * len(wanted))})",
                           [str(i) for i in wanted])
         found = {uuid.UUID(r[0]): PupilKey(self._unwrap(uuid.UUID(r[0]), r[1]), r[2]) for r in rows}
         now = time.monotonic()
         with self._lock:
             for i in wanted:
-                self._cache[i] = (now, found.get(i))
+                if i in found:
+                    self._cache[i] = (now, found[i])
+                else:
+                    self._cache.pop(i, None)
+        return found
 
     def data_key(self, aggregate_id: uuid.UUID, max_age: float | None = None) -> bytes | None:
         """The pupil's key, or None if it has none (never created, or erased)."""
@@ -292,9 +297,7 @@ class PupilKeys:
             cached = self._cache.get(aggregate_id)
         if cached is not None and time.monotonic() - cached[0] <= (self.ttl if max_age is None else max_age):
             return cached[1]
-        self.prefetch([aggregate_id])
-        with self._lock:
-            return self._cache[aggregate_id][1]
+        return self.prefetch([aggregate_id]).get(aggregate_id)
 
     @contextmanager
     def creating(self, aggregate_ids: Sequence[uuid.UUID]) -> Iterator[list[tuple[str, str, str]]]:
