@@ -43,6 +43,12 @@ def _not_found(code: str, path: str, message: str) -> LedgerError:
     return LedgerError.one(code, path, message, Category.NOT_FOUND)
 
 
+def _errors(**descriptions: str) -> dict[int | str, dict[str, Any]]:
+    """Error responses in the project's one format (``Errors``), as JSON even on the text routes."""
+    json_errors = {"application/json": {"schema": {"$ref": "#/components/schemas/Errors"}}}
+    return {int(code[1:]): {"description": text, "content": json_errors} for code, text in descriptions.items()}
+
+
 def log_router(ledger: Ledger) -> APIRouter:
     log = Log(ledger.store)
     router = APIRouter(prefix="/log", tags=["log"])
@@ -56,14 +62,15 @@ def log_router(ledger: Ledger) -> APIRouter:
 
     @router.get("/checkpoint", operation_id="getCheckpoint", response_class=PlainTextResponse,
                 summary="The latest signed checkpoint (C2SP tlog-checkpoint as a signed note)",
-                responses={200: {"content": {TEXT: {"example": "pupil-ledger.local/log\n12\nBase64Root=\n\n\u2014 pupil-ledger.local/log AbCd...\n"}}}})
+                responses={200: {"content": {TEXT: {"example": "pupil-ledger.local/log\n12\nBase64Root=\n\n\u2014 pupil-ledger.local/log AbCd...\n"}}},
+                           **_errors(s404="the log has no checkpoint yet")})
     async def get_checkpoint() -> Response:
         _, note = await run_in_threadpool(checkpoint_of, None)
         return Response(note, media_type=TEXT, headers={"Cache-Control": "no-cache"})
 
     @router.get("/tile/{tile_path:path}", operation_id="getTile", response_class=Response,
                 summary="C2SP tlog-tiles: hash tiles tile/<L>/<N>[.p/<W>] and entry bundles tile/entries/<N>[.p/<W>]",
-                responses={200: {"content": {"application/octet-stream": {}}}, 404: {"description": "no such tile in the log"}})
+                responses={200: {"content": {"application/octet-stream": {}}}, **_errors(s404="no such tile in the latest checkpoint's tree")})
     async def get_tile(tile_path: Annotated[str, Path(examples=["0/000.p/5", "entries/000"])]) -> Response:
         try:
             ref = tiles.parse_tile_path("tile/" + tile_path)
@@ -79,7 +86,9 @@ def log_router(ledger: Ledger) -> APIRouter:
         return Response(data, media_type="application/octet-stream", headers=IMMUTABLE)
 
     @router.get("/proof/inclusion", operation_id="inclusionProof", response_model=InclusionProofOut,
-                summary="Inclusion proof of one entry (by leaf index or event id) in a checkpointed tree")
+                summary="Inclusion proof of one entry (by leaf index or event id) in a checkpointed tree",
+                responses=_errors(s400="give exactly one of index and event_id", s404="no checkpoint of that size, or the entry is not in it",
+                                  s422="a parameter is not a valid number"))
     async def inclusion_proof(
         index: Annotated[int | None, Query(ge=0, description="leaf index")] = None,
         event_id: Annotated[str | None, Query(description="event id, instead of index")] = None,
@@ -101,7 +110,8 @@ def log_router(ledger: Ledger) -> APIRouter:
         return await run_in_threadpool(build)
 
     @router.get("/proof/consistency", operation_id="consistencyProof", response_model=ConsistencyProofOut,
-                summary="Consistency proof between two tree sizes (RFC 9162 2.1.4)")
+                summary="Consistency proof between two tree sizes (RFC 9162 2.1.4)",
+                responses=_errors(s404="the log has no checkpoint yet", s422="sizes outside 1 <= first <= second <= the latest checkpoint"))
     async def consistency_proof(
         first: Annotated[int, Query(ge=1, description="the older tree size")],
         second: Annotated[int | None, Query(ge=1, description="the newer tree size; default the latest checkpoint")] = None,
@@ -129,7 +139,7 @@ def event_proof_route(ledger: Ledger) -> APIRouter:
 
     @router.get("/events/{event_id}/tlog-proof", operation_id="getEventProof", response_class=PlainTextResponse,
                 summary="c2sp.org/tlog-proof@v1 for one event (extra = the log entry); 404 until sealed",
-                responses={200: {"content": {TEXT: {}}}})
+                responses={200: {"content": {TEXT: {}}}, **_errors(s404="no such event, or not yet sealed (code not_yet_sealed)")})
     async def event_proof(event_id: str) -> Response:
         proof = await run_in_threadpool(log.tlog_proof, event_id)
         if proof is None:
