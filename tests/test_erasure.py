@@ -189,3 +189,27 @@ def test_stored_key_is_wrapped_and_bound_to_its_pupil(world: World) -> None:
         assert type(exc).__name__ == "InvalidTag"
     else:
         raise AssertionError("a key moved to another pupil's row unwrapped")
+
+
+@pytest.mark.slow
+def test_erasing_from_the_command_line_takes_effect_at_once_in_a_running_server(world: World) -> None:
+    """`erase` is another process: the server's caches must not keep serving the pupil."""
+    import httpx
+
+    from .processes import Server
+
+    w = world
+    w.admit(UPN, occurred_on=date(2026, 9, 3))
+    school, operator = w.ledger.issue_token(SCHOOL_A, "school"), w.admin_token
+    server = Server(w.ledger.settings).start()
+    try:
+        with httpx.Client(base_url=server.url) as http:
+            def history(token: str, **params: str) -> int:
+                return http.get(f"/pupils/{UPN}/history", params=params, headers={"authorization": f"Bearer {token}"}).status_code
+
+            assert history(school) == 200 and history(operator, purpose="data_correction") == 200  # now cached in the server
+            run_cli(w.ledger.settings, "erase", UPN, "--ground", "erasure_request", "--yes")
+            assert history(operator, purpose="data_correction") == 404
+            assert history(school) == 403  # no relationship any more: the school's registration is gone with the rest
+    finally:
+        server.stop()
