@@ -1,7 +1,7 @@
 """pupilHistory and inclusionProof latency on a ledger loaded with the whole workload, over real HTTP.
 
-A copy of the loaded ledger is served by ``pupil-ledger serve``; its sealer seals the log before any
-timing starts. Then one client asks for random pupils' histories (as the operator's admin, a
+A copy of the loaded ledger is served by ``pupil-ledger serve``; no timing starts before its sealer has
+sealed the log and its in-process projections have caught up (both start from zero on the copy). Then one client asks for random pupils' histories (as the operator's admin, a
 privileged reader) and for inclusion proofs of random leaves, one request at a time. RSS is the
 server's peak over the whole run.
 """
@@ -14,7 +14,7 @@ import time
 import httpx
 
 from ledger import admin
-from ledger.service import ADMIN_ORG
+from ledger.service import ADMIN_ORG, Ledger
 
 from .harness import Context, Result, Scenario
 from .serving import Server, drive, get
@@ -26,6 +26,15 @@ SEAL_TIMEOUT = 1800.0
 def _sealed_size(url: str) -> int:
     response = httpx.get(f"{url}/log/checkpoint", timeout=10)
     return int(response.text.splitlines()[1]) if response.status_code == 200 else 0
+
+
+def _projected(ledger: Ledger) -> bool:
+    """Whether the server's in-process projections have caught up with the copied ledger (they start from zero)."""
+    try:
+        lowest = ledger.store.query("SELECT MIN(position) FROM pv_positions")[0][0]
+    except Exception:  # noqa: BLE001 - the views' table does not exist until the projector's first step
+        return False
+    return lowest is not None and int(lowest) >= ledger.store.max_sequence()
 
 
 def run(ctx: Context) -> list[Result]:
@@ -41,11 +50,11 @@ def run(ctx: Context) -> list[Result]:
             ledger = admin.open_ledger(settings)
             token = ledger.issue_token(ADMIN_ORG, "admin")
             size = ledger.store.count_events()
-            ledger.store.close()
             with Server(settings) as server:
                 deadline = time.monotonic() + SEAL_TIMEOUT
-                while _sealed_size(server.url) < size and time.monotonic() < deadline:
+                while (_sealed_size(server.url) < size or not _projected(ledger)) and time.monotonic() < deadline:
                     time.sleep(0.5)
+                ledger.store.close()
                 sealed = _sealed_size(server.url)
                 rng = random.Random(i)
                 reads = drive(server.port, [[get(f"/pupils/{upn}/history?purpose=data_correction", token) for upn in upns]])
