@@ -11,10 +11,11 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
+from ledger import policy
 from ledger.catalogue import EARLIEST_DATE
 from ledger.errors import Category, LedgerError
 from ledger.identifiers import org_scheme
-from ledger.service import PRIVILEGED_READERS, Ledger, Principal
+from ledger.service import Ledger, Principal
 from projections.config import ViewSettings
 from projections.context import Context, context
 from projections.facts import Moment
@@ -165,9 +166,13 @@ def views_router(ledger: Ledger, principal: Callable[..., Any], settings: ViewSe
             if org_scheme(org) not in SCHEMES[level]:
                 raise LedgerError.one("org_level", "query:org", f"a {level.value} is identified by {' or '.join(SCHEMES[level])} ids, not {org!r}")
         scope = scope_for(level.value, org)
-        own = caller.org == scope or level is Level.national
-        if caller.role not in PRIVILEGED_READERS and not own:
-            raise LedgerError.one("forbidden_scope", "query:org", f"{caller.org} may read its own figures and England's, not {scope}", Category.FORBIDDEN)
+        facts = None
+        if level is not Level.national:
+            state = ledger.org_state(scope)
+            facts = policy.OrgFacts(state.la, state.trust)
+        if not policy.aggregate_scope_allowed(caller, level.value, scope, facts):
+            raise LedgerError.one("forbidden_scope", "query:org", f"{caller.org} ({caller.role}) may not read the figures of {scope} "
+                                  "(docs/access.md: aggregates)", Category.FORBIDDEN)
         return scope
 
     async def moment(as_of: date | None, known_at: datetime | None, min_sequence: int | None) -> Moment | None:

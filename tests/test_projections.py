@@ -222,6 +222,17 @@ def test_views_over_http(area: Area) -> None:
         assert got.status_code == 200, got.text
         assert {k: v["value"] for k, v in got.json()["metrics"].items()}["suspension_rate"] == 66.67
         assert client.get("/views/metrics", params={"level": "school", "org": A}, headers={"authorization": f"Bearer {other_token}"}).status_code == 403
+        # the access policy's aggregate rules (docs/access.md): an LA its schools, inspectors their scope, researchers exports only
+        def status(token: str, **params: str) -> int:
+            return client.get("/views/metrics", params=params, headers={"authorization": f"Bearer {token}"}).status_code
+
+        admin.add_org(ledger, "ofsted", "inspectorate", "Ofsted")
+        la_token = ledger.issue_token("la:801", "la")
+        assert status(la_token, level="school", org=A) == 200 and status(la_token, level="la", org="la:801") == 200
+        assert status(ledger.issue_token("ofsted", "inspector", scope=["la:801"]), level="school", org=A) == 200
+        assert status(ledger.issue_token("ofsted", "inspector", scope=["la:802"]), level="school", org=A) == 403
+        researcher = ledger.issue_token("la:801", "researcher")
+        assert status(researcher, level="national") == 200 and status(researcher, level="school", org=A) == 403
         assert client.get("/views/placements").status_code == 401
         bad = client.get("/views/placements", params={"level": "la", "org": A}, headers=inspector)
         assert (bad.status_code, bad.json()["errors"][0]["path"]) == (422, "query:org")
