@@ -209,60 +209,51 @@ def views_router(ledger: Ledger, principal: Callable[..., Any], settings: ViewSe
     def scope_out(level: Level, scope: str, m: Moment, positions: dict[str, int]) -> dict[str, Any]:
         return {"level": level, "org": scope, "as_of": m.as_of, "known_at": m.known_at, "positions": positions}
 
-    @router.get("/placements", operation_id="placementsRegister", response_model=RegisterOut, responses=RESPONSES,
-                summary="Open AP placements by setting type and tier, overdue time-limited placements, placement lengths")
-    async def placements(caller: Caller, level: LevelQ = Level.national, org: OrgQ = None, as_of: AsOf = None,
-                         known_at: KnownAt = None, min_sequence: MinSeq = None) -> Any:
+    async def answer(caller: Principal, level: Level, org: str | None, as_of: date | None, known_at: datetime | None,
+                     min_sequence: int | None, body: Callable[[str, Moment], dict[str, Any]]) -> Any:
+        """Authorise the scope, wait for ``min_sequence``, then build the view's body off the event loop."""
         scope = authorise(caller, level, org)
         m = await moment(as_of, known_at, min_sequence)
         if m is None:
             return view_behind(min_sequence or 0)
+        return await run_in_threadpool(body, scope, m)
 
-        def read() -> dict[str, Any]:
+    def with_state(level: Level, key: str, build: Callable[[Context, str], Any]) -> Callable[[str, Moment], dict[str, Any]]:
+        def body(scope: str, m: Moment) -> dict[str, Any]:
             ctx, positions = folded(m)
-            return {**scope_out(level, scope, m, positions), "placements": placements_register(ctx, level.value, scope)}
-        return await run_in_threadpool(read)
+            return {**scope_out(level, scope, m, positions), key: build(ctx, scope)}
+        return body
+
+    @router.get("/placements", operation_id="placementsRegister", response_model=RegisterOut, responses=RESPONSES,
+                summary="Open AP placements by setting type and tier, overdue time-limited placements, placement lengths")
+    async def placements(caller: Caller, level: LevelQ = Level.national, org: OrgQ = None, as_of: AsOf = None,
+                         known_at: KnownAt = None, min_sequence: MinSeq = None) -> Any:
+        body = with_state(level, "placements", lambda ctx, scope: placements_register(ctx, level.value, scope))
+        return await answer(caller, level, org, as_of, known_at, min_sequence, body)
 
     @router.get("/unregistered-providers", operation_id="unregisteredProviders", response_model=ProvidersOut, responses=RESPONSES,
                 summary="Pupils and weekly hours per unregistered provider; providers that appear to need registration")
     async def providers(caller: Caller, level: LevelQ = Level.national, org: OrgQ = None, as_of: AsOf = None,
                         known_at: KnownAt = None, min_sequence: MinSeq = None) -> Any:
-        scope = authorise(caller, level, org)
-        m = await moment(as_of, known_at, min_sequence)
-        if m is None:
-            return view_behind(min_sequence or 0)
-
-        def read() -> dict[str, Any]:
-            ctx, positions = folded(m)
-            return {**scope_out(level, scope, m, positions), "watch": unregistered_providers(ctx, level.value, scope)}
-        return await run_in_threadpool(read)
+        body = with_state(level, "watch", lambda ctx, scope: unregistered_providers(ctx, level.value, scope))
+        return await answer(caller, level, org, as_of, known_at, min_sequence, body)
 
     @router.get("/cases", operation_id="accountabilityCases", response_model=CasesOut, responses=RESPONSES,
                 summary="Regions Group cases (concern, decisions, actions, closure) with the metric snapshot behind each")
     async def list_cases(caller: Caller, level: LevelQ = Level.national, org: OrgQ = None, as_of: AsOf = None,
                          known_at: KnownAt = None, min_sequence: MinSeq = None) -> Any:
-        scope = authorise(caller, level, org)
-        m = await moment(as_of, known_at, min_sequence)
-        if m is None:
-            return view_behind(min_sequence or 0)
-
-        def read() -> dict[str, Any]:
+        def body(scope: str, m: Moment) -> dict[str, Any]:
             return {**scope_out(level, scope, m, projector.positions()), "cases": case_list(reader, m, level.value, scope)}
-        return await run_in_threadpool(read)
+        return await answer(caller, level, org, as_of, known_at, min_sequence, body)
 
     @router.get("/metrics", operation_id="accountabilityMetrics", response_model=MetricsOut, responses=RESPONSES,
                 summary="Every metric (docs/metrics.md) for a school, trust, LA or England, with national value and rank among peers")
     async def metrics(caller: Caller, level: LevelQ = Level.national, org: OrgQ = None, as_of: AsOf = None,
                       known_at: KnownAt = None, min_sequence: MinSeq = None) -> Any:
-        scope = authorise(caller, level, org)
-        m = await moment(as_of, known_at, min_sequence)
-        if m is None:
-            return view_behind(min_sequence or 0)
-
-        def read() -> dict[str, Any]:
+        def body(scope: str, m: Moment) -> dict[str, Any]:
             ctx, positions = folded(m)
             return {**scope_out(level, scope, m, positions), **metrics_report(ctx, reader, level.value, scope)}
-        return await run_in_threadpool(read)
+        return await answer(caller, level, org, as_of, known_at, min_sequence, body)
 
     return router
 
