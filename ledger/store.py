@@ -138,8 +138,14 @@ def _check_pupil_keys(cursor: Any, stored_events: Sequence[StoredEvent], placeho
         raise ErasedMeanwhile("a pupil stream being written to was erased meanwhile")
 
 
-def _rowcount(cursor: Any) -> int:
-    return int(getattr(cursor, "sqlite_cursor", cursor).rowcount)  # eventsourcing wraps sqlite3's cursor
+def rowcount(cursor: Any) -> int:
+    """Rows the last statement changed (eventsourcing wraps sqlite3's cursor, which alone knows)."""
+    return int(getattr(cursor, "sqlite_cursor", cursor).rowcount)
+
+
+def fetch_tuples(cursor: Any) -> list[tuple[Any, ...]]:
+    """The cursor's remaining rows as tuples, whichever database (psycopg here yields dicts)."""
+    return [tuple(row.values()) if isinstance(row, dict) else tuple(row) for row in cursor.fetchall()]
 
 
 def _as_uuid(value: Any) -> uuid.UUID:
@@ -378,7 +384,7 @@ class LedgerApp(Application[uuid.UUID]):
         def query(statement: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
             with datastore.transaction(commit=False) as cur:
                 cur.execute(statement.replace("?", placeholder), tuple(params))
-                return [tuple(row.values()) if isinstance(row, dict) else tuple(row) for row in cur.fetchall()]
+                return fetch_tuples(cur)
 
         self.pupil_keys.query = query
 
@@ -452,7 +458,7 @@ class Store:
     def query(self, statement: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         with self.cursor() as cur:
             cur.execute(self.sql(statement), tuple(params))
-            return [tuple(row.values()) if isinstance(row, dict) else tuple(row) for row in cur.fetchall()]
+            return fetch_tuples(cur)
 
     def execute(self, statement: str, params: Sequence[Any] = ()) -> None:
         with self.cursor(commit=True) as cur:
@@ -522,11 +528,11 @@ class Store:
             if not self.is_postgres:
                 cur.execute("PRAGMA secure_delete = ON")  # overwrite freed content instead of leaving it in free pages
             cur.execute(self.sql("DELETE FROM pupil_keys WHERE originator_id = ?"), (str(aggregate_id),))
-            if _rowcount(cur) != 1:
+            if rowcount(cur) != 1:
                 return 0
             cur.execute(self.sql(f"UPDATE {self.events_table} SET originator_id = ? WHERE originator_id = ?"),
                         (as_param(tombstone), as_param(aggregate_id)))
-            erased = _rowcount(cur)
+            erased = rowcount(cur)
             cur.execute(self.sql("UPDATE ledger_index SET originator_id = ? WHERE originator_id = ?"), (str(tombstone), str(aggregate_id)))
         self.app.pupil_keys.forget(aggregate_id)
         self._evict(aggregate_id)

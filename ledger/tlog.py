@@ -19,7 +19,7 @@ Tables (created by :func:`create_tables`):
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,7 +28,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from . import envelope, jcs, merkle, notes, tiles
-from .store import Store, SubjectErased
+from .store import Store, SubjectErased, fetch_tuples, rowcount
 from .verify import StoredEnvelope
 
 SEALER_LOCK = 0x504C5345414C  # "PLSEAL": one sealing transaction at a time on PostgreSQL
@@ -53,20 +53,12 @@ def create_tables(store: Store) -> None:
         for statement in statements:
             cur.execute(statement)
         cur.execute(store.sql("SELECT COUNT(*) FROM log_state"))
-        if _scalar(cur.fetchone()) == 0:
+        if _scalar(cur) == 0:
             cur.execute(store.sql("INSERT INTO log_state (id, tree_size, last_sequence) VALUES (1, 0, 0)"))
 
 
-def _scalar(row: Any) -> Any:
-    return next(iter(row.values())) if isinstance(row, dict) else row[0]
-
-
-def _rowcount(cur: Any) -> int:
-    return int(cur.sqlite_cursor.rowcount if hasattr(cur, "sqlite_cursor") else cur.rowcount)
-
-
-def _tuples(rows: Iterable[Any]) -> list[tuple[Any, ...]]:
-    return [tuple(r.values()) if isinstance(r, dict) else tuple(r) for r in rows]
+def _scalar(cur: Any) -> Any:
+    return fetch_tuples(cur)[0][0]
 
 
 class LogError(RuntimeError):
@@ -90,7 +82,7 @@ class TreeReader:
     def _query(self, statement: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         if self._cur is not None:
             self._cur.execute(self.store.sql(statement), tuple(params))
-            return _tuples(self._cur.fetchall())
+            return fetch_tuples(self._cur)
         return self.store.query(statement, params)
 
     def nodes(self, wanted: Sequence[merkle.NodeId]) -> dict[merkle.NodeId, bytes]:
@@ -152,13 +144,13 @@ class Sealer:
         with self.store.cursor(commit=True) as cur:
             if self.store.is_postgres:
                 cur.execute("SELECT pg_try_advisory_xact_lock(%s)", (SEALER_LOCK,))
-                if not _scalar(cur.fetchone()):
+                if not _scalar(cur):
                     return SealResult(0, -1, b"")  # another sealer is in a transaction; nothing done here
             cur.execute("SELECT tree_size, last_sequence FROM log_state WHERE id = 1" + (" FOR UPDATE" if self.store.is_postgres else ""))
-            size, last_sequence = (int(v) for v in _tuples([cur.fetchone()])[0])
+            size, last_sequence = (int(v) for v in fetch_tuples(cur)[0])
             cur.execute(self.store.sql("SELECT sequence, received_at, event_digest, envelope_digest FROM ledger_index "
                                        "WHERE sequence > ? ORDER BY sequence LIMIT ?"), (last_sequence, self.batch_size))
-            rows = _tuples(cur.fetchall())
+            rows = fetch_tuples(cur)
             reader = TreeReader(self.store, cur)
             if not rows:
                 self._ensure_first_checkpoint(cur, size, reader)
@@ -173,7 +165,7 @@ class Sealer:
             self._insert(cur, "log_nodes (level, idx, hash)", nodes)
             cur.execute(self.store.sql("UPDATE log_state SET tree_size = ?, last_sequence = ? WHERE id = 1 AND tree_size = ?"),
                         (tree.size, rows[-1][0], size))
-            if _rowcount(cur) != 1:
+            if rowcount(cur) != 1:
                 raise LogError("another sealer moved the log while this batch was sealed; the batch is rolled back")
             root = tree.root()
             self._sign_checkpoint(cur, reader, tree.size, root)
@@ -189,7 +181,7 @@ class Sealer:
 
     def _ensure_first_checkpoint(self, cur: Any, size: int, reader: TreeReader) -> None:
         cur.execute("SELECT COUNT(*) FROM log_checkpoints")
-        if _scalar(cur.fetchone()) == 0:
+        if _scalar(cur) == 0:
             self._sign_checkpoint(cur, reader, size, reader.root(size) if size else merkle.EMPTY_ROOT)
 
     def _sign_checkpoint(self, cur: Any, reader: TreeReader, size: int, root: bytes) -> None:
@@ -197,7 +189,7 @@ class Sealer:
         if size and reader.root(size) != root:
             raise LogError(f"the stored tree of size {size} does not hash to the sealed root")
         cur.execute("SELECT tree_size, root FROM log_checkpoints ORDER BY tree_size DESC LIMIT 1")
-        previous = _tuples(cur.fetchall())
+        previous = fetch_tuples(cur)
         if previous:
             old_size, old_root = int(previous[0][0]), bytes(previous[0][1])
             if old_size > size:

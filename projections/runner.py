@@ -21,7 +21,7 @@ from ledger.catalogue import event_types
 from ledger.errors import LedgerError
 from ledger.secrets import is_pupil_stream
 from ledger.service import timestamp
-from ledger.store import Store, _record_of
+from ledger.store import Store, _record_of, fetch_tuples
 
 from . import cases, orgs, pupils
 from .facts import LogEvent, Moment, View, in_force
@@ -48,9 +48,6 @@ def is_pupil_subject(subject: str) -> bool:
     except ValueError:
         return False
 
-
-def _tuples(cur: Any) -> list[tuple[Any, ...]]:
-    return [tuple(r.values()) if isinstance(r, dict) else tuple(r) for r in cur.fetchall()]
 
 
 class Projector:
@@ -84,7 +81,7 @@ class Projector:
         with self._transaction() as cur:
             cur.execute(POSITIONS_DDL)
             cur.execute("SELECT view, version FROM pv_positions")
-            versions = dict(_tuples(cur))
+            versions = dict(fetch_tuples(cur))
             for view in self.views:
                 if versions.get(view.name) == view.version:
                     continue
@@ -150,7 +147,7 @@ class Projector:
             else:  # take SQLite's write lock first, so the positions read here cannot change under us
                 cur.execute(f"UPDATE pv_positions SET position = position WHERE view IN ({marks})", names)
                 cur.execute(f"SELECT view, position FROM pv_positions WHERE view IN ({marks})", names)
-            positions = {view: int(position) for view, position in _tuples(cur)}
+            positions = {view: int(position) for view, position in fetch_tuples(cur)}
             if positions != read:
                 return 0  # another worker moved on since this batch was read: read again
             if keys is not None:
@@ -166,7 +163,7 @@ class Projector:
         if not pupils:
             return events
         cur.execute(self.store.sql(f"SELECT originator_id FROM pupil_keys WHERE originator_id IN ({', '.join('?' * len(pupils))})"), pupils)
-        alive = {str(r[0]) for r in _tuples(cur)}
+        alive = {str(r[0]) for r in fetch_tuples(cur)}
         return [ev for ev in events if not is_pupil_subject(ev.subject) or ev.subject in alive]
 
     def _apply(self, cur: Any, events: Sequence[LogEvent], positions: dict[str, int]) -> None:
@@ -233,7 +230,7 @@ def forget_pupil(store: Store, pseudonym: uuid.UUID) -> int:
         for view in VIEWS:
             for table in view.tables:
                 cur.execute(store.sql(f"SELECT COUNT(*) FROM {table.name} WHERE subject = ?"), (str(pseudonym),))
-                removed += int(_tuples(cur)[0][0])
+                removed += int(fetch_tuples(cur)[0][0])
                 cur.execute(store.sql(f"DELETE FROM {table.name} WHERE subject = ?"), (str(pseudonym),))
     return removed
 
