@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import math
 import os
 import pkgutil
 import platform
@@ -37,6 +38,11 @@ PG_ADMIN_URL = os.environ.get("PUPIL_LEDGER_BENCH_PG", "postgresql://postgres@12
 BACKENDS = ("sqlite", "postgres")
 
 
+def nearest_rank(ordered: list[float], p: float) -> float:
+    """The p-th percentile of sorted samples by the nearest-rank rule (p99 of 100 samples is the 99th)."""
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(p / 100 * len(ordered)) - 1))]
+
+
 @dataclass
 class Result:
     """One measured row: ``items`` per run, the wall time of each measured run, per-operation latencies."""
@@ -59,10 +65,7 @@ class Result:
         return self.items / statistics.median(self.seconds) if self.seconds and statistics.median(self.seconds) > 0 else 0.0
 
     def percentile(self, p: float) -> float | None:
-        if not self.latencies_ms:
-            return None
-        ordered = sorted(self.latencies_ms)
-        return ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered) + 0.5) - 1))]
+        return nearest_rank(sorted(self.latencies_ms), p) if self.latencies_ms else None
 
     def as_dict(self) -> dict[str, Any]:
         out = {k: v for k, v in asdict(self).items() if k != "latencies_ms"}

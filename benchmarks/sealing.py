@@ -23,7 +23,7 @@ def run(ctx: Context) -> list[Result]:
     leaves = max(ctx.events, 100)
     for i in range(ctx.warmup + ctx.runs):
         with tempfile.TemporaryDirectory() as tmp:
-            out = tlog.run_backend(ctx.backend, leaves, PROOFS, 5000, Path(tmp))
+            out = tlog.run_backend(ctx.backend, leaves, PROOFS, 5000, Path(tmp), ctx.pg_admin_url)
         if i >= ctx.warmup:
             seal_seconds.append(out["seal_seconds"] or 1e-9)
             baseline_ms.append(out["baseline_full_recompute_ms"])

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import functools
 import hashlib
 import json
 import os
@@ -34,33 +35,34 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from ledger import merkle, tlog
 from ledger.store import Store, persistence_env
 
-PG_ADMIN_URL = os.environ.get("PUPIL_LEDGER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+from .harness import PG_ADMIN_URL, nearest_rank
+
 INDEX_COLUMNS = "event_id, sequence, originator_id, originator_version, type, submitter, event_digest, envelope_digest, received_at"
 
 
 def percentiles(samples: list[float]) -> dict[str, float]:
     ordered = sorted(samples)
 
-    def at(q: float) -> float:
-        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+    def at(p: float) -> float:
+        return nearest_rank(ordered, p) * 1000
 
-    return {"p50_ms": round(at(0.50), 3), "p95_ms": round(at(0.95), 3), "p99_ms": round(at(0.99), 3),
+    return {"p50_ms": round(at(50), 3), "p95_ms": round(at(95), 3), "p99_ms": round(at(99), 3),
             "mean_ms": round(statistics.fmean(ordered) * 1000, 3)}
 
 
-def open_store(backend: str, workdir: Path) -> tuple[Store, Callable[[], None]]:
+def open_store(backend: str, workdir: Path, pg_admin_url: str = PG_ADMIN_URL) -> tuple[Store, Callable[[], None]]:
     key = base64.b64encode(os.urandom(32)).decode("ascii")
     if backend == "sqlite":
         store = Store.open(persistence_env(None, str(workdir / "bench.sqlite3"), key, create_tables=True))
         return store, store.close
     name = f"pl_bench_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
-    store = Store.open(persistence_env(f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{name}", "", key, create_tables=True))
+    store = Store.open(persistence_env(f"{pg_admin_url.rsplit('/', 1)[0]}/{name}", "", key, create_tables=True))
 
     def drop() -> None:
         store.close()
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        with psycopg.connect(pg_admin_url, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
     return store, drop
@@ -89,8 +91,9 @@ def fill_index(store: Store, leaves: int) -> float:
     return time.perf_counter() - started
 
 
-def run_backend(backend: str, leaves: int, proofs: int, batch: int, workdir: Path) -> dict[str, Any]:
-    store, close = open_store(backend, workdir)
+def run_backend(backend: str, leaves: int, proofs: int, batch: int, workdir: Path,
+                pg_admin_url: str = PG_ADMIN_URL) -> dict[str, Any]:
+    store, close = open_store(backend, workdir, pg_admin_url)
     try:
         tlog.create_tables(store)
         fill_seconds = fill_index(store, leaves)
@@ -109,7 +112,7 @@ def run_backend(backend: str, leaves: int, proofs: int, batch: int, workdir: Pat
             t = time.perf_counter()
             proof = log.tree.inclusion_proof(index, size)
             inclusion.append(time.perf_counter() - t)
-            reads.append(len(merkle.plan(lambda get, i=index: merkle.inclusion_proof(get, i, size))))
+            reads.append(len(merkle.plan(functools.partial(merkle.inclusion_proof, index=index, size=size))))
             leaf = log.leaf(index)
             assert leaf is not None
             merkle.verify_inclusion(merkle.leaf_hash(leaf.entry), index, size, proof, root)
