@@ -48,12 +48,14 @@ class Server:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Server:
-        self.process = subprocess.Popen([*CLI, "serve", "--port", str(self.port)], env=env_for(self.settings),
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        log = self.settings.home.parent / f"serve-{self.port}.log"
+        with log.open("wb") as stderr:  # a file, not an unread pipe: a server logging a lot must never block on it
+            self.process = subprocess.Popen([*CLI, "serve", "--port", str(self.port)], env=env_for(self.settings),
+                                            stdout=subprocess.DEVNULL, stderr=stderr)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise AssertionError(f"server exited: {self.process.stderr.read().decode() if self.process.stderr else ''}")
+                raise AssertionError(f"server exited: {log.read_text(errors='replace')[-2000:]}")
             try:
                 if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
                     return self
