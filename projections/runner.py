@@ -21,7 +21,7 @@ from ledger.catalogue import event_types
 from ledger.errors import LedgerError
 from ledger.secrets import is_pupil_stream
 from ledger.service import timestamp
-from ledger.store import Store, _record_of, fetch_tuples
+from ledger.store import Store, _record_of, fetch_tuples, rowcount
 
 from . import cases, orgs, pupils
 from .facts import LogEvent, Moment, View, in_force
@@ -55,11 +55,12 @@ class Projector:
 
     name = "projections"
 
-    def __init__(self, store: Store, views: Sequence[View] = VIEWS, batch_size: int = DEFAULT_BATCH):
+    def __init__(self, store: Store, views: Sequence[View] = VIEWS, batch_size: int = DEFAULT_BATCH, ready: bool = False):
         self.store = store
         self.views = tuple(views)
         self.batch_size = batch_size
-        self._ready = False
+        self._ready = ready  # True: the caller has run ensure() for these views
+        self._insert_sql = {t.name: store.sql(t.insert_sql()) for v in self.views for t in v.tables}
         position = "notification_id" if store.is_postgres else "rowid"
         self._read_sql = store.sql(
             f"SELECT {position}, originator_id, originator_version, topic, state FROM {store.events_table} "
@@ -170,16 +171,14 @@ class Projector:
         for view in self.views:
             fresh = [ev for ev in events if ev.seq > positions[view.name]]
             inserts: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
-            sql_of: dict[str, str] = {}
             superseded: list[tuple[str, str]] = []
             for ev in fresh:
                 for table, values in view.rows(ev):
                     inserts[table.name].append(table.row(ev, values))
-                    sql_of[table.name] = table.insert_sql()
                 if ev.record.corrects:
                     superseded.append((timestamp(ev.record.received_at), ev.record.corrects))
             for name, rows in inserts.items():
-                cur.executemany(self.store.sql(sql_of[name]), rows)
+                cur.executemany(self._insert_sql[name], rows)
             if superseded:
                 for table in view.tables:
                     cur.executemany(self.store.sql(f"UPDATE {table.name} SET superseded_at = ? WHERE event_id = ? AND superseded_at IS NULL"), superseded)
@@ -229,9 +228,8 @@ def forget_pupil(store: Store, pseudonym: uuid.UUID) -> int:
         cur.execute("SELECT position FROM pv_positions FOR UPDATE" if store.is_postgres else "UPDATE pv_positions SET position = position")
         for view in VIEWS:
             for table in view.tables:
-                cur.execute(store.sql(f"SELECT COUNT(*) FROM {table.name} WHERE subject = ?"), (str(pseudonym),))
-                removed += int(fetch_tuples(cur)[0][0])
                 cur.execute(store.sql(f"DELETE FROM {table.name} WHERE subject = ?"), (str(pseudonym),))
+                removed += rowcount(cur)
     return removed
 
 

@@ -45,9 +45,12 @@ class Worker:
 
     def run(self) -> None:
         Projector(self.store, self.views, self.batch_size).ensure()
+        projector: Projector | None = None
         while not self.stopping.is_set():
             self._acquire()
-            done = Projector(self.store, tuple(self.held), self.batch_size).step() if self.held else 0
+            if self.held and (projector is None or projector.views != tuple(self.held)):
+                projector = Projector(self.store, tuple(self.held), self.batch_size, ready=True)  # ensured above
+            done = projector.step() if projector is not None and self.held else 0
             if done and self.on_batch:
                 self.on_batch(done)
             if not done:
