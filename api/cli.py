@@ -377,7 +377,7 @@ def demo(port: int = 8000, pupils: int = 300, seed: int = 1, la: str = "801") ->
     with Progress(console=err) as progress:
         task = progress.add_task("loading simulated area", total=len(area.events))
         load_area(ledger, area, on_progress=lambda n: progress.advance(task, n))
-    tokens = {"inspector": ledger.issue_token("ofsted", "inspector", scope=[f"la:{la}"]), "school": ledger.issue_token(area.schools[0], "school")}
+    tokens = {"inspector": ledger.issue_token("ofsted", "inspector", scope=[f"la:{la}"])}
     base = f"http://127.0.0.1:{port}"
     upn = area.example_upn
     out.print(f"ledger home: {settings.home}  ({ledger.store.count_events()} events)")

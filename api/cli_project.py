@@ -9,8 +9,6 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from ledger import admin
-from ledger.config import Settings
 from ledger.service import Ledger
 from projections.facts import View
 from projections.runner import DEFAULT_BATCH, VIEWS, Projector, views_named
@@ -22,13 +20,10 @@ err = Console(stderr=True, soft_wrap=True)
 VIEW_NAMES = ", ".join(v.name for v in VIEWS)
 
 
-def _open() -> tuple[Settings, Ledger]:
-    settings = Settings.from_env()
-    try:
-        return settings, admin.open_ledger(settings)
-    except admin.NotInitialised as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
+def _ledger() -> Ledger:
+    from api.cli import _ledger as open_ledger  # api.cli registers this sub-app, so import it late
+
+    return open_ledger()
 
 
 def _views(names: list[str] | None) -> tuple[View, ...]:
@@ -50,8 +45,8 @@ def run(
     Example: `PUPIL_LEDGER_DATABASE_URL=postgresql://ledger@db/ledger pupil-ledger project run`
     """
     chosen = _views(views)
-    settings, ledger = _open()
-    worker = Worker(ledger.store, settings.database_url, chosen, batch, idle)
+    ledger = _ledger()
+    worker = Worker(ledger.store, ledger.settings.database_url, chosen, batch, idle)
     signal.signal(signal.SIGTERM, lambda *_: worker.stopping.set())
     out.print(f"projecting {', '.join(v.name for v in chosen)} (batch {batch})")
     try:
@@ -74,13 +69,13 @@ def rebuild(
     """
     names = [view] if view else None
     chosen = _views(names)
-    _, ledger = _open()
+    ledger = _ledger()
     projector = Projector(ledger.store, chosen, batch)
     total = ledger.store.count_events()
     columns = (TextColumn("rebuilding {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=err) as progress:
         task = progress.add_task(view or "all views", total=total)
-        done = projector.rebuild(names, on_progress=lambda n: progress.advance(task, n))
+        done = projector.rebuild(on_progress=lambda n: progress.advance(task, n))  # the projector's own views
     out.print(f"rebuilt {view or 'all views'} from {done} events; positions {projector.positions()}")
     ledger.store.close()
 
@@ -91,7 +86,7 @@ def status() -> None:
 
     Example: `pupil-ledger project status`
     """
-    _, ledger = _open()
+    ledger = _ledger()
     latest = ledger.store.max_sequence()
     for name, position in sorted(Projector(ledger.store).positions().items()):
         out.print(f"{name}: {position} (latest {latest})")

@@ -272,9 +272,6 @@ class Witness:
                      (checkpoint.origin, checkpoint.size, checkpoint.root, note.text(), timestamp))
 
 
-# -- quorum ------------------------------------------------------------------------------------------------
-
-
 # -- the ledger's side: asking witnesses to cosign -----------------------------------------------------------
 
 
