@@ -65,9 +65,6 @@ class GroupCommitter:
             self._queue.put(request)
         return request.answer
 
-    def submit(self, raw: Any, principal: Principal | None = None) -> Receipt:
-        return self.enqueue(raw, principal).result()
-
     def _run(self) -> None:
         while True:
             first = self._queue.get()

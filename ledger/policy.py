@@ -10,7 +10,7 @@ from ``schemas/codes/access_purposes.json``, and the caller records it (``access
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date
 from enum import StrEnum
 
@@ -119,8 +119,6 @@ class Windows:
 class Grant:
     purpose: str
     basis: str  # e.g. "on_roll urn:100005 current", recorded with the view
-    standing: Standing = Standing.CURRENT
-    links: tuple[PupilLink, ...] = field(default_factory=tuple)
 
 
 def forbidden(code: str, path: str, message: str) -> LedgerError:
@@ -236,7 +234,7 @@ def authorise_pupil_read(principal: Principal, stated_purpose: str | None, links
     standing, found = relationship(principal, links, today, windows)
     if standing in (Standing.CURRENT, Standing.RECENT):
         first = found[0]
-        return Grant(purpose, f"{first.kind} {first.org} {standing}", standing, tuple(found))
+        return Grant(purpose, f"{first.kind} {first.org} {standing}")
     why = {
         Standing.LAPSED: f"{principal.org}'s relationship with this pupil ended more than "
                          f"{windows.inspection if principal.role == 'inspector' else windows.after_end} days ago",
@@ -246,7 +244,7 @@ def authorise_pupil_read(principal: Principal, stated_purpose: str | None, links
     raise forbidden("not_related", "$.upn", why)
 
 
-def may_read_event(principal: Principal, event_type: str, submitter: str) -> bool:
+def may_read_event(principal: Principal, event_type: str) -> bool:
     """Events not about an identified pupil: organisation and provider events, and the access log."""
     if principal.role == "researcher":
         return False

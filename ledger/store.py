@@ -376,18 +376,6 @@ class LedgerApp(Application[uuid.UUID]):
         mapper.keys = PupilKeys(base64.b64decode(self.env.get("PUPIL_MASTER_KEY", "")))
         return mapper
 
-    def __init__(self, *args: Any, **kwargs: Any):
-        super().__init__(*args, **kwargs)
-        datastore = self.recorder.datastore  # type: ignore[attr-defined]
-        placeholder = getattr(self.recorder, "placeholder", "?")
-
-        def query(statement: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
-            with datastore.transaction(commit=False) as cur:
-                cur.execute(statement.replace("?", placeholder), tuple(params))
-                return fetch_tuples(cur)
-
-        self.pupil_keys.query = query
-
     @property
     def pupil_keys(self) -> PupilKeys:
         assert isinstance(self.mapper, SubjectMapper)
@@ -435,6 +423,7 @@ class Store:
 
     def __post_init__(self) -> None:
         self._placeholder = getattr(self.app.recorder, "placeholder", "?")
+        self.app.pupil_keys.query = self.query  # the pupil keys are read through this store
 
     @classmethod
     def open(cls, env: dict[str, str]) -> Store:

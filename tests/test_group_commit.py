@@ -65,10 +65,9 @@ def test_a_bad_envelope_fails_alone_and_later_ones_see_earlier_ones(world: World
     leave = world.sign(world.event("pupil.deregistered", SCHOOL_A, {"school": SCHOOL_A, "ground": "moved_away", "destination": "moved_away"}, upn=upn(1)))
     stranger = world.sign(world.event("pupil.deregistered", SCHOOL_A, {"school": SCHOOL_A, "ground": "moved_away", "destination": "moved_away"}, upn=upn(9)))
     before = world.ledger.store.count_events()
-    with committer._lock:  # hold the committer so that all five queue up and commit as one group
-        committer._start()
-        futures = [committer._queue.put(r) or r.answer for r in [
-            _request(registration(world, 1)), _request(forged), _request(leave), _request(stranger), _request({"payload": 1})]]
+    futures = [committer._queue.put(r) or r.answer for r in [  # all five queued before the committer starts: one group
+        _request(registration(world, 1)), _request(forged), _request(leave), _request(stranger), _request({"payload": 1})]]
+    committer._start()
     outcomes = [outcome(f) for f in futures]
     committer.stop()
     assert committer.groups == 1 and committer.largest_group == 5
@@ -90,11 +89,10 @@ def test_one_event_id_twice_in_a_group_is_a_replay_or_a_conflict(world: World) -
     first = registration(world, 1)
     body = world.event("pupil.registered", SCHOOL_A, REGISTRATION, upn=upn(2))
     other_bytes = world.sign({**body, "data": {**REGISTRATION, "year_group": "10"}})
-    with committer._lock:
-        committer._start()
-        requests = [_request(first), _request(first), _request(world.sign(body)), _request(other_bytes)]
-        for r in requests:
-            committer._queue.put(r)
+    requests = [_request(first), _request(first), _request(world.sign(body)), _request(other_bytes)]
+    for r in requests:  # all queued before the committer starts: one group
+        committer._queue.put(r)
+    committer._start()
     created, replay, kept, conflict = (outcome(r.answer) for r in requests)
     committer.stop()
     assert isinstance(created, Receipt) and isinstance(replay, Receipt) and isinstance(kept, Receipt)
