@@ -128,9 +128,10 @@ def orgs_import_gias(file: Annotated[Path, typer.Argument(exists=True, dir_okay=
 
     ledger = _ledger()
     try:
+        rows = read_rows(file)  # parsed and checked once: every bad row is reported before anything is stored
         with Progress(console=err) as progress:
-            task = progress.add_task("importing establishments", total=len(read_rows(file)))
-            receipts = import_gias(ledger, file, on_progress=lambda n: progress.advance(task, n))
+            task = progress.add_task("importing establishments", total=len(rows))
+            receipts = import_gias(ledger, rows, on_progress=lambda n: progress.advance(task, n))
     except LedgerError as exc:
         _fail(exc)
         return

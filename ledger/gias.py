@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import csv
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
@@ -162,9 +162,8 @@ def _row_path(line: int) -> Callable[[int], str]:
     return path
 
 
-def import_gias(ledger: Ledger, path: Path, on_progress: Callable[[int], None] = lambda n: None) -> list[Receipt]:
-    """Import the file; each row's events are one transaction (all of a row, or none)."""
-    rows = read_rows(path)
+def import_gias(ledger: Ledger, rows: Sequence[Row], on_progress: Callable[[int], None] = lambda n: None) -> list[Receipt]:
+    """Import the rows of a file (:func:`read_rows`); each row's events are one transaction (all of a row, or none)."""
     today = ledger.clock().date()
     receipts: list[Receipt] = []
     for row in rows:

@@ -16,10 +16,11 @@ import os
 import random
 import shutil
 import uuid
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -62,17 +63,23 @@ def shared_dir() -> Path:
 
 def placement_mix(la_code: str) -> dict[tuple[str, str], int]:
     """(reason, setting type) -> pupils, from the LA's published 2022/23 school-arranged AP figures."""
-    path = shared_dir() / "data" / "dfe" / "spc_school_ap_placement.csv"
+    return dict(_placement_mixes(shared_dir()).get(la_code) or ENGLAND_MIX)
+
+
+@cache
+def _placement_mixes(shared: Path) -> dict[str, Counter[tuple[str, str]]]:
+    """Every LA's mix, from one read of the published file (a national simulation asks for ~150 LAs)."""
+    path = shared / "data" / "dfe" / "spc_school_ap_placement.csv"
+    mixes: dict[str, Counter[tuple[str, str]]] = defaultdict(Counter)
     if not path.exists():
-        return dict(ENGLAND_MIX)
-    mix: Counter[tuple[str, str]] = Counter()
+        return {}
     with path.open(encoding="utf-8-sig") as f:
         for row in csv.DictReader(f):
-            if row["old_la_code"] == la_code and row["characteristic_grouping"] == "Placement Reason" and row["pupils"].isdigit():
+            if row["characteristic_grouping"] == "Placement Reason" and row["pupils"].isdigit():
                 reason, setting = REASONS.get(row["pupil_characteristic"]), SETTING_TYPES.get(row["setting_type"])
                 if reason and setting:
-                    mix[(reason, setting)] += int(row["pupils"])
-    return dict(mix) or dict(ENGLAND_MIX)
+                    mixes[row["old_la_code"]][(reason, setting)] += int(row["pupils"])
+    return dict(mixes)
 
 
 @dataclass

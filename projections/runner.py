@@ -144,7 +144,7 @@ class Projector:
         events = [ev for ev in map(self._decode, rows) if ev is not None]
         with self.store.cursor(commit=True) as cur:
             if self.store.is_postgres:
-                cur.execute(f"SELECT view, position FROM pv_positions WHERE view IN ({marks.replace('?', '%s')}) ORDER BY view FOR UPDATE", names)
+                cur.execute(self.store.sql(f"SELECT view, position FROM pv_positions WHERE view IN ({marks}) ORDER BY view FOR UPDATE"), names)
             else:  # take SQLite's write lock first, so the positions read here cannot change under us
                 cur.execute(f"UPDATE pv_positions SET position = position WHERE view IN ({marks})", names)
                 cur.execute(f"SELECT view, position FROM pv_positions WHERE view IN ({marks})", names)

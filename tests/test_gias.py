@@ -10,7 +10,7 @@ import pytest
 from ledger import admin
 from ledger.config import Settings
 from ledger.errors import LedgerError
-from ledger.gias import import_gias
+from ledger.gias import import_gias, read_rows
 from projections.facts import Moment
 from projections.orgs import directory
 from projections.runner import Projector, Reader
@@ -22,7 +22,7 @@ FIXTURES = Path(__file__).parent / "fixtures" / "gias"
 
 def test_import_registers_establishments_with_history(settings: Settings) -> None:
     ledger = admin.initialise(settings).ledger
-    receipts = import_gias(ledger, FIXTURES / "establishments.csv")
+    receipts = import_gias(ledger, read_rows(FIXTURES / "establishments.csv"))
     # 100005; 100004 and its closure; 137001 and its joining the trust on 2012-04-01; 100020; 141234 (trust from
     # registration); 150001 is only proposed to open
     assert [r.created for r in receipts] == [True] * 7
@@ -32,9 +32,9 @@ def test_import_registers_establishments_with_history(settings: Settings) -> Non
     assert orgs["urn:100004"]["closed"] and orgs["urn:141234"]["trust"] == "trust:TR02345"
     assert orgs["urn:137001"]["trust"] == "trust:TR01234"
     stored = ledger.store.count_events()
-    assert import_gias(ledger, FIXTURES / "establishments.csv") == [] and ledger.store.count_events() == stored  # nothing new
+    assert import_gias(ledger, read_rows(FIXTURES / "establishments.csv")) == [] and ledger.store.count_events() == stored  # nothing new
 
-    update = import_gias(ledger, FIXTURES / "establishments_2026-09.csv")
+    update = import_gias(ledger, read_rows(FIXTURES / "establishments_2026-09.csv"))
     assert sorted(ledger.get_event(r.event_id)["type"] for r in update) == ["org.closed", "org.joined_trust", "org.left_trust"]
     Projector(ledger.store).catch_up()
     before, after = (directory(Reader(ledger.store), Moment(day)) for day in (date(2026, 8, 30), date(2026, 9, 1)))
@@ -48,7 +48,7 @@ def test_a_bad_row_rejects_the_whole_file(settings: Settings) -> None:
     ledger = admin.initialise(settings).ledger
     before = ledger.store.count_events()
     with pytest.raises(LedgerError) as exc:
-        import_gias(ledger, FIXTURES / "bad_la.csv")
+        import_gias(ledger, read_rows(FIXTURES / "bad_la.csv"))
     assert sorted((p.code, p.path) for p in exc.value.problems) == [("gias_date", "$[3].OpenDate"), ("gias_value", "$[3].LA (code)")]
     assert ledger.store.count_events() == before
     ledger.store.close()
