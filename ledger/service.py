@@ -33,7 +33,7 @@ from .orgs import OrgState, check_org, fold_org
 from .policy import Principal as Principal  # re-exported: callers import it from here
 from .rules import Record, check_pupil, effective, fold_pupil
 from .secrets import LedgerSecrets
-from .store import IndexRow, Store, Subject
+from .store import INDEX_COLUMNS, IndexRow, Store, Subject
 
 RECEIPT_PAYLOAD_TYPE = "application/vnd.pupil-ledger.receipt+json"
 ADMIN_ORG = "dfe:admin"
@@ -525,23 +525,26 @@ class Ledger:
             self._authorise_pupil_read(upn, reader)
             key = self.store.app.pupil_keys.get(self.secrets.pupil_id(upn), max_age=0)
             assert key is not None
-            subject = self.store.subject(self.secrets.audit_stream_id(key.audit_id))
-            index = self.store.index_for_subject(self.secrets.audit_stream_id(key.audit_id))
+            stream = self.secrets.audit_stream_id(key.audit_id)
+            subject = self.store.subject(stream)
+            index = self.store.index_for_subject(stream)
             items = [self._access_item(e, index[e.version].sequence) for e in (subject.entries if subject else []) if index[e.version].sequence > after]
             return {"pupil": key.audit_id, "views": items[:limit], "next_after": items[limit - 1]["sequence"] if len(items) > limit else None}
         if not policy.may_read_access_log(principal, viewer_org):
             raise policy.forbidden("access_log_scope", "query:org", f"{principal.org} may read the views by its own principals (org={principal.org})")
-        rows = self.store.query("SELECT event_id FROM ledger_index WHERE type IN ('access.record_viewed', 'access.record_erased') AND sequence > ? "
-                                "ORDER BY sequence LIMIT ?",
-                                (after, limit))
-        found = self.store.index_rows([r[0] for r in rows])
+        rows = [IndexRow(*r) for r in self.store.query(
+            f"SELECT {', '.join(INDEX_COLUMNS)} FROM ledger_index WHERE type IN ('access.record_viewed', 'access.record_erased') "
+            "AND sequence > ? ORDER BY sequence LIMIT ?", (after, limit))]
+        streams: dict[str, dict[int, Any]] = {}  # each audit stream loaded once, however many of its views are listed
         items = []
-        for row in sorted(found.values(), key=lambda r: r.sequence):
-            entry = self._entry(row)
-            item = self._access_item(entry, row.sequence)
+        for row in rows:
+            if row.originator_id not in streams:
+                subject = self.store.subject(uuid.UUID(row.originator_id))
+                streams[row.originator_id] = {e.version: e for e in subject.entries} if subject else {}
+            item = self._access_item(streams[row.originator_id].get(row.originator_version), row.sequence)
             if viewer_org is None or item.get("principal", {}).get("org") == viewer_org:
                 items.append(item)
-        return {"org": viewer_org, "views": items, "next_after": max((r.sequence for r in found.values()), default=None) if len(rows) == limit else None}
+        return {"org": viewer_org, "views": items, "next_after": rows[-1].sequence if len(rows) == limit else None}
 
     @staticmethod
     def _access_item(entry: Any, sequence: int) -> dict[str, Any]:
