@@ -10,6 +10,7 @@ big-endian uint16 length followed by its bytes.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 TILE_HEIGHT = 8
@@ -69,6 +70,18 @@ def tile_width_at(level: int, index: int, tree_size: int) -> int:
     """How many hashes tile ``index`` at ``level`` has in a tree of ``tree_size`` (0 if none)."""
     hashes_at_level = tree_size >> (TILE_HEIGHT * level)
     return max(0, min(TILE_WIDTH, hashes_at_level - index * TILE_WIDTH))
+
+
+def tiles_at(level: int, tree_size: int) -> Iterator[tuple[int, int]]:
+    """(index, width) of every tile a tree of ``tree_size`` has at ``level`` (the last may be partial)."""
+    hashes = tree_size >> (TILE_HEIGHT * level)
+    for index in range((hashes + TILE_WIDTH - 1) // TILE_WIDTH):
+        yield index, min(TILE_WIDTH, hashes - index * TILE_WIDTH)
+
+
+def levels(tree_size: int) -> range:
+    """The tile levels a tree of ``tree_size`` has (level L holds tree level 8L)."""
+    return range(next(L for L in range(64) if not tree_size >> (TILE_HEIGHT * L)))
 
 
 def encode_bundle(entries: list[bytes]) -> bytes:

@@ -291,14 +291,11 @@ class Log:
         return data
 
     def tile_paths(self, size: int) -> Iterator[str]:
-        for n in range((size + tiles.TILE_WIDTH - 1) // tiles.TILE_WIDTH):
-            yield tiles.entries_path(n, tiles.tile_width_at(0, n, size))
-        level = 0
-        while size >> (tiles.TILE_HEIGHT * level):
-            count = size >> (tiles.TILE_HEIGHT * level)
-            for n in range((count + tiles.TILE_WIDTH - 1) // tiles.TILE_WIDTH):
-                yield tiles.tile_path(level, n, tiles.tile_width_at(level, n, size))
-            level += 1
+        for n, width in tiles.tiles_at(0, size):
+            yield tiles.entries_path(n, width)
+        for level in tiles.levels(size):
+            for n, width in tiles.tiles_at(level, size):
+                yield tiles.tile_path(level, n, width)
 
     def export(self, directory: Path, on_progress: Callable[[int], None] | None = None) -> int:
         """Write the latest checkpoint and every tile and entry bundle as a static C2SP tiled log."""

@@ -91,12 +91,6 @@ def _get(fetch: Fetch, path: str, what: str, first_index: int) -> bytes:
         raise AuditFailure(f"{path} ({what}) is missing: the log is shorter than its checkpoint or was truncated", first_index) from None
 
 
-def _tile_paths(size: int) -> Iterator[tuple[int, int]]:
-    """(tile index, width) of every level-0 tile of a tree of ``size``."""
-    for n in range((size + tiles.TILE_WIDTH - 1) // tiles.TILE_WIDTH):
-        yield n, tiles.tile_width_at(0, n, size)
-
-
 def _check_ledger_entry(entry: bytes, index: int) -> dict[str, object]:
     try:
         body = json.loads(entry)
@@ -133,7 +127,7 @@ def audit(fetch: Fetch, vkey: str, checkpoint_text: str | None = None, *,
     tree = merkle.CompactRange()
     computed: dict[int, list[bytes]] = {}  # tree level (multiple of 8, > 0) -> hashes computed there, in order
     ledger_format: bool | None = None
-    for n, width in _tile_paths(size):
+    for n, width in tiles.tiles_at(0, size):
         first = n * tiles.TILE_WIDTH
         hash_tile = _get(fetch, tiles.tile_path(0, n, width), "level-0 hash tile", first)
         bundle = _get(fetch, tiles.entries_path(n, width), "entry bundle", first)
@@ -188,12 +182,9 @@ def _check_envelope(body: dict[str, object], stored: StoredEnvelope | None, inde
 
 
 def _check_higher_tiles(fetch: Fetch, size: int, computed: dict[int, list[bytes]], report: AuditReport) -> None:
-    level = 1
-    while size >> (tiles.TILE_HEIGHT * level):
+    for level in tiles.levels(size)[1:]:
         hashes = computed.get(tiles.TILE_HEIGHT * level, [])
-        count = size >> (tiles.TILE_HEIGHT * level)
-        for n in range((count + tiles.TILE_WIDTH - 1) // tiles.TILE_WIDTH):
-            width = tiles.tile_width_at(level, n, size)
+        for n, width in tiles.tiles_at(level, size):
             path = tiles.tile_path(level, n, width)
             first_leaf = (n * tiles.TILE_WIDTH) << (tiles.TILE_HEIGHT * level)
             data = _get(fetch, path, f"level-{level} hash tile", first_leaf)
@@ -202,7 +193,6 @@ def _check_higher_tiles(fetch: Fetch, size: int, computed: dict[int, list[bytes]
             if data != want:
                 bad = next((j for j in range(width) if data[32 * j:32 * j + 32] != want[32 * j:32 * j + 32]), 0)
                 raise AuditFailure(f"{path} does not match the tiles below it", first_leaf + (bad << (tiles.TILE_HEIGHT * level)))
-        level += 1
 
 
 # -- single proofs --------------------------------------------------------------------------------
