@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from ledger.identifiers import org_scheme
 from ledger.rules import Record
@@ -20,6 +20,8 @@ from .orgs import Directory, directory
 from .pupils import Pupil, pupils
 
 LEVELS = ("school", "trust", "la", "national")
+T = TypeVar("T")
+
 ENGLAND = "england"
 TRAILING_DAYS = 365
 
@@ -50,6 +52,10 @@ class Placement:
     def is_open(self) -> bool:
         return self.end is None
 
+    def is_overdue(self, day: date) -> bool:
+        """An open time-limited (tier 2) placement past its planned end (docs/metrics.md)."""
+        return self.is_open() and self.tier == 2 and self.planned_end is not None and self.planned_end < day
+
 
 @dataclass
 class Context:
@@ -61,6 +67,13 @@ class Context:
     pupils: list[Pupil]
     _placements: list[Placement] | None = field(default=None, repr=False)
     _contributions: dict[str, list[Contribution]] = field(default_factory=dict, repr=False)
+    _derived: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def derived(self, name: str, compute: Callable[[Context], T]) -> T:
+        """A value several metrics and views read at this moment, computed once per context."""
+        if name not in self._derived:
+            self._derived[name] = compute(self)
+        return self._derived[name]  # type: ignore[no-any-return]
 
     def contributions(self, metric: Metric) -> list[Contribution]:
         """The metric's items at this moment (computed once per context)."""

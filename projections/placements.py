@@ -19,7 +19,7 @@ def open_ap_placements(ctx: Context) -> Iterator[Contribution]:
 
 def overdue_time_limited_placements(ctx: Context) -> Iterator[Contribution]:
     for p in ctx.placements:
-        if p.is_open() and p.tier == 2 and p.planned_end is not None and p.planned_end < ctx.day:
+        if p.is_overdue(ctx.day):
             yield Contribution(p.commissioner, p.event_id, 1)
 
 
@@ -37,7 +37,7 @@ def placements_register(ctx: Context, level: str, scope: str) -> dict[str, Any]:
     placements; lengths of open placements so far and of placements ended in the last 365 days."""
     mine: list[Placement] = [p for p in ctx.placements if _in_scope(ctx, p.commissioner, level, scope)]
     open_now = [p for p in mine if p.is_open()]
-    overdue = [p for p in open_now if p.tier == 2 and p.planned_end is not None and p.planned_end < ctx.day]
+    overdue = [p for p in open_now if p.is_overdue(ctx.day)]
     pairs = Counter((p.setting_type, p.tier) for p in open_now)
     published_scope = scope if level in ("la", "national") else None
     return {

@@ -30,6 +30,10 @@ class ProviderWatch:
 
 def provider_watch(ctx: Context) -> list[ProviderWatch]:
     """Open placements at unregistered providers on the as-of date, per provider (whoever commissioned them)."""
+    return ctx.derived("provider_watch", _provider_watch)
+
+
+def _provider_watch(ctx: Context) -> list[ProviderWatch]:
     by_provider: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     commissioners: dict[str, set[str]] = defaultdict(set)
     vulnerable = {pupil.key for pupil in ctx.pupils if pupil.sen_or_looked_after_on(ctx.day)}
