@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api import security
 from api.background import Background, Follower
+from api.limits import read_limited
 from api.log_routes import event_proof_route, log_router
 from api.views import views_router
 from ledger import jcs
@@ -102,17 +103,8 @@ def error_response(status: int, problems: list[dict[str, str]], headers: dict[st
     return JSONResponse({"errors": problems}, status_code=status, headers=headers)
 
 
-async def read_limited(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise LedgerError.one("body_too_large", "$", f"the body is {declared} bytes; the limit is {limit}", Category.TOO_LARGE)
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise LedgerError.one("body_too_large", "$", f"the body exceeds the limit of {limit} bytes", Category.TOO_LARGE)
-        chunks.append(chunk)
-    return b"".join(chunks)
+def body_too_large(reason: str) -> LedgerError:
+    return LedgerError.one("body_too_large", "$", reason, Category.TOO_LARGE)
 
 
 def parse_json(raw: bytes) -> Any:
@@ -195,7 +187,7 @@ def create_app(ledger: Ledger, followers: Sequence[Follower] = ()) -> FastAPI:
         openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": ENVELOPE_SCHEMA}}}},
     )
     async def submit_event(request: Request, caller: Caller) -> JSONResponse:
-        raw = parse_json(await read_limited(request, settings.max_event_bytes))
+        raw = parse_json(await read_limited(request, settings.max_event_bytes, body_too_large))
         receipt = await asyncio.wrap_future(committer.enqueue(raw, caller))  # answered once its group has committed
         return JSONResponse(receipt.as_dict(), status_code=201 if receipt.created else 200)
 
@@ -207,7 +199,7 @@ def create_app(ledger: Ledger, followers: Sequence[Follower] = ()) -> FastAPI:
             "type": "object", "required": ["envelopes"], "properties": {"envelopes": {"type": "array", "items": ENVELOPE_SCHEMA}}}}}}},
     )
     async def submit_batch(request: Request, caller: Caller) -> JSONResponse:
-        raw = parse_json(await read_limited(request, settings.max_batch_bytes))
+        raw = parse_json(await read_limited(request, settings.max_batch_bytes, body_too_large))
         if not isinstance(raw, dict) or not isinstance(raw.get("envelopes"), list) or set(raw) != {"envelopes"}:
             raise LedgerError.one("batch_shape", "$.envelopes", "the body is {\"envelopes\": [envelope, ...]}", Category.MALFORMED)
         if not raw["envelopes"]:

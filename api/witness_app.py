@@ -8,19 +8,10 @@ from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import PlainTextResponse, Response
 
+from api.limits import read_limited
 from ledger.witness import SIZE_CONTENT_TYPE, Conflict, Malformed, Rejected, Witness
 
 MAX_BODY = 256 * 1024  # 63 proof lines and a checkpoint with many signatures fit many times over
-
-
-async def _read_limited(request: Request) -> bytes:
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY:
-            raise Malformed(f"the body exceeds {MAX_BODY} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def create_witness_app(witness: Witness) -> FastAPI:
@@ -39,7 +30,7 @@ def create_witness_app(witness: Witness) -> FastAPI:
                          422: {"description": "the consistency proof does not verify"}})
     async def add_checkpoint(request: Request) -> Response:
         try:
-            body = await _read_limited(request)
+            body = await read_limited(request, MAX_BODY, Malformed)
             lines = await run_in_threadpool(witness.add_checkpoint, body)
         except Conflict as exc:
             # exactly this type, without a charset parameter, as strict clients compare it
