@@ -42,6 +42,10 @@ class Background:
         for thread in self._threads:
             thread.join(timeout)
         self._threads.clear()
+        for follower in self.followers:
+            close = getattr(follower, "close", None)  # e.g. the witnessing follower's HTTP client
+            if close is not None:
+                close()
 
     def _run(self, follower: Follower) -> None:
         while not self._stop.is_set():
