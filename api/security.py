@@ -8,10 +8,11 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger("pupil_ledger.api")
 
@@ -54,45 +55,75 @@ class RateLimiter:
         return wait
 
 
-def limiter_key(request: Request) -> str:
+def limiter_key(scope: Scope) -> str:
     """Per bearer token (hashed: the token itself is never kept); per client address without one."""
-    auth = request.headers.get("authorization", "")
+    auth = _header(scope, b"authorization")
     if auth[:7].lower() == "bearer " and auth[7:].strip():
         return "token:" + hashlib.sha256(auth[7:].strip().encode("utf-8")).hexdigest()[:32]
-    return client_key(request)
+    return client_key(scope)
 
 
-def client_key(request: Request) -> str:
-    return "client:" + (request.client.host if request.client else "unknown")
+def client_key(scope: Scope) -> str:
+    client = scope.get("client")
+    return "client:" + (client[0] if client else "unknown")
+
+
+def _header(scope: Scope, name: bytes) -> str:
+    """The first value of request header ``name`` (lower case), or ""."""
+    for key, value in scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1"))
+    return ""
+
+
+_RAW_HEADERS = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in HEADERS.items()]
+_NO_STORE_PATHS = ("/pupils/", "/events/", "/access-log")
+
+
+class Guard:
+    """Rate limits and security headers as plain ASGI middleware (Starlette's ``BaseHTTPMiddleware``, behind
+    ``@app.middleware``, runs every request in an extra task with memory streams: a third of the web stack's CPU).
+
+    ``failures`` counts rejected bearer tokens (401) per client address, so guessing tokens (each a new
+    bucket of ``limiter``) is throttled too. The headers are added only where the response has not set them.
+    """
+
+    def __init__(self, app: ASGIApp, limiter: RateLimiter, failures: RateLimiter):
+        self.app, self.limiter, self.failures = app, limiter, failures
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope["path"]
+        extra = [*_RAW_HEADERS, (b"content-security-policy", (DOCS_CSP if path in DOCS_PATHS else API_CSP).encode("latin-1"))]
+        if path.startswith(_NO_STORE_PATHS):
+            extra.append((b"cache-control", b"no-store"))
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                if message["status"] == 401:
+                    self.failures.take(client_key(scope))
+                headers = message["headers"] = list(message.get("headers", ()))
+                present = {key for key, _ in headers}
+                headers.extend(header for header in extra if header[0] not in present)
+            await send(message)
+
+        wait = 0.0
+        if path != "/healthz":
+            wait = self.failures.take(client_key(scope), spend=False) or self.limiter.take(limiter_key(scope))
+        if wait:
+            refusal = JSONResponse(
+                {"errors": [{"code": "rate_limited", "path": "$", "message": f"too many requests; retry after {math.ceil(wait)} s"}]},
+                status_code=429, headers={"Retry-After": str(math.ceil(wait))})
+            await refusal(scope, receive, send_with_headers)
+        else:
+            await self.app(scope, receive, send_with_headers)
 
 
 def install(app: FastAPI, limiter: RateLimiter, failures: RateLimiter | None = None) -> None:
-    """Rate limits, security headers and the catch-all error handler, on every route of ``app``.
-
-    ``failures`` counts rejected bearer tokens (401) per client address, so guessing tokens (each a new
-    bucket of ``limiter``) is throttled too.
-    """
-    failures = failures or RateLimiter(rate=1.0, burst=20)
-
-    @app.middleware("http")
-    async def guard(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        wait = 0.0
-        if request.url.path != "/healthz":
-            wait = failures.take(client_key(request), spend=False) or limiter.take(limiter_key(request))
-        if wait:
-            response: Response = JSONResponse(
-                {"errors": [{"code": "rate_limited", "path": "$", "message": f"too many requests; retry after {math.ceil(wait)} s"}]},
-                status_code=429, headers={"Retry-After": str(math.ceil(wait))})
-        else:
-            response = await call_next(request)
-            if response.status_code == 401:
-                failures.take(client_key(request))
-        for name, value in HEADERS.items():
-            response.headers.setdefault(name, value)
-        response.headers.setdefault("Content-Security-Policy", DOCS_CSP if request.url.path in DOCS_PATHS else API_CSP)
-        if request.url.path.startswith(("/pupils/", "/events/", "/access-log")):
-            response.headers.setdefault("Cache-Control", "no-store")
-        return response
+    """Rate limits, security headers and the catch-all error handler, on every route of ``app``."""
+    app.add_middleware(Guard, limiter=limiter, failures=failures or RateLimiter(rate=1.0, burst=20))
 
     @app.exception_handler(Exception)
     async def unexpected(_: Request, exc: Exception) -> JSONResponse:

@@ -13,8 +13,10 @@ from typing import Any
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from fastapi.responses import Response
 from fastapi.testclient import TestClient
 
+from api import security
 from api.app import create_app
 from ledger import admin, policy
 from ledger.errors import LedgerError
@@ -148,6 +150,28 @@ def test_security_headers(world: World) -> None:
     assert read.headers["referrer-policy"] == "no-referrer" and "max-age" in read.headers["strict-transport-security"]
     docs = client.get("/docs")
     assert docs.status_code == 200 and "script-src" in docs.headers["content-security-policy"]
+
+
+def test_security_headers_on_refusals_and_never_over_a_routes_own(world: World) -> None:
+    app = create_app(world.ledger)
+
+    @app.get("/access-log/own-headers")
+    async def own_headers() -> Response:
+        return Response("x", headers={"Cache-Control": "max-age=5", "X-Frame-Options": "SAMEORIGIN"})
+
+    client = TestClient(app, headers={"authorization": "Bearer plt_00000000_guess"})
+    refused = client.get("/events/x")
+    assert refused.status_code == 401 and refused.headers["www-authenticate"] == "Bearer"
+    assert refused.headers["x-content-type-options"] == "nosniff" and refused.headers["cache-control"] == "no-store"
+    own = client.get("/access-log/own-headers")
+    assert own.headers["cache-control"] == "max-age=5" and own.headers["x-frame-options"] == "SAMEORIGIN"
+    assert own.headers["referrer-policy"] == "no-referrer" and len(own.headers.get_list("cache-control")) == 1
+    world.ledger.settings = dataclasses.replace(world.ledger.settings, rate_limit_per_second=0.5, rate_limit_burst=1)
+    limited = TestClient(create_app(world.ledger))
+    assert limited.get("/log/vkey").status_code == 200
+    throttled = limited.get("/log/vkey")
+    assert throttled.status_code == 429 and throttled.headers["retry-after"] == "2"
+    assert throttled.headers["content-security-policy"] == security.API_CSP and "cache-control" not in throttled.headers
 
 
 def test_unexpected_failures_carry_no_stack_trace_or_internal_detail(world: World) -> None:
