@@ -16,6 +16,7 @@ from datetime import UTC, date, datetime, timedelta
 from functools import cache
 from typing import Any
 
+import fastjsonschema
 from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 
@@ -71,6 +72,15 @@ def _validator(type_name: str) -> Draft202012Validator:
     return Draft202012Validator(schema, registry=registry)
 
 
+@cache
+def _compiled(type_name: str) -> Any:
+    """The same schema compiled to Python (fastjsonschema): it only ever accepts; ``jsonschema`` explains.
+
+    Formats stay annotations, as in ``jsonschema`` without a format checker: dates are checked below.
+    """
+    return fastjsonschema.compile({"allOf": [_common_schema(), event_types()[type_name].schema]}, use_formats=False)
+
+
 def _json_path(prefix: str, parts: Iterator[Any] | Any) -> str:
     out = prefix
     for part in parts:
@@ -79,6 +89,11 @@ def _json_path(prefix: str, parts: Iterator[Any] | Any) -> str:
 
 
 def _schema_problems(body: dict[str, Any], type_name: str, prefix: str) -> list[Problem]:
+    try:
+        _compiled(type_name)(body)
+        return []  # the common case, about 15 times faster than asking jsonschema
+    except fastjsonschema.JsonSchemaValueException as exc:
+        strict = exc  # jsonschema names every problem with its path; this one stands only if it names none
     problems = []
     for error in sorted(_validator(type_name).iter_errors(body), key=lambda e: list(e.absolute_path)):
         path = _json_path(prefix, error.absolute_path)
@@ -92,7 +107,19 @@ def _schema_problems(body: dict[str, Any], type_name: str, prefix: str) -> list[
         else:
             code = f"schema_{error.validator}"
         problems.append(Problem(code, path, error.message))
+    if not problems:
+        # ``jsonschema`` matches patterns with Python's ``re``, where ``$`` also matches before a final newline;
+        # JSON Schema patterns are ECMA-262, where it does not (so "2026-09-01\n" is no date), as compiled here.
+        problems.append(Problem(f"schema_{strict.rule}", _json_path(prefix, _parts(body, strict.path[1:])), strict.message.split(" ", 1)[-1]))
     return problems
+
+
+def _parts(value: Any, names: list[str]) -> Iterator[Any]:
+    """fastjsonschema's path (every part a string) as keys and list indices."""
+    for name in names:
+        part: Any = int(name) if isinstance(value, list) else name
+        yield part
+        value = value[part]
 
 
 def _parse_date(value: Any) -> date | None:

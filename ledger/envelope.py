@@ -163,12 +163,12 @@ def decode(raw: Any, path: str = "$", payload_type: str = EVENT_PAYLOAD_TYPE) ->
             raise _malformed("signature_not_base64", f"{where}.sig", "sig is not standard base64") from None
         sigs.append((kid, sig_bytes))
     try:
-        body = jcs.parse(payload)
+        body, canonical = jcs.parse_canonical(payload)
     except jcs.NotJSON as exc:
         raise _malformed("payload_not_json", f"{path}.payload", f"payload is not JSON: {exc}") from None
     if not isinstance(body, dict):
         raise _malformed("payload_not_object", f"{path}.payload", "payload must be a JSON object")
-    if jcs.canonicalize(body) != payload:
+    if not canonical:
         raise _malformed(
             "payload_not_canonical",
             f"{path}.payload",

@@ -1,8 +1,12 @@
 """RFC 8785 JSON Canonicalization Scheme (JCS).
 
-Serialisation is delegated to the ``rfc8785`` package (Trail of Bits), which implements the
-ECMAScript number formatting JCS requires; this module adds the ledger's strict parse and the
-"is this byte string already canonical?" check.
+Serialisation of the ledger's own kind of value (objects, arrays, ASCII strings, integers in JSON's safe
+range, booleans, null) is the standard library's C encoder with sorted keys and no whitespace, which is
+byte for byte what RFC 8785 prescribes for those values: ASCII keys sort the same by code point as by
+UTF-16 unit, and both escape exactly ``"``, ``\\`` and the control characters, in the same forms. Anything
+else (a float, a non-ASCII string, an out-of-range integer) goes to the ``rfc8785`` package (Trail of Bits),
+which implements the ECMAScript number formatting and UTF-16 key order JCS requires, and its errors.
+This module adds the ledger's strict parse and the "is this byte string already canonical?" check.
 """
 
 from __future__ import annotations
@@ -17,7 +21,27 @@ class NotJSON(ValueError):
     """The bytes are not a single UTF-8 JSON value (or contain duplicate keys)."""
 
 
+_SAFE_INT = 2**53 - 1
+_encode_plain = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+
+
+def _plain(value: Any) -> bool:
+    """True when the standard encoder's output is already JCS (see the module docstring)."""
+    kind = type(value)
+    if kind is str:
+        return bool(value.isascii())
+    if kind is dict:
+        return all(type(k) is str and k.isascii() and _plain(v) for k, v in value.items())
+    if kind is list:
+        return all(_plain(v) for v in value)
+    if kind is int:
+        return bool(-_SAFE_INT <= value <= _SAFE_INT)
+    return value is None or kind is bool
+
+
 def canonicalize(value: Any) -> bytes:
+    if _plain(value):
+        return _encode_plain(value).encode("ascii")
     return rfc8785.dumps(value)
 
 
@@ -48,8 +72,31 @@ def parse(data: bytes) -> Any:
         raise NotJSON(f"{exc.msg} at line {exc.lineno} column {exc.colno}") from None
 
 
+def parse_canonical(data: bytes) -> tuple[Any, bool]:
+    """Parse strict JSON (as ``parse``) and say whether ``data`` is exactly its canonical form.
+
+    Canonical bytes cannot hold a duplicate key (re-serialising would drop it), so they are parsed by the
+    C decoder alone; the strict parse runs only for bytes that are not canonical, to name what is wrong.
+    """
+    try:
+        value = json.loads(data.decode("utf-8"), parse_constant=_reject_constant)
+        if _canonical_of(value) == data:
+            return value, True
+    except (UnicodeDecodeError, json.JSONDecodeError, NotJSON):
+        pass
+    value = parse(data)
+    return value, _canonical_of(value) == data
+
+
+def _canonical_of(value: Any) -> bytes | None:
+    try:
+        return canonicalize(value)
+    except rfc8785.CanonicalizationError:  # e.g. an integer beyond 2^53 or a lone surrogate: no canonical form
+        return None
+
+
 def is_canonical(data: bytes) -> bool:
     try:
-        return canonicalize(parse(data)) == data
-    except (NotJSON, rfc8785.CanonicalizationError):
+        return parse_canonical(data)[1]
+    except NotJSON:
         return False

@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 from datetime import UTC, date, datetime
 
+import fastjsonschema
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
 from ledger import catalogue
@@ -124,3 +127,87 @@ def test_school_days() -> None:
     assert school_days_between(date(2026, 10, 2), date(2026, 10, 9)) == 5  # Fri -> next Fri
     assert school_days_between(date(2026, 10, 2), date(2026, 10, 12)) == 6
     assert school_days_between(date(2026, 10, 2), date(2026, 10, 9), frozenset({date(2026, 10, 5)})) == 4
+
+
+# -- the compiled validator agrees with jsonschema -----------------------------------------------------
+
+ANY_JSON = st.recursive(st.none() | st.booleans() | st.integers(-5, 10**6) | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=12),
+                        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3), max_leaves=6)
+
+
+@st.composite
+def near_instances(draw: st.DrawFn, schema: dict) -> object:
+    """Mostly-valid instances of ``schema`` (the keywords the catalogue uses), with a random fault now and then."""
+    if draw(st.integers(0, 30)) == 0:
+        return draw(ANY_JSON)  # a fault: any value at all in this place
+    if "const" in schema:
+        return schema["const"]
+    if "enum" in schema:
+        return draw(st.sampled_from(schema["enum"]))
+    kind = schema.get("type")
+    kind = draw(st.sampled_from(kind)) if isinstance(kind, list) else kind
+    if "allOf" in schema:
+        out: dict = {}
+        for part in schema["allOf"]:
+            value = draw(near_instances(part))
+            if isinstance(value, dict):
+                out.update(value)
+        return out
+    if kind == "object" or "properties" in schema:
+        props = schema.get("properties", {})
+        names = [n for n in props if n in schema.get("required", []) or draw(st.booleans())]
+        out = {n: draw(near_instances(props[n])) for n in names if draw(st.integers(0, 40))}  # now and then a required one is dropped
+        if draw(st.integers(0, 20)) == 0:
+            out[draw(st.text(min_size=1, max_size=5))] = draw(ANY_JSON)
+        return out
+    if kind == "array":
+        items = schema.get("items", {})
+        return [draw(near_instances(items)) for _ in range(draw(st.integers(schema.get("minItems", 0), schema.get("maxItems", 3) + 1)))]
+    if kind == "integer":
+        return draw(st.integers(schema.get("minimum", -3) - 1, schema.get("maximum", 10**5) + 1))
+    if kind == "number":
+        return draw(st.floats(schema.get("minimum", -3) - 1, schema.get("maximum", 10**5) + 1))
+    if kind == "boolean":
+        return draw(st.booleans())
+    if kind == "string":
+        if "pattern" in schema:
+            text = draw(st.from_regex(schema["pattern"], fullmatch=draw(st.integers(0, 10)) > 0))
+        else:
+            text = draw(st.text(max_size=schema.get("maxLength", 20) + 2))
+        return text
+    return draw(ANY_JSON)
+
+
+@pytest.mark.parametrize("type_name", sorted(catalogue.event_types()))
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@given(data=st.data())
+def test_compiled_validator_agrees_with_jsonschema(type_name: str, data: st.DataObject) -> None:
+    """The compiled validator is the fast path: it must never accept what jsonschema rejects, and it rejects what
+    jsonschema accepts only where JSON Schema's ECMA-262 patterns differ from Python's (a final newline before ``$``)."""
+    schema = {"allOf": [catalogue._common_schema(), catalogue.event_types()[type_name].schema]}
+    instance = data.draw(near_instances(schema))
+    reference = not list(catalogue._validator(type_name).iter_errors(instance))
+    try:
+        catalogue._compiled(type_name)(instance)
+        fast = True
+    except fastjsonschema.JsonSchemaException:
+        fast = False
+    if reference and not fast:
+        assert "\\n" in json.dumps(instance), instance  # an escaped newline
+        assert [p.code for p in catalogue._schema_problems(instance, type_name, "$")] == ["schema_pattern"]
+    else:
+        assert fast == reference, instance
+
+
+def test_a_final_newline_does_not_match_a_pattern() -> None:
+    assert codes(body(event_id="6f1c2f3e-0000-4000-8000-000000000001\n")) == [("schema_pattern", "$.payload.event_id")]
+    assert codes(body(reported_at="2026-09-11T10:00:00Z\n")) == [("schema_pattern", "$.payload.reported_at")]
+
+
+def test_the_compiled_validator_accepts_the_simulated_nation() -> None:
+    from ledger.simulate import simulate_nation
+
+    bodies = [body for area in simulate_nation(400, 3) for _, body in area.events]
+    assert len({b["type"] for b in bodies}) >= 10
+    for b in bodies:
+        catalogue._compiled(b["type"])(b)

@@ -31,6 +31,40 @@ def test_jcs_vectors(name: str) -> None:
     assert jcs.is_canonical(expected)
 
 
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**60), 2**60) | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(alphabet=st.characters(codec="utf-8")) | st.text(alphabet=st.characters(max_codepoint=0x7F)),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(alphabet=st.characters(codec="utf-8"), max_size=4) | st.text(max_size=4), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=600, deadline=None)
+@given(JSON_VALUES)
+def test_jcs_equals_the_reference_implementation(value: object) -> None:
+    """The fast path (standard encoder for plain values) and the ``rfc8785`` reference agree byte for byte, errors included."""
+    import rfc8785
+
+    try:
+        expected: bytes | type[Exception] = rfc8785.dumps(value)
+    except rfc8785.CanonicalizationError as exc:
+        expected = type(exc)
+    try:
+        got: bytes | type[Exception] = jcs.canonicalize(value)
+    except rfc8785.CanonicalizationError as exc:
+        got = type(exc)
+    assert got == expected
+
+
+@pytest.mark.parametrize("value", [
+    "\x7f", "a\"b\\c", "\b\f\n\r\t\x00\x1f", "/", {"b": 1, "a": [True, False, None]}, 2**53 - 1, -(2**53) + 1, 1.0, "\u2028", {"\ue000": 1, "\U0001f600": 2},
+])
+def test_jcs_edge_cases(value: object) -> None:
+    import rfc8785
+
+    assert jcs.canonicalize(value) == rfc8785.dumps(value)
+
+
 def test_rfc8032_vectors() -> None:
     for v in json.loads((VECTORS / "ed25519-rfc8032" / "rfc8032_ed25519.json").read_text())["vectors"]:
         key = Ed25519PrivateKey.from_private_bytes(bytes.fromhex(v["secret_key_hex"]))
