@@ -174,7 +174,8 @@ def create_app(ledger: Ledger, followers: Sequence[Follower] = ()) -> FastAPI:
     async def principal(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> Principal:
         if credentials is None:
             raise LedgerError.one("token_missing", "header:Authorization", "send Authorization: Bearer <token>", Category.UNAUTHENTICATED)
-        found = await run_in_threadpool(ledger.authenticate, credentials.credentials)
+        # A token verified within the last second needs no database (ledger/tokens.py), so no worker thread either.
+        found = ledger.tokens.get(credentials.credentials) or await run_in_threadpool(ledger.authenticate, credentials.credentials)
         if found is None:
             raise LedgerError.one("token_invalid", "header:Authorization", "the bearer token is unknown, expired or revoked", Category.UNAUTHENTICATED)
         return found
