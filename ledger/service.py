@@ -376,7 +376,7 @@ class Ledger:
             "event_id": row.event_id, "sequence": row.sequence, "event_digest": row.event_digest,
             "envelope_digest": row.envelope_digest, "received_at": row.received_at, "ledger": self.settings.origin,
             # the promise: this event is in a signed checkpoint of the log within this many seconds
-            "max_merge_delay_seconds": self.settings.max_merge_delay,
+            "max_merge_delay_seconds": _json_number(self.settings.max_merge_delay),
         }
         signed = envelope.sign(claim, self.secrets.signing_key, self.secrets.signing_key_id, RECEIPT_PAYLOAD_TYPE)
         if flags is None:
@@ -680,6 +680,11 @@ def _verifier() -> ThreadPoolExecutor:
 
 def _verify_all(jobs: list[tuple[envelope.Envelope, str, bytes]]) -> list[bool]:
     return [env.verify(Ed25519PublicKey.from_public_bytes(raw), kid) for env, kid, raw in jobs]
+
+
+def _json_number(value: float) -> float | int:
+    """A whole number as an int: the same JCS bytes (1.0 is written 1), through the fast path."""
+    return int(value) if float(value).is_integer() else value
 
 
 def _hash_token(token: str) -> str:
