@@ -85,6 +85,10 @@ def test_tokens_and_read_access(client: TestClient, world: World) -> None:
     assert client.get("/healthz").json()["status"] == "ok"
     anonymous = TestClient(client.app)
     assert_error(anonymous.post("/events", content=b"{}"), 401, "token_missing")
+    for path in ("/events", "/batches"):  # submitEvent reads its bearer itself: the same answers as the dependency's
+        assert_error(anonymous.post(path, content=b"{}", headers={"authorization": "Basic dXNlcjpwYXNz"}), 401, "token_missing")
+        assert_error(anonymous.post(path, content=b"{}", headers={"authorization": "bearer  "}), 401, "token_missing")
+        assert_error(anonymous.post(path, content=b"{}", headers={"authorization": "Bearer plt_00000000_nope"}), 401, "token_invalid")
     assert_error(anonymous.get("/events/x", headers={"authorization": "Bearer plt_00000000_nope"}), 401, "token_invalid")
     post(client, "/events", world.sign(world.event("pupil.registered", SCHOOL_A, REGISTERED, upn=UPN)))
     history = client.get(f"/pupils/{UPN}/history", params={"as_of": "2026-10-05"})
