@@ -80,17 +80,22 @@ class Envelope:
     def envelope_digest(self) -> str:
         return sha256_hex(self.canonical_bytes)
 
-    def verify(self, public_key: Ed25519PublicKey, keyid: str) -> bool:
-        message = pae(self.payload_type, self.payload)
+    def signed_by(self, keyid: str) -> tuple[bytes, bytes] | None:
+        """(signature, signed bytes) of the first signature by ``keyid``, if any."""
         for sig_keyid, sig in self.signatures:
-            if sig_keyid != keyid:
-                continue
-            try:
-                public_key.verify(sig, message)
-                return True
-            except InvalidSignature:
-                return False
-        return False
+            if sig_keyid == keyid:
+                return sig, pae(self.payload_type, self.payload)
+        return None
+
+    def verify(self, public_key: Ed25519PublicKey, keyid: str) -> bool:
+        signed = self.signed_by(keyid)
+        if signed is None:
+            return False
+        try:
+            public_key.verify(*signed)
+            return True
+        except InvalidSignature:
+            return False
 
 
 def sign(

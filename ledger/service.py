@@ -7,7 +7,6 @@ idempotency -> domain rules on the subject -> one transaction -> signed receipts
 from __future__ import annotations
 
 import hashlib
-import os
 import random
 import secrets as pysecrets
 import threading
@@ -15,7 +14,6 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from functools import cache
@@ -24,7 +22,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from eventsourcing.persistence import IntegrityError
 
-from . import catalogue, envelope, jcs, policy
+from . import catalogue, envelope, jcs, policy, signatures
 from .config import Settings
 from .errors import Category, LedgerError, Problem
 from .identifiers import org_scheme
@@ -34,13 +32,13 @@ from .policy import Principal as Principal  # re-exported: callers import it fro
 from .rules import Record, check_pupil, effective, fold_pupil
 from .secrets import LedgerSecrets
 from .store import INDEX_COLUMNS, IndexRow, Store, Subject
+from .tokens import TokenCache
 
 RECEIPT_PAYLOAD_TYPE = "application/vnd.pupil-ledger.receipt+json"
 ADMIN_ORG = "dfe:admin"
 ROLES = policy.ROLES
 MAX_ATTEMPTS = 20  # optimistic-concurrency retries when another writer appended to the same subject
 SUBJECT_CACHE_SIZE = 20_000  # committed subjects kept for rule checks (a few KB each)
-VERIFY_CHUNK = 64  # signatures per verification task; fewer in a batch are verified inline
 
 
 def utcnow() -> datetime:
@@ -93,6 +91,8 @@ class _Item:
     duplicate_of: IndexRow | None = None
     reads: set[uuid.UUID] = field(default_factory=set)  # the subject and the submitter, whose state decides
     verified: tuple[str, bytes, bool] | None = None  # (key id, public key, signature valid), checked ahead
+    pending: tuple[str, bytes] | None = None  # (key id, public key) whose verdict is on its way from the workers
+    assumed_valid: bool = False  # judged before that verdict came in, as if the signature were valid
 
 
 class Ledger:
@@ -104,6 +104,7 @@ class Ledger:
         self.settings = settings
         self.clock = clock
         self._subjects = _SubjectCache(SUBJECT_CACHE_SIZE)
+        self.tokens = TokenCache(store, clock)  # verified bearer tokens, so a request need not query for its own
 
     # -- submission --------------------------------------------------------------------------
 
@@ -138,12 +139,13 @@ class Ledger:
 
     def _submit(self, requests: Sequence[tuple[Any, Principal | None, str]], trusted: dict[str, tuple[str, bytes]],
                 all_or_nothing: bool) -> list[Receipt | LedgerError]:
+        verdicts: dict[tuple[int, str, bytes], bool] = {}  # signatures already verified, kept across attempts
         for attempt in range(MAX_ATTEMPTS):
             received_at = self.clock()
             items = [self._prepare(raw, i, path, received_at, principal) for i, (raw, principal, path) in enumerate(requests)]
             self._check_event_ids(items)
             working, cached = self._load_subjects(items)
-            self._verify_ahead(items, working, trusted)
+            collect = self._verify_ahead(items, working, trusted, verdicts, speculate=attempt < MAX_ATTEMPTS - 1)
             events: list[Any] = []
             index_rows: list[dict[str, Any]] = []
             key_rows: list[tuple[str, str]] = []
@@ -153,6 +155,10 @@ class Ledger:
                 self._authenticate(item, received_at, working, trusted)
                 if not item.problems:
                     self._apply_rules(item, received_at, working, events, index_rows, key_rows)
+            if collect is not None:
+                collect()
+                if any(item.assumed_valid and item.verified is not None and not item.verified[2] for item in items):
+                    continue  # a signature did not verify after all: judge the batch again, knowing it
             rejected = [item for item in items if item.problems]
             stale = cached & set().union(*(item.reads for item in rejected))
             if stale and attempt < MAX_ATTEMPTS - 1:
@@ -200,12 +206,14 @@ class Ledger:
         working: dict[uuid.UUID, Subject | None] = {aggregate_id: found.get(aggregate_id) for aggregate_id in wanted}
         return working, cached
 
-    def _verify_ahead(self, items: list[_Item], working: dict[uuid.UUID, Subject | None],
-                      trusted: dict[str, tuple[str, bytes]]) -> None:
-        """Verify the batch's signatures on every core at once (Ed25519 verification releases the GIL).
+    def _verify_ahead(self, items: list[_Item], working: dict[uuid.UUID, Subject | None], trusted: dict[str, tuple[str, bytes]],
+                      verdicts: dict[tuple[int, str, bytes], bool], speculate: bool) -> Callable[[], None] | None:
+        """Start verifying the batch's signatures in worker processes, so the rules run meanwhile.
 
         Keys come from the organisations' state before the batch; ``_authenticate`` still decides, in order and
         with the state as the batch changes it, and verifies inline a signature whose key was not known here.
+        Until the verdicts are in, a signature being verified counts as valid (``assumed_valid``); the returned
+        function collects them before anything is committed, and the batch is judged again if one failed.
         """
         jobs: list[tuple[_Item, str, bytes]] = []
         orgs: dict[str, OrgState] = {}
@@ -220,22 +228,36 @@ class Ledger:
                 if known is None and kid in orgs[submitter].keys:
                     known = orgs[submitter].keys[kid].public_key
                 if known is not None:
-                    jobs.append((item, kid, known))
+                    if (item.index, kid, known) in verdicts:
+                        item.verified = (kid, known, verdicts[item.index, kid, known])
+                    else:
+                        jobs.append((item, kid, known))
                     break
-        if len(jobs) < VERIFY_CHUNK:
-            return
-        chunks = [jobs[start:start + VERIFY_CHUNK] for start in range(0, len(jobs), VERIFY_CHUNK)]
-        # Wait here rather than overlap with the rules: a thread holding the GIL would starve the verifiers.
-        results = _verifier().map(_verify_all, [[(item.env, kid, raw) for item, kid, raw in chunk] for chunk in chunks])
-        for chunk, valid in zip(chunks, results, strict=True):
-            for (item, kid, raw), ok in zip(chunk, valid, strict=True):
-                item.verified = (kid, raw, ok)
+        if not speculate or len(jobs) < signatures.MIN_BATCH:
+            return None  # verified inline, when each is needed
+        checks = []
+        for item, kid, raw in jobs:
+            assert item.env is not None
+            signed = item.env.signed_by(kid)
+            assert signed is not None
+            checks.append((raw, *signed))
+            item.pending = (kid, raw)
+        pending = signatures.verify_soon(checks)
+
+        def collect() -> None:
+            for (item, kid, raw), ok in zip(jobs, pending.result(), strict=True):
+                verdicts[item.index, kid, raw] = ok
+                item.verified, item.pending = (kid, raw, ok), None
+        return collect
 
     @staticmethod
     def _signature_valid(item: _Item, kid: str, public_raw: bytes) -> bool:
         assert item.env is not None
         if item.verified is not None and item.verified[:2] == (kid, public_raw):
             return item.verified[2]
+        if item.pending == (kid, public_raw):
+            item.assumed_valid = True  # until the verdict is collected, before the commit
+            return True
         return item.env.verify(Ed25519PublicKey.from_public_bytes(public_raw), kid)
 
     def _prepare(self, raw: Any, index: int, path: str, received_at: datetime, principal: Principal | None) -> _Item:
@@ -422,9 +444,9 @@ class Ledger:
 
         With a ``reader`` (every HTTP read): authorised by ``policy`` and recorded as ``access.record_viewed``.
         """
-        access = self._authorise_pupil_read(upn, reader) if reader is not None else None
         aggregate_id = self.secrets.pupil_id(upn)
-        subject = self.store.subject(aggregate_id, fresh=True)
+        subject = self.store.subject(aggregate_id, fresh=True)  # read once: authorised on, and shown, the same state
+        access = self._authorise_pupil_read(upn, reader, subject=subject) if reader is not None else None
         if subject is None:
             raise LedgerError.one("not_found", "$.upn", "the ledger has no events for this pupil", Category.NOT_FOUND)
         index = self.store.index_for_subject(aggregate_id)
@@ -472,9 +494,10 @@ class Ledger:
     def windows(self) -> policy.Windows:
         return policy.Windows(self.settings.access_window_days, self.settings.inspection_window_days)
 
-    def pupil_links(self, upn: str) -> list[policy.PupilLink]:
-        """The organisations related to the pupil and when, from the pupil's records and the organisations' facts."""
-        subject = self.store.subject(self.secrets.pupil_id(upn), fresh=True)
+    def pupil_links(self, upn: str, subject: Subject | None = None) -> list[policy.PupilLink]:
+        """The organisations related to the pupil and when, from the pupil's records (``subject``: as just read
+        with ``fresh=True``) and the organisations' facts."""
+        subject = subject or self.store.subject(self.secrets.pupil_id(upn), fresh=True)
         records = subject.records if subject else []
         named = {r.data.get(k) for r in records for k in ("school", "setting", "host_school", "commissioner")}
         facts = {}
@@ -484,12 +507,15 @@ class Ledger:
                 facts[org] = policy.OrgFacts(state.la, state.trust)
         return policy.pupil_links(records, facts)
 
-    def _authorise_pupil_read(self, upn: str, reader: Reader, own_submission: bool = False, event_id: str | None = None) -> str:
-        """Authorise one read of a pupil's identified record and record it; returns the access event's id."""
+    def _authorise_pupil_read(self, upn: str, reader: Reader, own_submission: bool = False, event_id: str | None = None,
+                              subject: Subject | None = None) -> str:
+        """Authorise one read of a pupil's identified record and record it; returns the access event's id.
+
+        ``subject``: the pupil's stream as the caller just read it with ``fresh=True`` (its key then checked)."""
         policy.purpose_for(reader.principal, reader.purpose)  # a missing or wrong purpose fails before anything is looked up
-        links = self.pupil_links(upn)
+        links = self.pupil_links(upn, subject)
         grant = policy.authorise_pupil_read(reader.principal, reader.purpose, links, self.clock().date(), self.windows, own_submission)
-        key = self.store.app.pupil_keys.get(self.secrets.pupil_id(upn), max_age=0)
+        key = self.store.app.pupil_keys.get(self.secrets.pupil_id(upn))  # checked in the database by the fresh read just made
         if key is None:
             raise LedgerError.one("not_found", "$.upn", "the ledger has no events for this pupil", Category.NOT_FOUND)
         data: dict[str, Any] = {
@@ -616,6 +642,7 @@ class Ledger:
         if not before:
             return False
         self.store.execute("UPDATE ledger_tokens SET revoked_at = ? WHERE token_id = ? AND revoked_at IS NULL", (timestamp(self.clock()), token_id))
+        self.tokens.clear()  # other processes see it within tokens.RECHECK_SECONDS
         return True
 
     def authenticate(self, token: str) -> Principal | None:
@@ -624,6 +651,11 @@ class Ledger:
         if len(parts) < 3 or parts[0] != "plt":
             found = self._oidc().principal(token) if self.settings.oidc_jwks else None
             return found if found is not None and self.org_state(found.org).registered else None
+        self.tokens.recheck()
+        found = self.tokens.get(token)
+        if found is not None:
+            return found
+        generation = self.tokens.generation
         rows = self.store.query("SELECT token_hash, org_id, role, expires_at, revoked_at, scope FROM ledger_tokens WHERE token_id = ?", (parts[1],))
         if not rows:
             _hash_token(token)  # the same work whether or not the id exists
@@ -633,7 +665,9 @@ class Ledger:
             return None
         if expires_at and expires_at <= timestamp(self.clock()):
             return None
-        return Principal(org, role, parts[1], frozenset((scope or "").split()))
+        principal = Principal(org, role, parts[1], frozenset((scope or "").split()))
+        self.tokens.put(token, principal, datetime.fromisoformat(expires_at) if expires_at else None, generation)
+        return principal
 
 
 class _SubjectCache:
@@ -671,15 +705,6 @@ class _SubjectCache:
         with self._lock:
             for aggregate_id in ids:
                 self._items.pop(aggregate_id, None)
-
-
-@cache
-def _verifier() -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="verify-signatures")
-
-
-def _verify_all(jobs: list[tuple[envelope.Envelope, str, bytes]]) -> list[bool]:
-    return [env.verify(Ed25519PublicKey.from_public_bytes(raw), kid) for env, kid, raw in jobs]
 
 
 def _json_number(value: float) -> float | int:

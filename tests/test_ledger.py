@@ -11,7 +11,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from ledger import admin, envelope, jcs
+from ledger import admin, envelope, jcs, signatures
 from ledger.errors import Category, LedgerError
 from ledger.service import RECEIPT_PAYLOAD_TYPE
 
@@ -95,6 +95,26 @@ def test_batch_is_all_or_nothing(world: World) -> None:
     assert [r.created for r in receipts] == [True] * 5
     assert sorted(r.sequence for r in receipts) == [r.sequence for r in receipts]
     assert [r.created for r in world.ledger.submit_batch(envs)] == [False] * 5
+
+
+def test_a_forged_signature_in_a_large_batch_fails_it_though_the_rules_ran_before_the_verdict(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch this large has its signatures verified by worker processes while the rules run, as if valid;
+    the verdicts are collected before the commit, and one forgery rejects the batch with its own path."""
+    good = {"school": SCHOOL_A, "enrolment_status": "C", "year_group": "9", "sen_status": "N", "looked_after": False}
+    bodies = [world.event("pupil.registered", SCHOOL_A, good, upn=upn(100 + i)) for i in range(3 * signatures.MIN_BATCH)]
+    envs = [world.sign(b) for b in bodies]
+    envs[20]["signatures"][0]["sig"] = envs[21]["signatures"][0]["sig"]
+    sent: list[int] = []  # the real workers, counted
+    monkeypatch.setattr(signatures, "verify_soon", lambda checks, real=signatures.verify_soon: sent.append(len(checks)) or real(checks))
+    before = world.ledger.store.max_sequence()
+    with pytest.raises(LedgerError) as exc:
+        world.ledger.submit_batch(envs)
+    assert [(p.code, p.path) for p in exc.value.problems] == [("signature_invalid", "$.envelopes[20].signatures")]
+    assert sent == [len(envs)]  # verified once, ahead; the second judgement used the verdicts
+    assert world.ledger.store.max_sequence() == before
+    outcomes = world.ledger.submit_each([(env, None) for env in envs])  # a group: the forgery fails alone
+    assert [i for i, o in enumerate(outcomes) if isinstance(o, LedgerError)] == [20]
+    assert world.ledger.store.count_events() == world.ledger.store.count_stored_events() == before + len(envs) - 1
 
 
 def test_one_event_id_twice_in_a_batch_is_rejected(world: World) -> None:
