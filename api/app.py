@@ -2,7 +2,6 @@
 
 
 import asyncio
-import gc
 import json
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -134,18 +133,12 @@ def create_app(ledger: Ledger, followers: Sequence[Follower] = ()) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        # What exists once the app is set up (modules, schemas, the app) lives as long as it does: frozen, the
-        # collector's full passes skip it. They took ~100 ms each under load (stalling every request in flight:
-        # most of submitEvent's p99); about half that without it.
-        gc.collect()
-        gc.freeze()
         background.start()
         try:
             yield
         finally:
             committer.stop()
             background.stop()
-            gc.unfreeze()
 
     app = FastAPI(
         lifespan=lifespan,
