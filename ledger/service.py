@@ -314,7 +314,7 @@ class Ledger:
 
     def org_state(self, org: str, working: dict[uuid.UUID, Subject | None] | None = None) -> OrgState:
         subject = self._load(self.secrets.org_id(org), {} if working is None else working)
-        return fold_org(org, subject.records if subject else [])
+        return subject.folded("org", lambda records: fold_org(org, records)) if subject else fold_org(org, [])
 
     def _authenticate(self, item: _Item, received_at: datetime,
                       working: dict[uuid.UUID, Subject | None], trusted: dict[str, tuple[str, bytes]]) -> None:

@@ -21,11 +21,11 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 from urllib.parse import unquote, urlparse
 
 from cryptography.exceptions import InvalidTag
@@ -40,6 +40,8 @@ from psycopg.sql import SQL
 from .errors import Category, LedgerError
 from .rules import Record
 from .secrets import as_pupil_uuid, is_pupil_stream
+
+T = TypeVar("T")
 
 INDEX_COLUMNS = (
     "event_id", "sequence", "originator_id", "originator_version", "type", "submitter",
@@ -104,6 +106,7 @@ class Subject(Aggregate):
 
     def __init__(self, envelope: str, received_at: datetime, flags: list[dict[str, str]]):
         self.entries: list[Entry] = []
+        self._folds: dict[str, tuple[int, Any]] = {}
         self._add(1, envelope, received_at, flags)
 
     def _add(self, version: int, envelope: str, received_at: datetime, flags: list[dict[str, str]]) -> None:
@@ -113,6 +116,16 @@ class Subject(Aggregate):
     def records(self) -> list[Record]:
         return [e.record for e in self.entries]
 
+    def folded(self, name: str, fold: Callable[[list[Record]], T]) -> T:
+        """``fold(self.records)``, kept under ``name`` until the stream grows (entries are only ever appended).
+        The result is shared by every caller until then, so it must be treated as read-only."""
+        kept = self._folds.get(name)
+        if kept is None or kept[0] != len(self.entries):
+            kept = (len(self.entries), fold(self.records))
+            self._folds[name] = kept
+        result: T = kept[1]
+        return result
+
     def record(self, envelope: str, received_at: datetime, flags: list[dict[str, str]]) -> None:
         self.trigger_event(Subject.Recorded, envelope=envelope, received_at=received_at, flags=flags)
 
@@ -120,6 +133,7 @@ class Subject(Aggregate):
         """A copy that can record new events without changing this one (entries are never mutated)."""
         twin = copy.copy(self)
         twin.entries = list(self.entries)
+        twin._folds = dict(self._folds)
         twin._pending_events = []
         return twin
 
