@@ -142,10 +142,12 @@ class Ledger:
         verdicts: dict[tuple[int, str, bytes], bool] = {}  # signatures already verified, kept across attempts
         for attempt in range(MAX_ATTEMPTS):
             received_at = self.clock()
+            ahead = _Ahead(verdicts) if attempt < MAX_ATTEMPTS - 1 and len(requests) >= signatures.MIN_BATCH else None
             items = [self._prepare(raw, i, path, received_at, principal) for i, (raw, principal, path) in enumerate(requests)]
             self._check_event_ids(items)
             working, cached = self._load_subjects(items)
-            collect = self._verify_ahead(items, working, trusted, verdicts, speculate=attempt < MAX_ATTEMPTS - 1)
+            if ahead is not None:
+                self._verify_ahead(items, working, trusted, ahead)
             events: list[Any] = []
             index_rows: list[dict[str, Any]] = []
             key_rows: list[tuple[str, str]] = []
@@ -155,8 +157,8 @@ class Ledger:
                 self._authenticate(item, received_at, working, trusted)
                 if not item.problems:
                     self._apply_rules(item, received_at, working, events, index_rows, key_rows)
-            if collect is not None:
-                collect()
+            if ahead is not None:
+                ahead.collect()
                 if any(item.assumed_valid and item.verified is not None and not item.verified[2] for item in items):
                     continue  # a signature did not verify after all: judge the batch again, knowing it
             rejected = [item for item in items if item.problems]
@@ -207,15 +209,13 @@ class Ledger:
         return working, cached
 
     def _verify_ahead(self, items: list[_Item], working: dict[uuid.UUID, Subject | None], trusted: dict[str, tuple[str, bytes]],
-                      verdicts: dict[tuple[int, str, bytes], bool], speculate: bool) -> Callable[[], None] | None:
-        """Start verifying the batch's signatures in worker processes, so the rules run meanwhile.
-
-        Keys come from the organisations' state before the batch; ``_authenticate`` still decides, in order and
-        with the state as the batch changes it, and verifies inline a signature whose key was not known here.
-        Until the verdicts are in, a signature being verified counts as valid (``assumed_valid``); the returned
-        function collects them before anything is committed, and the batch is judged again if one failed.
+                      ahead: _Ahead) -> None:
+        """Send the batch's signatures to the worker processes, with the keys in the organisations' state before
+        the batch, so the rules run meanwhile. ``_authenticate`` still decides, in order and with the state as the batch changes
+        it, and verifies inline a signature whose key was not sent; until the verdicts are in, a signature sent
+        counts as valid (``assumed_valid``). They are collected before anything is committed, and the batch is
+        judged again if one failed.
         """
-        jobs: list[tuple[_Item, str, bytes]] = []
         orgs: dict[str, OrgState] = {}
         for item in items:
             if item.problems or item.duplicate_of is not None or item.env is None:
@@ -228,27 +228,8 @@ class Ledger:
                 if known is None and kid in orgs[submitter].keys:
                     known = orgs[submitter].keys[kid].public_key
                 if known is not None:
-                    if (item.index, kid, known) in verdicts:
-                        item.verified = (kid, known, verdicts[item.index, kid, known])
-                    else:
-                        jobs.append((item, kid, known))
+                    ahead.send(item, kid, known)
                     break
-        if not speculate or len(jobs) < signatures.MIN_BATCH:
-            return None  # verified inline, when each is needed
-        checks = []
-        for item, kid, raw in jobs:
-            assert item.env is not None
-            signed = item.env.signed_by(kid)
-            assert signed is not None
-            checks.append((raw, *signed))
-            item.pending = (kid, raw)
-        pending = signatures.verify_soon(checks)
-
-        def collect() -> None:
-            for (item, kid, raw), ok in zip(jobs, pending.result(), strict=True):
-                verdicts[item.index, kid, raw] = ok
-                item.verified, item.pending = (kid, raw, ok), None
-        return collect
 
     @staticmethod
     def _signature_valid(item: _Item, kid: str, public_raw: bytes) -> bool:
@@ -668,6 +649,32 @@ class Ledger:
         principal = Principal(org, role, parts[1], frozenset((scope or "").split()))
         self.tokens.put(token, principal, datetime.fromisoformat(expires_at) if expires_at else None, generation)
         return principal
+
+
+class _Ahead:
+    """A batch's signatures on their way to the worker processes (``signatures.Batch``), and the verdicts."""
+
+    def __init__(self, verdicts: dict[tuple[int, str, bytes], bool]):
+        self.verdicts = verdicts  # (item index, key id, public key) -> valid, kept across attempts
+        self.batch = signatures.Batch()
+        self.sent: list[tuple[_Item, str, bytes]] = []
+
+    def send(self, item: _Item, kid: str, public_raw: bytes) -> None:
+        known = self.verdicts.get((item.index, kid, public_raw))
+        if known is not None:
+            item.verified = (kid, public_raw, known)
+            return
+        assert item.env is not None
+        signed = item.env.signed_by(kid)
+        assert signed is not None
+        self.batch.add((public_raw, *signed))
+        self.sent.append((item, kid, public_raw))
+        item.pending = (kid, public_raw)
+
+    def collect(self) -> None:
+        for (item, kid, raw), ok in zip(self.sent, self.batch.results(), strict=True):
+            self.verdicts[item.index, kid, raw] = ok
+            item.verified, item.pending = (kid, raw, ok), None
 
 
 class _SubjectCache:

@@ -24,11 +24,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 log = logging.getLogger("pupil_ledger.signatures")
 Check = tuple[bytes, bytes, bytes]  # raw public key, signature, signed bytes (the DSSE PAE)
-MIN_PER_TASK = 8  # fewer checks than this are not worth a round trip to a worker
-MIN_BATCH = 2 * MIN_PER_TASK  # callers verify fewer checks than this themselves, when they need each verdict
+TASK_SIZE = 64  # checks per task sent to a worker (about 9 ms of work)
+MIN_BATCH = 16  # callers verify fewer checks than this themselves, when they need each verdict
 
 _lock = threading.Lock()
 _pool: ProcessPoolExecutor | None = None
+_broken = False  # once the workers failed, this process verifies inline rather than respawn them per batch
 
 
 def valid(public_raw: bytes, signature: bytes, message: bytes) -> bool:
@@ -50,44 +51,57 @@ def workers() -> int:
 def _executor() -> ProcessPoolExecutor:
     global _pool
     with _lock:
+        if _broken:
+            raise BrokenProcessPool("signature workers failed earlier in this process")
         if _pool is None:
             _pool = ProcessPoolExecutor(workers(), mp_context=multiprocessing.get_context("spawn"))
         return _pool
 
 
-class Pending:
-    """Verdicts on their way, in the order the checks were given."""
+class Batch:
+    """Checks sent to the workers a task at a time, as they are added; the verdicts collected at once, in order."""
 
-    def __init__(self, checks: Sequence[Check], futures: list[Future[list[bool]]] | None = None):
-        self._checks = checks
-        self._futures = futures
+    def __init__(self, task_size: int = TASK_SIZE):
+        self.task_size = task_size
+        self._checks: list[Check] = []
+        self._futures: list[Future[list[bool]]] = []
+        self._sent = 0
 
-    def result(self) -> list[bool]:
-        if self._futures is None:
-            return _verify_all(self._checks)
+    def __len__(self) -> int:
+        return len(self._checks)
+
+    def add(self, check: Check) -> None:
+        self._checks.append(check)
+        if len(self._checks) - self._sent >= self.task_size:
+            self._send()
+
+    def _send(self) -> None:
+        task = self._checks[self._sent:]
+        if not task:
+            return
         try:
-            return [ok for future in self._futures for ok in future.result()]
+            self._futures.append(_executor().submit(_verify_all, task))
+            self._sent = len(self._checks)
+        except BrokenProcessPool:  # the rest is verified when collected
+            _discard_broken()
+
+    def results(self) -> list[bool]:
+        self._send()
+        verdicts: list[bool] = []
+        try:
+            for future in self._futures:
+                verdicts.extend(future.result())
         except BrokenProcessPool:  # e.g. a worker could not start (an unguarded __main__ under spawn)
             log.warning("signature workers unavailable; verifying in the submitting thread", exc_info=True)
             _discard_broken()
             return _verify_all(self._checks)
-
-
-def verify_soon(checks: Sequence[Check]) -> Pending:
-    """Start verifying ``checks`` in the worker processes; collect the verdicts with ``result()``."""
-    size = max(MIN_PER_TASK, -(-len(checks) // (2 * workers())))  # two tasks per worker: an even finish
-    try:
-        pool = _executor()
-        return Pending(checks, [pool.submit(_verify_all, list(checks[i:i + size])) for i in range(0, len(checks), size)])
-    except BrokenProcessPool:
-        _discard_broken()
-        return Pending(checks)
+        return verdicts + _verify_all(self._checks[len(verdicts):])
 
 
 def _discard_broken() -> None:
-    global _pool
+    global _pool, _broken
     with _lock:
-        broken, _pool = _pool, None
+        broken, _pool, _broken = _pool, None, True
     if broken is not None:
         broken.shutdown(wait=False, cancel_futures=True)
 
