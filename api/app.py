@@ -26,7 +26,7 @@ from api.views import views_router
 from ledger import jcs
 from ledger.admin import log_vkey, open_ledger, sealer
 from ledger.codes import SCHEMAS_DIR
-from ledger.config import Settings
+from ledger.config import Settings, tune_garbage_collector
 from ledger.errors import Category, LedgerError
 from ledger.group_commit import GroupCommitter
 from ledger.service import Ledger, Principal, Reader
@@ -274,5 +274,6 @@ def create_app(ledger: Ledger, followers: Sequence[Follower] = ()) -> FastAPI:
 
 def app_from_env() -> FastAPI:
     """Factory for ``uvicorn --factory api.app:app_from_env``."""
+    tune_garbage_collector()
     ledger = open_ledger(Settings.from_env())
     return create_app(ledger, default_followers(ledger))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import json
 import os
 import sys
@@ -24,7 +23,7 @@ from api.cli_log import log_app, seal, verify_app
 from api.cli_project import project_app
 from api.cli_witness import witness_app
 from ledger import admin, envelope, jcs
-from ledger.config import Settings
+from ledger.config import Settings, tune_garbage_collector
 from ledger.errors import LedgerError
 from ledger.secrets import load_private_key, private_key_pem, public_key_pem
 from ledger.service import Ledger
@@ -392,19 +391,8 @@ def demo(port: int = 8000, pupils: int = 300, seed: int = 1, la: str = "801") ->
     uvicorn.run(create_app(ledger, default_followers(ledger)), host="127.0.0.1", port=port, access_log=False, log_level="warning")
 
 
-# Every long-lived command (serve, seal, project run, bench) allocates hundreds of thousands of short-lived
-# objects per batch and makes almost no reference cycles; the default collector thresholds (700, 10, 10) then
-# spend about a tenth of ingest traversing live objects. Measured: submitBatch on SQLite 3,200 -> 3,500 events/s.
-GC_THRESHOLDS = (50_000, 20, 50)
-
-
-def _tune_gc() -> None:
-    gc.freeze()  # what the imports allocated lives for the whole process: never traverse it again
-    gc.set_threshold(*GC_THRESHOLDS)
-
-
 def main() -> None:
-    _tune_gc()
+    tune_garbage_collector()
     try:
         app()
     except BrokenPipeError:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,3 +56,16 @@ class Settings:
     @property
     def secrets_dir(self) -> Path:
         return self.home / "secrets"
+
+
+# Every long-lived process (serve, seal, project run, bench) allocates hundreds of thousands of short-lived
+# objects per batch and makes almost no reference cycles; the default collector thresholds (700, 10, 10) then
+# spend about a tenth of ingest traversing live objects, and a full pass under submitEvent load took ~100 ms,
+# stalling every request in flight. Measured: submitBatch on SQLite 3,200 -> 3,500 events/s.
+GC_THRESHOLDS = (50_000, 20, 50)
+
+
+def tune_garbage_collector() -> None:
+    """Call once, after the imports: what they allocated lives for the whole process and is never traversed again."""
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
