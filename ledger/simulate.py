@@ -243,6 +243,7 @@ def simulate_area(pupils: int, seed: int = 1, la_code: str = "801", today: date 
                 "commissioner": school, "setting": setting, "setting_type": setting_type, "tier": tier, "reason": reason,
                 "hours_per_week": rng.choice((10, 15, 20, 25)), "dual_registered": False,
                 **({"planned_end": planned_end.isoformat()} if tier == 2 else {})})
+            cursor = d  # whatever follows (a move, a removal) comes after the start, ended or not
             end = day_after(d, 30, 120)
             if end:
                 t.add(end, school, "pupil.attendance_summary_recorded", {"setting": setting, "academic_year": academic_year(end), "term": "autumn",
@@ -252,6 +253,7 @@ def simulate_area(pupils: int, seed: int = 1, la_code: str = "801", today: date 
             example = example or upn
         if rng.random() < PART_TIME_RATE and (d := day_after(cursor, 3, 60)):
             timetable = t.add(d, school, "pupil.part_time_timetable_started", {"school": school, "hours_per_week": rng.choice((10, 15, 20))})
+            cursor = d
             if end := day_after(d, 10, 50):
                 t.add(end, school, "pupil.part_time_timetable_ended", {"timetable_event_id": timetable})
                 cursor = end
@@ -259,6 +261,7 @@ def simulate_area(pupils: int, seed: int = 1, la_code: str = "801", today: date 
         if peers and rng.random() < MANAGED_MOVE_RATE and (d := day_after(cursor, 3, 60)):
             host = rng.choice(peers)
             move = t.add(d, school, "pupil.managed_move_started", {"school": school, "host_school": host})
+            cursor = d
             if end := day_after(d, 20, 60):
                 t.add(end, school, "pupil.managed_move_ended", {"managed_move_event_id": move, "outcome": rng.choice(("made_permanent", "returned"))})
                 cursor = end
