@@ -15,6 +15,7 @@ import logging
 import multiprocessing
 import os
 import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -25,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 log = logging.getLogger("pupil_ledger.signatures")
 Check = tuple[bytes, bytes, bytes]  # raw public key, signature, signed bytes (the DSSE PAE)
 TASK_SIZE = 64  # checks per task sent to a worker (about 9 ms of work)
+PARENT_CHECK_SECONDS = 1.0
 MIN_BATCH = 16  # callers verify fewer checks than this themselves, when they need each verdict
 
 _lock = threading.Lock()
@@ -38,6 +40,17 @@ def valid(public_raw: bytes, signature: bytes, message: bytes) -> bool:
         return True
     except (InvalidSignature, ValueError):
         return False
+
+
+def _exit_with_parent(parent: int) -> None:
+    """In a worker: leave when the process that started it is gone (a killed server must not leave idle workers)."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_CHECK_SECONDS)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 def _verify_all(checks: Sequence[Check]) -> list[bool]:
@@ -54,7 +67,8 @@ def _executor() -> ProcessPoolExecutor:
         if _broken:
             raise BrokenProcessPool("signature workers failed earlier in this process")
         if _pool is None:
-            _pool = ProcessPoolExecutor(workers(), mp_context=multiprocessing.get_context("spawn"))
+            _pool = ProcessPoolExecutor(workers(), mp_context=multiprocessing.get_context("spawn"),
+                                        initializer=_exit_with_parent, initargs=(os.getpid(),))
         return _pool
 
 
