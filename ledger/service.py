@@ -6,7 +6,6 @@ idempotency -> domain rules on the subject -> one transaction -> signed receipts
 
 from __future__ import annotations
 
-import hashlib
 import random
 import secrets as pysecrets
 import threading
@@ -22,7 +21,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from eventsourcing.persistence import IntegrityError
 
-from . import catalogue, envelope, jcs, policy, signatures
+from . import catalogue, envelope, jcs, policy, signatures, tokens
 from .config import Settings
 from .errors import Category, LedgerError, Problem
 from .identifiers import org_scheme
@@ -32,7 +31,6 @@ from .policy import Principal as Principal  # re-exported: callers import it fro
 from .rules import Record, check_pupil, effective, fold_pupil
 from .secrets import LedgerSecrets
 from .store import INDEX_COLUMNS, IndexRow, Store, Subject
-from .tokens import TokenCache
 
 RECEIPT_PAYLOAD_TYPE = "application/vnd.pupil-ledger.receipt+json"
 ADMIN_ORG = "dfe:admin"
@@ -104,7 +102,7 @@ class Ledger:
         self.settings = settings
         self.clock = clock
         self._subjects = _SubjectCache(SUBJECT_CACHE_SIZE)
-        self.tokens = TokenCache(store, clock)  # verified bearer tokens, so a request need not query for its own
+        self.tokens = tokens.TokenCache(store, clock)  # verified bearer tokens, so a request need not query for its own
 
     # -- submission --------------------------------------------------------------------------
 
@@ -609,7 +607,7 @@ class Ledger:
         token = f"plt_{token_id}_{pysecrets.token_urlsafe(32)}"
         self.store.execute(
             "INSERT INTO ledger_tokens (token_id, token_hash, org_id, role, issued_at, expires_at, scope) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (token_id, _hash_token(token), org, role, timestamp(self.clock()), timestamp(expires_at) if expires_at else None, " ".join(scope)),
+            (token_id, tokens.token_hash(token), org, role, timestamp(self.clock()), timestamp(expires_at) if expires_at else None, " ".join(scope)),
         )
         return token
 
@@ -639,10 +637,10 @@ class Ledger:
         generation = self.tokens.generation
         rows = self.store.query("SELECT token_hash, org_id, role, expires_at, revoked_at, scope FROM ledger_tokens WHERE token_id = ?", (parts[1],))
         if not rows:
-            _hash_token(token)  # the same work whether or not the id exists
+            tokens.token_hash(token)  # the same work whether or not the id exists
             return None
         token_hash, org, role, expires_at, revoked_at, scope = rows[0]
-        if not pysecrets.compare_digest(token_hash, _hash_token(token)) or revoked_at:
+        if not pysecrets.compare_digest(token_hash, tokens.token_hash(token)) or revoked_at:
             return None
         if expires_at and expires_at <= timestamp(self.clock()):
             return None
@@ -717,8 +715,3 @@ class _SubjectCache:
 def _json_number(value: float) -> float | int:
     """A whole number as an int: the same JCS bytes (1.0 is written 1), through the fast path."""
     return int(value) if float(value).is_integer() else value
-
-
-def _hash_token(token: str) -> str:
-    return hashlib.sha256(token.encode("utf-8")).hexdigest()
-
