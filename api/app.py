@@ -276,4 +276,4 @@ def app_from_env() -> FastAPI:
     """Factory for ``uvicorn --factory api.app:app_from_env``."""
     tune_garbage_collector()
     ledger = open_ledger(Settings.from_env())
-    return create_app(ledger, default_followers(ledger))
+    return create_app(ledger, default_followers(ledger) if ledger.settings.in_process_followers else [])

@@ -82,18 +82,34 @@ def init() -> None:
 
 
 @app.command()
-def serve(host: str = "127.0.0.1", port: int = 8000) -> None:
+def serve(
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    workers: Annotated[int, typer.Option(min=1, help="API processes sharing the port (PostgreSQL only; each has its own group commit)")] = 1,
+    followers: Annotated[bool, typer.Option(help="also seal the log and update the projections in this process "
+                                                 "(--no-followers when `pupil-ledger seal` and `project run` do it)")] = True,
+) -> None:
     """Serve the HTTP API (OpenAPI at /docs).
 
     Example: `pupil-ledger serve --port 8000`
+
+    Example: `pupil-ledger serve --workers 2 --no-followers` (PostgreSQL, with `pupil-ledger seal` and `pupil-ledger project run`)
     """
     import uvicorn
 
     from api.app import create_app, default_followers
 
     ledger = _ledger()
+    if workers > 1 and not ledger.store.is_postgres:
+        err.print("[red]error:[/red] --workers above 1 needs PostgreSQL (PUPIL_LEDGER_DATABASE_URL): the embedded SQLite has one writer")
+        raise typer.Exit(2)
     out.print(f"serving on http://{host}:{port}  (API docs: http://{host}:{port}/docs)")
-    uvicorn.run(create_app(ledger, default_followers(ledger)), host=host, port=port, access_log=False, log_level="warning")
+    if workers == 1:
+        uvicorn.run(create_app(ledger, default_followers(ledger) if followers else []), host=host, port=port, access_log=False, log_level="warning")
+        return
+    ledger.store.close()
+    os.environ["PUPIL_LEDGER_IN_PROCESS_FOLLOWERS"] = "1" if followers else "0"  # read by each worker's api.app.app_from_env
+    uvicorn.run("api.app:app_from_env", factory=True, workers=workers, host=host, port=port, access_log=False, log_level="warning")
 
 
 @orgs_app.command("add")

@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,11 +32,20 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _process_tree(pid: int) -> list[int]:
+    pids = [pid]
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        for child in task.read_text().split():
+            pids.extend(_process_tree(int(child)))
+    return pids
+
+
 class Server:
     """``pupil-ledger serve`` in its own process, on a free port."""
 
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, args: Sequence[str] = ()):
         self.settings = settings
+        self.args = list(args)  # more ``serve`` options
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen[bytes] | None = None
@@ -51,7 +61,7 @@ class Server:
             env["PUPIL_LEDGER_DATABASE_URL"] = self.settings.database_url
         root = Path(__file__).resolve().parents[1]
         with self.log.open("wb") as log:  # a file, not a pipe: a chatty server must never block on a full pipe
-            self.process = subprocess.Popen([sys.executable, "-m", "api.cli", "serve", "--port", str(self.port)], env=env, cwd=root,
+            self.process = subprocess.Popen([sys.executable, "-m", "api.cli", "serve", "--port", str(self.port), *self.args], env=env, cwd=root,
                                             stdout=subprocess.DEVNULL, stderr=log)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -65,8 +75,9 @@ class Server:
         raise RuntimeError("server did not become healthy in 60 s")
 
     def rss_mb(self) -> tuple[float, float]:
+        """(current, peak) RSS of the server, or of its largest process when it runs several (``--workers``)."""
         assert self.process is not None
-        return rss_mb(self.process.pid)
+        return max((rss_mb(pid) for pid in _process_tree(self.process.pid)), key=lambda rss: rss[1])
 
     def __exit__(self, *exc: object) -> None:
         if self.process and self.process.poll() is None:

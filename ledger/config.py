@@ -26,6 +26,7 @@ class Settings:
     max_merge_delay: float = 1.0  # seconds within which an accepted event is in a signed checkpoint
     seal_batch: int = 5000
     witnesses: str = ""  # comma-separated URL=VKEY pairs of tlog-witnesses asked to cosign checkpoints
+    in_process_followers: bool = True  # the API process also seals and projects (off when they run as their own processes)
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -47,6 +48,7 @@ class Settings:
             max_merge_delay=float(env.get("PUPIL_LEDGER_MAX_MERGE_DELAY", cls.max_merge_delay)),
             seal_batch=int(env.get("PUPIL_LEDGER_SEAL_BATCH", cls.seal_batch)),
             witnesses=env.get("PUPIL_LEDGER_WITNESSES", cls.witnesses),
+            in_process_followers=env.get("PUPIL_LEDGER_IN_PROCESS_FOLLOWERS", "1").lower() not in ("0", "false", "no", "off"),
         )
 
     @property

@@ -38,7 +38,7 @@ def test_bench_smoke(backend: str, tmp_path: Path) -> None:
         assert r["backend"] in (backend, "-")
     by_what = {r["what"]: r for r in rows}
     assert by_what["naive eventsourcing loop"]["baseline_for"] == "submitBatch"
-    assert ("submitBatch, 2 processes" in by_what) == (backend == "postgres")
+    assert ("submitBatch, 2 processes" in by_what) == ("submitEvent, 2 API processes" in by_what) == (backend == "postgres")
     assert by_what["COPY of the stored rows" if backend == "postgres" else "bulk insert of the stored rows"]["baseline_for"] == "submitBatch"
     submit = by_what["submitEvent, group commit"]
     assert submit["p99_ms"] >= submit["p50_ms"] > 0 and 30 < submit["rss_mb"] < 2000

@@ -41,6 +41,8 @@ def test_revocations_and_uninitialised_home(tmp_path: Path) -> None:
     token = run_cli(settings, "tokens", "issue", "la:202", "--role", "la").stdout.strip()
     run_cli(settings, "tokens", "revoke", token.split("_")[1])
     assert run_cli(settings, "tokens", "revoke", "ffffffff", check=False).returncode == 1
+    several = run_cli(settings, "serve", "--workers", "2", check=False)  # the embedded SQLite has one writer
+    assert several.returncode == 2 and "needs PostgreSQL" in several.stderr
 
 
 def test_simulate_writes_signed_envelopes(tmp_path: Path) -> None:
