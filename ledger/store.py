@@ -21,6 +21,7 @@ import os
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
@@ -261,16 +262,23 @@ _NEW_KEYS: contextvars.ContextVar[dict[uuid.UUID, PupilKey] | None] = contextvar
 class PupilKeys:
     """Each pupil's AES-256-GCM data key, stored in ``pupil_keys`` wrapped by the master key.
 
-    Keys are cached for ``ttl`` seconds, so another process sees an erasure within that time.
+    Keys are cached for ``ttl`` seconds, so another process sees an erasure within that time, and then
+    dropped: the cache holds only the keys used in the last ``ttl`` seconds (at most ``max_keys``), not every
+    pupil the process ever touched (a projector catching up on 2 million events grew to 800 MB).
     A pupil's first event creates its key in the same transaction (``creating``).
     """
 
-    def __init__(self, master_key: bytes, ttl: float = 2.0):
+    def __init__(self, master_key: bytes, ttl: float = 2.0, max_keys: int = 200_000):
         self._master = AESGCM(master_key) if master_key else None
         self.ttl = ttl
-        self._cache: dict[uuid.UUID, tuple[float, PupilKey]] = {}
+        self.max_keys = max_keys
+        self._cache: OrderedDict[uuid.UUID, tuple[float, PupilKey]] = OrderedDict()  # oldest first
         self._lock = threading.Lock()
         self.query: Any = None  # bound by LedgerApp to its recorder
+
+    def __len__(self) -> int:
+        """Keys held in memory now."""
+        return len(self._cache)
 
     def _aad(self, aggregate_id: uuid.UUID) -> bytes:
         return b"pupil-ledger/pupil-key:" + aggregate_id.bytes
@@ -300,10 +308,20 @@ class PupilKeys:
         with self._lock:
             for i in wanted:
                 if i in found:
-                    self._cache[i] = (now, found[i])
+                    self._keep(i, found[i], now)
                 else:
                     self._cache.pop(i, None)
         return found
+
+    def _keep(self, aggregate_id: uuid.UUID, key: PupilKey, now: float) -> None:
+        """Cache a key as fetched at ``now``, dropping those too old to be used again (holding ``_lock``)."""
+        self._cache[aggregate_id] = (now, key)
+        self._cache.move_to_end(aggregate_id)
+        while self._cache:
+            fetched, _ = next(iter(self._cache.values()))
+            if now - fetched <= self.ttl and len(self._cache) <= self.max_keys:
+                break
+            self._cache.popitem(last=False)
 
     def data_key(self, aggregate_id: uuid.UUID, max_age: float | None = None) -> bytes | None:
         """The pupil's key, or None if it has none (never created, or erased)."""
@@ -331,7 +349,8 @@ class PupilKeys:
             _NEW_KEYS.reset(token)
         now = time.monotonic()
         with self._lock:
-            self._cache.update({i: (now, k) for i, k in keys.items()})
+            for i, k in keys.items():
+                self._keep(i, k, now)
 
     def forget(self, aggregate_id: uuid.UUID) -> None:
         with self._lock:

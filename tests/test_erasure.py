@@ -213,3 +213,23 @@ def test_erasing_from_the_command_line_takes_effect_at_once_in_a_running_server(
             assert history(school) == 403  # no relationship any more: the school's registration is gone with the rest
     finally:
         server.stop()
+
+
+def test_pupil_keys_in_memory_are_only_the_recent_ones() -> None:
+    """The key cache is bounded by age and by count: a long catch-up must not keep every pupil's key (or grow)."""
+    import os
+    import time
+
+    from ledger.secrets import as_pupil_uuid
+    from ledger.store import PupilKeys
+
+    keys = PupilKeys(os.urandom(32), ttl=0.2, max_keys=100)
+    pupils = [as_pupil_uuid(os.urandom(16)) for _ in range(1000)]
+    for start in range(0, 1000, 50):
+        with keys.creating(pupils[start:start + 50]):
+            pass
+    assert len(keys) == 100  # the count bound
+    time.sleep(0.3)
+    with keys.creating(pupils[:1]):
+        pass
+    assert len(keys) == 1  # the others were too old to be used again
