@@ -61,6 +61,7 @@ def _ingest_share(settings: Settings, envelopes: list[dict[str, Any]], start: An
         latencies.append((time.perf_counter() - t) * 1000)
     results.put((began, time.monotonic(), latencies))
     ledger.store.close()
+    signatures.shutdown()  # a multiprocessing child joins its children before any atexit hook could stop the pool
 
 
 def _split_by_subject(envelopes: list[dict[str, Any]], parts: int) -> list[list[dict[str, Any]]]:
