@@ -23,7 +23,7 @@ from api.background import Background, Follower
 from api.limits import read_limited
 from api.log_routes import event_proof_route, log_router
 from api.views import views_router
-from ledger import jcs
+from ledger import jcs, signatures
 from ledger.admin import log_vkey, open_ledger, sealer
 from ledger.codes import SCHEMAS_DIR
 from ledger.config import Settings, tune_garbage_collector
@@ -139,6 +139,7 @@ def create_app(ledger: Ledger, followers: Sequence[Follower] = ()) -> FastAPI:
         finally:
             committer.stop()
             background.stop()
+            signatures.shutdown()  # the signature workers stop with the app, not at interpreter exit
 
     app = FastAPI(
         lifespan=lifespan,
