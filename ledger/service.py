@@ -528,7 +528,7 @@ class Ledger:
         if upn is not None:
             reader = Reader(principal, purpose, None, "accessLog")
             self._authorise_pupil_read(upn, reader)
-            key = self.store.app.pupil_keys.get(self.secrets.pupil_id(upn), max_age=0)
+            key = self.store.app.pupil_keys.get(self.secrets.pupil_id(upn))  # checked in the database by that fresh read
             assert key is not None
             stream = self.secrets.audit_stream_id(key.audit_id)
             subject = self.store.subject(stream)

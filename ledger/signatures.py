@@ -1,6 +1,6 @@
 """Ed25519 verification of a batch's signatures in worker processes, while the submitting thread goes on.
 
-A verification takes about 140 µs of CPU. In threads it would release the GIL for the check itself but
+A verification takes about 60 µs of CPU (62 µs measured by the ed25519 benchmark). In threads it would release the GIL for the check itself but
 need it back between checks, and a submitting thread busy with the rules holds it for up to the switch
 interval (5 ms) each time, so the verifiers starve exactly when overlap would pay. Worker processes share
 nothing: the caller sends (public key, signature, signed bytes) triples and later collects the verdicts.

@@ -76,7 +76,7 @@ def tiles_at(level: int, tree_size: int) -> Iterator[tuple[int, int]]:
     """(index, width) of every tile a tree of ``tree_size`` has at ``level`` (the last may be partial)."""
     hashes = tree_size >> (TILE_HEIGHT * level)
     for index in range((hashes + TILE_WIDTH - 1) // TILE_WIDTH):
-        yield index, min(TILE_WIDTH, hashes - index * TILE_WIDTH)
+        yield index, tile_width_at(level, index, tree_size)
 
 
 def levels(tree_size: int) -> range:
