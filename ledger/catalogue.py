@@ -74,7 +74,8 @@ def _validator(type_name: str) -> Draft202012Validator:
 
 @cache
 def _compiled(type_name: str) -> Any:
-    """The same schema compiled to Python (fastjsonschema): it only ever accepts; ``jsonschema`` explains.
+    """The same schema compiled to Python (fastjsonschema): it accepts; on a rejection ``jsonschema`` names the
+    problems, and this one's stands alone only where ``jsonschema`` finds none (see ``_schema_problems``).
 
     Formats stay annotations, as in ``jsonschema`` without a format checker: dates are checked below.
     """
