@@ -49,7 +49,6 @@ def is_pupil_subject(subject: str) -> bool:
         return False
 
 
-
 class Projector:
     """Keeps ``views`` up to date; ``step()`` makes it a background follower."""
 
@@ -122,7 +121,13 @@ class Projector:
         return LogEvent(int(seq), str(aggregate_id) if is_pupil else record.subject, record, tuple(f["code"] for f in event.flags))
 
     def step(self) -> int:
-        """Project the next batch of the log in one transaction; returns the number of events read.
+        """Project the next batch of the log in one transaction; returns the number of events read (0: none left)."""
+        while (done := self._try_step()) is None:
+            pass  # another worker moved on since this batch was read: read again (0 would mean the log's end)
+        return done
+
+    def _try_step(self) -> int | None:
+        """One attempt at ``step``; None when another worker's batch committed between the read and the lock.
 
         The batch is read and decrypted before the write transaction, so the database's write lock
         (SQLite has one for the whole file) is held only for the inserts; inside it the positions are
@@ -150,7 +155,7 @@ class Projector:
                 cur.execute(f"SELECT view, position FROM pv_positions WHERE view IN ({marks})", names)
             positions = {view: int(position) for view, position in fetch_tuples(cur)}
             if positions != read:
-                return 0  # another worker moved on since this batch was read: read again
+                return None
             if keys is not None:
                 events = self._drop_erased(cur, events)
             self._apply(cur, events, positions)
@@ -164,8 +169,8 @@ class Projector:
         if not pupils:
             return events
         cur.execute(self.store.sql(f"SELECT originator_id FROM pupil_keys WHERE originator_id IN ({', '.join('?' * len(pupils))})"), pupils)
-        alive = {str(r[0]) for r in fetch_tuples(cur)}
-        return [ev for ev in events if not is_pupil_subject(ev.subject) or ev.subject in alive]
+        erased = set(pupils) - {str(r[0]) for r in fetch_tuples(cur)}
+        return [ev for ev in events if ev.subject not in erased]
 
     def _apply(self, cur: Any, events: Sequence[LogEvent], positions: dict[str, int]) -> None:
         for view in self.views:
@@ -225,7 +230,8 @@ def forget_pupil(store: Store, pseudonym: uuid.UUID) -> int:
     Projector(store).ensure()
     removed = 0
     with store.cursor(commit=True) as cur:
-        cur.execute("SELECT position FROM pv_positions FOR UPDATE" if store.is_postgres else "UPDATE pv_positions SET position = position")
+        # in the order step() locks them (ORDER BY view), so the two cannot deadlock
+        cur.execute("SELECT position FROM pv_positions ORDER BY view FOR UPDATE" if store.is_postgres else "UPDATE pv_positions SET position = position")
         for view in VIEWS:
             for table in view.tables:
                 cur.execute(store.sql(f"DELETE FROM {table.name} WHERE subject = ?"), (str(pseudonym),))

@@ -50,7 +50,7 @@ class Worker:
             self._acquire()
             if self.held and (projector is None or projector.views != tuple(self.held)):
                 projector = Projector(self.store, tuple(self.held), self.batch_size, ready=True)  # ensured above
-            done = projector.step() if projector is not None and self.held else 0
+            done = projector.step() if projector is not None else 0
             if done and self.on_batch:
                 self.on_batch(done)
             if not done:

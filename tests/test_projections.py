@@ -275,3 +275,31 @@ def test_concerns_name_metrics_from_the_catalogue(area: Area) -> None:
         area.post("accountability.concern_raised", "dfe:regions", {"category": "other", "metric": "happiness_index", "metric_value": 1,
                                                                    "metric_as_of": "2026-10-01"}, org="la:801")
     assert [(p.code, p.path) for p in exc.value.problems] == [("unknown_code", "$.payload.data.metric")]
+
+
+def test_a_step_that_loses_the_race_to_another_projector_reads_again(world: World) -> None:
+    """Another projector's batch commits between this one's read and its lock: the step reads again and returns
+    what it projected, never 0, which ``catch_up`` (so ``rebuild``) would take for the end of the log."""
+    for n in range(6):
+        world.admit(upn(300 + n))
+    store = world.ledger.store
+    mine, other = Projector(store, batch_size=2), Projector(store, batch_size=2)
+    mine.ensure()
+    raced: list[int] = []
+    decode = mine._decode
+
+    def other_commits_first(row: Any) -> Any:
+        if not raced:
+            raced.append(other.step())
+        return decode(row)
+
+    mine._decode = other_commits_first  # type: ignore[method-assign]
+    assert mine.step() == 2 and raced == [2]
+    mine.catch_up()
+    assert min(mine.positions().values()) == store.max_sequence()
+    assert dump(store) == dump_rebuilt(world)
+
+
+def dump_rebuilt(world: World) -> dict[str, list[tuple[Any, ...]]]:
+    Projector(world.ledger.store).rebuild()
+    return dump(world.ledger.store)

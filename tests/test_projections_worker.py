@@ -156,27 +156,3 @@ def test_served_views_read_their_writes(settings: Settings) -> None:
             assert client.get("/views/metrics", params={"level": "school", "org": "urn:100006"}).status_code == 403
     finally:
         server.stop()
-
-
-def test_erase_makes_the_views_forget_the_pupil(settings: Settings) -> None:
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-    ledger = admin.initialise(settings).ledger
-    school, key = "urn:100005", Ed25519PrivateKey.generate()
-    admin.add_org(ledger, "la:801", "la", "LA")
-    admin.add_org(ledger, school, "school", "School", "la:801")
-    admin.add_key(ledger, school, key.public_key())
-    for n in (1, 2):
-        body = admin.event_body("pupil.registered", school, {"upn": upn(n)}, {"school": school, "enrolment_status": "C", "year_group": "7",
-                                                                           "sen_status": "E", "looked_after": False}, ledger.clock().date(), ledger.clock())
-        ledger.submit(admin.signed(body, key))
-    store = ledger.store
-    Projector(store).catch_up()
-    pseudonym = str(ledger.secrets.pupil_id(upn(1)))
-    facts = "SELECT COUNT(*) FROM pv_pupil_facts WHERE subject = ?"
-    assert store.query(facts, (pseudonym,)) == [(1,)]
-    run_cli(settings, "erase", upn(1), "--ground", "erasure_request", "--yes")
-    assert store.query(facts, (pseudonym,)) == [(0,)]
-    Projector(store).rebuild()
-    assert store.query(facts, (pseudonym,)) == [(0,)] and store.query("SELECT COUNT(*) FROM pv_pupil_facts") == [(1,)]
-    store.close()
