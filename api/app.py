@@ -117,9 +117,12 @@ def parse_json(raw: bytes) -> Any:
         raise LedgerError.one("malformed_json", "$", f"the body is not JSON: {exc}", Category.MALFORMED) from None
 
 
-def default_followers(ledger: Ledger) -> list[Follower]:
-    """The log followers the embedded default runs in-process (the sealer, the projections)."""
-    followers: list[Follower] = [sealer(ledger), Projector(ledger.store)]
+def default_followers(ledger: Ledger, seal_and_project: bool | None = None) -> list[Follower]:
+    """The log followers the API process runs: the sealer and the projections unless ``seal_and_project`` is
+    false (default: ``PUPIL_LEDGER_IN_PROCESS_FOLLOWERS``; `pupil-ledger seal` and `project run` do it), and the
+    witnessing whenever witnesses are configured (no other process asks them to cosign)."""
+    in_process = ledger.settings.in_process_followers if seal_and_project is None else seal_and_project
+    followers: list[Follower] = [sealer(ledger), Projector(ledger.store)] if in_process else []
     if ledger.settings.witnesses:
         followers.append(Witnessing(ledger.store, parse_witnesses(ledger.settings.witnesses)))
     return followers
@@ -277,4 +280,4 @@ def app_from_env() -> FastAPI:
     """Factory for ``uvicorn --factory api.app:app_from_env``."""
     tune_garbage_collector()
     ledger = open_ledger(Settings.from_env())
-    return create_app(ledger, default_followers(ledger) if ledger.settings.in_process_followers else [])
+    return create_app(ledger, default_followers(ledger))

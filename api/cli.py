@@ -86,8 +86,10 @@ def serve(
     host: str = "127.0.0.1",
     port: int = 8000,
     workers: Annotated[int, typer.Option(min=1, help="API processes sharing the port (PostgreSQL only; each has its own group commit)")] = 1,
-    followers: Annotated[bool, typer.Option(help="also seal the log and update the projections in this process "
-                                                 "(--no-followers when `pupil-ledger seal` and `project run` do it)")] = True,
+    followers: Annotated[bool, typer.Option(envvar="PUPIL_LEDGER_IN_PROCESS_FOLLOWERS",
+                                            help="also seal the log and update the projections in this process "
+                                                 "(--no-followers when `pupil-ledger seal` and `project run` do it; "
+                                                 "witnessing, if configured, stays here)")] = True,
 ) -> None:
     """Serve the HTTP API (OpenAPI at /docs).
 
@@ -105,7 +107,7 @@ def serve(
         raise typer.Exit(2)
     out.print(f"serving on http://{host}:{port}  (API docs: http://{host}:{port}/docs)")
     if workers == 1:
-        uvicorn.run(create_app(ledger, default_followers(ledger) if followers else []), host=host, port=port, access_log=False, log_level="warning")
+        uvicorn.run(create_app(ledger, default_followers(ledger, followers)), host=host, port=port, access_log=False, log_level="warning")
         return
     ledger.store.close()
     os.environ["PUPIL_LEDGER_IN_PROCESS_FOLLOWERS"] = "1" if followers else "0"  # read by each worker's api.app.app_from_env

@@ -211,8 +211,9 @@ def views_router(ledger: Ledger, principal: Callable[..., Any], settings: ViewSe
 
     async def answer(caller: Principal, level: Level, org: str | None, as_of: date | None, known_at: datetime | None,
                      min_sequence: int | None, body: Callable[[str, Moment], dict[str, Any]]) -> Any:
-        """Authorise the scope, wait for ``min_sequence``, then build the view's body off the event loop."""
-        scope = authorise(caller, level, org)
+        """Authorise the scope, wait for ``min_sequence``, then build the view's body: all off the event loop
+        (authorising reads the scope organisation's state from the store)."""
+        scope = await run_in_threadpool(authorise, caller, level, org)
         m = await moment(as_of, known_at, min_sequence)
         if m is None:
             return view_behind(min_sequence or 0)

@@ -514,3 +514,23 @@ def test_end_to_end_two_witnesses_cosign_the_served_checkpoint_and_the_quorum_na
         for process, _ in witnesses.values():
             process.kill()
 
+
+
+def test_the_api_keeps_asking_witnesses_when_sealing_and_projecting_run_elsewhere(world: World) -> None:
+    """`serve --no-followers` leaves sealing and projections to their own processes, but nothing else asks the
+    witnesses to cosign, so the witnessing follower stays in the API process."""
+    from dataclasses import replace
+
+    from api.app import default_followers
+    from ledger.tlog import Sealer
+    from ledger.witness import Witnessing
+    from projections.runner import Projector
+
+    vkey = witness_vkey("w.example/a", Ed25519PrivateKey.generate())
+    world.ledger.settings = replace(world.ledger.settings, witnesses=f"http://127.0.0.1:1={vkey}")
+    kinds = {False: [Witnessing], True: [Sealer, Projector, Witnessing]}
+    for in_process, expected in kinds.items():
+        followers = default_followers(world.ledger, in_process)
+        assert [type(f) for f in followers] == expected
+        for follower in followers:
+            getattr(follower, "close", lambda: None)()
