@@ -19,7 +19,6 @@ import multiprocessing
 import queue
 import time
 import uuid
-import zlib
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,7 +30,7 @@ from ledger.simulate import org_setup
 from ledger.store import Subject
 
 from .harness import Context, Result, Scenario, rss_mb
-from .workload import canonical_text, payload_body
+from .workload import canonical_text, payload_body, share_of
 
 BATCH = 500
 PROCESSES = 2
@@ -48,11 +47,8 @@ def _register(ledger: Any, orgs: list[Any]) -> None:
 def _ingest_share(settings: Settings, envelopes: list[dict[str, Any]], start: Any, results: Any) -> None:
     """In a spawned process: submit ``envelopes`` in batches once every process is ready; report the times."""
     ledger = admin.open_ledger(settings)
-    warm = signatures.Batch()
-    for _ in range(signatures.MIN_BATCH):
-        warm.add((b"k" * 32, b"s" * 64, b"m"))
-    warm.results()  # the signature workers are started before the clock
-    start.wait()
+    signatures.start()  # every signature worker running before the clock
+    start.wait(timeout=300)  # a sibling that died before this point breaks the barrier instead of hanging it
     began = time.monotonic()  # CLOCK_MONOTONIC: one clock for every process on the machine
     latencies = []
     for i in range(0, len(envelopes), BATCH):
@@ -62,14 +58,6 @@ def _ingest_share(settings: Settings, envelopes: list[dict[str, Any]], start: An
     results.put((began, time.monotonic(), latencies))
     ledger.store.close()
     signatures.shutdown()  # a multiprocessing child joins its children before any atexit hook could stop the pool
-
-
-def _split_by_subject(envelopes: list[dict[str, Any]], parts: int) -> list[list[dict[str, Any]]]:
-    shares: list[list[dict[str, Any]]] = [[] for _ in range(parts)]
-    for env in envelopes:
-        subject = payload_body(env)["subject"]
-        shares[zlib.crc32(str(subject.get("upn") or subject.get("org")).encode()) % parts].append(env)
-    return shares
 
 
 def run(ctx: Context) -> list[Result]:
@@ -176,7 +164,9 @@ def run(ctx: Context) -> list[Result]:
                       note="physical limit: the same event and index rows, one transaction")
     rows = [main, naive_row, each_row, bulk_row]
     if ctx.backend == "postgres":  # SQLite has one writer: a second process only waits for the lock
-        shares = _split_by_subject(signed, PROCESSES)
+        shares: list[list[dict[str, Any]]] = [[] for _ in range(PROCESSES)]
+        for env in signed:
+            shares[share_of(payload_body(env), PROCESSES)].append(env)
 
         def processes() -> tuple[float, list[float]]:
             spawn = multiprocessing.get_context("spawn")
@@ -189,14 +179,18 @@ def run(ctx: Context) -> list[Result]:
                 for worker in workers:
                     worker.start()
                 reports: list[tuple[float, float, list[float]]] = []
-                while len(reports) < len(workers):
-                    try:
-                        reports.append(results.get(timeout=1))
-                    except queue.Empty:
-                        if any(worker.exitcode not in (None, 0) for worker in workers):
-                            raise RuntimeError("an ingest process failed (its traceback is above)") from None
-                for worker in workers:
-                    worker.join()
+                try:
+                    while len(reports) < len(workers):
+                        try:
+                            reports.append(results.get(timeout=1))
+                        except queue.Empty:
+                            if any(worker.exitcode not in (None, 0) for worker in workers):
+                                raise RuntimeError("an ingest process failed (its traceback is above)") from None
+                finally:
+                    for worker in workers:
+                        if worker.exitcode is None and len(reports) < len(workers):
+                            worker.terminate()  # a sibling failed: nothing is left to wait for
+                        worker.join()
             return max(end for _, end, _ in reports) - min(began for began, _, _ in reports), [ms for *_, lat in reports for ms in lat]
 
         seconds, lat = ctx.measure(processes)

@@ -10,7 +10,6 @@ are not timed. RSS is the server's peak.
 from __future__ import annotations
 
 import time
-import zlib
 from collections import defaultdict
 
 from ledger import admin
@@ -18,7 +17,7 @@ from ledger import admin
 from .harness import Context, Result, Scenario
 from .ingest import _register
 from .serving import Request, Server, drive, post
-from .workload import payload_body
+from .workload import payload_body, share_of
 
 CLIENTS = 32
 WORKERS = 2
@@ -49,8 +48,7 @@ def _run(ctx: Context, what: str, serve_args: list[str]) -> Result:
             ledger.store.close()
             shares: list[list[Request]] = [[] for _ in range(CLIENTS)]
             for env, body in zip(signed, bodies, strict=True):
-                subject = body["subject"].get("upn") or body["subject"]["org"]
-                shares[zlib.crc32(subject.encode()) % CLIENTS].append(post("/events", env, tokens[body["submitter"]]))
+                shares[share_of(body, CLIENTS)].append(post("/events", env, tokens[body["submitter"]]))
             warm = [share[: len(share) // 10] for share in shares]
             timed = [share[len(share) // 10:] for share in shares]
             with Server(settings, serve_args) as server:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import zlib
 from dataclasses import dataclass
 from functools import cache, cached_property
 from typing import Any
@@ -50,6 +51,13 @@ class Workload:
 def workload(events: int, seed: int = 1) -> Workload:
     """A national-shaped population with about ``events`` events (at least a handful of pupils)."""
     return Workload(list(simulate_nation(max(20, round(events / EVENTS_PER_PUPIL)), seed)))
+
+
+def share_of(body: dict[str, Any], shares: int) -> int:
+    """Which of ``shares`` (clients, processes) an event goes to: by its subject, so each pupil's events stay
+    in one share, in order."""
+    subject = body["subject"]
+    return zlib.crc32(str(subject.get("upn") or subject.get("org")).encode()) % shares
 
 
 def canonical_text(env: dict[str, Any]) -> str:

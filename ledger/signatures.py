@@ -112,6 +112,17 @@ class Batch:
         return verdicts + _verify_all(self._checks[len(verdicts):])
 
 
+def start() -> None:
+    """Start every worker now: the pool starts one per task it is given, so a small first batch would leave
+    the others to start (about a second each) during later ones."""
+    try:
+        pool = _executor()
+        for started in [pool.submit(time.sleep, 0.2) for _ in range(workers())]:
+            started.result()
+    except BrokenProcessPool:
+        _discard_broken()
+
+
 def _discard_broken() -> None:
     global _pool, _broken
     with _lock:
