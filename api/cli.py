@@ -396,15 +396,15 @@ def demo(port: int = 8000, pupils: int = 300, seed: int = 1, la: str = "801") ->
     with Progress(console=err) as progress:
         task = progress.add_task("loading simulated area", total=len(area.events))
         load_area(ledger, area, on_progress=lambda n: progress.advance(task, n))
-    tokens = {"inspector": ledger.issue_token("ofsted", "inspector", scope=[f"la:{la}"])}
+    inspector = ledger.issue_token("ofsted", "inspector", scope=[f"la:{la}"])
     base = f"http://127.0.0.1:{port}"
     upn = area.example_upn
     out.print(f"ledger home: {settings.home}  ({ledger.store.count_events()} events)")
     out.print(f"admin token:     {result.admin_token}")
-    out.print(f"inspector token: {tokens['inspector']}")
+    out.print(f"inspector token: {inspector}")
     out.print(f"API docs:        {base}/docs")
     out.print(f"health:          {base}/healthz")
-    out.print(f"pupil history:   curl -H 'Authorization: Bearer {tokens['inspector']}' '{base}/pupils/{upn}/history?purpose=inspection'")
+    out.print(f"pupil history:   curl -H 'Authorization: Bearer {inspector}' '{base}/pupils/{upn}/history?purpose=inspection'")
     out.print(f"who looked:      curl -H 'Authorization: Bearer {result.admin_token}' {base}/access-log")
     uvicorn.run(create_app(ledger, default_followers(ledger)), host="127.0.0.1", port=port, access_log=False, log_level="warning")
 

@@ -121,9 +121,10 @@ class Guard:
             await self.app(scope, receive, send_with_headers)
 
 
-def install(app: FastAPI, limiter: RateLimiter, failures: RateLimiter | None = None) -> None:
-    """Rate limits, security headers and the catch-all error handler, on every route of ``app``."""
-    app.add_middleware(Guard, limiter=limiter, failures=failures or RateLimiter(rate=1.0, burst=20))
+def install(app: FastAPI, limiter: RateLimiter) -> None:
+    """Rate limits, security headers and the catch-all error handler, on every route of ``app``; rejected
+    bearer tokens also count against the client address (20, then one a second)."""
+    app.add_middleware(Guard, limiter=limiter, failures=RateLimiter(rate=1.0, burst=20))
 
     @app.exception_handler(Exception)
     async def unexpected(_: Request, exc: Exception) -> JSONResponse:

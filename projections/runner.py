@@ -196,9 +196,10 @@ class Projector:
                 on_progress(done)
         return total
 
-    def rebuild(self, names: Sequence[str] | None = None, on_progress: Callable[[int], None] | None = None) -> int:
-        self.reset(names)
-        return Projector(self.store, views_named(names) if names else self.views, self.batch_size).catch_up(on_progress)
+    def rebuild(self, on_progress: Callable[[int], None] | None = None) -> int:
+        """Empty this projector's views and project the whole log into them again."""
+        self.reset()
+        return self.catch_up(on_progress)
 
     # -- reads -----------------------------------------------------------------------------------
 

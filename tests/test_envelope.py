@@ -39,6 +39,22 @@ JSON_VALUES = st.recursive(
 )
 
 
+PLAIN_VALUES = st.recursive(  # every example takes the fast path (the strategy above mostly does not)
+    st.none() | st.booleans() | st.integers(-(2**53) + 1, 2**53 - 1) | st.text(alphabet=st.characters(max_codepoint=0x7F)),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(alphabet=st.characters(max_codepoint=0x7F), max_size=4), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=600, deadline=None)
+@given(PLAIN_VALUES)
+def test_jcs_fast_path_equals_the_reference_implementation(value: object) -> None:
+    import rfc8785
+
+    assert jcs._plain(value)
+    assert jcs.canonicalize(value) == rfc8785.dumps(value)
+
+
 @settings(max_examples=600, deadline=None)
 @given(JSON_VALUES)
 def test_jcs_equals_the_reference_implementation(value: object) -> None:
