@@ -12,6 +12,7 @@ This module adds the ledger's strict parse and the "is this byte string already 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import rfc8785
@@ -22,6 +23,7 @@ class NotJSON(ValueError):
 
 
 _SAFE_INT = 2**53 - 1
+_LONG_DIGITS = re.compile(rb"[0-9]{16}")  # an integer this long may be beyond 2^53 (also matches inside strings: then the slow path)
 _encode_plain = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
 
 
@@ -79,10 +81,22 @@ def parse_canonical(data: bytes) -> tuple[Any, bool]:
     C decoder alone; the strict parse runs only for bytes that are not canonical, to name what is wrong.
     """
     try:
-        value = json.loads(data.decode("utf-8"), parse_constant=_reject_constant)
-        if _canonical_of(value) == data:
+        floats: list[str] = []
+
+        def note_float(text: str) -> float:
+            floats.append(text)
+            return float(text)
+
+        value = json.loads(data.decode("utf-8"), parse_constant=_reject_constant, parse_float=note_float)
+        # The ledger's kind of value needs no walk to know the C encoder writes it canonically: ASCII bytes
+        # hold no raw non-ASCII string, no float was parsed, and no integer has 16 digits (|n| < 2^53 when fewer).
+        # Any escape (\u00e9) or out-of-form number then makes the encoder's bytes differ from ``data``.
+        if not floats and data.isascii() and not _LONG_DIGITS.search(data):
+            if _encode_plain(value).encode("ascii") == data:
+                return value, True
+        elif _canonical_of(value) == data:
             return value, True
-    except (UnicodeDecodeError, json.JSONDecodeError, NotJSON):
+    except (UnicodeError, json.JSONDecodeError, NotJSON):
         pass
     value = parse(data)
     return value, _canonical_of(value) == data

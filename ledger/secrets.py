@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import os
@@ -91,6 +92,7 @@ class LedgerSecrets:
         return as_pupil_uuid(hmac.new(self.pseudonym_key, upn.encode("ascii"), hashlib.sha256).digest()[:16])
 
     @staticmethod
+    @functools.lru_cache(maxsize=65_536)  # England has about 30,000 organisations; each batch names many twice
     def org_id(org: str) -> uuid.UUID:
         return uuid.uuid5(ORG_NAMESPACE, org)
 

@@ -87,6 +87,7 @@ class _Item:
     flags: list[dict[str, str]] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     duplicate_of: IndexRow | None = None
+    subject_id: uuid.UUID | None = None  # the stream the event goes on
     reads: set[uuid.UUID] = field(default_factory=set)  # the subject and the submitter, whose state decides
     verified: tuple[str, bytes, bool] | None = None  # (key id, public key, signature valid), checked ahead
     pending: tuple[str, bytes] | None = None  # (key id, public key) whose verdict is on its way from the workers
@@ -149,12 +150,13 @@ class Ledger:
             events: list[Any] = []
             index_rows: list[dict[str, Any]] = []
             key_rows: list[tuple[str, str]] = []
+            received_text = timestamp(received_at)
             for item in items:
                 if item.problems or item.duplicate_of is not None:
                     continue
                 self._authenticate(item, received_at, working, trusted)
                 if not item.problems:
-                    self._apply_rules(item, received_at, working, events, index_rows, key_rows)
+                    self._apply_rules(item, received_at, received_text, working, events, index_rows, key_rows)
             if ahead is not None:
                 ahead.collect()
                 if any(item.assumed_valid and item.verified is not None and not item.verified[2] for item in items):
@@ -198,7 +200,8 @@ class Ledger:
         for item in items:
             if item.problems or item.duplicate_of is not None:
                 continue
-            item.reads = {self._subject_id(item.body), self.secrets.org_id(item.body["submitter"])}
+            item.subject_id = self._subject_id(item.body)
+            item.reads = {item.subject_id, self.secrets.org_id(item.body["submitter"])}
             wanted |= item.reads
         found = self._subjects.take(wanted)
         cached = set(found)
@@ -333,12 +336,12 @@ class Ledger:
         else:
             forbid("key_unknown", f"key {kid} is not registered for {submitter}")
 
-    def _apply_rules(self, item: _Item, received_at: datetime, working: dict[uuid.UUID, Subject | None],
+    def _apply_rules(self, item: _Item, received_at: datetime, received_text: str, working: dict[uuid.UUID, Subject | None],
                      events: list[Any], index_rows: list[dict[str, Any]], key_rows: list[tuple[str, str]]) -> None:
         assert item.env is not None
         body = item.body
         record = Record.from_body(body, received_at)
-        aggregate_id = self._subject_id(body)
+        aggregate_id = item.subject_id or self._subject_id(body)
         subject = self._load(aggregate_id, working)
         records = subject.records if subject else []
         etype = catalogue.event_types()[body["type"]]
@@ -357,17 +360,17 @@ class Ledger:
         item.flags.extend(flags)
         text = item.env.canonical_bytes.decode("utf-8")
         if subject is None:
-            subject = Subject._create(Subject.Created, id=aggregate_id, envelope=text, received_at=received_at, flags=item.flags)
+            subject = Subject.start(aggregate_id, text, received_at, item.flags, record)
             working[aggregate_id] = subject
         else:
-            subject.record(text, received_at, item.flags)
+            subject.record(text, received_at, item.flags, record)
         pending = subject.collect_events()
         events.extend(pending)
         version = pending[-1].originator_version
         index_rows.append({
             "event_id": body["event_id"], "originator_id": str(aggregate_id), "originator_version": version,
             "type": body["type"], "submitter": body["submitter"], "event_digest": item.env.event_digest,
-            "envelope_digest": item.env.envelope_digest, "received_at": timestamp(received_at),
+            "envelope_digest": item.env.envelope_digest, "received_at": received_text,
         })
         if body["type"] == "org.key_added":
             key_rows.append((body["data"]["key_id"], body["subject"]["org"]))

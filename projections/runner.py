@@ -168,7 +168,8 @@ class Projector:
         pupils = sorted({ev.subject for ev in events if is_pupil_subject(ev.subject)})
         if not pupils:
             return events
-        cur.execute(self.store.sql(f"SELECT originator_id FROM pupil_keys WHERE originator_id IN ({', '.join('?' * len(pupils))})"), pupils)
+        where, params = self.store.where_in("originator_id", pupils)
+        cur.execute(self.store.sql(f"SELECT originator_id FROM pupil_keys WHERE {where}"), params)
         erased = set(pupils) - {str(r[0]) for r in fetch_tuples(cur)}
         return [ev for ev in events if ev.subject not in erased]
 

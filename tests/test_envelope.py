@@ -72,6 +72,42 @@ def test_jcs_equals_the_reference_implementation(value: object) -> None:
     assert got == expected
 
 
+def _canonical_by_reference(data: bytes) -> bool:
+    import rfc8785
+
+    try:
+        return rfc8785.dumps(jcs.parse(data)) == data
+    except (jcs.NotJSON, rfc8785.CanonicalizationError):
+        return False
+
+
+@settings(max_examples=600, deadline=None)
+@given(JSON_VALUES, st.sampled_from(["reference", "ascii", "python"]))
+def test_is_canonical_agrees_with_the_reference(value: object, form: str) -> None:
+    """``parse_canonical`` skips the walk over plain ASCII payloads; it must still say exactly what RFC 8785 says,
+    whether the bytes are canonical, written with \\u escapes, or with Python's own float and number forms."""
+    import rfc8785
+
+    try:
+        data = {"reference": lambda: rfc8785.dumps(value),
+                "ascii": lambda: json.dumps(value, sort_keys=True, separators=(",", ":")).encode(),
+                "python": lambda: json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")}[form]()
+    except (rfc8785.CanonicalizationError, UnicodeEncodeError):
+        return
+    assert jcs.is_canonical(data) == _canonical_by_reference(data)
+
+
+@pytest.mark.parametrize(("data", "canonical"), [
+    (b'{"a":1,"b":[true,null]}', True), (b'{"b":1,"a":2}', False), (b'{"a":1,"a":1}', False), (b'{"a":1e-07}', False),
+    (b'{"a":1e-7}', True), (b'1.0', False), (b'1.5', True), (b'9007199254740991', True), (b'9007199254740993', False),
+    (b'-0', False), (b'"\\u00e9"', False), ('"\u00e9"'.encode(), True), (b'"\\u0041"', False), (b'"\\u001f"', True),
+    (b'"\\ud800"', False), (b'{"n":1234567890123456}', True), (b'[1, 2]', False),
+])
+def test_is_canonical_edge_cases(data: bytes, canonical: bool) -> None:
+    assert jcs.is_canonical(data) is canonical
+    assert _canonical_by_reference(data) is canonical
+
+
 @pytest.mark.parametrize("value", [
     "\x7f", "a\"b\\c", "\b\f\n\r\t\x00\x1f", "/", {"b": 1, "a": [True, False, None]}, 2**53 - 1, -(2**53) + 1, 1.0, "\u2028", {"\ue000": 1, "\U0001f600": 2},
 ])
