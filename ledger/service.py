@@ -18,7 +18,6 @@ from datetime import UTC, date, datetime
 from functools import cache
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from eventsourcing.persistence import IntegrityError
 
 from . import catalogue, envelope, jcs, policy, signatures, tokens
@@ -240,7 +239,7 @@ class Ledger:
         if item.pending == (kid, public_raw):
             item.assumed_valid = True  # until the verdict is collected, before the commit
             return True
-        return item.env.verify(Ed25519PublicKey.from_public_bytes(public_raw), kid)
+        return item.env.verify(public_raw, kid)
 
     def _prepare(self, raw: Any, index: int, path: str, received_at: datetime, principal: Principal | None) -> _Item:
         """Decode, validate and check the bearer's organisation: everything that needs no stored state."""

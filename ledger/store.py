@@ -21,6 +21,7 @@ import os
 import threading
 import time
 import uuid
+import zlib
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager, suppress
@@ -33,7 +34,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import Aggregate
-from eventsourcing.persistence import IntegrityError, Mapper, StoredEvent
+from eventsourcing.persistence import Compressor, IntegrityError, Mapper, StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder
 from eventsourcing.sqlite import SQLiteApplicationRecorder
 from psycopg.sql import SQL
@@ -430,12 +431,27 @@ class SubjectMapper(Mapper[uuid.UUID]):
         return self._plain().to_domain_event(StoredEvent(aggregate_id, stored_event.originator_version, stored_event.topic, plain))
 
 
+class InflatingCompressor(Compressor):
+    """New events are stored as they are; events stored zlib-compressed (before 2026-11-28) are still read.
+
+    Compressing saved about a third of each ~1 KB stored event (two thirds of it is the base64 payload), for
+    15 µs of CPU per event: 6% of ``submitBatch``'s time, against disk that is cheap. A stored event's state
+    is JSON, which starts with ``{``; a zlib stream starts with 0x78, so the two cannot be mistaken.
+    """
+
+    def compress(self, data: bytes) -> bytes:
+        return data
+
+    def decompress(self, data: bytes) -> bytes:
+        return zlib.decompress(data) if data[:1] == b"\x78" else data
+
+
 class LedgerApp(Application[uuid.UUID]):
     name = "Ledger"
     env: ClassVar[dict[str, str]] = {
         "AGGREGATE_CACHE_MAXSIZE": "20000",
         "CIPHER_TOPIC": "eventsourcing.cryptography:AESCipher",
-        "COMPRESSOR_TOPIC": "eventsourcing.compressor:ZlibCompressor",
+        "COMPRESSOR_TOPIC": "ledger.store:InflatingCompressor",
     }
 
     def construct_mapper(self) -> Mapper[uuid.UUID]:

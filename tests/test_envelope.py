@@ -6,6 +6,7 @@ import base64
 import hashlib
 import hmac
 import json
+import os
 import uuid
 
 import pytest
@@ -14,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ledger import envelope, jcs
+from ledger import ed25519, envelope, jcs
 from ledger.errors import Category, LedgerError
 from ledger.secrets import LedgerSecrets
 
@@ -122,6 +123,10 @@ def test_rfc8032_vectors() -> None:
         key = Ed25519PrivateKey.from_private_bytes(bytes.fromhex(v["secret_key_hex"]))
         assert envelope.raw_public_key(key.public_key()).hex() == v["public_key_hex"]
         assert key.sign(bytes.fromhex(v["message_hex"])).hex() == v["signature_hex"]
+        assert ed25519.sign(key, bytes.fromhex(v["message_hex"])).hex() == v["signature_hex"]  # libsodium, for receipts
+    for size in range(0, 2000, 40):
+        key, message = Ed25519PrivateKey.generate(), os.urandom(size)
+        assert ed25519.sign(key, message) == key.sign(message)
 
 
 def test_cctv_edge_cases_accepted_exactly_as_documented() -> None:
@@ -135,6 +140,33 @@ def test_cctv_edge_cases_accepted_exactly_as_documented() -> None:
         except (InvalidSignature, ValueError):
             pass
     assert accepted == 208
+
+
+def test_the_ledger_verifies_exactly_as_cryptography_does() -> None:
+    """``ed25519.verify`` asks libsodium first: on every CCTV edge case its verdict must still be cryptography's."""
+    import nacl.bindings
+    import nacl.exceptions
+
+    cases = json.loads((VECTORS / "ed25519-cctv" / "ed25519vectors.json").read_text())
+    by_libsodium = 0
+    for case in cases:
+        key, sig, msg = bytes.fromhex(case["key"]), bytes.fromhex(case["sig"]), case["msg"].encode()
+        assert ed25519.verify(key, sig, msg) is ed25519.verify_openssl(key, sig, msg), case
+        try:
+            nacl.bindings.crypto_sign_open(sig + msg, key)
+            by_libsodium += 1
+            assert ed25519.verify_openssl(key, sig, msg), case  # what the fast path relies on
+        except (nacl.exceptions.CryptoError, ValueError):
+            pass
+    assert sum(ed25519.verify(bytes.fromhex(c["key"]), bytes.fromhex(c["sig"]), c["msg"].encode()) for c in cases) == 208
+    assert 0 < by_libsodium < 208
+    key = Ed25519PrivateKey.generate()
+    raw, message = envelope.raw_public_key(key.public_key()), b"some signed bytes"
+    signature = key.sign(message)
+    assert ed25519.verify(raw, signature, message)
+    assert not ed25519.verify(raw, signature, message + b"!")
+    assert not ed25519.verify(raw, signature[:63], signature[63:] + message)  # sig || message split elsewhere: still no
+    assert not ed25519.verify(raw[:31], signature, message)
 
 
 def test_dsse_pae_vector() -> None:

@@ -10,10 +10,12 @@ from datetime import date, timedelta
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from eventsourcing.persistence import StoredEvent
 
 from ledger import admin, envelope, jcs, signatures
 from ledger.errors import Category, LedgerError
 from ledger.service import RECEIPT_PAYLOAD_TYPE
+from ledger.store import Store, persistence_env
 
 from .conftest import LA, PROVIDER, SCHOOL_A, SCHOOL_B, UPN, World, upn
 
@@ -251,9 +253,38 @@ def test_upns_are_encrypted_at_rest(world: World) -> None:
     key = store.app.pupil_keys.data_key(pupil)
     assert key is not None
     nonce, sealed = stored[:12], stored[12:]
-    plain = zlib.decompress(AESGCM(key).decrypt(nonce, sealed, pupil.bytes + (1).to_bytes(8, "big") + b"pupil-ledger/Subject.Created"))
-    assert payload.encode() in plain
+    plain = AESGCM(key).decrypt(nonce, sealed, pupil.bytes + (1).to_bytes(8, "big") + b"pupil-ledger/Subject.Created")
+    assert payload.encode() in plain  # the event's JSON itself: new events are not compressed (store.InflatingCompressor)
     assert all(UPN not in str(r) for r in store.query("SELECT * FROM ledger_index"))
+
+
+def test_events_stored_compressed_are_still_read(world: World) -> None:
+    """Events were stored zlib-compressed until 2026-11-28: a ledger holding both kinds reads both."""
+    world.admit(UPN)
+    settings, secrets = world.ledger.settings, world.ledger.secrets
+    env = persistence_env(settings.database_url, str(settings.sqlite_path), secrets.cipher_key, False, secrets.master_key)
+    old = Store.open({**env, "COMPRESSOR_TOPIC": "eventsourcing.compressor:ZlibCompressor"})
+    store = world.ledger.store
+    try:  # rewrite every stored event as it used to be stored
+        for originator_id, version, topic, state in store.query(f"SELECT originator_id, originator_version, topic, state FROM {store.events_table}"):
+            stored = StoredEvent(originator_id if isinstance(originator_id, uuid.UUID) else uuid.UUID(originator_id), version, topic, bytes(state))
+            rewritten = old.app.mapper.to_stored_event(store.app.mapper.to_domain_event(stored))
+            store.execute(f"UPDATE {store.events_table} SET state = ? WHERE originator_id = ? AND originator_version = ?",
+                          (rewritten.state, originator_id, version))
+        (state,) = store.query(f"SELECT state FROM {store.events_table} WHERE originator_id = ?",
+                               (secrets.pupil_id(UPN) if store.is_postgres else secrets.pupil_id(UPN).hex,))[0]
+        key = store.app.pupil_keys.data_key(secrets.pupil_id(UPN))
+        assert key is not None
+        aad = secrets.pupil_id(UPN).bytes + (1).to_bytes(8, "big") + b"pupil-ledger/Subject.Created"
+        assert zlib.decompress(AESGCM(key).decrypt(bytes(state)[:12], bytes(state)[12:], aad))  # really the old form
+    finally:
+        old.close()
+    store.close()
+    world.ledger = admin.open_ledger(settings)  # nothing cached from before the rewrite
+    world.ledger.clock = world.clock
+    world.post("pupil.excluded", SCHOOL_A, {"school": SCHOOL_A, "kind": "SUSP", "sessions": 2, "reasons": ["PA"]}, upn=UPN)
+    assert [e["type"] for e in world.ledger.pupil_history(UPN)["events"]] == ["pupil.registered", "pupil.excluded"]
+    assert {SCHOOL_A, LA} <= {o["org"] for o in world.ledger.list_orgs()}
 
 
 def test_tokens(world: World) -> None:
