@@ -25,7 +25,7 @@ from typing import Any
 from eventsourcing.application import AggregateNotFoundError
 
 from ledger import admin, signatures
-from ledger.config import Settings
+from ledger.config import Settings, tune_garbage_collector
 from ledger.simulate import org_setup
 from ledger.store import Subject
 
@@ -46,6 +46,7 @@ def _register(ledger: Any, orgs: list[Any]) -> None:
 
 def _ingest_share(settings: Settings, envelopes: list[dict[str, Any]], start: Any, results: Any) -> None:
     """In a spawned process: submit ``envelopes`` in batches once every process is ready; report the times."""
+    tune_garbage_collector()  # as every API process does (``serve``); a spawned child starts with the defaults
     ledger = admin.open_ledger(settings)
     signatures.start()  # every signature worker running before the clock
     start.wait(timeout=300)  # a sibling that died before this point breaks the barrier instead of hanging it
