@@ -3,9 +3,12 @@
 - ``submitBatch``: ``Ledger.submit_batch`` in batches of 500: every envelope decoded, validated, its
   signature verified, the rules applied to its subject, then one transaction per batch (events and
   index rows), and a signed receipt each. The organisations are registered first, untimed.
-- ``naive eventsourcing loop``: the same events, one ``Application.save()`` per event, nothing checked
-  (the library used the obvious way: one transaction per event).
-- ``Ledger.submit each``: the full pipeline, one event per transaction.
+- ``naive loop, same checks``: the same events through the same checks, one event per call and per
+  transaction (``Ledger.submit`` in a loop: one ``save()`` per event). The baseline of the 10× target, which
+  compares ``submitBatch`` with a naive loop doing the same work; it is a strong one, since each call still
+  uses the pipeline's caches.
+- ``naive eventsourcing loop, nothing checked``: the same events, one ``Application.save()`` per event and
+  nothing else (no decoding, validation, signature or rules): the library's own floor per transaction.
 - ``submitBatch, 2 processes`` (PostgreSQL): the same batches from two processes on one database, the pupils
   split between them by a hash of the subject (each pupil's events stay in order in one process); the wall
   time runs from a common start to the last process's end. What several API processes give.
@@ -112,8 +115,8 @@ def run(ctx: Context) -> list[Result]:
         return took, latencies
 
     seconds, lat = ctx.measure(naive_loop)
-    naive_row = Result("ingest", ctx.backend, "naive eventsourcing loop", "events/s", len(naive), seconds, lat, rss_mb()[0],
-                       baseline_for="submitBatch", target="submitBatch ≥ 10× this", note="save() per event, nothing checked")
+    naive_row = Result("ingest", ctx.backend, "naive eventsourcing loop, nothing checked", "events/s", len(naive), seconds, lat, rss_mb()[0],
+                       baseline_for="submitBatch", note="save() per event and nothing else: the library's floor")
 
     def one_by_one() -> tuple[float, list[float]]:
         with ctx.fresh() as settings:
@@ -130,8 +133,9 @@ def run(ctx: Context) -> list[Result]:
         return took, latencies
 
     seconds, lat = ctx.measure(one_by_one)
-    each_row = Result("ingest", ctx.backend, "Ledger.submit each", "events/s", len(naive), seconds, lat, rss_mb()[0],
-                      baseline_for="submitBatch", note="full checks, one transaction per event")
+    each_row = Result("ingest", ctx.backend, "naive loop, same checks", "events/s", len(naive), seconds, lat, rss_mb()[0],
+                      baseline_for="submitBatch", target="submitBatch ≥ 10× this",
+                      note="Ledger.submit per event: every check, one save() and transaction per event")
 
     def bulk() -> tuple[float, list[float]]:
         with ctx.fresh() as settings:
@@ -163,7 +167,7 @@ def run(ctx: Context) -> list[Result]:
     bulk_row = Result("ingest", ctx.backend, "COPY of the stored rows" if ctx.backend == "postgres" else "bulk insert of the stored rows",
                       "events/s", len(stored_rows["events"]), seconds, [], baseline_for="submitBatch",
                       note="physical limit: the same event and index rows, one transaction")
-    rows = [main, naive_row, each_row, bulk_row]
+    rows = [main, each_row, naive_row, bulk_row]
     if ctx.backend == "postgres":  # SQLite has one writer: a second process only waits for the lock
         shares: list[list[dict[str, Any]]] = [[] for _ in range(PROCESSES)]
         for env in signed:
@@ -200,4 +204,4 @@ def run(ctx: Context) -> list[Result]:
     return rows
 
 
-SCENARIO = Scenario("ingest", run, "submitBatch against a naive eventsourcing loop, per-event submits and a bulk COPY")
+SCENARIO = Scenario("ingest", run, "submitBatch against naive one-save()-per-event loops (with and without the checks) and a bulk COPY")
