@@ -75,11 +75,11 @@ class LedgerSecrets:
     cipher_key: str  # base64, as eventsourcing's AESCipher wants it
     master_key: bytes = b""  # wraps the per-pupil data keys; never stored in the database
 
-    @property
+    @functools.cached_property  # every receipt names it
     def signing_key_id(self) -> str:
         return key_id(self.signing_key.public_key())
 
-    @property
+    @functools.cached_property
     def signing_public_raw(self) -> bytes:
         return raw_public_key(self.signing_key.public_key())
 
