@@ -51,7 +51,7 @@ def sign(private_key: Ed25519PrivateKey, message: bytes) -> bytes:
     return crypto_sign(message, _libsodium_secret(private_key))[:SIGNATURE_BYTES]
 
 
-@functools.lru_cache(maxsize=64)  # the ledger's own key and a few more, for the process's lifetime
+@functools.lru_cache(maxsize=4096)  # the ledger's own key; the simulator signs for a whole area's organisations in turn
 def _libsodium_secret(private_key: Ed25519PrivateKey) -> bytes:
     seed = private_key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
     return crypto_sign_seed_keypair(seed)[1]

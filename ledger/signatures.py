@@ -1,8 +1,9 @@
 """Ed25519 verification of a batch's signatures in worker processes, while the submitting thread goes on.
 
 A verification takes about 40 µs of CPU (``ed25519.verify``; the ed25519 benchmark measures it). In threads
-it would release the GIL for the check itself but need it back between checks, and a submitting thread busy with the rules holds it for up to the switch
-interval (5 ms) each time, so the verifiers starve exactly when overlap would pay. Worker processes share
+it would release the GIL for the check itself but need it back between checks, and a submitting thread busy
+with the rules holds it for up to the switch interval (5 ms) each time, so the verifiers starve exactly when
+overlap would pay. Worker processes share
 nothing: the caller sends (public key, signature, signed bytes) triples and later collects the verdicts.
 
 The pool is started on first use with the ``spawn`` method (never ``fork``: the caller holds database
@@ -24,16 +25,13 @@ from . import ed25519
 
 log = logging.getLogger("pupil_ledger.signatures")
 Check = tuple[bytes, bytes, bytes]  # raw public key, signature, signed bytes (the DSSE PAE)
-TASK_SIZE = 64  # checks per task sent to a worker (about 9 ms of work)
+TASK_SIZE = 64  # checks per task sent to a worker (about 3 ms of work)
 PARENT_CHECK_SECONDS = 1.0
 MIN_BATCH = 16  # callers verify fewer checks than this themselves, when they need each verdict
 
 _lock = threading.Lock()
 _pool: ProcessPoolExecutor | None = None
 _broken = False  # once the workers failed, this process verifies inline rather than respawn them per batch
-
-
-valid = ed25519.verify
 
 
 def _exit_with_parent(parent: int) -> None:
@@ -48,7 +46,7 @@ def _exit_with_parent(parent: int) -> None:
 
 
 def _verify_all(checks: Sequence[Check]) -> list[bool]:
-    return [valid(*check) for check in checks]
+    return [ed25519.verify(*check) for check in checks]
 
 
 def workers() -> int:
