@@ -82,6 +82,15 @@ class Entry:
 _ARRIVING: contextvars.ContextVar[tuple[str, Record] | None] = contextvars.ContextVar("arriving_record", default=None)
 
 
+@contextmanager
+def _arriving(envelope: str, record: Record | None) -> Iterator[None]:
+    token = _ARRIVING.set((envelope, record) if record is not None else None)
+    try:
+        yield
+    finally:
+        _ARRIVING.reset(token)
+
+
 def _record_of(envelope: str, received_at: datetime) -> Record:
     arriving = _ARRIVING.get()
     if arriving is not None and arriving[0] is envelope:
@@ -140,20 +149,14 @@ class Subject(Aggregate):
               record: Record | None = None) -> Subject:
         """A new subject whose first event is ``envelope``; ``record``: that envelope's record, if the caller
         has it already (then the envelope is not parsed again)."""
-        arriving = _ARRIVING.set((envelope, record) if record is not None else None)
-        try:
+        with _arriving(envelope, record):
             subject = cls._create(cls.Created, id=aggregate_id, envelope=envelope, received_at=received_at, flags=flags)
-        finally:
-            _ARRIVING.reset(arriving)
         assert isinstance(subject, Subject)
         return subject
 
     def record(self, envelope: str, received_at: datetime, flags: list[dict[str, str]], record: Record | None = None) -> None:
-        arriving = _ARRIVING.set((envelope, record) if record is not None else None)
-        try:
+        with _arriving(envelope, record):
             self.trigger_event(Subject.Recorded, envelope=envelope, received_at=received_at, flags=flags)
-        finally:
-            _ARRIVING.reset(arriving)
 
     def clone(self) -> Subject:
         """A copy that can record new events without changing this one (entries are never mutated)."""

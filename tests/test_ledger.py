@@ -332,3 +332,17 @@ def test_concurrent_submissions_of_one_envelope_store_it_once(world: World) -> N
     same = [r for r in results if r.event_id == json.loads(envelope.b64decode_strict(env["payload"]))["event_id"]]
     assert sorted(r.created for r in same) == [False, False, True] and len({r.sequence for r in same}) == 1
     assert len(world.ledger.pupil_history(UPN)["events"]) == 5  # admission + 4 distinct exclusions, same-pupil writes serialised
+
+
+def test_a_subject_recorded_in_a_batch_equals_the_one_read_back(world: World) -> None:
+    """The batch hands each new event's record to its subject instead of parsing the envelope again: what the
+    next batch's rules see from the cache must be exactly what a fresh read of the stored events gives."""
+    world.admit(UPN)
+    world.post("pupil.excluded", SCHOOL_A, {"school": SCHOOL_A, "kind": "SUSP", "sessions": 2, "reasons": ["PA"]}, upn=UPN)
+    pupil = world.ledger.secrets.pupil_id(UPN)
+    cached = world.ledger._subjects.take([pupil])[pupil]
+    assert cached is not None
+    read_back = world.ledger.store.subjects([pupil])[pupil]
+    assert len(cached.records) == 2
+    assert cached.records == read_back.records
+    assert [e.envelope for e in cached.entries] == [e.envelope for e in read_back.entries]
