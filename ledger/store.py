@@ -17,6 +17,7 @@ import base64
 import contextvars
 import copy
 import json
+import logging
 import os
 import threading
 import time
@@ -44,6 +45,8 @@ from .rules import Record
 from .secrets import as_pupil_uuid, is_pupil_stream
 
 T = TypeVar("T")
+log = logging.getLogger("pupil_ledger.store")
+_warned: list[bool] = []  # the autovacuum warning, given once per process
 
 INDEX_COLUMNS = (
     "event_id", "sequence", "originator_id", "originator_version", "type", "submitter",
@@ -514,7 +517,12 @@ class Store:
 
     @classmethod
     def open(cls, env: dict[str, str]) -> Store:
-        return cls(LedgerApp(env=env))
+        store = cls(LedgerApp(env=env))
+        if store.is_postgres and store.query("SELECT current_setting('autovacuum')")[0][0] != "on" and not _warned:
+            _warned.append(True)  # once per process
+            log.warning("PostgreSQL runs with autovacuum off: nothing keeps the planner's statistics, and as the tables "
+                        "grow it can read whole tables for one batch. Turn it on, or run ANALYZE after large loads.")
+        return store
 
     def close(self) -> None:
         self.app.close()
