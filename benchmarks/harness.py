@@ -197,6 +197,7 @@ class Context:
             self._cleanup.append(lambda: self._pg(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
         self._cleanup.append(lambda: shutil.rmtree(home.parent, ignore_errors=True))
         ledger = admin.initialise(Settings(home=home, database_url=self._url(database) if database else None)).ledger
+        statistics_kept = ledger.store.keeps_statistics()
         started, done = time.perf_counter(), 0
         batches: list[float] = []
         last = started
@@ -208,12 +209,11 @@ class Context:
             done, last = done + n, now
             if done % 20_000 < n:
                 self.progress(f"loading {self.backend} template: {done:,}/{self.workload.size:,} events, {now - started:.0f} s")
-            if done % ANALYZE_EVERY < n and ledger.store.is_postgres and not autovacuum:
+            if done % ANALYZE_EVERY < n and not statistics_kept:
                 ledger.store.execute("ANALYZE")  # what autovacuum would have done: see ANALYZE_EVERY
 
-        autovacuum = not ledger.store.is_postgres or ledger.store.query("SELECT current_setting('autovacuum')")[0][0] == "on"
         load_areas(ledger, self.workload.areas, batch_size=1000, on_progress=tick)
-        if not autovacuum:
+        if not statistics_kept:
             ledger.store.execute("ANALYZE")  # the copies inherit the statistics
         took = time.perf_counter() - started
         ledger.store.close()

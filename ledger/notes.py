@@ -18,8 +18,9 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from . import ed25519
 
 ED25519_ALG = b"\x01"
 COSIGNATURE_ALG = b"\x04"
@@ -83,11 +84,7 @@ class Verifier:
         return cls(name, key_id, alg, raw)
 
     def verify(self, message: bytes, signature: bytes) -> bool:
-        try:
-            Ed25519PublicKey.from_public_bytes(self.public_raw).verify(signature, message)
-        except InvalidSignature:
-            return False
-        return True
+        return ed25519.verify(self.public_raw, signature, message)
 
 
 @dataclass(frozen=True)

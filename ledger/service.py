@@ -340,7 +340,8 @@ class Ledger:
         assert item.env is not None
         body = item.body
         record = Record.from_body(body, received_at)
-        aggregate_id = item.subject_id or self._subject_id(body)
+        aggregate_id = item.subject_id
+        assert aggregate_id is not None  # set by _load_subjects for every item still in play
         subject = self._load(aggregate_id, working)
         records = subject.records if subject else []
         etype = catalogue.event_types()[body["type"]]

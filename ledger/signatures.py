@@ -3,8 +3,7 @@
 A verification takes about 40 µs of CPU (``ed25519.verify``; the ed25519 benchmark measures it). In threads
 it would release the GIL for the check itself but need it back between checks, and a submitting thread busy
 with the rules holds it for up to the switch interval (5 ms) each time, so the verifiers starve exactly when
-overlap would pay. Worker processes share
-nothing: the caller sends (public key, signature, signed bytes) triples and later collects the verdicts.
+overlap would pay. Worker processes share nothing: the caller sends (public key, signature, signed bytes) triples and later collects the verdicts.
 
 The pool is started on first use with the ``spawn`` method (never ``fork``: the caller holds database
 connections and threads) and lives as long as the process.

@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import contextvars
 import copy
+import functools
 import json
 import logging
 import os
@@ -46,7 +47,6 @@ from .secrets import as_pupil_uuid, is_pupil_stream
 
 T = TypeVar("T")
 log = logging.getLogger("pupil_ledger.store")
-_warned: list[bool] = []  # the autovacuum warning, given once per process
 
 INDEX_COLUMNS = (
     "event_id", "sequence", "originator_id", "originator_version", "type", "submitter",
@@ -472,6 +472,12 @@ class LedgerApp(Application[uuid.UUID]):
         return self.mapper.keys
 
 
+@functools.cache  # once per process
+def _autovacuum_warning() -> None:
+    log.warning("PostgreSQL runs with autovacuum off: nothing keeps the planner's statistics, and as the tables "
+                "grow it can read whole tables for one batch. Turn it on, or run ANALYZE after large loads.")
+
+
 # -- the store facade -------------------------------------------------------------------------
 
 
@@ -518,11 +524,13 @@ class Store:
     @classmethod
     def open(cls, env: dict[str, str]) -> Store:
         store = cls(LedgerApp(env=env))
-        if store.is_postgres and store.query("SELECT current_setting('autovacuum')")[0][0] != "on" and not _warned:
-            _warned.append(True)  # once per process
-            log.warning("PostgreSQL runs with autovacuum off: nothing keeps the planner's statistics, and as the tables "
-                        "grow it can read whole tables for one batch. Turn it on, or run ANALYZE after large loads.")
+        if _autovacuum_warning.cache_info().currsize == 0 and not store.keeps_statistics():
+            _autovacuum_warning()
         return store
+
+    def keeps_statistics(self) -> bool:
+        """Whether the database keeps the query planner's statistics by itself (PostgreSQL: autovacuum is on)."""
+        return not self.is_postgres or self.query("SELECT current_setting('autovacuum')")[0][0] == "on"
 
     def close(self) -> None:
         self.app.close()

@@ -355,7 +355,7 @@ def test_postgres_without_autovacuum_is_reported(settings: Settings, caplog: pyt
     fourfold), so opening a store says so, once per process."""
     if settings.database_url is None:
         pytest.skip("PostgreSQL only")
-    store_module._warned.clear()
+    store_module._autovacuum_warning.cache_clear()
     ledger = admin.initialise(settings).ledger
     try:
         autovacuum = ledger.store.query("SELECT current_setting('autovacuum')")[0][0]
