@@ -25,7 +25,7 @@ import time
 import uuid
 import zlib
 from collections import OrderedDict
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -36,10 +36,11 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import Aggregate
-from eventsourcing.persistence import Compressor, IntegrityError, Mapper, StoredEvent
+from eventsourcing.persistence import Compressor, IntegrityError, InterfaceError, Mapper, OperationalError, ProgrammingError, StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder
 from eventsourcing.sqlite import SQLiteApplicationRecorder
-from psycopg.sql import SQL
+from eventsourcing.utils import retry
+from psycopg.sql import SQL, Identifier
 
 from .errors import Category, LedgerError
 from .rules import Record
@@ -251,29 +252,66 @@ class SQLiteLedgerRecorder(SQLiteApplicationRecorder):
 
 
 class PostgresLedgerRecorder(PostgresApplicationRecorder):
+    """Writes a batch with ``COPY`` (binary) instead of the library's one ``INSERT`` of an array of composites.
+
+    psycopg renders that array in Python, element by element, and PostgreSQL parses it back as text: about a
+    fifth of ``submitBatch``'s CPU. ``COPY`` rows are formatted by psycopg's C code and read as binary. The
+    guarantees are the library's: one transaction for the events, their index rows and keys; the table's
+    ``EXCLUSIVE`` lock taken before any notification id is drawn, so ids commit in order; a ``NOTIFY`` for
+    subscribers; a duplicate (stream, version) or event id an ``IntegrityError`` that stores nothing.
+    """
+
     placeholder = "%s"
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.sql_create_statements.extend(SQL(s.replace("{", "{{").replace("}", "}}")).format() for s in _INDEX_DDL)
+        table = SQL("{}.{}").format(Identifier(self.datastore.schema), Identifier(self.events_table_name))
+        self._last_id = SQL("SELECT COALESCE(MAX(notification_id), 0) AS last FROM {}").format(table)
+        self._copy_events = SQL("COPY {} (originator_id, originator_version, topic, state) FROM STDIN (FORMAT BINARY)").format(table)
+        self._ids_after = SQL("SELECT originator_id, originator_version, notification_id FROM {} WHERE notification_id > %s").format(table)
 
-    def _insert_events(self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any) -> None:
-        # Here, not after the insert: an exception raised after it would not roll the library's transaction back.
-        _check_pupil_keys(curs, stored_events, "%s", lock=" FOR SHARE")
-
-    def _fetch_ids_after_insert_events(self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
-        ids = super()._fetch_ids_after_insert_events(curs, stored_events, **kwargs)
-        assert ids is not None
-        rows = _match_index_rows(stored_events, ids, kwargs.get("index_rows", ()))
-        if rows:
-            curs.executemany(_INSERT_INDEX.replace("?", "%s"), rows)
-        if kwargs.get("key_rows"):
-            curs.executemany(_INSERT_KEY.replace("?", "%s"), kwargs["key_rows"])
-        if kwargs.get("pupil_key_rows"):
-            curs.executemany(_INSERT_PUPIL_KEY.replace("?", "%s"), kwargs["pupil_key_rows"])
-        with curs.connection.pipeline() as pipeline:
-            pipeline.sync()  # surface a duplicate event_id here, inside the library's error handling
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
+        if not stored_events:
+            return []
+        with self.datastore.get_connection() as conn, conn.transaction(), conn.cursor() as curs:
+            _check_pupil_keys(curs, stored_events, "%s", lock=" FOR SHARE")
+            self._lock_table(curs)  # every writer takes it before drawing ids: nothing else inserts until this commits
+            self._notify_channel(curs)
+            curs.execute(self._last_id, prepare=True)
+            last = curs.fetchall()[0]["last"]
+            _copy(curs, self._copy_events, [self.datastore.originator_id_type, "int8", "text", "bytea"],
+                  ((e.originator_id, e.originator_version, e.topic, e.state) for e in stored_events))
+            curs.execute(self._ids_after, (last,), prepare=True)
+            drawn = {(str(r["originator_id"]), r["originator_version"]): r["notification_id"] for r in curs.fetchall()}
+            try:
+                ids = [drawn.pop((str(e.originator_id), e.originator_version)) for e in stored_events]
+            except KeyError:
+                ids = []
+            if len(ids) != len(stored_events) or drawn:  # only if something wrote to the table without its lock
+                raise ProgrammingError(f"read back {len(ids) + len(drawn)} notification ids for {len(stored_events)} events")
+            _copy(curs, _COPY_INDEX, _INDEX_TYPES, _match_index_rows(stored_events, ids, kwargs.get("index_rows", ())))
+            _copy(curs, _COPY_KEY, ["text", "text"], kwargs.get("key_rows", ()))
+            _copy(curs, _COPY_PUPIL_KEY, ["text", "text", "text"], kwargs.get("pupil_key_rows", ()))
         return ids
+
+
+_COPY_INDEX = f"COPY ledger_index ({', '.join(INDEX_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
+_INDEX_TYPES = ["text", "int8", "text", "int4", "text", "text", "text", "text", "text"]
+_COPY_KEY = "COPY ledger_keys (key_id, org_id) FROM STDIN (FORMAT BINARY)"
+_COPY_PUPIL_KEY = "COPY pupil_keys (originator_id, wrapped_key, audit_id) FROM STDIN (FORMAT BINARY)"
+
+
+def _copy(curs: Any, statement: Any, types: list[str], rows: Iterable[Sequence[Any]]) -> None:
+    """``COPY`` ``rows`` in binary (``types``: the columns' PostgreSQL types, in order); nothing if there are none."""
+    rows = list(rows)
+    if not rows:
+        return
+    with curs.copy(statement) as copy:
+        copy.set_types(types)
+        for row in rows:
+            copy.write_row(row)
 
 
 # -- per-pupil data keys (crypto-shredding) -----------------------------------------------------
