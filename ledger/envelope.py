@@ -73,7 +73,12 @@ class Envelope:
 
     @cached_property
     def canonical_bytes(self) -> bytes:
-        return jcs.canonicalize(self.to_json())
+        """JCS of ``to_json()``, written out directly: its keys are fixed and in JCS order as written
+        (payload < payloadType < signatures; keyid < sig), base64 needs no escaping, and the two strings
+        that come from the sender are written by ``jcs.string``. A test holds it to ``jcs.canonicalize``."""
+        sigs = ",".join(f'{{"keyid":{jcs.string(kid)},"sig":"{b64encode(sig)}"}}' for kid, sig in self.signatures)
+        text = f'{{"payload":"{b64encode(self.payload)}","payloadType":{jcs.string(self.payload_type)},"signatures":[{sigs}]}}'
+        return text.encode("utf-8")
 
     @cached_property
     def envelope_digest(self) -> str:

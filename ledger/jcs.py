@@ -47,6 +47,11 @@ def canonicalize(value: Any) -> bytes:
     return rfc8785.dumps(value)
 
 
+def string(value: str) -> str:
+    """The JCS form of one string (quoted and escaped), for writing a known shape directly."""
+    return _encode_plain(value) if value.isascii() else rfc8785.dumps(value).decode("utf-8")
+
+
 def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in pairs:
@@ -74,6 +79,19 @@ def parse(data: bytes) -> Any:
         raise NotJSON(f"{exc.msg} at line {exc.lineno} column {exc.colno}") from None
 
 
+class _HasFloat(Exception):
+    pass
+
+
+def _no_float(text: str) -> float:
+    raise _HasFloat
+
+
+# One decoder for the fast path (``json.loads`` with hooks builds a new one per call); a float leaves it.
+_decode_without_floats = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_no_float).decode
+_decode_with_floats = json.JSONDecoder(parse_constant=_reject_constant).decode
+
+
 def parse_canonical(data: bytes) -> tuple[Any, bool]:
     """Parse strict JSON (as ``parse``) and say whether ``data`` is exactly its canonical form.
 
@@ -81,21 +99,22 @@ def parse_canonical(data: bytes) -> tuple[Any, bool]:
     C decoder alone; the strict parse runs only for bytes that are not canonical, to name what is wrong.
     """
     try:
-        floats: list[str] = []
-
-        def note_float(text: str) -> float:
-            floats.append(text)
-            return float(text)
-
-        value = json.loads(data.decode("utf-8"), parse_constant=_reject_constant, parse_float=note_float)
-        # The ledger's kind of value needs no walk to know the C encoder writes it canonically: ASCII bytes
-        # hold no raw non-ASCII string, no float was parsed, and no integer has 16 digits (|n| < 2^53 when fewer).
-        # Any escape (\u00e9) or out-of-form number then makes the encoder's bytes differ from ``data``.
-        if not floats and data.isascii() and not _LONG_DIGITS.search(data):
-            if _encode_plain(value).encode("ascii") == data:
+        text = data.decode("utf-8")
+        try:
+            value = _decode_without_floats(text)
+        except _HasFloat:
+            value = _decode_with_floats(text)
+            if _canonical_of(value) == data:
                 return value, True
-        elif _canonical_of(value) == data:
-            return value, True
+        else:
+            # The ledger's kind of value needs no walk to know the C encoder writes it canonically: ASCII bytes
+            # hold no raw non-ASCII string, no float was parsed, and no integer has 16 digits (|n| < 2^53 when fewer).
+            # Any escape (\u00e9) or out-of-form number then makes the encoder's bytes differ from ``data``.
+            if data.isascii() and not _LONG_DIGITS.search(data):
+                if _encode_plain(value).encode("ascii") == data:
+                    return value, True
+            elif _canonical_of(value) == data:
+                return value, True
     except (UnicodeError, json.JSONDecodeError, NotJSON):
         pass
     value = parse(data)

@@ -234,6 +234,18 @@ def test_any_tampering_is_caught(body: dict, data: st.DataObject) -> None:
     assert not env.verify(KEY.public_key(), KID)
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.text(alphabet=st.characters(codec="utf-8")) | st.text(alphabet=st.characters(max_codepoint=0x7F)), st.binary(max_size=80)), max_size=3),
+       st.text(alphabet=st.characters(codec="utf-8"), max_size=12), st.binary(max_size=200))
+def test_envelope_canonical_bytes_are_jcs_of_the_envelope(signatures: list, payload_type: str, payload: bytes) -> None:
+    """The envelope's canonical form is written out directly (its shape is fixed); it must be exactly
+    RFC 8785 of the envelope as JSON, whatever the key ids and payload type hold (quotes, controls, non-ASCII)."""
+    import rfc8785
+
+    env = envelope.Envelope(payload_type, payload, tuple(signatures), {})
+    assert env.canonical_bytes == rfc8785.dumps(env.to_json())
+
+
 def test_non_canonical_payload_is_rejected() -> None:
     body = {"b": 1, "a": 2}
     raw = json.dumps(body).encode()  # keys out of order, spaces: not JCS
