@@ -41,14 +41,17 @@ def _process_tree(pid: int) -> list[int]:
 
 
 class Server:
-    """``pupil-ledger serve`` in its own process, on a free port."""
+    """``pupil-ledger serve`` in its own process, on a free port; ``companions``: other ``pupil-ledger`` commands
+    run beside it for as long as it runs (``seal``, ``project run``: the followers of docker-compose.yml)."""
 
-    def __init__(self, settings: Settings, args: Sequence[str] = ()):
+    def __init__(self, settings: Settings, args: Sequence[str] = (), companions: Sequence[Sequence[str]] = ()):
         self.settings = settings
         self.args = list(args)  # more ``serve`` options
+        self.companions = [list(c) for c in companions]
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen[bytes] | None = None
+        self.others: list[subprocess.Popen[bytes]] = []
         self.log = settings.home.parent / f"serve-{self.port}.log"
 
     def log_tail(self, lines: int = 5) -> str:
@@ -63,10 +66,13 @@ class Server:
         with self.log.open("wb") as log:  # a file, not a pipe: a chatty server must never block on a full pipe
             self.process = subprocess.Popen([sys.executable, "-m", "api.cli", "serve", "--port", str(self.port), *self.args], env=env, cwd=root,
                                             stdout=subprocess.DEVNULL, stderr=log)
+            self.others = [subprocess.Popen([sys.executable, "-m", "api.cli", *command], env=env, cwd=root, stdout=subprocess.DEVNULL, stderr=log)
+                           for command in self.companions]
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited: {self.log_tail()}")
+            if self.process.poll() is not None or any(other.poll() is not None for other in self.others):
+                self.__exit__()
+                raise RuntimeError(f"server or companion exited: {self.log_tail()}")
             try:
                 if httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200:
                     return self
@@ -79,14 +85,26 @@ class Server:
         assert self.process is not None
         return max((rss_mb(pid) for pid in _process_tree(self.process.pid)), key=lambda rss: rss[1])
 
+    def seconds_until_sealed(self, size: int, timeout: float = 60.0) -> float | None:
+        """Seconds until the log's signed checkpoint covers ``size`` entries (None: not within ``timeout``)."""
+        started = time.monotonic()
+        while time.monotonic() - started < timeout:
+            checkpoint = httpx.get(f"{self.url}/log/checkpoint", timeout=5)
+            if checkpoint.status_code == 200 and int(checkpoint.text.splitlines()[1]) >= size:
+                return time.monotonic() - started
+            time.sleep(0.02)
+        return None
+
     def __exit__(self, *exc: object) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
+        for process in [p for p in (self.process, *self.others) if p is not None]:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in [p for p in (self.process, *self.others) if p is not None]:
             try:
-                self.process.wait(20)
+                process.wait(20)
             except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
+                process.kill()
+                process.wait(10)
 
 
 @dataclass
