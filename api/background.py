@@ -13,6 +13,8 @@ import threading
 from collections.abc import Sequence
 from typing import Protocol
 
+from ledger.config import follower_pause
+
 log = logging.getLogger("pupil_ledger.background")
 
 
@@ -23,11 +25,16 @@ class Follower(Protocol):
 
 
 class Background:
-    """Runs followers in daemon threads; each sleeps ``idle_seconds`` when it is caught up."""
+    """Runs followers in daemon threads; each sleeps ``idle_seconds`` when it is caught up.
 
-    def __init__(self, followers: Sequence[Follower], idle_seconds: float = 0.2):
+    After a step that found less than a full batch (``batch_size``) it waits ``pace_seconds``
+    (``ledger.config.follower_pause``).
+    """
+
+    def __init__(self, followers: Sequence[Follower], idle_seconds: float = 0.2, pace_seconds: float = 0.0):
         self.followers = list(followers)
         self.idle_seconds = idle_seconds
+        self.pace_seconds = pace_seconds
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
@@ -54,5 +61,6 @@ class Background:
             except Exception:  # noqa: BLE001 - a follower must outlive a transient database error
                 log.exception("follower %s failed; retrying", follower.name)
                 done = 0
-            if not done:
-                self._stop.wait(self.idle_seconds)
+            pause = follower_pause(done, getattr(follower, "batch_size", 0), self.idle_seconds, self.pace_seconds)
+            if pause:
+                self._stop.wait(pause)

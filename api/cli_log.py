@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from ledger import envelope, jcs, merkle, notes, verify
+from ledger.config import follower_pause
 from ledger.tlog import Log, LogError, stored_envelopes
 
 log_app = typer.Typer(help="The transparency log: export it as a static C2SP tiled log.", no_args_is_help=True)
@@ -75,8 +76,9 @@ def seal(
                 err.print(f"sealed {result.sealed} (tree size {result.tree_size})")
             elif once:
                 break
-            else:
-                stop.wait(min(0.2, ledger.settings.max_merge_delay / 2))
+            pause = follower_pause(result.sealed, worker.batch_size, min(0.2, ledger.settings.max_merge_delay / 2), ledger.settings.follower_pace)
+            if pause and not once:
+                stop.wait(pause)
     except KeyboardInterrupt:
         pass
     except LogError as exc:

@@ -46,7 +46,7 @@ def run(
     """
     chosen = _views(views)
     ledger = _ledger()
-    worker = Worker(ledger.store, ledger.settings.database_url, chosen, batch, idle)
+    worker = Worker(ledger.store, ledger.settings.database_url, chosen, batch, idle, pace=ledger.settings.follower_pace)
     signal.signal(signal.SIGTERM, lambda *_: worker.stopping.set())
     out.print(f"projecting {', '.join(v.name for v in chosen)} (batch {batch})")
     try:

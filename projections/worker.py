@@ -14,6 +14,7 @@ from typing import Any
 
 import psycopg
 
+from ledger.config import FOLLOWER_PACE_SECONDS, follower_pause
 from ledger.store import Store
 
 from .facts import View
@@ -26,8 +27,9 @@ def lock_key(view: View) -> int:
 
 class Worker:
     def __init__(self, store: Store, database_url: str | None, views: tuple[View, ...] = VIEWS, batch_size: int = DEFAULT_BATCH,
-                 idle: float = 0.5, on_batch: Callable[[int], None] | None = None):
+                 idle: float = 0.5, on_batch: Callable[[int], None] | None = None, pace: float = FOLLOWER_PACE_SECONDS):
         self.store, self.views, self.batch_size, self.idle, self.on_batch = store, views, batch_size, idle, on_batch
+        self.pace = pace  # after a step that found less than a full batch: ledger.config.follower_pause
         self._conn: Any = psycopg.connect(database_url, autocommit=True) if database_url else None
         self.held: list[View] = []
         self.stopping = threading.Event()
@@ -53,8 +55,9 @@ class Worker:
             done = projector.step() if projector is not None else 0
             if done and self.on_batch:
                 self.on_batch(done)
-            if not done:
-                self.stopping.wait(self.idle)
+            pause = follower_pause(done, self.batch_size, self.idle, self.pace)
+            if pause:
+                self.stopping.wait(pause)
 
     def close(self) -> None:
         if self._conn is not None:

@@ -201,3 +201,48 @@ def test_receipts_promise_inclusion_within_the_maximum_merge_delay(world: World)
     claim = envelope.decode(receipt.signed, payload_type=RECEIPT_PAYLOAD_TYPE).body
     assert claim["max_merge_delay_seconds"] == world.ledger.settings.max_merge_delay == 1.0
     assert claim["ledger"] == world.ledger.settings.origin
+
+
+def test_under_load_the_sealer_paces_itself_and_keeps_the_merge_delay(world: World) -> None:
+    """While events keep arriving, a follower that found less than a full batch waits its pace before the next
+    step, so one sealing transaction takes several commits; the last event is still sealed within the maximum
+    merge delay the receipts promise. (Stepping again at once, it would follow every commit with its own
+    transaction: the gaps below would be near zero.)"""
+    import time
+
+    from api.background import Background
+
+    sealer = admin.sealer(world.ledger)
+    steps: list[tuple[float, int]] = []
+
+    class TimedSealer:  # the real sealer; only its steps are timed
+        name = "sealer"
+        batch_size = sealer.batch_size
+
+        def step(self) -> int:
+            started = time.monotonic()
+            done = sealer.step()
+            steps.append((started, done))
+            return done
+
+    pace = 0.15
+    background = Background([TimedSealer()], idle_seconds=0.05, pace_seconds=pace)
+    background.start()
+    try:
+        commits = 0
+        until = time.monotonic() + 1.2
+        while time.monotonic() < until:
+            world.admit(upn(200 + commits))
+            commits += 1
+            time.sleep(0.005)
+        last_commit = time.monotonic()
+        expected = world.ledger.store.count_events()
+        while int(world.ledger.store.query("SELECT tree_size FROM log_state WHERE id = 1")[0][0]) < expected:
+            assert time.monotonic() - last_commit < world.ledger.settings.max_merge_delay, "not sealed within the maximum merge delay"
+            time.sleep(0.01)
+    finally:
+        background.stop()
+    busy = [i for i, (_, done) in enumerate(steps) if done]
+    after_busy = [steps[i + 1][0] - steps[i][0] for i in busy if i + 1 < len(steps)]
+    assert len(busy) >= 3 and min(after_busy) >= pace
+    assert len(busy) < commits / 2, f"{len(busy)} sealing steps for {commits} commits"
