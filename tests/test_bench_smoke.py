@@ -17,7 +17,7 @@ from ledger.config import Settings
 from .processes import CLI, env_for, run_cli
 
 pytestmark = pytest.mark.slow
-SCENARIOS = {"ingest", "submit_event", "reads", "sealing", "projections", "ed25519"}
+SCENARIOS = {"ingest", "submit_event", "reads", "sealing", "projections", "ed25519", "database"}
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
@@ -34,12 +34,15 @@ def test_bench_smoke(backend: str, tmp_path: Path) -> None:
     assert {r["scenario"] for r in rows} >= SCENARIOS - ({"ed25519"} if backend == "postgres" else set())
     for r in rows:
         assert r["throughput"] > 0 and r["runs"] == 1, r
-        assert "ERRORS" not in r["note"] and "NOT ALL ACCEPTED" not in r["note"], r["note"]
+        assert "ERRORS" not in r["note"] and "NOT ALL ACCEPTED" not in r["note"] and "NOT SEALED" not in r["note"], r["note"]
         assert r["backend"] in (backend, "-")
     by_what = {r["what"]: r for r in rows}
     assert by_what["naive loop, same checks"]["baseline_for"] == by_what["naive eventsourcing loop, nothing checked"]["baseline_for"] == "submitBatch"
     assert by_what["naive eventsourcing loop, nothing checked"]["target"] == "submitBatch ≥ 10× this"
     assert ("submitBatch, 2 processes" in by_what) == ("submitEvent, 2 API processes" in by_what) == (backend == "postgres")
+    assert ("submitEvent, 2 API processes, sealer and projector apart (docker-compose)" in by_what) == (backend == "postgres")
+    assert "signed checkpoint" in by_what["submitEvent, group commit"]["note"]
+    assert by_what["one-row commit"]["p99_ms"] > 0 and ("round trip (SELECT 1)" in by_what) == (backend == "postgres")
     assert by_what["COPY of the stored rows" if backend == "postgres" else "bulk insert of the stored rows"]["baseline_for"] == "submitBatch"
     submit = by_what["submitEvent, group commit"]
     assert submit["p99_ms"] >= submit["p50_ms"] > 0 and 30 < submit["rss_mb"] < 2000
