@@ -365,7 +365,8 @@ def test_postgres_without_autovacuum_is_reported(settings: Settings, caplog: pyt
         ledger.store.close()
 
 
-def test_a_write_that_conflicts_in_the_store_stores_nothing(world: World) -> None:
+@pytest.mark.parametrize("others", [1, 80])  # PostgreSQL writes up to 64 rows as pipelined INSERTs, more by COPY
+def test_a_write_that_conflicts_in_the_store_stores_nothing(world: World, others: int) -> None:
     """The store's own last line (what concurrent writers meet): a stream version or an event_id already
     stored makes the whole write an IntegrityError, with nothing of it kept; the next write still works."""
     from eventsourcing.persistence import IntegrityError
@@ -378,13 +379,17 @@ def test_a_write_that_conflicts_in_the_store_stores_nothing(world: World) -> Non
     entry = store.subject(pupil).entries[0]
     before = (store.count_events(), store.count_stored_events(), store.max_sequence())
 
-    def write(stream: uuid.UUID, event_id: str) -> list:
-        subject = Subject.start(stream, entry.envelope, entry.received_at, [], entry.record)
+    def write(stream: uuid.UUID, event_id: str) -> tuple[list, list[str]]:
         row = {"event_id": event_id, "originator_id": str(stream), "originator_version": 1, "type": "org.registered",
                "submitter": "x", "event_digest": "d", "envelope_digest": "e", "received_at": "2026-09-01T00:00:00Z"}
-        fresh = Subject.start(uuid.uuid4(), entry.envelope, entry.received_at, [], entry.record)  # a second, harmless stream
-        fresh_row = dict(row, event_id=str(uuid.uuid4()), originator_id=str(fresh.id))
-        return store.append([*fresh.collect_events(), *subject.collect_events()], [fresh_row, row], [])
+        events, rows = [], []
+        for _ in range(others):  # new, harmless streams written beside the one that may conflict
+            fresh = Subject.start(uuid.uuid4(), entry.envelope, entry.received_at, [], entry.record)
+            events.extend(fresh.collect_events())
+            rows.append(dict(row, event_id=str(uuid.uuid4()), originator_id=str(fresh.id)))
+        events.extend(Subject.start(stream, entry.envelope, entry.received_at, [], entry.record).collect_events())
+        rows.append(row)
+        return store.append(events, rows, []), [r["event_id"] for r in rows]
 
     with pytest.raises(IntegrityError):
         write(uuid.uuid4(), receipt.event_id)  # a new stream, but an event_id already accepted
@@ -392,7 +397,9 @@ def test_a_write_that_conflicts_in_the_store_stores_nothing(world: World) -> Non
     with pytest.raises(IntegrityError):
         write(pupil, str(uuid.uuid4()))  # a new event_id, but version 1 of a stream that has it
     assert (store.count_events(), store.count_stored_events(), store.max_sequence()) == before
-    recorded = write(uuid.uuid4(), str(uuid.uuid4()))
-    assert len(recorded) == 2 and store.count_events() == before[0] + 2
+    recorded, event_ids = write(uuid.uuid4(), str(uuid.uuid4()))
+    assert len(recorded) == others + 1 and store.count_events() == before[0] + others + 1
     sequences = [r.notification.id for r in recorded]
     assert sequences == sorted(sequences) and sequences[0] > before[2] and store.max_sequence() == sequences[-1]
+    indexed = store.index_rows(event_ids)
+    assert [indexed[e].sequence for e in event_ids] == sequences  # each index row carries its own event's sequence
