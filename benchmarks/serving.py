@@ -58,6 +58,13 @@ class Server:
         return " | ".join(self.log.read_text(errors="replace").splitlines()[-lines:]) if self.log.exists() else ""
 
     def __enter__(self) -> Server:
+        try:
+            return self._start()
+        except BaseException:
+            self.__exit__()  # a failed start must not leave the server or its companions running
+            raise
+
+    def _start(self) -> Server:
         env = dict(os.environ, PUPIL_LEDGER_HOME=str(self.settings.home))
         env.pop("PUPIL_LEDGER_DATABASE_URL", None)
         if self.settings.database_url:
@@ -71,7 +78,6 @@ class Server:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.process.poll() is not None or any(other.poll() is not None for other in self.others):
-                self.__exit__()
                 raise RuntimeError(f"server or companion exited: {self.log_tail()}")
             try:
                 if httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200:
@@ -85,13 +91,16 @@ class Server:
         assert self.process is not None
         return max((rss_mb(pid) for pid in _process_tree(self.process.pid)), key=lambda rss: rss[1])
 
-    def seconds_until_sealed(self, size: int, timeout: float = 60.0) -> float | None:
-        """Seconds until the log's signed checkpoint covers ``size`` entries (None: not within ``timeout``)."""
-        started = time.monotonic()
-        while time.monotonic() - started < timeout:
-            checkpoint = httpx.get(f"{self.url}/log/checkpoint", timeout=5)
-            if checkpoint.status_code == 200 and int(checkpoint.text.splitlines()[1]) >= size:
-                return time.monotonic() - started
+    def seconds_until_sealed(self, size: int, since: float, timeout: float = 60.0) -> float | None:
+        """Seconds from ``since`` (a ``time.monotonic()`` reading) until the log's signed checkpoint covers
+        ``size`` entries (None: not within ``timeout``)."""
+        while time.monotonic() - since < timeout:
+            try:
+                checkpoint = httpx.get(f"{self.url}/log/checkpoint", timeout=5)
+                if checkpoint.status_code == 200 and int(checkpoint.text.splitlines()[1]) >= size:
+                    return time.monotonic() - since
+            except httpx.HTTPError:
+                pass  # asked again until the timeout
             time.sleep(0.02)
         return None
 

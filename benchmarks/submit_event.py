@@ -14,6 +14,7 @@ shape ``docker-compose.yml`` deploys: ``serve --workers 2 --no-followers`` besid
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 
 from ledger import admin
@@ -64,10 +65,13 @@ def _run(ctx: Context, what: str, serve_args: list[str], companions: list[list[s
             with Server(settings, serve_args, companions or []) as server:
                 drive(server.port, warm)
                 load = drive(server.port, timed)
+                answered = time.monotonic()
                 reader = admin.open_ledger(settings)
-                accepted = reader.store.count_events()
-                reader.store.close()
-                sealed_after.append(server.seconds_until_sealed(accepted))
+                try:
+                    accepted = reader.store.count_events()
+                finally:
+                    reader.store.close()
+                sealed_after.append(server.seconds_until_sealed(accepted, since=answered))
                 server_peak.append(server.rss_mb()[1])
             for status, n in load.statuses.items():
                 statuses[status] += n

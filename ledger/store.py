@@ -297,7 +297,7 @@ class PostgresLedgerRecorder(PostgresApplicationRecorder):
         held = _pupil_streams_to_hold(stored_events)
         events = [(e.originator_id, e.originator_version, e.topic, e.state) for e in stored_events]
         with self.datastore.get_connection() as conn, conn.transaction(), conn.cursor() as curs, conn.cursor() as keys, conn.cursor() as drawn:
-            with conn.pipeline():  # one round trip for these (COPY cannot be pipelined)
+            with conn.pipeline():  # these in one round trip (BEGIN and COMMIT are each one more; COPY cannot be pipelined)
                 if held:
                     keys.execute(*_pupil_keys_query(held, "%s", lock=" FOR SHARE"))  # first, as before any write
                 self._lock_table(curs)  # every writer takes it before drawing ids: nothing else inserts until this commits
@@ -325,13 +325,11 @@ class PostgresLedgerRecorder(PostgresApplicationRecorder):
         _copy(curs, self._copy_events, [self.datastore.originator_id_type, "int8", "text", "bytea"], events)
         curs.execute(self._ids_after, (last,), prepare=True)
         drawn = {(str(r["originator_id"]), r["originator_version"]): r["notification_id"] for r in curs.fetchall()}
-        try:
-            ids = [drawn.pop((str(originator_id), version)) for originator_id, version, _, _ in events]
-        except KeyError:
-            ids = []
-        if len(ids) != len(events) or drawn:  # only if something wrote to the table without its lock
-            raise ProgrammingError(f"read back {len(ids) + len(drawn)} notification ids for {len(events)} events")
-        return ids
+        read_back = len(drawn)
+        ids = [drawn.pop((str(originator_id), version), None) for originator_id, version, _, _ in events]
+        if read_back != len(events) or None in ids:  # only if something wrote to the table without its lock
+            raise ProgrammingError(f"read back {read_back} notification ids for {len(events)} events, not theirs")
+        return [i for i in ids if i is not None]
 
 
 SMALL_WRITE = 64  # rows: fewer go as pipelined INSERTs (fewest round trips: group commit), more by COPY (least CPU per row)
