@@ -403,3 +403,31 @@ def test_a_write_that_conflicts_in_the_store_stores_nothing(world: World, others
     assert sequences == sorted(sequences) and sequences[0] > before[2] and store.max_sequence() == sequences[-1]
     indexed = store.index_rows(event_ids)
     assert [indexed[e].sequence for e in event_ids] == sequences  # each index row carries its own event's sequence
+
+
+@pytest.mark.parametrize("others", [0, 80])  # both PostgreSQL write paths (pipelined INSERTs, COPY)
+def test_a_write_to_a_pupil_erased_meanwhile_stores_nothing(world: World, others: int) -> None:
+    """The write checks, inside its transaction, that every pupil stream it extends still has its key: a pupil
+    erased by another process after this one read it is refused whole, new streams beside it included."""
+    from ledger.store import ErasedMeanwhile, Subject
+
+    world.admit(UPN)
+    store = world.ledger.store
+    pupil = world.ledger.secrets.pupil_id(UPN)
+    read = store.subject(pupil)
+    entry = read.entries[0]
+    extended = read.clone()
+    extended.record(entry.envelope, entry.received_at, [], entry.record)
+    events = list(extended.collect_events())
+    row = {"event_id": str(uuid.uuid4()), "originator_id": str(pupil), "originator_version": 2, "type": "pupil.excluded",
+           "submitter": "x", "event_digest": "d", "envelope_digest": "e", "received_at": "2026-09-01T00:00:00Z"}
+    rows = [row]
+    for _ in range(others):
+        fresh = Subject.start(uuid.uuid4(), entry.envelope, entry.received_at, [], entry.record)
+        events.extend(fresh.collect_events())
+        rows.append(dict(row, event_id=str(uuid.uuid4()), originator_id=str(fresh.id), originator_version=1))
+    before = (store.count_events(), store.count_stored_events(), store.max_sequence())
+    store.execute("DELETE FROM pupil_keys WHERE originator_id = ?", (str(pupil),))  # erased by someone else meanwhile
+    with pytest.raises(ErasedMeanwhile):
+        store.append(events, rows, [])
+    assert (store.count_events(), store.count_stored_events(), store.max_sequence()) == before
