@@ -131,7 +131,7 @@ def default_followers(ledger: Ledger, seal_and_project: bool | None = None) -> l
 def create_app(ledger: Ledger, followers: Sequence[Follower] = ()) -> FastAPI:
     """The API; ``followers`` run in background threads for the app's lifetime."""
     settings = ledger.settings
-    background = Background(followers, idle_seconds=min(0.2, settings.max_merge_delay / 2), pace_seconds=settings.follower_pace)
+    background = Background(followers, idle_seconds=settings.follower_idle, pace_seconds=settings.follower_pace)
     committer = GroupCommitter(ledger)  # concurrent submitEvent calls share one transaction
 
     @asynccontextmanager

@@ -13,7 +13,7 @@ import threading
 from collections.abc import Sequence
 from typing import Protocol
 
-from ledger.config import FOLLOWER_PACE_SECONDS, follower_pause
+from ledger.config import FOLLOWER_IDLE_SECONDS, FOLLOWER_PACE_SECONDS, follower_pause
 
 log = logging.getLogger("pupil_ledger.background")
 
@@ -31,7 +31,7 @@ class Background:
     (``ledger.config.follower_pause``).
     """
 
-    def __init__(self, followers: Sequence[Follower], idle_seconds: float = 0.2, pace_seconds: float = FOLLOWER_PACE_SECONDS):
+    def __init__(self, followers: Sequence[Follower], idle_seconds: float = FOLLOWER_IDLE_SECONDS, pace_seconds: float = FOLLOWER_PACE_SECONDS):
         self.followers = list(followers)
         self.idle_seconds = idle_seconds
         self.pace_seconds = pace_seconds

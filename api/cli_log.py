@@ -76,7 +76,7 @@ def seal(
                 err.print(f"sealed {result.sealed} (tree size {result.tree_size})")
             elif once:
                 break
-            pause = follower_pause(result.sealed, worker.batch_size, min(0.2, ledger.settings.max_merge_delay / 2), ledger.settings.follower_pace)
+            pause = follower_pause(result.sealed, worker.batch_size, ledger.settings.follower_idle, ledger.settings.follower_pace)
             if pause and not once:
                 stop.wait(pause)
     except KeyboardInterrupt:

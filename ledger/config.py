@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+FOLLOWER_IDLE_SECONDS = 0.2
 FOLLOWER_PACE_SECONDS = 0.1
 
 
@@ -63,6 +64,12 @@ class Settings:
             witnesses=env.get("PUPIL_LEDGER_WITNESSES", cls.witnesses),
             in_process_followers=env.get("PUPIL_LEDGER_IN_PROCESS_FOLLOWERS", "1").lower() not in ("0", "false", "no", "off"),
         )
+
+    @property
+    def follower_idle(self) -> float:
+        """Seconds a caught-up log follower sleeps before looking again: at most half the maximum merge delay,
+        so an event committed just after a look is still sealed in time."""
+        return min(FOLLOWER_IDLE_SECONDS, self.max_merge_delay / 2)
 
     @property
     def follower_pace(self) -> float:
