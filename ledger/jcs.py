@@ -101,20 +101,17 @@ def parse_canonical(data: bytes) -> tuple[Any, bool]:
     try:
         text = data.decode("utf-8")
         try:
-            value = _decode_without_floats(text)
-        except _HasFloat:
-            value = _decode_with_floats(text)
-            if _canonical_of(value) == data:
+            value, plain = _decode_without_floats(text), True
+        except _HasFloat:  # rare in events: decoded again, with floats, for the full check
+            value, plain = _decode_with_floats(text), False
+        # The ledger's kind of value needs no walk to know the C encoder writes it canonically: ASCII bytes
+        # hold no raw non-ASCII string, no float was parsed, and no integer has 16 digits (|n| < 2^53 when fewer).
+        # Any escape (\u00e9) or out-of-form number then makes the encoder's bytes differ from ``data``.
+        if plain and data.isascii() and not _LONG_DIGITS.search(data):
+            if _encode_plain(value).encode("ascii") == data:
                 return value, True
-        else:
-            # The ledger's kind of value needs no walk to know the C encoder writes it canonically: ASCII bytes
-            # hold no raw non-ASCII string, no float was parsed, and no integer has 16 digits (|n| < 2^53 when fewer).
-            # Any escape (\u00e9) or out-of-form number then makes the encoder's bytes differ from ``data``.
-            if data.isascii() and not _LONG_DIGITS.search(data):
-                if _encode_plain(value).encode("ascii") == data:
-                    return value, True
-            elif _canonical_of(value) == data:
-                return value, True
+        elif _canonical_of(value) == data:
+            return value, True
     except (UnicodeError, json.JSONDecodeError, NotJSON):
         pass
     value = parse(data)
