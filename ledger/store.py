@@ -325,11 +325,10 @@ class PostgresLedgerRecorder(PostgresApplicationRecorder):
         _copy(curs, self._copy_events, [self.datastore.originator_id_type, "int8", "text", "bytea"], events)
         curs.execute(self._ids_after, (last,), prepare=True)
         drawn = {(str(r["originator_id"]), r["originator_version"]): r["notification_id"] for r in curs.fetchall()}
-        read_back = len(drawn)
-        ids = [drawn.pop((str(originator_id), version), None) for originator_id, version, _, _ in events]
-        if read_back != len(events) or None in ids:  # only if something wrote to the table without its lock
-            raise ProgrammingError(f"read back {read_back} notification ids for {len(events)} events, not theirs")
-        return [i for i in ids if i is not None]
+        wanted = [(str(originator_id), version) for originator_id, version, _, _ in events]
+        if len(drawn) != len(wanted) or not all(key in drawn for key in wanted):  # only if something wrote without the lock
+            raise ProgrammingError(f"read back {len(drawn)} notification ids for {len(events)} events, not theirs")
+        return [drawn[key] for key in wanted]
 
 
 SMALL_WRITE = 64  # rows: fewer go as pipelined INSERTs (fewest round trips: group commit), more by COPY (least CPU per row)
