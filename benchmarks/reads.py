@@ -11,8 +11,6 @@ from __future__ import annotations
 import random
 import time
 
-import httpx
-
 from ledger import admin
 from ledger.service import ADMIN_ORG, Ledger
 
@@ -21,11 +19,6 @@ from .serving import Server, drive, get
 
 REQUESTS = 500
 SEAL_TIMEOUT = 1800.0
-
-
-def _sealed_size(url: str) -> int:
-    response = httpx.get(f"{url}/log/checkpoint", timeout=10)
-    return int(response.text.splitlines()[1]) if response.status_code == 200 else 0
 
 
 def _projected(ledger: Ledger) -> bool:
@@ -52,10 +45,10 @@ def run(ctx: Context) -> list[Result]:
             size = ledger.store.count_events()
             with Server(settings) as server:
                 deadline = time.monotonic() + SEAL_TIMEOUT
-                while (_sealed_size(server.url) < size or not _projected(ledger)) and time.monotonic() < deadline:
+                while (server.sealed_size() < size or not _projected(ledger)) and time.monotonic() < deadline:
                     time.sleep(0.5)
                 ledger.store.close()
-                sealed = _sealed_size(server.url)
+                sealed = server.sealed_size()
                 rng = random.Random(i)
                 reads = drive(server.port, [[get(f"/pupils/{upn}/history?purpose=data_correction", token) for upn in upns]])
                 inclusion = drive(server.port, [[get(f"/log/proof/inclusion?index={rng.randrange(max(1, sealed))}") for _ in range(REQUESTS)]])

@@ -91,16 +91,20 @@ class Server:
         assert self.process is not None
         return max((rss_mb(pid) for pid in _process_tree(self.process.pid)), key=lambda rss: rss[1])
 
+    def sealed_size(self) -> int:
+        """The size of the log's latest signed checkpoint (0 before the first, or when the server does not answer)."""
+        try:
+            response = httpx.get(f"{self.url}/log/checkpoint", timeout=10)
+        except httpx.HTTPError:
+            return 0
+        return int(response.text.splitlines()[1]) if response.status_code == 200 else 0
+
     def seconds_until_sealed(self, size: int, since: float, timeout: float = 60.0) -> float | None:
         """Seconds from ``since`` (a ``time.monotonic()`` reading) until the log's signed checkpoint covers
         ``size`` entries (None: not within ``timeout``)."""
         while time.monotonic() - since < timeout:
-            try:
-                checkpoint = httpx.get(f"{self.url}/log/checkpoint", timeout=5)
-                if checkpoint.status_code == 200 and int(checkpoint.text.splitlines()[1]) >= size:
-                    return time.monotonic() - since
-            except httpx.HTTPError:
-                pass  # asked again until the timeout
+            if self.sealed_size() >= size:
+                return time.monotonic() - since
             time.sleep(0.02)
         return None
 

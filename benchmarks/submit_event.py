@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 
 from ledger import admin
 
@@ -41,7 +42,7 @@ def run(ctx: Context) -> list[Result]:
     return rows
 
 
-def _run(ctx: Context, what: str, serve_args: list[str], companions: list[list[str]] | None = None) -> Result:
+def _run(ctx: Context, what: str, serve_args: list[str], companions: Sequence[Sequence[str]] = ()) -> Result:
     w = ctx.workload
     signed = w.signed[:MAX_EVENTS]
     server_peak: list[float] = []
@@ -62,7 +63,7 @@ def _run(ctx: Context, what: str, serve_args: list[str], companions: list[list[s
                 shares[share_of(body, CLIENTS)].append(post("/events", env, tokens[body["submitter"]]))
             warm = [share[: len(share) // 10] for share in shares]
             timed = [share[len(share) // 10:] for share in shares]
-            with Server(settings, serve_args, companions or []) as server:
+            with Server(settings, serve_args, companions) as server:
                 drive(server.port, warm)
                 load = drive(server.port, timed)
                 answered = time.monotonic()
