@@ -51,9 +51,18 @@ class Table:
         out += [f"CREATE INDEX IF NOT EXISTS {self.name}_{c.replace(', ', '_')} ON {self.name} ({c})" for c in ("occurred_on", *self.indexes)]
         return out
 
+    @property
+    def inserted_columns(self) -> list[str]:
+        """The columns a new fact fills, in ``row``'s order (``superseded_at`` only ever comes later)."""
+        return [n for n, _ in self.all_columns if n != "superseded_at"]
+
     def insert_sql(self) -> str:
-        names = [n for n, _ in self.all_columns if n != "superseded_at"]
+        names = self.inserted_columns
         return f"INSERT INTO {self.name} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
+
+    def copy_sql(self) -> str:
+        """PostgreSQL's ``COPY`` of ``row``s (text format: each value as the column's type reads it)."""
+        return f"COPY {self.name} ({', '.join(self.inserted_columns)}) FROM STDIN"
 
     def row(self, ev: LogEvent, values: dict[str, Any]) -> tuple[Any, ...]:
         r = ev.record

@@ -41,14 +41,6 @@ def views_named(names: Sequence[str] | None) -> tuple[View, ...]:
     return tuple(known[n] for n in names)
 
 
-def is_pupil_subject(subject: str) -> bool:
-    """Pupils appear in the views by the pseudonym of their stream; organisations by their id."""
-    try:
-        return is_pupil_stream(uuid.UUID(subject))
-    except ValueError:
-        return False
-
-
 class Projector:
     """Keeps ``views`` up to date; ``step()`` makes it a background follower."""
 
@@ -60,6 +52,7 @@ class Projector:
         self.batch_size = batch_size
         self._ready = ready  # True: the caller has run ensure() for these views
         self._insert_sql = {t.name: store.sql(t.insert_sql()) for v in self.views for t in v.tables}
+        self._copy_sql = {t.name: t.copy_sql() for v in self.views for t in v.tables}
         position = "notification_id" if store.is_postgres else "rowid"
         self._read_sql = store.sql(
             f"SELECT {position}, originator_id, originator_version, topic, state FROM {store.events_table} "
@@ -107,10 +100,9 @@ class Projector:
 
     # -- following the log ---------------------------------------------------------------------
 
-    def _decode(self, row: tuple[Any, ...]) -> LogEvent | None:
+    def _decode(self, row: tuple[Any, ...], aggregate_id: uuid.UUID) -> LogEvent | None:
         """The event, or None for an erased pupil's (its key is destroyed: the views forget it)."""
-        seq, originator_id, version, topic, state = row
-        aggregate_id = uuid.UUID(str(originator_id))
+        seq, _, version, topic, state = row
         stored = StoredEvent(originator_id=aggregate_id, originator_version=version, topic=topic, state=bytes(state))
         try:
             event: Any = self.store.app.mapper.to_domain_event(stored)
@@ -143,10 +135,12 @@ class Projector:
         rows = self.store.query(self._read_sql, (min(read.values()), self.batch_size))
         if not rows:
             return 0
+        streams = [row[1] if isinstance(row[1], uuid.UUID) else uuid.UUID(row[1]) for row in rows]  # PostgreSQL gives UUIDs
+        pupils = {stream for stream in streams if is_pupil_stream(stream)}
         keys = getattr(self.store.app, "pupil_keys", None)
         if keys is not None:  # per-pupil data keys: fetch the batch's keys with one query
-            keys.prefetch(list({uuid.UUID(str(row[1])) for row in rows}))
-        events = [ev for ev in map(self._decode, rows) if ev is not None]
+            keys.prefetch(list(pupils))
+        events = [ev for ev in map(self._decode, rows, streams) if ev is not None]
         with self.store.cursor(commit=True) as cur:
             if self.store.is_postgres:
                 cur.execute(self.store.sql(f"SELECT view, position FROM pv_positions WHERE view IN ({marks}) ORDER BY view FOR UPDATE"), names)
@@ -157,15 +151,15 @@ class Projector:
             if positions != read:
                 return None
             if keys is not None:
-                events = self._drop_erased(cur, events)
+                events = self._drop_erased(cur, events, sorted(map(str, pupils)))
             self._apply(cur, events, positions)
             last = int(rows[-1][0])
             for view in self.views:
                 cur.execute(self.store.sql("UPDATE pv_positions SET position = ? WHERE view = ?"), (max(last, positions[view.name]), view.name))
             return len(rows)
 
-    def _drop_erased(self, cur: Any, events: list[LogEvent]) -> list[LogEvent]:
-        pupils = sorted({ev.subject for ev in events if is_pupil_subject(ev.subject)})
+    def _drop_erased(self, cur: Any, events: list[LogEvent], pupils: list[str]) -> list[LogEvent]:
+        """``events`` without those of the ``pupils`` (their streams, as text) erased meanwhile."""
         if not pupils:
             return events
         where, params = self.store.where_in("originator_id", pupils)
@@ -184,7 +178,12 @@ class Projector:
                 if ev.record.corrects:
                     superseded.append((timestamp(ev.record.received_at), ev.record.corrects))
             for name, rows in inserts.items():
-                cur.executemany(self._insert_sql[name], rows)
+                if self.store.is_postgres:  # one COPY a table: each INSERT of executemany is its own message to the server
+                    with cur.copy(self._copy_sql[name]) as copy:
+                        for row in rows:
+                            copy.write_row(row)
+                else:
+                    cur.executemany(self._insert_sql[name], rows)
             if superseded:
                 for table in view.tables:
                     cur.executemany(self.store.sql(f"UPDATE {table.name} SET superseded_at = ? WHERE event_id = ? AND superseded_at IS NULL"), superseded)

@@ -288,16 +288,44 @@ def test_a_step_that_loses_the_race_to_another_projector_reads_again(world: Worl
     raced: list[int] = []
     decode = mine._decode
 
-    def other_commits_first(row: Any) -> Any:
+    def other_commits_first(row: Any, stream: Any) -> Any:
         if not raced:
             raced.append(other.step())
-        return decode(row)
+        return decode(row, stream)
 
-    mine._decode = other_commits_first  # type: ignore[method-assign]
+    mine._decode = other_commits_first  # type: ignore[method-assign, assignment]
     assert mine.step() == 2 and raced == [2]
     mine.catch_up()
     assert min(mine.positions().values()) == store.max_sequence()
     assert dump(store) == dump_rebuilt(world)
+
+
+def test_a_pupil_erased_between_a_steps_read_and_its_write_is_left_out_of_every_view(world: World) -> None:
+    """The batch is read and decrypted (with the key still cached) before the write transaction; a pupil erased
+    in between must not reach the views, while the other pupils of the same batch do."""
+    world.admit(upn(1))
+    world.admit(upn(2))
+    store = world.ledger.store
+    projector = Projector(store)
+    projector.ensure()
+    decode = projector._decode
+    erased: list[str] = []
+
+    def erase_during_the_read(row: Any, stream: Any) -> Any:
+        if not erased:  # by another process's ledger: this one still holds the key it prefetched
+            erased.append(str(world.ledger.secrets.pupil_id(upn(1))))
+            other = admin.open_ledger(world.ledger.settings)
+            try:
+                other.erase(upn(1), "erasure_request")
+            finally:
+                other.store.close()
+        return decode(row, stream)
+
+    projector._decode = erase_during_the_read  # type: ignore[method-assign, assignment]
+    projector.catch_up()
+    subjects = {row[0] for view in VIEWS for t in view.tables for row in store.query(f"SELECT subject FROM {t.name}")}
+    assert erased and erased[0] not in subjects
+    assert str(world.ledger.secrets.pupil_id(upn(2))) in subjects
 
 
 def dump_rebuilt(world: World) -> dict[str, list[tuple[Any, ...]]]:
