@@ -243,9 +243,50 @@ _INDEX_DDL = (
     "CREATE TABLE IF NOT EXISTS ledger_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS pupil_keys (originator_id TEXT PRIMARY KEY, wrapped_key TEXT NOT NULL, audit_id TEXT NOT NULL UNIQUE)",
 )
-_INSERT_INDEX = f"INSERT INTO ledger_index ({', '.join(INDEX_COLUMNS)}) VALUES ({', '.join('?' * len(INDEX_COLUMNS))})"
-_INSERT_KEY = "INSERT INTO ledger_keys (key_id, org_id) VALUES (?, ?)"
-_INSERT_PUPIL_KEY = "INSERT INTO pupil_keys (originator_id, wrapped_key, audit_id) VALUES (?, ?, ?)"
+
+
+@dataclass(frozen=True)
+class _Table:
+    """A table the recorders write beside the events: its columns, and their PostgreSQL types (for ``COPY`` and
+    ``unnest``)."""
+
+    name: str
+    column_names: tuple[str, ...]
+    types: tuple[str, ...]
+
+    def row_insert(self) -> str:
+        """One row, with ``?`` marks (SQLite's ``executemany``)."""
+        return f"INSERT INTO {self.name} ({', '.join(self.column_names)}) VALUES ({', '.join('?' * len(self.column_names))})"
+
+    def copy(self) -> str:
+        return f"COPY {self.name} ({', '.join(self.column_names)}) FROM STDIN (FORMAT BINARY)"
+
+    def insert(self, returning: bool = False) -> str:
+        """Every row in one statement: one array parameter per column, inserted in the arrays' order (the
+        notification ids an events insert draws follow it). The arrays go in binary: psycopg writes a text array
+        element by element in Python (400 µs for a group of 14 events, against 43)."""
+        arrays = ", ".join(f"%b::{t}[]" for t in self.types)
+        names = ", ".join(self.column_names)
+        statement = (f"INSERT INTO {self.name} ({names}) SELECT {names} FROM unnest({arrays}) WITH ORDINALITY "
+                     f"AS given({names}, n) ORDER BY n")
+        return statement + (" RETURNING originator_id, originator_version, notification_id" if returning else "")
+
+    def columns_of(self, rows: Sequence[Sequence[Any]]) -> list[list[Any]]:
+        """``rows`` (at least one) as one list per column: ``insert``'s parameters."""
+        return [list(column) for column in zip(*rows, strict=True)]
+
+
+_INDEX = _Table("ledger_index", INDEX_COLUMNS, ("text", "int8", "text", "int4", "text", "text", "text", "text", "text"))
+_KEYS = _Table("ledger_keys", ("key_id", "org_id"), ("text", "text"))
+_PUPIL_KEYS = _Table("pupil_keys", ("originator_id", "wrapped_key", "audit_id"), ("text", "text", "text"))
+
+
+def _other_rows(stored_events: Sequence[StoredEvent], ids: Sequence[int], kwargs: dict[str, Any]) -> list[tuple[_Table, Sequence[Sequence[Any]]]]:
+    """What a write stores beside the events, in this order: the index rows (given the ids the events drew),
+    the signing keys and the new pupils' keys; only the tables that have rows."""
+    tables = [(_INDEX, _match_index_rows(stored_events, ids, kwargs.get("index_rows", ()))),
+              (_KEYS, kwargs.get("key_rows", ())), (_PUPIL_KEYS, kwargs.get("pupil_key_rows", ()))]
+    return [(table, rows) for table, rows in tables if rows]
 
 
 class SQLiteLedgerRecorder(SQLiteApplicationRecorder):
@@ -257,9 +298,8 @@ class SQLiteLedgerRecorder(SQLiteApplicationRecorder):
     def _insert_events(self, c: Any, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
         ids = super()._insert_events(c, stored_events, **kwargs)
         assert ids is not None
-        c.executemany(_INSERT_INDEX, _match_index_rows(stored_events, ids, kwargs.get("index_rows", ())))
-        c.executemany(_INSERT_KEY, kwargs.get("key_rows", ()))
-        c.executemany(_INSERT_PUPIL_KEY, kwargs.get("pupil_key_rows", ()))
+        for table, rows in _other_rows(stored_events, ids, kwargs):
+            c.executemany(table.row_insert(), rows)
         _check_pupil_keys(c, stored_events, "?")
         return ids
 
@@ -315,22 +355,15 @@ class PostgresLedgerRecorder(PostgresApplicationRecorder):
                     _keys_found(keys, held)
                 if small:  # round trip 2: the other tables and COMMIT
                     ids = _ids_in_order(drawn.fetchall(), events)
-                    for table, rows in self._other_rows(stored_events, ids, kwargs):
+                    for table, rows in _other_rows(stored_events, ids, kwargs):
                         curs.execute(table.insert(), table.columns_of(rows), prepare=True)
                     curs.execute("COMMIT")
                     return ids
             ids = _ids_in_order(self._copy_events_in(curs, events, _first(drawn)["last"]), events)
-            for table, rows in self._other_rows(stored_events, ids, kwargs):
+            for table, rows in _other_rows(stored_events, ids, kwargs):
                 _copy(curs, table.copy(), table.types, rows)
             curs.execute("COMMIT")
         return ids
-
-    def _other_rows(self, stored_events: Sequence[StoredEvent], ids: Sequence[int],
-                    kwargs: dict[str, Any]) -> list[tuple[_Table, Sequence[Sequence[Any]]]]:
-        """The index rows (given the ids the events drew), the signing keys and the pupils' keys: those to write."""
-        tables = [(_INDEX, _match_index_rows(stored_events, ids, kwargs.get("index_rows", ()))),
-                  (_KEYS, kwargs.get("key_rows", ())), (_PUPIL_KEYS, kwargs.get("pupil_key_rows", ()))]
-        return [(table, rows) for table, rows in tables if rows]
 
     def _copy_events_in(self, curs: Any, events: list[tuple[Any, ...]], last: int) -> list[dict[str, Any]]:
         """``COPY`` the events, then read back the ids they drew (all above ``last``: the table lock is held)."""
@@ -340,36 +373,6 @@ class PostgresLedgerRecorder(PostgresApplicationRecorder):
 
 
 SMALL_WRITE = 64  # events: fewer go as one INSERT per table (fewest round trips: group commit), more by COPY (least CPU per row)
-
-
-@dataclass(frozen=True)
-class _Table:
-    """A table the PostgreSQL recorder writes: its columns and their types, for ``COPY`` and for ``unnest``."""
-
-    name: str
-    column_names: tuple[str, ...]
-    types: tuple[str, ...]
-
-    def copy(self) -> str:
-        return f"COPY {self.name} ({', '.join(self.column_names)}) FROM STDIN (FORMAT BINARY)"
-
-    def insert(self, returning: bool = False) -> str:
-        """Every row in one statement: one array parameter per column, inserted in the arrays' order (the
-        notification ids an events insert draws follow it). The arrays go in binary: psycopg writes a text array
-        element by element in Python (400 µs for a group of 14 events, against 43)."""
-        arrays = ", ".join(f"%b::{t}[]" for t in self.types)
-        names = ", ".join(self.column_names)
-        statement = (f"INSERT INTO {self.name} ({names}) SELECT {names} FROM unnest({arrays}) WITH ORDINALITY "
-                     f"AS given({names}, n) ORDER BY n")
-        return statement + (" RETURNING originator_id, originator_version, notification_id" if returning else "")
-
-    def columns_of(self, rows: Sequence[Sequence[Any]]) -> list[list[Any]]:
-        return [list(column) for column in zip(*rows, strict=True)] if rows else [[] for _ in self.types]
-
-
-_INDEX = _Table("ledger_index", INDEX_COLUMNS, ("text", "int8", "text", "int4", "text", "text", "text", "text", "text"))
-_KEYS = _Table("ledger_keys", ("key_id", "org_id"), ("text", "text"))
-_PUPIL_KEYS = _Table("pupil_keys", ("originator_id", "wrapped_key", "audit_id"), ("text", "text", "text"))
 
 
 def _ids_in_order(drawn: Iterable[dict[str, Any]], events: Sequence[tuple[Any, ...]]) -> list[int]:

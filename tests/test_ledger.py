@@ -365,7 +365,7 @@ def test_postgres_without_autovacuum_is_reported(settings: Settings, caplog: pyt
         ledger.store.close()
 
 
-@pytest.mark.parametrize("others", [1, 80])  # PostgreSQL writes up to 64 rows as pipelined INSERTs, more by COPY
+@pytest.mark.parametrize("others", [1, 80])  # PostgreSQL writes up to 64 events as one INSERT per table, more by COPY
 def test_a_write_that_conflicts_in_the_store_stores_nothing(world: World, others: int) -> None:
     """The store's own last line (what concurrent writers meet): a stream version or an event_id already
     stored makes the whole write an IntegrityError, with nothing of it kept; the next write still works."""
@@ -405,7 +405,7 @@ def test_a_write_that_conflicts_in_the_store_stores_nothing(world: World, others
     assert [indexed[e].sequence for e in event_ids] == sequences  # each index row carries its own event's sequence
 
 
-@pytest.mark.parametrize("others", [0, 80])  # both PostgreSQL write paths (pipelined INSERTs, COPY)
+@pytest.mark.parametrize("others", [0, 80])  # both PostgreSQL write paths (one INSERT per table, COPY)
 def test_a_write_to_a_pupil_erased_meanwhile_stores_nothing(world: World, others: int) -> None:
     """The write checks, inside its transaction, that every pupil stream it extends still has its key: a pupil
     erased by another process after this one read it is refused whole, new streams beside it included."""
