@@ -176,9 +176,9 @@ class Subject(Aggregate):
 
 def _pupil_streams_to_hold(stored_events: Sequence[StoredEvent]) -> list[str]:
     """The pupil streams written past their first event (their keys must still exist: see ``_check_pupil_keys``)."""
-    created = {str(_as_uuid(e.originator_id)) for e in stored_events if e.originator_version == 1}  # their keys come with them
-    return sorted({str(_as_uuid(e.originator_id)) for e in stored_events
-                   if e.originator_version > 1 and is_pupil_stream(_as_uuid(e.originator_id))} - created)
+    created = {str(as_uuid(e.originator_id)) for e in stored_events if e.originator_version == 1}  # their keys come with them
+    return sorted({str(as_uuid(e.originator_id)) for e in stored_events
+                   if e.originator_version > 1 and is_pupil_stream(as_uuid(e.originator_id))} - created)
 
 
 def _pupil_keys_query(ids: Sequence[str], placeholder: str, lock: str = "") -> tuple[str, list[Any]]:
@@ -219,7 +219,8 @@ def fetch_tuples(cursor: Any) -> list[tuple[Any, ...]]:
     return [tuple(row.values()) if isinstance(row, dict) else tuple(row) for row in cursor.fetchall()]
 
 
-def _as_uuid(value: Any) -> uuid.UUID:
+def as_uuid(value: Any) -> uuid.UUID:
+    """A stream id as a UUID, whichever form the database gave it (PostgreSQL: UUID; SQLite: hex text)."""
     return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
 
 
@@ -546,7 +547,7 @@ class SubjectMapper(Mapper[uuid.UUID]):
         return StoredEvent(plain.originator_id, plain.originator_version, plain.topic, sealed)
 
     def to_domain_event(self, stored_event: StoredEvent) -> Any:
-        aggregate_id = _as_uuid(stored_event.originator_id)
+        aggregate_id = as_uuid(stored_event.originator_id)
         if not is_pupil_stream(aggregate_id):
             return super().to_domain_event(stored_event)
         key = self.keys.data_key(aggregate_id)
@@ -730,7 +731,7 @@ class Store:
                 "ORDER BY originator_id, originator_version", params))
         found: dict[uuid.UUID, Any] = {}
         for originator_id, version, topic, state in rows:
-            key = originator_id if isinstance(originator_id, uuid.UUID) else uuid.UUID(originator_id)
+            key = as_uuid(originator_id)
             event: Any = self.app.mapper.to_domain_event(StoredEvent(key, version, topic, bytes(state)))
             found[key] = event.mutate(found.get(key))
         return found

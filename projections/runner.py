@@ -21,7 +21,7 @@ from ledger.catalogue import event_types
 from ledger.errors import LedgerError
 from ledger.secrets import is_pupil_stream
 from ledger.service import timestamp
-from ledger.store import Store, _record_of, fetch_tuples, rowcount
+from ledger.store import Store, _record_of, as_uuid, fetch_tuples, rowcount
 
 from . import cases, orgs, pupils
 from .facts import LogEvent, Moment, View, in_force
@@ -51,8 +51,8 @@ class Projector:
         self.views = tuple(views)
         self.batch_size = batch_size
         self._ready = ready  # True: the caller has run ensure() for these views
-        self._insert_sql = {t.name: store.sql(t.insert_sql()) for v in self.views for t in v.tables}
-        self._copy_sql = {t.name: t.copy_sql() for v in self.views for t in v.tables}
+        # PostgreSQL takes each table's new facts in one COPY; SQLite, an executemany of INSERTs
+        self._fact_sql = {t.name: t.copy_sql() if store.is_postgres else store.sql(t.insert_sql()) for v in self.views for t in v.tables}
         position = "notification_id" if store.is_postgres else "rowid"
         self._read_sql = store.sql(
             f"SELECT {position}, originator_id, originator_version, topic, state FROM {store.events_table} "
@@ -135,7 +135,7 @@ class Projector:
         rows = self.store.query(self._read_sql, (min(read.values()), self.batch_size))
         if not rows:
             return 0
-        streams = [row[1] if isinstance(row[1], uuid.UUID) else uuid.UUID(row[1]) for row in rows]  # PostgreSQL gives UUIDs
+        streams = [as_uuid(row[1]) for row in rows]
         pupils = {stream for stream in streams if is_pupil_stream(stream)}
         keys = getattr(self.store.app, "pupil_keys", None)
         if keys is not None:  # per-pupil data keys: fetch the batch's keys with one query
@@ -178,12 +178,12 @@ class Projector:
                 if ev.record.corrects:
                     superseded.append((timestamp(ev.record.received_at), ev.record.corrects))
             for name, rows in inserts.items():
-                if self.store.is_postgres:  # one COPY a table: each INSERT of executemany is its own message to the server
-                    with cur.copy(self._copy_sql[name]) as copy:
+                if self.store.is_postgres:  # each INSERT of an executemany would be its own message to the server
+                    with cur.copy(self._fact_sql[name]) as copy:
                         for row in rows:
                             copy.write_row(row)
                 else:
-                    cur.executemany(self._insert_sql[name], rows)
+                    cur.executemany(self._fact_sql[name], rows)
             if superseded:
                 for table in view.tables:
                     cur.executemany(self.store.sql(f"UPDATE {table.name} SET superseded_at = ? WHERE event_id = ? AND superseded_at IS NULL"), superseded)
