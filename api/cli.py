@@ -6,7 +6,7 @@ import json
 import os
 import sys
 import uuid
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -372,7 +372,7 @@ def simulate(
         raise typer.Exit(2)
     with Progress(console=err, transient=True) as progress:
         task = progress.add_task("generating and signing", total=None)
-        orgs, events = export(out_dir, pupils, seed, la, date.today(), workers if la is None else 1, lambda n: progress.advance(task, n))
+        orgs, events = export(out_dir, pupils, seed, la, None, workers if la is None else 1, lambda n: progress.advance(task, n))
     out.print(f"{orgs} organisations, {events} events in {out_dir}")
 
 

@@ -114,6 +114,11 @@ def _key(seed: int, org_id: str) -> Ed25519PrivateKey:
     return Ed25519PrivateKey.from_private_bytes(hashlib.sha256(f"{seed}:{org_id}".encode()).digest())
 
 
+def utc_today() -> date:
+    """The ledger's date (its clock is UTC), the last day a simulated population reaches by default."""
+    return datetime.now(UTC).date()
+
+
 def _weekday(day: date) -> date:
     while day.weekday() >= 5:
         day += timedelta(days=1)
@@ -128,9 +133,10 @@ class _Timeline:
         self.events: list[tuple[date, str, dict[str, Any]]] = []
 
     def add(self, day: date, submitter: str, event_type: str, data: dict[str, Any]) -> str:
-        body = admin.event_body(event_type, submitter, {"upn": self.upn}, data, day,
-                                datetime.combine(min(day + timedelta(days=1), self.today), time(10, 0), tzinfo=UTC),
-                                event_id=str(_uuid(self.rng)))
+        """An event of ``day`` (before today), reported at 10:00 the day after, or at midnight UTC starting today for
+        yesterday's: 10:00 today would be in the future for a ledger loading it in the small hours."""
+        reported = min(datetime.combine(day + timedelta(days=1), time(10, 0), tzinfo=UTC), datetime.combine(self.today, time(0), tzinfo=UTC))
+        body = admin.event_body(event_type, submitter, {"upn": self.upn}, data, day, reported, event_id=str(_uuid(self.rng)))
         self.events.append((day, submitter, body))
         return str(body["event_id"])
 
@@ -166,7 +172,7 @@ def simulate_area(pupils: int, seed: int = 1, la_code: str = "801", today: date 
         raise ValueError(f"{la_code} is not an LA code")
     shape = shape or Shape()
     rng = random.Random(f"{seed}:{la_code}" if shape.index is not None else seed)
-    today = today or date.today()
+    today = today or utc_today()
     start = _weekday(date(today.year - 1 if today.month >= 9 else today.year - 2, 9, 3))
     la = f"la:{la_code}"
     base_urn = shape.base_urn(rng)
@@ -379,7 +385,7 @@ def export(out_dir: Path, pupils: int, seed: int = 1, la_code: str | None = None
     ``la_code`` None means a national-shaped population over all LAs. Areas are generated and signed in
     ``workers`` processes, each into its own part file, then joined in plan order. Returns (organisations, events).
     """
-    today = today or date.today()
+    today = today or utc_today()
     plan = national_plan(pupils) if la_code is None else [(la_code, pupils)]
     out_dir.mkdir(parents=True, exist_ok=True)
     parts = out_dir / "parts"

@@ -88,3 +88,17 @@ def test_export_is_the_same_with_one_or_two_workers(tmp_path: Path) -> None:
     for line in one.decode().splitlines()[:200]:
         env = envelope.decode(json.loads(line))
         assert env.signatures[0][0] == keys[env.body["submitter"]]
+
+
+def test_no_event_is_reported_after_the_start_of_its_today_in_utc() -> None:
+    """A ledger takes the population at any hour of ``today``: yesterday's event is reported at midnight UTC, not at
+    10:00 today (which the ledger refused as in the future when it ran in the small hours)."""
+    import random
+
+    start_of_today = datetime.combine(TODAY, time(0), tzinfo=UTC)
+    timeline = simulate._Timeline(random.Random(1), "A801200000012", TODAY)
+    timeline.add(date(2026, 11, 19), "urn:100000", "pupil.registered", {"school": "urn:100000", "enrolment_status": "C", "year_group": "7"})
+    timeline.add(date(2026, 11, 18), "urn:100000", "pupil.registered", {"school": "urn:100000", "enrolment_status": "C", "year_group": "7"})
+    assert [body["reported_at"] for _, _, body in timeline.events] == ["2026-11-20T00:00:00Z", "2026-11-19T10:00:00Z"]
+    reported = [datetime.fromisoformat(body["reported_at"]) for area in simulate_nation(3_000, seed=3, today=TODAY) for _, body in area.events]
+    assert max(reported) <= start_of_today
