@@ -48,6 +48,25 @@ def test_submit_replay_conflict(client: TestClient, world: World) -> None:
     assert event.status_code == 200 and event.json()["envelope"] == world.sign(body)
 
 
+def test_submit_event_is_served_inside_the_guard_and_its_catch_all(world: World) -> None:
+    """POST /events skips FastAPI's routing (api.app.DirectRoute), not the security headers, the rate limits or
+    the catch-all that answers an unexpected failure without its details."""
+    app = create_app(world.ledger)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        client.headers["authorization"] = f"Bearer {world.ledger.issue_token(SCHOOL_A, 'school')}"
+        created = post(client, "/events", world.sign(world.event("pupil.registered", SCHOOL_A, REGISTERED, upn=UPN)))
+        assert created.status_code == 201 and created.headers["x-content-type-options"] == "nosniff"
+        assert created.headers["content-security-policy"] == "default-src 'none'; frame-ancestors 'none'"
+        unauthenticated = client.post("/events", content=b"{}", headers={"authorization": "Bearer nope"})
+        assert_error(unauthenticated, 401, "token_invalid", "header:Authorization")
+        assert unauthenticated.headers["www-authenticate"] == "Bearer" and unauthenticated.headers["x-frame-options"] == "DENY"
+        assert client.get("/events").status_code == 405  # other methods still go through FastAPI's routing
+        world.ledger.store.close()  # the database is gone: the group commit fails for every caller
+        failed = post(client, "/events", world.sign(world.event("pupil.registered", SCHOOL_A, REGISTERED, upn=UPN)))
+        assert_error(failed, 500, "internal_error")
+        assert "Traceback" not in failed.text
+
+
 def test_bad_input_statuses(client: TestClient, world: World) -> None:
     seq = world.ledger.store.max_sequence()
     assert_error(post(client, "/events", b"{not json"), 400, "malformed_json")
