@@ -100,6 +100,7 @@ def serve(
     import uvicorn
 
     from api.app import create_app, default_followers
+    from api.workers import serve as serve_workers
 
     ledger = _ledger()
     if workers > 1 and not ledger.store.is_postgres:
@@ -111,7 +112,7 @@ def serve(
         return
     ledger.store.close()
     os.environ["PUPIL_LEDGER_IN_PROCESS_FOLLOWERS"] = "1" if followers else "0"  # read by each worker's api.app.app_from_env
-    uvicorn.run("api.app:app_from_env", factory=True, workers=workers, host=host, port=port, access_log=False, log_level="warning")
+    serve_workers(host, port, workers)  # each worker on its own socket: the kernel spreads the connections
 
 
 @orgs_app.command("add")

@@ -41,8 +41,9 @@ def free_port() -> int:
 class Server:
     """``pupil-ledger serve`` in its own process."""
 
-    def __init__(self, settings: Settings, port: int | None = None):
+    def __init__(self, settings: Settings, port: int | None = None, args: tuple[str, ...] = ()):
         self.settings = settings
+        self.args = args  # more ``serve`` options
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen[bytes] | None = None
@@ -50,7 +51,7 @@ class Server:
     def start(self) -> Server:
         log = self.settings.home.parent / f"serve-{self.port}.log"
         with log.open("wb") as stderr:  # a file, not an unread pipe: a server logging a lot must never block on it
-            self.process = subprocess.Popen([*CLI, "serve", "--port", str(self.port)], env=env_for(self.settings),
+            self.process = subprocess.Popen([*CLI, "serve", "--port", str(self.port), *self.args], env=env_for(self.settings),
                                             stdout=subprocess.DEVNULL, stderr=stderr)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
