@@ -21,7 +21,7 @@ from ledger.catalogue import event_types
 from ledger.errors import LedgerError
 from ledger.secrets import is_pupil_stream
 from ledger.service import timestamp
-from ledger.store import Store, _record_of, as_uuid, fetch_tuples, rowcount
+from ledger.store import Store, _record_of, as_uuid, execute_in, fetch_tuples, rowcount
 
 from . import cases, orgs, pupils
 from .facts import LogEvent, Moment, View, in_force
@@ -163,7 +163,7 @@ class Projector:
         if not pupils:
             return events
         where, params = self.store.where_in("originator_id", pupils)
-        cur.execute(self.store.sql(f"SELECT originator_id FROM pupil_keys WHERE {where}"), params)
+        execute_in(cur, self.store.sql(f"SELECT originator_id FROM pupil_keys WHERE {where}"), params, self.store.is_postgres)
         erased = set(pupils) - {str(r[0]) for r in fetch_tuples(cur)}
         return [ev for ev in events if ev.subject not in erased]
 

@@ -6,6 +6,7 @@ import json
 import uuid
 import zlib
 from datetime import date, timedelta
+from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -361,6 +362,33 @@ def test_postgres_without_autovacuum_is_reported(settings: Settings, caplog: pyt
         autovacuum = ledger.store.query("SELECT current_setting('autovacuum')")[0][0]
         warned = [r for r in caplog.records if "autovacuum off" in r.getMessage()]
         assert len(warned) == (0 if autovacuum == "on" else 1)
+    finally:
+        ledger.store.close()
+
+
+def test_statements_over_an_array_of_ids_are_never_prepared(pg_url: str, tmp_path: Path) -> None:
+    """psycopg prepares what a connection ran five times, and PostgreSQL may then keep a generic plan made while
+    the table was small: a sequential scan of ``pupil_keys`` per group commit that grew with the table
+    (``ledger.store.execute_in``). The reads by ``= ANY(array)`` are planned for their array every time."""
+    from contextlib import ExitStack
+
+    from ledger.secrets import as_pupil_uuid
+
+    ledger = admin.initialise(Settings(home=tmp_path / "home", database_url=pg_url)).ledger
+    try:
+        store = ledger.store
+        pupils = [as_pupil_uuid(bytes([n]) * 16) for n in range(14)]
+        for _ in range(60):  # at least five times on each of the pool's connections
+            store.app.pupil_keys.prefetch(pupils)
+            store.subjects(pupils)
+            store.index_rows(["no-such-event"])
+            store.query("SELECT count(*) FROM ledger_index WHERE event_id <> ?", ["x"])
+        pool = store.app.recorder.datastore.pool
+        with ExitStack() as held:
+            connections = [held.enter_context(pool.connection()) for _ in range(pool.get_stats()["pool_available"])]  # every idle one
+            prepared = [row["statement"] for c in connections for row in c.execute("SELECT statement FROM pg_prepared_statements")]
+        assert any("count(*) FROM ledger_index" in p for p in prepared), prepared  # psycopg does prepare the rest
+        assert not [p for p in prepared if "ANY(" in p]
     finally:
         ledger.store.close()
 
