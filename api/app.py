@@ -120,7 +120,7 @@ def parse_json(raw: bytes) -> Any:
 
 class DirectRoute:
     """One route served straight from the ASGI call, before FastAPI's routing, dependency solving and exception
-    layers (a third of ``submitEvent``'s event-loop time: docs/performance.md). The FastAPI route of the same
+    layers (measured in docs/performance.md, sixth round). The FastAPI route of the same
     method and path stays, and documents it; ``endpoint`` is what that route calls, and a ``LedgerError`` it raises
     is answered by ``on_error``, the app's handler for it. Anything else propagates to the app's catch-all."""
 
