@@ -203,7 +203,7 @@ def _keys_found(cursor: Any, ids: Sequence[str]) -> None:
 def where_in(column: str, values: Sequence[Any], postgres: bool, mark: str = "?") -> tuple[str, list[Any]]:
     """SQL saying ``column`` is one of ``values`` (``mark``: the placeholder), and its parameters. PostgreSQL gets
     one array parameter: psycopg parses a query's placeholders in Python, and a 500-item ``IN`` list took
-    0.8 ms against 0.5 ms. Run such a statement with ``execute_in`` or ``Store.query(..., prepare=False)``."""
+    0.8 ms against 0.5 ms. Run such a statement with ``execute_in`` (``Store.query_in`` does)."""
     if postgres:
         return f"{column} = ANY({mark})", [list(values)]
     return f"{column} IN ({', '.join([mark] * len(values))})", list(values)
@@ -479,8 +479,8 @@ class PupilKeys:
         wanted = [i for i in aggregate_ids if is_pupil_stream(i)]
         if not wanted:
             return {}
-        where, params = self.store.where_in("originator_id", [str(i) for i in wanted])
-        rows = self.store.query(f"SELECT originator_id, wrapped_key, audit_id FROM pupil_keys WHERE {where}", params, prepare=False)
+        rows = self.store.query_in("SELECT originator_id, wrapped_key, audit_id FROM pupil_keys WHERE {where}", "originator_id",
+                                   [str(i) for i in wanted])
         found = {uuid.UUID(r[0]): PupilKey(self._unwrap(uuid.UUID(r[0]), r[1]), r[2]) for r in rows}
         now = time.monotonic()
         with self._lock:
@@ -700,13 +700,17 @@ class Store:
             with self.cursor(commit=commit) as cur:
                 yield cur
 
-    def query(self, statement: str, params: Sequence[Any] = (), prepare: bool | None = None) -> list[tuple[Any, ...]]:
-        """The rows of one statement; ``prepare`` False: never as a prepared statement on PostgreSQL (``execute_in``)."""
+    def query(self, statement: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         with self._statement(commit=False) as cur:
-            if prepare is False:
-                execute_in(cur, self.sql(statement), tuple(params), self.is_postgres)
-            else:
-                cur.execute(self.sql(statement), tuple(params))
+            cur.execute(self.sql(statement), tuple(params))
+            return fetch_tuples(cur)
+
+    def query_in(self, statement: str, column: str, values: Sequence[Any]) -> list[tuple[Any, ...]]:
+        """The rows of ``statement`` (``?`` marks) whose ``{where}`` says ``column`` is one of ``values``, run as
+        ``execute_in`` runs it: never prepared."""
+        where, params = self.where_in(column, values)
+        with self._statement(commit=False) as cur:
+            execute_in(cur, self.sql(statement.format(where=where)), params, self.is_postgres)
             return fetch_tuples(cur)
 
     def execute(self, statement: str, params: Sequence[Any] = ()) -> None:
@@ -742,10 +746,9 @@ class Store:
         for start in range(0, len(ids), chunk):
             part = ids[start:start + chunk]
             self.app.pupil_keys.prefetch(part)
-            where, params = self.where_in("originator_id", part if self.is_postgres else [i.hex for i in part])
-            rows.extend(self.query(
-                f"SELECT originator_id, originator_version, topic, state FROM {self.events_table} WHERE {where} "
-                "ORDER BY originator_id, originator_version", params, prepare=False))
+            rows.extend(self.query_in(
+                f"SELECT originator_id, originator_version, topic, state FROM {self.events_table} WHERE {{where}} "
+                "ORDER BY originator_id, originator_version", "originator_id", part if self.is_postgres else [i.hex for i in part]))
         found: dict[uuid.UUID, Any] = {}
         for originator_id, version, topic, state in rows:
             key = as_uuid(originator_id)
@@ -805,8 +808,7 @@ class Store:
     def index_rows(self, event_ids: Sequence[str]) -> dict[str, IndexRow]:
         if not event_ids:
             return {}
-        where, params = self.where_in("event_id", event_ids)
-        rows = self.query(f"SELECT {', '.join(INDEX_COLUMNS)} FROM ledger_index WHERE {where}", params, prepare=False)
+        rows = self.query_in(f"SELECT {', '.join(INDEX_COLUMNS)} FROM ledger_index WHERE {{where}}", "event_id", event_ids)
         return {r[0]: IndexRow(*r) for r in rows}
 
     def index_for_subject(self, originator_id: uuid.UUID) -> dict[int, IndexRow]:
