@@ -42,7 +42,6 @@ def listening_sockets(host: str, port: int, count: int) -> list[socket.socket]:
             sock.bind((host, port))
             port = sock.getsockname()[1]
             sock.listen(2048)
-            sock.set_inheritable(True)
     except OSError:
         for sock in sockets:
             sock.close()

@@ -19,16 +19,8 @@ CONNECTIONS = 16  # all on one of two workers by chance: 2 in 2^16
 
 
 def _children(pid: int) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(stat[1]) == pid:
-                found.append(int(entry))
-    return found
+    """The process's direct children, as the kernel lists them per thread."""
+    return [int(child) for task in Path(f"/proc/{pid}/task").glob("*/children") for child in task.read_text().split()]
 
 
 def _api_workers(pid: int) -> list[int]:
@@ -60,7 +52,7 @@ def _accepted(port: int) -> set[str]:
     return found
 
 
-def test_each_worker_accepts_its_share_of_the_connections_and_all_stop_on_sigterm(pg_url: str, tmp_path: Path) -> None:
+def test_each_worker_accepts_its_share_of_the_connections_is_restarted_and_all_stop_on_sigterm(pg_url: str, tmp_path: Path) -> None:
     settings = Settings(home=tmp_path / "home", database_url=pg_url)
     run_cli(settings, "init")
     server = Server(settings, args=("--workers", "2")).start()
@@ -82,9 +74,18 @@ def test_each_worker_accepts_its_share_of_the_connections_and_all_stop_on_sigter
         finally:
             for c in clients:
                 c.close()
+        os.kill(workers[0], signal.SIGKILL)  # a worker dies: another takes its socket
+        deadline = time.monotonic() + 30
+        while (workers[0] in (now := _api_workers(server.process.pid)) or len(now) < 2) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert workers[0] not in now and len(now) == 2, now
+        for _ in range(CONNECTIONS):  # every socket answers again, the dead worker's included
+            with socket.create_connection(("127.0.0.1", server.port), timeout=10) as c:
+                c.sendall(b"GET /healthz HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+                assert c.recv(65536).startswith(b"HTTP/1.1 200")
         server.process.send_signal(signal.SIGTERM)
         assert server.process.wait(30) == 0
-        assert not [w for w in workers if Path(f"/proc/{w}").exists()], "a worker outlived the server"
+        assert not [w for w in now if Path(f"/proc/{w}").exists()], "a worker outlived the server"
     finally:
         server.stop()
 
