@@ -373,7 +373,7 @@ def simulate(
         raise typer.Exit(2)
     with Progress(console=err, transient=True) as progress:
         task = progress.add_task("generating and signing", total=None)
-        orgs, events = export(out_dir, pupils, seed, la, None, workers if la is None else 1, lambda n: progress.advance(task, n))
+        orgs, events = export(out_dir, pupils, seed, la, workers=workers if la is None else 1, on_progress=lambda n: progress.advance(task, n))
     out.print(f"{orgs} organisations, {events} events in {out_dir}")
 
 

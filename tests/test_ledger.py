@@ -368,7 +368,7 @@ def test_postgres_without_autovacuum_is_reported(settings: Settings, caplog: pyt
 
 def test_statements_over_an_array_of_ids_are_never_prepared(pg_url: str, tmp_path: Path) -> None:
     """psycopg prepares what a connection ran five times, and PostgreSQL may then keep a generic plan made while
-    the table was small: a sequential scan of ``pupil_keys`` per group commit that grew with the table
+    the table was small: a read of ``pupil_keys`` per group commit whose cost grew with the table
     (``ledger.store.execute_in``). The reads by ``= ANY(array)`` are planned for their array every time."""
     from contextlib import ExitStack
 

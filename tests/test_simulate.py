@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 from collections import Counter
 from datetime import UTC, date, datetime, time
 from pathlib import Path
@@ -93,8 +94,6 @@ def test_export_is_the_same_with_one_or_two_workers(tmp_path: Path) -> None:
 def test_no_event_is_reported_after_the_start_of_its_today_in_utc() -> None:
     """A ledger takes the population at any hour of ``today``: yesterday's event is reported at midnight UTC, not at
     10:00 today (which the ledger refused as in the future when it ran in the small hours)."""
-    import random
-
     start_of_today = datetime.combine(TODAY, time(0), tzinfo=UTC)
     timeline = simulate._Timeline(random.Random(1), "A801200000012", TODAY)
     timeline.add(date(2026, 11, 19), "urn:100000", "pupil.registered", {"school": "urn:100000", "enrolment_status": "C", "year_group": "7"})
