@@ -9,7 +9,7 @@
   signature or rules). This is the loop the 10× target names, the one ``../shared/eventsourcing-notes.md``
   measured at about 350 single-event transactions/s (each save takes the library's table lock and notifies).
 - ``naive eventsourcing loop, nothing checked``: the same loop through the ledger's own recorder (the same
-  guarantees, the same table lock, in two round trips): the fastest one-``save()``-per-event loop this store
+  guarantees and table lock, in fewer round trips): the fastest one-``save()``-per-event loop this store
   offers, a stricter baseline.
 - ``naive loop, same checks``: the same events through the same checks, one event per call and per
   transaction (``Ledger.submit`` in a loop: one ``save()`` per event): what batching gains on the same work.
