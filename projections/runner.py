@@ -12,7 +12,9 @@ import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from eventsourcing.persistence import StoredEvent
@@ -41,6 +43,17 @@ def views_named(names: Sequence[str] | None) -> tuple[View, ...]:
     return tuple(known[n] for n in names)
 
 
+@dataclass
+class _Batch:
+    """A batch of the log read and decrypted: its rows from ``start``, the pupils it touches, its events."""
+
+    start: int
+    rows: list[tuple[Any, ...]]
+    pupils: set[uuid.UUID]
+    events: list[LogEvent]
+    keyed: bool  # pupils have their own keys (erasable): check in the transaction that theirs still exist
+
+
 class Projector:
     """Keeps ``views`` up to date; ``step()`` makes it a background follower."""
 
@@ -51,6 +64,8 @@ class Projector:
         self.views = tuple(views)
         self.batch_size = batch_size
         self._ready = ready  # True: the caller has run ensure() for these views
+        self._reader: ThreadPoolExecutor | None = None
+        self._ahead: tuple[int, Future[_Batch]] | None = None  # (start, the batch after it) being read: see _try_step
         # PostgreSQL takes each table's new facts in one COPY; SQLite, an executemany of INSERTs
         self._fact_sql = {t.name: t.copy_sql() if store.is_postgres else store.sql(t.insert_sql()) for v in self.views for t in v.tables}
         position = "notification_id" if store.is_postgres else "rowid"
@@ -125,6 +140,12 @@ class Projector:
         (SQLite has one for the whole file) is held only for the inserts; inside it the positions are
         locked and compared with those the batch was read from, so a concurrent worker's batch is
         never applied twice. A pupil erased meanwhile is dropped (its key row is gone by then).
+
+        On PostgreSQL, after a full batch the next one is read and decrypted on another thread while this one
+        is written (``_read_ahead``), so the server's work on the write overlaps the decoding: 6% more events/s
+        on 2 cores (median of 5 alternations). SQLite's work runs in this process, and the two threads only
+        contend (15% fewer). A batch read ahead is used only if the positions still start where it was read
+        from, and it passes the same checks in the transaction.
         """
         if not self._ready:
             self.ensure()
@@ -132,15 +153,14 @@ class Projector:
         marks = ", ".join("?" * len(names))
         read = {view: int(position) for view, position in
                 self.store.query(f"SELECT view, position FROM pv_positions WHERE view IN ({marks})", names)}
-        rows = self.store.query(self._read_sql, (min(read.values()), self.batch_size))
-        if not rows:
+        start = min(read.values())
+        batch = self._read_ahead_from(start) or self._read(start)
+        if not batch.rows:
             return 0
-        streams = [as_uuid(row[1]) for row in rows]
-        pupils = {stream for stream in streams if is_pupil_stream(stream)}
-        keys = getattr(self.store.app, "pupil_keys", None)
-        if keys is not None:  # per-pupil data keys: fetch the batch's keys with one query
-            keys.prefetch(list(pupils))
-        events = [ev for ev in map(self._decode, rows, streams) if ev is not None]
+        last = int(batch.rows[-1][0])
+        if self.store.is_postgres and len(batch.rows) == self.batch_size:  # the log may hold more: read on while this batch is written
+            self._read_ahead(last)
+        events = batch.events
         with self.store.cursor(commit=True) as cur:
             if self.store.is_postgres:
                 cur.execute(self.store.sql(f"SELECT view, position FROM pv_positions WHERE view IN ({marks}) ORDER BY view FOR UPDATE"), names)
@@ -150,13 +170,35 @@ class Projector:
             positions = {view: int(position) for view, position in fetch_tuples(cur)}
             if positions != read:
                 return None
-            if keys is not None:
-                events = self._drop_erased(cur, events, sorted(map(str, pupils)))
+            if batch.keyed:
+                events = self._drop_erased(cur, events, sorted(map(str, batch.pupils)))
             self._apply(cur, events, positions)
-            last = int(rows[-1][0])
             for view in self.views:
                 cur.execute(self.store.sql("UPDATE pv_positions SET position = ? WHERE view = ?"), (max(last, positions[view.name]), view.name))
-            return len(rows)
+            return len(batch.rows)
+
+    def _read(self, start: int) -> _Batch:
+        """The log's next batch after sequence ``start``, decrypted (the pupils' keys fetched in one query)."""
+        rows = self.store.query(self._read_sql, (start, self.batch_size))
+        streams = [as_uuid(row[1]) for row in rows]
+        pupils = {stream for stream in streams if is_pupil_stream(stream)}
+        keys = getattr(self.store.app, "pupil_keys", None)
+        if keys is not None and pupils:  # per-pupil data keys: fetch the batch's keys with one query
+            keys.prefetch(list(pupils))
+        events = [ev for ev in map(self._decode, rows, streams) if ev is not None]
+        return _Batch(start, rows, pupils, events, keyed=keys is not None)
+
+    def _read_ahead(self, start: int) -> None:
+        if self._reader is None:
+            self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{self.name}-read-ahead")
+        self._ahead = (start, self._reader.submit(self._read, start))
+
+    def _read_ahead_from(self, start: int) -> _Batch | None:
+        """The batch read ahead, if it starts at ``start`` and was read without error (else it is read again)."""
+        ahead, self._ahead = self._ahead, None
+        if ahead is None or ahead[0] != start or ahead[1].exception() is not None:
+            return None
+        return ahead[1].result()
 
     def _drop_erased(self, cur: Any, events: list[LogEvent], pupils: list[str]) -> list[LogEvent]:
         """``events`` without those of the ``pupils`` (their streams, as text) erased meanwhile."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -296,6 +297,34 @@ def test_a_step_that_loses_the_race_to_another_projector_reads_again(world: Worl
     mine._decode = other_commits_first  # type: ignore[method-assign, assignment]
     assert mine.step() == 2 and raced == [2]
     mine.catch_up()
+    assert min(mine.positions().values()) == store.max_sequence()
+    assert dump(store) == dump_rebuilt(world)
+
+
+def test_the_next_batch_is_read_ahead_on_postgresql_and_used_only_where_the_views_stand(world: World) -> None:
+    """On PostgreSQL a full batch starts the read of the next one on another thread; a batch read ahead from
+    where the views no longer stand (another projector moved them) is left, and the log read again from there."""
+    for n in range(9):
+        world.admit(upn(400 + n))
+    store = world.ledger.store
+    mine, other = Projector(store, batch_size=2), Projector(store, batch_size=3)
+    mine.ensure()
+    reads: list[tuple[int, str]] = []
+    read = mine._read
+
+    def recorded(start: int) -> Any:
+        reads.append((start, threading.current_thread().name))
+        return read(start)
+
+    mine._read = recorded  # type: ignore[method-assign]
+    assert mine.step() == 2
+    other.step()  # the views move on by 3 from where mine left them, past the batch mine is reading ahead
+    mine.catch_up()
+    ahead = [start for start, thread in reads if thread.startswith("projections-read-ahead")]
+    assert bool(ahead) == store.is_postgres, reads
+    if store.is_postgres:
+        (first, _), (second, thread), (third, again) = reads[:3]  # the batch after mine's first was read ahead,
+        assert first < second < third and thread.startswith("projections-read-ahead") and again == "MainThread", reads  # then left
     assert min(mine.positions().values()) == store.max_sequence()
     assert dump(store) == dump_rebuilt(world)
 
