@@ -122,7 +122,8 @@ class DirectRoute:
     """One route served straight from the ASGI call, before FastAPI's routing, dependency solving and exception
     layers (measured in docs/performance.md, sixth round). The FastAPI route of the same
     method and path stays, and documents it; ``endpoint`` is what that route calls, and a ``LedgerError`` it raises
-    is answered by ``on_error``, the app's handler for it. Anything else propagates to the app's catch-all."""
+    is answered by ``on_error``, the app's handler for it. Anything else propagates to the guard, which answers it
+    without its details (``security.unexpected_failure``)."""
 
     def __init__(self, app: ASGIApp, method: str, path: str, endpoint: Callable[[Request], Awaitable[Response]],
                  on_error: Callable[[Request, LedgerError], Awaitable[Response]]):

@@ -117,8 +117,21 @@ class Guard:
                 {"errors": [{"code": "rate_limited", "path": "$", "message": f"too many requests; retry after {math.ceil(wait)} s"}]},
                 status_code=429, headers={"Retry-After": str(math.ceil(wait))})
             await refusal(scope, receive, send_with_headers)
-        else:
-            await self.app(scope, receive, send_with_headers)
+            return
+        started = False
+
+        async def send_tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send_with_headers(message)
+
+        try:
+            await self.app(scope, receive, send_tracked)
+        except Exception as exc:
+            if started:
+                raise  # part of the answer is out: nothing can replace it (the server closes the connection)
+            # answered here, not by Starlette's outermost error middleware, so that it carries the headers too
+            await unexpected_failure(exc)(scope, receive, send_with_headers)
 
 
 def install(app: FastAPI, limiter: RateLimiter) -> None:
@@ -127,9 +140,14 @@ def install(app: FastAPI, limiter: RateLimiter) -> None:
     app.add_middleware(Guard, limiter=limiter, failures=RateLimiter(rate=1.0, burst=20))
 
     @app.exception_handler(Exception)
-    async def unexpected(_: Request, exc: Exception) -> JSONResponse:
-        reference = uuid.uuid4().hex[:12]
-        log.error("unhandled error %s", reference, exc_info=exc)
-        return JSONResponse({"errors": [{"code": "internal_error", "path": "$",
-                                         "message": f"the ledger could not answer; quote reference {reference} to the operator"}]},
-                            status_code=500)
+    async def unexpected(_: Request, exc: Exception) -> JSONResponse:  # a failure in the guard itself
+        return unexpected_failure(exc)
+
+
+def unexpected_failure(exc: Exception) -> JSONResponse:
+    """The answer to a failure nothing expected: logged in full under a reference; the caller gets only that."""
+    reference = uuid.uuid4().hex[:12]
+    log.error("unhandled error %s", reference, exc_info=exc)
+    return JSONResponse({"errors": [{"code": "internal_error", "path": "$",
+                                     "message": f"the ledger could not answer; quote reference {reference} to the operator"}]},
+                        status_code=500)

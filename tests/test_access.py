@@ -183,6 +183,7 @@ def test_unexpected_failures_carry_no_stack_trace_or_internal_detail(world: Worl
     body = response.text
     assert response.json()["errors"][0]["code"] == "internal_error"
     assert "Traceback" not in body and "ledger_tokens" not in body and "File " not in body
+    assert response.headers["x-frame-options"] == "DENY" and response.headers["cache-control"] == "no-store"  # the guard's headers too
     world.ledger.store.execute("DROP TABLE ledger_index")
     health = client.get("/healthz")
     assert health.status_code == 503 and "ledger_index" not in health.text

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import pytest
 from fastapi.testclient import TestClient
 
+from api import security
 from api.app import create_app
 
 from .conftest import SCHOOL_A, SCHOOL_B, UPN, World
@@ -65,6 +66,7 @@ def test_submit_event_is_served_inside_the_guard_and_its_catch_all(world: World)
         failed = post(client, "/events", world.sign(world.event("pupil.registered", SCHOOL_A, REGISTERED, upn=UPN)))
         assert_error(failed, 500, "internal_error")
         assert "Traceback" not in failed.text
+        assert failed.headers["x-content-type-options"] == "nosniff" and failed.headers["content-security-policy"] == security.API_CSP
 
 
 def test_bad_input_statuses(client: TestClient, world: World) -> None:
