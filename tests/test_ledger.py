@@ -393,6 +393,19 @@ def test_statements_over_an_array_of_ids_are_never_prepared(pg_url: str, tmp_pat
         ledger.store.close()
 
 
+def test_reads_by_a_list_of_ids_find_exactly_those_ids_whatever_they_hold(world: World) -> None:
+    """On PostgreSQL the ids go to the server as one text it splits at commas (``ledger.store.where_in``); an id
+    that holds a comma, or is empty (an event id from a URL may be anything), must still match only itself."""
+    receipt = world.admit(UPN)
+    store = world.ledger.store
+    assert list(store.index_rows([receipt.event_id, "no-such-event"])) == [receipt.event_id]
+    assert store.index_rows([f"{receipt.event_id},x"]) == {} and store.index_rows([""]) == {}
+    assert list(store.index_rows(["", f"{receipt.event_id},{receipt.event_id}", receipt.event_id])) == [receipt.event_id]
+    pupil = world.ledger.secrets.pupil_id(UPN)
+    assert list(store.subjects([pupil, uuid.uuid4()])) == [pupil]
+    assert len(store.query_in("SELECT originator_id FROM pupil_keys WHERE {where}", "originator_id", [str(pupil), "a,b"])) == 1
+
+
 @pytest.mark.parametrize("others", [1, 80])  # PostgreSQL writes up to 64 events as one INSERT per table, more by COPY
 def test_a_write_that_conflicts_in_the_store_stores_nothing(world: World, others: int) -> None:
     """The store's own last line (what concurrent writers meet): a stream version or an event_id already
