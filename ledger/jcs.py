@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import re
-from contextlib import suppress
 from typing import Any
 
 import orjson
@@ -26,7 +25,6 @@ class NotJSON(ValueError):
 
 _SAFE_INT = 2**53 - 1
 _LONG_DIGITS = re.compile(rb"[0-9]{16}")  # an integer this long may be beyond 2^53 (also matches inside strings: then the slow path)
-_NINETEEN_DIGITS = re.compile(rb"[0-9]{19}")  # an integer this long may be beyond 64 bits (see ``parse_trusted``)
 _encode_plain = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
 
 
@@ -129,17 +127,17 @@ def _canonical_of(value: Any) -> bytes | None:
 
 
 def parse_trusted(data: bytes | str) -> Any:
-    """JSON the ledger wrote itself, after checking it strictly (an accepted envelope, its payload).
+    """Canonical JSON the ledger wrote itself after checking it strictly (an accepted envelope, its payload).
 
-    Parsed by ``orjson`` (about half the time of ``json.loads``), so that the value is always the one
-    ``json.loads`` gives: text with a run of 19 digits (an integer orjson might read as a float, beyond 64
-    bits; canonical payloads have none, as they stop at 2^53) and anything orjson declines go to ``json.loads``.
-    Never for bytes from outside: those go through ``parse``.
+    Parsed by ``orjson``, in half the time of ``json.loads`` (5 µs against 10 µs for an envelope and its
+    payload). On what ``parse_canonical`` accepts the two give the same value: no integer beyond 2^53 (orjson
+    reads one beyond 64 bits as a float) and no lone surrogate (orjson declines one). Anything orjson declines
+    goes to ``json.loads``. Never for bytes from outside: those go through ``parse``.
     """
-    if _NINETEEN_DIGITS.search(data if isinstance(data, bytes) else data.encode("utf-8", "surrogatepass")) is None:
-        with suppress(orjson.JSONDecodeError):
-            return orjson.loads(data)
-    return json.loads(data)
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return json.loads(data)
 
 
 def is_canonical(data: bytes) -> bool:
