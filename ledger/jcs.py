@@ -12,7 +12,6 @@ This module adds the ledger's strict parse and the "is this byte string already 
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 import orjson
@@ -24,7 +23,6 @@ class NotJSON(ValueError):
 
 
 _SAFE_INT = 2**53 - 1
-_LONG_DIGITS = re.compile(rb"[0-9]{16}")  # an integer this long may be beyond 2^53 (also matches inside strings: then the slow path)
 _encode_plain = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
 
 
@@ -80,17 +78,24 @@ def parse(data: bytes) -> Any:
         raise NotJSON(f"{exc.msg} at line {exc.lineno} column {exc.colno}") from None
 
 
-class _HasFloat(Exception):
-    pass
+class _NotPlain(Exception):
+    """A float, or an integer of 16 digits or more (it may be beyond 2^53): the encoder alone cannot say."""
 
 
 def _no_float(text: str) -> float:
-    raise _HasFloat
+    raise _NotPlain
 
 
-# One decoder for the fast path (``json.loads`` with hooks builds a new one per call); a float leaves it.
-_decode_without_floats = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_no_float).decode
-_decode_with_floats = json.JSONDecoder(parse_constant=_reject_constant).decode
+def _short_int(text: str) -> int:
+    if len(text) > 15:  # |n| < 2^53 whenever it has fewer than 16 digits
+        raise _NotPlain
+    return int(text)
+
+
+# One decoder for the fast path (``json.loads`` with hooks builds a new one per call); a float or a long
+# integer leaves it (for the integers, a hook per integer costs less than searching the text for long ones).
+_decode_plain = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_no_float, parse_int=_short_int).decode
+_decode_any = json.JSONDecoder(parse_constant=_reject_constant).decode
 
 
 def parse_canonical(data: bytes) -> tuple[Any, bool]:
@@ -102,13 +107,13 @@ def parse_canonical(data: bytes) -> tuple[Any, bool]:
     try:
         text = data.decode("utf-8")
         try:
-            value, plain = _decode_without_floats(text), True
-        except _HasFloat:  # rare in events: decoded again, with floats, for the full check
-            value, plain = _decode_with_floats(text), False
+            value, plain = _decode_plain(text), True
+        except _NotPlain:  # rare in events: decoded again, with floats and long integers, for the full check
+            value, plain = _decode_any(text), False
         # The ledger's kind of value needs no walk to know the C encoder writes it canonically: ASCII bytes
         # hold no raw non-ASCII string, no float was parsed, and no integer has 16 digits (|n| < 2^53 when fewer).
         # Any escape (\u00e9) or out-of-form number then makes the encoder's bytes differ from ``data``.
-        if plain and data.isascii() and not _LONG_DIGITS.search(data):
+        if plain and data.isascii():
             if _encode_plain(value).encode("ascii") == data:
                 return value, True
         elif _canonical_of(value) == data:
