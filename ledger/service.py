@@ -142,8 +142,7 @@ class Ledger:
             received_at = self.clock()
             ahead = _Ahead(verdicts) if attempt < MAX_ATTEMPTS - 1 and len(requests) >= signatures.MIN_BATCH else None
             items = [self._prepare(raw, i, path, received_at, principal) for i, (raw, principal, path) in enumerate(requests)]
-            self._check_event_ids(items)
-            working, cached = self._load_subjects(items)
+            working, cached = self._read_for(items)
             if ahead is not None:
                 self._verify_ahead(items, working, trusted, ahead)
             events: list[Any] = []
@@ -190,22 +189,26 @@ class Ledger:
             return outcomes
         raise AssertionError("unreachable")
 
-    def _load_subjects(self, items: list[_Item]) -> tuple[dict[uuid.UUID, Subject | None], set[uuid.UUID]]:
-        """Every subject and submitter the items touch, from the cache or in one query (not one per event).
-
-        Returns the working set (None: no such subject yet) and the ids that came from the cache.
+    def _read_for(self, items: list[_Item]) -> tuple[dict[uuid.UUID, Subject | None], set[uuid.UUID]]:
+        """Everything the items need from the store, from the cache or in one round trip (not one per event): the
+        index rows of their event ids (replays and conflicts: ``_check_event_ids``), and every subject and
+        submitter they touch. Returns the working set (None: no such subject yet) and the ids that came from the cache.
         """
-        wanted: set[uuid.UUID] = set()
+        wanted: dict[int, tuple[uuid.UUID, uuid.UUID]] = {}  # item: its subject, its submitter
         for item in items:
-            if item.problems or item.duplicate_of is not None:
-                continue
-            item.subject_id = self._subject_id(item.body)
-            item.reads = {item.subject_id, self.secrets.org_id(item.body["submitter"])}
-            wanted |= item.reads
-        found = self._subjects.take(wanted)
+            if not item.problems:
+                wanted[item.index] = (self._subject_id(item.body), self.secrets.org_id(item.body["submitter"]))
+        everything = {aggregate_id for pair in wanted.values() for aggregate_id in pair}
+        found = self._subjects.take(everything)
         cached = set(found)
-        found.update(self.store.subjects(wanted - cached))
-        working: dict[uuid.UUID, Subject | None] = {aggregate_id: found.get(aggregate_id) for aggregate_id in wanted}
+        existing, loaded = self.store.lookups(self._check_event_ids(items), everything - cached)
+        self._mark_replays(items, existing)
+        found.update(loaded)
+        for item in items:
+            if not item.problems and item.duplicate_of is None:  # still in play: its subject and submitter are read
+                item.subject_id = wanted[item.index][0]
+                item.reads = set(wanted[item.index])
+        working: dict[uuid.UUID, Subject | None] = {aggregate_id: found.get(aggregate_id) for aggregate_id in everything}
         return working, cached
 
     def _verify_ahead(self, items: list[_Item], working: dict[uuid.UUID, Subject | None], trusted: dict[str, tuple[str, bytes]],
@@ -257,7 +260,8 @@ class Ledger:
             item.problems.extend(p.at(f"{path}.payload") for p in policy.submit_problems(principal, item.body))
         return item
 
-    def _check_event_ids(self, items: list[_Item]) -> None:
+    def _check_event_ids(self, items: list[_Item]) -> list[str]:
+        """Mark an event id two items of the batch share; return the event ids to look up in the index."""
         seen: dict[str, int] = {}
         for item in items:
             if item.problems:
@@ -267,7 +271,11 @@ class Ledger:
                 item.problems.append(Problem("duplicate_in_batch", f"{item.path}.payload.event_id", f"event_id also used by item {seen[event_id]} of this batch", Category.INVALID))
             else:
                 seen[event_id] = item.index
-        existing = self.store.index_rows([i.body["event_id"] for i in items if not i.problems])
+        return [i.body["event_id"] for i in items if not i.problems]
+
+    @staticmethod
+    def _mark_replays(items: list[_Item], existing: dict[str, IndexRow]) -> None:
+        """An event id already accepted: a replay (the same envelope) or a conflict (other bytes)."""
         for item in items:
             row = existing.get(item.body.get("event_id", "")) if not item.problems else None
             if row is None:
@@ -341,7 +349,7 @@ class Ledger:
         body = item.body
         record = Record.from_body(body, received_at)
         aggregate_id = item.subject_id
-        assert aggregate_id is not None  # set by _load_subjects for every item still in play
+        assert aggregate_id is not None  # set by _read_for for every item still in play
         subject = self._load(aggregate_id, working)
         records = subject.records if subject else []
         etype = catalogue.event_types()[body["type"]]

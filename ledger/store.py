@@ -28,7 +28,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, NamedTuple, TypeVar
 from urllib.parse import unquote, urlparse
 
 from cryptography.exceptions import InvalidTag
@@ -217,6 +217,16 @@ def where_in(column: str, values: Sequence[Any], postgres: bool, mark: str = "?"
             return f"{column} = ANY(string_to_array({mark}, ','){cast})", [",".join(texts)]
         return f"{column} = ANY({mark})", [list(values)]
     return f"{column} IN ({', '.join([mark] * len(values))})", list(values)
+
+
+class Read(NamedTuple):
+    """A read by a list of ids, as ``Store.query_in`` takes it: ``statement`` (``?`` marks, a ``{where}``) where
+    ``column`` (of ``sql_type`` on PostgreSQL) is one of ``values``."""
+
+    statement: str
+    column: str
+    values: Sequence[Any]
+    sql_type: str = "text"
 
 
 def execute_in(cursor: Any, statement: str, params: Sequence[Any], postgres: bool) -> None:
@@ -486,11 +496,18 @@ class PupilKeys:
     def prefetch(self, aggregate_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, PupilKey]:
         """Load the keys of many pupils with one query (bulk reads). Only keys found are cached: an absent key
         is looked up again next time, so a pupil created meanwhile is never taken for one without a key."""
+        read = self.read_of(aggregate_ids)
+        return self.fetched(aggregate_ids, self.store.query_in(*read)) if read else {}
+
+    @staticmethod
+    def read_of(aggregate_ids: Sequence[uuid.UUID]) -> Read | None:
+        """The read of these pupils' keys (for ``Store.query_in`` or ``Store.reads``); None: no pupil among them."""
+        wanted = [str(i) for i in aggregate_ids if is_pupil_stream(i)]
+        return Read("SELECT originator_id, wrapped_key, audit_id FROM pupil_keys WHERE {where}", "originator_id", wanted) if wanted else None
+
+    def fetched(self, aggregate_ids: Sequence[uuid.UUID], rows: Sequence[tuple[Any, ...]]) -> dict[uuid.UUID, PupilKey]:
+        """Unwrap and cache the keys ``rows`` (the result of ``read_of(aggregate_ids)``) hold."""
         wanted = [i for i in aggregate_ids if is_pupil_stream(i)]
-        if not wanted:
-            return {}
-        rows = self.store.query_in("SELECT originator_id, wrapped_key, audit_id FROM pupil_keys WHERE {where}", "originator_id",
-                                   [str(i) for i in wanted])
         found = {uuid.UUID(r[0]): PupilKey(self._unwrap(uuid.UUID(r[0]), r[1]), r[2]) for r in rows}
         now = time.monotonic()
         with self._lock:
@@ -721,10 +738,29 @@ class Store:
     def query_in(self, statement: str, column: str, values: Sequence[Any], sql_type: str = "text") -> list[tuple[Any, ...]]:
         """The rows of ``statement`` (``?`` marks) whose ``{where}`` says ``column`` (of ``sql_type`` on PostgreSQL)
         is one of ``values``, run as ``execute_in`` runs it: never prepared."""
-        where, params = self.where_in(column, values, sql_type)
-        with self._statement(commit=False) as cur:
-            execute_in(cur, self.sql(statement.format(where=where)), params, self.is_postgres)
-            return fetch_tuples(cur)
+        return self.reads([Read(statement, column, values, sql_type)])[0]
+
+    def reads(self, reads: Sequence[Read]) -> list[list[tuple[Any, ...]]]:
+        """The rows of each read, in order. On PostgreSQL they go together, in one round trip on one connection
+        (a pipeline): a group commit's reads took three round trips and three checkouts from the pool, whose
+        Python side cost about as much as the queries."""
+        statements = []
+        for read in reads:
+            where, params = self.where_in(read.column, read.values, read.sql_type)
+            statements.append((self.sql(read.statement.format(where=where)), params))
+        if not self.is_postgres:
+            with self._statement(commit=False) as cur:
+                out = []
+                for statement, params in statements:
+                    execute_in(cur, statement, params, postgres=False)
+                    out.append(fetch_tuples(cur))
+                return out
+        with self.app.recorder.datastore.get_connection() as conn:  # type: ignore[attr-defined]
+            cursors = [conn.cursor(row_factory=tuple_row) for _ in statements]
+            with conn.pipeline():
+                for cur, (statement, params) in zip(cursors, statements, strict=True):
+                    execute_in(cur, statement, params, postgres=True)
+            return [cur.fetchall() for cur in cursors]
 
     def execute(self, statement: str, params: Sequence[Any] = ()) -> None:
         """One statement, committed. (Several that must commit together: ``cursor(commit=True)``.)"""
@@ -753,15 +789,40 @@ class Store:
         return found
 
     def subjects(self, aggregate_ids: Collection[uuid.UUID], chunk: int = 500) -> dict[uuid.UUID, Subject]:
-        """The existing subjects among ``aggregate_ids``, read with one query per ``chunk`` ids (the batch path)."""
+        """The existing subjects among ``aggregate_ids``, read with one round trip per ``chunk`` ids (the batch path)."""
+        return self.lookups([], aggregate_ids, chunk)[1]
+
+    def lookups(self, event_ids: Sequence[str], aggregate_ids: Collection[uuid.UUID],
+                chunk: int = 500) -> tuple[dict[str, IndexRow], dict[uuid.UUID, Subject]]:
+        """What a batch reads before its checks: the index rows of ``event_ids`` (as ``index_rows``) and the
+        existing subjects among ``aggregate_ids``, with their pupils' keys. Each ``chunk`` of ids is one round
+        trip on PostgreSQL (``reads``), the first with the event ids' read."""
         ids = list(aggregate_ids)
-        rows: list[tuple[Any, ...]] = []
-        for start in range(0, len(ids), chunk):
-            part = ids[start:start + chunk]
-            self.app.pupil_keys.prefetch(part)
-            rows.extend(self.query_in(
-                f"SELECT originator_id, originator_version, topic, state FROM {self.events_table} WHERE {{where}} "
-                "ORDER BY originator_id, originator_version", "originator_id", part if self.is_postgres else [i.hex for i in part], self._stream_id_type))
+        parts = [ids[start:start + chunk] for start in range(0, len(ids), chunk)] or [[]]
+        index: list[tuple[Any, ...]] = []
+        events: list[tuple[Any, ...]] = []
+        for n, part in enumerate(parts):
+            with_index = n == 0 and bool(event_ids)
+            keys = PupilKeys.read_of(part)
+            reads = [self._index_read(event_ids)] if with_index else []
+            reads += [keys] if keys else []
+            reads += [self._events_read(part)] if part else []
+            results = self.reads(reads) if reads else []
+            if with_index:
+                index = results.pop(0)
+            if keys:
+                self.app.pupil_keys.fetched(part, results.pop(0))
+            if part:
+                events.extend(results.pop(0))
+        return {r[0]: IndexRow(*r) for r in index}, self._folded(events)
+
+    def _events_read(self, aggregate_ids: Sequence[uuid.UUID]) -> Read:
+        return Read(f"SELECT originator_id, originator_version, topic, state FROM {self.events_table} WHERE {{where}} "
+                    "ORDER BY originator_id, originator_version", "originator_id",
+                    aggregate_ids if self.is_postgres else [i.hex for i in aggregate_ids], self._stream_id_type)
+
+    def _folded(self, rows: Sequence[tuple[Any, ...]]) -> dict[uuid.UUID, Subject]:
+        """The subjects whose stored events ``rows`` are, in stream and version order (their keys fetched)."""
         found: dict[uuid.UUID, Any] = {}
         for originator_id, version, topic, state in rows:
             key = as_uuid(originator_id)
@@ -821,8 +882,12 @@ class Store:
     def index_rows(self, event_ids: Sequence[str]) -> dict[str, IndexRow]:
         if not event_ids:
             return {}
-        rows = self.query_in(f"SELECT {', '.join(INDEX_COLUMNS)} FROM ledger_index WHERE {{where}}", "event_id", event_ids)
+        rows = self.query_in(*self._index_read(event_ids))
         return {r[0]: IndexRow(*r) for r in rows}
+
+    @staticmethod
+    def _index_read(event_ids: Sequence[str]) -> Read:
+        return Read(f"SELECT {', '.join(INDEX_COLUMNS)} FROM ledger_index WHERE {{where}}", "event_id", event_ids)
 
     def index_for_subject(self, originator_id: uuid.UUID) -> dict[int, IndexRow]:
         rows = self.query(f"SELECT {', '.join(INDEX_COLUMNS)} FROM ledger_index WHERE originator_id = ?", (str(originator_id),))

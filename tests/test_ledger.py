@@ -7,6 +7,7 @@ import uuid
 import zlib
 from datetime import date, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -349,6 +350,31 @@ def test_a_subject_recorded_in_a_batch_equals_the_one_read_back(world: World) ->
     assert len(cached.records) == 2
     assert cached.records == read_back.records
     assert [e.envelope for e in cached.entries] == [e.envelope for e in read_back.entries]
+
+
+def test_a_batch_reads_what_it_needs_in_one_round_trip_and_writes_in_one_transaction(world: World) -> None:
+    """Before its checks a batch reads the index rows of its event ids, its subjects and submitters, and the
+    pupils' keys: on PostgreSQL together, on one connection from the pool; the write takes one more."""
+    world.admit(upn(1))
+    world.admit(upn(2))
+    store = world.ledger.store
+    world.ledger._subjects.forget(list(world.ledger._subjects._items))  # nothing cached: every subject is read
+    batch = [world.sign(world.event("pupil.excluded", SCHOOL_A, {"school": SCHOOL_A, "kind": "SUSP", "sessions": 2, "reasons": ["PA"]},
+                                    upn=upn(n))) for n in (1, 2)]
+    batch.append(world.sign(world.event("pupil.registered", SCHOOL_A, {"school": SCHOOL_A, "enrolment_status": "C", "year_group": "9",
+                                                                       "sen_status": "N", "looked_after": False}, upn=upn(3))))
+    reads: list[int] = []
+    original = store.reads
+
+    def counted(batch_reads: Any) -> Any:
+        reads.append(len(batch_reads))
+        return original(batch_reads)
+
+    store.reads = counted  # type: ignore[method-assign]
+    receipts = world.ledger.submit_batch(batch)
+    assert [r.created for r in receipts] == [True, True, True]
+    assert reads == [3]  # the event ids, the pupils' keys and the subjects' events: one call, one round trip on PostgreSQL
+    assert world.ledger.submit_batch(batch[:1])[0].created is False and reads[1:] == [1]  # a replay: its index row (its subjects are cached)
 
 
 def test_postgres_without_autovacuum_is_reported(settings: Settings, caplog: pytest.LogCaptureFixture) -> None:
