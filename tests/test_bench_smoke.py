@@ -48,6 +48,22 @@ def test_bench_smoke(backend: str, tmp_path: Path) -> None:
     submit = by_what["submitEvent, group commit"]
     assert submit["p99_ms"] >= submit["p50_ms"] > 0 and 30 < submit["rss_mb"] < 2000
     assert by_what["pupilHistory"]["latency_samples"] == 500 and by_what["inclusionProof"]["latency_samples"] == 500
+    assert "the server sealed and projected the copy in" in by_what["pupilHistory"]["note"]
+
+
+def test_reads_timed_before_the_server_caught_up_are_reported(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The reads scenario waits for the server to seal and project the copy; if it gives up, the row says so."""
+    from benchmarks import reads
+    from benchmarks.harness import Context
+
+    monkeypatch.setattr(reads, "SEAL_TIMEOUT", 1.0)
+    monkeypatch.setattr(reads, "_projected", lambda ledger: False)  # projections that never catch up
+    ctx = Context("sqlite", 150, runs=1, warmup=0)
+    try:
+        rows = {r.what: r for r in reads.run(ctx)}
+    finally:
+        ctx.close()
+    assert "ERRORS: NOT CAUGHT UP within 1 s" in rows["pupilHistory"].note, rows["pupilHistory"].note
 
 
 def test_bench_refuses_bad_options(tmp_path: Path) -> None:
