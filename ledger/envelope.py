@@ -107,11 +107,15 @@ def sign(
     """Canonicalise ``body`` and return a signed DSSE envelope as a JSON-ready dict."""
     payload = jcs.canonicalize(body)
     kid = keyid or key_id(private_key.public_key())
-    signature = ed25519.sign(private_key, pae(payload_type, payload))
+    return signed_envelope(payload_type, payload, kid, ed25519.sign(private_key, pae(payload_type, payload)))
+
+
+def signed_envelope(payload_type: str, payload: bytes, keyid: str, signature: bytes) -> dict[str, Any]:
+    """The DSSE envelope of ``payload`` with ``signature`` (made over ``pae(payload_type, payload)``), as a JSON-ready dict."""
     return {
         "payloadType": payload_type,
         "payload": b64encode(payload),
-        "signatures": [{"keyid": kid, "sig": b64encode(signature)}],
+        "signatures": [{"keyid": keyid, "sig": b64encode(signature)}],
     }
 
 

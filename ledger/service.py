@@ -22,6 +22,7 @@ from eventsourcing.persistence import IntegrityError
 
 from . import catalogue, envelope, jcs, policy, signatures, tokens
 from .config import Settings
+from .envelope import b64decode_strict
 from .errors import Category, LedgerError, Problem
 from .identifiers import org_scheme
 from .oidc import OidcVerifier
@@ -36,6 +37,7 @@ ADMIN_ORG = "dfe:admin"
 ROLES = policy.ROLES
 MAX_ATTEMPTS = 20  # optimistic-concurrency retries when another writer appended to the same subject
 SUBJECT_CACHE_SIZE = 20_000  # committed subjects kept for rule checks (a few KB each)
+PUBLIC_KEYS_KEPT = 100_000  # key ids remembered for sending signatures ahead (England has about 24,000 schools)
 
 
 def utcnow() -> datetime:
@@ -102,6 +104,7 @@ class Ledger:
         self.settings = settings
         self.clock = clock
         self._subjects = _SubjectCache(SUBJECT_CACHE_SIZE)
+        self._public_keys: dict[str, bytes] = {}  # key id -> public key, as last seen in an organisation's state (``_send_early``)
         self.tokens = tokens.TokenCache(store, clock)  # verified bearer tokens, so a request need not query for its own
 
     # -- submission --------------------------------------------------------------------------
@@ -141,10 +144,18 @@ class Ledger:
         for attempt in range(MAX_ATTEMPTS):
             received_at = self.clock()
             ahead = _Ahead(verdicts) if attempt < MAX_ATTEMPTS - 1 and len(requests) >= signatures.MIN_BATCH else None
-            items = [self._prepare(raw, i, path, received_at, principal) for i, (raw, principal, path) in enumerate(requests)]
+            items = []
+            for i, (raw, principal, path) in enumerate(requests):
+                item = self._prepare(raw, i, path, received_at, principal)
+                items.append(item)
+                if ahead is not None and not item.problems:
+                    self._send_early(item, ahead)
+            if ahead is not None:
+                ahead.batch.flush()  # the last, partial task works while the batch's state is read
             working, cached = self._read_for(items)
             if ahead is not None:
                 self._verify_ahead(items, working, trusted, ahead)
+                ahead.batch.flush()
             events: list[Any] = []
             index_rows: list[dict[str, Any]] = []
             key_rows: list[tuple[str, str]] = []
@@ -166,27 +177,19 @@ class Ledger:
                 continue
             if all_or_nothing and rejected:
                 raise LedgerError([p for item in rejected for p in item.problems])
+            ahead_of_commit = _ReceiptsAhead(self, items, index_rows)
             try:
-                recordings = self.store.append(events, index_rows, key_rows) if events else []
+                recordings = self.store.append(events, index_rows, key_rows, on_ids=ahead_of_commit.start) if events else []
             except IntegrityError:
+                ahead_of_commit.drop()
                 self._subjects.forget(working)
                 if attempt == MAX_ATTEMPTS - 1:
                     raise
                 time.sleep(random.uniform(0, 0.002 * (attempt + 1)))
                 continue  # a concurrent writer got there first: re-read and re-check everything
             self._subjects.put([s for s in working.values() if s is not None])
-            sequences = iter([r.notification.id for r in recordings])
-            new_rows = iter(index_rows)
-            outcomes: list[Receipt | LedgerError] = []
-            for item in items:
-                if item.problems:
-                    outcomes.append(LedgerError(item.problems))
-                elif item.duplicate_of is not None:
-                    outcomes.append(self._receipt_for(item.duplicate_of, created=False))
-                else:
-                    row = IndexRow(**{**next(new_rows), "sequence": next(sequences)})
-                    outcomes.append(self._receipt_for(row, created=True, flags=item.flags))
-            return outcomes
+            receipts = iter(ahead_of_commit.receipts([r.notification.id for r in recordings]))
+            return [LedgerError(item.problems) if item.problems else next(receipts) for item in items]
         raise AssertionError("unreachable")
 
     def _read_for(self, items: list[_Item]) -> tuple[dict[uuid.UUID, Subject | None], set[uuid.UUID]]:
@@ -226,13 +229,35 @@ class Ledger:
             submitter = item.body["submitter"]
             if submitter not in orgs:
                 orgs[submitter] = self.org_state(submitter, working)
+                self._remember_keys(orgs[submitter])
             for kid, _sig in item.env.signatures:
                 known = trusted[kid][1] if kid in trusted and trusted[kid][0] == submitter else None
                 if known is None and kid in orgs[submitter].keys:
                     known = orgs[submitter].keys[kid].public_key
                 if known is not None:
-                    ahead.send(item, kid, known)
+                    if (kid, known) not in (item.pending, item.verified and item.verified[:2]):  # not already sent early
+                        ahead.send(item, kid, known)
                     break
+
+    def _send_early(self, item: _Item, ahead: _Ahead) -> None:
+        """Send the item's signature to the workers as soon as it is decoded, with the public key its key id had
+        when last seen in an organisation's state, so the workers verify while this thread goes on with the batch.
+        What this decides is only whether those bytes verify under that key: whether the key is the submitter's and
+        valid at this moment is decided in ``_authenticate``, which uses the verdict only for the same (key id,
+        public key) and verifies otherwise.
+        """
+        assert item.env is not None
+        for kid, _sig in item.env.signatures:
+            public_raw = self._public_keys.get(kid)
+            if public_raw is not None:
+                ahead.send(item, kid, public_raw)
+                return
+
+    def _remember_keys(self, org: OrgState) -> None:
+        if len(self._public_keys) > PUBLIC_KEYS_KEPT:
+            self._public_keys.clear()  # a bound, not a cache policy: the next batches fill it again
+        for kid, key in org.keys.items():
+            self._public_keys[kid] = key.public_key
 
     @staticmethod
     def _signature_valid(item: _Item, kid: str, public_raw: bytes) -> bool:
@@ -382,19 +407,34 @@ class Ledger:
         })
         if body["type"] == "org.key_added":
             key_rows.append((body["data"]["key_id"], body["subject"]["org"]))
+            self._public_keys[body["data"]["key_id"]] = b64decode_strict(body["data"]["public_key"])  # a hint only: see _send_early
 
-    def _receipt_for(self, row: IndexRow, created: bool, flags: list[dict[str, str]] | None = None) -> Receipt:
-        claim = {
+    @staticmethod
+    def _accepted(items: list[_Item], index_rows: list[dict[str, Any]], ids: Sequence[int]) -> list[_Accepted]:
+        """What each item without problems gets a receipt for: its new index row (with the sequence number its
+        event has: ``ids`` in the events' order, one event per new row) or the row it replays."""
+        new_rows = iter(zip(index_rows, ids, strict=True))
+        accepted: list[_Accepted] = []
+        for item in items:
+            if item.problems:
+                continue
+            if item.duplicate_of is not None:
+                accepted.append((item.duplicate_of, False, None))
+            else:
+                row, sequence = next(new_rows)
+                accepted.append((IndexRow(**{**row, "sequence": sequence}), True, item.flags))
+        return accepted
+
+    def _receipts(self, accepted: list[_Accepted]) -> list[Receipt]:
+        return _ReceiptSigning(self, accepted).receipts()
+
+    def _claim(self, row: IndexRow) -> dict[str, Any]:
+        return {
             "event_id": row.event_id, "sequence": row.sequence, "event_digest": row.event_digest,
             "envelope_digest": row.envelope_digest, "received_at": row.received_at, "ledger": self.settings.origin,
             # the promise: this event is in a signed checkpoint of the log within this many seconds
             "max_merge_delay_seconds": _json_number(self.settings.max_merge_delay),
         }
-        signed = envelope.sign(claim, self.secrets.signing_key, self.secrets.signing_key_id, RECEIPT_PAYLOAD_TYPE)
-        if flags is None:
-            entry = self._entry(row)
-            flags = entry.flags if entry else []
-        return Receipt(row.event_id, row.sequence, row.event_digest, row.envelope_digest, row.received_at, created, flags, signed)
 
     # -- reads ---------------------------------------------------------------------------------
 
@@ -422,7 +462,7 @@ class Ledger:
             "event_id": row.event_id, "sequence": row.sequence, "type": row.type, "submitter": row.submitter,
             "received_at": row.received_at, "event_digest": row.event_digest, "envelope_digest": row.envelope_digest,
             "flags": entry.flags, "envelope": jcs.parse(entry.envelope.encode("utf-8")),
-            "receipt": self._receipt_for(row, created=False, flags=entry.flags).signed,
+            "receipt": self._receipts([(row, False, entry.flags)])[0].signed,
         }
         if access:
             out["access_event_id"] = access
@@ -658,6 +698,60 @@ class Ledger:
         principal = Principal(org, role, parts[1], frozenset((scope or "").split()))
         self.tokens.put(token, principal, datetime.fromisoformat(expires_at) if expires_at else None, generation)
         return principal
+
+
+_Accepted = tuple[IndexRow, bool, list[dict[str, str]] | None]  # index row, created (not a replay), flags (None: read them)
+
+
+class _ReceiptSigning:
+    """A batch's receipts, their signatures on their way from the worker processes."""
+
+    def __init__(self, ledger: Ledger, accepted: list[_Accepted]):
+        self.ledger, self.accepted = ledger, accepted
+        self.payloads = [jcs.canonicalize(ledger._claim(row)) for row, _, _ in accepted]
+        self.signing = signatures.Signing(ledger.secrets.signing_key, [envelope.pae(RECEIPT_PAYLOAD_TYPE, p) for p in self.payloads])
+
+    def receipts(self) -> list[Receipt]:
+        """The receipts, in order; flags None are read from the stored event."""
+        out = []
+        key_id = self.ledger.secrets.signing_key_id
+        for (row, created, flags), payload, signature in zip(self.accepted, self.payloads, self.signing.results(), strict=True):
+            if flags is None:
+                entry = self.ledger._entry(row)
+                flags = entry.flags if entry else []
+            receipt = envelope.signed_envelope(RECEIPT_PAYLOAD_TYPE, payload, key_id, signature)
+            out.append(Receipt(row.event_id, row.sequence, row.event_digest, row.envelope_digest, row.received_at, created, flags, receipt))
+        return out
+
+    def discard(self) -> None:
+        self.signing.results()  # collected, so the workers' answers are not left waiting
+
+
+class _ReceiptsAhead:
+    """A batch's receipts, signed while its write is still in flight: the store tells ``start`` the sequence
+    numbers before the commit (``Store.append``'s ``on_ids``), and the workers sign as the rows are written.
+    Nothing is shown before the commit: ``receipts`` is asked only after ``append`` returned, and checks the
+    numbers it was started with (a write retried inside the store starts again; one that failed is dropped)."""
+
+    def __init__(self, ledger: Ledger, items: list[_Item], index_rows: list[dict[str, Any]]):
+        self.ledger, self.items, self.index_rows = ledger, items, index_rows
+        self._started: tuple[list[int], _ReceiptSigning] | None = None
+
+    def start(self, ids: Sequence[int]) -> None:
+        self.drop()
+        self._started = (list(ids), _ReceiptSigning(self.ledger, Ledger._accepted(self.items, self.index_rows, ids)))
+
+    def drop(self) -> None:
+        if self._started is not None:
+            self._started[1].discard()
+            self._started = None
+
+    def receipts(self, ids: list[int]) -> list[Receipt]:
+        """The receipts for the committed write whose events have ``ids``."""
+        if self._started is None or self._started[0] != ids:  # nothing written, or the store did not say
+            self.start(ids)
+        assert self._started is not None
+        return self._started[1].receipts()
 
 
 class _Ahead:

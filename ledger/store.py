@@ -40,7 +40,7 @@ from eventsourcing.postgres import PostgresApplicationRecorder
 from eventsourcing.sqlite import SQLiteApplicationRecorder
 from eventsourcing.utils import retry
 from psycopg.rows import tuple_row
-from psycopg.sql import SQL, Identifier
+from psycopg.sql import SQL, Identifier, Literal
 
 from . import jcs
 from .errors import Category, LedgerError
@@ -315,6 +315,15 @@ _KEYS = _Table("ledger_keys", ("key_id", "org_id"), ("text", "text"))
 _PUPIL_KEYS = _Table("pupil_keys", ("originator_id", "wrapped_key", "audit_id"), ("text", "text", "text"))
 
 
+def _announce(ids: Sequence[int], kwargs: dict[str, Any]) -> None:
+    """Tell the writer's ``on_ids`` (if any) the notification ids the events will have, before the commit: the
+    receipts are signed meanwhile. It may hear again, with other ids, if the write is retried; nothing it makes
+    may leave the process before the write returns."""
+    on_ids = kwargs.get("on_ids")
+    if on_ids is not None:
+        on_ids(ids)
+
+
 def _other_rows(stored_events: Sequence[StoredEvent], ids: Sequence[int], kwargs: dict[str, Any]) -> list[tuple[_Table, Sequence[Sequence[Any]]]]:
     """What a write stores beside the events, in this order: the index rows (given the ids the events drew),
     the signing keys and the new pupils' keys; only the tables that have rows."""
@@ -332,6 +341,7 @@ class SQLiteLedgerRecorder(SQLiteApplicationRecorder):
     def _insert_events(self, c: Any, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
         ids = super()._insert_events(c, stored_events, **kwargs)
         assert ids is not None
+        _announce(ids, kwargs)
         for table, rows in _other_rows(stored_events, ids, kwargs):
             c.executemany(table.row_insert(), rows)
         _check_pupil_keys(c, stored_events, "?")
@@ -347,7 +357,9 @@ class PostgresLedgerRecorder(PostgresApplicationRecorder):
     but each ``COPY`` is two round trips (0.2-0.3 ms each on some machines here), which a group commit of ten
     events feels more than the CPU: up to ``SMALL_WRITE`` events go as one statement per table, each column one
     array parameter (one message each, where an ``INSERT`` per row was one message and one wake-up of the server
-    per row). The transaction is begun by hand in the first pipeline (the pool's connections autocommit), so
+    per row). A ``COPY`` writes the notification ids itself: the first round trip reserves them from the table's
+    sequence (``setval(nextval() + n - 1)``, under the lock), so they are known before the rows are sent, and the
+    receipts are signed while the rows are written (``on_ids``). The transaction is begun by hand in the first pipeline (the pool's connections autocommit), so
     ``BEGIN`` costs no round trip of its own, and a small write's ``COMMIT`` shares the second. The guarantees are
     the library's: one transaction for the events, their index rows and keys; the table's ``EXCLUSIVE`` lock
     taken before any notification id is drawn, so ids commit in order; a ``NOTIFY`` for subscribers; a
@@ -363,8 +375,9 @@ class PostgresLedgerRecorder(PostgresApplicationRecorder):
         table = SQL("{}.{}").format(Identifier(self.datastore.schema), Identifier(self.events_table_name))
         self._events = _Table(table.as_string(), ("originator_id", "originator_version", "topic", "state"),
                               (self.datastore.originator_id_type, "int8", "text", "bytea"))
-        self._last_id = SQL("SELECT COALESCE(MAX(notification_id), 0) AS last FROM {}").format(table)
-        self._ids_after = SQL("SELECT originator_id, originator_version, notification_id FROM {} WHERE notification_id > %s").format(table)
+        self._numbered_events = _Table(table.as_string(), ("notification_id", *self._events.column_names), ("int8", *self._events.types))
+        sequence = SQL("pg_get_serial_sequence({}, 'notification_id')").format(Literal(table.as_string()))
+        self._reserve_ids = SQL("SELECT setval({seq}, nextval({seq}) + %s - 1) AS last").format(seq=sequence)
 
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
@@ -383,27 +396,25 @@ class PostgresLedgerRecorder(PostgresApplicationRecorder):
                 if small:
                     drawn.execute(self._events.insert(returning=True), self._events.columns_of(events), prepare=True)
                 else:
-                    drawn.execute(self._last_id, prepare=True)
+                    drawn.execute(self._reserve_ids, (len(events),), prepare=True)
                 pipeline.sync()
                 if held:
                     _keys_found(keys, held)
                 if small:  # round trip 2: the other tables and COMMIT
                     ids = _ids_in_order(drawn.fetchall(), events)
+                    _announce(ids, kwargs)
                     for table, rows in _other_rows(stored_events, ids, kwargs):
                         curs.execute(table.insert(), table.columns_of(rows), prepare=True)
                     curs.execute("COMMIT")
                     return ids
-            ids = _ids_in_order(self._copy_events_in(curs, events, _first(drawn)["last"]), events)
+            last = _first(drawn)["last"]
+            ids = list(range(last - len(events) + 1, last + 1))
+            _announce(ids, kwargs)
+            _copy(curs, self._numbered_events.copy(), self._numbered_events.types, [(n, *e) for n, e in zip(ids, events, strict=True)])
             for table, rows in _other_rows(stored_events, ids, kwargs):
                 _copy(curs, table.copy(), table.types, rows)
             curs.execute("COMMIT")
         return ids
-
-    def _copy_events_in(self, curs: Any, events: list[tuple[Any, ...]], last: int) -> list[dict[str, Any]]:
-        """``COPY`` the events, then read back the ids they drew (all above ``last``: the table lock is held)."""
-        _copy(curs, self._events.copy(), self._events.types, events)
-        curs.execute(self._ids_after, (last,), prepare=True)
-        return list(curs.fetchall())
 
 
 SMALL_WRITE = 64  # events: fewer go as one INSERT per table (fewest round trips: group commit), more by COPY (least CPU per row)
@@ -830,13 +841,18 @@ class Store:
             found[key] = event.mutate(found.get(key))
         return found
 
-    def append(self, events: Sequence[Any], index_rows: Sequence[dict[str, Any]], key_rows: Sequence[tuple[str, str]]) -> list[Any]:
-        """Store the events and their index rows in one transaction (all or nothing); new pupils get their data key in it."""
+    def append(self, events: Sequence[Any], index_rows: Sequence[dict[str, Any]], key_rows: Sequence[tuple[str, str]],
+               on_ids: Callable[[Sequence[int]], None] | None = None) -> list[Any]:
+        """Store the events and their index rows in one transaction (all or nothing); new pupils get their data key in it.
+
+        ``on_ids`` hears the notification ids the events are given once they are known, before the commit (and
+        again if the write is retried); nothing it makes may be shown to anyone before ``append`` returns.
+        """
         new_pupils = [e.originator_id for e in events if e.originator_version == 1 and is_pupil_stream(e.originator_id)]
         with self.app.pupil_keys.creating(new_pupils) as pupil_key_rows:
             # The event store directly: ``Application.save`` would only sort these events from aggregates with a
             # typing.Protocol isinstance check each (slow), and no aggregate is passed to cache or snapshot.
-            return self.app.events.put(events, index_rows=index_rows, key_rows=key_rows, pupil_key_rows=pupil_key_rows)
+            return self.app.events.put(events, index_rows=index_rows, key_rows=key_rows, pupil_key_rows=pupil_key_rows, on_ids=on_ids)
 
     def _evict(self, aggregate_id: uuid.UUID) -> None:
         cache = getattr(self.app.repository, "cache", None)

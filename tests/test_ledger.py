@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from eventsourcing.persistence import StoredEvent
+from eventsourcing.persistence import IntegrityError, StoredEvent
 
 from ledger import admin, envelope, jcs, signatures
 from ledger import store as store_module
@@ -124,6 +124,82 @@ def test_a_forged_signature_in_a_large_batch_fails_it_though_the_rules_ran_befor
     assert [i for i, o in enumerate(outcomes) if isinstance(o, LedgerError)] == [20]
     assert sent[0] == len(envs) and not any(sent[1:])
     assert world.ledger.store.count_events() == world.ledger.store.count_stored_events() == before + len(envs) - 1
+
+
+def _registrations(world: World, first: int, count: int) -> list[dict[str, Any]]:
+    good = {"school": SCHOOL_A, "enrolment_status": "C", "year_group": "9", "sen_status": "N", "looked_after": False}
+    return [world.sign(world.event("pupil.registered", SCHOOL_A, good, upn=upn(first + i))) for i in range(count)]
+
+
+def test_signatures_go_to_the_workers_as_the_batch_is_decoded(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A key the ledger has seen is sent with each signature as its envelope is decoded, before the batch's state
+    is read, so the workers verify while the submitting thread decodes, reads and applies the rules."""
+    steps: list[str] = []
+    real_add, real_lookups = signatures.Tasks.add, world.ledger.store.lookups
+    monkeypatch.setattr(signatures.Tasks, "add", lambda tasks, item: steps.append("sent") or real_add(tasks, item))
+    monkeypatch.setattr(world.ledger.store, "lookups", lambda *a: steps.append("read") or real_lookups(*a))
+    envs = _registrations(world, 200, 2 * signatures.MIN_BATCH)
+    assert all(r.created for r in world.ledger.submit_batch(envs))
+    assert steps[:len(envs) + 1] == ["sent"] * len(envs) + ["read"]  # (then the receipts' signatures)
+
+
+def test_a_key_remembered_wrongly_costs_only_a_verification(world: World) -> None:
+    """What was sent ahead is only whether the bytes verify under the key remembered for that key id; the key the
+    submitter has decides, and a signature sent with the wrong key is verified again with the right one."""
+    kid = envelope.key_id(world.keys[SCHOOL_A].public_key())
+    world.ledger._public_keys[kid] = envelope.raw_public_key(Ed25519PrivateKey.generate().public_key())
+    envs = _registrations(world, 300, 2 * signatures.MIN_BATCH)
+    assert all(r.created for r in world.ledger.submit_batch(envs))
+    world.ledger._public_keys[kid] = envelope.raw_public_key(world.keys[SCHOOL_B].public_key())  # another organisation's key
+    forged = _registrations(world, 400, 2 * signatures.MIN_BATCH)
+    forged[5] = admin.signed(json.loads(envelope.decode(forged[5]).payload), world.keys[SCHOOL_B])
+    forged[5]["signatures"][0]["keyid"] = kid  # signed with school B's key (the one remembered), claiming school A's key id
+    with pytest.raises(LedgerError) as exc:
+        world.ledger.submit_batch(forged)
+    assert [(p.code, p.path) for p in exc.value.problems] == [("signature_invalid", "$.envelopes[5].signatures")]
+
+
+def test_receipts_started_for_a_write_that_failed_are_never_shown(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Receipts are signed from the moment the store knows the sequence numbers, before the commit. A write
+    that then fails (here: once, as if another writer got there first) is retried, and the receipts returned
+    are those of what committed."""
+    store = world.ledger.store
+    real_append = store.append
+    failed: list[list[int]] = []
+
+    def append_failing_once(events: Any, index_rows: Any, key_rows: Any, on_ids: Any = None) -> Any:
+        if not failed:
+            bogus = [10_000_000 + i for i in range(len(events))]
+            on_ids(bogus)
+            failed.append(bogus)
+            raise IntegrityError("as if another writer had taken these streams first")
+        return real_append(events, index_rows, key_rows, on_ids=on_ids)
+
+    monkeypatch.setattr(store, "append", append_failing_once)
+    envs = _registrations(world, 500, 2 * signatures.MIN_BATCH)
+    receipts = world.ledger.submit_batch(envs)
+    assert failed and not set(failed[0]) & {r.sequence for r in receipts}
+    index = store.index_rows([r.event_id for r in receipts])
+    for r in receipts:
+        assert r.sequence == index[r.event_id].sequence
+        claim = json.loads(envelope.decode(r.signed, payload_type=RECEIPT_PAYLOAD_TYPE).payload)
+        assert claim["sequence"] == r.sequence
+        assert envelope.decode(r.signed, payload_type=RECEIPT_PAYLOAD_TYPE).verify(world.ledger.secrets.signing_key.public_key(), world.ledger.secrets.signing_key_id)
+
+
+def test_sequence_numbers_stay_in_order_across_copied_and_inserted_writes(world: World) -> None:
+    """A large write reserves its notification ids from the table's sequence and writes them itself (``COPY``);
+    a small one draws them as it inserts. Mixed, every id is new and in order, and receipts give the stored ones."""
+    sequences: list[int] = []
+    first = 600
+    for count in (store_module.SMALL_WRITE + 6, 3, 1, store_module.SMALL_WRITE + 1, 2):
+        receipts = world.ledger.submit_batch(_registrations(world, first, count))
+        first += count
+        sequences.extend(r.sequence for r in receipts)
+        index = world.ledger.store.index_rows([r.event_id for r in receipts])
+        assert [index[r.event_id].sequence for r in receipts] == [r.sequence for r in receipts]
+    assert sequences == sorted(set(sequences))
+    assert world.ledger.store.max_sequence() == sequences[-1]
 
 
 def test_one_event_id_twice_in_a_batch_is_rejected(world: World) -> None:
