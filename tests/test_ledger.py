@@ -367,6 +367,29 @@ def test_events_stored_compressed_are_still_read(world: World) -> None:
     assert {SCHOOL_A, LA} <= {o["org"] for o in world.ledger.list_orgs()}
 
 
+def test_subject_events_are_written_as_the_library_writes_them(world: World) -> None:
+    """A subject's events are encoded by orjson (store.SubjectMapper), not the library's encoder: the library's
+    own transcoder must read back exactly the state it would have written itself."""
+    world.admit(UPN)
+    world.post("pupil.excluded", SCHOOL_A, {"school": SCHOOL_A, "kind": "SUSP", "sessions": 2, "reasons": ["PA"]}, upn=UPN)
+    store = world.ledger.store
+    mapper = store.app.mapper
+    assert isinstance(mapper, store_module.SubjectMapper)
+    library = mapper._plain()
+    stored = store.query(f"SELECT originator_id, originator_version, topic, state FROM {store.events_table}")
+    kinds = set()
+    for originator_id, version, topic, state in stored:
+        as_id = originator_id if isinstance(originator_id, uuid.UUID) else uuid.UUID(originator_id)
+        event = mapper.to_domain_event(StoredEvent(as_id, version, topic, bytes(state)))
+        object.__setattr__(event, "flags", [{"code": "late_notification", "message": 'non-ASCII é ✓, "quoted", \\ and \n'}])
+        ours, theirs = mapper._plain_stored(event), library.to_stored_event(event)
+        assert (ours.originator_id, ours.originator_version, ours.topic) == (theirs.originator_id, theirs.originator_version, theirs.topic)
+        assert library.transcoder.decode(ours.state) == library.transcoder.decode(theirs.state)
+        assert type(library.to_domain_event(ours)) is type(event)
+        kinds.add(type(event).__name__)
+    assert kinds == {"Created", "Recorded"}
+
+
 def test_tokens(world: World) -> None:
     token = world.ledger.issue_token(SCHOOL_A, "school")
     assert world.ledger.authenticate(token).org == SCHOOL_A
