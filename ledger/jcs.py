@@ -1,8 +1,8 @@
 """RFC 8785 JSON Canonicalization Scheme (JCS).
 
 Serialisation of the ledger's own kind of value (objects, arrays, ASCII strings, integers in JSON's safe
-range, booleans, null) is the standard library's C encoder with sorted keys and no whitespace, which is
-byte for byte what RFC 8785 prescribes for those values: ASCII keys sort the same by code point as by
+range, booleans, null) is orjson with sorted keys (the standard library's C encoder with sorted keys and no
+whitespace gives the same bytes, ten times slower), which is byte for byte what RFC 8785 prescribes for those values: ASCII keys sort the same by code point as by
 UTF-16 unit, and both escape exactly ``"``, ``\\`` and the control characters, in the same forms. Anything
 else (a float, a non-ASCII string, an out-of-range integer) goes to the ``rfc8785`` package (Trail of Bits),
 which implements the ECMAScript number formatting and UTF-16 key order JCS requires, and its errors.
@@ -23,11 +23,10 @@ class NotJSON(ValueError):
 
 
 _SAFE_INT = 2**53 - 1
-_encode_plain = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
 
 
 def _plain(value: Any) -> bool:
-    """True when the standard encoder's output is already JCS (see the module docstring)."""
+    """True when orjson's output (sorted keys) is already JCS (see the module docstring)."""
     kind = type(value)
     if kind is str:
         return bool(value.isascii())
@@ -40,15 +39,21 @@ def _plain(value: Any) -> bool:
     return value is None or kind is bool
 
 
+def _encode_canonical(value: Any) -> bytes:
+    """JCS of a plain value (``_plain``): orjson with sorted keys, the standard encoder's bytes ten times faster
+    (0.2 µs for a receipt's claim against 2.6; 0.4 µs for an event's payload against 3.4)."""
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+
+
 def canonicalize(value: Any) -> bytes:
     if _plain(value):
-        return _encode_plain(value).encode("ascii")
+        return _encode_canonical(value)
     return rfc8785.dumps(value)
 
 
 def string(value: str) -> str:
     """The JCS form of one string (quoted and escaped), for writing a known shape directly."""
-    return _encode_plain(value) if value.isascii() else rfc8785.dumps(value).decode("utf-8")
+    return orjson.dumps(value).decode("ascii") if value.isascii() else rfc8785.dumps(value).decode("utf-8")
 
 
 def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -114,11 +119,11 @@ def parse_canonical(data: bytes) -> tuple[Any, bool]:
         # hold no raw non-ASCII string, no float was parsed, and no integer has 16 digits (|n| < 2^53 when fewer).
         # Any escape (\u00e9) or out-of-form number then makes the encoder's bytes differ from ``data``.
         if plain and data.isascii():
-            if _encode_plain(value).encode("ascii") == data:
+            if _encode_canonical(value) == data:
                 return value, True
         elif _canonical_of(value) == data:
             return value, True
-    except (UnicodeError, json.JSONDecodeError, NotJSON):
+    except (UnicodeError, json.JSONDecodeError, NotJSON, orjson.JSONEncodeError):
         pass
     value = parse(data)
     return value, _canonical_of(value) == data
