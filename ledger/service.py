@@ -179,7 +179,7 @@ class Ledger:
                 raise LedgerError([p for item in rejected for p in item.problems])
             ahead_of_commit = _ReceiptsAhead(self, items, index_rows)
             try:
-                recordings = self.store.append(events, index_rows, key_rows, on_ids=ahead_of_commit.start) if events else []
+                sequences = self.store.append(events, index_rows, key_rows, on_ids=ahead_of_commit.start) if events else []
             except IntegrityError:
                 ahead_of_commit.drop()
                 self._subjects.forget(working)
@@ -188,7 +188,7 @@ class Ledger:
                 time.sleep(random.uniform(0, 0.002 * (attempt + 1)))
                 continue  # a concurrent writer got there first: re-read and re-check everything
             self._subjects.put([s for s in working.values() if s is not None])
-            receipts = iter(ahead_of_commit.receipts([r.notification.id for r in recordings]))
+            receipts = iter(ahead_of_commit.receipts(sequences))
             return [LedgerError(item.problems) if item.problems else next(receipts) for item in items]
         raise AssertionError("unreachable")
 

@@ -390,6 +390,25 @@ def test_subject_events_are_written_as_the_library_writes_them(world: World) -> 
     assert kinds == {"Created", "Recorded"}
 
 
+def test_a_subject_started_directly_is_what_the_library_would_create(world: World) -> None:
+    """``Subject.start`` builds the aggregate and its Created event without the library's ``_create``: the same
+    state and the same event (timestamps aside), which the library then replays into an equal aggregate."""
+    from ledger.store import Subject
+
+    world.admit(UPN)
+    entry = world.ledger.store.subject(world.ledger.secrets.pupil_id(UPN)).entries[0]
+    aggregate_id = uuid.uuid4()
+    flags = [{"code": "late_notification", "message": "m"}]
+    ours = Subject.start(aggregate_id, entry.envelope, entry.received_at, flags)
+    theirs = Subject._create(Subject.Created, id=aggregate_id, envelope=entry.envelope, received_at=entry.received_at, flags=flags)
+    (ours_event,), (their_event,) = ours.collect_events(), theirs.collect_events()
+    assert type(ours_event) is type(their_event)
+    assert {**vars(ours_event), "timestamp": None} == {**vars(their_event), "timestamp": None}
+    assert {**vars(ours), "_created_on": None, "_modified_on": None} == {**vars(theirs), "_created_on": None, "_modified_on": None}
+    assert ours.created_on == ours.modified_on == ours_event.timestamp
+    assert vars(ours_event.mutate(None)) == vars(ours)
+
+
 def test_tokens(world: World) -> None:
     token = world.ledger.issue_token(SCHOOL_A, "school")
     assert world.ledger.authenticate(token).org == SCHOOL_A
@@ -565,7 +584,7 @@ def test_a_write_that_conflicts_in_the_store_stores_nothing(world: World, others
     assert (store.count_events(), store.count_stored_events(), store.max_sequence()) == before
     recorded, event_ids = write(uuid.uuid4(), str(uuid.uuid4()))
     assert len(recorded) == others + 1 and store.count_events() == before[0] + others + 1
-    sequences = [r.notification.id for r in recorded]
+    sequences = recorded
     assert sequences == sorted(sequences) and sequences[0] > before[2] and store.max_sequence() == sequences[-1]
     indexed = store.index_rows(event_ids)
     assert [indexed[e].sequence for e in event_ids] == sequences  # each index row carries its own event's sequence
