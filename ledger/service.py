@@ -204,7 +204,7 @@ class Ledger:
         everything = {aggregate_id for pair in wanted.values() for aggregate_id in pair}
         found = self._subjects.take(everything)
         cached = set(found)
-        existing, loaded = self.store.lookups(self._check_event_ids(items), everything - cached)
+        existing, loaded = self.store.lookups(self._check_event_ids(items), everything - cached, meanwhile=lambda: _digest(items))
         self._mark_replays(items, existing)
         found.update(loaded)
         for item in items:
@@ -698,6 +698,15 @@ class Ledger:
         principal = Principal(org, role, parts[1], frozenset((scope or "").split()))
         self.tokens.put(token, principal, datetime.fromisoformat(expires_at) if expires_at else None, generation)
         return principal
+
+
+def _digest(items: list[_Item]) -> None:
+    """Work out the items' digests (and canonical envelopes) now, while the batch's reads are answered: the
+    replay check and the index rows need them next (about 5 µs an event)."""
+    for item in items:
+        if item.env is not None and not item.problems:
+            item.env.event_digest  # noqa: B018 - cached properties, computed for later
+            item.env.envelope_digest  # noqa: B018
 
 
 _Accepted = tuple[IndexRow, bool, list[dict[str, str]] | None]  # index row, created (not a replay), flags (None: read them)

@@ -818,15 +818,17 @@ class Store:
         is one of ``values``, run as ``execute_in`` runs it: never prepared."""
         return self.reads([Read(statement, column, values, sql_type)])[0]
 
-    def reads(self, reads: Sequence[Read]) -> list[list[tuple[Any, ...]]]:
+    def reads(self, reads: Sequence[Read], meanwhile: Callable[[], None] = lambda: None) -> list[list[tuple[Any, ...]]]:
         """The rows of each read, in order. On PostgreSQL they go together, in one round trip on one connection
         (a pipeline): a group commit's reads took three round trips and three checkouts from the pool, whose
-        Python side cost about as much as the queries."""
+        Python side cost about as much as the queries. ``meanwhile`` runs while the database answers (on SQLite,
+        before the reads)."""
         statements = []
         for read in reads:
             where, params = self.where_in(read.column, read.values, read.sql_type)
             statements.append((self.sql(read.statement.format(where=where)), params))
         if not self.is_postgres:
+            meanwhile()
             with self._statement(commit=False) as cur:
                 out = []
                 for statement, params in statements:
@@ -837,7 +839,8 @@ class Store:
             cursors = [conn.cursor(row_factory=tuple_row) for _ in statements]
             with conn.pipeline():
                 for cur, (statement, params) in zip(cursors, statements, strict=True):
-                    execute_in(cur, statement, params, postgres=True)
+                    execute_in(cur, statement, params, postgres=True)  # sent as it is executed, in a pipeline
+                meanwhile()
             return [cur.fetchall() for cur in cursors]
 
     def execute(self, statement: str, params: Sequence[Any] = ()) -> None:
@@ -870,11 +873,11 @@ class Store:
         """The existing subjects among ``aggregate_ids``, read with one round trip per ``chunk`` ids (the batch path)."""
         return self.lookups([], aggregate_ids, chunk)[1]
 
-    def lookups(self, event_ids: Sequence[str], aggregate_ids: Collection[uuid.UUID],
-                chunk: int = 500) -> tuple[dict[str, IndexRow], dict[uuid.UUID, Subject]]:
+    def lookups(self, event_ids: Sequence[str], aggregate_ids: Collection[uuid.UUID], chunk: int = 500,
+                meanwhile: Callable[[], None] = lambda: None) -> tuple[dict[str, IndexRow], dict[uuid.UUID, Subject]]:
         """What a batch reads before its checks: the index rows of ``event_ids`` (as ``index_rows``) and the
         existing subjects among ``aggregate_ids``, with their pupils' keys. Each ``chunk`` of ids is one round
-        trip on PostgreSQL (``reads``), the first with the event ids' read."""
+        trip on PostgreSQL (``reads``), the first with the event ids' read; ``meanwhile`` runs during the first."""
         ids = list(aggregate_ids)
         parts = [ids[start:start + chunk] for start in range(0, len(ids), chunk)] or [[]]
         index: list[tuple[Any, ...]] = []
@@ -885,7 +888,9 @@ class Store:
             reads = [self._index_read(event_ids)] if with_index else []
             reads += [keys] if keys else []
             reads += [self._events_read(part)] if part else []
-            results = self.reads(reads) if reads else []
+            results = self.reads(reads, meanwhile if n == 0 else lambda: None) if reads else []
+            if not reads and n == 0:
+                meanwhile()
             if with_index:
                 index = results.pop(0)
             if keys:

@@ -409,6 +409,27 @@ def test_a_subject_started_directly_is_what_the_library_would_create(world: Worl
     assert vars(ours_event.mutate(None)) == vars(ours)
 
 
+def test_work_done_meanwhile_runs_while_the_database_answers_the_reads(world: World) -> None:
+    """``Store.reads`` runs ``meanwhile`` once (a batch computes its digests there); on PostgreSQL while the
+    queries are already running, seen from another connection."""
+    from ledger.store import Read
+
+    store = world.ledger.store
+    slow = Read("SELECT pg_sleep(0.5), x FROM (VALUES ('a'), ('b')) AS t(x) WHERE {where}" if store.is_postgres
+                else "SELECT 0, x FROM (SELECT 'a' AS x UNION ALL SELECT 'b') WHERE {where}", "x", ["a"])
+    seen: list[int] = []
+
+    def meanwhile() -> None:
+        running = "SELECT count(*) FROM pg_stat_activity WHERE starts_with(query, 'SELECT pg_sleep(0.5)') AND state = 'active'"
+        seen.append(int(store.query(running)[0][0]) if store.is_postgres else 1)
+
+    assert [[row[1] for row in rows] for rows in store.reads([slow], meanwhile)] == [["a"]]
+    assert seen == [1]
+    seen.clear()
+    store.lookups([], [], meanwhile=lambda: seen.append(2))  # nothing to read: still run, once
+    assert seen == [2]
+
+
 def test_tokens(world: World) -> None:
     token = world.ledger.issue_token(SCHOOL_A, "school")
     assert world.ledger.authenticate(token).org == SCHOOL_A
