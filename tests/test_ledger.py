@@ -137,7 +137,7 @@ def test_signatures_go_to_the_workers_as_the_batch_is_decoded(world: World, monk
     steps: list[str] = []
     real_add, real_lookups = signatures.Tasks.add, world.ledger.store.lookups
     monkeypatch.setattr(signatures.Tasks, "add", lambda tasks, item: steps.append("sent") or real_add(tasks, item))
-    monkeypatch.setattr(world.ledger.store, "lookups", lambda *a: steps.append("read") or real_lookups(*a))
+    monkeypatch.setattr(world.ledger.store, "lookups", lambda *a, **k: steps.append("read") or real_lookups(*a, **k))
     envs = _registrations(world, 200, 2 * signatures.MIN_BATCH)
     assert all(r.created for r in world.ledger.submit_batch(envs))
     assert steps[:len(envs) + 1] == ["sent"] * len(envs) + ["read"]  # (then the receipts' signatures)
@@ -505,9 +505,9 @@ def test_a_batch_reads_what_it_needs_in_one_round_trip_and_writes_in_one_transac
     reads: list[int] = []
     original = store.reads
 
-    def counted(batch_reads: Any) -> Any:
+    def counted(batch_reads: Any, *meanwhile: Any) -> Any:
         reads.append(len(batch_reads))
-        return original(batch_reads)
+        return original(batch_reads, *meanwhile)
 
     store.reads = counted  # type: ignore[method-assign]
     receipts = world.ledger.submit_batch(batch)
