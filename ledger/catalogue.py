@@ -151,6 +151,12 @@ def _walk(schema: dict[str, Any], value: Any, path: str) -> Iterator[tuple[dict[
             yield from _walk(schema["items"], item, f"{path}[{i}]")
 
 
+@cache
+def _schemes(submitters: tuple[str, ...]) -> frozenset[str]:
+    """The organisation id schemes an event type's submitters name ("self" aside)."""
+    return frozenset(submitters) - {"self"}
+
+
 def validate(body: dict[str, Any], received_at: datetime, prefix: str = "$.payload") -> Checked:
     """Validate an event body against the catalogue. Pure apart from reading the schema files."""
     out = Checked()
@@ -185,9 +191,9 @@ def validate(body: dict[str, Any], received_at: datetime, prefix: str = "$.paylo
     year = academic_year(occurred_on)
     las = la_codes()
     submitter = body["submitter"]
-    allowed = set(etype.submitters) - {"self"}
+    allowed = _schemes(etype.submitters)
     if "self" in etype.submitters:  # the organisation itself (e.g. rotating its own key): checked by the rules
-        allowed.add(org_scheme(submitter) or "")
+        allowed = allowed | {org_scheme(submitter) or ""}
     problem = check_org_id(submitter, allowed, las)
     if problem:
         out.problems.append(Problem("submitter_not_allowed", f"{prefix}.submitter", f"{etype.name} cannot be posted by {submitter}: {problem}"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 import re
 from collections.abc import Container
 from dataclasses import dataclass
@@ -18,13 +19,13 @@ class UpnCheck:
     message: str = ""
 
 
+_CHECK_VALUE = {**{str(d): d for d in range(10)}, **{c: i for i, c in enumerate(CHECK_LETTERS)}}  # a digit, or a letter's place
+_WEIGHTS = range(2, 14)
+
+
 def upn_check_letter(upn: str) -> str:
     """The check letter for characters 2..13 of a UPN (weights 2..13, sum mod 23)."""
-    total = 0
-    for weight, char in enumerate(upn[1:13], start=2):
-        value = int(char) if char.isdigit() else CHECK_LETTERS.index(char)
-        total += weight * value
-    return CHECK_LETTERS[total % 23]
+    return CHECK_LETTERS[sum(map(operator.mul, _WEIGHTS, map(_CHECK_VALUE.__getitem__, upn[1:13]))) % 23]
 
 
 def check_upn(upn: object, la_codes: Container[str]) -> UpnCheck:
