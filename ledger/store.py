@@ -184,9 +184,9 @@ class Subject(Aggregate):
 
 def _pupil_streams_to_hold(stored_events: Sequence[StoredEvent]) -> list[str]:
     """The pupil streams written past their first event (their keys must still exist: see ``_check_pupil_keys``)."""
-    created = {str(as_uuid(e.originator_id)) for e in stored_events if e.originator_version == 1}  # their keys come with them
-    return sorted({str(as_uuid(e.originator_id)) for e in stored_events
-                   if e.originator_version > 1 and is_pupil_stream(as_uuid(e.originator_id))} - created)
+    created = {as_uuid(e.originator_id) for e in stored_events if e.originator_version == 1}  # their keys come with them
+    extended = {as_uuid(e.originator_id) for e in stored_events if e.originator_version > 1}
+    return sorted(str(stream) for stream in extended - created if is_pupil_stream(stream))
 
 
 def _pupil_keys_query(ids: Sequence[str], placeholder: str, lock: str = "") -> tuple[str, list[Any]]:
