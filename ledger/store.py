@@ -473,11 +473,6 @@ class PupilKey:
     key: bytes
     audit_id: str  # random pseudonym naming the pupil in access.* events; forgotten with the key
 
-    @functools.cached_property
-    def cipher(self) -> AESGCM:
-        """The key ready to use (made once per key held, not per event: 0.75 µs each)."""
-        return AESGCM(self.key)
-
 
 _NEW_KEYS: contextvars.ContextVar[dict[uuid.UUID, PupilKey] | None] = contextvars.ContextVar("new_pupil_keys", default=None)
 
@@ -603,12 +598,12 @@ class SubjectMapper(Mapper[uuid.UUID]):
         aggregate_id = domain_event.originator_id
         if not is_pupil_stream(aggregate_id):
             return super().to_stored_event(domain_event)
-        key = self.keys.get(aggregate_id)
+        key = self.keys.data_key(aggregate_id)
         if key is None:
             raise ErasedMeanwhile(f"pupil stream {aggregate_id} has no key")
         plain = self._plain_stored(domain_event)
         nonce = os.urandom(12)
-        sealed = nonce + key.cipher.encrypt(nonce, plain.state, self._aad(aggregate_id, plain.originator_version, plain.topic))
+        sealed = nonce + AESGCM(key).encrypt(nonce, plain.state, self._aad(aggregate_id, plain.originator_version, plain.topic))
         return StoredEvent(plain.originator_id, plain.originator_version, plain.topic, sealed)
 
     def _plain_stored(self, domain_event: Any) -> StoredEvent:
@@ -631,12 +626,12 @@ class SubjectMapper(Mapper[uuid.UUID]):
         aggregate_id = as_uuid(stored_event.originator_id)
         if not is_pupil_stream(aggregate_id):
             return super().to_domain_event(stored_event)
-        key = self.keys.get(aggregate_id)
+        key = self.keys.data_key(aggregate_id)
         if key is None:
             raise SubjectErased(aggregate_id)
         state = bytes(stored_event.state)
         try:
-            plain = key.cipher.decrypt(state[:12], state[12:], self._aad(aggregate_id, stored_event.originator_version, stored_event.topic))
+            plain = AESGCM(key).decrypt(state[:12], state[12:], self._aad(aggregate_id, stored_event.originator_version, stored_event.topic))
         except InvalidTag:
             raise SubjectErased(aggregate_id) from None  # a stale key for a stream erased and re-created elsewhere
         return self._plain().to_domain_event(StoredEvent(aggregate_id, stored_event.originator_version, stored_event.topic, plain))
