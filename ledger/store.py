@@ -417,7 +417,6 @@ class PostgresLedgerRecorder(PostgresApplicationRecorder):
             last = _first(drawn)["last"]
             ids = list(range(last - len(stored_events) + 1, last + 1))
             _announce(ids, kwargs)
-            # each row mapped as it is sent (``Store.append``): PostgreSQL stores the first rows while the next are mapped
             numbered = ((n, e.originator_id, e.originator_version, e.topic, e.state) for n, e in zip(ids, stored_events, strict=True))
             _copy(curs, self._numbered_events.copy(), self._numbered_events.types, numbered)
             for table, rows in _other_rows(stored_events, ids, kwargs):
@@ -635,38 +634,6 @@ class SubjectMapper(Mapper[uuid.UUID]):
         except InvalidTag:
             raise SubjectErased(aggregate_id) from None  # a stale key for a stream erased and re-created elsewhere
         return self._plain().to_domain_event(StoredEvent(aggregate_id, stored_event.originator_version, stored_event.topic, plain))
-
-
-class _Mapping:
-    """A domain event on its way to the recorder, stored as the mapper makes it when the write first reads its
-    topic or state (its stream and version are the event's own)."""
-
-    __slots__ = ("_event", "_mapper", "_stored")
-
-    def __init__(self, mapper: Mapper[uuid.UUID], event: Any):
-        self._event, self._mapper = event, mapper
-        self._stored: StoredEvent | None = None
-
-    @property
-    def originator_id(self) -> uuid.UUID:
-        return self._event.originator_id  # type: ignore[no-any-return]
-
-    @property
-    def originator_version(self) -> int:
-        return self._event.originator_version  # type: ignore[no-any-return]
-
-    def _mapped(self) -> StoredEvent:
-        if self._stored is None:
-            self._stored = self._mapper.to_stored_event(self._event)
-        return self._stored
-
-    @property
-    def topic(self) -> str:
-        return self._mapped().topic
-
-    @property
-    def state(self) -> bytes:
-        return self._mapped().state
 
 
 _SUBJECT_EVENTS = (Subject.Created, Subject.Recorded)
@@ -925,11 +892,9 @@ class Store:
         with self.app.pupil_keys.creating(new_pupils) as pupil_key_rows:
             # The recorder directly: ``Application.save`` would only sort these events from aggregates with a
             # typing.Protocol isinstance check each (slow), and no aggregate is passed to cache or snapshot; the
-            # library's ``EventStore.put`` would map every event before the write begins, where each is mapped
-            # here as the write reads it (``_Mapping``), so PostgreSQL stores a COPY's first rows meanwhile.
-            mapper = self.app.mapper
-            stored = [_Mapping(mapper, event) for event in events]
-            ids = self.app.recorder.insert_events(stored, index_rows=index_rows, key_rows=key_rows, pupil_key_rows=pupil_key_rows, on_ids=on_ids)  # type: ignore[arg-type]
+            # library's ``EventStore.put`` would also build a ``Recording`` per event, of which only the id is used.
+            stored = [self.app.mapper.to_stored_event(event) for event in events]
+            ids = self.app.recorder.insert_events(stored, index_rows=index_rows, key_rows=key_rows, pupil_key_rows=pupil_key_rows, on_ids=on_ids)
             return list(ids or [])
 
     def _evict(self, aggregate_id: uuid.UUID) -> None:
