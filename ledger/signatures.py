@@ -255,10 +255,9 @@ def start() -> None:
     """Start every worker now, so the first batches do not wait for them (about a second each)."""
     try:
         pool = _running()
-        for worker in pool.workers:  # an empty task each: answered once the worker has imported and is listening
-            worker.send(-1 - pool.workers.index(worker), _verify_all, [])
-        for worker in pool.workers:
-            worker.receive(-1 - pool.workers.index(worker))
+        sent = [pool.send(_verify_all, []) for _ in pool.workers]  # an empty task each (round robin): answered once it has imported and listens
+        for worker, number in sent:
+            worker.receive(number)
     except WorkerGone:
         _discard_broken()
 
