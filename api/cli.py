@@ -22,7 +22,7 @@ from api.cli_bench import bench
 from api.cli_log import log_app, seal, verify_app
 from api.cli_project import project_app
 from api.cli_witness import witness_app
-from ledger import admin, envelope, jcs
+from ledger import admin, dfe, envelope, jcs
 from ledger.config import Settings, tune_garbage_collector
 from ledger.errors import LedgerError
 from ledger.secrets import load_private_key, private_key_pem, public_key_pem
@@ -102,6 +102,7 @@ def serve(
     from api.app import create_app, default_followers
     from api.workers import serve as serve_workers
 
+    dfe.check()  # the views show the published figures
     ledger = _ledger()
     if workers > 1 and not ledger.store.is_postgres:
         err.print("[red]error:[/red] --workers above 1 needs PostgreSQL (PUPIL_LEDGER_DATABASE_URL): the embedded SQLite has one writer")
@@ -388,6 +389,7 @@ def demo(port: int = 8000, pupils: int = 300, seed: int = 1, la: str = "801") ->
     from api.app import create_app, default_followers
     from ledger.simulate import load_area, simulate_area
 
+    dfe.check()  # the simulation and the views read the published figures: stop before creating a home without them
     settings = Settings.from_env()
     if (settings.home / "secrets").exists():
         settings = Settings(home=settings.home / f"demo-{uuid.uuid4().hex[:6]}", database_url=settings.database_url)
@@ -416,6 +418,9 @@ def main() -> None:
         app()
     except BrokenPipeError:
         sys.exit(0)
+    except dfe.MissingPublishedData as exc:  # the repository's data/dfe/ (or PUPIL_LEDGER_DFE_DATA) is incomplete
+        err.print(f"error: {exc}", markup=False)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -92,8 +92,8 @@ class Figure(BaseModel):
     group: str
     kind: str = Field(description="count, rate (per 100), mean, median or breakdown (value is a map)")
     value: Any
-    numerator: float | None
-    denominator: float | None
+    numerator: int | None = Field(description="a count: items, sessions or days (docs/metrics.md)")
+    denominator: int | None = Field(description="a count: items, sessions or days; for a median, how many values")
     national_value: Any
     rank: int | None = Field(description="1 = highest value among peers at this level; ties share a rank")
     peers: int

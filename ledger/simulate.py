@@ -1,8 +1,10 @@
 """A simulated local area as signed envelopes, calibrated on published DfE figures.
 
-Used by ``pupil-ledger demo``, ``pupil-ledger simulate`` and, later, the benchmarks. Rates come from
-``../shared/domain.md`` (national figures); the mix of AP placement reasons and setting types comes
-from the LA's row in the school census "AP placements arranged by schools" file when it is present.
+Used by ``pupil-ledger demo``, ``pupil-ledger simulate`` and the benchmarks. Rates are national
+published figures (the constants below, each with its source); the mix of AP placement reasons and
+setting types comes from the LA's rows of the school census "AP placements arranged by schools" file
+and the LAs' relative sizes from SEN2, both in ``data/dfe/`` (``ledger.dfe``). Without those files
+the simulation stops with an error naming the missing path.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ import csv
 import hashlib
 import json
 import multiprocessing
-import os
 import random
 import shutil
 import uuid
@@ -26,15 +27,18 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from . import admin, envelope
+from . import admin, dfe, envelope
 from .codes import code_list, la_codes
 from .identifiers import make_upn
 from .schooltime import academic_year
 from .secrets import private_key_pem
 from .service import ADMIN_ORG, Ledger
 
-# National rates per pupil per year (domain.md section 9): 955,000 suspensions and 10,900 permanent
-# exclusions for about 9.1m pupils; EHE 1.4%; CME 0.5%; EHCP 5.3%, SEN support 14.2%.
+# National rates per pupil per year, from DfE statistics: 955,000 suspensions and 10,900 permanent exclusions
+# in 2023/24 ("Suspensions and permanent exclusions in England") for 9,092,073 pupils in January 2024
+# ("Schools, pupils and their characteristics"); elective home education 1.4% and children missing education
+# 0.5% on census day, autumn 2024; EHC plans 5.3% and SEN support 14.2% in January 2025 ("Special
+# educational needs in England"); school-arranged AP 24,577 pupils in 2022/23 (data/dfe/README.md).
 SUSPENSION_RATE = 955_000 / 9_092_073 * 1.6  # secondary pupils are suspended more than the average
 PERMANENT_EXCLUSION_RATE = 10_900 / 9_092_073 * 2
 EHE_RATE, CME_RATE, EHCP_RATE, SEN_SUPPORT_RATE = 0.014, 0.005, 0.053, 0.142
@@ -51,34 +55,30 @@ REASONS = {
     "Off-site placement for behavioural support": "BEHAVIOUR", "Permanent exclusion (where still going through the review process)": "PERMANENT_EXCLUSION",
     "Suspension": "SUSPENSION", "Other": "OTHER",
 }
-# England 2022/23 (shared/data/dfe README) when the file is not available
-ENGLAND_MIX = {("BEHAVIOUR", "URN"): 9000, ("BEHAVIOUR", "OTH"): 3500, ("MENTAL_HEALTH", "URN"): 2500,
-               ("MENTAL_HEALTH", "OTH"): 1500, ("OTHER", "OTH"): 1400, ("OTHER", "UKPRN"): 1200,
-               ("PHYSICAL_HEALTH", "URN"): 600, ("SUSPENSION", "URN"): 500, ("PERMANENT_EXCLUSION", "URN"): 400}
-
-
-def shared_dir() -> Path:
-    return Path(os.environ.get("PUPIL_LEDGER_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+ENGLAND = "england"
 
 
 def placement_mix(la_code: str) -> dict[tuple[str, str], int]:
-    """(reason, setting type) -> pupils, from the LA's published 2022/23 school-arranged AP figures."""
-    return dict(_placement_mixes(shared_dir()).get(la_code) or ENGLAND_MIX)
+    """(reason, setting type) -> pupils, from the LA's published 2022/23 school-arranged AP figures; an LA
+    code without published rows (abolished before 2022/23, created since, or too small to publish) takes
+    England's published mix from the same file."""
+    mixes = _placement_mixes(dfe.data_file(dfe.AP_PLACEMENTS_BY_REASON))
+    return dict(mixes.get(la_code) or mixes[ENGLAND])
 
 
 @cache
-def _placement_mixes(shared: Path) -> dict[str, Counter[tuple[str, str]]]:
-    """Every LA's mix, from one read of the published file (a national simulation asks for ~150 LAs)."""
-    path = shared / "data" / "dfe" / "spc_school_ap_placement.csv"
+def _placement_mixes(path: Path) -> dict[str, Counter[tuple[str, str]]]:
+    """Every LA's mix and England's, from one read of the published file (a national simulation asks for ~150 LAs)."""
     mixes: dict[str, Counter[tuple[str, str]]] = defaultdict(Counter)
-    if not path.exists():
-        return {}
     with path.open(encoding="utf-8-sig") as f:
         for row in csv.DictReader(f):
-            if row["characteristic_grouping"] == "Placement Reason" and row["pupils"].isdigit():
+            where = {"National": ENGLAND, "Local authority": row["old_la_code"]}.get(row["geographic_level"])
+            if where and row["characteristic_grouping"] == "Placement Reason" and row["pupils"].isdigit():
                 reason, setting = REASONS.get(row["pupil_characteristic"]), SETTING_TYPES.get(row["setting_type"])
                 if reason and setting:
-                    mixes[row["old_la_code"]][(reason, setting)] += int(row["pupils"])
+                    mixes[where][(reason, setting)] += int(row["pupils"])
+    if not mixes[ENGLAND]:
+        raise ValueError(f"{path} has no England rows of AP placements by reason and setting type")
     return dict(mixes)
 
 
@@ -159,7 +159,7 @@ class Shape:
 
 
 URNS_PER_LA = 5000
-PUPILS_PER_SCHOOL = 9_092_073 / 24_453  # domain.md 9: pupils / schools, England 2024
+PUPILS_PER_SCHOOL = 9_092_073 / 24_453  # pupils / schools, England, January 2024 ("Schools, pupils and their characteristics")
 PRIMARY_SHARE = 4_614_990 / (4_614_990 + 3_669_933)  # of state primary + secondary pupils
 SPECIAL_PER_SCHOOL = 1_022 / 24_453
 PRIMARY_SECONDARY_SCHOOL_SIZE = 280 / 1_060  # average primary school roll over average secondary roll
@@ -297,19 +297,20 @@ def simulate_area(pupils: int, seed: int = 1, la_code: str = "801", today: date 
 
 def la_weights() -> dict[str, float]:
     """Relative size of each LA: its new EHC plans in the latest SEN2 year (a published per-LA count that
-    tracks the pupil population); equal weights when the file is not available."""
-    path = shared_dir() / "data" / "dfe" / "sen2_mi.csv"
+    tracks the pupil population)."""
+    path = dfe.data_file(dfe.SEN2)
     known = la_codes()
     weights: dict[str, float] = {}
-    if path.exists():
-        with path.open(encoding="utf-8-sig") as f:
-            rows = [r for r in csv.DictReader(f) if r["geographic_level"] == "Local authority"]
-        latest = max((r["time_period"] for r in rows), default="")
-        for r in rows:
-            code, value = r["old_la_code"], r["new_all_ehc"]
-            if r["time_period"] == latest and code in known and value.replace(".", "", 1).isdigit() and float(value) > 0:
-                weights[code] = float(value)
-    return weights or dict.fromkeys(sorted(known), 1.0)
+    with path.open(encoding="utf-8-sig") as f:
+        rows = [r for r in csv.DictReader(f) if r["geographic_level"] == "Local authority"]
+    latest = max((r["time_period"] for r in rows), default="")
+    for r in rows:
+        code, value = r["old_la_code"], r["new_all_ehc"]
+        if r["time_period"] == latest and code in known and value.replace(".", "", 1).isdigit() and float(value) > 0:
+            weights[code] = float(value)
+    if not weights:
+        raise ValueError(f"{path} has no local authority with new EHC plans in its latest year")
+    return weights
 
 
 def national_plan(pupils: int) -> list[tuple[str, int]]:
@@ -385,6 +386,7 @@ def export(out_dir: Path, pupils: int, seed: int = 1, la_code: str | None = None
     ``la_code`` None means a national-shaped population over all LAs. Areas are generated and signed in
     ``workers`` processes, each into its own part file, then joined in plan order. Returns (organisations, events).
     """
+    dfe.check()  # before writing anything, not in a worker half way through
     today = today or utc_today()
     plan = national_plan(pupils) if la_code is None else [(la_code, pupils)]
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -19,8 +19,7 @@ from ledger.config import Settings
 from ledger.identifiers import make_upn
 from ledger.service import Ledger
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-VECTORS = SHARED / "vectors"
+VECTORS = Path(__file__).resolve().parent / "vectors"  # public conformance vectors with their sources and licences (README there)
 PG_ADMIN_URL = os.environ.get("PUPIL_LEDGER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 

@@ -12,8 +12,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from tests import independent_verifier as iv
+from tests.conftest import VECTORS
 
-VECTORS = Path(__file__).resolve().parents[2] / "shared" / "vectors"
 MERKLE = VECTORS / "transparency-dev-merkle"
 REFERENCE = json.loads((VECTORS / "rfc6962_reference_tree.json").read_text())
 

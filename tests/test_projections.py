@@ -257,6 +257,52 @@ def test_views_over_http(area: Area) -> None:
         assert {"placementsRegister", "unregisteredProviders", "accountabilityMetrics", "accountabilityCases"} <= ops
 
 
+# Every field of /views/* that counts something (docs/metrics.md: "Counts are integers"), and the maps of counts.
+COUNT_FIELDS = {"open_placements", "overdue_time_limited_placements", "count", "pupils", "full_time_pupils",
+                "full_time_pupils_with_sen_or_looked_after", "flagged", "registration_pupils", "total", "rank", "peers",
+                "numerator", "denominator", "tier"}
+COUNT_MAPS = {"by_setting_type", "by_tier", "positions"}
+
+
+def non_integer_counts(node: Any, path: str = "$") -> list[tuple[str, Any]]:
+    """(JSONPath, value) of every count in a view's JSON that is not a JSON integer (``4.0`` is not)."""
+    found: list[tuple[str, Any]] = []
+    if isinstance(node, list):
+        for i, item in enumerate(node):
+            found += non_integer_counts(item, f"{path}[{i}]")
+    elif isinstance(node, dict):
+        if node.get("kind") in ("count", "breakdown"):  # a metric's figure: its value is a count or a map of counts
+            for key in ("value", "national_value"):
+                values = node[key].values() if isinstance(node[key], dict) else [node[key]]
+                found += [(f"{path}.{key}", v) for v in values if type(v) is not int]
+        for key, value in node.items():
+            if key in COUNT_FIELDS and isinstance(value, (int, float, str)) and type(value) is not int:  # not the metric named so
+                found.append((f"{path}.{key}", value))
+            if key in COUNT_MAPS and isinstance(value, dict):
+                found += [(f"{path}.{key}.{k}", v) for k, v in value.items() if type(v) is not int]
+            found += non_integer_counts(value, f"{path}.{key}")
+    return found
+
+
+def test_every_count_in_the_views_is_an_integer(area: Area) -> None:
+    """Counts (and the numerators and denominators of rates and means: items, sessions, days) are JSON
+    integers in every view, at every level; they were floats (``"numerator": 4.0``)."""
+    inspector = {"authorization": f"Bearer {area.admin_token}"}
+    with TestClient(create_app(area.ledger, [Projector(area.ledger.store)])) as client:
+        for path in ("/views/metrics", "/views/placements", "/views/unregistered-providers", "/views/cases"):
+            for scope in ({"level": "national"}, {"level": "la", "org": "la:801"}, {"level": "trust", "org": "trust:TR00001"},
+                          {"level": "school", "org": A}, {"level": "school", "org": "ukprn:10000047"}):
+                got = client.get(path, params={**scope, "as_of": "2026-10-05"}, headers=inspector)
+                assert got.status_code == 200, got.text
+                body = json.loads(got.text)
+                assert non_integer_counts(body) == [], (path, scope)
+        metrics = client.get("/views/metrics", params={"level": "la", "org": "la:801", "as_of": "2026-10-05"}, headers=inspector).json()
+        assert metrics["metrics"]["ap_attendance_rate"]["numerator"] == 33 and metrics["metrics"]["ap_attendance_rate"]["denominator"] == 40
+        assert metrics["placements"]["open_placement_days_so_far"] == {"count": 4, "mean": 25.0, "median": 27.0}  # day statistics stay numbers
+    assert non_integer_counts({"numerator": 4.0, "by_tier": {"1": 1}, "x": [{"kind": "count", "value": 2.0, "national_value": 2}]}) == [
+        ("$.numerator", 4.0), ("$.x[0].value", 2.0)]
+
+
 def test_an_erased_pupil_is_forgotten_by_every_view(area: Area) -> None:
     from projections.runner import forget_pupil
 

@@ -234,6 +234,10 @@ def test_ranks_among_peers(area: Area) -> None:
     # suspension rate: C 100, A 66.67, B 0 (the AP setting has no pupils on roll, so no rate)
     assert (school["suspension_rate"]["rank"], school["suspension_rate"]["peers"]) == (2, 3)
     assert (school["pupils_on_roll"]["rank"], school["pupils_on_roll"]["peers"]) == (1, 4)  # A 6, B 2, C 1, AP 0
+    # an unregistered provider is a peer only where it has items (docs/metrics.md): flagged uprov:801-1 and its
+    # commissioner B have 1, A, C and the AP setting 0
+    flagged = school["unregistered_providers_needing_registration"]
+    assert (flagged["value"], flagged["rank"], flagged["peers"]) == (0, 3, 5)
     la = metrics_for(area, "la", LA2)["metrics"]
     assert (la["suspension_rate"]["value"], la["suspension_rate"]["rank"], la["suspension_rate"]["peers"]) == (100.0, 1, 2)
 

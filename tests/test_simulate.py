@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import json
 import random
+import subprocess
 from collections import Counter
 from datetime import UTC, date, datetime, time
 from pathlib import Path
 
 import pytest
 
-from ledger import admin, catalogue, envelope, simulate
+from ledger import admin, catalogue, dfe, envelope, simulate
 from ledger.config import Settings
 from ledger.rules import Record, check_pupil
 from ledger.simulate import PUPILS_PER_SCHOOL, la_weights, load_areas, national_plan, national_shape, simulate_nation
+
+from .processes import CLI, env_for, free_port
 
 TODAY = date(2026, 11, 20)
 
@@ -101,3 +104,38 @@ def test_no_event_is_reported_after_the_start_of_its_today_in_utc() -> None:
     assert [body["reported_at"] for _, _, body in timeline.events] == ["2026-11-20T00:00:00Z", "2026-11-19T10:00:00Z"]
     reported = [datetime.fromisoformat(body["reported_at"]) for area in simulate_nation(3_000, seed=3, today=TODAY) for _, body in area.events]
     assert max(reported) <= start_of_today
+
+
+def test_an_areas_placement_mix_is_its_published_figures() -> None:
+    """Bristol (801) from its own rows of the school census file (read by hand: 274 pupils); an LA code
+    without published rows (Cumberland, 942, created in 2023) from England's rows of the same file
+    (24,577 pupils, 13,725 placed for behavioural support, 6,449 in other unregistered providers), never
+    from figures built into the code."""
+    bristol = simulate.placement_mix("801")
+    assert sum(bristol.values()) == 274
+    assert (bristol[("MENTAL_HEALTH", "URN")], bristol[("BEHAVIOUR", "OTH")], bristol[("PERMANENT_EXCLUSION", "URN")]) == (88, 38, 2)
+    england = simulate.placement_mix("942")
+    assert sum(england.values()) == 24_577
+    assert sum(n for (reason, _), n in england.items() if reason == "BEHAVIOUR") == 13_725
+    assert sum(n for (_, setting), n in england.items() if setting == "OTH") == 6_449
+
+
+def test_without_the_published_files_the_simulation_stops_naming_the_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(dfe.ENVIRONMENT, str(tmp_path))
+    with pytest.raises(dfe.MissingPublishedData, match=str(tmp_path / "spc_school_ap_placement.csv")):
+        simulate.simulate_area(50, seed=1, la_code="801", today=TODAY)
+    with pytest.raises(dfe.MissingPublishedData, match=str(tmp_path / "sen2_mi.csv")):
+        national_plan(1_000)
+
+
+@pytest.mark.parametrize("command", [("simulate", "OUT", "--la", "801", "--pupils", "50"), ("demo", "--port", "PORT")])
+def test_the_command_line_says_which_file_is_missing(command: tuple[str, ...], tmp_path: Path) -> None:
+    """`simulate` and `demo` exit 2 with the missing path, before writing anything (no events, no ledger home)."""
+    settings = Settings(home=tmp_path / "home")
+    empty = tmp_path / "no-data"
+    empty.mkdir()
+    args = [str(tmp_path / "out") if a == "OUT" else str(free_port()) if a == "PORT" else a for a in command]
+    done = subprocess.run([*CLI, *args], env={**env_for(settings), dfe.ENVIRONMENT: str(empty)}, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert f"not found: {empty}/" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "out").exists() and not (tmp_path / "home").exists()
