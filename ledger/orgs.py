@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -12,7 +12,7 @@ from .catalogue import parse_timestamp
 from .envelope import b64decode_strict, key_id
 from .errors import Category, Problem
 from .identifiers import la_code_of, org_scheme
-from .rules import Record
+from .rules import OrgFacts, Record
 
 KINDS_BY_SCHEME = {
     "urn": ("school", "ap_setting"),
@@ -44,10 +44,15 @@ class OrgState:
     la: str | None = None
     trust: str | None = None
     closed: bool = False
+    closed_on: date | None = None
     keys: dict[str, SigningKey] = field(default_factory=dict)
 
     def public_key(self, kid: str) -> Ed25519PublicKey:
         return Ed25519PublicKey.from_public_bytes(self.keys[kid].public_key)
+
+    def facts(self) -> OrgFacts:
+        """What the pupil rules may ask about this organisation."""
+        return OrgFacts(self.kind, self.la, self.trust, self.closed_on, self.registered)
 
 
 def apply_org(state: OrgState, r: Record) -> None:
@@ -63,7 +68,7 @@ def apply_org(state: OrgState, r: Record) -> None:
     elif r.type == "org.left_trust":
         state.trust = None
     elif r.type in ("org.closed", "provider.closed"):
-        state.closed = True
+        state.closed, state.closed_on = True, r.occurred_on
     elif r.type == "org.key_added":
         state.keys[d["key_id"]] = SigningKey(d["key_id"], b64decode_strict(d["public_key"]), r.received_at)
     elif r.type == "org.key_revoked":
