@@ -49,13 +49,16 @@ class OrgState:
     closed: bool = False
     closed_on: date | None = None
     keys: dict[str, SigningKey] = field(default_factory=dict)
+    _facts: OrgFacts | None = field(default=None, repr=False, compare=False)  # made once per fold: asked for every pupil event
 
     def public_key(self, kid: str) -> Ed25519PublicKey:
         return Ed25519PublicKey.from_public_bytes(self.keys[kid].public_key)
 
     def facts(self) -> OrgFacts:
         """What the pupil rules may ask about this organisation."""
-        return OrgFacts(self.kind, self.la, self.trust, self.closed_on, self.registered)
+        if self._facts is None:
+            self._facts = OrgFacts(self.kind, self.la, self.trust, self.closed_on, self.registered)
+        return self._facts
 
 
 def weak_public_key(raw: bytes) -> bool:
@@ -78,6 +81,7 @@ def revocation_time(stated: datetime | None, received_at: datetime, submitter: s
 
 def apply_org(state: OrgState, r: Record) -> None:
     d = r.data
+    state._facts = None
     if r.type == "org.registered":
         state.registered, state.kind, state.name = True, d["kind"], d["name"]
         state.la, state.trust = d.get("la"), d.get("trust")

@@ -286,7 +286,8 @@ class _PupilRules:
             self.episode_update()
         elif t == "pupil.home_education_notified":
             self.own("la")
-            self.la_claim()
+            if not self.problems:
+                self.la_claim()
         elif t == "pupil.attendance_summary_recorded":
             self.attendance()
         elif t == "pupil.post16_destination_recorded":
@@ -422,7 +423,8 @@ class _PupilRules:
             self.on_roll_required()
         else:
             self.own("la")
-            self.la_claim()
+            if not self.problems:
+                self.la_claim()
 
     def episode_update(self) -> None:
         t = self.new.type

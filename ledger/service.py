@@ -379,7 +379,8 @@ class Ledger:
         etype = catalogue.event_types()[body["type"]]
         if etype.subject == "pupil":
             def org_facts(org: str) -> OrgFacts:  # the submitter is loaded already; another organisation only when a rare rule asks
-                item.reads.add(self.secrets.org_id(org))  # a rejection decided on cached facts is checked again
+                if org != body["submitter"]:  # (the submitter is read already) a rejection decided on cached facts is checked again
+                    item.reads.add(self.secrets.org_id(org))
                 return self.org_state(org, working).facts()
             problems, flags = check_pupil(records, record, org_facts)
         elif etype.subject == "audit":
