@@ -10,6 +10,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ledger import admin, rules
+from ledger.config import Settings
 from ledger.errors import LedgerError
 
 from .conftest import UPN, World, upn
@@ -23,6 +24,7 @@ from .rules_support import (
     PRU,
     SCHOOL_A,
     SCHOOL_B,
+    TRUST,
     UPROV,
     Pupil,
     attendance,
@@ -219,3 +221,38 @@ def test_through_the_ledger_claims_are_judged_on_the_organisations_facts(world: 
     receipt = world.post(CME, OTHER_LA, {"la": OTHER_LA}, upn=upn(2))  # first contact
     assert [f["code"] for f in receipt.flags] == ["claim_new_area"]
     assert world.post(EHE, LA, {"la": LA}, upn=UPN).flags == []  # the LA of the pupil's school
+
+
+def test_one_implausible_claim_among_good_submissions_fails_alone(world: World) -> None:
+    admin.add_org(world.ledger, OTHER_LA, "la", "Another LA")
+    world.keys[OTHER_LA] = Ed25519PrivateKey.generate()
+    admin.add_key(world.ledger, OTHER_LA, world.keys[OTHER_LA].public_key())
+    world.admit(UPN, SCHOOL_A, occurred_on=SEPT)
+    group = [world.sign(world.event("pupil.registered", SCHOOL_A, registration(SCHOOL_A), upn=upn(5))),
+             world.sign(world.event(EHE, OTHER_LA, {"la": OTHER_LA}, upn=UPN)),
+             world.sign(world.event(EHE, OTHER_LA, {"la": OTHER_LA}, upn=upn(6)))]  # a first contact: flagged
+    outcomes = world.ledger.submit_each([(env, None) for env in group])
+    assert [o.problems[0].code if isinstance(o, LedgerError) else [f["code"] for f in o.flags] for o in outcomes] == [
+        [], "implausible_claim", ["claim_new_area"]]
+
+
+def test_facts_changed_by_another_process_are_read_again_before_a_claim_is_refused(world: World, settings: Settings) -> None:
+    """This process has the main school cached (it submitted just now); another process then puts the school in a
+    trust. A dual registration by a school of that trust in another LA is plausible: refused on the cached facts,
+    it is judged again on fresh ones, in the same call."""
+    other_process = admin.open_ledger(settings)
+    other_process.clock = world.clock
+    try:
+        admin.add_org(other_process, TRUST, "trust", "A trust")
+        admin.add_org(other_process, ACADEMY, "school", "An academy far away", OTHER_LA, trust=TRUST)  # never seen by this process
+        world.keys[ACADEMY] = Ed25519PrivateKey.generate()
+        admin.add_key(other_process, ACADEMY, world.keys[ACADEMY].public_key())
+        world.admit(UPN, SCHOOL_A, status="M", occurred_on=SEPT)  # SCHOOL_A's state is now in this process's cache
+        other_process.submit(admin.admin_event(other_process, "org.joined_trust", SCHOOL_A, {"trust": TRUST}))
+        batch = [world.sign(world.event("pupil.excluded", SCHOOL_A, {"school": SCHOOL_A, "kind": "SUSP", "sessions": 2, "reasons": ["PP"]},
+                                        upn=UPN)),  # SCHOOL_A's state comes from the cache for this batch
+                 world.sign(world.event("pupil.registered", ACADEMY, registration(ACADEMY, "S"), upn=UPN))]
+        receipts = world.ledger.submit_batch(batch)
+        assert [r.created for r in receipts] == [True, True]
+    finally:
+        other_process.store.close()
