@@ -123,15 +123,25 @@ def _parts(value: Any, names: list[str]) -> Iterator[Any]:
         value = value[part]
 
 
+# Matched whole and in ASCII digits before parsing: since Python 3.11 ``fromisoformat`` also reads week dates
+# ("2026-W37-4"), the basic format, offsets and a space for the "T", none of which the catalogue's formats allow.
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+_TIMESTAMP = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,6})?Z")
+
+
 def _parse_date(value: Any) -> date | None:
+    """A calendar date written YYYY-MM-DD, else None."""
+    if not isinstance(value, str) or not _DATE.fullmatch(value):
+        return None
     try:
-        return date.fromisoformat(value) if isinstance(value, str) and len(value) == 10 else None
+        return date.fromisoformat(value)
     except ValueError:
         return None
 
 
 def parse_timestamp(value: Any) -> datetime | None:
-    if not isinstance(value, str) or not value.endswith("Z"):
+    """An RFC 3339 UTC time written YYYY-MM-DDTHH:MM:SS[.ffffff]Z, else None."""
+    if not isinstance(value, str) or not _TIMESTAMP.fullmatch(value):
         return None
     try:
         return datetime.fromisoformat(value[:-1]).replace(tzinfo=UTC)

@@ -8,7 +8,9 @@ from collections.abc import Container
 from dataclasses import dataclass
 
 CHECK_LETTERS = "ABCDEFGHJKLMNPQRTUVWXYZ"  # I, O and S are never used
-_UPN = re.compile(r"^[A-Z][0-9]{11}[0-9A-Z]$")
+# Every identifier is matched whole (``fullmatch``): with ``match`` and ``$``, "H801200001001\n" would pass, a second
+# identity for the same child. ``[0-9]`` and ``[A-Z]`` are ASCII only (unlike ``\d``, which takes any Unicode digit).
+_UPN = re.compile(r"[A-Z][0-9]{11}[0-9A-Z]")
 
 
 @dataclass(frozen=True)
@@ -29,7 +31,7 @@ def upn_check_letter(upn: str) -> str:
 
 
 def check_upn(upn: object, la_codes: Container[str]) -> UpnCheck:
-    if not isinstance(upn, str) or not _UPN.match(upn):
+    if not isinstance(upn, str) or not _UPN.fullmatch(upn):
         return UpnCheck(False, code="upn_format", message="a UPN is a letter, 11 digits, then a digit or letter")
     last = upn[12]
     if last.isalpha() and last not in CHECK_LETTERS:
@@ -48,22 +50,22 @@ def make_upn(la_code: str, year2: int, serial: int) -> str:
 
 
 _ORG_PATTERNS: dict[str, re.Pattern[str]] = {
-    "urn": re.compile(r"^urn:[1-9][0-9]{5}$"),
-    "la": re.compile(r"^la:[0-9]{3}$"),
-    "trust": re.compile(r"^trust:TR[0-9]{5}$"),
-    "ukprn": re.compile(r"^ukprn:1[0-9]{7}$"),
-    "uprov": re.compile(r"^uprov:[0-9]{3}-[1-9][0-9]{0,6}$"),
-    "ofsted": re.compile(r"^ofsted$"),
-    "cqc": re.compile(r"^cqc$"),
-    "dfe:regions": re.compile(r"^dfe:regions$"),
-    "dfe:admin": re.compile(r"^dfe:admin$"),
+    "urn": re.compile(r"urn:[1-9][0-9]{5}"),
+    "la": re.compile(r"la:[0-9]{3}"),
+    "trust": re.compile(r"trust:TR[0-9]{5}"),
+    "ukprn": re.compile(r"ukprn:1[0-9]{7}"),
+    "uprov": re.compile(r"uprov:[0-9]{3}-[1-9][0-9]{0,6}"),
+    "ofsted": re.compile(r"ofsted"),
+    "cqc": re.compile(r"cqc"),
+    "dfe:regions": re.compile(r"dfe:regions"),
+    "dfe:admin": re.compile(r"dfe:admin"),
 }
 
 
 def org_scheme(org_id: str) -> str | None:
     """The scheme of an organisation id (``urn``, ``la``, ``dfe:admin``...), or None if malformed."""
     for scheme, pattern in _ORG_PATTERNS.items():
-        if pattern.match(org_id):
+        if pattern.fullmatch(org_id):
             return scheme
     return None
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -25,6 +26,8 @@ from . import ed25519
 ED25519_ALG = b"\x01"
 COSIGNATURE_ALG = b"\x04"
 DASH = "\u2014"
+MAX_SIGNATURES = 100  # as Go's note.Open: a note with more is malformed
+_FORBIDDEN = re.compile("[\x00-\x09\x0b-\x1f\ud800-\udfff]")
 
 
 class NoteError(ValueError):
@@ -109,14 +112,19 @@ class Note:
     def parse(cls, text: str) -> Note:
         if len(text) > 1_000_000:
             raise NoteError("the note is too large")
+        if _FORBIDDEN.search(text):  # as Go's note.Open: UTF-8 text whose only control character is the newline
+            raise NoteError("a note holds no control characters other than newlines, and no unpaired surrogates")
         split = text.rfind("\n\n")
         if split < 0:
             raise NoteError("a signed note has a body, a blank line and signature lines")
         body, sig_text = text[: split + 1], text[split + 2:]
         if not sig_text.endswith("\n"):
             raise NoteError("the signature lines end with a newline")
+        lines = sig_text[:-1].split("\n")
+        if len(lines) > MAX_SIGNATURES:
+            raise NoteError(f"more than {MAX_SIGNATURES} signature lines")
         signatures = []
-        for line in sig_text[:-1].split("\n"):
+        for line in lines:
             parts = line.split(" ")
             if len(parts) != 3 or parts[0] != DASH or not parts[1]:
                 raise NoteError(f"malformed signature line {line[:80]!r}")
@@ -137,17 +145,23 @@ def sign_note(body: str, name: str, key: Ed25519PrivateKey) -> str:
 def open_note(text: str, verifiers: list[Verifier]) -> tuple[Note, list[Verifier]]:
     """Parse a note and return it with the note-signing verifiers (type 0x01) whose signatures verify.
 
-    Signatures by unknown keys are ignored; no verifying signature at all is an error.
+    As c2sp.org/signed-note and Go's ``note.Open``: signatures by unknown keys are ignored; a known key's first
+    signature line decides for that key (later lines by the same key name and id are ignored), and if it does not
+    verify the note is rejected, whatever else verifies. No verifying signature at all is an error too.
     """
     note = Note.parse(text)
+    known = {(v.name, v.key_id): v for v in verifiers if v.alg == ED25519_ALG}
+    body = note.body.encode("utf-8")
+    seen: set[tuple[str, bytes]] = set()
     good = []
-    for v in verifiers:
-        if v.alg != ED25519_ALG:
+    for sig in note.signatures:
+        v = known.get((sig.name, sig.key_id))
+        if v is None or (sig.name, sig.key_id) in seen:
             continue
-        for sig in note.signatures:
-            if sig.name == v.name and sig.key_id == v.key_id and v.verify(note.body.encode("utf-8"), sig.signature):
-                good.append(v)
-                break
+        seen.add((sig.name, sig.key_id))
+        if not v.verify(body, sig.signature):
+            raise NoteError(f"the signature by the trusted key {v.name}+{v.key_id.hex()} does not verify")
+        good.append(v)
     if not good:
         raise NoteError("no signature on the note verifies with the given key(s)")
     return note, good

@@ -28,7 +28,7 @@ from .identifiers import org_scheme
 from .oidc import OidcVerifier
 from .orgs import OrgState, check_org, fold_org
 from .policy import Principal as Principal  # re-exported: callers import it from here
-from .rules import Record, check_pupil, effective, fold_pupil
+from .rules import OrgFacts, Record, check_pupil, effective, fold_pupil
 from .secrets import LedgerSecrets
 from .store import INDEX_COLUMNS, IndexRow, Store, Subject
 
@@ -378,7 +378,11 @@ class Ledger:
         records = subject.records if subject else []
         etype = catalogue.event_types()[body["type"]]
         if etype.subject == "pupil":
-            problems, flags = check_pupil(records, record)
+            def org_facts(org: str) -> OrgFacts:  # the submitter is loaded already; another organisation only when a rare rule asks
+                if org != body["submitter"]:  # (the submitter is read already) a rejection decided on cached facts is checked again
+                    item.reads.add(self.secrets.org_id(org))
+                return self.org_state(org, working).facts()
+            problems, flags = check_pupil(records, record, org_facts)
         elif etype.subject == "audit":
             problems, flags = [], []  # ledger-written access records
         else:
