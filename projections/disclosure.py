@@ -16,8 +16,10 @@ a breakdown also totals) are one unknown, so a figure hidden in one table cannot
 Rules (stated on every published page, ``Rules.statement``):
 
 - a count from 1 to ``threshold - 1`` is suppressed (primary suppression); 0 is published;
-- secondary suppression takes, for each recoverable cell, the smallest published cell that shares
-  one of its sums (fewest pupils hidden), ties in table order;
+- secondary suppression takes, for each recoverable cell, the smallest non-zero published cell that
+  shares one of its sums (fewest pupils hidden; a 0 only when nothing else is left), ties in table
+  order, until no suppressed non-zero figure is recoverable (a hidden 0 that the sums give away
+  discloses nothing);
 - counts are not rounded; a rate or an average is published only where the count it is built on is
   published and its denominator is at least the threshold.
 """
@@ -146,14 +148,17 @@ class Release:
 def _ids(tables: Sequence[Table], link_equal_columns: bool) -> dict[CellId, CellId]:
     """Each cell's unknown: itself, or one canonical cell of another table holding the same figure.
 
-    Two columns (cells and total) of the same rows whose figures are equal in every row are taken to be
-    the same figure; an attacker who sees them equal can use them as one, so they are protected as one."""
+    The columns that may hold a figure another table also holds are the row totals, and the one column of a
+    one-column table (a count per area). Two such columns of different tables over the same rows whose
+    figures are equal in every row and in total are taken to be the same figure (the areas' totals of one
+    population, broken down two ways): protected as one, so it is hidden in both or in neither."""
     canonical: dict[CellId, CellId] = {}
     if not link_equal_columns:
         return canonical
     first: dict[tuple[tuple[str, ...], tuple[int, ...]], tuple[str, str]] = {}
     for t in tables:
-        for column in (*t.columns, TOTAL):
+        linkable = (TOTAL, *t.columns) if len(t.columns) == 1 else (TOTAL,)
+        for column in linkable:
             vector = tuple(t.value(r, column) for r in (*t.rows, TOTAL))
             if not any(vector):
                 continue  # all-zero columns are published as zeros, never suppressed: nothing to link
@@ -202,16 +207,20 @@ def protect(tables: Sequence[Table], rules: Rules = Rules()) -> Release:
             equations.append({u: k for u, k in combined.items() if k})
     never_shown = {unknown_of(c) for c in withheld} - shown_somewhere
 
-    while True:
-        exposed = recoverable(equations, hidden | never_shown) & hidden
-        if not exposed:
-            break
-        for cell in sorted(exposed, key=order.__getitem__):
-            if cell not in recoverable(equations, hidden | never_shown):
-                continue  # an earlier pick this round already covered it
-            hidden.add(_secondary(cell, equations, hidden | never_shown, values, order))
+    # A hidden 0 that the sums give away discloses nothing (0 is published anyway): only non-zero figures count.
+    while exposed := {u for u in recoverable(equations, hidden | never_shown) & hidden if values[u]}:
+        # One secondary suppression at a time (it may cover others too), for the first exposed cell that a single
+        # sum gives away, else the first exposed: a cell fixed only through others is covered by covering them.
+        unknown = hidden | never_shown
+        ranked = sorted(exposed, key=order.__getitem__)
+        cell = next((c for c in ranked if any(_alone(c, e, unknown) for e in equations if c in e)), ranked[0])
+        hidden.add(_secondary(cell, equations, unknown, values, order))
     suppressed = {c for c in values if c not in withheld and unknown_of(c) in hidden}
     return Release(rules, by_name, suppressed)
+
+
+def _alone(cell: CellId, equation: Mapping[CellId, int], unknown: set[CellId]) -> bool:
+    return not any(u in unknown for u in equation if u != cell)
 
 
 def _secondary(cell: CellId, equations: list[dict[CellId, int]], unknown: set[CellId], values: Mapping[CellId, int],
@@ -220,7 +229,7 @@ def _secondary(cell: CellId, equations: list[dict[CellId, int]], unknown: set[Ce
     the only figure not shown (the sum that gives it away), else the smallest sharing any sum with it (or,
     failing that, with any unknown it is tied to)."""
     sharing = [e for e in equations if cell in e]
-    alone = [e for e in sharing if not any(u in unknown for u in e if u != cell)]
+    alone = [e for e in sharing if _alone(cell, e, unknown)]
     candidates = {u for e in alone for u in e if u not in unknown} or {u for e in sharing for u in e if u not in unknown}
     if not candidates:
         tied = {u for e in sharing for u in e}
@@ -229,7 +238,7 @@ def _secondary(cell: CellId, equations: list[dict[CellId, int]], unknown: set[Ce
         candidates = {u for e in equations for u in e if u not in unknown}
     if not candidates:
         raise ValueError(f"{cell} is fixed by the sums yet every figure is hidden: the table's figures are inconsistent")
-    return min(candidates, key=lambda u: (values[u], order[u]))
+    return min(candidates, key=lambda u: (values[u] == 0, values[u], order[u]))  # a hidden 0 protects least: last resort
 
 
 def recoverable(equations: Sequence[Mapping[CellId, int]], unknown: set[CellId]) -> set[CellId]:
@@ -262,29 +271,29 @@ def recoverable(equations: Sequence[Mapping[CellId, int]], unknown: set[CellId])
 
 
 def _fixed(equations: list[dict[CellId, int]]) -> set[CellId]:
-    columns = sorted({u for e in equations for u in e})
-    index = {u: i for i, u in enumerate(columns)}
-    matrix = [[Fraction(0)] * len(columns) for _ in equations]
-    for i, e in enumerate(equations):
-        for u, k in e.items():
-            matrix[i][index[u]] = Fraction(k)
-    pivots: list[tuple[int, int]] = []  # (row, column)
-    row = 0
-    for col in range(len(columns)):
-        pivot = next((r for r in range(row, len(matrix)) if matrix[r][col] != 0), None)
-        if pivot is None:
+    """Unknowns fixed by the equations: reduced row echelon form over the rationals, rows kept sparse. In the
+    reduced form each row holds one pivot and otherwise only free unknowns; a pivot is fixed iff its row
+    holds nothing else."""
+    basis: list[tuple[CellId, dict[CellId, Fraction]]] = []
+    for equation in equations:
+        row = {u: Fraction(k) for u, k in equation.items()}
+        for pivot, reduced in basis:
+            factor = row.get(pivot)
+            if factor:
+                for u, k in reduced.items():
+                    row[u] = row.get(u, Fraction(0)) - factor * k
+        row = {u: k for u, k in row.items() if k}
+        if not row:
             continue
-        matrix[row], matrix[pivot] = matrix[pivot], matrix[row]
-        lead = matrix[row][col]
-        matrix[row] = [v / lead for v in matrix[row]]
-        for r in range(len(matrix)):
-            if r != row and matrix[r][col] != 0:
-                factor = matrix[r][col]
-                matrix[r] = [a - factor * b for a, b in zip(matrix[r], matrix[row], strict=True)]
-        pivots.append((row, col))
-        row += 1
-        if row == len(matrix):
-            break
-    pivot_columns = {c for _, c in pivots}
-    free = [c for c in range(len(columns)) if c not in pivot_columns]
-    return {columns[c] for r, c in pivots if all(matrix[r][f] == 0 for f in free)}
+        pivot = min(row)  # any nonzero column will do; the smallest keeps the result independent of dict order
+        lead = row[pivot]
+        row = {u: k / lead for u, k in row.items()}
+        for i, (other, reduced) in enumerate(basis):
+            factor = reduced.get(pivot)
+            if factor:
+                updated = dict(reduced)
+                for u, k in row.items():
+                    updated[u] = updated.get(u, Fraction(0)) - factor * k
+                basis[i] = (other, {u: k for u, k in updated.items() if k})
+        basis.append((pivot, row))
+    return {pivot for pivot, row in basis if row.keys() == {pivot}}
