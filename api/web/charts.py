@@ -30,6 +30,8 @@ def _finish(chart: pygal.graph.graph.Graph, chart_id: str, title: str, descripti
     # no inline style or script (the pages' CSP allows neither): styles come from charts.css; pygal's config
     # script only serves its tooltips, which need its JavaScript (not loaded: js=[]), so they are hidden there
     svg = _SCRIPT.sub("", _STYLE.sub("", svg)).replace(' style="opacity: 0"', "").replace("<defs></defs>", "").replace("<title>Pygal</title>", "")
+    # valid HTML: pygal draws a 0 bar as a rect with no width, and gives every chart's legend entries the same ids
+    svg = re.sub(r"<rect(?![^>]*\bwidth=)", '<rect width="0"', svg).replace('id="activate-serie-', f'id="chart-{chart_id}-serie-')
     svg = svg.replace("<svg ", f'<svg role="img" aria-labelledby="chart-{chart_id}-title chart-{chart_id}-desc" focusable="false" ', 1)
     head = (f'<title id="chart-{chart_id}-title">{html.escape(title)}</title>'
             f'<desc id="chart-{chart_id}-desc">{html.escape(description)}</desc>')

@@ -52,6 +52,12 @@ def environment() -> Environment:
     return env
 
 
+def finish_html(html: str) -> str:
+    """GOV.UK Frontend's footer crown is an SVG with role="presentation", which the HTML standard does not allow on
+    svg (the Nu validator says so); aria-hidden hides the decorative crown from assistive technology just the same."""
+    return html.replace('focusable="false"\n    role="presentation"', 'focusable="false"\n    aria-hidden="true"')
+
+
 class Page:
     """What every template gets: title, breadcrumbs, navigation, the signed-in principal, the CSRF token."""
 
@@ -71,8 +77,8 @@ class Page:
                {"href": "/reports/england", "text": "Public reports", "active": path.startswith("/reports/") and not definitions},
                {"href": "/dashboards/", "text": "Dashboards", "active": path.startswith(("/dashboards", "/sign-in"))},
                {"href": catalogue.DEFINITIONS_PATH, "text": "Definitions", "active": definitions}]
-        body = self.env.get_template(template).render(
-            navigation=nav, principal=principal, csrf_token=self.sessions.csrf_token(nonce), path=path, **values)
+        body = finish_html(self.env.get_template(template).render(
+            navigation=nav, principal=principal, csrf_token=self.sessions.csrf_token(nonce), path=path, **values))
         # same-origin, not the API's no-referrer: under no-referrer a browser posts this page's forms with
         # Origin: null, and the forms' Origin check needs the real one (nothing is sent to other sites either way)
         response = HTMLResponse(body, status_code=status, headers={"referrer-policy": "same-origin"})

@@ -24,7 +24,7 @@ from projections.facts import Moment
 
 from . import catalogue
 from .data import Checkpoint, ReplayedFacts, WebData
-from .pages import environment, report_view
+from .pages import environment, finish_html, report_view
 from .report import Publication, rules_from_env
 
 SITE_FORMAT = "pupil-ledger/report-site@v1"
@@ -48,7 +48,7 @@ def _page(env: Any, template: str, **values: Any) -> bytes:
            {"href": "/reports/england", "text": "Public reports", "active": template == "report.html"},
            {"href": catalogue.DEFINITIONS_PATH, "text": "Definitions", "active": template == "definitions.html"}]
     html = env.get_template(template).render(**{"navigation": nav, "principal": None, "csrf_token": "", "path": "", **values, "static_site": True})
-    return str(html).encode("utf-8")
+    return finish_html(str(html)).encode("utf-8")
 
 
 def build(data: WebData, cp: Checkpoint, options: Options, db: Any = None,
