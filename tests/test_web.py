@@ -546,3 +546,11 @@ def test_timestamps_in_reports_are_ledger_times_not_the_wall_clock(scene: Scene)
         report = c.get("/reports/england.json", params={"as_of": AS_OF.isoformat()}).json()
         known = datetime.fromisoformat(report["checkpoint"]["known_at"].replace("Z", "+00:00"))
         assert known <= scene.world.clock.now.replace(tzinfo=UTC)
+
+
+def test_quartile_bands_count_from_the_highest_value() -> None:
+    from api.web.pages import quartile
+
+    assert [quartile(r, n) for r, n in [(1, 1), (1, 4), (2, 4), (4, 4), (1, 152), (38, 152), (39, 152), (152, 152)]] == \
+        ["Q1", "Q1", "Q2", "Q4", "Q1", "Q1", "Q2", "Q4"]
+    assert quartile(None, 3) == "–"

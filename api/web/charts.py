@@ -47,7 +47,8 @@ def bar_chart(chart_id: str, title: str, labels: Sequence[str], series: Sequence
         return None
     chart = pygal.HorizontalBar(js=[], disable_xml_declaration=True, style=STYLE, show_legend=len(series) > 1,
                                 legend_at_bottom=True, width=720, height=max(220, 60 + 40 * len(labels) * max(1, len(series))),
-                                print_values=False, show_y_guides=False, truncate_label=60, truncate_legend=-1, margin=12)
+                                print_values=False, show_y_guides=False, truncate_label=60, truncate_legend=-1, margin=12,
+                                y_labels_major_count=6, show_minor_y_labels=False)
     chart.x_labels = list(reversed(labels))  # pygal draws the first label at the bottom
     for name, values in series:
         chart.add(name, list(reversed(values)))

@@ -4,7 +4,6 @@ from ``api.web.data``; every page is built from the metric catalogue (``api.web.
 
 from __future__ import annotations
 
-import math
 import re
 import threading
 from collections import OrderedDict
@@ -114,7 +113,7 @@ def quartile(rank: int | None, peers: int) -> str:
     """The quarter of the peers the rank falls in (1 = the highest values)."""
     if rank is None or peers <= 0:
         return "–"
-    return f"Q{min(4, math.ceil(4 * rank / peers))}"
+    return f"Q{4 * (rank - 1) // peers + 1}"
 
 
 def level_of(org: str) -> str:
