@@ -30,6 +30,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
+from functools import cached_property
 
 SUPPRESSED = "c"  # GSS convention: confidential, suppressed
 NOT_APPLICABLE = "z"  # DfE: not applicable (a rate with a zero denominator)
@@ -93,9 +94,18 @@ class Table:
 
     def value(self, row: str, column: str) -> int:
         """A cell or a margin (``TOTAL`` as the row and/or the column)."""
-        rows = self.rows if row == TOTAL else (row,)
-        columns = self.columns if column == TOTAL else (column,)
-        return sum(self.cells.get((r, c), 0) for r in rows for c in columns)
+        if row != TOTAL and column != TOTAL:
+            return self.cells.get((row, column), 0)
+        return self._margins[(row, column)]
+
+    @cached_property
+    def _margins(self) -> dict[tuple[str, str], int]:
+        out: dict[tuple[str, str], int] = defaultdict(int)
+        for (r, c), count in self.cells.items():
+            out[(r, TOTAL)] += count
+            out[(TOTAL, c)] += count
+            out[(TOTAL, TOTAL)] += count
+        return out
 
     def positions(self) -> Iterable[tuple[str, str]]:
         """Every cell and margin, in reading order (rows, then the totals row)."""

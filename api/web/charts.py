@@ -7,6 +7,7 @@ from __future__ import annotations
 import html
 import re
 from collections.abc import Sequence
+from functools import lru_cache
 
 import pygal
 from markupsafe import Markup
@@ -41,6 +42,13 @@ def _finish(chart: pygal.graph.graph.Graph, chart_id: str, title: str, descripti
 
 def bar_chart(chart_id: str, title: str, labels: Sequence[str], series: Sequence[tuple[str, Sequence[float | None]]],
               description: str) -> Markup | None:
+    """Horizontal bars (see ``_bar``); the same chart asked again is not drawn again."""
+    return _bar(chart_id, title, tuple(labels), tuple((name, tuple(values)) for name, values in series), description)
+
+
+@lru_cache(maxsize=1024)
+def _bar(chart_id: str, title: str, labels: tuple[str, ...], series: tuple[tuple[str, tuple[float | None, ...]], ...],
+         description: str) -> Markup | None:
     """Horizontal bars, one group per label, the first label at the top (as in the table beside it); a ``None``
     (a suppressed or unavailable figure) draws no bar. None when there is nothing to draw."""
     if not any(v is not None for _, values in series for v in values):
@@ -57,6 +65,12 @@ def bar_chart(chart_id: str, title: str, labels: Sequence[str], series: Sequence
 
 def line_chart(chart_id: str, title: str, labels: Sequence[str], series: Sequence[tuple[str, Sequence[float | None]]],
                description: str) -> Markup | None:
+    return _line(chart_id, title, tuple(labels), tuple((name, tuple(values)) for name, values in series), description)
+
+
+@lru_cache(maxsize=1024)
+def _line(chart_id: str, title: str, labels: tuple[str, ...], series: tuple[tuple[str, tuple[float | None, ...]], ...],
+          description: str) -> Markup | None:
     if not any(v is not None for _, values in series for v in values):
         return None
     chart = pygal.Line(js=[], disable_xml_declaration=True, style=STYLE, show_legend=len(series) > 1, legend_at_bottom=True, truncate_legend=-1,

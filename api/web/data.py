@@ -179,8 +179,10 @@ class WebData:
         return found
 
     def metrics(self, level: str, scope: str, moment: Moment) -> dict[str, Any]:
-        """The body of accountabilityMetrics: every metric with national value and rank, register, provider watch, cases."""
-        return metrics_report(self.context(moment), self.reader, level, scope)
+        """The body of accountabilityMetrics: every metric with national value and rank, register, provider watch, cases
+        (kept with the folded state it was computed from, so a page read again costs nothing)."""
+        ctx = self.context(moment)
+        return ctx.derived(f"web.metrics.{level}.{scope}", lambda c: metrics_report(c, self.reader, level, scope))
 
     def placements(self, level: str, scope: str, moment: Moment) -> dict[str, Any]:
         return placements_register(self.context(moment), level, scope)
@@ -193,7 +195,10 @@ class WebData:
 
     def level_figures(self, ctx: Context, level: str) -> dict[str, tuple[dict[str, Figure], Figure]]:
         """For every metric: each peer's figure at ``level`` (every registered organisation of the level, 0 where
-        it has no items, as accountabilityMetrics ranks them) and England's."""
+        it has no items, as accountabilityMetrics ranks them) and England's (kept with the folded state)."""
+        return ctx.derived(f"web.level_figures.{level}", lambda c: self._level_figures(c, level))
+
+    def _level_figures(self, ctx: Context, level: str) -> dict[str, tuple[dict[str, Figure], Figure]]:
         peers = ctx.directory.of_kind(*LEVEL_KINDS.get(level, ()))
         out = {}
         for metric in METRICS:

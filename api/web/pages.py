@@ -63,27 +63,40 @@ class Page:
     def __init__(self, env: Environment, sessions: Sessions):
         self.env, self.sessions = env, sessions
 
-    def render(self, request: Request, template: str, status: int = 200, principal: Principal | None = None,
-               no_store: bool = False, **values: Any) -> HTMLResponse:
-        nonce = request.cookies.get(CSRF_COOKIE)
-        fresh = nonce is None or not 16 <= len(nonce) <= 64
-        if fresh:
-            nonce = Sessions.new_nonce()
-        assert nonce is not None
+    @staticmethod
+    def common(request: Request) -> dict[str, Any]:
+        """What every template gets that does not depend on who asks: the navigation and the path."""
         path = request.url.path
         definitions = path == catalogue.DEFINITIONS_PATH
         nav = [{"href": "/", "text": "Home", "active": path == "/"},
                {"href": "/reports/england", "text": "Public reports", "active": path.startswith("/reports/") and not definitions},
                {"href": "/dashboards/", "text": "Dashboards", "active": path.startswith(("/dashboards", "/sign-in"))},
                {"href": catalogue.DEFINITIONS_PATH, "text": "Definitions", "active": definitions}]
-        body = finish_html(self.env.get_template(template).render(
-            navigation=nav, principal=principal, csrf_token=self.sessions.csrf_token(nonce), path=path, **values))
+        return {"navigation": nav, "path": path, "principal": None, "csrf_token": ""}
+
+    @staticmethod
+    def _nonce(request: Request) -> tuple[str, bool]:
+        """This browser's CSRF nonce (its cookie), or a new one to set."""
+        nonce = request.cookies.get(CSRF_COOKIE)
+        if nonce is None or not 16 <= len(nonce) <= 64:
+            return Sessions.new_nonce(), True
+        return nonce, False
+
+    def render(self, request: Request, template: str, status: int = 200, principal: Principal | None = None,
+               no_store: bool = False, **values: Any) -> HTMLResponse:
+        nonce, fresh = self._nonce(request)
+        body = self.env.get_template(template).render(**{**self.common(request), "principal": principal,
+                                                         "csrf_token": self.sessions.csrf_token(nonce), **values})
+        return self.respond(request, finish_html(body), status, no_store or principal is not None, (nonce if fresh else None))
+
+    @staticmethod
+    def respond(request: Request, body: str, status: int = 200, no_store: bool = False, new_nonce: str | None = None) -> HTMLResponse:
         # same-origin, not the API's no-referrer: under no-referrer a browser posts this page's forms with
         # Origin: null, and the forms' Origin check needs the real one (nothing is sent to other sites either way)
         response = HTMLResponse(body, status_code=status, headers={"referrer-policy": "same-origin"})
-        if fresh:
-            response.headers.append("set-cookie", Sessions.csrf_cookie_header(nonce))
-        if no_store or principal is not None:
+        if new_nonce:
+            response.headers.append("set-cookie", Sessions.csrf_cookie_header(new_nonce))
+        if no_store:
             response.headers["cache-control"] = "no-store"
         return response
 
@@ -215,17 +228,35 @@ def web_router(ledger: Ledger, principal_of: PrincipalOf, data: WebData | None =
         pub = await run_in_threadpool(publication, as_of)
         if pub is None:
             return page.error(request, 503, "No figures yet", "The transparency log has no signed checkpoint yet; try again in a few seconds.")
-        try:
-            report = await run_in_threadpool(pub.report, level, org)
-        except KeyError:
+        def body() -> bytes | None:
+            """The report in the format asked for: the same bytes for the same publication, so kept with it."""
+            key = (level, org, fmt if fmt != "html" else request.url.path)
+            found = pub.rendered.get(key)
+            if found is None:
+                try:
+                    report = pub.report(level, org)
+                except KeyError:
+                    return None
+                if fmt == "json":
+                    found = report.json_bytes()
+                elif fmt == "csv":
+                    found = report.csv_bytes()
+                else:
+                    html = page.env.get_template("report.html").render(**page.common(request), **report_view(report, request.url.path))
+                    found = finish_html(html).encode("utf-8")
+                pub.rendered[key] = found
+            return found
+
+        found = await run_in_threadpool(body)
+        if found is None:
             return page.error(request, 404, "Page not found", f"There is no public report for {org}.")
         if fmt == "json":
-            return Response(report.json_bytes(), media_type="application/json")
+            return Response(found, media_type="application/json")
         if fmt == "csv":
             name = "england" if level == "national" else org.replace(":", "-")
-            return Response(report.csv_bytes(), media_type="text/csv; charset=utf-8",
+            return Response(found, media_type="text/csv; charset=utf-8",
                             headers={"content-disposition": f'attachment; filename="{name}-{as_of.isoformat()}.csv"'})
-        return page.render(request, "report.html", **report_view(report, request.url.path))
+        return page.respond(request, found.decode("utf-8"))
 
     @router.get("/reports/england", response_class=HTMLResponse)
     @router.get("/reports/england.csv")

@@ -126,6 +126,7 @@ class Publication:
         self.data, self.ctx, self.as_of, self.checkpoint = data, ctx, as_of, checkpoint
         self.rules = rules or rules_from_env()
         self._levels: dict[str, _LevelRelease] = {}
+        self.rendered: dict[tuple[str, str, str], bytes] = {}  # (level, org, format) -> the bytes served, kept by the pages
 
     def release(self, level: str) -> _LevelRelease:
         key = "la" if level == "national" else level
