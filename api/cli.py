@@ -405,7 +405,9 @@ def demo(port: int = 8000, pupils: int = 4000, seed: int = 1, la: str = "801") -
     upn = area.example_upn
     # The simulated year starts last September, so by today most of its placements have ended: the pages open
     # on the day the simulation had the most placements open (any other date can be chosen on every page).
-    day = busiest_day(area.events).isoformat()
+    busiest = busiest_day(area.events)
+    day = busiest.isoformat()
+    raise_demo_concern(ledger, area, busiest)  # so the Regions Group cases page has a case too
     out.print(f"dashboards:      {base}/dashboards/la/la:{la}?as_of={day}  (sign in with the LA token below)")
     out.print(f"public report:   {base}/reports/la/{la}?as_of={day}   England: {base}/reports/england?as_of={day}")
     out.print(f"start page:      {base}/")
@@ -419,6 +421,22 @@ def demo(port: int = 8000, pupils: int = 4000, seed: int = 1, la: str = "801") -
     out.print(f"who looked:      curl -H 'Authorization: Bearer {result.admin_token}' {base}/access-log")
     out.print(f"publish:         PUPIL_LEDGER_HOME={settings.home} pupil-ledger report publish ./site --as-of {day} --la {la}")
     uvicorn.run(create_app(ledger, default_followers(ledger)), host="127.0.0.1", port=port, access_log=False, log_level="warning")
+
+
+def raise_demo_concern(ledger: Ledger, area: Any, day: date) -> None:
+    """A Regions Group concern about the area's LA, citing its removals with unknown destination so far that year
+    (counted from the simulated events as docs/metrics.md defines the metric), signed with the simulation's key."""
+    from ledger.schooltime import academic_year
+
+    year_start = date(int(academic_year(day)[:4]), 9, 1)
+    unknown = sum(1 for _, body in area.events if body["type"] == "pupil.deregistered" and body["data"]["destination"] == "unknown"
+                  and year_start <= date.fromisoformat(body["occurred_on"]) <= day)
+    now = ledger.clock()
+    body = admin.event_body("accountability.concern_raised", "dfe:regions", {"org": area.la},
+                            {"category": "roll_integrity", "metric": "removals_unknown_destination", "metric_value": unknown,
+                             "metric_as_of": day.isoformat(), "summary": "Removals with unknown destination above the area's usual level"},
+                            day, now)  # raised as of the day the pages open on (reported now: the ledger flags it late)
+    ledger.submit(admin.signed(body, area.orgs["dfe:regions"].key))
 
 
 def busiest_day(events: list[tuple[str, dict[str, Any]]]) -> date:

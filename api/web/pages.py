@@ -37,6 +37,7 @@ SERVICE_NAME = "Pupil movement transparency"
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 LATEST_AS_OF = date(2100, 12, 31)
 CACHED_PUBLICATIONS = 4
+MAX_LISTED_TRUSTS = 50
 LEVEL_TITLES = {"national": "England", "la": "Local authority", "trust": "Trust", "school": "School or setting"}
 HOME_OF_ROLE = {"la": "la", "trust": "trust", "school": "school", "ap_setting": "school"}
 
@@ -203,7 +204,8 @@ def web_router(ledger: Ledger, principal_of: PrincipalOf, data: WebData | None =
             pub = publication(data.today())
             las = pub.scopes("la") if pub else []
             trusts = pub.scopes("trust") if pub else []
-            return {"las": [(la, data.name_of(la)) for la in las], "trusts": [(t, data.name_of(t)) for t in trusts],
+            listed = trusts if len(trusts) <= MAX_LISTED_TRUSTS else []  # England has some 2,500 trusts: addressed, not listed
+            return {"las": [(la, data.name_of(la)) for la in las], "trusts": [(t, data.name_of(t)) for t in listed], "trust_count": len(trusts),
                     "checkpoint": pub.checkpoint if pub else None}
         return page.render(request, "start.html", title="Pupil movements in SEND and alternative provision", **await run_in_threadpool(body))
 
