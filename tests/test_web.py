@@ -9,16 +9,19 @@ import csv
 import hashlib
 import io
 import json
+import os
 import re
 import shutil
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi.testclient import TestClient
@@ -554,3 +557,47 @@ def test_quartile_bands_count_from_the_highest_value() -> None:
     assert [quartile(r, n) for r, n in [(1, 1), (1, 4), (2, 4), (4, 4), (1, 152), (38, 152), (39, 152), (152, 152)]] == \
         ["Q1", "Q1", "Q2", "Q4", "Q1", "Q1", "Q2", "Q4"]
     assert quartile(None, 3) == "–"
+
+
+@pytest.mark.slow
+def test_the_demo_prints_the_dashboard_first_and_every_page_has_figures(tmp_path: Path) -> None:
+    from .processes import CLI, free_port
+
+    port = free_port()
+    env = dict(os.environ, PUPIL_LEDGER_HOME=str(tmp_path / "demo"))
+    env.pop("PUPIL_LEDGER_DATABASE_URL", None)
+    process = subprocess.Popen([*CLI, "demo", "--port", str(port), "--pupils", "2500"], env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert process.stdout is not None
+        lines = []
+        for line in process.stdout:
+            lines.append(line.strip())
+            if line.startswith("publish:"):
+                break
+        assert lines[0].startswith("dashboards:"), lines
+        dashboard = lines[0].split()[1]
+        token = next(line.split()[2] for line in lines if line.startswith("LA token:"))
+        report = next(line.split()[2] for line in lines if line.startswith("public report:"))
+        base, query = dashboard.split("/dashboards/")[0], dashboard.split("?")[1]
+        deadline = time.monotonic() + 60
+        while True:  # the server seals and projects what the demo loaded, then serves
+            try:
+                if httpx.get(f"{base}/reports/england?{query}", timeout=30).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "the demo did not serve its reports within 60 s"
+            time.sleep(0.5)
+        headers = {"authorization": f"Bearer {token}"}
+        path = dashboard.split("?")[0]
+        for sub in DASHBOARD_PAGES:
+            page = httpx.get(f"{path}/{sub}".rstrip("/") + f"?{query}", headers=headers, timeout=60)
+            assert page.status_code == 200, (sub, page.status_code)
+            rows = [r for table in parse(page.text).tables.values() for r in table[1:] if not r[0].startswith("No rows")]
+            assert rows, f"the demo's {sub or 'summary'} page shows no figures"
+        figures = httpx.get(report.replace("/801?", "/801.json?"), timeout=60).json()["figures"]
+        assert sum(1 for f in figures if isinstance(f["value"], int) and f["value"] > 0) >= 8  # published figures, not only "c"
+    finally:
+        process.terminate()
+        process.wait(20)
