@@ -601,3 +601,26 @@ def test_the_demo_prints_the_dashboard_first_and_every_page_has_figures(tmp_path
     finally:
         process.terminate()
         process.wait(20)
+
+
+def test_the_pages_keep_a_checkpoints_reports_for_the_refresh_interval(scene: Scene, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A steady flow of events moves the checkpoint every second: the pages keep a publication for a while
+    (each report states its checkpoint) instead of folding everything again for each request."""
+    def grow() -> None:
+        scene.world.admit(upn(800 + len(scene.pupils)), SCHOOL_A, occurred_on=date(2026, 10, 1))
+        scene.pupils.append("x")
+        admin.sealer(scene.ledger).seal_all()
+        Projector(scene.ledger.store).catch_up()
+        scene.world.clock.advance(seconds=1)
+
+    q = {"as_of": AS_OF.isoformat()}
+    with client(scene) as c:
+        first = c.get("/reports/england.json", params=q).json()["checkpoint"]["tree_size"]
+        grow()
+        assert c.get("/reports/england.json", params=q).json()["checkpoint"]["tree_size"] == first
+    monkeypatch.setenv("PUPIL_LEDGER_WEB_REFRESH_SECONDS", "0")
+    with client(scene) as c:
+        now = c.get("/reports/england.json", params=q).json()["checkpoint"]["tree_size"]
+        assert now > first
+        grow()
+        assert c.get("/reports/england.json", params=q).json()["checkpoint"]["tree_size"] > now

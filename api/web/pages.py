@@ -4,8 +4,10 @@ from ``api.web.data``; every page is built from the metric catalogue (``api.web.
 
 from __future__ import annotations
 
+import os
 import re
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from datetime import date
@@ -38,6 +40,7 @@ TEMPLATES = Path(__file__).resolve().parent / "templates"
 LATEST_AS_OF = date(2100, 12, 31)
 CACHED_PUBLICATIONS = 4
 MAX_LISTED_TRUSTS = 50
+DEFAULT_REFRESH_SECONDS = 300.0  # how long the pages keep a checkpoint's public reports before moving to a newer one
 LEVEL_TITLES = {"national": "England", "la": "Local authority", "trust": "Trust", "school": "School or setting"}
 HOME_OF_ROLE = {"la": "la", "trust": "trust", "school": "school", "ap_setting": "school"}
 
@@ -177,15 +180,24 @@ def web_router(ledger: Ledger, principal_of: PrincipalOf, data: WebData | None =
     page = Page(env, sessions)
     router = APIRouter(include_in_schema=False)
     publications: OrderedDict[tuple[Any, ...], Publication] = OrderedDict()
+    recent: dict[tuple[date, int], tuple[float, Publication]] = {}  # (as_of, threshold) -> when chosen, publication
+    refresh = float(os.environ.get("PUPIL_LEDGER_WEB_REFRESH_SECONDS", DEFAULT_REFRESH_SECONDS))
     lock = threading.Lock()
 
     # -- public ------------------------------------------------------------------------------------------
 
     def publication(as_of: date) -> Publication | None:
+        """The public reports at ``as_of``: those of the latest clean checkpoint, kept for up to ``refresh`` seconds
+        (a steady flow of events moves the checkpoint every second; each report states the one it is of)."""
+        rules = rules_from_env()
+        now = time.monotonic()
+        with lock:
+            kept = recent.get((as_of, rules.threshold))
+        if kept is not None and now - kept[0] < refresh:
+            return kept[1]
         cp = data.checkpoint()
         if cp is None:
             return None
-        rules = rules_from_env()
         key = (as_of, cp.tree_size, rules.threshold)
         with lock:
             found = publications.get(key)
@@ -196,6 +208,10 @@ def web_router(ledger: Ledger, principal_of: PrincipalOf, data: WebData | None =
                 publications[key] = found
                 while len(publications) > CACHED_PUBLICATIONS:
                     publications.popitem(last=False)
+        with lock:
+            recent[(as_of, rules.threshold)] = (now, found)
+            while len(recent) > CACHED_PUBLICATIONS:
+                recent.pop(next(iter(recent)))
         return found
 
     @router.get("/", response_class=HTMLResponse)
