@@ -37,7 +37,7 @@ def _started_by(ctx: Context, field: str) -> Iterator[Contribution]:
                 yield Contribution(r.data["commissioner"], r.event_id, 1, label=str(r.data[field]))
 
 
-def ap_placements_ended_by_outcome(ctx: Context) -> Iterator[Contribution]:
+def placements_ended_by_outcome(ctx: Context) -> Iterator[Contribution]:
     """Placements ended in the academic year to D (movements out of AP), by outcome, under the placement's commissioner."""
     commissioner = {p.event_id: p.commissioner for p in ctx.placements}
     for pupil in ctx.pupils:
@@ -81,8 +81,8 @@ METRICS: tuple[Metric, ...] = (
     Metric("overdue_time_limited_placements", "placements", "count", overdue_time_limited_placements, unit="commissioner"),
     Metric("open_ap_placements_by_setting_type", "placements", "breakdown", lambda ctx: _open_by(ctx, lambda p: p.setting_type), unit="commissioner"),
     Metric("open_ap_placements_by_tier", "placements", "breakdown", lambda ctx: _open_by(ctx, lambda p: str(p.tier)), unit="commissioner"),
-    Metric("ap_placements_started_by_setting_type", "placements", "breakdown", lambda ctx: _started_by(ctx, "setting_type"), unit="commissioner"),
-    Metric("ap_placements_started_by_tier", "placements", "breakdown", lambda ctx: _started_by(ctx, "tier"), unit="commissioner"),
-    Metric("ap_placements_started_by_reason", "placements", "breakdown", lambda ctx: _started_by(ctx, "reason"), unit="commissioner"),
-    Metric("ap_placements_ended_by_outcome", "placements", "breakdown", ap_placements_ended_by_outcome, unit="commissioner"),
+    Metric("placements_started_by_setting_type", "placements", "breakdown", lambda ctx: _started_by(ctx, "setting_type"), unit="commissioner"),
+    Metric("placements_started_by_tier", "placements", "breakdown", lambda ctx: _started_by(ctx, "tier"), unit="commissioner"),
+    Metric("placements_started_by_reason", "placements", "breakdown", lambda ctx: _started_by(ctx, "reason"), unit="commissioner"),
+    Metric("placements_ended_by_outcome", "placements", "breakdown", placements_ended_by_outcome, unit="commissioner"),
 )

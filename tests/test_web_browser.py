@@ -156,13 +156,13 @@ def test_every_page_type_in_a_real_browser(served: tuple[Scene, Server], browser
     assert start.url.endswith("/reports/england")
     visit.open(f"/reports/england?{q}", shot="report-england")
     la_page = visit.open(f"/reports/la/801?{q}", shot="report-la")
-    visit.shot("report-la-figures", scroll_to="#fig-ap_placements_started_by_reason")
+    visit.shot("report-la-figures", scroll_to="#fig-placements_started_by_reason")
     with la_page.expect_download() as download:
         la_page.click(f"a[href='/reports/la/801.csv?{q}']")
     public_csv = Path(download.value.path()).read_text("utf-8")
     rows = {(r["metric"], r["category"]): r["value"] for r in csv.DictReader(io.StringIO(public_csv))}
-    reason_rows = table_rows(la_page, "table[data-metric='ap_placements_started_by_reason'] tbody")
-    assert reason_rows and all(rows[("ap_placements_started_by_reason", re.search(r"\((\w+)\)$", r[0]).group(1))] == r[1].replace(",", "")  # type: ignore[union-attr]
+    reason_rows = table_rows(la_page, "table[data-metric='placements_started_by_reason'] tbody")
+    assert reason_rows and all(rows[("placements_started_by_reason", re.search(r"\((\w+)\)$", r[0]).group(1))] == r[1].replace(",", "")  # type: ignore[union-attr]
                                for r in reason_rows)
     visit.open(f"/reports/trust/{TRUST[6:]}?{q}")
     definitions = visit.open("/reports/definitions", shot="definitions")
@@ -226,7 +226,7 @@ def test_every_page_type_in_a_real_browser(served: tuple[Scene, Server], browser
     # pages work without JavaScript too
     plain = browser.new_context(java_script_enabled=False).new_page()
     plain.goto(f"{server.url}/reports/la/801?{q}")
-    assert plain.locator("table[data-metric='ap_placements_started_by_reason']").count() == 1
+    assert plain.locator("table[data-metric='placements_started_by_reason']").count() == 1
     plain.goto(f"{server.url}/sign-in")
     plain.fill("#token", scene.tokens["la"])
     plain.click("button:has-text('Sign in')")
