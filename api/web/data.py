@@ -228,7 +228,7 @@ class WebData:
         if level != "national":
             if not org:
                 raise BadScope(f"give the {level}'s organisation id")
-            if org.split(":", 1)[0] not in SCHEMES[level] and not (level == "school" and org.split(":", 1)[0] in SCHEMES["school"]):
+            if org.split(":", 1)[0] not in SCHEMES[level]:
                 raise BadScope(f"a {level} is identified by {' or '.join(SCHEMES[level])} ids, not {org!r}")
         scope = scope_for(level, org)
         facts = None
