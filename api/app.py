@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from api import security
+from api import security, web
 from api.background import Background, Follower
 from api.limits import read_limited
 from api.log_routes import event_proof_route, log_router
@@ -303,6 +303,7 @@ def create_app(ledger: Ledger, followers: Sequence[Follower] = ()) -> FastAPI:
     app.include_router(log_router(ledger))
     app.include_router(event_proof_route(ledger))
     app.include_router(views_router(ledger, principal))
+    web.mount(app, ledger, principal_of)  # the pages (docs/web.md): start page, public reports, dashboards, /assets
     return app
 
 

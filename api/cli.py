@@ -6,7 +6,7 @@ import json
 import os
 import sys
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -21,6 +21,7 @@ from rich.table import Table
 from api.cli_bench import bench
 from api.cli_log import log_app, seal, verify_app
 from api.cli_project import project_app
+from api.cli_report import report_app
 from api.cli_witness import witness_app
 from ledger import admin, dfe, envelope, jcs
 from ledger.config import Settings, tune_garbage_collector
@@ -39,6 +40,7 @@ app.add_typer(witness_app, name="witness")
 app.add_typer(project_app, name="project")
 app.add_typer(log_app, name="log")
 app.add_typer(verify_app, name="verify")
+app.add_typer(report_app, name="report")
 app.command()(seal)
 app.command()(bench)
 out = Console(soft_wrap=True)
@@ -379,8 +381,8 @@ def simulate(
 
 
 @app.command()
-def demo(port: int = 8000, pupils: int = 300, seed: int = 1, la: str = "801") -> None:
-    """Initialise a fresh home, load a simulated local area and serve it.
+def demo(port: int = 8000, pupils: int = 4000, seed: int = 1, la: str = "801") -> None:
+    """Initialise a fresh home, load a simulated local area and serve it: the dashboards, the public reports and the API.
 
     Example: `PUPIL_LEDGER_HOME=./demo-home pupil-ledger demo --port 8000`
     """
@@ -400,16 +402,62 @@ def demo(port: int = 8000, pupils: int = 300, seed: int = 1, la: str = "801") ->
         task = progress.add_task("loading simulated area", total=len(area.events))
         load_area(ledger, area, on_progress=lambda n: progress.advance(task, n))
     inspector = ledger.issue_token("ofsted", "inspector", scope=[f"la:{la}"])
+    la_token = ledger.issue_token(f"la:{la}", "la")
     base = f"http://127.0.0.1:{port}"
     upn = area.example_upn
+    # The simulated year starts last September, so by today most of its placements have ended: the pages open
+    # on the day the simulation had the most placements open (any other date can be chosen on every page).
+    busiest = busiest_day(area.events)
+    day = busiest.isoformat()
+    raise_demo_concern(ledger, area, busiest)  # so the Regions Group cases page has a case too
+    out.print(f"dashboards:      {base}/dashboards/la/la:{la}?as_of={day}  (sign in with the LA token below)")
+    out.print(f"public report:   {base}/reports/la/{la}?as_of={day}   England: {base}/reports/england?as_of={day}")
+    out.print(f"start page:      {base}/")
     out.print(f"ledger home: {settings.home}  ({ledger.store.count_events()} events)")
+    out.print(f"LA token:        {la_token}")
     out.print(f"admin token:     {result.admin_token}")
     out.print(f"inspector token: {inspector}")
     out.print(f"API docs:        {base}/docs")
     out.print(f"health:          {base}/healthz")
     out.print(f"pupil history:   curl -H 'Authorization: Bearer {inspector}' '{base}/pupils/{upn}/history?purpose=inspection'")
     out.print(f"who looked:      curl -H 'Authorization: Bearer {result.admin_token}' {base}/access-log")
+    out.print(f"publish:         PUPIL_LEDGER_HOME={settings.home} pupil-ledger report publish ./site --as-of {day} --la {la}")
     uvicorn.run(create_app(ledger, default_followers(ledger)), host="127.0.0.1", port=port, access_log=False, log_level="warning")
+
+
+def raise_demo_concern(ledger: Ledger, area: Any, day: date) -> None:
+    """A Regions Group concern about the area's LA, citing its removals with unknown destination so far that year
+    (counted from the simulated events as docs/metrics.md defines the metric), signed with the simulation's key."""
+    from ledger.schooltime import academic_year
+
+    year_start = date(int(academic_year(day)[:4]), 9, 1)
+    unknown = sum(1 for _, body in area.events if body["type"] == "pupil.deregistered" and body["data"]["destination"] == "unknown"
+                  and year_start <= date.fromisoformat(body["occurred_on"]) <= day)
+    now = ledger.clock()
+    body = admin.event_body("accountability.concern_raised", "dfe:regions", {"org": area.la},
+                            {"category": "roll_integrity", "metric": "removals_unknown_destination", "metric_value": unknown,
+                             "metric_as_of": day.isoformat(), "summary": "Removals with unknown destination above the area's usual level"},
+                            day, now)  # raised as of the day the pages open on (reported now: the ledger flags it late)
+    ledger.submit(admin.signed(body, area.orgs["dfe:regions"].key))
+
+
+def busiest_day(events: list[tuple[str, dict[str, Any]]]) -> date:
+    """The date on which the most AP placements of ``events`` (submitter, body) were open (the latest of ties)."""
+    starts: dict[str, date] = {}
+    ends: dict[str, date] = {}
+    for _, body in events:
+        if body["type"] == "pupil.ap_placement_started":
+            starts[body["event_id"]] = date.fromisoformat(body["occurred_on"])
+        elif body["type"] == "pupil.ap_placement_ended":
+            ends[body["data"]["placement_event_id"]] = date.fromisoformat(body["occurred_on"])
+    if not starts:
+        return datetime.now(UTC).date()
+    best, most = min(starts.values()), -1
+    for day in sorted(set(starts.values()) | set(ends.values())):
+        count = sum(1 for k, s in starts.items() if s <= day and (k not in ends or ends[k] > day))
+        if count >= most:
+            best, most = day, count
+    return best
 
 
 def main() -> None:

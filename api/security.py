@@ -31,6 +31,20 @@ DOCS_CSP = ("default-src 'none'; script-src 'self' 'unsafe-inline' https://cdn.j
             "https://cdn.jsdelivr.net https://fonts.googleapis.com; img-src 'self' data: https://fastapi.tiangolo.com https://cdn.redoc.ly; "
             "font-src https://fonts.gstatic.com; connect-src 'self'; worker-src blob:; frame-ancestors 'none'")
 DOCS_PATHS = ("/docs", "/redoc")
+# The web pages (api/web): their own CSS, JavaScript and images only. The one inline script is the GOV.UK page
+# template's (it marks the body as js-enabled), allowed by its hash; tests/test_web.py checks the hash is current.
+PAGE_CSP = ("default-src 'none'; script-src 'self' 'sha256-GUQ5ad8JK5KmEWmROf3LZd9ge94daqNvd8xy9YS1iDw='; style-src 'self'; "
+            "img-src 'self'; font-src 'self'; manifest-src 'self'; connect-src 'self'; form-action 'self'; base-uri 'none'; "
+            "frame-ancestors 'none'")
+PAGE_PATHS = ("/reports", "/dashboards", "/sign-in", "/sign-out", "/assets/")
+
+
+def csp_for(path: str) -> str:
+    if path in DOCS_PATHS:
+        return DOCS_CSP
+    if path == "/" or path.startswith(PAGE_PATHS):
+        return PAGE_CSP
+    return API_CSP
 
 
 class RateLimiter:
@@ -96,7 +110,7 @@ class Guard:
             await self.app(scope, receive, send)
             return
         path = scope["path"]
-        extra = [*_RAW_HEADERS, (b"content-security-policy", (DOCS_CSP if path in DOCS_PATHS else API_CSP).encode("latin-1"))]
+        extra = [*_RAW_HEADERS, (b"content-security-policy", csp_for(path).encode("latin-1"))]
         if path.startswith(_NO_STORE_PATHS):
             extra.append((b"cache-control", b"no-store"))
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import statistics
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from .context import Context, Contribution, Metric, Placement, scope_of
@@ -21,6 +21,30 @@ def overdue_time_limited_placements(ctx: Context) -> Iterator[Contribution]:
     for p in ctx.placements:
         if p.is_overdue(ctx.day):
             yield Contribution(p.commissioner, p.event_id, 1)
+
+
+def _open_by(ctx: Context, label: Callable[[Placement], str]) -> Iterator[Contribution]:
+    for p in ctx.placements:
+        if p.is_open():
+            yield Contribution(p.commissioner, p.event_id, 1, label=label(p))
+
+
+def _started_by(ctx: Context, field: str) -> Iterator[Contribution]:
+    """Placements started in the academic year to D (movements into AP), by a field of the start event."""
+    for pupil in ctx.pupils:
+        for r in pupil.of_type("pupil.ap_placement_started"):
+            if ctx.in_year(r):
+                yield Contribution(r.data["commissioner"], r.event_id, 1, label=str(r.data[field]))
+
+
+def placements_ended_by_outcome(ctx: Context) -> Iterator[Contribution]:
+    """Placements ended in the academic year to D (movements out of AP), by outcome, under the placement's commissioner."""
+    commissioner = {p.event_id: p.commissioner for p in ctx.placements}
+    for pupil in ctx.pupils:
+        for r in pupil.of_type("pupil.ap_placement_ended"):
+            unit = commissioner.get(r.data["placement_event_id"])
+            if unit is not None and ctx.in_year(r):
+                yield Contribution(unit, r.event_id, 1, label=r.data["outcome"])
 
 
 def _lengths(days: list[int]) -> dict[str, Any]:
@@ -55,4 +79,10 @@ def placements_register(ctx: Context, level: str, scope: str) -> dict[str, Any]:
 METRICS: tuple[Metric, ...] = (
     Metric("open_ap_placements", "placements", "count", open_ap_placements, unit="commissioner"),
     Metric("overdue_time_limited_placements", "placements", "count", overdue_time_limited_placements, unit="commissioner"),
+    Metric("open_ap_placements_by_setting_type", "placements", "breakdown", lambda ctx: _open_by(ctx, lambda p: p.setting_type), unit="commissioner"),
+    Metric("open_ap_placements_by_tier", "placements", "breakdown", lambda ctx: _open_by(ctx, lambda p: str(p.tier)), unit="commissioner"),
+    Metric("placements_started_by_setting_type", "placements", "breakdown", lambda ctx: _started_by(ctx, "setting_type"), unit="commissioner"),
+    Metric("placements_started_by_tier", "placements", "breakdown", lambda ctx: _started_by(ctx, "tier"), unit="commissioner"),
+    Metric("placements_started_by_reason", "placements", "breakdown", lambda ctx: _started_by(ctx, "reason"), unit="commissioner"),
+    Metric("placements_ended_by_outcome", "placements", "breakdown", placements_ended_by_outcome, unit="commissioner"),
 )

@@ -168,6 +168,10 @@ def values(report: dict[str, Any]) -> dict[str, Any]:
 SCHOOL_A = {
     "open_ap_placements": 1,  # P8
     "overdue_time_limited_placements": 0,  # P8's planned end moved to 10-20
+    "open_ap_placements_by_setting_type": {"UKPRN": 1}, "open_ap_placements_by_tier": {"2": 1},  # P8
+    "placements_started_by_setting_type": {"UKPRN": 1}, "placements_started_by_tier": {"2": 1},  # P8 (P11, P12: last year)
+    "placements_started_by_reason": {"BEHAVIOUR": 1},
+    "placements_ended_by_outcome": {"special": 1},  # P12 on 09-30 (P11 ended last year)
     "pupils_in_unregistered_provision": 0,
     "unregistered_providers_needing_registration": 0,
     "removals_unknown_destination": 1,  # P3
@@ -188,6 +192,10 @@ SCHOOL_A = {
 ENGLAND = {
     "open_ap_placements": 4,  # P5, P6, P7, P8
     "overdue_time_limited_placements": 1,  # P6: tier 2, planned end 09-28
+    "open_ap_placements_by_setting_type": {"OTH": 2, "UKPRN": 2}, "open_ap_placements_by_tier": {"1": 1, "2": 2, "3": 1},
+    "placements_started_by_setting_type": {"OTH": 2, "UKPRN": 2},  # P5, P6, P7, P8 started this year
+    "placements_started_by_tier": {"1": 1, "2": 2, "3": 1}, "placements_started_by_reason": {"BEHAVIOUR": 4},
+    "placements_ended_by_outcome": {"special": 1},
     "pupils_in_unregistered_provision": 2,  # P6, P7
     "unregistered_providers_needing_registration": 1,  # uprov:801-1: P6 full time (20 h) and looked after
     "removals_unknown_destination": 1, "children_without_setting_after_leaving": 1, "sen_exits": 1, "backdated_removals": 1,

@@ -1,0 +1,321 @@
+"""Every figure the web pages and the published reports show, read here and only here.
+
+It calls what the JSON API's routes call (``projections.queries.metrics_report`` for accountabilityMetrics,
+``placements_register``, ``unregistered_providers``, ``case_list``, ``projections.metrics.figures`` and the
+folded ``Context``), so a page and the API agree for the same moment; pointing the pages at another read model
+(issue 20's national-scale one) means changing this module alone. Trends are the metrics asked at monthly
+points for now.
+
+Public reports are computed at a **checkpoint** of the transparency log: as known at the ledger time of the
+newest event in the tree of that size (``Checkpoint.known_at``). That cut holds exactly the tree's events when
+no later event was received earlier (``clean``), which is what ``replay`` rebuilds from the log itself to verify
+a published report.
+"""
+
+from __future__ import annotations
+
+import base64
+import sqlite3
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from ledger import notes, policy
+from ledger.catalogue import parse_timestamp
+from ledger.service import Ledger, Principal, timestamp
+from ledger.tlog import Log
+from projections.config import ViewSettings
+from projections.context import ENGLAND, Context, context
+from projections.facts import Moment, in_force
+from projections.metrics import METRICS, Figure, empty_figure, figures, report
+from projections.placements import placements_register
+from projections.queries import case_list, metrics_report, scope_for
+from projections.runner import VIEWS, Projector, Reader
+from projections.unregistered import unregistered_providers
+
+EPOCH = "1970-01-01T00:00:00.000000Z"
+CACHED_CONTEXTS = 6
+NAME_SECONDS = 60.0
+LEVEL_KINDS = {"la": ("la",), "trust": ("trust",), "school": ("school", "ap_setting")}
+SCHEMES = {"school": ("urn", "ukprn", "uprov"), "trust": ("trust",), "la": ("la",)}
+
+
+class NotAllowed(Exception):
+    """The principal may not read the figures of this scope (docs/access.md: aggregates)."""
+
+
+class BadScope(ValueError):
+    """The organisation id does not name an organisation of the level."""
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A signed checkpoint of the log and the ledger time its tree reaches."""
+
+    origin: str
+    tree_size: int
+    root_hash: str  # base64, as the note carries it
+    last_sequence: int
+    known_at: str  # RFC 3339: received_at of the newest event in the tree
+    signed_at: str
+    note: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @property
+    def moment_known_at(self) -> datetime:
+        found = parse_timestamp(self.known_at)
+        assert found is not None
+        return found
+
+
+class WebData:
+    """The read side as the pages need it, for one ledger."""
+
+    def __init__(self, ledger: Ledger, settings: ViewSettings | None = None):
+        self.ledger = ledger
+        self.settings = settings or ViewSettings.from_env()
+        self.reader = Reader(ledger.store)
+        self.projector = Projector(ledger.store)
+        self.log = Log(ledger.store)
+        self._contexts: OrderedDict[tuple[Any, ...], Context] = OrderedDict()
+        self._lock = threading.Lock()
+        self._newest: tuple[int, str] = (0, EPOCH)  # (sequence, max received_at up to it), grown incrementally
+        self._names: dict[str, tuple[float, str]] = {}
+
+    # -- moments and the log -----------------------------------------------------------------------------
+
+    def today(self) -> date:
+        return self.ledger.clock().date()
+
+    def positions(self) -> dict[str, int]:
+        return self.projector.positions()
+
+    def checkpoint(self) -> Checkpoint | None:
+        """The latest checkpoint the views have reached whose cut is clean (None before the first one)."""
+        positions = self.positions()
+        reached = min(positions.get(v.name, 0) for v in VIEWS)
+        rows = self.ledger.store.query("SELECT leaf_index FROM log_entries WHERE sequence <= ? ORDER BY sequence DESC LIMIT 1", (reached,))
+        limit = int(rows[0][0]) + 1 if rows else 0
+        for (size,) in self.ledger.store.query("SELECT tree_size FROM log_checkpoints WHERE tree_size <= ? ORDER BY tree_size DESC LIMIT 20",
+                                               (limit,)):
+            found = self.checkpoint_at(int(size))
+            if found is not None and self.is_clean(found):
+                return found
+        return None
+
+    def checkpoint_at(self, tree_size: int) -> Checkpoint | None:
+        rows = self.ledger.store.query("SELECT root, note, signed_at FROM log_checkpoints WHERE tree_size = ?", (tree_size,))
+        if not rows:
+            return None
+        root, note, signed_at = bytes(rows[0][0]), str(rows[0][1]), str(rows[0][2])
+        last = 0
+        if tree_size:
+            leaf = self.log.leaf(tree_size - 1)
+            assert leaf is not None
+            last = leaf.sequence
+        return Checkpoint(self.ledger.settings.origin, tree_size, base64.b64encode(root).decode(), last, self._known_at(last), signed_at, note)
+
+    def _known_at(self, sequence: int) -> str:
+        """The latest received_at among the events up to ``sequence`` (kept and extended, not rescanned)."""
+        if sequence == 0:
+            return EPOCH
+        with self._lock:
+            upto, newest = self._newest
+        if sequence < upto:
+            upto, newest = 0, EPOCH
+        rows = self.ledger.store.query("SELECT MAX(received_at) FROM ledger_index WHERE sequence > ? AND sequence <= ?", (upto, sequence))
+        found = rows[0][0]
+        newest = max(newest, str(found)) if found else newest
+        with self._lock:
+            if sequence >= self._newest[0]:
+                self._newest = (sequence, newest)
+        return newest
+
+    def is_clean(self, cp: Checkpoint) -> bool:
+        """No event outside the tree was received at or before its newest event (so 'known at' is the tree)."""
+        rows = self.ledger.store.query("SELECT COUNT(*) FROM ledger_index WHERE sequence > ? AND received_at <= ?", (cp.last_sequence, cp.known_at))
+        return int(rows[0][0]) == 0
+
+    def verify_checkpoint(self, cp: Checkpoint) -> list[str]:
+        """What is wrong with a stated checkpoint against this ledger's log (empty: it is this log's)."""
+        problems = []
+        try:
+            checked, _ = notes.open_checkpoint(cp.note, notes.vkey(self.ledger.settings.origin, self.ledger.secrets.signing_public_raw))
+        except ValueError as exc:  # notes.NoteError included
+            return [f"the checkpoint note does not verify with this ledger's key: {exc}"]
+
+        if checked.size != cp.tree_size or base64.b64encode(checked.root).decode() != cp.root_hash or checked.origin != cp.origin:
+            problems.append("the stated tree size, root or origin differ from the signed note")
+        if self.log.tree_size() < cp.tree_size:
+            problems.append(f"this log has only {self.log.tree_size()} entries, fewer than {cp.tree_size}")
+        elif cp.tree_size and self.log.tree.root(cp.tree_size) != checked.root:
+            problems.append("this log's tree of that size has another root")
+        return problems
+
+    # -- the folded state (as the API's views fold it) -----------------------------------------------------
+
+    def context(self, moment: Moment, db: Any = None) -> Context:
+        """The folded state at ``moment``; reused while the views have not moved (or, at a fixed ledger time,
+        always: nothing received later changes it)."""
+        if db is not None:
+            return context(db, moment, self.settings)
+        key: tuple[Any, ...] = (moment.as_of, moment.known_at, None if moment.known_at else tuple(sorted(self.positions().items())))
+        with self._lock:
+            found = self._contexts.get(key)
+            if found is not None:
+                self._contexts.move_to_end(key)
+                return found
+        found = context(self.reader, moment, self.settings)
+        with self._lock:
+            self._contexts[key] = found
+            while len(self._contexts) > CACHED_CONTEXTS:
+                self._contexts.popitem(last=False)
+        return found
+
+    def metrics(self, level: str, scope: str, moment: Moment) -> dict[str, Any]:
+        """The body of accountabilityMetrics: every metric with national value and rank, register, provider watch, cases
+        (kept with the folded state it was computed from, so a page read again costs nothing)."""
+        ctx = self.context(moment)
+        return ctx.derived(f"web.metrics.{level}.{scope}", lambda c: metrics_report(c, self.reader, level, scope))
+
+    def placements(self, level: str, scope: str, moment: Moment) -> dict[str, Any]:
+        return placements_register(self.context(moment), level, scope)
+
+    def providers(self, level: str, scope: str, moment: Moment) -> dict[str, Any]:
+        return unregistered_providers(self.context(moment), level, scope)
+
+    def cases(self, level: str, scope: str, moment: Moment) -> list[dict[str, Any]]:
+        return case_list(self.reader, moment, level, scope)
+
+    def level_figures(self, ctx: Context, level: str) -> dict[str, tuple[dict[str, Figure], Figure]]:
+        """For every metric: each peer's figure at ``level`` (every registered organisation of the level, 0 where
+        it has no items, as accountabilityMetrics ranks them) and England's (kept with the folded state)."""
+        return ctx.derived(f"web.level_figures.{level}", lambda c: self._level_figures(c, level))
+
+    def _level_figures(self, ctx: Context, level: str) -> dict[str, tuple[dict[str, Figure], Figure]]:
+        peers = ctx.directory.of_kind(*LEVEL_KINDS.get(level, ()))
+        out = {}
+        for metric in METRICS:
+            contributions = ctx.contributions(metric)
+            national = figures(metric, contributions, "national", ctx.directory).get(ENGLAND, empty_figure(metric))
+            found = figures(metric, contributions, level, ctx.directory) if level != "national" else {}
+            for peer in peers:
+                found.setdefault(peer, empty_figure(metric))
+            out[metric.name] = (found, national)
+        return out
+
+    def series(self, level: str, scope: str, names: Sequence[str], end: date, months: int = 12,
+               known_at: datetime | None = None) -> list[tuple[date, dict[str, dict[str, Any]]]]:
+        """Each metric of ``names`` for the scope at the last day of each month up to ``end`` (and at ``end``),
+        with the national value: accountabilityMetrics asked at those dates."""
+        points = month_ends(end, months)
+        out = []
+        for day in points:
+            figures_at = report(self.context(Moment(day, known_at)), level, scope)
+            out.append((day, {n: figures_at[n] for n in names if n in figures_at}))
+        return out
+
+    # -- scopes, organisations, access ----------------------------------------------------------------------
+
+    def authorise(self, principal: Principal, level: str, org: str | None) -> str:
+        """The scope ``principal`` asks for, if the access policy lets it read its aggregates (as the API's views do)."""
+        if level != "national":
+            if not org:
+                raise BadScope(f"give the {level}'s organisation id")
+            if org.split(":", 1)[0] not in SCHEMES[level]:
+                raise BadScope(f"a {level} is identified by {' or '.join(SCHEMES[level])} ids, not {org!r}")
+        scope = scope_for(level, org)
+        facts = None
+        if level != "national":
+            state = self.ledger.org_state(scope)
+            facts = policy.OrgFacts(state.la, state.trust)
+        if not policy.aggregate_scope_allowed(principal, level, scope, facts):
+            raise NotAllowed(f"{principal.org} ({principal.role}) may not read the figures of {scope}")
+        return scope
+
+    def may_read(self, principal: Principal, level: str, scope: str, ctx: Context) -> bool:
+        """The policy's answer for a scope, from the directory at the moment (no store read per organisation)."""
+        facts = policy.OrgFacts(ctx.directory.la_of(scope), ctx.directory.trust_of(scope)) if level != "national" else None
+        return policy.aggregate_scope_allowed(principal, level, scope, facts)
+
+    def children(self, level: str, scope: str, ctx: Context) -> tuple[str, list[str]]:
+        """The level below and its units in the scope: England's LAs, an LA's schools and settings, a trust's academies."""
+        d = ctx.directory
+        if level == "national":
+            return "la", d.of_kind("la")
+        if level == "la":
+            return "school", [o for o in d.of_kind("school", "ap_setting") if d.la_of(o) == scope]
+        if level == "trust":
+            return "school", [o for o in d.of_kind("school", "ap_setting") if d.trust_of(o) == scope]
+        return "school", []
+
+    def name_of(self, org: str) -> str:
+        """The organisation's registered name (kept for a minute: names rarely change)."""
+        if org == ENGLAND:
+            return "England"
+        now = time.monotonic()
+        found = self._names.get(org)
+        if found is None or now - found[0] > NAME_SECONDS:
+            state = self.ledger.org_state(org)
+            found = (now, state.name or org)
+            self._names[org] = found
+        return found[1]
+
+    def may_read_pupils(self, principal: Principal) -> bool:
+        return principal.role not in ("regions", "researcher")
+
+
+def month_ends(end: date, months: int) -> list[date]:
+    """The last day of each of the ``months`` - 1 months before ``end``'s month, then ``end``."""
+    points = []
+    first = end.replace(day=1)
+    for _ in range(months - 1):
+        last = first - timedelta(days=1)
+        points.append(last)
+        first = last.replace(day=1)
+    return [*reversed(points), end]
+
+
+def now_text(clock: Callable[[], datetime]) -> str:
+    return timestamp(clock().astimezone(UTC))
+
+
+class ReplayedFacts:
+    """The views' fact tables rebuilt from the log itself up to a checkpoint, in an in-memory database:
+    every stored event of the tree (decrypted, as the projections read it) mapped by the views' own row
+    functions, corrections applied in log order. Answers ``facts`` as ``projections.runner.Reader`` does."""
+
+    def __init__(self, ledger: Ledger, cp: Checkpoint, batch_size: int = 2000):
+        self.db = sqlite3.connect(":memory:", check_same_thread=False)
+        for view in VIEWS:
+            for table in view.tables:
+                for statement in table.ddl():
+                    self.db.execute(statement)
+        projector = Projector(ledger.store, batch_size=batch_size, ready=True)
+        position = 0
+        while position < cp.last_sequence:
+            batch = projector._read(position)  # noqa: SLF001 - the projections' own read and decryption of the log
+            if not batch.rows:
+                break
+            events = [ev for ev in batch.events if ev.seq <= cp.last_sequence]
+            for view in VIEWS:
+                for ev in events:
+                    for table, values in view.rows(ev):
+                        self.db.execute(table.insert_sql(), table.row(ev, values))
+                    if ev.record.corrects:
+                        for table in view.tables:
+                            self.db.execute(f"UPDATE {table.name} SET superseded_at = ? WHERE event_id = ? AND superseded_at IS NULL",
+                                            (timestamp(ev.record.received_at), ev.record.corrects))
+            position = int(batch.rows[-1][0])
+
+    def facts(self, table: str, moment: Moment, columns: str = "*", where: str = "", params: Sequence[Any] = (),
+              order: str = "seq", effective_cut: bool = True) -> list[tuple[Any, ...]]:
+        sql, args = in_force(table, moment, where, params, columns, effective_cut)
+        return list(self.db.execute(f"{sql} ORDER BY {order}", args))
+

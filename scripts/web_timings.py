@@ -1,0 +1,105 @@
+"""Timings of the web pages and of `report publish` on a simulated national population (docs/web.md).
+
+    python scripts/web_timings.py HOME --pupils 100000 [--database-url postgresql://...]
+
+Loads ``--pupils`` simulated pupils over every LA into a fresh ledger at HOME (skipped if HOME exists), seals
+and projects the log, then serves the app in-process over real HTTP and times: a public LA report and the
+England report (first request after the checkpoint, then warm p50/p95 over 30 requests each), an LA dashboard
+summary, and building the whole published site (England and every LA). Prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("home", type=Path)
+    parser.add_argument("--pupils", type=int, default=100_000)
+    parser.add_argument("--database-url", default=None)
+    parser.add_argument("--port", type=int, default=8931)
+    args = parser.parse_args()
+
+    import httpx
+    import uvicorn
+
+    from api.app import create_app
+    from api.web import site
+    from api.web.data import WebData
+    from ledger import admin
+    from ledger.config import Settings
+    from ledger.simulate import load_areas, simulate_nation
+    from projections.runner import Projector
+
+    settings = Settings(home=args.home, database_url=args.database_url)
+    out: dict[str, object] = {"pupils": args.pupils, "database": "postgresql" if args.database_url else "sqlite", "cores": os.cpu_count()}
+    if not (args.home / "secrets").exists():
+        ledger = admin.initialise(settings).ledger
+        started = time.monotonic()
+        load_areas(ledger, simulate_nation(args.pupils, seed=1, today=ledger.clock().date()))
+        out["load_seconds"] = round(time.monotonic() - started, 1)
+        started = time.monotonic()
+        admin.sealer(ledger).seal_all()
+        Projector(ledger.store).catch_up()
+        out["seal_and_project_seconds"] = round(time.monotonic() - started, 1)
+    else:
+        ledger = admin.open_ledger(settings)
+    out["events"] = ledger.store.count_events()
+    data = WebData(ledger)
+    cp = data.checkpoint()
+    assert cp is not None
+    la = next(iter(sorted(o for o in data.context(__import__("projections.facts", fromlist=["Moment"]).Moment(data.today())).directory.of_kind("la"))))
+    token = ledger.issue_token(la, "la")
+
+    app = create_app(ledger)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=args.port, log_level="warning", access_log=False))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{args.port}"
+    while not server.started:
+        time.sleep(0.05)
+
+    def timed(path: str, n: int = 30, headers: dict[str, str] | None = None) -> dict[str, float]:
+        with httpx.Client(base_url=base, headers=headers or {}, timeout=600) as c:
+            started = time.monotonic()
+            first = c.get(path)
+            assert first.status_code == 200, (path, first.status_code, first.text[:300])
+            cold = time.monotonic() - started
+            times = []
+            for _ in range(n):
+                started = time.monotonic()
+                assert c.get(path).status_code == 200
+                times.append(time.monotonic() - started)
+        times.sort()
+        return {"first_ms": round(cold * 1000), "p50_ms": round(statistics.median(times) * 1000, 1),
+                "p95_ms": round(times[int(0.95 * (len(times) - 1))] * 1000, 1)}
+
+    code = la.removeprefix("la:")
+    out["report_la"] = timed(f"/reports/la/{code}")
+    out["report_england"] = timed("/reports/england")
+    out["report_la_csv"] = timed(f"/reports/la/{code}.csv")
+    out["dashboard_la_summary"] = timed(f"/dashboards/la/{la}", headers={"authorization": f"Bearer {token}"})
+    out["dashboard_la_units"] = timed(f"/dashboards/la/{la}/units", headers={"authorization": f"Bearer {token}"})
+    server.should_exit = True
+    thread.join(10)
+
+    fresh = WebData(ledger)  # a new process's view: nothing folded or cached yet
+    started = time.monotonic()
+    files = site.build(fresh, cp, site.default_options(fresh.today(), [], []))
+    out["publish_seconds"] = round(time.monotonic() - started, 1)
+    out["publish_reports"] = sum(1 for name in files if name.startswith("reports/") and name.endswith(".json"))
+    print(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()
