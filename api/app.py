@@ -21,8 +21,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api import security
 from api.background import Background, Follower
-from api.limits import read_limited
+from api.limits import Refusal, read_json
 from api.log_routes import event_proof_route, log_router
+from api.params import check_moment
 from api.views import views_router
 from ledger import jcs, signatures
 from ledger.admin import log_vkey, open_ledger, sealer
@@ -86,7 +87,8 @@ class Health(BaseModel):
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": Errors, "description": desc}
     for status, desc in [(400, "malformed"), (401, "no or bad bearer token"), (403, "signature, key or submitter not accepted"),
-                         (409, "event_id reused with other bytes"), (413, "body too large"), (422, "invalid event")]
+                         (409, "event_id reused with other bytes"), (413, "body too large"), (415, "the body is not application/json"),
+                         (422, "invalid event")]
 }
 
 
@@ -122,8 +124,8 @@ class DirectRoute:
     """One route served straight from the ASGI call, before FastAPI's routing, dependency solving and exception
     layers (measured in docs/performance.md, sixth round). The FastAPI route of the same
     method and path stays, and documents it; ``endpoint`` is what that route calls, and a ``LedgerError`` it raises
-    is answered by ``on_error``, the app's handler for it. Anything else propagates to the guard, which answers it
-    without its details (``security.unexpected_failure``)."""
+    is answered by ``on_error``, the app's handler for it, a ``Refusal`` by itself. Anything else propagates to the
+    guard, which answers it without its details (``security.failure_response``)."""
 
     def __init__(self, app: ASGIApp, method: str, path: str, endpoint: Callable[[Request], Awaitable[Response]],
                  on_error: Callable[[Request, LedgerError], Awaitable[Response]]):
@@ -138,6 +140,8 @@ class DirectRoute:
             response = await self.endpoint(request)
         except LedgerError as exc:
             response = await self.on_error(request, exc)
+        except Refusal as exc:
+            response = exc.response()
         await response(scope, receive, send)
 
 
@@ -195,6 +199,10 @@ def create_app(ledger: Ledger, followers: Sequence[Follower] = ()) -> FastAPI:
             problems.append({"code": f"invalid_{where}", "path": path if where == "body" else f"{where}:{'.'.join(loc[1:])}", "message": err.get("msg", "invalid")})
         return error_response(400 if any(e.get("type") == "json_invalid" for e in exc.errors()) else 422, problems)
 
+    @app.exception_handler(Refusal)
+    async def refusal(_: Request, exc: Refusal) -> JSONResponse:
+        return exc.response()
+
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         return error_response(exc.status_code, [{"code": "http_error", "path": "$", "message": str(exc.detail)}])
@@ -227,7 +235,7 @@ def create_app(ledger: Ledger, followers: Sequence[Follower] = ()) -> FastAPI:
         # event loop's work per request.
         scheme, token = get_authorization_scheme_param(request.headers.get("authorization"))
         caller = await principal_of(token if scheme.lower() == "bearer" else None)
-        raw = parse_json(await read_limited(request, settings.max_event_bytes, body_too_large))
+        raw = parse_json(await read_json(request, settings.max_event_bytes, body_too_large))
         receipt = await asyncio.wrap_future(committer.enqueue(raw, caller))  # answered once its group has committed
         return JSONResponse(receipt.as_dict(), status_code=201 if receipt.created else 200)
 
@@ -243,7 +251,7 @@ def create_app(ledger: Ledger, followers: Sequence[Follower] = ()) -> FastAPI:
             "type": "object", "required": ["envelopes"], "properties": {"envelopes": {"type": "array", "items": ENVELOPE_SCHEMA}}}}}}},
     )
     async def submit_batch(request: Request, caller: Caller) -> JSONResponse:
-        raw = parse_json(await read_limited(request, settings.max_batch_bytes, body_too_large))
+        raw = parse_json(await read_json(request, settings.max_batch_bytes, body_too_large))
         if not isinstance(raw, dict) or not isinstance(raw.get("envelopes"), list) or set(raw) != {"envelopes"}:
             raise LedgerError.one("batch_shape", "$.envelopes", "the body is {\"envelopes\": [envelope, ...]}", Category.MALFORMED)
         if not raw["envelopes"]:
@@ -268,8 +276,7 @@ def create_app(ledger: Ledger, followers: Sequence[Follower] = ()) -> FastAPI:
         known_at: Annotated[datetime | None, Query(description="ledger time: only events received at or before it (RFC 3339, with zone)")] = None,
         include_envelopes: bool = False, purpose: Purpose = None, reference: Reference = None,
     ) -> dict[str, Any]:
-        if known_at is not None and known_at.tzinfo is None:
-            raise LedgerError.one("known_at_zone", "query:known_at", "known_at needs a time zone, e.g. 2026-09-04T10:00:00Z")
+        check_moment(as_of, known_at)
         reader = Reader(caller, purpose, reference, "pupilHistory")
         return await run_in_threadpool(ledger.pupil_history, upn, as_of, known_at, include_envelopes, reader)
 
