@@ -4,6 +4,7 @@
 import asyncio
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from datetime import date, datetime
 from typing import Annotated, Any
@@ -25,7 +26,7 @@ from api.limits import Refusal, read_json
 from api.log_routes import event_proof_route, log_router
 from api.params import check_moment
 from api.views import views_router
-from ledger import jcs, signatures
+from ledger import database, jcs, signatures
 from ledger.admin import log_vkey, open_ledger, sealer
 from ledger.codes import SCHEMAS_DIR
 from ledger.config import Settings, tune_garbage_collector
@@ -88,8 +89,12 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": Errors, "description": desc}
     for status, desc in [(400, "malformed"), (401, "no or bad bearer token"), (403, "signature, key or submitter not accepted"),
                          (409, "event_id reused with other bytes"), (413, "body too large"), (415, "the body is not application/json"),
-                         (422, "invalid event")]
+                         (422, "invalid event"), (429, "rate limited: retry after Retry-After seconds"),
+                         (503, "the database is not answering: nothing was stored; retry after Retry-After seconds"),
+                         (504, "the database stopped answering while committing: resubmit the same bytes (a stored event is answered 200)"),
+                         (507, "the ledger's storage is full: nothing was stored")]
 }
+HEALTH_SECONDS = 1.5  # /healthz answers within this, whatever the database does
 
 
 READ_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -161,6 +166,8 @@ def create_app(ledger: Ledger, followers: Sequence[Follower] = ()) -> FastAPI:
     settings = ledger.settings
     background = Background(followers, idle_seconds=settings.follower_idle, pace_seconds=settings.follower_pace)
     committer = GroupCommitter(ledger)  # concurrent submitEvent calls share one transaction
+    liveness = database.liveness_of(ledger.store.app.recorder)
+    health_checks = ThreadPoolExecutor(2, thread_name_prefix="healthz")  # its own threads: never queued behind busy routes
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -170,6 +177,7 @@ def create_app(ledger: Ledger, followers: Sequence[Follower] = ()) -> FastAPI:
         finally:
             committer.stop()
             background.stop()
+            health_checks.shutdown(wait=False)
             signatures.shutdown()  # the signature workers stop with the app, not at interpreter exit
 
     app = FastAPI(
@@ -230,12 +238,19 @@ def create_app(ledger: Ledger, followers: Sequence[Follower] = ()) -> FastAPI:
     async def submit_event(request: Request) -> JSONResponse:
         return await accept_event(request)  # served by DirectRoute below; here for the OpenAPI document and its checks
 
+    def refuse_writes_while_away() -> None:
+        """A write the database cannot take is refused before it is queued: certainly nothing of it is stored."""
+        if liveness.away:
+            failure = database.UNAVAILABLE
+            raise Refusal(failure.status, failure.code, "$", failure.message, failure.retry_after)
+
     async def accept_event(request: Request) -> JSONResponse:
         # The hot path reads its bearer itself, as ``bearer`` would: FastAPI's dependency solving was a third of the
         # event loop's work per request.
         scheme, token = get_authorization_scheme_param(request.headers.get("authorization"))
         caller = await principal_of(token if scheme.lower() == "bearer" else None)
         raw = parse_json(await read_json(request, settings.max_event_bytes, body_too_large))
+        refuse_writes_while_away()
         receipt = await asyncio.wrap_future(committer.enqueue(raw, caller))  # answered once its group has committed
         return JSONResponse(receipt.as_dict(), status_code=201 if receipt.created else 200)
 
@@ -256,6 +271,7 @@ def create_app(ledger: Ledger, followers: Sequence[Follower] = ()) -> FastAPI:
             raise LedgerError.one("batch_shape", "$.envelopes", "the body is {\"envelopes\": [envelope, ...]}", Category.MALFORMED)
         if not raw["envelopes"]:
             raise LedgerError.one("batch_empty", "$.envelopes", "the batch has no envelopes", Category.INVALID)
+        refuse_writes_while_away()
         receipts = await run_in_threadpool(ledger.submit_batch, raw["envelopes"], caller)
         created = any(r.created for r in receipts)
         return JSONResponse({"receipts": [r.as_dict() for r in receipts]}, status_code=201 if created else 200)
@@ -294,12 +310,16 @@ def create_app(ledger: Ledger, followers: Sequence[Follower] = ()) -> FastAPI:
     ) -> dict[str, Any]:
         return await run_in_threadpool(ledger.access_log, caller, upn, org, purpose, after, limit)
 
-    @app.get("/healthz", operation_id="healthz", response_model=Health, tags=["operations"], responses={503: {"model": Errors}})
+    @app.get("/healthz", operation_id="healthz", response_model=Health, tags=["operations"], responses={503: {"model": Errors}},
+             description=f"Answers within {HEALTH_SECONDS:g} s: 503 `database_unavailable` (with Retry-After) when the database does not.")
     async def healthz() -> Any:
+        unavailable = Refusal(503, "database_unavailable", "$", "the database is not answering", database.RETRY_AFTER_SECONDS)
+        if liveness.away:
+            return unavailable.response()
         try:
-            count = await run_in_threadpool(ledger.store.max_sequence)
-        except Exception:  # noqa: BLE001 - any database failure is "unhealthy"; its details stay in the server
-            return error_response(503, [{"code": "database_unavailable", "path": "$", "message": "the database is not answering"}])
+            count = await asyncio.wait_for(asyncio.wrap_future(health_checks.submit(ledger.store.max_sequence)), HEALTH_SECONDS)
+        except Exception:  # noqa: BLE001 - any database failure, or no answer in time, is "unhealthy"; details stay here
+            return unavailable.response()
         return Health(status="ok", database="postgresql" if ledger.store.is_postgres else "sqlite", latest_sequence=count)
 
     @app.get("/log/vkey", operation_id="getVerifierKey", tags=["log"], response_class=PlainTextResponse,

@@ -1,5 +1,6 @@
 """Abuse resistance for the HTTP API (docs/access.md): per-token rate limits, security headers, and
-errors that never carry a stack trace or an internal detail."""
+errors that never carry a stack trace or an internal detail (a database failure is told as what it means for the
+request: ``ledger.database.failure_of``)."""
 
 import hashlib
 import logging
@@ -13,6 +14,9 @@ from collections.abc import Callable
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api.limits import Refusal
+from ledger import database
 
 log = logging.getLogger("pupil_ledger.api")
 
@@ -131,7 +135,7 @@ class Guard:
             if started:
                 raise  # part of the answer is out: nothing can replace it (the server closes the connection)
             # answered here, not by Starlette's outermost error middleware, so that it carries the headers too
-            await unexpected_failure(exc)(scope, receive, send_with_headers)
+            await failure_response(exc)(scope, receive, send_with_headers)
 
 
 def install(app: FastAPI, limiter: RateLimiter) -> None:
@@ -141,11 +145,40 @@ def install(app: FastAPI, limiter: RateLimiter) -> None:
 
     @app.exception_handler(Exception)
     async def unexpected(_: Request, exc: Exception) -> JSONResponse:  # a failure in the guard itself
-        return unexpected_failure(exc)
+        return failure_response(exc)
 
 
-def unexpected_failure(exc: Exception) -> JSONResponse:
-    """The answer to a failure nothing expected: logged in full under a reference; the caller gets only that."""
+class _Sparse:
+    """Logs each kind of expected failure at most once every ``seconds``, with how many went unlogged: an outage
+    answers every request 503, and the log should say so, not repeat it thousands of times."""
+
+    def __init__(self, seconds: float = 10.0):
+        self.seconds = seconds
+        self._last: dict[str, tuple[float, int]] = {}  # kind -> (when last logged, how many since)
+        self._lock = threading.Lock()
+
+    def note(self, kind: str, message: str) -> None:
+        now = time.monotonic()
+        with self._lock:
+            last, unlogged = self._last.get(kind, (float("-inf"), 0))
+            if now - last < self.seconds:
+                self._last[kind] = (last, unlogged + 1)
+                return
+            self._last[kind] = (now, 0)
+        log.warning("%s%s", message, f" (and {unlogged} more like it)" if unlogged else "")
+
+
+_DATABASE_LOG = _Sparse()
+
+
+def failure_response(exc: Exception) -> JSONResponse:
+    """The answer to an exception no route answered. A database failure says what it means for the request (503
+    unavailable, 504 commit unconfirmed, 507 storage full; with Retry-After); anything else is a fault, logged in
+    full under a reference, and the caller gets only that (500)."""
+    failure = database.failure_of(exc)
+    if failure is not None:
+        _DATABASE_LOG.note(failure.code, f"answered {failure.status} {failure.code}: {type(exc).__name__}: {exc}")
+        return Refusal(failure.status, failure.code, "$", failure.message, failure.retry_after).response()
     reference = uuid.uuid4().hex[:12]
     log.error("unhandled error %s", reference, exc_info=exc)
     return JSONResponse({"errors": [{"code": "internal_error", "path": "$",
