@@ -215,17 +215,10 @@ def create_app(ledger: Ledger, followers: Sequence[Follower] = ()) -> FastAPI:
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         return error_response(exc.status_code, [{"code": "http_error", "path": "$", "message": str(exc.detail)}])
 
-    async def principal_of(token: str | None) -> Principal:
-        if not token:
-            raise LedgerError.one("token_missing", "header:Authorization", "send Authorization: Bearer <token>", Category.UNAUTHENTICATED)
-        # A token verified within the last second needs no database (ledger/tokens.py), so no worker thread either.
-        found = ledger.tokens.get(token) or await run_in_threadpool(ledger.authenticate, token)
-        if found is None:
-            raise LedgerError.one("token_invalid", "header:Authorization", "the bearer token is unknown, expired or revoked", Category.UNAUTHENTICATED)
-        return found
+    authenticator = security.Authenticator(ledger)
 
-    async def principal(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> Principal:
-        return await principal_of(credentials.credentials if credentials else None)
+    async def principal(request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> Principal:
+        return await authenticator.principal(credentials.credentials if credentials else None, security.client_key(request.scope))
 
     Caller = Annotated[Principal, Depends(principal)]
 
@@ -248,7 +241,7 @@ def create_app(ledger: Ledger, followers: Sequence[Follower] = ()) -> FastAPI:
         # The hot path reads its bearer itself, as ``bearer`` would: FastAPI's dependency solving was a third of the
         # event loop's work per request.
         scheme, token = get_authorization_scheme_param(request.headers.get("authorization"))
-        caller = await principal_of(token if scheme.lower() == "bearer" else None)
+        caller = await authenticator.principal(token if scheme.lower() == "bearer" else None, security.client_key(request.scope))
         raw = parse_json(await read_json(request, settings.max_event_bytes, body_too_large))
         refuse_writes_while_away()
         receipt = await asyncio.wrap_future(committer.enqueue(raw, caller))  # answered once its group has committed

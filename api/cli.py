@@ -100,6 +100,7 @@ def serve(
     import uvicorn
 
     from api.app import create_app, default_followers
+    from api.security import server_options
     from api.workers import serve as serve_workers
 
     ledger = _ledger()
@@ -108,7 +109,8 @@ def serve(
         raise typer.Exit(2)
     out.print(f"serving on http://{host}:{port}  (API docs: http://{host}:{port}/docs)")
     if workers == 1:
-        uvicorn.run(create_app(ledger, default_followers(ledger, followers)), host=host, port=port, access_log=False, log_level="warning")
+        uvicorn.run(create_app(ledger, default_followers(ledger, followers)), host=host, port=port, access_log=False, log_level="warning",
+                    **server_options(ledger.settings.trusted_proxies))
         return
     ledger.store.close()
     os.environ["PUPIL_LEDGER_IN_PROCESS_FOLLOWERS"] = "1" if followers else "0"  # read by each worker's api.app.app_from_env
@@ -386,6 +388,7 @@ def demo(port: int = 8000, pupils: int = 300, seed: int = 1, la: str = "801") ->
     import uvicorn
 
     from api.app import create_app, default_followers
+    from api.security import server_options
     from ledger.simulate import load_area, simulate_area
 
     settings = Settings.from_env()
@@ -407,7 +410,8 @@ def demo(port: int = 8000, pupils: int = 300, seed: int = 1, la: str = "801") ->
     out.print(f"health:          {base}/healthz")
     out.print(f"pupil history:   curl -H 'Authorization: Bearer {inspector}' '{base}/pupils/{upn}/history?purpose=inspection'")
     out.print(f"who looked:      curl -H 'Authorization: Bearer {result.admin_token}' {base}/access-log")
-    uvicorn.run(create_app(ledger, default_followers(ledger)), host="127.0.0.1", port=port, access_log=False, log_level="warning")
+    uvicorn.run(create_app(ledger, default_followers(ledger)), host="127.0.0.1", port=port, access_log=False, log_level="warning",
+                **server_options(settings.trusted_proxies))
 
 
 def main() -> None:
