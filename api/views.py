@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from api.params import MAX_INTEGER, check_moment
+from api.waiting import WAITING_READS_PER_TOKEN, ViewWaits
 from ledger import policy
 from ledger.errors import Category, LedgerError
 from ledger.identifiers import org_scheme
@@ -150,11 +151,13 @@ def views_router(ledger: Ledger, principal: Callable[..., Any], settings: ViewSe
 
     RESPONSES: dict[int | str, dict[str, Any]] = {  # noqa: N806 - a constant of this router
         401: {"model": Errors}, 403: {"model": Errors}, 422: {"model": Errors},
+        429: {"model": Errors, "description": f"more than {WAITING_READS_PER_TOKEN} reads of this token are waiting for min_sequence"},
         503: {"model": Errors, "description": "the views have not reached min_sequence yet; retry after Retry-After seconds"},
     }
     view_settings = settings or ViewSettings.from_env()
     projector = Projector(ledger.store)
     reader = Reader(ledger.store)
+    waits = ViewWaits(lambda: min(projector.positions().get(v.name, 0) for v in projector.views))
     router = APIRouter(prefix="/views", tags=["views"])
     Caller = Annotated[Principal, Depends(principal)]
 
@@ -174,10 +177,10 @@ def views_router(ledger: Ledger, principal: Callable[..., Any], settings: ViewSe
                                   "(docs/access.md: aggregates)", Category.FORBIDDEN)
         return scope
 
-    async def moment(as_of: date | None, known_at: datetime | None, min_sequence: int | None) -> Moment | None:
+    async def moment(caller: Principal, as_of: date | None, known_at: datetime | None, min_sequence: int | None) -> Moment | None:
         """The moment asked for, or None when the views did not reach ``min_sequence`` in time."""
         check_moment(as_of, known_at)
-        if min_sequence is not None and not await run_in_threadpool(projector.wait_for, min_sequence, WAIT_SECONDS):
+        if min_sequence is not None and not await waits.reached(min_sequence, WAIT_SECONDS, f"{caller.org}/{caller.token_id}"):
             return None
         return Moment(as_of or ledger.clock().date(), known_at)
 
@@ -208,7 +211,7 @@ def views_router(ledger: Ledger, principal: Callable[..., Any], settings: ViewSe
         """Authorise the scope, wait for ``min_sequence``, then build the view's body: all off the event loop
         (authorising reads the scope organisation's state from the store)."""
         scope = await run_in_threadpool(authorise, caller, level, org)
-        m = await moment(as_of, known_at, min_sequence)
+        m = await moment(caller, as_of, known_at, min_sequence)
         if m is None:
             return view_behind(min_sequence or 0)
         return await run_in_threadpool(body, scope, m)

@@ -132,3 +132,43 @@ def test_forwarded_for_with_several_workers(pg_url: str, tmp_path: Path) -> None
         _check_forwarded_headers(server, trusted=True)
     finally:
         server.stop()
+
+
+def test_one_token_flooding_waiting_reads_slows_nobody_else(tmp_path: Path) -> None:
+    """Issue 18 item 15: reads waiting for ``min_sequence`` hold no worker thread and are bounded per token, so
+    /healthz and other tokens' reads stay fast while one token sends 80 reads that can only wait."""
+    settings = Settings(home=tmp_path / "home")
+    ledger = admin.initialise(settings).ledger
+    admin.add_org(ledger, SCHOOL_A, "school", "School", "la:801")
+    flooder, other = ledger.issue_token(SCHOOL_A, "school"), ledger.issue_token(SCHOOL_A, "school")
+    beyond = ledger.store.max_sequence() + 1000  # never reached: each read waits its full 2 s
+    ledger.store.close()
+    server = Server(settings).start()
+
+    async def run() -> tuple[list[httpx.Response], list[float], list[float]]:
+        limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
+        async with httpx.AsyncClient(base_url=server.url, timeout=30, limits=limits) as http:
+            async def timed(path: str, token: str | None = None) -> float:
+                started = time.monotonic()
+                response = await http.get(path, headers={"authorization": f"Bearer {token}"} if token else {})
+                assert response.status_code == 200, response.text
+                return time.monotonic() - started
+
+            flood = [asyncio.create_task(http.get("/views/placements", params={"min_sequence": beyond},
+                                                  headers={"authorization": f"Bearer {flooder}"})) for _ in range(80)]
+            await asyncio.sleep(0.3)  # the flood is in
+            health, reads = [], []
+            while not all(task.done() for task in flood):
+                health.append(await timed("/healthz"))
+                reads.append(await timed("/views/placements", other))
+            return [task.result() for task in flood], health, reads
+
+    try:
+        answers, health, reads = asyncio.run(run())
+    finally:
+        server.stop()
+    assert max(health) < 0.5 and max(reads) < 1.0, (sorted(health)[-3:], sorted(reads)[-3:])
+    statuses = [r.status_code for r in answers]
+    assert statuses.count(503) == 4 and statuses.count(429) == 76, statuses  # four waited 2 s and said "not yet"; the rest at once
+    refused = next(r for r in answers if r.status_code == 429)
+    assert refused.json()["errors"][0]["code"] == "too_many_waiting_reads" and refused.headers["retry-after"] == "1"
