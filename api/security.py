@@ -120,8 +120,13 @@ class TokenDirectory:
         async with self._lock:
             if self._checked_at < asked:  # no check began since this token was asked about
                 await asyncio.sleep(max(0.0, self._checked_at + self.interval - time.monotonic()))
-                self._checked_at = time.monotonic()
-                await run_in_threadpool(self._reload)
+                began, before = time.monotonic(), self._checked_at
+                self._checked_at = began
+                try:
+                    await run_in_threadpool(self._reload)
+                except Exception:
+                    self._checked_at = before  # not checked after all (the database is away): the next ask checks
+                    raise
         return hashed in self._hashes
 
     def _reload(self) -> None:
@@ -150,10 +155,15 @@ class Authenticator:
         if found is not None:
             return found
         wait = self.failures.take(client)  # reserved before the lookup (concurrent guesses cannot share one), given back if it verifies
-        if wait and token.startswith("plt_") and not await self.directory.knows(token):
-            raise Refusal(429, "auth_rate_limited", "header:Authorization",
-                          f"too many unknown tokens from this address; retry after {math.ceil(wait)} s", wait)
-        found = await run_in_threadpool(self.ledger.authenticate, token)  # OIDC tokens cost no database unless they verify
+        try:
+            if wait and token.startswith("plt_") and not await self.directory.knows(token):
+                raise Refusal(429, "auth_rate_limited", "header:Authorization",
+                              f"too many unknown tokens from this address; retry after {math.ceil(wait)} s", wait)
+            found = await run_in_threadpool(self.ledger.authenticate, token)  # OIDC tokens cost no database unless they verify
+        except Exception as exc:
+            if not wait and not isinstance(exc, Refusal):
+                self.failures.refund(client)  # no verdict (the database failed): nothing was learnt about the token
+            raise
         if found is not None and not wait:
             self.failures.refund(client)
         if found is None:
