@@ -4,6 +4,7 @@
 import asyncio
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from datetime import date, datetime
 from typing import Annotated, Any
@@ -21,10 +22,11 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api import security, web
 from api.background import Background, Follower
-from api.limits import read_limited
+from api.limits import Refusal, read_json
 from api.log_routes import event_proof_route, log_router
+from api.params import check_moment
 from api.views import views_router
-from ledger import jcs, signatures
+from ledger import database, jcs, signatures
 from ledger.admin import log_vkey, open_ledger, sealer
 from ledger.codes import SCHEMAS_DIR
 from ledger.config import Settings, tune_garbage_collector
@@ -86,8 +88,13 @@ class Health(BaseModel):
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": Errors, "description": desc}
     for status, desc in [(400, "malformed"), (401, "no or bad bearer token"), (403, "signature, key or submitter not accepted"),
-                         (409, "event_id reused with other bytes"), (413, "body too large"), (422, "invalid event")]
+                         (409, "event_id reused with other bytes"), (413, "body too large"), (415, "the body is not application/json"),
+                         (422, "invalid event"), (429, "rate limited: retry after Retry-After seconds"),
+                         (503, "the database is not answering: nothing was stored; retry after Retry-After seconds"),
+                         (504, "the database stopped answering while committing: resubmit the same bytes (a stored event is answered 200)"),
+                         (507, "the ledger's storage is full: nothing was stored")]
 }
+HEALTH_SECONDS = 1.5  # /healthz answers within this, whatever the database does
 
 
 READ_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -122,8 +129,8 @@ class DirectRoute:
     """One route served straight from the ASGI call, before FastAPI's routing, dependency solving and exception
     layers (measured in docs/performance.md, sixth round). The FastAPI route of the same
     method and path stays, and documents it; ``endpoint`` is what that route calls, and a ``LedgerError`` it raises
-    is answered by ``on_error``, the app's handler for it. Anything else propagates to the guard, which answers it
-    without its details (``security.unexpected_failure``)."""
+    is answered by ``on_error``, the app's handler for it, a ``Refusal`` by itself. Anything else propagates to the
+    guard, which answers it without its details (``security.failure_response``)."""
 
     def __init__(self, app: ASGIApp, method: str, path: str, endpoint: Callable[[Request], Awaitable[Response]],
                  on_error: Callable[[Request, LedgerError], Awaitable[Response]]):
@@ -138,6 +145,8 @@ class DirectRoute:
             response = await self.endpoint(request)
         except LedgerError as exc:
             response = await self.on_error(request, exc)
+        except Refusal as exc:
+            response = exc.response()
         await response(scope, receive, send)
 
 
@@ -157,6 +166,8 @@ def create_app(ledger: Ledger, followers: Sequence[Follower] = ()) -> FastAPI:
     settings = ledger.settings
     background = Background(followers, idle_seconds=settings.follower_idle, pace_seconds=settings.follower_pace)
     committer = GroupCommitter(ledger)  # concurrent submitEvent calls share one transaction
+    liveness = database.liveness_of(ledger.store.app.recorder)
+    health_checks = ThreadPoolExecutor(2, thread_name_prefix="healthz")  # its own threads: never queued behind busy routes
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -166,6 +177,7 @@ def create_app(ledger: Ledger, followers: Sequence[Follower] = ()) -> FastAPI:
         finally:
             committer.stop()
             background.stop()
+            health_checks.shutdown(wait=False)
             signatures.shutdown()  # the signature workers stop with the app, not at interpreter exit
 
     app = FastAPI(
@@ -195,21 +207,18 @@ def create_app(ledger: Ledger, followers: Sequence[Follower] = ()) -> FastAPI:
             problems.append({"code": f"invalid_{where}", "path": path if where == "body" else f"{where}:{'.'.join(loc[1:])}", "message": err.get("msg", "invalid")})
         return error_response(400 if any(e.get("type") == "json_invalid" for e in exc.errors()) else 422, problems)
 
+    @app.exception_handler(Refusal)
+    async def refusal(_: Request, exc: Refusal) -> JSONResponse:
+        return exc.response()
+
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         return error_response(exc.status_code, [{"code": "http_error", "path": "$", "message": str(exc.detail)}])
 
-    async def principal_of(token: str | None) -> Principal:
-        if not token:
-            raise LedgerError.one("token_missing", "header:Authorization", "send Authorization: Bearer <token>", Category.UNAUTHENTICATED)
-        # A token verified within the last second needs no database (ledger/tokens.py), so no worker thread either.
-        found = ledger.tokens.get(token) or await run_in_threadpool(ledger.authenticate, token)
-        if found is None:
-            raise LedgerError.one("token_invalid", "header:Authorization", "the bearer token is unknown, expired or revoked", Category.UNAUTHENTICATED)
-        return found
+    authenticator = security.Authenticator(ledger)
 
-    async def principal(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> Principal:
-        return await principal_of(credentials.credentials if credentials else None)
+    async def principal(request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> Principal:
+        return await authenticator.principal(credentials.credentials if credentials else None, security.client_key(request.scope))
 
     Caller = Annotated[Principal, Depends(principal)]
 
@@ -222,12 +231,19 @@ def create_app(ledger: Ledger, followers: Sequence[Follower] = ()) -> FastAPI:
     async def submit_event(request: Request) -> JSONResponse:
         return await accept_event(request)  # served by DirectRoute below; here for the OpenAPI document and its checks
 
+    def refuse_writes_while_away() -> None:
+        """A write the database cannot take is refused before it is queued: certainly nothing of it is stored."""
+        if liveness.away:
+            failure = database.UNAVAILABLE
+            raise Refusal(failure.status, failure.code, "$", failure.message, failure.retry_after)
+
     async def accept_event(request: Request) -> JSONResponse:
         # The hot path reads its bearer itself, as ``bearer`` would: FastAPI's dependency solving was a third of the
         # event loop's work per request.
         scheme, token = get_authorization_scheme_param(request.headers.get("authorization"))
-        caller = await principal_of(token if scheme.lower() == "bearer" else None)
-        raw = parse_json(await read_limited(request, settings.max_event_bytes, body_too_large))
+        caller = await authenticator.principal(token if scheme.lower() == "bearer" else None, security.client_key(request.scope))
+        raw = parse_json(await read_json(request, settings.max_event_bytes, body_too_large))
+        refuse_writes_while_away()
         receipt = await asyncio.wrap_future(committer.enqueue(raw, caller))  # answered once its group has committed
         return JSONResponse(receipt.as_dict(), status_code=201 if receipt.created else 200)
 
@@ -243,11 +259,12 @@ def create_app(ledger: Ledger, followers: Sequence[Follower] = ()) -> FastAPI:
             "type": "object", "required": ["envelopes"], "properties": {"envelopes": {"type": "array", "items": ENVELOPE_SCHEMA}}}}}}},
     )
     async def submit_batch(request: Request, caller: Caller) -> JSONResponse:
-        raw = parse_json(await read_limited(request, settings.max_batch_bytes, body_too_large))
+        raw = parse_json(await read_json(request, settings.max_batch_bytes, body_too_large))
         if not isinstance(raw, dict) or not isinstance(raw.get("envelopes"), list) or set(raw) != {"envelopes"}:
             raise LedgerError.one("batch_shape", "$.envelopes", "the body is {\"envelopes\": [envelope, ...]}", Category.MALFORMED)
         if not raw["envelopes"]:
             raise LedgerError.one("batch_empty", "$.envelopes", "the batch has no envelopes", Category.INVALID)
+        refuse_writes_while_away()
         receipts = await run_in_threadpool(ledger.submit_batch, raw["envelopes"], caller)
         created = any(r.created for r in receipts)
         return JSONResponse({"receipts": [r.as_dict() for r in receipts]}, status_code=201 if created else 200)
@@ -268,8 +285,7 @@ def create_app(ledger: Ledger, followers: Sequence[Follower] = ()) -> FastAPI:
         known_at: Annotated[datetime | None, Query(description="ledger time: only events received at or before it (RFC 3339, with zone)")] = None,
         include_envelopes: bool = False, purpose: Purpose = None, reference: Reference = None,
     ) -> dict[str, Any]:
-        if known_at is not None and known_at.tzinfo is None:
-            raise LedgerError.one("known_at_zone", "query:known_at", "known_at needs a time zone, e.g. 2026-09-04T10:00:00Z")
+        check_moment(as_of, known_at)
         reader = Reader(caller, purpose, reference, "pupilHistory")
         return await run_in_threadpool(ledger.pupil_history, upn, as_of, known_at, include_envelopes, reader)
 
@@ -287,12 +303,16 @@ def create_app(ledger: Ledger, followers: Sequence[Follower] = ()) -> FastAPI:
     ) -> dict[str, Any]:
         return await run_in_threadpool(ledger.access_log, caller, upn, org, purpose, after, limit)
 
-    @app.get("/healthz", operation_id="healthz", response_model=Health, tags=["operations"], responses={503: {"model": Errors}})
+    @app.get("/healthz", operation_id="healthz", response_model=Health, tags=["operations"], responses={503: {"model": Errors}},
+             description=f"Answers within {HEALTH_SECONDS:g} s: 503 `database_unavailable` (with Retry-After) when the database does not.")
     async def healthz() -> Any:
+        unavailable = Refusal(503, "database_unavailable", "$", "the database is not answering", database.RETRY_AFTER_SECONDS)
+        if liveness.away:
+            return unavailable.response()
         try:
-            count = await run_in_threadpool(ledger.store.max_sequence)
-        except Exception:  # noqa: BLE001 - any database failure is "unhealthy"; its details stay in the server
-            return error_response(503, [{"code": "database_unavailable", "path": "$", "message": "the database is not answering"}])
+            count = await asyncio.wait_for(asyncio.wrap_future(health_checks.submit(ledger.store.max_sequence)), HEALTH_SECONDS)
+        except Exception:  # noqa: BLE001 - any database failure, or no answer in time, is "unhealthy"; details stay here
+            return unavailable.response()
         return Health(status="ok", database="postgresql" if ledger.store.is_postgres else "sqlite", latest_sequence=count)
 
     @app.get("/log/vkey", operation_id="getVerifierKey", tags=["log"], response_class=PlainTextResponse,
@@ -303,7 +323,7 @@ def create_app(ledger: Ledger, followers: Sequence[Follower] = ()) -> FastAPI:
     app.include_router(log_router(ledger))
     app.include_router(event_proof_route(ledger))
     app.include_router(views_router(ledger, principal))
-    web.mount(app, ledger, principal_of)  # the pages (docs/web.md): start page, public reports, dashboards, /assets
+    web.mount(app, ledger, authenticator.principal)  # the pages (docs/web.md): start page, public reports, dashboards, /assets
     return app
 
 

@@ -13,6 +13,7 @@ import threading
 from collections.abc import Sequence
 from typing import Protocol
 
+from ledger import database
 from ledger.config import FOLLOWER_IDLE_SECONDS, FOLLOWER_PACE_SECONDS, follower_pause
 
 log = logging.getLogger("pupil_ledger.background")
@@ -55,12 +56,22 @@ class Background:
                 close()
 
     def _run(self, follower: Follower) -> None:
+        failing = False  # a database failure was logged and the follower has not stepped since
         while not self._stop.is_set():
             try:
                 done = follower.step()
-            except Exception:  # noqa: BLE001 - a follower must outlive a transient database error
-                log.exception("follower %s failed; retrying", follower.name)
+            except Exception as exc:  # noqa: BLE001 - a follower must outlive a transient database error
+                failure = database.failure_of(exc)
+                if failure is None:
+                    log.exception("follower %s failed; retrying", follower.name)
+                elif not failing:  # once per outage, without the traceback: the database's state is the news
+                    log.warning("follower %s paused: %s (%s); retrying", follower.name, failure.code, exc)
+                failing = failure is not None
                 done = 0
+            else:
+                if failing:
+                    log.warning("follower %s resumed", follower.name)
+                failing = False
             pause = follower_pause(done, getattr(follower, "batch_size", 0), self.idle_seconds, self.pace_seconds)
             if pause:
                 self._stop.wait(pause)

@@ -102,6 +102,7 @@ def serve(
     import uvicorn
 
     from api.app import create_app, default_followers
+    from api.security import server_options
     from api.workers import serve as serve_workers
 
     dfe.check()  # the views show the published figures
@@ -111,7 +112,8 @@ def serve(
         raise typer.Exit(2)
     out.print(f"serving on http://{host}:{port}  (API docs: http://{host}:{port}/docs)")
     if workers == 1:
-        uvicorn.run(create_app(ledger, default_followers(ledger, followers)), host=host, port=port, access_log=False, log_level="warning")
+        uvicorn.run(create_app(ledger, default_followers(ledger, followers)), host=host, port=port, access_log=False, log_level="warning",
+                    **server_options(ledger.settings.trusted_proxies))
         return
     ledger.store.close()
     os.environ["PUPIL_LEDGER_IN_PROCESS_FOLLOWERS"] = "1" if followers else "0"  # read by each worker's api.app.app_from_env
@@ -389,6 +391,7 @@ def demo(port: int = 8000, pupils: int = 4000, seed: int = 1, la: str = "801") -
     import uvicorn
 
     from api.app import create_app, default_followers
+    from api.security import server_options
     from ledger.simulate import load_area, simulate_area
 
     dfe.check()  # the simulation and the views read the published figures: stop before creating a home without them
@@ -422,7 +425,8 @@ def demo(port: int = 8000, pupils: int = 4000, seed: int = 1, la: str = "801") -
     out.print(f"pupil history:   curl -H 'Authorization: Bearer {inspector}' '{base}/pupils/{upn}/history?purpose=inspection'")
     out.print(f"who looked:      curl -H 'Authorization: Bearer {result.admin_token}' {base}/access-log")
     out.print(f"publish:         PUPIL_LEDGER_HOME={settings.home} pupil-ledger report publish ./site --as-of {day} --la {la}")
-    uvicorn.run(create_app(ledger, default_followers(ledger)), host="127.0.0.1", port=port, access_log=False, log_level="warning")
+    uvicorn.run(create_app(ledger, default_followers(ledger)), host="127.0.0.1", port=port, access_log=False, log_level="warning",
+                **server_options(settings.trusted_proxies))
 
 
 def raise_demo_concern(ledger: Ledger, area: Any, day: date) -> None:

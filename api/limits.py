@@ -1,8 +1,46 @@
-"""Request bodies read with a size limit, for every app (the ledger's API and a witness)."""
+"""Request bodies read with a size limit and checked for their media type, for every app (the ledger's API and a
+witness), and the one way a request is refused before its route answers it (``Refusal``)."""
 
+import math
 from collections.abc import Callable
 
 from fastapi import Request
+from fastapi.responses import JSONResponse
+
+
+class Refusal(Exception):  # noqa: N818 - an answer, not a fault
+    """A request refused with one problem in the API's error format: ``status`` (415, 429, 503...), ``code``,
+    ``path`` and ``message``, and ``Retry-After`` when waiting helps."""
+
+    def __init__(self, status: int, code: str, path: str, message: str, retry_after: float | None = None):
+        super().__init__(message)
+        self.status, self.code, self.path, self.message, self.retry_after = status, code, path, message, retry_after
+
+    def response(self) -> JSONResponse:
+        headers = {"Retry-After": str(math.ceil(self.retry_after))} if self.retry_after is not None else None
+        return JSONResponse({"errors": [{"code": self.code, "path": self.path, "message": self.message}]},
+                            status_code=self.status, headers=headers)
+
+
+def is_json(content_type: str | None) -> bool:
+    """``application/json`` or a ``+json`` type (RFC 6839), in UTF-8 (RFC 8259: the only encoding of JSON)."""
+    media, _, parameters = (content_type or "").partition(";")
+    media = media.strip().lower()
+    if media != "application/json" and not (media.startswith("application/") and media.endswith("+json")):
+        return False
+    for parameter in parameters.split(";"):
+        name, _, value = parameter.partition("=")
+        if name.strip().lower() == "charset" and value.strip().strip('"').lower() not in ("utf-8", "utf8"):
+            return False
+    return True
+
+
+async def read_json(request: Request, limit: int, too_large: Callable[[str], Exception]) -> bytes:
+    """The body of a JSON request (``read_limited``); any other media type is refused with 415 before it is read."""
+    if not is_json(request.headers.get("content-type")):
+        raise Refusal(415, "unsupported_media_type", "header:Content-Type",
+                      "send the body as JSON: Content-Type: application/json (UTF-8)")
+    return await read_limited(request, limit, too_large)
 
 
 async def read_limited(request: Request, limit: int, too_large: Callable[[str], Exception]) -> bytes:

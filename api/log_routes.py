@@ -8,6 +8,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import PlainTextResponse, Response
 from pydantic import BaseModel, Field
 
+from api.params import MAX_INTEGER
 from ledger import merkle, tiles
 from ledger.errors import Category, LedgerError
 from ledger.service import Ledger
@@ -90,9 +91,9 @@ def log_router(ledger: Ledger) -> APIRouter:
                 responses=_errors(s400="give exactly one of index and event_id", s404="no checkpoint of that size, or the entry is not in it",
                                   s422="a parameter is not a valid number"))
     async def inclusion_proof(
-        index: Annotated[int | None, Query(ge=0, description="leaf index")] = None,
+        index: Annotated[int | None, Query(ge=0, le=MAX_INTEGER, description="leaf index")] = None,
         event_id: Annotated[str | None, Query(description="event id, instead of index")] = None,
-        tree_size: Annotated[int | None, Query(ge=1, description="a signed checkpoint's size; default the latest")] = None,
+        tree_size: Annotated[int | None, Query(ge=1, le=MAX_INTEGER, description="a signed checkpoint's size; default the latest")] = None,
     ) -> Any:
         if (index is None) == (event_id is None):
             raise LedgerError.one("index_or_event_id", "$.index", "give exactly one of index and event_id", Category.MALFORMED)
@@ -113,8 +114,8 @@ def log_router(ledger: Ledger) -> APIRouter:
                 summary="Consistency proof between two tree sizes (RFC 9162 2.1.4)",
                 responses=_errors(s404="the log has no checkpoint yet", s422="sizes outside 1 <= first <= second <= the latest checkpoint"))
     async def consistency_proof(
-        first: Annotated[int, Query(ge=1, description="the older tree size")],
-        second: Annotated[int | None, Query(ge=1, description="the newer tree size; default the latest checkpoint")] = None,
+        first: Annotated[int, Query(ge=1, le=MAX_INTEGER, description="the older tree size")],
+        second: Annotated[int | None, Query(ge=1, le=MAX_INTEGER, description="the newer tree size; default the latest checkpoint")] = None,
     ) -> Any:
         def build() -> ConsistencyProofOut:
             latest, _ = checkpoint_of(None)

@@ -1,6 +1,8 @@
-"""Abuse resistance for the HTTP API (docs/access.md): per-token rate limits, security headers, and
-errors that never carry a stack trace or an internal detail."""
+"""Abuse resistance for the HTTP API (docs/access.md): per-token rate limits, limits on failed authentication
+that never refuse a token that verifies, security headers, and errors that never carry a stack trace or an internal detail (a database failure is told as what it means for the
+request: ``ledger.database.failure_of``)."""
 
+import asyncio
 import hashlib
 import logging
 import math
@@ -9,10 +11,19 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable
+from typing import TypedDict
 
 from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api.limits import Refusal
+from ledger import database
+from ledger.errors import Category, LedgerError
+from ledger.service import Ledger, Principal
+from ledger.store import Store
+from ledger.tokens import token_hash
 
 log = logging.getLogger("pupil_ledger.api")
 
@@ -68,6 +79,12 @@ class RateLimiter:
                 self._buckets.popitem(last=False)
         return wait
 
+    def refund(self, key: str) -> None:
+        """Give back what ``take`` spent (a reservation that was not needed)."""
+        with self._lock:
+            tokens, last = self._buckets.get(key, (float(self.burst), self.clock()))
+            self._buckets[key] = (min(float(self.burst), tokens + 1), last)
+
 
 def limiter_key(scope: Scope) -> str:
     """Per bearer token (hashed: the token itself is never kept); per client address without one."""
@@ -78,8 +95,94 @@ def limiter_key(scope: Scope) -> str:
 
 
 def client_key(scope: Scope) -> str:
+    """The client's address: the peer's, or the one a trusted proxy names (``PUPIL_LEDGER_TRUSTED_PROXIES``: the
+    server rewrites ``client`` from X-Forwarded-For only for those proxies, ``server_options``)."""
     client = scope.get("client")
     return "client:" + (client[0] if client else "unknown")
+
+
+class ServerOptions(TypedDict):
+    proxy_headers: bool
+    forwarded_allow_ips: str
+
+
+def server_options(trusted_proxies: str) -> ServerOptions:
+    """uvicorn's options for the forwarded headers: believed only from ``trusted_proxies`` (comma-separated
+    addresses or networks), from nobody when it is empty. uvicorn's own default believes any local peer, so one
+    client could rotate X-Forwarded-For past the limits, or name another to have it limited."""
+    return {"proxy_headers": bool(trusted_proxies.strip()), "forwarded_allow_ips": trusted_proxies.strip() or "127.0.0.1"}
+
+
+class TokenDirectory:
+    """The SHA-256 of every ledger token (the column ``ledger_tokens`` keeps), held in memory so that a guess from
+    an address over its failure budget is told from a real token without a lookup. Reloaded when the number of
+    tokens changed, checked at most once every ``interval`` seconds however many ask: an unknown token waits for the
+    next check (under a second) rather than being refused, so one issued a moment ago is found."""
+
+    def __init__(self, store: Store, interval: float = 1.0):
+        self.store, self.interval = store, interval
+        self._hashes: frozenset[str] = frozenset()
+        self._count = -1
+        self._checked_at = float("-inf")  # when the last check began
+        self._lock: asyncio.Lock | None = None
+
+    async def knows(self, token: str) -> bool:
+        hashed, asked = token_hash(token), time.monotonic()
+        if hashed in self._hashes:
+            return True
+        self._lock = self._lock or asyncio.Lock()
+        async with self._lock:
+            if self._checked_at < asked:  # no check began since this token was asked about
+                await asyncio.sleep(max(0.0, self._checked_at + self.interval - time.monotonic()))
+                began, before = time.monotonic(), self._checked_at
+                self._checked_at = began
+                try:
+                    await run_in_threadpool(self._reload)
+                except Exception:
+                    self._checked_at = before  # not checked after all (the database is away): the next ask checks
+                    raise
+        return hashed in self._hashes
+
+    def _reload(self) -> None:
+        count = int(self.store.query("SELECT COUNT(*) FROM ledger_tokens")[0][0])
+        if count != self._count:  # tokens are only ever added (revocation sets a column): the same count, the same set
+            self._hashes = frozenset(row[0] for row in self.store.query("SELECT token_hash FROM ledger_tokens"))
+            self._count = count
+
+
+class Authenticator:
+    """The principal of a bearer token. Each address may fail ``failures.burst`` times, then once a second; past that,
+    a ledger token is looked up only if its hash is a real token's (``TokenDirectory``), others are refused with 429
+    at no database cost. So a token that verifies is never refused for its address's failures (a school behind the
+    same NAT as a guesser, or named by a spoofed header), and guessing costs the database at most one count a
+    second. Tokens this process verified recently are answered from memory (ledger/tokens.py)."""
+
+    def __init__(self, ledger: Ledger, failures: RateLimiter | None = None):
+        self.ledger = ledger
+        self.failures = failures or RateLimiter(rate=1.0, burst=20)
+        self.directory = TokenDirectory(ledger.store)
+
+    async def principal(self, token: str | None, client: str) -> Principal:
+        if not token:
+            raise LedgerError.one("token_missing", "header:Authorization", "send Authorization: Bearer <token>", Category.UNAUTHENTICATED)
+        found = self.ledger.tokens.get(token)  # verified within the last second: no database, so no worker thread either
+        if found is not None:
+            return found
+        wait = self.failures.take(client)  # reserved before the lookup (concurrent guesses cannot share one), given back if it verifies
+        try:
+            if wait and token.startswith("plt_") and not await self.directory.knows(token):
+                raise Refusal(429, "auth_rate_limited", "header:Authorization",
+                              f"too many unknown tokens from this address; retry after {math.ceil(wait)} s", wait)
+            found = await run_in_threadpool(self.ledger.authenticate, token)  # OIDC tokens cost no database unless they verify
+        except Exception as exc:
+            if not wait and not isinstance(exc, Refusal):
+                self.failures.refund(client)  # no verdict (the database failed): nothing was learnt about the token
+            raise
+        if found is not None and not wait:
+            self.failures.refund(client)
+        if found is None:
+            raise LedgerError.one("token_invalid", "header:Authorization", "the bearer token is unknown, expired or revoked", Category.UNAUTHENTICATED)
+        return found
 
 
 def _header(scope: Scope, name: bytes) -> str:
@@ -98,12 +201,13 @@ class Guard:
     """Rate limits and security headers as plain ASGI middleware (Starlette's ``BaseHTTPMiddleware``, behind
     ``@app.middleware``, runs every request in an extra task with memory streams: a third of the web stack's CPU).
 
-    ``failures`` counts rejected bearer tokens (401) per client address, so guessing tokens (each a new
-    bucket of ``limiter``) is throttled too. The headers are added only where the response has not set them.
+    Failed tokens are limited where they are checked (``Authenticator``), never here: refusing every request of an
+    address for its failures refused the valid tokens behind it too. The headers are added only where the response
+    has not set them.
     """
 
-    def __init__(self, app: ASGIApp, limiter: RateLimiter, failures: RateLimiter):
-        self.app, self.limiter, self.failures = app, limiter, failures
+    def __init__(self, app: ASGIApp, limiter: RateLimiter):
+        self.app, self.limiter = app, limiter
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -116,8 +220,6 @@ class Guard:
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                if message["status"] == 401:
-                    self.failures.take(client_key(scope))
                 headers = message["headers"] = list(message.get("headers", ()))
                 present = {key for key, _ in headers}
                 headers.extend(header for header in extra if header[0] not in present)
@@ -125,7 +227,7 @@ class Guard:
 
         wait = 0.0
         if path != "/healthz":
-            wait = self.failures.take(client_key(scope), spend=False) or self.limiter.take(limiter_key(scope))
+            wait = self.limiter.take(limiter_key(scope))
         if wait:
             refusal = JSONResponse(
                 {"errors": [{"code": "rate_limited", "path": "$", "message": f"too many requests; retry after {math.ceil(wait)} s"}]},
@@ -145,21 +247,49 @@ class Guard:
             if started:
                 raise  # part of the answer is out: nothing can replace it (the server closes the connection)
             # answered here, not by Starlette's outermost error middleware, so that it carries the headers too
-            await unexpected_failure(exc)(scope, receive, send_with_headers)
+            await failure_response(exc)(scope, receive, send_with_headers)
 
 
 def install(app: FastAPI, limiter: RateLimiter) -> None:
-    """Rate limits, security headers and the catch-all error handler, on every route of ``app``; rejected
-    bearer tokens also count against the client address (20, then one a second)."""
-    app.add_middleware(Guard, limiter=limiter, failures=RateLimiter(rate=1.0, burst=20))
+    """Rate limits, security headers and the catch-all error handler, on every route of ``app``."""
+    app.add_middleware(Guard, limiter=limiter)
 
     @app.exception_handler(Exception)
     async def unexpected(_: Request, exc: Exception) -> JSONResponse:  # a failure in the guard itself
-        return unexpected_failure(exc)
+        return failure_response(exc)
 
 
-def unexpected_failure(exc: Exception) -> JSONResponse:
-    """The answer to a failure nothing expected: logged in full under a reference; the caller gets only that."""
+class _Sparse:
+    """Logs each kind of expected failure at most once every ``seconds``, with how many went unlogged: an outage
+    answers every request 503, and the log should say so, not repeat it thousands of times."""
+
+    def __init__(self, seconds: float = 10.0):
+        self.seconds = seconds
+        self._last: dict[str, tuple[float, int]] = {}  # kind -> (when last logged, how many since)
+        self._lock = threading.Lock()
+
+    def note(self, kind: str, message: str) -> None:
+        now = time.monotonic()
+        with self._lock:
+            last, unlogged = self._last.get(kind, (float("-inf"), 0))
+            if now - last < self.seconds:
+                self._last[kind] = (last, unlogged + 1)
+                return
+            self._last[kind] = (now, 0)
+        log.warning("%s%s", message, f" (and {unlogged} more like it)" if unlogged else "")
+
+
+_DATABASE_LOG = _Sparse()
+
+
+def failure_response(exc: Exception) -> JSONResponse:
+    """The answer to an exception no route answered. A database failure says what it means for the request (503
+    unavailable, 504 commit unconfirmed, 507 storage full; with Retry-After); anything else is a fault, logged in
+    full under a reference, and the caller gets only that (500)."""
+    failure = database.failure_of(exc)
+    if failure is not None:
+        _DATABASE_LOG.note(failure.code, f"answered {failure.status} {failure.code}: {type(exc).__name__}: {exc}")
+        return Refusal(failure.status, failure.code, "$", failure.message, failure.retry_after).response()
     reference = uuid.uuid4().hex[:12]
     log.error("unhandled error %s", reference, exc_info=exc)
     return JSONResponse({"errors": [{"code": "internal_error", "path": "$",

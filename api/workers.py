@@ -53,7 +53,11 @@ def _work(sock: socket.socket, host: str, port: int) -> None:
     """A worker: one uvicorn server on ``sock`` (it stops gracefully on SIGINT or SIGTERM)."""
     import uvicorn
 
-    config = uvicorn.Config(APP, factory=True, host=host, port=port, access_log=False, log_level="warning")
+    from api.security import server_options
+    from ledger.config import Settings
+
+    config = uvicorn.Config(APP, factory=True, host=host, port=port, access_log=False, log_level="warning",
+                            **server_options(Settings.from_env().trusted_proxies))
     uvicorn.Server(config).run(sockets=[sock])
 
 

@@ -41,6 +41,7 @@ class Settings:
     seal_batch: int = 5000
     witnesses: str = ""  # comma-separated URL=VKEY pairs of tlog-witnesses asked to cosign checkpoints
     in_process_followers: bool = True  # the API process also seals and projects (off when they run as their own processes)
+    trusted_proxies: str = ""  # addresses or networks whose X-Forwarded-For names the client (comma-separated); none by default
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -63,6 +64,7 @@ class Settings:
             seal_batch=int(env.get("PUPIL_LEDGER_SEAL_BATCH", cls.seal_batch)),
             witnesses=env.get("PUPIL_LEDGER_WITNESSES", cls.witnesses),
             in_process_followers=env.get("PUPIL_LEDGER_IN_PROCESS_FOLLOWERS", "1").lower() not in ("0", "false", "no", "off"),
+            trusted_proxies=env.get("PUPIL_LEDGER_TRUSTED_PROXIES", cls.trusted_proxies),
         )
 
     @property

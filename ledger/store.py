@@ -43,7 +43,7 @@ from eventsourcing.utils import get_topic, retry
 from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Identifier, Literal
 
-from . import jcs
+from . import database, jcs
 from .errors import Category, LedgerError
 from .rules import Record
 from .secrets import as_pupil_uuid, is_pupil_stream
@@ -376,8 +376,9 @@ class PostgresLedgerRecorder(PostgresApplicationRecorder):
 
     placeholder = "%s"
 
-    def __init__(self, *args: Any, **kwargs: Any):
-        super().__init__(*args, **kwargs)
+    def __init__(self, datastore: Any, *args: Any, **kwargs: Any):
+        database.guard(datastore)  # bounded waits on every connection, before the first is made (ledger/database.py)
+        super().__init__(datastore, *args, **kwargs)
         self.sql_create_statements.extend(SQL(s.replace("{", "{{").replace("}", "}}")).format() for s in _INDEX_DDL)
         table = SQL("{}.{}").format(Identifier(self.datastore.schema), Identifier(self.events_table_name))
         self._events = _Table(table.as_string(), ("originator_id", "originator_version", "topic", "state"),
@@ -706,6 +707,7 @@ def persistence_env(database_url: str | None, sqlite_path: str, cipher_key: str,
             "POSTGRES_USER": unquote(url.username or os.environ.get("USER", "postgres")),
             "POSTGRES_PASSWORD": unquote(url.password or ""),
             "POSTGRES_LOCK_TIMEOUT": "5",
+            "POSTGRES_CONNECT_TIMEOUT": str(database.CHECKOUT_SECONDS),  # the pool's checkout wait (ledger/database.py)
             "POSTGRES_POOL_SIZE": "4",
             "POSTGRES_MAX_OVERFLOW": "8",
         })

@@ -217,6 +217,9 @@ class LeafRef:
     entry: bytes
 
 
+MAX_SIZE = 2**63 - 1  # a bigint: no tree has more leaves, and the database cannot be asked about more
+
+
 class Log:
     """Read side of the stored log."""
 
@@ -228,6 +231,8 @@ class Log:
         """The latest signed checkpoint (or the one of ``size``) with its witness cosignatures."""
         if size is None:
             rows = self.store.query("SELECT tree_size, note FROM log_checkpoints ORDER BY tree_size DESC LIMIT 1")
+        elif not 0 <= size <= MAX_SIZE:
+            return None
         else:
             rows = self.store.query("SELECT tree_size, note FROM log_checkpoints WHERE tree_size = ?", (size,))
         if not rows:
@@ -246,6 +251,8 @@ class Log:
         return LeafRef(int(rows[0][0]), int(rows[0][1]), bytes(rows[0][2])) if rows else None
 
     def leaf(self, index: int) -> LeafRef | None:
+        if not 0 <= index < MAX_SIZE:
+            return None
         rows = self.store.query("SELECT leaf_index, sequence, entry FROM log_entries WHERE leaf_index = ?", (index,))
         return LeafRef(int(rows[0][0]), int(rows[0][1]), bytes(rows[0][2])) if rows else None
 

@@ -41,9 +41,10 @@ def free_port() -> int:
 class Server:
     """``pupil-ledger serve`` in its own process."""
 
-    def __init__(self, settings: Settings, port: int | None = None, args: tuple[str, ...] = ()):
+    def __init__(self, settings: Settings, port: int | None = None, args: tuple[str, ...] = (), env: dict[str, str] | None = None):
         self.settings = settings
         self.args = args  # more ``serve`` options
+        self.env = env or {}  # more environment (settings)
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen[bytes] | None = None
@@ -51,7 +52,7 @@ class Server:
     def start(self) -> Server:
         log = self.settings.home.parent / f"serve-{self.port}.log"
         with log.open("wb") as stderr:  # a file, not an unread pipe: a server logging a lot must never block on it
-            self.process = subprocess.Popen([*CLI, "serve", "--port", str(self.port), *self.args], env=env_for(self.settings),
+            self.process = subprocess.Popen([*CLI, "serve", "--port", str(self.port), *self.args], env={**env_for(self.settings), **self.env},
                                             stdout=subprocess.DEVNULL, stderr=stderr)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:

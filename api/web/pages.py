@@ -21,6 +21,8 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import ChoiceLoader, Environment, FileSystemLoader, PackageLoader, PrefixLoader, select_autoescape
 from markupsafe import Markup
 
+from api.limits import Refusal
+from api.security import client_key
 from ledger import policy
 from ledger.catalogue import EARLIEST_DATE
 from ledger.codes import code_list
@@ -44,7 +46,7 @@ DEFAULT_REFRESH_SECONDS = 300.0  # how long the pages keep a checkpoint's public
 LEVEL_TITLES = {"national": "England", "la": "Local authority", "trust": "Trust", "school": "School or setting"}
 HOME_OF_ROLE = {"la": "la", "trust": "trust", "school": "school", "ap_setting": "school"}
 
-PrincipalOf = Callable[[str | None], Awaitable[Principal]]
+PrincipalOf = Callable[[str | None, str], Awaitable[Principal]]  # (token, client address): api.security.Authenticator.principal
 
 
 def environment() -> Environment:
@@ -300,8 +302,8 @@ def web_router(ledger: Ledger, principal_of: PrincipalOf, data: WebData | None =
         if not token:
             return None
         try:
-            return await principal_of(token)
-        except LedgerError:
+            return await principal_of(token, client_key(request.scope))
+        except (LedgerError, Refusal):
             return None
 
     def same_origin(request: Request) -> bool:
@@ -334,9 +336,11 @@ def web_router(ledger: Ledger, principal_of: PrincipalOf, data: WebData | None =
         principal = None
         if token and len(token) <= 8192:
             try:
-                principal = await principal_of(token)
+                principal = await principal_of(token, client_key(request.scope))
             except LedgerError:
                 principal = None
+            except Refusal as refusal:
+                return page.error(request, refusal.status, "Too many attempts", f"Wait {max(1, round(refusal.retry_after or 1))} seconds, then try again.")
         if principal is None:
             return page.render(request, "sign_in.html", status=401, title="Sign in", next=target, no_store=True,
                                error="Enter a valid access token: this one is unknown, expired or revoked" if token else "Enter your access token")
