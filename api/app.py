@@ -3,6 +3,7 @@
 
 import asyncio
 import json
+import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import date, datetime
@@ -36,7 +37,7 @@ from projections.runner import Projector
 
 STATUS = {
     Category.MALFORMED: 400, Category.UNAUTHENTICATED: 401, Category.FORBIDDEN: 403, Category.NOT_FOUND: 404,
-    Category.CONFLICT: 409, Category.TOO_LARGE: 413, Category.INVALID: 422,
+    Category.CONFLICT: 409, Category.TOO_LARGE: 413, Category.INVALID: 422, Category.RATE_LIMITED: 429,
 }
 ENVELOPE_SCHEMA = json.loads((SCHEMAS_DIR / "envelope.schema.json").read_text("utf-8"))
 for _k in ("$schema", "$id"):
@@ -183,6 +184,8 @@ def create_app(ledger: Ledger, followers: Sequence[Follower] = ()) -> FastAPI:
     @app.exception_handler(LedgerError)
     async def ledger_error(_: Request, exc: LedgerError) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if exc.category is Category.UNAUTHENTICATED else None
+        if exc.category is Category.RATE_LIMITED:
+            headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after or 1)))}
         return error_response(STATUS[exc.category], [p.as_dict() for p in exc.problems], headers)
 
     @app.exception_handler(RequestValidationError)
