@@ -46,10 +46,14 @@ SPLIT_AFTER_CONFLICTS = 3  # a group's write failing this often in a row on fres
 # submitter something about the pupil, so it is recorded as a read and limited (docs/access.md). The one place that
 # names them here until ``rules.CROSS_ORG_CODES`` (stream S1) is merged; then this becomes that import.
 CROSS_ORG_CODES = frozenset({"second_main_registration", "placement_already_open", "implausible_claim"})
+LINKED_FIELDS = ("school", "setting", "host_school", "commissioner")  # fields of pupil events naming an organisation whose facts links need
 CLAIM_FLAGS = frozenset({"claim_new_area"})  # accepted claims the operator is shown (``claims_report``)
 PROBE_PURPOSE = "rejected_submission"  # the purpose such a rejection is recorded with (code list access_purposes)
 PROBE_BURST = 20  # such rejections per submitting organisation before it is limited ...
 PROBE_REFILL_SECONDS = 60.0  # ... and then one more each this many seconds (per API process)
+# A refusal to read a pupil (403 not_related) is answered no sooner than this after the read began: reading and
+# folding a known pupil's records takes longer than finding none, and the answer's timing must not tell which.
+REFUSAL_FLOOR_SECONDS = 0.010
 
 log = logging.getLogger("pupil_ledger.service")
 
@@ -630,15 +634,16 @@ class Ledger:
     def get_event(self, event_id: str, reader: Reader | None = None) -> dict[str, Any]:
         """One accepted event. With a ``reader``: authorised by ``policy``; reading a pupil event is recorded."""
         row = self.store.index_rows([event_id]).get(event_id)
-        entry = self._entry(row) if row else None
+        subject = self.store.subject(uuid.UUID(row.originator_id), fresh=True) if row else None
+        entry = next((e for e in subject.entries if e.version == row.originator_version), None) if row and subject else None
         if row is None or entry is None:
             raise LedgerError.one("not_found", "$.event_id", f"no event {event_id} that you may read", Category.NOT_FOUND)
         access = None
         if reader is not None:
             if entry.record.type.startswith("pupil."):
                 reader = Reader(reader.principal, reader.purpose, reader.reference, "getEvent")
-                access = self._authorise_pupil_read(entry.record.subject, reader, own_submission=row.submitter == reader.principal.org,
-                                                    event_id=event_id)
+                access, _ = self._authorise_pupil_read(entry.record.subject, reader, subject, own_submission=row.submitter == reader.principal.org,
+                                                       event=entry.record)
             elif not policy.may_read_event(reader.principal, row.type):
                 raise LedgerError.one("not_found", "$.event_id", f"no event {event_id} that you may read", Category.NOT_FOUND)
         out = {
@@ -655,16 +660,22 @@ class Ledger:
                       include_envelopes: bool = False, reader: Reader | None = None) -> dict[str, Any]:
         """History of a pupil as of effective date ``as_of``, as known at ledger time ``known_at``.
 
-        With a ``reader`` (every HTTP read): authorised by ``policy`` and recorded as ``access.record_viewed``.
+        With a ``reader`` (every HTTP read): authorised by ``policy`` and recorded as ``access.record_viewed``; a
+        reader whose relationship its own organisation asserted sees what occurred from its start, and a summary
+        of the pupil's setting just before (``policy.Grant.since``).
         """
+        started = time.monotonic()
         aggregate_id = self.secrets.pupil_id(upn)
-        subject = self.store.subject(aggregate_id, fresh=True)  # read once: authorised on, and shown, the same state
-        access = self._authorise_pupil_read(upn, reader, subject=subject) if reader is not None else None
+        subject = self._pupil_for_read(aggregate_id)  # read once: authorised on, and shown, the same state
+        access, grant = self._authorise_pupil_read(upn, reader, subject, started=started) if reader is not None else (None, None)
         if subject is None:
             raise LedgerError.one("not_found", "$.upn", "the ledger has no events for this pupil", Category.NOT_FOUND)
+        since = grant.since if grant else None
+        reader_org = reader.principal.org if reader else ""
         index = self.store.index_for_subject(aggregate_id)
         known = [e for e in subject.entries if known_at is None or e.received_at <= known_at]
-        visible = [e for e in known if as_of is None or e.record.occurred_on <= as_of]
+        shown = [e for e in known if grant is None or policy.visible(e.record, grant, reader_org)]
+        visible = [e for e in shown if as_of is None or e.record.occurred_on <= as_of]
         superseded_by = {e.record.corrects: e.record.event_id for e in known if e.record.corrects}
         # A correction supersedes its target whatever its own effective date, so the state is folded
         # from the records in force as known at ``known_at``, then cut at ``as_of``.
@@ -689,17 +700,24 @@ class Ledger:
             "known_at": timestamp(known_at) if known_at else None,
             "on_roll": [
                 {"school": r.school, "enrolment_status": r.status, "since": r.start.isoformat(), "sen_status": r.sen_status}
-                for r in state.registrations if r.open_on(day)
+                for r in state.registrations if r.open_on(day) and policy.shows_registration(r, grant, reader_org)
             ],
             "open": [
                 {"kind": ep.kind, "started_by": ep.start_event_id, "since": ep.start.isoformat(), "details": ep.details}
-                for ep in state.episodes.values() if ep.end is None
+                for ep in state.episodes.values() if ep.end is None and policy.shows_episode(ep, grant, reader_org)
             ],
             "events": events,
+            "limited_from": since.isoformat() if since else None,
+            "previous_setting": policy.setting_before([e.record for e in known], since) if since else [],
         }
         if access:
             out["access_event_id"] = access
         return out
+
+    def _pupil_for_read(self, aggregate_id: uuid.UUID) -> Subject | None:
+        """A pupil's stream for a read of its identified record, its key read from the database with it: one round trip,
+        the same whether or not the pupil exists, so that a refusal takes as long for either (no timing oracle)."""
+        return self.store.lookups([], [aggregate_id])[1].get(aggregate_id)
 
     # -- access control and the read audit (docs/access.md) -------------------------------------
 
@@ -707,28 +725,40 @@ class Ledger:
     def windows(self) -> policy.Windows:
         return policy.Windows(self.settings.access_window_days, self.settings.inspection_window_days)
 
-    def pupil_links(self, upn: str, subject: Subject | None = None) -> list[policy.PupilLink]:
-        """The organisations related to the pupil and when, from the pupil's records (``subject``: as just read
-        with ``fresh=True``) and the organisations' facts."""
-        subject = subject or self.store.subject(self.secrets.pupil_id(upn), fresh=True)
+    def pupil_links(self, subject: Subject | None, reader_org: str) -> list[policy.PupilLink]:
+        """The organisations related to the pupil and when, from the pupil's records (``subject``, as read by
+        ``_pupil_for_read``) and the facts of the organisations they name, read in one round trip. The reader's
+        own organisation is read with them: an unknown pupil costs the same read as a known one."""
         records = subject.records if subject else []
-        named = {r.data.get(k) for r in records for k in ("school", "setting", "host_school", "commissioner")}
+        named = {org for r in records for k in LINKED_FIELDS if isinstance(org := r.data.get(k), str)}
+        ids = {self.secrets.org_id(org): org for org in named | {reader_org}}
+        found = self.store.subjects(list(ids))
         facts = {}
-        for org in named:
-            if isinstance(org, str):
-                state = self.org_state(org)
-                facts[org] = policy.OrgFacts(state.la, state.trust)
+        for aggregate_id, org in ids.items():
+            state = fold_org(org, found[aggregate_id].records) if aggregate_id in found else fold_org(org, [])
+            facts[org] = policy.OrgFacts(state.la, state.trust)
         return policy.pupil_links(records, facts)
 
-    def _authorise_pupil_read(self, upn: str, reader: Reader, own_submission: bool = False, event_id: str | None = None,
-                              subject: Subject | None = None) -> str:
-        """Authorise one read of a pupil's identified record and record it; returns the access event's id.
+    def _authorise_pupil_read(self, upn: str, reader: Reader, subject: Subject | None, own_submission: bool = False,
+                              event: Record | None = None, started: float | None = None) -> tuple[str, policy.Grant]:
+        """Authorise one read of a pupil's identified record and record it; returns the access event's id and the grant.
 
-        ``subject``: the pupil's stream as the caller just read it with ``fresh=True`` (its key then checked)."""
+        ``subject``: the pupil's stream as the caller just read it, its key checked in the database. ``event``: the
+        one event read (getEvent), which the grant must show. ``started``: when the read began (``time.monotonic``):
+        a refusal for want of a relationship is not answered before ``REFUSAL_FLOOR_SECONDS`` from then."""
+        started = time.monotonic() if started is None else started
         policy.purpose_for(reader.principal, reader.purpose)  # a missing or wrong purpose fails before anything is looked up
-        links = self.pupil_links(upn, subject)
-        grant = policy.authorise_pupil_read(reader.principal, reader.purpose, links, self.clock().date(), self.windows, own_submission)
-        key = self.store.app.pupil_keys.get(self.secrets.pupil_id(upn))  # checked in the database by the fresh read just made
+        links = self.pupil_links(subject, reader.principal.org)
+        try:
+            grant = policy.authorise_pupil_read(reader.principal, reader.purpose, links, self.clock().date(), self.windows, own_submission)
+        except LedgerError as exc:
+            if any(p.code == "not_related" for p in exc.problems):
+                time.sleep(max(0.0, REFUSAL_FLOOR_SECONDS - (time.monotonic() - started)))
+            raise
+        if event is not None and not policy.visible(event, grant, reader.principal.org):
+            raise policy.forbidden("before_relationship", "$.event_id", f"this event occurred before {reader.principal.org}'s own link with "
+                                   f"the pupil began; it reads what occurred from {grant.since} (docs/access.md)")
+        key = self.store.app.pupil_keys.get(self.secrets.pupil_id(upn))  # checked in the database by the read just made
         if key is None:
             raise LedgerError.one("not_found", "$.upn", "the ledger has no events for this pupil", Category.NOT_FOUND)
         data: dict[str, Any] = {
@@ -737,9 +767,9 @@ class Ledger:
         }
         if reader.reference:
             data["reference"] = reader.reference
-        if event_id:
-            data["event_id"] = event_id
-        return self._record_access("access.record_viewed", key.audit_id, data)
+        if event is not None:
+            data["event_id"] = event.event_id
+        return self._record_access("access.record_viewed", key.audit_id, data), grant
 
     def _access_body(self, event_type: str, audit_id: str, data: dict[str, Any]) -> dict[str, Any]:
         """The body of a ledger-written ``access.*`` event about the pupil whose audit pseudonym is ``audit_id``."""
@@ -764,28 +794,32 @@ class Ledger:
         by an organisation's principals (oversight), oldest first from sequence ``after``."""
         if upn is not None:
             reader = Reader(principal, purpose, None, "accessLog")
-            self._authorise_pupil_read(upn, reader)
-            key = self.store.app.pupil_keys.get(self.secrets.pupil_id(upn))  # checked in the database by that fresh read
+            started = time.monotonic()
+            _, grant = self._authorise_pupil_read(upn, reader, self._pupil_for_read(self.secrets.pupil_id(upn)), started=started)
+            key = self.store.app.pupil_keys.get(self.secrets.pupil_id(upn))  # checked in the database by that read
             assert key is not None
             stream = self.secrets.audit_stream_id(key.audit_id)
             subject = self.store.subject(stream)
             index = self.store.index_for_subject(stream)
-            items = [self._access_item(e, index[e.version].sequence) for e in (subject.entries if subject else []) if index[e.version].sequence > after]
+            items = [self._access_item(e, index[e.version].sequence) for e in (subject.entries if subject else [])
+                     if index[e.version].sequence > after and (grant.since is None or e.received_at.date() >= grant.since)]
             return {"pupil": key.audit_id, "views": items[:limit], "next_after": items[limit - 1]["sequence"] if len(items) > limit else None}
         if not policy.may_read_access_log(principal, viewer_org):
             raise policy.forbidden("access_log_scope", "query:org", f"{principal.org} may read the views by its own principals (org={principal.org})")
+        # ``ledger_access`` holds every access event's sequence and viewer organisation (written with it): the
+        # organisation's views are read by its index, not found by decrypting every view in the ledger.
+        by_viewer = "a.viewer_org = ? AND " if viewer_org is not None else ""
+        columns = ", ".join(f"i.{c}" for c in INDEX_COLUMNS)
         rows = [IndexRow(*r) for r in self.store.query(
-            f"SELECT {', '.join(INDEX_COLUMNS)} FROM ledger_index WHERE type IN ('access.record_viewed', 'access.record_erased') "
-            "AND sequence > ? ORDER BY sequence LIMIT ?", (after, limit))]
+            f"SELECT {columns} FROM ledger_access a JOIN ledger_index i ON i.sequence = a.sequence "
+            f"WHERE {by_viewer}a.sequence > ? ORDER BY a.sequence LIMIT ?", (*([viewer_org] if viewer_org is not None else []), after, limit))]
         streams: dict[str, dict[int, Any]] = {}  # each audit stream loaded once, however many of its views are listed
         items = []
         for row in rows:
             if row.originator_id not in streams:
                 subject = self.store.subject(uuid.UUID(row.originator_id))
                 streams[row.originator_id] = {e.version: e for e in subject.entries} if subject else {}
-            item = self._access_item(streams[row.originator_id].get(row.originator_version), row.sequence)
-            if viewer_org is None or item.get("principal", {}).get("org") == viewer_org:
-                items.append(item)
+            items.append(self._access_item(streams[row.originator_id].get(row.originator_version), row.sequence))
         return {"org": viewer_org, "views": items, "next_after": rows[-1].sequence if len(rows) == limit else None}
 
     @staticmethod
