@@ -6,7 +6,7 @@ import json
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from datetime import date, datetime
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Query, Request
@@ -290,6 +290,18 @@ def create_app(ledger: Ledger, followers: Sequence[Follower] = ()) -> FastAPI:
     ) -> dict[str, Any]:
         return await run_in_threadpool(ledger.access_log, caller, upn, org, purpose, after, limit)
 
+    @app.get("/operator/claims", operation_id="unusualClaims", tags=["operations"],
+             summary="Organisations by their unusual claims and rule probes in a period (the operator's report)",
+             description="Events accepted with claim_new_area and rejections that depended on other organisations' records of the "
+                         "pupil, counted per submitting organisation, most first, then newest first (docs/access.md). Admin token only.",
+             responses=READ_RESPONSES)
+    async def unusual_claims(
+        caller: Caller,
+        since: Annotated[date | None, Query(description="first day of the period (default: 30 days ago)")] = None,
+        until: Annotated[date | None, Query(description="last day of the period (default: today)")] = None,
+    ) -> dict[str, Any]:
+        return await run_in_threadpool(ledger.claims_report, caller, *claims_period(ledger.clock(), since, until))
+
     @app.get("/healthz", operation_id="healthz", response_model=Health, tags=["operations"], responses={503: {"model": Errors}})
     async def healthz() -> Any:
         try:
@@ -307,6 +319,13 @@ def create_app(ledger: Ledger, followers: Sequence[Follower] = ()) -> FastAPI:
     app.include_router(event_proof_route(ledger))
     app.include_router(views_router(ledger, principal))
     return app
+
+
+def claims_period(now: datetime, since: date | None, until: date | None) -> tuple[datetime, datetime]:
+    """The report's period as times: from the start of ``since`` to the end of ``until`` (UTC days), by default the last 30 days."""
+    last = until or now.astimezone(UTC).date()
+    first = since or last - timedelta(days=29)
+    return datetime.combine(first, time.min, UTC), datetime.combine(last + timedelta(days=1), time.min, UTC)
 
 
 def app_from_env() -> FastAPI:

@@ -323,6 +323,11 @@ def may_read_access_log(principal: Principal, viewer_org: str | None) -> bool:
     return principal.role != "researcher" and viewer_org == principal.org
 
 
+def may_read_claims_report(principal: Principal) -> bool:
+    """The report of unusual claims and of rejections that depended on other organisations' records: the operator's."""
+    return principal.role == "admin"
+
+
 def submit_problems(principal: Principal, body: Mapping[str, object]) -> list[Problem]:
     """Why the bearer may not post this event body (paths relative to the payload)."""
     submitter, event_type = body.get("submitter"), str(body.get("type"))

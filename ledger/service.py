@@ -846,6 +846,26 @@ class Ledger:
         self._subjects.forget([aggregate_id])
         return {"events_erased": erased, "audit_id": key.audit_id, "erasure_event_id": erasure_event}
 
+    def claims_report(self, principal: Principal | None, since: datetime, until: datetime) -> dict[str, Any]:
+        """Organisations by the number of unusual claims (events accepted with a ``CLAIM_FLAGS`` flag) and of rejections
+        that depended on other organisations' records (``CROSS_ORG_CODES``), received from ``since`` until before
+        ``until``: the most first, then the most recent first (docs/access.md, "Unusual claims"). The operator's only
+        (``principal`` None: the local operator, on the command line)."""
+        if principal is not None and not policy.may_read_claims_report(principal):
+            raise policy.forbidden("operator_only", "$", "only the operator (an admin token) reads the report of unusual claims")
+        if until <= since:
+            raise LedgerError.one("period", "query:until", "the period ends after it starts")
+        rows = self.store.query("SELECT org_id, code, COUNT(*), MAX(received_at) FROM ledger_claims WHERE received_at >= ? AND received_at < ? "
+                                "GROUP BY org_id, code", (timestamp(since), timestamp(until)))
+        orgs: dict[str, dict[str, Any]] = {}
+        for org, code, count, latest in rows:
+            entry = orgs.setdefault(org, {"org": org, "total": 0, "codes": {}, "latest": latest})
+            entry["total"] += int(count)
+            entry["codes"][code] = int(count)
+            entry["latest"] = max(entry["latest"], latest)
+        listed = sorted(sorted(orgs.values(), key=lambda o: str(o["latest"]), reverse=True), key=lambda o: -int(o["total"]))
+        return {"since": timestamp(since), "until": timestamp(until), "organisations": listed}
+
     def list_orgs(self) -> list[dict[str, Any]]:
         rows = self.store.query("SELECT DISTINCT originator_id FROM ledger_index WHERE type IN ('org.registered', 'provider.unregistered_recorded')")
         out = []
