@@ -324,6 +324,8 @@ def create_app(ledger: Ledger, followers: Sequence[Follower] = ()) -> FastAPI:
 def claims_period(now: datetime, since: date | None, until: date | None) -> tuple[datetime, datetime]:
     """The report's period as times: from the start of ``since`` to the end of ``until`` (UTC days), by default the last 30 days."""
     last = until or now.astimezone(UTC).date()
+    if last >= date.max or (since is None and last < date.min + timedelta(days=29)):
+        raise LedgerError.one("period", "query:until", "the period must lie between years 1 and 9999")
     first = since or last - timedelta(days=29)
     return datetime.combine(first, time.min, UTC), datetime.combine(last + timedelta(days=1), time.min, UTC)
 

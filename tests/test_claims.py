@@ -116,3 +116,11 @@ def test_a_trusted_local_callers_rejections_are_not_probes(world: World) -> None
     with pytest.raises(Exception, match="second_main_registration"):
         world.ledger.submit(main_registration(world, SCHOOL_A, upn(1)))
     assert views_of(world, upn(1)) == []
+
+
+def test_the_reports_period_at_the_ends_of_the_calendar_is_a_clear_error(world: World) -> None:
+    operator = TestClient(create_app(world.ledger), headers={"authorization": f"Bearer {world.admin_token}"}, raise_server_exceptions=False)
+    for params in ({"until": "9999-12-31"}, {"until": "0001-01-05"}):
+        answer = operator.get("/operator/claims", params=params)
+        assert answer.status_code == 422 and answer.json()["errors"][0]["code"] == "period", answer.text
+    assert operator.get("/operator/claims", params={"since": "0001-01-01", "until": "9999-12-30"}).status_code == 200
