@@ -87,7 +87,8 @@ class Health(BaseModel):
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": Errors, "description": desc}
     for status, desc in [(400, "malformed"), (401, "no or bad bearer token"), (403, "signature, key or submitter not accepted"),
-                         (409, "event_id reused with other bytes"), (413, "body too large"), (422, "invalid event")]
+                         (409, "event_id reused with other bytes"), (413, "body too large"), (422, "invalid event"),
+                         (429, "too many rejections that depended on other organisations' records: retry after Retry-After seconds")]
 }
 
 
