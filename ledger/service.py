@@ -153,7 +153,7 @@ class Ledger:
 
         Nothing is returned before the commit, so a caller answered 201 is durable. An event_id that two
         requests of the group share is retried after the commit, where it is a replay or a conflict. Each request
-        succeeds or fails on its own: one that raises while it is judged is rejected alone (``_judge``), and when the
+        succeeds or fails on its own: one that raises while it is judged is rejected alone (``_failed``), and when the
         group's write fails for a reason that is not the database's state or health (``_GroupWriteFailed``), the
         group is split and each half written on its own, until only the request that made it fail fails.
         """
@@ -194,8 +194,13 @@ class Ledger:
                 items.append(item)
                 if i in poisoned:
                     item.problems.append(poisoned[i])
-                elif self._judge(item, poisoned, self._prepare, raw, received_at) and ahead is not None and not item.problems:
-                    self._judge(item, poisoned, self._send_early, ahead)
+                    continue
+                try:
+                    self._prepare(item, raw, received_at)
+                    if ahead is not None and not item.problems:
+                        self._send_early(item, ahead)
+                except Exception as exc:  # noqa: BLE001 - this item's alone (``_failed``)
+                    self._failed(item, poisoned, exc)
             if ahead is not None:
                 ahead.batch.flush()  # the last, partial task works while the batch's state is read
             working, cached = self._read_for(items, poisoned)
@@ -210,9 +215,12 @@ class Ledger:
             for item in items:
                 if item.problems or item.duplicate_of is not None:
                     continue
-                self._judge(item, poisoned, self._authenticate, received_at, working, trusted)
-                if not item.problems:
-                    staged = self._judge(item, poisoned, self._apply_rules, received_at, working, events, index_rows, key_rows, beside)
+                try:
+                    self._authenticate(item, received_at, working, trusted)
+                    if not item.problems:
+                        self._apply_rules(item, received_at, working, events, index_rows, key_rows, beside)
+                except Exception as exc:  # noqa: BLE001 - this item's alone (``_failed``)
+                    staged = self._failed(item, poisoned, exc)
                     if not staged:
                         break  # the working state may hold part of its write: judge the others again, without it
             if ahead is not None:
@@ -267,26 +275,23 @@ class Ledger:
                     outcomes.append(next(receipts))
             return outcomes
 
-    def _judge(self, item: _Item, poisoned: dict[int, Problem], stage: Callable[..., None], *args: Any) -> bool:
-        """Run one stage of judging ``item``. Anything it raises that is not the database's failure rejects the item
-        alone (422 ``unprocessable``, the details logged under a reference) and is remembered in ``poisoned`` for the
-        attempts that follow; returns False then."""
-        try:
-            stage(item, *args)
-            return True
-        except LedgerError as exc:
+    @staticmethod
+    def _failed(item: _Item, poisoned: dict[int, Problem], exc: Exception) -> bool:
+        """What judging ``item`` raised: a LedgerError is its rejection (True). Anything else that is not the database's
+        failure rejects the item alone (422 ``unprocessable``, the details logged under a reference) and is remembered in
+        ``poisoned`` for the attempts that follow (False: the attempt's working state may hold part of its write)."""
+        if isinstance(exc, LedgerError):
             item.problems.extend(exc.problems)
             return True
-        except Exception as exc:
-            if _affects_every_write(exc):
-                raise  # the database: every request of the group hears it
-            reference = uuid.uuid4().hex[:12]
-            log.error("an envelope could not be judged (reference %s)", reference, exc_info=exc)
-            problem = Problem("unprocessable", item.path, f"the ledger could not process this envelope; quote reference {reference} "
-                              "to the operator", Category.INVALID)
-            poisoned[item.index] = problem
-            item.problems.append(problem)
-            return False
+        if _affects_every_write(exc):
+            raise exc  # the database: every request of the group hears it
+        reference = uuid.uuid4().hex[:12]
+        log.error("an envelope could not be judged (reference %s)", reference, exc_info=exc)
+        problem = Problem("unprocessable", item.path, f"the ledger could not process this envelope; quote reference {reference} "
+                          "to the operator", Category.INVALID)
+        poisoned[item.index] = problem
+        item.problems.append(problem)
+        return False
 
     def _read_for(self, items: list[_Item], poisoned: dict[int, Problem]) -> tuple[dict[uuid.UUID, Subject | None], set[uuid.UUID]]:
         """Everything the items need from the store, from the cache or in one round trip (not one per event): the
@@ -315,7 +320,10 @@ class Ledger:
         replay check and the index rows need them next (about 5 µs an event)."""
         for item in items:
             if item.env is not None and not item.problems:
-                self._judge(item, poisoned, _digests)
+                try:
+                    _digests(item)
+                except Exception as exc:  # noqa: BLE001 - this item's alone (``_failed``)
+                    self._failed(item, poisoned, exc)
 
     def _verify_ahead(self, items: list[_Item], working: dict[uuid.UUID, Subject | None], trusted: dict[str, tuple[str, bytes]],
                       ahead: _Ahead, poisoned: dict[int, Problem]) -> None:
@@ -333,7 +341,10 @@ class Ledger:
             if submitter not in orgs:
                 orgs[submitter] = self.org_state(submitter, working)
                 self._remember_keys(orgs[submitter])
-            self._judge(item, poisoned, self._send_known, orgs[submitter], trusted, ahead)
+            try:
+                self._send_known(item, orgs[submitter], trusted, ahead)
+            except Exception as exc:  # noqa: BLE001 - this item's alone (``_failed``)
+                self._failed(item, poisoned, exc)
 
     @staticmethod
     def _send_known(item: _Item, org: OrgState, trusted: dict[str, tuple[str, bytes]], ahead: _Ahead) -> None:
@@ -976,6 +987,8 @@ class ProbeBudget:
 
     def wait(self, org: str) -> float:
         """0 while ``org`` has budget left, else the seconds until it has some again."""
+        if org not in self._buckets:  # never spent any (most): no lock on the hot path
+            return 0.0
         with self._lock:
             level = self._level(org, self.clock())
         return 0.0 if level >= 1 else (1 - level) * self.refill_seconds
