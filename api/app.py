@@ -3,10 +3,11 @@
 
 import asyncio
 import json
+import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from datetime import date, datetime
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Query, Request
@@ -38,7 +39,7 @@ from projections.runner import Projector
 
 STATUS = {
     Category.MALFORMED: 400, Category.UNAUTHENTICATED: 401, Category.FORBIDDEN: 403, Category.NOT_FOUND: 404,
-    Category.CONFLICT: 409, Category.TOO_LARGE: 413, Category.INVALID: 422,
+    Category.CONFLICT: 409, Category.TOO_LARGE: 413, Category.INVALID: 422, Category.RATE_LIMITED: 429,
 }
 ENVELOPE_SCHEMA = json.loads((SCHEMAS_DIR / "envelope.schema.json").read_text("utf-8"))
 for _k in ("$schema", "$id"):
@@ -89,7 +90,8 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": Errors, "description": desc}
     for status, desc in [(400, "malformed"), (401, "no or bad bearer token"), (403, "signature, key or submitter not accepted"),
                          (409, "event_id reused with other bytes"), (413, "body too large"), (415, "the body is not application/json"),
-                         (422, "invalid event"), (429, "rate limited: retry after Retry-After seconds"),
+                         (422, "invalid event"),
+                         (429, "rate limited, or too many rejections that depended on other organisations' records: retry after Retry-After seconds"),
                          (503, "the database is not answering: nothing was stored; retry after Retry-After seconds"),
                          (504, "the database stopped answering while committing: resubmit the same bytes (a stored event is answered 200)"),
                          (507, "the ledger's storage is full: nothing was stored")]
@@ -195,6 +197,8 @@ def create_app(ledger: Ledger, followers: Sequence[Follower] = ()) -> FastAPI:
     @app.exception_handler(LedgerError)
     async def ledger_error(_: Request, exc: LedgerError) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if exc.category is Category.UNAUTHENTICATED else None
+        if exc.category is Category.RATE_LIMITED:
+            headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after or 1)))}
         return error_response(STATUS[exc.category], [p.as_dict() for p in exc.problems], headers)
 
     @app.exception_handler(RequestValidationError)
@@ -303,6 +307,18 @@ def create_app(ledger: Ledger, followers: Sequence[Follower] = ()) -> FastAPI:
     ) -> dict[str, Any]:
         return await run_in_threadpool(ledger.access_log, caller, upn, org, purpose, after, limit)
 
+    @app.get("/operator/claims", operation_id="unusualClaims", tags=["operations"],
+             summary="Organisations by their unusual claims and rule probes in a period (the operator's report)",
+             description="Events accepted with claim_new_area and rejections that depended on other organisations' records of the "
+                         "pupil, counted per submitting organisation, most first, then newest first (docs/access.md). Admin token only.",
+             responses=READ_RESPONSES)
+    async def unusual_claims(
+        caller: Caller,
+        since: Annotated[date | None, Query(description="first day of the period (default: 30 days ago)")] = None,
+        until: Annotated[date | None, Query(description="last day of the period (default: today)")] = None,
+    ) -> dict[str, Any]:
+        return await run_in_threadpool(ledger.claims_report, caller, *claims_period(ledger.clock(), since, until))
+
     @app.get("/healthz", operation_id="healthz", response_model=Health, tags=["operations"], responses={503: {"model": Errors}},
              description=f"Answers within {HEALTH_SECONDS:g} s: 503 `database_unavailable` (with Retry-After) when the database does not.")
     async def healthz() -> Any:
@@ -325,6 +341,15 @@ def create_app(ledger: Ledger, followers: Sequence[Follower] = ()) -> FastAPI:
     app.include_router(views_router(ledger, principal))
     web.mount(app, ledger, authenticator.principal)  # the pages (docs/web.md): start page, public reports, dashboards, /assets
     return app
+
+
+def claims_period(now: datetime, since: date | None, until: date | None) -> tuple[datetime, datetime]:
+    """The report's period as times: from the start of ``since`` to the end of ``until`` (UTC days), by default the last 30 days."""
+    last = until or now.astimezone(UTC).date()
+    if last >= date.max or (since is None and last < date.min + timedelta(days=29)):
+        raise LedgerError.one("period", "query:until", "the period must lie between years 1 and 9999")
+    first = since or last - timedelta(days=29)
+    return datetime.combine(first, time.min, UTC), datetime.combine(last + timedelta(days=1), time.min, UTC)
 
 
 def app_from_env() -> FastAPI:

@@ -336,6 +336,34 @@ def history(
 
 
 @app.command()
+def claims(
+    since: Annotated[datetime | None, typer.Option(formats=["%Y-%m-%d"], help="first day (default: 30 days ago)")] = None,  # noqa: UP007
+    until: Annotated[datetime | None, typer.Option(formats=["%Y-%m-%d"], help="last day (default: today)")] = None,  # noqa: UP007
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """The operator's report: organisations by their unusual claims (claim_new_area) and their rejections that depended on
+    other organisations' records of the pupil, in a period; most first, then newest first (docs/access.md).
+
+    Example: `pupil-ledger claims --since 2026-09-01 --until 2026-09-30`
+    """
+    from api.app import claims_period
+
+    ledger = _ledger()
+    try:
+        report = ledger.claims_report(None, *claims_period(ledger.clock(), since.date() if since else None, until.date() if until else None))
+    except LedgerError as exc:
+        _fail(exc)
+        return
+    if as_json:
+        print(json.dumps(report, indent=1))
+        return
+    table = Table("org", "total", "by code", "latest")
+    for o in report["organisations"]:
+        table.add_row(o["org"], str(o["total"]), ", ".join(f"{code} {n}" for code, n in sorted(o["codes"].items())), o["latest"])
+    out.print(table)
+
+
+@app.command()
 def erase(
     upn: str,
     ground: Annotated[str, typer.Option(help="erasure_request, recorded_in_error, retention_expired or court_order")],

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import re
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -15,6 +16,7 @@ from . import ed25519, jcs
 from .errors import Category, LedgerError, Problem
 
 EVENT_PAYLOAD_TYPE = "application/vnd.pupil-ledger.event+json"
+KEY_ID = re.compile(r"[0-9a-f]{16}")  # design.md 3.1: lowercase hex of the first 8 bytes of SHA-256 of the public key
 
 
 def pae(payload_type: str, payload: bytes) -> bytes:
@@ -166,6 +168,10 @@ def decode(raw: Any, path: str = "$", payload_type: str = EVENT_PAYLOAD_TYPE) ->
         kid, sig = entry.get("keyid"), entry["sig"]
         if not isinstance(kid, str) or not isinstance(sig, str):
             raise _malformed("signature_shape", where, "keyid and sig must be strings")
+        if not KEY_ID.fullmatch(kid):
+            raise _malformed("keyid_shape", f"{where}.keyid", "keyid is a key id: 16 lowercase hexadecimal characters")
+        if any(kid == seen for seen, _ in sigs):
+            raise _malformed("keyid_repeated", f"{where}.keyid", f"key {kid} signs at most once in an envelope")
         try:
             sig_bytes = b64decode_strict(sig)
         except ValueError:
@@ -175,6 +181,11 @@ def decode(raw: Any, path: str = "$", payload_type: str = EVENT_PAYLOAD_TYPE) ->
         body, canonical = jcs.parse_canonical(payload)
     except jcs.NotJSON as exc:
         raise _malformed("payload_not_json", f"{path}.payload", f"payload is not JSON: {exc}") from None
+    except RecursionError:
+        raise _malformed("payload_not_json", f"{path}.payload", "payload nests arrays or objects too deeply") from None
+    except ValueError:  # e.g. an integer with more digits than Python converts
+        raise _malformed("payload_not_json", f"{path}.payload", "payload holds a value beyond what the ledger parses "
+                                                                "(an integer of thousands of digits?)") from None
     if not isinstance(body, dict):
         raise _malformed("payload_not_object", f"{path}.payload", "payload must be a JSON object")
     if not canonical:

@@ -14,6 +14,7 @@ class Category(StrEnum):
     CONFLICT = "conflict"  # 409: event_id reused with other bytes
     TOO_LARGE = "too_large"  # 413
     INVALID = "invalid"  # 422: well-formed but breaks the catalogue or a rule
+    RATE_LIMITED = "rate_limited"  # 429: not now; retry after ``LedgerError.retry_after`` seconds
 
 
 @dataclass(frozen=True)
@@ -35,10 +36,11 @@ class Problem:
 class LedgerError(Exception):
     """Raised by the core with one or more problems; nothing was stored."""
 
-    def __init__(self, problems: list[Problem]):
+    def __init__(self, problems: list[Problem], retry_after: float | None = None):
         if not problems:
             raise ValueError("LedgerError needs at least one problem")
         self.problems = problems
+        self.retry_after = retry_after  # seconds, for a RATE_LIMITED problem
         super().__init__("; ".join(f"{p.code} at {p.path}: {p.message}" for p in problems))
 
     @classmethod

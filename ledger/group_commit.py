@@ -5,7 +5,8 @@ Each ``submitEvent`` request is queued; one committer thread takes everything qu
 rule-checked on its own, the accepted ones stored in one transaction) and only then answers each
 caller. While one group commits, the next one queues, so the group grows with the load and a lone
 request waits for no timer. A 201 is therefore still only sent for a committed event, and a rejected
-envelope fails alone, never its neighbours.
+envelope fails alone, never its neighbours: one that raises while judged, or whose write fails, too
+(``submit_each``).
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import LedgerError
 from .service import Ledger, Principal, Receipt
 
 MAX_GROUP = 256
@@ -58,7 +58,7 @@ class GroupCommitter:
             thread.join(timeout)
 
     def enqueue(self, raw: Any, principal: Principal | None = None) -> Future[Receipt]:
-        """Queue one envelope; the future holds its receipt (or LedgerError) once its group has committed."""
+        """Queue one envelope; the future holds its receipt (or its error) once its group has committed."""
         request = _Request(raw, principal)
         with self._lock:  # so a request is never queued behind the stop marker with no thread to take it
             self._start()
@@ -95,7 +95,7 @@ class GroupCommitter:
         self.groups += 1
         self.largest_group = max(self.largest_group, len(group))
         for r, outcome in zip(group, outcomes, strict=True):
-            if isinstance(outcome, LedgerError):
+            if isinstance(outcome, Exception):  # a LedgerError, or what its own write raised (``submit_each``)
                 r.answer.set_exception(outcome)
             else:
                 r.answer.set_result(outcome)

@@ -5,19 +5,23 @@ schools or areas) reads a pupil's identified record only through a relationship 
 accepted records establish (on roll, placement commissioned or hosted, LA residence duty, trust
 academy, ...), while it is current or ended less than a window ago. Every allowed read names a purpose
 from ``schemas/codes/access_purposes.json``, and the caller records it (``access.record_viewed``).
+
+A relationship the reader's own organisation asserted (its own registration, notice or placement) shows only
+what happened from its start, plus a summary of the pupil's setting just before (``Grant.since``,
+``visible``, ``setting_before``): posting an event about a pupil must not open the pupil's whole past.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from enum import StrEnum
 
 from .codes import code_list
 from .errors import Category, LedgerError, Problem
 from .identifiers import org_scheme
-from .rules import Record, effective, fold_pupil
+from .rules import Episode, Record, Registration, effective, fold_pupil
 
 ROLES = ("school", "la", "trust", "ap_setting", "inspector", "regions", "researcher", "admin")
 
@@ -105,6 +109,12 @@ class PupilLink:
     start: date
     end: date | None  # None: still holds
     area: str | None = None  # the LA the organisation is in (inspectors of an area)
+    asserted_by: str | None = None  # the organisation whose event established the link
+
+    @property
+    def self_asserted(self) -> bool:
+        """The linked organisation established the link itself (its own registration, notice or placement)."""
+        return self.asserted_by == self.org
 
 
 @dataclass(frozen=True)
@@ -119,6 +129,7 @@ class Windows:
 class Grant:
     purpose: str
     basis: str  # e.g. "on_roll urn:100005 current", recorded with the view
+    since: date | None = None  # None: the whole history; else only what occurred from this day (and the reader's own)
 
 
 def forbidden(code: str, path: str, message: str) -> LedgerError:
@@ -146,30 +157,30 @@ def pupil_links(records: Sequence[Record], orgs: Mapping[str, OrgFacts]) -> list
     state = fold_pupil(records)
     links: list[PupilLink] = []
 
-    def add(kind: Link, org: object, start: date, end: date | None) -> None:
+    def add(kind: Link, org: object, start: date, end: date | None, asserted_by: str) -> None:
         if isinstance(org, str):
             facts = orgs.get(org, OrgFacts())
-            links.append(PupilLink(kind, org, start, end, org if org_scheme(org) == "la" else facts.la))
+            links.append(PupilLink(kind, org, start, end, org if org_scheme(org) == "la" else facts.la, asserted_by))
 
-    for reg in state.registrations:
-        add(Link.ON_ROLL, reg.school, reg.start, reg.end)
+    for reg in state.registrations:  # a registration is posted by the school itself (rules: data.school = submitter)
+        add(Link.ON_ROLL, reg.school, reg.start, reg.end, reg.school)
         facts = orgs.get(reg.school, OrgFacts())
         if facts.trust:
-            add(Link.ACADEMY, facts.trust, reg.start, reg.end)
+            add(Link.ACADEMY, facts.trust, reg.start, reg.end, reg.school)
         elif facts.la:
-            add(Link.MAINTAINED, facts.la, reg.start, reg.end)
-    for episode in state.episodes.values():
+            add(Link.MAINTAINED, facts.la, reg.start, reg.end, reg.school)
+    for episode in state.episodes.values():  # an episode is asserted by whoever posted its start (its owner)
         if episode.kind == "placement":
-            add(Link.COMMISSIONED, episode.details.get("commissioner"), episode.start, episode.end)
-            add(Link.PLACED, episode.details.get("setting"), episode.start, episode.end)
+            add(Link.COMMISSIONED, episode.details.get("commissioner"), episode.start, episode.end, episode.owner)
+            add(Link.PLACED, episode.details.get("setting"), episode.start, episode.end, episode.owner)
         elif episode.kind == "managed_move":
-            add(Link.MOVE_HOST, episode.details.get("host_school"), episode.start, episode.end)
+            add(Link.MOVE_HOST, episode.details.get("host_school"), episode.start, episode.end, episode.owner)
         elif episode.kind == "missing_education":
-            add(Link.RESIDENT, episode.details.get("la"), episode.start, episode.end)
+            add(Link.RESIDENT, episode.details.get("la"), episode.start, episode.end, episode.owner)
     for record in effective(records):
         if record.type == "pupil.home_education_notified":
             later = [r.start for r in state.registrations if r.start > record.occurred_on]
-            add(Link.RESIDENT, record.data.get("la"), record.occurred_on, min(later) if later else None)
+            add(Link.RESIDENT, record.data.get("la"), record.occurred_on, min(later) if later else None, record.submitter)
     return links
 
 
@@ -181,8 +192,11 @@ def standing_of(link: PupilLink, today: date, window_days: int) -> Standing:
     return Standing.RECENT if (today - link.end).days <= window_days else Standing.LAPSED
 
 
-def relationship(principal: Principal, links: Sequence[PupilLink], today: date, windows: Windows) -> tuple[Standing, list[PupilLink]]:
-    """The principal's best standing towards the pupil, and the links that give it."""
+ALLOWING = (Standing.CURRENT, Standing.RECENT)
+
+
+def graded_links(principal: Principal, links: Sequence[PupilLink], today: date, windows: Windows) -> list[tuple[Standing, PupilLink]]:
+    """The principal's links with the pupil and their standing, best standing first."""
     kinds = READS_THROUGH.get(principal.role, ())
     if principal.role == "inspector":
         mine = [lk for lk in links if lk.org in principal.scope or (lk.area is not None and lk.area in principal.scope)]
@@ -191,11 +205,28 @@ def relationship(principal: Principal, links: Sequence[PupilLink], today: date, 
         mine = [lk for lk in links if lk.kind in kinds and lk.org == principal.org]
         window = windows.after_end
     order = [Standing.CURRENT, Standing.RECENT, Standing.LAPSED, Standing.NONE]
-    graded = sorted(((standing_of(lk, today, window), lk) for lk in mine), key=lambda pair: order.index(pair[0]))
+    return sorted(((standing_of(lk, today, window), lk) for lk in mine), key=lambda pair: order.index(pair[0]))
+
+
+def relationship(principal: Principal, links: Sequence[PupilLink], today: date, windows: Windows) -> tuple[Standing, list[PupilLink]]:
+    """The principal's best standing towards the pupil, and the links that give it."""
+    graded = graded_links(principal, links, today, windows)
     if not graded:
         return Standing.NONE, []
     best = graded[0][0]
     return best, [lk for s, lk in graded if s is best]
+
+
+def widest(principal: Principal, allowing: Sequence[tuple[Standing, PupilLink]]) -> tuple[Standing, PupilLink, date | None]:
+    """Of the links that allow a read, the one that shows most, and from when (None: the whole history). A link
+    another organisation asserted (the LA of a school's registration, the setting a commissioner named, the host
+    a home school named), and any link in an inspector's scope, shows the whole history; one the reader's
+    organisation asserted itself shows what occurred from its start, the earliest such start if there are several."""
+    for standing, link in allowing:
+        if principal.role == "inspector" or not link.self_asserted:
+            return standing, link, None
+    standing, link = min(allowing, key=lambda pair: pair[1].start)
+    return standing, link, link.start
 
 
 # -- decisions ------------------------------------------------------------------------------------
@@ -231,10 +262,14 @@ def authorise_pupil_read(principal: Principal, stated_purpose: str | None, links
         return Grant(purpose, "operator")
     if own_submission:
         return Grant(purpose, f"own submission of {principal.org}")
-    standing, found = relationship(principal, links, today, windows)
-    if standing in (Standing.CURRENT, Standing.RECENT):
-        first = found[0]
-        return Grant(purpose, f"{first.kind} {first.org} {standing}")
+    graded = graded_links(principal, links, today, windows)
+    allowing = [(s, lk) for s, lk in graded if s in ALLOWING]
+    if allowing:
+        standing, link, since = widest(principal, allowing)
+        if since is None:
+            return Grant(purpose, f"{link.kind} {link.org} {standing}")
+        return Grant(purpose, f"{link.kind} {link.org} {standing}, self-asserted: from {since.isoformat()}", since)
+    standing = graded[0][0] if graded else Standing.NONE
     why = {
         Standing.LAPSED: f"{principal.org}'s relationship with this pupil ended more than "
                          f"{windows.inspection if principal.role == 'inspector' else windows.after_end} days ago",
@@ -242,6 +277,34 @@ def authorise_pupil_read(principal: Principal, stated_purpose: str | None, links
                        + (" within the inspected schools or areas" if principal.role == "inspector" else ""),
     }[standing]
     raise forbidden("not_related", "$.upn", why)
+
+
+def visible(record: Record, grant: Grant, reader_org: str) -> bool:
+    """Whether a reader granted ``grant`` sees this record of the pupil: everything through a whole-history grant;
+    through a self-asserted one, what occurred from its start and what the reader's organisation posted itself."""
+    return grant.since is None or record.occurred_on >= grant.since or record.submitter == reader_org
+
+
+def shows_registration(registration: Registration, grant: Grant | None, reader_org: str) -> bool:
+    """Whether the pupil's state shown through ``grant`` (None: a trusted local read) lists this registration: through
+    a self-asserted link, those begun from its start, the reader's own, and those of the setting before it."""
+    if grant is None or grant.since is None:
+        return True
+    return registration.start >= grant.since or registration.school == reader_org or registration.open_on(grant.since - timedelta(days=1))
+
+
+def shows_episode(episode: Episode, grant: Grant | None, reader_org: str) -> bool:
+    """Whether the state shown through ``grant`` lists this open episode: through a self-asserted link, those begun
+    from its start and the reader's own."""
+    return grant is None or grant.since is None or episode.start >= grant.since or episode.owner == reader_org
+
+
+def setting_before(records: Sequence[Record], since: date) -> list[dict[str, str]]:
+    """The minimal summary a self-asserted link shows of the pupil's past: the registrations open the day before
+    it started (school, enrolment status, SEN status, since when), from the records in force."""
+    eve = since - timedelta(days=1)
+    return [{"school": r.school, "enrolment_status": r.status, "sen_status": r.sen_status, "since": r.start.isoformat()}
+            for r in fold_pupil(records).registrations if r.open_on(eve)]
 
 
 def may_read_event(principal: Principal, event_type: str) -> bool:
@@ -258,6 +321,11 @@ def may_read_access_log(principal: Principal, viewer_org: str | None) -> bool:
     if principal.role == "admin":
         return True
     return principal.role != "researcher" and viewer_org == principal.org
+
+
+def may_read_claims_report(principal: Principal) -> bool:
+    """The report of unusual claims and of rejections that depended on other organisations' records: the operator's."""
+    return principal.role == "admin"
 
 
 def submit_problems(principal: Principal, body: Mapping[str, object]) -> list[Problem]:

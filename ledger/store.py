@@ -283,7 +283,53 @@ _INDEX_DDL = (
     "org_id TEXT NOT NULL, role TEXT NOT NULL, issued_at TEXT NOT NULL, expires_at TEXT, revoked_at TEXT, scope TEXT)",
     "CREATE TABLE IF NOT EXISTS ledger_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS pupil_keys (originator_id TEXT PRIMARY KEY, wrapped_key TEXT NOT NULL, audit_id TEXT NOT NULL UNIQUE)",
+    # When each revoked signing key stops being valid (``Beside.signed_with``: checked by every write, under its lock).
+    "CREATE TABLE IF NOT EXISTS ledger_key_revocations (key_id TEXT PRIMARY KEY, org_id TEXT NOT NULL, revoked_at TEXT NOT NULL)",
+    # Every access.* event by the organisation whose principal read (NULL: an erasure): /access-log?org= without a scan.
+    "CREATE TABLE IF NOT EXISTS ledger_access (sequence BIGINT PRIMARY KEY, viewer_org TEXT)",
+    "CREATE INDEX IF NOT EXISTS ledger_access_viewer ON ledger_access (viewer_org, sequence)",
+    # Claims and rejections the operator watches (docs/access.md, "Unusual claims"): an event flagged claim_new_area, or
+    # the access event recording a rejection that depended on other organisations' records.
+    "CREATE TABLE IF NOT EXISTS ledger_claims (sequence BIGINT PRIMARY KEY, org_id TEXT NOT NULL, code TEXT NOT NULL, received_at TEXT NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS ledger_claims_received ON ledger_claims (received_at)",
 )
+
+
+@dataclass
+class Beside:
+    """What a write stores and checks beside its events and their index rows, in the same transaction.
+
+    Rows of ``access`` and ``claims`` name their event by (stream id, version); the recorder writes the sequence
+    number the event is given. ``signed_with``: the signing keys the events were accepted under; the write fails
+    (``KeyRevokedMeanwhile``) if any of them was revoked at or before ``received_at`` by a write committed before
+    this one took the lock, so an event received after a revocation committed is never stored, whichever process
+    judged it on whatever cached state.
+    """
+
+    received_at: str = ""
+    signed_with: set[str] = field(default_factory=set)
+    revocations: list[tuple[str, str, str]] = field(default_factory=list)  # key id, organisation, revoked_at
+    access: list[tuple[str, int, str | None]] = field(default_factory=list)  # stream, version, viewer organisation
+    claims: list[tuple[str, int, str, str]] = field(default_factory=list)  # stream, version, organisation, code
+
+
+class KeyRevokedMeanwhile(IntegrityError):
+    """A key the write's events were accepted under was revoked by another writer meanwhile: judged again."""
+
+
+def _revoked_keys_query(beside: Beside | None, placeholder: str) -> tuple[str, list[Any]] | None:
+    """The read, inside the write transaction and after its lock, of the keys in ``beside.signed_with`` revoked by
+    ``beside.received_at`` (times are ``timestamp`` text, which sorts as time); None: no key to check."""
+    if beside is None or not beside.signed_with:
+        return None
+    where, params = where_in("key_id", sorted(beside.signed_with), placeholder == "%s", placeholder)
+    return f"SELECT key_id FROM ledger_key_revocations WHERE {where} AND revoked_at <= {placeholder}", [*params, beside.received_at]
+
+
+def _none_revoked(cursor: Any) -> None:
+    revoked = cursor.fetchall()
+    if revoked:
+        raise KeyRevokedMeanwhile(f"{len(revoked)} signing key(s) of this write were revoked meanwhile")
 
 
 @dataclass(frozen=True)
@@ -320,6 +366,9 @@ class _Table:
 _INDEX = _Table("ledger_index", INDEX_COLUMNS, ("text", "int8", "text", "int4", "text", "text", "text", "text", "text"))
 _KEYS = _Table("ledger_keys", ("key_id", "org_id"), ("text", "text"))
 _PUPIL_KEYS = _Table("pupil_keys", ("originator_id", "wrapped_key", "audit_id"), ("text", "text", "text"))
+_REVOCATIONS = _Table("ledger_key_revocations", ("key_id", "org_id", "revoked_at"), ("text", "text", "text"))
+_ACCESS = _Table("ledger_access", ("sequence", "viewer_org"), ("int8", "text"))
+_CLAIMS = _Table("ledger_claims", ("sequence", "org_id", "code", "received_at"), ("int8", "text", "text", "text"))
 
 
 def _announce(ids: Sequence[int], kwargs: dict[str, Any]) -> None:
@@ -333,9 +382,17 @@ def _announce(ids: Sequence[int], kwargs: dict[str, Any]) -> None:
 
 def _other_rows(stored_events: Sequence[StoredEvent], ids: Sequence[int], kwargs: dict[str, Any]) -> list[tuple[_Table, Sequence[Sequence[Any]]]]:
     """What a write stores beside the events, in this order: the index rows (given the ids the events drew),
-    the signing keys and the new pupils' keys; only the tables that have rows."""
-    tables = [(_INDEX, _match_index_rows(stored_events, ids, kwargs.get("index_rows", ()))),
-              (_KEYS, kwargs.get("key_rows", ())), (_PUPIL_KEYS, kwargs.get("pupil_key_rows", ()))]
+    the signing keys, the new pupils' keys and what ``Beside`` holds; only the tables that have rows."""
+    tables: list[tuple[_Table, Sequence[Sequence[Any]]]] = [
+        (_INDEX, _match_index_rows(stored_events, ids, kwargs.get("index_rows", ()))),
+        (_KEYS, kwargs.get("key_rows", ())), (_PUPIL_KEYS, kwargs.get("pupil_key_rows", ()))]
+    beside: Beside | None = kwargs.get("beside")
+    if beside is not None and (beside.access or beside.claims):
+        sequence_of = {(str(s.originator_id), s.originator_version): n for s, n in zip(stored_events, ids, strict=True)}
+        tables += [(_ACCESS, [(sequence_of[stream, version], viewer) for stream, version, viewer in beside.access]),
+                   (_CLAIMS, [(sequence_of[stream, version], org, code, beside.received_at) for stream, version, org, code in beside.claims])]
+    if beside is not None:
+        tables.append((_REVOCATIONS, beside.revocations))
     return [(table, rows) for table, rows in tables if rows]
 
 
@@ -346,8 +403,12 @@ class SQLiteLedgerRecorder(SQLiteApplicationRecorder):
         return [*super().construct_create_table_statements(), *_INDEX_DDL]
 
     def _insert_events(self, c: Any, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
-        ids = super()._insert_events(c, stored_events, **kwargs)
+        ids = super()._insert_events(c, stored_events, **kwargs)  # from here on this transaction holds the write lock
         assert ids is not None
+        revoked = _revoked_keys_query(kwargs.get("beside"), "?")
+        if revoked is not None:
+            c.execute(*revoked)
+            _none_revoked(c)
         _announce(ids, kwargs)
         for table, rows in _other_rows(stored_events, ids, kwargs):
             c.executemany(table.row_insert(), rows)
@@ -393,13 +454,17 @@ class PostgresLedgerRecorder(PostgresApplicationRecorder):
             return []
         small = len(stored_events) <= SMALL_WRITE
         held = _pupil_streams_to_hold(stored_events)
+        revoked = _revoked_keys_query(kwargs.get("beside"), "%s")
         events = [(e.originator_id, e.originator_version, e.topic, e.state) for e in stored_events] if small else []
-        with self.datastore.get_connection() as conn, conn.cursor() as curs, conn.cursor() as keys, conn.cursor() as drawn:
-            with conn.pipeline() as pipeline:  # round trip 1: BEGIN, the key check, the lock, NOTIFY, and the first write or read
+        with self.datastore.get_connection() as conn, conn.cursor() as curs, conn.cursor() as keys, conn.cursor() as drawn, \
+                conn.cursor() as revocations:
+            with conn.pipeline() as pipeline:  # round trip 1: BEGIN, the checks, the lock, NOTIFY, and the first write or read
                 curs.execute("BEGIN")
                 if held:
                     execute_in(keys, *_pupil_keys_query(held, "%s", lock=" FOR SHARE"), postgres=True)  # first, as before any write
                 self._lock_table(curs)  # every writer takes it before drawing ids: nothing else inserts until this commits
+                if revoked is not None:  # after the lock: it sees every revocation committed before this write can commit
+                    revocations.execute(*revoked, prepare=True)  # a few ids against a small table: one plan serves
                 self._notify_channel(curs)
                 if small:
                     drawn.execute(self._events.insert(returning=True), self._events.columns_of(events), prepare=True)
@@ -408,6 +473,8 @@ class PostgresLedgerRecorder(PostgresApplicationRecorder):
                 pipeline.sync()
                 if held:
                     _keys_found(keys, held)
+                if revoked is not None:
+                    _none_revoked(revocations)
                 if small:  # round trip 2: the other tables and COMMIT
                     ids = _ids_in_order(drawn.fetchall(), events)
                     _announce(ids, kwargs)
@@ -883,9 +950,9 @@ class Store:
         return found
 
     def append(self, events: Sequence[Any], index_rows: Sequence[dict[str, Any]], key_rows: Sequence[tuple[str, str]],
-               on_ids: Callable[[Sequence[int]], None] | None = None) -> list[int]:
-        """Store the events and their index rows in one transaction (all or nothing); new pupils get their data key
-        in it. Returns the events' notification ids (their sequence numbers), in order.
+               on_ids: Callable[[Sequence[int]], None] | None = None, beside: Beside | None = None) -> list[int]:
+        """Store the events and their index rows in one transaction (all or nothing), with what ``beside`` holds and
+        checks; new pupils get their data key in it. Returns the events' notification ids (their sequence numbers), in order.
 
         ``on_ids`` hears the notification ids the events are given once they are known, before the commit (and
         again if the write is retried); nothing it makes may be shown to anyone before ``append`` returns.
@@ -896,7 +963,8 @@ class Store:
             # typing.Protocol isinstance check each (slow), and no aggregate is passed to cache or snapshot; the
             # library's ``EventStore.put`` would also build a ``Recording`` per event, of which only the id is used.
             stored = [self.app.mapper.to_stored_event(event) for event in events]
-            ids = self.app.recorder.insert_events(stored, index_rows=index_rows, key_rows=key_rows, pupil_key_rows=pupil_key_rows, on_ids=on_ids)
+            ids = self.app.recorder.insert_events(stored, index_rows=index_rows, key_rows=key_rows, pupil_key_rows=pupil_key_rows, on_ids=on_ids,
+                                                  beside=beside)
             return list(ids or [])
 
     def _evict(self, aggregate_id: uuid.UUID) -> None:

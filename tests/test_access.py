@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import statistics
 import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -23,7 +24,7 @@ from ledger.errors import LedgerError
 from ledger.policy import Link, OrgFacts, Principal, Standing
 from ledger.rules import Record
 
-from .conftest import LA, SCHOOL_A, SCHOOL_B, UPN, World
+from .conftest import LA, SCHOOL_A, SCHOOL_B, UPN, World, upn
 from .processes import run_cli
 
 
@@ -102,7 +103,7 @@ def test_access_log_for_oversight_and_for_a_subject_access_request(world: World)
     assert school.get(f"/pupils/{UPN}/history", params={"reference": "not a reference"}).status_code == 422
     own = school.get("/access-log", params={"org": SCHOOL_A}).json()["views"]
     assert [(v["principal"]["org"], v["purpose"], v.get("reference"), v["basis"]) for v in own] == [
-        (SCHOOL_A, "direct_education", "CASE-1", f"on_roll {SCHOOL_A} current"), (SCHOOL_A, "direct_education", "CASE-2", f"on_roll {SCHOOL_A} current")]
+        (SCHOOL_A, "direct_education", reference, f"on_roll {SCHOOL_A} current, self-asserted: from 2026-10-05") for reference in ("CASE-1", "CASE-2")]
     assert client_for(world, other_token).get("/access-log", params={"org": SCHOOL_A}).status_code == 403
     assert client_for(world, other_token).get("/access-log").status_code == 403
     researcher = world.ledger.issue_token(SCHOOL_B, "researcher")
@@ -245,3 +246,57 @@ def test_window_edges_are_inclusive_of_the_last_day() -> None:
     assert policy.standing_of(policy.PupilLink(Link.ON_ROLL, SCHOOL_A, date(2026, 1, 5), None), date(2026, 1, 4), 30) is Standing.NONE
     assert timedelta(days=30) == date(2026, 10, 1) - date(2026, 9, 1)
 
+
+
+# -- no timing oracle, and the oversight log by its index (issue 18, items 14 and 17) -------------------
+
+
+def test_a_refusal_takes_as_long_for_an_unknown_pupil_as_for_a_known_one(world: World) -> None:
+    """Medians over a few hundred interleaved refusals: a known pupil's history (three organisations named) is read
+    and folded, an unknown one's is not, yet neither answer comes sooner than the other."""
+    from ledger.service import Reader
+
+    known = upn(1)
+    world.admit(known, SCHOOL_B, occurred_on=date(2026, 9, 3))
+    world.post("pupil.ap_placement_started", LA, {"commissioner": LA, "setting": "ukprn:10000047", "setting_type": "UKPRN", "tier": 2,
+                                                  "reason": "BEHAVIOUR", "planned_end": "2026-12-18", "hours_per_week": 15,
+                                                  "dual_registered": False}, upn=known, occurred_on=date(2026, 9, 10))
+    world.post("pupil.excluded", SCHOOL_B, {"school": SCHOOL_B, "kind": "SUSP", "sessions": 2, "reasons": ["PP"]}, upn=known,
+               occurred_on=date(2026, 9, 20))
+    reader = Reader(Principal(SCHOOL_A, "school"))
+
+    def refusal(upn: str) -> float:
+        started = time.perf_counter()
+        with pytest.raises(LedgerError) as exc:
+            world.ledger.pupil_history(upn, reader=reader)
+        assert exc.value.problems[0].code == "not_related"
+        return time.perf_counter() - started
+
+    for n in range(20):  # warm up both paths
+        refusal(known)
+        refusal(upn(900 + n))
+    known_times, unknown_times = [], []
+    for n in range(300):
+        known_times.append(refusal(known))
+        unknown_times.append(refusal(upn(1000 + n)))  # a new one each time: nothing about it is cached
+    gap = abs(statistics.median(known_times) - statistics.median(unknown_times))
+    assert gap < 0.0003, f"medians differ by {gap * 1000:.2f} ms"
+
+
+def test_an_organisations_views_are_found_by_their_index_and_paged_exactly(world: World) -> None:
+    world.admit(UPN)
+    school = client_for(world, world.ledger.issue_token(SCHOOL_A, "school"))
+    la = client_for(world, world.ledger.issue_token(LA, "la"))
+    mine = []
+    for n in range(3):  # the school's views, each among many by another organisation
+        for _ in range(12):
+            assert la.get(f"/pupils/{UPN}/history").status_code == 200
+        mine.append(school.get(f"/pupils/{UPN}/history", params={"reference": f"CASE-{n}"}).json()["access_event_id"])
+    first = school.get("/access-log", params={"org": SCHOOL_A, "limit": 2}).json()
+    assert [v["event_id"] for v in first["views"]] == mine[:2] and first["next_after"] is not None
+    rest = school.get("/access-log", params={"org": SCHOOL_A, "limit": 2, "after": first["next_after"]}).json()
+    assert [v["event_id"] for v in rest["views"]] == mine[2:] and rest["next_after"] is None
+    indexed = world.ledger.store.query("SELECT COUNT(*) FROM ledger_access WHERE viewer_org = ?", (SCHOOL_A,))[0][0]
+    assert int(indexed) == 3
+    operator = client_for(world, world.admin_token)
+    assert len(operator.get("/access-log", params={"limit": 1000}).json()["views"]) == 3 + 36

@@ -7,6 +7,8 @@ per allowed read and none per refused one.
 
 from __future__ import annotations
 
+import base64
+import json
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -199,3 +201,115 @@ def test_submission_rules(scene: dict[str, Any]) -> None:
     school = TestClient(app, headers={"authorization": f"Bearer {scene['tokens']['school']}"})
     response = school.post("/events", json=w.sign(forged))
     assert response.status_code == 422 and response.json()["errors"][0]["code"] == "submitter_not_allowed"
+
+
+# -- what a relationship shows: self-asserted links read from their start (issue 18, item 5; docs/access.md) -------
+
+OTHER_SCHOOL = "urn:100006"  # the pupil's main school, maintained by LA
+EXCLUSION = {"school": OTHER_SCHOOL, "kind": "SUSP", "sessions": 2, "reasons": ["PP"]}
+
+
+def history(w: World, token: str, pupil: str, **params: str) -> dict[str, Any]:
+    response = TestClient(create_app(w.ledger), headers={"authorization": f"Bearer {token}"}).get(f"/pupils/{pupil}/history", params=params)
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+@pytest.fixture
+def claims(world: World) -> dict[str, Any]:
+    """Today is 2026-10-08. Pupil ``moved``: on roll at the other school since 2025 (suspended in January, read by
+    the operator on 5 October), registered as subsidiary at school A from 7 October, placed by the LA at the
+    provider from 8 October. Pupil ``left``: left the other school for another area in July; that area's LA
+    notified home education on 1 October. Pupil ``hosted``: on a managed move from the other school to school A."""
+    w, ledger = world, world.ledger
+    admin.add_org(ledger, OTHER_LA, "la", "Another LA")
+    admin.add_org(ledger, "ofsted", "inspectorate", "Ofsted")
+    w.keys[OTHER_LA] = Ed25519PrivateKey.generate()
+    admin.add_key(ledger, OTHER_LA, w.keys[OTHER_LA].public_key())
+    moved, left, hosted = upn(70), upn(71), upn(72)
+    w.admit(moved, OTHER_SCHOOL, occurred_on=date(2025, 9, 3))
+    suspension = w.post("pupil.excluded", OTHER_SCHOOL, EXCLUSION, upn=moved, occurred_on=date(2026, 1, 12)).event_id
+    tokens = {"school": ledger.issue_token(SCHOOL_A, "school"), "la": ledger.issue_token(LA, "la"),
+              "other_la": ledger.issue_token(OTHER_LA, "la"), "ap_setting": ledger.issue_token(PROVIDER, "ap_setting"),
+              "inspector": ledger.issue_token("ofsted", "inspector", scope=[LA]), "admin": world.admin_token,
+              "other_school": ledger.issue_token(OTHER_SCHOOL, "school")}
+    history(w, tokens["admin"], moved, purpose="data_correction")  # a view on 5 October, before school A's link
+    w.admit(left, OTHER_SCHOOL, occurred_on=date(2025, 9, 3))
+    w.post("pupil.deregistered", OTHER_SCHOOL, {"school": OTHER_SCHOOL, **LEAVE}, upn=left, occurred_on=date(2026, 7, 20))
+    w.post("pupil.home_education_notified", OTHER_LA, {"la": OTHER_LA}, upn=left, occurred_on=date(2026, 10, 1))
+    w.admit(hosted, OTHER_SCHOOL, occurred_on=date(2025, 9, 3))
+    w.post("pupil.managed_move_started", OTHER_SCHOOL, {"school": OTHER_SCHOOL, "host_school": SCHOOL_A, "planned_end": "2026-12-18"},
+           upn=hosted, occurred_on=date(2026, 9, 14))
+    w.clock.advance(days=3)
+    w.admit(moved, SCHOOL_A, status="S", occurred_on=date(2026, 10, 7))
+    w.post("pupil.ap_placement_started", LA, {"commissioner": LA, "setting": PROVIDER, "setting_type": "UKPRN", "tier": 2, "reason": "BEHAVIOUR",
+                                              "planned_end": "2026-12-18", "hours_per_week": 15, "dual_registered": False},
+           upn=moved, occurred_on=date(2026, 10, 8))
+    return {"world": w, "tokens": tokens, "moved": moved, "left": left, "hosted": hosted, "suspension": suspension}
+
+
+WHOLE = None
+# reader, pupil, the day the view is limited from (None: whole history), events shown (types), the basis recorded
+SHOWS = [
+    ("school", "moved", "2026-10-07", ["pupil.registered", "pupil.ap_placement_started"],
+     f"on_roll {SCHOOL_A} current, self-asserted: from 2026-10-07"),
+    ("la", "moved", WHOLE, ["pupil.registered", "pupil.excluded", "pupil.registered", "pupil.ap_placement_started"],
+     f"maintained_school {LA} current"),  # commissioned the placement itself, but maintains the main school: the widest wins
+    ("ap_setting", "moved", WHOLE, ["pupil.registered", "pupil.excluded", "pupil.registered", "pupil.ap_placement_started"],
+     f"placement_setting {PROVIDER} current"),  # named by the commissioner
+    ("inspector", "moved", WHOLE, ["pupil.registered", "pupil.excluded", "pupil.registered", "pupil.ap_placement_started"],
+     f"on_roll {OTHER_SCHOOL} current"),
+    ("admin", "moved", WHOLE, ["pupil.registered", "pupil.excluded", "pupil.registered", "pupil.ap_placement_started"], "operator"),
+    ("other_la", "left", "2026-10-01", ["pupil.home_education_notified"], f"resident {OTHER_LA} current, self-asserted: from 2026-10-01"),
+    ("school", "hosted", WHOLE, ["pupil.registered", "pupil.managed_move_started"], f"managed_move_host {SCHOOL_A} current"),
+]
+
+
+@pytest.mark.parametrize("reader, pupil, since, types, basis", SHOWS, ids=[f"{r}-{p}" for r, p, *_ in SHOWS])
+def test_a_self_asserted_link_shows_what_occurred_from_its_start_and_the_setting_before(
+        claims: dict[str, Any], reader: str, pupil: str, since: str | None, types: list[str], basis: str) -> None:
+    w: World = claims["world"]
+    params = {"purpose": PURPOSE[reader]} if reader in PURPOSE else {}
+    shown = history(w, claims["tokens"][reader], claims[pupil], **params)
+    assert shown["limited_from"] == since
+    assert [e["type"] for e in shown["events"]] == types
+    view = w.ledger.get_event(shown["access_event_id"])["envelope"]
+    assert json.loads(base64.b64decode(view["payload"]))["data"]["basis"] == basis
+    if since is not None:
+        assert all(e["occurred_on"] >= since for e in shown["events"])
+    else:
+        assert shown["previous_setting"] == []
+
+
+def test_the_summary_of_the_setting_before_is_all_a_new_subsidiary_school_sees_of_the_past(claims: dict[str, Any]) -> None:
+    w: World = claims["world"]
+    shown = history(w, claims["tokens"]["school"], claims["moved"])
+    assert shown["previous_setting"] == [{"school": OTHER_SCHOOL, "enrolment_status": "C", "sen_status": "N", "since": "2025-09-03"}]
+    assert sorted(r["school"] for r in shown["on_roll"]) == [SCHOOL_A, OTHER_SCHOOL]
+    assert [o["kind"] for o in shown["open"]] == ["placement"]
+    assert history(w, claims["tokens"]["other_la"], claims["left"])["previous_setting"] == []  # left in July: nothing open the day before
+    as_of_past = history(w, claims["tokens"]["school"], claims["moved"], as_of="2026-02-01")
+    assert as_of_past["events"] == [] and [r["school"] for r in as_of_past["on_roll"]] == [OTHER_SCHOOL]  # the summary, no more
+
+
+def test_get_event_through_a_self_asserted_link_refuses_what_occurred_before_it_and_records_nothing(claims: dict[str, Any]) -> None:
+    w: World = claims["world"]
+    school = TestClient(create_app(w.ledger), headers={"authorization": f"Bearer {claims['tokens']['school']}"})
+    before = views(w)
+    refused = school.get(f"/events/{claims['suspension']}")
+    assert refused.status_code == 403 and refused.json()["errors"][0]["code"] == "before_relationship"
+    assert views(w) == before
+    la = TestClient(create_app(w.ledger), headers={"authorization": f"Bearer {claims['tokens']['la']}"})
+    assert la.get(f"/events/{claims['suspension']}").status_code == 200 and views(w) == before + 1
+    own = TestClient(create_app(w.ledger), headers={"authorization": f"Bearer {claims['tokens']['other_school']}"})
+    assert own.get(f"/events/{claims['suspension']}").status_code == 200  # its own submission, always
+
+
+def test_the_access_log_through_a_self_asserted_link_shows_views_from_its_start(claims: dict[str, Any]) -> None:
+    w: World = claims["world"]
+    history(w, claims["tokens"]["la"], claims["moved"])  # a view on 8 October
+    school = TestClient(create_app(w.ledger), headers={"authorization": f"Bearer {claims['tokens']['school']}"})
+    seen = school.get("/access-log", params={"upn": claims["moved"]}).json()["views"]
+    assert [v["principal"]["org"] for v in seen] == [LA, SCHOOL_A]  # not the operator's view of 5 October (this look is one)
+    la = TestClient(create_app(w.ledger), headers={"authorization": f"Bearer {claims['tokens']['la']}"})
+    assert [v["principal"]["org"] for v in la.get("/access-log", params={"upn": claims["moved"]}).json()["views"]][:2] == ["dfe:admin", LA]

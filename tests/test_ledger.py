@@ -69,6 +69,46 @@ def test_signature_and_key_problems(world: World) -> None:
     rejected(world, world.sign(unknown_org, signer=SCHOOL_A), "submitter_unknown")
 
 
+def test_every_signature_must_be_by_a_valid_key_of_the_submitter_and_verify_whatever_the_order(world: World) -> None:
+    """One rule for envelopes with several signatures (README, "What the ledger checks"): [valid, invalid] and
+    [invalid, valid] are both refused, as is any signature by an unknown, another organisation's or a revoked key."""
+    body = world.event("pupil.registered", SCHOOL_A, {"school": SCHOOL_A, "enrolment_status": "C", "year_group": "9", "sen_status": "N",
+                                                      "looked_after": False}, upn=UPN)
+    second, retired = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    admin.add_key(world.ledger, SCHOOL_A, second.public_key())
+    admin.add_key(world.ledger, SCHOOL_A, retired.public_key())
+    admin.revoke_key(world.ledger, SCHOOL_A, envelope.key_id(retired.public_key()))
+    world.clock.advance(seconds=1)
+    good = world.sign(body)["signatures"][0]
+    also_good = admin.signed(body, second)["signatures"][0]
+    invalid = dict(also_good, sig=admin.signed(dict(body, occurred_on="2026-10-01"), second)["signatures"][0]["sig"])
+    others = world.sign(body, signer=SCHOOL_B)["signatures"][0]
+    stranger = admin.signed(body, Ed25519PrivateKey.generate())["signatures"][0]
+    revoked = admin.signed(body, retired)["signatures"][0]
+    envelope_of = world.sign(body)
+    for signatures_, code in (([good, invalid], "signature_invalid"), ([invalid, good], "signature_invalid"),
+                              ([good, stranger], "key_unknown"), ([stranger, good], "key_unknown"),
+                              ([good, others], "key_not_submitters"), ([others, good], "key_not_submitters"),
+                              ([good, revoked], "key_revoked"), ([revoked, good], "key_revoked")):
+        error = rejected(world, {**envelope_of, "signatures": signatures_}, code)
+        assert error.category is Category.FORBIDDEN and [p.path for p in error.problems] == ["$.signatures"]
+    repeated = rejected(world, {**envelope_of, "signatures": [good, good]}, "keyid_repeated")
+    assert repeated.category is Category.MALFORMED and repeated.problems[0].path == "$.signatures[1].keyid"
+    assert world.ledger.submit({**envelope_of, "signatures": [also_good, good]}).created
+
+
+def test_a_conflict_says_only_that_the_event_id_is_taken(world: World) -> None:
+    """A 409 tells the submitter nothing about the other event (not its sequence, not its submitter)."""
+    taken = world.admit(UPN)
+    body = world.event("pupil.registered", SCHOOL_B, {"school": SCHOOL_B, "enrolment_status": "C", "year_group": "9", "sen_status": "N",
+                                                      "looked_after": False}, upn=upn(7), event_id=taken.event_id)
+    error = rejected(world, world.sign(body), "event_id_conflict")
+    assert error.category is Category.CONFLICT and error.problems[0].path == "$.payload.event_id"
+    message = error.problems[0].message
+    assert taken.event_id in message and "taken" in message
+    assert str(taken.sequence) not in message.replace(taken.event_id, "") and SCHOOL_A not in message and "sequence" not in message
+
+
 def test_revoked_key_is_rejected_after_revocation(world: World) -> None:
     key_id = envelope.key_id(world.keys[SCHOOL_A].public_key())
     body = world.event("pupil.registered", SCHOOL_A, {"school": SCHOOL_A, "enrolment_status": "C", "year_group": "9", "sen_status": "N", "looked_after": False}, upn=UPN)
@@ -167,13 +207,13 @@ def test_receipts_started_for_a_write_that_failed_are_never_shown(world: World, 
     real_append = store.append
     failed: list[list[int]] = []
 
-    def append_failing_once(events: Any, index_rows: Any, key_rows: Any, on_ids: Any = None) -> Any:
+    def append_failing_once(events: Any, index_rows: Any, key_rows: Any, on_ids: Any = None, **beside: Any) -> Any:
         if not failed:
             bogus = [10_000_000 + i for i in range(len(events))]
             on_ids(bogus)
             failed.append(bogus)
             raise IntegrityError("as if another writer had taken these streams first")
-        return real_append(events, index_rows, key_rows, on_ids=on_ids)
+        return real_append(events, index_rows, key_rows, on_ids=on_ids, **beside)
 
     monkeypatch.setattr(store, "append", append_failing_once)
     envs = _registrations(world, 500, 2 * signatures.MIN_BATCH)
