@@ -24,6 +24,7 @@ KINDS_BY_SCHEME = {
     "cqc": ("inspectorate",),
     "dfe:regions": ("regions",),
     "dfe:admin": ("admin",),
+    "research": ("researcher",),
 }
 
 

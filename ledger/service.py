@@ -28,6 +28,7 @@ from .identifiers import org_scheme
 from .oidc import OidcVerifier
 from .orgs import OrgState, check_org, fold_org
 from .policy import Principal as Principal  # re-exported: callers import it from here
+from .research.projects import check_research
 from .rules import Record, check_pupil, effective, fold_pupil
 from .secrets import LedgerSecrets
 from .store import INDEX_COLUMNS, IndexRow, Store, Subject
@@ -384,6 +385,8 @@ class Ledger:
         else:
             org_state = fold_org(body["subject"]["org"], records)
             problems, flags = check_org(org_state, record), []
+            if not problems and etype.name.startswith("research."):  # projects and releases (docs/research.md)
+                problems = check_research(records, record)
             if "self" in etype.submitters and body["submitter"] not in (ADMIN_ORG, body["subject"]["org"]):
                 problems.append(Problem("submitter_not_allowed", f"{item.path}.payload.submitter", f"{body['type']} is posted by {ADMIN_ORG} or the organisation itself", Category.FORBIDDEN))
         item.problems.extend(p.at(item.path) for p in problems)
