@@ -23,6 +23,7 @@ from api import security
 from api.background import Background, Follower
 from api.limits import read_limited
 from api.log_routes import event_proof_route, log_router
+from api.research import research_router
 from api.views import views_router
 from ledger import jcs, signatures
 from ledger.admin import log_vkey, open_ledger, sealer
@@ -303,6 +304,7 @@ def create_app(ledger: Ledger, followers: Sequence[Follower] = ()) -> FastAPI:
     app.include_router(log_router(ledger))
     app.include_router(event_proof_route(ledger))
     app.include_router(views_router(ledger, principal))
+    app.include_router(research_router(ledger, principal))
     return app
 
 
