@@ -37,6 +37,25 @@ class ExportIn(BaseModel):
     tree_size: int | None = Field(default=None, ge=1, le=2**62, description="cut at this signed checkpoint (default: the latest)")
 
 
+class _Problem(BaseModel):
+    code: str
+    path: str
+    message: str
+
+
+class _Errors(BaseModel):
+    errors: list[_Problem]
+
+
+RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": _Errors, "description": description}
+    for status, description in [(400, "malformed request"), (401, "no or bad bearer token"),
+                                (403, "the role may not export, or the project is revoked or expired, or a variable not approved"),
+                                (404, "no such project, release or file of yours"), (409, "no signed checkpoint yet"),
+                                (413, "body too large"), (422, "invalid request"), (429, "rate limited")]
+}
+
+
 def _file_list(release_id: str, names: list[str]) -> list[dict[str, str]]:
     return [{"name": name, "url": f"/research/exports/{release_id}/files/{name}"} for name in names]
 
@@ -50,6 +69,7 @@ def research_router(ledger: Ledger, principal: Callable[..., Awaitable[Principal
                  description="For the project's researcher organisation (researcher token) or the operator. The project must be approved, "
                              "unrevoked and unexpired, and the variables approved; the extract is cut at a signed checkpoint, reaches the "
                              "project's k-anonymity and l-diversity, and its manifest is signed by the ledger.",
+                 responses=RESPONSES,
                  openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": ExportIn.model_json_schema()}}}})
     async def create_export(request: Request, caller: Caller) -> dict[str, Any]:
         raw = await read_limited(request, MAX_REQUEST_BYTES, lambda reason: LedgerError.one("body_too_large", "$", reason, Category.TOO_LARGE))
@@ -65,7 +85,7 @@ def research_router(ledger: Ledger, principal: Callable[..., Awaitable[Principal
                 "manifest": out["manifest"], "files": _file_list(out["release_id"], out["files"])}
 
     @router.get("/research/exports/{release_id}", operation_id="getResearchExport",
-                summary="A release: its manifest, the manifest's DSSE envelope signed by the ledger, and its files")
+                summary="A release: its manifest, the manifest's DSSE envelope signed by the ledger, and its files", responses=RESPONSES)
     async def get_export(release_id: ReleaseId, caller: Caller) -> dict[str, Any]:
         signed = await run_in_threadpool(released_file, ledger, release_id, package.SIGNED_MANIFEST, caller)
         manifest = jcs.parse(await run_in_threadpool(released_file, ledger, release_id, package.MANIFEST, caller))
@@ -75,14 +95,14 @@ def research_router(ledger: Ledger, principal: Callable[..., Awaitable[Principal
 
     @router.get("/research/exports/{release_id}/files/{name:path}", operation_id="getResearchExportFile",
                 summary="One file of a release (Parquet, CSV, datapackage.json, the data dictionary, the manifest)",
-                response_class=Response, responses={200: {"content": {m.split(";")[0]: {} for m in MEDIA.values()}}})
+                response_class=Response, responses={200: {"content": {m.split(";")[0]: {} for m in MEDIA.values()}}, **RESPONSES})
     async def get_file(release_id: ReleaseId, name: Annotated[str, FastAPIPath(max_length=200)], caller: Caller) -> Response:
         content = await run_in_threadpool(released_file, ledger, release_id, name, caller)
         media = next((m for suffix, m in MEDIA.items() if name.endswith(suffix)), "application/octet-stream")
         return Response(content, media_type=media, headers={"Content-Disposition": f'attachment; filename="{name.rsplit("/", 1)[-1]}"'})
 
     @router.get("/research/projects", operation_id="listResearchProjects",
-                summary="Research projects: the operator's every project, a researcher organisation's own")
+                summary="Research projects: the operator's every project, a researcher organisation's own", responses=RESPONSES)
     async def list_projects(caller: Caller) -> dict[str, Any]:
         if caller.role not in ("admin", "researcher"):
             raise LedgerError.one("role_cannot_export", "$", f"a {caller.role} token has no research projects", Category.FORBIDDEN)
@@ -92,7 +112,7 @@ def research_router(ledger: Ledger, principal: Callable[..., Awaitable[Principal
                              if caller.role == "admin" or p.researcher == caller.org]}
 
     @router.get("/research/projects/{project}", operation_id="getResearchProject",
-                summary="One project: its approval, status and every release made of it (oversight of safe outputs)")
+                summary="One project: its approval, status and every release made of it (oversight of safe outputs)", responses=RESPONSES)
     async def get_project(project: ProjectId, caller: Caller) -> dict[str, Any]:
         if caller.role not in ("admin", "researcher"):
             raise LedgerError.one("role_cannot_export", "$", f"a {caller.role} token has no research projects", Category.FORBIDDEN)
