@@ -91,6 +91,20 @@ AGE = Hierarchy(("age", "age_band", "suppressed"), (_keeping_symbols(_age_band),
 SEN = Hierarchy(("sen_status", "any_sen", "suppressed"), (_keeping_symbols(lambda v: "N" if v == "N" else "any_sen"), _suppress))
 
 
+KIND_GROUP = {
+    "registration": "roll", "home_education": "roll", "missing_education": "roll", "managed_move": "roll",
+    "placement": "provision", "part_time_timetable": "provision", "attendance_summary": "provision",
+    "exclusion": "exclusion", "post16_destination": "destination",
+    "pupil.registered": "roll", "pupil.deregistered": "roll", "pupil.home_education_notified": "roll", "pupil.missing_education_recorded": "roll",
+    "pupil.missing_education_resolved": "roll", "pupil.managed_move_started": "roll", "pupil.managed_move_ended": "roll",
+    "pupil.ap_placement_started": "provision", "pupil.ap_placement_reviewed": "provision", "pupil.ap_placement_ended": "provision",
+    "pupil.part_time_timetable_started": "provision", "pupil.part_time_timetable_ended": "provision",
+    "pupil.attendance_summary_recorded": "provision", "pupil.excluded": "exclusion", "pupil.exclusion_reviewed": "exclusion",
+    "pupil.post16_destination_recorded": "destination",
+}
+KIND = Hierarchy(("kind", "kind_group", "suppressed"), (_keeping_symbols(lambda v: KIND_GROUP.get(v, OTHER)), _suppress))
+
+
 @cache
 def _regions() -> dict[str, str]:
     return {la: region for version in code_list("la_regions").versions for la, region in version.codes.items()}
@@ -122,7 +136,7 @@ def hierarchy(name: str, la_of: Mapping[str, str | None]) -> Hierarchy:
         return DATES
     if name == "establishment":
         return establishment_hierarchy(la_of)
-    return {"year_group": YEAR_GROUP, "age": AGE, "sen_status": SEN}.get(name) or _flat()
+    return {"year_group": YEAR_GROUP, "age": AGE, "sen_status": SEN, "kind": KIND}.get(name) or _flat()
 
 
 def minimum_level(name: str, establishment_level: str, date_detail: str) -> int:
