@@ -184,7 +184,9 @@ def test_approval_revocation_expiry_and_variable_limits_over_http(world: World, 
 @pytest.mark.postgres
 def test_releases_are_reproducible_and_pseudonyms_keyed_per_project(world: World, area: Area, oracle: Oracle) -> None:
     from ledger.research import operator
-    from projections.research.export import release
+    from ledger.research.releases import all_projects
+    from projections.research.export import Spec, build, release
+    from projections.research.reader import checkpoint_cut
 
     ledger = world.ledger
     operator.approve_project(ledger, RESEARCHER, approval())
@@ -197,6 +199,9 @@ def test_releases_are_reproducible_and_pseudonyms_keyed_per_project(world: World
     assert seal(world) > size
     again = release(ledger, "ap-moves", tree_size=size)["built"].files
     assert again == first, "the same project, spec and checkpoint give byte-identical files"
+    project = all_projects(ledger.store)["ap-moves"]
+    in_three = build(ledger, project, Spec(project.unit, project.variables), checkpoint_cut(ledger.store, size), readers=3).files
+    assert in_three == first, "read by three processes, each a slice of the pupils: the same bytes"
     latest = release(ledger, "ap-moves")
     assert json.loads(latest["built"].files[package.MANIFEST])["checkpoint"]["tree_size"] > size
     other = release(ledger, "other-study", tree_size=size)["built"].files

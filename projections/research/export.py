@@ -3,22 +3,27 @@ anonymise them, write the files, keep them, and record the release in the ledger
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import time
 from array import array
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
 
-from ledger import policy
+from ledger import admin, policy
 from ledger.codes import code_list
+from ledger.config import Settings
 from ledger.errors import Category, LedgerError
 from ledger.research import operator
 from ledger.research.projects import Project, export_problems
 from ledger.research.releases import all_projects, discard_release, project_key, pseudonym, release_file, store_release
 from ledger.service import Ledger, Principal
+from ledger.store import Store
 
 from . import package
 from .anonymise import Outcome, anonymise
@@ -28,6 +33,7 @@ from .tables import control, csv_text, grid
 from .variables import PSEUDONYM, hierarchy, minimum_level, region_of_la
 
 SOFTWARE = "pupil-ledger research release v1"
+PARALLEL_FROM = 50_000  # log sequences from which the log is read by several processes
 
 
 @dataclass(frozen=True)
@@ -70,6 +76,12 @@ class _Tally:
 
     cells: dict[tuple[str, str], int] = field(default_factory=lambda: defaultdict(int))
     margins: dict[tuple[str, str], int] = field(default_factory=lambda: defaultdict(int))
+
+    def merge(self, cells: Mapping[tuple[str, str], int], margins: Mapping[tuple[str, str], int]) -> None:
+        for key, n in cells.items():
+            self.cells[key] += n
+        for key, n in margins.items():
+            self.margins[key] += n
 
     def add_pupil(self, pairs: Iterable[tuple[str, str]]) -> None:
         seen = set(pairs)
@@ -116,31 +128,90 @@ def _in_population(row: Row, population: Mapping[str, Sequence[str]], la_of: Cal
     return "sen_status" not in population or row.values.get("sen_status") in population["sen_status"]
 
 
-def build(ledger: Ledger, project: Project, spec: Spec, cut: Cut) -> Built:
-    """Every file of the release of ``spec`` for ``project`` cut at ``cut`` (nothing is stored or recorded here)."""
+@dataclass(frozen=True)
+class _Part:
+    """What one reader (a process, or this one) extracts: the pupils whose stream ids are in [low, high)."""
+
+    settings: Settings
+    project: Project
+    spec: Spec
+    cut: Cut
+    la_map: dict[str, str | None]
+    key: bytes
+    low: int
+    high: int | None
+
+
+def _extract(part: _Part, store: Store | None = None) -> tuple[bytes, dict[tuple[str, str], int], dict[tuple[str, str], int],
+                                                               dict[tuple[str, str], int], dict[tuple[str, str], int]]:
+    """The part's rows (an Arrow IPC stream) and its tallies; opens its own connection unless given ``store``."""
+    own = store is None
+    if store is None:
+        store = admin.open_ledger(part.settings).store
+    try:
+        project, spec = part.project, part.spec
+        to_la = hierarchy("establishment", part.la_map).steps[0]
+        area_level = "region" if project.establishment_level == "region" else "la"
+        columns = _Columns(spec.variables)
+        by_kind_year, by_area_kind = _Tally(), _Tally()
+        first, last = project.period
+        for stream, records in pupils(store, part.cut, low=part.low, high=part.high):
+            rows = [r for r in pupil_rows(records, project.unit) if in_period(r, first, last) and _in_population(r, project.population, to_la)]
+            if not rows:
+                continue
+            name = pseudonym(part.key, stream)
+            for row in rows:
+                columns.add([name, *(_value(row, v) for v in spec.variables)])
+            by_kind_year.add_pupil((r.kind, _academic_year(r.start)) for r in rows)
+            by_area_kind.add_pupil((_area(to_la(r.where), area_level), r.kind) for r in rows)
+        sink = pa.BufferOutputStream()
+        table = columns.table()
+        with pa.ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(table)
+        return (sink.getvalue().to_pybytes(), dict(by_kind_year.cells), dict(by_kind_year.margins), dict(by_area_kind.cells),
+                dict(by_area_kind.margins))
+    finally:
+        if own:
+            store.close()
+
+
+def _read_parts(ledger: Ledger, parts: list[_Part]) -> tuple[pa.Table, _Tally, _Tally]:
+    """Run the parts (in worker processes when more than one) and join what they found; the order does not matter: rows
+    are sorted before release, and tallies add up."""
+    if len(parts) == 1:
+        results = [_extract(parts[0], ledger.store)]
+    else:
+        with ProcessPoolExecutor(len(parts), mp_context=multiprocessing.get_context("spawn")) as pool:
+            results = list(pool.map(_extract, parts))
+    tables = [pa.ipc.open_stream(data).read_all() for data, *_ in results]
+    by_kind_year, by_area_kind = _Tally(), _Tally()
+    for _, kind_year, kind_year_margins, area_kind, area_kind_margins in results:
+        by_kind_year.merge(kind_year, kind_year_margins)
+        by_area_kind.merge(area_kind, area_kind_margins)
+    return pa.concat_tables(tables), by_kind_year, by_area_kind
+
+
+def readers_for(cut: Cut) -> int:
+    """Reader processes: one for small logs (a process costs a second to start), else one per core, at most 4."""
+    return 1 if cut.last_sequence < PARALLEL_FROM else max(1, min(4, os.cpu_count() or 1))
+
+
+def build(ledger: Ledger, project: Project, spec: Spec, cut: Cut, readers: int | None = None) -> Built:
+    """Every file of the release of ``spec`` for ``project`` cut at ``cut`` (nothing is stored or recorded here). ``readers``:
+    processes reading the log, each a slice of the pupils' stream ids (default ``readers_for(cut)``); the files do not
+    depend on it."""
     clock = time.perf_counter()
     seconds: dict[str, float] = {}
     la_map = organisations_la(ledger.store)
     hierarchies = {name: hierarchy(name, la_map) for name in spec.variables}
-    to_la = hierarchy("establishment", la_map).steps[0]
     key = project_key(ledger.secrets.pseudonym_key, project.project_id)
-    columns = _Columns(spec.variables)
+    count = readers or readers_for(cut)
+    bounds = [(i << 128) // count for i in range(count)] + [None]
+    parts = [_Part(ledger.settings, project, spec, cut, la_map, key, int(low), high) for low, high in zip(bounds, bounds[1:], strict=False)
+             if low is not None]
+    table, by_kind_year, by_area_kind = _read_parts(ledger, parts)
     area_level = "region" if project.establishment_level == "region" else "la"
-    by_kind_year, by_area_kind = _Tally(), _Tally()
     first, last = project.period
-    members: list[str] = []
-    for stream, records in pupils(ledger.store, cut):
-        rows = [r for r in pupil_rows(records, project.unit) if in_period(r, first, last) and _in_population(r, project.population, to_la)]
-        if not rows:
-            continue
-        name = pseudonym(key, stream)
-        members.append(name)
-        for row in rows:
-            columns.add([name, *(_value(row, v) for v in spec.variables)])
-        by_kind_year.add_pupil((r.kind, _academic_year(r.start)) for r in rows)
-        by_area_kind.add_pupil((_area(to_la(r.where), area_level), r.kind) for r in rows)
-    table = columns.table()
-    del columns
     seconds["read"] = time.perf_counter() - clock
     clock = time.perf_counter()
     qis = [v for v in project.quasi_identifiers if v in spec.variables]

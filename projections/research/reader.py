@@ -11,18 +11,21 @@ import base64
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from eventsourcing.persistence import StoredEvent
+import orjson
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from ledger.errors import Category, LedgerError
 from ledger.orgs import fold_org
 from ledger.rules import Record
 from ledger.secrets import is_pupil_stream
-from ledger.store import Store, _record_of, as_uuid
+from ledger.store import InflatingCompressor, Store, SubjectMapper, _record_of, as_uuid
 from ledger.tlog import Log
 
-PAGE = 5000
+PAGE = 2000
 
 
 @dataclass(frozen=True)
@@ -64,38 +67,51 @@ def organisations_la(store: Store) -> dict[str, str | None]:
     return out
 
 
-def pupils(store: Store, cut: Cut, page: int = PAGE) -> Iterator[tuple[uuid.UUID, list[Record]]]:
-    """Every pupil with events at the checkpoint: (stream id, records in stream order). Erased pupils are not there."""
+def _record(cipher: AESGCM, stream: uuid.UUID, version: int, topic: str, state: bytes) -> Record:
+    """One stored pupil event, decrypted with the pupil's key (as ``SubjectMapper.to_domain_event`` does, bound to its row
+    by the same associated data) and read straight from its JSON: the library's generic decoding took half the time."""
+    plain = cipher.decrypt(state[:12], state[12:], SubjectMapper._aad(stream, version, topic))
+    fields = orjson.loads(InflatingCompressor().decompress(plain))
+    return _record_of(fields["envelope"], datetime.fromisoformat(fields["received_at"]["_data_"]))
+
+
+def pupils(store: Store, cut: Cut, page: int = PAGE, low: int = 0, high: int | None = None) -> Iterator[tuple[uuid.UUID, list[Record]]]:
+    """Every pupil with events at the checkpoint whose stream id (as a 128-bit number) is in [low, high): (stream id,
+    records in stream order). Erased pupils are not there."""
     position = "notification_id" if store.is_postgres else "rowid"
+
+    def stream_id(number: int) -> Any:  # as the events table stores it: a uuid on PostgreSQL, 32 hex digits on SQLite
+        return uuid.UUID(int=number) if store.is_postgres else uuid.UUID(int=number).hex
+
+    below = " AND originator_id < ?" if high is not None else ""
     sql = store.sql(
         f"SELECT originator_id, originator_version, topic, state FROM {store.events_table} "
-        f"WHERE {position} <= ? AND (originator_id > ? OR (originator_id = ? AND originator_version > ?)) "
+        f"WHERE {position} <= ? AND (originator_id > ? OR (originator_id = ? AND originator_version > ?)){below} "
         "ORDER BY originator_id, originator_version LIMIT ?")
-    after: Any = uuid.UUID(int=0) if store.is_postgres else ""
-    version = 0
+    after: Any = stream_id(low)
+    version = -1  # the first stream of the range is read from its first version
     current: uuid.UUID | None = None
     records: list[Record] = []
     while True:
-        rows = store.query(sql, (cut.last_sequence, after, after, version, page))
+        rows = store.query(sql, (cut.last_sequence, after, after, version, *([stream_id(high)] if high is not None else []), page))
         if not rows:
             break
         streams = [as_uuid(r[0]) for r in rows]
         wanted = sorted({s for s in streams if is_pupil_stream(s)})
-        keys = store.app.pupil_keys.prefetch(wanted) if wanted else {}
+        ciphers = {stream: AESGCM(key.key) for stream, key in (store.app.pupil_keys.prefetch(wanted) if wanted else {}).items()}
         for (_originator, stored_version, topic, state), stream in zip(rows, streams, strict=True):
             if stream != current:
                 if current is not None and records:
                     yield current, records
                 current, records = stream, []
-            if stream not in keys:  # not a pupil, or erased (no key)
+            cipher = ciphers.get(stream)
+            if cipher is None:  # not a pupil, or erased (no key)
                 continue
             try:
-                event: Any = store.app.mapper.to_domain_event(StoredEvent(stream, stored_version, topic, bytes(state)))
-            except LedgerError:  # erased while this page was read: the pupil is left out
-                keys.pop(stream, None)
+                records.append(_record(cipher, stream, int(stored_version), topic, bytes(state)))
+            except InvalidTag:  # erased and recorded afresh meanwhile: a stale key; the pupil is left out
+                ciphers.pop(stream, None)
                 records = []
-                continue
-            records.append(_record_of(event.envelope, event.received_at))
         last = rows[-1]
         after, version = last[0], int(last[1])
     if current is not None and records:
