@@ -32,7 +32,7 @@ class ExportIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     project: str = Field(pattern="^[a-z0-9][a-z0-9-]{0,62}$", examples=["demo"])
-    variables: list[Annotated[str, Field(max_length=40)]] | None = Field(default=None, max_length=40,
+    variables: list[Annotated[str, Field(max_length=40)]] | None = Field(default=None, min_length=1, max_length=40,
                                                                          description="a subset of the approved variables (default: all)")
     tree_size: int | None = Field(default=None, ge=1, le=2**62, description="cut at this signed checkpoint (default: the latest)")
 

@@ -29,7 +29,7 @@ from .oidc import OidcVerifier
 from .orgs import OrgState, check_org, fold_org
 from .policy import Principal as Principal  # re-exported: callers import it from here
 from .research.projects import check_research
-from .research.releases import all_projects, releases_holding
+from .research.releases import releases_holding
 from .rules import Record, check_pupil, effective, fold_pupil
 from .secrets import LedgerSecrets
 from .store import INDEX_COLUMNS, IndexRow, Store, Subject
@@ -590,7 +590,7 @@ class Ledger:
             index = self.store.index_for_subject(stream)
             items = [self._access_item(e, index[e.version].sequence) for e in (subject.entries if subject else []) if index[e.version].sequence > after]
             # which research projects received the pupil's pseudonymised rows (docs/research.md)
-            received = releases_holding(self.store, self.secrets.pupil_id(upn), self.secrets.pseudonym_key, list(all_projects(self.store).values()))
+            received = releases_holding(self.store, self.secrets.pupil_id(upn), self.secrets.pseudonym_key)
             return {"pupil": key.audit_id, "views": items[:limit], "next_after": items[limit - 1]["sequence"] if len(items) > limit else None,
                     "research_releases": received}
         if not policy.may_read_access_log(principal, viewer_org):

@@ -11,12 +11,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from ..secrets import LedgerSecrets
 from ..store import Store, fetch_tuples
 from .projects import Project, fold_projects
 
@@ -64,13 +65,16 @@ def ensure_tables(store: Store) -> None:
                     "PRIMARY KEY (release_id, name))")
         cur.execute("CREATE TABLE IF NOT EXISTS research_release_members (release_id TEXT NOT NULL, pseudonym TEXT NOT NULL)")
         cur.execute("CREATE INDEX IF NOT EXISTS research_release_members_pseudonym ON research_release_members (pseudonym)")
+        cur.execute("CREATE TABLE IF NOT EXISTS research_releases (release_id TEXT PRIMARY KEY, project TEXT NOT NULL, researcher TEXT NOT NULL)")
 
 
-def store_release(store: Store, release_id: str, files: Mapping[str, bytes], pseudonyms: Iterable[str]) -> None:
+def store_release(store: Store, release_id: str, project: Project, files: Mapping[str, bytes], pseudonyms: Iterable[str]) -> None:
     """Keep a release's files and its members (in one transaction), before the release is recorded in the ledger: files
     of a release the ledger then refused are deleted again (``discard_release``), and only recorded releases are served."""
     ensure_tables(store)
     with store.cursor(commit=True) as cur:
+        cur.execute(store.sql("INSERT INTO research_releases (release_id, project, researcher) VALUES (?, ?, ?)"),
+                    (release_id, project.project_id, project.researcher))
         cur.executemany(store.sql("INSERT INTO research_release_files (release_id, name, content) VALUES (?, ?, ?)"),
                         [(release_id, name, content) for name, content in sorted(files.items())])
         if store.is_postgres:
@@ -83,7 +87,7 @@ def store_release(store: Store, release_id: str, files: Mapping[str, bytes], pse
 
 def discard_release(store: Store, release_id: str) -> None:
     with store.cursor(commit=True) as cur:
-        for table in ("research_release_files", "research_release_members"):
+        for table in ("research_releases", "research_release_files", "research_release_members"):
             cur.execute(store.sql(f"DELETE FROM {table} WHERE release_id = ?"), (release_id,))
 
 
@@ -102,16 +106,26 @@ def release_file(store: Store, release_id: str, name: str) -> bytes | None:
     return bytes(rows[0][0]) if rows else None
 
 
-def releases_holding(store: Store, pupil_stream: uuid.UUID, pseudonym_key: bytes, projects: Sequence[Project]) -> list[dict[str, Any]]:
-    """The recorded releases of ``projects`` that hold the pupil's (pseudonymised) rows: subject access."""
-    released = {r.event_id: (p, r) for p in projects for r in p.releases}
-    if not released or not _has_tables(store):
+def releases_holding(store: Store, pupil_stream: uuid.UUID, pseudonym_key: bytes) -> list[dict[str, Any]]:
+    """The recorded releases that hold the pupil's (pseudonymised) rows: subject access. Reads only the research tables and
+    the researcher organisations' streams, never a scan of the ledger's index."""
+    if not _has_tables(store):
         return []
-    wanted = sorted({pseudonym(project_key(pseudonym_key, p.project_id), pupil_stream) for p in projects if p.releases})
+    projects = {str(p): str(r) for p, r in store.query("SELECT DISTINCT project, researcher FROM research_releases")}
+    if not projects:
+        return []
+    wanted = sorted(pseudonym(project_key(pseudonym_key, p), pupil_stream) for p in projects)
     marks = ", ".join("?" * len(wanted))
     with store.cursor() as cur:
         cur.execute(store.sql(f"SELECT DISTINCT release_id FROM research_release_members WHERE pseudonym IN ({marks})"), wanted)
         holding = {str(row[0]) for row in fetch_tuples(cur)}
+    if not holding:
+        return []
+    researchers = sorted(set(projects.values()))
+    released: dict[str, tuple[Project, Any]] = {}
+    for researcher, subject in zip(researchers, [store.subject(LedgerSecrets.org_id(r)) for r in researchers], strict=True):
+        for project in fold_projects(researcher, subject.records if subject else []).values():
+            released.update({r.event_id: (project, r) for r in project.releases})  # recorded releases only
     out = []
     for release_id in sorted(holding & set(released), key=lambda rid: released[rid][1].received_at):
         project, release = released[release_id]

@@ -306,12 +306,12 @@ def release(ledger: Ledger, project_id: str, variables: Sequence[str] | None = N
     spec = Spec(project.unit, tuple(variables) if variables else project.variables)
     problems = export_problems(project, spec.unit, spec.variables, ledger.clock().date(), path="$")
     if problems:
-        raise LedgerError([p for p in problems if p.code != "unit_not_approved"] or problems)
+        raise LedgerError(problems)
     spec = Spec(spec.unit, tuple(v for v in project.variables if v in spec.variables))  # the approval's order, so equal specs are equal
     cut = checkpoint_cut(ledger.store, tree_size)
     built = build(ledger, project, spec, cut)
     release_id = operator.new_release_id()
-    store_release(ledger.store, release_id, built.files, built.pseudonyms)
+    store_release(ledger.store, release_id, project, built.files, built.pseudonyms)
     data = {"project": project.project_id, "manifest_digest": built.manifest_digest,
             "checkpoint": {"tree_size": cut.tree_size, "root": cut.root}, "spec": spec.as_dict(), "rows": built.manifest["rows"],
             "pupils": built.manifest["pupils"], "suppressed_rows": built.outcome.suppressed_rows,
