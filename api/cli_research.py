@@ -90,6 +90,7 @@ def export_research(
             _fail([p.as_dict() for p in exc.problems])
             return
         files, release_id, manifest = made["built"].files, made["release_id"], made["manifest"]
+        err.print("took " + ", ".join(f"{step} {seconds:.1f} s" for step, seconds in made["seconds"].items()))
     out_dir.mkdir(parents=True, exist_ok=True)
     _write(out_dir, files)
     anonymity = manifest["anonymity"]
