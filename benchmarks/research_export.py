@@ -69,6 +69,7 @@ def run(ctx: Context) -> list[Result]:
             admin.sealer(ledger).seal_all()
             admin.add_org(ledger, "research:bench", "researcher", "Benchmark university")
             operator.approve_project(ledger, "research:bench", PROJECT)
+            pupils = int(ledger.store.query("SELECT COUNT(*) FROM pupil_keys")[0][0])  # every one of them is read
             ledger.store.close()
             out = Path(tempfile.mkdtemp(prefix="pl-bench-export-"))
             env = dict(os.environ, PUPIL_LEDGER_HOME=str(settings.home))
@@ -88,18 +89,19 @@ def run(ctx: Context) -> list[Result]:
             manifest = json.loads((out / "release" / "manifest.json").read_text())
             sizes = {p.name: p.stat().st_size for p in (out / "release").iterdir() if p.is_file()}
             steps = next((line for line in stderr.splitlines() if line.startswith("took ")), "")
-            facts.append({"manifest": manifest, "rss_mb": peak.mb, "sizes": sizes, "steps": steps})
+            facts.append({"manifest": manifest, "rss_mb": peak.mb, "sizes": sizes, "steps": steps, "pupils": pupils})
             subprocess.run(["rm", "-rf", str(out)], check=False)
         return took, []
 
     seconds, _ = ctx.measure(once)
     manifest, sizes = facts[-1]["manifest"], facts[-1]["sizes"]
     anonymity = manifest["anonymity"]
-    note = (f"{manifest['rows']:,} rows of {manifest['pupils']:,} pupils, {manifest['suppressed_rows']:,} suppressed; k={anonymity['k']}, "
+    note = (f"{facts[-1]['pupils']:,} pupils read; released {manifest['rows']:,} rows of {manifest['pupils']:,} pupils, "
+            f"{manifest['suppressed_rows']:,} suppressed; k={anonymity['k']}, "
             f"l={anonymity['l']}; levels {', '.join(f'{k}={v}' for k, v in anonymity['levels'].items() if k in anonymity['quasi_identifiers'])}; "
             f"Parquet {sizes.get('rows.parquet', 0) / 1e6:.1f} MB, CSV {sizes.get('rows.csv', 0) / 1e6:.1f} MB; {facts[-1]['steps']}; "
             "RSS: the command and its reader processes together, at their peak")
-    return [Result("research_export", ctx.backend, "export research (every pupil, episode rows)", "pupils/s", int(manifest["pupils"]),
+    return [Result("research_export", ctx.backend, "export research (every pupil, episode rows)", "pupils/s", int(facts[-1]["pupils"]),
                    seconds, [], max(f["rss_mb"] for f in facts), target="1M pupils ≤ 120 s, ≤ 1 GB", note=note)]
 
 
