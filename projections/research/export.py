@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ledger import admin, policy
 from ledger.codes import code_list
@@ -225,7 +226,7 @@ def build(ledger: Ledger, project: Project, spec: Spec, cut: Cut, readers: int |
     descriptions = _descriptions()
     descriptions[PSEUDONYM] = f"The pupil's pseudonym in project {project.project_id}: the same pupil has the same pseudonym in every release of " \
                               "this project, and an unrelated one in any other project"
-    schema = [package.field_descriptor(n, descriptions.get(n, ""), [] if n == PSEUDONYM else sorted(set(released[n].to_pylist())),
+    schema = [package.field_descriptor(n, descriptions.get(n, ""), [] if n == PSEUDONYM else sorted(pc.unique(released[n]).to_pylist()),
                                        outcome.levels.get(n, "")) for n in released.column_names]
     files: dict[str, bytes] = {package.ROWS_PARQUET: package.parquet_bytes(released, descriptions), package.ROWS_CSV: package.csv_bytes(released)}
     tables: dict[str, tuple[str, str, str]] = {}
@@ -239,7 +240,8 @@ def build(ledger: Ledger, project: Project, spec: Spec, cut: Cut, readers: int |
     title = f"Pupil Movement Ledger research extract: project {project.project_id}"
     row_unit = {"episode": "pupil episode", "event": "pupil event"}[spec.unit]
     files[package.DATAPACKAGE] = package.datapackage(f"pupil-ledger-{project.project_id}", title, project.purpose, row_unit, schema, files, tables)
-    pupils_released = len(set(released[PSEUDONYM].to_pylist())) if released.num_rows else 0
+    members = sorted(pc.unique(released[PSEUDONYM]).to_pylist()) if released.num_rows else []
+    pupils_released = len(members)
     manifest: dict[str, Any] = {
         "format": SOFTWARE,
         "project": {"project": project.project_id, "researcher": project.researcher, "purpose": project.purpose,
@@ -259,7 +261,7 @@ def build(ledger: Ledger, project: Project, spec: Spec, cut: Cut, readers: int |
     canonical, signed, digest = package.sign_manifest(manifest, ledger.secrets.signing_key)
     files[package.MANIFEST], files[package.SIGNED_MANIFEST] = canonical, signed
     seconds["write"] = time.perf_counter() - clock
-    return Built(files, manifest, digest, sorted(set(released[PSEUDONYM].to_pylist())) if released.num_rows else [], outcome, seconds)
+    return Built(files, manifest, digest, members, outcome, seconds)
 
 
 def _academic_year(day: Any) -> str:
