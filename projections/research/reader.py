@@ -86,14 +86,14 @@ def pupils(store: Store, cut: Cut, page: int = PAGE, low: int = 0, high: int | N
     below = " AND originator_id < ?" if high is not None else ""
     sql = store.sql(
         f"SELECT originator_id, originator_version, topic, state FROM {store.events_table} "
-        f"WHERE {position} <= ? AND (originator_id > ? OR (originator_id = ? AND originator_version > ?)){below} "
+        f"WHERE (originator_id, originator_version) > (?, ?){below} AND {position} <= ? "  # a row value: an index range, page after page
         "ORDER BY originator_id, originator_version LIMIT ?")
     after: Any = stream_id(low)
     version = -1  # the first stream of the range is read from its first version
     current: uuid.UUID | None = None
     records: list[Record] = []
     while True:
-        rows = store.query(sql, (cut.last_sequence, after, after, version, *([stream_id(high)] if high is not None else []), page))
+        rows = store.query(sql, (after, version, *([stream_id(high)] if high is not None else []), cut.last_sequence, page))
         if not rows:
             break
         streams = [as_uuid(r[0]) for r in rows]
