@@ -320,3 +320,20 @@ def test_the_data_package_validates_and_describes_every_column(world: World, are
         for line in files[path].decode().splitlines()[1:]:
             value = line.rsplit(",", 1)[1]
             assert value == "c" or value == "0" or int(value) >= facts["threshold"], (path, line)
+
+
+@pytest.mark.postgres
+def test_the_reader_decrypts_what_the_store_does_and_stops_at_the_checkpoint(world: World, area: Area) -> None:
+    from projections.research.reader import checkpoint_cut, pupils
+
+    ledger = world.ledger
+    cut = checkpoint_cut(ledger.store)
+    world.admit("H801200001001")  # after the checkpoint: not read
+    read = dict(pupils(ledger.store, cut, page=7))  # small pages: streams cut across pages
+    assert len(read) == len({b["subject"]["upn"] for _, b in area.events if "upn" in b["subject"]})
+    for stream, records in read.items():
+        stored = ledger.store.subject(stream)
+        assert stored is not None and records == stored.records
+    assert ledger.secrets.pupil_id("H801200001001") not in read
+    halves = [dict(pupils(ledger.store, cut, low=0, high=1 << 127)), dict(pupils(ledger.store, cut, low=1 << 127))]
+    assert {**halves[0], **halves[1]} == read and not set(halves[0]) & set(halves[1])
