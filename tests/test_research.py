@@ -258,6 +258,8 @@ def test_the_demo_project_exports_through_the_api(world: World, oracle: Oracle) 
     assert made.status_code == 201, made.text
     manifest = assert_measured(oracle, fetch(client, made.json()["release_id"]))
     assert manifest["rows"] > 0 and manifest["project"]["researcher"] == "research:demo-university"
+    operations = {op["operationId"] for path in client.get("/openapi.json").json()["paths"].values() for op in path.values()}
+    assert {"createResearchExport", "getResearchExport"} <= operations  # the names design.md 8 fixes
 
 
 def test_export_research_command_line(tmp_path: Path, oracle: Oracle) -> None:
