@@ -92,11 +92,10 @@ def discard_release(store: Store, release_id: str) -> None:
 
 
 def _has_tables(store: Store) -> bool:
-    try:
-        store.query("SELECT 1 FROM research_release_files WHERE 1 = 0")
-    except Exception:  # noqa: BLE001 - no table yet: nothing was ever released
-        return False
-    return True
+    """Whether anything was ever released (the tables are made by the first release)."""
+    sql = "SELECT to_regclass('research_releases') IS NOT NULL" if store.is_postgres else \
+        "SELECT COUNT(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'research_releases'"
+    return bool(store.query(sql)[0][0])
 
 
 def release_file(store: Store, release_id: str, name: str) -> bytes | None:
