@@ -22,6 +22,7 @@ from api.cli_bench import bench
 from api.cli_log import log_app, seal, verify_app
 from api.cli_project import project_app
 from api.cli_report import report_app
+from api.cli_research import export_app, research_app
 from api.cli_witness import witness_app
 from ledger import admin, dfe, envelope, jcs
 from ledger.config import Settings, tune_garbage_collector
@@ -41,6 +42,8 @@ app.add_typer(project_app, name="project")
 app.add_typer(log_app, name="log")
 app.add_typer(verify_app, name="verify")
 app.add_typer(report_app, name="report")
+app.add_typer(export_app, name="export")
+app.add_typer(research_app, name="research")
 app.command()(seal)
 app.command()(bench)
 out = Console(soft_wrap=True)
@@ -434,6 +437,9 @@ def demo(port: int = 8000, pupils: int = 4000, seed: int = 1, la: str = "801") -
         load_area(ledger, area, on_progress=lambda n: progress.advance(task, n))
     inspector = ledger.issue_token("ofsted", "inspector", scope=[f"la:{la}"])
     la_token = ledger.issue_token(f"la:{la}", "la")
+    from api.cli_research import demo_project
+
+    researcher = demo_project(ledger, la)
     base = f"http://127.0.0.1:{port}"
     upn = area.example_upn
     # The simulated year starts last September, so by today most of its placements have ended: the pages open
@@ -453,6 +459,8 @@ def demo(port: int = 8000, pupils: int = 4000, seed: int = 1, la: str = "801") -
     out.print(f"pupil history:   curl -H 'Authorization: Bearer {inspector}' '{base}/pupils/{upn}/history?purpose=inspection'")
     out.print(f"who looked:      curl -H 'Authorization: Bearer {result.admin_token}' {base}/access-log")
     out.print(f"publish:         PUPIL_LEDGER_HOME={settings.home} pupil-ledger report publish ./site --as-of {day} --la {la}")
+    out.print(f"researcher token: {researcher}")
+    out.print(f"research export: PUPIL_LEDGER_TOKEN={researcher} pupil-ledger export research --project demo ./demo-export --url {base}")
     uvicorn.run(create_app(ledger, default_followers(ledger)), host="127.0.0.1", port=port, access_log=False, log_level="warning",
                 **server_options(settings.trusted_proxies))
 

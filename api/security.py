@@ -194,7 +194,7 @@ def _header(scope: Scope, name: bytes) -> str:
 
 
 _RAW_HEADERS = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in HEADERS.items()]
-_NO_STORE_PATHS = ("/pupils/", "/events/", "/access-log")
+_NO_STORE_PATHS = ("/pupils/", "/events/", "/access-log", "/research/")
 
 
 class Guard:

@@ -59,6 +59,7 @@ _ORG_PATTERNS: dict[str, re.Pattern[str]] = {
     "cqc": re.compile(r"cqc"),
     "dfe:regions": re.compile(r"dfe:regions"),
     "dfe:admin": re.compile(r"dfe:admin"),
+    "research": re.compile(r"research:[a-z0-9][a-z0-9-]{0,62}"),  # an approved researcher organisation (design 8)
 }
 
 

@@ -27,6 +27,7 @@ KINDS_BY_SCHEME = {
     "cqc": ("inspectorate",),
     "dfe:regions": ("regions",),
     "dfe:admin": ("admin",),
+    "research": ("researcher",),
 }
 
 

@@ -30,6 +30,8 @@ from .identifiers import org_scheme
 from .oidc import OidcVerifier
 from .orgs import OrgState, check_org, fold_org
 from .policy import Principal as Principal  # re-exported: callers import it from here
+from .research.projects import check_research
+from .research.releases import releases_holding
 from .rules import CROSS_ORG_CODES, OrgFacts, Record, check_pupil, effective, fold_pupil
 from .secrets import LedgerSecrets
 from .store import INDEX_COLUMNS, Beside, IndexRow, Store, Subject
@@ -511,6 +513,8 @@ class Ledger:
         else:
             org_state = fold_org(body["subject"]["org"], records)
             problems, flags = check_org(org_state, record), []
+            if not problems and etype.name.startswith("research."):  # projects and releases (docs/research.md)
+                problems = check_research(records, record)
             if "self" in etype.submitters and body["submitter"] not in (ADMIN_ORG, body["subject"]["org"]):
                 problems.append(Problem("submitter_not_allowed", f"{item.path}.payload.submitter", f"{body['type']} is posted by {ADMIN_ORG} or the organisation itself", Category.FORBIDDEN))
             if body["type"] == "org.key_added" and not problems:
@@ -819,7 +823,10 @@ class Ledger:
             index = self.store.index_for_subject(stream)
             items = [self._access_item(e, index[e.version].sequence) for e in (subject.entries if subject else [])
                      if index[e.version].sequence > after and (grant.since is None or e.received_at.date() >= grant.since)]
-            return {"pupil": key.audit_id, "views": items[:limit], "next_after": items[limit - 1]["sequence"] if len(items) > limit else None}
+            # which research projects received the pupil's pseudonymised rows (docs/research.md)
+            received = releases_holding(self.store, self.secrets.pupil_id(upn), self.secrets.pseudonym_key)
+            return {"pupil": key.audit_id, "views": items[:limit], "next_after": items[limit - 1]["sequence"] if len(items) > limit else None,
+                    "research_releases": received}
         if not policy.may_read_access_log(principal, viewer_org):
             raise policy.forbidden("access_log_scope", "query:org", f"{principal.org} may read the views by its own principals (org={principal.org})")
         # ``ledger_access`` holds every access event's sequence and viewer organisation (written with it): the
