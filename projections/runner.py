@@ -145,7 +145,7 @@ class Projector:
         is written (``_read_ahead``), so the server's work on the write overlaps the decoding: 6% more events/s
         on 2 cores (median of 5 alternations). SQLite's work runs in this process, and the two threads only
         contend (15% fewer). A batch read ahead is used only if the positions still start where it was read
-        from, and it passes the same checks in the transaction.
+        from and it found events (``_read_ahead_from``), and it passes the same checks in the transaction.
         """
         if not self._ready:
             self.ensure()
@@ -194,11 +194,15 @@ class Projector:
         self._ahead = (start, self._reader.submit(self._read, start))
 
     def _read_ahead_from(self, start: int) -> _Batch | None:
-        """The batch read ahead, if it starts at ``start`` and was read without error (else it is read again)."""
+        """The batch read ahead, if it starts at ``start``, was read without error and found events (else the log
+        is read again). A read ahead that found none says only that the log ended there when it ran, which may be
+        long before this step: taken for the log's end now, ``step`` would answer 0 with events waiting after it,
+        and ``catch_up`` stop short of them. Rows it did find are still the log's next ones, whenever it ran."""
         ahead, self._ahead = self._ahead, None
         if ahead is None or ahead[0] != start or ahead[1].exception() is not None:
             return None
-        return ahead[1].result()
+        batch = ahead[1].result()
+        return batch if batch.rows else None
 
     def _drop_erased(self, cur: Any, events: list[LogEvent], pupils: list[str]) -> list[LogEvent]:
         """``events`` without those of the ``pupils`` (their streams, as text) erased meanwhile."""
