@@ -464,7 +464,7 @@ class PostgresLedgerRecorder(PostgresApplicationRecorder):
                     execute_in(keys, *_pupil_keys_query(held, "%s", lock=" FOR SHARE"), postgres=True)  # first, as before any write
                 self._lock_table(curs)  # every writer takes it before drawing ids: nothing else inserts until this commits
                 if revoked is not None:  # after the lock: it sees every revocation committed before this write can commit
-                    revocations.execute(*revoked, prepare=True)  # a few ids against a small table: one plan serves
+                    execute_in(revocations, *revoked, postgres=True)  # never prepared, as every statement over a list of ids (execute_in)
                 self._notify_channel(curs)
                 if small:
                     drawn.execute(self._events.insert(returning=True), self._events.columns_of(events), prepare=True)

@@ -11,8 +11,6 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from ledger import service as service_module
-from ledger.rules import Record
 from ledger.service import ProbeBudget
 
 from .conftest import LA, SCHOOL_A, SCHOOL_B, World, upn
@@ -77,18 +75,7 @@ def test_an_organisation_that_has_probed_too_much_is_refused_about_pupils_it_has
     assert school_b.post("/events", json=main_registration(world, SCHOOL_B, upn(21))).status_code == 201  # another organisation: as ever
 
 
-def test_the_operator_sees_organisations_by_their_unusual_claims_and_probes(world: World, school_a: TestClient,
-                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    # Until the rule that flags claim_new_area (stream S1) is merged, the flag is added here to what the rules return.
-    real_check = service_module.check_pupil
-
-    def check_pupil(records: Any, new: Record) -> Any:
-        problems, flags = real_check(records, new)
-        if new.type == "pupil.home_education_notified" and not problems:
-            flags = [*flags, {"code": "claim_new_area", "message": "the pupil may have moved into this area"}]
-        return problems, flags
-
-    monkeypatch.setattr(service_module, "check_pupil", check_pupil)
+def test_the_operator_sees_organisations_by_their_unusual_claims_and_probes(world: World, school_a: TestClient) -> None:
     for n in range(1, 4):
         world.admit(upn(n), SCHOOL_B, occurred_on=date(2026, 9, 3))
         assert school_a.post("/events", json=main_registration(world, SCHOOL_A, upn(n))).status_code == 422

@@ -170,14 +170,14 @@ def _blackhole_once_before_commit(ledger: Ledger, proxy: TcpProxy) -> None:
     store tells ``on_ids`` then: ``ledger.store.PostgresLedgerRecorder``)."""
     append = ledger.store.append
 
-    def append_then_lose_the_link(events: Any, index_rows: Any, key_rows: Any, on_ids: Any = None) -> Any:
+    def append_then_lose_the_link(events: Any, index_rows: Any, key_rows: Any, on_ids: Any = None, **beside: Any) -> Any:
         def before_commit(ids: Any) -> None:
             proxy.blackhole()
             if on_ids is not None:
                 on_ids(ids)
 
         ledger.store.append = append  # type: ignore[method-assign]  # once
-        return append(events, index_rows, key_rows, on_ids=before_commit)
+        return append(events, index_rows, key_rows, on_ids=before_commit, **beside)
 
     ledger.store.append = append_then_lose_the_link  # type: ignore[method-assign]
 
@@ -223,9 +223,9 @@ def test_a_link_cut_before_commit_is_503_and_nothing_is_stored(pg_url: str, tmp_
     school = School(ledger, key, ledger.issue_token(SCHOOL_A, "school"))
     append = ledger.store.append
 
-    def append_then_cut(events: Any, index_rows: Any, key_rows: Any, on_ids: Any = None) -> Any:
+    def append_then_cut(events: Any, index_rows: Any, key_rows: Any, on_ids: Any = None, **beside: Any) -> Any:
         ledger.store.append = append  # type: ignore[method-assign]
-        return append(events, index_rows, key_rows, on_ids=lambda ids: proxy.cut())
+        return append(events, index_rows, key_rows, on_ids=lambda ids: proxy.cut(), **beside)
 
     ledger.store.append = append_then_cut  # type: ignore[method-assign]
     with TestClient(create_app(ledger), raise_server_exceptions=False, headers={"authorization": f"Bearer {school.token}"}) as client:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,10 @@ VARIABLES = ["kind", "start", "end", "duration", "establishment", "year_group", 
 
 @pytest.fixture(scope="session")
 def oracle(request: pytest.FixtureRequest) -> Iterator[Oracle]:
-    python = environment(Path(request.config.cache.mkdir("pycanon-1.3.6")))
+    cache = getattr(request.config, "cache", None)  # absent under -p no:cacheprovider: then a folder of the system's temp dir
+    folder = Path(cache.mkdir("pycanon-1.3.6")) if cache is not None else Path(tempfile.gettempdir()) / "pupil-ledger-pycanon-1.3.6"
+    folder.mkdir(parents=True, exist_ok=True)
+    python = environment(folder)
     found = Oracle(python)
     yield found
     found.close()
