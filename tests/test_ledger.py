@@ -20,6 +20,7 @@ from ledger import store as store_module
 from ledger.config import Settings
 from ledger.errors import Category, LedgerError
 from ledger.service import RECEIPT_PAYLOAD_TYPE
+from ledger.storage import recorders
 from ledger.store import Store, persistence_env
 
 from .conftest import LA, PROVIDER, SCHOOL_A, SCHOOL_B, UPN, World, upn
@@ -233,7 +234,7 @@ def test_sequence_numbers_stay_in_order_across_copied_and_inserted_writes(world:
     a small one draws them as it inserts. Mixed, every id is new and in order, and receipts give the stored ones."""
     sequences: list[int] = []
     first = 600
-    for count in (store_module.SMALL_WRITE + 6, 3, 1, store_module.SMALL_WRITE + 1, 2):
+    for count in (recorders.SMALL_WRITE + 6, 3, 1, recorders.SMALL_WRITE + 1, 2):
         receipts = world.ledger.submit_batch(_registrations(world, first, count))
         first += count
         sequences.extend(r.sequence for r in receipts)
