@@ -16,6 +16,7 @@ the names other modules import from here are re-exported below.
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import logging
 import os
@@ -47,6 +48,9 @@ __all__ = [
 ]
 
 log = logging.getLogger("pupil_ledger.store")
+
+# The transaction open in this thread or task, and its store (``Store.cursor``).
+_TRANSACTION: contextvars.ContextVar[tuple[Store, Any] | None] = contextvars.ContextVar("store_transaction", default=None)
 
 
 @functools.cache  # once per process
@@ -89,8 +93,18 @@ class Store:
 
     @contextmanager
     def cursor(self, commit: bool = False) -> Iterator[Any]:
+        """A transaction. Inside another of this store's, in the same thread or task, it is that one: what runs in
+        ``erase_subject``'s ``also`` commits with the erasure or not at all."""
+        joined = _TRANSACTION.get()
+        if joined is not None and joined[0] is self:
+            yield joined[1]
+            return
         with self.app.recorder.datastore.transaction(commit=commit) as cur:  # type: ignore[attr-defined]
-            yield cur
+            token = _TRANSACTION.set((self, cur))
+            try:
+                yield cur
+            finally:
+                _TRANSACTION.reset(token)
 
     def where_in(self, column: str, values: Sequence[Any], sql_type: str = "text") -> tuple[str, list[Any]]:
         """``column`` is one of ``values``, written with ``?`` placeholders for ``query`` (see ``where_in``)."""
@@ -241,10 +255,11 @@ class Store:
             with suppress(KeyError):
                 cache.get(aggregate_id, evict=True)
 
-    def erase_subject(self, aggregate_id: uuid.UUID) -> int:
+    def erase_subject(self, aggregate_id: uuid.UUID, also: Callable[[], object] = lambda: None) -> int:
         """Crypto-shred a pupil: delete its data key and move its rows to a fresh random id, so nothing left in
         the database links them to the pupil's pseudonym. Digests, sequences and times stay (the log still
-        verifies). Returns the number of events made unreadable (0: no such pupil, or already erased)."""
+        verifies). Returns the number of events made unreadable (0: no such pupil, or already erased).
+        ``also`` runs in the same transaction once the key is gone (the views forget the pupil: ``Ledger.erase``)."""
         tombstone = as_pupil_uuid(os.urandom(16))
         def as_param(aggregate: uuid.UUID) -> Any:
             return aggregate if self.is_postgres else aggregate.hex
@@ -259,6 +274,7 @@ class Store:
                         (as_param(tombstone), as_param(aggregate_id)))
             erased = rowcount(cur)
             cur.execute(self.sql("UPDATE ledger_index SET originator_id = ? WHERE originator_id = ?"), (str(tombstone), str(aggregate_id)))
+            also()
         self.app.pupil_keys.forget(aggregate_id)
         self._evict(aggregate_id)
         self._scrub()
@@ -293,6 +309,49 @@ class Store:
     def key_owner(self, key_id: str) -> str | None:
         rows = self.query("SELECT org_id FROM ledger_keys WHERE key_id = ?", (key_id,))
         return rows[0][0] if rows else None
+
+    # the use cases' statements (ledger/*.py hold no SQL) ----------------------------------------
+
+    def count_events_of(self, originator_id: uuid.UUID) -> int:
+        """Events on one stream, counted by their index rows."""
+        return int(self.query("SELECT COUNT(*) FROM ledger_index WHERE originator_id = ?", (str(originator_id),))[0][0])
+
+    def org_streams(self) -> list[uuid.UUID]:
+        """The streams of every organisation registered (or recorded as an unregistered provider)."""
+        rows = self.query("SELECT DISTINCT originator_id FROM ledger_index WHERE type IN ('org.registered', 'provider.unregistered_recorded')")
+        return [uuid.UUID(originator) for (originator,) in rows]
+
+    def claim_counts(self, since: str, until: str) -> list[tuple[str, str, int, str]]:
+        """(organisation, code, count, latest received_at) of ``ledger_claims`` received from ``since`` until before ``until``."""
+        rows = self.query("SELECT org_id, code, COUNT(*), MAX(received_at) FROM ledger_claims WHERE received_at >= ? AND received_at < ? "
+                          "GROUP BY org_id, code", (since, until))
+        return [(org, code, int(count), latest) for org, code, count, latest in rows]
+
+    def access_rows(self, viewer_org: str | None, after: int, limit: int) -> list[IndexRow]:
+        """The index rows of access events (by ``viewer_org``'s principals, or anyone's) after sequence ``after``, oldest
+        first: ``ledger_access`` holds every access event's sequence and viewer organisation (written with it), so an
+        organisation's views are read by its index, not found by decrypting every view in the ledger."""
+        by_viewer = "a.viewer_org = ? AND " if viewer_org is not None else ""
+        columns = ", ".join(f"i.{c}" for c in INDEX_COLUMNS)
+        rows = self.query(f"SELECT {columns} FROM ledger_access a JOIN ledger_index i ON i.sequence = a.sequence "
+                          f"WHERE {by_viewer}a.sequence > ? ORDER BY a.sequence LIMIT ?", (*([viewer_org] if viewer_org is not None else []), after, limit))
+        return [IndexRow(*r) for r in rows]
+
+    def insert_token(self, token_id: str, token_hash: str, org: str, role: str, issued_at: str, expires_at: str | None, scope: str) -> None:
+        self.execute("INSERT INTO ledger_tokens (token_id, token_hash, org_id, role, issued_at, expires_at, scope) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                     (token_id, token_hash, org, role, issued_at, expires_at, scope))
+
+    def revoke_token(self, token_id: str, revoked_at: str) -> bool:
+        """Mark the token revoked (once: a revocation's time never changes). False: no such token."""
+        if not self.query("SELECT revoked_at FROM ledger_tokens WHERE token_id = ?", (token_id,)):
+            return False
+        self.execute("UPDATE ledger_tokens SET revoked_at = ? WHERE token_id = ? AND revoked_at IS NULL", (revoked_at, token_id))
+        return True
+
+    def token_row(self, token_id: str) -> tuple[str, str, str, str | None, str | None, str | None] | None:
+        """(token_hash, org, role, expires_at, revoked_at, scope) of a ledger token, or None."""
+        rows = self.query("SELECT token_hash, org_id, role, expires_at, revoked_at, scope FROM ledger_tokens WHERE token_id = ?", (token_id,))
+        return (rows[0][0], rows[0][1], rows[0][2], rows[0][3], rows[0][4], rows[0][5]) if rows else None
 
     @property
     def events_table(self) -> str:
