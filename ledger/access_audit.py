@@ -106,11 +106,11 @@ def access_body(event_type: str, audit_id: str, data: dict[str, Any], now: datet
 
 def record_access(ledger: Ledger, event_type: str, audit_id: str, data: dict[str, Any]) -> str:
     """Append a ledger-signed ``access.*`` event to the pupil's audit stream (so it is in the transparency log).
-    A malformed reference is the caller's fault, so it is not a 500."""
+    A malformed reference is the caller's fault (at ``$.reference``, the reader's), so it is not a 500."""
     try:
         receipt = ledger.submit(envelope.sign(access_body(event_type, audit_id, data, ledger.clock()), ledger.secrets.signing_key))
     except LedgerError as exc:
-        raise LedgerError([Problem(p.code, "query:reference" if ".reference" in p.path else p.path, p.message, p.category)
+        raise LedgerError([Problem(p.code, "$.reference" if ".reference" in p.path else p.path, p.message, p.category)
                            for p in exc.problems]) from None
     return receipt.event_id
 
@@ -135,7 +135,7 @@ def access_log(ledger: Ledger, principal: Principal, upn: str | None = None, vie
         return {"pupil": key.audit_id, "views": items[:limit], "next_after": items[limit - 1]["sequence"] if len(items) > limit else None,
                 "research_releases": received}
     if not policy.may_read_access_log(principal, viewer_org):
-        raise policy.forbidden("access_log_scope", "query:org", f"{principal.org} may read the views by its own principals (org={principal.org})")
+        raise policy.forbidden("access_log_scope", "$.org", f"{principal.org} may read the views by its own principals (org={principal.org})")
     rows = ledger.store.access_rows(viewer_org, after, limit)
     streams: dict[str, dict[int, Entry]] = {}  # each audit stream loaded once, however many of its views are listed
     items = []

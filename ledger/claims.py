@@ -24,7 +24,7 @@ def claims_report(ledger: Ledger, principal: Principal | None, since: datetime, 
     if principal is not None and not policy.may_read_claims_report(principal):
         raise policy.forbidden("operator_only", "$", "only the operator (an admin token) reads the report of unusual claims")
     if until <= since:
-        raise LedgerError.one("period", "query:until", "the period ends after it starts")
+        raise LedgerError.one("period", "$.until", "the period ends after it starts")
     orgs: dict[str, dict[str, Any]] = {}
     for org, code, count, latest in ledger.store.claim_counts(timestamp(since), timestamp(until)):
         entry = orgs.setdefault(org, {"org": org, "total": 0, "codes": {}, "latest": latest})
