@@ -25,7 +25,7 @@ from api import security, web
 from api.background import Background, Follower
 from api.limits import Refusal, read_json
 from api.log_routes import event_proof_route, log_router
-from api.params import check_moment
+from api.params import check_moment, named_as_query
 from api.research import research_router
 from api.views import views_router
 from ledger import database, jcs, signatures
@@ -278,7 +278,8 @@ def create_app(ledger: Ledger, followers: Sequence[Follower] = ()) -> FastAPI:
              description="Reading a pupil event is authorised by relationship (docs/access.md) and recorded as access.record_viewed.",
              responses=READ_RESPONSES)
     async def get_event(event_id: str, caller: Caller, purpose: Purpose = None, reference: Reference = None) -> dict[str, Any]:
-        return await run_in_threadpool(ledger.get_event, event_id, Reader(caller, purpose, reference, "getEvent"))
+        with named_as_query("reference"):
+            return await run_in_threadpool(ledger.get_event, event_id, Reader(caller, purpose, reference, "getEvent"))
 
     @app.get("/pupils/{upn}/history", operation_id="pupilHistory", tags=["reads"],
              summary="A pupil's history as of an effective date, as known at a ledger time (bitemporal)",
@@ -292,7 +293,8 @@ def create_app(ledger: Ledger, followers: Sequence[Follower] = ()) -> FastAPI:
     ) -> dict[str, Any]:
         check_moment(as_of, known_at)
         reader = Reader(caller, purpose, reference, "pupilHistory")
-        return await run_in_threadpool(ledger.pupil_history, upn, as_of, known_at, include_envelopes, reader)
+        with named_as_query("reference"):
+            return await run_in_threadpool(ledger.pupil_history, upn, as_of, known_at, include_envelopes, reader)
 
     @app.get("/access-log", operation_id="accessLog", tags=["reads"],
              summary="Who looked at pupil records and why: one pupil's views (subject access), or an organisation's (oversight)",
@@ -306,7 +308,8 @@ def create_app(ledger: Ledger, followers: Sequence[Follower] = ()) -> FastAPI:
         after: Annotated[int, Query(ge=0, le=2**62, description="only views after this ledger sequence (paging)")] = 0,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> dict[str, Any]:
-        return await run_in_threadpool(ledger.access_log, caller, upn, org, purpose, after, limit)
+        with named_as_query("org"):
+            return await run_in_threadpool(ledger.access_log, caller, upn, org, purpose, after, limit)
 
     @app.get("/operator/claims", operation_id="unusualClaims", tags=["operations"],
              summary="Organisations by their unusual claims and rule probes in a period (the operator's report)",
@@ -318,7 +321,8 @@ def create_app(ledger: Ledger, followers: Sequence[Follower] = ()) -> FastAPI:
         since: Annotated[date | None, Query(description="first day of the period (default: 30 days ago)")] = None,
         until: Annotated[date | None, Query(description="last day of the period (default: today)")] = None,
     ) -> dict[str, Any]:
-        return await run_in_threadpool(ledger.claims_report, caller, *claims_period(ledger.clock(), since, until))
+        with named_as_query("since", "until"):
+            return await run_in_threadpool(ledger.claims_report, caller, *claims_period(ledger.clock(), since, until))
 
     @app.get("/healthz", operation_id="healthz", response_model=Health, tags=["operations"], responses={503: {"model": Errors}},
              description=f"Answers within {HEALTH_SECONDS:g} s: 503 `database_unavailable` (with Retry-After) when the database does not.")

@@ -379,15 +379,14 @@ def erase(
     """
     if not yes and not typer.confirm(f"Erase every event about {upn}? This cannot be undone."):
         raise typer.Exit(1)
+    from projections.runner import forget_pupil
+
     ledger = _ledger()
-    try:
-        result = ledger.erase(upn, ground, reference)
+    try:  # the views forget the pupil in the erasure's own transaction
+        result = ledger.erase(upn, ground, reference, forget=lambda pupil: forget_pupil(ledger.store, pupil))
     except LedgerError as exc:
         _fail(exc)
         return
-    from projections.runner import forget_pupil
-
-    forget_pupil(ledger.store, ledger.secrets.pupil_id(upn))  # the views forget the pupil too
     out.print(f"erased {result['events_erased']} events; erasure recorded as {result['erasure_event_id']}")
 
 

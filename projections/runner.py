@@ -23,7 +23,7 @@ from ledger.catalogue import event_types
 from ledger.errors import LedgerError
 from ledger.secrets import is_pupil_stream
 from ledger.service import timestamp
-from ledger.store import Store, _record_of, as_uuid, execute_in, fetch_tuples, rowcount
+from ledger.store import Store, as_uuid, execute_in, fetch_tuples, record_of, rowcount
 
 from . import cases, orgs, pupils
 from .facts import LogEvent, Moment, View, in_force
@@ -123,7 +123,7 @@ class Projector:
             event: Any = self.store.app.mapper.to_domain_event(stored)
         except LedgerError:
             return None
-        record = _record_of(event.envelope, event.received_at)
+        record = record_of(event.envelope, event.received_at)
         is_pupil = event_types()[record.type].subject == "pupil"
         return LogEvent(int(seq), str(aggregate_id) if is_pupil else record.subject, record, tuple(f["code"] for f in event.flags))
 

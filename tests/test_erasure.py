@@ -238,3 +238,38 @@ def test_pupil_keys_in_memory_are_only_the_recent_ones() -> None:
     with keys.creating(pupils[:1]):
         pass
     assert len(keys) == 1  # the others were too old to be used again
+
+
+def test_the_erasure_and_the_views_forgetting_the_pupil_commit_together(world: World) -> None:
+    """One use case, one transaction (issue 19): if the views cannot forget the pupil, the data key is not destroyed
+    either, and the pupil stays readable and in the views; the next erasure does both."""
+    from projections.runner import forget_pupil
+
+    w, ledger = world, world.ledger
+    w.admit(UPN, sen="E", occurred_on=date(2026, 9, 3))
+    w.admit(upn(2))
+    Projector(ledger.store).catch_up()
+    pupil_id = ledger.secrets.pupil_id(UPN)
+
+    def view_facts() -> int:
+        return sum(int(ledger.store.query(f"SELECT COUNT(*) FROM {t.name} WHERE subject = ?", (str(pupil_id),))[0][0])
+                   for view in VIEWS for t in view.tables)
+
+    assert view_facts() > 0
+
+    def forget_then_fail(pupil: uuid.UUID) -> None:
+        assert forget_pupil(ledger.store, pupil) > 0  # the facts are deleted ... and then the transaction fails
+        raise RuntimeError("the views could not forget the pupil")
+
+    with pytest.raises(RuntimeError):
+        ledger.erase(UPN, "erasure_request", forget=forget_then_fail)
+    assert ledger.store.app.pupil_keys.get(pupil_id, max_age=0) is not None  # the key was not destroyed
+    assert view_facts() > 0  # nor the views' facts
+    assert [e["type"] for e in ledger.pupil_history(UPN)["events"]] == ["pupil.registered"]
+
+    done = ledger.erase(UPN, "erasure_request", forget=lambda pupil: forget_pupil(ledger.store, pupil))
+    assert done["events_erased"] == 1
+    assert ledger.store.app.pupil_keys.get(pupil_id, max_age=0) is None and view_facts() == 0
+    with pytest.raises(LedgerError):
+        ledger.pupil_history(UPN)
+    assert ledger.pupil_history(upn(2))["events"]  # another pupil untouched

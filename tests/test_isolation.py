@@ -18,13 +18,13 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ledger import admin, envelope, jcs
-from ledger import service as service_module
 from ledger.config import Settings
 from ledger.errors import Category, LedgerError
 from ledger.group_commit import GroupCommitter, _Request
 from ledger.rules import Record
 from ledger.service import Receipt, utcnow
 from ledger.store import Subject
+from ledger.submission import checks as checks_module
 
 from .conftest import LA, SCHOOL_A, SCHOOL_B, World, upn
 from .processes import Server, run_cli
@@ -123,14 +123,14 @@ def test_an_item_that_raises_while_judged_is_rejected_alone(world: World, monkey
     that item with a 422 and a reference; the group, a later event on the same pupil included, commits."""
     culprit = registration(world, 2)
     culprit_id = jcs.parse(base64.b64decode(culprit["payload"]))["event_id"]
-    real_check = service_module.check_pupil
+    real_check = checks_module.check_pupil
 
     def check_pupil(records: Any, new: Record, *orgs: Any) -> Any:
         if new.event_id == culprit_id:
             raise ZeroDivisionError("a bug met by this envelope only")
         return real_check(records, new, *orgs)
 
-    monkeypatch.setattr(service_module, "check_pupil", check_pupil)
+    monkeypatch.setattr(checks_module, "check_pupil", check_pupil)
     leave = world.sign(world.event("pupil.deregistered", SCHOOL_A, {"school": SCHOOL_A, "ground": "moved_away", "destination": "moved_away"},
                                    upn=upn(1)))
     outcomes = one_group(world, [registration(world, 1), culprit, leave, registration(world, 3)])

@@ -20,6 +20,7 @@ from ledger import store as store_module
 from ledger.config import Settings
 from ledger.errors import Category, LedgerError
 from ledger.service import RECEIPT_PAYLOAD_TYPE
+from ledger.storage import recorders
 from ledger.store import Store, persistence_env
 
 from .conftest import LA, PROVIDER, SCHOOL_A, SCHOOL_B, UPN, World, upn
@@ -188,10 +189,10 @@ def test_a_key_remembered_wrongly_costs_only_a_verification(world: World) -> Non
     """What was sent ahead is only whether the bytes verify under the key remembered for that key id; the key the
     submitter has decides, and a signature sent with the wrong key is verified again with the right one."""
     kid = envelope.key_id(world.keys[SCHOOL_A].public_key())
-    world.ledger._public_keys[kid] = envelope.raw_public_key(Ed25519PrivateKey.generate().public_key())
+    world.ledger.submissions.hints.keys[kid] = envelope.raw_public_key(Ed25519PrivateKey.generate().public_key())
     envs = _registrations(world, 300, 2 * signatures.MIN_BATCH)
     assert all(r.created for r in world.ledger.submit_batch(envs))
-    world.ledger._public_keys[kid] = envelope.raw_public_key(world.keys[SCHOOL_B].public_key())  # another organisation's key
+    world.ledger.submissions.hints.keys[kid] = envelope.raw_public_key(world.keys[SCHOOL_B].public_key())  # another organisation's key
     forged = _registrations(world, 400, 2 * signatures.MIN_BATCH)
     forged[5] = admin.signed(json.loads(envelope.decode(forged[5]).payload), world.keys[SCHOOL_B])
     forged[5]["signatures"][0]["keyid"] = kid  # signed with school B's key (the one remembered), claiming school A's key id
@@ -233,7 +234,7 @@ def test_sequence_numbers_stay_in_order_across_copied_and_inserted_writes(world:
     a small one draws them as it inserts. Mixed, every id is new and in order, and receipts give the stored ones."""
     sequences: list[int] = []
     first = 600
-    for count in (store_module.SMALL_WRITE + 6, 3, 1, store_module.SMALL_WRITE + 1, 2):
+    for count in (recorders.SMALL_WRITE + 6, 3, 1, recorders.SMALL_WRITE + 1, 2):
         receipts = world.ledger.submit_batch(_registrations(world, first, count))
         first += count
         sequences.extend(r.sequence for r in receipts)
@@ -534,7 +535,7 @@ def test_a_subject_recorded_in_a_batch_equals_the_one_read_back(world: World) ->
     world.admit(UPN)
     world.post("pupil.excluded", SCHOOL_A, {"school": SCHOOL_A, "kind": "SUSP", "sessions": 2, "reasons": ["PA"]}, upn=UPN)
     pupil = world.ledger.secrets.pupil_id(UPN)
-    cached = world.ledger._subjects.take([pupil])[pupil]
+    cached = world.ledger.submissions.subjects.take([pupil])[pupil]
     assert cached is not None
     read_back = world.ledger.store.subjects([pupil])[pupil]
     assert len(cached.records) == 2
@@ -548,7 +549,7 @@ def test_a_batch_reads_what_it_needs_in_one_round_trip_and_writes_in_one_transac
     world.admit(upn(1))
     world.admit(upn(2))
     store = world.ledger.store
-    world.ledger._subjects.forget(list(world.ledger._subjects._items))  # nothing cached: every subject is read
+    world.ledger.submissions.subjects.forget(list(world.ledger.submissions.subjects._items))  # nothing cached: every subject is read
     batch = [world.sign(world.event("pupil.excluded", SCHOOL_A, {"school": SCHOOL_A, "kind": "SUSP", "sessions": 2, "reasons": ["PA"]},
                                     upn=upn(n))) for n in (1, 2)]
     batch.append(world.sign(world.event("pupil.registered", SCHOOL_A, {"school": SCHOOL_A, "enrolment_status": "C", "year_group": "9",

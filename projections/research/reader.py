@@ -22,7 +22,7 @@ from ledger.errors import Category, LedgerError
 from ledger.orgs import fold_org
 from ledger.rules import Record
 from ledger.secrets import is_pupil_stream
-from ledger.store import InflatingCompressor, Store, SubjectMapper, _record_of, as_uuid
+from ledger.store import InflatingCompressor, Store, SubjectMapper, as_uuid, record_of
 from ledger.tlog import Log
 
 PAGE = 2000
@@ -72,7 +72,7 @@ def _record(cipher: AESGCM, stream: uuid.UUID, version: int, topic: str, state: 
     by the same associated data) and read straight from its JSON: the library's generic decoding took half the time."""
     plain = cipher.decrypt(state[:12], state[12:], SubjectMapper._aad(stream, version, topic))
     fields = orjson.loads(InflatingCompressor().decompress(plain))
-    return _record_of(fields["envelope"], datetime.fromisoformat(fields["received_at"]["_data_"]))
+    return record_of(fields["envelope"], datetime.fromisoformat(fields["received_at"]["_data_"]))
 
 
 def pupils(store: Store, cut: Cut, page: int = PAGE, low: int = 0, high: int | None = None) -> Iterator[tuple[uuid.UUID, list[Record]]]:

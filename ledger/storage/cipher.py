@@ -1,0 +1,101 @@
+"""How a subject's events are stored: the mapper that encrypts a pupil's events with the pupil's own key (others
+with the store key), writes the subject's own events fast, and the compressor that still reads old zlib rows."""
+
+from __future__ import annotations
+
+import os
+import uuid
+import zlib
+from datetime import datetime
+from typing import Any
+
+import orjson
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from eventsourcing.persistence import Compressor, Mapper, StoredEvent
+from eventsourcing.utils import get_topic
+
+from ..secrets import is_pupil_stream
+from .aggregate import Subject
+from .keys import ErasedMeanwhile, PupilKeys, SubjectErased
+from .sql import as_uuid
+
+
+class SubjectMapper(Mapper[uuid.UUID]):
+    """Encrypts a pupil's events with the pupil's own key (AES-GCM, bound to the row by associated data)."""
+
+    keys: PupilKeys
+
+    def _plain(self) -> Mapper[uuid.UUID]:
+        return Mapper(self.transcoder, self.compressor, None)
+
+    @staticmethod
+    def _aad(aggregate_id: uuid.UUID, version: int, topic: str) -> bytes:
+        return aggregate_id.bytes + version.to_bytes(8, "big") + topic.encode("utf-8")
+
+    def to_stored_event(self, domain_event: Any) -> StoredEvent:
+        aggregate_id = domain_event.originator_id
+        if not is_pupil_stream(aggregate_id):
+            return super().to_stored_event(domain_event)
+        key = self.keys.data_key(aggregate_id)
+        if key is None:
+            raise ErasedMeanwhile(f"pupil stream {aggregate_id} has no key")
+        plain = self._plain_stored(domain_event)
+        nonce = os.urandom(12)
+        sealed = nonce + AESGCM(key).encrypt(nonce, plain.state, self._aad(aggregate_id, plain.originator_version, plain.topic))
+        return StoredEvent(plain.originator_id, plain.originator_version, plain.topic, sealed)
+
+    def _plain_stored(self, domain_event: Any) -> StoredEvent:
+        """The library's ``Mapper.to_stored_event`` with no cipher. A subject's own events (strings, a list of
+        string dicts, datetimes) are written by orjson, datetimes in the library's own form: the same JSON the
+        library's transcoder reads back (tested), for about 2 µs of the 7 its encoder takes."""
+        if type(domain_event) not in _SUBJECT_EVENTS:
+            return self._plain().to_stored_event(domain_event)
+        state = dict(vars(domain_event))
+        originator_id, originator_version = state.pop("originator_id"), state.pop("originator_version")
+        try:
+            data = orjson.dumps(state, default=_library_datetime, option=orjson.OPT_PASSTHROUGH_DATETIME)
+        except TypeError:  # something else in the state after all: the library's way
+            return self._plain().to_stored_event(domain_event)
+        if self.compressor:
+            data = self.compressor.compress(data)
+        return StoredEvent(originator_id, originator_version, get_topic(type(domain_event)), data)
+
+    def to_domain_event(self, stored_event: StoredEvent) -> Any:
+        aggregate_id = as_uuid(stored_event.originator_id)
+        if not is_pupil_stream(aggregate_id):
+            return super().to_domain_event(stored_event)
+        key = self.keys.data_key(aggregate_id)
+        if key is None:
+            raise SubjectErased(aggregate_id)
+        state = bytes(stored_event.state)
+        try:
+            plain = AESGCM(key).decrypt(state[:12], state[12:], self._aad(aggregate_id, stored_event.originator_version, stored_event.topic))
+        except InvalidTag:
+            raise SubjectErased(aggregate_id) from None  # a stale key for a stream erased and re-created elsewhere
+        return self._plain().to_domain_event(StoredEvent(aggregate_id, stored_event.originator_version, stored_event.topic, plain))
+
+
+_SUBJECT_EVENTS = (Subject.Created, Subject.Recorded)
+
+
+def _library_datetime(value: Any) -> dict[str, str]:
+    """A datetime as eventsourcing's ``DatetimeAsISO`` transcoding writes it (anything else: TypeError)."""
+    if type(value) is not datetime:
+        raise TypeError(f"not a datetime: {type(value)}")
+    return {"_type_": "datetime_iso", "_data_": value.isoformat()}
+
+
+class InflatingCompressor(Compressor):
+    """New events are stored as they are; events stored zlib-compressed (before 2026-11-28) are still read.
+
+    Compressing saved about a third of each ~1 KB stored event (two thirds of it is the base64 payload), for
+    15 µs of CPU per event: 6% of ``submitBatch``'s time, against disk that is cheap. A stored event's state
+    is JSON, which starts with ``{``; a zlib stream starts with 0x78, so the two cannot be mistaken.
+    """
+
+    def compress(self, data: bytes) -> bytes:
+        return data
+
+    def decompress(self, data: bytes) -> bytes:
+        return zlib.decompress(data) if data[:1] == b"\x78" else data

@@ -1,0 +1,113 @@
+"""The checks that need stored state: the submitter's signatures (*authenticate*) and the domain rules on the
+subject's records (*judge*). Each adds problems to the item; neither changes anything stored or staged."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from .. import catalogue
+from ..access_audit import ADMIN_ORG
+from ..errors import Category, Problem
+from ..orgs import OrgState, check_org, fold_org
+from ..research.projects import check_research
+from ..rules import OrgFacts, Record, check_pupil
+from ..store import Subject
+from .early_verdicts import EarlyVerdicts, signature_valid
+from .item import InFlight
+from .probes import probe_limited
+
+if TYPE_CHECKING:
+    from .pipeline import Submissions
+
+Working = dict[uuid.UUID, Subject | None]  # the batch's subjects as it changes them (None: no such subject yet)
+Trusted = dict[str, tuple[str, bytes]]  # key id -> (organisation, public key): keys a trusted local caller vouches for
+
+
+def authenticate(sub: Submissions, item: InFlight, received_at: datetime, working: Working, trusted: Trusted,
+                 ahead: EarlyVerdicts | None) -> None:
+    """The envelope's signatures, by one rule whatever their order (README, "What the ledger checks"): every
+    signature must be by a key of the submitter that is valid when the envelope is received (added, not
+    revoked) and must verify over the payload. The first signature that fails decides the error."""
+    assert item.env is not None
+    org = sub.org_state(item.body["submitter"], working)
+    used: set[str] = set()
+    for kid, _sig in item.env.signatures:
+        problem = _signature_problem(sub, item, kid, org, received_at, trusted, ahead)
+        if problem is not None:
+            code, message = problem
+            path = f"{item.path}.payload.submitter" if code == "submitter_unknown" else f"{item.path}.signatures"
+            item.problems.append(Problem(code, path, message, Category.FORBIDDEN))
+            return
+        used.add(kid)
+    item.signed_with = used
+
+
+def _signature_problem(sub: Submissions, item: InFlight, kid: str, org: OrgState, received_at: datetime, trusted: Trusted,
+                       ahead: EarlyVerdicts | None) -> tuple[str, str] | None:
+    """Why the item's signature by ``kid`` does not count (code, message), or None."""
+    submitter = org.org_id
+    if kid in trusted and trusted[kid][0] == submitter:
+        return None if signature_valid(ahead, item, kid, trusted[kid][1]) else ("signature_invalid", f"the signature by key {kid} does not verify")
+    key = org.keys.get(kid)
+    if key is None:
+        if not org.registered:
+            return "submitter_unknown", f"{submitter} is not a registered organisation"
+        owner = sub.ledger.store.key_owner(kid)
+        if owner is not None and owner != submitter:
+            return "key_not_submitters", f"key {kid} belongs to {owner}, not to the submitter {submitter}"
+        return "key_unknown", f"key {kid} is not registered for {submitter}"
+    if key.revoked_at is not None and received_at >= key.revoked_at:
+        return "key_revoked", f"key {kid} of {submitter} was revoked at {key.revoked_at.isoformat()}"
+    if received_at < key.added_at:
+        return "key_not_yet_valid", f"key {kid} of {submitter} is valid from {key.added_at.isoformat()}"
+    if not signature_valid(ahead, item, kid, key.public_key):
+        return "signature_invalid", f"the signature by key {kid} does not verify over this payload"
+    return None
+
+
+def judge(sub: Submissions, item: InFlight, record: Record, subject: Subject | None, working: Working,
+          key_rows: list[tuple[str, str]]) -> None:
+    """The domain rules for the item's event type on its subject's records (``working``: as the batch leaves them):
+    pupils by ``rules.check_pupil`` (after the probe limit), organisations by ``orgs.check_org`` and the research
+    rules, ledger-written access events not at all. Adds the problems, or the rules' flags."""
+    body = item.body
+    records = subject.records if subject else []
+    etype = catalogue.event_types()[body["type"]]
+    problems: list[Problem]
+    flags: list[dict[str, str]]
+    if etype.subject == "pupil":
+        limited = probe_limited(sub.ledger.probes, item, records)
+        if limited:
+            problems, flags = [limited], []
+        else:
+            def org_facts(org: str) -> OrgFacts:  # the submitter is loaded already; another organisation only when a rare rule asks
+                if org != body["submitter"]:  # (the submitter is read already) a rejection decided on cached facts is checked again
+                    item.reads.add(sub.ledger.secrets.org_id(org))
+                return sub.org_state(org, working).facts()
+            problems, flags = check_pupil(records, record, org_facts)
+    elif etype.subject == "audit":
+        problems, flags = [], []  # ledger-written access records
+    else:
+        org_state = fold_org(body["subject"]["org"], records)
+        problems, flags = check_org(org_state, record), []
+        if not problems and etype.name.startswith("research."):  # projects and releases (docs/research.md)
+            problems = check_research(records, record)
+        if "self" in etype.submitters and body["submitter"] not in (ADMIN_ORG, body["subject"]["org"]):
+            problems.append(Problem("submitter_not_allowed", f"{item.path}.payload.submitter", f"{body['type']} is posted by {ADMIN_ORG} or the organisation itself", Category.FORBIDDEN))
+        if body["type"] == "org.key_added" and not problems:
+            problems.extend(_key_id_taken(sub, body, key_rows))
+    item.problems.extend(p.at(item.path) for p in problems)
+    if not item.problems:
+        item.flags.extend(flags)
+
+
+def _key_id_taken(sub: Submissions, body: dict[str, Any], key_rows: list[tuple[str, str]]) -> list[Problem]:
+    """A key id is registered to one organisation only (``ledger_keys``): checked before the write, so a key of
+    another organisation is this event's rejection, not a failed write for everything committed with it."""
+    kid, org = body["data"]["key_id"], body["subject"]["org"]
+    owner = next((o for k, o in key_rows if k == kid), None) or sub.ledger.store.key_owner(kid)
+    if owner is not None and owner != org:
+        return [Problem("key_id_taken", "$.payload.data.key_id", f"key {kid} is registered to another organisation", Category.CONFLICT)]
+    return []
