@@ -72,6 +72,15 @@ class Plan:
     named_setting: str | None
     last_review_on: date
     ceased_on: date | None = None
+    transfers: list[tuple[str, date]] = field(default_factory=list)  # (the LA it passed from, the day)
+
+    def holders(self) -> list[tuple[str, date, date | None]]:
+        """Each LA that maintained the plan, from when until when (None: still, unless it ceased)."""
+        las = [la for la, _ in self.transfers] + [self.la]
+        starts = [self.issued_on] + [day for _, day in self.transfers]
+        ends: list[date | None] = [day for _, day in self.transfers]
+        ends.append(self.ceased_on)
+        return list(zip(las, starts, ends, strict=True))
 
 
 @dataclass
@@ -126,6 +135,7 @@ def apply_ehcp(state: EhcpState, r: Record) -> None:
         return
     if t == "ehcp.transferred":
         if state.plan is not None:
+            state.plan.transfers.append((state.plan.la, r.occurred_on))
             state.plan.la = d["to_la"]
         return
     if t.startswith("dispute."):

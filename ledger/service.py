@@ -23,6 +23,7 @@ from typing import Any
 from eventsourcing.persistence import IntegrityError, InterfaceError, OperationalError
 
 from . import catalogue, envelope, jcs, policy, signatures, tokens
+from .codes import la_codes
 from .config import Settings
 from .envelope import b64decode_strict
 from .errors import Category, LedgerError, Problem
@@ -905,13 +906,14 @@ class Ledger:
     # -- tokens ---------------------------------------------------------------------------------
 
     def issue_token(self, org: str, role: str, expires_at: datetime | None = None, scope: Sequence[str] = ()) -> str:
-        """A bearer token for ``org`` as ``role`` (only its hash is kept). ``scope``: an inspector's inspected
-        schools and areas (urn:..., la:...), required for inspectors and refused for other roles."""
+        """A bearer token for ``org`` as ``role`` (only its hash is kept). ``scope``: for an inspector, optionally, the
+        schools and areas (urn:..., la:...) it is limited to among those its organisation is inspecting."""
         problem = policy.role_problem(org, role)
         if problem:
             raise LedgerError.one("unknown_role" if role not in ROLES else "role_org_mismatch", "$.role", problem)
-        if (role == "inspector") != bool(scope):
-            raise LedgerError.one("scope", "$.scope", "an inspector token names the inspected schools or areas (--scope); other roles take none")
+        if scope and role != "inspector":
+            raise LedgerError.one("scope", "$.scope", "only an inspector token may name schools or areas (--scope), and only to narrow the "
+                                  "areas its organisation is inspecting (inspection.started)")
         for org_in_scope in scope:
             if org_scheme(org_in_scope) not in ("urn", "la"):
                 raise LedgerError.one("scope", "$.scope", f"{org_in_scope!r} is not a school (urn:NNNNNN) or an area (la:NNN)")
@@ -939,7 +941,21 @@ class Ledger:
         return True
 
     def authenticate(self, token: str) -> Principal | None:
-        """The principal of a ledger token (``plt_...``) or, when an identity provider is configured, of a JWT."""
+        """The principal of a ledger token (``plt_...``) or, when an identity provider is configured, of a JWT; an
+        inspector's with its scope as of now (``policy.inspection_scope``: the areas its organisation is inspecting)."""
+        principal = self._token_principal(token)
+        return self.inspector_now(principal) if principal is not None and principal.role == "inspector" else principal
+
+    def inspector_now(self, principal: Principal) -> Principal:
+        """The inspector with the areas under its organisation's inspection today (every LA's ``inspection.started``,
+        read in one round trip: inspectors are few, and an inspection takes effect on its day, not from a cache)."""
+        areas = {f"la:{code}": self.secrets.org_id(f"la:{code}") for code in la_codes()}
+        found = self.store.subjects(list(areas.values()))
+        inspections = {area: fold_org(area, found[i].records).inspections.values() for area, i in areas.items() if i in found}
+        schools = {s: self.org_state(s).la for s in principal.scope if org_scheme(s) == "urn"}
+        return policy.inspection_scope(principal, inspections, self.clock().date(), schools)
+
+    def _token_principal(self, token: str) -> Principal | None:
         parts = token.split("_")
         if len(parts) < 3 or parts[0] != "plt":
             found = self._oidc().principal(token) if self.settings.oidc_jwks else None
