@@ -97,6 +97,8 @@ class Figure(BaseModel):
     national_value: Any
     rank: int | None = Field(description="1 = highest value among peers at this level; ties share a rank")
     peers: int
+    published: dict[str, Any] | None = Field(default=None, description="EHCP figures: the SEN2 figure DfE published for the LA or "
+                                             "England for the same calendar year, or the latest before it (period, source, column, value)")
 
 
 class CaseOut(BaseModel):
