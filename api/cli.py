@@ -424,7 +424,7 @@ def demo(port: int = 8000, pupils: int = 4000, seed: int = 1, la: str = "801") -
     from api.app import create_app, default_followers
     from api.security import server_options
     from ledger.simulate import load_area, simulate_area
-    from ledger.simulate_ehcp import start_demo_inspection
+    from ledger.simulate_ehcp import add_ehcp_journeys, start_demo_inspection
 
     dfe.check()  # the simulation and the views read the published figures: stop before creating a home without them
     settings = Settings.from_env()
@@ -432,7 +432,7 @@ def demo(port: int = 8000, pupils: int = 4000, seed: int = 1, la: str = "801") -
         settings = Settings(home=settings.home / f"demo-{uuid.uuid4().hex[:6]}", database_url=settings.database_url)
     result = admin.initialise(settings)
     ledger = result.ledger
-    area = simulate_area(pupils=pupils, seed=seed, la_code=la, today=ledger.clock().date())
+    area = add_ehcp_journeys(simulate_area(pupils=pupils, seed=seed, la_code=la, today=ledger.clock().date()), seed, ledger.clock().date())
     with Progress(console=err) as progress:
         task = progress.add_task("loading simulated area", total=len(area.events))
         load_area(ledger, area, on_progress=lambda n: progress.advance(task, n))

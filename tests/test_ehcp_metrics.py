@@ -34,7 +34,9 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from fastapi.testclient import TestClient
 
+from api.app import create_app
 from ledger import admin, merkle, notes, verify
 from ledger.config import Settings
 from ledger.tlog import Log
@@ -267,3 +269,25 @@ def test_erasing_a_pupil_with_a_plan_keeps_the_proofs_valid_and_drops_the_pupil(
     assert got["ehcp_mediation_requests"]["value"] == 2 and got["ehcp_appeals_per_1000_decisions"]["value"] == 142.86  # 1 / 7
     assert all(int(ledger.store.query(f"SELECT COUNT(*) FROM {t.name} WHERE subject = ?", (str(ledger.secrets.pupil_id(upn(7))),))[0][0]) == 0
                for view in VIEWS for t in view.tables)
+
+
+def test_the_figures_and_inspections_over_http_for_the_la_and_an_inspector(story: Story) -> None:
+    ledger = story.ledger
+    app = create_app(ledger, [Projector(ledger.store)])
+    with TestClient(app) as client:
+        la = {"authorization": f"Bearer {ledger.issue_token(LA, 'la')}"}
+        got = client.get("/views/metrics", params={"level": "la", "org": LA, "as_of": D2.isoformat()}, headers=la)
+        assert got.status_code == 200, got.text
+        body = got.json()
+        assert body["metrics"]["ehcp_appeals_per_1000_decisions"]["value"] == 333.33
+        assert body["metrics"]["ehcp_plans_within_20_weeks_rate"]["published"]["period"] == "2022"
+        assert body["area_send_inspections"] == [{
+            "la": LA, "inspectorate": "ofsted", "outcome": "widespread_failings", "published_on": "2026-04-20",
+            "monitoring_inspection_due": "2027-10-20", "next_full_inspection_due": "2029-04-20", "follow_up_started": False}]
+        other = client.get("/views/metrics", params={"level": "la", "org": LA2}, headers=la)
+        assert other.status_code == 403 and other.json()["errors"][0]["code"] == "forbidden_scope"
+        inspector = {"authorization": f"Bearer {ledger.issue_token('ofsted', 'inspector')}"}
+        # Ofsted's inspection of LA 801 ended on 13 March: today its inspectors read neither the LA's figures nor its pupils
+        assert client.get("/views/metrics", params={"level": "la", "org": LA}, headers=inspector).status_code == 403
+        national = client.get("/views/metrics", params={"level": "national"}, headers=inspector)
+        assert national.status_code == 200 and [i["la"] for i in national.json()["area_send_inspections"]] == [LA, LA2]
