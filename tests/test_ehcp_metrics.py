@@ -291,3 +291,17 @@ def test_the_figures_and_inspections_over_http_for_the_la_and_an_inspector(story
         assert client.get("/views/metrics", params={"level": "la", "org": LA}, headers=inspector).status_code == 403
         national = client.get("/views/metrics", params={"level": "national"}, headers=inspector)
         assert national.status_code == 200 and [i["la"] for i in national.json()["area_send_inspections"]] == [LA, LA2]
+
+
+def test_the_la_dashboard_shows_the_ehcp_figures(story: Story) -> None:
+    from .test_web import sign_in
+
+    ledger = story.ledger
+    admin.sealer(ledger).seal_all()
+    with TestClient(create_app(ledger, [Projector(ledger.store)]), base_url="https://testserver") as client:
+        assert sign_in(client, ledger.issue_token(LA, "la")).status_code == 303
+        page = client.get(f"/dashboards/la/{LA}", params={"as_of": D2.isoformat()})
+        assert page.status_code == 200, page.text[:500]
+        for title in ("EHCP plans within 20 weeks rate", "EHCP appeals per 1000 decisions", "Area SEND inspection outcomes"):
+            assert title in page.text, title
+        assert "66.67" in page.text and "333.33" in page.text  # this LA's figures as of D2 (by hand, above)
