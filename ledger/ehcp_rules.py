@@ -112,8 +112,9 @@ class EhcpState:
     mediations: dict[str, Dispute] = field(default_factory=dict)
     appeals: dict[str, Dispute] = field(default_factory=dict)
 
-    def open_assessment(self) -> Assessment | None:
-        return next((a for a in self.assessments.values() if a.outcome is None), None)
+    def open_assessment(self, la: str) -> Assessment | None:
+        """``la``'s assessment of the pupil still open (requested, and not refused, ended without a plan or issued)."""
+        return next((a for a in self.assessments.values() if a.outcome is None and a.la == la), None)
 
     def active_plan(self) -> Plan | None:
         return self.plan if self.plan is not None and self.plan.ceased_on is None else None
@@ -191,9 +192,9 @@ def check_ehcp(records: Sequence[Record], new: Record) -> tuple[list[Problem], l
     if new.type.startswith("dispute."):
         return _check_dispute(state, new)
     if new.type == "ehcp.assessment_requested":
-        if state.open_assessment() is not None:
-            return [_problem("assessment_open", "", "an assessment request for this pupil is still open: decide it, or issue or "
-                             "refuse to issue the plan, before recording another")], []
+        if state.open_assessment(new.submitter) is not None:  # its own only: another LA's open request is not disclosed
+            return [_problem("assessment_open", "", f"{new.submitter}'s assessment request for this pupil is still open: decide it, "
+                             "or issue or refuse to issue the plan, before recording another")], []
         return [], []
     if "request_event_id" in new.data:
         return _check_assessment_step(state, new)

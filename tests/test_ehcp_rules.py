@@ -69,6 +69,9 @@ def test_a_second_request_while_one_is_open_is_rejected() -> None:
     p.refuse("assessment_open", "ehcp.assessment_requested", LA, {"la": LA, "requested_by": "school"}, D0 + timedelta(days=3))
     p.decide(request, "refuse")
     p.request(D0 + timedelta(weeks=30))  # a new request after a refusal
+    # another LA's open request is neither a reason to refuse nor disclosed (the child may have moved)
+    assert flags_of(p, "ehcp.assessment_requested", OTHER_LA, {"la": OTHER_LA, "requested_by": "parent"}, D0 + timedelta(weeks=31)) == [
+        "claim_new_area"]
 
 
 def test_decision_within_6_weeks_is_not_flagged_and_later_is() -> None:
