@@ -464,3 +464,29 @@ def test_the_tribunal_and_mediators_post_disputes_but_read_no_pupil(inspected: d
     school = TestClient(create_app(w.ledger), headers={"authorization": f"Bearer {w.ledger.issue_token(SCHOOL_A, 'school')}"})
     by_school = w.event("ehcp.assessment_requested", SCHOOL_A, ehcp_request(LA), upn=pupil)
     assert school.post("/events", json=w.sign(by_school)).status_code in (403, 422)
+
+
+def test_an_oidc_inspector_is_scoped_by_inspections_too(inspected: dict[str, Any], tmp_path: Any) -> None:
+    import dataclasses
+    import time
+
+    import jwt
+
+    w: World = inspected["world"]
+    key = Ed25519PrivateKey.generate()
+    public = json.loads(jwt.algorithms.OKPAlgorithm.to_jwk(key.public_key()))
+    jwks = tmp_path / "jwks.json"
+    jwks.write_text(json.dumps({"keys": [{**public, "kid": "idp-1", "use": "sig", "alg": "EdDSA"}]}))
+    issuer = "https://idp.example.gov.uk"
+    w.ledger.settings = dataclasses.replace(w.ledger.settings, oidc_jwks=str(jwks), oidc_issuer=issuer)
+
+    def token(**claims: Any) -> str:
+        body = {"iss": issuer, "aud": "pupil-ledger", "exp": int(time.time()) + 300, "org": "ofsted", "role": "inspector", "sub": "hmi-3", **claims}
+        return jwt.encode(body, key, algorithm="EdDSA", headers={"kid": "idp-1"})
+
+    assert inspector_reads(w, token(), inspected["here"]) == (403, "not_related")  # a JWT names no inspection either
+    start_inspection(w, LA, date(2026, 9, 28), date(2026, 10, 30))
+    assert inspector_reads(w, token(), inspected["here"]) == (200, None)
+    assert inspector_reads(w, token(scope=OTHER_LA), inspected["here"]) == (403, "not_related")  # its scope claim only narrows
+    school = TestClient(create_app(w.ledger), headers={"authorization": f"Bearer {token(role='school', org=SCHOOL_A, scope=LA)}"})
+    assert school.get(f"/pupils/{inspected['here']}/history").status_code == 401  # a scope claim is for inspectors only
