@@ -69,7 +69,7 @@ READS_THROUGH: dict[str, tuple[Link, ...]] = {
     "ap_setting": (Link.ON_ROLL, Link.PLACED),
     "la": (Link.MAINTAINED, Link.COMMISSIONED, Link.RESIDENT, Link.EHCP),
     "trust": (Link.ACADEMY,),
-    "inspector": tuple(Link),  # any link of an inspected school or area (the token's scope)
+    "inspector": tuple(Link),  # any link of a school or area in its scope (the areas it is inspecting: inspection_scope)
 }
 
 # Purposes: the default for the role (None: the caller must state one) and the others it may state.
