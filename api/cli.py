@@ -126,7 +126,7 @@ def serve(
 @orgs_app.command("add")
 def orgs_add(
     org_id: str,
-    kind: Annotated[str, typer.Option(help="school, ap_setting, la, trust, provider, unregistered_provider, inspectorate, regions")],
+    kind: Annotated[str, typer.Option(help="school, ap_setting, la, trust, provider, unregistered_provider, inspectorate, regions, icb, tribunal, mediation")],
     la: Annotated[str | None, typer.Option(help="la:NNN")] = None,  # noqa: UP007 - typer needs Optional
     name: Annotated[str | None, typer.Option()] = None,  # noqa: UP007
     gias_type: Annotated[str | None, typer.Option(help="GIAS establishment type code, e.g. 14")] = None,  # noqa: UP007
@@ -235,7 +235,7 @@ def keys_revoke(
 @tokens_app.command("issue")
 def tokens_issue(
     org_id: str,
-    role: Annotated[str, typer.Option(help="school, la, trust, ap_setting, inspector, regions, researcher, admin")],
+    role: Annotated[str, typer.Option(help="school, la, trust, ap_setting, inspector, regions, researcher, admin, tribunal, mediation")],
     days: Annotated[int, typer.Option(help="expires after this many days")] = 365,
     scope: Annotated[list[str] | None, typer.Option(help="inspectors, optionally: limit to a school (urn:...) or area (la:...) among those being inspected; repeatable")] = None,  # noqa: UP007
 ) -> None:
