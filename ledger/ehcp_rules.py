@@ -36,6 +36,16 @@ GROUNDS_BY_DECISION: dict[str, frozenset[str]] = {
     "ehcp.ceased": frozenset({"ceasing"}),
 }
 MEDIATION_EXEMPT = frozenset({"section_i"})  # placement-only appeals need no mediation certificate
+# The SEN2 columns (discontinued_*, with their _ehc / _noncomp parts) each reason of code list ehcp_cease_reasons is
+# published in: the views' published figure and the simulation's calibration read them.
+SEN2_CEASE_COLUMNS = {
+    "moved_abroad": ("discontinued_abroad",), "age_limit": ("discontinued_age",), "deceased": ("discontinued_deceased",),
+    "employment": ("discontinued_employment",), "disengaged": ("discontinued_engage",), "further_or_higher_education": ("discontinued_he",),
+    "moved_to_other_la": ("discontinued_lea", "discontinued_lea_ehc", "discontinued_lea_noncomp"),
+    "left_education": ("discontinued_left", "discontinued_left_ehc"),
+    "needs_met": ("discontinued_met", "discontinued_met_ehc", "discontinued_met_noncomp"),
+    "other": ("discontinued_other", "discontinued_other_ehc", "discontinued_other_noncomp", "discontinued_unknown"),
+}
 
 
 def add_months(day: date, months: int) -> date:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import admin, dfe
+from .ehcp_rules import SEN2_CEASE_COLUMNS
 from .simulate import Area, Org, _key, _uuid, _weekday
 
 if TYPE_CHECKING:
@@ -41,6 +42,7 @@ class Calibration:
     exceptions: float  # plans with an exception to the 20 weeks (1 - tot_no_exc_ehc / tot_inc_exc_ehc)
     mediation: float  # mediation requests per appealable decision (total_mediation / refusals, plans and not-issued)
     appeal_after_mediation: float  # total_tribunal_followed_mediation / total_mediation
+    cease_reasons: dict[str, float]  # plans ceased by reason (discontinued_*), as weights
 
 
 ENGLAND_2021_FOLLOWED = 1_302 / 5_097  # the latest year England published mediations followed by appeals
@@ -77,14 +79,14 @@ def calibration(la_code: str) -> Calibration:
     """The LA's rates from its latest SEN2 year with the figures (each rate falls back to England's)."""
     rows = _sen2_rows(dfe.data_file(dfe.SEN2))
 
-    def latest(where: str, rate: Any) -> tuple[int, float] | None:
+    def latest(where: str, rate: Any) -> tuple[int, Any] | None:
         for row in sorted(rows.get(where, []), key=lambda r: int(r["time_period"]), reverse=True):
             value = rate(row)
             if value is not None:
                 return int(row["time_period"]), value
         return None
 
-    def pick(rate: Any, default: float) -> tuple[int, float]:
+    def pick(rate: Any, default: float) -> tuple[int, Any]:
         return latest(la_code, rate) or latest("england", rate) or (0, default)
 
     refused = pick(lambda r: _share(r, "ass_refused_ehc", "inreq_ehc"), 0.22)
@@ -93,7 +95,15 @@ def calibration(la_code: str) -> Calibration:
     exceptions = pick(lambda r: 1 - s if (s := _share(r, "tot_no_exc_ehc", "tot_inc_exc_ehc")) is not None else None, 0.05)
     mediation = pick(lambda r: _share(r, "total_mediation", ("ass_refused_ehc", "new_all_ehc", "ass_none_ehc")), 0.056)
     followed = pick(lambda r: _share(r, "total_tribunal_followed_mediation", "total_mediation"), ENGLAND_2021_FOLLOWED)
-    return Calibration(refused[0], refused[1], not_issued[1], within[1], exceptions[1], mediation[1], followed[1])
+    reasons = latest(la_code, _cease_reasons) or latest("england", _cease_reasons)
+    return Calibration(refused[0], refused[1], not_issued[1], within[1], exceptions[1], mediation[1], followed[1],
+                       reasons[1] if reasons else {"needs_met": 1.0})
+
+
+def _cease_reasons(row: dict[str, str]) -> dict[str, float] | None:
+    """Plans ceased by reason in one SEN2 row (``ehcp_rules.SEN2_CEASE_COLUMNS``), None if it has none."""
+    found = {reason: sum(n for c in columns if (n := _num(row, c)) is not None) for reason, columns in SEN2_CEASE_COLUMNS.items()}
+    return {reason: n for reason, n in found.items() if n > 0} or None
 
 
 class _Journeys:
@@ -154,6 +164,28 @@ class _Journeys:
         final = self.add(final_day, la, "ehcp.final_issued", pupil, data)
         if final is not None:
             self.redress(pupil, final, final_day, rng.choice((["section_f"], ["section_b", "section_f"], ["section_i"])))
+            self.reviews(pupil, final_day)
+
+    def reviews(self, pupil: dict[str, str], issued: date) -> None:
+        """Annual reviews while the simulated time lasts (one in five late), and now and then the plan ceases."""
+        la, rng, last = self.area.la, self.rng, issued
+        while True:
+            review = self.weeks_later(last, 44, 52) if rng.random() < 0.8 else self.weeks_later(last, 53, 60)
+            outcome = rng.choices(("maintain", "amend", "cease"), (60, 32, 8))[0]
+            if self.add(review, la, "ehcp.annual_review_held", pupil, {"outcome": outcome}) is None:
+                return
+            if outcome == "amend":
+                amended = self.add(self.weeks_later(review, 2, 4), la, "ehcp.amended", pupil, {"sections_amended": ["F"]})
+                if amended is not None:
+                    self.redress(pupil, amended, self.weeks_later(review, 2, 4), ["section_f"])
+            elif outcome == "cease":
+                day = self.weeks_later(review, 2, 4)
+                reasons = self.cal.cease_reasons
+                ceased = self.add(day, la, "ehcp.ceased", pupil, {"reason": rng.choices(list(reasons), list(reasons.values()))[0]})
+                if ceased is not None:
+                    self.redress(pupil, ceased, day, ["ceasing"])
+                return
+            last = review
 
     def redress(self, pupil: dict[str, str], decision: str, decided: date, grounds: list[str]) -> None:
         rng, cal = self.rng, self.cal

@@ -22,7 +22,7 @@ from typing import Any
 
 from ledger import dfe
 from ledger.catalogue import parse_timestamp
-from ledger.ehcp_rules import FINAL_PLAN_WEEKS, EhcpState, add_months, fold_ehcp
+from ledger.ehcp_rules import FINAL_PLAN_WEEKS, SEN2_CEASE_COLUMNS, EhcpState, add_months, fold_ehcp
 from ledger.rules import Record
 
 from .context import ENGLAND, Context, Contribution, Metric
@@ -232,14 +232,6 @@ def area_send_inspections(ctx: Context, level: str, scope: str) -> list[dict[str
 # -- the published SEN2 figure beside each -----------------------------------------------------------------------
 
 SEN2_SOURCE = "DfE, Education, health and care plans (SEN2), calendar years 2014 to 2022"
-CEASE_COLUMNS = {  # SEN2 discontinued_* columns (with their _ehc / _noncomp parts) -> ehcp_cease_reasons
-    "moved_abroad": ("discontinued_abroad",), "age_limit": ("discontinued_age",), "deceased": ("discontinued_deceased",),
-    "employment": ("discontinued_employment",), "disengaged": ("discontinued_engage",), "further_or_higher_education": ("discontinued_he",),
-    "moved_to_other_la": ("discontinued_lea", "discontinued_lea_ehc", "discontinued_lea_noncomp"),
-    "left_education": ("discontinued_left", "discontinued_left_ehc"),
-    "needs_met": ("discontinued_met", "discontinued_met_ehc", "discontinued_met_noncomp"),
-    "other": ("discontinued_other", "discontinued_other_ehc", "discontinued_other_noncomp", "discontinued_unknown"),
-}
 
 
 @cache
@@ -277,7 +269,7 @@ def _count(column: str) -> Callable[[dict[str, str]], Any]:
 
 def _ceased(row: dict[str, str]) -> Any:
     by_reason = {}
-    for reason, columns in CEASE_COLUMNS.items():
+    for reason, columns in SEN2_CEASE_COLUMNS.items():
         numbers = [n for n in (_number(row.get(c)) for c in columns) if n is not None]
         if numbers:
             by_reason[reason] = int(sum(numbers))
