@@ -10,7 +10,7 @@ on assessment after 6 weeks, a final plan after 20 weeks with or without the reg
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from typing import TYPE_CHECKING
@@ -195,9 +195,11 @@ def _flag(code: str, message: str) -> dict[str, str]:
     return {"code": code, "message": message}
 
 
-def check_ehcp(records: Sequence[Record], new: Record) -> tuple[list[Problem], list[dict[str, str]]]:
+def check_ehcp(records: Sequence[Record], new: Record, la_linked: Callable[[], bool] = lambda: False
+               ) -> tuple[list[Problem], list[dict[str, str]]]:
     """Problems that reject the ``ehcp.*`` or ``dispute.*`` event ``new`` and flags to record with it, given the
-    pupil's records in force. (Who may post, and the LA's first link to the pupil, are ``ledger.rules``'.)"""
+    pupil's records in force. ``la_linked``: whether the submitting LA has a link to the pupil apart from its EHCP
+    records (``ledger.rules``: a school of its area, an earlier record), asked only of a request."""
     state = fold_ehcp(records)
     if new.type.startswith("dispute."):
         return _check_dispute(state, new)
@@ -205,6 +207,12 @@ def check_ehcp(records: Sequence[Record], new: Record) -> tuple[list[Problem], l
         if state.open_assessment(new.submitter) is not None:  # its own only: another LA's open request is not disclosed
             return [_problem("assessment_open", "", f"{new.submitter}'s assessment request for this pupil is still open: decide it, "
                              "or issue or refuse to issue the plan, before recording another")], []
+        plan = state.active_plan()
+        if (plan is None or plan.la != new.submitter) and not la_linked():  # maintaining the plan links it
+            # the LA where the child lives assesses, whatever school the child attends (often in another LA): a request
+            # is accepted without a recorded link, and shown to the operator as a claim
+            return [], [_flag("claim_new_area", f"{new.submitter} records an assessment request without an earlier link to this pupil; "
+                              "shown to the operator")]
         return [], []
     if "request_event_id" in new.data:
         return _check_assessment_step(state, new)

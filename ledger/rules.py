@@ -244,7 +244,7 @@ def check_pupil(records: Sequence[Record], new: Record, orgs: OrgLookup = no_org
     rules = _PupilRules(fold_pupil(kept), new, orgs)
     rules.check()
     if not rules.problems and new.type.startswith(ehcp_rules.FAMILIES):  # the EHCP timeline (ledger/ehcp_rules.py)
-        problems, flags = ehcp_rules.check_ehcp(effective(kept), new)
+        problems, flags = ehcp_rules.check_ehcp(effective(kept), new, lambda: rules.la_relation() == "linked")
         rules.problems.extend(problems)
         rules.flags.extend(flags)
     if not rules.problems:
@@ -299,12 +299,7 @@ class _PupilRules:
         elif t == "pupil.post16_destination_recorded":
             self.post16_destination()
         elif t == "ehcp.assessment_requested":
-            self.own("la")
-            if not self.problems and self.la_relation() != "linked":
-                # the LA where the child lives assesses, whatever school the child attends (often in another LA): a
-                # request is accepted without a recorded link, and shown to the operator as a claim
-                self.flag("claim_new_area", f"{self.who} records an assessment request without an earlier link to this pupil; "
-                          "shown to the operator")
+            self.own("la")  # its link to the pupil: ledger/ehcp_rules.py
 
     # -- the writer ---------------------------------------------------------------------------------
 

@@ -283,3 +283,23 @@ def test_add_months_keeps_the_day_or_takes_the_months_last() -> None:
     assert add_months(date(2026, 1, 31), 1) == date(2026, 2, 28)
     assert add_months(date(2027, 2, 28), 12) == date(2028, 2, 28)
     assert add_months(date(2026, 11, 15), 18) == date(2028, 5, 15)
+
+
+def test_the_la_links_an_ehcp_gives_for_reading(  # ledger.policy.pupil_links: docs/access.md, ehcp_la
+) -> None:
+    from ledger.policy import Link, pupil_links
+
+    p = Journey()
+    issued = D0 + timedelta(weeks=19)
+    p.plan(issued)
+    moved = issued + timedelta(days=60)
+    p.post("ehcp.transferred", LA, {"to_la": OTHER_LA}, moved)
+    refused_elsewhere = p.post("ehcp.assessment_requested", OTHER_LA, {"la": OTHER_LA, "requested_by": "parent"}, moved + timedelta(days=5))
+    links = [(lk.org, lk.start, lk.end, lk.asserted_by) for lk in pupil_links(p.records, {}) if lk.kind is Link.EHCP]
+    assert links == [
+        (LA, D0, issued, LA),  # the assessment, until the plan
+        (OTHER_LA, moved + timedelta(days=5), None, OTHER_LA),  # the new LA's own (re)assessment request, open
+        (LA, issued, moved, LA),  # the plan while LA 801 maintained it
+        (OTHER_LA, moved, None, LA),  # then LA 802's, named by LA 801: the whole history
+    ]
+    assert refused_elsewhere.flag_codes == []  # LA 802 maintains the plan: it is linked
