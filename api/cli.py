@@ -126,7 +126,7 @@ def serve(
 @orgs_app.command("add")
 def orgs_add(
     org_id: str,
-    kind: Annotated[str, typer.Option(help="school, ap_setting, la, trust, provider, unregistered_provider, inspectorate, regions")],
+    kind: Annotated[str, typer.Option(help="school, ap_setting, la, trust, provider, unregistered_provider, inspectorate, regions, icb, tribunal, mediation")],
     la: Annotated[str | None, typer.Option(help="la:NNN")] = None,  # noqa: UP007 - typer needs Optional
     name: Annotated[str | None, typer.Option()] = None,  # noqa: UP007
     gias_type: Annotated[str | None, typer.Option(help="GIAS establishment type code, e.g. 14")] = None,  # noqa: UP007
@@ -235,13 +235,13 @@ def keys_revoke(
 @tokens_app.command("issue")
 def tokens_issue(
     org_id: str,
-    role: Annotated[str, typer.Option(help="school, la, trust, ap_setting, inspector, regions, researcher, admin")],
+    role: Annotated[str, typer.Option(help="school, la, trust, ap_setting, inspector, regions, researcher, admin, tribunal, mediation")],
     days: Annotated[int, typer.Option(help="expires after this many days")] = 365,
-    scope: Annotated[list[str] | None, typer.Option(help="inspectors: an inspected school (urn:...) or area (la:...); repeatable")] = None,  # noqa: UP007
+    scope: Annotated[list[str] | None, typer.Option(help="inspectors, optionally: limit to a school (urn:...) or area (la:...) among those being inspected; repeatable")] = None,  # noqa: UP007
 ) -> None:
     """Issue a bearer token for an organisation and role; prints it once (only its hash is kept).
 
-    Example: `pupil-ledger tokens issue ofsted --role inspector --scope la:801 --days 30`
+    Example: `pupil-ledger tokens issue ofsted --role inspector --days 30` (reads the areas Ofsted is inspecting)
     """
     ledger = _ledger()
     try:
@@ -423,6 +423,7 @@ def demo(port: int = 8000, pupils: int = 4000, seed: int = 1, la: str = "801") -
     from api.app import create_app, default_followers
     from api.security import server_options
     from ledger.simulate import load_area, simulate_area
+    from ledger.simulate_ehcp import add_ehcp_journeys, start_demo_inspection
 
     dfe.check()  # the simulation and the views read the published figures: stop before creating a home without them
     settings = Settings.from_env()
@@ -430,11 +431,12 @@ def demo(port: int = 8000, pupils: int = 4000, seed: int = 1, la: str = "801") -
         settings = Settings(home=settings.home / f"demo-{uuid.uuid4().hex[:6]}", database_url=settings.database_url)
     result = admin.initialise(settings)
     ledger = result.ledger
-    area = simulate_area(pupils=pupils, seed=seed, la_code=la, today=ledger.clock().date())
+    area = add_ehcp_journeys(simulate_area(pupils=pupils, seed=seed, la_code=la, today=ledger.clock().date()), seed, ledger.clock().date())
     with Progress(console=err) as progress:
         task = progress.add_task("loading simulated area", total=len(area.events))
         load_area(ledger, area, on_progress=lambda n: progress.advance(task, n))
-    inspector = ledger.issue_token("ofsted", "inspector", scope=[f"la:{la}"])
+    start_demo_inspection(ledger, area)  # the inspector reads the area's pupils while Ofsted inspects it (docs/access.md)
+    inspector = ledger.issue_token("ofsted", "inspector")
     la_token = ledger.issue_token(f"la:{la}", "la")
     from api.cli_research import demo_project
 

@@ -97,6 +97,8 @@ class Figure(BaseModel):
     national_value: Any
     rank: int | None = Field(description="1 = highest value among peers at this level; ties share a rank")
     peers: int
+    published: dict[str, Any] | None = Field(default=None, description="EHCP figures: the SEN2 figure DfE published for the LA or "
+                                             "England for the same calendar year, or the latest before it (period, source, column, value)")
 
 
 class CaseOut(BaseModel):
@@ -132,11 +134,23 @@ class CasesOut(Scope):
     cases: list[CaseOut]
 
 
+class AreaInspectionOut(BaseModel):
+    la: str
+    inspectorate: str
+    outcome: str = Field(description="code list area_send_outcomes")
+    published_on: date
+    monitoring_inspection_due: date | None
+    next_full_inspection_due: date | None
+    follow_up_started: bool = Field(description="an inspection.started of the LA after the outcome")
+
+
 class MetricsOut(Scope):
     metrics: dict[str, Figure]
     placements: Register
     unregistered_providers: Providers
     cases: list[CaseOut]
+    area_send_inspections: list[AreaInspectionOut] = Field(default=[], description="the latest area SEND inspection outcome of the LA "
+                                                            "(of every LA for England) and its follow-up due dates (docs/metrics.md)")
 
 
 AsOf = Annotated[date | None, Query(description="effective date (default today): events that occurred after it are ignored")]

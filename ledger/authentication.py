@@ -9,8 +9,10 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from . import policy, tokens
+from .codes import la_codes
 from .errors import LedgerError
 from .identifiers import org_scheme
+from .orgs import fold_org
 from .policy import Principal
 from .times import timestamp
 
@@ -19,13 +21,14 @@ if TYPE_CHECKING:
 
 
 def issue_token(ledger: Ledger, org: str, role: str, expires_at: datetime | None = None, scope: Sequence[str] = ()) -> str:
-    """A bearer token for ``org`` as ``role`` (only its hash is kept). ``scope``: an inspector's inspected
-    schools and areas (urn:..., la:...), required for inspectors and refused for other roles."""
+    """A bearer token for ``org`` as ``role`` (only its hash is kept). ``scope``: for an inspector, optionally, the
+    schools and areas (urn:..., la:...) it is limited to among those its organisation is inspecting."""
     problem = policy.role_problem(org, role)
     if problem:
         raise LedgerError.one("unknown_role" if role not in policy.ROLES else "role_org_mismatch", "$.role", problem)
-    if (role == "inspector") != bool(scope):
-        raise LedgerError.one("scope", "$.scope", "an inspector token names the inspected schools or areas (--scope); other roles take none")
+    if scope and role != "inspector":
+        raise LedgerError.one("scope", "$.scope", "only an inspector token may name schools or areas (--scope), and only to narrow the "
+                              "areas its organisation is inspecting (inspection.started)")
     for org_in_scope in scope:
         if org_scheme(org_in_scope) not in ("urn", "la"):
             raise LedgerError.one("scope", "$.scope", f"{org_in_scope!r} is not a school (urn:NNNNNN) or an area (la:NNN)")
@@ -47,7 +50,23 @@ def revoke_token(ledger: Ledger, token_or_id: str) -> bool:
 
 
 def authenticate(ledger: Ledger, token: str) -> Principal | None:
-    """The principal of a ledger token (``plt_...``) or, when an identity provider is configured, of a JWT."""
+    """The principal of a ledger token (``plt_...``) or, when an identity provider is configured, of a JWT; an
+    inspector's with its scope as of now (``policy.inspection_scope``: the areas its organisation is inspecting)."""
+    principal = _token_principal(ledger, token)
+    return inspector_now(ledger, principal) if principal is not None and principal.role == "inspector" else principal
+
+
+def inspector_now(ledger: Ledger, principal: Principal) -> Principal:
+    """The inspector with the areas under its organisation's inspection today (every LA's ``inspection.started``,
+    read in one round trip: inspectors are few, and an inspection takes effect on its day, not from a cache)."""
+    areas = {f"la:{code}": ledger.secrets.org_id(f"la:{code}") for code in la_codes()}
+    found = ledger.store.subjects(list(areas.values()))
+    inspections = {area: fold_org(area, found[i].records).inspections.values() for area, i in areas.items() if i in found}
+    schools = {s: ledger.org_state(s).la for s in principal.scope if org_scheme(s) == "urn"}
+    return policy.inspection_scope(principal, inspections, ledger.clock().date(), schools)
+
+
+def _token_principal(ledger: Ledger, token: str) -> Principal | None:
     parts = token.split("_")
     if len(parts) < 3 or parts[0] != "plt":
         found = ledger.oidc().principal(token) if ledger.settings.oidc_jwks else None

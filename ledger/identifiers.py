@@ -60,6 +60,9 @@ _ORG_PATTERNS: dict[str, re.Pattern[str]] = {
     "dfe:regions": re.compile(r"dfe:regions"),
     "dfe:admin": re.compile(r"dfe:admin"),
     "research": re.compile(r"research:[a-z0-9][a-z0-9-]{0,62}"),  # an approved researcher organisation (design 8)
+    "icb": re.compile(r"icb:Q[A-Z0-9]{2}"),  # an Integrated Care Board by its ODS code, e.g. icb:QE1 (design 8)
+    "tribunal": re.compile(r"tribunal:send"),  # the First-tier Tribunal (SEND)
+    "mediation": re.compile(r"mediation:[a-z0-9][a-z0-9-]{0,62}"),  # a SEND mediation service
 }
 
 

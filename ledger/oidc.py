@@ -3,7 +3,7 @@
 A JWT is accepted when its signature verifies with a key of the configured JWKS (a file, or an https
 URL fetched and cached), it is not expired, and its issuer and audience are the configured ones. Its
 claims name the principal: ``org`` (a registered organisation id), ``role`` (docs/access.md) and, for
-inspectors, ``scope`` (space-separated inspected schools and areas). Ledger tokens (``plt_...``) work
+inspectors, optionally, ``scope`` (space-separated schools and areas narrowing what it inspects). Ledger tokens (``plt_...``) work
 beside it.
 """
 
@@ -52,7 +52,7 @@ class OidcVerifier:
         if not isinstance(org, str) or not isinstance(role, str) or not isinstance(scope, str) or role_problem(org, role):
             return None
         inspected = frozenset(scope.split())
-        if (role == "inspector") != bool(inspected):
+        if inspected and role != "inspector":  # an inspector's scope comes from inspections; a scope only narrows it
             return None
         token_id = "jwt:" + str(claims.get("jti") or claims.get("sub") or "")[:56]
         return Principal(org, role, token_id, inspected)

@@ -10,6 +10,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from nacl.bindings import crypto_core_ed25519_is_valid_point
 
 from .catalogue import CLOCK_SKEW, parse_timestamp
+from .ehcp_rules import Inspection, check_inspection, inspection_of
 from .envelope import b64decode_strict, key_id
 from .errors import Category, Problem
 from .identifiers import la_code_of, org_scheme
@@ -28,6 +29,9 @@ KINDS_BY_SCHEME = {
     "dfe:regions": ("regions",),
     "dfe:admin": ("admin",),
     "research": ("researcher",),
+    "icb": ("icb",),
+    "tribunal": ("tribunal",),
+    "mediation": ("mediation",),
 }
 
 
@@ -50,6 +54,7 @@ class OrgState:
     closed: bool = False
     closed_on: date | None = None
     keys: dict[str, SigningKey] = field(default_factory=dict)
+    inspections: dict[str, Inspection] = field(default_factory=dict)  # an LA's area SEND inspections (inspection.started)
     _facts: OrgFacts | None = field(default=None, repr=False, compare=False)  # made once per fold: asked for every pupil event
 
     def public_key(self, kid: str) -> Ed25519PublicKey:
@@ -103,6 +108,8 @@ def apply_org(state: OrgState, r: Record) -> None:
         key = state.keys.get(d["key_id"])
         if key is not None:
             key.revoked_at = revocation_time(parse_timestamp(d.get("revoked_at")), r.received_at, r.submitter)
+    elif r.type == "inspection.started":
+        state.inspections[r.event_id] = inspection_of(r)
 
 
 def fold_org(org_id: str, records: Sequence[Record]) -> OrgState:
@@ -134,6 +141,8 @@ def check_org(state: OrgState, new: Record) -> list[Problem]:
         return [_bad("org_unknown", "$.payload.subject.org", f"{state.org_id} is not registered")]
     if state.closed and t != "org.key_revoked":  # a closed organisation's key can still be revoked
         return [_bad("org_closed", "$.payload.subject.org", f"{state.org_id} is closed")]
+    if t.startswith("inspection."):  # ledger/ehcp_rules.py
+        return check_inspection(state.org_id, state.inspections, new)
     if t.startswith("provider.") and new.submitter != state.la:
         return [_bad("not_owner", "$.payload.subject.org", f"only {state.la} records events about {state.org_id}", Category.FORBIDDEN)]
     if t == "org.key_added":

@@ -1,10 +1,11 @@
 """Who may read and post what: the one access policy (design.md 6, the matrix in docs/access.md). Pure.
 
-A principal (bearer token: organisation + role, an inspector's token also names the inspected
-schools or areas) reads a pupil's identified record only through a relationship that the pupil's own
+A principal (bearer token: organisation + role) reads a pupil's identified record only through a relationship that the pupil's own
 accepted records establish (on roll, placement commissioned or hosted, LA residence duty, trust
 academy, ...), while it is current or ended less than a window ago. Every allowed read names a purpose
 from ``schemas/codes/access_purposes.json``, and the caller records it (``access.record_viewed``).
+An inspector's scope is the LA areas its organisation is inspecting today (``inspection.started``, from..to:
+``inspection_scope``), never a list held on the token; a token may only narrow it.
 
 A relationship the reader's own organisation asserted (its own registration, notice or placement) shows only
 what happened from its start, plus a summary of the pupil's setting just before (``Grant.since``,
@@ -13,22 +14,24 @@ what happened from its start, plus a summary of the pupil's setting just before 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import date, timedelta
 from enum import StrEnum
 
 from .codes import code_list
+from .ehcp_rules import Inspection, fold_ehcp
 from .errors import Category, LedgerError, Problem
 from .identifiers import org_scheme
 from .rules import Episode, Record, Registration, effective, fold_pupil
 
-ROLES = ("school", "la", "trust", "ap_setting", "inspector", "regions", "researcher", "admin")
+ROLES = ("school", "la", "trust", "ap_setting", "inspector", "regions", "researcher", "admin", "tribunal", "mediation")
 
 # Which organisation id schemes may hold a token of each role (researchers: any registered organisation).
 ROLE_SCHEMES: dict[str, tuple[str, ...] | None] = {
     "school": ("urn",), "ap_setting": ("urn", "ukprn"), "la": ("la",), "trust": ("trust",),
     "inspector": ("ofsted", "cqc"), "regions": ("dfe:regions",), "admin": ("dfe:admin",), "researcher": None,
+    "tribunal": ("tribunal",), "mediation": ("mediation",),
 }
 
 # Event type families each role may post (the catalogue's x-submitters and the rules narrow further).
@@ -36,12 +39,14 @@ ROLE_SCHEMES: dict[str, tuple[str, ...] | None] = {
 SUBMITS: dict[str, tuple[str, ...]] = {
     "school": ("pupil.", "org.key_"),
     "ap_setting": ("pupil.", "org.key_"),
-    "la": ("pupil.", "provider.", "ehcp.", "funding.", "inclusion_plan.", "org.key_"),
+    "la": ("pupil.", "provider.", "ehcp.", "dispute.", "funding.", "inclusion_plan.", "org.key_"),
     "trust": ("org.key_",),
     "inspector": ("inspection.", "org.key_"),
     "regions": ("accountability.", "org.key_"),
     "admin": ("org.", "research.project_"),
     "researcher": (),
+    "tribunal": ("dispute.", "org.key_"),  # appeals (dispute.appeal_*), about decisions recorded on the pupil
+    "mediation": ("dispute.", "org.key_"),  # mediation (dispute.mediation_*), likewise
 }
 
 
@@ -55,15 +60,16 @@ class Link(StrEnum):
     RESIDENT = "resident"  # the LA recorded a CME episode or elective home education
     MAINTAINED = "maintained_school"  # the LA maintains a school the pupil is on roll at
     ACADEMY = "trust_academy"  # the trust runs the academy the pupil is on roll at
+    EHCP = "ehcp_la"  # the LA is assessing the pupil for an EHC plan, or maintains the pupil's plan
 
 
 # Which links give each role a reading relationship.
 READS_THROUGH: dict[str, tuple[Link, ...]] = {
     "school": (Link.ON_ROLL, Link.MOVE_HOST, Link.COMMISSIONED),
     "ap_setting": (Link.ON_ROLL, Link.PLACED),
-    "la": (Link.MAINTAINED, Link.COMMISSIONED, Link.RESIDENT),
+    "la": (Link.MAINTAINED, Link.COMMISSIONED, Link.RESIDENT, Link.EHCP),
     "trust": (Link.ACADEMY,),
-    "inspector": tuple(Link),  # any link of an inspected school or area (the token's scope)
+    "inspector": tuple(Link),  # any link of a school or area in its scope (the areas it is inspecting: inspection_scope)
 }
 
 # Purposes: the default for the role (None: the caller must state one) and the others it may state.
@@ -76,6 +82,8 @@ PURPOSES: dict[str, tuple[str | None, tuple[str, ...]]] = {
     "admin": (None, ("subject_access_request", "data_correction", "legal_obligation")),
     "regions": (None, ()),
     "researcher": (None, ()),
+    "tribunal": (None, ()),
+    "mediation": (None, ()),
 }
 
 
@@ -91,7 +99,9 @@ class Principal:
     org: str
     role: str
     token_id: str = ""
-    scope: frozenset[str] = frozenset()  # inspectors: the inspected schools (urn:...) and areas (la:...)
+    # inspectors: the areas (la:...) and schools (urn:...) it reads. As authenticated, what the token names (may be
+    # empty: every inspected area); ``inspection_scope`` turns it into the areas under inspection today.
+    scope: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -149,6 +159,22 @@ def role_problem(org: str, role: str) -> str | None:
     return None
 
 
+def in_force(inspection: Inspection, inspectorate: str, today: date) -> bool:
+    """Whether ``inspection`` gives ``inspectorate``'s inspectors the area today: its own, from its first to its last day."""
+    return inspection.inspectorate == inspectorate and inspection.start <= today <= inspection.end
+
+
+def inspection_scope(principal: Principal, inspections: Mapping[str, Iterable[Inspection]], today: date,
+                     school_la: Mapping[str, str | None]) -> Principal:
+    """An inspector as it may read today: its scope is the areas (``la:NNN``) with an ``inspection.started`` by its
+    organisation in force (``inspections``: each LA's inspections). A token that names areas or schools narrows
+    that to those named (a school counts when its LA, ``school_la``, is under inspection); it never widens it."""
+    areas = frozenset(area for area, found in inspections.items() if any(in_force(i, principal.org, today) for i in found))
+    if principal.scope:
+        areas = frozenset(s for s in principal.scope if s in areas or school_la.get(s) in areas)
+    return replace(principal, scope=areas)
+
+
 # -- relationships --------------------------------------------------------------------------------
 
 
@@ -177,6 +203,12 @@ def pupil_links(records: Sequence[Record], orgs: Mapping[str, OrgFacts]) -> list
             add(Link.MOVE_HOST, episode.details.get("host_school"), episode.start, episode.end, episode.owner)
         elif episode.kind == "missing_education":
             add(Link.RESIDENT, episode.details.get("la"), episode.start, episode.end, episode.owner)
+    ehcp = fold_ehcp([r for r in effective(records) if r.type.startswith("ehcp.")])
+    for assessment in ehcp.assessments.values():  # the LA asked to assess, until its decision ends the assessment
+        add(Link.EHCP, assessment.la, assessment.requested_on, assessment.closed_on, assessment.la)
+    if ehcp.plan is not None:  # each LA that maintained the plan (one it received by transfer was named by the LA before)
+        for n, (la, start, end) in enumerate(ehcp.plan.holders()):
+            add(Link.EHCP, la, start, end, la if n == 0 else ehcp.plan.holders()[n - 1][0])
     for record in effective(records):
         if record.type == "pupil.home_education_notified":
             later = [r.start for r in state.registrations if r.start > record.occurred_on]
@@ -349,7 +381,7 @@ def aggregate_scope_allowed(principal: Principal, level: str, org: str | None, f
     role = principal.role
     if role in ("admin", "regions") or level == "national":
         return True
-    if role == "researcher":
+    if role in ("researcher", "tribunal", "mediation"):
         return False
     facts = facts or OrgFacts()
     if role == "inspector":

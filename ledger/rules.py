@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
+from . import ehcp_rules
 from .errors import Category, Problem
 from .identifiers import org_scheme
 from .schooltime import academic_year, school_days_between
@@ -239,8 +240,13 @@ def check_pupil(records: Sequence[Record], new: Record, orgs: OrgLookup = no_org
         return problems, []
     # A correction is judged as if the events it supersedes, the whole chain back to the first, were never posted.
     chain = corrected_chain(records, new.corrects) if new.corrects else set()
-    rules = _PupilRules(fold_pupil([r for r in records if r.event_id not in chain]), new, orgs)
+    kept = [r for r in records if r.event_id not in chain]
+    rules = _PupilRules(fold_pupil(kept), new, orgs)
     rules.check()
+    if not rules.problems and new.type.startswith(ehcp_rules.FAMILIES):  # the EHCP timeline (ledger/ehcp_rules.py)
+        problems, flags = ehcp_rules.check_ehcp(effective(kept), new, lambda: rules.la_relation() == "linked")
+        rules.problems.extend(problems)
+        rules.flags.extend(flags)
     if not rules.problems:
         late = school_days_between(new.occurred_on, new.received_at.date())
         if late > LATE_AFTER_SCHOOL_DAYS:
@@ -292,6 +298,8 @@ class _PupilRules:
             self.attendance()
         elif t == "pupil.post16_destination_recorded":
             self.post16_destination()
+        elif t == "ehcp.assessment_requested":
+            self.own("la")  # its link to the pupil: ledger/ehcp_rules.py
 
     # -- the writer ---------------------------------------------------------------------------------
 

@@ -108,6 +108,9 @@ class Ledger:
     def authenticate(self, token: str) -> Principal | None:
         return authentication.authenticate(self, token)
 
+    def inspector_now(self, principal: Principal) -> Principal:
+        return authentication.inspector_now(self, principal)
+
     @cache  # noqa: B019 - one verifier (and its JWKS cache) per ledger, for the ledger's lifetime
     def oidc(self) -> OidcVerifier:
         return OidcVerifier(self.settings.oidc_jwks, self.settings.oidc_issuer, self.settings.oidc_audience)

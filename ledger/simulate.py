@@ -371,8 +371,10 @@ def load_areas(ledger: Ledger, areas: Iterable[Area], batch_size: int = 500, on_
 
 
 def _export_area(job: tuple[str, int, int, int, date, Path]) -> tuple[list[dict[str, Any]], int]:
+    from .simulate_ehcp import add_ehcp_journeys  # (it builds on this module)
+
     la_code, pupils, index, seed, today, part = job
-    area = simulate_area(pupils, seed, la_code, today, national_shape(pupils, index) if index >= 0 else None)
+    area = add_ehcp_journeys(simulate_area(pupils, seed, la_code, today, national_shape(pupils, index) if index >= 0 else None), seed, today)
     with part.open("w", encoding="utf-8") as f:
         for env in area.signed_events():
             f.write(json.dumps(env, separators=(",", ":")) + "\n")

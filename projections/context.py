@@ -68,6 +68,7 @@ class Context:
     _placements: list[Placement] | None = field(default=None, repr=False)
     _contributions: dict[str, list[Contribution]] = field(default_factory=dict, repr=False)
     _derived: dict[str, Any] = field(default_factory=dict, repr=False)
+    db: Any = field(default=None, repr=False)  # the fact tables (``runner.Reader``), for metrics that read a view of their own
 
     def derived(self, name: str, compute: Callable[[Context], T]) -> T:
         """A value several metrics and views read at this moment, computed once per context."""
@@ -126,7 +127,7 @@ def placements_of(pupil: Pupil) -> list[Placement]:
 
 
 def context(db: Any, moment: Moment, settings: ViewSettings) -> Context:
-    return Context(moment, settings, directory(db, moment), pupils(db, moment))
+    return Context(moment, settings, directory(db, moment), pupils(db, moment), db=db)
 
 
 @dataclass(frozen=True)
@@ -137,6 +138,7 @@ class Metric:
     compute: Callable[[Context], Iterable[Contribution]]
     scale: float = 1.0
     unit: str = ""
+    published: Callable[[str, date], dict[str, Any] | None] | None = None  # the published figure for (scope, as-of date)
 
 
 def scope_of(unit: str, level: str, orgs: Directory) -> str | None:

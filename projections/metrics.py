@@ -15,12 +15,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from . import ap_performance, exclusions, placements, roll, unregistered
+from . import ap_performance, ehcp, exclusions, placements, roll, unregistered
 from .context import ENGLAND, Context, Contribution, Metric, scope_of
 from .orgs import Directory
 
 METRICS: tuple[Metric, ...] = (
     *placements.METRICS, *unregistered.METRICS, *roll.METRICS, *exclusions.METRICS, *ap_performance.METRICS,
+    *ehcp.METRICS,
 )
 METRICS_BY_NAME = {m.name: m for m in METRICS}
 
@@ -93,4 +94,6 @@ def report(ctx: Context, level: str, scope: str) -> dict[str, dict[str, Any]]:
         position, of = rank(peers, scope) if metric.kind != "breakdown" else (None, len(peers))
         out[metric.name] = {"group": metric.group, "kind": metric.kind, **mine.as_dict(), "national_value": national.value,
                             "rank": position, "peers": of}
+        if metric.published is not None:  # the published figure beside the live one (docs/metrics.md)
+            out[metric.name]["published"] = metric.published(scope, ctx.day)
     return out

@@ -8,6 +8,7 @@ from typing import Any
 from .cases import cases
 from .config import ViewSettings
 from .context import ENGLAND, Context, context
+from .ehcp import area_send_inspections
 from .facts import Moment
 from .metrics import report
 from .placements import placements_register
@@ -29,6 +30,7 @@ def metrics_report(ctx: Context, db: Any, level: str, scope: str) -> dict[str, A
         "placements": placements_register(ctx, level, scope),
         "unregistered_providers": unregistered_providers(ctx, level, scope),
         "cases": case_list(db, ctx.moment, level, scope),
+        "area_send_inspections": area_send_inspections(ctx, level, scope),
     }
 
 

@@ -19,12 +19,13 @@ from fastapi.testclient import TestClient
 
 from api import security
 from api.app import create_app
-from ledger import admin, policy
+from ledger import policy
 from ledger.errors import LedgerError
 from ledger.policy import Link, OrgFacts, Principal, Standing
 from ledger.rules import Record
 
 from .conftest import LA, SCHOOL_A, SCHOOL_B, UPN, World, upn
+from .inspection_support import start_inspection
 from .processes import run_cli
 
 
@@ -37,26 +38,27 @@ def client_for(world: World, token: str, **settings: Any) -> TestClient:
 # -- principals ------------------------------------------------------------------------------------
 
 
-def test_tokens_are_bound_to_a_fitting_organisation_and_inspectors_to_a_scope(world: World) -> None:
+def test_tokens_are_bound_to_a_fitting_organisation_and_an_inspectors_scope_to_its_inspections(world: World) -> None:
     ledger = world.ledger
-    admin.add_org(ledger, "ofsted", "inspectorate", "Ofsted")
     for org, role, scope, code in ((LA, "school", (), "role_org_mismatch"), (SCHOOL_A, "wizard", (), "unknown_role"),
-                                   ("ofsted", "inspector", (), "scope"), ("ofsted", "inspector", ("trust:TR00001",), "scope"),
+                                   ("ofsted", "inspector", ("trust:TR00001",), "scope"),
                                    (SCHOOL_A, "school", (LA,), "scope"), ("urn:999999", "school", (), "org_unknown")):
         with pytest.raises(LedgerError) as exc:
             ledger.issue_token(org, role, scope=scope)
         assert exc.value.problems[0].code == code, (org, role, scope)
-    token = ledger.issue_token("ofsted", "inspector", scope=[LA, SCHOOL_B])
+    start_inspection(world, LA, date(2026, 10, 1), date(2026, 10, 30))
+    token = ledger.issue_token("ofsted", "inspector", scope=[LA, SCHOOL_B, "la:802"])  # a token's scope narrows what Ofsted inspects
     assert ledger.authenticate(token) == Principal("ofsted", "inspector", token.split("_")[1], frozenset({LA, SCHOOL_B}))
+    assert ledger.authenticate(ledger.issue_token("ofsted", "inspector")).scope == frozenset({LA})  # type: ignore[union-attr]
     stored = ledger.store.query("SELECT token_hash FROM ledger_tokens WHERE token_id = ?", (token.split("_")[1],))[0][0]
     assert token not in stored and len(stored) == 64  # only the SHA-256 is kept
 
 
 def test_cli_issues_an_inspector_token_with_its_scope(world: World) -> None:
-    admin.add_org(world.ledger, "ofsted", "inspectorate", "Ofsted")
+    start_inspection(world, LA, date(2026, 10, 1), date(2026, 10, 30))
     token = run_cli(world.ledger.settings, "tokens", "issue", "ofsted", "--role", "inspector", "--scope", LA, "--days", "30").stdout.strip()
     assert world.ledger.authenticate(token).scope == frozenset({LA})
-    refused = run_cli(world.ledger.settings, "tokens", "issue", "ofsted", "--role", "inspector", check=False)
+    refused = run_cli(world.ledger.settings, "tokens", "issue", LA, "--role", "la", "--scope", LA, check=False)
     assert refused.returncode == 1 and "scope" in refused.stderr
 
 

@@ -19,8 +19,10 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from ledger import admin
+from ledger.errors import LedgerError
 
 from .conftest import LA, PROVIDER, SCHOOL_A, World, upn
+from .inspection_support import start_inspection
 
 TRUST, ACADEMY, OTHER_LA = "trust:TR00001", "urn:100007", "la:802"
 LEAVE = {"ground": "moved_away", "destination": "moved_away"}
@@ -57,8 +59,8 @@ def scene(world: World) -> dict[str, Any]:
     w, ledger = world, world.ledger
     admin.add_org(ledger, TRUST, "trust", "Test trust")
     admin.add_org(ledger, ACADEMY, "school", "Test academy", OTHER_LA, trust=TRUST)
-    admin.add_org(ledger, "ofsted", "inspectorate", "Ofsted")
     admin.add_org(ledger, "dfe:regions", "regions", "Regions Group")
+    start_inspection(w, LA, date(2026, 9, 14), date(2026, 11, 13))  # Ofsted inspects LA 801's area this autumn
     w.keys[ACADEMY] = Ed25519PrivateKey.generate()
     admin.add_key(ledger, ACADEMY, w.keys[ACADEMY].public_key())
     p = {name: Pupil(upn(n)) for n, name in enumerate(("cur", "rec", "lap", "ancient", "acad", "acad_rec", "acad_lap"), start=1)}
@@ -82,7 +84,7 @@ def scene(world: World) -> dict[str, Any]:
         "la": ledger.issue_token(LA, "la"),
         "trust": ledger.issue_token(TRUST, "trust"),
         "ap_setting": ledger.issue_token(PROVIDER, "ap_setting"),
-        "inspector": ledger.issue_token("ofsted", "inspector", scope=[LA]),
+        "inspector": ledger.issue_token("ofsted", "inspector"),
         "regions": ledger.issue_token("dfe:regions", "regions"),
         "researcher": ledger.issue_token(LA, "researcher"),
         "admin": world.admin_token,
@@ -223,7 +225,7 @@ def claims(world: World) -> dict[str, Any]:
     notified home education on 1 October. Pupil ``hosted``: on a managed move from the other school to school A."""
     w, ledger = world, world.ledger
     admin.add_org(ledger, OTHER_LA, "la", "Another LA")
-    admin.add_org(ledger, "ofsted", "inspectorate", "Ofsted")
+    start_inspection(w, LA, date(2026, 9, 14), date(2026, 11, 13))
     w.keys[OTHER_LA] = Ed25519PrivateKey.generate()
     admin.add_key(ledger, OTHER_LA, w.keys[OTHER_LA].public_key())
     moved, left, hosted = upn(70), upn(71), upn(72)
@@ -231,7 +233,7 @@ def claims(world: World) -> dict[str, Any]:
     suspension = w.post("pupil.excluded", OTHER_SCHOOL, EXCLUSION, upn=moved, occurred_on=date(2026, 1, 12)).event_id
     tokens = {"school": ledger.issue_token(SCHOOL_A, "school"), "la": ledger.issue_token(LA, "la"),
               "other_la": ledger.issue_token(OTHER_LA, "la"), "ap_setting": ledger.issue_token(PROVIDER, "ap_setting"),
-              "inspector": ledger.issue_token("ofsted", "inspector", scope=[LA]), "admin": world.admin_token,
+              "inspector": ledger.issue_token("ofsted", "inspector"), "admin": world.admin_token,
               "other_school": ledger.issue_token(OTHER_SCHOOL, "school")}
     history(w, tokens["admin"], moved, purpose="data_correction")  # a view on 5 October, before school A's link
     w.admit(left, OTHER_SCHOOL, occurred_on=date(2025, 9, 3))
@@ -313,3 +315,178 @@ def test_the_access_log_through_a_self_asserted_link_shows_views_from_its_start(
     assert [v["principal"]["org"] for v in seen] == [LA, SCHOOL_A]  # not the operator's view of 5 October (this look is one)
     la = TestClient(create_app(w.ledger), headers={"authorization": f"Bearer {claims['tokens']['la']}"})
     assert [v["principal"]["org"] for v in la.get("/access-log", params={"upn": claims["moved"]}).json()["views"]][:2] == ["dfe:admin", LA]
+
+
+# -- inspectors: scope from inspections, not tokens (issue 24; docs/access.md) ------------------------------------
+
+
+def inspector_reads(w: World, token: str, pupil: str) -> tuple[int, str | None]:
+    response = TestClient(create_app(w.ledger), headers={"authorization": f"Bearer {token}"}).get(
+        f"/pupils/{pupil}/history", params={"purpose": "inspection"})
+    return response.status_code, None if response.status_code == 200 else response.json()["errors"][0]["code"]
+
+
+def la_figures(w: World, token: str, la: str) -> int:
+    response = TestClient(create_app(w.ledger), headers={"authorization": f"Bearer {token}"}).get("/views/metrics", params={"level": "la", "org": la})
+    return response.status_code
+
+
+@pytest.fixture
+def inspected(world: World) -> dict[str, Any]:
+    """Today is 2026-10-05. A pupil on roll at school A (LA 801) since September, with a placement the LA commissioned;
+    another at an academy in LA 802. No inspection yet."""
+    w = world
+    admin.add_org(w.ledger, OTHER_LA, "la", "Another LA")
+    admin.add_org(w.ledger, TRUST, "trust", "Test trust")
+    admin.add_org(w.ledger, ACADEMY, "school", "Test academy", OTHER_LA, trust=TRUST)
+    w.keys[ACADEMY] = Ed25519PrivateKey.generate()
+    admin.add_key(w.ledger, ACADEMY, w.keys[ACADEMY].public_key())
+    here, there = Pupil(upn(80)), Pupil(upn(81))
+    register(w, here, SCHOOL_A, date(2026, 9, 3))
+    place(w, here, date(2026, 9, 10), None)
+    register(w, there, ACADEMY, date(2026, 9, 3))
+    for name, org in (("ofsted", "ofsted"), ("cqc", "cqc")):
+        admin.add_org(w.ledger, org, "inspectorate", name.upper())
+    return {"world": w, "here": here.upn, "there": there.upn}
+
+
+def test_an_inspector_reads_nothing_without_an_inspection_of_the_area(inspected: dict[str, Any]) -> None:
+    w: World = inspected["world"]
+    token = w.ledger.issue_token("ofsted", "inspector")  # a token names no scope: it comes from inspections
+    before = views(w)
+    assert inspector_reads(w, token, inspected["here"]) == (403, "not_related")
+    assert la_figures(w, token, LA) == 403
+    assert w.ledger.authenticate(token).scope == frozenset()  # type: ignore[union-attr]
+    assert views(w) == before
+
+
+def test_an_inspection_gives_its_inspectorate_the_area_from_its_first_to_its_last_day(inspected: dict[str, Any]) -> None:
+    w: World = inspected["world"]
+    ofsted, cqc = w.ledger.issue_token("ofsted", "inspector"), w.ledger.issue_token("cqc", "inspector")
+    start_inspection(w, LA, date(2026, 10, 12), date(2026, 10, 23))  # announced today, on site next week
+    assert inspector_reads(w, ofsted, inspected["here"]) == (403, "not_related")  # not yet
+    w.clock.advance(days=7)  # 12 October: the first day
+    assert w.ledger.authenticate(ofsted).scope == frozenset({LA})  # type: ignore[union-attr]
+    assert inspector_reads(w, ofsted, inspected["here"]) == (200, None)
+    assert la_figures(w, ofsted, LA) == 200
+    assert inspector_reads(w, ofsted, inspected["there"]) == (403, "not_related")  # another area's pupil
+    assert la_figures(w, ofsted, OTHER_LA) == 403
+    assert inspector_reads(w, cqc, inspected["here"]) == (403, "not_related")  # Ofsted's inspection, not CQC's
+    w.clock.advance(days=11)  # 23 October: the last day
+    assert inspector_reads(w, ofsted, inspected["here"]) == (200, None)
+    w.clock.advance(days=1)  # 24 October: over
+    assert inspector_reads(w, ofsted, inspected["here"]) == (403, "not_related")
+    assert la_figures(w, ofsted, LA) == 403
+
+
+def test_a_token_scope_only_narrows_the_inspected_areas(inspected: dict[str, Any]) -> None:
+    w: World = inspected["world"]
+    start_inspection(w, LA, date(2026, 9, 28), date(2026, 10, 30))
+    start_inspection(w, OTHER_LA, date(2026, 9, 28), date(2026, 10, 30), inspectorate="cqc")
+    narrowed = w.ledger.issue_token("ofsted", "inspector", scope=[OTHER_LA])  # names an area Ofsted does not inspect
+    assert w.ledger.authenticate(narrowed).scope == frozenset()  # type: ignore[union-attr]
+    assert inspector_reads(w, narrowed, inspected["here"]) == (403, "not_related")
+    school = w.ledger.issue_token("ofsted", "inspector", scope=[SCHOOL_A])  # a school in the inspected area
+    assert w.ledger.authenticate(school).scope == frozenset({SCHOOL_A})  # type: ignore[union-attr]
+    assert inspector_reads(w, school, inspected["here"]) == (200, None)
+    assert la_figures(w, school, LA) == 403  # narrowed to the school: not the LA's figures
+    cqc = w.ledger.issue_token("cqc", "inspector")
+    assert inspector_reads(w, cqc, inspected["there"]) == (200, None) and inspector_reads(w, cqc, inspected["here"]) == (403, "not_related")
+    with pytest.raises(LedgerError) as exc:
+        w.ledger.issue_token(LA, "la", scope=[LA])
+    assert exc.value.problems[0].code == "scope"
+
+
+def test_only_an_inspectorate_starts_an_inspection_and_a_bad_one_changes_nothing(inspected: dict[str, Any]) -> None:
+    w: World = inspected["world"]
+    app = TestClient(create_app(w.ledger), headers={"authorization": f"Bearer {w.ledger.issue_token(LA, 'la')}"})
+    body = w.event("inspection.started", LA, {"kind": "full", "from": "2026-10-05", "to": "2026-12-18"}, org=LA)
+    response = app.post("/events", json=w.sign(body))
+    assert response.status_code == 422 and response.json()["errors"][0]["code"] == "submitter_not_allowed", response.text
+    start_inspection(w, OTHER_LA, date(2026, 9, 28), date(2026, 10, 30))  # registers Ofsted's key
+    inverted = w.event("inspection.started", "ofsted", {"kind": "full", "from": "2026-10-20", "to": "2026-10-10"}, org=LA)
+    ofsted = TestClient(create_app(w.ledger), headers={"authorization": f"Bearer {w.ledger.issue_token('ofsted', 'inspector')}"})
+    refused = ofsted.post("/events", json=w.sign(inverted))
+    assert refused.status_code == 422, refused.text
+    assert [(e["code"], e["path"]) for e in refused.json()["errors"]] == [("end_before_start", "$.payload.data.to")]
+    assert w.ledger.org_state(LA).inspections == {}
+    assert inspector_reads(w, w.ledger.issue_token("ofsted", "inspector"), inspected["here"]) == (403, "not_related")
+
+
+# -- EHCP: the LA assessing or maintaining a plan reads the pupil; the tribunal and mediators post, never read ----
+
+
+def ehcp_request(la: str) -> dict[str, str]:
+    return {"la": la, "requested_by": "parent"}
+
+
+def test_an_la_asked_to_assess_reads_the_pupil_from_the_request(inspected: dict[str, Any]) -> None:
+    """The pupil at the academy in LA 802 lives in LA 801 (the LA that assesses is the home LA, wherever the school is)."""
+    w: World = inspected["world"]
+    pupil = inspected["there"]
+    la = w.ledger.issue_token(LA, "la")
+    client = TestClient(create_app(w.ledger), headers={"authorization": f"Bearer {la}"})
+    assert client.get(f"/pupils/{pupil}/history").status_code == 403
+    receipt = w.post("ehcp.assessment_requested", LA, ehcp_request(LA), upn=pupil, occurred_on=date(2026, 10, 1))
+    assert [f["code"] for f in receipt.flags] == ["claim_new_area"]  # no earlier link: shown to the operator
+    shown = client.get(f"/pupils/{pupil}/history")
+    assert shown.status_code == 200, shown.text
+    assert shown.json()["limited_from"] == "2026-10-01"  # self-asserted: from the request on
+    assert [e["type"] for e in shown.json()["events"]] == ["ehcp.assessment_requested"]
+    w.post("ehcp.assessment_decided", LA, {"request_event_id": receipt.event_id, "decision": "refuse"}, upn=pupil, occurred_on=date(2026, 10, 2))
+    w.clock.advance(days=40)  # the refusal ended the link more than 30 days ago
+    refused = client.get(f"/pupils/{pupil}/history")
+    assert refused.status_code == 403 and refused.json()["errors"][0]["code"] == "not_related"
+
+
+def test_the_tribunal_and_mediators_post_disputes_but_read_no_pupil(inspected: dict[str, Any]) -> None:
+    w: World = inspected["world"]
+    pupil = inspected["here"]
+    for org, kind in (("tribunal:send", "tribunal"), ("mediation:kids", "mediation")):
+        admin.add_org(w.ledger, org, kind, org)
+        w.keys[org] = Ed25519PrivateKey.generate()
+        admin.add_key(w.ledger, org, w.keys[org].public_key())
+    request_id = w.post("ehcp.assessment_requested", LA, ehcp_request(LA), upn=pupil, occurred_on=date(2026, 9, 21)).event_id
+    refusal = w.post("ehcp.assessment_decided", LA, {"request_event_id": request_id, "decision": "refuse"}, upn=pupil,
+                     occurred_on=date(2026, 9, 28)).event_id
+    tribunal = TestClient(create_app(w.ledger), headers={"authorization": f"Bearer {w.ledger.issue_token('tribunal:send', 'tribunal')}"})
+    appeal = w.event("dispute.appeal_registered", "tribunal:send", {"decision_event_id": refusal, "grounds": ["refusal_to_assess"]}, upn=pupil)
+    posted = tribunal.post("/events", json=w.sign(appeal))
+    assert posted.status_code in (200, 201), posted.text
+    assert [f["code"] for f in posted.json()["flags"]] == ["appeal_without_mediation_certificate"]
+    read = tribunal.get(f"/pupils/{pupil}/history")
+    assert read.status_code == 403 and read.json()["errors"][0]["code"] == "role_cannot_read_pupils"
+    assert tribunal.get("/views/metrics", params={"level": "la", "org": LA}).status_code == 403
+    mediator = TestClient(create_app(w.ledger), headers={"authorization": f"Bearer {w.ledger.issue_token('mediation:kids', 'mediation')}"})
+    own_appeal = w.event("dispute.appeal_registered", "mediation:kids", {"decision_event_id": refusal, "grounds": ["refusal_to_assess"]}, upn=pupil)
+    refused = mediator.post("/events", json=w.sign(own_appeal))
+    assert refused.status_code == 422 and refused.json()["errors"][0]["code"] == "submitter_not_allowed"
+    school = TestClient(create_app(w.ledger), headers={"authorization": f"Bearer {w.ledger.issue_token(SCHOOL_A, 'school')}"})
+    by_school = w.event("ehcp.assessment_requested", SCHOOL_A, ehcp_request(LA), upn=pupil)
+    assert school.post("/events", json=w.sign(by_school)).status_code in (403, 422)
+
+
+def test_an_oidc_inspector_is_scoped_by_inspections_too(inspected: dict[str, Any], tmp_path: Any) -> None:
+    import dataclasses
+    import time
+
+    import jwt
+
+    w: World = inspected["world"]
+    key = Ed25519PrivateKey.generate()
+    public = json.loads(jwt.algorithms.OKPAlgorithm.to_jwk(key.public_key()))
+    jwks = tmp_path / "jwks.json"
+    jwks.write_text(json.dumps({"keys": [{**public, "kid": "idp-1", "use": "sig", "alg": "EdDSA"}]}))
+    issuer = "https://idp.example.gov.uk"
+    w.ledger.settings = dataclasses.replace(w.ledger.settings, oidc_jwks=str(jwks), oidc_issuer=issuer)
+
+    def token(**claims: Any) -> str:
+        body = {"iss": issuer, "aud": "pupil-ledger", "exp": int(time.time()) + 300, "org": "ofsted", "role": "inspector", "sub": "hmi-3", **claims}
+        return jwt.encode(body, key, algorithm="EdDSA", headers={"kid": "idp-1"})
+
+    assert inspector_reads(w, token(), inspected["here"]) == (403, "not_related")  # a JWT names no inspection either
+    start_inspection(w, LA, date(2026, 9, 28), date(2026, 10, 30))
+    assert inspector_reads(w, token(), inspected["here"]) == (200, None)
+    assert inspector_reads(w, token(scope=OTHER_LA), inspected["here"]) == (403, "not_related")  # its scope claim only narrows
+    school = TestClient(create_app(w.ledger), headers={"authorization": f"Bearer {token(role='school', org=SCHOOL_A, scope=LA)}"})
+    assert school.get(f"/pupils/{inspected['here']}/history").status_code == 401  # a scope claim is for inspectors only

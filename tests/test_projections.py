@@ -230,10 +230,17 @@ def test_views_over_http(area: Area) -> None:
         def status(token: str, **params: str) -> int:
             return client.get("/views/metrics", params=params, headers={"authorization": f"Bearer {token}"}).status_code
 
-        admin.add_org(ledger, "ofsted", "inspectorate", "Ofsted")
         la_token = ledger.issue_token("la:801", "la")
         assert status(la_token, level="school", org=A) == 200 and status(la_token, level="la", org="la:801") == 200
-        assert status(ledger.issue_token("ofsted", "inspector", scope=["la:801"]), level="school", org=A) == 200
+        admin.add_org(ledger, "ofsted", "inspectorate", "Ofsted")
+        ofsted_token = ledger.issue_token("ofsted", "inspector")
+        assert status(ofsted_token, level="school", org=A) == 403  # no inspection of the area yet (docs/access.md)
+        ofsted_key = Ed25519PrivateKey.generate()
+        admin.add_key(ledger, "ofsted", ofsted_key.public_key())
+        today = ledger.clock().date()
+        ledger.submit(admin.signed(admin.event_body("inspection.started", "ofsted", {"org": "la:801"}, {
+            "kind": "full", "from": today.isoformat(), "to": (today + timedelta(days=30)).isoformat()}, today, ledger.clock()), ofsted_key))
+        assert status(ofsted_token, level="school", org=A) == 200
         assert status(ledger.issue_token("ofsted", "inspector", scope=["la:802"]), level="school", org=A) == 403
         researcher = ledger.issue_token("la:801", "researcher")
         assert status(researcher, level="national") == 200 and status(researcher, level="school", org=A) == 403

@@ -165,6 +165,11 @@ def values(report: dict[str, Any]) -> dict[str, Any]:
 
 
 # Expected values, by hand from the story above (see the module docstring).
+NO_EHCP = {
+    "ehcp_plans_within_20_weeks_rate": None, "ehcp_plans_within_20_weeks_excluding_exceptions_rate": None, "ehcp_assessment_refusal_rate": None,
+    "ehcp_plans_ceased_by_reason": {}, "ehcp_mediation_requests": 0, "ehcp_mediations_followed_by_appeal_rate": None,
+    "ehcp_appeals_per_1000_decisions": None, "ehcp_appeal_outcomes": {}, "area_send_inspection_outcomes": {}, "area_send_follow_ups_overdue": 0,
+}
 SCHOOL_A = {
     "open_ap_placements": 1,  # P8
     "overdue_time_limited_placements": 0,  # P8's planned end moved to 10-20
@@ -188,6 +193,7 @@ SCHOOL_A = {
     "suspension_cap_breaches": 1,  # P2: 100 sessions > 90
     "ap_attendance_rate": None, "ap_reintegration_rate": None, "ap_sustained_post16_rate": None,
     "ap_placement_length_mean_days": None, "ap_placement_length_median_days": None,  # A is not an AP setting
+    **NO_EHCP,
 }
 ENGLAND = {
     "open_ap_placements": 4,  # P5, P6, P7, P8
@@ -212,6 +218,7 @@ ENGLAND = {
     "ap_sustained_post16_rate": 50.0,  # P12 yes, P11 no
     "ap_placement_length_mean_days": 153.5,  # P11 67 days, P12 240 days
     "ap_placement_length_median_days": 153.5,
+    **NO_EHCP,  # no ehcp.*, dispute.* or inspection.* events in this story (tests/test_ehcp_metrics.py has them)
 }
 
 

@@ -36,6 +36,7 @@ from projections.disclosure import SUPPRESSED, Rules
 from projections.runner import Projector
 
 from .conftest import LA, PROVIDER, SCHOOL_A, SCHOOL_B, World, upn
+from .inspection_support import start_inspection
 from .processes import run_cli
 
 TRUST, ACADEMY, UPROV = "trust:TR00001", "urn:100007", "uprov:801-1"
@@ -67,7 +68,7 @@ def build_scene(w: World) -> Scene:
     add_org_with_key(w, TRUST, "trust", "Test Learning Trust")
     add_org_with_key(w, ACADEMY, "school", "Test Academy", LA, trust=TRUST)
     add_org_with_key(w, "dfe:regions", "regions", "DfE Regions Group")
-    admin.add_org(w.ledger, "ofsted", "inspectorate", "Ofsted")
+    start_inspection(w, LA, date(2026, 9, 14), date(2026, 12, 18))  # the inspector reads LA 801's area while Ofsted inspects it
     w.post("provider.unregistered_recorded", LA, {"name": "Secret Garden Tutoring CIC", "postcode": "BS1 4DJ"}, org=UPROV)
     n = 0
     schools = [(SCHOOL_A, 40), (SCHOOL_B, 15), (ACADEMY, 14)]
@@ -107,7 +108,7 @@ def build_scene(w: World) -> Scene:
         "school": ledger.issue_token(SCHOOL_A, "school"),
         "trust": ledger.issue_token(TRUST, "trust"),
         "regions": ledger.issue_token("dfe:regions", "regions"),
-        "inspector": ledger.issue_token("ofsted", "inspector", scope=[LA]),
+        "inspector": ledger.issue_token("ofsted", "inspector"),
         "researcher": ledger.issue_token(SCHOOL_B, "researcher"),
     }
     admin.sealer(ledger).seal_all()

@@ -50,6 +50,9 @@ class Entry:
         if "trailing" in text:
             start = day - timedelta(days=TRAILING_DAYS - 1)
             return start, day, f"{TRAILING_DAYS} days to {long_date(day)} (from {long_date(start)})"
+        if "calendar year" in text:  # SEN2's period (the EHCP figures)
+            start = date(day.year, 1, 1)
+            return start, day, f"calendar year to date: {long_date(start)} to {long_date(day)}"
         if "year" in text:
             start = date(int(academic_year(day)[:4]), 9, 1)
             return start, day, f"academic year to date: {long_date(start)} to {long_date(day)}"
