@@ -40,7 +40,7 @@ SUBMITS: dict[str, tuple[str, ...]] = {
     "trust": ("org.key_",),
     "inspector": ("inspection.", "org.key_"),
     "regions": ("accountability.", "org.key_"),
-    "admin": ("org.", "research.project_"),
+    "admin": ("org.", "research.project_", "funding.tariff_"),
     "researcher": (),
 }
 

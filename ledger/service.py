@@ -22,7 +22,7 @@ from typing import Any
 
 from eventsourcing.persistence import IntegrityError, InterfaceError, OperationalError
 
-from . import catalogue, envelope, jcs, policy, signatures, tokens
+from . import catalogue, envelope, funding_rules, jcs, policy, signatures, tokens
 from .config import Settings
 from .envelope import b64decode_strict
 from .errors import Category, LedgerError, Problem
@@ -508,6 +508,8 @@ class Ledger:
                         item.reads.add(self.secrets.org_id(org))
                     return self.org_state(org, working).facts()
                 problems, flags = check_pupil(records, record, org_facts)
+                if not problems and body["type"] == funding_rules.BAND:  # costed from the national tariff (issue 25)
+                    problems = funding_rules.check_band(records, record, self._tariff_records(item, working), org_facts)
         elif etype.subject == "audit":
             problems, flags = [], []  # ledger-written access records
         else:
@@ -515,6 +517,8 @@ class Ledger:
             problems, flags = check_org(org_state, record), []
             if not problems and etype.name.startswith("research."):  # projects and releases (docs/research.md)
                 problems = check_research(records, record)
+            if not problems and etype.name in funding_rules.ORG_TYPES:  # plans, budgets, programmes, tariffs (issue 25)
+                problems = funding_rules.check_org_event(records, record)
             if "self" in etype.submitters and body["submitter"] not in (ADMIN_ORG, body["subject"]["org"]):
                 problems.append(Problem("submitter_not_allowed", f"{item.path}.payload.submitter", f"{body['type']} is posted by {ADMIN_ORG} or the organisation itself", Category.FORBIDDEN))
             if body["type"] == "org.key_added" and not problems:
@@ -552,6 +556,13 @@ class Ledger:
             key = subject.folded("org", lambda rs: fold_org(body["subject"]["org"], rs)).keys[body["data"]["key_id"]]
             assert key.revoked_at is not None  # as the organisation's own state now has it: one place decides when
             beside.revocations.append((key.key_id, body["subject"]["org"], timestamp(key.revoked_at)))
+
+    def _tariff_records(self, item: _Item, working: dict[uuid.UUID, Subject | None]) -> list[Record]:
+        """The national tariffs (records of ``dfe:admin``), read as part of the item's decision."""
+        admin_id = self.secrets.org_id(funding_rules.TARIFF_ORG)
+        item.reads.add(admin_id)
+        subject = self._load(admin_id, working)
+        return list(subject.records) if subject else []
 
     def _key_id_taken(self, body: dict[str, Any], key_rows: list[tuple[str, str]]) -> list[Problem]:
         """A key id is registered to one organisation only (``ledger_keys``): checked before the write, so a key of
