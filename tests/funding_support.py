@@ -60,3 +60,12 @@ def band_for_placement(placement_event_id: str, band: str = "B3", provision_type
 
 def band_for_ehcp(setting: str, band: str = "B4", provision_type: str = "special", need: str = "ASD", la: str = LA) -> dict[str, Any]:
     return {"la": la, "basis": "ehcp", "setting": setting, "band": band, "provision_type": provision_type, "need": need}
+
+
+# Every funding figure of a story with no plans, tariffs, budgets or bands (for the hand counts of other stories).
+NO_FUNDING_FIGURES: dict[str, Any] = {
+    "funding_committed_ap_pence": 0, "funding_committed_ap_by_tier": {}, "funding_committed_ap_by_provision_type": {},
+    "funding_committed_high_needs_pence": 0, "funding_committed_high_needs_by_provision_type": {}, "ap_budget_pence": 0,
+    "ap_budget_committed_rate": None, "plan_places_by_need": {}, "plan_placements_by_need": {}, "plan_places_used_rate": None,
+    "placements_outside_plan": 0,
+}
