@@ -237,3 +237,43 @@ def test_a_school_token_cannot_post_funding_events(world: World) -> None:
     with pytest.raises(LedgerError) as caught:
         world.ledger.submit(envelope, Principal(SCHOOL_A, "school"))
     assert caught.value.problems[0].code == "submitter_mismatch"
+
+
+# -- over HTTP: careless and hostile clients ------------------------------------------------------
+
+
+def test_funding_events_over_http_bad_input_is_4xx_with_its_path_and_stores_nothing(world: World) -> None:
+    import json
+
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+
+    def post(client: TestClient, envelope: dict[str, Any]) -> Any:
+        return client.post("/events", content=json.dumps(envelope), headers={"content-type": "application/json"})
+
+    world.keys["dfe:admin"] = world.ledger.secrets.signing_key
+    with TestClient(create_app(world.ledger)) as la, TestClient(create_app(world.ledger)) as operator:
+        la.headers["authorization"] = f"Bearer {world.ledger.issue_token(LA, 'la')}"
+        operator.headers["authorization"] = f"Bearer {world.admin_token}"
+        assert post(operator, world.sign(world.event("funding.tariff_published", "dfe:admin", tariff(), org="dfe:admin"))).status_code == 201
+        stored = world.ledger.store.max_sequence()
+        cases = [
+            (la, world.event("funding.ap_budget_allocated", LA, {**budget(), "amount_pence": 1.5}), 422, "$.payload.data.amount_pence"),
+            (la, world.event("funding.ap_budget_allocated", LA, {**budget(), "amount_pence": 7}), 422, "$.payload.data.tiers"),
+            (la, world.event("funding.ap_budget_allocated", LA, budget("2026-28")), 422, "$.payload.data.financial_year"),
+            (la, world.event("inclusion_plan.published", LA, {**plan(), "settings": [{**plan()["settings"][0], "places": -1}]}), 422,
+             "$.payload.data.settings[0].places"),
+            (la, world.event("funding.tariff_published", LA, tariff("2026-05-01"), org="dfe:admin"), 422, "$.payload.submitter"),
+            (operator, world.event("funding.ap_budget_allocated", "dfe:admin", budget(), org=LA), 422, "$.payload.submitter"),
+            (la, world.event("funding.band_assigned", LA, band_for_ehcp(SPECIAL, band="B9"), upn=UPN), 422, "$.payload.data.band"),
+        ]
+        for client, body, status, path in cases:
+            answer = post(client, world.sign(body))
+            assert answer.status_code == status, (path, answer.text)
+            assert path in [e["path"] for e in answer.json()["errors"]], answer.json()
+        forged = world.sign(world.event("funding.ap_budget_allocated", LA, budget()), signer=SCHOOL_A)  # signed by another organisation
+        assert post(la, forged).status_code == 403
+        school = TestClient(la.app, headers={"authorization": f"Bearer {world.ledger.issue_token(SCHOOL_A, 'school')}"})
+        assert post(school, world.sign(world.event("funding.ap_budget_allocated", LA, budget()))).status_code == 403
+        assert world.ledger.store.max_sequence() == stored
