@@ -136,6 +136,23 @@ def placements_outside_plan(ctx: Context) -> Iterator[Contribution]:
             yield Contribution(c.la, c.band.event_id, 1)
 
 
+def ap_service_capacity_by_tier(ctx: Context) -> Iterator[Contribution]:
+    for la in sorted(ctx.funding.plans):
+        plan = ctx.funding.plan_on(la, ctx.day)
+        if plan is not None:
+            for tier in plan.data["ap_service"]["tiers"]:
+                yield Contribution(la, f"{la}:ap_service:{tier['tier']}", int(tier["capacity"]), 0, str(tier["tier"]))
+
+
+def programme_deficit_agreed_pence(ctx: Context) -> Iterator[Contribution]:
+    year = financial_year_of(ctx.day)
+    for la, joined in sorted(ctx.funding.programmes.items()):
+        for programme in joined:
+            step = next((s for s in programme["deficit_path"] if s["financial_year"] == year), None)
+            if step is not None:
+                yield Contribution(la, f"{la}:{programme['programme']}:{year}", int(step["deficit_pence"]))
+
+
 METRICS: tuple[Metric, ...] = (
     Metric("funding_committed_ap_pence", "funding", "count", funding_committed_ap_pence, unit="LA"),
     Metric("funding_committed_ap_by_tier", "funding", "breakdown", funding_committed_ap_by_tier, unit="LA"),
@@ -148,4 +165,6 @@ METRICS: tuple[Metric, ...] = (
     Metric("plan_placements_by_need", "funding", "breakdown", plan_placements_by_need, unit="LA"),
     Metric("plan_places_used_rate", "funding", "rate", plan_places_used_rate, 100.0, unit="LA"),
     Metric("placements_outside_plan", "funding", "count", placements_outside_plan, unit="LA"),
+    Metric("ap_service_capacity_by_tier", "funding", "breakdown", ap_service_capacity_by_tier, unit="LA"),
+    Metric("programme_deficit_agreed_pence", "funding", "count", programme_deficit_agreed_pence, unit="LA"),
 )

@@ -67,5 +67,5 @@ NO_FUNDING_FIGURES: dict[str, Any] = {
     "funding_committed_ap_pence": 0, "funding_committed_ap_by_tier": {}, "funding_committed_ap_by_provision_type": {},
     "funding_committed_high_needs_pence": 0, "funding_committed_high_needs_by_provision_type": {}, "ap_budget_pence": 0,
     "ap_budget_committed_rate": None, "plan_places_by_need": {}, "plan_placements_by_need": {}, "plan_places_used_rate": None,
-    "placements_outside_plan": 0,
+    "placements_outside_plan": 0, "ap_service_capacity_by_tier": {}, "programme_deficit_agreed_pence": 0,
 }

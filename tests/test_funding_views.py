@@ -4,7 +4,8 @@ for LA 801, LA 802 and England, as of two dates either side of a mid-year tariff
 Story (money in pence; every event received on 2026-12-01, so it is known at both dates):
   Tariff T1 from 2026-04-01: B3 alternative_provision 1,800,000; B4 special 2,500,000; B5 special 4,000,000 (and others).
   Tariff T2 from 2026-11-01: B3 alternative_provision 2,000,000; B4 special 2,700,000 (others as T1).
-  LA 801 plan v1 2026-09-01..2027-08-31 (tests/funding_support.py): places SPLD 10 (Avon), SLCN 10 + 8 (Avon, Brunel),
+  LA 801 joins Safety Valve on 2026-06-01 (agreed deficit 2026-27 900,000,000; 2027-28 400,000,000).
+  LA 801 plan v1 2026-09-01..2027-08-31 (AP service tiers 1/2/3: 40/25/15) (tests/funding_support.py): places SPLD 10 (Avon), SLCN 10 + 8 (Avon, Brunel),
     ASD 8 + 30 (Brunel, Clifton), SEMH 20 (Harbourside), SLD 30, PMLD 30 (Clifton); 68 places in all. LA 802: no plan.
   AP budgets 2026-27: LA 801 6,000,000, corrected to 8,000,000 (2,000,000 / 2,000,000 / 4,000,000 by tier);
     LA 802 3,000,000.
@@ -49,6 +50,7 @@ from tests.funding_support import (
     band_for_placement,
     budget,
     plan,
+    programme,
     tariff,
 )
 
@@ -96,6 +98,7 @@ def story(world: World) -> dict[str, str]:
     on(date(2026, 10, 20), "funding.tariff_published", "dfe:admin", tariff("2026-11-01", B3_alternative_provision=2_000_000, B4_special=2_700_000),
        org="dfe:admin")
     on(date(2026, 9, 1), "inclusion_plan.published", LA, plan())
+    on(date(2026, 6, 1), "funding.programme_joined", LA, programme())
     ids["budget"] = on(date(2026, 4, 1), "funding.ap_budget_allocated", LA, budget(tiers=(1_000_000, 2_000_000, 3_000_000)))
     world.clock.now = datetime(2026, 12, 1, 11, tzinfo=UTC)
     on(date(2026, 4, 1), "funding.ap_budget_allocated", LA, budget(tiers=(2_000_000, 2_000_000, 4_000_000)), corrects=ids["budget"])
@@ -115,6 +118,11 @@ def story(world: World) -> dict[str, str]:
     return ids
 
 
+# The AP service of LA 801's plan (tiers 1, 2, 3: 40, 25, 15 places) and its Safety Valve path (2026-27: 900,000,000
+# pence), the same at both dates (both in 2026-27); LA 802 has neither.
+SERVICE_AND_PROGRAMME = {LA: ({"1": 40, "2": 25, "3": 15}, 900_000_000), OTHER_LA: ({}, 0), "england": ({"1": 40, "2": 25, "3": 15}, 900_000_000)}
+
+
 def metrics(world: World, day: date, level: str, scope: str, known_at: datetime | None = None) -> dict[str, Any]:
     return accountability_metrics(Reader(world.ledger.store), ViewSettings(), Moment(day, known_at), level, scope)["metrics"]
 
@@ -124,6 +132,7 @@ def test_every_funding_figure_by_hand_at_two_dates_either_side_of_a_tariff_chang
     for (day, level, scope), expected in EXPECTED.items():
         got = metrics(world, day, level, scope)
         assert {name: got[name]["value"] for name in FUNDING} == dict(zip(FUNDING, expected, strict=True)), (day, scope)
+        assert (got["ap_service_capacity_by_tier"]["value"], got["programme_deficit_agreed_pence"]["value"]) == SERVICE_AND_PROGRAMME[scope]
     la = metrics(world, D1, "la", LA)
     assert la["ap_budget_committed_rate"]["numerator"] == 3_600_000 and la["ap_budget_committed_rate"]["denominator"] == 8_000_000
     assert la["ap_budget_committed_rate"]["national_value"] == 49.09 and la["ap_budget_committed_rate"]["rank"] == 2  # LA 802: 60.0
@@ -145,7 +154,7 @@ def test_a_regions_group_concern_cites_a_funding_figure(world: World) -> None:
                                                                 "metric_as_of": D2.isoformat()}, org=OTHER_LA)
 
 
-@pytest.mark.parametrize("name", FUNDING)
+@pytest.mark.parametrize("name", (*FUNDING, "ap_service_capacity_by_tier", "programme_deficit_agreed_pence"))
 def test_each_funding_metric_is_defined_in_the_docs(name: str) -> None:
     from api.web.catalogue import entry
 
