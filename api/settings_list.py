@@ -23,10 +23,8 @@ from ledger.codes import code_list, la_codes
 from ledger.errors import LedgerError, Problem
 from ledger.identifiers import org_scheme
 from ledger.service import Ledger
-from projections.config import ViewSettings
-from projections.context import Context, context
 from projections.facts import Moment
-from projections.plans import tailored_list
+from projections.plans import Funding, funding, open_placement_settings, tailored_list
 from projections.runner import Projector, Reader
 
 TEMPLATES = Path(__file__).resolve().parent / "web" / "templates"
@@ -67,30 +65,28 @@ def checked_query(la: str | None, need: str | None, phase: str | None, age: int 
 
 
 class TailoredLists:
-    """The folded state behind the list, reused while the views have not moved."""
+    """The plans and open placements behind the list, read from the views once per date and log position (the list is
+    public: it reads the plans view and the placement facts only, never every pupil's record)."""
 
     def __init__(self, ledger: Ledger):
-        self.ledger = ledger
         self.projector, self.reader = Projector(ledger.store), Reader(ledger.store)
-        self.settings = ViewSettings.from_env()
-        self._cached: tuple[Any, Context] | None = None
+        self._cached: tuple[Any, tuple[Funding, dict[str, str]]] | None = None
         self._lock = threading.Lock()
 
-    def context(self, day: date) -> Context:
+    def state(self, day: date) -> tuple[Funding, dict[str, str]]:
         key = (day, tuple(sorted(self.projector.positions().items())))
         with self._lock:
             if self._cached is not None and self._cached[0] == key:
                 return self._cached[1]
-        found = context(self.reader, Moment(day), self.settings)
+        moment = Moment(day)
+        found = (funding(self.reader, moment), open_placement_settings(self.reader, moment))
         with self._lock:
             self._cached = (key, found)
         return found
 
     def answer(self, la: str, need: str, phase: str, day: date) -> dict[str, Any]:
-        ctx = self.context(day)
-        open_placements = {p.event_id: p.setting for p in ctx.placements if p.start <= day and (p.end is None or day < p.end)}
-        return {"la": la, "need": need, "phase": phase, "as_of": day.isoformat(),
-                **tailored_list(ctx.funding, la, need, phase, day, open_placements)}
+        state, open_placements = self.state(day)
+        return {"la": la, "need": need, "phase": phase, "as_of": day.isoformat(), **tailored_list(state, la, need, phase, day, open_placements)}
 
 
 LaQ = Annotated[str | None, Query(max_length=MAX_QUERY_TEXT, description="the LA, la:NNN")]

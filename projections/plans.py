@@ -115,6 +115,24 @@ def funding(db: Any, moment: Moment) -> Funding:
 # -- the tailored list of settings (proposal 5) ---------------------------------------------------
 
 
+def open_placement_settings(db: Any, moment: Moment) -> dict[str, str]:
+    """The AP placements open on ``moment.as_of`` (started by then, not ended by then), event id -> setting, read from the
+    pupils view's placement facts only (not every pupil's whole record, as the metrics fold them)."""
+    from .pupils import PUPIL_FACTS
+
+    started: dict[str, str] = {}
+    ended: set[str] = set()
+    for event_id, etype, setting, data in db.facts(
+        PUPIL_FACTS.name, moment, columns="event_id, type, setting, data", where="type IN (?, ?)",
+        params=("pupil.ap_placement_started", "pupil.ap_placement_ended"),
+    ):
+        if etype == "pupil.ap_placement_started":
+            started[event_id] = setting
+        else:
+            ended.add(json.loads(data)["placement_event_id"])
+    return {event_id: setting for event_id, setting in started.items() if event_id not in ended}
+
+
 def places_taken(state: Funding, day: date, placement_settings: dict[str, str]) -> dict[str, int]:
     """Pupils with a band in force on ``day`` per setting: an AP placement's band counts at the placement's setting
     (``placement_settings``: the placements open that day, event id -> setting), an EHC plan's at the setting it names."""
