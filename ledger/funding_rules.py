@@ -27,7 +27,7 @@ from datetime import date
 from typing import Any
 
 from .errors import Category, Problem
-from .rules import OrgLookup, Record, _PupilRules, check_correction, corrected_chain, effective, fold_pupil
+from .rules import OrgLookup, Record, check_correction, corrected_chain, effective, fold_pupil, la_link
 
 TARIFF_ORG = "dfe:admin"
 PLAN = "inclusion_plan.published"
@@ -263,7 +263,7 @@ def check_band(records: Sequence[Record], new: Record, tariff_records: Sequence[
     else:
         if "setting" not in d:
             return [_bad("required", f"{DATA}.setting", "a band for an EHC plan names the setting the plan names")]
-        if _PupilRules(state, new, orgs).la_relation() != "linked":
+        if la_link(state, new, orgs) != "linked":
             return [_bad("implausible_claim", DATA, f"{new.submitter} has no recorded link to this pupil (a school in its area, or an "
                          "earlier record of its own)")]
     tariff = tariff_in_force(tariffs(tariff_records), day)
