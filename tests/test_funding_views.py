@@ -159,3 +159,27 @@ def test_each_funding_metric_is_defined_in_the_docs(name: str) -> None:
     from api.web.catalogue import entry
 
     assert entry(name).definition.get("numerator"), name
+
+
+def test_public_reports_leave_out_spend_and_dashboards_show_it(world: World) -> None:
+    """A spend total is a sum of tariff prices: with one placement it would disclose the placement. The public report has
+    the plan's places and the placement counts, not the spend; a signed-in LA sees the spend."""
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+    from projections.funding import NOT_PUBLIC
+
+    story(world)
+    admin.sealer(world.ledger).seal_all()
+    world.clock.advance(seconds=1)
+    with TestClient(create_app(world.ledger), base_url="https://testserver") as client:
+        report = client.get("/reports/la/802.json", params={"as_of": D1.isoformat()})
+        assert report.status_code == 200, report.text
+        published = {f["metric"] for f in report.json()["figures"]}
+        assert "plan_places_by_need" in published and "placements_outside_plan" in published and "ap_budget_pence" in published
+        assert not published & NOT_PUBLIC
+        assert "funding_committed_ap_pence" not in client.get("/reports/la/802.csv", params={"as_of": D1.isoformat()}).text
+        token = world.ledger.issue_token(OTHER_LA, "la")
+        mine = client.get("/views/metrics", params={"level": "la", "org": OTHER_LA, "as_of": D1.isoformat()},
+                          headers={"authorization": f"Bearer {token}"}).json()["metrics"]
+        assert mine["funding_committed_ap_pence"]["value"] == 1_800_000  # one placement: for the LA's own eyes only
