@@ -146,7 +146,7 @@ def places_taken(state: Funding, day: date, placement_settings: dict[str, str]) 
 
 def tailored_list(state: Funding, la: str, need: str, phase: str, day: date, placement_settings: dict[str, str]) -> dict[str, Any]:
     """The settings of ``la``'s plan in force on ``day`` that meet ``need`` in ``phase``, with their provision type,
-    phases, places and whether places are available (places less pupils banded there that day)."""
+    phases, places and whether places are available (fewer pupils banded there that day than places)."""
     plan = state.plan_on(la, day)
     if plan is None:
         return {"plan": None, "settings": []}
@@ -155,9 +155,10 @@ def tailored_list(state: Funding, la: str, need: str, phase: str, day: date, pla
     for s in plan.settings():
         if need in s["needs"] and phase in s["phases"]:
             used = taken.get(s["setting"], 0)
+            # whether a place is free, not how many pupils are there: the list is public, and a count at one setting
+            # would be a small number about children
             settings.append({"setting": s["setting"], "name": s["name"], "provision_type": s["provision_type"], "phases": s["phases"],
-                             "needs": s["needs"], "places": s["places"], "places_taken": used, "places_available": used < s["places"],
-                             "bands": s.get("bands", [])})
+                             "needs": s["needs"], "places": s["places"], "places_available": used < s["places"], "bands": s.get("bands", [])})
     settings.sort(key=lambda s: (s["provision_type"], s["name"]))
     return {"plan": {"event_id": plan.event_id, "version": plan.version, "valid_from": plan.valid_from.isoformat(),
                      "valid_to": plan.valid_to.isoformat()}, "settings": settings}

