@@ -12,7 +12,8 @@ Story (money in pence; every event received on 2026-12-01, so it is known at bot
   P1 school A; LA 801 places at Harbourside (tier 3) from 09-07, bands B3 AP, SEMH, from 09-08.
   P2 school B (LA 801); school B places at Harbourside (tier 2, planned end 12-18) from 09-14; LA 801 bands B3 AP, SEMH,
      from 09-15; the placement ends 10-30.
-  P3 school A, EHCP; LA 801 bands B4 special at Clifton Special (in the plan), ASD, from 09-10.
+  P3 school A, EHCP; LA 801 bands B5 special at Clifton Special (in the plan), ASD, from 09-12, then corrects that to
+     B4 from 09-10 (the correction supersedes it: the B5 never counts).
   P4 school A, EHCP; LA 801 bands B5 special at urn:100020 (not in the plan), ASD, from 10-01.
   P5 school urn:100030 (LA 802); LA 802 places at Harbourside (tier 1) from 09-21, bands B3 AP, SEMH, from 09-21.
 
@@ -110,7 +111,8 @@ def story(world: World) -> dict[str, str]:
     p2 = on(date(2026, 9, 14), "pupil.ap_placement_started", SCHOOL_B, placement(SCHOOL_B, 2, "2026-12-18"), upn=upn(2))
     on(date(2026, 9, 15), "funding.band_assigned", LA, band_for_placement(p2), upn=upn(2))
     on(date(2026, 10, 30), "pupil.ap_placement_ended", SCHOOL_B, {"placement_event_id": p2, "outcome": "mainstream"}, upn=upn(2))
-    on(date(2026, 9, 10), "funding.band_assigned", LA, band_for_ehcp(SPECIAL, "B4"), upn=upn(3))
+    wrong = on(date(2026, 9, 12), "funding.band_assigned", LA, band_for_ehcp(SPECIAL, "B5"), upn=upn(3))
+    on(date(2026, 9, 10), "funding.band_assigned", LA, band_for_ehcp(SPECIAL, "B4"), upn=upn(3), corrects=wrong)
     on(date(2026, 10, 1), "funding.band_assigned", LA, band_for_ehcp(OUTSIDE, "B5"), upn=upn(4))
     p5 = on(date(2026, 9, 21), "pupil.ap_placement_started", OTHER_LA, placement(OTHER_LA, 1), upn=upn(5))
     on(date(2026, 9, 21), "funding.band_assigned", OTHER_LA, band_for_placement(p5, la=OTHER_LA), upn=upn(5))
