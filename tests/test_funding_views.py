@@ -185,3 +185,12 @@ def test_public_reports_leave_out_spend_and_dashboards_show_it(world: World) -> 
         mine = client.get("/views/metrics", params={"level": "la", "org": OTHER_LA, "as_of": D1.isoformat()},
                           headers={"authorization": f"Bearer {token}"}).json()["metrics"]
         assert mine["funding_committed_ap_pence"]["value"] == 1_800_000  # one placement: for the LA's own eyes only
+
+
+def test_an_erased_pupil_s_band_is_forgotten_by_the_funding_figures(world: World) -> None:
+    from projections.runner import forget_pupil
+
+    story(world)
+    assert forget_pupil(world.ledger.store, world.ledger.secrets.pupil_id(upn(4))) == 2  # P4's admission and band
+    la = metrics(world, D1, "la", LA)
+    assert la["placements_outside_plan"]["value"] == 0 and la["funding_committed_high_needs_pence"]["value"] == 2_500_000
