@@ -7,6 +7,7 @@ whether places are available. Public: no token, and no child's data is needed or
 
 from __future__ import annotations
 
+import re
 import threading
 from datetime import date
 from pathlib import Path
@@ -40,6 +41,8 @@ def phase_of_age(age: int) -> str | None:
 def checked_query(la: str | None, need: str | None, phase: str | None, age: int | None) -> tuple[str, str, str]:
     """The LA, need and phase asked for, or a 422 naming every bad parameter."""
     problems: list[tuple[str, str, str]] = []
+    if la is not None and re.fullmatch(r"[0-9]{3}", la):
+        la = f"la:{la}"  # 801 or la:801, as the public reports take it
     if not la:
         problems.append(("required", "query:la", "give the LA, e.g. la:801"))
     elif org_scheme(la) != "la" or la[3:] not in la_codes():
@@ -84,6 +87,11 @@ class TailoredLists:
             self._cached = (key, found)
         return found
 
+    def las_with_plans(self, day: date) -> list[str]:
+        """The LAs with a local inclusion plan in force on ``day`` (for the page's choice of LA)."""
+        state, _ = self.state(day)
+        return sorted(la for la in state.plans if state.plan_on(la, day) is not None)
+
     def answer(self, la: str, need: str, phase: str, day: date) -> dict[str, Any]:
         state, open_placements = self.state(day)
         return {"la": la, "need": need, "phase": phase, "as_of": day.isoformat(), **tailored_list(state, la, need, phase, day, open_placements)}
@@ -120,18 +128,21 @@ def tailored_list_router(ledger: Ledger) -> APIRouter:
     async def page(request: Request, la: LaQ = None, need: NeedQ = None, phase: PhaseQ = None, age: AgeQ = None) -> HTMLResponse:
         asked = any(v is not None for v in (la, need, phase, age))
         result, errors = None, []
+        today = ledger.clock().date()
         if asked:
             try:
-                result = await run_in_threadpool(lists.answer, *checked_query(la, need, phase, age), ledger.clock().date())
+                result = await run_in_threadpool(lists.answer, *checked_query(la, need, phase, age), today)
             except LedgerError as exc:
                 errors = [{"text": p.message, "href": f"#{p.path.split(':', 1)[-1]}"} for p in exc.problems]
+        with_plans = await run_in_threadpool(lists.las_with_plans, today)
+        las = [(code, ledger.org_state(code).name or code) for code in with_plans]
         values = {
             "title": "Find a setting for a child with special educational needs",
             "navigation": [{"href": "/", "text": "Home"}, {"href": "/find-a-setting", "text": "Find a setting", "active": True}],
             "needs": sorted(code_list("sen_need_types").codes_for("2026/27").items()),
             "phases": list(code_list("plan_phases").codes_for("2026/27").items()),
             "provision_types": code_list("provision_types").codes_for("2026/27"),
-            "asked": {"la": la or "", "need": need or "", "phase": phase or ""}, "result": result, "errors": errors,
+            "asked": {"la": la or "", "need": need or "", "phase": phase or ""}, "result": result, "errors": errors, "las": las,
         }
         html = finish_html(env.get_template("tailored_list.html").render(service_name=SERVICE_NAME, **values))
         return HTMLResponse(html, status_code=422 if errors else 200, headers={"referrer-policy": "same-origin"})

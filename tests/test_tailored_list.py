@@ -113,6 +113,8 @@ def test_the_operation_is_in_the_openapi_document(client: TestClient) -> None:
 def test_the_public_page_lists_the_settings_and_explains_bad_input(client: TestClient) -> None:
     blank = client.get("/find-a-setting")
     assert blank.status_code == 200 and "Find a setting" in blank.text and "govuk-error-summary" not in blank.text
+    assert '<option value="la:801">Test la:801 (la:801)</option>' in blank.text  # the LAs with a plan in force today
+    assert client.get("/tailored-list", params={"la": "801", "need": "ASD", "phase": "primary"}).json()["la"] == LA
     page = client.get("/find-a-setting", params={"la": LA, "need": "ASD", "phase": "secondary"})
     assert page.status_code == 200
     assert "Clifton Special" in page.text and "Brunel Secondary ASD base" in page.text and "Avon Primary" not in page.text
