@@ -277,3 +277,37 @@ def test_funding_events_over_http_bad_input_is_4xx_with_its_path_and_stores_noth
         school = TestClient(la.app, headers={"authorization": f"Bearer {world.ledger.issue_token(SCHOOL_A, 'school')}"})
         assert post(school, world.sign(world.event("funding.ap_budget_allocated", LA, budget()))).status_code == 403
         assert world.ledger.store.max_sequence() == stored
+
+
+# -- band rules on the pupil (pure, with tests/rules_support.py) -----------------------------------
+
+
+def test_band_rules_for_placements_and_ehc_plans() -> None:
+    from ledger.funding_rules import check_band
+    from tests import rules_support as rs
+
+    pupil = rs.Pupil()
+    pupil.admit(rs.SCHOOL_A, date(2026, 9, 2))
+    placement = pupil.place(rs.SCHOOL_A, date(2026, 9, 7))  # commissioned by a school in LA 801
+    far = rs.Pupil()
+    far.admit(rs.FAR_SCHOOL, date(2026, 9, 2))  # a school in LA 802
+    tariff_records = [record("funding.tariff_published", tariff("2026-04-01"), subject="dfe:admin")]
+
+    def band(p: rs.Pupil, data: dict[str, Any], on: date = date(2026, 9, 8), submitter: str = LA) -> list[str]:
+        new = Record(str(uuid.uuid4()), "funding.band_assigned", submitter, rs.UPN, on, NOW, data)
+        return [p.code for p in check_band(p.records, new, tariff_records, pupil.facts)]
+
+    assert band(pupil, band_for_placement(placement)) == []
+    assert band(pupil, band_for_placement(placement, la="la:802"), submitter="la:802") == ["writer_not_related"]
+    assert band(pupil, {**band_for_placement(placement), "setting": rs.PRU}) == ["setting_mismatch"]
+    assert band(pupil, band_for_placement(placement), on=date(2026, 9, 6)) == ["placement_not_open"]
+    assert band(pupil, {k: v for k, v in band_for_placement(placement).items() if k != "placement_event_id"}) == ["required"]
+    assert band(pupil, band_for_placement(placement, band="B1", provision_type="mainstream")) == []
+    assert band(pupil, band_for_placement(placement, band="B1")) == ["band_not_in_tariff"]  # B1 is priced for mainstream only
+    assert band(pupil, band_for_ehcp(SPECIAL)) == []
+    assert band(far, band_for_ehcp(SPECIAL)) == ["implausible_claim"]  # LA 801 has no link to a pupil at a school in LA 802
+    assert band(far, band_for_ehcp(SPECIAL, la="la:802"), submitter="la:802") == []
+    assert band(pupil, {k: v for k, v in band_for_ehcp(SPECIAL).items() if k != "setting"}) == ["required"]
+    pupil.post("pupil.ap_placement_ended", rs.SCHOOL_A, {"placement_event_id": placement, "outcome": "mainstream"}, date(2026, 10, 1))
+    assert band(pupil, band_for_placement(placement), on=date(2026, 10, 1)) == ["placement_not_open"]
+    assert band(pupil, band_for_placement(placement), on=date(2026, 9, 30)) == []
