@@ -158,3 +158,18 @@ def test_an_open_ap_placement_with_a_band_takes_a_place_at_its_setting_and_an_en
     ended = tailored_list(state, LA, "SEMH", "secondary", day, {})["settings"]
     before_band = tailored_list(state, LA, "SEMH", "secondary", date(2026, 9, 9), {"placement-1": PROVIDER})["settings"]
     assert [s["places_available"] for s in (*open_then, *ended, *before_band)] == [False, True, True]
+
+
+def test_a_new_plan_version_takes_over_the_list_from_its_start(client: TestClient, world: World) -> None:
+    """Version 2 (from 2026-10-01) drops Avon Primary and adds SPLD to Harbourside: before its start the list is version
+    1's, from it version 2's."""
+    v2 = [dict(s, needs=[*s["needs"], "SPLD"]) if s["setting"] == PROVIDER else s for s in PLAN_SETTINGS if s["setting"] != SCHOOL_A]
+    world.post("inclusion_plan.published", LA, plan(2, "2026-10-01", "2027-08-31", v2), occurred_on=date(2026, 9, 25))
+    Projector(world.ledger.store).catch_up()
+
+    def listed(day: str) -> tuple[int, list[str]]:
+        body = client.get("/tailored-list", params={"la": LA, "need": "SPLD", "phase": "primary", "as_of": day}).json()
+        return body["plan"]["version"], [s["setting"] for s in body["settings"]]
+
+    assert listed("2026-09-30") == (1, [SCHOOL_A])
+    assert listed("2026-10-01") == (2, [PROVIDER])
