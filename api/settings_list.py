@@ -23,6 +23,7 @@ from api.web.pages import SERVICE_NAME, finish_html
 from ledger.codes import code_list, la_codes
 from ledger.errors import LedgerError, Problem
 from ledger.identifiers import org_scheme
+from ledger.schooltime import academic_year
 from ledger.service import Ledger
 from projections.facts import Moment
 from projections.plans import Funding, funding, open_placement_settings, tailored_list
@@ -134,14 +135,14 @@ def tailored_list_router(ledger: Ledger) -> APIRouter:
                 result = await run_in_threadpool(lists.answer, *checked_query(la, need, phase, age), today)
             except LedgerError as exc:
                 errors = [{"text": p.message, "href": f"#{p.path.split(':', 1)[-1]}"} for p in exc.problems]
-        with_plans = await run_in_threadpool(lists.las_with_plans, today)
-        las = [(code, ledger.org_state(code).name or code) for code in with_plans]
+        las = await run_in_threadpool(lambda: [(code, ledger.org_state(code).name or code) for code in lists.las_with_plans(today)])
+        year = academic_year(today)
         values = {
             "title": "Find a setting for a child with special educational needs",
             "navigation": [{"href": "/", "text": "Home"}, {"href": "/find-a-setting", "text": "Find a setting", "active": True}],
-            "needs": sorted(code_list("sen_need_types").codes_for("2026/27").items()),
-            "phases": list(code_list("plan_phases").codes_for("2026/27").items()),
-            "provision_types": code_list("provision_types").codes_for("2026/27"),
+            "needs": sorted(code_list("sen_need_types").codes_for(year).items()),
+            "phases": list(code_list("plan_phases").codes_for(year).items()),
+            "provision_types": code_list("provision_types").codes_for(year),
             "asked": {"la": la or "", "need": need or "", "phase": phase or ""}, "result": result, "errors": errors, "las": las,
         }
         html = finish_html(env.get_template("tailored_list.html").render(service_name=SERVICE_NAME, **values))
