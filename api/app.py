@@ -27,6 +27,7 @@ from api.limits import Refusal, read_json
 from api.log_routes import event_proof_route, log_router
 from api.params import check_moment, named_as_query
 from api.research import research_router
+from api.settings_list import tailored_list_router
 from api.views import views_router
 from ledger import database, jcs, signatures
 from ledger.admin import log_vkey, open_ledger, sealer
@@ -346,6 +347,7 @@ def create_app(ledger: Ledger, followers: Sequence[Follower] = ()) -> FastAPI:
     app.include_router(views_router(ledger, principal))
     web.mount(app, ledger, authenticator.principal)  # the pages (docs/web.md): start page, public reports, dashboards, /assets
     app.include_router(research_router(ledger, principal))
+    app.include_router(tailored_list_router(ledger))  # public: the tailored list of settings (issue 25)
     return app
 
 

@@ -435,7 +435,10 @@ def demo(port: int = 8000, pupils: int = 4000, seed: int = 1, la: str = "801") -
     with Progress(console=err) as progress:
         task = progress.add_task("loading simulated area", total=len(area.events))
         load_area(ledger, area, on_progress=lambda n: progress.advance(task, n))
+    from ledger.simulate_funding import load_funding
+
     start_demo_inspection(ledger, area)  # the inspector reads the area's pupils while Ofsted inspects it (docs/access.md)
+    load_funding(ledger, area)  # a local inclusion plan, the national tariff, AP budgets and bands (issue 25)
     inspector = ledger.issue_token("ofsted", "inspector")
     la_token = ledger.issue_token(f"la:{la}", "la")
     from api.cli_research import demo_project
@@ -451,6 +454,7 @@ def demo(port: int = 8000, pupils: int = 4000, seed: int = 1, la: str = "801") -
     out.print(f"dashboards:      {base}/dashboards/la/la:{la}?as_of={day}  (sign in with the LA token below)")
     out.print(f"public report:   {base}/reports/la/{la}?as_of={day}   England: {base}/reports/england?as_of={day}")
     out.print(f"start page:      {base}/")
+    out.print(f"find a setting:  {base}/find-a-setting?la=la:{la}&need=SEMH&phase=secondary  (JSON: {base}/tailored-list?la=la:{la}&need=SEMH&phase=secondary)")
     out.print(f"ledger home: {settings.home}  ({ledger.store.count_events()} events)")
     out.print(f"LA token:        {la_token}")
     out.print(f"admin token:     {result.admin_token}")

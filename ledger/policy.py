@@ -43,7 +43,7 @@ SUBMITS: dict[str, tuple[str, ...]] = {
     "trust": ("org.key_",),
     "inspector": ("inspection.", "org.key_"),
     "regions": ("accountability.", "org.key_"),
-    "admin": ("org.", "research.project_"),
+    "admin": ("org.", "research.project_", "funding.tariff_"),
     "researcher": (),
     "tribunal": ("dispute.", "org.key_"),  # appeals (dispute.appeal_*), about decisions recorded on the pupil
     "mediation": ("dispute.", "org.key_"),  # mediation (dispute.mediation_*), likewise

@@ -254,6 +254,12 @@ def check_pupil(records: Sequence[Record], new: Record, orgs: OrgLookup = no_org
     return rules.problems, rules.flags
 
 
+def la_link(state: PupilState, new: Record, orgs: OrgLookup = no_org_facts) -> str | None:
+    """The link of the LA posting ``new`` to the pupil whose ``state`` this is: "linked", "new_area" or None (for rules
+    outside this module that need it, e.g. ``ledger.funding_rules``)."""
+    return _PupilRules(state, new, orgs).la_relation()
+
+
 class _PupilRules:
     """The checks of one new pupil event against the state folded from the pupil's other records.
 

@@ -17,6 +17,8 @@ from ledger.schooltime import academic_year
 from .config import ViewSettings
 from .facts import Moment
 from .orgs import Directory, directory
+from .plans import Funding
+from .plans import funding as funding_facts
 from .pupils import Pupil, pupils
 
 LEVELS = ("school", "trust", "la", "national")
@@ -65,6 +67,7 @@ class Context:
     settings: ViewSettings
     directory: Directory
     pupils: list[Pupil]
+    funding: Funding = field(default_factory=Funding)  # plans, tariffs, budgets and bands (issue 25)
     _placements: list[Placement] | None = field(default=None, repr=False)
     _contributions: dict[str, list[Contribution]] = field(default_factory=dict, repr=False)
     _derived: dict[str, Any] = field(default_factory=dict, repr=False)
@@ -127,7 +130,7 @@ def placements_of(pupil: Pupil) -> list[Placement]:
 
 
 def context(db: Any, moment: Moment, settings: ViewSettings) -> Context:
-    return Context(moment, settings, directory(db, moment), pupils(db, moment), db=db)
+    return Context(moment, settings, directory(db, moment), pupils(db, moment), funding_facts(db, moment), db=db)
 
 
 @dataclass(frozen=True)

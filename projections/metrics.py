@@ -15,13 +15,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from . import ap_performance, ehcp, exclusions, placements, roll, unregistered
+from . import ap_performance, ehcp, exclusions, funding, placements, roll, unregistered
 from .context import ENGLAND, Context, Contribution, Metric, scope_of
 from .orgs import Directory
 
 METRICS: tuple[Metric, ...] = (
     *placements.METRICS, *unregistered.METRICS, *roll.METRICS, *exclusions.METRICS, *ap_performance.METRICS,
     *ehcp.METRICS,
+    *funding.METRICS,
 )
 METRICS_BY_NAME = {m.name: m for m in METRICS}
 

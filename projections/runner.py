@@ -25,10 +25,10 @@ from ledger.secrets import is_pupil_stream
 from ledger.service import timestamp
 from ledger.store import Store, as_uuid, execute_in, fetch_tuples, record_of, rowcount
 
-from . import cases, ehcp, orgs, pupils
+from . import cases, ehcp, orgs, plans, pupils
 from .facts import LogEvent, Moment, View, in_force
 
-VIEWS: tuple[View, ...] = (orgs.VIEW, pupils.VIEW, cases.VIEW, ehcp.VIEW)
+VIEWS: tuple[View, ...] = (orgs.VIEW, pupils.VIEW, cases.VIEW, ehcp.VIEW, plans.VIEW)
 POSITIONS_DDL = "CREATE TABLE IF NOT EXISTS pv_positions (view TEXT PRIMARY KEY, position BIGINT NOT NULL, version INTEGER NOT NULL)"
 DEFAULT_BATCH = 500
 

@@ -44,6 +44,7 @@ from projections.queries import accountability_metrics
 from projections.runner import Projector, Reader
 
 from .conftest import Clock, World, upn
+from .funding_support import NO_FUNDING_FIGURES
 
 A, B, C, LA, LA2, AP, UPROV, TRUST, REGIONS = (
     "urn:100005", "urn:100006", "urn:100007", "la:801", "la:202", "ukprn:10000047", "uprov:801-1", "trust:TR00001", "dfe:regions")
@@ -194,6 +195,7 @@ SCHOOL_A = {
     "ap_attendance_rate": None, "ap_reintegration_rate": None, "ap_sustained_post16_rate": None,
     "ap_placement_length_mean_days": None, "ap_placement_length_median_days": None,  # A is not an AP setting
     **NO_EHCP,
+    **NO_FUNDING_FIGURES,  # issue 25: this story has no plans, tariffs, budgets or bands
 }
 ENGLAND = {
     "open_ap_placements": 4,  # P5, P6, P7, P8
@@ -219,6 +221,7 @@ ENGLAND = {
     "ap_placement_length_mean_days": 153.5,  # P11 67 days, P12 240 days
     "ap_placement_length_median_days": 153.5,
     **NO_EHCP,  # no ehcp.*, dispute.* or inspection.* events in this story (tests/test_ehcp_metrics.py has them)
+    **NO_FUNDING_FIGURES,  # issue 25: this story has no plans, tariffs, budgets or bands
 }
 
 

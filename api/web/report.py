@@ -17,6 +17,7 @@ from typing import Any
 
 from projections.context import Context
 from projections.disclosure import NOT_APPLICABLE, SUPPRESSED, TOTAL, UNAVAILABLE, Published, Release, Rules, Table, protect
+from projections.funding import NOT_PUBLIC
 from projections.metrics import Figure
 from projections.published import ap_placements_by_setting_type
 
@@ -149,6 +150,8 @@ class Publication:
         for group, title, entries in catalogue.groups():
             figs = []
             for e in entries:
+                if e.name in NOT_PUBLIC:  # spend would disclose small counts (projections.funding)
+                    continue
                 start, end, words = e.period(self.as_of)
                 value, categories = release.published(e, row)
                 national, national_categories = england.published(e, TOTAL)
@@ -177,6 +180,8 @@ class _LevelRelease:
         self.labels: dict[str, tuple[str, ...]] = {}
         tables: list[Table] = []
         for e in catalogue.catalogue():
+            if e.name in NOT_PUBLIC:
+                continue
             found, national = by_metric[e.name]
             if e.kind == "breakdown":
                 labels = tuple(sorted({k for f in (*found.values(), national) for k in (f.value or {})}))

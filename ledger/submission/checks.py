@@ -7,7 +7,7 @@ import uuid
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from .. import catalogue
+from .. import catalogue, funding_rules
 from ..access_audit import ADMIN_ORG
 from ..errors import Category, Problem
 from ..orgs import OrgState, check_org, fold_org
@@ -87,6 +87,8 @@ def judge(sub: Submissions, item: InFlight, record: Record, subject: Subject | N
                     item.reads.add(sub.ledger.secrets.org_id(org))
                 return sub.org_state(org, working).facts()
             problems, flags = check_pupil(records, record, org_facts)
+            if not problems and body["type"] == funding_rules.BAND:  # costed from the national tariff (issue 25)
+                problems = funding_rules.check_band(records, record, _tariff_records(sub, item, working), org_facts)
     elif etype.subject == "audit":
         problems, flags = [], []  # ledger-written access records
     else:
@@ -94,6 +96,8 @@ def judge(sub: Submissions, item: InFlight, record: Record, subject: Subject | N
         problems, flags = check_org(org_state, record), []
         if not problems and etype.name.startswith("research."):  # projects and releases (docs/research.md)
             problems = check_research(records, record)
+        if not problems and etype.name in funding_rules.ORG_TYPES:  # plans, budgets, programmes, tariffs (issue 25)
+            problems = funding_rules.check_org_event(records, record)
         if "self" in etype.submitters and body["submitter"] not in (ADMIN_ORG, body["subject"]["org"]):
             problems.append(Problem("submitter_not_allowed", f"{item.path}.payload.submitter", f"{body['type']} is posted by {ADMIN_ORG} or the organisation itself", Category.FORBIDDEN))
         if body["type"] == "org.key_added" and not problems:
@@ -101,6 +105,14 @@ def judge(sub: Submissions, item: InFlight, record: Record, subject: Subject | N
     item.problems.extend(p.at(item.path) for p in problems)
     if not item.problems:
         item.flags.extend(flags)
+
+
+def _tariff_records(sub: Submissions, item: InFlight, working: Working) -> list[Record]:
+    """The national tariffs (records of ``dfe:admin``), read as part of the item's decision."""
+    admin_id = sub.ledger.secrets.org_id(funding_rules.TARIFF_ORG)
+    item.reads.add(admin_id)
+    subject = sub.load(admin_id, working)
+    return list(subject.records) if subject else []
 
 
 def _key_id_taken(sub: Submissions, body: dict[str, Any], key_rows: list[tuple[str, str]]) -> list[Problem]:
