@@ -18,10 +18,11 @@ from ledger.errors import Category, LedgerError
 from ledger.identifiers import org_scheme
 from ledger.service import Ledger, Principal
 from projections.config import ViewSettings
-from projections.context import Context, context
+from projections.context import Context
 from projections.facts import Moment
 from projections.placements import placements_register
 from projections.queries import case_list, metrics_report, scope_for
+from projections.read_model_queries import read_model_context
 from projections.runner import Projector, Reader
 from projections.unregistered import unregistered_providers
 
@@ -196,7 +197,7 @@ def views_router(ledger: Ledger, principal: Callable[..., Any], settings: ViewSe
         with lock:
             found = contexts.get(key)
         if found is None:
-            found = context(reader, m, view_settings)
+            found = read_model_context(reader, m, view_settings)
             with lock:
                 if len(contexts) >= CACHED_CONTEXTS:
                     contexts.clear()
