@@ -58,10 +58,23 @@ def test_the_area_is_answered_by_the_read_model_without_folding_a_pupil(area: Ar
     assert ctx._fold is None  # noqa: SLF001 - every metric, the register and the watch came from SQL
 
 
-def test_every_metric_of_the_catalogue_is_in_the_read_model() -> None:
-    from projections.metrics import METRICS
+def test_every_metric_of_docs_metrics_is_in_the_read_model() -> None:
+    from projections import ap_performance, exclusions, placements, roll, unregistered
+    from projections.metrics import METRICS_BY_NAME
     from projections.read_model_queries import COMPUTED
-    assert {m.name for m in METRICS} - set(QUERIES) - set(COMPUTED) == set()
+    documented = {m.name for module in (placements, unregistered, roll, exclusions, ap_performance) for m in module.METRICS}
+    assert documented - set(QUERIES) - set(COMPUTED) == set()
+    assert set(QUERIES) | set(COMPUTED) <= set(METRICS_BY_NAME)
+
+
+def test_a_metric_not_in_the_read_model_is_answered_by_the_fold(area: Area) -> None:
+    from projections.context import Contribution, Metric
+    reader = Reader(area.ledger.store)
+    newcomer = Metric("pupils_with_an_ehcp", "ehcp", "count", lambda ctx: (
+        Contribution(g.school, p.key, 1) for p in ctx.pupils for g in p.state.registrations if g.sen_status == "E"))
+    ctx = ReadModelContext(reader, Moment(AS_OF), ViewSettings())
+    assert ctx.contributions(newcomer) == context(reader, Moment(AS_OF), ViewSettings()).contributions(newcomer)
+    assert [c.unit for c in ctx.contributions(newcomer)] == [A]  # P3 (EHCP) at A
 
 
 def test_the_area_equals_the_fold_at_every_level_and_moment(area: Area) -> None:
