@@ -97,8 +97,11 @@ STATE_TABLES = (RM_REGISTRATIONS, RM_PLACEMENTS)
 
 def settings_fingerprint(settings: ViewSettings) -> int:
     """The settings the stored columns depend on (calendar, gap days, reintegration terms), as a number < 10^6."""
-    raw = settings.calendar_path.read_bytes() + f"|{settings.gap_school_days}|{settings.reintegration_terms}".encode()
-    return zlib.crc32(raw) % 1_000_000
+    try:
+        calendar = settings.calendar_path.read_bytes()
+    except OSError:
+        calendar = b""  # no calendar: projecting says so (as the fold does when it counts school days), not importing
+    return zlib.crc32(calendar + f"|{settings.gap_school_days}|{settings.reintegration_terms}".encode()) % 1_000_000
 
 
 def model_version(settings: ViewSettings) -> int:
@@ -109,12 +112,11 @@ def model_version(settings: ViewSettings) -> int:
 
 
 def event_rows(settings: ViewSettings) -> Callable[[LogEvent], Iterable[tuple[Table, dict[str, Any]]]]:
-    calendar = settings.calendar
-
     def rows(ev: LogEvent) -> Iterable[tuple[Table, dict[str, Any]]]:
         r = ev.record
         if not r.type.startswith("pupil.") or r.type == "pupil.record_retracted":
             return
+        calendar = settings.calendar  # loaded once (cached), when first needed
         d = r.data
         values: dict[str, Any] = {
             "unit": d.get("school") or d.get("commissioner"), "setting": d.get("setting"), "submitter": r.submitter,
@@ -236,7 +238,8 @@ def maintain_state(settings: ViewSettings) -> Callable[[Any, Any, Sequence[LogEv
         deletes: list[tuple[str, str]] = []
         for subject in subjects:
             t0 = since[subject]
-            deletes.append((subject, t0))
+            if any(known_from >= t0 for _, _, known_from, _, _ in tails.get(subject, [])):
+                deletes.append((subject, t0))  # rows known from t0 on are recomputed (a report received out of order)
             fresh = {(row, start): end for row, start, end in knowledge_runs(subject, facts.get(subject, []), t0, settings)}
             for table, rk, known_from, known_to, row in tails.get(subject, []):
                 if known_from >= t0 or (known_to is not None and known_to < t0):
@@ -252,7 +255,8 @@ def maintain_state(settings: ViewSettings) -> Callable[[Any, Any, Sequence[LogEv
                 table, values, valid_from, valid_to = row
                 inserts[table.name].append((subject, row_key(row), valid_from, valid_to, start, end, *values))
         for table in STATE_TABLES:
-            cur.executemany(store.sql(f"DELETE FROM {table.name} WHERE subject = ? AND known_from >= ?"), deletes)
+            if deletes:
+                cur.executemany(store.sql(f"DELETE FROM {table.name} WHERE subject = ? AND known_from >= ?"), deletes)
             if ends[table.name]:
                 cur.executemany(store.sql(f"UPDATE {table.name} SET known_to = ? WHERE subject = ? AND row_key = ? AND known_from = ?"),
                                 ends[table.name])
