@@ -86,12 +86,14 @@ class IntervalTable(Table):
 RM_REGISTRATIONS = IntervalTable("rm_registrations", (
     ("ordinal", "INTEGER NOT NULL"), ("school", "TEXT NOT NULL"), ("status", "TEXT NOT NULL"), ("start_on", "TEXT NOT NULL"),
     ("end_on", "TEXT"), ("sen_status", "TEXT NOT NULL"), ("looked_after", "INTEGER NOT NULL"),
-), indexes=("valid_from",))
+    ("regs", "INTEGER NOT NULL"),  # the pupil's registrations in this state: 1 says no other row of the pupil is in force with it
+))
 RM_PLACEMENTS = IntervalTable("rm_placements", (
     ("placement_id", "TEXT NOT NULL"), ("commissioner", "TEXT NOT NULL"), ("setting", "TEXT NOT NULL"), ("setting_type", "TEXT NOT NULL"),
     ("tier", "INTEGER NOT NULL"), ("start_on", "TEXT NOT NULL"), ("planned_end", "TEXT"), ("hours", "DOUBLE PRECISION NOT NULL"),
     ("end_on", "TEXT"), ("outcome", "TEXT"), ("length_days", "INTEGER"), ("deadline", "TEXT"),
-), indexes=("valid_from",))
+    ("places", "INTEGER NOT NULL"),  # the pupil's placements in this state (1: the pupil's only row in force)
+))
 STATE_TABLES = (RM_REGISTRATIONS, RM_PLACEMENTS)
 
 
@@ -161,12 +163,14 @@ def state_of(key: str, records: list[Record], settings: ViewSettings) -> set[Sta
     """The registrations and placements the fold gives for these records (the facts in force, in ledger order)."""
     pupil = Pupil(key, records)
     out: set[StateRow] = set()
-    for i, g in enumerate(pupil.state.registrations):
-        out.add((RM_REGISTRATIONS, (i, g.school, g.status, g.start.isoformat(), _iso(g.end), g.sen_status, int(bool(g.looked_after)))))
-    for p in placements_of(pupil):
+    regs = pupil.state.registrations
+    for i, g in enumerate(regs):
+        out.add((RM_REGISTRATIONS, (i, g.school, g.status, g.start.isoformat(), _iso(g.end), g.sen_status, int(bool(g.looked_after)), len(regs))))
+    placements = placements_of(pupil)
+    for p in placements:
         deadline = settings.calendar.end_of_term_after(p.start, settings.reintegration_terms)
         out.add((RM_PLACEMENTS, (p.event_id, p.commissioner, p.setting, p.setting_type, p.tier, p.start.isoformat(), _iso(p.planned_end),
-                                 p.hours, _iso(p.end), p.outcome, (p.end - p.start).days if p.end else None, _iso(deadline))))
+                                 p.hours, _iso(p.end), p.outcome, (p.end - p.start).days if p.end else None, _iso(deadline), len(placements))))
     return out
 
 
@@ -303,10 +307,10 @@ def _load_tails(cur: Any, store: Any, subjects: list[str], since: str) -> dict[s
 def _typed(table: IntervalTable, values: list[Any]) -> tuple[Any, ...]:
     """Stored values as ``state_of`` makes them (so a stored row and a recomputed one compare equal)."""
     if table is RM_PLACEMENTS:
-        values[4], values[7] = int(values[4]), float(values[7])
+        values[4], values[7], values[12] = int(values[4]), float(values[7]), int(values[12])
         values[10] = None if values[10] is None else int(values[10])
     else:
-        values[0], values[6] = int(values[0]), int(values[6])
+        values[0], values[6], values[7] = int(values[0]), int(values[6]), int(values[7])
     return tuple(values)
 
 

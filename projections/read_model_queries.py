@@ -57,8 +57,10 @@ NO_SETTING = (  # no registration or placement open on any day in (left, check d
     " AND s.start_on <= e.check_day AND (s.end_on IS NULL OR s.end_on > e.occurred_on)) AND NOT EXISTS (SELECT 1 FROM rm_placements s "
     "WHERE s.subject = e.subject AND " + ST("s") + " AND s.start_on <= e.check_day AND (s.end_on IS NULL OR s.end_on > e.occurred_on))")
 WITHOUT_SETTING = f"e.destination NOT IN {_in(GAP_EXEMPT_DESTINATIONS)} AND e.check_day <= :d AND {NO_SETTING}"
+NOT_SHARED = ", 0 AS shared"
 X_ITEM = "'x:' || e.event_id"  # a numerator item beside the roll's 'p:' items
-ROLL_DENOMINATOR = f"SELECT r.school AS unit, 'p:' || r.subject AS item, 0 AS num, 1 AS den, '' AS label FROM rm_registrations r WHERE {ROLL}"
+SHARED_REG = "CASE WHEN r.regs > 1 THEN 1 ELSE 0 END AS shared"  # the pupil may have another row in force (see ``aggregated``)
+ROLL_DENOMINATOR = f"SELECT r.school AS unit, 'p:' || r.subject AS item, 0 AS num, 1 AS den, '' AS label, {SHARED_REG} FROM rm_registrations r WHERE {ROLL}"
 
 
 def _started_by(column: str) -> str:
@@ -70,12 +72,12 @@ def _open_by(label: str, where: str = "") -> str:
     return f"SELECT p.commissioner AS unit, p.placement_id AS item, 1 AS num, 0 AS den, {label} AS label FROM rm_placements p WHERE {OPEN_PLACEMENT}{where}"
 
 
-def _removals(where: str, unit: str = "e.unit", item: str = "e.event_id", label: str = "''") -> str:
-    return f"SELECT {unit} AS unit, {item} AS item, 1 AS num, 0 AS den, {label} AS label FROM rm_events e WHERE {_of('deregistered')} AND {where}"
+def _removals(where: str, unit: str = "e.unit", item: str = "e.event_id", label: str = "''", shared: str = "") -> str:
+    return f"SELECT {unit} AS unit, {item} AS item, 1 AS num, 0 AS den, {label} AS label{shared} FROM rm_events e WHERE {_of('deregistered')} AND {where}"
 
 
-def _exclusions(kind: str, label: str = "''", item: str = "e.event_id") -> str:
-    return (f"SELECT e.unit AS unit, {item} AS item, 1 AS num, 0 AS den, {label} AS label FROM rm_events e "
+def _exclusions(kind: str, label: str = "''", item: str = "e.event_id", shared: str = "") -> str:
+    return (f"SELECT e.unit AS unit, {item} AS item, 1 AS num, 0 AS den, {label} AS label{shared} FROM rm_events e "
             f"WHERE {_of('excluded')} AND {IN_YEAR} AND e.kind = '{kind}'")
 
 
@@ -86,7 +88,7 @@ ENDED_LENGTHS = ("SELECT p.setting AS unit, p.placement_id AS item, p.length_day
 @dataclass(frozen=True)
 class Query:
     sql: str
-    unique: bool = True  # each item key occurs once (an event or placement id): no check for repeated keys needed
+    unique: bool = True  # each item key occurs once (an event or placement id); else the query has a ``shared`` column
 
 
 QUERIES: dict[str, Query] = {
@@ -102,7 +104,8 @@ QUERIES: dict[str, Query] = {
         f"JOIN rm_placements p ON p.subject = e.subject AND p.placement_id = e.placement_id AND {ST('p')} "
         f"WHERE {_of('ap_placement_ended')} AND {IN_YEAR}"),
     "pupils_in_unregistered_provision": Query(
-        "SELECT p.commissioner AS unit, p.subject AS item, 1 AS num, 0 AS den, '' AS label FROM rm_placements p "
+        "SELECT p.commissioner AS unit, p.subject AS item, 1 AS num, 0 AS den, '' AS label, CASE WHEN p.places > 1 THEN 1 ELSE 0 END AS shared "
+        "FROM rm_placements p "
         f"WHERE {OPEN_PLACEMENT} AND p.setting_type IN {_in(UNREGISTERED_SETTING_TYPES)}", unique=False),
     "removals_unknown_destination": Query(_removals(f"{IN_YEAR} AND e.destination = 'unknown'")),
     "children_without_setting_after_leaving": Query(_removals(f"e.check_day >= :ys AND {WITHOUT_SETTING}")),
@@ -116,15 +119,17 @@ QUERIES: dict[str, Query] = {
         "SELECT e.submitter AS unit, e.event_id AS item, CASE WHEN e.late_days > :late THEN 1 ELSE 0 END AS num, 1 AS den, '' AS label "
         f"FROM rm_events e WHERE {EV('e')} AND {IN_YEAR}"),
     "unexplained_exit_rate": Query(
-        "SELECT r.school AS unit, 'p:' || r.subject AS item, 0 AS num, 1 AS den, '' AS label FROM rm_registrations r "
+        f"SELECT r.school AS unit, 'p:' || r.subject AS item, 0 AS num, 1 AS den, '' AS label, {SHARED_REG} FROM rm_registrations r "
         f"WHERE {ST('r')} AND r.start_on <= :d AND (r.end_on IS NULL OR r.end_on >= :ys) UNION ALL " +
-        _removals(f"{IN_YEAR} AND (e.destination IN {_in(UNEXPLAINED_DESTINATIONS)} OR ({WITHOUT_SETTING}))", item="'x:' || e.event_id"),
+        _removals(f"{IN_YEAR} AND (e.destination IN {_in(UNEXPLAINED_DESTINATIONS)} OR ({WITHOUT_SETTING}))", item="'x:' || e.event_id",
+                  shared=NOT_SHARED),
         unique=False),
-    "pupils_on_roll": Query(f"SELECT r.school AS unit, r.subject AS item, 1 AS num, 0 AS den, '' AS label FROM rm_registrations r WHERE {ROLL}",
+    "pupils_on_roll": Query(f"SELECT r.school AS unit, r.subject AS item, 1 AS num, 0 AS den, '' AS label, {SHARED_REG} FROM rm_registrations r "
+                            f"WHERE {ROLL}",
                             unique=False),
-    "suspension_rate": Query(f"{ROLL_DENOMINATOR} UNION ALL {_exclusions('SUSP', item=X_ITEM)}",
+    "suspension_rate": Query(f"{ROLL_DENOMINATOR} UNION ALL {_exclusions('SUSP', item=X_ITEM, shared=NOT_SHARED)}",
                              unique=False),
-    "permanent_exclusion_rate": Query(f"{ROLL_DENOMINATOR} UNION ALL {_exclusions('PERM', item=X_ITEM)}",
+    "permanent_exclusion_rate": Query(f"{ROLL_DENOMINATOR} UNION ALL {_exclusions('PERM', item=X_ITEM, shared=NOT_SHARED)}",
                                       unique=False),
     "suspensions_by_reason": Query(_exclusions("SUSP", "e.label")),
     "permanent_exclusions_by_reason": Query(_exclusions("PERM", "e.label")),
@@ -161,15 +166,20 @@ def positional(sql: str, values: dict[str, Any]) -> tuple[str, list[Any]]:
 
 
 def aggregated(query: Query, kind: str) -> str:
-    """The query's items summed per unit and label, and the items whose key repeats one by one (last column: the key)."""
+    """The query's items summed per unit and label, and the items whose key repeats one by one (last column: the key).
+
+    A query whose keys may repeat (``unique=False``: a pupil's key, under each school the pupil is on the roll of)
+    says in its ``shared`` column which rows may (the pupil's state has more than one registration or placement):
+    only those are looked at for repeats, so the rest, nearly every row, is summed in one pass."""
     if kind == "median":
         return f"SELECT unit, label, num, den, 1 AS n, item FROM ({query.sql}) c"
-    sums = "SELECT unit, label, SUM(num) AS num, SUM(den) AS den, COUNT(*) AS n, NULL AS item FROM {src} GROUP BY unit, label"
     if query.unique:
-        return sums.format(src=f"({query.sql}) c")
-    counted = f"(SELECT unit, item, num, den, label, COUNT(*) OVER (PARTITION BY item) AS repeats FROM ({query.sql}) c) w"
-    return (sums.format(src=f"{counted} WHERE repeats = 1") +
-            f" UNION ALL SELECT unit, label, num, den, 1 AS n, item FROM {counted} WHERE repeats > 1")
+        return f"SELECT unit, label, SUM(num) AS num, SUM(den) AS den, COUNT(*) AS n, NULL AS item FROM ({query.sql}) c GROUP BY unit, label"
+    return (f"WITH c AS MATERIALIZED ({query.sql}), "
+            "repeated AS MATERIALIZED (SELECT item FROM c WHERE shared = 1 GROUP BY item HAVING COUNT(*) > 1) "
+            "SELECT unit, label, SUM(num) AS num, SUM(den) AS den, COUNT(*) AS n, NULL AS item FROM c "
+            "WHERE shared = 0 OR item NOT IN (SELECT item FROM repeated) GROUP BY unit, label "
+            "UNION ALL SELECT unit, label, num, den, 1 AS n, item FROM c WHERE shared = 1 AND item IN (SELECT item FROM repeated)")
 
 
 def usable(store: Any, settings: ViewSettings) -> bool:
