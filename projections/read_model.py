@@ -36,17 +36,21 @@ from __future__ import annotations
 import hashlib
 import json
 import zlib
+from bisect import bisect_right
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date
+from functools import cache
 from typing import Any
 
 from ledger.catalogue import parse_timestamp
 from ledger.rules import Record
+from ledger.schooltime import school_days_between
 from ledger.service import timestamp
 from ledger.store import execute_in, fetch_tuples
 
+from .calendar import TermCalendar
 from .config import ViewSettings
 from .context import placements_of
 from .facts import LogEvent, Table, View
@@ -113,6 +117,19 @@ def model_version(settings: ViewSettings) -> int:
 # -- rm_events: one typed row per pupil fact -----------------------------------------------------------------
 
 
+@cache
+def _weekday_holidays(calendar: TermCalendar) -> list[date]:
+    return sorted(h for h in calendar.holidays if h.weekday() < 5)
+
+
+def school_days(calendar: TermCalendar, start: date, end: date) -> int:
+    """``calendar.school_days_between``, with the holidays counted by bisection (it is asked once per report)."""
+    if end <= start:
+        return 0
+    holidays = _weekday_holidays(calendar)
+    return school_days_between(start, end) - (bisect_right(holidays, end) - bisect_right(holidays, start))
+
+
 def event_rows(settings: ViewSettings) -> Callable[[LogEvent], Iterable[tuple[Table, dict[str, Any]]]]:
     def rows(ev: LogEvent) -> Iterable[tuple[Table, dict[str, Any]]]:
         r = ev.record
@@ -122,7 +139,7 @@ def event_rows(settings: ViewSettings) -> Callable[[LogEvent], Iterable[tuple[Ta
         d = r.data
         values: dict[str, Any] = {
             "unit": d.get("school") or d.get("commissioner"), "setting": d.get("setting"), "submitter": r.submitter,
-            "late_days": calendar.school_days_between(r.occurred_on, r.received_at.date()),
+            "late_days": school_days(calendar, r.occurred_on, r.received_at.date()),
         }
         if r.type == "pupil.deregistered":
             values.update(destination=d["destination"], backdated=int("backdated_removal" in ev.flags),
