@@ -181,3 +181,21 @@ def test_the_read_model_equals_the_fold_for_random_histories(backend: str, ops: 
                     assert model == fold, (moment, level, scope)
         finally:
             w.ledger.store.close()
+
+
+def test_other_settings_make_another_version_which_rebuilds_the_model_from_the_log(area: Area) -> None:
+    from projections import read_model
+    from projections.runner import VIEWS
+    other = ViewSettings(gap_school_days=3, reintegration_terms=1)
+    views = (*(v for v in VIEWS if v.maintain is None and v.name != "read_model_events"), *read_model.views(other))
+    assert read_model.model_version(other) != read_model.model_version(ViewSettings())
+    projector = Projector(area.ledger.store, views=views)
+    assert sorted(projector.ensure()) == ["read_model_events", "read_model_state"]  # emptied: their version changed
+    reader = Reader(area.ledger.store)
+    assert not isinstance(read_model_context(reader, Moment(AS_OF), other), ReadModelContext)  # rebuilding: the fold answers
+    projector.catch_up()
+    assert isinstance(read_model_context(reader, Moment(AS_OF), other), ReadModelContext)
+    assert not isinstance(read_model_context(reader, Moment(AS_OF), ViewSettings()), ReadModelContext)
+    for level, scope in (("national", "england"), ("school", A)):
+        model, fold = both(reader, Moment(AS_OF), level, scope, other)
+        assert model == fold
