@@ -37,7 +37,7 @@ def entries_path(index: int, width: int = TILE_WIDTH) -> str:
     return f"tile/entries/{encode_index(index)}" + (f".p/{width}" if width < TILE_WIDTH else "")
 
 
-_TILE = re.compile(r"^tile/(?P<level>entries|[0-9]|[1-5][0-9]|6[0-3])/(?P<index>(?:x[0-9]{3}/)*[0-9]{3})(?:\.p/(?P<width>[0-9]{1,3}))?$")
+_TILE = re.compile(r"^tile/(?P<level>entries|[0-9]|[1-5][0-9]|6[0-3])/(?P<index>(?:x[0-9]{3}/)*[0-9]{3})(?:\.p/(?P<width>[0-9]{1,3}))?")
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,7 @@ class TileRef:
 
 
 def parse_tile_path(path: str) -> TileRef:
-    match = _TILE.match(path)
+    match = _TILE.fullmatch(path)  # not match with $: $ also matches before a final newline
     if not match:
         raise TilePathError(f"{path!r} is not a tile path (tile/<L>/<N>[.p/<W>] or tile/entries/<N>[.p/<W>])")
     groups = match["index"].split("/")

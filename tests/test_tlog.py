@@ -30,7 +30,8 @@ def test_tile_index_encoding(n: int, path: str) -> None:
 
 
 @pytest.mark.parametrize("bad", ["tile/0/1", "tile/0/x000/001", "tile/0/001.p/256", "tile/0/001.p/0", "tile/0/001.p/07", "tile/x/001",
-                                 "tile/0/../001", "tile/64/000"])
+                                 "tile/0/../001", "tile/64/000",
+                                 "tile/0/001\n", "tile/entries/000.p/7\n", "tile/0/001\r"])
 def test_bad_tile_paths_are_rejected(bad: str) -> None:
     with pytest.raises(tiles.TilePathError):
         tiles.parse_tile_path(bad)
