@@ -130,10 +130,14 @@ def series(db: Any, settings: ViewSettings, level: str, scope: str, start: date,
 
     points = []
     region = None
-    for day in step_dates(start, end, step, settings):
+    days = step_dates(start, end, step, settings)
+    for i, day in enumerate(days):
         found = report(at(day), level, scope, only=names)
         region = compare(at(day), at(a_year_before(day)), level, scope, found)
         points.append({"as_of": day, "metrics": found})
+        if i + 1 < len(days):  # keep only the states later points still read (as their date or a year before it)
+            for done in [d for d in states if d < a_year_before(days[i + 1])]:
+                del states[done]
     return {"region": region, "points": points}
 
 
