@@ -11,17 +11,21 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from api.params import MAX_INTEGER, check_moment
+from api.params import LATEST_DATE, MAX_INTEGER, check_moment
 from api.waiting import WAITING_READS_PER_TOKEN, ViewWaits
 from ledger import policy
+from ledger.catalogue import EARLIEST_DATE
 from ledger.errors import Category, LedgerError
 from ledger.identifiers import org_scheme
 from ledger.service import Ledger, Principal
 from projections.config import ViewSettings
-from projections.context import Context, context
+from projections.context import Context
 from projections.facts import Moment
+from projections.metrics import METRICS_BY_NAME
 from projections.placements import placements_register
 from projections.queries import case_list, metrics_report, scope_for
+from projections.read_model_queries import read_model_context
+from projections.read_model_series import MAX_POINTS, metrics_with_comparisons, series, step_dates
 from projections.runner import Projector, Reader
 from projections.unregistered import unregistered_providers
 
@@ -99,6 +103,10 @@ class Figure(BaseModel):
     peers: int
     published: dict[str, Any] | None = Field(default=None, description="EHCP figures: the SEN2 figure DfE published for the LA or "
                                              "England for the same calendar year, or the latest before it (period, source, column, value)")
+    region_value: Any = Field(None, description="the same metric over the scope's DfE region (none for England and trusts)")
+    quartile: int | None = Field(None, description="1 = the quarter of peers with the highest values ... 4 = the lowest, by rank")
+    last_year_value: Any = Field(None, description="the figure at the same date a year before, as known at the same time")
+    change_since_last_year: Any = Field(None, description="value - last_year_value (numbers only)")
 
 
 class CaseOut(BaseModel):
@@ -145,12 +153,35 @@ class AreaInspectionOut(BaseModel):
 
 
 class MetricsOut(Scope):
+    region: str | None = Field(None, description="the DfE region compared with (region:E12...)")
     metrics: dict[str, Figure]
     placements: Register
     unregistered_providers: Providers
     cases: list[CaseOut]
     area_send_inspections: list[AreaInspectionOut] = Field(default=[], description="the latest area SEND inspection outcome of the LA "
                                                             "(of every LA for England) and its follow-up due dates (docs/metrics.md)")
+
+
+class Step(StrEnum):
+    month = "month"
+    term = "term"
+
+
+class SeriesPoint(BaseModel):
+    as_of: date
+    metrics: dict[str, Figure]
+
+
+class SeriesOut(BaseModel):
+    level: Level
+    org: str
+    from_: date = Field(alias="from")
+    to: date
+    step: Step
+    known_at: datetime | None
+    region: str | None = Field(description="the DfE region compared with (region:E12...)")
+    positions: dict[str, int] = Field(description="log sequence each view had reached when read")
+    points: list[SeriesPoint]
 
 
 AsOf = Annotated[date | None, Query(description="effective date (default today): events that occurred after it are ignored")]
@@ -210,7 +241,7 @@ def views_router(ledger: Ledger, principal: Callable[..., Any], settings: ViewSe
         with lock:
             found = contexts.get(key)
         if found is None:
-            found = context(reader, m, view_settings)
+            found = read_model_context(reader, m, view_settings)
             with lock:
                 if len(contexts) >= CACHED_CONTEXTS:
                     contexts.clear()
@@ -264,8 +295,36 @@ def views_router(ledger: Ledger, principal: Callable[..., Any], settings: ViewSe
                       known_at: KnownAt = None, min_sequence: MinSeq = None) -> Any:
         def body(scope: str, m: Moment) -> dict[str, Any]:
             ctx, positions = folded(m)
-            return {**scope_out(level, scope, m, positions), **metrics_report(ctx, reader, level.value, scope)}
+            found = metrics_report(ctx, reader, level.value, scope)
+            region = metrics_with_comparisons(ctx, reader, level.value, scope, found["metrics"])
+            return {**scope_out(level, scope, m, positions), "region": region, **found}
         return await answer(caller, level, org, as_of, known_at, min_sequence, body)
+
+    @router.get("/metrics/series", operation_id="accountabilityMetricSeries", response_model=SeriesOut, responses=RESPONSES,
+                summary="Every metric (or those named) as a monthly or termly series for a school, trust, LA or England, "
+                        "with national and regional comparators, rank, quartile band and change since the same date last year")
+    async def metric_series(caller: Caller, from_: Annotated[date, Query(alias="from", description="first date of the series")],
+                            level: LevelQ = Level.national, org: OrgQ = None,
+                            to: Annotated[date | None, Query(description="last date of the series (default today)")] = None,
+                            step: Annotated[Step, Query(description="month: each month's last day; term: each term's last day")] = Step.month,
+                            metric: Annotated[list[str] | None, Query(description="metric names (docs/metrics.md); default every metric")] = None,
+                            known_at: KnownAt = None, min_sequence: MinSeq = None) -> Any:
+        if not EARLIEST_DATE <= from_ <= LATEST_DATE:
+            raise LedgerError.one("from_range", "query:from", f"from must be between {EARLIEST_DATE} and {LATEST_DATE}")
+        unknown = [n for n in metric or [] if n not in METRICS_BY_NAME]
+        if unknown:
+            raise LedgerError.one("unknown_metric", "query:metric", f"no metric named {', '.join(map(repr, unknown))} (docs/metrics.md)")
+
+        def body(scope: str, m: Moment) -> dict[str, Any]:
+            if from_ > m.as_of:
+                raise LedgerError.one("series_range", "query:from", f"from ({from_}) is after to ({m.as_of})")
+            if len(step_dates(from_, m.as_of, step.value, view_settings)) > MAX_POINTS:
+                raise LedgerError.one("series_length", "query:from", f"a series has at most {MAX_POINTS} points: shorten it or step by term")
+            positions = projector.positions()
+            found = series(reader, view_settings, level.value, scope, from_, m.as_of, step.value, metric, m.known_at)
+            return {"level": level, "org": scope, "from": from_, "to": m.as_of, "step": step, "known_at": m.known_at,
+                    "positions": positions, **found}
+        return await answer(caller, level, org, to, known_at, min_sequence, body)
 
     return router
 

@@ -72,12 +72,14 @@ class Table:
 
 @dataclass(frozen=True)
 class View:
-    """A named, versioned set of fact tables and the pure function that maps an event to rows."""
+    """A named, versioned set of fact tables and the pure function that maps an event to rows (or, with
+    ``maintain``, a view that keeps its own tables from each batch: ``projections/read_model.py``)."""
 
     name: str
     version: int
     tables: tuple[Table, ...]
     rows: Callable[[LogEvent], Iterable[tuple[Table, dict[str, Any]]]]
+    maintain: Callable[[Any, Any, Sequence[LogEvent]], None] | None = None  # (cursor, store, the batch's new events)
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import statistics
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,12 +80,12 @@ def empty_figure(metric: Metric) -> Figure:
 PEER_KINDS = {"school": ("school", "ap_setting"), "trust": ("trust",), "la": ("la",)}
 
 
-def report(ctx: Context, level: str, scope: str) -> dict[str, dict[str, Any]]:
-    """Every metric for one scope, with the national value and the scope's rank among its peers
-    (every registered organisation of the level is a peer, with 0 for counts where it has no items)."""
+def report(ctx: Context, level: str, scope: str, only: Collection[str] | None = None) -> dict[str, dict[str, Any]]:
+    """Every metric (or those named in ``only``) for one scope, with the national value and the scope's rank among its
+    peers (every registered organisation of the level is a peer, with 0 for counts where it has no items)."""
     out: dict[str, dict[str, Any]] = {}
     baseline = ctx.directory.of_kind(*PEER_KINDS.get(level, ()))
-    for metric in METRICS:
+    for metric in METRICS if only is None else [m for m in METRICS if m.name in only]:
         contributions = ctx.contributions(metric)
         national = figures(metric, contributions, "national", ctx.directory).get(ENGLAND, empty_figure(metric))
         peers = figures(metric, contributions, level, ctx.directory) if level != "national" else {ENGLAND: national}

@@ -7,11 +7,12 @@ from typing import Any
 
 from .cases import cases
 from .config import ViewSettings
-from .context import ENGLAND, Context, context
+from .context import ENGLAND, Context
 from .ehcp import area_send_inspections
 from .facts import Moment
 from .metrics import report
 from .placements import placements_register
+from .read_model_queries import read_model_context
 from .unregistered import unregistered_providers
 
 
@@ -20,7 +21,7 @@ def case_list(db: Any, moment: Moment, level: str, scope: str) -> list[dict[str,
 
 
 def accountability_metrics(db: Any, settings: ViewSettings, moment: Moment, level: str, scope: str) -> dict[str, Any]:
-    return metrics_report(context(db, moment, settings), db, level, scope)
+    return metrics_report(read_model_context(db, moment, settings), db, level, scope)
 
 
 def metrics_report(ctx: Context, db: Any, level: str, scope: str) -> dict[str, Any]:

@@ -25,10 +25,12 @@ from ledger.secrets import is_pupil_stream
 from ledger.service import timestamp
 from ledger.store import Store, as_uuid, execute_in, fetch_tuples, record_of, rowcount
 
-from . import cases, ehcp, orgs, plans, pupils
+from . import cases, ehcp, orgs, plans, pupils, read_model
+from .config import ViewSettings
 from .facts import LogEvent, Moment, View, in_force
 
-VIEWS: tuple[View, ...] = (orgs.VIEW, pupils.VIEW, cases.VIEW, ehcp.VIEW, plans.VIEW)
+VIEWS: tuple[View, ...] = (orgs.VIEW, pupils.VIEW, cases.VIEW, ehcp.VIEW, plans.VIEW,
+                           *read_model.views(ViewSettings.from_env()))  # the read model after pupils
 POSITIONS_DDL = "CREATE TABLE IF NOT EXISTS pv_positions (view TEXT PRIMARY KEY, position BIGINT NOT NULL, version INTEGER NOT NULL)"
 DEFAULT_BATCH = 500
 
@@ -216,6 +218,9 @@ class Projector:
     def _apply(self, cur: Any, events: Sequence[LogEvent], positions: dict[str, int]) -> None:
         for view in self.views:
             fresh = [ev for ev in events if ev.seq > positions[view.name]]
+            if view.maintain is not None:  # a view that keeps its own tables (after the views it reads)
+                view.maintain(cur, self.store, fresh)
+                continue
             inserts: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
             superseded: list[tuple[str, str]] = []
             for ev in fresh:
@@ -282,7 +287,8 @@ def forget_pupil(store: Store, pseudonym: uuid.UUID) -> int:
         for view in VIEWS:
             for table in view.tables:
                 cur.execute(store.sql(f"DELETE FROM {table.name} WHERE subject = ?"), (str(pseudonym),))
-                removed += rowcount(cur)
+                if table is pupils.PUPIL_FACTS:  # the count of the pupil's facts (the read model's rows go with them)
+                    removed += rowcount(cur)
     return removed
 
 

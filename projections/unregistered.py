@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from .config import ViewSettings
-from .context import Context, Contribution, Metric, scope_of
+from .context import Context, Contribution, Metric, Placement, scope_of
 from .published import ap_placements_by_setting_type
 
 UNREGISTERED_SETTING_TYPES = ("NFE", "OOT", "OTH", "WBP")
@@ -34,10 +34,16 @@ def provider_watch(ctx: Context) -> list[ProviderWatch]:
 
 
 def _provider_watch(ctx: Context) -> list[ProviderWatch]:
+    vulnerable = {pupil.key for pupil in ctx.pupils if pupil.sen_or_looked_after_on(ctx.day)}
+    return watch_of(ctx.placements, vulnerable, ctx)
+
+
+def watch_of(placements: Iterable[Placement], vulnerable: set[str], ctx: Context) -> list[ProviderWatch]:
+    """The watch from the placements (those open at unregistered providers count) and the pupils with SEN or
+    looked after on the day (the fold and the read model, ``projections/read_model_queries.py``, share it)."""
     by_provider: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     commissioners: dict[str, set[str]] = defaultdict(set)
-    vulnerable = {pupil.key for pupil in ctx.pupils if pupil.sen_or_looked_after_on(ctx.day)}
-    for p in ctx.placements:
+    for p in placements:
         if p.is_open() and p.setting_type in UNREGISTERED_SETTING_TYPES:
             by_provider[p.setting][p.pupil] += p.hours
             commissioners[p.setting].add(p.commissioner)

@@ -34,6 +34,7 @@ from projections.facts import Moment, in_force
 from projections.metrics import METRICS, Figure, empty_figure, figures, report
 from projections.placements import placements_register
 from projections.queries import case_list, metrics_report, scope_for
+from projections.read_model_queries import read_model_context
 from projections.runner import VIEWS, Projector, Reader
 from projections.unregistered import unregistered_providers
 
@@ -171,7 +172,7 @@ class WebData:
             if found is not None:
                 self._contexts.move_to_end(key)
                 return found
-        found = context(self.reader, moment, self.settings)
+        found = read_model_context(self.reader, moment, self.settings)
         with self._lock:
             self._contexts[key] = found
             while len(self._contexts) > CACHED_CONTEXTS:
@@ -305,6 +306,8 @@ class ReplayedFacts:
                 break
             events = [ev for ev in batch.events if ev.seq <= cp.last_sequence]
             for view in VIEWS:
+                if view.maintain is not None:
+                    continue  # the read model: the replay folds its facts (projections.context)
                 for ev in events:
                     for table, values in view.rows(ev):
                         self.db.execute(table.insert_sql(), table.row(ev, values))

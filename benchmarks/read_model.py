@@ -1,0 +1,138 @@
+"""The national-scale read model (issue 20) beside today's fold, in one run, on a ledger loaded with the workload.
+
+On a fresh copy of the loaded ledger: every view is caught up (timed), then the read model alone is rebuilt
+from the log (timed: its catch-up events/s), its storage is compared with the stored events' (PostgreSQL),
+and ``accountabilityMetrics`` bodies are read at new moments (a different ``as_of`` each time, nothing
+cached) for England, an LA and a school from the model, and once for England by the fold (the baseline).
+Then a 36-month national series of every metric.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import date, timedelta
+from typing import Any
+
+from ledger import admin
+from ledger.service import ADMIN_ORG
+from projections.config import ViewSettings
+from projections.context import context
+from projections.facts import Moment
+from projections.queries import metrics_report
+from projections.read_model_queries import ReadModelContext
+from projections.read_model_series import series
+from projections.runner import VIEWS, Projector, Reader
+
+from .harness import Context, Result, Scenario, rss_mb
+from .serving import Server, drive, get
+
+READS = 20  # moments per level
+SERIES_MONTHS = 36
+RM_TABLES = ("rm_events", "rm_registrations", "rm_placements")
+
+
+def _storage(store: Any) -> tuple[float, str]:
+    """The read model's bytes over the stored events' bytes (tables with indexes), PostgreSQL only."""
+    if not store.is_postgres:
+        return 0.0, "storage: PostgreSQL only"
+    size = "SELECT COALESCE(SUM(pg_total_relation_size(c.oid)), 0) FROM pg_class c WHERE c.relname = ANY(%s) AND c.relkind = 'r'"
+    model = int(store.query(size.replace("%s", "?"), [list(RM_TABLES)])[0][0])
+    events = int(store.query(size.replace("%s", "?"), [[store.events_table]])[0][0])
+    return model / events if events else 0.0, f"read model {model / 1e6:,.0f} MB, stored events {events / 1e6:,.0f} MB"
+
+
+def _scopes(reader: Reader, moment: Moment) -> tuple[str, str]:
+    """The LA and the school with the most pupils on roll (the heaviest of their level)."""
+    rows = reader.store.query(
+        "SELECT school, COUNT(*) FROM rm_registrations WHERE known_to IS NULL AND end_on IS NULL GROUP BY school ORDER BY 2 DESC LIMIT 1")
+    school = str(rows[0][0])
+    la = context(reader, moment, ViewSettings()).directory.la_of(school) or "la:201"
+    return la, school
+
+
+def run(ctx: Context) -> list[Result]:
+    settings = ViewSettings()
+    out: list[Result] = []
+    rows: dict[str, tuple[list[float], list[float]]] = {}
+    notes: dict[str, str] = {}
+
+    def timed(name: str, seconds: float) -> None:
+        rows.setdefault(name, ([], []))[0].append(seconds)
+        rows[name][1].append(seconds * 1000)
+
+    def once() -> tuple[float, list[float]]:
+        with ctx.loaded() as loaded:
+            ledger = admin.open_ledger(loaded)
+            store = ledger.store
+            started = time.perf_counter()
+            events = Projector(store).catch_up()
+            timed("catch-up, all views", time.perf_counter() - started)
+            notes["events"] = str(events)
+            model_views = tuple(v for v in VIEWS if v.name.startswith("read_model"))
+            started = time.perf_counter()
+            Projector(store, views=model_views).rebuild()
+            timed("catch-up, read model alone", time.perf_counter() - started)
+            if not store.keeps_statistics():
+                store.execute("ANALYZE")  # what autovacuum does after a catch-up (the harness does the same after its load)
+            ratio, said = _storage(store)
+            notes["storage"] = f"{ratio:.2f}× ({said})"
+            reader = Reader(store)
+            today = ledger.clock().date()
+            la, school = _scopes(reader, Moment(today))
+            notes["scopes"] = f"{la}, {school}"
+            for level, scope in (("national", "england"), ("la", la), ("school", school)):
+                for i in range(READS):
+                    moment = Moment(today - timedelta(days=i + 1))
+                    started = time.perf_counter()
+                    metrics_report(ReadModelContext(reader, moment, settings), reader, level, scope)
+                    rows.setdefault(f"read model {level}", ([], []))[1].append((time.perf_counter() - started) * 1000)
+            started = time.perf_counter()
+            series(reader, settings, "national", "england", _months_back(today, SERIES_MONTHS), today, "month")
+            timed("series", time.perf_counter() - started)
+            started = time.perf_counter()
+            metrics_report(context(reader, Moment(today), settings), reader, "national", "england")
+            timed("fold national", time.perf_counter() - started)
+            token = ledger.issue_token(ADMIN_ORG, "admin")
+            store.close()
+            with Server(loaded, ["--no-followers"]) as server:  # the API alone: the copy's views are caught up already
+                requests = [get(f"/views/metrics?level=national&as_of={today - timedelta(days=400 + i)}", token) for i in range(READS)]
+                requests.append(get(f"/views/metrics/series?level=national&from={_months_back(today, SERIES_MONTHS)}&to={today}", token))
+                load = drive(server.port, [requests])
+                rows.setdefault("api", ([], []))[1].extend(load.latencies_ms)
+                notes["api"] = f"{load.statuses}; {load.first_error}"[:300]
+                notes["api_rss"] = f"{server.rss_mb()[1]:.0f}"
+        return 0.0, []
+
+    ctx.measure(once)
+    rss = rss_mb()[1]
+    events = int(notes.get("events", "0"))
+    fold = rows.get("fold national", ([], []))[1]
+    for name, what, target in (("catch-up, all views", "catch-up, every view (facts and read model)", ""),
+                               ("catch-up, read model alone", "read model catch-up (rebuild from the log)", "≥ 15,000 events/s")):
+        seconds = rows.get(name, ([], []))[0]
+        out.append(Result("read_model", ctx.backend, what, "events/s", events, seconds, [], rss, target=target,
+                          note=f"storage {notes.get('storage', '')}" if "alone" in name else ""))
+    for level, target in (("national", "p99 ≤ 250 ms at 10M events"), ("la", "p99 ≤ 50 ms"), ("school", "p99 ≤ 20 ms")):
+        latencies = rows.get(f"read model {level}", ([], []))[1]
+        ratio = (sorted(fold)[len(fold) // 2] / sorted(latencies)[len(latencies) // 2]) if fold and latencies else 0.0
+        out.append(Result("read_model", ctx.backend, f"accountabilityMetrics, {level}, new moment (read model)", "reads/s", len(latencies),
+                          [sum(latencies) / 1000], latencies, rss, baseline_for=None, target=target,
+                          note=f"{notes.get('scopes', '')}; fold ÷ model (median) {ratio:,.0f}×" if level == "national" else notes.get("scopes", "")))
+    out.append(Result("read_model", ctx.backend, "accountabilityMetrics, national, new moment (fold, baseline)", "reads/s", len(fold),
+                      [sum(fold) / 1000], fold, rss, baseline_for="accountabilityMetrics, national, new moment (read model)"))
+    series_ms = rows.get("series", ([], []))[1]
+    out.append(Result("read_model", ctx.backend, f"{SERIES_MONTHS}-month national series, every metric", "series/s", len(series_ms),
+                      [sum(series_ms) / 1000], series_ms, rss, target="≤ 2 s at 10M events"))
+    api = rows.get("api", ([], []))[1]
+    out.append(Result("read_model", ctx.backend, "API process: accountabilityMetrics (England, new moments) and one 36-month series over HTTP",
+                      "requests/s", len(api), [sum(api) / 1000], api, float(notes.get("api_rss", "0")), target="RSS < 300 MB",
+                      note=f"RSS is the server's peak; statuses {notes.get('api', '')}"))
+    return out
+
+
+def _months_back(day: date, months: int) -> date:
+    year, month = divmod(day.year * 12 + day.month - 1 - months, 12)
+    return date(year, month + 1, 1)
+
+
+SCENARIO = Scenario("read_model", run, "issue 20's read model beside the fold: reads at every level, series, catch-up, storage")

@@ -1,0 +1,338 @@
+"""National-scale read model (issue 20): the tables the metrics are answered from by SQL, and their upkeep.
+
+Design
+------
+Today's answer folds every pupil in Python at read time (``projections.context``). The read model keeps,
+maintained by the projection runner in the same transaction as the fact views, what those folds produce:
+
+* ``rm_events`` (view ``read_model_events``): one typed row per pupil fact (the fields the metrics read, out of
+  the JSON: unit, destination, kind, first reason, sessions, setting type, tier, outcome, attendance, the
+  school days from effective date to receipt, the gap check day...), bitemporal like every fact table
+  (``occurred_on``, ``received_at``, ``superseded_at``). Metrics about reports (removals, exclusions, starts,
+  late reports, attendance, post-16) are SQL over these rows.
+* ``rm_registrations`` and ``rm_placements`` (view ``read_model_state``): **bitemporal interval tables** of the
+  state the fold gives: one row per registration / AP placement *as the fold sees it* over an interval of
+  effective dates (``valid_from`` <= D < ``valid_to``) and ledger times (``known_from`` <= T < ``known_to``;
+  NULL: open). A pupil's facts in force change only at their effective dates (D) and at their receipt and
+  supersession times (T), so the fold is computed at those breakpoints (``ledger.rules.fold_pupil``, the write
+  side's own fold: the model cannot disagree with it) and consecutive equal rows are coalesced. The rows are
+  a function of the pupil's facts alone (canonical): a batch recomputes only the versions known from its
+  earliest receipt on, so incremental upkeep and a rebuild give the same rows.
+
+A row of either kind is **in force at (D, T)** by the four comparisons above; every metric query is "rows in
+force at (D, T) that match the metric" grouped by unit, then rolled up to school/trust/LA/England by the same
+Python roll-up as the fold (``projections.metrics.figures``): per-unit sums for items whose key occurs once,
+explicit rows for keys that occur more than once (a pupil on two rolls), so the result equals the fold's
+(``projections/read_model_queries.py``; the property test ``tests/test_read_model.py`` asserts it).
+
+Columns that depend on settings (the term calendar, the gap and reintegration settings) are computed at
+write time; the views' ``version`` carries a fingerprint of those settings, so changing them rebuilds the
+model from the log, and a reader with other settings falls back to the fold. Erasure removes a pupil's rows
+(``projections.runner.forget_pupil`` deletes by ``subject`` from every view's tables).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import zlib
+from bisect import bisect_right
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import date
+from functools import cache
+from typing import Any
+
+from ledger.catalogue import parse_timestamp
+from ledger.rules import Record
+from ledger.schooltime import school_days_between
+from ledger.service import timestamp
+from ledger.store import execute_in, fetch_tuples
+
+from .calendar import TermCalendar
+from .config import ViewSettings
+from .context import placements_of
+from .facts import LogEvent, Table, View
+from .pupils import PUPIL_FACTS, Pupil
+
+MODEL_VERSION = 1  # bump when the tables or their rules change: the runner rebuilds the model from the log
+
+RM_EVENTS = Table("rm_events", (
+    ("unit", "TEXT"), ("setting", "TEXT"), ("submitter", "TEXT NOT NULL"), ("destination", "TEXT"), ("kind", "TEXT"),
+    ("label", "TEXT"), ("sessions", "INTEGER"), ("setting_type", "TEXT"), ("tier", "TEXT"), ("outcome", "TEXT"),
+    ("placement_id", "TEXT"), ("backdated", "INTEGER"), ("late_days", "INTEGER"), ("check_day", "TEXT"),
+    ("academic_year", "TEXT"), ("attended", "BIGINT"), ("possible", "BIGINT"), ("sustained", "INTEGER"),
+), indexes=("type, occurred_on", "subject"))
+
+INTERVAL = (("subject", "TEXT NOT NULL"), ("row_key", "TEXT NOT NULL"), ("valid_from", "TEXT NOT NULL"), ("valid_to", "TEXT"),
+            ("known_from", "TEXT NOT NULL"), ("known_to", "TEXT"))
+
+
+@dataclass(frozen=True)
+class IntervalTable(Table):
+    """A bitemporal interval table: its own columns after ``INTERVAL`` (no event id: a row is a state, not a fact)."""
+
+    @property
+    def all_columns(self) -> tuple[tuple[str, str], ...]:
+        return INTERVAL + self.columns
+
+    def ddl(self) -> list[str]:
+        cols = ", ".join(f"{n} {t}" for n, t in self.all_columns)
+        return [f"CREATE TABLE IF NOT EXISTS {self.name} ({cols})",
+                *(f"CREATE INDEX IF NOT EXISTS {self.name}_{c.replace(', ', '_')} ON {self.name} ({c})" for c in ("subject", *self.indexes))]
+
+    @property
+    def state_columns(self) -> list[str]:
+        return [n for n, _ in self.columns]
+
+
+RM_REGISTRATIONS = IntervalTable("rm_registrations", (
+    ("ordinal", "INTEGER NOT NULL"), ("school", "TEXT NOT NULL"), ("status", "TEXT NOT NULL"), ("start_on", "TEXT NOT NULL"),
+    ("end_on", "TEXT"), ("sen_status", "TEXT NOT NULL"), ("looked_after", "INTEGER NOT NULL"),
+    ("regs", "INTEGER NOT NULL"),  # the pupil's registrations in this state: 1 says no other row of the pupil is in force with it
+))
+RM_PLACEMENTS = IntervalTable("rm_placements", (
+    ("placement_id", "TEXT NOT NULL"), ("commissioner", "TEXT NOT NULL"), ("setting", "TEXT NOT NULL"), ("setting_type", "TEXT NOT NULL"),
+    ("tier", "INTEGER NOT NULL"), ("start_on", "TEXT NOT NULL"), ("planned_end", "TEXT"), ("hours", "DOUBLE PRECISION NOT NULL"),
+    ("end_on", "TEXT"), ("outcome", "TEXT"), ("length_days", "INTEGER"), ("deadline", "TEXT"),
+    ("places", "INTEGER NOT NULL"),  # the pupil's placements in this state (1: the pupil's only row in force)
+))
+STATE_TABLES = (RM_REGISTRATIONS, RM_PLACEMENTS)
+
+
+def settings_fingerprint(settings: ViewSettings) -> int:
+    """The settings the stored columns depend on (calendar, gap days, reintegration terms), as a number < 10^6."""
+    try:
+        calendar = settings.calendar_path.read_bytes()
+    except OSError:
+        calendar = b""  # no calendar: projecting says so (as the fold does when it counts school days), not importing
+    return zlib.crc32(calendar + f"|{settings.gap_school_days}|{settings.reintegration_terms}".encode()) % 1_000_000
+
+
+def model_version(settings: ViewSettings) -> int:
+    return MODEL_VERSION * 1_000_000 + settings_fingerprint(settings)
+
+
+# -- rm_events: one typed row per pupil fact -----------------------------------------------------------------
+
+
+@cache
+def _weekday_holidays(calendar: TermCalendar) -> list[date]:
+    return sorted(h for h in calendar.holidays if h.weekday() < 5)
+
+
+def school_days(calendar: TermCalendar, start: date, end: date) -> int:
+    """``calendar.school_days_between``, with the holidays counted by bisection (it is asked once per report)."""
+    if end <= start:
+        return 0
+    holidays = _weekday_holidays(calendar)
+    return school_days_between(start, end) - (bisect_right(holidays, end) - bisect_right(holidays, start))
+
+
+def event_rows(settings: ViewSettings) -> Callable[[LogEvent], Iterable[tuple[Table, dict[str, Any]]]]:
+    def rows(ev: LogEvent) -> Iterable[tuple[Table, dict[str, Any]]]:
+        r = ev.record
+        if not r.type.startswith("pupil.") or r.type == "pupil.record_retracted":
+            return
+        calendar = settings.calendar  # loaded once (cached), when first needed
+        d = r.data
+        values: dict[str, Any] = {
+            "unit": d.get("school") or d.get("commissioner"), "setting": d.get("setting"), "submitter": r.submitter,
+            "late_days": school_days(calendar, r.occurred_on, r.received_at.date()),
+        }
+        if r.type == "pupil.deregistered":
+            values.update(destination=d["destination"], backdated=int("backdated_removal" in ev.flags),
+                          check_day=calendar.add_school_days(r.occurred_on, settings.gap_school_days).isoformat())
+        elif r.type == "pupil.excluded":
+            values.update(kind=d["kind"], label=d["reasons"][0], sessions=d.get("sessions"))
+        elif r.type == "pupil.ap_placement_started":
+            values.update(setting_type=d["setting_type"], tier=str(d["tier"]), label=str(d["reason"]))
+        elif r.type == "pupil.ap_placement_ended":
+            values.update(outcome=d["outcome"], placement_id=d["placement_event_id"])
+        elif r.type == "pupil.attendance_summary_recorded":
+            values.update(academic_year=d["academic_year"], attended=d["attended_sessions"], possible=d["possible_sessions"])
+        elif r.type == "pupil.post16_destination_recorded":
+            values.update(sustained=int(bool(d["sustained"])))
+        yield RM_EVENTS, values
+
+    return rows
+
+
+# -- rm_registrations, rm_placements: the fold's state over bitemporal intervals --------------------------------
+
+
+@dataclass(frozen=True)
+class Fact:
+    seq: int
+    record: Record
+    received_at: str
+    superseded_at: str | None
+
+    def in_force_at(self, known: str) -> bool:
+        return self.received_at <= known and (self.superseded_at is None or self.superseded_at > known)
+
+
+StateRow = tuple[IntervalTable, tuple[Any, ...]]  # a table and its state columns' values
+
+
+def state_of(key: str, records: list[Record], settings: ViewSettings) -> set[StateRow]:
+    """The registrations and placements the fold gives for these records (the facts in force, in ledger order)."""
+    pupil = Pupil(key, records)
+    out: set[StateRow] = set()
+    regs = pupil.state.registrations
+    for i, g in enumerate(regs):
+        out.add((RM_REGISTRATIONS, (i, g.school, g.status, g.start.isoformat(), _iso(g.end), g.sen_status, int(bool(g.looked_after)), len(regs))))
+    placements = placements_of(pupil)
+    for p in placements:
+        deadline = settings.calendar.end_of_term_after(p.start, settings.reintegration_terms)
+        out.add((RM_PLACEMENTS, (p.event_id, p.commissioner, p.setting, p.setting_type, p.tier, p.start.isoformat(), _iso(p.planned_end),
+                                 p.hours, _iso(p.end), p.outcome, (p.end - p.start).days if p.end else None, _iso(deadline), len(placements))))
+    return out
+
+
+def _iso(day: date | None) -> str | None:
+    return day.isoformat() if day else None
+
+
+ValidRow = tuple[IntervalTable, tuple[Any, ...], str, str | None]  # table, values, valid_from, valid_to
+
+
+def valid_intervals(key: str, facts: Sequence[Fact], settings: ViewSettings) -> set[ValidRow]:
+    """The state of the pupil over effective dates: the fold of the facts cut at each of their effective dates,
+    equal consecutive rows coalesced into [valid_from, valid_to)."""
+    days = sorted({f.record.occurred_on for f in facts})
+    runs: dict[StateRow, str] = {}
+    out: set[ValidRow] = set()
+    for day in days:
+        now = state_of(key, [f.record for f in facts if f.record.occurred_on <= day], settings)
+        cut = day.isoformat()
+        for row in [r for r in runs if r not in now]:
+            out.add((*row, runs.pop(row), cut))
+        for row in now:
+            runs.setdefault(row, cut)
+    out.update((*row, start, None) for row, start in runs.items())
+    return out
+
+
+def row_key(row: ValidRow) -> str:
+    table, values, valid_from, valid_to = row
+    return hashlib.blake2b(json.dumps([table.name, list(values), valid_from, valid_to]).encode(), digest_size=12).hexdigest()
+
+
+Run = tuple[ValidRow, str, str | None]  # row, known_from, known_to
+
+
+def knowledge_runs(key: str, facts: Sequence[Fact], since: str, settings: ViewSettings) -> list[Run]:
+    """The pupil's valid-time rows over ledger times from ``since`` on: computed at every time its facts in force
+    change (``since``, each receipt and supersession after it), equal consecutive rows coalesced."""
+    times = sorted({since, *(t for f in facts for t in (f.received_at, f.superseded_at) if t is not None and t > since)})
+    runs: dict[ValidRow, str] = {}
+    out: list[Run] = []
+    for known in times:
+        now = valid_intervals(key, [f for f in facts if f.in_force_at(known)], settings)
+        for row in [r for r in runs if r not in now]:
+            out.append((row, runs.pop(row), known))
+        for row in now:
+            runs.setdefault(row, known)
+    out.extend((row, start, None) for row, start in runs.items())
+    return out
+
+
+def maintain_state(settings: ViewSettings) -> Callable[[Any, Any, Sequence[LogEvent]], None]:
+    """The upkeep of the interval tables for a batch of events (in the runner's transaction, after the
+    ``pupils`` view has written the batch's facts, which it reads)."""
+
+    def maintain(cur: Any, store: Any, events: Sequence[LogEvent]) -> None:
+        since: dict[str, str] = {}
+        for ev in events:
+            if ev.record.type.startswith("pupil."):
+                t = timestamp(ev.record.received_at)
+                since[ev.subject] = min(t, since.get(ev.subject, t))
+        if not since:
+            return
+        subjects = sorted(since)
+        facts = _load_facts(cur, store, subjects)
+        tails = _load_tails(cur, store, subjects, min(since.values()))
+        inserts: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
+        ends: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
+        deletes: list[tuple[str, str]] = []
+        for subject in subjects:
+            t0 = since[subject]
+            if any(known_from >= t0 for _, _, known_from, _, _ in tails.get(subject, [])):
+                deletes.append((subject, t0))  # rows known from t0 on are recomputed (a report received out of order)
+            fresh = {(row, start): end for row, start, end in knowledge_runs(subject, facts.get(subject, []), t0, settings)}
+            for table, rk, known_from, known_to, row in tails.get(subject, []):
+                if known_from >= t0 or (known_to is not None and known_to < t0):
+                    continue  # deleted below and recomputed above, or ended before this batch's news
+                continued = (row, t0)
+                if continued in fresh:  # the same row goes on from t0: the stored one is extended
+                    end = fresh.pop(continued)
+                    if end != known_to:
+                        ends[table.name].append((end, subject, rk, known_from))
+                elif known_to is None or known_to > t0:
+                    ends[table.name].append((t0, subject, rk, known_from))
+            for (row, start), end in fresh.items():
+                table, values, valid_from, valid_to = row
+                inserts[table.name].append((subject, row_key(row), valid_from, valid_to, start, end, *values))
+        for table in STATE_TABLES:
+            if deletes:
+                cur.executemany(store.sql(f"DELETE FROM {table.name} WHERE subject = ? AND known_from >= ?"), deletes)
+            if ends[table.name]:
+                cur.executemany(store.sql(f"UPDATE {table.name} SET known_to = ? WHERE subject = ? AND row_key = ? AND known_from = ?"),
+                                ends[table.name])
+            rows = inserts[table.name]
+            if not rows:
+                continue
+            if store.is_postgres:
+                with cur.copy(table.copy_sql()) as copy:
+                    for values in rows:
+                        copy.write_row(values)
+            else:
+                cur.executemany(table.insert_sql(), rows)
+
+    return maintain
+
+
+def _load_facts(cur: Any, store: Any, subjects: list[str]) -> dict[str, list[Fact]]:
+    where, params = store.where_in("subject", subjects)
+    execute_in(cur, store.sql(
+        f"SELECT subject, seq, event_id, type, submitter, occurred_on, received_at, superseded_at, data FROM {PUPIL_FACTS.name} "
+        f"WHERE {where} ORDER BY subject, seq"), params, store.is_postgres)
+    out: dict[str, list[Fact]] = defaultdict(list)
+    for subject, seq, event_id, etype, submitter, occurred_on, received_at, superseded_at, data in fetch_tuples(cur):
+        when = parse_timestamp(received_at)
+        assert when is not None
+        record = Record(event_id, etype, submitter, subject, date.fromisoformat(occurred_on), when, json.loads(data))
+        out[subject].append(Fact(int(seq), record, received_at, superseded_at))
+    return out
+
+
+def _load_tails(cur: Any, store: Any, subjects: list[str], since: str) -> dict[str, list[tuple[IntervalTable, str, str, str | None, ValidRow]]]:
+    """The stored rows still known at or after ``since`` (those a batch may end, extend or replace)."""
+    out: dict[str, list[tuple[IntervalTable, str, str, str | None, ValidRow]]] = defaultdict(list)
+    for table in STATE_TABLES:
+        where, params = store.where_in("subject", subjects)
+        execute_in(cur, store.sql(
+            f"SELECT subject, row_key, known_from, known_to, valid_from, valid_to, {', '.join(table.state_columns)} FROM {table.name} "
+            f"WHERE {where} AND (known_to IS NULL OR known_to >= ?)"), [*params, since], store.is_postgres)
+        for subject, rk, known_from, known_to, valid_from, valid_to, *values in fetch_tuples(cur):
+            out[subject].append((table, rk, known_from, known_to, (table, _typed(table, values), valid_from, valid_to)))
+    return out
+
+
+def _typed(table: IntervalTable, values: list[Any]) -> tuple[Any, ...]:
+    """Stored values as ``state_of`` makes them (so a stored row and a recomputed one compare equal)."""
+    if table is RM_PLACEMENTS:
+        values[4], values[7], values[12] = int(values[4]), float(values[7]), int(values[12])
+        values[10] = None if values[10] is None else int(values[10])
+    else:
+        values[0], values[6], values[7] = int(values[0]), int(values[6]), int(values[7])
+    return tuple(values)
+
+
+def views(settings: ViewSettings) -> tuple[View, View]:
+    """The read model's two views, after ``pupils`` in the runner's order (the state reads the pupils' facts)."""
+    version = model_version(settings)
+    return (View("read_model_events", version, (RM_EVENTS,), event_rows(settings)),
+            View("read_model_state", version, STATE_TABLES, lambda ev: (), maintain=maintain_state(settings)))

@@ -1,0 +1,148 @@
+"""Comparisons LA benchmarking users expect, and every metric as a series (``accountabilityMetricSeries``).
+
+Beside each figure of a scope (``projections.metrics.report``: value, ``national_value``, ``rank`` among
+``peers``) this adds:
+
+* ``region`` and ``region_value``: the same metric over every unit in the scope's region (the DfE region of
+  its LA, from ``data/dfe/spc_ap_setting.csv``; none for England and for trusts, which span regions);
+* ``quartile``: 1 for the quarter of peers with the highest values (rank 1) to 4 for the lowest, by rank
+  (``1 + (4 × (rank − 1)) // peers``); none where the rank is none;
+* ``last_year_value`` and ``change_since_last_year``: the figure at the same date a year before (29 February:
+  the 28th), as known at the same time, and the difference (numbers only; none for breakdowns).
+
+A series asks the same at each step from ``start`` to ``end``: the last day of each month (``month``) or of
+each term of the term calendar (``term``) in the range, and ``end`` itself when it is not one. Each date's
+figures come from one state (``read_model_context``: the read model, or the fold where it cannot answer).
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Collection
+from dataclasses import dataclass
+from datetime import date, timedelta
+from functools import cache
+from typing import Any
+
+from ledger import dfe
+
+from .config import ViewSettings
+from .context import Context
+from .facts import Moment
+from .metrics import METRICS_BY_NAME, empty_figure, figures, report
+from .orgs import Directory
+from .read_model_queries import read_model_context
+
+STEPS = ("month", "term")
+MAX_POINTS = 120
+
+
+@cache
+def _regions() -> dict[str, tuple[str, str]]:
+    """``la:NNN`` -> (region code, region name), from the published file the repository ships."""
+    out: dict[str, tuple[str, str]] = {}
+    with dfe.data_file(dfe.AP_PLACEMENTS_BY_SETTING).open(encoding="utf-8-sig", newline="") as f:
+        for row in csv.DictReader(f):
+            if row["geographic_level"] == "Local authority" and row["region_code"]:
+                out[f"la:{row['old_la_code']}"] = (f"region:{row['region_code']}", row["region_name"])
+    return out
+
+
+def region_of(la: str | None) -> str | None:
+    found = _regions().get(la or "")
+    return found[0] if found else None
+
+
+@dataclass
+class RegionDirectory(Directory):
+    """The directory with each unit's LA replaced by its region (so the LA roll-up rolls up to regions)."""
+
+    def la_of(self, org: str) -> str | None:
+        return region_of(super().la_of(org))
+
+
+def region_for(level: str, scope: str, orgs: Directory) -> str | None:
+    if level == "la":
+        return region_of(scope)
+    if level == "school":
+        return region_of(orgs.la_of(scope))
+    return None
+
+
+def a_year_before(day: date) -> date:
+    return day.replace(year=day.year - 1, day=28) if (day.month, day.day) == (2, 29) else day.replace(year=day.year - 1)
+
+
+def quartile(rank: int | None, peers: int) -> int | None:
+    return None if rank is None or peers <= 0 else 1 + (4 * (rank - 1)) // peers
+
+
+def _change(now: Any, before: Any) -> Any:
+    if isinstance(now, bool) or isinstance(before, bool) or not isinstance(now, (int, float)) or not isinstance(before, (int, float)):
+        return None
+    return now - before if isinstance(now, int) and isinstance(before, int) else round(now - before, 2)
+
+
+def compare(ctx: Context, last_year: Context, level: str, scope: str, found: dict[str, dict[str, Any]]) -> str | None:
+    """Add the region's value, the quartile band and the change since the same date last year to ``found``
+    (``report``'s figures for the scope); returns the region compared with."""
+    region = region_for(level, scope, ctx.directory)
+    regions = RegionDirectory(ctx.directory.orgs) if region else None
+    for name, figure in found.items():
+        metric = METRICS_BY_NAME[name]
+        region_value = None
+        if regions is not None and region is not None:
+            region_value = figures(metric, ctx.contributions(metric), "la", regions).get(region, empty_figure(metric)).value
+        before = figures(metric, last_year.contributions(metric), level, last_year.directory).get(scope, empty_figure(metric)).value
+        figure.update(region_value=region_value, quartile=quartile(figure["rank"], figure["peers"]), last_year_value=before,
+                      change_since_last_year=_change(figure["value"], before))
+    return region
+
+
+def step_dates(start: date, end: date, step: str, settings: ViewSettings) -> list[date]:
+    """The series' dates: each month's (or term's) last day in [start, end], then ``end`` if it is not one."""
+    if step == "term":
+        points = [t.end for t in settings.calendar.terms if start <= t.end <= end]
+    else:
+        points = []
+        first = start.replace(day=1)
+        while True:
+            last = (first + timedelta(days=32)).replace(day=1) - timedelta(days=1)
+            if last > end:
+                break
+            if last >= start:
+                points.append(last)
+            first = last + timedelta(days=1)
+    if not points or points[-1] != end:
+        points.append(end)
+    return points
+
+
+def series(db: Any, settings: ViewSettings, level: str, scope: str, start: date, end: date, step: str,
+           names: Collection[str] | None = None, known_at: Any = None) -> dict[str, Any]:
+    """Every metric of ``names`` (default all) for the scope at each step, with its comparisons."""
+    states: dict[date, Context] = {}
+
+    def at(day: date) -> Context:
+        if day not in states:
+            states[day] = read_model_context(db, Moment(day, known_at), settings)
+        return states[day]
+
+    points = []
+    region = None
+    days = step_dates(start, end, step, settings)
+    for i, day in enumerate(days):
+        found = report(at(day), level, scope, only=names)
+        region = compare(at(day), at(a_year_before(day)), level, scope, found)
+        points.append({"as_of": day, "metrics": found})
+        if i + 1 < len(days):  # keep only the states later points still read (as their date or a year before it)
+            for done in [d for d in states if d < a_year_before(days[i + 1])]:
+                del states[done]
+    return {"region": region, "points": points}
+
+
+def metrics_with_comparisons(ctx: Context, db: Any, level: str, scope: str, found: dict[str, dict[str, Any]]) -> str | None:
+    """``compare`` for one moment (``accountabilityMetrics``): the year-before state is built alongside."""
+    before = read_model_context(db, Moment(a_year_before(ctx.day), ctx.moment.known_at), ctx.settings)
+    return compare(ctx, before, level, scope, found)
+

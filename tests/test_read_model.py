@@ -1,0 +1,201 @@
+"""The read model (projections/read_model*.py) gives the fold's answers: for the hand-computed area, and for
+random histories (corrections, retractions, late reports, trust moves, erasures, unregistered provision,
+post-16 destinations) at every level and many (as_of, known_at), on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, example, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
+
+from ledger import admin
+from ledger.catalogue import parse_timestamp
+from ledger.errors import LedgerError
+from projections.config import ViewSettings
+from projections.context import context
+from projections.facts import Moment
+from projections.queries import metrics_report
+from projections.read_model_queries import QUERIES, ReadModelContext, read_model_context
+from projections.runner import Projector, Reader, forget_pupil
+
+from .conftest import World, upn
+from .test_projections import OPS, SCHOOLS, SETTING, fresh_settings, play, small_world
+from .test_projections_scenario import AS_OF, TRUST, A, Area, area, d  # noqa: F401 - area is a fixture
+
+__all__ = ["area"]
+
+
+def both(db: Any, moment: Moment, level: str, scope: str, settings: ViewSettings | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The read model's accountabilityMetrics body and the fold's, for one scope and moment."""
+    s = settings or ViewSettings()
+    model = ReadModelContext(db, moment, s)
+    return metrics_report(model, db, level, scope), metrics_report(context(db, moment, s), db, level, scope)
+
+
+def scopes(db: Any, moment: Moment) -> list[tuple[str, str]]:
+    orgs = context(db, moment, ViewSettings()).directory
+    out = [("national", "england")]
+    for org in orgs.orgs.values():
+        if org.kind in ("school", "ap_setting", "unregistered_provider"):
+            out.append(("school", org.org))
+        if org.la:
+            out.append(("la", org.la))
+        if org.trust:
+            out.append(("trust", org.trust))
+    return sorted(set(out))
+
+
+def test_the_area_is_answered_by_the_read_model_without_folding_a_pupil(area: Area) -> None:
+    reader = Reader(area.ledger.store)
+    ctx = read_model_context(reader, Moment(AS_OF), ViewSettings())
+    assert isinstance(ctx, ReadModelContext)
+    for level, scope in scopes(reader, Moment(AS_OF)):
+        metrics_report(ctx, reader, level, scope)
+    assert ctx._fold is None  # noqa: SLF001 - every metric, the register and the watch came from SQL
+
+
+def test_every_metric_of_docs_metrics_is_in_the_read_model() -> None:
+    from projections import ap_performance, exclusions, placements, roll, unregistered
+    from projections.metrics import METRICS_BY_NAME
+    from projections.read_model_queries import COMPUTED
+    documented = {m.name for module in (placements, unregistered, roll, exclusions, ap_performance) for m in module.METRICS}
+    assert documented - set(QUERIES) - set(COMPUTED) == set()
+    assert set(QUERIES) | set(COMPUTED) <= set(METRICS_BY_NAME)
+
+
+def test_a_metric_not_in_the_read_model_is_answered_by_the_fold(area: Area) -> None:
+    from projections.context import Contribution, Metric
+    reader = Reader(area.ledger.store)
+    newcomer = Metric("pupils_with_an_ehcp", "ehcp", "count", lambda ctx: (
+        Contribution(g.school, p.key, 1) for p in ctx.pupils for g in p.state.registrations if g.sen_status == "E"))
+    ctx = ReadModelContext(reader, Moment(AS_OF), ViewSettings())
+    assert ctx.contributions(newcomer) == context(reader, Moment(AS_OF), ViewSettings()).contributions(newcomer)
+    assert [c.unit for c in ctx.contributions(newcomer)] == [A]  # P3 (EHCP) at A
+
+
+def test_the_area_equals_the_fold_at_every_level_and_moment(area: Area) -> None:
+    reader = Reader(area.ledger.store)
+    for as_of in (d(9, 4), d(9, 9), d(9, 22), AS_OF, d(3, 20), d(12, 31)):
+        for known_at in (None, datetime(2026, 9, 21, 23, tzinfo=UTC), datetime(2026, 9, 22, 11, tzinfo=UTC)):
+            moment = Moment(as_of, known_at)
+            for level, scope in scopes(reader, moment):
+                model, fold = both(reader, moment, level, scope)
+                assert model == fold, (as_of, known_at, level, scope)
+
+
+def test_a_reader_with_other_settings_gets_the_fold(area: Area) -> None:
+    other = ViewSettings(gap_school_days=3)
+    ctx = read_model_context(Reader(area.ledger.store), Moment(AS_OF), other)
+    assert not isinstance(ctx, ReadModelContext)
+
+
+def test_an_erased_pupil_leaves_the_read_model(area: Area) -> None:
+    store = area.ledger.store
+    before = store.query("SELECT COUNT(*) FROM rm_registrations")[0][0]
+    area.ledger.erase(upn(2), "erasure_request")
+    forget_pupil(store, area.ledger.secrets.pupil_id(upn(2)))
+    subject = str(area.ledger.secrets.pupil_id(upn(2)))
+    for table in ("rm_events", "rm_registrations", "rm_placements"):
+        assert store.query(f"SELECT COUNT(*) FROM {table} WHERE subject = ?", [subject])[0][0] == 0
+    assert store.query("SELECT COUNT(*) FROM rm_registrations")[0][0] < before
+    model, fold = both(Reader(store), Moment(AS_OF), "school", A)
+    assert model == fold
+
+
+# -- random histories ---------------------------------------------------------------------------------------------
+
+UPROV = "uprov:801-1"
+EXTRA = st.lists(st.tuples(
+    st.sampled_from(["trust_join", "trust_leave", "erase", "unregistered", "post16", "sen", "project"]),
+    st.integers(0, 3), st.integers(0, 1), st.integers(0, 40), st.integers(1, 9),
+), max_size=12)
+
+
+def play_more(w: World, ops: list[tuple[str, int, int, int, int]], projector: Projector) -> None:
+    start = date(2026, 9, 1)
+    for op, pupil, school_i, offset, n in ops:
+        school, day = SCHOOLS[school_i], start + timedelta(days=offset)
+        w.clock.now = datetime(2026, 10, 20, 9, tzinfo=UTC) + timedelta(minutes=7 * offset + n)
+        try:
+            if op == "project":
+                projector.batch_size = n
+                projector.step()
+            elif op in ("trust_join", "trust_leave"):
+                etype = "org.joined_trust" if op == "trust_join" else "org.left_trust"
+                body = admin.event_body(etype, admin.ADMIN_ORG, {"org": school}, {"trust": "trust:TR00001"}, day, w.clock.now)
+                w.ledger.submit(admin.signed(body, w.ledger.secrets.signing_key))
+            elif op == "erase":
+                w.ledger.erase(upn(pupil + 1), "erasure_request")
+                forget_pupil(w.ledger.store, w.ledger.secrets.pupil_id(upn(pupil + 1)))
+            elif op == "unregistered":
+                data = {"commissioner": school if n % 2 else "la:801", "setting": UPROV, "setting_type": "OTH", "tier": 1 + n % 3,
+                        "reason": "BEHAVIOUR", "hours_per_week": 4 * n, "dual_registered": False}
+                w.post("pupil.ap_placement_started", data["commissioner"], data, upn=upn(pupil + 1), occurred_on=day)
+            elif op == "post16":
+                w.post("pupil.post16_destination_recorded", SETTING, {"destination": "education", "sustained": n % 2 == 0},
+                       upn=upn(pupil + 1), occurred_on=day)
+            elif op == "sen":
+                data = {"school": school, "enrolment_status": "C", "year_group": "9", "sen_status": "E", "looked_after": n > 5}
+                w.post("pupil.registered", school, data, upn=upn(pupil + 1), occurred_on=day)
+        except LedgerError:
+            continue
+
+
+def random_world(settings: Any) -> World:
+    w = small_world(settings)
+    admin.add_org(w.ledger, "trust:TR00001", "trust", "Trust", None)
+    body = admin.event_body("provider.unregistered_recorded", "la:801", {"org": UPROV}, {"name": "Tuition", "postcode": "BS1 4DJ"},
+                            date(2026, 8, 20), w.clock.now)
+    w.ledger.submit(w.sign(body))
+    return w
+
+
+MOMENTS = [Moment(day, known) for day in (date(2026, 9, 1), date(2026, 9, 20), date(2026, 10, 15), date(2027, 3, 1))
+           for known in (None, datetime(2026, 10, 15, 9, 30, tzinfo=UTC), datetime(2026, 10, 16, 0, tzinfo=UTC))]
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+@hsettings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(ops=OPS, extra=EXTRA)
+@example(ops=[("place", 0, 0, 3, 1), ("review", 0, 0, 5, 2), ("correct", 0, 0, 4, 2), ("end", 0, 0, 9, 1), ("leave", 1, 1, 2, 1)],
+         extra=[("unregistered", 2, 1, 3, 7), ("sen", 2, 1, 2, 9), ("trust_join", 0, 0, 10, 1), ("erase", 3, 0, 0, 1)])
+def test_the_read_model_equals_the_fold_for_random_histories(backend: str, ops: list[tuple[str, int, int, int, int]],
+                                                             extra: list[tuple[str, int, int, int, int]]) -> None:
+    with fresh_settings(backend) as settings:
+        w = random_world(settings)
+        try:
+            projector = Projector(w.ledger.store, batch_size=3)
+            play(w, ops, projector)
+            play_more(w, extra, projector)
+            projector.catch_up()
+            reader = Reader(w.ledger.store)
+            received = sorted({r[0] for r in w.ledger.store.query("SELECT received_at FROM rm_events")})
+            exact = [Moment(date(2026, 10, 15), parse_timestamp(t)) for t in received[-3:]]  # on a version's boundary
+            for moment in MOMENTS + exact:
+                for level, scope in scopes(reader, moment):
+                    model, fold = both(reader, moment, level, scope)
+                    assert model == fold, (moment, level, scope)
+        finally:
+            w.ledger.store.close()
+
+
+def test_other_settings_make_another_version_which_rebuilds_the_model_from_the_log(area: Area) -> None:
+    from projections import read_model
+    from projections.runner import VIEWS
+    other = ViewSettings(gap_school_days=3, reintegration_terms=1)
+    views = (*(v for v in VIEWS if v.maintain is None and v.name != "read_model_events"), *read_model.views(other))
+    assert read_model.model_version(other) != read_model.model_version(ViewSettings())
+    projector = Projector(area.ledger.store, views=views)
+    assert sorted(projector.ensure()) == ["read_model_events", "read_model_state"]  # emptied: their version changed
+    reader = Reader(area.ledger.store)
+    assert not isinstance(read_model_context(reader, Moment(AS_OF), other), ReadModelContext)  # rebuilding: the fold answers
+    projector.catch_up()
+    assert isinstance(read_model_context(reader, Moment(AS_OF), other), ReadModelContext)
+    assert not isinstance(read_model_context(reader, Moment(AS_OF), ViewSettings()), ReadModelContext)
+    for level, scope in (("national", "england"), ("school", A)):
+        model, fold = both(reader, Moment(AS_OF), level, scope, other)
+        assert model == fold

@@ -1,0 +1,98 @@
+"""accountabilityMetricSeries (GET /views/metrics/series) and the comparisons beside every figure: national and
+regional values, rank, quartile band, change since the same date last year. Over real HTTP, both backends."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from projections.config import ViewSettings
+from projections.read_model_series import quartile, step_dates
+from projections.runner import Projector
+
+from .test_projections_scenario import AS_OF, LA, A, Area, C, area, d  # noqa: F401 - area is a fixture
+
+__all__ = ["area"]
+SOUTH_WEST, LONDON = "region:E12000009", "region:E12000007"  # la:801 Bristol, la:202 Camden
+
+
+def get(client: TestClient, area: Area, path: str, **params: Any) -> Any:
+    return client.get(path, params=params, headers={"authorization": f"Bearer {area.admin_token}"})
+
+
+def test_a_series_gives_each_month_end_then_the_last_day_with_the_figures_of_accountability_metrics(area: Area) -> None:
+    with TestClient(create_app(area.ledger, [Projector(area.ledger.store)])) as client:
+        got = get(client, area, "/views/metrics/series", level="la", org=LA, **{"from": "2026-07-15"}, to="2026-10-05")
+        assert got.status_code == 200, got.text
+        body = got.json()
+        assert [p["as_of"] for p in body["points"]] == ["2026-07-31", "2026-08-31", "2026-09-30", "2026-10-05"]
+        assert (body["from"], body["to"], body["step"], body["region"]) == ("2026-07-15", "2026-10-05", "month", SOUTH_WEST)
+        last = body["points"][-1]["metrics"]
+        single = get(client, area, "/views/metrics", level="la", org=LA, as_of="2026-10-05").json()
+        assert single["region"] == SOUTH_WEST
+        assert last == single["metrics"]  # the same figures and comparisons, one date or a series
+        assert set(last) == set(single["metrics"]) and len(last) >= 27
+        september = body["points"][2]["metrics"]
+        assert september["pupils_on_roll"]["value"] == 8 and last["pupils_on_roll"]["value"] == 8
+
+
+def test_comparisons_region_quartile_and_change_since_last_year(area: Area) -> None:
+    with TestClient(create_app(area.ledger, [Projector(area.ledger.store)])) as client:
+        school = get(client, area, "/views/metrics", level="school", org=A, as_of="2026-10-05").json()
+        roll = school["metrics"]["pupils_on_roll"]
+        # A's roll: P1, P2, P4, P8 (P5 removed 09-16, P3 09-04, P9 09-09; P11 and P12 still registered) -> see the scenario test
+        la = get(client, area, "/views/metrics", level="la", org=LA, as_of="2026-10-05").json()["metrics"]["pupils_on_roll"]
+        assert school["region"] == SOUTH_WEST and roll["region_value"] == la["value"]  # the only LA of its region here
+        last_year = get(client, area, "/views/metrics", level="school", org=A, as_of="2025-10-05").json()["metrics"]["pupils_on_roll"]
+        assert last_year["value"] == 2  # P11 and P12 from 2025-09-03
+        assert roll["last_year_value"] == 2 and roll["change_since_last_year"] == roll["value"] - 2
+        assert roll["quartile"] == quartile(roll["rank"], roll["peers"]) and roll["quartile"] in (1, 2, 3, 4)
+        camden = get(client, area, "/views/metrics", level="school", org=C, as_of="2026-10-05").json()
+        assert camden["region"] == LONDON
+        assert camden["metrics"]["suspension_rate"]["region_value"] == camden["metrics"]["suspension_rate"]["value"]
+        national = get(client, area, "/views/metrics", as_of="2026-10-05").json()
+        assert national["region"] is None and national["metrics"]["pupils_on_roll"]["region_value"] is None
+        assert national["metrics"]["suspensions_by_reason"]["change_since_last_year"] is None  # a breakdown
+
+
+def test_quartile_bands_by_rank() -> None:
+    assert [quartile(r, 8) for r in range(1, 9)] == [1, 1, 2, 2, 3, 3, 4, 4]
+    assert quartile(1, 1) == 1 and quartile(None, 5) is None and quartile(3, 3) == 3
+
+
+def test_termly_steps_and_named_metrics(area: Area) -> None:
+    assert step_dates(d(1, 1), d(10, 5), "term", ViewSettings())[-1] == d(10, 5)
+    with TestClient(create_app(area.ledger, [Projector(area.ledger.store)])) as client:
+        got = get(client, area, "/views/metrics/series", level="school", org=A, **{"from": "2026-01-01"}, to="2026-10-05", step="term",
+                  metric=["pupils_on_roll", "suspension_rate"])
+        assert got.status_code == 200, got.text
+        points = got.json()["points"]
+        terms = [t.end.isoformat() for t in ViewSettings().calendar.terms if d(1, 1) <= t.end <= d(10, 5)]
+        assert [p["as_of"] for p in points] == [*terms, "2026-10-05"] and len(terms) >= 2
+        assert all(set(p["metrics"]) == {"pupils_on_roll", "suspension_rate"} for p in points)
+        ops = {op["operationId"]: route for route, path in client.get("/openapi.json").json()["paths"].items() for op in path.values()}
+        assert ops["accountabilityMetricSeries"] == "/views/metrics/series"
+
+
+def test_careless_series_requests_get_a_clear_422_naming_the_parameter(area: Area) -> None:
+    before = area.ledger.store.max_sequence()
+    with TestClient(create_app(area.ledger, [Projector(area.ledger.store)])) as client:
+        def error(**params: Any) -> tuple[int, str]:
+            got = get(client, area, "/views/metrics/series", **params)
+            return got.status_code, got.json()["errors"][0]["path"] if got.status_code != 200 else ""
+
+        assert error(to="2026-10-05") == (422, "query:from")  # missing
+        assert error(**{"from": "2026-11-01"}, to="2026-10-05") == (422, "query:from")  # after to
+        assert error(**{"from": "0001-01-01"}, to="2026-10-05") == (422, "query:from")
+        assert error(**{"from": "1990-01-01"}, to="2026-10-05") == (422, "query:from")  # more than 120 points
+        assert error(**{"from": "2026-09-01"}, metric=["pupils_on_roll", "no_such_metric"]) == (422, "query:metric")
+        assert error(**{"from": "2026-09-01"}, step="week")[0] == 422
+        assert error(**{"from": "2026-09-01"}, level="la", org=A) == (422, "query:org")
+        assert error(**{"from": "2026-09-01"}, known_at="2026-10-01T00:00:00") == (422, "query:known_at")
+        assert client.get("/views/metrics/series", params={"from": "2026-09-01"}).status_code == 401
+        other = area.ledger.issue_token("urn:100006", "school")
+        assert client.get("/views/metrics/series", params={"from": "2026-09-01", "level": "school", "org": A},
+                          headers={"authorization": f"Bearer {other}"}).status_code == 403
+    assert area.ledger.store.max_sequence() == before
