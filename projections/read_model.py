@@ -331,6 +331,9 @@ def _typed(table: IntervalTable, values: list[Any]) -> tuple[Any, ...]:
     return tuple(values)
 
 
+VIEW_PREFIX = "read_model_"  # the names of the model's views: their rows are derived from the other views' facts
+
+
 def views(settings: ViewSettings) -> tuple[View, View]:
     """The read model's two views, after ``pupils`` in the runner's order (the state reads the pupils' facts)."""
     version = model_version(settings)
