@@ -89,9 +89,10 @@ class _Assignments(ConsumerRebalanceListener):  # type: ignore[misc]
         self.worker = worker
 
     def on_partitions_revoked(self, revoked: Any) -> None:
-        pass  # nothing to commit: every applied batch's offsets are already in the database
+        log.info("partitions revoked: %s", sorted(tp.partition for tp in revoked))  # nothing to commit: the offsets are in the database
 
     def on_partitions_assigned(self, assigned: Any) -> None:
+        log.info("partitions assigned: %s", sorted(tp.partition for tp in assigned))
         self.worker.seek_to_stored(list(assigned))
 
 
@@ -99,7 +100,8 @@ class FeedWorker:
     """One member of the projection consumer group; ``run()`` until ``stopping`` is set."""
 
     def __init__(self, store: Store, config: FeedConfig, group: str | None = None, views: tuple[View, ...] = VIEWS,
-                 batch_size: int = 1000, idle: float = 0.5, on_batch: Callable[[int], None] | None = None):
+                 batch_size: int = 1000, idle: float = 0.5, on_batch: Callable[[int], None] | None = None, instance: str | None = None):
+        self.instance = instance  # static membership: a restarted worker with the same id takes its partitions back at once
         self.store, self.config, self.views, self.batch_size, self.idle, self.on_batch = store, config, views, batch_size, idle, on_batch
         self.group = group or config.group
         self.topic = config.topic
@@ -117,7 +119,8 @@ class FeedWorker:
         self.state.ensure_consumer()
         self.consumer = KafkaConsumer(bootstrap_servers=self.config.servers, group_id=self.group, client_id=f"pupil-ledger-{self.group}",
                                       enable_auto_commit=False, auto_offset_reset="earliest", max_poll_records=self.batch_size,
-                                      session_timeout_ms=10_000, heartbeat_interval_ms=1_000, max_poll_interval_ms=300_000)
+                                      session_timeout_ms=6_000, heartbeat_interval_ms=1_000, max_poll_interval_ms=300_000,
+                                      group_instance_id=self.instance)
         self.consumer.subscribe([self.topic], listener=_Assignments(self))
 
     def run(self) -> None:
@@ -138,6 +141,7 @@ class FeedWorker:
         assert self.consumer is not None
         polled = self.consumer.poll(timeout_ms=int((self.idle if timeout is None else timeout) * 1000), max_records=self.batch_size)
         if not polled:
+            self.apply([], {})  # the relay may have stored the mark of records applied already (it does so after their acks)
             return 0
         items: list[Polled] = []
         ends: Offsets = {}
@@ -170,6 +174,8 @@ class FeedWorker:
     # -- one batch, one transaction ---------------------------------------------------------------------------------
 
     def apply(self, items: list[Polled], ends: Offsets) -> None:
+        if not items and not self._position_behind():
+            return
         poison = [i for i in items if i.event is None]
         if poison:
             self._send_dead_letters(poison)
@@ -220,6 +226,10 @@ class FeedWorker:
         for part, offset in rewind.items():
             assert self.consumer is not None
             self.consumer.seek(TopicPartition(self.topic, part), offset)
+
+    def _position_behind(self) -> bool:
+        relay = self.state.relay_status(self.topic)
+        return relay is not None and relay.position > min(self.projector.positions().get(v.name, 0) for v in self.views)
 
     def _apply(self, cur: Any, events: list[LogEvent], positions: dict[str, int]) -> None:
         """Erasure records forget their subject in every view; other records become view rows, in order."""
