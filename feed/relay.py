@@ -47,15 +47,16 @@ def ensure_topic(config: FeedConfig, topic: str | None = None, partitions: int |
         admin.close()
 
 
-def producer_for(config: FeedConfig) -> KafkaProducer:
+def producer_for(config: FeedConfig, flush_seconds: float = FLUSH_SECONDS) -> KafkaProducer:
     return KafkaProducer(bootstrap_servers=config.servers, client_id="pupil-ledger-relay", enable_idempotence=True, acks="all",
-                         linger_ms=5, batch_size=256 * 1024, compression_type=None, max_block_ms=10_000, request_timeout_ms=15_000,
-                         delivery_timeout_ms=int(FLUSH_SECONDS * 1000))
+                         linger_ms=5, batch_size=256 * 1024, max_block_ms=int(flush_seconds * 1000),
+                         request_timeout_ms=int(flush_seconds * 500), delivery_timeout_ms=int(flush_seconds * 1000))
 
 
 class Relay:
     def __init__(self, store: Store, config: FeedConfig, database_url: str | None, batch_size: int = 1000, idle: float = 0.2,
-                 on_batch: Callable[[int], None] | None = None):
+                 on_batch: Callable[[int], None] | None = None, flush_seconds: float = FLUSH_SECONDS):
+        self.flush_seconds = flush_seconds
         self.store, self.config, self.batch_size, self.idle, self.on_batch = store, config, batch_size, idle, on_batch
         self.state = FeedState(store)
         self.log = Projector(store, (), batch_size, ready=True)  # reads and decodes the log; applies nothing
@@ -95,7 +96,7 @@ class Relay:
     def _producer_now(self) -> KafkaProducer:
         if self._producer is None:
             ensure_topic(self.config)
-            self._producer = producer_for(self.config)
+            self._producer = producer_for(self.config, self.flush_seconds)
         return self._producer
 
     def step(self) -> int:
@@ -118,7 +119,7 @@ class Relay:
                     erasures.append(ev.seq)
         producer = self._producer_now()
         futures = [producer.send(self.config.topic, key=key_of(r), value=encode(r), headers=[SCHEMA_HEADER]) for r in records]
-        producer.flush(timeout=FLUSH_SECONDS)
+        producer.flush(timeout=self.flush_seconds)
         offsets = dict(offsets)
         for future in futures:
             metadata = future.get(timeout=0)  # raises the send's error, if any: the batch is sent again

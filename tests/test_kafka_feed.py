@@ -137,3 +137,87 @@ def test_a_poison_record_goes_to_the_dead_letter_topic_and_the_worker_goes_on(pg
     assert len(reasons) == 2 and any("event-record.v9" in r for r in reasons)
     via_kafka = dump(store)
     assert direct_rebuild(pg_area) == via_kafka  # the poison cost nothing else
+
+
+def test_broker_unreachable_relay_and_workers_wait_then_resume_and_healthz_says_so(pg_area: Area, tmp_path: Any,
+                                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+    import signal
+    import threading
+    import time
+
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+
+    from .kafka_broker import Broker
+
+    broker = Broker(tmp_path / "kafka").start()  # its own: this test freezes it
+    config = config_for(broker)
+    for name, value in (("PUPIL_LEDGER_KAFKA", config.bootstrap), ("PUPIL_LEDGER_KAFKA_TOPIC", config.topic), ("PUPIL_LEDGER_KAFKA_GROUP", config.group)):
+        monkeypatch.setenv(name, value)
+    store = pg_area.ledger.store
+    relay = Relay(store, config, pg_area.ledger.settings.database_url, batch_size=50, idle=0.05, flush_seconds=2)
+    worker = FeedWorker(store, config, batch_size=50, idle=0.1)
+    threads = [threading.Thread(target=relay.run), threading.Thread(target=worker.run)]
+    positions = Projector(store).positions
+
+    def wait(check: Any, what: str, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while not check():
+            assert time.monotonic() < deadline, what
+            time.sleep(0.1)
+
+    try:
+        for t in threads:
+            t.start()
+        wait(lambda: min(positions().values()) >= store.max_sequence(), "caught up before the outage")
+        client = TestClient(create_app(pg_area.ledger))
+        assert client.get("/healthz").json()["feed"]["relay"]["error"] is None
+        assert broker.process is not None
+        os.kill(broker.process.pid, signal.SIGSTOP)  # unreachable: connections hang, nothing answers
+        try:
+            pg_area.admit(upn(40), "urn:100005")
+            pg_area.admit(upn(41), "urn:100006")
+            wait(lambda: client.get("/healthz").json()["feed"]["relay"]["error"] is not None, "/healthz telling of the outage", 30)
+            health = client.get("/healthz").json()
+            assert health["status"] == "ok" and "broker unreachable" in health["feed"]["relay"]["error"] and health["feed"]["relay"]["behind"] >= 2
+        finally:
+            os.kill(broker.process.pid, signal.SIGCONT)
+        wait(lambda: min(positions().values()) >= store.max_sequence(), "caught up after the outage", 90)
+        assert client.get("/healthz").json()["feed"]["relay"]["error"] is None
+    finally:
+        relay.stopping.set()
+        worker.stopping.set()
+        for t in threads:
+            t.join(30)
+        relay.close()
+        worker.close()
+        broker.stop()
+    via_kafka = dump(store)
+    assert direct_rebuild(pg_area) == via_kafka
+
+
+def test_a_rebuild_from_the_log_hands_over_to_the_topic_at_the_matching_position(pg_area: Area, kafka_broker: Any) -> None:
+    config = config_for(kafka_broker)
+    store = pg_area.ledger.store
+    ensure_topic(config)
+    relay_all(pg_area, config)
+    handed_over = store.max_sequence()
+    Projector(store).rebuild()  # `project rebuild`: the views from the log, then the workers start at the relay's mark
+    FeedState(store).reset_consumers()
+    pg_area.admit(upn(50), "urn:100005")
+    relay_all(pg_area, config)
+    worker = FeedWorker(store, config, batch_size=40)
+    worker.start()
+    try:
+        consume_until_caught_up([worker], store.max_sequence())
+        report = FeedState(store).consumer_report(config.topic)[config.group]
+    finally:
+        worker.close()
+    mark = FeedState(store).mark_at_or_before(config.topic, handed_over)[1]
+    assert mark and sum(mark.values()) == handed_over - len(store.query("SELECT 1 FROM ledger_index WHERE type LIKE ?", ("access.%",)))
+    assert worker.applied_events == 1  # only the record after the hand-over was read from the topic
+    assert all(p["lag"] == 0 for p in report["partitions"].values())
+    via_kafka = dump(store)
+    assert direct_rebuild(pg_area) == via_kafka
