@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import fastjsonschema
@@ -221,3 +222,36 @@ def test_a_rebuild_from_the_log_hands_over_to_the_topic_at_the_matching_position
     assert all(p["lag"] == 0 for p in report["partitions"].values())
     via_kafka = dump(store)
     assert direct_rebuild(pg_area) == via_kafka
+
+
+def test_the_documented_example_consumer_follows_the_feed_and_forgets_an_erased_pupil(pg_area: Area, kafka_broker: Any, tmp_path: Any) -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("feed_consumer_example", Path(__file__).resolve().parent.parent / "docs" / "examples" / "feed_consumer.py")
+    assert spec is not None and spec.loader is not None
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    config = config_for(kafka_broker)
+    ensure_topic(config)
+    relay_all(pg_area, config)
+    relay_all(pg_area, config)  # nothing new
+    db = example.consume(config.bootstrap, "la-example", str(tmp_path / "roll.sqlite3"), config.topic, idle_polls=4)
+    secrets = pg_area.ledger.secrets
+    roll = dict(db.execute("SELECT subject, school FROM roll").fetchall())
+    assert roll[str(secrets.pupil_id(upn(1)))] == "urn:100005" and str(secrets.pupil_id(upn(3))) not in roll  # P3 left A
+    # an erasure, through the command line's path (Ledger.erase, then the views and the feed are told)
+    from feed.relay import announce_erasure
+    from projections.runner import forget_pupil
+
+    gone = pg_area.ledger.secrets.pupil_id(upn(1))
+    FeedState(pg_area.ledger.store).ensure_relay()
+    result = pg_area.ledger.erase(upn(1), "erasure_request")
+    forget_pupil(pg_area.ledger.store, gone)
+    announce_erasure(pg_area.ledger.store, result["erasure_event_id"], str(gone))
+    erasure_at = pg_area.ledger.store.index_rows([result["erasure_event_id"]])[result["erasure_event_id"]].sequence
+    assert FeedState(pg_area.ledger.store).erased_pseudonym(erasure_at) == str(gone)
+    relay_all(pg_area, config)
+    db.close()
+    db = example.consume(config.bootstrap, "la-example", str(tmp_path / "roll.sqlite3"), config.topic, idle_polls=4)
+    assert str(gone) not in dict(db.execute("SELECT subject, school FROM roll").fetchall())
+    assert FeedState(pg_area.ledger.store).erased_pseudonym(erasure_at) is None  # the link is deleted once published
