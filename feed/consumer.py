@@ -24,6 +24,8 @@ from typing import Any
 
 import fastjsonschema
 import orjson
+import psycopg
+from eventsourcing.persistence import IntegrityError
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
 
@@ -133,6 +135,11 @@ class FeedWorker:
                 log.warning("the broker is not answering (%s); trying again", exc)
                 self.stopping.wait(self.idle)
                 continue
+            except (IntegrityError, psycopg.IntegrityError) as exc:  # a worker that had lost these partitions applied them meanwhile
+                log.warning("batch already applied by another worker (%s); reading on from the stored offsets", exc)
+                assert self.consumer is not None
+                self.seek_to_stored(list(self.consumer.assignment()))
+                continue
             if done and self.on_batch:
                 self.on_batch(done)
 
@@ -174,8 +181,16 @@ class FeedWorker:
     # -- one batch, one transaction ---------------------------------------------------------------------------------
 
     def apply(self, items: list[Polled], ends: Offsets) -> None:
-        if not items and not self._position_behind():
-            return
+        """Apply a polled batch in one transaction, then move the views' position in a short one of its own.
+
+        The batch's transaction locks only its partitions' offsets, and holds the views' positions with a shared lock
+        (``forget_pupil`` waits for it; other workers do not), so workers on different partitions apply in parallel."""
+        if items:
+            self._apply_batch(items, ends)
+        if items or self._position_behind():  # the relay may store a mark only after its records were applied
+            self._advance_position()
+
+    def _apply_batch(self, items: list[Polled], ends: Offsets) -> None:
         poison = [i for i in items if i.event is None]
         if poison:
             self._send_dead_letters(poison)
@@ -183,18 +198,18 @@ class FeedWorker:
         marks = ", ".join("?" * len(names))
         handover = self._handover()
         rewind: dict[int, int] = {}
+        by_partition: dict[int, list[Polled]] = defaultdict(list)
+        for item in items:
+            by_partition[item.partition].append(item)
         with self.store.cursor(commit=True) as cur:
-            stored = self.state.stored_offsets(cur, self.group, self.topic, lock=True)
+            stored = self.state.stored_offsets(cur, self.group, self.topic, parts=sorted(by_partition), lock=True)
             if self.store.is_postgres:
-                cur.execute(self.store.sql(f"SELECT view, position FROM pv_positions WHERE view IN ({marks}) ORDER BY view FOR UPDATE"), names)
+                cur.execute(self.store.sql(f"SELECT view, position FROM pv_positions WHERE view IN ({marks}) ORDER BY view FOR SHARE"), names)
             else:  # SQLite's write lock first
                 cur.execute(f"UPDATE pv_positions SET position = position WHERE view IN ({marks})", names)
                 cur.execute(f"SELECT view, position FROM pv_positions WHERE view IN ({marks})", names)
             positions = {str(v): int(p) for v, p in fetch_tuples(cur)}
             floor = min(positions.values())
-            by_partition: dict[int, list[Polled]] = defaultdict(list)
-            for item in items:
-                by_partition[item.partition].append(item)
             fresh: list[Polled] = []
             next_offsets: Offsets = {}
             for part, batch in by_partition.items():
@@ -220,12 +235,27 @@ class FeedWorker:
                     self.state.dead_letter(cur, self.group, self.topic, item.partition, item.offset, item.reason)
             self.state.set_applied(cur, {ev.subject: applied[ev.subject] for ev in new})
             self.state.store_offsets(cur, self.group, self.topic, next_offsets, ends)
-            stored.update(next_offsets)
-            self._move_position(cur, names, floor, stored, handover)
         self.applied_events += len(fresh)
         for part, offset in rewind.items():
             assert self.consumer is not None
             self.consumer.seek(TopicPartition(self.topic, part), offset)
+
+    def _advance_position(self) -> None:
+        """The views' position: the last relay mark that every partition's stored (committed) offset has reached."""
+        names = [v.name for v in self.views]
+        marks = ", ".join("?" * len(names))
+        handover = self._handover()
+        with self.store.cursor(commit=True) as cur:
+            stored = self.state.stored_offsets(cur, self.group, self.topic)
+            cur.execute(self.store.sql(f"SELECT MIN(position) FROM pv_positions WHERE view IN ({marks})"), names)
+            floor = int(fetch_tuples(cur)[0][0] or 0)
+            reached = floor
+            for sequence, offsets in self.state.marks_after(cur, self.topic, floor):
+                if any(stored.get(p, handover.get(p, 0)) < o for p, o in offsets.items()):
+                    break
+                reached = sequence
+            if reached > floor:
+                cur.execute(self.store.sql(f"UPDATE pv_positions SET position = ? WHERE position < ? AND view IN ({marks})"), (reached, reached, *names))
 
     def _position_behind(self) -> bool:
         relay = self.state.relay_status(self.topic)
@@ -244,17 +274,6 @@ class FeedWorker:
             else:
                 run.append(ev)
         self.projector.apply_events(cur, run, positions)
-
-    def _move_position(self, cur: Any, names: list[str], floor: int, stored: Offsets, handover: Offsets) -> None:
-        """The views' position: the last relay mark that every partition's stored offset has reached."""
-        reached = floor
-        for sequence, offsets in self.state.marks_after(cur, self.topic, floor):
-            if any(stored.get(p, handover.get(p, 0)) < o for p, o in offsets.items()):
-                break
-            reached = sequence
-        if reached > floor:
-            marks = ", ".join("?" * len(names))
-            cur.execute(self.store.sql(f"UPDATE pv_positions SET position = ? WHERE position < ? AND view IN ({marks})"), (reached, reached, *names))
 
     def _send_dead_letters(self, poison: list[Polled]) -> None:
         if self._dead_letters is None:

@@ -141,12 +141,16 @@ class FeedState:
 
     # -- consumers -----------------------------------------------------------------------------------------------
 
-    def stored_offsets(self, cur: Any, group: str, topic: str, lock: bool = False) -> Offsets:
-        """Every partition's next offset for the group, read in the caller's transaction (``lock``: until it ends)."""
+    def stored_offsets(self, cur: Any, group: str, topic: str, parts: Sequence[int] | None = None, lock: bool = False) -> Offsets:
+        """The next offset of the group's partitions (default: all), read in the caller's transaction (``lock``: until it ends)."""
         sql = "SELECT part, next_offset FROM pv_kafka_offsets WHERE grp = ? AND topic = ?"
+        params: list[Any] = [group, topic]
+        if parts is not None:
+            sql += f" AND part IN ({', '.join('?' * len(parts))})" if parts else " AND FALSE"
+            params += list(parts)
         if lock and self.store.is_postgres:
             sql += " ORDER BY part FOR UPDATE"
-        cur.execute(self.store.sql(sql), (group, topic))
+        cur.execute(self.store.sql(sql), params)
         return {int(p): int(o) for p, o in fetch_tuples(cur)}
 
     def store_offsets(self, cur: Any, group: str, topic: str, offsets: Offsets, ends: Offsets) -> None:
