@@ -117,8 +117,10 @@ class FeedWorker:
     # -- the group ------------------------------------------------------------------------------------------------
 
     def start(self) -> None:
-        self.projector.ensure()
         self.state.ensure_consumer()
+        if self.projector.ensure():  # a view is new or its version changed: built from the log, then the topic from the relay's mark
+            self.projector.catch_up()
+            self.state.reset_consumers(self.group)
         self.consumer = KafkaConsumer(bootstrap_servers=self.config.servers, group_id=self.group, client_id=f"pupil-ledger-{self.group}",
                                       enable_auto_commit=False, auto_offset_reset="earliest", max_poll_records=self.batch_size,
                                       session_timeout_ms=6_000, heartbeat_interval_ms=1_000, max_poll_interval_ms=300_000,

@@ -32,6 +32,7 @@ def config_for(broker: Any, partitions: int = 3) -> FeedConfig:
 @pytest.fixture
 def pg_area(pg_url: str, tmp_path: Any) -> Iterator[Area]:
     area = build_area(Settings(home=tmp_path / "home", database_url=pg_url))
+    Projector(area.ledger.store).ensure()  # empty views at position 0 (new views would be built from the log first)
     yield area
     area.ledger.store.close()
 
@@ -255,3 +256,26 @@ def test_the_documented_example_consumer_follows_the_feed_and_forgets_an_erased_
     db = example.consume(config.bootstrap, "la-example", str(tmp_path / "roll.sqlite3"), config.topic, idle_polls=4)
     assert str(gone) not in dict(db.execute("SELECT subject, school FROM roll").fetchall())
     assert FeedState(pg_area.ledger.store).erased_pseudonym(erasure_at) is None  # the link is deleted once published
+
+
+def test_a_worker_finding_no_views_builds_them_from_the_log_then_reads_on_from_the_topic(pg_url: str, tmp_path: Any, kafka_broker: Any) -> None:
+    area = build_area(Settings(home=tmp_path / "home", database_url=pg_url))  # no views yet
+    try:
+        config = config_for(kafka_broker)
+        store = area.ledger.store
+        ensure_topic(config)
+        relay_all(area, config)
+        worker = FeedWorker(store, config, batch_size=40)
+        worker.start()
+        try:
+            assert min(worker.projector.positions().values()) == store.max_sequence()  # from the log, at once
+            area.admit(upn(60), "urn:100005")
+            relay_all(area, config)
+            consume_until_caught_up([worker], store.max_sequence())
+        finally:
+            worker.close()
+        assert worker.applied_events == 1
+        via_kafka = dump(store)
+        assert direct_rebuild(area) == via_kafka
+    finally:
+        area.ledger.store.close()
