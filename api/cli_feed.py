@@ -62,7 +62,7 @@ def relay(
         ledger.store.close()
 
 
-def run_kafka_worker(ledger: Ledger, group: str | None, batch: int, idle: float, instance: str | None = None) -> None:
+def run_kafka_worker(ledger: Ledger, config: FeedConfig, group: str | None, batch: int, idle: float, instance: str | None = None) -> None:
     """``project run --source kafka``: one member of the projection consumer group, until SIGTERM or Ctrl-C."""
     from feed.consumer import FeedWorker
 
@@ -70,7 +70,6 @@ def run_kafka_worker(ledger: Ledger, group: str | None, batch: int, idle: float,
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("pupil_ledger").setLevel(logging.INFO)
-    config = feed_config()
     worker = FeedWorker(ledger.store, config, group, batch_size=batch, idle=idle, instance=instance)
     signal.signal(signal.SIGTERM, lambda *_: worker.stopping.set())
     out.print(f"projecting all views from {config.topic} as group {worker.group} (batch {batch})")

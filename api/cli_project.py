@@ -59,11 +59,12 @@ def run(
         if views:
             err.print("[red]error:[/red] --source kafka projects every view (the group's offsets are the views')")
             raise typer.Exit(2)
-        from api.cli_feed import run_kafka_worker
+        from api.cli_feed import feed_config, run_kafka_worker
 
+        config = feed_config()  # the configuration is checked before anything is opened
         ledger = _ledger()
         try:
-            run_kafka_worker(ledger, group, batch, idle, instance)
+            run_kafka_worker(ledger, config, group, batch, idle, instance)
         finally:
             ledger.store.close()
         return
