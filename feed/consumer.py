@@ -198,13 +198,13 @@ class FeedWorker:
             self._send_dead_letters(poison)
         names = [v.name for v in self.views]
         marks = ", ".join("?" * len(names))
-        handover = self._handover()
         rewind: dict[int, int] = {}
         by_partition: dict[int, list[Polled]] = defaultdict(list)
         for item in items:
             by_partition[item.partition].append(item)
         with self.store.cursor(commit=True) as cur:
             stored = self.state.stored_offsets(cur, self.group, self.topic, parts=sorted(by_partition), lock=True)
+            handover = self._handover() if set(by_partition) - set(stored) else {}  # only a partition never applied starts there
             if self.store.is_postgres:
                 cur.execute(self.store.sql(f"SELECT view, position FROM pv_positions WHERE view IN ({marks}) ORDER BY view FOR SHARE"), names)
             else:  # SQLite's write lock first
@@ -246,14 +246,16 @@ class FeedWorker:
         """The views' position: the last relay mark that every partition's stored (committed) offset has reached."""
         names = [v.name for v in self.views]
         marks = ", ".join("?" * len(names))
-        handover = self._handover()
         with self.store.cursor(commit=True) as cur:
             stored = self.state.stored_offsets(cur, self.group, self.topic)
             cur.execute(self.store.sql(f"SELECT MIN(position) FROM pv_positions WHERE view IN ({marks})"), names)
             floor = int(fetch_tuples(cur)[0][0] or 0)
             reached = floor
+            handover: Offsets | None = None  # where partitions no worker has applied yet start: read only if one is met
             for sequence, offsets in self.state.marks_after(cur, self.topic, floor):
-                if any(stored.get(p, handover.get(p, 0)) < o for p, o in offsets.items()):
+                if handover is None and set(offsets) - set(stored):
+                    handover = self._handover()
+                if any(stored.get(p, (handover or {}).get(p, 0)) < o for p, o in offsets.items()):
                     break
                 reached = sequence
             if reached > floor:
