@@ -279,3 +279,16 @@ def test_a_worker_finding_no_views_builds_them_from_the_log_then_reads_on_from_t
         assert direct_rebuild(area) == via_kafka
     finally:
         area.ledger.store.close()
+
+
+@pytest.mark.parametrize("subject", ["ofsted", "cqc", "dfe:regions", "dfe:admin", "urn:100005", "icb:QE1", "mediation:send-north",
+                                     "uprov:801-1", "0a1b2c3d-4e5f-8a7b-9c8d-0e1f2a3b4c5d"])
+def test_the_record_schema_takes_every_kind_of_subject_but_a_upn(subject: str) -> None:
+    validate = fastjsonschema.compile(record_schema())
+    record = {"sequence": 1, "event_id": str(uuid.uuid4()), "type": "org.registered", "subject": subject, "submitter": "dfe:admin",
+              "occurred_on": "2026-09-01", "received_at": "2026-09-01T10:00:00.000000Z", "corrects": None, "flags": [],
+              "event_digest": "0" * 64, "envelope_digest": "f" * 64, "data": {"kind": "school"}}
+    validate(record)
+    for bad in ({"subject": upn(1)}, {"data": {"upn": upn(1)}}, {"submitter": "Urn:1"}, {"extra": 1}):
+        with pytest.raises(fastjsonschema.JsonSchemaException):
+            validate({**record, **bad})
