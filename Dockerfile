@@ -1,4 +1,5 @@
 FROM python:3.11-slim
 WORKDIR /app
 COPY . /app
-RUN pip install --no-cache-dir .
+# editable: the code finds schemas/ and data/ beside it in /app
+RUN pip install --no-cache-dir -e .

@@ -23,6 +23,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api import security, web
 from api.background import Background, Follower
+from api.cli_feed import feed_report
 from api.limits import Refusal, read_json
 from api.log_routes import event_proof_route, log_router
 from api.params import check_moment, named_as_query
@@ -86,6 +87,8 @@ class Health(BaseModel):
     status: str
     database: str
     latest_sequence: int = Field(description="highest ledger sequence committed")
+    feed: dict[str, Any] | None = Field(default=None, description="with PUPIL_LEDGER_KAFKA: the relay's position, last publish and error; "
+                                        "each consumer group's offset, end and lag per partition, and dead letters (docs/deployment.md)")
 
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -333,9 +336,10 @@ def create_app(ledger: Ledger, followers: Sequence[Follower] = ()) -> FastAPI:
             return unavailable.response()
         try:
             count = await asyncio.wait_for(asyncio.wrap_future(health_checks.submit(ledger.store.max_sequence)), HEALTH_SECONDS)
+            feed = await asyncio.wait_for(asyncio.wrap_future(health_checks.submit(feed_report, ledger)), HEALTH_SECONDS)
         except Exception:  # noqa: BLE001 - any database failure, or no answer in time, is "unhealthy"; details stay here
             return unavailable.response()
-        return Health(status="ok", database="postgresql" if ledger.store.is_postgres else "sqlite", latest_sequence=count)
+        return Health(status="ok", database="postgresql" if ledger.store.is_postgres else "sqlite", latest_sequence=count, feed=feed)
 
     @app.get("/log/vkey", operation_id="getVerifierKey", tags=["log"], response_class=PlainTextResponse,
              summary="The ledger's C2SP note verifier key (receipts and checkpoints)")

@@ -19,6 +19,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from api.cli_bench import bench
+from api.cli_feed import relay
 from api.cli_log import log_app, seal, verify_app
 from api.cli_project import project_app
 from api.cli_report import report_app
@@ -46,6 +47,7 @@ app.add_typer(export_app, name="export")
 app.add_typer(research_app, name="research")
 app.command()(seal)
 app.command()(bench)
+app.command()(relay)
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
@@ -387,6 +389,9 @@ def erase(
     except LedgerError as exc:
         _fail(exc)
         return
+    from feed.relay import announce_erasure
+
+    announce_erasure(ledger.store, result["erasure_event_id"], str(ledger.secrets.pupil_id(upn)))  # the change feed's consumers too
     out.print(f"erased {result['events_erased']} events; erasure recorded as {result['erasure_event_id']}")
 
 

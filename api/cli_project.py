@@ -39,12 +39,35 @@ def run(
     views: Annotated[list[str] | None, typer.Argument(help=f"views to run (default all: {VIEW_NAMES})")] = None,  # noqa: UP007
     batch: Annotated[int, typer.Option(help="events per transaction")] = DEFAULT_BATCH,
     idle: Annotated[float, typer.Option(help="seconds to sleep when caught up")] = 0.5,
+    source: Annotated[str, typer.Option(help="log: follow the ledger's tables; kafka: join the consumer group on the change feed")] = "log",
+    group: Annotated[str | None, typer.Option(help="consumer group with --source kafka (default PUPIL_LEDGER_KAFKA_GROUP)")] = None,  # noqa: UP007
+    instance: Annotated[str | None, typer.Option(envvar="PUPIL_LEDGER_KAFKA_INSTANCE", help="with --source kafka: this worker's stable name "  # noqa: UP007
+                                                 "(static group membership: restarted, it takes its partitions back without a rebalance)")] = None,
 ) -> None:
     """Follow the log and keep the views up to date until stopped (one active worker per view on PostgreSQL).
+
+    With `--source kafka` the worker joins a consumer group on the change feed instead (all views; the group's
+    workers split the partitions: docs/deployment.md).
 
     Example: `PUPIL_LEDGER_DATABASE_URL=postgresql://ledger@db/ledger pupil-ledger project run`
     """
     chosen = _views(views)
+    if source not in ("log", "kafka"):
+        err.print(f"[red]error:[/red] --source is log or kafka, not {source}")
+        raise typer.Exit(2)
+    if source == "kafka":
+        if views:
+            err.print("[red]error:[/red] --source kafka projects every view (the group's offsets are the views')")
+            raise typer.Exit(2)
+        from api.cli_feed import feed_config, run_kafka_worker
+
+        config = feed_config()  # the configuration is checked before anything is opened
+        ledger = _ledger()
+        try:
+            run_kafka_worker(ledger, config, group, batch, idle, instance)
+        finally:
+            ledger.store.close()
+        return
     ledger = _ledger()
     worker = Worker(ledger.store, ledger.settings.database_url, chosen, batch, idle, pace=ledger.settings.follower_pace)
     signal.signal(signal.SIGTERM, lambda *_: worker.stopping.set())
@@ -77,6 +100,9 @@ def rebuild(
         task = progress.add_task(view or "all views", total=total)
         done = projector.rebuild(on_progress=lambda n: progress.advance(task, n))  # the projector's own views
     out.print(f"rebuilt {view or 'all views'} from {done} events; positions {projector.positions()}")
+    from feed.state import FeedState
+
+    FeedState(ledger.store).reset_consumers()  # change-feed workers (stopped meanwhile) start again at the relay's mark for these positions
     ledger.store.close()
 
 
@@ -90,4 +116,7 @@ def status() -> None:
     latest = ledger.store.max_sequence()
     for name, position in sorted(Projector(ledger.store).positions().items()):
         out.print(f"{name}: {position} (latest {latest})")
+    from api.cli_feed import print_feed_status
+
+    print_feed_status(ledger)  # with PUPIL_LEDGER_KAFKA: the relay's position and each consumer group's lag
     ledger.store.close()

@@ -252,6 +252,20 @@ class Projector:
         self.reset()
         return self.catch_up(on_progress)
 
+    # -- the two halves of a step, for another source of events (projections.kafka_source) ------------------
+
+    def read_log(self, start: int) -> LogBatch:
+        """The log's next batch after sequence ``start``, decoded (erased pupils' events left out)."""
+        return self._read(start)
+
+    def apply_events(self, cur: Any, events: Sequence[LogEvent], positions: dict[str, int]) -> None:
+        """Write ``events`` into every view, in the caller's transaction, but not those at or before a view's position
+        nor those of pupils erased meanwhile (their key rows are gone)."""
+        if getattr(self.store.app, "pupil_keys", None) is not None:  # pupils have their own keys: erasable
+            pupils = sorted({ev.subject for ev in events if event_types()[ev.record.type].subject == "pupil"})
+            events = self._drop_erased(cur, list(events), pupils)
+        self._apply(cur, events, positions)
+
     # -- reads -----------------------------------------------------------------------------------
 
     def positions(self) -> dict[str, int]:
@@ -271,6 +285,9 @@ class Projector:
             if time.monotonic() >= deadline:
                 return False
             time.sleep(0.02)
+
+
+LogBatch = _Batch
 
 
 def forget_pupil(store: Store, pseudonym: uuid.UUID) -> int:

@@ -102,3 +102,15 @@ def world(settings: Settings) -> Iterator[World]:
         admin.add_key(ledger, org, w.keys[org].public_key())
     yield w
     ledger.store.close()
+
+
+@pytest.fixture(scope="session")
+def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A Kafka-protocol broker (``tests/kafka_broker.py``) for the whole session, killed by its PID afterwards."""
+    from tests.kafka_broker import Broker
+
+    broker = Broker(tmp_path_factory.mktemp("kafka") / "data").start()
+    try:
+        yield broker
+    finally:
+        broker.stop()

@@ -1,0 +1,260 @@
+"""The change feed on Kafka (docs/deployment.md), beside the direct in-process projector (``projections``).
+
+PostgreSQL only (the distributed shape). The broker is ``PUPIL_LEDGER_KAFKA`` if set, else the test broker
+(``noida-db``, test extra) started on a free port for the scenario. Rows:
+
+- relay: a copy of the loaded ledger published to a new topic (6 partitions), batches of 2,000, until caught up;
+- one and two projection workers (``project run --source kafka`` processes, a new group each) applying the whole
+  topic to empty views: timed from the first stored offset to the views' position reaching the last event, so
+  process start and the group join are left out;
+- end to end: events submitted at 1,000/s (``Ledger.submit`` in this process, the API's own commit path) with the
+  relay and one worker running as processes; latency from the commit to the views' position covering the event
+  (what ``min_sequence`` waits for), sampled every 5 ms.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from ledger import admin
+from ledger.config import Settings
+from ledger.feed import FeedConfig
+from projections.runner import Projector
+
+from .harness import Context, Result, Scenario, rss_mb
+from .ingest import _register
+
+PARTITIONS = 6
+E2E_RATE = 1_000  # events/s submitted
+E2E_SECONDS = 10
+CLI = [sys.executable, "-m", "api.cli"]
+
+
+@contextmanager
+def broker() -> Iterator[str]:
+    configured = os.environ.get("PUPIL_LEDGER_KAFKA")
+    if configured:
+        yield configured
+        return
+    import noida_db  # the test broker (test extra)
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    data = Path(tempfile.mkdtemp(prefix="pl-bench-kafka-"))
+    process = subprocess.Popen([str(Path(noida_db.__file__).with_name("noida-db")), "start", "--only", "kafka", "--kafka-port", str(port),
+                                "--host", "127.0.0.1", "--data-dir", str(data)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.05)
+        yield f"127.0.0.1:{port}"
+    finally:
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait(10)
+
+
+def feed_env(settings: Settings, config: FeedConfig) -> dict[str, str]:
+    env = dict(os.environ, PUPIL_LEDGER_HOME=str(settings.home), PUPIL_LEDGER_KAFKA=config.bootstrap, PUPIL_LEDGER_KAFKA_TOPIC=config.topic,
+               PUPIL_LEDGER_KAFKA_PARTITIONS=str(config.partitions), PUPIL_LEDGER_KAFKA_GROUP=config.group)
+    env["PUPIL_LEDGER_DATABASE_URL"] = settings.database_url or ""
+    return env
+
+
+def new_config(bootstrap: str) -> FeedConfig:
+    name = uuid.uuid4().hex[:8]
+    return FeedConfig(bootstrap, f"bench.events.{name}", PARTITIONS, f"bench-{name}")
+
+
+def publish_all(settings: Settings, config: FeedConfig) -> tuple[int, float]:
+    from feed.relay import Relay, ensure_topic
+
+    ledger = admin.open_ledger(settings)
+    ensure_topic(config)
+    relay = Relay(ledger.store, config, settings.database_url, batch_size=2000)
+    relay.state.ensure_relay()
+    total, started = 0, time.perf_counter()
+    while done := relay.step():
+        total += done
+    took = time.perf_counter() - started
+    relay.close()
+    ledger.store.close()
+    return total, took
+
+
+def consume_all(settings: Settings, config: FeedConfig, workers: int) -> tuple[int, float]:
+    """Seconds from the first applied batch to the views' position reaching the log's end, with ``workers`` processes."""
+    ledger = admin.open_ledger(settings)
+    store = ledger.store
+    Projector(store).ensure()  # empty views at position 0: the workers apply the whole topic (new views would be built from the log)
+    last = store.max_sequence()
+    procs = [subprocess.Popen([*CLI, "project", "run", "--source", "kafka", "--batch", "1000", "--idle", "0.05"], env=feed_env(settings, config),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(workers)]
+    try:
+        started = None
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            try:
+                if started is None and store.query("SELECT COUNT(*) FROM pv_kafka_offsets")[0][0]:
+                    started = time.perf_counter()
+                if started is not None and min(p for (p,) in store.query("SELECT position FROM pv_positions")) >= last:
+                    return int(store.query("SELECT COUNT(*) FROM ledger_index WHERE type NOT LIKE ?", ("access.%",))[0][0]), time.perf_counter() - started
+            except Exception:  # noqa: BLE001 - the workers create these tables as they start
+                pass
+            time.sleep(0.01)
+        raise RuntimeError("the workers did not catch up in 600 s")
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait(30)
+        store.close()
+
+
+def run(ctx: Context) -> list[Result]:
+    if ctx.backend != "postgres":
+        return []
+    rows: list[Result] = []
+    with broker() as bootstrap:
+        relay_runs: list[tuple[int, float]] = []
+        consumer_runs: dict[int, list[tuple[int, float]]] = {1: [], 2: []}
+
+        def relay_once() -> tuple[float, list[float]]:
+            with ctx.loaded() as settings:
+                n, took = publish_all(settings, new_config(bootstrap))
+            relay_runs.append((n, took))
+            return took, []
+
+        seconds, _ = ctx.measure(relay_once)
+        rows.append(Result("kafka", ctx.backend, "relay: ledger -> topic", "events/s", relay_runs[-1][0], seconds, [], rss_mb()[0],
+                           target="≥ 20,000/s", note=f"{PARTITIONS} partitions, batches of 2,000, acks=all, idempotent; ledger events covered per second"))
+        for workers in (1, 2):
+            def consume_once(workers: int = workers) -> tuple[float, list[float]]:
+                with ctx.loaded() as settings:
+                    config = new_config(bootstrap)
+                    publish_all(settings, config)
+                    n, took = consume_all(settings, config, workers)
+                consumer_runs[workers].append((n, took))
+                return took, []
+
+            seconds, _ = ctx.measure(consume_once)
+            rows.append(Result("kafka", ctx.backend, f"projection workers from the topic: {workers}", "events/s", consumer_runs[workers][-1][0], seconds,
+                               [], None, target="≥ 10,000/s" if workers == 1 else "≥ 1.6 × one worker",
+                               note="processes; from the first applied batch to the views' position at the end", baseline_for=None))
+        rows.append(end_to_end(ctx, bootstrap))
+    return rows
+
+
+def end_to_end(ctx: Context, bootstrap: str) -> Result:
+    """Open loop: ``CLIENTS`` threads post the workload's events over HTTP at ``E2E_RATE`` in all (each pupil's events
+    in order in one thread) to ``serve --no-followers`` with the relay and one worker beside it; each event's latency
+    is from its 201 to the views' position covering its sequence."""
+    import httpx
+
+    from .serving import Server
+    from .workload import payload_body, share_of
+
+    clients = 16
+    w = ctx.workload
+    signed = w.signed[: E2E_RATE * E2E_SECONDS]
+    committed: dict[int, float] = {}
+    visible: dict[int, float] = {}
+    seconds: list[float] = []
+    failures: list[str] = []
+    with ctx.fresh() as settings:
+        ledger = admin.initialise(settings).ledger
+        _register(ledger, w.orgs)
+        bodies = [payload_body(env) for env in signed]
+        kinds = {o.org_id: o.kind for o in w.orgs}
+        tokens = {org: ledger.issue_token(org, kinds[org]) for org in sorted({b["submitter"] for b in bodies})}
+        Projector(ledger.store).ensure()
+        ledger.store.close()
+        config = new_config(bootstrap)
+        from feed.relay import ensure_topic
+
+        ensure_topic(config)
+        shares: list[list[tuple[float, dict[str, object], str]]] = [[] for _ in range(clients)]
+        for i, (env, body) in enumerate(zip(signed, bodies, strict=True)):
+            shares[share_of(body, clients)].append((i / E2E_RATE, env, tokens[body["submitter"]]))
+        saved = {k: os.environ.get(k) for k in ("PUPIL_LEDGER_KAFKA", "PUPIL_LEDGER_KAFKA_TOPIC", "PUPIL_LEDGER_KAFKA_GROUP")}
+        os.environ.update(PUPIL_LEDGER_KAFKA=config.bootstrap, PUPIL_LEDGER_KAFKA_TOPIC=config.topic, PUPIL_LEDGER_KAFKA_GROUP=config.group)
+        try:
+            companions = [["relay", "--batch", "500", "--idle", "0.01"], ["project", "run", "--source", "kafka", "--batch", "500", "--idle", "0.01"]]
+            with Server(settings, ["--no-followers"], companions) as server:
+                time.sleep(3)  # the worker joins the group
+                reader = admin.open_ledger(settings)
+                stop = threading.Event()
+                lock = threading.Lock()
+                pending: set[int] = set()
+
+                def watch() -> None:  # an event answered after the views covered it is visible at the next look
+                    while not stop.is_set():
+                        position = min(p for (p,) in reader.store.query("SELECT position FROM pv_positions"))
+                        now = time.perf_counter()
+                        with lock:
+                            reached = [s for s in pending if s <= position]
+                            pending.difference_update(reached)
+                        for s in reached:
+                            visible[s] = now
+                        time.sleep(0.005)
+
+                started = time.perf_counter()
+
+                def client(share: list[tuple[float, dict[str, object], str]]) -> None:
+                    with httpx.Client(base_url=server.url, timeout=30) as http:
+                        for due, env, token in share:
+                            pause = started + due - time.perf_counter()
+                            if pause > 0:
+                                time.sleep(pause)
+                            r = http.post("/events", json=env, headers={"authorization": f"Bearer {token}"})
+                            if r.status_code in (200, 201):
+                                sequence = int(r.json()["sequence"])
+                                committed[sequence] = time.perf_counter()
+                                with lock:
+                                    pending.add(sequence)
+                            elif not failures:
+                                failures.append(f"{r.status_code} {r.text[:200]}")
+
+                watcher = threading.Thread(target=watch, daemon=True)
+                watcher.start()
+                threads = [threading.Thread(target=client, args=(share,)) for share in shares]
+                for t in threads:
+                    t.start()
+                for t in threads:
+                    t.join()
+                seconds.append(time.perf_counter() - started)
+                deadline = time.monotonic() + 60
+                while len(visible) < len(committed) and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                stop.set()
+                watcher.join(5)
+                reader.store.close()
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+    latencies = [(visible[s] - committed[s]) * 1000 for s in committed if s in visible]
+    missing = len(committed) - len(latencies)
+    note = f"serve --no-followers, relay and one worker as processes; {clients} clients, open loop, {len(signed):,} events offered"
+    note += (f"; {missing} NOT VISIBLE within 60 s" if missing else "") + (f"; NOT ALL ACCEPTED: {failures[0]}" if failures else "")
+    return Result("kafka", ctx.backend, f"end to end at {E2E_RATE:,} events/s offered: 201 -> views' position", "events/s", len(committed), seconds,
+                  latencies, None, target="p99 ≤ 2 s", note=note)
+
+
+SCENARIO = Scenario("kafka", run, "change feed: relay, projection workers from the topic, end to end (PostgreSQL)")

@@ -1,0 +1,305 @@
+"""The change feed on a real Kafka-protocol broker: relay -> topic -> consumer group -> views == a direct rebuild."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import fastjsonschema
+import pytest
+from kafka import KafkaConsumer, KafkaProducer
+
+from feed.consumer import FeedWorker
+from feed.relay import Relay, ensure_topic
+from feed.state import FeedState
+from ledger.config import Settings
+from ledger.feed import SCHEMA_HEADER, FeedConfig, record_schema
+from projections.runner import Projector
+
+from .conftest import upn
+from .test_projections import dump
+from .test_projections_scenario import Area, build_area
+
+
+def config_for(broker: Any, partitions: int = 3) -> FeedConfig:
+    name = uuid.uuid4().hex[:8]  # a topic and group per test: the broker is shared by the session
+    return FeedConfig(broker.bootstrap, f"pupil-ledger.events.v1.t{name}", partitions, f"projections-{name}")
+
+
+@pytest.fixture
+def pg_area(pg_url: str, tmp_path: Any) -> Iterator[Area]:
+    area = build_area(Settings(home=tmp_path / "home", database_url=pg_url))
+    Projector(area.ledger.store).ensure()  # empty views at position 0 (new views would be built from the log first)
+    yield area
+    area.ledger.store.close()
+
+
+@pytest.fixture
+def any_area(settings: Settings) -> Iterator[Area]:
+    """The scenario's area on SQLite and on PostgreSQL, with empty views."""
+    area = build_area(settings)
+    Projector(area.ledger.store).ensure()
+    yield area
+    area.ledger.store.close()
+
+
+def relay_all(area: Area, config: FeedConfig) -> int:
+    relay = Relay(area.ledger.store, config, area.ledger.settings.database_url, batch_size=25)
+    relay.state.ensure_relay()
+    total = 0
+    while done := relay.step():
+        total += done
+    relay.close()
+    return total
+
+
+def topic_records(config: FeedConfig) -> list[Any]:
+    consumer = KafkaConsumer(config.topic, bootstrap_servers=config.servers, auto_offset_reset="earliest", enable_auto_commit=False,
+                             consumer_timeout_ms=1500)
+    records = list(consumer)
+    consumer.close()
+    return records
+
+
+def consume_until_caught_up(workers: list[FeedWorker], sequence: int, rounds: int = 200) -> None:
+    for _ in range(rounds):
+        for w in workers:
+            w.poll_once(0.1)
+        if min(w.projector.positions().values() for w in workers[:1]) and min(workers[0].projector.positions().values()) >= sequence:
+            return
+    raise AssertionError(f"the views did not reach {sequence}: {workers[0].projector.positions()}")
+
+
+def direct_rebuild(area: Area) -> dict[str, Any]:
+    Projector(area.ledger.store).rebuild()
+    return dump(area.ledger.store)
+
+
+def test_relay_publishes_every_pupil_and_org_event_once_keyed_by_pseudonym_without_the_upn(any_area: Area, kafka_broker: Any) -> None:
+    pg_area = any_area  # SQLite or PostgreSQL
+    config = config_for(kafka_broker)
+    store = pg_area.ledger.store
+    assert relay_all(pg_area, config) == store.max_sequence()
+    records = topic_records(config)
+    validate = fastjsonschema.compile(record_schema())
+    bodies = [json.loads(r.value) for r in records]
+    for r, body in zip(records, bodies, strict=True):
+        validate(body)
+        assert dict(r.headers)["schema"] == SCHEMA_HEADER[1]
+        assert r.key.decode() == body["subject"]
+    expected = {s for (s,) in store.query("SELECT sequence FROM ledger_index WHERE type NOT LIKE ?", ("access.%",))}
+    assert sorted(b["sequence"] for b in bodies) == sorted(expected)  # once each, no gap
+    pupil_key = str(pg_area.ledger.secrets.pupil_id(upn(2)))
+    p2 = [b for b in bodies if b["subject"] == pupil_key]
+    assert p2 and len({r.partition for r, b in zip(records, bodies, strict=True) if b["subject"] == pupil_key}) == 1
+    assert [b["sequence"] for b in p2] == sorted(b["sequence"] for b in p2)  # a pupil's records in order on one partition
+    text = b"".join(r.value for r in records)
+    assert not any(upn(n).encode() in text for n in range(1, 13))  # no UPN anywhere on the topic
+    # published position and mark are durable: a new relay resumes after them and sends nothing again
+    assert FeedState(store).relay_position(config.topic)[0] == store.max_sequence()
+    assert relay_all(pg_area, config) == 0 and len(topic_records(config)) == len(records)
+
+
+def test_consumers_build_the_same_views_as_a_direct_rebuild_and_redelivery_counts_nothing_twice(any_area: Area, kafka_broker: Any) -> None:
+    pg_area = any_area  # SQLite or PostgreSQL
+    config = config_for(kafka_broker)
+    store = pg_area.ledger.store
+    ensure_topic(config)
+    relay_all(pg_area, config)
+    worker = FeedWorker(store, config, batch_size=40)
+    worker.start()
+    try:
+        consume_until_caught_up([worker], store.max_sequence())
+        via_kafka = dump(store)
+        # the relay crashed after sending but before storing its position: the whole log is on the topic twice
+        with store.cursor(commit=True) as cur:
+            cur.execute("UPDATE feed_relay SET position = 0")
+        relay_all(pg_area, config)
+        for _ in range(30):
+            worker.poll_once(0.1)
+        assert dump(store) == via_kafka
+    finally:
+        worker.close()
+    assert direct_rebuild(pg_area) == via_kafka
+
+
+def test_a_poison_record_goes_to_the_dead_letter_topic_and_the_worker_goes_on(pg_area: Area, kafka_broker: Any) -> None:
+    config = config_for(kafka_broker, partitions=1)
+    store = pg_area.ledger.store
+    ensure_topic(config)
+    producer = KafkaProducer(bootstrap_servers=config.servers)
+    producer.send(config.topic, key=b"x", value=b'{"sequence": 1, "type": "pupil.from_the_future"}', headers=[SCHEMA_HEADER])
+    producer.send(config.topic, key=b"y", value=b"{}", headers=[("schema", b"event-record.v9")])
+    producer.flush()
+    producer.close()
+    relay_all(pg_area, config)
+    worker = FeedWorker(store, config, batch_size=40)
+    worker.start()
+    try:
+        consume_until_caught_up([worker], store.max_sequence())
+    finally:
+        worker.close()
+    report = FeedState(store).consumer_report(config.topic)[config.group]
+    assert report["dead_letters"] == 2
+    dead = KafkaConsumer(config.dead_letter_topic, bootstrap_servers=config.servers, auto_offset_reset="earliest", consumer_timeout_ms=1500)
+    reasons = sorted(dict(r.headers)["reason"].decode() for r in dead)
+    dead.close()
+    assert len(reasons) == 2 and any("event-record.v9" in r for r in reasons)
+    via_kafka = dump(store)
+    assert direct_rebuild(pg_area) == via_kafka  # the poison cost nothing else
+
+
+def test_broker_unreachable_relay_and_workers_wait_then_resume_and_healthz_says_so(pg_area: Area, tmp_path: Any,
+                                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+    import signal
+    import threading
+    import time
+
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+
+    from .kafka_broker import Broker
+
+    broker = Broker(tmp_path / "kafka").start()  # its own: this test freezes it
+    config = config_for(broker)
+    for name, value in (("PUPIL_LEDGER_KAFKA", config.bootstrap), ("PUPIL_LEDGER_KAFKA_TOPIC", config.topic), ("PUPIL_LEDGER_KAFKA_GROUP", config.group)):
+        monkeypatch.setenv(name, value)
+    store = pg_area.ledger.store
+    relay = Relay(store, config, pg_area.ledger.settings.database_url, batch_size=50, idle=0.05, flush_seconds=2)
+    worker = FeedWorker(store, config, batch_size=50, idle=0.1)
+    threads = [threading.Thread(target=relay.run), threading.Thread(target=worker.run)]
+    positions = Projector(store).positions
+
+    def wait(check: Any, what: str, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while not check():
+            assert time.monotonic() < deadline, what
+            time.sleep(0.1)
+
+    try:
+        for t in threads:
+            t.start()
+        wait(lambda: min(positions().values()) >= store.max_sequence(), "caught up before the outage")
+        client = TestClient(create_app(pg_area.ledger))
+        assert client.get("/healthz").json()["feed"]["relay"]["error"] is None
+        assert broker.process is not None
+        os.kill(broker.process.pid, signal.SIGSTOP)  # unreachable: connections hang, nothing answers
+        try:
+            pg_area.admit(upn(40), "urn:100005")
+            pg_area.admit(upn(41), "urn:100006")
+            wait(lambda: client.get("/healthz").json()["feed"]["relay"]["error"] is not None, "/healthz telling of the outage", 30)
+            health = client.get("/healthz").json()
+            assert health["status"] == "ok" and "broker unreachable" in health["feed"]["relay"]["error"] and health["feed"]["relay"]["behind"] >= 2
+        finally:
+            os.kill(broker.process.pid, signal.SIGCONT)
+        wait(lambda: min(positions().values()) >= store.max_sequence(), "caught up after the outage", 90)
+        assert client.get("/healthz").json()["feed"]["relay"]["error"] is None
+    finally:
+        relay.stopping.set()
+        worker.stopping.set()
+        for t in threads:
+            t.join(30)
+        relay.close()
+        worker.close()
+        broker.stop()
+    via_kafka = dump(store)
+    assert direct_rebuild(pg_area) == via_kafka
+
+
+def test_a_rebuild_from_the_log_hands_over_to_the_topic_at_the_matching_position(pg_area: Area, kafka_broker: Any) -> None:
+    config = config_for(kafka_broker)
+    store = pg_area.ledger.store
+    ensure_topic(config)
+    relay_all(pg_area, config)
+    handed_over = store.max_sequence()
+    Projector(store).rebuild()  # `project rebuild`: the views from the log, then the workers start at the relay's mark
+    FeedState(store).reset_consumers()
+    pg_area.admit(upn(50), "urn:100005")
+    relay_all(pg_area, config)
+    worker = FeedWorker(store, config, batch_size=40)
+    worker.start()
+    try:
+        consume_until_caught_up([worker], store.max_sequence())
+        report = FeedState(store).consumer_report(config.topic)[config.group]
+    finally:
+        worker.close()
+    mark = FeedState(store).mark_at_or_before(config.topic, handed_over)[1]
+    assert mark and sum(mark.values()) == handed_over - len(store.query("SELECT 1 FROM ledger_index WHERE type LIKE ?", ("access.%",)))
+    assert worker.applied_events == 1  # only the record after the hand-over was read from the topic
+    assert all(p["lag"] == 0 for p in report["partitions"].values())
+    via_kafka = dump(store)
+    assert direct_rebuild(pg_area) == via_kafka
+
+
+def test_the_documented_example_consumer_follows_the_feed_and_forgets_an_erased_pupil(pg_area: Area, kafka_broker: Any, tmp_path: Any) -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("feed_consumer_example", Path(__file__).resolve().parent.parent / "docs" / "examples" / "feed_consumer.py")
+    assert spec is not None and spec.loader is not None
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    config = config_for(kafka_broker)
+    ensure_topic(config)
+    relay_all(pg_area, config)
+    relay_all(pg_area, config)  # nothing new
+    db = example.consume(config.bootstrap, "la-example", str(tmp_path / "roll.sqlite3"), config.topic, idle_polls=4)
+    secrets = pg_area.ledger.secrets
+    roll = dict(db.execute("SELECT subject, school FROM roll").fetchall())
+    assert roll[str(secrets.pupil_id(upn(1)))] == "urn:100005" and str(secrets.pupil_id(upn(3))) not in roll  # P3 left A
+    # an erasure, through the command line's path (Ledger.erase, then the views and the feed are told)
+    from feed.relay import announce_erasure
+    from projections.runner import forget_pupil
+
+    gone = pg_area.ledger.secrets.pupil_id(upn(1))
+    FeedState(pg_area.ledger.store).ensure_relay()
+    result = pg_area.ledger.erase(upn(1), "erasure_request")
+    forget_pupil(pg_area.ledger.store, gone)
+    announce_erasure(pg_area.ledger.store, result["erasure_event_id"], str(gone))
+    erasure_at = pg_area.ledger.store.index_rows([result["erasure_event_id"]])[result["erasure_event_id"]].sequence
+    assert FeedState(pg_area.ledger.store).erased_pseudonym(erasure_at) == str(gone)
+    relay_all(pg_area, config)
+    db.close()
+    db = example.consume(config.bootstrap, "la-example", str(tmp_path / "roll.sqlite3"), config.topic, idle_polls=4)
+    assert str(gone) not in dict(db.execute("SELECT subject, school FROM roll").fetchall())
+    assert FeedState(pg_area.ledger.store).erased_pseudonym(erasure_at) is None  # the link is deleted once published
+
+
+def test_a_worker_finding_no_views_builds_them_from_the_log_then_reads_on_from_the_topic(pg_url: str, tmp_path: Any, kafka_broker: Any) -> None:
+    area = build_area(Settings(home=tmp_path / "home", database_url=pg_url))  # no views yet
+    try:
+        config = config_for(kafka_broker)
+        store = area.ledger.store
+        ensure_topic(config)
+        relay_all(area, config)
+        worker = FeedWorker(store, config, batch_size=40)
+        worker.start()
+        try:
+            assert min(worker.projector.positions().values()) == store.max_sequence()  # from the log, at once
+            area.admit(upn(60), "urn:100005")
+            relay_all(area, config)
+            consume_until_caught_up([worker], store.max_sequence())
+        finally:
+            worker.close()
+        assert worker.applied_events == 1
+        via_kafka = dump(store)
+        assert direct_rebuild(area) == via_kafka
+    finally:
+        area.ledger.store.close()
+
+
+@pytest.mark.parametrize("subject", ["ofsted", "cqc", "dfe:regions", "dfe:admin", "urn:100005", "icb:QE1", "mediation:send-north",
+                                     "uprov:801-1", "0a1b2c3d-4e5f-8a7b-9c8d-0e1f2a3b4c5d"])
+def test_the_record_schema_takes_every_kind_of_subject_but_a_upn(subject: str) -> None:
+    validate = fastjsonschema.compile(record_schema())
+    record = {"sequence": 1, "event_id": str(uuid.uuid4()), "type": "org.registered", "subject": subject, "submitter": "dfe:admin",
+              "occurred_on": "2026-09-01", "received_at": "2026-09-01T10:00:00.000000Z", "corrects": None, "flags": [],
+              "event_digest": "0" * 64, "envelope_digest": "f" * 64, "data": {"kind": "school"}}
+    validate(record)
+    for bad in ({"subject": upn(1)}, {"data": {"upn": upn(1)}}, {"submitter": "Urn:1"}, {"extra": 1}):
+        with pytest.raises(fastjsonschema.JsonSchemaException):
+            validate({**record, **bad})
