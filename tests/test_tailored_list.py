@@ -111,6 +111,7 @@ def test_the_operation_is_in_the_openapi_document(client: TestClient) -> None:
 
 
 def test_the_public_page_lists_the_settings_and_explains_bad_input(client: TestClient) -> None:
+    assert 'href="/find-a-setting"' in client.get("/").text  # the start page leads to it
     blank = client.get("/find-a-setting")
     assert blank.status_code == 200 and "Find a setting" in blank.text and "govuk-error-summary" not in blank.text
     assert '<option value="la:801">Test la:801 (la:801)</option>' in blank.text  # the LAs with a plan in force today
