@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SOURCES = ("ledger", "api", "projections")
+SOURCES = ("ledger", "api", "projections", "feed")
 # The calls that make an error, and the index of their code among the positional arguments.
 MAKERS = {"one": 0, "Problem": 0, "forbidden": 0, "_reject": 0, "_bad": 0, "_malformed": 0, "_not_found": 0, "reject": 0,
           "Refusal": 1, "Failure": 1, "UpnCheck": -1, "_problem": 0, "refuse": 0, "problem": 0}
