@@ -30,14 +30,16 @@ from api.params import check_moment, named_as_query
 from api.research import research_router
 from api.settings_list import tailored_list_router
 from api.views import views_router
-from ledger import database, jcs, signatures
-from ledger.admin import log_vkey, open_ledger, sealer
-from ledger.codes import SCHEMAS_DIR
+from ledger import signatures
 from ledger.config import Settings, tune_garbage_collector
-from ledger.errors import Category, LedgerError
+from ledger.core import jcs
+from ledger.core.codes import SCHEMAS_DIR
+from ledger.core.errors import Category, LedgerError
 from ledger.group_commit import GroupCommitter
 from ledger.service import Ledger, Principal, Reader
-from ledger.witness import Witnessing, parse_witnesses
+from ledger.storage import database
+from ledger.tools.admin import log_vkey, open_ledger, sealer
+from ledger.transparency.witness import Witnessing, parse_witnesses
 from projections.runner import Projector
 
 STATUS = {

@@ -13,8 +13,8 @@ import threading
 from collections.abc import Sequence
 from typing import Protocol
 
-from ledger import database
 from ledger.config import FOLLOWER_IDLE_SECONDS, FOLLOWER_PACE_SECONDS, follower_pause
+from ledger.storage import database
 
 log = logging.getLogger("pupil_ledger.background")
 

@@ -25,11 +25,13 @@ from api.cli_project import project_app
 from api.cli_report import report_app
 from api.cli_research import export_app, research_app
 from api.cli_witness import witness_app
-from ledger import admin, dfe, envelope, jcs
+from ledger import dfe
 from ledger.config import Settings, tune_garbage_collector
-from ledger.errors import LedgerError
-from ledger.secrets import load_private_key, private_key_pem, public_key_pem
+from ledger.core import envelope, jcs
+from ledger.core.errors import LedgerError
 from ledger.service import Ledger
+from ledger.storage.secrets import load_private_key, private_key_pem, public_key_pem
+from ledger.tools import admin
 
 app = typer.Typer(help="Pupil Movement Ledger: signed, append-only record of pupil movements.", no_args_is_help=True, rich_markup_mode="markdown")
 orgs_app = typer.Typer(help="Organisations (schools, LAs, trusts, AP settings, providers).", no_args_is_help=True)
@@ -153,7 +155,7 @@ def orgs_import_gias(file: Annotated[Path, typer.Argument(exists=True, dir_okay=
 
     Example: `pupil-ledger orgs import-gias edubasealldata.csv`
     """
-    from ledger.gias import import_gias, read_rows
+    from ledger.tools.gias import import_gias, read_rows
 
     ledger = _ledger()
     try:
@@ -406,7 +408,7 @@ def simulate(
 
     Example: `pupil-ledger simulate ./sim --pupils 100000` (or `--la 202` for one area)
     """
-    from ledger.simulate import export
+    from ledger.tools.simulate import export
 
     if pupils < 1:
         err.print("[red]error:[/red] --pupils must be at least 1")
@@ -427,8 +429,8 @@ def demo(port: int = 8000, pupils: int = 4000, seed: int = 1, la: str = "801") -
 
     from api.app import create_app, default_followers
     from api.security import server_options
-    from ledger.simulate import load_area, simulate_area
-    from ledger.simulate_ehcp import add_ehcp_journeys, start_demo_inspection
+    from ledger.tools.simulate import load_area, simulate_area
+    from ledger.tools.simulate_ehcp import add_ehcp_journeys, start_demo_inspection
 
     dfe.check()  # the simulation and the views read the published figures: stop before creating a home without them
     settings = Settings.from_env()
@@ -440,7 +442,7 @@ def demo(port: int = 8000, pupils: int = 4000, seed: int = 1, la: str = "801") -
     with Progress(console=err) as progress:
         task = progress.add_task("loading simulated area", total=len(area.events))
         load_area(ledger, area, on_progress=lambda n: progress.advance(task, n))
-    from ledger.simulate_funding import load_funding
+    from ledger.tools.simulate_funding import load_funding
 
     start_demo_inspection(ledger, area)  # the inspector reads the area's pupils while Ofsted inspects it (docs/access.md)
     load_funding(ledger, area)  # a local inclusion plan, the national tariff, AP budgets and bands (issue 25)
@@ -478,7 +480,7 @@ def demo(port: int = 8000, pupils: int = 4000, seed: int = 1, la: str = "801") -
 def raise_demo_concern(ledger: Ledger, area: Any, day: date) -> None:
     """A Regions Group concern about the area's LA, citing its removals with unknown destination so far that year
     (counted from the simulated events as docs/metrics.md defines the metric), signed with the simulation's key."""
-    from ledger.schooltime import academic_year
+    from ledger.core.schooltime import academic_year
 
     year_start = date(int(academic_year(day)[:4]), 9, 1)
     unknown = sum(1 for _, body in area.events if body["type"] == "pupil.deregistered" and body["data"]["destination"] == "unknown"

@@ -14,9 +14,10 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from ledger import envelope, jcs, merkle, notes, verify
 from ledger.config import follower_pause
-from ledger.tlog import Log, LogError, stored_envelopes
+from ledger.core import envelope, jcs, merkle, notes
+from ledger.transparency import verify
+from ledger.transparency.tlog import Log, LogError, stored_envelopes
 
 log_app = typer.Typer(help="The transparency log: export it as a static C2SP tiled log.", no_args_is_help=True)
 verify_app = typer.Typer(
@@ -59,7 +60,7 @@ def seal(
     Example: `pupil-ledger seal` (with PUPIL_LEDGER_DATABASE_URL=postgresql://... for a separate sealer process)
     """
     from api.cli import _ledger
-    from ledger.admin import sealer
+    from ledger.tools.admin import sealer
 
     ledger = _ledger()
     worker = sealer(ledger)
@@ -95,7 +96,7 @@ def log_export(directory: Annotated[Path, typer.Argument(help="folder to write c
     Example: `pupil-ledger log export ./log-2026-11-28 && pupil-ledger verify audit ./log-2026-11-28 --vkey "$(cat ./log-2026-11-28/vkey)"`
     """
     from api.cli import _ledger
-    from ledger.admin import log_vkey
+    from ledger.tools.admin import log_vkey
 
     ledger = _ledger()
     log = Log(ledger.store)

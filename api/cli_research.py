@@ -12,11 +12,11 @@ import httpx
 import typer
 from rich.console import Console
 
-from ledger import admin
 from ledger.config import Settings
-from ledger.errors import LedgerError
+from ledger.core.errors import LedgerError
 from ledger.research import operator
 from ledger.research.releases import all_projects
+from ledger.tools import admin
 
 export_app = typer.Typer(help="Exports for researchers (docs/research.md).", no_args_is_help=True)
 research_app = typer.Typer(help="Research projects: the operator approves and revokes them (docs/research.md).", no_args_is_help=True)

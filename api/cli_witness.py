@@ -11,9 +11,9 @@ import typer
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from rich.console import Console
 
-from ledger.notes import NoteError
-from ledger.secrets import load_private_key, private_key_pem
-from ledger.witness import Witness, WitnessState, witness_vkey
+from ledger.core.notes import NoteError
+from ledger.storage.secrets import load_private_key, private_key_pem
+from ledger.transparency.witness import Witness, WitnessState, witness_vkey
 
 witness_app = typer.Typer(help="A transparency-log witness (c2sp.org/tlog-witness) that cosigns checkpoints.", no_args_is_help=True)
 out = Console(soft_wrap=True)

@@ -9,10 +9,10 @@ from fastapi.responses import PlainTextResponse, Response
 from pydantic import BaseModel, Field
 
 from api.params import MAX_INTEGER
-from ledger import merkle, tiles
-from ledger.errors import Category, LedgerError
+from ledger.core import merkle, tiles
+from ledger.core.errors import Category, LedgerError
 from ledger.service import Ledger
-from ledger.tlog import Log
+from ledger.transparency.tlog import Log
 
 IMMUTABLE = {"Cache-Control": "public, max-age=31536000, immutable"}
 TEXT = "text/plain; charset=utf-8"

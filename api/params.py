@@ -6,8 +6,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date, datetime
 
-from ledger.catalogue import EARLIEST_DATE
-from ledger.errors import LedgerError, Problem
+from ledger.core.catalogue import EARLIEST_DATE
+from ledger.core.errors import LedgerError, Problem
 
 LATEST_DATE = date(2100, 12, 31)
 MAX_INTEGER = 2**63 - 1  # sequences, leaf indexes, tree sizes

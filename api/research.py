@@ -12,8 +12,8 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from api.limits import read_limited
-from ledger import jcs
-from ledger.errors import Category, LedgerError, Problem
+from ledger.core import jcs
+from ledger.core.errors import Category, LedgerError, Problem
 from ledger.research.releases import all_projects
 from ledger.service import Ledger, Principal
 from projections.research import package

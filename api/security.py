@@ -19,10 +19,10 @@ from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.limits import Refusal
-from ledger import database
-from ledger.errors import Category, LedgerError
+from ledger.core.errors import Category, LedgerError
 from ledger.service import Ledger, Principal
-from ledger.store import Store
+from ledger.storage import database
+from ledger.storage.store import Store
 from ledger.tokens import token_hash
 
 log = logging.getLogger("pupil_ledger.api")

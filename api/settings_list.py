@@ -20,10 +20,10 @@ from jinja2 import ChoiceLoader, Environment, FileSystemLoader, PackageLoader, P
 
 from api.params import check_moment
 from api.web.pages import SERVICE_NAME, finish_html
-from ledger.codes import code_list, la_codes
-from ledger.errors import LedgerError, Problem
-from ledger.identifiers import org_scheme
-from ledger.schooltime import academic_year
+from ledger.core.codes import code_list, la_codes
+from ledger.core.errors import LedgerError, Problem
+from ledger.core.identifiers import org_scheme
+from ledger.core.schooltime import academic_year
 from ledger.service import Ledger
 from projections.facts import Moment
 from projections.plans import Funding, funding, open_placement_settings, tailored_list

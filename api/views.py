@@ -13,10 +13,10 @@ from pydantic import BaseModel, Field
 
 from api.params import LATEST_DATE, MAX_INTEGER, check_moment
 from api.waiting import WAITING_READS_PER_TOKEN, ViewWaits
-from ledger import policy
-from ledger.catalogue import EARLIEST_DATE
-from ledger.errors import Category, LedgerError
-from ledger.identifiers import org_scheme
+from ledger.core import policy
+from ledger.core.catalogue import EARLIEST_DATE
+from ledger.core.errors import Category, LedgerError
+from ledger.core.identifiers import org_scheme
 from ledger.service import Ledger, Principal
 from projections.config import ViewSettings
 from projections.context import Context

@@ -9,7 +9,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import PlainTextResponse, Response
 
 from api.limits import read_limited
-from ledger.witness import SIZE_CONTENT_TYPE, Conflict, Malformed, Rejected, Witness
+from ledger.transparency.witness import SIZE_CONTENT_TYPE, Conflict, Malformed, Rejected, Witness
 
 MAX_BODY = 256 * 1024  # 63 proof lines and a checkpoint with many signatures fit many times over
 

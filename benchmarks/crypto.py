@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from ledger import ed25519, envelope
+from ledger.core import ed25519, envelope
 
 from .harness import Context, Result, Scenario, rss_mb
 

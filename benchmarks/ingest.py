@@ -32,10 +32,11 @@ from typing import Any
 
 from eventsourcing.application import AggregateNotFoundError, Application
 
-from ledger import admin, signatures
+from ledger import signatures
 from ledger.config import Settings, tune_garbage_collector
-from ledger.simulate import org_setup
-from ledger.store import Subject, persistence_env
+from ledger.storage.store import Subject, persistence_env
+from ledger.tools import admin
+from ledger.tools.simulate import org_setup
 
 from .harness import Context, Result, Scenario, rss_mb
 from .workload import canonical_text, payload_body, share_of

@@ -27,9 +27,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from ledger import admin
 from ledger.config import Settings
 from ledger.feed import FeedConfig
+from ledger.tools import admin
 from projections.runner import Projector
 
 from .harness import Context, Result, Scenario, rss_mb

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 
-from ledger import admin
+from ledger.tools import admin
 from projections.config import ViewSettings
 from projections.facts import Moment
 from projections.queries import accountability_metrics

@@ -13,8 +13,8 @@ import time
 from datetime import date, timedelta
 from typing import Any
 
-from ledger import admin
 from ledger.service import ADMIN_ORG
+from ledger.tools import admin
 from projections.config import ViewSettings
 from projections.context import context
 from projections.facts import Moment

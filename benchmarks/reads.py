@@ -12,8 +12,8 @@ from __future__ import annotations
 import random
 import time
 
-from ledger import admin
 from ledger.service import ADMIN_ORG, Ledger
+from ledger.tools import admin
 
 from .harness import Context, Result, Scenario
 from .serving import Server, drive, get

@@ -18,8 +18,8 @@ from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
-from ledger import admin
 from ledger.research import operator
+from ledger.tools import admin
 
 from .harness import Context, Result, Scenario, rss_mb
 

@@ -18,7 +18,7 @@ import time
 from collections import defaultdict
 from collections.abc import Sequence
 
-from ledger import admin
+from ledger.tools import admin
 
 from .harness import Context, Result, Scenario
 from .ingest import _register

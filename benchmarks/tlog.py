@@ -32,8 +32,9 @@ from typing import Any
 import psycopg
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from ledger import merkle, tlog
-from ledger.store import Store, persistence_env
+from ledger.core import merkle
+from ledger.storage.store import Store, persistence_env
+from ledger.transparency import tlog
 
 from .harness import PG_ADMIN_URL, nearest_rank
 

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from functools import cache, cached_property
 from typing import Any
 
-from ledger import envelope, jcs
-from ledger.simulate import Area, Org, simulate_nation
+from ledger.core import envelope, jcs
+from ledger.tools.simulate import Area, Org, simulate_nation
 
 EVENTS_PER_PUPIL = 1.34  # what simulate_nation produces (measured at 20,000 pupils)
 

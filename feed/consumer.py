@@ -29,10 +29,10 @@ from eventsourcing.persistence import IntegrityError
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
 
-from ledger.catalogue import event_types, parse_timestamp
+from ledger.core.catalogue import event_types, parse_timestamp
+from ledger.core.rules import Record
 from ledger.feed import ERASURE, SCHEMA, FeedConfig, record_schema
-from ledger.rules import Record
-from ledger.store import Store, fetch_tuples
+from ledger.storage.store import Store, fetch_tuples
 from projections.facts import LogEvent, View
 from projections.runner import VIEWS, Projector
 

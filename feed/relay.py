@@ -24,9 +24,9 @@ from kafka import KafkaProducer
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
-from ledger.catalogue import event_types
+from ledger.core.catalogue import event_types
 from ledger.feed import ERASURE, SCHEMA_HEADER, FeedConfig, encode, erasure_record, feed_record, key_of
-from ledger.store import Store
+from ledger.storage.store import Store
 from projections.runner import Projector
 
 from .state import FeedState

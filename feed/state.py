@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ledger.service import timestamp
-from ledger.store import Store, fetch_tuples, rowcount
+from ledger.storage.store import Store, fetch_tuples, rowcount
 
 RELAY_DDL = (
     "CREATE TABLE IF NOT EXISTS feed_relay (topic TEXT PRIMARY KEY, position BIGINT NOT NULL, published_at TEXT, "
@@ -163,7 +163,7 @@ class FeedState:
         if not subjects:
             return {}
         where, params = self.store.where_in("subject", list(subjects))
-        from ledger.store import execute_in
+        from ledger.storage.store import execute_in
 
         execute_in(cur, self.store.sql(f"SELECT subject, seq FROM pv_kafka_applied WHERE {where}"), params, self.store.is_postgres)
         return {str(s): int(q) for s, q in fetch_tuples(cur)}

@@ -1,5 +1,7 @@
-"""Write side of the Pupil Movement Ledger: envelopes, catalogue, rules, store, submission.
+"""Write side of the Pupil Movement Ledger, in layers: ``core`` (pure: canonical JSON, envelopes, catalogue,
+rules, policy, Merkle maths, notes, tiles), ``storage`` (the event store and its adapters), ``transparency``
+(the log, witnesses, verification), the use cases at this level (the ``Ledger`` facade in ``service``, the
+submission pipeline, reads, access audit, erasure, tokens), and ``tools`` (operator actions, simulator, GIAS).
 
-Nothing here imports ``projections`` or ``api``; the pure modules (``jcs``, ``envelope``,
-``identifiers``, ``catalogue``, ``rules``, ``schooltime``) do no I/O.
+Nothing here imports ``projections`` or ``api``; the layers' imports are checked by import-linter (pyproject).
 """

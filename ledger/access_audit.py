@@ -9,17 +9,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from . import envelope, policy
-from .errors import Category, LedgerError, Problem
-from .orgs import fold_org
-from .policy import Principal
-from .research.releases import releases_holding
-from .rules import Record
-from .store import Entry, Subject
-from .times import timestamp
+from ledger.core import envelope, policy
+from ledger.core.errors import Category, LedgerError, Problem
+from ledger.core.orgs import fold_org
+from ledger.core.policy import Principal
+from ledger.core.rules import Record
+from ledger.core.times import timestamp
+from ledger.research.releases import releases_holding
+from ledger.storage.store import Entry, Subject
 
 if TYPE_CHECKING:
-    from .service import Ledger
+    from ledger.service import Ledger
 
 ADMIN_ORG = "dfe:admin"  # the ledger's own organisation: it signs the access events (and the operator's own events)
 LINKED_FIELDS = ("school", "setting", "host_school", "commissioner")  # fields of pupil events naming an organisation whose facts links need

@@ -8,16 +8,17 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from . import policy, tokens
-from .codes import la_codes
-from .errors import LedgerError
-from .identifiers import org_scheme
-from .orgs import fold_org
-from .policy import Principal
-from .times import timestamp
+from ledger import tokens
+from ledger.core import policy
+from ledger.core.codes import la_codes
+from ledger.core.errors import LedgerError
+from ledger.core.identifiers import org_scheme
+from ledger.core.orgs import fold_org
+from ledger.core.policy import Principal
+from ledger.core.times import timestamp
 
 if TYPE_CHECKING:
-    from .service import Ledger
+    from ledger.service import Ledger
 
 
 def issue_token(ledger: Ledger, org: str, role: str, expires_at: datetime | None = None, scope: Sequence[str] = ()) -> str:

@@ -5,13 +5,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from . import policy
-from .errors import LedgerError
-from .policy import Principal
-from .times import timestamp
+from ledger.core import policy
+from ledger.core.errors import LedgerError
+from ledger.core.policy import Principal
+from ledger.core.times import timestamp
 
 if TYPE_CHECKING:
-    from .service import Ledger
+    from ledger.service import Ledger
 
 CLAIM_FLAGS = frozenset({"claim_new_area"})  # accepted claims the operator is shown (``claims_report``)
 

@@ -12,11 +12,11 @@ import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .access_audit import record_access
-from .errors import Category, LedgerError
+from ledger.access_audit import record_access
+from ledger.core.errors import Category, LedgerError
 
 if TYPE_CHECKING:
-    from .service import Ledger
+    from ledger.service import Ledger
 
 # What else forgets an erased pupil, by its pseudonymous stream id, inside the erasure's transaction (the views:
 # ``projections.runner.forget_pupil``, wired where the ledger is built).

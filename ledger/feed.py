@@ -20,8 +20,8 @@ from typing import Any
 
 import orjson
 
-from .codes import SCHEMAS_DIR
-from .rules import Record
+from ledger.core.codes import SCHEMAS_DIR
+from ledger.core.rules import Record
 
 TOPIC = "pupil-ledger.events.v1"
 SCHEMA = "event-record.v1"
@@ -66,7 +66,7 @@ class FeedConfig:
 
 
 def _time(moment: datetime) -> str:
-    from .service import timestamp  # the ledger's one format for times
+    from ledger.service import timestamp  # the ledger's one format for times
 
     return timestamp(moment)
 

@@ -17,7 +17,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
-from .service import Ledger, Principal, Receipt
+from ledger.service import Ledger, Principal, Receipt
 
 MAX_GROUP = 256
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import jwt
 
-from .policy import Principal, role_problem
+from ledger.core.policy import Principal, role_problem
 
 ALGORITHMS = ["RS256", "ES256", "EdDSA"]
 

@@ -7,16 +7,16 @@ import uuid
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
-from . import jcs, policy
-from .access_audit import Reader, authorise_pupil_read, pupil_for_read
-from .errors import Category, LedgerError
-from .orgs import fold_org
-from .rules import effective, fold_pupil
-from .store import Entry, IndexRow
-from .times import timestamp
+from ledger.access_audit import Reader, authorise_pupil_read, pupil_for_read
+from ledger.core import jcs, policy
+from ledger.core.errors import Category, LedgerError
+from ledger.core.orgs import fold_org
+from ledger.core.rules import effective, fold_pupil
+from ledger.core.times import timestamp
+from ledger.storage.store import Entry, IndexRow
 
 if TYPE_CHECKING:
-    from .service import Ledger
+    from ledger.service import Ledger
 
 
 def entry_of(ledger: Ledger, row: IndexRow) -> Entry | None:

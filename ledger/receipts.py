@@ -11,10 +11,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import envelope, jcs, signatures
-from .config import Settings
-from .secrets import LedgerSecrets
-from .store import Entry, IndexRow
+from ledger import signatures
+from ledger.config import Settings
+from ledger.core import envelope, jcs
+from ledger.storage.secrets import LedgerSecrets
+from ledger.storage.store import Entry, IndexRow
 
 RECEIPT_PAYLOAD_TYPE = "application/vnd.pupil-ledger.receipt+json"
 

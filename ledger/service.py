@@ -20,18 +20,19 @@ from datetime import date, datetime
 from functools import cache
 from typing import Any
 
-from . import access_audit, authentication, claims, erasure, policy, reads, tokens
-from .access_audit import ADMIN_ORG, Reader
-from .config import Settings
-from .oidc import OidcVerifier
-from .orgs import OrgState
-from .policy import Principal
-from .receipts import RECEIPT_PAYLOAD_TYPE, Receipt, ReceiptSigner
-from .secrets import LedgerSecrets
-from .store import Store
-from .submission.pipeline import Submissions
-from .submission.probes import PROBE_BURST, PROBE_REFILL_SECONDS, ProbeBudget
-from .times import timestamp, utcnow
+from ledger import access_audit, authentication, claims, erasure, reads, tokens
+from ledger.access_audit import ADMIN_ORG, Reader
+from ledger.config import Settings
+from ledger.core import policy
+from ledger.core.orgs import OrgState
+from ledger.core.policy import Principal
+from ledger.core.times import timestamp, utcnow
+from ledger.oidc import OidcVerifier
+from ledger.receipts import RECEIPT_PAYLOAD_TYPE, Receipt, ReceiptSigner
+from ledger.storage.secrets import LedgerSecrets
+from ledger.storage.store import Store
+from ledger.submission.pipeline import Submissions
+from ledger.submission.probes import PROBE_BURST, PROBE_REFILL_SECONDS, ProbeBudget
 
 __all__ = ["ADMIN_ORG", "RECEIPT_PAYLOAD_TYPE", "ROLES", "Ledger", "Principal", "ProbeBudget", "Reader", "Receipt", "timestamp", "utcnow"]
 

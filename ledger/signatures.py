@@ -33,7 +33,7 @@ from typing import Any, Generic, TypeVar
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from . import ed25519
+from ledger.core import ed25519
 
 log = logging.getLogger("pupil_ledger.signatures")
 Check = tuple[bytes, bytes, bytes]  # raw public key, signature, signed bytes (the DSSE PAE)

@@ -21,8 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from .policy import Principal
-from .store import Store
+from ledger.core.policy import Principal
+from ledger.storage.store import Store
 
 RECHECK_SECONDS = 1.0
 MAX_AGE_SECONDS = 60.0

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from ledger.rules import Record
-from ledger.schooltime import academic_year
+from ledger.core.rules import Record
+from ledger.core.schooltime import academic_year
 
 from .context import Context, Contribution, Metric
 

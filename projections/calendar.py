@@ -8,8 +8,8 @@ from datetime import date, timedelta
 from functools import cache
 from pathlib import Path
 
-from ledger.codes import SCHEMAS_DIR
-from ledger.schooltime import school_days_between
+from ledger.core.codes import SCHEMAS_DIR
+from ledger.core.schooltime import school_days_between
 
 DEFAULT_CALENDAR = SCHEMAS_DIR / "calendars" / "england.json"
 

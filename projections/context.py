@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any, TypeVar
 
-from ledger.identifiers import org_scheme
-from ledger.rules import Record
-from ledger.schooltime import academic_year
+from ledger.core.identifiers import org_scheme
+from ledger.core.rules import Record
+from ledger.core.schooltime import academic_year
 
 from .config import ViewSettings
 from .facts import Moment

@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from ledger import dfe
-from ledger.catalogue import parse_timestamp
-from ledger.ehcp_rules import FINAL_PLAN_WEEKS, SEN2_CEASE_COLUMNS, EhcpState, add_months, fold_ehcp
-from ledger.rules import Record
+from ledger.core.catalogue import parse_timestamp
+from ledger.core.ehcp_rules import FINAL_PLAN_WEEKS, SEN2_CEASE_COLUMNS, EhcpState, add_months, fold_ehcp
+from ledger.core.rules import Record
 
 from .context import ENGLAND, Context, Contribution, Metric
 from .facts import LogEvent, Table, View

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from ledger.rules import MAIN_STATUSES, SUSPENSION_CAP_DAYS, Record
+from ledger.core.rules import MAIN_STATUSES, SUSPENSION_CAP_DAYS, Record
 
 from .context import Context, Contribution, Metric
 

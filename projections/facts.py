@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from ledger.rules import Record
+from ledger.core.rules import Record
 from ledger.service import timestamp
 
 COMMON = (

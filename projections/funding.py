@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from ledger.funding_rules import financial_year_of
+from ledger.core.funding_rules import financial_year_of
 
 from .context import Context, Contribution, Metric
 from .plans import Band

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ledger.identifiers import la_code_of
+from ledger.core.identifiers import la_code_of
 
 from .facts import LogEvent, Moment, Table, View
 

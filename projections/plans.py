@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
-from ledger import funding_rules as fr
-from ledger.catalogue import parse_timestamp
-from ledger.rules import Record
+from ledger.core import funding_rules as fr
+from ledger.core.catalogue import parse_timestamp
+from ledger.core.rules import Record
 
 from .facts import LogEvent, Moment, Table, View
 

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
-from ledger.catalogue import parse_timestamp
-from ledger.rules import PupilState, Record, fold_pupil
+from ledger.core.catalogue import parse_timestamp
+from ledger.core.rules import PupilState, Record, fold_pupil
 
 from .facts import LogEvent, Moment, Table, View
 

@@ -44,11 +44,11 @@ from datetime import date
 from functools import cache
 from typing import Any
 
-from ledger.catalogue import parse_timestamp
-from ledger.rules import Record
-from ledger.schooltime import school_days_between
+from ledger.core.catalogue import parse_timestamp
+from ledger.core.rules import Record
+from ledger.core.schooltime import school_days_between
 from ledger.service import timestamp
-from ledger.store import execute_in, fetch_tuples
+from ledger.storage.store import execute_in, fetch_tuples
 
 from .calendar import TermCalendar
 from .config import ViewSettings

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from ledger.rules import SUSPENSION_CAP_DAYS
-from ledger.schooltime import academic_year
+from ledger.core.rules import SUSPENSION_CAP_DAYS
+from ledger.core.schooltime import academic_year
 
 from . import ehcp, funding
 from .config import ViewSettings

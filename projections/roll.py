@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import date
 
-from ledger.rules import Record
+from ledger.core.rules import Record
 
 from .context import Context, Contribution, Metric
 from .pupils import Pupil

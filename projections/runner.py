@@ -19,11 +19,11 @@ from typing import Any
 
 from eventsourcing.persistence import StoredEvent
 
-from ledger.catalogue import event_types
-from ledger.errors import LedgerError
-from ledger.secrets import is_pupil_stream
+from ledger.core.catalogue import event_types
+from ledger.core.errors import LedgerError
 from ledger.service import timestamp
-from ledger.store import Store, as_uuid, execute_in, fetch_tuples, record_of, rowcount
+from ledger.storage.secrets import is_pupil_stream
+from ledger.storage.store import Store, as_uuid, execute_in, fetch_tuples, record_of, rowcount
 
 from . import cases, ehcp, orgs, plans, pupils, read_model
 from .config import ViewSettings

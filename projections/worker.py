@@ -15,7 +15,7 @@ from typing import Any
 import psycopg
 
 from ledger.config import FOLLOWER_PACE_SECONDS, follower_pause
-from ledger.store import Store
+from ledger.storage.store import Store
 
 from .facts import View
 from .runner import DEFAULT_BATCH, VIEWS, Projector

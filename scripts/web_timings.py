@@ -36,9 +36,9 @@ def main() -> None:
     from api.app import create_app
     from api.web import site
     from api.web.data import WebData
-    from ledger import admin
     from ledger.config import Settings
-    from ledger.simulate import load_areas, simulate_nation
+    from ledger.tools import admin
+    from ledger.tools.simulate import load_areas, simulate_nation
     from projections.runner import Projector
 
     settings = Settings(home=args.home, database_url=args.database_url)

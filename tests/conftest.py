@@ -14,10 +14,10 @@ import psycopg
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from ledger import admin
 from ledger.config import Settings
-from ledger.identifiers import make_upn
+from ledger.core.identifiers import make_upn
 from ledger.service import Ledger
+from ledger.tools import admin
 
 VECTORS = Path(__file__).resolve().parent / "vectors"  # public conformance vectors with their sources and licences (README there)
 PG_ADMIN_URL = os.environ.get("PUPIL_LEDGER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")

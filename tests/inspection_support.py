@@ -7,7 +7,7 @@ from datetime import date
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from ledger import admin
+from ledger.tools import admin
 
 from .conftest import World
 

@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from ledger.errors import Problem
-from ledger.rules import OrgFacts, Record, check_pupil, fold_pupil
+from ledger.core.errors import Problem
+from ledger.core.rules import OrgFacts, Record, check_pupil, fold_pupil
 
 UPN = "H801200001001"
 LA, OTHER_LA, TRUST = "la:801", "la:802", "trust:TR00001"

@@ -19,10 +19,10 @@ from fastapi.testclient import TestClient
 
 from api import security
 from api.app import create_app
-from ledger import policy
-from ledger.errors import LedgerError
-from ledger.policy import Link, OrgFacts, Principal, Standing
-from ledger.rules import Record
+from ledger.core import policy
+from ledger.core.errors import LedgerError
+from ledger.core.policy import Link, OrgFacts, Principal, Standing
+from ledger.core.rules import Record
 
 from .conftest import LA, SCHOOL_A, SCHOOL_B, UPN, World, upn
 from .inspection_support import start_inspection

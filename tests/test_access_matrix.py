@@ -18,8 +18,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from ledger import admin
-from ledger.errors import LedgerError
+from ledger.core.errors import LedgerError
+from ledger.tools import admin
 
 from .conftest import LA, PROVIDER, SCHOOL_A, World, upn
 from .inspection_support import start_inspection

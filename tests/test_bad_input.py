@@ -15,7 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from api.app import create_app
-from ledger import admin, ed25519, envelope, jcs
+from ledger.core import ed25519, envelope, jcs
+from ledger.tools import admin
 
 from .conftest import SCHOOL_A, UPN, World
 

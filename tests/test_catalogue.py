@@ -11,10 +11,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
-from ledger import catalogue
-from ledger.codes import SCHEMAS_DIR, code_list, la_codes
-from ledger.identifiers import check_upn, make_upn, upn_check_letter
-from ledger.schooltime import academic_year, school_days_between
+from ledger.core import catalogue
+from ledger.core.codes import SCHEMAS_DIR, code_list, la_codes
+from ledger.core.identifiers import check_upn, make_upn, upn_check_letter
+from ledger.core.schooltime import academic_year, school_days_between
 
 NOW = datetime(2026, 10, 5, 9, 0, tzinfo=UTC)
 
@@ -205,7 +205,7 @@ def test_a_final_newline_does_not_match_a_pattern() -> None:
 
 
 def test_the_compiled_validator_accepts_the_simulated_nation() -> None:
-    from ledger.simulate import simulate_nation
+    from ledger.tools.simulate import simulate_nation
 
     bodies = [body for area in simulate_nation(400, 3) for _, body in area.events]
     assert len({b["type"] for b in bodies}) >= 10

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from ledger import envelope
 from ledger.config import Settings
+from ledger.core import envelope
 
 from .processes import run_cli
 

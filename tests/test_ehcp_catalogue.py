@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 
-from ledger import catalogue
-from ledger.codes import code_list, la_codes
-from ledger.ehcp_rules import inspection_of
-from ledger.identifiers import check_org_id, org_scheme
-from ledger.orgs import KINDS_BY_SCHEME, OrgState, check_org, fold_org
-from ledger.rules import Record
+from ledger.core import catalogue
+from ledger.core.codes import code_list, la_codes
+from ledger.core.ehcp_rules import inspection_of
+from ledger.core.identifiers import check_org_id, org_scheme
+from ledger.core.orgs import KINDS_BY_SCHEME, OrgState, check_org, fold_org
+from ledger.core.rules import Record
 
 NOW = datetime(2026, 10, 5, 9, 0, tzinfo=UTC)
 EID = "6f1c2f3e-0000-4000-8000-00000000000"

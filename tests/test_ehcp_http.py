@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from ledger import admin
+from ledger.tools import admin
 
 from .conftest import LA, SCHOOL_A, World, upn
 

@@ -37,9 +37,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from ledger import admin, merkle, notes, verify
 from ledger.config import Settings
-from ledger.tlog import Log
+from ledger.core import merkle, notes
+from ledger.tools import admin
+from ledger.transparency import verify
+from ledger.transparency.tlog import Log
 from projections.config import ViewSettings
 from projections.context import context
 from projections.ehcp import area_send_inspections

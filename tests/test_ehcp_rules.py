@@ -1,4 +1,4 @@
-"""Issue 24: the statutory EHCP timeline and redress as rules (ledger/ehcp_rules.py through ledger.rules.check_pupil):
+"""Issue 24: the statutory EHCP timeline and redress as rules (ledger/core/ehcp_rules.py through ledger.rules.check_pupil):
 every rejection and flag valid / invalid / late."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from ledger.ehcp_rules import add_months, fold_ehcp
-from ledger.rules import effective
+from ledger.core.ehcp_rules import add_months, fold_ehcp
+from ledger.core.rules import effective
 from tests.rules_support import LA, OTHER_LA, SCHOOL_A, Pupil
 
 D0 = date(2026, 1, 5)  # the request (a Monday)
@@ -287,7 +287,7 @@ def test_add_months_keeps_the_day_or_takes_the_months_last() -> None:
 
 def test_the_la_links_an_ehcp_gives_for_reading(  # ledger.policy.pupil_links: docs/access.md, ehcp_la
 ) -> None:
-    from ledger.policy import Link, pupil_links
+    from ledger.core.policy import Link, pupil_links
 
     p = Journey()
     issued = D0 + timedelta(weeks=19)

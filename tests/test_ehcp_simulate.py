@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from ledger import admin, catalogue
 from ledger.config import Settings
-from ledger.rules import Record, check_pupil
-from ledger.simulate import load_area, simulate_area
-from ledger.simulate_ehcp import add_ehcp_journeys, calibration
+from ledger.core import catalogue
+from ledger.core.rules import Record, check_pupil
+from ledger.tools import admin
+from ledger.tools.simulate import load_area, simulate_area
+from ledger.tools.simulate_ehcp import add_ehcp_journeys, calibration
 from projections.config import ViewSettings
 from projections.facts import Moment
 from projections.queries import accountability_metrics

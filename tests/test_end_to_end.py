@@ -11,9 +11,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ledger import admin
 from ledger.config import Settings
-from ledger.secrets import load_private_key
+from ledger.storage.secrets import load_private_key
+from ledger.tools import admin
 
 from .conftest import upn
 from .processes import Server, run_cli

@@ -15,9 +15,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ledger import ed25519, envelope, jcs
-from ledger.errors import Category, LedgerError
-from ledger.secrets import LedgerSecrets
+from ledger.core import ed25519, envelope, jcs
+from ledger.core.errors import Category, LedgerError
+from ledger.storage.secrets import LedgerSecrets
 
 from .conftest import VECTORS
 

@@ -13,10 +13,12 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from ledger import admin, merkle, notes, verify
-from ledger.errors import LedgerError
-from ledger.store import SubjectErased
-from ledger.tlog import Log, stored_envelopes
+from ledger.core import merkle, notes
+from ledger.core.errors import LedgerError
+from ledger.storage.store import SubjectErased
+from ledger.tools import admin
+from ledger.transparency import verify
+from ledger.transparency.tlog import Log, stored_envelopes
 from projections.runner import VIEWS, Projector
 
 from .conftest import LA, PROVIDER, SCHOOL_A, UPN, World, upn
@@ -225,8 +227,8 @@ def test_pupil_keys_in_memory_are_only_the_recent_ones() -> None:
     import os
     import time
 
-    from ledger.secrets import as_pupil_uuid
-    from ledger.store import PupilKeys
+    from ledger.storage.secrets import as_pupil_uuid
+    from ledger.storage.store import PupilKeys
 
     keys = PupilKeys(os.urandom(32), ttl=0.2, max_keys=100)
     pupils = [as_pupil_uuid(os.urandom(16)) for _ in range(1000)]

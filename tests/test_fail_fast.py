@@ -28,9 +28,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from ledger import admin
 from ledger.config import Settings
 from ledger.service import Ledger
+from ledger.tools import admin
 
 from .conftest import PG_ADMIN_URL, SCHOOL_A, upn
 from .processes import Server

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from ledger import catalogue
-from ledger.errors import LedgerError
-from ledger.funding_rules import (
+from ledger.core import catalogue
+from ledger.core.errors import LedgerError
+from ledger.core.funding_rules import (
     check_org_event,
     financial_year_of,
     financial_year_ok,
@@ -20,7 +20,7 @@ from ledger.funding_rules import (
     tariff_in_force,
     tariffs,
 )
-from ledger.rules import Record
+from ledger.core.rules import Record
 from tests.conftest import World
 from tests.funding_support import LA, PROVIDER, SCHOOL_A, SPECIAL, band_for_ehcp, band_for_placement, budget, plan, programme, tariff
 
@@ -231,7 +231,7 @@ def test_budget_twice_and_plan_overlap_through_the_ledger(world: World) -> None:
 
 
 def test_a_school_token_cannot_post_funding_events(world: World) -> None:
-    from ledger.policy import Principal
+    from ledger.core.policy import Principal
 
     envelope = world.sign(world.event("funding.ap_budget_allocated", LA, budget()))
     with pytest.raises(LedgerError) as caught:
@@ -283,7 +283,7 @@ def test_funding_events_over_http_bad_input_is_4xx_with_its_path_and_stores_noth
 
 
 def test_band_rules_for_placements_and_ehc_plans() -> None:
-    from ledger.funding_rules import check_band
+    from ledger.core.funding_rules import check_band
     from tests import rules_support as rs
 
     pupil = rs.Pupil()

@@ -20,8 +20,8 @@ from hypothesis import strategies as st
 from schemathesis.specs.openapi.checks import content_type_conformance, response_schema_conformance, status_code_conformance
 
 from api.app import create_app
-from ledger import admin
 from ledger.config import Settings
+from ledger.tools import admin
 from projections.runner import Projector
 
 from .conftest import LA, SCHOOL_A, UPN

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from ledger import admin
 from ledger.config import Settings
-from ledger.errors import LedgerError
-from ledger.gias import import_gias, read_rows
+from ledger.core.errors import LedgerError
+from ledger.tools import admin
+from ledger.tools.gias import import_gias, read_rows
 from projections.facts import Moment
 from projections.orgs import directory
 from projections.runner import Projector, Reader

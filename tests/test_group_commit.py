@@ -11,10 +11,10 @@ from concurrent.futures import Future
 
 import pytest
 
-from ledger import admin
-from ledger.errors import Category, LedgerError
+from ledger.core.errors import Category, LedgerError
 from ledger.group_commit import GroupCommitter, _Request
 from ledger.service import Receipt
+from ledger.tools import admin
 
 from .conftest import SCHOOL_A, SCHOOL_B, World, upn
 

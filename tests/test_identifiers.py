@@ -14,9 +14,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ledger import catalogue
-from ledger.codes import la_codes
-from ledger.identifiers import check_org_id, check_upn, la_code_of, org_scheme
+from ledger.core import catalogue
+from ledger.core.codes import la_codes
+from ledger.core.identifiers import check_org_id, check_upn, la_code_of, org_scheme
 
 NOW = datetime(2026, 10, 5, 9, 0, tzinfo=UTC)
 UPN = "H801200001001"

@@ -24,8 +24,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from ledger import admin, envelope, notes
-from ledger.tlog import Log
+from ledger.core import envelope, notes
+from ledger.tools import admin
+from ledger.transparency.tlog import Log
 
 from .conftest import World, upn
 

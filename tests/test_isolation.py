@@ -17,14 +17,15 @@ import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from ledger import admin, envelope, jcs
 from ledger.config import Settings
-from ledger.errors import Category, LedgerError
+from ledger.core import envelope, jcs
+from ledger.core.errors import Category, LedgerError
+from ledger.core.rules import Record
 from ledger.group_commit import GroupCommitter, _Request
-from ledger.rules import Record
 from ledger.service import Receipt, utcnow
-from ledger.store import Subject
+from ledger.storage.store import Subject
 from ledger.submission import checks as checks_module
+from ledger.tools import admin
 
 from .conftest import LA, SCHOOL_A, SCHOOL_B, World, upn
 from .processes import Server, run_cli

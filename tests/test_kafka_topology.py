@@ -19,9 +19,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from kafka import KafkaConsumer
 
 from feed.relay import ensure_topic
-from ledger import admin
 from ledger.config import Settings
 from ledger.feed import FeedConfig
+from ledger.tools import admin
 from projections.runner import Projector
 
 from .conftest import upn

@@ -15,13 +15,15 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from eventsourcing.persistence import IntegrityError, StoredEvent
 
-from ledger import admin, envelope, jcs, signatures
-from ledger import store as store_module
+from ledger import signatures
 from ledger.config import Settings
-from ledger.errors import Category, LedgerError
+from ledger.core import envelope, jcs
+from ledger.core.errors import Category, LedgerError
 from ledger.service import RECEIPT_PAYLOAD_TYPE
 from ledger.storage import recorders
-from ledger.store import Store, persistence_env
+from ledger.storage import store as store_module
+from ledger.storage.store import Store, persistence_env
+from ledger.tools import admin
 
 from .conftest import LA, PROVIDER, SCHOOL_A, SCHOOL_B, UPN, World, upn
 
@@ -435,7 +437,7 @@ def test_subject_events_are_written_as_the_library_writes_them(world: World) -> 
 def test_a_subject_started_directly_is_what_the_library_would_create(world: World) -> None:
     """``Subject.start`` builds the aggregate and its Created event without the library's ``_create``: the same
     state and the same event (timestamps aside), which the library then replays into an equal aggregate."""
-    from ledger.store import Subject
+    from ledger.storage.store import Subject
 
     world.admit(UPN)
     entry = world.ledger.store.subject(world.ledger.secrets.pupil_id(UPN)).entries[0]
@@ -454,7 +456,7 @@ def test_a_subject_started_directly_is_what_the_library_would_create(world: Worl
 def test_work_done_meanwhile_runs_while_the_database_answers_the_reads(world: World) -> None:
     """``Store.reads`` runs ``meanwhile`` once (a batch computes its digests there); on PostgreSQL while the
     queries are already running, seen from another connection."""
-    from ledger.store import Read
+    from ledger.storage.store import Read
 
     store = world.ledger.store
     slow = Read("SELECT pg_sleep(0.5), x FROM (VALUES ('a'), ('b')) AS t(x) WHERE {where}" if store.is_postgres
@@ -589,7 +591,7 @@ def test_statements_over_an_array_of_ids_are_never_prepared(pg_url: str, tmp_pat
     (``ledger.store.execute_in``). The reads by ``= ANY(array)`` are planned for their array every time."""
     from contextlib import ExitStack
 
-    from ledger.secrets import as_pupil_uuid
+    from ledger.storage.secrets import as_pupil_uuid
 
     ledger = admin.initialise(Settings(home=tmp_path / "home", database_url=pg_url)).ledger
     try:
@@ -629,7 +631,7 @@ def test_a_write_that_conflicts_in_the_store_stores_nothing(world: World, others
     stored makes the whole write an IntegrityError, with nothing of it kept; the next write still works."""
     from eventsourcing.persistence import IntegrityError
 
-    from ledger.store import Subject
+    from ledger.storage.store import Subject
 
     receipt = world.admit(UPN)
     store = world.ledger.store
@@ -667,7 +669,7 @@ def test_a_write_that_conflicts_in_the_store_stores_nothing(world: World, others
 def test_a_write_to_a_pupil_erased_meanwhile_stores_nothing(world: World, others: int) -> None:
     """The write checks, inside its transaction, that every pupil stream it extends still has its key: a pupil
     erased by another process after this one read it is refused whole, new streams beside it included."""
-    from ledger.store import ErasedMeanwhile, Subject
+    from ledger.storage.store import ErasedMeanwhile, Subject
 
     world.admit(UPN)
     store = world.ledger.store

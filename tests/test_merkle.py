@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ledger import merkle
+from ledger.core import merkle
 from tests.conftest import VECTORS
 
 MERKLE_VECTORS = sorted((VECTORS / "transparency-dev-merkle").rglob("*.json"))

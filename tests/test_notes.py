@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from ledger import notes
+from ledger.core import notes
 
 SOURCE = Path(__file__).resolve().parent / "interop" / "go-note"
 GOCODE = Path("/usr/share/gocode")

@@ -21,9 +21,9 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from api.app import create_app
-from ledger import admin
 from ledger.config import Settings
-from ledger.errors import LedgerError
+from ledger.core.errors import LedgerError
+from ledger.tools import admin
 from projections.facts import Moment
 from projections.runner import VIEWS, Projector
 
@@ -323,7 +323,7 @@ def test_an_erased_pupil_is_forgotten_by_every_view(area: Area) -> None:
 
 
 def test_concerns_name_metrics_from_the_catalogue(area: Area) -> None:
-    from ledger.codes import code_list
+    from ledger.core.codes import code_list
     from projections.metrics import METRICS_BY_NAME
 
     assert code_list("metric_names").all_codes() == set(METRICS_BY_NAME)

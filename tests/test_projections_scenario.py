@@ -36,8 +36,8 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from ledger import admin
 from ledger.config import Settings
+from ledger.tools import admin
 from projections.config import ViewSettings
 from projections.facts import Moment
 from projections.queries import accountability_metrics

@@ -12,9 +12,9 @@ from datetime import date
 
 import psycopg
 
-from ledger import admin
 from ledger.config import Settings
-from ledger.simulate import load_area, simulate_area
+from ledger.tools import admin
+from ledger.tools.simulate import load_area, simulate_area
 from projections.runner import VIEWS, Projector
 from projections.worker import lock_key
 

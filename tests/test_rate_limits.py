@@ -15,8 +15,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from ledger import admin
 from ledger.config import Settings
+from ledger.tools import admin
 
 from .conftest import SCHOOL_A, UPN, World
 from .processes import Server

@@ -12,9 +12,9 @@ from hypothesis import HealthCheck, example, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from ledger import admin
-from ledger.catalogue import parse_timestamp
-from ledger.errors import LedgerError
+from ledger.core.catalogue import parse_timestamp
+from ledger.core.errors import LedgerError
+from ledger.tools import admin
 from projections.config import ViewSettings
 from projections.context import context
 from projections.facts import Moment

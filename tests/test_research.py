@@ -17,9 +17,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from ledger import admin, ed25519, envelope, jcs
+from ledger.core import ed25519, envelope, jcs
 from ledger.research.releases import project_key, pseudonym
-from ledger.simulate import Area, load_area, simulate_area
+from ledger.tools import admin
+from ledger.tools.simulate import Area, load_area, simulate_area
 from projections.research import package
 
 from .conftest import World

@@ -13,11 +13,11 @@ import pyarrow as pa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ledger import admin
+from ledger.core.rules import Record
 from ledger.research import operator
 from ledger.research.releases import project_key, pseudonym
-from ledger.rules import Record
-from ledger.simulate import load_area, simulate_area
+from ledger.tools import admin
+from ledger.tools.simulate import load_area, simulate_area
 from projections.research import package
 from projections.research.anonymise import anonymise
 from projections.research.export import release

@@ -18,11 +18,12 @@ import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from ledger import admin, envelope
 from ledger.config import Settings
-from ledger.errors import Category, LedgerError
+from ledger.core import envelope
+from ledger.core.errors import Category, LedgerError
 from ledger.group_commit import GroupCommitter
 from ledger.service import Ledger, Receipt, utcnow
+from ledger.tools import admin
 
 from .conftest import LA, SCHOOL_A, World, upn
 from .processes import Server, run_cli

@@ -9,9 +9,10 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from ledger import admin, rules
 from ledger.config import Settings
-from ledger.errors import LedgerError
+from ledger.core import rules
+from ledger.core.errors import LedgerError
+from ledger.tools import admin
 
 from .conftest import UPN, World, upn
 from .rules_support import (

@@ -9,10 +9,11 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from ledger import admin, envelope
-from ledger.errors import LedgerError
-from ledger.orgs import OrgState, apply_org, check_org, fold_org
-from ledger.rules import Record
+from ledger.core import envelope
+from ledger.core.errors import LedgerError
+from ledger.core.orgs import OrgState, apply_org, check_org, fold_org
+from ledger.core.rules import Record
+from ledger.tools import admin
 
 from .conftest import SCHOOL_A, UPN, World
 

@@ -7,8 +7,8 @@ from datetime import date
 
 import pytest
 
-from ledger.errors import LedgerError
-from ledger.rules import PupilState, fold_pupil
+from ledger.core.errors import LedgerError
+from ledger.core.rules import PupilState, fold_pupil
 
 from .conftest import PROVIDER, SCHOOL_A, SCHOOL_B, UPN, World
 from .rules_support import FAR_SCHOOL, Pupil, placement, registration, removal

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from ledger import admin
-from ledger.errors import Category, LedgerError
-from ledger.rules import Episode, OrgFacts, fold_pupil
+from ledger.core.errors import Category, LedgerError
+from ledger.core.rules import Episode, OrgFacts, fold_pupil
+from ledger.tools import admin
 
 from .conftest import UPN, World, upn
 from .rules_support import (

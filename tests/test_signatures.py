@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from ledger import envelope, signatures
+from ledger import signatures
+from ledger.core import envelope
 
 ROOT = Path(__file__).resolve().parents[1]
 

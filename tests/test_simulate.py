@@ -11,10 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from ledger import admin, catalogue, dfe, envelope, simulate
+from ledger import dfe
 from ledger.config import Settings
-from ledger.rules import Record, check_pupil
-from ledger.simulate import PUPILS_PER_SCHOOL, la_weights, load_areas, national_plan, national_shape, simulate_nation
+from ledger.core import catalogue, envelope
+from ledger.core.rules import Record, check_pupil
+from ledger.tools import admin, simulate
+from ledger.tools.simulate import PUPILS_PER_SCHOOL, la_weights, load_areas, national_plan, national_shape, simulate_nation
 
 from .processes import CLI, env_for, free_port
 
@@ -83,7 +85,7 @@ def test_a_national_population_loads_with_nothing_rejected(settings: Settings) -
 
 
 def test_export_is_the_same_with_one_or_two_workers(tmp_path: Path) -> None:
-    from ledger.simulate import export
+    from ledger.tools.simulate import export
 
     assert export(tmp_path / "one", 400, seed=2, today=TODAY, workers=1) == export(tmp_path / "two", 400, seed=2, today=TODAY, workers=2)
     one, two = (tmp_path / "one" / "events.jsonl").read_bytes(), (tmp_path / "two" / "events.jsonl").read_bytes()

@@ -145,7 +145,7 @@ def test_the_page_is_valid_html(client: TestClient, world: World, tmp_path: Any)
 def test_an_open_ap_placement_with_a_band_takes_a_place_at_its_setting_and_an_ended_one_frees_it() -> None:
     from datetime import UTC, datetime
 
-    from ledger.rules import Record
+    from ledger.core.rules import Record
     from projections.plans import fold, tailored_list
 
     def record(event_type: str, subject: str, data: dict[str, Any], on: date) -> Record:

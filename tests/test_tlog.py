@@ -11,8 +11,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from ledger import admin, merkle, notes, tiles, tlog
-from ledger.notes import Checkpoint, NoteError, Verifier
+from ledger.core import merkle, notes, tiles
+from ledger.core.notes import Checkpoint, NoteError, Verifier
+from ledger.tools import admin
+from ledger.transparency import tlog
 
 from .conftest import World, upn
 
@@ -195,7 +197,7 @@ def sealed_world(world: World) -> Iterator[World]:
 
 
 def test_receipts_promise_inclusion_within_the_maximum_merge_delay(world: World) -> None:
-    from ledger import envelope
+    from ledger.core import envelope
     from ledger.service import RECEIPT_PAYLOAD_TYPE
 
     receipt = world.admit(upn(7))

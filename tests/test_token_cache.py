@@ -10,7 +10,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from ledger import admin, tokens
+from ledger import tokens
+from ledger.tools import admin
 
 from .conftest import SCHOOL_A, World
 from .processes import run_cli

@@ -13,9 +13,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ledger import admin, envelope, merkle, verify
 from ledger.config import Settings
-from ledger.tlog import Log, stored_envelopes
+from ledger.core import envelope, merkle
+from ledger.tools import admin
+from ledger.transparency import verify
+from ledger.transparency.tlog import Log, stored_envelopes
 
 from . import independent_verifier as iv
 from .conftest import SCHOOL_A, World, upn
@@ -259,7 +261,7 @@ def test_killing_the_sealer_mid_batch_and_restarting_gives_the_same_tree(world: 
 
 
 def _entries_from_index(world: World) -> list[bytes]:
-    from ledger.tiles import log_entry
+    from ledger.core.tiles import log_entry
 
     rows = world.ledger.store.query("SELECT received_at, event_digest, envelope_digest FROM ledger_index ORDER BY sequence")
     return [log_entry(i, *r) for i, r in enumerate(rows)]

@@ -30,8 +30,8 @@ from api import security
 from api.app import create_app
 from api.web import catalogue, charts
 from api.web.session import CSRF_COOKIE, SESSION_COOKIE
-from ledger import admin
 from ledger.config import Settings
+from ledger.tools import admin
 from projections.disclosure import SUPPRESSED, Rules
 from projections.runner import Projector
 

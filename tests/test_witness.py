@@ -17,11 +17,12 @@ import uvicorn
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from api.witness_app import create_witness_app
-from ledger import admin, merkle, notes
 from ledger.config import Settings
-from ledger.notes import QuorumError, require_quorum
-from ledger.tlog import Log
-from ledger.witness import (
+from ledger.core import merkle, notes
+from ledger.core.notes import QuorumError, require_quorum
+from ledger.tools import admin
+from ledger.transparency.tlog import Log
+from ledger.transparency.witness import (
     Witness,
     WitnessConfig,
     Witnessing,
@@ -522,8 +523,8 @@ def test_the_api_keeps_asking_witnesses_when_sealing_and_projecting_run_elsewher
     from dataclasses import replace
 
     from api.app import default_followers
-    from ledger.tlog import Sealer
-    from ledger.witness import Witnessing
+    from ledger.transparency.tlog import Sealer
+    from ledger.transparency.witness import Witnessing
     from projections.runner import Projector
 
     vkey = witness_vkey("w.example/a", Ed25519PrivateKey.generate())

@@ -15,8 +15,8 @@ from typing import Any
 from markdown_it import MarkdownIt
 from markdown_it.token import Token
 
-from ledger.codes import SCHEMAS_DIR, code_list
-from ledger.schooltime import academic_year
+from ledger.core.codes import SCHEMAS_DIR, code_list
+from ledger.core.schooltime import academic_year
 from projections.context import TRAILING_DAYS
 from projections.metrics import METRICS
 

@@ -24,10 +24,10 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from ledger import notes, policy
-from ledger.catalogue import parse_timestamp
+from ledger.core import notes, policy
+from ledger.core.catalogue import parse_timestamp
 from ledger.service import Ledger, Principal, timestamp
-from ledger.tlog import Log
+from ledger.transparency.tlog import Log
 from projections.config import ViewSettings
 from projections.context import ENGLAND, Context, context
 from projections.facts import Moment, in_force

@@ -23,11 +23,11 @@ from markupsafe import Markup
 
 from api.limits import Refusal
 from api.security import client_key
-from ledger import policy
-from ledger.catalogue import EARLIEST_DATE
-from ledger.codes import code_list
-from ledger.errors import LedgerError
-from ledger.identifiers import org_scheme
+from ledger.core import policy
+from ledger.core.catalogue import EARLIEST_DATE
+from ledger.core.codes import code_list
+from ledger.core.errors import LedgerError
+from ledger.core.identifiers import org_scheme
 from ledger.service import Ledger, Principal, Reader
 from projections.facts import Moment
 

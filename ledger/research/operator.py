@@ -8,10 +8,10 @@ from collections.abc import Mapping
 from datetime import date
 from typing import Any
 
-from .. import admin
-from ..errors import Category, LedgerError
-from ..service import ADMIN_ORG, Ledger, Receipt
-from .releases import all_projects
+from ledger.core.errors import Category, LedgerError
+from ledger.research.releases import all_projects
+from ledger.service import ADMIN_ORG, Ledger, Receipt
+from ledger.tools import admin
 
 
 def approve_project(ledger: Ledger, researcher: str, data: Mapping[str, Any]) -> Receipt:

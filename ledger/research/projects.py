@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
-from ..errors import Category, Problem
-from ..rules import Record
+from ledger.core.errors import Category, Problem
+from ledger.core.rules import Record
 
 DEFAULT_K = 10
 DEFAULT_L = 2

@@ -17,9 +17,9 @@ from typing import Any
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from ..secrets import LedgerSecrets
-from ..store import Store, fetch_tuples
-from .projects import Project, fold_projects
+from ledger.research.projects import Project, fold_projects
+from ledger.storage.secrets import LedgerSecrets
+from ledger.storage.store import Store, fetch_tuples
 
 PSEUDONYM_INFO = b"pupil-ledger/research-pseudonym/v1:"
 

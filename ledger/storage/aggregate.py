@@ -20,8 +20,8 @@ from typing import Any, TypeVar
 from eventsourcing.domain import Aggregate
 from eventsourcing.utils import get_topic
 
-from ..jcs import parse_trusted
-from ..rules import Record
+from ledger.core.jcs import parse_trusted
+from ledger.core.rules import Record
 
 T = TypeVar("T")
 

@@ -11,9 +11,9 @@ from urllib.parse import unquote, urlparse
 from eventsourcing.application import Application
 from eventsourcing.persistence import Mapper
 
-from .. import database
-from .cipher import SubjectMapper
-from .keys import PupilKeys
+from ledger.storage import database
+from ledger.storage.cipher import SubjectMapper
+from ledger.storage.keys import PupilKeys
 
 
 class LedgerApp(Application[uuid.UUID]):
@@ -52,7 +52,7 @@ def persistence_env(database_url: str | None, sqlite_path: str, cipher_key: str,
             "POSTGRES_USER": unquote(url.username or os.environ.get("USER", "postgres")),
             "POSTGRES_PASSWORD": unquote(url.password or ""),
             "POSTGRES_LOCK_TIMEOUT": "5",
-            "POSTGRES_CONNECT_TIMEOUT": str(database.CHECKOUT_SECONDS),  # the pool's checkout wait (ledger/database.py)
+            "POSTGRES_CONNECT_TIMEOUT": str(database.CHECKOUT_SECONDS),  # the pool's checkout wait (ledger/storage/database.py)
             "POSTGRES_POOL_SIZE": "4",
             "POSTGRES_MAX_OVERFLOW": "8",
         })

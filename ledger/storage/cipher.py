@@ -15,10 +15,10 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from eventsourcing.persistence import Compressor, Mapper, StoredEvent
 from eventsourcing.utils import get_topic
 
-from ..secrets import is_pupil_stream
-from .aggregate import Subject
-from .keys import ErasedMeanwhile, PupilKeys, SubjectErased
-from .sql import as_uuid
+from ledger.storage.aggregate import Subject
+from ledger.storage.keys import ErasedMeanwhile, PupilKeys, SubjectErased
+from ledger.storage.secrets import is_pupil_stream
+from ledger.storage.sql import as_uuid
 
 
 class SubjectMapper(Mapper[uuid.UUID]):

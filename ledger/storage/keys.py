@@ -18,9 +18,9 @@ from typing import Any
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from eventsourcing.persistence import IntegrityError
 
-from ..errors import Category, LedgerError
-from ..secrets import is_pupil_stream
-from .sql import Read
+from ledger.core.errors import Category, LedgerError
+from ledger.storage.secrets import is_pupil_stream
+from ledger.storage.sql import Read
 
 
 class SubjectErased(LedgerError):

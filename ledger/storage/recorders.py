@@ -13,10 +13,9 @@ from eventsourcing.sqlite import SQLiteApplicationRecorder
 from eventsourcing.utils import retry
 from psycopg.sql import SQL, Identifier, Literal
 
-from .. import database
-from ..secrets import is_pupil_stream
-from .keys import ErasedMeanwhile
-from .schema import (
+from ledger.storage import database
+from ledger.storage.keys import ErasedMeanwhile
+from ledger.storage.schema import (
     ACCESS_TABLE,
     CLAIMS_TABLE,
     INDEX_COLUMNS,
@@ -28,7 +27,8 @@ from .schema import (
     Beside,
     Table,
 )
-from .sql import as_uuid, execute_in, where_in
+from ledger.storage.secrets import is_pupil_stream
+from ledger.storage.sql import as_uuid, execute_in, where_in
 
 
 def _pupil_streams_to_hold(stored_events: Sequence[StoredEvent]) -> list[str]:
@@ -152,7 +152,7 @@ class PostgresLedgerRecorder(PostgresApplicationRecorder):
     placeholder = "%s"
 
     def __init__(self, datastore: Any, *args: Any, **kwargs: Any):
-        database.guard(datastore)  # bounded waits on every connection, before the first is made (ledger/database.py)
+        database.guard(datastore)  # bounded waits on every connection, before the first is made (ledger/storage/database.py)
         super().__init__(datastore, *args, **kwargs)
         self.sql_create_statements.extend(SQL(s.replace("{", "{{").replace("}", "}}")).format() for s in INDEX_DDL)
         table = SQL("{}.{}").format(Identifier(self.datastore.schema), Identifier(self.events_table_name))

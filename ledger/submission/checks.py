@@ -7,19 +7,19 @@ import uuid
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from .. import catalogue, funding_rules
-from ..access_audit import ADMIN_ORG
-from ..errors import Category, Problem
-from ..orgs import OrgState, check_org, fold_org
-from ..research.projects import check_research
-from ..rules import OrgFacts, Record, check_pupil
-from ..store import Subject
-from .early_verdicts import EarlyVerdicts, signature_valid
-from .item import InFlight
-from .probes import probe_limited
+from ledger.access_audit import ADMIN_ORG
+from ledger.core import catalogue, funding_rules
+from ledger.core.errors import Category, Problem
+from ledger.core.orgs import OrgState, check_org, fold_org
+from ledger.core.rules import OrgFacts, Record, check_pupil
+from ledger.research.projects import check_research
+from ledger.storage.store import Subject
+from ledger.submission.early_verdicts import EarlyVerdicts, signature_valid
+from ledger.submission.item import InFlight
+from ledger.submission.probes import probe_limited
 
 if TYPE_CHECKING:
-    from .pipeline import Submissions
+    from ledger.submission.pipeline import Submissions
 
 Working = dict[uuid.UUID, Subject | None]  # the batch's subjects as it changes them (None: no such subject yet)
 Trusted = dict[str, tuple[str, bytes]]  # key id -> (organisation, public key): keys a trusted local caller vouches for

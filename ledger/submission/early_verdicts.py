@@ -11,9 +11,9 @@ is judged again if one failed. Whether the key is the submitter's and valid at t
 
 from __future__ import annotations
 
-from .. import signatures
-from ..orgs import OrgState
-from .item import InFlight
+from ledger import signatures
+from ledger.core.orgs import OrgState
+from ledger.submission.item import InFlight
 
 PUBLIC_KEYS_KEPT = 100_000  # key ids remembered for sending signatures ahead (England has about 24,000 schools)
 

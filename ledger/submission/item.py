@@ -6,10 +6,10 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import envelope
-from ..errors import Problem
-from ..policy import Principal
-from ..store import IndexRow
+from ledger.core import envelope
+from ledger.core.errors import Problem
+from ledger.core.policy import Principal
+from ledger.storage.store import IndexRow
 
 
 @dataclass(slots=True)

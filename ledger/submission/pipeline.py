@@ -34,23 +34,24 @@ from typing import TYPE_CHECKING, Any
 
 from eventsourcing.persistence import IntegrityError, InterfaceError, OperationalError
 
-from .. import catalogue, envelope, policy, signatures
-from ..errors import Category, LedgerError, Problem
-from ..orgs import OrgState, fold_org
-from ..policy import Principal
-from ..receipts import Accepted, Receipt, ReceiptsAhead
-from ..rules import Record
-from ..store import Beside, IndexRow, Subject
-from ..times import timestamp
-from .checks import Trusted, Working, authenticate, judge
-from .early_verdicts import EarlyVerdicts, KeyHints, Verdicts
-from .item import InFlight
-from .probes import probes_of, record_probes
-from .staging import StagedWrite, stage
-from .subject_cache import SubjectCache
+from ledger import signatures
+from ledger.core import catalogue, envelope, policy
+from ledger.core.errors import Category, LedgerError, Problem
+from ledger.core.orgs import OrgState, fold_org
+from ledger.core.policy import Principal
+from ledger.core.rules import Record
+from ledger.core.times import timestamp
+from ledger.receipts import Accepted, Receipt, ReceiptsAhead
+from ledger.storage.store import Beside, IndexRow, Subject
+from ledger.submission.checks import Trusted, Working, authenticate, judge
+from ledger.submission.early_verdicts import EarlyVerdicts, KeyHints, Verdicts
+from ledger.submission.item import InFlight
+from ledger.submission.probes import probes_of, record_probes
+from ledger.submission.staging import StagedWrite, stage
+from ledger.submission.subject_cache import SubjectCache
 
 if TYPE_CHECKING:
-    from ..service import Ledger
+    from ledger.service import Ledger
 
 MAX_ATTEMPTS = 20  # optimistic-concurrency retries when another writer appended to the same subject
 SPLIT_AFTER_CONFLICTS = 3  # a group's write failing this often in a row on fresh state is split (``submit_each``)

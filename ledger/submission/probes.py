@@ -14,14 +14,14 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from .. import envelope
-from ..access_audit import access_body
-from ..errors import Category, Problem
-from ..rules import CROSS_ORG_CODES, Record
-from .item import InFlight
+from ledger.access_audit import access_body
+from ledger.core import envelope
+from ledger.core.errors import Category, Problem
+from ledger.core.rules import CROSS_ORG_CODES, Record
+from ledger.submission.item import InFlight
 
 if TYPE_CHECKING:
-    from ..service import Ledger
+    from ledger.service import Ledger
 
 PROBE_PURPOSE = "rejected_submission"  # the purpose such a rejection is recorded with (code list access_purposes)
 PROBE_BURST = 20  # such rejections per submitting organisation before it is limited ...

@@ -9,16 +9,16 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from .. import catalogue
-from ..claims import CLAIM_FLAGS
-from ..envelope import b64decode_strict
-from ..orgs import fold_org
-from ..rules import Record
-from ..store import Beside, Subject
-from ..times import timestamp
-from .early_verdicts import KeyHints
-from .item import InFlight
-from .probes import PROBE_PURPOSE
+from ledger.claims import CLAIM_FLAGS
+from ledger.core import catalogue
+from ledger.core.envelope import b64decode_strict
+from ledger.core.orgs import fold_org
+from ledger.core.rules import Record
+from ledger.core.times import timestamp
+from ledger.storage.store import Beside, Subject
+from ledger.submission.early_verdicts import KeyHints
+from ledger.submission.item import InFlight
+from ledger.submission.probes import PROBE_PURPOSE
 
 
 @dataclass

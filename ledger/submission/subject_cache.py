@@ -8,7 +8,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Iterable
 
-from ..store import Subject
+from ledger.storage.store import Subject
 
 SUBJECT_CACHE_SIZE = 20_000  # committed subjects kept for rule checks (a few KB each)
 

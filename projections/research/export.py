@@ -16,15 +16,16 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ledger import admin, policy
-from ledger.codes import code_list
 from ledger.config import Settings
-from ledger.errors import Category, LedgerError
+from ledger.core import policy
+from ledger.core.codes import code_list
+from ledger.core.errors import Category, LedgerError
 from ledger.research import operator
 from ledger.research.projects import Project, export_problems
 from ledger.research.releases import all_projects, discard_release, project_key, pseudonym, release_file, store_release
 from ledger.service import Ledger, Principal
-from ledger.store import Store
+from ledger.storage.store import Store
+from ledger.tools import admin
 
 from . import package
 from .anonymise import Outcome, anonymise

@@ -18,8 +18,8 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from ledger import envelope, jcs
-from ledger.codes import code_list
+from ledger.core import envelope, jcs
+from ledger.core.codes import code_list
 
 from .variables import NOT_APPLICABLE, NOT_KNOWN, OPEN, OTHER, PSEUDONYM, SUPPRESSED
 

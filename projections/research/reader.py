@@ -18,12 +18,12 @@ import orjson
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from ledger.errors import Category, LedgerError
-from ledger.orgs import fold_org
-from ledger.rules import Record
-from ledger.secrets import is_pupil_stream
-from ledger.store import InflatingCompressor, Store, SubjectMapper, as_uuid, record_of
-from ledger.tlog import Log
+from ledger.core.errors import Category, LedgerError
+from ledger.core.orgs import fold_org
+from ledger.core.rules import Record
+from ledger.storage.secrets import is_pupil_stream
+from ledger.storage.store import InflatingCompressor, Store, SubjectMapper, as_uuid, record_of
+from ledger.transparency.tlog import Log
 
 PAGE = 2000
 

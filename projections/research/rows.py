@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
-from ledger.rules import Record, effective
+from ledger.core.rules import Record, effective
 
 from .variables import (
     NOT_APPLICABLE,

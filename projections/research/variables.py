@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cache
 
-from ledger.codes import code_list
+from ledger.core.codes import code_list
 
 SUPPRESSED, NOT_APPLICABLE, NOT_KNOWN, OPEN, OTHER = "c", "z", "x", "open", "other"
 SYMBOLS = frozenset({SUPPRESSED, NOT_APPLICABLE, NOT_KNOWN, OPEN, OTHER})

@@ -10,13 +10,14 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from . import envelope, tlog
-from .config import Settings
-from .errors import Category, LedgerError
-from .notes import vkey
-from .secrets import LedgerSecrets
-from .service import ADMIN_ORG, Ledger, Receipt, timestamp
-from .store import Store, persistence_env
+from ledger.config import Settings
+from ledger.core import envelope
+from ledger.core.errors import Category, LedgerError
+from ledger.core.notes import vkey
+from ledger.service import ADMIN_ORG, Ledger, Receipt, timestamp
+from ledger.storage.secrets import LedgerSecrets
+from ledger.storage.store import Store, persistence_env
+from ledger.transparency import tlog
 
 
 class NotInitialised(RuntimeError):

@@ -27,9 +27,9 @@ import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from . import merkle, notes
-from .store import Store
-from .tlog import TreeReader
+from ledger.core import merkle, notes
+from ledger.storage.store import Store
+from ledger.transparency.tlog import TreeReader
 
 log = logging.getLogger("pupil_ledger.witness")
 

@@ -19,11 +19,11 @@ from dataclasses import dataclass, replace
 from datetime import date, timedelta
 from enum import StrEnum
 
-from .codes import code_list
-from .ehcp_rules import Inspection, fold_ehcp
-from .errors import Category, LedgerError, Problem
-from .identifiers import org_scheme
-from .rules import Episode, Record, Registration, effective, fold_pupil
+from ledger.core.codes import code_list
+from ledger.core.ehcp_rules import Inspection, fold_ehcp
+from ledger.core.errors import Category, LedgerError, Problem
+from ledger.core.identifiers import org_scheme
+from ledger.core.rules import Episode, Record, Registration, effective, fold_pupil
 
 ROLES = ("school", "la", "trust", "ap_setting", "inspector", "regions", "researcher", "admin", "tribunal", "mediation")
 

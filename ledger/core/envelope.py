@@ -12,8 +12,8 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from . import ed25519, jcs
-from .errors import Category, LedgerError, Problem
+from ledger.core import ed25519, jcs
+from ledger.core.errors import Category, LedgerError, Problem
 
 EVENT_PAYLOAD_TYPE = "application/vnd.pupil-ledger.event+json"
 KEY_ID = re.compile(r"[0-9a-f]{16}")  # design.md 3.1: lowercase hex of the first 8 bytes of SHA-256 of the public key

@@ -1,6 +1,6 @@
 """The error catalogue: every error code the ledger and its API answer with, its HTTP status(es) and its message
 template (``{...}`` names what the message fills in). The README's table "Error codes" is made from it
-(``python -m ledger.error_codes``), and ``tests/test_error_codes.py`` holds the table, this catalogue and the codes the
+(``python -m ledger.core.error_codes``), and ``tests/test_error_codes.py`` holds the table, this catalogue and the codes the
 source emits equal.
 
 A problem's category (``errors.Category``) decides its status; a code with two statuses is used in two situations

@@ -21,11 +21,11 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
-from .admin import event_body, signed
-from .codes import la_codes
-from .errors import LedgerError, Problem
-from .identifiers import check_org_id
-from .service import ADMIN_ORG, Ledger, Receipt
+from ledger.core.codes import la_codes
+from ledger.core.errors import LedgerError, Problem
+from ledger.core.identifiers import check_org_id
+from ledger.service import ADMIN_ORG, Ledger, Receipt
+from ledger.tools.admin import event_body, signed
 
 AP_TYPES = ("14", "38", "42", "43")  # pupil referral unit, AP free school, AP academy converter / sponsor led
 STATUS_OPEN, STATUS_CLOSED, STATUS_PROPOSED_TO_OPEN = "1", "2", "4"

@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import TYPE_CHECKING
 
-from .errors import Category, Problem
-from .identifiers import org_scheme
+from ledger.core.errors import Category, Problem
+from ledger.core.identifiers import org_scheme
 
 if TYPE_CHECKING:
-    from .rules import Record
+    from ledger.core.rules import Record
 
 FAMILIES = ("ehcp.", "dispute.")
 DECISION_WEEKS = 6  # request to decision on whether to assess

@@ -20,10 +20,10 @@ import fastjsonschema
 from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 
-from .codes import SCHEMAS_DIR, code_list, la_codes
-from .errors import Problem
-from .identifiers import check_org_id, check_upn, org_scheme
-from .schooltime import academic_year
+from ledger.core.codes import SCHEMAS_DIR, code_list, la_codes
+from ledger.core.errors import Problem
+from ledger.core.identifiers import check_org_id, check_upn, org_scheme
+from ledger.core.schooltime import academic_year
 
 EARLIEST_DATE = date(1990, 1, 1)
 MAX_PLANNING_HORIZON = timedelta(days=5 * 366)

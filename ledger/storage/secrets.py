@@ -21,7 +21,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from .envelope import key_id, raw_public_key
+from ledger.core.envelope import key_id, raw_public_key
 
 ORG_NAMESPACE = uuid.UUID("5b0c3f0e-52a6-4d4e-9a37-6f1d6c1e2b10")
 AUDIT_NAMESPACE = uuid.UUID("0c8a1f52-8d0b-4c55-a0b2-3f1e9d6a7c44")

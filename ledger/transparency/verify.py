@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import merkle, notes, tiles
+from ledger.core import merkle, notes, tiles
 
 Fetch = Callable[[str], bytes]
 ENTRY_KEYS = {"index", "received_at", "event_digest", "envelope_digest"}

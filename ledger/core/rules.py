@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
-from . import ehcp_rules
-from .errors import Category, Problem
-from .identifiers import org_scheme
-from .schooltime import academic_year, school_days_between
+from ledger.core import ehcp_rules
+from ledger.core.errors import Category, Problem
+from ledger.core.identifiers import org_scheme
+from ledger.core.schooltime import academic_year, school_days_between
 
 LATE_AFTER_SCHOOL_DAYS = 5
 SUSPENSION_CAP_DAYS = 45
@@ -243,7 +243,7 @@ def check_pupil(records: Sequence[Record], new: Record, orgs: OrgLookup = no_org
     kept = [r for r in records if r.event_id not in chain]
     rules = _PupilRules(fold_pupil(kept), new, orgs)
     rules.check()
-    if not rules.problems and new.type.startswith(ehcp_rules.FAMILIES):  # the EHCP timeline (ledger/ehcp_rules.py)
+    if not rules.problems and new.type.startswith(ehcp_rules.FAMILIES):  # the EHCP timeline (ledger/core/ehcp_rules.py)
         problems, flags = ehcp_rules.check_ehcp(effective(kept), new, lambda: rules.la_relation() == "linked")
         rules.problems.extend(problems)
         rules.flags.extend(flags)
@@ -305,7 +305,7 @@ class _PupilRules:
         elif t == "pupil.post16_destination_recorded":
             self.post16_destination()
         elif t == "ehcp.assessment_requested":
-            self.own("la")  # its link to the pupil: ledger/ehcp_rules.py
+            self.own("la")  # its link to the pupil: ledger/core/ehcp_rules.py
 
     # -- the writer ---------------------------------------------------------------------------------
 

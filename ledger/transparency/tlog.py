@@ -27,9 +27,9 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from . import envelope, jcs, merkle, notes, tiles
-from .store import Store, SubjectErased, fetch_tuples, rowcount
-from .verify import StoredEnvelope
+from ledger.core import envelope, jcs, merkle, notes, tiles
+from ledger.storage.store import Store, SubjectErased, fetch_tuples, rowcount
+from ledger.transparency.verify import StoredEnvelope
 
 SEALER_LOCK = 0x504C5345414C  # "PLSEAL": one sealing transaction at a time on PostgreSQL
 

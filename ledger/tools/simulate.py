@@ -27,12 +27,14 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from . import admin, dfe, envelope
-from .codes import code_list, la_codes
-from .identifiers import make_upn
-from .schooltime import academic_year
-from .secrets import private_key_pem
-from .service import ADMIN_ORG, Ledger
+from ledger import dfe
+from ledger.core import envelope
+from ledger.core.codes import code_list, la_codes
+from ledger.core.identifiers import make_upn
+from ledger.core.schooltime import academic_year
+from ledger.service import ADMIN_ORG, Ledger
+from ledger.storage.secrets import private_key_pem
+from ledger.tools import admin
 
 # National rates per pupil per year, from DfE statistics: 955,000 suspensions and 10,900 permanent exclusions
 # in 2023/24 ("Suspensions and permanent exclusions in England") for 9,092,073 pupils in January 2024
@@ -371,7 +373,7 @@ def load_areas(ledger: Ledger, areas: Iterable[Area], batch_size: int = 500, on_
 
 
 def _export_area(job: tuple[str, int, int, int, date, Path]) -> tuple[list[dict[str, Any]], int]:
-    from .simulate_ehcp import add_ehcp_journeys  # (it builds on this module)
+    from ledger.tools.simulate_ehcp import add_ehcp_journeys  # (it builds on this module)
 
     la_code, pupils, index, seed, today, part = job
     area = add_ehcp_journeys(simulate_area(pupils, seed, la_code, today, national_shape(pupils, index) if index >= 0 else None), seed, today)

@@ -30,14 +30,14 @@ from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import StoredEvent
 from psycopg.rows import tuple_row
 
-from .secrets import as_pupil_uuid, is_pupil_stream
-from .storage.aggregate import Entry, Subject, record_of
-from .storage.application import LedgerApp, persistence_env
-from .storage.cipher import InflatingCompressor, SubjectMapper
-from .storage.keys import ErasedMeanwhile, PupilKey, PupilKeys, SubjectErased
-from .storage.recorders import KeyRevokedMeanwhile, PostgresLedgerRecorder, SQLiteLedgerRecorder
-from .storage.schema import INDEX_COLUMNS, Beside, IndexRow
-from .storage.sql import Read, as_uuid, execute_in, fetch_tuples, rowcount, where_in
+from ledger.storage.aggregate import Entry, Subject, record_of
+from ledger.storage.application import LedgerApp, persistence_env
+from ledger.storage.cipher import InflatingCompressor, SubjectMapper
+from ledger.storage.keys import ErasedMeanwhile, PupilKey, PupilKeys, SubjectErased
+from ledger.storage.recorders import KeyRevokedMeanwhile, PostgresLedgerRecorder, SQLiteLedgerRecorder
+from ledger.storage.schema import INDEX_COLUMNS, Beside, IndexRow
+from ledger.storage.secrets import as_pupil_uuid, is_pupil_stream
+from ledger.storage.sql import Read, as_uuid, execute_in, fetch_tuples, rowcount, where_in
 
 _record_of = record_of  # the name projections imported before it was public
 

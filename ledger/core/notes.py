@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from . import ed25519
+from ledger.core import ed25519
 
 ED25519_ALG = b"\x01"
 COSIGNATURE_ALG = b"\x04"

@@ -1,9 +1,9 @@
 """Simulated EHCP journeys, redress and area SEND inspections for ``simulate`` and ``demo`` (issue 24), added to an
-area made by the movement generator (``ledger/simulate.py``), calibrated per LA on SEN2 (``data/dfe/sen2_mi.csv``,
+area made by the movement generator (``ledger/tools/simulate.py``), calibrated per LA on SEN2 (``data/dfe/sen2_mi.csv``,
 the LA's latest published year, England's where the LA has no figure): how often a request is refused, how many
 plans are issued within 20 weeks and with exceptions, how often an assessment ends without a plan, how many
 decisions go to mediation and how many mediations to appeal. Every journey keeps to the ledger's rules
-(``ledger/ehcp_rules.py``); steps that would fall after today are not taken yet.
+(``ledger/core/ehcp_rules.py``); steps that would fall after today are not taken yet.
 """
 
 from __future__ import annotations
@@ -16,12 +16,13 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import admin, dfe
-from .ehcp_rules import SEN2_CEASE_COLUMNS
-from .simulate import Area, Org, _key, _uuid, _weekday
+from ledger import dfe
+from ledger.core.ehcp_rules import SEN2_CEASE_COLUMNS
+from ledger.tools import admin
+from ledger.tools.simulate import Area, Org, _key, _uuid, _weekday
 
 if TYPE_CHECKING:
-    from .service import Ledger, Receipt
+    from ledger.service import Ledger, Receipt
 
 REQUESTS_PER_PUPIL_YEAR = 114_482 / 9_092_073  # SEN2 2022 requests for assessment / pupils in England, January 2024
 MEDIATION, TRIBUNAL, ICB = "mediation:send-mediation-service", "tribunal:send", "icb:QUY"

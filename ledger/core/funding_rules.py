@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from .errors import Category, Problem
-from .rules import OrgLookup, Record, check_correction, corrected_chain, effective, fold_pupil, la_link
+from ledger.core.errors import Category, Problem
+from ledger.core.rules import OrgLookup, Record, check_correction, corrected_chain, effective, fold_pupil, la_link
 
 TARIFF_ORG = "dfe:admin"
 PLAN = "inclusion_plan.published"

@@ -8,10 +8,10 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from . import admin
-from .funding_rules import financial_year_bounds, financial_year_of
-from .service import ADMIN_ORG, Ledger
-from .simulate import Area
+from ledger.core.funding_rules import financial_year_bounds, financial_year_of
+from ledger.service import ADMIN_ORG, Ledger
+from ledger.tools import admin
+from ledger.tools.simulate import Area
 
 PRICES = {("B1", "mainstream"): 600_000, ("B2", "resourced_provision"): 1_200_000, ("B3", "alternative_provision"): 1_800_000,
           ("B3", "unregistered_ap"): 1_500_000, ("B4", "special"): 2_500_000, ("B5", "special"): 4_000_000}

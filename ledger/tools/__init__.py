@@ -1,0 +1,1 @@
+"""Operator tools: initialising and administering a ledger home, the simulator, the GIAS import."""

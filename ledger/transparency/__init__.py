@@ -1,0 +1,1 @@
+"""The transparency log: the sealer and stored tree, witnesses, and offline verification."""
