@@ -4,8 +4,10 @@ The statutory timeline (SEND Code of Practice 0-25, ch. 9) as rules over one pup
 records: a step that cannot follow from what is recorded is rejected (no draft before an agreed assessment, no
 final plan before a draft, no review of a ceased plan); a lawful step that misses a time limit is flagged (a decision
 on assessment after 6 weeks, a final plan after 20 weeks with or without the regulation's exceptions, a review after
-12 months) and so is a plan with no named setting. ``ledger.rules.check_pupil`` calls ``check_ehcp``;
-``ledger.orgs.check_org`` calls ``check_inspection`` for the ``inspection.*`` events about an LA.
+12 months) and so is a plan with no named setting. The checks ``assessment_request``, ``assessment_step``,
+``plan_step``, ``decision_disputed`` and ``dispute_settled`` are the entries for these event types in
+``ledger.core.rules.PUPIL_CHECKS``; ``ledger.core.orgs.check_org`` calls ``check_inspection`` for the ``inspection.*``
+events about an LA.
 """
 
 from __future__ import annotations
@@ -13,13 +15,12 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
-from typing import TYPE_CHECKING
 
 from ledger.core.errors import Category, Problem
 from ledger.core.identifiers import org_scheme
-
-if TYPE_CHECKING:
-    from ledger.core.rules import Record
+from ledger.core.la_claims import la_link
+from ledger.core.pupil_case import PupilCase
+from ledger.core.records import Record, effective
 
 FAMILIES = ("ehcp.", "dispute.")
 DECISION_WEEKS = 6  # request to decision on whether to assess
@@ -131,7 +132,7 @@ class EhcpState:
 
 
 def fold_ehcp(records: Sequence[Record]) -> EhcpState:
-    """The EHCP state from a pupil's records in force (``ledger.rules.effective``), oldest first."""
+    """The EHCP state from a pupil's records in force (``ledger.core.records.effective``), oldest first."""
     state = EhcpState()
     for r in records:
         if r.type.startswith(FAMILIES):
@@ -195,28 +196,55 @@ def _flag(code: str, message: str) -> dict[str, str]:
     return {"code": code, "message": message}
 
 
-def check_ehcp(records: Sequence[Record], new: Record, la_linked: Callable[[], bool] = lambda: False
-               ) -> tuple[list[Problem], list[dict[str, str]]]:
-    """Problems that reject the ``ehcp.*`` or ``dispute.*`` event ``new`` and flags to record with it, given the
-    pupil's records in force. ``la_linked``: whether the submitting LA has a link to the pupil apart from its EHCP
-    records (``ledger.rules``: a school of its area, an earlier record), asked only of a request."""
-    state = fold_ehcp(records)
-    if new.type.startswith("dispute."):
-        return _check_dispute(state, new)
-    if new.type == "ehcp.assessment_requested":
-        if state.open_assessment(new.submitter) is not None:  # its own only: another LA's open request is not disclosed
-            return [_problem("assessment_open", "", f"{new.submitter}'s assessment request for this pupil is still open: decide it, "
-                             "or issue or refuse to issue the plan, before recording another")], []
-        plan = state.active_plan()
-        if (plan is None or plan.la != new.submitter) and not la_linked():  # maintaining the plan links it
-            # the LA where the child lives assesses, whatever school the child attends (often in another LA): a request
-            # is accepted without a recorded link, and shown to the operator as a claim
-            return [], [_flag("claim_new_area", f"{new.submitter} records an assessment request without an earlier link to this pupil; "
-                              "shown to the operator")]
-        return [], []
-    if "request_event_id" in new.data:
-        return _check_assessment_step(state, new)
-    return _check_plan_step(state, new)
+# -- the checks (entries of ledger.core.rules.PUPIL_CHECKS) -------------------------------------------------------------
+
+
+def _ehcp_state(case: PupilCase) -> EhcpState:
+    return fold_ehcp(effective(case.records))
+
+
+def _add(case: PupilCase, found: tuple[list[Problem], list[dict[str, str]]]) -> None:
+    case.problems.extend(found[0])
+    case.flags.extend(found[1])
+
+
+def assessment_request(case: PupilCase) -> None:
+    """``ehcp.assessment_requested``: none of the LA's own is open; a request without an earlier link (a school of
+    its area, an earlier record, the plan it maintains) is flagged."""
+    _add(case, _check_request(_ehcp_state(case), case.new, lambda: la_link(case.state, case.new, case.orgs) == "linked"))
+
+
+def assessment_step(case: PupilCase) -> None:
+    """A decision on an assessment request, a draft, a refusal to issue or a final plan: the request's timeline."""
+    _add(case, _check_assessment_step(_ehcp_state(case), case.new))
+
+
+def plan_step(case: PupilCase) -> None:
+    """A review, amendment, transfer or cessation of the plan: by the LA maintaining it, while it is in force."""
+    _add(case, _check_plan_step(_ehcp_state(case), case.new))
+
+
+def decision_disputed(case: PupilCase) -> None:
+    """A mediation request or an appeal: about an appealable decision of the LA, on grounds that decision allows."""
+    _add(case, _check_decision_dispute(_ehcp_state(case), case.new))
+
+
+def dispute_settled(case: PupilCase) -> None:
+    """A mediation certificate or an appeal's decision: of a dispute recorded and not settled already."""
+    _add(case, _check_settlement(_ehcp_state(case), case.new))
+
+
+def _check_request(state: EhcpState, new: Record, la_linked: Callable[[], bool]) -> tuple[list[Problem], list[dict[str, str]]]:
+    if state.open_assessment(new.submitter) is not None:  # its own only: another LA's open request is not disclosed
+        return [_problem("assessment_open", "", f"{new.submitter}'s assessment request for this pupil is still open: decide it, "
+                         "or issue or refuse to issue the plan, before recording another")], []
+    plan = state.active_plan()
+    if (plan is None or plan.la != new.submitter) and not la_linked():  # maintaining the plan links it
+        # the LA where the child lives assesses, whatever school the child attends (often in another LA): a request
+        # is accepted without a recorded link, and shown to the operator as a claim
+        return [], [_flag("claim_new_area", f"{new.submitter} records an assessment request without an earlier link to this pupil; "
+                          "shown to the operator")]
+    return [], []
 
 
 def _check_assessment_step(state: EhcpState, new: Record) -> tuple[list[Problem], list[dict[str, str]]]:
@@ -285,22 +313,25 @@ def _check_plan_step(state: EhcpState, new: Record) -> tuple[list[Problem], list
     return [], flags
 
 
-def _check_dispute(state: EhcpState, new: Record) -> tuple[list[Problem], list[dict[str, str]]]:
+def _check_decision_dispute(state: EhcpState, new: Record) -> tuple[list[Problem], list[dict[str, str]]]:
     t, d = new.type, new.data
-    if t in ("dispute.mediation_requested", "dispute.appeal_registered"):
-        decision = state.decisions.get(d["decision_event_id"])
-        if decision is None:
-            return [_problem("decision_unknown", "decision_event_id", "no appealable LA decision with that event_id is recorded for this pupil "
-                             "(a refusal to assess or to issue, a final plan, an amendment, a review or a cessation)")], []
-        problems = _dispute_writer(new, decision.la, "decision_event_id")
-        if new.occurred_on < decision.on:
-            problems.append(_problem("before_decision", "", f"{new.occurred_on} is before the decision on {decision.on}"))
-        wrong = sorted(set(d["grounds"]) - GROUNDS_BY_DECISION[decision.type])
-        if wrong:
-            problems.append(_problem("grounds_not_decision", "grounds", f"{', '.join(wrong)} cannot be disputed on a {decision.type}"))
-        if problems or t == "dispute.mediation_requested":
-            return problems, []
-        return _check_appeal(state, new, decision)
+    decision = state.decisions.get(d["decision_event_id"])
+    if decision is None:
+        return [_problem("decision_unknown", "decision_event_id", "no appealable LA decision with that event_id is recorded for this pupil "
+                         "(a refusal to assess or to issue, a final plan, an amendment, a review or a cessation)")], []
+    problems = _dispute_writer(new, decision.la, "decision_event_id")
+    if new.occurred_on < decision.on:
+        problems.append(_problem("before_decision", "", f"{new.occurred_on} is before the decision on {decision.on}"))
+    wrong = sorted(set(d["grounds"]) - GROUNDS_BY_DECISION[decision.type])
+    if wrong:
+        problems.append(_problem("grounds_not_decision", "grounds", f"{', '.join(wrong)} cannot be disputed on a {decision.type}"))
+    if problems or t == "dispute.mediation_requested":
+        return problems, []
+    return _check_appeal(state, new, decision)
+
+
+def _check_settlement(state: EhcpState, new: Record) -> tuple[list[Problem], list[dict[str, str]]]:
+    t, d = new.type, new.data
     ref, disputes, what = (("mediation_event_id", state.mediations, "mediation request") if t == "dispute.mediation_certificate_issued"
                            else ("appeal_event_id", state.appeals, "appeal"))
     dispute = disputes.get(d[ref])

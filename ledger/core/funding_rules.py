@@ -27,7 +27,10 @@ from datetime import date
 from typing import Any
 
 from ledger.core.errors import Category, Problem
-from ledger.core.rules import OrgLookup, Record, check_correction, corrected_chain, effective, fold_pupil, la_link
+from ledger.core.la_claims import la_link
+from ledger.core.pupil_case import OrgLookup, PupilCase
+from ledger.core.pupil_state import fold_pupil
+from ledger.core.records import Record, check_correction, effective, without_corrected
 
 TARIFF_ORG = "dfe:admin"
 PLAN = "inclusion_plan.published"
@@ -131,8 +134,7 @@ def check_org_event(records: Sequence[Record], new: Record) -> list[Problem]:
     problems = check_correction(records, new)
     if problems:
         return problems
-    chain = corrected_chain(records, new.corrects) if new.corrects else set()
-    rest = [r for r in records if r.event_id not in chain]
+    rest = without_corrected(records, new)
     if new.type == TARIFF:
         if new.subject != TARIFF_ORG:
             return [_bad("tariff_subject", "$.payload.subject.org", f"the national tariff is a record of {TARIFF_ORG}")]
@@ -238,14 +240,21 @@ def _check_programme(records: Sequence[Record], new: Record) -> list[Problem]:
     return problems
 
 
+def costed_band(case: PupilCase) -> None:
+    """``funding.band_assigned`` (the entry in ``ledger.core.rules.PUPIL_CHECKS``): ``check_band`` with the national
+    tariffs the case reads."""
+    case.problems.extend(check_band(case.records, case.new, case.tariffs(), case.orgs))
+
+
 def check_band(records: Sequence[Record], new: Record, tariff_records: Sequence[Record], orgs: OrgLookup) -> list[Problem]:
     """Problems that reject a ``funding.band_assigned`` about the pupil whose ``records`` these are, given the
-    national tariffs (``tariff_records``) and organisations' facts."""
+    national tariffs (``tariff_records``) and organisations' facts: by the LA it names, for a placement open that
+    day that it or a school of its area commissioned (or a pupil it is linked to, for an EHC plan), at a band and
+    provision type the tariff in force prices."""
     d, day = new.data, new.occurred_on
     if d["la"] != new.submitter:
         return [_bad("not_submitter", f"{DATA}.la", f"la must be the submitter ({new.submitter})", Category.FORBIDDEN)]
-    chain = corrected_chain(records, new.corrects) if new.corrects else set()
-    state = fold_pupil([r for r in records if r.event_id not in chain])
+    state = fold_pupil(without_corrected(records, new))
     problems: list[Problem] = []
     if d["basis"] == "ap_placement":
         ref = d.get("placement_event_id")

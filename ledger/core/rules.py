@@ -1,32 +1,66 @@
-"""Domain rules per subject. Pure: state is folded from the subject's accepted records.
+"""Domain rules for pupil events: what is checked for each event type, in order (``PUPIL_CHECKS``). Pure.
 
-A rule either rejects (the event cannot be true given what the ledger knows) or flags
-(lawful but concerning, or late), see README "What the ledger checks". Corrections: a record named by a later
-record's ``corrects`` is superseded and drops out of the state; history still shows it.
+A rule either rejects (the event cannot be true given what the ledger knows) or flags (lawful but concerning, or
+late), see README "What the ledger checks". ``check_pupil`` judges a new event against the state folded from the
+pupil's records in force (``ledger.core.pupil_state``; a correction as if what it supersedes had never been posted):
 
-Rules that weigh an organisation's own facts (its kind, LA, trust, closure) ask an ``OrgLookup`` the service
-passes in, and only when they need them, so that most events never ask. A rejection message never says where
-else the pupil is or since when: what is decided from other organisations' records (``CROSS_ORG_CODES``) is
-said without naming them.
+1. the correction itself, if the event corrects or retracts one (``ledger.core.records.check_correction``);
+   a problem here is the only answer;
+2. the submitter is open (a closed organisation records only what happened before it closed, and starts nothing
+   new); a problem here is the only answer;
+3. the event type's checks from ``PUPIL_CHECKS``, in their order: each adds problems or flags, and a check wrapped in
+   ``unless_rejected`` runs only if those before it found no problem;
+4. if nothing rejected it, a report more than ``LATE_AFTER_SCHOOL_DAYS`` school days late is flagged.
+
+The checks live with their concept: ``roll_checks`` (admissions, removals), ``exclusion_checks``,
+``episode_checks`` (placements, managed moves, part-time timetables, CME), ``la_claims`` (an LA's link to the
+pupil), ``report_checks`` (attendance, post-16 destinations), ``ehcp_rules`` (the EHCP timeline and disputes) and
+``funding_rules`` (bands), with the shared pieces in ``pupil_case``. Who may write what about a pupil is the table
+in docs/access.md ("Who may write about a pupil").
+
+Rules that weigh an organisation's own facts (its kind, LA, trust, closure) ask an ``OrgLookup`` the service passes
+in, and only when they need them, so that most events never ask; a band reads the national tariffs the same way. A
+rejection message never says where else the pupil is or since when: what is decided from other organisations'
+records (``CROSS_ORG_CODES``) is said without naming them.
+
+This module is the rules' public entry: the names below (``__all__``) are what the service, the views and the tests
+import from it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from datetime import date, datetime
-from typing import Any
+from collections.abc import Sequence
 
-from ledger.core import ehcp_rules
-from ledger.core.errors import Category, Problem
-from ledger.core.identifiers import org_scheme
-from ledger.core.schooltime import academic_year, school_days_between
+from ledger.core import ehcp_rules, funding_rules
+from ledger.core.episode_checks import commissioner_link, episode_open_and_owned, no_second_placement, setting_type_matches
+from ledger.core.errors import Problem
+from ledger.core.exclusion_checks import SUSPENSION_CAP_DAYS, exclusion_review, suspension_cap
+from ledger.core.la_claims import la_claim, la_link
+from ledger.core.pupil_case import (
+    Check,
+    OrgFacts,
+    OrgLookup,
+    PupilCase,
+    Tariffs,
+    no_org_facts,
+    no_tariffs,
+    on_roll,
+    submitter_is,
+    unless_rejected,
+)
+from ledger.core.pupil_state import EPISODE_STARTS, MAIN_STATUSES, Episode, PupilState, Registration, fold_pupil
+from ledger.core.records import Record, check_correction, effective, without_corrected
+from ledger.core.report_checks import attendance_writer, attended_within_possible, destination_writer
+from ledger.core.roll_checks import admission, removal, removal_flags
+from ledger.core.schooltime import school_days_between
+
+__all__ = [
+    "CROSS_ORG_CODES", "LATE_AFTER_SCHOOL_DAYS", "MAIN_STATUSES", "PUPIL_CHECKS", "SUSPENSION_CAP_DAYS",
+    "Episode", "OrgFacts", "OrgLookup", "PupilState", "Record", "Registration", "Tariffs",
+    "check_pupil", "effective", "fold_pupil", "la_link", "no_org_facts",
+]
 
 LATE_AFTER_SCHOOL_DAYS = 5
-SUSPENSION_CAP_DAYS = 45
-MAIN_STATUSES = ("C", "M")
-# Removals after which the pupil may turn up in another area: a new LA's first claim is then plausible (flagged).
-NEW_AREA_DESTINATIONS = frozenset({"moved_away", "unknown", "cme", "ehe"})
 
 # Rejections decided from records other organisations submitted (their registrations, placements, exclusions,
 # events): each answer says something about the pupil's relationships elsewhere, so the service records and limits
@@ -40,470 +74,86 @@ CROSS_ORG_CODES = frozenset({
     "not_owner",  # the placement, move, timetable or CME case is another organisation's
 })
 
-
-@dataclass(frozen=True)
-class OrgFacts:
-    """What the rules may ask about an organisation, from its own ``org.*`` / ``provider.*`` records."""
-
-    kind: str = ""
-    la: str | None = None
-    trust: str | None = None
-    closed: date | None = None  # the day it closed (org.closed, provider.closed); None while open
-    registered: bool = False
-
-
-UNKNOWN_ORG = OrgFacts()
-OrgLookup = Callable[[str], OrgFacts]
-
-
-def no_org_facts(org: str) -> OrgFacts:
-    """The lookup when the caller gives none: nothing is known about any organisation (a claim that needs an
-    organisation's LA or kind to be plausible is then refused)."""
-    return UNKNOWN_ORG
-
-
-@dataclass(frozen=True)
-class Record:
-    """One accepted event as the rules see it."""
-
-    event_id: str
-    type: str
-    submitter: str
-    subject: str  # the UPN, organisation id, or (access.* events) audit pseudonym the event is about
-    occurred_on: date
-    received_at: datetime
-    data: dict[str, Any]
-    corrects: str | None = None
-
-    @classmethod
-    def from_body(cls, body: dict[str, Any], received_at: datetime) -> Record:
-        return cls(
-            body["event_id"], body["type"], body["submitter"],
-            body["subject"].get("upn") or body["subject"].get("pupil") or body["subject"]["org"], date.fromisoformat(body["occurred_on"]),
-            received_at, body["data"], body.get("corrects"),
-        )
-
-
-@dataclass
-class Registration:
-    school: str
-    status: str
-    start: date
-    end: date | None
-    sen_status: str
-    looked_after: bool
-    destination: str | None = None  # where the pupil went, once removed
-
-    def open_on(self, day: date) -> bool:
-        return self.start <= day and (self.end is None or day < self.end)
-
-
-@dataclass
-class Episode:
-    """An open-ended thing started by one event and ended by another (placement, move, CME...)."""
-
-    kind: str
-    start_event_id: str
-    owner: str
-    start: date
-    end: date | None = None
-    details: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class PupilState:
-    registrations: list[Registration] = field(default_factory=list)
-    episodes: dict[str, Episode] = field(default_factory=dict)
-    exclusions: dict[str, Record] = field(default_factory=dict)
-    suspension_sessions: dict[str, int] = field(default_factory=dict)  # academic year -> sessions
-    latest_by_submitter: dict[str, date] = field(default_factory=dict)
-    submitters_seen: set[str] = field(default_factory=set)
-
-    def open_registrations(self) -> list[Registration]:
-        return [r for r in self.registrations if r.end is None]
-
-    def registration_at(self, school: str) -> Registration | None:
-        matches = [r for r in self.registrations if r.school == school and r.end is None]
-        return matches[-1] if matches else None
-
-    def registration_on(self, school: str, day: date) -> Registration | None:
-        matches = [r for r in self.registrations if r.school == school and r.start <= day and (r.end is None or day <= r.end)]
-        return matches[-1] if matches else None
-
-    def ever_at(self, school: str) -> bool:
-        return any(r.school == school for r in self.registrations)
-
-
-EPISODE_STARTS = {
-    "pupil.ap_placement_started": "placement",
-    "pupil.managed_move_started": "managed_move",
-    "pupil.part_time_timetable_started": "part_time_timetable",
-    "pupil.missing_education_recorded": "missing_education",
-}
-EPISODE_ENDS = {
-    "pupil.ap_placement_ended": ("placement", "placement_event_id"),
-    "pupil.managed_move_ended": ("managed_move", "managed_move_event_id"),
-    "pupil.part_time_timetable_ended": ("part_time_timetable", "timetable_event_id"),
-    "pupil.missing_education_resolved": ("missing_education", "cme_event_id"),
-}
-# Events that start a relationship with the pupil (a closed organisation starts none).
+# Event types that start a relationship with the pupil (a closed organisation starts none).
 STARTS = frozenset({"pupil.registered", "pupil.home_education_notified", *EPISODE_STARTS})
 
-
-def effective(records: Sequence[Record]) -> list[Record]:
-    """Records not superseded by a later correction or retraction."""
-    superseded = {r.corrects for r in records if r.corrects}
-    return [r for r in records if r.event_id not in superseded and r.type != "pupil.record_retracted"]
-
-
-def fold_pupil(records: Sequence[Record]) -> PupilState:
-    state = PupilState()
-    for record in effective(records):
-        apply_pupil(state, record)
-    return state
-
-
-def apply_pupil(state: PupilState, r: Record) -> None:
-    d = r.data
-    state.submitters_seen.add(r.submitter)
-    previous = state.latest_by_submitter.get(r.submitter)
-    if previous is None or r.occurred_on > previous:
-        state.latest_by_submitter[r.submitter] = r.occurred_on
-    if r.type == "pupil.registered":
-        state.registrations.append(
-            Registration(d["school"], d["enrolment_status"], r.occurred_on, None, d["sen_status"], d["looked_after"])
-        )
-    elif r.type == "pupil.deregistered":
-        reg = state.registration_at(d["school"])
-        if reg is not None:
-            reg.end, reg.destination = r.occurred_on, d["destination"]
-    elif r.type == "pupil.excluded":
-        state.exclusions[r.event_id] = r
-        if d["kind"] == "SUSP":
-            year = academic_year(r.occurred_on)
-            state.suspension_sessions[year] = state.suspension_sessions.get(year, 0) + d["sessions"]
-    elif r.type in EPISODE_STARTS:
-        state.episodes[r.event_id] = Episode(EPISODE_STARTS[r.type], r.event_id, r.submitter, r.occurred_on, details=dict(d))
-    elif r.type in EPISODE_ENDS:
-        episode = state.episodes.get(d[EPISODE_ENDS[r.type][1]])
-        if episode is not None:
-            episode.end = r.occurred_on
-    elif r.type == "pupil.ap_placement_reviewed":
-        episode = state.episodes.get(d["placement_event_id"])
-        if episode is not None and "new_planned_end" in d:
-            episode.details["planned_end"] = d["new_planned_end"]
-
-
-def _reject(code: str, path: str, message: str, category: Category = Category.INVALID) -> Problem:
-    return Problem(code, f"$.payload.data.{path}" if path else "$.payload", message, category)
+# What is checked for each pupil event type, in order (after the correction and the submitter's closure, before
+# lateness: see the module's docstring). Every pupil event type of the catalogue has an entry.
+PUPIL_CHECKS: dict[str, tuple[Check, ...]] = {
+    # the roll (roll_checks)
+    "pupil.registered": (submitter_is("school"), unless_rejected(admission)),
+    "pupil.deregistered": (submitter_is("school"), removal, unless_rejected(removal_flags)),
+    # exclusions (exclusion_checks)
+    "pupil.excluded": (submitter_is("school"), on_roll, unless_rejected(suspension_cap)),
+    "pupil.exclusion_reviewed": (exclusion_review,),
+    # placements, managed moves, part-time timetables, CME (episode_checks)
+    "pupil.ap_placement_started": (submitter_is("commissioner"), commissioner_link, no_second_placement, setting_type_matches),
+    "pupil.ap_placement_reviewed": (episode_open_and_owned,),
+    "pupil.ap_placement_ended": (episode_open_and_owned,),
+    "pupil.managed_move_started": (submitter_is("school"), on_roll),
+    "pupil.managed_move_ended": (episode_open_and_owned,),
+    "pupil.part_time_timetable_started": (submitter_is("school"), on_roll),
+    "pupil.part_time_timetable_ended": (episode_open_and_owned,),
+    "pupil.missing_education_recorded": (submitter_is("la"), unless_rejected(la_claim)),
+    "pupil.missing_education_resolved": (episode_open_and_owned, unless_rejected(submitter_is("la"))),
+    # an LA's notice (la_claims)
+    "pupil.home_education_notified": (submitter_is("la"), unless_rejected(la_claim)),
+    # reports of a setting that had the pupil (report_checks)
+    "pupil.attendance_summary_recorded": (attended_within_possible, attendance_writer),
+    "pupil.post16_destination_recorded": (destination_writer,),
+    # a retraction: only the correction's own checks (step 1)
+    "pupil.record_retracted": (),
+    # the EHCP timeline (ehcp_rules)
+    "ehcp.assessment_requested": (submitter_is("la"), unless_rejected(ehcp_rules.assessment_request)),
+    "ehcp.assessment_decided": (ehcp_rules.assessment_step,),
+    "ehcp.draft_issued": (ehcp_rules.assessment_step,),
+    "ehcp.refused_to_issue": (ehcp_rules.assessment_step,),
+    "ehcp.final_issued": (ehcp_rules.assessment_step,),
+    "ehcp.annual_review_held": (ehcp_rules.plan_step,),
+    "ehcp.amended": (ehcp_rules.plan_step,),
+    "ehcp.transferred": (ehcp_rules.plan_step,),
+    "ehcp.ceased": (ehcp_rules.plan_step,),
+    # mediation and appeals (ehcp_rules)
+    "dispute.mediation_requested": (ehcp_rules.decision_disputed,),
+    "dispute.appeal_registered": (ehcp_rules.decision_disputed,),
+    "dispute.mediation_certificate_issued": (ehcp_rules.dispute_settled,),
+    "dispute.appeal_decided": (ehcp_rules.dispute_settled,),
+    # funding (funding_rules)
+    "funding.band_assigned": (funding_rules.costed_band,),
+}
 
 
-def corrected_chain(records: Sequence[Record], event_id: str) -> set[str]:
-    """``event_id`` and every event it corrects, link by link: for E1 <- E2 <- E3, E3's chain is all three."""
-    by_id = {r.event_id: r for r in records}
-    chain: set[str] = set()
-    current: str | None = event_id
-    while current is not None and current not in chain:
-        chain.add(current)
-        record = by_id.get(current)
-        current = record.corrects if record else None
-    return chain
-
-
-def check_correction(records: Sequence[Record], new: Record) -> list[Problem]:
-    path = "$.payload.corrects"
-    if new.corrects is None:
-        if new.type == "pupil.record_retracted":
-            return [Problem("corrects_required", path, "a retraction names the event it retracts (corrects)")]
-        return []
-    target = next((r for r in records if r.event_id == new.corrects), None)
-    if target is None:
-        return [Problem("correction_target_unknown", path, f"no event {new.corrects} is recorded for this subject")]
-    if target.submitter != new.submitter:
-        return [Problem("correction_not_own", path, f"event {new.corrects} was posted by another organisation; only its submitter may correct it",
-                        Category.FORBIDDEN)]
-    later = next((r for r in records if r.corrects == new.corrects), None)
-    if later is not None:
-        return [Problem("already_corrected", path, f"event {new.corrects} is already superseded by {later.event_id}; correct that one instead")]
-    if target.type == "pupil.record_retracted":
-        return [Problem("correction_type", path, "a retraction is final: post the event again, with a new event_id")]
-    if new.type not in (target.type, "pupil.record_retracted"):
-        return [Problem("correction_type", path, f"a correction of a {target.type} must have the same type (or be pupil.record_retracted)")]
-    return []
-
-
-def check_pupil(records: Sequence[Record], new: Record, orgs: OrgLookup = no_org_facts) -> tuple[list[Problem], list[dict[str, str]]]:
-    """Problems that reject ``new`` and flags to record with it, given the subject's records and, for the rules
-    that weigh them, organisations' facts (``orgs``)."""
+def check_pupil(records: Sequence[Record], new: Record, orgs: OrgLookup = no_org_facts, tariffs: Tariffs = no_tariffs
+                ) -> tuple[list[Problem], list[dict[str, str]]]:
+    """Problems that reject ``new`` and flags to record with it, given the pupil's ``records`` and, for the rules
+    that weigh them, organisations' facts (``orgs``) and the national tariffs (``tariffs``), in the order of the
+    module's docstring."""
     problems = check_correction(records, new)
     if problems:
         return problems, []
-    # A correction is judged as if the events it supersedes, the whole chain back to the first, were never posted.
-    chain = corrected_chain(records, new.corrects) if new.corrects else set()
-    kept = [r for r in records if r.event_id not in chain]
-    rules = _PupilRules(fold_pupil(kept), new, orgs)
-    rules.check()
-    if not rules.problems and new.type.startswith(ehcp_rules.FAMILIES):  # the EHCP timeline (ledger/core/ehcp_rules.py)
-        problems, flags = ehcp_rules.check_ehcp(effective(kept), new, lambda: rules.la_relation() == "linked")
-        rules.problems.extend(problems)
-        rules.flags.extend(flags)
-    if not rules.problems:
+    kept = without_corrected(records, new)
+    case = PupilCase(kept, fold_pupil(kept), new, orgs, tariffs)
+    submitter_open(case)
+    if case.problems:
+        return case.problems, []
+    for check in PUPIL_CHECKS.get(new.type, ()):
+        check(case)
+    if not case.problems:
         late = school_days_between(new.occurred_on, new.received_at.date())
         if late > LATE_AFTER_SCHOOL_DAYS:
-            rules.flag("late_report", f"received {late} school days after occurred_on (limit {LATE_AFTER_SCHOOL_DAYS})")
-    return rules.problems, rules.flags
+            case.flag("late_report", f"received {late} school days after occurred_on (limit {LATE_AFTER_SCHOOL_DAYS})")
+    return case.problems, case.flags
 
 
-def la_link(state: PupilState, new: Record, orgs: OrgLookup = no_org_facts) -> str | None:
-    """The link of the LA posting ``new`` to the pupil whose ``state`` this is: "linked", "new_area" or None (for rules
-    outside this module that need it, e.g. ``ledger.funding_rules``)."""
-    return _PupilRules(state, new, orgs).la_relation()
-
-
-class _PupilRules:
-    """The checks of one new pupil event against the state folded from the pupil's other records.
-
-    Who may write what about a pupil is the table in docs/access.md ("Who may write about a pupil").
-    """
-
-    def __init__(self, state: PupilState, new: Record, orgs: OrgLookup):
-        self.state, self.new, self.orgs = state, new, orgs
-        self.d, self.who, self.day = new.data, new.submitter, new.occurred_on
-        self.scheme = org_scheme(new.submitter)
-        self.problems: list[Problem] = []
-        self.flags: list[dict[str, str]] = []
-
-    def reject(self, code: str, path: str, message: str, category: Category = Category.INVALID) -> None:
-        self.problems.append(_reject(code, path, message, category))
-
-    def flag(self, code: str, message: str) -> None:
-        self.flags.append({"code": code, "message": message})
-
-    def check(self) -> None:
-        self.submitter_open()
-        if self.problems:
-            return
-        t = self.new.type
-        if t == "pupil.registered":
-            self.registration()
-        elif t == "pupil.deregistered":
-            self.removal()
-        elif t == "pupil.excluded":
-            self.exclusion()
-        elif t == "pupil.exclusion_reviewed":
-            self.exclusion_review()
-        elif t in EPISODE_STARTS:
-            self.episode_start()
-        elif t in EPISODE_ENDS or t == "pupil.ap_placement_reviewed":
-            self.episode_update()
-        elif t == "pupil.home_education_notified":
-            self.own("la")
-            if not self.problems:
-                self.la_claim()
-        elif t == "pupil.attendance_summary_recorded":
-            self.attendance()
-        elif t == "pupil.post16_destination_recorded":
-            self.post16_destination()
-        elif t == "ehcp.assessment_requested":
-            self.own("la")  # its link to the pupil: ledger/core/ehcp_rules.py
-
-    # -- the writer ---------------------------------------------------------------------------------
-
-    def own(self, field_name: str) -> None:
-        if self.d.get(field_name) != self.who:
-            self.reject("not_submitter", field_name, f"{field_name} must be the submitter ({self.who})", Category.FORBIDDEN)
-
-    def off_roll(self, path: str, when: str) -> None:
-        if self.state.ever_at(self.who):
-            self.reject("not_on_roll", path, f"the pupil was not on {self.who}'s roll {when}")
-        else:
-            self.reject("unknown_pupil", path, f"{self.who} has never had this pupil on roll")
-
-    def on_roll_required(self) -> None:
-        if self.state.registration_on(self.who, self.day) is None:
-            self.off_roll("", f"on {self.day}")
-
-    def submitter_open(self) -> None:
-        """A closed organisation records only what happened before it closed, and starts nothing new (a
-        correction of its own earlier event is not new)."""
-        closed = self.orgs(self.who).closed
-        if closed is None:
-            return
-        if self.day > closed:
-            self.problems.append(Problem("org_closed", "$.payload.occurred_on",
-                                         f"{self.who} closed on {closed}: it may post only events dated on or before its closure"))
-        elif self.new.type in STARTS and self.new.corrects is None:
-            self.problems.append(Problem("org_closed", "$.payload.type", f"{self.who} has closed: it starts no new registration, placement "
-                                         "or case (it may still record removals, ends and corrections dated on or before its closure)"))
-
-    # -- registrations -----------------------------------------------------------------------------
-
-    def registration(self) -> None:
-        self.own("school")
-        if self.problems:
-            return
-        # Every registration open at any time the new one covers (from its date on): a backdated admission
-        # overlaps an admission elsewhere that it predates.
-        covering = [r for r in self.state.registrations if r.end is None or r.end > self.day]
-        status = self.d["enrolment_status"]
-        if any(r.school == self.who for r in covering):
-            self.reject("already_registered", "school", f"the pupil is on {self.who}'s roll on or after {self.day}")
-        elif status in MAIN_STATUSES:
-            if any(r.status in MAIN_STATUSES for r in covering):
-                self.reject("second_main_registration", "enrolment_status",
-                            "the pupil has a main registration at another school open on or after this date; that school must post "
-                            "pupil.deregistered first (dated on or before this admission), or register this one as S (subsidiary)")
-        elif not self.subsidiary_plausible():
-            self.reject("implausible_claim", "enrolment_status",
-                        "a subsidiary (S) registration is made by the pupil's AP setting (an ap_setting, or the setting of a placement open "
-                        "that day) or by a school in the same LA or trust as the pupil's main school that day; no such link is recorded")
-        elif not any(r.status == "M" for r in self.state.open_registrations()):
-            self.flag("subsidiary_without_main", "dual (subsidiary) registration but no open main registration is recorded")
-
-    def subsidiary_plausible(self) -> bool:
-        """A dual registration links a school to the pupil: its AP setting, or a school near the main one."""
-        if any(e.kind == "placement" and e.details.get("setting") == self.who and e.start <= self.day and (e.end is None or self.day < e.end)
-               for e in self.state.episodes.values()):
-            return True
-        me = self.orgs(self.who)
-        if me.kind == "ap_setting":
-            return True
-        for reg in self.state.registrations:
-            if reg.status in MAIN_STATUSES and reg.open_on(self.day):
-                main = self.orgs(reg.school)
-                if (me.la is not None and main.la == me.la) or (me.trust is not None and main.trust == me.trust):
-                    return True
-        return False
-
-    def removal(self) -> None:
-        self.own("school")
-        reg = self.state.registration_at(self.who)
-        if reg is None:
-            self.off_roll("school", "now, so cannot be removed from it")
-        elif self.day < reg.start:
-            self.reject("removal_before_admission", "", f"removal on {self.day} is before admission on {reg.start}")
-        elif not self.problems:
-            latest = self.state.latest_by_submitter.get(self.who)
-            if latest is not None and self.day < latest:
-                self.flag("backdated_removal", f"removal dated {self.day}, before {self.who}'s earlier report dated {latest}")
-            if self.d["destination"] == "unknown":
-                self.flag("unknown_destination", "removed from roll with no known destination")
-            if reg.sen_status != "N":
-                self.flag("sen_exit", f"a pupil with SEN status {reg.sen_status} left the roll")
-
-    # -- exclusions --------------------------------------------------------------------------------
-
-    def exclusion(self) -> None:
-        self.own("school")
-        self.on_roll_required()
-        if self.d["kind"] == "SUSP" and not self.problems:
-            year = academic_year(self.day)
-            if self.state.suspension_sessions.get(year, 0) + self.d["sessions"] > 2 * SUSPENSION_CAP_DAYS:
-                # the total counts other schools' suspensions (the cap is the pupil's): it is not given
-                self.flag("suspension_cap_exceeded", f"more than {SUSPENSION_CAP_DAYS} suspension days in {year}, counting every school's")
-
-    def exclusion_review(self) -> None:
-        exclusion = self.state.exclusions.get(self.d["exclusion_event_id"])
-        if exclusion is None:
-            self.reject("exclusion_unknown", "exclusion_event_id", "no exclusion with that event_id is recorded for this pupil")
-        elif exclusion.data["school"] != self.d["school"]:
-            self.reject("exclusion_school", "school", f"that exclusion was not recorded by {self.d['school']}")
-        elif self.scheme == "urn" and self.who != self.d["school"]:
-            self.reject("not_submitter", "school", f"school must be the submitter ({self.who})", Category.FORBIDDEN)
-        elif self.scheme == "la" and self.orgs(self.d["school"]).la != self.who:
-            self.reject("writer_not_related", "school", "a review of an exclusion is recorded by the excluding school or the LA it is in")
-
-    # -- placements, managed moves, part-time timetables, CME ---------------------------------------
-
-    def episode_start(self) -> None:
-        t = self.new.type
-        if t == "pupil.ap_placement_started":
-            self.own("commissioner")
-            if self.scheme == "urn":
-                self.on_roll_required()
-            elif not self.problems:
-                self.la_claim()
-            # A second placement at the same setting by another commissioner is lawful (hours are summed per
-            # pupil); the same commissioner's is a duplicate: it reviews or ends the one it has.
-            if any(e.kind == "placement" and e.end is None and e.owner == self.who and e.details.get("setting") == self.d["setting"]
-                   for e in self.state.episodes.values()):
-                self.reject("placement_already_open", "setting", f"{self.who} already has an open placement of this pupil at {self.d['setting']}; "
-                            "review it (hours, planned end) or end it first")
-            expected = {"urn": ("URN",), "ukprn": ("UKPRN",), "uprov": ("NFE", "OOT", "OTH", "WBP")}[org_scheme(self.d["setting"]) or ""]
-            if self.d["setting_type"] not in expected:
-                self.reject("setting_type_mismatch", "setting_type", f"a setting {self.d['setting']} has setting_type {' or '.join(expected)}")
-        elif t in ("pupil.managed_move_started", "pupil.part_time_timetable_started"):
-            self.own("school")
-            self.on_roll_required()
-        else:
-            self.own("la")
-            if not self.problems:
-                self.la_claim()
-
-    def episode_update(self) -> None:
-        t = self.new.type
-        kind, ref = EPISODE_ENDS.get(t, ("placement", "placement_event_id"))
-        episode = self.state.episodes.get(self.d[ref])
-        what = kind.replace("_", " ")
-        if episode is None or episode.kind != kind or episode.end is not None:
-            self.reject(f"{kind}_not_open", ref, f"no open {what} started by event {self.d[ref]}")
-        elif episode.owner != self.who and not (t == "pupil.ap_placement_ended" and episode.details.get("setting") == self.who):
-            # before any of its dates are compared: they are another organisation's
-            self.reject("not_owner", ref, f"only the organisation that started this {what}" + (" (or its setting)" if kind == "placement" else "")
-                        + " may update it", Category.FORBIDDEN)
-        elif self.day < episode.start:
-            self.reject("end_before_start", "", f"{self.day} is before the start on {episode.start}")
-        elif t == "pupil.missing_education_resolved":
-            self.own("la")
-
-    def la_claim(self) -> None:
-        """An LA's notice or placement gives it a link to the pupil (and so a reading relationship): it must be
-        plausible. A first contact, or one after a removal to an unknown place, is accepted and flagged."""
-        relation = self.la_relation()
-        if relation is None:
-            self.reject("implausible_claim", "", f"{self.who} has no recorded link to this pupil: the pupil is not on roll (nor was last) at a "
-                        "school in its area, it has no earlier record of the pupil, and the pupil's last removal was not to an unknown place, "
-                        "home education, CME or out of the area")
-        elif relation == "new_area":
-            self.flag("claim_new_area", f"{self.who} records this pupil without an earlier link (a first record, or after a move out of the "
-                      "pupil's last area); shown to the operator")
-
-    def la_relation(self) -> str | None:
-        """"linked", "new_area" (plausible, flagged) or None (implausible), for the LA posting the event."""
-        state, la, day = self.state, self.who, self.day
-        if la in state.submitters_seen:
-            return "linked"  # it has an accepted record of the pupil already (a placement, a notice...)
-        if not state.registrations:
-            return "new_area"  # first contact: the ledger knows no school of the pupil
-        open_then = [r for r in state.registrations if r.open_on(day)]
-        ended = [r for r in state.registrations if r.end is not None and r.end <= day]
-        latest = max(ended, key=lambda r: r.end or day) if ended else None
-        if any(self.orgs(r.school).la == la for r in [*open_then, *([latest] if latest else [])]):
-            return "linked"
-        if not open_then and latest is not None and latest.destination in NEW_AREA_DESTINATIONS:
-            return "new_area"
-        return None
-
-    # -- attendance and destinations ---------------------------------------------------------------
-
-    def had_at_placement(self, setting: str) -> bool:
-        return any(e.kind == "placement" and e.details.get("setting") == setting for e in self.state.episodes.values())
-
-    def attendance(self) -> None:
-        if self.d["attended_sessions"] > self.d["possible_sessions"]:
-            self.reject("attended_over_possible", "attended_sessions", "attended_sessions exceeds possible_sessions")
-        setting = self.d["setting"]
-        commissioned = any(e.kind == "placement" and e.owner == self.who and e.details.get("setting") == setting for e in self.state.episodes.values())
-        own_setting = setting == self.who and (self.state.ever_at(self.who) or self.had_at_placement(self.who))
-        if not (commissioned or own_setting):
-            self.reject("writer_not_related", "setting", f"{self.who} records attendance at a setting where it had the pupil (on roll, or as "
-                        "the setting of a placement) or at the setting of a placement it commissioned")
-
-    def post16_destination(self) -> None:
-        if self.scheme == "la":
-            related = self.who in self.state.submitters_seen or any(self.orgs(r.school).la == self.who for r in self.state.registrations)
-        else:
-            related = self.state.ever_at(self.who) or self.had_at_placement(self.who)
-        if not related:
-            self.reject("writer_not_related", "", f"{self.who} has had no relationship with this pupil (on roll, as a placement's setting, or "
-                        "as the LA of a school the pupil attended or with an earlier record of the pupil)")
+def submitter_open(case: PupilCase) -> None:
+    """A closed organisation records only what happened before it closed, and starts nothing new (a correction of
+    its own earlier event is not new)."""
+    closed = case.orgs(case.who).closed
+    if closed is None:
+        return
+    if case.day > closed:
+        case.problems.append(Problem("org_closed", "$.payload.occurred_on",
+                                     f"{case.who} closed on {closed}: it may post only events dated on or before its closure"))
+    elif case.new.type in STARTS and case.new.corrects is None:
+        case.problems.append(Problem("org_closed", "$.payload.type", f"{case.who} has closed: it starts no new registration, placement "
+                                     "or case (it may still record removals, ends and corrections dated on or before its closure)"))

@@ -86,9 +86,7 @@ def judge(sub: Submissions, item: InFlight, record: Record, subject: Subject | N
                 if org != body["submitter"]:  # (the submitter is read already) a rejection decided on cached facts is checked again
                     item.reads.add(sub.ledger.secrets.org_id(org))
                 return sub.org_state(org, working).facts()
-            problems, flags = check_pupil(records, record, org_facts)
-            if not problems and body["type"] == funding_rules.BAND:  # costed from the national tariff (issue 25)
-                problems = funding_rules.check_band(records, record, _tariff_records(sub, item, working), org_facts)
+            problems, flags = check_pupil(records, record, org_facts, lambda: _tariff_records(sub, item, working))
     elif etype.subject == "audit":
         problems, flags = [], []  # ledger-written access records
     else:
