@@ -1,11 +1,10 @@
-"""Request bodies read with a size limit and checked for their media type, for every app (the ledger's API and a
-witness), and the one way a request is refused before its route answers it (``Refusal``)."""
+"""What a request is held to before its route answers it: bodies read with a size limit and checked for their media
+type, for every app (the ledger's API and a witness), and ``Refusal``, the exception for a request refused so (or
+for a rate, a wait or the database's state); ``api.errors`` answers it."""
 
-import math
 from collections.abc import Callable
 
 from fastapi import Request
-from fastapi.responses import JSONResponse
 
 
 class Refusal(Exception):  # noqa: N818 - an answer, not a fault
@@ -15,11 +14,6 @@ class Refusal(Exception):  # noqa: N818 - an answer, not a fault
     def __init__(self, status: int, code: str, path: str, message: str, retry_after: float | None = None):
         super().__init__(message)
         self.status, self.code, self.path, self.message, self.retry_after = status, code, path, message, retry_after
-
-    def response(self) -> JSONResponse:
-        headers = {"Retry-After": str(math.ceil(self.retry_after))} if self.retry_after is not None else None
-        return JSONResponse({"errors": [{"code": self.code, "path": self.path, "message": self.message}]},
-                            status_code=self.status, headers=headers)
 
 
 def is_json(content_type: str | None) -> bool:

@@ -6,11 +6,13 @@ from datetime import date, datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Query
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
+from api.auth import Caller
+from api.errors import Errors
+from api.limits import Refusal
 from api.params import LATEST_DATE, MAX_INTEGER, check_moment
 from api.waiting import WAITING_READS_PER_TOKEN, ViewWaits
 from ledger.core import policy
@@ -191,9 +193,7 @@ LevelQ = Annotated[Level, Query(description="school, trust, la or national")]
 OrgQ = Annotated[str | None, Query(description="urn:/ukprn:/uprov: for a school or setting, trust:TR..., la:NNN; omit for national")]
 
 
-def views_router(ledger: Ledger, principal: Callable[..., Any], settings: ViewSettings | None = None) -> APIRouter:
-    from api.app import Errors  # the project's one error model (api.app includes this router, so import it late)
-
+def views_router(ledger: Ledger, settings: ViewSettings | None = None) -> APIRouter:
     RESPONSES: dict[int | str, dict[str, Any]] = {  # noqa: N806 - a constant of this router
         401: {"model": Errors}, 403: {"model": Errors}, 422: {"model": Errors},
         429: {"model": Errors, "description": f"more than {WAITING_READS_PER_TOKEN} reads of this token are waiting for min_sequence"},
@@ -204,7 +204,6 @@ def views_router(ledger: Ledger, principal: Callable[..., Any], settings: ViewSe
     reader = Reader(ledger.store)
     waits = ViewWaits(lambda: min(projector.positions().get(v.name, 0) for v in projector.views))
     router = APIRouter(prefix="/views", tags=["views"])
-    Caller = Annotated[Principal, Depends(principal)]
 
     def authorise(caller: Principal, level: Level, org: str | None) -> str:
         if level is not Level.national:
@@ -258,7 +257,8 @@ def views_router(ledger: Ledger, principal: Callable[..., Any], settings: ViewSe
         scope = await run_in_threadpool(authorise, caller, level, org)
         m = await moment(caller, as_of, known_at, min_sequence)
         if m is None:
-            return view_behind(min_sequence or 0)
+            raise Refusal(503, "view_behind", "query:min_sequence",
+                          f"the views have not yet reached sequence {min_sequence or 0}; retry shortly", 1)
         return await run_in_threadpool(body, scope, m)
 
     def with_state(level: Level, key: str, build: Callable[[Context, str], Any]) -> Callable[[str, Moment], dict[str, Any]]:
@@ -328,7 +328,3 @@ def views_router(ledger: Ledger, principal: Callable[..., Any], settings: ViewSe
 
     return router
 
-
-def view_behind(min_sequence: int) -> JSONResponse:
-    problem = {"code": "view_behind", "path": "query:min_sequence", "message": f"the views have not yet reached sequence {min_sequence}; retry shortly"}
-    return JSONResponse({"errors": [problem]}, status_code=503, headers={"Retry-After": "1"})

@@ -18,6 +18,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse
 from jinja2 import ChoiceLoader, Environment, FileSystemLoader, PackageLoader, PrefixLoader, select_autoescape
 
+from api.errors import Errors
 from api.params import check_moment
 from api.web.pages import SERVICE_NAME, finish_html
 from ledger.core.codes import code_list, la_codes
@@ -29,7 +30,7 @@ from projections.facts import Moment
 from projections.plans import Funding, funding, open_placement_settings, tailored_list
 from projections.runner import Projector, Reader
 
-TEMPLATES = Path(__file__).resolve().parent / "web" / "templates"
+TEMPLATES = Path(__file__).resolve().parent.parent / "web" / "templates"
 # Ages to phases (plan_phases): 2-4 early years, 5-10 primary, 11-15 secondary, 16-25 post-16.
 PHASE_OF_AGE = [(2, 4, "early_years"), (5, 10, "primary"), (11, 15, "secondary"), (16, 25, "post16")]
 MAX_QUERY_TEXT = 40
@@ -112,8 +113,6 @@ def environment() -> Environment:
 
 
 def tailored_list_router(ledger: Ledger) -> APIRouter:
-    from api.app import Errors  # the project's one error model (api.app includes this router)
-
     lists = TailoredLists(ledger)
     router = APIRouter(tags=["plans"])
     env = environment()

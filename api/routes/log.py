@@ -1,4 +1,4 @@
-"""Transparency-log endpoints (design.md 3.3): checkpoint, C2SP tiles, proofs. Public: digests only."""
+"""Transparency-log endpoints (design.md 3.3): the verifier key, checkpoint, C2SP tiles, proofs. Public: digests only."""
 
 import base64
 from typing import Annotated, Any
@@ -12,6 +12,7 @@ from api.params import MAX_INTEGER
 from ledger.core import merkle, tiles
 from ledger.core.errors import Category, LedgerError
 from ledger.service import Ledger
+from ledger.tools.admin import log_vkey
 from ledger.transparency.tlog import Log
 
 IMMUTABLE = {"Cache-Control": "public, max-age=31536000, immutable"}
@@ -60,6 +61,11 @@ def log_router(ledger: Ledger) -> APIRouter:
             raise _not_found("no_checkpoint", "$.tree_size", f"no checkpoint of size {size} was signed" if size is not None
                              else "the log has no checkpoint yet")
         return found
+
+    @router.get("/vkey", operation_id="getVerifierKey", response_class=PlainTextResponse,
+                summary="The ledger's C2SP note verifier key (receipts and checkpoints)")
+    async def get_vkey() -> str:
+        return log_vkey(ledger) + "\n"
 
     @router.get("/checkpoint", operation_id="getCheckpoint", response_class=PlainTextResponse,
                 summary="The latest signed checkpoint (C2SP tlog-checkpoint as a signed note)",
