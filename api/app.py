@@ -31,16 +31,13 @@ from api.research import research_router
 from api.settings_list import tailored_list_router
 from api.views import views_router
 from ledger import signatures
-from ledger.config import Settings, tune_garbage_collector
 from ledger.core import jcs
 from ledger.core.codes import SCHEMAS_DIR
 from ledger.core.errors import Category, LedgerError
 from ledger.group_commit import GroupCommitter
 from ledger.service import Ledger, Principal, Reader
 from ledger.storage import database
-from ledger.tools.admin import log_vkey, open_ledger, sealer
-from ledger.transparency.witness import Witnessing, parse_witnesses
-from projections.runner import Projector
+from ledger.tools.admin import log_vkey
 
 STATUS = {
     Category.MALFORMED: 400, Category.UNAUTHENTICATED: 401, Category.FORBIDDEN: 403, Category.NOT_FOUND: 404,
@@ -157,17 +154,6 @@ class DirectRoute:
         except Refusal as exc:
             response = exc.response()
         await response(scope, receive, send)
-
-
-def default_followers(ledger: Ledger, seal_and_project: bool | None = None) -> list[Follower]:
-    """The log followers the API process runs: the sealer and the projections unless ``seal_and_project`` is
-    false (default: ``PUPIL_LEDGER_IN_PROCESS_FOLLOWERS``; `pupil-ledger seal` and `project run` do it), and the
-    witnessing whenever witnesses are configured (no other process asks them to cosign)."""
-    in_process = ledger.settings.in_process_followers if seal_and_project is None else seal_and_project
-    followers: list[Follower] = [sealer(ledger), Projector(ledger.store)] if in_process else []
-    if ledger.settings.witnesses:
-        followers.append(Witnessing(ledger.store, parse_witnesses(ledger.settings.witnesses)))
-    return followers
 
 
 def create_app(ledger: Ledger, followers: Sequence[Follower] = ()) -> FastAPI:
@@ -364,10 +350,3 @@ def claims_period(now: datetime, since: date | None, until: date | None) -> tupl
         raise LedgerError.one("period", "query:until", "the period must lie between years 1 and 9999")
     first = since or last - timedelta(days=29)
     return datetime.combine(first, time.min, UTC), datetime.combine(last + timedelta(days=1), time.min, UTC)
-
-
-def app_from_env() -> FastAPI:
-    """Factory for ``uvicorn --factory api.app:app_from_env``."""
-    tune_garbage_collector()
-    ledger = open_ledger(Settings.from_env())
-    return create_app(ledger, default_followers(ledger))

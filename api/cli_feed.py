@@ -11,6 +11,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from api.cli_common import open_ledger
 from ledger.feed import FeedConfig
 from ledger.service import Ledger
 
@@ -43,13 +44,12 @@ def relay(
 
     Example: `PUPIL_LEDGER_KAFKA=kafka:9092 PUPIL_LEDGER_DATABASE_URL=postgresql://ledger@db/ledger pupil-ledger relay`
     """
-    from api.cli import _ledger
     from feed.relay import Relay
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("pupil_ledger").setLevel(logging.INFO)
     config = feed_config()
-    ledger = _ledger()
+    ledger = open_ledger()
     worker = Relay(ledger.store, config, ledger.settings.database_url, batch, idle)
     signal.signal(signal.SIGTERM, lambda *_: worker.stopping.set())
     out.print(f"relaying to {config.topic} at {config.bootstrap} (batch {batch})")
