@@ -1,8 +1,10 @@
 """The composition root: the one place that builds the ledger, its log followers and the HTTP app from
 ``Settings``. Every entry point calls it: ``pupil-ledger serve`` and ``demo``, each ``serve --workers N``
-worker process, and the command line's other commands (through ``api.cli_common.open_ledger``). Settings
-are read from the environment once, when a process starts (``Settings.from_env``); nothing below reads
-``os.environ`` again.
+worker process. Settings are read from the environment once, when a process starts
+(``Settings.from_env``; the command line's other commands open the ledger of that value through
+``api.cli_common.open_ledger``). The views' settings are the read side's own (``projections/config.py``,
+read as the app is built). One read remains at request time: ``/healthz`` reads the change feed's
+configuration (``ledger.feed.FeedConfig.from_env``) in ``api.cli_feed.feed_report``.
 
 ``serve --workers N`` runs its workers as spawned processes (``api.workers``). The parent reads the
 settings once (the environment and the command line's ``--followers``) and hands the ``Settings`` value
