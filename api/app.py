@@ -10,12 +10,7 @@ from fastapi import FastAPI
 
 from api import auth, errors, security, web
 from api.background import Background, Follower
-
-# Temporary (issue 19): api/web/pages.py (status_of) still imports STATUS from here, and api/cli.py (the claims
-# command) claims_period; remove these two re-exports once they import api.errors and api.routes.admin.
-from api.errors import STATUS as STATUS
 from api.routes.admin import admin_router
-from api.routes.admin import claims_period as claims_period
 from api.routes.health import health_router
 from api.routes.log import event_proof_route, log_router
 from api.routes.plans import tailored_list_router
@@ -24,23 +19,8 @@ from api.routes.research import research_router
 from api.routes.submission import DirectRoute, submission_router
 from api.routes.views import views_router
 from ledger import signatures
-from ledger.config import Settings, tune_garbage_collector
 from ledger.group_commit import GroupCommitter
 from ledger.service import Ledger
-from ledger.tools.admin import open_ledger, sealer
-from ledger.transparency.witness import Witnessing, parse_witnesses
-from projections.runner import Projector
-
-
-def default_followers(ledger: Ledger, seal_and_project: bool | None = None) -> list[Follower]:
-    """The log followers the API process runs: the sealer and the projections unless ``seal_and_project`` is
-    false (default: ``PUPIL_LEDGER_IN_PROCESS_FOLLOWERS``; `pupil-ledger seal` and `project run` do it), and the
-    witnessing whenever witnesses are configured (no other process asks them to cosign)."""
-    in_process = ledger.settings.in_process_followers if seal_and_project is None else seal_and_project
-    followers: list[Follower] = [sealer(ledger), Projector(ledger.store)] if in_process else []
-    if ledger.settings.witnesses:
-        followers.append(Witnessing(ledger.store, parse_witnesses(ledger.settings.witnesses)))
-    return followers
 
 
 def create_app(ledger: Ledger, followers: Sequence[Follower] = ()) -> FastAPI:
@@ -92,9 +72,3 @@ def create_app(ledger: Ledger, followers: Sequence[Follower] = ()) -> FastAPI:
     app.include_router(tailored_list_router(ledger))  # public: the tailored list of settings (issue 25)
     return app
 
-
-def app_from_env() -> FastAPI:
-    """Factory for ``uvicorn --factory api.app:app_from_env``."""
-    tune_garbage_collector()
-    ledger = open_ledger(Settings.from_env())
-    return create_app(ledger, default_followers(ledger))

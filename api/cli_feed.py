@@ -6,11 +6,13 @@ from __future__ import annotations
 import faulthandler
 import logging
 import signal
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.console import Console
 
+from api.cli_common import open_ledger
+from feed.report import feed_report
 from ledger.feed import FeedConfig
 from ledger.service import Ledger
 
@@ -43,13 +45,12 @@ def relay(
 
     Example: `PUPIL_LEDGER_KAFKA=kafka:9092 PUPIL_LEDGER_DATABASE_URL=postgresql://ledger@db/ledger pupil-ledger relay`
     """
-    from api.cli import _ledger
     from feed.relay import Relay
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("pupil_ledger").setLevel(logging.INFO)
     config = feed_config()
-    ledger = _ledger()
+    ledger = open_ledger()
     worker = Relay(ledger.store, config, ledger.settings.database_url, batch, idle)
     signal.signal(signal.SIGTERM, lambda *_: worker.stopping.set())
     out.print(f"relaying to {config.topic} at {config.bootstrap} (batch {batch})")
@@ -81,25 +82,8 @@ def run_kafka_worker(ledger: Ledger, config: FeedConfig, group: str | None, batc
         worker.close()
 
 
-def feed_report(ledger: Ledger) -> dict[str, Any] | None:
-    """The relay's position, last publish and error, and each group's offsets, lag and dead letters (from the database)."""
-    from feed.state import FeedState
-
-    config = FeedConfig.from_env()
-    if config is None:
-        return None
-    state = FeedState(ledger.store)
-    status = state.relay_status(config.topic)
-    return {
-        "topic": config.topic,
-        "relay": None if status is None else {"position": status.position, "behind": max(0, ledger.store.max_sequence() - status.position),
-                                              "published_at": status.published_at, "error": status.error, "error_since": status.error_since},
-        "groups": state.consumer_report(config.topic),
-    }
-
-
 def print_feed_status(ledger: Ledger) -> None:
-    report = feed_report(ledger)
+    report = feed_report(ledger, FeedConfig.from_env())
     if report is None:
         return
     relay_status = report["relay"]

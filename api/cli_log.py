@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from api.cli_common import open_ledger
 from ledger.config import follower_pause
 from ledger.core import envelope, jcs, merkle, notes
 from ledger.transparency import verify
@@ -59,10 +60,9 @@ def seal(
 
     Example: `pupil-ledger seal` (with PUPIL_LEDGER_DATABASE_URL=postgresql://... for a separate sealer process)
     """
-    from api.cli import _ledger
     from ledger.tools.admin import sealer
 
-    ledger = _ledger()
+    ledger = open_ledger()
     worker = sealer(ledger)
     if batch:
         worker.batch_size = batch
@@ -95,10 +95,9 @@ def log_export(directory: Annotated[Path, typer.Argument(help="folder to write c
 
     Example: `pupil-ledger log export ./log-2026-11-28 && pupil-ledger verify audit ./log-2026-11-28 --vkey "$(cat ./log-2026-11-28/vkey)"`
     """
-    from api.cli import _ledger
     from ledger.tools.admin import log_vkey
 
-    ledger = _ledger()
+    ledger = open_ledger()
     log = Log(ledger.store)
     size = log.tree_size()
     tiles_total = sum(1 for _ in log.tile_paths(size))
@@ -238,9 +237,7 @@ def verify_audit(
     ledger = None
     fetch: verify.Fetch
     if store:
-        from api.cli import _ledger
-
-        ledger = _ledger()
+        ledger = open_ledger()
         fetch = Log(ledger.store).fetch
         envelopes = stored_envelopes(ledger.store)
     elif target is None:

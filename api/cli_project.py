@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from ledger.service import Ledger
+from api.cli_common import open_ledger
 from projections.facts import View
 from projections.runner import DEFAULT_BATCH, VIEWS, Projector, views_named
 from projections.worker import Worker
@@ -18,12 +18,6 @@ project_app = typer.Typer(help="Read views (projections) of the log.", no_args_i
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 VIEW_NAMES = ", ".join(v.name for v in VIEWS)
-
-
-def _ledger() -> Ledger:
-    from api.cli import _ledger as open_ledger  # api.cli registers this sub-app, so import it late
-
-    return open_ledger()
 
 
 def _views(names: list[str] | None) -> tuple[View, ...]:
@@ -62,13 +56,13 @@ def run(
         from api.cli_feed import feed_config, run_kafka_worker
 
         config = feed_config()  # the configuration is checked before anything is opened
-        ledger = _ledger()
+        ledger = open_ledger()
         try:
             run_kafka_worker(ledger, config, group, batch, idle, instance)
         finally:
             ledger.store.close()
         return
-    ledger = _ledger()
+    ledger = open_ledger()
     worker = Worker(ledger.store, ledger.settings.database_url, chosen, batch, idle, pace=ledger.settings.follower_pace)
     signal.signal(signal.SIGTERM, lambda *_: worker.stopping.set())
     out.print(f"projecting {', '.join(v.name for v in chosen)} (batch {batch})")
@@ -92,7 +86,7 @@ def rebuild(
     """
     names = [view] if view else None
     chosen = _views(names)
-    ledger = _ledger()
+    ledger = open_ledger()
     projector = Projector(ledger.store, chosen, batch)
     total = ledger.store.count_events()
     columns = (TextColumn("rebuilding {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
@@ -112,7 +106,7 @@ def status() -> None:
 
     Example: `pupil-ledger project status`
     """
-    ledger = _ledger()
+    ledger = open_ledger()
     latest = ledger.store.max_sequence()
     for name, position in sorted(Projector(ledger.store).positions().items()):
         out.print(f"{name}: {position} (latest {latest})")

@@ -12,17 +12,11 @@ import typer
 from rich.console import Console
 from rich.progress import Progress
 
-from ledger.service import Ledger
+from api.cli_common import open_ledger
 
 report_app = typer.Typer(help="Public transparency reports: publish as a static site, verify against the log.", no_args_is_help=True)
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
-
-
-def _ledger() -> Ledger:
-    from api.cli import _ledger as open_ledger  # api.cli registers this sub-app, so import it late
-
-    return open_ledger()
 
 
 @report_app.command("publish")
@@ -40,6 +34,7 @@ def publish(
     """
     from api.web import site
     from api.web.data import WebData
+    from api.web.report import rules_of
 
     try:
         day = date.fromisoformat(as_of) if as_of else None
@@ -49,7 +44,7 @@ def publish(
     if directory.exists() and not directory.is_dir():
         err.print(f"[red]error:[/red] {directory} exists and is not a folder")
         raise typer.Exit(2)
-    ledger = _ledger()
+    ledger = open_ledger()
     data = WebData(ledger)
     cp = data.checkpoint_at(tree_size) if tree_size is not None else data.checkpoint()
     if cp is None:
@@ -58,7 +53,7 @@ def publish(
     if not data.is_clean(cp) or min(data.positions().values(), default=0) < cp.last_sequence:
         err.print(f"[red]error:[/red] the views have not reached checkpoint {cp.tree_size} cleanly; run `pupil-ledger project run` or pick another --tree-size")
         raise typer.Exit(1)
-    options = site.default_options(day or data.today(), la or [], trust or [])
+    options = site.default_options(day or data.today(), la or [], trust or [], rules_of(ledger.settings))
     started = time.monotonic()
     try:
         with Progress(console=err, transient=True) as progress:
@@ -82,7 +77,7 @@ def verify(directory: Annotated[Path, typer.Argument(exists=True, file_okay=Fals
     from api.web import site
     from api.web.data import WebData
 
-    data = WebData(_ledger())
+    data = WebData(open_ledger())
     try:
         with Progress(console=err, transient=True) as progress:
             task = progress.add_task("recomputing from the log", total=None)

@@ -12,7 +12,7 @@ import httpx
 import typer
 from rich.console import Console
 
-from ledger.config import Settings
+from api.cli_common import open_ledger
 from ledger.core.errors import LedgerError
 from ledger.research import operator
 from ledger.research.releases import all_projects
@@ -23,14 +23,6 @@ research_app = typer.Typer(help="Research projects: the operator approves and re
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 DEFAULT_URL = "http://127.0.0.1:8000"
-
-
-def _ledger() -> Any:
-    try:
-        return admin.open_ledger(Settings.from_env())
-    except admin.NotInitialised as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
 
 
 def _fail(problems: list[dict[str, str]]) -> None:
@@ -83,7 +75,7 @@ def export_research(
     else:
         from projections.research.export import release
 
-        ledger = _ledger()
+        ledger = open_ledger()
         try:
             made = release(ledger, project, wanted or None, tree_size)
         except LedgerError as exc:
@@ -123,7 +115,7 @@ def research_approve(
 
     Example: `pupil-ledger research approve research:uni-bristol --project ap-outcomes --purpose "AP outcomes" --variables kind,start,establishment,year_group,reason --qi start,establishment,year_group --sensitive reason`
     """
-    ledger = _ledger()
+    ledger = open_ledger()
     today = ledger.clock().date()
     data: dict[str, Any] = {
         "project": project, "purpose": purpose, "unit": unit, "variables": _split(variables), "quasi_identifiers": _split(quasi_identifiers),
@@ -155,7 +147,7 @@ def research_revoke(
     Example: `pupil-ledger research revoke ap-outcomes --reason breach`
     """
     try:
-        operator.revoke_project(_ledger(), project, reason, reference)
+        operator.revoke_project(open_ledger(), project, reason, reference)
     except LedgerError as exc:
         _fail([p.as_dict() for p in exc.problems])
     out.print(f"revoked project {project}")
@@ -167,7 +159,7 @@ def research_list() -> None:
 
     Example: `pupil-ledger research list`
     """
-    ledger = _ledger()
+    ledger = open_ledger()
     today: date = ledger.clock().date()
     print(json.dumps([p.as_dict(today) for _, p in sorted(all_projects(ledger.store).items())], indent=1))
 

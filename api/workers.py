@@ -8,6 +8,10 @@ over them by a hash of their addresses. The parent binds every socket before any
 fails at once, as before), keeps them, and starts a worker that died again on its own socket (connections
 the kernel queued on it meanwhile wait there); SIGINT or SIGTERM stops every worker gracefully. Where the
 platform has no ``SO_REUSEPORT`` the workers share one socket, as uvicorn's do.
+
+Each worker builds its own app, ledger and database pool with the composition root
+(``api.bootstrap.app_from_settings``) from the ``Settings`` the parent read at start, passed to it as a
+process argument (nothing goes through the environment).
 """
 
 from __future__ import annotations
@@ -21,8 +25,9 @@ import time
 from multiprocessing.process import BaseProcess
 from types import FrameType
 
+from ledger.config import Settings
+
 log = logging.getLogger("pupil_ledger.workers")
-APP = "api.app:app_from_env"  # each worker builds its own app, ledger and database pool
 RESTART_PAUSE_SECONDS = 1.0
 STOP_TIMEOUT_SECONDS = 30.0
 
@@ -49,27 +54,27 @@ def listening_sockets(host: str, port: int, count: int) -> list[socket.socket]:
     return sockets * count if shared else sockets
 
 
-def _work(sock: socket.socket, host: str, port: int) -> None:
+def _work(sock: socket.socket, host: str, port: int, settings: Settings) -> None:
     """A worker: one uvicorn server on ``sock`` (it stops gracefully on SIGINT or SIGTERM)."""
     import uvicorn
 
+    from api.bootstrap import app_from_settings
     from api.security import server_options
-    from ledger.config import Settings
 
-    config = uvicorn.Config(APP, factory=True, host=host, port=port, access_log=False, log_level="warning",
-                            **server_options(Settings.from_env().trusted_proxies))
+    config = uvicorn.Config(app_from_settings(settings), host=host, port=port, access_log=False, log_level="warning",
+                            **server_options(settings.trusted_proxies))
     uvicorn.Server(config).run(sockets=[sock])
 
 
-def serve(host: str, port: int, workers: int) -> None:
-    """Run ``workers`` API processes on (host, port) until SIGINT or SIGTERM."""
+def serve(host: str, port: int, workers: int, settings: Settings) -> None:
+    """Run ``workers`` API processes on (host, port), each with ``settings``, until SIGINT or SIGTERM."""
     sockets = listening_sockets(host, port, workers)
     port = sockets[0].getsockname()[1]
     context = multiprocessing.get_context("spawn")  # never fork: a fresh interpreter per worker, as uvicorn's
     stopping = threading.Event()
 
     def start(index: int) -> BaseProcess:
-        process = context.Process(target=_work, args=(sockets[index], host, port), name=f"api-worker-{index}")
+        process = context.Process(target=_work, args=(sockets[index], host, port, settings), name=f"api-worker-{index}")
         process.start()
         return process
 

@@ -1,4 +1,5 @@
-"""Settings from the environment (design.md 3.5), read in one place."""
+"""Settings from the environment (design.md 3.5), read in one place: ``Settings.from_env()``, once, when a
+process starts (``api.bootstrap`` builds everything else from the value)."""
 
 from __future__ import annotations
 
@@ -42,6 +43,8 @@ class Settings:
     witnesses: str = ""  # comma-separated URL=VKEY pairs of tlog-witnesses asked to cosign checkpoints
     in_process_followers: bool = True  # the API process also seals and projects (off when they run as their own processes)
     trusted_proxies: str = ""  # addresses or networks whose X-Forwarded-For names the client (comma-separated); none by default
+    web_refresh_seconds: float = 300.0  # how long the pages keep a checkpoint's public reports before moving to a newer one
+    disclosure_threshold: int | None = None  # the public reports' suppression threshold; None: projections.disclosure's default
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -65,6 +68,8 @@ class Settings:
             witnesses=env.get("PUPIL_LEDGER_WITNESSES", cls.witnesses),
             in_process_followers=env.get("PUPIL_LEDGER_IN_PROCESS_FOLLOWERS", "1").lower() not in ("0", "false", "no", "off"),
             trusted_proxies=env.get("PUPIL_LEDGER_TRUSTED_PROXIES", cls.trusted_proxies),
+            web_refresh_seconds=float(env.get("PUPIL_LEDGER_WEB_REFRESH_SECONDS", cls.web_refresh_seconds)),
+            disclosure_threshold=int(env["PUPIL_LEDGER_DISCLOSURE_THRESHOLD"]) if "PUPIL_LEDGER_DISCLOSURE_THRESHOLD" in env else None,
         )
 
     @property

@@ -5,6 +5,10 @@ They ship beside ``schemas/`` and are found the same way (from this file), so an
 and the command line find them wherever they are run from. ``PUPIL_LEDGER_DFE_DATA`` names another
 folder holding the same files (a newer release, say). A missing file is an error naming the path:
 the simulation, the demo and the views never fall back to figures of their own.
+
+That variable is looked up when a file is (not once into ``Settings``): the readers are plain functions of
+the simulation and the published comparators, with no settings in reach, and it only says where read-only
+reference files are, never how the ledger behaves.
 """
 
 from __future__ import annotations

@@ -177,7 +177,7 @@ def test_log_endpoints_serve_checkpoint_tiles_and_proofs(world: World) -> None:
 
 
 def test_the_embedded_default_seals_in_the_background(world: World) -> None:
-    from api.app import default_followers
+    from api.bootstrap import default_followers
 
     with TestClient(create_app(world.ledger, default_followers(world.ledger))) as client:
         receipt = world.admit(upn(5))

@@ -15,7 +15,7 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from html.parser import HTMLParser
 from pathlib import Path
@@ -553,7 +553,7 @@ def test_timestamps_in_reports_are_ledger_times_not_the_wall_clock(scene: Scene)
 
 
 def test_quartile_bands_count_from_the_highest_value() -> None:
-    from api.web.pages import quartile
+    from api.web.dashboards import quartile
 
     assert [quartile(r, n) for r, n in [(1, 1), (1, 4), (2, 4), (4, 4), (1, 152), (38, 152), (39, 152), (152, 152)]] == \
         ["Q1", "Q1", "Q2", "Q4", "Q1", "Q1", "Q2", "Q4"]
@@ -619,7 +619,7 @@ def test_the_pages_keep_a_checkpoints_reports_for_the_refresh_interval(scene: Sc
         first = c.get("/reports/england.json", params=q).json()["checkpoint"]["tree_size"]
         grow()
         assert c.get("/reports/england.json", params=q).json()["checkpoint"]["tree_size"] == first
-    monkeypatch.setenv("PUPIL_LEDGER_WEB_REFRESH_SECONDS", "0")
+    monkeypatch.setattr(scene.ledger, "settings", replace(scene.ledger.settings, web_refresh_seconds=0.0))  # PUPIL_LEDGER_WEB_REFRESH_SECONDS=0
     with client(scene) as c:
         now = c.get("/reports/england.json", params=q).json()["checkpoint"]["tree_size"]
         assert now > first

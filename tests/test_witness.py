@@ -522,7 +522,7 @@ def test_the_api_keeps_asking_witnesses_when_sealing_and_projecting_run_elsewher
     witnesses to cosign, so the witnessing follower stays in the API process."""
     from dataclasses import replace
 
-    from api.app import default_followers
+    from api.bootstrap import default_followers
     from ledger.transparency.tlog import Sealer
     from ledger.transparency.witness import Witnessing
     from projections.runner import Projector

@@ -10,15 +10,26 @@ from fastapi.staticfiles import StaticFiles
 
 from ledger.service import Ledger
 
+from .dashboards import dashboards_router
 from .data import WebData
-from .pages import PrincipalOf, web_router
+from .pages import Page, PrincipalOf, environment
+from .public import public_router
+from .session import Sessions
+from .signin import SignIn
 
 STATIC = Path(__file__).resolve().parent / "static"
 
 
 def mount(app: FastAPI, ledger: Ledger, principal_of: PrincipalOf) -> WebData:
-    """Add the pages and their static assets to ``app``; returns the pages' data module (one per app)."""
+    """Add the pages and their static assets to ``app``; returns the pages' data module (one per app).
+    ``principal_of`` authenticates a bearer token exactly as the API does; the pages' settings are the
+    ledger's (``ledger.settings``, read at start)."""
     data = WebData(ledger)
-    app.include_router(web_router(ledger, principal_of, data))
+    sessions = Sessions.from_secret(ledger.secrets.pseudonym_key)
+    page = Page(environment(), sessions)
+    auth = SignIn(page, sessions, principal_of)
+    app.include_router(public_router(data, page, ledger.settings))
+    app.include_router(auth.router())
+    app.include_router(dashboards_router(ledger, data, page, auth))
     app.mount("/assets", StaticFiles(directory=STATIC), name="assets")
     return data

@@ -10,11 +10,11 @@ import csv
 import hashlib
 import io
 import json
-import os
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
+from ledger.config import Settings
 from projections.context import Context
 from projections.disclosure import NOT_APPLICABLE, SUPPRESSED, TOTAL, UNAVAILABLE, Published, Release, Rules, Table, protect
 from projections.funding import NOT_PUBLIC
@@ -25,14 +25,14 @@ from . import catalogue
 from .data import Checkpoint, WebData
 
 FORMAT = "pupil-ledger/public-report@v1"
-THRESHOLD_ENV = "PUPIL_LEDGER_DISCLOSURE_THRESHOLD"
 LEVELS = ("national", "la", "trust")
 # Published DfE figures shown beside a live breakdown, where the shared data has them (by metric name).
 DFE_COMPARATORS = {"open_ap_placements_by_setting_type": ap_placements_by_setting_type}
 
 
-def rules_from_env() -> Rules:
-    return Rules(int(os.environ.get(THRESHOLD_ENV, Rules().threshold)))
+def rules_of(settings: Settings) -> Rules:
+    """The disclosure rules ``settings`` ask for (``PUPIL_LEDGER_DISCLOSURE_THRESHOLD``; by default the rules' own)."""
+    return Rules() if settings.disclosure_threshold is None else Rules(settings.disclosure_threshold)
 
 
 @dataclass
@@ -123,9 +123,9 @@ def _cell(value: Any) -> Any:
 class Publication:
     """Every public report at one checkpoint and as-of date: England, each LA, each trust, protected together per level."""
 
-    def __init__(self, data: WebData, ctx: Context, as_of: date, checkpoint: Checkpoint, rules: Rules | None = None):
+    def __init__(self, data: WebData, ctx: Context, as_of: date, checkpoint: Checkpoint, rules: Rules):
         self.data, self.ctx, self.as_of, self.checkpoint = data, ctx, as_of, checkpoint
-        self.rules = rules or rules_from_env()
+        self.rules = rules
         self._levels: dict[str, _LevelRelease] = {}
         self.rendered: dict[tuple[str, str, str], bytes] = {}  # (level, org, format) -> the bytes served, kept by the pages
 

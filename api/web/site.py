@@ -20,12 +20,14 @@ from typing import Any
 
 from markupsafe import Markup
 
+from projections.disclosure import Rules
 from projections.facts import Moment
 
 from . import catalogue
 from .data import Checkpoint, ReplayedFacts, WebData
-from .pages import environment, finish_html, report_view
-from .report import Publication, rules_from_env
+from .pages import environment, finish_html
+from .public import report_view
+from .report import Publication
 
 SITE_FORMAT = "pupil-ledger/report-site@v1"
 STATIC = Path(__file__).resolve().parent / "static"
@@ -55,8 +57,6 @@ def build(data: WebData, cp: Checkpoint, options: Options, db: Any = None,
           on_progress: Callable[[int], None] | None = None) -> dict[str, bytes]:
     """Every file of the site (path -> bytes), computed at checkpoint ``cp`` from the views, or from ``db``
     (the log replayed) when given."""
-    from projections.disclosure import Rules
-
     ctx = data.context(Moment(options.as_of, cp.moment_known_at), db=db)
     pub = Publication(data, ctx, options.as_of, cp, Rules(options.threshold))
     env = environment()
@@ -128,7 +128,9 @@ def verify(data: WebData, directory: Path, on_progress: Callable[[int], None] | 
     return out
 
 
-def default_options(as_of: date, las: Sequence[str], trusts: Sequence[str]) -> Options:
+def default_options(as_of: date, las: Sequence[str], trusts: Sequence[str], rules: Rules | None = None) -> Options:
+    """The site's options: ``las`` and ``trusts`` as identifiers (``801`` or ``la:801``), the threshold of the
+    disclosure ``rules`` (by default the rules' own)."""
     norm_la = tuple(la if la.startswith("la:") else f"la:{la}" for la in las) or None
     norm_trust = tuple(t if t.startswith("trust:") else f"trust:{t}" for t in trusts)
-    return Options(as_of, norm_la, norm_trust, rules_from_env().threshold)
+    return Options(as_of, norm_la, norm_trust, (rules or Rules()).threshold)
