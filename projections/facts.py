@@ -15,7 +15,7 @@ from datetime import date, datetime
 from typing import Any
 
 from ledger.core.rules import Record
-from ledger.service import timestamp
+from ledger.core.times import timestamp
 
 COMMON = (
     ("event_id", "TEXT PRIMARY KEY"), ("seq", "BIGINT NOT NULL"), ("type", "TEXT NOT NULL"), ("subject", "TEXT NOT NULL"),

@@ -47,7 +47,7 @@ from typing import Any
 from ledger.core.catalogue import parse_timestamp
 from ledger.core.rules import Record
 from ledger.core.schooltime import school_days_between
-from ledger.service import timestamp
+from ledger.core.times import timestamp
 from ledger.storage.store import execute_in, fetch_tuples
 
 from .calendar import TermCalendar

@@ -21,7 +21,7 @@ from eventsourcing.persistence import StoredEvent
 
 from ledger.core.catalogue import event_types
 from ledger.core.errors import LedgerError
-from ledger.service import timestamp
+from ledger.core.times import timestamp
 from ledger.storage.secrets import is_pupil_stream
 from ledger.storage.store import Store, as_uuid, execute_in, fetch_tuples, record_of, rowcount
 
