@@ -1,7 +1,6 @@
 """The ledger's HTTP API (design.md 3.4): one FastAPI app built from the routers of ``api.routes``, its errors
 answered by ``api.errors``, its callers authenticated by ``api.auth``, behind the guard of ``api.security``."""
 
-
 from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -48,7 +47,7 @@ def create_app(ledger: Ledger, followers: Sequence[Follower] = ()) -> FastAPI:
         description=(
             "National system of record for pupil movements in SEND and alternative provision. "
             "Post signed DSSE envelopes (design.md 3.1); every 201 means durably committed and carries a "
-            "receipt signed by the ledger. Errors are `{\"errors\": [{code, path, message}]}`."
+            'receipt signed by the ledger. Errors are `{"errors": [{code, path, message}]}`.'
         ),
     )
     errors.install(app)
@@ -71,4 +70,3 @@ def create_app(ledger: Ledger, followers: Sequence[Follower] = ()) -> FastAPI:
     app.include_router(research_router(ledger))
     app.include_router(tailored_list_router(ledger))  # public: the tailored list of settings (issue 25)
     return app
-

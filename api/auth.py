@@ -84,8 +84,13 @@ class Authenticator:
         wait = self.failures.take(client)  # reserved before the lookup (concurrent guesses cannot share one), given back if it verifies
         try:
             if wait and token.startswith("plt_") and not await self.directory.knows(token):
-                raise Refusal(429, "auth_rate_limited", "header:Authorization",
-                              f"too many unknown tokens from this address; retry after {math.ceil(wait)} s", wait)
+                raise Refusal(
+                    429,
+                    "auth_rate_limited",
+                    "header:Authorization",
+                    f"too many unknown tokens from this address; retry after {math.ceil(wait)} s",
+                    wait,
+                )
             found = await run_in_threadpool(self.ledger.authenticate, token)  # OIDC tokens cost no database unless they verify
         except Exception as exc:
             if not wait and not isinstance(exc, Refusal):
@@ -94,7 +99,9 @@ class Authenticator:
         if found is not None and not wait:
             self.failures.refund(client)
         if found is None:
-            raise LedgerError.one("token_invalid", "header:Authorization", "the bearer token is unknown, expired or revoked", Category.UNAUTHENTICATED)
+            raise LedgerError.one(
+                "token_invalid", "header:Authorization", "the bearer token is unknown, expired or revoked", Category.UNAUTHENTICATED
+            )
         return found
 
 

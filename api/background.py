@@ -32,7 +32,9 @@ class Background:
     (``ledger.config.follower_pause``).
     """
 
-    def __init__(self, followers: Sequence[Follower], idle_seconds: float = FOLLOWER_IDLE_SECONDS, pace_seconds: float = FOLLOWER_PACE_SECONDS):
+    def __init__(
+        self, followers: Sequence[Follower], idle_seconds: float = FOLLOWER_IDLE_SECONDS, pace_seconds: float = FOLLOWER_PACE_SECONDS
+    ):
         self.followers = list(followers)
         self.idle_seconds = idle_seconds
         self.pace_seconds = pace_seconds

@@ -24,11 +24,23 @@ from api.cli_witness import witness_app
 from ledger import dfe
 from ledger.config import tune_garbage_collector
 
-app = typer.Typer(help="Pupil Movement Ledger: signed, append-only record of pupil movements.", no_args_is_help=True, rich_markup_mode="markdown")
+app = typer.Typer(
+    help="Pupil Movement Ledger: signed, append-only record of pupil movements.", no_args_is_help=True, rich_markup_mode="markdown"
+)
 for command in (seal, bench, relay, init, serve, sign, submit, history, claims, erase, simulate, demo):
     app.command()(command)
-for name, group in (("orgs", orgs_app), ("keys", keys_app), ("tokens", tokens_app), ("witness", witness_app), ("project", project_app),
-                    ("log", log_app), ("verify", verify_app), ("report", report_app), ("export", export_app), ("research", research_app)):
+for name, group in (
+    ("orgs", orgs_app),
+    ("keys", keys_app),
+    ("tokens", tokens_app),
+    ("witness", witness_app),
+    ("project", project_app),
+    ("log", log_app),
+    ("verify", verify_app),
+    ("report", report_app),
+    ("export", export_app),
+    ("research", research_app),
+):
     app.add_typer(group, name=name)
 
 

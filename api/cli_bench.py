@@ -57,8 +57,10 @@ def bench(
         table.add_row(*row)
     out.print(table)
     machine = report["machine"]
-    out.print(f"machine: {machine['cpu']}, {machine['cores']} cores, {machine['memory_gb']} GB; PostgreSQL {machine.get('postgresql')} "
-              f"fsync={machine.get('pg_fsync')}; SQLite {machine['sqlite']}; load average {machine['load_average']} -> {machine['load_average_after']}")
+    out.print(
+        f"machine: {machine['cpu']}, {machine['cores']} cores, {machine['memory_gb']} GB; PostgreSQL {machine.get('postgresql')} "
+        f"fsync={machine.get('pg_fsync')}; SQLite {machine['sqlite']}; load average {machine['load_average']} -> {machine['load_average_after']}"
+    )
     document = report_json(report)
     if json_out:
         json_out.write_text(document)

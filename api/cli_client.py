@@ -42,8 +42,11 @@ def _post(client: httpx.Client, path: str, body: Any) -> httpx.Response:
 
 
 def submit(
-    envelope_files: Annotated[list[Path], typer.Argument(exists=True, dir_okay=False, help="envelope files (.json, or .jsonl with one per line)")],
-    url: UrlOpt = DEFAULT_URL, token: TokenOpt = "",
+    envelope_files: Annotated[
+        list[Path], typer.Argument(exists=True, dir_okay=False, help="envelope files (.json, or .jsonl with one per line)")
+    ],
+    url: UrlOpt = DEFAULT_URL,
+    token: TokenOpt = "",
     batch: Annotated[int, typer.Option(help="envelopes per submitBatch call; 1 = submitEvent each")] = 1,
 ) -> None:
     """Submit signed envelopes over HTTP; prints one receipt per line (JSON).
@@ -53,13 +56,17 @@ def submit(
     envelopes: list[Any] = []
     for path in envelope_files:
         text = path.read_text("utf-8")
-        envelopes.extend(json.loads(line) for line in text.splitlines() if line.strip()) if path.suffix == ".jsonl" else envelopes.append(json.loads(text))
+        envelopes.extend(json.loads(line) for line in text.splitlines() if line.strip()) if path.suffix == ".jsonl" else envelopes.append(
+            json.loads(text)
+        )
     failed = 0
-    with httpx.Client(base_url=url, headers={"authorization": f"Bearer {token}"}, timeout=60) as client, \
-            Progress(console=err, transient=True, disable=len(envelopes) < 20) as progress:
+    with (
+        httpx.Client(base_url=url, headers={"authorization": f"Bearer {token}"}, timeout=60) as client,
+        Progress(console=err, transient=True, disable=len(envelopes) < 20) as progress,
+    ):
         task = progress.add_task("submitting", total=len(envelopes))
         for start in range(0, len(envelopes), batch):
-            chunk = envelopes[start:start + batch]
+            chunk = envelopes[start : start + batch]
             response = _post(client, "/events", chunk[0]) if batch == 1 else _post(client, "/batches", {"envelopes": chunk})
             if response.status_code >= 300:
                 failed += len(chunk)
@@ -74,7 +81,9 @@ def submit(
 
 
 def history(
-    upn: str, url: UrlOpt = DEFAULT_URL, token: TokenOpt = "",
+    upn: str,
+    url: UrlOpt = DEFAULT_URL,
+    token: TokenOpt = "",
     as_of: Annotated[str | None, typer.Option(help="effective date YYYY-MM-DD")] = None,  # noqa: UP007
     known_at: Annotated[str | None, typer.Option(help="ledger time, e.g. 2026-09-04T10:00:00Z")] = None,  # noqa: UP007
     purpose: Annotated[str | None, typer.Option(help="why you read it (docs/access.md); inspectors and the operator must say")] = None,  # noqa: UP007
@@ -89,4 +98,3 @@ def history(
         err.print(f"[red]{response.status_code}[/red] {response.text}")
         raise typer.Exit(1)
     print(json.dumps(response.json(), indent=1))
-

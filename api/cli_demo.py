@@ -21,8 +21,11 @@ from ledger.tools import admin
 
 def simulate(
     out_dir: Annotated[Path, typer.Argument(help="writes orgs.json (with private keys) and events.jsonl")],
-    pupils: int = 300, seed: int = 1,
-    la: Annotated[str | None, typer.Option(help="3-digit LA code: one local area calibrated on it; default: all of England's LAs, sized like them")] = None,  # noqa: UP007
+    pupils: int = 300,
+    seed: int = 1,
+    la: Annotated[
+        str | None, typer.Option(help="3-digit LA code: one local area calibrated on it; default: all of England's LAs, sized like them")
+    ] = None,  # noqa: UP007
     workers: Annotated[int, typer.Option(help="processes generating and signing areas in parallel")] = max(1, os.cpu_count() or 1),
 ) -> None:
     """Generate a national-shaped population (or one local area) as signed envelopes, calibrated on published DfE figures.
@@ -36,7 +39,9 @@ def simulate(
         raise typer.Exit(2)
     with Progress(console=err, transient=True) as progress:
         task = progress.add_task("generating and signing", total=None)
-        orgs, events = export(out_dir, pupils, seed, la, workers=workers if la is None else 1, on_progress=lambda n: progress.advance(task, n))
+        orgs, events = export(
+            out_dir, pupils, seed, la, workers=workers if la is None else 1, on_progress=lambda n: progress.advance(task, n)
+        )
     out.print(f"{orgs} organisations, {events} events in {out_dir}")
 
 
@@ -56,8 +61,12 @@ def demo(port: int = 8000, pupils: int = 4000, seed: int = 1, la: str = "801") -
     settings = Settings.from_env()
     if (settings.home / "secrets").exists():
         # a fresh home beside it, with the default settings but the database and the pages' settings
-        settings = Settings(home=settings.home / f"demo-{uuid.uuid4().hex[:6]}", database_url=settings.database_url,
-                            web_refresh_seconds=settings.web_refresh_seconds, disclosure_threshold=settings.disclosure_threshold)
+        settings = Settings(
+            home=settings.home / f"demo-{uuid.uuid4().hex[:6]}",
+            database_url=settings.database_url,
+            web_refresh_seconds=settings.web_refresh_seconds,
+            disclosure_threshold=settings.disclosure_threshold,
+        )
     result = admin.initialise(settings)
     ledger = result.ledger
     area = add_ehcp_journeys(simulate_area(pupils=pupils, seed=seed, la_code=la, today=ledger.clock().date()), seed, ledger.clock().date())
@@ -83,7 +92,9 @@ def demo(port: int = 8000, pupils: int = 4000, seed: int = 1, la: str = "801") -
     out.print(f"dashboards:      {base}/dashboards/la/la:{la}?as_of={day}  (sign in with the LA token below)")
     out.print(f"public report:   {base}/reports/la/{la}?as_of={day}   England: {base}/reports/england?as_of={day}")
     out.print(f"start page:      {base}/")
-    out.print(f"find a setting:  {base}/find-a-setting?la=la:{la}&need=SEMH&phase=secondary  (JSON: {base}/tailored-list?la=la:{la}&need=SEMH&phase=secondary)")
+    out.print(
+        f"find a setting:  {base}/find-a-setting?la=la:{la}&need=SEMH&phase=secondary  (JSON: {base}/tailored-list?la=la:{la}&need=SEMH&phase=secondary)"
+    )
     out.print(f"ledger home: {settings.home}  ({ledger.store.count_events()} events)")
     out.print(f"LA token:        {la_token}")
     out.print(f"admin token:     {result.admin_token}")
@@ -95,8 +106,9 @@ def demo(port: int = 8000, pupils: int = 4000, seed: int = 1, la: str = "801") -
     out.print(f"publish:         PUPIL_LEDGER_HOME={settings.home} pupil-ledger report publish ./site --as-of {day} --la {la}")
     out.print(f"researcher token: {researcher}")
     out.print(f"research export: PUPIL_LEDGER_TOKEN={researcher} pupil-ledger export research --project demo ./demo-export --url {base}")
-    uvicorn.run(build_app(ledger), host="127.0.0.1", port=port, access_log=False, log_level="warning",
-                **server_options(settings.trusted_proxies))
+    uvicorn.run(
+        build_app(ledger), host="127.0.0.1", port=port, access_log=False, log_level="warning", **server_options(settings.trusted_proxies)
+    )
 
 
 def raise_demo_concern(ledger: Ledger, area: Any, day: date) -> None:
@@ -105,13 +117,28 @@ def raise_demo_concern(ledger: Ledger, area: Any, day: date) -> None:
     from ledger.core.schooltime import academic_year
 
     year_start = date(int(academic_year(day)[:4]), 9, 1)
-    unknown = sum(1 for _, body in area.events if body["type"] == "pupil.deregistered" and body["data"]["destination"] == "unknown"
-                  and year_start <= date.fromisoformat(body["occurred_on"]) <= day)
+    unknown = sum(
+        1
+        for _, body in area.events
+        if body["type"] == "pupil.deregistered"
+        and body["data"]["destination"] == "unknown"
+        and year_start <= date.fromisoformat(body["occurred_on"]) <= day
+    )
     now = ledger.clock()
-    body = admin.event_body("accountability.concern_raised", "dfe:regions", {"org": area.la},
-                            {"category": "roll_integrity", "metric": "removals_unknown_destination", "metric_value": unknown,
-                             "metric_as_of": day.isoformat(), "summary": "Removals with unknown destination above the area's usual level"},
-                            day, now)  # raised as of the day the pages open on (reported now: the ledger flags it late)
+    body = admin.event_body(
+        "accountability.concern_raised",
+        "dfe:regions",
+        {"org": area.la},
+        {
+            "category": "roll_integrity",
+            "metric": "removals_unknown_destination",
+            "metric_value": unknown,
+            "metric_as_of": day.isoformat(),
+            "summary": "Removals with unknown destination above the area's usual level",
+        },
+        day,
+        now,
+    )  # raised as of the day the pages open on (reported now: the ledger flags it late)
     ledger.submit(admin.signed(body, area.orgs["dfe:regions"].key))
 
 
@@ -132,4 +159,3 @@ def busiest_day(events: list[tuple[str, dict[str, Any]]]) -> date:
         if count >= most:
             best, most = day, count
     return best
-

@@ -90,8 +90,12 @@ def print_feed_status(ledger: Ledger) -> None:
     if relay_status is None:
         out.print(f"relay: never published to {report['topic']}")
     else:
-        out.print(f"relay: {relay_status['position']} ({relay_status['behind']} behind), last publish {relay_status['published_at']}"
-                  + (f"; [red]{relay_status['error']}[/red] since {relay_status['error_since']}" if relay_status["error"] else ""))
+        out.print(
+            f"relay: {relay_status['position']} ({relay_status['behind']} behind), last publish {relay_status['published_at']}"
+            + (f"; [red]{relay_status['error']}[/red] since {relay_status['error_since']}" if relay_status["error"] else "")
+        )
     for group, entry in sorted(report["groups"].items()):
-        lags = ", ".join(f"{p}: {v['lag'] if v['lag'] is not None else '?'}" for p, v in sorted(entry["partitions"].items(), key=lambda kv: int(kv[0])))
+        lags = ", ".join(
+            f"{p}: {v['lag'] if v['lag'] is not None else '?'}" for p, v in sorted(entry["partitions"].items(), key=lambda kv: int(kv[0]))
+        )
         out.print(f"group {group}: lag per partition {{{lags}}}; dead letters {entry['dead_letters']}")

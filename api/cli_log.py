@@ -111,16 +111,18 @@ def log_export(directory: Annotated[Path, typer.Argument(help="folder to write c
 
 
 @verify_app.command("checkpoint")
-def verify_checkpoint(file: Annotated[Path, typer.Argument(exists=True, dir_okay=False)], vkey: VkeyOpt,
-                      witness: WitnessOpt = None, quorum: QuorumOpt = 0) -> None:
+def verify_checkpoint(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False)], vkey: VkeyOpt, witness: WitnessOpt = None, quorum: QuorumOpt = 0
+) -> None:
     """Verify a saved checkpoint note against the log's key (and a quorum of witnesses).
 
     Example: `pupil-ledger verify checkpoint cp.txt --vkey "$(curl -s http://127.0.0.1:8000/log/vkey)"` after
     `curl -s http://127.0.0.1:8000/log/checkpoint > cp.txt`
     """
     try:
-        checkpoint, cosigned = verify.verify_checkpoint(file.read_text("utf-8"), _text_or_file(vkey),
-                                                        [_text_or_file(w) for w in witness or []], quorum)
+        checkpoint, cosigned = verify.verify_checkpoint(
+            file.read_text("utf-8"), _text_or_file(vkey), [_text_or_file(w) for w in witness or []], quorum
+        )
     except notes.NoteError as exc:
         _failed(str(exc))
         return
@@ -130,10 +132,15 @@ def verify_checkpoint(file: Annotated[Path, typer.Argument(exists=True, dir_okay
 
 
 @verify_app.command("proof")
-def verify_proof(file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="a c2sp.org/tlog-proof@v1 file")], vkey: VkeyOpt,
-                 envelope_file: Annotated[Path | None, typer.Option("--envelope", exists=True, dir_okay=False,
-                                                                     help="the envelope the proof is for")] = None,
-                 witness: WitnessOpt = None, quorum: QuorumOpt = 0) -> None:
+def verify_proof(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="a c2sp.org/tlog-proof@v1 file")],
+    vkey: VkeyOpt,
+    envelope_file: Annotated[
+        Path | None, typer.Option("--envelope", exists=True, dir_okay=False, help="the envelope the proof is for")
+    ] = None,
+    witness: WitnessOpt = None,
+    quorum: QuorumOpt = 0,
+) -> None:
     """Verify a saved per-event proof (tlog-proof) offline, optionally for a given envelope file.
 
     Example: `pupil-ledger verify proof event.tlog-proof --envelope envelope.json --vkey "$(cat vkey)"`
@@ -143,19 +150,25 @@ def verify_proof(file: Annotated[Path, typer.Argument(exists=True, dir_okay=Fals
         env = envelope.decode(jcs.parse(envelope_file.read_bytes()))
         digests = {"envelope_digest": env.envelope_digest, "event_digest": env.event_digest}
     try:
-        checkpoint, body = verify.verify_tlog_proof(file.read_text("utf-8"), _text_or_file(vkey), witnesses=[_text_or_file(w) for w in witness or []],
-                                                    quorum=quorum, **digests)
+        checkpoint, body = verify.verify_tlog_proof(
+            file.read_text("utf-8"), _text_or_file(vkey), witnesses=[_text_or_file(w) for w in witness or []], quorum=quorum, **digests
+        )
     except (notes.NoteError, merkle.ProofError, verify.AuditFailure) as exc:
         _failed(str(exc))
         return
-    out.print(f"OK: entry {body['index']} is in {checkpoint.origin} at size {checkpoint.size}"
-              + (" and carries this envelope's digests" if digests else ""))
+    out.print(
+        f"OK: entry {body['index']} is in {checkpoint.origin} at size {checkpoint.size}"
+        + (" and carries this envelope's digests" if digests else "")
+    )
 
 
 @verify_app.command("inclusion")
-def verify_inclusion(envelope_file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="an envelope you submitted")],
-                     vkey: VkeyOpt, url: Annotated[str, typer.Option("--url", envvar="PUPIL_LEDGER_URL")] = "http://127.0.0.1:8000",
-                     save: Annotated[Path | None, typer.Option("--save", help="keep the proof in this file")] = None) -> None:
+def verify_inclusion(
+    envelope_file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="an envelope you submitted")],
+    vkey: VkeyOpt,
+    url: Annotated[str, typer.Option("--url", envvar="PUPIL_LEDGER_URL")] = "http://127.0.0.1:8000",
+    save: Annotated[Path | None, typer.Option("--save", help="keep the proof in this file")] = None,
+) -> None:
     """Fetch and verify the proof that an envelope you submitted is in the log.
 
     Example: `pupil-ledger verify inclusion envelope.json --url http://127.0.0.1:8000 --vkey "$(cat vkey)" --save envelope.tlog-proof`
@@ -180,11 +193,15 @@ def verify_inclusion(envelope_file: Annotated[Path, typer.Argument(exists=True, 
 
 
 @verify_app.command("consistency")
-def verify_consistency(old: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="an older saved checkpoint")],
-                       new: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="a newer saved checkpoint")],
-                       vkey: VkeyOpt, url: Annotated[str, typer.Option("--url", envvar="PUPIL_LEDGER_URL")] = "http://127.0.0.1:8000",
-                       proof_file: Annotated[Path | None, typer.Option("--proof", exists=True, dir_okay=False,
-                                                                       help="a saved consistencyProof JSON instead of asking --url")] = None) -> None:
+def verify_consistency(
+    old: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="an older saved checkpoint")],
+    new: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="a newer saved checkpoint")],
+    vkey: VkeyOpt,
+    url: Annotated[str, typer.Option("--url", envvar="PUPIL_LEDGER_URL")] = "http://127.0.0.1:8000",
+    proof_file: Annotated[
+        Path | None, typer.Option("--proof", exists=True, dir_okay=False, help="a saved consistencyProof JSON instead of asking --url")
+    ] = None,
+) -> None:
     """Prove that the log of a newer checkpoint extends the log of an older one (nothing rewritten).
 
     Example: `pupil-ledger verify consistency monday.txt friday.txt --url http://127.0.0.1:8000 --vkey "$(cat vkey)"`
@@ -219,8 +236,12 @@ def verify_consistency(old: Annotated[Path, typer.Argument(exists=True, dir_okay
 def verify_audit(
     target: Annotated[str | None, typer.Argument(help="the ledger's URL or a folder holding an exported tiled log")] = None,
     vkey: VkeyOpt = "",
-    store: Annotated[bool, typer.Option("--store", help="audit this ledger's own database (PUPIL_LEDGER_HOME), "
-                                                        "checking every stored envelope against its entry too")] = False,
+    store: Annotated[
+        bool,
+        typer.Option(
+            "--store", help="audit this ledger's own database (PUPIL_LEDGER_HOME), checking every stored envelope against its entry too"
+        ),
+    ] = False,
     witness: WitnessOpt = None,
     quorum: QuorumOpt = 0,
 ) -> None:
@@ -256,9 +277,15 @@ def verify_audit(
     try:
         with _progress() as progress:
             task = progress.add_task("auditing entries", total=size)
-            report = verify.audit(fetch, _text_or_file(vkey), checkpoint_text, envelopes=envelopes,
-                                  witnesses=[_text_or_file(w) for w in witness or []], quorum=quorum,
-                                  on_progress=lambda n: progress.advance(task, n))
+            report = verify.audit(
+                fetch,
+                _text_or_file(vkey),
+                checkpoint_text,
+                envelopes=envelopes,
+                witnesses=[_text_or_file(w) for w in witness or []],
+                quorum=quorum,
+                on_progress=lambda n: progress.advance(task, n),
+            )
     except verify.AuditFailure as exc:
         _failed(str(exc))
         return
@@ -266,7 +293,9 @@ def verify_audit(
         if ledger is not None:
             ledger.store.close()
     checked = f", {report.envelopes_checked} stored envelopes" if store else ""
-    out.print(f"OK: {report.checkpoint.origin} size {report.checkpoint.size}: {report.entries} entries{checked} and "
-              f"{report.tiles_read} tiles verified; root {report.checkpoint.root.hex()}")
+    out.print(
+        f"OK: {report.checkpoint.origin} size {report.checkpoint.size}: {report.entries} entries{checked} and "
+        f"{report.tiles_read} tiles verified; root {report.checkpoint.root.hex()}"
+    )
     for name, when in sorted(report.cosigners.items()):
         out.print(f"  cosigned by {name} at {when}")

@@ -28,7 +28,9 @@ def claims(
 
     ledger = open_ledger()
     try:
-        report = ledger.claims_report(None, *claims_period(ledger.clock(), since.date() if since else None, until.date() if until else None))
+        report = ledger.claims_report(
+            None, *claims_period(ledger.clock(), since.date() if since else None, until.date() if until else None)
+        )
     except LedgerError as exc:
         fail(exc)
     if as_json:
@@ -63,4 +65,3 @@ def erase(
 
     announce_erasure(ledger.store, result["erasure_event_id"], str(ledger.secrets.pupil_id(upn)))  # the change feed's consumers too
     out.print(f"erased {result['events_erased']} events; erasure recorded as {result['erasure_event_id']}")
-

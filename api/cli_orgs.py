@@ -27,7 +27,12 @@ keys_app = typer.Typer(help="Organisations' signing keys.", no_args_is_help=True
 @orgs_app.command("add")
 def orgs_add(
     org_id: str,
-    kind: Annotated[str, typer.Option(help="school, ap_setting, la, trust, provider, unregistered_provider, inspectorate, regions, icb, tribunal, mediation")],
+    kind: Annotated[
+        str,
+        typer.Option(
+            help="school, ap_setting, la, trust, provider, unregistered_provider, inspectorate, regions, icb, tribunal, mediation"
+        ),
+    ],
     la: Annotated[str | None, typer.Option(help="la:NNN")] = None,  # noqa: UP007 - typer needs Optional
     name: Annotated[str | None, typer.Option()] = None,  # noqa: UP007
     gias_type: Annotated[str | None, typer.Option(help="GIAS establishment type code, e.g. 14")] = None,  # noqa: UP007
@@ -115,7 +120,8 @@ def keys_add(org_id: str, public_key_file: Annotated[Path, typer.Option(exists=T
 
 @keys_app.command("revoke")
 def keys_revoke(
-    org_id: str, key_id: str,
+    org_id: str,
+    key_id: str,
     reason: Annotated[str, typer.Option(help="superseded, compromised or retired")] = "retired",
     at: Annotated[datetime | None, typer.Option(help="revocation time (UTC); default now")] = None,  # noqa: UP007
 ) -> None:
@@ -129,4 +135,3 @@ def keys_revoke(
     except LedgerError as exc:
         fail(exc)
     out.print(f"revoked {key_id} of {org_id}")
-

@@ -35,8 +35,14 @@ def run(
     idle: Annotated[float, typer.Option(help="seconds to sleep when caught up")] = 0.5,
     source: Annotated[str, typer.Option(help="log: follow the ledger's tables; kafka: join the consumer group on the change feed")] = "log",
     group: Annotated[str | None, typer.Option(help="consumer group with --source kafka (default PUPIL_LEDGER_KAFKA_GROUP)")] = None,  # noqa: UP007
-    instance: Annotated[str | None, typer.Option(envvar="PUPIL_LEDGER_KAFKA_INSTANCE", help="with --source kafka: this worker's stable name "  # noqa: UP007
-                                                 "(static group membership: restarted, it takes its partitions back without a rebalance)")] = None,
+    instance: Annotated[
+        str | None,
+        typer.Option(
+            envvar="PUPIL_LEDGER_KAFKA_INSTANCE",
+            help="with --source kafka: this worker's stable name "  # noqa: UP007
+            "(static group membership: restarted, it takes its partitions back without a rebalance)",
+        ),
+    ] = None,
 ) -> None:
     """Follow the log and keep the views up to date until stopped (one active worker per view on PostgreSQL).
 

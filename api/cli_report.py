@@ -24,7 +24,9 @@ def publish(
     directory: Annotated[Path, typer.Argument(help="folder to write the site into (created; files of the same names are replaced)")],
     as_of: Annotated[str | None, typer.Option("--as-of", help="effective date YYYY-MM-DD (default today)")] = None,  # noqa: UP007
     la: Annotated[list[str] | None, typer.Option("--la", help="an LA to publish (801 or la:801); repeatable; default every LA")] = None,  # noqa: UP007
-    trust: Annotated[list[str] | None, typer.Option("--trust", help="a trust to publish too (TR00001 or trust:TR00001); repeatable")] = None,  # noqa: UP007
+    trust: Annotated[
+        list[str] | None, typer.Option("--trust", help="a trust to publish too (TR00001 or trust:TR00001); repeatable")
+    ] = None,  # noqa: UP007
     tree_size: Annotated[int | None, typer.Option(help="publish at this checkpoint (default the latest the views have reached)")] = None,  # noqa: UP007
 ) -> None:
     """Write England's report and each LA's (HTML, CSV, JSON), the signed checkpoint they were computed from and a
@@ -51,7 +53,9 @@ def publish(
         err.print("[red]error:[/red] no such checkpoint yet (the log is sealed by `pupil-ledger serve` or `pupil-ledger seal`)")
         raise typer.Exit(1)
     if not data.is_clean(cp) or min(data.positions().values(), default=0) < cp.last_sequence:
-        err.print(f"[red]error:[/red] the views have not reached checkpoint {cp.tree_size} cleanly; run `pupil-ledger project run` or pick another --tree-size")
+        err.print(
+            f"[red]error:[/red] the views have not reached checkpoint {cp.tree_size} cleanly; run `pupil-ledger project run` or pick another --tree-size"
+        )
         raise typer.Exit(1)
     options = site.default_options(day or data.today(), la or [], trust or [], rules_of(ledger.settings))
     started = time.monotonic()

@@ -48,8 +48,14 @@ def export_research(
     project: Annotated[str, typer.Option(help="the approved project's id")],
     variables: Annotated[list[str] | None, typer.Option(help="only these approved variables (repeat, or comma-separated)")] = None,  # noqa: UP007
     tree_size: Annotated[int | None, typer.Option(help="cut at this signed checkpoint (default: the latest)")] = None,  # noqa: UP007
-    token: Annotated[str, typer.Option("--token", envvar="PUPIL_LEDGER_TOKEN",
-                                       help="a researcher token: release through the API at --url (without one: locally, as the operator)")] = "",
+    token: Annotated[
+        str,
+        typer.Option(
+            "--token",
+            envvar="PUPIL_LEDGER_TOKEN",
+            help="a researcher token: release through the API at --url (without one: locally, as the operator)",
+        ),
+    ] = "",
     url: Annotated[str, typer.Option("--url", envvar="PUPIL_LEDGER_URL", help="the ledger's base URL")] = DEFAULT_URL,
 ) -> None:
     """Release an anonymised extract of an approved project into OUT_DIR (Parquet, CSV, datapackage.json, data dictionary,
@@ -60,7 +66,11 @@ def export_research(
     wanted = _split(variables)
     files: dict[str, bytes] = {}
     if token:
-        body: dict[str, Any] = {"project": project, **({"variables": wanted} if wanted else {}), **({"tree_size": tree_size} if tree_size else {})}
+        body: dict[str, Any] = {
+            "project": project,
+            **({"variables": wanted} if wanted else {}),
+            **({"tree_size": tree_size} if tree_size else {}),
+        }
         with httpx.Client(base_url=url, headers={"authorization": f"Bearer {token}"}, timeout=600) as client:
             response = client.post("/research/exports", json=body)
             if response.status_code != 201:
@@ -86,14 +96,18 @@ def export_research(
     out_dir.mkdir(parents=True, exist_ok=True)
     _write(out_dir, files)
     anonymity = manifest["anonymity"]
-    out.print(f"release {release_id} of project {project}: {manifest['rows']} rows of {manifest['pupils']} pupils, "
-              f"{manifest['suppressed_rows']} suppressed; k = {anonymity['k']}, l = {anonymity['l']}; "
-              f"checkpoint {manifest['checkpoint']['tree_size']}; files in {out_dir}")
+    out.print(
+        f"release {release_id} of project {project}: {manifest['rows']} rows of {manifest['pupils']} pupils, "
+        f"{manifest['suppressed_rows']} suppressed; k = {anonymity['k']}, l = {anonymity['l']}; "
+        f"checkpoint {manifest['checkpoint']['tree_size']}; files in {out_dir}"
+    )
 
 
 @research_app.command("approve")
 def research_approve(
-    researcher: Annotated[str, typer.Argument(help="the researcher organisation, research:<name> (register it first with orgs add --kind researcher)")],
+    researcher: Annotated[
+        str, typer.Argument(help="the researcher organisation, research:<name> (register it first with orgs add --kind researcher)")
+    ],
     project: Annotated[str, typer.Option(help="a new project id, e.g. send-ap-outcomes")],
     purpose: Annotated[str, typer.Option(help="the approved purpose")],
     variables: Annotated[list[str], typer.Option(help="approved variables (code list research_variables; repeat or comma-separate)")],
@@ -118,10 +132,18 @@ def research_approve(
     ledger = open_ledger()
     today = ledger.clock().date()
     data: dict[str, Any] = {
-        "project": project, "purpose": purpose, "unit": unit, "variables": _split(variables), "quasi_identifiers": _split(quasi_identifiers),
-        "sensitive": _split(sensitive), "period": {"from": period_from or (today - timedelta(days=365)).isoformat(), "to": period_to or today.isoformat()},
-        "expires_on": expires or (today + timedelta(days=365)).isoformat(), "establishment_level": establishment_level, "date_detail": date_detail,
-        "k": k, "l": l_diversity,
+        "project": project,
+        "purpose": purpose,
+        "unit": unit,
+        "variables": _split(variables),
+        "quasi_identifiers": _split(quasi_identifiers),
+        "sensitive": _split(sensitive),
+        "period": {"from": period_from or (today - timedelta(days=365)).isoformat(), "to": period_to or today.isoformat()},
+        "expires_on": expires or (today + timedelta(days=365)).isoformat(),
+        "establishment_level": establishment_level,
+        "date_detail": date_detail,
+        "k": k,
+        "l": l_diversity,
     }
     population = {name: _split(values) for name, values in (("las", las), ("kinds", kinds)) if values}
     if population:
@@ -170,13 +192,37 @@ def demo_project(ledger: Any, la: str) -> str:
     researcher = "research:demo-university"
     admin.add_org(ledger, researcher, "researcher", "Demo University (simulated)")
     today = ledger.clock().date()
-    operator.approve_project(ledger, researcher, {
-        "project": "demo", "purpose": "How pupils move into and out of alternative provision, and why (demonstration)",
-        "unit": "episode", "variables": ["kind", "start", "end", "duration", "establishment", "year_group", "sen_status", "looked_after",
-                                         "setting_type", "tier", "reason", "outcome", "hours"],
-        "quasi_identifiers": ["start", "establishment", "year_group", "looked_after"], "sensitive": ["reason", "sen_status"],
-        "population": {"las": [f"la:{la}"], "kinds": ["placement", "exclusion", "managed_move", "part_time_timetable"]},
-        "period": {"from": (today - timedelta(days=366)).isoformat(), "to": today.isoformat()},
-        "expires_on": (today + timedelta(days=365)).isoformat(), "k": 5, "l": 2, "reference": "DEMO-1"})
+    operator.approve_project(
+        ledger,
+        researcher,
+        {
+            "project": "demo",
+            "purpose": "How pupils move into and out of alternative provision, and why (demonstration)",
+            "unit": "episode",
+            "variables": [
+                "kind",
+                "start",
+                "end",
+                "duration",
+                "establishment",
+                "year_group",
+                "sen_status",
+                "looked_after",
+                "setting_type",
+                "tier",
+                "reason",
+                "outcome",
+                "hours",
+            ],
+            "quasi_identifiers": ["start", "establishment", "year_group", "looked_after"],
+            "sensitive": ["reason", "sen_status"],
+            "population": {"las": [f"la:{la}"], "kinds": ["placement", "exclusion", "managed_move", "part_time_timetable"]},
+            "period": {"from": (today - timedelta(days=366)).isoformat(), "to": today.isoformat()},
+            "expires_on": (today + timedelta(days=365)).isoformat(),
+            "k": 5,
+            "l": 2,
+            "reference": "DEMO-1",
+        },
+    )
     token: str = ledger.issue_token(researcher, "researcher", ledger.clock() + timedelta(days=30))
     return token

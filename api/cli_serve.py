@@ -34,11 +34,18 @@ def init() -> None:
 def serve(
     host: str = "127.0.0.1",
     port: int = 8000,
-    workers: Annotated[int, typer.Option(min=1, help="API processes sharing the port (PostgreSQL only; each has its own group commit)")] = 1,
-    followers: Annotated[bool, typer.Option(envvar="PUPIL_LEDGER_IN_PROCESS_FOLLOWERS",
-                                            help="also seal the log and update the projections in this process "
-                                                 "(--no-followers when `pupil-ledger seal` and `project run` do it; "
-                                                 "witnessing, if configured, stays here)")] = True,
+    workers: Annotated[
+        int, typer.Option(min=1, help="API processes sharing the port (PostgreSQL only; each has its own group commit)")
+    ] = 1,
+    followers: Annotated[
+        bool,
+        typer.Option(
+            envvar="PUPIL_LEDGER_IN_PROCESS_FOLLOWERS",
+            help="also seal the log and update the projections in this process "
+            "(--no-followers when `pupil-ledger seal` and `project run` do it; "
+            "witnessing, if configured, stays here)",
+        ),
+    ] = True,
 ) -> None:
     """Serve the HTTP API (OpenAPI at /docs).
 
@@ -60,9 +67,14 @@ def serve(
         raise typer.Exit(2)
     out.print(f"serving on http://{host}:{port}  (API docs: http://{host}:{port}/docs)")
     if workers == 1:
-        uvicorn.run(build_app(ledger), host=host, port=port, access_log=False, log_level="warning",
-                    **server_options(ledger.settings.trusted_proxies))
+        uvicorn.run(
+            build_app(ledger),
+            host=host,
+            port=port,
+            access_log=False,
+            log_level="warning",
+            **server_options(ledger.settings.trusted_proxies),
+        )
         return
     ledger.store.close()
     serve_workers(host, port, workers, settings)  # each worker on its own socket: the kernel spreads the connections
-

@@ -18,7 +18,10 @@ def tokens_issue(
     org_id: str,
     role: Annotated[str, typer.Option(help="school, la, trust, ap_setting, inspector, regions, researcher, admin, tribunal, mediation")],
     days: Annotated[int, typer.Option(help="expires after this many days")] = 365,
-    scope: Annotated[list[str] | None, typer.Option(help="inspectors, optionally: limit to a school (urn:...) or area (la:...) among those being inspected; repeatable")] = None,  # noqa: UP007
+    scope: Annotated[
+        list[str] | None,
+        typer.Option(help="inspectors, optionally: limit to a school (urn:...) or area (la:...) among those being inspected; repeatable"),
+    ] = None,  # noqa: UP007
 ) -> None:
     """Issue a bearer token for an organisation and role; prints it once (only its hash is kept).
 
@@ -42,4 +45,3 @@ def tokens_revoke(token: Annotated[str, typer.Argument(help="the token, or its i
         err.print("[red]error:[/red] no such token")
         raise typer.Exit(1)
     out.print("revoked")
-

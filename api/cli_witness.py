@@ -23,9 +23,12 @@ NameOpt = Annotated[str, typer.Option("--name", help="the witness's key name, a 
 
 
 @witness_app.command("init")
-def init(name: NameOpt,
-         key_file: Annotated[Path, typer.Option("--key-file", help="where to write the new Ed25519 private key (PEM, mode 0600)")]
-         = Path("witness.pem")) -> None:
+def init(
+    name: NameOpt,
+    key_file: Annotated[Path, typer.Option("--key-file", help="where to write the new Ed25519 private key (PEM, mode 0600)")] = Path(
+        "witness.pem"
+    ),
+) -> None:
     """Create a witness key and print the witness's verifier key (vkey, type 04) to give to logs and verifiers.
 
     Example: `pupil-ledger witness init --name inspectorate.example/witness --key-file witness.pem`
@@ -48,11 +51,14 @@ def init(name: NameOpt,
 
 
 @witness_app.command("serve")
-def serve(name: NameOpt,
-          key_file: Annotated[Path, typer.Option("--key-file", help="the witness's Ed25519 private key (PEM)")],
-          log_vkey: Annotated[list[str], typer.Option("--log-vkey", help="a trusted log's vkey (its name is the log's origin); repeatable")],
-          db: Annotated[Path, typer.Option("--db", help="SQLite file keeping the latest cosigned checkpoint per log")],
-          host: str = "127.0.0.1", port: int = 8100) -> None:
+def serve(
+    name: NameOpt,
+    key_file: Annotated[Path, typer.Option("--key-file", help="the witness's Ed25519 private key (PEM)")],
+    log_vkey: Annotated[list[str], typer.Option("--log-vkey", help="a trusted log's vkey (its name is the log's origin); repeatable")],
+    db: Annotated[Path, typer.Option("--db", help="SQLite file keeping the latest cosigned checkpoint per log")],
+    host: str = "127.0.0.1",
+    port: int = 8100,
+) -> None:
     """Serve `POST /add-checkpoint` (c2sp.org/tlog-witness) and the witness vkey at `GET /`.
 
     Example: `pupil-ledger witness serve --name inspectorate.example/witness --key-file witness.pem --log-vkey "$(curl -s http://127.0.0.1:8000/log/vkey)" --db witness.sqlite3 --port 8100`

@@ -26,8 +26,14 @@ from ledger.storage import database
 log = logging.getLogger("pupil_ledger.api")
 
 STATUS = {
-    Category.MALFORMED: 400, Category.UNAUTHENTICATED: 401, Category.FORBIDDEN: 403, Category.NOT_FOUND: 404,
-    Category.CONFLICT: 409, Category.TOO_LARGE: 413, Category.INVALID: 422, Category.RATE_LIMITED: 429,
+    Category.MALFORMED: 400,
+    Category.UNAUTHENTICATED: 401,
+    Category.FORBIDDEN: 403,
+    Category.NOT_FOUND: 404,
+    Category.CONFLICT: 409,
+    Category.TOO_LARGE: 413,
+    Category.INVALID: 422,
+    Category.RATE_LIMITED: 429,
 }
 
 
@@ -46,8 +52,9 @@ def problem(code: str, path: str, message: str) -> dict[str, str]:
     return {"code": code, "path": path, "message": message}
 
 
-def error_response(status: int, problems: list[dict[str, str]], headers: dict[str, str] | None = None,
-                   retry_after: float | None = None) -> JSONResponse:
+def error_response(
+    status: int, problems: list[dict[str, str]], headers: dict[str, str] | None = None, retry_after: float | None = None
+) -> JSONResponse:
     """The answer ``{"errors": problems}`` with ``status``; ``retry_after`` seconds are sent rounded up."""
     if retry_after is not None:
         headers = {**(headers or {}), "Retry-After": str(math.ceil(retry_after))}
@@ -114,7 +121,9 @@ def failure_response(exc: Exception) -> JSONResponse:
         return refusal_response(Refusal(failure.status, failure.code, "$", failure.message, failure.retry_after))
     reference = uuid.uuid4().hex[:12]
     log.error("unhandled error %s", reference, exc_info=exc)
-    return error_response(500, [problem("internal_error", "$", f"the ledger could not answer; quote reference {reference} to the operator")])
+    return error_response(
+        500, [problem("internal_error", "$", f"the ledger could not answer; quote reference {reference} to the operator")]
+    )
 
 
 def install(app: FastAPI) -> None:

@@ -32,8 +32,7 @@ def is_json(content_type: str | None) -> bool:
 async def read_json(request: Request, limit: int, too_large: Callable[[str], Exception]) -> bytes:
     """The body of a JSON request (``read_limited``); any other media type is refused with 415 before it is read."""
     if not is_json(request.headers.get("content-type")):
-        raise Refusal(415, "unsupported_media_type", "header:Content-Type",
-                      "send the body as JSON: Content-Type: application/json (UTF-8)")
+        raise Refusal(415, "unsupported_media_type", "header:Content-Type", "send the body as JSON: Content-Type: application/json (UTF-8)")
     return await read_limited(request, limit, too_large)
 
 

@@ -35,8 +35,13 @@ class ViewWaits:
         """Whether the views reach ``min_sequence`` within ``timeout`` seconds; ``who`` (a token) waits at most
         ``per_token`` times at once."""
         if self._waiting.get(who, 0) >= self.per_token:
-            raise Refusal(429, "too_many_waiting_reads", "query:min_sequence",
-                          f"at most {self.per_token} reads with min_sequence may wait at once per token; retry after Retry-After seconds", 1)
+            raise Refusal(
+                429,
+                "too_many_waiting_reads",
+                "query:min_sequence",
+                f"at most {self.per_token} reads with min_sequence may wait at once per token; retry after Retry-After seconds",
+                1,
+            )
         self._waiting[who] = self._waiting.get(who, 0) + 1
         try:
             if await run_in_threadpool(self.lowest) >= min_sequence:

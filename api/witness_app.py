@@ -15,19 +15,29 @@ MAX_BODY = 256 * 1024  # 63 proof lines and a checkpoint with many signatures fi
 
 
 def create_witness_app(witness: Witness) -> FastAPI:
-    app = FastAPI(title=f"Witness {witness.name}", version="1.0.0",
-                  description="A c2sp.org/tlog-witness witness: cosigns checkpoints consistent with the last one it cosigned per log.")
+    app = FastAPI(
+        title=f"Witness {witness.name}",
+        version="1.0.0",
+        description="A c2sp.org/tlog-witness witness: cosigns checkpoints consistent with the last one it cosigned per log.",
+    )
 
     @app.get("/", response_class=PlainTextResponse, operation_id="witnessKey", summary="The witness's verifier key (type 04)")
     async def get_vkey() -> Response:
         return PlainTextResponse(witness.vkey + "\n")
 
-    @app.post("/add-checkpoint", response_class=PlainTextResponse, operation_id="addCheckpoint",
-              summary="Submit a checkpoint with a consistency proof from the old size; returns cosignature lines",
-              responses={400: {"description": "malformed"}, 403: {"description": "no trusted log signature"},
-                         404: {"description": "unknown origin"},
-                         409: {"description": "old size is not the latest cosigned size", "content": {SIZE_CONTENT_TYPE: {}}},
-                         422: {"description": "the consistency proof does not verify"}})
+    @app.post(
+        "/add-checkpoint",
+        response_class=PlainTextResponse,
+        operation_id="addCheckpoint",
+        summary="Submit a checkpoint with a consistency proof from the old size; returns cosignature lines",
+        responses={
+            400: {"description": "malformed"},
+            403: {"description": "no trusted log signature"},
+            404: {"description": "unknown origin"},
+            409: {"description": "old size is not the latest cosigned size", "content": {SIZE_CONTENT_TYPE: {}}},
+            422: {"description": "the consistency proof does not verify"},
+        },
+    )
     async def add_checkpoint(request: Request) -> Response:
         try:
             body = await read_limited(request, MAX_BODY, Malformed)

@@ -61,8 +61,9 @@ def _work(sock: socket.socket, host: str, port: int, settings: Settings) -> None
     from api.bootstrap import app_from_settings
     from api.security import server_options
 
-    config = uvicorn.Config(app_from_settings(settings), host=host, port=port, access_log=False, log_level="warning",
-                            **server_options(settings.trusted_proxies))
+    config = uvicorn.Config(
+        app_from_settings(settings), host=host, port=port, access_log=False, log_level="warning", **server_options(settings.trusted_proxies)
+    )
     uvicorn.Server(config).run(sockets=[sock])
 
 

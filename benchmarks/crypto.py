@@ -38,22 +38,39 @@ def run(ctx: Context) -> list[Result]:
                 if not check(key, sig, message):
                     raise AssertionError("a workload signature did not verify")
             return len(part)
+
         return verify
 
     rows = []
     cores = os.cpu_count() or 1
-    for name, check, cores_to_try, note in (("verify", ed25519.verify, sorted({1, cores}), "physical limit for signed ingest"),
-                                            ("verify with cryptography alone", ed25519.verify_openssl, [1], "the reference: OpenSSL")):
+    for name, check, cores_to_try, note in (
+        ("verify", ed25519.verify, sorted({1, cores}), "physical limit for signed ingest"),
+        ("verify with cryptography alone", ed25519.verify_openssl, [1], "the reference: OpenSSL"),
+    ):
         for threads in cores_to_try:
-            def once(threads: int = threads, verify: Callable[[list[tuple[bytes, bytes, bytes]]], int] = verifier(check)) -> tuple[float, list[float]]:
+
+            def once(
+                threads: int = threads, verify: Callable[[list[tuple[bytes, bytes, bytes]]], int] = verifier(check)
+            ) -> tuple[float, list[float]]:
                 started = time.perf_counter()
                 with ThreadPoolExecutor(threads) as pool:
                     sum(pool.map(verify, [jobs[i::threads] for i in range(threads)]))
                 return time.perf_counter() - started, []
 
             seconds, _ = ctx.measure(once)
-            rows.append(Result("ed25519", "-", f"{name}, {threads} core{'s' if threads > 1 else ''}", "verifications/s", len(jobs), seconds, [],
-                               rss_mb()[0], note=note))
+            rows.append(
+                Result(
+                    "ed25519",
+                    "-",
+                    f"{name}, {threads} core{'s' if threads > 1 else ''}",
+                    "verifications/s",
+                    len(jobs),
+                    seconds,
+                    [],
+                    rss_mb()[0],
+                    note=note,
+                )
+            )
     return rows
 
 

@@ -42,12 +42,24 @@ def run(ctx: Context) -> list[Result]:
     with ctx.fresh() as settings:
         if settings.database_url:
             with psycopg.connect(settings.database_url, autocommit=True) as conn:
-                settings_now: dict[str, str] = dict(conn.execute("SELECT name, setting FROM pg_settings WHERE name IN ('fsync', 'synchronous_commit')").fetchall())
+                settings_now: dict[str, str] = dict(
+                    conn.execute("SELECT name, setting FROM pg_settings WHERE name IN ('fsync', 'synchronous_commit')").fetchall()
+                )
                 for _ in range(100):
                     conn.execute("SELECT 1")
                 seconds, latencies = ctx.measure(lambda: _timed(ROUND_TRIPS, lambda _: conn.execute("SELECT 1").fetchone()))
-                rows.append(Result("database", ctx.backend, "round trip (SELECT 1)", "queries/s", ROUND_TRIPS, seconds, latencies,
-                                   note="physical limit: one statement from a client process over TCP"))
+                rows.append(
+                    Result(
+                        "database",
+                        ctx.backend,
+                        "round trip (SELECT 1)",
+                        "queries/s",
+                        ROUND_TRIPS,
+                        seconds,
+                        latencies,
+                        note="physical limit: one statement from a client process over TCP",
+                    )
+                )
                 conn.execute("CREATE TABLE probe (n INTEGER)")
 
                 def commit(i: int) -> None:
@@ -55,9 +67,19 @@ def run(ctx: Context) -> list[Result]:
                         conn.execute("INSERT INTO probe VALUES (%s)", (i,))
 
                 seconds, latencies = ctx.measure(lambda: _timed(COMMITS, commit))
-                rows.append(Result("database", ctx.backend, "one-row commit", "commits/s", COMMITS, seconds, latencies,
-                                   note=f"physical limit: one transaction per event, BEGIN + INSERT + COMMIT (fsync={settings_now.get('fsync')}, "
-                                        f"synchronous_commit={settings_now.get('synchronous_commit')})"))
+                rows.append(
+                    Result(
+                        "database",
+                        ctx.backend,
+                        "one-row commit",
+                        "commits/s",
+                        COMMITS,
+                        seconds,
+                        latencies,
+                        note=f"physical limit: one transaction per event, BEGIN + INSERT + COMMIT (fsync={settings_now.get('fsync')}, "
+                        f"synchronous_commit={settings_now.get('synchronous_commit')})",
+                    )
+                )
         else:
             settings.home.mkdir(parents=True, exist_ok=True)
             lite = sqlite3.connect(settings.home / "probe.sqlite3", isolation_level=None)
@@ -72,8 +94,18 @@ def run(ctx: Context) -> list[Result]:
                     lite.execute("COMMIT")
 
                 seconds, latencies = ctx.measure(lambda: _timed(COMMITS, commit_sqlite))
-                rows.append(Result("database", ctx.backend, "one-row commit", "commits/s", COMMITS, seconds, latencies,
-                                   note="physical limit: one transaction per event (WAL, synchronous=FULL)"))
+                rows.append(
+                    Result(
+                        "database",
+                        ctx.backend,
+                        "one-row commit",
+                        "commits/s",
+                        COMMITS,
+                        seconds,
+                        latencies,
+                        note="physical limit: one transaction per event (WAL, synchronous=FULL)",
+                    )
+                )
             finally:
                 lite.close()
     return rows

@@ -88,9 +88,14 @@ class Result:
 
     def as_dict(self) -> dict[str, Any]:
         out = {k: v for k, v in asdict(self).items() if k != "latencies_ms"}
-        out.update(throughput=round(self.throughput, 1), runs=len(self.seconds),
-                   p50_ms=self.percentile(50), p95_ms=self.percentile(95), p99_ms=self.percentile(99),
-                   latency_samples=len(self.latencies_ms))
+        out.update(
+            throughput=round(self.throughput, 1),
+            runs=len(self.seconds),
+            p50_ms=self.percentile(50),
+            p95_ms=self.percentile(95),
+            p99_ms=self.percentile(99),
+            latency_samples=len(self.latencies_ms),
+        )
         return out
 
 
@@ -220,8 +225,17 @@ class Context:
             ledger.store.execute("ANALYZE")  # the copies inherit the statistics
         took = time.perf_counter() - started
         ledger.store.close()
-        self.load = Result("backfill", self.backend, "whole-workload load (submitBatch)", "events/s", done, [took], batches, rss_mb()[0],
-                           note="1,000 per batch, area after area, signing included; one run; latency per batch")
+        self.load = Result(
+            "backfill",
+            self.backend,
+            "whole-workload load (submitBatch)",
+            "events/s",
+            done,
+            [took],
+            batches,
+            rss_mb()[0],
+            note="1,000 per batch, area after area, signing included; one run; latency per batch",
+        )
         self.progress(f"loaded {self.backend} template of {done:,} events in {took:.0f} s")
         return home, database
 
@@ -233,10 +247,19 @@ class Context:
 
 
 def machine() -> dict[str, Any]:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")), platform.processor())
+    cpu = next(
+        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")),
+        platform.processor(),
+    )
     mem_kb = int(next(line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal")))
-    info: dict[str, Any] = {"cpu": cpu, "cores": os.cpu_count(), "memory_gb": round(mem_kb / 1024 / 1024, 1),
-                            "python": platform.python_version(), "sqlite": sqlite3.sqlite_version, "load_average": os.getloadavg()}
+    info: dict[str, Any] = {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gb": round(mem_kb / 1024 / 1024, 1),
+        "python": platform.python_version(),
+        "sqlite": sqlite3.sqlite_version,
+        "load_average": os.getloadavg(),
+    }
     try:
         with psycopg.connect(PG_ADMIN_URL) as conn:
             info["postgresql"] = conn.execute("SHOW server_version").fetchone()[0]  # type: ignore[index]
@@ -245,20 +268,27 @@ def machine() -> dict[str, Any]:
     except psycopg.Error as exc:
         info["postgresql"] = f"unavailable: {exc}"
     with suppress(OSError):
-        info["commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False,
-                                        cwd=Path(__file__).parent).stdout.strip()
+        info["commit"] = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False, cwd=Path(__file__).parent
+        ).stdout.strip()
     return info
 
 
-def run_scenarios(names: list[str], backends: list[str], sizes: list[int], runs: int, warmup: int,
-                  progress: Callable[[str], None] = lambda m: None) -> dict[str, Any]:
+def run_scenarios(
+    names: list[str], backends: list[str], sizes: list[int], runs: int, warmup: int, progress: Callable[[str], None] = lambda m: None
+) -> dict[str, Any]:
     """Run each named scenario on each backend at each size; the report is JSON-ready."""
     known = scenarios()
     unknown = [n for n in names if n not in known]
     if unknown:
         raise ValueError(f"unknown scenario {unknown[0]!r}; known: {', '.join(known)}")
-    report: dict[str, Any] = {"machine": machine(), "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                              "runs": runs, "warmup": warmup, "results": []}
+    report: dict[str, Any] = {
+        "machine": machine(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "runs": runs,
+        "warmup": warmup,
+        "results": [],
+    }
     for size in sizes:
         for backend in backends:
             ctx = Context(backend, size, runs, warmup, progress=progress)
@@ -297,8 +327,22 @@ def report_rows(report: dict[str, Any]) -> list[list[str]]:
             other = main.get((r.events, r.backend, r.scenario, r.baseline_for))
             if other and r.throughput:
                 versus = f"{other.throughput / r.throughput:.1f}×"
-        rows.append([f"{r.events:,}", r.backend, r.scenario, r.what, f"{r.throughput:,.0f} {r.unit}", ms(r.percentile(50)),
-                     ms(r.percentile(95)), ms(r.percentile(99)), "" if r.rss_mb is None else f"{r.rss_mb:.0f}", versus, r.target, r.note])
+        rows.append(
+            [
+                f"{r.events:,}",
+                r.backend,
+                r.scenario,
+                r.what,
+                f"{r.throughput:,.0f} {r.unit}",
+                ms(r.percentile(50)),
+                ms(r.percentile(95)),
+                ms(r.percentile(99)),
+                "" if r.rss_mb is None else f"{r.rss_mb:.0f}",
+                versus,
+                r.target,
+                r.note,
+            ]
+        )
     return rows
 
 

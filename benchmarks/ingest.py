@@ -44,14 +44,22 @@ from .workload import canonical_text, payload_body, share_of
 BATCH = 500
 PROCESSES = 2
 NAIVE_EVENTS = 2_000  # the one-transaction-per-event baselines run on the first events only (a rate, not a total)
-STOCK_SETTINGS = ("PERSISTENCE_MODULE", "POSTGRES_DBNAME", "POSTGRES_HOST", "POSTGRES_PORT", "POSTGRES_USER", "POSTGRES_PASSWORD", "SQLITE_DBNAME")
+STOCK_SETTINGS = (
+    "PERSISTENCE_MODULE",
+    "POSTGRES_DBNAME",
+    "POSTGRES_HOST",
+    "POSTGRES_PORT",
+    "POSTGRES_USER",
+    "POSTGRES_PASSWORD",
+    "SQLITE_DBNAME",
+)
 NAMESPACE = uuid.UUID("0b3c41a4-7c55-4a61-8f39-3f0a2c6c1a1e")
 
 
 def _register(ledger: Any, orgs: list[Any]) -> None:
     setup = org_setup(ledger, orgs)
     for i in range(0, len(setup), 2000):
-        ledger.submit_batch(setup[i:i + 2000])
+        ledger.submit_batch(setup[i : i + 2000])
 
 
 def _ingest_share(settings: Settings, envelopes: list[dict[str, Any]], start: Any, results: Any) -> None:
@@ -64,7 +72,7 @@ def _ingest_share(settings: Settings, envelopes: list[dict[str, Any]], start: An
     latencies = []
     for i in range(0, len(envelopes), BATCH):
         t = time.perf_counter()
-        ledger.submit_batch(envelopes[i:i + BATCH])
+        ledger.submit_batch(envelopes[i : i + BATCH])
         latencies.append((time.perf_counter() - t) * 1000)
     results.put((began, time.monotonic(), latencies))
     ledger.store.close()
@@ -84,7 +92,7 @@ def run(ctx: Context) -> list[Result]:
             started = time.perf_counter()
             for i in range(0, len(signed), BATCH):
                 t = time.perf_counter()
-                ledger.submit_batch(signed[i:i + BATCH])
+                ledger.submit_batch(signed[i : i + BATCH])
                 latencies.append((time.perf_counter() - t) * 1000)
             took = time.perf_counter() - started
             if not stored_rows:
@@ -95,8 +103,18 @@ def run(ctx: Context) -> list[Result]:
         return took, latencies
 
     seconds, latencies = ctx.measure(batched)
-    main = Result("ingest", ctx.backend, "submitBatch", "events/s", len(signed), seconds, latencies, rss_mb()[0],
-                  target="≥ 5,000/s PostgreSQL, ≥ 2,000/s SQLite", note=f"{BATCH} per batch; latency per batch")
+    main = Result(
+        "ingest",
+        ctx.backend,
+        "submitBatch",
+        "events/s",
+        len(signed),
+        seconds,
+        latencies,
+        rss_mb()[0],
+        target="≥ 5,000/s PostgreSQL, ≥ 2,000/s SQLite",
+        note=f"{BATCH} per batch; latency per batch",
+    )
     naive = signed[:NAIVE_EVENTS]
     texts = [(canonical_text(env), payload_body(env)) for env in naive]
 
@@ -129,9 +147,19 @@ def run(ctx: Context) -> list[Result]:
                 app.close()
 
     seconds, lat = ctx.measure(stock_loop)
-    stock_row = Result("ingest", ctx.backend, "naive eventsourcing loop, the library's own recorder", "events/s", len(naive), seconds, lat, rss_mb()[0],
-                       baseline_for="submitBatch", target="submitBatch ≥ 10× this",
-                       note="eventsourcing as it ships: save() per event and nothing else")
+    stock_row = Result(
+        "ingest",
+        ctx.backend,
+        "naive eventsourcing loop, the library's own recorder",
+        "events/s",
+        len(naive),
+        seconds,
+        lat,
+        rss_mb()[0],
+        baseline_for="submitBatch",
+        target="submitBatch ≥ 10× this",
+        note="eventsourcing as it ships: save() per event and nothing else",
+    )
 
     def naive_loop() -> tuple[float, list[float]]:
         with ctx.fresh() as settings:
@@ -142,9 +170,19 @@ def run(ctx: Context) -> list[Result]:
                 ledger.store.close()
 
     seconds, lat = ctx.measure(naive_loop)
-    naive_row = Result("ingest", ctx.backend, "naive eventsourcing loop, nothing checked", "events/s", len(naive), seconds, lat, rss_mb()[0],
-                       baseline_for="submitBatch", target="submitBatch ≥ 10× this (stricter)",
-                       note="save() per event and nothing else, through the ledger's own recorder")
+    naive_row = Result(
+        "ingest",
+        ctx.backend,
+        "naive eventsourcing loop, nothing checked",
+        "events/s",
+        len(naive),
+        seconds,
+        lat,
+        rss_mb()[0],
+        baseline_for="submitBatch",
+        target="submitBatch ≥ 10× this (stricter)",
+        note="save() per event and nothing else, through the ledger's own recorder",
+    )
 
     def one_by_one() -> tuple[float, list[float]]:
         with ctx.fresh() as settings:
@@ -161,8 +199,18 @@ def run(ctx: Context) -> list[Result]:
         return took, latencies
 
     seconds, lat = ctx.measure(one_by_one)
-    each_row = Result("ingest", ctx.backend, "naive loop, same checks", "events/s", len(naive), seconds, lat, rss_mb()[0],
-                      baseline_for="submitBatch", note="Ledger.submit per event: every check, one save() and transaction per event")
+    each_row = Result(
+        "ingest",
+        ctx.backend,
+        "naive loop, same checks",
+        "events/s",
+        len(naive),
+        seconds,
+        lat,
+        rss_mb()[0],
+        baseline_for="submitBatch",
+        note="Ledger.submit per event: every check, one save() and transaction per event",
+    )
 
     def bulk() -> tuple[float, list[float]]:
         with ctx.fresh() as settings:
@@ -171,8 +219,11 @@ def run(ctx: Context) -> list[Result]:
             events, index = stored_rows["events"], stored_rows["index"]
             width = len(index[0]) if index else 9
             with store.cursor(commit=True) as cur:
-                cur.execute(f"CREATE TABLE bulk_events AS SELECT originator_id, originator_version, topic, state FROM {store.events_table} WITH NO DATA"
-                            if store.is_postgres else "CREATE TABLE bulk_events AS SELECT originator_id, originator_version, topic, state FROM stored_events WHERE 0")
+                cur.execute(
+                    f"CREATE TABLE bulk_events AS SELECT originator_id, originator_version, topic, state FROM {store.events_table} WITH NO DATA"
+                    if store.is_postgres
+                    else "CREATE TABLE bulk_events AS SELECT originator_id, originator_version, topic, state FROM stored_events WHERE 0"
+                )
                 cur.execute("CREATE TABLE bulk_index AS SELECT * FROM ledger_index " + ("WITH NO DATA" if store.is_postgres else "WHERE 0"))
             started = time.perf_counter()
             with store.cursor(commit=True) as cur:
@@ -191,9 +242,17 @@ def run(ctx: Context) -> list[Result]:
         return took, []
 
     seconds, _ = ctx.measure(bulk)
-    bulk_row = Result("ingest", ctx.backend, "COPY of the stored rows" if ctx.backend == "postgres" else "bulk insert of the stored rows",
-                      "events/s", len(stored_rows["events"]), seconds, [], baseline_for="submitBatch",
-                      note="physical limit: the same event and index rows, one transaction")
+    bulk_row = Result(
+        "ingest",
+        ctx.backend,
+        "COPY of the stored rows" if ctx.backend == "postgres" else "bulk insert of the stored rows",
+        "events/s",
+        len(stored_rows["events"]),
+        seconds,
+        [],
+        baseline_for="submitBatch",
+        note="physical limit: the same event and index rows, one transaction",
+    )
     rows = [main, stock_row, naive_row, each_row, bulk_row]
     if ctx.backend == "postgres":  # SQLite has one writer: a second process only waits for the lock
         shares: list[list[dict[str, Any]]] = [[] for _ in range(PROCESSES)]
@@ -226,8 +285,20 @@ def run(ctx: Context) -> list[Result]:
             return max(end for _, end, _ in reports) - min(began for began, _, _ in reports), [ms for *_, lat in reports for ms in lat]
 
         seconds, lat = ctx.measure(processes)
-        rows.insert(1, Result("ingest", ctx.backend, f"submitBatch, {PROCESSES} processes", "events/s", len(signed), seconds, lat,
-                              target="≥ 5,000/s PostgreSQL", note=f"pupils split between {PROCESSES} processes, one database; latency per batch"))
+        rows.insert(
+            1,
+            Result(
+                "ingest",
+                ctx.backend,
+                f"submitBatch, {PROCESSES} processes",
+                "events/s",
+                len(signed),
+                seconds,
+                lat,
+                target="≥ 5,000/s PostgreSQL",
+                note=f"pupils split between {PROCESSES} processes, one database; latency per batch",
+            ),
+        )
     return rows
 
 

@@ -53,8 +53,22 @@ def broker() -> Iterator[str]:
         s.bind(("127.0.0.1", 0))
         port = int(s.getsockname()[1])
     data = Path(tempfile.mkdtemp(prefix="pl-bench-kafka-"))
-    process = subprocess.Popen([str(Path(noida_db.__file__).with_name("noida-db")), "start", "--only", "kafka", "--kafka-port", str(port),
-                                "--host", "127.0.0.1", "--data-dir", str(data)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [
+            str(Path(noida_db.__file__).with_name("noida-db")),
+            "start",
+            "--only",
+            "kafka",
+            "--kafka-port",
+            str(port),
+            "--host",
+            "127.0.0.1",
+            "--data-dir",
+            str(data),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
@@ -69,8 +83,14 @@ def broker() -> Iterator[str]:
 
 
 def feed_env(settings: Settings, config: FeedConfig) -> dict[str, str]:
-    env = dict(os.environ, PUPIL_LEDGER_HOME=str(settings.home), PUPIL_LEDGER_KAFKA=config.bootstrap, PUPIL_LEDGER_KAFKA_TOPIC=config.topic,
-               PUPIL_LEDGER_KAFKA_PARTITIONS=str(config.partitions), PUPIL_LEDGER_KAFKA_GROUP=config.group)
+    env = dict(
+        os.environ,
+        PUPIL_LEDGER_HOME=str(settings.home),
+        PUPIL_LEDGER_KAFKA=config.bootstrap,
+        PUPIL_LEDGER_KAFKA_TOPIC=config.topic,
+        PUPIL_LEDGER_KAFKA_PARTITIONS=str(config.partitions),
+        PUPIL_LEDGER_KAFKA_GROUP=config.group,
+    )
     env["PUPIL_LEDGER_DATABASE_URL"] = settings.database_url or ""
     return env
 
@@ -102,8 +122,15 @@ def consume_all(settings: Settings, config: FeedConfig, workers: int) -> tuple[i
     store = ledger.store
     Projector(store).ensure()  # empty views at position 0: the workers apply the whole topic (new views would be built from the log)
     last = store.max_sequence()
-    procs = [subprocess.Popen([*CLI, "project", "run", "--source", "kafka", "--batch", "1000", "--idle", "0.05"], env=feed_env(settings, config),
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(workers)]
+    procs = [
+        subprocess.Popen(
+            [*CLI, "project", "run", "--source", "kafka", "--batch", "1000", "--idle", "0.05"],
+            env=feed_env(settings, config),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for _ in range(workers)
+    ]
     try:
         started = None
         deadline = time.monotonic() + 600
@@ -112,7 +139,9 @@ def consume_all(settings: Settings, config: FeedConfig, workers: int) -> tuple[i
                 if started is None and store.query("SELECT COUNT(*) FROM pv_kafka_offsets")[0][0]:
                     started = time.perf_counter()
                 if started is not None and min(p for (p,) in store.query("SELECT position FROM pv_positions")) >= last:
-                    return int(store.query("SELECT COUNT(*) FROM ledger_index WHERE type NOT LIKE ?", ("access.%",))[0][0]), time.perf_counter() - started
+                    return int(
+                        store.query("SELECT COUNT(*) FROM ledger_index WHERE type NOT LIKE ?", ("access.%",))[0][0]
+                    ), time.perf_counter() - started
             except Exception:  # noqa: BLE001 - the workers create these tables as they start
                 pass
             time.sleep(0.01)
@@ -140,9 +169,22 @@ def run(ctx: Context) -> list[Result]:
             return took, []
 
         seconds, _ = ctx.measure(relay_once)
-        rows.append(Result("kafka", ctx.backend, "relay: ledger -> topic", "events/s", relay_runs[-1][0], seconds, [], rss_mb()[0],
-                           target="≥ 20,000/s", note=f"{PARTITIONS} partitions, batches of 2,000, acks=all, idempotent; ledger events covered per second"))
+        rows.append(
+            Result(
+                "kafka",
+                ctx.backend,
+                "relay: ledger -> topic",
+                "events/s",
+                relay_runs[-1][0],
+                seconds,
+                [],
+                rss_mb()[0],
+                target="≥ 20,000/s",
+                note=f"{PARTITIONS} partitions, batches of 2,000, acks=all, idempotent; ledger events covered per second",
+            )
+        )
         for workers in (1, 2):
+
             def consume_once(workers: int = workers) -> tuple[float, list[float]]:
                 with ctx.loaded() as settings:
                     config = new_config(bootstrap)
@@ -152,9 +194,21 @@ def run(ctx: Context) -> list[Result]:
                 return took, []
 
             seconds, _ = ctx.measure(consume_once)
-            rows.append(Result("kafka", ctx.backend, f"projection workers from the topic: {workers}", "events/s", consumer_runs[workers][-1][0], seconds,
-                               [], None, target="≥ 10,000/s" if workers == 1 else "≥ 1.6 × one worker",
-                               note="processes; from the first applied batch to the views' position at the end", baseline_for=None))
+            rows.append(
+                Result(
+                    "kafka",
+                    ctx.backend,
+                    f"projection workers from the topic: {workers}",
+                    "events/s",
+                    consumer_runs[workers][-1][0],
+                    seconds,
+                    [],
+                    None,
+                    target="≥ 10,000/s" if workers == 1 else "≥ 1.6 × one worker",
+                    note="processes; from the first applied batch to the views' position at the end",
+                    baseline_for=None,
+                )
+            )
         rows.append(end_to_end(ctx, bootstrap))
     return rows
 
@@ -193,7 +247,10 @@ def end_to_end(ctx: Context, bootstrap: str) -> Result:
         saved = {k: os.environ.get(k) for k in ("PUPIL_LEDGER_KAFKA", "PUPIL_LEDGER_KAFKA_TOPIC", "PUPIL_LEDGER_KAFKA_GROUP")}
         os.environ.update(PUPIL_LEDGER_KAFKA=config.bootstrap, PUPIL_LEDGER_KAFKA_TOPIC=config.topic, PUPIL_LEDGER_KAFKA_GROUP=config.group)
         try:
-            companions = [["relay", "--batch", "500", "--idle", "0.01"], ["project", "run", "--source", "kafka", "--batch", "500", "--idle", "0.01"]]
+            companions = [
+                ["relay", "--batch", "500", "--idle", "0.01"],
+                ["project", "run", "--source", "kafka", "--batch", "500", "--idle", "0.01"],
+            ]
             with Server(settings, ["--no-followers"], companions) as server:
                 time.sleep(3)  # the worker joins the group
                 reader = admin.open_ledger(settings)
@@ -253,8 +310,18 @@ def end_to_end(ctx: Context, bootstrap: str) -> Result:
     missing = len(committed) - len(latencies)
     note = f"serve --no-followers, relay and one worker as processes; {clients} clients, open loop, {len(signed):,} events offered"
     note += (f"; {missing} NOT VISIBLE within 60 s" if missing else "") + (f"; NOT ALL ACCEPTED: {failures[0]}" if failures else "")
-    return Result("kafka", ctx.backend, f"end to end at {E2E_RATE:,} events/s offered: 201 -> views' position", "events/s", len(committed), seconds,
-                  latencies, None, target="p99 ≤ 2 s", note=note)
+    return Result(
+        "kafka",
+        ctx.backend,
+        f"end to end at {E2E_RATE:,} events/s offered: 201 -> views' position",
+        "events/s",
+        len(committed),
+        seconds,
+        latencies,
+        None,
+        target="p99 ≤ 2 s",
+        note=note,
+    )
 
 
 SCENARIO = Scenario("kafka", run, "change feed: relay, projection workers from the topic, end to end (PostgreSQL)")

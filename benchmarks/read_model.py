@@ -44,7 +44,8 @@ def _storage(store: Any) -> tuple[float, str]:
 def _scopes(reader: Reader, moment: Moment) -> tuple[str, str]:
     """The LA and the school with the most pupils on roll (the heaviest of their level)."""
     rows = reader.store.query(
-        "SELECT school, COUNT(*) FROM rm_registrations WHERE known_to IS NULL AND end_on IS NULL GROUP BY school ORDER BY 2 DESC LIMIT 1")
+        "SELECT school, COUNT(*) FROM rm_registrations WHERE known_to IS NULL AND end_on IS NULL GROUP BY school ORDER BY 2 DESC LIMIT 1"
+    )
     school = str(rows[0][0])
     la = context(reader, moment, ViewSettings()).directory.la_of(school) or "la:201"
     return la, school
@@ -107,26 +108,85 @@ def run(ctx: Context) -> list[Result]:
     rss = rss_mb()[1]
     events = int(notes.get("events", "0"))
     fold = rows.get("fold national", ([], []))[1]
-    for name, what, target in (("catch-up, all views", "catch-up, every view (facts and read model)", ""),
-                               ("catch-up, read model alone", "read model catch-up (rebuild from the log)", "≥ 15,000 events/s")):
+    for name, what, target in (
+        ("catch-up, all views", "catch-up, every view (facts and read model)", ""),
+        ("catch-up, read model alone", "read model catch-up (rebuild from the log)", "≥ 15,000 events/s"),
+    ):
         seconds = rows.get(name, ([], []))[0]
-        out.append(Result("read_model", ctx.backend, what, "events/s", events, seconds, [], rss, target=target,
-                          note=f"storage {notes.get('storage', '')}" if "alone" in name else ""))
+        out.append(
+            Result(
+                "read_model",
+                ctx.backend,
+                what,
+                "events/s",
+                events,
+                seconds,
+                [],
+                rss,
+                target=target,
+                note=f"storage {notes.get('storage', '')}" if "alone" in name else "",
+            )
+        )
     for level, target in (("national", "p99 ≤ 250 ms at 10M events"), ("la", "p99 ≤ 50 ms"), ("school", "p99 ≤ 20 ms")):
         latencies = rows.get(f"read model {level}", ([], []))[1]
         ratio = (sorted(fold)[len(fold) // 2] / sorted(latencies)[len(latencies) // 2]) if fold and latencies else 0.0
-        out.append(Result("read_model", ctx.backend, f"accountabilityMetrics, {level}, new moment (read model)", "reads/s", len(latencies),
-                          [sum(latencies) / 1000], latencies, rss, baseline_for=None, target=target,
-                          note=f"{notes.get('scopes', '')}; fold ÷ model (median) {ratio:,.0f}×" if level == "national" else notes.get("scopes", "")))
-    out.append(Result("read_model", ctx.backend, "accountabilityMetrics, national, new moment (fold, baseline)", "reads/s", len(fold),
-                      [sum(fold) / 1000], fold, rss, baseline_for="accountabilityMetrics, national, new moment (read model)"))
+        out.append(
+            Result(
+                "read_model",
+                ctx.backend,
+                f"accountabilityMetrics, {level}, new moment (read model)",
+                "reads/s",
+                len(latencies),
+                [sum(latencies) / 1000],
+                latencies,
+                rss,
+                baseline_for=None,
+                target=target,
+                note=f"{notes.get('scopes', '')}; fold ÷ model (median) {ratio:,.0f}×" if level == "national" else notes.get("scopes", ""),
+            )
+        )
+    out.append(
+        Result(
+            "read_model",
+            ctx.backend,
+            "accountabilityMetrics, national, new moment (fold, baseline)",
+            "reads/s",
+            len(fold),
+            [sum(fold) / 1000],
+            fold,
+            rss,
+            baseline_for="accountabilityMetrics, national, new moment (read model)",
+        )
+    )
     series_ms = rows.get("series", ([], []))[1]
-    out.append(Result("read_model", ctx.backend, f"{SERIES_MONTHS}-month national series, every metric", "series/s", len(series_ms),
-                      [sum(series_ms) / 1000], series_ms, rss, target="≤ 2 s at 10M events"))
+    out.append(
+        Result(
+            "read_model",
+            ctx.backend,
+            f"{SERIES_MONTHS}-month national series, every metric",
+            "series/s",
+            len(series_ms),
+            [sum(series_ms) / 1000],
+            series_ms,
+            rss,
+            target="≤ 2 s at 10M events",
+        )
+    )
     api = rows.get("api", ([], []))[1]
-    out.append(Result("read_model", ctx.backend, "API process: accountabilityMetrics (England, new moments) and one 36-month series over HTTP",
-                      "requests/s", len(api), [sum(api) / 1000], api, float(notes.get("api_rss", "0")), target="RSS < 300 MB",
-                      note=f"RSS is the server's peak; statuses {notes.get('api', '')}"))
+    out.append(
+        Result(
+            "read_model",
+            ctx.backend,
+            "API process: accountabilityMetrics (England, new moments) and one 36-month series over HTTP",
+            "requests/s",
+            len(api),
+            [sum(api) / 1000],
+            api,
+            float(notes.get("api_rss", "0")),
+            target="RSS < 300 MB",
+            note=f"RSS is the server's peak; statuses {notes.get('api', '')}",
+        )
+    )
     return out
 
 

@@ -53,10 +53,14 @@ def run(ctx: Context) -> list[Result]:
                 ledger.store.close()
                 sealed = server.sealed_size()
                 if not caught_up:
-                    failures.append(f"NOT CAUGHT UP within {SEAL_TIMEOUT:.0f} s: {sealed:,} of {size:,} sealed; reads timed during catch-up")
+                    failures.append(
+                        f"NOT CAUGHT UP within {SEAL_TIMEOUT:.0f} s: {sealed:,} of {size:,} sealed; reads timed during catch-up"
+                    )
                 rng = random.Random(i)
                 reads = drive(server.port, [[get(f"/pupils/{upn}/history?purpose=data_correction", token) for upn in upns]])
-                inclusion = drive(server.port, [[get(f"/log/proof/inclusion?index={rng.randrange(max(1, sealed))}") for _ in range(REQUESTS)]])
+                inclusion = drive(
+                    server.port, [[get(f"/log/proof/inclusion?index={rng.randrange(max(1, sealed))}") for _ in range(REQUESTS)]]
+                )
                 peaks.append(server.rss_mb()[1])
                 for load in (reads, inclusion):
                     if load.first_error:
@@ -66,16 +70,38 @@ def run(ctx: Context) -> list[Result]:
                 proofs.append(inclusion.seconds)
                 history_latency.extend(reads.latencies_ms)
                 proof_latency.extend(inclusion.latencies_ms)
-    note = (f"{ctx.workload.size:,} events, {len(ctx.workload.upns):,} pupils; one client; the server sealed and projected "
-            f"the copy in {max(catch_up, default=0.0):.0f} s (the longest run)")
+    note = (
+        f"{ctx.workload.size:,} events, {len(ctx.workload.upns):,} pupils; one client; the server sealed and projected "
+        f"the copy in {max(catch_up, default=0.0):.0f} s (the longest run)"
+    )
     if failures:
         note += f"; ERRORS: {failures[0]}"
     return [
         *([ctx.load] if ctx.load else []),
-        Result("reads", ctx.backend, "pupilHistory", "requests/s", REQUESTS, history, history_latency, max(peaks, default=0.0),
-               target="p99 < 20 ms at 10M events / 1M pupils", note=note),
-        Result("reads", ctx.backend, "inclusionProof", "requests/s", REQUESTS, proofs, proof_latency, max(peaks, default=0.0),
-               target="p99 < 10 ms at 10M events", note=note),
+        Result(
+            "reads",
+            ctx.backend,
+            "pupilHistory",
+            "requests/s",
+            REQUESTS,
+            history,
+            history_latency,
+            max(peaks, default=0.0),
+            target="p99 < 20 ms at 10M events / 1M pupils",
+            note=note,
+        ),
+        Result(
+            "reads",
+            ctx.backend,
+            "inclusionProof",
+            "requests/s",
+            REQUESTS,
+            proofs,
+            proof_latency,
+            max(peaks, default=0.0),
+            target="p99 < 10 ms at 10M events",
+            note=note,
+        ),
     ]
 
 

@@ -24,11 +24,30 @@ from ledger.tools import admin
 from .harness import Context, Result, Scenario, rss_mb
 
 PROJECT = {
-    "project": "bench", "purpose": "Benchmark: every pupil's episodes", "unit": "episode",
-    "variables": ["kind", "start", "end", "duration", "establishment", "year_group", "sen_status", "looked_after", "setting_type", "tier",
-                  "reason", "outcome", "hours"],
-    "quasi_identifiers": ["start", "establishment", "year_group", "looked_after"], "sensitive": ["reason", "sen_status"],
-    "period": {"from": "2000-01-01", "to": "2030-12-31"}, "expires_on": "2030-12-31", "k": 10, "l": 2,
+    "project": "bench",
+    "purpose": "Benchmark: every pupil's episodes",
+    "unit": "episode",
+    "variables": [
+        "kind",
+        "start",
+        "end",
+        "duration",
+        "establishment",
+        "year_group",
+        "sen_status",
+        "looked_after",
+        "setting_type",
+        "tier",
+        "reason",
+        "outcome",
+        "hours",
+    ],
+    "quasi_identifiers": ["start", "establishment", "year_group", "looked_after"],
+    "sensitive": ["reason", "sen_status"],
+    "period": {"from": "2000-01-01", "to": "2030-12-31"},
+    "expires_on": "2030-12-31",
+    "k": 10,
+    "l": 2,
 }
 
 
@@ -77,8 +96,12 @@ def run(ctx: Context) -> list[Result]:
             if settings.database_url:
                 env["PUPIL_LEDGER_DATABASE_URL"] = settings.database_url
             started = time.perf_counter()
-            process = subprocess.Popen([sys.executable, "-m", "api.cli", "export", "research", "--project", "bench", str(out / "release")],
-                                       env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            process = subprocess.Popen(
+                [sys.executable, "-m", "api.cli", "export", "research", "--project", "bench", str(out / "release")],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
             peak = _PeakMemory(process.pid)
             _, stderr_bytes = process.communicate()
             took = time.perf_counter() - started
@@ -96,13 +119,27 @@ def run(ctx: Context) -> list[Result]:
     seconds, _ = ctx.measure(once)
     manifest, sizes = facts[-1]["manifest"], facts[-1]["sizes"]
     anonymity = manifest["anonymity"]
-    note = (f"{facts[-1]['pupils']:,} pupils read; released {manifest['rows']:,} rows of {manifest['pupils']:,} pupils, "
-            f"{manifest['suppressed_rows']:,} suppressed; k={anonymity['k']}, "
-            f"l={anonymity['l']}; levels {', '.join(f'{k}={v}' for k, v in anonymity['levels'].items() if k in anonymity['quasi_identifiers'])}; "
-            f"Parquet {sizes.get('rows.parquet', 0) / 1e6:.1f} MB, CSV {sizes.get('rows.csv', 0) / 1e6:.1f} MB; {facts[-1]['steps']}; "
-            "RSS: the command and its reader processes together, at their peak")
-    return [Result("research_export", ctx.backend, "export research (every pupil, episode rows)", "pupils/s", int(facts[-1]["pupils"]),
-                   seconds, [], max(f["rss_mb"] for f in facts), target="1M pupils ≤ 120 s, ≤ 1 GB", note=note)]
+    note = (
+        f"{facts[-1]['pupils']:,} pupils read; released {manifest['rows']:,} rows of {manifest['pupils']:,} pupils, "
+        f"{manifest['suppressed_rows']:,} suppressed; k={anonymity['k']}, "
+        f"l={anonymity['l']}; levels {', '.join(f'{k}={v}' for k, v in anonymity['levels'].items() if k in anonymity['quasi_identifiers'])}; "
+        f"Parquet {sizes.get('rows.parquet', 0) / 1e6:.1f} MB, CSV {sizes.get('rows.csv', 0) / 1e6:.1f} MB; {facts[-1]['steps']}; "
+        "RSS: the command and its reader processes together, at their peak"
+    )
+    return [
+        Result(
+            "research_export",
+            ctx.backend,
+            "export research (every pupil, episode rows)",
+            "pupils/s",
+            int(facts[-1]["pupils"]),
+            seconds,
+            [],
+            max(f["rss_mb"] for f in facts),
+            target="1M pupils ≤ 120 s, ≤ 1 GB",
+            note=note,
+        )
+    ]
 
 
 SCENARIO = Scenario("research_export", run, "pupil-ledger export research of the whole loaded ledger (its own process; peak RSS)")

@@ -30,9 +30,19 @@ def run(ctx: Context) -> list[Result]:
             for k in proof_p:
                 proof_p[k].append(out["inclusion_proof"][k])
     proof_note = ", ".join(f"{k[:3]} {max(v):.2f} ms" for k, v in proof_p.items())
-    sealing = Result("sealing", ctx.backend, "seal into the Merkle log", "entries/s", leaves, seal_seconds, [], rss_mb()[0],
-                     target="≥ 20,000/s", note=f"synthetic index rows, 5,000 per transaction; inclusion proof at this size (store, "
-                     f"worst run) {proof_note}; recomputing the root instead: {max(baseline_ms):.1f} ms")
+    sealing = Result(
+        "sealing",
+        ctx.backend,
+        "seal into the Merkle log",
+        "entries/s",
+        leaves,
+        seal_seconds,
+        [],
+        rss_mb()[0],
+        target="≥ 20,000/s",
+        note=f"synthetic index rows, 5,000 per transaction; inclusion proof at this size (store, "
+        f"worst run) {proof_note}; recomputing the root instead: {max(baseline_ms):.1f} ms",
+    )
     return [sealing]
 
 

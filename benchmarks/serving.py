@@ -71,10 +71,17 @@ class Server:
             env["PUPIL_LEDGER_DATABASE_URL"] = self.settings.database_url
         root = Path(__file__).resolve().parents[1]
         with self.log.open("wb") as log:  # a file, not a pipe: a chatty server must never block on a full pipe
-            self.process = subprocess.Popen([sys.executable, "-m", "api.cli", "serve", "--port", str(self.port), *self.args], env=env, cwd=root,
-                                            stdout=subprocess.DEVNULL, stderr=log)
-            self.others = [subprocess.Popen([sys.executable, "-m", "api.cli", *command], env=env, cwd=root, stdout=subprocess.DEVNULL, stderr=log)
-                           for command in self.companions]
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "api.cli", "serve", "--port", str(self.port), *self.args],
+                env=env,
+                cwd=root,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+            )
+            self.others = [
+                subprocess.Popen([sys.executable, "-m", "api.cli", *command], env=env, cwd=root, stdout=subprocess.DEVNULL, stderr=log)
+                for command in self.companions
+            ]
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.process.poll() is not None or any(other.poll() is not None for other in self.others):
@@ -161,7 +168,9 @@ async def _connection(port: int, requests: list[Request], load: Load) -> None:
                 head += f"Authorization: Bearer {token}\r\n"
             started = time.perf_counter()
             try:
-                status, payload, closing = await asyncio.wait_for(_exchange(reader, writer, head.encode("ascii") + b"\r\n" + body), REQUEST_TIMEOUT)
+                status, payload, closing = await asyncio.wait_for(
+                    _exchange(reader, writer, head.encode("ascii") + b"\r\n" + body), REQUEST_TIMEOUT
+                )
             except (ConnectionError, TimeoutError, asyncio.IncompleteReadError, IndexError, ValueError) as exc:
                 status, payload, closing = 0, f"request failed: {exc!r}".encode(), True
             load.latencies_ms.append((time.perf_counter() - started) * 1000)

@@ -37,8 +37,14 @@ def run(ctx: Context) -> list[Result]:
     rows = [_run(ctx, "submitEvent, group commit", [])]
     if ctx.backend == "postgres":  # several API processes: PostgreSQL only (the embedded SQLite has one writer)
         rows.append(_run(ctx, f"submitEvent, {WORKERS} API processes", ["--workers", str(WORKERS)]))
-        rows.append(_run(ctx, f"submitEvent, {WORKERS} API processes, sealer and projector apart (docker-compose)",
-                         ["--workers", str(WORKERS), "--no-followers"], COMPOSE_FOLLOWERS))
+        rows.append(
+            _run(
+                ctx,
+                f"submitEvent, {WORKERS} API processes, sealer and projector apart (docker-compose)",
+                ["--workers", str(WORKERS), "--no-followers"],
+                COMPOSE_FOLLOWERS,
+            )
+        )
     return rows
 
 
@@ -62,7 +68,7 @@ def _run(ctx: Context, what: str, serve_args: list[str], companions: Sequence[Se
             for env, body in zip(signed, bodies, strict=True):
                 shares[share_of(body, CLIENTS)].append(post("/events", env, tokens[body["submitter"]]))
             warm = [share[: len(share) // 10] for share in shares]
-            timed = [share[len(share) // 10:] for share in shares]
+            timed = [share[len(share) // 10 :] for share in shares]
             with Server(settings, serve_args, companions) as server:
                 drive(server.port, warm)
                 load = drive(server.port, timed)
@@ -87,13 +93,26 @@ def _run(ctx: Context, what: str, serve_args: list[str], companions: Sequence[Se
     if bad:
         note += f"; NOT ALL ACCEPTED {dict(bad)}: {errors[0] if errors else ''}"
     lags = [lag for lag in sealed_after if lag is not None]
-    note += (f"; every acknowledged event in a signed checkpoint {max(lags):.1f} s after the last answer (the longest of the runs)"
-             if len(lags) == len(sealed_after) else "; NOT SEALED within 60 s of the load")
+    note += (
+        f"; every acknowledged event in a signed checkpoint {max(lags):.1f} s after the last answer (the longest of the runs)"
+        if len(lags) == len(sealed_after)
+        else "; NOT SEALED within 60 s of the load"
+    )
     if serve_args:
         followers = "followers apart: " + ", ".join(" ".join(c) for c in companions) if companions else "each process its own followers"
         note += f"; serve {' '.join(serve_args)} ({followers}); RSS of the largest API process"
-    return Result("submit_event", ctx.backend, what, "events/s", timed_items, seconds, latencies,
-                  max(server_peak) if server_peak else None, target="≥ 1,000/s, p99 < 100 ms, RSS < 300 MB", note=note)
+    return Result(
+        "submit_event",
+        ctx.backend,
+        what,
+        "events/s",
+        timed_items,
+        seconds,
+        latencies,
+        max(server_peak) if server_peak else None,
+        target="≥ 1,000/s, p99 < 100 ms, RSS < 300 MB",
+        note=note,
+    )
 
 
 SCENARIO = Scenario("submit_event", run, "submitEvent over HTTP with 32 concurrent clients (group commit)")

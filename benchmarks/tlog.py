@@ -47,8 +47,12 @@ def percentiles(samples: list[float]) -> dict[str, float]:
     def at(p: float) -> float:
         return nearest_rank(ordered, p) * 1000
 
-    return {"p50_ms": round(at(50), 3), "p95_ms": round(at(95), 3), "p99_ms": round(at(99), 3),
-            "mean_ms": round(statistics.fmean(ordered) * 1000, 3)}
+    return {
+        "p50_ms": round(at(50), 3),
+        "p95_ms": round(at(95), 3),
+        "p99_ms": round(at(99), 3),
+        "mean_ms": round(statistics.fmean(ordered) * 1000, 3),
+    }
 
 
 def open_store(backend: str, workdir: Path, pg_admin_url: str = PG_ADMIN_URL) -> tuple[Store, Callable[[], None]]:
@@ -80,8 +84,19 @@ def fill_index(store: Store, leaves: int) -> float:
         for i in range(start, min(leaves, start + chunk)):
             sequence += 1 + (rng.random() < 0.01)  # the store's ids have gaps; leaf indices must not
             digest = hashlib.sha256(i.to_bytes(8, "big")).hexdigest()
-            rows.append((str(uuid.UUID(int=i + 1)), sequence, str(uuid.UUID(int=i + 1)), 1, "pupil.registered", "urn:100005",
-                         digest, hashlib.sha256(digest.encode()).hexdigest(), "2026-10-05T09:00:00.000000Z"))
+            rows.append(
+                (
+                    str(uuid.UUID(int=i + 1)),
+                    sequence,
+                    str(uuid.UUID(int=i + 1)),
+                    1,
+                    "pupil.registered",
+                    "urn:100005",
+                    digest,
+                    hashlib.sha256(digest.encode()).hexdigest(),
+                    "2026-10-05T09:00:00.000000Z",
+                )
+            )
         with store.cursor(commit=True) as cur:
             if store.is_postgres:
                 with cur.copy(f"COPY ledger_index ({INDEX_COLUMNS}) FROM STDIN") as copy:
@@ -92,8 +107,7 @@ def fill_index(store: Store, leaves: int) -> float:
     return time.perf_counter() - started
 
 
-def run_backend(backend: str, leaves: int, proofs: int, batch: int, workdir: Path,
-                pg_admin_url: str = PG_ADMIN_URL) -> dict[str, Any]:
+def run_backend(backend: str, leaves: int, proofs: int, batch: int, workdir: Path, pg_admin_url: str = PG_ADMIN_URL) -> dict[str, Any]:
     store, close = open_store(backend, workdir, pg_admin_url)
     try:
         tlog.create_tables(store)
@@ -126,10 +140,14 @@ def run_backend(backend: str, leaves: int, proofs: int, batch: int, workdir: Pat
         assert merkle.root_of(leaf_hashes) == root
         recompute = time.perf_counter() - t
         return {
-            "backend": backend, "leaves": leaves, "seal_batch": batch,
+            "backend": backend,
+            "leaves": leaves,
+            "seal_batch": batch,
             "fill_index_seconds": round(fill_seconds, 2),
-            "seal_seconds": round(seal_seconds, 2), "seal_entries_per_s": round(leaves / seal_seconds),
-            "inclusion_proof": percentiles(inclusion), "consistency_proof": percentiles(consistency),
+            "seal_seconds": round(seal_seconds, 2),
+            "seal_entries_per_s": round(leaves / seal_seconds),
+            "inclusion_proof": percentiles(inclusion),
+            "consistency_proof": percentiles(consistency),
             "stored_hashes_read_per_proof_max": max(reads),
             "baseline_full_recompute_ms": round(recompute * 1000, 1),
         }
@@ -150,12 +168,16 @@ def main(argv: list[str] | None = None) -> int:
         for backend in args.backends.split(","):
             print(f"[{backend}] filling {args.leaves} index rows, sealing, proving ...", file=sys.stderr, flush=True)
             results.append(run_backend(backend, args.leaves, args.proofs, args.batch, Path(tmp)))
-    header = f"{'backend':9} {'leaves':>9} {'seal/s':>8} {'incl p50':>9} {'p99':>8} {'cons p50':>9} {'p99':>8} {'reads':>5} {'baseline':>10}"
+    header = (
+        f"{'backend':9} {'leaves':>9} {'seal/s':>8} {'incl p50':>9} {'p99':>8} {'cons p50':>9} {'p99':>8} {'reads':>5} {'baseline':>10}"
+    )
     print(header)
     for r in results:
-        print(f"{r['backend']:9} {r['leaves']:>9} {r['seal_entries_per_s']:>8} {r['inclusion_proof']['p50_ms']:>7}ms "
-              f"{r['inclusion_proof']['p99_ms']:>6}ms {r['consistency_proof']['p50_ms']:>7}ms {r['consistency_proof']['p99_ms']:>6}ms "
-              f"{r['stored_hashes_read_per_proof_max']:>5} {r['baseline_full_recompute_ms']:>8}ms")
+        print(
+            f"{r['backend']:9} {r['leaves']:>9} {r['seal_entries_per_s']:>8} {r['inclusion_proof']['p50_ms']:>7}ms "
+            f"{r['inclusion_proof']['p99_ms']:>6}ms {r['consistency_proof']['p50_ms']:>7}ms {r['consistency_proof']['p99_ms']:>6}ms "
+            f"{r['stored_hashes_read_per_proof_max']:>5} {r['baseline_full_recompute_ms']:>8}ms"
+        )
     print("baseline = recomputing the root over every leaf hash (what a proof costs without stored subtrees)")
     document = {"benchmark": "tlog", "machine": {"cpus": os.cpu_count()}, "results": results}
     if args.json_out:

@@ -101,8 +101,17 @@ class _Assignments(ConsumerRebalanceListener):  # type: ignore[misc]
 class FeedWorker:
     """One member of the projection consumer group; ``run()`` until ``stopping`` is set."""
 
-    def __init__(self, store: Store, config: FeedConfig, group: str | None = None, views: tuple[View, ...] = VIEWS,
-                 batch_size: int = 1000, idle: float = 0.5, on_batch: Callable[[int], None] | None = None, instance: str | None = None):
+    def __init__(
+        self,
+        store: Store,
+        config: FeedConfig,
+        group: str | None = None,
+        views: tuple[View, ...] = VIEWS,
+        batch_size: int = 1000,
+        idle: float = 0.5,
+        on_batch: Callable[[int], None] | None = None,
+        instance: str | None = None,
+    ):
         self.instance = instance  # static membership: a restarted worker with the same id takes its partitions back at once
         self.store, self.config, self.views, self.batch_size, self.idle, self.on_batch = store, config, views, batch_size, idle, on_batch
         self.group = group or config.group
@@ -121,10 +130,18 @@ class FeedWorker:
         if self.projector.ensure():  # a view is new or its version changed: built from the log, then the topic from the relay's mark
             self.projector.catch_up()
             self.state.reset_consumers(self.group)
-        self.consumer = KafkaConsumer(bootstrap_servers=self.config.servers, group_id=self.group, client_id=f"pupil-ledger-{self.group}",
-                                      enable_auto_commit=False, auto_offset_reset="earliest", max_poll_records=self.batch_size,
-                                      session_timeout_ms=6_000, heartbeat_interval_ms=1_000, max_poll_interval_ms=300_000,
-                                      group_instance_id=self.instance)
+        self.consumer = KafkaConsumer(
+            bootstrap_servers=self.config.servers,
+            group_id=self.group,
+            client_id=f"pupil-ledger-{self.group}",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=self.batch_size,
+            session_timeout_ms=6_000,
+            heartbeat_interval_ms=1_000,
+            max_poll_interval_ms=300_000,
+            group_instance_id=self.instance,
+        )
         self.consumer.subscribe([self.topic], listener=_Assignments(self))
 
     def run(self) -> None:
@@ -206,7 +223,9 @@ class FeedWorker:
             stored = self.state.stored_offsets(cur, self.group, self.topic, parts=sorted(by_partition), lock=True)
             handover = self._handover() if set(by_partition) - set(stored) else {}  # only a partition never applied starts there
             if self.store.is_postgres:
-                cur.execute(self.store.sql(f"SELECT view, position FROM pv_positions WHERE view IN ({marks}) ORDER BY view FOR SHARE"), names)
+                cur.execute(
+                    self.store.sql(f"SELECT view, position FROM pv_positions WHERE view IN ({marks}) ORDER BY view FOR SHARE"), names
+                )
             else:  # SQLite's write lock first
                 cur.execute(f"UPDATE pv_positions SET position = position WHERE view IN ({marks})", names)
                 cur.execute(f"SELECT view, position FROM pv_positions WHERE view IN ({marks})", names)
@@ -259,7 +278,10 @@ class FeedWorker:
                     break
                 reached = sequence
             if reached > floor:
-                cur.execute(self.store.sql(f"UPDATE pv_positions SET position = ? WHERE position < ? AND view IN ({marks})"), (reached, reached, *names))
+                cur.execute(
+                    self.store.sql(f"UPDATE pv_positions SET position = ? WHERE position < ? AND view IN ({marks})"),
+                    (reached, reached, *names),
+                )
 
     def _position_behind(self) -> bool:
         relay = self.state.relay_status(self.topic)
@@ -286,8 +308,14 @@ class FeedWorker:
             ensure_topic(self.config, self.config.dead_letter_topic, 1)
             self._dead_letters = KafkaProducer(bootstrap_servers=self.config.servers, acks="all", enable_idempotence=True)
         for item in poison:
-            self._dead_letters.send(self.config.dead_letter_topic, value=item.value, headers=[
-                ("reason", item.reason.encode("utf-8")), ("source", f"{self.topic}/{item.partition}/{item.offset}".encode("ascii"))])
+            self._dead_letters.send(
+                self.config.dead_letter_topic,
+                value=item.value,
+                headers=[
+                    ("reason", item.reason.encode("utf-8")),
+                    ("source", f"{self.topic}/{item.partition}/{item.offset}".encode("ascii")),
+                ],
+            )
         self._dead_letters.flush(timeout=30)
         log.warning("%d poison record(s) sent to %s", len(poison), self.config.dead_letter_topic)
 

@@ -48,14 +48,30 @@ def ensure_topic(config: FeedConfig, topic: str | None = None, partitions: int |
 
 
 def producer_for(config: FeedConfig, flush_seconds: float = FLUSH_SECONDS) -> KafkaProducer:
-    return KafkaProducer(bootstrap_servers=config.servers, client_id="pupil-ledger-relay", enable_idempotence=True, acks="all",
-                         linger_ms=5, batch_size=256 * 1024, max_block_ms=int(flush_seconds * 1000),
-                         request_timeout_ms=int(flush_seconds * 500), delivery_timeout_ms=int(flush_seconds * 1000))
+    return KafkaProducer(
+        bootstrap_servers=config.servers,
+        client_id="pupil-ledger-relay",
+        enable_idempotence=True,
+        acks="all",
+        linger_ms=5,
+        batch_size=256 * 1024,
+        max_block_ms=int(flush_seconds * 1000),
+        request_timeout_ms=int(flush_seconds * 500),
+        delivery_timeout_ms=int(flush_seconds * 1000),
+    )
 
 
 class Relay:
-    def __init__(self, store: Store, config: FeedConfig, database_url: str | None, batch_size: int = 1000, idle: float = 0.2,
-                 on_batch: Callable[[int], None] | None = None, flush_seconds: float = FLUSH_SECONDS):
+    def __init__(
+        self,
+        store: Store,
+        config: FeedConfig,
+        database_url: str | None,
+        batch_size: int = 1000,
+        idle: float = 0.2,
+        on_batch: Callable[[int], None] | None = None,
+        flush_seconds: float = FLUSH_SECONDS,
+    ):
         self.flush_seconds = flush_seconds
         self.store, self.config, self.batch_size, self.idle, self.on_batch = store, config, batch_size, idle, on_batch
         self.state = FeedState(store)
@@ -67,7 +83,9 @@ class Relay:
 
     def _acquire(self) -> bool:
         if not self.active:
-            self.active = self._lock_conn is None or bool(self._lock_conn.execute("SELECT pg_try_advisory_lock(%s)", (LOCK_KEY,)).fetchone()[0])
+            self.active = self._lock_conn is None or bool(
+                self._lock_conn.execute("SELECT pg_try_advisory_lock(%s)", (LOCK_KEY,)).fetchone()[0]
+            )
         return self.active
 
     def run(self) -> None:

@@ -18,7 +18,14 @@ def feed_report(ledger: Ledger, config: FeedConfig | None) -> dict[str, Any] | N
     status = state.relay_status(config.topic)
     return {
         "topic": config.topic,
-        "relay": None if status is None else {"position": status.position, "behind": max(0, ledger.store.max_sequence() - status.position),
-                                              "published_at": status.published_at, "error": status.error, "error_since": status.error_since},
+        "relay": None
+        if status is None
+        else {
+            "position": status.position,
+            "behind": max(0, ledger.store.max_sequence() - status.position),
+            "published_at": status.published_at,
+            "error": status.error,
+            "error_since": status.error_since,
+        },
         "groups": state.consumer_report(config.topic),
     }

@@ -98,13 +98,26 @@ class FeedState:
         """After a batch's records are acknowledged: the durable position, its mark, and the erasures it published forgotten."""
         with self.store.cursor(commit=True) as cur:
             sql = self.store.sql
-            cur.execute(sql("UPDATE feed_relay SET position = ?, published_at = ?, error = NULL, error_since = NULL WHERE topic = ? AND position < ?"),
-                        (through, now(), topic, through))
+            cur.execute(
+                sql(
+                    "UPDATE feed_relay SET position = ?, published_at = ?, error = NULL, error_since = NULL WHERE topic = ? AND position < ?"
+                ),
+                (through, now(), topic, through),
+            )
             if rowcount(cur) == 0:
-                cur.execute(sql("INSERT INTO feed_relay (topic, position, published_at) SELECT ?, ?, ? WHERE NOT EXISTS "
-                                "(SELECT 1 FROM feed_relay WHERE topic = ?)"), (topic, through, now(), topic))
-            cur.execute(sql("INSERT INTO feed_marks (topic, sequence, offsets) VALUES (?, ?, ?) ON CONFLICT (topic, sequence) DO UPDATE SET offsets = excluded.offsets"),
-                        (topic, through, json.dumps({str(p): o for p, o in sorted(offsets.items())})))
+                cur.execute(
+                    sql(
+                        "INSERT INTO feed_relay (topic, position, published_at) SELECT ?, ?, ? WHERE NOT EXISTS "
+                        "(SELECT 1 FROM feed_relay WHERE topic = ?)"
+                    ),
+                    (topic, through, now(), topic),
+                )
+            cur.execute(
+                sql(
+                    "INSERT INTO feed_marks (topic, sequence, offsets) VALUES (?, ?, ?) ON CONFLICT (topic, sequence) DO UPDATE SET offsets = excluded.offsets"
+                ),
+                (topic, through, json.dumps({str(p): o for p, o in sorted(offsets.items())})),
+            )
             for sequence in erasures:
                 cur.execute(sql("DELETE FROM feed_erasures WHERE sequence = ?"), (sequence,))
 
@@ -112,19 +125,26 @@ class FeedState:
         """The broker did not take a batch: shown in /healthz and ``project status`` until a batch goes through."""
         with self.store.cursor(commit=True) as cur:
             sql = self.store.sql
-            cur.execute(sql("UPDATE feed_relay SET error = ?, error_since = COALESCE(error_since, ?) WHERE topic = ?"), (error[:500], now(), topic))
+            cur.execute(
+                sql("UPDATE feed_relay SET error = ?, error_since = COALESCE(error_since, ?) WHERE topic = ?"), (error[:500], now(), topic)
+            )
             if rowcount(cur) == 0:
-                cur.execute(sql("INSERT INTO feed_relay (topic, position, error, error_since) VALUES (?, 0, ?, ?)"), (topic, error[:500], now()))
+                cur.execute(
+                    sql("INSERT INTO feed_relay (topic, position, error, error_since) VALUES (?, 0, ?, ?)"), (topic, error[:500], now())
+                )
 
     def mark_at_or_before(self, topic: str, sequence: int) -> tuple[int, Offsets]:
-        rows = self.store.query("SELECT sequence, offsets FROM feed_marks WHERE topic = ? AND sequence <= ? ORDER BY sequence DESC LIMIT 1",
-                                (topic, sequence))
+        rows = self.store.query(
+            "SELECT sequence, offsets FROM feed_marks WHERE topic = ? AND sequence <= ? ORDER BY sequence DESC LIMIT 1", (topic, sequence)
+        )
         if not rows:
             return 0, {}
         return int(rows[0][0]), {int(p): int(o) for p, o in json.loads(rows[0][1]).items()}
 
     def digests(self, after: int, through: int) -> dict[int, tuple[str, str]]:
-        rows = self.store.query("SELECT sequence, event_digest, envelope_digest FROM ledger_index WHERE sequence > ? AND sequence <= ?", (after, through))
+        rows = self.store.query(
+            "SELECT sequence, event_digest, envelope_digest FROM ledger_index WHERE sequence > ? AND sequence <= ?", (after, through)
+        )
         return {int(s): (e, v) for s, e, v in rows}
 
     def note_erasure(self, sequence: int, pseudonym: str) -> None:
@@ -132,8 +152,10 @@ class FeedState:
         Only where a relay has run (``feed_relay`` exists): otherwise nothing would delete it."""
         if not self._exists("feed_relay"):
             return
-        self.store.execute(self.store.sql("INSERT INTO feed_erasures (sequence, pseudonym) VALUES (?, ?) ON CONFLICT (sequence) DO NOTHING"),
-                           (sequence, pseudonym))
+        self.store.execute(
+            self.store.sql("INSERT INTO feed_erasures (sequence, pseudonym) VALUES (?, ?) ON CONFLICT (sequence) DO NOTHING"),
+            (sequence, pseudonym),
+        )
 
     def erased_pseudonym(self, sequence: int) -> str | None:
         rows = self.store.query("SELECT pseudonym FROM feed_erasures WHERE sequence = ?", (sequence,))
@@ -154,9 +176,11 @@ class FeedState:
         return {int(p): int(o) for p, o in fetch_tuples(cur)}
 
     def store_offsets(self, cur: Any, group: str, topic: str, offsets: Offsets, ends: Offsets) -> None:
-        sql = self.store.sql("INSERT INTO pv_kafka_offsets (grp, topic, part, next_offset, end_offset, updated_at) VALUES (?, ?, ?, ?, ?, ?) "
-                             "ON CONFLICT (grp, topic, part) DO UPDATE SET next_offset = excluded.next_offset, end_offset = excluded.end_offset, "
-                             "updated_at = excluded.updated_at")
+        sql = self.store.sql(
+            "INSERT INTO pv_kafka_offsets (grp, topic, part, next_offset, end_offset, updated_at) VALUES (?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (grp, topic, part) DO UPDATE SET next_offset = excluded.next_offset, end_offset = excluded.end_offset, "
+            "updated_at = excluded.updated_at"
+        )
         cur.executemany(sql, [(group, topic, p, o, ends.get(p), now()) for p, o in sorted(offsets.items())])
 
     def applied(self, cur: Any, subjects: Sequence[str]) -> dict[str, int]:
@@ -170,16 +194,25 @@ class FeedState:
 
     def set_applied(self, cur: Any, applied: dict[str, int]) -> None:
         bigger = "GREATEST(pv_kafka_applied.seq, excluded.seq)" if self.store.is_postgres else "MAX(pv_kafka_applied.seq, excluded.seq)"
-        cur.executemany(self.store.sql(f"INSERT INTO pv_kafka_applied (subject, seq) VALUES (?, ?) ON CONFLICT (subject) DO UPDATE SET seq = {bigger}"),
-                        sorted(applied.items()))
+        cur.executemany(
+            self.store.sql(f"INSERT INTO pv_kafka_applied (subject, seq) VALUES (?, ?) ON CONFLICT (subject) DO UPDATE SET seq = {bigger}"),
+            sorted(applied.items()),
+        )
 
     def dead_letter(self, cur: Any, group: str, topic: str, part: int, offset: int, reason: str) -> None:
-        cur.execute(self.store.sql("INSERT INTO pv_kafka_dead_letters (grp, topic, part, kafka_offset, reason, at) VALUES (?, ?, ?, ?, ?, ?) "
-                                   "ON CONFLICT (grp, topic, part, kafka_offset) DO NOTHING"), (group, topic, part, offset, reason[:500], now()))
+        cur.execute(
+            self.store.sql(
+                "INSERT INTO pv_kafka_dead_letters (grp, topic, part, kafka_offset, reason, at) VALUES (?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (grp, topic, part, kafka_offset) DO NOTHING"
+            ),
+            (group, topic, part, offset, reason[:500], now()),
+        )
 
     def marks_after(self, cur: Any, topic: str, sequence: int, limit: int = 500) -> list[tuple[int, Offsets]]:
-        cur.execute(self.store.sql("SELECT sequence, offsets FROM feed_marks WHERE topic = ? AND sequence > ? ORDER BY sequence LIMIT ?"),
-                    (topic, sequence, limit))
+        cur.execute(
+            self.store.sql("SELECT sequence, offsets FROM feed_marks WHERE topic = ? AND sequence > ? ORDER BY sequence LIMIT ?"),
+            (topic, sequence, limit),
+        )
         return [(int(s), {int(p): int(o) for p, o in json.loads(text).items()}) for s, text in fetch_tuples(cur)]
 
     def reset_consumers(self, group: str | None = None) -> None:
@@ -200,11 +233,18 @@ class FeedState:
             return {}
         groups: dict[str, Any] = {}
         for grp, part, offset, end, updated in self.store.query(
-                "SELECT grp, part, next_offset, end_offset, updated_at FROM pv_kafka_offsets WHERE topic = ? ORDER BY grp, part", (topic,)):
+            "SELECT grp, part, next_offset, end_offset, updated_at FROM pv_kafka_offsets WHERE topic = ? ORDER BY grp, part", (topic,)
+        ):
             entry = groups.setdefault(grp, {"partitions": {}, "dead_letters": 0})
-            entry["partitions"][str(part)] = {"offset": int(offset), "end": None if end is None else int(end),
-                                              "lag": None if end is None else max(0, int(end) - int(offset)), "updated_at": updated}
-        for grp, count, last in self.store.query("SELECT grp, COUNT(*), MAX(at) FROM pv_kafka_dead_letters WHERE topic = ? GROUP BY grp", (topic,)):
+            entry["partitions"][str(part)] = {
+                "offset": int(offset),
+                "end": None if end is None else int(end),
+                "lag": None if end is None else max(0, int(end) - int(offset)),
+                "updated_at": updated,
+            }
+        for grp, count, last in self.store.query(
+            "SELECT grp, COUNT(*), MAX(at) FROM pv_kafka_dead_letters WHERE topic = ? GROUP BY grp", (topic,)
+        ):
             entry = groups.setdefault(grp, {"partitions": {}, "dead_letters": 0})
             entry["dead_letters"], entry["last_dead_letter_at"] = int(count), last
         return groups

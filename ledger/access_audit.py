@@ -63,8 +63,15 @@ def pupil_links(ledger: Ledger, subject: Subject | None, reader_org: str) -> lis
     return policy.pupil_links(records, facts)
 
 
-def authorise_pupil_read(ledger: Ledger, upn: str, reader: Reader, subject: Subject | None, own_submission: bool = False,
-                         event: Record | None = None, started: float | None = None) -> tuple[str, policy.Grant]:
+def authorise_pupil_read(
+    ledger: Ledger,
+    upn: str,
+    reader: Reader,
+    subject: Subject | None,
+    own_submission: bool = False,
+    event: Record | None = None,
+    started: float | None = None,
+) -> tuple[str, policy.Grant]:
     """Authorise one read of a pupil's identified record and record it; returns the access event's id and the grant.
 
     ``subject``: the pupil's stream as the caller just read it, its key checked in the database. ``event``: the
@@ -80,14 +87,20 @@ def authorise_pupil_read(ledger: Ledger, upn: str, reader: Reader, subject: Subj
             time.sleep(max(0.0, REFUSAL_FLOOR_SECONDS - (time.monotonic() - started)))
         raise
     if event is not None and not policy.visible(event, grant, reader.principal.org):
-        raise policy.forbidden("before_relationship", "$.event_id", f"this event occurred before {reader.principal.org}'s own link with "
-                               f"the pupil began; it reads what occurred from {grant.since} (docs/access.md)")
+        raise policy.forbidden(
+            "before_relationship",
+            "$.event_id",
+            f"this event occurred before {reader.principal.org}'s own link with "
+            f"the pupil began; it reads what occurred from {grant.since} (docs/access.md)",
+        )
     key = ledger.store.app.pupil_keys.get(ledger.secrets.pupil_id(upn))  # checked in the database by the read just made
     if key is None:
         raise LedgerError.one("not_found", "$.upn", "the ledger has no events for this pupil", Category.NOT_FOUND)
     data: dict[str, Any] = {
         "principal": {"org": reader.principal.org, "role": reader.principal.role, "token_id": reader.principal.token_id},
-        "purpose": grant.purpose, "endpoint": reader.endpoint, "basis": grant.basis[:200],
+        "purpose": grant.purpose,
+        "endpoint": reader.endpoint,
+        "basis": grant.basis[:200],
     }
     if reader.reference:
         data["reference"] = reader.reference
@@ -99,8 +112,14 @@ def authorise_pupil_read(ledger: Ledger, upn: str, reader: Reader, subject: Subj
 def access_body(event_type: str, audit_id: str, data: dict[str, Any], now: datetime) -> dict[str, Any]:
     """The body of a ledger-written ``access.*`` event about the pupil whose audit pseudonym is ``audit_id``."""
     return {
-        "event_id": str(uuid.uuid4()), "type": event_type, "schema_version": 1, "submitter": ADMIN_ORG,
-        "subject": {"pupil": audit_id}, "occurred_on": now.date().isoformat(), "reported_at": timestamp(now)[:19] + "Z", "data": data,
+        "event_id": str(uuid.uuid4()),
+        "type": event_type,
+        "schema_version": 1,
+        "submitter": ADMIN_ORG,
+        "subject": {"pupil": audit_id},
+        "occurred_on": now.date().isoformat(),
+        "reported_at": timestamp(now)[:19] + "Z",
+        "data": data,
     }
 
 
@@ -110,13 +129,21 @@ def record_access(ledger: Ledger, event_type: str, audit_id: str, data: dict[str
     try:
         receipt = ledger.submit(envelope.sign(access_body(event_type, audit_id, data, ledger.clock()), ledger.secrets.signing_key))
     except LedgerError as exc:
-        raise LedgerError([Problem(p.code, "$.reference" if ".reference" in p.path else p.path, p.message, p.category)
-                           for p in exc.problems]) from None
+        raise LedgerError(
+            [Problem(p.code, "$.reference" if ".reference" in p.path else p.path, p.message, p.category) for p in exc.problems]
+        ) from None
     return receipt.event_id
 
 
-def access_log(ledger: Ledger, principal: Principal, upn: str | None = None, viewer_org: str | None = None,
-               purpose: str | None = None, after: int = 0, limit: int = 100) -> dict[str, Any]:
+def access_log(
+    ledger: Ledger,
+    principal: Principal,
+    upn: str | None = None,
+    viewer_org: str | None = None,
+    purpose: str | None = None,
+    after: int = 0,
+    limit: int = 100,
+) -> dict[str, Any]:
     """Who looked and why: one pupil's views (a subject access request; itself recorded), or the views
     by an organisation's principals (oversight), oldest first from sequence ``after``."""
     if upn is not None:
@@ -128,14 +155,23 @@ def access_log(ledger: Ledger, principal: Principal, upn: str | None = None, vie
         stream = ledger.secrets.audit_stream_id(key.audit_id)
         subject = ledger.store.subject(stream)
         index = ledger.store.index_for_subject(stream)
-        items = [access_item(e, index[e.version].sequence) for e in (subject.entries if subject else [])
-                 if index[e.version].sequence > after and (grant.since is None or e.received_at.date() >= grant.since)]
+        items = [
+            access_item(e, index[e.version].sequence)
+            for e in (subject.entries if subject else [])
+            if index[e.version].sequence > after and (grant.since is None or e.received_at.date() >= grant.since)
+        ]
         # which research projects received the pupil's pseudonymised rows (docs/research.md)
         received = releases_holding(ledger.store, ledger.secrets.pupil_id(upn), ledger.secrets.pseudonym_key)
-        return {"pupil": key.audit_id, "views": items[:limit], "next_after": items[limit - 1]["sequence"] if len(items) > limit else None,
-                "research_releases": received}
+        return {
+            "pupil": key.audit_id,
+            "views": items[:limit],
+            "next_after": items[limit - 1]["sequence"] if len(items) > limit else None,
+            "research_releases": received,
+        }
     if not policy.may_read_access_log(principal, viewer_org):
-        raise policy.forbidden("access_log_scope", "$.org", f"{principal.org} may read the views by its own principals (org={principal.org})")
+        raise policy.forbidden(
+            "access_log_scope", "$.org", f"{principal.org} may read the views by its own principals (org={principal.org})"
+        )
     rows = ledger.store.access_rows(viewer_org, after, limit)
     streams: dict[str, dict[int, Entry]] = {}  # each audit stream loaded once, however many of its views are listed
     items = []
@@ -151,5 +187,12 @@ def access_item(entry: Any, sequence: int) -> dict[str, Any]:
     r = entry.record
     data = dict(r.data)
     read = data.pop("event_id", None)  # getEvent: the event that was read
-    return {**data, "event_id": r.event_id, "sequence": sequence, "type": r.type, "received_at": timestamp(r.received_at),
-            "pupil": r.subject, **({"read_event_id": read} if read else {})}
+    return {
+        **data,
+        "event_id": r.event_id,
+        "sequence": sequence,
+        "type": r.type,
+        "received_at": timestamp(r.received_at),
+        "pupil": r.subject,
+        **({"read_event_id": read} if read else {}),
+    }

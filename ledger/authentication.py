@@ -28,8 +28,12 @@ def issue_token(ledger: Ledger, org: str, role: str, expires_at: datetime | None
     if problem:
         raise LedgerError.one("unknown_role" if role not in policy.ROLES else "role_org_mismatch", "$.role", problem)
     if scope and role != "inspector":
-        raise LedgerError.one("scope", "$.scope", "only an inspector token may name schools or areas (--scope), and only to narrow the "
-                              "areas its organisation is inspecting (inspection.started)")
+        raise LedgerError.one(
+            "scope",
+            "$.scope",
+            "only an inspector token may name schools or areas (--scope), and only to narrow the "
+            "areas its organisation is inspecting (inspection.started)",
+        )
     for org_in_scope in scope:
         if org_scheme(org_in_scope) not in ("urn", "la"):
             raise LedgerError.one("scope", "$.scope", f"{org_in_scope!r} is not a school (urn:NNNNNN) or an area (la:NNN)")
@@ -37,8 +41,15 @@ def issue_token(ledger: Ledger, org: str, role: str, expires_at: datetime | None
         raise LedgerError.one("org_unknown", "$.org", f"{org} is not registered")
     token_id = pysecrets.token_hex(4)
     token = f"plt_{token_id}_{pysecrets.token_urlsafe(32)}"
-    ledger.store.insert_token(token_id, tokens.token_hash(token), org, role, timestamp(ledger.clock()),
-                              timestamp(expires_at) if expires_at else None, " ".join(scope))
+    ledger.store.insert_token(
+        token_id,
+        tokens.token_hash(token),
+        org,
+        role,
+        timestamp(ledger.clock()),
+        timestamp(expires_at) if expires_at else None,
+        " ".join(scope),
+    )
     return token
 
 

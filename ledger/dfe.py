@@ -39,7 +39,8 @@ def data_file(name: str) -> Path:
     if not path.is_file():
         raise MissingPublishedData(
             f"published DfE statistics file not found: {path} (the repository ships it in data/dfe/; "
-            f"{ENVIRONMENT} names another folder holding {', '.join(USED)})")
+            f"{ENVIRONMENT} names another folder holding {', '.join(USED)})"
+        )
     return path
 
 

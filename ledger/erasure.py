@@ -27,7 +27,9 @@ def erase(ledger: Ledger, upn: str, ground: str, reference: str | None = None, f
     aggregate_id = ledger.secrets.pupil_id(upn)
     key = ledger.store.app.pupil_keys.get(aggregate_id, max_age=0)
     if key is None:
-        raise LedgerError.one("not_found", "$.upn", "the ledger has no events for this pupil (never recorded, or already erased)", Category.NOT_FOUND)
+        raise LedgerError.one(
+            "not_found", "$.upn", "the ledger has no events for this pupil (never recorded, or already erased)", Category.NOT_FOUND
+        )
     data: dict[str, Any] = {"ground": ground, "events_erased": ledger.store.count_events_of(aggregate_id)}
     if reference:
         data["reference"] = reference

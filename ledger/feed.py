@@ -61,8 +61,12 @@ class FeedConfig:
         partitions = int(env.get("PUPIL_LEDGER_KAFKA_PARTITIONS", str(DEFAULT_PARTITIONS)))
         if partitions < 1:
             raise ValueError("PUPIL_LEDGER_KAFKA_PARTITIONS must be at least 1")
-        return cls(bootstrap, env.get("PUPIL_LEDGER_KAFKA_TOPIC", TOPIC) or TOPIC, partitions,
-                   env.get("PUPIL_LEDGER_KAFKA_GROUP", DEFAULT_GROUP) or DEFAULT_GROUP)
+        return cls(
+            bootstrap,
+            env.get("PUPIL_LEDGER_KAFKA_TOPIC", TOPIC) or TOPIC,
+            partitions,
+            env.get("PUPIL_LEDGER_KAFKA_GROUP", DEFAULT_GROUP) or DEFAULT_GROUP,
+        )
 
 
 def _time(moment: datetime) -> str:
@@ -71,13 +75,23 @@ def _time(moment: datetime) -> str:
     return timestamp(moment)
 
 
-def feed_record(sequence: int, subject: str, record: Record, flags: Sequence[str], event_digest: str, envelope_digest: str) -> dict[str, Any]:
+def feed_record(
+    sequence: int, subject: str, record: Record, flags: Sequence[str], event_digest: str, envelope_digest: str
+) -> dict[str, Any]:
     """The feed's record of one accepted event. ``subject`` is the pupil's pseudonym or the organisation id:
     ``record.subject`` (a pupil's UPN) is never copied, nor any ``upn`` field of the data."""
     return {
-        "sequence": sequence, "event_id": record.event_id, "type": record.type, "subject": subject, "submitter": record.submitter,
-        "occurred_on": record.occurred_on.isoformat(), "received_at": _time(record.received_at), "corrects": record.corrects,
-        "flags": list(flags), "event_digest": event_digest, "envelope_digest": envelope_digest,
+        "sequence": sequence,
+        "event_id": record.event_id,
+        "type": record.type,
+        "subject": subject,
+        "submitter": record.submitter,
+        "occurred_on": record.occurred_on.isoformat(),
+        "received_at": _time(record.received_at),
+        "corrects": record.corrects,
+        "flags": list(flags),
+        "event_digest": event_digest,
+        "envelope_digest": envelope_digest,
         "data": {k: v for k, v in record.data.items() if "upn" not in k.lower()},
     }
 

@@ -44,8 +44,14 @@ class OidcVerifier:
     def principal(self, token: str) -> Principal | None:
         """The principal the JWT names, or None if it does not verify or names no valid principal."""
         try:
-            claims = jwt.decode(token, self._key(token), algorithms=ALGORITHMS, audience=self.audience, issuer=self.issuer,
-                                options={"require": ["exp", "iss", "aud", "org", "role"]})
+            claims = jwt.decode(
+                token,
+                self._key(token),
+                algorithms=ALGORITHMS,
+                audience=self.audience,
+                issuer=self.issuer,
+                options={"require": ["exp", "iss", "aud", "org", "role"]},
+            )
         except (jwt.InvalidTokenError, jwt.PyJWKClientError, ValueError):
             return None
         org, role, scope = claims.get("org"), claims.get("role"), claims.get("scope", "")

@@ -38,14 +38,21 @@ def get_event(ledger: Ledger, event_id: str, reader: Reader | None = None) -> di
     if reader is not None:
         if entry.record.type.startswith("pupil."):
             reader = Reader(reader.principal, reader.purpose, reader.reference, "getEvent")
-            access, _ = authorise_pupil_read(ledger, entry.record.subject, reader, subject, own_submission=row.submitter == reader.principal.org,
-                                             event=entry.record)
+            access, _ = authorise_pupil_read(
+                ledger, entry.record.subject, reader, subject, own_submission=row.submitter == reader.principal.org, event=entry.record
+            )
         elif not policy.may_read_event(reader.principal, row.type):
             raise LedgerError.one("not_found", "$.event_id", f"no event {event_id} that you may read", Category.NOT_FOUND)
     out = {
-        "event_id": row.event_id, "sequence": row.sequence, "type": row.type, "submitter": row.submitter,
-        "received_at": row.received_at, "event_digest": row.event_digest, "envelope_digest": row.envelope_digest,
-        "flags": entry.flags, "envelope": jcs.parse(entry.envelope.encode("utf-8")),
+        "event_id": row.event_id,
+        "sequence": row.sequence,
+        "type": row.type,
+        "submitter": row.submitter,
+        "received_at": row.received_at,
+        "event_digest": row.event_digest,
+        "envelope_digest": row.envelope_digest,
+        "flags": entry.flags,
+        "envelope": jcs.parse(entry.envelope.encode("utf-8")),
         "receipt": ledger.receipt_signer.receipts([(row, False, entry.flags)])[0].signed,
     }
     if access:
@@ -53,8 +60,14 @@ def get_event(ledger: Ledger, event_id: str, reader: Reader | None = None) -> di
     return out
 
 
-def pupil_history(ledger: Ledger, upn: str, as_of: date | None = None, known_at: datetime | None = None,
-                  include_envelopes: bool = False, reader: Reader | None = None) -> dict[str, Any]:
+def pupil_history(
+    ledger: Ledger,
+    upn: str,
+    as_of: date | None = None,
+    known_at: datetime | None = None,
+    include_envelopes: bool = False,
+    reader: Reader | None = None,
+) -> dict[str, Any]:
     """History of a pupil as of effective date ``as_of``, as known at ledger time ``known_at``.
 
     With a ``reader`` (every HTTP read): authorised by ``policy`` and recorded as ``access.record_viewed``; a
@@ -82,9 +95,16 @@ def pupil_history(ledger: Ledger, upn: str, as_of: date | None = None, known_at:
         r = e.record
         row = index.get(e.version)
         item: dict[str, Any] = {
-            "event_id": r.event_id, "sequence": row.sequence if row else None, "type": r.type, "submitter": r.submitter,
-            "occurred_on": r.occurred_on.isoformat(), "received_at": timestamp(r.received_at), "data": r.data,
-            "corrects": r.corrects, "superseded_by": superseded_by.get(r.event_id), "flags": e.flags,
+            "event_id": r.event_id,
+            "sequence": row.sequence if row else None,
+            "type": r.type,
+            "submitter": r.submitter,
+            "occurred_on": r.occurred_on.isoformat(),
+            "received_at": timestamp(r.received_at),
+            "data": r.data,
+            "corrects": r.corrects,
+            "superseded_by": superseded_by.get(r.event_id),
+            "flags": e.flags,
             "event_digest": row.event_digest if row else None,
         }
         if include_envelopes:
@@ -97,11 +117,13 @@ def pupil_history(ledger: Ledger, upn: str, as_of: date | None = None, known_at:
         "known_at": timestamp(known_at) if known_at else None,
         "on_roll": [
             {"school": r.school, "enrolment_status": r.status, "since": r.start.isoformat(), "sen_status": r.sen_status}
-            for r in state.registrations if r.open_on(day) and policy.shows_registration(r, grant, reader_org)
+            for r in state.registrations
+            if r.open_on(day) and policy.shows_registration(r, grant, reader_org)
         ],
         "open": [
             {"kind": ep.kind, "started_by": ep.start_event_id, "since": ep.start.isoformat(), "details": ep.details}
-            for ep in state.episodes.values() if ep.end is None and policy.shows_episode(ep, grant, reader_org)
+            for ep in state.episodes.values()
+            if ep.end is None and policy.shows_episode(ep, grant, reader_org)
         ],
         "events": events,
         "limited_from": since.isoformat() if since else None,
@@ -121,6 +143,17 @@ def list_orgs(ledger: Ledger) -> list[dict[str, Any]]:
             continue
         org_id = subject.records[0].subject
         state = fold_org(org_id, subject.records)
-        out.append({"org": org_id, "kind": state.kind, "name": state.name, "la": state.la, "trust": state.trust,
-                    "closed": state.closed, "keys": [{"key_id": k.key_id, "revoked_at": k.revoked_at.isoformat() if k.revoked_at else None} for k in state.keys.values()]})
+        out.append(
+            {
+                "org": org_id,
+                "kind": state.kind,
+                "name": state.name,
+                "la": state.la,
+                "trust": state.trust,
+                "closed": state.closed,
+                "keys": [
+                    {"key_id": k.key_id, "revoked_at": k.revoked_at.isoformat() if k.revoked_at else None} for k in state.keys.values()
+                ],
+            }
+        )
     return sorted(out, key=lambda o: o["org"])

@@ -33,9 +33,14 @@ class Receipt:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "event_id": self.event_id, "sequence": self.sequence, "event_digest": self.event_digest,
-            "envelope_digest": self.envelope_digest, "received_at": self.received_at,
-            "status": "created" if self.created else "duplicate", "flags": self.flags, "receipt": self.signed,
+            "event_id": self.event_id,
+            "sequence": self.sequence,
+            "event_digest": self.event_digest,
+            "envelope_digest": self.envelope_digest,
+            "received_at": self.received_at,
+            "status": "created" if self.created else "duplicate",
+            "flags": self.flags,
+            "receipt": self.signed,
         }
 
 
@@ -55,8 +60,12 @@ class ReceiptSigner:
     def claim(self, row: IndexRow) -> dict[str, Any]:
         """What a receipt says."""
         return {
-            "event_id": row.event_id, "sequence": row.sequence, "event_digest": row.event_digest,
-            "envelope_digest": row.envelope_digest, "received_at": row.received_at, "ledger": self.settings.origin,
+            "event_id": row.event_id,
+            "sequence": row.sequence,
+            "event_digest": row.event_digest,
+            "envelope_digest": row.envelope_digest,
+            "received_at": row.received_at,
+            "ledger": self.settings.origin,
             # the promise: this event is in a signed checkpoint of the log within this many seconds
             "max_merge_delay_seconds": _json_number(self.settings.max_merge_delay),
         }

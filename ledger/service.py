@@ -60,9 +60,13 @@ class Ledger:
     def submit(self, raw: Any, principal: Principal | None = None) -> Receipt:
         return self.submissions.submit_batch([raw], principal, lambda i: "$", {})[0]
 
-    def submit_batch(self, raws: Sequence[Any], principal: Principal | None = None,
-                     path_of: Callable[[int], str] = lambda i: f"$.envelopes[{i}]",
-                     trusted_keys: dict[str, tuple[str, bytes]] | None = None) -> list[Receipt]:
+    def submit_batch(
+        self,
+        raws: Sequence[Any],
+        principal: Principal | None = None,
+        path_of: Callable[[int], str] = lambda i: f"$.envelopes[{i}]",
+        trusted_keys: dict[str, tuple[str, bytes]] | None = None,
+    ) -> list[Receipt]:
         """Accept every envelope or none. ``principal`` None means a trusted local caller."""
         return self.submissions.submit_batch(raws, principal, path_of, trusted_keys or {})
 
@@ -78,8 +82,14 @@ class Ledger:
     def get_event(self, event_id: str, reader: Reader | None = None) -> dict[str, Any]:
         return reads.get_event(self, event_id, reader)
 
-    def pupil_history(self, upn: str, as_of: date | None = None, known_at: datetime | None = None,
-                      include_envelopes: bool = False, reader: Reader | None = None) -> dict[str, Any]:
+    def pupil_history(
+        self,
+        upn: str,
+        as_of: date | None = None,
+        known_at: datetime | None = None,
+        include_envelopes: bool = False,
+        reader: Reader | None = None,
+    ) -> dict[str, Any]:
         return reads.pupil_history(self, upn, as_of, known_at, include_envelopes, reader)
 
     def list_orgs(self) -> list[dict[str, Any]]:
@@ -87,8 +97,15 @@ class Ledger:
 
     # -- access audit, erasure, the claims report --------------------------------------------------
 
-    def access_log(self, principal: Principal, upn: str | None = None, viewer_org: str | None = None,
-                   purpose: str | None = None, after: int = 0, limit: int = 100) -> dict[str, Any]:
+    def access_log(
+        self,
+        principal: Principal,
+        upn: str | None = None,
+        viewer_org: str | None = None,
+        purpose: str | None = None,
+        after: int = 0,
+        limit: int = 100,
+    ) -> dict[str, Any]:
         return access_audit.access_log(self, principal, upn, viewer_org, purpose, after, limit)
 
     def erase(self, upn: str, ground: str, reference: str | None = None, forget: erasure.Forget | None = None) -> dict[str, Any]:

@@ -42,7 +42,9 @@ MIN_BATCH = 16  # callers verify (or sign) fewer than this themselves, when they
 SIGN_TASK_SIZE = 64  # messages per signing task (about 1 ms of work)
 T = TypeVar("T")
 R = TypeVar("R")
-PIPE_BYTES = 1 << 20  # room for a batch's tasks in a worker's pipe, so sending never waits for the worker (Linux allows up to 1 MiB unprivileged)
+PIPE_BYTES = (
+    1 << 20
+)  # room for a batch's tasks in a worker's pipe, so sending never waits for the worker (Linux allows up to 1 MiB unprivileged)
 
 
 def _verify_all(checks: Sequence[Check]) -> list[bool]:
@@ -131,7 +133,9 @@ class _Worker:
 
 
 def _widen(connection: Connection) -> None:
-    with contextlib.suppress(OSError, AttributeError):  # not Linux, or above the system's limit: the default pipe only makes sending wait sometimes
+    with contextlib.suppress(
+        OSError, AttributeError
+    ):  # not Linux, or above the system's limit: the default pipe only makes sending wait sometimes
         fcntl.fcntl(connection.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
 
 
@@ -197,7 +201,7 @@ class Tasks(Generic[T, R]):
         self._send()
 
     def _send(self) -> None:
-        task = self._items[self._sent:]
+        task = self._items[self._sent :]
         if not task or self._inline:
             return
         try:
@@ -217,7 +221,7 @@ class Tasks(Generic[T, R]):
                 done.extend(worker.receive(number))
             except WorkerGone:
                 self._give_up()
-        return done + self.work(self._items[len(done):])
+        return done + self.work(self._items[len(done) :])
 
     def _give_up(self) -> None:
         log.warning("signature workers unavailable; working in the calling thread", exc_info=True)
@@ -255,7 +259,9 @@ def start() -> None:
     """Start every worker now, so the first batches do not wait for them (about a second each)."""
     try:
         pool = _running()
-        sent = [pool.send(_verify_all, []) for _ in pool.workers]  # an empty task each (round robin): answered once it has imported and listens
+        sent = [
+            pool.send(_verify_all, []) for _ in pool.workers
+        ]  # an empty task each (round robin): answered once it has imported and listens
         for worker, number in sent:
             worker.receive(number)
     except WorkerGone:

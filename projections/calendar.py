@@ -68,10 +68,12 @@ def _days(first: date, last: date) -> list[date]:
 @cache
 def load_calendar(path: Path = DEFAULT_CALENDAR) -> TermCalendar:
     raw = json.loads(path.read_text("utf-8"))
-    terms = tuple(sorted(
-        (Term(t["year"], t["term"], date.fromisoformat(t["start"]), date.fromisoformat(t["end"])) for t in raw["terms"]),
-        key=lambda t: t.start,
-    ))
+    terms = tuple(
+        sorted(
+            (Term(t["year"], t["term"], date.fromisoformat(t["start"]), date.fromisoformat(t["end"])) for t in raw["terms"]),
+            key=lambda t: t.start,
+        )
+    )
     in_term: set[date] = set()
     closed: set[date] = set()
     for t in raw["terms"]:

@@ -9,11 +9,23 @@ from typing import Any
 
 from .facts import LogEvent, Moment, Table, View
 
-CASE_FACTS = Table("pv_case_facts", (
-    ("concern_event_id", "TEXT"), ("category", "TEXT"), ("metric", "TEXT"), ("metric_value", "DOUBLE PRECISION"),
-    ("national_value", "DOUBLE PRECISION"), ("metric_as_of", "TEXT"), ("metric_known_at", "TEXT"), ("decision", "TEXT"),
-    ("due_on", "TEXT"), ("action", "TEXT"), ("outcome", "TEXT"),
-), indexes=("subject",))
+CASE_FACTS = Table(
+    "pv_case_facts",
+    (
+        ("concern_event_id", "TEXT"),
+        ("category", "TEXT"),
+        ("metric", "TEXT"),
+        ("metric_value", "DOUBLE PRECISION"),
+        ("national_value", "DOUBLE PRECISION"),
+        ("metric_as_of", "TEXT"),
+        ("metric_known_at", "TEXT"),
+        ("decision", "TEXT"),
+        ("due_on", "TEXT"),
+        ("action", "TEXT"),
+        ("outcome", "TEXT"),
+    ),
+    indexes=("subject",),
+)
 
 
 def rows(ev: LogEvent) -> Iterable[tuple[Table, dict[str, Any]]]:
@@ -56,15 +68,37 @@ class Case:
 def cases(db: Any, moment: Moment) -> list[Case]:
     """Cases as of ``moment``; an update whose concern is not in force is ignored."""
     found: dict[str, Case] = {}
-    for (etype, subject, occurred_on, concern, category, metric, value, national, m_as_of, m_known, decision, due_on, action,
-         outcome) in db.facts(
-        CASE_FACTS.name, moment, order="occurred_on, seq",
+    for (
+        etype,
+        subject,
+        occurred_on,
+        concern,
+        category,
+        metric,
+        value,
+        national,
+        m_as_of,
+        m_known,
+        decision,
+        due_on,
+        action,
+        outcome,
+    ) in db.facts(
+        CASE_FACTS.name,
+        moment,
+        order="occurred_on, seq",
         columns="type, subject, occurred_on, concern_event_id, category, metric, metric_value, national_value, metric_as_of, "
-                "metric_known_at, decision, due_on, action, outcome",
+        "metric_known_at, decision, due_on, action, outcome",
     ):
         if etype == "accountability.concern_raised":
-            snapshot = {"metric": metric, "value": value, "national_value": national, "as_of": m_as_of, "known_at": m_known,
-                        "link": snapshot_link(subject, m_as_of, m_known)}
+            snapshot = {
+                "metric": metric,
+                "value": value,
+                "national_value": national,
+                "as_of": m_as_of,
+                "known_at": m_known,
+                "link": snapshot_link(subject, m_as_of, m_known),
+            }
             found[concern] = Case(concern, subject, occurred_on, category, snapshot)
             continue
         case = found.get(concern)

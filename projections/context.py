@@ -121,11 +121,21 @@ def placements_of(pupil: Pupil) -> list[Placement]:
             continue
         d = ep.details
         planned = d.get("planned_end")
-        out.append(Placement(
-            ep.start_event_id, pupil.key, d["commissioner"], d["setting"], d["setting_type"], int(d["tier"]), ep.start,
-            date.fromisoformat(planned) if planned else None, hours.get(ep.start_event_id, float(d["hours_per_week"])), ep.end,
-            outcomes.get(ep.start_event_id) if ep.end else None,
-        ))
+        out.append(
+            Placement(
+                ep.start_event_id,
+                pupil.key,
+                d["commissioner"],
+                d["setting"],
+                d["setting_type"],
+                int(d["tier"]),
+                ep.start,
+                date.fromisoformat(planned) if planned else None,
+                hours.get(ep.start_event_id, float(d["hours_per_week"])),
+                ep.end,
+                outcomes.get(ep.start_event_id) if ep.end else None,
+            )
+        )
     return out
 
 

@@ -233,8 +233,9 @@ def _alone(cell: CellId, equation: Mapping[CellId, int], unknown: set[CellId]) -
     return not any(u in unknown for u in equation if u != cell)
 
 
-def _secondary(cell: CellId, equations: list[dict[CellId, int]], unknown: set[CellId], values: Mapping[CellId, int],
-               order: Mapping[CellId, int]) -> CellId:
+def _secondary(
+    cell: CellId, equations: list[dict[CellId, int]], unknown: set[CellId], values: Mapping[CellId, int], order: Mapping[CellId, int]
+) -> CellId:
     """The published figure to suppress so that ``cell`` is no longer fixed: the smallest in a sum where it is
     the only figure not shown (the sum that gives it away), else the smallest sharing any sum with it (or,
     failing that, with any unknown it is tied to)."""

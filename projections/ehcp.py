@@ -46,7 +46,11 @@ APPEALABLE = frozenset({"ehcp.assessment_decided", "ehcp.refused_to_issue", "ehc
 # Follow-up of an area SEND outcome where the inspectorate states no date (domain.md 6.2): months to the next
 # monitoring inspection and to the next full inspection.
 FOLLOW_UP_MONTHS: dict[str, tuple[int | None, int | None]] = {
-    "positive": (None, 60), "inconsistent": (None, 36), "widespread_failings": (18, 36), "wsoa": (None, None), "no_wsoa": (None, None),
+    "positive": (None, 60),
+    "inconsistent": (None, 36),
+    "widespread_failings": (18, 36),
+    "wsoa": (None, None),
+    "no_wsoa": (None, None),
 }
 
 
@@ -76,9 +80,15 @@ class AreaInspection:
         return not self.inspected_since and bool(due) and min(due) < day
 
     def as_dict(self) -> dict[str, Any]:
-        return {"la": self.la, "inspectorate": self.inspectorate, "outcome": self.outcome, "published_on": self.published_on.isoformat(),
-                "monitoring_inspection_due": _iso(self.monitoring_inspection_due), "next_full_inspection_due": _iso(self.next_full_inspection_due),
-                "follow_up_started": self.inspected_since}
+        return {
+            "la": self.la,
+            "inspectorate": self.inspectorate,
+            "outcome": self.outcome,
+            "published_on": self.published_on.isoformat(),
+            "monitoring_inspection_due": _iso(self.monitoring_inspection_due),
+            "next_full_inspection_due": _iso(self.next_full_inspection_due),
+            "follow_up_started": self.inspected_since,
+        }
 
 
 def _iso(day: date | None) -> str | None:
@@ -94,11 +104,16 @@ class Facts:
 def _load(ctx: Context) -> Facts:
     by_subject: dict[str, list[Record]] = {}
     for subject, event_id, etype, submitter, occurred_on, received_at, data in ctx.db.facts(
-        EHCP_FACTS.name, ctx.moment, columns="subject, event_id, type, submitter, occurred_on, received_at, data", order="subject, seq",
+        EHCP_FACTS.name,
+        ctx.moment,
+        columns="subject, event_id, type, submitter, occurred_on, received_at, data",
+        order="subject, seq",
     ):
         when = parse_timestamp(received_at)
         assert when is not None
-        by_subject.setdefault(subject, []).append(Record(event_id, etype, submitter, subject, date.fromisoformat(occurred_on), when, json.loads(data)))
+        by_subject.setdefault(subject, []).append(
+            Record(event_id, etype, submitter, subject, date.fromisoformat(occurred_on), when, json.loads(data))
+        )
     journeys, inspections = [], {}
     for subject, records in by_subject.items():
         if subject.startswith("la:"):
@@ -120,7 +135,10 @@ def _latest_inspection(la: str, records: list[Record]) -> AreaInspection | None:
     stated_monitoring, stated_full = d.get("monitoring_inspection_due"), d.get("next_full_inspection_due")
     started_since = any(r.type == "inspection.started" and r.occurred_on > last.occurred_on for r in records)
     return AreaInspection(
-        la, last.submitter, d["outcome"], last.occurred_on,
+        la,
+        last.submitter,
+        d["outcome"],
+        last.occurred_on,
         date.fromisoformat(stated_monitoring) if stated_monitoring else add_months(last.occurred_on, monitoring) if monitoring else None,
         date.fromisoformat(stated_full) if stated_full else add_months(last.occurred_on, full) if full else None,
         started_since,
@@ -257,6 +275,7 @@ def _rate(column: str) -> Callable[[dict[str, str]], Any]:
     def value(row: dict[str, str]) -> Any:
         found = _number(row.get(column))
         return round(found, 2) if found is not None else None
+
     return value
 
 
@@ -264,6 +283,7 @@ def _count(column: str) -> Callable[[dict[str, str]], Any]:
     def value(row: dict[str, str]) -> Any:
         found = _number(row.get(column))
         return int(found) if found is not None else None
+
     return value
 
 

@@ -18,8 +18,13 @@ from ledger.core.rules import Record
 from ledger.core.times import timestamp
 
 COMMON = (
-    ("event_id", "TEXT PRIMARY KEY"), ("seq", "BIGINT NOT NULL"), ("type", "TEXT NOT NULL"), ("subject", "TEXT NOT NULL"),
-    ("occurred_on", "TEXT NOT NULL"), ("received_at", "TEXT NOT NULL"), ("superseded_at", "TEXT"),
+    ("event_id", "TEXT PRIMARY KEY"),
+    ("seq", "BIGINT NOT NULL"),
+    ("type", "TEXT NOT NULL"),
+    ("subject", "TEXT NOT NULL"),
+    ("occurred_on", "TEXT NOT NULL"),
+    ("received_at", "TEXT NOT NULL"),
+    ("superseded_at", "TEXT"),
 )
 END_OF_TIME = "9999-12-31T23:59:59.999999Z"
 
@@ -48,7 +53,9 @@ class Table:
     def ddl(self) -> list[str]:
         cols = ", ".join(f"{n} {t}" for n, t in self.all_columns)
         out = [f"CREATE TABLE IF NOT EXISTS {self.name} ({cols})"]
-        out += [f"CREATE INDEX IF NOT EXISTS {self.name}_{c.replace(', ', '_')} ON {self.name} ({c})" for c in ("occurred_on", *self.indexes)]
+        out += [
+            f"CREATE INDEX IF NOT EXISTS {self.name}_{c.replace(', ', '_')} ON {self.name} ({c})" for c in ("occurred_on", *self.indexes)
+        ]
         return out
 
     @property
@@ -94,8 +101,9 @@ class Moment:
         return timestamp(self.known_at) if self.known_at else END_OF_TIME
 
 
-def in_force(table: str, moment: Moment, where: str = "", params: Sequence[Any] = (), columns: str = "*",
-             effective_cut: bool = True) -> tuple[str, list[Any]]:
+def in_force(
+    table: str, moment: Moment, where: str = "", params: Sequence[Any] = (), columns: str = "*", effective_cut: bool = True
+) -> tuple[str, list[Any]]:
     """SQL (with ``?`` marks) selecting the facts of ``table`` in force at ``moment``."""
     sql = f"SELECT {columns} FROM {table} WHERE received_at <= ? AND (superseded_at IS NULL OR superseded_at > ?)"
     args: list[Any] = [moment.known, moment.known]

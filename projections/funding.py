@@ -156,17 +156,25 @@ def programme_deficit_agreed_pence(ctx: Context) -> Iterator[Contribution]:
 # Spend is a sum of tariff prices, so a total (or its share of a budget) gives away how many placements it is made of
 # wherever they share a price: small counts would be disclosed through money. These figures are for signed-in readers
 # (dashboards, accountabilityMetrics) and are left out of the public transparency reports.
-NOT_PUBLIC = frozenset({
-    "funding_committed_ap_pence", "funding_committed_ap_by_tier", "funding_committed_ap_by_provision_type",
-    "funding_committed_high_needs_pence", "funding_committed_high_needs_by_provision_type", "ap_budget_committed_rate",
-})
+NOT_PUBLIC = frozenset(
+    {
+        "funding_committed_ap_pence",
+        "funding_committed_ap_by_tier",
+        "funding_committed_ap_by_provision_type",
+        "funding_committed_high_needs_pence",
+        "funding_committed_high_needs_by_provision_type",
+        "ap_budget_committed_rate",
+    }
+)
 
 METRICS: tuple[Metric, ...] = (
     Metric("funding_committed_ap_pence", "funding", "count", funding_committed_ap_pence, unit="LA"),
     Metric("funding_committed_ap_by_tier", "funding", "breakdown", funding_committed_ap_by_tier, unit="LA"),
     Metric("funding_committed_ap_by_provision_type", "funding", "breakdown", funding_committed_ap_by_provision_type, unit="LA"),
     Metric("funding_committed_high_needs_pence", "funding", "count", funding_committed_high_needs_pence, unit="LA"),
-    Metric("funding_committed_high_needs_by_provision_type", "funding", "breakdown", funding_committed_high_needs_by_provision_type, unit="LA"),
+    Metric(
+        "funding_committed_high_needs_by_provision_type", "funding", "breakdown", funding_committed_high_needs_by_provision_type, unit="LA"
+    ),
     Metric("ap_budget_pence", "funding", "count", ap_budget_pence, unit="LA"),
     Metric("ap_budget_committed_rate", "funding", "rate", ap_budget_committed_rate, 100.0, unit="LA"),
     Metric("plan_places_by_need", "funding", "breakdown", plan_places_by_need, unit="LA"),

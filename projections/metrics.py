@@ -20,7 +20,11 @@ from .context import ENGLAND, Context, Contribution, Metric, scope_of
 from .orgs import Directory
 
 METRICS: tuple[Metric, ...] = (
-    *placements.METRICS, *unregistered.METRICS, *roll.METRICS, *exclusions.METRICS, *ap_performance.METRICS,
+    *placements.METRICS,
+    *unregistered.METRICS,
+    *roll.METRICS,
+    *exclusions.METRICS,
+    *ap_performance.METRICS,
     *ehcp.METRICS,
     *funding.METRICS,
 )
@@ -93,8 +97,14 @@ def report(ctx: Context, level: str, scope: str, only: Collection[str] | None = 
             peers.setdefault(peer, empty_figure(metric))
         mine = peers.get(scope, empty_figure(metric))
         position, of = rank(peers, scope) if metric.kind != "breakdown" else (None, len(peers))
-        out[metric.name] = {"group": metric.group, "kind": metric.kind, **mine.as_dict(), "national_value": national.value,
-                            "rank": position, "peers": of}
+        out[metric.name] = {
+            "group": metric.group,
+            "kind": metric.kind,
+            **mine.as_dict(),
+            "national_value": national.value,
+            "rank": position,
+            "peers": of,
+        }
         if metric.published is not None:  # the published figure beside the live one (docs/metrics.md)
             out[metric.name]["published"] = metric.published(scope, ctx.day)
     return out

@@ -10,9 +10,18 @@ from ledger.core.identifiers import la_code_of
 
 from .facts import LogEvent, Moment, Table, View
 
-ORG_FACTS = Table("pv_org_facts", (
-    ("kind", "TEXT"), ("la", "TEXT"), ("trust", "TEXT"), ("gias_type", "TEXT"), ("phase", "TEXT"), ("predecessor", "TEXT"),
-), indexes=("subject",))
+ORG_FACTS = Table(
+    "pv_org_facts",
+    (
+        ("kind", "TEXT"),
+        ("la", "TEXT"),
+        ("trust", "TEXT"),
+        ("gias_type", "TEXT"),
+        ("phase", "TEXT"),
+        ("predecessor", "TEXT"),
+    ),
+    indexes=("subject",),
+)
 
 ORG_TYPES = ("org.registered", "provider.unregistered_recorded", "org.joined_trust", "org.left_trust", "org.closed", "provider.closed")
 
@@ -71,7 +80,10 @@ def directory(db: Any, moment: Moment) -> Directory:
     out = Directory()
     as_of = moment.as_of.isoformat()
     for subject, etype, occurred_on, kind, la, trust, gias_type in db.facts(
-        ORG_FACTS.name, moment, columns="subject, type, occurred_on, kind, la, trust, gias_type", order="occurred_on, seq",
+        ORG_FACTS.name,
+        moment,
+        columns="subject, type, occurred_on, kind, la, trust, gias_type",
+        order="occurred_on, seq",
         effective_cut=False,
     ):
         registration = etype in ("org.registered", "provider.unregistered_recorded")

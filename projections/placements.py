@@ -48,8 +48,11 @@ def placements_ended_by_outcome(ctx: Context) -> Iterator[Contribution]:
 
 
 def _lengths(days: list[int]) -> dict[str, Any]:
-    return {"count": len(days), "mean": round(statistics.mean(days), 1) if days else None,
-            "median": statistics.median(days) if days else None}
+    return {
+        "count": len(days),
+        "mean": round(statistics.mean(days), 1) if days else None,
+        "median": statistics.median(days) if days else None,
+    }
 
 
 def _in_scope(ctx: Context, unit: str, level: str, scope: str) -> bool:
@@ -79,9 +82,17 @@ def placements_register(ctx: Context, level: str, scope: str) -> dict[str, Any]:
 METRICS: tuple[Metric, ...] = (
     Metric("open_ap_placements", "placements", "count", open_ap_placements, unit="commissioner"),
     Metric("overdue_time_limited_placements", "placements", "count", overdue_time_limited_placements, unit="commissioner"),
-    Metric("open_ap_placements_by_setting_type", "placements", "breakdown", lambda ctx: _open_by(ctx, lambda p: p.setting_type), unit="commissioner"),
+    Metric(
+        "open_ap_placements_by_setting_type",
+        "placements",
+        "breakdown",
+        lambda ctx: _open_by(ctx, lambda p: p.setting_type),
+        unit="commissioner",
+    ),
     Metric("open_ap_placements_by_tier", "placements", "breakdown", lambda ctx: _open_by(ctx, lambda p: str(p.tier)), unit="commissioner"),
-    Metric("placements_started_by_setting_type", "placements", "breakdown", lambda ctx: _started_by(ctx, "setting_type"), unit="commissioner"),
+    Metric(
+        "placements_started_by_setting_type", "placements", "breakdown", lambda ctx: _started_by(ctx, "setting_type"), unit="commissioner"
+    ),
     Metric("placements_started_by_tier", "placements", "breakdown", lambda ctx: _started_by(ctx, "tier"), unit="commissioner"),
     Metric("placements_started_by_reason", "placements", "breakdown", lambda ctx: _started_by(ctx, "reason"), unit="commissioner"),
     Metric("placements_ended_by_outcome", "placements", "breakdown", placements_ended_by_outcome, unit="commissioner"),

@@ -104,7 +104,10 @@ def funding(db: Any, moment: Moment) -> Funding:
     """The plans and funding facts known at ``moment`` (every effective date: plans, tariffs and bands carry their own)."""
     records = []
     for event_id, etype, subject, submitter, occurred_on, received_at, data in db.facts(
-        PLAN_FACTS.name, moment, columns="event_id, type, subject, submitter, occurred_on, received_at, data", effective_cut=False,
+        PLAN_FACTS.name,
+        moment,
+        columns="event_id, type, subject, submitter, occurred_on, received_at, data",
+        effective_cut=False,
     ):
         when = parse_timestamp(received_at)
         assert when is not None
@@ -123,7 +126,10 @@ def open_placement_settings(db: Any, moment: Moment) -> dict[str, str]:
     started: dict[str, str] = {}
     ended: set[str] = set()
     for event_id, etype, setting, data in db.facts(
-        PUPIL_FACTS.name, moment, columns="event_id, type, setting, data", where="type IN (?, ?)",
+        PUPIL_FACTS.name,
+        moment,
+        columns="event_id, type, setting, data",
+        where="type IN (?, ?)",
         params=("pupil.ap_placement_started", "pupil.ap_placement_ended"),
     ):
         if etype == "pupil.ap_placement_started":
@@ -138,7 +144,11 @@ def places_taken(state: Funding, day: date, placement_settings: dict[str, str]) 
     (``placement_settings``: the placements open that day, event id -> setting), an EHC plan's at the setting it names."""
     taken: dict[str, int] = defaultdict(int)
     for band in state.bands_on(day):
-        setting = placement_settings.get(str(band.data.get("placement_event_id"))) if band.data["basis"] == "ap_placement" else band.data["setting"]
+        setting = (
+            placement_settings.get(str(band.data.get("placement_event_id")))
+            if band.data["basis"] == "ap_placement"
+            else band.data["setting"]
+        )
         if setting is not None:
             taken[setting] += 1
     return taken
@@ -157,8 +167,25 @@ def tailored_list(state: Funding, la: str, need: str, phase: str, day: date, pla
             used = taken.get(s["setting"], 0)
             # whether a place is free, not how many pupils are there: the list is public, and a count at one setting
             # would be a small number about children
-            settings.append({"setting": s["setting"], "name": s["name"], "provision_type": s["provision_type"], "phases": s["phases"],
-                             "needs": s["needs"], "places": s["places"], "places_available": used < s["places"], "bands": s.get("bands", [])})
+            settings.append(
+                {
+                    "setting": s["setting"],
+                    "name": s["name"],
+                    "provision_type": s["provision_type"],
+                    "phases": s["phases"],
+                    "needs": s["needs"],
+                    "places": s["places"],
+                    "places_available": used < s["places"],
+                    "bands": s.get("bands", []),
+                }
+            )
     settings.sort(key=lambda s: (s["provision_type"], s["name"]))
-    return {"plan": {"event_id": plan.event_id, "version": plan.version, "valid_from": plan.valid_from.isoformat(),
-                     "valid_to": plan.valid_to.isoformat()}, "settings": settings}
+    return {
+        "plan": {
+            "event_id": plan.event_id,
+            "version": plan.version,
+            "valid_from": plan.valid_from.isoformat(),
+            "valid_to": plan.valid_to.isoformat(),
+        },
+        "settings": settings,
+    }

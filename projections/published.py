@@ -12,9 +12,12 @@ from typing import Any
 from ledger import dfe
 
 SETTING_TYPE_LABELS = {
-    "URN": "Education setting with URN", "UKPRN": "Registered provider with UKPRN",
-    "NFE": "Non-maintained further education college", "OOT": "One on one tuition",
-    "OTH": "Other unregistered provider", "WBP": "Work based placement",
+    "URN": "Education setting with URN",
+    "UKPRN": "Registered provider with UKPRN",
+    "NFE": "Non-maintained further education college",
+    "OOT": "One on one tuition",
+    "OTH": "Other unregistered provider",
+    "WBP": "Work based placement",
     "UNKNOWN": "Unknown",  # published as its own category (4 placements in England, all in Tower Hamlets): part of the total
 }
 TOTAL_LABEL = "Total"

@@ -17,19 +17,33 @@ from ledger.core.rules import PupilState, Record, fold_pupil
 
 from .facts import LogEvent, Moment, Table, View
 
-PUPIL_FACTS = Table("pv_pupil_facts", (
-    ("submitter", "TEXT NOT NULL"), ("school", "TEXT"), ("setting", "TEXT"), ("data", "TEXT NOT NULL"), ("flags", "TEXT NOT NULL"),
-), indexes=("subject, seq", "type"))
+PUPIL_FACTS = Table(
+    "pv_pupil_facts",
+    (
+        ("submitter", "TEXT NOT NULL"),
+        ("school", "TEXT"),
+        ("setting", "TEXT"),
+        ("data", "TEXT NOT NULL"),
+        ("flags", "TEXT NOT NULL"),
+    ),
+    indexes=("subject, seq", "type"),
+)
 
 
 def rows(ev: LogEvent) -> Iterable[tuple[Table, dict[str, Any]]]:
     r = ev.record
     if not r.type.startswith("pupil.") or r.type == "pupil.record_retracted":
         return
-    yield PUPIL_FACTS, {
-        "submitter": r.submitter, "school": r.data.get("school") or r.data.get("commissioner"), "setting": r.data.get("setting"),
-        "data": json.dumps(r.data, sort_keys=True), "flags": ",".join(ev.flags),
-    }
+    yield (
+        PUPIL_FACTS,
+        {
+            "submitter": r.submitter,
+            "school": r.data.get("school") or r.data.get("commissioner"),
+            "setting": r.data.get("setting"),
+            "data": json.dumps(r.data, sort_keys=True),
+            "flags": ",".join(ev.flags),
+        },
+    )
 
 
 VIEW = View("pupils", 1, (PUPIL_FACTS,), rows)
@@ -71,7 +85,9 @@ def pupils(db: Any, moment: Moment) -> list[Pupil]:
     """Every pupil's facts in force at ``moment`` (effective date cut at ``moment.as_of``)."""
     out: dict[str, Pupil] = {}
     for subject, event_id, etype, submitter, occurred_on, received_at, data, flags in db.facts(
-        PUPIL_FACTS.name, moment, columns="subject, event_id, type, submitter, occurred_on, received_at, data, flags",
+        PUPIL_FACTS.name,
+        moment,
+        columns="subject, event_id, type, submitter, occurred_on, received_at, data, flags",
         order="subject, seq",
     ):
         pupil = out.get(subject)

@@ -58,15 +58,39 @@ from .pupils import PUPIL_FACTS, Pupil
 
 MODEL_VERSION = 1  # bump when the tables or their rules change: the runner rebuilds the model from the log
 
-RM_EVENTS = Table("rm_events", (
-    ("unit", "TEXT"), ("setting", "TEXT"), ("submitter", "TEXT NOT NULL"), ("destination", "TEXT"), ("kind", "TEXT"),
-    ("label", "TEXT"), ("sessions", "INTEGER"), ("setting_type", "TEXT"), ("tier", "TEXT"), ("outcome", "TEXT"),
-    ("placement_id", "TEXT"), ("backdated", "INTEGER"), ("late_days", "INTEGER"), ("check_day", "TEXT"),
-    ("academic_year", "TEXT"), ("attended", "BIGINT"), ("possible", "BIGINT"), ("sustained", "INTEGER"),
-), indexes=("type, occurred_on", "subject"))
+RM_EVENTS = Table(
+    "rm_events",
+    (
+        ("unit", "TEXT"),
+        ("setting", "TEXT"),
+        ("submitter", "TEXT NOT NULL"),
+        ("destination", "TEXT"),
+        ("kind", "TEXT"),
+        ("label", "TEXT"),
+        ("sessions", "INTEGER"),
+        ("setting_type", "TEXT"),
+        ("tier", "TEXT"),
+        ("outcome", "TEXT"),
+        ("placement_id", "TEXT"),
+        ("backdated", "INTEGER"),
+        ("late_days", "INTEGER"),
+        ("check_day", "TEXT"),
+        ("academic_year", "TEXT"),
+        ("attended", "BIGINT"),
+        ("possible", "BIGINT"),
+        ("sustained", "INTEGER"),
+    ),
+    indexes=("type, occurred_on", "subject"),
+)
 
-INTERVAL = (("subject", "TEXT NOT NULL"), ("row_key", "TEXT NOT NULL"), ("valid_from", "TEXT NOT NULL"), ("valid_to", "TEXT"),
-            ("known_from", "TEXT NOT NULL"), ("known_to", "TEXT"))
+INTERVAL = (
+    ("subject", "TEXT NOT NULL"),
+    ("row_key", "TEXT NOT NULL"),
+    ("valid_from", "TEXT NOT NULL"),
+    ("valid_to", "TEXT"),
+    ("known_from", "TEXT NOT NULL"),
+    ("known_to", "TEXT"),
+)
 
 
 @dataclass(frozen=True)
@@ -79,25 +103,47 @@ class IntervalTable(Table):
 
     def ddl(self) -> list[str]:
         cols = ", ".join(f"{n} {t}" for n, t in self.all_columns)
-        return [f"CREATE TABLE IF NOT EXISTS {self.name} ({cols})",
-                *(f"CREATE INDEX IF NOT EXISTS {self.name}_{c.replace(', ', '_')} ON {self.name} ({c})" for c in ("subject", *self.indexes))]
+        return [
+            f"CREATE TABLE IF NOT EXISTS {self.name} ({cols})",
+            *(f"CREATE INDEX IF NOT EXISTS {self.name}_{c.replace(', ', '_')} ON {self.name} ({c})" for c in ("subject", *self.indexes)),
+        ]
 
     @property
     def state_columns(self) -> list[str]:
         return [n for n, _ in self.columns]
 
 
-RM_REGISTRATIONS = IntervalTable("rm_registrations", (
-    ("ordinal", "INTEGER NOT NULL"), ("school", "TEXT NOT NULL"), ("status", "TEXT NOT NULL"), ("start_on", "TEXT NOT NULL"),
-    ("end_on", "TEXT"), ("sen_status", "TEXT NOT NULL"), ("looked_after", "INTEGER NOT NULL"),
-    ("regs", "INTEGER NOT NULL"),  # the pupil's registrations in this state: 1 says no other row of the pupil is in force with it
-))
-RM_PLACEMENTS = IntervalTable("rm_placements", (
-    ("placement_id", "TEXT NOT NULL"), ("commissioner", "TEXT NOT NULL"), ("setting", "TEXT NOT NULL"), ("setting_type", "TEXT NOT NULL"),
-    ("tier", "INTEGER NOT NULL"), ("start_on", "TEXT NOT NULL"), ("planned_end", "TEXT"), ("hours", "DOUBLE PRECISION NOT NULL"),
-    ("end_on", "TEXT"), ("outcome", "TEXT"), ("length_days", "INTEGER"), ("deadline", "TEXT"),
-    ("places", "INTEGER NOT NULL"),  # the pupil's placements in this state (1: the pupil's only row in force)
-))
+RM_REGISTRATIONS = IntervalTable(
+    "rm_registrations",
+    (
+        ("ordinal", "INTEGER NOT NULL"),
+        ("school", "TEXT NOT NULL"),
+        ("status", "TEXT NOT NULL"),
+        ("start_on", "TEXT NOT NULL"),
+        ("end_on", "TEXT"),
+        ("sen_status", "TEXT NOT NULL"),
+        ("looked_after", "INTEGER NOT NULL"),
+        ("regs", "INTEGER NOT NULL"),  # the pupil's registrations in this state: 1 says no other row of the pupil is in force with it
+    ),
+)
+RM_PLACEMENTS = IntervalTable(
+    "rm_placements",
+    (
+        ("placement_id", "TEXT NOT NULL"),
+        ("commissioner", "TEXT NOT NULL"),
+        ("setting", "TEXT NOT NULL"),
+        ("setting_type", "TEXT NOT NULL"),
+        ("tier", "INTEGER NOT NULL"),
+        ("start_on", "TEXT NOT NULL"),
+        ("planned_end", "TEXT"),
+        ("hours", "DOUBLE PRECISION NOT NULL"),
+        ("end_on", "TEXT"),
+        ("outcome", "TEXT"),
+        ("length_days", "INTEGER"),
+        ("deadline", "TEXT"),
+        ("places", "INTEGER NOT NULL"),  # the pupil's placements in this state (1: the pupil's only row in force)
+    ),
+)
 STATE_TABLES = (RM_REGISTRATIONS, RM_PLACEMENTS)
 
 
@@ -138,12 +184,17 @@ def event_rows(settings: ViewSettings) -> Callable[[LogEvent], Iterable[tuple[Ta
         calendar = settings.calendar  # loaded once (cached), when first needed
         d = r.data
         values: dict[str, Any] = {
-            "unit": d.get("school") or d.get("commissioner"), "setting": d.get("setting"), "submitter": r.submitter,
+            "unit": d.get("school") or d.get("commissioner"),
+            "setting": d.get("setting"),
+            "submitter": r.submitter,
             "late_days": school_days(calendar, r.occurred_on, r.received_at.date()),
         }
         if r.type == "pupil.deregistered":
-            values.update(destination=d["destination"], backdated=int("backdated_removal" in ev.flags),
-                          check_day=calendar.add_school_days(r.occurred_on, settings.gap_school_days).isoformat())
+            values.update(
+                destination=d["destination"],
+                backdated=int("backdated_removal" in ev.flags),
+                check_day=calendar.add_school_days(r.occurred_on, settings.gap_school_days).isoformat(),
+            )
         elif r.type == "pupil.excluded":
             values.update(kind=d["kind"], label=d["reasons"][0], sessions=d.get("sessions"))
         elif r.type == "pupil.ap_placement_started":
@@ -182,12 +233,35 @@ def state_of(key: str, records: list[Record], settings: ViewSettings) -> set[Sta
     out: set[StateRow] = set()
     regs = pupil.state.registrations
     for i, g in enumerate(regs):
-        out.add((RM_REGISTRATIONS, (i, g.school, g.status, g.start.isoformat(), _iso(g.end), g.sen_status, int(bool(g.looked_after)), len(regs))))
+        out.add(
+            (
+                RM_REGISTRATIONS,
+                (i, g.school, g.status, g.start.isoformat(), _iso(g.end), g.sen_status, int(bool(g.looked_after)), len(regs)),
+            )
+        )
     placements = placements_of(pupil)
     for p in placements:
         deadline = settings.calendar.end_of_term_after(p.start, settings.reintegration_terms)
-        out.add((RM_PLACEMENTS, (p.event_id, p.commissioner, p.setting, p.setting_type, p.tier, p.start.isoformat(), _iso(p.planned_end),
-                                 p.hours, _iso(p.end), p.outcome, (p.end - p.start).days if p.end else None, _iso(deadline), len(placements))))
+        out.add(
+            (
+                RM_PLACEMENTS,
+                (
+                    p.event_id,
+                    p.commissioner,
+                    p.setting,
+                    p.setting_type,
+                    p.tier,
+                    p.start.isoformat(),
+                    _iso(p.planned_end),
+                    p.hours,
+                    _iso(p.end),
+                    p.outcome,
+                    (p.end - p.start).days if p.end else None,
+                    _iso(deadline),
+                    len(placements),
+                ),
+            )
+        )
     return out
 
 
@@ -279,8 +353,10 @@ def maintain_state(settings: ViewSettings) -> Callable[[Any, Any, Sequence[LogEv
             if deletes:
                 cur.executemany(store.sql(f"DELETE FROM {table.name} WHERE subject = ? AND known_from >= ?"), deletes)
             if ends[table.name]:
-                cur.executemany(store.sql(f"UPDATE {table.name} SET known_to = ? WHERE subject = ? AND row_key = ? AND known_from = ?"),
-                                ends[table.name])
+                cur.executemany(
+                    store.sql(f"UPDATE {table.name} SET known_to = ? WHERE subject = ? AND row_key = ? AND known_from = ?"),
+                    ends[table.name],
+                )
             rows = inserts[table.name]
             if not rows:
                 continue
@@ -296,9 +372,15 @@ def maintain_state(settings: ViewSettings) -> Callable[[Any, Any, Sequence[LogEv
 
 def _load_facts(cur: Any, store: Any, subjects: list[str]) -> dict[str, list[Fact]]:
     where, params = store.where_in("subject", subjects)
-    execute_in(cur, store.sql(
-        f"SELECT subject, seq, event_id, type, submitter, occurred_on, received_at, superseded_at, data FROM {PUPIL_FACTS.name} "
-        f"WHERE {where} ORDER BY subject, seq"), params, store.is_postgres)
+    execute_in(
+        cur,
+        store.sql(
+            f"SELECT subject, seq, event_id, type, submitter, occurred_on, received_at, superseded_at, data FROM {PUPIL_FACTS.name} "
+            f"WHERE {where} ORDER BY subject, seq"
+        ),
+        params,
+        store.is_postgres,
+    )
     out: dict[str, list[Fact]] = defaultdict(list)
     for subject, seq, event_id, etype, submitter, occurred_on, received_at, superseded_at, data in fetch_tuples(cur):
         when = parse_timestamp(received_at)
@@ -308,14 +390,22 @@ def _load_facts(cur: Any, store: Any, subjects: list[str]) -> dict[str, list[Fac
     return out
 
 
-def _load_tails(cur: Any, store: Any, subjects: list[str], since: str) -> dict[str, list[tuple[IntervalTable, str, str, str | None, ValidRow]]]:
+def _load_tails(
+    cur: Any, store: Any, subjects: list[str], since: str
+) -> dict[str, list[tuple[IntervalTable, str, str, str | None, ValidRow]]]:
     """The stored rows still known at or after ``since`` (those a batch may end, extend or replace)."""
     out: dict[str, list[tuple[IntervalTable, str, str, str | None, ValidRow]]] = defaultdict(list)
     for table in STATE_TABLES:
         where, params = store.where_in("subject", subjects)
-        execute_in(cur, store.sql(
-            f"SELECT subject, row_key, known_from, known_to, valid_from, valid_to, {', '.join(table.state_columns)} FROM {table.name} "
-            f"WHERE {where} AND (known_to IS NULL OR known_to >= ?)"), [*params, since], store.is_postgres)
+        execute_in(
+            cur,
+            store.sql(
+                f"SELECT subject, row_key, known_from, known_to, valid_from, valid_to, {', '.join(table.state_columns)} FROM {table.name} "
+                f"WHERE {where} AND (known_to IS NULL OR known_to >= ?)"
+            ),
+            [*params, since],
+            store.is_postgres,
+        )
         for subject, rk, known_from, known_to, valid_from, valid_to, *values in fetch_tuples(cur):
             out[subject].append((table, rk, known_from, known_to, (table, _typed(table, values), valid_from, valid_to)))
     return out
@@ -337,5 +427,7 @@ VIEW_PREFIX = "read_model_"  # the names of the model's views: their rows are de
 def views(settings: ViewSettings) -> tuple[View, View]:
     """The read model's two views, after ``pupils`` in the runner's order (the state reads the pupils' facts)."""
     version = model_version(settings)
-    return (View("read_model_events", version, (RM_EVENTS,), event_rows(settings)),
-            View("read_model_state", version, STATE_TABLES, lambda ev: (), maintain=maintain_state(settings)))
+    return (
+        View("read_model_events", version, (RM_EVENTS,), event_rows(settings)),
+        View("read_model_state", version, STATE_TABLES, lambda ev: (), maintain=maintain_state(settings)),
+    )

@@ -43,8 +43,10 @@ def EV(e: str) -> str:  # noqa: N802 - a SQL fragment: a fact row in force at (D
 
 
 def ST(x: str) -> str:  # noqa: N802 - a SQL fragment: a state interval row in force at (D, T)
-    return (f"{x}.valid_from <= :d AND ({x}.valid_to IS NULL OR {x}.valid_to > :d) "
-            f"AND {x}.known_from <= :t AND ({x}.known_to IS NULL OR {x}.known_to > :t)")
+    return (
+        f"{x}.valid_from <= :d AND ({x}.valid_to IS NULL OR {x}.valid_to > :d) "
+        f"AND {x}.known_from <= :t AND ({x}.known_to IS NULL OR {x}.known_to > :t)"
+    )
 
 
 def _of(etype: str, e: str = "e") -> str:
@@ -55,9 +57,11 @@ IN_YEAR = "e.occurred_on >= :ys"
 OPEN_PLACEMENT = f"{ST('p')} AND p.end_on IS NULL"
 ROLL = f"{ST('r')} AND r.start_on <= :d AND (r.end_on IS NULL OR r.end_on > :d) AND r.status IN ('C', 'M')"
 NO_SETTING = (  # no registration or placement open on any day in (left, check day]
-    "NOT EXISTS (SELECT 1 FROM rm_registrations s WHERE s.subject = e.subject AND " + ST("s") +
-    " AND s.start_on <= e.check_day AND (s.end_on IS NULL OR s.end_on > e.occurred_on)) AND NOT EXISTS (SELECT 1 FROM rm_placements s "
-    "WHERE s.subject = e.subject AND " + ST("s") + " AND s.start_on <= e.check_day AND (s.end_on IS NULL OR s.end_on > e.occurred_on))")
+    "NOT EXISTS (SELECT 1 FROM rm_registrations s WHERE s.subject = e.subject AND "
+    + ST("s")
+    + " AND s.start_on <= e.check_day AND (s.end_on IS NULL OR s.end_on > e.occurred_on)) AND NOT EXISTS (SELECT 1 FROM rm_placements s "
+    "WHERE s.subject = e.subject AND " + ST("s") + " AND s.start_on <= e.check_day AND (s.end_on IS NULL OR s.end_on > e.occurred_on))"
+)
 WITHOUT_SETTING = f"e.destination NOT IN {_in(GAP_EXEMPT_DESTINATIONS)} AND e.check_day <= :d AND {NO_SETTING}"
 NOT_SHARED = ", 0 AS shared"
 X_ITEM = "'x:' || e.event_id"  # a numerator item beside the roll's 'p:' items
@@ -66,8 +70,10 @@ ROLL_DENOMINATOR = f"SELECT r.school AS unit, 'p:' || r.subject AS item, 0 AS nu
 
 
 def _started_by(column: str) -> str:
-    return (f"SELECT e.unit AS unit, e.event_id AS item, 1 AS num, 0 AS den, e.{column} AS label FROM rm_events e "
-            f"WHERE {_of('ap_placement_started')} AND {IN_YEAR}")
+    return (
+        f"SELECT e.unit AS unit, e.event_id AS item, 1 AS num, 0 AS den, e.{column} AS label FROM rm_events e "
+        f"WHERE {_of('ap_placement_started')} AND {IN_YEAR}"
+    )
 
 
 def _open_by(label: str, where: str = "") -> str:
@@ -79,12 +85,16 @@ def _removals(where: str, unit: str = "e.unit", item: str = "e.event_id", label:
 
 
 def _exclusions(kind: str, label: str = "''", item: str = "e.event_id", shared: str = "") -> str:
-    return (f"SELECT e.unit AS unit, {item} AS item, 1 AS num, 0 AS den, {label} AS label{shared} FROM rm_events e "
-            f"WHERE {_of('excluded')} AND {IN_YEAR} AND e.kind = '{kind}'")
+    return (
+        f"SELECT e.unit AS unit, {item} AS item, 1 AS num, 0 AS den, {label} AS label{shared} FROM rm_events e "
+        f"WHERE {_of('excluded')} AND {IN_YEAR} AND e.kind = '{kind}'"
+    )
 
 
-ENDED_LENGTHS = ("SELECT p.setting AS unit, p.placement_id AS item, p.length_days AS num, 1 AS den, '' AS label FROM rm_placements p "
-                 f"WHERE {ST('p')} AND p.end_on IS NOT NULL AND p.end_on >= :ts")
+ENDED_LENGTHS = (
+    "SELECT p.setting AS unit, p.placement_id AS item, p.length_days AS num, 1 AS den, '' AS label FROM rm_placements p "
+    f"WHERE {ST('p')} AND p.end_on IS NOT NULL AND p.end_on >= :ts"
+)
 
 
 @dataclass(frozen=True)
@@ -104,52 +114,70 @@ QUERIES: dict[str, Query] = {
     "placements_ended_by_outcome": Query(
         "SELECT p.commissioner AS unit, e.event_id AS item, 1 AS num, 0 AS den, e.outcome AS label FROM rm_events e "
         f"JOIN rm_placements p ON p.subject = e.subject AND p.placement_id = e.placement_id AND {ST('p')} "
-        f"WHERE {_of('ap_placement_ended')} AND {IN_YEAR}"),
+        f"WHERE {_of('ap_placement_ended')} AND {IN_YEAR}"
+    ),
     "pupils_in_unregistered_provision": Query(
         "SELECT p.commissioner AS unit, p.subject AS item, 1 AS num, 0 AS den, '' AS label, CASE WHEN p.places > 1 THEN 1 ELSE 0 END AS shared "
         "FROM rm_placements p "
-        f"WHERE {OPEN_PLACEMENT} AND p.setting_type IN {_in(UNREGISTERED_SETTING_TYPES)}", unique=False),
+        f"WHERE {OPEN_PLACEMENT} AND p.setting_type IN {_in(UNREGISTERED_SETTING_TYPES)}",
+        unique=False,
+    ),
     "removals_unknown_destination": Query(_removals(f"{IN_YEAR} AND e.destination = 'unknown'")),
     "children_without_setting_after_leaving": Query(_removals(f"e.check_day >= :ys AND {WITHOUT_SETTING}")),
     "sen_exits": Query(
-        "SELECT unit, item, 1 AS num, 0 AS den, label FROM (" + _removals(IN_YEAR, label=(
-            "(SELECT r.sen_status FROM rm_registrations r WHERE r.subject = e.subject AND " + ST("r") +
-            " AND r.school = e.unit AND r.end_on = e.occurred_on ORDER BY r.ordinal DESC LIMIT 1)")) +
-        ") x WHERE label IS NOT NULL AND label <> 'N'"),
+        "SELECT unit, item, 1 AS num, 0 AS den, label FROM ("
+        + _removals(
+            IN_YEAR,
+            label=(
+                "(SELECT r.sen_status FROM rm_registrations r WHERE r.subject = e.subject AND "
+                + ST("r")
+                + " AND r.school = e.unit AND r.end_on = e.occurred_on ORDER BY r.ordinal DESC LIMIT 1)"
+            ),
+        )
+        + ") x WHERE label IS NOT NULL AND label <> 'N'"
+    ),
     "backdated_removals": Query(_removals(f"{IN_YEAR} AND e.backdated = 1")),
     "late_report_rate": Query(
         "SELECT e.submitter AS unit, e.event_id AS item, CASE WHEN e.late_days > :late THEN 1 ELSE 0 END AS num, 1 AS den, '' AS label "
-        f"FROM rm_events e WHERE {EV('e')} AND {IN_YEAR}"),
+        f"FROM rm_events e WHERE {EV('e')} AND {IN_YEAR}"
+    ),
     "unexplained_exit_rate": Query(
         f"SELECT r.school AS unit, 'p:' || r.subject AS item, 0 AS num, 1 AS den, '' AS label, {SHARED_REG} FROM rm_registrations r "
-        f"WHERE {ST('r')} AND r.start_on <= :d AND (r.end_on IS NULL OR r.end_on >= :ys) UNION ALL " +
-        _removals(f"{IN_YEAR} AND (e.destination IN {_in(UNEXPLAINED_DESTINATIONS)} OR ({WITHOUT_SETTING}))", item="'x:' || e.event_id",
-                  shared=NOT_SHARED),
-        unique=False),
-    "pupils_on_roll": Query(f"SELECT r.school AS unit, r.subject AS item, 1 AS num, 0 AS den, '' AS label, {SHARED_REG} FROM rm_registrations r "
-                            f"WHERE {ROLL}",
-                            unique=False),
-    "suspension_rate": Query(f"{ROLL_DENOMINATOR} UNION ALL {_exclusions('SUSP', item=X_ITEM, shared=NOT_SHARED)}",
-                             unique=False),
-    "permanent_exclusion_rate": Query(f"{ROLL_DENOMINATOR} UNION ALL {_exclusions('PERM', item=X_ITEM, shared=NOT_SHARED)}",
-                                      unique=False),
+        f"WHERE {ST('r')} AND r.start_on <= :d AND (r.end_on IS NULL OR r.end_on >= :ys) UNION ALL "
+        + _removals(
+            f"{IN_YEAR} AND (e.destination IN {_in(UNEXPLAINED_DESTINATIONS)} OR ({WITHOUT_SETTING}))",
+            item="'x:' || e.event_id",
+            shared=NOT_SHARED,
+        ),
+        unique=False,
+    ),
+    "pupils_on_roll": Query(
+        f"SELECT r.school AS unit, r.subject AS item, 1 AS num, 0 AS den, '' AS label, {SHARED_REG} FROM rm_registrations r WHERE {ROLL}",
+        unique=False,
+    ),
+    "suspension_rate": Query(f"{ROLL_DENOMINATOR} UNION ALL {_exclusions('SUSP', item=X_ITEM, shared=NOT_SHARED)}", unique=False),
+    "permanent_exclusion_rate": Query(f"{ROLL_DENOMINATOR} UNION ALL {_exclusions('PERM', item=X_ITEM, shared=NOT_SHARED)}", unique=False),
     "suspensions_by_reason": Query(_exclusions("SUSP", "e.label")),
     "permanent_exclusions_by_reason": Query(_exclusions("PERM", "e.label")),
     "suspension_cap_breaches": Query(
         "SELECT unit, item, 1 AS num, 0 AS den, '' AS label FROM (SELECT e.unit AS unit, e.subject AS item, e.sessions AS sessions, "
         "SUM(e.sessions) OVER (PARTITION BY e.subject ORDER BY e.seq ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS total "
-        f"FROM rm_events e WHERE {_of('excluded')} AND {IN_YEAR} AND e.kind = 'SUSP') x WHERE total > :cap AND total - sessions <= :cap"),
+        f"FROM rm_events e WHERE {_of('excluded')} AND {IN_YEAR} AND e.kind = 'SUSP') x WHERE total > :cap AND total - sessions <= :cap"
+    ),
     "ap_attendance_rate": Query(
         "SELECT e.setting AS unit, e.event_id AS item, e.attended AS num, e.possible AS den, '' AS label FROM rm_events e "
-        f"WHERE {_of('attendance_summary_recorded')} AND e.academic_year = :ay"),
+        f"WHERE {_of('attendance_summary_recorded')} AND e.academic_year = :ay"
+    ),
     "ap_reintegration_rate": Query(
         "SELECT p.setting AS unit, p.placement_id AS item, CASE WHEN p.outcome = 'mainstream' AND p.end_on IS NOT NULL AND p.end_on <= p.deadline "
         f"THEN 1 ELSE 0 END AS num, 1 AS den, '' AS label FROM rm_placements p WHERE {ST('p')} AND p.deadline IS NOT NULL "
-        "AND p.deadline >= :ts AND p.deadline <= :d"),
+        "AND p.deadline >= :ts AND p.deadline <= :d"
+    ),
     "ap_sustained_post16_rate": Query(
         "SELECT unit, item, num, 1 AS den, '' AS label FROM (SELECT e.submitter AS unit, e.subject || ':' || e.submitter AS item, "
         "e.sustained AS num, ROW_NUMBER() OVER (PARTITION BY e.subject, e.submitter ORDER BY e.seq DESC) AS n FROM rm_events e "
-        f"WHERE {_of('post16_destination_recorded')} AND e.occurred_on >= :ts) x WHERE n = 1"),
+        f"WHERE {_of('post16_destination_recorded')} AND e.occurred_on >= :ts) x WHERE n = 1"
+    ),
     "ap_placement_length_mean_days": Query(ENDED_LENGTHS),
     "ap_placement_length_median_days": Query(ENDED_LENGTHS),
 }
@@ -179,12 +207,16 @@ def aggregated(query: Query, kind: str) -> str:
     if kind == "median":
         return f"SELECT unit, label, num, den, 1 AS n, item FROM ({query.sql}) c"
     if query.unique:
-        return f"SELECT unit, label, SUM(num) AS num, SUM(den) AS den, COUNT(*) AS n, NULL AS item FROM ({query.sql}) c GROUP BY unit, label"
-    return (f"WITH c AS MATERIALIZED ({query.sql}), "
-            "repeated AS MATERIALIZED (SELECT item FROM c WHERE shared = 1 GROUP BY item HAVING COUNT(*) > 1) "
-            "SELECT unit, label, SUM(num) AS num, SUM(den) AS den, COUNT(*) AS n, NULL AS item FROM c "
-            "WHERE shared = 0 OR item NOT IN (SELECT item FROM repeated) GROUP BY unit, label "
-            "UNION ALL SELECT unit, label, num, den, 1 AS n, item FROM c WHERE shared = 1 AND item IN (SELECT item FROM repeated)")
+        return (
+            f"SELECT unit, label, SUM(num) AS num, SUM(den) AS den, COUNT(*) AS n, NULL AS item FROM ({query.sql}) c GROUP BY unit, label"
+        )
+    return (
+        f"WITH c AS MATERIALIZED ({query.sql}), "
+        "repeated AS MATERIALIZED (SELECT item FROM c WHERE shared = 1 GROUP BY item HAVING COUNT(*) > 1) "
+        "SELECT unit, label, SUM(num) AS num, SUM(den) AS den, COUNT(*) AS n, NULL AS item FROM c "
+        "WHERE shared = 0 OR item NOT IN (SELECT item FROM repeated) GROUP BY unit, label "
+        "UNION ALL SELECT unit, label, num, den, 1 AS n, item FROM c WHERE shared = 1 AND item IN (SELECT item FROM repeated)"
+    )
 
 
 def usable(store: Any, settings: ViewSettings) -> bool:
@@ -221,8 +253,15 @@ class ReadModelContext(Context):
         return self._fold
 
     def params(self) -> dict[str, Any]:
-        return {"d": self.day.isoformat(), "t": self.moment.known, "ys": self.year_start.isoformat(), "ts": self.trailing_start.isoformat(),
-                "ay": academic_year(self.day), "late": self.settings.late_school_days, "cap": 2 * SUSPENSION_CAP_DAYS}
+        return {
+            "d": self.day.isoformat(),
+            "t": self.moment.known,
+            "ys": self.year_start.isoformat(),
+            "ts": self.trailing_start.isoformat(),
+            "ay": academic_year(self.day),
+            "late": self.settings.late_school_days,
+            "cap": 2 * SUSPENSION_CAP_DAYS,
+        }
 
     def query(self, sql: str) -> list[tuple[Any, ...]]:
         statement, params = positional(sql, self.params())
@@ -235,7 +274,8 @@ class ReadModelContext(Context):
             if query is not None:
                 self._contributions[metric.name] = [
                     Contribution(unit, item if item is not None else f"{unit}\x00{label}", int(num or 0), int(den or 0), label or "")
-                    for unit, label, num, den, _, item in self.query(aggregated(query, metric.kind))]
+                    for unit, label, num, den, _, item in self.query(aggregated(query, metric.kind))
+                ]
             elif metric.name in COMPUTED:
                 self._contributions[metric.name] = list(metric.compute(self))
             else:
@@ -246,11 +286,24 @@ class ReadModelContext(Context):
     def placements(self) -> list[Placement]:
         if self._placements is None:
             self._placements = [
-                Placement(pid, subject, commissioner, setting, setting_type, int(tier), date.fromisoformat(start), _day(planned), float(hours),
-                          _day(end), outcome)
+                Placement(
+                    pid,
+                    subject,
+                    commissioner,
+                    setting,
+                    setting_type,
+                    int(tier),
+                    date.fromisoformat(start),
+                    _day(planned),
+                    float(hours),
+                    _day(end),
+                    outcome,
+                )
                 for subject, pid, commissioner, setting, setting_type, tier, start, planned, hours, end, outcome in self.query(
                     "SELECT p.subject, p.placement_id, p.commissioner, p.setting, p.setting_type, p.tier, p.start_on, p.planned_end, p.hours, "
-                    f"p.end_on, p.outcome FROM rm_placements p WHERE {ST('p')} ORDER BY p.subject, p.start_on, p.placement_id")]
+                    f"p.end_on, p.outcome FROM rm_placements p WHERE {ST('p')} ORDER BY p.subject, p.start_on, p.placement_id"
+                )
+            ]
         return self._placements
 
     def derived(self, name: str, compute: Callable[[Context], Any]) -> Any:
@@ -259,10 +312,14 @@ class ReadModelContext(Context):
         return super().derived(name, compute)
 
     def provider_watch(self) -> list[ProviderWatch]:
-        vulnerable = {subject for (subject,) in self.query(
-            f"SELECT DISTINCT p.subject FROM rm_placements p JOIN rm_registrations r ON r.subject = p.subject AND {ST('r')} "
-            f"AND r.start_on <= :d AND (r.end_on IS NULL OR r.end_on > :d) AND (r.sen_status <> 'N' OR r.looked_after = 1) "
-            f"WHERE {OPEN_PLACEMENT} AND p.setting_type IN {_in(UNREGISTERED_SETTING_TYPES)}")}
+        vulnerable = {
+            subject
+            for (subject,) in self.query(
+                f"SELECT DISTINCT p.subject FROM rm_placements p JOIN rm_registrations r ON r.subject = p.subject AND {ST('r')} "
+                f"AND r.start_on <= :d AND (r.end_on IS NULL OR r.end_on > :d) AND (r.sen_status <> 'N' OR r.looked_after = 1) "
+                f"WHERE {OPEN_PLACEMENT} AND p.setting_type IN {_in(UNREGISTERED_SETTING_TYPES)}"
+            )
+        }
         return watch_of(self.placements, vulnerable, self)
 
 

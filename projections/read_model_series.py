@@ -94,8 +94,12 @@ def compare(ctx: Context, last_year: Context, level: str, scope: str, found: dic
         if regions is not None and region is not None:
             region_value = figures(metric, ctx.contributions(metric), "la", regions).get(region, empty_figure(metric)).value
         before = figures(metric, last_year.contributions(metric), level, last_year.directory).get(scope, empty_figure(metric)).value
-        figure.update(region_value=region_value, quartile=quartile(figure["rank"], figure["peers"]), last_year_value=before,
-                      change_since_last_year=_change(figure["value"], before))
+        figure.update(
+            region_value=region_value,
+            quartile=quartile(figure["rank"], figure["peers"]),
+            last_year_value=before,
+            change_since_last_year=_change(figure["value"], before),
+        )
     return region
 
 
@@ -118,8 +122,17 @@ def step_dates(start: date, end: date, step: str, settings: ViewSettings) -> lis
     return points
 
 
-def series(db: Any, settings: ViewSettings, level: str, scope: str, start: date, end: date, step: str,
-           names: Collection[str] | None = None, known_at: Any = None) -> dict[str, Any]:
+def series(
+    db: Any,
+    settings: ViewSettings,
+    level: str,
+    scope: str,
+    start: date,
+    end: date,
+    step: str,
+    names: Collection[str] | None = None,
+    known_at: Any = None,
+) -> dict[str, Any]:
     """Every metric of ``names`` (default all) for the scope at each step, with its comparisons."""
     states: dict[date, Context] = {}
 
@@ -145,4 +158,3 @@ def metrics_with_comparisons(ctx: Context, db: Any, level: str, scope: str, foun
     """``compare`` for one moment (``accountabilityMetrics``): the year-before state is built alongside."""
     before = read_model_context(db, Moment(a_year_before(ctx.day), ctx.moment.known_at), ctx.settings)
     return compare(ctx, before, level, scope, found)
-

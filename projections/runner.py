@@ -29,8 +29,14 @@ from . import cases, ehcp, orgs, plans, pupils, read_model
 from .config import ViewSettings
 from .facts import LogEvent, Moment, View, in_force
 
-VIEWS: tuple[View, ...] = (orgs.VIEW, pupils.VIEW, cases.VIEW, ehcp.VIEW, plans.VIEW,
-                           *read_model.views(ViewSettings.from_env()))  # the read model after pupils
+VIEWS: tuple[View, ...] = (
+    orgs.VIEW,
+    pupils.VIEW,
+    cases.VIEW,
+    ehcp.VIEW,
+    plans.VIEW,
+    *read_model.views(ViewSettings.from_env()),
+)  # the read model after pupils
 POSITIONS_DDL = "CREATE TABLE IF NOT EXISTS pv_positions (view TEXT PRIMARY KEY, position BIGINT NOT NULL, version INTEGER NOT NULL)"
 DEFAULT_BATCH = 500
 
@@ -105,7 +111,11 @@ class Projector:
             cur.execute(f"DROP TABLE IF EXISTS {table.name}")
             for statement in table.ddl():
                 cur.execute(statement)
-        sql = "UPDATE pv_positions SET position = 0, version = ? WHERE view = ?" if exists else "INSERT INTO pv_positions (version, view, position) VALUES (?, ?, 0)"
+        sql = (
+            "UPDATE pv_positions SET position = 0, version = ? WHERE view = ?"
+            if exists
+            else "INSERT INTO pv_positions (version, view, position) VALUES (?, ?, 0)"
+        )
         cur.execute(self.store.sql(sql), (view.version, view.name))
 
     def reset(self, names: Sequence[str] | None = None) -> None:
@@ -153,8 +163,10 @@ class Projector:
             self.ensure()
         names = [v.name for v in self.views]
         marks = ", ".join("?" * len(names))
-        read = {view: int(position) for view, position in
-                self.store.query(f"SELECT view, position FROM pv_positions WHERE view IN ({marks})", names)}
+        read = {
+            view: int(position)
+            for view, position in self.store.query(f"SELECT view, position FROM pv_positions WHERE view IN ({marks})", names)
+        }
         start = min(read.values())
         batch = self._read_ahead_from(start) or self._read(start)
         if not batch.rows:
@@ -165,7 +177,9 @@ class Projector:
         events = batch.events
         with self.store.cursor(commit=True) as cur:
             if self.store.is_postgres:
-                cur.execute(self.store.sql(f"SELECT view, position FROM pv_positions WHERE view IN ({marks}) ORDER BY view FOR UPDATE"), names)
+                cur.execute(
+                    self.store.sql(f"SELECT view, position FROM pv_positions WHERE view IN ({marks}) ORDER BY view FOR UPDATE"), names
+                )
             else:  # take SQLite's write lock first, so the positions read here cannot change under us
                 cur.execute(f"UPDATE pv_positions SET position = position WHERE view IN ({marks})", names)
                 cur.execute(f"SELECT view, position FROM pv_positions WHERE view IN ({marks})", names)
@@ -176,7 +190,9 @@ class Projector:
                 events = self._drop_erased(cur, events, sorted(map(str, batch.pupils)))
             self._apply(cur, events, positions)
             for view in self.views:
-                cur.execute(self.store.sql("UPDATE pv_positions SET position = ? WHERE view = ?"), (max(last, positions[view.name]), view.name))
+                cur.execute(
+                    self.store.sql("UPDATE pv_positions SET position = ? WHERE view = ?"), (max(last, positions[view.name]), view.name)
+                )
             return len(batch.rows)
 
     def _read(self, start: int) -> _Batch:
@@ -237,7 +253,10 @@ class Projector:
                     cur.executemany(self._fact_sql[name], rows)
             if superseded:
                 for table in view.tables:
-                    cur.executemany(self.store.sql(f"UPDATE {table.name} SET superseded_at = ? WHERE event_id = ? AND superseded_at IS NULL"), superseded)
+                    cur.executemany(
+                        self.store.sql(f"UPDATE {table.name} SET superseded_at = ? WHERE event_id = ? AND superseded_at IS NULL"),
+                        superseded,
+                    )
 
     def catch_up(self, on_progress: Callable[[int], None] | None = None) -> int:
         total = 0
@@ -300,7 +319,11 @@ def forget_pupil(store: Store, pseudonym: uuid.UUID) -> int:
     removed = 0
     with store.cursor(commit=True) as cur:
         # in the order step() locks them (ORDER BY view), so the two cannot deadlock
-        cur.execute("SELECT position FROM pv_positions ORDER BY view FOR UPDATE" if store.is_postgres else "UPDATE pv_positions SET position = position")
+        cur.execute(
+            "SELECT position FROM pv_positions ORDER BY view FOR UPDATE"
+            if store.is_postgres
+            else "UPDATE pv_positions SET position = position"
+        )
         for view in VIEWS:
             for table in view.tables:
                 cur.execute(store.sql(f"DELETE FROM {table.name} WHERE subject = ?"), (str(pseudonym),))
@@ -315,7 +338,15 @@ class Reader:
     def __init__(self, store: Store):
         self.store = store
 
-    def facts(self, table: str, moment: Moment, columns: str = "*", where: str = "", params: Sequence[Any] = (),
-              order: str = "seq", effective_cut: bool = True) -> list[tuple[Any, ...]]:
+    def facts(
+        self,
+        table: str,
+        moment: Moment,
+        columns: str = "*",
+        where: str = "",
+        params: Sequence[Any] = (),
+        order: str = "seq",
+        effective_cut: bool = True,
+    ) -> list[tuple[Any, ...]]:
         sql, args = in_force(table, moment, where, params, columns, effective_cut)
         return self.store.query(f"{sql} ORDER BY {order}", args)

@@ -50,10 +50,17 @@ def watch_of(placements: Iterable[Placement], vulnerable: set[str], ctx: Context
     out = []
     for provider, hours in sorted(by_provider.items()):
         full_time = [k for k, h in hours.items() if h >= ctx.settings.full_time_hours]
-        out.append(ProviderWatch(
-            provider, ctx.directory.la_of(provider), len(hours), sum(hours.values()), len(full_time),
-            sum(1 for k in full_time if k in vulnerable), sorted(commissioners[provider]),
-        ))
+        out.append(
+            ProviderWatch(
+                provider,
+                ctx.directory.la_of(provider),
+                len(hours),
+                sum(hours.values()),
+                len(full_time),
+                sum(1 for k in full_time if k in vulnerable),
+                sorted(commissioners[provider]),
+            )
+        )
     return out
 
 
@@ -83,12 +90,21 @@ def unregistered_providers(ctx: Context, level: str, scope: str) -> dict[str, An
         counts = {k: v for k, v in published["by_setting_type"].items() if k in UNREGISTERED_SETTING_TYPES}
         published = {**published, "by_setting_type": counts, "total": sum(counts.values())}
     return {
-        "full_time_hours": ctx.settings.full_time_hours, "registration_pupils": ctx.settings.registration_pupils,
-        "providers": providers, "flagged": sum(1 for p in providers if p["needs_registration"]), "published": published,
+        "full_time_hours": ctx.settings.full_time_hours,
+        "registration_pupils": ctx.settings.registration_pupils,
+        "providers": providers,
+        "flagged": sum(1 for p in providers if p["needs_registration"]),
+        "published": published,
     }
 
 
 METRICS: tuple[Metric, ...] = (
     Metric("pupils_in_unregistered_provision", "unregistered_provision", "count", pupils_in_unregistered_provision, unit="commissioner"),
-    Metric("unregistered_providers_needing_registration", "unregistered_provision", "count", unregistered_providers_needing_registration, unit="provider and commissioners"),
+    Metric(
+        "unregistered_providers_needing_registration",
+        "unregistered_provision",
+        "count",
+        unregistered_providers_needing_registration,
+        unit="provider and commissioners",
+    ),
 )

@@ -26,8 +26,16 @@ def lock_key(view: View) -> int:
 
 
 class Worker:
-    def __init__(self, store: Store, database_url: str | None, views: tuple[View, ...] = VIEWS, batch_size: int = DEFAULT_BATCH,
-                 idle: float = 0.5, on_batch: Callable[[int], None] | None = None, pace: float = FOLLOWER_PACE_SECONDS):
+    def __init__(
+        self,
+        store: Store,
+        database_url: str | None,
+        views: tuple[View, ...] = VIEWS,
+        batch_size: int = DEFAULT_BATCH,
+        idle: float = 0.5,
+        on_batch: Callable[[int], None] | None = None,
+        pace: float = FOLLOWER_PACE_SECONDS,
+    ):
         self.store, self.views, self.batch_size, self.idle, self.on_batch = store, views, batch_size, idle, on_batch
         self.pace = pace  # after a step that found less than a full batch: ledger.config.follower_pause
         self._conn: Any = psycopg.connect(database_url, autocommit=True) if database_url else None

@@ -58,7 +58,13 @@ def main() -> None:
     data = WebData(ledger)
     cp = data.checkpoint()
     assert cp is not None
-    la = next(iter(sorted(o for o in data.context(__import__("projections.facts", fromlist=["Moment"]).Moment(data.today())).directory.of_kind("la"))))
+    la = next(
+        iter(
+            sorted(
+                o for o in data.context(__import__("projections.facts", fromlist=["Moment"]).Moment(data.today())).directory.of_kind("la")
+            )
+        )
+    )
     token = ledger.issue_token(la, "la")
 
     app = create_app(ledger)
@@ -81,8 +87,11 @@ def main() -> None:
                 assert c.get(path).status_code == 200
                 times.append(time.monotonic() - started)
         times.sort()
-        return {"first_ms": round(cold * 1000), "p50_ms": round(statistics.median(times) * 1000, 1),
-                "p95_ms": round(times[int(0.95 * (len(times) - 1))] * 1000, 1)}
+        return {
+            "first_ms": round(cold * 1000),
+            "p50_ms": round(statistics.median(times) * 1000, 1),
+            "p95_ms": round(times[int(0.95 * (len(times) - 1))] * 1000, 1),
+        }
 
     code = la.removeprefix("la:")
     out["report_la"] = timed(f"/reports/la/{code}")

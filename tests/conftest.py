@@ -65,8 +65,18 @@ class World:
     admin_token: str
     keys: dict[str, Ed25519PrivateKey] = field(default_factory=dict)
 
-    def event(self, event_type: str, submitter: str, data: dict[str, Any], *, upn: str | None = None, org: str | None = None,
-              occurred_on: date | None = None, event_id: str | None = None, corrects: str | None = None) -> dict[str, Any]:
+    def event(
+        self,
+        event_type: str,
+        submitter: str,
+        data: dict[str, Any],
+        *,
+        upn: str | None = None,
+        org: str | None = None,
+        occurred_on: date | None = None,
+        event_id: str | None = None,
+        corrects: str | None = None,
+    ) -> dict[str, Any]:
         subject = {"upn": upn} if upn else {"org": org or submitter}
         day = occurred_on or self.clock.now.date()
         return admin.event_body(event_type, submitter, subject, data, day, self.clock.now, event_id=event_id, corrects=corrects)
@@ -78,8 +88,13 @@ class World:
         return self.ledger.submit(self.sign(self.event(event_type, submitter, data, **kwargs)))
 
     def admit(self, upn: str, school: str = "urn:100005", sen: str = "N", status: str = "C", occurred_on: date | None = None) -> Any:
-        return self.post("pupil.registered", school, {"school": school, "enrolment_status": status, "year_group": "9",
-                                                      "sen_status": sen, "looked_after": False}, upn=upn, occurred_on=occurred_on)
+        return self.post(
+            "pupil.registered",
+            school,
+            {"school": school, "enrolment_status": status, "year_group": "9", "sen_status": sen, "looked_after": False},
+            upn=upn,
+            occurred_on=occurred_on,
+        )
 
 
 SCHOOL_A, SCHOOL_B, LA, PROVIDER = "urn:100005", "urn:100006", "la:801", "ukprn:10000047"

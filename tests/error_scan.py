@@ -9,12 +9,38 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 SOURCES = ("ledger", "api", "projections", "feed")
 # The calls that make an error, and the index of their code among the positional arguments.
-MAKERS = {"one": 0, "Problem": 0, "forbidden": 0, "_reject": 0, "_bad": 0, "_malformed": 0, "_not_found": 0, "reject": 0,
-          "Refusal": 1, "Failure": 1, "UpnCheck": -1, "_problem": 0, "refuse": 0, "problem": 0}
+MAKERS = {
+    "one": 0,
+    "Problem": 0,
+    "forbidden": 0,
+    "_reject": 0,
+    "_bad": 0,
+    "_malformed": 0,
+    "_not_found": 0,
+    "reject": 0,
+    "Refusal": 1,
+    "Failure": 1,
+    "UpnCheck": -1,
+    "_problem": 0,
+    "refuse": 0,
+    "problem": 0,
+}
 CATEGORY_OF_MAKER = {"_malformed": "malformed", "_not_found": "not_found", "forbidden": "forbidden"}
-STATUS_CATEGORY = {400: "malformed", 401: "unauthenticated", 403: "forbidden", 404: "not_found", 409: "conflict", 413: "too_large",
-                   415: "unsupported_media_type", 422: "invalid", 429: "rate_limited", 500: "internal", 503: "unavailable",
-                   504: "unconfirmed", 507: "insufficient_storage"}
+STATUS_CATEGORY = {
+    400: "malformed",
+    401: "unauthenticated",
+    403: "forbidden",
+    404: "not_found",
+    409: "conflict",
+    413: "too_large",
+    415: "unsupported_media_type",
+    422: "invalid",
+    429: "rate_limited",
+    500: "internal",
+    503: "unavailable",
+    504: "unconfirmed",
+    507: "insufficient_storage",
+}
 
 
 @dataclass(frozen=True)
@@ -35,8 +61,11 @@ def _text(node: ast.expr | None) -> str:
     if isinstance(node, ast.Constant) and isinstance(node.value, str):
         return node.value
     if isinstance(node, ast.JoinedStr):
-        return "".join(v.value if isinstance(v, ast.Constant) else "{" + ast.unparse(v.value) + "}" for v in node.values
-                       if isinstance(v, (ast.Constant, ast.FormattedValue)))
+        return "".join(
+            v.value if isinstance(v, ast.Constant) else "{" + ast.unparse(v.value) + "}"
+            for v in node.values
+            if isinstance(v, (ast.Constant, ast.FormattedValue))
+        )
     if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
         return _text(node.left) + _text(node.right)
     return "{" + ast.unparse(node) + "}"
@@ -75,8 +104,13 @@ def scan() -> list[Found]:
                     found.append(Found(code_node.value, _category(node, maker), _text(message), f"{where}:{node.lineno}"))
                 elif isinstance(node, ast.FunctionDef) and node.name.endswith("_problem"):  # returns (code, message) or None
                     for pair in ast.walk(node):
-                        if isinstance(pair, ast.Tuple) and len(pair.elts) == 2 and isinstance(pair.elts[0], ast.Constant) \
-                                and isinstance(pair.elts[0].value, str) and isinstance(pair.elts[1], (ast.JoinedStr, ast.Constant)):
+                        if (
+                            isinstance(pair, ast.Tuple)
+                            and len(pair.elts) == 2
+                            and isinstance(pair.elts[0], ast.Constant)
+                            and isinstance(pair.elts[0].value, str)
+                            and isinstance(pair.elts[1], (ast.JoinedStr, ast.Constant))
+                        ):
                             found.append(Found(pair.elts[0].value, None, _text(pair.elts[1]), f"{where}:{pair.lineno}"))
                 elif isinstance(node, ast.Dict) and top == "api":  # {"code": ..., "path": ..., "message": ...} written out by the API
                     keys = [k.value for k in node.keys if isinstance(k, ast.Constant)]
@@ -84,7 +118,13 @@ def scan() -> list[Found]:
                         values = dict(zip(keys, node.values, strict=False))
                         if isinstance(values["code"], ast.Constant) and isinstance(values["code"].value, str):
                             found.append(Found(values["code"].value, None, _text(values["message"]), f"{where}:{node.lineno}"))
-                elif isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name) \
-                        and node.targets[0].id == "code" and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str):
+                elif (
+                    isinstance(node, ast.Assign)
+                    and len(node.targets) == 1
+                    and isinstance(node.targets[0], ast.Name)
+                    and node.targets[0].id == "code"
+                    and isinstance(node.value, ast.Constant)
+                    and isinstance(node.value.value, str)
+                ):
                     found.append(Found(node.value.value, None, "", f"{where}:{node.lineno}"))
     return found

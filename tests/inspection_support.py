@@ -21,5 +21,12 @@ def start_inspection(w: World, la: str, start: date, end: date, inspectorate: st
         w.keys[inspectorate] = Ed25519PrivateKey.generate()
         admin.add_key(w.ledger, inspectorate, w.keys[inspectorate].public_key())
     notified = min(start, w.clock.now.date())
-    return str(w.post("inspection.started", inspectorate, {"kind": kind, "from": start.isoformat(), "to": end.isoformat()}, org=la,
-                      occurred_on=notified).event_id)
+    return str(
+        w.post(
+            "inspection.started",
+            inspectorate,
+            {"kind": kind, "from": start.isoformat(), "to": end.isoformat()},
+            org=la,
+            occurred_on=notified,
+        ).event_id
+    )

@@ -36,8 +36,23 @@ class Broker:
         log = self.data_dir.parent / f"broker-{self.port}.log"
         self.data_dir.mkdir(parents=True, exist_ok=True)
         with log.open("ab") as out:
-            self.process = subprocess.Popen([_binary(), "start", "--only", "kafka", "--kafka-port", str(self.port), "--host", "127.0.0.1",
-                                             "--data-dir", str(self.data_dir)], stdout=out, stderr=out, start_new_session=True)
+            self.process = subprocess.Popen(
+                [
+                    _binary(),
+                    "start",
+                    "--only",
+                    "kafka",
+                    "--kafka-port",
+                    str(self.port),
+                    "--host",
+                    "127.0.0.1",
+                    "--data-dir",
+                    str(self.data_dir),
+                ],
+                stdout=out,
+                stderr=out,
+                start_new_session=True,
+            )
         deadline = time.monotonic() + timeout
         while not self.ready():
             if self.process.poll() is not None:

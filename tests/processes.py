@@ -52,8 +52,12 @@ class Server:
     def start(self) -> Server:
         log = self.settings.home.parent / f"serve-{self.port}.log"
         with log.open("wb") as stderr:  # a file, not an unread pipe: a server logging a lot must never block on it
-            self.process = subprocess.Popen([*CLI, "serve", "--port", str(self.port), *self.args], env={**env_for(self.settings), **self.env},
-                                            stdout=subprocess.DEVNULL, stderr=stderr)
+            self.process = subprocess.Popen(
+                [*CLI, "serve", "--port", str(self.port), *self.args],
+                env={**env_for(self.settings), **self.env},
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+            )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

@@ -43,8 +43,12 @@ def environment(cache_dir: Path) -> Path:
     marker = cache_dir / "installed.txt"
     if not marker.exists() or marker.read_text() != PYCANON:
         venv.EnvBuilder(with_pip=True, clear=True).create(cache_dir)
-        subprocess.run([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", PYCANON], check=True, timeout=900,
-                       env={k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")})
+        subprocess.run(
+            [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", PYCANON],
+            check=True,
+            timeout=900,
+            env={k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")},
+        )
         marker.write_text(PYCANON)
     return python
 
@@ -53,8 +57,13 @@ class Oracle:
     """pycanon answering k (distinct pupils), k in rows and l for a table of string columns."""
 
     def __init__(self, python: Path):
-        self.process = subprocess.Popen([str(python), "-c", SCRIPT], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                                        env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+        self.process = subprocess.Popen(
+            [str(python), "-c", SCRIPT],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
+        )
 
     def measure(self, columns: dict[str, Sequence[Any]], qi: Sequence[str], sa: Sequence[str]) -> dict[str, int | None]:
         assert self.process.stdin is not None and self.process.stdout is not None

@@ -49,8 +49,15 @@ def removal(school: str, destination: str = "school", ground: str = "registered_
 
 def placement(commissioner: str, setting: str = PROVIDER, hours: int = 15) -> dict[str, Any]:
     setting_type = {"urn": "URN", "ukprn": "UKPRN", "uprov": "OTH"}[setting.split(":")[0]]
-    return {"commissioner": commissioner, "setting": setting, "setting_type": setting_type, "tier": 3, "reason": "BEHAVIOUR",
-            "hours_per_week": hours, "dual_registered": False}
+    return {
+        "commissioner": commissioner,
+        "setting": setting,
+        "setting_type": setting_type,
+        "tier": 3,
+        "reason": "BEHAVIOUR",
+        "hours_per_week": hours,
+        "dual_registered": False,
+    }
 
 
 def attendance(setting: str) -> dict[str, Any]:
@@ -84,16 +91,18 @@ class Pupil:
         self.asked.append(org)
         return self.orgs.get(org, OrgFacts())
 
-    def check(self, event_type: str, submitter: str, data: dict[str, Any], on: date, corrects: str | None = None,
-              received: datetime | None = None) -> Outcome:
+    def check(
+        self, event_type: str, submitter: str, data: dict[str, Any], on: date, corrects: str | None = None, received: datetime | None = None
+    ) -> Outcome:
         """``received``: by default the day after ``on`` (reported in time, so no ``late_report``)."""
         received = received or datetime.combine(on + timedelta(days=1), time(10), tzinfo=UTC)
         record = Record(str(uuid.uuid4()), event_type, submitter, UPN, on, received, data, corrects)
         problems, flags = check_pupil(self.records, record, self.facts)
         return Outcome(problems, flags, record)
 
-    def post(self, event_type: str, submitter: str, data: dict[str, Any], on: date, corrects: str | None = None,
-             received: datetime | None = None) -> Outcome:
+    def post(
+        self, event_type: str, submitter: str, data: dict[str, Any], on: date, corrects: str | None = None, received: datetime | None = None
+    ) -> Outcome:
         """Check and, if accepted, keep the record (as the ledger would); fail the test if rejected."""
         outcome = self.check(event_type, submitter, data, on, corrects, received)
         assert not outcome.problems, [(p.code, p.message) for p in outcome.problems]
@@ -110,7 +119,9 @@ class Pupil:
         return self.post("pupil.registered", school, registration(school, status), on).record.event_id
 
     def leave(self, school: str, on: date, destination: str = "school") -> str:
-        ground = {"school": "registered_elsewhere", "ehe": "ehe_written_notice", "unknown": "continuous_absence_20_days"}.get(destination, "moved_away")
+        ground = {"school": "registered_elsewhere", "ehe": "ehe_written_notice", "unknown": "continuous_absence_20_days"}.get(
+            destination, "moved_away"
+        )
         return self.post("pupil.deregistered", school, removal(school, destination, ground), on).record.event_id
 
     def place(self, commissioner: str, on: date, setting: str = PROVIDER, hours: int = 15) -> str:

@@ -40,9 +40,13 @@ def client_for(world: World, token: str, **settings: Any) -> TestClient:
 
 def test_tokens_are_bound_to_a_fitting_organisation_and_an_inspectors_scope_to_its_inspections(world: World) -> None:
     ledger = world.ledger
-    for org, role, scope, code in ((LA, "school", (), "role_org_mismatch"), (SCHOOL_A, "wizard", (), "unknown_role"),
-                                   ("ofsted", "inspector", ("trust:TR00001",), "scope"),
-                                   (SCHOOL_A, "school", (LA,), "scope"), ("urn:999999", "school", (), "org_unknown")):
+    for org, role, scope, code in (
+        (LA, "school", (), "role_org_mismatch"),
+        (SCHOOL_A, "wizard", (), "unknown_role"),
+        ("ofsted", "inspector", ("trust:TR00001",), "scope"),
+        (SCHOOL_A, "school", (LA,), "scope"),
+        ("urn:999999", "school", (), "org_unknown"),
+    ):
         with pytest.raises(LedgerError) as exc:
             ledger.issue_token(org, role, scope=scope)
         assert exc.value.problems[0].code == code, (org, role, scope)
@@ -85,9 +89,21 @@ def test_oidc_jwts_name_principals_when_an_identity_provider_is_configured(world
     response = good.get(f"/pupils/{UPN}/history")
     assert response.status_code == 200
     view = world.ledger.get_event(response.json()["access_event_id"])["envelope"]
-    assert json.loads(__import__("base64").b64decode(view["payload"]))["data"]["principal"] == {"org": SCHOOL_A, "role": "school", "token_id": "jwt:user-17"}
-    for bad in (token(exp=now - 10), token(aud="someone-else"), token(iss="https://evil.example"), token(signer=Ed25519PrivateKey.generate()),
-                token(role="inspector", org="ofsted"), token(org="urn:999999"), token(role="school", org=LA), token(org=None)):
+    assert json.loads(__import__("base64").b64decode(view["payload"]))["data"]["principal"] == {
+        "org": SCHOOL_A,
+        "role": "school",
+        "token_id": "jwt:user-17",
+    }
+    for bad in (
+        token(exp=now - 10),
+        token(aud="someone-else"),
+        token(iss="https://evil.example"),
+        token(signer=Ed25519PrivateKey.generate()),
+        token(role="inspector", org="ofsted"),
+        token(org="urn:999999"),
+        token(role="school", org=LA),
+        token(org=None),
+    ):
         assert client_for(world, bad).get(f"/pupils/{UPN}/history").status_code == 401
     world.ledger.settings = dataclasses.replace(world.ledger.settings, oidc_jwks="")
     assert client_for(world, token()).get(f"/pupils/{UPN}/history").status_code == 401  # not configured: JWTs are not accepted
@@ -105,7 +121,9 @@ def test_access_log_for_oversight_and_for_a_subject_access_request(world: World)
     assert school.get(f"/pupils/{UPN}/history", params={"reference": "not a reference"}).status_code == 422
     own = school.get("/access-log", params={"org": SCHOOL_A}).json()["views"]
     assert [(v["principal"]["org"], v["purpose"], v.get("reference"), v["basis"]) for v in own] == [
-        (SCHOOL_A, "direct_education", reference, f"on_roll {SCHOOL_A} current, self-asserted: from 2026-10-05") for reference in ("CASE-1", "CASE-2")]
+        (SCHOOL_A, "direct_education", reference, f"on_roll {SCHOOL_A} current, self-asserted: from 2026-10-05")
+        for reference in ("CASE-1", "CASE-2")
+    ]
     assert client_for(world, other_token).get("/access-log", params={"org": SCHOOL_A}).status_code == 403
     assert client_for(world, other_token).get("/access-log").status_code == 403
     researcher = world.ledger.issue_token(SCHOOL_B, "researcher")
@@ -141,7 +159,9 @@ def test_guessing_tokens_is_throttled_per_client(world: World) -> None:
     statuses = [client.get("/events/x", headers={"authorization": f"Bearer plt_{n:08x}_guess"}).status_code for n in range(22)]
     assert statuses == [401] * 20 + [429] * 2  # each guess is a new token, but the client's failures add up
     good = world.ledger.issue_token(SCHOOL_A, "school")
-    assert client.get("/events/x", headers={"authorization": f"Bearer {good}"}).status_code == 404  # never refused for the guesses (tests/test_rate_limits.py)
+    assert (
+        client.get("/events/x", headers={"authorization": f"Bearer {good}"}).status_code == 404
+    )  # never refused for the guesses (tests/test_rate_limits.py)
 
 
 def test_security_headers(world: World) -> None:
@@ -201,12 +221,22 @@ def record(event_type: str, submitter: str, on: date, data: dict[str, Any], even
 
 def test_residence_from_home_education_ends_when_the_pupil_next_registers() -> None:
     records = [
-        record("pupil.registered", SCHOOL_A, date(2025, 9, 3), {"school": SCHOOL_A, "enrolment_status": "C", "year_group": "9",
-                                                                "sen_status": "N", "looked_after": False}, "a"),
+        record(
+            "pupil.registered",
+            SCHOOL_A,
+            date(2025, 9, 3),
+            {"school": SCHOOL_A, "enrolment_status": "C", "year_group": "9", "sen_status": "N", "looked_after": False},
+            "a",
+        ),
         record("pupil.deregistered", SCHOOL_A, date(2026, 1, 9), {"school": SCHOOL_A, "ground": "ehe", "destination": "ehe"}, "b"),
         record("pupil.home_education_notified", LA, date(2026, 1, 9), {"la": LA}, "c"),
-        record("pupil.registered", SCHOOL_B, date(2026, 6, 1), {"school": SCHOOL_B, "enrolment_status": "C", "year_group": "9",
-                                                                "sen_status": "N", "looked_after": False}, "d"),
+        record(
+            "pupil.registered",
+            SCHOOL_B,
+            date(2026, 6, 1),
+            {"school": SCHOOL_B, "enrolment_status": "C", "year_group": "9", "sen_status": "N", "looked_after": False},
+            "d",
+        ),
     ]
     links = policy.pupil_links(records, {SCHOOL_A: OrgFacts(LA), SCHOOL_B: OrgFacts("la:802", "trust:TR00001")})
     resident = [lk for lk in links if lk.kind is Link.RESIDENT]
@@ -216,25 +246,30 @@ def test_residence_from_home_education_ends_when_the_pupil_next_registers() -> N
     assert policy.relationship(la, links, date(2026, 6, 20), windows)[0] is Standing.RECENT
     assert policy.relationship(la, links, date(2026, 7, 20), windows)[0] is Standing.LAPSED
     assert policy.relationship(Principal("trust:TR00001", "trust"), links, date(2026, 7, 20), windows)[0] is Standing.CURRENT
-    assert policy.relationship(Principal("la:802", "la"), links, date(2026, 7, 20), windows)[0] is Standing.NONE  # an academy is not maintained
+    assert (
+        policy.relationship(Principal("la:802", "la"), links, date(2026, 7, 20), windows)[0] is Standing.NONE
+    )  # an academy is not maintained
 
 
-@pytest.mark.parametrize(("role", "org", "level", "target", "facts", "allowed"), [
-    ("admin", "dfe:admin", "national", None, None, True),
-    ("regions", "dfe:regions", "la", LA, None, True),
-    ("researcher", LA, "la", LA, None, False),
-    ("la", LA, "la", LA, None, True),
-    ("la", LA, "school", SCHOOL_A, OrgFacts(LA), True),
-    ("la", LA, "school", "urn:100007", OrgFacts("la:802"), False),
-    ("la", LA, "national", None, None, True),
-    ("researcher", LA, "national", None, None, True),
-    ("trust", "trust:TR00001", "school", "urn:100007", OrgFacts("la:802", "trust:TR00001"), True),
-    ("trust", "trust:TR00001", "school", SCHOOL_A, OrgFacts(LA), False),
-    ("school", SCHOOL_A, "school", SCHOOL_A, None, True),
-    ("school", SCHOOL_A, "school", SCHOOL_B, OrgFacts(LA), False),
-    ("inspector", "ofsted", "school", SCHOOL_A, OrgFacts(LA), True),
-    ("inspector", "ofsted", "school", "urn:100007", OrgFacts("la:802"), False),
-])
+@pytest.mark.parametrize(
+    ("role", "org", "level", "target", "facts", "allowed"),
+    [
+        ("admin", "dfe:admin", "national", None, None, True),
+        ("regions", "dfe:regions", "la", LA, None, True),
+        ("researcher", LA, "la", LA, None, False),
+        ("la", LA, "la", LA, None, True),
+        ("la", LA, "school", SCHOOL_A, OrgFacts(LA), True),
+        ("la", LA, "school", "urn:100007", OrgFacts("la:802"), False),
+        ("la", LA, "national", None, None, True),
+        ("researcher", LA, "national", None, None, True),
+        ("trust", "trust:TR00001", "school", "urn:100007", OrgFacts("la:802", "trust:TR00001"), True),
+        ("trust", "trust:TR00001", "school", SCHOOL_A, OrgFacts(LA), False),
+        ("school", SCHOOL_A, "school", SCHOOL_A, None, True),
+        ("school", SCHOOL_A, "school", SCHOOL_B, OrgFacts(LA), False),
+        ("inspector", "ofsted", "school", SCHOOL_A, OrgFacts(LA), True),
+        ("inspector", "ofsted", "school", "urn:100007", OrgFacts("la:802"), False),
+    ],
+)
 def test_aggregate_scopes(role: str, org: str, level: str, target: str | None, facts: OrgFacts | None, allowed: bool) -> None:
     principal = Principal(org, role, scope=frozenset({LA}) if role == "inspector" else frozenset())
     assert policy.aggregate_scope_allowed(principal, level, target, facts) is allowed
@@ -249,7 +284,6 @@ def test_window_edges_are_inclusive_of_the_last_day() -> None:
     assert timedelta(days=30) == date(2026, 10, 1) - date(2026, 9, 1)
 
 
-
 # -- no timing oracle, and the oversight log by its index (issue 18, items 14 and 17) -------------------
 
 
@@ -260,11 +294,29 @@ def test_a_refusal_takes_as_long_for_an_unknown_pupil_as_for_a_known_one(world: 
 
     known = upn(1)
     world.admit(known, SCHOOL_B, occurred_on=date(2026, 9, 3))
-    world.post("pupil.ap_placement_started", LA, {"commissioner": LA, "setting": "ukprn:10000047", "setting_type": "UKPRN", "tier": 2,
-                                                  "reason": "BEHAVIOUR", "planned_end": "2026-12-18", "hours_per_week": 15,
-                                                  "dual_registered": False}, upn=known, occurred_on=date(2026, 9, 10))
-    world.post("pupil.excluded", SCHOOL_B, {"school": SCHOOL_B, "kind": "SUSP", "sessions": 2, "reasons": ["PP"]}, upn=known,
-               occurred_on=date(2026, 9, 20))
+    world.post(
+        "pupil.ap_placement_started",
+        LA,
+        {
+            "commissioner": LA,
+            "setting": "ukprn:10000047",
+            "setting_type": "UKPRN",
+            "tier": 2,
+            "reason": "BEHAVIOUR",
+            "planned_end": "2026-12-18",
+            "hours_per_week": 15,
+            "dual_registered": False,
+        },
+        upn=known,
+        occurred_on=date(2026, 9, 10),
+    )
+    world.post(
+        "pupil.excluded",
+        SCHOOL_B,
+        {"school": SCHOOL_B, "kind": "SUSP", "sessions": 2, "reasons": ["PP"]},
+        upn=known,
+        occurred_on=date(2026, 9, 20),
+    )
     reader = Reader(Principal(SCHOOL_A, "school"))
 
     def refusal(upn: str) -> float:

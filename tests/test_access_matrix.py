@@ -36,16 +36,36 @@ class Pupil:
 
 
 def register(w: World, pupil: Pupil, school: str, on: date) -> None:
-    pupil.registration = w.post("pupil.registered", school, {"school": school, "enrolment_status": "C", "year_group": "9", "sen_status": "N",
-                                                             "looked_after": False}, upn=pupil.upn, occurred_on=on).event_id
+    pupil.registration = w.post(
+        "pupil.registered",
+        school,
+        {"school": school, "enrolment_status": "C", "year_group": "9", "sen_status": "N", "looked_after": False},
+        upn=pupil.upn,
+        occurred_on=on,
+    ).event_id
 
 
 def place(w: World, pupil: Pupil, start: date, end: date | None) -> None:
-    pupil.placement = w.post("pupil.ap_placement_started", LA, {"commissioner": LA, "setting": PROVIDER, "setting_type": "UKPRN", "tier": 2,
-                                                                "reason": "BEHAVIOUR", "planned_end": "2026-12-18", "hours_per_week": 15,
-                                                                "dual_registered": False}, upn=pupil.upn, occurred_on=start).event_id
+    pupil.placement = w.post(
+        "pupil.ap_placement_started",
+        LA,
+        {
+            "commissioner": LA,
+            "setting": PROVIDER,
+            "setting_type": "UKPRN",
+            "tier": 2,
+            "reason": "BEHAVIOUR",
+            "planned_end": "2026-12-18",
+            "hours_per_week": 15,
+            "dual_registered": False,
+        },
+        upn=pupil.upn,
+        occurred_on=start,
+    ).event_id
     if end:
-        w.post("pupil.ap_placement_ended", LA, {"placement_event_id": pupil.placement, "outcome": "mainstream"}, upn=pupil.upn, occurred_on=end)
+        w.post(
+            "pupil.ap_placement_ended", LA, {"placement_event_id": pupil.placement, "outcome": "mainstream"}, upn=pupil.upn, occurred_on=end
+        )
 
 
 def leave(w: World, pupil: Pupil, school: str, on: date) -> None:
@@ -109,10 +129,16 @@ REFUSAL = {"regions": "role_cannot_read_pupils", "researcher": "role_cannot_read
 ENDPOINTS = ("pupilHistory", "getEvent", "accessLog")
 
 MATRIX = [
-    (role, endpoint, relation,
-     200 if role == "admin" or (role not in REFUSAL and relation in ALLOWED) else 403,
-     None if role == "admin" or (role not in REFUSAL and relation in ALLOWED) else REFUSAL.get(role, "not_related"))
-    for role in PUPIL_FOR for endpoint in ENDPOINTS for relation in ("current", "recent", "lapsed", "none")
+    (
+        role,
+        endpoint,
+        relation,
+        200 if role == "admin" or (role not in REFUSAL and relation in ALLOWED) else 403,
+        None if role == "admin" or (role not in REFUSAL and relation in ALLOWED) else REFUSAL.get(role, "not_related"),
+    )
+    for role in PUPIL_FOR
+    for endpoint in ENDPOINTS
+    for relation in ("current", "recent", "lapsed", "none")
 ]
 
 
@@ -133,8 +159,16 @@ def request(client: TestClient, endpoint: str, pupil: Pupil, reader_org: str, pa
 def test_the_access_matrix(scene: dict[str, Any]) -> None:
     w: World = scene["world"]
     app = create_app(w.ledger)
-    orgs = {"school": SCHOOL_A, "la": LA, "trust": TRUST, "ap_setting": PROVIDER, "inspector": "ofsted",
-            "regions": "dfe:regions", "researcher": LA, "admin": "dfe:admin"}
+    orgs = {
+        "school": SCHOOL_A,
+        "la": LA,
+        "trust": TRUST,
+        "ap_setting": PROVIDER,
+        "inspector": "ofsted",
+        "regions": "dfe:regions",
+        "researcher": LA,
+        "admin": "dfe:admin",
+    }
     outcomes = []
     for role, endpoint, relation, _status, _code in MATRIX:
         client = TestClient(app, headers={"authorization": f"Bearer {scene['tokens'][role]}"})
@@ -156,8 +190,11 @@ def test_purpose_is_required_of_inspectors_and_the_operator(scene: dict[str, Any
     before = views(w)
     for role in ("inspector", "admin"):
         client = TestClient(app, headers={"authorization": f"Bearer {scene['tokens'][role]}"})
-        for response in (client.get(f"/pupils/{cur.upn}/history"), client.get(f"/events/{cur.registration}"),
-                         client.get("/access-log", params={"upn": cur.upn})):
+        for response in (
+            client.get(f"/pupils/{cur.upn}/history"),
+            client.get(f"/events/{cur.registration}"),
+            client.get("/access-log", params={"upn": cur.upn}),
+        ):
             assert response.status_code == 400 and response.json()["errors"][0]["code"] == "purpose_required", response.text
     inspector = TestClient(app, headers={"authorization": f"Bearer {scene['tokens']['inspector']}"})
     wrong = inspector.get(f"/pupils/{cur.upn}/history", params={"purpose": "direct_education"})
@@ -189,16 +226,28 @@ def test_the_window_is_a_setting(scene: dict[str, Any]) -> None:
 def test_submission_rules(scene: dict[str, Any]) -> None:
     w: World = scene["world"]
     app = create_app(w.ledger)
-    body = w.event("pupil.registered", SCHOOL_A, {"school": SCHOOL_A, "enrolment_status": "S", "year_group": "9", "sen_status": "N",
-                                                  "looked_after": False}, upn=upn(50))
+    body = w.event(
+        "pupil.registered",
+        SCHOOL_A,
+        {"school": SCHOOL_A, "enrolment_status": "S", "year_group": "9", "sen_status": "N", "looked_after": False},
+        upn=upn(50),
+    )
     for role, token, status, code in (
         ("researcher", w.ledger.issue_token(SCHOOL_A, "researcher"), 403, "role_cannot_submit"),
         ("school", w.ledger.issue_token("urn:100006", "school"), 403, "submitter_mismatch"),
     ):
         response = TestClient(app, headers={"authorization": f"Bearer {token}"}).post("/events", json=w.sign(body))
         assert (role, response.status_code, response.json()["errors"][0]["code"]) == (role, status, code)
-    forged = w.event("access.record_viewed", SCHOOL_A, {"principal": {"org": SCHOOL_A, "role": "school", "token_id": ""},
-                                                         "purpose": "direct_education", "endpoint": "pupilHistory", "basis": "x"})
+    forged = w.event(
+        "access.record_viewed",
+        SCHOOL_A,
+        {
+            "principal": {"org": SCHOOL_A, "role": "school", "token_id": ""},
+            "purpose": "direct_education",
+            "endpoint": "pupilHistory",
+            "basis": "x",
+        },
+    )
     forged["subject"] = {"pupil": "00000000-0000-4000-8000-000000000000"}
     school = TestClient(app, headers={"authorization": f"Bearer {scene['tokens']['school']}"})
     response = school.post("/events", json=w.sign(forged))
@@ -231,36 +280,79 @@ def claims(world: World) -> dict[str, Any]:
     moved, left, hosted = upn(70), upn(71), upn(72)
     w.admit(moved, OTHER_SCHOOL, occurred_on=date(2025, 9, 3))
     suspension = w.post("pupil.excluded", OTHER_SCHOOL, EXCLUSION, upn=moved, occurred_on=date(2026, 1, 12)).event_id
-    tokens = {"school": ledger.issue_token(SCHOOL_A, "school"), "la": ledger.issue_token(LA, "la"),
-              "other_la": ledger.issue_token(OTHER_LA, "la"), "ap_setting": ledger.issue_token(PROVIDER, "ap_setting"),
-              "inspector": ledger.issue_token("ofsted", "inspector"), "admin": world.admin_token,
-              "other_school": ledger.issue_token(OTHER_SCHOOL, "school")}
+    tokens = {
+        "school": ledger.issue_token(SCHOOL_A, "school"),
+        "la": ledger.issue_token(LA, "la"),
+        "other_la": ledger.issue_token(OTHER_LA, "la"),
+        "ap_setting": ledger.issue_token(PROVIDER, "ap_setting"),
+        "inspector": ledger.issue_token("ofsted", "inspector"),
+        "admin": world.admin_token,
+        "other_school": ledger.issue_token(OTHER_SCHOOL, "school"),
+    }
     history(w, tokens["admin"], moved, purpose="data_correction")  # a view on 5 October, before school A's link
     w.admit(left, OTHER_SCHOOL, occurred_on=date(2025, 9, 3))
     w.post("pupil.deregistered", OTHER_SCHOOL, {"school": OTHER_SCHOOL, **LEAVE}, upn=left, occurred_on=date(2026, 7, 20))
     w.post("pupil.home_education_notified", OTHER_LA, {"la": OTHER_LA}, upn=left, occurred_on=date(2026, 10, 1))
     w.admit(hosted, OTHER_SCHOOL, occurred_on=date(2025, 9, 3))
-    w.post("pupil.managed_move_started", OTHER_SCHOOL, {"school": OTHER_SCHOOL, "host_school": SCHOOL_A, "planned_end": "2026-12-18"},
-           upn=hosted, occurred_on=date(2026, 9, 14))
+    w.post(
+        "pupil.managed_move_started",
+        OTHER_SCHOOL,
+        {"school": OTHER_SCHOOL, "host_school": SCHOOL_A, "planned_end": "2026-12-18"},
+        upn=hosted,
+        occurred_on=date(2026, 9, 14),
+    )
     w.clock.advance(days=3)
     w.admit(moved, SCHOOL_A, status="S", occurred_on=date(2026, 10, 7))
-    w.post("pupil.ap_placement_started", LA, {"commissioner": LA, "setting": PROVIDER, "setting_type": "UKPRN", "tier": 2, "reason": "BEHAVIOUR",
-                                              "planned_end": "2026-12-18", "hours_per_week": 15, "dual_registered": False},
-           upn=moved, occurred_on=date(2026, 10, 8))
+    w.post(
+        "pupil.ap_placement_started",
+        LA,
+        {
+            "commissioner": LA,
+            "setting": PROVIDER,
+            "setting_type": "UKPRN",
+            "tier": 2,
+            "reason": "BEHAVIOUR",
+            "planned_end": "2026-12-18",
+            "hours_per_week": 15,
+            "dual_registered": False,
+        },
+        upn=moved,
+        occurred_on=date(2026, 10, 8),
+    )
     return {"world": w, "tokens": tokens, "moved": moved, "left": left, "hosted": hosted, "suspension": suspension}
 
 
 WHOLE = None
 # reader, pupil, the day the view is limited from (None: whole history), events shown (types), the basis recorded
 SHOWS = [
-    ("school", "moved", "2026-10-07", ["pupil.registered", "pupil.ap_placement_started"],
-     f"on_roll {SCHOOL_A} current, self-asserted: from 2026-10-07"),
-    ("la", "moved", WHOLE, ["pupil.registered", "pupil.excluded", "pupil.registered", "pupil.ap_placement_started"],
-     f"maintained_school {LA} current"),  # commissioned the placement itself, but maintains the main school: the widest wins
-    ("ap_setting", "moved", WHOLE, ["pupil.registered", "pupil.excluded", "pupil.registered", "pupil.ap_placement_started"],
-     f"placement_setting {PROVIDER} current"),  # named by the commissioner
-    ("inspector", "moved", WHOLE, ["pupil.registered", "pupil.excluded", "pupil.registered", "pupil.ap_placement_started"],
-     f"on_roll {OTHER_SCHOOL} current"),
+    (
+        "school",
+        "moved",
+        "2026-10-07",
+        ["pupil.registered", "pupil.ap_placement_started"],
+        f"on_roll {SCHOOL_A} current, self-asserted: from 2026-10-07",
+    ),
+    (
+        "la",
+        "moved",
+        WHOLE,
+        ["pupil.registered", "pupil.excluded", "pupil.registered", "pupil.ap_placement_started"],
+        f"maintained_school {LA} current",
+    ),  # commissioned the placement itself, but maintains the main school: the widest wins
+    (
+        "ap_setting",
+        "moved",
+        WHOLE,
+        ["pupil.registered", "pupil.excluded", "pupil.registered", "pupil.ap_placement_started"],
+        f"placement_setting {PROVIDER} current",
+    ),  # named by the commissioner
+    (
+        "inspector",
+        "moved",
+        WHOLE,
+        ["pupil.registered", "pupil.excluded", "pupil.registered", "pupil.ap_placement_started"],
+        f"on_roll {OTHER_SCHOOL} current",
+    ),
     ("admin", "moved", WHOLE, ["pupil.registered", "pupil.excluded", "pupil.registered", "pupil.ap_placement_started"], "operator"),
     ("other_la", "left", "2026-10-01", ["pupil.home_education_notified"], f"resident {OTHER_LA} current, self-asserted: from 2026-10-01"),
     ("school", "hosted", WHOLE, ["pupil.registered", "pupil.managed_move_started"], f"managed_move_host {SCHOOL_A} current"),
@@ -269,7 +361,8 @@ SHOWS = [
 
 @pytest.mark.parametrize("reader, pupil, since, types, basis", SHOWS, ids=[f"{r}-{p}" for r, p, *_ in SHOWS])
 def test_a_self_asserted_link_shows_what_occurred_from_its_start_and_the_setting_before(
-        claims: dict[str, Any], reader: str, pupil: str, since: str | None, types: list[str], basis: str) -> None:
+    claims: dict[str, Any], reader: str, pupil: str, since: str | None, types: list[str], basis: str
+) -> None:
     w: World = claims["world"]
     params = {"purpose": PURPOSE[reader]} if reader in PURPOSE else {}
     shown = history(w, claims["tokens"][reader], claims[pupil], **params)
@@ -322,12 +415,15 @@ def test_the_access_log_through_a_self_asserted_link_shows_views_from_its_start(
 
 def inspector_reads(w: World, token: str, pupil: str) -> tuple[int, str | None]:
     response = TestClient(create_app(w.ledger), headers={"authorization": f"Bearer {token}"}).get(
-        f"/pupils/{pupil}/history", params={"purpose": "inspection"})
+        f"/pupils/{pupil}/history", params={"purpose": "inspection"}
+    )
     return response.status_code, None if response.status_code == 200 else response.json()["errors"][0]["code"]
 
 
 def la_figures(w: World, token: str, la: str) -> int:
-    response = TestClient(create_app(w.ledger), headers={"authorization": f"Bearer {token}"}).get("/views/metrics", params={"level": "la", "org": la})
+    response = TestClient(create_app(w.ledger), headers={"authorization": f"Bearer {token}"}).get(
+        "/views/metrics", params={"level": "la", "org": la}
+    )
     return response.status_code
 
 
@@ -433,7 +529,13 @@ def test_an_la_asked_to_assess_reads_the_pupil_from_the_request(inspected: dict[
     assert shown.status_code == 200, shown.text
     assert shown.json()["limited_from"] == "2026-10-01"  # self-asserted: from the request on
     assert [e["type"] for e in shown.json()["events"]] == ["ehcp.assessment_requested"]
-    w.post("ehcp.assessment_decided", LA, {"request_event_id": receipt.event_id, "decision": "refuse"}, upn=pupil, occurred_on=date(2026, 10, 2))
+    w.post(
+        "ehcp.assessment_decided",
+        LA,
+        {"request_event_id": receipt.event_id, "decision": "refuse"},
+        upn=pupil,
+        occurred_on=date(2026, 10, 2),
+    )
     w.clock.advance(days=40)  # the refusal ended the link more than 30 days ago
     refused = client.get(f"/pupils/{pupil}/history")
     assert refused.status_code == 403 and refused.json()["errors"][0]["code"] == "not_related"
@@ -447,10 +549,13 @@ def test_the_tribunal_and_mediators_post_disputes_but_read_no_pupil(inspected: d
         w.keys[org] = Ed25519PrivateKey.generate()
         admin.add_key(w.ledger, org, w.keys[org].public_key())
     request_id = w.post("ehcp.assessment_requested", LA, ehcp_request(LA), upn=pupil, occurred_on=date(2026, 9, 21)).event_id
-    refusal = w.post("ehcp.assessment_decided", LA, {"request_event_id": request_id, "decision": "refuse"}, upn=pupil,
-                     occurred_on=date(2026, 9, 28)).event_id
+    refusal = w.post(
+        "ehcp.assessment_decided", LA, {"request_event_id": request_id, "decision": "refuse"}, upn=pupil, occurred_on=date(2026, 9, 28)
+    ).event_id
     tribunal = TestClient(create_app(w.ledger), headers={"authorization": f"Bearer {w.ledger.issue_token('tribunal:send', 'tribunal')}"})
-    appeal = w.event("dispute.appeal_registered", "tribunal:send", {"decision_event_id": refusal, "grounds": ["refusal_to_assess"]}, upn=pupil)
+    appeal = w.event(
+        "dispute.appeal_registered", "tribunal:send", {"decision_event_id": refusal, "grounds": ["refusal_to_assess"]}, upn=pupil
+    )
     posted = tribunal.post("/events", json=w.sign(appeal))
     assert posted.status_code in (200, 201), posted.text
     assert [f["code"] for f in posted.json()["flags"]] == ["appeal_without_mediation_certificate"]
@@ -458,7 +563,9 @@ def test_the_tribunal_and_mediators_post_disputes_but_read_no_pupil(inspected: d
     assert read.status_code == 403 and read.json()["errors"][0]["code"] == "role_cannot_read_pupils"
     assert tribunal.get("/views/metrics", params={"level": "la", "org": LA}).status_code == 403
     mediator = TestClient(create_app(w.ledger), headers={"authorization": f"Bearer {w.ledger.issue_token('mediation:kids', 'mediation')}"})
-    own_appeal = w.event("dispute.appeal_registered", "mediation:kids", {"decision_event_id": refusal, "grounds": ["refusal_to_assess"]}, upn=pupil)
+    own_appeal = w.event(
+        "dispute.appeal_registered", "mediation:kids", {"decision_event_id": refusal, "grounds": ["refusal_to_assess"]}, upn=pupil
+    )
     refused = mediator.post("/events", json=w.sign(own_appeal))
     assert refused.status_code == 422 and refused.json()["errors"][0]["code"] == "submitter_not_allowed"
     school = TestClient(create_app(w.ledger), headers={"authorization": f"Bearer {w.ledger.issue_token(SCHOOL_A, 'school')}"})
@@ -481,7 +588,15 @@ def test_an_oidc_inspector_is_scoped_by_inspections_too(inspected: dict[str, Any
     w.ledger.settings = dataclasses.replace(w.ledger.settings, oidc_jwks=str(jwks), oidc_issuer=issuer)
 
     def token(**claims: Any) -> str:
-        body = {"iss": issuer, "aud": "pupil-ledger", "exp": int(time.time()) + 300, "org": "ofsted", "role": "inspector", "sub": "hmi-3", **claims}
+        body = {
+            "iss": issuer,
+            "aud": "pupil-ledger",
+            "exp": int(time.time()) + 300,
+            "org": "ofsted",
+            "role": "inspector",
+            "sub": "hmi-3",
+            **claims,
+        }
         return jwt.encode(body, key, algorithm="EdDSA", headers={"kid": "idp-1"})
 
     assert inspector_reads(w, token(), inspected["here"]) == (403, "not_related")  # a JWT names no inspection either

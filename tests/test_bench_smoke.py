@@ -23,11 +23,17 @@ SCENARIOS = {"ingest", "submit_event", "reads", "sealing", "projections", "ed255
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 def test_bench_smoke(backend: str, tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
-    done = subprocess.run([*CLI, "bench", "--events", "150", "--runs", "1", "--warmup", "0", "--backend", backend, "--json", str(out)],
-                          env=env_for(Settings(home=tmp_path)), capture_output=True, text=True, timeout=900, check=False)
+    done = subprocess.run(
+        [*CLI, "bench", "--events", "150", "--runs", "1", "--warmup", "0", "--backend", backend, "--json", str(out)],
+        env=env_for(Settings(home=tmp_path)),
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(out.read_text())
-    assert json.loads(done.stdout[done.stdout.index("\n{") + 1:]) == report, "the JSON printed is the JSON written"
+    assert json.loads(done.stdout[done.stdout.index("\n{") + 1 :]) == report, "the JSON printed is the JSON written"
     assert "submitBatch" in done.stdout and "naive eventsourcing loop" in done.stdout
     assert report["machine"]["cores"] >= 1 and report["machine"]["pg_fsync"] == "on"
     rows = report["results"]
@@ -37,14 +43,20 @@ def test_bench_smoke(backend: str, tmp_path: Path) -> None:
         assert "ERRORS" not in r["note"] and "NOT ALL ACCEPTED" not in r["note"] and "NOT SEALED" not in r["note"], r["note"]
         assert r["backend"] in (backend, "-")
     by_what = {r["what"]: r for r in rows}
-    naive_loops = ["naive eventsourcing loop, the library's own recorder", "naive eventsourcing loop, nothing checked", "naive loop, same checks"]
+    naive_loops = [
+        "naive eventsourcing loop, the library's own recorder",
+        "naive eventsourcing loop, nothing checked",
+        "naive loop, same checks",
+    ]
     assert all(by_what[what]["baseline_for"] == "submitBatch" for what in naive_loops)
     assert by_what[naive_loops[0]]["target"] == "submitBatch ≥ 10× this"
     assert ("submitBatch, 2 processes" in by_what) == ("submitEvent, 2 API processes" in by_what) == (backend == "postgres")
     assert ("submitEvent, 2 API processes, sealer and projector apart (docker-compose)" in by_what) == (backend == "postgres")
     assert "signed checkpoint" in by_what["submitEvent, group commit"]["note"]
     assert by_what["one-row commit"]["p99_ms"] > 0 and ("round trip (SELECT 1)" in by_what) == (backend == "postgres")
-    assert by_what["COPY of the stored rows" if backend == "postgres" else "bulk insert of the stored rows"]["baseline_for"] == "submitBatch"
+    assert (
+        by_what["COPY of the stored rows" if backend == "postgres" else "bulk insert of the stored rows"]["baseline_for"] == "submitBatch"
+    )
     submit = by_what["submitEvent, group commit"]
     assert submit["p99_ms"] >= submit["p50_ms"] > 0 and 30 < submit["rss_mb"] < 2000
     assert by_what["pupilHistory"]["latency_samples"] == 500 and by_what["inclusionProof"]["latency_samples"] == 500

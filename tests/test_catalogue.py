@@ -19,15 +19,18 @@ from ledger.core.schooltime import academic_year, school_days_between
 NOW = datetime(2026, 10, 5, 9, 0, tzinfo=UTC)
 
 
-@pytest.mark.parametrize("upn,ok,code,temporary", [
-    ("H801200001001", True, "", False),
-    ("Z801200001001", False, "upn_check_letter", False),
-    ("R900400001001", False, "upn_la_code", False),
-    ("G80120000101A", True, "", True),
-    ("H80120000100", False, "upn_format", False),
-    ("h801200001001", False, "upn_format", False),
-    ("H80120000100I", False, "upn_format", False),
-])
+@pytest.mark.parametrize(
+    "upn,ok,code,temporary",
+    [
+        ("H801200001001", True, "", False),
+        ("Z801200001001", False, "upn_check_letter", False),
+        ("R900400001001", False, "upn_la_code", False),
+        ("G80120000101A", True, "", True),
+        ("H80120000100", False, "upn_format", False),
+        ("h801200001001", False, "upn_format", False),
+        ("H80120000100I", False, "upn_format", False),
+    ],
+)
 def test_dfe_upn_examples(upn: str, ok: bool, code: str, temporary: bool) -> None:
     result = check_upn(upn, la_codes())
     assert (result.ok, result.code, result.temporary) == (ok, code, temporary)
@@ -54,21 +57,47 @@ def test_every_schema_is_valid_json_schema_and_names_existing_code_lists() -> No
 
 def test_catalogue_covers_design_section_4() -> None:
     expected = {
-        "pupil.registered", "pupil.deregistered", "pupil.excluded", "pupil.exclusion_reviewed", "pupil.ap_placement_started",
-        "pupil.ap_placement_reviewed", "pupil.ap_placement_ended", "pupil.managed_move_started", "pupil.managed_move_ended",
-        "pupil.part_time_timetable_started", "pupil.part_time_timetable_ended", "pupil.home_education_notified",
-        "pupil.missing_education_recorded", "pupil.missing_education_resolved", "pupil.attendance_summary_recorded",
-        "pupil.post16_destination_recorded", "org.registered", "org.joined_trust", "org.left_trust", "org.closed",
-        "org.key_added", "org.key_revoked", "provider.unregistered_recorded", "provider.quality_assured",
-        "provider.concern_raised", "provider.closed",
+        "pupil.registered",
+        "pupil.deregistered",
+        "pupil.excluded",
+        "pupil.exclusion_reviewed",
+        "pupil.ap_placement_started",
+        "pupil.ap_placement_reviewed",
+        "pupil.ap_placement_ended",
+        "pupil.managed_move_started",
+        "pupil.managed_move_ended",
+        "pupil.part_time_timetable_started",
+        "pupil.part_time_timetable_ended",
+        "pupil.home_education_notified",
+        "pupil.missing_education_recorded",
+        "pupil.missing_education_resolved",
+        "pupil.attendance_summary_recorded",
+        "pupil.post16_destination_recorded",
+        "org.registered",
+        "org.joined_trust",
+        "org.left_trust",
+        "org.closed",
+        "org.key_added",
+        "org.key_revoked",
+        "provider.unregistered_recorded",
+        "provider.quality_assured",
+        "provider.concern_raised",
+        "provider.closed",
     }
     assert expected <= set(catalogue.event_types())
 
 
 def body(**over: object) -> dict:
-    b = {"event_id": "6f1c2f3e-0000-4000-8000-000000000001", "type": "pupil.excluded", "schema_version": 1,
-         "submitter": "urn:100005", "subject": {"upn": "H801200001001"}, "occurred_on": "2026-09-10",
-         "reported_at": "2026-09-11T10:00:00Z", "data": {"school": "urn:100005", "kind": "SUSP", "sessions": 4, "reasons": ["PP"]}}
+    b = {
+        "event_id": "6f1c2f3e-0000-4000-8000-000000000001",
+        "type": "pupil.excluded",
+        "schema_version": 1,
+        "submitter": "urn:100005",
+        "subject": {"upn": "H801200001001"},
+        "occurred_on": "2026-09-10",
+        "reported_at": "2026-09-11T10:00:00Z",
+        "data": {"school": "urn:100005", "kind": "SUSP", "sessions": 4, "reasons": ["PP"]},
+    }
     b.update(over)
     return b
 
@@ -84,35 +113,56 @@ def test_valid_event_has_no_problems() -> None:
 def test_exclusion_reason_codes_depend_on_academic_year() -> None:
     vape = {"school": "urn:100005", "kind": "SUSP", "sessions": 2, "reasons": ["VR"]}
     assert codes(body(data=vape)) == []
-    assert codes(body(data=vape, occurred_on="2024-03-01", reported_at="2024-03-01T10:00:00Z")) == [("unknown_code", "$.payload.data.reasons[0]")]
+    assert codes(body(data=vape, occurred_on="2024-03-01", reported_at="2024-03-01T10:00:00Z")) == [
+        ("unknown_code", "$.payload.data.reasons[0]")
+    ]
     assert academic_year(date(2024, 3, 1)) == "2023/24"
 
 
-@pytest.mark.parametrize("over,expected", [
-    ({"occurred_on": "2026-02-30"}, ("impossible_date", "$.payload.occurred_on")),
-    ({"occurred_on": "2027-01-01", "reported_at": "2026-09-11T10:00:00Z"}, ("future_date", "$.payload.occurred_on")),
-    ({"occurred_on": "1900-01-01"}, ("date_too_early", "$.payload.occurred_on")),
-    ({"reported_at": "2026-09-31T10:00:00Z"}, ("impossible_date", "$.payload.reported_at")),
-    ({"subject": {"upn": "Z801200001001"}}, ("upn_check_letter", "$.payload.subject.upn")),
-    ({"subject": {"upn": "R900400001001"}}, ("upn_la_code", "$.payload.subject.upn")),
-    ({"type": "pupil.teleported"}, ("unknown_type", "$.payload.type")),
-    ({"submitter": "la:801"}, ("submitter_not_allowed", "$.payload.submitter")),
-    ({"submitter": "urn:12"}, ("submitter_not_allowed", "$.payload.submitter")),
-    ({"data": {"school": "urn:100005", "kind": "SUSP", "reasons": ["PP"]}}, ("required", "$.payload.data.sessions")),
-    ({"data": {"school": "urn:100005", "kind": "XXX", "sessions": 2, "reasons": ["PP"]}}, ("unknown_code", "$.payload.data.kind")),
-    ({"data": {"school": "urn:100005", "kind": "SUSP", "sessions": 2, "reasons": ["PP", "PA", "VP", "VA"]}}, ("schema_maxItems", "$.payload.data.reasons")),
-    ({"data": {"school": "urn:100005", "kind": "SUSP", "sessions": 2, "reasons": ["PP"], "pupil_name": "x"}}, ("unknown_field", "$.payload.data")),
-    ({"event_id": "not-a-uuid"}, ("schema_pattern", "$.payload.event_id")),
-    ({"subject": {"org": "urn:100005"}}, ("subject_kind", "$.payload.subject")),
-])
+@pytest.mark.parametrize(
+    "over,expected",
+    [
+        ({"occurred_on": "2026-02-30"}, ("impossible_date", "$.payload.occurred_on")),
+        ({"occurred_on": "2027-01-01", "reported_at": "2026-09-11T10:00:00Z"}, ("future_date", "$.payload.occurred_on")),
+        ({"occurred_on": "1900-01-01"}, ("date_too_early", "$.payload.occurred_on")),
+        ({"reported_at": "2026-09-31T10:00:00Z"}, ("impossible_date", "$.payload.reported_at")),
+        ({"subject": {"upn": "Z801200001001"}}, ("upn_check_letter", "$.payload.subject.upn")),
+        ({"subject": {"upn": "R900400001001"}}, ("upn_la_code", "$.payload.subject.upn")),
+        ({"type": "pupil.teleported"}, ("unknown_type", "$.payload.type")),
+        ({"submitter": "la:801"}, ("submitter_not_allowed", "$.payload.submitter")),
+        ({"submitter": "urn:12"}, ("submitter_not_allowed", "$.payload.submitter")),
+        ({"data": {"school": "urn:100005", "kind": "SUSP", "reasons": ["PP"]}}, ("required", "$.payload.data.sessions")),
+        ({"data": {"school": "urn:100005", "kind": "XXX", "sessions": 2, "reasons": ["PP"]}}, ("unknown_code", "$.payload.data.kind")),
+        (
+            {"data": {"school": "urn:100005", "kind": "SUSP", "sessions": 2, "reasons": ["PP", "PA", "VP", "VA"]}},
+            ("schema_maxItems", "$.payload.data.reasons"),
+        ),
+        (
+            {"data": {"school": "urn:100005", "kind": "SUSP", "sessions": 2, "reasons": ["PP"], "pupil_name": "x"}},
+            ("unknown_field", "$.payload.data"),
+        ),
+        ({"event_id": "not-a-uuid"}, ("schema_pattern", "$.payload.event_id")),
+        ({"subject": {"org": "urn:100005"}}, ("subject_kind", "$.payload.subject")),
+    ],
+)
 def test_invalid_events_name_code_and_path(over: dict, expected: tuple[str, str]) -> None:
     assert expected in codes(body(**over))
 
 
 def test_end_date_before_start_is_rejected() -> None:
-    b = body(type="pupil.ap_placement_started", data={
-        "commissioner": "urn:100005", "setting": "ukprn:10000047", "setting_type": "UKPRN", "tier": 2, "reason": "BEHAVIOUR",
-        "planned_end": "2026-09-01", "hours_per_week": 15, "dual_registered": False})
+    b = body(
+        type="pupil.ap_placement_started",
+        data={
+            "commissioner": "urn:100005",
+            "setting": "ukprn:10000047",
+            "setting_type": "UKPRN",
+            "tier": 2,
+            "reason": "BEHAVIOUR",
+            "planned_end": "2026-09-01",
+            "hours_per_week": 15,
+            "dual_registered": False,
+        },
+    )
     assert codes(b) == [("end_before_start", "$.payload.data.planned_end")]
     b["data"].pop("planned_end")
     assert codes(b) == [("required", "$.payload.data.planned_end")]  # tier 2 is time-limited
@@ -131,8 +181,11 @@ def test_school_days() -> None:
 
 # -- the compiled validator agrees with jsonschema -----------------------------------------------------
 
-ANY_JSON = st.recursive(st.none() | st.booleans() | st.integers(-5, 10**6) | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=12),
-                        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3), max_leaves=6)
+ANY_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-5, 10**6) | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=12),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=6,
+)
 
 
 @st.composite

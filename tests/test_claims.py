@@ -47,7 +47,12 @@ def test_a_rejection_that_depends_on_another_schools_record_is_recorded_as_a_rea
     for who, endpoint in ((pupil, "submitEvent"), (other, "submitBatch")):
         [view] = views_of(world, who)
         assert (view["principal"]["org"], view["principal"]["role"], view["purpose"], view["endpoint"], view["rejected"]) == (
-            SCHOOL_A, "school", "rejected_submission", endpoint, "second_main_registration")
+            SCHOOL_A,
+            "school",
+            "rejected_submission",
+            endpoint,
+            "second_main_registration",
+        )
     oversight = school_a.get("/access-log", params={"org": SCHOOL_A}).json()["views"]
     assert [v["purpose"] for v in oversight] == ["rejected_submission", "rejected_submission"]
 
@@ -68,8 +73,9 @@ def test_an_organisation_that_has_probed_too_much_is_refused_about_pupils_it_has
         assert refused.status_code == 429 and refused.json()["errors"][0]["code"] == "rule_probe_limited"
         assert 3500 <= int(refused.headers["retry-after"]) <= 3600
     assert views_of(world, elsewhere[2]) == []  # refused before anything about it was revealed
-    leave = world.sign(world.event("pupil.deregistered", SCHOOL_A, {"school": SCHOOL_A, "ground": "moved_away", "destination": "moved_away"},
-                                   upn=own))
+    leave = world.sign(
+        world.event("pupil.deregistered", SCHOOL_A, {"school": SCHOOL_A, "ground": "moved_away", "destination": "moved_away"}, upn=own)
+    )
     assert school_a.post("/events", json=leave).status_code == 201  # its own pupils: as ever
     school_b = TestClient(create_app(world.ledger), headers={"authorization": f"Bearer {world.ledger.issue_token(SCHOOL_B, 'school')}"})
     assert school_b.post("/events", json=main_registration(world, SCHOOL_B, upn(21))).status_code == 201  # another organisation: as ever
@@ -86,12 +92,17 @@ def test_the_operator_sees_organisations_by_their_unusual_claims_and_probes(worl
     report = operator.get("/operator/claims", params={"since": "2026-10-01", "until": "2026-10-05"})
     assert report.status_code == 200, report.text
     assert [(o["org"], o["total"], o["codes"]) for o in report.json()["organisations"]] == [
-        (SCHOOL_A, 3, {"second_main_registration": 3}), (LA, 1, {"claim_new_area": 1})]
+        (SCHOOL_A, 3, {"second_main_registration": 3}),
+        (LA, 1, {"claim_new_area": 1}),
+    ]
     assert report.json()["organisations"][1]["latest"].startswith("2026-10-05T10:00")
     assert operator.get("/operator/claims", params={"since": "2026-10-06", "until": "2026-10-07"}).json()["organisations"] == []
     backwards = operator.get("/operator/claims", params={"since": "2026-10-06"})  # until defaults to today, 5 October
     assert backwards.status_code == 422 and backwards.json()["errors"][0] == {
-        "code": "period", "path": "query:until", "message": "the period ends after it starts"}
+        "code": "period",
+        "path": "query:until",
+        "message": "the period ends after it starts",
+    }
     refused = school_a.get("/operator/claims")
     assert refused.status_code == 403 and refused.json()["errors"][0]["code"] == "operator_only"
     printed = json.loads(run_cli(world.ledger.settings, "claims", "--since", "2026-10-01", "--until", "2026-10-05", "--json").stdout)

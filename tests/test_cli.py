@@ -12,10 +12,30 @@ from ledger.core import envelope
 
 from .processes import run_cli
 
-COMMANDS = [["init"], ["serve"], ["orgs", "add"], ["orgs", "list"], ["keys", "generate"], ["keys", "add"], ["keys", "revoke"],
-            ["tokens", "issue"], ["tokens", "revoke"], ["sign"], ["submit"], ["history"], ["simulate"], ["demo"],
-            ["seal"], ["log", "export"], ["verify", "checkpoint"], ["verify", "proof"], ["verify", "inclusion"],
-            ["verify", "consistency"], ["verify", "audit"], ["erase"]]
+COMMANDS = [
+    ["init"],
+    ["serve"],
+    ["orgs", "add"],
+    ["orgs", "list"],
+    ["keys", "generate"],
+    ["keys", "add"],
+    ["keys", "revoke"],
+    ["tokens", "issue"],
+    ["tokens", "revoke"],
+    ["sign"],
+    ["submit"],
+    ["history"],
+    ["simulate"],
+    ["demo"],
+    ["seal"],
+    ["log", "export"],
+    ["verify", "checkpoint"],
+    ["verify", "proof"],
+    ["verify", "inclusion"],
+    ["verify", "consistency"],
+    ["verify", "audit"],
+    ["erase"],
+]
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=" ".join)

@@ -37,6 +37,7 @@ def attacker_recovers(release: Release, same: dict[tuple[str, str, str], tuple[s
     """What a reader of the published tables can work out: every table's sums over the cells not shown
     (suppressed or withheld), with ``same`` naming cells that are by construction the same figure. A hidden
     cell is fixed iff its unit vector lies in the row space of those sums (rank does not grow)."""
+
     def unknown_id(cell: tuple[str, str, str]) -> tuple[str, str, str]:
         return same.get(cell, cell)
 

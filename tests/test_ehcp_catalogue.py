@@ -25,9 +25,20 @@ VALID: dict[str, tuple[str, dict[str, str], dict[str, Any]]] = {
     "ehcp.assessment_requested": ("la:801", UPN, {"la": "la:801", "requested_by": "parent"}),
     "ehcp.assessment_decided": ("la:801", UPN, {"request_event_id": EID + "1", "decision": "agree"}),
     "ehcp.draft_issued": ("la:801", UPN, {"request_event_id": EID + "1", "comments_due_on": "2026-09-25"}),
-    "ehcp.final_issued": ("la:801", UPN, {"request_event_id": EID + "1", "named_setting": "urn:100005", "primary_need": "ASD",
-                                          "sections": ["A", "B", "C", "E", "F", "G", "I"], "health_provision": True,
-                                          "social_care_provision": False, "icb": "icb:QE1", "exceptions": ["absent_from_area"]}),
+    "ehcp.final_issued": (
+        "la:801",
+        UPN,
+        {
+            "request_event_id": EID + "1",
+            "named_setting": "urn:100005",
+            "primary_need": "ASD",
+            "sections": ["A", "B", "C", "E", "F", "G", "I"],
+            "health_provision": True,
+            "social_care_provision": False,
+            "icb": "icb:QE1",
+            "exceptions": ["absent_from_area"],
+        },
+    ),
     "ehcp.refused_to_issue": ("la:801", UPN, {"request_event_id": EID + "1"}),
     "ehcp.annual_review_held": ("la:801", UPN, {"outcome": "amend"}),
     "ehcp.amended": ("la:801", UPN, {"sections_amended": ["F", "I"], "named_setting": "ukprn:10000047"}),
@@ -35,20 +46,43 @@ VALID: dict[str, tuple[str, dict[str, str], dict[str, Any]]] = {
     "ehcp.transferred": ("la:801", UPN, {"to_la": "la:802"}),
     "dispute.mediation_requested": ("mediation:global-mediation", UPN, {"decision_event_id": EID + "2", "grounds": ["section_f"]}),
     "dispute.mediation_certificate_issued": ("mediation:global-mediation", UPN, {"mediation_event_id": EID + "3", "mediation_held": False}),
-    "dispute.appeal_registered": ("tribunal:send", UPN, {"decision_event_id": EID + "2", "grounds": ["section_b", "section_f"],
-                                                         "mediation_event_id": EID + "3"}),
+    "dispute.appeal_registered": (
+        "tribunal:send",
+        UPN,
+        {"decision_event_id": EID + "2", "grounds": ["section_b", "section_f"], "mediation_event_id": EID + "3"},
+    ),
     "dispute.appeal_decided": ("tribunal:send", UPN, {"appeal_event_id": EID + "4", "outcome": "partly_upheld"}),
-    "inspection.started": ("ofsted", {"org": "la:801"}, {"kind": "full", "from": "2026-09-14", "to": "2026-11-13", "partners": ["icb:QE1"]}),
-    "inspection.area_send_outcome_recorded": ("cqc", {"org": "la:801"}, {
-        "inspection_event_id": EID + "5", "outcome": "widespread_failings", "partners": ["icb:QE1"],
-        "monitoring_inspection_due": "2028-03-01", "next_full_inspection_due": "2029-09-01"}),
+    "inspection.started": (
+        "ofsted",
+        {"org": "la:801"},
+        {"kind": "full", "from": "2026-09-14", "to": "2026-11-13", "partners": ["icb:QE1"]},
+    ),
+    "inspection.area_send_outcome_recorded": (
+        "cqc",
+        {"org": "la:801"},
+        {
+            "inspection_event_id": EID + "5",
+            "outcome": "widespread_failings",
+            "partners": ["icb:QE1"],
+            "monitoring_inspection_due": "2028-03-01",
+            "next_full_inspection_due": "2029-09-01",
+        },
+    ),
 }
 
 
 def body(type_name: str, **over: Any) -> dict[str, Any]:
     submitter, subject, data = VALID[type_name]
-    b = {"event_id": EID + "9", "type": type_name, "schema_version": 1, "submitter": submitter, "subject": subject,
-         "occurred_on": "2026-09-10", "reported_at": "2026-09-11T10:00:00Z", "data": copy.deepcopy(data)}
+    b = {
+        "event_id": EID + "9",
+        "type": type_name,
+        "schema_version": 1,
+        "submitter": submitter,
+        "subject": subject,
+        "occurred_on": "2026-09-10",
+        "reported_at": "2026-09-11T10:00:00Z",
+        "data": copy.deepcopy(data),
+    }
     b.update(over)
     return b
 
@@ -76,55 +110,65 @@ def test_valid_event_has_no_problems(type_name: str) -> None:
     assert problems(body(type_name)) == []
 
 
-@pytest.mark.parametrize("type_name,over,expected", [
-    # who may post
-    ("ehcp.final_issued", {"submitter": "urn:100005"}, ("submitter_not_allowed", "$.payload.submitter")),
-    ("ehcp.assessment_requested", {"submitter": "tribunal:send"}, ("submitter_not_allowed", "$.payload.submitter")),
-    ("dispute.appeal_registered", {"submitter": "mediation:global-mediation"}, ("submitter_not_allowed", "$.payload.submitter")),
-    ("dispute.mediation_requested", {"submitter": "tribunal:send"}, ("submitter_not_allowed", "$.payload.submitter")),
-    ("dispute.appeal_decided", {"submitter": "la:801"}, None),
-    ("inspection.started", {"submitter": "la:801"}, ("submitter_not_allowed", "$.payload.submitter")),
-    ("dispute.appeal_registered", {"submitter": "tribunal:other"}, ("submitter_not_allowed", "$.payload.submitter")),
-    # subjects
-    ("ehcp.ceased", {"subject": {"org": "la:801"}}, ("subject_kind", "$.payload.subject")),
-    ("inspection.started", {"subject": UPN}, ("subject_kind", "$.payload.subject")),
-])
+@pytest.mark.parametrize(
+    "type_name,over,expected",
+    [
+        # who may post
+        ("ehcp.final_issued", {"submitter": "urn:100005"}, ("submitter_not_allowed", "$.payload.submitter")),
+        ("ehcp.assessment_requested", {"submitter": "tribunal:send"}, ("submitter_not_allowed", "$.payload.submitter")),
+        ("dispute.appeal_registered", {"submitter": "mediation:global-mediation"}, ("submitter_not_allowed", "$.payload.submitter")),
+        ("dispute.mediation_requested", {"submitter": "tribunal:send"}, ("submitter_not_allowed", "$.payload.submitter")),
+        ("dispute.appeal_decided", {"submitter": "la:801"}, None),
+        ("inspection.started", {"submitter": "la:801"}, ("submitter_not_allowed", "$.payload.submitter")),
+        ("dispute.appeal_registered", {"submitter": "tribunal:other"}, ("submitter_not_allowed", "$.payload.submitter")),
+        # subjects
+        ("ehcp.ceased", {"subject": {"org": "la:801"}}, ("subject_kind", "$.payload.subject")),
+        ("inspection.started", {"subject": UPN}, ("subject_kind", "$.payload.subject")),
+    ],
+)
 def test_who_posts_and_about_what(type_name: str, over: dict[str, Any], expected: tuple[str, str] | None) -> None:
     found = problems(body(type_name, **over))
     assert (expected in found) if expected else found == []
 
 
-@pytest.mark.parametrize("type_name,changes,expected", [
-    ("ehcp.assessment_requested", {"requested_by": "grandparent"}, ("unknown_code", "$.payload.data.requested_by")),
-    ("ehcp.assessment_decided", {"decision": "maybe"}, ("unknown_code", "$.payload.data.decision")),
-    ("ehcp.assessment_decided", {"request_event_id": "nope"}, ("schema_pattern", "$.payload.data.request_event_id")),
-    ("ehcp.draft_issued", {"comments_due_on": "2026-09-01"}, ("end_before_start", "$.payload.data.comments_due_on")),
-    ("ehcp.final_issued", {"primary_need": "DYSLEXIA"}, ("unknown_code", "$.payload.data.primary_need")),
-    ("ehcp.final_issued", {"sections": ["B", "Z"]}, ("unknown_code", "$.payload.data.sections[1]")),
-    ("ehcp.final_issued", {"sections": ["B", "B"]}, ("schema_uniqueItems", "$.payload.data.sections")),
-    ("ehcp.final_issued", {"sections": []}, ("schema_minItems", "$.payload.data.sections")),
-    ("ehcp.final_issued", {"icb": None}, ("required", "$.payload.data.icb")),  # health provision names the ICB
-    ("ehcp.final_issued", {"icb": "icb:ABC"}, ("org_id", "$.payload.data.icb")),
-    ("ehcp.final_issued", {"icb": "la:801"}, ("org_id", "$.payload.data.icb")),
-    ("ehcp.final_issued", {"named_setting": "la:801"}, ("org_id", "$.payload.data.named_setting")),
-    ("ehcp.final_issued", {"exceptions": ["holiday"]}, ("unknown_code", "$.payload.data.exceptions[0]")),
-    ("ehcp.final_issued", {"health_provision": "yes"}, ("schema_type", "$.payload.data.health_provision")),
-    ("ehcp.final_issued", {"primary_need": None}, ("required", "$.payload.data.primary_need")),
-    ("ehcp.annual_review_held", {"outcome": "continue"}, ("unknown_code", "$.payload.data.outcome")),
-    ("ehcp.ceased", {"reason": "bored"}, ("unknown_code", "$.payload.data.reason")),
-    ("ehcp.transferred", {"to_la": "la:999"}, ("org_id", "$.payload.data.to_la")),
-    ("ehcp.transferred", {"child_name": "x"}, ("unknown_field", "$.payload.data")),
-    ("dispute.mediation_requested", {"grounds": ["section_z"]}, ("unknown_code", "$.payload.data.grounds[0]")),
-    ("dispute.mediation_requested", {"grounds": []}, ("schema_minItems", "$.payload.data.grounds")),
-    ("dispute.appeal_decided", {"outcome": "won"}, ("unknown_code", "$.payload.data.outcome")),
-    ("dispute.mediation_certificate_issued", {"mediation_held": None}, ("required", "$.payload.data.mediation_held")),
-    ("inspection.started", {"to": None}, ("required", "$.payload.data.to")),
-    ("inspection.started", {"from": "2026-09-01"}, ("end_before_start", "$.payload.data.from")),
-    ("inspection.started", {"kind": "surprise"}, ("unknown_code", "$.payload.data.kind")),
-    ("inspection.started", {"partners": ["icb:Q1"]}, ("org_id", "$.payload.data.partners[0]")),
-    ("inspection.area_send_outcome_recorded", {"outcome": "good"}, ("unknown_code", "$.payload.data.outcome")),
-    ("inspection.area_send_outcome_recorded", {"next_full_inspection_due": "2026-13-01"}, ("impossible_date", "$.payload.data.next_full_inspection_due")),
-])
+@pytest.mark.parametrize(
+    "type_name,changes,expected",
+    [
+        ("ehcp.assessment_requested", {"requested_by": "grandparent"}, ("unknown_code", "$.payload.data.requested_by")),
+        ("ehcp.assessment_decided", {"decision": "maybe"}, ("unknown_code", "$.payload.data.decision")),
+        ("ehcp.assessment_decided", {"request_event_id": "nope"}, ("schema_pattern", "$.payload.data.request_event_id")),
+        ("ehcp.draft_issued", {"comments_due_on": "2026-09-01"}, ("end_before_start", "$.payload.data.comments_due_on")),
+        ("ehcp.final_issued", {"primary_need": "DYSLEXIA"}, ("unknown_code", "$.payload.data.primary_need")),
+        ("ehcp.final_issued", {"sections": ["B", "Z"]}, ("unknown_code", "$.payload.data.sections[1]")),
+        ("ehcp.final_issued", {"sections": ["B", "B"]}, ("schema_uniqueItems", "$.payload.data.sections")),
+        ("ehcp.final_issued", {"sections": []}, ("schema_minItems", "$.payload.data.sections")),
+        ("ehcp.final_issued", {"icb": None}, ("required", "$.payload.data.icb")),  # health provision names the ICB
+        ("ehcp.final_issued", {"icb": "icb:ABC"}, ("org_id", "$.payload.data.icb")),
+        ("ehcp.final_issued", {"icb": "la:801"}, ("org_id", "$.payload.data.icb")),
+        ("ehcp.final_issued", {"named_setting": "la:801"}, ("org_id", "$.payload.data.named_setting")),
+        ("ehcp.final_issued", {"exceptions": ["holiday"]}, ("unknown_code", "$.payload.data.exceptions[0]")),
+        ("ehcp.final_issued", {"health_provision": "yes"}, ("schema_type", "$.payload.data.health_provision")),
+        ("ehcp.final_issued", {"primary_need": None}, ("required", "$.payload.data.primary_need")),
+        ("ehcp.annual_review_held", {"outcome": "continue"}, ("unknown_code", "$.payload.data.outcome")),
+        ("ehcp.ceased", {"reason": "bored"}, ("unknown_code", "$.payload.data.reason")),
+        ("ehcp.transferred", {"to_la": "la:999"}, ("org_id", "$.payload.data.to_la")),
+        ("ehcp.transferred", {"child_name": "x"}, ("unknown_field", "$.payload.data")),
+        ("dispute.mediation_requested", {"grounds": ["section_z"]}, ("unknown_code", "$.payload.data.grounds[0]")),
+        ("dispute.mediation_requested", {"grounds": []}, ("schema_minItems", "$.payload.data.grounds")),
+        ("dispute.appeal_decided", {"outcome": "won"}, ("unknown_code", "$.payload.data.outcome")),
+        ("dispute.mediation_certificate_issued", {"mediation_held": None}, ("required", "$.payload.data.mediation_held")),
+        ("inspection.started", {"to": None}, ("required", "$.payload.data.to")),
+        ("inspection.started", {"from": "2026-09-01"}, ("end_before_start", "$.payload.data.from")),
+        ("inspection.started", {"kind": "surprise"}, ("unknown_code", "$.payload.data.kind")),
+        ("inspection.started", {"partners": ["icb:Q1"]}, ("org_id", "$.payload.data.partners[0]")),
+        ("inspection.area_send_outcome_recorded", {"outcome": "good"}, ("unknown_code", "$.payload.data.outcome")),
+        (
+            "inspection.area_send_outcome_recorded",
+            {"next_full_inspection_due": "2026-13-01"},
+            ("impossible_date", "$.payload.data.next_full_inspection_due"),
+        ),
+    ],
+)
 def test_invalid_events_name_code_and_path(type_name: str, changes: dict[str, Any], expected: tuple[str, str]) -> None:
     assert expected in problems(with_data(type_name, **changes))
 
@@ -138,10 +182,20 @@ def test_plan_without_named_setting_is_valid_for_the_catalogue() -> None:
     assert problems(with_data("ehcp.final_issued", named_setting=None)) == []
 
 
-@pytest.mark.parametrize("org_id,scheme", [
-    ("icb:QE1", "icb"), ("icb:QHG", "icb"), ("icb:qe1", None), ("icb:QE12", None), ("icb:E1Q", None),
-    ("tribunal:send", "tribunal"), ("tribunal:employment", None), ("mediation:kids-mediation", "mediation"), ("mediation:", None),
-])
+@pytest.mark.parametrize(
+    "org_id,scheme",
+    [
+        ("icb:QE1", "icb"),
+        ("icb:QHG", "icb"),
+        ("icb:qe1", None),
+        ("icb:QE12", None),
+        ("icb:E1Q", None),
+        ("tribunal:send", "tribunal"),
+        ("tribunal:employment", None),
+        ("mediation:kids-mediation", "mediation"),
+        ("mediation:", None),
+    ],
+)
 def test_new_organisation_id_schemes(org_id: str, scheme: str | None) -> None:
     assert org_scheme(org_id) == scheme
 
@@ -150,8 +204,12 @@ def test_new_kinds_register_only_with_their_scheme() -> None:
     assert {"icb", "tribunal", "mediation"} <= code_list("org_kinds").all_codes()
     for org_id, kind in (("icb:QE1", "icb"), ("tribunal:send", "tribunal"), ("mediation:kids", "mediation")):
         assert kind in KINDS_BY_SCHEME[org_scheme(org_id) or ""]
-        assert problems(body("ehcp.ceased", type="org.registered", submitter="dfe:admin", subject={"org": org_id},
-                             data={"kind": kind, "name": "X"})) == []
+        assert (
+            problems(
+                body("ehcp.ceased", type="org.registered", submitter="dfe:admin", subject={"org": org_id}, data={"kind": kind, "name": "X"})
+            )
+            == []
+        )
         new = record("org.registered", "dfe:admin", {"kind": kind, "name": "X"})
         assert check_org(OrgState(org_id), new) == []
         assert [p.code for p in check_org(OrgState("la:801"), new)] == ["kind_mismatch"]
@@ -177,12 +235,15 @@ def test_inspection_rules_about_an_area() -> None:
     outcome = record("inspection.area_send_outcome_recorded", "ofsted", {"inspection_event_id": EID + "5", "outcome": "inconsistent"})
     assert check_org(state, outcome) == []
     assert [p.code for p in check_org(state, record(outcome.type, "ofsted", {"inspection_event_id": EID + "5", "outcome": "wsoa"}))] == [
-        "outcome_framework"]
-    assert [p.code for p in check_org(state, record(outcome.type, "ofsted", {"inspection_event_id": EID + "6", "outcome": "positive"}))] == [
-        "inspection_unknown"]
+        "outcome_framework"
+    ]
+    assert [
+        p.code for p in check_org(state, record(outcome.type, "ofsted", {"inspection_event_id": EID + "6", "outcome": "positive"}))
+    ] == ["inspection_unknown"]
     old = record("inspection.started", "ofsted", {"kind": "framework_2016", "from": "2026-09-10", "to": "2026-09-20"}, EID + "7")
     old_state = fold_org("la:801", [*LA_STATE, old])
     assert check_org(old_state, record(outcome.type, "cqc", {"inspection_event_id": EID + "7", "outcome": "wsoa"})) == []
-    assert [p.code for p in check_org(old_state, record(outcome.type, "cqc", {"inspection_event_id": EID + "7", "outcome": "positive"}))] == [
-        "outcome_framework"]
+    assert [
+        p.code for p in check_org(old_state, record(outcome.type, "cqc", {"inspection_event_id": EID + "7", "outcome": "positive"}))
+    ] == ["outcome_framework"]
     assert [p.code for p in check_org(OrgState("la:801"), started)] == ["org_unknown"]

@@ -20,7 +20,9 @@ OTHER_LA = "la:802"
 def stored(w: World) -> int:
     """Events other than the ledger's own access records (a rejection decided on another organisation's record is
     recorded as a read of the pupil: docs/access.md)."""
-    return int(w.ledger.store.query("SELECT COUNT(*) FROM ledger_index WHERE type NOT IN ('access.record_viewed', 'access.record_erased')")[0][0])
+    return int(
+        w.ledger.store.query("SELECT COUNT(*) FROM ledger_index WHERE type NOT IN ('access.record_viewed', 'access.record_erased')")[0][0]
+    )
 
 
 def probes(w: World) -> int:
@@ -32,8 +34,15 @@ def client(w: World, org: str, role: str) -> TestClient:
 
 
 def final(request: str, **more: Any) -> dict[str, Any]:
-    return {"request_event_id": request, "named_setting": SCHOOL_A, "primary_need": "SLCN", "sections": ["A", "B", "E", "F", "I"],
-            "health_provision": False, "social_care_provision": False, **more}
+    return {
+        "request_event_id": request,
+        "named_setting": SCHOOL_A,
+        "primary_need": "SLCN",
+        "sections": ["A", "B", "E", "F", "I"],
+        "health_provision": False,
+        "social_care_provision": False,
+        **more,
+    }
 
 
 def test_a_journey_and_what_bad_clients_get(world: World) -> None:
@@ -55,7 +64,13 @@ def test_a_journey_and_what_bad_clients_get(world: World) -> None:
     before = stored(w)
     for event_type, data, on, code, path in [
         ("ehcp.draft_issued", {"request_event_id": request}, date(2026, 7, 1), "no_agreed_assessment", "$.payload.data.request_event_id"),
-        ("ehcp.assessment_decided", {"request_event_id": request, "decision": "yes"}, date(2026, 7, 1), "unknown_code", "$.payload.data.decision"),
+        (
+            "ehcp.assessment_decided",
+            {"request_event_id": request, "decision": "yes"},
+            date(2026, 7, 1),
+            "unknown_code",
+            "$.payload.data.decision",
+        ),
         ("ehcp.assessment_decided", {"request_event_id": request}, date(2026, 7, 1), "required", "$.payload.data.decision"),
         ("ehcp.annual_review_held", {"outcome": "maintain"}, date(2026, 7, 1), "no_plan", "$.payload"),
         ("ehcp.final_issued", final(request, primary_need="dyslexia"), date(2026, 9, 1), "unknown_code", "$.payload.data.primary_need"),
@@ -75,8 +90,10 @@ def test_a_journey_and_what_bad_clients_get(world: World) -> None:
     assert late.status_code == 201 and "late_assessment_decision" in [f["code"] for f in late.json()["flags"]]
     assert post("ehcp.draft_issued", {"request_event_id": request}, date(2026, 9, 14)).status_code == 201
     # a batch is all or nothing: a good final and a bad cessation store neither
-    batch = [w.sign(w.event("ehcp.final_issued", LA, final(request), upn=pupil, occurred_on=date(2026, 10, 1))),
-             w.sign(w.event("ehcp.ceased", LA, {"reason": "bored"}, upn=pupil, occurred_on=date(2026, 10, 2)))]
+    batch = [
+        w.sign(w.event("ehcp.final_issued", LA, final(request), upn=pupil, occurred_on=date(2026, 10, 1))),
+        w.sign(w.event("ehcp.ceased", LA, {"reason": "bored"}, upn=pupil, occurred_on=date(2026, 10, 2))),
+    ]
     before = stored(w)
     refused = la.post("/batches", json={"envelopes": batch})
     assert refused.status_code == 422

@@ -64,15 +64,26 @@ def d(month: int, day: int, year: int = 2026) -> date:
 class Story(World):
     ids: dict[str, str]
 
-    def on(self, day: date, event_type: str, submitter: str, data: dict[str, Any], *, n: int | None = None, org: str | None = None,
-           received: date | None = None, corrects: str | None = None) -> str:
+    def on(
+        self,
+        day: date,
+        event_type: str,
+        submitter: str,
+        data: dict[str, Any],
+        *,
+        n: int | None = None,
+        org: str | None = None,
+        received: date | None = None,
+        corrects: str | None = None,
+    ) -> str:
         when = received or day
         self.clock.now = datetime(when.year, when.month, when.day, 10, 0, tzinfo=UTC)
         receipt = self.post(event_type, submitter, data, upn=upn(n) if n is not None else None, org=org, occurred_on=day, corrects=corrects)
         return str(receipt.event_id)
 
-    def journey(self, n: int, la: str, request: date, decided: date, draft: date | None = None, final: date | None = None,
-                **final_data: Any) -> dict[str, str]:
+    def journey(
+        self, n: int, la: str, request: date, decided: date, draft: date | None = None, final: date | None = None, **final_data: Any
+    ) -> dict[str, str]:
         out = {"request": self.on(request, "ehcp.assessment_requested", la, {"la": la, "requested_by": "parent"}, n=n)}
         decision = "agree" if draft else "refuse"
         out["decision"] = self.on(decided, "ehcp.assessment_decided", la, {"request_event_id": out["request"], "decision": decision}, n=n)
@@ -84,8 +95,15 @@ class Story(World):
 
     @staticmethod
     def plan(request: str, **more: Any) -> dict[str, Any]:
-        return {"request_event_id": request, "named_setting": SCHOOL, "primary_need": "ASD", "sections": ["A", "B", "E", "F", "I"],
-                "health_provision": False, "social_care_provision": False, **more}
+        return {
+            "request_event_id": request,
+            "named_setting": SCHOOL,
+            "primary_need": "ASD",
+            "sections": ["A", "B", "E", "F", "I"],
+            "health_provision": False,
+            "social_care_provision": False,
+            **more,
+        }
 
 
 def tell_the_story(settings: Settings) -> Story:
@@ -93,7 +111,14 @@ def tell_the_story(settings: Settings) -> Story:
     result = admin.initialise(settings, clock)
     w = Story(result.ledger, clock, result.admin_token)
     w.ids = {}
-    for org, kind in ((LA, "la"), (LA2, "la"), (MEDIATOR, "mediation"), (TRIBUNAL, "tribunal"), ("ofsted", "inspectorate"), ("cqc", "inspectorate")):
+    for org, kind in (
+        (LA, "la"),
+        (LA2, "la"),
+        (MEDIATOR, "mediation"),
+        (TRIBUNAL, "tribunal"),
+        ("ofsted", "inspectorate"),
+        ("cqc", "inspectorate"),
+    ):
         admin.add_org(w.ledger, org, kind, f"Test {org}")
         w.keys[org] = Ed25519PrivateKey.generate()
         admin.add_key(w.ledger, org, w.keys[org].public_key())
@@ -106,19 +131,38 @@ def tell_the_story(settings: Settings) -> Story:
     p4 = w.journey(4, LA, d(2, 2), d(3, 9))
     started = w.on(d(3, 2), "inspection.started", "ofsted", {"kind": "full", "from": "2026-03-02", "to": "2026-03-13"}, org=LA)
     p5 = w.journey(5, LA, d(3, 2), d(4, 6))
-    m4 = w.on(d(3, 20), "dispute.mediation_requested", MEDIATOR, {"decision_event_id": p4["decision"], "grounds": ["refusal_to_assess"]}, n=4)
+    m4 = w.on(
+        d(3, 20), "dispute.mediation_requested", MEDIATOR, {"decision_event_id": p4["decision"], "grounds": ["refusal_to_assess"]}, n=4
+    )
     w.on(d(3, 25), "dispute.mediation_certificate_issued", MEDIATOR, {"mediation_event_id": m4, "mediation_held": False}, n=4)
-    a4 = w.on(d(4, 10), "dispute.appeal_registered", TRIBUNAL, {"decision_event_id": p4["decision"], "grounds": ["refusal_to_assess"],
-                                                                 "mediation_event_id": m4}, n=4)
+    a4 = w.on(
+        d(4, 10),
+        "dispute.appeal_registered",
+        TRIBUNAL,
+        {"decision_event_id": p4["decision"], "grounds": ["refusal_to_assess"], "mediation_event_id": m4},
+        n=4,
+    )
     w.on(d(4, 15), "dispute.mediation_requested", MEDIATOR, {"decision_event_id": p5["decision"], "grounds": ["refusal_to_assess"]}, n=5)
-    w.on(d(4, 20), "inspection.area_send_outcome_recorded", "ofsted", {"inspection_event_id": started, "outcome": "widespread_failings"}, org=LA)
+    w.on(
+        d(4, 20),
+        "inspection.area_send_outcome_recorded",
+        "ofsted",
+        {"inspection_event_id": started, "outcome": "widespread_failings"},
+        org=LA,
+    )
     w.on(d(5, 5), "ehcp.annual_review_held", LA, {"outcome": "maintain"}, n=7)
     w.ids["p2_final"] = w.on(d(6, 15), "ehcp.final_issued", LA, w.plan(p2["request"]), n=2)
     w.on(d(7, 13), "ehcp.final_issued", LA, w.plan(p3["request"], exceptions=["missed_appointment"]), n=3)
     ceased = w.on(d(8, 3), "ehcp.ceased", LA, {"reason": "needs_met"}, n=7)
     m7 = w.on(d(8, 10), "dispute.mediation_requested", MEDIATOR, {"decision_event_id": ceased, "grounds": ["ceasing"]}, n=7)
     w.on(d(8, 12), "dispute.mediation_certificate_issued", MEDIATOR, {"mediation_event_id": m7, "mediation_held": True}, n=7)
-    w.on(d(8, 20), "dispute.appeal_registered", TRIBUNAL, {"decision_event_id": ceased, "grounds": ["ceasing"], "mediation_event_id": m7}, n=7)
+    w.on(
+        d(8, 20),
+        "dispute.appeal_registered",
+        TRIBUNAL,
+        {"decision_event_id": ceased, "grounds": ["ceasing"], "mediation_event_id": m7},
+        n=7,
+    )
     w.on(d(9, 1), "dispute.appeal_decided", TRIBUNAL, {"appeal_event_id": a4, "outcome": "upheld"}, n=4)
     w.on(d(9, 7), "ehcp.assessment_requested", LA, {"la": LA, "requested_by": "school"}, n=6)
     w.on(d(9, 14), "ehcp.ceased", LA2, {"reason": "moved_abroad"}, n=8)
@@ -137,9 +181,18 @@ def story(settings: Settings) -> Iterator[Story]:
     w.ledger.store.close()
 
 
-EHCP = ("ehcp_plans_within_20_weeks_rate", "ehcp_plans_within_20_weeks_excluding_exceptions_rate", "ehcp_assessment_refusal_rate",
-        "ehcp_plans_ceased_by_reason", "ehcp_mediation_requests", "ehcp_mediations_followed_by_appeal_rate",
-        "ehcp_appeals_per_1000_decisions", "ehcp_appeal_outcomes", "area_send_inspection_outcomes", "area_send_follow_ups_overdue")
+EHCP = (
+    "ehcp_plans_within_20_weeks_rate",
+    "ehcp_plans_within_20_weeks_excluding_exceptions_rate",
+    "ehcp_assessment_refusal_rate",
+    "ehcp_plans_ceased_by_reason",
+    "ehcp_mediation_requests",
+    "ehcp_mediations_followed_by_appeal_rate",
+    "ehcp_appeals_per_1000_decisions",
+    "ehcp_appeal_outcomes",
+    "area_send_inspection_outcomes",
+    "area_send_follow_ups_overdue",
+)
 
 # (scope, as-of, known at) -> every figure, by hand from the story
 EXPECTED: dict[tuple[str, date, datetime | None], dict[str, Any]] = {
@@ -170,10 +223,16 @@ EXPECTED: dict[tuple[str, date, datetime | None], dict[str, Any]] = {
     },
     (LA, D2, BEFORE_CORRECTION): {"ehcp_plans_within_20_weeks_rate": 33.33, "ehcp_plans_within_20_weeks_excluding_exceptions_rate": 50.0},
     (LA2, D2, None): {
-        "ehcp_plans_within_20_weeks_rate": 100.0, "ehcp_plans_within_20_weeks_excluding_exceptions_rate": 100.0,
-        "ehcp_assessment_refusal_rate": 0.0, "ehcp_plans_ceased_by_reason": {"moved_abroad": 1}, "ehcp_mediation_requests": 0,
-        "ehcp_mediations_followed_by_appeal_rate": None, "ehcp_appeals_per_1000_decisions": 0.0, "ehcp_appeal_outcomes": {},
-        "area_send_inspection_outcomes": {"inconsistent": 1}, "area_send_follow_ups_overdue": 1,
+        "ehcp_plans_within_20_weeks_rate": 100.0,
+        "ehcp_plans_within_20_weeks_excluding_exceptions_rate": 100.0,
+        "ehcp_assessment_refusal_rate": 0.0,
+        "ehcp_plans_ceased_by_reason": {"moved_abroad": 1},
+        "ehcp_mediation_requests": 0,
+        "ehcp_mediations_followed_by_appeal_rate": None,
+        "ehcp_appeals_per_1000_decisions": 0.0,
+        "ehcp_appeal_outcomes": {},
+        "area_send_inspection_outcomes": {"inconsistent": 1},
+        "area_send_follow_ups_overdue": 1,
     },
     ("england", D1, None): {
         "ehcp_plans_within_20_weeks_rate": 100.0,  # P1, P2, P8
@@ -187,7 +246,10 @@ EXPECTED: dict[tuple[str, date, datetime | None], dict[str, Any]] = {
         "area_send_inspection_outcomes": {"inconsistent": 1, "widespread_failings": 1},
         "area_send_follow_ups_overdue": 1,
     },
-    ("england", D1, BEFORE_CORRECTION): {"ehcp_plans_within_20_weeks_rate": 66.67, "ehcp_plans_within_20_weeks_excluding_exceptions_rate": 66.67},
+    ("england", D1, BEFORE_CORRECTION): {
+        "ehcp_plans_within_20_weeks_rate": 66.67,
+        "ehcp_plans_within_20_weeks_excluding_exceptions_rate": 66.67,
+    },
     ("england", D2, None): {
         "ehcp_plans_within_20_weeks_rate": 75.0,  # P1, P2, P8 of P1, P2, P3, P8
         "ehcp_plans_within_20_weeks_excluding_exceptions_rate": 100.0,
@@ -200,7 +262,10 @@ EXPECTED: dict[tuple[str, date, datetime | None], dict[str, Any]] = {
         "area_send_inspection_outcomes": {"inconsistent": 1, "widespread_failings": 1},
         "area_send_follow_ups_overdue": 1,
     },
-    ("england", D2, BEFORE_CORRECTION): {"ehcp_plans_within_20_weeks_rate": 50.0, "ehcp_plans_within_20_weeks_excluding_exceptions_rate": 66.67},
+    ("england", D2, BEFORE_CORRECTION): {
+        "ehcp_plans_within_20_weeks_rate": 50.0,
+        "ehcp_plans_within_20_weeks_excluding_exceptions_rate": 66.67,
+    },
 }
 
 
@@ -224,11 +289,15 @@ def test_national_value_and_published_sen2_figure_beside_the_live_one(story: Sto
         bristol = next(r for r in csv.DictReader(f) if r["old_la_code"] == "801" and r["time_period"] == "2022")
     published = got["ehcp_plans_within_20_weeks_rate"]["published"]
     assert (published["period"], published["value"]) == ("2022", round(float(bristol["inc_exc_20week_rate"]), 2))
-    assert got["ehcp_plans_within_20_weeks_excluding_exceptions_rate"]["published"]["value"] == round(float(bristol["no_exc_20week_rate"]), 2)
+    assert got["ehcp_plans_within_20_weeks_excluding_exceptions_rate"]["published"]["value"] == round(
+        float(bristol["no_exc_20week_rate"]), 2
+    )
     assert got["ehcp_assessment_refusal_rate"]["published"]["value"] == round(float(bristol["ass_refused_ehc_pc"]), 2)
     assert got["ehcp_mediation_requests"]["published"]["value"] == int(bristol["total_mediation"])
-    assert got["ehcp_mediations_followed_by_appeal_rate"]["published"] is None or \
-        got["ehcp_mediations_followed_by_appeal_rate"]["published"]["period"] < "2022"  # 2022 has no followed-by-appeal count ("z")
+    assert (
+        got["ehcp_mediations_followed_by_appeal_rate"]["published"] is None
+        or got["ehcp_mediations_followed_by_appeal_rate"]["published"]["period"] < "2022"
+    )  # 2022 has no followed-by-appeal count ("z")
     assert "published" not in got["ehcp_appeal_outcomes"]  # SEN2 publishes no appeal outcomes
     england = figures(story, "england", D2, None)["ehcp_plans_within_20_weeks_rate"]["published"]
     assert (england["period"], england["value"]) == ("2022", 47.66)  # data/dfe/README.md: 47.7% including exceptions
@@ -238,12 +307,22 @@ def test_national_value_and_published_sen2_figure_beside_the_live_one(story: Sto
 
 def test_inspection_outcome_and_follow_up_due_dates(story: Story) -> None:
     ctx = context(Reader(story.ledger.store), Moment(D2), ViewSettings())
-    assert area_send_inspections(ctx, "la", LA) == [{
-        "la": LA, "inspectorate": "ofsted", "outcome": "widespread_failings", "published_on": "2026-04-20",
-        "monitoring_inspection_due": "2027-10-20", "next_full_inspection_due": "2029-04-20", "follow_up_started": False}]
+    assert area_send_inspections(ctx, "la", LA) == [
+        {
+            "la": LA,
+            "inspectorate": "ofsted",
+            "outcome": "widespread_failings",
+            "published_on": "2026-04-20",
+            "monitoring_inspection_due": "2027-10-20",
+            "next_full_inspection_due": "2029-04-20",
+            "follow_up_started": False,
+        }
+    ]
     everywhere = area_send_inspections(ctx, "national", "england")
     assert [(i["la"], i["outcome"], i["next_full_inspection_due"]) for i in everywhere] == [
-        (LA, "widespread_failings", "2029-04-20"), (LA2, "inconsistent", "2026-02-01")]
+        (LA, "widespread_failings", "2029-04-20"),
+        (LA2, "inconsistent", "2026-02-01"),
+    ]
     earlier = context(Reader(story.ledger.store), Moment(d(4, 19)), ViewSettings())
     assert area_send_inspections(earlier, "la", LA) == []  # published the next day
 
@@ -257,6 +336,7 @@ def test_erasing_a_pupil_with_a_plan_keeps_the_proofs_valid_and_drops_the_pupil(
     assert before is not None
     ledger.erase(upn(7), "erasure_request")  # P7: a plan, a review, a cessation, a mediation and an appeal
     from projections.runner import forget_pupil
+
     forget_pupil(ledger.store, ledger.secrets.pupil_id(upn(7)))
     sealer.seal_all()
     vkey = admin.log_vkey(ledger)
@@ -269,8 +349,11 @@ def test_erasing_a_pupil_with_a_plan_keeps_the_proofs_valid_and_drops_the_pupil(
     got = figures(story, "england", D2, None)
     assert got["ehcp_plans_ceased_by_reason"]["value"] == {"moved_abroad": 1}  # P7's cessation is gone
     assert got["ehcp_mediation_requests"]["value"] == 2 and got["ehcp_appeals_per_1000_decisions"]["value"] == 142.86  # 1 / 7
-    assert all(int(ledger.store.query(f"SELECT COUNT(*) FROM {t.name} WHERE subject = ?", (str(ledger.secrets.pupil_id(upn(7))),))[0][0]) == 0
-               for view in VIEWS for t in view.tables)
+    assert all(
+        int(ledger.store.query(f"SELECT COUNT(*) FROM {t.name} WHERE subject = ?", (str(ledger.secrets.pupil_id(upn(7))),))[0][0]) == 0
+        for view in VIEWS
+        for t in view.tables
+    )
 
 
 def test_the_figures_and_inspections_over_http_for_the_la_and_an_inspector(story: Story) -> None:
@@ -283,9 +366,17 @@ def test_the_figures_and_inspections_over_http_for_the_la_and_an_inspector(story
         body = got.json()
         assert body["metrics"]["ehcp_appeals_per_1000_decisions"]["value"] == 333.33
         assert body["metrics"]["ehcp_plans_within_20_weeks_rate"]["published"]["period"] == "2022"
-        assert body["area_send_inspections"] == [{
-            "la": LA, "inspectorate": "ofsted", "outcome": "widespread_failings", "published_on": "2026-04-20",
-            "monitoring_inspection_due": "2027-10-20", "next_full_inspection_due": "2029-04-20", "follow_up_started": False}]
+        assert body["area_send_inspections"] == [
+            {
+                "la": LA,
+                "inspectorate": "ofsted",
+                "outcome": "widespread_failings",
+                "published_on": "2026-04-20",
+                "monitoring_inspection_due": "2027-10-20",
+                "next_full_inspection_due": "2029-04-20",
+                "follow_up_started": False,
+            }
+        ]
         other = client.get("/views/metrics", params={"level": "la", "org": LA2}, headers=la)
         assert other.status_code == 403 and other.json()["errors"][0]["code"] == "forbidden_scope"
         inspector = {"authorization": f"Bearer {ledger.issue_token('ofsted', 'inspector')}"}

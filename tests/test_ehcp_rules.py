@@ -17,8 +17,14 @@ MEDIATOR, TRIBUNAL = "mediation:kids", "tribunal:send"
 
 
 def final(request: str, setting: str | None = SCHOOL_A, **more: Any) -> dict[str, Any]:
-    data = {"request_event_id": request, "primary_need": "SEMH", "sections": ["A", "B", "E", "F", "I"], "health_provision": False,
-            "social_care_provision": False, **more}
+    data = {
+        "request_event_id": request,
+        "primary_need": "SEMH",
+        "sections": ["A", "B", "E", "F", "I"],
+        "health_provision": False,
+        "social_care_provision": False,
+        **more,
+    }
     if setting:
         data["named_setting"] = setting
     return data
@@ -71,7 +77,8 @@ def test_a_second_request_while_one_is_open_is_rejected() -> None:
     p.request(D0 + timedelta(weeks=30))  # a new request after a refusal
     # another LA's open request is neither a reason to refuse nor disclosed (the child may have moved)
     assert flags_of(p, "ehcp.assessment_requested", OTHER_LA, {"la": OTHER_LA, "requested_by": "parent"}, D0 + timedelta(weeks=31)) == [
-        "claim_new_area"]
+        "claim_new_area"
+    ]
 
 
 def test_decision_within_6_weeks_is_not_flagged_and_later_is() -> None:
@@ -85,9 +92,16 @@ def test_decision_within_6_weeks_is_not_flagged_and_later_is() -> None:
 def test_decision_steps_name_a_recorded_request_of_the_same_la() -> None:
     p = Journey()
     request = p.request()
-    p.refuse("assessment_unknown", "ehcp.assessment_decided", LA, {"request_event_id": "00000000-0000-4000-8000-000000000000",
-                                                                  "decision": "agree"}, D0 + timedelta(days=9))
-    problem = p.refuse("not_owner", "ehcp.assessment_decided", OTHER_LA, {"request_event_id": request, "decision": "agree"}, D0 + timedelta(days=9))
+    p.refuse(
+        "assessment_unknown",
+        "ehcp.assessment_decided",
+        LA,
+        {"request_event_id": "00000000-0000-4000-8000-000000000000", "decision": "agree"},
+        D0 + timedelta(days=9),
+    )
+    problem = p.refuse(
+        "not_owner", "ehcp.assessment_decided", OTHER_LA, {"request_event_id": request, "decision": "agree"}, D0 + timedelta(days=9)
+    )
     assert problem.path == "$.payload.data.request_event_id" and problem.category == "forbidden"
     p.refuse("before_request", "ehcp.assessment_decided", LA, {"request_event_id": request, "decision": "agree"}, D0 - timedelta(days=1))
     p.decide(request)
@@ -127,13 +141,18 @@ def test_refusal_to_issue_closes_the_assessment() -> None:
     p.refuse("assessment_closed", "ehcp.draft_issued", LA, {"request_event_id": request}, D0 + timedelta(weeks=16))
 
 
-@pytest.mark.parametrize("weeks,days,exceptions,expected", [
-    (20, 0, [], []),
-    (20, 1, [], ["late_final_plan"]),
-    (26, 0, ["missed_appointment"], ["late_final_plan_excepted"]),
-    (19, 0, ["missed_appointment"], []),
-])
-def test_final_plan_after_20_weeks_is_flagged_with_or_without_exceptions(weeks: int, days: int, exceptions: list[str], expected: list[str]) -> None:
+@pytest.mark.parametrize(
+    "weeks,days,exceptions,expected",
+    [
+        (20, 0, [], []),
+        (20, 1, [], ["late_final_plan"]),
+        (26, 0, ["missed_appointment"], ["late_final_plan_excepted"]),
+        (19, 0, ["missed_appointment"], []),
+    ],
+)
+def test_final_plan_after_20_weeks_is_flagged_with_or_without_exceptions(
+    weeks: int, days: int, exceptions: list[str], expected: list[str]
+) -> None:
     p = Journey()
     request = p.request()
     p.decide(request)
@@ -226,15 +245,36 @@ def test_mediation_and_appeal_name_an_appealable_decision_of_the_pupil() -> None
     request = p.request()
     agreed = p.decide(request)
     later = D0 + timedelta(weeks=8)
-    p.refuse("decision_unknown", "dispute.mediation_requested", MEDIATOR, {"decision_event_id": agreed, "grounds": ["refusal_to_assess"]}, later)
-    p.refuse("decision_unknown", "dispute.appeal_registered", TRIBUNAL, {"decision_event_id": request, "grounds": ["refusal_to_assess"]}, later)
+    p.refuse(
+        "decision_unknown", "dispute.mediation_requested", MEDIATOR, {"decision_event_id": agreed, "grounds": ["refusal_to_assess"]}, later
+    )
+    p.refuse(
+        "decision_unknown", "dispute.appeal_registered", TRIBUNAL, {"decision_event_id": request, "grounds": ["refusal_to_assess"]}, later
+    )
     p.draft(request)
     plan = p.post("ehcp.final_issued", LA, final(request), D0 + timedelta(weeks=19)).record.event_id
-    problem = p.refuse("grounds_not_decision", "dispute.mediation_requested", MEDIATOR, {"decision_event_id": plan, "grounds": ["section_f", "ceasing"]},
-                       D0 + timedelta(weeks=20))
+    problem = p.refuse(
+        "grounds_not_decision",
+        "dispute.mediation_requested",
+        MEDIATOR,
+        {"decision_event_id": plan, "grounds": ["section_f", "ceasing"]},
+        D0 + timedelta(weeks=20),
+    )
     assert problem.path == "$.payload.data.grounds" and "ceasing" in problem.message
-    p.refuse("before_decision", "dispute.mediation_requested", MEDIATOR, {"decision_event_id": plan, "grounds": ["section_f"]}, D0 + timedelta(weeks=18))
-    p.refuse("not_owner", "dispute.mediation_requested", OTHER_LA, {"decision_event_id": plan, "grounds": ["section_f"]}, D0 + timedelta(weeks=20))
+    p.refuse(
+        "before_decision",
+        "dispute.mediation_requested",
+        MEDIATOR,
+        {"decision_event_id": plan, "grounds": ["section_f"]},
+        D0 + timedelta(weeks=18),
+    )
+    p.refuse(
+        "not_owner",
+        "dispute.mediation_requested",
+        OTHER_LA,
+        {"decision_event_id": plan, "grounds": ["section_f"]},
+        D0 + timedelta(weeks=20),
+    )
     p.post("dispute.mediation_requested", LA, {"decision_event_id": plan, "grounds": ["section_f"]}, D0 + timedelta(weeks=20))
 
 
@@ -242,20 +282,40 @@ def test_mediation_certificate_then_appeal_then_decision() -> None:
     p = Journey()
     decision = refused(p)
     on = D0 + timedelta(weeks=6)
-    mediation = p.post("dispute.mediation_requested", MEDIATOR, {"decision_event_id": decision, "grounds": ["refusal_to_assess"]}, on).record.event_id
-    p.refuse("mediation_unknown", "dispute.mediation_certificate_issued", MEDIATOR, {"mediation_event_id": decision, "mediation_held": False}, on)
-    p.refuse("before_request", "dispute.mediation_certificate_issued", MEDIATOR, {"mediation_event_id": mediation, "mediation_held": False},
-             on - timedelta(days=1))
-    p.post("dispute.mediation_certificate_issued", MEDIATOR, {"mediation_event_id": mediation, "mediation_held": False}, on + timedelta(days=3))
-    p.refuse("already_settled", "dispute.mediation_certificate_issued", MEDIATOR, {"mediation_event_id": mediation, "mediation_held": True},
-             on + timedelta(days=4))
+    mediation = p.post(
+        "dispute.mediation_requested", MEDIATOR, {"decision_event_id": decision, "grounds": ["refusal_to_assess"]}, on
+    ).record.event_id
+    p.refuse(
+        "mediation_unknown", "dispute.mediation_certificate_issued", MEDIATOR, {"mediation_event_id": decision, "mediation_held": False}, on
+    )
+    p.refuse(
+        "before_request",
+        "dispute.mediation_certificate_issued",
+        MEDIATOR,
+        {"mediation_event_id": mediation, "mediation_held": False},
+        on - timedelta(days=1),
+    )
+    p.post(
+        "dispute.mediation_certificate_issued", MEDIATOR, {"mediation_event_id": mediation, "mediation_held": False}, on + timedelta(days=3)
+    )
+    p.refuse(
+        "already_settled",
+        "dispute.mediation_certificate_issued",
+        MEDIATOR,
+        {"mediation_event_id": mediation, "mediation_held": True},
+        on + timedelta(days=4),
+    )
     appeal_data = {"decision_event_id": decision, "grounds": ["refusal_to_assess"], "mediation_event_id": mediation}
     assert flags_of(p, "dispute.appeal_registered", TRIBUNAL, appeal_data, on + timedelta(days=20)) == []
     appeal = p.post("dispute.appeal_registered", TRIBUNAL, appeal_data, on + timedelta(days=20)).record.event_id
-    p.refuse("appeal_unknown", "dispute.appeal_decided", TRIBUNAL, {"appeal_event_id": mediation, "outcome": "upheld"}, on + timedelta(weeks=20))
+    p.refuse(
+        "appeal_unknown", "dispute.appeal_decided", TRIBUNAL, {"appeal_event_id": mediation, "outcome": "upheld"}, on + timedelta(weeks=20)
+    )
     p.refuse("not_owner", "dispute.appeal_decided", OTHER_LA, {"appeal_event_id": appeal, "outcome": "conceded"}, on + timedelta(weeks=20))
     p.post("dispute.appeal_decided", TRIBUNAL, {"appeal_event_id": appeal, "outcome": "upheld"}, on + timedelta(weeks=20))
-    p.refuse("already_settled", "dispute.appeal_decided", TRIBUNAL, {"appeal_event_id": appeal, "outcome": "dismissed"}, on + timedelta(weeks=21))
+    p.refuse(
+        "already_settled", "dispute.appeal_decided", TRIBUNAL, {"appeal_event_id": appeal, "outcome": "dismissed"}, on + timedelta(weeks=21)
+    )
 
 
 def test_appeal_without_a_certificate_is_flagged_unless_placement_only() -> None:
@@ -263,19 +323,27 @@ def test_appeal_without_a_certificate_is_flagged_unless_placement_only() -> None
     plan = p.plan()
     on = D0 + timedelta(weeks=25)
     assert flags_of(p, "dispute.appeal_registered", TRIBUNAL, {"decision_event_id": plan, "grounds": ["section_b", "section_f"]}, on) == [
-        "appeal_without_mediation_certificate"]
+        "appeal_without_mediation_certificate"
+    ]
     assert flags_of(p, "dispute.appeal_registered", TRIBUNAL, {"decision_event_id": plan, "grounds": ["section_i"]}, on) == []
     other = p.post("ehcp.ceased", LA, {"reason": "needs_met"}, on).record.event_id
     mediation = p.post("dispute.mediation_requested", MEDIATOR, {"decision_event_id": other, "grounds": ["ceasing"]}, on).record.event_id
     # a mediation about another decision is not this appeal's
-    p.refuse("mediation_unknown", "dispute.appeal_registered", TRIBUNAL, {"decision_event_id": plan, "grounds": ["section_i"],
-                                                                         "mediation_event_id": mediation}, on)
+    p.refuse(
+        "mediation_unknown",
+        "dispute.appeal_registered",
+        TRIBUNAL,
+        {"decision_event_id": plan, "grounds": ["section_i"], "mediation_event_id": mediation},
+        on,
+    )
 
 
 def test_dispute_events_by_services_need_no_link_but_the_decision() -> None:
     p = Journey()
     decision = refused(p)
-    outcome = p.check("dispute.mediation_requested", MEDIATOR, {"decision_event_id": decision, "grounds": ["refusal_to_assess"]}, D0 + timedelta(weeks=7))
+    outcome = p.check(
+        "dispute.mediation_requested", MEDIATOR, {"decision_event_id": decision, "grounds": ["refusal_to_assess"]}, D0 + timedelta(weeks=7)
+    )
     assert outcome.problems == [] and outcome.flag_codes == []
 
 

@@ -59,7 +59,9 @@ def test_every_simulated_ehcp_event_is_valid_and_passes_the_rules(seed: int, tod
             assert not problems, (body, problems)
             history.append(record)
     types = Counter(b["type"] for _, b in area.events)
-    assert types["ehcp.assessment_requested"] > 20 and types["ehcp.final_issued"] > 5 and types["inspection.area_send_outcome_recorded"] == 1
+    assert (
+        types["ehcp.assessment_requested"] > 20 and types["ehcp.final_issued"] > 5 and types["inspection.area_send_outcome_recorded"] == 1
+    )
     assert all(date.fromisoformat(b["occurred_on"]) < today for _, b in area.events)
     if today.month == 8:
         assert types["ehcp.annual_review_held"] > 5

@@ -46,8 +46,18 @@ def test_story_sign_submit_replay_conflict_history(settings: Settings, tmp_path:
         return out
 
     admission_id = str(uuid.uuid4())
-    admission = signed(event_file("admission", "pupil.registered", admitted, {"school": "urn:100005", "enrolment_status": "C", "year_group": "8", "sen_status": "K", "looked_after": False}, admission_id))
-    removal = signed(event_file("removal", "pupil.deregistered", left, {"school": "urn:100005", "ground": "moved_away", "destination": "moved_away"}))
+    admission = signed(
+        event_file(
+            "admission",
+            "pupil.registered",
+            admitted,
+            {"school": "urn:100005", "enrolment_status": "C", "year_group": "8", "sen_status": "K", "looked_after": False},
+            admission_id,
+        )
+    )
+    removal = signed(
+        event_file("removal", "pupil.deregistered", left, {"school": "urn:100005", "ground": "moved_away", "destination": "moved_away"})
+    )
     server = Server(settings).start()
     try:
         url = ["--url", server.url, "--token", token]
@@ -55,14 +65,35 @@ def test_story_sign_submit_replay_conflict_history(settings: Settings, tmp_path:
         assert first["status"] == "created"
         replay = json.loads(run_cli(settings, "submit", str(admission), *url).stdout)
         assert (replay["status"], replay["sequence"]) == ("duplicate", first["sequence"])
-        other_bytes = signed(event_file("admission2", "pupil.registered", admitted, {"school": "urn:100005", "enrolment_status": "C", "year_group": "9", "sen_status": "K", "looked_after": False}, admission_id))
+        other_bytes = signed(
+            event_file(
+                "admission2",
+                "pupil.registered",
+                admitted,
+                {"school": "urn:100005", "enrolment_status": "C", "year_group": "9", "sen_status": "K", "looked_after": False},
+                admission_id,
+            )
+        )
         conflict = run_cli(settings, "submit", str(other_bytes), *url, check=False)
         assert conflict.returncode == 1 and "409" in conflict.stderr and "event_id_conflict" in conflict.stderr
         assert json.loads(run_cli(settings, "submit", str(removal), *url).stdout)["status"] == "created"
 
         def history(as_of: date) -> dict:
-            return json.loads(run_cli(settings, "history", "H801200001001", "--as-of", as_of.isoformat(), "--url", server.url, "--token", admin_token,
-                                      "--purpose", "data_correction").stdout)
+            return json.loads(
+                run_cli(
+                    settings,
+                    "history",
+                    "H801200001001",
+                    "--as-of",
+                    as_of.isoformat(),
+                    "--url",
+                    server.url,
+                    "--token",
+                    admin_token,
+                    "--purpose",
+                    "data_correction",
+                ).stdout
+            )
 
         before, after = history(today - timedelta(days=5)), history(today)
         assert [e["type"] for e in before["events"]] == ["pupil.registered"] and before["on_roll"][0]["school"] == "urn:100005"
@@ -70,11 +101,16 @@ def test_story_sign_submit_replay_conflict_history(settings: Settings, tmp_path:
         read = httpx.get(f"{server.url}/events/{admission_id}", headers={"authorization": f"Bearer {token}"}).json()
         assert read["sequence"] == first["sequence"]
         # every identified read above left exactly one access.record_viewed, naming who read, why and through which endpoint
-        views = [v for v in httpx.get(f"{server.url}/access-log", headers={"authorization": f"Bearer {admin_token}"}).json()["views"]
-                 if v["type"] == "access.record_viewed"]
+        views = [
+            v
+            for v in httpx.get(f"{server.url}/access-log", headers={"authorization": f"Bearer {admin_token}"}).json()["views"]
+            if v["type"] == "access.record_viewed"
+        ]
         assert [(v["principal"]["org"], v["purpose"], v["endpoint"]) for v in views] == [
-            ("dfe:admin", "data_correction", "pupilHistory"), ("dfe:admin", "data_correction", "pupilHistory"),
-            ("urn:100005", "direct_education", "getEvent")]
+            ("dfe:admin", "data_correction", "pupilHistory"),
+            ("dfe:admin", "data_correction", "pupilHistory"),
+            ("urn:100005", "direct_education", "getEvent"),
+        ]
         assert [before["access_event_id"], after["access_event_id"], read["access_event_id"]] == [v["event_id"] for v in views], views
     finally:
         server.stop()
@@ -91,9 +127,20 @@ def test_sigkill_loses_no_acknowledged_event(settings: Settings, tmp_path: Path)
     token = ledger.issue_token("urn:100005", "school")
     ledger.store.close()
     now = datetime.now(UTC)
-    envelopes = [admin.signed(admin.event_body("pupil.registered", "urn:100005", {"upn": upn(i)},
-                                               {"school": "urn:100005", "enrolment_status": "C", "year_group": "7", "sen_status": "N", "looked_after": False},
-                                               now.date(), now), key) for i in range(1, 4001)]
+    envelopes = [
+        admin.signed(
+            admin.event_body(
+                "pupil.registered",
+                "urn:100005",
+                {"upn": upn(i)},
+                {"school": "urn:100005", "enrolment_status": "C", "year_group": "7", "sen_status": "N", "looked_after": False},
+                now.date(),
+                now,
+            ),
+            key,
+        )
+        for i in range(1, 4001)
+    ]
     acknowledged: list[str] = []
     lock = threading.Lock()
     server = Server(settings).start()
@@ -123,7 +170,9 @@ def test_sigkill_loses_no_acknowledged_event(settings: Settings, tmp_path: Path)
     restarted = Server(settings).start()
     try:
         ledger = admin.open_ledger(settings)
-        assert ledger.store.count_stored_events() == ledger.store.count_events(), "every stored event has its index row and no index row lacks its event"
+        assert ledger.store.count_stored_events() == ledger.store.count_events(), (
+            "every stored event has its index row and no index row lacks its event"
+        )
         found = ledger.store.index_rows(acknowledged)
         assert set(found) == set(acknowledged), f"{len(set(acknowledged) - set(found))} acknowledged events were lost"
         views_before = ledger.store.query("SELECT COUNT(*) FROM ledger_index WHERE type = 'access.record_viewed'")[0][0]

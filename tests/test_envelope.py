@@ -33,16 +33,25 @@ def test_jcs_vectors(name: str) -> None:
 
 
 JSON_VALUES = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**60), 2**60) | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(alphabet=st.characters(codec="utf-8")) | st.text(alphabet=st.characters(max_codepoint=0x7F)),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(alphabet=st.characters(codec="utf-8"), max_size=4) | st.text(max_size=4), inner, max_size=4),
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**60), 2**60)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(alphabet=st.characters(codec="utf-8"))
+    | st.text(alphabet=st.characters(max_codepoint=0x7F)),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(st.text(alphabet=st.characters(codec="utf-8"), max_size=4) | st.text(max_size=4), inner, max_size=4)
+    ),
     max_leaves=20,
 )
 
 
 PLAIN_VALUES = st.recursive(  # every example takes the fast path (the strategy above mostly does not)
     st.none() | st.booleans() | st.integers(-(2**53) + 1, 2**53 - 1) | st.text(alphabet=st.characters(max_codepoint=0x7F)),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(alphabet=st.characters(max_codepoint=0x7F), max_size=4), inner, max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(alphabet=st.characters(max_codepoint=0x7F), max_size=4), inner, max_size=4)
+    ),
     max_leaves=20,
 )
 
@@ -108,28 +117,58 @@ def test_is_canonical_agrees_with_the_reference(value: object, form: str) -> Non
     import rfc8785
 
     try:
-        data = {"reference": lambda: rfc8785.dumps(value),
-                "ascii": lambda: json.dumps(value, sort_keys=True, separators=(",", ":")).encode(),
-                "python": lambda: json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")}[form]()
+        data = {
+            "reference": lambda: rfc8785.dumps(value),
+            "ascii": lambda: json.dumps(value, sort_keys=True, separators=(",", ":")).encode(),
+            "python": lambda: json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8"),
+        }[form]()
     except (rfc8785.CanonicalizationError, UnicodeEncodeError):
         return
     assert jcs.is_canonical(data) == _canonical_by_reference(data)
 
 
-@pytest.mark.parametrize(("data", "canonical"), [
-    (b'{"a":1,"b":[true,null]}', True), (b'{"b":1,"a":2}', False), (b'{"a":1,"a":1}', False), (b'{"a":1e-07}', False),
-    (b'{"a":1e-7}', True), (b'1.0', False), (b'1.5', True), (b'9007199254740991', True), (b'9007199254740993', False),
-    (b'-0', False), (b'"\\u00e9"', False), ('"\u00e9"'.encode(), True), (b'"\\u0041"', False), (b'"\\u001f"', True),
-    (b'"\\ud800"', False), (b'{"n":1234567890123456}', True), (b'[1, 2]', False),
-])
+@pytest.mark.parametrize(
+    ("data", "canonical"),
+    [
+        (b'{"a":1,"b":[true,null]}', True),
+        (b'{"b":1,"a":2}', False),
+        (b'{"a":1,"a":1}', False),
+        (b'{"a":1e-07}', False),
+        (b'{"a":1e-7}', True),
+        (b"1.0", False),
+        (b"1.5", True),
+        (b"9007199254740991", True),
+        (b"9007199254740993", False),
+        (b"-0", False),
+        (b'"\\u00e9"', False),
+        ('"\u00e9"'.encode(), True),
+        (b'"\\u0041"', False),
+        (b'"\\u001f"', True),
+        (b'"\\ud800"', False),
+        (b'{"n":1234567890123456}', True),
+        (b"[1, 2]", False),
+    ],
+)
 def test_is_canonical_edge_cases(data: bytes, canonical: bool) -> None:
     assert jcs.is_canonical(data) is canonical
     assert _canonical_by_reference(data) is canonical
 
 
-@pytest.mark.parametrize("value", [
-    "\x7f", "a\"b\\c", "\b\f\n\r\t\x00\x1f", "/", {"b": 1, "a": [True, False, None]}, 2**53 - 1, -(2**53) + 1, 1.0, "\u2028", {"\ue000": 1, "\U0001f600": 2},
-])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "\x7f",
+        'a"b\\c',
+        "\b\f\n\r\t\x00\x1f",
+        "/",
+        {"b": 1, "a": [True, False, None]},
+        2**53 - 1,
+        -(2**53) + 1,
+        1.0,
+        "\u2028",
+        {"\ue000": 1, "\U0001f600": 2},
+    ],
+)
 def test_jcs_edge_cases(value: object) -> None:
     import rfc8785
 
@@ -253,8 +292,16 @@ def test_any_tampering_is_caught(body: dict, data: st.DataObject) -> None:
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(st.tuples(st.text(alphabet=st.characters(codec="utf-8")) | st.text(alphabet=st.characters(max_codepoint=0x7F)), st.binary(max_size=80)), max_size=3),
-       st.text(alphabet=st.characters(codec="utf-8"), max_size=12), st.binary(max_size=200))
+@given(
+    st.lists(
+        st.tuples(
+            st.text(alphabet=st.characters(codec="utf-8")) | st.text(alphabet=st.characters(max_codepoint=0x7F)), st.binary(max_size=80)
+        ),
+        max_size=3,
+    ),
+    st.text(alphabet=st.characters(codec="utf-8"), max_size=12),
+    st.binary(max_size=200),
+)
 def test_envelope_canonical_bytes_are_jcs_of_the_envelope(signatures: list, payload_type: str, payload: bytes) -> None:
     """The envelope's canonical form is written out directly (its shape is fixed); it must be exactly
     RFC 8785 of the envelope as JSON, whatever the key ids and payload type hold (quotes, controls, non-ASCII)."""
@@ -267,22 +314,28 @@ def test_envelope_canonical_bytes_are_jcs_of_the_envelope(signatures: list, payl
 def test_non_canonical_payload_is_rejected() -> None:
     body = {"b": 1, "a": 2}
     raw = json.dumps(body).encode()  # keys out of order, spaces: not JCS
-    signed = {"payloadType": envelope.EVENT_PAYLOAD_TYPE, "payload": base64.b64encode(raw).decode(),
-              "signatures": [{"keyid": KID, "sig": base64.b64encode(KEY.sign(envelope.pae(envelope.EVENT_PAYLOAD_TYPE, raw))).decode()}]}
+    signed = {
+        "payloadType": envelope.EVENT_PAYLOAD_TYPE,
+        "payload": base64.b64encode(raw).decode(),
+        "signatures": [{"keyid": KID, "sig": base64.b64encode(KEY.sign(envelope.pae(envelope.EVENT_PAYLOAD_TYPE, raw))).decode()}],
+    }
     with pytest.raises(LedgerError) as exc:
         envelope.decode(signed)
     assert exc.value.problems[0].code == "payload_not_canonical"
     assert exc.value.problems[0].path == "$.payload"
 
 
-@pytest.mark.parametrize("mutate,code,category", [
-    (lambda e: e.pop("signatures"), "envelope_missing_field", Category.MALFORMED),
-    (lambda e: e.update(signatures=[]), "signature_missing", Category.FORBIDDEN),
-    (lambda e: e.update(payload="not base64!"), "payload_not_base64", Category.MALFORMED),
-    (lambda e: e.update(extra=1), "envelope_unknown_field", Category.MALFORMED),
-    (lambda e: e.update(payload=base64.b64encode(b"[1]").decode()), "payload_not_object", Category.MALFORMED),
-    (lambda e: e.update(payload=base64.b64encode(b'{"a":1,"a":2}').decode()), "payload_not_json", Category.MALFORMED),
-])
+@pytest.mark.parametrize(
+    "mutate,code,category",
+    [
+        (lambda e: e.pop("signatures"), "envelope_missing_field", Category.MALFORMED),
+        (lambda e: e.update(signatures=[]), "signature_missing", Category.FORBIDDEN),
+        (lambda e: e.update(payload="not base64!"), "payload_not_base64", Category.MALFORMED),
+        (lambda e: e.update(extra=1), "envelope_unknown_field", Category.MALFORMED),
+        (lambda e: e.update(payload=base64.b64encode(b"[1]").decode()), "payload_not_object", Category.MALFORMED),
+        (lambda e: e.update(payload=base64.b64encode(b'{"a":1,"a":2}').decode()), "payload_not_json", Category.MALFORMED),
+    ],
+)
 def test_malformed_envelopes(mutate, code: str, category: Category) -> None:
     signed = envelope.sign({"a": 1}, KEY)
     mutate(signed)

@@ -64,8 +64,21 @@ def opens(cipher: Any, state: bytes, aad: bytes | None) -> bool:
 def test_erase_leaves_nothing_recoverable_and_the_log_verifiable(world: World) -> None:
     w, ledger = world, world.ledger
     admission = w.admit(UPN, sen="E", occurred_on=date(2026, 9, 3)).event_id
-    w.post("pupil.ap_placement_started", LA, {"commissioner": LA, "setting": PROVIDER, "setting_type": "UKPRN", "tier": 2, "reason": "BEHAVIOUR",
-                                             "planned_end": "2026-12-18", "hours_per_week": 15, "dual_registered": False}, upn=UPN)
+    w.post(
+        "pupil.ap_placement_started",
+        LA,
+        {
+            "commissioner": LA,
+            "setting": PROVIDER,
+            "setting_type": "UKPRN",
+            "tier": 2,
+            "reason": "BEHAVIOUR",
+            "planned_end": "2026-12-18",
+            "hours_per_week": 15,
+            "dual_registered": False,
+        },
+        upn=UPN,
+    )
     w.admit(upn(2))  # another pupil, who must be untouched
     school = TestClient(create_app(ledger), headers={"authorization": f"Bearer {ledger.issue_token(SCHOOL_A, 'school')}"})
     assert school.get(f"/pupils/{UPN}/history").status_code == 200  # a view: recorded in the pupil's audit stream
@@ -78,8 +91,11 @@ def test_erase_leaves_nothing_recoverable_and_the_log_verifiable(world: World) -
     projector.catch_up()  # the views hold facts about the pupil, keyed by the pseudonym
 
     def view_facts() -> int:
-        return sum(int(ledger.store.query(f"SELECT COUNT(*) FROM {t.name} WHERE subject = ?", (str(pupil_id),))[0][0])
-                   for view in VIEWS for t in view.tables)
+        return sum(
+            int(ledger.store.query(f"SELECT COUNT(*) FROM {t.name} WHERE subject = ?", (str(pupil_id),))[0][0])
+            for view in VIEWS
+            for t in view.tables
+        )
 
     def all_facts() -> int:
         return sum(int(ledger.store.query(f"SELECT COUNT(*) FROM {t.name}")[0][0]) for view in VIEWS for t in view.tables)
@@ -107,8 +123,11 @@ def test_erase_leaves_nothing_recoverable_and_the_log_verifiable(world: World) -
 
     # every key the ledger holds: the store key, and every pupil key still in the table, opens nothing of the pupil's
     store = ledger.store
-    keys = [AESGCM(k.key) for k in (store.app.pupil_keys.get(uuid.UUID(r[0]), max_age=0)
-                                    for r in store.query("SELECT originator_id FROM pupil_keys")) if k]
+    keys = [
+        AESGCM(k.key)
+        for k in (store.app.pupil_keys.get(uuid.UUID(r[0]), max_age=0) for r in store.query("SELECT originator_id FROM pupil_keys"))
+        if k
+    ]
     erased = 0
     for notification in store.app.recorder.select_notifications(1, 100_000):
         try:
@@ -117,8 +136,14 @@ def test_erase_leaves_nothing_recoverable_and_the_log_verifiable(world: World) -
         except SubjectErased:
             erased += 1
             state = bytes(notification.state)
-            row = uuid.UUID(str(notification.originator_id)).bytes + notification.originator_version.to_bytes(8, "big") + notification.topic.encode()
-            assert not any(opens(aes, state, aad) for aes in keys for aad in (None, b"", row)), "a key in the database opened an erased event"
+            row = (
+                uuid.UUID(str(notification.originator_id)).bytes
+                + notification.originator_version.to_bytes(8, "big")
+                + notification.topic.encode()
+            )
+            assert not any(opens(aes, state, aad) for aes in keys for aad in (None, b"", row)), (
+                "a key in the database opened an erased event"
+            )
             assert not opens(store.app.mapper.cipher, state, None), "the store key opened an erased event"
     assert erased == 2
 
@@ -211,6 +236,7 @@ def test_erasing_from_the_command_line_takes_effect_at_once_in_a_running_server(
     server = Server(w.ledger.settings).start()
     try:
         with httpx.Client(base_url=server.url) as http:
+
             def history(token: str, **params: str) -> int:
                 return http.get(f"/pupils/{UPN}/history", params=params, headers={"authorization": f"Bearer {token}"}).status_code
 
@@ -233,7 +259,7 @@ def test_pupil_keys_in_memory_are_only_the_recent_ones() -> None:
     keys = PupilKeys(os.urandom(32), ttl=0.2, max_keys=100)
     pupils = [as_pupil_uuid(os.urandom(16)) for _ in range(1000)]
     for start in range(0, 1000, 50):
-        with keys.creating(pupils[start:start + 50]):
+        with keys.creating(pupils[start : start + 50]):
             pass
     assert len(keys) == 100  # the count bound
     time.sleep(0.3)
@@ -254,8 +280,11 @@ def test_the_erasure_and_the_views_forgetting_the_pupil_commit_together(world: W
     pupil_id = ledger.secrets.pupil_id(UPN)
 
     def view_facts() -> int:
-        return sum(int(ledger.store.query(f"SELECT COUNT(*) FROM {t.name} WHERE subject = ?", (str(pupil_id),))[0][0])
-                   for view in VIEWS for t in view.tables)
+        return sum(
+            int(ledger.store.query(f"SELECT COUNT(*) FROM {t.name} WHERE subject = ?", (str(pupil_id),))[0][0])
+            for view in VIEWS
+            for t in view.tables
+        )
 
     assert view_facts() > 0
 

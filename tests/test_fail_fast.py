@@ -55,8 +55,14 @@ class School:
 
     def envelope(self, n: int) -> dict[str, Any]:
         now = datetime.now(UTC)
-        body = admin.event_body("pupil.registered", SCHOOL_A, {"upn": upn(n)}, {"school": SCHOOL_A, "enrolment_status": "C",
-                                "year_group": "7", "sen_status": "N", "looked_after": False}, now.date(), now)
+        body = admin.event_body(
+            "pupil.registered",
+            SCHOOL_A,
+            {"upn": upn(n)},
+            {"school": SCHOOL_A, "enrolment_status": "C", "year_group": "7", "sen_status": "N", "looked_after": False},
+            now.date(),
+            now,
+        )
         return admin.signed(body, self.key)
 
 
@@ -247,9 +253,13 @@ def test_a_link_cut_before_commit_is_503_and_nothing_is_stored(pg_url: str, tmp_
 def small_filesystem(where: Path, megabytes: int, owner: str | None = None) -> Iterator[Path]:
     """A tmpfs of ``megabytes`` mounted at ``where`` (skips the test where mounting is not allowed)."""
     where.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={megabytes}m,mode=0755", "tmpfs", str(where)], capture_output=True, text=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={megabytes}m,mode=0755", "tmpfs", str(where)], capture_output=True, text=True
+    )
     if done.returncode != 0:
-        pytest.skip(f"cannot mount a small filesystem here ({done.stderr.strip() or done.returncode}): the disk-full test needs root and mount")
+        pytest.skip(
+            f"cannot mount a small filesystem here ({done.stderr.strip() or done.returncode}): the disk-full test needs root and mount"
+        )
     try:
         if owner:
             shutil.chown(where, owner, owner)
@@ -305,7 +315,9 @@ def _check_full_disk(client: TestClient, school: School, filler: Path) -> None:
 def test_a_full_disk_is_507_and_stores_nothing_sqlite(tmp_path: Path) -> None:
     with small_filesystem(tmp_path / "small", 24) as disk:
         school = _school(Settings(home=disk / "home"))
-        with TestClient(create_app(school.ledger), raise_server_exceptions=False, headers={"authorization": f"Bearer {school.token}"}) as client:
+        with TestClient(
+            create_app(school.ledger), raise_server_exceptions=False, headers={"authorization": f"Bearer {school.token}"}
+        ) as client:
             filler = fill(disk, leave=64 * 1024)
             _check_full_disk(client, school, filler)
         school.ledger.store.close()
@@ -328,8 +340,9 @@ def test_a_full_disk_is_507_and_stores_nothing_postgres(pg_url: str, tmp_path: P
                     conn.execute(f'ALTER TABLE "{table}" SET TABLESPACE {space}')
                 for (index,) in conn.execute("SELECT indexname FROM pg_indexes WHERE schemaname = 'public'").fetchall():
                     conn.execute(f'ALTER INDEX "{index}" SET TABLESPACE {space}')
-            with TestClient(create_app(school.ledger), raise_server_exceptions=False,
-                            headers={"authorization": f"Bearer {school.token}"}) as client:
+            with TestClient(
+                create_app(school.ledger), raise_server_exceptions=False, headers={"authorization": f"Bearer {school.token}"}
+            ) as client:
                 filler = fill(disk, leave=0)
                 _check_full_disk(client, school, filler)
             school.ledger.store.close()

@@ -28,10 +28,19 @@ NOW = datetime(2026, 10, 5, 9, 0, tzinfo=UTC)
 UPN = "H801200001001"
 
 
-def body(event_type: str, data: dict[str, Any], submitter: str = LA, subject: dict[str, str] | None = None,
-         occurred_on: str = "2026-09-10") -> dict[str, Any]:
-    return {"event_id": str(uuid.uuid4()), "type": event_type, "schema_version": 1, "submitter": submitter,
-            "subject": subject or {"org": submitter}, "occurred_on": occurred_on, "reported_at": "2026-09-11T10:00:00Z", "data": data}
+def body(
+    event_type: str, data: dict[str, Any], submitter: str = LA, subject: dict[str, str] | None = None, occurred_on: str = "2026-09-10"
+) -> dict[str, Any]:
+    return {
+        "event_id": str(uuid.uuid4()),
+        "type": event_type,
+        "schema_version": 1,
+        "submitter": submitter,
+        "subject": subject or {"org": submitter},
+        "occurred_on": occurred_on,
+        "reported_at": "2026-09-11T10:00:00Z",
+        "data": data,
+    }
 
 
 def problems(b: dict[str, Any]) -> list[tuple[str, str]]:
@@ -54,20 +63,29 @@ def test_the_five_types_are_in_the_catalogue_and_valid_examples_pass() -> None:
         assert problems(b) == [], b["type"]
 
 
-@pytest.mark.parametrize("event_type,change,expected", [
-    ("funding.ap_budget_allocated", {"amount_pence": 12.5}, ("schema_type", "$.payload.data.amount_pence")),
-    ("funding.ap_budget_allocated", {"amount_pence": "600000"}, ("schema_type", "$.payload.data.amount_pence")),
-    ("funding.ap_budget_allocated", {"amount_pence": -1}, ("schema_minimum", "$.payload.data.amount_pence")),
-    ("funding.ap_budget_allocated", {"financial_year": "2026/27"}, ("schema_pattern", "$.payload.data.financial_year")),
-    ("funding.ap_budget_allocated", {"financial_year": "2026-2027"}, ("schema_pattern", "$.payload.data.financial_year")),
-    ("funding.ap_budget_allocated", {"pounds": 5}, ("unknown_field", "$.payload.data")),
-    ("inclusion_plan.published", {"settings": []}, ("schema_minItems", "$.payload.data.settings")),
-    ("inclusion_plan.published", {"partners": [{"org": "icb:qe1", "kind": "icb"}]}, ("schema_pattern", "$.payload.data.partners[0].org")),
-    ("inclusion_plan.published", {"valid_from": "2026-02-30"}, ("impossible_date", "$.payload.data.valid_from")),
-    ("funding.programme_joined", {"programme": "bailout"}, ("unknown_code", "$.payload.data.programme")),
-])
+@pytest.mark.parametrize(
+    "event_type,change,expected",
+    [
+        ("funding.ap_budget_allocated", {"amount_pence": 12.5}, ("schema_type", "$.payload.data.amount_pence")),
+        ("funding.ap_budget_allocated", {"amount_pence": "600000"}, ("schema_type", "$.payload.data.amount_pence")),
+        ("funding.ap_budget_allocated", {"amount_pence": -1}, ("schema_minimum", "$.payload.data.amount_pence")),
+        ("funding.ap_budget_allocated", {"financial_year": "2026/27"}, ("schema_pattern", "$.payload.data.financial_year")),
+        ("funding.ap_budget_allocated", {"financial_year": "2026-2027"}, ("schema_pattern", "$.payload.data.financial_year")),
+        ("funding.ap_budget_allocated", {"pounds": 5}, ("unknown_field", "$.payload.data")),
+        ("inclusion_plan.published", {"settings": []}, ("schema_minItems", "$.payload.data.settings")),
+        (
+            "inclusion_plan.published",
+            {"partners": [{"org": "icb:qe1", "kind": "icb"}]},
+            ("schema_pattern", "$.payload.data.partners[0].org"),
+        ),
+        ("inclusion_plan.published", {"valid_from": "2026-02-30"}, ("impossible_date", "$.payload.data.valid_from")),
+        ("funding.programme_joined", {"programme": "bailout"}, ("unknown_code", "$.payload.data.programme")),
+    ],
+)
 def test_bad_values_are_named_by_path(event_type: str, change: dict[str, Any], expected: tuple[str, str]) -> None:
-    data = {"inclusion_plan.published": plan(), "funding.ap_budget_allocated": budget(), "funding.programme_joined": programme()}[event_type]
+    data = {"inclusion_plan.published": plan(), "funding.ap_budget_allocated": budget(), "funding.programme_joined": programme()}[
+        event_type
+    ]
     assert expected in problems(body(event_type, {**data, **change}))
 
 
@@ -75,10 +93,13 @@ def test_codes_inside_the_plan_and_tariff_are_checked() -> None:
     bad_plan = plan()
     bad_plan["settings"] = [{**bad_plan["settings"][0], "needs": ["SPLD", "DYSLEXIA"], "phases": ["infant"]}]
     assert {("unknown_code", "$.payload.data.settings[0].needs[1]"), ("unknown_code", "$.payload.data.settings[0].phases[0]")} <= set(
-        problems(body("inclusion_plan.published", bad_plan)))
+        problems(body("inclusion_plan.published", bad_plan))
+    )
     bad_tariff = tariff()
     bad_tariff["prices"][0]["band"] = "B9"
-    assert ("unknown_code", "$.payload.data.prices[0].band") in problems(body("funding.tariff_published", bad_tariff, submitter="dfe:admin"))
+    assert ("unknown_code", "$.payload.data.prices[0].band") in problems(
+        body("funding.tariff_published", bad_tariff, submitter="dfe:admin")
+    )
 
 
 def test_only_the_operator_publishes_a_tariff_and_only_an_la_a_plan() -> None:
@@ -99,8 +120,14 @@ def test_financial_year_of_a_day() -> None:
 # -- pure rules -----------------------------------------------------------------------------------
 
 
-def record(event_type: str, data: dict[str, Any], subject: str = LA, submitter: str | None = None, corrects: str | None = None,
-           on: date = date(2026, 9, 10)) -> Record:
+def record(
+    event_type: str,
+    data: dict[str, Any],
+    subject: str = LA,
+    submitter: str | None = None,
+    corrects: str | None = None,
+    on: date = date(2026, 9, 10),
+) -> Record:
     return Record(str(uuid.uuid4()), event_type, submitter or subject, subject, on, NOW, data, corrects)
 
 
@@ -135,8 +162,15 @@ def test_plan_versions_supersede_from_their_start_and_may_not_overlap() -> None:
     assert codes([v1, v2], record("inclusion_plan.published", plan(1, "2027-06-01", "2027-12-31"))) == ["plan_version_exists"]
     assert codes([v1], record("inclusion_plan.published", plan(1, "2026-09-01", "2027-07-31"), corrects=v1.event_id)) == []
     versions = plan_versions(LA, [v1, v2])
-    in_force = [(p.version if p else None) for p in (plan_in_force(versions, date(2026, 8, 31)), plan_in_force(versions, date(2026, 12, 31)),
-                                                     plan_in_force(versions, date(2027, 1, 1)), plan_in_force(versions, date(2028, 1, 1)))]
+    in_force = [
+        (p.version if p else None)
+        for p in (
+            plan_in_force(versions, date(2026, 8, 31)),
+            plan_in_force(versions, date(2026, 12, 31)),
+            plan_in_force(versions, date(2027, 1, 1)),
+            plan_in_force(versions, date(2028, 1, 1)),
+        )
+    ]
     assert in_force == [None, 1, 2, None]
 
 
@@ -186,22 +220,37 @@ def rejected(call: Any) -> list[tuple[str, str]]:
 
 def test_band_not_in_the_tariff_in_force_is_rejected_and_nothing_is_stored(world: World) -> None:
     world.admit(UPN, SCHOOL_A, occurred_on=date(2026, 9, 2))
-    placement = world.post("pupil.ap_placement_started", LA, {"commissioner": LA, "setting": PROVIDER, "setting_type": "UKPRN", "tier": 3,
-                                                              "reason": "BEHAVIOUR", "hours_per_week": 25, "dual_registered": False},
-                           upn=UPN, occurred_on=date(2026, 9, 7)).event_id
-    assert rejected(lambda: world.post("funding.band_assigned", LA, band_for_placement(placement), upn=UPN, occurred_on=date(2026, 9, 8))) == [
-        ("no_tariff_in_force", "$.payload.data.band")]
+    placement = world.post(
+        "pupil.ap_placement_started",
+        LA,
+        {
+            "commissioner": LA,
+            "setting": PROVIDER,
+            "setting_type": "UKPRN",
+            "tier": 3,
+            "reason": "BEHAVIOUR",
+            "hours_per_week": 25,
+            "dual_registered": False,
+        },
+        upn=UPN,
+        occurred_on=date(2026, 9, 7),
+    ).event_id
+    assert rejected(
+        lambda: world.post("funding.band_assigned", LA, band_for_placement(placement), upn=UPN, occurred_on=date(2026, 9, 8))
+    ) == [("no_tariff_in_force", "$.payload.data.band")]
     post_tariff(world, tariff("2026-04-01"))
     stored = world.ledger.store.max_sequence()
-    assert rejected(lambda: world.post("funding.band_assigned", LA, band_for_placement(placement, band="B5"), upn=UPN,
-                                       occurred_on=date(2026, 9, 8))) == [("band_not_in_tariff", "$.payload.data.band")]
+    assert rejected(
+        lambda: world.post("funding.band_assigned", LA, band_for_placement(placement, band="B5"), upn=UPN, occurred_on=date(2026, 9, 8))
+    ) == [("band_not_in_tariff", "$.payload.data.band")]
     assert world.ledger.store.max_sequence() == stored
     receipt = world.post("funding.band_assigned", LA, band_for_placement(placement), upn=UPN, occurred_on=date(2026, 9, 8))
     assert receipt.event_id
     # a new tariff from 1 October prices B5 in AP: from then on, and only from then on, B5 may be assigned for AP
     post_tariff(world, tariff("2026-10-01", B5_alternative_provision=3_000_000))
-    assert rejected(lambda: world.post("funding.band_assigned", LA, band_for_placement(placement, band="B5"), upn=UPN,
-                                       occurred_on=date(2026, 9, 30))) == [("band_not_in_tariff", "$.payload.data.band")]
+    assert rejected(
+        lambda: world.post("funding.band_assigned", LA, band_for_placement(placement, band="B5"), upn=UPN, occurred_on=date(2026, 9, 30))
+    ) == [("band_not_in_tariff", "$.payload.data.band")]
     world.post("funding.band_assigned", LA, band_for_placement(placement, band="B5"), upn=UPN, occurred_on=date(2026, 10, 1))
 
 
@@ -209,24 +258,33 @@ def test_band_rules_on_the_pupil(world: World) -> None:
     post_tariff(world, tariff("2026-04-01"))
     world.admit(UPN, SCHOOL_A, occurred_on=date(2026, 9, 2))
     assert rejected(lambda: world.post("funding.band_assigned", LA, band_for_placement(str(uuid.uuid4())), upn=UPN)) == [
-        ("placement_not_open", "$.payload.data.placement_event_id")]
+        ("placement_not_open", "$.payload.data.placement_event_id")
+    ]
     assert rejected(lambda: world.post("funding.band_assigned", LA, band_for_ehcp(SPECIAL, la="la:802"), upn=UPN)) == [
-        ("not_submitter", "$.payload.data.la")]
+        ("not_submitter", "$.payload.data.la")
+    ]
     world.post("funding.band_assigned", LA, band_for_ehcp(SPECIAL), upn=UPN)  # the pupil's school is in LA 801
 
 
 def test_budget_twice_and_plan_overlap_through_the_ledger(world: World) -> None:
     first = world.post("funding.ap_budget_allocated", LA, budget(), occurred_on=date(2026, 4, 1))
     assert rejected(lambda: world.post("funding.ap_budget_allocated", LA, budget(tiers=(1, 2, 3)))) == [
-        ("budget_exists", "$.payload.data.financial_year")]
+        ("budget_exists", "$.payload.data.financial_year")
+    ]
     world.post("funding.ap_budget_allocated", LA, budget(tiers=(1, 2, 3)), corrects=first.event_id)
     world.post("inclusion_plan.published", LA, plan(1, "2026-09-01", "2027-08-31"), occurred_on=date(2026, 9, 1))
     assert rejected(lambda: world.post("inclusion_plan.published", LA, plan(2, "2026-09-01", "2027-08-31"))) == [
-        ("plan_overlap", "$.payload.data.valid_from")]
+        ("plan_overlap", "$.payload.data.valid_from")
+    ]
     world.post("inclusion_plan.published", LA, plan(2, "2027-01-01", "2027-08-31"))
-    assert rejected(lambda: world.post("inclusion_plan.published", LA, plan(), org=SCHOOL_A)) == [("not_submitter", "$.payload.subject.org")]
-    assert rejected(lambda: world.post("funding.programme_joined", LA, {**programme(), "deficit_path": [
-        {"financial_year": "2026-28", "deficit_pence": 1}]})) == [("financial_year", "$.payload.data.deficit_path[0].financial_year")]
+    assert rejected(lambda: world.post("inclusion_plan.published", LA, plan(), org=SCHOOL_A)) == [
+        ("not_submitter", "$.payload.subject.org")
+    ]
+    assert rejected(
+        lambda: world.post(
+            "funding.programme_joined", LA, {**programme(), "deficit_path": [{"financial_year": "2026-28", "deficit_pence": 1}]}
+        )
+    ) == [("financial_year", "$.payload.data.deficit_path[0].financial_year")]
     world.post("funding.programme_joined", LA, programme())
 
 
@@ -256,14 +314,20 @@ def test_funding_events_over_http_bad_input_is_4xx_with_its_path_and_stores_noth
     with TestClient(create_app(world.ledger)) as la, TestClient(create_app(world.ledger)) as operator:
         la.headers["authorization"] = f"Bearer {world.ledger.issue_token(LA, 'la')}"
         operator.headers["authorization"] = f"Bearer {world.admin_token}"
-        assert post(operator, world.sign(world.event("funding.tariff_published", "dfe:admin", tariff(), org="dfe:admin"))).status_code == 201
+        assert (
+            post(operator, world.sign(world.event("funding.tariff_published", "dfe:admin", tariff(), org="dfe:admin"))).status_code == 201
+        )
         stored = world.ledger.store.max_sequence()
         cases = [
             (la, world.event("funding.ap_budget_allocated", LA, {**budget(), "amount_pence": 1.5}), 422, "$.payload.data.amount_pence"),
             (la, world.event("funding.ap_budget_allocated", LA, {**budget(), "amount_pence": 7}), 422, "$.payload.data.tiers"),
             (la, world.event("funding.ap_budget_allocated", LA, budget("2026-28")), 422, "$.payload.data.financial_year"),
-            (la, world.event("inclusion_plan.published", LA, {**plan(), "settings": [{**plan()["settings"][0], "places": -1}]}), 422,
-             "$.payload.data.settings[0].places"),
+            (
+                la,
+                world.event("inclusion_plan.published", LA, {**plan(), "settings": [{**plan()["settings"][0], "places": -1}]}),
+                422,
+                "$.payload.data.settings[0].places",
+            ),
             (la, world.event("funding.tariff_published", LA, tariff("2026-05-01"), org="dfe:admin"), 422, "$.payload.submitter"),
             (operator, world.event("funding.ap_budget_allocated", "dfe:admin", budget(), org=LA), 422, "$.payload.submitter"),
             (la, world.event("funding.band_assigned", LA, band_for_ehcp(SPECIAL, band="B9"), upn=UPN), 422, "$.payload.data.band"),

@@ -57,28 +57,113 @@ from tests.funding_support import (
 
 SCHOOL_802, OUTSIDE = "urn:100030", "urn:100020"
 D1, D2 = date(2026, 10, 15), date(2026, 11, 15)
-FUNDING = ("funding_committed_ap_pence", "funding_committed_ap_by_tier", "funding_committed_ap_by_provision_type",
-           "funding_committed_high_needs_pence", "funding_committed_high_needs_by_provision_type", "ap_budget_pence",
-           "ap_budget_committed_rate", "plan_places_by_need", "plan_placements_by_need", "plan_places_used_rate", "placements_outside_plan")
+FUNDING = (
+    "funding_committed_ap_pence",
+    "funding_committed_ap_by_tier",
+    "funding_committed_ap_by_provision_type",
+    "funding_committed_high_needs_pence",
+    "funding_committed_high_needs_by_provision_type",
+    "ap_budget_pence",
+    "ap_budget_committed_rate",
+    "plan_places_by_need",
+    "plan_placements_by_need",
+    "plan_places_used_rate",
+    "placements_outside_plan",
+)
 PLACES = {"ASD": 38, "PMLD": 30, "SEMH": 20, "SLCN": 18, "SLD": 30, "SPLD": 10}
 
 EXPECTED: dict[tuple[date, str, str], tuple[Any, ...]] = {
-    (D1, "la", LA): (3_600_000, {"2": 1_800_000, "3": 1_800_000}, {"alternative_provision": 3_600_000}, 6_500_000, {"special": 6_500_000},
-                     8_000_000, 45.0, PLACES, {"ASD": 2, "SEMH": 2}, 5.88, 1),
-    (D1, "la", OTHER_LA): (1_800_000, {"1": 1_800_000}, {"alternative_provision": 1_800_000}, 0, {}, 3_000_000, 60.0, {}, {"SEMH": 1}, None, 1),
-    (D1, "national", "england"): (5_400_000, {"1": 1_800_000, "2": 1_800_000, "3": 1_800_000}, {"alternative_provision": 5_400_000},
-                                  6_500_000, {"special": 6_500_000}, 11_000_000, 49.09, PLACES, {"ASD": 2, "SEMH": 3}, 7.35, 2),
-    (D2, "la", LA): (2_000_000, {"3": 2_000_000}, {"alternative_provision": 2_000_000}, 6_700_000, {"special": 6_700_000},
-                     8_000_000, 25.0, PLACES, {"ASD": 2, "SEMH": 1}, 4.41, 1),
-    (D2, "la", OTHER_LA): (2_000_000, {"1": 2_000_000}, {"alternative_provision": 2_000_000}, 0, {}, 3_000_000, 66.67, {}, {"SEMH": 1}, None, 1),
-    (D2, "national", "england"): (4_000_000, {"1": 2_000_000, "3": 2_000_000}, {"alternative_provision": 4_000_000}, 6_700_000,
-                                  {"special": 6_700_000}, 11_000_000, 36.36, PLACES, {"ASD": 2, "SEMH": 2}, 5.88, 2),
+    (D1, "la", LA): (
+        3_600_000,
+        {"2": 1_800_000, "3": 1_800_000},
+        {"alternative_provision": 3_600_000},
+        6_500_000,
+        {"special": 6_500_000},
+        8_000_000,
+        45.0,
+        PLACES,
+        {"ASD": 2, "SEMH": 2},
+        5.88,
+        1,
+    ),
+    (D1, "la", OTHER_LA): (
+        1_800_000,
+        {"1": 1_800_000},
+        {"alternative_provision": 1_800_000},
+        0,
+        {},
+        3_000_000,
+        60.0,
+        {},
+        {"SEMH": 1},
+        None,
+        1,
+    ),
+    (D1, "national", "england"): (
+        5_400_000,
+        {"1": 1_800_000, "2": 1_800_000, "3": 1_800_000},
+        {"alternative_provision": 5_400_000},
+        6_500_000,
+        {"special": 6_500_000},
+        11_000_000,
+        49.09,
+        PLACES,
+        {"ASD": 2, "SEMH": 3},
+        7.35,
+        2,
+    ),
+    (D2, "la", LA): (
+        2_000_000,
+        {"3": 2_000_000},
+        {"alternative_provision": 2_000_000},
+        6_700_000,
+        {"special": 6_700_000},
+        8_000_000,
+        25.0,
+        PLACES,
+        {"ASD": 2, "SEMH": 1},
+        4.41,
+        1,
+    ),
+    (D2, "la", OTHER_LA): (
+        2_000_000,
+        {"1": 2_000_000},
+        {"alternative_provision": 2_000_000},
+        0,
+        {},
+        3_000_000,
+        66.67,
+        {},
+        {"SEMH": 1},
+        None,
+        1,
+    ),
+    (D2, "national", "england"): (
+        4_000_000,
+        {"1": 2_000_000, "3": 2_000_000},
+        {"alternative_provision": 4_000_000},
+        6_700_000,
+        {"special": 6_700_000},
+        11_000_000,
+        36.36,
+        PLACES,
+        {"ASD": 2, "SEMH": 2},
+        5.88,
+        2,
+    ),
 }
 
 
 def placement(commissioner: str, tier: int, planned_end: str | None = None) -> dict[str, Any]:
-    data: dict[str, Any] = {"commissioner": commissioner, "setting": PROVIDER, "setting_type": "UKPRN", "tier": tier, "reason": "BEHAVIOUR",
-                            "hours_per_week": 25, "dual_registered": False}
+    data: dict[str, Any] = {
+        "commissioner": commissioner,
+        "setting": PROVIDER,
+        "setting_type": "UKPRN",
+        "tier": tier,
+        "reason": "BEHAVIOUR",
+        "hours_per_week": 25,
+        "dual_registered": False,
+    }
     return {**data, "planned_end": planned_end} if planned_end else data
 
 
@@ -96,8 +181,13 @@ def story(world: World) -> dict[str, str]:
 
     ids: dict[str, str] = {}
     on(date(2026, 4, 1), "funding.tariff_published", "dfe:admin", tariff("2026-04-01"), org="dfe:admin")
-    on(date(2026, 10, 20), "funding.tariff_published", "dfe:admin", tariff("2026-11-01", B3_alternative_provision=2_000_000, B4_special=2_700_000),
-       org="dfe:admin")
+    on(
+        date(2026, 10, 20),
+        "funding.tariff_published",
+        "dfe:admin",
+        tariff("2026-11-01", B3_alternative_provision=2_000_000, B4_special=2_700_000),
+        org="dfe:admin",
+    )
     on(date(2026, 9, 1), "inclusion_plan.published", LA, plan())
     on(date(2026, 6, 1), "funding.programme_joined", LA, programme())
     ids["budget"] = on(date(2026, 4, 1), "funding.ap_budget_allocated", LA, budget(tiers=(1_000_000, 2_000_000, 3_000_000)))
@@ -122,7 +212,11 @@ def story(world: World) -> dict[str, str]:
 
 # The AP service of LA 801's plan (tiers 1, 2, 3: 40, 25, 15 places) and its Safety Valve path (2026-27: 900,000,000
 # pence), the same at both dates (both in 2026-27); LA 802 has neither.
-SERVICE_AND_PROGRAMME = {LA: ({"1": 40, "2": 25, "3": 15}, 900_000_000), OTHER_LA: ({}, 0), "england": ({"1": 40, "2": 25, "3": 15}, 900_000_000)}
+SERVICE_AND_PROGRAMME = {
+    LA: ({"1": 40, "2": 25, "3": 15}, 900_000_000),
+    OTHER_LA: ({}, 0),
+    "england": ({"1": 40, "2": 25, "3": 15}, 900_000_000),
+}
 
 
 def metrics(world: World, day: date, level: str, scope: str, known_at: datetime | None = None) -> dict[str, Any]:
@@ -151,9 +245,18 @@ def test_the_budget_as_known_before_its_correction(world: World) -> None:
 def test_a_regions_group_concern_cites_a_funding_figure(world: World) -> None:
     story(world)
     figure = metrics(world, D2, "la", OTHER_LA)["ap_budget_committed_rate"]
-    world.post("accountability.concern_raised", "dfe:regions", {"category": "budget_overspend", "metric": "ap_budget_committed_rate",
-                                                                "metric_value": figure["value"], "national_value": figure["national_value"],
-                                                                "metric_as_of": D2.isoformat()}, org=OTHER_LA)
+    world.post(
+        "accountability.concern_raised",
+        "dfe:regions",
+        {
+            "category": "budget_overspend",
+            "metric": "ap_budget_committed_rate",
+            "metric_value": figure["value"],
+            "national_value": figure["national_value"],
+            "metric_as_of": D2.isoformat(),
+        },
+        org=OTHER_LA,
+    )
 
 
 @pytest.mark.parametrize("name", (*FUNDING, "ap_service_capacity_by_tier", "programme_deficit_agreed_pence"))
@@ -182,8 +285,9 @@ def test_public_reports_leave_out_spend_and_dashboards_show_it(world: World) -> 
         assert not published & NOT_PUBLIC
         assert "funding_committed_ap_pence" not in client.get("/reports/la/802.csv", params={"as_of": D1.isoformat()}).text
         token = world.ledger.issue_token(OTHER_LA, "la")
-        mine = client.get("/views/metrics", params={"level": "la", "org": OTHER_LA, "as_of": D1.isoformat()},
-                          headers={"authorization": f"Bearer {token}"}).json()["metrics"]
+        mine = client.get(
+            "/views/metrics", params={"level": "la", "org": OTHER_LA, "as_of": D1.isoformat()}, headers={"authorization": f"Bearer {token}"}
+        ).json()["metrics"]
         assert mine["funding_committed_ap_pence"]["value"] == 1_800_000  # one placement: for the LA's own eyes only
 
 

@@ -32,10 +32,19 @@ CHECKS = [status_code_conformance, content_type_conformance, response_schema_con
 KNOWN_FAILURES: set[str] = set()
 
 HUGE_INTEGER = "99999999999999999999"
-EXTREME_TIMES = ["9999-12-31T23:59:59.999999-23:59", "0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59.999999+23:59", "0001-01-01T00:00:00Z"]
+EXTREME_TIMES = [
+    "9999-12-31T23:59:59.999999-23:59",
+    "0001-01-01T00:00:00+14:00",
+    "9999-12-31T23:59:59.999999+23:59",
+    "0001-01-01T00:00:00Z",
+]
 EXTREME_DATES = ["0001-01-01", "9999-12-31"]
-EXTREME_BODIES = [b'{"a":' + b"1" * 5000 + b"}", b"[" * 5000 + b"]" * 5000, b'{"envelopes":[' + b"9" * 5000 + b"]}",
-                  b'{"envelopes":[' + b"[" * 5000 + b"]" * 5000 + b"]}"]
+EXTREME_BODIES = [
+    b'{"a":' + b"1" * 5000 + b"}",
+    b"[" * 5000 + b"]" * 5000,
+    b'{"envelopes":[' + b"9" * 5000 + b"]}",
+    b'{"envelopes":[' + b"[" * 5000 + b"]" * 5000 + b"]}",
+]
 SHAPES = ["as generated", "huge integers", "extreme times", "extreme dates", "extreme body"]
 
 
@@ -69,8 +78,14 @@ def app_and_token(tmp_path: Path) -> Iterator[tuple[Any, str]]:
     admin.add_org(ledger, SCHOOL_A, "school", "Fuzz school", LA)
     key = Ed25519PrivateKey.generate()
     admin.add_key(ledger, SCHOOL_A, key.public_key())
-    body = admin.event_body("pupil.registered", SCHOOL_A, {"upn": UPN}, {"school": SCHOOL_A, "enrolment_status": "C", "year_group": "9",
-                                                                         "sen_status": "N", "looked_after": False}, date.today(), ledger.clock())
+    body = admin.event_body(
+        "pupil.registered",
+        SCHOOL_A,
+        {"upn": UPN},
+        {"school": SCHOOL_A, "enrolment_status": "C", "year_group": "9", "sen_status": "N", "looked_after": False},
+        date.today(),
+        ledger.clock(),
+    )
     ledger.submit(admin.signed(body, key))
     admin.sealer(ledger).seal_all()  # as `serve` does in the background: the log has a checkpoint, the views are current
     Projector(ledger.store).catch_up()
@@ -94,8 +109,9 @@ def test_every_operation_answers_as_documented(app_and_token: tuple[Any, str]) -
                 case.query["min_sequence"] = min(case.query["min_sequence"], 1)  # reached: no 2 s wait per example
             response = case.call(**_reshape(case.operation, case, shape, extreme))
             # no 5xx, except the documented 503 "not there yet, retry" (views asked for a min_sequence they have not reached)
-            assert response.status_code < 500 or (response.status_code == 503 and "Retry-After" in response.headers), \
+            assert response.status_code < 500 or (response.status_code == 503 and "Retry-After" in response.headers), (
                 f"{response.status_code} {response.text[:300]}"
+            )
             case.validate_response(response, checks=CHECKS)
 
         try:

@@ -62,11 +62,23 @@ def test_a_bad_envelope_fails_alone_and_later_ones_see_earlier_ones(world: World
     committer = GroupCommitter(world.ledger)
     forged = registration(world, 2)
     forged["signatures"][0]["sig"] = registration(world, 3)["signatures"][0]["sig"]
-    leave = world.sign(world.event("pupil.deregistered", SCHOOL_A, {"school": SCHOOL_A, "ground": "moved_away", "destination": "moved_away"}, upn=upn(1)))
-    stranger = world.sign(world.event("pupil.deregistered", SCHOOL_A, {"school": SCHOOL_A, "ground": "moved_away", "destination": "moved_away"}, upn=upn(9)))
+    leave = world.sign(
+        world.event("pupil.deregistered", SCHOOL_A, {"school": SCHOOL_A, "ground": "moved_away", "destination": "moved_away"}, upn=upn(1))
+    )
+    stranger = world.sign(
+        world.event("pupil.deregistered", SCHOOL_A, {"school": SCHOOL_A, "ground": "moved_away", "destination": "moved_away"}, upn=upn(9))
+    )
     before = world.ledger.store.count_events()
-    futures = [committer._queue.put(r) or r.answer for r in [  # all five queued before the committer starts: one group
-        _request(registration(world, 1)), _request(forged), _request(leave), _request(stranger), _request({"payload": 1})]]
+    futures = [
+        committer._queue.put(r) or r.answer
+        for r in [  # all five queued before the committer starts: one group
+            _request(registration(world, 1)),
+            _request(forged),
+            _request(leave),
+            _request(stranger),
+            _request({"payload": 1}),
+        ]
+    ]
     committer._start()
     outcomes = [outcome(f) for f in futures]
     committer.stop()
@@ -124,13 +136,25 @@ def test_cached_state_never_decides_a_rejection_or_a_stale_write(world: World) -
     world.admit(upn(2))
     other = admin.open_ledger(world.ledger.settings)
     try:
-        left = world.event("pupil.deregistered", SCHOOL_A, {"school": SCHOOL_A, "ground": "moved_away", "destination": "moved_away"}, upn=upn(1))
+        left = world.event(
+            "pupil.deregistered", SCHOOL_A, {"school": SCHOOL_A, "ground": "moved_away", "destination": "moved_away"}, upn=upn(1)
+        )
         other.submit(world.sign(left))
         # this ledger's cache still has pupil 1 on roll at school A: a second main registration would be refused
         assert world.ledger.submit(registration(world, 1, SCHOOL_B)).created
-        other.submit(world.sign(world.event("pupil.deregistered", SCHOOL_A, {"school": SCHOOL_A, "ground": "moved_away", "destination": "moved_away"}, upn=upn(2))))
+        other.submit(
+            world.sign(
+                world.event(
+                    "pupil.deregistered", SCHOOL_A, {"school": SCHOOL_A, "ground": "moved_away", "destination": "moved_away"}, upn=upn(2)
+                )
+            )
+        )
         # and here the cache would accept removing a pupil already removed: the commit conflicts, the retry refuses
-        removal = world.sign(world.event("pupil.deregistered", SCHOOL_A, {"school": SCHOOL_A, "ground": "registered_elsewhere", "destination": "unknown"}, upn=upn(2)))
+        removal = world.sign(
+            world.event(
+                "pupil.deregistered", SCHOOL_A, {"school": SCHOOL_A, "ground": "registered_elsewhere", "destination": "unknown"}, upn=upn(2)
+            )
+        )
         with pytest.raises(LedgerError) as exc:
             world.ledger.submit(removal)
         assert exc.value.problems[0].code == "not_on_roll"

@@ -74,9 +74,22 @@ def test_bad_input_statuses(client: TestClient, world: World) -> None:
     assert_error(post(client, "/events", b"{not json"), 400, "malformed_json")
     assert_error(post(client, "/events", b""), 400, "empty_body")
     assert_error(post(client, "/events", {"payloadType": "x"}), 400, "envelope_missing_field")
-    assert_error(post(client, "/events", world.sign(world.event("pupil.registered", SCHOOL_A, REGISTERED, upn="Z801200001001"))), 422, "upn_check_letter", "$.payload.subject.upn")
-    assert_error(post(client, "/events", world.sign(world.event("pupil.registered", SCHOOL_A, REGISTERED, upn=UPN), signer=SCHOOL_B)), 403, "key_not_submitters")
-    assert_error(post(client, "/events", world.sign(world.event("pupil.registered", SCHOOL_B, dict(REGISTERED, school=SCHOOL_B), upn=UPN))), 403, "submitter_mismatch")
+    assert_error(
+        post(client, "/events", world.sign(world.event("pupil.registered", SCHOOL_A, REGISTERED, upn="Z801200001001"))),
+        422,
+        "upn_check_letter",
+        "$.payload.subject.upn",
+    )
+    assert_error(
+        post(client, "/events", world.sign(world.event("pupil.registered", SCHOOL_A, REGISTERED, upn=UPN), signer=SCHOOL_B)),
+        403,
+        "key_not_submitters",
+    )
+    assert_error(
+        post(client, "/events", world.sign(world.event("pupil.registered", SCHOOL_B, dict(REGISTERED, school=SCHOOL_B), upn=UPN))),
+        403,
+        "submitter_mismatch",
+    )
     body = world.event("pupil.registered", SCHOOL_A, REGISTERED, upn=UPN)
     noncanonical = world.sign(body)
     raw = json.dumps(body, indent=1).encode()
@@ -84,7 +97,12 @@ def test_bad_input_statuses(client: TestClient, world: World) -> None:
     assert_error(post(client, "/events", noncanonical), 400, "payload_not_canonical", "$.payload")
     unsigned = dict(world.sign(body), signatures=[])
     assert_error(post(client, "/events", unsigned), 403, "signature_missing", "$.signatures")
-    assert_error(post(client, "/events", world.sign(world.event("pupil.registered", SCHOOL_A, dict(REGISTERED, sen_status="Z"), upn=UPN))), 422, "unknown_code", "$.payload.data.sen_status")
+    assert_error(
+        post(client, "/events", world.sign(world.event("pupil.registered", SCHOOL_A, dict(REGISTERED, sen_status="Z"), upn=UPN))),
+        422,
+        "unknown_code",
+        "$.payload.data.sen_status",
+    )
     impossible = world.event("pupil.registered", SCHOOL_A, REGISTERED, upn=UPN)
     impossible["occurred_on"] = "2026-02-29"
     assert_error(post(client, "/events", world.sign(impossible)), 422, "impossible_date", "$.payload.occurred_on")
@@ -119,7 +137,11 @@ def test_tokens_and_read_access(client: TestClient, world: World) -> None:
     operator = TestClient(client.app, headers={"authorization": f"Bearer {world.admin_token}"})
     assert_error(operator.get(f"/pupils/{UPN}/history"), 400, "purpose_required")
     assert operator.get(f"/pupils/{UPN}/history", params={"purpose": "data_correction"}).status_code == 200
-    assert_error(operator.get(f"/pupils/{UPN}/history", params={"known_at": "2026-10-05T10:00:00", "purpose": "data_correction"}), 422, "known_at_zone")
+    assert_error(
+        operator.get(f"/pupils/{UPN}/history", params={"known_at": "2026-10-05T10:00:00", "purpose": "data_correction"}),
+        422,
+        "known_at_zone",
+    )
     assert_error(operator.get(f"/pupils/{UPN}/history", params={"as_of": "2026-02-30", "purpose": "data_correction"}), 422, "invalid_query")
 
 
@@ -127,4 +149,8 @@ def test_openapi_has_the_fixed_operation_ids(client: TestClient) -> None:
     spec = client.get("/openapi.json").json()
     ids = {op["operationId"] for path in spec["paths"].values() for op in path.values()}
     assert {"submitEvent", "submitBatch", "getEvent", "pupilHistory", "healthz"} <= ids
-    assert spec["paths"]["/events"]["post"]["requestBody"]["content"]["application/json"]["schema"]["required"] == ["payloadType", "payload", "signatures"]
+    assert spec["paths"]["/events"]["post"]["requestBody"]["content"]["application/json"]["schema"]["required"] == [
+        "payloadType",
+        "payload",
+        "signatures",
+    ]

@@ -21,8 +21,11 @@ NOT_YET = {"ledger/core/policy.py"}
 
 
 def test_no_module_of_the_core_names_a_query_parameter() -> None:
-    named = sorted(str(path.relative_to(ROOT)) for path in (ROOT / "ledger").rglob("*.py")
-                   if re.search(r"[\"']query:", path.read_text("utf-8")) and str(path.relative_to(ROOT)) not in NOT_YET)
+    named = sorted(
+        str(path.relative_to(ROOT))
+        for path in (ROOT / "ledger").rglob("*.py")
+        if re.search(r"[\"']query:", path.read_text("utf-8")) and str(path.relative_to(ROOT)) not in NOT_YET
+    )
     assert named == []
 
 

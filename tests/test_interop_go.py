@@ -32,8 +32,10 @@ from .conftest import World, upn
 
 SOURCE = Path(__file__).resolve().parent / "interop" / "go-client"
 GOCODE = Path("/usr/share/gocode")  # Debian's golang-golang-x-mod-dev puts golang.org/x/mod/... under src/ here
-INSTALL = ("DEBIAN_FRONTEND=noninteractive apt-get install -y golang-go golang-golang-x-mod-dev "
-           "(Go and golang.org/x/mod sources in /usr/share/gocode; .ci/run does this)")
+INSTALL = (
+    "DEBIAN_FRONTEND=noninteractive apt-get install -y golang-go golang-golang-x-mod-dev "
+    "(Go and golang.org/x/mod sources in /usr/share/gocode; .ci/run does this)"
+)
 PUPILS = 600  # with the world's setup events: two full level-0 tiles, a partial one, and a partial level-1 tile
 
 
@@ -78,7 +80,9 @@ def test_go_client_verifies_our_exported_log(exported: tuple[World, Path], go_cl
     size = log.tree_size()
     assert size == world.ledger.store.count_events() >= PUPILS
     hash_tiles = [p for p in log.tile_paths(size) if not p.startswith("tile/entries/")]
-    assert {"tile/0/000", "tile/0/001", "tile/1/000.p/2"} <= set(hash_tiles) and any(".p/" in p for p in hash_tiles if p.startswith("tile/0/"))
+    assert {"tile/0/000", "tile/0/001", "tile/1/000.p/2"} <= set(hash_tiles) and any(
+        ".p/" in p for p in hash_tiles if p.startswith("tile/0/")
+    )
     older = int(world.ledger.store.query("SELECT MIN(tree_size) FROM log_checkpoints WHERE tree_size > 0")[0][0])
     assert older < size
 
@@ -98,8 +102,10 @@ def test_go_client_verifies_our_exported_log(exported: tuple[World, Path], go_cl
     assert lines[-1].startswith(f"OK origin {origin} size {size} root {base64.b64encode(root).decode()}: "), done.stdout
     assert f"{len(hash_tiles)} hash tiles, {(size + 255) // 256} entry bundles, {size} leaves" in lines[-1], (hash_tiles, done.stdout)
     assert f"{len(wanted)} served proofs" in lines[-1]
-    assert lines[:-1] == [f"proof leaf {i} tree {n}: {len(r.json()['proof'])} hashes, tlog.CheckRecord OK"
-                          for (i, n), r in zip(wanted, responses, strict=True)]
+    assert lines[:-1] == [
+        f"proof leaf {i} tree {n}: {len(r.json()['proof'])} hashes, tlog.CheckRecord OK"
+        for (i, n), r in zip(wanted, responses, strict=True)
+    ]
 
     # a served proof with one hash changed is rejected by tlog.CheckRecord
     forged = [r.json() for r in responses]
@@ -107,7 +113,9 @@ def test_go_client_verifies_our_exported_log(exported: tuple[World, Path], go_cl
     hashes[2] = base64.b64encode(bytes([base64.b64decode(hashes[2])[0] ^ 1]) + base64.b64decode(hashes[2])[1:]).decode()
     proofs.write_text(json.dumps(forged))
     bad = run_client(go_client, directory, admin.log_vkey(world.ledger), "-proofs", str(proofs))
-    assert bad.returncode == 1 and "FAILED: proofs[3] (leaf 256, tree size" in bad.stderr and "invalid transparency proof" in bad.stderr, bad.stderr
+    assert bad.returncode == 1 and "FAILED: proofs[3] (leaf 256, tree size" in bad.stderr and "invalid transparency proof" in bad.stderr, (
+        bad.stderr
+    )
 
 
 def test_go_client_rejects_one_changed_byte(exported: tuple[World, Path], go_client: Path, tmp_path: Path) -> None:

@@ -61,8 +61,11 @@ def problem(outcome: Receipt | Exception) -> tuple[str, str, Category]:
 
 
 def raw_payload_envelope(payload: bytes, kid: str = "0" * 16) -> dict[str, Any]:
-    return {"payloadType": envelope.EVENT_PAYLOAD_TYPE, "payload": base64.b64encode(payload).decode(),
-            "signatures": [{"keyid": kid, "sig": base64.b64encode(b"\0" * 64).decode()}]}
+    return {
+        "payloadType": envelope.EVENT_PAYLOAD_TYPE,
+        "payload": base64.b64encode(payload).decode(),
+        "signatures": [{"keyid": kid, "sig": base64.b64encode(b"\0" * 64).decode()}],
+    }
 
 
 # -- the known bad shapes, each refused alone with its own 4xx ------------------------------------
@@ -132,8 +135,9 @@ def test_an_item_that_raises_while_judged_is_rejected_alone(world: World, monkey
         return real_check(records, new, *orgs)
 
     monkeypatch.setattr(checks_module, "check_pupil", check_pupil)
-    leave = world.sign(world.event("pupil.deregistered", SCHOOL_A, {"school": SCHOOL_A, "ground": "moved_away", "destination": "moved_away"},
-                                   upn=upn(1)))
+    leave = world.sign(
+        world.event("pupil.deregistered", SCHOOL_A, {"school": SCHOOL_A, "ground": "moved_away", "destination": "moved_away"}, upn=upn(1))
+    )
     outcomes = one_group(world, [registration(world, 1), culprit, leave, registration(world, 3)])
     assert problem(outcomes[1])[::2] == ("unprocessable", Category.INVALID) and "reference" in outcomes[1].args[0]
     assert all(isinstance(o, Receipt) for o in (outcomes[0], outcomes[2], outcomes[3]))
@@ -145,8 +149,9 @@ def test_an_item_that_raises_while_judged_is_rejected_alone(world: World, monkey
 def test_an_item_that_fails_after_its_write_was_staged_leaves_nothing_behind(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
     """A failure after the item's event was added to the working state (injected) must not let that event be
     written with the next item on the same pupil: the others are judged again without it."""
-    culprit = world.sign(world.event("pupil.excluded", SCHOOL_A, {"school": SCHOOL_A, "kind": "SUSP", "sessions": 2, "reasons": ["PP"]},
-                                     upn=upn(1)))
+    culprit = world.sign(
+        world.event("pupil.excluded", SCHOOL_A, {"school": SCHOOL_A, "kind": "SUSP", "sessions": 2, "reasons": ["PP"]}, upn=upn(1))
+    )
     real_record = Subject.record
 
     def record(self: Subject, text: str, *args: Any, **kwargs: Any) -> None:
@@ -155,8 +160,9 @@ def test_an_item_that_fails_after_its_write_was_staged_leaves_nothing_behind(wor
             raise RuntimeError("failed half way through staging")
 
     monkeypatch.setattr(Subject, "record", record)
-    leave = world.sign(world.event("pupil.deregistered", SCHOOL_A, {"school": SCHOOL_A, "ground": "moved_away", "destination": "moved_away"},
-                                   upn=upn(1)))
+    leave = world.sign(
+        world.event("pupil.deregistered", SCHOOL_A, {"school": SCHOOL_A, "ground": "moved_away", "destination": "moved_away"}, upn=upn(1))
+    )
     outcomes = one_group(world, [registration(world, 1), culprit, leave])
     assert problem(outcomes[1])[0] == "unprocessable"
     assert [e["type"] for e in world.ledger.pupil_history(upn(1))["events"]] == ["pupil.registered", "pupil.deregistered"]
@@ -166,12 +172,16 @@ def refuse_event(world: World, event_id: str) -> None:
     """A database trigger that fails any write holding this event's index row (as a fault only it meets would)."""
     store = world.ledger.store
     if store.is_postgres:
-        store.execute("CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
-                      f"IF NEW.event_id = '{event_id}' THEN RAISE EXCEPTION 'this one row is refused'; END IF; RETURN NEW; END $$")
+        store.execute(
+            "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            f"IF NEW.event_id = '{event_id}' THEN RAISE EXCEPTION 'this one row is refused'; END IF; RETURN NEW; END $$"
+        )
         store.execute("CREATE TRIGGER refuse BEFORE INSERT ON ledger_index FOR EACH ROW EXECUTE FUNCTION refuse()")
     else:
-        store.execute(f"CREATE TRIGGER refuse BEFORE INSERT ON ledger_index WHEN NEW.event_id = '{event_id}' "
-                      "BEGIN SELECT RAISE(ABORT, 'this one row is refused'); END")
+        store.execute(
+            f"CREATE TRIGGER refuse BEFORE INSERT ON ledger_index WHEN NEW.event_id = '{event_id}' "
+            "BEGIN SELECT RAISE(ABORT, 'this one row is refused'); END"
+        )
 
 
 def test_a_write_that_fails_for_one_items_sake_fails_only_that_item(world: World) -> None:
@@ -274,6 +284,6 @@ def test_bad_requests_at_50_a_second_never_fail_another_schools_valid_ones(serve
         t.join(60)
     assert set(valid) == {201}, {s: valid.count(s) for s in set(valid)}
     assert len(bad) >= 100 and len(valid) >= 50, (len(bad), len(valid))
-    assert all(400 <= status < 500 and (code == expected or not expected) for expected, status, code in bad), \
-        sorted({(e, s, c) for e, s, c in bad})
-
+    assert all(400 <= status < 500 and (code == expected or not expected) for expected, status, code in bad), sorted(
+        {(e, s, c) for e, s, c in bad}
+    )

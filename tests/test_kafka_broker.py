@@ -17,8 +17,13 @@ def test_broker_round_trip_with_idempotent_producer_and_group_offsets(kafka_brok
         producer.send("broker-check", key=f"k{i % 3}".encode(), value=str(i).encode())
     producer.flush()
     producer.close()
-    consumer = KafkaConsumer("broker-check", bootstrap_servers=kafka_broker.bootstrap, group_id="broker-check",
-                             enable_auto_commit=False, auto_offset_reset="earliest")
+    consumer = KafkaConsumer(
+        "broker-check",
+        bootstrap_servers=kafka_broker.bootstrap,
+        group_id="broker-check",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
     seen: list[int] = []
     for _ in range(40):
         for records in consumer.poll(timeout_ms=250).values():

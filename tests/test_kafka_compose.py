@@ -84,19 +84,29 @@ def test_every_command_exists_in_the_cli_with_the_environment_it_is_given() -> N
                 assert environment.get("PUPIL_LEDGER_KAFKA"), f"{name} needs PUPIL_LEDGER_KAFKA"
                 assert environment.get("PUPIL_LEDGER_DATABASE_URL", "").startswith("postgresql://"), name
     assert checked == 9  # init, api-1, api-2, sealer, relay, projections-1, projections-2, witness-init, witness
-    wrong = subprocess.run([*CLI, "project", "run", "--source", "kafka", "--no-such-option", "--help"], capture_output=True, text=True, timeout=60)
+    wrong = subprocess.run(
+        [*CLI, "project", "run", "--source", "kafka", "--no-such-option", "--help"], capture_output=True, text=True, timeout=60
+    )
     assert wrong.returncode == 2  # the check above can fail
 
 
-@pytest.mark.parametrize(("args", "env", "says"), [
-    (["relay"], {}, "set PUPIL_LEDGER_KAFKA"),
-    (["project", "run", "--source", "kafka"], {}, "set PUPIL_LEDGER_KAFKA"),
-    (["project", "run", "--source", "kafka"], {"PUPIL_LEDGER_KAFKA": "127.0.0.1:9", "PUPIL_LEDGER_KAFKA_PARTITIONS": "0"}, "at least 1"),
-    (["project", "run", "--source", "kafka", "pupils"], {"PUPIL_LEDGER_KAFKA": "127.0.0.1:9"}, "every view"),
-    (["project", "run", "--source", "carrier-pigeon"], {}, "--source is log or kafka"),
-])
+@pytest.mark.parametrize(
+    ("args", "env", "says"),
+    [
+        (["relay"], {}, "set PUPIL_LEDGER_KAFKA"),
+        (["project", "run", "--source", "kafka"], {}, "set PUPIL_LEDGER_KAFKA"),
+        (
+            ["project", "run", "--source", "kafka"],
+            {"PUPIL_LEDGER_KAFKA": "127.0.0.1:9", "PUPIL_LEDGER_KAFKA_PARTITIONS": "0"},
+            "at least 1",
+        ),
+        (["project", "run", "--source", "kafka", "pupils"], {"PUPIL_LEDGER_KAFKA": "127.0.0.1:9"}, "every view"),
+        (["project", "run", "--source", "carrier-pigeon"], {}, "--source is log or kafka"),
+    ],
+)
 def test_careless_feed_configuration_is_refused_with_a_reason(args: list[str], env: dict[str, str], says: str, tmp_path: Path) -> None:
     environment = {k: v for k, v in os.environ.items() if not k.startswith("PUPIL_LEDGER_KAFKA")}
-    done = subprocess.run([*CLI, *args], env={**environment, "PUPIL_LEDGER_HOME": str(tmp_path / "home"), **env},
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [*CLI, *args], env={**environment, "PUPIL_LEDGER_HOME": str(tmp_path / "home"), **env}, capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 2 and says in " ".join(done.stderr.split()), done.stderr

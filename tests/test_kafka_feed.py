@@ -57,8 +57,9 @@ def relay_all(area: Area, config: FeedConfig) -> int:
 
 
 def topic_records(config: FeedConfig) -> list[Any]:
-    consumer = KafkaConsumer(config.topic, bootstrap_servers=config.servers, auto_offset_reset="earliest", enable_auto_commit=False,
-                             consumer_timeout_ms=1500)
+    consumer = KafkaConsumer(
+        config.topic, bootstrap_servers=config.servers, auto_offset_reset="earliest", enable_auto_commit=False, consumer_timeout_ms=1500
+    )
     records = list(consumer)
     consumer.close()
     return records
@@ -152,8 +153,9 @@ def test_a_poison_record_goes_to_the_dead_letter_topic_and_the_worker_goes_on(pg
     assert direct_rebuild(pg_area) == via_kafka  # the poison cost nothing else
 
 
-def test_broker_unreachable_relay_and_workers_wait_then_resume_and_healthz_says_so(pg_area: Area, tmp_path: Any,
-                                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_broker_unreachable_relay_and_workers_wait_then_resume_and_healthz_says_so(
+    pg_area: Area, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import os
     import signal
     import threading
@@ -167,7 +169,11 @@ def test_broker_unreachable_relay_and_workers_wait_then_resume_and_healthz_says_
 
     broker = Broker(tmp_path / "kafka").start()  # its own: this test freezes it
     config = config_for(broker)
-    for name, value in (("PUPIL_LEDGER_KAFKA", config.bootstrap), ("PUPIL_LEDGER_KAFKA_TOPIC", config.topic), ("PUPIL_LEDGER_KAFKA_GROUP", config.group)):
+    for name, value in (
+        ("PUPIL_LEDGER_KAFKA", config.bootstrap),
+        ("PUPIL_LEDGER_KAFKA_TOPIC", config.topic),
+        ("PUPIL_LEDGER_KAFKA_GROUP", config.group),
+    ):
         monkeypatch.setenv(name, value)
     store = pg_area.ledger.store
     relay = Relay(store, config, pg_area.ledger.settings.database_url, batch_size=50, idle=0.05, flush_seconds=2)
@@ -194,7 +200,11 @@ def test_broker_unreachable_relay_and_workers_wait_then_resume_and_healthz_says_
             pg_area.admit(upn(41), "urn:100006")
             wait(lambda: client.get("/healthz").json()["feed"]["relay"]["error"] is not None, "/healthz telling of the outage", 30)
             health = client.get("/healthz").json()
-            assert health["status"] == "ok" and "broker unreachable" in health["feed"]["relay"]["error"] and health["feed"]["relay"]["behind"] >= 2
+            assert (
+                health["status"] == "ok"
+                and "broker unreachable" in health["feed"]["relay"]["error"]
+                and health["feed"]["relay"]["behind"] >= 2
+            )
         finally:
             os.kill(broker.process.pid, signal.SIGCONT)
         wait(lambda: min(positions().values()) >= store.max_sequence(), "caught up after the outage", 90)
@@ -236,10 +246,14 @@ def test_a_rebuild_from_the_log_hands_over_to_the_topic_at_the_matching_position
     assert direct_rebuild(pg_area) == via_kafka
 
 
-def test_the_documented_example_consumer_follows_the_feed_and_forgets_an_erased_pupil(pg_area: Area, kafka_broker: Any, tmp_path: Any) -> None:
+def test_the_documented_example_consumer_follows_the_feed_and_forgets_an_erased_pupil(
+    pg_area: Area, kafka_broker: Any, tmp_path: Any
+) -> None:
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("feed_consumer_example", Path(__file__).resolve().parent.parent / "docs" / "examples" / "feed_consumer.py")
+    spec = importlib.util.spec_from_file_location(
+        "feed_consumer_example", Path(__file__).resolve().parent.parent / "docs" / "examples" / "feed_consumer.py"
+    )
     assert spec is not None and spec.loader is not None
     example = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(example)
@@ -269,7 +283,9 @@ def test_the_documented_example_consumer_follows_the_feed_and_forgets_an_erased_
     assert FeedState(pg_area.ledger.store).erased_pseudonym(erasure_at) is None  # the link is deleted once published
 
 
-def test_a_worker_finding_no_views_builds_them_from_the_log_then_reads_on_from_the_topic(pg_url: str, tmp_path: Any, kafka_broker: Any) -> None:
+def test_a_worker_finding_no_views_builds_them_from_the_log_then_reads_on_from_the_topic(
+    pg_url: str, tmp_path: Any, kafka_broker: Any
+) -> None:
     area = build_area(Settings(home=tmp_path / "home", database_url=pg_url))  # no views yet
     try:
         config = config_for(kafka_broker)
@@ -292,13 +308,36 @@ def test_a_worker_finding_no_views_builds_them_from_the_log_then_reads_on_from_t
         area.ledger.store.close()
 
 
-@pytest.mark.parametrize("subject", ["ofsted", "cqc", "dfe:regions", "dfe:admin", "urn:100005", "icb:QE1", "mediation:send-north",
-                                     "uprov:801-1", "0a1b2c3d-4e5f-8a7b-9c8d-0e1f2a3b4c5d"])
+@pytest.mark.parametrize(
+    "subject",
+    [
+        "ofsted",
+        "cqc",
+        "dfe:regions",
+        "dfe:admin",
+        "urn:100005",
+        "icb:QE1",
+        "mediation:send-north",
+        "uprov:801-1",
+        "0a1b2c3d-4e5f-8a7b-9c8d-0e1f2a3b4c5d",
+    ],
+)
 def test_the_record_schema_takes_every_kind_of_subject_but_a_upn(subject: str) -> None:
     validate = fastjsonschema.compile(record_schema())
-    record = {"sequence": 1, "event_id": str(uuid.uuid4()), "type": "org.registered", "subject": subject, "submitter": "dfe:admin",
-              "occurred_on": "2026-09-01", "received_at": "2026-09-01T10:00:00.000000Z", "corrects": None, "flags": [],
-              "event_digest": "0" * 64, "envelope_digest": "f" * 64, "data": {"kind": "school"}}
+    record = {
+        "sequence": 1,
+        "event_id": str(uuid.uuid4()),
+        "type": "org.registered",
+        "subject": subject,
+        "submitter": "dfe:admin",
+        "occurred_on": "2026-09-01",
+        "received_at": "2026-09-01T10:00:00.000000Z",
+        "corrects": None,
+        "flags": [],
+        "event_digest": "0" * 64,
+        "envelope_digest": "f" * 64,
+        "data": {"kind": "school"},
+    }
     validate(record)
     for bad in ({"subject": upn(1)}, {"data": {"upn": upn(1)}}, {"submitter": "Urn:1"}, {"extra": 1}):
         with pytest.raises(fastjsonschema.JsonSchemaException):

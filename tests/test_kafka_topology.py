@@ -54,8 +54,11 @@ class Proc:
 
     def assignments(self) -> list[list[int]]:
         """The partitions given to this worker at each rebalance, from its log."""
-        return [json.loads(line.rsplit("partitions assigned: ", 1)[1]) for line in self.log.read_text(errors="replace").splitlines()
-                if "partitions assigned: " in line]
+        return [
+            json.loads(line.rsplit("partitions assigned: ", 1)[1])
+            for line in self.log.read_text(errors="replace").splitlines()
+            if "partitions assigned: " in line
+        ]
 
     def settled(self) -> bool:
         """Its last rebalance is over (the last partitions line of its log is an assignment)."""
@@ -72,16 +75,42 @@ def envelopes(keys: dict[str, Ed25519PrivateKey], kind: str, pupils: range) -> l
     out = []
     for n in pupils:
         if kind == "register":
-            body = admin.event_body("pupil.registered", A, {"upn": upn(n)}, {"school": A, "enrolment_status": "C", "year_group": "9",
-                                                                              "sen_status": "K" if n % 5 == 0 else "N", "looked_after": n % 7 == 0}, day, now)
+            body = admin.event_body(
+                "pupil.registered",
+                A,
+                {"upn": upn(n)},
+                {
+                    "school": A,
+                    "enrolment_status": "C",
+                    "year_group": "9",
+                    "sen_status": "K" if n % 5 == 0 else "N",
+                    "looked_after": n % 7 == 0,
+                },
+                day,
+                now,
+            )
         elif kind == "suspend":
-            body = admin.event_body("pupil.excluded", A, {"upn": upn(n)}, {"school": A, "kind": "SUSP", "reasons": ["PP"], "sessions": 2}, day, now)
+            body = admin.event_body(
+                "pupil.excluded", A, {"upn": upn(n)}, {"school": A, "kind": "SUSP", "reasons": ["PP"], "sessions": 2}, day, now
+            )
         elif kind == "leave":
-            body = admin.event_body("pupil.deregistered", A, {"upn": upn(n)}, {"school": A, "ground": "registered_elsewhere", "destination": "school",
-                                                                                "destination_school": B}, day, now)
+            body = admin.event_body(
+                "pupil.deregistered",
+                A,
+                {"upn": upn(n)},
+                {"school": A, "ground": "registered_elsewhere", "destination": "school", "destination_school": B},
+                day,
+                now,
+            )
         else:
-            body = admin.event_body("pupil.registered", B, {"upn": upn(n)}, {"school": B, "enrolment_status": "C", "year_group": "9",
-                                                                              "sen_status": "N", "looked_after": False}, day, now)
+            body = admin.event_body(
+                "pupil.registered",
+                B,
+                {"upn": upn(n)},
+                {"school": B, "enrolment_status": "C", "year_group": "9", "sen_status": "N", "looked_after": False},
+                day,
+                now,
+            )
         out.append(admin.signed(body, keys[body["submitter"]]))
     return out
 
@@ -89,7 +118,7 @@ def envelopes(keys: dict[str, Ed25519PrivateKey], kind: str, pupils: range) -> l
 def post_all(client: httpx.Client, tokens: dict[str, str], items: list[dict[str, Any]], chunk: int = 40) -> int:
     last = 0
     for i in range(0, len(items), chunk):
-        part = items[i:i + chunk]
+        part = items[i : i + chunk]
         submitter = json.loads(__import__("base64").b64decode(part[0]["payload"]))["submitter"]
         r = client.post("/batches", json={"envelopes": part}, headers={"authorization": f"Bearer {tokens[submitter]}"})
         assert r.status_code == 201, r.text
@@ -114,7 +143,8 @@ def join(start: Any, attempts: int = 3) -> Proc:
 
 def feed_tables(store: Any) -> str:
     return repr({t: store.query(f"SELECT * FROM {t}") for t in ("feed_relay", "pv_kafka_offsets")}) + repr(
-        store.query("SELECT * FROM feed_marks ORDER BY sequence DESC LIMIT 3"))
+        store.query("SELECT * FROM feed_marks ORDER BY sequence DESC LIMIT 3")
+    )
 
 
 def wait_until(check: Any, timeout: float, what: Any) -> None:
@@ -148,8 +178,13 @@ def test_topology_survives_kills_and_rebalances_and_equals_a_direct_rebuild(pg_u
     name = uuid.uuid4().hex[:8]
     config = FeedConfig(kafka_broker.bootstrap, f"pupil-ledger.events.v1.t{name}", 3, f"projections-{name}")
     ensure_topic(config)
-    env = {**env_for(settings), "PUPIL_LEDGER_KAFKA": config.bootstrap, "PUPIL_LEDGER_KAFKA_TOPIC": config.topic,
-           "PUPIL_LEDGER_KAFKA_PARTITIONS": "3", "PUPIL_LEDGER_KAFKA_GROUP": config.group}
+    env = {
+        **env_for(settings),
+        "PUPIL_LEDGER_KAFKA": config.bootstrap,
+        "PUPIL_LEDGER_KAFKA_TOPIC": config.topic,
+        "PUPIL_LEDGER_KAFKA_PARTITIONS": "3",
+        "PUPIL_LEDGER_KAFKA_GROUP": config.group,
+    }
     logs = tmp_path / "logs"
     logs.mkdir()
     run = ["project", "run", "--source", "kafka", "--idle", "0.1", "--batch", "60"]
@@ -183,10 +218,17 @@ def test_topology_survives_kills_and_rebalances_and_equals_a_direct_rebuild(pg_u
             worker_2.stop()  # 2 -> 1: it leaves the group, worker-1 gets every partition
             wait_until(lambda: worker_1.assignments()[-1] == [0, 1, 2], 30, lambda: f"worker-1 taking every partition\n{worker_1.tail()}")
             last = post_all(client, tokens, envelopes(keys, "join", range(1, 401, 3)))
-            wait_until(lambda: caught_up(last), 90, lambda: f"the views reaching {last}: {positions()} {feed_tables(store)}\n{worker_1.tail()}\n{standby.tail()}")
+            wait_until(
+                lambda: caught_up(last),
+                90,
+                lambda: f"the views reaching {last}: {positions()} {feed_tables(store)}\n{worker_1.tail()}\n{standby.tail()}",
+            )
             # min_sequence waits on the views' position, as for the direct projector
-            figures = client.get("/views/metrics", params={"level": "school", "org": A, "min_sequence": last},
-                                 headers={"authorization": f"Bearer {tokens[A]}"})
+            figures = client.get(
+                "/views/metrics",
+                params={"level": "school", "org": A, "min_sequence": last},
+                headers={"authorization": f"Bearer {tokens[A]}"},
+            )
             assert figures.status_code == 200, figures.text
             # erasure: the relay publishes it keyed by the pseudonym; the workers drop the pupil everywhere
             pseudonym = str(ledger.secrets.pupil_id(upn(3)))
@@ -201,8 +243,11 @@ def test_topology_survives_kills_and_rebalances_and_equals_a_direct_rebuild(pg_u
         assert feed["relay"]["position"] == erased_at and feed["relay"]["error"] is None and feed["relay"]["published_at"]
         partitions = feed["groups"][config.group]["partitions"]
         assert sorted(partitions) == ["0", "1", "2"] and all(p["lag"] == 0 for p in partitions.values()), partitions
-        erasures = [json.loads(r.value) for r in KafkaConsumer(config.topic, bootstrap_servers=config.servers, auto_offset_reset="earliest",
-                                                                consumer_timeout_ms=1500) if r.key == pseudonym.encode()]
+        erasures = [
+            json.loads(r.value)
+            for r in KafkaConsumer(config.topic, bootstrap_servers=config.servers, auto_offset_reset="earliest", consumer_timeout_ms=1500)
+            if r.key == pseudonym.encode()
+        ]
         assert erasures[-1]["type"] == "access.record_erased" and erasures[-1]["data"] == {"ground": "erasure_request"}
         status = subprocess.run([*CLI, "project", "status"], env=env, capture_output=True, text=True, timeout=60, check=True).stdout
         assert f"pupils: {erased_at} (latest {erased_at})" in status and f"relay: {erased_at} (0 behind)" in status, status

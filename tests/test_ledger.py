@@ -50,7 +50,12 @@ def test_accepted_event_gets_a_receipt_signed_by_the_ledger(world: World) -> Non
 
 
 def test_replay_returns_original_and_other_bytes_conflict(world: World) -> None:
-    body = world.event("pupil.registered", SCHOOL_A, {"school": SCHOOL_A, "enrolment_status": "C", "year_group": "9", "sen_status": "N", "looked_after": False}, upn=UPN)
+    body = world.event(
+        "pupil.registered",
+        SCHOOL_A,
+        {"school": SCHOOL_A, "enrolment_status": "C", "year_group": "9", "sen_status": "N", "looked_after": False},
+        upn=UPN,
+    )
     first = world.ledger.submit(world.sign(body))
     world.clock.advance(minutes=5)
     again = world.ledger.submit(world.sign(body))
@@ -62,22 +67,36 @@ def test_replay_returns_original_and_other_bytes_conflict(world: World) -> None:
 
 
 def test_signature_and_key_problems(world: World) -> None:
-    body = world.event("pupil.registered", SCHOOL_A, {"school": SCHOOL_A, "enrolment_status": "C", "year_group": "9", "sen_status": "N", "looked_after": False}, upn=UPN)
+    body = world.event(
+        "pupil.registered",
+        SCHOOL_A,
+        {"school": SCHOOL_A, "enrolment_status": "C", "year_group": "9", "sen_status": "N", "looked_after": False},
+        upn=UPN,
+    )
     assert rejected(world, world.sign(body, signer=SCHOOL_B), "key_not_submitters").category is Category.FORBIDDEN
     stranger = admin.signed(body, Ed25519PrivateKey.generate())
     rejected(world, stranger, "key_unknown")
     forged = world.sign(body)
     forged["signatures"][0]["sig"] = world.sign(dict(body, occurred_on="2026-10-01"))["signatures"][0]["sig"]
     rejected(world, forged, "signature_invalid")
-    unknown_org = world.event("pupil.registered", "urn:999999", {"school": "urn:999999", "enrolment_status": "C", "year_group": "9", "sen_status": "N", "looked_after": False}, upn=UPN)
+    unknown_org = world.event(
+        "pupil.registered",
+        "urn:999999",
+        {"school": "urn:999999", "enrolment_status": "C", "year_group": "9", "sen_status": "N", "looked_after": False},
+        upn=UPN,
+    )
     rejected(world, world.sign(unknown_org, signer=SCHOOL_A), "submitter_unknown")
 
 
 def test_every_signature_must_be_by_a_valid_key_of_the_submitter_and_verify_whatever_the_order(world: World) -> None:
     """One rule for envelopes with several signatures (README, "What the ledger checks"): [valid, invalid] and
     [invalid, valid] are both refused, as is any signature by an unknown, another organisation's or a revoked key."""
-    body = world.event("pupil.registered", SCHOOL_A, {"school": SCHOOL_A, "enrolment_status": "C", "year_group": "9", "sen_status": "N",
-                                                      "looked_after": False}, upn=UPN)
+    body = world.event(
+        "pupil.registered",
+        SCHOOL_A,
+        {"school": SCHOOL_A, "enrolment_status": "C", "year_group": "9", "sen_status": "N", "looked_after": False},
+        upn=UPN,
+    )
     second, retired = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
     admin.add_key(world.ledger, SCHOOL_A, second.public_key())
     admin.add_key(world.ledger, SCHOOL_A, retired.public_key())
@@ -90,10 +109,16 @@ def test_every_signature_must_be_by_a_valid_key_of_the_submitter_and_verify_what
     stranger = admin.signed(body, Ed25519PrivateKey.generate())["signatures"][0]
     revoked = admin.signed(body, retired)["signatures"][0]
     envelope_of = world.sign(body)
-    for signatures_, code in (([good, invalid], "signature_invalid"), ([invalid, good], "signature_invalid"),
-                              ([good, stranger], "key_unknown"), ([stranger, good], "key_unknown"),
-                              ([good, others], "key_not_submitters"), ([others, good], "key_not_submitters"),
-                              ([good, revoked], "key_revoked"), ([revoked, good], "key_revoked")):
+    for signatures_, code in (
+        ([good, invalid], "signature_invalid"),
+        ([invalid, good], "signature_invalid"),
+        ([good, stranger], "key_unknown"),
+        ([stranger, good], "key_unknown"),
+        ([good, others], "key_not_submitters"),
+        ([others, good], "key_not_submitters"),
+        ([good, revoked], "key_revoked"),
+        ([revoked, good], "key_revoked"),
+    ):
         error = rejected(world, {**envelope_of, "signatures": signatures_}, code)
         assert error.category is Category.FORBIDDEN and [p.path for p in error.problems] == ["$.signatures"]
     repeated = rejected(world, {**envelope_of, "signatures": [good, good]}, "keyid_repeated")
@@ -104,8 +129,13 @@ def test_every_signature_must_be_by_a_valid_key_of_the_submitter_and_verify_what
 def test_a_conflict_says_only_that_the_event_id_is_taken(world: World) -> None:
     """A 409 tells the submitter nothing about the other event (not its sequence, not its submitter)."""
     taken = world.admit(UPN)
-    body = world.event("pupil.registered", SCHOOL_B, {"school": SCHOOL_B, "enrolment_status": "C", "year_group": "9", "sen_status": "N",
-                                                      "looked_after": False}, upn=upn(7), event_id=taken.event_id)
+    body = world.event(
+        "pupil.registered",
+        SCHOOL_B,
+        {"school": SCHOOL_B, "enrolment_status": "C", "year_group": "9", "sen_status": "N", "looked_after": False},
+        upn=upn(7),
+        event_id=taken.event_id,
+    )
     error = rejected(world, world.sign(body), "event_id_conflict")
     assert error.category is Category.CONFLICT and error.problems[0].path == "$.payload.event_id"
     message = error.problems[0].message
@@ -115,7 +145,12 @@ def test_a_conflict_says_only_that_the_event_id_is_taken(world: World) -> None:
 
 def test_revoked_key_is_rejected_after_revocation(world: World) -> None:
     key_id = envelope.key_id(world.keys[SCHOOL_A].public_key())
-    body = world.event("pupil.registered", SCHOOL_A, {"school": SCHOOL_A, "enrolment_status": "C", "year_group": "9", "sen_status": "N", "looked_after": False}, upn=UPN)
+    body = world.event(
+        "pupil.registered",
+        SCHOOL_A,
+        {"school": SCHOOL_A, "enrolment_status": "C", "year_group": "9", "sen_status": "N", "looked_after": False},
+        upn=UPN,
+    )
     admin.revoke_key(world.ledger, SCHOOL_A, key_id, "compromised", world.clock.now + timedelta(hours=1))
     world.ledger.submit(world.sign(body))  # still valid: revocation takes effect in an hour
     world.clock.advance(hours=2)
@@ -147,7 +182,9 @@ def test_batch_is_all_or_nothing(world: World) -> None:
     assert [r.created for r in world.ledger.submit_batch(envs)] == [False] * 5
 
 
-def test_a_forged_signature_in_a_large_batch_fails_it_though_the_rules_ran_before_the_verdict(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_forged_signature_in_a_large_batch_fails_it_though_the_rules_ran_before_the_verdict(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A batch this large has its signatures verified by worker processes while the rules run, as if valid;
     the verdicts are collected before the commit, and one forgery rejects the batch with its own path."""
     good = {"school": SCHOOL_A, "enrolment_status": "C", "year_group": "9", "sen_status": "N", "looked_after": False}
@@ -184,7 +221,7 @@ def test_signatures_go_to_the_workers_as_the_batch_is_decoded(world: World, monk
     monkeypatch.setattr(world.ledger.store, "lookups", lambda *a, **k: steps.append("read") or real_lookups(*a, **k))
     envs = _registrations(world, 200, 2 * signatures.MIN_BATCH)
     assert all(r.created for r in world.ledger.submit_batch(envs))
-    assert steps[:len(envs) + 1] == ["sent"] * len(envs) + ["read"]  # (then the receipts' signatures)
+    assert steps[: len(envs) + 1] == ["sent"] * len(envs) + ["read"]  # (then the receipts' signatures)
 
 
 def test_a_key_remembered_wrongly_costs_only_a_verification(world: World) -> None:
@@ -228,7 +265,9 @@ def test_receipts_started_for_a_write_that_failed_are_never_shown(world: World, 
         assert r.sequence == index[r.event_id].sequence
         claim = json.loads(envelope.decode(r.signed, payload_type=RECEIPT_PAYLOAD_TYPE).payload)
         assert claim["sequence"] == r.sequence
-        assert envelope.decode(r.signed, payload_type=RECEIPT_PAYLOAD_TYPE).verify(world.ledger.secrets.signing_key.public_key(), world.ledger.secrets.signing_key_id)
+        assert envelope.decode(r.signed, payload_type=RECEIPT_PAYLOAD_TYPE).verify(
+            world.ledger.secrets.signing_key.public_key(), world.ledger.secrets.signing_key_id
+        )
 
 
 def test_sequence_numbers_stay_in_order_across_copied_and_inserted_writes(world: World) -> None:
@@ -247,45 +286,110 @@ def test_sequence_numbers_stay_in_order_across_copied_and_inserted_writes(world:
 
 
 def test_one_event_id_twice_in_a_batch_is_rejected(world: World) -> None:
-    body = world.event("pupil.registered", SCHOOL_A, {"school": SCHOOL_A, "enrolment_status": "C", "year_group": "9", "sen_status": "N", "looked_after": False}, upn=UPN)
+    body = world.event(
+        "pupil.registered",
+        SCHOOL_A,
+        {"school": SCHOOL_A, "enrolment_status": "C", "year_group": "9", "sen_status": "N", "looked_after": False},
+        upn=UPN,
+    )
     other = dict(body, subject={"upn": upn(2)})
     before = world.ledger.store.count_stored_events()
     with pytest.raises(LedgerError) as exc:
         world.ledger.submit_batch([world.sign(body), world.sign(body), world.sign(other)])
     assert [(p.code, p.path, "item 0" in p.message) for p in exc.value.problems] == [
-        ("duplicate_in_batch", "$.envelopes[1].payload.event_id", True), ("duplicate_in_batch", "$.envelopes[2].payload.event_id", True)]
+        ("duplicate_in_batch", "$.envelopes[1].payload.event_id", True),
+        ("duplicate_in_batch", "$.envelopes[2].payload.event_id", True),
+    ]
     assert world.ledger.store.count_events() == world.ledger.store.count_stored_events() == before
 
 
 def test_batch_applies_rules_in_order_within_the_batch(world: World) -> None:
-    admission = world.event("pupil.registered", SCHOOL_A, {"school": SCHOOL_A, "enrolment_status": "C", "year_group": "9", "sen_status": "N", "looked_after": False}, upn=UPN)
-    removal = world.event("pupil.deregistered", SCHOOL_A, {"school": SCHOOL_A, "ground": "moved_away", "destination": "moved_away"}, upn=UPN)
+    admission = world.event(
+        "pupil.registered",
+        SCHOOL_A,
+        {"school": SCHOOL_A, "enrolment_status": "C", "year_group": "9", "sen_status": "N", "looked_after": False},
+        upn=UPN,
+    )
+    removal = world.event(
+        "pupil.deregistered", SCHOOL_A, {"school": SCHOOL_A, "ground": "moved_away", "destination": "moved_away"}, upn=UPN
+    )
     assert len(world.ledger.submit_batch([world.sign(admission), world.sign(removal)])) == 2
     with pytest.raises(LedgerError) as exc:  # the other way round cannot be true
-        world.ledger.submit_batch([world.sign(world.event("pupil.deregistered", SCHOOL_B, {"school": SCHOOL_B, "ground": "moved_away", "destination": "moved_away"}, upn=upn(7)))])
+        world.ledger.submit_batch(
+            [
+                world.sign(
+                    world.event(
+                        "pupil.deregistered",
+                        SCHOOL_B,
+                        {"school": SCHOOL_B, "ground": "moved_away", "destination": "moved_away"},
+                        upn=upn(7),
+                    )
+                )
+            ]
+        )
     assert exc.value.problems[0].code == "unknown_pupil"
 
 
 def test_rules_reject_what_cannot_be_true(world: World) -> None:
     leave = {"school": SCHOOL_A, "ground": "moved_away", "destination": "moved_away"}
     rejected(world, world.sign(world.event("pupil.deregistered", SCHOOL_A, leave, upn=UPN)), "unknown_pupil")
-    rejected(world, world.sign(world.event("pupil.excluded", SCHOOL_A, {"school": SCHOOL_A, "kind": "SUSP", "sessions": 2, "reasons": ["PP"]}, upn=UPN)), "unknown_pupil")
+    rejected(
+        world,
+        world.sign(
+            world.event("pupil.excluded", SCHOOL_A, {"school": SCHOOL_A, "kind": "SUSP", "sessions": 2, "reasons": ["PP"]}, upn=UPN)
+        ),
+        "unknown_pupil",
+    )
     world.admit(UPN, occurred_on=date(2026, 9, 3))
-    second = world.event("pupil.registered", SCHOOL_B, {"school": SCHOOL_B, "enrolment_status": "C", "year_group": "9", "sen_status": "N", "looked_after": False}, upn=UPN)
+    second = world.event(
+        "pupil.registered",
+        SCHOOL_B,
+        {"school": SCHOOL_B, "enrolment_status": "C", "year_group": "9", "sen_status": "N", "looked_after": False},
+        upn=UPN,
+    )
     error = rejected(world, world.sign(second), "second_main_registration")
     assert error.problems[0].path == "$.payload.data.enrolment_status"
     dual = dict(second, data={**second["data"], "enrolment_status": "S"})
     world.ledger.submit(world.sign(dual))  # a subsidiary (dual) registration is lawful
-    rejected(world, world.sign(world.event("pupil.ap_placement_ended", SCHOOL_A, {"placement_event_id": str(uuid.uuid4()), "outcome": "mainstream"}, upn=UPN)), "placement_not_open")
-    rejected(world, world.sign(world.event("pupil.deregistered", SCHOOL_A, leave, upn=UPN, occurred_on=date(2026, 9, 1))), "removal_before_admission")
-    mismatch = world.event("pupil.registered", SCHOOL_A, {"school": SCHOOL_B, "enrolment_status": "S", "year_group": "9", "sen_status": "N", "looked_after": False}, upn=upn(2))
+    rejected(
+        world,
+        world.sign(
+            world.event("pupil.ap_placement_ended", SCHOOL_A, {"placement_event_id": str(uuid.uuid4()), "outcome": "mainstream"}, upn=UPN)
+        ),
+        "placement_not_open",
+    )
+    rejected(
+        world,
+        world.sign(world.event("pupil.deregistered", SCHOOL_A, leave, upn=UPN, occurred_on=date(2026, 9, 1))),
+        "removal_before_admission",
+    )
+    mismatch = world.event(
+        "pupil.registered",
+        SCHOOL_A,
+        {"school": SCHOOL_B, "enrolment_status": "S", "year_group": "9", "sen_status": "N", "looked_after": False},
+        upn=upn(2),
+    )
     rejected(world, world.sign(mismatch), "not_submitter")
 
 
 def test_placement_lifecycle(world: World) -> None:
     world.admit(UPN, occurred_on=date(2026, 9, 3))
-    start = world.post("pupil.ap_placement_started", SCHOOL_A, {"commissioner": SCHOOL_A, "setting": PROVIDER, "setting_type": "UKPRN", "tier": 2,
-                       "reason": "BEHAVIOUR", "planned_end": "2026-12-01", "hours_per_week": 15, "dual_registered": False}, upn=UPN, occurred_on=date(2026, 9, 21))
+    start = world.post(
+        "pupil.ap_placement_started",
+        SCHOOL_A,
+        {
+            "commissioner": SCHOOL_A,
+            "setting": PROVIDER,
+            "setting_type": "UKPRN",
+            "tier": 2,
+            "reason": "BEHAVIOUR",
+            "planned_end": "2026-12-01",
+            "hours_per_week": 15,
+            "dual_registered": False,
+        },
+        upn=UPN,
+        occurred_on=date(2026, 9, 21),
+    )
     ended = {"placement_event_id": start.event_id, "outcome": "mainstream"}
     world.post("pupil.ap_placement_ended", PROVIDER, ended, upn=UPN)  # the setting may end it
     rejected(world, world.sign(world.event("pupil.ap_placement_ended", SCHOOL_A, ended, upn=UPN)), "placement_not_open")
@@ -295,36 +399,69 @@ def test_flags_for_lawful_but_concerning_events(world: World) -> None:
     world.admit(UPN, sen="K", occurred_on=date(2026, 9, 3))
     flags = []
     for day in (date(2026, 9, 7), date(2026, 9, 14), date(2026, 9, 21)):
-        receipt = world.post("pupil.excluded", SCHOOL_A, {"school": SCHOOL_A, "kind": "SUSP", "sessions": 32, "reasons": ["PA"]}, upn=UPN, occurred_on=day)
+        receipt = world.post(
+            "pupil.excluded", SCHOOL_A, {"school": SCHOOL_A, "kind": "SUSP", "sessions": 32, "reasons": ["PA"]}, upn=UPN, occurred_on=day
+        )
         flags.append({f["code"] for f in receipt.flags})
     assert "suspension_cap_exceeded" not in flags[0] | flags[1] and "suspension_cap_exceeded" in flags[2]  # 48 days > 45
     assert "late_report" in flags[0]  # 20 school days after occurred_on
     assert "late_report" not in {f["code"] for f in world.admit(upn(5)).flags}  # same day
-    removal = world.post("pupil.deregistered", SCHOOL_A, {"school": SCHOOL_A, "ground": "continuous_absence_20_days", "destination": "unknown"}, upn=UPN, occurred_on=date(2026, 9, 10))
+    removal = world.post(
+        "pupil.deregistered",
+        SCHOOL_A,
+        {"school": SCHOOL_A, "ground": "continuous_absence_20_days", "destination": "unknown"},
+        upn=UPN,
+        occurred_on=date(2026, 9, 10),
+    )
     assert {"backdated_removal", "unknown_destination", "sen_exit", "late_report"} <= {f["code"] for f in removal.flags}
 
 
 def test_corrections_supersede_and_history_shows_both(world: World) -> None:
     wrong = world.admit(UPN, occurred_on=date(2026, 9, 3))
-    fixed_body = world.event("pupil.registered", SCHOOL_A, {"school": SCHOOL_A, "enrolment_status": "C", "year_group": "10", "sen_status": "E", "looked_after": False},
-                             upn=UPN, occurred_on=date(2026, 9, 4), corrects=wrong.event_id)
+    fixed_body = world.event(
+        "pupil.registered",
+        SCHOOL_A,
+        {"school": SCHOOL_A, "enrolment_status": "C", "year_group": "10", "sen_status": "E", "looked_after": False},
+        upn=UPN,
+        occurred_on=date(2026, 9, 4),
+        corrects=wrong.event_id,
+    )
     fixed = world.ledger.submit(world.sign(fixed_body))
     events = world.ledger.pupil_history(UPN)["events"]
     assert [(e["event_id"], e["superseded_by"]) for e in events] == [(wrong.event_id, fixed.event_id), (fixed.event_id, None)]
-    assert world.ledger.pupil_history(UPN)["on_roll"] == [{"school": SCHOOL_A, "enrolment_status": "C", "since": "2026-09-04", "sen_status": "E"}]
+    assert world.ledger.pupil_history(UPN)["on_roll"] == [
+        {"school": SCHOOL_A, "enrolment_status": "C", "since": "2026-09-04", "sen_status": "E"}
+    ]
     other = world.event("pupil.record_retracted", SCHOOL_B, {"reason": "wrong_pupil"}, upn=UPN, corrects=fixed.event_id)
     rejected(world, world.sign(other), "correction_not_own")
     again = world.event("pupil.record_retracted", SCHOOL_A, {"reason": "entered_in_error"}, upn=UPN, corrects=wrong.event_id)
     rejected(world, world.sign(again), "already_corrected")
-    world.ledger.submit(world.sign(world.event("pupil.record_retracted", SCHOOL_A, {"reason": "wrong_pupil"}, upn=UPN, corrects=fixed.event_id)))
+    world.ledger.submit(
+        world.sign(world.event("pupil.record_retracted", SCHOOL_A, {"reason": "wrong_pupil"}, upn=UPN, corrects=fixed.event_id))
+    )
     assert world.ledger.pupil_history(UPN)["on_roll"] == []
 
 
 def test_a_later_dated_correction_still_governs_earlier_as_of_dates(world: World) -> None:
-    wrong = world.post("pupil.registered", SCHOOL_A, {"school": SCHOOL_A, "enrolment_status": "C", "year_group": "9", "sen_status": "N", "looked_after": False},
-                       upn=UPN, occurred_on=date(2026, 9, 3))
-    world.ledger.submit(world.sign(world.event("pupil.record_retracted", SCHOOL_A, {"reason": "wrong_pupil"}, upn=UPN,
-                                               occurred_on=date(2026, 10, 1), corrects=wrong.event_id)))
+    wrong = world.post(
+        "pupil.registered",
+        SCHOOL_A,
+        {"school": SCHOOL_A, "enrolment_status": "C", "year_group": "9", "sen_status": "N", "looked_after": False},
+        upn=UPN,
+        occurred_on=date(2026, 9, 3),
+    )
+    world.ledger.submit(
+        world.sign(
+            world.event(
+                "pupil.record_retracted",
+                SCHOOL_A,
+                {"reason": "wrong_pupil"},
+                upn=UPN,
+                occurred_on=date(2026, 10, 1),
+                corrects=wrong.event_id,
+            )
+        )
+    )
     as_of = world.ledger.pupil_history(UPN, as_of=date(2026, 9, 10))
     assert as_of["events"][0]["superseded_by"] is not None
     assert as_of["on_roll"] == [], "the state must agree with superseded_by"
@@ -334,9 +471,21 @@ def test_history_is_bitemporal(world: World) -> None:
     world.admit(UPN, occurred_on=date(2026, 9, 3))
     known_before_exclusion = world.clock.now
     world.clock.advance(days=1)
-    world.post("pupil.excluded", SCHOOL_A, {"school": SCHOOL_A, "kind": "SUSP", "sessions": 2, "reasons": ["PP"]}, upn=UPN, occurred_on=date(2026, 10, 1))
+    world.post(
+        "pupil.excluded",
+        SCHOOL_A,
+        {"school": SCHOOL_A, "kind": "SUSP", "sessions": 2, "reasons": ["PP"]},
+        upn=UPN,
+        occurred_on=date(2026, 10, 1),
+    )
     world.clock.advance(days=1)
-    world.post("pupil.deregistered", SCHOOL_A, {"school": SCHOOL_A, "ground": "moved_away", "destination": "moved_away"}, upn=UPN, occurred_on=date(2026, 10, 6))
+    world.post(
+        "pupil.deregistered",
+        SCHOOL_A,
+        {"school": SCHOOL_A, "ground": "moved_away", "destination": "moved_away"},
+        upn=UPN,
+        occurred_on=date(2026, 10, 6),
+    )
     history = world.ledger.pupil_history
     assert [e["type"] for e in history(UPN)["events"]] == ["pupil.registered", "pupil.excluded", "pupil.deregistered"]
     assert [e["type"] for e in history(UPN, as_of=date(2026, 10, 2))["events"]] == ["pupil.registered", "pupil.excluded"]
@@ -349,8 +498,16 @@ def test_history_is_bitemporal(world: World) -> None:
 def test_organisations_and_providers(world: World) -> None:
     uprov = "uprov:801-7"
     world.post("provider.unregistered_recorded", LA, {"name": "Horse Care CIC", "postcode": "BS1 4DJ"}, org=uprov)
-    rejected(world, world.sign(world.event("provider.unregistered_recorded", LA, {"name": "Again", "postcode": "BS1 4DJ"}, org=uprov)), "already_registered")
-    rejected(world, world.sign(world.event("provider.unregistered_recorded", LA, {"name": "Other LA's", "postcode": "BS1 4DJ"}, org="uprov:202-1")), "not_own_provider_id")
+    rejected(
+        world,
+        world.sign(world.event("provider.unregistered_recorded", LA, {"name": "Again", "postcode": "BS1 4DJ"}, org=uprov)),
+        "already_registered",
+    )
+    rejected(
+        world,
+        world.sign(world.event("provider.unregistered_recorded", LA, {"name": "Other LA's", "postcode": "BS1 4DJ"}, org="uprov:202-1")),
+        "not_own_provider_id",
+    )
     world.post("provider.concern_raised", LA, {"category": "safeguarding"}, org=uprov)
     with pytest.raises(LedgerError) as exc:
         admin.add_org(world.ledger, SCHOOL_A, "school", "again")
@@ -365,8 +522,10 @@ def test_upns_are_encrypted_at_rest(world: World) -> None:
     store = world.ledger.store
     payload = world.ledger.get_event(receipt.event_id)["envelope"]["payload"]  # base64 of the JCS body, UPN inside
     assert UPN in envelope.b64decode_strict(payload).decode()
-    (state,) = store.query(f"SELECT state FROM {store.events_table} WHERE originator_id = ?",
-                           (world.ledger.secrets.pupil_id(UPN) if store.is_postgres else world.ledger.secrets.pupil_id(UPN).hex,))[0]
+    (state,) = store.query(
+        f"SELECT state FROM {store.events_table} WHERE originator_id = ?",
+        (world.ledger.secrets.pupil_id(UPN) if store.is_postgres else world.ledger.secrets.pupil_id(UPN).hex,),
+    )[0]
     stored = bytes(state)
     assert payload.encode() not in stored and UPN.encode() not in stored
     with pytest.raises(zlib.error):
@@ -390,13 +549,21 @@ def test_events_stored_compressed_are_still_read(world: World) -> None:
     old = Store.open({**env, "COMPRESSOR_TOPIC": "eventsourcing.compressor:ZlibCompressor"})
     store = world.ledger.store
     try:  # rewrite every stored event as it used to be stored
-        for originator_id, version, topic, state in store.query(f"SELECT originator_id, originator_version, topic, state FROM {store.events_table}"):
-            stored = StoredEvent(originator_id if isinstance(originator_id, uuid.UUID) else uuid.UUID(originator_id), version, topic, bytes(state))
+        for originator_id, version, topic, state in store.query(
+            f"SELECT originator_id, originator_version, topic, state FROM {store.events_table}"
+        ):
+            stored = StoredEvent(
+                originator_id if isinstance(originator_id, uuid.UUID) else uuid.UUID(originator_id), version, topic, bytes(state)
+            )
             rewritten = old.app.mapper.to_stored_event(store.app.mapper.to_domain_event(stored))
-            store.execute(f"UPDATE {store.events_table} SET state = ? WHERE originator_id = ? AND originator_version = ?",
-                          (rewritten.state, originator_id, version))
-        (state,) = store.query(f"SELECT state FROM {store.events_table} WHERE originator_id = ?",
-                               (secrets.pupil_id(UPN) if store.is_postgres else secrets.pupil_id(UPN).hex,))[0]
+            store.execute(
+                f"UPDATE {store.events_table} SET state = ? WHERE originator_id = ? AND originator_version = ?",
+                (rewritten.state, originator_id, version),
+            )
+        (state,) = store.query(
+            f"SELECT state FROM {store.events_table} WHERE originator_id = ?",
+            (secrets.pupil_id(UPN) if store.is_postgres else secrets.pupil_id(UPN).hex,),
+        )[0]
         key = store.app.pupil_keys.data_key(secrets.pupil_id(UPN))
         assert key is not None
         aad = secrets.pupil_id(UPN).bytes + (1).to_bytes(8, "big") + b"pupil-ledger/Subject.Created"
@@ -459,8 +626,13 @@ def test_work_done_meanwhile_runs_while_the_database_answers_the_reads(world: Wo
     from ledger.storage.store import Read
 
     store = world.ledger.store
-    slow = Read("SELECT pg_sleep(0.5), x FROM (VALUES ('a'), ('b')) AS t(x) WHERE {where}" if store.is_postgres
-                else "SELECT 0, x FROM (SELECT 'a' AS x UNION ALL SELECT 'b') WHERE {where}", "x", ["a"])
+    slow = Read(
+        "SELECT pg_sleep(0.5), x FROM (VALUES ('a'), ('b')) AS t(x) WHERE {where}"
+        if store.is_postgres
+        else "SELECT 0, x FROM (SELECT 'a' AS x UNION ALL SELECT 'b') WHERE {where}",
+        "x",
+        ["a"],
+    )
     seen: list[int] = []
 
     def meanwhile() -> None:
@@ -512,8 +684,13 @@ def test_concurrent_submissions_of_one_envelope_store_it_once(world: World) -> N
     import threading
 
     world.admit(UPN, occurred_on=date(2026, 9, 3))
-    env = world.sign(world.event("pupil.excluded", SCHOOL_A, {"school": SCHOOL_A, "kind": "SUSP", "sessions": 2, "reasons": ["PP"]}, upn=UPN))
-    others = [world.sign(world.event("pupil.excluded", SCHOOL_A, {"school": SCHOOL_A, "kind": "SUSP", "sessions": 2, "reasons": ["PA"]}, upn=UPN)) for _ in range(3)]
+    env = world.sign(
+        world.event("pupil.excluded", SCHOOL_A, {"school": SCHOOL_A, "kind": "SUSP", "sessions": 2, "reasons": ["PP"]}, upn=UPN)
+    )
+    others = [
+        world.sign(world.event("pupil.excluded", SCHOOL_A, {"school": SCHOOL_A, "kind": "SUSP", "sessions": 2, "reasons": ["PA"]}, upn=UPN))
+        for _ in range(3)
+    ]
     results: list = []
     barrier = threading.Barrier(6)
 
@@ -552,10 +729,22 @@ def test_a_batch_reads_what_it_needs_in_one_round_trip_and_writes_in_one_transac
     world.admit(upn(2))
     store = world.ledger.store
     world.ledger.submissions.subjects.forget(list(world.ledger.submissions.subjects._items))  # nothing cached: every subject is read
-    batch = [world.sign(world.event("pupil.excluded", SCHOOL_A, {"school": SCHOOL_A, "kind": "SUSP", "sessions": 2, "reasons": ["PA"]},
-                                    upn=upn(n))) for n in (1, 2)]
-    batch.append(world.sign(world.event("pupil.registered", SCHOOL_A, {"school": SCHOOL_A, "enrolment_status": "C", "year_group": "9",
-                                                                       "sen_status": "N", "looked_after": False}, upn=upn(3))))
+    batch = [
+        world.sign(
+            world.event("pupil.excluded", SCHOOL_A, {"school": SCHOOL_A, "kind": "SUSP", "sessions": 2, "reasons": ["PA"]}, upn=upn(n))
+        )
+        for n in (1, 2)
+    ]
+    batch.append(
+        world.sign(
+            world.event(
+                "pupil.registered",
+                SCHOOL_A,
+                {"school": SCHOOL_A, "enrolment_status": "C", "year_group": "9", "sen_status": "N", "looked_after": False},
+                upn=upn(3),
+            )
+        )
+    )
     reads: list[int] = []
     original = store.reads
 
@@ -567,7 +756,9 @@ def test_a_batch_reads_what_it_needs_in_one_round_trip_and_writes_in_one_transac
     receipts = world.ledger.submit_batch(batch)
     assert [r.created for r in receipts] == [True, True, True]
     assert reads == [3]  # the event ids, the pupils' keys and the subjects' events: one call, one round trip on PostgreSQL
-    assert world.ledger.submit_batch(batch[:1])[0].created is False and reads[1:] == [1]  # a replay: its index row (its subjects are cached)
+    assert world.ledger.submit_batch(batch[:1])[0].created is False and reads[1:] == [
+        1
+    ]  # a replay: its index row (its subjects are cached)
 
 
 def test_postgres_without_autovacuum_is_reported(settings: Settings, caplog: pytest.LogCaptureFixture) -> None:
@@ -640,8 +831,16 @@ def test_a_write_that_conflicts_in_the_store_stores_nothing(world: World, others
     before = (store.count_events(), store.count_stored_events(), store.max_sequence())
 
     def write(stream: uuid.UUID, event_id: str) -> tuple[list, list[str]]:
-        row = {"event_id": event_id, "originator_id": str(stream), "originator_version": 1, "type": "org.registered",
-               "submitter": "x", "event_digest": "d", "envelope_digest": "e", "received_at": "2026-09-01T00:00:00Z"}
+        row = {
+            "event_id": event_id,
+            "originator_id": str(stream),
+            "originator_version": 1,
+            "type": "org.registered",
+            "submitter": "x",
+            "event_digest": "d",
+            "envelope_digest": "e",
+            "received_at": "2026-09-01T00:00:00Z",
+        }
         events, rows = [], []
         for _ in range(others):  # new, harmless streams written beside the one that may conflict
             fresh = Subject.start(uuid.uuid4(), entry.envelope, entry.received_at, [], entry.record)
@@ -679,8 +878,16 @@ def test_a_write_to_a_pupil_erased_meanwhile_stores_nothing(world: World, others
     extended = read.clone()
     extended.record(entry.envelope, entry.received_at, [], entry.record)
     events = list(extended.collect_events())
-    row = {"event_id": str(uuid.uuid4()), "originator_id": str(pupil), "originator_version": 2, "type": "pupil.excluded",
-           "submitter": "x", "event_digest": "d", "envelope_digest": "e", "received_at": "2026-09-01T00:00:00Z"}
+    row = {
+        "event_id": str(uuid.uuid4()),
+        "originator_id": str(pupil),
+        "originator_version": 2,
+        "type": "pupil.excluded",
+        "submitter": "x",
+        "event_digest": "d",
+        "envelope_digest": "e",
+        "received_at": "2026-09-01T00:00:00Z",
+    }
     rows = [row]
     for _ in range(others):
         fresh = Subject.start(uuid.uuid4(), entry.envelope, entry.received_at, [], entry.record)

@@ -41,13 +41,22 @@ def test_all_196_vectors_are_present() -> None:
 def test_transparency_dev_vector(path: Path) -> None:
     case = json.loads(path.read_text())
     if "leafIdx" in case:
+
         def check() -> None:
-            merkle.verify_inclusion(base64.b64decode(case["leafHash"]), case["leafIdx"], case["treeSize"],
-                                    b64(case["proof"] or []), base64.b64decode(case["root"]))
+            merkle.verify_inclusion(
+                base64.b64decode(case["leafHash"]),
+                case["leafIdx"],
+                case["treeSize"],
+                b64(case["proof"] or []),
+                base64.b64decode(case["root"]),
+            )
     else:
+
         def check() -> None:
-            merkle.verify_consistency(case["size1"], case["size2"], b64(case["proof"] or []),
-                                      base64.b64decode(case["root1"]), base64.b64decode(case["root2"]))
+            merkle.verify_consistency(
+                case["size1"], case["size2"], b64(case["proof"] or []), base64.b64decode(case["root1"]), base64.b64decode(case["root2"])
+            )
+
     if case["wantErr"]:
         with pytest.raises(merkle.ProofError):
             check()

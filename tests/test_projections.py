@@ -53,7 +53,9 @@ def test_as_of_a_past_date_ignores_later_events(area: Area) -> None:
     assert early["permanent_exclusion_rate"] == 0.0
     assert early["children_without_setting_after_leaving"] == 0  # P3's 20 school days are not up until 10-02
     assert early["open_ap_placements"] == 2  # P8 and P12 (whose placement only ended on 09-30)
-    assert metrics_for(area, "school", A, Moment(date(2026, 9, 12)))["metrics"]["open_ap_placements"]["national_value"] == 4  # P6, P7, P8, P12
+    assert (
+        metrics_for(area, "school", A, Moment(date(2026, 9, 12)))["metrics"]["open_ap_placements"]["national_value"] == 4
+    )  # P6, P7, P8, P12
 
 
 def test_known_at_a_past_time_ignores_events_received_later(area: Area) -> None:
@@ -71,8 +73,14 @@ def test_known_at_a_past_time_ignores_events_received_later(area: Area) -> None:
 def test_corrections_and_retractions_supersede_from_when_they_are_received(area: Area) -> None:
     area.at(AS_OF, 13)
     area.post("pupil.record_retracted", A, {"reason": "entered_in_error"}, upn=upn(3), occurred_on=AS_OF, corrects=area.marks["p3_removal"])
-    area.post("pupil.excluded", "urn:100007", {"school": "urn:100007", "kind": "SUSP", "sessions": 4, "reasons": ["PA"]},
-              upn=upn(10), occurred_on=date(2026, 9, 11), corrects=area.marks["p10_suspension"])
+    area.post(
+        "pupil.excluded",
+        "urn:100007",
+        {"school": "urn:100007", "kind": "SUSP", "sessions": 4, "reasons": ["PA"]},
+        upn=upn(10),
+        occurred_on=date(2026, 9, 11),
+        corrects=area.marks["p10_suspension"],
+    )
     Projector(area.ledger.store).catch_up()
     now = values(metrics_for(area, "national", "england"))
     assert now["removals_unknown_destination"] == 0 and now["sen_exits"] == 0 and now["children_without_setting_after_leaving"] == 0
@@ -103,10 +111,17 @@ def fresh_settings(backend: str) -> Iterator[Settings]:
 
 SCHOOLS = ("urn:100005", "urn:100006")
 SETTING = "ukprn:10000047"
-OPS = st.lists(st.tuples(
-    st.sampled_from(["admit", "leave", "suspend", "exclude", "place", "end", "review", "retract", "correct", "attend", "project"]),
-    st.integers(0, 3), st.integers(0, 1), st.integers(0, 40), st.integers(1, 9),
-), min_size=1, max_size=40)
+OPS = st.lists(
+    st.tuples(
+        st.sampled_from(["admit", "leave", "suspend", "exclude", "place", "end", "review", "retract", "correct", "attend", "project"]),
+        st.integers(0, 3),
+        st.integers(0, 1),
+        st.integers(0, 40),
+        st.integers(1, 9),
+    ),
+    min_size=1,
+    max_size=40,
+)
 
 
 def small_world(settings: Settings) -> World:
@@ -141,16 +156,32 @@ def play(w: World, ops: list[tuple[str, int, int, int, int]], projector: Project
         data: dict[str, Any]
         kw: dict[str, Any] = {}
         if op == "admit":
-            etype, data = "pupil.registered", {"school": school, "enrolment_status": "C", "year_group": "9", "sen_status": "NKE"[n % 3], "looked_after": n == 9}
+            etype, data = (
+                "pupil.registered",
+                {"school": school, "enrolment_status": "C", "year_group": "9", "sen_status": "NKE"[n % 3], "looked_after": n == 9},
+            )
         elif op == "leave":
-            etype, data = "pupil.deregistered", {"school": school, "ground": "moved_away", "destination": ("unknown", "cme", "moved_away")[n % 3]}
+            etype, data = (
+                "pupil.deregistered",
+                {"school": school, "ground": "moved_away", "destination": ("unknown", "cme", "moved_away")[n % 3]},
+            )
         elif op in ("suspend", "exclude"):
             etype, data = "pupil.excluded", {"school": school, "kind": "SUSP" if op == "suspend" else "PERM", "reasons": ["PP"]}
             if op == "suspend":
                 data["sessions"] = n * 10
         elif op == "place":
-            etype, data = "pupil.ap_placement_started", {"commissioner": school, "setting": SETTING, "setting_type": "UKPRN", "tier": 1 + n % 3,
-                                                         "reason": "BEHAVIOUR", "hours_per_week": 5 * n, "dual_registered": False}
+            etype, data = (
+                "pupil.ap_placement_started",
+                {
+                    "commissioner": school,
+                    "setting": SETTING,
+                    "setting_type": "UKPRN",
+                    "tier": 1 + n % 3,
+                    "reason": "BEHAVIOUR",
+                    "hours_per_week": 5 * n,
+                    "dual_registered": False,
+                },
+            )
             if n % 3 == 1:
                 data["planned_end"] = (day + timedelta(days=n)).isoformat()
         elif op in ("end", "review") and placements:
@@ -159,8 +190,10 @@ def play(w: World, ops: list[tuple[str, int, int, int, int]], projector: Project
             data = {"placement_event_id": ref, "outcome": "mainstream" if op == "end" else "continue"}
             school = placements[-1][3]
         elif op == "attend":
-            etype, data = "pupil.attendance_summary_recorded", {"setting": SETTING, "academic_year": "2026/27", "term": "autumn",
-                                                                "possible_sessions": 20, "attended_sessions": n}
+            etype, data = (
+                "pupil.attendance_summary_recorded",
+                {"setting": SETTING, "academic_year": "2026/27", "term": "autumn", "possible_sessions": 20, "attended_sessions": n},
+            )
             school = SETTING
         elif op in ("retract", "correct") and mine:
             target_id, target_type, target_data, target_school = mine[-1]
@@ -222,10 +255,20 @@ def test_views_over_http(area: Area) -> None:
     other_token = ledger.issue_token("urn:100006", "school")
     inspector = {"authorization": f"Bearer {area.admin_token}"}
     with TestClient(create_app(ledger, [Projector(ledger.store)])) as client:
-        got = client.get("/views/metrics", params={"level": "school", "org": A, "as_of": "2026-10-05"}, headers={"authorization": f"Bearer {school_token}"})
+        got = client.get(
+            "/views/metrics",
+            params={"level": "school", "org": A, "as_of": "2026-10-05"},
+            headers={"authorization": f"Bearer {school_token}"},
+        )
         assert got.status_code == 200, got.text
         assert {k: v["value"] for k, v in got.json()["metrics"].items()}["suspension_rate"] == 66.67
-        assert client.get("/views/metrics", params={"level": "school", "org": A}, headers={"authorization": f"Bearer {other_token}"}).status_code == 403
+        assert (
+            client.get(
+                "/views/metrics", params={"level": "school", "org": A}, headers={"authorization": f"Bearer {other_token}"}
+            ).status_code
+            == 403
+        )
+
         # the access policy's aggregate rules (docs/access.md): an LA its schools, inspectors their scope, researchers exports only
         def status(token: str, **params: str) -> int:
             return client.get("/views/metrics", params=params, headers={"authorization": f"Bearer {token}"}).status_code
@@ -238,8 +281,19 @@ def test_views_over_http(area: Area) -> None:
         ofsted_key = Ed25519PrivateKey.generate()
         admin.add_key(ledger, "ofsted", ofsted_key.public_key())
         today = ledger.clock().date()
-        ledger.submit(admin.signed(admin.event_body("inspection.started", "ofsted", {"org": "la:801"}, {
-            "kind": "full", "from": today.isoformat(), "to": (today + timedelta(days=30)).isoformat()}, today, ledger.clock()), ofsted_key))
+        ledger.submit(
+            admin.signed(
+                admin.event_body(
+                    "inspection.started",
+                    "ofsted",
+                    {"org": "la:801"},
+                    {"kind": "full", "from": today.isoformat(), "to": (today + timedelta(days=30)).isoformat()},
+                    today,
+                    ledger.clock(),
+                ),
+                ofsted_key,
+            )
+        )
         assert status(ofsted_token, level="school", org=A) == 200
         assert status(ledger.issue_token("ofsted", "inspector", scope=["la:802"]), level="school", org=A) == 403
         researcher = ledger.issue_token("la:801", "researcher")
@@ -259,7 +313,11 @@ def test_views_over_http(area: Area) -> None:
         # read-your-writes: a new event's receipt sequence is waited for, an impossible one answers 503
         area.at(AS_OF, 14)
         receipt = area.exclude(1, A, AS_OF, "SUSP", "PP", 2)
-        fresh = client.get("/views/metrics", params={"level": "school", "org": A, "as_of": "2026-10-05", "min_sequence": receipt.sequence}, headers=inspector)
+        fresh = client.get(
+            "/views/metrics",
+            params={"level": "school", "org": A, "as_of": "2026-10-05", "min_sequence": receipt.sequence},
+            headers=inspector,
+        )
         assert fresh.status_code == 200 and fresh.json()["metrics"]["suspension_rate"]["numerator"] == 5
         behind = client.get("/views/cases", params={"min_sequence": receipt.sequence + 10_000}, headers=inspector)
         assert (behind.status_code, behind.headers["retry-after"], behind.json()["errors"][0]["code"]) == (503, "1", "view_behind")
@@ -268,9 +326,22 @@ def test_views_over_http(area: Area) -> None:
 
 
 # Every field of /views/* that counts something (docs/metrics.md: "Counts are integers"), and the maps of counts.
-COUNT_FIELDS = {"open_placements", "overdue_time_limited_placements", "count", "pupils", "full_time_pupils",
-                "full_time_pupils_with_sen_or_looked_after", "flagged", "registration_pupils", "total", "rank", "peers",
-                "numerator", "denominator", "tier"}
+COUNT_FIELDS = {
+    "open_placements",
+    "overdue_time_limited_placements",
+    "count",
+    "pupils",
+    "full_time_pupils",
+    "full_time_pupils_with_sen_or_looked_after",
+    "flagged",
+    "registration_pupils",
+    "total",
+    "rank",
+    "peers",
+    "numerator",
+    "denominator",
+    "tier",
+}
 COUNT_MAPS = {"by_setting_type", "by_tier", "positions"}
 
 
@@ -300,17 +371,28 @@ def test_every_count_in_the_views_is_an_integer(area: Area) -> None:
     inspector = {"authorization": f"Bearer {area.admin_token}"}
     with TestClient(create_app(area.ledger, [Projector(area.ledger.store)])) as client:
         for path in ("/views/metrics", "/views/placements", "/views/unregistered-providers", "/views/cases"):
-            for scope in ({"level": "national"}, {"level": "la", "org": "la:801"}, {"level": "trust", "org": "trust:TR00001"},
-                          {"level": "school", "org": A}, {"level": "school", "org": "ukprn:10000047"}):
+            for scope in (
+                {"level": "national"},
+                {"level": "la", "org": "la:801"},
+                {"level": "trust", "org": "trust:TR00001"},
+                {"level": "school", "org": A},
+                {"level": "school", "org": "ukprn:10000047"},
+            ):
                 got = client.get(path, params={**scope, "as_of": "2026-10-05"}, headers=inspector)
                 assert got.status_code == 200, got.text
                 body = json.loads(got.text)
                 assert non_integer_counts(body) == [], (path, scope)
         metrics = client.get("/views/metrics", params={"level": "la", "org": "la:801", "as_of": "2026-10-05"}, headers=inspector).json()
         assert metrics["metrics"]["ap_attendance_rate"]["numerator"] == 33 and metrics["metrics"]["ap_attendance_rate"]["denominator"] == 40
-        assert metrics["placements"]["open_placement_days_so_far"] == {"count": 4, "mean": 25.0, "median": 27.0}  # day statistics stay numbers
+        assert metrics["placements"]["open_placement_days_so_far"] == {
+            "count": 4,
+            "mean": 25.0,
+            "median": 27.0,
+        }  # day statistics stay numbers
     assert non_integer_counts({"numerator": 4.0, "by_tier": {"1": 1}, "x": [{"kind": "count", "value": 2.0, "national_value": 2}]}) == [
-        ("$.numerator", 4.0), ("$.x[0].value", 2.0)]
+        ("$.numerator", 4.0),
+        ("$.x[0].value", 2.0),
+    ]
 
 
 def test_an_erased_pupil_is_forgotten_by_every_view(area: Area) -> None:
@@ -329,8 +411,12 @@ def test_concerns_name_metrics_from_the_catalogue(area: Area) -> None:
     assert code_list("metric_names").all_codes() == set(METRICS_BY_NAME)
     area.at(AS_OF, 13)
     with pytest.raises(LedgerError) as exc:
-        area.post("accountability.concern_raised", "dfe:regions", {"category": "other", "metric": "happiness_index", "metric_value": 1,
-                                                                   "metric_as_of": "2026-10-01"}, org="la:801")
+        area.post(
+            "accountability.concern_raised",
+            "dfe:regions",
+            {"category": "other", "metric": "happiness_index", "metric_value": 1, "metric_as_of": "2026-10-01"},
+            org="la:801",
+        )
     assert [(p.code, p.path) for p in exc.value.problems] == [("unknown_code", "$.payload.data.metric")]
 
 

@@ -47,7 +47,16 @@ from .conftest import Clock, World, upn
 from .funding_support import NO_FUNDING_FIGURES
 
 A, B, C, LA, LA2, AP, UPROV, TRUST, REGIONS = (
-    "urn:100005", "urn:100006", "urn:100007", "la:801", "la:202", "ukprn:10000047", "uprov:801-1", "trust:TR00001", "dfe:regions")
+    "urn:100005",
+    "urn:100006",
+    "urn:100007",
+    "la:801",
+    "la:202",
+    "ukprn:10000047",
+    "uprov:801-1",
+    "trust:TR00001",
+    "dfe:regions",
+)
 AS_OF = date(2026, 10, 5)
 
 
@@ -80,9 +89,18 @@ class Area(World):
             data["sessions"] = sessions
         return self.on(day, "pupil.excluded", school, data, upn=upn(n))
 
-    def place(self, n: int, by: str, setting: str, setting_type: str, tier: int, hours: float, day: date, planned_end: date | None = None) -> str:
-        data: dict[str, Any] = {"commissioner": by, "setting": setting, "setting_type": setting_type, "tier": tier,
-                                "reason": "BEHAVIOUR", "hours_per_week": hours, "dual_registered": False}
+    def place(
+        self, n: int, by: str, setting: str, setting_type: str, tier: int, hours: float, day: date, planned_end: date | None = None
+    ) -> str:
+        data: dict[str, Any] = {
+            "commissioner": by,
+            "setting": setting,
+            "setting_type": setting_type,
+            "tier": tier,
+            "reason": "BEHAVIOUR",
+            "hours_per_week": hours,
+            "dual_registered": False,
+        }
         if planned_end:
             data["planned_end"] = planned_end.isoformat()
         return str(self.on(day, "pupil.ap_placement_started", by, data, upn=upn(n)).event_id)
@@ -97,8 +115,16 @@ def build_area(settings: Settings) -> Area:
     result = admin.initialise(settings, clock)
     w = Area(result.ledger, clock, result.admin_token)
     w.marks = {}
-    for org, kind, la, extra in ((LA, "la", None, {}), (LA2, "la", None, {}), (TRUST, "trust", None, {}), (REGIONS, "regions", None, {}),
-                                 (A, "school", LA, {}), (B, "school", LA, {}), (C, "school", LA2, {"trust": TRUST}), (AP, "ap_setting", LA, {})):
+    for org, kind, la, extra in (
+        (LA, "la", None, {}),
+        (LA2, "la", None, {}),
+        (TRUST, "trust", None, {}),
+        (REGIONS, "regions", None, {}),
+        (A, "school", LA, {}),
+        (B, "school", LA, {}),
+        (C, "school", LA2, {"trust": TRUST}),
+        (AP, "ap_setting", LA, {}),
+    ):
         admin.add_org(w.ledger, org, kind, f"Test {org}", la, **extra)
         w.keys[org] = Ed25519PrivateKey.generate()
         admin.add_key(w.ledger, org, w.keys[org].public_key())
@@ -109,12 +135,27 @@ def build_area(settings: Settings) -> Area:
     p11 = w.place(11, A, AP, "UKPRN", 3, 25, d(1, 12))
     p12 = w.place(12, A, AP, "UKPRN", 3, 25, d(2, 2))
     w.on(d(3, 20), "pupil.ap_placement_ended", A, {"placement_event_id": p11, "outcome": "mainstream"}, upn=upn(11))
-    w.on(d(3, 20), "pupil.attendance_summary_recorded", AP, {"setting": AP, "academic_year": "2025/26", "term": "spring",
-                                                             "possible_sessions": 100, "attended_sessions": 90}, upn=upn(11))
+    w.on(
+        d(3, 20),
+        "pupil.attendance_summary_recorded",
+        AP,
+        {"setting": AP, "academic_year": "2025/26", "term": "spring", "possible_sessions": 100, "attended_sessions": 90},
+        upn=upn(11),
+    )
 
     w.admin(d(9, 1), "org.joined_trust", A, {"trust": TRUST})
-    for n, school, sen, lac in ((1, A, "K", False), (2, A, "N", False), (3, A, "E", False), (4, B, "N", False), (5, A, "N", False),
-                                (6, B, "N", True), (7, B, "N", False), (8, A, "N", False), (9, A, "N", False), (10, C, "N", False)):
+    for n, school, sen, lac in (
+        (1, A, "K", False),
+        (2, A, "N", False),
+        (3, A, "E", False),
+        (4, B, "N", False),
+        (5, A, "N", False),
+        (6, B, "N", True),
+        (7, B, "N", False),
+        (8, A, "N", False),
+        (9, A, "N", False),
+        (10, C, "N", False),
+    ):
         w.register(n, school, d(9, 2), sen, lac)
     w.marks["p3_removal"] = w.leave(3, A, d(9, 4), "failed_to_return_after_leave", "unknown").event_id
     w.leave(4, B, d(9, 7), "registered_elsewhere", "school", destination_school=A)
@@ -131,19 +172,52 @@ def build_area(settings: Settings) -> Area:
     w.place(5, LA, AP, "UKPRN", 3, 25, d(9, 17))
     w.exclude(2, A, d(9, 21), "SUSP", "PP", 50)
     w.leave(9, A, d(9, 9), "ehe_written_notice", "ehe", received=d(9, 22))
-    w.on(d(9, 24), "pupil.ap_placement_reviewed", A, {"placement_event_id": p8, "outcome": "extend", "new_planned_end": "2026-10-20"}, upn=upn(8))
-    trust_case = w.on(d(9, 25), "accountability.concern_raised", REGIONS, {
-        "category": "exclusions", "metric": "suspension_rate", "metric_value": 71.43, "metric_as_of": "2026-09-24"}, org=TRUST).event_id
+    w.on(
+        d(9, 24),
+        "pupil.ap_placement_reviewed",
+        A,
+        {"placement_event_id": p8, "outcome": "extend", "new_planned_end": "2026-10-20"},
+        upn=upn(8),
+    )
+    trust_case = w.on(
+        d(9, 25),
+        "accountability.concern_raised",
+        REGIONS,
+        {"category": "exclusions", "metric": "suspension_rate", "metric_value": 71.43, "metric_as_of": "2026-09-24"},
+        org=TRUST,
+    ).event_id
     w.on(d(9, 30), "pupil.ap_placement_ended", A, {"placement_event_id": p12, "outcome": "special"}, upn=upn(12))
     w.on(d(9, 30), "pupil.post16_destination_recorded", AP, {"destination": "education", "sustained": True}, upn=upn(12))
     w.on(d(9, 30), "pupil.post16_destination_recorded", AP, {"destination": "neet", "sustained": False}, upn=upn(11))
-    la_case = w.on(d(10, 1), "accountability.concern_raised", REGIONS, {
-        "category": "unexplained_exits", "metric": "unexplained_exit_rate", "metric_value": 18.18, "national_value": 16.67,
-        "metric_as_of": "2026-09-30", "metric_known_at": "2026-10-01T09:00:00Z"}, org=LA).event_id
-    w.on(d(10, 2), "accountability.decision_recorded", REGIONS, {"concern_event_id": la_case, "decision": "monitor", "due_on": "2026-11-30"}, org=LA)
+    la_case = w.on(
+        d(10, 1),
+        "accountability.concern_raised",
+        REGIONS,
+        {
+            "category": "unexplained_exits",
+            "metric": "unexplained_exit_rate",
+            "metric_value": 18.18,
+            "national_value": 16.67,
+            "metric_as_of": "2026-09-30",
+            "metric_known_at": "2026-10-01T09:00:00Z",
+        },
+        org=LA,
+    ).event_id
+    w.on(
+        d(10, 2),
+        "accountability.decision_recorded",
+        REGIONS,
+        {"concern_event_id": la_case, "decision": "monitor", "due_on": "2026-11-30"},
+        org=LA,
+    )
     for n, attended in ((5, 15), (8, 18)):
-        w.on(d(10, 2), "pupil.attendance_summary_recorded", AP, {"setting": AP, "academic_year": "2026/27", "term": "autumn",
-                                                                 "possible_sessions": 20, "attended_sessions": attended}, upn=upn(n))
+        w.on(
+            d(10, 2),
+            "pupil.attendance_summary_recorded",
+            AP,
+            {"setting": AP, "academic_year": "2026/27", "term": "autumn", "possible_sessions": 20, "attended_sessions": attended},
+            upn=upn(n),
+        )
     w.on(d(10, 3), "accountability.case_closed", REGIONS, {"concern_event_id": trust_case, "outcome": "resolved"}, org=TRUST)
     w.at(AS_OF, 12)
     return w
@@ -167,15 +241,24 @@ def values(report: dict[str, Any]) -> dict[str, Any]:
 
 # Expected values, by hand from the story above (see the module docstring).
 NO_EHCP = {
-    "ehcp_plans_within_20_weeks_rate": None, "ehcp_plans_within_20_weeks_excluding_exceptions_rate": None, "ehcp_assessment_refusal_rate": None,
-    "ehcp_plans_ceased_by_reason": {}, "ehcp_mediation_requests": 0, "ehcp_mediations_followed_by_appeal_rate": None,
-    "ehcp_appeals_per_1000_decisions": None, "ehcp_appeal_outcomes": {}, "area_send_inspection_outcomes": {}, "area_send_follow_ups_overdue": 0,
+    "ehcp_plans_within_20_weeks_rate": None,
+    "ehcp_plans_within_20_weeks_excluding_exceptions_rate": None,
+    "ehcp_assessment_refusal_rate": None,
+    "ehcp_plans_ceased_by_reason": {},
+    "ehcp_mediation_requests": 0,
+    "ehcp_mediations_followed_by_appeal_rate": None,
+    "ehcp_appeals_per_1000_decisions": None,
+    "ehcp_appeal_outcomes": {},
+    "area_send_inspection_outcomes": {},
+    "area_send_follow_ups_overdue": 0,
 }
 SCHOOL_A = {
     "open_ap_placements": 1,  # P8
     "overdue_time_limited_placements": 0,  # P8's planned end moved to 10-20
-    "open_ap_placements_by_setting_type": {"UKPRN": 1}, "open_ap_placements_by_tier": {"2": 1},  # P8
-    "placements_started_by_setting_type": {"UKPRN": 1}, "placements_started_by_tier": {"2": 1},  # P8 (P11, P12: last year)
+    "open_ap_placements_by_setting_type": {"UKPRN": 1},
+    "open_ap_placements_by_tier": {"2": 1},  # P8
+    "placements_started_by_setting_type": {"UKPRN": 1},
+    "placements_started_by_tier": {"2": 1},  # P8 (P11, P12: last year)
     "placements_started_by_reason": {"BEHAVIOUR": 1},
     "placements_ended_by_outcome": {"special": 1},  # P12 on 09-30 (P11 ended last year)
     "pupils_in_unregistered_provision": 0,
@@ -192,21 +275,29 @@ SCHOOL_A = {
     "suspensions_by_reason": {"PP": 3, "VP": 1},
     "permanent_exclusions_by_reason": {"BU": 1},
     "suspension_cap_breaches": 1,  # P2: 100 sessions > 90
-    "ap_attendance_rate": None, "ap_reintegration_rate": None, "ap_sustained_post16_rate": None,
-    "ap_placement_length_mean_days": None, "ap_placement_length_median_days": None,  # A is not an AP setting
+    "ap_attendance_rate": None,
+    "ap_reintegration_rate": None,
+    "ap_sustained_post16_rate": None,
+    "ap_placement_length_mean_days": None,
+    "ap_placement_length_median_days": None,  # A is not an AP setting
     **NO_EHCP,
     **NO_FUNDING_FIGURES,  # issue 25: this story has no plans, tariffs, budgets or bands
 }
 ENGLAND = {
     "open_ap_placements": 4,  # P5, P6, P7, P8
     "overdue_time_limited_placements": 1,  # P6: tier 2, planned end 09-28
-    "open_ap_placements_by_setting_type": {"OTH": 2, "UKPRN": 2}, "open_ap_placements_by_tier": {"1": 1, "2": 2, "3": 1},
+    "open_ap_placements_by_setting_type": {"OTH": 2, "UKPRN": 2},
+    "open_ap_placements_by_tier": {"1": 1, "2": 2, "3": 1},
     "placements_started_by_setting_type": {"OTH": 2, "UKPRN": 2},  # P5, P6, P7, P8 started this year
-    "placements_started_by_tier": {"1": 1, "2": 2, "3": 1}, "placements_started_by_reason": {"BEHAVIOUR": 4},
+    "placements_started_by_tier": {"1": 1, "2": 2, "3": 1},
+    "placements_started_by_reason": {"BEHAVIOUR": 4},
     "placements_ended_by_outcome": {"special": 1},
     "pupils_in_unregistered_provision": 2,  # P6, P7
     "unregistered_providers_needing_registration": 1,  # uprov:801-1: P6 full time (20 h) and looked after
-    "removals_unknown_destination": 1, "children_without_setting_after_leaving": 1, "sen_exits": 1, "backdated_removals": 1,
+    "removals_unknown_destination": 1,
+    "children_without_setting_after_leaving": 1,
+    "sen_exits": 1,
+    "backdated_removals": 1,
     "late_report_rate": 3.23,  # 1 late of 31: A 18, B 6, C 2, LA 1, AP setting 4
     "unexplained_exit_rate": 16.67,  # 2 of the 12 pupils on any roll this year
     "pupils_on_roll": 9,  # A 6, B 2 (P6, P7), C 1 (P10)
@@ -274,11 +365,25 @@ def test_register_watch_and_cases(area: Area) -> None:
     assert register["open_placement_days_so_far"] == {"count": 4, "mean": 25.0, "median": 27.0}  # 18, 28, 27, 27 days
     assert register["ended_placement_days"] == {"count": 2, "mean": 153.5, "median": 153.5}
     watch = report["unregistered_providers"]
-    assert [(p["provider"], p["pupils"], p["weekly_hours"], p["full_time_pupils"], p["full_time_pupils_with_sen_or_looked_after"],
-             p["needs_registration"]) for p in watch["providers"]] == [(UPROV, 2, 30.0, 1, 1, True)]
+    assert [
+        (
+            p["provider"],
+            p["pupils"],
+            p["weekly_hours"],
+            p["full_time_pupils"],
+            p["full_time_pupils_with_sen_or_looked_after"],
+            p["needs_registration"],
+        )
+        for p in watch["providers"]
+    ] == [(UPROV, 2, 30.0, 1, 1, True)]
     assert register["published"]["period"] == "2022/23" and watch["published"]["by_setting_type"].keys() <= {"NFE", "OOT", "OTH", "WBP"}
     (case,) = report["cases"]
-    assert (case["org"], case["status"], case["decisions"][0]["decision"], case["snapshot"]["metric"]) == (LA, "decided", "monitor", "unexplained_exit_rate")
+    assert (case["org"], case["status"], case["decisions"][0]["decision"], case["snapshot"]["metric"]) == (
+        LA,
+        "decided",
+        "monitor",
+        "unexplained_exit_rate",
+    )
     assert case["snapshot"]["link"] == "/views/metrics?level=la&org=la:801&as_of=2026-09-30&known_at=2026-10-01T09:00:00Z"
     national_cases = metrics_for(area, "national", "england")["cases"]
     assert sorted((c["org"], c["status"], c["outcome"]) for c in national_cases) == [(LA, "decided", None), (TRUST, "closed", "resolved")]

@@ -24,8 +24,12 @@ from .test_projections import dump
 
 
 def start_worker(settings: Settings, batch: int = 10) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([*CLI, "project", "run", "--batch", str(batch), "--idle", "0.05"], env=env_for(settings),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        [*CLI, "project", "run", "--batch", str(batch), "--idle", "0.05"],
+        env=env_for(settings),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
 
 
 def positions(store: object) -> list[int]:
@@ -85,8 +89,10 @@ def test_one_active_worker_per_view_and_a_standby_takes_over(pg_url: str, tmp_pa
 
     def holders() -> set[int]:
         with psycopg.connect(pg_url) as conn:
-            rows = conn.execute("SELECT DISTINCT pid FROM pg_locks WHERE locktype = 'advisory' AND objid = ANY(%s) AND granted",
-                                ([k & 0xFFFFFFFF for k in keys],)).fetchall()
+            rows = conn.execute(
+                "SELECT DISTINCT pid FROM pg_locks WHERE locktype = 'advisory' AND objid = ANY(%s) AND granted",
+                ([k & 0xFFFFFFFF for k in keys],),
+            ).fetchall()
         return {pid for (pid,) in rows}
 
     try:
@@ -143,8 +149,14 @@ def test_served_views_read_their_writes(settings: Settings) -> None:
     try:
         with httpx.Client(base_url=server.url, headers={"authorization": f"Bearer {token}"}, timeout=30) as client:
             for n in range(1, 4):
-                body = admin.event_body("pupil.registered", school, {"upn": upn(n)}, {"school": school, "enrolment_status": "C", "year_group": "7",
-                                                                                   "sen_status": "N", "looked_after": False}, today, ledger.clock())
+                body = admin.event_body(
+                    "pupil.registered",
+                    school,
+                    {"upn": upn(n)},
+                    {"school": school, "enrolment_status": "C", "year_group": "7", "sen_status": "N", "looked_after": False},
+                    today,
+                    ledger.clock(),
+                )
                 receipt = client.post("/events", json=admin.signed(body, key)).json()
             for _ in range(20):  # a client honours 503 + Retry-After (the machine may be busy)
                 got = client.get("/views/metrics", params={"level": "school", "org": school, "min_sequence": receipt["sequence"]})

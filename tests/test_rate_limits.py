@@ -31,8 +31,12 @@ def _guess(n: int) -> str:
 
 @pytest.fixture
 def app(world: World) -> Iterator[Any]:
-    world.post("pupil.registered", SCHOOL_A, {"school": SCHOOL_A, "enrolment_status": "C", "year_group": "9", "sen_status": "N",
-                                              "looked_after": False}, upn=UPN)
+    world.post(
+        "pupil.registered",
+        SCHOOL_A,
+        {"school": SCHOOL_A, "enrolment_status": "C", "year_group": "9", "sen_status": "N", "looked_after": False},
+        upn=UPN,
+    )
     with TestClient(create_app(world.ledger)) as client:
         yield client.app
 
@@ -70,6 +74,7 @@ def test_guesses_beyond_the_budget_cost_the_database_one_count_a_second(world: W
 
     async def guesses() -> tuple[list[int], float]:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as http:
+
             async def guess(n: int) -> int:
                 return (await http.get("/log/vkey", headers={"authorization": f"Bearer {_guess(n)}"})).status_code
 
@@ -79,8 +84,9 @@ def test_guesses_beyond_the_budget_cost_the_database_one_count_a_second(world: W
                 assert (await http.get(f"/pupils/{UPN}/history", headers={"authorization": f"Bearer {_guess(n)}"})).status_code == 401
             monkeypatch.setattr(world.ledger.store, "query", counted)
             started = time.monotonic()
-            statuses = await asyncio.gather(*(http.get(f"/events/{n}", headers={"authorization": f"Bearer {_guess(100 + n)}"})
-                                              for n in range(300)))
+            statuses = await asyncio.gather(
+                *(http.get(f"/events/{n}", headers={"authorization": f"Bearer {_guess(100 + n)}"}) for n in range(300))
+            )
             return [r.status_code for r in statuses], time.monotonic() - started
 
     statuses, seconds = asyncio.run(guesses())
@@ -93,9 +99,13 @@ def _statuses(base: str, source: str, tokens: list[str], forwarded: list[str] | 
     """Statuses of getEvent with each token, from local address ``source``, on one connection."""
     transport = httpx.HTTPTransport(local_address=source)
     with httpx.Client(base_url=base, transport=transport, timeout=10) as http:
-        return [http.get("/events/00000000-0000-4000-8000-000000000000", headers={"authorization": f"Bearer {token}",
-                                               **({"x-forwarded-for": forwarded[i]} if forwarded else {})}).status_code
-                for i, token in enumerate(tokens)]
+        return [
+            http.get(
+                "/events/00000000-0000-4000-8000-000000000000",
+                headers={"authorization": f"Bearer {token}", **({"x-forwarded-for": forwarded[i]} if forwarded else {})},
+            ).status_code
+            for i, token in enumerate(tokens)
+        ]
 
 
 def _check_forwarded_headers(server: Server, trusted: bool) -> None:
@@ -148,14 +158,19 @@ def test_one_token_flooding_waiting_reads_slows_nobody_else(tmp_path: Path) -> N
     async def run() -> tuple[list[httpx.Response], list[float], list[float]]:
         limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
         async with httpx.AsyncClient(base_url=server.url, timeout=30, limits=limits) as http:
+
             async def timed(path: str, token: str | None = None) -> float:
                 started = time.monotonic()
                 response = await http.get(path, headers={"authorization": f"Bearer {token}"} if token else {})
                 assert response.status_code == 200, response.text
                 return time.monotonic() - started
 
-            flood = [asyncio.create_task(http.get("/views/placements", params={"min_sequence": beyond},
-                                                  headers={"authorization": f"Bearer {flooder}"})) for _ in range(80)]
+            flood = [
+                asyncio.create_task(
+                    http.get("/views/placements", params={"min_sequence": beyond}, headers={"authorization": f"Bearer {flooder}"})
+                )
+                for _ in range(80)
+            ]
             await asyncio.sleep(0.3)  # the flood is in
             health, reads = [], []
             while not all(task.done() for task in flood):

@@ -62,6 +62,7 @@ def test_every_metric_of_docs_metrics_is_in_the_read_model() -> None:
     from projections import ap_performance, exclusions, placements, roll, unregistered
     from projections.metrics import METRICS_BY_NAME
     from projections.read_model_queries import COMPUTED
+
     documented = {m.name for module in (placements, unregistered, roll, exclusions, ap_performance) for m in module.METRICS}
     assert documented - set(QUERIES) - set(COMPUTED) == set()
     assert set(QUERIES) | set(COMPUTED) <= set(METRICS_BY_NAME)
@@ -69,9 +70,14 @@ def test_every_metric_of_docs_metrics_is_in_the_read_model() -> None:
 
 def test_a_metric_not_in_the_read_model_is_answered_by_the_fold(area: Area) -> None:
     from projections.context import Contribution, Metric
+
     reader = Reader(area.ledger.store)
-    newcomer = Metric("pupils_with_an_ehcp", "ehcp", "count", lambda ctx: (
-        Contribution(g.school, p.key, 1) for p in ctx.pupils for g in p.state.registrations if g.sen_status == "E"))
+    newcomer = Metric(
+        "pupils_with_an_ehcp",
+        "ehcp",
+        "count",
+        lambda ctx: (Contribution(g.school, p.key, 1) for p in ctx.pupils for g in p.state.registrations if g.sen_status == "E"),
+    )
     ctx = ReadModelContext(reader, Moment(AS_OF), ViewSettings())
     assert ctx.contributions(newcomer) == context(reader, Moment(AS_OF), ViewSettings()).contributions(newcomer)
     assert [c.unit for c in ctx.contributions(newcomer)] == [A]  # P3 (EHCP) at A
@@ -109,10 +115,16 @@ def test_an_erased_pupil_leaves_the_read_model(area: Area) -> None:
 # -- random histories ---------------------------------------------------------------------------------------------
 
 UPROV = "uprov:801-1"
-EXTRA = st.lists(st.tuples(
-    st.sampled_from(["trust_join", "trust_leave", "erase", "unregistered", "post16", "sen", "project"]),
-    st.integers(0, 3), st.integers(0, 1), st.integers(0, 40), st.integers(1, 9),
-), max_size=12)
+EXTRA = st.lists(
+    st.tuples(
+        st.sampled_from(["trust_join", "trust_leave", "erase", "unregistered", "post16", "sen", "project"]),
+        st.integers(0, 3),
+        st.integers(0, 1),
+        st.integers(0, 40),
+        st.integers(1, 9),
+    ),
+    max_size=12,
+)
 
 
 def play_more(w: World, ops: list[tuple[str, int, int, int, int]], projector: Projector) -> None:
@@ -132,12 +144,24 @@ def play_more(w: World, ops: list[tuple[str, int, int, int, int]], projector: Pr
                 w.ledger.erase(upn(pupil + 1), "erasure_request")
                 forget_pupil(w.ledger.store, w.ledger.secrets.pupil_id(upn(pupil + 1)))
             elif op == "unregistered":
-                data = {"commissioner": school if n % 2 else "la:801", "setting": UPROV, "setting_type": "OTH", "tier": 1 + n % 3,
-                        "reason": "BEHAVIOUR", "hours_per_week": 4 * n, "dual_registered": False}
+                data = {
+                    "commissioner": school if n % 2 else "la:801",
+                    "setting": UPROV,
+                    "setting_type": "OTH",
+                    "tier": 1 + n % 3,
+                    "reason": "BEHAVIOUR",
+                    "hours_per_week": 4 * n,
+                    "dual_registered": False,
+                }
                 w.post("pupil.ap_placement_started", data["commissioner"], data, upn=upn(pupil + 1), occurred_on=day)
             elif op == "post16":
-                w.post("pupil.post16_destination_recorded", SETTING, {"destination": "education", "sustained": n % 2 == 0},
-                       upn=upn(pupil + 1), occurred_on=day)
+                w.post(
+                    "pupil.post16_destination_recorded",
+                    SETTING,
+                    {"destination": "education", "sustained": n % 2 == 0},
+                    upn=upn(pupil + 1),
+                    occurred_on=day,
+                )
             elif op == "sen":
                 data = {"school": school, "enrolment_status": "C", "year_group": "9", "sen_status": "E", "looked_after": n > 5}
                 w.post("pupil.registered", school, data, upn=upn(pupil + 1), occurred_on=day)
@@ -148,23 +172,35 @@ def play_more(w: World, ops: list[tuple[str, int, int, int, int]], projector: Pr
 def random_world(settings: Any) -> World:
     w = small_world(settings)
     admin.add_org(w.ledger, "trust:TR00001", "trust", "Trust", None)
-    body = admin.event_body("provider.unregistered_recorded", "la:801", {"org": UPROV}, {"name": "Tuition", "postcode": "BS1 4DJ"},
-                            date(2026, 8, 20), w.clock.now)
+    body = admin.event_body(
+        "provider.unregistered_recorded",
+        "la:801",
+        {"org": UPROV},
+        {"name": "Tuition", "postcode": "BS1 4DJ"},
+        date(2026, 8, 20),
+        w.clock.now,
+    )
     w.ledger.submit(w.sign(body))
     return w
 
 
-MOMENTS = [Moment(day, known) for day in (date(2026, 9, 1), date(2026, 9, 20), date(2026, 10, 15), date(2027, 3, 1))
-           for known in (None, datetime(2026, 10, 15, 9, 30, tzinfo=UTC), datetime(2026, 10, 16, 0, tzinfo=UTC))]
+MOMENTS = [
+    Moment(day, known)
+    for day in (date(2026, 9, 1), date(2026, 9, 20), date(2026, 10, 15), date(2027, 3, 1))
+    for known in (None, datetime(2026, 10, 15, 9, 30, tzinfo=UTC), datetime(2026, 10, 16, 0, tzinfo=UTC))
+]
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 @hsettings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(ops=OPS, extra=EXTRA)
-@example(ops=[("place", 0, 0, 3, 1), ("review", 0, 0, 5, 2), ("correct", 0, 0, 4, 2), ("end", 0, 0, 9, 1), ("leave", 1, 1, 2, 1)],
-         extra=[("unregistered", 2, 1, 3, 7), ("sen", 2, 1, 2, 9), ("trust_join", 0, 0, 10, 1), ("erase", 3, 0, 0, 1)])
-def test_the_read_model_equals_the_fold_for_random_histories(backend: str, ops: list[tuple[str, int, int, int, int]],
-                                                             extra: list[tuple[str, int, int, int, int]]) -> None:
+@example(
+    ops=[("place", 0, 0, 3, 1), ("review", 0, 0, 5, 2), ("correct", 0, 0, 4, 2), ("end", 0, 0, 9, 1), ("leave", 1, 1, 2, 1)],
+    extra=[("unregistered", 2, 1, 3, 7), ("sen", 2, 1, 2, 9), ("trust_join", 0, 0, 10, 1), ("erase", 3, 0, 0, 1)],
+)
+def test_the_read_model_equals_the_fold_for_random_histories(
+    backend: str, ops: list[tuple[str, int, int, int, int]], extra: list[tuple[str, int, int, int, int]]
+) -> None:
     with fresh_settings(backend) as settings:
         w = random_world(settings)
         try:
@@ -186,6 +222,7 @@ def test_the_read_model_equals_the_fold_for_random_histories(backend: str, ops: 
 def test_other_settings_make_another_version_which_rebuilds_the_model_from_the_log(area: Area) -> None:
     from projections import read_model
     from projections.runner import VIEWS
+
     other = ViewSettings(gap_school_days=3, reintegration_terms=1)
     views = (*(v for v in VIEWS if v.maintain is None and v.name != "read_model_events"), *read_model.views(other))
     assert read_model.model_version(other) != read_model.model_version(ViewSettings())

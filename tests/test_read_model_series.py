@@ -65,8 +65,17 @@ def test_quartile_bands_by_rank() -> None:
 def test_termly_steps_and_named_metrics(area: Area) -> None:
     assert step_dates(d(1, 1), d(10, 5), "term", ViewSettings())[-1] == d(10, 5)
     with TestClient(create_app(area.ledger, [Projector(area.ledger.store)])) as client:
-        got = get(client, area, "/views/metrics/series", level="school", org=A, **{"from": "2026-01-01"}, to="2026-10-05", step="term",
-                  metric=["pupils_on_roll", "suspension_rate"])
+        got = get(
+            client,
+            area,
+            "/views/metrics/series",
+            level="school",
+            org=A,
+            **{"from": "2026-01-01"},
+            to="2026-10-05",
+            step="term",
+            metric=["pupils_on_roll", "suspension_rate"],
+        )
         assert got.status_code == 200, got.text
         points = got.json()["points"]
         terms = [t.end.isoformat() for t in ViewSettings().calendar.terms if d(1, 1) <= t.end <= d(10, 5)]
@@ -79,6 +88,7 @@ def test_termly_steps_and_named_metrics(area: Area) -> None:
 def test_careless_series_requests_get_a_clear_422_naming_the_parameter(area: Area) -> None:
     before = area.ledger.store.max_sequence()
     with TestClient(create_app(area.ledger, [Projector(area.ledger.store)])) as client:
+
         def error(**params: Any) -> tuple[int, str]:
             got = get(client, area, "/views/metrics/series", **params)
             return got.status_code, got.json()["errors"][0]["path"] if got.status_code != 200 else ""
@@ -93,6 +103,12 @@ def test_careless_series_requests_get_a_clear_422_naming_the_parameter(area: Are
         assert error(**{"from": "2026-09-01"}, known_at="2026-10-01T00:00:00") == (422, "query:known_at")
         assert client.get("/views/metrics/series", params={"from": "2026-09-01"}).status_code == 401
         other = area.ledger.issue_token("urn:100006", "school")
-        assert client.get("/views/metrics/series", params={"from": "2026-09-01", "level": "school", "org": A},
-                          headers={"authorization": f"Bearer {other}"}).status_code == 403
+        assert (
+            client.get(
+                "/views/metrics/series",
+                params={"from": "2026-09-01", "level": "school", "org": A},
+                headers={"authorization": f"Bearer {other}"},
+            ).status_code
+            == 403
+        )
     assert area.ledger.store.max_sequence() == before

@@ -27,7 +27,19 @@ from .conftest import World
 from .research_oracle import Oracle, csv_columns, environment
 
 RESEARCHER, OTHER_RESEARCHER = "research:uni-bristol", "research:uni-leeds"
-VARIABLES = ["kind", "start", "end", "duration", "establishment", "year_group", "sen_status", "looked_after", "setting_type", "reason", "outcome"]
+VARIABLES = [
+    "kind",
+    "start",
+    "end",
+    "duration",
+    "establishment",
+    "year_group",
+    "sen_status",
+    "looked_after",
+    "setting_type",
+    "reason",
+    "outcome",
+]
 
 
 @pytest.fixture(scope="session")
@@ -43,10 +55,17 @@ def oracle(request: pytest.FixtureRequest) -> Iterator[Oracle]:
 
 def approval(project: str = "ap-moves", **changes: Any) -> dict[str, Any]:
     data: dict[str, Any] = {
-        "project": project, "purpose": "Movements into and out of alternative provision", "unit": "episode", "variables": VARIABLES,
-        "quasi_identifiers": ["start", "establishment", "year_group", "looked_after"], "sensitive": ["reason", "sen_status"],
+        "project": project,
+        "purpose": "Movements into and out of alternative provision",
+        "unit": "episode",
+        "variables": VARIABLES,
+        "quasi_identifiers": ["start", "establishment", "year_group", "looked_after"],
+        "sensitive": ["reason", "sen_status"],
         "population": {"kinds": ["placement", "exclusion", "registration"]},
-        "period": {"from": "2024-09-01", "to": "2026-10-05"}, "expires_on": "2027-03-31", "k": 5, "l": 2,
+        "period": {"from": "2024-09-01", "to": "2026-10-05"},
+        "expires_on": "2027-03-31",
+        "k": 5,
+        "l": 2,
     }
     data.update(changes)
     return data
@@ -118,13 +137,27 @@ def test_approval_revocation_expiry_and_variable_limits_over_http(world: World, 
     # only the operator approves; a researcher token cannot post it, nor a release
     forged = admin.admin_event(ledger, "research.project_approved", RESEARCHER, approval())
     assert researcher.post("/events", json=forged).json()["errors"][0]["code"] == "submitter_mismatch"
-    forged_release = admin.admin_event(ledger, "research.export_released", RESEARCHER, {
-        "project": "ap-moves", "manifest_digest": "0" * 64, "checkpoint": {"tree_size": 1, "root": "A" * 43 + "="},
-        "spec": {"unit": "episode", "variables": ["kind"]}, "rows": 0, "suppressed_rows": 0, "k": None, "l": None})
+    forged_release = admin.admin_event(
+        ledger,
+        "research.export_released",
+        RESEARCHER,
+        {
+            "project": "ap-moves",
+            "manifest_digest": "0" * 64,
+            "checkpoint": {"tree_size": 1, "root": "A" * 43 + "="},
+            "spec": {"unit": "episode", "variables": ["kind"]},
+            "rows": 0,
+            "suppressed_rows": 0,
+            "k": None,
+            "l": None,
+        },
+    )
     assert operator.post("/events", json=forged_release).json()["errors"][0]["code"] == "role_cannot_submit"  # the ledger alone writes it
     bad = post_admin(world, operator, "research.project_approved", RESEARCHER, approval(sensitive=["year_group"]))
     assert bad.status_code == 422 and bad.json()["errors"][0]["code"] == "sensitive_and_quasi_identifier"
-    assert post_admin(world, operator, "research.project_approved", "urn:100005", approval()).json()["errors"][0]["code"] == "not_researcher"
+    assert (
+        post_admin(world, operator, "research.project_approved", "urn:100005", approval()).json()["errors"][0]["code"] == "not_researcher"
+    )
     assert post_admin(world, operator, "research.project_approved", RESEARCHER, approval()).status_code == 201
     again = post_admin(world, operator, "research.project_approved", RESEARCHER, approval())
     assert again.status_code == 409 and again.json()["errors"][0]["code"] == "project_exists"
@@ -134,13 +167,19 @@ def test_approval_revocation_expiry_and_variable_limits_over_http(world: World, 
     release_id = made.json()["release_id"]
     files = fetch(researcher, release_id)
     manifest = assert_measured(oracle, files)
-    assert manifest["rows"] > 0 and manifest["checkpoint"]["tree_size"] == ledger.store.query("SELECT MAX(tree_size) FROM log_checkpoints")[0][0]
+    assert (
+        manifest["rows"] > 0
+        and manifest["checkpoint"]["tree_size"] == ledger.store.query("SELECT MAX(tree_size) FROM log_checkpoints")[0][0]
+    )
     # the manifest is signed by the ledger's key (DSSE), and the release recorded with its digest
     signed = json.loads(files[package.SIGNED_MANIFEST])
     payload = envelope.b64decode_strict(signed["payload"])
     assert payload + b"\n" == files[package.MANIFEST] and hashlib.sha256(payload).hexdigest() == made.json()["manifest_digest"]
-    assert ed25519.verify(ledger.secrets.signing_public_raw, envelope.b64decode_strict(signed["signatures"][0]["sig"]),
-                          envelope.pae(package.MANIFEST_PAYLOAD_TYPE, payload))
+    assert ed25519.verify(
+        ledger.secrets.signing_public_raw,
+        envelope.b64decode_strict(signed["signatures"][0]["sig"]),
+        envelope.pae(package.MANIFEST_PAYLOAD_TYPE, payload),
+    )
     recorded = operator.get(f"/events/{release_id}").json()
     body = jcs.parse(base64.b64decode(recorded["envelope"]["payload"]))
     assert body["type"] == "research.export_released" and body["data"]["manifest_digest"] == made.json()["manifest_digest"]
@@ -159,17 +198,27 @@ def test_approval_revocation_expiry_and_variable_limits_over_http(world: World, 
     before = releases_recorded(world)
     unapproved = researcher.post("/research/exports", json={"project": "ap-moves", "variables": ["kind", "tier"]})
     assert unapproved.status_code == 403 and unapproved.json()["errors"] == [
-        {"code": "variable_not_approved", "path": "$.spec.variables[1]", "message": unapproved.json()["errors"][0]["message"]}]
+        {"code": "variable_not_approved", "path": "$.spec.variables[1]", "message": unapproved.json()["errors"][0]["message"]}
+    ]
     assert researcher.post("/research/exports", json={"project": "ap-moves", "tree_size": 10**9}).status_code == 404
     assert researcher.post("/research/exports", json={"project": "ap-moves", "colour": "red"}).status_code == 422
     assert researcher.post("/research/exports", content=b"{not json").status_code == 400
-    narrower = researcher.post("/research/exports", json={"project": "ap-moves", "variables": ["kind", "start", "establishment", "year_group"]})
-    assert narrower.status_code == 201 and narrower.json()["manifest"]["spec"]["variables"] == ["kind", "start", "establishment", "year_group"]
+    narrower = researcher.post(
+        "/research/exports", json={"project": "ap-moves", "variables": ["kind", "start", "establishment", "year_group"]}
+    )
+    assert narrower.status_code == 201 and narrower.json()["manifest"]["spec"]["variables"] == [
+        "kind",
+        "start",
+        "establishment",
+        "year_group",
+    ]
     assert_measured(oracle, fetch(researcher, narrower.json()["release_id"]))
     assert releases_recorded(world) == before + 1
 
     # revoked: refused at once, nothing recorded or kept
-    assert post_admin(world, operator, "research.project_revoked", RESEARCHER, {"project": "ap-moves", "reason": "breach"}).status_code == 201
+    assert (
+        post_admin(world, operator, "research.project_revoked", RESEARCHER, {"project": "ap-moves", "reason": "breach"}).status_code == 201
+    )
     revoked = researcher.post("/research/exports", json={"project": "ap-moves"})
     assert revoked.status_code == 403 and revoked.json()["errors"][0]["code"] == "project_revoked"
     assert releases_recorded(world) == before + 1
@@ -177,7 +226,9 @@ def test_approval_revocation_expiry_and_variable_limits_over_http(world: World, 
     assert kept == releases_recorded(world)
 
     # expiry: approved until a day, refused the day after
-    assert post_admin(world, operator, "research.project_approved", RESEARCHER, approval("short", expires_on="2026-10-06")).status_code == 201
+    assert (
+        post_admin(world, operator, "research.project_approved", RESEARCHER, approval("short", expires_on="2026-10-06")).status_code == 201
+    )
     world.clock.advance(days=1)
     assert researcher.post("/research/exports", json={"project": "short"}).status_code == 201
     world.clock.advance(days=1)
@@ -228,7 +279,9 @@ def test_erased_pupils_never_appear_and_subject_access_lists_the_releases(world:
     from projections.research.export import release
 
     ledger = world.ledger
-    operator.approve_project(ledger, RESEARCHER, approval(population={"kinds": ["registration"]}, period={"from": "2024-09-01", "to": "2026-09-30"}))
+    operator.approve_project(
+        ledger, RESEARCHER, approval(population={"kinds": ["registration"]}, period={"from": "2024-09-01", "to": "2026-09-30"})
+    )
     pupils = sorted({body["subject"]["upn"] for _, body in area.events if "upn" in body["subject"]})
     key = project_key(ledger.secrets.pseudonym_key, "ap-moves")
     before = release(ledger, "ap-moves")
@@ -240,7 +293,9 @@ def test_erased_pupils_never_appear_and_subject_access_lists_the_releases(world:
 
     client = TestClient(create_app(ledger), headers={"authorization": f"Bearer {world.admin_token}"})
     access = client.get("/access-log", params={"upn": kept, "purpose": "subject_access_request"}).json()
-    assert [(r["release_id"], r["project"], r["researcher"]) for r in access["research_releases"]] == [(before["release_id"], "ap-moves", RESEARCHER)]
+    assert [(r["release_id"], r["project"], r["researcher"]) for r in access["research_releases"]] == [
+        (before["release_id"], "ap-moves", RESEARCHER)
+    ]
     never = client.get("/access-log", params={"upn": world_upn_without_rows(world), "purpose": "subject_access_request"}).json()
     assert never["research_releases"] == []
 
@@ -280,9 +335,26 @@ def test_export_research_command_line(tmp_path: Path, oracle: Oracle) -> None:
     admin.sealer(ledger).seal_all()
     ledger.store.close()
     run_cli(settings, "orgs", "add", RESEARCHER, "--kind", "researcher", "--name", "Bristol")
-    approved = run_cli(settings, "research", "approve", RESEARCHER, "--project", "cli-study", "--purpose", "Exclusions in Camden",
-                       "--variables", "kind,start,establishment,year_group,reason", "--qi", "start,establishment,year_group",
-                       "--sensitive", "reason", "--from", "2024-09-01", "--k", "5")
+    approved = run_cli(
+        settings,
+        "research",
+        "approve",
+        RESEARCHER,
+        "--project",
+        "cli-study",
+        "--purpose",
+        "Exclusions in Camden",
+        "--variables",
+        "kind,start,establishment,year_group,reason",
+        "--qi",
+        "start,establishment,year_group",
+        "--sensitive",
+        "reason",
+        "--from",
+        "2024-09-01",
+        "--k",
+        "5",
+    )
     assert "approved project cli-study" in approved.stdout
     out = tmp_path / "out"
     done = run_cli(settings, "export", "research", "--project", "cli-study", str(out))

@@ -29,10 +29,19 @@ from .conftest import World
 from .research_oracle import Oracle, csv_columns
 from .test_research import RESEARCHER, oracle, seal  # noqa: F401 - the session's pycanon
 
-LA_OF = {"urn:100101": "la:801", "urn:100102": "la:801", "urn:100103": "la:801", "urn:100201": "la:202", "urn:100202": "la:202",
-         "urn:133001": "la:330", "la:801": "la:801"}
+LA_OF = {
+    "urn:100101": "la:801",
+    "urn:100102": "la:801",
+    "urn:100103": "la:801",
+    "urn:100201": "la:202",
+    "urn:100202": "la:202",
+    "urn:133001": "la:330",
+    "la:801": "la:801",
+}
 DOMAINS: dict[str, list[str]] = {
-    "start": [f"{y}-{m:02d}" for y, m in [(2025, 9), (2025, 10), (2025, 11), (2025, 12), (2026, 1), (2026, 2), (2026, 3), (2026, 5), (2026, 7)]],
+    "start": [
+        f"{y}-{m:02d}" for y, m in [(2025, 9), (2025, 10), (2025, 11), (2025, 12), (2026, 1), (2026, 2), (2026, 3), (2026, 5), (2026, 7)]
+    ],
     "establishment": list(LA_OF),
     "year_group": ["R", "3", "6", "7", "8", "9", "10", "11", "12"],
     "sen_status": ["N", "N", "N", "N", "K", "K", "E"],
@@ -55,18 +64,36 @@ def population(seed: int, pupils: int, columns: list[str]) -> pa.Table:
             data["pseudonym"].append(f"{p:032x}")
             for name in columns:
                 values = DOMAINS[name]
-                data[name].append(fixed[name] if name in fixed and rng.random() < 0.9 else values[min(int(rng.paretovariate(1.2)) - 1, len(values) - 1)])
+                data[name].append(
+                    fixed[name] if name in fixed and rng.random() < 0.9 else values[min(int(rng.paretovariate(1.2)) - 1, len(values) - 1)]
+                )
     return pa.table({name: pa.array(data[name], pa.string()) for name in ["pseudonym", *columns]})
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(seed=st.integers(0, 10**6), pupils=st.integers(1, 150), k=st.integers(2, 12), l=st.integers(1, 3),  # noqa: E741
-       qis=st.lists(st.sampled_from(QI_CHOICES), min_size=1, max_size=4, unique=True),
-       sas=st.lists(st.sampled_from(SA_CHOICES), max_size=2, unique=True),
-       establishment_level=st.sampled_from(["school", "la", "region"]), date_detail=st.sampled_from(["month", "term"]),
-       max_suppressed=st.sampled_from([0.0, 0.05, 0.3]))
-def test_stated_k_and_l_are_what_pycanon_measures(oracle: Oracle, seed: int, pupils: int, k: int, l: int, qis: list[str],  # noqa: E741, F811
-                                                  sas: list[str], establishment_level: str, date_detail: str, max_suppressed: float) -> None:
+@given(
+    seed=st.integers(0, 10**6),
+    pupils=st.integers(1, 150),
+    k=st.integers(2, 12),
+    l=st.integers(1, 3),  # noqa: E741
+    qis=st.lists(st.sampled_from(QI_CHOICES), min_size=1, max_size=4, unique=True),
+    sas=st.lists(st.sampled_from(SA_CHOICES), max_size=2, unique=True),
+    establishment_level=st.sampled_from(["school", "la", "region"]),
+    date_detail=st.sampled_from(["month", "term"]),
+    max_suppressed=st.sampled_from([0.0, 0.05, 0.3]),
+)
+def test_stated_k_and_l_are_what_pycanon_measures(
+    oracle: Oracle,  # noqa: F811
+    seed: int,
+    pupils: int,
+    k: int,
+    l: int,  # noqa: E741
+    qis: list[str],
+    sas: list[str],
+    establishment_level: str,
+    date_detail: str,
+    max_suppressed: float,
+) -> None:
     sas = [s for s in sas if s not in qis]
     columns = sorted(set(qis) | set(sas) | {"kind", "reason"})
     table = population(seed, pupils, columns)
@@ -98,8 +125,10 @@ def test_hierarchies_generalise_step_by_step() -> None:
 
 
 @settings(max_examples=200, deadline=None)
-@given(counts=st.dictionaries(st.tuples(st.sampled_from("ABCDE"), st.sampled_from("vwxyz")), st.integers(0, 40), max_size=25),
-       threshold=st.integers(2, 12))
+@given(
+    counts=st.dictionaries(st.tuples(st.sampled_from("ABCDE"), st.sampled_from("vwxyz")), st.integers(0, 40), max_size=25),
+    threshold=st.integers(2, 12),
+)
 def test_no_small_cell_is_published_and_no_suppressed_cell_is_recoverable(counts: dict[tuple[str, str], int], threshold: int) -> None:
     table = grid(counts)
     published = control(table, threshold)
@@ -110,19 +139,47 @@ def test_no_small_cell_is_published_and_no_suppressed_cell_is_recoverable(counts
     assert recoverable(table, published) == []
 
 
-def record(event_type: str, day: str, data: dict[str, Any], event_id: str, corrects: str | None = None, submitter: str = "urn:100101") -> Record:
-    return Record(event_id, event_type, submitter, "H801200001001", date.fromisoformat(day), datetime(2026, 9, 1, tzinfo=UTC), data, corrects)
+def record(
+    event_type: str, day: str, data: dict[str, Any], event_id: str, corrects: str | None = None, submitter: str = "urn:100101"
+) -> Record:
+    return Record(
+        event_id, event_type, submitter, "H801200001001", date.fromisoformat(day), datetime(2026, 9, 1, tzinfo=UTC), data, corrects
+    )
 
 
 def test_a_pupils_history_as_episodes_and_events() -> None:
     reg = {"school": "urn:100101", "enrolment_status": "C", "year_group": "8", "sen_status": "K", "looked_after": False}
     history = [
         record("pupil.registered", "2024-09-04", reg, "e1"),
-        record("pupil.ap_placement_started", "2025-10-06", {"commissioner": "urn:100101", "setting": "ukprn:10000047", "setting_type": "UKPRN",
-                                                             "tier": 2, "reason": "BEHAVIOUR", "hours_per_week": 20, "dual_registered": True}, "e2"),
-        record("pupil.ap_placement_started", "2025-10-07", {"commissioner": "urn:100101", "setting": "ukprn:10000047", "setting_type": "OTH",
-                                                             "tier": 2, "reason": "BEHAVIOUR", "hours_per_week": 9, "dual_registered": True},
-               "e3", corrects="e2"),
+        record(
+            "pupil.ap_placement_started",
+            "2025-10-06",
+            {
+                "commissioner": "urn:100101",
+                "setting": "ukprn:10000047",
+                "setting_type": "UKPRN",
+                "tier": 2,
+                "reason": "BEHAVIOUR",
+                "hours_per_week": 20,
+                "dual_registered": True,
+            },
+            "e2",
+        ),
+        record(
+            "pupil.ap_placement_started",
+            "2025-10-07",
+            {
+                "commissioner": "urn:100101",
+                "setting": "ukprn:10000047",
+                "setting_type": "OTH",
+                "tier": 2,
+                "reason": "BEHAVIOUR",
+                "hours_per_week": 9,
+                "dual_registered": True,
+            },
+            "e3",
+            corrects="e2",
+        ),
         record("pupil.ap_placement_ended", "2025-12-12", {"placement_event_id": "e3", "outcome": "mainstream"}, "e4"),
         record("pupil.excluded", "2026-01-20", {"school": "urn:100101", "kind": "SUSP", "sessions": 4, "reasons": ["PP"]}, "e5"),
         record("pupil.excluded", "2026-02-20", {"school": "urn:100101", "kind": "SUSP", "sessions": 2, "reasons": ["PP"]}, "e6"),
@@ -133,16 +190,34 @@ def test_a_pupils_history_as_episodes_and_events() -> None:
     assert set(episodes) == {"registration", "placement", "exclusion"}  # the correction replaced e2; the retraction removed e6
     placement = episodes["placement"]
     assert (placement.start, placement.end, placement.where) == (date(2025, 10, 7), date(2025, 12, 12), "urn:100101")
-    expected = {"setting_type": "OTH", "hours": "0-9", "outcome": "mainstream", "reason": "BEHAVIOUR", "year_group": "9", "age": "13",
-                "sen_status": "K", "looked_after": "false", "duration": "1-3 months"}
+    expected = {
+        "setting_type": "OTH",
+        "hours": "0-9",
+        "outcome": "mainstream",
+        "reason": "BEHAVIOUR",
+        "year_group": "9",
+        "age": "13",
+        "sen_status": "K",
+        "looked_after": "false",
+        "duration": "1-3 months",
+    }
     assert {name: placement.values[name] for name in expected} == expected
     assert episodes["exclusion"].values["sessions"] == "3-5" and episodes["exclusion"].values["duration"] == "z"
     registration = episodes["registration"]
-    assert (registration.end, registration.values["reason"], registration.values["outcome"]) == (date(2026, 3, 31), "moved_away", "moved_away")
+    assert (registration.end, registration.values["reason"], registration.values["outcome"]) == (
+        date(2026, 3, 31),
+        "moved_away",
+        "moved_away",
+    )
     assert registration.values["year_group"] == "8"  # on its own start date
     events = pupil_rows(history, "event")
-    assert [r.kind for r in events] == ["pupil.registered", "pupil.ap_placement_started", "pupil.ap_placement_ended", "pupil.excluded",
-                                        "pupil.deregistered"]
+    assert [r.kind for r in events] == [
+        "pupil.registered",
+        "pupil.ap_placement_started",
+        "pupil.ap_placement_ended",
+        "pupil.excluded",
+        "pupil.deregistered",
+    ]
     assert events[2].where == "urn:100101" and events[2].values["outcome"] == "mainstream"
 
 
@@ -160,10 +235,23 @@ def test_a_motivated_intruder_reidentifies_at_most_one_in_k(world: World, oracle
     load_area(ledger, area)
     admin.add_org(ledger, RESEARCHER, "researcher", "University of Bristol")
     k = 10
-    operator.approve_project(ledger, RESEARCHER, {
-        "project": "moves", "purpose": "Moves", "unit": "episode", "variables": ["kind", "start", "establishment", "year_group", "reason", "setting_type"],
-        "quasi_identifiers": ["start", "establishment", "year_group", "kind"], "sensitive": ["reason"], "establishment_level": "school",
-        "period": {"from": "2024-09-01", "to": "2026-10-05"}, "expires_on": "2027-01-01", "k": k, "l": 1})
+    operator.approve_project(
+        ledger,
+        RESEARCHER,
+        {
+            "project": "moves",
+            "purpose": "Moves",
+            "unit": "episode",
+            "variables": ["kind", "start", "establishment", "year_group", "reason", "setting_type"],
+            "quasi_identifiers": ["start", "establishment", "year_group", "kind"],
+            "sensitive": ["reason"],
+            "establishment_level": "school",
+            "period": {"from": "2024-09-01", "to": "2026-10-05"},
+            "expires_on": "2027-01-01",
+            "k": k,
+            "l": 1,
+        },
+    )
     seal(world)
     made = release(ledger, "moves")
     files = made["built"].files
@@ -174,8 +262,11 @@ def test_a_motivated_intruder_reidentifies_at_most_one_in_k(world: World, oracle
 
     # public figures: the LA's placements register (setting types in use), read as anyone may read published figures
     Projector(ledger.store).catch_up()
-    register = TestClient(create_app(ledger), headers={"authorization": f"Bearer {world.admin_token}"}).get(
-        "/views/placements", params={"level": "la", "org": "la:202", "as_of": "2026-03-02"}).json()["placements"]
+    register = (
+        TestClient(create_app(ledger), headers={"authorization": f"Bearer {world.admin_token}"})
+        .get("/views/placements", params={"level": "la", "org": "la:202", "as_of": "2026-03-02"})
+        .json()["placements"]
+    )
     setting_types_in_use = {t for t, n in register["by_setting_type"].items() if n}
     assert setting_types_in_use  # the public figures are there to be joined
 
@@ -210,9 +301,11 @@ def test_a_motivated_intruder_reidentifies_at_most_one_in_k(world: World, oracle
         target = pseudonym(key, ledger.secrets.pupil_id(upn))
         chances.append(1 / len(candidates) if target in candidates else 0.0)
     assert len(chances) > 500
-    print(f"motivated intruder: {len(chances)} children's moves, k={manifest['anonymity']['k']}, {manifest['suppressed_rows']} of "
-          f"{manifest['rows'] + manifest['suppressed_rows']} rows suppressed, levels {levels}; re-identification chance max "
-          f"{max(chances):.4f}, mean {sum(chances) / len(chances):.4f}, targets found in the release {sum(c > 0 for c in chances)}")
+    print(
+        f"motivated intruder: {len(chances)} children's moves, k={manifest['anonymity']['k']}, {manifest['suppressed_rows']} of "
+        f"{manifest['rows'] + manifest['suppressed_rows']} rows suppressed, levels {levels}; re-identification chance max "
+        f"{max(chances):.4f}, mean {sum(chances) / len(chances):.4f}, targets found in the release {sum(c > 0 for c in chances)}"
+    )
     assert max(chances) <= 1 / k, max(chances)
     assert sum(chances) / len(chances) <= 1 / k
 

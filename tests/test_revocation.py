@@ -188,4 +188,3 @@ def test_a_revocation_posted_over_http_is_obeyed_by_every_api_process_at_once(se
     revocation = school.envelope("org.key_revoked", {"key_id": school.kid, "reason": "compromised"}, {"org": SCHOOL_A})
     assert school.post(server.url, revocation).status_code == 201
     assert_all_refused(school, server)
-

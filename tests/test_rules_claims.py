@@ -45,13 +45,16 @@ def notice(la: str) -> dict[str, Any]:
 # -- subsidiary (dual) registrations ----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("school,plausible", [
-    (SCHOOL_B, True),  # same LA as the main school
-    (ACADEMY_801, True),  # same LA (in a trust)
-    (FAR_SCHOOL, False),  # another LA, no trust
-    (ACADEMY, False),  # another LA, a trust the main school is not in
-    (PRU, True),  # an AP setting
-])
+@pytest.mark.parametrize(
+    "school,plausible",
+    [
+        (SCHOOL_B, True),  # same LA as the main school
+        (ACADEMY_801, True),  # same LA (in a trust)
+        (FAR_SCHOOL, False),  # another LA, no trust
+        (ACADEMY, False),  # another LA, a trust the main school is not in
+        (PRU, True),  # an AP setting
+    ],
+)
 def test_a_subsidiary_registration_needs_a_link_to_the_pupil(school: str, plausible: bool) -> None:
     pupil = Pupil()
     pupil.admit(SCHOOL_A, SEPT, "M")
@@ -107,9 +110,17 @@ def test_an_la_claim_is_plausible_for_the_la_of_the_pupils_school(event_type: st
     assert problem.path == "$.payload" and SCHOOL_A not in problem.message and LA not in problem.message
 
 
-@pytest.mark.parametrize("destination,plausible", [
-    ("moved_away", "new_area"), ("unknown", "new_area"), ("cme", "new_area"), ("ehe", "new_area"), ("school", None), ("custody", None),
-])
+@pytest.mark.parametrize(
+    "destination,plausible",
+    [
+        ("moved_away", "new_area"),
+        ("unknown", "new_area"),
+        ("cme", "new_area"),
+        ("ehe", "new_area"),
+        ("school", None),
+        ("custody", None),
+    ],
+)
 def test_after_a_removal_another_la_may_claim_only_if_the_pupil_may_have_moved(destination: str, plausible: str | None) -> None:
     pupil = Pupil()
     pupil.admit(SCHOOL_A, SEPT)
@@ -129,7 +140,9 @@ def test_a_first_contact_is_accepted_and_flagged_and_an_earlier_link_needs_no_fl
     pupil.leave(FAR_SCHOOL, date(2026, 9, 28), "ehe")
     assert pupil.post(EHE, OTHER_LA, notice(OTHER_LA), OCT).flags == []
     pupil.admit(SCHOOL_A, date(2026, 10, 2))
-    assert pupil.check("pupil.ap_placement_started", OTHER_LA, placement(OTHER_LA, UPROV), date(2026, 10, 5)).flags == []  # its earlier record
+    assert (
+        pupil.check("pupil.ap_placement_started", OTHER_LA, placement(OTHER_LA, UPROV), date(2026, 10, 5)).flags == []
+    )  # its earlier record
 
 
 def test_a_third_la_claim_while_the_pupil_is_on_roll_elsewhere_is_implausible_whatever_came_before() -> None:
@@ -161,21 +174,45 @@ def _cross_org_rejections() -> list[tuple[str, Any]]:
     out = []
     pupil = Pupil()
     pupil.admit(SCHOOL_A, date(2026, 9, 4), "M")
-    exclusion = pupil.post("pupil.excluded", SCHOOL_A, {"school": SCHOOL_A, "kind": "SUSP", "sessions": 2, "reasons": ["PP"]},
-                           date(2026, 9, 8)).record.event_id
+    exclusion = pupil.post(
+        "pupil.excluded", SCHOOL_A, {"school": SCHOOL_A, "kind": "SUSP", "sessions": 2, "reasons": ["PP"]}, date(2026, 9, 8)
+    ).record.event_id
     start = pupil.place(SCHOOL_A, date(2026, 9, 9), PROVIDER)
     out.append(("second_main_registration", pupil.check("pupil.registered", SCHOOL_B, registration(SCHOOL_B), date(2026, 9, 1))))
     out.append(("implausible_claim", pupil.check("pupil.registered", FAR_SCHOOL, registration(FAR_SCHOOL, "S"), OCT)))
     out.append(("implausible_claim", pupil.check(EHE, OTHER_LA, notice(OTHER_LA), OCT)))
-    out.append(("correction_not_own", pupil.check("pupil.registered", SCHOOL_B, registration(SCHOOL_B), OCT, corrects=pupil.records[0].event_id)))
-    out.append(("exclusion_school", pupil.check("pupil.exclusion_reviewed", SCHOOL_B, {"school": SCHOOL_B, "exclusion_event_id": exclusion,
-                                                                                      "review_body": "governors", "outcome": "upheld"}, OCT)))
-    out.append(("not_owner", pupil.check("pupil.ap_placement_reviewed", SCHOOL_B, {"placement_event_id": start, "outcome": "continue"},
-                                         date(2026, 9, 1))))
+    out.append(
+        ("correction_not_own", pupil.check("pupil.registered", SCHOOL_B, registration(SCHOOL_B), OCT, corrects=pupil.records[0].event_id))
+    )
+    out.append(
+        (
+            "exclusion_school",
+            pupil.check(
+                "pupil.exclusion_reviewed",
+                SCHOOL_B,
+                {"school": SCHOOL_B, "exclusion_event_id": exclusion, "review_body": "governors", "outcome": "upheld"},
+                OCT,
+            ),
+        )
+    )
+    out.append(
+        (
+            "not_owner",
+            pupil.check("pupil.ap_placement_reviewed", SCHOOL_B, {"placement_event_id": start, "outcome": "continue"}, date(2026, 9, 1)),
+        )
+    )
     out.append(("writer_not_related", pupil.check("pupil.attendance_summary_recorded", SCHOOL_B, attendance(PROVIDER), OCT)))
-    out.append(("writer_not_related", pupil.check("pupil.exclusion_reviewed", OTHER_LA, {"school": SCHOOL_A, "exclusion_event_id": exclusion,
-                                                                                        "review_body": "independent_review_panel",
-                                                                                        "outcome": "upheld"}, OCT)))
+    out.append(
+        (
+            "writer_not_related",
+            pupil.check(
+                "pupil.exclusion_reviewed",
+                OTHER_LA,
+                {"school": SCHOOL_A, "exclusion_event_id": exclusion, "review_body": "independent_review_panel", "outcome": "upheld"},
+                OCT,
+            ),
+        )
+    )
     return out
 
 
@@ -229,12 +266,17 @@ def test_one_implausible_claim_among_good_submissions_fails_alone(world: World) 
     world.keys[OTHER_LA] = Ed25519PrivateKey.generate()
     admin.add_key(world.ledger, OTHER_LA, world.keys[OTHER_LA].public_key())
     world.admit(UPN, SCHOOL_A, occurred_on=SEPT)
-    group = [world.sign(world.event("pupil.registered", SCHOOL_A, registration(SCHOOL_A), upn=upn(5))),
-             world.sign(world.event(EHE, OTHER_LA, {"la": OTHER_LA}, upn=UPN)),
-             world.sign(world.event(EHE, OTHER_LA, {"la": OTHER_LA}, upn=upn(6)))]  # a first contact: flagged
+    group = [
+        world.sign(world.event("pupil.registered", SCHOOL_A, registration(SCHOOL_A), upn=upn(5))),
+        world.sign(world.event(EHE, OTHER_LA, {"la": OTHER_LA}, upn=UPN)),
+        world.sign(world.event(EHE, OTHER_LA, {"la": OTHER_LA}, upn=upn(6))),
+    ]  # a first contact: flagged
     outcomes = world.ledger.submit_each([(env, None) for env in group])
     assert [o.problems[0].code if isinstance(o, LedgerError) else [f["code"] for f in o.flags] for o in outcomes] == [
-        [], "implausible_claim", ["claim_new_area"]]
+        [],
+        "implausible_claim",
+        ["claim_new_area"],
+    ]
 
 
 def test_facts_changed_by_another_process_are_read_again_before_a_claim_is_refused(world: World, settings: Settings) -> None:
@@ -250,9 +292,12 @@ def test_facts_changed_by_another_process_are_read_again_before_a_claim_is_refus
         admin.add_key(other_process, ACADEMY, world.keys[ACADEMY].public_key())
         world.admit(UPN, SCHOOL_A, status="M", occurred_on=SEPT)  # SCHOOL_A's state is now in this process's cache
         other_process.submit(admin.admin_event(other_process, "org.joined_trust", SCHOOL_A, {"trust": TRUST}))
-        batch = [world.sign(world.event("pupil.excluded", SCHOOL_A, {"school": SCHOOL_A, "kind": "SUSP", "sessions": 2, "reasons": ["PP"]},
-                                        upn=UPN)),  # SCHOOL_A's state comes from the cache for this batch
-                 world.sign(world.event("pupil.registered", ACADEMY, registration(ACADEMY, "S"), upn=UPN))]
+        batch = [
+            world.sign(
+                world.event("pupil.excluded", SCHOOL_A, {"school": SCHOOL_A, "kind": "SUSP", "sessions": 2, "reasons": ["PP"]}, upn=UPN)
+            ),  # SCHOOL_A's state comes from the cache for this batch
+            world.sign(world.event("pupil.registered", ACADEMY, registration(ACADEMY, "S"), upn=UPN)),
+        ]
         receipts = world.ledger.submit_batch(batch)
         assert [r.created for r in receipts] == [True, True]
     finally:

@@ -68,8 +68,12 @@ ORDER_8_Y = int.from_bytes(bytes.fromhex("26e8958fc2b227b045c3f489f2ef98f0d5dfac
 TORSION = sorted({(x, y) for y in (1, P - 1, 0, ORDER_8_Y, P - ORDER_8_Y) for sign in (0, 1) if (x := x_of(y, sign)) is not None})
 CANONICAL = [encode(y, x & 1) for x, y in TORSION]
 NON_CANONICAL = [
-    encode(1, 1), encode(P - 1, 1),  # x = 0 with the sign bit set ("-0")
-    encode(1 + P, 0), encode(1 + P, 1), encode(0 + P, 0), encode(0 + P, 1),  # y + p (y < 19)
+    encode(1, 1),
+    encode(P - 1, 1),  # x = 0 with the sign bit set ("-0")
+    encode(1 + P, 0),
+    encode(1 + P, 1),
+    encode(0 + P, 0),
+    encode(0 + P, 1),  # y + p (y < 19)
 ]
 
 
@@ -119,7 +123,9 @@ def _other_non_canonical() -> list[bytes]:
     return [encode(y + P, 0) for y in range(2, 19) if x_of(y, 0) is not None]
 
 
-@pytest.mark.parametrize("raw", CANONICAL + NON_CANONICAL + [_mixed_order(), _off_curve(), *_other_non_canonical()], ids=lambda raw: raw.hex())
+@pytest.mark.parametrize(
+    "raw", CANONICAL + NON_CANONICAL + [_mixed_order(), _off_curve(), *_other_non_canonical()], ids=lambda raw: raw.hex()
+)
 def test_a_weak_public_key_is_refused_and_never_used(raw: bytes) -> None:
     problems = check_org(_registered(), _key_added(raw))
     assert [(p.code, p.path) for p in problems] == [("weak_public_key", "$.payload.data.public_key")]
@@ -142,8 +148,12 @@ def test_through_the_ledger_the_identity_key_is_refused_and_a_signature_without_
         world.ledger.submit(admin.admin_event(world.ledger, "org.key_added", SCHOOL_A, data))
     assert [p.code for p in exc.value.problems] == ["weak_public_key"]
     assert world.ledger.store.count_events() == before
-    body = world.event("pupil.registered", SCHOOL_A, {"school": SCHOOL_A, "enrolment_status": "C", "year_group": "9", "sen_status": "N",
-                                                      "looked_after": False}, upn=UPN)
+    body = world.event(
+        "pupil.registered",
+        SCHOOL_A,
+        {"school": SCHOOL_A, "enrolment_status": "C", "year_group": "9", "sen_status": "N", "looked_after": False},
+        upn=UPN,
+    )
     forged = envelope.signed_envelope(envelope.EVENT_PAYLOAD_TYPE, envelope.jcs.canonicalize(body), kid, identity + bytes(32))
     assert envelope.decode(forged).verify(identity, kid)  # what the key would have let through
     with pytest.raises(LedgerError) as exc:
@@ -159,8 +169,14 @@ ADDED_AT = datetime(2026, 9, 1, 8, 0, tzinfo=UTC)
 def _with_key() -> tuple[OrgState, str]:
     state = _registered()
     raw = envelope.raw_public_key(Ed25519PrivateKey.generate().public_key())
-    apply_org(state, _record("org.key_added", {"key_id": envelope.key_id(raw), "public_key": base64.b64encode(raw).decode(),
-                                               "algorithm": "ed25519"}, received=ADDED_AT))
+    apply_org(
+        state,
+        _record(
+            "org.key_added",
+            {"key_id": envelope.key_id(raw), "public_key": base64.b64encode(raw).decode(), "algorithm": "ed25519"},
+            received=ADDED_AT,
+        ),
+    )
     return state, envelope.key_id(raw)
 
 
@@ -169,17 +185,20 @@ def _revocation(kid: str, submitter: str, revoked_at: datetime | None) -> Record
     return _record("org.key_revoked", data, submitter=submitter)
 
 
-@pytest.mark.parametrize("submitter,stated,problem,effective", [
-    (SCHOOL_A, None, None, NOW),  # its own, from when received
-    (SCHOOL_A, NOW + timedelta(days=2), None, NOW + timedelta(days=2)),  # its own, from a later time
-    (SCHOOL_A, NOW - timedelta(minutes=4), None, NOW),  # within the clock skew: from when received
-    (SCHOOL_A, NOW - timedelta(minutes=6), "backdated_revocation", None),
-    (SCHOOL_A, datetime(2000, 1, 1, tzinfo=UTC), "backdated_revocation", None),  # disowning everything it ever signed
-    ("dfe:admin", datetime(2026, 9, 20, tzinfo=UTC), None, datetime(2026, 9, 20, tzinfo=UTC)),  # the operator, after investigating
-    ("dfe:admin", ADDED_AT, None, ADDED_AT),
-    ("dfe:admin", ADDED_AT - timedelta(seconds=1), "revoked_before_added", None),
-    ("dfe:admin", datetime(2000, 1, 1, tzinfo=UTC), "revoked_before_added", None),
-])
+@pytest.mark.parametrize(
+    "submitter,stated,problem,effective",
+    [
+        (SCHOOL_A, None, None, NOW),  # its own, from when received
+        (SCHOOL_A, NOW + timedelta(days=2), None, NOW + timedelta(days=2)),  # its own, from a later time
+        (SCHOOL_A, NOW - timedelta(minutes=4), None, NOW),  # within the clock skew: from when received
+        (SCHOOL_A, NOW - timedelta(minutes=6), "backdated_revocation", None),
+        (SCHOOL_A, datetime(2000, 1, 1, tzinfo=UTC), "backdated_revocation", None),  # disowning everything it ever signed
+        ("dfe:admin", datetime(2026, 9, 20, tzinfo=UTC), None, datetime(2026, 9, 20, tzinfo=UTC)),  # the operator, after investigating
+        ("dfe:admin", ADDED_AT, None, ADDED_AT),
+        ("dfe:admin", ADDED_AT - timedelta(seconds=1), "revoked_before_added", None),
+        ("dfe:admin", datetime(2000, 1, 1, tzinfo=UTC), "revoked_before_added", None),
+    ],
+)
 def test_when_a_revocation_takes_effect(submitter: str, stated: datetime | None, problem: str | None, effective: datetime | None) -> None:
     state, kid = _with_key()
     revocation = _revocation(kid, submitter, stated)
@@ -202,7 +221,9 @@ def test_through_the_ledger_a_school_cannot_backdate_its_own_revocation(world: W
     kid = envelope.key_id(world.keys[SCHOOL_A].public_key())
     before = world.ledger.store.count_events()
     with pytest.raises(LedgerError) as exc:
-        world.post("org.key_revoked", SCHOOL_A, {"key_id": kid, "reason": "compromised", "revoked_at": "2000-01-01T00:00:00Z"}, org=SCHOOL_A)
+        world.post(
+            "org.key_revoked", SCHOOL_A, {"key_id": kid, "reason": "compromised", "revoked_at": "2000-01-01T00:00:00Z"}, org=SCHOOL_A
+        )
     assert [(p.code, p.path) for p in exc.value.problems] == [("backdated_revocation", "$.payload.data.revoked_at")]
     assert world.ledger.store.count_events() == before
     world.admit(UPN)  # its key still works

@@ -90,8 +90,9 @@ def test_a_removal_corrected_twice() -> None:
     pupil.admit(SCHOOL_A, SEPT)
     first = pupil.leave(SCHOOL_A, OCT, "moved_away")
     second = pupil.post("pupil.deregistered", SCHOOL_A, removal(SCHOOL_A, "ehe", "ehe_written_notice"), date(2026, 10, 2), corrects=first)
-    third = pupil.post("pupil.deregistered", SCHOOL_A, removal(SCHOOL_A, "ehe", "ehe_written_notice"), date(2026, 10, 5),
-                       corrects=second.record.event_id)
+    third = pupil.post(
+        "pupil.deregistered", SCHOOL_A, removal(SCHOOL_A, "ehe", "ehe_written_notice"), date(2026, 10, 5), corrects=second.record.event_id
+    )
     assert [(r.end, r.destination) for r in _state(pupil).registrations] == [(date(2026, 10, 5), "ehe")]
     assert "backdated_removal" not in third.flag_codes
     pupil.post("pupil.record_retracted", SCHOOL_A, {"reason": "entered_in_error"}, date(2026, 10, 5), corrects=third.record.event_id)
@@ -102,8 +103,12 @@ def test_a_placement_corrected_twice_then_ended() -> None:
     pupil = Pupil()
     pupil.admit(SCHOOL_A, SEPT)
     first = pupil.place(SCHOOL_A, date(2026, 9, 14))
-    second = pupil.post("pupil.ap_placement_started", SCHOOL_A, placement(SCHOOL_A, hours=10), date(2026, 9, 14), corrects=first).record.event_id
-    third = pupil.post("pupil.ap_placement_started", SCHOOL_A, placement(SCHOOL_A, hours=12), date(2026, 9, 15), corrects=second).record.event_id
+    second = pupil.post(
+        "pupil.ap_placement_started", SCHOOL_A, placement(SCHOOL_A, hours=10), date(2026, 9, 14), corrects=first
+    ).record.event_id
+    third = pupil.post(
+        "pupil.ap_placement_started", SCHOOL_A, placement(SCHOOL_A, hours=12), date(2026, 9, 15), corrects=second
+    ).record.event_id
     assert [(e.start_event_id, e.details["hours_per_week"]) for e in _state(pupil).episodes.values()] == [(third, 12)]
     pupil.refuse("placement_not_open", "pupil.ap_placement_ended", SCHOOL_A, {"placement_event_id": second, "outcome": "mainstream"}, OCT)
     pupil.post("pupil.ap_placement_ended", SCHOOL_A, {"placement_event_id": third, "outcome": "mainstream"}, OCT)
@@ -120,19 +125,38 @@ def test_through_the_ledger_history_shows_every_link_of_a_chain(world: World) ->
     for day, sen in ((date(2026, 9, 4), "K"), (date(2026, 9, 7), "E")):
         body = world.event("pupil.registered", SCHOOL_A, registration(SCHOOL_A, sen=sen), upn=UPN, occurred_on=day, corrects=links[-1])
         links.append(world.ledger.submit(world.sign(body)).event_id)
-    start = world.post("pupil.ap_placement_started", SCHOOL_A, {**placement(SCHOOL_A, PROVIDER), "tier": 2, "planned_end": "2026-12-18"},
-                       upn=UPN, occurred_on=date(2026, 9, 21))
-    fixed = world.ledger.submit(world.sign(world.event("pupil.ap_placement_started", SCHOOL_A,
-                                                       {**placement(SCHOOL_A, PROVIDER, 20), "tier": 2, "planned_end": "2026-12-18"},
-                                                       upn=UPN, occurred_on=date(2026, 9, 21), corrects=start.event_id)))
+    start = world.post(
+        "pupil.ap_placement_started",
+        SCHOOL_A,
+        {**placement(SCHOOL_A, PROVIDER), "tier": 2, "planned_end": "2026-12-18"},
+        upn=UPN,
+        occurred_on=date(2026, 9, 21),
+    )
+    fixed = world.ledger.submit(
+        world.sign(
+            world.event(
+                "pupil.ap_placement_started",
+                SCHOOL_A,
+                {**placement(SCHOOL_A, PROVIDER, 20), "tier": 2, "planned_end": "2026-12-18"},
+                upn=UPN,
+                occurred_on=date(2026, 9, 21),
+                corrects=start.event_id,
+            )
+        )
+    )
     history = world.ledger.pupil_history(UPN)
     assert [(e["event_id"], e["corrects"], e["superseded_by"]) for e in history["events"]] == [
-        (links[0], None, links[1]), (links[1], links[0], links[2]), (links[2], links[1], None),
-        (start.event_id, None, fixed.event_id), (fixed.event_id, start.event_id, None)]
+        (links[0], None, links[1]),
+        (links[1], links[0], links[2]),
+        (links[2], links[1], None),
+        (start.event_id, None, fixed.event_id),
+        (fixed.event_id, start.event_id, None),
+    ]
     assert history["on_roll"] == [{"school": SCHOOL_A, "enrolment_status": "C", "since": "2026-09-07", "sen_status": "E"}]
     assert [(o["started_by"], o["details"]["hours_per_week"]) for o in history["open"]] == [(fixed.event_id, 20)]
-    retraction = world.ledger.submit(world.sign(world.event("pupil.record_retracted", SCHOOL_A, {"reason": "wrong_pupil"}, upn=UPN,
-                                                            corrects=links[2])))
+    retraction = world.ledger.submit(
+        world.sign(world.event("pupil.record_retracted", SCHOOL_A, {"reason": "wrong_pupil"}, upn=UPN, corrects=links[2]))
+    )
     history = world.ledger.pupil_history(UPN)
     assert [e["superseded_by"] for e in history["events"][:3]] == [links[1], links[2], retraction.event_id]
     assert history["on_roll"] == []

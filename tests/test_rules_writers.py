@@ -53,9 +53,12 @@ def test_row_closed_organisation_records_only_its_past_and_starts_nothing() -> N
     pupil.refuse("org_closed", "pupil.registered", CLOSED_SCHOOL, registration(CLOSED_SCHOOL), date(2026, 10, 2))
     problem = pupil.refuse("org_closed", "pupil.excluded", CLOSED_SCHOOL, {"school": CLOSED_SCHOOL, **SUSPENSION}, date(2026, 10, 2))
     assert problem.path == "$.payload.occurred_on"
-    for event_type, data in (("pupil.registered", registration(CLOSED_SCHOOL, "S")), ("pupil.ap_placement_started", placement(CLOSED_SCHOOL)),
-                             ("pupil.part_time_timetable_started", {"school": CLOSED_SCHOOL, "hours_per_week": 10}),
-                             ("pupil.managed_move_started", {"school": CLOSED_SCHOOL, "host_school": SCHOOL_A})):
+    for event_type, data in (
+        ("pupil.registered", registration(CLOSED_SCHOOL, "S")),
+        ("pupil.ap_placement_started", placement(CLOSED_SCHOOL)),
+        ("pupil.part_time_timetable_started", {"school": CLOSED_SCHOOL, "hours_per_week": 10}),
+        ("pupil.managed_move_started", {"school": CLOSED_SCHOOL, "host_school": SCHOOL_A}),
+    ):
         assert pupil.refuse("org_closed", event_type, CLOSED_SCHOOL, data, date(2026, 9, 20)).path == "$.payload.type"
     pupil.post("pupil.excluded", CLOSED_SCHOOL, {"school": CLOSED_SCHOOL, **SUSPENSION}, date(2026, 9, 21))  # reported late: allowed
     pupil.post("pupil.registered", CLOSED_SCHOOL, registration(CLOSED_SCHOOL, sen="K"), SEPT, corrects=admitted)  # its own correction
@@ -158,8 +161,12 @@ def test_row_placement_review_and_end() -> None:
     pupil = Pupil()
     pupil.admit(SCHOOL_A, SEPT)
     start = pupil.place(LA, date(2026, 9, 14), PROVIDER)
-    assert pupil.refuse("not_owner", "pupil.ap_placement_reviewed", SCHOOL_A, {"placement_event_id": start, "outcome": "continue"},
-                        OCT).category is Category.FORBIDDEN
+    assert (
+        pupil.refuse(
+            "not_owner", "pupil.ap_placement_reviewed", SCHOOL_A, {"placement_event_id": start, "outcome": "continue"}, OCT
+        ).category
+        is Category.FORBIDDEN
+    )
     pupil.refuse("not_owner", "pupil.ap_placement_ended", SCHOOL_B, {"placement_event_id": start, "outcome": "mainstream"}, OCT)
     pupil.post("pupil.ap_placement_reviewed", LA, {"placement_event_id": start, "outcome": "continue"}, OCT)
     pupil.post("pupil.ap_placement_ended", PROVIDER, {"placement_event_id": start, "outcome": "mainstream"}, OCT)  # the setting
@@ -182,7 +189,9 @@ def test_row_managed_move_and_part_time_timetable() -> None:
     pupil.refuse("not_on_roll", "pupil.managed_move_started", SCHOOL_A, move, date(2026, 9, 1))
     pupil.refuse("unknown_pupil", "pupil.part_time_timetable_started", SCHOOL_B, {"school": SCHOOL_B, "hours_per_week": 10}, OCT)
     started = pupil.post("pupil.managed_move_started", SCHOOL_A, move, OCT).record.event_id
-    pupil.refuse("not_owner", "pupil.managed_move_ended", SCHOOL_B, {"managed_move_event_id": started, "outcome": "returned"}, date(2026, 11, 2))
+    pupil.refuse(
+        "not_owner", "pupil.managed_move_ended", SCHOOL_B, {"managed_move_event_id": started, "outcome": "returned"}, date(2026, 11, 2)
+    )
     pupil.post("pupil.managed_move_ended", SCHOOL_A, {"managed_move_event_id": started, "outcome": "returned"}, date(2026, 11, 2))
     timetable = pupil.post("pupil.part_time_timetable_started", SCHOOL_A, {"school": SCHOOL_A, "hours_per_week": 10}, OCT).record.event_id
     pupil.post("pupil.part_time_timetable_ended", SCHOOL_A, {"timetable_event_id": timetable}, date(2026, 10, 20))
@@ -236,8 +245,10 @@ def test_row_corrections_and_retractions() -> None:
     admitted = pupil.admit(SCHOOL_A, SEPT)
     pupil.refuse("corrects_required", "pupil.record_retracted", SCHOOL_A, {"reason": "duplicate"}, OCT)
     pupil.refuse("correction_target_unknown", "pupil.record_retracted", SCHOOL_A, {"reason": "duplicate"}, OCT, corrects=UPN)
-    assert pupil.refuse("correction_not_own", "pupil.record_retracted", SCHOOL_B, {"reason": "duplicate"}, OCT,
-                        corrects=admitted).category is Category.FORBIDDEN
+    assert (
+        pupil.refuse("correction_not_own", "pupil.record_retracted", SCHOOL_B, {"reason": "duplicate"}, OCT, corrects=admitted).category
+        is Category.FORBIDDEN
+    )
     pupil.refuse("correction_type", "pupil.deregistered", SCHOOL_A, removal(SCHOOL_A), OCT, corrects=admitted)
     pupil.post("pupil.record_retracted", SCHOOL_A, {"reason": "duplicate"}, OCT, corrects=admitted)
 

@@ -39,8 +39,11 @@ def repository_files(root: Path) -> list[Path]:
     if (root / ".git").exists() and shutil.which("git"):
         listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=root, capture_output=True, check=True).stdout
         return sorted(root / name for name in listed.decode().split("\0") if name and (root / name).is_file())
-    return sorted(p for p in root.rglob("*") if p.is_file() and not SKIPPED_DIRS & set(p.relative_to(root).parts[:-1])
-                  and not p.name.endswith(".egg-info"))
+    return sorted(
+        p
+        for p in root.rglob("*")
+        if p.is_file() and not SKIPPED_DIRS & set(p.relative_to(root).parts[:-1]) and not p.name.endswith(".egg-info")
+    )
 
 
 def escapes(root: Path, base: Path, relative: str) -> bool:
@@ -56,12 +59,18 @@ def outside_references(root: Path, path: Path, text: str) -> list[str]:
         found += [f"{where}: {m.group(0)!r}" for pattern in FORBIDDEN for m in pattern.finditer(line)]
         if path.suffix == ".py":
             found += [f"{where}: {m.group(0)!r} is above the repository" for m in PARENTS.finditer(line) if int(m.group(1)) >= depth]
-            found += [f"{where}: {m.group(0)!r} is above the repository" for m in PARENT_CHAIN.finditer(line)
-                      if m.group(1).count(".parent") - 1 >= depth]
+            found += [
+                f"{where}: {m.group(0)!r} is above the repository"
+                for m in PARENT_CHAIN.finditer(line)
+                if m.group(1).count(".parent") - 1 >= depth
+            ]
         found += [f"{where}: {m.group(0)!r} leads outside" for m in RELATIVE.finditer(line) if escapes(root, path.parent, m.group(0))]
         if path.suffix == ".md":
-            found += [f"{where}: link {target!r} leads outside" for target in MARKDOWN_LINK.findall(line)
-                      if "://" not in target and not target.startswith("mailto:") and escapes(root, path.parent, target)]
+            found += [
+                f"{where}: link {target!r} leads outside"
+                for target in MARKDOWN_LINK.findall(line)
+                if "://" not in target and not target.startswith("mailto:") and escapes(root, path.parent, target)
+            ]
     return found
 
 
@@ -126,7 +135,9 @@ def run_in(copy: Path, *args: str, timeout: float = 300) -> subprocess.Completed
 def test_readme_command_2_collects_from_a_copy_with_nothing_beside_it(tmp_path: Path) -> None:
     copy = lone_copy(tmp_path)
     assert sorted(p.name for p in copy.parent.parent.iterdir()) == ["lone"] and [p.name for p in copy.parent.iterdir()] == ["pupil-ledger"]
-    where = run_in(copy, "-c", "import ledger, projections, api, tests; print(ledger.__file__, projections.__file__, api.__file__, tests.__file__)")
+    where = run_in(
+        copy, "-c", "import ledger, projections, api, tests; print(ledger.__file__, projections.__file__, api.__file__, tests.__file__)"
+    )
     assert where.returncode == 0, where.stderr
     assert all(Path(p).is_relative_to(copy) for p in where.stdout.split()), f"the copy's code is not the code imported: {where.stdout}"
     collected = run_in(copy, "-m", "pytest", "-q", "--collect-only", "-p", "no:cacheprovider")
@@ -135,10 +146,13 @@ def test_readme_command_2_collects_from_a_copy_with_nothing_beside_it(tmp_path: 
     assert count and int(count.group(1)) > 300, collected.stdout[-2000:]
 
 
-@pytest.mark.parametrize("check", [
-    "from tests.conftest import VECTORS; assert (VECTORS / 'README.md').is_file(), VECTORS; print(VECTORS)",
-    "from ledger.dfe import data_dir; assert (data_dir() / 'spc_ap_setting.csv').is_file(); print(data_dir())",
-])
+@pytest.mark.parametrize(
+    "check",
+    [
+        "from tests.conftest import VECTORS; assert (VECTORS / 'README.md').is_file(), VECTORS; print(VECTORS)",
+        "from ledger.dfe import data_dir; assert (data_dir() / 'spc_ap_setting.csv').is_file(); print(data_dir())",
+    ],
+)
 def test_a_copy_reads_its_own_vectors_and_data(tmp_path: Path, check: str) -> None:
     copy = lone_copy(tmp_path)
     got = run_in(copy, "-c", check)

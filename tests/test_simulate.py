@@ -58,8 +58,13 @@ def test_every_simulated_pupil_event_passes_the_pupil_rules_whatever_the_rates(s
     """Each pupil's events, in the order the ledger receives them, pass ``check_pupil`` even with every rare path
     common. (At national rates a placement that never ended, followed by a move, once put the old school's
     placement after the pupil had left: 6 of 2 million events, so the rates are raised here to find it.)"""
-    for name, rate in [("AP_PLACEMENT_RATE", 0.5), ("PART_TIME_RATE", 0.3), ("MANAGED_MOVE_RATE", 0.3), ("TRANSFER_RATE", 0.4),
-                       ("SUSPENSION_RATE", 0.5)]:
+    for name, rate in [
+        ("AP_PLACEMENT_RATE", 0.5),
+        ("PART_TIME_RATE", 0.3),
+        ("MANAGED_MOVE_RATE", 0.3),
+        ("TRANSFER_RATE", 0.4),
+        ("SUSPENSION_RATE", 0.5),
+    ]:
         monkeypatch.setattr(simulate, name, rate)
     histories: dict[str, list[Record]] = {}
     received = datetime.combine(TODAY, time(12), tzinfo=UTC)
@@ -104,7 +109,9 @@ def test_no_event_is_reported_after_the_start_of_its_today_in_utc() -> None:
     timeline.add(date(2026, 11, 19), "urn:100000", "pupil.registered", {"school": "urn:100000", "enrolment_status": "C", "year_group": "7"})
     timeline.add(date(2026, 11, 18), "urn:100000", "pupil.registered", {"school": "urn:100000", "enrolment_status": "C", "year_group": "7"})
     assert [body["reported_at"] for _, _, body in timeline.events] == ["2026-11-20T00:00:00Z", "2026-11-19T10:00:00Z"]
-    reported = [datetime.fromisoformat(body["reported_at"]) for area in simulate_nation(3_000, seed=3, today=TODAY) for _, body in area.events]
+    reported = [
+        datetime.fromisoformat(body["reported_at"]) for area in simulate_nation(3_000, seed=3, today=TODAY) for _, body in area.events
+    ]
     assert max(reported) <= start_of_today
 
 

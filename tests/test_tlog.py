@@ -31,9 +31,22 @@ def test_tile_index_encoding(n: int, path: str) -> None:
     assert tiles.parse_tile_path(f"tile/entries/{path}") == tiles.TileRef(-1, n, 256)
 
 
-@pytest.mark.parametrize("bad", ["tile/0/1", "tile/0/x000/001", "tile/0/001.p/256", "tile/0/001.p/0", "tile/0/001.p/07", "tile/x/001",
-                                 "tile/0/../001", "tile/64/000",
-                                 "tile/0/001\n", "tile/entries/000.p/7\n", "tile/0/001\r"])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "tile/0/1",
+        "tile/0/x000/001",
+        "tile/0/001.p/256",
+        "tile/0/001.p/0",
+        "tile/0/001.p/07",
+        "tile/x/001",
+        "tile/0/../001",
+        "tile/64/000",
+        "tile/0/001\n",
+        "tile/entries/000.p/7\n",
+        "tile/0/001\r",
+    ],
+)
 def test_bad_tile_paths_are_rejected(bad: str) -> None:
     with pytest.raises(tiles.TilePathError):
         tiles.parse_tile_path(bad)
@@ -83,8 +96,10 @@ def fill(world: World, n: int, first: int = 1) -> list[str]:
 def expected_leaves(world: World) -> list[bytes]:
     """Leaf hashes recomputed from the ledger's own index, in sequence order (independently of the sealer)."""
     rows = world.ledger.store.query("SELECT received_at, event_digest, envelope_digest FROM ledger_index ORDER BY sequence")
-    return [merkle.leaf_hash(rfc8785.dumps({"index": i, "received_at": r[0], "event_digest": r[1], "envelope_digest": r[2]}))
-            for i, r in enumerate(rows)]
+    return [
+        merkle.leaf_hash(rfc8785.dumps({"index": i, "received_at": r[0], "event_digest": r[1], "envelope_digest": r[2]}))
+        for i, r in enumerate(rows)
+    ]
 
 
 def log_vkey(world: World) -> str:
@@ -157,15 +172,21 @@ def test_log_endpoints_serve_checkpoint_tiles_and_proofs(world: World) -> None:
         assert [merkle.leaf_hash(e) for e in bundle] == leaves[:256]
 
         body = client.get("/log/proof/inclusion", params={"event_id": ids[10]}).json()
-        merkle.verify_inclusion(base64.b64decode(body["leaf_hash"]), body["leaf_index"], body["tree_size"],
-                                [base64.b64decode(p) for p in body["proof"]], checkpoint.root)
+        merkle.verify_inclusion(
+            base64.b64decode(body["leaf_hash"]),
+            body["leaf_index"],
+            body["tree_size"],
+            [base64.b64decode(p) for p in body["proof"]],
+            checkpoint.root,
+        )
         assert body["checkpoint"] == note
         assert client.get("/log/proof/inclusion", params={"index": 3, "event_id": ids[0]}).status_code == 400
         assert client.get("/log/proof/inclusion", params={"index": 10_000}).status_code == 404
 
         body = client.get("/log/proof/consistency", params={"first": 5}).json()
-        merkle.verify_consistency(5, body["second"], [base64.b64decode(p) for p in body["proof"]], merkle.root_of(leaves[:5]),
-                                  checkpoint.root)
+        merkle.verify_consistency(
+            5, body["second"], [base64.b64decode(p) for p in body["proof"]], merkle.root_of(leaves[:5]), checkpoint.root
+        )
         assert client.get("/log/proof/consistency", params={"first": len(leaves) + 1}).status_code == 422
 
         proof = client.get(f"/events/{ids[0]}/tlog-proof")

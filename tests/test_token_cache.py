@@ -38,8 +38,9 @@ def client(world: World, token: str) -> TestClient:
     return TestClient(create_app(world.ledger), headers={"authorization": f"Bearer {token}"}, raise_server_exceptions=False)
 
 
-def test_a_verified_token_is_answered_without_the_database_until_the_recheck(world: World, ticks: Ticks,
-                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_verified_token_is_answered_without_the_database_until_the_recheck(
+    world: World, ticks: Ticks, monkeypatch: pytest.MonkeyPatch
+) -> None:
     ledger = world.ledger
     token = ledger.issue_token(SCHOOL_A, "school")
     principal = ledger.authenticate(token)

@@ -47,9 +47,17 @@ def test_an_independent_verifier_checks_everything_the_server_serves(world: Worl
         saved: list[iv.Checkpoint] = []
         with httpx.Client(base_url=server.url, headers={"authorization": f"Bearer {token}"}) as client:
             for batch in range(4):
-                envelopes = [world.sign(world.event("pupil.registered", SCHOOL_A, {
-                    "school": SCHOOL_A, "enrolment_status": "C", "year_group": "9", "sen_status": "N", "looked_after": False},
-                    upn=upn(batch * 1000 + i))) for i in range(1, 31 + batch * 40)]
+                envelopes = [
+                    world.sign(
+                        world.event(
+                            "pupil.registered",
+                            SCHOOL_A,
+                            {"school": SCHOOL_A, "enrolment_status": "C", "year_group": "9", "sen_status": "N", "looked_after": False},
+                            upn=upn(batch * 1000 + i),
+                        )
+                    )
+                    for i in range(1, 31 + batch * 40)
+                ]
                 assert client.post("/batches", json={"envelopes": envelopes}).status_code == 201
                 size = ledger.store.count_events()
                 saved.append(iv.verify_checkpoint(wait_sealed(server.url, size), vkey))
@@ -62,6 +70,7 @@ def test_an_independent_verifier_checks_everything_the_server_serves(world: Worl
             for one, two in itertools.combinations(saved, 2):
                 body = client.get("/log/proof/consistency", params={"first": one.size, "second": two.size}).json()
                 iv.verify_consistency(one.size, two.size, [base64.b64decode(p) for p in body["proof"]], one.root, two.root)
+
             def http_fetch(path: str) -> bytes:
                 response = client.get(f"/log/{path}")
                 if response.status_code == 404:
@@ -77,8 +86,8 @@ def test_an_independent_verifier_checks_everything_the_server_serves(world: Worl
 def entry_at(offset: int) -> int:
     """Which entry of the foreign log's first bundle holds byte ``offset``."""
     data, i, n = (FOREIGN / "tile/entries/000").read_bytes(), 0, 0
-    while i + 2 + int.from_bytes(data[i:i + 2], "big") <= offset:
-        i, n = i + 2 + int.from_bytes(data[i:i + 2], "big"), n + 1
+    while i + 2 + int.from_bytes(data[i : i + 2], "big") <= offset:
+        i, n = i + 2 + int.from_bytes(data[i : i + 2], "big"), n + 1
     return n
 
 
@@ -87,8 +96,12 @@ def test_verify_audit_accepts_a_log_written_by_another_implementation_and_reject
     vkey = (FOREIGN / "vkey").read_text().strip()
     ok = run_cli(settings, "verify", "audit", str(FOREIGN), "--vkey", vkey)
     assert "OK: example.com/foreign-log size 66085" in ok.stdout
-    for relative, offset, expect in [("tile/0/001", 40, "entry 257"), ("tile/entries/000", 10, f"entry {entry_at(10)}"),
-                                     ("tile/1/000", 100, "does not match the tiles below"), ("checkpoint", 30, "checkpoint")]:
+    for relative, offset, expect in [
+        ("tile/0/001", 40, "entry 257"),
+        ("tile/entries/000", 10, f"entry {entry_at(10)}"),
+        ("tile/1/000", 100, "does not match the tiles below"),
+        ("checkpoint", 30, "checkpoint"),
+    ]:
         copy = tmp_path / relative.replace("/", "_")
         shutil.copytree(FOREIGN, copy)
         data = bytearray((copy / relative).read_bytes())
@@ -232,18 +245,27 @@ def test_verify_audit_store_command_reports_the_first_bad_index(sealed: World) -
 @pytest.mark.slow
 def test_killing_the_sealer_mid_batch_and_restarting_gives_the_same_tree(world: World) -> None:
     ledger = world.ledger
-    bodies = [world.sign(world.event("pupil.registered", SCHOOL_A, {
-        "school": SCHOOL_A, "enrolment_status": "C", "year_group": "9", "sen_status": "N", "looked_after": False}, upn=upn(i)))
-        for i in range(1, 3001)]
+    bodies = [
+        world.sign(
+            world.event(
+                "pupil.registered",
+                SCHOOL_A,
+                {"school": SCHOOL_A, "enrolment_status": "C", "year_group": "9", "sen_status": "N", "looked_after": False},
+                upn=upn(i),
+            )
+        )
+        for i in range(1, 3001)
+    ]
     for start in range(0, len(bodies), 500):
-        ledger.submit_batch(bodies[start:start + 500])
+        ledger.submit_batch(bodies[start : start + 500])
     total = ledger.store.count_events()
     want = merkle.root_of([merkle.leaf_hash(e) for e in _entries_from_index(world)])
     log, batch, kills = Log(ledger.store), 400, 0
     while kills < 5 and log.tree_size() < total:
         before = log.tree_size()
-        process = subprocess.Popen([*CLI, "seal", "--batch", str(batch)], env=env_for(ledger.settings),
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        process = subprocess.Popen(
+            [*CLI, "seal", "--batch", str(batch)], env=env_for(ledger.settings), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         deadline = time.monotonic() + 30
         while log.tree_size() == before and process.poll() is None and time.monotonic() < deadline:
             time.sleep(0.002)
@@ -277,8 +299,14 @@ def test_verify_commands_against_a_live_server(world: World, tmp_path: Path) -> 
     try:
         settings = ledger.settings
         env_path = tmp_path / "envelope.json"
-        signed = world.sign(world.event("pupil.registered", SCHOOL_A, {
-            "school": SCHOOL_A, "enrolment_status": "C", "year_group": "9", "sen_status": "N", "looked_after": False}, upn=upn(1)))
+        signed = world.sign(
+            world.event(
+                "pupil.registered",
+                SCHOOL_A,
+                {"school": SCHOOL_A, "enrolment_status": "C", "year_group": "9", "sen_status": "N", "looked_after": False},
+                upn=upn(1),
+            )
+        )
         env_path.write_text(envelope.decode(signed).canonical_bytes.decode())
         token = ledger.issue_token(SCHOOL_A, "school")
         assert httpx.post(f"{server.url}/events", json=signed, headers={"authorization": f"Bearer {token}"}).status_code == 201
@@ -290,20 +318,38 @@ def test_verify_commands_against_a_live_server(world: World, tmp_path: Path) -> 
         url = ["--url", server.url]
         assert "OK:" in run_cli(settings, "verify", "checkpoint", str(tmp_path / "new.txt"), "--vkey", str(vkey)).stdout
         proof = tmp_path / "envelope.tlog-proof"
-        assert "OK: event" in run_cli(settings, "verify", "inclusion", str(env_path), "--vkey", str(vkey), "--save", str(proof), *url).stdout
-        assert "carries this envelope" in run_cli(settings, "verify", "proof", str(proof), "--envelope", str(env_path),
-                                                   "--vkey", str(vkey)).stdout
-        assert "extends" in run_cli(settings, "verify", "consistency", str(tmp_path / "old.txt"), str(tmp_path / "new.txt"),
-                                    "--vkey", str(vkey), *url).stdout
+        assert (
+            "OK: event" in run_cli(settings, "verify", "inclusion", str(env_path), "--vkey", str(vkey), "--save", str(proof), *url).stdout
+        )
+        assert (
+            "carries this envelope"
+            in run_cli(settings, "verify", "proof", str(proof), "--envelope", str(env_path), "--vkey", str(vkey)).stdout
+        )
+        assert (
+            "extends"
+            in run_cli(
+                settings, "verify", "consistency", str(tmp_path / "old.txt"), str(tmp_path / "new.txt"), "--vkey", str(vkey), *url
+            ).stdout
+        )
         assert "OK:" in run_cli(settings, "verify", "audit", server.url, "--vkey", str(vkey)).stdout
         forged = tmp_path / "forged.txt"
-        forged.write_text((tmp_path / "new.txt").read_text().replace("\n", "\n", 1).replace(
-            (tmp_path / "new.txt").read_text().split("\n")[1], "999", 1))
+        forged.write_text(
+            (tmp_path / "new.txt").read_text().replace("\n", "\n", 1).replace((tmp_path / "new.txt").read_text().split("\n")[1], "999", 1)
+        )
         assert run_cli(settings, "verify", "checkpoint", str(forged), "--vkey", str(vkey), check=False).returncode == 1
         other = tmp_path / "other.json"
-        other.write_text(envelope.decode(world.sign(world.event("pupil.registered", SCHOOL_A, {
-            "school": SCHOOL_A, "enrolment_status": "C", "year_group": "9", "sen_status": "N", "looked_after": False}, upn=upn(3))))
-            .canonical_bytes.decode())
+        other.write_text(
+            envelope.decode(
+                world.sign(
+                    world.event(
+                        "pupil.registered",
+                        SCHOOL_A,
+                        {"school": SCHOOL_A, "enrolment_status": "C", "year_group": "9", "sen_status": "N", "looked_after": False},
+                        upn=upn(3),
+                    )
+                )
+            ).canonical_bytes.decode()
+        )
         mismatch = run_cli(settings, "verify", "proof", str(proof), "--envelope", str(other), "--vkey", str(vkey), check=False)
         assert mismatch.returncode == 1 and "not this envelope" in mismatch.stderr
     finally:

@@ -81,25 +81,78 @@ def build_scene(w: World) -> Scene:
     reasons = ["BEHAVIOUR"] * 11 + ["MENTAL_HEALTH"] * 2 + ["OTHER"]
     placements = []
     for i, reason in enumerate(reasons):  # 14 placements commissioned by school A at the registered provider
-        placements.append(w.post("pupil.ap_placement_started", SCHOOL_A, {
-            "commissioner": SCHOOL_A, "setting": PROVIDER, "setting_type": "UKPRN", "tier": 2 if i % 3 else 3, "reason": reason,
-            "hours_per_week": 20, "dual_registered": False, **({"planned_end": "2026-12-18"} if i % 3 else {})},
-            upn=s.pupils[i], occurred_on=date(2026, 9, 10)).event_id)
+        placements.append(
+            w.post(
+                "pupil.ap_placement_started",
+                SCHOOL_A,
+                {
+                    "commissioner": SCHOOL_A,
+                    "setting": PROVIDER,
+                    "setting_type": "UKPRN",
+                    "tier": 2 if i % 3 else 3,
+                    "reason": reason,
+                    "hours_per_week": 20,
+                    "dual_registered": False,
+                    **({"planned_end": "2026-12-18"} if i % 3 else {}),
+                },
+                upn=s.pupils[i],
+                occurred_on=date(2026, 9, 10),
+            ).event_id
+        )
     for i in range(3):  # three full-time at the unregistered provider, commissioned by the LA
-        w.post("pupil.ap_placement_started", LA, {"commissioner": LA, "setting": UPROV, "setting_type": "OTH", "tier": 2, "reason": "BEHAVIOUR",
-                                                  "hours_per_week": 25, "dual_registered": False, "planned_end": "2026-12-18"},
-               upn=s.pupils[40 + i], occurred_on=date(2026, 9, 14))
+        w.post(
+            "pupil.ap_placement_started",
+            LA,
+            {
+                "commissioner": LA,
+                "setting": UPROV,
+                "setting_type": "OTH",
+                "tier": 2,
+                "reason": "BEHAVIOUR",
+                "hours_per_week": 25,
+                "dual_registered": False,
+                "planned_end": "2026-12-18",
+            },
+            upn=s.pupils[40 + i],
+            occurred_on=date(2026, 9, 14),
+        )
     for event_id, pupil in zip(placements[:5], s.pupils[:5], strict=True):
-        w.post("pupil.ap_placement_ended", SCHOOL_A, {"placement_event_id": event_id, "outcome": "mainstream"}, upn=pupil, occurred_on=date(2026, 9, 30))
+        w.post(
+            "pupil.ap_placement_ended",
+            SCHOOL_A,
+            {"placement_event_id": event_id, "outcome": "mainstream"},
+            upn=pupil,
+            occurred_on=date(2026, 9, 30),
+        )
     for i in range(12):
-        w.post("pupil.excluded", SCHOOL_A, {"school": SCHOOL_A, "kind": "SUSP", "sessions": 2, "reasons": ["VP" if i < 10 else "DA"]},
-               upn=s.pupils[20 + i], occurred_on=date(2026, 9, 21))
-    w.post("pupil.excluded", ACADEMY, {"school": ACADEMY, "kind": "SUSP", "sessions": 2, "reasons": ["VP"]}, upn=s.pupils[60], occurred_on=date(2026, 9, 22))
+        w.post(
+            "pupil.excluded",
+            SCHOOL_A,
+            {"school": SCHOOL_A, "kind": "SUSP", "sessions": 2, "reasons": ["VP" if i < 10 else "DA"]},
+            upn=s.pupils[20 + i],
+            occurred_on=date(2026, 9, 21),
+        )
+    w.post(
+        "pupil.excluded",
+        ACADEMY,
+        {"school": ACADEMY, "kind": "SUSP", "sessions": 2, "reasons": ["VP"]},
+        upn=s.pupils[60],
+        occurred_on=date(2026, 9, 22),
+    )
     for i in range(3):
-        w.post("pupil.deregistered", SCHOOL_B, {"school": SCHOOL_B, "ground": "continuous_absence_20_days", "destination": "unknown"},
-               upn=s.pupils[45 + i], occurred_on=date(2026, 9, 25))
-    w.post("accountability.concern_raised", "dfe:regions", {"category": "exclusions", "metric": "suspension_rate", "metric_value": 12.5,
-                                                            "metric_as_of": "2026-10-01"}, org=LA)
+        w.post(
+            "pupil.deregistered",
+            SCHOOL_B,
+            {"school": SCHOOL_B, "ground": "continuous_absence_20_days", "destination": "unknown"},
+            upn=s.pupils[45 + i],
+            occurred_on=date(2026, 9, 25),
+        )
+    w.post(
+        "accountability.concern_raised",
+        "dfe:regions",
+        {"category": "exclusions", "metric": "suspension_rate", "metric_value": 12.5, "metric_as_of": "2026-10-01"},
+        org=LA,
+    )
     ledger = w.ledger
     s.tokens = {
         "admin": w.admin_token,
@@ -189,7 +242,15 @@ def shown(value: Any) -> str:
 
 def test_public_pages_load_and_agree_with_the_api(scene: Scene) -> None:
     with client(scene) as c:
-        for path in ("/", "/reports/england", "/reports/la/801", "/reports/la/la:801", f"/reports/trust/{TRUST[6:]}", "/reports/definitions", "/sign-in"):
+        for path in (
+            "/",
+            "/reports/england",
+            "/reports/la/801",
+            "/reports/la/la:801",
+            f"/reports/trust/{TRUST[6:]}",
+            "/reports/definitions",
+            "/sign-in",
+        ):
             r = c.get(path, params={"as_of": AS_OF.isoformat()})
             assert r.status_code == 200, (path, r.text[:500])
             assert r.headers["content-type"].startswith("text/html")
@@ -248,8 +309,15 @@ def test_public_pages_name_no_pupil_and_no_unpublished_provider(scene: Scene) ->
     with client(scene) as c:
         pseudonyms = {str(row[0]) for row in scene.ledger.store.query("SELECT DISTINCT subject FROM pv_pupil_facts")}
         assert pseudonyms
-        for path in ("/", "/reports/england", "/reports/la/801", "/reports/la/801.csv", "/reports/la/801.json", f"/reports/trust/{TRUST[6:]}",
-                     f"/reports/trust/{TRUST[6:]}.json"):
+        for path in (
+            "/",
+            "/reports/england",
+            "/reports/la/801",
+            "/reports/la/801.csv",
+            "/reports/la/801.json",
+            f"/reports/trust/{TRUST[6:]}",
+            f"/reports/trust/{TRUST[6:]}.json",
+        ):
             body = c.get(path, params={"as_of": AS_OF.isoformat()}).text
             assert not UPN_RE.search(body), path
             assert not any(p in body for p in pseudonyms), path
@@ -263,7 +331,11 @@ def test_a_small_count_is_never_published(scene: Scene) -> None:
             threshold = report["disclosure"]["threshold"]
             assert threshold == Rules().threshold
             for f in report["figures"]:
-                values = [f["value"], f["national_value"], *(x for cat in f.get("categories", []) for x in (cat["value"], cat["national_value"]))]
+                values = [
+                    f["value"],
+                    f["national_value"],
+                    *(x for cat in f.get("categories", []) for x in (cat["value"], cat["national_value"])),
+                ]
                 if f["kind"] in ("count", "breakdown"):
                     assert not any(isinstance(v, int) and 0 < v < threshold for v in values), (path, f)
 
@@ -328,7 +400,9 @@ def test_sign_in_refuses_a_forged_form_another_site_and_bad_tokens(scene: Scene)
         assert c.post("/sign-in", data={"token": token, "csrf_token": "f" * 64}, follow_redirects=False).status_code == 403
         form = c.get("/sign-in")
         csrf = re.search(r'name="csrf_token" value="([0-9a-f]{64})"', form.text).group(1)  # type: ignore[union-attr]
-        cross = c.post("/sign-in", data={"token": token, "csrf_token": csrf}, headers={"origin": "https://evil.example"}, follow_redirects=False)
+        cross = c.post(
+            "/sign-in", data={"token": token, "csrf_token": csrf}, headers={"origin": "https://evil.example"}, follow_redirects=False
+        )
         assert cross.status_code == 403 and SESSION_COOKIE not in cross.headers.get("set-cookie", "")
         for bad in ("", "plt_00000000_nope", "x" * 9000, "plt_\u0000\u0001"):
             r = c.post("/sign-in", data={"token": bad, "csrf_token": csrf}, follow_redirects=False)
@@ -349,7 +423,15 @@ def test_a_revoked_token_ends_its_session_at_once_and_a_forged_cookie_is_ignored
 
 
 DASHBOARD_PAGES = ("", "trends", "units", "placements", "providers", "cases")
-SCOPES = [("national", "england"), ("la", LA), ("la", "la:802"), ("trust", TRUST), ("school", SCHOOL_A), ("school", ACADEMY), ("school", SCHOOL_B)]
+SCOPES = [
+    ("national", "england"),
+    ("la", LA),
+    ("la", "la:802"),
+    ("trust", TRUST),
+    ("school", SCHOOL_A),
+    ("school", ACADEMY),
+    ("school", SCHOOL_B),
+]
 
 
 ROLES = ("admin", "la", "other_la", "school", "trust", "regions", "inspector", "researcher")
@@ -403,7 +485,13 @@ def test_dashboard_figures_equal_the_api_and_every_page_renders(scene: Scene) ->
 def test_a_csv_download_equals_the_table_shown_sorted_and_filtered(scene: Scene) -> None:
     with client(scene) as c:
         headers = {"authorization": f"Bearer {scene.tokens['la']}"}
-        q = {"as_of": AS_OF.isoformat(), "group": "exclusions", "units-sort": "pupils_on_roll", "units-order": "descending", "units-q": "test"}
+        q = {
+            "as_of": AS_OF.isoformat(),
+            "group": "exclusions",
+            "units-sort": "pupils_on_roll",
+            "units-order": "descending",
+            "units-q": "test",
+        }
         page = c.get(f"/dashboards/la/{LA}/units", params=q, headers=headers)
         shown_rows = parse(page.text).tables["units"]
         download = c.get(f"/dashboards/la/{LA}/units", params={**q, "format": "csv", "table": "units"}, headers=headers)
@@ -422,7 +510,9 @@ def test_an_inspector_reads_a_pupils_history_with_a_purpose_and_the_read_is_reco
         assert form.headers["cache-control"] == "no-store"
         csrf = re.search(r'name="csrf_token" value="([0-9a-f]{64})"', form.text).group(1)  # type: ignore[union-attr]
         before = c.get("/access-log", headers={"authorization": f"Bearer {scene.tokens['admin']}"}).json()
-        read = c.post("/dashboards/pupil", data={"csrf_token": csrf, "upn": scene.pupils[0], "purpose": "inspection", "reference": "INSP-7"})
+        read = c.post(
+            "/dashboards/pupil", data={"csrf_token": csrf, "upn": scene.pupils[0], "purpose": "inspection", "reference": "INSP-7"}
+        )
         assert read.status_code == 200 and "pupil.registered" in read.text and read.headers["cache-control"] == "no-store"
         access_id = re.search(r"recorded in the ledger as event <code>([0-9a-f-]{36})</code>", read.text)
         assert access_id
@@ -468,7 +558,7 @@ def test_charts_are_deterministic_accessible_svg_without_inline_style_or_script(
     a = charts.bar_chart("x", "Title <b>", ["A", "B"], [("LA", [5, None]), ("England", [7, 9])], "desc & more")
     b = charts.bar_chart("x", "Title <b>", ["A", "B"], [("LA", [5, None]), ("England", [7, 9])], "desc & more")
     assert a == b and a is not None
-    assert 'role="img"' in a and "<title id=\"chart-x-title\">Title &lt;b&gt;</title>" in a and "desc &amp; more" in a
+    assert 'role="img"' in a and '<title id="chart-x-title">Title &lt;b&gt;</title>' in a and "desc &amp; more" in a
     assert "<style" not in a and "<script" not in a and "style=" not in a
     assert charts.bar_chart("y", "t", ["A"], [("LA", [None])], "d") is None
 
@@ -485,8 +575,17 @@ def test_report_publish_is_reproducible_and_verify_recomputes_it_from_the_log(sc
     files = sorted(p.relative_to(first).as_posix() for p in first.rglob("*") if p.is_file())
     assert files == sorted(p.relative_to(second).as_posix() for p in second.rglob("*") if p.is_file())
     assert all((first / f).read_bytes() == (second / f).read_bytes() for f in files)
-    assert {"index.html", "checkpoint.txt", "manifest.json", "reports/la/801.json", "reports/la/801.csv", "reports/la/801/index.html",
-            "reports/england.json", "reports/trust/TR00001.json", "assets/govuk-frontend.min.css"} <= set(files)
+    assert {
+        "index.html",
+        "checkpoint.txt",
+        "manifest.json",
+        "reports/la/801.json",
+        "reports/la/801.csv",
+        "reports/la/801/index.html",
+        "reports/england.json",
+        "reports/trust/TR00001.json",
+        "assets/govuk-frontend.min.css",
+    } <= set(files)
     manifest = json.loads((first / "manifest.json").read_text())
     assert manifest["files"]["reports/la/801.json"] == hashlib.sha256((first / "reports/la/801.json").read_bytes()).hexdigest()
     assert run_cli(settings, "report", "verify", str(first)).returncode == 0
@@ -528,15 +627,26 @@ def test_every_page_type_is_valid_html(scene: Scene, settings: Settings, tmp_pat
     pages.mkdir()
     q = {"as_of": AS_OF.isoformat()}
     with client(scene) as c:
-        for name, path in [("start", "/"), ("england", "/reports/england"), ("la", "/reports/la/801"), ("trust", f"/reports/trust/{TRUST[6:]}"),
-                           ("definitions", "/reports/definitions"), ("sign-in", "/sign-in"), ("not-found", "/reports/la/999")]:
+        for name, path in [
+            ("start", "/"),
+            ("england", "/reports/england"),
+            ("la", "/reports/la/801"),
+            ("trust", f"/reports/trust/{TRUST[6:]}"),
+            ("definitions", "/reports/definitions"),
+            ("sign-in", "/sign-in"),
+            ("not-found", "/reports/la/999"),
+        ]:
             (pages / f"{name}.html").write_text(c.get(path, params=q).text)
         sign_in(c, scene.tokens["admin"])
         for sub in DASHBOARD_PAGES:
             (pages / f"dashboard-{sub or 'summary'}.html").write_text(c.get(f"/dashboards/la/{LA}/{sub}".rstrip("/"), params=q).text)
         csrf = re.search(r'name="csrf_token" value="([0-9a-f]{64})"', c.get("/dashboards/pupil").text).group(1)  # type: ignore[union-attr]
-        (pages / "pupil.html").write_text(c.post("/dashboards/pupil", data={"csrf_token": csrf, "upn": scene.pupils[0], "purpose": "legal_obligation"}).text)
-        (pages / "pupil-error.html").write_text(c.post("/dashboards/pupil", data={"csrf_token": csrf, "upn": "nope", "purpose": "legal_obligation"}).text)
+        (pages / "pupil.html").write_text(
+            c.post("/dashboards/pupil", data={"csrf_token": csrf, "upn": scene.pupils[0], "purpose": "legal_obligation"}).text
+        )
+        (pages / "pupil-error.html").write_text(
+            c.post("/dashboards/pupil", data={"csrf_token": csrf, "upn": "nope", "purpose": "legal_obligation"}).text
+        )
     run_cli(settings, "report", "publish", str(tmp_path / "site"), "--as-of", AS_OF.isoformat(), "--la", "801")
     for found in (tmp_path / "site").rglob("index.html"):
         (pages / f"site-{found.parent.name or 'root'}-{found.parent.parent.name}.html").write_bytes(found.read_bytes())
@@ -555,8 +665,16 @@ def test_timestamps_in_reports_are_ledger_times_not_the_wall_clock(scene: Scene)
 def test_quartile_bands_count_from_the_highest_value() -> None:
     from api.web.dashboards import quartile
 
-    assert [quartile(r, n) for r, n in [(1, 1), (1, 4), (2, 4), (4, 4), (1, 152), (38, 152), (39, 152), (152, 152)]] == \
-        ["Q1", "Q1", "Q2", "Q4", "Q1", "Q1", "Q2", "Q4"]
+    assert [quartile(r, n) for r, n in [(1, 1), (1, 4), (2, 4), (4, 4), (1, 152), (38, 152), (39, 152), (152, 152)]] == [
+        "Q1",
+        "Q1",
+        "Q2",
+        "Q4",
+        "Q1",
+        "Q1",
+        "Q2",
+        "Q4",
+    ]
     assert quartile(None, 3) == "–"
 
 
@@ -567,8 +685,9 @@ def test_the_demo_prints_the_dashboard_first_and_every_page_has_figures(tmp_path
     port = free_port()
     env = dict(os.environ, PUPIL_LEDGER_HOME=str(tmp_path / "demo"))
     env.pop("PUPIL_LEDGER_DATABASE_URL", None)
-    process = subprocess.Popen([*CLI, "demo", "--port", str(port), "--pupils", "2500"], env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.DEVNULL, text=True)
+    process = subprocess.Popen(
+        [*CLI, "demo", "--port", str(port), "--pupils", "2500"], env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
     try:
         assert process.stdout is not None
         lines = []
@@ -607,6 +726,7 @@ def test_the_demo_prints_the_dashboard_first_and_every_page_has_figures(tmp_path
 def test_the_pages_keep_a_checkpoints_reports_for_the_refresh_interval(scene: Scene, monkeypatch: pytest.MonkeyPatch) -> None:
     """A steady flow of events moves the checkpoint every second: the pages keep a publication for a while
     (each report states its checkpoint) instead of folding everything again for each request."""
+
     def grow() -> None:
         scene.world.admit(upn(800 + len(scene.pupils)), SCHOOL_A, occurred_on=date(2026, 10, 1))
         scene.pupils.append("x")
@@ -619,7 +739,9 @@ def test_the_pages_keep_a_checkpoints_reports_for_the_refresh_interval(scene: Sc
         first = c.get("/reports/england.json", params=q).json()["checkpoint"]["tree_size"]
         grow()
         assert c.get("/reports/england.json", params=q).json()["checkpoint"]["tree_size"] == first
-    monkeypatch.setattr(scene.ledger, "settings", replace(scene.ledger.settings, web_refresh_seconds=0.0))  # PUPIL_LEDGER_WEB_REFRESH_SECONDS=0
+    monkeypatch.setattr(
+        scene.ledger, "settings", replace(scene.ledger.settings, web_refresh_seconds=0.0)
+    )  # PUPIL_LEDGER_WEB_REFRESH_SECONDS=0
     with client(scene) as c:
         now = c.get("/reports/england.json", params=q).json()["checkpoint"]["tree_size"]
         assert now > first

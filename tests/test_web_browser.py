@@ -27,8 +27,15 @@ from .test_web import AS_OF, TRUST, Scene, build_scene
 
 pytestmark = pytest.mark.slow
 SCREENSHOTS = Path(__file__).resolve().parents[1] / "docs" / "screenshots"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--no-first-run", "--disable-dev-shm-usage"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-dev-shm-usage",
+]
 FOCUSABLE = 'a[href], button, input:not([type="hidden"]), select, textarea, summary, [tabindex]:not([tabindex="-1"])'
 
 
@@ -71,8 +78,13 @@ class Visit:
         self.problems: list[str] = []
         self.page.on("console", lambda m: self.problems.append(f"console {m.type}: {m.text}") if m.type in ("error", "warning") else None)
         # a request the browser itself abandons when the page navigates away (a favicon, say) is not a failure
-        self.page.on("requestfailed", lambda r: None if "ERR_ABORTED" in (r.failure or "") else self.problems.append(f"request failed: {r.url} {r.failure}"))
-        self.page.on("response", lambda r: self.problems.append(f"{r.status} {r.url}") if r.status >= 400 and not r.url.endswith("/la/999") else None)
+        self.page.on(
+            "requestfailed",
+            lambda r: None if "ERR_ABORTED" in (r.failure or "") else self.problems.append(f"request failed: {r.url} {r.failure}"),
+        )
+        self.page.on(
+            "response", lambda r: self.problems.append(f"{r.status} {r.url}") if r.status >= 400 and not r.url.endswith("/la/999") else None
+        )
 
     def open(self, path: str, shot: str | None = None) -> Any:
         self.page.goto(self.base + path)
@@ -99,10 +111,15 @@ class Visit:
         from axe_playwright_python.sync_playwright import Axe
 
         assert not self.problems, (self.page.url, self.problems)
-        assert self.page.evaluate("document.body.classList.contains('govuk-frontend-supported')"), "GOV.UK Frontend's JavaScript did not start"
+        assert self.page.evaluate("document.body.classList.contains('govuk-frontend-supported')"), (
+            "GOV.UK Frontend's JavaScript did not start"
+        )
         results = Axe().run(self.page)
-        bad = [(v["id"], v["impact"], [n["target"] for n in v["nodes"]][:3]) for v in results.response["violations"]
-               if v["impact"] in ("serious", "critical")]
+        bad = [
+            (v["id"], v["impact"], [n["target"] for n in v["nodes"]][:3])
+            for v in results.response["violations"]
+            if v["impact"] in ("serious", "critical")
+        ]
         assert not bad, (self.page.url, bad)
         reach_every_control(self.page)
 
@@ -126,16 +143,22 @@ def reach_every_control(page: Any) -> None:
         if len(reached) == count:
             break
         page.keyboard.press("Tab")
-    missing = page.evaluate("""(reached) => [...document.querySelectorAll('[data-kbd]')].filter(e => !reached.includes(e.getAttribute('data-kbd')))
-        .slice(0, 5).map(e => e.outerHTML.slice(0, 120))""", sorted(reached))
+    missing = page.evaluate(
+        """(reached) => [...document.querySelectorAll('[data-kbd]')].filter(e => !reached.includes(e.getAttribute('data-kbd')))
+        .slice(0, 5).map(e => e.outerHTML.slice(0, 120))""",
+        sorted(reached),
+    )
     assert len(reached) == count, (page.url, f"{count - len(reached)} controls not reached by Tab", missing)
 
 
 def table_rows(page: Any, selector: str) -> list[list[str]]:
-    return page.evaluate("""(sel) => [...document.querySelectorAll(sel + ' tr')].map(tr => [...tr.children].map(c => {
+    return page.evaluate(
+        """(sel) => [...document.querySelectorAll(sel + ' tr')].map(tr => [...tr.children].map(c => {
         const copy = c.cloneNode(true); copy.querySelectorAll('.govuk-visually-hidden').forEach(h => h.remove());
         return copy.textContent.trim().replace(/\\s+/g, ' ');
-    }))""", selector)
+    }))""",
+        selector,
+    )
 
 
 def sign_in(visit: Visit, token: str, next_path: str) -> Any:
@@ -162,8 +185,10 @@ def test_every_page_type_in_a_real_browser(served: tuple[Scene, Server], browser
     public_csv = Path(download.value.path()).read_text("utf-8")
     rows = {(r["metric"], r["category"]): r["value"] for r in csv.DictReader(io.StringIO(public_csv))}
     reason_rows = table_rows(la_page, "table[data-metric='placements_started_by_reason'] tbody")
-    assert reason_rows and all(rows[("placements_started_by_reason", re.search(r"\((\w+)\)$", r[0]).group(1))] == r[1].replace(",", "")  # type: ignore[union-attr]
-                               for r in reason_rows)
+    assert reason_rows and all(
+        rows[("placements_started_by_reason", re.search(r"\((\w+)\)$", r[0]).group(1))] == r[1].replace(",", "")  # type: ignore[union-attr]
+        for r in reason_rows
+    )
     visit.open(f"/reports/trust/{TRUST[6:]}?{q}")
     definitions = visit.open("/reports/definitions", shot="definitions")
     assert definitions.locator("tr#open_ap_placements").count() == 1
@@ -176,8 +201,11 @@ def test_every_page_type_in_a_real_browser(served: tuple[Scene, Server], browser
     visit.shot("dashboard")
     visit.shot("dashboard-figures", scroll_to="table[data-table='summary-placements']")
     visit.check()
-    api = httpx.get(f"{server.url}/views/metrics", params={"level": "la", "org": LA, "as_of": AS_OF.isoformat()},
-                    headers={"authorization": f"Bearer {scene.tokens['la']}"}).json()["metrics"]
+    api = httpx.get(
+        f"{server.url}/views/metrics",
+        params={"level": "la", "org": LA, "as_of": AS_OF.isoformat()},
+        headers={"authorization": f"Bearer {scene.tokens['la']}"},
+    ).json()["metrics"]
     titles = {e.title: e.name for e in catalogue.catalogue()}
     compared = 0
     for group, _, _ in catalogue.groups():

@@ -52,7 +52,7 @@ class TestLog:
         self.leaves = [merkle.leaf_hash(f"{salt}entry {i}".encode()) for i in range(64)]
 
     def _get(self, level: int, idx: int) -> bytes:
-        return merkle.root_of(self.leaves[idx << level:(idx + 1) << level])
+        return merkle.root_of(self.leaves[idx << level : (idx + 1) << level])
 
     def root(self, size: int) -> bytes:
         return merkle.tree_hash(self._get, size) if size else merkle.EMPTY_ROOT
@@ -127,7 +127,9 @@ class WitnessProcess:
 def witness_init(tmp_path: Path, name: str) -> tuple[Path, str]:
     """``pupil-ledger witness init``: the key file and the printed vkey."""
     key_file = tmp_path / f"{name.replace('/', '_')}.pem"
-    done = subprocess.run([*CLI, "witness", "init", "--name", name, "--key-file", str(key_file)], capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [*CLI, "witness", "init", "--name", name, "--key-file", str(key_file)], capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 0, done.stderr
     return key_file, done.stdout.split("witness vkey: ")[1].split()[0]
 
@@ -139,8 +141,9 @@ def test_log() -> TestLog:
 
 @pytest.fixture
 def witness(tmp_path: Path, test_log: TestLog) -> Iterator[InThreadWitness]:
-    w = Witness("witness.example/w1", Ed25519PrivateKey.generate(), [test_log.vkey], WitnessState(tmp_path / "witness.sqlite3"),
-                clock=lambda: NOW)
+    w = Witness(
+        "witness.example/w1", Ed25519PrivateKey.generate(), [test_log.vkey], WitnessState(tmp_path / "witness.sqlite3"), clock=lambda: NOW
+    )
     with InThreadWitness(w) as running:
         yield running
 
@@ -161,7 +164,9 @@ def test_cosigns_a_first_checkpoint_and_the_independent_verifier_accepts_it(witn
     assert response.status_code == 200, response.text
     assert response.text.startswith("\u2014 witness.example/w1 ") and response.text.endswith("\n")
     cosigned = note + response.text
-    assert iv.verify_note(cosigned, [test_log.vkey, witness.witness.vkey], require_all=True) == test_log.checkpoint(5).split("\n\n")[0] + "\n"
+    assert (
+        iv.verify_note(cosigned, [test_log.vkey, witness.witness.vkey], require_all=True) == test_log.checkpoint(5).split("\n\n")[0] + "\n"
+    )
     assert require_quorum(cosigned, [witness.witness.vkey], 1) == {"witness.example/w1": NOW}
     assert latest_size(witness) == 5
 
@@ -335,8 +340,12 @@ def test_the_check_and_update_wait_for_one_transaction(witness: InThreadWitness,
 
 def test_the_witness_process_keeps_its_state_across_a_restart(tmp_path: Path, test_log: TestLog) -> None:
     key_file, vkey = witness_init(tmp_path, "witness.example/persistent")
-    again = subprocess.run([*CLI, "witness", "init", "--name", "witness.example/persistent", "--key-file", str(key_file)],
-                           capture_output=True, text=True, timeout=60)
+    again = subprocess.run(
+        [*CLI, "witness", "init", "--name", "witness.example/persistent", "--key-file", str(key_file)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert again.returncode == 1 and "never overwritten" in again.stderr
     process = WitnessProcess("witness.example/persistent", key_file, [test_log.vkey], tmp_path / "w.sqlite3").start()
     try:
@@ -363,8 +372,24 @@ def test_witness_commands_have_help_with_an_example(command: str) -> None:
 
 def test_witness_serve_rejects_a_cosigner_key_as_a_log_key(tmp_path: Path) -> None:
     key_file, vkey = witness_init(tmp_path, "witness.example/w")
-    done = subprocess.run([*CLI, "witness", "serve", "--name", "witness.example/w", "--key-file", str(key_file), "--log-vkey", vkey,
-                           "--db", str(tmp_path / "w.sqlite3")], capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [
+            *CLI,
+            "witness",
+            "serve",
+            "--name",
+            "witness.example/w",
+            "--key-file",
+            str(key_file),
+            "--log-vkey",
+            vkey,
+            "--db",
+            str(tmp_path / "w.sqlite3"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 2 and "type 01" in done.stderr
 
 
@@ -406,8 +431,13 @@ def test_witness_configuration_is_checked() -> None:
     [config] = parse_witnesses(f" http://127.0.0.1:8100/ ={vkey} , ")
     assert (config.url, config.name) == ("http://127.0.0.1:8100", "w.example/a")
     assert Settings.from_env({"PUPIL_LEDGER_WITNESSES": f"http://w={vkey}"}).witnesses == f"http://w={vkey}"
-    for bad in (vkey, f"ftp://w={vkey}", "http://w=nonsense", f"http://w={notes.vkey('log', b'x' * 32)}",
-                f"http://a={vkey},http://b={vkey}"):
+    for bad in (
+        vkey,
+        f"ftp://w={vkey}",
+        "http://w=nonsense",
+        f"http://w={notes.vkey('log', b'x' * 32)}",
+        f"http://a={vkey},http://b={vkey}",
+    ):
         with pytest.raises(ValueError):
             parse_witnesses(bad)
 
@@ -447,7 +477,9 @@ def test_the_follower_learns_the_witness_size_from_a_409_and_stores_verified_cos
 
 def test_the_follower_stores_nothing_that_does_not_verify_with_the_configured_key(world: World, tmp_path: Path) -> None:
     ledger = world.ledger
-    w = Witness("inspectorate.example/witness", Ed25519PrivateKey.generate(), [admin.log_vkey(ledger)], WitnessState(tmp_path / "w.sqlite3"))
+    w = Witness(
+        "inspectorate.example/witness", Ed25519PrivateKey.generate(), [admin.log_vkey(ledger)], WitnessState(tmp_path / "w.sqlite3")
+    )
     _seal(world, range(1, 3))
     wrong = notes.Verifier.parse(witness_vkey("inspectorate.example/witness", Ed25519PrivateKey.generate()))
     with InThreadWitness(w) as running:
@@ -471,7 +503,8 @@ def _wait_for(predicate: object, what: str, timeout: float = 30.0) -> None:
 
 @pytest.mark.slow
 def test_end_to_end_two_witnesses_cosign_the_served_checkpoint_and_the_quorum_names_the_missing_one(
-        world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     log_vkey = admin.log_vkey(world.ledger)
     first_size = _seal(world, range(1, 6))
     witnesses = {}
@@ -482,6 +515,7 @@ def test_end_to_end_two_witnesses_cosign_the_served_checkpoint_and_the_quorum_na
     monkeypatch.setenv("PUPIL_LEDGER_WITNESSES", ",".join(f"{p.url}={vkey}" for p, vkey in witnesses.values()))
     server = Server(world.ledger.settings).start()
     try:
+
         def served() -> str:
             return httpx.get(f"{server.url}/log/checkpoint").text
 
@@ -514,7 +548,6 @@ def test_end_to_end_two_witnesses_cosign_the_served_checkpoint_and_the_quorum_na
         server.stop()
         for process, _ in witnesses.values():
             process.kill()
-
 
 
 def test_the_api_keeps_asking_witnesses_when_sealing_and_projecting_run_elsewhere(world: World) -> None:

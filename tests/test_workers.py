@@ -25,8 +25,11 @@ def _children(pid: int) -> list[int]:
 
 def _api_workers(pid: int) -> list[int]:
     """The server's API worker processes (not multiprocessing's helpers)."""
-    return [c for c in _children(pid) if "multiprocessing.spawn" in Path(f"/proc/{c}/cmdline").read_text().replace("\0", " ")
-            and any(_sockets(c))]
+    return [
+        c
+        for c in _children(pid)
+        if "multiprocessing.spawn" in Path(f"/proc/{c}/cmdline").read_text().replace("\0", " ") and any(_sockets(c))
+    ]
 
 
 def _sockets(pid: int) -> set[str]:

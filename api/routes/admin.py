@@ -17,11 +17,14 @@ from ledger.service import Ledger
 def admin_router(ledger: Ledger) -> APIRouter:
     router = APIRouter(tags=["operations"])
 
-    @router.get("/operator/claims", operation_id="unusualClaims",
-                summary="Organisations by their unusual claims and rule probes in a period (the operator's report)",
-                description="Events accepted with claim_new_area and rejections that depended on other organisations' records of the "
-                            "pupil, counted per submitting organisation, most first, then newest first (docs/access.md). Admin token only.",
-                responses=READ_RESPONSES)
+    @router.get(
+        "/operator/claims",
+        operation_id="unusualClaims",
+        summary="Organisations by their unusual claims and rule probes in a period (the operator's report)",
+        description="Events accepted with claim_new_area and rejections that depended on other organisations' records of the "
+        "pupil, counted per submitting organisation, most first, then newest first (docs/access.md). Admin token only.",
+        responses=READ_RESPONSES,
+    )
     async def unusual_claims(
         caller: Caller,
         since: Annotated[date | None, Query(description="first day of the period (default: 30 days ago)")] = None,

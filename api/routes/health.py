@@ -22,8 +22,11 @@ class Health(BaseModel):
     status: str
     database: str
     latest_sequence: int = Field(description="highest ledger sequence committed")
-    feed: dict[str, Any] | None = Field(default=None, description="with PUPIL_LEDGER_KAFKA: the relay's position, last publish and error; "
-                                        "each consumer group's offset, end and lag per partition, and dead letters (docs/deployment.md)")
+    feed: dict[str, Any] | None = Field(
+        default=None,
+        description="with PUPIL_LEDGER_KAFKA: the relay's position, last publish and error; "
+        "each consumer group's offset, end and lag per partition, and dead letters (docs/deployment.md)",
+    )
 
 
 def health_router(ledger: Ledger, checks: ThreadPoolExecutor) -> APIRouter:
@@ -32,8 +35,13 @@ def health_router(ledger: Ledger, checks: ThreadPoolExecutor) -> APIRouter:
     liveness = database.liveness_of(ledger.store.app.recorder)
     feed_config = FeedConfig.from_env()  # read once, as the app is built
 
-    @router.get("/healthz", operation_id="healthz", response_model=Health, responses={503: {"model": Errors}},
-                description=f"Answers within {HEALTH_SECONDS:g} s: 503 `database_unavailable` (with Retry-After) when the database does not.")
+    @router.get(
+        "/healthz",
+        operation_id="healthz",
+        response_model=Health,
+        responses={503: {"model": Errors}},
+        description=f"Answers within {HEALTH_SECONDS:g} s: 503 `database_unavailable` (with Retry-After) when the database does not.",
+    )
     async def healthz() -> Any:
         unavailable = Refusal(503, "database_unavailable", "$", "the database is not answering", database.RETRY_AFTER_SECONDS)
         if liveness.away:

@@ -59,7 +59,9 @@ def checked_query(la: str | None, need: str | None, phase: str | None, age: int 
     if age is not None and from_age is None:
         problems.append(("age_range", "query:age", "the list covers ages 2 to 25"))
     if phase is not None and phase not in phases:
-        problems.append(("unknown_code", "query:phase", f"{phase[:MAX_QUERY_TEXT]!r} is not in code list plan_phases ({', '.join(sorted(phases))})"))
+        problems.append(
+            ("unknown_code", "query:phase", f"{phase[:MAX_QUERY_TEXT]!r} is not in code list plan_phases ({', '.join(sorted(phases))})")
+        )
     elif phase is not None and from_age is not None and phase != from_age:
         problems.append(("phase_age_mismatch", "query:age", f"age {age} is in phase {from_age}, not {phase}"))
     elif phase is None and age is None:
@@ -96,7 +98,13 @@ class TailoredLists:
 
     def answer(self, la: str, need: str, phase: str, day: date) -> dict[str, Any]:
         state, open_placements = self.state(day)
-        return {"la": la, "need": need, "phase": phase, "as_of": day.isoformat(), **tailored_list(state, la, need, phase, day, open_placements)}
+        return {
+            "la": la,
+            "need": need,
+            "phase": phase,
+            "as_of": day.isoformat(),
+            **tailored_list(state, la, need, phase, day, open_placements),
+        }
 
 
 LaQ = Annotated[str | None, Query(max_length=MAX_QUERY_TEXT, description="the LA, la:NNN")]
@@ -107,8 +115,9 @@ AsOfQ = Annotated[date | None, Query(description="the plan in force on this date
 
 
 def environment() -> Environment:
-    loader = ChoiceLoader([FileSystemLoader(str(TEMPLATES)),
-                           PrefixLoader({"govuk_frontend_jinja": PackageLoader("govuk_frontend_jinja", "templates")})])
+    loader = ChoiceLoader(
+        [FileSystemLoader(str(TEMPLATES)), PrefixLoader({"govuk_frontend_jinja": PackageLoader("govuk_frontend_jinja", "templates")})]
+    )
     return Environment(loader=loader, autoescape=select_autoescape(["html"]), trim_blocks=True, lstrip_blocks=True)
 
 
@@ -117,8 +126,12 @@ def tailored_list_router(ledger: Ledger) -> APIRouter:
     router = APIRouter(tags=["plans"])
     env = environment()
 
-    @router.get("/tailored-list", operation_id="tailoredList", responses={422: {"model": Errors}},
-                summary="Settings of an LA's local inclusion plan in force that meet a need type in a phase, and whether places are available")
+    @router.get(
+        "/tailored-list",
+        operation_id="tailoredList",
+        responses={422: {"model": Errors}},
+        summary="Settings of an LA's local inclusion plan in force that meet a need type in a phase, and whether places are available",
+    )
     async def tailored(la: LaQ = None, need: NeedQ = None, phase: PhaseQ = None, age: AgeQ = None, as_of: AsOfQ = None) -> dict[str, Any]:
         check_moment(as_of, None)
         checked = checked_query(la, need, phase, age)
@@ -142,7 +155,10 @@ def tailored_list_router(ledger: Ledger) -> APIRouter:
             "needs": sorted(code_list("sen_need_types").codes_for(year).items()),
             "phases": list(code_list("plan_phases").codes_for(year).items()),
             "provision_types": code_list("provision_types").codes_for(year),
-            "asked": {"la": la or "", "need": need or "", "phase": phase or ""}, "result": result, "errors": errors, "las": las,
+            "asked": {"la": la or "", "need": need or "", "phase": phase or ""},
+            "result": result,
+            "errors": errors,
+            "las": las,
         }
         html = finish_html(env.get_template("tailored_list.html").render(service_name=SERVICE_NAME, **values))
         return HTMLResponse(html, status_code=422 if errors else 200, headers={"referrer-policy": "same-origin"})

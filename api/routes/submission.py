@@ -45,7 +45,9 @@ class ReceiptOut(BaseModel):
     received_at: str
     status: str = Field(examples=["created"], description="created, or duplicate for a replay of the same envelope")
     flags: list[Flag]
-    receipt: dict[str, Any] = Field(description="DSSE envelope (payloadType application/vnd.pupil-ledger.receipt+json) signed by the ledger key")
+    receipt: dict[str, Any] = Field(
+        description="DSSE envelope (payloadType application/vnd.pupil-ledger.receipt+json) signed by the ledger key"
+    )
 
 
 class BatchOut(BaseModel):
@@ -54,13 +56,19 @@ class BatchOut(BaseModel):
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": Errors, "description": desc}
-    for status, desc in [(400, "malformed"), (401, "no or bad bearer token"), (403, "signature, key or submitter not accepted"),
-                         (409, "event_id reused with other bytes"), (413, "body too large"), (415, "the body is not application/json"),
-                         (422, "invalid event"),
-                         (429, "rate limited, or too many rejections that depended on other organisations' records: retry after Retry-After seconds"),
-                         (503, "the database is not answering: nothing was stored; retry after Retry-After seconds"),
-                         (504, "the database stopped answering while committing: resubmit the same bytes (a stored event is answered 200)"),
-                         (507, "the ledger's storage is full: nothing was stored")]
+    for status, desc in [
+        (400, "malformed"),
+        (401, "no or bad bearer token"),
+        (403, "signature, key or submitter not accepted"),
+        (409, "event_id reused with other bytes"),
+        (413, "body too large"),
+        (415, "the body is not application/json"),
+        (422, "invalid event"),
+        (429, "rate limited, or too many rejections that depended on other organisations' records: retry after Retry-After seconds"),
+        (503, "the database is not answering: nothing was stored; retry after Retry-After seconds"),
+        (504, "the database stopped answering while committing: resubmit the same bytes (a stored event is answered 200)"),
+        (507, "the ledger's storage is full: nothing was stored"),
+    ]
 }
 
 
@@ -97,25 +105,46 @@ def submission_router(ledger: Ledger, committer: GroupCommitter) -> tuple[APIRou
         return JSONResponse(receipt.as_dict(), status_code=201 if receipt.created else 200)
 
     @router.post(
-        "/events", operation_id="submitEvent", status_code=201, response_model=ReceiptOut,
-        summary="Submit one signed event", responses={200: {"model": ReceiptOut, "description": "replay of an accepted envelope"}, **ERROR_RESPONSES},
-        openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": ENVELOPE_SCHEMA}}},
-                       "security": [{bearer.scheme_name: []}]},
+        "/events",
+        operation_id="submitEvent",
+        status_code=201,
+        response_model=ReceiptOut,
+        summary="Submit one signed event",
+        responses={200: {"model": ReceiptOut, "description": "replay of an accepted envelope"}, **ERROR_RESPONSES},
+        openapi_extra={
+            "requestBody": {"required": True, "content": {"application/json": {"schema": ENVELOPE_SCHEMA}}},
+            "security": [{bearer.scheme_name: []}],
+        },
     )
     async def submit_event(request: Request) -> JSONResponse:
         return await accept_event(request)  # served by DirectRoute; here for the OpenAPI document and its checks
 
     @router.post(
-        "/batches", operation_id="submitBatch", status_code=201, response_model=BatchOut,
+        "/batches",
+        operation_id="submitBatch",
+        status_code=201,
+        response_model=BatchOut,
         summary="Submit many signed events in one transaction (all or none)",
         responses={200: {"model": BatchOut, "description": "every envelope was a replay"}, **ERROR_RESPONSES},
-        openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": {
-            "type": "object", "required": ["envelopes"], "properties": {"envelopes": {"type": "array", "items": ENVELOPE_SCHEMA}}}}}}},
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "required": ["envelopes"],
+                            "properties": {"envelopes": {"type": "array", "items": ENVELOPE_SCHEMA}},
+                        }
+                    }
+                },
+            }
+        },
     )
     async def submit_batch(request: Request, caller: Caller) -> JSONResponse:
         raw = parse_json(await read_json(request, settings.max_batch_bytes, body_too_large))
         if not isinstance(raw, dict) or not isinstance(raw.get("envelopes"), list) or set(raw) != {"envelopes"}:
-            raise LedgerError.one("batch_shape", "$.envelopes", "the body is {\"envelopes\": [envelope, ...]}", Category.MALFORMED)
+            raise LedgerError.one("batch_shape", "$.envelopes", 'the body is {"envelopes": [envelope, ...]}', Category.MALFORMED)
         if not raw["envelopes"]:
             raise LedgerError.one("batch_empty", "$.envelopes", "the batch has no envelopes", Category.INVALID)
         refuse_writes_while_away()

@@ -91,7 +91,9 @@ class Providers(BaseModel):
     registration_pupils: int
     providers: list[ProviderOut]
     flagged: int
-    published: Published | None = Field(description="last published DfE count of school-arranged placements in unregistered settings (LA or England)")
+    published: Published | None = Field(
+        description="last published DfE count of school-arranged placements in unregistered settings (LA or England)"
+    )
 
 
 class Figure(BaseModel):
@@ -103,8 +105,11 @@ class Figure(BaseModel):
     national_value: Any
     rank: int | None = Field(description="1 = highest value among peers at this level; ties share a rank")
     peers: int
-    published: dict[str, Any] | None = Field(default=None, description="EHCP figures: the SEN2 figure DfE published for the LA or "
-                                             "England for the same calendar year, or the latest before it (period, source, column, value)")
+    published: dict[str, Any] | None = Field(
+        default=None,
+        description="EHCP figures: the SEN2 figure DfE published for the LA or "
+        "England for the same calendar year, or the latest before it (period, source, column, value)",
+    )
     region_value: Any = Field(None, description="the same metric over the scope's DfE region (none for England and trusts)")
     quartile: int | None = Field(None, description="1 = the quarter of peers with the highest values ... 4 = the lowest, by rank")
     last_year_value: Any = Field(None, description="the figure at the same date a year before, as known at the same time")
@@ -160,8 +165,11 @@ class MetricsOut(Scope):
     placements: Register
     unregistered_providers: Providers
     cases: list[CaseOut]
-    area_send_inspections: list[AreaInspectionOut] = Field(default=[], description="the latest area SEND inspection outcome of the LA "
-                                                            "(of every LA for England) and its follow-up due dates (docs/metrics.md)")
+    area_send_inspections: list[AreaInspectionOut] = Field(
+        default=[],
+        description="the latest area SEND inspection outcome of the LA "
+        "(of every LA for England) and its follow-up due dates (docs/metrics.md)",
+    )
 
 
 class Step(StrEnum):
@@ -195,7 +203,9 @@ OrgQ = Annotated[str | None, Query(description="urn:/ukprn:/uprov: for a school 
 
 def views_router(ledger: Ledger, settings: ViewSettings | None = None) -> APIRouter:
     RESPONSES: dict[int | str, dict[str, Any]] = {  # noqa: N806 - a constant of this router
-        401: {"model": Errors}, 403: {"model": Errors}, 422: {"model": Errors},
+        401: {"model": Errors},
+        403: {"model": Errors},
+        422: {"model": Errors},
         429: {"model": Errors, "description": f"more than {WAITING_READS_PER_TOKEN} reads of this token are waiting for min_sequence"},
         503: {"model": Errors, "description": "the views have not reached min_sequence yet; retry after Retry-After seconds"},
     }
@@ -210,15 +220,21 @@ def views_router(ledger: Ledger, settings: ViewSettings | None = None) -> APIRou
             if not org:
                 raise LedgerError.one("org_required", "query:org", f"give the {level.value}'s organisation id")
             if org_scheme(org) not in SCHEMES[level]:
-                raise LedgerError.one("org_level", "query:org", f"a {level.value} is identified by {' or '.join(SCHEMES[level])} ids, not {org!r}")
+                raise LedgerError.one(
+                    "org_level", "query:org", f"a {level.value} is identified by {' or '.join(SCHEMES[level])} ids, not {org!r}"
+                )
         scope = scope_for(level.value, org)
         facts = None
         if level is not Level.national:
             state = ledger.org_state(scope)
             facts = policy.OrgFacts(state.la, state.trust)
         if not policy.aggregate_scope_allowed(caller, level.value, scope, facts):
-            raise LedgerError.one("forbidden_scope", "query:org", f"{caller.org} ({caller.role}) may not read the figures of {scope} "
-                                  "(docs/access.md: aggregates)", Category.FORBIDDEN)
+            raise LedgerError.one(
+                "forbidden_scope",
+                "query:org",
+                f"{caller.org} ({caller.role}) may not read the figures of {scope} (docs/access.md: aggregates)",
+                Category.FORBIDDEN,
+            )
         return scope
 
     async def moment(caller: Principal, as_of: date | None, known_at: datetime | None, min_sequence: int | None) -> Moment | None:
@@ -227,7 +243,6 @@ def views_router(ledger: Ledger, settings: ViewSettings | None = None) -> APIRou
         if min_sequence is not None and not await waits.reached(min_sequence, WAIT_SECONDS, f"{caller.org}/{caller.token_id}"):
             return None
         return Moment(as_of or ledger.clock().date(), known_at)
-
 
     contexts: dict[tuple[Any, ...], Context] = {}
     lock = threading.Lock()
@@ -250,65 +265,130 @@ def views_router(ledger: Ledger, settings: ViewSettings | None = None) -> APIRou
     def scope_out(level: Level, scope: str, m: Moment, positions: dict[str, int]) -> dict[str, Any]:
         return {"level": level, "org": scope, "as_of": m.as_of, "known_at": m.known_at, "positions": positions}
 
-    async def answer(caller: Principal, level: Level, org: str | None, as_of: date | None, known_at: datetime | None,
-                     min_sequence: int | None, body: Callable[[str, Moment], dict[str, Any]]) -> Any:
+    async def answer(
+        caller: Principal,
+        level: Level,
+        org: str | None,
+        as_of: date | None,
+        known_at: datetime | None,
+        min_sequence: int | None,
+        body: Callable[[str, Moment], dict[str, Any]],
+    ) -> Any:
         """Authorise the scope, wait for ``min_sequence``, then build the view's body: all off the event loop
         (authorising reads the scope organisation's state from the store)."""
         scope = await run_in_threadpool(authorise, caller, level, org)
         m = await moment(caller, as_of, known_at, min_sequence)
         if m is None:
-            raise Refusal(503, "view_behind", "query:min_sequence",
-                          f"the views have not yet reached sequence {min_sequence or 0}; retry shortly", 1)
+            raise Refusal(
+                503, "view_behind", "query:min_sequence", f"the views have not yet reached sequence {min_sequence or 0}; retry shortly", 1
+            )
         return await run_in_threadpool(body, scope, m)
 
     def with_state(level: Level, key: str, build: Callable[[Context, str], Any]) -> Callable[[str, Moment], dict[str, Any]]:
         def body(scope: str, m: Moment) -> dict[str, Any]:
             ctx, positions = folded(m)
             return {**scope_out(level, scope, m, positions), key: build(ctx, scope)}
+
         return body
 
-    @router.get("/placements", operation_id="placementsRegister", response_model=RegisterOut, responses=RESPONSES,
-                summary="Open AP placements by setting type and tier, overdue time-limited placements, placement lengths")
-    async def placements(caller: Caller, level: LevelQ = Level.national, org: OrgQ = None, as_of: AsOf = None,
-                         known_at: KnownAt = None, min_sequence: MinSeq = None) -> Any:
+    @router.get(
+        "/placements",
+        operation_id="placementsRegister",
+        response_model=RegisterOut,
+        responses=RESPONSES,
+        summary="Open AP placements by setting type and tier, overdue time-limited placements, placement lengths",
+    )
+    async def placements(
+        caller: Caller,
+        level: LevelQ = Level.national,
+        org: OrgQ = None,
+        as_of: AsOf = None,
+        known_at: KnownAt = None,
+        min_sequence: MinSeq = None,
+    ) -> Any:
         body = with_state(level, "placements", lambda ctx, scope: placements_register(ctx, level.value, scope))
         return await answer(caller, level, org, as_of, known_at, min_sequence, body)
 
-    @router.get("/unregistered-providers", operation_id="unregisteredProviders", response_model=ProvidersOut, responses=RESPONSES,
-                summary="Pupils and weekly hours per unregistered provider; providers that appear to need registration")
-    async def providers(caller: Caller, level: LevelQ = Level.national, org: OrgQ = None, as_of: AsOf = None,
-                        known_at: KnownAt = None, min_sequence: MinSeq = None) -> Any:
+    @router.get(
+        "/unregistered-providers",
+        operation_id="unregisteredProviders",
+        response_model=ProvidersOut,
+        responses=RESPONSES,
+        summary="Pupils and weekly hours per unregistered provider; providers that appear to need registration",
+    )
+    async def providers(
+        caller: Caller,
+        level: LevelQ = Level.national,
+        org: OrgQ = None,
+        as_of: AsOf = None,
+        known_at: KnownAt = None,
+        min_sequence: MinSeq = None,
+    ) -> Any:
         body = with_state(level, "watch", lambda ctx, scope: unregistered_providers(ctx, level.value, scope))
         return await answer(caller, level, org, as_of, known_at, min_sequence, body)
 
-    @router.get("/cases", operation_id="accountabilityCases", response_model=CasesOut, responses=RESPONSES,
-                summary="Regions Group cases (concern, decisions, actions, closure) with the metric snapshot behind each")
-    async def list_cases(caller: Caller, level: LevelQ = Level.national, org: OrgQ = None, as_of: AsOf = None,
-                         known_at: KnownAt = None, min_sequence: MinSeq = None) -> Any:
+    @router.get(
+        "/cases",
+        operation_id="accountabilityCases",
+        response_model=CasesOut,
+        responses=RESPONSES,
+        summary="Regions Group cases (concern, decisions, actions, closure) with the metric snapshot behind each",
+    )
+    async def list_cases(
+        caller: Caller,
+        level: LevelQ = Level.national,
+        org: OrgQ = None,
+        as_of: AsOf = None,
+        known_at: KnownAt = None,
+        min_sequence: MinSeq = None,
+    ) -> Any:
         def body(scope: str, m: Moment) -> dict[str, Any]:
             return {**scope_out(level, scope, m, projector.positions()), "cases": case_list(reader, m, level.value, scope)}
+
         return await answer(caller, level, org, as_of, known_at, min_sequence, body)
 
-    @router.get("/metrics", operation_id="accountabilityMetrics", response_model=MetricsOut, responses=RESPONSES,
-                summary="Every metric (docs/metrics.md) for a school, trust, LA or England, with national value and rank among peers")
-    async def metrics(caller: Caller, level: LevelQ = Level.national, org: OrgQ = None, as_of: AsOf = None,
-                      known_at: KnownAt = None, min_sequence: MinSeq = None) -> Any:
+    @router.get(
+        "/metrics",
+        operation_id="accountabilityMetrics",
+        response_model=MetricsOut,
+        responses=RESPONSES,
+        summary="Every metric (docs/metrics.md) for a school, trust, LA or England, with national value and rank among peers",
+    )
+    async def metrics(
+        caller: Caller,
+        level: LevelQ = Level.national,
+        org: OrgQ = None,
+        as_of: AsOf = None,
+        known_at: KnownAt = None,
+        min_sequence: MinSeq = None,
+    ) -> Any:
         def body(scope: str, m: Moment) -> dict[str, Any]:
             ctx, positions = folded(m)
             found = metrics_report(ctx, reader, level.value, scope)
             region = metrics_with_comparisons(ctx, reader, level.value, scope, found["metrics"])
             return {**scope_out(level, scope, m, positions), "region": region, **found}
+
         return await answer(caller, level, org, as_of, known_at, min_sequence, body)
 
-    @router.get("/metrics/series", operation_id="accountabilityMetricSeries", response_model=SeriesOut, responses=RESPONSES,
-                summary="Every metric (or those named) as a monthly or termly series for a school, trust, LA or England, "
-                        "with national and regional comparators, rank, quartile band and change since the same date last year")
-    async def metric_series(caller: Caller, from_: Annotated[date, Query(alias="from", description="first date of the series")],
-                            level: LevelQ = Level.national, org: OrgQ = None,
-                            to: Annotated[date | None, Query(description="last date of the series (default today)")] = None,
-                            step: Annotated[Step, Query(description="month: each month's last day; term: each term's last day")] = Step.month,
-                            metric: Annotated[list[str] | None, Query(description="metric names (docs/metrics.md); default every metric")] = None,
-                            known_at: KnownAt = None, min_sequence: MinSeq = None) -> Any:
+    @router.get(
+        "/metrics/series",
+        operation_id="accountabilityMetricSeries",
+        response_model=SeriesOut,
+        responses=RESPONSES,
+        summary="Every metric (or those named) as a monthly or termly series for a school, trust, LA or England, "
+        "with national and regional comparators, rank, quartile band and change since the same date last year",
+    )
+    async def metric_series(
+        caller: Caller,
+        from_: Annotated[date, Query(alias="from", description="first date of the series")],
+        level: LevelQ = Level.national,
+        org: OrgQ = None,
+        to: Annotated[date | None, Query(description="last date of the series (default today)")] = None,
+        step: Annotated[Step, Query(description="month: each month's last day; term: each term's last day")] = Step.month,
+        metric: Annotated[list[str] | None, Query(description="metric names (docs/metrics.md); default every metric")] = None,
+        known_at: KnownAt = None,
+        min_sequence: MinSeq = None,
+    ) -> Any:
         if not EARLIEST_DATE <= from_ <= LATEST_DATE:
             raise LedgerError.one("from_range", "query:from", f"from must be between {EARLIEST_DATE} and {LATEST_DATE}")
         unknown = [n for n in metric or [] if n not in METRICS_BY_NAME]
@@ -319,12 +399,22 @@ def views_router(ledger: Ledger, settings: ViewSettings | None = None) -> APIRou
             if from_ > m.as_of:
                 raise LedgerError.one("series_range", "query:from", f"from ({from_}) is after to ({m.as_of})")
             if len(step_dates(from_, m.as_of, step.value, view_settings)) > MAX_POINTS:
-                raise LedgerError.one("series_length", "query:from", f"a series has at most {MAX_POINTS} points: shorten it or step by term")
+                raise LedgerError.one(
+                    "series_length", "query:from", f"a series has at most {MAX_POINTS} points: shorten it or step by term"
+                )
             positions = projector.positions()
             found = series(reader, view_settings, level.value, scope, from_, m.as_of, step.value, metric, m.known_at)
-            return {"level": level, "org": scope, "from": from_, "to": m.as_of, "step": step, "known_at": m.known_at,
-                    "positions": positions, **found}
+            return {
+                "level": level,
+                "org": scope,
+                "from": from_,
+                "to": m.as_of,
+                "step": step,
+                "known_at": m.known_at,
+                "positions": positions,
+                **found,
+            }
+
         return await answer(caller, level, org, to, known_at, min_sequence, body)
 
     return router
-

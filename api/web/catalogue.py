@@ -158,9 +158,16 @@ def _docs_rows() -> dict[str, tuple[str, dict[str, str]]]:
 
 
 _CLASSES = {
-    "paragraph_open": "govuk-body", "bullet_list_open": "govuk-list govuk-list--bullet", "ordered_list_open": "govuk-list govuk-list--number",
-    "table_open": "govuk-table", "thead_open": "govuk-table__head", "tbody_open": "govuk-table__body", "tr_open": "govuk-table__row",
-    "th_open": "govuk-table__header", "td_open": "govuk-table__cell", "link_open": "govuk-link",
+    "paragraph_open": "govuk-body",
+    "bullet_list_open": "govuk-list govuk-list--bullet",
+    "ordered_list_open": "govuk-list govuk-list--number",
+    "table_open": "govuk-table",
+    "thead_open": "govuk-table__head",
+    "tbody_open": "govuk-table__body",
+    "tr_open": "govuk-table__row",
+    "th_open": "govuk-table__header",
+    "td_open": "govuk-table__cell",
+    "link_open": "govuk-link",
 }
 _HEADINGS = {"h1": "govuk-heading-xl", "h2": "govuk-heading-l", "h3": "govuk-heading-m", "h4": "govuk-heading-s"}
 
@@ -174,7 +181,7 @@ def definitions_html() -> str:
     """docs/metrics.md as HTML with GOV.UK classes; each metric's table row has the metric's name as its id,
     each heading a slug of its text, so a figure on any page links to its definition."""
     if not DOCS.exists():
-        return "<p class=\"govuk-body\">The metric definitions (docs/metrics.md) are not installed with this copy.</p>"
+        return '<p class="govuk-body">The metric definitions (docs/metrics.md) are not installed with this copy.</p>'
     md = _markdown()
     tokens = md.parse(DOCS.read_text("utf-8"))
     names = {m.name for m in METRICS}

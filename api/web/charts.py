@@ -14,9 +14,18 @@ from markupsafe import Markup
 from pygal.style import Style
 
 STYLE = Style(
-    background="#ffffff", plot_background="#ffffff", foreground="#0b0c0c", foreground_strong="#0b0c0c", foreground_subtle="#505a5f",
-    colors=("#1d70b8", "#f47738", "#00703c", "#d4351c", "#4c2c92"), font_family="Arial, sans-serif",
-    label_font_size=14, major_label_font_size=14, value_font_size=14, title_font_size=18, legend_font_size=14,
+    background="#ffffff",
+    plot_background="#ffffff",
+    foreground="#0b0c0c",
+    foreground_strong="#0b0c0c",
+    foreground_subtle="#505a5f",
+    colors=("#1d70b8", "#f47738", "#00703c", "#d4351c", "#4c2c92"),
+    font_family="Arial, sans-serif",
+    label_font_size=14,
+    major_label_font_size=14,
+    value_font_size=14,
+    title_font_size=18,
+    legend_font_size=14,
 )
 _COMMENT = re.compile(r"<!--.*?-->", re.S)
 _STYLE = re.compile(r"<style[^>]*>(.*?)</style>", re.S)
@@ -30,51 +39,85 @@ def _finish(chart: pygal.graph.graph.Graph, chart_id: str, title: str, descripti
     svg = _COMMENT.sub("", svg)
     # no inline style or script (the pages' CSP allows neither): styles come from charts.css; pygal's config
     # script only serves its tooltips, which need its JavaScript (not loaded: js=[]), so they are hidden there
-    svg = _SCRIPT.sub("", _STYLE.sub("", svg)).replace(' style="opacity: 0"', "").replace("<defs></defs>", "").replace("<title>Pygal</title>", "")
+    svg = (
+        _SCRIPT.sub("", _STYLE.sub("", svg))
+        .replace(' style="opacity: 0"', "")
+        .replace("<defs></defs>", "")
+        .replace("<title>Pygal</title>", "")
+    )
     # valid HTML: pygal draws a 0 bar as a rect with no width, and gives every chart's legend entries the same ids
     svg = re.sub(r"<rect(?![^>]*\bwidth=)", '<rect width="0"', svg).replace('id="activate-serie-', f'id="chart-{chart_id}-serie-')
     svg = svg.replace("<svg ", f'<svg role="img" aria-labelledby="chart-{chart_id}-title chart-{chart_id}-desc" focusable="false" ', 1)
-    head = (f'<title id="chart-{chart_id}-title">{html.escape(title)}</title>'
-            f'<desc id="chart-{chart_id}-desc">{html.escape(description)}</desc>')
+    head = (
+        f'<title id="chart-{chart_id}-title">{html.escape(title)}</title><desc id="chart-{chart_id}-desc">{html.escape(description)}</desc>'
+    )
     svg = re.sub(r"(<svg[^>]*>)", lambda m: m.group(1) + head, svg, count=1)
     return Markup(svg)  # noqa: S704 - pygal's own SVG, with our escaped title and description
 
 
-def bar_chart(chart_id: str, title: str, labels: Sequence[str], series: Sequence[tuple[str, Sequence[float | None]]],
-              description: str) -> Markup | None:
+def bar_chart(
+    chart_id: str, title: str, labels: Sequence[str], series: Sequence[tuple[str, Sequence[float | None]]], description: str
+) -> Markup | None:
     """Horizontal bars (see ``_bar``); the same chart asked again is not drawn again."""
     return _bar(chart_id, title, tuple(labels), tuple((name, tuple(values)) for name, values in series), description)
 
 
 @lru_cache(maxsize=1024)
-def _bar(chart_id: str, title: str, labels: tuple[str, ...], series: tuple[tuple[str, tuple[float | None, ...]], ...],
-         description: str) -> Markup | None:
+def _bar(
+    chart_id: str, title: str, labels: tuple[str, ...], series: tuple[tuple[str, tuple[float | None, ...]], ...], description: str
+) -> Markup | None:
     """Horizontal bars, one group per label, the first label at the top (as in the table beside it); a ``None``
     (a suppressed or unavailable figure) draws no bar. None when there is nothing to draw."""
     if not any(v is not None for _, values in series for v in values):
         return None
-    chart = pygal.HorizontalBar(js=[], disable_xml_declaration=True, style=STYLE, show_legend=len(series) > 1,
-                                legend_at_bottom=True, width=720, height=max(220, 60 + 40 * len(labels) * max(1, len(series))),
-                                print_values=False, show_y_guides=False, truncate_label=60, truncate_legend=-1, margin=12,
-                                y_labels_major_count=6, show_minor_y_labels=False)
+    chart = pygal.HorizontalBar(
+        js=[],
+        disable_xml_declaration=True,
+        style=STYLE,
+        show_legend=len(series) > 1,
+        legend_at_bottom=True,
+        width=720,
+        height=max(220, 60 + 40 * len(labels) * max(1, len(series))),
+        print_values=False,
+        show_y_guides=False,
+        truncate_label=60,
+        truncate_legend=-1,
+        margin=12,
+        y_labels_major_count=6,
+        show_minor_y_labels=False,
+    )
     chart.x_labels = list(reversed(labels))  # pygal draws the first label at the bottom
     for name, values in series:
         chart.add(name, list(reversed(values)))
     return _finish(chart, chart_id, title, description)
 
 
-def line_chart(chart_id: str, title: str, labels: Sequence[str], series: Sequence[tuple[str, Sequence[float | None]]],
-               description: str) -> Markup | None:
+def line_chart(
+    chart_id: str, title: str, labels: Sequence[str], series: Sequence[tuple[str, Sequence[float | None]]], description: str
+) -> Markup | None:
     return _line(chart_id, title, tuple(labels), tuple((name, tuple(values)) for name, values in series), description)
 
 
 @lru_cache(maxsize=1024)
-def _line(chart_id: str, title: str, labels: tuple[str, ...], series: tuple[tuple[str, tuple[float | None, ...]], ...],
-          description: str) -> Markup | None:
+def _line(
+    chart_id: str, title: str, labels: tuple[str, ...], series: tuple[tuple[str, tuple[float | None, ...]], ...], description: str
+) -> Markup | None:
     if not any(v is not None for _, values in series for v in values):
         return None
-    chart = pygal.Line(js=[], disable_xml_declaration=True, style=STYLE, show_legend=len(series) > 1, legend_at_bottom=True, truncate_legend=-1,
-                       width=720, height=320, x_label_rotation=30, allow_interruptions=True, margin=12, dots_size=4)
+    chart = pygal.Line(
+        js=[],
+        disable_xml_declaration=True,
+        style=STYLE,
+        show_legend=len(series) > 1,
+        legend_at_bottom=True,
+        truncate_legend=-1,
+        width=720,
+        height=320,
+        x_label_rotation=30,
+        allow_interruptions=True,
+        margin=12,
+        dots_size=4,
+    )
     chart.x_labels = list(labels)
     for name, values in series:
         chart.add(name, list(values))

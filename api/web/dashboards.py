@@ -61,17 +61,21 @@ def dashboards_router(ledger: Ledger, data: WebData, page: Page, auth: SignIn) -
         if principal is None:
             return to_sign_in(request)
         if principal.role == "researcher":
-            return page.error(request, 403, "You cannot see dashboards", "Researchers read approved exports only (docs/access.md).", principal)
+            return page.error(
+                request, 403, "You cannot see dashboards", "Researchers read approved exports only (docs/access.md).", principal
+            )
         if principal.role in ("admin", "regions"):
             return RedirectResponse(dashboard_url("national", "england"), status_code=303)
         if principal.role == "inspector":
             scopes = [(s, level_of(s), await run_in_threadpool(data.name_of, s)) for s in principal.scope]
-            return page.render(request, "inspector_home.html", principal=principal, title="Your inspections", scopes=scopes,
-                               dashboard_url=dashboard_url)
+            return page.render(
+                request, "inspector_home.html", principal=principal, title="Your inspections", scopes=scopes, dashboard_url=dashboard_url
+            )
         return RedirectResponse(dashboard_url(HOME_OF_ROLE.get(principal.role, "school"), principal.org), status_code=303)
 
-    async def scoped(request: Request, level: str, org: str, build: Callable[[Principal, str, date], dict[str, Any]],
-                     template: str) -> Response:
+    async def scoped(
+        request: Request, level: str, org: str, build: Callable[[Principal, str, date], dict[str, Any]], template: str
+    ) -> Response:
         """Sign-in, the access policy for the scope (as the API's views apply it), the date, then the page."""
         principal = await auth.signed_in(request)
         if principal is None:
@@ -92,20 +96,41 @@ def dashboards_router(ledger: Ledger, data: WebData, page: Page, auth: SignIn) -
             for t in tables:
                 if t.id == wanted:
                     name = f"{scope.replace(':', '-')}-{t.id}-{as_of.isoformat()}.csv"
-                    return Response(t.csv_bytes(), media_type="text/csv; charset=utf-8",
-                                    headers={"content-disposition": f'attachment; filename="{name}"', "cache-control": "no-store"})
+                    return Response(
+                        t.csv_bytes(),
+                        media_type="text/csv; charset=utf-8",
+                        headers={"content-disposition": f'attachment; filename="{name}"', "cache-control": "no-store"},
+                    )
             return page.error(request, 404, "Page not found", "There is no such table on this page.", principal)
         name = await run_in_threadpool(data.name_of, scope)
         tabs = dashboard_tabs(level, scope, as_of, request.url.path, principal)
-        return page.render(request, template, principal=principal, level=level, scope=scope, scope_name=name, as_of=as_of,
-                           tabs=tabs, level_title=LEVEL_TITLES[level],
-                           breadcrumbs=[{"text": "Dashboards", "href": "/dashboards/"}, {"text": name, "href": dashboard_url(level, scope, as_of=as_of.isoformat())}],
-                           **values)
+        return page.render(
+            request,
+            template,
+            principal=principal,
+            level=level,
+            scope=scope,
+            scope_name=name,
+            as_of=as_of,
+            tabs=tabs,
+            level_title=LEVEL_TITLES[level],
+            breadcrumbs=[
+                {"text": "Dashboards", "href": "/dashboards/"},
+                {"text": name, "href": dashboard_url(level, scope, as_of=as_of.isoformat())},
+            ],
+            **values,
+        )
 
     def dashboard_tabs(level: str, scope: str, as_of: date, path: str, principal: Principal) -> list[dict[str, Any]]:
         day = as_of.isoformat()
-        items = [("", "Summary"), ("trends", "Trends"), ("units", "Schools and areas" if level != "school" else None),
-                 ("placements", "Placements register"), ("providers", "Unregistered providers"), ("cases", "Regions Group cases")]
+        items = [
+            ("", "Summary"),
+            ("trends", "Trends"),
+            ("units", "Schools and areas" if level != "school" else None),
+            ("placements", "Placements register"),
+            ("providers", "Unregistered providers"),
+            ("cases", "Regions Group cases"),
+        ]
         out = []
         for slug, text in items:
             if text is None:
@@ -135,27 +160,72 @@ def dashboards_router(ledger: Ledger, data: WebData, page: Page, auth: SignIn) -
                         continue
                     if e.kind == "breakdown":
                         labels = sorted(set(f["value"] or {}) | set(f["national_value"] or {}))
-                        bt = DataTable(f"{e.name}", [Column("label", "Category"), Column("value", LEVEL_TITLES[level] if level != "national" else "England", True)]
-                                       + ([Column("national", "England", True)] if level != "national" else []),
-                                       [{"label": e.label(k), "value": (f["value"] or {}).get(k, 0), "national": (f["national_value"] or {}).get(k, 0)} for k in labels],
-                                       request.url.path, params(request))
-                        series = [("This " + LEVEL_TITLES[level].lower() if level != "national" else "England", [float((f["value"] or {}).get(k, 0)) for k in labels])]
+                        bt = DataTable(
+                            f"{e.name}",
+                            [Column("label", "Category"), Column("value", LEVEL_TITLES[level] if level != "national" else "England", True)]
+                            + ([Column("national", "England", True)] if level != "national" else []),
+                            [
+                                {
+                                    "label": e.label(k),
+                                    "value": (f["value"] or {}).get(k, 0),
+                                    "national": (f["national_value"] or {}).get(k, 0),
+                                }
+                                for k in labels
+                            ],
+                            request.url.path,
+                            params(request),
+                        )
+                        series = [
+                            (
+                                "This " + LEVEL_TITLES[level].lower() if level != "national" else "England",
+                                [float((f["value"] or {}).get(k, 0)) for k in labels],
+                            )
+                        ]
                         if level != "national":
                             series.append(("England", [float((f["national_value"] or {}).get(k, 0)) for k in labels]))
-                        chart = charts.bar_chart(f"d-{e.name}", e.title, [e.label(k) for k in labels], series,
-                                                 f"Bar chart of {e.title.lower()}, {e.period(as_of)[2]}. The table below gives the same figures.") if labels else None
+                        chart = (
+                            charts.bar_chart(
+                                f"d-{e.name}",
+                                e.title,
+                                [e.label(k) for k in labels],
+                                series,
+                                f"Bar chart of {e.title.lower()}, {e.period(as_of)[2]}. The table below gives the same figures.",
+                            )
+                            if labels
+                            else None
+                        )
                         breakdowns.append((e, chart, bt))
                         tables.append(bt)
                         continue
-                    rows.append({"metric": e.title, "metric__href": e.anchor, "value": f["value"], "national": f["national_value"],
-                                 "rank": f"{f['rank']} of {f['peers']}" if f["rank"] is not None else "–", "quartile": quartile(f["rank"], f["peers"]),
-                                 "period": e.period(as_of)[2]})
-                table = DataTable(f"summary-{group}", [Column("metric", "Metric"), Column("value", "Value", True), Column("national", "England", True),
-                                                       Column("rank", "Rank among peers"), Column("quartile", "Quartile (Q1 highest)"),
-                                                       Column("period", "Period")], rows, request.url.path, params(request))
+                    rows.append(
+                        {
+                            "metric": e.title,
+                            "metric__href": e.anchor,
+                            "value": f["value"],
+                            "national": f["national_value"],
+                            "rank": f"{f['rank']} of {f['peers']}" if f["rank"] is not None else "–",
+                            "quartile": quartile(f["rank"], f["peers"]),
+                            "period": e.period(as_of)[2],
+                        }
+                    )
+                table = DataTable(
+                    f"summary-{group}",
+                    [
+                        Column("metric", "Metric"),
+                        Column("value", "Value", True),
+                        Column("national", "England", True),
+                        Column("rank", "Rank among peers"),
+                        Column("quartile", "Quartile (Q1 highest)"),
+                        Column("period", "Period"),
+                    ],
+                    rows,
+                    request.url.path,
+                    params(request),
+                )
                 tables.append(table)
                 groups.append({"group": group, "title": title, "table": table, "breakdowns": breakdowns})
             return {"title": "Summary", "groups": groups, "tables": tables, "positions": positions}
+
         return await scoped(request, level, org, build, "dashboard.html")
 
     @router.get("/dashboards/{level}/{org}/trends", response_class=HTMLResponse)
@@ -175,15 +245,33 @@ def dashboards_router(ledger: Ledger, data: WebData, page: Page, auth: SignIn) -
                 series = [("This " + LEVEL_TITLES[level].lower() if level != "national" else "England", mine)]
                 if level != "national":
                     series.append(("England", national))
-                chart = charts.line_chart(f"t-{e.name}", e.title, labels, series,
-                                          f"Line chart of {e.title.lower()} at the end of each month to {as_of.isoformat()}. The table below gives the same figures.")
-                table = DataTable(f"trend-{e.name}", [Column("date", "Date"), Column("value", "Value", True)] + ([Column("national", "England", True)] if level != "national" else []),
-                                  [{"date": d.isoformat(), "value": p.get(e.name, {}).get("value"), "national": p.get(e.name, {}).get("national_value")} for d, p in points],
-                                  request.url.path, params(request))
+                chart = charts.line_chart(
+                    f"t-{e.name}",
+                    e.title,
+                    labels,
+                    series,
+                    f"Line chart of {e.title.lower()} at the end of each month to {as_of.isoformat()}. The table below gives the same figures.",
+                )
+                table = DataTable(
+                    f"trend-{e.name}",
+                    [Column("date", "Date"), Column("value", "Value", True)]
+                    + ([Column("national", "England", True)] if level != "national" else []),
+                    [
+                        {
+                            "date": d.isoformat(),
+                            "value": p.get(e.name, {}).get("value"),
+                            "national": p.get(e.name, {}).get("national_value"),
+                        }
+                        for d, p in points
+                    ],
+                    request.url.path,
+                    params(request),
+                )
                 blocks.append((e, chart, table))
                 tables.append(table)
             groups = [(g, t) for g, t, _ in catalogue.groups()]
             return {"title": "Trends", "blocks": blocks, "tables": tables, "group": group, "groups": groups}
+
         return await scoped(request, level, org, build, "trends.html")
 
     @router.get("/dashboards/{level}/{org}/units", response_class=HTMLResponse)
@@ -200,16 +288,33 @@ def dashboards_router(ledger: Ledger, data: WebData, page: Page, auth: SignIn) -
             entries = [e for g, _, es in catalogue.groups() if g == group for e in es if e.kind != "breakdown"]
             rows = []
             for c in children:
-                row: dict[str, Any] = {"name": data.name_of(c), "name__href": dashboard_url(child_level, c, as_of=as_of.isoformat()), "org": c}
+                row: dict[str, Any] = {
+                    "name": data.name_of(c),
+                    "name__href": dashboard_url(child_level, c, as_of=as_of.isoformat()),
+                    "org": c,
+                }
                 for e in entries:
                     found = by_metric[e.name][0].get(c)
                     row[e.name] = found.value if found is not None else None
                 rows.append(row)
-            table = DataTable("units", [Column("name", "Name"), Column("org", "Identifier")] + [Column(e.name, e.title, True) for e in entries],
-                              rows, request.url.path, params(request))
+            table = DataTable(
+                "units",
+                [Column("name", "Name"), Column("org", "Identifier")] + [Column(e.name, e.title, True) for e in entries],
+                rows,
+                request.url.path,
+                params(request),
+            )
             groups = [(g, t) for g, t, _ in catalogue.groups()]
-            return {"title": "Schools and areas", "table": table, "tables": [table], "group": group, "groups": groups,
-                    "child_level": LEVEL_TITLES[child_level], "entries": entries}
+            return {
+                "title": "Schools and areas",
+                "table": table,
+                "tables": [table],
+                "group": group,
+                "groups": groups,
+                "child_level": LEVEL_TITLES[child_level],
+                "entries": entries,
+            }
+
         return await scoped(request, level, org, build, "units.html")
 
     @router.get("/dashboards/{level}/{org}/placements", response_class=HTMLResponse)
@@ -220,44 +325,116 @@ def dashboards_router(ledger: Ledger, data: WebData, page: Page, auth: SignIn) -
             names = {k: v for version in setting.versions for k, v in version.codes.items()}
             published = (reg.get("published") or {}).get("by_setting_type", {})
             types = sorted(set(reg["by_setting_type"]) | set(published))
-            by_type = DataTable("by-setting-type", [Column("type", "Setting type"), Column("open", "Open placements", True)]
-                                + ([Column("published", "Published DfE figure 2022/23", True)] if reg.get("published") else []),
-                                [{"type": f"{names.get(t, t)} ({t})", "open": reg["by_setting_type"].get(t, 0), "published": published.get(t)} for t in types],
-                                request.url.path, params(request))
-            pairs = DataTable("by-setting-type-and-tier", [Column("type", "Setting type"), Column("tier", "Tier"), Column("open", "Open placements", True)],
-                              [{"type": f"{names.get(p['setting_type'], p['setting_type'])} ({p['setting_type']})", "tier": str(p["tier"]), "open": p["open_placements"]}
-                               for p in reg["by_setting_type_and_tier"]], request.url.path, params(request))
+            by_type = DataTable(
+                "by-setting-type",
+                [Column("type", "Setting type"), Column("open", "Open placements", True)]
+                + ([Column("published", "Published DfE figure 2022/23", True)] if reg.get("published") else []),
+                [
+                    {"type": f"{names.get(t, t)} ({t})", "open": reg["by_setting_type"].get(t, 0), "published": published.get(t)}
+                    for t in types
+                ],
+                request.url.path,
+                params(request),
+            )
+            pairs = DataTable(
+                "by-setting-type-and-tier",
+                [Column("type", "Setting type"), Column("tier", "Tier"), Column("open", "Open placements", True)],
+                [
+                    {
+                        "type": f"{names.get(p['setting_type'], p['setting_type'])} ({p['setting_type']})",
+                        "tier": str(p["tier"]),
+                        "open": p["open_placements"],
+                    }
+                    for p in reg["by_setting_type_and_tier"]
+                ],
+                request.url.path,
+                params(request),
+            )
             return {"title": "Placements register", "register": reg, "tables": [by_type, pairs], "by_type": by_type, "pairs": pairs}
+
         return await scoped(request, level, org, build, "placements.html")
 
     @router.get("/dashboards/{level}/{org}/providers", response_class=HTMLResponse)
     async def providers(request: Request, level: str, org: str) -> Response:
         def build(principal: Principal, scope: str, as_of: date) -> dict[str, Any]:
             watch = data.providers(level, scope, Moment(as_of))
-            rows = [{"provider": data.name_of(p["provider"]), "id": p["provider"], "la": p["la"], "pupils": p["pupils"], "hours": p["weekly_hours"],
-                     "full_time": p["full_time_pupils"], "sen": p["full_time_pupils_with_sen_or_looked_after"],
-                     "flag": "Likely to need registration" if p["needs_registration"] else "No", "commissioners": ", ".join(p["commissioners"])}
-                    for p in watch["providers"]]
-            table = DataTable("providers", [Column("provider", "Provider"), Column("id", "Identifier"), Column("la", "LA"), Column("pupils", "Pupils", True),
-                                            Column("hours", "Hours a week", True), Column("full_time", "Full-time pupils", True),
-                                            Column("sen", "Full-time with SEN or looked after", True), Column("flag", "Registration"),
-                                            Column("commissioners", "Commissioned by")], rows, request.url.path, params(request))
+            rows = [
+                {
+                    "provider": data.name_of(p["provider"]),
+                    "id": p["provider"],
+                    "la": p["la"],
+                    "pupils": p["pupils"],
+                    "hours": p["weekly_hours"],
+                    "full_time": p["full_time_pupils"],
+                    "sen": p["full_time_pupils_with_sen_or_looked_after"],
+                    "flag": "Likely to need registration" if p["needs_registration"] else "No",
+                    "commissioners": ", ".join(p["commissioners"]),
+                }
+                for p in watch["providers"]
+            ]
+            table = DataTable(
+                "providers",
+                [
+                    Column("provider", "Provider"),
+                    Column("id", "Identifier"),
+                    Column("la", "LA"),
+                    Column("pupils", "Pupils", True),
+                    Column("hours", "Hours a week", True),
+                    Column("full_time", "Full-time pupils", True),
+                    Column("sen", "Full-time with SEN or looked after", True),
+                    Column("flag", "Registration"),
+                    Column("commissioners", "Commissioned by"),
+                ],
+                rows,
+                request.url.path,
+                params(request),
+            )
             return {"title": "Unregistered providers", "watch": watch, "table": table, "tables": [table]}
+
         return await scoped(request, level, org, build, "providers.html")
 
     @router.get("/dashboards/{level}/{org}/cases", response_class=HTMLResponse)
     async def cases(request: Request, level: str, org: str) -> Response:
         def build(principal: Principal, scope: str, as_of: date) -> dict[str, Any]:
             found = data.cases(level, scope, Moment(as_of))
-            rows = [{"org": data.name_of(c["org"]), "org_id": c["org"], "opened_on": c["opened_on"], "category": c["category"], "status": c["status"],
-                     "metric": (c.get("snapshot") or {}).get("metric"), "metric__href": catalogue.DEFINITIONS_PATH + "#" + str((c.get("snapshot") or {}).get("metric")),
-                     "metric_value": (c.get("snapshot") or {}).get("metric_value"), "national_value": (c.get("snapshot") or {}).get("national_value"),
-                     "decisions": len(c["decisions"]), "actions": len(c["actions"]), "outcome": c.get("outcome")} for c in found]
-            table = DataTable("cases", [Column("org", "Organisation"), Column("org_id", "Identifier"), Column("opened_on", "Opened"), Column("category", "Concern"),
-                                        Column("status", "Status"), Column("metric", "Metric"), Column("metric_value", "Value seen", True),
-                                        Column("national_value", "England then", True), Column("decisions", "Decisions", True),
-                                        Column("actions", "Actions done", True), Column("outcome", "Outcome")], rows, request.url.path, params(request))
+            rows = [
+                {
+                    "org": data.name_of(c["org"]),
+                    "org_id": c["org"],
+                    "opened_on": c["opened_on"],
+                    "category": c["category"],
+                    "status": c["status"],
+                    "metric": (c.get("snapshot") or {}).get("metric"),
+                    "metric__href": catalogue.DEFINITIONS_PATH + "#" + str((c.get("snapshot") or {}).get("metric")),
+                    "metric_value": (c.get("snapshot") or {}).get("metric_value"),
+                    "national_value": (c.get("snapshot") or {}).get("national_value"),
+                    "decisions": len(c["decisions"]),
+                    "actions": len(c["actions"]),
+                    "outcome": c.get("outcome"),
+                }
+                for c in found
+            ]
+            table = DataTable(
+                "cases",
+                [
+                    Column("org", "Organisation"),
+                    Column("org_id", "Identifier"),
+                    Column("opened_on", "Opened"),
+                    Column("category", "Concern"),
+                    Column("status", "Status"),
+                    Column("metric", "Metric"),
+                    Column("metric_value", "Value seen", True),
+                    Column("national_value", "England then", True),
+                    Column("decisions", "Decisions", True),
+                    Column("actions", "Actions done", True),
+                    Column("outcome", "Outcome"),
+                ],
+                rows,
+                request.url.path,
+                params(request),
+            )
             return {"title": "Regions Group cases", "table": table, "tables": [table]}
+
         return await scoped(request, level, org, build, "cases.html")
 
     # -- a pupil's history (identified: authorised by relationship and recorded, as pupilHistory) -------------
@@ -274,8 +451,16 @@ def dashboards_router(ledger: Ledger, data: WebData, page: Page, auth: SignIn) -
         principal = await auth.signed_in(request)
         if principal is None:
             return to_sign_in(request)
-        return page.render(request, "pupil.html", principal=principal, title="A pupil's history", purposes=purposes_for(principal),
-                           history=None, no_store=True, breadcrumbs=[{"text": "Dashboards", "href": "/dashboards/"}])
+        return page.render(
+            request,
+            "pupil.html",
+            principal=principal,
+            title="A pupil's history",
+            purposes=purposes_for(principal),
+            history=None,
+            no_store=True,
+            breadcrumbs=[{"text": "Dashboards", "href": "/dashboards/"}],
+        )
 
     @router.post("/dashboards/pupil", response_class=HTMLResponse)
     async def pupil_history(request: Request) -> Response:
@@ -288,19 +473,49 @@ def dashboards_router(ledger: Ledger, data: WebData, page: Page, auth: SignIn) -
         upn = (form.get("upn") or "").strip().upper()
         purpose = form.get("purpose") or None
         reference = (form.get("reference") or "").strip() or None
-        values: dict[str, Any] = {"title": "A pupil's history", "purposes": purposes_for(principal), "upn": upn, "purpose": purpose,
-                                  "reference": reference or "", "history": None, "breadcrumbs": [{"text": "Dashboards", "href": "/dashboards/"}]}
+        values: dict[str, Any] = {
+            "title": "A pupil's history",
+            "purposes": purposes_for(principal),
+            "upn": upn,
+            "purpose": purpose,
+            "reference": reference or "",
+            "history": None,
+            "breadcrumbs": [{"text": "Dashboards", "href": "/dashboards/"}],
+        }
         if not re.fullmatch(r"[A-Z][0-9]{11}[0-9A-Z]", upn):
-            return page.render(request, "pupil.html", status=422, principal=principal, no_store=True,
-                               errors=[("upn", "Enter a 13-character UPN, for example H801200001001")], **values)
+            return page.render(
+                request,
+                "pupil.html",
+                status=422,
+                principal=principal,
+                no_store=True,
+                errors=[("upn", "Enter a 13-character UPN, for example H801200001001")],
+                **values,
+            )
         if reference and not re.fullmatch(r"[A-Za-z0-9._/-]{1,64}", reference):
-            return page.render(request, "pupil.html", status=422, principal=principal, no_store=True,
-                               errors=[("reference", "A reference is up to 64 letters, digits and . _ / -")], **values)
+            return page.render(
+                request,
+                "pupil.html",
+                status=422,
+                principal=principal,
+                no_store=True,
+                errors=[("reference", "A reference is up to 64 letters, digits and . _ / -")],
+                **values,
+            )
         try:
-            history = await run_in_threadpool(ledger.pupil_history, upn, None, None, False, Reader(principal, purpose, reference, "pupilHistory"))
+            history = await run_in_threadpool(
+                ledger.pupil_history, upn, None, None, False, Reader(principal, purpose, reference, "pupilHistory")
+            )
         except LedgerError as exc:
-            return page.render(request, "pupil.html", status=status_of(exc), principal=principal, no_store=True,
-                               errors=[("upn", f"{p.message} ({p.code})") for p in exc.problems], **values)
+            return page.render(
+                request,
+                "pupil.html",
+                status=status_of(exc),
+                principal=principal,
+                no_store=True,
+                errors=[("upn", f"{p.message} ({p.code})") for p in exc.problems],
+                **values,
+            )
         return page.render(request, "pupil.html", principal=principal, no_store=True, **{**values, "history": history})
 
     return router

@@ -103,8 +103,9 @@ class WebData:
         reached = min(positions.get(v.name, 0) for v in VIEWS)
         rows = self.ledger.store.query("SELECT leaf_index FROM log_entries WHERE sequence <= ? ORDER BY sequence DESC LIMIT 1", (reached,))
         limit = int(rows[0][0]) + 1 if rows else 0
-        for (size,) in self.ledger.store.query("SELECT tree_size FROM log_checkpoints WHERE tree_size <= ? ORDER BY tree_size DESC LIMIT 20",
-                                               (limit,)):
+        for (size,) in self.ledger.store.query(
+            "SELECT tree_size FROM log_checkpoints WHERE tree_size <= ? ORDER BY tree_size DESC LIMIT 20", (limit,)
+        ):
             found = self.checkpoint_at(int(size))
             if found is not None and self.is_clean(found):
                 return found
@@ -120,7 +121,9 @@ class WebData:
             leaf = self.log.leaf(tree_size - 1)
             assert leaf is not None
             last = leaf.sequence
-        return Checkpoint(self.ledger.settings.origin, tree_size, base64.b64encode(root).decode(), last, self._known_at(last), signed_at, note)
+        return Checkpoint(
+            self.ledger.settings.origin, tree_size, base64.b64encode(root).decode(), last, self._known_at(last), signed_at, note
+        )
 
     def _known_at(self, sequence: int) -> str:
         """The latest received_at among the events up to ``sequence`` (kept and extended, not rescanned)."""
@@ -140,7 +143,9 @@ class WebData:
 
     def is_clean(self, cp: Checkpoint) -> bool:
         """No event outside the tree was received at or before its newest event (so 'known at' is the tree)."""
-        rows = self.ledger.store.query("SELECT COUNT(*) FROM ledger_index WHERE sequence > ? AND received_at <= ?", (cp.last_sequence, cp.known_at))
+        rows = self.ledger.store.query(
+            "SELECT COUNT(*) FROM ledger_index WHERE sequence > ? AND received_at <= ?", (cp.last_sequence, cp.known_at)
+        )
         return int(rows[0][0]) == 0
 
     def verify_checkpoint(self, cp: Checkpoint) -> list[str]:
@@ -211,8 +216,9 @@ class WebData:
             out[metric.name] = (found, national)
         return out
 
-    def series(self, level: str, scope: str, names: Sequence[str], end: date, months: int = 12,
-               known_at: datetime | None = None) -> list[tuple[date, dict[str, dict[str, Any]]]]:
+    def series(
+        self, level: str, scope: str, names: Sequence[str], end: date, months: int = 12, known_at: datetime | None = None
+    ) -> list[tuple[date, dict[str, dict[str, Any]]]]:
         """Each metric of ``names`` for the scope at the last day of each month up to ``end`` (and at ``end``),
         with the national value: accountabilityMetrics asked at those dates."""
         points = month_ends(end, months)
@@ -313,12 +319,21 @@ class ReplayedFacts:
                         self.db.execute(table.insert_sql(), table.row(ev, values))
                     if ev.record.corrects:
                         for table in view.tables:
-                            self.db.execute(f"UPDATE {table.name} SET superseded_at = ? WHERE event_id = ? AND superseded_at IS NULL",
-                                            (timestamp(ev.record.received_at), ev.record.corrects))
+                            self.db.execute(
+                                f"UPDATE {table.name} SET superseded_at = ? WHERE event_id = ? AND superseded_at IS NULL",
+                                (timestamp(ev.record.received_at), ev.record.corrects),
+                            )
             position = int(batch.rows[-1][0])
 
-    def facts(self, table: str, moment: Moment, columns: str = "*", where: str = "", params: Sequence[Any] = (),
-              order: str = "seq", effective_cut: bool = True) -> list[tuple[Any, ...]]:
+    def facts(
+        self,
+        table: str,
+        moment: Moment,
+        columns: str = "*",
+        where: str = "",
+        params: Sequence[Any] = (),
+        order: str = "seq",
+        effective_cut: bool = True,
+    ) -> list[tuple[Any, ...]]:
         sql, args = in_force(table, moment, where, params, columns, effective_cut)
         return list(self.db.execute(f"{sql} ORDER BY {order}", args))
-

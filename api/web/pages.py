@@ -30,8 +30,9 @@ PrincipalOf = Callable[[str | None, str], Awaitable[Principal]]  # (token, clien
 
 
 def environment() -> Environment:
-    loader = ChoiceLoader([FileSystemLoader(str(TEMPLATES)),
-                           PrefixLoader({"govuk_frontend_jinja": PackageLoader("govuk_frontend_jinja", "templates")})])
+    loader = ChoiceLoader(
+        [FileSystemLoader(str(TEMPLATES)), PrefixLoader({"govuk_frontend_jinja": PackageLoader("govuk_frontend_jinja", "templates")})]
+    )
     env = Environment(loader=loader, autoescape=select_autoescape(["html"]), trim_blocks=True, lstrip_blocks=True)
     env.globals["service_name"] = SERVICE_NAME
     return env
@@ -54,10 +55,12 @@ class Page:
         """What every template gets that does not depend on who asks: the navigation and the path."""
         path = request.url.path
         definitions = path == catalogue.DEFINITIONS_PATH
-        nav = [{"href": "/", "text": "Home", "active": path == "/"},
-               {"href": "/reports/england", "text": "Public reports", "active": path.startswith("/reports/") and not definitions},
-               {"href": "/dashboards/", "text": "Dashboards", "active": path.startswith(("/dashboards", "/sign-in"))},
-               {"href": catalogue.DEFINITIONS_PATH, "text": "Definitions", "active": definitions}]
+        nav = [
+            {"href": "/", "text": "Home", "active": path == "/"},
+            {"href": "/reports/england", "text": "Public reports", "active": path.startswith("/reports/") and not definitions},
+            {"href": "/dashboards/", "text": "Dashboards", "active": path.startswith(("/dashboards", "/sign-in"))},
+            {"href": catalogue.DEFINITIONS_PATH, "text": "Definitions", "active": definitions},
+        ]
         return {"navigation": nav, "path": path, "principal": None, "csrf_token": ""}
 
     @staticmethod
@@ -68,11 +71,13 @@ class Page:
             return Sessions.new_nonce(), True
         return nonce, False
 
-    def render(self, request: Request, template: str, status: int = 200, principal: Principal | None = None,
-               no_store: bool = False, **values: Any) -> HTMLResponse:
+    def render(
+        self, request: Request, template: str, status: int = 200, principal: Principal | None = None, no_store: bool = False, **values: Any
+    ) -> HTMLResponse:
         nonce, fresh = self._nonce(request)
-        body = self.env.get_template(template).render(**{**self.common(request), "principal": principal,
-                                                         "csrf_token": self.sessions.csrf_token(nonce), **values})
+        body = self.env.get_template(template).render(
+            **{**self.common(request), "principal": principal, "csrf_token": self.sessions.csrf_token(nonce), **values}
+        )
         return self.respond(request, finish_html(body), status, no_store or principal is not None, (nonce if fresh else None))
 
     @staticmethod

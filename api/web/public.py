@@ -44,17 +44,28 @@ def report_view(report: PublicReport, base: str, static: bool = False) -> dict[s
             if report.level != "national":
                 series.append(("England", [charts.plottable(c.national_value) for c in f.categories]))
             hidden = [c.label for c in f.categories if not isinstance(c.value, int)]
-            desc = (f"Bar chart of {f.title.lower()} for {report.name}" + (" and England" if report.level != "national" else "")
-                    + f", {f.period}. " + ("No bar is drawn for " + "; ".join(hidden) + " (suppressed or not applicable). " if hidden else "")
-                    + "The table below the chart gives the same figures.")
+            desc = (
+                f"Bar chart of {f.title.lower()} for {report.name}"
+                + (" and England" if report.level != "national" else "")
+                + f", {f.period}. "
+                + ("No bar is drawn for " + "; ".join(hidden) + " (suppressed or not applicable). " if hidden else "")
+                + "The table below the chart gives the same figures."
+            )
             chart = charts.bar_chart(f.metric, f.title, labels, series, desc) if f.categories else None
             breakdowns.append((f, chart))
         sections.append({"group": group, "title": title, "scalars": scalars, "breakdowns": breakdowns})
     digests = report.digests()
-    return {"title": f"{report.name}: pupil movements and inclusion", "report": report, "sections": sections, "digests": digests,
-            "static_site": static,
-            "csv_url": f"{base}.csv{query}", "json_url": f"{base}.json{query}", "rules": report.rules.statement,
-            "breadcrumbs": [{"text": "Home", "href": "/"}, {"text": "Public reports", "href": "/reports/england"}]}
+    return {
+        "title": f"{report.name}: pupil movements and inclusion",
+        "report": report,
+        "sections": sections,
+        "digests": digests,
+        "static_site": static,
+        "csv_url": f"{base}.csv{query}",
+        "json_url": f"{base}.json{query}",
+        "rules": report.rules.statement,
+        "breadcrumbs": [{"text": "Home", "href": "/"}, {"text": "Public reports", "href": "/reports/england"}],
+    }
 
 
 def public_router(data: WebData, page: Page, settings: Settings) -> APIRouter:
@@ -100,14 +111,26 @@ def public_router(data: WebData, page: Page, settings: Settings) -> APIRouter:
             las = pub.scopes("la") if pub else []
             trusts = pub.scopes("trust") if pub else []
             listed = trusts if len(trusts) <= MAX_LISTED_TRUSTS else []  # England has some 2,500 trusts: addressed, not listed
-            return {"las": [(la, data.name_of(la)) for la in las], "trusts": [(t, data.name_of(t)) for t in listed], "trust_count": len(trusts),
-                    "checkpoint": pub.checkpoint if pub else None}
-        return page.render(request, "start.html", title="Pupil movements in SEND and alternative provision", **await run_in_threadpool(body))
+            return {
+                "las": [(la, data.name_of(la)) for la in las],
+                "trusts": [(t, data.name_of(t)) for t in listed],
+                "trust_count": len(trusts),
+                "checkpoint": pub.checkpoint if pub else None,
+            }
+
+        return page.render(
+            request, "start.html", title="Pupil movements in SEND and alternative provision", **await run_in_threadpool(body)
+        )
 
     @router.get("/reports/definitions", response_class=HTMLResponse)
     async def definitions(request: Request) -> Response:
-        return page.render(request, "definitions.html", title="How each figure is defined", definitions=Markup(catalogue.definitions_html()),  # noqa: S704
-                           breadcrumbs=[{"text": "Home", "href": "/"}])
+        return page.render(
+            request,
+            "definitions.html",
+            title="How each figure is defined",
+            definitions=Markup(catalogue.definitions_html()),  # noqa: S704
+            breadcrumbs=[{"text": "Home", "href": "/"}],
+        )
 
     async def public_report(request: Request, level: str, org: str) -> Response:
         fmt = "html"
@@ -124,7 +147,10 @@ def public_router(data: WebData, page: Page, settings: Settings) -> APIRouter:
             org = org if org.startswith("trust:") else f"trust:{org}"
         pub = await run_in_threadpool(publication, as_of)
         if pub is None:
-            return page.error(request, 503, "No figures yet", "The transparency log has no signed checkpoint yet; try again in a few seconds.")
+            return page.error(
+                request, 503, "No figures yet", "The transparency log has no signed checkpoint yet; try again in a few seconds."
+            )
+
         def body() -> bytes | None:
             """The report in the format asked for: the same bytes for the same publication, so kept with it."""
             key = (level, org, fmt if fmt != "html" else request.url.path)
@@ -151,8 +177,11 @@ def public_router(data: WebData, page: Page, settings: Settings) -> APIRouter:
             return Response(found, media_type="application/json")
         if fmt == "csv":
             name = "england" if level == "national" else org.replace(":", "-")
-            return Response(found, media_type="text/csv; charset=utf-8",
-                            headers={"content-disposition": f'attachment; filename="{name}-{as_of.isoformat()}.csv"'})
+            return Response(
+                found,
+                media_type="text/csv; charset=utf-8",
+                headers={"content-disposition": f'attachment; filename="{name}-{as_of.isoformat()}.csv"'},
+            )
         return page.respond(request, found.decode("utf-8"))
 
     @router.get("/reports/england", response_class=HTMLResponse)

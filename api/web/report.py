@@ -60,12 +60,19 @@ class PublicFigure:
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
-            "metric": self.metric, "group": self.group, "kind": self.kind, "title": self.title, "definition": self.definition,
+            "metric": self.metric,
+            "group": self.group,
+            "kind": self.kind,
+            "title": self.title,
+            "definition": self.definition,
             "period": {"from": catalogue.as_plain(self.period_from), "to": self.period_to.isoformat(), "text": self.period},
-            "value": self.value, "national_value": self.national_value,
+            "value": self.value,
+            "national_value": self.national_value,
         }
         if self.kind == "breakdown":
-            out["categories"] = [{"code": c.code, "label": c.label, "value": c.value, "national_value": c.national_value} for c in self.categories]
+            out["categories"] = [
+                {"code": c.code, "label": c.label, "value": c.value, "national_value": c.national_value} for c in self.categories
+            ]
         if self.published_dfe:
             out["published_dfe"] = self.published_dfe
         return out
@@ -83,10 +90,17 @@ class PublicReport:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "format": FORMAT, "level": self.level, "org": self.org, "name": self.name, "as_of": self.as_of.isoformat(),
+            "format": FORMAT,
+            "level": self.level,
+            "org": self.org,
+            "name": self.name,
+            "as_of": self.as_of.isoformat(),
             "checkpoint": self.checkpoint.as_dict(),
-            "disclosure": {"threshold": self.rules.threshold, "rules": self.rules.statement,
-                           "symbols": {SUPPRESSED: "suppressed", NOT_APPLICABLE: "not applicable", UNAVAILABLE: "not available"}},
+            "disclosure": {
+                "threshold": self.rules.threshold,
+                "rules": self.rules.statement,
+                "symbols": {SUPPRESSED: "suppressed", NOT_APPLICABLE: "not applicable", UNAVAILABLE: "not available"},
+            },
             "figures": [f.as_dict() for _, _, figs in self.groups for f in figs],
         }
 
@@ -94,8 +108,24 @@ class PublicReport:
         return (json.dumps(self.as_dict(), ensure_ascii=False, sort_keys=True, indent=1) + "\n").encode("utf-8")
 
     def csv_rows(self) -> list[list[Any]]:
-        header = ["geographic_level", "org", "name", "as_of", "group", "metric", "kind", "category", "category_label", "value",
-                  "national_value", "period_from", "period_to", "definition", "tree_size", "root_hash"]
+        header = [
+            "geographic_level",
+            "org",
+            "name",
+            "as_of",
+            "group",
+            "metric",
+            "kind",
+            "category",
+            "category_label",
+            "value",
+            "national_value",
+            "period_from",
+            "period_to",
+            "definition",
+            "tree_size",
+            "root_hash",
+        ]
         rows: list[list[Any]] = [header]
         common = [self.level, self.org, self.name, self.as_of.isoformat()]
         tail = [self.checkpoint.tree_size, self.checkpoint.root_hash]
@@ -104,7 +134,9 @@ class PublicReport:
                 period = [catalogue.as_plain(f.period_from) or "", f.period_to.isoformat(), f.definition]
                 rows.append([*common, group, f.metric, f.kind, "", "", _cell(f.value), _cell(f.national_value), *period, *tail])
                 for c in f.categories:
-                    rows.append([*common, group, f.metric, f.kind, c.code, c.label, _cell(c.value), _cell(c.national_value), *period, *tail])
+                    rows.append(
+                        [*common, group, f.metric, f.kind, c.code, c.label, _cell(c.value), _cell(c.national_value), *period, *tail]
+                    )
         return rows
 
     def csv_bytes(self) -> bytes:
@@ -159,8 +191,22 @@ class Publication:
                     national, national_categories = None, {}
                 cats = [Category(code, e.label(code), v, national_categories.get(code)) for code, v in categories.items()]
                 comparator = DFE_COMPARATORS.get(e.name)
-                figs.append(PublicFigure(e.name, e.group, e.kind, e.title, e.anchor, start, end, words, value, national, cats,
-                                         comparator(org if level != "national" else "england") if comparator and level != "trust" else None))
+                figs.append(
+                    PublicFigure(
+                        e.name,
+                        e.group,
+                        e.kind,
+                        e.title,
+                        e.anchor,
+                        start,
+                        end,
+                        words,
+                        value,
+                        national,
+                        cats,
+                        comparator(org if level != "national" else "england") if comparator and level != "trust" else None,
+                    )
+                )
             groups.append((group, title, figs))
         name = "England" if level == "national" else self.data.name_of(org)
         return PublicReport(level, "england" if level == "national" else org, name, self.as_of, self.checkpoint, self.rules, groups)
@@ -199,8 +245,16 @@ class _LevelRelease:
             breakdown = e.kind == "breakdown"
             tables.append(Table(e.name, self.rows, labels, cells, row_totals=breakdown, column_totals=additive))
             if not additive:
-                tables.append(Table(f"{e.name}@england", ("england",), labels, {("england", k): whole[k] for k in labels},
-                                    row_totals=breakdown, column_totals=False))
+                tables.append(
+                    Table(
+                        f"{e.name}@england",
+                        ("england",),
+                        labels,
+                        {("england", k): whole[k] for k in labels},
+                        row_totals=breakdown,
+                        column_totals=False,
+                    )
+                )
         self.release: Release = protect(tables, rules)
 
     def _where(self, name: str, row: str) -> tuple[str, str]:

@@ -82,10 +82,22 @@ class SignIn:
                 except LedgerError:
                     principal = None
                 except Refusal as refusal:
-                    return page.error(request, refusal.status, "Too many attempts", f"Wait {max(1, round(refusal.retry_after or 1))} seconds, then try again.")
+                    return page.error(
+                        request,
+                        refusal.status,
+                        "Too many attempts",
+                        f"Wait {max(1, round(refusal.retry_after or 1))} seconds, then try again.",
+                    )
             if principal is None:
-                return page.render(request, "sign_in.html", status=401, title="Sign in", next=target, no_store=True,
-                                   error="Enter a valid access token: this one is unknown, expired or revoked" if token else "Enter your access token")
+                return page.render(
+                    request,
+                    "sign_in.html",
+                    status=401,
+                    title="Sign in",
+                    next=target,
+                    no_store=True,
+                    error="Enter a valid access token: this one is unknown, expired or revoked" if token else "Enter your access token",
+                )
             response = RedirectResponse(target, status_code=303)
             response.headers.append("set-cookie", sessions.cookie_header(sessions.seal(token)))
             response.headers["cache-control"] = "no-store"

@@ -41,20 +41,29 @@ class Options:
     threshold: int
 
     def as_dict(self) -> dict[str, Any]:
-        return {"as_of": self.as_of.isoformat(), "las": list(self.las) if self.las is not None else None, "trusts": list(self.trusts),
-                "threshold": self.threshold}
+        return {
+            "as_of": self.as_of.isoformat(),
+            "las": list(self.las) if self.las is not None else None,
+            "trusts": list(self.trusts),
+            "threshold": self.threshold,
+        }
 
 
 def _page(env: Any, template: str, **values: Any) -> bytes:
-    nav = [{"href": "/", "text": "Home", "active": template == "start.html"},
-           {"href": "/reports/england", "text": "Public reports", "active": template == "report.html"},
-           {"href": catalogue.DEFINITIONS_PATH, "text": "Definitions", "active": template == "definitions.html"}]
-    html = env.get_template(template).render(**{"navigation": nav, "principal": None, "csrf_token": "", "path": "", **values, "static_site": True})
+    nav = [
+        {"href": "/", "text": "Home", "active": template == "start.html"},
+        {"href": "/reports/england", "text": "Public reports", "active": template == "report.html"},
+        {"href": catalogue.DEFINITIONS_PATH, "text": "Definitions", "active": template == "definitions.html"},
+    ]
+    html = env.get_template(template).render(
+        **{"navigation": nav, "principal": None, "csrf_token": "", "path": "", **values, "static_site": True}
+    )
     return finish_html(str(html)).encode("utf-8")
 
 
-def build(data: WebData, cp: Checkpoint, options: Options, db: Any = None,
-          on_progress: Callable[[int], None] | None = None) -> dict[str, bytes]:
+def build(
+    data: WebData, cp: Checkpoint, options: Options, db: Any = None, on_progress: Callable[[int], None] | None = None
+) -> dict[str, bytes]:
     """Every file of the site (path -> bytes), computed at checkpoint ``cp`` from the views, or from ``db``
     (the log replayed) when given."""
     ctx = data.context(Moment(options.as_of, cp.moment_known_at), db=db)
@@ -66,23 +75,38 @@ def build(data: WebData, cp: Checkpoint, options: Options, db: Any = None,
     listed = []
     for level, org in wanted:
         report = pub.report(level, org)
-        stem = {"national": "reports/england", "la": f"reports/la/{org.removeprefix('la:')}", "trust": f"reports/trust/{org.removeprefix('trust:')}"}[level]
+        stem = {
+            "national": "reports/england",
+            "la": f"reports/la/{org.removeprefix('la:')}",
+            "trust": f"reports/trust/{org.removeprefix('trust:')}",
+        }[level]
         files[f"{stem}.json"] = report.json_bytes()
         files[f"{stem}.csv"] = report.csv_bytes()
         files[f"{stem}/index.html"] = _page(env, "report.html", **report_view(report, "/" + stem, static=True))
         listed.append((level, org, report.name, "/" + stem))
         if on_progress:
             on_progress(1)
-    files["index.html"] = _page(env, "site_index.html", title="Pupil movements in SEND and alternative provision", reports=listed, checkpoint=cp,
-                                as_of=options.as_of)
-    files["reports/definitions/index.html"] = _page(env, "definitions.html", title="How each figure is defined",
-                                                    definitions=Markup(catalogue.definitions_html()))  # noqa: S704 - our own docs
+    files["index.html"] = _page(
+        env,
+        "site_index.html",
+        title="Pupil movements in SEND and alternative provision",
+        reports=listed,
+        checkpoint=cp,
+        as_of=options.as_of,
+    )
+    files["reports/definitions/index.html"] = _page(
+        env, "definitions.html", title="How each figure is defined", definitions=Markup(catalogue.definitions_html())
+    )  # noqa: S704 - our own docs
     files["checkpoint.txt"] = cp.note.encode("utf-8")
     for path in sorted(STATIC.rglob("*")):
         if path.is_file():
             files[f"assets/{path.relative_to(STATIC).as_posix()}"] = path.read_bytes()
-    manifest = {"format": SITE_FORMAT, "options": options.as_dict(), "checkpoint": cp.as_dict(),
-                "files": {name: hashlib.sha256(body).hexdigest() for name, body in sorted(files.items())}}
+    manifest = {
+        "format": SITE_FORMAT,
+        "options": options.as_dict(),
+        "checkpoint": cp.as_dict(),
+        "files": {name: hashlib.sha256(body).hexdigest() for name, body in sorted(files.items())},
+    }
     files["manifest.json"] = (json.dumps(manifest, sort_keys=True, indent=1) + "\n").encode("utf-8")
     return files
 
@@ -99,7 +123,9 @@ def read_manifest(directory: Path) -> tuple[Options, Checkpoint]:
     if raw.get("format") != SITE_FORMAT:
         raise ValueError(f"{directory}/manifest.json is not a {SITE_FORMAT} manifest")
     o = raw["options"]
-    options = Options(date.fromisoformat(o["as_of"]), tuple(o["las"]) if o["las"] is not None else None, tuple(o["trusts"]), int(o["threshold"]))
+    options = Options(
+        date.fromisoformat(o["as_of"]), tuple(o["las"]) if o["las"] is not None else None, tuple(o["trusts"]), int(o["threshold"])
+    )
     return options, Checkpoint(**raw["checkpoint"])
 
 

@@ -43,14 +43,20 @@ def apply(db: sqlite3.Connection, part: int, offset: int, value: bytes, headers:
                 if record["type"] == "access.record_erased":
                     db.execute("DELETE FROM roll WHERE subject = ?", (subject,))
                 elif record["type"] == "pupil.registered" and record["data"].get("enrolment_status") in ("C", "M"):
-                    db.execute("INSERT INTO roll (subject, school) VALUES (?, ?) ON CONFLICT (subject) DO UPDATE SET school = excluded.school",
-                               (subject, record["data"]["school"]))
+                    db.execute(
+                        "INSERT INTO roll (subject, school) VALUES (?, ?) ON CONFLICT (subject) DO UPDATE SET school = excluded.school",
+                        (subject, record["data"]["school"]),
+                    )
                 elif record["type"] == "pupil.deregistered":
                     db.execute("DELETE FROM roll WHERE subject = ? AND school = ?", (subject, record["data"]["school"]))
-                db.execute("INSERT INTO applied (subject, sequence) VALUES (?, ?) ON CONFLICT (subject) DO UPDATE SET sequence = excluded.sequence",
-                           (subject, sequence))
-        db.execute("INSERT INTO offsets (part, next_offset) VALUES (?, ?) ON CONFLICT (part) DO UPDATE SET next_offset = excluded.next_offset",
-                   (part, offset + 1))
+                db.execute(
+                    "INSERT INTO applied (subject, sequence) VALUES (?, ?) ON CONFLICT (subject) DO UPDATE SET sequence = excluded.sequence",
+                    (subject, sequence),
+                )
+        db.execute(
+            "INSERT INTO offsets (part, next_offset) VALUES (?, ?) ON CONFLICT (part) DO UPDATE SET next_offset = excluded.next_offset",
+            (part, offset + 1),
+        )
 
 
 class StartWhereTheDatabaseSays(ConsumerRebalanceListener):  # type: ignore[misc]

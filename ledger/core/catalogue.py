@@ -58,9 +58,7 @@ def event_types() -> dict[str, EventType]:
     for path in sorted((SCHEMAS_DIR / "events").glob("*.schema.json")):
         schema = json.loads(path.read_text("utf-8"))
         name = schema["title"]
-        types[name] = EventType(
-            name, schema["description"], schema["x-subject"], tuple(schema["x-submitters"]), schema
-        )
+        types[name] = EventType(name, schema["description"], schema["x-subject"], tuple(schema["x-submitters"]), schema)
     return types
 
 
@@ -111,7 +109,9 @@ def _schema_problems(body: dict[str, Any], type_name: str, prefix: str) -> list[
     if not problems:
         # ``jsonschema`` matches patterns with Python's ``re``, where ``$`` also matches before a final newline;
         # JSON Schema patterns are ECMA-262, where it does not (so "2026-09-01\n" is no date), as compiled here.
-        problems.append(Problem(f"schema_{strict.rule}", _json_path(prefix, _parts(body, strict.path[1:])), strict.message.split(" ", 1)[-1]))
+        problems.append(
+            Problem(f"schema_{strict.rule}", _json_path(prefix, _parts(body, strict.path[1:])), strict.message.split(" ", 1)[-1])
+        )
     return problems
 
 
@@ -173,9 +173,7 @@ def validate(body: dict[str, Any], received_at: datetime, prefix: str = "$.paylo
     type_name = body.get("type")
     etype = event_types().get(type_name) if isinstance(type_name, str) else None
     if etype is None:
-        out.problems.append(
-            Problem("unknown_type", f"{prefix}.type", f"unknown event type {type_name!r}; see schemas/events/")
-        )
+        out.problems.append(Problem("unknown_type", f"{prefix}.type", f"unknown event type {type_name!r}; see schemas/events/"))
         return out
     out.problems.extend(_schema_problems(body, etype.name, prefix))
     if out.problems:
@@ -206,7 +204,9 @@ def validate(body: dict[str, Any], received_at: datetime, prefix: str = "$.paylo
         allowed = allowed | {org_scheme(submitter) or ""}
     problem = check_org_id(submitter, allowed, las)
     if problem:
-        out.problems.append(Problem("submitter_not_allowed", f"{prefix}.submitter", f"{etype.name} cannot be posted by {submitter}: {problem}"))
+        out.problems.append(
+            Problem("submitter_not_allowed", f"{prefix}.submitter", f"{etype.name} cannot be posted by {submitter}: {problem}")
+        )
     subject = body["subject"]
     if etype.subject == "pupil":
         if "upn" not in subject:
@@ -216,10 +216,14 @@ def validate(body: dict[str, Any], received_at: datetime, prefix: str = "$.paylo
             if not upn.ok:
                 out.problems.append(Problem(upn.code, f"{prefix}.subject.upn", upn.message))
             elif upn.temporary:
-                out.flags.append({"code": "temporary_upn", "message": "a temporary UPN was used; post a correction when the permanent UPN is known"})
+                out.flags.append(
+                    {"code": "temporary_upn", "message": "a temporary UPN was used; post a correction when the permanent UPN is known"}
+                )
     elif etype.subject == "audit":  # ledger-written access.* events name the pupil by audit pseudonym only
         if "pupil" not in subject:
-            out.problems.append(Problem("subject_kind", f"{prefix}.subject", f"{etype.name} is about a pupil's audit pseudonym: give subject.pupil"))
+            out.problems.append(
+                Problem("subject_kind", f"{prefix}.subject", f"{etype.name} is about a pupil's audit pseudonym: give subject.pupil")
+            )
     else:
         if "org" not in subject:
             out.problems.append(Problem("subject_kind", f"{prefix}.subject", f"{etype.name} is about an organisation: give subject.org"))

@@ -40,8 +40,12 @@ MEDIATION_EXEMPT = frozenset({"section_i"})  # placement-only appeals need no me
 # The SEN2 columns (discontinued_*, with their _ehc / _noncomp parts) each reason of code list ehcp_cease_reasons is
 # published in: the views' published figure and the simulation's calibration read them.
 SEN2_CEASE_COLUMNS = {
-    "moved_abroad": ("discontinued_abroad",), "age_limit": ("discontinued_age",), "deceased": ("discontinued_deceased",),
-    "employment": ("discontinued_employment",), "disengaged": ("discontinued_engage",), "further_or_higher_education": ("discontinued_he",),
+    "moved_abroad": ("discontinued_abroad",),
+    "age_limit": ("discontinued_age",),
+    "deceased": ("discontinued_deceased",),
+    "employment": ("discontinued_employment",),
+    "disengaged": ("discontinued_engage",),
+    "further_or_higher_education": ("discontinued_he",),
     "moved_to_other_la": ("discontinued_lea", "discontinued_lea_ehc", "discontinued_lea_noncomp"),
     "left_education": ("discontinued_left", "discontinued_left_ehc"),
     "needs_met": ("discontinued_met", "discontinued_met_ehc", "discontinued_met_noncomp"),
@@ -236,14 +240,24 @@ def dispute_settled(case: PupilCase) -> None:
 
 def _check_request(state: EhcpState, new: Record, la_linked: Callable[[], bool]) -> tuple[list[Problem], list[dict[str, str]]]:
     if state.open_assessment(new.submitter) is not None:  # its own only: another LA's open request is not disclosed
-        return [_problem("assessment_open", "", f"{new.submitter}'s assessment request for this pupil is still open: decide it, "
-                         "or issue or refuse to issue the plan, before recording another")], []
+        return [
+            _problem(
+                "assessment_open",
+                "",
+                f"{new.submitter}'s assessment request for this pupil is still open: decide it, "
+                "or issue or refuse to issue the plan, before recording another",
+            )
+        ], []
     plan = state.active_plan()
     if (plan is None or plan.la != new.submitter) and not la_linked():  # maintaining the plan links it
         # the LA where the child lives assesses, whatever school the child attends (often in another LA): a request
         # is accepted without a recorded link, and shown to the operator as a claim
-        return [], [_flag("claim_new_area", f"{new.submitter} records an assessment request without an earlier link to this pupil; "
-                          "shown to the operator")]
+        return [], [
+            _flag(
+                "claim_new_area",
+                f"{new.submitter} records an assessment request without an earlier link to this pupil; shown to the operator",
+            )
+        ]
     return [], []
 
 
@@ -251,21 +265,37 @@ def _check_assessment_step(state: EhcpState, new: Record) -> tuple[list[Problem]
     t, d, day = new.type, new.data, new.occurred_on
     a = state.assessments.get(d["request_event_id"])
     if a is None:
-        return [_problem("assessment_unknown", "request_event_id", "no ehcp.assessment_requested with that event_id is recorded for this pupil")], []
+        return [
+            _problem("assessment_unknown", "request_event_id", "no ehcp.assessment_requested with that event_id is recorded for this pupil")
+        ], []
     if a.la != new.submitter:
         return [_problem("not_owner", "request_event_id", "only the LA the request was made to records its steps", Category.FORBIDDEN)], []
     if day < a.requested_on:
         return [_problem("before_request", "", f"{day} is before the request on {a.requested_on}")], []
     if t == "ehcp.assessment_decided":
         if a.decision is not None:
-            return [_problem("already_decided", "request_event_id", f"the LA decided this request on {a.decided_on} ({a.decision}); "
-                             "correct that event instead")], []
+            return [
+                _problem(
+                    "already_decided",
+                    "request_event_id",
+                    f"the LA decided this request on {a.decided_on} ({a.decision}); correct that event instead",
+                )
+            ], []
         late = (day - a.requested_on).days > 7 * DECISION_WEEKS
-        return [], [_flag("late_assessment_decision", f"decided {(day - a.requested_on).days} days after the request "
-                          f"(limit {DECISION_WEEKS} weeks)")] if late else []
+        return [], [
+            _flag(
+                "late_assessment_decision", f"decided {(day - a.requested_on).days} days after the request (limit {DECISION_WEEKS} weeks)"
+            )
+        ] if late else []
     if a.decision != "agree":
-        return [_problem("no_agreed_assessment", "request_event_id", f"{t} follows an agreement to assess"
-                         + (", and the LA refused to assess" if a.decision == "refuse" else ", and none is recorded"))], []
+        return [
+            _problem(
+                "no_agreed_assessment",
+                "request_event_id",
+                f"{t} follows an agreement to assess"
+                + (", and the LA refused to assess" if a.decision == "refuse" else ", and none is recorded"),
+            )
+        ], []
     if a.outcome is not None:
         return [_problem("assessment_closed", "request_event_id", f"this assessment ended on {a.closed_on} ({a.outcome})")], []
     if t == "ehcp.final_issued":
@@ -281,10 +311,19 @@ def _final_flags(a: Assessment, new: Record) -> list[dict[str, str]]:
     if days > 7 * FINAL_PLAN_WEEKS:
         exceptions = new.data.get("exceptions") or []
         if exceptions:
-            flags.append(_flag("late_final_plan_excepted", f"final plan {days} days after the request (limit {FINAL_PLAN_WEEKS} weeks); "
-                               f"exceptions recorded: {', '.join(exceptions)}"))
+            flags.append(
+                _flag(
+                    "late_final_plan_excepted",
+                    f"final plan {days} days after the request (limit {FINAL_PLAN_WEEKS} weeks); "
+                    f"exceptions recorded: {', '.join(exceptions)}",
+                )
+            )
         else:
-            flags.append(_flag("late_final_plan", f"final plan {days} days after the request (limit {FINAL_PLAN_WEEKS} weeks), no exception recorded"))
+            flags.append(
+                _flag(
+                    "late_final_plan", f"final plan {days} days after the request (limit {FINAL_PLAN_WEEKS} weeks), no exception recorded"
+                )
+            )
     if not new.data.get("named_setting"):
         flags.append(_flag("no_named_setting", "the plan names no school, college or other setting (section I)"))
     return flags
@@ -296,7 +335,11 @@ def _check_plan_step(state: EhcpState, new: Record) -> tuple[list[Problem], list
     if plan is None:
         return [_problem("no_plan", "", f"{t} is about an EHC plan, and none is recorded for this pupil")], []
     if plan.la != new.submitter:
-        return [_problem("not_owner", "", "only the LA maintaining the plan records its reviews, amendments, transfer or end", Category.FORBIDDEN)], []
+        return [
+            _problem(
+                "not_owner", "", "only the LA maintaining the plan records its reviews, amendments, transfer or end", Category.FORBIDDEN
+            )
+        ], []
     if plan.ceased_on is not None:
         return [_problem("plan_ceased", "", f"the plan ceased on {plan.ceased_on}")], []
     if day < plan.issued_on:
@@ -305,7 +348,9 @@ def _check_plan_step(state: EhcpState, new: Record) -> tuple[list[Problem], list
     if t == "ehcp.annual_review_held":
         due = add_months(plan.last_review_on, REVIEW_MONTHS)
         if day > due:
-            flags.append(_flag("late_annual_review", f"review held {day}, due by {due} ({REVIEW_MONTHS} months after {plan.last_review_on})"))
+            flags.append(
+                _flag("late_annual_review", f"review held {day}, due by {due} ({REVIEW_MONTHS} months after {plan.last_review_on})")
+            )
     elif t == "ehcp.transferred" and d["to_la"] == new.submitter:
         return [_problem("transfer_to_self", "to_la", f"the plan is maintained by {new.submitter} already")], []
     elif t == "ehcp.amended" and "named_setting" in d and not d["named_setting"]:
@@ -317,8 +362,14 @@ def _check_decision_dispute(state: EhcpState, new: Record) -> tuple[list[Problem
     t, d = new.type, new.data
     decision = state.decisions.get(d["decision_event_id"])
     if decision is None:
-        return [_problem("decision_unknown", "decision_event_id", "no appealable LA decision with that event_id is recorded for this pupil "
-                         "(a refusal to assess or to issue, a final plan, an amendment, a review or a cessation)")], []
+        return [
+            _problem(
+                "decision_unknown",
+                "decision_event_id",
+                "no appealable LA decision with that event_id is recorded for this pupil "
+                "(a refusal to assess or to issue, a final plan, an amendment, a review or a cessation)",
+            )
+        ], []
     problems = _dispute_writer(new, decision.la, "decision_event_id")
     if new.occurred_on < decision.on:
         problems.append(_problem("before_decision", "", f"{new.occurred_on} is before the decision on {decision.on}"))
@@ -332,15 +383,23 @@ def _check_decision_dispute(state: EhcpState, new: Record) -> tuple[list[Problem
 
 def _check_settlement(state: EhcpState, new: Record) -> tuple[list[Problem], list[dict[str, str]]]:
     t, d = new.type, new.data
-    ref, disputes, what = (("mediation_event_id", state.mediations, "mediation request") if t == "dispute.mediation_certificate_issued"
-                           else ("appeal_event_id", state.appeals, "appeal"))
+    ref, disputes, what = (
+        ("mediation_event_id", state.mediations, "mediation request")
+        if t == "dispute.mediation_certificate_issued"
+        else ("appeal_event_id", state.appeals, "appeal")
+    )
     dispute = disputes.get(d[ref])
     if dispute is None:
         return [_problem(f"{ref.split('_')[0]}_unknown", ref, f"no {what} with that event_id is recorded for this pupil")], []
     problems = _dispute_writer(new, dispute.decision.la, ref)
     if dispute.settled:
-        problems.append(_problem("already_settled", ref, f"this {what} already has its " + ("certificate" if what != "appeal" else "decision")
-                                 + "; correct that event instead"))
+        problems.append(
+            _problem(
+                "already_settled",
+                ref,
+                f"this {what} already has its " + ("certificate" if what != "appeal" else "decision") + "; correct that event instead",
+            )
+        )
     if new.occurred_on < dispute.on:
         problems.append(_problem("before_request", "", f"{new.occurred_on} is before the {what} on {dispute.on}"))
     return problems, []
@@ -358,11 +417,19 @@ def _check_appeal(state: EhcpState, new: Record, decision: Decision) -> tuple[li
     if mediation_id is not None:
         mediation = state.mediations.get(mediation_id)
         if mediation is None or mediation.decision.event_id != decision.event_id:
-            return [_problem("mediation_unknown", "mediation_event_id", "no mediation request about this decision with that event_id is recorded")], []
+            return [
+                _problem(
+                    "mediation_unknown", "mediation_event_id", "no mediation request about this decision with that event_id is recorded"
+                )
+            ], []
     certified = any(m.settled and m.decision.event_id == decision.event_id for m in state.mediations.values())
     if not certified and not set(new.data["grounds"]) <= MEDIATION_EXEMPT:
-        return [], [_flag("appeal_without_mediation_certificate", "no mediation certificate is recorded for this decision "
-                          "(needed unless the appeal is only about the placement, section I)")]
+        return [], [
+            _flag(
+                "appeal_without_mediation_certificate",
+                "no mediation certificate is recorded for this decision (needed unless the appeal is only about the placement, section I)",
+            )
+        ]
     return [], []
 
 
@@ -382,7 +449,11 @@ def check_inspection(org_id: str, inspections: dict[str, Inspection], new: Recor
     """Problems with an ``inspection.*`` event about ``org_id``, given the inspections recorded for it."""
     d = new.data
     if org_scheme(org_id) != "la":
-        return [Problem("not_an_area", "$.payload.subject.org", "an area SEND inspection is about a local area partnership: subject.org is la:NNN")]
+        return [
+            Problem(
+                "not_an_area", "$.payload.subject.org", "an area SEND inspection is about a local area partnership: subject.org is la:NNN"
+            )
+        ]
     if new.type == "inspection.started":
         if d["to"] < d["from"]:
             return [_problem("end_before_start", "to", f"to ({d['to']}) is before from ({d['from']})")]
@@ -390,11 +461,19 @@ def check_inspection(org_id: str, inspections: dict[str, Inspection], new: Recor
     if "inspection_event_id" in d:
         inspection = inspections.get(d["inspection_event_id"])
         if inspection is None:
-            return [_problem("inspection_unknown", "inspection_event_id", f"no inspection.started with that event_id is recorded for {org_id}")]
+            return [
+                _problem("inspection_unknown", "inspection_event_id", f"no inspection.started with that event_id is recorded for {org_id}")
+            ]
         old = inspection.kind == "framework_2016"
         if old != (d["outcome"] in ("wsoa", "no_wsoa")):
-            return [_problem("outcome_framework", "outcome", "a 2016-framework inspection has outcome wsoa or no_wsoa; a 2023-framework one "
-                             "positive, inconsistent or widespread_failings")]
+            return [
+                _problem(
+                    "outcome_framework",
+                    "outcome",
+                    "a 2016-framework inspection has outcome wsoa or no_wsoa; a 2023-framework one "
+                    "positive, inconsistent or widespread_failings",
+                )
+            ]
     return []
 
 

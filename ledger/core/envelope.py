@@ -134,37 +134,33 @@ def decode(raw: Any, path: str = "$", payload_type: str = EVENT_PAYLOAD_TYPE) ->
         raise _malformed("envelope_not_object", path, "the envelope must be a JSON object")
     unknown = sorted(set(raw) - {"payloadType", "payload", "signatures"})
     if unknown:
-        raise _malformed(
-            "envelope_unknown_field", f"{path}.{unknown[0]}", f"unknown envelope field {unknown[0]!r}"
-        )
+        raise _malformed("envelope_unknown_field", f"{path}.{unknown[0]}", f"unknown envelope field {unknown[0]!r}")
     for field in ("payloadType", "payload", "signatures"):
         if field not in raw:
             raise _malformed("envelope_missing_field", f"{path}.{field}", f"{field} is required")
     if raw["payloadType"] != payload_type:
-        raise _malformed(
-            "payload_type", f"{path}.payloadType", f"payloadType must be {payload_type!r}"
-        )
+        raise _malformed("payload_type", f"{path}.payloadType", f"payloadType must be {payload_type!r}")
     if not isinstance(raw["payload"], str):
         raise _malformed("payload_not_base64", f"{path}.payload", "payload must be a base64 string")
     try:
         payload = b64decode_strict(raw["payload"])
     except ValueError:
-        raise _malformed(
-            "payload_not_base64", f"{path}.payload", "payload is not standard base64"
-        ) from None
+        raise _malformed("payload_not_base64", f"{path}.payload", "payload is not standard base64") from None
     signatures = raw["signatures"]
     if not isinstance(signatures, list):
         raise _malformed("signatures_not_array", f"{path}.signatures", "signatures must be an array")
     if not signatures:
         raise LedgerError.one(
-            "signature_missing", f"{path}.signatures", "the envelope carries no signature",
+            "signature_missing",
+            f"{path}.signatures",
+            "the envelope carries no signature",
             Category.FORBIDDEN,
         )
     sigs: list[tuple[str, bytes]] = []
     for i, entry in enumerate(signatures):
         where = f"{path}.signatures[{i}]"
         if not isinstance(entry, dict) or set(entry) - {"keyid", "sig"} or "sig" not in entry:
-            raise _malformed("signature_shape", where, "each signature is {\"keyid\", \"sig\"}")
+            raise _malformed("signature_shape", where, 'each signature is {"keyid", "sig"}')
         kid, sig = entry.get("keyid"), entry["sig"]
         if not isinstance(kid, str) or not isinstance(sig, str):
             raise _malformed("signature_shape", where, "keyid and sig must be strings")
@@ -184,8 +180,11 @@ def decode(raw: Any, path: str = "$", payload_type: str = EVENT_PAYLOAD_TYPE) ->
     except RecursionError:
         raise _malformed("payload_not_json", f"{path}.payload", "payload nests arrays or objects too deeply") from None
     except ValueError:  # e.g. an integer with more digits than Python converts
-        raise _malformed("payload_not_json", f"{path}.payload", "payload holds a value beyond what the ledger parses "
-                                                                "(an integer of thousands of digits?)") from None
+        raise _malformed(
+            "payload_not_json",
+            f"{path}.payload",
+            "payload holds a value beyond what the ledger parses (an integer of thousands of digits?)",
+        ) from None
     if not isinstance(body, dict):
         raise _malformed("payload_not_object", f"{path}.payload", "payload must be a JSON object")
     if not canonical:

@@ -26,10 +26,15 @@ def no_second_placement(case: PupilCase) -> None:
     """A second placement at the same setting by another commissioner is lawful (hours are summed per pupil); the
     same commissioner's is a duplicate: it reviews or ends the one it has."""
     setting = case.d["setting"]
-    if any(e.kind == "placement" and e.end is None and e.owner == case.who and e.details.get("setting") == setting
-           for e in case.state.episodes.values()):
-        case.reject("placement_already_open", "setting", f"{case.who} already has an open placement of this pupil at {setting}; "
-                    "review it (hours, planned end) or end it first")
+    if any(
+        e.kind == "placement" and e.end is None and e.owner == case.who and e.details.get("setting") == setting
+        for e in case.state.episodes.values()
+    ):
+        case.reject(
+            "placement_already_open",
+            "setting",
+            f"{case.who} already has an open placement of this pupil at {setting}; review it (hours, planned end) or end it first",
+        )
 
 
 def setting_type_matches(case: PupilCase) -> None:
@@ -50,7 +55,11 @@ def episode_open_and_owned(case: PupilCase) -> None:
         case.reject(f"{kind}_not_open", ref, f"no open {what} started by event {case.d[ref]}")
     elif episode.owner != case.who and not (t == "pupil.ap_placement_ended" and episode.details.get("setting") == case.who):
         # before any of its dates are compared: they are another organisation's
-        case.reject("not_owner", ref, f"only the organisation that started this {what}" + (" (or its setting)" if kind == "placement" else "")
-                    + " may update it", Category.FORBIDDEN)
+        case.reject(
+            "not_owner",
+            ref,
+            f"only the organisation that started this {what}" + (" (or its setting)" if kind == "placement" else "") + " may update it",
+            Category.FORBIDDEN,
+        )
     elif case.day < episode.start:
         case.reject("end_before_start", "", f"{case.day} is before the start on {episode.start}")

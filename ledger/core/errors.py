@@ -44,9 +44,7 @@ class LedgerError(Exception):
         super().__init__("; ".join(f"{p.code} at {p.path}: {p.message}" for p in problems))
 
     @classmethod
-    def one(
-        cls, code: str, path: str, message: str, category: Category = Category.INVALID
-    ) -> LedgerError:
+    def one(cls, code: str, path: str, message: str, category: Category = Category.INVALID) -> LedgerError:
         return cls([Problem(code, path, message, category)])
 
     @property

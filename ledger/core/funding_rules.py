@@ -73,9 +73,15 @@ class Tariff:
 
 def tariffs(records: Sequence[Record]) -> list[Tariff]:
     """The tariffs in force (not superseded by a correction), in effective order."""
-    found = [Tariff(r.event_id, date.fromisoformat(r.data["effective_from"]),
-                    {(p["band"], p["provision_type"]): int(p["annual_price_pence"]) for p in r.data["prices"]})
-             for r in effective(records) if r.type == TARIFF]
+    found = [
+        Tariff(
+            r.event_id,
+            date.fromisoformat(r.data["effective_from"]),
+            {(p["band"], p["provision_type"]): int(p["annual_price_pence"]) for p in r.data["prices"]},
+        )
+        for r in effective(records)
+        if r.type == TARIFF
+    ]
     return sorted(found, key=lambda t: t.effective_from)
 
 
@@ -100,9 +106,13 @@ class PlanVersion:
 
 def plan_versions(la: str, records: Sequence[Record]) -> list[PlanVersion]:
     """The LA's plan versions in force (corrections applied), by version number."""
-    found = [PlanVersion(r.event_id, la, int(r.data["version"]), date.fromisoformat(r.data["valid_from"]),
-                         date.fromisoformat(r.data["valid_to"]), r.data)
-             for r in effective(records) if r.type == PLAN]
+    found = [
+        PlanVersion(
+            r.event_id, la, int(r.data["version"]), date.fromisoformat(r.data["valid_from"]), date.fromisoformat(r.data["valid_to"]), r.data
+        )
+        for r in effective(records)
+        if r.type == PLAN
+    ]
     return sorted(found, key=lambda p: p.version)
 
 
@@ -140,8 +150,14 @@ def check_org_event(records: Sequence[Record], new: Record) -> list[Problem]:
             return [_bad("tariff_subject", "$.payload.subject.org", f"the national tariff is a record of {TARIFF_ORG}")]
         return _check_tariff(rest, new)
     if new.subject != new.submitter:
-        return [_bad("not_submitter", "$.payload.subject.org", f"{new.submitter} publishes its own plans, budgets and programmes "
-                     f"(subject.org must be {new.submitter})", Category.FORBIDDEN)]
+        return [
+            _bad(
+                "not_submitter",
+                "$.payload.subject.org",
+                f"{new.submitter} publishes its own plans, budgets and programmes (subject.org must be {new.submitter})",
+                Category.FORBIDDEN,
+            )
+        ]
     if new.type == PLAN:
         return _check_plan(rest, new)
     if new.type == BUDGET:
@@ -161,8 +177,13 @@ def _check_tariff(records: Sequence[Record], new: Record) -> list[Problem]:
     day = date.fromisoformat(new.data["effective_from"])
     same = next((t for t in tariffs(records) if t.effective_from == day), None)
     if same is not None:
-        problems.append(_bad("tariff_exists", f"{DATA}.effective_from", f"a tariff effective from {day} is recorded (event "
-                             f"{same.event_id}): to change it, post a correction naming it in corrects"))
+        problems.append(
+            _bad(
+                "tariff_exists",
+                f"{DATA}.effective_from",
+                f"a tariff effective from {day} is recorded (event {same.event_id}): to change it, post a correction naming it in corrects",
+            )
+        )
     return problems
 
 
@@ -184,16 +205,29 @@ def _check_plan(records: Sequence[Record], new: Record) -> list[Problem]:
     versions = plan_versions(new.subject, records)
     same = next((p for p in versions if p.version == d["version"]), None)
     if same is not None:
-        problems.append(_bad("plan_version_exists", f"{DATA}.version", f"version {d['version']} is published (event {same.event_id}): "
-                             "to change it, post a correction naming it in corrects; a new version takes the next number"))
+        problems.append(
+            _bad(
+                "plan_version_exists",
+                f"{DATA}.version",
+                f"version {d['version']} is published (event {same.event_id}): "
+                "to change it, post a correction naming it in corrects; a new version takes the next number",
+            )
+        )
     elif versions:
         latest = max(versions, key=lambda p: p.version)
         if d["version"] < latest.version:
-            problems.append(_bad("plan_version_order", f"{DATA}.version", f"version {latest.version} is published: a new version is "
-                                 f"numbered after it"))
+            problems.append(
+                _bad("plan_version_order", f"{DATA}.version", f"version {latest.version} is published: a new version is numbered after it")
+            )
         elif start <= latest.valid_from:
-            problems.append(_bad("plan_overlap", f"{DATA}.valid_from", f"version {latest.version} is in force from {latest.valid_from}: "
-                                 "a new version starts after that and supersedes it from its start; this one would overlap all of it"))
+            problems.append(
+                _bad(
+                    "plan_overlap",
+                    f"{DATA}.valid_from",
+                    f"version {latest.version} is in force from {latest.valid_from}: "
+                    "a new version starts after that and supersedes it from its start; this one would overlap all of it",
+                )
+            )
     return problems
 
 
@@ -212,17 +246,29 @@ def _check_budget(records: Sequence[Record], new: Record, corrected: Record | No
             problems.append(_bad("duplicate_tier", f"{DATA}.tiers[{i}].tier", f"tier {tier} is listed twice"))
     split = sum(t["amount_pence"] for t in d["tiers"])
     if d["tiers"] and split != d["amount_pence"]:
-        problems.append(_bad("budget_split_mismatch", f"{DATA}.tiers", f"the split by tier sums to {split} pence, not amount_pence "
-                             f"{d['amount_pence']}"))
+        problems.append(
+            _bad("budget_split_mismatch", f"{DATA}.tiers", f"the split by tier sums to {split} pence, not amount_pence {d['amount_pence']}")
+        )
     if corrected is not None:
         if corrected.data["financial_year"] != d["financial_year"]:
-            problems.append(_bad("correction_year", f"{DATA}.financial_year", f"the budget corrected is for "
-                                 f"{corrected.data['financial_year']}: a correction keeps the year"))
+            problems.append(
+                _bad(
+                    "correction_year",
+                    f"{DATA}.financial_year",
+                    f"the budget corrected is for {corrected.data['financial_year']}: a correction keeps the year",
+                )
+            )
     else:
         existing = budgets(records).get(d["financial_year"])
         if existing is not None:
-            problems.append(_bad("budget_exists", f"{DATA}.financial_year", f"{new.subject} has an AP budget for {d['financial_year']} "
-                                 f"(event {existing.event_id}): a change is a correction naming it in corrects, not a second budget"))
+            problems.append(
+                _bad(
+                    "budget_exists",
+                    f"{DATA}.financial_year",
+                    f"{new.subject} has an AP budget for {d['financial_year']} "
+                    f"(event {existing.event_id}): a change is a correction naming it in corrects, not a second budget",
+                )
+            )
     return problems
 
 
@@ -235,8 +281,14 @@ def _check_programme(records: Sequence[Record], new: Record) -> list[Problem]:
         if year in years[:i]:
             problems.append(_bad("duplicate_year", f"{DATA}.deficit_path[{i}].financial_year", f"{year} is listed twice"))
     if new.corrects is None and any(r.type == PROGRAMME and r.data["programme"] == d["programme"] for r in effective(records)):
-        problems.append(_bad("programme_exists", f"{DATA}.programme", f"{new.subject} has joined {d['programme']}: a change to the "
-                             "agreed path is a correction naming the earlier event in corrects"))
+        problems.append(
+            _bad(
+                "programme_exists",
+                f"{DATA}.programme",
+                f"{new.subject} has joined {d['programme']}: a change to the "
+                "agreed path is a correction naming the earlier event in corrects",
+            )
+        )
     return problems
 
 
@@ -265,20 +317,35 @@ def check_band(records: Sequence[Record], new: Record, tariff_records: Sequence[
             return [_bad("placement_not_open", f"{DATA}.placement_event_id", f"no AP placement started by event {ref} is open on {day}")]
         commissioner = str(episode.details.get("commissioner"))
         if commissioner != new.submitter and orgs(commissioner).la != new.submitter:
-            return [_bad("writer_not_related", f"{DATA}.placement_event_id", "an LA bands the AP placements it commissioned or that "
-                         "schools in its area commissioned")]
+            return [
+                _bad(
+                    "writer_not_related",
+                    f"{DATA}.placement_event_id",
+                    "an LA bands the AP placements it commissioned or that schools in its area commissioned",
+                )
+            ]
         if "setting" in d and d["setting"] != episode.details.get("setting"):
             problems.append(_bad("setting_mismatch", f"{DATA}.setting", "the setting is the placement's own (or leave it out)"))
     else:
         if "setting" not in d:
             return [_bad("required", f"{DATA}.setting", "a band for an EHC plan names the setting the plan names")]
         if la_link(state, new, orgs) != "linked":
-            return [_bad("implausible_claim", DATA, f"{new.submitter} has no recorded link to this pupil (a school in its area, or an "
-                         "earlier record of its own)")]
+            return [
+                _bad(
+                    "implausible_claim",
+                    DATA,
+                    f"{new.submitter} has no recorded link to this pupil (a school in its area, or an earlier record of its own)",
+                )
+            ]
     tariff = tariff_in_force(tariffs(tariff_records), day)
     if tariff is None:
         problems.append(_bad("no_tariff_in_force", f"{DATA}.band", f"no national tariff is in force on {day}"))
     elif (d["band"], d["provision_type"]) not in tariff.prices:
-        problems.append(_bad("band_not_in_tariff", f"{DATA}.band", f"the tariff in force on {day} (from {tariff.effective_from}) has no "
-                             f"price for band {d['band']} in {d['provision_type']}"))
+        problems.append(
+            _bad(
+                "band_not_in_tariff",
+                f"{DATA}.band",
+                f"the tariff in force on {day} (from {tariff.effective_from}) has no price for band {d['band']} in {d['provision_type']}",
+            )
+        )
     return problems

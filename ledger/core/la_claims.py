@@ -36,9 +36,16 @@ def la_claim(case: PupilCase) -> None:
     """The submitting LA's link to the pupil is plausible (a new area's is flagged)."""
     relation = la_link(case.state, case.new, case.orgs)
     if relation is None:
-        case.reject("implausible_claim", "", f"{case.who} has no recorded link to this pupil: the pupil is not on roll (nor was last) at a "
-                    "school in its area, it has no earlier record of the pupil, and the pupil's last removal was not to an unknown place, "
-                    "home education, CME or out of the area")
+        case.reject(
+            "implausible_claim",
+            "",
+            f"{case.who} has no recorded link to this pupil: the pupil is not on roll (nor was last) at a "
+            "school in its area, it has no earlier record of the pupil, and the pupil's last removal was not to an unknown place, "
+            "home education, CME or out of the area",
+        )
     elif relation == "new_area":
-        case.flag("claim_new_area", f"{case.who} records this pupil without an earlier link (a first record, or after a move out of the "
-                  "pupil's last area); shown to the operator")
+        case.flag(
+            "claim_new_area",
+            f"{case.who} records this pupil without an earlier link (a first record, or after a move out of the "
+            "pupil's last area); shown to the operator",
+        )

@@ -117,7 +117,7 @@ class Note:
         split = text.rfind("\n\n")
         if split < 0:
             raise NoteError("a signed note has a body, a blank line and signature lines")
-        body, sig_text = text[: split + 1], text[split + 2:]
+        body, sig_text = text[: split + 1], text[split + 2 :]
         if not sig_text.endswith("\n"):
             raise NoteError("the signature lines end with a newline")
         lines = sig_text[:-1].split("\n")
@@ -266,6 +266,7 @@ def require_quorum(note_text: str, witness_vkeys: Sequence[str], quorum: int) ->
     found = cosigners(Note.parse(note_text), witnesses)
     if len(found) < quorum:
         missing = [n for n in names if n not in found]
-        raise QuorumError(f"{len(found)} of the required {quorum} witness cosignatures; no valid cosignature by: "
-                          + ", ".join(missing), missing)
+        raise QuorumError(
+            f"{len(found)} of the required {quorum} witness cosignatures; no valid cosignature by: " + ", ".join(missing), missing
+        )
     return found

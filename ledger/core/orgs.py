@@ -135,7 +135,14 @@ def check_org(state: OrgState, new: Record) -> list[Problem]:
             if org_scheme(state.org_id) != "uprov":
                 return [_bad("not_unregistered_provider", "$.payload.subject.org", "an unregistered provider id is uprov:<la>-<n>")]
             if la_code_of(state.org_id) != la_code_of(new.submitter):
-                return [_bad("not_own_provider_id", "$.payload.subject.org", f"{new.submitter} can only assign ids uprov:{la_code_of(new.submitter)}-N", Category.FORBIDDEN)]
+                return [
+                    _bad(
+                        "not_own_provider_id",
+                        "$.payload.subject.org",
+                        f"{new.submitter} can only assign ids uprov:{la_code_of(new.submitter)}-N",
+                        Category.FORBIDDEN,
+                    )
+                ]
         return []
     if not state.registered:
         return [_bad("org_unknown", "$.payload.subject.org", f"{state.org_id} is not registered")]
@@ -151,9 +158,15 @@ def check_org(state: OrgState, new: Record) -> list[Problem]:
         except ValueError:
             return [_bad("public_key", "$.payload.data.public_key", "not base64 of a raw 32-byte Ed25519 public key")]
         if weak_public_key(raw):
-            return [_bad("weak_public_key", "$.payload.data.public_key", "not a usable Ed25519 public key: it must be a canonically encoded "
-                         "curve point of large prime order (small-order, mixed-order, off-curve and non-canonical keys let forged "
-                         "signatures verify)")]
+            return [
+                _bad(
+                    "weak_public_key",
+                    "$.payload.data.public_key",
+                    "not a usable Ed25519 public key: it must be a canonically encoded "
+                    "curve point of large prime order (small-order, mixed-order, off-curve and non-canonical keys let forged "
+                    "signatures verify)",
+                )
+            ]
         if key_id(raw) != d["key_id"]:
             return [_bad("key_id_mismatch", "$.payload.data.key_id", f"the key id of that public key is {key_id(raw)}")]
         if d["key_id"] in state.keys:
@@ -167,8 +180,14 @@ def check_org(state: OrgState, new: Record) -> list[Problem]:
         stated = parse_timestamp(d.get("revoked_at"))
         if stated is not None and new.submitter != OPERATOR and stated < new.received_at - CLOCK_SKEW:
             # else an organisation could disown everything it signed since, long after the fact
-            return [_bad("backdated_revocation", "$.payload.data.revoked_at", "an organisation's own revocation takes effect when received "
-                         f"or at a later time; only {OPERATOR} may state a past revocation time")]
+            return [
+                _bad(
+                    "backdated_revocation",
+                    "$.payload.data.revoked_at",
+                    "an organisation's own revocation takes effect when received "
+                    f"or at a later time; only {OPERATOR} may state a past revocation time",
+                )
+            ]
         if stated is not None and stated < key.added_at:
             return [_bad("revoked_before_added", "$.payload.data.revoked_at", f"key {d['key_id']} was added at {key.added_at.isoformat()}")]
     return []

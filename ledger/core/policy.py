@@ -29,9 +29,16 @@ ROLES = ("school", "la", "trust", "ap_setting", "inspector", "regions", "researc
 
 # Which organisation id schemes may hold a token of each role (researchers: any registered organisation).
 ROLE_SCHEMES: dict[str, tuple[str, ...] | None] = {
-    "school": ("urn",), "ap_setting": ("urn", "ukprn"), "la": ("la",), "trust": ("trust",),
-    "inspector": ("ofsted", "cqc"), "regions": ("dfe:regions",), "admin": ("dfe:admin",), "researcher": None,
-    "tribunal": ("tribunal",), "mediation": ("mediation",),
+    "school": ("urn",),
+    "ap_setting": ("urn", "ukprn"),
+    "la": ("la",),
+    "trust": ("trust",),
+    "inspector": ("ofsted", "cqc"),
+    "regions": ("dfe:regions",),
+    "admin": ("dfe:admin",),
+    "researcher": None,
+    "tribunal": ("tribunal",),
+    "mediation": ("mediation",),
 }
 
 # Event type families each role may post (the catalogue's x-submitters and the rules narrow further).
@@ -164,8 +171,9 @@ def in_force(inspection: Inspection, inspectorate: str, today: date) -> bool:
     return inspection.inspectorate == inspectorate and inspection.start <= today <= inspection.end
 
 
-def inspection_scope(principal: Principal, inspections: Mapping[str, Iterable[Inspection]], today: date,
-                     school_la: Mapping[str, str | None]) -> Principal:
+def inspection_scope(
+    principal: Principal, inspections: Mapping[str, Iterable[Inspection]], today: date, school_la: Mapping[str, str | None]
+) -> Principal:
     """An inspector as it may read today: its scope is the areas (``la:NNN``) with an ``inspection.started`` by its
     organisation in force (``inspections``: each LA's inspections). A token that names areas or schools narrows
     that to those named (a school counts when its LA, ``school_la``, is under inspection); it never widens it."""
@@ -268,12 +276,20 @@ def purpose_for(principal: Principal, stated: str | None) -> str:
     """The purpose to record for a read of an identified pupil record, or the error (400/403/422)."""
     default, allowed = PURPOSES.get(principal.role, (None, ()))
     if not allowed:
-        raise forbidden("role_cannot_read_pupils", "$", f"a {principal.role} token cannot read identified pupil records"
-                        + (" (only exports)" if principal.role == "researcher" else " (aggregates and cases only)"))
+        raise forbidden(
+            "role_cannot_read_pupils",
+            "$",
+            f"a {principal.role} token cannot read identified pupil records"
+            + (" (only exports)" if principal.role == "researcher" else " (aggregates and cases only)"),
+        )
     if stated is None:
         if default is None:
-            raise LedgerError.one("purpose_required", "query:purpose", f"a {principal.role} must state a purpose: one of {', '.join(allowed)}",
-                                  Category.MALFORMED)
+            raise LedgerError.one(
+                "purpose_required",
+                "query:purpose",
+                f"a {principal.role} must state a purpose: one of {', '.join(allowed)}",
+                Category.MALFORMED,
+            )
         return default
     if stated not in code_list("access_purposes").all_codes():
         raise LedgerError.one("unknown_code", "query:purpose", f"{stated!r} is not in code list access_purposes")
@@ -282,8 +298,14 @@ def purpose_for(principal: Principal, stated: str | None) -> str:
     return stated
 
 
-def authorise_pupil_read(principal: Principal, stated_purpose: str | None, links: Sequence[PupilLink], today: date,
-                         windows: Windows, own_submission: bool = False) -> Grant:
+def authorise_pupil_read(
+    principal: Principal,
+    stated_purpose: str | None,
+    links: Sequence[PupilLink],
+    today: date,
+    windows: Windows,
+    own_submission: bool = False,
+) -> Grant:
     """Allow a read of one pupil's identified record, or raise (403 no relationship, 400 no purpose...).
 
     ``own_submission``: the principal's organisation posted the event being read (getEvent), which it may
@@ -304,9 +326,9 @@ def authorise_pupil_read(principal: Principal, stated_purpose: str | None, links
     standing = graded[0][0] if graded else Standing.NONE
     why = {
         Standing.LAPSED: f"{principal.org}'s relationship with this pupil ended more than "
-                         f"{windows.inspection if principal.role == 'inspector' else windows.after_end} days ago",
+        f"{windows.inspection if principal.role == 'inspector' else windows.after_end} days ago",
         Standing.NONE: f"{principal.org} has no relationship with this pupil"
-                       + (" within the inspected schools or areas" if principal.role == "inspector" else ""),
+        + (" within the inspected schools or areas" if principal.role == "inspector" else ""),
     }[standing]
     raise forbidden("not_related", "$.upn", why)
 
@@ -335,8 +357,11 @@ def setting_before(records: Sequence[Record], since: date) -> list[dict[str, str
     """The minimal summary a self-asserted link shows of the pupil's past: the registrations open the day before
     it started (school, enrolment status, SEN status, since when), from the records in force."""
     eve = since - timedelta(days=1)
-    return [{"school": r.school, "enrolment_status": r.status, "sen_status": r.sen_status, "since": r.start.isoformat()}
-            for r in fold_pupil(records).registrations if r.open_on(eve)]
+    return [
+        {"school": r.school, "enrolment_status": r.status, "sen_status": r.sen_status, "since": r.start.isoformat()}
+        for r in fold_pupil(records).registrations
+        if r.open_on(eve)
+    ]
 
 
 def may_read_event(principal: Principal, event_type: str) -> bool:
@@ -364,8 +389,14 @@ def submit_problems(principal: Principal, body: Mapping[str, object]) -> list[Pr
     """Why the bearer may not post this event body (paths relative to the payload)."""
     submitter, event_type = body.get("submitter"), str(body.get("type"))
     if principal.org != submitter:
-        return [Problem("submitter_mismatch", "$.submitter",
-                        f"the bearer token is for {principal.org} but the event's submitter is {submitter}", Category.FORBIDDEN)]
+        return [
+            Problem(
+                "submitter_mismatch",
+                "$.submitter",
+                f"the bearer token is for {principal.org} but the event's submitter is {submitter}",
+                Category.FORBIDDEN,
+            )
+        ]
     if not any(event_type.startswith(prefix) for prefix in SUBMITS.get(principal.role, ())):
         return [Problem("role_cannot_submit", "$.type", f"a {principal.role} token cannot post {event_type}", Category.FORBIDDEN)]
     return []

@@ -50,8 +50,9 @@ class PupilCase:
     """The new event ``new`` against the pupil's ``records`` (as judged: a correction's superseded chain left out)
     and the ``state`` folded from them; ``problems`` and ``flags`` found so far."""
 
-    def __init__(self, records: Sequence[Record], state: PupilState, new: Record, orgs: OrgLookup = no_org_facts,
-                 tariffs: Tariffs = no_tariffs):
+    def __init__(
+        self, records: Sequence[Record], state: PupilState, new: Record, orgs: OrgLookup = no_org_facts, tariffs: Tariffs = no_tariffs
+    ):
         self.records, self.state, self.new, self.orgs, self.tariffs = records, state, new, orgs, tariffs
         self.d, self.who, self.day = new.data, new.submitter, new.occurred_on
         self.scheme = org_scheme(new.submitter)
@@ -78,9 +79,11 @@ Check = Callable[[PupilCase], None]
 
 def submitter_is(field_name: str) -> Check:
     """The check that ``data.<field_name>`` names the submitter (a school records its own roll, an LA its own notices)."""
+
     def submitter_named(case: PupilCase) -> None:
         if case.d.get(field_name) != case.who:
             case.reject("not_submitter", field_name, f"{field_name} must be the submitter ({case.who})", Category.FORBIDDEN)
+
     submitter_named.__name__ = f"submitter_is_{field_name}"
     submitter_named.__doc__ = f"data.{field_name} is the submitter."
     return submitter_named
@@ -94,9 +97,11 @@ def on_roll(case: PupilCase) -> None:
 
 def unless_rejected(check: Check) -> Check:
     """``check``, run only if the checks before it found no problem (it weighs what they established)."""
+
     def guarded(case: PupilCase) -> None:
         if not case.problems:
             check(case)
+
     guarded.__name__ = f"unless_rejected_{check.__name__}"
     guarded.__doc__ = f"If nothing rejected the event so far: {check.__doc__}"
     return guarded

@@ -30,9 +30,14 @@ class Record:
     @classmethod
     def from_body(cls, body: dict[str, Any], received_at: datetime) -> Record:
         return cls(
-            body["event_id"], body["type"], body["submitter"],
-            body["subject"].get("upn") or body["subject"].get("pupil") or body["subject"]["org"], date.fromisoformat(body["occurred_on"]),
-            received_at, body["data"], body.get("corrects"),
+            body["event_id"],
+            body["type"],
+            body["submitter"],
+            body["subject"].get("upn") or body["subject"].get("pupil") or body["subject"]["org"],
+            date.fromisoformat(body["occurred_on"]),
+            received_at,
+            body["data"],
+            body.get("corrects"),
         )
 
 
@@ -73,11 +78,19 @@ def check_correction(records: Sequence[Record], new: Record) -> list[Problem]:
     if target is None:
         return [Problem("correction_target_unknown", path, f"no event {new.corrects} is recorded for this subject")]
     if target.submitter != new.submitter:
-        return [Problem("correction_not_own", path, f"event {new.corrects} was posted by another organisation; only its submitter may correct it",
-                        Category.FORBIDDEN)]
+        return [
+            Problem(
+                "correction_not_own",
+                path,
+                f"event {new.corrects} was posted by another organisation; only its submitter may correct it",
+                Category.FORBIDDEN,
+            )
+        ]
     later = next((r for r in records if r.corrects == new.corrects), None)
     if later is not None:
-        return [Problem("already_corrected", path, f"event {new.corrects} is already superseded by {later.event_id}; correct that one instead")]
+        return [
+            Problem("already_corrected", path, f"event {new.corrects} is already superseded by {later.event_id}; correct that one instead")
+        ]
     if target.type == "pupil.record_retracted":
         return [Problem("correction_type", path, "a retraction is final: post the event again, with a new event_id")]
     if new.type not in (target.type, "pupil.record_retracted"):

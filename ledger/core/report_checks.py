@@ -22,11 +22,17 @@ def attended_within_possible(case: PupilCase) -> None:
 def attendance_writer(case: PupilCase) -> None:
     """Attendance at a setting is recorded by that setting, if it had the pupil, or by a commissioner of a placement there."""
     who, setting = case.who, case.d["setting"]
-    commissioned = any(e.kind == "placement" and e.owner == who and e.details.get("setting") == setting for e in case.state.episodes.values())
+    commissioned = any(
+        e.kind == "placement" and e.owner == who and e.details.get("setting") == setting for e in case.state.episodes.values()
+    )
     own_setting = setting == who and (case.state.ever_at(who) or had_at_placement(case, who))
     if not (commissioned or own_setting):
-        case.reject("writer_not_related", "setting", f"{who} records attendance at a setting where it had the pupil (on roll, or as "
-                    "the setting of a placement) or at the setting of a placement it commissioned")
+        case.reject(
+            "writer_not_related",
+            "setting",
+            f"{who} records attendance at a setting where it had the pupil (on roll, or as "
+            "the setting of a placement) or at the setting of a placement it commissioned",
+        )
 
 
 def destination_writer(case: PupilCase) -> None:
@@ -37,5 +43,9 @@ def destination_writer(case: PupilCase) -> None:
     else:
         related = state.ever_at(who) or had_at_placement(case, who)
     if not related:
-        case.reject("writer_not_related", "", f"{who} has had no relationship with this pupil (on roll, as a placement's setting, or "
-                    "as the LA of a school the pupil attended or with an earlier record of the pupil)")
+        case.reject(
+            "writer_not_related",
+            "",
+            f"{who} has had no relationship with this pupil (on roll, as a placement's setting, or "
+            "as the LA of a school the pupil attended or with an earlier record of the pupil)",
+        )

@@ -23,13 +23,19 @@ def admission(case: PupilCase) -> None:
         case.reject("already_registered", "school", f"the pupil is on {who}'s roll on or after {day}")
     elif status in MAIN_STATUSES:
         if any(r.status in MAIN_STATUSES for r in covering):
-            case.reject("second_main_registration", "enrolment_status",
-                        "the pupil has a main registration at another school open on or after this date; that school must post "
-                        "pupil.deregistered first (dated on or before this admission), or register this one as S (subsidiary)")
+            case.reject(
+                "second_main_registration",
+                "enrolment_status",
+                "the pupil has a main registration at another school open on or after this date; that school must post "
+                "pupil.deregistered first (dated on or before this admission), or register this one as S (subsidiary)",
+            )
     elif not subsidiary_plausible(case):
-        case.reject("implausible_claim", "enrolment_status",
-                    "a subsidiary (S) registration is made by the pupil's AP setting (an ap_setting, or the setting of a placement open "
-                    "that day) or by a school in the same LA or trust as the pupil's main school that day; no such link is recorded")
+        case.reject(
+            "implausible_claim",
+            "enrolment_status",
+            "a subsidiary (S) registration is made by the pupil's AP setting (an ap_setting, or the setting of a placement open "
+            "that day) or by a school in the same LA or trust as the pupil's main school that day; no such link is recorded",
+        )
     elif not any(r.status == "M" for r in state.open_registrations()):
         case.flag("subsidiary_without_main", "dual (subsidiary) registration but no open main registration is recorded")
 
@@ -37,8 +43,10 @@ def admission(case: PupilCase) -> None:
 def subsidiary_plausible(case: PupilCase) -> bool:
     """A dual registration links a school to the pupil: its AP setting, or a school near the main one."""
     state, who, day = case.state, case.who, case.day
-    if any(e.kind == "placement" and e.details.get("setting") == who and e.start <= day and (e.end is None or day < e.end)
-           for e in state.episodes.values()):
+    if any(
+        e.kind == "placement" and e.details.get("setting") == who and e.start <= day and (e.end is None or day < e.end)
+        for e in state.episodes.values()
+    ):
         return True
     me = case.orgs(who)
     if me.kind == "ap_setting":

@@ -55,9 +55,23 @@ from ledger.core.roll_checks import admission, removal, removal_flags
 from ledger.core.schooltime import school_days_between
 
 __all__ = [
-    "CROSS_ORG_CODES", "LATE_AFTER_SCHOOL_DAYS", "MAIN_STATUSES", "PUPIL_CHECKS", "SUSPENSION_CAP_DAYS",
-    "Episode", "OrgFacts", "OrgLookup", "PupilState", "Record", "Registration", "Tariffs",
-    "check_pupil", "effective", "fold_pupil", "la_link", "no_org_facts",
+    "CROSS_ORG_CODES",
+    "LATE_AFTER_SCHOOL_DAYS",
+    "MAIN_STATUSES",
+    "PUPIL_CHECKS",
+    "SUSPENSION_CAP_DAYS",
+    "Episode",
+    "OrgFacts",
+    "OrgLookup",
+    "PupilState",
+    "Record",
+    "Registration",
+    "Tariffs",
+    "check_pupil",
+    "effective",
+    "fold_pupil",
+    "la_link",
+    "no_org_facts",
 ]
 
 LATE_AFTER_SCHOOL_DAYS = 5
@@ -65,14 +79,16 @@ LATE_AFTER_SCHOOL_DAYS = 5
 # Rejections decided from records other organisations submitted (their registrations, placements, exclusions,
 # events): each answer says something about the pupil's relationships elsewhere, so the service records and limits
 # them (issue 18, items 3 and 5). The messages say that a conflict exists, never where or since when.
-CROSS_ORG_CODES = frozenset({
-    "second_main_registration",  # another school's main registration overlaps
-    "implausible_claim",  # no registration, placement or earlier record links the claimant to the pupil
-    "writer_not_related",  # the writer's relationship (placements, registrations, the excluding school's LA)
-    "correction_not_own",  # the corrected event is another organisation's
-    "exclusion_school",  # the exclusion reviewed is another school's
-    "not_owner",  # the placement, move, timetable or CME case is another organisation's
-})
+CROSS_ORG_CODES = frozenset(
+    {
+        "second_main_registration",  # another school's main registration overlaps
+        "implausible_claim",  # no registration, placement or earlier record links the claimant to the pupil
+        "writer_not_related",  # the writer's relationship (placements, registrations, the excluding school's LA)
+        "correction_not_own",  # the corrected event is another organisation's
+        "exclusion_school",  # the exclusion reviewed is another school's
+        "not_owner",  # the placement, move, timetable or CME case is another organisation's
+    }
+)
 
 # Event types that start a relationship with the pupil (a closed organisation starts none).
 STARTS = frozenset({"pupil.registered", "pupil.home_education_notified", *EPISODE_STARTS})
@@ -123,8 +139,9 @@ PUPIL_CHECKS: dict[str, tuple[Check, ...]] = {
 }
 
 
-def check_pupil(records: Sequence[Record], new: Record, orgs: OrgLookup = no_org_facts, tariffs: Tariffs = no_tariffs
-                ) -> tuple[list[Problem], list[dict[str, str]]]:
+def check_pupil(
+    records: Sequence[Record], new: Record, orgs: OrgLookup = no_org_facts, tariffs: Tariffs = no_tariffs
+) -> tuple[list[Problem], list[dict[str, str]]]:
     """Problems that reject ``new`` and flags to record with it, given the pupil's ``records`` and, for the rules
     that weigh them, organisations' facts (``orgs``) and the national tariffs (``tariffs``), in the order of the
     module's docstring."""
@@ -152,8 +169,19 @@ def submitter_open(case: PupilCase) -> None:
     if closed is None:
         return
     if case.day > closed:
-        case.problems.append(Problem("org_closed", "$.payload.occurred_on",
-                                     f"{case.who} closed on {closed}: it may post only events dated on or before its closure"))
+        case.problems.append(
+            Problem(
+                "org_closed",
+                "$.payload.occurred_on",
+                f"{case.who} closed on {closed}: it may post only events dated on or before its closure",
+            )
+        )
     elif case.new.type in STARTS and case.new.corrects is None:
-        case.problems.append(Problem("org_closed", "$.payload.type", f"{case.who} has closed: it starts no new registration, placement "
-                                     "or case (it may still record removals, ends and corrections dated on or before its closure)"))
+        case.problems.append(
+            Problem(
+                "org_closed",
+                "$.payload.type",
+                f"{case.who} has closed: it starts no new registration, placement "
+                "or case (it may still record removals, ends and corrections dated on or before its closure)",
+            )
+        )

@@ -25,7 +25,7 @@ class TilePathError(ValueError):
 def encode_index(n: int) -> str:
     digits = f"{n:03d}"
     digits = "0" * (-len(digits) % 3) + digits
-    groups = [digits[i:i + 3] for i in range(0, len(digits), 3)]
+    groups = [digits[i : i + 3] for i in range(0, len(digits), 3)]
     return "/".join([*("x" + g for g in groups[:-1]), groups[-1]])
 
 
@@ -99,10 +99,10 @@ def decode_bundle(data: bytes) -> list[bytes]:
     while i < len(data):
         if i + 2 > len(data):
             raise ValueError(f"the entry bundle is truncated at byte {i}")
-        n = int.from_bytes(data[i:i + 2], "big")
+        n = int.from_bytes(data[i : i + 2], "big")
         if i + 2 + n > len(data):
             raise ValueError(f"entry {len(entries)} of the bundle is truncated")
-        entries.append(data[i + 2:i + 2 + n])
+        entries.append(data[i + 2 : i + 2 + n])
         i += 2 + n
     return entries
 
@@ -116,5 +116,6 @@ def log_entry(index: int, received_at: str, event_digest: str, envelope_digest: 
     Written directly (keys in JCS order; the values are ASCII hex, an integer and a timestamp, which
     need no escaping); ``tests/test_tlog.py`` checks it equals the general RFC 8785 serialiser.
     """
-    return (f'{{"envelope_digest":"{envelope_digest}","event_digest":"{event_digest}",'
-            f'"index":{index},"received_at":"{received_at}"}}').encode("ascii")
+    return (
+        f'{{"envelope_digest":"{envelope_digest}","event_digest":"{event_digest}","index":{index},"received_at":"{received_at}"}}'
+    ).encode("ascii")

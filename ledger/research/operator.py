@@ -34,8 +34,9 @@ def record_release(ledger: Ledger, release_id: str, researcher: str, data: Mappi
     """Append ``research.export_released`` with event id ``release_id``: the ledger's rules check once more, as it is
     written, that the project is approved, unrevoked and unexpired, and the variables approved."""
     now = ledger.clock()
-    body = admin.event_body("research.export_released", ADMIN_ORG, {"org": researcher}, dict(data), today or now.date(), now,
-                            event_id=release_id)
+    body = admin.event_body(
+        "research.export_released", ADMIN_ORG, {"org": researcher}, dict(data), today or now.date(), now, event_id=release_id
+    )
     return ledger.submit(admin.signed(body, ledger.secrets.signing_key))
 
 

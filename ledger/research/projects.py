@@ -39,9 +39,17 @@ class Release:
     l: int | None  # noqa: E741 - the name the literature uses
 
     def as_dict(self) -> dict[str, Any]:
-        return {"release_id": self.event_id, "released_at": self.received_at.isoformat().replace("+00:00", "Z"),
-                "manifest_digest": self.manifest_digest, "checkpoint": {"tree_size": self.tree_size, "root": self.root},
-                "spec": self.spec, "rows": self.rows, "suppressed_rows": self.suppressed_rows, "k": self.k, "l": self.l}
+        return {
+            "release_id": self.event_id,
+            "released_at": self.received_at.isoformat().replace("+00:00", "Z"),
+            "manifest_digest": self.manifest_digest,
+            "checkpoint": {"tree_size": self.tree_size, "root": self.root},
+            "spec": self.spec,
+            "rows": self.rows,
+            "suppressed_rows": self.suppressed_rows,
+            "k": self.k,
+            "l": self.l,
+        }
 
 
 @dataclass
@@ -78,15 +86,27 @@ class Project:
 
     def as_dict(self, today: date) -> dict[str, Any]:
         return {
-            "project": self.project_id, "researcher": self.researcher, "purpose": self.purpose, "reference": self.reference,
-            "status": self.standing(today), "unit": self.unit, "variables": list(self.variables),
-            "quasi_identifiers": list(self.quasi_identifiers), "sensitive": list(self.sensitive),
+            "project": self.project_id,
+            "researcher": self.researcher,
+            "purpose": self.purpose,
+            "reference": self.reference,
+            "status": self.standing(today),
+            "unit": self.unit,
+            "variables": list(self.variables),
+            "quasi_identifiers": list(self.quasi_identifiers),
+            "sensitive": list(self.sensitive),
             "population": {k: list(v) for k, v in self.population.items()},
-            "period": {"from": self.period[0].isoformat(), "to": self.period[1].isoformat()}, "expires_on": self.expires_on.isoformat(),
-            "establishment_level": self.establishment_level, "date_detail": self.date_detail, "k": self.k, "l": self.l,
-            "max_suppressed": self.max_suppressed, "approved_event_id": self.approved_event_id,
+            "period": {"from": self.period[0].isoformat(), "to": self.period[1].isoformat()},
+            "expires_on": self.expires_on.isoformat(),
+            "establishment_level": self.establishment_level,
+            "date_detail": self.date_detail,
+            "k": self.k,
+            "l": self.l,
+            "max_suppressed": self.max_suppressed,
+            "approved_event_id": self.approved_event_id,
             "approved_on": self.approved_on.isoformat() if self.approved_on else None,
-            "revoked_on": self.revoked_on.isoformat() if self.revoked_on else None, "revocation_reason": self.revocation_reason,
+            "revoked_on": self.revoked_on.isoformat() if self.revoked_on else None,
+            "revocation_reason": self.revocation_reason,
             "releases": [r.as_dict() for r in self.releases],
         }
 
@@ -94,12 +114,24 @@ class Project:
 def _project(researcher: str, r: Record) -> Project:
     d = r.data
     return Project(
-        d["project"], researcher, d["purpose"], d["unit"], tuple(d["variables"]), tuple(d["quasi_identifiers"]), tuple(d["sensitive"]),
+        d["project"],
+        researcher,
+        d["purpose"],
+        d["unit"],
+        tuple(d["variables"]),
+        tuple(d["quasi_identifiers"]),
+        tuple(d["sensitive"]),
         {name: tuple(values) for name, values in sorted(d.get("population", {}).items())},
-        (date.fromisoformat(d["period"]["from"]), date.fromisoformat(d["period"]["to"])), date.fromisoformat(d["expires_on"]),
-        d.get("establishment_level", DEFAULT_ESTABLISHMENT_LEVEL), d.get("date_detail", DEFAULT_DATE_DETAIL),
-        int(d.get("k", DEFAULT_K)), int(d.get("l", DEFAULT_L)), float(d.get("max_suppressed", DEFAULT_MAX_SUPPRESSED)),
-        d.get("reference"), r.event_id, r.occurred_on,
+        (date.fromisoformat(d["period"]["from"]), date.fromisoformat(d["period"]["to"])),
+        date.fromisoformat(d["expires_on"]),
+        d.get("establishment_level", DEFAULT_ESTABLISHMENT_LEVEL),
+        d.get("date_detail", DEFAULT_DATE_DETAIL),
+        int(d.get("k", DEFAULT_K)),
+        int(d.get("l", DEFAULT_L)),
+        float(d.get("max_suppressed", DEFAULT_MAX_SUPPRESSED)),
+        d.get("reference"),
+        r.event_id,
+        r.occurred_on,
     )
 
 
@@ -114,9 +146,20 @@ def fold_projects(researcher: str, records: Sequence[Record]) -> dict[str, Proje
             project.revoked_on, project.revocation_reason = r.occurred_on, r.data["reason"]
         elif r.type == "research.export_released" and r.data["project"] in projects:
             d = r.data
-            projects[d["project"]].releases.append(Release(
-                r.event_id, r.received_at, d["manifest_digest"], int(d["checkpoint"]["tree_size"]), d["checkpoint"]["root"], d["spec"],
-                int(d["rows"]), int(d["suppressed_rows"]), d["k"], d["l"]))
+            projects[d["project"]].releases.append(
+                Release(
+                    r.event_id,
+                    r.received_at,
+                    d["manifest_digest"],
+                    int(d["checkpoint"]["tree_size"]),
+                    d["checkpoint"]["root"],
+                    d["spec"],
+                    int(d["rows"]),
+                    int(d["suppressed_rows"]),
+                    d["k"],
+                    d["l"],
+                )
+            )
     return projects
 
 
@@ -129,19 +172,43 @@ def export_problems(project: Project, unit: str, variables: Sequence[str], today
     """Why ``project`` may not release an extract of ``unit`` with ``variables`` on ``today`` (none: it may)."""
     standing = project.standing(today)
     if standing == "revoked":
-        return [Problem("project_revoked", f"{path}.project", f"project {project.project_id} was revoked on {project.revoked_on}", Category.FORBIDDEN)]
+        return [
+            Problem(
+                "project_revoked",
+                f"{path}.project",
+                f"project {project.project_id} was revoked on {project.revoked_on}",
+                Category.FORBIDDEN,
+            )
+        ]
     if standing == "expired":
-        return [Problem("project_expired", f"{path}.project", f"project {project.project_id}'s approval expired on {project.expires_on}",
-                        Category.FORBIDDEN)]
+        return [
+            Problem(
+                "project_expired",
+                f"{path}.project",
+                f"project {project.project_id}'s approval expired on {project.expires_on}",
+                Category.FORBIDDEN,
+            )
+        ]
     problems = []
     if unit != project.unit:
-        problems.append(Problem("unit_not_approved", f"{path}.spec.unit", f"project {project.project_id} is approved for unit {project.unit}",
-                                Category.FORBIDDEN))
+        problems.append(
+            Problem(
+                "unit_not_approved",
+                f"{path}.spec.unit",
+                f"project {project.project_id} is approved for unit {project.unit}",
+                Category.FORBIDDEN,
+            )
+        )
     for i, name in enumerate(variables):
         if name not in project.variables:
-            problems.append(Problem("variable_not_approved", f"{path}.spec.variables[{i}]",
-                                    f"{name} is not among project {project.project_id}'s approved variables ({', '.join(project.variables)})",
-                                    Category.FORBIDDEN))
+            problems.append(
+                Problem(
+                    "variable_not_approved",
+                    f"{path}.spec.variables[{i}]",
+                    f"{name} is not among project {project.project_id}'s approved variables ({', '.join(project.variables)})",
+                    Category.FORBIDDEN,
+                )
+            )
     return problems
 
 
@@ -154,8 +221,14 @@ def check_research(records: Sequence[Record], new: Record) -> list[Problem]:
         if _kind(records) != "researcher":
             return [Problem("not_researcher", "$.payload.subject.org", f"{new.subject} is not a researcher organisation")]
         if project is not None:
-            return [Problem("project_exists", f"{path}.project", f"project {d['project']} is already approved (revoke it, or approve a new id)",
-                            Category.CONFLICT)]
+            return [
+                Problem(
+                    "project_exists",
+                    f"{path}.project",
+                    f"project {d['project']} is already approved (revoke it, or approve a new id)",
+                    Category.CONFLICT,
+                )
+            ]
         problems = []
         for name in ("quasi_identifiers", "sensitive"):
             for i, variable in enumerate(d[name]):
@@ -163,8 +236,13 @@ def check_research(records: Sequence[Record], new: Record) -> list[Problem]:
                     problems.append(Problem("not_in_variables", f"{path}.{name}[{i}]", f"{variable} is not among the approved variables"))
         for i, variable in enumerate(d["sensitive"]):
             if variable in d["quasi_identifiers"]:
-                problems.append(Problem("sensitive_and_quasi_identifier", f"{path}.sensitive[{i}]",
-                                        f"{variable} cannot be both a quasi-identifier and a sensitive attribute"))
+                problems.append(
+                    Problem(
+                        "sensitive_and_quasi_identifier",
+                        f"{path}.sensitive[{i}]",
+                        f"{variable} cannot be both a quasi-identifier and a sensitive attribute",
+                    )
+                )
         if d["period"]["to"] < d["period"]["from"]:
             problems.append(Problem("end_before_start", f"{path}.period.to", "the period ends before it starts"))
         return problems
@@ -172,8 +250,14 @@ def check_research(records: Sequence[Record], new: Record) -> list[Problem]:
         return [Problem("project_unknown", f"{path}.project", f"{new.subject} has no project {d['project']}", Category.NOT_FOUND)]
     if new.type == "research.project_revoked":
         if project.revoked_on is not None:
-            return [Problem("project_revoked", f"{path}.project", f"project {d['project']} was already revoked on {project.revoked_on}",
-                            Category.CONFLICT)]
+            return [
+                Problem(
+                    "project_revoked",
+                    f"{path}.project",
+                    f"project {d['project']} was already revoked on {project.revoked_on}",
+                    Category.CONFLICT,
+                )
+            ]
         return []
     if new.type == "research.export_released":
         return export_problems(project, d["spec"]["unit"], d["spec"]["variables"], new.received_at.date(), path)

@@ -40,8 +40,10 @@ def pseudonym(key: bytes, pupil_stream: uuid.UUID) -> str:
 def all_projects(store: Store) -> dict[str, Project]:
     """Every project in the ledger, by id, folded from the researcher organisations' streams. Project ids are unique
     (``operator.approve_project`` checks before approving); should two organisations hold one, neither is returned."""
-    streams = [uuid.UUID(str(r[0])) for r in store.query(
-        "SELECT DISTINCT originator_id FROM ledger_index WHERE type = 'research.project_approved'")]
+    streams = [
+        uuid.UUID(str(r[0]))
+        for r in store.query("SELECT DISTINCT originator_id FROM ledger_index WHERE type = 'research.project_approved'")
+    ]
     found: dict[str, Project] = {}
     clashes: set[str] = set()
     for subject in store.subjects(streams).values():
@@ -61,11 +63,15 @@ def ensure_tables(store: Store) -> None:
     with store.cursor(commit=True) as cur:
         if store.is_postgres:
             cur.execute("SELECT pg_advisory_xact_lock(7261023)")  # concurrent first exports create the tables once
-        cur.execute(f"CREATE TABLE IF NOT EXISTS research_release_files (release_id TEXT NOT NULL, name TEXT NOT NULL, content {blob} NOT NULL, "
-                    "PRIMARY KEY (release_id, name))")
+        cur.execute(
+            f"CREATE TABLE IF NOT EXISTS research_release_files (release_id TEXT NOT NULL, name TEXT NOT NULL, content {blob} NOT NULL, "
+            "PRIMARY KEY (release_id, name))"
+        )
         cur.execute("CREATE TABLE IF NOT EXISTS research_release_members (release_id TEXT NOT NULL, pseudonym TEXT NOT NULL)")
         cur.execute("CREATE INDEX IF NOT EXISTS research_release_members_pseudonym ON research_release_members (pseudonym)")
-        cur.execute("CREATE TABLE IF NOT EXISTS research_releases (release_id TEXT PRIMARY KEY, project TEXT NOT NULL, researcher TEXT NOT NULL)")
+        cur.execute(
+            "CREATE TABLE IF NOT EXISTS research_releases (release_id TEXT PRIMARY KEY, project TEXT NOT NULL, researcher TEXT NOT NULL)"
+        )
 
 
 def store_release(store: Store, release_id: str, project: Project, files: Mapping[str, bytes], pseudonyms: Iterable[str]) -> None:
@@ -73,16 +79,22 @@ def store_release(store: Store, release_id: str, project: Project, files: Mappin
     of a release the ledger then refused are deleted again (``discard_release``), and only recorded releases are served."""
     ensure_tables(store)
     with store.cursor(commit=True) as cur:
-        cur.execute(store.sql("INSERT INTO research_releases (release_id, project, researcher) VALUES (?, ?, ?)"),
-                    (release_id, project.project_id, project.researcher))
-        cur.executemany(store.sql("INSERT INTO research_release_files (release_id, name, content) VALUES (?, ?, ?)"),
-                        [(release_id, name, content) for name, content in sorted(files.items())])
+        cur.execute(
+            store.sql("INSERT INTO research_releases (release_id, project, researcher) VALUES (?, ?, ?)"),
+            (release_id, project.project_id, project.researcher),
+        )
+        cur.executemany(
+            store.sql("INSERT INTO research_release_files (release_id, name, content) VALUES (?, ?, ?)"),
+            [(release_id, name, content) for name, content in sorted(files.items())],
+        )
         if store.is_postgres:
             with cur.copy("COPY research_release_members (release_id, pseudonym) FROM STDIN") as copy:
                 for member in pseudonyms:
                     copy.write_row((release_id, member))
         else:
-            cur.executemany("INSERT INTO research_release_members (release_id, pseudonym) VALUES (?, ?)", ((release_id, m) for m in pseudonyms))
+            cur.executemany(
+                "INSERT INTO research_release_members (release_id, pseudonym) VALUES (?, ?)", ((release_id, m) for m in pseudonyms)
+            )
 
 
 def discard_release(store: Store, release_id: str) -> None:
@@ -93,8 +105,11 @@ def discard_release(store: Store, release_id: str) -> None:
 
 def _has_tables(store: Store) -> bool:
     """Whether anything was ever released (the tables are made by the first release)."""
-    sql = "SELECT to_regclass('research_releases') IS NOT NULL" if store.is_postgres else \
-        "SELECT COUNT(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'research_releases'"
+    sql = (
+        "SELECT to_regclass('research_releases') IS NOT NULL"
+        if store.is_postgres
+        else "SELECT COUNT(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'research_releases'"
+    )
     return bool(store.query(sql)[0][0])
 
 
@@ -128,6 +143,14 @@ def releases_holding(store: Store, pupil_stream: uuid.UUID, pseudonym_key: bytes
     out = []
     for release_id in sorted(holding & set(released), key=lambda rid: released[rid][1].received_at):
         project, release = released[release_id]
-        out.append({"project": project.project_id, "researcher": project.researcher, "purpose": project.purpose,
-                    "release_id": release_id, "released_at": release.as_dict()["released_at"], "manifest_digest": release.manifest_digest})
+        out.append(
+            {
+                "project": project.project_id,
+                "researcher": project.researcher,
+                "purpose": project.purpose,
+                "release_id": release_id,
+                "released_at": release.as_dict()["released_at"],
+                "manifest_digest": release.manifest_digest,
+            }
+        )
     return out

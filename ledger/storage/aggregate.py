@@ -104,14 +104,22 @@ class Subject(Aggregate):
         return result
 
     @classmethod
-    def start(cls, aggregate_id: uuid.UUID, envelope: str, received_at: datetime, flags: list[dict[str, str]],
-              record: Record | None = None) -> Subject:
+    def start(
+        cls, aggregate_id: uuid.UUID, envelope: str, received_at: datetime, flags: list[dict[str, str]], record: Record | None = None
+    ) -> Subject:
         """A new subject whose first event is ``envelope``; ``record``: that envelope's record, if the caller
         has it already (then the envelope is not parsed again)."""
         # What the library's ``_create`` does for this class (tested against it), without its general machinery
         # (topic checks, id factories, ``__init__`` arguments picked out by inspecting signatures): 8 -> 4 µs.
-        created = cls.Created(originator_topic=get_topic(cls), originator_id=aggregate_id, originator_version=cls.INITIAL_VERSION,  # type: ignore[call-arg]
-                              timestamp=cls.Created.create_timestamp(), envelope=envelope, received_at=received_at, flags=flags)
+        created = cls.Created(
+            originator_topic=get_topic(cls),
+            originator_id=aggregate_id,
+            originator_version=cls.INITIAL_VERSION,  # type: ignore[call-arg]
+            timestamp=cls.Created.create_timestamp(),
+            envelope=envelope,
+            received_at=received_at,
+            flags=flags,
+        )
         subject = cls.__new__(cls)
         subject.__base_init__(aggregate_id, cls.INITIAL_VERSION, created.timestamp)
         with _arriving(envelope, record):

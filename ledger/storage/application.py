@@ -36,31 +36,40 @@ class LedgerApp(Application[uuid.UUID]):
         return self.mapper.keys
 
 
-def persistence_env(database_url: str | None, sqlite_path: str, cipher_key: str, create_tables: bool, master_key: bytes = b"") -> dict[str, str]:
-    env = {"CIPHER_KEY": cipher_key, "CREATE_TABLE": "y" if create_tables else "n",
-           "PUPIL_MASTER_KEY": base64.b64encode(master_key).decode("ascii")}
+def persistence_env(
+    database_url: str | None, sqlite_path: str, cipher_key: str, create_tables: bool, master_key: bytes = b""
+) -> dict[str, str]:
+    env = {
+        "CIPHER_KEY": cipher_key,
+        "CREATE_TABLE": "y" if create_tables else "n",
+        "PUPIL_MASTER_KEY": base64.b64encode(master_key).decode("ascii"),
+    }
     if database_url:
         url = urlparse(database_url)
         if url.scheme not in ("postgresql", "postgres"):
             raise ValueError(f"PUPIL_LEDGER_DATABASE_URL must be postgresql://..., not {url.scheme}://")
-        env.update({
-            "PERSISTENCE_MODULE": "eventsourcing.postgres",
-            "APPLICATION_RECORDER_TOPIC": "ledger.storage.recorders:PostgresLedgerRecorder",
-            "POSTGRES_DBNAME": unquote(url.path.lstrip("/")) or "postgres",
-            "POSTGRES_HOST": url.hostname or "127.0.0.1",
-            "POSTGRES_PORT": str(url.port or 5432),
-            "POSTGRES_USER": unquote(url.username or os.environ.get("USER", "postgres")),
-            "POSTGRES_PASSWORD": unquote(url.password or ""),
-            "POSTGRES_LOCK_TIMEOUT": "5",
-            "POSTGRES_CONNECT_TIMEOUT": str(database.CHECKOUT_SECONDS),  # the pool's checkout wait (ledger/storage/database.py)
-            "POSTGRES_POOL_SIZE": "4",
-            "POSTGRES_MAX_OVERFLOW": "8",
-        })
+        env.update(
+            {
+                "PERSISTENCE_MODULE": "eventsourcing.postgres",
+                "APPLICATION_RECORDER_TOPIC": "ledger.storage.recorders:PostgresLedgerRecorder",
+                "POSTGRES_DBNAME": unquote(url.path.lstrip("/")) or "postgres",
+                "POSTGRES_HOST": url.hostname or "127.0.0.1",
+                "POSTGRES_PORT": str(url.port or 5432),
+                "POSTGRES_USER": unquote(url.username or os.environ.get("USER", "postgres")),
+                "POSTGRES_PASSWORD": unquote(url.password or ""),
+                "POSTGRES_LOCK_TIMEOUT": "5",
+                "POSTGRES_CONNECT_TIMEOUT": str(database.CHECKOUT_SECONDS),  # the pool's checkout wait (ledger/storage/database.py)
+                "POSTGRES_POOL_SIZE": "4",
+                "POSTGRES_MAX_OVERFLOW": "8",
+            }
+        )
     else:
-        env.update({
-            "PERSISTENCE_MODULE": "eventsourcing.sqlite",
-            "APPLICATION_RECORDER_TOPIC": "ledger.storage.recorders:SQLiteLedgerRecorder",
-            "SQLITE_DBNAME": sqlite_path,
-            "SQLITE_LOCK_TIMEOUT": "30",
-        })
+        env.update(
+            {
+                "PERSISTENCE_MODULE": "eventsourcing.sqlite",
+                "APPLICATION_RECORDER_TOPIC": "ledger.storage.recorders:SQLiteLedgerRecorder",
+                "SQLITE_DBNAME": sqlite_path,
+                "SQLITE_LOCK_TIMEOUT": "30",
+            }
+        )
     return env

@@ -70,7 +70,9 @@ class SubjectMapper(Mapper[uuid.UUID]):
             raise SubjectErased(aggregate_id)
         state = bytes(stored_event.state)
         try:
-            plain = AESGCM(key).decrypt(state[:12], state[12:], self._aad(aggregate_id, stored_event.originator_version, stored_event.topic))
+            plain = AESGCM(key).decrypt(
+                state[:12], state[12:], self._aad(aggregate_id, stored_event.originator_version, stored_event.topic)
+            )
         except InvalidTag:
             raise SubjectErased(aggregate_id) from None  # a stale key for a stream erased and re-created elsewhere
         return self._plain().to_domain_event(StoredEvent(aggregate_id, stored_event.originator_version, stored_event.topic, plain))

@@ -67,11 +67,17 @@ class Failure:
     retry_after: int
 
 
-UNAVAILABLE = Failure(503, "database_unavailable", "the database is not answering; nothing was stored. Retry after Retry-After seconds",
-                      RETRY_AFTER_SECONDS)
-UNCONFIRMED = Failure(504, "commit_unconfirmed", "the database stopped answering while committing: the request may or may not have "
-                      "been stored. Resubmit the same bytes once /healthz is ok: an event already stored is answered 200 with its "
-                      "receipt", RETRY_AFTER_SECONDS)
+UNAVAILABLE = Failure(
+    503, "database_unavailable", "the database is not answering; nothing was stored. Retry after Retry-After seconds", RETRY_AFTER_SECONDS
+)
+UNCONFIRMED = Failure(
+    504,
+    "commit_unconfirmed",
+    "the database stopped answering while committing: the request may or may not have "
+    "been stored. Resubmit the same bytes once /healthz is ok: an event already stored is answered 200 with its "
+    "receipt",
+    RETRY_AFTER_SECONDS,
+)
 FULL = Failure(507, "insufficient_storage", "the ledger's storage is full; nothing was stored", 60)
 
 
@@ -283,9 +289,15 @@ def guard(datastore: Any) -> None:
     if pool in _LIVENESS:
         return
     liveness = Liveness(pool)
-    pool.kwargs = {**pool.kwargs, "connect_timeout": CONNECT_SECONDS,
-                   # an idle pooled connection to a vanished host is found dead by TCP keepalives within ~10 s
-                   "keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 3}
+    pool.kwargs = {
+        **pool.kwargs,
+        "connect_timeout": CONNECT_SECONDS,
+        # an idle pooled connection to a vanished host is found dead by TCP keepalives within ~10 s
+        "keepalives": 1,
+        "keepalives_idle": 5,
+        "keepalives_interval": 2,
+        "keepalives_count": 3,
+    }
     pool.connection_class = type("GuardedConnection", (GuardedConnection,), {"liveness": liveness})
     pool.reconnect_timeout = RECONNECT_SECONDS
     _LIVENESS[pool] = liveness

@@ -90,7 +90,9 @@ class PupilKeys:
     def read_of(aggregate_ids: Sequence[uuid.UUID]) -> Read | None:
         """The read of these pupils' keys (for ``Store.query_in`` or ``Store.reads``); None: no pupil among them."""
         wanted = [str(i) for i in aggregate_ids if is_pupil_stream(i)]
-        return Read("SELECT originator_id, wrapped_key, audit_id FROM pupil_keys WHERE {where}", "originator_id", wanted) if wanted else None
+        return (
+            Read("SELECT originator_id, wrapped_key, audit_id FROM pupil_keys WHERE {where}", "originator_id", wanted) if wanted else None
+        )
 
     def fetched(self, aggregate_ids: Sequence[uuid.UUID], rows: Sequence[tuple[Any, ...]]) -> dict[uuid.UUID, PupilKey]:
         """Unwrap and cache the keys ``rows`` (the result of ``read_of(aggregate_ids)``) hold."""

@@ -94,17 +94,23 @@ def _announce(ids: Sequence[int], kwargs: dict[str, Any]) -> None:
         on_ids(ids)
 
 
-def _other_rows(stored_events: Sequence[StoredEvent], ids: Sequence[int], kwargs: dict[str, Any]) -> list[tuple[Table, Sequence[Sequence[Any]]]]:
+def _other_rows(
+    stored_events: Sequence[StoredEvent], ids: Sequence[int], kwargs: dict[str, Any]
+) -> list[tuple[Table, Sequence[Sequence[Any]]]]:
     """What a write stores beside the events, in this order: the index rows (given the ids the events drew),
     the signing keys, the new pupils' keys and what ``Beside`` holds; only the tables that have rows."""
     tables: list[tuple[Table, Sequence[Sequence[Any]]]] = [
         (INDEX_TABLE, _match_index_rows(stored_events, ids, kwargs.get("index_rows", ()))),
-        (KEYS_TABLE, kwargs.get("key_rows", ())), (PUPIL_KEYS_TABLE, kwargs.get("pupil_key_rows", ()))]
+        (KEYS_TABLE, kwargs.get("key_rows", ())),
+        (PUPIL_KEYS_TABLE, kwargs.get("pupil_key_rows", ())),
+    ]
     beside: Beside | None = kwargs.get("beside")
     if beside is not None and (beside.access or beside.claims):
         sequence_of = {(str(s.originator_id), s.originator_version): n for s, n in zip(stored_events, ids, strict=True)}
-        tables += [(ACCESS_TABLE, [(sequence_of[stream, version], viewer) for stream, version, viewer in beside.access]),
-                   (CLAIMS_TABLE, [(sequence_of[stream, version], org, code, beside.received_at) for stream, version, org, code in beside.claims])]
+        tables += [
+            (ACCESS_TABLE, [(sequence_of[stream, version], viewer) for stream, version, viewer in beside.access]),
+            (CLAIMS_TABLE, [(sequence_of[stream, version], org, code, beside.received_at) for stream, version, org, code in beside.claims]),
+        ]
     if beside is not None:
         tables.append((REVOCATIONS_TABLE, beside.revocations))
     return [(table, rows) for table, rows in tables if rows]
@@ -156,8 +162,11 @@ class PostgresLedgerRecorder(PostgresApplicationRecorder):
         super().__init__(datastore, *args, **kwargs)
         self.sql_create_statements.extend(SQL(s.replace("{", "{{").replace("}", "}}")).format() for s in INDEX_DDL)
         table = SQL("{}.{}").format(Identifier(self.datastore.schema), Identifier(self.events_table_name))
-        self._events = Table(table.as_string(), ("originator_id", "originator_version", "topic", "state"),
-                              (self.datastore.originator_id_type, "int8", "text", "bytea"))
+        self._events = Table(
+            table.as_string(),
+            ("originator_id", "originator_version", "topic", "state"),
+            (self.datastore.originator_id_type, "int8", "text", "bytea"),
+        )
         self._numbered_events = Table(table.as_string(), ("notification_id", *self._events.column_names), ("int8", *self._events.types))
         sequence = SQL("pg_get_serial_sequence({}, 'notification_id')").format(Literal(table.as_string()))
         self._reserve_ids = SQL("SELECT setval({seq}, nextval({seq}) + %s - 1) AS last").format(seq=sequence)
@@ -170,8 +179,13 @@ class PostgresLedgerRecorder(PostgresApplicationRecorder):
         held = _pupil_streams_to_hold(stored_events)
         revoked = _revoked_keys_query(kwargs.get("beside"), "%s")
         events = [(e.originator_id, e.originator_version, e.topic, e.state) for e in stored_events] if small else []
-        with self.datastore.get_connection() as conn, conn.cursor() as curs, conn.cursor() as keys, conn.cursor() as drawn, \
-                conn.cursor() as revocations:
+        with (
+            self.datastore.get_connection() as conn,
+            conn.cursor() as curs,
+            conn.cursor() as keys,
+            conn.cursor() as drawn,
+            conn.cursor() as revocations,
+        ):
             with conn.pipeline() as pipeline:  # round trip 1: BEGIN, the checks, the lock, NOTIFY, and the first write or read
                 curs.execute("BEGIN")
                 if held:

@@ -8,8 +8,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 INDEX_COLUMNS = (
-    "event_id", "sequence", "originator_id", "originator_version", "type", "submitter",
-    "event_digest", "envelope_digest", "received_at",
+    "event_id",
+    "sequence",
+    "originator_id",
+    "originator_version",
+    "type",
+    "submitter",
+    "event_digest",
+    "envelope_digest",
+    "received_at",
 )
 
 
@@ -88,8 +95,9 @@ class Table:
         element by element in Python (400 µs for a group of 14 events, against 43)."""
         arrays = ", ".join(f"%b::{t}[]" for t in self.types)
         names = ", ".join(self.column_names)
-        statement = (f"INSERT INTO {self.name} ({names}) SELECT {names} FROM unnest({arrays}) WITH ORDINALITY "
-                     f"AS given({names}, n) ORDER BY n")
+        statement = (
+            f"INSERT INTO {self.name} ({names}) SELECT {names} FROM unnest({arrays}) WITH ORDINALITY AS given({names}, n) ORDER BY n"
+        )
         return statement + (" RETURNING originator_id, originator_version, notification_id" if returning else "")
 
     def columns_of(self, rows: Sequence[Sequence[Any]]) -> list[list[Any]]:

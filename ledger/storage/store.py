@@ -42,9 +42,30 @@ from ledger.storage.sql import Read, as_uuid, execute_in, fetch_tuples, rowcount
 _record_of = record_of  # the name projections imported before it was public
 
 __all__ = [
-    "INDEX_COLUMNS", "Beside", "Entry", "ErasedMeanwhile", "IndexRow", "InflatingCompressor", "KeyRevokedMeanwhile", "LedgerApp",
-    "PostgresLedgerRecorder", "PupilKey", "PupilKeys", "Read", "SQLiteLedgerRecorder", "Store", "Subject", "SubjectErased",
-    "SubjectMapper", "as_uuid", "execute_in", "fetch_tuples", "persistence_env", "record_of", "rowcount", "where_in",
+    "INDEX_COLUMNS",
+    "Beside",
+    "Entry",
+    "ErasedMeanwhile",
+    "IndexRow",
+    "InflatingCompressor",
+    "KeyRevokedMeanwhile",
+    "LedgerApp",
+    "PostgresLedgerRecorder",
+    "PupilKey",
+    "PupilKeys",
+    "Read",
+    "SQLiteLedgerRecorder",
+    "Store",
+    "Subject",
+    "SubjectErased",
+    "SubjectMapper",
+    "as_uuid",
+    "execute_in",
+    "fetch_tuples",
+    "persistence_env",
+    "record_of",
+    "rowcount",
+    "where_in",
 ]
 
 log = logging.getLogger("pupil_ledger.store")
@@ -55,9 +76,10 @@ _TRANSACTION: contextvars.ContextVar[tuple[Store, Any] | None] = contextvars.Con
 
 @functools.cache  # once per process
 def _autovacuum_warning() -> None:
-    log.warning("PostgreSQL runs with autovacuum off: nothing keeps the planner's statistics, and as the tables "
-                "grow it can read whole tables for one batch. Turn it on, or run ANALYZE after large loads.")
-
+    log.warning(
+        "PostgreSQL runs with autovacuum off: nothing keeps the planner's statistics, and as the tables "
+        "grow it can read whole tables for one batch. Turn it on, or run ANALYZE after large loads."
+    )
 
 
 @dataclass
@@ -191,13 +213,14 @@ class Store:
         """The existing subjects among ``aggregate_ids``, read with one round trip per ``chunk`` ids (the batch path)."""
         return self.lookups([], aggregate_ids, chunk)[1]
 
-    def lookups(self, event_ids: Sequence[str], aggregate_ids: Collection[uuid.UUID], chunk: int = 500,
-                meanwhile: Callable[[], None] = lambda: None) -> tuple[dict[str, IndexRow], dict[uuid.UUID, Subject]]:
+    def lookups(
+        self, event_ids: Sequence[str], aggregate_ids: Collection[uuid.UUID], chunk: int = 500, meanwhile: Callable[[], None] = lambda: None
+    ) -> tuple[dict[str, IndexRow], dict[uuid.UUID, Subject]]:
         """What a batch reads before its checks: the index rows of ``event_ids`` (as ``index_rows``) and the
         existing subjects among ``aggregate_ids``, with their pupils' keys. Each ``chunk`` of ids is one round
         trip on PostgreSQL (``reads``), the first with the event ids' read; ``meanwhile`` runs during the first."""
         ids = list(aggregate_ids)
-        parts = [ids[start:start + chunk] for start in range(0, len(ids), chunk)] or [[]]
+        parts = [ids[start : start + chunk] for start in range(0, len(ids), chunk)] or [[]]
         index: list[tuple[Any, ...]] = []
         events: list[tuple[Any, ...]] = []
         for n, part in enumerate(parts):
@@ -218,9 +241,13 @@ class Store:
         return {r[0]: IndexRow(*r) for r in index}, self._folded(events)
 
     def _events_read(self, aggregate_ids: Sequence[uuid.UUID]) -> Read:
-        return Read(f"SELECT originator_id, originator_version, topic, state FROM {self.events_table} WHERE {{where}} "
-                    "ORDER BY originator_id, originator_version", "originator_id",
-                    aggregate_ids if self.is_postgres else [i.hex for i in aggregate_ids], self._stream_id_type)
+        return Read(
+            f"SELECT originator_id, originator_version, topic, state FROM {self.events_table} WHERE {{where}} "
+            "ORDER BY originator_id, originator_version",
+            "originator_id",
+            aggregate_ids if self.is_postgres else [i.hex for i in aggregate_ids],
+            self._stream_id_type,
+        )
 
     def _folded(self, rows: Sequence[tuple[Any, ...]]) -> dict[uuid.UUID, Subject]:
         """The subjects whose stored events ``rows`` are, in stream and version order (their keys fetched)."""
@@ -231,8 +258,14 @@ class Store:
             found[key] = event.mutate(found.get(key))
         return found
 
-    def append(self, events: Sequence[Any], index_rows: Sequence[dict[str, Any]], key_rows: Sequence[tuple[str, str]],
-               on_ids: Callable[[Sequence[int]], None] | None = None, beside: Beside | None = None) -> list[int]:
+    def append(
+        self,
+        events: Sequence[Any],
+        index_rows: Sequence[dict[str, Any]],
+        key_rows: Sequence[tuple[str, str]],
+        on_ids: Callable[[Sequence[int]], None] | None = None,
+        beside: Beside | None = None,
+    ) -> list[int]:
         """Store the events and their index rows in one transaction (all or nothing), with what ``beside`` holds and
         checks; new pupils get their data key in it. Returns the events' notification ids (their sequence numbers), in order.
 
@@ -245,8 +278,9 @@ class Store:
             # typing.Protocol isinstance check each (slow), and no aggregate is passed to cache or snapshot; the
             # library's ``EventStore.put`` would also build a ``Recording`` per event, of which only the id is used.
             stored = [self.app.mapper.to_stored_event(event) for event in events]
-            ids = self.app.recorder.insert_events(stored, index_rows=index_rows, key_rows=key_rows, pupil_key_rows=pupil_key_rows, on_ids=on_ids,
-                                                  beside=beside)
+            ids = self.app.recorder.insert_events(
+                stored, index_rows=index_rows, key_rows=key_rows, pupil_key_rows=pupil_key_rows, on_ids=on_ids, beside=beside
+            )
             return list(ids or [])
 
     def _evict(self, aggregate_id: uuid.UUID) -> None:
@@ -261,6 +295,7 @@ class Store:
         verifies). Returns the number of events made unreadable (0: no such pupil, or already erased).
         ``also`` runs in the same transaction once the key is gone (the views forget the pupil: ``Ledger.erase``)."""
         tombstone = as_pupil_uuid(os.urandom(16))
+
         def as_param(aggregate: uuid.UUID) -> Any:
             return aggregate if self.is_postgres else aggregate.hex
 
@@ -270,8 +305,10 @@ class Store:
             cur.execute(self.sql("DELETE FROM pupil_keys WHERE originator_id = ?"), (str(aggregate_id),))
             if rowcount(cur) != 1:
                 return 0
-            cur.execute(self.sql(f"UPDATE {self.events_table} SET originator_id = ? WHERE originator_id = ?"),
-                        (as_param(tombstone), as_param(aggregate_id)))
+            cur.execute(
+                self.sql(f"UPDATE {self.events_table} SET originator_id = ? WHERE originator_id = ?"),
+                (as_param(tombstone), as_param(aggregate_id)),
+            )
             erased = rowcount(cur)
             cur.execute(self.sql("UPDATE ledger_index SET originator_id = ? WHERE originator_id = ?"), (str(tombstone), str(aggregate_id)))
             also()
@@ -318,13 +355,18 @@ class Store:
 
     def org_streams(self) -> list[uuid.UUID]:
         """The streams of every organisation registered (or recorded as an unregistered provider)."""
-        rows = self.query("SELECT DISTINCT originator_id FROM ledger_index WHERE type IN ('org.registered', 'provider.unregistered_recorded')")
+        rows = self.query(
+            "SELECT DISTINCT originator_id FROM ledger_index WHERE type IN ('org.registered', 'provider.unregistered_recorded')"
+        )
         return [uuid.UUID(originator) for (originator,) in rows]
 
     def claim_counts(self, since: str, until: str) -> list[tuple[str, str, int, str]]:
         """(organisation, code, count, latest received_at) of ``ledger_claims`` received from ``since`` until before ``until``."""
-        rows = self.query("SELECT org_id, code, COUNT(*), MAX(received_at) FROM ledger_claims WHERE received_at >= ? AND received_at < ? "
-                          "GROUP BY org_id, code", (since, until))
+        rows = self.query(
+            "SELECT org_id, code, COUNT(*), MAX(received_at) FROM ledger_claims WHERE received_at >= ? AND received_at < ? "
+            "GROUP BY org_id, code",
+            (since, until),
+        )
         return [(org, code, int(count), latest) for org, code, count, latest in rows]
 
     def access_rows(self, viewer_org: str | None, after: int, limit: int) -> list[IndexRow]:
@@ -333,13 +375,18 @@ class Store:
         organisation's views are read by its index, not found by decrypting every view in the ledger."""
         by_viewer = "a.viewer_org = ? AND " if viewer_org is not None else ""
         columns = ", ".join(f"i.{c}" for c in INDEX_COLUMNS)
-        rows = self.query(f"SELECT {columns} FROM ledger_access a JOIN ledger_index i ON i.sequence = a.sequence "
-                          f"WHERE {by_viewer}a.sequence > ? ORDER BY a.sequence LIMIT ?", (*([viewer_org] if viewer_org is not None else []), after, limit))
+        rows = self.query(
+            f"SELECT {columns} FROM ledger_access a JOIN ledger_index i ON i.sequence = a.sequence "
+            f"WHERE {by_viewer}a.sequence > ? ORDER BY a.sequence LIMIT ?",
+            (*([viewer_org] if viewer_org is not None else []), after, limit),
+        )
         return [IndexRow(*r) for r in rows]
 
     def insert_token(self, token_id: str, token_hash: str, org: str, role: str, issued_at: str, expires_at: str | None, scope: str) -> None:
-        self.execute("INSERT INTO ledger_tokens (token_id, token_hash, org_id, role, issued_at, expires_at, scope) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                     (token_id, token_hash, org, role, issued_at, expires_at, scope))
+        self.execute(
+            "INSERT INTO ledger_tokens (token_id, token_hash, org_id, role, issued_at, expires_at, scope) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (token_id, token_hash, org, role, issued_at, expires_at, scope),
+        )
 
     def revoke_token(self, token_id: str, revoked_at: str) -> bool:
         """Mark the token revoked (once: a revocation's time never changes). False: no such token."""
@@ -350,7 +397,9 @@ class Store:
 
     def token_row(self, token_id: str) -> tuple[str, str, str, str | None, str | None, str | None] | None:
         """(token_hash, org, role, expires_at, revoked_at, scope) of a ledger token, or None."""
-        rows = self.query("SELECT token_hash, org_id, role, expires_at, revoked_at, scope FROM ledger_tokens WHERE token_id = ?", (token_id,))
+        rows = self.query(
+            "SELECT token_hash, org_id, role, expires_at, revoked_at, scope FROM ledger_tokens WHERE token_id = ?", (token_id,)
+        )
         return (rows[0][0], rows[0][1], rows[0][2], rows[0][3], rows[0][4], rows[0][5]) if rows else None
 
     @property

@@ -25,8 +25,9 @@ Working = dict[uuid.UUID, Subject | None]  # the batch's subjects as it changes 
 Trusted = dict[str, tuple[str, bytes]]  # key id -> (organisation, public key): keys a trusted local caller vouches for
 
 
-def authenticate(sub: Submissions, item: InFlight, received_at: datetime, working: Working, trusted: Trusted,
-                 ahead: EarlyVerdicts | None) -> None:
+def authenticate(
+    sub: Submissions, item: InFlight, received_at: datetime, working: Working, trusted: Trusted, ahead: EarlyVerdicts | None
+) -> None:
     """The envelope's signatures, by one rule whatever their order (README, "What the ledger checks"): every
     signature must be by a key of the submitter that is valid when the envelope is received (added, not
     revoked) and must verify over the payload. The first signature that fails decides the error."""
@@ -44,12 +45,17 @@ def authenticate(sub: Submissions, item: InFlight, received_at: datetime, workin
     item.signed_with = used
 
 
-def _signature_problem(sub: Submissions, item: InFlight, kid: str, org: OrgState, received_at: datetime, trusted: Trusted,
-                       ahead: EarlyVerdicts | None) -> tuple[str, str] | None:
+def _signature_problem(
+    sub: Submissions, item: InFlight, kid: str, org: OrgState, received_at: datetime, trusted: Trusted, ahead: EarlyVerdicts | None
+) -> tuple[str, str] | None:
     """Why the item's signature by ``kid`` does not count (code, message), or None."""
     submitter = org.org_id
     if kid in trusted and trusted[kid][0] == submitter:
-        return None if signature_valid(ahead, item, kid, trusted[kid][1]) else ("signature_invalid", f"the signature by key {kid} does not verify")
+        return (
+            None
+            if signature_valid(ahead, item, kid, trusted[kid][1])
+            else ("signature_invalid", f"the signature by key {kid} does not verify")
+        )
     key = org.keys.get(kid)
     if key is None:
         if not org.registered:
@@ -67,8 +73,9 @@ def _signature_problem(sub: Submissions, item: InFlight, kid: str, org: OrgState
     return None
 
 
-def judge(sub: Submissions, item: InFlight, record: Record, subject: Subject | None, working: Working,
-          key_rows: list[tuple[str, str]]) -> None:
+def judge(
+    sub: Submissions, item: InFlight, record: Record, subject: Subject | None, working: Working, key_rows: list[tuple[str, str]]
+) -> None:
     """The domain rules for the item's event type on its subject's records (``working``: as the batch leaves them):
     pupils by ``rules.check_pupil`` (after the probe limit), organisations by ``orgs.check_org`` and the research
     rules, ledger-written access events not at all. Adds the problems, or the rules' flags."""
@@ -82,10 +89,12 @@ def judge(sub: Submissions, item: InFlight, record: Record, subject: Subject | N
         if limited:
             problems, flags = [limited], []
         else:
+
             def org_facts(org: str) -> OrgFacts:  # the submitter is loaded already; another organisation only when a rare rule asks
                 if org != body["submitter"]:  # (the submitter is read already) a rejection decided on cached facts is checked again
                     item.reads.add(sub.ledger.secrets.org_id(org))
                 return sub.org_state(org, working).facts()
+
             problems, flags = check_pupil(records, record, org_facts, lambda: _tariff_records(sub, item, working))
     elif etype.subject == "audit":
         problems, flags = [], []  # ledger-written access records
@@ -97,7 +106,14 @@ def judge(sub: Submissions, item: InFlight, record: Record, subject: Subject | N
         if not problems and etype.name in funding_rules.ORG_TYPES:  # plans, budgets, programmes, tariffs (issue 25)
             problems = funding_rules.check_org_event(records, record)
         if "self" in etype.submitters and body["submitter"] not in (ADMIN_ORG, body["subject"]["org"]):
-            problems.append(Problem("submitter_not_allowed", f"{item.path}.payload.submitter", f"{body['type']} is posted by {ADMIN_ORG} or the organisation itself", Category.FORBIDDEN))
+            problems.append(
+                Problem(
+                    "submitter_not_allowed",
+                    f"{item.path}.payload.submitter",
+                    f"{body['type']} is posted by {ADMIN_ORG} or the organisation itself",
+                    Category.FORBIDDEN,
+                )
+            )
         if body["type"] == "org.key_added" and not problems:
             problems.extend(_key_id_taken(sub, body, key_rows))
     item.problems.extend(p.at(item.path) for p in problems)

@@ -71,14 +71,16 @@ class Submissions:
 
     # -- the entry points ----------------------------------------------------------------------
 
-    def submit_batch(self, raws: Sequence[Any], principal: Principal | None, path_of: Callable[[int], str],
-                     trusted: Trusted) -> list[Receipt]:
+    def submit_batch(
+        self, raws: Sequence[Any], principal: Principal | None, path_of: Callable[[int], str], trusted: Trusted
+    ) -> list[Receipt]:
         """Accept every envelope or none. ``principal`` None means a trusted local caller."""
         limit = self.ledger.settings.max_batch_items
         if len(raws) > limit:
             raise LedgerError.one("batch_too_large", "$.envelopes", f"at most {limit} envelopes per batch", Category.TOO_LARGE)
-        outcomes = self._submit([(raw, principal, path_of(i)) for i, raw in enumerate(raws)], trusted, all_or_nothing=True,
-                                endpoint="submitBatch")
+        outcomes = self._submit(
+            [(raw, principal, path_of(i)) for i, raw in enumerate(raws)], trusted, all_or_nothing=True, endpoint="submitBatch"
+        )
         return [o for o in outcomes if isinstance(o, Receipt)]  # all or nothing: a problem raised instead
 
     def submit_each(self, requests: Sequence[tuple[Any, Principal | None]]) -> list[Receipt | Exception]:
@@ -91,13 +93,17 @@ class Submissions:
         group is split and each half written on its own, until only the request that made it fail fails.
         """
         try:
-            outcomes = self._submit([(raw, principal, "$") for raw, principal in requests], {}, all_or_nothing=False, endpoint="submitEvent")
+            outcomes = self._submit(
+                [(raw, principal, "$") for raw, principal in requests], {}, all_or_nothing=False, endpoint="submitEvent"
+            )
         except _GroupWriteFailed as failed:
             if len(requests) == 1:
                 return [failed.cause]
             half = len(requests) // 2
             return self._submit_part(requests[:half]) + self._submit_part(requests[half:])
-        again = [i for i, o in enumerate(outcomes) if isinstance(o, LedgerError) and all(p.code == "duplicate_in_batch" for p in o.problems)]
+        again = [
+            i for i, o in enumerate(outcomes) if isinstance(o, LedgerError) and all(p.code == "duplicate_in_batch" for p in o.problems)
+        ]
         if again:
             for i, outcome in zip(again, self._submit_part([requests[i] for i in again]), strict=True):
                 outcomes[i] = outcome
@@ -171,8 +177,9 @@ class Submissions:
 
     # -- the stages ------------------------------------------------------------------------------
 
-    def _decode(self, requests: Sequence[Request], received_at: datetime, poisoned: dict[int, Problem],
-                ahead: EarlyVerdicts | None) -> list[InFlight]:
+    def _decode(
+        self, requests: Sequence[Request], received_at: datetime, poisoned: dict[int, Problem], ahead: EarlyVerdicts | None
+    ) -> list[InFlight]:
         """Stages 1-3, which need no stored state: decode, validate against the catalogue, authorise the bearer.
         Each signature is sent to the workers as soon as its envelope is decoded (``early_verdicts``)."""
         items = []
@@ -214,7 +221,9 @@ class Submissions:
         everything = {aggregate_id for pair in wanted.values() for aggregate_id in pair}
         found = self.subjects.take(everything)
         cached = set(found)
-        existing, loaded = self.ledger.store.lookups(_event_ids_once(items), everything - cached, meanwhile=lambda: self._digest(items, poisoned))
+        existing, loaded = self.ledger.store.lookups(
+            _event_ids_once(items), everything - cached, meanwhile=lambda: self._digest(items, poisoned)
+        )
         _mark_replays(items, existing)
         found.update(loaded)
         for item in items:
@@ -234,8 +243,9 @@ class Submissions:
                 except Exception as exc:  # noqa: BLE001 - this item's alone (``_failed``)
                     self._failed(item, poisoned, exc)
 
-    def _send_known(self, items: list[InFlight], working: Working, trusted: Trusted, ahead: EarlyVerdicts,
-                    poisoned: dict[int, Problem]) -> None:
+    def _send_known(
+        self, items: list[InFlight], working: Working, trusted: Trusted, ahead: EarlyVerdicts, poisoned: dict[int, Problem]
+    ) -> None:
         """Send the batch's signatures to the workers with the keys in the submitters' state before the batch, so the
         rules run meanwhile (``early_verdicts``); ``authenticate`` still decides, in order, with the state as the batch
         changes it."""
@@ -253,8 +263,16 @@ class Submissions:
                 self._failed(item, poisoned, exc)
         ahead.batch.flush()
 
-    def _judge(self, items: list[InFlight], received_at: datetime, working: Working, trusted: Trusted,
-               ahead: EarlyVerdicts | None, poisoned: dict[int, Problem], write: StagedWrite) -> bool:
+    def _judge(
+        self,
+        items: list[InFlight],
+        received_at: datetime,
+        working: Working,
+        trusted: Trusted,
+        ahead: EarlyVerdicts | None,
+        poisoned: dict[int, Problem],
+        write: StagedWrite,
+    ) -> bool:
         """Stages 5 and 6, item by item in order, each seeing the ones before it: the signatures (``authenticate``),
         the domain rules (``judge``), and, if it stands, its write staged (``stage``). Everything that can fail comes
         before the first change to ``working``. False: an item failed with part of its write staged."""
@@ -284,8 +302,9 @@ class Submissions:
         return self.ledger.store.append(write.events, write.index_rows, write.key_rows, on_ids=receipts_ahead.start, beside=write.beside)
 
     @staticmethod
-    def _answers(items: list[InFlight], probes: list[tuple[InFlight, str]], failure: Exception | None,
-                 receipts: list[Receipt]) -> list[Receipt | Exception]:
+    def _answers(
+        items: list[InFlight], probes: list[tuple[InFlight, str]], failure: Exception | None, receipts: list[Receipt]
+    ) -> list[Receipt | Exception]:
         """Stage 8, after the commit: each item's receipt, or its rejection, or (a rejection that revealed another
         organisation's record, not recorded) what failed to record it."""
         probed = {item.index for item, _ in probes}
@@ -314,8 +333,12 @@ class Submissions:
             raise exc  # the database: every request of the group hears it
         reference = uuid.uuid4().hex[:12]
         log.error("an envelope could not be judged (reference %s)", reference, exc_info=exc)
-        problem = Problem("unprocessable", item.path, f"the ledger could not process this envelope; quote reference {reference} "
-                          "to the operator", Category.INVALID)
+        problem = Problem(
+            "unprocessable",
+            item.path,
+            f"the ledger could not process this envelope; quote reference {reference} to the operator",
+            Category.INVALID,
+        )
         poisoned[item.index] = problem
         item.problems.append(problem)
         return False
@@ -344,7 +367,14 @@ def _event_ids_once(items: list[InFlight]) -> list[str]:
             continue
         event_id = item.body["event_id"]
         if event_id in seen:
-            item.problems.append(Problem("duplicate_in_batch", f"{item.path}.payload.event_id", f"event_id also used by item {seen[event_id]} of this batch", Category.INVALID))
+            item.problems.append(
+                Problem(
+                    "duplicate_in_batch",
+                    f"{item.path}.payload.event_id",
+                    f"event_id also used by item {seen[event_id]} of this batch",
+                    Category.INVALID,
+                )
+            )
         else:
             seen[event_id] = item.index
     return [i.body["event_id"] for i in items if not i.problems]
@@ -360,11 +390,14 @@ def _mark_replays(items: list[InFlight], existing: dict[str, IndexRow]) -> None:
         if row.envelope_digest == item.env.envelope_digest:
             item.duplicate_of = row
         else:
-            item.problems.append(Problem(
-                "event_id_conflict", f"{item.path}.payload.event_id",
-                f"event_id {row.event_id} is already taken by another event: a replay sends the same envelope, a new event a new event_id",
-                Category.CONFLICT,
-            ))
+            item.problems.append(
+                Problem(
+                    "event_id_conflict",
+                    f"{item.path}.payload.event_id",
+                    f"event_id {row.event_id} is already taken by another event: a replay sends the same envelope, a new event a new event_id",
+                    Category.CONFLICT,
+                )
+            )
 
 
 def _accepted(items: list[InFlight], index_rows: list[dict[str, Any]], ids: Sequence[int]) -> list[Accepted]:

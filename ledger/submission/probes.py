@@ -69,9 +69,13 @@ def probe_limited(budget: ProbeBudget, item: InFlight, records: Sequence[Record]
     if not wait or any(r.submitter == org for r in records):
         return None
     item.retry_after = wait
-    return Problem("rule_probe_limited", "$.payload.subject", f"{org} has had too many submissions rejected because of other "
-                   f"organisations' records of pupils; submissions about pupils it has no record of resume in {math.ceil(wait)} s",
-                   Category.RATE_LIMITED)
+    return Problem(
+        "rule_probe_limited",
+        "$.payload.subject",
+        f"{org} has had too many submissions rejected because of other "
+        f"organisations' records of pupils; submissions about pupils it has no record of resume in {math.ceil(wait)} s",
+        Category.RATE_LIMITED,
+    )
 
 
 def probes_of(rejected: list[InFlight]) -> list[tuple[InFlight, str]]:
@@ -99,9 +103,13 @@ def record_probes(ledger: Ledger, probes: list[tuple[InFlight, str]], endpoint: 
         key = ledger.store.app.pupil_keys.get(ledger.secrets.pupil_id(item.body["subject"]["upn"]))
         if key is None:
             continue  # no record of the pupil (erased meanwhile): nothing was revealed
-        data = {"principal": {"org": principal.org, "role": principal.role, "token_id": principal.token_id},
-                "purpose": PROBE_PURPOSE, "endpoint": endpoint, "rejected": code,
-                "basis": f"rejected {item.body['type']} {item.body['event_id']}: {code}"[:200]}
+        data = {
+            "principal": {"org": principal.org, "role": principal.role, "token_id": principal.token_id},
+            "purpose": PROBE_PURPOSE,
+            "endpoint": endpoint,
+            "rejected": code,
+            "basis": f"rejected {item.body['type']} {item.body['event_id']}: {code}"[:200],
+        }
         envelopes.append(envelope.sign(access_body("access.record_viewed", key.audit_id, data, ledger.clock()), ledger.secrets.signing_key))
     try:
         if envelopes:

@@ -31,8 +31,16 @@ class StagedWrite:
     key_rows: list[tuple[str, str]] = field(default_factory=list)  # key id, organisation
 
 
-def stage(write: StagedWrite, item: InFlight, record: Record, subject: Subject | None, aggregate_id: uuid.UUID,
-          working: dict[uuid.UUID, Subject | None], received_at: datetime, hints: KeyHints) -> None:
+def stage(
+    write: StagedWrite,
+    item: InFlight,
+    record: Record,
+    subject: Subject | None,
+    aggregate_id: uuid.UUID,
+    working: dict[uuid.UUID, Subject | None],
+    received_at: datetime,
+    hints: KeyHints,
+) -> None:
     """Stage the accepted item's write. Nothing here can reject it: every check came before."""
     assert item.env is not None
     body = item.body
@@ -46,18 +54,27 @@ def stage(write: StagedWrite, item: InFlight, record: Record, subject: Subject |
     write.events.extend(pending)
     version = pending[-1].originator_version
     beside = write.beside
-    write.index_rows.append({
-        "event_id": body["event_id"], "originator_id": str(aggregate_id), "originator_version": version,
-        "type": body["type"], "submitter": body["submitter"], "event_digest": item.env.event_digest,
-        "envelope_digest": item.env.envelope_digest, "received_at": beside.received_at,
-    })
+    write.index_rows.append(
+        {
+            "event_id": body["event_id"],
+            "originator_id": str(aggregate_id),
+            "originator_version": version,
+            "type": body["type"],
+            "submitter": body["submitter"],
+            "event_digest": item.env.event_digest,
+            "envelope_digest": item.env.envelope_digest,
+            "received_at": beside.received_at,
+        }
+    )
     beside.signed_with |= item.signed_with
     if catalogue.event_types()[body["type"]].subject == "audit":  # a ledger-written access event, in the pupil's audit stream
         beside.access.append((str(aggregate_id), version, body["data"].get("principal", {}).get("org")))
         if body["data"].get("purpose") == PROBE_PURPOSE:
             beside.claims.append((str(aggregate_id), version, body["data"]["principal"]["org"], body["data"]["rejected"]))
     if any(flag["code"] in CLAIM_FLAGS for flag in item.flags):
-        beside.claims.extend((str(aggregate_id), version, body["submitter"], flag["code"]) for flag in item.flags if flag["code"] in CLAIM_FLAGS)
+        beside.claims.extend(
+            (str(aggregate_id), version, body["submitter"], flag["code"]) for flag in item.flags if flag["code"] in CLAIM_FLAGS
+        )
     if body["type"] == "org.key_added":
         write.key_rows.append((body["data"]["key_id"], body["subject"]["org"]))
         hints.learn(body["data"]["key_id"], b64decode_strict(body["data"]["public_key"]))  # a hint only: see early_verdicts

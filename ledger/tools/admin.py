@@ -90,11 +90,25 @@ def key_data(public_key: Ed25519PublicKey) -> dict[str, Any]:
     return {"key_id": envelope.key_id(raw), "public_key": envelope.b64encode(raw), "algorithm": "ed25519"}
 
 
-def event_body(event_type: str, submitter: str, subject: dict[str, str], data: dict[str, Any],
-               occurred_on: date, reported_at: datetime, event_id: str | None = None, corrects: str | None = None) -> dict[str, Any]:
+def event_body(
+    event_type: str,
+    submitter: str,
+    subject: dict[str, str],
+    data: dict[str, Any],
+    occurred_on: date,
+    reported_at: datetime,
+    event_id: str | None = None,
+    corrects: str | None = None,
+) -> dict[str, Any]:
     body: dict[str, Any] = {
-        "event_id": event_id or str(uuid.uuid4()), "type": event_type, "schema_version": 1, "submitter": submitter,
-        "subject": subject, "occurred_on": occurred_on.isoformat(), "reported_at": utc_seconds(reported_at), "data": data,
+        "event_id": event_id or str(uuid.uuid4()),
+        "type": event_type,
+        "schema_version": 1,
+        "submitter": submitter,
+        "subject": subject,
+        "occurred_on": occurred_on.isoformat(),
+        "reported_at": utc_seconds(reported_at),
+        "data": data,
     }
     if corrects:
         body["corrects"] = corrects

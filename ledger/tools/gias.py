@@ -89,15 +89,29 @@ def _parse(line: int, raw: dict[str, str]) -> tuple[Row | None, list[Problem]]:
     org, la = f"urn:{raw['URN'].strip()}", f"la:{raw['LA (code)'].strip()}"
     predecessor = f"urn:{raw['PredecessorURN'].strip()}" if (raw.get("PredecessorURN") or "").strip() else None
     trust = _trust(raw.get("Trusts (code)") or "")
-    for column, value, scheme in (("URN", org, "urn"), ("LA (code)", la, "la"), ("PredecessorURN", predecessor, "urn"), ("Trusts (code)", trust, "trust")):
+    for column, value, scheme in (
+        ("URN", org, "urn"),
+        ("LA (code)", la, "la"),
+        ("PredecessorURN", predecessor, "urn"),
+        ("Trusts (code)", trust, "trust"),
+    ):
         check(column, value, scheme)
     opened, closed, joined = day("OpenDate"), day("CloseDate"), day("JoinedTrustDate")
     if found:
         return None, found
     return Row(
-        line, org, la, raw["EstablishmentName"].strip(), raw["TypeOfEstablishment (code)"].strip().zfill(2),
-        (raw.get("PhaseOfEducation (code)") or "").strip() or None, raw["EstablishmentStatus (code)"].strip(),
-        max(opened or EARLIEST_EFFECTIVE, EARLIEST_EFFECTIVE), closed, predecessor, trust, joined,
+        line,
+        org,
+        la,
+        raw["EstablishmentName"].strip(),
+        raw["TypeOfEstablishment (code)"].strip().zfill(2),
+        (raw.get("PhaseOfEducation (code)") or "").strip() or None,
+        raw["EstablishmentStatus (code)"].strip(),
+        max(opened or EARLIEST_EFFECTIVE, EARLIEST_EFFECTIVE),
+        closed,
+        predecessor,
+        trust,
+        joined,
     ), []
 
 
@@ -132,8 +146,12 @@ def events_for(ledger: Ledger, row: Row, today: date) -> Iterator[dict[str, Any]
     if row.status == STATUS_PROPOSED_TO_OPEN and not state.registered:
         return
     if not state.registered:
-        data: dict[str, Any] = {"kind": "ap_setting" if row.gias_type in AP_TYPES else "school", "name": row.name, "la": row.la,
-                                "gias_type": row.gias_type}
+        data: dict[str, Any] = {
+            "kind": "ap_setting" if row.gias_type in AP_TYPES else "school",
+            "name": row.name,
+            "la": row.la,
+            "gias_type": row.gias_type,
+        }
         if row.phase:
             data["phase"] = row.phase
         if row.predecessor:
@@ -159,6 +177,7 @@ def events_for(ledger: Ledger, row: Row, today: date) -> Iterator[dict[str, Any]
 def _row_path(line: int) -> Callable[[int], str]:
     def path(_: int) -> str:
         return f"$[{line}]"
+
     return path
 
 
@@ -172,6 +191,8 @@ def import_gias(ledger: Ledger, rows: Sequence[Row], on_progress: Callable[[int]
             try:
                 receipts.extend(ledger.submit_batch(envelopes, path_of=_row_path(row.line)))
             except LedgerError as exc:
-                raise LedgerError([Problem(p.code, p.path, f"row {row.line} ({row.org}): {p.message}", p.category) for p in exc.problems]) from None
+                raise LedgerError(
+                    [Problem(p.code, p.path, f"row {row.line} ({row.org}): {p.message}", p.category) for p in exc.problems]
+                ) from None
         on_progress(1)
     return receipts

@@ -48,14 +48,20 @@ AP_PLACEMENT_RATE = 24_577 / 3_669_933 * 3  # school-arranged AP (2022/23) over 
 TRANSFER_RATE, MANAGED_MOVE_RATE, PART_TIME_RATE, LOOKED_AFTER_RATE = 0.04, 0.008, 0.012, 0.01
 
 SETTING_TYPES = {
-    "Education setting with URN": "URN", "Registered provider with UKPRN": "UKPRN",
-    "Non-maintained further education college": "NFE", "One on one tuition": "OOT",
-    "Other unregistered provider": "OTH", "Work based placement": "WBP",
+    "Education setting with URN": "URN",
+    "Registered provider with UKPRN": "UKPRN",
+    "Non-maintained further education college": "NFE",
+    "One on one tuition": "OOT",
+    "Other unregistered provider": "OTH",
+    "Work based placement": "WBP",
 }
 REASONS = {
-    "Medical condition (mental health need)": "MENTAL_HEALTH", "Medical condition (physical health need)": "PHYSICAL_HEALTH",
-    "Off-site placement for behavioural support": "BEHAVIOUR", "Permanent exclusion (where still going through the review process)": "PERMANENT_EXCLUSION",
-    "Suspension": "SUSPENSION", "Other": "OTHER",
+    "Medical condition (mental health need)": "MENTAL_HEALTH",
+    "Medical condition (physical health need)": "PHYSICAL_HEALTH",
+    "Off-site placement for behavioural support": "BEHAVIOUR",
+    "Permanent exclusion (where still going through the review process)": "PERMANENT_EXCLUSION",
+    "Suspension": "SUSPENSION",
+    "Other": "OTHER",
 }
 ENGLAND = "england"
 
@@ -107,9 +113,18 @@ class Area:
             yield envelope.sign(body, self.orgs[org_id].key)
 
     def orgs_json(self) -> list[dict[str, Any]]:
-        return [{"org": o.org_id, "kind": o.kind, "name": o.name, "la": o.la, **o.extra,
-                 "key_id": envelope.key_id(o.key.public_key()), "private_key_pem": private_key_pem(o.key).decode("ascii")}
-                for o in self.orgs.values()]
+        return [
+            {
+                "org": o.org_id,
+                "kind": o.kind,
+                "name": o.name,
+                "la": o.la,
+                **o.extra,
+                "key_id": envelope.key_id(o.key.public_key()),
+                "private_key_pem": private_key_pem(o.key).decode("ascii"),
+            }
+            for o in self.orgs.values()
+        ]
 
 
 def _key(seed: int, org_id: str) -> Ed25519PrivateKey:
@@ -137,7 +152,9 @@ class _Timeline:
     def add(self, day: date, submitter: str, event_type: str, data: dict[str, Any]) -> str:
         """An event of ``day`` (before today), reported at 10:00 the day after, or at midnight UTC starting today for
         yesterday's: 10:00 today would be in the future for a ledger loading it in the small hours."""
-        reported = min(datetime.combine(day + timedelta(days=1), time(10, 0), tzinfo=UTC), datetime.combine(self.today, time(0), tzinfo=UTC))
+        reported = min(
+            datetime.combine(day + timedelta(days=1), time(10, 0), tzinfo=UTC), datetime.combine(self.today, time(0), tzinfo=UTC)
+        )
         body = admin.event_body(event_type, submitter, {"upn": self.upn}, data, day, reported, event_id=str(_uuid(self.rng)))
         self.events.append((day, submitter, body))
         return str(body["event_id"])
@@ -195,9 +212,23 @@ def simulate_area(pupils: int, seed: int = 1, la_code: str = "801", today: date 
     org(la, "la", f"Local authority {la_code}", None)
     org(trust, "trust", "Simulated Learning Trust", None)
     for i, urn in enumerate(secondary):
-        org(urn, "school", f"Simulated Secondary {i + 1}", gias_type="34" if i % 2 == 0 else "01", phase="SS", **({"trust": trust} if i % 2 == 0 else {}))
+        org(
+            urn,
+            "school",
+            f"Simulated Secondary {i + 1}",
+            gias_type="34" if i % 2 == 0 else "01",
+            phase="SS",
+            **({"trust": trust} if i % 2 == 0 else {}),
+        )
     for i, urn in enumerate(primary):
-        org(urn, "school", f"Simulated Primary {i + 1}", gias_type="34" if i % 3 == 0 else "02", phase="PS", **({"trust": trust} if i % 3 == 0 else {}))
+        org(
+            urn,
+            "school",
+            f"Simulated Primary {i + 1}",
+            gias_type="34" if i % 3 == 0 else "02",
+            phase="PS",
+            **({"trust": trust} if i % 3 == 0 else {}),
+        )
     for i, urn in enumerate(specials):
         org(urn, "school", f"Simulated Special School {i + 1}", gias_type="07", phase="SP")
     org(pru, "ap_setting", "Simulated Pupil Referral Unit", gias_type="14", phase="PR")
@@ -209,9 +240,22 @@ def simulate_area(pupils: int, seed: int = 1, la_code: str = "801", today: date 
     mix_keys, mix_weights = list(mix), list(mix.values())
     events: list[tuple[date, int, str, dict[str, Any]]] = []
     provider_day = start
-    events.append((provider_day, -1, la, admin.event_body("provider.unregistered_recorded", la, {"org": uprov},
-                   {"name": "Simulated Outdoor Learning CIC", "postcode": "BS1 4DJ", "services": ["outdoor education", "mentoring"]},
-                   provider_day, datetime.combine(provider_day, time(9), tzinfo=UTC), event_id=str(_uuid(rng)))))
+    events.append(
+        (
+            provider_day,
+            -1,
+            la,
+            admin.event_body(
+                "provider.unregistered_recorded",
+                la,
+                {"org": uprov},
+                {"name": "Simulated Outdoor Learning CIC", "postcode": "BS1 4DJ", "services": ["outdoor education", "mentoring"]},
+                provider_day,
+                datetime.combine(provider_day, time(9), tzinfo=UTC),
+                event_id=str(_uuid(rng)),
+            ),
+        )
+    )
     example = ""
     horizon = (today - start).days
     primary_share = PRIMARY_SHARE if primary else 0.0
@@ -225,8 +269,18 @@ def simulate_area(pupils: int, seed: int = 1, la_code: str = "801", today: date 
         school = rng.choice(specials) if sen == "E" and specials and rng.random() < 0.4 else rng.choice(schools)
         year_group = str(rng.randrange(1, 7) if in_primary else rng.randrange(7, 12))
         rate_factor = PRIMARY_SUSPENSION_FACTOR if in_primary else 1.0
-        t.add(start, school, "pupil.registered", {"school": school, "enrolment_status": "C", "year_group": year_group,
-                                                  "sen_status": sen, "looked_after": rng.random() < LOOKED_AFTER_RATE})
+        t.add(
+            start,
+            school,
+            "pupil.registered",
+            {
+                "school": school,
+                "enrolment_status": "C",
+                "year_group": year_group,
+                "sen_status": sen,
+                "looked_after": rng.random() < LOOKED_AFTER_RATE,
+            },
+        )
 
         def day_after(day: date, lo: int, hi: int) -> date | None:
             d = _weekday(day + timedelta(days=rng.randrange(lo, hi)))
@@ -239,28 +293,65 @@ def simulate_area(pupils: int, seed: int = 1, la_code: str = "801", today: date 
                 if d is None:
                     break
                 reasons = sorted(code_list("exclusion_reasons").codes_for(academic_year(d)))
-                t.add(d, school, "pupil.excluded", {"school": school, "kind": "SUSP", "sessions": rng.choice((2, 2, 4, 6, 10)),
-                                                    "reasons": rng.sample(reasons, rng.choice((1, 1, 2)))})
+                t.add(
+                    d,
+                    school,
+                    "pupil.excluded",
+                    {
+                        "school": school,
+                        "kind": "SUSP",
+                        "sessions": rng.choice((2, 2, 4, 6, 10)),
+                        "reasons": rng.sample(reasons, rng.choice((1, 1, 2))),
+                    },
+                )
                 cursor = d
         if rng.random() < AP_PLACEMENT_RATE * rate_factor and (d := day_after(cursor, 3, max(4, horizon // 2))):
             reason, setting_type = rng.choices(mix_keys, mix_weights)[0]
             setting = {"URN": pru, "UKPRN": ukprn}.get(setting_type, uprov)
             tier = rng.choice((2, 2, 3))
             planned_end = d + timedelta(weeks=rng.choice((6, 8, 12)))
-            placement = t.add(d, school, "pupil.ap_placement_started", {
-                "commissioner": school, "setting": setting, "setting_type": setting_type, "tier": tier, "reason": reason,
-                "hours_per_week": rng.choice((10, 15, 20, 25)), "dual_registered": False,
-                **({"planned_end": planned_end.isoformat()} if tier == 2 else {})})
+            placement = t.add(
+                d,
+                school,
+                "pupil.ap_placement_started",
+                {
+                    "commissioner": school,
+                    "setting": setting,
+                    "setting_type": setting_type,
+                    "tier": tier,
+                    "reason": reason,
+                    "hours_per_week": rng.choice((10, 15, 20, 25)),
+                    "dual_registered": False,
+                    **({"planned_end": planned_end.isoformat()} if tier == 2 else {}),
+                },
+            )
             cursor = d  # whatever follows (a move, a removal) comes after the start, ended or not
             end = day_after(d, 30, 120)
             if end:
-                t.add(end, school, "pupil.attendance_summary_recorded", {"setting": setting, "academic_year": academic_year(end), "term": "autumn",
-                                                                         "possible_sessions": 60, "attended_sessions": rng.randrange(20, 61)})
-                t.add(end, school, "pupil.ap_placement_ended", {"placement_event_id": placement, "outcome": rng.choice(("mainstream", "mainstream", "special", "other_ap"))})
+                t.add(
+                    end,
+                    school,
+                    "pupil.attendance_summary_recorded",
+                    {
+                        "setting": setting,
+                        "academic_year": academic_year(end),
+                        "term": "autumn",
+                        "possible_sessions": 60,
+                        "attended_sessions": rng.randrange(20, 61),
+                    },
+                )
+                t.add(
+                    end,
+                    school,
+                    "pupil.ap_placement_ended",
+                    {"placement_event_id": placement, "outcome": rng.choice(("mainstream", "mainstream", "special", "other_ap"))},
+                )
                 cursor = end
             example = example or upn
         if rng.random() < PART_TIME_RATE and (d := day_after(cursor, 3, 60)):
-            timetable = t.add(d, school, "pupil.part_time_timetable_started", {"school": school, "hours_per_week": rng.choice((10, 15, 20))})
+            timetable = t.add(
+                d, school, "pupil.part_time_timetable_started", {"school": school, "hours_per_week": rng.choice((10, 15, 20))}
+            )
             cursor = d
             if end := day_after(d, 10, 50):
                 t.add(end, school, "pupil.part_time_timetable_ended", {"timetable_event_id": timetable})
@@ -271,30 +362,58 @@ def simulate_area(pupils: int, seed: int = 1, la_code: str = "801", today: date 
             move = t.add(d, school, "pupil.managed_move_started", {"school": school, "host_school": host})
             cursor = d
             if end := day_after(d, 20, 60):
-                t.add(end, school, "pupil.managed_move_ended", {"managed_move_event_id": move, "outcome": rng.choice(("made_permanent", "returned"))})
+                t.add(
+                    end,
+                    school,
+                    "pupil.managed_move_ended",
+                    {"managed_move_event_id": move, "outcome": rng.choice(("made_permanent", "returned"))},
+                )
                 cursor = end
         leave = rng.random()
         d = day_after(cursor, 5, max(6, horizon))
         if d is not None:
             if leave < PERMANENT_EXCLUSION_RATE * rate_factor:
                 t.add(d, school, "pupil.excluded", {"school": school, "kind": "PERM", "reasons": ["PA"]})
-                t.add(d, school, "pupil.deregistered", {"school": school, "ground": "permanently_excluded", "destination": "school", "destination_school": pru})
-                t.add(d, pru, "pupil.registered", {"school": pru, "enrolment_status": "C", "year_group": year_group, "sen_status": sen, "looked_after": False})
+                t.add(
+                    d,
+                    school,
+                    "pupil.deregistered",
+                    {"school": school, "ground": "permanently_excluded", "destination": "school", "destination_school": pru},
+                )
+                t.add(
+                    d,
+                    pru,
+                    "pupil.registered",
+                    {"school": pru, "enrolment_status": "C", "year_group": year_group, "sen_status": sen, "looked_after": False},
+                )
             elif peers and PERMANENT_EXCLUSION_RATE <= leave < PERMANENT_EXCLUSION_RATE + TRANSFER_RATE:
                 other = rng.choice(peers)
-                t.add(d, school, "pupil.deregistered", {"school": school, "ground": "registered_elsewhere", "destination": "school", "destination_school": other})
-                t.add(d, other, "pupil.registered", {"school": other, "enrolment_status": "C", "year_group": year_group, "sen_status": sen, "looked_after": False})
+                t.add(
+                    d,
+                    school,
+                    "pupil.deregistered",
+                    {"school": school, "ground": "registered_elsewhere", "destination": "school", "destination_school": other},
+                )
+                t.add(
+                    d,
+                    other,
+                    "pupil.registered",
+                    {"school": other, "enrolment_status": "C", "year_group": year_group, "sen_status": sen, "looked_after": False},
+                )
             elif PERMANENT_EXCLUSION_RATE + TRANSFER_RATE <= leave < PERMANENT_EXCLUSION_RATE + TRANSFER_RATE + EHE_RATE:
                 t.add(d, school, "pupil.deregistered", {"school": school, "ground": "ehe_written_notice", "destination": "ehe"})
                 t.add(d, la, "pupil.home_education_notified", {"la": la, "previous_school": school})
-            elif PERMANENT_EXCLUSION_RATE + TRANSFER_RATE + EHE_RATE <= leave < PERMANENT_EXCLUSION_RATE + TRANSFER_RATE + EHE_RATE + CME_RATE:
+            elif (
+                PERMANENT_EXCLUSION_RATE + TRANSFER_RATE + EHE_RATE
+                <= leave
+                < PERMANENT_EXCLUSION_RATE + TRANSFER_RATE + EHE_RATE + CME_RATE
+            ):
                 t.add(d, school, "pupil.deregistered", {"school": school, "ground": "continuous_absence_20_days", "destination": "unknown"})
                 t.add(d, la, "pupil.missing_education_recorded", {"la": la})
         for seq, (day, submitter, body) in enumerate(t.events):
             events.append((day, n * 100 + seq, submitter, body))
     events.sort(key=lambda e: (e[0], e[1]))
-    return Area(la, orgs, [(submitter, body) for _, _, submitter, body in events], secondary + primary,
-                example or make_upn(la_code, 10, 1))
+    return Area(la, orgs, [(submitter, body) for _, _, submitter, body in events], secondary + primary, example or make_upn(la_code, 10, 1))
 
 
 def la_weights() -> dict[str, float]:
@@ -321,7 +440,7 @@ def national_plan(pupils: int) -> list[tuple[str, int]]:
     total = sum(weights.values())
     shares = {code: pupils * w / total for code, w in weights.items()}
     plan = {code: int(share) for code, share in shares.items()}
-    for code in sorted(shares, key=lambda c: shares[c] - plan[c], reverse=True)[:pupils - sum(plan.values())]:
+    for code in sorted(shares, key=lambda c: shares[c] - plan[c], reverse=True)[: pupils - sum(plan.values())]:
         plan[code] += 1
     return [(code, n) for code, n in sorted(plan.items()) if n > 0]
 
@@ -329,10 +448,16 @@ def national_plan(pupils: int) -> list[tuple[str, int]]:
 def national_shape(pupils: int, index: int) -> Shape:
     """Schools for an LA of ``pupils``: England's pupils per school, primary/secondary split and special schools."""
     schools = pupils / PUPILS_PER_SCHOOL
-    secondary_share = (1 - PRIMARY_SHARE) * PRIMARY_SECONDARY_SCHOOL_SIZE / (PRIMARY_SHARE + (1 - PRIMARY_SHARE) * PRIMARY_SECONDARY_SCHOOL_SIZE)
+    secondary_share = (
+        (1 - PRIMARY_SHARE) * PRIMARY_SECONDARY_SCHOOL_SIZE / (PRIMARY_SHARE + (1 - PRIMARY_SHARE) * PRIMARY_SECONDARY_SCHOOL_SIZE)
+    )
     secondary = max(2, round(schools * secondary_share))
-    return Shape(secondary_schools=secondary, primary_schools=max(2, round(schools - secondary)),
-                 special_schools=max(1, round(schools * SPECIAL_PER_SCHOOL)), index=index)
+    return Shape(
+        secondary_schools=secondary,
+        primary_schools=max(2, round(schools - secondary)),
+        special_schools=max(1, round(schools * SPECIAL_PER_SCHOOL)),
+        index=index,
+    )
 
 
 def simulate_nation(pupils: int, seed: int = 1, today: date | None = None) -> Iterator[Area]:
@@ -368,23 +493,32 @@ def load_areas(ledger: Ledger, areas: Iterable[Area], batch_size: int = 500, on_
         assert all(submitter != ADMIN_ORG for submitter, _ in area.events)
         signed = list(area.signed_events())
         for i in range(0, len(signed), batch_size):
-            ledger.submit_batch(signed[i:i + batch_size])
-            on_progress(len(signed[i:i + batch_size]))
+            ledger.submit_batch(signed[i : i + batch_size])
+            on_progress(len(signed[i : i + batch_size]))
 
 
 def _export_area(job: tuple[str, int, int, int, date, Path]) -> tuple[list[dict[str, Any]], int]:
     from ledger.tools.simulate_ehcp import add_ehcp_journeys  # (it builds on this module)
 
     la_code, pupils, index, seed, today, part = job
-    area = add_ehcp_journeys(simulate_area(pupils, seed, la_code, today, national_shape(pupils, index) if index >= 0 else None), seed, today)
+    area = add_ehcp_journeys(
+        simulate_area(pupils, seed, la_code, today, national_shape(pupils, index) if index >= 0 else None), seed, today
+    )
     with part.open("w", encoding="utf-8") as f:
         for env in area.signed_events():
             f.write(json.dumps(env, separators=(",", ":")) + "\n")
     return area.orgs_json(), len(area.events)
 
 
-def export(out_dir: Path, pupils: int, seed: int = 1, la_code: str | None = None, today: date | None = None,
-           workers: int = 1, on_progress: Callable[[int], None] = lambda n: None) -> tuple[int, int]:
+def export(
+    out_dir: Path,
+    pupils: int,
+    seed: int = 1,
+    la_code: str | None = None,
+    today: date | None = None,
+    workers: int = 1,
+    on_progress: Callable[[int], None] = lambda n: None,
+) -> tuple[int, int]:
     """Write ``orgs.json`` (with private keys) and ``events.jsonl`` (signed envelopes, each area in date order).
 
     ``la_code`` None means a national-shaped population over all LAs. Areas are generated and signed in
@@ -396,7 +530,10 @@ def export(out_dir: Path, pupils: int, seed: int = 1, la_code: str | None = None
     out_dir.mkdir(parents=True, exist_ok=True)
     parts = out_dir / "parts"
     parts.mkdir(exist_ok=True)
-    jobs = [(code, n, index if la_code is None else -1, seed, today, parts / f"{index:03d}-{code}.jsonl") for index, (code, n) in enumerate(plan)]
+    jobs = [
+        (code, n, index if la_code is None else -1, seed, today, parts / f"{index:03d}-{code}.jsonl")
+        for index, (code, n) in enumerate(plan)
+    ]
     orgs: dict[str, dict[str, Any]] = {}
     events = 0
     with multiprocessing.get_context("spawn").Pool(max(1, workers)) if workers > 1 else contextlib.nullcontext() as pool:

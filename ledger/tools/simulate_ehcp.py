@@ -97,8 +97,16 @@ def calibration(la_code: str) -> Calibration:
     mediation = pick(lambda r: _share(r, "total_mediation", ("ass_refused_ehc", "new_all_ehc", "ass_none_ehc")), 0.056)
     followed = pick(lambda r: _share(r, "total_tribunal_followed_mediation", "total_mediation"), ENGLAND_2021_FOLLOWED)
     reasons = latest(la_code, _cease_reasons) or latest("england", _cease_reasons)
-    return Calibration(refused[0], refused[1], not_issued[1], within[1], exceptions[1], mediation[1], followed[1],
-                       reasons[1] if reasons else {"needs_met": 1.0})
+    return Calibration(
+        refused[0],
+        refused[1],
+        not_issued[1],
+        within[1],
+        exceptions[1],
+        mediation[1],
+        followed[1],
+        reasons[1] if reasons else {"needs_met": 1.0},
+    )
 
 
 def _cease_reasons(row: dict[str, str]) -> dict[str, float] | None:
@@ -128,13 +136,20 @@ class _Journeys:
 
     def journey(self, upn: str, school: str, requested: date) -> None:
         la, rng, cal, pupil = self.area.la, self.rng, self.cal, {"upn": upn}
-        request = self.add(requested, la, "ehcp.assessment_requested", pupil,
-                           {"la": la, "requested_by": rng.choices(("parent", "school", "young_person", "other"), (50, 42, 3, 5))[0]})
+        request = self.add(
+            requested,
+            la,
+            "ehcp.assessment_requested",
+            pupil,
+            {"la": la, "requested_by": rng.choices(("parent", "school", "young_person", "other"), (50, 42, 3, 5))[0]},
+        )
         if request is None:
             return
         decided = self.weeks_later(requested, 3, 6.4) if rng.random() < 0.85 else self.weeks_later(requested, 6.2, 10)
         refuse = rng.random() < cal.refused
-        decision = self.add(decided, la, "ehcp.assessment_decided", pupil, {"request_event_id": request, "decision": "refuse" if refuse else "agree"})
+        decision = self.add(
+            decided, la, "ehcp.assessment_decided", pupil, {"request_event_id": request, "decision": "refuse" if refuse else "agree"}
+        )
         if decision is None:
             return
         if refuse:
@@ -152,16 +167,20 @@ class _Journeys:
             return
         health = rng.random() < 0.3
         data: dict[str, Any] = {
-            "request_event_id": request, "primary_need": rng.choices(list(NEEDS), list(NEEDS.values()))[0],
+            "request_event_id": request,
+            "primary_need": rng.choices(list(NEEDS), list(NEEDS.values()))[0],
             "sections": ["A", "B", "C", "D", "E", "F", "G", "H2", "I", "J", "K"] if health else ["A", "B", "E", "F", "I", "K"],
-            "health_provision": health, "social_care_provision": health and rng.random() < 0.5,
+            "health_provision": health,
+            "social_care_provision": health and rng.random() < 0.5,
         }
         if health:
             data["icb"] = ICB
         if rng.random() > 0.02:
             data["named_setting"] = school
         if rng.random() < cal.exceptions:
-            data["exceptions"] = [rng.choice(("exceptional_personal_circumstances", "absent_from_area", "missed_appointment", "setting_closure"))]
+            data["exceptions"] = [
+                rng.choice(("exceptional_personal_circumstances", "absent_from_area", "missed_appointment", "setting_closure"))
+            ]
         final = self.add(final_day, la, "ehcp.final_issued", pupil, data)
         if final is not None:
             self.redress(pupil, final, final_day, rng.choice((["section_f"], ["section_b", "section_f"], ["section_i"])))
@@ -197,28 +216,59 @@ class _Journeys:
         if mediation is None:
             return
         certified = self.weeks_later(asked, 0.5, 4)
-        if self.add(certified, MEDIATION, "dispute.mediation_certificate_issued", pupil,
-                    {"mediation_event_id": mediation, "mediation_held": rng.random() < 0.6}) is None:
+        if (
+            self.add(
+                certified,
+                MEDIATION,
+                "dispute.mediation_certificate_issued",
+                pupil,
+                {"mediation_event_id": mediation, "mediation_held": rng.random() < 0.6},
+            )
+            is None
+        ):
             return
         if rng.random() >= cal.appeal_after_mediation:
             return
         registered = self.weeks_later(certified, 1, 4)
-        appeal = self.add(registered, TRIBUNAL, "dispute.appeal_registered", pupil,
-                          {"decision_event_id": decision, "grounds": grounds, "mediation_event_id": mediation})
+        appeal = self.add(
+            registered,
+            TRIBUNAL,
+            "dispute.appeal_registered",
+            pupil,
+            {"decision_event_id": decision, "grounds": grounds, "mediation_event_id": mediation},
+        )
         if appeal is not None:
-            self.add(self.weeks_later(registered, 12, 30), TRIBUNAL, "dispute.appeal_decided", pupil,
-                     {"appeal_event_id": appeal, "outcome": rng.choices(list(APPEAL_OUTCOMES), list(APPEAL_OUTCOMES.values()))[0]})
+            self.add(
+                self.weeks_later(registered, 12, 30),
+                TRIBUNAL,
+                "dispute.appeal_decided",
+                pupil,
+                {"appeal_event_id": appeal, "outcome": rng.choices(list(APPEAL_OUTCOMES), list(APPEAL_OUTCOMES.values()))[0]},
+            )
 
     def inspection(self, start: date) -> None:
         la, rng = self.area.la, self.rng
         begun = self.weeks_later(start, 4, 20)
         ends = begun + timedelta(days=11)
-        inspection = self.add(begun, "ofsted", "inspection.started", {"org": la},
-                              {"kind": "full", "from": begun.isoformat(), "to": ends.isoformat(), "partners": [ICB]})
+        inspection = self.add(
+            begun,
+            "ofsted",
+            "inspection.started",
+            {"org": la},
+            {"kind": "full", "from": begun.isoformat(), "to": ends.isoformat(), "partners": [ICB]},
+        )
         if inspection is not None:
-            self.add(ends + timedelta(days=rng.randrange(35, 60)), "ofsted", "inspection.area_send_outcome_recorded", {"org": la},
-                     {"inspection_event_id": inspection, "partners": [ICB],
-                      "outcome": rng.choices(list(AREA_SEND_OUTCOMES), list(AREA_SEND_OUTCOMES.values()))[0]})
+            self.add(
+                ends + timedelta(days=rng.randrange(35, 60)),
+                "ofsted",
+                "inspection.area_send_outcome_recorded",
+                {"org": la},
+                {
+                    "inspection_event_id": inspection,
+                    "partners": [ICB],
+                    "outcome": rng.choices(list(AREA_SEND_OUTCOMES), list(AREA_SEND_OUTCOMES.values()))[0],
+                },
+            )
 
 
 def add_ehcp_journeys(area: Area, seed: int = 1, today: date | None = None) -> Area:
@@ -227,7 +277,11 @@ def add_ehcp_journeys(area: Area, seed: int = 1, today: date | None = None) -> A
     firsts: dict[str, tuple[date, str, bool]] = {}  # each pupil's first registration: day, school, has a plan already
     for _, body in area.events:
         if body["type"] == "pupil.registered" and body["subject"]["upn"] not in firsts:
-            firsts[body["subject"]["upn"]] = (date.fromisoformat(body["occurred_on"]), body["data"]["school"], body["data"]["sen_status"] == "E")
+            firsts[body["subject"]["upn"]] = (
+                date.fromisoformat(body["occurred_on"]),
+                body["data"]["school"],
+                body["data"]["sen_status"] == "E",
+            )
     if not firsts:
         return area
     today = today or max(date.fromisoformat(b["occurred_on"]) for _, b in area.events) + timedelta(days=1)
@@ -241,8 +295,11 @@ def add_ehcp_journeys(area: Area, seed: int = 1, today: date | None = None) -> A
             journeys.journey(upn, school, _weekday(registered + timedelta(days=rng.randrange(1, max(2, (today - registered).days)))))
     journeys.inspection(start)
     orgs = dict(area.orgs)
-    for org_id, kind, name in ((MEDIATION, "mediation", "SEND Mediation Service"), (TRIBUNAL, "tribunal", "First-tier Tribunal (SEND)"),
-                               (ICB, "icb", "Simulated Integrated Care Board")):
+    for org_id, kind, name in (
+        (MEDIATION, "mediation", "SEND Mediation Service"),
+        (TRIBUNAL, "tribunal", "First-tier Tribunal (SEND)"),
+        (ICB, "icb", "Simulated Integrated Care Board"),
+    ):
         orgs.setdefault(org_id, Org(org_id, kind, name, None, _key(seed, org_id)))
     merged = [(date.fromisoformat(body["occurred_on"]), 0, i, submitter, body) for i, (submitter, body) in enumerate(area.events)]
     merged += [(day, 1, i, submitter, body) for i, (day, submitter, body) in enumerate(journeys.events)]

@@ -13,8 +13,14 @@ from ledger.service import ADMIN_ORG, Ledger
 from ledger.tools import admin
 from ledger.tools.simulate import Area
 
-PRICES = {("B1", "mainstream"): 600_000, ("B2", "resourced_provision"): 1_200_000, ("B3", "alternative_provision"): 1_800_000,
-          ("B3", "unregistered_ap"): 1_500_000, ("B4", "special"): 2_500_000, ("B5", "special"): 4_000_000}
+PRICES = {
+    ("B1", "mainstream"): 600_000,
+    ("B2", "resourced_provision"): 1_200_000,
+    ("B3", "alternative_provision"): 1_800_000,
+    ("B3", "unregistered_ap"): 1_500_000,
+    ("B4", "special"): 2_500_000,
+    ("B5", "special"): 4_000_000,
+}
 UPLIFT_PERCENT = 5
 BUDGET_PER_PLACEMENT = 1_200_000  # pence a year per AP placement the area makes: budgets a little under the tariff's cost
 # A setting's place in the plan by its kind and census phase: provision type, phases, needs met, places, bands.
@@ -34,8 +40,13 @@ def _reported(day: date, today: date) -> datetime:
 
 
 def _tariff(effective_from: date, percent: int = 0) -> dict[str, Any]:
-    return {"effective_from": effective_from.isoformat(),
-            "prices": [{"band": b, "provision_type": p, "annual_price_pence": price * (100 + percent) // 100} for (b, p), price in sorted(PRICES.items())]}
+    return {
+        "effective_from": effective_from.isoformat(),
+        "prices": [
+            {"band": b, "provision_type": p, "annual_price_pence": price * (100 + percent) // 100}
+            for (b, p), price in sorted(PRICES.items())
+        ],
+    }
 
 
 def funding_bodies(area: Area, today: date) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -44,12 +55,24 @@ def funding_bodies(area: Area, today: date) -> tuple[list[dict[str, Any]], list[
     bodies = [b for _, b in area.events]
     start = min(date.fromisoformat(b["occurred_on"]) for b in bodies if b["type"] == "pupil.registered")
     year_start = financial_year_bounds(financial_year_of(start))[0]
-    tariffs = [admin.event_body("funding.tariff_published", ADMIN_ORG, {"org": ADMIN_ORG}, _tariff(year_start), year_start, _reported(year_start, today))]
+    tariffs = [
+        admin.event_body(
+            "funding.tariff_published", ADMIN_ORG, {"org": ADMIN_ORG}, _tariff(year_start), year_start, _reported(year_start, today)
+        )
+    ]
     uplift = date(start.year + 1, 1, 1)
     if uplift < today:
         published = uplift - timedelta(days=31)
-        tariffs.append(admin.event_body("funding.tariff_published", ADMIN_ORG, {"org": ADMIN_ORG}, _tariff(uplift, UPLIFT_PERCENT), published,
-                                        _reported(published, today)))
+        tariffs.append(
+            admin.event_body(
+                "funding.tariff_published",
+                ADMIN_ORG,
+                {"org": ADMIN_ORG},
+                _tariff(uplift, UPLIFT_PERCENT),
+                published,
+                _reported(published, today),
+            )
+        )
 
     def la_event(event_type: str, subject: dict[str, str], data: dict[str, Any], day: date) -> dict[str, Any]:
         return admin.event_body(event_type, la, subject, data, day, _reported(day, today))
@@ -59,18 +82,45 @@ def funding_bodies(area: Area, today: date) -> tuple[list[dict[str, Any]], list[
         key = "ukprn" if org.org_id.startswith("ukprn:") else org.extra.get("phase", "")
         if key in PLAN_ROWS and org.kind in ("school", "ap_setting"):
             provision_type, phases, needs, places, bands = PLAN_ROWS[key]
-            settings.append({"setting": org.org_id, "name": org.name, "provision_type": provision_type, "phases": phases, "needs": needs,
-                             "places": places, "bands": bands})
+            settings.append(
+                {
+                    "setting": org.org_id,
+                    "name": org.name,
+                    "provision_type": provision_type,
+                    "phases": phases,
+                    "needs": needs,
+                    "places": places,
+                    "bands": bands,
+                }
+            )
     uprov = next((b["subject"]["org"] for b in bodies if b["type"] == "provider.unregistered_recorded"), None)
     if uprov:
         provision_type, phases, needs, places, bands = PLAN_ROWS["uprov"]
-        settings.append({"setting": uprov, "name": "Simulated Outdoor Learning CIC", "provision_type": provision_type, "phases": phases,
-                         "needs": needs, "places": places, "bands": bands})
-    plan = {"version": 1, "valid_from": start.isoformat(), "valid_to": (date(start.year + 2, start.month, 1) - timedelta(days=1)).isoformat(),
-            "partners": [{"org": org.org_id, "kind": "school" if org.kind == "school" else "ap_setting"} for org in area.orgs.values()
-                         if org.kind in ("school", "ap_setting")][:20] + [{"org": "icb:QUY", "kind": "icb"}],
-            "settings": settings, "ap_service": {"tiers": [{"tier": 1, "capacity": 60}, {"tier": 2, "capacity": 30}, {"tier": 3, "capacity": 20}]},
-            "summary": "Simulated local inclusion plan"}
+        settings.append(
+            {
+                "setting": uprov,
+                "name": "Simulated Outdoor Learning CIC",
+                "provision_type": provision_type,
+                "phases": phases,
+                "needs": needs,
+                "places": places,
+                "bands": bands,
+            }
+        )
+    plan = {
+        "version": 1,
+        "valid_from": start.isoformat(),
+        "valid_to": (date(start.year + 2, start.month, 1) - timedelta(days=1)).isoformat(),
+        "partners": [
+            {"org": org.org_id, "kind": "school" if org.kind == "school" else "ap_setting"}
+            for org in area.orgs.values()
+            if org.kind in ("school", "ap_setting")
+        ][:20]
+        + [{"org": "icb:QUY", "kind": "icb"}],
+        "settings": settings,
+        "ap_service": {"tiers": [{"tier": 1, "capacity": 60}, {"tier": 2, "capacity": 30}, {"tier": 3, "capacity": 20}]},
+        "summary": "Simulated local inclusion plan",
+    }
     out = [la_event("inclusion_plan.published", {"org": la}, plan, start)]
     placements = [b for b in bodies if b["type"] == "pupil.ap_placement_started"]
     years = sorted({financial_year_of(start), financial_year_of(today - timedelta(days=1))})
@@ -78,24 +128,60 @@ def funding_bodies(area: Area, today: date) -> tuple[list[dict[str, Any]], list[
         amount = max(1, len(placements)) * BUDGET_PER_PLACEMENT
         split = (amount // 5, 2 * amount // 5, amount - amount // 5 - 2 * amount // 5)
         first = max(financial_year_bounds(year)[0], start)
-        out.append(la_event("funding.ap_budget_allocated", {"org": la}, {"financial_year": year, "amount_pence": amount,
-                            "tiers": [{"tier": i + 1, "amount_pence": a} for i, a in enumerate(split)]}, first))
-    out.append(la_event("funding.programme_joined", {"org": la}, {"programme": "dbv", "deficit_path": [
-        {"financial_year": year, "deficit_pence": 250_000_000 - 100_000_000 * i} for i, year in enumerate(years)]}, start))
+        out.append(
+            la_event(
+                "funding.ap_budget_allocated",
+                {"org": la},
+                {
+                    "financial_year": year,
+                    "amount_pence": amount,
+                    "tiers": [{"tier": i + 1, "amount_pence": a} for i, a in enumerate(split)],
+                },
+                first,
+            )
+        )
+    out.append(
+        la_event(
+            "funding.programme_joined",
+            {"org": la},
+            {
+                "programme": "dbv",
+                "deficit_path": [{"financial_year": year, "deficit_pence": 250_000_000 - 100_000_000 * i} for i, year in enumerate(years)],
+            },
+            start,
+        )
+    )
     for b in placements:
         d = b["data"]
         provision_type = "unregistered_ap" if d["setting"].startswith("uprov:") else "alternative_provision"
-        out.append(la_event("funding.band_assigned", b["subject"], {"la": la, "basis": "ap_placement", "placement_event_id": b["event_id"],
-                                                                    "band": "B3", "provision_type": provision_type, "need": "SEMH"},
-                            date.fromisoformat(b["occurred_on"])))
+        out.append(
+            la_event(
+                "funding.band_assigned",
+                b["subject"],
+                {
+                    "la": la,
+                    "basis": "ap_placement",
+                    "placement_event_id": b["event_id"],
+                    "band": "B3",
+                    "provision_type": provision_type,
+                    "need": "SEMH",
+                },
+                date.fromisoformat(b["occurred_on"]),
+            )
+        )
     specials = {org.org_id for org in area.orgs.values() if org.extra.get("phase") == "SP"}
     for b in bodies:
         if b["type"] == "pupil.registered" and b["data"]["sen_status"] == "E":
             school = b["data"]["school"]
             band, provision_type, need = ("B4", "special", "ASD") if school in specials else ("B1", "mainstream", "SLCN")
-            out.append(la_event("funding.band_assigned", b["subject"], {"la": la, "basis": "ehcp", "setting": school, "band": band,
-                                                                        "provision_type": provision_type, "need": need},
-                                date.fromisoformat(b["occurred_on"])))
+            out.append(
+                la_event(
+                    "funding.band_assigned",
+                    b["subject"],
+                    {"la": la, "basis": "ehcp", "setting": school, "band": band, "provision_type": provision_type, "need": need},
+                    date.fromisoformat(b["occurred_on"]),
+                )
+            )
     return tariffs, out
 
 
@@ -109,7 +195,7 @@ def load_funding(ledger: Ledger, area: Area, batch_size: int = 500) -> int:
     key = area.orgs[area.la].key
     signed = [admin.signed(b, key) for b in bodies]
     for i in range(0, len(signed), batch_size):
-        ledger.submit_batch(signed[i:i + batch_size])
+        ledger.submit_batch(signed[i : i + batch_size])
     return len(envelopes) + len(signed)
 
 

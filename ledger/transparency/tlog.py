@@ -88,7 +88,7 @@ class TreeReader:
     def nodes(self, wanted: Sequence[merkle.NodeId]) -> dict[merkle.NodeId, bytes]:
         found: dict[merkle.NodeId, bytes] = {}
         for start in range(0, len(wanted), 200):
-            chunk = wanted[start:start + 200]
+            chunk = wanted[start : start + 200]
             where = " OR ".join("(level = ? AND idx = ?)" for _ in chunk)  # each term a primary-key probe, on both databases
             params = [v for node in chunk for v in node]
             for level, idx, h in self._query(f"SELECT level, idx, hash FROM log_nodes WHERE {where}", params):
@@ -121,8 +121,14 @@ class Sealer:
 
     name = "sealer"
 
-    def __init__(self, store: Store, origin: str, signing_key: Ed25519PrivateKey, batch_size: int = 5000,
-                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)):
+    def __init__(
+        self,
+        store: Store,
+        origin: str,
+        signing_key: Ed25519PrivateKey,
+        batch_size: int = 5000,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ):
         self.store = store
         self.origin = origin
         self.signing_key = signing_key
@@ -148,8 +154,13 @@ class Sealer:
                     return SealResult(0, -1, b"")  # another sealer is in a transaction; nothing done here
             cur.execute("SELECT tree_size, last_sequence FROM log_state WHERE id = 1" + (" FOR UPDATE" if self.store.is_postgres else ""))
             size, last_sequence = (int(v) for v in fetch_tuples(cur)[0])
-            cur.execute(self.store.sql("SELECT sequence, received_at, event_digest, envelope_digest FROM ledger_index "
-                                       "WHERE sequence > ? ORDER BY sequence LIMIT ?"), (last_sequence, self.batch_size))
+            cur.execute(
+                self.store.sql(
+                    "SELECT sequence, received_at, event_digest, envelope_digest FROM ledger_index "
+                    "WHERE sequence > ? ORDER BY sequence LIMIT ?"
+                ),
+                (last_sequence, self.batch_size),
+            )
             rows = fetch_tuples(cur)
             reader = TreeReader(self.store, cur)
             if not rows:
@@ -163,8 +174,10 @@ class Sealer:
                 nodes.extend(tree.append(merkle.leaf_hash(entry)))
             self._insert(cur, "log_entries (leaf_index, sequence, entry)", entries)
             self._insert(cur, "log_nodes (level, idx, hash)", nodes)
-            cur.execute(self.store.sql("UPDATE log_state SET tree_size = ?, last_sequence = ? WHERE id = 1 AND tree_size = ?"),
-                        (tree.size, rows[-1][0], size))
+            cur.execute(
+                self.store.sql("UPDATE log_state SET tree_size = ?, last_sequence = ? WHERE id = 1 AND tree_size = ?"),
+                (tree.size, rows[-1][0], size),
+            )
             if rowcount(cur) != 1:
                 raise LogError("another sealer moved the log while this batch was sealed; the batch is rolled back")
             root = tree.root()
@@ -203,8 +216,10 @@ class Sealer:
                 return
         note = notes.sign_checkpoint(notes.Checkpoint(self.origin, size, root), self.signing_key)
         signed_at = self.clock().astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        cur.execute(self.store.sql("INSERT INTO log_checkpoints (tree_size, root, note, signed_at) VALUES (?, ?, ?, ?)"),
-                    (size, root, note, signed_at))
+        cur.execute(
+            self.store.sql("INSERT INTO log_checkpoints (tree_size, root, note, signed_at) VALUES (?, ?, ?, ?)"),
+            (size, root, note, signed_at),
+        )
 
 
 # -- reads for the HTTP API and the verifier ------------------------------------------------------------
@@ -246,8 +261,11 @@ class Log:
         return int(self.store.query("SELECT COALESCE(MAX(tree_size), 0) FROM log_checkpoints")[0][0])
 
     def leaf_for_event(self, event_id: str) -> LeafRef | None:
-        rows = self.store.query("SELECT e.leaf_index, e.sequence, e.entry FROM ledger_index i JOIN log_entries e ON e.sequence = i.sequence "
-                                "WHERE i.event_id = ?", (event_id,))
+        rows = self.store.query(
+            "SELECT e.leaf_index, e.sequence, e.entry FROM ledger_index i JOIN log_entries e ON e.sequence = i.sequence "
+            "WHERE i.event_id = ?",
+            (event_id,),
+        )
         return LeafRef(int(rows[0][0]), int(rows[0][1]), bytes(rows[0][2])) if rows else None
 
     def leaf(self, index: int) -> LeafRef | None:
@@ -263,12 +281,15 @@ class Log:
             return None
         lo = ref.index * tiles.TILE_WIDTH
         if ref.is_entries:
-            rows = self.store.query("SELECT entry FROM log_entries WHERE leaf_index >= ? AND leaf_index < ? ORDER BY leaf_index",
-                                    (lo, lo + ref.width))
+            rows = self.store.query(
+                "SELECT entry FROM log_entries WHERE leaf_index >= ? AND leaf_index < ? ORDER BY leaf_index", (lo, lo + ref.width)
+            )
             found = [bytes(r[0]) for r in rows]
             return tiles.encode_bundle(found) if len(found) == ref.width else None
-        rows = self.store.query("SELECT hash FROM log_nodes WHERE level = ? AND idx >= ? AND idx < ? ORDER BY idx",
-                                (tiles.TILE_HEIGHT * ref.level, lo, lo + ref.width))
+        rows = self.store.query(
+            "SELECT hash FROM log_nodes WHERE level = ? AND idx >= ? AND idx < ? ORDER BY idx",
+            (tiles.TILE_HEIGHT * ref.level, lo, lo + ref.width),
+        )
         return b"".join(bytes(r[0]) for r in rows) if len(rows) == ref.width else None
 
     def tlog_proof(self, event_id: str) -> str | None:
@@ -279,8 +300,12 @@ class Log:
             return None
         size, note = latest
         proof = self.tree.inclusion_proof(leaf.leaf_index, size)
-        lines = ["c2sp.org/tlog-proof@v1", f"extra {base64.b64encode(leaf.entry).decode()}", f"index {leaf.leaf_index}",
-                 *(base64.b64encode(p).decode() for p in proof)]
+        lines = [
+            "c2sp.org/tlog-proof@v1",
+            f"extra {base64.b64encode(leaf.entry).decode()}",
+            f"index {leaf.leaf_index}",
+            *(base64.b64encode(p).decode() for p in proof),
+        ]
         return "\n".join(lines) + "\n\n" + note
 
     # -- as a static tiled log ------------------------------------------------------------------

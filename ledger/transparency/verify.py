@@ -113,9 +113,16 @@ def _is_ledger_entry(entry: bytes) -> bool:
     return isinstance(body, dict) and set(body) == ENTRY_KEYS
 
 
-def audit(fetch: Fetch, vkey: str, checkpoint_text: str | None = None, *,
-          envelopes: Iterator[StoredEnvelope] | None = None, witnesses: Sequence[str] = (), quorum: int = 0,
-          on_progress: Callable[[int], None] | None = None) -> AuditReport:
+def audit(
+    fetch: Fetch,
+    vkey: str,
+    checkpoint_text: str | None = None,
+    *,
+    envelopes: Iterator[StoredEnvelope] | None = None,
+    witnesses: Sequence[str] = (),
+    quorum: int = 0,
+    on_progress: Callable[[int], None] | None = None,
+) -> AuditReport:
     """Audit the whole tiled log against its (verified) checkpoint; raise :class:`AuditFailure` at the first fault."""
     text = checkpoint_text if checkpoint_text is not None else _get(fetch, "checkpoint", "checkpoint", 0).decode("utf-8", "replace")
     try:
@@ -139,11 +146,13 @@ def audit(fetch: Fetch, vkey: str, checkpoint_text: str | None = None, *,
         except ValueError as exc:
             raise AuditFailure(f"{tiles.entries_path(n, width)}: {exc}", first) from None
         if len(entries) != width:
-            raise AuditFailure(f"{tiles.entries_path(n, width)} holds {len(entries)} entries, not {width}", first + min(len(entries), width))
+            raise AuditFailure(
+                f"{tiles.entries_path(n, width)} holds {len(entries)} entries, not {width}", first + min(len(entries), width)
+            )
         for j, entry in enumerate(entries):
             index = first + j
             leaf = merkle.leaf_hash(entry)
-            if leaf != hash_tile[32 * j:32 * j + 32]:
+            if leaf != hash_tile[32 * j : 32 * j + 32]:
                 raise AuditFailure(f"the leaf hash in {tiles.tile_path(0, n, width)} is not the hash of the entry in the bundle", index)
             if ledger_format is None:
                 ledger_format = _is_ledger_entry(entry)
@@ -177,8 +186,9 @@ def _check_envelope(body: dict[str, object], stored: StoredEnvelope | None, inde
     if stored.envelope_digest is None:
         raise AuditFailure(f"the stored event at sequence {stored.sequence} cannot be read: {stored.problem}", index)
     if (stored.event_digest, stored.envelope_digest) != (body["event_digest"], body["envelope_digest"]):
-        raise AuditFailure(f"the stored event at sequence {stored.sequence} has other digests than the entry "
-                           "(event altered, deleted or reordered)", index)
+        raise AuditFailure(
+            f"the stored event at sequence {stored.sequence} has other digests than the entry (event altered, deleted or reordered)", index
+        )
 
 
 def _check_higher_tiles(fetch: Fetch, size: int, computed: dict[int, list[bytes]], report: AuditReport) -> None:
@@ -189,9 +199,9 @@ def _check_higher_tiles(fetch: Fetch, size: int, computed: dict[int, list[bytes]
             first_leaf = (n * tiles.TILE_WIDTH) << (tiles.TILE_HEIGHT * level)
             data = _get(fetch, path, f"level-{level} hash tile", first_leaf)
             report.tiles_read += 1
-            want = b"".join(hashes[n * tiles.TILE_WIDTH:n * tiles.TILE_WIDTH + width])
+            want = b"".join(hashes[n * tiles.TILE_WIDTH : n * tiles.TILE_WIDTH + width])
             if data != want:
-                bad = next((j for j in range(width) if data[32 * j:32 * j + 32] != want[32 * j:32 * j + 32]), 0)
+                bad = next((j for j in range(width) if data[32 * j : 32 * j + 32] != want[32 * j : 32 * j + 32]), 0)
                 raise AuditFailure(f"{path} does not match the tiles below it", first_leaf + (bad << (tiles.TILE_HEIGHT * level)))
 
 
@@ -224,8 +234,14 @@ class TlogProof:
         return cls(index, proof, note, extra)
 
 
-def verify_tlog_proof(text: str, vkey: str, envelope_digest: str | None = None, event_digest: str | None = None,
-                      witnesses: Sequence[str] = (), quorum: int = 0) -> tuple[notes.Checkpoint, dict[str, object]]:
+def verify_tlog_proof(
+    text: str,
+    vkey: str,
+    envelope_digest: str | None = None,
+    event_digest: str | None = None,
+    witnesses: Sequence[str] = (),
+    quorum: int = 0,
+) -> tuple[notes.Checkpoint, dict[str, object]]:
     """Verify a ledger tlog-proof (its ``extra`` is the entry) and, if given, the envelope's digests in it."""
     parsed = TlogProof.parse(text)
     checkpoint, _ = verify_checkpoint(parsed.checkpoint_note, vkey, witnesses, quorum)

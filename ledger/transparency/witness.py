@@ -97,7 +97,7 @@ class Submission:
         split = text.find("\n\n")
         if split < 0:
             raise Malformed("the body is an old size line, proof lines, a blank line and a checkpoint")
-        head, note_text = text[:split].split("\n"), text[split + 2:]
+        head, note_text = text[:split].split("\n"), text[split + 2 :]
         old_line, proof_lines = head[0], head[1:]
         number = old_line.removeprefix("old ")
         if number == old_line or not number.isdigit() or not number.isascii() or (number != "0" and number.startswith("0")):
@@ -162,10 +162,14 @@ class WitnessState:
     def __init__(self, path: Path):
         self.path = path
         with self._connect() as conn:
-            conn.execute("CREATE TABLE IF NOT EXISTS checkpoints (origin TEXT PRIMARY KEY, size INTEGER NOT NULL, root BLOB NOT NULL, "
-                         "note TEXT NOT NULL, cosigned_at INTEGER NOT NULL)")
-            conn.execute("CREATE TABLE IF NOT EXISTS evidence (id INTEGER PRIMARY KEY, origin TEXT NOT NULL, received_at INTEGER NOT NULL, "
-                         "status INTEGER NOT NULL, reason TEXT NOT NULL, request TEXT NOT NULL)")
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS checkpoints (origin TEXT PRIMARY KEY, size INTEGER NOT NULL, root BLOB NOT NULL, "
+                "note TEXT NOT NULL, cosigned_at INTEGER NOT NULL)"
+            )
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS evidence (id INTEGER PRIMARY KEY, origin TEXT NOT NULL, received_at INTEGER NOT NULL, "
+                "status INTEGER NOT NULL, reason TEXT NOT NULL, request TEXT NOT NULL)"
+            )
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -205,15 +209,18 @@ class WitnessState:
 
     def record_evidence(self, origin: str, received_at: int, rejected: Rejected, request: str) -> None:
         with self._connect() as conn:
-            conn.execute("INSERT INTO evidence (origin, received_at, status, reason, request) VALUES (?, ?, ?, ?, ?)",
-                         (origin, received_at, rejected.status, rejected.message, request))
+            conn.execute(
+                "INSERT INTO evidence (origin, received_at, status, reason, request) VALUES (?, ?, ?, ?, ?)",
+                (origin, received_at, rejected.status, rejected.message, request),
+            )
 
 
 class Witness:
     """A tlog-witness: verifies submitted checkpoints and cosigns those consistent with what it saw before."""
 
-    def __init__(self, name: str, key: Ed25519PrivateKey, log_vkeys: Sequence[str], state: WitnessState,
-                 clock: Callable[[], float] = time.time):
+    def __init__(
+        self, name: str, key: Ed25519PrivateKey, log_vkeys: Sequence[str], state: WitnessState, clock: Callable[[], float] = time.time
+    ):
         self.name = name
         self.key = key
         self.vkey = witness_vkey(name, key)
@@ -248,8 +255,9 @@ class Witness:
             raise
         return notes.cosign(note.body, self.name, self.key, timestamp).line()
 
-    def _check_and_store(self, conn: sqlite3.Connection, submission: Submission, checkpoint: notes.Checkpoint, note: notes.Note,
-                         timestamp: int) -> None:
+    def _check_and_store(
+        self, conn: sqlite3.Connection, submission: Submission, checkpoint: notes.Checkpoint, note: notes.Note, timestamp: int
+    ) -> None:
         latest = WitnessState.read(conn, checkpoint.origin)
         latest_size = latest.size if latest else 0
         if submission.old_size != latest_size:
@@ -266,10 +274,12 @@ class Witness:
                 raise Inconsistent(f"the consistency proof from size {latest.size} does not verify: {exc}") from None
             except merkle.ProofError as exc:
                 raise Inconsistent(f"the consistency proof from size {latest.size} does not verify: {exc}") from None
-        conn.execute("INSERT INTO checkpoints (origin, size, root, note, cosigned_at) VALUES (?, ?, ?, ?, ?) "
-                     "ON CONFLICT (origin) DO UPDATE SET size = excluded.size, root = excluded.root, note = excluded.note, "
-                     "cosigned_at = excluded.cosigned_at",
-                     (checkpoint.origin, checkpoint.size, checkpoint.root, note.text(), timestamp))
+        conn.execute(
+            "INSERT INTO checkpoints (origin, size, root, note, cosigned_at) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (origin) DO UPDATE SET size = excluded.size, root = excluded.root, note = excluded.note, "
+            "cosigned_at = excluded.cosigned_at",
+            (checkpoint.origin, checkpoint.size, checkpoint.root, note.text(), timestamp),
+        )
 
 
 # -- the ledger's side: asking witnesses to cosign -----------------------------------------------------------
@@ -317,8 +327,14 @@ class Witnessing:
 
     name = "witnessing"
 
-    def __init__(self, store: Store, witnesses: Sequence[WitnessConfig], timeout: float = 10.0,
-                 clock: Callable[[], float] = time.monotonic, max_backoff: float = 60.0):
+    def __init__(
+        self,
+        store: Store,
+        witnesses: Sequence[WitnessConfig],
+        timeout: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+        max_backoff: float = 60.0,
+    ):
         self.store = store
         self.tree = TreeReader(store)
         self.peers = [_Peer(w) for w in witnesses]
@@ -343,12 +359,14 @@ class Witnessing:
                 line = self._cosign(peer, size, note)
             except (httpx.HTTPError, WitnessRefused) as exc:
                 peer.failures += 1
-                peer.retry_at = self.clock() + min(self.max_backoff, 0.5 * 2 ** peer.failures)
+                peer.retry_at = self.clock() + min(self.max_backoff, 0.5 * 2**peer.failures)
                 log.warning("witness %s did not cosign size %d: %s", peer.config.name, size, exc)
                 continue
             peer.failures = 0
-            self.store.execute("INSERT INTO log_cosignatures (tree_size, witness, line) VALUES (?, ?, ?) "
-                               "ON CONFLICT (tree_size, witness) DO NOTHING", (size, peer.config.name, line))
+            self.store.execute(
+                "INSERT INTO log_cosignatures (tree_size, witness, line) VALUES (?, ?, ?) ON CONFLICT (tree_size, witness) DO NOTHING",
+                (size, peer.config.name, line),
+            )
             stored += 1
         return stored
 
@@ -365,8 +383,9 @@ class Witnessing:
                 raise WitnessRefused(f"the witness cosigned size {old}, larger than the log's latest checkpoint {size}")
             proof = self.tree.consistency_proof(old, size) if 0 < old < size else []
             body = Submission(old, tuple(proof), note).text().encode("utf-8")
-            response = self.client.post(f"{peer.config.url}/add-checkpoint", content=body,
-                                        headers={"Content-Type": "text/plain; charset=utf-8"})
+            response = self.client.post(
+                f"{peer.config.url}/add-checkpoint", content=body, headers={"Content-Type": "text/plain; charset=utf-8"}
+            )
             if response.status_code == 409 and response.headers.get("content-type", "").startswith(SIZE_CONTENT_TYPE):
                 text = response.text.strip()
                 if not text.isdigit():

@@ -74,13 +74,17 @@ def group_rare(table: pa.Table, columns: Sequence[str], k: int) -> tuple[pa.Tabl
     grouped: dict[str, list[str]] = {}
     for name in columns:
         counts = table.group_by([name], use_threads=False).aggregate([(PSEUDONYM, "count_distinct")])
-        rare = sorted(v for v, n in zip(counts[name].to_pylist(), counts[f"{PSEUDONYM}_count_distinct"].to_pylist(), strict=True)
-                      if n < k and v not in SYMBOLS)
+        rare = sorted(
+            v
+            for v, n in zip(counts[name].to_pylist(), counts[f"{PSEUDONYM}_count_distinct"].to_pylist(), strict=True)
+            if n < k and v not in SYMBOLS
+        )
         if rare:
             grouped[name] = rare
             column = table[name]
-            table = table.set_column(table.schema.get_field_index(name), name,
-                                     pc.if_else(pc.is_in(column, value_set=pa.array(rare, pa.string())), OTHER, column))
+            table = table.set_column(
+                table.schema.get_field_index(name), name, pc.if_else(pc.is_in(column, value_set=pa.array(rare, pa.string())), OTHER, column)
+            )
     return table, grouped
 
 
@@ -95,8 +99,16 @@ def measure(table: pa.Table, qis: Sequence[str], sensitive: Sequence[str]) -> An
     return Anonymity(k, k_rows, l)
 
 
-def anonymise(table: pa.Table, hierarchies: Mapping[str, Hierarchy], minimum: Mapping[str, int], qis: Sequence[str],
-              sensitive: Sequence[str], k: int, l: int, max_suppressed: float) -> Outcome:  # noqa: E741
+def anonymise(
+    table: pa.Table,
+    hierarchies: Mapping[str, Hierarchy],
+    minimum: Mapping[str, int],
+    qis: Sequence[str],
+    sensitive: Sequence[str],
+    k: int,
+    l: int,  # noqa: E741
+    max_suppressed: float,
+) -> Outcome:
     """Generalise and suppress ``table`` (a ``pseudonym`` column and one string column per variable, at level 0)."""
     variables = [name for name in table.column_names if name != PSEUDONYM]
     original = table.num_rows
@@ -130,5 +142,10 @@ def anonymise(table: pa.Table, hierarchies: Mapping[str, Hierarchy], minimum: Ma
             break
         table = suppress(table, qis, sensitive, k, l)
     table = table.sort_by([(name, "ascending") for name in table.column_names])
-    return Outcome(table, {name: hierarchies[name].levels[level] for name, level in levels.items()}, original - table.num_rows,
-                   grouped, measure(table, qis, sensitive))
+    return Outcome(
+        table,
+        {name: hierarchies[name].levels[level] for name, level in levels.items()},
+        original - table.num_rows,
+        grouped,
+        measure(table, qis, sensitive),
+    )

@@ -144,8 +144,9 @@ class _Part:
     high: int | None
 
 
-def _extract(part: _Part, store: Store | None = None) -> tuple[bytes, dict[tuple[str, str], int], dict[tuple[str, str], int],
-                                                               dict[tuple[str, str], int], dict[tuple[str, str], int]]:
+def _extract(
+    part: _Part, store: Store | None = None
+) -> tuple[bytes, dict[tuple[str, str], int], dict[tuple[str, str], int], dict[tuple[str, str], int], dict[tuple[str, str], int]]:
     """The part's rows (an Arrow IPC stream) and its tallies; opens its own connection unless given ``store``."""
     own = store is None
     if store is None:
@@ -158,7 +159,9 @@ def _extract(part: _Part, store: Store | None = None) -> tuple[bytes, dict[tuple
         by_kind_year, by_area_kind = _Tally(), _Tally()
         first, last = project.period
         for stream, records in pupils(store, part.cut, low=part.low, high=part.high):
-            rows = [r for r in pupil_rows(records, project.unit) if in_period(r, first, last) and _in_population(r, project.population, to_la)]
+            rows = [
+                r for r in pupil_rows(records, project.unit) if in_period(r, first, last) and _in_population(r, project.population, to_la)
+            ]
             if not rows:
                 continue
             name = pseudonym(part.key, stream)
@@ -170,8 +173,13 @@ def _extract(part: _Part, store: Store | None = None) -> tuple[bytes, dict[tuple
         table = columns.table()
         with pa.ipc.new_stream(sink, table.schema) as writer:
             writer.write_table(table)
-        return (sink.getvalue().to_pybytes(), dict(by_kind_year.cells), dict(by_kind_year.margins), dict(by_area_kind.cells),
-                dict(by_area_kind.margins))
+        return (
+            sink.getvalue().to_pybytes(),
+            dict(by_kind_year.cells),
+            dict(by_kind_year.margins),
+            dict(by_area_kind.cells),
+            dict(by_area_kind.margins),
+        )
     finally:
         if own:
             store.close()
@@ -209,8 +217,11 @@ def build(ledger: Ledger, project: Project, spec: Spec, cut: Cut, readers: int |
     key = project_key(ledger.secrets.pseudonym_key, project.project_id)
     count = readers or readers_for(cut)
     bounds = [(i << 128) // count for i in range(count)] + [None]
-    parts = [_Part(ledger.settings, project, spec, cut, la_map, key, int(low), high) for low, high in zip(bounds, bounds[1:], strict=False)
-             if low is not None]
+    parts = [
+        _Part(ledger.settings, project, spec, cut, la_map, key, int(low), high)
+        for low, high in zip(bounds, bounds[1:], strict=False)
+        if low is not None
+    ]
     table, by_kind_year, by_area_kind = _read_parts(ledger, parts)
     area_level = "region" if project.establishment_level == "region" else "la"
     first, last = project.period
@@ -225,36 +236,82 @@ def build(ledger: Ledger, project: Project, spec: Spec, cut: Cut, readers: int |
     clock = time.perf_counter()
     released = outcome.table
     descriptions = _descriptions()
-    descriptions[PSEUDONYM] = f"The pupil's pseudonym in project {project.project_id}: the same pupil has the same pseudonym in every release of " \
-                              "this project, and an unrelated one in any other project"
-    schema = [package.field_descriptor(n, descriptions.get(n, ""), [] if n == PSEUDONYM else sorted(pc.unique(released[n]).to_pylist()),
-                                       outcome.levels.get(n, "")) for n in released.column_names]
-    files: dict[str, bytes] = {package.ROWS_PARQUET: package.parquet_bytes(released, descriptions), package.ROWS_CSV: package.csv_bytes(released)}
+    descriptions[PSEUDONYM] = (
+        f"The pupil's pseudonym in project {project.project_id}: the same pupil has the same pseudonym in every release of "
+        "this project, and an unrelated one in any other project"
+    )
+    schema = [
+        package.field_descriptor(
+            n, descriptions.get(n, ""), [] if n == PSEUDONYM else sorted(pc.unique(released[n]).to_pylist()), outcome.levels.get(n, "")
+        )
+        for n in released.column_names
+    ]
+    files: dict[str, bytes] = {
+        package.ROWS_PARQUET: package.parquet_bytes(released, descriptions),
+        package.ROWS_CSV: package.csv_bytes(released),
+    }
     tables: dict[str, tuple[str, str, str]] = {}
     suppressed_cells: dict[str, int] = {}
     if {"kind", "start"} <= set(spec.variables):
-        _add_table(files, tables, suppressed_cells, "tables/pupils_by_kind_and_year.csv", by_kind_year, "kind", "academic_year",
-                   "Distinct pupils by kind of row and academic year it started", project.k)
+        _add_table(
+            files,
+            tables,
+            suppressed_cells,
+            "tables/pupils_by_kind_and_year.csv",
+            by_kind_year,
+            "kind",
+            "academic_year",
+            "Distinct pupils by kind of row and academic year it started",
+            project.k,
+        )
     if {"kind", "establishment"} <= set(spec.variables):
-        _add_table(files, tables, suppressed_cells, f"tables/pupils_by_{area_level}_and_kind.csv", by_area_kind, area_level, "kind",
-                   f"Distinct pupils by {area_level} and kind of row", project.k)
+        _add_table(
+            files,
+            tables,
+            suppressed_cells,
+            f"tables/pupils_by_{area_level}_and_kind.csv",
+            by_area_kind,
+            area_level,
+            "kind",
+            f"Distinct pupils by {area_level} and kind of row",
+            project.k,
+        )
     title = f"Pupil Movement Ledger research extract: project {project.project_id}"
     row_unit = {"episode": "pupil episode", "event": "pupil event"}[spec.unit]
-    files[package.DATAPACKAGE] = package.datapackage(f"pupil-ledger-{project.project_id}", title, project.purpose, row_unit, schema, files, tables)
+    files[package.DATAPACKAGE] = package.datapackage(
+        f"pupil-ledger-{project.project_id}", title, project.purpose, row_unit, schema, files, tables
+    )
     members = sorted(pc.unique(released[PSEUDONYM]).to_pylist()) if released.num_rows else []
     pupils_released = len(members)
     manifest: dict[str, Any] = {
         "format": SOFTWARE,
-        "project": {"project": project.project_id, "researcher": project.researcher, "purpose": project.purpose,
-                    "approved_event_id": project.approved_event_id, "population": {k: list(v) for k, v in project.population.items()},
-                    "period": {"from": first.isoformat(), "to": last.isoformat()}, "establishment_level": project.establishment_level,
-                    "date_detail": project.date_detail},
+        "project": {
+            "project": project.project_id,
+            "researcher": project.researcher,
+            "purpose": project.purpose,
+            "approved_event_id": project.approved_event_id,
+            "population": {k: list(v) for k, v in project.population.items()},
+            "period": {"from": first.isoformat(), "to": last.isoformat()},
+            "establishment_level": project.establishment_level,
+            "date_detail": project.date_detail,
+        },
         "spec": spec.as_dict(),
         "checkpoint": cut.as_dict(),
-        "rows": released.num_rows, "pupils": pupils_released, "suppressed_rows": outcome.suppressed_rows,
-        "anonymity": {"k": outcome.anonymity.k, "k_rows": outcome.anonymity.k_rows, "l": outcome.anonymity.l if sensitive else None,
-                      "k_required": project.k, "l_required": project.l, "max_suppressed": project.max_suppressed,
-                      "quasi_identifiers": qis, "sensitive": sensitive, "levels": outcome.levels, "grouped_as_other": outcome.grouped},
+        "rows": released.num_rows,
+        "pupils": pupils_released,
+        "suppressed_rows": outcome.suppressed_rows,
+        "anonymity": {
+            "k": outcome.anonymity.k,
+            "k_rows": outcome.anonymity.k_rows,
+            "l": outcome.anonymity.l if sensitive else None,
+            "k_required": project.k,
+            "l_required": project.l,
+            "max_suppressed": project.max_suppressed,
+            "quasi_identifiers": qis,
+            "sensitive": sensitive,
+            "levels": outcome.levels,
+            "grouped_as_other": outcome.grouped,
+        },
         "tables": {path: {"threshold": project.k, "suppressed_cells": suppressed_cells[path]} for path in sorted(tables)},
     }
     files[package.DICTIONARY] = package.dictionary_page(title, {**manifest, "checkpoint": cut.as_dict()}, schema)
@@ -274,8 +331,17 @@ def _area(la: str, level: str) -> str:
     return region_of_la(la) if level == "region" and la.startswith("la:") else la
 
 
-def _add_table(files: dict[str, bytes], tables: dict[str, tuple[str, str, str]], suppressed: dict[str, int], path: str, tally: _Tally,
-               row_name: str, column_name: str, title: str, threshold: int) -> None:
+def _add_table(
+    files: dict[str, bytes],
+    tables: dict[str, tuple[str, str, str]],
+    suppressed: dict[str, int],
+    path: str,
+    tally: _Tally,
+    row_name: str,
+    column_name: str,
+    title: str,
+    threshold: int,
+) -> None:
     table = grid(tally.cells, totals=tally.margins)
     published = control(table, threshold)
     files[path] = csv_text(table, published, row_name, column_name).encode("utf-8")
@@ -293,15 +359,23 @@ def _descriptions() -> dict[str, str]:
 def find_project(ledger: Ledger, project_id: str, principal: Principal | None) -> Project:
     """The project, if the caller may export it: the operator (a local call, or an admin token) or its researcher organisation."""
     project = all_projects(ledger.store).get(project_id)
-    allowed = principal is None or principal.role == "admin" or (principal.role == "researcher" and project is not None
-                                                                 and principal.org == project.researcher)
+    allowed = (
+        principal is None
+        or principal.role == "admin"
+        or (principal.role == "researcher" and project is not None and principal.org == project.researcher)
+    )
     if project is None or not allowed:
         raise LedgerError.one("project_unknown", "$.project", f"no project {project_id} of yours", Category.NOT_FOUND)
     return project
 
 
-def release(ledger: Ledger, project_id: str, variables: Sequence[str] | None = None, tree_size: int | None = None,
-            principal: Principal | None = None) -> dict[str, Any]:
+def release(
+    ledger: Ledger,
+    project_id: str,
+    variables: Sequence[str] | None = None,
+    tree_size: int | None = None,
+    principal: Principal | None = None,
+) -> dict[str, Any]:
     """Check, build, keep and record one release; returns its id, manifest and file names. Nothing is kept if refused."""
     if principal is not None and principal.role not in ("admin", "researcher"):
         raise policy.forbidden("role_cannot_export", "$", f"a {principal.role} token cannot make research exports")
@@ -315,17 +389,31 @@ def release(ledger: Ledger, project_id: str, variables: Sequence[str] | None = N
     built = build(ledger, project, spec, cut)
     release_id = operator.new_release_id()
     store_release(ledger.store, release_id, project, built.files, built.pseudonyms)
-    data = {"project": project.project_id, "manifest_digest": built.manifest_digest,
-            "checkpoint": {"tree_size": cut.tree_size, "root": cut.root}, "spec": spec.as_dict(), "rows": built.manifest["rows"],
-            "pupils": built.manifest["pupils"], "suppressed_rows": built.outcome.suppressed_rows,
-            "k": built.manifest["anonymity"]["k"], "l": built.manifest["anonymity"]["l"]}
+    data = {
+        "project": project.project_id,
+        "manifest_digest": built.manifest_digest,
+        "checkpoint": {"tree_size": cut.tree_size, "root": cut.root},
+        "spec": spec.as_dict(),
+        "rows": built.manifest["rows"],
+        "pupils": built.manifest["pupils"],
+        "suppressed_rows": built.outcome.suppressed_rows,
+        "k": built.manifest["anonymity"]["k"],
+        "l": built.manifest["anonymity"]["l"],
+    }
     try:
         receipt = operator.record_release(ledger, release_id, project.researcher, data)
     except BaseException:
         discard_release(ledger.store, release_id)  # refused (revoked meanwhile, say) or failed: nothing released
         raise
-    return {"release_id": release_id, "sequence": receipt.sequence, "manifest_digest": built.manifest_digest, "manifest": built.manifest,
-            "files": sorted(built.files), "seconds": built.seconds, "built": built}
+    return {
+        "release_id": release_id,
+        "sequence": receipt.sequence,
+        "manifest_digest": built.manifest_digest,
+        "manifest": built.manifest,
+        "files": sorted(built.files),
+        "seconds": built.seconds,
+        "built": built,
+    }
 
 
 def released_file(ledger: Ledger, release_id: str, name: str, principal: Principal | None) -> bytes:

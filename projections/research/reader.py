@@ -46,8 +46,9 @@ def checkpoint_cut(store: Store, tree_size: int | None = None) -> Cut:
     found = Log(store).checkpoint(tree_size)
     if found is None:
         if tree_size is None:
-            raise LedgerError.one("no_checkpoint", "$.tree_size", "the log has no signed checkpoint yet: seal it first (pupil-ledger seal)",
-                                  Category.CONFLICT)
+            raise LedgerError.one(
+                "no_checkpoint", "$.tree_size", "the log has no signed checkpoint yet: seal it first (pupil-ledger seal)", Category.CONFLICT
+            )
         raise LedgerError.one("unknown_checkpoint", "$.tree_size", f"no checkpoint of tree size {tree_size} was signed", Category.NOT_FOUND)
     size, note = found
     origin, _size, root = note.split("\n")[:3]
@@ -57,8 +58,12 @@ def checkpoint_cut(store: Store, tree_size: int | None = None) -> Cut:
 
 def organisations_la(store: Store) -> dict[str, str | None]:
     """Every registered organisation's LA (an LA's own id for itself), from the organisations' records."""
-    streams = [uuid.UUID(str(r[0])) for r in store.query(
-        "SELECT DISTINCT originator_id FROM ledger_index WHERE type IN ('org.registered', 'provider.unregistered_recorded')")]
+    streams = [
+        uuid.UUID(str(r[0]))
+        for r in store.query(
+            "SELECT DISTINCT originator_id FROM ledger_index WHERE type IN ('org.registered', 'provider.unregistered_recorded')"
+        )
+    ]
     out: dict[str, str | None] = {}
     for subject in store.subjects(streams).values():
         org = subject.records[0].subject
@@ -87,7 +92,8 @@ def pupils(store: Store, cut: Cut, page: int = PAGE, low: int = 0, high: int | N
     sql = store.sql(
         f"SELECT originator_id, originator_version, topic, state FROM {store.events_table} "
         f"WHERE (originator_id, originator_version) > (?, ?){below} AND {position} <= ? "  # a row value: an index range, page after page
-        "ORDER BY originator_id, originator_version LIMIT ?")
+        "ORDER BY originator_id, originator_version LIMIT ?"
+    )
     after: Any = stream_id(low)
     version = -1  # the first stream of the range is read from its first version
     current: uuid.UUID | None = None

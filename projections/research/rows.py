@@ -27,12 +27,24 @@ from .variables import (
     sessions_band,
 )
 
-EPISODE_STARTS = {"pupil.ap_placement_started": "placement", "pupil.managed_move_started": "managed_move",
-                  "pupil.part_time_timetable_started": "part_time_timetable", "pupil.missing_education_recorded": "missing_education"}
-EPISODE_ENDS = {"pupil.ap_placement_ended": "placement_event_id", "pupil.managed_move_ended": "managed_move_event_id",
-                "pupil.part_time_timetable_ended": "timetable_event_id", "pupil.missing_education_resolved": "cme_event_id"}
-SINGLE_EPISODES = {"pupil.excluded": "exclusion", "pupil.home_education_notified": "home_education",
-                   "pupil.post16_destination_recorded": "post16_destination", "pupil.attendance_summary_recorded": "attendance_summary"}
+EPISODE_STARTS = {
+    "pupil.ap_placement_started": "placement",
+    "pupil.managed_move_started": "managed_move",
+    "pupil.part_time_timetable_started": "part_time_timetable",
+    "pupil.missing_education_recorded": "missing_education",
+}
+EPISODE_ENDS = {
+    "pupil.ap_placement_ended": "placement_event_id",
+    "pupil.managed_move_ended": "managed_move_event_id",
+    "pupil.part_time_timetable_ended": "timetable_event_id",
+    "pupil.missing_education_resolved": "cme_event_id",
+}
+SINGLE_EPISODES = {
+    "pupil.excluded": "exclusion",
+    "pupil.home_education_notified": "home_education",
+    "pupil.post16_destination_recorded": "post16_destination",
+    "pupil.attendance_summary_recorded": "attendance_summary",
+}
 
 
 @dataclass
@@ -69,8 +81,12 @@ def _attributes(spells: Sequence[_Spell], day: date) -> dict[str, str]:
     years_on = max(0, academic_year_start_of(day) - academic_year_start_of(spell.start))
     index = min(YEAR_GROUPS.index(spell.year_group) + years_on, len(YEAR_GROUPS) - 1)
     year_group = YEAR_GROUPS[index]
-    return {"year_group": year_group, "age": age_of_year_group(year_group), "sen_status": spell.sen_status,
-            "looked_after": "true" if spell.looked_after else "false"}
+    return {
+        "year_group": year_group,
+        "age": age_of_year_group(year_group),
+        "sen_status": spell.sen_status,
+        "looked_after": "true" if spell.looked_after else "false",
+    }
 
 
 def academic_year_start_of(day: date) -> int:
@@ -81,7 +97,7 @@ def _school_on(spells: Sequence[_Spell], day: date) -> str | None:
     """The school the pupil was on roll at on ``day`` (a main or single registration first)."""
     open_then = [s for s in spells if s.start <= day and (s.end is None or day < s.end)]
     main = [s for s in open_then if s.status in ("C", "M")]
-    chosen = (main or open_then)
+    chosen = main or open_then
     return chosen[-1].school if chosen else None
 
 
@@ -101,7 +117,12 @@ def _event_values(r: Record) -> dict[str, str]:
     if t == "pupil.exclusion_reviewed":
         return {"outcome": d["outcome"]}
     if t == "pupil.ap_placement_started":
-        return {"setting_type": d["setting_type"], "tier": str(d["tier"]), "reason": d["reason"], "hours": hours_band(float(d["hours_per_week"]))}
+        return {
+            "setting_type": d["setting_type"],
+            "tier": str(d["tier"]),
+            "reason": d["reason"],
+            "hours": hours_band(float(d["hours_per_week"])),
+        }
     if t == "pupil.ap_placement_reviewed":
         return {"outcome": d["outcome"], **({"hours": hours_band(float(d["hours_per_week"]))} if "hours_per_week" in d else {})}
     if t in ("pupil.ap_placement_ended", "pupil.managed_move_ended"):
@@ -141,7 +162,9 @@ def pupil_rows(records: Sequence[Record], unit: str) -> list[Row]:
     for r in in_force:
         d = r.data
         if r.type == "pupil.registered":
-            spells.append(_Spell(d["school"], r.occurred_on, d["year_group"], d["sen_status"], bool(d["looked_after"]), d["enrolment_status"]))
+            spells.append(
+                _Spell(d["school"], r.occurred_on, d["year_group"], d["sen_status"], bool(d["looked_after"]), d["enrolment_status"])
+            )
         elif r.type == "pupil.deregistered":
             for spell in reversed(spells):
                 if spell.school == d["school"] and spell.end is None:
@@ -173,8 +196,15 @@ def pupil_rows(records: Sequence[Record], unit: str) -> list[Row]:
             rows.append(Row(SINGLE_EPISODES[r.type], r.occurred_on, None, where, values, point=True))
     if unit == "episode":
         for spell in spells:
-            rows.append(Row("registration", spell.start, spell.end, spell.school,
-                            {"enrolment_status": spell.status, "reason": spell.ground, "outcome": spell.destination}))
+            rows.append(
+                Row(
+                    "registration",
+                    spell.start,
+                    spell.end,
+                    spell.school,
+                    {"enrolment_status": spell.status, "reason": spell.ground, "outcome": spell.destination},
+                )
+            )
     for row in rows:
         row.values.update(_attributes(spells, row.start))
         if row.point:
@@ -199,4 +229,3 @@ def end_value(row: Row) -> str:
     if row.point:
         return NOT_APPLICABLE
     return OPEN if row.end is None else month(row.end)
-

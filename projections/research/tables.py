@@ -27,14 +27,20 @@ class Grid:
     cells: dict[tuple[str, str], int]
 
 
-def grid(counts: Mapping[tuple[str, str], int], row_labels: Iterable[str] = (), column_labels: Iterable[str] = (),
-         totals: Mapping[tuple[str, str], int] | None = None) -> Grid:
+def grid(
+    counts: Mapping[tuple[str, str], int],
+    row_labels: Iterable[str] = (),
+    column_labels: Iterable[str] = (),
+    totals: Mapping[tuple[str, str], int] | None = None,
+) -> Grid:
     """The table of ``counts`` with its margins. Distinct pupils do not add up across cells (a pupil can be in two),
     so the margins come from ``totals`` (distinct pupils per row, per column and overall) when given."""
     rows = tuple(sorted(set(row_labels) | {r for r, _ in counts}))
     columns = tuple(sorted(set(column_labels) | {c for _, c in counts}))
     cells = {(r, c): int(counts.get((r, c), 0)) for r in rows for c in columns}
-    sums: dict[tuple[str, str], int] = defaultdict(int, {(TOTAL, TOTAL): 0, **{(r, TOTAL): 0 for r in rows}, **{(TOTAL, c): 0 for c in columns}})
+    sums: dict[tuple[str, str], int] = defaultdict(
+        int, {(TOTAL, TOTAL): 0, **{(r, TOTAL): 0 for r in rows}, **{(TOTAL, c): 0 for c in columns}}
+    )
     for (r, c), n in cells.items():
         sums[(r, TOTAL)] += n
         sums[(TOTAL, c)] += n

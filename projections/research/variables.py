@@ -51,8 +51,20 @@ def _flat() -> Hierarchy:
     return Hierarchy(("value", "suppressed"), (_suppress,))
 
 
-TERM_OF_MONTH = {9: "autumn", 10: "autumn", 11: "autumn", 12: "autumn", 1: "spring", 2: "spring", 3: "spring",
-                 4: "summer", 5: "summer", 6: "summer", 7: "summer", 8: "summer"}
+TERM_OF_MONTH = {
+    9: "autumn",
+    10: "autumn",
+    11: "autumn",
+    12: "autumn",
+    1: "spring",
+    2: "spring",
+    3: "spring",
+    4: "summer",
+    5: "summer",
+    6: "summer",
+    7: "summer",
+    8: "summer",
+}
 
 
 def month_to_term(month: str) -> str:
@@ -66,15 +78,30 @@ def term_to_year(term: str) -> str:
     return term.split(" ", 1)[0]
 
 
-DATES = Hierarchy(("month", "term", "academic_year", "suppressed"),
-                  (_keeping_symbols(month_to_term), _keeping_symbols(term_to_year), _suppress))
+DATES = Hierarchy(
+    ("month", "term", "academic_year", "suppressed"), (_keeping_symbols(month_to_term), _keeping_symbols(term_to_year), _suppress)
+)
 
 YEAR_GROUPS = ("N1", "N2", "R", *map(str, range(1, 15)))
-KEY_STAGE = {"N1": "EY", "N2": "EY", "R": "EY", "1": "KS1", "2": "KS1", **{str(y): "KS2" for y in range(3, 7)},
-             **{str(y): "KS3" for y in range(7, 10)}, "10": "KS4", "11": "KS4", "12": "KS5", "13": "KS5", "14": "KS5"}
+KEY_STAGE = {
+    "N1": "EY",
+    "N2": "EY",
+    "R": "EY",
+    "1": "KS1",
+    "2": "KS1",
+    **{str(y): "KS2" for y in range(3, 7)},
+    **{str(y): "KS3" for y in range(7, 10)},
+    "10": "KS4",
+    "11": "KS4",
+    "12": "KS5",
+    "13": "KS5",
+    "14": "KS5",
+}
 PHASE = {"EY": "primary", "KS1": "primary", "KS2": "primary", "KS3": "secondary", "KS4": "secondary", "KS5": "post16"}
-YEAR_GROUP = Hierarchy(("year_group", "key_stage", "phase", "suppressed"),
-                       (_keeping_symbols(KEY_STAGE.__getitem__), _keeping_symbols(PHASE.__getitem__), _suppress))
+YEAR_GROUP = Hierarchy(
+    ("year_group", "key_stage", "phase", "suppressed"),
+    (_keeping_symbols(KEY_STAGE.__getitem__), _keeping_symbols(PHASE.__getitem__), _suppress),
+)
 
 
 def age_of_year_group(year_group: str) -> str:
@@ -92,14 +119,30 @@ SEN = Hierarchy(("sen_status", "any_sen", "suppressed"), (_keeping_symbols(lambd
 
 
 KIND_GROUP = {
-    "registration": "roll", "home_education": "roll", "missing_education": "roll", "managed_move": "roll",
-    "placement": "provision", "part_time_timetable": "provision", "attendance_summary": "provision",
-    "exclusion": "exclusion", "post16_destination": "destination",
-    "pupil.registered": "roll", "pupil.deregistered": "roll", "pupil.home_education_notified": "roll", "pupil.missing_education_recorded": "roll",
-    "pupil.missing_education_resolved": "roll", "pupil.managed_move_started": "roll", "pupil.managed_move_ended": "roll",
-    "pupil.ap_placement_started": "provision", "pupil.ap_placement_reviewed": "provision", "pupil.ap_placement_ended": "provision",
-    "pupil.part_time_timetable_started": "provision", "pupil.part_time_timetable_ended": "provision",
-    "pupil.attendance_summary_recorded": "provision", "pupil.excluded": "exclusion", "pupil.exclusion_reviewed": "exclusion",
+    "registration": "roll",
+    "home_education": "roll",
+    "missing_education": "roll",
+    "managed_move": "roll",
+    "placement": "provision",
+    "part_time_timetable": "provision",
+    "attendance_summary": "provision",
+    "exclusion": "exclusion",
+    "post16_destination": "destination",
+    "pupil.registered": "roll",
+    "pupil.deregistered": "roll",
+    "pupil.home_education_notified": "roll",
+    "pupil.missing_education_recorded": "roll",
+    "pupil.missing_education_resolved": "roll",
+    "pupil.managed_move_started": "roll",
+    "pupil.managed_move_ended": "roll",
+    "pupil.ap_placement_started": "provision",
+    "pupil.ap_placement_reviewed": "provision",
+    "pupil.ap_placement_ended": "provision",
+    "pupil.part_time_timetable_started": "provision",
+    "pupil.part_time_timetable_ended": "provision",
+    "pupil.attendance_summary_recorded": "provision",
+    "pupil.excluded": "exclusion",
+    "pupil.exclusion_reviewed": "exclusion",
     "pupil.post16_destination_recorded": "destination",
 }
 KIND = Hierarchy(("kind", "kind_group", "suppressed"), (_keeping_symbols(lambda v: KIND_GROUP.get(v, OTHER)), _suppress))
