@@ -57,9 +57,9 @@ class TokenDirectory:
         return hashed in self._hashes
 
     def _reload(self) -> None:
-        count = int(self.store.query("SELECT COUNT(*) FROM ledger_tokens")[0][0])
+        count, _ = self.store.token_counts()
         if count != self._count:  # tokens are only ever added (revocation sets a column): the same count, the same set
-            self._hashes = frozenset(row[0] for row in self.store.query("SELECT token_hash FROM ledger_tokens"))
+            self._hashes = self.store.token_hashes()
             self._count = count
 
 

@@ -75,8 +75,7 @@ class TokenCache:
             started = self.monotonic()
             if started - self._checked_at < RECHECK_SECONDS:
                 return  # another thread just did it
-            total, revoked = self.store.query("SELECT COUNT(*) AS tokens, COUNT(revoked_at) AS revoked FROM ledger_tokens")[0]
-            counts = (int(total), int(revoked))
+            counts = self.store.token_counts()
             if counts != self._counts:
                 self.clear()
                 self._counts = counts

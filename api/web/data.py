@@ -101,21 +101,19 @@ class WebData:
         """The latest checkpoint the views have reached whose cut is clean (None before the first one)."""
         positions = self.positions()
         reached = min(positions.get(v.name, 0) for v in VIEWS)
-        rows = self.ledger.store.query("SELECT leaf_index FROM log_entries WHERE sequence <= ? ORDER BY sequence DESC LIMIT 1", (reached,))
-        limit = int(rows[0][0]) + 1 if rows else 0
-        for (size,) in self.ledger.store.query(
-            "SELECT tree_size FROM log_checkpoints WHERE tree_size <= ? ORDER BY tree_size DESC LIMIT 20", (limit,)
-        ):
-            found = self.checkpoint_at(int(size))
+        last_leaf = self.log.last_leaf_through(reached)
+        limit = last_leaf + 1 if last_leaf is not None else 0
+        for size in self.log.checkpoint_sizes_up_to(limit, 20):
+            found = self.checkpoint_at(size)
             if found is not None and self.is_clean(found):
                 return found
         return None
 
     def checkpoint_at(self, tree_size: int) -> Checkpoint | None:
-        rows = self.ledger.store.query("SELECT root, note, signed_at FROM log_checkpoints WHERE tree_size = ?", (tree_size,))
-        if not rows:
+        signed = self.log.signed_checkpoint(tree_size)
+        if signed is None:
             return None
-        root, note, signed_at = bytes(rows[0][0]), str(rows[0][1]), str(rows[0][2])
+        root, note, signed_at = signed
         last = 0
         if tree_size:
             leaf = self.log.leaf(tree_size - 1)
@@ -133,9 +131,8 @@ class WebData:
             upto, newest = self._newest
         if sequence < upto:
             upto, newest = 0, EPOCH
-        rows = self.ledger.store.query("SELECT MAX(received_at) FROM ledger_index WHERE sequence > ? AND sequence <= ?", (upto, sequence))
-        found = rows[0][0]
-        newest = max(newest, str(found)) if found else newest
+        found = self.ledger.store.newest_received_at(upto, sequence)
+        newest = max(newest, found) if found else newest
         with self._lock:
             if sequence >= self._newest[0]:
                 self._newest = (sequence, newest)
@@ -143,10 +140,7 @@ class WebData:
 
     def is_clean(self, cp: Checkpoint) -> bool:
         """No event outside the tree was received at or before its newest event (so 'known at' is the tree)."""
-        rows = self.ledger.store.query(
-            "SELECT COUNT(*) FROM ledger_index WHERE sequence > ? AND received_at <= ?", (cp.last_sequence, cp.known_at)
-        )
-        return int(rows[0][0]) == 0
+        return self.ledger.store.count_received_after_sequence(cp.last_sequence, cp.known_at) == 0
 
     def verify_checkpoint(self, cp: Checkpoint) -> list[str]:
         """What is wrong with a stated checkpoint against this ledger's log (empty: it is this log's)."""

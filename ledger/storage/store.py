@@ -402,6 +402,25 @@ class Store:
         )
         return (rows[0][0], rows[0][1], rows[0][2], rows[0][3], rows[0][4], rows[0][5]) if rows else None
 
+    def token_counts(self) -> tuple[int, int]:
+        """(tokens issued, tokens revoked): tokens are only ever added and revocation sets a column, so an unchanged
+        pair means an unchanged set of tokens and revocations."""
+        total, revoked = self.query("SELECT COUNT(*), COUNT(revoked_at) FROM ledger_tokens")[0]
+        return int(total), int(revoked)
+
+    def token_hashes(self) -> frozenset[str]:
+        """The hash of every ledger token ever issued (revoked ones included)."""
+        return frozenset(str(row[0]) for row in self.query("SELECT token_hash FROM ledger_tokens"))
+
+    def newest_received_at(self, after: int, through: int) -> str | None:
+        """The latest ``received_at`` among the events with ``after < sequence <= through`` (None if there are none)."""
+        found = self.query("SELECT MAX(received_at) FROM ledger_index WHERE sequence > ? AND sequence <= ?", (after, through))[0][0]
+        return str(found) if found else None
+
+    def count_received_after_sequence(self, sequence: int, received_at: str) -> int:
+        """Events later in sequence than ``sequence`` but received at or before ``received_at`` (committed out of order)."""
+        return int(self.query("SELECT COUNT(*) FROM ledger_index WHERE sequence > ? AND received_at <= ?", (sequence, received_at))[0][0])
+
     @property
     def events_table(self) -> str:
         return "ledger_events" if self.is_postgres else "stored_events"

@@ -260,6 +260,21 @@ class Log:
         """The size of the latest signed checkpoint (what tiles and proofs are served for)."""
         return int(self.store.query("SELECT COALESCE(MAX(tree_size), 0) FROM log_checkpoints")[0][0])
 
+    def last_leaf_through(self, sequence: int) -> int | None:
+        """The index of the last leaf whose event's ledger sequence is at most ``sequence`` (None: no such leaf)."""
+        rows = self.store.query("SELECT leaf_index FROM log_entries WHERE sequence <= ? ORDER BY sequence DESC LIMIT 1", (sequence,))
+        return int(rows[0][0]) if rows else None
+
+    def checkpoint_sizes_up_to(self, size: int, limit: int) -> list[int]:
+        """The tree sizes of the signed checkpoints no larger than ``size``, largest first, at most ``limit``."""
+        rows = self.store.query("SELECT tree_size FROM log_checkpoints WHERE tree_size <= ? ORDER BY tree_size DESC LIMIT ?", (size, limit))
+        return [int(r[0]) for r in rows]
+
+    def signed_checkpoint(self, size: int) -> tuple[bytes, str, str] | None:
+        """(root hash, note as signed, signed at) of the checkpoint of tree size ``size``, without cosignatures."""
+        rows = self.store.query("SELECT root, note, signed_at FROM log_checkpoints WHERE tree_size = ?", (size,))
+        return (bytes(rows[0][0]), str(rows[0][1]), str(rows[0][2])) if rows else None
+
     def leaf_for_event(self, event_id: str) -> LeafRef | None:
         rows = self.store.query(
             "SELECT e.leaf_index, e.sequence, e.entry FROM ledger_index i JOIN log_entries e ON e.sequence = i.sequence "
