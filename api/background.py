@@ -1,7 +1,7 @@
 """Background followers of the log, run in-process by the embedded default.
 
 A follower is anything with a ``name`` and a ``step()`` that processes one batch of the log and
-returns how many events it handled (0 when caught up). The sealer (``ledger.tlog``) and the
+returns how many events it handled (0 when caught up). The sealer (``ledger.transparency.tlog``) and the
 projection runner (``projections``) are followers; ``pupil-ledger serve`` runs them in threads
 beside the API, and the distributed deployment runs each as its own process instead.
 """

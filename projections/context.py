@@ -109,7 +109,7 @@ class Context:
 
 
 def placements_of(pupil: Pupil) -> list[Placement]:
-    """The pupil's AP placements, folded by ``ledger.rules`` (reviews move the planned end and hours)."""
+    """The pupil's AP placements, folded by ``ledger.core.rules`` (reviews move the planned end and hours)."""
     outcomes = {r.data["placement_event_id"]: r.data["outcome"] for r in pupil.of_type("pupil.ap_placement_ended")}
     hours: dict[str, float] = {}
     for r in pupil.of_type("pupil.ap_placement_reviewed"):

@@ -1,7 +1,7 @@
 """EHCP timeliness, redress and area SEND inspections (issue 24; docs/metrics.md "EHCP, redress and area SEND
 inspections"): the view of ``ehcp.*``, ``dispute.*`` and ``inspection.*`` facts and the metrics read from it.
 
-A pupil's EHCP state as of a moment is folded with ``ledger.ehcp_rules.fold_ehcp``, the fold the write side's
+A pupil's EHCP state as of a moment is folded with ``ledger.core.ehcp_rules.fold_ehcp``, the fold the write side's
 rules use, so the figures and the rules agree on which request a plan answers and which LA made a decision.
 Every figure is attributed to the LA that made the decision (the request's LA, the plan's LA, the disputed
 decision's LA): unit ``la:NNN``, so it rolls up to LA and England. Yearly figures count SEN2's period, the

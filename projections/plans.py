@@ -1,5 +1,5 @@
 """Plans and funding view (issue 25): local inclusion plans, national tariffs, AP budgets, deficit programmes and band
-assignments as bitemporal facts, folded as of a moment with the write side's own folds (``ledger.funding_rules``),
+assignments as bitemporal facts, folded as of a moment with the write side's own folds (``ledger.core.funding_rules``),
 and the tailored list of settings a parent can ask for (no child's data is needed or stored to ask).
 
 A band assignment is a fact of the pupil (keyed by the pupil's pseudonym, erased with the pupil); everything else

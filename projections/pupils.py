@@ -1,5 +1,5 @@
 """Pupil facts view: every accepted ``pupil.*`` event as a bitemporal fact, keyed by the pupil's
-pseudonym (never the UPN). Pupil state as of a moment is folded with ``ledger.rules.fold_pupil``, the
+pseudonym (never the UPN). Pupil state as of a moment is folded with ``ledger.core.rules.fold_pupil``, the
 same fold the write side's rules use, so a view can never disagree with the rules about who was on
 roll or which placement was open.
 """

@@ -14,7 +14,7 @@ maintained by the projection runner in the same transaction as the fact views, w
   state the fold gives: one row per registration / AP placement *as the fold sees it* over an interval of
   effective dates (``valid_from`` <= D < ``valid_to``) and ledger times (``known_from`` <= T < ``known_to``;
   NULL: open). A pupil's facts in force change only at their effective dates (D) and at their receipt and
-  supersession times (T), so the fold is computed at those breakpoints (``ledger.rules.fold_pupil``, the write
+  supersession times (T), so the fold is computed at those breakpoints (``ledger.core.rules.fold_pupil``, the write
   side's own fold: the model cannot disagree with it) and consecutive equal rows are coalesced. The rows are
   a function of the pupil's facts alone (canonical): a batch recomputes only the versions known from its
   earliest receipt on, so incremental upkeep and a rebuild give the same rows.

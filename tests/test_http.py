@@ -50,7 +50,7 @@ def test_submit_replay_conflict(client: TestClient, world: World) -> None:
 
 
 def test_submit_event_is_served_inside_the_guard_and_its_catch_all(world: World) -> None:
-    """POST /events skips FastAPI's routing (api.app.DirectRoute), not the security headers, the rate limits or
+    """POST /events skips FastAPI's routing (api.routes.submission.DirectRoute), not the security headers, the rate limits or
     the catch-all that answers an unexpected failure without its details."""
     app = create_app(world.ledger)
     with TestClient(app, raise_server_exceptions=False) as client:
