@@ -17,6 +17,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
+from ledger import own_events
 from ledger.core import ed25519, envelope, jcs
 from ledger.research.releases import project_key, pseudonym
 from ledger.tools import admin
@@ -89,7 +90,7 @@ def seal(world: World) -> int:
 
 def post_admin(world: World, client: TestClient, event_type: str, org: str, data: dict[str, Any]) -> Any:
     """The operator posting over HTTP, signed with the dfe:admin key."""
-    return client.post("/events", json=admin.admin_event(world.ledger, event_type, org, data))
+    return client.post("/events", json=own_events.admin_event(world.ledger, event_type, org, data))
 
 
 def assert_measured(oracle: Oracle, files: dict[str, bytes]) -> dict[str, Any]:
@@ -135,9 +136,9 @@ def test_approval_revocation_expiry_and_variable_limits_over_http(world: World, 
     # not approved yet: no such project, and nothing is recorded or kept
     assert researcher.post("/research/exports", json={"project": "ap-moves"}).json()["errors"][0]["code"] == "project_unknown"
     # only the operator approves; a researcher token cannot post it, nor a release
-    forged = admin.admin_event(ledger, "research.project_approved", RESEARCHER, approval())
+    forged = own_events.admin_event(ledger, "research.project_approved", RESEARCHER, approval())
     assert researcher.post("/events", json=forged).json()["errors"][0]["code"] == "submitter_mismatch"
-    forged_release = admin.admin_event(
+    forged_release = own_events.admin_event(
         ledger,
         "research.export_released",
         RESEARCHER,
