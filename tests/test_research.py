@@ -240,9 +240,10 @@ def test_approval_revocation_expiry_and_variable_limits_over_http(world: World, 
 
 @pytest.mark.postgres
 def test_releases_are_reproducible_and_pseudonyms_keyed_per_project(world: World, area: Area, oracle: Oracle) -> None:
+    from api.research_release import release
     from ledger.research import operator
     from ledger.research.releases import all_projects
-    from projections.research.export import Spec, build, release
+    from projections.research.export import Spec, build
     from projections.research.reader import checkpoint_cut
 
     ledger = world.ledger
@@ -257,7 +258,15 @@ def test_releases_are_reproducible_and_pseudonyms_keyed_per_project(world: World
     again = release(ledger, "ap-moves", tree_size=size)["built"].files
     assert again == first, "the same project, spec and checkpoint give byte-identical files"
     project = all_projects(ledger.store)["ap-moves"]
-    in_three = build(ledger, project, Spec(project.unit, project.variables), checkpoint_cut(ledger.store, size), readers=3).files
+    in_three = build(
+        ledger.store,
+        ledger.secrets,
+        ledger.settings,
+        project,
+        Spec(project.unit, project.variables),
+        checkpoint_cut(ledger.store, size),
+        readers=3,
+    ).files
     assert in_three == first, "read by three processes, each a slice of the pupils: the same bytes"
     latest = release(ledger, "ap-moves")
     assert json.loads(latest["built"].files[package.MANIFEST])["checkpoint"]["tree_size"] > size
@@ -276,8 +285,8 @@ def test_releases_are_reproducible_and_pseudonyms_keyed_per_project(world: World
 
 @pytest.mark.postgres
 def test_erased_pupils_never_appear_and_subject_access_lists_the_releases(world: World, area: Area, oracle: Oracle) -> None:
+    from api.research_release import release
     from ledger.research import operator
-    from projections.research.export import release
 
     ledger = world.ledger
     operator.approve_project(
@@ -375,8 +384,8 @@ def test_the_data_package_validates_and_describes_every_column(world: World, are
     import frictionless
     import pyarrow.parquet as pq
 
+    from api.research_release import release
     from ledger.research import operator
-    from projections.research.export import release
 
     operator.approve_project(world.ledger, RESEARCHER, approval())
     files = release(world.ledger, "ap-moves")["built"].files
