@@ -13,7 +13,7 @@ import typer
 from rich.progress import Progress
 
 from api.cli_common import err, out
-from ledger import dfe
+from ledger import dfe, own_events
 from ledger.config import Settings
 from ledger.service import Ledger
 from ledger.tools import admin
@@ -125,7 +125,7 @@ def raise_demo_concern(ledger: Ledger, area: Any, day: date) -> None:
         and year_start <= date.fromisoformat(body["occurred_on"]) <= day
     )
     now = ledger.clock()
-    body = admin.event_body(
+    body = own_events.event_body(
         "accountability.concern_raised",
         "dfe:regions",
         {"org": area.la},
@@ -139,7 +139,7 @@ def raise_demo_concern(ledger: Ledger, area: Any, day: date) -> None:
         day,
         now,
     )  # raised as of the day the pages open on (reported now: the ledger flags it late)
-    ledger.submit(admin.signed(body, area.orgs["dfe:regions"].key))
+    ledger.submit(own_events.signed(body, area.orgs["dfe:regions"].key))
 
 
 def busiest_day(events: list[tuple[str, dict[str, Any]]]) -> date:

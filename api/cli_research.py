@@ -83,7 +83,7 @@ def export_research(
                 files[item["name"]] = got.content
         release_id, manifest = made["release_id"], made["manifest"]
     else:
-        from projections.research.export import release
+        from api.research_release import release
 
         ledger = open_ledger()
         try:

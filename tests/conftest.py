@@ -14,6 +14,7 @@ import psycopg
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from ledger import own_events
 from ledger.config import Settings
 from ledger.core.identifiers import make_upn
 from ledger.service import Ledger
@@ -79,10 +80,10 @@ class World:
     ) -> dict[str, Any]:
         subject = {"upn": upn} if upn else {"org": org or submitter}
         day = occurred_on or self.clock.now.date()
-        return admin.event_body(event_type, submitter, subject, data, day, self.clock.now, event_id=event_id, corrects=corrects)
+        return own_events.event_body(event_type, submitter, subject, data, day, self.clock.now, event_id=event_id, corrects=corrects)
 
     def sign(self, body: dict[str, Any], signer: str | None = None) -> dict[str, Any]:
-        return admin.signed(body, self.keys[signer or body["submitter"]])
+        return own_events.signed(body, self.keys[signer or body["submitter"]])
 
     def post(self, event_type: str, submitter: str, data: dict[str, Any], **kwargs: Any) -> Any:
         return self.ledger.submit(self.sign(self.event(event_type, submitter, data, **kwargs)))

@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from ledger import own_events
 from ledger.config import Settings
 from ledger.storage.secrets import load_private_key
 from ledger.tools import admin
@@ -35,7 +36,7 @@ def test_story_sign_submit_replay_conflict_history(settings: Settings, tmp_path:
     admitted, left = today - timedelta(days=10), today - timedelta(days=2)
 
     def event_file(name: str, event_type: str, day: date, data: dict, event_id: str | None = None) -> Path:
-        body = admin.event_body(event_type, "urn:100005", {"upn": "H801200001001"}, data, day, datetime.now(UTC), event_id=event_id)
+        body = own_events.event_body(event_type, "urn:100005", {"upn": "H801200001001"}, data, day, datetime.now(UTC), event_id=event_id)
         path = tmp_path / f"{name}.json"
         path.write_text(json.dumps(body, indent=2))  # not canonical: `sign` canonicalises
         return path
@@ -128,8 +129,8 @@ def test_sigkill_loses_no_acknowledged_event(settings: Settings, tmp_path: Path)
     ledger.store.close()
     now = datetime.now(UTC)
     envelopes = [
-        admin.signed(
-            admin.event_body(
+        own_events.signed(
+            own_events.event_body(
                 "pupil.registered",
                 "urn:100005",
                 {"upn": upn(i)},

@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi.testclient import TestClient
 
 from api.app import create_app
+from ledger import own_events
 from ledger.config import Settings
 from ledger.service import Ledger
 from ledger.tools import admin
@@ -55,7 +56,7 @@ class School:
 
     def envelope(self, n: int) -> dict[str, Any]:
         now = datetime.now(UTC)
-        body = admin.event_body(
+        body = own_events.event_body(
             "pupil.registered",
             SCHOOL_A,
             {"upn": upn(n)},
@@ -63,7 +64,7 @@ class School:
             now.date(),
             now,
         )
-        return admin.signed(body, self.key)
+        return own_events.signed(body, self.key)
 
 
 def _school(settings: Settings) -> School:

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from schemathesis.specs.openapi.checks import content_type_conformance, response_schema_conformance, status_code_conformance
 
 from api.app import create_app
+from ledger import own_events
 from ledger.config import Settings
 from ledger.tools import admin
 from projections.runner import Projector
@@ -78,7 +79,7 @@ def app_and_token(tmp_path: Path) -> Iterator[tuple[Any, str]]:
     admin.add_org(ledger, SCHOOL_A, "school", "Fuzz school", LA)
     key = Ed25519PrivateKey.generate()
     admin.add_key(ledger, SCHOOL_A, key.public_key())
-    body = admin.event_body(
+    body = own_events.event_body(
         "pupil.registered",
         SCHOOL_A,
         {"upn": UPN},
@@ -86,7 +87,7 @@ def app_and_token(tmp_path: Path) -> Iterator[tuple[Any, str]]:
         date.today(),
         ledger.clock(),
     )
-    ledger.submit(admin.signed(body, key))
+    ledger.submit(own_events.signed(body, key))
     admin.sealer(ledger).seal_all()  # as `serve` does in the background: the log has a checkpoint, the views are current
     Projector(ledger.store).catch_up()
     yield create_app(ledger), ledger.issue_token(SCHOOL_A, "school")

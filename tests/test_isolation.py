@@ -17,6 +17,7 @@ import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from ledger import own_events
 from ledger.config import Settings
 from ledger.core import envelope, jcs
 from ledger.core.errors import Category, LedgerError
@@ -107,8 +108,8 @@ def test_each_known_bad_shape_fails_alone_in_a_group(world: World) -> None:
 def test_a_key_id_is_one_organisations_even_within_one_batch(world: World) -> None:
     shared = Ed25519PrivateKey.generate()
     key = admin.key_data(shared.public_key())
-    first = admin.admin_event(world.ledger, "org.key_added", SCHOOL_A, key)
-    second = admin.admin_event(world.ledger, "org.key_added", SCHOOL_B, key)
+    first = own_events.admin_event(world.ledger, "org.key_added", SCHOOL_A, key)
+    second = own_events.admin_event(world.ledger, "org.key_added", SCHOOL_B, key)
     with pytest.raises(LedgerError) as exc:
         world.ledger.submit_batch([first, second])
     assert [(p.code, p.path) for p in exc.value.problems] == [("key_id_taken", "$.envelopes[1].payload.data.key_id")]
@@ -216,7 +217,7 @@ class Schools:
 
     def signed(self, event_type: str, school: str, data: dict[str, Any], subject: dict[str, str]) -> dict[str, Any]:
         now = utcnow()
-        return admin.signed(admin.event_body(event_type, school, subject, data, now.date(), now), self.keys[school])
+        return own_events.signed(own_events.event_body(event_type, school, subject, data, now.date(), now), self.keys[school])
 
     def bad(self, n: int) -> tuple[str, bytes]:
         """Bad request ``n`` of school B: one of the four shapes in turn (raw JSON text)."""

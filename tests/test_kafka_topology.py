@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from kafka import KafkaConsumer
 
 from feed.relay import ensure_topic
+from ledger import own_events
 from ledger.config import Settings
 from ledger.feed import FeedConfig
 from ledger.tools import admin
@@ -75,7 +76,7 @@ def envelopes(keys: dict[str, Ed25519PrivateKey], kind: str, pupils: range) -> l
     out = []
     for n in pupils:
         if kind == "register":
-            body = admin.event_body(
+            body = own_events.event_body(
                 "pupil.registered",
                 A,
                 {"upn": upn(n)},
@@ -90,11 +91,11 @@ def envelopes(keys: dict[str, Ed25519PrivateKey], kind: str, pupils: range) -> l
                 now,
             )
         elif kind == "suspend":
-            body = admin.event_body(
+            body = own_events.event_body(
                 "pupil.excluded", A, {"upn": upn(n)}, {"school": A, "kind": "SUSP", "reasons": ["PP"], "sessions": 2}, day, now
             )
         elif kind == "leave":
-            body = admin.event_body(
+            body = own_events.event_body(
                 "pupil.deregistered",
                 A,
                 {"upn": upn(n)},
@@ -103,7 +104,7 @@ def envelopes(keys: dict[str, Ed25519PrivateKey], kind: str, pupils: range) -> l
                 now,
             )
         else:
-            body = admin.event_body(
+            body = own_events.event_body(
                 "pupil.registered",
                 B,
                 {"upn": upn(n)},
@@ -111,7 +112,7 @@ def envelopes(keys: dict[str, Ed25519PrivateKey], kind: str, pupils: range) -> l
                 day,
                 now,
             )
-        out.append(admin.signed(body, keys[body["submitter"]]))
+        out.append(own_events.signed(body, keys[body["submitter"]]))
     return out
 
 

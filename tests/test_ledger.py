@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from eventsourcing.persistence import IntegrityError, StoredEvent
 
-from ledger import signatures
+from ledger import own_events, signatures
 from ledger.config import Settings
 from ledger.core import envelope, jcs
 from ledger.core.errors import Category, LedgerError
@@ -74,7 +74,7 @@ def test_signature_and_key_problems(world: World) -> None:
         upn=UPN,
     )
     assert rejected(world, world.sign(body, signer=SCHOOL_B), "key_not_submitters").category is Category.FORBIDDEN
-    stranger = admin.signed(body, Ed25519PrivateKey.generate())
+    stranger = own_events.signed(body, Ed25519PrivateKey.generate())
     rejected(world, stranger, "key_unknown")
     forged = world.sign(body)
     forged["signatures"][0]["sig"] = world.sign(dict(body, occurred_on="2026-10-01"))["signatures"][0]["sig"]
@@ -103,11 +103,11 @@ def test_every_signature_must_be_by_a_valid_key_of_the_submitter_and_verify_what
     admin.revoke_key(world.ledger, SCHOOL_A, envelope.key_id(retired.public_key()))
     world.clock.advance(seconds=1)
     good = world.sign(body)["signatures"][0]
-    also_good = admin.signed(body, second)["signatures"][0]
-    invalid = dict(also_good, sig=admin.signed(dict(body, occurred_on="2026-10-01"), second)["signatures"][0]["sig"])
+    also_good = own_events.signed(body, second)["signatures"][0]
+    invalid = dict(also_good, sig=own_events.signed(dict(body, occurred_on="2026-10-01"), second)["signatures"][0]["sig"])
     others = world.sign(body, signer=SCHOOL_B)["signatures"][0]
-    stranger = admin.signed(body, Ed25519PrivateKey.generate())["signatures"][0]
-    revoked = admin.signed(body, retired)["signatures"][0]
+    stranger = own_events.signed(body, Ed25519PrivateKey.generate())["signatures"][0]
+    revoked = own_events.signed(body, retired)["signatures"][0]
     envelope_of = world.sign(body)
     for signatures_, code in (
         ([good, invalid], "signature_invalid"),
@@ -233,7 +233,7 @@ def test_a_key_remembered_wrongly_costs_only_a_verification(world: World) -> Non
     assert all(r.created for r in world.ledger.submit_batch(envs))
     world.ledger.submissions.hints.keys[kid] = envelope.raw_public_key(world.keys[SCHOOL_B].public_key())  # another organisation's key
     forged = _registrations(world, 400, 2 * signatures.MIN_BATCH)
-    forged[5] = admin.signed(json.loads(envelope.decode(forged[5]).payload), world.keys[SCHOOL_B])
+    forged[5] = own_events.signed(json.loads(envelope.decode(forged[5]).payload), world.keys[SCHOOL_B])
     forged[5]["signatures"][0]["keyid"] = kid  # signed with school B's key (the one remembered), claiming school A's key id
     with pytest.raises(LedgerError) as exc:
         world.ledger.submit_batch(forged)

@@ -21,6 +21,7 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from api.app import create_app
+from ledger import own_events
 from ledger.config import Settings
 from ledger.core.errors import LedgerError
 from ledger.tools import admin
@@ -282,8 +283,8 @@ def test_views_over_http(area: Area) -> None:
         admin.add_key(ledger, "ofsted", ofsted_key.public_key())
         today = ledger.clock().date()
         ledger.submit(
-            admin.signed(
-                admin.event_body(
+            own_events.signed(
+                own_events.event_body(
                     "inspection.started",
                     "ofsted",
                     {"org": "la:801"},

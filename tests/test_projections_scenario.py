@@ -36,6 +36,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from ledger import own_events
 from ledger.config import Settings
 from ledger.tools import admin
 from projections.config import ViewSettings
@@ -72,8 +73,8 @@ class Area(World):
 
     def admin(self, day: date, event_type: str, org: str, data: dict[str, Any]) -> Any:
         self.at(day)
-        body = admin.event_body(event_type, admin.ADMIN_ORG, {"org": org}, data, day, self.clock.now)
-        return self.ledger.submit(admin.signed(body, self.ledger.secrets.signing_key))
+        body = own_events.event_body(event_type, admin.ADMIN_ORG, {"org": org}, data, day, self.clock.now)
+        return self.ledger.submit(own_events.signed(body, self.ledger.secrets.signing_key))
 
     def register(self, n: int, school: str, day: date, sen: str = "N", looked_after: bool = False) -> Any:
         data = {"school": school, "enrolment_status": "C", "year_group": "9", "sen_status": sen, "looked_after": looked_after}

@@ -12,6 +12,7 @@ from datetime import date
 
 import psycopg
 
+from ledger import own_events
 from ledger.config import Settings
 from ledger.tools import admin
 from ledger.tools.simulate import load_area, simulate_area
@@ -149,7 +150,7 @@ def test_served_views_read_their_writes(settings: Settings) -> None:
     try:
         with httpx.Client(base_url=server.url, headers={"authorization": f"Bearer {token}"}, timeout=30) as client:
             for n in range(1, 4):
-                body = admin.event_body(
+                body = own_events.event_body(
                     "pupil.registered",
                     school,
                     {"upn": upn(n)},
@@ -157,7 +158,7 @@ def test_served_views_read_their_writes(settings: Settings) -> None:
                     today,
                     ledger.clock(),
                 )
-                receipt = client.post("/events", json=admin.signed(body, key)).json()
+                receipt = client.post("/events", json=own_events.signed(body, key)).json()
             for _ in range(20):  # a client honours 503 + Retry-After (the machine may be busy)
                 got = client.get("/views/metrics", params={"level": "school", "org": school, "min_sequence": receipt["sequence"]})
                 if got.status_code != 503:

@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, example, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
+from ledger import own_events
 from ledger.core.catalogue import parse_timestamp
 from ledger.core.errors import LedgerError
 from ledger.tools import admin
@@ -138,8 +139,8 @@ def play_more(w: World, ops: list[tuple[str, int, int, int, int]], projector: Pr
                 projector.step()
             elif op in ("trust_join", "trust_leave"):
                 etype = "org.joined_trust" if op == "trust_join" else "org.left_trust"
-                body = admin.event_body(etype, admin.ADMIN_ORG, {"org": school}, {"trust": "trust:TR00001"}, day, w.clock.now)
-                w.ledger.submit(admin.signed(body, w.ledger.secrets.signing_key))
+                body = own_events.event_body(etype, admin.ADMIN_ORG, {"org": school}, {"trust": "trust:TR00001"}, day, w.clock.now)
+                w.ledger.submit(own_events.signed(body, w.ledger.secrets.signing_key))
             elif op == "erase":
                 w.ledger.erase(upn(pupil + 1), "erasure_request")
                 forget_pupil(w.ledger.store, w.ledger.secrets.pupil_id(upn(pupil + 1)))
@@ -172,7 +173,7 @@ def play_more(w: World, ops: list[tuple[str, int, int, int, int]], projector: Pr
 def random_world(settings: Any) -> World:
     w = small_world(settings)
     admin.add_org(w.ledger, "trust:TR00001", "trust", "Trust", None)
-    body = admin.event_body(
+    body = own_events.event_body(
         "provider.unregistered_recorded",
         "la:801",
         {"org": UPROV},

@@ -17,6 +17,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
+from ledger import own_events
 from ledger.core import ed25519, envelope, jcs
 from ledger.research.releases import project_key, pseudonym
 from ledger.tools import admin
@@ -89,7 +90,7 @@ def seal(world: World) -> int:
 
 def post_admin(world: World, client: TestClient, event_type: str, org: str, data: dict[str, Any]) -> Any:
     """The operator posting over HTTP, signed with the dfe:admin key."""
-    return client.post("/events", json=admin.admin_event(world.ledger, event_type, org, data))
+    return client.post("/events", json=own_events.admin_event(world.ledger, event_type, org, data))
 
 
 def assert_measured(oracle: Oracle, files: dict[str, bytes]) -> dict[str, Any]:
@@ -135,9 +136,9 @@ def test_approval_revocation_expiry_and_variable_limits_over_http(world: World, 
     # not approved yet: no such project, and nothing is recorded or kept
     assert researcher.post("/research/exports", json={"project": "ap-moves"}).json()["errors"][0]["code"] == "project_unknown"
     # only the operator approves; a researcher token cannot post it, nor a release
-    forged = admin.admin_event(ledger, "research.project_approved", RESEARCHER, approval())
+    forged = own_events.admin_event(ledger, "research.project_approved", RESEARCHER, approval())
     assert researcher.post("/events", json=forged).json()["errors"][0]["code"] == "submitter_mismatch"
-    forged_release = admin.admin_event(
+    forged_release = own_events.admin_event(
         ledger,
         "research.export_released",
         RESEARCHER,
@@ -239,9 +240,10 @@ def test_approval_revocation_expiry_and_variable_limits_over_http(world: World, 
 
 @pytest.mark.postgres
 def test_releases_are_reproducible_and_pseudonyms_keyed_per_project(world: World, area: Area, oracle: Oracle) -> None:
+    from api.research_release import release
     from ledger.research import operator
     from ledger.research.releases import all_projects
-    from projections.research.export import Spec, build, release
+    from projections.research.export import Spec, build
     from projections.research.reader import checkpoint_cut
 
     ledger = world.ledger
@@ -256,7 +258,15 @@ def test_releases_are_reproducible_and_pseudonyms_keyed_per_project(world: World
     again = release(ledger, "ap-moves", tree_size=size)["built"].files
     assert again == first, "the same project, spec and checkpoint give byte-identical files"
     project = all_projects(ledger.store)["ap-moves"]
-    in_three = build(ledger, project, Spec(project.unit, project.variables), checkpoint_cut(ledger.store, size), readers=3).files
+    in_three = build(
+        ledger.store,
+        ledger.secrets,
+        ledger.settings,
+        project,
+        Spec(project.unit, project.variables),
+        checkpoint_cut(ledger.store, size),
+        readers=3,
+    ).files
     assert in_three == first, "read by three processes, each a slice of the pupils: the same bytes"
     latest = release(ledger, "ap-moves")
     assert json.loads(latest["built"].files[package.MANIFEST])["checkpoint"]["tree_size"] > size
@@ -275,8 +285,8 @@ def test_releases_are_reproducible_and_pseudonyms_keyed_per_project(world: World
 
 @pytest.mark.postgres
 def test_erased_pupils_never_appear_and_subject_access_lists_the_releases(world: World, area: Area, oracle: Oracle) -> None:
+    from api.research_release import release
     from ledger.research import operator
-    from projections.research.export import release
 
     ledger = world.ledger
     operator.approve_project(
@@ -374,8 +384,8 @@ def test_the_data_package_validates_and_describes_every_column(world: World, are
     import frictionless
     import pyarrow.parquet as pq
 
+    from api.research_release import release
     from ledger.research import operator
-    from projections.research.export import release
 
     operator.approve_project(world.ledger, RESEARCHER, approval())
     files = release(world.ledger, "ap-moves")["built"].files

@@ -13,6 +13,7 @@ import pyarrow as pa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from api.research_release import release
 from ledger.core.rules import Record
 from ledger.research import operator
 from ledger.research.releases import project_key, pseudonym
@@ -20,7 +21,6 @@ from ledger.tools import admin
 from ledger.tools.simulate import load_area, simulate_area
 from projections.research import package
 from projections.research.anonymise import anonymise
-from projections.research.export import release
 from projections.research.rows import pupil_rows
 from projections.research.tables import control, grid, recoverable
 from projections.research.variables import DATES, YEAR_GROUP, establishment_hierarchy, hierarchy, month_to_term

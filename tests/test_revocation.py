@@ -18,6 +18,7 @@ import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from ledger import own_events
 from ledger.config import Settings
 from ledger.core import envelope
 from ledger.core.errors import Category, LedgerError
@@ -146,7 +147,7 @@ class School:
         now = utcnow()
         if subject is None:
             subject, self.next_pupil = {"upn": upn(self.next_pupil)}, self.next_pupil + 1
-        return admin.signed(admin.event_body(event_type, SCHOOL_A, subject, data, now.date(), now), self.key)
+        return own_events.signed(own_events.event_body(event_type, SCHOOL_A, subject, data, now.date(), now), self.key)
 
     def post(self, url: str, env: dict[str, Any]) -> httpx.Response:
         """One request on a connection of its own, so the kernel may hand it to any worker."""

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from ledger import own_events
 from ledger.config import Settings
 from ledger.core import rules
 from ledger.core.errors import LedgerError
@@ -291,7 +292,7 @@ def test_facts_changed_by_another_process_are_read_again_before_a_claim_is_refus
         world.keys[ACADEMY] = Ed25519PrivateKey.generate()
         admin.add_key(other_process, ACADEMY, world.keys[ACADEMY].public_key())
         world.admit(UPN, SCHOOL_A, status="M", occurred_on=SEPT)  # SCHOOL_A's state is now in this process's cache
-        other_process.submit(admin.admin_event(other_process, "org.joined_trust", SCHOOL_A, {"trust": TRUST}))
+        other_process.submit(own_events.admin_event(other_process, "org.joined_trust", SCHOOL_A, {"trust": TRUST}))
         batch = [
             world.sign(
                 world.event("pupil.excluded", SCHOOL_A, {"school": SCHOOL_A, "kind": "SUSP", "sessions": 2, "reasons": ["PP"]}, upn=UPN)

@@ -9,6 +9,7 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from ledger import own_events
 from ledger.core import envelope
 from ledger.core.errors import LedgerError
 from ledger.core.orgs import OrgState, apply_org, check_org, fold_org
@@ -145,7 +146,7 @@ def test_through_the_ledger_the_identity_key_is_refused_and_a_signature_without_
     data = {"key_id": kid, "public_key": base64.b64encode(identity).decode(), "algorithm": "ed25519"}
     before = world.ledger.store.count_events()
     with pytest.raises(LedgerError) as exc:
-        world.ledger.submit(admin.admin_event(world.ledger, "org.key_added", SCHOOL_A, data))
+        world.ledger.submit(own_events.admin_event(world.ledger, "org.key_added", SCHOOL_A, data))
     assert [p.code for p in exc.value.problems] == ["weak_public_key"]
     assert world.ledger.store.count_events() == before
     body = world.event(

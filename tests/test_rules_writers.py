@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
+from ledger import own_events
 from ledger.core.errors import Category, LedgerError
 from ledger.core.rules import Episode, OrgFacts, fold_pupil
-from ledger.tools import admin
 
 from .conftest import UPN, World, upn
 from .rules_support import (
@@ -275,7 +275,7 @@ def _open_placements(pupil: Pupil) -> list[Episode]:
 
 def test_through_the_ledger_a_closed_school_registers_no_one_and_may_still_remove(world: World) -> None:
     world.admit(UPN, occurred_on=SEPT)
-    world.ledger.submit(admin.admin_event(world.ledger, "org.closed", SCHOOL_A, {}))  # closes today, 2026-10-05
+    world.ledger.submit(own_events.admin_event(world.ledger, "org.closed", SCHOOL_A, {}))  # closes today, 2026-10-05
     before = world.ledger.store.count_events()
     with pytest.raises(LedgerError) as exc:
         world.admit(upn(3), SCHOOL_A)

@@ -12,12 +12,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from api.auth import Caller
 from api.limits import read_limited
+from api.research_release import find_project, release, released_file
 from ledger.core import jcs
 from ledger.core.errors import Category, LedgerError, Problem
 from ledger.research.releases import all_projects
 from ledger.service import Ledger
 from projections.research import package
-from projections.research.export import find_project, release, released_file
 
 MAX_REQUEST_BYTES = 16 * 1024
 ProjectId = Annotated[str, FastAPIPath(pattern="^[a-z0-9][a-z0-9-]{0,62}$", description="the project id")]

@@ -8,10 +8,10 @@ from collections.abc import Mapping
 from datetime import date
 from typing import Any
 
+from ledger import own_events
 from ledger.core.errors import Category, LedgerError
 from ledger.research.releases import all_projects
 from ledger.service import ADMIN_ORG, Ledger, Receipt
-from ledger.tools import admin
 
 
 def approve_project(ledger: Ledger, researcher: str, data: Mapping[str, Any]) -> Receipt:
@@ -19,7 +19,7 @@ def approve_project(ledger: Ledger, researcher: str, data: Mapping[str, Any]) ->
     project_id = data.get("project")
     if isinstance(project_id, str) and project_id in all_projects(ledger.store):
         raise LedgerError.one("project_exists", "$.payload.data.project", f"project {project_id} is already approved", Category.CONFLICT)
-    return ledger.submit(admin.admin_event(ledger, "research.project_approved", researcher, dict(data)))
+    return ledger.submit(own_events.admin_event(ledger, "research.project_approved", researcher, dict(data)))
 
 
 def revoke_project(ledger: Ledger, project_id: str, reason: str, reference: str | None = None) -> Receipt:
@@ -27,17 +27,17 @@ def revoke_project(ledger: Ledger, project_id: str, reason: str, reference: str 
     if project is None:
         raise LedgerError.one("project_unknown", "$.project", f"no project {project_id}", Category.NOT_FOUND)
     data: dict[str, Any] = {"project": project_id, "reason": reason, **({"reference": reference} if reference else {})}
-    return ledger.submit(admin.admin_event(ledger, "research.project_revoked", project.researcher, data))
+    return ledger.submit(own_events.admin_event(ledger, "research.project_revoked", project.researcher, data))
 
 
 def record_release(ledger: Ledger, release_id: str, researcher: str, data: Mapping[str, Any], today: date | None = None) -> Receipt:
     """Append ``research.export_released`` with event id ``release_id``: the ledger's rules check once more, as it is
     written, that the project is approved, unrevoked and unexpired, and the variables approved."""
     now = ledger.clock()
-    body = admin.event_body(
+    body = own_events.event_body(
         "research.export_released", ADMIN_ORG, {"org": researcher}, dict(data), today or now.date(), now, event_id=release_id
     )
-    return ledger.submit(admin.signed(body, ledger.secrets.signing_key))
+    return ledger.submit(own_events.signed(body, ledger.secrets.signing_key))
 
 
 def new_release_id() -> str:

@@ -1,19 +1,20 @@
-"""Operator actions: initialise a home, open the ledger, and sign ``org.*`` events as dfe:admin."""
+"""Operator actions: initialise a home, open the ledger, and register organisations and their keys (``org.*`` events,
+signed as dfe:admin by ``ledger.own_events``)."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import datetime
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from ledger.config import Settings
 from ledger.core import envelope
 from ledger.core.errors import Category, LedgerError
 from ledger.core.notes import vkey
+from ledger.own_events import admin_event, utc_seconds
 from ledger.service import ADMIN_ORG, Ledger, Receipt, timestamp
 from ledger.storage.secrets import LedgerSecrets
 from ledger.storage.store import Store, persistence_env
@@ -80,49 +81,9 @@ def sealer(ledger: Ledger) -> tlog.Sealer:
     return tlog.Sealer(ledger.store, ledger.settings.origin, ledger.secrets.signing_key, ledger.settings.seal_batch, ledger.clock)
 
 
-def utc_seconds(moment: datetime) -> str:
-    """RFC 3339 UTC to the second, as event bodies carry times."""
-    return timestamp(moment)[:19] + "Z"
-
-
 def key_data(public_key: Ed25519PublicKey) -> dict[str, Any]:
     raw = envelope.raw_public_key(public_key)
     return {"key_id": envelope.key_id(raw), "public_key": envelope.b64encode(raw), "algorithm": "ed25519"}
-
-
-def event_body(
-    event_type: str,
-    submitter: str,
-    subject: dict[str, str],
-    data: dict[str, Any],
-    occurred_on: date,
-    reported_at: datetime,
-    event_id: str | None = None,
-    corrects: str | None = None,
-) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "event_id": event_id or str(uuid.uuid4()),
-        "type": event_type,
-        "schema_version": 1,
-        "submitter": submitter,
-        "subject": subject,
-        "occurred_on": occurred_on.isoformat(),
-        "reported_at": utc_seconds(reported_at),
-        "data": data,
-    }
-    if corrects:
-        body["corrects"] = corrects
-    return body
-
-
-def signed(body: dict[str, Any], key: Ed25519PrivateKey) -> dict[str, Any]:
-    return envelope.sign(body, key)
-
-
-def admin_event(ledger: Ledger, event_type: str, org: str, data: dict[str, Any], now: datetime | None = None) -> dict[str, Any]:
-    now = now or ledger.clock()
-    body = event_body(event_type, ADMIN_ORG, {"org": org}, data, now.date(), now)
-    return signed(body, ledger.secrets.signing_key)
 
 
 def add_org(ledger: Ledger, org: str, kind: str, name: str, la: str | None = None, **extra: Any) -> Receipt:

@@ -24,8 +24,8 @@ from typing import Any
 from ledger.core.codes import la_codes
 from ledger.core.errors import LedgerError, Problem
 from ledger.core.identifiers import check_org_id
+from ledger.own_events import event_body, signed
 from ledger.service import ADMIN_ORG, Ledger, Receipt
-from ledger.tools.admin import event_body, signed
 
 AP_TYPES = ("14", "38", "42", "43")  # pupil referral unit, AP free school, AP academy converter / sponsor led
 STATUS_OPEN, STATUS_CLOSED, STATUS_PROPOSED_TO_OPEN = "1", "2", "4"

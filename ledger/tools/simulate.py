@@ -27,7 +27,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from ledger import dfe
+from ledger import dfe, own_events
 from ledger.core import envelope
 from ledger.core.codes import code_list, la_codes
 from ledger.core.identifiers import make_upn
@@ -155,7 +155,7 @@ class _Timeline:
         reported = min(
             datetime.combine(day + timedelta(days=1), time(10, 0), tzinfo=UTC), datetime.combine(self.today, time(0), tzinfo=UTC)
         )
-        body = admin.event_body(event_type, submitter, {"upn": self.upn}, data, day, reported, event_id=str(_uuid(self.rng)))
+        body = own_events.event_body(event_type, submitter, {"upn": self.upn}, data, day, reported, event_id=str(_uuid(self.rng)))
         self.events.append((day, submitter, body))
         return str(body["event_id"])
 
@@ -245,7 +245,7 @@ def simulate_area(pupils: int, seed: int = 1, la_code: str = "801", today: date 
             provider_day,
             -1,
             la,
-            admin.event_body(
+            own_events.event_body(
                 "provider.unregistered_recorded",
                 la,
                 {"org": uprov},
@@ -478,8 +478,8 @@ def org_setup(ledger: Ledger, orgs: Iterable[Org]) -> list[dict[str, Any]]:
         data: dict[str, Any] = {"kind": o.kind, "name": o.name, **o.extra}
         if o.la:
             data["la"] = o.la
-        setup.append(admin.admin_event(ledger, "org.registered", o.org_id, data))
-        setup.append(admin.admin_event(ledger, "org.key_added", o.org_id, admin.key_data(o.key.public_key())))
+        setup.append(own_events.admin_event(ledger, "org.registered", o.org_id, data))
+        setup.append(own_events.admin_event(ledger, "org.key_added", o.org_id, admin.key_data(o.key.public_key())))
     return setup
 
 

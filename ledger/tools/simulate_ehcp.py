@@ -16,9 +16,8 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ledger import dfe
+from ledger import dfe, own_events
 from ledger.core.ehcp_rules import SEN2_CEASE_COLUMNS
-from ledger.tools import admin
 from ledger.tools.simulate import Area, Org, _key, _uuid, _weekday
 
 if TYPE_CHECKING:
@@ -127,7 +126,7 @@ class _Journeys:
         if day >= self.today:
             return None
         reported = min(datetime.combine(day + timedelta(days=1), time(10), tzinfo=UTC), datetime.combine(self.today, time(0), tzinfo=UTC))
-        body = admin.event_body(event_type, submitter, subject, data, day, reported, event_id=str(_uuid(self.rng)))
+        body = own_events.event_body(event_type, submitter, subject, data, day, reported, event_id=str(_uuid(self.rng)))
         self.events.append((day, submitter, body))
         return str(body["event_id"])
 
@@ -312,9 +311,9 @@ def inspection_started(la: str, now: datetime, inspectorate: str = "ofsted") -> 
     inspectors read the area's pupils meanwhile (docs/access.md)."""
     start = now.date() - timedelta(days=14)
     data = {"kind": "full", "from": start.isoformat(), "to": (now.date() + timedelta(days=60)).isoformat()}
-    return admin.event_body("inspection.started", inspectorate, {"org": la}, data, start, now)
+    return own_events.event_body("inspection.started", inspectorate, {"org": la}, data, start, now)
 
 
 def start_demo_inspection(ledger: Ledger, area: Area) -> Receipt:
     """Ofsted's inspection of the simulated area's LA, signed with the simulation's Ofsted key."""
-    return ledger.submit(admin.signed(inspection_started(area.la, ledger.clock()), area.orgs["ofsted"].key))
+    return ledger.submit(own_events.signed(inspection_started(area.la, ledger.clock()), area.orgs["ofsted"].key))

@@ -8,9 +8,9 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
+from ledger import own_events
 from ledger.core.funding_rules import financial_year_bounds, financial_year_of
 from ledger.service import ADMIN_ORG, Ledger
-from ledger.tools import admin
 from ledger.tools.simulate import Area
 
 PRICES = {
@@ -56,7 +56,7 @@ def funding_bodies(area: Area, today: date) -> tuple[list[dict[str, Any]], list[
     start = min(date.fromisoformat(b["occurred_on"]) for b in bodies if b["type"] == "pupil.registered")
     year_start = financial_year_bounds(financial_year_of(start))[0]
     tariffs = [
-        admin.event_body(
+        own_events.event_body(
             "funding.tariff_published", ADMIN_ORG, {"org": ADMIN_ORG}, _tariff(year_start), year_start, _reported(year_start, today)
         )
     ]
@@ -64,7 +64,7 @@ def funding_bodies(area: Area, today: date) -> tuple[list[dict[str, Any]], list[
     if uplift < today:
         published = uplift - timedelta(days=31)
         tariffs.append(
-            admin.event_body(
+            own_events.event_body(
                 "funding.tariff_published",
                 ADMIN_ORG,
                 {"org": ADMIN_ORG},
@@ -75,7 +75,7 @@ def funding_bodies(area: Area, today: date) -> tuple[list[dict[str, Any]], list[
         )
 
     def la_event(event_type: str, subject: dict[str, str], data: dict[str, Any], day: date) -> dict[str, Any]:
-        return admin.event_body(event_type, la, subject, data, day, _reported(day, today))
+        return own_events.event_body(event_type, la, subject, data, day, _reported(day, today))
 
     settings = []
     for org in area.orgs.values():
@@ -189,11 +189,11 @@ def load_funding(ledger: Ledger, area: Area, batch_size: int = 500) -> int:
     """Submit the area's plans and funding (after ``ledger.simulate.load_area``); returns the number of events."""
     tariffs, bodies = funding_bodies(area, ledger.clock().date())
     known = {r.data["effective_from"] for r in ledger_tariffs(ledger)}
-    envelopes = [admin.signed(t, ledger.secrets.signing_key) for t in tariffs if t["data"]["effective_from"] not in known]
+    envelopes = [own_events.signed(t, ledger.secrets.signing_key) for t in tariffs if t["data"]["effective_from"] not in known]
     if envelopes:
         ledger.submit_batch(envelopes)
     key = area.orgs[area.la].key
-    signed = [admin.signed(b, key) for b in bodies]
+    signed = [own_events.signed(b, key) for b in bodies]
     for i in range(0, len(signed), batch_size):
         ledger.submit_batch(signed[i : i + batch_size])
     return len(envelopes) + len(signed)

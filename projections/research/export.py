@@ -1,5 +1,7 @@
-"""A research release, end to end: check the project, cut the log at a signed checkpoint, build the pupil rows,
-anonymise them, write the files, keep them, and record the release in the ledger (docs/research.md)."""
+"""A research release's files, built from the log cut at a signed checkpoint: the pupil rows, read by one or more
+processes, anonymised, then written as the reproducible package with its signed manifest (docs/research.md).
+Nothing is checked, kept or recorded here: ``api/research_release.py`` is the use case that does that around
+``build``."""
 
 from __future__ import annotations
 
@@ -17,19 +19,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ledger.config import Settings
-from ledger.core import policy
 from ledger.core.codes import code_list
-from ledger.core.errors import Category, LedgerError
-from ledger.research import operator
-from ledger.research.projects import Project, export_problems
-from ledger.research.releases import all_projects, discard_release, project_key, pseudonym, release_file, store_release
-from ledger.service import Ledger, Principal
-from ledger.storage.store import Store
-from ledger.tools import admin
+from ledger.research.projects import Project
+from ledger.research.releases import project_key, pseudonym
+from ledger.storage.secrets import LedgerSecrets
+from ledger.storage.store import Store, persistence_env
 
 from . import package
 from .anonymise import Outcome, anonymise
-from .reader import Cut, checkpoint_cut, organisations_la, pupils
+from .reader import Cut, organisations_la, pupils
 from .rows import Row, end_value, in_period, month, pupil_rows
 from .tables import control, csv_text, grid
 from .variables import PSEUDONYM, hierarchy, minimum_level, region_of_la
@@ -150,7 +148,7 @@ def _extract(
     """The part's rows (an Arrow IPC stream) and its tallies; opens its own connection unless given ``store``."""
     own = store is None
     if store is None:
-        store = admin.open_ledger(part.settings).store
+        store = _open_store(part.settings)
     try:
         project, spec = part.project, part.spec
         to_la = hierarchy("establishment", part.la_map).steps[0]
@@ -185,11 +183,17 @@ def _extract(
             store.close()
 
 
-def _read_parts(ledger: Ledger, parts: list[_Part]) -> tuple[pa.Table, _Tally, _Tally]:
+def _open_store(settings: Settings) -> Store:
+    """The ledger's store alone, opened as the operator's tools open it (a reader process needs nothing else)."""
+    secrets = LedgerSecrets.load(settings.secrets_dir)
+    return Store.open(persistence_env(settings.database_url, str(settings.sqlite_path), secrets.cipher_key, False, secrets.master_key))
+
+
+def _read_parts(store: Store, parts: list[_Part]) -> tuple[pa.Table, _Tally, _Tally]:
     """Run the parts (in worker processes when more than one) and join what they found; the order does not matter: rows
     are sorted before release, and tallies add up."""
     if len(parts) == 1:
-        results = [_extract(parts[0], ledger.store)]
+        results = [_extract(parts[0], store)]
     else:
         with ProcessPoolExecutor(len(parts), mp_context=multiprocessing.get_context("spawn")) as pool:
             results = list(pool.map(_extract, parts))
@@ -206,23 +210,26 @@ def readers_for(cut: Cut) -> int:
     return 1 if cut.last_sequence < PARALLEL_FROM else max(1, min(4, os.cpu_count() or 1))
 
 
-def build(ledger: Ledger, project: Project, spec: Spec, cut: Cut, readers: int | None = None) -> Built:
-    """Every file of the release of ``spec`` for ``project`` cut at ``cut`` (nothing is stored or recorded here). ``readers``:
-    processes reading the log, each a slice of the pupils' stream ids (default ``readers_for(cut)``); the files do not
-    depend on it."""
+def build(
+    store: Store, secrets: LedgerSecrets, settings: Settings, project: Project, spec: Spec, cut: Cut, readers: int | None = None
+) -> Built:
+    """Every file of the release of ``spec`` for ``project`` cut at ``cut`` (nothing is stored or recorded here), its
+    pseudonyms keyed by ``secrets`` and its manifest signed with the ledger's key. ``readers``: processes reading the log
+    (each opens the store ``settings`` name), each a slice of the pupils' stream ids (default ``readers_for(cut)``); the
+    files do not depend on it."""
     clock = time.perf_counter()
     seconds: dict[str, float] = {}
-    la_map = organisations_la(ledger.store)
+    la_map = organisations_la(store)
     hierarchies = {name: hierarchy(name, la_map) for name in spec.variables}
-    key = project_key(ledger.secrets.pseudonym_key, project.project_id)
+    key = project_key(secrets.pseudonym_key, project.project_id)
     count = readers or readers_for(cut)
     bounds = [(i << 128) // count for i in range(count)] + [None]
     parts = [
-        _Part(ledger.settings, project, spec, cut, la_map, key, int(low), high)
+        _Part(settings, project, spec, cut, la_map, key, int(low), high)
         for low, high in zip(bounds, bounds[1:], strict=False)
         if low is not None
     ]
-    table, by_kind_year, by_area_kind = _read_parts(ledger, parts)
+    table, by_kind_year, by_area_kind = _read_parts(store, parts)
     area_level = "region" if project.establishment_level == "region" else "la"
     first, last = project.period
     seconds["read"] = time.perf_counter() - clock
@@ -316,7 +323,7 @@ def build(ledger: Ledger, project: Project, spec: Spec, cut: Cut, readers: int |
     }
     files[package.DICTIONARY] = package.dictionary_page(title, {**manifest, "checkpoint": cut.as_dict()}, schema)
     manifest["files"] = package.manifest_files(files)
-    canonical, signed, digest = package.sign_manifest(manifest, ledger.secrets.signing_key)
+    canonical, signed, digest = package.sign_manifest(manifest, secrets.signing_key)
     files[package.MANIFEST], files[package.SIGNED_MANIFEST] = canonical, signed
     seconds["write"] = time.perf_counter() - clock
     return Built(files, manifest, digest, members, outcome, seconds)
@@ -351,78 +358,3 @@ def _add_table(
 
 def _descriptions() -> dict[str, str]:
     return {code: label for version in code_list("research_variables").versions for code, label in version.codes.items()}
-
-
-# -- the operation ------------------------------------------------------------------------------------
-
-
-def find_project(ledger: Ledger, project_id: str, principal: Principal | None) -> Project:
-    """The project, if the caller may export it: the operator (a local call, or an admin token) or its researcher organisation."""
-    project = all_projects(ledger.store).get(project_id)
-    allowed = (
-        principal is None
-        or principal.role == "admin"
-        or (principal.role == "researcher" and project is not None and principal.org == project.researcher)
-    )
-    if project is None or not allowed:
-        raise LedgerError.one("project_unknown", "$.project", f"no project {project_id} of yours", Category.NOT_FOUND)
-    return project
-
-
-def release(
-    ledger: Ledger,
-    project_id: str,
-    variables: Sequence[str] | None = None,
-    tree_size: int | None = None,
-    principal: Principal | None = None,
-) -> dict[str, Any]:
-    """Check, build, keep and record one release; returns its id, manifest and file names. Nothing is kept if refused."""
-    if principal is not None and principal.role not in ("admin", "researcher"):
-        raise policy.forbidden("role_cannot_export", "$", f"a {principal.role} token cannot make research exports")
-    project = find_project(ledger, project_id, principal)
-    spec = Spec(project.unit, tuple(variables) if variables else project.variables)
-    problems = export_problems(project, spec.unit, spec.variables, ledger.clock().date(), path="$")
-    if problems:
-        raise LedgerError(problems)
-    spec = Spec(spec.unit, tuple(v for v in project.variables if v in spec.variables))  # the approval's order, so equal specs are equal
-    cut = checkpoint_cut(ledger.store, tree_size)
-    built = build(ledger, project, spec, cut)
-    release_id = operator.new_release_id()
-    store_release(ledger.store, release_id, project, built.files, built.pseudonyms)
-    data = {
-        "project": project.project_id,
-        "manifest_digest": built.manifest_digest,
-        "checkpoint": {"tree_size": cut.tree_size, "root": cut.root},
-        "spec": spec.as_dict(),
-        "rows": built.manifest["rows"],
-        "pupils": built.manifest["pupils"],
-        "suppressed_rows": built.outcome.suppressed_rows,
-        "k": built.manifest["anonymity"]["k"],
-        "l": built.manifest["anonymity"]["l"],
-    }
-    try:
-        receipt = operator.record_release(ledger, release_id, project.researcher, data)
-    except BaseException:
-        discard_release(ledger.store, release_id)  # refused (revoked meanwhile, say) or failed: nothing released
-        raise
-    return {
-        "release_id": release_id,
-        "sequence": receipt.sequence,
-        "manifest_digest": built.manifest_digest,
-        "manifest": built.manifest,
-        "files": sorted(built.files),
-        "seconds": built.seconds,
-        "built": built,
-    }
-
-
-def released_file(ledger: Ledger, release_id: str, name: str, principal: Principal | None) -> bytes:
-    """A file of a recorded release, for the operator or the project's researcher organisation."""
-    for project in all_projects(ledger.store).values():
-        if any(r.event_id == release_id for r in project.releases):
-            find_project(ledger, project.project_id, principal)
-            content = release_file(ledger.store, release_id, name)
-            if content is not None:
-                return content
-            break
-    raise LedgerError.one("not_found", "$.release_id", f"no release {release_id} with a file {name} that you may read", Category.NOT_FOUND)
