@@ -40,10 +40,7 @@ def pseudonym(key: bytes, pupil_stream: uuid.UUID) -> str:
 def all_projects(store: Store) -> dict[str, Project]:
     """Every project in the ledger, by id, folded from the researcher organisations' streams. Project ids are unique
     (``operator.approve_project`` checks before approving); should two organisations hold one, neither is returned."""
-    streams = [
-        uuid.UUID(str(r[0]))
-        for r in store.query("SELECT DISTINCT originator_id FROM ledger_index WHERE type = 'research.project_approved'")
-    ]
+    streams = store.streams_with_event_type("research.project_approved")
     found: dict[str, Project] = {}
     clashes: set[str] = set()
     for subject in store.subjects(streams).values():

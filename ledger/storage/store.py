@@ -194,6 +194,10 @@ class Store:
         except Exception:  # noqa: BLE001 - a missing table is the answer "no"
             return False
 
+    def mark_initialised(self, at: str) -> None:
+        """Record that ``init`` finished (its genesis events are committed): ``is_initialised`` answers yes from now."""
+        self.execute("INSERT INTO ledger_meta (name, value) VALUES ('initialised_at', ?)", (at,))
+
     # subjects ------------------------------------------------------------------------------
 
     def subject(self, aggregate_id: uuid.UUID, fresh: bool = False) -> Subject | None:
@@ -342,6 +346,10 @@ class Store:
     def index_for_subject(self, originator_id: uuid.UUID) -> dict[int, IndexRow]:
         rows = self.query(f"SELECT {', '.join(INDEX_COLUMNS)} FROM ledger_index WHERE originator_id = ?", (str(originator_id),))
         return {r[3]: IndexRow(*r) for r in rows}
+
+    def streams_with_event_type(self, event_type: str) -> list[uuid.UUID]:
+        """The streams (subjects) holding at least one accepted event of ``event_type``."""
+        return [uuid.UUID(str(r[0])) for r in self.query("SELECT DISTINCT originator_id FROM ledger_index WHERE type = ?", (event_type,))]
 
     def key_owner(self, key_id: str) -> str | None:
         rows = self.query("SELECT org_id FROM ledger_keys WHERE key_id = ?", (key_id,))

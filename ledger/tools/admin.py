@@ -71,7 +71,7 @@ def initialise(settings: Settings, clock: Callable[[], datetime] | None = None) 
     ]
     trusted = {secrets.signing_key_id: (ADMIN_ORG, secrets.signing_public_raw)}
     ledger.submit_batch(genesis, trusted_keys=trusted)
-    store.execute("INSERT INTO ledger_meta (name, value) VALUES ('initialised_at', ?)", (timestamp(now),))
+    store.mark_initialised(timestamp(now))
     token = ledger.issue_token(ADMIN_ORG, "admin")
     return InitResult(ledger, token, log_vkey(ledger))
 
