@@ -182,6 +182,21 @@ def test_batch_is_all_or_nothing(world: World) -> None:
     assert [r.created for r in world.ledger.submit_batch(envs)] == [False] * 5
 
 
+def test_a_rule_problem_in_a_batch_names_its_envelope_once(world: World) -> None:
+    """Every problem's path is rooted at its envelope once: the organisation rules' ``submitter_not_allowed`` (a school
+    rotating another school's key) was rooted twice in a batch (``$.envelopes[1].envelopes[1]...``)."""
+    good = {"school": SCHOOL_A, "enrolment_status": "C", "year_group": "9", "sen_status": "N", "looked_after": False}
+    registered = world.sign(world.event("pupil.registered", SCHOOL_A, good, upn=upn(1)))
+    new_key = admin.key_data(Ed25519PrivateKey.generate().public_key())
+    foreign = world.sign(world.event("org.key_added", SCHOOL_A, new_key, org=SCHOOL_B))
+    with pytest.raises(LedgerError) as exc:
+        world.ledger.submit_batch([registered, foreign])
+    assert [(p.code, p.path) for p in exc.value.problems] == [("submitter_not_allowed", "$.envelopes[1].payload.submitter")]
+    with pytest.raises(LedgerError) as alone:
+        world.ledger.submit(foreign)
+    assert [(p.code, p.path) for p in alone.value.problems] == [("submitter_not_allowed", "$.payload.submitter")]
+
+
 def test_a_forged_signature_in_a_large_batch_fails_it_though_the_rules_ran_before_the_verdict(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:

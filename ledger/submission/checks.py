@@ -1,5 +1,6 @@
 """The checks that need stored state: the submitter's signatures (*authenticate*) and the domain rules on the
-subject's records (*judge*). Each adds problems to the item; neither changes anything stored or staged."""
+subject's records (*judge*). Each returns the envelope's next value (``values``) or its rejection; neither changes
+anything stored or staged."""
 
 from __future__ import annotations
 
@@ -15,8 +16,8 @@ from ledger.core.rules import OrgFacts, Record, check_pupil
 from ledger.research.projects import check_research
 from ledger.storage.store import Subject
 from ledger.submission.early_verdicts import EarlyVerdicts, signature_valid
-from ledger.submission.item import InFlight
 from ledger.submission.probes import probe_limited
+from ledger.submission.values import Authenticated, Decoded, Judged, Located, Rejected
 
 if TYPE_CHECKING:
     from ledger.submission.pipeline import Submissions
@@ -26,27 +27,27 @@ Trusted = dict[str, tuple[str, bytes]]  # key id -> (organisation, public key): 
 
 
 def authenticate(
-    sub: Submissions, item: InFlight, received_at: datetime, working: Working, trusted: Trusted, ahead: EarlyVerdicts | None
-) -> None:
+    sub: Submissions, item: Located, received_at: datetime, working: Working, trusted: Trusted, ahead: EarlyVerdicts | None
+) -> Authenticated | Rejected:
     """The envelope's signatures, by one rule whatever their order (README, "What the ledger checks"): every
     signature must be by a key of the submitter that is valid when the envelope is received (added, not
     revoked) and must verify over the payload. The first signature that fails decides the error."""
-    assert item.env is not None
-    org = sub.org_state(item.body["submitter"], working)
+    decoded = item.decoded
+    org = sub.org_state(decoded.body["submitter"], working)
     used: set[str] = set()
-    for kid, _sig in item.env.signatures:
-        problem = _signature_problem(sub, item, kid, org, received_at, trusted, ahead)
+    for kid, _sig in decoded.env.signatures:
+        problem = _signature_problem(sub, decoded, kid, org, received_at, trusted, ahead)
         if problem is not None:
             code, message = problem
-            path = f"{item.path}.payload.submitter" if code == "submitter_unknown" else f"{item.path}.signatures"
-            item.problems.append(Problem(code, path, message, Category.FORBIDDEN))
-            return
+            where = decoded.request.path
+            path = f"{where}.payload.submitter" if code == "submitter_unknown" else f"{where}.signatures"
+            return decoded.rejected([Problem(code, path, message, Category.FORBIDDEN)], item.reads)
         used.add(kid)
-    item.signed_with = used
+    return Authenticated(item, frozenset(used))
 
 
 def _signature_problem(
-    sub: Submissions, item: InFlight, kid: str, org: OrgState, received_at: datetime, trusted: Trusted, ahead: EarlyVerdicts | None
+    sub: Submissions, item: Decoded, kid: str, org: OrgState, received_at: datetime, trusted: Trusted, ahead: EarlyVerdicts | None
 ) -> tuple[str, str] | None:
     """Why the item's signature by ``kid`` does not count (code, message), or None."""
     submitter = org.org_id
@@ -74,59 +75,71 @@ def _signature_problem(
 
 
 def judge(
-    sub: Submissions, item: InFlight, record: Record, subject: Subject | None, working: Working, key_rows: list[tuple[str, str]]
-) -> None:
+    sub: Submissions, item: Authenticated, record: Record, subject: Subject | None, working: Working, key_rows: list[tuple[str, str]]
+) -> Judged | Rejected:
     """The domain rules for the item's event type on its subject's records (``working``: as the batch leaves them):
     pupils by ``rules.check_pupil`` (after the probe limit), organisations by ``orgs.check_org`` and the research
-    rules, ledger-written access events not at all. Adds the problems, or the rules' flags."""
-    body = item.body
+    rules, ledger-written access events not at all. Returns the rules' flags, or the rejection with the streams it
+    was decided on."""
+    decoded = item.located.decoded
+    body = decoded.body
+    reads = set(item.located.reads)  # and any other organisation or the tariffs a rule asks about
     records = subject.records if subject else []
     etype = catalogue.event_types()[body["type"]]
     problems: list[Problem]
-    flags: list[dict[str, str]]
+    flags: list[dict[str, str]] = []
     if etype.subject == "pupil":
-        limited = probe_limited(sub.ledger.probes, item, records)
+        limited = probe_limited(sub.ledger.probes, decoded, records)
         if limited:
-            problems, flags = [limited], []
-        else:
+            problem, wait = limited
+            return decoded.rejected([problem.at(decoded.request.path)], frozenset(reads), retry_after=wait)
 
-            def org_facts(org: str) -> OrgFacts:  # the submitter is loaded already; another organisation only when a rare rule asks
-                if org != body["submitter"]:  # (the submitter is read already) a rejection decided on cached facts is checked again
-                    item.reads.add(sub.ledger.secrets.org_id(org))
-                return sub.org_state(org, working).facts()
+        def org_facts(org: str) -> OrgFacts:  # the submitter is loaded already; another organisation only when a rare rule asks
+            if org != body["submitter"]:  # (the submitter is read already) a rejection decided on cached facts is checked again
+                reads.add(sub.ledger.secrets.org_id(org))
+            return sub.org_state(org, working).facts()
 
-            problems, flags = check_pupil(records, record, org_facts, lambda: _tariff_records(sub, item, working))
+        def tariff_records() -> list[Record]:  # the national tariffs (records of ``dfe:admin``), read as part of the decision
+            admin_id = sub.ledger.secrets.org_id(funding_rules.TARIFF_ORG)
+            reads.add(admin_id)
+            tariffs = sub.load(admin_id, working)
+            return list(tariffs.records) if tariffs else []
+
+        problems, flags = check_pupil(records, record, org_facts, tariff_records)
     elif etype.subject == "audit":
-        problems, flags = [], []  # ledger-written access records
+        problems = []  # ledger-written access records
     else:
-        org_state = fold_org(body["subject"]["org"], records)
-        problems, flags = check_org(org_state, record), []
-        if not problems and etype.name.startswith("research."):  # projects and releases (docs/research.md)
-            problems = check_research(records, record)
-        if not problems and etype.name in funding_rules.ORG_TYPES:  # plans, budgets, programmes, tariffs (issue 25)
-            problems = funding_rules.check_org_event(records, record)
-        if "self" in etype.submitters and body["submitter"] not in (ADMIN_ORG, body["subject"]["org"]):
-            problems.append(
-                Problem(
-                    "submitter_not_allowed",
-                    f"{item.path}.payload.submitter",
-                    f"{body['type']} is posted by {ADMIN_ORG} or the organisation itself",
-                    Category.FORBIDDEN,
-                )
+        problems = _org_problems(sub, decoded, record, records, key_rows)
+    if problems:
+        return decoded.rejected([p.at(decoded.request.path) for p in problems], frozenset(reads))
+    return Judged(item, record, (*decoded.flags, *flags))
+
+
+def _org_problems(
+    sub: Submissions, decoded: Decoded, record: Record, records: list[Record], key_rows: list[tuple[str, str]]
+) -> list[Problem]:
+    """The rules for an event about an organisation: its own state, then research projects, funding, who may post it,
+    and a key id registered to one organisation only."""
+    body = decoded.body
+    etype = catalogue.event_types()[body["type"]]
+    org_state = fold_org(body["subject"]["org"], records)
+    problems = check_org(org_state, record)
+    if not problems and etype.name.startswith("research."):  # projects and releases (docs/research.md)
+        problems = check_research(records, record)
+    if not problems and etype.name in funding_rules.ORG_TYPES:  # plans, budgets, programmes, tariffs (issue 25)
+        problems = funding_rules.check_org_event(records, record)
+    if "self" in etype.submitters and body["submitter"] not in (ADMIN_ORG, body["subject"]["org"]):
+        problems.append(
+            Problem(
+                "submitter_not_allowed",
+                "$.payload.submitter",  # re-rooted under the envelope's path with the others
+                f"{body['type']} is posted by {ADMIN_ORG} or the organisation itself",
+                Category.FORBIDDEN,
             )
-        if body["type"] == "org.key_added" and not problems:
-            problems.extend(_key_id_taken(sub, body, key_rows))
-    item.problems.extend(p.at(item.path) for p in problems)
-    if not item.problems:
-        item.flags.extend(flags)
-
-
-def _tariff_records(sub: Submissions, item: InFlight, working: Working) -> list[Record]:
-    """The national tariffs (records of ``dfe:admin``), read as part of the item's decision."""
-    admin_id = sub.ledger.secrets.org_id(funding_rules.TARIFF_ORG)
-    item.reads.add(admin_id)
-    subject = sub.load(admin_id, working)
-    return list(subject.records) if subject else []
+        )
+    if body["type"] == "org.key_added" and not problems:
+        problems.extend(_key_id_taken(sub, body, key_rows))
+    return problems
 
 
 def _key_id_taken(sub: Submissions, body: dict[str, Any], key_rows: list[tuple[str, str]]) -> list[Problem]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from ledger import signatures
 from ledger.core.orgs import OrgState
-from ledger.submission.item import InFlight
+from ledger.submission.values import Decoded
 
 PUBLIC_KEYS_KEPT = 100_000  # key ids remembered for sending signatures ahead (England has about 24,000 schools)
 
@@ -42,39 +42,36 @@ class EarlyVerdicts:
     def __init__(self, verdicts: Verdicts):
         self.verdicts = verdicts
         self.batch = signatures.Batch()
-        self.sent: list[tuple[InFlight, str, bytes]] = []
+        self.sent: list[tuple[Decoded, str, bytes]] = []
         self.pending: dict[int, tuple[str, bytes]] = {}  # item index -> (key id, public key) whose verdict is on its way
         self.verified: dict[int, tuple[str, bytes, bool]] = {}  # item index -> (key id, public key, valid)
         self.assumed: set[int] = set()  # items judged before their verdict came in, as if the signature were valid
 
-    def send(self, item: InFlight, kid: str, public_raw: bytes) -> None:
+    def send(self, item: Decoded, kid: str, public_raw: bytes) -> None:
         """Send the item's signature by ``kid`` to be checked against ``public_raw``, unless it is on its way
         already (sent early) or its verdict is known (an earlier attempt)."""
-        if self.pending.get(item.index) == (kid, public_raw):
+        if self.pending.get(item.request.index) == (kid, public_raw):
             return
-        known = self.verdicts.get((item.index, kid, public_raw))
+        known = self.verdicts.get((item.request.index, kid, public_raw))
         if known is not None:
-            self.verified[item.index] = (kid, public_raw, known)
+            self.verified[item.request.index] = (kid, public_raw, known)
             return
-        assert item.env is not None
         signed = item.env.signed_by(kid)
         assert signed is not None
         self.batch.add((public_raw, *signed))
         self.sent.append((item, kid, public_raw))
-        self.pending[item.index] = (kid, public_raw)
+        self.pending[item.request.index] = (kid, public_raw)
 
-    def send_early(self, item: InFlight, hints: KeyHints) -> None:
+    def send_early(self, item: Decoded, hints: KeyHints) -> None:
         """Send the item's first signature whose key id has a remembered public key, as soon as it is decoded."""
-        assert item.env is not None
         for kid, _sig in item.env.signatures:
             public_raw = hints.keys.get(kid)
             if public_raw is not None:
                 self.send(item, kid, public_raw)
                 return
 
-    def send_known(self, item: InFlight, org: OrgState, trusted: dict[str, tuple[str, bytes]]) -> None:
+    def send_known(self, item: Decoded, org: OrgState, trusted: dict[str, tuple[str, bytes]]) -> None:
         """Send the item's first signature by a key ``org`` (its submitter) has, or a trusted key of it."""
-        assert item.env is not None
         for kid, _sig in item.env.signatures:
             known = trusted[kid][1] if kid in trusted and trusted[kid][0] == org.org_id else None
             if known is None and kid in org.keys:
@@ -83,31 +80,29 @@ class EarlyVerdicts:
                 self.send(item, kid, known)
                 return
 
-    def valid(self, item: InFlight, kid: str, public_raw: bytes) -> bool:
+    def valid(self, item: Decoded, kid: str, public_raw: bytes) -> bool:
         """Whether the item's signature by ``kid`` verifies under ``public_raw``: the verdict if known, valid for now
         if on its way, else verified here."""
-        verified = self.verified.get(item.index)
+        verified = self.verified.get(item.request.index)
         if verified is not None and verified[0] == kid and verified[1] == public_raw:
             return verified[2]
-        if self.pending.get(item.index) == (kid, public_raw):
-            self.assumed.add(item.index)  # until the verdict is collected, before the commit
+        if self.pending.get(item.request.index) == (kid, public_raw):
+            self.assumed.add(item.request.index)  # until the verdict is collected, before the commit
             return True
-        assert item.env is not None
         return item.env.verify(public_raw, kid)
 
     def collect(self) -> None:
         for (item, kid, raw), ok in zip(self.sent, self.batch.results(), strict=True):
-            self.verdicts[item.index, kid, raw] = ok
-            self.verified[item.index] = (kid, raw, ok)
-            self.pending.pop(item.index, None)
+            self.verdicts[item.request.index, kid, raw] = ok
+            self.verified[item.request.index] = (kid, raw, ok)
+            self.pending.pop(item.request.index, None)
 
     def assumed_wrongly(self) -> bool:
         """A signature counted as valid did not verify after all: the batch is judged again, knowing it."""
         return any(not self.verified[i][2] for i in self.assumed if i in self.verified)
 
 
-def signature_valid(ahead: EarlyVerdicts | None, item: InFlight, kid: str, public_raw: bytes) -> bool:
+def signature_valid(ahead: EarlyVerdicts | None, item: Decoded, kid: str, public_raw: bytes) -> bool:
     if ahead is None:
-        assert item.env is not None
         return item.env.verify(public_raw, kid)
     return ahead.valid(item, kid, public_raw)

@@ -11,20 +11,21 @@ The checks, in the order they run (README, "What the ledger checks", quotes this
 7. commit: the batch's events, index rows and what goes beside them in one transaction
 8. receipts: one signed receipt per accepted event, sent only after the commit
 
-Each attempt at a batch runs the stages below top to bottom (``Submissions._attempt``); an envelope that fails a
-stage is out of the later ones. ``submit_batch`` accepts every envelope or none; ``submit_each`` (group commit)
-judges and answers each on its own and writes the accepted ones together.
+Each attempt at a batch runs the stages below top to bottom (``Submissions._submit``). A stage takes each envelope's
+value from the stage before and returns a new one (``values``: ``Decoded``, then ``Located`` or ``Replay``, then
+``Authenticated``, then ``Judged``), or its ``Rejected``, which is out of the later stages; nothing is changed once
+made. ``submit_batch`` accepts every envelope or none; ``submit_each`` (group commit) judges and answers each on its
+own and writes the accepted ones together; what a failure means for the others is ``failures``.
 
 The measured speed-ups sit below this story, each in its own module with its measurement: signatures verified by
 worker processes while the pipeline goes on (``early_verdicts``), committed subjects cached for the rules
-(``subject_cache``), a batch's reads in one round trip with its digests worked out meanwhile (``read``), receipts
+(``subject_cache``), a batch's reads in one round trip with its digests worked out meanwhile (``_read``), receipts
 signed while the write is in flight (``ledger.receipts``), and group commit (``ledger.group_commit``).
 """
 
 from __future__ import annotations
 
 import functools
-import logging
 import random
 import time
 import uuid
@@ -32,7 +33,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from eventsourcing.persistence import IntegrityError, InterfaceError, OperationalError
+from eventsourcing.persistence import IntegrityError
 
 from ledger import signatures
 from ledger.core import catalogue, envelope, policy
@@ -45,20 +46,17 @@ from ledger.receipts import Accepted, Receipt, ReceiptsAhead
 from ledger.storage.store import Beside, IndexRow, Subject
 from ledger.submission.checks import Trusted, Working, authenticate, judge
 from ledger.submission.early_verdicts import EarlyVerdicts, KeyHints, Verdicts
-from ledger.submission.item import InFlight
+from ledger.submission.failures import GroupWriteFailed, affects_every_write, rejection_of
 from ledger.submission.probes import probes_of, record_probes
 from ledger.submission.staging import StagedWrite, stage
 from ledger.submission.subject_cache import SubjectCache
+from ledger.submission.values import Decoded, Judged, Located, Outcome, Rejected, Replay, Request
 
 if TYPE_CHECKING:
     from ledger.service import Ledger
 
 MAX_ATTEMPTS = 20  # optimistic-concurrency retries when another writer appended to the same subject
 SPLIT_AFTER_CONFLICTS = 3  # a group's write failing this often in a row on fresh state is split (``submit_each``)
-
-log = logging.getLogger("pupil_ledger.service")
-
-Request = tuple[Any, Principal | None, str]  # the raw envelope, who posted it (None: a trusted local caller), its JSON path
 
 
 class Submissions:
@@ -79,7 +77,7 @@ class Submissions:
         if len(raws) > limit:
             raise LedgerError.one("batch_too_large", "$.envelopes", f"at most {limit} envelopes per batch", Category.TOO_LARGE)
         outcomes = self._submit(
-            [(raw, principal, path_of(i)) for i, raw in enumerate(raws)], trusted, all_or_nothing=True, endpoint="submitBatch"
+            [Request(i, path_of(i), principal, raw) for i, raw in enumerate(raws)], trusted, all_or_nothing=True, endpoint="submitBatch"
         )
         return [o for o in outcomes if isinstance(o, Receipt)]  # all or nothing: a problem raised instead
 
@@ -88,15 +86,18 @@ class Submissions:
 
         Nothing is returned before the commit, so a caller answered 201 is durable. An event_id that two
         requests of the group share is retried after the commit, where it is a replay or a conflict. Each request
-        succeeds or fails on its own: one that raises while it is judged is rejected alone (``_failed``), and when the
-        group's write fails for a reason that is not the database's state or health (``_GroupWriteFailed``), the
+        succeeds or fails on its own: one that raises while it is judged is rejected alone (``failures.rejection_of``), and when the
+        group's write fails for a reason that is not the database's state or health (``GroupWriteFailed``), the
         group is split and each half written on its own, until only the request that made it fail fails.
         """
         try:
             outcomes = self._submit(
-                [(raw, principal, "$") for raw, principal in requests], {}, all_or_nothing=False, endpoint="submitEvent"
+                [Request(i, "$", principal, raw) for i, (raw, principal) in enumerate(requests)],
+                {},
+                all_or_nothing=False,
+                endpoint="submitEvent",
             )
-        except _GroupWriteFailed as failed:
+        except GroupWriteFailed as failed:
             if len(requests) == 1:
                 return [failed.cause]
             half = len(requests) // 2
@@ -121,27 +122,27 @@ class Submissions:
 
     def _submit(self, requests: Sequence[Request], trusted: Trusted, all_or_nothing: bool, endpoint: str) -> list[Receipt | Exception]:
         verdicts: Verdicts = {}  # signatures already verified, kept across attempts
-        poisoned: dict[int, Problem] = {}  # items that raised while judged: rejected alone, the others judged again without them
+        poisoned: dict[int, Problem] = {}  # requests that raised while judged: rejected alone, the others judged again without them
         conflicts = 0  # writes in a row that failed on the database's state (another writer came first)
         attempt = 0
         while True:
             attempt += 1
             received_at = self.ledger.clock()
             ahead = EarlyVerdicts(verdicts) if attempt < MAX_ATTEMPTS and len(requests) >= signatures.MIN_BATCH else None
-            items = self._decode(requests, received_at, poisoned, ahead)
-            working, cached = self._read(items, poisoned)
+            decoded = self._decode(requests, received_at, poisoned, ahead)
+            located, working, cached = self._read(decoded, poisoned)
             if ahead is not None:
-                self._send_known(items, working, trusted, ahead, poisoned)
+                located = self._send_known(located, working, trusted, ahead, poisoned)
             write = StagedWrite(Beside(timestamp(received_at)))
-            staged = self._judge(items, received_at, working, trusted, ahead, poisoned, write)
+            outcomes = self._judge(located, received_at, working, trusted, ahead, poisoned, write)
             if ahead is not None:
                 ahead.collect()
                 if ahead.assumed_wrongly():
                     continue  # a signature did not verify after all: judge the batch again, knowing it
-            if not staged:
-                continue  # the working state may hold part of a failed item's write: judge the others again, without it
-            rejected = [item for item in items if item.problems]
-            stale = cached & set().union(*(item.reads for item in rejected))
+            if outcomes is None:
+                continue  # the working state may hold part of a failed request's write: judge the others again, without it
+            rejected = [outcome for outcome in outcomes if isinstance(outcome, Rejected)]
+            stale = cached & set().union(*(r.reads for r in rejected))
             if stale and attempt < MAX_ATTEMPTS:
                 self.subjects.forget(stale)  # never reject on cached state: another process may have moved on
                 continue
@@ -150,9 +151,9 @@ class Submissions:
                 failure = record_probes(self.ledger, probes, endpoint)
                 if failure is not None:
                     raise failure
-                waits = [item.retry_after for item in rejected if item.retry_after is not None]
-                raise LedgerError([p for item in rejected for p in item.problems], retry_after=max(waits, default=None))
-            receipts_ahead = ReceiptsAhead(self.ledger.receipt_signer, functools.partial(_accepted, items, write.index_rows))
+                waits = [r.retry_after for r in rejected if r.retry_after is not None]
+                raise LedgerError([p for r in rejected for p in r.problems], retry_after=max(waits, default=None))
+            receipts_ahead = ReceiptsAhead(self.ledger.receipt_signer, functools.partial(_accepted, outcomes, write.index_rows))
             try:
                 sequences = self._commit(write, receipts_ahead)
             except IntegrityError as exc:
@@ -160,140 +161,167 @@ class Submissions:
                 self.subjects.forget(working)
                 conflicts += 1
                 if not all_or_nothing and len(requests) > 1 and conflicts >= SPLIT_AFTER_CONFLICTS:
-                    raise _GroupWriteFailed(exc) from exc  # the same again, on fresh state: one request's doing, it seems
+                    raise GroupWriteFailed(exc) from exc  # the same again, on fresh state: one request's doing, it seems
                 if attempt >= MAX_ATTEMPTS:
                     if all_or_nothing:
                         raise
-                    raise _GroupWriteFailed(exc) from exc
+                    raise GroupWriteFailed(exc) from exc
                 time.sleep(random.uniform(0, 0.002 * attempt))
                 continue  # a concurrent writer got there first: re-read and re-check everything
             except Exception as exc:
                 receipts_ahead.drop()
-                if all_or_nothing or _affects_every_write(exc):
+                if all_or_nothing or affects_every_write(exc):
                     raise
-                raise _GroupWriteFailed(exc) from exc
+                raise GroupWriteFailed(exc) from exc
             self.subjects.put([s for s in working.values() if s is not None])
-            return self._answers(items, probes, record_probes(self.ledger, probes, endpoint), receipts_ahead.receipts(sequences))
+            return self._answers(outcomes, probes, record_probes(self.ledger, probes, endpoint), receipts_ahead.receipts(sequences))
 
-    # -- the stages ------------------------------------------------------------------------------
+    # -- the stages, each from the values the one before made (``values``) -------------------------
 
     def _decode(
         self, requests: Sequence[Request], received_at: datetime, poisoned: dict[int, Problem], ahead: EarlyVerdicts | None
-    ) -> list[InFlight]:
-        """Stages 1-3, which need no stored state: decode, validate against the catalogue, authorise the bearer.
-        Each signature is sent to the workers as soon as its envelope is decoded (``early_verdicts``)."""
-        items = []
-        for i, (raw, principal, path) in enumerate(requests):
-            item = InFlight(i, path, principal)
-            items.append(item)
-            if i in poisoned:
-                item.problems.append(poisoned[i])
+    ) -> list[Decoded | Rejected]:
+        """Stages 1-3, which need no stored state: decode, validate against the catalogue, authorise the bearer; then
+        an event id two envelopes of the batch share is the later one's rejection. Each signature is sent to the
+        workers as soon as its envelope is decoded (``early_verdicts``)."""
+        decoded: list[Decoded | Rejected] = []
+        for request in requests:
+            if request.index in poisoned:
+                decoded.append(Rejected(request, (poisoned[request.index],)))
                 continue
             try:
-                item.env = envelope.decode(raw, item.path)
-                item.body = item.env.body
-                checked = catalogue.validate(item.body, received_at, prefix=f"{item.path}.payload")
-                item.problems.extend(checked.problems)
-                item.flags.extend(checked.flags)
-                if item.principal is not None and not checked.problems:
-                    item.problems.extend(p.at(f"{item.path}.payload") for p in policy.submit_problems(item.principal, item.body))
-                if ahead is not None and not item.problems:
-                    ahead.send_early(item, self.hints)
-            except Exception as exc:  # noqa: BLE001 - this item's alone (``_failed``)
-                self._failed(item, poisoned, exc)
+                decoded.append(self._decode_one(request, received_at, ahead))
+            except Exception as exc:  # noqa: BLE001 - this request's alone (``failures.rejection_of``)
+                decoded.append(rejection_of(request, None, frozenset(), poisoned, exc)[0])
         if ahead is not None:
             ahead.batch.flush()  # the last, partial task works while the batch's state is read
-        return items
+        return _event_ids_once(decoded)
 
-    def _read(self, items: list[InFlight], poisoned: dict[int, Problem]) -> tuple[Working, set[uuid.UUID]]:
-        """Stage 4 and what the later stages read: event ids once per batch, then everything the items need from the
-        store, from the cache or in one round trip (not one per event): the index rows of their event ids (replays and
-        conflicts) and every subject and submitter they touch. Returns the working set (None: no such subject yet)
-        and the ids that came from the cache.
+    def _decode_one(self, request: Request, received_at: datetime, ahead: EarlyVerdicts | None) -> Decoded | Rejected:
+        env = envelope.decode(request.raw, request.path)
+        checked = catalogue.validate(env.body, received_at, prefix=f"{request.path}.payload")
+        problems = list(checked.problems)
+        if request.principal is not None and not problems:
+            problems.extend(p.at(f"{request.path}.payload") for p in policy.submit_problems(request.principal, env.body))
+        if problems:
+            return Rejected(request, tuple(problems), env.body)
+        decoded = Decoded(request, env, tuple(checked.flags))
+        if ahead is not None:
+            ahead.send_early(decoded, self.hints)
+        return decoded
+
+    def _read(
+        self, items: list[Decoded | Rejected], poisoned: dict[int, Problem]
+    ) -> tuple[list[Located | Replay | Rejected], Working, set[uuid.UUID]]:
+        """Stage 4 and what the later stages read: everything the envelopes need from the store, from the cache or in
+        one round trip (not one per event): the index rows of their event ids (replays and conflicts) and every subject
+        and submitter they touch. Returns each envelope's next value, the working set (None: no such subject yet) and
+        the ids that came from the cache.
 
         Speed-up (docs/performance.md, "A batch's reads in one round trip" and "The batch's digests worked out while
         the database answers its reads": 7,300-7,700 -> 8,000-8,200 events/s): the digests are computed meanwhile."""
         secrets = self.ledger.secrets
-        wanted: dict[int, tuple[uuid.UUID, uuid.UUID]] = {}  # item: its subject, its submitter
+        wanted: dict[int, tuple[uuid.UUID, uuid.UUID]] = {}  # request index: its subject, its submitter
         for item in items:
-            if not item.problems:
-                wanted[item.index] = (self._subject_id(item.body), secrets.org_id(item.body["submitter"]))
+            if isinstance(item, Decoded):
+                wanted[item.request.index] = (self._subject_id(item.body), secrets.org_id(item.body["submitter"]))
         everything = {aggregate_id for pair in wanted.values() for aggregate_id in pair}
         found = self.subjects.take(everything)
         cached = set(found)
+        failed: dict[int, Rejected] = {}
         existing, loaded = self.ledger.store.lookups(
-            _event_ids_once(items), everything - cached, meanwhile=lambda: self._digest(items, poisoned)
+            [item.body["event_id"] for item in items if isinstance(item, Decoded)],
+            everything - cached,
+            meanwhile=lambda: failed.update(self._digest(items, poisoned)),
         )
-        _mark_replays(items, existing)
         found.update(loaded)
+        located: list[Located | Replay | Rejected] = []
         for item in items:
-            if item.in_play:  # its subject and submitter are read
-                item.subject_id = wanted[item.index][0]
-                item.reads = set(wanted[item.index])
-        return {aggregate_id: found.get(aggregate_id) for aggregate_id in everything}, cached
+            if not isinstance(item, Decoded):
+                located.append(item)
+            elif item.request.index in failed:
+                located.append(failed[item.request.index])
+            else:
+                located.append(_located(item, existing.get(item.body["event_id"]), *wanted[item.request.index]))
+        return located, {aggregate_id: found.get(aggregate_id) for aggregate_id in everything}, cached
 
-    def _digest(self, items: list[InFlight], poisoned: dict[int, Problem]) -> None:
-        """Work out the items' digests (and canonical envelopes) now, while the batch's reads are answered: the
-        replay check and the index rows need them next (about 5 µs an event)."""
+    def _digest(self, items: list[Decoded | Rejected], poisoned: dict[int, Problem]) -> dict[int, Rejected]:
+        """Work out the envelopes' digests (and canonical forms) now, while the batch's reads are answered: the replay
+        check and the index rows need them next (about 5 µs an event). Returns the envelopes that failed."""
+        failed: dict[int, Rejected] = {}
         for item in items:
-            if item.env is not None and not item.problems:
+            if isinstance(item, Decoded):
                 try:
                     item.env.event_digest  # noqa: B018 - cached properties, computed for later
                     item.env.envelope_digest  # noqa: B018
-                except Exception as exc:  # noqa: BLE001 - this item's alone (``_failed``)
-                    self._failed(item, poisoned, exc)
+                except Exception as exc:  # noqa: BLE001 - this request's alone (``failures.rejection_of``)
+                    failed[item.request.index] = rejection_of(item.request, item.body, frozenset(), poisoned, exc)[0]
+        return failed
 
     def _send_known(
-        self, items: list[InFlight], working: Working, trusted: Trusted, ahead: EarlyVerdicts, poisoned: dict[int, Problem]
-    ) -> None:
+        self,
+        items: list[Located | Replay | Rejected],
+        working: Working,
+        trusted: Trusted,
+        ahead: EarlyVerdicts,
+        poisoned: dict[int, Problem],
+    ) -> list[Located | Replay | Rejected]:
         """Send the batch's signatures to the workers with the keys in the submitters' state before the batch, so the
         rules run meanwhile (``early_verdicts``); ``authenticate`` still decides, in order, with the state as the batch
         changes it."""
         orgs: dict[str, OrgState] = {}
+        sent: list[Located | Replay | Rejected] = []
         for item in items:
-            if not item.in_play or item.env is None:
-                continue
-            submitter = item.body["submitter"]
-            if submitter not in orgs:
-                orgs[submitter] = self.org_state(submitter, working)
-                self.hints.remember(orgs[submitter])
-            try:
-                ahead.send_known(item, orgs[submitter], trusted)
-            except Exception as exc:  # noqa: BLE001 - this item's alone (``_failed``)
-                self._failed(item, poisoned, exc)
+            if isinstance(item, Located):
+                submitter = item.decoded.body["submitter"]
+                try:
+                    if submitter not in orgs:
+                        orgs[submitter] = self.org_state(submitter, working)
+                        self.hints.remember(orgs[submitter])
+                    ahead.send_known(item.decoded, orgs[submitter], trusted)
+                except Exception as exc:  # noqa: BLE001 - this request's alone (``failures.rejection_of``)
+                    sent.append(rejection_of(item.decoded.request, item.decoded.body, item.reads, poisoned, exc)[0])
+                    continue
+            sent.append(item)
         ahead.batch.flush()
+        return sent
 
     def _judge(
         self,
-        items: list[InFlight],
+        items: list[Located | Replay | Rejected],
         received_at: datetime,
         working: Working,
         trusted: Trusted,
         ahead: EarlyVerdicts | None,
         poisoned: dict[int, Problem],
         write: StagedWrite,
-    ) -> bool:
-        """Stages 5 and 6, item by item in order, each seeing the ones before it: the signatures (``authenticate``),
-        the domain rules (``judge``), and, if it stands, its write staged (``stage``). Everything that can fail comes
-        before the first change to ``working``. False: an item failed with part of its write staged."""
+    ) -> list[Outcome] | None:
+        """Stages 5 and 6, envelope by envelope in order, each seeing the ones before it: the signatures
+        (``authenticate``), the domain rules (``judge``), and, if it stands, its write staged (``stage``). Everything
+        that can fail comes before the first change to ``working``. None: an envelope failed with part of its write
+        staged (the attempt is started again without it)."""
+        outcomes: list[Outcome] = []
         for item in items:
-            if not item.in_play:
+            if not isinstance(item, Located):
+                outcomes.append(item)
                 continue
             try:
-                authenticate(self, item, received_at, working, trusted, ahead)
-                if item.problems:
+                authenticated = authenticate(self, item, received_at, working, trusted, ahead)
+                if isinstance(authenticated, Rejected):
+                    outcomes.append(authenticated)
                     continue
-                record = Record.from_body(item.body, received_at)
-                aggregate_id = item.subject_id
-                assert aggregate_id is not None  # set by _read for every item still in play
-                subject = self.load(aggregate_id, working)
-                judge(self, item, record, subject, working, write.key_rows)
-                if not item.problems:
-                    stage(write, item, record, subject, aggregate_id, working, received_at, self.hints)
-            except Exception as exc:  # noqa: BLE001 - this item's alone (``_failed``)
-                if not self._failed(item, poisoned, exc):
-                    return False
-        return True
+                record = Record.from_body(item.decoded.body, received_at)
+                subject = self.load(item.subject_id, working)
+                judged = judge(self, authenticated, record, subject, working, write.key_rows)
+                if isinstance(judged, Judged):
+                    stage(write, judged, subject, working, received_at, self.hints)
+                outcomes.append(judged)
+            except Exception as exc:  # noqa: BLE001 - this request's alone (``failures.rejection_of``)
+                rejected, alone = rejection_of(item.decoded.request, item.decoded.body, item.reads, poisoned, exc)
+                if not alone:
+                    return None
+                outcomes.append(rejected)
+        return outcomes
 
     def _commit(self, write: StagedWrite, receipts_ahead: ReceiptsAhead) -> list[int]:
         """Stage 7: one transaction; the receipts are signed meanwhile (``ReceiptsAhead``). Returns the sequence numbers."""
@@ -303,45 +331,23 @@ class Submissions:
 
     @staticmethod
     def _answers(
-        items: list[InFlight], probes: list[tuple[InFlight, str]], failure: Exception | None, receipts: list[Receipt]
+        outcomes: list[Outcome], probes: list[tuple[Rejected, str]], failure: Exception | None, receipts: list[Receipt]
     ) -> list[Receipt | Exception]:
-        """Stage 8, after the commit: each item's receipt, or its rejection, or (a rejection that revealed another
+        """Stage 8, after the commit: each envelope's receipt, or its rejection, or (a rejection that revealed another
         organisation's record, not recorded) what failed to record it."""
-        probed = {item.index for item, _ in probes}
+        probed = {rejected.request.index for rejected, _ in probes}
         signed = iter(receipts)
-        outcomes: list[Receipt | Exception] = []
-        for item in items:
-            if failure is not None and item.index in probed:
-                outcomes.append(failure)
-            elif item.problems:
-                outcomes.append(LedgerError(item.problems, retry_after=item.retry_after))
+        answers: list[Receipt | Exception] = []
+        for outcome in outcomes:
+            if not isinstance(outcome, Rejected):
+                answers.append(next(signed))
+            elif failure is not None and outcome.request.index in probed:
+                answers.append(failure)
             else:
-                outcomes.append(next(signed))
-        return outcomes
+                answers.append(LedgerError(list(outcome.problems), retry_after=outcome.retry_after))
+        return answers
 
     # -- what the stages share -------------------------------------------------------------------
-
-    @staticmethod
-    def _failed(item: InFlight, poisoned: dict[int, Problem], exc: Exception) -> bool:
-        """What judging ``item`` raised: a LedgerError is its rejection (True). Anything else that is not the database's
-        failure rejects the item alone (422 ``unprocessable``, the details logged under a reference) and is remembered in
-        ``poisoned`` for the attempts that follow (False: the attempt's working state may hold part of its write)."""
-        if isinstance(exc, LedgerError):
-            item.problems.extend(exc.problems)
-            return True
-        if _affects_every_write(exc):
-            raise exc  # the database: every request of the group hears it
-        reference = uuid.uuid4().hex[:12]
-        log.error("an envelope could not be judged (reference %s)", reference, exc_info=exc)
-        problem = Problem(
-            "unprocessable",
-            item.path,
-            f"the ledger could not process this envelope; quote reference {reference} to the operator",
-            Category.INVALID,
-        )
-        poisoned[item.index] = problem
-        item.problems.append(problem)
-        return False
 
     def _subject_id(self, body: dict[str, Any]) -> uuid.UUID:
         subject, secrets = body["subject"], self.ledger.secrets
@@ -359,71 +365,41 @@ class Submissions:
         return subject.folded("org", lambda records: fold_org(org, records)) if subject else fold_org(org, [])
 
 
-def _event_ids_once(items: list[InFlight]) -> list[str]:
-    """Mark an event id two items of the batch share; return the event ids to look up in the index."""
+def _event_ids_once(items: list[Decoded | Rejected]) -> list[Decoded | Rejected]:
+    """An event id two envelopes of the batch share is the later one's rejection (``duplicate_in_batch``)."""
     seen: dict[str, int] = {}
+    out: list[Decoded | Rejected] = []
     for item in items:
-        if item.problems:
-            continue
-        event_id = item.body["event_id"]
-        if event_id in seen:
-            item.problems.append(
-                Problem(
-                    "duplicate_in_batch",
-                    f"{item.path}.payload.event_id",
-                    f"event_id also used by item {seen[event_id]} of this batch",
-                    Category.INVALID,
-                )
-            )
-        else:
-            seen[event_id] = item.index
-    return [i.body["event_id"] for i in items if not i.problems]
+        if isinstance(item, Decoded):
+            event_id, index = item.body["event_id"], item.request.index
+            if event_id in seen:
+                message = f"event_id also used by item {seen[event_id]} of this batch"
+                item = item.rejected([Problem("duplicate_in_batch", f"{item.request.path}.payload.event_id", message, Category.INVALID)])
+            else:
+                seen[event_id] = index
+        out.append(item)
+    return out
 
 
-def _mark_replays(items: list[InFlight], existing: dict[str, IndexRow]) -> None:
-    """An event id already accepted: a replay (the same envelope) or a conflict (other bytes)."""
-    for item in items:
-        row = existing.get(item.body.get("event_id", "")) if not item.problems else None
-        if row is None:
-            continue
-        assert item.env is not None
-        if row.envelope_digest == item.env.envelope_digest:
-            item.duplicate_of = row
-        else:
-            item.problems.append(
-                Problem(
-                    "event_id_conflict",
-                    f"{item.path}.payload.event_id",
-                    f"event_id {row.event_id} is already taken by another event: a replay sends the same envelope, a new event a new event_id",
-                    Category.CONFLICT,
-                )
-            )
+def _located(decoded: Decoded, row: IndexRow | None, subject_id: uuid.UUID, submitter_id: uuid.UUID) -> Located | Replay | Rejected:
+    """A new event (no index row for its event id), a replay (the same envelope) or a conflict (other bytes)."""
+    if row is None:
+        return Located(decoded, subject_id, submitter_id)
+    if row.envelope_digest == decoded.env.envelope_digest:
+        return Replay(decoded, row)
+    message = f"event_id {row.event_id} is already taken by another event: a replay sends the same envelope, a new event a new event_id"
+    return decoded.rejected([Problem("event_id_conflict", f"{decoded.request.path}.payload.event_id", message, Category.CONFLICT)])
 
 
-def _accepted(items: list[InFlight], index_rows: list[dict[str, Any]], ids: Sequence[int]) -> list[Accepted]:
-    """What each item without problems gets a receipt for: its new index row (with the sequence number its
-    event has: ``ids`` in the events' order, one event per new row) or the row it replays."""
+def _accepted(outcomes: list[Outcome], index_rows: list[dict[str, Any]], ids: Sequence[int]) -> list[Accepted]:
+    """What each envelope not rejected gets a receipt for: its new index row (with the sequence number its event has:
+    ``ids`` in the events' order, one event per new row) or the row it replays."""
     new_rows = iter(zip(index_rows, ids, strict=True))
     accepted: list[Accepted] = []
-    for item in items:
-        if item.problems:
-            continue
-        if item.duplicate_of is not None:
-            accepted.append((item.duplicate_of, False, None))
-        else:
+    for outcome in outcomes:
+        if isinstance(outcome, Replay):
+            accepted.append((outcome.row, False, None))
+        elif isinstance(outcome, Judged):
             row, sequence = next(new_rows)
-            accepted.append((IndexRow(**row, sequence=sequence), True, item.flags))
+            accepted.append((IndexRow(**row, sequence=sequence), True, list(outcome.flags)))
     return accepted
-
-
-class _GroupWriteFailed(Exception):
-    """A group's write failed for a reason that may be one request's doing (``submit_each`` splits the group)."""
-
-    def __init__(self, cause: Exception):
-        super().__init__(str(cause))
-        self.cause = cause
-
-
-def _affects_every_write(exc: Exception) -> bool:
-    """The database is away, full or timing out: no request of a group is to blame, and splitting it would only wait more."""
-    return isinstance(exc, (OperationalError, InterfaceError, OSError, TimeoutError, MemoryError))

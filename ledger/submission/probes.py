@@ -18,7 +18,7 @@ from ledger.access_audit import access_body
 from ledger.core import envelope
 from ledger.core.errors import Category, Problem
 from ledger.core.rules import CROSS_ORG_CODES, Record
-from ledger.submission.item import InFlight
+from ledger.submission.values import Decoded, Rejected
 
 if TYPE_CHECKING:
     from ledger.service import Ledger
@@ -58,38 +58,39 @@ class ProbeBudget:
                 self._buckets.popitem(last=False)
 
 
-def probe_limited(budget: ProbeBudget, item: InFlight, records: Sequence[Record]) -> Problem | None:
+def probe_limited(budget: ProbeBudget, item: Decoded, records: Sequence[Record]) -> tuple[Problem, float] | None:
     """Refuse, before judging, a submission about a pupil its organisation has posted nothing about, while that
-    organisation has spent its budget of rejections that told it about other organisations' records. What this
-    depends on (the budget, and the submitter's own records) says nothing about anyone else's."""
-    if item.principal is None:
+    organisation has spent its budget of rejections that told it about other organisations' records: the problem and
+    the seconds to wait. What this depends on (the budget, and the submitter's own records) says nothing about anyone
+    else's."""
+    if item.request.principal is None:
         return None
     org = item.body["submitter"]
     wait = budget.wait(org)
     if not wait or any(r.submitter == org for r in records):
         return None
-    item.retry_after = wait
-    return Problem(
+    problem = Problem(
         "rule_probe_limited",
         "$.payload.subject",
         f"{org} has had too many submissions rejected because of other "
         f"organisations' records of pupils; submissions about pupils it has no record of resume in {math.ceil(wait)} s",
         Category.RATE_LIMITED,
     )
+    return problem, wait
 
 
-def probes_of(rejected: list[InFlight]) -> list[tuple[InFlight, str]]:
+def probes_of(rejected: list[Rejected]) -> list[tuple[Rejected, str]]:
     """The rejected items whose answer depends on other organisations' records of the pupil, with the code: each is a
     read of the pupil by the submitter, recorded (``record_probes``). A trusted local caller's are not."""
     out = []
     for item in rejected:
         code = next((p.code for p in item.problems if p.code in CROSS_ORG_CODES), None)
-        if code is not None and item.principal is not None and "upn" in item.body.get("subject", {}):
+        if code is not None and item.request.principal is not None and item.body and "upn" in item.body.get("subject", {}):
             out.append((item, code))
     return out
 
 
-def record_probes(ledger: Ledger, probes: list[tuple[InFlight, str]], endpoint: str) -> Exception | None:
+def record_probes(ledger: Ledger, probes: list[tuple[Rejected, str]], endpoint: str) -> Exception | None:
     """Record each probe as ``access.record_viewed`` in the pupil's audit stream, all in one write, and spend the
     submitters' budgets. Returns what failed, which those items are answered instead of their rejection: a
     rejection that reveals something is only ever answered once it is recorded."""
@@ -97,10 +98,10 @@ def record_probes(ledger: Ledger, probes: list[tuple[InFlight, str]], endpoint: 
         return None
     envelopes = []
     for item, code in probes:
-        principal = item.principal
-        assert principal is not None
+        principal, body = item.request.principal, item.body
+        assert principal is not None and body is not None  # as probes_of chose them
         ledger.probes.spend(principal.org)
-        key = ledger.store.app.pupil_keys.get(ledger.secrets.pupil_id(item.body["subject"]["upn"]))
+        key = ledger.store.app.pupil_keys.get(ledger.secrets.pupil_id(body["subject"]["upn"]))
         if key is None:
             continue  # no record of the pupil (erased meanwhile): nothing was revealed
         data = {
@@ -108,7 +109,7 @@ def record_probes(ledger: Ledger, probes: list[tuple[InFlight, str]], endpoint: 
             "purpose": PROBE_PURPOSE,
             "endpoint": endpoint,
             "rejected": code,
-            "basis": f"rejected {item.body['type']} {item.body['event_id']}: {code}"[:200],
+            "basis": f"rejected {body['type']} {body['event_id']}: {code}"[:200],
         }
         envelopes.append(envelope.sign(access_body("access.record_viewed", key.audit_id, data, ledger.clock()), ledger.secrets.signing_key))
     try:

@@ -13,12 +13,11 @@ from ledger.claims import CLAIM_FLAGS
 from ledger.core import catalogue
 from ledger.core.envelope import b64decode_strict
 from ledger.core.orgs import fold_org
-from ledger.core.rules import Record
 from ledger.core.times import timestamp
 from ledger.storage.store import Beside, Subject
 from ledger.submission.early_verdicts import KeyHints
-from ledger.submission.item import InFlight
 from ledger.submission.probes import PROBE_PURPOSE
+from ledger.submission.values import Judged
 
 
 @dataclass
@@ -33,23 +32,21 @@ class StagedWrite:
 
 def stage(
     write: StagedWrite,
-    item: InFlight,
-    record: Record,
+    item: Judged,
     subject: Subject | None,
-    aggregate_id: uuid.UUID,
     working: dict[uuid.UUID, Subject | None],
     received_at: datetime,
     hints: KeyHints,
 ) -> None:
     """Stage the accepted item's write. Nothing here can reject it: every check came before."""
-    assert item.env is not None
-    body = item.body
-    text = item.env.canonical_bytes.decode("utf-8")
+    env, record, flags = item.decoded.env, item.record, list(item.flags)
+    body, aggregate_id = env.body, item.authenticated.located.subject_id
+    text = env.canonical_bytes.decode("utf-8")
     if subject is None:
-        subject = Subject.start(aggregate_id, text, received_at, item.flags, record)
+        subject = Subject.start(aggregate_id, text, received_at, flags, record)
         working[aggregate_id] = subject
     else:
-        subject.record(text, received_at, item.flags, record)
+        subject.record(text, received_at, flags, record)
     pending = subject.collect_events()
     write.events.extend(pending)
     version = pending[-1].originator_version
@@ -61,20 +58,18 @@ def stage(
             "originator_version": version,
             "type": body["type"],
             "submitter": body["submitter"],
-            "event_digest": item.env.event_digest,
-            "envelope_digest": item.env.envelope_digest,
+            "event_digest": env.event_digest,
+            "envelope_digest": env.envelope_digest,
             "received_at": beside.received_at,
         }
     )
-    beside.signed_with |= item.signed_with
+    beside.signed_with |= item.authenticated.signed_with
     if catalogue.event_types()[body["type"]].subject == "audit":  # a ledger-written access event, in the pupil's audit stream
         beside.access.append((str(aggregate_id), version, body["data"].get("principal", {}).get("org")))
         if body["data"].get("purpose") == PROBE_PURPOSE:
             beside.claims.append((str(aggregate_id), version, body["data"]["principal"]["org"], body["data"]["rejected"]))
-    if any(flag["code"] in CLAIM_FLAGS for flag in item.flags):
-        beside.claims.extend(
-            (str(aggregate_id), version, body["submitter"], flag["code"]) for flag in item.flags if flag["code"] in CLAIM_FLAGS
-        )
+    if any(flag["code"] in CLAIM_FLAGS for flag in flags):
+        beside.claims.extend((str(aggregate_id), version, body["submitter"], flag["code"]) for flag in flags if flag["code"] in CLAIM_FLAGS)
     if body["type"] == "org.key_added":
         write.key_rows.append((body["data"]["key_id"], body["subject"]["org"]))
         hints.learn(body["data"]["key_id"], b64decode_strict(body["data"]["public_key"]))  # a hint only: see early_verdicts
