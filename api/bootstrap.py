@@ -21,7 +21,7 @@ from api.background import Follower
 from ledger.config import Settings, tune_garbage_collector
 from ledger.service import Ledger
 from ledger.tools.admin import open_ledger, sealer
-from ledger.transparency.witness import Witnessing, parse_witnesses
+from ledger.transparency.witnessing import Witnessing, parse_witnesses
 from projections.runner import Projector
 
 

@@ -32,7 +32,7 @@ def simulate(
 
     Example: `pupil-ledger simulate ./sim --pupils 100000` (or `--la 202` for one area)
     """
-    from ledger.tools.simulate import export
+    from ledger.tools.simulate_load import export
 
     if pupils < 1:
         err.print("[red]error:[/red] --pupils must be at least 1")
@@ -54,8 +54,9 @@ def demo(port: int = 8000, pupils: int = 4000, seed: int = 1, la: str = "801") -
 
     from api.bootstrap import build_app
     from api.security import server_options
-    from ledger.tools.simulate import load_area, simulate_area
+    from ledger.tools.simulate import simulate_area
     from ledger.tools.simulate_ehcp import add_ehcp_journeys, start_demo_inspection
+    from ledger.tools.simulate_load import load_area
 
     dfe.check()  # the simulation and the views read the published figures: stop before creating a home without them
     settings = Settings.from_env()

@@ -196,7 +196,7 @@ class Context:
         return self.fresh(self._template)
 
     def _load_template(self) -> tuple[Path, str | None]:
-        from ledger.tools.simulate import load_areas
+        from ledger.tools.simulate_load import load_areas
 
         home = Path(tempfile.mkdtemp(prefix="pl-bench-template-")) / "home"
         database = f"pl_bench_tpl_{uuid.uuid4().hex[:12]}" if self.backend == "postgres" else None

@@ -36,7 +36,7 @@ from ledger import signatures
 from ledger.config import Settings, tune_garbage_collector
 from ledger.storage.store import Subject, persistence_env
 from ledger.tools import admin
-from ledger.tools.simulate import org_setup
+from ledger.tools.simulate_load import org_setup
 
 from .harness import Context, Result, Scenario, rss_mb
 from .workload import canonical_text, payload_body, share_of

@@ -1,5 +1,9 @@
 """National-scale read model (issue 20): the tables the metrics are answered from by SQL, and their upkeep.
 
+Over 400 lines as one concept: the tables and the rules that keep them are one design (below), versioned together
+by ``MODEL_VERSION``, and a change to either is a change to both; the SQL that reads them is
+``projections/read_model_queries.py``.
+
 Design
 ------
 Today's answer folds every pupil in Python at read time (``projections.context``). The read model keeps,

@@ -38,7 +38,8 @@ def main() -> None:
     from api.web.data import WebData
     from ledger.config import Settings
     from ledger.tools import admin
-    from ledger.tools.simulate import load_areas, simulate_nation
+    from ledger.tools.simulate import simulate_nation
+    from ledger.tools.simulate_load import load_areas
     from projections.runner import Projector
 
     settings = Settings(home=args.home, database_url=args.database_url)

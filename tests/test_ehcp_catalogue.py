@@ -11,8 +11,8 @@ import pytest
 
 from ledger.core import catalogue
 from ledger.core.codes import code_list, la_codes
-from ledger.core.ehcp_rules import inspection_of
 from ledger.core.identifiers import check_org_id, org_scheme
+from ledger.core.inspection_rules import inspection_of
 from ledger.core.orgs import KINDS_BY_SCHEME, OrgState, check_org, fold_org
 from ledger.core.rules import Record
 

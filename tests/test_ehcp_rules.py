@@ -1,4 +1,4 @@
-"""Issue 24: the statutory EHCP timeline and redress as rules (ledger/core/ehcp_rules.py through ledger.rules.check_pupil):
+"""Issue 24: the statutory EHCP timeline and redress as rules (ledger/core/ehcp_rules.py and redress_rules.py through ledger.rules.check_pupil):
 every rejection and flag valid / invalid / late."""
 
 from __future__ import annotations

@@ -13,8 +13,9 @@ from ledger.config import Settings
 from ledger.core import catalogue
 from ledger.core.rules import Record, check_pupil
 from ledger.tools import admin
-from ledger.tools.simulate import load_area, simulate_area
+from ledger.tools.simulate import simulate_area
 from ledger.tools.simulate_ehcp import add_ehcp_journeys, calibration
+from ledger.tools.simulate_load import load_area
 from projections.config import ViewSettings
 from projections.facts import Moment
 from projections.queries import accountability_metrics

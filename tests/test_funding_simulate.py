@@ -10,8 +10,9 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from ledger.config import Settings
 from ledger.tools import admin
-from ledger.tools.simulate import load_areas, simulate_area
+from ledger.tools.simulate import simulate_area
 from ledger.tools.simulate_funding import funding_bodies, load_funding
+from ledger.tools.simulate_load import load_areas
 from projections.config import ViewSettings
 from projections.facts import Moment
 from projections.queries import accountability_metrics

@@ -15,7 +15,8 @@ import psycopg
 from ledger import own_events
 from ledger.config import Settings
 from ledger.tools import admin
-from ledger.tools.simulate import load_area, simulate_area
+from ledger.tools.simulate import simulate_area
+from ledger.tools.simulate_load import load_area
 from projections.runner import VIEWS, Projector
 from projections.worker import lock_key
 

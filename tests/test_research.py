@@ -21,7 +21,8 @@ from ledger import own_events
 from ledger.core import ed25519, envelope, jcs
 from ledger.research.releases import project_key, pseudonym
 from ledger.tools import admin
-from ledger.tools.simulate import Area, load_area, simulate_area
+from ledger.tools.simulate import Area, simulate_area
+from ledger.tools.simulate_load import load_area
 from projections.research import package
 
 from .conftest import World

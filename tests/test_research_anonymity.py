@@ -18,7 +18,8 @@ from ledger.core.rules import Record
 from ledger.research import operator
 from ledger.research.releases import project_key, pseudonym
 from ledger.tools import admin
-from ledger.tools.simulate import load_area, simulate_area
+from ledger.tools.simulate import simulate_area
+from ledger.tools.simulate_load import load_area
 from projections.research import package
 from projections.research.anonymise import anonymise
 from projections.research.rows import pupil_rows

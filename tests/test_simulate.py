@@ -16,7 +16,9 @@ from ledger.config import Settings
 from ledger.core import catalogue, envelope
 from ledger.core.rules import Record, check_pupil
 from ledger.tools import admin, simulate
-from ledger.tools.simulate import PUPILS_PER_SCHOOL, la_weights, load_areas, national_plan, national_shape, simulate_nation
+from ledger.tools.simulate import national_shape, simulate_nation
+from ledger.tools.simulate_calibration import PUPILS_PER_SCHOOL, la_weights, national_plan, placement_mix
+from ledger.tools.simulate_load import export, load_areas
 
 from .processes import CLI, env_for, free_port
 
@@ -90,8 +92,6 @@ def test_a_national_population_loads_with_nothing_rejected(settings: Settings) -
 
 
 def test_export_is_the_same_with_one_or_two_workers(tmp_path: Path) -> None:
-    from ledger.tools.simulate import export
-
     assert export(tmp_path / "one", 400, seed=2, today=TODAY, workers=1) == export(tmp_path / "two", 400, seed=2, today=TODAY, workers=2)
     one, two = (tmp_path / "one" / "events.jsonl").read_bytes(), (tmp_path / "two" / "events.jsonl").read_bytes()
     assert one == two and not (tmp_path / "two" / "parts").exists()
@@ -120,10 +120,10 @@ def test_an_areas_placement_mix_is_its_published_figures() -> None:
     without published rows (Cumberland, 942, created in 2023) from England's rows of the same file
     (24,577 pupils, 13,725 placed for behavioural support, 6,449 in other unregistered providers), never
     from figures built into the code."""
-    bristol = simulate.placement_mix("801")
+    bristol = placement_mix("801")
     assert sum(bristol.values()) == 274
     assert (bristol[("MENTAL_HEALTH", "URN")], bristol[("BEHAVIOUR", "OTH")], bristol[("PERMANENT_EXCLUSION", "URN")]) == (88, 38, 2)
-    england = simulate.placement_mix("942")
+    england = placement_mix("942")
     assert sum(england.values()) == 24_577
     assert sum(n for (reason, _), n in england.items() if reason == "BEHAVIOUR") == 13_725
     assert sum(n for (_, setting), n in england.items() if setting == "OTH") == 6_449

@@ -22,15 +22,8 @@ from ledger.core import merkle, notes
 from ledger.core.notes import QuorumError, require_quorum
 from ledger.tools import admin
 from ledger.transparency.tlog import Log
-from ledger.transparency.witness import (
-    Witness,
-    WitnessConfig,
-    Witnessing,
-    WitnessState,
-    parse_witnesses,
-    public_raw,
-    witness_vkey,
-)
+from ledger.transparency.witness import Witness, WitnessState, public_raw, witness_vkey
+from ledger.transparency.witnessing import WitnessConfig, Witnessing, parse_witnesses
 
 from . import independent_verifier as iv
 from .conftest import World, upn
@@ -557,7 +550,7 @@ def test_the_api_keeps_asking_witnesses_when_sealing_and_projecting_run_elsewher
 
     from api.bootstrap import default_followers
     from ledger.transparency.tlog import Sealer
-    from ledger.transparency.witness import Witnessing
+    from ledger.transparency.witnessing import Witnessing
     from projections.runner import Projector
 
     vkey = witness_vkey("w.example/a", Ed25519PrivateKey.generate())

@@ -14,6 +14,7 @@ from .dashboards import dashboards_router
 from .data import WebData
 from .pages import Page, PrincipalOf, environment
 from .public import public_router
+from .pupil_history import pupil_history_router
 from .session import Sessions
 from .signin import SignIn
 
@@ -30,6 +31,7 @@ def mount(app: FastAPI, ledger: Ledger, principal_of: PrincipalOf) -> WebData:
     auth = SignIn(page, sessions, principal_of)
     app.include_router(public_router(data, page, ledger.settings))
     app.include_router(auth.router())
-    app.include_router(dashboards_router(ledger, data, page, auth))
+    app.include_router(dashboards_router(data, page, auth))
+    app.include_router(pupil_history_router(ledger, page, auth))
     app.mount("/assets", StaticFiles(directory=STATIC), name="assets")
     return data

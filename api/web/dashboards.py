@@ -1,12 +1,15 @@
 """The signed-in dashboards, which obey the API's access policy: a home per role; for England, an LA, a trust
 or a school its summary, trends, schools and areas, placements register, unregistered providers and Regions
-Group cases (each table also as CSV); and a pupil's history (identified: authorised by relationship and
-recorded, as the API's pupilHistory). Every figure comes from ``api.web.data``, every page is built from the
-metric catalogue (``api.web.catalogue``)."""
+Group cases (each table also as CSV). Every figure comes from ``api.web.data``, every page is built from the
+metric catalogue (``api.web.catalogue``). A pupil's history, the one identified page, is ``api.web.pupil_history``.
+
+Over 400 lines as one concept: each tab is a short builder run inside the one frame all tabs share (``scoped``: sign-in,
+the access policy for the scope, the date, the tabs and the CSV of any table), so splitting the tabs off would only
+scatter that frame's users.
+"""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from datetime import date
 from typing import Any
@@ -16,16 +19,14 @@ from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from ledger.core import policy
 from ledger.core.codes import code_list
-from ledger.core.errors import LedgerError
 from ledger.core.identifiers import org_scheme
-from ledger.service import Ledger, Principal, Reader
+from ledger.service import Principal
 from projections.facts import Moment
 
 from . import catalogue, charts
 from .data import BadScope, NotAllowed, WebData
-from .pages import Page, parse_as_of, status_of
+from .pages import Page, parse_as_of
 from .signin import SignIn, to_sign_in
 from .tables import Column, DataTable
 
@@ -50,8 +51,8 @@ def dashboard_url(level: str, org: str, page: str = "", **params: str) -> str:
     return f"/dashboards/{level}/{quote(org, safe=':')}{('/' + page) if page else ''}" + (f"?{urlencode(query)}" if query else "")
 
 
-def dashboards_router(ledger: Ledger, data: WebData, page: Page, auth: SignIn) -> APIRouter:
-    """The dashboards over ``data`` for those ``auth`` signs in; a pupil's history is read from ``ledger``."""
+def dashboards_router(data: WebData, page: Page, auth: SignIn) -> APIRouter:
+    """The dashboards over ``data`` for those ``auth`` signs in."""
     router = APIRouter(include_in_schema=False)
 
     @router.get("/dashboards/", response_class=HTMLResponse)
@@ -436,86 +437,5 @@ def dashboards_router(ledger: Ledger, data: WebData, page: Page, auth: SignIn) -
             return {"title": "Regions Group cases", "table": table, "tables": [table]}
 
         return await scoped(request, level, org, build, "cases.html")
-
-    # -- a pupil's history (identified: authorised by relationship and recorded, as pupilHistory) -------------
-
-    def purposes_for(principal: Principal) -> list[tuple[str, str]]:
-        """The purposes the role may state (the policy's list), default first."""
-        _, allowed = policy.PURPOSES.get(principal.role, (None, ()))
-        names = code_list("access_purposes")
-        titles = {k: v for version in names.versions for k, v in version.codes.items()}
-        return [(p, titles.get(p, p)) for p in allowed]
-
-    @router.get("/dashboards/pupil", response_class=HTMLResponse)
-    async def pupil_form(request: Request) -> Response:
-        principal = await auth.signed_in(request)
-        if principal is None:
-            return to_sign_in(request)
-        return page.render(
-            request,
-            "pupil.html",
-            principal=principal,
-            title="A pupil's history",
-            purposes=purposes_for(principal),
-            history=None,
-            no_store=True,
-            breadcrumbs=[{"text": "Dashboards", "href": "/dashboards/"}],
-        )
-
-    @router.post("/dashboards/pupil", response_class=HTMLResponse)
-    async def pupil_history(request: Request) -> Response:
-        principal = await auth.signed_in(request)
-        if principal is None:
-            return to_sign_in(request)
-        form = await auth.form_with_csrf(request)
-        if form is None:
-            return page.error(request, 403, "Your form has expired", "Go back, reload the page and try again.", principal)
-        upn = (form.get("upn") or "").strip().upper()
-        purpose = form.get("purpose") or None
-        reference = (form.get("reference") or "").strip() or None
-        values: dict[str, Any] = {
-            "title": "A pupil's history",
-            "purposes": purposes_for(principal),
-            "upn": upn,
-            "purpose": purpose,
-            "reference": reference or "",
-            "history": None,
-            "breadcrumbs": [{"text": "Dashboards", "href": "/dashboards/"}],
-        }
-        if not re.fullmatch(r"[A-Z][0-9]{11}[0-9A-Z]", upn):
-            return page.render(
-                request,
-                "pupil.html",
-                status=422,
-                principal=principal,
-                no_store=True,
-                errors=[("upn", "Enter a 13-character UPN, for example H801200001001")],
-                **values,
-            )
-        if reference and not re.fullmatch(r"[A-Za-z0-9._/-]{1,64}", reference):
-            return page.render(
-                request,
-                "pupil.html",
-                status=422,
-                principal=principal,
-                no_store=True,
-                errors=[("reference", "A reference is up to 64 letters, digits and . _ / -")],
-                **values,
-            )
-        try:
-            history = await run_in_threadpool(
-                ledger.pupil_history, upn, None, None, False, Reader(principal, purpose, reference, "pupilHistory")
-            )
-        except LedgerError as exc:
-            return page.render(
-                request,
-                "pupil.html",
-                status=status_of(exc),
-                principal=principal,
-                no_store=True,
-                errors=[("upn", f"{p.message} ({p.code})") for p in exc.problems],
-                **values,
-            )
-        return page.render(request, "pupil.html", principal=principal, no_store=True, **{**values, "history": history})
 
     return router

@@ -1,13 +1,12 @@
-"""EHCP lifecycle, redress and area SEND inspection rules (issue 24; domain.md 5 and 6.2). Pure.
+"""The EHCP lifecycle as rules (issue 24; domain.md 5). Pure.
 
-The statutory timeline (SEND Code of Practice 0-25, ch. 9) as rules over one pupil's ``ehcp.*`` and ``dispute.*``
-records: a step that cannot follow from what is recorded is rejected (no draft before an agreed assessment, no
-final plan before a draft, no review of a ceased plan); a lawful step that misses a time limit is flagged (a decision
-on assessment after 6 weeks, a final plan after 20 weeks with or without the regulation's exceptions, a review after
-12 months) and so is a plan with no named setting. The checks ``assessment_request``, ``assessment_step``,
-``plan_step``, ``decision_disputed`` and ``dispute_settled`` are the entries for these event types in
-``ledger.core.rules.PUPIL_CHECKS``; ``ledger.core.orgs.check_org`` calls ``check_inspection`` for the ``inspection.*``
-events about an LA.
+The statutory timeline (SEND Code of Practice 0-25, ch. 9) as rules over one pupil's ``ehcp.*`` records: a step that
+cannot follow from what is recorded is rejected (no draft before an agreed assessment, no final plan before a draft,
+no review of a ceased plan); a lawful step that misses a time limit is flagged (a decision on assessment after 6
+weeks, a final plan after 20 weeks with or without the regulation's exceptions, a review after 12 months) and so is
+a plan with no named setting. The checks ``assessment_request``, ``assessment_step`` and ``plan_step`` are the
+entries for these event types in ``ledger.core.rules.PUPIL_CHECKS``. The pupil's EHCP state (:func:`fold_ehcp`)
+also holds the appealable decisions and the disputes about them, which ``ledger.core.redress_rules`` checks.
 """
 
 from __future__ import annotations
@@ -17,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import date
 
 from ledger.core.errors import Category, Problem
-from ledger.core.identifiers import org_scheme
+from ledger.core.inspection_rules import Inspection as Inspection  # ledger.core.policy imports it from here still
 from ledger.core.la_claims import la_link
 from ledger.core.pupil_case import PupilCase
 from ledger.core.records import Record, effective
@@ -36,7 +35,6 @@ GROUNDS_BY_DECISION: dict[str, frozenset[str]] = {
     "ehcp.annual_review_held": frozenset({"refusal_to_amend", "section_b", "section_f", "section_i", "ceasing"}),
     "ehcp.ceased": frozenset({"ceasing"}),
 }
-MEDIATION_EXEMPT = frozenset({"section_i"})  # placement-only appeals need no mediation certificate
 # The SEN2 columns (discontinued_*, with their _ehc / _noncomp parts) each reason of code list ehcp_cease_reasons is
 # published in: the views' published figure and the simulation's calibration read them.
 SEN2_CEASE_COLUMNS = {
@@ -192,22 +190,25 @@ def _apply_dispute(state: EhcpState, r: Record) -> None:
         state.appeals[d["appeal_event_id"]].settled = True
 
 
-def _problem(code: str, path: str, message: str, category: Category = Category.INVALID) -> Problem:
+def problem(code: str, path: str, message: str, category: Category = Category.INVALID) -> Problem:
+    """A problem with ``$.payload.data.<path>`` (the whole payload when ``path`` is empty)."""
     return Problem(code, f"$.payload.data.{path}" if path else "$.payload", message, category)
 
 
-def _flag(code: str, message: str) -> dict[str, str]:
+def flag(code: str, message: str) -> dict[str, str]:
     return {"code": code, "message": message}
 
 
 # -- the checks (entries of ledger.core.rules.PUPIL_CHECKS) -------------------------------------------------------------
 
 
-def _ehcp_state(case: PupilCase) -> EhcpState:
+def ehcp_state(case: PupilCase) -> EhcpState:
+    """The pupil's EHCP state from its records in force, before the new event."""
     return fold_ehcp(effective(case.records))
 
 
-def _add(case: PupilCase, found: tuple[list[Problem], list[dict[str, str]]]) -> None:
+def report(case: PupilCase, found: tuple[list[Problem], list[dict[str, str]]]) -> None:
+    """Adds a check's problems and flags to the case."""
     case.problems.extend(found[0])
     case.flags.extend(found[1])
 
@@ -215,33 +216,23 @@ def _add(case: PupilCase, found: tuple[list[Problem], list[dict[str, str]]]) -> 
 def assessment_request(case: PupilCase) -> None:
     """``ehcp.assessment_requested``: none of the LA's own is open; a request without an earlier link (a school of
     its area, an earlier record, the plan it maintains) is flagged."""
-    _add(case, _check_request(_ehcp_state(case), case.new, lambda: la_link(case.state, case.new, case.orgs) == "linked"))
+    report(case, _check_request(ehcp_state(case), case.new, lambda: la_link(case.state, case.new, case.orgs) == "linked"))
 
 
 def assessment_step(case: PupilCase) -> None:
     """A decision on an assessment request, a draft, a refusal to issue or a final plan: the request's timeline."""
-    _add(case, _check_assessment_step(_ehcp_state(case), case.new))
+    report(case, _check_assessment_step(ehcp_state(case), case.new))
 
 
 def plan_step(case: PupilCase) -> None:
     """A review, amendment, transfer or cessation of the plan: by the LA maintaining it, while it is in force."""
-    _add(case, _check_plan_step(_ehcp_state(case), case.new))
-
-
-def decision_disputed(case: PupilCase) -> None:
-    """A mediation request or an appeal: about an appealable decision of the LA, on grounds that decision allows."""
-    _add(case, _check_decision_dispute(_ehcp_state(case), case.new))
-
-
-def dispute_settled(case: PupilCase) -> None:
-    """A mediation certificate or an appeal's decision: of a dispute recorded and not settled already."""
-    _add(case, _check_settlement(_ehcp_state(case), case.new))
+    report(case, _check_plan_step(ehcp_state(case), case.new))
 
 
 def _check_request(state: EhcpState, new: Record, la_linked: Callable[[], bool]) -> tuple[list[Problem], list[dict[str, str]]]:
     if state.open_assessment(new.submitter) is not None:  # its own only: another LA's open request is not disclosed
         return [
-            _problem(
+            problem(
                 "assessment_open",
                 "",
                 f"{new.submitter}'s assessment request for this pupil is still open: decide it, "
@@ -253,7 +244,7 @@ def _check_request(state: EhcpState, new: Record, la_linked: Callable[[], bool])
         # the LA where the child lives assesses, whatever school the child attends (often in another LA): a request
         # is accepted without a recorded link, and shown to the operator as a claim
         return [], [
-            _flag(
+            flag(
                 "claim_new_area",
                 f"{new.submitter} records an assessment request without an earlier link to this pupil; shown to the operator",
             )
@@ -266,16 +257,16 @@ def _check_assessment_step(state: EhcpState, new: Record) -> tuple[list[Problem]
     a = state.assessments.get(d["request_event_id"])
     if a is None:
         return [
-            _problem("assessment_unknown", "request_event_id", "no ehcp.assessment_requested with that event_id is recorded for this pupil")
+            problem("assessment_unknown", "request_event_id", "no ehcp.assessment_requested with that event_id is recorded for this pupil")
         ], []
     if a.la != new.submitter:
-        return [_problem("not_owner", "request_event_id", "only the LA the request was made to records its steps", Category.FORBIDDEN)], []
+        return [problem("not_owner", "request_event_id", "only the LA the request was made to records its steps", Category.FORBIDDEN)], []
     if day < a.requested_on:
-        return [_problem("before_request", "", f"{day} is before the request on {a.requested_on}")], []
+        return [problem("before_request", "", f"{day} is before the request on {a.requested_on}")], []
     if t == "ehcp.assessment_decided":
         if a.decision is not None:
             return [
-                _problem(
+                problem(
                     "already_decided",
                     "request_event_id",
                     f"the LA decided this request on {a.decided_on} ({a.decision}); correct that event instead",
@@ -283,13 +274,11 @@ def _check_assessment_step(state: EhcpState, new: Record) -> tuple[list[Problem]
             ], []
         late = (day - a.requested_on).days > 7 * DECISION_WEEKS
         return [], [
-            _flag(
-                "late_assessment_decision", f"decided {(day - a.requested_on).days} days after the request (limit {DECISION_WEEKS} weeks)"
-            )
+            flag("late_assessment_decision", f"decided {(day - a.requested_on).days} days after the request (limit {DECISION_WEEKS} weeks)")
         ] if late else []
     if a.decision != "agree":
         return [
-            _problem(
+            problem(
                 "no_agreed_assessment",
                 "request_event_id",
                 f"{t} follows an agreement to assess"
@@ -297,10 +286,10 @@ def _check_assessment_step(state: EhcpState, new: Record) -> tuple[list[Problem]
             )
         ], []
     if a.outcome is not None:
-        return [_problem("assessment_closed", "request_event_id", f"this assessment ended on {a.closed_on} ({a.outcome})")], []
+        return [problem("assessment_closed", "request_event_id", f"this assessment ended on {a.closed_on} ({a.outcome})")], []
     if t == "ehcp.final_issued":
         if a.draft_on is None:
-            return [_problem("no_draft", "request_event_id", "a final plan follows a draft plan (ehcp.draft_issued)")], []
+            return [problem("no_draft", "request_event_id", "a final plan follows a draft plan (ehcp.draft_issued)")], []
         return [], _final_flags(a, new)
     return [], []
 
@@ -312,7 +301,7 @@ def _final_flags(a: Assessment, new: Record) -> list[dict[str, str]]:
         exceptions = new.data.get("exceptions") or []
         if exceptions:
             flags.append(
-                _flag(
+                flag(
                     "late_final_plan_excepted",
                     f"final plan {days} days after the request (limit {FINAL_PLAN_WEEKS} weeks); "
                     f"exceptions recorded: {', '.join(exceptions)}",
@@ -320,12 +309,10 @@ def _final_flags(a: Assessment, new: Record) -> list[dict[str, str]]:
             )
         else:
             flags.append(
-                _flag(
-                    "late_final_plan", f"final plan {days} days after the request (limit {FINAL_PLAN_WEEKS} weeks), no exception recorded"
-                )
+                flag("late_final_plan", f"final plan {days} days after the request (limit {FINAL_PLAN_WEEKS} weeks), no exception recorded")
             )
     if not new.data.get("named_setting"):
-        flags.append(_flag("no_named_setting", "the plan names no school, college or other setting (section I)"))
+        flags.append(flag("no_named_setting", "the plan names no school, college or other setting (section I)"))
     return flags
 
 
@@ -333,149 +320,26 @@ def _check_plan_step(state: EhcpState, new: Record) -> tuple[list[Problem], list
     t, d, day = new.type, new.data, new.occurred_on
     plan = state.plan
     if plan is None:
-        return [_problem("no_plan", "", f"{t} is about an EHC plan, and none is recorded for this pupil")], []
+        return [problem("no_plan", "", f"{t} is about an EHC plan, and none is recorded for this pupil")], []
     if plan.la != new.submitter:
         return [
-            _problem(
+            problem(
                 "not_owner", "", "only the LA maintaining the plan records its reviews, amendments, transfer or end", Category.FORBIDDEN
             )
         ], []
     if plan.ceased_on is not None:
-        return [_problem("plan_ceased", "", f"the plan ceased on {plan.ceased_on}")], []
+        return [problem("plan_ceased", "", f"the plan ceased on {plan.ceased_on}")], []
     if day < plan.issued_on:
-        return [_problem("before_plan", "", f"{day} is before the plan was issued on {plan.issued_on}")], []
+        return [problem("before_plan", "", f"{day} is before the plan was issued on {plan.issued_on}")], []
     flags = []
     if t == "ehcp.annual_review_held":
         due = add_months(plan.last_review_on, REVIEW_MONTHS)
         if day > due:
             flags.append(
-                _flag("late_annual_review", f"review held {day}, due by {due} ({REVIEW_MONTHS} months after {plan.last_review_on})")
+                flag("late_annual_review", f"review held {day}, due by {due} ({REVIEW_MONTHS} months after {plan.last_review_on})")
             )
     elif t == "ehcp.transferred" and d["to_la"] == new.submitter:
-        return [_problem("transfer_to_self", "to_la", f"the plan is maintained by {new.submitter} already")], []
+        return [problem("transfer_to_self", "to_la", f"the plan is maintained by {new.submitter} already")], []
     elif t == "ehcp.amended" and "named_setting" in d and not d["named_setting"]:
-        flags.append(_flag("no_named_setting", "the plan names no school, college or other setting (section I)"))
+        flags.append(flag("no_named_setting", "the plan names no school, college or other setting (section I)"))
     return [], flags
-
-
-def _check_decision_dispute(state: EhcpState, new: Record) -> tuple[list[Problem], list[dict[str, str]]]:
-    t, d = new.type, new.data
-    decision = state.decisions.get(d["decision_event_id"])
-    if decision is None:
-        return [
-            _problem(
-                "decision_unknown",
-                "decision_event_id",
-                "no appealable LA decision with that event_id is recorded for this pupil "
-                "(a refusal to assess or to issue, a final plan, an amendment, a review or a cessation)",
-            )
-        ], []
-    problems = _dispute_writer(new, decision.la, "decision_event_id")
-    if new.occurred_on < decision.on:
-        problems.append(_problem("before_decision", "", f"{new.occurred_on} is before the decision on {decision.on}"))
-    wrong = sorted(set(d["grounds"]) - GROUNDS_BY_DECISION[decision.type])
-    if wrong:
-        problems.append(_problem("grounds_not_decision", "grounds", f"{', '.join(wrong)} cannot be disputed on a {decision.type}"))
-    if problems or t == "dispute.mediation_requested":
-        return problems, []
-    return _check_appeal(state, new, decision)
-
-
-def _check_settlement(state: EhcpState, new: Record) -> tuple[list[Problem], list[dict[str, str]]]:
-    t, d = new.type, new.data
-    ref, disputes, what = (
-        ("mediation_event_id", state.mediations, "mediation request")
-        if t == "dispute.mediation_certificate_issued"
-        else ("appeal_event_id", state.appeals, "appeal")
-    )
-    dispute = disputes.get(d[ref])
-    if dispute is None:
-        return [_problem(f"{ref.split('_')[0]}_unknown", ref, f"no {what} with that event_id is recorded for this pupil")], []
-    problems = _dispute_writer(new, dispute.decision.la, ref)
-    if dispute.settled:
-        problems.append(
-            _problem(
-                "already_settled",
-                ref,
-                f"this {what} already has its " + ("certificate" if what != "appeal" else "decision") + "; correct that event instead",
-            )
-        )
-    if new.occurred_on < dispute.on:
-        problems.append(_problem("before_request", "", f"{new.occurred_on} is before the {what} on {dispute.on}"))
-    return problems, []
-
-
-def _dispute_writer(new: Record, la: str, ref: str) -> list[Problem]:
-    """An LA records disputes of its own decisions only (the tribunal and mediation services any)."""
-    if org_scheme(new.submitter) == "la" and new.submitter != la:
-        return [_problem("not_owner", ref, "an LA records mediation and appeals about its own decisions only", Category.FORBIDDEN)]
-    return []
-
-
-def _check_appeal(state: EhcpState, new: Record, decision: Decision) -> tuple[list[Problem], list[dict[str, str]]]:
-    mediation_id = new.data.get("mediation_event_id")
-    if mediation_id is not None:
-        mediation = state.mediations.get(mediation_id)
-        if mediation is None or mediation.decision.event_id != decision.event_id:
-            return [
-                _problem(
-                    "mediation_unknown", "mediation_event_id", "no mediation request about this decision with that event_id is recorded"
-                )
-            ], []
-    certified = any(m.settled and m.decision.event_id == decision.event_id for m in state.mediations.values())
-    if not certified and not set(new.data["grounds"]) <= MEDIATION_EXEMPT:
-        return [], [
-            _flag(
-                "appeal_without_mediation_certificate",
-                "no mediation certificate is recorded for this decision (needed unless the appeal is only about the placement, section I)",
-            )
-        ]
-    return [], []
-
-
-# -- area SEND inspections (events about an LA, by ofsted / cqc) ------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Inspection:
-    event_id: str
-    inspectorate: str
-    kind: str
-    start: date
-    end: date
-
-
-def check_inspection(org_id: str, inspections: dict[str, Inspection], new: Record) -> list[Problem]:
-    """Problems with an ``inspection.*`` event about ``org_id``, given the inspections recorded for it."""
-    d = new.data
-    if org_scheme(org_id) != "la":
-        return [
-            Problem(
-                "not_an_area", "$.payload.subject.org", "an area SEND inspection is about a local area partnership: subject.org is la:NNN"
-            )
-        ]
-    if new.type == "inspection.started":
-        if d["to"] < d["from"]:
-            return [_problem("end_before_start", "to", f"to ({d['to']}) is before from ({d['from']})")]
-        return []
-    if "inspection_event_id" in d:
-        inspection = inspections.get(d["inspection_event_id"])
-        if inspection is None:
-            return [
-                _problem("inspection_unknown", "inspection_event_id", f"no inspection.started with that event_id is recorded for {org_id}")
-            ]
-        old = inspection.kind == "framework_2016"
-        if old != (d["outcome"] in ("wsoa", "no_wsoa")):
-            return [
-                _problem(
-                    "outcome_framework",
-                    "outcome",
-                    "a 2016-framework inspection has outcome wsoa or no_wsoa; a 2023-framework one "
-                    "positive, inconsistent or widespread_failings",
-                )
-            ]
-    return []
-
-
-def inspection_of(r: Record) -> Inspection:
-    return Inspection(r.event_id, r.submitter, r.data["kind"], date.fromisoformat(r.data["from"]), date.fromisoformat(r.data["to"]))

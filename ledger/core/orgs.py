@@ -10,10 +10,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from nacl.bindings import crypto_core_ed25519_is_valid_point
 
 from ledger.core.catalogue import CLOCK_SKEW, parse_timestamp
-from ledger.core.ehcp_rules import Inspection, check_inspection, inspection_of
 from ledger.core.envelope import b64decode_strict, key_id
 from ledger.core.errors import Category, Problem
 from ledger.core.identifiers import la_code_of, org_scheme
+from ledger.core.inspection_rules import Inspection, check_inspection, inspection_of
 from ledger.core.rules import OrgFacts, Record
 
 OPERATOR = "dfe:admin"  # the only submitter that may state a past revocation time
@@ -148,7 +148,7 @@ def check_org(state: OrgState, new: Record) -> list[Problem]:
         return [_bad("org_unknown", "$.payload.subject.org", f"{state.org_id} is not registered")]
     if state.closed and t != "org.key_revoked":  # a closed organisation's key can still be revoked
         return [_bad("org_closed", "$.payload.subject.org", f"{state.org_id} is closed")]
-    if t.startswith("inspection."):  # ledger/core/ehcp_rules.py
+    if t.startswith("inspection."):  # ledger/core/inspection_rules.py
         return check_inspection(state.org_id, state.inspections, new)
     if t.startswith("provider.") and new.submitter != state.la:
         return [_bad("not_owner", "$.payload.subject.org", f"only {state.la} records events about {state.org_id}", Category.FORBIDDEN)]

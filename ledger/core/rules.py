@@ -14,9 +14,9 @@ pupil's records in force (``ledger.core.pupil_state``; a correction as if what i
 
 The checks live with their concept: ``roll_checks`` (admissions, removals), ``exclusion_checks``,
 ``episode_checks`` (placements, managed moves, part-time timetables, CME), ``la_claims`` (an LA's link to the
-pupil), ``report_checks`` (attendance, post-16 destinations), ``ehcp_rules`` (the EHCP timeline and disputes) and
-``funding_rules`` (bands), with the shared pieces in ``pupil_case``. Who may write what about a pupil is the table
-in docs/access.md ("Who may write about a pupil").
+pupil), ``report_checks`` (attendance, post-16 destinations), ``ehcp_rules`` (the EHCP timeline),
+``redress_rules`` (mediation and appeals) and ``funding_rules`` (bands), with the shared pieces in ``pupil_case``.
+Who may write what about a pupil is the table in docs/access.md ("Who may write about a pupil").
 
 Rules that weigh an organisation's own facts (its kind, LA, trust, closure) ask an ``OrgLookup`` the service passes
 in, and only when they need them, so that most events never ask; a band reads the national tariffs the same way. A
@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ledger.core import ehcp_rules, funding_rules
+from ledger.core import ehcp_rules, funding_rules, redress_rules
 from ledger.core.episode_checks import commissioner_link, episode_open_and_owned, no_second_placement, setting_type_matches
 from ledger.core.errors import Problem
 from ledger.core.exclusion_checks import SUSPENSION_CAP_DAYS, exclusion_review, suspension_cap
@@ -129,11 +129,11 @@ PUPIL_CHECKS: dict[str, tuple[Check, ...]] = {
     "ehcp.amended": (ehcp_rules.plan_step,),
     "ehcp.transferred": (ehcp_rules.plan_step,),
     "ehcp.ceased": (ehcp_rules.plan_step,),
-    # mediation and appeals (ehcp_rules)
-    "dispute.mediation_requested": (ehcp_rules.decision_disputed,),
-    "dispute.appeal_registered": (ehcp_rules.decision_disputed,),
-    "dispute.mediation_certificate_issued": (ehcp_rules.dispute_settled,),
-    "dispute.appeal_decided": (ehcp_rules.dispute_settled,),
+    # mediation and appeals (redress_rules)
+    "dispute.mediation_requested": (redress_rules.decision_disputed,),
+    "dispute.appeal_registered": (redress_rules.decision_disputed,),
+    "dispute.mediation_certificate_issued": (redress_rules.dispute_settled,),
+    "dispute.appeal_decided": (redress_rules.dispute_settled,),
     # funding (funding_rules)
     "funding.band_assigned": (funding_rules.costed_band,),
 }

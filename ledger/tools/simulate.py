@@ -1,93 +1,48 @@
-"""A simulated local area as signed envelopes, calibrated on published DfE figures.
+"""A simulated local area as signed envelopes: its organisations and each pupil's timeline.
 
-Used by ``pupil-ledger demo``, ``pupil-ledger simulate`` and the benchmarks. Rates are national
-published figures (the constants below, each with its source); the mix of AP placement reasons and
-setting types comes from the LA's rows of the school census "AP placements arranged by schools" file
-and the LAs' relative sizes from SEN2, both in ``data/dfe/`` (``ledger.dfe``). Without those files
-the simulation stops with an error naming the missing path.
+Used by ``pupil-ledger demo``, ``pupil-ledger simulate`` and the benchmarks. The rates and mixes it draws from
+are published DfE figures, in ``ledger.tools.simulate_calibration``; getting an area into a ledger or into files
+is ``ledger.tools.simulate_load``; EHCP journeys and funding are added by ``simulate_ehcp`` and ``simulate_funding``.
 """
 
 from __future__ import annotations
 
-import contextlib
-import csv
 import hashlib
-import json
-import multiprocessing
 import random
-import shutil
 import uuid
-from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
-from functools import cache
-from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from ledger import dfe, own_events
+from ledger import own_events
 from ledger.core import envelope
 from ledger.core.codes import code_list, la_codes
 from ledger.core.identifiers import make_upn
 from ledger.core.schooltime import academic_year
-from ledger.service import ADMIN_ORG, Ledger
 from ledger.storage.secrets import private_key_pem
-from ledger.tools import admin
-
-# National rates per pupil per year, from DfE statistics: 955,000 suspensions and 10,900 permanent exclusions
-# in 2023/24 ("Suspensions and permanent exclusions in England") for 9,092,073 pupils in January 2024
-# ("Schools, pupils and their characteristics"); elective home education 1.4% and children missing education
-# 0.5% on census day, autumn 2024; EHC plans 5.3% and SEN support 14.2% in January 2025 ("Special
-# educational needs in England"); school-arranged AP 24,577 pupils in 2022/23 (data/dfe/README.md).
-SUSPENSION_RATE = 955_000 / 9_092_073 * 1.6  # secondary pupils are suspended more than the average
-PERMANENT_EXCLUSION_RATE = 10_900 / 9_092_073 * 2
-EHE_RATE, CME_RATE, EHCP_RATE, SEN_SUPPORT_RATE = 0.014, 0.005, 0.053, 0.142
-AP_PLACEMENT_RATE = 24_577 / 3_669_933 * 3  # school-arranged AP (2022/23) over secondary pupils, per year
-TRANSFER_RATE, MANAGED_MOVE_RATE, PART_TIME_RATE, LOOKED_AFTER_RATE = 0.04, 0.008, 0.012, 0.01
-
-SETTING_TYPES = {
-    "Education setting with URN": "URN",
-    "Registered provider with UKPRN": "UKPRN",
-    "Non-maintained further education college": "NFE",
-    "One on one tuition": "OOT",
-    "Other unregistered provider": "OTH",
-    "Work based placement": "WBP",
-}
-REASONS = {
-    "Medical condition (mental health need)": "MENTAL_HEALTH",
-    "Medical condition (physical health need)": "PHYSICAL_HEALTH",
-    "Off-site placement for behavioural support": "BEHAVIOUR",
-    "Permanent exclusion (where still going through the review process)": "PERMANENT_EXCLUSION",
-    "Suspension": "SUSPENSION",
-    "Other": "OTHER",
-}
-ENGLAND = "england"
-
-
-def placement_mix(la_code: str) -> dict[tuple[str, str], int]:
-    """(reason, setting type) -> pupils, from the LA's published 2022/23 school-arranged AP figures; an LA
-    code without published rows (abolished before 2022/23, created since, or too small to publish) takes
-    England's published mix from the same file."""
-    mixes = _placement_mixes(dfe.data_file(dfe.AP_PLACEMENTS_BY_REASON))
-    return dict(mixes.get(la_code) or mixes[ENGLAND])
-
-
-@cache
-def _placement_mixes(path: Path) -> dict[str, Counter[tuple[str, str]]]:
-    """Every LA's mix and England's, from one read of the published file (a national simulation asks for ~150 LAs)."""
-    mixes: dict[str, Counter[tuple[str, str]]] = defaultdict(Counter)
-    with path.open(encoding="utf-8-sig") as f:
-        for row in csv.DictReader(f):
-            where = {"National": ENGLAND, "Local authority": row["old_la_code"]}.get(row["geographic_level"])
-            if where and row["characteristic_grouping"] == "Placement Reason" and row["pupils"].isdigit():
-                reason, setting = REASONS.get(row["pupil_characteristic"]), SETTING_TYPES.get(row["setting_type"])
-                if reason and setting:
-                    mixes[where][(reason, setting)] += int(row["pupils"])
-    if not mixes[ENGLAND]:
-        raise ValueError(f"{path} has no England rows of AP placements by reason and setting type")
-    return dict(mixes)
+from ledger.tools.simulate_calibration import (
+    AP_PLACEMENT_RATE,
+    CME_RATE,
+    EHCP_RATE,
+    EHE_RATE,
+    LOOKED_AFTER_RATE,
+    MANAGED_MOVE_RATE,
+    PART_TIME_RATE,
+    PERMANENT_EXCLUSION_RATE,
+    PRIMARY_SECONDARY_SCHOOL_SIZE,
+    PRIMARY_SHARE,
+    PRIMARY_SUSPENSION_FACTOR,
+    PUPILS_PER_SCHOOL,
+    SEN_SUPPORT_RATE,
+    SPECIAL_PER_SCHOOL,
+    SUSPENSION_RATE,
+    TRANSFER_RATE,
+    national_plan,
+    placement_mix,
+)
 
 
 @dataclass
@@ -178,11 +133,6 @@ class Shape:
 
 
 URNS_PER_LA = 5000
-PUPILS_PER_SCHOOL = 9_092_073 / 24_453  # pupils / schools, England, January 2024 ("Schools, pupils and their characteristics")
-PRIMARY_SHARE = 4_614_990 / (4_614_990 + 3_669_933)  # of state primary + secondary pupils
-SPECIAL_PER_SCHOOL = 1_022 / 24_453
-PRIMARY_SECONDARY_SCHOOL_SIZE = 280 / 1_060  # average primary school roll over average secondary roll
-PRIMARY_SUSPENSION_FACTOR = 0.15  # primary pupils are suspended far less than secondary ones
 
 
 def simulate_area(pupils: int, seed: int = 1, la_code: str = "801", today: date | None = None, shape: Shape | None = None) -> Area:
@@ -416,35 +366,6 @@ def simulate_area(pupils: int, seed: int = 1, la_code: str = "801", today: date 
     return Area(la, orgs, [(submitter, body) for _, _, submitter, body in events], secondary + primary, example or make_upn(la_code, 10, 1))
 
 
-def la_weights() -> dict[str, float]:
-    """Relative size of each LA: its new EHC plans in the latest SEN2 year (a published per-LA count that
-    tracks the pupil population)."""
-    path = dfe.data_file(dfe.SEN2)
-    known = la_codes()
-    weights: dict[str, float] = {}
-    with path.open(encoding="utf-8-sig") as f:
-        rows = [r for r in csv.DictReader(f) if r["geographic_level"] == "Local authority"]
-    latest = max((r["time_period"] for r in rows), default="")
-    for r in rows:
-        code, value = r["old_la_code"], r["new_all_ehc"]
-        if r["time_period"] == latest and code in known and value.replace(".", "", 1).isdigit() and float(value) > 0:
-            weights[code] = float(value)
-    if not weights:
-        raise ValueError(f"{path} has no local authority with new EHC plans in its latest year")
-    return weights
-
-
-def national_plan(pupils: int) -> list[tuple[str, int]]:
-    """(LA code, pupils) for a national population of ``pupils``, split like England's LAs (largest remainder)."""
-    weights = la_weights()
-    total = sum(weights.values())
-    shares = {code: pupils * w / total for code, w in weights.items()}
-    plan = {code: int(share) for code, share in shares.items()}
-    for code in sorted(shares, key=lambda c: shares[c] - plan[c], reverse=True)[: pupils - sum(plan.values())]:
-        plan[code] += 1
-    return [(code, n) for code, n in sorted(plan.items()) if n > 0]
-
-
 def national_shape(pupils: int, index: int) -> Shape:
     """Schools for an LA of ``pupils``: England's pupils per school, primary/secondary split and special schools."""
     schools = pupils / PUPILS_PER_SCHOOL
@@ -464,89 +385,3 @@ def simulate_nation(pupils: int, seed: int = 1, today: date | None = None) -> It
     """A national-shaped population, one local area at a time (each area's events in date order)."""
     for index, (la_code, n) in enumerate(national_plan(pupils)):
         yield simulate_area(n, seed, la_code, today, national_shape(n, index))
-
-
-def load_area(ledger: Ledger, area: Area, batch_size: int = 500, on_progress: Callable[[int], None] = lambda n: None) -> None:
-    """Register the area's organisations and keys (as dfe:admin), then submit its events in batches."""
-    load_areas(ledger, [area], batch_size, on_progress)
-
-
-def org_setup(ledger: Ledger, orgs: Iterable[Org]) -> list[dict[str, Any]]:
-    """Envelopes registering ``orgs`` and their keys, signed by the ledger as dfe:admin."""
-    setup = []
-    for o in orgs:
-        data: dict[str, Any] = {"kind": o.kind, "name": o.name, **o.extra}
-        if o.la:
-            data["la"] = o.la
-        setup.append(own_events.admin_event(ledger, "org.registered", o.org_id, data))
-        setup.append(own_events.admin_event(ledger, "org.key_added", o.org_id, admin.key_data(o.key.public_key())))
-    return setup
-
-
-def load_areas(ledger: Ledger, areas: Iterable[Area], batch_size: int = 500, on_progress: Callable[[int], None] = lambda n: None) -> None:
-    """Load areas one after another (a national backfill): each area's new organisations, then its events."""
-    registered: set[str] = set()
-    for area in areas:
-        new_orgs = [o for o in area.orgs.values() if o.org_id not in registered]
-        ledger.submit_batch(org_setup(ledger, new_orgs))
-        registered.update(o.org_id for o in new_orgs)
-        assert all(submitter != ADMIN_ORG for submitter, _ in area.events)
-        signed = list(area.signed_events())
-        for i in range(0, len(signed), batch_size):
-            ledger.submit_batch(signed[i : i + batch_size])
-            on_progress(len(signed[i : i + batch_size]))
-
-
-def _export_area(job: tuple[str, int, int, int, date, Path]) -> tuple[list[dict[str, Any]], int]:
-    from ledger.tools.simulate_ehcp import add_ehcp_journeys  # (it builds on this module)
-
-    la_code, pupils, index, seed, today, part = job
-    area = add_ehcp_journeys(
-        simulate_area(pupils, seed, la_code, today, national_shape(pupils, index) if index >= 0 else None), seed, today
-    )
-    with part.open("w", encoding="utf-8") as f:
-        for env in area.signed_events():
-            f.write(json.dumps(env, separators=(",", ":")) + "\n")
-    return area.orgs_json(), len(area.events)
-
-
-def export(
-    out_dir: Path,
-    pupils: int,
-    seed: int = 1,
-    la_code: str | None = None,
-    today: date | None = None,
-    workers: int = 1,
-    on_progress: Callable[[int], None] = lambda n: None,
-) -> tuple[int, int]:
-    """Write ``orgs.json`` (with private keys) and ``events.jsonl`` (signed envelopes, each area in date order).
-
-    ``la_code`` None means a national-shaped population over all LAs. Areas are generated and signed in
-    ``workers`` processes, each into its own part file, then joined in plan order. Returns (organisations, events).
-    """
-    dfe.check()  # before writing anything, not in a worker half way through
-    today = today or utc_today()
-    plan = national_plan(pupils) if la_code is None else [(la_code, pupils)]
-    out_dir.mkdir(parents=True, exist_ok=True)
-    parts = out_dir / "parts"
-    parts.mkdir(exist_ok=True)
-    jobs = [
-        (code, n, index if la_code is None else -1, seed, today, parts / f"{index:03d}-{code}.jsonl")
-        for index, (code, n) in enumerate(plan)
-    ]
-    orgs: dict[str, dict[str, Any]] = {}
-    events = 0
-    with multiprocessing.get_context("spawn").Pool(max(1, workers)) if workers > 1 else contextlib.nullcontext() as pool:
-        results = pool.imap(_export_area, jobs) if pool is not None else map(_export_area, jobs)
-        for area_orgs, count in results:
-            orgs.update((o["org"], o) for o in area_orgs)
-            events += count
-            on_progress(count)
-    (out_dir / "orgs.json").write_text(json.dumps(list(orgs.values()), indent=1))
-    with (out_dir / "events.jsonl").open("wb") as joined:
-        for job in jobs:
-            with job[-1].open("rb") as part:
-                shutil.copyfileobj(part, joined)
-            job[-1].unlink()
-    parts.rmdir()
-    return len(orgs), events

@@ -186,7 +186,7 @@ def funding_bodies(area: Area, today: date) -> tuple[list[dict[str, Any]], list[
 
 
 def load_funding(ledger: Ledger, area: Area, batch_size: int = 500) -> int:
-    """Submit the area's plans and funding (after ``ledger.simulate.load_area``); returns the number of events."""
+    """Submit the area's plans and funding (after ``ledger.tools.simulate_load.load_area``); returns the number of events."""
     tariffs, bodies = funding_bodies(area, ledger.clock().date())
     known = {r.data["effective_from"] for r in ledger_tariffs(ledger)}
     envelopes = [own_events.signed(t, ledger.secrets.signing_key) for t in tariffs if t["data"]["effective_from"] not in known]
