@@ -35,6 +35,7 @@ from ledger.storage.application import LedgerApp, persistence_env
 from ledger.storage.cipher import InflatingCompressor, SubjectMapper
 from ledger.storage.keys import ErasedMeanwhile, PupilKey, PupilKeys, SubjectErased
 from ledger.storage.recorders import KeyRevokedMeanwhile, PostgresLedgerRecorder, SQLiteLedgerRecorder
+from ledger.storage.releases import ReleaseTables
 from ledger.storage.schema import INDEX_COLUMNS, Beside, IndexRow
 from ledger.storage.secrets import as_pupil_uuid, is_pupil_stream
 from ledger.storage.sql import Read, as_uuid, execute_in, fetch_tuples, rowcount, where_in
@@ -89,11 +90,13 @@ class Store:
     app: LedgerApp
     _placeholder: str = field(init=False)
     _stream_id_type: str = field(init=False)  # the events table's originator_id column (PostgreSQL: uuid)
+    releases: ReleaseTables = field(init=False, repr=False, compare=False)  # the research releases' tables
 
     def __post_init__(self) -> None:
         self._placeholder = getattr(self.app.recorder, "placeholder", "?")
         self._stream_id_type = getattr(getattr(self.app.recorder, "datastore", None), "originator_id_type", "text")
         self.app.pupil_keys.store = self  # the pupil keys are read through this store
+        self.releases = ReleaseTables(self)
 
     @classmethod
     def open(cls, env: dict[str, str]) -> Store:
