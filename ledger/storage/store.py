@@ -256,6 +256,26 @@ class Store:
             self._stream_id_type,
         )
 
+    def events_in_stream_order(
+        self, after: tuple[uuid.UUID, int], below: uuid.UUID | None, through: int, limit: int
+    ) -> list[tuple[uuid.UUID, int, str, bytes]]:
+        """A page of stored events, (stream, version, topic, state), in stream and version order: the next
+        ``limit`` after stream and version ``after``, of streams before ``below`` (None: to the end), among the log's
+        first ``through`` (by sequence). A keyset page: a row value is an index range, page after page."""
+        position = "notification_id" if self.is_postgres else "rowid"
+        below_sql = " AND originator_id < ?" if below is not None else ""
+        rows = self.query(
+            f"SELECT originator_id, originator_version, topic, state FROM {self.events_table} "
+            f"WHERE (originator_id, originator_version) > (?, ?){below_sql} AND {position} <= ? "
+            "ORDER BY originator_id, originator_version LIMIT ?",
+            (self._stream_param(after[0]), after[1], *([self._stream_param(below)] if below is not None else []), through, limit),
+        )
+        return [(as_uuid(r[0]), int(r[1]), str(r[2]), bytes(r[3])) for r in rows]
+
+    def _stream_param(self, stream: uuid.UUID) -> Any:
+        """A stream id as the events table stores it: a uuid on PostgreSQL, 32 hex digits on SQLite."""
+        return stream if self.is_postgres else stream.hex
+
     def _folded(self, rows: Sequence[tuple[Any, ...]]) -> dict[uuid.UUID, Subject]:
         """The subjects whose stored events ``rows`` are, in stream and version order (their keys fetched)."""
         found: dict[uuid.UUID, Any] = {}
@@ -303,9 +323,6 @@ class Store:
         ``also`` runs in the same transaction once the key is gone (the views forget the pupil: ``Ledger.erase``)."""
         tombstone = as_pupil_uuid(os.urandom(16))
 
-        def as_param(aggregate: uuid.UUID) -> Any:
-            return aggregate if self.is_postgres else aggregate.hex
-
         with self.cursor(commit=True) as cur:
             if not self.is_postgres:
                 cur.execute("PRAGMA secure_delete = ON")  # overwrite freed content instead of leaving it in free pages
@@ -314,7 +331,7 @@ class Store:
                 return 0
             cur.execute(
                 self.sql(f"UPDATE {self.events_table} SET originator_id = ? WHERE originator_id = ?"),
-                (as_param(tombstone), as_param(aggregate_id)),
+                (self._stream_param(tombstone), self._stream_param(aggregate_id)),
             )
             erased = rowcount(cur)
             cur.execute(self.sql("UPDATE ledger_index SET originator_id = ? WHERE originator_id = ?"), (str(tombstone), str(aggregate_id)))
