@@ -273,7 +273,8 @@ def widest(principal: Principal, allowing: Sequence[tuple[Standing, PupilLink]])
 
 
 def purpose_for(principal: Principal, stated: str | None) -> str:
-    """The purpose to record for a read of an identified pupil record, or the error (400/403/422)."""
+    """The purpose to record for a read of an identified pupil record, or the error (400/403/422). A problem with the
+    stated purpose is at ``$.purpose``, the value's own name (over HTTP it is a query parameter: ``api.params.named_as_query``)."""
     default, allowed = PURPOSES.get(principal.role, (None, ()))
     if not allowed:
         raise forbidden(
@@ -286,15 +287,15 @@ def purpose_for(principal: Principal, stated: str | None) -> str:
         if default is None:
             raise LedgerError.one(
                 "purpose_required",
-                "query:purpose",
+                "$.purpose",
                 f"a {principal.role} must state a purpose: one of {', '.join(allowed)}",
                 Category.MALFORMED,
             )
         return default
     if stated not in code_list("access_purposes").all_codes():
-        raise LedgerError.one("unknown_code", "query:purpose", f"{stated!r} is not in code list access_purposes")
+        raise LedgerError.one("unknown_code", "$.purpose", f"{stated!r} is not in code list access_purposes")
     if stated not in allowed:
-        raise forbidden("purpose_not_allowed", "query:purpose", f"a {principal.role} may read for {', '.join(allowed)}, not {stated}")
+        raise forbidden("purpose_not_allowed", "$.purpose", f"a {principal.role} may read for {', '.join(allowed)}, not {stated}")
     return stated
 
 
