@@ -10,6 +10,9 @@ An inspector's scope is the LA areas its organisation is inspecting today (``ins
 A relationship the reader's own organisation asserted (its own registration, notice or placement) shows only
 what happened from its start, plus a summary of the pupil's setting just before (``Grant.since``,
 ``visible``, ``setting_before``): posting an event about a pupil must not open the pupil's whole past.
+
+Over 400 lines as one concept: the access policy, whose roles, relationships, windows, purposes and decisions are
+read together (split, the matrix in docs/access.md would have no one place in the code).
 """
 
 from __future__ import annotations

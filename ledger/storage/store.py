@@ -10,8 +10,10 @@ A pupil's stream (a version-8 id, see ``secrets.pupil_id``) is encrypted with th
 key, kept in ``pupil_keys`` wrapped by the master key from the secrets folder; ``erase_subject``
 deletes the key (crypto-shredding, docs/access.md). Other streams use the store key.
 
-The parts live in ``ledger/storage/`` (aggregate, tables, SQL dialect, recorders, keys, cipher, application);
-the names other modules import from here are re-exported below.
+The parts live in ``ledger/storage/`` (aggregate, tables, SQL dialect, recorders, keys, cipher, application, and
+the tables of research releases and tokens: ``Store.releases``, ``Store.tokens``); the names other modules import
+from here are re-exported below. Over 400 lines as one concept: the one door to the database above the storage
+layer, whose every statement is a named method here or in the parts it delegates to.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from ledger.storage.releases import ReleaseTables
 from ledger.storage.schema import INDEX_COLUMNS, Beside, IndexRow
 from ledger.storage.secrets import as_pupil_uuid, is_pupil_stream
 from ledger.storage.sql import Read, as_uuid, execute_in, fetch_tuples, rowcount, where_in
+from ledger.storage.tokens import TokenTable
 
 _record_of = record_of  # the name projections imported before it was public
 
@@ -91,12 +94,13 @@ class Store:
     _placeholder: str = field(init=False)
     _stream_id_type: str = field(init=False)  # the events table's originator_id column (PostgreSQL: uuid)
     releases: ReleaseTables = field(init=False, repr=False, compare=False)  # the research releases' tables
+    tokens: TokenTable = field(init=False, repr=False, compare=False)  # the ledger's bearer tokens
 
     def __post_init__(self) -> None:
         self._placeholder = getattr(self.app.recorder, "placeholder", "?")
         self._stream_id_type = getattr(getattr(self.app.recorder, "datastore", None), "originator_id_type", "text")
         self.app.pupil_keys.store = self  # the pupil keys are read through this store
-        self.releases = ReleaseTables(self)
+        self.releases, self.tokens = ReleaseTables(self), TokenTable(self)
 
     @classmethod
     def open(cls, env: dict[str, str]) -> Store:
@@ -409,36 +413,6 @@ class Store:
             (*([viewer_org] if viewer_org is not None else []), after, limit),
         )
         return [IndexRow(*r) for r in rows]
-
-    def insert_token(self, token_id: str, token_hash: str, org: str, role: str, issued_at: str, expires_at: str | None, scope: str) -> None:
-        self.execute(
-            "INSERT INTO ledger_tokens (token_id, token_hash, org_id, role, issued_at, expires_at, scope) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (token_id, token_hash, org, role, issued_at, expires_at, scope),
-        )
-
-    def revoke_token(self, token_id: str, revoked_at: str) -> bool:
-        """Mark the token revoked (once: a revocation's time never changes). False: no such token."""
-        if not self.query("SELECT revoked_at FROM ledger_tokens WHERE token_id = ?", (token_id,)):
-            return False
-        self.execute("UPDATE ledger_tokens SET revoked_at = ? WHERE token_id = ? AND revoked_at IS NULL", (revoked_at, token_id))
-        return True
-
-    def token_row(self, token_id: str) -> tuple[str, str, str, str | None, str | None, str | None] | None:
-        """(token_hash, org, role, expires_at, revoked_at, scope) of a ledger token, or None."""
-        rows = self.query(
-            "SELECT token_hash, org_id, role, expires_at, revoked_at, scope FROM ledger_tokens WHERE token_id = ?", (token_id,)
-        )
-        return (rows[0][0], rows[0][1], rows[0][2], rows[0][3], rows[0][4], rows[0][5]) if rows else None
-
-    def token_counts(self) -> tuple[int, int]:
-        """(tokens issued, tokens revoked): tokens are only ever added and revocation sets a column, so an unchanged
-        pair means an unchanged set of tokens and revocations."""
-        total, revoked = self.query("SELECT COUNT(*), COUNT(revoked_at) FROM ledger_tokens")[0]
-        return int(total), int(revoked)
-
-    def token_hashes(self) -> frozenset[str]:
-        """The hash of every ledger token ever issued (revoked ones included)."""
-        return frozenset(str(row[0]) for row in self.query("SELECT token_hash FROM ledger_tokens"))
 
     def newest_received_at(self, after: int, through: int) -> str | None:
         """The latest ``received_at`` among the events with ``after < sequence <= through`` (None if there are none)."""
