@@ -57,9 +57,9 @@ class TokenDirectory:
         return hashed in self._hashes
 
     def _reload(self) -> None:
-        count, _ = self.store.token_counts()
+        count, _ = self.store.tokens.counts()
         if count != self._count:  # tokens are only ever added (revocation sets a column): the same count, the same set
-            self._hashes = self.store.token_hashes()
+            self._hashes = self.store.tokens.hashes()
             self._count = count
 
 

@@ -11,7 +11,7 @@ from ledger.core import policy
 from ledger.core.errors import Category, LedgerError
 from ledger.research import operator
 from ledger.research.projects import Project, export_problems
-from ledger.research.releases import all_projects, discard_release, release_file, store_release
+from ledger.research.releases import all_projects
 from ledger.service import Ledger, Principal
 from projections.research.export import Spec, build
 from projections.research.reader import checkpoint_cut
@@ -49,7 +49,7 @@ def release(
     cut = checkpoint_cut(ledger.store, tree_size)
     built = build(ledger.store, ledger.secrets, ledger.settings, project, spec, cut)
     release_id = operator.new_release_id()
-    store_release(ledger.store, release_id, project, built.files, built.pseudonyms)
+    ledger.store.releases.save(release_id, project.project_id, project.researcher, built.files, built.pseudonyms)  # served once recorded
     data = {
         "project": project.project_id,
         "manifest_digest": built.manifest_digest,
@@ -64,7 +64,7 @@ def release(
     try:
         receipt = operator.record_release(ledger, release_id, project.researcher, data)
     except BaseException:
-        discard_release(ledger.store, release_id)  # refused (revoked meanwhile, say) or failed: nothing released
+        ledger.store.releases.discard(release_id)  # refused (revoked meanwhile, say) or failed: nothing released
         raise
     return {
         "release_id": release_id,
@@ -82,7 +82,7 @@ def released_file(ledger: Ledger, release_id: str, name: str, principal: Princip
     for project in all_projects(ledger.store).values():
         if any(r.event_id == release_id for r in project.releases):
             find_project(ledger, project.project_id, principal)
-            content = release_file(ledger.store, release_id, name)
+            content = ledger.store.releases.file(release_id, name)
             if content is not None:
                 return content
             break

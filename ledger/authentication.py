@@ -41,7 +41,7 @@ def issue_token(ledger: Ledger, org: str, role: str, expires_at: datetime | None
         raise LedgerError.one("org_unknown", "$.org", f"{org} is not registered")
     token_id = pysecrets.token_hex(4)
     token = f"plt_{token_id}_{pysecrets.token_urlsafe(32)}"
-    ledger.store.insert_token(
+    ledger.store.tokens.insert(
         token_id,
         tokens.token_hash(token),
         org,
@@ -55,7 +55,7 @@ def issue_token(ledger: Ledger, org: str, role: str, expires_at: datetime | None
 
 def revoke_token(ledger: Ledger, token_or_id: str) -> bool:
     token_id = token_or_id.split("_")[1] if token_or_id.startswith("plt_") else token_or_id
-    if not ledger.store.revoke_token(token_id, timestamp(ledger.clock())):
+    if not ledger.store.tokens.revoke(token_id, timestamp(ledger.clock())):
         return False
     ledger.tokens.clear()  # other processes see it within tokens.RECHECK_SECONDS
     return True
@@ -88,7 +88,7 @@ def _token_principal(ledger: Ledger, token: str) -> Principal | None:
     if found is not None:
         return found
     generation = ledger.tokens.generation
-    row = ledger.store.token_row(parts[1])
+    row = ledger.store.tokens.row(parts[1])
     if row is None:
         tokens.token_hash(token)  # the same work whether or not the id exists
         return None

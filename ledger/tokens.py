@@ -75,7 +75,7 @@ class TokenCache:
             started = self.monotonic()
             if started - self._checked_at < RECHECK_SECONDS:
                 return  # another thread just did it
-            counts = self.store.token_counts()
+            counts = self.store.tokens.counts()
             if counts != self._counts:
                 self.clear()
                 self._counts = counts

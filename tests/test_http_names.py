@@ -16,15 +16,10 @@ from ledger.service import Principal, Reader
 from .conftest import SCHOOL_A, SCHOOL_B, UPN, World
 from .error_scan import ROOT
 
-# policy.py still names its purpose parameter "query:purpose": it belongs to another stream of work (issue 19).
-NOT_YET = {"ledger/core/policy.py"}
-
 
 def test_no_module_of_the_core_names_a_query_parameter() -> None:
     named = sorted(
-        str(path.relative_to(ROOT))
-        for path in (ROOT / "ledger").rglob("*.py")
-        if re.search(r"[\"']query:", path.read_text("utf-8")) and str(path.relative_to(ROOT)) not in NOT_YET
+        str(path.relative_to(ROOT)) for path in (ROOT / "ledger").rglob("*.py") if re.search(r"[\"']query:", path.read_text("utf-8"))
     )
     assert named == []
 
@@ -52,3 +47,14 @@ def test_over_http_the_problem_is_at_the_query_parameter(world: World) -> None:
     with pytest.raises(LedgerError) as caught:
         world.ledger.claims_report(None, datetime(2026, 10, 2), datetime(2026, 10, 1))
     assert caught.value.problems[0].path == "$.until"
+
+
+def test_a_purpose_is_the_readers_in_the_core_and_the_query_parameter_over_http(world: World) -> None:
+    world.admit(UPN, occurred_on=date(2026, 9, 3))
+    with pytest.raises(LedgerError) as caught:
+        world.ledger.pupil_history(UPN, reader=Reader(Principal(SCHOOL_A, "school", "t1"), "marketing"))
+    assert [(p.code, p.path) for p in caught.value.problems] == [("unknown_code", "$.purpose")]
+    school = TestClient(create_app(world.ledger), headers={"authorization": f"Bearer {world.ledger.issue_token(SCHOOL_A, 'school')}"})
+    for path in (f"/pupils/{UPN}/history", "/access-log"):
+        wrong = school.get(path, params={"purpose": "marketing", **({"upn": UPN} if path == "/access-log" else {})})
+        assert [(e["code"], e["path"]) for e in wrong.json()["errors"]] == [("unknown_code", "query:purpose")], path

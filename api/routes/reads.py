@@ -43,7 +43,7 @@ def reads_router(ledger: Ledger) -> APIRouter:
         responses=READ_RESPONSES,
     )
     async def get_event(event_id: str, caller: Caller, purpose: Purpose = None, reference: Reference = None) -> dict[str, Any]:
-        with named_as_query("reference"):
+        with named_as_query("reference", "purpose"):
             return await run_in_threadpool(ledger.get_event, event_id, Reader(caller, purpose, reference, "getEvent"))
 
     @router.get(
@@ -66,7 +66,7 @@ def reads_router(ledger: Ledger) -> APIRouter:
     ) -> dict[str, Any]:
         check_moment(as_of, known_at)
         reader = Reader(caller, purpose, reference, "pupilHistory")
-        with named_as_query("reference"):
+        with named_as_query("reference", "purpose"):
             return await run_in_threadpool(ledger.pupil_history, upn, as_of, known_at, include_envelopes, reader)
 
     @router.get(
@@ -85,7 +85,7 @@ def reads_router(ledger: Ledger) -> APIRouter:
         after: Annotated[int, Query(ge=0, le=2**62, description="only views after this ledger sequence (paging)")] = 0,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> dict[str, Any]:
-        with named_as_query("org"):
+        with named_as_query("org", "purpose"):
             return await run_in_threadpool(ledger.access_log, caller, upn, org, purpose, after, limit)
 
     return router

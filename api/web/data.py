@@ -8,14 +8,13 @@ points for now.
 
 Public reports are computed at a **checkpoint** of the transparency log: as known at the ledger time of the
 newest event in the tree of that size (``Checkpoint.known_at``). That cut holds exactly the tree's events when
-no later event was received earlier (``clean``), which is what ``replay`` rebuilds from the log itself to verify
+no later event was received earlier (``clean``), which is what ``projections.replay`` rebuilds from the log itself to verify
 a published report.
 """
 
 from __future__ import annotations
 
 import base64
-import sqlite3
 import threading
 import time
 from collections import OrderedDict
@@ -30,7 +29,7 @@ from ledger.service import Ledger, Principal, timestamp
 from ledger.transparency.tlog import Log
 from projections.config import ViewSettings
 from projections.context import ENGLAND, Context, context
-from projections.facts import Moment, in_force
+from projections.facts import Moment
 from projections.metrics import METRICS, Figure, empty_figure, figures, report
 from projections.placements import placements_register
 from projections.queries import case_list, metrics_report, scope_for
@@ -285,49 +284,3 @@ def month_ends(end: date, months: int) -> list[date]:
 
 def now_text(clock: Callable[[], datetime]) -> str:
     return timestamp(clock().astimezone(UTC))
-
-
-class ReplayedFacts:
-    """The views' fact tables rebuilt from the log itself up to a checkpoint, in an in-memory database:
-    every stored event of the tree (decrypted, as the projections read it) mapped by the views' own row
-    functions, corrections applied in log order. Answers ``facts`` as ``projections.runner.Reader`` does."""
-
-    def __init__(self, ledger: Ledger, cp: Checkpoint, batch_size: int = 2000):
-        self.db = sqlite3.connect(":memory:", check_same_thread=False)
-        for view in VIEWS:
-            for table in view.tables:
-                for statement in table.ddl():
-                    self.db.execute(statement)
-        projector = Projector(ledger.store, batch_size=batch_size, ready=True)
-        position = 0
-        while position < cp.last_sequence:
-            batch = projector._read(position)  # noqa: SLF001 - the projections' own read and decryption of the log
-            if not batch.rows:
-                break
-            events = [ev for ev in batch.events if ev.seq <= cp.last_sequence]
-            for view in VIEWS:
-                if view.maintain is not None:
-                    continue  # the read model: the replay folds its facts (projections.context)
-                for ev in events:
-                    for table, values in view.rows(ev):
-                        self.db.execute(table.insert_sql(), table.row(ev, values))
-                    if ev.record.corrects:
-                        for table in view.tables:
-                            self.db.execute(
-                                f"UPDATE {table.name} SET superseded_at = ? WHERE event_id = ? AND superseded_at IS NULL",
-                                (timestamp(ev.record.received_at), ev.record.corrects),
-                            )
-            position = int(batch.rows[-1][0])
-
-    def facts(
-        self,
-        table: str,
-        moment: Moment,
-        columns: str = "*",
-        where: str = "",
-        params: Sequence[Any] = (),
-        order: str = "seq",
-        effective_cut: bool = True,
-    ) -> list[tuple[Any, ...]]:
-        sql, args = in_force(table, moment, where, params, columns, effective_cut)
-        return list(self.db.execute(f"{sql} ORDER BY {order}", args))

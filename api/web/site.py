@@ -5,7 +5,7 @@ A site is a folder laid out like the live pages' addresses, so any static web se
 ``reports/la/NNN`` and ``reports/trust/TRnnnnn``, ``reports/definitions/index.html``, ``assets/``,
 ``checkpoint.txt`` (the signed note) and ``manifest.json`` (format, options, checkpoint and each file's
 SHA-256). Every byte follows from the log at the checkpoint and the options, so publishing twice gives the
-same files, and ``verify`` recomputes them all from the log itself (``data.ReplayedFacts``).
+same files, and ``verify`` recomputes them all from the log itself (``projections.replay.ReplayedFacts``).
 """
 
 from __future__ import annotations
@@ -22,9 +22,10 @@ from markupsafe import Markup
 
 from projections.disclosure import Rules
 from projections.facts import Moment
+from projections.replay import ReplayedFacts
 
 from . import catalogue
-from .data import Checkpoint, ReplayedFacts, WebData
+from .data import Checkpoint, WebData
 from .pages import environment, finish_html
 from .public import report_view
 from .report import Publication
@@ -139,7 +140,7 @@ def verify(data: WebData, directory: Path, on_progress: Callable[[int], None] | 
     stated = data.checkpoint_at(cp.tree_size)
     if stated is None or (stated.last_sequence, stated.known_at) != (cp.last_sequence, cp.known_at):
         return [f"the log's checkpoint of size {cp.tree_size} does not end at the stated sequence and ledger time"]
-    replayed = ReplayedFacts(data.ledger, cp)
+    replayed = ReplayedFacts(data.ledger.store, cp.last_sequence)
     expected = build(data, cp, options, db=replayed, on_progress=on_progress)
     found = {p.relative_to(directory).as_posix() for p in directory.rglob("*") if p.is_file()}
     out = []

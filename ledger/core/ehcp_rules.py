@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from datetime import date
 
 from ledger.core.errors import Category, Problem
-from ledger.core.inspection_rules import Inspection as Inspection  # ledger.core.policy imports it from here still
 from ledger.core.la_claims import la_link
 from ledger.core.pupil_case import PupilCase
 from ledger.core.records import Record, effective

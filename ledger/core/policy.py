@@ -10,6 +10,9 @@ An inspector's scope is the LA areas its organisation is inspecting today (``ins
 A relationship the reader's own organisation asserted (its own registration, notice or placement) shows only
 what happened from its start, plus a summary of the pupil's setting just before (``Grant.since``,
 ``visible``, ``setting_before``): posting an event about a pupil must not open the pupil's whole past.
+
+Over 400 lines as one concept: the access policy, whose roles, relationships, windows, purposes and decisions are
+read together (split, the matrix in docs/access.md would have no one place in the code).
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ from datetime import date, timedelta
 from enum import StrEnum
 
 from ledger.core.codes import code_list
-from ledger.core.ehcp_rules import Inspection, fold_ehcp
+from ledger.core.ehcp_rules import fold_ehcp
+from ledger.core.inspection_rules import Inspection
 from ledger.core.errors import Category, LedgerError, Problem
 from ledger.core.identifiers import org_scheme
 from ledger.core.rules import Episode, Record, Registration, effective, fold_pupil
@@ -273,7 +277,8 @@ def widest(principal: Principal, allowing: Sequence[tuple[Standing, PupilLink]])
 
 
 def purpose_for(principal: Principal, stated: str | None) -> str:
-    """The purpose to record for a read of an identified pupil record, or the error (400/403/422)."""
+    """The purpose to record for a read of an identified pupil record, or the error (400/403/422). A problem with the
+    stated purpose is at ``$.purpose``, the value's own name (over HTTP it is a query parameter: ``api.params.named_as_query``)."""
     default, allowed = PURPOSES.get(principal.role, (None, ()))
     if not allowed:
         raise forbidden(
@@ -286,15 +291,15 @@ def purpose_for(principal: Principal, stated: str | None) -> str:
         if default is None:
             raise LedgerError.one(
                 "purpose_required",
-                "query:purpose",
+                "$.purpose",
                 f"a {principal.role} must state a purpose: one of {', '.join(allowed)}",
                 Category.MALFORMED,
             )
         return default
     if stated not in code_list("access_purposes").all_codes():
-        raise LedgerError.one("unknown_code", "query:purpose", f"{stated!r} is not in code list access_purposes")
+        raise LedgerError.one("unknown_code", "$.purpose", f"{stated!r} is not in code list access_purposes")
     if stated not in allowed:
-        raise forbidden("purpose_not_allowed", "query:purpose", f"a {principal.role} may read for {', '.join(allowed)}, not {stated}")
+        raise forbidden("purpose_not_allowed", "$.purpose", f"a {principal.role} may read for {', '.join(allowed)}, not {stated}")
     return stated
 
 

@@ -10,8 +10,10 @@ A pupil's stream (a version-8 id, see ``secrets.pupil_id``) is encrypted with th
 key, kept in ``pupil_keys`` wrapped by the master key from the secrets folder; ``erase_subject``
 deletes the key (crypto-shredding, docs/access.md). Other streams use the store key.
 
-The parts live in ``ledger/storage/`` (aggregate, tables, SQL dialect, recorders, keys, cipher, application);
-the names other modules import from here are re-exported below.
+The parts live in ``ledger/storage/`` (aggregate, tables, SQL dialect, recorders, keys, cipher, application, and
+the tables of research releases and tokens: ``Store.releases``, ``Store.tokens``); the names other modules import
+from here are re-exported below. Over 400 lines as one concept: the one door to the database above the storage
+layer, whose every statement is a named method here or in the parts it delegates to.
 """
 
 from __future__ import annotations
@@ -35,9 +37,11 @@ from ledger.storage.application import LedgerApp, persistence_env
 from ledger.storage.cipher import InflatingCompressor, SubjectMapper
 from ledger.storage.keys import ErasedMeanwhile, PupilKey, PupilKeys, SubjectErased
 from ledger.storage.recorders import KeyRevokedMeanwhile, PostgresLedgerRecorder, SQLiteLedgerRecorder
+from ledger.storage.releases import ReleaseTables
 from ledger.storage.schema import INDEX_COLUMNS, Beside, IndexRow
 from ledger.storage.secrets import as_pupil_uuid, is_pupil_stream
 from ledger.storage.sql import Read, as_uuid, execute_in, fetch_tuples, rowcount, where_in
+from ledger.storage.tokens import TokenTable
 
 _record_of = record_of  # the name projections imported before it was public
 
@@ -89,11 +93,14 @@ class Store:
     app: LedgerApp
     _placeholder: str = field(init=False)
     _stream_id_type: str = field(init=False)  # the events table's originator_id column (PostgreSQL: uuid)
+    releases: ReleaseTables = field(init=False, repr=False, compare=False)  # the research releases' tables
+    tokens: TokenTable = field(init=False, repr=False, compare=False)  # the ledger's bearer tokens
 
     def __post_init__(self) -> None:
         self._placeholder = getattr(self.app.recorder, "placeholder", "?")
         self._stream_id_type = getattr(getattr(self.app.recorder, "datastore", None), "originator_id_type", "text")
         self.app.pupil_keys.store = self  # the pupil keys are read through this store
+        self.releases, self.tokens = ReleaseTables(self), TokenTable(self)
 
     @classmethod
     def open(cls, env: dict[str, str]) -> Store:
@@ -253,6 +260,26 @@ class Store:
             self._stream_id_type,
         )
 
+    def events_in_stream_order(
+        self, after: tuple[uuid.UUID, int], below: uuid.UUID | None, through: int, limit: int
+    ) -> list[tuple[uuid.UUID, int, str, bytes]]:
+        """A page of stored events, (stream, version, topic, state), in stream and version order: the next
+        ``limit`` after stream and version ``after``, of streams before ``below`` (None: to the end), among the log's
+        first ``through`` (by sequence). A keyset page: a row value is an index range, page after page."""
+        position = "notification_id" if self.is_postgres else "rowid"
+        below_sql = " AND originator_id < ?" if below is not None else ""
+        rows = self.query(
+            f"SELECT originator_id, originator_version, topic, state FROM {self.events_table} "
+            f"WHERE (originator_id, originator_version) > (?, ?){below_sql} AND {position} <= ? "
+            "ORDER BY originator_id, originator_version LIMIT ?",
+            (self._stream_param(after[0]), after[1], *([self._stream_param(below)] if below is not None else []), through, limit),
+        )
+        return [(as_uuid(r[0]), int(r[1]), str(r[2]), bytes(r[3])) for r in rows]
+
+    def _stream_param(self, stream: uuid.UUID) -> Any:
+        """A stream id as the events table stores it: a uuid on PostgreSQL, 32 hex digits on SQLite."""
+        return stream if self.is_postgres else stream.hex
+
     def _folded(self, rows: Sequence[tuple[Any, ...]]) -> dict[uuid.UUID, Subject]:
         """The subjects whose stored events ``rows`` are, in stream and version order (their keys fetched)."""
         found: dict[uuid.UUID, Any] = {}
@@ -300,9 +327,6 @@ class Store:
         ``also`` runs in the same transaction once the key is gone (the views forget the pupil: ``Ledger.erase``)."""
         tombstone = as_pupil_uuid(os.urandom(16))
 
-        def as_param(aggregate: uuid.UUID) -> Any:
-            return aggregate if self.is_postgres else aggregate.hex
-
         with self.cursor(commit=True) as cur:
             if not self.is_postgres:
                 cur.execute("PRAGMA secure_delete = ON")  # overwrite freed content instead of leaving it in free pages
@@ -311,7 +335,7 @@ class Store:
                 return 0
             cur.execute(
                 self.sql(f"UPDATE {self.events_table} SET originator_id = ? WHERE originator_id = ?"),
-                (as_param(tombstone), as_param(aggregate_id)),
+                (self._stream_param(tombstone), self._stream_param(aggregate_id)),
             )
             erased = rowcount(cur)
             cur.execute(self.sql("UPDATE ledger_index SET originator_id = ? WHERE originator_id = ?"), (str(tombstone), str(aggregate_id)))
@@ -389,36 +413,6 @@ class Store:
             (*([viewer_org] if viewer_org is not None else []), after, limit),
         )
         return [IndexRow(*r) for r in rows]
-
-    def insert_token(self, token_id: str, token_hash: str, org: str, role: str, issued_at: str, expires_at: str | None, scope: str) -> None:
-        self.execute(
-            "INSERT INTO ledger_tokens (token_id, token_hash, org_id, role, issued_at, expires_at, scope) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (token_id, token_hash, org, role, issued_at, expires_at, scope),
-        )
-
-    def revoke_token(self, token_id: str, revoked_at: str) -> bool:
-        """Mark the token revoked (once: a revocation's time never changes). False: no such token."""
-        if not self.query("SELECT revoked_at FROM ledger_tokens WHERE token_id = ?", (token_id,)):
-            return False
-        self.execute("UPDATE ledger_tokens SET revoked_at = ? WHERE token_id = ? AND revoked_at IS NULL", (revoked_at, token_id))
-        return True
-
-    def token_row(self, token_id: str) -> tuple[str, str, str, str | None, str | None, str | None] | None:
-        """(token_hash, org, role, expires_at, revoked_at, scope) of a ledger token, or None."""
-        rows = self.query(
-            "SELECT token_hash, org_id, role, expires_at, revoked_at, scope FROM ledger_tokens WHERE token_id = ?", (token_id,)
-        )
-        return (rows[0][0], rows[0][1], rows[0][2], rows[0][3], rows[0][4], rows[0][5]) if rows else None
-
-    def token_counts(self) -> tuple[int, int]:
-        """(tokens issued, tokens revoked): tokens are only ever added and revocation sets a column, so an unchanged
-        pair means an unchanged set of tokens and revocations."""
-        total, revoked = self.query("SELECT COUNT(*), COUNT(revoked_at) FROM ledger_tokens")[0]
-        return int(total), int(revoked)
-
-    def token_hashes(self) -> frozenset[str]:
-        """The hash of every ledger token ever issued (revoked ones included)."""
-        return frozenset(str(row[0]) for row in self.query("SELECT token_hash FROM ledger_tokens"))
 
     def newest_received_at(self, after: int, through: int) -> str | None:
         """The latest ``received_at`` among the events with ``after < sequence <= through`` (None if there are none)."""

@@ -265,6 +265,11 @@ class Log:
         rows = self.store.query("SELECT leaf_index FROM log_entries WHERE sequence <= ? ORDER BY sequence DESC LIMIT 1", (sequence,))
         return int(rows[0][0]) if rows else None
 
+    def sequence_of_leaf(self, index: int) -> int | None:
+        """The ledger sequence of the event at leaf ``index`` (None: no such leaf)."""
+        rows = self.store.query("SELECT sequence FROM log_entries WHERE leaf_index = ?", (index,))
+        return int(rows[0][0]) if rows else None
+
     def checkpoint_sizes_up_to(self, size: int, limit: int) -> list[int]:
         """The tree sizes of the signed checkpoints no larger than ``size``, largest first, at most ``limit``."""
         rows = self.store.query("SELECT tree_size FROM log_checkpoints WHERE tree_size <= ? ORDER BY tree_size DESC LIMIT ?", (size, limit))

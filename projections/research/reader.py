@@ -22,7 +22,7 @@ from ledger.core.errors import Category, LedgerError
 from ledger.core.orgs import fold_org
 from ledger.core.rules import Record
 from ledger.storage.secrets import is_pupil_stream
-from ledger.storage.store import InflatingCompressor, Store, SubjectMapper, as_uuid, record_of
+from ledger.storage.store import InflatingCompressor, Store, SubjectMapper, record_of
 from ledger.transparency.tlog import Log
 
 PAGE = 2000
@@ -43,7 +43,8 @@ class Cut:
 
 def checkpoint_cut(store: Store, tree_size: int | None = None) -> Cut:
     """The latest signed checkpoint, or the one of ``tree_size`` (it must have been signed)."""
-    found = Log(store).checkpoint(tree_size)
+    log = Log(store)
+    found = log.checkpoint(tree_size)
     if found is None:
         if tree_size is None:
             raise LedgerError.one(
@@ -52,20 +53,15 @@ def checkpoint_cut(store: Store, tree_size: int | None = None) -> Cut:
         raise LedgerError.one("unknown_checkpoint", "$.tree_size", f"no checkpoint of tree size {tree_size} was signed", Category.NOT_FOUND)
     size, note = found
     origin, _size, root = note.split("\n")[:3]
-    rows = store.query("SELECT sequence FROM log_entries WHERE leaf_index = ?", (size - 1,))
-    return Cut(origin, size, root, int(rows[0][0]))
+    last_sequence = log.sequence_of_leaf(size - 1)
+    assert last_sequence is not None  # a signed checkpoint's leaves are in the log
+    return Cut(origin, size, root, last_sequence)
 
 
 def organisations_la(store: Store) -> dict[str, str | None]:
     """Every registered organisation's LA (an LA's own id for itself), from the organisations' records."""
-    streams = [
-        uuid.UUID(str(r[0]))
-        for r in store.query(
-            "SELECT DISTINCT originator_id FROM ledger_index WHERE type IN ('org.registered', 'provider.unregistered_recorded')"
-        )
-    ]
     out: dict[str, str | None] = {}
-    for subject in store.subjects(streams).values():
+    for subject in store.subjects(store.org_streams()).values():
         org = subject.records[0].subject
         state = fold_org(org, subject.records)
         out[org] = org if org.startswith("la:") else state.la
@@ -83,29 +79,18 @@ def _record(cipher: AESGCM, stream: uuid.UUID, version: int, topic: str, state: 
 def pupils(store: Store, cut: Cut, page: int = PAGE, low: int = 0, high: int | None = None) -> Iterator[tuple[uuid.UUID, list[Record]]]:
     """Every pupil with events at the checkpoint whose stream id (as a 128-bit number) is in [low, high): (stream id,
     records in stream order). Erased pupils are not there."""
-    position = "notification_id" if store.is_postgres else "rowid"
-
-    def stream_id(number: int) -> Any:  # as the events table stores it: a uuid on PostgreSQL, 32 hex digits on SQLite
-        return uuid.UUID(int=number) if store.is_postgres else uuid.UUID(int=number).hex
-
-    below = " AND originator_id < ?" if high is not None else ""
-    sql = store.sql(
-        f"SELECT originator_id, originator_version, topic, state FROM {store.events_table} "
-        f"WHERE (originator_id, originator_version) > (?, ?){below} AND {position} <= ? "  # a row value: an index range, page after page
-        "ORDER BY originator_id, originator_version LIMIT ?"
-    )
-    after: Any = stream_id(low)
-    version = -1  # the first stream of the range is read from its first version
+    after = (uuid.UUID(int=low), -1)  # the first stream of the range is read from its first version
+    below = uuid.UUID(int=high) if high is not None else None
     current: uuid.UUID | None = None
     records: list[Record] = []
     while True:
-        rows = store.query(sql, (after, version, *([stream_id(high)] if high is not None else []), cut.last_sequence, page))
+        rows = store.events_in_stream_order(after, below, cut.last_sequence, page)
         if not rows:
             break
-        streams = [as_uuid(r[0]) for r in rows]
+        streams = [r[0] for r in rows]
         wanted = sorted({s for s in streams if is_pupil_stream(s)})
         ciphers = {stream: AESGCM(key.key) for stream, key in (store.app.pupil_keys.prefetch(wanted) if wanted else {}).items()}
-        for (_originator, stored_version, topic, state), stream in zip(rows, streams, strict=True):
+        for stream, stored_version, topic, state in rows:
             if stream != current:
                 if current is not None and records:
                     yield current, records
@@ -114,12 +99,11 @@ def pupils(store: Store, cut: Cut, page: int = PAGE, low: int = 0, high: int | N
             if cipher is None:  # not a pupil, or erased (no key)
                 continue
             try:
-                records.append(_record(cipher, stream, int(stored_version), topic, bytes(state)))
+                records.append(_record(cipher, stream, stored_version, topic, state))
             except InvalidTag:  # erased and recorded afresh meanwhile: a stale key; the pupil is left out
                 ciphers.pop(stream, None)
                 records = []
-        last = rows[-1]
-        after, version = last[0], int(last[1])
+        after = rows[-1][0], rows[-1][1]
     if current is not None and records:
         yield current, records
 
