@@ -24,9 +24,9 @@ from enum import StrEnum
 
 from ledger.core.codes import code_list
 from ledger.core.ehcp_rules import fold_ehcp
-from ledger.core.inspection_rules import Inspection
 from ledger.core.errors import Category, LedgerError, Problem
 from ledger.core.identifiers import org_scheme
+from ledger.core.inspection_rules import Inspection
 from ledger.core.rules import Episode, Record, Registration, effective, fold_pupil
 
 ROLES = ("school", "la", "trust", "ap_setting", "inspector", "regions", "researcher", "admin", "tribunal", "mediation")
