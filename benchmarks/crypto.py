@@ -1,7 +1,7 @@
 """Ed25519 verifications per second on the available cores: the physical limit of signed ingest.
 
 The messages are the workload's own DSSE pre-authentication encodings, verified with the submitters'
-keys, one thread per core (both libraries release the GIL while they verify): by ``ledger.ed25519.verify``
+keys, one thread per core (both libraries release the GIL while they verify): by ``ledger.core.ed25519.verify``
 (libsodium, with cryptography's verdict: what the ledger runs), and by ``cryptography`` alone for reference.
 """
 

@@ -4,7 +4,7 @@ Each accepted pupil or organisation event, and each erasure, becomes one Kafka r
 ``pupil-ledger.events.v1``: key the subject's pseudonym (organisation events: the organisation id), value
 UTF-8 JSON valid against ``schemas/feed/event-record.v1.schema.json``, header ``schema`` = ``event-record.v1``.
 A record never carries a UPN: the subject is the pupil's pseudonym (docs/access.md, "The change feed").
-Pure functions only; the relay (``ledger.relay``) and the consumers (``projections.kafka_source``) do the I/O.
+Pure functions only; the relay (``feed.relay``) and the consumers (``feed.consumer``) do the I/O.
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ STATIC = Path(__file__).resolve().parent / "static"
 def mount(app: FastAPI, ledger: Ledger, principal_of: PrincipalOf) -> WebData:
     """Add the pages and their static assets to ``app``; returns the pages' data module (one per app).
     ``principal_of`` authenticates a bearer token exactly as the API does; the pages' settings are the
-    ledger's (``ledger.settings``, read at start)."""
+    ledger.s (``Ledger.settings``, read at start)."""
     data = WebData(ledger)
     sessions = Sessions.from_secret(ledger.secrets.pseudonym_key)
     page = Page(environment(), sessions)

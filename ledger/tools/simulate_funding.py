@@ -35,7 +35,7 @@ PLAN_ROWS: dict[str, tuple[str, list[str], list[str], int, list[str]]] = {
 
 
 def _reported(day: date, today: date) -> datetime:
-    """10:00 the day after, or midnight today for yesterday's (as ``ledger.simulate`` reports)."""
+    """10:00 the day after, or midnight today for yesterday's (as ``ledger.tools.simulate`` reports)."""
     return min(datetime.combine(day + timedelta(days=1), time(10), tzinfo=UTC), datetime.combine(today, time(0), tzinfo=UTC))
 
 
