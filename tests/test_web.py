@@ -514,6 +514,7 @@ def test_an_inspector_reads_a_pupils_history_with_a_purpose_and_the_read_is_reco
             "/dashboards/pupil", data={"csrf_token": csrf, "upn": scene.pupils[0], "purpose": "inspection", "reference": "INSP-7"}
         )
         assert read.status_code == 200 and "pupil.registered" in read.text and read.headers["cache-control"] == "no-store"
+        assert re.search(r"looked_after: (yes|no)", read.text) and "looked_after: False" not in read.text  # words, not Python
         access_id = re.search(r"recorded in the ledger as event <code>([0-9a-f-]{36})</code>", read.text)
         assert access_id
         after = c.get("/access-log", headers={"authorization": f"Bearer {scene.tokens['admin']}"}).json()

@@ -18,14 +18,14 @@ import base64
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from ledger.core import notes, policy
 from ledger.core.catalogue import parse_timestamp
-from ledger.service import Ledger, Principal, timestamp
+from ledger.service import Ledger, Principal
 from ledger.transparency.tlog import Log
 from projections.config import ViewSettings
 from projections.context import ENGLAND, Context, context
@@ -280,7 +280,3 @@ def month_ends(end: date, months: int) -> list[date]:
         points.append(last)
         first = last.replace(day=1)
     return [*reversed(points), end]
-
-
-def now_text(clock: Callable[[], datetime]) -> str:
-    return timestamp(clock().astimezone(UTC))
