@@ -24,8 +24,11 @@ class ReleaseTables:
 
     def __init__(self, store: Store):
         self.store = store
+        self._made = False  # seen to exist: tables are never dropped, so asked no more (absence is asked each time)
 
     def _ensure(self) -> None:
+        if self._made:
+            return
         store = self.store
         blob = "BYTEA" if store.is_postgres else "BLOB"
         with store.cursor(commit=True) as cur:
@@ -40,15 +43,19 @@ class ReleaseTables:
             cur.execute(
                 "CREATE TABLE IF NOT EXISTS research_releases (release_id TEXT PRIMARY KEY, project TEXT NOT NULL, researcher TEXT NOT NULL)"
             )
+        self._made = True
 
     def _exist(self) -> bool:
-        """Whether anything was ever released (the tables are made by the first release)."""
+        """Whether anything was ever released (the tables are made by the first release, perhaps by another process)."""
+        if self._made:
+            return True
         sql = (
             "SELECT to_regclass('research_releases') IS NOT NULL"
             if self.store.is_postgres
             else "SELECT COUNT(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'research_releases'"
         )
-        return bool(self.store.query(sql)[0][0])
+        self._made = bool(self.store.query(sql)[0][0])
+        return self._made
 
     def save(self, release_id: str, project: str, researcher: str, files: Mapping[str, bytes], pseudonyms: Iterable[str]) -> None:
         """Keep a release's files and members, and its project and researcher (in one transaction), before the release is
