@@ -24,6 +24,9 @@ from ledger.storage.store import Store
 PSEUDONYM_INFO = b"pupil-ledger/research-pseudonym/v1:"
 
 
+PSEUDONYM_LENGTH = 32  # hex characters of a pseudonym
+
+
 def project_key(pseudonym_key: bytes, project_id: str) -> bytes:
     """The project's own pseudonym key: HKDF-SHA-256 of the ledger's pseudonym key, bound to the project id."""
     return HKDF(hashes.SHA256(), 32, salt=None, info=PSEUDONYM_INFO + project_id.encode("ascii")).derive(pseudonym_key)
@@ -31,7 +34,7 @@ def project_key(pseudonym_key: bytes, project_id: str) -> bytes:
 
 def pseudonym(key: bytes, pupil_stream: uuid.UUID) -> str:
     """The pupil's pseudonym in the project whose ``key`` this is (32 hex characters)."""
-    return hmac.new(key, pupil_stream.bytes, hashlib.sha256).hexdigest()[:32]
+    return hmac.new(key, pupil_stream.bytes, hashlib.sha256).hexdigest()[:PSEUDONYM_LENGTH]
 
 
 # -- projects across researcher organisations ------------------------------------------------------

@@ -21,12 +21,12 @@ import pyarrow.compute as pc
 from ledger.config import Settings
 from ledger.core.codes import code_list
 from ledger.research.projects import Project
-from ledger.research.releases import project_key, pseudonym
+from ledger.research.releases import PSEUDONYM_LENGTH, project_key, pseudonym
 from ledger.storage.secrets import LedgerSecrets
 from ledger.storage.store import Store, persistence_env
 
 from . import package
-from .anonymise import Outcome, anonymise
+from .anonymise import Coded, Outcome, anonymise
 from .reader import Cut, organisations_la, pupils
 from .rows import Row, end_value, in_period, month, pupil_rows
 from .tables import control, csv_text, grid
@@ -48,25 +48,38 @@ class Spec:
 
 
 class _Columns:
-    """The extract's columns as dictionary codes (4 bytes a cell), so a million pupils' rows fit in memory."""
+    """The extract's columns as dictionary codes (4 bytes a cell), so a million pupils' rows fit in memory; the
+    pseudonyms, one per pupil and each used by that pupil's rows only, are kept once each as their 32 ASCII bytes."""
 
     def __init__(self, names: Sequence[str]):
         self.names = [PSEUDONYM, *names]
-        self.codes: list[dict[str, int]] = [{} for _ in self.names]
-        self.cells = [array("I") for _ in self.names]
+        self.pseudonyms = bytearray()
+        self.pupil_of_row = array("I")
+        self.codes: list[dict[str, int]] = [{} for _ in names]
+        self.cells = [array("I") for _ in names]
 
-    def add(self, values: Sequence[str]) -> None:
-        for codes, cells, value in zip(self.codes, self.cells, values, strict=True):
-            code = codes.get(value)
-            if code is None:
-                code = codes[value] = len(codes)
-            cells.append(code)
+    def add(self, pseudonym: str, rows: Iterable[Sequence[str]]) -> None:
+        """One pupil's rows (each a value per variable)."""
+        encoded = pseudonym.encode("ascii")
+        assert len(encoded) == PSEUDONYM_LENGTH
+        pupil = len(self.pseudonyms) // PSEUDONYM_LENGTH
+        self.pseudonyms += encoded
+        for values in rows:
+            self.pupil_of_row.append(pupil)
+            for codes, cells, value in zip(self.codes, self.cells, values, strict=True):
+                code = codes.get(value)
+                if code is None:
+                    code = codes[value] = len(codes)
+                cells.append(code)
 
     def table(self) -> pa.Table:
-        columns = []
+        """Dictionary-encoded columns (the strings are made once, for the rows released: ``anonymise`` works on codes)."""
+        pupils = len(self.pseudonyms) // PSEUDONYM_LENGTH
+        offsets = pa.array(range(0, PSEUDONYM_LENGTH * (pupils + 1), PSEUDONYM_LENGTH), pa.int32()).buffers()[1]
+        names = pa.StringArray.from_buffers(pupils, offsets, pa.py_buffer(bytes(self.pseudonyms)))
+        columns = [pa.DictionaryArray.from_arrays(pa.array(self.pupil_of_row, pa.uint32()), names)]
         for codes, cells in zip(self.codes, self.cells, strict=True):
-            dictionary = pa.array(list(codes), pa.string())
-            columns.append(dictionary.take(pa.array(cells, pa.uint32())) if cells else pa.array([], pa.string()))
+            columns.append(pa.DictionaryArray.from_arrays(pa.array(cells, pa.uint32()), pa.array(list(codes), pa.string())))
         return pa.table(columns, names=self.names)
 
 
@@ -162,9 +175,7 @@ def _extract(
             ]
             if not rows:
                 continue
-            name = pseudonym(part.key, stream)
-            for row in rows:
-                columns.add([name, *(_value(row, v) for v in spec.variables)])
+            columns.add(pseudonym(part.key, stream), ([_value(row, v) for v in spec.variables] for row in rows))
             by_kind_year.add_pupil((r.kind, _academic_year(r.start)) for r in rows)
             by_area_kind.add_pupil((_area(to_la(r.where), area_level), r.kind) for r in rows)
         sink = pa.BufferOutputStream()
@@ -237,8 +248,10 @@ def build(
     qis = [v for v in project.quasi_identifiers if v in spec.variables]
     sensitive = [v for v in project.sensitive if v in spec.variables]
     minimum = {v: minimum_level(v, project.establishment_level, project.date_detail) for v in spec.variables}
-    outcome = anonymise(table, hierarchies, minimum, qis, sensitive, project.k, project.l, project.max_suppressed)
-    del table
+    coded = Coded.of(table)
+    del table  # its codes are all that is needed now (anonymise's ``Coded``)
+    outcome = anonymise(coded, hierarchies, minimum, qis, sensitive, project.k, project.l, project.max_suppressed)
+    del coded
     seconds["anonymise"] = time.perf_counter() - clock
     clock = time.perf_counter()
     released = outcome.table
