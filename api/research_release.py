@@ -13,7 +13,7 @@ from ledger.research import operator
 from ledger.research.projects import Project, export_problems
 from ledger.research.releases import all_projects
 from ledger.service import Ledger, Principal
-from projections.research.export import Spec, build
+from projections.research.export import Spec, build, strings
 from projections.research.reader import checkpoint_cut
 
 
@@ -49,7 +49,9 @@ def release(
     cut = checkpoint_cut(ledger.store, tree_size)
     built = build(ledger.store, ledger.secrets, ledger.settings, project, spec, cut)
     release_id = operator.new_release_id()
-    ledger.store.releases.save(release_id, project.project_id, project.researcher, built.files, built.pseudonyms)  # served once recorded
+    ledger.store.releases.save(
+        release_id, project.project_id, project.researcher, built.files, strings(built.pseudonyms)
+    )  # served once recorded
     data = {
         "project": project.project_id,
         "manifest_digest": built.manifest_digest,
@@ -57,7 +59,7 @@ def release(
         "spec": spec.as_dict(),
         "rows": built.manifest["rows"],
         "pupils": built.manifest["pupils"],
-        "suppressed_rows": built.outcome.suppressed_rows,
+        "suppressed_rows": built.manifest["suppressed_rows"],
         "k": built.manifest["anonymity"]["k"],
         "l": built.manifest["anonymity"]["l"],
     }

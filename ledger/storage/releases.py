@@ -7,8 +7,9 @@ What a pseudonym is, and which releases are recorded in the ledger, is ``ledger.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ledger.storage.sql import fetch_tuples
 
@@ -16,6 +17,24 @@ if TYPE_CHECKING:
     from ledger.storage.store import Store
 
 CREATE_LOCK = 7261023  # PostgreSQL advisory lock: concurrent first releases create the tables once
+COPY_SLICE = 1 << 22  # bytes of a file handed to the connection at a time
+
+
+def _copy_files(cur: Any, release_id: str, files: Mapping[str, bytes]) -> None:
+    """The files' rows by binary COPY, each file's content streamed a slice at a time. A parameter of an INSERT is
+    copied twice on its way (by the driver, then by libpq): a release's 150 MB CSV cost 300 MB more memory that way."""
+    with cur.copy("COPY research_release_files (release_id, name, content) FROM STDIN (FORMAT BINARY)") as copy:
+        copy.write(b"PGCOPY\n\xff\r\n\x00" + struct.pack("!ii", 0, 0))  # signature, flags, header extension length
+        for name, content in sorted(files.items()):
+            copy.write(struct.pack("!h", 3))
+            for text in (release_id, name):
+                encoded = text.encode("utf-8")
+                copy.write(struct.pack("!i", len(encoded)) + encoded)
+            copy.write(struct.pack("!i", len(content)))
+            view = memoryview(content)
+            for start in range(0, len(view), COPY_SLICE):
+                copy.write(view[start : start + COPY_SLICE])
+        copy.write(struct.pack("!h", -1))  # the trailer
 
 
 class ReleaseTables:
@@ -68,15 +87,16 @@ class ReleaseTables:
                 store.sql("INSERT INTO research_releases (release_id, project, researcher) VALUES (?, ?, ?)"),
                 (release_id, project, researcher),
             )
-            cur.executemany(
-                store.sql("INSERT INTO research_release_files (release_id, name, content) VALUES (?, ?, ?)"),
-                [(release_id, name, content) for name, content in sorted(files.items())],
-            )
             if store.is_postgres:
+                _copy_files(cur, release_id, files)
                 with cur.copy("COPY research_release_members (release_id, pseudonym) FROM STDIN") as copy:
                     for member in pseudonyms:
                         copy.write_row((release_id, member))
             else:
+                cur.executemany(
+                    "INSERT INTO research_release_files (release_id, name, content) VALUES (?, ?, ?)",
+                    [(release_id, name, content) for name, content in sorted(files.items())],
+                )
                 cur.executemany(
                     "INSERT INTO research_release_members (release_id, pseudonym) VALUES (?, ?)", ((release_id, m) for m in pseudonyms)
                 )

@@ -10,7 +10,7 @@ import os
 import time
 from array import array
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,7 +26,7 @@ from ledger.storage.secrets import LedgerSecrets
 from ledger.storage.store import Store, persistence_env
 
 from . import package
-from .anonymise import Coded, Outcome, anonymise
+from .anonymise import Coded, anonymise
 from .reader import Cut, organisations_la, pupils
 from .rows import Row, end_value, in_period, month, pupil_rows
 from .tables import control, csv_text, grid
@@ -76,11 +76,16 @@ class _Columns:
         """Dictionary-encoded columns (the strings are made once, for the rows released: ``anonymise`` works on codes)."""
         pupils = len(self.pseudonyms) // PSEUDONYM_LENGTH
         offsets = pa.array(range(0, PSEUDONYM_LENGTH * (pupils + 1), PSEUDONYM_LENGTH), pa.int32()).buffers()[1]
-        names = pa.StringArray.from_buffers(pupils, offsets, pa.py_buffer(bytes(self.pseudonyms)))
-        columns = [pa.DictionaryArray.from_arrays(pa.array(self.pupil_of_row, pa.uint32()), names)]
+        names = pa.StringArray.from_buffers(pupils, offsets, pa.py_buffer(self.pseudonyms))
+        columns = [pa.DictionaryArray.from_arrays(_uint32(self.pupil_of_row), names)]
         for codes, cells in zip(self.codes, self.cells, strict=True):
-            columns.append(pa.DictionaryArray.from_arrays(pa.array(cells, pa.uint32()), pa.array(list(codes), pa.string())))
+            columns.append(pa.DictionaryArray.from_arrays(_uint32(cells), pa.array(list(codes), pa.string())))
         return pa.table(columns, names=self.names)
+
+
+def _uint32(cells: array[int]) -> pa.Array:
+    """The codes as an Arrow array over the same memory (no copy)."""
+    return pa.Array.from_buffers(pa.uint32(), len(cells), [None, pa.py_buffer(cells)])
 
 
 @dataclass
@@ -114,9 +119,14 @@ class Built:
     files: dict[str, bytes]
     manifest: dict[str, Any]
     manifest_digest: str
-    pseudonyms: list[str]
-    outcome: Outcome
+    pseudonyms: pa.Array  # the released pupils' pseudonyms, sorted (``strings`` reads them a slice at a time)
     seconds: dict[str, float]
+
+
+def strings(array: pa.Array, step: int = 1 << 16) -> Iterator[str]:
+    """An Arrow string array's values as Python strings, a slice at a time (a million at once would be ~100 MB)."""
+    for start in range(0, len(array), step):
+        yield from array.slice(start, step).to_pylist()
 
 
 def _value(row: Row, name: str) -> str:
@@ -178,12 +188,15 @@ def _extract(
             columns.add(pseudonym(part.key, stream), ([_value(row, v) for v in spec.variables] for row in rows))
             by_kind_year.add_pupil((r.kind, _academic_year(r.start)) for r in rows)
             by_area_kind.add_pupil((_area(to_la(r.where), area_level), r.kind) for r in rows)
-        sink = pa.BufferOutputStream()
         table = columns.table()
-        with pa.ipc.new_stream(sink, table.schema) as writer:
-            writer.write_table(table)
+        del columns
+
+        def ipc(sink: Any) -> None:
+            with pa.ipc.new_stream(sink, table.schema) as writer:
+                writer.write_table(table)
+
         return (
-            sink.getvalue().to_pybytes(),
+            package.written(ipc),
             dict(by_kind_year.cells),
             dict(by_kind_year.margins),
             dict(by_area_kind.cells),
@@ -252,9 +265,11 @@ def build(
     del table  # its codes are all that is needed now (anonymise's ``Coded``)
     outcome = anonymise(coded, hierarchies, minimum, qis, sensitive, project.k, project.l, project.max_suppressed)
     del coded
+    pa.default_memory_pool().release_unused()  # the codes' working copies go back to the system, not only to the pool
     seconds["anonymise"] = time.perf_counter() - clock
     clock = time.perf_counter()
     released = outcome.table
+    anonymity, levels, grouped, suppressed_rows = outcome.anonymity, outcome.levels, outcome.grouped, outcome.suppressed_rows
     descriptions = _descriptions()
     descriptions[PSEUDONYM] = (
         f"The pupil's pseudonym in project {project.project_id}: the same pupil has the same pseudonym in every release of "
@@ -262,7 +277,7 @@ def build(
     )
     schema = [
         package.field_descriptor(
-            n, descriptions.get(n, ""), [] if n == PSEUDONYM else sorted(pc.unique(released[n]).to_pylist()), outcome.levels.get(n, "")
+            n, descriptions.get(n, ""), [] if n == PSEUDONYM else sorted(pc.unique(released[n]).to_pylist()), levels.get(n, "")
         )
         for n in released.column_names
     ]
@@ -301,8 +316,11 @@ def build(
     files[package.DATAPACKAGE] = package.datapackage(
         f"pupil-ledger-{project.project_id}", title, project.purpose, row_unit, schema, files, tables
     )
-    members = sorted(pc.unique(released[PSEUDONYM]).to_pylist()) if released.num_rows else []
-    pupils_released = len(members)
+    members = pc.unique(released[PSEUDONYM]) if released.num_rows else pa.array([], pa.string())
+    members = members.take(pc.array_sort_indices(members))
+    pupils_released, rows_released = len(members), released.num_rows
+    del released, outcome  # the rows are in the files now; what the manifest needs of the outcome is in it
+    pa.default_memory_pool().release_unused()
     manifest: dict[str, Any] = {
         "format": SOFTWARE,
         "project": {
@@ -317,20 +335,20 @@ def build(
         },
         "spec": spec.as_dict(),
         "checkpoint": cut.as_dict(),
-        "rows": released.num_rows,
+        "rows": rows_released,
         "pupils": pupils_released,
-        "suppressed_rows": outcome.suppressed_rows,
+        "suppressed_rows": suppressed_rows,
         "anonymity": {
-            "k": outcome.anonymity.k,
-            "k_rows": outcome.anonymity.k_rows,
-            "l": outcome.anonymity.l if sensitive else None,
+            "k": anonymity.k,
+            "k_rows": anonymity.k_rows,
+            "l": anonymity.l if sensitive else None,
             "k_required": project.k,
             "l_required": project.l,
             "max_suppressed": project.max_suppressed,
             "quasi_identifiers": qis,
             "sensitive": sensitive,
-            "levels": outcome.levels,
-            "grouped_as_other": outcome.grouped,
+            "levels": levels,
+            "grouped_as_other": grouped,
         },
         "tables": {path: {"threshold": project.k, "suppressed_cells": suppressed_cells[path]} for path in sorted(tables)},
     }
@@ -339,7 +357,7 @@ def build(
     canonical, signed, digest = package.sign_manifest(manifest, secrets.signing_key)
     files[package.MANIFEST], files[package.SIGNED_MANIFEST] = canonical, signed
     seconds["write"] = time.perf_counter() - clock
-    return Built(files, manifest, digest, members, outcome, seconds)
+    return Built(files, manifest, digest, members, seconds)
 
 
 def _academic_year(day: Any) -> str:
