@@ -21,7 +21,6 @@ from eventsourcing.persistence import StoredEvent
 
 from ledger.core.catalogue import event_types
 from ledger.core.errors import LedgerError
-from ledger.core.times import timestamp
 from ledger.storage.secrets import is_pupil_stream
 from ledger.storage.store import Store, as_uuid, execute_in, fetch_tuples, record_of, rowcount
 
@@ -243,7 +242,7 @@ class Projector:
                 for table, values in view.rows(ev):
                     inserts[table.name].append(table.row(ev, values))
                 if ev.record.corrects:
-                    superseded.append((timestamp(ev.record.received_at), ev.record.corrects))
+                    superseded.append((ev.received, ev.record.corrects))
             for name, rows in inserts.items():
                 if self.store.is_postgres:  # each INSERT of an executemany would be its own message to the server
                     with cur.copy(self._fact_sql[name]) as copy:
