@@ -409,7 +409,7 @@ def maintain_state(settings: ViewSettings) -> Callable[[Any, Any, Sequence[LogEv
         if not since:
             return
         subjects = sorted(since)
-        facts = _load_facts(cur, store, subjects, batch)
+        facts = _load_facts(cur, store, subjects, batch, max(ev.seq for ev in events))
         tails = _load_tails(cur, store, subjects, min(since.values()))
         inserts: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
         ends: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
@@ -500,17 +500,30 @@ def _end_rows(cur: Any, store: Any, table: IntervalTable, ends: list[tuple[str |
     )
 
 
-def _load_facts(cur: Any, store: Any, subjects: list[str], batch: dict[str, Record] | None = None) -> dict[str, list[Fact]]:
-    """The subjects' pupil facts, in ledger order. A fact of a record in ``batch`` (the runner's batch, decoded
-    already) is made from that record: its JSON is not parsed again (the record is the one the row was written
-    from, and a fact's record is its event's, but for ``subject`` and ``corrects``, as a row reads back)."""
+def _load_facts(
+    cur: Any, store: Any, subjects: list[str], batch: dict[str, Record] | None = None, last: int | None = None
+) -> dict[str, list[Fact]]:
+    """The subjects' pupil facts, in ledger order, up to sequence ``last`` (the batch's last event).
+
+    Facts after the batch are the pupils view's when it is ahead of the model (the model alone rebuilt): they come
+    to the upkeep in later batches, as every fact does (a pupil's events come in sequence order, from the log or
+    its Kafka partition), and the rows are a function of the facts, so leaving them to their own batch gives the
+    same rows at the end, and rows that say what the log said up to the model's position meanwhile, as when the
+    views are caught up together. Read with them, they were folded, written, then deleted and folded again when
+    their batch came, for each such pupil.
+
+    A fact of a record in ``batch`` (the runner's batch, decoded already) is made from that record: its JSON is not
+    parsed again (the record is the one the row was written from; ``subject`` and ``corrects`` as a row reads back)."""
     batch = batch or {}
     where, params = store.where_in("subject", subjects)
+    upto = ""
+    if last is not None:
+        upto, params = " AND seq <= ?", [*params, last]
     execute_in(
         cur,
         store.sql(
             f"SELECT subject, seq, event_id, type, submitter, occurred_on, received_at, superseded_at, data FROM {PUPIL_FACTS.name} "
-            f"WHERE {where} ORDER BY subject, seq"
+            f"WHERE {where}{upto} ORDER BY subject, seq"
         ),
         params,
         store.is_postgres,
