@@ -136,7 +136,9 @@ class Projector:
             return None
         record = record_of(event.envelope, event.received_at)
         is_pupil = event_types()[record.type].subject == "pupil"
-        return LogEvent(int(seq), str(aggregate_id) if is_pupil else record.subject, record, tuple(f["code"] for f in event.flags))
+        decoded = LogEvent(int(seq), str(aggregate_id) if is_pupil else record.subject, record, tuple(f["code"] for f in event.flags))
+        _ = decoded.received  # formatted here: on PostgreSQL this runs on the read-ahead thread, beside the write
+        return decoded
 
     def step(self) -> int:
         """Project the next batch of the log in one transaction; returns the number of events read (0: none left)."""
@@ -228,11 +230,13 @@ class Projector:
         where, params = self.store.where_in("originator_id", pupils)
         execute_in(cur, self.store.sql(f"SELECT originator_id FROM pupil_keys WHERE {where}"), params, self.store.is_postgres)
         erased = set(pupils) - {str(r[0]) for r in fetch_tuples(cur)}
-        return [ev for ev in events if ev.subject not in erased]
+        return [ev for ev in events if ev.subject not in erased] if erased else events
 
     def _apply(self, cur: Any, events: Sequence[LogEvent], positions: dict[str, int]) -> None:
+        lowest = min((ev.seq for ev in events), default=0)  # a Kafka batch is in order by partition, not overall
         for view in self.views:
-            fresh = [ev for ev in events if ev.seq > positions[view.name]]
+            position = positions[view.name]
+            fresh = events if lowest > position else [ev for ev in events if ev.seq > position]
             if view.maintain is not None:  # a view that keeps its own tables (after the views it reads)
                 view.maintain(cur, self.store, fresh)
                 continue
