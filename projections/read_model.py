@@ -297,7 +297,8 @@ def state_of(key: str, records: list[Record], settings: ViewSettings, days: Days
                 (i, g.school, g.status, g.start.isoformat(), _iso(g.end), g.sen_status, int(bool(g.looked_after)), len(regs)),
             )
         )
-    placements = placements_of(pupil)
+    # placements_of reads the records again for reviews and ends: asked only of a pupil with a placement
+    placements = placements_of(pupil) if any(ep.kind == "placement" for ep in pupil.state.episodes.values()) else []
     for p in placements:
         deadline = days.deadline(p.start)
         out.add(
