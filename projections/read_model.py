@@ -438,10 +438,15 @@ def maintain_state(settings: ViewSettings) -> Callable[[Any, Any, Sequence[LogEv
                 table, values, valid_from, valid_to = row
                 inserts[table.name].append((subject, row_key(row), valid_from, valid_to, start, end, *values))
         for table in STATE_TABLES:
+            # one statement per row, by executemany: a single UPDATE or DELETE joined to the batch's rows (unnest) was
+            # planned as a hash join over a whole table with no statistics (a rebuilt table, autovacuum off or behind)
             if deletes:
-                _delete_known_from(cur, store, table, deletes)
+                cur.executemany(store.sql(f"DELETE FROM {table.name} WHERE subject = ? AND known_from >= ?"), deletes)
             if ends[table.name]:
-                _end_rows(cur, store, table, ends[table.name])
+                cur.executemany(
+                    store.sql(f"UPDATE {table.name} SET known_to = ? WHERE subject = ? AND row_key = ? AND known_from = ?"),
+                    ends[table.name],
+                )
             rows = inserts[table.name]
             if not rows:
                 continue
@@ -453,54 +458,6 @@ def maintain_state(settings: ViewSettings) -> Callable[[Any, Any, Sequence[LogEv
                 cur.executemany(table.insert_sql(), rows)
 
     return maintain
-
-
-def _as_arrays(rows: Sequence[tuple[str | None, ...]], nullable: int | None = None) -> list[str] | None:
-    """``rows``' columns as comma-joined texts for ``string_to_array`` (the joined text is psycopg's cheapest
-    parameter: ``ledger.storage.sql.where_in``), or None if a value could not be told apart that way (a comma, an
-    empty text; None only in column ``nullable``, written empty and read back as NULL)."""
-    columns: list[str] = []
-    for i, column in enumerate(zip(*rows, strict=True)):
-        if any(v is None and i != nullable or v == "" or v is not None and "," in v for v in column):
-            return None
-        columns.append(",".join("" if v is None else v for v in column))
-    return columns
-
-
-def _delete_known_from(cur: Any, store: Any, table: IntervalTable, deletes: list[tuple[str, str]]) -> None:
-    """Delete each (subject, since)'s rows known from ``since`` on: on PostgreSQL one statement (an executemany is
-    one statement per subject, each a round of the server's parse, plan and execute)."""
-    arrays = _as_arrays(deletes) if store.is_postgres else None
-    if arrays is None:
-        cur.executemany(store.sql(f"DELETE FROM {table.name} WHERE subject = ? AND known_from >= ?"), deletes)
-        return
-    execute_in(
-        cur,
-        store.sql(
-            f"DELETE FROM {table.name} AS t USING unnest(string_to_array(?, ','), string_to_array(?, ',')) AS v(subject, since) "
-            "WHERE t.subject = v.subject AND t.known_from >= v.since"
-        ),
-        arrays,
-        True,
-    )
-
-
-def _end_rows(cur: Any, store: Any, table: IntervalTable, ends: list[tuple[str | None, str, str, str]]) -> None:
-    """Set ``known_to`` of each stored row (subject, row_key, known_from) named: on PostgreSQL one statement."""
-    arrays = _as_arrays(ends, nullable=0) if store.is_postgres else None
-    if arrays is None:
-        cur.executemany(store.sql(f"UPDATE {table.name} SET known_to = ? WHERE subject = ? AND row_key = ? AND known_from = ?"), ends)
-        return
-    execute_in(
-        cur,
-        store.sql(
-            f"UPDATE {table.name} AS t SET known_to = v.known_to FROM unnest(string_to_array(?, ',', ''), string_to_array(?, ','), "
-            "string_to_array(?, ','), string_to_array(?, ',')) AS v(known_to, subject, row_key, known_from) "
-            "WHERE t.subject = v.subject AND t.row_key = v.row_key AND t.known_from = v.known_from"
-        ),
-        arrays,
-        True,
-    )
 
 
 def _load_facts(
