@@ -48,10 +48,11 @@ from datetime import date
 from functools import cache
 from typing import Any
 
+from psycopg.rows import tuple_row
+
 from ledger.core.catalogue import parse_timestamp
 from ledger.core.rules import Record
 from ledger.core.schooltime import school_days_between
-from ledger.core.times import timestamp
 from ledger.storage.store import execute_in, fetch_tuples
 
 from .calendar import TermCalendar
@@ -115,6 +116,11 @@ class IntervalTable(Table):
     @property
     def state_columns(self) -> list[str]:
         return [n for n, _ in self.columns]
+
+    def __hash__(self) -> int:
+        """By name (equal tables have equal names): the upkeep keys sets and dicts by rows that hold their table, and
+        the generated hash, over every column's name and type, was 3% of a rebuild."""
+        return hash(self.name)
 
 
 RM_REGISTRATIONS = IntervalTable(
@@ -180,24 +186,71 @@ def school_days(calendar: TermCalendar, start: date, end: date) -> int:
     return school_days_between(start, end) - (bisect_right(holidays, end) - bisect_right(holidays, start))
 
 
+class Days:
+    """The calendar's answers the upkeep asks for each event and placement, kept by their dates: reports share a few
+    hundred effective and receipt dates, and the calendar is fixed for the settings (``load_calendar`` keeps it), so
+    each answer is worked out once (hashing the calendar for ``school_days``' cache cost more than most answers).
+    The calendar is loaded when first needed, as before (no calendar: projecting says so, not importing)."""
+
+    LIMIT = 100_000  # answers kept, per kind (then forgotten and worked out again)
+
+    def __init__(self, settings: ViewSettings):
+        self.settings = settings
+        self._late: dict[tuple[date, date], int] = {}
+        self._check: dict[date, str] = {}
+        self._deadline: dict[date, str | None] = {}
+
+    @staticmethod
+    def _kept(memo: dict[Any, Any]) -> dict[Any, Any]:
+        if len(memo) >= Days.LIMIT:
+            memo.clear()
+        return memo
+
+    def late(self, occurred: date, received: date) -> int:
+        """School days from the effective date to the receipt (``school_days``)."""
+        answer = self._late.get((occurred, received))
+        if answer is None:
+            answer = self._kept(self._late)[occurred, received] = school_days(self.settings.calendar, occurred, received)
+        return answer
+
+    def check_day(self, removed: date) -> str:
+        """The gap check's day: ``gap_school_days`` school days after a removal."""
+        answer = self._check.get(removed)
+        if answer is None:
+            answer = self._kept(self._check)[removed] = self.settings.calendar.add_school_days(
+                removed, self.settings.gap_school_days
+            ).isoformat()
+        return answer
+
+    def deadline(self, start: date) -> str | None:
+        """The reintegration deadline of a placement started on ``start``."""
+        if start in self._deadline:
+            return self._deadline[start]
+        answer = self._kept(self._deadline)[start] = _iso(
+            self.settings.calendar.end_of_term_after(start, self.settings.reintegration_terms)
+        )
+        return answer
+
+
 def event_rows(settings: ViewSettings) -> Callable[[LogEvent], Iterable[tuple[Table, dict[str, Any]]]]:
+    days = Days(settings)  # the calendar is loaded once (cached), when first needed
+
     def rows(ev: LogEvent) -> Iterable[tuple[Table, dict[str, Any]]]:
         r = ev.record
         if not r.type.startswith("pupil.") or r.type == "pupil.record_retracted":
             return
-        calendar = settings.calendar  # loaded once (cached), when first needed
         d = r.data
         values: dict[str, Any] = {
             "unit": d.get("school") or d.get("commissioner"),
             "setting": d.get("setting"),
             "submitter": r.submitter,
-            "late_days": school_days(calendar, r.occurred_on, r.received_at.date()),
+            "late_days": days.late(r.occurred_on, r.received_at.date()),
         }
         if r.type == "pupil.deregistered":
             values.update(
                 destination=d["destination"],
                 backdated=int("backdated_removal" in ev.flags),
-                check_day=calendar.add_school_days(r.occurred_on, settings.gap_school_days).isoformat(),
+                check_day=days.check_day(r.occurred_on),
             )
         elif r.type == "pupil.excluded":
             values.update(kind=d["kind"], label=d["reasons"][0], sessions=d.get("sessions"))
@@ -231,8 +284,9 @@ class Fact:
 StateRow = tuple[IntervalTable, tuple[Any, ...]]  # a table and its state columns' values
 
 
-def state_of(key: str, records: list[Record], settings: ViewSettings) -> set[StateRow]:
+def state_of(key: str, records: list[Record], settings: ViewSettings, days: Days | None = None) -> set[StateRow]:
     """The registrations and placements the fold gives for these records (the facts in force, in ledger order)."""
+    days = days or Days(settings)
     pupil = Pupil(key, records)
     out: set[StateRow] = set()
     regs = pupil.state.registrations
@@ -243,9 +297,10 @@ def state_of(key: str, records: list[Record], settings: ViewSettings) -> set[Sta
                 (i, g.school, g.status, g.start.isoformat(), _iso(g.end), g.sen_status, int(bool(g.looked_after)), len(regs)),
             )
         )
-    placements = placements_of(pupil)
+    # placements_of reads the records again for reviews and ends: asked only of a pupil with a placement
+    placements = placements_of(pupil) if any(ep.kind == "placement" for ep in pupil.state.episodes.values()) else []
     for p in placements:
-        deadline = settings.calendar.end_of_term_after(p.start, settings.reintegration_terms)
+        deadline = days.deadline(p.start)
         out.add(
             (
                 RM_PLACEMENTS,
@@ -261,7 +316,7 @@ def state_of(key: str, records: list[Record], settings: ViewSettings) -> set[Sta
                     _iso(p.end),
                     p.outcome,
                     (p.end - p.start).days if p.end else None,
-                    _iso(deadline),
+                    deadline,
                     len(placements),
                 ),
             )
@@ -276,14 +331,28 @@ def _iso(day: date | None) -> str | None:
 ValidRow = tuple[IntervalTable, tuple[Any, ...], str, str | None]  # table, values, valid_from, valid_to
 
 
-def valid_intervals(key: str, facts: Sequence[Fact], settings: ViewSettings) -> set[ValidRow]:
+States = dict[tuple[str, ...], set[StateRow]]  # state_of's answers for one pupil, by the event ids folded
+
+
+def valid_intervals(
+    key: str, facts: Sequence[Fact], settings: ViewSettings, states: States | None = None, days: Days | None = None
+) -> set[ValidRow]:
     """The state of the pupil over effective dates: the fold of the facts cut at each of their effective dates,
-    equal consecutive rows coalesced into [valid_from, valid_to)."""
-    days = sorted({f.record.occurred_on for f in facts})
+    equal consecutive rows coalesced into [valid_from, valid_to).
+
+    ``states`` keeps the folds already made for this pupil (``knowledge_runs`` asks for the same sets of records at
+    several ledger times): ``state_of`` is a function of the records alone, so a set folded once is not folded again."""
+    states = {} if states is None else states
+    days = days or Days(settings)
+    effective_days = sorted({f.record.occurred_on for f in facts})
     runs: dict[StateRow, str] = {}
     out: set[ValidRow] = set()
-    for day in days:
-        now = state_of(key, [f.record for f in facts if f.record.occurred_on <= day], settings)
+    for day in effective_days:
+        records = [f.record for f in facts if f.record.occurred_on <= day]
+        folded = tuple(r.event_id for r in records)
+        now = states.get(folded)
+        if now is None:
+            now = states[folded] = state_of(key, records, settings, days)
         cut = day.isoformat()
         for row in [r for r in runs if r not in now]:
             out.add((*row, runs.pop(row), cut))
@@ -301,14 +370,22 @@ def row_key(row: ValidRow) -> str:
 Run = tuple[ValidRow, str, str | None]  # row, known_from, known_to
 
 
-def knowledge_runs(key: str, facts: Sequence[Fact], since: str, settings: ViewSettings) -> list[Run]:
+def knowledge_runs(key: str, facts: Sequence[Fact], since: str, settings: ViewSettings, days: Days | None = None) -> list[Run]:
     """The pupil's valid-time rows over ledger times from ``since`` on: computed at every time its facts in force
     change (``since``, each receipt and supersession after it), equal consecutive rows coalesced."""
     times = sorted({since, *(t for f in facts for t in (f.received_at, f.superseded_at) if t is not None and t > since)})
+    days = days or Days(settings)
+    states: States = {}
     runs: dict[ValidRow, str] = {}
     out: list[Run] = []
+    previous: tuple[int, ...] | None = None
     for known in times:
-        now = valid_intervals(key, [f for f in facts if f.in_force_at(known)], settings)
+        in_force = [f for f in facts if f.in_force_at(known)]
+        seqs = tuple(f.seq for f in in_force)
+        if seqs == previous:
+            continue  # the same facts in force: the same rows, which go on
+        previous = seqs
+        now = valid_intervals(key, in_force, settings, states, days)
         for row in [r for r in runs if r not in now]:
             out.append((row, runs.pop(row), known))
         for row in now:
@@ -320,27 +397,34 @@ def knowledge_runs(key: str, facts: Sequence[Fact], since: str, settings: ViewSe
 def maintain_state(settings: ViewSettings) -> Callable[[Any, Any, Sequence[LogEvent]], None]:
     """The upkeep of the interval tables for a batch of events (in the runner's transaction, after the
     ``pupils`` view has written the batch's facts, which it reads)."""
+    days = Days(settings)
 
     def maintain(cur: Any, store: Any, events: Sequence[LogEvent]) -> None:
         since: dict[str, str] = {}
+        batch: dict[str, Record] = {}  # the batch's records, in memory already: their facts are not parsed again
         for ev in events:
             if ev.record.type.startswith("pupil."):
-                t = timestamp(ev.record.received_at)
-                since[ev.subject] = min(t, since.get(ev.subject, t))
+                t = ev.received
+                earliest = since.get(ev.subject)
+                if earliest is None or t < earliest:
+                    since[ev.subject] = t
+                batch[ev.record.event_id] = ev.record
         if not since:
             return
         subjects = sorted(since)
-        facts = _load_facts(cur, store, subjects)
+        facts = _load_facts(cur, store, subjects, batch, max(ev.seq for ev in events))
         tails = _load_tails(cur, store, subjects, min(since.values()))
         inserts: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
         ends: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
         deletes: list[tuple[str, str]] = []
+        no_tails: list[tuple[IntervalTable, str, str, str | None, ValidRow]] = []
         for subject in subjects:
             t0 = since[subject]
-            if any(known_from >= t0 for _, _, known_from, _, _ in tails.get(subject, [])):
+            stored = tails.get(subject, no_tails)
+            if any(known_from >= t0 for _, _, known_from, _, _ in stored):
                 deletes.append((subject, t0))  # rows known from t0 on are recomputed (a report received out of order)
-            fresh = {(row, start): end for row, start, end in knowledge_runs(subject, facts.get(subject, []), t0, settings)}
-            for table, rk, known_from, known_to, row in tails.get(subject, []):
+            fresh = {(row, start): end for row, start, end in knowledge_runs(subject, facts.get(subject, []), t0, settings, days)}
+            for table, rk, known_from, known_to, row in stored:
                 if known_from >= t0 or (known_to is not None and known_to < t0):
                     continue  # deleted below and recomputed above, or ended before this batch's news
                 continued = (row, t0)
@@ -354,6 +438,8 @@ def maintain_state(settings: ViewSettings) -> Callable[[Any, Any, Sequence[LogEv
                 table, values, valid_from, valid_to = row
                 inserts[table.name].append((subject, row_key(row), valid_from, valid_to, start, end, *values))
         for table in STATE_TABLES:
+            # one statement per row, by executemany: a single UPDATE or DELETE joined to the batch's rows (unnest) was
+            # planned as a hash join over a whole table with no statistics (a rebuilt table, autovacuum off or behind)
             if deletes:
                 cur.executemany(store.sql(f"DELETE FROM {table.name} WHERE subject = ? AND known_from >= ?"), deletes)
             if ends[table.name]:
@@ -374,22 +460,41 @@ def maintain_state(settings: ViewSettings) -> Callable[[Any, Any, Sequence[LogEv
     return maintain
 
 
-def _load_facts(cur: Any, store: Any, subjects: list[str]) -> dict[str, list[Fact]]:
+def _load_facts(
+    cur: Any, store: Any, subjects: list[str], batch: dict[str, Record] | None = None, last: int | None = None
+) -> dict[str, list[Fact]]:
+    """The subjects' pupil facts, in ledger order, up to sequence ``last`` (the batch's last event).
+
+    Facts after the batch are the pupils view's when it is ahead of the model (the model alone rebuilt): they come
+    to the upkeep in later batches, as every fact does (a pupil's events come in sequence order, from the log or
+    its Kafka partition), and the rows are a function of the facts, so leaving them to their own batch gives the
+    same rows at the end, and rows that say what the log said up to the model's position meanwhile, as when the
+    views are caught up together. Read with them, they were folded, written, then deleted and folded again when
+    their batch came, for each such pupil.
+
+    A fact of a record in ``batch`` (the runner's batch, decoded already) is made from that record: its JSON is not
+    parsed again (the record is the one the row was written from; ``subject`` and ``corrects`` as a row reads back)."""
+    batch = batch or {}
     where, params = store.where_in("subject", subjects)
-    execute_in(
+    upto = ""
+    if last is not None:
+        upto, params = " AND seq <= ?", [*params, last]
+    rows = _tuples(
         cur,
-        store.sql(
-            f"SELECT subject, seq, event_id, type, submitter, occurred_on, received_at, superseded_at, data FROM {PUPIL_FACTS.name} "
-            f"WHERE {where} ORDER BY subject, seq"
-        ),
+        store,
+        f"SELECT subject, seq, event_id, type, submitter, occurred_on, received_at, superseded_at, data FROM {PUPIL_FACTS.name} "
+        f"WHERE {where}{upto} ORDER BY subject, seq",
         params,
-        store.is_postgres,
     )
     out: dict[str, list[Fact]] = defaultdict(list)
-    for subject, seq, event_id, etype, submitter, occurred_on, received_at, superseded_at, data in fetch_tuples(cur):
-        when = parse_timestamp(received_at)
-        assert when is not None
-        record = Record(event_id, etype, submitter, subject, date.fromisoformat(occurred_on), when, json.loads(data))
+    for subject, seq, event_id, etype, submitter, occurred_on, received_at, superseded_at, data in rows:
+        known = batch.get(event_id)
+        if known is not None:
+            record = Record(event_id, etype, submitter, subject, known.occurred_on, known.received_at, known.data)
+        else:
+            when = parse_timestamp(received_at)
+            assert when is not None
+            record = Record(event_id, etype, submitter, subject, date.fromisoformat(occurred_on), when, json.loads(data))
         out[subject].append(Fact(int(seq), record, received_at, superseded_at))
     return out
 
@@ -401,18 +506,32 @@ def _load_tails(
     out: dict[str, list[tuple[IntervalTable, str, str, str | None, ValidRow]]] = defaultdict(list)
     for table in STATE_TABLES:
         where, params = store.where_in("subject", subjects)
-        execute_in(
+        rows = _tuples(
             cur,
-            store.sql(
-                f"SELECT subject, row_key, known_from, known_to, valid_from, valid_to, {', '.join(table.state_columns)} FROM {table.name} "
-                f"WHERE {where} AND (known_to IS NULL OR known_to >= ?)"
-            ),
+            store,
+            f"SELECT subject, row_key, known_from, known_to, valid_from, valid_to, {', '.join(table.state_columns)} FROM {table.name} "
+            f"WHERE {where} AND (known_to IS NULL OR known_to >= ?)",
             [*params, since],
-            store.is_postgres,
         )
-        for subject, rk, known_from, known_to, valid_from, valid_to, *values in fetch_tuples(cur):
+        for subject, rk, known_from, known_to, valid_from, valid_to, *values in rows:
             out[subject].append((table, rk, known_from, known_to, (table, _typed(table, values), valid_from, valid_to)))
     return out
+
+
+def _tuples(cur: Any, store: Any, statement: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+    """A ``where_in`` read's rows as tuples. On PostgreSQL the runner's cursor makes dicts (the library's pooled
+    connections), which ``fetch_tuples`` turns into tuples one by one: a batch's facts and rows are read as tuples
+    directly, and the cursor gets its own factory back."""
+    if not store.is_postgres:
+        execute_in(cur, store.sql(statement), params, False)
+        return fetch_tuples(cur)
+    factory = cur.row_factory
+    cur.row_factory = tuple_row
+    try:
+        execute_in(cur, store.sql(statement), params, True)
+        return list(cur.fetchall())
+    finally:
+        cur.row_factory = factory
 
 
 def _typed(table: IntervalTable, values: list[Any]) -> tuple[Any, ...]:
