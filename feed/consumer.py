@@ -36,6 +36,7 @@ from ledger.storage.store import Store, fetch_tuples
 from projections.facts import LogEvent, View
 from projections.runner import VIEWS, Projector
 
+from .check import RecordCheck
 from .state import FeedState, Offsets
 
 log = logging.getLogger("pupil_ledger.feed_consumer")
@@ -46,11 +47,12 @@ class PoisonRecord(ValueError):
 
 
 _validate: Callable[[Any], Any] | None = None
+_quick: RecordCheck | None = None
 
 
 def log_event_of(value: bytes, headers: Sequence[tuple[str, bytes | None]] = ()) -> LogEvent:
     """The view's event of a feed record, or ``PoisonRecord``."""
-    global _validate
+    global _validate, _quick
     schema = dict(headers).get("schema")
     if schema is not None and schema != SCHEMA.encode("ascii"):
         raise PoisonRecord(f"schema {schema!r} is not {SCHEMA}")
@@ -58,12 +60,15 @@ def log_event_of(value: bytes, headers: Sequence[tuple[str, bytes | None]] = ())
         body = orjson.loads(value)
     except orjson.JSONDecodeError as exc:
         raise PoisonRecord(f"not JSON: {exc}") from None
-    if _validate is None:
-        _validate = fastjsonschema.compile(record_schema())
-    try:
-        _validate(body)
-    except fastjsonschema.JsonSchemaException as exc:
-        raise PoisonRecord(f"not {SCHEMA}: {exc}") from None
+    if _quick is None:
+        _quick = RecordCheck(record_schema())
+    if not _quick(body):  # not certainly valid: the schema's own validator decides, and says why
+        if _validate is None:
+            _validate = fastjsonschema.compile(record_schema())
+        try:
+            _validate(body)
+        except fastjsonschema.JsonSchemaException as exc:
+            raise PoisonRecord(f"not {SCHEMA}: {exc}") from None
     if body["type"] not in event_types():
         raise PoisonRecord(f"unknown event type {body['type']}")
     received = parse_timestamp(body["received_at"])

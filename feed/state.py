@@ -193,10 +193,22 @@ class FeedState:
         return {str(s): int(q) for s, q in fetch_tuples(cur)}
 
     def set_applied(self, cur: Any, applied: dict[str, int]) -> None:
-        bigger = "GREATEST(pv_kafka_applied.seq, excluded.seq)" if self.store.is_postgres else "MAX(pv_kafka_applied.seq, excluded.seq)"
+        """Raise each subject's applied sequence to the one given (never lower it: a redelivered record leaves it be).
+        On PostgreSQL one statement for the batch (arrays unnested), not one upsert per subject: a worker's batch of
+        1,000 records names some hundreds of subjects, and each upsert of an ``executemany`` is its own message."""
+        if not applied:
+            return
+        items = sorted(applied.items())  # one order of row locks for every worker
+        if self.store.is_postgres:
+            cur.execute(
+                "INSERT INTO pv_kafka_applied (subject, seq) SELECT s, q FROM unnest(%s::text[], %s::bigint[]) AS t(s, q) "
+                "ON CONFLICT (subject) DO UPDATE SET seq = GREATEST(pv_kafka_applied.seq, excluded.seq)",
+                ([s for s, _ in items], [q for _, q in items]),
+            )
+            return
         cur.executemany(
-            self.store.sql(f"INSERT INTO pv_kafka_applied (subject, seq) VALUES (?, ?) ON CONFLICT (subject) DO UPDATE SET seq = {bigger}"),
-            sorted(applied.items()),
+            "INSERT INTO pv_kafka_applied (subject, seq) VALUES (?, ?) ON CONFLICT (subject) DO UPDATE SET seq = MAX(pv_kafka_applied.seq, excluded.seq)",
+            items,
         )
 
     def dead_letter(self, cur: Any, group: str, topic: str, part: int, offset: int, reason: str) -> None:
