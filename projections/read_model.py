@@ -48,8 +48,6 @@ from datetime import date
 from functools import cache
 from typing import Any
 
-from psycopg.rows import tuple_row
-
 from ledger.core.catalogue import parse_timestamp
 from ledger.core.rules import Record
 from ledger.core.schooltime import school_days_between
@@ -479,13 +477,16 @@ def _load_facts(
     upto = ""
     if last is not None:
         upto, params = " AND seq <= ?", [*params, last]
-    rows = _tuples(
+    execute_in(
         cur,
-        store,
-        f"SELECT subject, seq, event_id, type, submitter, occurred_on, received_at, superseded_at, data FROM {PUPIL_FACTS.name} "
-        f"WHERE {where}{upto} ORDER BY subject, seq",
+        store.sql(
+            f"SELECT subject, seq, event_id, type, submitter, occurred_on, received_at, superseded_at, data FROM {PUPIL_FACTS.name} "
+            f"WHERE {where}{upto} ORDER BY subject, seq"
+        ),
         params,
+        store.is_postgres,
     )
+    rows = fetch_tuples(cur)
     out: dict[str, list[Fact]] = defaultdict(list)
     for subject, seq, event_id, etype, submitter, occurred_on, received_at, superseded_at, data in rows:
         known = batch.get(event_id)
@@ -506,32 +507,19 @@ def _load_tails(
     out: dict[str, list[tuple[IntervalTable, str, str, str | None, ValidRow]]] = defaultdict(list)
     for table in STATE_TABLES:
         where, params = store.where_in("subject", subjects)
-        rows = _tuples(
+        execute_in(
             cur,
-            store,
-            f"SELECT subject, row_key, known_from, known_to, valid_from, valid_to, {', '.join(table.state_columns)} FROM {table.name} "
-            f"WHERE {where} AND (known_to IS NULL OR known_to >= ?)",
+            store.sql(
+                f"SELECT subject, row_key, known_from, known_to, valid_from, valid_to, {', '.join(table.state_columns)} FROM {table.name} "
+                f"WHERE {where} AND (known_to IS NULL OR known_to >= ?)"
+            ),
             [*params, since],
+            store.is_postgres,
         )
+        rows = fetch_tuples(cur)
         for subject, rk, known_from, known_to, valid_from, valid_to, *values in rows:
             out[subject].append((table, rk, known_from, known_to, (table, _typed(table, values), valid_from, valid_to)))
     return out
-
-
-def _tuples(cur: Any, store: Any, statement: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
-    """A ``where_in`` read's rows as tuples. On PostgreSQL the runner's cursor makes dicts (the library's pooled
-    connections), which ``fetch_tuples`` turns into tuples one by one: a batch's facts and rows are read as tuples
-    directly, and the cursor gets its own factory back."""
-    if not store.is_postgres:
-        execute_in(cur, store.sql(statement), params, False)
-        return fetch_tuples(cur)
-    factory = cur.row_factory
-    cur.row_factory = tuple_row
-    try:
-        execute_in(cur, store.sql(statement), params, True)
-        return list(cur.fetchall())
-    finally:
-        cur.row_factory = factory
 
 
 def _typed(table: IntervalTable, values: list[Any]) -> tuple[Any, ...]:
