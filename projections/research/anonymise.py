@@ -63,7 +63,7 @@ def recode(
 ) -> tuple[pa.Array, pa.Array | pa.ChunkedArray]:
     """The column with ``change`` applied to each value: its distinct values are mapped, then the codes through them."""
     mapped = pa.array([change(v) for v in values.to_pylist()], pa.string())
-    new_values = _sorted_distinct(mapped) if len(mapped) else mapped
+    new_values = _sorted_distinct(mapped)
     return new_values, pc.index_in(mapped, value_set=new_values).cast(pa.int32()).take(codes)
 
 
@@ -96,13 +96,6 @@ class Coded:
     def decoded(self) -> pa.Table:
         """The strings, column by column."""
         return pa.table([self.values[n].take(self.codes[n]) for n in self.codes.column_names], names=self.codes.column_names)
-
-
-def generalise(column: pa.ChunkedArray | pa.Array, hierarchy: Hierarchy, start: int, end: int) -> pa.Array:
-    """The column's values from level ``start`` to level ``end``, mapped once per distinct value."""
-    values, codes = encode(column)
-    new_values, new_codes = recode(values, codes, lambda v: hierarchy.at(v, start, end))
-    return new_values.take(new_codes)
 
 
 def _classes(codes: pa.Table, qis: Sequence[str], sensitive: Sequence[str]) -> pa.Table:

@@ -123,10 +123,10 @@ class Built:
     seconds: dict[str, float]
 
 
-def strings(array: pa.Array, step: int = 1 << 16) -> Iterator[str]:
+def strings(values: pa.Array, step: int = 1 << 16) -> Iterator[str]:
     """An Arrow string array's values as Python strings, a slice at a time (a million at once would be ~100 MB)."""
-    for start in range(0, len(array), step):
-        yield from array.slice(start, step).to_pylist()
+    for start in range(0, len(values), step):
+        yield from values.slice(start, step).to_pylist()
 
 
 def _value(row: Row, name: str) -> str:
