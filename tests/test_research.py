@@ -6,7 +6,9 @@ own environment) measures on the files."""
 from __future__ import annotations
 
 import base64
+import csv
 import hashlib
+import io
 import json
 import tempfile
 from collections.abc import Iterator
@@ -427,3 +429,27 @@ def test_the_reader_decrypts_what_the_store_does_and_stops_at_the_checkpoint(wor
     assert ledger.secrets.pupil_id("H801200001001") not in read
     halves = [dict(pupils(ledger.store, cut, low=0, high=1 << 127)), dict(pupils(ledger.store, cut, low=1 << 127))]
     assert {**halves[0], **halves[1]} == read and not set(halves[0]) & set(halves[1])
+
+
+@pytest.mark.postgres
+def test_a_release_of_nobody_is_kept_and_read_back_byte_for_byte(
+    world: World, area: Area, oracle: Oracle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A population no pupil is in (the City of London: no pupils here): a release of no rows, still signed, recorded and kept;
+    every file the store gives back (PostgreSQL: written by binary COPY, here 7 bytes at a time) is the bytes built."""
+    from api.research_release import release, released_file
+    from ledger.research import operator
+    from ledger.storage import releases
+
+    monkeypatch.setattr(releases, "COPY_SLICE", 7)
+
+    operator.approve_project(world.ledger, RESEARCHER, approval("nobody", population={"las": ["la:201"]}))
+    seal(world)
+    made = release(world.ledger, "nobody")
+    built = made["built"]
+    manifest = assert_measured(oracle, built.files)
+    assert (manifest["rows"], manifest["pupils"], manifest["anonymity"]["k"], len(built.pseudonyms)) == (0, 0, None, 0)
+    assert list(csv.reader(io.StringIO(built.files[package.ROWS_CSV].decode()))) == [["pseudonym", *manifest["spec"]["variables"]]]
+    for name, content in built.files.items():
+        assert released_file(world.ledger, made["release_id"], name, None) == content, name
+    assert world.ledger.store.query("SELECT COUNT(*) FROM research_release_members WHERE release_id = ?", (made["release_id"],))[0][0] == 0
