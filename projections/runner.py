@@ -135,12 +135,12 @@ class Projector:
         seq, _, version, topic, state = row
         stored = StoredEvent(originator_id=aggregate_id, originator_version=version, topic=topic, state=bytes(state))
         try:
-            event: Any = self.store.app.mapper.to_domain_event(stored)
+            envelope, received_at, flags = self.store.app.subject_mapper.entry_of(stored)
         except LedgerError:
             return None
-        record = record_of(event.envelope, event.received_at)
+        record = record_of(envelope, received_at)
         is_pupil = event_types()[record.type].subject == "pupil"
-        decoded = LogEvent(int(seq), str(aggregate_id) if is_pupil else record.subject, record, tuple(f["code"] for f in event.flags))
+        decoded = LogEvent(int(seq), str(aggregate_id) if is_pupil else record.subject, record, tuple(f["code"] for f in flags))
         _ = decoded.received  # formatted here: on PostgreSQL this runs on the read-ahead thread, beside the write
         return decoded
 

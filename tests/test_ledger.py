@@ -6,7 +6,7 @@ import json
 import time
 import uuid
 import zlib
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +14,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from eventsourcing.persistence import IntegrityError, StoredEvent
+from hypothesis import given
+from hypothesis import strategies as st
 
 from ledger import own_events, signatures
 from ledger.config import Settings
@@ -614,6 +616,80 @@ def test_subject_events_are_written_as_the_library_writes_them(world: World) -> 
         assert type(library.to_domain_event(ours)) is type(event)
         kinds.add(type(event).__name__)
     assert kinds == {"Created", "Recorded"}
+
+
+def test_the_log_readers_entry_of_a_stored_event_is_the_librarys(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``SubjectMapper.entry_of`` (the projectors', the relay's and the replay's decode of every stored event) reads the
+    state with orjson instead of the library's decoder: for every kind of stored event it must give exactly the
+    envelope, receipt time and flags the library's ``to_domain_event`` gives, and go the library's way for a state
+    it does not recognise (then it must still give the library's answer)."""
+    world.admit(UPN)
+    world.post("pupil.excluded", SCHOOL_A, {"school": SCHOOL_A, "kind": "SUSP", "sessions": 2, "reasons": ["PA"]}, upn=UPN)
+    settings, secrets = world.ledger.settings, world.ledger.secrets
+    store = world.ledger.store
+    mapper = store.app.subject_mapper
+    env = persistence_env(settings.database_url, str(settings.sqlite_path), secrets.cipher_key, False, secrets.master_key)
+    zlib_store = Store.open(
+        {**env, "COMPRESSOR_TOPIC": "eventsourcing.compressor:ZlibCompressor"}
+    )  # how events were stored before 2026-11-28
+    variants: list[tuple[str, StoredEvent, bool]] = []  # (what, stored event, read by orjson)
+    try:
+        for originator_id, version, topic, state in store.query(
+            f"SELECT originator_id, originator_version, topic, state FROM {store.events_table}"
+        ):
+            stored = StoredEvent(
+                originator_id if isinstance(originator_id, uuid.UUID) else uuid.UUID(originator_id), version, topic, bytes(state)
+            )
+            kind = "pupil" if stored.originator_id.version == 8 else "organisation"
+            variants.append((f"{kind} {topic} as stored", stored, True))
+            event = mapper.to_domain_event(stored)
+            odd = [
+                {"code": "late_notification", "message": 'non-ASCII é ✓, "quoted", \\ and \n \u2028'},
+                {"code": "x", "a": "", "b": "_type_"},
+            ]
+            object.__setattr__(event, "flags", odd)
+            object.__setattr__(event, "received_at", datetime(2026, 3, 29, 1, 0, 0, tzinfo=timezone(timedelta(hours=1))))  # no microseconds
+            variants.append((f"{kind} odd flags, offset time", mapper.to_stored_event(event), True))
+            variants.append((f"{kind} zlib-compressed", zlib_store.app.mapper.to_stored_event(event), True))
+            object.__setattr__(
+                event, "flags", [{"_type_": "datetime_iso", "_data_": "2026-01-01T00:00:00+00:00"}]
+            )  # the library's hook reads it
+            variants.append((f"{kind} flag shaped as a transcoded value", mapper.to_stored_event(event), False))
+    finally:
+        zlib_store.close()
+    library_calls = 0
+    library = type(mapper).to_domain_event
+
+    def counted(self: Any, stored: StoredEvent) -> Any:
+        nonlocal library_calls
+        library_calls += 1
+        return library(self, stored)
+
+    for what, stored, fast in variants:
+        event = mapper.to_domain_event(stored)
+        monkeypatch.setattr(type(mapper), "to_domain_event", counted)
+        library_calls = 0
+        entry = mapper.entry_of(stored)
+        monkeypatch.undo()
+        assert entry == (event.envelope, event.received_at, event.flags), what
+        assert entry[1].utcoffset() == event.received_at.utcoffset(), what
+        assert library_calls == (0 if fast else 1), what
+    assert len(variants) >= 12 and {"pupil", "organisation"} == {what.split()[0] for what, _, _ in variants}
+
+
+@given(
+    st.datetimes(
+        min_value=datetime(1, 1, 2),
+        max_value=datetime(9999, 12, 30),
+        timezones=st.sampled_from([UTC, timezone(timedelta(hours=-9, minutes=-30)), timezone(timedelta(hours=14))]),
+    )
+)
+def test_timestamp_is_the_strftime_form_it_always_had(moment: Any) -> None:
+    """``timestamp`` formats by ``isoformat`` now (every event's receipt time passes through it on the projectors'
+    path): the text, which the tables store and compare as time, must be exactly the ``strftime`` form's."""
+    from ledger.core.times import timestamp
+
+    assert timestamp(moment) == moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def test_a_subject_started_directly_is_what_the_library_would_create(world: World) -> None:

@@ -32,8 +32,12 @@ class LedgerApp(Application[uuid.UUID]):
 
     @property
     def pupil_keys(self) -> PupilKeys:
+        return self.subject_mapper.keys
+
+    @property
+    def subject_mapper(self) -> SubjectMapper:
         assert isinstance(self.mapper, SubjectMapper)
-        return self.mapper.keys
+        return self.mapper
 
 
 def persistence_env(

@@ -65,20 +65,62 @@ class SubjectMapper(Mapper[uuid.UUID]):
         aggregate_id = as_uuid(stored_event.originator_id)
         if not is_pupil_stream(aggregate_id):
             return super().to_domain_event(stored_event)
+        plain = self._decrypted(aggregate_id, stored_event)
+        return self._plain().to_domain_event(StoredEvent(aggregate_id, stored_event.originator_version, stored_event.topic, plain))
+
+    def _decrypted(self, aggregate_id: uuid.UUID, stored_event: StoredEvent) -> bytes:
+        """A pupil's stored event decrypted with the pupil's key (SubjectErased: the key is gone)."""
         key = self.keys.data_key(aggregate_id)
         if key is None:
             raise SubjectErased(aggregate_id)
         state = bytes(stored_event.state)
         try:
-            plain = AESGCM(key).decrypt(
-                state[:12], state[12:], self._aad(aggregate_id, stored_event.originator_version, stored_event.topic)
-            )
+            return AESGCM(key).decrypt(state[:12], state[12:], self._aad(aggregate_id, stored_event.originator_version, stored_event.topic))
         except InvalidTag:
             raise SubjectErased(aggregate_id) from None  # a stale key for a stream erased and re-created elsewhere
-        return self._plain().to_domain_event(StoredEvent(aggregate_id, stored_event.originator_version, stored_event.topic, plain))
+
+    def entry_of(self, stored_event: StoredEvent) -> tuple[str, datetime, list[dict[str, str]]]:
+        """A subject event's envelope, receipt time and flags, as ``to_domain_event`` gives them, without the event.
+
+        Whoever reads the whole log (the projectors, the relay, a replay) wants only these three. The library's way
+        decodes the state with its JSON decoder and an object hook called on every object, then builds the event
+        object: two thirds of decoding a stored event. Here the state is read by orjson and the one datetime is
+        read as the library's ``DatetimeAsISO`` reads it. Anything unexpected (another topic, another shape,
+        JSON orjson declines) goes the library's way, so the answer is always the library's."""
+        if stored_event.topic in _SUBJECT_TOPICS:
+            aggregate_id = as_uuid(stored_event.originator_id)
+            if is_pupil_stream(aggregate_id):
+                data = self._decrypted(aggregate_id, stored_event)
+            else:
+                data = self.cipher.decrypt(bytes(stored_event.state)) if self.cipher else bytes(stored_event.state)
+            if self.compressor:
+                data = self.compressor.decompress(data)
+            try:
+                state = orjson.loads(data)
+                received, envelope, flags = state["received_at"], state["envelope"], state["flags"]
+                if (
+                    received["_type_"] == "datetime_iso"
+                    and len(received) == 2
+                    and type(envelope) is str
+                    and (not flags or _plain_flags(flags))
+                ):
+                    return envelope, datetime.fromisoformat(received["_data_"]), flags
+            except (orjson.JSONDecodeError, KeyError, TypeError):
+                pass
+        event = self.to_domain_event(stored_event)
+        return event.envelope, event.received_at, event.flags
+
+
+def _plain_flags(flags: Any) -> bool:
+    """Flags as the library's decoder would give them too: a list of objects of strings, none that its object hook
+    would take for a transcoded value (an object of exactly ``_type_`` and ``_data_``)."""
+    return type(flags) is list and all(
+        type(f) is dict and not ("_type_" in f and "_data_" in f and len(f) == 2) and all(type(v) is str for v in f.values()) for f in flags
+    )
 
 
 _SUBJECT_EVENTS = (Subject.Created, Subject.Recorded)
+_SUBJECT_TOPICS = frozenset(get_topic(t) for t in _SUBJECT_EVENTS)
 
 
 def _library_datetime(value: Any) -> dict[str, str]:

@@ -97,7 +97,10 @@ class PupilKeys:
     def fetched(self, aggregate_ids: Sequence[uuid.UUID], rows: Sequence[tuple[Any, ...]]) -> dict[uuid.UUID, PupilKey]:
         """Unwrap and cache the keys ``rows`` (the result of ``read_of(aggregate_ids)``) hold."""
         wanted = [i for i in aggregate_ids if is_pupil_stream(i)]
-        found = {uuid.UUID(r[0]): PupilKey(self._unwrap(uuid.UUID(r[0]), r[1]), r[2]) for r in rows}
+        found = {}
+        for stream, wrapped, audit_id in rows:
+            aggregate_id = uuid.UUID(stream)
+            found[aggregate_id] = PupilKey(self._unwrap(aggregate_id, wrapped), audit_id)
         now = time.monotonic()
         with self._lock:
             for i in wanted:
