@@ -30,10 +30,11 @@ class Broker:
     def __init__(self, data_dir: Path, port: int | None = None):
         self.data_dir, self.port = data_dir, port or free_port()
         self.bootstrap = f"127.0.0.1:{self.port}"
+        self.log = data_dir.parent / f"broker-{self.port}.log"
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 20.0) -> Broker:
-        log = self.data_dir.parent / f"broker-{self.port}.log"
+        log = self.log
         self.data_dir.mkdir(parents=True, exist_ok=True)
         with log.open("ab") as out:
             self.process = subprocess.Popen(

@@ -127,19 +127,41 @@ def post_all(client: httpx.Client, tokens: dict[str, str], items: list[dict[str,
     return last
 
 
-def join(start: Any, attempts: int = 3) -> Proc:
+def join(start: Any, config: FeedConfig, others: list[Proc], broker_log: Path, attempts: int = 5) -> Proc:
     """A second (dynamic) member joins, and the group splits the partitions between the two. The test broker now and
     then never completes a rebalance that a static member takes part in; a real Kafka ends it at the rebalance timeout.
-    Here a member that got nothing in 15 s leaves, and another joins."""
+    Here a member that got nothing in 20 s leaves, and another joins. If none does, the failure says what the broker
+    and every member saw (the group as the broker describes it, each member's log)."""
+    tails = []
     for attempt in range(attempts):
         worker = start(f"worker-2-{attempt}", ["project", "run", "--source", "kafka", "--idle", "0.1", "--batch", "60"])
-        deadline = time.monotonic() + 15
+        deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             if worker.settled() and worker.assignments()[-1]:
                 return worker
             time.sleep(0.2)
+        tails.append(f"--- {worker.name}:\n{worker.tail()}")
         worker.stop()
-    raise AssertionError(f"no second worker got partitions in {attempts} attempts")
+    raise AssertionError(
+        f"no second worker got partitions in {attempts} attempts\n--- the group: {describe_group(config)}\n"
+        + "\n".join([*tails, *(f"--- {p.name}:\n{p.tail()}" for p in others)])
+        + f"\n--- the broker:\n{broker_log.read_text(errors='replace')[-3000:]}"
+    )
+
+
+def describe_group(config: FeedConfig) -> str:
+    """The consumer group's state and members as the broker reports them (for a failure's message)."""
+    from kafka import KafkaAdminClient
+    from kafka.errors import KafkaError
+
+    try:
+        admin_client = KafkaAdminClient(bootstrap_servers=config.servers, request_timeout_ms=5000)
+        try:
+            return repr(admin_client.describe_consumer_groups([config.group]))
+        finally:
+            admin_client.close()
+    except (KafkaError, OSError) as exc:  # a diagnosis must not hide the failure it describes
+        return f"(not described: {exc!r})"
 
 
 def feed_tables(store: Any) -> str:
@@ -213,7 +235,7 @@ def test_topology_survives_kills_and_rebalances_and_equals_a_direct_rebuild(pg_u
             relay.kill9()  # mid-publish: the standby takes over from the stored position (records sent twice are expected)
             last = post_all(client, tokens, envelopes(keys, "register", range(201, 401)))
             wait_until(lambda: worker_1.settled(), 30, lambda: f"worker-1 back\n{worker_1.tail()}")
-            worker_2 = join(start)  # 1 -> 2 workers while records flow
+            worker_2 = join(start, config, [worker_1], kafka_broker.log)  # 1 -> 2 workers while records flow
             last = post_all(client, tokens, envelopes(keys, "suspend", range(1, 401, 2)))
             last = post_all(client, tokens, envelopes(keys, "leave", range(1, 401, 3)))
             worker_2.stop()  # 2 -> 1: it leaves the group, worker-1 gets every partition

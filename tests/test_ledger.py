@@ -645,7 +645,7 @@ def test_the_log_readers_entry_of_a_stored_event_is_the_librarys(world: World, m
             event = mapper.to_domain_event(stored)
             odd = [
                 {"code": "late_notification", "message": 'non-ASCII é ✓, "quoted", \\ and \n \u2028'},
-                {"code": "x", "a": "", "b": "_type_"},
+                {"code": "x", "a": "", "b": 'the "_type_" and "_data_" keys', "_type_ ": "_type_ "},  # text, not keys
             ]
             object.__setattr__(event, "flags", odd)
             object.__setattr__(event, "received_at", datetime(2026, 3, 29, 1, 0, 0, tzinfo=timezone(timedelta(hours=1))))  # no microseconds
@@ -655,6 +655,8 @@ def test_the_log_readers_entry_of_a_stored_event_is_the_librarys(world: World, m
                 event, "flags", [{"_type_": "datetime_iso", "_data_": "2026-01-01T00:00:00+00:00"}]
             )  # the library's hook reads it
             variants.append((f"{kind} flag shaped as a transcoded value", mapper.to_stored_event(event), False))
+            object.__setattr__(event, "flags", [{"code": "x", "_type_": "y"}, {"code": "_type_"}])  # not the hook's, but not known
+            variants.append((f"{kind} flags with a _type_ key or value", mapper.to_stored_event(event), False))
     finally:
         zlib_store.close()
     library_calls = 0
@@ -674,7 +676,7 @@ def test_the_log_readers_entry_of_a_stored_event_is_the_librarys(world: World, m
         assert entry == (event.envelope, event.received_at, event.flags), what
         assert entry[1].utcoffset() == event.received_at.utcoffset(), what
         assert library_calls == (0 if fast else 1), what
-    assert len(variants) >= 12 and {"pupil", "organisation"} == {what.split()[0] for what, _, _ in variants}
+    assert len(variants) >= 15 and {"pupil", "organisation"} == {what.split()[0] for what, _, _ in variants}
 
 
 @given(

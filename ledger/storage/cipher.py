@@ -97,26 +97,22 @@ class SubjectMapper(Mapper[uuid.UUID]):
                 data = self.compressor.decompress(data)
             try:
                 state = orjson.loads(data)
-                received, envelope, flags = state["received_at"], state["envelope"], state["flags"]
+                received, envelope = state["received_at"], state["envelope"]
+                # The library's hook changes only objects with a "_type_" key: here the event's timestamp and receipt
+                # time, and nothing else when the bytes '"_type_"' occur only twice (a quote inside a JSON string is
+                # escaped, so those bytes are a key, or a string that is exactly _type_)
                 if (
-                    received["_type_"] == "datetime_iso"
+                    data.count(b'"_type_"') == 2
+                    and "_type_" in state["timestamp"]
+                    and received["_type_"] == "datetime_iso"
                     and len(received) == 2
                     and type(envelope) is str
-                    and (not flags or _plain_flags(flags))
                 ):
-                    return envelope, datetime.fromisoformat(received["_data_"]), flags
+                    return envelope, datetime.fromisoformat(received["_data_"]), state["flags"]
             except (orjson.JSONDecodeError, KeyError, TypeError):
                 pass
         event = self.to_domain_event(stored_event)
         return event.envelope, event.received_at, event.flags
-
-
-def _plain_flags(flags: Any) -> bool:
-    """Flags as the library's decoder would give them too: a list of objects of strings, none that its object hook
-    would take for a transcoded value (an object of exactly ``_type_`` and ``_data_``)."""
-    return type(flags) is list and all(
-        type(f) is dict and not ("_type_" in f and "_data_" in f and len(f) == 2) and all(type(v) is str for v in f.values()) for f in flags
-    )
 
 
 _SUBJECT_EVENTS = (Subject.Created, Subject.Recorded)
