@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,7 +22,7 @@ from eventsourcing.persistence import StoredEvent
 from ledger.core.catalogue import event_types
 from ledger.core.errors import LedgerError
 from ledger.storage.secrets import is_pupil_stream
-from ledger.storage.store import Store, as_uuid, execute_in, fetch_tuples, record_of, rowcount
+from ledger.storage.store import PupilKey, Store, as_uuid, execute_in, fetch_tuples, record_of, rowcount
 
 from . import cases, ehcp, orgs, plans, pupils, read_model
 from .config import ViewSettings
@@ -130,12 +130,13 @@ class Projector:
 
     # -- following the log ---------------------------------------------------------------------
 
-    def _decode(self, row: tuple[Any, ...], aggregate_id: uuid.UUID) -> LogEvent | None:
-        """The event, or None for an erased pupil's (its key is destroyed: the views forget it)."""
+    def _decode(self, row: tuple[Any, ...], aggregate_id: uuid.UUID, fetched: Mapping[uuid.UUID, PupilKey] | None) -> LogEvent | None:
+        """The event, or None for an erased pupil's (its key is destroyed: the views forget it); ``fetched``: the
+        batch's pupils' keys, as found (None: none fetched, the key cache is asked)."""
         seq, _, version, topic, state = row
         stored = StoredEvent(originator_id=aggregate_id, originator_version=version, topic=topic, state=bytes(state))
         try:
-            envelope, received_at, flags = self.store.app.subject_mapper.entry_of(stored)
+            envelope, received_at, flags = self.store.app.subject_mapper.entry_of(stored, fetched)
         except LedgerError:
             return None
         record = record_of(envelope, received_at)
@@ -205,9 +206,8 @@ class Projector:
         streams = [as_uuid(row[1]) for row in rows]
         pupils = {stream for stream in streams if is_pupil_stream(stream)}
         keys = getattr(self.store.app, "pupil_keys", None)
-        if keys is not None and pupils:  # per-pupil data keys: fetch the batch's keys with one query
-            keys.prefetch(list(pupils))
-        events = [ev for ev in map(self._decode, rows, streams) if ev is not None]
+        fetched = keys.prefetch(list(pupils)) if keys is not None and pupils else None  # the batch's keys, with one query
+        events = [ev for row, stream in zip(rows, streams, strict=True) if (ev := self._decode(row, stream, fetched)) is not None]
         return _Batch(start, rows, pupils, events, keyed=keys is not None)
 
     def _read_ahead(self, start: int) -> None:

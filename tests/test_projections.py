@@ -432,10 +432,10 @@ def test_a_step_that_loses_the_race_to_another_projector_reads_again(world: Worl
     raced: list[int] = []
     decode = mine._decode
 
-    def other_commits_first(row: Any, stream: Any) -> Any:
+    def other_commits_first(row: Any, stream: Any, fetched: Any) -> Any:
         if not raced:
             raced.append(other.step())
-        return decode(row, stream)
+        return decode(row, stream, fetched)
 
     mine._decode = other_commits_first  # type: ignore[method-assign, assignment]
     assert mine.step() == 2 and raced == [2]
@@ -501,7 +501,7 @@ def test_a_pupil_erased_between_a_steps_read_and_its_write_is_left_out_of_every_
     decode = projector._decode
     erased: list[str] = []
 
-    def erase_during_the_read(row: Any, stream: Any) -> Any:
+    def erase_during_the_read(row: Any, stream: Any, fetched: Any) -> Any:
         if not erased:  # by another process's ledger: this one still holds the key it prefetched
             erased.append(str(world.ledger.secrets.pupil_id(upn(1))))
             other = admin.open_ledger(world.ledger.settings)
@@ -509,7 +509,7 @@ def test_a_pupil_erased_between_a_steps_read_and_its_write_is_left_out_of_every_
                 other.erase(upn(1), "erasure_request")
             finally:
                 other.store.close()
-        return decode(row, stream)
+        return decode(row, stream, fetched)
 
     projector._decode = erase_during_the_read  # type: ignore[method-assign, assignment]
     projector.catch_up()

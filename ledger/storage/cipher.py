@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import uuid
 import zlib
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -16,7 +17,7 @@ from eventsourcing.persistence import Compressor, Mapper, StoredEvent
 from eventsourcing.utils import get_topic
 
 from ledger.storage.aggregate import Subject
-from ledger.storage.keys import ErasedMeanwhile, PupilKeys, SubjectErased
+from ledger.storage.keys import ErasedMeanwhile, PupilKey, PupilKeys, SubjectErased
 from ledger.storage.secrets import is_pupil_stream
 from ledger.storage.sql import as_uuid
 
@@ -68,9 +69,14 @@ class SubjectMapper(Mapper[uuid.UUID]):
         plain = self._decrypted(aggregate_id, stored_event)
         return self._plain().to_domain_event(StoredEvent(aggregate_id, stored_event.originator_version, stored_event.topic, plain))
 
-    def _decrypted(self, aggregate_id: uuid.UUID, stored_event: StoredEvent) -> bytes:
-        """A pupil's stored event decrypted with the pupil's key (SubjectErased: the key is gone)."""
-        key = self.keys.data_key(aggregate_id)
+    def _decrypted(self, aggregate_id: uuid.UUID, stored_event: StoredEvent, fetched: Mapping[uuid.UUID, PupilKey] | None = None) -> bytes:
+        """A pupil's stored event decrypted with the pupil's key (SubjectErased: the key is gone); ``fetched``: the
+        keys just fetched for a batch of events (``PupilKeys.prefetch``), where a pupil without one has none."""
+        if fetched is None:
+            key = self.keys.data_key(aggregate_id)
+        else:
+            found = fetched.get(aggregate_id)
+            key = found.key if found is not None else None
         if key is None:
             raise SubjectErased(aggregate_id)
         state = bytes(stored_event.state)
@@ -79,18 +85,21 @@ class SubjectMapper(Mapper[uuid.UUID]):
         except InvalidTag:
             raise SubjectErased(aggregate_id) from None  # a stale key for a stream erased and re-created elsewhere
 
-    def entry_of(self, stored_event: StoredEvent) -> tuple[str, datetime, list[dict[str, str]]]:
+    def entry_of(
+        self, stored_event: StoredEvent, fetched: Mapping[uuid.UUID, PupilKey] | None = None
+    ) -> tuple[str, datetime, list[dict[str, str]]]:
         """A subject event's envelope, receipt time and flags, as ``to_domain_event`` gives them, without the event.
 
         Whoever reads the whole log (the projectors, the relay, a replay) wants only these three. The library's way
         decodes the state with its JSON decoder and an object hook called on every object, then builds the event
         object: two thirds of decoding a stored event. Here the state is read by orjson and the one datetime is
         read as the library's ``DatetimeAsISO`` reads it. Anything unexpected (another topic, another shape,
-        JSON orjson declines) goes the library's way, so the answer is always the library's."""
+        JSON orjson declines) goes the library's way, so the answer is always the library's. ``fetched``: the pupils'
+        keys fetched for the batch this event is read in (saves a look in the key cache per event)."""
         if stored_event.topic in _SUBJECT_TOPICS:
             aggregate_id = as_uuid(stored_event.originator_id)
             if is_pupil_stream(aggregate_id):
-                data = self._decrypted(aggregate_id, stored_event)
+                data = self._decrypted(aggregate_id, stored_event, fetched)
             else:
                 data = self.cipher.decrypt(bytes(stored_event.state)) if self.cipher else bytes(stored_event.state)
             if self.compressor:
