@@ -141,8 +141,8 @@ class Projector:
             return None
         record = record_of(envelope, received_at)
         is_pupil = event_types()[record.type].subject == "pupil"
-        decoded = LogEvent(int(seq), str(aggregate_id) if is_pupil else record.subject, record, tuple(f["code"] for f in flags))
-        return decoded  # its receipt time formatted here too: on PostgreSQL this runs on the read-ahead thread, beside the write
+        # its receipt time is formatted here too: on PostgreSQL this runs on the read-ahead thread, beside the write
+        return LogEvent(int(seq), str(aggregate_id) if is_pupil else record.subject, record, tuple(f["code"] for f in flags))
 
     def step(self) -> int:
         """Project the next batch of the log in one transaction; returns the number of events read (0: none left)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 import zlib
@@ -10,6 +11,7 @@ from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -677,6 +679,17 @@ def test_the_log_readers_entry_of_a_stored_event_is_the_librarys(world: World, m
         assert entry[1].utcoffset() == event.received_at.utcoffset(), what
         assert library_calls == (0 if fast else 1), what
     assert len(variants) >= 15 and {"pupil", "organisation"} == {what.split()[0] for what, _, _ in variants}
+    # A state that cannot be read (not JSON; an impossible receipt date) fails with the library's own error, not another
+    organisation = next(stored for what, stored, _ in variants if what.startswith("organisation") and what.endswith("as stored"))
+    assert mapper.cipher is not None
+    state = orjson.loads(mapper.cipher.decrypt(bytes(organisation.state)))
+    state["received_at"]["_data_"] = "2026-13-45T00:00:00+00:00"
+    for broken in (b'{"envelope": "x", "received_at', orjson.dumps(state)):
+        stored = StoredEvent(organisation.originator_id, organisation.originator_version, organisation.topic, mapper.cipher.encrypt(broken))
+        with pytest.raises(Exception) as library_error:  # noqa: PT011 - whichever the library raises
+            mapper.to_domain_event(stored)
+        with pytest.raises(type(library_error.value), match=re.escape(str(library_error.value))):
+            mapper.entry_of(stored)
 
 
 @given(

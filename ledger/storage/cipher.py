@@ -118,7 +118,7 @@ class SubjectMapper(Mapper[uuid.UUID]):
                     and type(envelope) is str
                 ):
                     return envelope, datetime.fromisoformat(received["_data_"]), state["flags"]
-            except (orjson.JSONDecodeError, KeyError, TypeError):
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):  # the library says what is wrong, its way
                 pass
         event = self.to_domain_event(stored_event)
         return event.envelope, event.received_at, event.flags
