@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
@@ -55,7 +55,6 @@ def _of(etype: str, e: str = "e") -> str:
 
 IN_YEAR = "e.occurred_on >= :ys"
 OPEN_PLACEMENT = f"{ST('p')} AND p.end_on IS NULL"
-ROLL = f"{ST('r')} AND r.start_on <= :d AND (r.end_on IS NULL OR r.end_on > :d) AND r.status IN ('C', 'M')"
 NO_SETTING = (  # no registration or placement open on any day in (left, check day]
     "NOT EXISTS (SELECT 1 FROM rm_registrations s WHERE s.subject = e.subject AND "
     + ST("s")
@@ -63,10 +62,16 @@ NO_SETTING = (  # no registration or placement open on any day in (left, check d
     "WHERE s.subject = e.subject AND " + ST("s") + " AND s.start_on <= e.check_day AND (s.end_on IS NULL OR s.end_on > e.occurred_on))"
 )
 WITHOUT_SETTING = f"e.destination NOT IN {_in(GAP_EXEMPT_DESTINATIONS)} AND e.check_day <= :d AND {NO_SETTING}"
-NOT_SHARED = ", 0 AS shared"
-X_ITEM = "'x:' || e.event_id"  # a numerator item beside the roll's 'p:' items
-SHARED_REG = "CASE WHEN r.regs > 1 THEN 1 ELSE 0 END AS shared"  # the pupil may have another row in force (see ``aggregated``)
-ROLL_DENOMINATOR = f"SELECT r.school AS unit, 'p:' || r.subject AS item, 0 AS num, 1 AS den, '' AS label, {SHARED_REG} FROM rm_registrations r WHERE {ROLL}"
+# The registrations a state's roll metrics count, asked once per state (``ReadModelContext.registrations``): each row
+# overlapping the year to date at its school (the unexplained-exit rate's pupils), and whether it is on the roll at D
+# (the roll: pupils on roll, and the suspension and exclusion rates' denominators). Rows of a pupil whose state has one
+# registration (nearly all) are counted per school and flag; the others come back per pupil, so that a pupil on two
+# rolls at once counts once above the school, as in the fold.
+REGISTRATIONS = (
+    "SELECT r.school, CASE WHEN (r.end_on IS NULL OR r.end_on > :d) AND r.status IN ('C', 'M') THEN 1 ELSE 0 END AS on_roll, "
+    "CASE WHEN r.regs > 1 THEN r.subject END AS pupil, COUNT(*) FROM rm_registrations r "
+    f"WHERE {ST('r')} AND r.start_on <= :d AND (r.end_on IS NULL OR r.end_on >= :ys) GROUP BY 1, 2, 3"
+)
 
 
 def _started_by(column: str) -> str:
@@ -80,13 +85,13 @@ def _open_by(label: str, where: str = "") -> str:
     return f"SELECT p.commissioner AS unit, p.placement_id AS item, 1 AS num, 0 AS den, {label} AS label FROM rm_placements p WHERE {OPEN_PLACEMENT}{where}"
 
 
-def _removals(where: str, unit: str = "e.unit", item: str = "e.event_id", label: str = "''", shared: str = "") -> str:
-    return f"SELECT {unit} AS unit, {item} AS item, 1 AS num, 0 AS den, {label} AS label{shared} FROM rm_events e WHERE {_of('deregistered')} AND {where}"
+def _removals(where: str, label: str = "''") -> str:
+    return f"SELECT e.unit AS unit, e.event_id AS item, 1 AS num, 0 AS den, {label} AS label FROM rm_events e WHERE {_of('deregistered')} AND {where}"
 
 
-def _exclusions(kind: str, label: str = "''", item: str = "e.event_id", shared: str = "") -> str:
+def _exclusions(kind: str, label: str = "''") -> str:
     return (
-        f"SELECT e.unit AS unit, {item} AS item, 1 AS num, 0 AS den, {label} AS label{shared} FROM rm_events e "
+        f"SELECT e.unit AS unit, e.event_id AS item, 1 AS num, 0 AS den, {label} AS label FROM rm_events e "
         f"WHERE {_of('excluded')} AND {IN_YEAR} AND e.kind = '{kind}'"
     )
 
@@ -99,8 +104,11 @@ ENDED_LENGTHS = (
 
 @dataclass(frozen=True)
 class Query:
-    sql: str
+    sql: str = ""  # the metric's items ("" when the registrations below are all it counts)
     unique: bool = True  # each item key occurs once (an event or placement id); else the query has a ``shared`` column
+    # ("roll" or "year", "num" or "den"): the pupils of ``REGISTRATIONS`` on the roll at D (or at their school in the
+    # year to date) are also items of the metric, each counting 1 in its numerator or its denominator
+    registrations: tuple[str, str] | None = None
 
 
 QUERIES: dict[str, Query] = {
@@ -142,21 +150,12 @@ QUERIES: dict[str, Query] = {
         f"FROM rm_events e WHERE {EV('e')} AND {IN_YEAR}"
     ),
     "unexplained_exit_rate": Query(
-        f"SELECT r.school AS unit, 'p:' || r.subject AS item, 0 AS num, 1 AS den, '' AS label, {SHARED_REG} FROM rm_registrations r "
-        f"WHERE {ST('r')} AND r.start_on <= :d AND (r.end_on IS NULL OR r.end_on >= :ys) UNION ALL "
-        + _removals(
-            f"{IN_YEAR} AND (e.destination IN {_in(UNEXPLAINED_DESTINATIONS)} OR ({WITHOUT_SETTING}))",
-            item="'x:' || e.event_id",
-            shared=NOT_SHARED,
-        ),
-        unique=False,
+        _removals(f"{IN_YEAR} AND (e.destination IN {_in(UNEXPLAINED_DESTINATIONS)} OR ({WITHOUT_SETTING}))"),
+        registrations=("year", "den"),
     ),
-    "pupils_on_roll": Query(
-        f"SELECT r.school AS unit, r.subject AS item, 1 AS num, 0 AS den, '' AS label, {SHARED_REG} FROM rm_registrations r WHERE {ROLL}",
-        unique=False,
-    ),
-    "suspension_rate": Query(f"{ROLL_DENOMINATOR} UNION ALL {_exclusions('SUSP', item=X_ITEM, shared=NOT_SHARED)}", unique=False),
-    "permanent_exclusion_rate": Query(f"{ROLL_DENOMINATOR} UNION ALL {_exclusions('PERM', item=X_ITEM, shared=NOT_SHARED)}", unique=False),
+    "pupils_on_roll": Query(registrations=("roll", "num")),
+    "suspension_rate": Query(_exclusions("SUSP"), registrations=("roll", "den")),
+    "permanent_exclusion_rate": Query(_exclusions("PERM"), registrations=("roll", "den")),
     "suspensions_by_reason": Query(_exclusions("SUSP", "e.label")),
     "permanent_exclusions_by_reason": Query(_exclusions("PERM", "e.label")),
     "suspension_cap_breaches": Query(
@@ -230,6 +229,33 @@ def usable(store: Any, settings: ViewSettings) -> bool:
     return all(rows.get(v, (0, 0))[0] <= reached for v in ("pupils", "orgs"))
 
 
+@dataclass
+class Registrations:
+    """Pupils counted per school: those whose state has one registration as a number per school; the others by
+    pupil, so that one at two schools is one item under each (the roll-up counts the pupil once above the school)."""
+
+    counts: dict[str, int] = field(default_factory=dict)
+    schools_of: dict[str, set[str]] = field(default_factory=dict)
+
+    def add(self, school: str, pupil: str | None, n: int) -> None:
+        if pupil is None:
+            self.counts[school] = self.counts.get(school, 0) + n
+        else:
+            self.schools_of.setdefault(pupil, set()).add(school)
+
+    def contributions(self, numerator: bool) -> list[Contribution]:
+        counts = dict(self.counts)
+        out: list[Contribution] = []
+        for pupil, schools in self.schools_of.items():
+            if len(schools) == 1:
+                (school,) = schools
+                counts[school] = counts.get(school, 0) + 1
+            else:
+                out.extend(Contribution(school, "p:" + pupil, int(numerator), int(not numerator)) for school in schools)
+        out.extend(Contribution(school, f"{school}\x01", n if numerator else 0, 0 if numerator else n) for school, n in counts.items())
+        return out
+
+
 class ReadModelContext(Context):
     """A ``Context`` whose metrics, placements and provider watch come from the read model by SQL; anything
     else (a metric not in ``QUERIES``, code that reads ``pupils``) falls back to the fold, computed once."""
@@ -238,6 +264,7 @@ class ReadModelContext(Context):
         super().__init__(moment, settings, directory(db, moment), [], funding_facts(db, moment))
         self.db, self.store = db, db.store
         self._fold: Context | None = None
+        self._registrations: dict[str, Registrations] | None = None
 
     @property
     def pupils(self) -> list[Any]:
@@ -272,15 +299,29 @@ class ReadModelContext(Context):
         if metric.name not in self._contributions:
             query = QUERIES.get(metric.name)
             if query is not None:
-                self._contributions[metric.name] = [
+                found = [
                     Contribution(unit, item if item is not None else f"{unit}\x00{label}", int(num or 0), int(den or 0), label or "")
-                    for unit, label, num, den, _, item in self.query(aggregated(query, metric.kind))
+                    for unit, label, num, den, _, item in (self.query(aggregated(query, metric.kind)) if query.sql else [])
                 ]
+                if query.registrations is not None:
+                    which, side = query.registrations
+                    found.extend(self.registrations()[which].contributions(side == "num"))
+                self._contributions[metric.name] = found
             elif metric.name in COMPUTED:
                 self._contributions[metric.name] = list(metric.compute(self))
             else:
                 self._contributions[metric.name] = self.fold().contributions(metric)
         return self._contributions[metric.name]
+
+    def registrations(self) -> dict[str, Registrations]:
+        """``REGISTRATIONS`` at this moment, asked once for every metric that counts them: "roll" and "year"."""
+        if self._registrations is None:
+            found = {"roll": Registrations(), "year": Registrations()}
+            for school, on_roll, pupil, n in self.query(REGISTRATIONS):
+                for which in ("roll", "year") if on_roll else ("year",):
+                    found[which].add(school, pupil, int(n))
+            self._registrations = found
+        return self._registrations
 
     @property
     def placements(self) -> list[Placement]:

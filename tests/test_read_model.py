@@ -20,7 +20,7 @@ from projections.config import ViewSettings
 from projections.context import context
 from projections.facts import Moment
 from projections.queries import metrics_report
-from projections.read_model_queries import QUERIES, ReadModelContext, read_model_context
+from projections.read_model_queries import QUERIES, REGISTRATIONS, ReadModelContext, read_model_context
 from projections.runner import Projector, Reader, forget_pupil
 
 from .conftest import World, upn
@@ -92,6 +92,42 @@ def test_the_area_equals_the_fold_at_every_level_and_moment(area: Area) -> None:
             for level, scope in scopes(reader, moment):
                 model, fold = both(reader, moment, level, scope)
                 assert model == fold, (as_of, known_at, level, scope)
+
+
+def test_the_roll_is_asked_once_for_every_metric_that_counts_it(area: Area) -> None:
+    """pupils_on_roll, the suspension and exclusion rates and the unexplained-exit rate count registrations: one query
+    of them serves all four (each used to scan the registrations itself), with the same figures as the fold."""
+    reader = Reader(area.ledger.store)
+    ctx = ReadModelContext(reader, Moment(AS_OF), ViewSettings())
+    asked: list[str] = []
+    query = ctx.query
+
+    def recorded(sql: str) -> list[tuple[Any, ...]]:
+        asked.append(sql)
+        return query(sql)
+
+    ctx.query = recorded  # type: ignore[method-assign]
+    model = metrics_report(ctx, reader, "la", "la:801")
+    assert [sql for sql in asked if "r.regs" in sql] == [REGISTRATIONS]  # the roll's own scans (sen_exits looks up one pupil's row)
+    assert model == metrics_report(context(reader, Moment(AS_OF), ViewSettings()), reader, "la", "la:801")
+
+
+def test_a_pupil_at_two_schools_is_one_item_under_each_and_once_above_them() -> None:
+    from projections.metrics import METRICS_BY_NAME, figures
+    from projections.orgs import Directory, Org
+    from projections.read_model_queries import Registrations
+
+    found = Registrations()
+    for school, pupil, n in (("urn:1", None, 3), ("urn:2", None, 2), ("urn:1", "dual", 1), ("urn:2", "dual", 1), ("urn:2", "moved", 1)):
+        found.add(school, pupil, n)
+    roll = found.contributions(numerator=True)
+    assert sorted((c.unit, c.num, c.den) for c in roll) == [("urn:1", 1, 0), ("urn:1", 3, 0), ("urn:2", 1, 0), ("urn:2", 3, 0)]
+    orgs = Directory({u: Org(u, "school", "la:801") for u in ("urn:1", "urn:2")})
+    metric = METRICS_BY_NAME["pupils_on_roll"]
+    assert {s: f.value for s, f in figures(metric, roll, "school", orgs).items()} == {"urn:1": 4, "urn:2": 4}
+    assert figures(metric, roll, "la", orgs)["la:801"].value == 7  # 3 + 2 + the pupil at both + the one who moved
+    rate = found.contributions(numerator=False)
+    assert sum(c.den for c in rate) == 8 and all(c.num == 0 for c in rate)
 
 
 def test_a_reader_with_other_settings_gets_the_fold(area: Area) -> None:
