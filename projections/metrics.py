@@ -91,11 +91,12 @@ def report(ctx: Context, level: str, scope: str, only: Collection[str] | None = 
     baseline = ctx.directory.of_kind(*PEER_KINDS.get(level, ()))
     for metric in METRICS if only is None else [m for m in METRICS if m.name in only]:
         contributions = ctx.contributions(metric)
-        national = figures(metric, contributions, "national", ctx.directory).get(ENGLAND, empty_figure(metric))
+        empty = empty_figure(metric)  # one for every peer without items (a school read has some thousands)
+        national = figures(metric, contributions, "national", ctx.directory).get(ENGLAND, empty)
         peers = figures(metric, contributions, level, ctx.directory) if level != "national" else {ENGLAND: national}
         for peer in baseline:
-            peers.setdefault(peer, empty_figure(metric))
-        mine = peers.get(scope, empty_figure(metric))
+            peers.setdefault(peer, empty)
+        mine = peers.get(scope, empty)
         position, of = rank(peers, scope) if metric.kind != "breakdown" else (None, len(peers))
         out[metric.name] = {
             "group": metric.group,
