@@ -133,7 +133,8 @@ QUERIES: dict[str, Query] = {
     "removals_unknown_destination": Query(_removals(f"{IN_YEAR} AND e.destination = 'unknown'")),
     "children_without_setting_after_leaving": Query(_removals(f"e.check_day >= :ys AND {WITHOUT_SETTING}")),
     "sen_exits": Query(
-        "SELECT unit, item, 1 AS num, 0 AS den, label FROM ("
+        # materialised: else PostgreSQL inlines it and looks up each removal's registration three times
+        "WITH x AS MATERIALIZED ("
         + _removals(
             IN_YEAR,
             label=(
@@ -142,7 +143,7 @@ QUERIES: dict[str, Query] = {
                 + " AND r.school = e.unit AND r.end_on = e.occurred_on ORDER BY r.ordinal DESC LIMIT 1)"
             ),
         )
-        + ") x WHERE label IS NOT NULL AND label <> 'N'"
+        + ") SELECT unit, item, 1 AS num, 0 AS den, label FROM x WHERE label IS NOT NULL AND label <> 'N'"
     ),
     "backdated_removals": Query(_removals(f"{IN_YEAR} AND e.backdated = 1")),
     "late_report_rate": Query(
