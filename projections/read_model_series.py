@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Collection
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, timedelta
 from functools import cache
@@ -122,6 +123,9 @@ def step_dates(start: date, end: date, step: str, settings: ViewSettings) -> lis
     return points
 
 
+SERIES_WORKERS = 2  # states asked of the database at once: each is SQL-bound, and the database answers them side by side
+
+
 def series(
     db: Any,
     settings: ViewSettings,
@@ -133,24 +137,43 @@ def series(
     names: Collection[str] | None = None,
     known_at: Any = None,
 ) -> dict[str, Any]:
-    """Every metric of ``names`` (default all) for the scope at each step, with its comparisons."""
-    states: dict[date, Context] = {}
+    """Every metric of ``names`` (default all) for the scope at each step, with its comparisons.
 
-    def at(day: date) -> Context:
-        if day not in states:
-            states[day] = read_model_context(db, Moment(day, known_at), settings)
-        return states[day]
+    Each date's state (and the year before's) is prepared (its metrics asked of the database) by a small pool of
+    threads, a few dates ahead of the one being reported, so the database answers several states at once; a state
+    is dropped once no later point reads it."""
+    days = step_dates(start, end, step, settings)
+    wanted = [m for m in METRICS_BY_NAME.values() if names is None or m.name in names]
 
+    def prepared(day: date) -> Context:
+        ctx = read_model_context(db, Moment(day, known_at), settings)
+        for metric in wanted:
+            ctx.contributions(metric)
+        return ctx
+
+    order = iter(dict.fromkeys(d for day in days for d in (day, a_year_before(day))))
+    states: dict[date, Future[Context]] = {}
     points = []
     region = None
-    days = step_dates(start, end, step, settings)
-    for i, day in enumerate(days):
-        found = report(at(day), level, scope, only=names)
-        region = compare(at(day), at(a_year_before(day)), level, scope, found)
-        points.append({"as_of": day, "metrics": found})
-        if i + 1 < len(days):  # keep only the states later points still read (as their date or a year before it)
-            for done in [d for d in states if d < a_year_before(days[i + 1])]:
-                del states[done]
+    with ThreadPoolExecutor(max_workers=SERIES_WORKERS, thread_name_prefix="series") as pool:
+
+        def ahead(i: int) -> None:  # keep the states of days[i] (and the year before) and SERIES_WORKERS more in hand
+            needed = {days[i], a_year_before(days[i])}
+            while not needed <= set(states) or sum(not f.done() for f in states.values()) < SERIES_WORKERS:
+                day = next(order, None)
+                if day is None:
+                    return
+                states.setdefault(day, pool.submit(prepared, day))
+
+        for i, day in enumerate(days):
+            ahead(i)
+            now, before = states[day].result(), states[a_year_before(day)].result()
+            found = report(now, level, scope, only=names)
+            region = compare(now, before, level, scope, found)
+            points.append({"as_of": day, "metrics": found})
+            if i + 1 < len(days):  # keep only the states later points still read (as their date or a year before it)
+                for done in [d for d in states if d < a_year_before(days[i + 1])]:
+                    del states[done]
     return {"region": region, "points": points}
 
 

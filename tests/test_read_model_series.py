@@ -9,8 +9,11 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from projections.config import ViewSettings
-from projections.read_model_series import quartile, step_dates
-from projections.runner import Projector
+from projections.facts import Moment
+from projections.metrics import report
+from projections.read_model_queries import read_model_context
+from projections.read_model_series import a_year_before, compare, quartile, series, step_dates
+from projections.runner import Projector, Reader
 
 from .test_projections_scenario import AS_OF, LA, A, Area, C, area, d  # noqa: F401 - area is a fixture
 
@@ -112,3 +115,18 @@ def test_careless_series_requests_get_a_clear_422_naming_the_parameter(area: Are
             == 403
         )
     assert area.ledger.store.max_sequence() == before
+
+
+def test_a_long_series_equals_each_of_its_dates_asked_alone(area: Area) -> None:
+    """Fifteen months: the states prepared ahead by the series' threads, and those kept to serve as a later point's
+    year before, give the figures each date gets alone (report and comparisons from fresh states, one at a time)."""
+    reader = Reader(area.ledger.store)
+    settings = ViewSettings()
+    for level, scope, names in (("national", "england", None), ("school", A, ["pupils_on_roll", "suspension_rate", "open_ap_placements"])):
+        got = series(reader, settings, level, scope, d(7, 15).replace(year=2025), d(10, 5), "month", names)
+        assert len(got["points"]) == 16
+        for point in got["points"]:
+            ctx = read_model_context(reader, Moment(point["as_of"]), settings)
+            alone = report(ctx, level, scope, only=names)
+            compare(ctx, read_model_context(reader, Moment(a_year_before(point["as_of"])), settings), level, scope, alone)
+            assert point["metrics"] == alone, point["as_of"]
