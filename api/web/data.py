@@ -202,10 +202,11 @@ class WebData:
         out = {}
         for metric in METRICS:
             contributions = ctx.contributions(metric)
-            national = figures(metric, contributions, "national", ctx.directory).get(ENGLAND, empty_figure(metric))
+            empty = empty_figure(metric)  # one for every peer without items, as ``report`` does
+            national = figures(metric, contributions, "national", ctx.directory).get(ENGLAND, empty)
             found = figures(metric, contributions, level, ctx.directory) if level != "national" else {}
             for peer in peers:
-                found.setdefault(peer, empty_figure(metric))
+                found.setdefault(peer, empty)
             out[metric.name] = (found, national)
         return out
 
