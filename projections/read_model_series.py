@@ -143,13 +143,9 @@ def series(
     threads, a few dates ahead of the one being reported, so the database answers several states at once; a state
     is dropped once no later point reads it."""
     days = step_dates(start, end, step, settings)
-    wanted = [m for m in METRICS_BY_NAME.values() if names is None or m.name in names]
 
-    def prepared(day: date) -> Context:
-        ctx = read_model_context(db, Moment(day, known_at), settings)
-        for metric in wanted:
-            ctx.contributions(metric)
-        return ctx
+    def state(day: date) -> Context:
+        return prepared(read_model_context(db, Moment(day, known_at), settings), names)
 
     order = iter(dict.fromkeys(d for day in days for d in (day, a_year_before(day))))
     states: dict[date, Future[Context]] = {}
@@ -163,7 +159,7 @@ def series(
                 day = next(order, None)
                 if day is None:
                     return
-                states.setdefault(day, pool.submit(prepared, day))
+                states.setdefault(day, pool.submit(state, day))
 
         for i, day in enumerate(days):
             ahead(i)
@@ -177,7 +173,10 @@ def series(
     return {"region": region, "points": points}
 
 
-def metrics_with_comparisons(ctx: Context, db: Any, level: str, scope: str, found: dict[str, dict[str, Any]]) -> str | None:
-    """``compare`` for one moment (``accountabilityMetrics``): the year-before state is built alongside."""
-    before = read_model_context(db, Moment(a_year_before(ctx.day), ctx.moment.known_at), ctx.settings)
-    return compare(ctx, before, level, scope, found)
+def prepared(ctx: Context, names: Collection[str] | None = None) -> Context:
+    """``ctx`` with the contributions of every metric of ``names`` (default all) asked of the database already, so
+    that it can be prepared in one thread while another reports (the database answers both at once)."""
+    for metric in METRICS_BY_NAME.values():
+        if names is None or metric.name in names:
+            ctx.contributions(metric)
+    return ctx

@@ -6,6 +6,7 @@ routes module)."""
 
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import date, datetime
 from enum import StrEnum
 from typing import Annotated, Any
@@ -31,7 +32,7 @@ from projections.metrics import METRICS_BY_NAME
 from projections.placements import placements_register
 from projections.queries import case_list, metrics_report, scope_for
 from projections.read_model_queries import read_model_context
-from projections.read_model_series import MAX_POINTS, metrics_with_comparisons, series, step_dates
+from projections.read_model_series import MAX_POINTS, a_year_before, compare, prepared, series, step_dates
 from projections.runner import Projector, Reader
 from projections.unregistered import unregistered_providers
 
@@ -367,9 +368,13 @@ def views_router(ledger: Ledger, settings: ViewSettings | None = None) -> APIRou
         min_sequence: MinSeq = None,
     ) -> Any:
         def body(scope: str, m: Moment) -> dict[str, Any]:
-            ctx, positions = folded(m)
-            found = metrics_report(ctx, reader, level.value, scope)
-            region = metrics_with_comparisons(ctx, reader, level.value, scope, found["metrics"])
+            # the state a year before (for change_since_last_year) is prepared in a thread while this one is reported:
+            # both are SQL-bound, so the database answers them side by side
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="year-before") as pool:
+                before = pool.submit(lambda: prepared(folded(Moment(a_year_before(m.as_of), m.known_at))[0]))
+                ctx, positions = folded(m)
+                found = metrics_report(ctx, reader, level.value, scope)
+                region = compare(ctx, before.result(), level.value, scope, found["metrics"])
             return {**scope_out(level, scope, m, positions), "region": region, **found}
 
         return await answer(caller, level, org, as_of, known_at, min_sequence, body)
