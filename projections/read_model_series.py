@@ -18,11 +18,13 @@ figures come from one state (``read_model_context``: the read model, or the fold
 from __future__ import annotations
 
 import csv
-from collections.abc import Collection
+from collections import deque
+from collections.abc import Callable, Collection, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, timedelta
 from functools import cache
+from itertools import islice
 from typing import Any
 
 from ledger import dfe
@@ -171,6 +173,18 @@ def series(
                 for done in [d for d in states if d < a_year_before(days[i + 1])]:
                     del states[done]
     return {"region": region, "points": points}
+
+
+def in_order(make: Callable[[date], Context], days: Iterable[date], workers: int = SERIES_WORKERS) -> Iterator[Context]:
+    """``make(day)`` for each day, in order, made by ``workers`` threads at most ``workers`` days ahead of the caller."""
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="states") as pool:
+        remaining = iter(days)
+        pending = deque(pool.submit(make, day) for day in islice(remaining, workers))
+        while pending:
+            made = pending.popleft().result()
+            for day in islice(remaining, 1):
+                pending.append(pool.submit(make, day))
+            yield made
 
 
 def prepared(ctx: Context, names: Collection[str] | None = None) -> Context:

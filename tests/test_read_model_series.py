@@ -3,8 +3,10 @@ regional values, rank, quartile band, change since the same date last year. Over
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
@@ -130,3 +132,32 @@ def test_a_long_series_equals_each_of_its_dates_asked_alone(area: Area) -> None:
             alone = report(ctx, level, scope, only=names)
             compare(ctx, read_model_context(reader, Moment(a_year_before(point["as_of"])), settings), level, scope, alone)
             assert point["metrics"] == alone, point["as_of"]
+
+
+def test_states_are_made_in_order_a_few_ahead_and_a_failure_reaches_the_caller() -> None:
+    import threading
+
+    from projections.read_model_series import in_order
+
+    days = [d(1, 1) + timedelta(days=i) for i in range(10)]
+    started: list[Any] = []
+    lock = threading.Lock()
+
+    def make(day: Any) -> Any:
+        with lock:
+            started.append(day)
+        if day == days[7]:
+            raise RuntimeError("the database went away")
+        return day
+
+    got = []
+    made = in_order(make, days, workers=2)
+    for day in made:
+        got.append(day)
+        assert len(started) <= len(got) + 2  # never more than two days ahead of the caller
+        if len(got) == 7:
+            break
+    assert got == days[:7]
+    made.close()
+    with pytest.raises(RuntimeError, match="went away"):
+        list(in_order(make, days, workers=2))

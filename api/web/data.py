@@ -34,6 +34,7 @@ from projections.metrics import METRICS, Figure, empty_figure, figures, report
 from projections.placements import placements_register
 from projections.queries import case_list, metrics_report, scope_for
 from projections.read_model_queries import read_model_context
+from projections.read_model_series import in_order, prepared
 from projections.runner import VIEWS, Projector, Reader
 from projections.unregistered import unregistered_providers
 
@@ -217,8 +218,9 @@ class WebData:
         with the national value: accountabilityMetrics asked at those dates."""
         points = month_ends(end, months)
         out = []
-        for day in points:
-            figures_at = report(self.context(Moment(day, known_at)), level, scope)
+        states = in_order(lambda day: prepared(self.context(Moment(day, known_at))), points)  # two dates at once
+        for day, ctx in zip(points, states, strict=True):
+            figures_at = report(ctx, level, scope)
             out.append((day, {n: figures_at[n] for n in names if n in figures_at}))
         return out
 
