@@ -186,3 +186,33 @@ def test_rates_follow_their_numerator() -> None:
 def test_a_table_of_non_counts_is_refused(bad: object) -> None:
     with pytest.raises(ValueError, match="not a count"):
         Table("t", ("x",), ("p",), {("x", "p"): bad})  # type: ignore[dict-item]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.dictionaries(st.integers(0, 6), st.integers(-3, 3).filter(bool), min_size=1, max_size=5),
+        min_size=1,
+        max_size=7,
+    ),
+    st.sets(st.integers(0, 6)),
+)
+def test_the_solver_fixes_exactly_the_unknowns_whose_unit_vector_is_in_the_row_space(
+    equations: list[dict[int, int]], unknown: set[int]
+) -> None:
+    """recoverable's integer (fraction-free) elimination against the rank test over Fractions, on systems with
+    coefficients other than 1 (sums of linked tables count a figure more than once)."""
+    from projections.disclosure import recoverable
+
+    cells = {i: ("t", str(i), "c") for i in range(7)}
+    system = [{cells[u]: k for u, k in e.items()} for e in equations]
+    hidden = {cells[u] for u in unknown}
+    columns = sorted(hidden)
+    rows = [[Fraction(e.get(c, 0)) for c in columns] for e in system if any(c in e for c in columns)]
+    expected = set()
+    for c in columns:
+        unit = [Fraction(int(c == other)) for other in columns]
+        if rows and rank([*rows, unit]) == rank(rows):
+            expected.add(c)
+    assert recoverable(system, hidden) == expected
+    assert recoverable(system, hidden, {}) == expected
