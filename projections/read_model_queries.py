@@ -65,13 +65,12 @@ WITHOUT_SETTING = f"e.destination NOT IN {_in(GAP_EXEMPT_DESTINATIONS)} AND e.ch
 # The registrations a state's roll metrics count, asked once per state (``ReadModelContext.registrations``): each row
 # overlapping the year to date at its school (the unexplained-exit rate's pupils), and whether it is on the roll at D
 # (the roll: pupils on roll, and the suspension and exclusion rates' denominators). Rows of a pupil whose state has one
-# registration (nearly all) are counted per school and flag; the others come back per pupil, so that a pupil on two
-# rolls at once counts once above the school, as in the fold.
-REGISTRATIONS = (
-    "SELECT r.school, CASE WHEN (r.end_on IS NULL OR r.end_on > :d) AND r.status IN ('C', 'M') THEN 1 ELSE 0 END AS on_roll, "
-    "CASE WHEN r.regs > 1 THEN r.subject END AS pupil, COUNT(*) FROM rm_registrations r "
-    f"WHERE {ST('r')} AND r.start_on <= :d AND (r.end_on IS NULL OR r.end_on >= :ys) GROUP BY 1, 2, 3"
-)
+# registration (nearly all) are counted per school and flag, in one grouped scan; the others (a partial index holds
+# them) come back one by one, so that a pupil on two rolls at once counts once above the school, as in the fold.
+ON_ROLL = "CASE WHEN (r.end_on IS NULL OR r.end_on > :d) AND r.status IN ('C', 'M') THEN 1 ELSE 0 END"
+IN_YEAR_AT_SCHOOL = f"{ST('r')} AND r.start_on <= :d AND (r.end_on IS NULL OR r.end_on >= :ys)"
+REGISTRATION_COUNTS = f"SELECT r.school, {ON_ROLL}, COUNT(*) FROM rm_registrations r WHERE {IN_YEAR_AT_SCHOOL} AND r.regs = 1 GROUP BY 1, 2"
+SHARED_REGISTRATIONS = f"SELECT r.school, {ON_ROLL}, r.subject FROM rm_registrations r WHERE {IN_YEAR_AT_SCHOOL} AND r.regs > 1"
 
 
 def _started_by(column: str) -> str:
@@ -106,7 +105,7 @@ ENDED_LENGTHS = (
 class Query:
     sql: str = ""  # the metric's items ("" when the registrations below are all it counts)
     unique: bool = True  # each item key occurs once (an event or placement id); else the query has a ``shared`` column
-    # ("roll" or "year", "num" or "den"): the pupils of ``REGISTRATIONS`` on the roll at D (or at their school in the
+    # ("roll" or "year", "num" or "den"): the pupils of ``ReadModelContext.registrations`` on the roll at D (or at their school in the
     # year to date) are also items of the metric, each counting 1 in its numerator or its denominator
     registrations: tuple[str, str] | None = None
 
@@ -315,10 +314,12 @@ class ReadModelContext(Context):
         return self._contributions[metric.name]
 
     def registrations(self) -> dict[str, Registrations]:
-        """``REGISTRATIONS`` at this moment, asked once for every metric that counts them: "roll" and "year"."""
+        """``REGISTRATION_COUNTS`` and ``SHARED_REGISTRATIONS`` at this moment, asked once for every metric that counts them: "roll" and "year"."""
         if self._registrations is None:
             found = {"roll": Registrations(), "year": Registrations()}
-            for school, on_roll, pupil, n in self.query(REGISTRATIONS):
+            rows = [(school, on_roll, None, n) for school, on_roll, n in self.query(REGISTRATION_COUNTS)]
+            rows += [(school, on_roll, pupil, 1) for school, on_roll, pupil in self.query(SHARED_REGISTRATIONS)]
+            for school, on_roll, pupil, n in rows:
                 for which in ("roll", "year") if on_roll else ("year",):
                     found[which].add(school, pupil, int(n))
             self._registrations = found

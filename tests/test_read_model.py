@@ -20,7 +20,7 @@ from projections.config import ViewSettings
 from projections.context import context
 from projections.facts import Moment
 from projections.queries import metrics_report
-from projections.read_model_queries import QUERIES, REGISTRATIONS, ReadModelContext, read_model_context
+from projections.read_model_queries import QUERIES, REGISTRATION_COUNTS, SHARED_REGISTRATIONS, ReadModelContext, read_model_context
 from projections.runner import Projector, Reader, forget_pupil
 
 from .conftest import World, upn
@@ -108,7 +108,7 @@ def test_the_roll_is_asked_once_for_every_metric_that_counts_it(area: Area) -> N
 
     ctx.query = recorded  # type: ignore[method-assign]
     model = metrics_report(ctx, reader, "la", "la:801")
-    assert [sql for sql in asked if "r.regs" in sql] == [REGISTRATIONS]  # the roll's own scans (sen_exits looks up one pupil's row)
+    assert [sql for sql in asked if "r.regs" in sql] == [REGISTRATION_COUNTS, SHARED_REGISTRATIONS]  # (sen_exits looks up one pupil's row)
     assert model == metrics_report(context(reader, Moment(AS_OF), ViewSettings()), reader, "la", "la:801")
 
 
