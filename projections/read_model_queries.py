@@ -232,10 +232,14 @@ def usable(store: Any, settings: ViewSettings) -> bool:
 @dataclass
 class Registrations:
     """Pupils counted per school: those whose state has one registration as a number per school; the others by
-    pupil, so that one at two schools is one item under each (the roll-up counts the pupil once above the school)."""
+    pupil while they are added, then (``settle``) as a number too where the pupil is at one school, and one item
+    under each school where at several (the roll-up counts that pupil once above the school). Settled, it holds
+    numbers per school and the few pupils at several, not every pupil read one by one (a state is kept for later
+    reads, and a series keeps a dozen)."""
 
     counts: dict[str, int] = field(default_factory=dict)
     schools_of: dict[str, set[str]] = field(default_factory=dict)
+    at_several: list[tuple[str, str]] = field(default_factory=list)  # (school, pupil)
 
     def add(self, school: str, pupil: str | None, n: int) -> None:
         if pupil is None:
@@ -243,16 +247,19 @@ class Registrations:
         else:
             self.schools_of.setdefault(pupil, set()).add(school)
 
-    def contributions(self, numerator: bool) -> list[Contribution]:
-        counts = dict(self.counts)
-        out: list[Contribution] = []
+    def settle(self) -> Registrations:
         for pupil, schools in self.schools_of.items():
             if len(schools) == 1:
                 (school,) = schools
-                counts[school] = counts.get(school, 0) + 1
+                self.counts[school] = self.counts.get(school, 0) + 1
             else:
-                out.extend(Contribution(school, "p:" + pupil, int(numerator), int(not numerator)) for school in schools)
-        out.extend(Contribution(school, f"{school}\x01", n if numerator else 0, 0 if numerator else n) for school, n in counts.items())
+                self.at_several.extend((school, pupil) for school in sorted(schools))
+        self.schools_of = {}
+        return self
+
+    def contributions(self, numerator: bool) -> list[Contribution]:
+        out = [Contribution(school, "p:" + pupil, int(numerator), int(not numerator)) for school, pupil in self.at_several]
+        out.extend(Contribution(school, f"{school}\x01", n if numerator else 0, 0 if numerator else n) for school, n in self.counts.items())
         return out
 
 
@@ -322,7 +329,7 @@ class ReadModelContext(Context):
             for school, on_roll, pupil, n in rows:
                 for which in ("roll", "year") if on_roll else ("year",):
                     found[which].add(school, pupil, int(n))
-            self._registrations = found
+            self._registrations = {which: registrations.settle() for which, registrations in found.items()}
         return self._registrations
 
     @property
