@@ -15,8 +15,8 @@ the same ``ReadModelContext``; so is everything when the model is not usable for
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
@@ -229,33 +229,32 @@ def usable(store: Any, settings: ViewSettings) -> bool:
     return all(rows.get(v, (0, 0))[0] <= reached for v in ("pupils", "orgs"))
 
 
-@dataclass
+@dataclass(frozen=True)
 class Registrations:
-    """Pupils counted per school: those whose state has one registration as a number per school; the others by
-    pupil while they are added, then (``settle``) as a number too where the pupil is at one school, and one item
-    under each school where at several (the roll-up counts that pupil once above the school). Settled, it holds
-    numbers per school and the few pupils at several, not every pupil read one by one (a state is kept for later
-    reads, and a series keeps a dozen)."""
+    """Pupils counted per school: a number per school, and one item under each school for a pupil at several at once
+    (the roll-up counts that pupil once above the school). Only those few are kept by pupil, not every pupil with
+    more than one registration (a state is kept for later reads, and a series keeps a dozen)."""
 
-    counts: dict[str, int] = field(default_factory=dict)
-    schools_of: dict[str, set[str]] = field(default_factory=dict)
-    at_several: list[tuple[str, str]] = field(default_factory=list)  # (school, pupil)
+    counts: dict[str, int]
+    at_several: list[tuple[str, str]]  # (school, pupil)
 
-    def add(self, school: str, pupil: str | None, n: int) -> None:
-        if pupil is None:
-            self.counts[school] = self.counts.get(school, 0) + n
-        else:
-            self.schools_of.setdefault(pupil, set()).add(school)
-
-    def settle(self) -> Registrations:
-        for pupil, schools in self.schools_of.items():
+    @staticmethod
+    def of(counted: Iterable[tuple[str, int]], shared: Iterable[tuple[str, str]]) -> Registrations:
+        """From the numbers of pupils with one registration (school, n) and the others' rows (school, pupil)."""
+        counts: dict[str, int] = {}
+        for school, n in counted:
+            counts[school] = counts.get(school, 0) + n
+        schools_of: dict[str, set[str]] = {}
+        for school, pupil in shared:
+            schools_of.setdefault(pupil, set()).add(school)
+        at_several: list[tuple[str, str]] = []
+        for pupil, schools in schools_of.items():
             if len(schools) == 1:
                 (school,) = schools
-                self.counts[school] = self.counts.get(school, 0) + 1
+                counts[school] = counts.get(school, 0) + 1
             else:
-                self.at_several.extend((school, pupil) for school in sorted(schools))
-        self.schools_of = {}
-        return self
+                at_several.extend((school, pupil) for school in sorted(schools))
+        return Registrations(counts, at_several)
 
     def contributions(self, numerator: bool) -> list[Contribution]:
         out = [Contribution(school, "p:" + pupil, int(numerator), int(not numerator)) for school, pupil in self.at_several]
@@ -323,13 +322,13 @@ class ReadModelContext(Context):
     def registrations(self) -> dict[str, Registrations]:
         """``REGISTRATION_COUNTS`` and ``SHARED_REGISTRATIONS`` at this moment, asked once for every metric that counts them: "roll" and "year"."""
         if self._registrations is None:
-            found = {"roll": Registrations(), "year": Registrations()}
-            rows = [(school, on_roll, None, n) for school, on_roll, n in self.query(REGISTRATION_COUNTS)]
-            rows += [(school, on_roll, pupil, 1) for school, on_roll, pupil in self.query(SHARED_REGISTRATIONS)]
-            for school, on_roll, pupil, n in rows:
-                for which in ("roll", "year") if on_roll else ("year",):
-                    found[which].add(school, pupil, int(n))
-            self._registrations = {which: registrations.settle() for which, registrations in found.items()}
+            counted, shared = self.query(REGISTRATION_COUNTS), self.query(SHARED_REGISTRATIONS)  # on the roll at D: 1
+            self._registrations = {
+                "roll": Registrations.of(
+                    ((s, int(n)) for s, on_roll, n in counted if on_roll), ((s, p) for s, on_roll, p in shared if on_roll)
+                ),
+                "year": Registrations.of(((s, int(n)) for s, _, n in counted), ((s, p) for s, _, p in shared)),
+            }
         return self._registrations
 
     @property

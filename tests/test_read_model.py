@@ -117,11 +117,10 @@ def test_a_pupil_at_two_schools_is_one_item_under_each_and_once_above_them() -> 
     from projections.orgs import Directory, Org
     from projections.read_model_queries import Registrations
 
-    found = Registrations()
-    for school, pupil, n in (("urn:1", None, 3), ("urn:2", None, 2), ("urn:1", "dual", 1), ("urn:2", "dual", 1), ("urn:2", "moved", 1)):
-        found.add(school, pupil, n)
-    found.settle()
-    assert found.schools_of == {} and found.at_several == [("urn:1", "dual"), ("urn:2", "dual")]  # kept: the pupil at two schools
+    found = Registrations.of(
+        [("urn:1", 3), ("urn:2", 2)], [("urn:1", "dual"), ("urn:2", "dual"), ("urn:2", "moved"), ("urn:2", "moved")]
+    )  # "moved": two registrations at one school (left and came back)
+    assert found.at_several == [("urn:1", "dual"), ("urn:2", "dual")]  # kept by pupil: the one at two schools at once
     roll = found.contributions(numerator=True)
     assert sorted((c.unit, c.num, c.den) for c in roll) == [("urn:1", 1, 0), ("urn:1", 3, 0), ("urn:2", 1, 0), ("urn:2", 3, 0)]
     orgs = Directory({u: Org(u, "school", "la:801") for u in ("urn:1", "urn:2")})
