@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import csv
 from collections import deque
-from collections.abc import Callable, Collection, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Collection, Generator, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass
 from datetime import date, timedelta
 from functools import cache
@@ -141,41 +142,29 @@ def series(
 ) -> dict[str, Any]:
     """Every metric of ``names`` (default all) for the scope at each step, with its comparisons.
 
-    Each date's state (and the year before's) is prepared (its metrics asked of the database) by a small pool of
-    threads, a few dates ahead of the one being reported, so the database answers several states at once; a state
-    is dropped once no later point reads it."""
+    The states of the dates and of the year before each are made in order by ``in_order`` (two at once, so the
+    database answers two side by side); a state is dropped once no later point reads it."""
     days = step_dates(start, end, step, settings)
-
-    def state(day: date) -> Context:
-        return prepared(read_model_context(db, Moment(day, known_at), settings), names)
-
-    order = iter(dict.fromkeys(d for day in days for d in (day, a_year_before(day))))
-    states: dict[date, Future[Context]] = {}
+    order = list(dict.fromkeys(d for day in days for d in (day, a_year_before(day))))  # each state made once
+    states: dict[date, Context] = {}
     points = []
     region = None
-    with ThreadPoolExecutor(max_workers=SERIES_WORKERS, thread_name_prefix="series") as pool:
-
-        def ahead(i: int) -> None:  # keep the states of days[i] (and the year before) and SERIES_WORKERS more in hand
-            needed = {days[i], a_year_before(days[i])}
-            while not needed <= set(states) or sum(not f.done() for f in states.values()) < SERIES_WORKERS:
-                day = next(order, None)
-                if day is None:
-                    return
-                states.setdefault(day, pool.submit(state, day))
-
+    with closing(in_order(lambda day: prepared(read_model_context(db, Moment(day, known_at), settings), names), order)) as making:
+        made = zip(order, making, strict=True)
         for i, day in enumerate(days):
-            ahead(i)
-            now, before = states[day].result(), states[a_year_before(day)].result()
-            found = report(now, level, scope, only=names)
-            region = compare(now, before, level, scope, found)
+            while day not in states or a_year_before(day) not in states:
+                done, state = next(made)
+                states[done] = state
+            found = report(states[day], level, scope, only=names)
+            region = compare(states[day], states[a_year_before(day)], level, scope, found)
             points.append({"as_of": day, "metrics": found})
             if i + 1 < len(days):  # keep only the states later points still read (as their date or a year before it)
-                for done in [d for d in states if d < a_year_before(days[i + 1])]:
-                    del states[done]
+                for old in [d for d in states if d < a_year_before(days[i + 1])]:
+                    del states[old]
     return {"region": region, "points": points}
 
 
-def in_order(make: Callable[[date], Context], days: Iterable[date], workers: int = SERIES_WORKERS) -> Iterator[Context]:
+def in_order(make: Callable[[date], Context], days: Iterable[date], workers: int = SERIES_WORKERS) -> Generator[Context, None, None]:
     """``make(day)`` for each day, in order, made by ``workers`` threads at most ``workers`` days ahead of the caller."""
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="states") as pool:
         remaining = iter(days)
