@@ -284,14 +284,12 @@ def recoverable(
     for r in rows:
         groups[find(next(iter(r)))].append(r)
     fixed: set[CellId] = set()
+    known = {} if solved is None else solved
     for group in groups.values():
-        if solved is None:
-            fixed |= _fixed(group)
-            continue
         key = frozenset(tuple(sorted(r.items())) for r in group)
-        if key not in solved:
-            solved[key] = _fixed(group)
-        fixed |= solved[key]
+        if key not in known:
+            known[key] = _fixed(group)
+        fixed |= known[key]
     return fixed
 
 
