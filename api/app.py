@@ -36,6 +36,7 @@ def create_app(ledger: Ledger, followers: Sequence[Follower] = ()) -> FastAPI:
             yield
         finally:
             committer.stop()
+            pages.close()  # their background refreshes read the database: stop them before it goes
             background.stop()
             health_checks.shutdown(wait=False)
             signatures.shutdown()  # the signature workers stop with the app, not at interpreter exit
@@ -66,7 +67,8 @@ def create_app(ledger: Ledger, followers: Sequence[Follower] = ()) -> FastAPI:
     app.include_router(log_router(ledger))
     app.include_router(event_proof_route(ledger))
     app.include_router(views_router(ledger))
-    web.mount(app, ledger, authenticator.principal)  # the pages (docs/web.md): start page, public reports, dashboards, /assets
+    pages = web.mount(app, ledger, authenticator.principal)  # the pages (docs/web.md): start page, public reports, dashboards, /assets
+    app.state.pages = pages
     app.include_router(research_router(ledger))
     app.include_router(tailored_list_router(ledger))  # public: the tailored list of settings (issue 25)
     return app

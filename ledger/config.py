@@ -44,6 +44,7 @@ class Settings:
     in_process_followers: bool = True  # the API process also seals and projects (off when they run as their own processes)
     trusted_proxies: str = ""  # addresses or networks whose X-Forwarded-For names the client (comma-separated); none by default
     web_refresh_seconds: float = 300.0  # how long the pages keep a checkpoint's public reports before moving to a newer one
+    dashboard_refresh_seconds: float = 10.0  # how often the dashboards move to newer events, prepared in the background (0: every request)
     disclosure_threshold: int | None = None  # the public reports' suppression threshold; None: projections.disclosure's default
 
     @classmethod
@@ -69,6 +70,7 @@ class Settings:
             in_process_followers=env.get("PUPIL_LEDGER_IN_PROCESS_FOLLOWERS", "1").lower() not in ("0", "false", "no", "off"),
             trusted_proxies=env.get("PUPIL_LEDGER_TRUSTED_PROXIES", cls.trusted_proxies),
             web_refresh_seconds=float(env.get("PUPIL_LEDGER_WEB_REFRESH_SECONDS", cls.web_refresh_seconds)),
+            dashboard_refresh_seconds=float(env.get("PUPIL_LEDGER_DASHBOARD_REFRESH_SECONDS", cls.dashboard_refresh_seconds)),
             disclosure_threshold=int(env["PUPIL_LEDGER_DISCLOSURE_THRESHOLD"]) if "PUPIL_LEDGER_DISCLOSURE_THRESHOLD" in env else None,
         )
 

@@ -21,6 +21,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from ledger.core.codes import code_list
 from ledger.core.identifiers import org_scheme
+from ledger.core.times import timestamp
 from ledger.service import Principal
 from projections.facts import Moment
 
@@ -75,7 +76,7 @@ def dashboards_router(data: WebData, page: Page, auth: SignIn) -> APIRouter:
         return RedirectResponse(dashboard_url(HOME_OF_ROLE.get(principal.role, "school"), principal.org), status_code=303)
 
     async def scoped(
-        request: Request, level: str, org: str, build: Callable[[Principal, str, date], dict[str, Any]], template: str
+        request: Request, level: str, org: str, build: Callable[[Principal, str, Moment], dict[str, Any]], template: str
     ) -> Response:
         """Sign-in, the access policy for the scope (as the API's views apply it), the date, then the page."""
         principal = await auth.signed_in(request)
@@ -90,7 +91,8 @@ def dashboards_router(data: WebData, page: Page, auth: SignIn) -> APIRouter:
             return page.error(request, 400, "There is a problem with the page address", str(exc), principal)
         except NotAllowed as exc:
             return page.error(request, 403, "You cannot see these figures", f"{exc} (see docs/access.md: aggregates).", principal)
-        values = await run_in_threadpool(build, principal, scope, as_of)
+        pin = await run_in_threadpool(data.pin)  # one ledger time for the whole page
+        values = await run_in_threadpool(build, principal, scope, Moment(as_of, pin.known_at))
         tables: list[DataTable] = values.get("tables", [])
         if request.query_params.get("format") == "csv":
             wanted = request.query_params.get("table")
@@ -115,6 +117,9 @@ def dashboards_router(data: WebData, page: Page, auth: SignIn) -> APIRouter:
             as_of=as_of,
             tabs=tabs,
             level_title=LEVEL_TITLES[level],
+            pin=pin,
+            known_at=timestamp(pin.known_at),
+            refresh_seconds=f"{data.dashboard_refresh:g}",
             breadcrumbs=[
                 {"text": "Dashboards", "href": "/dashboards/"},
                 {"text": name, "href": dashboard_url(level, scope, as_of=as_of.isoformat())},
@@ -147,10 +152,9 @@ def dashboards_router(data: WebData, page: Page, auth: SignIn) -> APIRouter:
 
     @router.get("/dashboards/{level}/{org}", response_class=HTMLResponse)
     async def summary(request: Request, level: str, org: str) -> Response:
-        def build(principal: Principal, scope: str, as_of: date) -> dict[str, Any]:
-            m = Moment(as_of)
+        def build(principal: Principal, scope: str, m: Moment) -> dict[str, Any]:
+            as_of = m.as_of
             body = data.metrics(level, scope, m)
-            positions = data.positions()
             groups = []
             tables = []
             for group, title, entries in catalogue.groups():
@@ -225,19 +229,20 @@ def dashboards_router(data: WebData, page: Page, auth: SignIn) -> APIRouter:
                 )
                 tables.append(table)
                 groups.append({"group": group, "title": title, "table": table, "breakdowns": breakdowns})
-            return {"title": "Summary", "groups": groups, "tables": tables, "positions": positions}
+            return {"title": "Summary", "groups": groups, "tables": tables}
 
         return await scoped(request, level, org, build, "dashboard.html")
 
     @router.get("/dashboards/{level}/{org}/trends", response_class=HTMLResponse)
     async def trends(request: Request, level: str, org: str) -> Response:
-        def build(principal: Principal, scope: str, as_of: date) -> dict[str, Any]:
+        def build(principal: Principal, scope: str, m: Moment) -> dict[str, Any]:
+            as_of = m.as_of
             group_names = [g for g, _, _ in catalogue.groups()]
             group = request.query_params.get("group") or group_names[0]
             if group not in group_names:
                 group = group_names[0]
             entries = [e for g, _, es in catalogue.groups() if g == group for e in es if e.kind != "breakdown"]
-            points = data.series(level, scope, [e.name for e in entries], as_of)
+            points = data.series(level, scope, [e.name for e in entries], as_of, known_at=m.known_at)
             blocks, tables = [], []
             for e in entries:
                 labels = [d.isoformat() for d, _ in points]
@@ -277,15 +282,16 @@ def dashboards_router(data: WebData, page: Page, auth: SignIn) -> APIRouter:
 
     @router.get("/dashboards/{level}/{org}/units", response_class=HTMLResponse)
     async def units(request: Request, level: str, org: str) -> Response:
-        def build(principal: Principal, scope: str, as_of: date) -> dict[str, Any]:
+        def build(principal: Principal, scope: str, m: Moment) -> dict[str, Any]:
+            as_of = m.as_of
             group_names = [g for g, _, _ in catalogue.groups()]
             group = request.query_params.get("group") or group_names[0]
             if group not in group_names:
                 group = group_names[0]
-            ctx = data.context(Moment(as_of))
-            child_level, children = data.children(level, scope, ctx)
+            child_level = data.children_level(level)
+            ctx, by_metric = data.pinned_level_figures(m, child_level)
+            _, children = data.children(level, scope, ctx)
             children = [c for c in children if data.may_read(principal, child_level, c, ctx)]
-            by_metric = data.level_figures(ctx, child_level)
             entries = [e for g, _, es in catalogue.groups() if g == group for e in es if e.kind != "breakdown"]
             rows = []
             for c in children:
@@ -320,8 +326,8 @@ def dashboards_router(data: WebData, page: Page, auth: SignIn) -> APIRouter:
 
     @router.get("/dashboards/{level}/{org}/placements", response_class=HTMLResponse)
     async def placements(request: Request, level: str, org: str) -> Response:
-        def build(principal: Principal, scope: str, as_of: date) -> dict[str, Any]:
-            reg = data.placements(level, scope, Moment(as_of))
+        def build(principal: Principal, scope: str, m: Moment) -> dict[str, Any]:
+            reg = data.placements(level, scope, m)
             setting = code_list("ap_setting_types")
             names = {k: v for version in setting.versions for k, v in version.codes.items()}
             published = (reg.get("published") or {}).get("by_setting_type", {})
@@ -357,8 +363,8 @@ def dashboards_router(data: WebData, page: Page, auth: SignIn) -> APIRouter:
 
     @router.get("/dashboards/{level}/{org}/providers", response_class=HTMLResponse)
     async def providers(request: Request, level: str, org: str) -> Response:
-        def build(principal: Principal, scope: str, as_of: date) -> dict[str, Any]:
-            watch = data.providers(level, scope, Moment(as_of))
+        def build(principal: Principal, scope: str, m: Moment) -> dict[str, Any]:
+            watch = data.providers(level, scope, m)
             rows = [
                 {
                     "provider": data.name_of(p["provider"]),
@@ -396,8 +402,8 @@ def dashboards_router(data: WebData, page: Page, auth: SignIn) -> APIRouter:
 
     @router.get("/dashboards/{level}/{org}/cases", response_class=HTMLResponse)
     async def cases(request: Request, level: str, org: str) -> Response:
-        def build(principal: Principal, scope: str, as_of: date) -> dict[str, Any]:
-            found = data.cases(level, scope, Moment(as_of))
+        def build(principal: Principal, scope: str, m: Moment) -> dict[str, Any]:
+            found = data.cases(level, scope, m)
             rows = [
                 {
                     "org": data.name_of(c["org"]),

@@ -6,6 +6,12 @@ folded ``Context``), so a page and the API agree for the same moment; pointing t
 (issue 20's national-scale one) means changing this module alone. Trends are the metrics asked at monthly
 points for now.
 
+The signed-in dashboards show the figures **as known at a pinned ledger time** (``Pin``): every event the views
+had reached when it was taken, and nothing received later, so the API's ``known_at`` gives the same figures. When the
+views have moved on and ``Settings.dashboard_refresh_seconds`` have passed, a background thread takes a newer pin,
+prepares again at it what the dashboards were asked for recently, and only then moves the pages to it: under a
+steady flow of events no request waits for the database's aggregates, and each page says which time it shows.
+
 Public reports are computed at a **checkpoint** of the transparency log: as known at the ledger time of the
 newest event in the tree of that size (``Checkpoint.known_at``). That cut holds exactly the tree's events when
 no later event was received earlier (``clean``), which is what ``projections.replay`` rebuilds from the log itself to verify
@@ -18,8 +24,8 @@ import base64
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, replace
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -38,8 +44,15 @@ from projections.read_model_series import in_order, prepared
 from projections.runner import VIEWS, Projector, Reader
 from projections.unregistered import unregistered_providers
 
+from .background import OneAtATime
+
 EPOCH = "1970-01-01T00:00:00.000000Z"
 CACHED_CONTEXTS = 6
+PINNED_CONTEXTS = 4  # states kept for each pinned ledger time: the one shown, and the next one while it is prepared
+WARMED = 16  # how many of the dashboards' recent requests are prepared again at each newer pin
+WARMED_FOR_SECONDS = 600.0  # ... if asked within the last ten minutes (an idle site prepares nothing)
+KEPT_SERIES = 32
+ONE_MICROSECOND = timedelta(microseconds=1)
 NAME_SECONDS = 60.0
 LEVEL_KINDS = {"la": ("la",), "trust": ("trust",), "school": ("school", "ap_setting")}
 SCHEMES = {"school": ("urn", "ukprn", "uprov"), "trust": ("trust",), "la": ("la",)}
@@ -75,6 +88,17 @@ class Checkpoint:
         return found
 
 
+@dataclass(frozen=True)
+class Pin:
+    """The ledger time the dashboards show: ``known_at`` holds every event up to ``sequence`` (the views' position
+    when it was taken) and nothing received later; if a later event was received earlier (commits out of order),
+    ``known_at`` is moved to just before that event, so the cut still holds nothing the views had not reached."""
+
+    known_at: datetime
+    sequence: int
+    taken: float  # time.monotonic() when the views' position was last looked at
+
+
 class WebData:
     """The read side as the pages need it, for one ledger."""
 
@@ -88,6 +112,18 @@ class WebData:
         self._lock = threading.Lock()
         self._newest: tuple[int, str] = (0, EPOCH)  # (sequence, max received_at up to it), grown incrementally
         self._names: dict[str, tuple[float, str]] = {}
+        self.dashboard_refresh = ledger.settings.dashboard_refresh_seconds
+        self._pin: Pin | None = None
+        self._generations: dict[datetime, OrderedDict[date, Context]] = {}  # pinned ledger time -> its states by as_of
+        self._asked: OrderedDict[tuple[Any, ...], tuple[float, Callable[[datetime], object]]] = OrderedDict()
+        self._series: OrderedDict[tuple[Any, ...], list[tuple[date, dict[str, dict[str, Any]]]]] = OrderedDict()
+        self.dashboard_refresher = OneAtATime("dashboards-refresh")
+        self.report_refresher = OneAtATime("public-reports-refresh")
+
+    def close(self) -> None:
+        """Stop preparing newer figures in the background (before the ledger's database goes)."""
+        self.dashboard_refresher.close()
+        self.report_refresher.close()
 
     # -- moments and the log -----------------------------------------------------------------------------
 
@@ -158,6 +194,81 @@ class WebData:
             problems.append("this log's tree of that size has another root")
         return problems
 
+    # -- the dashboards' pinned ledger time -----------------------------------------------------------------
+
+    def pin(self) -> Pin:
+        """The ledger time the dashboards show now. The first is taken at once; later ones in the background
+        (``refresh_pin``) once ``dashboard_refresh`` seconds have passed; with 0, every request takes a new one."""
+        with self._lock:
+            shown = self._pin
+        if shown is None or self.dashboard_refresh <= 0:
+            taken = self._take_pin(shown)
+            with self._lock:
+                self._adopt(taken)
+                assert self._pin is not None
+                return self._pin
+        if time.monotonic() - shown.taken >= self.dashboard_refresh:
+            self.dashboard_refresher.start(lambda: self.refresh_pin(shown))
+        return shown
+
+    def pinned(self, as_of: date) -> Moment:
+        """``as_of`` as known at the dashboards' pinned ledger time."""
+        return Moment(as_of, self.pin().known_at)
+
+    def _take_pin(self, shown: Pin | None) -> Pin:
+        positions = self.positions()
+        reached = min(positions.get(v.name, 0) for v in VIEWS)
+        now = time.monotonic()
+        if shown is not None and reached == shown.sequence:
+            return replace(shown, taken=now)
+        newest = parse_timestamp(self._known_at(reached))
+        later = self.ledger.store.earliest_received_after(reached)
+        earliest_later = parse_timestamp(later) if later else None
+        assert newest is not None
+        if earliest_later is not None and earliest_later <= newest:
+            newest = earliest_later - ONE_MICROSECOND
+        return Pin(newest, reached, now)
+
+    def _adopt(self, pin: Pin) -> None:
+        """Show ``pin`` (under the lock): keep its states and series, drop every older time's."""
+        if self._pin is not None and pin.known_at < self._pin.known_at:
+            return  # never back in time (a slower request's pin)
+        self._pin = pin
+        self._generations = {pin.known_at: self._generations.get(pin.known_at, OrderedDict())}
+        for key in [k for k in self._series if k[-1] != pin.known_at]:
+            del self._series[key]
+
+    def refresh_pin(self, shown: Pin) -> None:
+        """Take a newer pin; if the views have moved, prepare at it what the dashboards were asked for recently
+        (most recent first), then show it. On failure the shown pin stays and is tried again after the interval."""
+        try:
+            taken = self._take_pin(shown)
+            if taken.known_at != shown.known_at:
+                now = time.monotonic()
+                with self._lock:
+                    self._generations.setdefault(taken.known_at, OrderedDict())
+                    recent = [warm for asked, warm in reversed(self._asked.values()) if now - asked <= WARMED_FOR_SECONDS]
+                for warm in recent:
+                    warm(taken.known_at)
+        except Exception:
+            with self._lock:
+                if self._pin is shown:
+                    self._pin = replace(shown, taken=time.monotonic())
+                self._generations = {k: v for k, v in self._generations.items() if self._pin is None or k == self._pin.known_at}
+            raise
+        with self._lock:
+            self._adopt(taken)
+
+    def _remember(self, moment: Moment, key: tuple[Any, ...], warm: Callable[[datetime], object]) -> None:
+        """Note a dashboard's request at the pinned time, to prepare it again at the next one."""
+        with self._lock:
+            if self._pin is None or moment.known_at != self._pin.known_at:
+                return
+            self._asked[key] = (time.monotonic(), warm)
+            self._asked.move_to_end(key)
+            while len(self._asked) > WARMED:
+                self._asked.popitem(last=False)
+
     # -- the folded state (as the API's views fold it) -----------------------------------------------------
 
     def context(self, moment: Moment, db: Any = None) -> Context:
@@ -165,6 +276,19 @@ class WebData:
         always: nothing received later changes it)."""
         if db is not None:
             return context(db, moment, self.settings)
+        with self._lock:
+            generation = self._generations.get(moment.known_at) if moment.known_at else None
+            found = generation.get(moment.as_of) if generation is not None else None
+            if found is not None:
+                generation.move_to_end(moment.as_of)  # type: ignore[union-attr]
+                return found
+        if generation is not None:  # a pinned time: kept with its generation, dropped with it
+            found = read_model_context(self.reader, moment, self.settings)
+            with self._lock:
+                generation[moment.as_of] = found
+                while len(generation) > PINNED_CONTEXTS:
+                    generation.popitem(last=False)
+            return found
         key: tuple[Any, ...] = (moment.as_of, moment.known_at, None if moment.known_at else tuple(sorted(self.positions().items())))
         with self._lock:
             found = self._contexts.get(key)
@@ -181,14 +305,23 @@ class WebData:
     def metrics(self, level: str, scope: str, moment: Moment) -> dict[str, Any]:
         """The body of accountabilityMetrics: every metric with national value and rank, register, provider watch, cases
         (kept with the folded state it was computed from, so a page read again costs nothing)."""
+        self._remember(moment, ("metrics", level, scope, moment.as_of), lambda k: self.metrics(level, scope, Moment(moment.as_of, k)))
         ctx = self.context(moment)
         return ctx.derived(f"web.metrics.{level}.{scope}", lambda c: metrics_report(c, self.reader, level, scope))
 
     def placements(self, level: str, scope: str, moment: Moment) -> dict[str, Any]:
-        return placements_register(self.context(moment), level, scope)
+        self._remember(moment, ("placements", level, scope, moment.as_of), lambda k: self.placements(level, scope, Moment(moment.as_of, k)))
+        return self.context(moment).derived(f"web.placements.{level}.{scope}", lambda c: placements_register(c, level, scope))
 
     def providers(self, level: str, scope: str, moment: Moment) -> dict[str, Any]:
-        return unregistered_providers(self.context(moment), level, scope)
+        self._remember(moment, ("providers", level, scope, moment.as_of), lambda k: self.providers(level, scope, Moment(moment.as_of, k)))
+        return self.context(moment).derived(f"web.providers.{level}.{scope}", lambda c: unregistered_providers(c, level, scope))
+
+    def pinned_level_figures(self, moment: Moment, level: str) -> tuple[Context, dict[str, tuple[dict[str, Figure], Figure]]]:
+        """The state at ``moment`` and ``level_figures`` of it (remembered, to prepare again at a newer pin)."""
+        self._remember(moment, ("level_figures", level, moment.as_of), lambda k: self.pinned_level_figures(Moment(moment.as_of, k), level))
+        ctx = self.context(moment)
+        return ctx, self.level_figures(ctx, level)
 
     def cases(self, level: str, scope: str, moment: Moment) -> list[dict[str, Any]]:
         return case_list(self.reader, moment, level, scope)
@@ -215,13 +348,32 @@ class WebData:
         self, level: str, scope: str, names: Sequence[str], end: date, months: int = 12, known_at: datetime | None = None
     ) -> list[tuple[date, dict[str, dict[str, Any]]]]:
         """Each metric of ``names`` for the scope at the last day of each month up to ``end`` (and at ``end``),
-        with the national value: accountabilityMetrics asked at those dates."""
+        with the national value: accountabilityMetrics asked at those dates. At a fixed ``known_at`` the answer
+        is kept (a dashboard's trend read again costs nothing); only the state at ``end`` is kept with the others,
+        the months before are made, read and dropped (a dozen states would not fit beside them)."""
+        key = (level, scope, tuple(names), end, months, known_at)
+        if known_at is not None:
+            self._remember(Moment(end, known_at), ("series", *key[:-1]), lambda k: self.series(level, scope, names, end, months, k))
+            with self._lock:
+                found = self._series.get(key)
+            if found is not None:
+                return found
         points = month_ends(end, months)
         out = []
-        states = in_order(lambda day: prepared(self.context(Moment(day, known_at))), points)  # two dates at once
+
+        def state(day: date) -> Context:
+            moment = Moment(day, known_at)
+            return prepared(self.context(moment) if day == end else read_model_context(self.reader, moment, self.settings))
+
+        states = in_order(state, points)  # two dates at once
         for day, ctx in zip(points, states, strict=True):
             figures_at = report(ctx, level, scope)
             out.append((day, {n: figures_at[n] for n in names if n in figures_at}))
+        if known_at is not None:
+            with self._lock:
+                self._series[key] = out
+                while len(self._series) > KEPT_SERIES:
+                    self._series.popitem(last=False)
         return out
 
     # -- scopes, organisations, access ----------------------------------------------------------------------
@@ -247,16 +399,22 @@ class WebData:
         facts = policy.OrgFacts(ctx.directory.la_of(scope), ctx.directory.trust_of(scope)) if level != "national" else None
         return policy.aggregate_scope_allowed(principal, level, scope, facts)
 
+    @staticmethod
+    def children_level(level: str) -> str:
+        """The level below ``level``: England's LAs; an LA's or a trust's schools and settings."""
+        return "la" if level == "national" else "school"
+
     def children(self, level: str, scope: str, ctx: Context) -> tuple[str, list[str]]:
         """The level below and its units in the scope: England's LAs, an LA's schools and settings, a trust's academies."""
         d = ctx.directory
+        below = self.children_level(level)
         if level == "national":
-            return "la", d.of_kind("la")
+            return below, d.of_kind("la")
         if level == "la":
-            return "school", [o for o in d.of_kind("school", "ap_setting") if d.la_of(o) == scope]
+            return below, [o for o in d.of_kind("school", "ap_setting") if d.la_of(o) == scope]
         if level == "trust":
-            return "school", [o for o in d.of_kind("school", "ap_setting") if d.trust_of(o) == scope]
-        return "school", []
+            return below, [o for o in d.of_kind("school", "ap_setting") if d.trust_of(o) == scope]
+        return below, []
 
     def name_of(self, org: str) -> str:
         """The organisation's registered name (kept for a minute: names rarely change)."""

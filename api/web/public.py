@@ -1,7 +1,7 @@
 """The public pages (no sign-in): the start page, the definitions and the public transparency reports of
 England, each LA and each trust, as HTML, CSV and JSON. The reports at a date are those of the latest clean
-checkpoint, kept for ``Settings.web_refresh_seconds`` (``PUPIL_LEDGER_WEB_REFRESH_SECONDS``) under the
-disclosure rules of ``Settings.disclosure_threshold``."""
+checkpoint, kept for ``Settings.web_refresh_seconds`` (``PUPIL_LEDGER_WEB_REFRESH_SECONDS``), then replaced in the
+background by the newest checkpoint's, under the disclosure rules of ``Settings.disclosure_threshold``."""
 
 from __future__ import annotations
 
@@ -79,13 +79,28 @@ def public_router(data: WebData, page: Page, settings: Settings) -> APIRouter:
 
     def publication(as_of: date) -> Publication | None:
         """The public reports at ``as_of``: those of the latest clean checkpoint, kept for up to ``refresh`` seconds
-        (a steady flow of events moves the checkpoint every second; each report states the one it is of)."""
-        now = time.monotonic()
+        (a steady flow of events moves the checkpoint every second; each report states the one it is of). After
+        that the kept one is still served while the newest checkpoint's is prepared in the background, so no
+        request waits for it; only the first at a date (or every one, with ``refresh`` 0) does."""
         with lock:
             kept = recent.get((as_of, rules.threshold))
-        if kept is not None and now - kept[0] < refresh:
-            return kept[1]
-        cp = data.checkpoint()
+        if kept is None or refresh <= 0:
+            return choose(as_of)
+        if time.monotonic() - kept[0] >= refresh:
+            data.report_refresher.start(lambda: choose(as_of, prepare=True, kept=kept[1]))
+        return kept[1]
+
+    def choose(as_of: date, prepare: bool = False, kept: Publication | None = None) -> Publication | None:
+        """The newest clean checkpoint's publication at ``as_of``, made if need be (``prepare``: with its
+        disclosure-controlled tables worked out, as a background refresh does before the pages move to it)."""
+        now = time.monotonic()
+        try:
+            cp = data.checkpoint()
+        except Exception:
+            if kept is not None:  # the database is away: keep serving what was kept, try again after the interval
+                with lock:
+                    recent[(as_of, rules.threshold)] = (now, kept)
+            raise
         if cp is None:
             return None
         key = (as_of, cp.tree_size, rules.threshold)
@@ -94,6 +109,9 @@ def public_router(data: WebData, page: Page, settings: Settings) -> APIRouter:
         if found is None:
             ctx = data.context(Moment(as_of, cp.moment_known_at))
             found = Publication(data, ctx, as_of, cp, rules)
+            if prepare:
+                for level in ("la", "trust"):
+                    found.release(level)
             with lock:
                 publications[key] = found
                 while len(publications) > CACHED_PUBLICATIONS:

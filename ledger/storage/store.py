@@ -419,6 +419,11 @@ class Store:
         found = self.query("SELECT MAX(received_at) FROM ledger_index WHERE sequence > ? AND sequence <= ?", (after, through))[0][0]
         return str(found) if found else None
 
+    def earliest_received_after(self, sequence: int) -> str | None:
+        """The earliest ``received_at`` among the events later in sequence than ``sequence`` (None if there are none)."""
+        found = self.query("SELECT MIN(received_at) FROM ledger_index WHERE sequence > ?", (sequence,))[0][0]
+        return str(found) if found else None
+
     def count_received_after_sequence(self, sequence: int, received_at: str) -> int:
         """Events later in sequence than ``sequence`` but received at or before ``received_at`` (committed out of order)."""
         return int(self.query("SELECT COUNT(*) FROM ledger_index WHERE sequence > ? AND received_at <= ?", (sequence, received_at))[0][0])

@@ -1,0 +1,188 @@
+"""The pages under a flow of events: dashboards show a pinned ledger time (the API's ``known_at`` gives the same
+figures) and move to a newer one only once it is prepared in the background; public reports keep serving a
+checkpoint's publication while the next one is prepared; a failed refresh keeps what was shown; a later event
+received earlier than the views' position never slips into a pin. On SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from dataclasses import replace
+from datetime import date, datetime, timedelta
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from api.web import catalogue
+from api.web import data as web_data
+from api.web.background import OneAtATime
+from api.web.data import WebData
+from ledger.core.catalogue import parse_timestamp
+from ledger.tools import admin
+from projections.runner import Projector
+
+from .conftest import LA, SCHOOL_A, upn
+from .test_web import AS_OF, Scene, api_metrics, parse, scene, shown
+
+__all__ = ["scene"]  # the fixture, shared with test_web
+
+KNOWN_AT = re.compile(
+    r'id="known-at">Figures as known at <code>([^<]+)</code>: every event the ledger had received by then \(its first (\d+) events\)'
+)
+
+
+def grow(scene: Scene) -> None:
+    """One more pupil on school A's roll before AS_OF, sealed and projected, a second later."""
+    scene.world.clock.advance(seconds=1)
+    scene.world.admit(upn(800 + len(scene.pupils)), SCHOOL_A, occurred_on=date(2026, 10, 1))
+    scene.pupils.append("x")
+    admin.sealer(scene.ledger).seal_all()
+    Projector(scene.ledger.store).catch_up()
+
+
+def app_client(scene: Scene, **settings: Any) -> TestClient:
+    scene.world.ledger.settings = replace(scene.ledger.settings, **settings)
+    return TestClient(create_app(scene.ledger), base_url="https://testserver")
+
+
+def summary(c: TestClient, scene: Scene) -> tuple[str, int, dict[str, list[str]]]:
+    """The LA dashboard summary: its pinned ledger time, the events it holds, and its summary rows by metric."""
+    page = c.get(f"/dashboards/la/{LA}", params={"as_of": AS_OF.isoformat()}, headers={"authorization": f"Bearer {scene.tokens['la']}"})
+    assert page.status_code == 200, page.text[:300]
+    found = KNOWN_AT.search(page.text)
+    assert found, "the page states the ledger time it shows"
+    titles = {e.title: e.name for e in catalogue.catalogue()}
+    rows = {titles[row[0]]: row for name, table in parse(page.text).tables.items() if name.startswith("summary-") for row in table[1:]}
+    return found.group(1), int(found.group(2)), rows
+
+
+def pages_of(c: TestClient) -> WebData:
+    found = c.app.state.pages  # type: ignore[attr-defined]
+    assert isinstance(found, WebData)
+    return found
+
+
+def test_dashboards_show_a_pinned_time_and_move_on_once_the_next_is_prepared(scene: Scene, monkeypatch: pytest.MonkeyPatch) -> None:
+    made = []
+    real = web_data.read_model_context
+    monkeypatch.setattr(web_data, "read_model_context", lambda *a, **k: made.append(a[1]) or real(*a, **k))
+    with app_client(scene, dashboard_refresh_seconds=0.2) as c:
+        pages = pages_of(c)
+        headers = {"authorization": f"Bearer {scene.tokens['la']}"}
+        known, size, rows = summary(c, scene)
+        assert size == scene.ledger.store.max_sequence()
+        api = api_metrics(c, scene.tokens["la"], "la", LA, as_of=AS_OF.isoformat(), known_at=known)["metrics"]
+        for metric, row in rows.items():
+            assert row[1] == shown(api[metric]["value"]) and row[2] == shown(api[metric]["national_value"]), (metric, row)
+        on_roll = api["pupils_on_roll"]["value"]
+        trend = c.get(f"/dashboards/la/{LA}/trends", params={"as_of": AS_OF.isoformat()}, headers=headers)
+        assert trend.status_code == 200 and known in trend.text
+
+        grow(scene)
+        time.sleep(0.3)
+        again, again_size, _ = summary(c, scene)  # past the interval: still the prepared figures, the next made meanwhile
+        assert (again, again_size) == (known, size)
+        pages.dashboard_refresher.wait(60)
+        made.clear()
+        newer, newer_size, rows = summary(c, scene)
+        trend = c.get(f"/dashboards/la/{LA}/trends", params={"as_of": AS_OF.isoformat()}, headers=headers)
+        assert made == [], "the summary and the trend were prepared before the pages moved to the newer time"
+        assert newer_size == scene.ledger.store.max_sequence() > size
+        assert parse_timestamp(newer) > parse_timestamp(known)  # type: ignore[operator]
+        assert newer in trend.text and known not in trend.text
+        api = api_metrics(c, scene.tokens["la"], "la", LA, as_of=AS_OF.isoformat(), known_at=newer)["metrics"]
+        assert api["pupils_on_roll"]["value"] == on_roll + 1
+        for metric, row in rows.items():
+            assert row[1] == shown(api[metric]["value"]), (metric, row)
+        assert rows["pupils_on_roll"][1] == shown(on_roll + 1)
+
+
+def test_with_no_interval_every_dashboard_request_shows_the_newest_events(scene: Scene) -> None:
+    with app_client(scene, dashboard_refresh_seconds=0.0) as c:
+        _, size, rows = summary(c, scene)
+        grow(scene)
+        _, newer_size, newer_rows = summary(c, scene)
+        assert newer_size > size
+        assert newer_rows["pupils_on_roll"][1] != rows["pupils_on_roll"][1]
+
+
+def test_a_failed_refresh_keeps_the_shown_figures_and_is_tried_again(scene: Scene, monkeypatch: pytest.MonkeyPatch) -> None:
+    with app_client(scene, dashboard_refresh_seconds=1.0) as c:
+        pages = pages_of(c)
+        known, size, rows = summary(c, scene)
+        grow(scene)
+        real = web_data.read_model_context
+
+        def away(*args: Any, **kwargs: Any) -> Any:
+            raise ConnectionError("the database is away")
+
+        monkeypatch.setattr(web_data, "read_model_context", away)
+        time.sleep(1.1)
+        assert summary(c, scene) == (known, size, rows)  # starts the refresh, which fails
+        pages.dashboard_refresher.wait(60)
+        assert summary(c, scene) == (known, size, rows)  # kept, and not retried before the interval
+        assert not pages.dashboard_refresher.running
+        monkeypatch.setattr(web_data, "read_model_context", real)
+        time.sleep(1.1)
+        summary(c, scene)
+        pages.dashboard_refresher.wait(60)
+        newer, newer_size, _ = summary(c, scene)
+        assert newer_size > size and newer != known
+
+
+def test_public_reports_are_served_from_the_kept_checkpoint_while_the_next_is_prepared(scene: Scene) -> None:
+    q = {"as_of": AS_OF.isoformat()}
+    with app_client(scene, web_refresh_seconds=0.2) as c:
+        pages = pages_of(c)
+        first = c.get("/reports/england.json", params=q).json()["checkpoint"]["tree_size"]
+        grow(scene)
+        time.sleep(0.3)
+        assert c.get("/reports/england.json", params=q).json()["checkpoint"]["tree_size"] == first  # no request waits
+        pages.report_refresher.wait(60)
+        assert c.get("/reports/england.json", params=q).json()["checkpoint"]["tree_size"] > first
+
+
+def test_a_pin_never_holds_an_event_received_after_one_the_views_have_not_reached(scene: Scene, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Commits out of order: the event after the views' position was received before the newest they reached."""
+    pages = WebData(scene.ledger)
+    scene.world.clock.advance(seconds=10)
+    scene.world.admit(upn(989), SCHOOL_A, occurred_on=date(2026, 10, 1))
+    reached = scene.ledger.store.max_sequence()
+    newest = parse_timestamp(scene.ledger.store.newest_received_at(0, reached))
+    assert newest is not None
+    monkeypatch.setattr(pages, "positions", lambda: {name: reached for name in Projector(scene.ledger.store).positions()})
+    assert pages._take_pin(None).known_at == newest  # in order: the newest event the views reached
+    scene.world.clock.now = newest - timedelta(seconds=5)  # the next event is stamped earlier
+    scene.world.admit(upn(990), SCHOOL_A, occurred_on=date(2026, 10, 1))
+    pin = pages._take_pin(None)
+    assert pin.sequence == reached
+    assert pin.known_at == newest - timedelta(seconds=5, microseconds=1)
+
+
+def test_one_job_at_a_time_a_failure_is_logged_and_close_waits() -> None:
+    runner = OneAtATime("test-refresh")
+    release, ran = threading.Event(), []
+    assert runner.start(lambda: (release.wait(10), ran.append(1)))
+    assert not runner.start(lambda: ran.append(2))  # one at a time: dropped
+    release.set()
+    runner.wait(10)
+    assert ran == [1] and not runner.running
+    assert runner.start(lambda: 1 / 0)  # logged, not raised; the runner goes on
+    runner.wait(10)
+    assert runner.start(lambda: ran.append(3))
+    runner.close()
+    assert ran == [1, 3]
+    assert not runner.start(lambda: ran.append(4))  # closed: nothing more starts
+    assert ran == [1, 3]
+
+
+def test_pins_only_move_forward() -> None:
+    earlier, later = datetime(2026, 10, 5, 9), datetime(2026, 10, 5, 10)
+    pages = WebData.__new__(WebData)
+    pages._pin, pages._generations, pages._series = None, {}, {}  # type: ignore[assignment]
+    pages._adopt(web_data.Pin(later, 10, 0.0))
+    pages._adopt(web_data.Pin(earlier, 5, 1.0))
+    assert pages._pin == web_data.Pin(later, 10, 0.0)
