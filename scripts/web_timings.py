@@ -5,7 +5,10 @@
 Loads ``--pupils`` simulated pupils over every LA into a fresh ledger at HOME (skipped if HOME exists), seals
 and projects the log, then serves the app in-process over real HTTP and times: a public LA report and the
 England report (first request after the checkpoint, then warm p50/p95 over 30 requests each), an LA dashboard
-summary, and building the whole published site (England and every LA). Prints one JSON object.
+summary, its trends and schools; then, for ``--flow-seconds``, the same pages while events arrive (an event every
+tenth of a second, sealed and projected as the followers would: every view's position keeps moving), with how far
+the dashboards' pinned ledger time trails the views; and building the whole published site (England and every LA).
+Prints one JSON object.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ def main() -> None:
     parser.add_argument("--pupils", type=int, default=100_000)
     parser.add_argument("--database-url", default=None)
     parser.add_argument("--port", type=int, default=8931)
+    parser.add_argument("--flow-seconds", type=float, default=90.0)
     args = parser.parse_args()
 
     import httpx
@@ -102,6 +106,9 @@ def main() -> None:
     out["report_la_csv"] = timed(f"/reports/la/{code}.csv")
     out["dashboard_la_summary"] = timed(f"/dashboards/la/{la}", headers={"authorization": f"Bearer {token}"})
     out["dashboard_la_units"] = timed(f"/dashboards/la/{la}/units", headers={"authorization": f"Bearer {token}"})
+    out["dashboard_la_trends"] = timed(f"/dashboards/la/{la}/trends", n=10, headers={"authorization": f"Bearer {token}"})
+    if args.flow_seconds > 0:
+        out["under_flow"] = under_flow(ledger, base, la, token, args.flow_seconds)
     server.should_exit = True
     thread.join(10)
 
@@ -111,6 +118,79 @@ def main() -> None:
     out["publish_seconds"] = round(time.monotonic() - started, 1)
     out["publish_reports"] = sum(1 for name in files if name.startswith("reports/") and name.endswith(".json"))
     print(json.dumps(out, indent=1))
+
+
+def under_flow(ledger: object, base: str, la: str, token: str, seconds: float) -> dict[str, object]:
+    """The pages' latencies while events arrive (10 a second, each batch sealed and projected at once), and how far
+    behind the views the dashboards' pinned time is: one client asks each page in turn for ``seconds``."""
+    import re
+
+    import httpx
+
+    from ledger import own_events
+    from ledger.tools import admin
+    from projections.runner import Projector
+
+    stop = threading.Event()
+    submitted = [0]
+
+    def flow() -> None:
+        sealer, projector = admin.sealer(ledger), Projector(ledger.store)  # type: ignore[arg-type, attr-defined]
+        n = 0
+        while not stop.is_set():
+            batch = []
+            for _ in range(5):
+                n += 1
+                data = {"kind": "school", "name": f"Flow School {n}", "la": la}
+                batch.append(own_events.admin_event(ledger, "org.registered", f"urn:99{n:04d}", data))  # type: ignore[arg-type]
+            ledger.submit_batch(batch)  # type: ignore[attr-defined]
+            submitted[0] += len(batch)
+            sealer.seal_all()
+            projector.catch_up()
+            stop.wait(0.5)
+
+    pages = {
+        "report_la": f"/reports/la/{la.removeprefix('la:')}",
+        "report_england": "/reports/england",
+        "dashboard_la_summary": f"/dashboards/la/{la}",
+        "dashboard_la_units": f"/dashboards/la/{la}/units",
+        "dashboard_la_trends": f"/dashboards/la/{la}/trends",
+    }
+    times: dict[str, list[float]] = {name: [] for name in pages}
+    behind: list[int] = []
+    held = re.compile(r"its first (\d+) events")
+    worker = threading.Thread(target=flow, daemon=True)
+    worker.start()
+    started = time.monotonic()
+    with httpx.Client(base_url=base, headers={"authorization": f"Bearer {token}"}, timeout=600) as c:
+        while time.monotonic() - started < seconds:
+            for name, path in pages.items():
+                asked = time.monotonic()
+                r = c.get(path)
+                times[name].append(time.monotonic() - asked)
+                assert r.status_code == 200, (path, r.status_code)
+                found = held.search(r.text)
+                if found:
+                    behind.append(ledger.store.max_sequence() - int(found.group(1)))  # type: ignore[attr-defined]
+    stop.set()
+    worker.join(30)
+
+    def summary(values: list[float]) -> dict[str, float]:
+        values = sorted(values)
+        return {
+            "requests": len(values),
+            "p50_ms": round(statistics.median(values) * 1000, 1),
+            "p95_ms": round(values[int(0.95 * (len(values) - 1))] * 1000, 1),
+            "max_ms": round(values[-1] * 1000, 1),
+        }
+
+    out: dict[str, object] = {"seconds": seconds, "events_submitted": submitted[0]}
+    out.update({name: summary(values) for name, values in times.items()})
+    out["all_pages"] = summary([t for values in times.values() for t in values])
+    if behind:
+        behind.sort()
+        out["dashboard_events_behind_p50_p95_max"] = [behind[len(behind) // 2], behind[int(0.95 * (len(behind) - 1))], behind[-1]]
+    return out
 
 
 if __name__ == "__main__":
