@@ -185,4 +185,4 @@ def test_pins_only_move_forward() -> None:
     pages._pin, pages._generations, pages._series = None, {}, {}  # type: ignore[assignment]
     pages._adopt(web_data.Pin(later, 10, 0.0))
     pages._adopt(web_data.Pin(earlier, 5, 1.0))
-    assert pages._pin == web_data.Pin(later, 10, 0.0)
+    assert pages._pin == web_data.Pin(later, 10, 1.0)  # the later time kept, and when it was last looked at

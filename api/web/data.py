@@ -232,7 +232,8 @@ class WebData:
     def _adopt(self, pin: Pin) -> None:
         """Show ``pin`` (under the lock): keep its states and series, drop every older time's."""
         if self._pin is not None and pin.known_at < self._pin.known_at:
-            return  # never back in time (a slower request's pin)
+            self._pin = replace(self._pin, taken=max(self._pin.taken, pin.taken))  # looked at: not again before the interval
+            return  # never back in time (a slower request's pin, or a cut moved before an event received out of order)
         self._pin = pin
         self._generations = {pin.known_at: self._generations.get(pin.known_at, OrderedDict())}
         for key in [k for k in self._series if k[-1] != pin.known_at]:
