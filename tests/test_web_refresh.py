@@ -22,6 +22,7 @@ from api.web.background import OneAtATime
 from api.web.data import WebData
 from ledger.core.catalogue import parse_timestamp
 from ledger.tools import admin
+from projections.facts import Moment
 from projections.runner import Projector
 
 from .conftest import LA, SCHOOL_A, upn
@@ -186,3 +187,30 @@ def test_pins_only_move_forward() -> None:
     pages._adopt(web_data.Pin(later, 10, 0.0))
     pages._adopt(web_data.Pin(earlier, 5, 1.0))
     assert pages._pin == web_data.Pin(later, 10, 1.0)  # the later time kept, and when it was last looked at
+
+
+def test_a_request_that_took_the_replaced_pin_still_finds_its_figures(scene: Scene, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pages move on while a request is between taking the pin and reading: it must not make the old time's
+    trend again (twelve states); the replaced time's figures go after the grace period."""
+    made = []
+    real = web_data.read_model_context
+    monkeypatch.setattr(web_data, "read_model_context", lambda *a, **k: made.append(a[1]) or real(*a, **k))
+    scene.world.ledger.settings = replace(scene.ledger.settings, dashboard_refresh_seconds=60.0)
+    pages = WebData(scene.ledger)
+    old = pages.pin()
+    names = ["pupils_on_roll"]
+    before = pages.series("la", LA, names, AS_OF, known_at=old.known_at)
+    pages.metrics("la", LA, Moment(AS_OF, old.known_at))
+    grow(scene)
+    pages.refresh_pin(old)
+    assert pages.pin().known_at > old.known_at
+    made.clear()
+    assert pages.series("la", LA, names, AS_OF, known_at=old.known_at) == before  # the request that took the old pin
+    pages.metrics("la", LA, Moment(AS_OF, old.known_at))
+    assert made == []
+    monkeypatch.setattr(web_data, "GRACE_SECONDS", 0.0)
+    grow(scene)
+    pages.refresh_pin(pages.pin())
+    pages.pin()  # past the grace period: only the shown time's figures are kept
+    assert set(pages._generations) == {pages.pin().known_at}
+    assert {key[-1] for key in pages._series} <= {pages.pin().known_at}

@@ -52,6 +52,7 @@ PINNED_CONTEXTS = 4  # states kept for each pinned ledger time: the one shown, a
 WARMED = 16  # how many of the dashboards' recent requests are prepared again at each newer pin
 WARMED_FOR_SECONDS = 600.0  # ... if asked within the last ten minutes (an idle site prepares nothing)
 KEPT_SERIES = 32
+GRACE_SECONDS = 30.0  # a replaced pin's states and series are kept this long, for the requests that took it just before
 ONE_MICROSECOND = timedelta(microseconds=1)
 NAME_SECONDS = 60.0
 LEVEL_KINDS = {"la": ("la",), "trust": ("trust",), "school": ("school", "ap_setting")}
@@ -114,6 +115,7 @@ class WebData:
         self._names: dict[str, tuple[float, str]] = {}
         self.dashboard_refresh = ledger.settings.dashboard_refresh_seconds
         self._pin: Pin | None = None
+        self._retire_at = 0.0  # when the states of pins other than the shown one are dropped
         self._generations: dict[datetime, OrderedDict[date, Context]] = {}  # pinned ledger time -> its states by as_of
         self._asked: OrderedDict[tuple[Any, ...], tuple[float, Callable[[datetime], object]]] = OrderedDict()
         self._series: OrderedDict[tuple[Any, ...], list[tuple[date, dict[str, dict[str, Any]]]]] = OrderedDict()
@@ -201,6 +203,8 @@ class WebData:
         (``refresh_pin``) once ``dashboard_refresh`` seconds have passed; with 0, every request takes a new one."""
         with self._lock:
             shown = self._pin
+            if len(self._generations) > 1 and time.monotonic() >= self._retire_at:
+                self._keep_only(shown)
         if shown is None or self.dashboard_refresh <= 0:
             taken = self._take_pin(shown)
             with self._lock:
@@ -230,13 +234,22 @@ class WebData:
         return Pin(newest, reached, now)
 
     def _adopt(self, pin: Pin) -> None:
-        """Show ``pin`` (under the lock): keep its states and series, drop every older time's."""
+        """Show ``pin`` (under the lock). The pin it replaces keeps its states and series for ``GRACE_SECONDS`` (a
+        request that took it just before still finds them); every older time's are dropped."""
         if self._pin is not None and pin.known_at < self._pin.known_at:
             self._pin = replace(self._pin, taken=max(self._pin.taken, pin.taken))  # looked at: not again before the interval
             return  # never back in time (a slower request's pin, or a cut moved before an event received out of order)
-        self._pin = pin
-        self._generations = {pin.known_at: self._generations.get(pin.known_at, OrderedDict())}
-        for key in [k for k in self._series if k[-1] != pin.known_at]:
+        replaced, self._pin = self._pin, pin
+        self._generations.setdefault(pin.known_at, OrderedDict())
+        if replaced is not None and replaced.known_at != pin.known_at:
+            self._keep_only(pin, replaced)
+            self._retire_at = time.monotonic() + GRACE_SECONDS
+
+    def _keep_only(self, *pins: Pin | None) -> None:
+        """Drop the states and series of every ledger time but those of ``pins`` (under the lock)."""
+        kept = {p.known_at for p in pins if p is not None}
+        self._generations = {k: v for k, v in self._generations.items() if k in kept}
+        for key in [k for k in self._series if k[-1] not in kept]:
             del self._series[key]
 
     def refresh_pin(self, shown: Pin) -> None:
@@ -255,7 +268,7 @@ class WebData:
             with self._lock:
                 if self._pin is shown:
                     self._pin = replace(shown, taken=time.monotonic())
-                self._generations = {k: v for k, v in self._generations.items() if self._pin is None or k == self._pin.known_at}
+                self._keep_only(self._pin)
             raise
         with self._lock:
             self._adopt(taken)
