@@ -375,14 +375,13 @@ class WebData:
         points = month_ends(end, months)
         out = []
 
-        def state(day: date) -> Context:
+        def state(day: date) -> Context:  # only the named metrics are asked of the database (a group is a few of them)
             moment = Moment(day, known_at)
-            return prepared(self.context(moment) if day == end else read_model_context(self.reader, moment, self.settings))
+            return prepared(self.context(moment) if day == end else read_model_context(self.reader, moment, self.settings), names)
 
         states = in_order(state, points)  # two dates at once
         for day, ctx in zip(points, states, strict=True):
-            figures_at = report(ctx, level, scope)
-            out.append((day, {n: figures_at[n] for n in names if n in figures_at}))
+            out.append((day, report(ctx, level, scope, only=names)))
         if known_at is not None:
             with self._lock:
                 self._series[key] = out
