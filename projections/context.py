@@ -28,7 +28,7 @@ ENGLAND = "england"
 TRAILING_DAYS = 365
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Contribution:
     unit: str
     key: str
@@ -37,7 +37,7 @@ class Contribution:
     label: str = ""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Placement:
     event_id: str
     pupil: str

@@ -31,7 +31,7 @@ METRICS: tuple[Metric, ...] = (
 METRICS_BY_NAME = {m.name: m for m in METRICS}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Figure:
     value: Any
     numerator: float | None = None

@@ -136,7 +136,11 @@ def under_flow(ledger: object, base: str, la: str, flow_la: str, token: str, sec
 
     def flow() -> None:
         sealer, projector = admin.sealer(ledger), Projector(ledger.store)  # type: ignore[arg-type, attr-defined]
-        n = 900_000 + 1_000 * (int(time.time()) % 90)  # new URNs for each run (a run's schools stay registered)
+        n = next(  # a block of 10,000 URNs no earlier run used (a run's schools stay registered)
+            b
+            for b in range(900_000, 990_000, 10_000)
+            if not ledger.org_state(f"urn:{b + 1}").name  # type: ignore[attr-defined]
+        )
         try:
             while not stop.is_set():
                 batch = []
