@@ -116,6 +116,7 @@ class WebData:
         self.dashboard_refresh = ledger.settings.dashboard_refresh_seconds
         self._pin: Pin | None = None
         self._retire_at = 0.0  # when the states of pins other than the shown one are dropped
+        self._preparing: datetime | None = None  # the pin a refresh is preparing (its states are never dropped meanwhile)
         self._generations: dict[datetime, OrderedDict[date, Context]] = {}  # pinned ledger time -> its states by as_of
         self._asked: OrderedDict[tuple[Any, ...], tuple[float, Callable[[datetime], object]]] = OrderedDict()
         self._series: OrderedDict[tuple[Any, ...], list[tuple[date, dict[str, dict[str, Any]]]]] = OrderedDict()
@@ -247,7 +248,7 @@ class WebData:
 
     def _keep_only(self, *pins: Pin | None) -> None:
         """Drop the states and series of every ledger time but those of ``pins`` (under the lock)."""
-        kept = {p.known_at for p in pins if p is not None}
+        kept = {p.known_at for p in pins if p is not None} | ({self._preparing} if self._preparing else set())
         self._generations = {k: v for k, v in self._generations.items() if k in kept}
         for key in [k for k in self._series if k[-1] not in kept]:
             del self._series[key]
@@ -261,16 +262,19 @@ class WebData:
                 now = time.monotonic()
                 with self._lock:
                     self._generations.setdefault(taken.known_at, OrderedDict())
+                    self._preparing = taken.known_at
                     recent = [warm for asked, warm in reversed(self._asked.values()) if now - asked <= WARMED_FOR_SECONDS]
                 for warm in recent:
                     warm(taken.known_at)
         except Exception:
             with self._lock:
+                self._preparing = None
                 if self._pin is shown:
                     self._pin = replace(shown, taken=time.monotonic())
                 self._keep_only(self._pin)
             raise
         with self._lock:
+            self._preparing = None
             self._adopt(taken)
 
     def _remember(self, moment: Moment, key: tuple[Any, ...], warm: Callable[[datetime], object]) -> None:
