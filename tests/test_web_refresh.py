@@ -242,3 +242,30 @@ def test_the_pin_being_prepared_keeps_its_states_when_an_older_one_retires(scene
     assert third.known_at > second.known_at and len(made) == 1
     pages.metrics("la", LA, Moment(AS_OF, third.known_at))
     assert len(made) == 1, "prepared, and still there when the pages moved to it"
+
+
+def test_a_failed_public_refresh_keeps_the_kept_reports_and_waits_the_interval(scene: Scene, monkeypatch: pytest.MonkeyPatch) -> None:
+    q = {"as_of": AS_OF.isoformat()}
+    with app_client(scene, web_refresh_seconds=1.0) as c:
+        pages = pages_of(c)
+        first = c.get("/reports/england.json", params=q).json()["checkpoint"]["tree_size"]
+        grow(scene)
+        tries = []
+
+        def away() -> None:
+            tries.append(1)
+            raise ConnectionError("the database is away")
+
+        monkeypatch.setattr(pages, "checkpoint", away)
+        time.sleep(1.1)
+        assert c.get("/reports/england.json", params=q).json()["checkpoint"]["tree_size"] == first
+        pages.report_refresher.wait(60)
+        for _ in range(3):  # within the interval after the failure: served, and not tried again
+            assert c.get("/reports/england.json", params=q).json()["checkpoint"]["tree_size"] == first
+        pages.report_refresher.wait(60)
+        assert tries == [1]
+        monkeypatch.undo()
+        time.sleep(1.1)
+        c.get("/reports/england.json", params=q)
+        pages.report_refresher.wait(60)
+        assert c.get("/reports/england.json", params=q).json()["checkpoint"]["tree_size"] > first

@@ -87,20 +87,24 @@ def public_router(data: WebData, page: Page, settings: Settings) -> APIRouter:
         if kept is None or refresh <= 0:
             return choose(as_of)
         if time.monotonic() - kept[0] >= refresh:
-            data.report_refresher.start(lambda: choose(as_of, prepare=True, kept=kept[1]))
+            data.report_refresher.start(lambda: renew(as_of, kept[1]))
         return kept[1]
 
-    def choose(as_of: date, prepare: bool = False, kept: Publication | None = None) -> Publication | None:
+    def renew(as_of: date, kept: Publication) -> None:
+        """In the background: the newest checkpoint's publication, prepared; if that fails (the database away),
+        the kept one goes on being served and the next try is after the interval."""
+        try:
+            choose(as_of, prepare=True)
+        except Exception:
+            with lock:
+                recent[(as_of, rules.threshold)] = (time.monotonic(), kept)
+            raise
+
+    def choose(as_of: date, prepare: bool = False) -> Publication | None:
         """The newest clean checkpoint's publication at ``as_of``, made if need be (``prepare``: with its
         disclosure-controlled tables worked out, as a background refresh does before the pages move to it)."""
         now = time.monotonic()
-        try:
-            cp = data.checkpoint()
-        except Exception:
-            if kept is not None:  # the database is away: keep serving what was kept, try again after the interval
-                with lock:
-                    recent[(as_of, rules.threshold)] = (now, kept)
-            raise
+        cp = data.checkpoint()
         if cp is None:
             return None
         key = (as_of, cp.tree_size, rules.threshold)
