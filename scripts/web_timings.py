@@ -104,6 +104,8 @@ def main() -> None:
     out["dashboard_la_summary"] = timed(f"/dashboards/la/{la}", headers={"authorization": f"Bearer {token}"})
     out["dashboard_la_units"] = timed(f"/dashboards/la/{la}/units", headers={"authorization": f"Bearer {token}"})
     out["dashboard_la_trends"] = timed(f"/dashboards/la/{la}/trends", n=10, headers={"authorization": f"Bearer {token}"})
+    for tab in ("placements", "providers", "cases"):
+        out[f"dashboard_la_{tab}"] = timed(f"/dashboards/la/{la}/{tab}", headers={"authorization": f"Bearer {token}"})
     if args.flow_seconds > 0:
         flow_la = las[-1] if las[-1] != la else las[0]  # its new schools do not change the pages timed
         out["under_flow"] = under_flow(ledger, base, la, flow_la, token, args.flow_seconds)
@@ -162,6 +164,9 @@ def under_flow(ledger: object, base: str, la: str, flow_la: str, token: str, sec
         "dashboard_la_summary": f"/dashboards/la/{la}",
         "dashboard_la_units": f"/dashboards/la/{la}/units",
         "dashboard_la_trends": f"/dashboards/la/{la}/trends",
+        "dashboard_la_placements": f"/dashboards/la/{la}/placements",
+        "dashboard_la_providers": f"/dashboards/la/{la}/providers",
+        "dashboard_la_cases": f"/dashboards/la/{la}/cases",
     }
     times: dict[str, list[float]] = {name: [] for name in pages}
     behind: list[int] = []
