@@ -10,6 +10,7 @@ from typing import Any
 from eventsourcing.persistence import InterfaceError, OperationalError
 
 from ledger.core.errors import Category, LedgerError, Problem
+from ledger.storage import database
 from ledger.submission.values import Rejected, Request
 
 log = logging.getLogger("pupil_ledger.service")
@@ -47,5 +48,9 @@ class GroupWriteFailed(Exception):
 
 
 def affects_every_write(exc: Exception) -> bool:
-    """The database is away, full or timing out: no request of a group is to blame, and splitting it would only wait more."""
-    return isinstance(exc, (OperationalError, InterfaceError, OSError, TimeoutError, MemoryError))
+    """The database is away, full or timing out: no request of a group is to blame, and splitting it would only wait
+    more. Or the group's COMMIT was sent and its answer lost: every request may be stored, and each is told so (504);
+    writing the group again in halves would tell some of them 503, "nothing stored", for what may have been."""
+    return isinstance(exc, (OperationalError, InterfaceError, OSError, TimeoutError, MemoryError)) or (
+        database.failure_of(exc) is database.UNCONFIRMED
+    )
