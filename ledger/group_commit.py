@@ -6,7 +6,8 @@ rule-checked on its own, the accepted ones stored in one transaction) and only t
 caller. While one group commits, the next one queues, so the group grows with the load and a lone
 request waits for no timer. A 201 is therefore still only sent for a committed event, and a rejected
 envelope fails alone, never its neighbours: one that raises while judged, or whose write fails, too
-(``submit_each``).
+(``submit_each``). The database's failures are every request's: away (503, nothing stored) or a COMMIT whose
+answer was lost (504 for each, as each may be stored).
 """
 
 from __future__ import annotations
