@@ -22,8 +22,9 @@ from ledger.group_commit import GroupCommitter
 from ledger.service import Ledger
 
 
-def create_app(ledger: Ledger, followers: Sequence[Follower] = ()) -> FastAPI:
-    """The API; ``followers`` run in background threads for the app's lifetime."""
+def create_app(ledger: Ledger, followers: Sequence[Follower] = (), warm_pages: bool = False) -> FastAPI:
+    """The API; ``followers`` run in background threads for the app's lifetime; ``warm_pages``: the web pages'
+    figures for today are prepared in the background at start (a server's, not a test's)."""
     settings = ledger.settings
     background = Background(followers, idle_seconds=settings.follower_idle, pace_seconds=settings.follower_pace)
     committer = GroupCommitter(ledger)  # concurrent submitEvent calls share one transaction
@@ -32,6 +33,8 @@ def create_app(ledger: Ledger, followers: Sequence[Follower] = ()) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         background.start()
+        if warm_pages:
+            pages.warm()
         try:
             yield
         finally:

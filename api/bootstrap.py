@@ -39,7 +39,7 @@ def default_followers(ledger: Ledger, seal_and_project: bool | None = None) -> l
 
 def build_app(ledger: Ledger) -> FastAPI:
     """The HTTP API over ``ledger``, running the followers its settings ask for."""
-    return create_app(ledger, default_followers(ledger))
+    return create_app(ledger, default_followers(ledger), warm_pages=True)
 
 
 def app_from_settings(settings: Settings) -> FastAPI:

@@ -269,3 +269,42 @@ def test_a_failed_public_refresh_keeps_the_kept_reports_and_waits_the_interval(s
         c.get("/reports/england.json", params=q)
         pages.report_refresher.wait(60)
         assert c.get("/reports/england.json", params=q).json()["checkpoint"]["tree_size"] > first
+
+
+def test_a_servers_start_prepares_todays_reports_and_dashboards(scene: Scene, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``serve`` builds its app with ``warm_pages``: the first visitors find today's figures made."""
+    made = []
+    real = web_data.read_model_context
+    monkeypatch.setattr(web_data, "read_model_context", lambda *a, **k: made.append(a[1]) or real(*a, **k))
+    monkeypatch.setattr(web_data.WebData, "today", lambda self: AS_OF)
+    with TestClient(create_app(scene.ledger, warm_pages=True), base_url="https://testserver") as c:
+        pages_of(c).report_refresher.wait(60)
+        warmed = len(made)
+        assert warmed == 2  # the public reports' checkpoint and the dashboards' pin
+        assert c.get("/reports/england.json").status_code == 200
+        assert c.get("/reports/la/801").status_code == 200
+        known, _, rows = summary(c, scene)
+        assert rows and len(made) == warmed, "nothing made again for the first visitors"
+    with TestClient(create_app(scene.ledger), base_url="https://testserver") as c:
+        assert not pages_of(c).report_refresher.running and len(made) == warmed  # a test's app prepares nothing
+
+
+def test_the_start_waits_for_the_views_before_it_pins_the_pages(scene: Scene) -> None:
+    """At a start the followers may still be projecting a backlog: the warm-up pins the pages once the views reach
+    what was stored, not before (a dashboard would show the backlog missing until the next refresh), and a server
+    stopping meanwhile does not wait for it."""
+    scene.world.admit(upn(991), SCHOOL_A, occurred_on=date(2026, 10, 1))  # stored, not yet projected
+    pages = WebData(scene.ledger)
+    assert pages.warm(catch_up_seconds=60)
+    time.sleep(0.5)
+    assert pages._pin is None and pages.report_refresher.running
+    Projector(scene.ledger.store).catch_up()
+    pages.report_refresher.wait(60)
+    assert pages._pin is not None and pages._pin.sequence == scene.ledger.store.max_sequence()
+
+    scene.world.admit(upn(992), SCHOOL_A, occurred_on=date(2026, 10, 1))
+    waiting = WebData(scene.ledger)
+    assert waiting.warm(catch_up_seconds=60)
+    started = time.monotonic()
+    waiting.close()
+    assert time.monotonic() - started < 5 and not waiting.report_refresher.running and waiting._pin is None

@@ -52,6 +52,7 @@ PINNED_CONTEXTS = 4  # states kept for each pinned ledger time: the one shown, a
 WARMED = 16  # how many of the dashboards' recent requests are prepared again at each newer pin
 WARMED_FOR_SECONDS = 600.0  # ... if asked within the last ten minutes (an idle site prepares nothing)
 KEPT_SERIES = 32
+WARM_WAIT_SECONDS = 600.0  # at a server's start, how long the warm-up waits for the followers to catch up
 GRACE_SECONDS = 30.0  # a replaced pin's states and series are kept this long, for the requests that took it just before
 ONE_MICROSECOND = timedelta(microseconds=1)
 NAME_SECONDS = 60.0
@@ -122,9 +123,30 @@ class WebData:
         self._series: OrderedDict[tuple[Any, ...], list[tuple[date, dict[str, dict[str, Any]]]]] = OrderedDict()
         self.dashboard_refresher = OneAtATime("dashboards-refresh")
         self.report_refresher = OneAtATime("public-reports-refresh")
+        self._closing = threading.Event()
+        self.warmers: list[Callable[[], object]] = []  # what ``warm`` prepares besides today's state (the public pages add theirs)
+
+    def warm(self, catch_up_seconds: float = WARM_WAIT_SECONDS) -> bool:
+        """Prepare in the background what the first visitors after a start would otherwise wait for: today's public
+        reports and today's state at the dashboards' first pin (a server's start; False if a refresh is running).
+        It first waits (up to ``catch_up_seconds``) for the views to reach what was stored when it began, so that
+        it does not pin the pages to the moment before the followers caught up."""
+        target = self.ledger.store.max_sequence()
+
+        def job() -> None:
+            deadline = time.monotonic() + catch_up_seconds
+            while min(self.positions().get(v.name, 0) for v in VIEWS) < target and time.monotonic() < deadline:
+                if self._closing.wait(0.2):
+                    return
+            for warmer in self.warmers:
+                warmer()
+            prepared(self.context(self.pinned(self.today())))
+
+        return self.report_refresher.start(job)
 
     def close(self) -> None:
         """Stop preparing newer figures in the background (before the ledger's database goes)."""
+        self._closing.set()
         self.dashboard_refresher.close()
         self.report_refresher.close()
 

@@ -126,6 +126,8 @@ def public_router(data: WebData, page: Page, settings: Settings) -> APIRouter:
                 recent.pop(next(iter(recent)))
         return found
 
+    data.warmers.append(lambda: choose(data.today(), prepare=True))  # a server's start (``WebData.warm``)
+
     @router.get("/", response_class=HTMLResponse)
     async def start(request: Request) -> Response:
         def body() -> dict[str, Any]:
