@@ -66,6 +66,7 @@ def demo(port: int = 8000, pupils: int = 4000, seed: int = 1, la: str = "801") -
             home=settings.home / f"demo-{uuid.uuid4().hex[:6]}",
             database_url=settings.database_url,
             web_refresh_seconds=settings.web_refresh_seconds,
+            dashboard_refresh_seconds=settings.dashboard_refresh_seconds,
             disclosure_threshold=settings.disclosure_threshold,
         )
     result = admin.initialise(settings)
