@@ -308,3 +308,20 @@ def test_the_start_waits_for_the_views_before_it_pins_the_pages(scene: Scene) ->
     started = time.monotonic()
     waiting.close()
     assert time.monotonic() - started < 5 and not waiting.report_refresher.running and waiting._pin is None
+
+
+def test_a_refresh_prepares_no_more_dates_than_a_pin_keeps(scene: Scene, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A signed-in user asking many dates must not make every refresh prepare all of them: the states of more dates
+    than a pin keeps would only evict one another, so the most recent dates are prepared and the rest wait."""
+    scene.world.ledger.settings = replace(scene.ledger.settings, dashboard_refresh_seconds=60.0)
+    pages = WebData(scene.ledger)
+    shown = pages.pin()
+    days = [AS_OF - timedelta(days=n) for n in range(web_data.PINNED_CONTEXTS + 3)]
+    for day in days:
+        pages.metrics("la", LA, Moment(day, shown.known_at))
+    grow(scene)
+    made = []
+    real = web_data.read_model_context
+    monkeypatch.setattr(web_data, "read_model_context", lambda *a, **k: made.append(a[1].as_of) or real(*a, **k))
+    pages.refresh_pin(shown)
+    assert sorted(made) == sorted(days[-web_data.PINNED_CONTEXTS :])  # the most recently asked, each once

@@ -290,7 +290,7 @@ def dashboards_router(data: WebData, page: Page, auth: SignIn) -> APIRouter:
                 group = group_names[0]
             child_level = data.children_level(level)
             ctx, by_metric = data.pinned_level_figures(m, child_level)
-            _, children = data.children(level, scope, ctx)
+            children = data.children(level, scope, ctx)
             children = [c for c in children if data.may_read(principal, child_level, c, ctx)]
             entries = [e for g, _, es in catalogue.groups() if g == group for e in es if e.kind != "breakdown"]
             rows = []

@@ -119,7 +119,7 @@ class WebData:
         self._retire_at = 0.0  # when the states of pins other than the shown one are dropped
         self._preparing: datetime | None = None  # the pin a refresh is preparing (its states are never dropped meanwhile)
         self._generations: dict[datetime, OrderedDict[date, Context]] = {}  # pinned ledger time -> its states by as_of
-        self._asked: OrderedDict[tuple[Any, ...], tuple[float, Callable[[datetime], object]]] = OrderedDict()
+        self._asked: OrderedDict[tuple[Any, ...], tuple[float, date, Callable[[datetime], object]]] = OrderedDict()
         self._series: OrderedDict[tuple[Any, ...], list[tuple[date, dict[str, dict[str, Any]]]]] = OrderedDict()
         self.dashboard_refresher = OneAtATime("dashboards-refresh")
         self.report_refresher = OneAtATime("public-reports-refresh")
@@ -285,8 +285,12 @@ class WebData:
                 with self._lock:
                     self._generations.setdefault(taken.known_at, OrderedDict())
                     self._preparing = taken.known_at
-                    recent = [warm for asked, warm in reversed(self._asked.values()) if now - asked <= WARMED_FOR_SECONDS]
-                for warm in recent:
+                    recent = [(day, warm) for asked, day, warm in reversed(self._asked.values()) if now - asked <= WARMED_FOR_SECONDS]
+                days: set[date] = set()
+                for day, warm in recent:  # at most as many dates as a pin keeps states for: more would evict each other
+                    if day not in days and len(days) >= PINNED_CONTEXTS:
+                        continue
+                    days.add(day)
                     warm(taken.known_at)
         except Exception:
             with self._lock:
@@ -304,7 +308,7 @@ class WebData:
         with self._lock:
             if self._pin is None or moment.known_at != self._pin.known_at:
                 return
-            self._asked[key] = (time.monotonic(), warm)
+            self._asked[key] = (time.monotonic(), moment.as_of, warm)
             self._asked.move_to_end(key)
             while len(self._asked) > WARMED:
                 self._asked.popitem(last=False)
@@ -443,17 +447,17 @@ class WebData:
         """The level below ``level``: England's LAs; an LA's or a trust's schools and settings."""
         return "la" if level == "national" else "school"
 
-    def children(self, level: str, scope: str, ctx: Context) -> tuple[str, list[str]]:
-        """The level below and its units in the scope: England's LAs, an LA's schools and settings, a trust's academies."""
+    def children(self, level: str, scope: str, ctx: Context) -> list[str]:
+        """The units of the level below (``children_level``) in the scope: England's LAs, an LA's schools and
+        settings, a trust's academies."""
         d = ctx.directory
-        below = self.children_level(level)
         if level == "national":
-            return below, d.of_kind("la")
+            return d.of_kind("la")
         if level == "la":
-            return below, [o for o in d.of_kind("school", "ap_setting") if d.la_of(o) == scope]
+            return [o for o in d.of_kind("school", "ap_setting") if d.la_of(o) == scope]
         if level == "trust":
-            return below, [o for o in d.of_kind("school", "ap_setting") if d.trust_of(o) == scope]
-        return below, []
+            return [o for o in d.of_kind("school", "ap_setting") if d.trust_of(o) == scope]
+        return []
 
     def name_of(self, org: str) -> str:
         """The organisation's registered name (kept for a minute: names rarely change)."""
