@@ -34,7 +34,7 @@ from ledger.core.rules import Record
 from ledger.feed import ERASURE, SCHEMA, FeedConfig, record_schema
 from ledger.storage.store import Store, fetch_tuples
 from projections.facts import LogEvent, View
-from projections.runner import VIEWS, Projector
+from projections.runner import VIEWS, Projector, forget_subject
 
 from .check import RecordCheck
 from .state import FeedState, Offsets
@@ -299,9 +299,7 @@ class FeedWorker:
             if ev.record.type == ERASURE:
                 self.projector.apply_events(cur, run, positions)
                 run = []
-                for view in self.views:
-                    for table in view.tables:
-                        cur.execute(self.store.sql(f"DELETE FROM {table.name} WHERE subject = ?"), (ev.subject,))
+                forget_subject(cur, self.store, self.views, ev.subject)
             else:
                 run.append(ev)
         self.projector.apply_events(cur, run, positions)

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from functools import cached_property
-from typing import Any
+from typing import Any, ClassVar
 
 from ledger.core.rules import Record
 from ledger.core.times import timestamp
@@ -53,6 +53,8 @@ class Table:
     name: str
     columns: tuple[tuple[str, str], ...]
     indexes: tuple[str, ...] = ()
+
+    keyed_by_subject: ClassVar[bool] = True  # rows of one pupil each (an erasure deletes them by ``subject``)
 
     @property
     def all_columns(self) -> tuple[tuple[str, str], ...]:

@@ -58,8 +58,9 @@ from .config import ViewSettings
 from .context import placements_of
 from .facts import LogEvent, Table, View
 from .pupils import PUPIL_FACTS, Pupil
+from .read_model_roll import RM_ROLL, Changes
 
-MODEL_VERSION = 2  # bump when the tables or their rules change: the runner rebuilds the model from the log
+MODEL_VERSION = 3  # bump when the tables or their rules change: the runner rebuilds the model from the log
 
 RM_EVENTS = Table(
     "rm_events",
@@ -136,8 +137,13 @@ RM_REGISTRATIONS = IntervalTable(
         ("looked_after", "INTEGER NOT NULL"),
         ("regs", "INTEGER NOT NULL"),  # the pupil's registrations in this state: 1 says no other row of the pupil is in force with it
     ),
-    # the rows of pupils with more than one registration (a few percent), which the roll reads one by one (SHARED_REGISTRATIONS)
-    partial_indexes=(("shared", "subject", "regs > 1"),),
+    partial_indexes=(
+        # the rows of pupils with more than one registration (a few percent), which the roll reads one by one (SHARED_REGISTRATIONS)
+        ("shared", "subject", "regs > 1"),
+        # the rows a read at a past ledger time corrects rm_roll's numbers by (read_model_roll.ROLL_COUNTS)
+        ("known_now", "known_from", "known_to IS NULL"),
+        ("known_before", "known_to", "known_to IS NOT NULL"),
+    ),
 )
 RM_PLACEMENTS = IntervalTable(
     "rm_placements",
@@ -421,6 +427,7 @@ def maintain_state(settings: ViewSettings) -> Callable[[Any, Any, Sequence[LogEv
         ends: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
         deletes: list[tuple[str, str]] = []
         no_tails: list[tuple[IntervalTable, str, str, str | None, ValidRow]] = []
+        roll = Changes()  # the registrations that become, or stop being, known now: rm_roll's numbers
         for subject in subjects:
             t0 = since[subject]
             stored = tails.get(subject, no_tails)
@@ -429,17 +436,25 @@ def maintain_state(settings: ViewSettings) -> Callable[[Any, Any, Sequence[LogEv
             fresh = {(row, start): end for row, start, end in knowledge_runs(subject, facts.get(subject, []), t0, settings, days)}
             for table, rk, known_from, known_to, row in stored:
                 if known_from >= t0 or (known_to is not None and known_to < t0):
+                    if known_from >= t0 and known_to is None and table is RM_REGISTRATIONS:
+                        roll.remove(registration(row))  # deleted below (and recomputed above)
                     continue  # deleted below and recomputed above, or ended before this batch's news
                 continued = (row, t0)
                 if continued in fresh:  # the same row goes on from t0: the stored one is extended
                     end = fresh.pop(continued)
                     if end != known_to:
                         ends[table.name].append((end, subject, rk, known_from))
+                        if table is RM_REGISTRATIONS and (end is None) != (known_to is None):
+                            roll.add(registration(row), 1 if end is None else -1)
                 elif known_to is None or known_to > t0:
                     ends[table.name].append((t0, subject, rk, known_from))
+                    if known_to is None and table is RM_REGISTRATIONS:
+                        roll.remove(registration(row))
             for (row, start), end in fresh.items():
                 table, values, valid_from, valid_to = row
                 inserts[table.name].append((subject, row_key(row), valid_from, valid_to, start, end, *values))
+                if end is None and table is RM_REGISTRATIONS:
+                    roll.add(registration(row))
         for table in STATE_TABLES:
             # one statement per row, by executemany: a single UPDATE or DELETE joined to the batch's rows (unnest) was
             # planned as a hash join over a whole table with no statistics (a rebuilt table, autovacuum off or behind)
@@ -459,8 +474,15 @@ def maintain_state(settings: ViewSettings) -> Callable[[Any, Any, Sequence[LogEv
                         copy.write_row(values)
             else:
                 cur.executemany(table.insert_sql(), rows)
+        roll.write(cur, store)
 
     return maintain
+
+
+def registration(row: ValidRow) -> tuple[Any, ...]:
+    """A registration row's columns in ``read_model_roll.REGISTRATION_COLUMNS`` order."""
+    _, values, valid_from, valid_to = row
+    return values[1], values[2], values[3], values[4], values[7], valid_from, valid_to
 
 
 def _load_facts(
@@ -545,5 +567,5 @@ def views(settings: ViewSettings) -> tuple[View, View]:
     version = model_version(settings)
     return (
         View("read_model_events", version, (RM_EVENTS,), event_rows(settings)),
-        View("read_model_state", version, STATE_TABLES, lambda ev: (), maintain=maintain_state(settings)),
+        View("read_model_state", version, (*STATE_TABLES, RM_ROLL), lambda ev: (), maintain=maintain_state(settings)),
     )

@@ -24,6 +24,7 @@ from ledger.core.rules import SUSPENSION_CAP_DAYS
 from ledger.core.schooltime import academic_year
 
 from . import ehcp, funding
+from . import read_model_roll as roll
 from .config import ViewSettings
 from .context import Context, Contribution, Metric, Placement, context
 from .facts import Moment
@@ -320,9 +321,9 @@ class ReadModelContext(Context):
         return self._contributions[metric.name]
 
     def registrations(self) -> dict[str, Registrations]:
-        """``REGISTRATION_COUNTS`` and ``SHARED_REGISTRATIONS`` at this moment, asked once for every metric that counts them: "roll" and "year"."""
+        """``REGISTRATION_COUNTS`` (from ``rm_roll``: ``read_model_roll.ROLL_COUNTS``) and ``SHARED_REGISTRATIONS`` at this moment, asked once for every metric that counts them: "roll" and "year"."""
         if self._registrations is None:
-            counted, shared = self.query(REGISTRATION_COUNTS), self.query(SHARED_REGISTRATIONS)  # on the roll at D: 1
+            counted, shared = self.roll_counts(), self.query(SHARED_REGISTRATIONS)  # on the roll at D: 1
             self._registrations = {
                 "roll": Registrations.of(
                     ((s, int(n)) for s, on_roll, n in counted if on_roll), ((s, p) for s, on_roll, p in shared if on_roll)
@@ -330,6 +331,13 @@ class ReadModelContext(Context):
                 "year": Registrations.of(((s, int(n)) for s, _, n in counted), ((s, p) for s, _, p in shared)),
             }
         return self._registrations
+
+    def roll_counts(self) -> list[tuple[Any, ...]]:
+        """``REGISTRATION_COUNTS``' answer: from ``rm_roll``'s numbers, unless a read so far in the past would correct them
+        by more rows than a scan of the registrations costs (``read_model_roll.CORRECTIONS_LIMIT``)."""
+        if int(self.query(roll.CORRECTIONS)[0][0]) < roll.CORRECTIONS_LIMIT:
+            return roll.counted(self.query(roll.ROLL_COUNTS))
+        return self.query(REGISTRATION_COUNTS)
 
     @property
     def placements(self) -> list[Placement]:

@@ -24,7 +24,7 @@ from ledger.core.errors import LedgerError
 from ledger.storage.secrets import is_pupil_stream
 from ledger.storage.store import PupilKey, Store, as_uuid, execute_in, fetch_tuples, record_of, rowcount
 
-from . import cases, ehcp, orgs, plans, pupils, read_model
+from . import cases, ehcp, orgs, plans, pupils, read_model, read_model_roll
 from .config import ViewSettings
 from .facts import LogEvent, Moment, View, in_force
 
@@ -341,7 +341,6 @@ def forget_pupil(store: Store, pseudonym: uuid.UUID) -> int:
     the erasure commits before this runs; later batches cannot see them (their rows have moved to a
     fresh id with no key), so the facts never come back."""
     Projector(store).ensure()
-    removed = 0
     with store.cursor(commit=True) as cur:
         # in the order step() locks them (ORDER BY view), so the two cannot deadlock
         cur.execute(
@@ -349,11 +348,22 @@ def forget_pupil(store: Store, pseudonym: uuid.UUID) -> int:
             if store.is_postgres
             else "UPDATE pv_positions SET position = position"
         )
-        for view in VIEWS:
-            for table in view.tables:
-                cur.execute(store.sql(f"DELETE FROM {table.name} WHERE subject = ?"), (str(pseudonym),))
-                if not view.name.startswith(read_model.VIEW_PREFIX):  # the count of the pupil's facts (the model's rows are made from them)
-                    removed += rowcount(cur)
+        removed = forget_subject(cur, store, VIEWS, str(pseudonym))
+    return removed
+
+
+def forget_subject(cur: Any, store: Store, views: Sequence[View], subject: str) -> int:
+    """Delete a pupil's rows from these views' tables (in the caller's transaction); the number of its facts removed."""
+    removed = 0
+    if any(read_model_roll.RM_ROLL in view.tables for view in views):
+        read_model_roll.forget(cur, store, subject)  # the pupil's registrations off the model's numbers, before the rows go
+    for view in views:
+        for table in view.tables:
+            if not table.keyed_by_subject:
+                continue
+            cur.execute(store.sql(f"DELETE FROM {table.name} WHERE subject = ?"), (subject,))
+            if not view.name.startswith(read_model.VIEW_PREFIX):  # the count of the pupil's facts (the model's rows are made from them)
+                removed += rowcount(cur)
     return removed
 
 

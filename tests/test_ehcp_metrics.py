@@ -353,6 +353,7 @@ def test_erasing_a_pupil_with_a_plan_keeps_the_proofs_valid_and_drops_the_pupil(
         int(ledger.store.query(f"SELECT COUNT(*) FROM {t.name} WHERE subject = ?", (str(ledger.secrets.pupil_id(upn(7))),))[0][0]) == 0
         for view in VIEWS
         for t in view.tables
+        if t.keyed_by_subject
     )
 
 

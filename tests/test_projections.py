@@ -35,11 +35,13 @@ __all__ = ["area"]
 
 
 def dump(store: Any) -> dict[str, list[tuple[Any, ...]]]:
-    """Every row of every view table, in a canonical order."""
+    """Every row of every view table, in a canonical order (rm_roll's days whose numbers came to 0 aside: one order of
+    upkeep leaves them, another not; they count nothing)."""
     out = {}
     for view in VIEWS:
         for table in view.tables:
-            out[table.name] = sorted(tuple(str(v) for v in row) for row in store.query(f"SELECT * FROM {table.name}"))
+            nonzero = " WHERE roll <> 0 OR year <> 0" if table.name == "rm_roll" else ""
+            out[table.name] = sorted(tuple(str(v) for v in row) for row in store.query(f"SELECT * FROM {table.name}{nonzero}"))
     return out
 
 
@@ -513,7 +515,7 @@ def test_a_pupil_erased_between_a_steps_read_and_its_write_is_left_out_of_every_
 
     projector._decode = erase_during_the_read  # type: ignore[method-assign, assignment]
     projector.catch_up()
-    subjects = {row[0] for view in VIEWS for t in view.tables for row in store.query(f"SELECT subject FROM {t.name}")}
+    subjects = {row[0] for view in VIEWS for t in view.tables if t.keyed_by_subject for row in store.query(f"SELECT subject FROM {t.name}")}
     assert erased and erased[0] not in subjects
     assert str(world.ledger.secrets.pupil_id(upn(2))) in subjects
 

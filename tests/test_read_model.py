@@ -21,6 +21,7 @@ from projections.context import context
 from projections.facts import Moment
 from projections.queries import metrics_report
 from projections.read_model_queries import QUERIES, REGISTRATION_COUNTS, SHARED_REGISTRATIONS, ReadModelContext, read_model_context
+from projections.read_model_roll import REGISTRATION_COLUMNS, ROLL_COUNTS, counted, recomputed
 from projections.runner import Projector, Reader, forget_pupil
 
 from .conftest import World, upn
@@ -108,8 +109,34 @@ def test_the_roll_is_asked_once_for_every_metric_that_counts_it(area: Area) -> N
 
     ctx.query = recorded  # type: ignore[method-assign]
     model = metrics_report(ctx, reader, "la", "la:801")
-    assert [sql for sql in asked if "r.regs" in sql] == [REGISTRATION_COUNTS, SHARED_REGISTRATIONS]  # (sen_exits looks up one pupil's row)
+    assert [sql for sql in asked if "r.regs" in sql] == [ROLL_COUNTS, SHARED_REGISTRATIONS]  # (sen_exits looks up one pupil's row)
     assert model == metrics_report(context(reader, Moment(AS_OF), ViewSettings()), reader, "la", "la:801")
+
+
+def test_a_read_far_in_the_past_scans_the_registrations_instead_of_correcting_the_kept_numbers(
+    area: Area, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """rm_roll's numbers are corrected row by row for what the ledger learnt after T; past a limit the scan is cheaper."""
+    from projections import read_model_roll
+
+    reader = Reader(area.ledger.store)
+    for limit, kept in ((read_model_roll.CORRECTIONS_LIMIT, True), (1, False)):
+        monkeypatch.setattr(read_model_roll, "CORRECTIONS_LIMIT", limit)
+        known = parse_timestamp(area.ledger.store.query("SELECT MIN(received_at) FROM rm_events")[0][0])
+        for moment in (Moment(AS_OF), Moment(AS_OF, known)):
+            ctx = ReadModelContext(reader, moment, ViewSettings())
+            asked: list[str] = []
+            query = ctx.query
+
+            def recorded(sql: str, query: Any = query, asked: list[str] = asked) -> list[tuple[Any, ...]]:
+                asked.append(sql)
+                return query(sql)
+
+            ctx.query = recorded  # type: ignore[method-assign]
+            model = metrics_report(ctx, reader, "la", "la:801")
+            assert model == metrics_report(context(reader, moment, ViewSettings()), reader, "la", "la:801")
+            now = moment.known_at is None
+            assert (ROLL_COUNTS in asked) == (kept or now) and (REGISTRATION_COUNTS in asked) == (not kept and not now), (limit, moment)
 
 
 def test_a_pupil_at_two_schools_is_one_item_under_each_and_once_above_them() -> None:
@@ -146,6 +173,7 @@ def test_an_erased_pupil_leaves_the_read_model(area: Area) -> None:
     for table in ("rm_events", "rm_registrations", "rm_placements"):
         assert store.query(f"SELECT COUNT(*) FROM {table} WHERE subject = ?", [subject])[0][0] == 0
     assert store.query("SELECT COUNT(*) FROM rm_registrations")[0][0] < before
+    assert_roll_kept(store)
     model, fold = both(Reader(store), Moment(AS_OF), "school", A)
     assert model == fold
 
@@ -249,12 +277,27 @@ def test_the_read_model_equals_the_fold_for_random_histories(
             reader = Reader(w.ledger.store)
             received = sorted({r[0] for r in w.ledger.store.query("SELECT received_at FROM rm_events")})
             exact = [Moment(date(2026, 10, 15), parse_timestamp(t)) for t in received[-3:]]  # on a version's boundary
+            assert_roll_kept(w.ledger.store)
             for moment in MOMENTS + exact:
+                assert_roll_read(reader, moment)
                 for level, scope in scopes(reader, moment):
                     model, fold = both(reader, moment, level, scope)
                     assert model == fold, (moment, level, scope)
         finally:
             w.ledger.store.close()
+
+
+def assert_roll_kept(store: Any) -> None:
+    """rm_roll holds the numbers of the registrations known now, however its upkeep was batched, corrected or erased."""
+    known_now = store.query(f"SELECT {', '.join(REGISTRATION_COLUMNS)} FROM rm_registrations WHERE known_to IS NULL")
+    kept = {(s, d): (int(r), int(y)) for s, d, r, y in store.query("SELECT school, day, roll, year FROM rm_roll") if r or y}
+    assert kept == recomputed((*r[:4], int(r[4]), *r[5:]) for r in known_now)
+
+
+def assert_roll_read(reader: Reader, moment: Moment) -> None:
+    """The numbers read from rm_roll at (D, T) are the scan of every registration in force (REGISTRATION_COUNTS)."""
+    ctx = ReadModelContext(reader, moment, ViewSettings())
+    assert sorted(counted(ctx.query(ROLL_COUNTS))) == sorted((s, int(f), int(n)) for s, f, n in ctx.query(REGISTRATION_COUNTS)), moment
 
 
 def test_other_settings_make_another_version_which_rebuilds_the_model_from_the_log(area: Area) -> None:

@@ -15,11 +15,17 @@ from projections.runner import VIEWS, Projector
 
 from .test_projections import OPS, fresh_settings, play, small_world
 
-TABLES = ("rm_events", "rm_registrations", "rm_placements")
+TABLES = ("rm_events", "rm_registrations", "rm_placements", "rm_roll")
 
 
 def rows(store: Any) -> dict[str, list[tuple[str, ...]]]:
-    return {t: sorted(tuple(map(str, r)) for r in store.query(f"SELECT * FROM {t}")) for t in TABLES}
+    """Every table's rows (rm_roll's days whose numbers came to 0 aside: one order of upkeep leaves them, another not)."""
+    return {
+        t: sorted(
+            tuple(map(str, r)) for r in store.query(f"SELECT * FROM {t}" + (" WHERE roll <> 0 OR year <> 0" if t == "rm_roll" else ""))
+        )
+        for t in TABLES
+    }
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
