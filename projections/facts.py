@@ -53,6 +53,7 @@ class Table:
     name: str
     columns: tuple[tuple[str, str], ...]
     indexes: tuple[str, ...] = ()
+    partial_indexes: tuple[tuple[str, str, str], ...] = ()  # (name, columns, predicate): an index of the rows a query singles out
 
     keyed_by_subject: ClassVar[bool] = True  # rows of one pupil each (an erasure deletes them by ``subject``)
 
@@ -66,6 +67,7 @@ class Table:
         out += [
             f"CREATE INDEX IF NOT EXISTS {self.name}_{c.replace(', ', '_')} ON {self.name} ({c})" for c in ("occurred_on", *self.indexes)
         ]
+        out += [f"CREATE INDEX IF NOT EXISTS {self.name}_{n} ON {self.name} ({c}) WHERE {w}" for n, c, w in self.partial_indexes]
         return out
 
     @property

@@ -87,17 +87,28 @@ def _change(now: Any, before: Any) -> Any:
     return now - before if isinstance(now, int) and isinstance(before, int) else round(now - before, 2)
 
 
-def compare(ctx: Context, last_year: Context, level: str, scope: str, found: dict[str, dict[str, Any]]) -> str | None:
+def values_of(ctx: Context, level: str, scope: str, names: Iterable[str]) -> dict[str, Any]:
+    """The scope's value of each metric of ``names`` in ``ctx``: all that a later date's comparison reads of it."""
+    out: dict[str, Any] = {}
+    for name in names:
+        metric = METRICS_BY_NAME[name]
+        out[name] = figures(metric, ctx.contributions(metric), level, ctx.directory).get(scope, empty_figure(metric)).value
+    return out
+
+
+def compare(ctx: Context, last_year: Context | dict[str, Any], level: str, scope: str, found: dict[str, dict[str, Any]]) -> str | None:
     """Add the region's value, the quartile band and the change since the same date last year to ``found``
-    (``report``'s figures for the scope); returns the region compared with."""
+    (``report``'s figures for the scope); returns the region compared with. ``last_year``: the state a year before, or
+    the scope's values in it (``values_of``)."""
     region = region_for(level, scope, ctx.directory)
     regions = RegionDirectory(ctx.directory.orgs) if region else None
+    last_year_values = last_year if isinstance(last_year, dict) else values_of(last_year, level, scope, found)
     for name, figure in found.items():
         metric = METRICS_BY_NAME[name]
         region_value = None
         if regions is not None and region is not None:
             region_value = figures(metric, ctx.contributions(metric), "la", regions).get(region, empty_figure(metric)).value
-        before = figures(metric, last_year.contributions(metric), level, last_year.directory).get(scope, empty_figure(metric)).value
+        before = last_year_values[name]
         figure.update(
             region_value=region_value,
             quartile=quartile(figure["rank"], figure["peers"]),
@@ -143,24 +154,34 @@ def series(
     """Every metric of ``names`` (default all) for the scope at each step, with its comparisons.
 
     The states of the dates and of the year before each are made in order by ``in_order`` (two at once, so the
-    database answers two side by side); a state is dropped once no later point reads it."""
+    database answers two side by side). A state is kept only until its own point is reported; of a date a later
+    point compares with, only the scope's values are kept (``values_of``): a dozen states at 1 M pupils held about
+    300 MB, their values a few kilobytes."""
     days = step_dates(start, end, step, settings)
     order = list(dict.fromkeys(d for day in days for d in (day, a_year_before(day))))  # each state made once
+    wanted = list(METRICS_BY_NAME) if names is None else [n for n in METRICS_BY_NAME if n in names]
+    compared = {a_year_before(day) for day in days}
+    reported = set(days)
     states: dict[date, Context] = {}
+    before: dict[date, dict[str, Any]] = {}
     points = []
     region = None
     with closing(in_order(lambda day: prepared(read_model_context(db, Moment(day, known_at), settings), names), order)) as making:
         made = zip(order, making, strict=True)
         for i, day in enumerate(days):
-            while day not in states or a_year_before(day) not in states:
+            while day not in states or a_year_before(day) not in before:
                 done, state = next(made)
-                states[done] = state
-            found = report(states[day], level, scope, only=names)
-            region = compare(states[day], states[a_year_before(day)], level, scope, found)
+                if done in compared:
+                    before[done] = values_of(state, level, scope, wanted)
+                if done in reported:
+                    states[done] = state
+            state = states.pop(day)
+            found = report(state, level, scope, only=names)
+            region = compare(state, before[a_year_before(day)], level, scope, found)
             points.append({"as_of": day, "metrics": found})
-            if i + 1 < len(days):  # keep only the states later points still read (as their date or a year before it)
-                for old in [d for d in states if d < a_year_before(days[i + 1])]:
-                    del states[old]
+            if i + 1 < len(days):  # keep only the values later points still compare with
+                for old in [d for d in before if d < a_year_before(days[i + 1])]:
+                    del before[old]
     return {"region": region, "points": points}
 
 
