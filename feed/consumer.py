@@ -25,7 +25,7 @@ from typing import Any
 import fastjsonschema
 import orjson
 import psycopg
-from eventsourcing.persistence import IntegrityError
+from eventsourcing.persistence import IntegrityError, OperationalError
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
 
@@ -40,6 +40,13 @@ from .check import RecordCheck
 from .state import FeedState, Offsets
 
 log = logging.getLogger("pupil_ledger.feed_consumer")
+
+
+def rolled_back(exc: BaseException) -> bool:
+    """The database rolled the transaction back for its own reasons (SQLSTATE class 40: a deadlock, a serialization
+    failure), nothing of it stored: it may be run again as it was."""
+    cause = exc if isinstance(exc, psycopg.Error) else exc.__cause__
+    return isinstance(cause, psycopg.Error) and str(cause.sqlstate or "").startswith("40")
 
 
 class PoisonRecord(ValueError):
@@ -161,6 +168,15 @@ class FeedWorker:
                 continue
             except (IntegrityError, psycopg.IntegrityError) as exc:  # a worker that had lost these partitions applied them meanwhile
                 log.warning("batch already applied by another worker (%s); reading on from the stored offsets", exc)
+                assert self.consumer is not None
+                self.seek_to_stored(list(self.consumer.assignment()))
+                continue
+            except (OperationalError, psycopg.OperationalError) as exc:
+                # a deadlock with another worker (two batches changing the read model's shared numbers, rm_roll, in
+                # different orders: an erasure's and its batch's) rolled the whole batch back: apply it again
+                if not rolled_back(exc):
+                    raise
+                log.warning("batch rolled back by the database (%s); applying it again from the stored offsets", exc)
                 assert self.consumer is not None
                 self.seek_to_stored(list(self.consumer.assignment()))
                 continue

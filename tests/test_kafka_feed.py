@@ -127,6 +127,47 @@ def test_consumers_build_the_same_views_as_a_direct_rebuild_and_redelivery_count
     assert direct_rebuild(pg_area) == via_kafka
 
 
+def test_a_batch_the_database_rolls_back_in_a_deadlock_is_applied_again(pg_area: Area, kafka_broker: Any) -> None:
+    """Two workers' batches can deadlock on the read model's shared numbers (rm_roll): PostgreSQL rolls one back, and
+    that worker applies the batch again from the stored offsets rather than stopping. Here the first batch is rolled
+    back after its rows were written (the deadlock's own error, raised inside the transaction)."""
+    import threading
+    import time
+
+    import psycopg
+
+    config = config_for(kafka_broker)
+    store = pg_area.ledger.store
+    ensure_topic(config)
+    relay_all(pg_area, config)
+    worker = FeedWorker(store, config, batch_size=40, idle=0.05)
+    apply_events = worker.projector.apply_events
+    failed: list[int] = []
+
+    def deadlocked_once(cur: Any, events: Any, positions: Any) -> None:
+        apply_events(cur, events, positions)
+        if not failed and events:
+            failed.append(len(events))
+            raise psycopg.errors.DeadlockDetected("deadlock detected")
+
+    worker.projector.apply_events = deadlocked_once  # type: ignore[method-assign]
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 60
+        while min(Projector(store).positions().values()) < store.max_sequence():
+            assert thread.is_alive(), "the worker stopped at the rolled-back batch"
+            assert time.monotonic() < deadline, "the worker did not catch up after the rolled-back batch"
+            time.sleep(0.1)
+    finally:
+        worker.stopping.set()
+        thread.join(30)
+        worker.close()
+    assert failed
+    via_kafka = dump(store)
+    assert direct_rebuild(pg_area) == via_kafka  # the rolled-back batch counted once
+
+
 def test_a_poison_record_goes_to_the_dead_letter_topic_and_the_worker_goes_on(pg_area: Area, kafka_broker: Any) -> None:
     config = config_for(kafka_broker, partitions=1)
     store = pg_area.ledger.store
