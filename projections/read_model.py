@@ -23,7 +23,10 @@ maintained by the projection runner in the same transaction as the fact views, w
   a function of the pupil's facts alone (canonical): a batch recomputes only the versions known from its
   earliest receipt on, so incremental upkeep and a rebuild give the same rows.
 
-A row of either kind is **in force at (D, T)** by the four comparisons above; every metric query is "rows in
+* ``rm_roll`` (view ``read_model_state``): the registrations known now, as changes per school and effective day of
+  the two numbers the roll metrics count (``projections/read_model_roll.py``), kept with the rows by ``maintain``.
+
+A row of either interval table is **in force at (D, T)** by the four comparisons above; every metric query is "rows in
 force at (D, T) that match the metric" grouped by unit, then rolled up to school/trust/LA/England by the same
 Python roll-up as the fold (``projections.metrics.figures``): per-unit sums for items whose key occurs once,
 explicit rows for keys that occur more than once (a pupil on two rolls), so the result equals the fold's

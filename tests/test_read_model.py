@@ -156,6 +156,9 @@ def test_a_pupil_at_two_schools_is_one_item_under_each_and_once_above_them() -> 
     assert figures(metric, roll, "la", orgs)["la:801"].value == 7  # 3 + 2 + the pupil at both + the one who moved
     rate = found.contributions(numerator=False)
     assert sum(c.den for c in rate) == 8 and all(c.num == 0 for c in rate)
+    # three schools, rows repeated and in any order: each school once, in order
+    three = Registrations.of([], [("urn:3", "p"), ("urn:1", "p"), ("urn:3", "p"), ("urn:2", "p"), ("urn:1", "p"), ("urn:4", "q")])
+    assert three.at_several == [("urn:1", "p"), ("urn:2", "p"), ("urn:3", "p")] and three.counts == {"urn:4": 1}
 
 
 def test_a_reader_with_other_settings_gets_the_fold(area: Area) -> None:
