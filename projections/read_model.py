@@ -89,7 +89,7 @@ RM_EVENTS = Table(
     ),
     indexes=("type, occurred_on", "subject"),
     # the removals whose gap check falls in the year to date (children_without_setting_after_leaving), without reading
-    # every removal up to D: at 300,000 pupils 4,110 rows instead of 17,164, and 90 -> 34 ms for the metric
+    # every removal up to D: at 300,000 pupils 4,110 rows instead of 17,164 (31 -> 26 ms for the metric on an idle machine)
     partial_indexes=(("removals_check_day", "check_day", "type = 'pupil.deregistered'"),),
 )
 
