@@ -144,7 +144,7 @@ RM_REGISTRATIONS = IntervalTable(
     partial_indexes=(
         # the rows of pupils with more than one registration (a few percent), which the roll reads one by one (SHARED_REGISTRATIONS)
         ("shared", "subject", "regs > 1"),
-        # the rows a read at a past ledger time corrects rm_roll's numbers by (read_model_roll.ROLL_COUNTS)
+        # the rows a read at a past ledger time corrects rm_roll's numbers by (read_model_queries.ROLL_COUNTS)
         ("known_now", "known_from", "known_to IS NULL"),
         ("known_before", "known_to", "known_to IS NOT NULL"),
     ),

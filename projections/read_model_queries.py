@@ -43,11 +43,12 @@ def EV(e: str) -> str:  # noqa: N802 - a SQL fragment: a fact row in force at (D
     return f"{e}.received_at <= :t AND ({e}.superseded_at IS NULL OR {e}.superseded_at > :t) AND {e}.occurred_on <= :d"
 
 
+def VALID(x: str) -> str:  # noqa: N802 - a SQL fragment: a state interval row valid on D (whenever it was known)
+    return f"{x}.valid_from <= :d AND ({x}.valid_to IS NULL OR {x}.valid_to > :d)"
+
+
 def ST(x: str) -> str:  # noqa: N802 - a SQL fragment: a state interval row in force at (D, T)
-    return (
-        f"{x}.valid_from <= :d AND ({x}.valid_to IS NULL OR {x}.valid_to > :d) "
-        f"AND {x}.known_from <= :t AND ({x}.known_to IS NULL OR {x}.known_to > :t)"
-    )
+    return f"{VALID(x)} AND {x}.known_from <= :t AND ({x}.known_to IS NULL OR {x}.known_to > :t)"
 
 
 def _of(etype: str, e: str = "e") -> str:
@@ -66,12 +67,34 @@ WITHOUT_SETTING = f"e.destination NOT IN {_in(GAP_EXEMPT_DESTINATIONS)} AND e.ch
 # The registrations a state's roll metrics count, asked once per state (``ReadModelContext.registrations``): each row
 # overlapping the year to date at its school (the unexplained-exit rate's pupils), and whether it is on the roll at D
 # (the roll: pupils on roll, and the suspension and exclusion rates' denominators). Rows of a pupil whose state has one
-# registration (nearly all) are counted per school and flag, in one grouped scan; the others (a partial index holds
-# them) come back one by one, so that a pupil on two rolls at once counts once above the school, as in the fold.
-ON_ROLL = "CASE WHEN (r.end_on IS NULL OR r.end_on > :d) AND r.status IN ('C', 'M') THEN 1 ELSE 0 END"
+# registration (nearly all) are counted per school and flag: from rm_roll's numbers (ROLL_COUNTS), or by one grouped scan
+# (REGISTRATION_COUNTS); the others (a partial index holds them) come back one by one, so that a pupil on two rolls at
+# once counts once above the school, as in the fold. ``read_model_roll.changes_of`` keeps rm_roll by these predicates.
+ON_ROLL = f"CASE WHEN (r.end_on IS NULL OR r.end_on > :d) AND r.status IN {_in(roll.ON_ROLL_STATUSES)} THEN 1 ELSE 0 END"
+AT_SCHOOL_IN_YEAR = f"{VALID('r')} AND r.start_on <= :d AND (r.end_on IS NULL OR r.end_on >= :ys)"  # whenever known
 IN_YEAR_AT_SCHOOL = f"{ST('r')} AND r.start_on <= :d AND (r.end_on IS NULL OR r.end_on >= :ys)"
 REGISTRATION_COUNTS = f"SELECT r.school, {ON_ROLL}, COUNT(*) FROM rm_registrations r WHERE {IN_YEAR_AT_SCHOOL} AND r.regs = 1 GROUP BY 1, 2"
 SHARED_REGISTRATIONS = f"SELECT r.school, {ON_ROLL}, r.subject FROM rm_registrations r WHERE {IN_YEAR_AT_SCHOOL} AND r.regs > 1"
+# The rows known now that T did not know yet, and the rows T knew that have been replaced since: what rm_roll's numbers
+# (every row known now) are corrected by for a read at T. None when T is now.
+LEARNT_AFTER = "r.known_to IS NULL AND r.known_from > :t"
+RETIRED_AFTER = "r.known_to > :t AND r.known_from <= :t"
+# Per school: the pupils with one registration on the roll at D, and at their school in the year to date, as known at T
+# (REGISTRATION_COUNTS' answer, as (school, on roll, in the year)), in one statement: one snapshot of both tables.
+ROLL_COUNTS = (
+    "SELECT school, SUM(roll), SUM(year) FROM ("
+    "SELECT school, roll, year FROM rm_roll WHERE day <= :d "
+    f"UNION ALL SELECT r.school, -{ON_ROLL}, -1 FROM rm_registrations r WHERE {LEARNT_AFTER} AND r.regs = 1 AND {AT_SCHOOL_IN_YEAR} "
+    f"UNION ALL SELECT r.school, {ON_ROLL}, 1 FROM rm_registrations r WHERE {RETIRED_AFTER} AND r.regs = 1 AND {AT_SCHOOL_IN_YEAR}"
+    ") c GROUP BY school"
+)
+# How many rows a read may correct rm_roll's numbers by before it scans the registrations instead (REGISTRATION_COUNTS):
+# a read at a ledger time long past would take off nearly every row known now, one by one, which costs more than the scan.
+CORRECTIONS_LIMIT = 20_000
+CORRECTIONS = (
+    f"SELECT COUNT(*) FROM (SELECT 1 FROM (SELECT 1 FROM rm_registrations r WHERE {LEARNT_AFTER} "
+    f"UNION ALL SELECT 1 FROM rm_registrations r WHERE {RETIRED_AFTER}) u LIMIT {CORRECTIONS_LIMIT}) c"
+)
 
 
 def _started_by(column: str) -> str:
@@ -330,7 +353,7 @@ class ReadModelContext(Context):
         return self._contributions[metric.name]
 
     def registrations(self) -> dict[str, Registrations]:
-        """``REGISTRATION_COUNTS`` (from ``rm_roll``: ``read_model_roll.ROLL_COUNTS``) and ``SHARED_REGISTRATIONS`` at this moment, asked once for every metric that counts them: "roll" and "year"."""
+        """``REGISTRATION_COUNTS`` (from ``rm_roll``: ``ROLL_COUNTS``) and ``SHARED_REGISTRATIONS`` at this moment, asked once for every metric that counts them: "roll" and "year"."""
         if self._registrations is None:
             counted, shared = self.roll_counts(), self.query(SHARED_REGISTRATIONS)  # on the roll at D: 1
             self._registrations = {
@@ -343,9 +366,9 @@ class ReadModelContext(Context):
 
     def roll_counts(self) -> list[tuple[Any, ...]]:
         """``REGISTRATION_COUNTS``' answer: from ``rm_roll``'s numbers, unless a read so far in the past would correct them
-        by more rows than a scan of the registrations costs (``read_model_roll.CORRECTIONS_LIMIT``)."""
-        if int(self.query(roll.CORRECTIONS)[0][0]) < roll.CORRECTIONS_LIMIT:
-            return roll.counted(self.query(roll.ROLL_COUNTS))
+        by more rows than a scan of the registrations costs (``CORRECTIONS_LIMIT``; a read at now corrects nothing)."""
+        if self.moment.known_at is None or int(self.query(CORRECTIONS)[0][0]) < CORRECTIONS_LIMIT:
+            return _as_registration_counts(self.query(ROLL_COUNTS))
         return self.query(REGISTRATION_COUNTS)
 
     @property
@@ -387,6 +410,19 @@ class ReadModelContext(Context):
             )
         }
         return watch_of(self.placements, vulnerable, self)
+
+
+def _as_registration_counts(rows: Iterable[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """``ROLL_COUNTS``' answer (school, on the roll, in the year) as ``REGISTRATION_COUNTS`` gives it: (school, on the
+    roll at D: 1 or 0, pupils)."""
+    out: list[tuple[Any, ...]] = []
+    for school, on_roll, in_year in rows:
+        on_roll, in_year = int(on_roll or 0), int(in_year or 0)
+        if on_roll:
+            out.append((school, 1, on_roll))
+        if in_year - on_roll:
+            out.append((school, 0, in_year - on_roll))
+    return out
 
 
 def _day(value: str | None) -> date | None:

@@ -17,23 +17,24 @@ the changes of those two numbers per school and effective day. A row counts at D
 so it adds 1 to a number at the run's first day and takes 1 off at its end. The numbers at D are the sums of the
 changes up to D, per school: one row per school and day on which something changed, not one per pupil.
 
-A read at ledger time T (``roll_counts``) takes those sums, takes off the rows known now that T did not know yet
+A read at ledger time T (``read_model_queries.ROLL_COUNTS``, asked by ``ReadModelContext.roll_counts``) takes those sums, takes off the rows known now that T did not know yet
 (``known_from > T``), and adds back the rows T knew that are no longer known (``known_from <= T < known_to``): both
 found by their indexes, none when T is now (the pages, the API without ``known_at``), few when T is recent; the
 same predicates as the scan, so the answer is the scan's (``tests/test_read_model.py`` requires the fold's answers,
 and that the stored numbers equal those recomputed from the rows). All in one statement: one snapshot of both tables.
-A read so far in the past that more than ``CORRECTIONS_LIMIT`` rows would correct the numbers scans the
+A read so far in the past that more than ``CORRECTIONS_LIMIT`` (``read_model_queries``) rows would correct the numbers scans the
 registrations instead, as before (a first, bounded count of those rows says which).
 
 The upkeep (``Changes``) adds a row's changes when it becomes known now and takes them off when it stops being
 (ended, deleted to be recomputed, or its pupil erased: ``forget``), in the same transaction as the rows; the
 batch's changes are summed per school and day first and written in key order (two Kafka workers that touch the
-same school and day wait for each other rather than deadlock).
+same school and day wait for each other; a batch split by an erasure writes twice, so two such batches can deadlock,
+and the worker whose batch is rolled back applies it again: ``feed/consumer.py``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date
 from typing import Any, ClassVar
@@ -61,9 +62,6 @@ class SumTable(Table):
         cols = ", ".join(f"{n} {t}" for n, t in self.columns)
         return [f"CREATE TABLE IF NOT EXISTS {self.name} ({cols}, PRIMARY KEY ({', '.join(self.key)}))"]
 
-    def __hash__(self) -> int:
-        return hash(self.name)
-
 
 RM_ROLL = SumTable(
     "rm_roll",
@@ -78,25 +76,31 @@ REGISTRATION_COLUMNS = ("school", "status", "start_on", "end_on", "regs", "valid
 def next_year_start(day: str) -> str:
     """The first of September after ``day`` (ISO): the first D whose academic year starts after ``day``."""
     d = date.fromisoformat(day)
-    return f"{d.year + (1 if d.month >= 9 else 0):04d}-09-01"
+    return date(d.year + (1 if d.month >= 9 else 0), 9, 1).isoformat()
+
+
+def _earlier(a: str | None, b: str | None) -> str | None:
+    """The earlier of two ends, None being open."""
+    return b if a is None else a if b is None else min(a, b)
 
 
 def changes_of(
     school: str, status: str, start_on: str, end_on: str | None, regs: int, valid_from: str, valid_to: str | None
 ) -> Iterator[tuple[str, str, int, int]]:
-    """A row's changes to the two numbers (school, day, roll, year), as it counts while known now."""
+    """A row's changes to the two numbers (school, day, roll, year), as it counts while known now: by the predicates of
+    ``read_model_queries`` (``AT_SCHOOL_IN_YEAR``, ``ON_ROLL``), which the tests hold these runs to."""
     if regs != 1:
         return  # a pupil with several registrations: read one by one (SHARED_REGISTRATIONS)
     first = max(valid_from, start_on)
-    year_end = min(valid_to or "9999-12-31", next_year_start(end_on) if end_on else "9999-12-31")
-    if first >= year_end:
+    year_end = _earlier(valid_to, next_year_start(end_on) if end_on else None)
+    if year_end is not None and first >= year_end:
         return
-    roll_end = min(valid_to or "9999-12-31", end_on or "9999-12-31") if status in ON_ROLL_STATUSES else first
-    on_roll = int(first < roll_end)
+    roll_end = _earlier(valid_to, end_on) if status in ON_ROLL_STATUSES else first
+    on_roll = int(roll_end is None or first < roll_end)
     yield school, first, on_roll, 1
-    if year_end != "9999-12-31":
+    if year_end is not None:
         yield school, year_end, 0, -1
-    if on_roll and roll_end != "9999-12-31":
+    if on_roll and roll_end is not None:
         yield school, roll_end, -1, 0
 
 
@@ -147,50 +151,3 @@ def forget(cur: Any, store: Any, subject: str) -> None:
     for row in current_registrations(cur, store, [subject]):
         changes.remove(row)
     changes.write(cur, store)
-
-
-def recomputed(rows: Iterable[tuple[Any, ...]]) -> dict[tuple[str, str], tuple[int, int]]:
-    """The numbers ``rm_roll`` should hold for these rows known now (zero sums left out): what a check compares."""
-    changes = Changes()
-    for row in rows:
-        changes.add(row)
-    return {key: (roll, year) for key, (roll, year) in changes.sums.items() if roll or year}
-
-
-# -- reading --------------------------------------------------------------------------------------------------------
-
-_VALID = "r.valid_from <= :d AND (r.valid_to IS NULL OR r.valid_to > :d) AND r.start_on <= :d AND (r.end_on IS NULL OR r.end_on >= :ys)"
-_ROLL = f"CASE WHEN (r.end_on IS NULL OR r.end_on > :d) AND r.status IN {tuple(ON_ROLL_STATUSES)!r} THEN 1 ELSE 0 END"
-# Per school: the pupils with one registration on the roll at D, and at their school in the year to date, as known at T.
-ROLL_COUNTS = (
-    "SELECT school, SUM(roll), SUM(year) FROM ("
-    "SELECT school, roll, year FROM rm_roll WHERE day <= :d "
-    f"UNION ALL SELECT r.school, -{_ROLL}, -1 FROM rm_registrations r WHERE r.known_to IS NULL AND r.known_from > :t "
-    f"AND r.regs = 1 AND {_VALID} "
-    f"UNION ALL SELECT r.school, {_ROLL}, 1 FROM rm_registrations r WHERE r.known_to > :t AND r.known_from <= :t "
-    f"AND r.regs = 1 AND {_VALID}"
-    ") c GROUP BY school"
-)
-
-
-# How many rows a read may correct rm_roll's numbers by before it scans the registrations instead (REGISTRATION_COUNTS):
-# a read at a ledger time long past would take off nearly every row known now, one by one, which costs more than the scan.
-CORRECTIONS_LIMIT = 20_000
-CORRECTIONS = (
-    "SELECT COUNT(*) FROM (SELECT 1 FROM ("
-    "SELECT 1 FROM rm_registrations r WHERE r.known_to IS NULL AND r.known_from > :t "
-    "UNION ALL SELECT 1 FROM rm_registrations r WHERE r.known_to > :t AND r.known_from <= :t"
-    f") u LIMIT {CORRECTIONS_LIMIT}) c"
-)
-
-
-def counted(rows: Iterable[tuple[Any, ...]]) -> list[tuple[str, int, int]]:
-    """``ROLL_COUNTS``' answer as ``REGISTRATION_COUNTS`` gave it: (school, on the roll at D: 1 or 0, pupils)."""
-    out: list[tuple[str, int, int]] = []
-    for school, roll, year in rows:
-        roll, year = int(roll or 0), int(year or 0)
-        if roll:
-            out.append((school, 1, roll))
-        if year - roll:
-            out.append((school, 0, year - roll))
-    return out

@@ -96,19 +96,18 @@ def values_of(ctx: Context, level: str, scope: str, names: Iterable[str]) -> dic
     return out
 
 
-def compare(ctx: Context, last_year: Context | dict[str, Any], level: str, scope: str, found: dict[str, dict[str, Any]]) -> str | None:
+def compare(ctx: Context, last_year: dict[str, Any], level: str, scope: str, found: dict[str, dict[str, Any]]) -> str | None:
     """Add the region's value, the quartile band and the change since the same date last year to ``found``
-    (``report``'s figures for the scope); returns the region compared with. ``last_year``: the state a year before, or
-    the scope's values in it (``values_of``)."""
+    (``report``'s figures for the scope); returns the region compared with. ``last_year``: the scope's value of each
+    metric a year before (``values_of`` of that date's state)."""
     region = region_for(level, scope, ctx.directory)
     regions = RegionDirectory(ctx.directory.orgs) if region else None
-    last_year_values = last_year if isinstance(last_year, dict) else values_of(last_year, level, scope, found)
     for name, figure in found.items():
         metric = METRICS_BY_NAME[name]
         region_value = None
         if regions is not None and region is not None:
             region_value = figures(metric, ctx.contributions(metric), "la", regions).get(region, empty_figure(metric)).value
-        before = last_year_values[name]
+        before = last_year[name]
         figure.update(
             region_value=region_value,
             quartile=quartile(figure["rank"], figure["peers"]),

@@ -32,7 +32,7 @@ from projections.metrics import METRICS_BY_NAME
 from projections.placements import placements_register
 from projections.queries import case_list, metrics_report, scope_for
 from projections.read_model_queries import read_model_context
-from projections.read_model_series import MAX_POINTS, a_year_before, compare, prepared, series, step_dates
+from projections.read_model_series import MAX_POINTS, a_year_before, compare, prepared, series, step_dates, values_of
 from projections.runner import Projector, Reader
 from projections.unregistered import unregistered_providers
 
@@ -374,7 +374,8 @@ def views_router(ledger: Ledger, settings: ViewSettings | None = None) -> APIRou
                 before = pool.submit(lambda: prepared(folded(Moment(a_year_before(m.as_of), m.known_at))[0]))
                 ctx, positions = folded(m)
                 found = metrics_report(ctx, reader, level.value, scope)
-                region = compare(ctx, before.result(), level.value, scope, found["metrics"])
+                last_year = values_of(before.result(), level.value, scope, found["metrics"])
+                region = compare(ctx, last_year, level.value, scope, found["metrics"])
             return {**scope_out(level, scope, m, positions), "region": region, **found}
 
         return await answer(caller, level, org, as_of, known_at, min_sequence, body)
