@@ -1,4 +1,4 @@
-"""EHCP timeliness, redress and area SEND inspections (issue 24; docs/metrics.md "EHCP, redress and area SEND
+"""EHCP timeliness, redress and area SEND inspections (issue 24; docs/metrics.md "EHCP and redress" and "Area SEND
 inspections"): the view of ``ehcp.*``, ``dispute.*`` and ``inspection.*`` facts and the metrics read from it.
 
 A pupil's EHCP state as of a moment is folded with ``ledger.core.ehcp_rules.fold_ehcp``, the fold the write side's

@@ -457,6 +457,13 @@ def check_role(scene: Scene, role: str) -> None:
         assert home.status_code == (403 if role == "researcher" else 200 if role == "inspector" else 303)
 
 
+def test_every_metric_group_has_a_title_of_its_own() -> None:
+    """The group links of the trends and drill-down pages are the groups' titles (their docs sections): two groups under
+    one section showed the same link twice ("EHCP, redress and area SEND inspections"), and a user could not tell them apart."""
+    titles = [title for _, title, _ in catalogue.groups()]
+    assert len(titles) == len(set(titles)), titles
+
+
 def test_dashboard_figures_equal_the_api_and_every_page_renders(scene: Scene) -> None:
     with client(scene) as c:
         headers = {"authorization": f"Bearer {scene.tokens['la']}"}
