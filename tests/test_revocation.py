@@ -7,6 +7,7 @@ the store's write lock that no key it was judged under was revoked by the events
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections.abc import Iterator
@@ -141,12 +142,12 @@ class School:
         finally:
             ledger.store.close()
         self.kid = envelope.key_id(self.key.public_key())
-        self.next_pupil = 1
+        self.pupils = itertools.count(1)  # its next() is one step under the GIL: the fixture's threads never share a pupil
 
     def envelope(self, event_type: str, data: dict[str, Any], subject: dict[str, str] | None = None) -> dict[str, Any]:
         now = utcnow()
         if subject is None:
-            subject, self.next_pupil = {"upn": upn(self.next_pupil)}, self.next_pupil + 1
+            subject = {"upn": upn(next(self.pupils))}
         return own_events.signed(own_events.event_body(event_type, SCHOOL_A, subject, data, now.date(), now), self.key)
 
     def post(self, url: str, env: dict[str, Any]) -> httpx.Response:
