@@ -57,13 +57,8 @@ def _of(etype: str, e: str = "e") -> str:
 
 IN_YEAR = "e.occurred_on >= :ys"
 OPEN_PLACEMENT = f"{ST('p')} AND p.end_on IS NULL"
-NO_SETTING = (  # no registration or placement open on any day in (left, check day]
-    "NOT EXISTS (SELECT 1 FROM rm_registrations s WHERE s.subject = e.subject AND "
-    + ST("s")
-    + " AND s.start_on <= e.check_day AND (s.end_on IS NULL OR s.end_on > e.occurred_on)) AND NOT EXISTS (SELECT 1 FROM rm_placements s "
-    "WHERE s.subject = e.subject AND " + ST("s") + " AND s.start_on <= e.check_day AND (s.end_on IS NULL OR s.end_on > e.occurred_on))"
-)
-WITHOUT_SETTING = f"e.destination NOT IN {_in(GAP_EXEMPT_DESTINATIONS)} AND e.check_day <= :d AND {NO_SETTING}"
+# a removal (a row of rm_exits in force at (D, T)) after whose gap check no registration or placement had opened
+WITHOUT_SETTING = f"x.destination NOT IN {_in(GAP_EXEMPT_DESTINATIONS)} AND x.check_day <= :d AND x.with_setting = 0"
 # The registrations a state's roll metrics count, asked once per state (``ReadModelContext.registrations``): each row
 # overlapping the year to date at its school (the unexplained-exit rate's pupils), and whether it is on the roll at D
 # (the roll: pupils on roll, and the suspension and exclusion rates' denominators). Rows of a pupil whose state has one
@@ -112,6 +107,10 @@ def _removals(where: str, label: str = "''") -> str:
     return f"SELECT e.unit AS unit, e.event_id AS item, 1 AS num, 0 AS den, {label} AS label FROM rm_events e WHERE {_of('deregistered')} AND {where}"
 
 
+def _exits(where: str, label: str = "''") -> str:
+    return f"SELECT x.school AS unit, x.event_id AS item, 1 AS num, 0 AS den, {label} AS label FROM rm_exits x WHERE {ST('x')} AND {where}"
+
+
 def _exclusions(kind: str, label: str = "''") -> str:
     return (
         f"SELECT e.unit AS unit, e.event_id AS item, 1 AS num, 0 AS den, {label} AS label FROM rm_events e "
@@ -154,27 +153,15 @@ QUERIES: dict[str, Query] = {
         unique=False,
     ),
     "removals_unknown_destination": Query(_removals(f"{IN_YEAR} AND e.destination = 'unknown'")),
-    "children_without_setting_after_leaving": Query(_removals(f"e.check_day >= :ys AND {WITHOUT_SETTING}")),
-    "sen_exits": Query(
-        # materialised: else PostgreSQL inlines it and looks up each removal's registration three times
-        "WITH x AS MATERIALIZED ("
-        + _removals(
-            IN_YEAR,
-            label=(
-                "(SELECT r.sen_status FROM rm_registrations r WHERE r.subject = e.subject AND "
-                + ST("r")
-                + " AND r.school = e.unit AND r.end_on = e.occurred_on ORDER BY r.ordinal DESC LIMIT 1)"
-            ),
-        )
-        + ") SELECT unit, item, 1 AS num, 0 AS den, label FROM x WHERE label IS NOT NULL AND label <> 'N'"
-    ),
+    "children_without_setting_after_leaving": Query(_exits(f"x.check_day >= :ys AND {WITHOUT_SETTING}")),
+    "sen_exits": Query(_exits("x.occurred_on >= :ys AND x.sen_status <> 'N'", label="x.sen_status")),
     "backdated_removals": Query(_removals(f"{IN_YEAR} AND e.backdated = 1")),
     "late_report_rate": Query(
         "SELECT e.submitter AS unit, e.event_id AS item, CASE WHEN e.late_days > :late THEN 1 ELSE 0 END AS num, 1 AS den, '' AS label "
         f"FROM rm_events e WHERE {EV('e')} AND {IN_YEAR}"
     ),
     "unexplained_exit_rate": Query(
-        _removals(f"{IN_YEAR} AND (e.destination IN {_in(UNEXPLAINED_DESTINATIONS)} OR ({WITHOUT_SETTING}))"),
+        _exits(f"x.occurred_on >= :ys AND (x.destination IN {_in(UNEXPLAINED_DESTINATIONS)} OR ({WITHOUT_SETTING}))"),
         registrations=("year", "den"),
     ),
     "pupils_on_roll": Query(registrations=("roll", "num")),

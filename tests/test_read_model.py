@@ -181,7 +181,7 @@ def test_an_erased_pupil_leaves_the_read_model(area: Area) -> None:
     area.ledger.erase(upn(2), "erasure_request")
     forget_pupil(store, area.ledger.secrets.pupil_id(upn(2)))
     subject = str(area.ledger.secrets.pupil_id(upn(2)))
-    for table in ("rm_events", "rm_registrations", "rm_placements"):
+    for table in ("rm_events", "rm_registrations", "rm_placements", "rm_exits"):
         assert store.query(f"SELECT COUNT(*) FROM {table} WHERE subject = ?", [subject])[0][0] == 0
     assert store.query("SELECT COUNT(*) FROM rm_registrations")[0][0] < before
     assert_roll_kept(store)

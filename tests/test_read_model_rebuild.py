@@ -15,7 +15,7 @@ from projections.runner import VIEWS, Projector
 
 from .test_projections import OPS, fresh_settings, play, small_world
 
-TABLES = ("rm_events", "rm_registrations", "rm_placements", "rm_roll")
+TABLES = ("rm_events", "rm_registrations", "rm_placements", "rm_exits", "rm_roll")
 
 
 def rows(store: Any) -> dict[str, list[tuple[str, ...]]]:
