@@ -11,7 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from api.cli_common import open_ledger
 from projections.facts import View
-from projections.runner import DEFAULT_BATCH, VIEWS, Projector, views_named
+from projections.runner import CATCH_UP_BATCH, DEFAULT_BATCH, VIEWS, Projector, views_named
 from projections.worker import Worker
 
 project_app = typer.Typer(help="Read views (projections) of the log.", no_args_is_help=True)
@@ -31,7 +31,12 @@ def _views(names: list[str] | None) -> tuple[View, ...]:
 @project_app.command("run")
 def run(
     views: Annotated[list[str] | None, typer.Argument(help=f"views to run (default all: {VIEW_NAMES})")] = None,  # noqa: UP007
-    batch: Annotated[int, typer.Option(help="events per transaction")] = DEFAULT_BATCH,
+    batch: Annotated[
+        int | None,
+        typer.Option(
+            help=f"events per transaction (default {DEFAULT_BATCH}, doubling up to {CATCH_UP_BATCH} while far behind, on PostgreSQL)"
+        ),
+    ] = None,
     idle: Annotated[float, typer.Option(help="seconds to sleep when caught up")] = 0.5,
     source: Annotated[str, typer.Option(help="log: follow the ledger's tables; kafka: join the consumer group on the change feed")] = "log",
     group: Annotated[str | None, typer.Option(help="consumer group with --source kafka (default PUPIL_LEDGER_KAFKA_GROUP)")] = None,  # noqa: UP007
@@ -64,14 +69,14 @@ def run(
         config = feed_config()  # the configuration is checked before anything is opened
         ledger = open_ledger()
         try:
-            run_kafka_worker(ledger, config, group, batch, idle, instance)
+            run_kafka_worker(ledger, config, group, batch or DEFAULT_BATCH, idle, instance)
         finally:
             ledger.store.close()
         return
     ledger = open_ledger()
     worker = Worker(ledger.store, ledger.settings.database_url, chosen, batch, idle, pace=ledger.settings.follower_pace)
     signal.signal(signal.SIGTERM, lambda *_: worker.stopping.set())
-    out.print(f"projecting {', '.join(v.name for v in chosen)} (batch {batch})")
+    out.print(f"projecting {', '.join(v.name for v in chosen)} (batch {batch or DEFAULT_BATCH})")
     try:
         worker.run()
     except KeyboardInterrupt:
@@ -84,7 +89,12 @@ def run(
 @project_app.command("rebuild")
 def rebuild(
     view: Annotated[str | None, typer.Argument(help=f"one view (default all: {VIEW_NAMES})")] = None,  # noqa: UP007
-    batch: Annotated[int, typer.Option(help="events per transaction")] = DEFAULT_BATCH,
+    batch: Annotated[
+        int | None,
+        typer.Option(
+            help=f"events per transaction (default {DEFAULT_BATCH}, doubling up to {CATCH_UP_BATCH} while far behind, on PostgreSQL)"
+        ),
+    ] = None,
 ) -> None:
     """Empty a view (or all) and project it again from the start of the log, with a progress bar.
 

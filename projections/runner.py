@@ -38,6 +38,12 @@ VIEWS: tuple[View, ...] = (
 )  # the read model after pupils
 POSITIONS_DDL = "CREATE TABLE IF NOT EXISTS pv_positions (view TEXT PRIMARY KEY, position BIGINT NOT NULL, version INTEGER NOT NULL)"
 DEFAULT_BATCH = 500
+# On PostgreSQL a projector with no batch size of its own doubles its batch after each full one, up to this, while it
+# is far behind (a rebuild, a new worker), and goes back to DEFAULT_BATCH at the log's end. At 300,000 pupils the
+# read model rebuilt 1.4x faster in batches of 2,000 and 1.5x in 5,000 than in 500: a pupil's events meet in fewer
+# batches, so fewer interval rows are written and then ended. The cost is a longer transaction (about half a second
+# here), which an erasure waits for; SQLite keeps DEFAULT_BATCH, as its one write lock holds up every submission.
+CATCH_UP_BATCH = 4000
 
 
 def views_named(names: Sequence[str] | None) -> tuple[View, ...]:
@@ -55,6 +61,7 @@ class _Batch:
     """A batch of the log read and decrypted: its rows from ``start``, the pupils it touches, its events."""
 
     start: int
+    size: int  # the rows asked for (fewer came: the log's end)
     rows: list[tuple[Any, ...]]
     pupils: set[uuid.UUID]
     events: list[LogEvent]
@@ -70,10 +77,14 @@ class Projector:
 
     name = "projections"
 
-    def __init__(self, store: Store, views: Sequence[View] = VIEWS, batch_size: int = DEFAULT_BATCH, ready: bool = False):
+    def __init__(self, store: Store, views: Sequence[View] = VIEWS, batch_size: int | None = None, ready: bool = False):
+        """``batch_size``: events per transaction, exactly; None: DEFAULT_BATCH, growing to CATCH_UP_BATCH while far
+        behind on PostgreSQL."""
         self.store = store
         self.views = tuple(views)
-        self.batch_size = batch_size
+        self.batch_size = batch_size or DEFAULT_BATCH
+        self._largest = CATCH_UP_BATCH if batch_size is None and store.is_postgres else self.batch_size
+        self._next_size = self.batch_size
         self._ready = ready  # True: the caller has run ensure() for these views
         self._reader: ThreadPoolExecutor | None = None
         self._ahead: tuple[int, Future[_Batch]] | None = None  # (start, the batch after it) being read: see _try_step
@@ -173,12 +184,14 @@ class Projector:
             for view, position in self.store.query(f"SELECT view, position FROM pv_positions WHERE view IN ({marks})", names)
         }
         start = min(read.values())
-        batch = self._read_ahead_from(start) or self._read(start)
+        batch = self._read_ahead_from(start) or self._read(start, self._next_size)
         if not batch.rows:
             return 0
         last = int(batch.rows[-1][0])
-        if self.store.is_postgres and len(batch.rows) == self.batch_size:  # the log may hold more: read on while this batch is written
-            self._read_ahead(last)
+        full = len(batch.rows) == batch.size
+        self._next_size = min(2 * batch.size, self._largest) if full else self.batch_size
+        if self.store.is_postgres and full:  # the log may hold more: read on while this batch is written
+            self._read_ahead(last, self._next_size)
         events = batch.events
         with self.store.cursor(commit=True) as cur:
             if self.store.is_postgres:
@@ -200,26 +213,28 @@ class Projector:
                 )
             return len(batch.rows)
 
-    def _read(self, start: int) -> _Batch:
-        """The log's next batch after sequence ``start``, decrypted (the pupils' keys fetched in one query)."""
-        rows = self.store.query(self._read_sql, (start, self.batch_size))
+    def _read(self, start: int, size: int | None = None) -> _Batch:
+        """The log's next batch (``size`` events, default ``batch_size``) after sequence ``start``, decrypted (the pupils'
+        keys fetched in one query)."""
+        size = size or self.batch_size
+        rows = self.store.query(self._read_sql, (start, size))
         streams = [as_uuid(row[1]) for row in rows]
         pupils = {stream for stream in streams if is_pupil_stream(stream)}
         keys = getattr(self.store.app, "pupil_keys", None)
         fetched = keys.prefetch(list(pupils)) if keys is not None and pupils else None  # the batch's keys, with one query
         events = [ev for row, stream in zip(rows, streams, strict=True) if (ev := self._decode(row, stream, fetched)) is not None]
-        return _Batch(start, rows, pupils, events, keyed=keys is not None)
+        return _Batch(start, size, rows, pupils, events, keyed=keys is not None)
 
-    def _read_ahead(self, start: int) -> None:
+    def _read_ahead(self, start: int, size: int) -> None:
         if self._reader is None:
             self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{self.name}-read-ahead")
-        self._ahead = (start, self._reader.submit(self._read_and_make, start))
+        self._ahead = (start, self._reader.submit(self._read_and_make, start, size))
 
-    def _read_and_make(self, start: int) -> _Batch:
+    def _read_and_make(self, start: int, size: int) -> _Batch:
         """``_read``, and the fact views' rows of its events made too: on the read-ahead thread this work overlaps
         the writing thread's waits on the server, which it would otherwise add to (they are pure functions of an
         event: ``View.rows``). Not in ``read_log``, whose other callers (the feed's relay, the replay) want none."""
-        batch = self._read(start)
+        batch = self._read(start, size)
         batch.made = {view.name: {ev.seq: _made(view, ev) for ev in batch.events} for view in self.views if view.maintain is None}
         return batch
 

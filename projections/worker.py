@@ -31,7 +31,7 @@ class Worker:
         store: Store,
         database_url: str | None,
         views: tuple[View, ...] = VIEWS,
-        batch_size: int = DEFAULT_BATCH,
+        batch_size: int | None = None,  # None: the projector's own (runner.CATCH_UP_BATCH)
         idle: float = 0.5,
         on_batch: Callable[[int], None] | None = None,
         pace: float = FOLLOWER_PACE_SECONDS,
@@ -63,7 +63,7 @@ class Worker:
             done = projector.step() if projector is not None else 0
             if done and self.on_batch:
                 self.on_batch(done)
-            pause = follower_pause(done, self.batch_size, self.idle, self.pace)
+            pause = follower_pause(done, self.batch_size or DEFAULT_BATCH, self.idle, self.pace)
             if pause:
                 self.stopping.wait(pause)
 

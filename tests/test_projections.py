@@ -457,9 +457,9 @@ def test_the_next_batch_is_read_ahead_on_postgresql_and_used_only_where_the_view
     reads: list[tuple[int, str]] = []
     read = mine._read
 
-    def recorded(start: int) -> Any:
+    def recorded(start: int, size: int | None = None) -> Any:
         reads.append((start, threading.current_thread().name))
-        return read(start)
+        return read(start, size)
 
     mine._read = recorded  # type: ignore[method-assign]
     assert mine.step() == 2
@@ -472,6 +472,44 @@ def test_the_next_batch_is_read_ahead_on_postgresql_and_used_only_where_the_view
         assert first < second < third and thread.startswith("projections-read-ahead") and again == "MainThread", reads  # then left
     assert min(mine.positions().values()) == store.max_sequence()
     assert dump(store) == dump_rebuilt(world)
+
+
+def test_a_projector_far_behind_doubles_its_batches_on_postgresql_and_one_given_a_size_keeps_it(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A projector with no batch size of its own doubles its batch after each full one, up to CATCH_UP_BATCH, on
+    PostgreSQL only, and goes back to DEFAULT_BATCH at the log's end; one given a size reads exactly that. The views
+    are the same either way."""
+    from projections import runner
+
+    monkeypatch.setattr(runner, "DEFAULT_BATCH", 2)
+    monkeypatch.setattr(runner, "CATCH_UP_BATCH", 8)
+    for n in range(30):
+        world.admit(upn(600 + n))
+    store = world.ledger.store
+    for projector, growing in ((Projector(store), store.is_postgres), (Projector(store, batch_size=2), False)):
+        projector.reset()
+        total = store.max_sequence()
+        sizes: list[int] = []
+        read = projector._read
+
+        def recorded(start: int, size: int | None = None, read: Any = read, sizes: list[int] = sizes) -> Any:
+            batch = read(start, size)
+            sizes.append(batch.size)
+            return batch
+
+        projector._read = recorded  # type: ignore[method-assign]
+        steps = []
+        while done := projector.step():
+            steps.append(done)
+        assert sum(steps) == total
+        if growing:
+            assert steps[:3] == [2, 4, 8] and set(steps[2:-1]) == {8} and steps[-1] <= 8, steps
+        else:
+            assert set(steps[:-1]) == {2} and steps[-1] <= 2, steps
+        world.admit(upn(700 + len(sizes)))  # after the log's end: back to the first size
+        assert projector.step() == 1 and sizes[-1] == 2, sizes
+        assert dump(store) == dump_rebuilt(world)
 
 
 def test_events_written_after_a_read_ahead_found_the_logs_end_are_projected_by_the_next_step(world: World) -> None:
