@@ -41,9 +41,8 @@ class Figure:
         return {"value": self.value, "numerator": self.numerator, "denominator": self.denominator}
 
 
-def _figure(metric: Metric, items: dict[str, Contribution]) -> Figure:
-    num = sum(c.num for c in items.values())
-    den = sum(c.den for c in items.values())
+def _figure(metric: Metric, items: dict[str, Contribution], num: float, den: float) -> Figure:
+    """The figure of distinct ``items`` whose numerators and denominators sum to ``num`` and ``den``."""
     if metric.kind == "count":
         return Figure(int(num), num, None)
     if metric.kind == "breakdown":
@@ -60,25 +59,48 @@ def _figure(metric: Metric, items: dict[str, Contribution]) -> Figure:
 
 
 def figures(metric: Metric, contributions: Iterable[Contribution], level: str, orgs: Directory) -> dict[str, Figure]:
-    """The metric's figure for every scope at ``level``."""
-    items: dict[str, dict[str, Contribution]] = defaultdict(dict)
+    """The metric's figure for every scope at ``level``: each scope's distinct items (by key), summed as they are met.
+
+    A school read rolls up every metric to every school (tens of thousands of scopes at 1 M pupils), so the sums are
+    made in the one pass that groups the items, and each unit's scope is looked up once per directory and level."""
+    scopes = orgs.scopes(level)
+    items: dict[str, dict[str, Contribution]] = {}
+    sums: dict[str, list[float]] = {}
     for c in contributions:
-        scope = scope_of(c.unit, level, orgs)
-        if scope is not None:
-            items[scope].setdefault(c.key, c)
-    return {scope: _figure(metric, found) for scope, found in items.items()}
+        unit = c.unit
+        scope = scopes[unit] if unit in scopes else scopes.setdefault(unit, scope_of(unit, level, orgs))
+        if scope is None:
+            continue
+        found = items.get(scope)
+        if found is None:
+            found = items[scope] = {}
+            sums[scope] = [0, 0]
+        if c.key not in found:
+            found[c.key] = c
+            total = sums[scope]
+            total[0] += c.num
+            total[1] += c.den
+    return {scope: _figure(metric, found, *sums[scope]) for scope, found in items.items()}
 
 
-def rank(values: dict[str, Figure], scope: str) -> tuple[int | None, int]:
-    """Rank of ``scope`` among peers with a value (1 = highest value; ties share a rank)."""
-    numbers = {k: f.value for k, f in values.items() if isinstance(f.value, (int, float))}
-    if scope not in numbers:
-        return None, len(numbers)
-    return 1 + sum(1 for v in numbers.values() if v > numbers[scope]), len(numbers)
+def _number(figure: Figure) -> bool:
+    return isinstance(figure.value, (int, float))
+
+
+def rank(values: dict[str, Figure], scope: str, empty: Figure | None = None, without_items: int = 0) -> tuple[int | None, int]:
+    """Rank of ``scope`` among peers with a value (1 = highest value; ties share a rank): ``values``, and
+    ``without_items`` more peers whose figure is ``empty`` (a school read has thousands: they are counted, not made)."""
+    numbers = [f.value for f in values.values() if _number(f)]
+    empties = without_items if empty is not None and _number(empty) else 0
+    if scope not in values or not _number(values[scope]):
+        return None, len(numbers) + empties
+    mine = values[scope].value
+    above = sum(1 for v in numbers if v > mine) + (empties if empty is not None and empties and empty.value > mine else 0)
+    return 1 + above, len(numbers) + empties
 
 
 def empty_figure(metric: Metric) -> Figure:
-    return _figure(metric, {})
+    return _figure(metric, {}, 0, 0)
 
 
 PEER_KINDS = {"school": ("school", "ap_setting"), "trust": ("trust",), "la": ("la",)}
@@ -88,16 +110,20 @@ def report(ctx: Context, level: str, scope: str, only: Collection[str] | None = 
     """Every metric (or those named in ``only``) for one scope, with the national value and the scope's rank among its
     peers (every registered organisation of the level is a peer, with 0 for counts where it has no items)."""
     out: dict[str, dict[str, Any]] = {}
-    baseline = ctx.directory.of_kind(*PEER_KINDS.get(level, ()))
+    baseline = set(ctx.directory.of_kind(*PEER_KINDS.get(level, ())))
     for metric in METRICS if only is None else [m for m in METRICS if m.name in only]:
         contributions = ctx.contributions(metric)
-        empty = empty_figure(metric)  # one for every peer without items (a school read has some thousands)
+        empty = empty_figure(metric)  # the figure of every peer without items (a school read has some thousands)
         national = figures(metric, contributions, "national", ctx.directory).get(ENGLAND, empty)
         peers = figures(metric, contributions, level, ctx.directory) if level != "national" else {ENGLAND: national}
-        for peer in baseline:
-            peers.setdefault(peer, empty)
+        if scope in baseline and scope not in peers:
+            peers[scope] = empty
+        without_items = len(baseline) - len(baseline.intersection(peers))  # every other peer: its figure is ``empty``
         mine = peers.get(scope, empty)
-        position, of = rank(peers, scope) if metric.kind != "breakdown" else (None, len(peers))
+        if metric.kind == "breakdown":
+            position, of = None, len(peers) + without_items
+        else:
+            position, of = rank(peers, scope, empty, without_items)
         out[metric.name] = {
             "group": metric.group,
             "kind": metric.kind,

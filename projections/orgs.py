@@ -55,6 +55,13 @@ class Directory:
     """Organisations as of a moment: kind, LA and trust (membership is historical)."""
 
     orgs: dict[str, Org] = field(default_factory=dict)
+    # each unit's scope by level, as the roll-up looks them up (``projections.metrics.figures``): kept once the
+    # directory is complete, as ``directory`` returns it; the scopes of ``orgs`` changed afterwards are not seen
+    _scopes: dict[str, dict[str, str | None]] = field(default_factory=dict, repr=False, compare=False)
+
+    def scopes(self, level: str) -> dict[str, str | None]:
+        """The units' scopes at ``level`` found so far (``context.scope_of``'s answers, filled in by its callers)."""
+        return self._scopes.setdefault(level, {})
 
     def la_of(self, org: str) -> str | None:
         if org.startswith("la:"):

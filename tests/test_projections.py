@@ -25,8 +25,9 @@ from ledger import own_events
 from ledger.config import Settings
 from ledger.core.errors import LedgerError
 from ledger.tools import admin
+from projections.config import ViewSettings
 from projections.facts import Moment
-from projections.runner import VIEWS, Projector
+from projections.runner import VIEWS, Projector, Reader
 
 from .conftest import PG_ADMIN_URL, Clock, World, upn
 from .test_projections_scenario import AS_OF, A, Area, area, d, metrics_for, values  # noqa: F401 - area is a fixture
@@ -561,3 +562,53 @@ def test_a_pupil_erased_between_a_steps_read_and_its_write_is_left_out_of_every_
 def dump_rebuilt(world: World) -> dict[str, list[tuple[Any, ...]]]:
     Projector(world.ledger.store).rebuild()
     return dump(world.ledger.store)
+
+
+# -- ranks among peers --------------------------------------------------------------------------------------------
+
+
+def materialised_rank(values: dict[str, Any], scope: str) -> tuple[int | None, int]:
+    """The rank as it was computed before peers without items were counted instead of made: every peer's figure in
+    one dict, the scope's value compared with each number."""
+    numbers = {k: f.value for k, f in values.items() if isinstance(f.value, (int, float))}
+    if scope not in numbers:
+        return None, len(numbers)
+    return 1 + sum(1 for v in numbers.values() if v > numbers[scope]), len(numbers)
+
+
+FIGURE = st.sampled_from([None, 0, 1, 2, 2.5, -1.0, 100])
+
+
+@hsettings(max_examples=300, deadline=None)
+@given(
+    values=st.dictionaries(st.sampled_from(list("abcdefgh")), FIGURE),
+    without_items=st.integers(0, 5),
+    empty=st.sampled_from([None, 0, 0.0, 1]),
+    scope=st.sampled_from(list("abcdefghz")),
+)
+def test_peers_without_items_are_counted_as_if_each_had_the_empty_figure(
+    values: dict[str, Any], without_items: int, empty: Any, scope: str
+) -> None:
+    from projections.metrics import Figure, rank
+
+    figures = {k: Figure(v) for k, v in values.items()}
+    every = {**figures, **{f"none{i}": Figure(empty) for i in range(without_items)}}
+    assert rank(figures, scope, Figure(empty), without_items) == materialised_rank(every, scope)
+
+
+def test_a_school_and_an_la_rank_among_every_peer_of_their_level(area: Area) -> None:
+    """report() counts the peers without items instead of giving each a figure: every rank and peer count of a
+    school read and an LA read equals the materialised computation over every registered peer."""
+    from projections.metrics import METRICS, PEER_KINDS, empty_figure, figures
+    from projections.read_model_queries import read_model_context
+
+    reader = Reader(area.ledger.store)
+    ctx = read_model_context(reader, Moment(AS_OF), ViewSettings())
+    for level, scope in (("school", A), ("la", "la:801"), ("school", "urn:999999")):
+        body = metrics_for(area, level, scope)["metrics"]
+        for metric in METRICS:
+            every = figures(metric, ctx.contributions(metric), level, ctx.directory)
+            for peer in ctx.directory.of_kind(*PEER_KINDS[level]):
+                every.setdefault(peer, empty_figure(metric))
+            expected = (None, len(every)) if metric.kind == "breakdown" else materialised_rank(every, scope)
+            assert (body[metric.name]["rank"], body[metric.name]["peers"]) == expected, (level, scope, metric.name)
