@@ -28,6 +28,7 @@ from . import read_model_roll as roll
 from .config import ViewSettings
 from .context import Context, Contribution, Metric, Placement, context
 from .facts import Moment
+from .metrics import METRICS_BY_NAME
 from .orgs import directory
 from .plans import funding as funding_facts
 from .read_model import model_version
@@ -131,10 +132,13 @@ class Query:
     # ("roll" or "year", "num" or "den"): the pupils of ``ReadModelContext.registrations`` on the roll at D (or at their school in the
     # year to date) are also items of the metric, each counting 1 in its numerator or its denominator
     registrations: tuple[str, str] | None = None
+    # another metric's query whose rows, summed per unit (labels dropped), are this one's: the suspension rate's
+    # numerator is the suspensions by reason summed, the mean length the median's lengths summed (one scan, not two)
+    reuses: str | None = None
 
 
 QUERIES: dict[str, Query] = {
-    "open_ap_placements": Query(_open_by("''")),
+    "open_ap_placements": Query(reuses="open_ap_placements_by_setting_type"),
     "overdue_time_limited_placements": Query(_open_by("''", " AND p.tier = 2 AND p.planned_end IS NOT NULL AND p.planned_end < :d")),
     "open_ap_placements_by_setting_type": Query(_open_by("p.setting_type")),
     "open_ap_placements_by_tier": Query(_open_by("CAST(p.tier AS TEXT)")),
@@ -165,8 +169,8 @@ QUERIES: dict[str, Query] = {
         registrations=("year", "den"),
     ),
     "pupils_on_roll": Query(registrations=("roll", "num")),
-    "suspension_rate": Query(_exclusions("SUSP"), registrations=("roll", "den")),
-    "permanent_exclusion_rate": Query(_exclusions("PERM"), registrations=("roll", "den")),
+    "suspension_rate": Query(reuses="suspensions_by_reason", registrations=("roll", "den")),
+    "permanent_exclusion_rate": Query(reuses="permanent_exclusions_by_reason", registrations=("roll", "den")),
     "suspensions_by_reason": Query(_exclusions("SUSP", "e.label")),
     "permanent_exclusions_by_reason": Query(_exclusions("PERM", "e.label")),
     "suspension_cap_breaches": Query(
@@ -188,7 +192,7 @@ QUERIES: dict[str, Query] = {
         "e.sustained AS num, ROW_NUMBER() OVER (PARTITION BY e.subject, e.submitter ORDER BY e.seq DESC) AS n FROM rm_events e "
         f"WHERE {_of('post16_destination_recorded')} AND e.occurred_on >= :ts) x WHERE n = 1"
     ),
-    "ap_placement_length_mean_days": Query(ENDED_LENGTHS),
+    "ap_placement_length_mean_days": Query(reuses="ap_placement_length_median_days"),
     "ap_placement_length_median_days": Query(ENDED_LENGTHS),
 }
 # Finished in Python on this context: the provider watch's metric from the open placements; the EHCP figures from their
@@ -291,6 +295,7 @@ class ReadModelContext(Context):
         self.db, self.store = db, db.store
         self._fold: Context | None = None
         self._registrations: dict[str, Registrations] | None = None
+        self._rows: dict[str, list[tuple[Any, ...]]] = {}
 
     @property
     def pupils(self) -> list[Any]:
@@ -327,7 +332,7 @@ class ReadModelContext(Context):
             if query is not None:
                 found = [
                     Contribution(unit, item if item is not None else f"{unit}\x00{label}", int(num or 0), int(den or 0), label or "")
-                    for unit, label, num, den, _, item in (self.query(aggregated(query, metric.kind)) if query.sql else [])
+                    for unit, label, num, den, _, item in self.rows_of(metric.name)
                 ]
                 if query.registrations is not None:
                     which, side = query.registrations
@@ -338,6 +343,21 @@ class ReadModelContext(Context):
             else:
                 self._contributions[metric.name] = self.fold().contributions(metric)
         return self._contributions[metric.name]
+
+    def rows_of(self, name: str) -> list[tuple[Any, ...]]:
+        """The rows (unit, label, num, den, n, item) of the query of ``name`` in ``QUERIES``, asked once per context."""
+        if name not in self._rows:
+            query = QUERIES[name]
+            if query.reuses is not None:
+                totals: dict[str, list[int]] = {}
+                for unit, _, num, den, _, _ in self.rows_of(query.reuses):
+                    total = totals.setdefault(unit, [0, 0])
+                    total[0] += int(num or 0)
+                    total[1] += int(den or 0)
+                self._rows[name] = [(unit, "", num, den, None, None) for unit, (num, den) in totals.items()]
+            else:
+                self._rows[name] = self.query(aggregated(query, METRICS_BY_NAME[name].kind)) if query.sql else []
+        return self._rows[name]
 
     def registrations(self) -> dict[str, Registrations]:
         """``REGISTRATION_COUNTS`` (from ``rm_roll``: ``ROLL_COUNTS``) and ``SHARED_REGISTRATIONS`` at this moment, asked once for every metric that counts them: "roll" and "year"."""
