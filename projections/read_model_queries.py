@@ -132,8 +132,9 @@ class Query:
     # ("roll" or "year", "num" or "den"): the pupils of ``ReadModelContext.registrations`` on the roll at D (or at their school in the
     # year to date) are also items of the metric, each counting 1 in its numerator or its denominator
     registrations: tuple[str, str] | None = None
-    # another metric's query whose rows, summed per unit (labels dropped), are this one's: the suspension rate's
-    # numerator is the suspensions by reason summed, the mean length the median's lengths summed (one scan, not two)
+    # another metric (of a unique query) whose items, summed per unit (labels dropped), are this one's: the suspension
+    # rate's numerator is the suspensions by reason summed, the mean length the median's lengths summed (one scan, not
+    # two; the sums are made from that metric's contributions, which the state keeps anyway)
     reuses: str | None = None
 
 
@@ -295,7 +296,6 @@ class ReadModelContext(Context):
         self.db, self.store = db, db.store
         self._fold: Context | None = None
         self._registrations: dict[str, Registrations] | None = None
-        self._rows: dict[str, list[tuple[Any, ...]]] = {}
 
     @property
     def pupils(self) -> list[Any]:
@@ -330,10 +330,13 @@ class ReadModelContext(Context):
         if metric.name not in self._contributions:
             query = QUERIES.get(metric.name)
             if query is not None:
-                found = [
-                    Contribution(unit, item if item is not None else f"{unit}\x00{label}", int(num or 0), int(den or 0), label or "")
-                    for unit, label, num, den, _, item in self.rows_of(metric.name)
-                ]
+                if query.reuses is not None:
+                    found = summed(self.contributions(METRICS_BY_NAME[query.reuses]))
+                else:
+                    found = [
+                        Contribution(unit, item if item is not None else f"{unit}\x00{label}", int(num or 0), int(den or 0), label or "")
+                        for unit, label, num, den, _, item in (self.query(aggregated(query, metric.kind)) if query.sql else [])
+                    ]
                 if query.registrations is not None:
                     which, side = query.registrations
                     found.extend(self.registrations()[which].contributions(side == "num"))
@@ -343,21 +346,6 @@ class ReadModelContext(Context):
             else:
                 self._contributions[metric.name] = self.fold().contributions(metric)
         return self._contributions[metric.name]
-
-    def rows_of(self, name: str) -> list[tuple[Any, ...]]:
-        """The rows (unit, label, num, den, n, item) of the query of ``name`` in ``QUERIES``, asked once per context."""
-        if name not in self._rows:
-            query = QUERIES[name]
-            if query.reuses is not None:
-                totals: dict[str, list[int]] = {}
-                for unit, _, num, den, _, _ in self.rows_of(query.reuses):
-                    total = totals.setdefault(unit, [0, 0])
-                    total[0] += int(num or 0)
-                    total[1] += int(den or 0)
-                self._rows[name] = [(unit, "", num, den, None, None) for unit, (num, den) in totals.items()]
-            else:
-                self._rows[name] = self.query(aggregated(query, METRICS_BY_NAME[name].kind)) if query.sql else []
-        return self._rows[name]
 
     def registrations(self) -> dict[str, Registrations]:
         """``REGISTRATION_COUNTS`` (from ``rm_roll``: ``ROLL_COUNTS``) and ``SHARED_REGISTRATIONS`` at this moment, asked once for every metric that counts them: "roll" and "year"."""
@@ -417,6 +405,16 @@ class ReadModelContext(Context):
             )
         }
         return watch_of(self.placements, vulnerable, self)
+
+
+def summed(contributions: Iterable[Contribution]) -> list[Contribution]:
+    """Distinct items (a unique query's: no key repeats) summed per unit, labels dropped: one item per unit."""
+    totals: dict[str, list[int]] = {}
+    for c in contributions:
+        total = totals.setdefault(c.unit, [0, 0])
+        total[0] += int(c.num)
+        total[1] += int(c.den)
+    return [Contribution(unit, f"{unit}\x00", num, den) for unit, (num, den) in totals.items()]
 
 
 def _as_registration_counts(rows: Iterable[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
