@@ -11,7 +11,7 @@ maintained by the projection runner in the same transaction as the fact views, w
 
 * ``rm_events`` (view ``read_model_events``): one typed row per pupil fact (the fields the metrics read, out of
   the JSON: unit, destination, kind, first reason, sessions, setting type, tier, outcome, attendance, the
-  school days from effective date to receipt, the gap check day...), bitemporal like every fact table
+  school days from effective date to receipt...), bitemporal like every fact table
   (``occurred_on``, ``received_at``, ``superseded_at``). Metrics about reports (removals, exclusions, starts,
   late reports, attendance, post-16) are SQL over these rows.
 * ``rm_registrations`` and ``rm_placements`` (view ``read_model_state``): **bitemporal interval tables** of the
@@ -85,16 +85,12 @@ RM_EVENTS = Table(
         ("placement_id", "TEXT"),
         ("backdated", "INTEGER"),
         ("late_days", "INTEGER"),
-        ("check_day", "TEXT"),
         ("academic_year", "TEXT"),
         ("attended", "BIGINT"),
         ("possible", "BIGINT"),
         ("sustained", "INTEGER"),
     ),
     indexes=("type, occurred_on", "subject"),
-    # the removals whose gap check falls in the year to date (children_without_setting_after_leaving), without reading
-    # every removal up to D: at 300,000 pupils 4,110 rows instead of 17,164 (31 -> 26 ms for the metric on an idle machine)
-    partial_indexes=(("removals_check_day", "check_day", "type = 'pupil.deregistered'"),),
 )
 
 INTERVAL = (
@@ -281,7 +277,6 @@ def event_rows(settings: ViewSettings) -> Callable[[LogEvent], Iterable[tuple[Ta
             values.update(
                 destination=d["destination"],
                 backdated=int("backdated_removal" in ev.flags),
-                check_day=days.check_day(r.occurred_on),
             )
         elif r.type == "pupil.excluded":
             values.update(kind=d["kind"], label=d["reasons"][0], sessions=d.get("sessions"))

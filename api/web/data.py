@@ -380,7 +380,7 @@ class WebData:
         out = {}
         for metric in METRICS:
             contributions = ctx.contributions(metric)
-            empty = empty_figure(metric)  # one for every peer without items, as ``report`` does
+            empty = empty_figure(metric)  # every peer is listed, 0 where it has no items (``report`` counts them)
             national = figures(metric, contributions, "national", ctx.directory).get(ENGLAND, empty)
             found = figures(metric, contributions, level, ctx.directory) if level != "national" else {}
             for peer in peers:
