@@ -34,7 +34,8 @@ def run(
     batch: Annotated[
         int | None,
         typer.Option(
-            help=f"events per transaction (default {DEFAULT_BATCH}, doubling up to {CATCH_UP_BATCH} while far behind, on PostgreSQL)"
+            min=1,
+            help=f"events per transaction (default {DEFAULT_BATCH}, doubling up to {CATCH_UP_BATCH} while far behind, on PostgreSQL)",
         ),
     ] = None,
     idle: Annotated[float, typer.Option(help="seconds to sleep when caught up")] = 0.5,
@@ -92,7 +93,8 @@ def rebuild(
     batch: Annotated[
         int | None,
         typer.Option(
-            help=f"events per transaction (default {DEFAULT_BATCH}, doubling up to {CATCH_UP_BATCH} while far behind, on PostgreSQL)"
+            min=1,
+            help=f"events per transaction (default {DEFAULT_BATCH}, doubling up to {CATCH_UP_BATCH} while far behind, on PostgreSQL)",
         ),
     ] = None,
 ) -> None:

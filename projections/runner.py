@@ -80,6 +80,8 @@ class Projector:
     def __init__(self, store: Store, views: Sequence[View] = VIEWS, batch_size: int | None = None, ready: bool = False):
         """``batch_size``: events per transaction, exactly; None: DEFAULT_BATCH, growing to CATCH_UP_BATCH while far
         behind on PostgreSQL."""
+        if batch_size is not None and batch_size < 1:
+            raise ValueError(f"a batch is at least 1 event, not {batch_size}")  # 0 read nothing; SQLite takes LIMIT -1 as no limit
         self.store = store
         self.views = tuple(views)
         self.batch_size = batch_size or DEFAULT_BATCH

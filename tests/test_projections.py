@@ -513,6 +513,13 @@ def test_a_projector_far_behind_doubles_its_batches_on_postgresql_and_one_given_
         assert dump(store) == dump_rebuilt(world)
 
 
+@pytest.mark.parametrize("size", [0, -1, -(2**63)])
+def test_a_batch_of_no_events_or_fewer_is_refused(world: World, size: int) -> None:
+    """0 read nothing for ever (catch_up stopped at once), and SQLite takes a negative LIMIT as none at all."""
+    with pytest.raises(ValueError, match="at least 1 event"):
+        Projector(world.ledger.store, batch_size=size)
+
+
 def test_events_written_after_a_read_ahead_found_the_logs_end_are_projected_by_the_next_step(world: World) -> None:
     """A full batch that ends at the log's end starts a read ahead (PostgreSQL), which finds nothing. That says
     where the log ended then, not now: events written afterwards are projected by the next step, and
