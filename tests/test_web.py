@@ -571,6 +571,37 @@ def test_charts_are_deterministic_accessible_svg_without_inline_style_or_script(
     assert charts.bar_chart("y", "t", ["A"], [("LA", [None])], "d") is None
 
 
+def test_a_bar_chart_names_its_categories_and_keeps_its_value_axis_legible() -> None:
+    """The LA report's "Placements started by reason" once drew no category names (pygal hid them with its minor
+    value labels) and a number at every unit from 0 to 14, run together in the narrow plot that left."""
+    labels = ["Off-site placement for behavioural support (BEHAVIOUR)", "Other (OTHER)"]
+    svg = charts.bar_chart("reasons", "t", labels, [("Test la:801", [14, None]), ("England", [14, None])], "d")
+    assert svg is not None
+    drawn = re.findall(r"<text[^>]*>([^<]*)</text>", svg)
+    assert all(label in drawn for label in labels)
+    assert [t for t in drawn if re.fullmatch(r"[\d,.]+", t)] == ["0", "5", "10", "15"]
+    big = charts.bar_chart("big", "t", ["A"], [("LA", [1_234_567])], "d")
+    assert big is not None and "1,000,000</text>" in big
+
+
+@pytest.mark.parametrize(
+    ("values", "ticks"),
+    [
+        ([14, 10], [0, 5, 10, 15]),
+        ([1], [0, 1]),
+        ([0], [0, 1]),
+        ([0.3], [0, 0.1, 0.2, 0.3]),
+        ([99.5], [0, 20, 40, 60, 80, 100]),
+        ([-3, 7], [-5, 0, 5, 10]),
+        ([-5], [-5, -4, -3, -2, -1, 0]),
+        ([3e15, float("nan"), float("inf")], [0, 1e15, 2e15, 3e15]),
+        ([1e-9], [0, 2e-10, 4e-10, 6e-10, 8e-10, 1e-9]),
+    ],
+)
+def test_value_ticks_are_at_most_six_round_numbers_covering_every_value(values: list[float], ticks: list[float]) -> None:
+    assert charts.value_ticks(values) == pytest.approx(ticks)
+
+
 # -- report publish and verify (the real command line) ---------------------------------------------------------------
 
 

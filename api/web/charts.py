@@ -5,6 +5,7 @@ from its name, no generation comment), so a published report is byte-for-byte re
 from __future__ import annotations
 
 import html
+import math
 import re
 from collections.abc import Sequence
 from functools import lru_cache
@@ -83,13 +84,38 @@ def _bar(
         truncate_label=60,
         truncate_legend=-1,
         margin=12,
-        y_labels_major_count=6,
-        show_minor_y_labels=False,
+        # the value axis's ticks: pygal's own put a number at every unit up to 20 (they ran together), and hiding its
+        # minor ones (show_minor_y_labels) also hid a horizontal chart's category labels
+        y_labels=value_ticks([v for _, values in series for v in values if v is not None]),
+        value_formatter=_number,
+        margin_right=40,  # room for half of the last tick's number, centred on the plot's edge
     )
     chart.x_labels = list(reversed(labels))  # pygal draws the first label at the bottom
     for name, values in series:
         chart.add(name, list(reversed(values)))
     return _finish(chart, chart_id, title, description)
+
+
+def value_ticks(values: Sequence[float], most: int = 6) -> list[float]:
+    """At most ``most`` evenly spaced round numbers (1, 2 or 5 times a power of ten apart; whole numbers when every
+    value is whole) from 0, or below the least value, to at or above the greatest."""
+    values = [v for v in values if math.isfinite(v)]
+    low, high = min(0.0, *values), max(0.0, *values)
+    whole = all(float(v).is_integer() for v in values)
+    if high == low:
+        return [low, low + 1]
+    power = 10.0 ** math.floor(math.log10((high - low) / most))
+    for step in (f * power * 10**k for k in range(3) for f in (1, 2, 5)):
+        if whole and step < 1:
+            continue
+        first, last = math.floor(low / step), math.ceil(high / step)
+        if last - first + 1 <= most:
+            return [float(f"{i * step:.12g}") for i in range(first, last + 1)]  # 0.30000000000000004: 0.3
+    raise AssertionError("unreachable: a step of 100 times the range's sixth fits")
+
+
+def _number(value: float) -> str:
+    return f"{value:,.10g}"
 
 
 def line_chart(
