@@ -10,13 +10,16 @@ from typing import Any
 
 import fastjsonschema
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from kafka import KafkaConsumer, KafkaProducer
+from kafka.partitioner.default import murmur2 as kafka_murmur2
 
 from feed.consumer import FeedWorker
 from feed.relay import Relay, ensure_topic
 from feed.state import FeedState
 from ledger.config import Settings
-from ledger.feed import SCHEMA_HEADER, FeedConfig, record_schema
+from ledger.feed import SCHEMA_HEADER, FeedConfig, murmur2, record_schema
 from projections.runner import Projector
 
 from .conftest import upn
@@ -97,6 +100,8 @@ def test_relay_publishes_every_pupil_and_org_event_once_keyed_by_pseudonym_witho
     p2 = [b for b in bodies if b["subject"] == pupil_key]
     assert p2 and len({r.partition for r, b in zip(records, bodies, strict=True) if b["subject"] == pupil_key}) == 1
     assert [b["sequence"] for b in p2] == sorted(b["sequence"] for b in p2)  # a pupil's records in order on one partition
+    # on the partition any Kafka client's default partitioner gives the key (an LA's own producer or tooling agrees)
+    assert all(r.partition == (kafka_murmur2(r.key) & 0x7FFFFFFF) % config.partitions for r in records)
     text = b"".join(r.value for r in records)
     assert not any(upn(n).encode() in text for n in range(1, 13))  # no UPN anywhere on the topic
     # published position and mark are durable: a new relay resumes after them and sends nothing again
@@ -347,6 +352,16 @@ def test_a_worker_finding_no_views_builds_them_from_the_log_then_reads_on_from_t
         assert direct_rebuild(area) == via_kafka
     finally:
         area.ledger.store.close()
+
+
+@given(st.one_of(st.binary(max_size=80), st.uuids().map(lambda u: str(u).encode()), st.text(max_size=40).map(str.encode)))
+def test_the_relays_murmur2_is_kafkas(key: bytes) -> None:
+    assert murmur2(key) == kafka_murmur2(key)
+
+
+@pytest.mark.parametrize("key", [b"", b"a", b"ab", b"abc", b"abcd", b"\xff" * 7, b"\x00" * 1000, "é🙂".encode()])
+def test_the_relays_murmur2_is_kafkas_at_every_tail_length(key: bytes) -> None:
+    assert murmur2(key) == kafka_murmur2(key)
 
 
 @pytest.mark.parametrize(
