@@ -67,7 +67,7 @@ from .facts import LogEvent, Table, View
 from .pupils import PUPIL_FACTS, Pupil
 from .read_model_roll import RM_ROLL, Changes
 
-MODEL_VERSION = 4  # bump when the tables or their rules change: the runner rebuilds the model from the log
+MODEL_VERSION = 5  # bump when the tables or their rules change: the runner rebuilds the model from the log
 
 RM_EVENTS = Table(
     "rm_events",
@@ -139,11 +139,14 @@ RM_REGISTRATIONS = IntervalTable(
         ("end_on", "TEXT"),
         ("sen_status", "TEXT NOT NULL"),
         ("looked_after", "INTEGER NOT NULL"),
-        ("regs", "INTEGER NOT NULL"),  # the pupil's registrations in this state: 1 says no other row of the pupil is in force with it
+        # the pupil's registrations in this state that share an academic year with this one, itself included (``year_regs``):
+        # 1 says no other registration of the pupil is ever counted beside it (read_model_queries.IN_YEAR_AT_SCHOOL)
+        ("year_regs", "INTEGER NOT NULL"),
     ),
     partial_indexes=(
-        # the rows of pupils with more than one registration (a few percent), which the roll reads one by one (SHARED_REGISTRATIONS)
-        ("shared", "subject", "regs > 1"),
+        # the rows of pupils with two registrations in one academic year (a few percent), which the roll reads one by one
+        # (SHARED_REGISTRATIONS)
+        ("shared", "subject", "year_regs > 1"),
         # the rows a read at a past ledger time corrects rm_roll's numbers by (read_model_queries.ROLL_COUNTS)
         ("known_now", "known_from", "known_to IS NULL"),
         ("known_before", "known_to", "known_to IS NOT NULL"),
@@ -310,17 +313,34 @@ class Fact:
 StateRow = tuple[IntervalTable, tuple[Any, ...]]  # a table and its state columns' values
 
 
+def _year(day: date | None) -> int:
+    """The academic year of ``day`` by its first calendar year (1 September on); None (open): after every year."""
+    return 1_000_000 if day is None else day.year if day.month >= 9 else day.year - 1
+
+
+def year_regs(spans: Sequence[tuple[date, date | None]], i: int) -> int:
+    """How many of a pupil's registrations (``spans``: start and end) share an academic year with the ``i``-th, itself
+    included. The roll's metrics count a registration at D only in D's academic year, between its start and end
+    (``read_model_queries.IN_YEAR_AT_SCHOOL``), so two registrations that share no academic year are never counted
+    together: each can be counted in its school's number (``rm_roll``), and only the others are read one by one, so
+    that a pupil on two rolls counts once above the school. Counting every registration of the pupil instead (as
+    until ``MODEL_VERSION`` 5) read one by one every pupil who had ever changed school."""
+    first, last = _year(spans[i][0]), _year(spans[i][1])
+    return sum(1 for start, end in spans if _year(start) <= last and first <= _year(end))
+
+
 def state_of(key: str, records: list[Record], settings: ViewSettings, days: Days | None = None) -> set[StateRow]:
     """The registrations and placements the fold gives for these records (the facts in force, in ledger order)."""
     days = days or Days(settings)
     pupil = Pupil(key, records)
     out: set[StateRow] = set()
     regs = pupil.state.registrations
+    years = [(g.start, g.end) for g in regs]
     for i, g in enumerate(regs):
         out.add(
             (
                 RM_REGISTRATIONS,
-                (i, g.school, g.status, g.start.isoformat(), _iso(g.end), g.sen_status, int(bool(g.looked_after)), len(regs)),
+                (i, g.school, g.status, g.start.isoformat(), _iso(g.end), g.sen_status, int(bool(g.looked_after)), year_regs(years, i)),
             )
         )
     # placements_of reads the records again for reviews and ends: asked only of a pupil with a placement

@@ -69,8 +69,10 @@ WITHOUT_SETTING = f"x.destination NOT IN {_in(GAP_EXEMPT_DESTINATIONS)} AND x.ch
 ON_ROLL = f"CASE WHEN (r.end_on IS NULL OR r.end_on > :d) AND r.status IN {_in(roll.ON_ROLL_STATUSES)} THEN 1 ELSE 0 END"
 AT_SCHOOL_IN_YEAR = f"{VALID('r')} AND r.start_on <= :d AND (r.end_on IS NULL OR r.end_on >= :ys)"  # whenever known
 IN_YEAR_AT_SCHOOL = f"{ST('r')} AND r.start_on <= :d AND (r.end_on IS NULL OR r.end_on >= :ys)"
-REGISTRATION_COUNTS = f"SELECT r.school, {ON_ROLL}, COUNT(*) FROM rm_registrations r WHERE {IN_YEAR_AT_SCHOOL} AND r.regs = 1 GROUP BY 1, 2"
-SHARED_REGISTRATIONS = f"SELECT r.school, {ON_ROLL}, r.subject FROM rm_registrations r WHERE {IN_YEAR_AT_SCHOOL} AND r.regs > 1"
+REGISTRATION_COUNTS = (
+    f"SELECT r.school, {ON_ROLL}, COUNT(*) FROM rm_registrations r WHERE {IN_YEAR_AT_SCHOOL} AND r.year_regs = 1 GROUP BY 1, 2"
+)
+SHARED_REGISTRATIONS = f"SELECT r.school, {ON_ROLL}, r.subject FROM rm_registrations r WHERE {IN_YEAR_AT_SCHOOL} AND r.year_regs > 1"
 # The rows known now that T did not know yet, and the rows T knew that have been replaced since: what rm_roll's numbers
 # (every row known now) are corrected by for a read at T. None when T is now.
 LEARNT_AFTER = "r.known_to IS NULL AND r.known_from > :t"
@@ -80,8 +82,8 @@ RETIRED_AFTER = "r.known_to > :t AND r.known_from <= :t"
 ROLL_COUNTS = (
     "SELECT school, SUM(roll), SUM(year) FROM ("
     "SELECT school, roll, year FROM rm_roll WHERE day <= :d "
-    f"UNION ALL SELECT r.school, -{ON_ROLL}, -1 FROM rm_registrations r WHERE {LEARNT_AFTER} AND r.regs = 1 AND {AT_SCHOOL_IN_YEAR} "
-    f"UNION ALL SELECT r.school, {ON_ROLL}, 1 FROM rm_registrations r WHERE {RETIRED_AFTER} AND r.regs = 1 AND {AT_SCHOOL_IN_YEAR}"
+    f"UNION ALL SELECT r.school, -{ON_ROLL}, -1 FROM rm_registrations r WHERE {LEARNT_AFTER} AND r.year_regs = 1 AND {AT_SCHOOL_IN_YEAR} "
+    f"UNION ALL SELECT r.school, {ON_ROLL}, 1 FROM rm_registrations r WHERE {RETIRED_AFTER} AND r.year_regs = 1 AND {AT_SCHOOL_IN_YEAR}"
     ") c GROUP BY school"
 )
 # How many rows a read may correct rm_roll's numbers by before it scans the registrations instead (REGISTRATION_COUNTS):

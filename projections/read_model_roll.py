@@ -5,7 +5,7 @@ the unexplained-exit rate's pupils): per school, the pupils with one registratio
 their school in the year to date** (``read_model_queries.IN_YEAR_AT_SCHOOL``). Asked of ``rm_registrations`` that
 was a scan of every row in force: 127 of a state's 300 ms of SQL at 300,000 pupils, growing with the pupils.
 
-``rm_roll`` keeps, for the rows known now (``known_to IS NULL``) of pupils with one registration (``regs = 1``),
+``rm_roll`` keeps, for the rows known now (``known_to IS NULL``) of registrations alone in their academic years (``year_regs = 1``),
 the changes of those two numbers per school and effective day. A row counts at D over a run of days:
 
 * at school in the year to date: ``valid_from <= D < valid_to``, ``start_on <= D`` and ``end_on >= ys(D)`` (the
@@ -70,7 +70,7 @@ RM_ROLL = SumTable(
 )
 
 # a registration row's columns as rm_registrations stores them, in this order
-REGISTRATION_COLUMNS = ("school", "status", "start_on", "end_on", "regs", "valid_from", "valid_to")
+REGISTRATION_COLUMNS = ("school", "status", "start_on", "end_on", "year_regs", "valid_from", "valid_to")
 
 
 def next_year_start(day: str) -> str:
@@ -85,12 +85,12 @@ def _earlier(a: str | None, b: str | None) -> str | None:
 
 
 def changes_of(
-    school: str, status: str, start_on: str, end_on: str | None, regs: int, valid_from: str, valid_to: str | None
+    school: str, status: str, start_on: str, end_on: str | None, year_regs: int, valid_from: str, valid_to: str | None
 ) -> Iterator[tuple[str, str, int, int]]:
     """A row's changes to the two numbers (school, day, roll, year), as it counts while known now: by the predicates of
     ``read_model_queries`` (``AT_SCHOOL_IN_YEAR``, ``ON_ROLL``), which the tests hold these runs to."""
-    if regs != 1:
-        return  # a pupil with several registrations: read one by one (SHARED_REGISTRATIONS)
+    if year_regs != 1:
+        return  # another registration of the pupil shares an academic year with it: read one by one (SHARED_REGISTRATIONS)
     first = max(valid_from, start_on)
     year_end = _earlier(valid_to, next_year_start(end_on) if end_on else None)
     if year_end is not None and first >= year_end:

@@ -117,7 +117,7 @@ def test_the_roll_is_asked_once_for_every_metric_that_counts_it(area: Area) -> N
 
     ctx.query = recorded  # type: ignore[method-assign]
     model = metrics_report(ctx, reader, "la", "la:801")
-    assert [sql for sql in asked if "r.regs" in sql] == [ROLL_COUNTS, SHARED_REGISTRATIONS]  # (sen_exits looks up one pupil's row)
+    assert [sql for sql in asked if "r.year_regs" in sql] == [ROLL_COUNTS, SHARED_REGISTRATIONS]  # (sen_exits looks up one pupil's row)
     assert model == metrics_report(context(reader, Moment(AS_OF), ViewSettings()), reader, "la", "la:801")
 
 
@@ -167,6 +167,78 @@ def test_a_pupil_at_two_schools_is_one_item_under_each_and_once_above_them() -> 
     # three schools, rows repeated and in any order: each school once, in order
     three = Registrations.of([], [("urn:3", "p"), ("urn:1", "p"), ("urn:3", "p"), ("urn:2", "p"), ("urn:1", "p"), ("urn:4", "q")])
     assert three.at_several == [("urn:1", "p"), ("urn:2", "p"), ("urn:3", "p")] and three.counts == {"urn:4": 1}
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_registrations_in_different_academic_years_are_counted_per_school_and_those_sharing_one_pupil_by_pupil(backend: str) -> None:
+    """A pupil's registrations that share no academic year are never counted together, so each is in its school's
+    number (``year_regs`` 1); those that share one (a move in December, a dual registration) are read one by one,
+    so the pupil counts once above the school. Either way the figures are the fold's, across the years."""
+    a, b = SCHOOLS
+    histories: dict[int, list[tuple[Any, ...]]] = {
+        1: [
+            ("pupil.registered", a, date(2025, 9, 3)),
+            ("pupil.deregistered", a, date(2026, 7, 20)),
+            ("pupil.registered", b, date(2026, 9, 2)),
+        ],
+        2: [
+            ("pupil.registered", a, date(2026, 9, 2)),
+            ("pupil.deregistered", a, date(2026, 12, 18)),
+            ("pupil.registered", b, date(2027, 1, 6)),
+        ],
+        3: [("pupil.registered", a, date(2026, 9, 2)), ("pupil.registered", b, date(2026, 9, 9), "S")],  # dual: subsidiary at b
+        4: [
+            ("pupil.registered", a, date(2025, 9, 3)),
+            ("pupil.deregistered", a, date(2026, 8, 31)),
+            ("pupil.registered", b, date(2026, 9, 1)),
+        ],
+    }
+    with fresh_settings(backend) as settings:
+        w = small_world(settings)
+        try:
+            w.clock.now = datetime(2027, 1, 20, 9, tzinfo=UTC)
+            for pupil, events in histories.items():
+                for etype, school, day, *status in events:
+                    data: dict[str, Any] = (
+                        {
+                            "school": school,
+                            "enrolment_status": status[0] if status else "C",
+                            "year_group": "9",
+                            "sen_status": "N",
+                            "looked_after": False,
+                        }
+                        if etype == "pupil.registered"
+                        else {"school": school, "ground": "moved_away", "destination": "moved_away"}
+                    )
+                    w.post(etype, school, data, upn=upn(pupil), occurred_on=day)
+                    w.clock.now += timedelta(minutes=1)
+            Projector(w.ledger.store).catch_up()
+            rows = w.ledger.store.query(
+                "SELECT subject, school, start_on, year_regs FROM rm_registrations WHERE known_to IS NULL AND valid_to IS NULL"
+            )
+            pupil_of = {str(w.ledger.secrets.pupil_id(upn(n))): n for n in histories}
+            assert sorted((pupil_of[s], school, start, int(n)) for s, school, start, n in rows) == [
+                (1, a, "2025-09-03", 1),
+                (1, b, "2026-09-02", 1),
+                (2, a, "2026-09-02", 2),
+                (2, b, "2027-01-06", 2),
+                (3, a, "2026-09-02", 2),
+                (3, b, "2026-09-09", 2),
+                (4, a, "2025-09-03", 1),
+                (4, b, "2026-09-01", 1),
+            ]
+            reader = Reader(w.ledger.store)
+            assert_roll_kept(w.ledger.store)
+            for day in (date(2026, 7, 1), date(2026, 8, 31), date(2026, 9, 1), date(2026, 10, 1), date(2027, 1, 10), date(2027, 1, 19)):
+                moment = Moment(day)
+                assert_roll_read(reader, moment)
+                for level, scope in scopes(reader, moment):
+                    model, fold = both(reader, moment, level, scope)
+                    assert model == fold, (day, level, scope)
+            pupils = metrics_report(ReadModelContext(reader, Moment(date(2027, 1, 10)), ViewSettings()), reader, "la", "la:801")
+            assert pupils["metrics"]["pupils_on_roll"]["value"] == 4  # pupil 3 on two rolls at once, counted once in the LA
+        finally:
+            w.ledger.store.close()
 
 
 def test_a_reader_with_other_settings_gets_the_fold(area: Area) -> None:
