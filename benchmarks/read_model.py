@@ -32,7 +32,7 @@ from .serving import Server, drive, get
 
 READS = 20  # moments per level
 SERIES_MONTHS = 36
-RM_TABLES = ("rm_events", "rm_registrations", "rm_placements", "rm_exits", "rm_roll")
+RM_TABLES = ("rm_events", "rm_registrations", "rm_placements", "rm_exits", "rm_roll", "rm_months")
 
 
 def _storage(store: Any) -> tuple[float, str]:

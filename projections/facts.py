@@ -103,6 +103,15 @@ class View:
     tables: tuple[Table, ...]
     rows: Callable[[LogEvent], Iterable[tuple[Table, dict[str, Any]]]]
     maintain: Callable[[Any, Any, Sequence[LogEvent]], None] | None = None  # (cursor, store, the batch's new events)
+    # run after a batch's rows are written, in its transaction (cursor, store, the batch's new events): a view's sums
+    after: Callable[[Any, Any, Sequence[LogEvent]], None] | None = None
+    # run before an erased pupil's rows are deleted (cursor, store, the pupil's subject): its rows off the view's sums
+    forget: Callable[[Any, Any, str], None] | None = None
+
+    @property
+    def fact_tables(self) -> tuple[Table, ...]:
+        """The tables of facts (the others keep sums): those a correction supersedes rows of."""
+        return tuple(t for t in self.tables if t.keyed_by_subject)
 
 
 @dataclass(frozen=True)

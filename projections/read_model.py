@@ -29,6 +29,8 @@ maintained by the projection runner in the same transaction as the fact views, w
   and, for each, the pupil's registrations and placements (three lookups per removal, a third of a national read's SQL).
 * ``rm_roll`` (view ``read_model_state``): the registrations known now, as changes per school and effective day of
   the two numbers the roll metrics count (``projections/read_model_roll.py``), kept with the rows by ``maintain``.
+* ``rm_months`` (view ``read_model_events``): the reports known now of four metrics that count the year's reports,
+  summed per unit, label and month (``projections/read_model_months.py``), kept by the view's ``after``.
 
 A row of either interval table is **in force at (D, T)** by the four comparisons above; every metric query is "rows in
 force at (D, T) that match the metric" grouped by unit, then rolled up to school/trust/LA/England by the same
@@ -65,7 +67,9 @@ from .config import ViewSettings
 from .context import placements_of
 from .facts import LogEvent, Table, View
 from .pupils import PUPIL_FACTS, Pupil
+from .read_model_months import RM_MONTHS, after_facts, forget_reports
 from .read_model_roll import RM_ROLL, Changes
+from .read_model_roll import forget as forget_roll
 
 MODEL_VERSION = 5  # bump when the tables or their rules change: the runner rebuilds the model from the log
 
@@ -188,12 +192,13 @@ STATE_TABLES = (RM_REGISTRATIONS, RM_PLACEMENTS, RM_EXITS)
 
 
 def settings_fingerprint(settings: ViewSettings) -> int:
-    """The settings the stored columns depend on (calendar, gap days, reintegration terms), as a number < 10^6."""
+    """The settings the stored columns depend on (calendar, gap days, reintegration terms, late days), as a number < 10^6."""
     try:
         calendar = settings.calendar_path.read_bytes()
     except OSError:
         calendar = b""  # no calendar: projecting says so (as the fold does when it counts school days), not importing
-    return zlib.crc32(calendar + f"|{settings.gap_school_days}|{settings.reintegration_terms}".encode()) % 1_000_000
+    kept = f"|{settings.gap_school_days}|{settings.reintegration_terms}|{settings.late_school_days}"  # late: rm_months' numerators
+    return zlib.crc32(calendar + kept.encode()) % 1_000_000
 
 
 def model_version(settings: ViewSettings) -> int:
@@ -623,6 +628,13 @@ def views(settings: ViewSettings) -> tuple[View, View]:
     """The read model's two views, after ``pupils`` in the runner's order (the state reads the pupils' facts)."""
     version = model_version(settings)
     return (
-        View("read_model_events", version, (RM_EVENTS,), event_rows(settings)),
-        View("read_model_state", version, (*STATE_TABLES, RM_ROLL), lambda ev: (), maintain=maintain_state(settings)),
+        View(
+            "read_model_events",
+            version,
+            (RM_EVENTS, RM_MONTHS),
+            event_rows(settings),
+            after=after_facts(settings),
+            forget=forget_reports(settings),
+        ),
+        View("read_model_state", version, (*STATE_TABLES, RM_ROLL), lambda ev: (), maintain=maintain_state(settings), forget=forget_roll),
     )

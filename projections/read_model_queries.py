@@ -32,6 +32,7 @@ from .metrics import METRICS_BY_NAME
 from .orgs import directory
 from .plans import funding as funding_facts
 from .read_model import model_version
+from .read_model_months import REPORTS, EventCount, month_sums_sql
 from .roll import GAP_EXEMPT_DESTINATIONS, UNEXPLAINED_DESTINATIONS
 from .unregistered import UNREGISTERED_SETTING_TYPES, ProviderWatch, watch_of
 
@@ -95,30 +96,12 @@ CORRECTIONS = (
 )
 
 
-def _started_by(column: str) -> str:
-    return (
-        f"SELECT e.unit AS unit, e.event_id AS item, 1 AS num, 0 AS den, e.{column} AS label FROM rm_events e "
-        f"WHERE {_of('ap_placement_started')} AND {IN_YEAR}"
-    )
-
-
 def _open_by(label: str, where: str = "") -> str:
     return f"SELECT p.commissioner AS unit, p.placement_id AS item, 1 AS num, 0 AS den, {label} AS label FROM rm_placements p WHERE {OPEN_PLACEMENT}{where}"
 
 
-def _removals(where: str, label: str = "''") -> str:
-    return f"SELECT e.unit AS unit, e.event_id AS item, 1 AS num, 0 AS den, {label} AS label FROM rm_events e WHERE {_of('deregistered')} AND {where}"
-
-
 def _exits(where: str, label: str = "''") -> str:
     return f"SELECT x.school AS unit, x.event_id AS item, 1 AS num, 0 AS den, {label} AS label FROM rm_exits x WHERE {ST('x')} AND {where}"
-
-
-def _exclusions(kind: str, label: str = "''") -> str:
-    return (
-        f"SELECT e.unit AS unit, e.event_id AS item, 1 AS num, 0 AS den, {label} AS label FROM rm_events e "
-        f"WHERE {_of('excluded')} AND {IN_YEAR} AND e.kind = '{kind}'"
-    )
 
 
 ENDED_LENGTHS = (
@@ -138,6 +121,15 @@ class Query:
     # rate's numerator is the suspensions by reason summed, the mean length the median's lengths summed (one scan, not
     # two; the sums are made from that metric's contributions, which the state keeps anyway)
     reuses: str | None = None
+    # a count of the year's reports kept summed (``read_model_months.COUNTED``): at the ledger's now, the whole months' items come
+    # summed from ``rm_months`` and only D's month's are read as rows (``month_sums_sql``)
+    counted: EventCount | None = None
+
+
+def _counted(metric: str) -> Query:
+    """The query of a metric of ``REPORTS``: its reports in force at (D, T) in the year to date."""
+    count = REPORTS[metric]
+    return Query(count.rows(f"{EV('e')} AND {IN_YEAR}"), counted=count if count.kept else None)
 
 
 QUERIES: dict[str, Query] = {
@@ -145,9 +137,9 @@ QUERIES: dict[str, Query] = {
     "overdue_time_limited_placements": Query(_open_by("''", " AND p.tier = 2 AND p.planned_end IS NOT NULL AND p.planned_end < :d")),
     "open_ap_placements_by_setting_type": Query(_open_by("p.setting_type")),
     "open_ap_placements_by_tier": Query(_open_by("CAST(p.tier AS TEXT)")),
-    "placements_started_by_setting_type": Query(_started_by("setting_type")),
-    "placements_started_by_tier": Query(_started_by("tier")),
-    "placements_started_by_reason": Query(_started_by("label")),
+    "placements_started_by_setting_type": _counted("placements_started_by_setting_type"),
+    "placements_started_by_tier": _counted("placements_started_by_tier"),
+    "placements_started_by_reason": _counted("placements_started_by_reason"),
     "placements_ended_by_outcome": Query(
         "SELECT p.commissioner AS unit, e.event_id AS item, 1 AS num, 0 AS den, e.outcome AS label FROM rm_events e "
         f"JOIN rm_placements p ON p.subject = e.subject AND p.placement_id = e.placement_id AND {ST('p')} "
@@ -159,14 +151,11 @@ QUERIES: dict[str, Query] = {
         f"WHERE {OPEN_PLACEMENT} AND p.setting_type IN {_in(UNREGISTERED_SETTING_TYPES)}",
         unique=False,
     ),
-    "removals_unknown_destination": Query(_removals(f"{IN_YEAR} AND e.destination = 'unknown'")),
+    "removals_unknown_destination": _counted("removals_unknown_destination"),
     "children_without_setting_after_leaving": Query(_exits(f"x.check_day >= :ys AND {WITHOUT_SETTING}")),
     "sen_exits": Query(_exits("x.occurred_on >= :ys AND x.sen_status <> 'N'", label="x.sen_status")),
-    "backdated_removals": Query(_removals(f"{IN_YEAR} AND e.backdated = 1")),
-    "late_report_rate": Query(
-        "SELECT e.submitter AS unit, e.event_id AS item, CASE WHEN e.late_days > :late THEN 1 ELSE 0 END AS num, 1 AS den, '' AS label "
-        f"FROM rm_events e WHERE {EV('e')} AND {IN_YEAR}"
-    ),
+    "backdated_removals": _counted("backdated_removals"),
+    "late_report_rate": _counted("late_report_rate"),
     "unexplained_exit_rate": Query(
         _exits(f"x.occurred_on >= :ys AND (x.destination IN {_in(UNEXPLAINED_DESTINATIONS)} OR ({WITHOUT_SETTING}))"),
         registrations=("year", "den"),
@@ -174,8 +163,8 @@ QUERIES: dict[str, Query] = {
     "pupils_on_roll": Query(registrations=("roll", "num")),
     "suspension_rate": Query(reuses="suspensions_by_reason", registrations=("roll", "den")),
     "permanent_exclusion_rate": Query(reuses="permanent_exclusions_by_reason", registrations=("roll", "den")),
-    "suspensions_by_reason": Query(_exclusions("SUSP", "e.label")),
-    "permanent_exclusions_by_reason": Query(_exclusions("PERM", "e.label")),
+    "suspensions_by_reason": _counted("suspensions_by_reason"),
+    "permanent_exclusions_by_reason": _counted("permanent_exclusions_by_reason"),
     "suspension_cap_breaches": Query(
         "SELECT unit, item, 1 AS num, 0 AS den, '' AS label FROM (SELECT e.unit AS unit, e.subject AS item, e.sessions AS sessions, "
         "SUM(e.sessions) OVER (PARTITION BY e.subject ORDER BY e.seq ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS total "
@@ -317,6 +306,9 @@ class ReadModelContext(Context):
             "d": self.day.isoformat(),
             "t": self.moment.known,
             "ys": self.year_start.isoformat(),
+            "ym": self.year_start.isoformat()[:7],  # rm_months' whole months of the year to date: ym <= month < dm
+            "dm": self.day.isoformat()[:7],
+            "ms": self.day.replace(day=1).isoformat(),  # the first of D's month: its rows are read one by one
             "ts": self.trailing_start.isoformat(),
             "ay": academic_year(self.day),
             "late": self.settings.late_school_days,
@@ -337,7 +329,7 @@ class ReadModelContext(Context):
                 else:
                     found = [
                         Contribution(unit, item if item is not None else f"{unit}\x00{label}", int(num or 0), int(den or 0), label or "")
-                        for unit, label, num, den, _, item in (self.query(aggregated(query, metric.kind)) if query.sql else [])
+                        for unit, label, num, den, _, item in (self.query(self._items_sql(metric, query)) if query.sql else [])
                     ]
                 if query.registrations is not None:
                     which, side = query.registrations
@@ -348,6 +340,13 @@ class ReadModelContext(Context):
             else:
                 self._contributions[metric.name] = self.fold().contributions(metric)
         return self._contributions[metric.name]
+
+    def _items_sql(self, metric: Metric, query: Query) -> str:
+        """The metric's items, summed where they can be: from ``rm_months`` and D's month's rows when the query counts
+        reports and the read is at the ledger's now (the sums know only the rows known now), else from the rows."""
+        if query.counted is not None and self.moment.known_at is None:
+            return month_sums_sql(metric.name, query.counted.rows(f"{EV('e')} AND {IN_YEAR} AND e.occurred_on >= :ms"))
+        return aggregated(query, metric.kind)
 
     def registrations(self) -> dict[str, Registrations]:
         """``REGISTRATION_COUNTS`` (from ``rm_roll``: ``ROLL_COUNTS``) and ``SHARED_REGISTRATIONS`` at this moment, asked once for every metric that counts them: "roll" and "year"."""

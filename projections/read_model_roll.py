@@ -51,6 +51,8 @@ class SumTable(Table):
     """A table of numbers summed per key (no facts, no pupils: an erasure changes its numbers, not its rows')."""
 
     key: tuple[str, ...] = ()
+    # the rows that count something: a sum that came back to 0 leaves its row (one order of upkeep does, another not)
+    counting: str = "1 = 1"
 
     keyed_by_subject: ClassVar[bool] = False
 
@@ -67,6 +69,7 @@ RM_ROLL = SumTable(
     "rm_roll",
     (("school", "TEXT NOT NULL"), ("day", "TEXT NOT NULL"), ("roll", "INTEGER NOT NULL"), ("year", "INTEGER NOT NULL")),
     key=("school", "day"),
+    counting="roll <> 0 OR year <> 0",
 )
 
 # a registration row's columns as rm_registrations stores them, in this order

@@ -39,7 +39,7 @@ class ReplayedFacts:
                     for table, values in view.rows(ev):
                         self.db.execute(table.insert_sql(), table.row(ev, values))
                     if ev.record.corrects:
-                        for table in view.tables:
+                        for table in view.fact_tables:
                             self.db.execute(
                                 f"UPDATE {table.name} SET superseded_at = ? WHERE event_id = ? AND superseded_at IS NULL",
                                 (timestamp(ev.record.received_at), ev.record.corrects),

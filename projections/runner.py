@@ -24,7 +24,7 @@ from ledger.core.errors import LedgerError
 from ledger.storage.secrets import is_pupil_stream
 from ledger.storage.store import PupilKey, Store, as_uuid, execute_in, fetch_tuples, record_of, rowcount
 
-from . import cases, ehcp, orgs, plans, pupils, read_model, read_model_roll
+from . import cases, ehcp, orgs, plans, pupils, read_model
 from .config import ViewSettings
 from .facts import LogEvent, Moment, View, in_force
 
@@ -289,11 +289,13 @@ class Projector:
                 else:
                     cur.executemany(self._fact_sql[name], rows)
             if superseded:
-                for table in view.tables:
+                for table in view.fact_tables:
                     cur.executemany(
                         self.store.sql(f"UPDATE {table.name} SET superseded_at = ? WHERE event_id = ? AND superseded_at IS NULL"),
                         superseded,
                     )
+            if view.after is not None:
+                view.after(cur, self.store, fresh)
 
     def catch_up(self, on_progress: Callable[[int], None] | None = None) -> int:
         total = 0
@@ -372,12 +374,11 @@ def forget_pupil(store: Store, pseudonym: uuid.UUID) -> int:
 def forget_subject(cur: Any, store: Store, views: Sequence[View], subject: str) -> int:
     """Delete a pupil's rows from these views' tables (in the caller's transaction); the number of its facts removed."""
     removed = 0
-    if any(read_model_roll.RM_ROLL in view.tables for view in views):
-        read_model_roll.forget(cur, store, subject)  # the pupil's registrations off the model's numbers, before the rows go
     for view in views:
-        for table in view.tables:
-            if not table.keyed_by_subject:
-                continue
+        if view.forget is not None:
+            view.forget(cur, store, subject)  # the pupil's rows off the view's sums, before the rows go
+    for view in views:
+        for table in view.fact_tables:
             cur.execute(store.sql(f"DELETE FROM {table.name} WHERE subject = ?"), (subject,))
             if not view.name.startswith(read_model.VIEW_PREFIX):  # the count of the pupil's facts (the model's rows are made from them)
                 removed += rowcount(cur)

@@ -27,6 +27,7 @@ from ledger.core.errors import LedgerError
 from ledger.tools import admin
 from projections.config import ViewSettings
 from projections.facts import Moment
+from projections.read_model_roll import SumTable
 from projections.runner import VIEWS, Projector, Reader
 
 from .conftest import PG_ADMIN_URL, Clock, World, upn
@@ -36,13 +37,13 @@ __all__ = ["area"]
 
 
 def dump(store: Any) -> dict[str, list[tuple[Any, ...]]]:
-    """Every row of every view table, in a canonical order (rm_roll's days whose numbers came to 0 aside: one order of
-    upkeep leaves them, another not; they count nothing)."""
+    """Every row of every view table, in a canonical order (the sums' rows that came to 0 aside: one order of upkeep
+    leaves them, another not; they count nothing)."""
     out = {}
     for view in VIEWS:
         for table in view.tables:
-            nonzero = " WHERE roll <> 0 OR year <> 0" if table.name == "rm_roll" else ""
-            out[table.name] = sorted(tuple(str(v) for v in row) for row in store.query(f"SELECT * FROM {table.name}{nonzero}"))
+            counting = f" WHERE {table.counting}" if isinstance(table, SumTable) else ""
+            out[table.name] = sorted(tuple(str(v) for v in row) for row in store.query(f"SELECT * FROM {table.name}{counting}"))
     return out
 
 

@@ -20,6 +20,7 @@ from projections.config import ViewSettings
 from projections.context import context
 from projections.facts import Moment
 from projections.queries import metrics_report
+from projections.read_model_months import COUNTED
 from projections.read_model_queries import (
     QUERIES,
     REGISTRATION_COUNTS,
@@ -259,6 +260,7 @@ def test_an_erased_pupil_leaves_the_read_model(area: Area, pupil: int) -> None:
     for table in tables:
         assert store.query(f"SELECT COUNT(*) FROM {table} WHERE subject = ?", [subject])[0][0] == 0
     assert_roll_kept(store)
+    assert_months_kept(store)
     model, fold = both(Reader(store), Moment(AS_OF), "school", A)
     assert model == fold
 
@@ -363,6 +365,7 @@ def test_the_read_model_equals_the_fold_for_random_histories(
             received = sorted({r[0] for r in w.ledger.store.query("SELECT received_at FROM rm_events")})
             exact = [Moment(date(2026, 10, 15), parse_timestamp(t)) for t in received[-3:]]  # on a version's boundary
             assert_roll_kept(w.ledger.store)
+            assert_months_kept(w.ledger.store)
             for moment in MOMENTS + exact:
                 assert_roll_read(reader, moment)
                 for level, scope in scopes(reader, moment):
@@ -379,6 +382,25 @@ def assert_roll_kept(store: Any) -> None:
         recomputed.add((*r[:4], int(r[4]), *r[5:]))
     kept = {(s, d): (int(r), int(y)) for s, d, r, y in store.query("SELECT school, day, roll, year FROM rm_roll") if r or y}
     assert kept == {key: (r, y) for key, (r, y) in recomputed.sums.items() if r or y}
+
+
+def assert_months_kept(store: Any) -> None:
+    """rm_months holds each counted metric's sums over the reports known now, however its upkeep was batched, corrected
+    or erased (rows of zeros aside: a unit whose reports were all superseded)."""
+    late = ViewSettings().late_school_days
+    recomputed: dict[tuple[str, ...], tuple[int, int, int]] = {}
+    for metric, count in COUNTED.items():
+        sql = count.rows("e.superseded_at IS NULL").replace(":late", str(late)).replace(" AS label FROM", ", e.occurred_on AS day FROM")
+        for unit, _, num, den, label, day in store.query(sql):
+            key = (metric, day[:7], unit or "", label or "")
+            kept = recomputed.get(key, (0, 0, 0))
+            recomputed[key] = (kept[0] + int(num), kept[1] + int(den), kept[2] + 1)
+    stored = {
+        (m, month, u, label): (int(num), int(den), int(n))
+        for m, month, u, label, num, den, n in store.query("SELECT metric, month, unit, label, num, den, n FROM rm_months")
+        if int(n)
+    }
+    assert stored == recomputed
 
 
 def assert_roll_read(reader: Reader, moment: Moment) -> None:
