@@ -23,10 +23,9 @@ import psycopg
 from kafka import KafkaProducer
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
-from kafka.partitioner import DefaultPartitioner, Partitioner
 
 from ledger.core.catalogue import event_types
-from ledger.feed import ERASURE, SCHEMA_HEADER, FeedConfig, encode, erasure_record, feed_record, key_of, murmur2
+from ledger.feed import ERASURE, SCHEMA_HEADER, FeedConfig, encode, erasure_record, feed_record, key_of
 from ledger.storage.store import Store
 from projections.runner import Projector
 
@@ -48,30 +47,12 @@ def ensure_topic(config: FeedConfig, topic: str | None = None, partitions: int |
         admin.close()
 
 
-class KeyedPartitioner(Partitioner):  # type: ignore[misc]  # kafka-python has no type hints
-    """kafka-python's default choice of partition for a keyed record (``murmur2``, as every Kafka client), without the
-    work it does on every record for records without a key (the topic's available partitions listed, the topics'
-    set made), which with its byte-by-byte murmur2 was a ninth of the relay's time under cProfile. A record without a
-    key (the relay sends none) or for a topic the producer has no metadata for yet goes the default way."""
-
-    def __init__(self) -> None:
-        self.default = DefaultPartitioner()
-
-    def partition(self, topic: str, key: Any, serialized_key: bytes | None, value: Any, serialized_value: Any, cluster: Any) -> int:
-        partitions = cluster.partitions_for_topic(topic)
-        if serialized_key is None or not partitions:
-            return int(self.default.partition(topic, key, serialized_key, value, serialized_value, cluster))
-        ordered = sorted(partitions)
-        return int(ordered[(murmur2(serialized_key) & 0x7FFFFFFF) % len(ordered)])
-
-
 def producer_for(config: FeedConfig, flush_seconds: float = FLUSH_SECONDS) -> KafkaProducer:
     return KafkaProducer(
         bootstrap_servers=config.servers,
         client_id="pupil-ledger-relay",
         enable_idempotence=True,
         acks="all",
-        partitioner=KeyedPartitioner(),
         linger_ms=5,
         batch_size=256 * 1024,
         max_block_ms=int(flush_seconds * 1000),

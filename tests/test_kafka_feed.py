@@ -10,8 +10,6 @@ from typing import Any
 
 import fastjsonschema
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.partitioner.default import murmur2 as kafka_murmur2
 
@@ -19,7 +17,7 @@ from feed.consumer import FeedWorker
 from feed.relay import Relay, ensure_topic
 from feed.state import FeedState
 from ledger.config import Settings
-from ledger.feed import SCHEMA_HEADER, FeedConfig, murmur2, record_schema
+from ledger.feed import SCHEMA_HEADER, FeedConfig, record_schema
 from projections.runner import Projector
 
 from .conftest import upn
@@ -352,16 +350,6 @@ def test_a_worker_finding_no_views_builds_them_from_the_log_then_reads_on_from_t
         assert direct_rebuild(area) == via_kafka
     finally:
         area.ledger.store.close()
-
-
-@given(st.one_of(st.binary(max_size=80), st.uuids().map(lambda u: str(u).encode()), st.text(max_size=40).map(str.encode)))
-def test_the_relays_murmur2_is_kafkas(key: bytes) -> None:
-    assert murmur2(key) == kafka_murmur2(key)
-
-
-@pytest.mark.parametrize("key", [b"", b"a", b"ab", b"abc", b"abcd", b"\xff" * 7, b"\x00" * 1000, "é🙂".encode()])
-def test_the_relays_murmur2_is_kafkas_at_every_tail_length(key: bytes) -> None:
-    assert murmur2(key) == kafka_murmur2(key)
 
 
 @pytest.mark.parametrize(
