@@ -105,7 +105,8 @@ def month_sums_sql(metric: str, current_month_rows: str) -> str:
     D's month in force, as ``unit, item, num, den, label``). A unit and label whose reports were all superseded
     keeps a row of zeros, which ``HAVING`` leaves out (the rows give none)."""
     return (
-        "SELECT unit, label, SUM(num) AS num, SUM(den) AS den, SUM(n) AS n, NULL AS item FROM ("
+        # (PostgreSQL sums BIGINT as NUMERIC, which comes back as Decimal: cast back to whole numbers)
+        "SELECT unit, label, CAST(SUM(num) AS BIGINT) AS num, CAST(SUM(den) AS BIGINT) AS den, CAST(SUM(n) AS BIGINT) AS n, NULL AS item FROM ("
         f"SELECT NULLIF(unit, '') AS unit, label, num, den, n FROM rm_months WHERE metric = '{metric}' AND month >= :ym AND month < :dm "
         f"UNION ALL SELECT unit, label, num, den, 1 AS n FROM ({current_month_rows}) r"
         ") c GROUP BY unit, label HAVING SUM(n) <> 0"
