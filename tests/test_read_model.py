@@ -19,6 +19,7 @@ from ledger.tools import admin
 from projections.config import ViewSettings
 from projections.context import context
 from projections.facts import Moment
+from projections.metrics import METRICS_BY_NAME
 from projections.queries import metrics_report
 from projections.read_model_months import COUNTED
 from projections.read_model_queries import (
@@ -28,6 +29,7 @@ from projections.read_model_queries import (
     SHARED_REGISTRATIONS,
     ReadModelContext,
     _as_registration_counts,
+    aggregated,
     read_model_context,
 )
 from projections.read_model_roll import REGISTRATION_COLUMNS, Changes
@@ -120,6 +122,20 @@ def test_the_roll_is_asked_once_for_every_metric_that_counts_it(area: Area) -> N
     model = metrics_report(ctx, reader, "la", "la:801")
     assert [sql for sql in asked if "r.year_regs" in sql] == [ROLL_COUNTS, SHARED_REGISTRATIONS]  # (sen_exits looks up one pupil's row)
     assert model == metrics_report(context(reader, Moment(AS_OF), ViewSettings()), reader, "la", "la:801")
+
+
+def test_a_scan_for_several_metrics_gives_each_the_rows_of_its_own_query(area: Area) -> None:
+    """Both suspension metrics are read by one scan (SCANS): each gets the aggregated rows its own query gives."""
+    reader = Reader(area.ledger.store)
+    scanned = {name: q for name, q in QUERIES.items() if q.scan is not None}
+    assert set(scanned) == {"suspensions_by_reason", "suspension_cap_breaches"}
+    for moment in (Moment(AS_OF), Moment(d(12, 31)), Moment(AS_OF, datetime(2026, 9, 21, 23, tzinfo=UTC))):
+        ctx = ReadModelContext(reader, moment, ViewSettings())
+        for name, query in scanned.items():
+            assert query.scan is not None
+            own = ctx.query(aggregated(query, METRICS_BY_NAME[name].kind))
+            assert sorted(map(tuple, own)) == sorted(ctx.scanned(query.scan).get(name, [])), (name, moment)
+        assert ctx.scanned("suspensions").get("suspension_cap_breaches") or moment.known_at is not None  # P2's breach
 
 
 def test_a_read_far_in_the_past_scans_the_registrations_instead_of_correcting_the_kept_numbers(
