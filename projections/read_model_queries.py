@@ -124,8 +124,8 @@ class Query:
     # a count of the year's reports kept summed (``read_model_months.COUNTED``): at the ledger's now, the whole months' items come
     # summed from ``rm_months`` and only D's month's are read as rows (``month_sums_sql``)
     counted: EventCount | None = None
-    # the name of a scan of ``SCANS`` that gives this metric's aggregated rows with other metrics' (``sql``: its own
-    # items, for the reads at an earlier ledger time and for the tests)
+    # the name of a scan of ``SCANS`` that gives this metric's aggregated rows with other metrics', at every moment
+    # (``sql`` stays its definition: a test holds the scan's rows to its own query's)
     scan: str | None = None
 
 
