@@ -323,15 +323,18 @@ def _year(day: date | None) -> int:
     return 1_000_000 if day is None else day.year if day.month >= 9 else day.year - 1
 
 
-def year_regs(spans: Sequence[tuple[date, date | None]], i: int) -> int:
-    """How many of a pupil's registrations (``spans``: start and end) share an academic year with the ``i``-th, itself
-    included. The roll's metrics count a registration at D only in D's academic year, between its start and end
-    (``read_model_queries.IN_YEAR_AT_SCHOOL``), so two registrations that share no academic year are never counted
+def year_regs(spans: Sequence[tuple[date, date | None]]) -> list[int]:
+    """For each of a pupil's registrations (``spans``: start and end), how many of them share an academic year with it,
+    itself included. The roll's metrics count a registration at D only in D's academic year, between its start and
+    end (``read_model_queries.IN_YEAR_AT_SCHOOL``), so two registrations that share no academic year are never counted
     together: each can be counted in its school's number (``rm_roll``), and only the others are read one by one, so
     that a pupil on two rolls counts once above the school. Counting every registration of the pupil instead (as
-    until ``MODEL_VERSION`` 5) read one by one every pupil who had ever changed school."""
-    first, last = _year(spans[i][0]), _year(spans[i][1])
-    return sum(1 for start, end in spans if _year(start) <= last and first <= _year(end))
+    until ``MODEL_VERSION`` 5) read one by one every pupil who had ever changed school. (The years are worked out once
+    per registration: the upkeep asks at every breakpoint of every pupil's fold.)"""
+    if len(spans) == 1:
+        return [1]
+    years = [(_year(start), _year(end)) for start, end in spans]
+    return [sum(1 for a, b in years if a <= last and first <= b) for first, last in years]
 
 
 def state_of(key: str, records: list[Record], settings: ViewSettings, days: Days | None = None) -> set[StateRow]:
@@ -340,12 +343,12 @@ def state_of(key: str, records: list[Record], settings: ViewSettings, days: Days
     pupil = Pupil(key, records)
     out: set[StateRow] = set()
     regs = pupil.state.registrations
-    years = [(g.start, g.end) for g in regs]
+    sharing = year_regs([(g.start, g.end) for g in regs]) if regs else []
     for i, g in enumerate(regs):
         out.add(
             (
                 RM_REGISTRATIONS,
-                (i, g.school, g.status, g.start.isoformat(), _iso(g.end), g.sen_status, int(bool(g.looked_after)), year_regs(years, i)),
+                (i, g.school, g.status, g.start.isoformat(), _iso(g.end), g.sen_status, int(bool(g.looked_after)), sharing[i]),
             )
         )
     # placements_of reads the records again for reviews and ends: asked only of a pupil with a placement
