@@ -596,10 +596,22 @@ def test_a_bar_chart_names_its_categories_and_keeps_its_value_axis_legible() -> 
         ([-5], [-5, -4, -3, -2, -1, 0]),
         ([3e15, float("nan"), float("inf")], [0, 1e15, 2e15, 3e15]),
         ([1e-9], [0, 2e-10, 4e-10, 6e-10, 8e-10, 1e-9]),
+        # nothing finite, a span no float holds, subnormals, a tick past the largest float: still an axis, never an error
+        ([float("nan")], [0, 1]),
+        ([float("inf"), float("-inf")], [0, 1]),
+        ([-1e308, 1e308], [-1e308, 1e308]),
+        ([5e-324], [0, 5e-324]),
+        ([1.7e308], [0, 1.7e308]),
     ],
 )
 def test_value_ticks_are_at_most_six_round_numbers_covering_every_value(values: list[float], ticks: list[float]) -> None:
     assert charts.value_ticks(values) == pytest.approx(ticks)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf"), 10**400, True, "c", None])
+def test_a_figure_no_axis_can_show_is_drawn_as_no_mark(value: object) -> None:
+    assert charts.plottable(value) is None
+    assert charts.bar_chart(f"odd-{value!s}", "t", ["A"], [("LA", [charts.plottable(value)])], "d") is None
 
 
 # -- report publish and verify (the real command line) ---------------------------------------------------------------

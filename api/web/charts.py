@@ -100,17 +100,20 @@ def value_ticks(values: Sequence[float], most: int = 6) -> list[float]:
     """At most ``most`` evenly spaced round numbers (1, 2 or 5 times a power of ten apart; whole numbers when every
     value is whole) from 0, or below the least value, to at or above the greatest."""
     values = [v for v in values if math.isfinite(v)]
-    low, high = min(0.0, *values), max(0.0, *values)
+    low, high = min([0.0, *values]), max([0.0, *values])
     whole = all(float(v).is_integer() for v in values)
     if high == low:
         return [low, low + 1]
+    if not math.isfinite(high - low) or (high - low) / most == 0:
+        return [low, high]  # beyond what a float's steps can divide (a span past 1.8e308, or of a few subnormals)
     power = 10.0 ** math.floor(math.log10((high - low) / most))
     for step in (f * power * 10**k for k in range(3) for f in (1, 2, 5)):
         if whole and step < 1:
             continue
         first, last = math.floor(low / step), math.ceil(high / step)
         if last - first + 1 <= most:
-            return [float(f"{i * step:.12g}") for i in range(first, last + 1)]  # 0.30000000000000004: 0.3
+            ticks = [float(f"{i * step:.12g}") for i in range(first, last + 1)]  # 0.30000000000000004: 0.3
+            return ticks if math.isfinite(ticks[0]) and math.isfinite(ticks[-1]) else [low, high]
     raise AssertionError("unreachable: a step of 100 times the range's sixth fits")
 
 
@@ -163,5 +166,12 @@ def stylesheet() -> str:
 
 
 def plottable(value: object) -> float | None:
-    """A figure as a chart can draw it: numbers as they are, symbols (suppressed, not applicable) as no mark."""
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    """A figure as a chart can draw it: numbers as they are; symbols (suppressed, not applicable), and numbers no float
+    holds or no axis can show (NaN, infinite, an integer past 1.8e308), as no mark."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
