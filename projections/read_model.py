@@ -59,7 +59,7 @@ from typing import Any
 
 from ledger.core.catalogue import parse_timestamp
 from ledger.core.rules import Record
-from ledger.core.schooltime import school_days_between
+from ledger.core.schooltime import academic_year_start_of, school_days_between
 from ledger.storage.store import execute_in, fetch_tuples
 
 from .calendar import TermCalendar
@@ -319,8 +319,8 @@ StateRow = tuple[IntervalTable, tuple[Any, ...]]  # a table and its state column
 
 
 def _year(day: date | None) -> int:
-    """The academic year of ``day`` by its first calendar year (1 September on); None (open): after every year."""
-    return 1_000_000 if day is None else day.year if day.month >= 9 else day.year - 1
+    """The academic year of ``day`` by its first calendar year; None (open): after every year."""
+    return 1_000_000 if day is None else academic_year_start_of(day)
 
 
 def year_regs(spans: Sequence[tuple[date, date | None]]) -> list[int]:

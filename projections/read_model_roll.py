@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any, ClassVar
 
+from ledger.core.schooltime import academic_year_start_of
 from ledger.storage.store import execute_in, fetch_tuples
 
 from .facts import Table
@@ -78,8 +79,7 @@ REGISTRATION_COLUMNS = ("school", "status", "start_on", "end_on", "year_regs", "
 
 def next_year_start(day: str) -> str:
     """The first of September after ``day`` (ISO): the first D whose academic year starts after ``day``."""
-    d = date.fromisoformat(day)
-    return date(d.year + (1 if d.month >= 9 else 0), 9, 1).isoformat()
+    return date(academic_year_start_of(date.fromisoformat(day)) + 1, 9, 1).isoformat()
 
 
 def _earlier(a: str | None, b: str | None) -> str | None:

@@ -5,9 +5,14 @@ from __future__ import annotations
 from datetime import date, timedelta
 
 
+def academic_year_start_of(day: date) -> int:
+    """2025 for any date from 1 September 2025 to 31 August 2026: the calendar year its academic year starts in."""
+    return day.year if day.month >= 9 else day.year - 1
+
+
 def academic_year(day: date) -> str:
     """'2025/26' for any date from 1 September 2025 to 31 August 2026."""
-    start = day.year if day.month >= 9 else day.year - 1
+    start = academic_year_start_of(day)
     return f"{start}/{(start + 1) % 100:02d}"
 
 

@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 
 from ledger.config import Settings
 from ledger.core.codes import code_list
+from ledger.core.schooltime import academic_year
 from ledger.research.projects import Project
 from ledger.research.releases import PSEUDONYM_LENGTH, project_key, pseudonym
 from ledger.storage.secrets import LedgerSecrets
@@ -186,7 +187,7 @@ def _extract(
             if not rows:
                 continue
             columns.add(pseudonym(part.key, stream), ([_value(row, v) for v in spec.variables] for row in rows))
-            by_kind_year.add_pupil((r.kind, _academic_year(r.start)) for r in rows)
+            by_kind_year.add_pupil((r.kind, academic_year(r.start)) for r in rows)
             by_area_kind.add_pupil((_area(to_la(r.where), area_level), r.kind) for r in rows)
         table = columns.table()
         del columns
@@ -358,11 +359,6 @@ def build(
     files[package.MANIFEST], files[package.SIGNED_MANIFEST] = canonical, signed
     seconds["write"] = time.perf_counter() - clock
     return Built(files, manifest, digest, members, seconds)
-
-
-def _academic_year(day: Any) -> str:
-    start = day.year if day.month >= 9 else day.year - 1
-    return f"{start}/{(start + 1) % 100:02d}"
 
 
 def _area(la: str, level: str) -> str:

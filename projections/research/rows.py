@@ -14,6 +14,7 @@ from datetime import date
 from typing import Any
 
 from ledger.core.rules import Record, effective
+from ledger.core.schooltime import academic_year_start_of
 
 from .variables import (
     NOT_APPLICABLE,
@@ -87,10 +88,6 @@ def _attributes(spells: Sequence[_Spell], day: date) -> dict[str, str]:
         "sen_status": spell.sen_status,
         "looked_after": "true" if spell.looked_after else "false",
     }
-
-
-def academic_year_start_of(day: date) -> int:
-    return day.year if day.month >= 9 else day.year - 1
 
 
 def _school_on(spells: Sequence[_Spell], day: date) -> str | None:
