@@ -110,7 +110,8 @@ class View:
 
     @property
     def fact_tables(self) -> tuple[Table, ...]:
-        """The tables of facts (the others keep sums): those a correction supersedes rows of."""
+        """The tables of one pupil's rows each (the others keep sums): those an erasure deletes the pupil's rows from,
+        and, in a view of facts, those a correction supersedes rows of."""
         return tuple(t for t in self.tables if t.keyed_by_subject)
 
 

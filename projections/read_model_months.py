@@ -58,11 +58,12 @@ class EventCount:
     den: str = "0"
     kept: bool = False  # summed per unit, label and month in rm_months (COUNTED)
 
-    def rows(self, extra: str) -> str:
-        """The metric's items as ``unit, item, num, den, label``, among the rows that also match ``extra``."""
+    def rows(self, extra: str, columns: str = "") -> str:
+        """The metric's items as ``unit, item, num, den, label`` (then ``columns``, of ``e``, if given), among the rows
+        that also match ``extra``."""
         return (
-            f"SELECT {self.unit} AS unit, e.event_id AS item, {self.num} AS num, {self.den} AS den, {self.label} AS label "
-            f"FROM rm_events e WHERE {self.where} AND {extra}"
+            f"SELECT {self.unit} AS unit, e.event_id AS item, {self.num} AS num, {self.den} AS den, {self.label} AS label"
+            f"{', ' + columns if columns else ''} FROM rm_events e WHERE {self.where} AND {extra}"
         )
 
     def sums(self, metric: str) -> str:
@@ -73,12 +74,12 @@ class EventCount:
         )
 
 
-def _of(etype: str) -> str:
+def _type(etype: str) -> str:
     return f"e.type = 'pupil.{etype}'"
 
 
 def _started_by(column: str) -> EventCount:
-    return EventCount(_of("ap_placement_started"), label=f"e.{column}")
+    return EventCount(_type("ap_placement_started"), label=f"e.{column}")
 
 
 # The metrics that count the reports of the year to date, by one definition each (``read_model_queries`` reads them).
@@ -88,13 +89,13 @@ def _started_by(column: str) -> EventCount:
 # placements started gained about a millisecond each.
 REPORTS: dict[str, EventCount] = {
     "late_report_rate": EventCount("1 = 1", "e.submitter", num="CASE WHEN e.late_days > :late THEN 1 ELSE 0 END", den="1", kept=True),
-    "suspensions_by_reason": EventCount(f"{_of('excluded')} AND e.kind = 'SUSP'", label="e.label"),
-    "permanent_exclusions_by_reason": EventCount(f"{_of('excluded')} AND e.kind = 'PERM'", label="e.label", kept=True),
+    "suspensions_by_reason": EventCount(f"{_type('excluded')} AND e.kind = 'SUSP'", label="e.label"),
+    "permanent_exclusions_by_reason": EventCount(f"{_type('excluded')} AND e.kind = 'PERM'", label="e.label", kept=True),
     "placements_started_by_setting_type": _started_by("setting_type"),
     "placements_started_by_tier": _started_by("tier"),
     "placements_started_by_reason": _started_by("label"),
-    "removals_unknown_destination": EventCount(f"{_of('deregistered')} AND e.destination = 'unknown'", kept=True),
-    "backdated_removals": EventCount(f"{_of('deregistered')} AND e.backdated = 1", kept=True),
+    "removals_unknown_destination": EventCount(f"{_type('deregistered')} AND e.destination = 'unknown'", kept=True),
+    "backdated_removals": EventCount(f"{_type('deregistered')} AND e.backdated = 1", kept=True),
 }
 COUNTED = {metric: count for metric, count in REPORTS.items() if count.kept}
 

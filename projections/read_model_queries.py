@@ -131,10 +131,8 @@ class Query:
 
 # The suspensions of the year to date in force, as the suspensions by reason count them; the cap's breaches are the
 # suspension at which a pupil's sessions of the year, in ledger order, first pass the cap (its unit; the pupil, the item)
-SUSPENSIONS = (
-    REPORTS["suspensions_by_reason"]
-    .rows(f"{EV('e')} AND {IN_YEAR}")
-    .replace(" AS label FROM", " AS label, e.subject AS subject, e.seq AS seq, e.sessions AS sessions FROM")
+SUSPENSIONS = REPORTS["suspensions_by_reason"].rows(
+    f"{EV('e')} AND {IN_YEAR}", "e.subject AS subject, e.seq AS seq, e.sessions AS sessions"
 )
 CAP_CROSSINGS = (
     "SELECT unit, item FROM (SELECT unit, subject AS item, sessions, "
@@ -145,15 +143,15 @@ CAP_CROSSINGS = (
 # aggregated rows (``aggregated``'s columns) with the metric's name first. Both suspension metrics read every suspension
 # of the year (100,128 rows at 1 M pupils at the end of March: 83 and 138 ms as two queries); the cap's breaches
 # only of the pupils whose sessions of the year to date pass the cap.
+PAST_THE_CAP = "SELECT * FROM s WHERE subject IN (SELECT subject FROM s GROUP BY subject HAVING SUM(sessions) > :cap)"
 SCANS = {
     "suspensions": (
-        "WITH s AS MATERIALIZED (SELECT * FROM ({suspensions}) r) "
+        f"WITH s AS MATERIALIZED ({SUSPENSIONS}) "
         "SELECT 'suspensions_by_reason' AS metric, unit, label, SUM(num) AS num, SUM(den) AS den, COUNT(*) AS n, NULL AS item "
         "FROM s GROUP BY unit, label "
-        "UNION ALL SELECT 'suspension_cap_breaches', unit, '', COUNT(*), 0, COUNT(*), NULL FROM ("
-        + CAP_CROSSINGS.format(s="SELECT * FROM s WHERE subject IN (SELECT subject FROM s GROUP BY subject HAVING SUM(sessions) > :cap)")
-        + ") c GROUP BY unit"
-    ).format(suspensions=SUSPENSIONS),
+        f"UNION ALL SELECT 'suspension_cap_breaches', unit, '', COUNT(*), 0, COUNT(*), NULL FROM ({CAP_CROSSINGS.format(s=PAST_THE_CAP)}) c "
+        "GROUP BY unit"
+    ),
 }
 
 

@@ -406,7 +406,7 @@ def assert_months_kept(store: Any) -> None:
     late = ViewSettings().late_school_days
     recomputed: dict[tuple[str, ...], tuple[int, int, int]] = {}
     for metric, count in COUNTED.items():
-        sql = count.rows("e.superseded_at IS NULL").replace(":late", str(late)).replace(" AS label FROM", ", e.occurred_on AS day FROM")
+        sql = count.rows("e.superseded_at IS NULL", "e.occurred_on AS day").replace(":late", str(late))
         for unit, _, num, den, label, day in store.query(sql):
             key = (metric, day[:7], unit or "", label or "")
             kept = recomputed.get(key, (0, 0, 0))
