@@ -128,6 +128,11 @@ def test_project_commands(tmp_path: object) -> None:
     assert f"pupils: {latest} (latest {latest})" in status and f"orgs: 0 (latest {latest})" in status
     unknown = run_cli(settings, "project", "rebuild", "nonesuch", check=False)
     assert unknown.returncode == 2 and "unknown view nonesuch" in unknown.stderr
+    for size in ("0", "-1", "-9223372036854775808"):  # 0 read nothing for ever; SQLite takes a negative LIMIT as none
+        for command in (["rebuild", "pupils"], ["run"]):  # run would follow the log until stopped: refused first
+            refused = run_cli(settings, "project", *command, "--batch", size, check=False)
+            assert refused.returncode == 2 and "--batch" in refused.stderr, (command, size, refused.stderr)
+    assert run_cli(settings, "project", "status").stdout == status  # nothing was reset or moved
     for command in ("run", "rebuild", "status"):
         assert "Example:" in run_cli(settings, "project", command, "--help").stdout
 
