@@ -51,7 +51,7 @@ def relay(
     logging.getLogger("pupil_ledger").setLevel(logging.INFO)
     config = feed_config()
     ledger = open_ledger()
-    worker = Relay(ledger.store, config, ledger.settings.database_url, batch, idle)
+    worker = Relay(ledger.store, config, ledger.settings.database_url, batch, idle, pace=ledger.settings.follower_pace)
     signal.signal(signal.SIGTERM, lambda *_: worker.stopping.set())
     out.print(f"relaying to {config.topic} at {config.bootstrap} (batch {batch})")
     try:
@@ -71,7 +71,7 @@ def run_kafka_worker(ledger: Ledger, config: FeedConfig, group: str | None, batc
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("pupil_ledger").setLevel(logging.INFO)
-    worker = FeedWorker(ledger.store, config, group, batch_size=batch, idle=idle, instance=instance)
+    worker = FeedWorker(ledger.store, config, group, batch_size=batch, idle=idle, instance=instance, pace=ledger.settings.follower_pace)
     signal.signal(signal.SIGTERM, lambda *_: worker.stopping.set())
     out.print(f"projecting all views from {config.topic} as group {worker.group} (batch {batch})")
     try:

@@ -29,6 +29,7 @@ from eventsourcing.persistence import IntegrityError, OperationalError
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
 
+from ledger.config import FOLLOWER_PACE_SECONDS, follower_pause
 from ledger.core.catalogue import event_types, parse_timestamp
 from ledger.core.rules import Record
 from ledger.feed import ERASURE, SCHEMA, FeedConfig, record_schema
@@ -123,7 +124,9 @@ class FeedWorker:
         idle: float = 0.5,
         on_batch: Callable[[int], None] | None = None,
         instance: str | None = None,
+        pace: float = FOLLOWER_PACE_SECONDS,
     ):
+        self.pace = pace  # after a batch short of ``batch_size``: ledger.config.follower_pause (a poll waits ``idle`` itself)
         self.instance = instance  # static membership: a restarted worker with the same id takes its partitions back at once
         self.store, self.config, self.views, self.batch_size, self.idle, self.on_batch = store, config, views, batch_size, idle, on_batch
         self.group = group or config.group
@@ -182,6 +185,8 @@ class FeedWorker:
                 continue
             if done and self.on_batch:
                 self.on_batch(done)
+            if done and (wait := follower_pause(done, self.batch_size, self.idle, self.pace)):
+                self.stopping.wait(wait)  # what arrives meanwhile is applied in the next batch's one transaction
 
     def poll_once(self, timeout: float | None = None) -> int:
         """Poll one batch and apply it; returns the number of records it held."""

@@ -24,6 +24,7 @@ from kafka import KafkaProducer
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
+from ledger.config import FOLLOWER_PACE_SECONDS, follower_pause
 from ledger.core.catalogue import event_types
 from ledger.feed import ERASURE, SCHEMA_HEADER, FeedConfig, encode, erasure_record, feed_record, key_of
 from ledger.storage.store import Store
@@ -71,8 +72,10 @@ class Relay:
         idle: float = 0.2,
         on_batch: Callable[[int], None] | None = None,
         flush_seconds: float = FLUSH_SECONDS,
+        pace: float = FOLLOWER_PACE_SECONDS,
     ):
         self.flush_seconds = flush_seconds
+        self.pace = pace  # after a batch short of ``batch_size``: ledger.config.follower_pause
         self.store, self.config, self.batch_size, self.idle, self.on_batch = store, config, batch_size, idle, on_batch
         self.state = FeedState(store)
         self.log = Projector(store, (), batch_size, ready=True)  # reads and decodes the log; applies nothing
@@ -108,8 +111,8 @@ class Relay:
                 continue
             if done and self.on_batch:
                 self.on_batch(done)
-            if done < self.batch_size:
-                self.stopping.wait(self.idle)
+            if wait := follower_pause(done, self.batch_size, self.idle, self.pace):
+                self.stopping.wait(wait)
 
     def _producer_now(self) -> KafkaProducer:
         if self._producer is None:

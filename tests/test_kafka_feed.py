@@ -386,3 +386,60 @@ def test_the_record_schema_takes_every_kind_of_subject_but_a_upn(subject: str) -
     for bad in ({"subject": upn(1)}, {"data": {"upn": upn(1)}}, {"submitter": "Urn:1"}, {"extra": 1}):
         with pytest.raises(fastjsonschema.JsonSchemaException):
             validate({**record, **bad})
+
+
+@pytest.mark.parametrize("paced", ["relay", "worker"])
+def test_a_trickle_of_events_is_relayed_and_applied_in_few_batches_after_a_short_one_each_waits_its_pace(
+    pg_area: Area, kafka_broker: Any, paced: str
+) -> None:
+    """After a batch short of its size the relay and a worker wait ``pace`` (as the direct projector does), so what
+    arrives meanwhile goes in one flush and one transaction: at a thousand events a second a worker applying each
+    poll's few records spent four times the CPU per event of a full batch, and took the API's share of the cores."""
+    import threading
+    import time
+
+    config = config_for(kafka_broker)
+    store = pg_area.ledger.store
+    ensure_topic(config)
+    relay_all(pg_area, config)
+    pace = 0.8
+    relayed: list[tuple[float, int]] = []
+    applied: list[tuple[float, int]] = []
+    url = pg_area.ledger.settings.database_url
+    relay_pace, worker_pace = (pace, 0.0) if paced == "relay" else (0.0, pace)
+    relay = Relay(store, config, url, 50, 0.02, lambda n: relayed.append((time.monotonic(), n)), pace=relay_pace)
+    worker = FeedWorker(store, config, batch_size=50, idle=0.02, on_batch=lambda n: applied.append((time.monotonic(), n)), pace=worker_pace)
+    positions = Projector(store).positions
+    threads = [threading.Thread(target=relay.run), threading.Thread(target=worker.run)]
+    try:
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + 30
+        while min(positions().values()) < store.max_sequence() and time.monotonic() < deadline:
+            time.sleep(0.02)  # the worker has applied the topic's records so far
+        time.sleep(pace)
+        relayed.clear()
+        applied.clear()
+        started = time.monotonic()
+        for n in range(12):  # a trickle: one event every 0.1 s for 1.2 s
+            pg_area.admit(upn(60 + n), "urn:100005")
+            time.sleep(0.1)
+        trickle = time.monotonic() - started
+        while min(positions().values()) < store.max_sequence() and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        relay.stopping.set()
+        worker.stopping.set()
+        for t in threads:
+            t.join(30)
+        relay.close()
+        worker.close()
+    assert min(positions().values()) == store.max_sequence()
+    assert sum(n for _, n in relayed) == 12 and sum(n for _, n in applied) == 12, (relayed, applied)
+    batches = relayed if paced == "relay" else applied
+    # the first event goes at once; then one batch per pace at most, not one per event
+    assert batches[0][0] - started < pace
+    assert len(batches) <= 2 + int(trickle / pace), (trickle, batches)
+    assert all(b - a >= pace * 0.95 for (a, _), (b, _) in zip(batches, batches[1:], strict=False))
+    if paced == "worker":  # the relay, unpaced, sent the trickle as it came
+        assert len(relayed) >= 6, relayed
