@@ -130,6 +130,63 @@ def rss_mb(pid: int | None = None) -> tuple[float, float]:
     return values.get("VmRSS", 0.0), values.get("VmHWM", 0.0)
 
 
+def machine_cpu_seconds() -> tuple[float, float] | None:
+    """(busy, total) CPU seconds of the whole machine so far, all cores, from /proc/stat (None where there is none)."""
+    try:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return None
+    ticks = os.sysconf("SC_CLK_TCK")
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle and iowait
+    return (sum(fields) - idle) / ticks, sum(fields) / ticks
+
+
+@dataclass
+class MachineLoad:
+    """How busy the whole machine was between ``start`` and ``stop``: every process's CPU, not only this one's. Where
+    several processes (broker, database, workers) share the cores, it says how far a rate is from the machine's
+    own ceiling: ``ceiling`` is the rate that would use every core at the same CPU per item."""
+
+    busy_share: float  # of all cores, 0..1
+    cpu_seconds: float  # busy CPU seconds, all cores
+    cores: int
+
+    @staticmethod
+    def between(start: tuple[float, float] | None, end: tuple[float, float] | None) -> MachineLoad | None:
+        """From two ``machine_cpu_seconds()`` readings."""
+        if start is None or end is None or end[1] <= start[1]:
+            return None
+        busy, total = end[0] - start[0], end[1] - start[1]
+        return MachineLoad(busy / total, busy, os.cpu_count() or 1)
+
+    def per_item_us(self, items: int) -> float:
+        return self.cpu_seconds / items * 1e6 if items else 0.0
+
+    def ceiling(self, items: int) -> float:
+        return self.cores / (self.cpu_seconds / items) if items and self.cpu_seconds else 0.0
+
+    def describe(self, items: int) -> str:
+        return (
+            f"machine {self.busy_share * 100:.0f}% busy of {self.cores} cores, {self.per_item_us(items):.0f} µs of CPU per "
+            f"item in all processes (all cores at that cost: {self.ceiling(items):,.0f}/s)"
+        )
+
+
+class MachineMeter:
+    """``with MachineMeter() as meter: ...`` then ``meter.load`` (None where /proc/stat is missing)."""
+
+    def __init__(self) -> None:
+        self.load: MachineLoad | None = None
+        self._start: tuple[float, float] | None = None
+
+    def __enter__(self) -> MachineMeter:
+        self._start = machine_cpu_seconds()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.load = MachineLoad.between(self._start, machine_cpu_seconds())
+
+
 @dataclass
 class Context:
     """One backend at one workload size; ``runs`` measured runs after ``warmup`` discarded ones."""
