@@ -7,6 +7,8 @@ pseudonym, so a pupil's records stay in order on one partition, waits until the 
 mark (every partition's next offset). A crash or a broker failure before that sends the batch again:
 at-least-once, never a gap; consumers skip what they have already applied. One relay is active at a time
 (PostgreSQL advisory lock); a standby takes over within ``idle`` seconds of the active one's connection closing.
+Reading and encoding the log is the encoder's (``feed.encoder``): given the ledger's settings, a child process that
+reads the next batch while this one is sent.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-import time
 import zlib
 from collections.abc import Callable
 from typing import Any
@@ -24,18 +25,16 @@ from kafka import KafkaProducer
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
-from ledger.config import FOLLOWER_PACE_SECONDS, follower_pause
-from ledger.core.catalogue import event_types
-from ledger.feed import ERASURE, SCHEMA_HEADER, FeedConfig, encode, erasure_record, feed_record, key_of
+from ledger.config import FOLLOWER_PACE_SECONDS, Settings, follower_pause
+from ledger.feed import SCHEMA_HEADER, FeedConfig
 from ledger.storage.store import Store
-from projections.runner import Projector
 
+from .encoder import Encoder, LocalEncoder, ProcessEncoder
 from .state import FeedState
 
 log = logging.getLogger("pupil_ledger.relay")
 LOCK_KEY = zlib.crc32(b"pupil-ledger:relay")
 FLUSH_SECONDS = 30.0  # a batch not acknowledged by then is sent again (after a pause)
-ERASURE_WAIT_SECONDS = 10.0  # the erasure's pseudonym is noted just after its event commits (Ledger.erase)
 
 
 def ensure_topic(config: FeedConfig, topic: str | None = None, partitions: int | None = None) -> None:
@@ -73,15 +72,17 @@ class Relay:
         on_batch: Callable[[int], None] | None = None,
         flush_seconds: float = FLUSH_SECONDS,
         pace: float = FOLLOWER_PACE_SECONDS,
+        settings: Settings | None = None,
     ):
         self.flush_seconds = flush_seconds
         self.pace = pace  # after a batch short of ``batch_size``: ledger.config.follower_pause
         self.store, self.config, self.batch_size, self.idle, self.on_batch = store, config, batch_size, idle, on_batch
         self.state = FeedState(store)
-        self.log = Projector(store, (), batch_size, ready=True)  # reads and decodes the log; applies nothing
         self._lock_conn: Any = psycopg.connect(database_url, autocommit=True) if database_url else None
         self.active = False
         self.stopping = threading.Event()
+        # with the ledger's settings, a child process reads and encodes the log one batch ahead (feed.encoder)
+        self.encoder: Encoder = ProcessEncoder(settings, batch_size) if settings else LocalEncoder(store, batch_size, self.stopping)
         self._producer: KafkaProducer | None = None
 
     def _acquire(self) -> bool:
@@ -120,41 +121,33 @@ class Relay:
             self._producer = producer_for(self.config, self.flush_seconds)
         return self._producer
 
+    def prepare(self) -> None:
+        """Connect to the broker and start the encoder now rather than at the first batch (``run`` needs no call)."""
+        self._producer_now()
+        if isinstance(self.encoder, ProcessEncoder):
+            self.encoder.start()
+
     def step(self) -> int:
         """Publish the next batch of the log; returns the number of ledger events it covered (0: nothing new)."""
         position, offsets = self.state.relay_position(self.config.topic)
-        batch = self.log.read_log(position)
-        if not batch.rows:
-            return 0
-        last = int(batch.rows[-1][0])
-        digests = self.state.digests(position, last)
-        records, erasures = [], []
-        kinds = event_types()
-        for ev in batch.events:
-            if kinds[ev.record.type].subject in ("pupil", "org"):
-                records.append(feed_record(ev.seq, ev.subject, ev.record, ev.flags, *digests[ev.seq]))
-            elif ev.record.type == ERASURE:
-                pseudonym = self._erased_pseudonym(ev.seq)
-                if pseudonym is not None:
-                    records.append(erasure_record(ev.seq, pseudonym, ev.record, *digests[ev.seq]))
-                    erasures.append(ev.seq)
         producer = self._producer_now()
-        futures = [producer.send(self.config.topic, key=key_of(r), value=encode(r), headers=[SCHEMA_HEADER]) for r in records]
+        partitions = len(producer.partitions_for(self.config.topic))
+        batch = self.encoder.take(position, partitions)
+        if not batch.count:
+            return 0
+        if batch.count == self.batch_size:  # a backlog: the next batch is read while this one is sent
+            self.encoder.ahead(batch.last, partitions)
+        topic = self.config.topic
+        futures = [
+            producer.send(topic, key=key, value=value, headers=[SCHEMA_HEADER], partition=part) for key, value, part in batch.records
+        ]
         producer.flush(timeout=self.flush_seconds)
         offsets = dict(offsets)
         for future in futures:
             metadata = future.get(timeout=0)  # raises the send's error, if any: the batch is sent again
             offsets[metadata.partition] = max(offsets.get(metadata.partition, 0), metadata.offset + 1)
-        self.state.published(self.config.topic, last, offsets, erasures)
-        return len(batch.rows)
-
-    def _erased_pseudonym(self, sequence: int) -> str | None:
-        deadline = time.monotonic() + ERASURE_WAIT_SECONDS
-        while (pseudonym := self.state.erased_pseudonym(sequence)) is None and time.monotonic() < deadline and not self.stopping.is_set():
-            time.sleep(0.05)
-        if pseudonym is None:
-            log.warning("erasure at sequence %d: no pseudonym noted (erased elsewhere than Ledger.erase?); not published", sequence)
-        return pseudonym
+        self.state.published(self.config.topic, batch.last, offsets, batch.erasures)
+        return batch.count
 
     def _close_producer(self) -> None:
         if self._producer is not None:
@@ -164,6 +157,7 @@ class Relay:
 
     def close(self) -> None:
         self._close_producer()
+        self.encoder.close()
         if self._lock_conn is not None:
             self._lock_conn.close()
 

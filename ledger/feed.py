@@ -76,10 +76,17 @@ def _time(moment: datetime) -> str:
 
 
 def feed_record(
-    sequence: int, subject: str, record: Record, flags: Sequence[str], event_digest: str, envelope_digest: str
+    sequence: int,
+    subject: str,
+    record: Record,
+    flags: Sequence[str],
+    event_digest: str,
+    envelope_digest: str,
+    received: str | None = None,
 ) -> dict[str, Any]:
     """The feed's record of one accepted event. ``subject`` is the pupil's pseudonym or the organisation id:
-    ``record.subject`` (a pupil's UPN) is never copied, nor any ``upn`` field of the data."""
+    ``record.subject`` (a pupil's UPN) is never copied, nor any ``upn`` field of the data. ``received``: the receipt
+    time as the ledger writes it, where the caller has it already (``LogEvent.received``)."""
     return {
         "sequence": sequence,
         "event_id": record.event_id,
@@ -87,7 +94,7 @@ def feed_record(
         "subject": subject,
         "submitter": record.submitter,
         "occurred_on": record.occurred_on.isoformat(),
-        "received_at": _time(record.received_at),
+        "received_at": received if received is not None else _time(record.received_at),
         "corrects": record.corrects,
         "flags": list(flags),
         "event_digest": event_digest,
@@ -96,10 +103,12 @@ def feed_record(
     }
 
 
-def erasure_record(sequence: int, pseudonym: str, record: Record, event_digest: str, envelope_digest: str) -> dict[str, Any]:
+def erasure_record(
+    sequence: int, pseudonym: str, record: Record, event_digest: str, envelope_digest: str, received: str | None = None
+) -> dict[str, Any]:
     """The feed's record of an erasure: keyed by the erased pupil's pseudonym (consumers delete what they hold about it),
     with the ground only (the count and case reference stay in the ledger's audit stream)."""
-    out = feed_record(sequence, pseudonym, record, (), event_digest, envelope_digest)
+    out = feed_record(sequence, pseudonym, record, (), event_digest, envelope_digest, received)
     out["data"] = {"ground": record.data.get("ground")}
     return out
 

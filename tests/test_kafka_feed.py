@@ -10,10 +10,13 @@ from typing import Any
 
 import fastjsonschema
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.partitioner.default import murmur2 as kafka_murmur2
 
 from feed.consumer import FeedWorker
+from feed.encoder import murmur2
 from feed.relay import Relay, ensure_topic
 from feed.state import FeedState
 from ledger.config import Settings
@@ -443,3 +446,103 @@ def test_a_trickle_of_events_is_relayed_and_applied_in_few_batches_after_a_short
     assert all(b - a >= pace * 0.95 for (a, _), (b, _) in zip(batches, batches[1:], strict=False))
     if paced == "worker":  # the relay, unpaced, sent the trickle as it came
         assert len(relayed) >= 6, relayed
+
+
+def relay_records(config: FeedConfig) -> list[tuple[int, bytes, bytes]]:
+    """The topic's records as (partition, key, value), in order on each partition."""
+    return [(r.partition, r.key, r.value) for r in sorted(topic_records(config), key=lambda r: (r.partition, r.offset))]
+
+
+def test_the_relay_with_its_encoder_process_publishes_what_it_publishes_in_one_process(any_area: Area, kafka_broker: Any) -> None:
+    """``pupil-ledger relay`` reads and encodes the log in a child process, a batch ahead: the same records, on the same
+    partitions, in the same order, as the relay reading in its own process (on SQLite and PostgreSQL)."""
+    store, settings = any_area.ledger.store, any_area.ledger.settings
+    one, two = config_for(kafka_broker), config_for(kafka_broker)
+    relay_all(any_area, one)
+    relay = Relay(store, two, settings.database_url, batch_size=7, settings=settings)  # many batches: most read ahead
+    relay.state.ensure_relay()
+    total = 0
+    try:
+        while done := relay.step():
+            total += done
+        process = relay.encoder._process  # type: ignore[attr-defined]
+        assert process is not None and process.is_alive()
+    finally:
+        relay.close()
+    assert not process.is_alive()  # closed with the relay
+    assert total == store.max_sequence()
+    assert relay_records(two) == relay_records(one)
+    assert FeedState(store).relay_position(two.topic)[0] == store.max_sequence()
+
+
+def test_an_encoder_process_killed_mid_run_is_replaced_and_no_event_is_missed_or_sent_twice(pg_area: Area, kafka_broker: Any) -> None:
+    import os
+    import signal
+
+    store, settings = pg_area.ledger.store, pg_area.ledger.settings
+    config = config_for(kafka_broker)
+    relay = Relay(store, config, settings.database_url, batch_size=5, settings=settings)
+    relay.state.ensure_relay()
+    try:
+        assert relay.step() == 5  # a full batch: the next one is being read ahead
+        first = relay.encoder._process  # type: ignore[attr-defined]
+        os.kill(first.pid, signal.SIGKILL)
+        first.join(10)
+        while relay.step():
+            pass
+        second = relay.encoder._process  # type: ignore[attr-defined]
+        assert second is not None and second.pid != first.pid and second.is_alive()
+    finally:
+        relay.close()
+    sequences = [json.loads(value)["sequence"] for _, _, value in relay_records(config)]
+    expected = {s for (s,) in store.query("SELECT sequence FROM ledger_index WHERE type NOT LIKE ?", ("access.%",))}
+    assert sorted(sequences) == sorted(expected)  # each once
+
+
+def test_killing_the_relay_process_leaves_no_encoder_process_behind(pg_area: Area, kafka_broker: Any) -> None:
+    import os
+    import subprocess
+    import time
+
+    from .processes import CLI, env_for
+
+    config = config_for(kafka_broker)
+    store = pg_area.ledger.store
+    env = env_for(pg_area.ledger.settings) | {"PUPIL_LEDGER_KAFKA": config.bootstrap, "PUPIL_LEDGER_KAFKA_TOPIC": config.topic}
+    relay = subprocess.Popen([*CLI, "relay", "--batch", "5", "--idle", "0.05"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    children: list[int] = []
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not children:
+            assert relay.poll() is None, relay.stderr.read() if relay.stderr else ""
+            task = f"/proc/{relay.pid}/task/{relay.pid}/children"
+            children = [int(c) for c in Path(task).read_text().split()] if os.path.exists(task) else []
+            time.sleep(0.1)
+        assert children, "the relay started no encoder process"
+        while FeedState(store).relay_position(config.topic)[0] == 0 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert FeedState(store).relay_position(config.topic)[0] > 0
+    finally:
+        relay.kill()
+        relay.wait(10)
+    deadline = time.monotonic() + 10
+    while any(os.path.exists(f"/proc/{c}") and "zombie" not in _state(c) for c in children) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [c for c in children if os.path.exists(f"/proc/{c}") and "zombie" not in _state(c)], "an encoder outlived its relay"
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/status").read_text().split("State:", 1)[1].split("\n", 1)[0].lower()
+    except (OSError, IndexError):
+        return "zombie"
+
+
+@given(st.one_of(st.binary(max_size=80), st.uuids().map(lambda u: str(u).encode()), st.text(max_size=40).map(str.encode)))
+def test_the_encoders_murmur2_is_kafkas(key: bytes) -> None:
+    assert murmur2(key) == kafka_murmur2(key)
+
+
+@pytest.mark.parametrize("key", [b"", b"a", b"ab", b"abc", b"abcd", b"\xff" * 7, b"\x00" * 1000, "é🙂".encode()])
+def test_the_encoders_murmur2_is_kafkas_at_every_tail_length(key: bytes) -> None:
+    assert murmur2(key) == kafka_murmur2(key)
