@@ -51,7 +51,9 @@ def relay(
     logging.getLogger("pupil_ledger").setLevel(logging.INFO)
     config = feed_config()
     ledger = open_ledger()
-    worker = Relay(ledger.store, config, ledger.settings.database_url, batch, idle, pace=ledger.settings.follower_pace, settings=ledger.settings)
+    worker = Relay(
+        ledger.store, config, ledger.settings.database_url, batch, idle, pace=ledger.settings.follower_pace, settings=ledger.settings
+    )
     signal.signal(signal.SIGTERM, lambda *_: worker.stopping.set())
     out.print(f"relaying to {config.topic} at {config.bootstrap} (batch {batch})")
     try:
