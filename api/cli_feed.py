@@ -65,7 +65,9 @@ def relay(
         ledger.store.close()
 
 
-def run_kafka_worker(ledger: Ledger, config: FeedConfig, group: str | None, batch: int, idle: float, instance: str | None = None) -> None:
+def run_kafka_worker(
+    ledger: Ledger, config: FeedConfig, group: str | None, batch: int | None, idle: float, instance: str | None = None
+) -> None:
     """``project run --source kafka``: one member of the projection consumer group, until SIGTERM or Ctrl-C."""
     from feed.consumer import FeedWorker
 
@@ -75,7 +77,10 @@ def run_kafka_worker(ledger: Ledger, config: FeedConfig, group: str | None, batc
     logging.getLogger("pupil_ledger").setLevel(logging.INFO)
     worker = FeedWorker(ledger.store, config, group, batch_size=batch, idle=idle, instance=instance, pace=ledger.settings.follower_pace)
     signal.signal(signal.SIGTERM, lambda *_: worker.stopping.set())
-    out.print(f"projecting all views from {config.topic} as group {worker.group} (batch {batch})")
+    size = f"batch {worker.batch_size}" + (
+        f", growing to {worker.largest_batch} while far behind" if worker.largest_batch > worker.batch_size else ""
+    )
+    out.print(f"projecting all views from {config.topic} as group {worker.group} ({size})")
     try:
         worker.run()
     except KeyboardInterrupt:

@@ -70,7 +70,7 @@ def run(
         config = feed_config()  # the configuration is checked before anything is opened
         ledger = open_ledger()
         try:
-            run_kafka_worker(ledger, config, group, batch or DEFAULT_BATCH, idle, instance)
+            run_kafka_worker(ledger, config, group, batch, idle, instance)
         finally:
             ledger.store.close()
         return

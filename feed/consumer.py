@@ -35,7 +35,7 @@ from ledger.core.rules import Record
 from ledger.feed import ERASURE, SCHEMA, FeedConfig, record_schema
 from ledger.storage.store import Store, fetch_tuples
 from projections.facts import LogEvent, View
-from projections.runner import VIEWS, Projector, forget_subject
+from projections.runner import CATCH_UP_BATCH, DEFAULT_BATCH, VIEWS, Projector, forget_subject
 
 from .check import RecordCheck
 from .state import FeedState, Offsets
@@ -120,7 +120,7 @@ class FeedWorker:
         config: FeedConfig,
         group: str | None = None,
         views: tuple[View, ...] = VIEWS,
-        batch_size: int = 1000,
+        batch_size: int | None = 1000,
         idle: float = 0.5,
         on_batch: Callable[[int], None] | None = None,
         instance: str | None = None,
@@ -128,7 +128,14 @@ class FeedWorker:
     ):
         self.pace = pace  # after a batch short of ``batch_size``: ledger.config.follower_pause (a poll waits ``idle`` itself)
         self.instance = instance  # static membership: a restarted worker with the same id takes its partitions back at once
-        self.store, self.config, self.views, self.batch_size, self.idle, self.on_batch = store, config, views, batch_size, idle, on_batch
+        if batch_size is not None and batch_size < 1:
+            raise ValueError(f"a batch is at least 1 record, not {batch_size}")
+        self.store, self.config, self.views, self.idle, self.on_batch = store, config, views, idle, on_batch
+        # as the direct projector: None is DEFAULT_BATCH, doubled after each full batch up to CATCH_UP_BATCH on PostgreSQL
+        # (far behind: a rebuild's hand-over, a new group), back to DEFAULT_BATCH after a short one
+        self.batch_size = batch_size or DEFAULT_BATCH
+        self.largest_batch = CATCH_UP_BATCH if batch_size is None and store.is_postgres else self.batch_size
+        self._size = self.batch_size
         self.group = group or config.group
         self.topic = config.topic
         self.state = FeedState(store)
@@ -151,7 +158,7 @@ class FeedWorker:
             client_id=f"pupil-ledger-{self.group}",
             enable_auto_commit=False,
             auto_offset_reset="earliest",
-            max_poll_records=self.batch_size,
+            max_poll_records=self.largest_batch,
             session_timeout_ms=6_000,
             heartbeat_interval_ms=1_000,
             max_poll_interval_ms=300_000,
@@ -163,6 +170,7 @@ class FeedWorker:
         if self.consumer is None:
             self.start()
         while not self.stopping.is_set():
+            asked = self._size
             try:
                 done = self.poll_once()
             except KafkaError as exc:  # the broker is away: the group is joined again when it is back
@@ -185,13 +193,14 @@ class FeedWorker:
                 continue
             if done and self.on_batch:
                 self.on_batch(done)
-            if done and (wait := follower_pause(done, self.batch_size, self.idle, self.pace)):
+            self._size = min(2 * asked, self.largest_batch) if done >= asked else self.batch_size
+            if done and (wait := follower_pause(done, asked, self.idle, self.pace)):
                 self.stopping.wait(wait)  # what arrives meanwhile is applied in the next batch's one transaction
 
     def poll_once(self, timeout: float | None = None) -> int:
         """Poll one batch and apply it; returns the number of records it held."""
         assert self.consumer is not None
-        polled = self.consumer.poll(timeout_ms=int((self.idle if timeout is None else timeout) * 1000), max_records=self.batch_size)
+        polled = self.consumer.poll(timeout_ms=int((self.idle if timeout is None else timeout) * 1000), max_records=self._size)
         if not polled:
             self.apply([], {})  # the relay may have stored the mark of records applied already (it does so after their acks)
             return 0

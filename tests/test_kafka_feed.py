@@ -546,3 +546,42 @@ def test_the_encoders_murmur2_is_kafkas(key: bytes) -> None:
 @pytest.mark.parametrize("key", [b"", b"a", b"ab", b"abc", b"abcd", b"\xff" * 7, b"\x00" * 1000, "é🙂".encode()])
 def test_the_encoders_murmur2_is_kafkas_at_every_tail_length(key: bytes) -> None:
     assert murmur2(key) == kafka_murmur2(key)
+
+
+def test_a_worker_far_behind_doubles_its_batch_up_to_the_catch_up_size_as_the_direct_projector_does(
+    any_area: Area, kafka_broker: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without ``--batch``: DEFAULT_BATCH, doubled after each full batch up to CATCH_UP_BATCH on PostgreSQL (fewer, larger
+    transactions while far behind), back to DEFAULT_BATCH after a short one; SQLite keeps DEFAULT_BATCH, as the direct
+    projector does (its one write lock holds up every submission). The views still equal a direct rebuild."""
+    import threading
+    import time
+
+    import feed.consumer
+
+    monkeypatch.setattr(feed.consumer, "DEFAULT_BATCH", 4)
+    monkeypatch.setattr(feed.consumer, "CATCH_UP_BATCH", 16)
+    config = config_for(kafka_broker, partitions=1)  # one partition: a poll's size is the worker's to choose
+    store = any_area.ledger.store
+    ensure_topic(config, partitions=1)
+    total = relay_all(any_area, config)
+    sizes: list[int] = []
+    worker = FeedWorker(store, config, batch_size=None, idle=0.05, pace=0.0, on_batch=sizes.append)
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 60
+        while min(Projector(store).positions().values()) < store.max_sequence() and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        worker.stopping.set()
+        thread.join(30)
+        worker.close()
+    assert total > 4 + 8 + 16 + 16, total  # enough records to reach the largest size
+    if store.is_postgres:
+        assert sizes[:4] == [4, 8, 16, 16], sizes
+    else:
+        assert set(sizes[:-1]) == {4}, sizes
+    assert all(n <= (16 if store.is_postgres else 4) for n in sizes)
+    via_kafka = dump(store)
+    assert direct_rebuild(any_area) == via_kafka
