@@ -43,6 +43,7 @@ PARTITIONS = 6
 E2E_RATE = 1_000  # events/s submitted
 E2E_SECONDS = 10
 CLIENTS = 16  # threads posting, each with one request in flight
+SETTLE_SECONDS = 0.3  # every worker has held its partitions this long: the group is no longer rebalancing
 CLI = [sys.executable, "-m", "api.cli"]
 
 
@@ -125,31 +126,38 @@ def publish_all(settings: Settings, config: FeedConfig) -> tuple[int, float, Mac
 
 
 def consume_all(settings: Settings, config: FeedConfig, workers: int, batch: int | None = None) -> tuple[int, float, MachineLoad | None]:
-    """Records applied and seconds, from the first applied batch to the views' position reaching the log's end, with
-    ``workers`` processes. The records of the batches applied before the clock starts are not counted (a batch is up
-    to ``--batch`` records per worker: counting them in a window that leaves out their time overstated the rate of
-    large batches)."""
+    """Records applied and seconds, with ``workers`` processes: from the first moment every worker has its partitions
+    and records have been applied, to the views' position reaching the log's end. The records applied before the clock
+    starts are not counted (counting them in a window that leaves out their time overstated the rate of large batches),
+    nor is the time the group takes to settle: a worker that joins first applies on its own until the second joins
+    and the group rebalances, which on the 20k workload was a third of the run or more."""
     ledger = admin.open_ledger(settings)
     store = ledger.store
     Projector(store).ensure()  # empty views at position 0: the workers apply the whole topic (new views would be built from the log)
     last = store.max_sequence()
-    procs = [
-        subprocess.Popen(
-            [*CLI, "project", "run", "--source", "kafka", *(["--batch", str(batch)] if batch else []), "--idle", "0.05"],
-            env=feed_env(settings, config),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        for _ in range(workers)
-    ]
+    logs = [Path(tempfile.mkstemp(prefix="pl-bench-worker-", suffix=".log")[1]) for _ in range(workers)]
+    procs = []
+    for log_path in logs:
+        with log_path.open("wb") as log:
+            procs.append(
+                subprocess.Popen(
+                    [*CLI, "project", "run", "--source", "kafka", *(["--batch", str(batch)] if batch else []), "--idle", "0.05"],
+                    env=feed_env(settings, config),
+                    stdout=subprocess.DEVNULL,
+                    stderr=log,
+                )
+            )
     try:
-        started, before, cpu_at_start = None, 0, None
+        started, before, cpu_at_start, settled_since = None, 0, None, None
         applied = "SELECT COALESCE(SUM(next_offset), 0) FROM pv_kafka_offsets"  # records applied (each topic is new)
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline:
             try:
-                if started is None and (first := int(store.query(applied)[0][0])):
-                    started, before, cpu_at_start = time.perf_counter(), first, machine_cpu_seconds()
+                if started is None:  # every worker with partitions for SETTLE_SECONDS: the group's rebalance is over
+                    settled_since = (settled_since or time.monotonic()) if all(map(has_partitions, logs)) else None
+                    settled = settled_since is not None and time.monotonic() - settled_since >= SETTLE_SECONDS
+                    if settled and (first := int(store.query(applied)[0][0])):
+                        started, before, cpu_at_start = time.perf_counter(), first, machine_cpu_seconds()
                 if started is not None and min(p for (p,) in store.query("SELECT position FROM pv_positions")) >= last:
                     took, load = time.perf_counter() - started, MachineLoad.between(cpu_at_start, machine_cpu_seconds())
                     return int(store.query(applied)[0][0]) - before, took, load
@@ -163,6 +171,14 @@ def consume_all(settings: Settings, config: FeedConfig, workers: int, batch: int
         for p in procs:
             p.wait(30)
         store.close()
+        for log_path in logs:
+            log_path.unlink(missing_ok=True)
+
+
+def has_partitions(log: Path) -> bool:
+    """The worker's last rebalance, as its log says, gave it partitions (``partitions assigned: [...]`` not empty)."""
+    lines = [line for line in log.read_text(errors="replace").splitlines() if "partitions " in line]
+    return bool(lines) and "partitions assigned: " in lines[-1] and not lines[-1].rstrip().endswith("[]")
 
 
 def run(ctx: Context) -> list[Result]:
