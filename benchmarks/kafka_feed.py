@@ -151,18 +151,24 @@ def consume_all(settings: Settings, config: FeedConfig, workers: int, batch: int
             )
     try:
         started, before, cpu_at_start, settled_since = None, 0, None, None
+        launched, cpu_at_launch = time.perf_counter(), machine_cpu_seconds()
         applied = "SELECT COALESCE(SUM(next_offset), 0) FROM pv_kafka_offsets"  # records applied (each topic is new)
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline:
             try:
-                if started is None:  # every worker with partitions for SETTLE_SECONDS: the group's rebalance is over
+                finished = min(p for (p,) in store.query("SELECT position FROM pv_positions")) >= last
+                if started is None and not finished:  # every worker with partitions for SETTLE_SECONDS: no rebalance
                     settled_since = (settled_since or time.monotonic()) if all(map(has_partitions, logs)) else None
                     settled = settled_since is not None and time.monotonic() - settled_since >= SETTLE_SECONDS
                     if settled and (first := int(store.query(applied)[0][0])):
                         started, before, cpu_at_start = time.perf_counter(), first, machine_cpu_seconds()
-                if started is not None and min(p for (p,) in store.query("SELECT position FROM pv_positions")) >= last:
-                    took, load = time.perf_counter() - started, MachineLoad.between(cpu_at_start, machine_cpu_seconds())
-                    return int(store.query(applied)[0][0]) - before, took, load
+                if finished:
+                    total = int(store.query(applied)[0][0])
+                    if started is not None and total > before:
+                        return total - before, time.perf_counter() - started, MachineLoad.between(cpu_at_start, machine_cpu_seconds())
+                    # a topic of a few batches, all applied before the group settled: the whole topic from the workers'
+                    # launch, process start included (a floor, for workloads too small to measure a rate on)
+                    return total, time.perf_counter() - launched, MachineLoad.between(cpu_at_launch, machine_cpu_seconds())
             except Exception:  # noqa: BLE001 - the workers create these tables as they start
                 pass
             time.sleep(0.01)
