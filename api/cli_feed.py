@@ -34,8 +34,8 @@ def feed_config() -> FeedConfig:
 
 
 def relay(
-    batch: Annotated[int, typer.Option(help="ledger events per published batch (one flush, one stored position)")] = 1000,
-    idle: Annotated[float, typer.Option(help="seconds to sleep when caught up")] = 0.2,
+    batch: Annotated[int, typer.Option(min=1, help="ledger events per published batch (one flush, one stored position)")] = 1000,
+    idle: Annotated[float, typer.Option(min=0.0, help="seconds to sleep when caught up")] = 0.2,
 ) -> None:
     """Publish every accepted event to the change feed (Kafka topic `pupil-ledger.events.v1`) until stopped.
 

@@ -38,7 +38,7 @@ def run(
             help=f"events per transaction (default {DEFAULT_BATCH}, doubling up to {CATCH_UP_BATCH} while far behind, on PostgreSQL)",
         ),
     ] = None,
-    idle: Annotated[float, typer.Option(help="seconds to sleep when caught up")] = 0.5,
+    idle: Annotated[float, typer.Option(min=0.0, help="seconds to sleep when caught up")] = 0.5,
     source: Annotated[str, typer.Option(help="log: follow the ledger's tables; kafka: join the consumer group on the change feed")] = "log",
     group: Annotated[str | None, typer.Option(help="consumer group with --source kafka (default PUPIL_LEDGER_KAFKA_GROUP)")] = None,  # noqa: UP007
     instance: Annotated[

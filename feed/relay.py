@@ -74,6 +74,8 @@ class Relay:
         pace: float = FOLLOWER_PACE_SECONDS,
         settings: Settings | None = None,
     ):
+        if batch_size < 1:
+            raise ValueError(f"a batch is at least 1 ledger event, not {batch_size}")  # 0 would publish nothing, for ever
         self.flush_seconds = flush_seconds
         self.pace = pace  # after a batch short of ``batch_size``: ledger.config.follower_pause
         self.store, self.config, self.batch_size, self.idle, self.on_batch = store, config, batch_size, idle, on_batch

@@ -102,6 +102,14 @@ def test_every_command_exists_in_the_cli_with_the_environment_it_is_given() -> N
         ),
         (["project", "run", "--source", "kafka", "pupils"], {"PUPIL_LEDGER_KAFKA": "127.0.0.1:9"}, "every view"),
         (["project", "run", "--source", "carrier-pigeon"], {}, "--source is log or kafka"),
+        # a batch of 0 would publish nothing for ever, a negative one (SQLite's LIMIT -1) the whole log at once; a
+        # negative pause would spin a core: refused before anything is opened, with a ledger or without
+        (["relay", "--batch", "0"], {"PUPIL_LEDGER_KAFKA": "127.0.0.1:9"}, "--batch"),
+        (["relay", "--batch", "-1"], {"PUPIL_LEDGER_KAFKA": "127.0.0.1:9"}, "--batch"),
+        (["relay", "--idle", "-1"], {"PUPIL_LEDGER_KAFKA": "127.0.0.1:9"}, "--idle"),
+        (["project", "run", "--source", "kafka", "--batch", "-9223372036854775808"], {"PUPIL_LEDGER_KAFKA": "127.0.0.1:9"}, "--batch"),
+        (["project", "run", "--source", "kafka", "--idle", "-0.5"], {"PUPIL_LEDGER_KAFKA": "127.0.0.1:9"}, "--idle"),
+        (["project", "run", "--idle", "-1"], {}, "--idle"),
     ],
 )
 def test_careless_feed_configuration_is_refused_with_a_reason(args: list[str], env: dict[str, str], says: str, tmp_path: Path) -> None:

@@ -585,3 +585,13 @@ def test_a_worker_far_behind_doubles_its_batch_up_to_the_catch_up_size_as_the_di
     assert all(n <= (16 if store.is_postgres else 4) for n in sizes)
     via_kafka = dump(store)
     assert direct_rebuild(any_area) == via_kafka
+
+
+@pytest.mark.parametrize("size", [0, -1, -(2**63)])
+def test_a_relay_or_worker_of_no_batch_is_refused_before_it_touches_anything(pg_area: Area, size: int) -> None:
+    """A batch of 0 would publish (or apply) nothing for ever; a negative one is SQLite's LIMIT -1, the whole log."""
+    config = FeedConfig("127.0.0.1:9", "unused", 1, "unused")
+    with pytest.raises(ValueError, match="at least 1"):
+        Relay(pg_area.ledger.store, config, None, batch_size=size)
+    with pytest.raises(ValueError, match="at least 1"):
+        FeedWorker(pg_area.ledger.store, config, batch_size=size)
