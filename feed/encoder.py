@@ -114,6 +114,9 @@ def erased_pseudonym(state: FeedState, sequence: int, stopping: Any = None) -> s
 
 
 class Encoder(Protocol):
+    def start(self) -> None:
+        """Be ready to read (a child process started and the ledger opened), rather than at the first batch."""
+
     def ahead(self, start: int, partitions: int) -> None:
         """Begin the batch after ``start`` (a hint: it may be ignored)."""
 
@@ -130,6 +133,9 @@ class LocalEncoder:
         self.reader = Projector(store, (), batch_size, ready=True)  # reads and decodes the log; applies nothing
         self.state = FeedState(store)
         self.stopping = stopping
+
+    def start(self) -> None:
+        pass
 
     def ahead(self, start: int, partitions: int) -> None:
         pass

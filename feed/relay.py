@@ -126,8 +126,7 @@ class Relay:
     def prepare(self) -> None:
         """Connect to the broker and start the encoder now rather than at the first batch (``run`` needs no call)."""
         self._producer_now()
-        if isinstance(self.encoder, ProcessEncoder):
-            self.encoder.start()
+        self.encoder.start()
 
     def step(self) -> int:
         """Publish the next batch of the log; returns the number of ledger events it covered (0: nothing new)."""

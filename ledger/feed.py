@@ -13,7 +13,6 @@ import json
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -69,12 +68,6 @@ class FeedConfig:
         )
 
 
-def _time(moment: datetime) -> str:
-    from ledger.service import timestamp  # the ledger's one format for times
-
-    return timestamp(moment)
-
-
 def feed_record(
     sequence: int,
     subject: str,
@@ -82,11 +75,12 @@ def feed_record(
     flags: Sequence[str],
     event_digest: str,
     envelope_digest: str,
-    received: str | None = None,
+    received: str,
 ) -> dict[str, Any]:
     """The feed's record of one accepted event. ``subject`` is the pupil's pseudonym or the organisation id:
     ``record.subject`` (a pupil's UPN) is never copied, nor any ``upn`` field of the data. ``received``: the receipt
-    time as the ledger writes it, where the caller has it already (``LogEvent.received``)."""
+    time in the ledger's one text form (``ledger.core.times.timestamp``), as the log's reader has formatted it once
+    already (``LogEvent.received``)."""
     return {
         "sequence": sequence,
         "event_id": record.event_id,
@@ -94,7 +88,7 @@ def feed_record(
         "subject": subject,
         "submitter": record.submitter,
         "occurred_on": record.occurred_on.isoformat(),
-        "received_at": received if received is not None else _time(record.received_at),
+        "received_at": received,
         "corrects": record.corrects,
         "flags": list(flags),
         "event_digest": event_digest,
@@ -103,9 +97,7 @@ def feed_record(
     }
 
 
-def erasure_record(
-    sequence: int, pseudonym: str, record: Record, event_digest: str, envelope_digest: str, received: str | None = None
-) -> dict[str, Any]:
+def erasure_record(sequence: int, pseudonym: str, record: Record, event_digest: str, envelope_digest: str, received: str) -> dict[str, Any]:
     """The feed's record of an erasure: keyed by the erased pupil's pseudonym (consumers delete what they hold about it),
     with the ground only (the count and case reference stay in the ledger's audit stream)."""
     out = feed_record(sequence, pseudonym, record, (), event_digest, envelope_digest, received)
