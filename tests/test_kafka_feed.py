@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +81,33 @@ def consume_until_caught_up(workers: list[FeedWorker], sequence: int, rounds: in
     raise AssertionError(f"the views did not reach {sequence}: {workers[0].projector.positions()}")
 
 
+@contextmanager
+def following(*followers: Relay | FeedWorker) -> Iterator[None]:
+    """The relays and workers running, each on a thread of its own; stopped, joined and closed on the way out."""
+    threads = [threading.Thread(target=f.run) for f in followers]
+    for t in threads:
+        t.start()
+    try:
+        yield
+    finally:
+        for f in followers:
+            f.stopping.set()
+        for t in threads:
+            t.join(30)
+        for f in followers:
+            f.close()
+
+
+def wait_caught_up(store: Any, timeout: float = 60, pause: float = 0.05) -> bool:
+    """Whether every view reached the log's end within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while min(Projector(store).positions().values()) < store.max_sequence():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(pause)
+    return True
+
+
 def direct_rebuild(area: Area) -> dict[str, Any]:
     Projector(area.ledger.store).rebuild()
     return dump(area.ledger.store)
@@ -137,8 +167,6 @@ def test_a_batch_the_database_rolls_back_in_a_deadlock_is_applied_again(pg_area:
     """Two workers' batches can deadlock on the read model's shared numbers (rm_roll): PostgreSQL rolls one back, and
     that worker applies the batch again from the stored offsets rather than stopping. Here the first batch is rolled
     back after its rows were written (the deadlock's own error, raised inside the transaction)."""
-    import threading
-    import time
 
     import psycopg
 
@@ -205,8 +233,6 @@ def test_broker_unreachable_relay_and_workers_wait_then_resume_and_healthz_says_
 ) -> None:
     import os
     import signal
-    import threading
-    import time
 
     from fastapi.testclient import TestClient
 
@@ -225,8 +251,6 @@ def test_broker_unreachable_relay_and_workers_wait_then_resume_and_healthz_says_
     store = pg_area.ledger.store
     relay = Relay(store, config, pg_area.ledger.settings.database_url, batch_size=50, idle=0.05, flush_seconds=2)
     worker = FeedWorker(store, config, batch_size=50, idle=0.1)
-    threads = [threading.Thread(target=relay.run), threading.Thread(target=worker.run)]
-    positions = Projector(store).positions
 
     def wait(check: Any, what: str, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
@@ -235,34 +259,27 @@ def test_broker_unreachable_relay_and_workers_wait_then_resume_and_healthz_says_
             time.sleep(0.1)
 
     try:
-        for t in threads:
-            t.start()
-        wait(lambda: min(positions().values()) >= store.max_sequence(), "caught up before the outage")
-        client = TestClient(create_app(pg_area.ledger))
-        assert client.get("/healthz").json()["feed"]["relay"]["error"] is None
-        assert broker.process is not None
-        os.kill(broker.process.pid, signal.SIGSTOP)  # unreachable: connections hang, nothing answers
-        try:
-            pg_area.admit(upn(40), "urn:100005")
-            pg_area.admit(upn(41), "urn:100006")
-            wait(lambda: client.get("/healthz").json()["feed"]["relay"]["error"] is not None, "/healthz telling of the outage", 30)
-            health = client.get("/healthz").json()
-            assert (
-                health["status"] == "ok"
-                and "broker unreachable" in health["feed"]["relay"]["error"]
-                and health["feed"]["relay"]["behind"] >= 2
-            )
-        finally:
-            os.kill(broker.process.pid, signal.SIGCONT)
-        wait(lambda: min(positions().values()) >= store.max_sequence(), "caught up after the outage", 90)
-        assert client.get("/healthz").json()["feed"]["relay"]["error"] is None
+        with following(relay, worker):
+            assert wait_caught_up(store), "caught up before the outage"
+            client = TestClient(create_app(pg_area.ledger))
+            assert client.get("/healthz").json()["feed"]["relay"]["error"] is None
+            assert broker.process is not None
+            os.kill(broker.process.pid, signal.SIGSTOP)  # unreachable: connections hang, nothing answers
+            try:
+                pg_area.admit(upn(40), "urn:100005")
+                pg_area.admit(upn(41), "urn:100006")
+                wait(lambda: client.get("/healthz").json()["feed"]["relay"]["error"] is not None, "/healthz telling of the outage", 30)
+                health = client.get("/healthz").json()
+                assert (
+                    health["status"] == "ok"
+                    and "broker unreachable" in health["feed"]["relay"]["error"]
+                    and health["feed"]["relay"]["behind"] >= 2
+                )
+            finally:
+                os.kill(broker.process.pid, signal.SIGCONT)
+            assert wait_caught_up(store, 90), "caught up after the outage"
+            assert client.get("/healthz").json()["feed"]["relay"]["error"] is None
     finally:
-        relay.stopping.set()
-        worker.stopping.set()
-        for t in threads:
-            t.join(30)
-        relay.close()
-        worker.close()
         broker.stop()
     via_kafka = dump(store)
     assert direct_rebuild(pg_area) == via_kafka
@@ -398,8 +415,6 @@ def test_a_trickle_of_events_is_relayed_and_applied_in_few_batches_after_a_short
     """After a batch short of its size the relay and a worker wait ``pace`` (as the direct projector does), so what
     arrives meanwhile goes in one flush and one transaction: at a thousand events a second a worker applying each
     poll's few records spent four times the CPU per event of a full batch, and took the API's share of the cores."""
-    import threading
-    import time
 
     config = config_for(kafka_broker)
     store = pg_area.ledger.store
@@ -412,14 +427,8 @@ def test_a_trickle_of_events_is_relayed_and_applied_in_few_batches_after_a_short
     relay_pace, worker_pace = (pace, 0.0) if paced == "relay" else (0.0, pace)
     relay = Relay(store, config, url, 50, 0.02, lambda n: relayed.append((time.monotonic(), n)), pace=relay_pace)
     worker = FeedWorker(store, config, batch_size=50, idle=0.02, on_batch=lambda n: applied.append((time.monotonic(), n)), pace=worker_pace)
-    positions = Projector(store).positions
-    threads = [threading.Thread(target=relay.run), threading.Thread(target=worker.run)]
-    try:
-        for t in threads:
-            t.start()
-        deadline = time.monotonic() + 30
-        while min(positions().values()) < store.max_sequence() and time.monotonic() < deadline:
-            time.sleep(0.02)  # the worker has applied the topic's records so far
+    with following(relay, worker):
+        assert wait_caught_up(store, 30, 0.02)  # the worker has applied the topic's records so far
         time.sleep(pace)
         relayed.clear()
         applied.clear()
@@ -428,16 +437,7 @@ def test_a_trickle_of_events_is_relayed_and_applied_in_few_batches_after_a_short
             pg_area.admit(upn(60 + n), "urn:100005")
             time.sleep(0.1)
         trickle = time.monotonic() - started
-        while min(positions().values()) < store.max_sequence() and time.monotonic() < deadline:
-            time.sleep(0.05)
-    finally:
-        relay.stopping.set()
-        worker.stopping.set()
-        for t in threads:
-            t.join(30)
-        relay.close()
-        worker.close()
-    assert min(positions().values()) == store.max_sequence()
+        assert wait_caught_up(store, 30)
     assert sum(n for _, n in relayed) == 12 and sum(n for _, n in applied) == 12, (relayed, applied)
     batches = relayed if paced == "relay" else applied
     # the first event goes at once; then one batch per pace at most, not one per event
@@ -502,7 +502,6 @@ def test_an_encoder_process_killed_mid_run_is_replaced_and_no_event_is_missed_or
 def test_killing_the_relay_process_leaves_no_encoder_process_behind(pg_area: Area, kafka_broker: Any) -> None:
     import os
     import subprocess
-    import time
 
     from .processes import CLI, env_for
 
@@ -554,8 +553,6 @@ def test_a_worker_far_behind_doubles_its_batch_up_to_the_catch_up_size_as_the_di
     """Without ``--batch``: DEFAULT_BATCH, doubled after each full batch up to CATCH_UP_BATCH on PostgreSQL (fewer, larger
     transactions while far behind), back to DEFAULT_BATCH after a short one; SQLite keeps DEFAULT_BATCH, as the direct
     projector does (its one write lock holds up every submission). The views still equal a direct rebuild."""
-    import threading
-    import time
 
     import feed.consumer
 
@@ -567,16 +564,8 @@ def test_a_worker_far_behind_doubles_its_batch_up_to_the_catch_up_size_as_the_di
     total = relay_all(any_area, config)
     sizes: list[int] = []
     worker = FeedWorker(store, config, batch_size=None, idle=0.05, pace=0.0, on_batch=sizes.append)
-    thread = threading.Thread(target=worker.run)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 60
-        while min(Projector(store).positions().values()) < store.max_sequence() and time.monotonic() < deadline:
-            time.sleep(0.05)
-    finally:
-        worker.stopping.set()
-        thread.join(30)
-        worker.close()
+    with following(worker):
+        assert wait_caught_up(store)
     assert total > 4 + 8 + 16 + 16, total  # enough records to reach the largest size
     if store.is_postgres:
         assert sizes[:4] == [4, 8, 16, 16], sizes
