@@ -81,6 +81,10 @@ class Context:
             self._derived[name] = compute(self)
         return self._derived[name]  # type: ignore[no-any-return]
 
+    def serves(self, level: str) -> bool:
+        """Whether figures at ``level`` may be rolled up from this state's contributions (a folded state: every level)."""
+        return True
+
     def contributions(self, metric: Metric) -> list[Contribution]:
         """The metric's items at this moment (computed once per context)."""
         if metric.name not in self._contributions:

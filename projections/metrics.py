@@ -106,9 +106,16 @@ def empty_figure(metric: Metric) -> Figure:
 PEER_KINDS = {"school": ("school", "ap_setting"), "trust": ("trust",), "la": ("la",)}
 
 
+def require_level(ctx: Context, level: str) -> None:
+    """Refuse to roll up figures at ``level`` from a state made for another (a national state holds England's sums only)."""
+    if not ctx.serves(level):
+        raise ValueError(f"this state holds national figures only; figures at level {level!r} need a state of every unit")
+
+
 def report(ctx: Context, level: str, scope: str, only: Collection[str] | None = None) -> dict[str, dict[str, Any]]:
     """Every metric (or those named in ``only``) for one scope, with the national value and the scope's rank among its
     peers (every registered organisation of the level is a peer, with 0 for counts where it has no items)."""
+    require_level(ctx, level)
     out: dict[str, dict[str, Any]] = {}
     baseline = set(ctx.directory.of_kind(*PEER_KINDS.get(level, ())))
     for metric in METRICS if only is None else [m for m in METRICS if m.name in only]:

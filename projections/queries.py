@@ -21,7 +21,7 @@ def case_list(db: Any, moment: Moment, level: str, scope: str) -> list[dict[str,
 
 
 def accountability_metrics(db: Any, settings: ViewSettings, moment: Moment, level: str, scope: str) -> dict[str, Any]:
-    return metrics_report(read_model_context(db, moment, settings), db, level, scope)
+    return metrics_report(read_model_context(db, moment, settings, "national" if level == "national" else None), db, level, scope)
 
 
 def metrics_report(ctx: Context, db: Any, level: str, scope: str) -> dict[str, Any]:

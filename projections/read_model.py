@@ -50,7 +50,7 @@ import hashlib
 import json
 import zlib
 from bisect import bisect_right
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date
@@ -65,13 +65,21 @@ from ledger.storage.store import execute_in, fetch_tuples
 from .calendar import TermCalendar
 from .config import ViewSettings
 from .context import placements_of
-from .facts import LogEvent, Table, View
+from .facts import END_OF_TIME, LogEvent, Table, View
 from .pupils import PUPIL_FACTS, Pupil
+from .read_model_england import (
+    RM_ENGLAND_REPORTS,
+    RM_ENGLAND_STATE,
+    EnglandChanges,
+    exit_changes,
+    placement_changes,
+    pupil_runs,
+    registration_changes,
+)
 from .read_model_months import RM_MONTHS, after_facts, forget_reports
 from .read_model_roll import RM_ROLL, Changes
-from .read_model_roll import forget as forget_roll
 
-MODEL_VERSION = 5  # bump when the tables or their rules change: the runner rebuilds the model from the log
+MODEL_VERSION = 6  # bump when the tables or their rules change: the runner rebuilds the model from the log
 
 RM_EVENTS = Table(
     "rm_events",
@@ -173,6 +181,9 @@ RM_PLACEMENTS = IntervalTable(
         ("deadline", "TEXT"),
         ("places", "INTEGER NOT NULL"),  # the pupil's placements in this state (1: the pupil's only row in force)
     ),
+    # the rows of pupils with more than one placement in a state (a few), which an England read takes one by one
+    # (read_model_queries.UNREGISTERED_AT_SEVERAL)
+    partial_indexes=(("several", "subject", "places > 1"),),
 )
 RM_EXITS = IntervalTable(
     "rm_exits",
@@ -490,34 +501,35 @@ def maintain_state(settings: ViewSettings) -> Callable[[Any, Any, Sequence[LogEv
         ends: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
         deletes: list[tuple[str, str]] = []
         no_tails: list[tuple[IntervalTable, str, str, str | None, ValidRow]] = []
-        roll = Changes()  # the registrations that become, or stop being, known now: rm_roll's numbers
+        kept = KnownNow()  # the rows that become, or stop being, known now: rm_roll's and rm_england_state's numbers
         for subject in subjects:
             t0 = since[subject]
             stored = tails.get(subject, no_tails)
             if any(known_from >= t0 for _, _, known_from, _, _ in stored):
                 deletes.append((subject, t0))  # rows known from t0 on are recomputed (a report received out of order)
             fresh = {(row, start): end for row, start, end in knowledge_runs(subject, facts.get(subject, []), t0, settings, days)}
+            kept.pupil(subject, [row for _, _, _, known_to, row in stored if known_to is None])
             for table, rk, known_from, known_to, row in stored:
                 if known_from >= t0 or (known_to is not None and known_to < t0):
-                    if known_from >= t0 and known_to is None and table is RM_REGISTRATIONS:
-                        roll.remove(registration(row))  # deleted below (and recomputed above)
+                    if known_from >= t0 and known_to is None:
+                        kept.change(row, -1)  # deleted below (and recomputed above)
                     continue  # deleted below and recomputed above, or ended before this batch's news
                 continued = (row, t0)
                 if continued in fresh:  # the same row goes on from t0: the stored one is extended
                     end = fresh.pop(continued)
                     if end != known_to:
                         ends[table.name].append((end, subject, rk, known_from))
-                        if table is RM_REGISTRATIONS and (end is None) != (known_to is None):
-                            roll.add(registration(row), 1 if end is None else -1)
+                        if (end is None) != (known_to is None):
+                            kept.change(row, 1 if end is None else -1)
                 elif known_to is None or known_to > t0:
                     ends[table.name].append((t0, subject, rk, known_from))
-                    if known_to is None and table is RM_REGISTRATIONS:
-                        roll.remove(registration(row))
+                    if known_to is None:
+                        kept.change(row, -1)
             for (row, start), end in fresh.items():
                 table, values, valid_from, valid_to = row
                 inserts[table.name].append((subject, row_key(row), valid_from, valid_to, start, end, *values))
-                if end is None and table is RM_REGISTRATIONS:
-                    roll.add(registration(row))
+                if end is None:
+                    kept.change(row, 1)
         for table in STATE_TABLES:
             # one statement per row, by executemany: a single UPDATE or DELETE joined to the batch's rows (unnest) was
             # planned as a hash join over a whole table with no statistics (a rebuilt table, autovacuum off or behind)
@@ -537,9 +549,66 @@ def maintain_state(settings: ViewSettings) -> Callable[[Any, Any, Sequence[LogEv
                         copy.write_row(values)
             else:
                 cur.executemany(table.insert_sql(), rows)
-        roll.write(cur, store)
+        kept.write(cur, store)
 
     return maintain
+
+
+class KnownNow:
+    """The changes of a batch to the numbers kept over the state rows known now: ``rm_roll`` (per school) and
+    ``rm_england_state`` (England's, ``projections/read_model_england.py``). A registration sharing an academic year with
+    another of the pupil's is counted in England once per pupil, as the union of those rows' runs: so each pupil's rows
+    known now before the batch are given first (``pupil``), and the union is taken off and added again at the end."""
+
+    def __init__(self) -> None:
+        self.roll = Changes()
+        self.england = EnglandChanges()
+        self.shared: dict[str, Counter[tuple[Any, ...]]] = {}  # a pupil's shared registrations known now (1 each)
+        self.before: dict[str, list[tuple[Any, ...]]] = {}
+        self.subject = ""
+
+    def pupil(self, subject: str, known_now: Iterable[ValidRow]) -> None:
+        """The pupil whose rows the next changes are, with its rows known now before them."""
+        self.subject = subject
+        rows = [registration(row) for row in known_now if row[0] is RM_REGISTRATIONS and row[1][7] > 1]
+        self.before[subject] = rows
+        self.shared[subject] = Counter(rows)
+
+    def change(self, row: ValidRow, sign: int) -> None:
+        """``row`` becomes known now (``sign`` 1) or stops being (-1)."""
+        table, values, valid_from, valid_to = row
+        if table is RM_REGISTRATIONS:
+            reg = registration(row)
+            self.roll.add(reg, sign)
+            if values[7] == 1:
+                self.england.add(registration_changes(reg), sign)
+            else:
+                self.shared[self.subject][reg] += sign
+        elif table is RM_PLACEMENTS:
+            self.england.add(placement_changes(values, valid_from, valid_to), sign)
+        else:
+            self.england.add(exit_changes(values, valid_from, valid_to), sign)
+
+    def write(self, cur: Any, store: Any) -> None:
+        for subject, now in self.shared.items():
+            before = self.before[subject]
+            after = list((+now).elements())
+            if sorted(before) != sorted(after):
+                self.england.add(pupil_runs(before), -1)
+                self.england.add(pupil_runs(after), 1)
+        self.roll.write(cur, store)
+        self.england.write(cur, store)
+
+
+def forget_state(cur: Any, store: Any, subject: str) -> None:
+    """``View.forget`` of ``read_model_state``: an erased pupil's rows known now off ``rm_roll``'s and England's numbers
+    (before its rows are deleted, in the same transaction)."""
+    rows = [row for _, _, _, known_to, row in _load_tails(cur, store, [subject], END_OF_TIME).get(subject, []) if known_to is None]
+    kept = KnownNow()
+    kept.pupil(subject, rows)
+    for row in rows:
+        kept.change(row, -1)
+    kept.write(cur, store)
 
 
 def registration(row: ValidRow) -> tuple[Any, ...]:
@@ -634,10 +703,17 @@ def views(settings: ViewSettings) -> tuple[View, View]:
         View(
             "read_model_events",
             version,
-            (RM_EVENTS, RM_MONTHS),
+            (RM_EVENTS, RM_MONTHS, RM_ENGLAND_REPORTS),
             event_rows(settings),
             after=after_facts(settings),
             forget=forget_reports(settings),
         ),
-        View("read_model_state", version, (*STATE_TABLES, RM_ROLL), lambda ev: (), maintain=maintain_state(settings), forget=forget_roll),
+        View(
+            "read_model_state",
+            version,
+            (*STATE_TABLES, RM_ROLL, RM_ENGLAND_STATE),
+            lambda ev: (),
+            maintain=maintain_state(settings),
+            forget=forget_state,
+        ),
     )

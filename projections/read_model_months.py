@@ -28,6 +28,7 @@ from ledger.storage.store import execute_in
 
 from .config import ViewSettings
 from .facts import LogEvent
+from .read_model_england import RM_ENGLAND_REPORTS
 from .read_model_roll import SumTable
 
 RM_MONTHS = SumTable(
@@ -66,6 +67,14 @@ class EventCount:
             f"{', ' + columns if columns else ''} FROM rm_events e WHERE {self.where} AND {extra}"
         )
 
+    def day_sums(self, metric: str) -> str:
+        """The metric's parts of each report of ``b`` (the batch's rows), as ``rm_england_reports`` keeps them (England's,
+        per effective day and label)."""
+        return (
+            f"SELECT '{metric}' AS metric, e.occurred_on AS day, COALESCE({self.label}, '') AS label, {self.num} AS num, "
+            f"{self.den} AS den FROM b e WHERE {self.where}"
+        )
+
     def sums(self, metric: str) -> str:
         """The metric's parts of each report of ``b`` (the batch's rows), as ``rm_months`` keeps them."""
         return (
@@ -100,17 +109,19 @@ REPORTS: dict[str, EventCount] = {
 COUNTED = {metric: count for metric, count in REPORTS.items() if count.kept}
 
 
-def month_sums_sql(metric: str, current_month_rows: str) -> str:
-    """The metric's items summed per unit and label, as ``read_model_queries.aggregated`` gives them: the kept sums of
-    the whole months of the year before D's (``:ym`` <= month < ``:dm``), and ``current_month_rows`` (the rows of
-    D's month in force, as ``unit, item, num, den, label``). A unit and label whose reports were all superseded
-    keeps a row of zeros, which ``HAVING`` leaves out (the rows give none)."""
+def month_sums_sql(metric: str, current_month_rows: str, grouping: tuple[str, str] = ("unit", "unit, ")) -> str:
+    """The metric's items summed per unit (or as ``grouping`` says: ``read_model_queries.Grouping``) and label, as
+    ``read_model_queries.aggregated`` gives them: the kept sums of the whole months of the year before D's (``:ym`` <=
+    month < ``:dm``), and ``current_month_rows`` (the rows of D's month in force, as ``unit, item, num, den, label``).
+    A unit and label whose reports were all superseded keeps a row of zeros, which ``HAVING`` leaves out (the rows give none)."""
+    unit, keys = grouping
     return (
         # (PostgreSQL sums BIGINT as NUMERIC, which comes back as Decimal: cast back to whole numbers)
-        "SELECT unit, label, CAST(SUM(num) AS BIGINT) AS num, CAST(SUM(den) AS BIGINT) AS den, CAST(SUM(n) AS BIGINT) AS n, NULL AS item FROM ("
+        f"SELECT {unit} AS unit, label, CAST(SUM(num) AS BIGINT) AS num, CAST(SUM(den) AS BIGINT) AS den, CAST(SUM(n) AS BIGINT) AS n, "
+        "NULL AS item FROM ("
         f"SELECT NULLIF(unit, '') AS unit, label, num, den, n FROM rm_months WHERE metric = '{metric}' AND month >= :ym AND month < :dm "
         f"UNION ALL SELECT unit, label, num, den, 1 AS n FROM ({current_month_rows}) r"
-        ") c GROUP BY unit, label HAVING SUM(n) <> 0"
+        f") c GROUP BY {keys}label HAVING SUM(n) <> 0"
     )
 
 
@@ -125,6 +136,16 @@ def _write(cur: Any, store: Any, rows_of_b: str, params: Sequence[Any], sign: in
         "WHERE 1 = 1 GROUP BY metric, month, unit, label ORDER BY metric, month, unit, label "
         "ON CONFLICT (metric, month, unit, label) DO UPDATE SET num = rm_months.num + excluded.num, den = rm_months.den + excluded.den, "
         "n = rm_months.n + excluded.n"
+    ).replace(":late", str(int(late)))
+    execute_in(cur, store.sql(statement), params, store.is_postgres)
+    days = " UNION ALL ".join(count.day_sums(metric) for metric, count in REPORTS.items())
+    statement = (
+        f"WITH b AS ({rows_of_b}) "
+        f"INSERT INTO {RM_ENGLAND_REPORTS.name} (metric, day, label, num, den, n) "
+        f"SELECT metric, day, label, {sign} * SUM(num), {sign} * SUM(den), {sign} * COUNT(*) FROM ({days}) s "
+        "WHERE 1 = 1 GROUP BY metric, day, label ORDER BY metric, day, label "
+        f"ON CONFLICT (metric, day, label) DO UPDATE SET num = {RM_ENGLAND_REPORTS.name}.num + excluded.num, "
+        f"den = {RM_ENGLAND_REPORTS.name}.den + excluded.den, n = {RM_ENGLAND_REPORTS.name}.n + excluded.n"
     ).replace(":late", str(int(late)))
     execute_in(cur, store.sql(statement), params, store.is_postgres)
 

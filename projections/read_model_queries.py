@@ -18,7 +18,7 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import date
-from typing import Any
+from typing import Any, NamedTuple
 
 from ledger.core.rules import SUSPENSION_CAP_DAYS
 from ledger.core.schooltime import academic_year
@@ -26,12 +26,13 @@ from ledger.core.schooltime import academic_year
 from . import ehcp, funding
 from . import read_model_roll as roll
 from .config import ViewSettings
-from .context import Context, Contribution, Metric, Placement, context
+from .context import ENGLAND, Context, Contribution, Metric, Placement, context
 from .facts import Moment
 from .metrics import METRICS_BY_NAME
 from .orgs import directory
 from .plans import funding as funding_facts
 from .read_model import model_version
+from .read_model_england import ENGLAND_SUMS, ROLL, STATE_METRICS, YEAR
 from .read_model_months import REPORTS, EventCount, month_sums_sql
 from .roll import GAP_EXEMPT_DESTINATIONS, UNEXPLAINED_DESTINATIONS
 from .unregistered import UNREGISTERED_SETTING_TYPES, ProviderWatch, watch_of
@@ -74,6 +75,11 @@ REGISTRATION_COUNTS = (
     f"SELECT r.school, {ON_ROLL}, COUNT(*) FROM rm_registrations r WHERE {IN_YEAR_AT_SCHOOL} AND r.year_regs = 1 GROUP BY 1, 2"
 )
 SHARED_REGISTRATIONS = f"SELECT r.school, {ON_ROLL}, r.subject FROM rm_registrations r WHERE {IN_YEAR_AT_SCHOOL} AND r.year_regs > 1"
+# England's count of those pupils: on the roll at D, and at a school in the year to date (each pupil once)
+SHARED_PUPILS = (
+    f"SELECT COUNT(DISTINCT CASE WHEN {ON_ROLL} = 1 THEN r.subject END), COUNT(DISTINCT r.subject) "
+    f"FROM rm_registrations r WHERE {IN_YEAR_AT_SCHOOL} AND r.year_regs > 1"
+)
 # The rows known now that T did not know yet, and the rows T knew that have been replaced since: what rm_roll's numbers
 # (every row known now) are corrected by for a read at T. None when T is now.
 LEARNT_AFTER = "r.known_to IS NULL AND r.known_from > :t"
@@ -93,6 +99,14 @@ CORRECTIONS_LIMIT = 20_000
 CORRECTIONS = (
     f"SELECT COUNT(*) FROM (SELECT 1 FROM (SELECT 1 FROM rm_registrations r WHERE {LEARNT_AFTER} "
     f"UNION ALL SELECT 1 FROM rm_registrations r WHERE {RETIRED_AFTER}) u LIMIT {CORRECTIONS_LIMIT}) c"
+)
+
+
+# The pupils in unregistered provision with more than one placement in their state, one by one (an England read at now
+# takes the others' count from rm_england_state); the roll-up counts each pupil once, by key
+UNREGISTERED_AT_SEVERAL = (
+    "SELECT p.commissioner AS unit, '' AS label, 1 AS num, 0 AS den, 1 AS n, p.subject AS item FROM rm_placements p "
+    f"WHERE {OPEN_PLACEMENT} AND p.setting_type IN {_in(UNREGISTERED_SETTING_TYPES)} AND p.places > 1"
 )
 
 
@@ -144,13 +158,13 @@ CAP_CROSSINGS = (
 # of the year (100,128 rows at 1 M pupils at the end of March: 83 and 138 ms as two queries); the cap's breaches
 # only of the pupils whose sessions of the year to date pass the cap.
 PAST_THE_CAP = "SELECT * FROM s WHERE subject IN (SELECT subject FROM s GROUP BY subject HAVING SUM(sessions) > :cap)"
-SCANS = {
+SCANS = {  # "{unit}" and "{keys}": the state's ``Grouping``
     "suspensions": (
         f"WITH s AS MATERIALIZED ({SUSPENSIONS}) "
-        "SELECT 'suspensions_by_reason' AS metric, unit, label, SUM(num) AS num, SUM(den) AS den, COUNT(*) AS n, NULL AS item "
-        "FROM s GROUP BY unit, label "
-        f"UNION ALL SELECT 'suspension_cap_breaches', unit, '', COUNT(*), 0, COUNT(*), NULL FROM ({CAP_CROSSINGS.format(s=PAST_THE_CAP)}) c "
-        "GROUP BY unit"
+        "SELECT 'suspensions_by_reason' AS metric, {unit} AS unit, label, SUM(num) AS num, SUM(den) AS den, COUNT(*) AS n, NULL AS item "
+        "FROM s GROUP BY {keys}label "
+        "UNION ALL SELECT 'suspension_cap_breaches', {unit}, label, COUNT(*), 0, COUNT(*), NULL "
+        f"FROM (SELECT unit, '' AS label FROM ({CAP_CROSSINGS.format(s=PAST_THE_CAP)}) x) c GROUP BY {{keys}}label"
     ),
 }
 
@@ -231,23 +245,39 @@ def positional(sql: str, values: dict[str, Any]) -> tuple[str, list[Any]]:
     return re.sub(r":([a-z]+)\b", mark, sql), params
 
 
-def aggregated(query: Query, kind: str) -> str:
-    """The query's items summed per unit and label, and the items whose key repeats one by one (last column: the key).
+class Grouping(NamedTuple):
+    """What a state's sums are grouped by, besides the label (``ReadModelContext.level``)."""
+
+    unit: str  # the unit each sum is given under (a SQL expression)
+    keys: str  # what is grouped by before the label ("": the label alone)
+
+
+# each unit, for figures at every level; or every unit as England, for a state only national figures are read from (every
+# unit's items count towards England: ``context.scope_of``)
+PER_UNIT = Grouping("unit", "unit, ")
+AS_ENGLAND = Grouping(f"'{ENGLAND}'", "")
+
+
+def aggregated(query: Query, kind: str, grouping: Grouping = PER_UNIT) -> str:
+    """The query's items summed per unit (or as ``grouping`` says) and label, and the items whose key repeats one by one
+    (last column: the key).
 
     A query whose keys may repeat (``unique=False``: a pupil's key, under each school the pupil is on the roll of)
     says in its ``shared`` column which rows may (the pupil's state has more than one registration or placement):
     only those are looked at for repeats, so the rest, nearly every row, is summed in one pass."""
     if kind == "median":
         return f"SELECT unit, label, num, den, 1 AS n, item FROM ({query.sql}) c"
+    unit, keys = grouping
     if query.unique:
         return (
-            f"SELECT unit, label, SUM(num) AS num, SUM(den) AS den, COUNT(*) AS n, NULL AS item FROM ({query.sql}) c GROUP BY unit, label"
+            f"SELECT {unit} AS unit, label, SUM(num) AS num, SUM(den) AS den, COUNT(*) AS n, NULL AS item FROM ({query.sql}) c "
+            f"GROUP BY {keys}label"
         )
     return (
         f"WITH c AS MATERIALIZED ({query.sql}), "
         "repeated AS MATERIALIZED (SELECT item FROM c WHERE shared = 1 GROUP BY item HAVING COUNT(*) > 1) "
-        "SELECT unit, label, SUM(num) AS num, SUM(den) AS den, COUNT(*) AS n, NULL AS item FROM c "
-        "WHERE shared = 0 OR item NOT IN (SELECT item FROM repeated) GROUP BY unit, label "
+        f"SELECT {unit} AS unit, label, SUM(num) AS num, SUM(den) AS den, COUNT(*) AS n, NULL AS item FROM c "
+        f"WHERE shared = 0 OR item NOT IN (SELECT item FROM repeated) GROUP BY {keys}label "
         "UNION ALL SELECT unit, label, num, den, 1 AS n, item FROM c WHERE shared = 1 AND item IN (SELECT item FROM repeated)"
     )
 
@@ -307,14 +337,23 @@ class Registrations:
 
 class ReadModelContext(Context):
     """A ``Context`` whose metrics, placements and provider watch come from the read model by SQL; anything
-    else (a metric not in ``QUERIES``, code that reads ``pupils``) falls back to the fold, computed once."""
+    else (a metric not in ``QUERIES``, code that reads ``pupils``) falls back to the fold, computed once.
 
-    def __init__(self, db: Any, moment: Moment, settings: ViewSettings):
+    ``level="national"`` makes a state that only national figures are read from (an England read, a national series):
+    the database sums every unit's items as England's, so the state holds a few sums per metric rather than one per
+    unit and label (111,000 contributions at 1 M pupils, rolled up in Python), and ``serves`` refuses other levels."""
+
+    def __init__(self, db: Any, moment: Moment, settings: ViewSettings, level: str | None = None):
         super().__init__(moment, settings, directory(db, moment), [], funding_facts(db, moment))
+        if level not in (None, "national"):
+            raise ValueError(f"a read model state is made for every level or for national figures only, not {level!r}")
+        self.level = level
+        self.grouping = AS_ENGLAND if level == "national" else PER_UNIT
         self.db, self.store = db, db.store
         self._fold: Context | None = None
         self._registrations: dict[str, Registrations] | None = None
         self._scans: dict[str, dict[str, list[tuple[Any, ...]]]] = {}
+        self._england: dict[str, list[tuple[Any, ...]]] | None = None
 
     @property
     def pupils(self) -> list[Any]:
@@ -323,6 +362,9 @@ class ReadModelContext(Context):
     @pupils.setter
     def pupils(self, value: list[Any]) -> None:
         pass  # the dataclass sets it; this context folds pupils only when asked
+
+    def serves(self, level: str) -> bool:
+        return self.level is None or level == self.level
 
     def fold(self) -> Context:
         if self._fold is None:
@@ -370,16 +412,36 @@ class ReadModelContext(Context):
         return self._contributions[metric.name]
 
     def _items(self, metric: Metric, query: Query) -> list[tuple[Any, ...]]:
-        """The metric's aggregated rows (``aggregated``'s columns): from its scan, its sums or its own query."""
+        """The metric's aggregated rows (``aggregated``'s columns): from England's kept numbers, its scan, its sums or its
+        own query."""
+        if self.kept_for_england and (metric.name in REPORTS or metric.name in STATE_METRICS):
+            rows = self.england().get(metric.name, [])
+            if metric.name == "pupils_in_unregistered_provision":
+                rows = rows + self.query(UNREGISTERED_AT_SEVERAL)
+            return rows
         if query.scan is not None:
             return self.scanned(query.scan).get(metric.name, [])
         return self.query(self._items_sql(metric, query)) if query.sql else []
+
+    @property
+    def kept_for_england(self) -> bool:
+        """England's figures at the ledger's now come from the numbers kept per day (``read_model_england``), which know
+        only the rows known now."""
+        return self.level == "national" and self.moment.known_at is None
+
+    def england(self) -> dict[str, list[tuple[Any, ...]]]:
+        """``ENGLAND_SUMS`` at this moment, by metric, as ``aggregated``'s rows (asked once per state)."""
+        if self._england is None:
+            self._england = {}
+            for metric, label, num, den, n in self.query(ENGLAND_SUMS):
+                self._england.setdefault(metric, []).append((ENGLAND, label, num, den, n, None))
+        return self._england
 
     def scanned(self, scan: str) -> dict[str, list[tuple[Any, ...]]]:
         """The rows of one of ``SCANS`` at this moment, by metric, asked once for every metric it serves."""
         if scan not in self._scans:
             by_metric: dict[str, list[tuple[Any, ...]]] = {}
-            for metric, *row in self.query(SCANS[scan]):
+            for metric, *row in self.query(SCANS[scan].format(**self.grouping._asdict())):
                 by_metric.setdefault(metric, []).append(tuple(row))
             self._scans[scan] = by_metric
         return self._scans[scan]
@@ -388,11 +450,13 @@ class ReadModelContext(Context):
         """The metric's items, summed where they can be: from ``rm_months`` and D's month's rows when the query counts
         reports and the read is at the ledger's now (the sums know only the rows known now), else from the rows."""
         if query.counted is not None and self.moment.known_at is None:
-            return month_sums_sql(metric.name, query.counted.rows(f"{EV('e')} AND {IN_YEAR} AND e.occurred_on >= :ms"))
-        return aggregated(query, metric.kind)
+            return month_sums_sql(metric.name, query.counted.rows(f"{EV('e')} AND {IN_YEAR} AND e.occurred_on >= :ms"), self.grouping)
+        return aggregated(query, metric.kind, self.grouping)
 
     def registrations(self) -> dict[str, Registrations]:
         """``REGISTRATION_COUNTS`` (from ``rm_roll``: ``ROLL_COUNTS``) and ``SHARED_REGISTRATIONS`` at this moment, asked once for every metric that counts them: "roll" and "year"."""
+        if self._registrations is None and self.level == "national":
+            self._registrations = self.national_registrations()
         if self._registrations is None:
             counted, shared = self.roll_counts(), self.query(SHARED_REGISTRATIONS)  # on the roll at D: 1
             self._registrations = {
@@ -402,6 +466,22 @@ class ReadModelContext(Context):
                 "year": Registrations.of(((s, int(n)) for s, _, n in counted), ((s, p) for s, _, p in shared)),
             }
         return self._registrations
+
+    def national_registrations(self) -> dict[str, Registrations]:
+        """``registrations`` as England's numbers: the schools' numbers summed, and each pupil of the other rows once
+        (a pupil counted in a school's number has no other registration in D's academic year, so no other row counted)."""
+        if self.kept_for_england:
+            kept = self.england()
+            roll, year = (sum(int(num) for _, _, num, *_ in kept.get(name, [])) for name in (ROLL, YEAR))
+            return {"roll": Registrations({ENGLAND: roll}, []), "year": Registrations({ENGLAND: year}, [])}
+        roll = year = 0
+        for _, on_roll, n in self.roll_counts():
+            roll, year = roll + int(n) * int(on_roll), year + int(n)
+        ((shared_roll, shared_year),) = self.query(SHARED_PUPILS)
+        return {
+            "roll": Registrations({ENGLAND: roll + int(shared_roll)}, []),
+            "year": Registrations({ENGLAND: year + int(shared_year)}, []),
+        }
 
     def roll_counts(self) -> list[tuple[Any, ...]]:
         """``REGISTRATION_COUNTS``' answer: from ``rm_roll``'s numbers, unless a read so far in the past would correct them
@@ -478,9 +558,10 @@ def _day(value: str | None) -> date | None:
     return date.fromisoformat(value) if value else None
 
 
-def read_model_context(db: Any, moment: Moment, settings: ViewSettings) -> Context:
-    """The state the metrics read at ``moment``: from the read model when it is usable, else folded."""
+def read_model_context(db: Any, moment: Moment, settings: ViewSettings, level: str | None = None) -> Context:
+    """The state the metrics read at ``moment``: from the read model when it is usable, else folded. ``level``
+    "national": a state only national figures are read from (``ReadModelContext``), cheaper at national scale."""
     store = getattr(db, "store", None)
     if store is not None and usable(store, settings):
-        return ReadModelContext(db, moment, settings)
+        return ReadModelContext(db, moment, settings, level)
     return context(db, moment, settings)

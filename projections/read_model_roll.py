@@ -26,7 +26,7 @@ A read so far in the past that more than ``CORRECTIONS_LIMIT`` (``read_model_que
 registrations instead, as before (a first, bounded count of those rows says which).
 
 The upkeep (``Changes``) adds a row's changes when it becomes known now and takes them off when it stops being
-(ended, deleted to be recomputed, or its pupil erased: ``forget``), in the same transaction as the rows; the
+(ended, deleted to be recomputed, or its pupil erased: ``read_model.forget_state``), in the same transaction as the rows; the
 batch's changes are summed per school and day first and written in key order (two Kafka workers that touch the
 same school and day wait for each other; a batch split by an erasure writes twice, so two such batches can deadlock,
 and the worker whose batch is rolled back applies it again: ``feed/consumer.py``).
@@ -40,7 +40,6 @@ from datetime import date
 from typing import Any, ClassVar
 
 from ledger.core.schooltime import academic_year_start_of
-from ledger.storage.store import execute_in, fetch_tuples
 
 from .facts import Table
 
@@ -134,23 +133,3 @@ class Changes:
                 rows,
             )
         self.sums.clear()
-
-
-def current_registrations(cur: Any, store: Any, subjects: list[str]) -> list[tuple[Any, ...]]:
-    """The subjects' registration rows known now, in ``REGISTRATION_COLUMNS`` order."""
-    where, params = store.where_in("subject", subjects)
-    execute_in(
-        cur,
-        store.sql(f"SELECT {', '.join(REGISTRATION_COLUMNS)} FROM rm_registrations WHERE {where} AND known_to IS NULL"),
-        params,
-        store.is_postgres,
-    )
-    return [(*r[:4], int(r[4]), *r[5:]) for r in fetch_tuples(cur)]
-
-
-def forget(cur: Any, store: Any, subject: str) -> None:
-    """Take an erased pupil's rows off the numbers (before its rows are deleted, in the same transaction)."""
-    changes = Changes()
-    for row in current_registrations(cur, store, [subject]):
-        changes.remove(row)
-    changes.write(cur, store)

@@ -33,7 +33,7 @@ from ledger import dfe
 from .config import ViewSettings
 from .context import Context
 from .facts import Moment
-from .metrics import METRICS_BY_NAME, empty_figure, figures, report
+from .metrics import METRICS_BY_NAME, empty_figure, figures, report, require_level
 from .orgs import Directory
 from .read_model_queries import read_model_context
 
@@ -89,6 +89,7 @@ def _change(now: Any, before: Any) -> Any:
 
 def values_of(ctx: Context, level: str, scope: str, names: Iterable[str]) -> dict[str, Any]:
     """The scope's value of each metric of ``names`` in ``ctx``: all that a later date's comparison reads of it."""
+    require_level(ctx, level)
     out: dict[str, Any] = {}
     for name in names:
         metric = METRICS_BY_NAME[name]
@@ -100,6 +101,7 @@ def compare(ctx: Context, last_year: dict[str, Any], level: str, scope: str, fou
     """Add the region's value, the quartile band and the change since the same date last year to ``found``
     (``report``'s figures for the scope); returns the region compared with. ``last_year``: the scope's value of each
     metric a year before (``values_of`` of that date's state)."""
+    require_level(ctx, level)
     region = region_for(level, scope, ctx.directory)
     regions = RegionDirectory(ctx.directory.orgs) if region else None
     for name, figure in found.items():
@@ -165,7 +167,10 @@ def series(
     before: dict[date, dict[str, Any]] = {}
     points = []
     region = None
-    with closing(in_order(lambda day: prepared(read_model_context(db, Moment(day, known_at), settings), names), order)) as making:
+    state_level = "national" if level == "national" else None  # a national series needs England's sums only
+    with closing(
+        in_order(lambda day: prepared(read_model_context(db, Moment(day, known_at), settings, state_level), names), order)
+    ) as making:
         made = zip(order, making, strict=True)
         for i, day in enumerate(days):
             while day not in states or a_year_before(day) not in before:

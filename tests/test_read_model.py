@@ -21,7 +21,9 @@ from projections.context import context
 from projections.facts import Moment
 from projections.metrics import METRICS_BY_NAME
 from projections.queries import metrics_report
-from projections.read_model_months import COUNTED
+from projections.read_model import RM_EXITS, RM_PLACEMENTS
+from projections.read_model_england import EnglandChanges, exit_changes, placement_changes, pupil_runs, registration_changes
+from projections.read_model_months import COUNTED, REPORTS
 from projections.read_model_queries import (
     QUERIES,
     REGISTRATION_COUNTS,
@@ -33,6 +35,7 @@ from projections.read_model_queries import (
     read_model_context,
 )
 from projections.read_model_roll import REGISTRATION_COLUMNS, Changes
+from projections.read_model_series import values_of
 from projections.runner import Projector, Reader, forget_pupil
 
 from .conftest import World, upn
@@ -43,10 +46,13 @@ __all__ = ["area"]
 
 
 def both(db: Any, moment: Moment, level: str, scope: str, settings: ViewSettings | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The read model's accountabilityMetrics body and the fold's, for one scope and moment."""
+    """The read model's accountabilityMetrics body and the fold's, for one scope and moment. At national level, the
+    state made for national figures only (England's sums) must give the same body as the state of every unit."""
     s = settings or ViewSettings()
-    model = ReadModelContext(db, moment, s)
-    return metrics_report(model, db, level, scope), metrics_report(context(db, moment, s), db, level, scope)
+    model = metrics_report(ReadModelContext(db, moment, s), db, level, scope)
+    if level == "national":
+        assert metrics_report(ReadModelContext(db, moment, s, "national"), db, level, scope) == model, moment
+    return model, metrics_report(context(db, moment, s), db, level, scope)
 
 
 def scopes(db: Any, moment: Moment) -> list[tuple[str, str]]:
@@ -130,12 +136,38 @@ def test_a_scan_for_several_metrics_gives_each_the_rows_of_its_own_query(area: A
     scanned = {name: q for name, q in QUERIES.items() if q.scan is not None}
     assert set(scanned) == {"suspensions_by_reason", "suspension_cap_breaches"}
     for moment in (Moment(AS_OF), Moment(d(12, 31)), Moment(AS_OF, datetime(2026, 9, 21, 23, tzinfo=UTC))):
-        ctx = ReadModelContext(reader, moment, ViewSettings())
-        for name, query in scanned.items():
-            assert query.scan is not None
-            own = ctx.query(aggregated(query, METRICS_BY_NAME[name].kind))
-            assert sorted(map(tuple, own)) == sorted(ctx.scanned(query.scan).get(name, [])), (name, moment)
-        assert ctx.scanned("suspensions").get("suspension_cap_breaches") or moment.known_at is not None  # P2's breach
+        for level in (None, "national"):  # summed per unit, or as England's (the state only national figures are read from)
+            ctx = ReadModelContext(reader, moment, ViewSettings(), level)
+            for name, query in scanned.items():
+                assert query.scan is not None
+                own = ctx.query(aggregated(query, METRICS_BY_NAME[name].kind, ctx.grouping))
+                assert sorted(map(tuple, own)) == sorted(ctx.scanned(query.scan).get(name, [])), (name, moment, level)
+            assert ctx.scanned("suspensions").get("suspension_cap_breaches") or moment.known_at is not None  # P2's breach
+
+
+def test_a_national_state_holds_englands_sums_and_refuses_other_levels(area: Area) -> None:
+    """A state made for national figures has a few sums per metric, not one per unit, gives the fold's national body,
+    and refuses to roll up its sums to a school, trust or LA, where they would be wrong rather than slow."""
+    reader = Reader(area.ledger.store)
+    moment = Moment(AS_OF)
+    national = ReadModelContext(reader, moment, ViewSettings(), "national")
+    every_unit = ReadModelContext(reader, moment, ViewSettings())
+    for name, query in QUERIES.items():
+        metric = METRICS_BY_NAME[name]
+        if (query.sql or query.registrations) and query.unique and metric.kind != "median":  # (a median's values come one by one)
+            assert {c.unit for c in national.contributions(metric)} <= {"england"}, name
+    sums = sum(len(national.contributions(m)) for m in METRICS_BY_NAME.values())
+    assert sums < sum(len(every_unit.contributions(m)) for m in METRICS_BY_NAME.values())
+    assert metrics_report(national, reader, "national", "england") == metrics_report(
+        context(reader, moment, ViewSettings()), reader, "national", "england"
+    )
+    for level, scope in (("la", "la:801"), ("trust", TRUST), ("school", A)):
+        with pytest.raises(ValueError, match="national figures only"):
+            metrics_report(national, reader, level, scope)
+        with pytest.raises(ValueError, match="national figures only"):
+            values_of(national, level, scope, ["pupils_on_roll"])
+    with pytest.raises(ValueError, match="not 'la'"):
+        ReadModelContext(reader, moment, ViewSettings(), "la")
 
 
 def test_a_read_far_in_the_past_scans_the_registrations_instead_of_correcting_the_kept_numbers(
@@ -229,7 +261,7 @@ def test_registrations_in_different_academic_years_are_counted_per_school_and_th
                     )
                     w.post(etype, school, data, upn=upn(pupil), occurred_on=day)
                     w.clock.now += timedelta(minutes=1)
-            Projector(w.ledger.store).catch_up()
+            Projector(w.ledger.store, batch_size=1).catch_up()  # a batch per event: the shared rows change batch by batch
             rows = w.ledger.store.query(
                 "SELECT subject, school, start_on, year_regs FROM rm_registrations WHERE known_to IS NULL AND valid_to IS NULL"
             )
@@ -246,6 +278,7 @@ def test_registrations_in_different_academic_years_are_counted_per_school_and_th
             ]
             reader = Reader(w.ledger.store)
             assert_roll_kept(w.ledger.store)
+            assert_england_kept(w.ledger.store)
             for day in (date(2026, 7, 1), date(2026, 8, 31), date(2026, 9, 1), date(2026, 10, 1), date(2027, 1, 10), date(2027, 1, 19)):
                 moment = Moment(day)
                 assert_roll_read(reader, moment)
@@ -254,6 +287,11 @@ def test_registrations_in_different_academic_years_are_counted_per_school_and_th
                     assert model == fold, (day, level, scope)
             pupils = metrics_report(ReadModelContext(reader, Moment(date(2027, 1, 10)), ViewSettings()), reader, "la", "la:801")
             assert pupils["metrics"]["pupils_on_roll"]["value"] == 4  # pupil 3 on two rolls at once, counted once in the LA
+            w.ledger.erase(upn(3), "erasure_request")  # the pupil on two rolls leaves England's numbers too
+            forget_pupil(w.ledger.store, w.ledger.secrets.pupil_id(upn(3)))
+            assert_england_kept(w.ledger.store)
+            model, fold = both(reader, Moment(date(2027, 1, 10)), "national", "england")
+            assert model == fold and model["metrics"]["pupils_on_roll"]["value"] == 3
         finally:
             w.ledger.store.close()
 
@@ -277,7 +315,9 @@ def test_an_erased_pupil_leaves_the_read_model(area: Area, pupil: int) -> None:
         assert store.query(f"SELECT COUNT(*) FROM {table} WHERE subject = ?", [subject])[0][0] == 0
     assert_roll_kept(store)
     assert_months_kept(store)
+    assert_england_kept(store)
     model, fold = both(Reader(store), Moment(AS_OF), "school", A)
+    assert both(Reader(store), Moment(AS_OF), "national", "england")[0] == both(Reader(store), Moment(AS_OF), "national", "england")[1]
     assert model == fold
 
 
@@ -382,6 +422,7 @@ def test_the_read_model_equals_the_fold_for_random_histories(
             exact = [Moment(date(2026, 10, 15), parse_timestamp(t)) for t in received[-3:]]  # on a version's boundary
             assert_roll_kept(w.ledger.store)
             assert_months_kept(w.ledger.store)
+            assert_england_kept(w.ledger.store)
             for moment in MOMENTS + exact:
                 assert_roll_read(reader, moment)
                 for level, scope in scopes(reader, moment):
@@ -398,6 +439,37 @@ def assert_roll_kept(store: Any) -> None:
         recomputed.add((*r[:4], int(r[4]), *r[5:]))
     kept = {(s, d): (int(r), int(y)) for s, d, r, y in store.query("SELECT school, day, roll, year FROM rm_roll") if r or y}
     assert kept == {key: (r, y) for key, (r, y) in recomputed.sums.items() if r or y}
+
+
+def assert_england_kept(store: Any) -> None:
+    """rm_england_reports and rm_england_state hold England's numbers over the rows known now, however their upkeep was
+    batched, corrected or erased: recomputed from the rows by the same runs (rows of zeros aside)."""
+    late = ViewSettings().late_school_days
+    reports: dict[tuple[str, ...], list[int]] = {}
+    for metric, count in REPORTS.items():
+        sql = count.rows("e.superseded_at IS NULL", "e.occurred_on AS day").replace(":late", str(late))
+        for _, _, num, den, label, day in store.query(sql):
+            kept = reports.setdefault((metric, day, label or ""), [0, 0, 0])
+            kept[0], kept[1], kept[2] = kept[0] + int(num), kept[1] + int(den), kept[2] + 1
+    stored = {
+        (m, day, label): [int(num), int(den), int(n)] for m, day, label, num, den, n in store.query("SELECT * FROM rm_england_reports")
+    }
+    assert {k: v for k, v in stored.items() if any(v)} == reports
+    state = EnglandChanges()
+    for table, changes in ((RM_PLACEMENTS, placement_changes), (RM_EXITS, exit_changes)):
+        for r in store.query(f"SELECT valid_from, valid_to, {', '.join(table.state_columns)} FROM {table.name} WHERE known_to IS NULL"):
+            state.add(changes(tuple(r[2:]), r[0], r[1]))
+    shared: dict[str, list[tuple[Any, ...]]] = {}
+    for subject, *r in store.query(f"SELECT subject, {', '.join(REGISTRATION_COLUMNS)} FROM rm_registrations WHERE known_to IS NULL"):
+        row = (*r[:4], int(r[4]), *r[5:])
+        if row[4] == 1:
+            state.add(registration_changes(row))
+        else:
+            shared.setdefault(subject, []).append(row)
+    for rows in shared.values():
+        state.add(pupil_runs(rows))
+    stored = {(m, day, label): [int(num), int(den), int(n)] for m, day, label, num, den, n in store.query("SELECT * FROM rm_england_state")}
+    assert {k: v for k, v in stored.items() if any(v)} == {k: v for k, v in state.sums.items() if any(v)}
 
 
 def assert_months_kept(store: Any) -> None:

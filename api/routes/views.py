@@ -252,15 +252,16 @@ def views_router(ledger: Ledger, settings: ViewSettings | None = None) -> APIRou
     contexts: dict[tuple[Any, ...], Context] = {}
     lock = threading.Lock()
 
-    def folded(m: Moment) -> tuple[Context, dict[str, int]]:
+    def folded(m: Moment, national: bool = False) -> tuple[Context, dict[str, int]]:
         """The folded state at ``m``, reused while the views have not moved (positions only grow, so a
-        context cached under some positions holds at least the events they name)."""
+        context cached under some positions holds at least the events they name). ``national``: a state that only
+        national figures are read from (England's sums, made by the database: cheaper at national scale)."""
         positions = projector.positions()
-        key = (m.as_of, m.known_at, tuple(sorted(positions.items())))
+        key = (m.as_of, m.known_at, tuple(sorted(positions.items())), national)
         with lock:
             found = contexts.get(key)
         if found is None:
-            found = read_model_context(reader, m, view_settings)
+            found = read_model_context(reader, m, view_settings, "national" if national else None)
             with lock:
                 if len(contexts) >= CACHED_CONTEXTS:
                     contexts.clear()
@@ -370,9 +371,10 @@ def views_router(ledger: Ledger, settings: ViewSettings | None = None) -> APIRou
         def body(scope: str, m: Moment) -> dict[str, Any]:
             # the state a year before (for change_since_last_year) is prepared in a thread while this one is reported:
             # both are SQL-bound, so the database answers them side by side
+            national = level == Level.national
             with ThreadPoolExecutor(max_workers=1, thread_name_prefix="year-before") as pool:
-                before = pool.submit(lambda: prepared(folded(Moment(a_year_before(m.as_of), m.known_at))[0]))
-                ctx, positions = folded(m)
+                before = pool.submit(lambda: prepared(folded(Moment(a_year_before(m.as_of), m.known_at), national)[0]))
+                ctx, positions = folded(m, national)
                 found = metrics_report(ctx, reader, level.value, scope)
                 last_year = values_of(before.result(), level.value, scope, found["metrics"])
                 region = compare(ctx, last_year, level.value, scope, found["metrics"])

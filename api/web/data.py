@@ -36,7 +36,7 @@ from ledger.transparency.tlog import Log
 from projections.config import ViewSettings
 from projections.context import ENGLAND, Context, context
 from projections.facts import Moment
-from projections.metrics import METRICS, Figure, empty_figure, figures, report
+from projections.metrics import METRICS, Figure, empty_figure, figures, report, require_level
 from projections.placements import placements_register
 from projections.queries import case_list, metrics_report, scope_for
 from projections.read_model_queries import read_model_context
@@ -376,6 +376,7 @@ class WebData:
         return ctx.derived(f"web.level_figures.{level}", lambda c: self._level_figures(c, level))
 
     def _level_figures(self, ctx: Context, level: str) -> dict[str, tuple[dict[str, Figure], Figure]]:
+        require_level(ctx, level)
         peers = ctx.directory.of_kind(*LEVEL_KINDS.get(level, ()))
         out = {}
         for metric in METRICS:

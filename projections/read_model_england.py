@@ -1,0 +1,214 @@
+"""England's figures kept as numbers per day (issue 20), so that a national read at the ledger's now does not scan the
+pupils' rows.
+
+A state made for national figures (``ReadModelContext(level="national")``: an England read, a national series) sums
+every unit's items as England's. Asked of the rows, each metric is still a scan of every row in force, which grows with
+the pupils: 530 ms of SQL at 1 M pupils in March. For the rows known now, these tables keep England's numbers instead,
+which grow with the days and the labels, not the pupils:
+
+* ``rm_england_reports`` (view ``read_model_events``): for every metric that counts the reports of the year to date
+  (``read_model_months.REPORTS``), the reports known now summed per effective day and label. England's figure at
+  (D, now) is the sum over the days from the first of September to D: the same rows as the metric's SQL, by the same
+  definition (``EventCount``), as ``rm_months`` keeps them per unit and month.
+* ``rm_england_state`` (view ``read_model_state``): for metrics over the state tables, each row known now adds its
+  numerator and denominator on the first day it counts and takes them off on the first day it stops counting
+  (``changes_of``: the predicates of ``read_model_queries``' SQL, as runs of effective days, as ``rm_roll``'s are), so
+  England's figure at (D, now) is the sum of the changes up to D. The roll's two numbers (``ROLL`` and ``YEAR``:
+  pupils on the roll at D, and at a school in the academic year to date) are kept the same way: a registration alone in
+  its academic years counts by itself; a pupil's registrations sharing an academic year (moves, dual registration)
+  count once, as the union of their runs (``pupil_runs``), so a pupil on two rolls counts once in England.
+
+The upkeep is ``rm_roll``'s and ``rm_months``': a state row's changes are added when it becomes known now and taken
+off when it stops being (``read_model.maintain_state``), a report's when it is written or superseded
+(``read_model_months.after_facts``), and an erased pupil's rows are taken off before they are deleted. A read at an
+earlier ledger time reads the rows, as before. Not kept: the medians (they need every value), the pupils in
+unregistered provision at more than one placement at once (read one by one, few), the suspension cap (a pupil's
+sessions in ledger order), the placements ended (joined to the state) and the post-16 destinations (the latest per
+pupil), and the AP attendance (by the academic year it reports on).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from datetime import date, timedelta
+from typing import Any
+
+from .context import TRAILING_DAYS
+from .read_model_roll import ON_ROLL_STATUSES, SumTable, next_year_start
+from .roll import GAP_EXEMPT_DESTINATIONS, UNEXPLAINED_DESTINATIONS
+from .unregistered import UNREGISTERED_SETTING_TYPES
+
+ROLL = "registrations:roll"  # the pupils on the roll at D (counted once each)
+YEAR = "registrations:year"  # the pupils at a school in the academic year to date (counted once each)
+
+_COLUMNS = (
+    ("metric", "TEXT NOT NULL"),
+    ("day", "TEXT NOT NULL"),
+    ("label", "TEXT NOT NULL"),  # '' for none
+    ("num", "BIGINT NOT NULL"),
+    ("den", "BIGINT NOT NULL"),
+    ("n", "BIGINT NOT NULL"),  # items
+)
+RM_ENGLAND_REPORTS = SumTable("rm_england_reports", _COLUMNS, key=("metric", "day", "label"), counting="n <> 0")
+RM_ENGLAND_STATE = SumTable("rm_england_state", _COLUMNS, key=("metric", "day", "label"), counting="n <> 0 OR num <> 0 OR den <> 0")
+
+# the metrics rm_england_state keeps (with the roll's two numbers); a read at now takes them from it
+STATE_METRICS = frozenset(
+    {
+        "open_ap_placements_by_setting_type",
+        "open_ap_placements_by_tier",
+        "overdue_time_limited_placements",
+        "pupils_in_unregistered_provision",  # the pupils with one placement; the others are read one by one
+        "ap_reintegration_rate",
+        "children_without_setting_after_leaving",
+        "sen_exits",
+        "unexplained_exit_rate",
+    }
+)
+
+Change = tuple[str, str, str, int, int, int]  # metric, day, label, num, den, items
+# the placements' and removals' state columns, in read_model.RM_PLACEMENTS' and RM_EXITS' order
+PLACEMENT = ("placement_id", "commissioner", "setting", "setting_type", "tier", "start_on", "planned_end", "hours", "end_on")
+PLACEMENT_TAIL = ("outcome", "length_days", "deadline", "places")
+
+
+def _earlier(a: str | None, b: str | None) -> str | None:
+    """The earlier of two ends, None being open."""
+    return b if a is None else a if b is None else min(a, b)
+
+
+def _day_after(day: str, days: int = 1) -> str:
+    return (date.fromisoformat(day) + timedelta(days=days)).isoformat()
+
+
+def _run(metric: str, first: str, end: str | None, label: str = "", num: int = 1, den: int = 0) -> Iterator[Change]:
+    """An item counting on the days [first, end) (end None: open): added on its first day, taken off on its end."""
+    if end is not None and first >= end:
+        return
+    yield metric, first, label, num, den, 1
+    if end is not None:
+        yield metric, end, label, -num, -den, -1
+
+
+def placement_changes(values: tuple[Any, ...], valid_from: str, valid_to: str | None) -> Iterator[Change]:
+    """A placement row's changes, by ``read_model_queries``' predicates (``OPEN_PLACEMENT``, the overdue, unregistered and
+    reintegration queries) as runs of D."""
+    _, _, _, setting_type, tier, _, planned_end, _, end_on, outcome, _, deadline, places = values
+    if end_on is None:  # open in this state: OPEN_PLACEMENT
+        yield from _run("open_ap_placements_by_setting_type", valid_from, valid_to, setting_type)
+        yield from _run("open_ap_placements_by_tier", valid_from, valid_to, str(tier))
+        if int(tier) == 2 and planned_end is not None:  # overdue once D > planned_end
+            yield from _run("overdue_time_limited_placements", max(valid_from, _day_after(planned_end)), valid_to)
+        if setting_type in UNREGISTERED_SETTING_TYPES and int(places) == 1:
+            yield from _run("pupils_in_unregistered_provision", valid_from, valid_to)
+    if deadline is not None:  # deadline in [D - (TRAILING_DAYS - 1), D]
+        reintegrated = int(outcome == "mainstream" and end_on is not None and end_on <= deadline)
+        end = _earlier(valid_to, _day_after(deadline, TRAILING_DAYS))
+        yield from _run("ap_reintegration_rate", max(valid_from, deadline), end, num=reintegrated, den=1)
+
+
+def exit_changes(values: tuple[Any, ...], valid_from: str, valid_to: str | None) -> Iterator[Change]:
+    """A removal's changes, by ``read_model_queries``' ``_exits`` predicates as runs of D (``occurred_on >= :ys``: D before
+    the first of September after it; ``check_day >= :ys`` likewise)."""
+    _, _, occurred_on, check_day, destination, sen_status, with_setting = values
+    without_setting = destination not in GAP_EXEMPT_DESTINATIONS and int(with_setting) == 0  # WITHOUT_SETTING, from check_day on
+    if without_setting:
+        yield from _run(
+            "children_without_setting_after_leaving", max(valid_from, check_day), _earlier(valid_to, next_year_start(check_day))
+        )
+    in_year = _earlier(valid_to, next_year_start(occurred_on))
+    if sen_status is not None and sen_status != "N":
+        yield from _run("sen_exits", valid_from, in_year, sen_status)
+    if destination in UNEXPLAINED_DESTINATIONS:
+        yield from _run("unexplained_exit_rate", valid_from, in_year)
+    elif without_setting:
+        yield from _run("unexplained_exit_rate", max(valid_from, check_day), in_year)
+
+
+def registration_runs(
+    status: str, start_on: str, end_on: str | None, valid_from: str, valid_to: str | None
+) -> tuple[tuple[str, str | None] | None, tuple[str, str | None] | None]:
+    """The days a registration row counts: on the roll, and at its school in the year to date (``read_model_roll``'s runs)."""
+    first = max(valid_from, start_on)
+    year_end = _earlier(valid_to, next_year_start(end_on) if end_on else None)
+    if year_end is not None and first >= year_end:
+        return None, None
+    roll_end = _earlier(valid_to, end_on)
+    on_roll = (first, roll_end) if status in ON_ROLL_STATUSES and (roll_end is None or first < roll_end) else None
+    return on_roll, (first, year_end)
+
+
+def registration_changes(row: tuple[Any, ...]) -> Iterator[Change]:
+    """A registration row alone in its academic years (``year_regs`` 1), in ``read_model_roll.REGISTRATION_COLUMNS`` order."""
+    _, status, start_on, end_on, _, valid_from, valid_to = row
+    on_roll, in_year = registration_runs(status, start_on, end_on, valid_from, valid_to)
+    if on_roll is not None:
+        yield from _run(ROLL, *on_roll)
+    if in_year is not None:
+        yield from _run(YEAR, *in_year)
+
+
+def _union(runs: Iterable[tuple[str, str | None]]) -> list[tuple[str, str | None]]:
+    """Runs of days merged where they overlap or touch."""
+    out: list[tuple[str, str | None]] = []
+    for first, end in sorted(runs, key=lambda r: r[0]):
+        if out and (out[-1][1] is None or first <= out[-1][1]):
+            last_first, last_end = out[-1]
+            out[-1] = (last_first, None if end is None or last_end is None else max(last_end, end))
+        else:
+            out.append((first, end))
+    return out
+
+
+def pupil_runs(rows: Iterable[tuple[Any, ...]]) -> Iterator[Change]:
+    """One pupil's registrations that share an academic year with another (``year_regs`` > 1), known now: the pupil
+    counts once on each day any of them counts (``REGISTRATION_COLUMNS`` order)."""
+    rolls, years = [], []
+    for _, status, start_on, end_on, _, valid_from, valid_to in rows:
+        on_roll, in_year = registration_runs(status, start_on, end_on, valid_from, valid_to)
+        if on_roll is not None:
+            rolls.append(on_roll)
+        if in_year is not None:
+            years.append(in_year)
+    for first, end in _union(rolls):
+        yield from _run(ROLL, first, end)
+    for first, end in _union(years):
+        yield from _run(YEAR, first, end)
+
+
+class EnglandChanges:
+    """A batch's changes to ``rm_england_state``, summed per metric, day and label, written at once (``write``)."""
+
+    def __init__(self) -> None:
+        self.sums: dict[tuple[str, str, str], list[int]] = {}
+
+    def add(self, changes: Iterable[Change], sign: int = 1) -> None:
+        for metric, day, label, num, den, n in changes:
+            kept = self.sums.setdefault((metric, day, label), [0, 0, 0])
+            kept[0] += sign * num
+            kept[1] += sign * den
+            kept[2] += sign * n
+
+    def write(self, cur: Any, store: Any) -> None:
+        rows = [(*key, *sums) for key, sums in sorted(self.sums.items()) if any(sums)]
+        if rows:
+            cur.executemany(
+                store.sql(
+                    "INSERT INTO rm_england_state (metric, day, label, num, den, n) VALUES (?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT (metric, day, label) DO UPDATE SET num = rm_england_state.num + excluded.num, "
+                    "den = rm_england_state.den + excluded.den, n = rm_england_state.n + excluded.n"
+                ),
+                rows,
+            )
+        self.sums.clear()
+
+
+# England's kept numbers at (D, now), as ``read_model_queries.aggregated``'s rows with the metric first: the reports of
+# the year to date, and the state's changes up to D. A metric and label whose items all stopped counting keep a row of
+# zeros, which HAVING leaves out (as the rows give none).
+ENGLAND_SUMS = (
+    "SELECT metric, label, CAST(SUM(num) AS BIGINT), CAST(SUM(den) AS BIGINT), CAST(SUM(n) AS BIGINT) FROM rm_england_reports "
+    "WHERE day >= :ys AND day <= :d GROUP BY metric, label HAVING SUM(n) <> 0 "
+    "UNION ALL SELECT metric, label, CAST(SUM(num) AS BIGINT), CAST(SUM(den) AS BIGINT), CAST(SUM(n) AS BIGINT) FROM rm_england_state "
+    "WHERE day <= :d GROUP BY metric, label HAVING SUM(n) <> 0"
+)

@@ -1,0 +1,182 @@
+"""England's kept numbers per day (projections/read_model_england.py) count on exactly the days the metrics' SQL does.
+
+The random-history tests compare England's figures with the fold at a few moments; here, for random state rows (dates
+clustered around the first of September, gap checks, deadlines and planned ends), every day on which either side could
+change is checked: the kept changes summed up to D against the metric's own SQL over the same rows at D (SQLite in
+memory: the SQL the model reads, with its parameters as a state sets them)."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections import defaultdict
+from datetime import date, timedelta
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from projections.config import ViewSettings
+from projections.context import Context
+from projections.facts import Moment
+from projections.metrics import METRICS_BY_NAME
+from projections.orgs import Directory
+from projections.read_model import RM_EXITS, RM_PLACEMENTS, RM_REGISTRATIONS
+from projections.read_model_england import (
+    ROLL,
+    STATE_METRICS,
+    YEAR,
+    EnglandChanges,
+    exit_changes,
+    placement_changes,
+    pupil_runs,
+    registration_changes,
+)
+from projections.read_model_queries import (
+    AS_ENGLAND,
+    IN_YEAR_AT_SCHOOL,
+    ON_ROLL,
+    QUERIES,
+    UNREGISTERED_AT_SEVERAL,
+    ReadModelContext,
+    aggregated,
+    positional,
+)
+from projections.read_model_roll import next_year_start
+
+BASE = date(2026, 8, 25)
+DAY = st.integers(0, 380).map(lambda n: (BASE + timedelta(days=n)).isoformat())
+OPEN_DAY = st.none() | DAY
+
+
+def _interval(draw: Any) -> tuple[str, str | None]:
+    first = draw(DAY)
+    end = draw(OPEN_DAY)
+    return first, (None if end is None or end <= first else end)
+
+
+@st.composite
+def placement(draw: Any) -> tuple[Any, ...]:
+    valid_from, valid_to = _interval(draw)
+    start = draw(DAY)
+    end = draw(OPEN_DAY)
+    values = (
+        "p",
+        "la:801",
+        "setting",
+        draw(st.sampled_from(["AP", "OTH", "NFE", "HOS"])),
+        draw(st.sampled_from([2, 2, 1, 3])),  # tier 2 with a planned end: the overdue placements
+        start,
+        draw(st.one_of(DAY, DAY, st.none())),
+        10.0,
+        end,
+        draw(st.sampled_from([None, "mainstream", "special"])) if end else None,
+        None,
+        draw(OPEN_DAY),
+        draw(st.integers(1, 2)),
+    )
+    return valid_from, valid_to, values
+
+
+@st.composite
+def removal(draw: Any) -> tuple[Any, ...]:
+    valid_from, valid_to = _interval(draw)
+    occurred = draw(DAY)
+    check = (date.fromisoformat(occurred) + timedelta(days=draw(st.integers(1, 20)))).isoformat()
+    destination = draw(st.sampled_from(["unknown", "cme", "school", "ehe", "died", "moved_away"]))
+    values = ("x", "urn:1", occurred, check, destination, draw(st.sampled_from([None, "N", "K", "E"])), draw(st.integers(0, 1)))
+    return valid_from, valid_to, values
+
+
+@st.composite
+def registration(draw: Any) -> tuple[Any, ...]:
+    valid_from, valid_to = _interval(draw)
+    start = draw(DAY)
+    end = draw(OPEN_DAY)
+    return draw(st.sampled_from(["C", "M", "S"])), start, (None if end is None or end < start else end), valid_from, valid_to
+
+
+def _db(placements: list[tuple[Any, ...]], removals: list[tuple[Any, ...]], registrations: dict[int, list[tuple[Any, ...]]]) -> Any:
+    db = sqlite3.connect(":memory:")
+    for table in (RM_PLACEMENTS, RM_EXITS, RM_REGISTRATIONS):
+        for ddl in table.ddl():
+            db.execute(ddl)
+    known = ("2026-01-01T00:00:00Z", None)
+    for i, (vf, vt, values) in enumerate(placements):
+        db.execute(f"INSERT INTO rm_placements VALUES ({', '.join('?' * 19)})", (f"s{i // 2}", f"k{i}", vf, vt, *known, *values))
+    for i, (vf, vt, values) in enumerate(removals):
+        db.execute(f"INSERT INTO rm_exits VALUES ({', '.join('?' * 13)})", (f"s{i}", f"k{i}", vf, vt, *known, *values))
+    for pupil, rows in registrations.items():
+        for i, (status, start, end, vf, vt) in enumerate(rows):
+            values = (i, f"urn:{i}", status, start, end, "N", 0, 1 if len(rows) == 1 else 2)
+            db.execute(f"INSERT INTO rm_registrations VALUES ({', '.join('?' * 14)})", (f"r{pupil}", f"k{i}", vf, vt, *known, *values))
+    return db
+
+
+def _checked_days(dates: set[str]) -> list[date]:
+    """Every day on which a predicate over these dates can change (each date and the days a window from it ends), and the
+    day before each."""
+    out: set[date] = set()
+    for text in dates:
+        day = date.fromisoformat(text)
+        for d in (
+            day,
+            day + timedelta(days=1),
+            day + timedelta(days=364),
+            day + timedelta(days=365),
+            date.fromisoformat(next_year_start(text)),
+        ):
+            out.update((d, d - timedelta(days=1)))
+    for year in (2025, 2026, 2027, 2028):
+        out.update((date(year, 9, 1), date(year, 8, 31)))
+    return sorted(out)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    placements=st.lists(placement(), max_size=6),
+    removals=st.lists(removal(), max_size=5),
+    registrations=st.dictionaries(st.integers(0, 3), st.lists(registration(), min_size=1, max_size=3), max_size=4),
+)
+def test_englands_kept_numbers_count_on_the_days_the_sql_does(
+    placements: list[tuple[Any, ...]], removals: list[tuple[Any, ...]], registrations: dict[int, list[tuple[Any, ...]]]
+) -> None:
+    kept = EnglandChanges()
+    for vf, vt, values in placements:
+        kept.add(placement_changes(values, vf, vt))
+    for vf, vt, values in removals:
+        kept.add(exit_changes(values, vf, vt))
+    for rows in registrations.values():
+        regs = [(f"urn:{i}", status, start, end, 1 if len(rows) == 1 else 2, vf, vt) for i, (status, start, end, vf, vt) in enumerate(rows)]
+        kept.add(registration_changes(regs[0]) if len(regs) == 1 else pupil_runs(regs))
+    db = _db(placements, removals, registrations)
+    dates = {
+        v for rows in (placements, removals) for vf, vt, values in rows for v in (vf, vt, *values) if isinstance(v, str) and v[:2] == "20"
+    }
+    dates |= {v for rows in registrations.values() for row in rows for v in row[1:] if v}
+
+    for day in _checked_days(dates):
+        ctx = Context(Moment(day), ViewSettings(), Directory({}), [])
+        params = ReadModelContext.params(ctx)  # type: ignore[arg-type]  # (the parameters a state at D binds)
+
+        def query(sql: str, params: dict[str, Any] = params) -> list[tuple[Any, ...]]:
+            return db.execute(*positional(sql, params)).fetchall()
+
+        sums: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0, 0])
+        for (metric, changed, label), (num, den, n) in kept.sums.items():
+            if changed <= day.isoformat():
+                total = sums[metric, label]
+                total[0], total[1], total[2] = total[0] + num, total[1] + den, total[2] + n
+        for metric in sorted(STATE_METRICS):
+            found = {label: (num, den, n) for label, num, den, n in ((lb, *t) for (m, lb), t in sums.items() if m == metric) if n}
+            rows = query(aggregated(QUERIES[metric], METRICS_BY_NAME[metric].kind, AS_ENGLAND))
+            if metric == "pupils_in_unregistered_provision":  # the pupils at several placements come one by one, counted once
+                several = {item for *_, item in query(UNREGISTERED_AT_SEVERAL)}
+                expected = sum(int(r[2]) for r in rows if r[5] is None) + len({r[5] for r in rows if r[5] is not None})
+                assert sum(v[0] for v in found.values()) + len(several) == expected, (day, metric)
+                continue
+            assert found == {label: (int(num), int(den), int(n)) for _, label, num, den, n, _ in rows}, (day, metric)
+        ((on_roll, in_year),) = query(
+            f"SELECT COUNT(DISTINCT CASE WHEN {ON_ROLL} = 1 THEN r.subject END), COUNT(DISTINCT r.subject) FROM rm_registrations r "
+            f"WHERE {IN_YEAR_AT_SCHOOL}"
+        )
+        assert (sums[ROLL, ""][0], sums[YEAR, ""][0]) == (on_roll, in_year), day
