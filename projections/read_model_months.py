@@ -28,7 +28,7 @@ from ledger.storage.store import execute_in
 
 from .config import ViewSettings
 from .facts import LogEvent
-from .read_model_england import RM_ENGLAND_REPORTS
+from .read_model_england import RM_ENGLAND_REPORTS, cap_upkeep
 from .read_model_roll import SumTable
 
 RM_MONTHS = SumTable(
@@ -164,6 +164,9 @@ def after_facts(settings: ViewSettings) -> Callable[[Any, Any, Sequence[LogEvent
         if superseded:  # counted when their batch came; superseded now (an event is corrected at most once)
             where, params = store.where_in("e.event_id", superseded)
             _write(cur, store, f"SELECT e.* FROM rm_events e WHERE {where}", params, -1, settings)
+        # the pupils whose suspensions the batch may change (a suspension, its correction or a retraction): England's cap breaches
+        touched = [ev.subject for ev in events if ev.record.type in ("pupil.excluded", "pupil.record_retracted")]
+        cap_upkeep(cur, store, touched, new, superseded)
 
     return upkeep
 
@@ -174,5 +177,6 @@ def forget_reports(settings: ViewSettings) -> Callable[[Any, Any, str], None]:
 
     def forget(cur: Any, store: Any, subject: str) -> None:
         _write(cur, store, "SELECT e.* FROM rm_events e WHERE e.subject = ? AND e.superseded_at IS NULL", [subject], -1, settings)
+        cap_upkeep(cur, store, [subject], set(), [], forgotten=True)
 
     return forget

@@ -32,7 +32,7 @@ from .metrics import METRICS_BY_NAME
 from .orgs import directory
 from .plans import funding as funding_facts
 from .read_model import model_version
-from .read_model_england import ENGLAND_SUMS, ROLL, STATE_METRICS, YEAR
+from .read_model_england import CAP_BREACHES, ENGLAND_SUMS, ROLL, STATE_METRICS, YEAR
 from .read_model_months import REPORTS, EventCount, month_sums_sql
 from .roll import GAP_EXEMPT_DESTINATIONS, UNEXPLAINED_DESTINATIONS
 from .unregistered import UNREGISTERED_SETTING_TYPES, ProviderWatch, watch_of
@@ -101,6 +101,9 @@ CORRECTIONS = (
     f"UNION ALL SELECT 1 FROM rm_registrations r WHERE {RETIRED_AFTER}) u LIMIT {CORRECTIONS_LIMIT}) c"
 )
 
+
+# The metrics a national state at the ledger's now reads from England's numbers kept per day (``read_model_england``)
+KEPT_FOR_ENGLAND = frozenset({*REPORTS, *STATE_METRICS, CAP_BREACHES})
 
 # The pupils in unregistered provision with more than one placement in their state, one by one (an England read at now
 # takes the others' count from rm_england_state); the roll-up counts each pupil once, by key
@@ -414,7 +417,7 @@ class ReadModelContext(Context):
     def _items(self, metric: Metric, query: Query) -> list[tuple[Any, ...]]:
         """The metric's aggregated rows (``aggregated``'s columns): from England's kept numbers, its scan, its sums or its
         own query."""
-        if self.kept_for_england and (metric.name in REPORTS or metric.name in STATE_METRICS):
+        if self.kept_for_england and metric.name in KEPT_FOR_ENGLAND:
             rows = self.england().get(metric.name, [])
             if metric.name == "pupils_in_unregistered_provision":
                 rows = rows + self.query(UNREGISTERED_AT_SEVERAL)

@@ -22,7 +22,15 @@ from projections.facts import Moment
 from projections.metrics import METRICS_BY_NAME
 from projections.queries import metrics_report
 from projections.read_model import RM_EXITS, RM_PLACEMENTS
-from projections.read_model_england import EnglandChanges, exit_changes, placement_changes, pupil_runs, registration_changes
+from projections.read_model_england import (
+    SUSPENSIONS_KNOWN_NOW,
+    EnglandChanges,
+    crossings,
+    exit_changes,
+    placement_changes,
+    pupil_runs,
+    registration_changes,
+)
 from projections.read_model_months import COUNTED, REPORTS
 from projections.read_model_queries import (
     QUERIES,
@@ -451,6 +459,15 @@ def assert_england_kept(store: Any) -> None:
         for _, _, num, den, label, day in store.query(sql):
             kept = reports.setdefault((metric, day, label or ""), [0, 0, 0])
             kept[0], kept[1], kept[2] = kept[0] + int(num), kept[1] + int(den), kept[2] + 1
+    suspensions: dict[str, list[tuple[str, int]]] = {}
+    for subject, day, sessions in store.query(
+        f"SELECT e.subject, e.occurred_on, e.sessions FROM rm_events e WHERE {SUSPENSIONS_KNOWN_NOW}"
+    ):
+        suspensions.setdefault(subject, []).append((day, int(sessions)))
+    for rows in suspensions.values():
+        for metric, day, label, num, den, n in crossings(rows):
+            kept = reports.setdefault((metric, day, label), [0, 0, 0])
+            kept[0], kept[1], kept[2] = kept[0] + num, kept[1] + den, kept[2] + n
     stored = {
         (m, day, label): [int(num), int(den), int(n)] for m, day, label, num, den, n in store.query("SELECT * FROM rm_england_reports")
     }

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import sqlite3
 from collections import defaultdict
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -20,12 +21,14 @@ from projections.context import Context
 from projections.facts import Moment
 from projections.metrics import METRICS_BY_NAME
 from projections.orgs import Directory
-from projections.read_model import RM_EXITS, RM_PLACEMENTS, RM_REGISTRATIONS
+from projections.read_model import RM_EVENTS, RM_EXITS, RM_PLACEMENTS, RM_REGISTRATIONS
 from projections.read_model_england import (
+    CAP_BREACHES,
     ROLL,
     STATE_METRICS,
     YEAR,
     EnglandChanges,
+    crossings,
     exit_changes,
     placement_changes,
     pupil_runs,
@@ -42,6 +45,11 @@ from projections.read_model_queries import (
     positional,
 )
 from projections.read_model_roll import next_year_start
+from projections.runner import Projector, Reader, forget_pupil
+
+from .conftest import upn
+from .test_projections import SCHOOLS, fresh_settings, small_world
+from .test_read_model import assert_england_kept, both
 
 BASE = date(2026, 8, 25)
 DAY = st.integers(0, 380).map(lambda n: (BASE + timedelta(days=n)).isoformat())
@@ -180,3 +188,74 @@ def test_englands_kept_numbers_count_on_the_days_the_sql_does(
             f"WHERE {IN_YEAR_AT_SCHOOL}"
         )
         assert (sums[ROLL, ""][0], sums[YEAR, ""][0]) == (on_roll, in_year), day
+
+
+@settings(max_examples=60, deadline=None)
+@given(suspensions=st.lists(st.tuples(st.integers(0, 2), DAY, st.sampled_from([1, 2, 30, 60, 89, 90, 91])), max_size=10))
+def test_englands_kept_cap_breaches_count_on_the_days_the_scan_does(suspensions: list[tuple[int, str, int]]) -> None:
+    """A pupil breaches the suspension cap in England from the day its sessions of the academic year pass it: the
+    crossings kept per day, summed from the first of September to D, equal the cap's SQL (in ledger order) at every day."""
+    db = sqlite3.connect(":memory:")
+    for ddl in RM_EVENTS.ddl():
+        db.execute(ddl)
+    columns = ("seq", "event_id", "type", "subject", "occurred_on", "received_at", "unit", "submitter", "kind", "label", "sessions")
+    by_pupil: dict[int, list[tuple[str, int]]] = defaultdict(list)
+    for seq, (pupil, day, sessions) in enumerate(suspensions):
+        row = (seq, f"e{seq}", "pupil.excluded", f"s{pupil}", day, "2026-01-01T00:00:00Z", f"urn:{seq % 2}", "urn:1", "SUSP", "R", sessions)
+        db.execute(f"INSERT INTO rm_events ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})", row)
+        by_pupil[pupil].append((day, sessions))
+    kept = EnglandChanges()
+    for rows in by_pupil.values():
+        kept.add(crossings(rows))
+    for when in _checked_days({d for _, d, _ in suspensions}):
+        ctx = Context(Moment(when), ViewSettings(), Directory({}), [])
+        params = ReadModelContext.params(ctx)  # type: ignore[arg-type]
+        rows = db.execute(*positional(aggregated(QUERIES[CAP_BREACHES], "count", AS_ENGLAND), params)).fetchall()
+        counted = sum(n for (_, changed, _), (n, _, _) in kept.sums.items() if params["ys"] <= changed <= when.isoformat())
+        assert counted == sum(int(r[2]) for r in rows), when
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_a_corrected_retracted_or_erased_suspension_moves_englands_cap_breaches_as_the_fold_does(backend: str) -> None:
+    """A pupil over the cap, then under it by a correction, over it again, a retraction, a second pupil, an erasure:
+    projected an event at a time, England's kept breaches equal their recomputation and the fold's figure each time."""
+    school = SCHOOLS[0]
+    with fresh_settings(backend) as settings:
+        w = small_world(settings)
+        try:
+            projector = Projector(w.ledger.store, batch_size=1)
+            w.clock.now = datetime(2026, 11, 20, 9, tzinfo=UTC)
+            for pupil in (1, 2):
+                w.admit(upn(pupil), school, occurred_on=date(2026, 9, 2))
+
+            def suspend(pupil: int, day: date, sessions: int, corrects: str | None = None) -> str:
+                data = {"school": school, "kind": "SUSP", "reasons": ["PP"], "sessions": sessions}
+                w.clock.now += timedelta(minutes=1)
+                return str(w.post("pupil.excluded", school, data, upn=upn(pupil), occurred_on=day, corrects=corrects).event_id)
+
+            def breaches() -> int:
+                projector.catch_up()
+                assert_england_kept(w.ledger.store)
+                reader = Reader(w.ledger.store)
+                model, fold = both(reader, Moment(date(2026, 11, 1)), "national", "england")
+                assert model == fold
+                return int(model["metrics"]["suspension_cap_breaches"]["value"])
+
+            first = suspend(1, date(2026, 9, 10), 60)
+            second = suspend(1, date(2026, 10, 5), 40)
+            assert breaches() == 1
+            second = suspend(1, date(2026, 10, 5), 20, corrects=second)  # 80 sessions: under the cap
+            assert breaches() == 0
+            suspend(1, date(2026, 10, 12), 30)  # 110
+            suspend(2, date(2026, 9, 20), 91)
+            assert breaches() == 2
+            w.clock.now += timedelta(minutes=1)
+            w.post(
+                "pupil.record_retracted", school, {"reason": "entered_in_error"}, upn=upn(1), occurred_on=date(2026, 9, 10), corrects=first
+            )
+            assert breaches() == 1  # 50 sessions left
+            w.ledger.erase(upn(2), "erasure_request")
+            forget_pupil(w.ledger.store, w.ledger.secrets.pupil_id(upn(2)))
+            assert breaches() == 0
+        finally:
+            w.ledger.store.close()
