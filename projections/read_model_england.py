@@ -13,7 +13,8 @@ which grow with the days and the labels, not the pupils:
   there too: a pupil counts on the first day of an academic year on which its suspensions pass the cap (``crossings``).
 * ``rm_england_state`` (view ``read_model_state``): for metrics over the state tables, each row known now adds its
   numerator and denominator on the first day it counts and takes them off on the first day it stops counting
-  (``changes_of``: the predicates of ``read_model_queries``' SQL, as runs of effective days, as ``rm_roll``'s are), so
+  (``placement_changes``, ``exit_changes``, ``registration_changes``: the predicates of ``read_model_queries``' SQL, as
+  runs of effective days, as ``rm_roll``'s are), so
   England's figure at (D, now) is the sum of the changes up to D. The roll's two numbers (``ROLL`` and ``YEAR``:
   pupils on the roll at D, and at a school in the academic year to date) are kept the same way: a registration alone in
   its academic years counts by itself; a pupil's registrations sharing an academic year (moves, dual registration)
@@ -22,9 +23,10 @@ which grow with the days and the labels, not the pupils:
 The upkeep is ``rm_roll``'s and ``rm_months``': a state row's changes are added when it becomes known now and taken
 off when it stops being (``read_model.maintain_state``), a report's when it is written or superseded
 (``read_model_months.after_facts``), and an erased pupil's rows are taken off before they are deleted. A read at an
-earlier ledger time reads the rows, as before. Not kept: the medians (they need every value), the pupils in
-unregistered provision at more than one placement at once (read one by one, few), the placements ended (joined to the state) and the post-16 destinations (the latest per
-pupil), and the AP attendance (by the academic year it reports on).
+earlier ledger time reads the rows, as before. Not kept, and read from the rows: the medians (they need every value),
+the pupils in unregistered provision at more than one placement at once (one by one, few), the placements ended
+(joined to the state), the post-16 destinations (the latest per pupil) and the AP attendance (by the academic year it
+reports on).
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from ledger.core.schooltime import academic_year_start_of
 from ledger.storage.store import execute_in, fetch_tuples
 
 from .context import TRAILING_DAYS
-from .read_model_roll import ON_ROLL_STATUSES, SumTable, next_year_start
+from .read_model_roll import Run, SumTable, earlier_end, next_year_start, registration_runs
 from .roll import GAP_EXEMPT_DESTINATIONS, UNEXPLAINED_DESTINATIONS
 from .unregistered import UNREGISTERED_SETTING_TYPES
 
@@ -72,14 +74,6 @@ STATE_METRICS = frozenset(
 )
 
 Change = tuple[str, str, str, int, int, int]  # metric, day, label, num, den, items
-# the placements' and removals' state columns, in read_model.RM_PLACEMENTS' and RM_EXITS' order
-PLACEMENT = ("placement_id", "commissioner", "setting", "setting_type", "tier", "start_on", "planned_end", "hours", "end_on")
-PLACEMENT_TAIL = ("outcome", "length_days", "deadline", "places")
-
-
-def _earlier(a: str | None, b: str | None) -> str | None:
-    """The earlier of two ends, None being open."""
-    return b if a is None else a if b is None else min(a, b)
 
 
 def _day_after(day: str, days: int = 1) -> str:
@@ -108,7 +102,7 @@ def placement_changes(values: tuple[Any, ...], valid_from: str, valid_to: str | 
             yield from _run("pupils_in_unregistered_provision", valid_from, valid_to)
     if deadline is not None:  # deadline in [D - (TRAILING_DAYS - 1), D]
         reintegrated = int(outcome == "mainstream" and end_on is not None and end_on <= deadline)
-        end = _earlier(valid_to, _day_after(deadline, TRAILING_DAYS))
+        end = earlier_end(valid_to, _day_after(deadline, TRAILING_DAYS))
         yield from _run("ap_reintegration_rate", max(valid_from, deadline), end, num=reintegrated, den=1)
 
 
@@ -119,28 +113,15 @@ def exit_changes(values: tuple[Any, ...], valid_from: str, valid_to: str | None)
     without_setting = destination not in GAP_EXEMPT_DESTINATIONS and int(with_setting) == 0  # WITHOUT_SETTING, from check_day on
     if without_setting:
         yield from _run(
-            "children_without_setting_after_leaving", max(valid_from, check_day), _earlier(valid_to, next_year_start(check_day))
+            "children_without_setting_after_leaving", max(valid_from, check_day), earlier_end(valid_to, next_year_start(check_day))
         )
-    in_year = _earlier(valid_to, next_year_start(occurred_on))
+    in_year = earlier_end(valid_to, next_year_start(occurred_on))
     if sen_status is not None and sen_status != "N":
         yield from _run("sen_exits", valid_from, in_year, sen_status)
     if destination in UNEXPLAINED_DESTINATIONS:
         yield from _run("unexplained_exit_rate", valid_from, in_year)
     elif without_setting:
         yield from _run("unexplained_exit_rate", max(valid_from, check_day), in_year)
-
-
-def registration_runs(
-    status: str, start_on: str, end_on: str | None, valid_from: str, valid_to: str | None
-) -> tuple[tuple[str, str | None] | None, tuple[str, str | None] | None]:
-    """The days a registration row counts: on the roll, and at its school in the year to date (``read_model_roll``'s runs)."""
-    first = max(valid_from, start_on)
-    year_end = _earlier(valid_to, next_year_start(end_on) if end_on else None)
-    if year_end is not None and first >= year_end:
-        return None, None
-    roll_end = _earlier(valid_to, end_on)
-    on_roll = (first, roll_end) if status in ON_ROLL_STATUSES and (roll_end is None or first < roll_end) else None
-    return on_roll, (first, year_end)
 
 
 def registration_changes(row: tuple[Any, ...]) -> Iterator[Change]:
@@ -153,9 +134,9 @@ def registration_changes(row: tuple[Any, ...]) -> Iterator[Change]:
         yield from _run(YEAR, *in_year)
 
 
-def _union(runs: Iterable[tuple[str, str | None]]) -> list[tuple[str, str | None]]:
+def _union(runs: Iterable[Run]) -> list[Run]:
     """Runs of days merged where they overlap or touch."""
-    out: list[tuple[str, str | None]] = []
+    out: list[Run] = []
     for first, end in sorted(runs, key=lambda r: r[0]):
         if out and (out[-1][1] is None or first <= out[-1][1]):
             last_first, last_end = out[-1]

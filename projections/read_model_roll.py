@@ -81,29 +81,43 @@ def next_year_start(day: str) -> str:
     return date(academic_year_start_of(date.fromisoformat(day)) + 1, 9, 1).isoformat()
 
 
-def _earlier(a: str | None, b: str | None) -> str | None:
+def earlier_end(a: str | None, b: str | None) -> str | None:
     """The earlier of two ends, None being open."""
     return b if a is None else a if b is None else min(a, b)
+
+
+Run = tuple[str, str | None]  # the effective days [first, end) a row counts on (end None: open)
+
+
+def registration_runs(
+    status: str, start_on: str, end_on: str | None, valid_from: str, valid_to: str | None
+) -> tuple[Run | None, Run | None]:
+    """The days a registration row counts (while known now): on the roll, and at its school in the year to date, by the
+    predicates of ``read_model_queries`` (``AT_SCHOOL_IN_YEAR``, ``ON_ROLL``), which the tests hold these runs to."""
+    first = max(valid_from, start_on)
+    year_end = earlier_end(valid_to, next_year_start(end_on) if end_on else None)
+    if year_end is not None and first >= year_end:
+        return None, None
+    roll_end = earlier_end(valid_to, end_on)
+    on_roll = (first, roll_end) if status in ON_ROLL_STATUSES and (roll_end is None or first < roll_end) else None
+    return on_roll, (first, year_end)
 
 
 def changes_of(
     school: str, status: str, start_on: str, end_on: str | None, year_regs: int, valid_from: str, valid_to: str | None
 ) -> Iterator[tuple[str, str, int, int]]:
-    """A row's changes to the two numbers (school, day, roll, year), as it counts while known now: by the predicates of
-    ``read_model_queries`` (``AT_SCHOOL_IN_YEAR``, ``ON_ROLL``), which the tests hold these runs to."""
+    """A row's changes to the two numbers (school, day, roll, year): 1 on the first day of each run, -1 on its end."""
     if year_regs != 1:
         return  # another registration of the pupil shares an academic year with it: read one by one (SHARED_REGISTRATIONS)
-    first = max(valid_from, start_on)
-    year_end = _earlier(valid_to, next_year_start(end_on) if end_on else None)
-    if year_end is not None and first >= year_end:
+    on_roll, in_year = registration_runs(status, start_on, end_on, valid_from, valid_to)
+    if in_year is None:
         return
-    roll_end = _earlier(valid_to, end_on) if status in ON_ROLL_STATUSES else first
-    on_roll = int(roll_end is None or first < roll_end)
-    yield school, first, on_roll, 1
+    first, year_end = in_year
+    yield school, first, int(on_roll is not None), 1
     if year_end is not None:
         yield school, year_end, 0, -1
-    if on_roll and roll_end is not None:
-        yield school, roll_end, -1, 0
+    if on_roll is not None and on_roll[1] is not None:
+        yield school, on_roll[1], -1, 0
 
 
 class Changes:
