@@ -15,6 +15,7 @@ worker that lost its partition mid-batch never count anything twice. A record th
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -35,6 +36,7 @@ from ledger.core.rules import Record
 from ledger.feed import ERASURE, SCHEMA, FeedConfig, record_schema
 from ledger.storage.store import Store, fetch_tuples
 from projections.facts import LogEvent, View
+from projections.read_model_england import SHARDS, use_shard
 from projections.runner import CATCH_UP_BATCH, DEFAULT_BATCH, VIEWS, Projector, forget_subject
 
 from .check import RecordCheck
@@ -148,6 +150,7 @@ class FeedWorker:
     # -- the group ------------------------------------------------------------------------------------------------
 
     def start(self) -> None:
+        use_shard(os.getpid() % SHARDS)  # England's numbers: this worker's own rows, mostly (read_model_england.use_shard)
         self.state.ensure_consumer()
         if self.projector.ensure():  # a view is new or its version changed: built from the log, then the topic from the relay's mark
             self.projector.catch_up()

@@ -79,7 +79,7 @@ from .read_model_england import (
 from .read_model_months import RM_MONTHS, after_facts, forget_reports
 from .read_model_roll import RM_ROLL, Changes
 
-MODEL_VERSION = 7  # bump when the tables or their rules change: the runner rebuilds the model from the log
+MODEL_VERSION = 8  # bump when the tables or their rules change: the runner rebuilds the model from the log
 
 RM_EVENTS = Table(
     "rm_events",

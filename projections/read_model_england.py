@@ -52,12 +52,31 @@ _COLUMNS = (
     ("metric", "TEXT NOT NULL"),
     ("day", "TEXT NOT NULL"),
     ("label", "TEXT NOT NULL"),  # '' for none
+    # the writer's share of the sums (``use_shard``): every batch changes England's rows of its days, so two Kafka
+    # workers adding to the same rows would wait for each other's commits (two workers ran at 0.9x one); a read sums them all
+    ("shard", "INTEGER NOT NULL"),
     ("num", "BIGINT NOT NULL"),
     ("den", "BIGINT NOT NULL"),
     ("n", "BIGINT NOT NULL"),  # items
 )
-RM_ENGLAND_REPORTS = SumTable("rm_england_reports", _COLUMNS, key=("metric", "day", "label"), counting="n <> 0")
-RM_ENGLAND_STATE = SumTable("rm_england_state", _COLUMNS, key=("metric", "day", "label"), counting="n <> 0 OR num <> 0 OR den <> 0")
+_KEY = ("metric", "day", "label", "shard")
+RM_ENGLAND_REPORTS = SumTable("rm_england_reports", _COLUMNS, key=_KEY, counting="n <> 0")
+RM_ENGLAND_STATE = SumTable("rm_england_state", _COLUMNS, key=_KEY, counting="n <> 0 OR num <> 0 OR den <> 0")
+SHARDS = 8
+_shard = [0]  # this process's share: 0 for the direct projector (one writer), set by a Kafka worker
+
+
+def use_shard(shard: int) -> None:
+    """Write this process's changes to England's numbers as share ``shard`` (0 to SHARDS - 1): a Kafka worker takes its
+    own, so that two workers rarely add to the same rows (sharing one costs waiting, never a wrong sum)."""
+    if not 0 <= shard < SHARDS:
+        raise ValueError(f"a shard is 0 to {SHARDS - 1}, not {shard}")
+    _shard[0] = shard
+
+
+def shard() -> int:
+    return _shard[0]
+
 
 # the metrics rm_england_state keeps (with the roll's two numbers); a read at now takes them from it
 STATE_METRICS = frozenset(
@@ -177,12 +196,12 @@ class EnglandChanges:
 
     def write(self, cur: Any, store: Any, table: SumTable | None = None) -> None:
         name = (table or RM_ENGLAND_STATE).name
-        rows = [(*key, *sums) for key, sums in sorted(self.sums.items()) if any(sums)]
+        rows = [(*key, shard(), *sums) for key, sums in sorted(self.sums.items()) if any(sums)]
         if rows:
             cur.executemany(
                 store.sql(
-                    f"INSERT INTO {name} (metric, day, label, num, den, n) VALUES (?, ?, ?, ?, ?, ?) "
-                    f"ON CONFLICT (metric, day, label) DO UPDATE SET num = {name}.num + excluded.num, "
+                    f"INSERT INTO {name} (metric, day, label, shard, num, den, n) VALUES (?, ?, ?, ?, ?, ?, ?) "
+                    f"ON CONFLICT (metric, day, label, shard) DO UPDATE SET num = {name}.num + excluded.num, "
                     f"den = {name}.den + excluded.den, n = {name}.n + excluded.n"
                 ),
                 rows,

@@ -28,7 +28,7 @@ from ledger.storage.store import execute_in
 
 from .config import ViewSettings
 from .facts import LogEvent
-from .read_model_england import RM_ENGLAND_REPORTS, cap_upkeep
+from .read_model_england import RM_ENGLAND_REPORTS, cap_upkeep, shard
 from .read_model_roll import SumTable
 
 RM_MONTHS = SumTable(
@@ -141,10 +141,10 @@ def _write(cur: Any, store: Any, rows_of_b: str, params: Sequence[Any], sign: in
     days = " UNION ALL ".join(count.day_sums(metric) for metric, count in REPORTS.items())
     statement = (
         f"WITH b AS ({rows_of_b}) "
-        f"INSERT INTO {RM_ENGLAND_REPORTS.name} (metric, day, label, num, den, n) "
-        f"SELECT metric, day, label, {sign} * SUM(num), {sign} * SUM(den), {sign} * COUNT(*) FROM ({days}) s "
+        f"INSERT INTO {RM_ENGLAND_REPORTS.name} (metric, day, label, shard, num, den, n) "
+        f"SELECT metric, day, label, {int(shard())}, {sign} * SUM(num), {sign} * SUM(den), {sign} * COUNT(*) FROM ({days}) s "
         "WHERE 1 = 1 GROUP BY metric, day, label ORDER BY metric, day, label "
-        f"ON CONFLICT (metric, day, label) DO UPDATE SET num = {RM_ENGLAND_REPORTS.name}.num + excluded.num, "
+        f"ON CONFLICT (metric, day, label, shard) DO UPDATE SET num = {RM_ENGLAND_REPORTS.name}.num + excluded.num, "
         f"den = {RM_ENGLAND_REPORTS.name}.den + excluded.den, n = {RM_ENGLAND_REPORTS.name}.n + excluded.n"
     ).replace(":late", str(int(late)))
     execute_in(cur, store.sql(statement), params, store.is_postgres)

@@ -33,6 +33,7 @@ from projections.read_model_england import (
     placement_changes,
     pupil_runs,
     registration_changes,
+    use_shard,
 )
 from projections.read_model_queries import (
     AS_ENGLAND,
@@ -244,6 +245,7 @@ def test_a_corrected_retracted_or_erased_suspension_moves_englands_cap_breaches_
             first = suspend(1, date(2026, 9, 10), 60)
             second = suspend(1, date(2026, 10, 5), 40)
             assert breaches() == 1
+            use_shard(5)  # from here on another writer's share (a second Kafka worker): the sums are read across shares
             second = suspend(1, date(2026, 10, 5), 20, corrects=second)  # 80 sessions: under the cap
             assert breaches() == 0
             suspend(1, date(2026, 10, 12), 30)  # 110
@@ -257,5 +259,14 @@ def test_a_corrected_retracted_or_erased_suspension_moves_englands_cap_breaches_
             w.ledger.erase(upn(2), "erasure_request")
             forget_pupil(w.ledger.store, w.ledger.secrets.pupil_id(upn(2)))
             assert breaches() == 0
+            assert {int(n) for (n,) in w.ledger.store.query("SELECT DISTINCT shard FROM rm_england_reports")} == {0, 5}
         finally:
+            use_shard(0)
             w.ledger.store.close()
+
+
+def test_a_shard_is_one_of_the_shares() -> None:
+    with pytest.raises(ValueError, match="0 to 7"):
+        use_shard(8)
+    with pytest.raises(ValueError, match="0 to 7"):
+        use_shard(-1)
