@@ -19,6 +19,7 @@ from ledger.config import Settings
 from ledger.core.identifiers import make_upn
 from ledger.service import Ledger
 from ledger.tools import admin
+from projections.read_model_england import use_shard
 
 VECTORS = Path(__file__).resolve().parent / "vectors"  # public conformance vectors with their sources and licences (README there)
 PG_ADMIN_URL = os.environ.get("PUPIL_LEDGER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -130,3 +131,11 @@ def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         yield broker
     finally:
         broker.stop()
+
+
+@pytest.fixture(autouse=True)
+def _englands_share_is_the_projectors() -> Iterator[None]:
+    """A Kafka worker run in the test process takes its own share of England's numbers for the whole process
+    (``read_model_england.use_shard``, as a worker process does); the tests after it project as the projector does."""
+    yield
+    use_shard(0)

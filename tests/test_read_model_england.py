@@ -259,7 +259,10 @@ def test_a_corrected_retracted_or_erased_suspension_moves_englands_cap_breaches_
             w.ledger.erase(upn(2), "erasure_request")
             forget_pupil(w.ledger.store, w.ledger.secrets.pupil_id(upn(2)))
             assert breaches() == 0
-            assert {int(n) for (n,) in w.ledger.store.query("SELECT DISTINCT shard FROM rm_england_reports")} == {0, 5}
+            assert {int(n) for (n,) in w.ledger.store.query("SELECT DISTINCT shard FROM rm_england_reports")} == {
+                0,
+                5,
+            }  # (conftest: 0 first)
         finally:
             use_shard(0)
             w.ledger.store.close()
