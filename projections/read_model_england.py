@@ -95,8 +95,13 @@ STATE_METRICS = frozenset(
 Change = tuple[str, str, str, int, int, int]  # metric, day, label, num, den, items
 
 
-def _day_after(day: str, days: int = 1) -> str:
-    return (date.fromisoformat(day) + timedelta(days=days)).isoformat()
+def _day_after(day: str, days: int = 1) -> str | None:
+    """The day ``days`` after ``day``; None past the last day a date can hold (a planned end of 9999-12-31 is valid
+    input: the placement is never overdue, and a window from it never closes)."""
+    try:
+        return (date.fromisoformat(day) + timedelta(days=days)).isoformat()
+    except OverflowError:
+        return None
 
 
 def _run(metric: str, first: str, end: str | None, label: str = "", num: int = 1, den: int = 0) -> Iterator[Change]:
@@ -116,7 +121,9 @@ def placement_changes(values: tuple[Any, ...], valid_from: str, valid_to: str | 
         yield from _run("open_ap_placements_by_setting_type", valid_from, valid_to, setting_type)
         yield from _run("open_ap_placements_by_tier", valid_from, valid_to, str(tier))
         if int(tier) == 2 and planned_end is not None:  # overdue once D > planned_end
-            yield from _run("overdue_time_limited_placements", max(valid_from, _day_after(planned_end)), valid_to)
+            overdue_from = _day_after(planned_end)
+            if overdue_from is not None:
+                yield from _run("overdue_time_limited_placements", max(valid_from, overdue_from), valid_to)
         if setting_type in UNREGISTERED_SETTING_TYPES and int(places) == 1:
             yield from _run("pupils_in_unregistered_provision", valid_from, valid_to)
     if deadline is not None:  # deadline in [D - (TRAILING_DAYS - 1), D]

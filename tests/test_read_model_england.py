@@ -273,3 +273,17 @@ def test_a_shard_is_one_of_the_shares() -> None:
         use_shard(8)
     with pytest.raises(ValueError, match="0 to 7"):
         use_shard(-1)
+
+
+def test_a_planned_end_or_deadline_on_the_last_day_a_date_holds_counts_as_the_sql_does() -> None:
+    """A planned end of 9999-12-31 passes the schema (not before the start, no upper bound): the placement is never
+    overdue and its reintegration window never closes, where a day after it would overflow and stop the upkeep."""
+    values = ("p", "la:801", "setting", "AP", 2, "2026-09-01", "9999-12-31", 10.0, None, None, None, "9999-12-31", 1)
+    changes = list(placement_changes(values, "2026-09-01", None))
+    assert not [c for c in changes if c[0] == "overdue_time_limited_placements"]
+    assert [c for c in changes if c[0] == "ap_reintegration_rate"] == [("ap_reintegration_rate", "9999-12-31", "", 0, 1, 1)]
+    db = _db([("2026-09-01", None, values)], [], {})
+    for day in (date(2026, 9, 2), date(9999, 12, 31)):
+        params = ReadModelContext.params(Context(Moment(day), ViewSettings(), Directory({}), []))  # type: ignore[arg-type]
+        overdue = db.execute(*positional(aggregated(QUERIES["overdue_time_limited_placements"], "count", AS_ENGLAND), params)).fetchall()
+        assert overdue == []
