@@ -592,10 +592,9 @@ class KnownNow:
     def write(self, cur: Any, store: Any) -> None:
         for subject, now in self.shared.items():
             before = self.before[subject]
-            after = list((+now).elements())
-            if sorted(before) != sorted(after):
+            if Counter(before) != +now:  # (as multisets: rows differ by None against a date, which do not sort)
                 self.england.add(pupil_runs(before), -1)
-                self.england.add(pupil_runs(after), 1)
+                self.england.add(pupil_runs((+now).elements()), 1)
         self.roll.write(cur, store)
         self.england.write(cur, store)
 

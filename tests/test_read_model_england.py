@@ -287,3 +287,32 @@ def test_a_planned_end_or_deadline_on_the_last_day_a_date_holds_counts_as_the_sq
         params = ReadModelContext.params(Context(Moment(day), ViewSettings(), Directory({}), []))  # type: ignore[arg-type]
         overdue = db.execute(*positional(aggregated(QUERIES["overdue_time_limited_placements"], "count", AS_ENGLAND), params)).fetchall()
         assert overdue == []
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_a_dual_registration_ended_at_one_school_moves_englands_roll_as_the_fold_does(backend: str) -> None:
+    """A pupil on two rolls, then removed from one, an event per batch: the pupil's rows known now then hold the same
+    registration open and ended (None against a date), which the upkeep compares without sorting them."""
+    a, b = SCHOOLS
+    with fresh_settings(backend) as settings:
+        w = small_world(settings)
+        try:
+            w.clock.now = datetime(2026, 11, 20, 9, tzinfo=UTC)
+            w.admit(upn(1), a, occurred_on=date(2026, 9, 2))
+            w.clock.now += timedelta(minutes=1)
+            w.admit(upn(1), b, status="S", occurred_on=date(2026, 9, 9))
+            w.clock.now += timedelta(minutes=1)
+            w.post(
+                "pupil.deregistered",
+                b,
+                {"school": b, "ground": "moved_away", "destination": "moved_away"},
+                upn=upn(1),
+                occurred_on=date(2026, 10, 1),
+            )
+            Projector(w.ledger.store, batch_size=1).catch_up()
+            assert_england_kept(w.ledger.store)
+            for day in (date(2026, 9, 20), date(2026, 10, 20)):
+                model, fold = both(Reader(w.ledger.store), Moment(day), "national", "england")
+                assert model == fold and model["metrics"]["pupils_on_roll"]["value"] == 1, day
+        finally:
+            w.ledger.store.close()
