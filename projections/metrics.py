@@ -107,9 +107,12 @@ PEER_KINDS = {"school": ("school", "ap_setting"), "trust": ("trust",), "la": ("l
 
 
 def require_level(ctx: Context, level: str) -> None:
-    """Refuse to roll up figures at ``level`` from a state made for another (a national state holds England's sums only)."""
+    """Refuse to roll up figures at ``level`` from a state made for another (a national state holds England's sums only,
+    an LA state the LAs' sums)."""
     if not ctx.serves(level):
-        raise ValueError(f"this state holds national figures only; figures at level {level!r} need a state of every unit")
+        made_for = getattr(ctx, "level", None)
+        holds = "national figures only" if made_for == "national" else f"{made_for} and national figures only"
+        raise ValueError(f"this state holds {holds}; figures at level {level!r} need a state of every unit")
 
 
 def report(ctx: Context, level: str, scope: str, only: Collection[str] | None = None) -> dict[str, dict[str, Any]]:

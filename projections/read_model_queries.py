@@ -332,10 +332,29 @@ class Registrations:
                 at_several.extend((s, pupil) for s in schools)
         return Registrations(counts, at_several)
 
+    def under(self, scope: Callable[[str], str]) -> Registrations:
+        """The numbers summed per ``scope`` of their schools; a pupil at several schools stays one item under each
+        school's scope (the roll-up counts it once per scope by its key)."""
+        counts: dict[str, int] = {}
+        for school, n in self.counts.items():
+            under = scope(school)
+            counts[under] = counts.get(under, 0) + n
+        return Registrations(counts, [(scope(school), pupil) for school, pupil in self.at_several])
+
     def contributions(self, numerator: bool) -> list[Contribution]:
         out = [Contribution(school, "p:" + pupil, int(numerator), int(not numerator)) for school, pupil in self.at_several]
         out.extend(Contribution(school, f"{school}\x01", n if numerator else 0, 0 if numerator else n) for school, n in self.counts.items())
         return out
+
+
+# The levels a state can be made for (``ReadModelContext.level``): None, every level (a sum per unit and label)
+STATE_LEVELS = (None, "national", "la")
+
+
+def state_level(level: str) -> str | None:
+    """The state a read of figures at ``level`` asks for: the one made for that level where there is one, else a state
+    of every unit (a school's rank needs every school's figure; a trust's units are summed as the fold sums them)."""
+    return level if level in STATE_LEVELS else None
 
 
 class ReadModelContext(Context):
@@ -344,12 +363,18 @@ class ReadModelContext(Context):
 
     ``level="national"`` makes a state that only national figures are read from (an England read, a national series):
     the database sums every unit's items as England's, so the state holds a few sums per metric rather than one per
-    unit and label (111,000 contributions at 1 M pupils, rolled up in Python), and ``serves`` refuses other levels."""
+    unit and label (111,000 contributions at 1 M pupils, rolled up in Python), and ``serves`` refuses other levels.
+
+    ``level="la"`` makes a state that LA and national figures are read from (an LA read, an LA series): the database's
+    sums per unit are added up per LA as they come (each unit's LA as of D, the directory's ``la_of``: the same
+    answer ``metrics.figures`` gives), so the roll-up reads a few sums per LA instead of one per unit. The items whose
+    key may repeat (a pupil at two schools) stay items, under their unit's LA, and are still counted once per scope
+    by key. A unit without an LA keeps its own sums (they count for England only, as in a state of every unit)."""
 
     def __init__(self, db: Any, moment: Moment, settings: ViewSettings, level: str | None = None):
         super().__init__(moment, settings, directory(db, moment), [], funding_facts(db, moment))
-        if level not in (None, "national"):
-            raise ValueError(f"a read model state is made for every level or for national figures only, not {level!r}")
+        if level not in STATE_LEVELS:
+            raise ValueError(f"a read model state is made for every level, for LA figures or for national figures only, not {level!r}")
         self.level = level
         self.grouping = AS_ENGLAND if level == "national" else PER_UNIT
         self.db, self.store = db, db.store
@@ -357,6 +382,7 @@ class ReadModelContext(Context):
         self._registrations: dict[str, Registrations] | None = None
         self._scans: dict[str, dict[str, list[tuple[Any, ...]]]] = {}
         self._england: dict[str, list[tuple[Any, ...]]] | None = None
+        self._units: dict[str, str] = {}  # each unit's sums' scope in a state made for LA figures (``under``)
 
     @property
     def pupils(self) -> list[Any]:
@@ -367,7 +393,39 @@ class ReadModelContext(Context):
         pass  # the dataclass sets it; this context folds pupils only when asked
 
     def serves(self, level: str) -> bool:
-        return self.level is None or level == self.level
+        return self.level is None or level in (self.level, "national")
+
+    def under(self, unit: str) -> str:
+        """The scope a unit's sums are kept under in this state: its LA in a state made for LA figures, where it has
+        one; else the unit."""
+        if self.level != "la":
+            return unit
+        found = self._units.get(unit)
+        if found is None:
+            found = self._units[unit] = self.directory.la_of(unit) or unit
+        return found
+
+    def regrouped(self, rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        """``aggregated``'s rows with each unit's sums added up under its scope (``under``), as the same columns; the
+        rows of single items keep their key, under their unit's scope."""
+        if self.level != "la":
+            return rows
+        sums: dict[tuple[str, str], list[int]] = {}
+        out: list[tuple[Any, ...]] = []
+        for unit, label, num, den, n, item in rows:
+            scope = self.under(unit)
+            if item is not None:
+                out.append((scope, label, num, den, n, item))
+                continue
+            total = sums.get((scope, label or ""))
+            if total is None:
+                sums[(scope, label or "")] = [int(num or 0), int(den or 0), int(n or 0)]
+            else:
+                total[0] += int(num or 0)
+                total[1] += int(den or 0)
+                total[2] += int(n or 0)
+        out.extend((scope, label, num, den, n, None) for (scope, label), (num, den, n) in sums.items())
+        return out
 
     def fold(self) -> Context:
         if self._fold is None:
@@ -402,7 +460,7 @@ class ReadModelContext(Context):
                 else:
                     found = [
                         Contribution(unit, item if item is not None else f"{unit}\x00{label}", int(num or 0), int(den or 0), label or "")
-                        for unit, label, num, den, _, item in self._items(metric, query)
+                        for unit, label, num, den, _, item in self.regrouped(self._items(metric, query))
                     ]
                 if query.registrations is not None:
                     which, side = query.registrations
@@ -468,6 +526,8 @@ class ReadModelContext(Context):
                 ),
                 "year": Registrations.of(((s, int(n)) for s, _, n in counted), ((s, p) for s, _, p in shared)),
             }
+            if self.level == "la":
+                self._registrations = {which: found.under(self.under) for which, found in self._registrations.items()}
         return self._registrations
 
     def national_registrations(self) -> dict[str, Registrations]:
@@ -563,7 +623,8 @@ def _day(value: str | None) -> date | None:
 
 def read_model_context(db: Any, moment: Moment, settings: ViewSettings, level: str | None = None) -> Context:
     """The state the metrics read at ``moment``: from the read model when it is usable, else folded. ``level``
-    "national": a state only national figures are read from (``ReadModelContext``), cheaper at national scale."""
+    "national" or "la": a state only figures of that level (and England's) are read from (``ReadModelContext``),
+    cheaper at national scale; ``state_level`` says which a read asks for."""
     store = getattr(db, "store", None)
     if store is not None and usable(store, settings):
         return ReadModelContext(db, moment, settings, level)

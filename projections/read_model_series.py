@@ -35,7 +35,7 @@ from .context import Context
 from .facts import Moment
 from .metrics import METRICS_BY_NAME, empty_figure, figures, report, require_level
 from .orgs import Directory
-from .read_model_queries import read_model_context
+from .read_model_queries import read_model_context, state_level
 
 STEPS = ("month", "term")
 MAX_POINTS = 120
@@ -167,10 +167,8 @@ def series(
     before: dict[date, dict[str, Any]] = {}
     points = []
     region = None
-    state_level = "national" if level == "national" else None  # a national series needs England's sums only
-    with closing(
-        in_order(lambda day: prepared(read_model_context(db, Moment(day, known_at), settings, state_level), names), order)
-    ) as making:
+    made_for = state_level(level)  # a national series needs England's sums only, an LA series the LAs' sums
+    with closing(in_order(lambda day: prepared(read_model_context(db, Moment(day, known_at), settings, made_for), names), order)) as making:
         made = zip(order, making, strict=True)
         for i, day in enumerate(days):
             while day not in states or a_year_before(day) not in before:

@@ -19,7 +19,7 @@ from ledger.tools import admin
 from projections.config import ViewSettings
 from projections.context import context
 from projections.facts import Moment
-from projections.metrics import METRICS_BY_NAME
+from projections.metrics import METRICS_BY_NAME, report
 from projections.queries import metrics_report
 from projections.read_model import RM_EXITS, RM_PLACEMENTS
 from projections.read_model_england import (
@@ -43,7 +43,7 @@ from projections.read_model_queries import (
     read_model_context,
 )
 from projections.read_model_roll import REGISTRATION_COLUMNS, Changes
-from projections.read_model_series import values_of
+from projections.read_model_series import compare, values_of
 from projections.runner import Projector, Reader, forget_pupil
 
 from .conftest import World, upn
@@ -57,10 +57,23 @@ def both(db: Any, moment: Moment, level: str, scope: str, settings: ViewSettings
     """The read model's accountabilityMetrics body and the fold's, for one scope and moment. At national level, the
     state made for national figures only (England's sums) must give the same body as the state of every unit."""
     s = settings or ViewSettings()
-    model = metrics_report(ReadModelContext(db, moment, s), db, level, scope)
+    every_unit = ReadModelContext(db, moment, s)
+    model = metrics_report(every_unit, db, level, scope)
     if level == "national":
         assert metrics_report(ReadModelContext(db, moment, s, "national"), db, level, scope) == model, moment
+    if level in ("la", "national"):  # a state made for LA figures gives the same LA and England figures and comparisons
+        la_state = ReadModelContext(db, moment, s, "la")
+        assert metrics_report(la_state, db, level, scope) == model, moment
+        if level == "la":
+            assert compared(la_state, scope) == compared(every_unit, scope), moment
     return model, metrics_report(context(db, moment, s), db, level, scope)
+
+
+def compared(state: Any, la: str) -> dict[str, Any]:
+    """An LA's figures with the region's value, quartile and change (against the same state's values, for the test)."""
+    found = report(state, "la", la)
+    region = compare(state, values_of(state, "la", la, found), "la", la, found)
+    return {"region": region, **found}
 
 
 def scopes(db: Any, moment: Moment) -> list[tuple[str, str]]:
@@ -174,8 +187,37 @@ def test_a_national_state_holds_englands_sums_and_refuses_other_levels(area: Are
             metrics_report(national, reader, level, scope)
         with pytest.raises(ValueError, match="national figures only"):
             values_of(national, level, scope, ["pupils_on_roll"])
-    with pytest.raises(ValueError, match="not 'la'"):
-        ReadModelContext(reader, moment, ViewSettings(), "la")
+    with pytest.raises(ValueError, match="not 'trust'"):
+        ReadModelContext(reader, moment, ViewSettings(), "trust")
+
+
+def test_a_state_made_for_la_figures_sums_each_unit_under_its_la_and_refuses_schools_and_trusts(area: Area) -> None:
+    """A state made for LA figures keeps a sum per LA and label where a state of every unit keeps one per unit, keeps a
+    pupil at two schools as one item under each school's LA, gives the fold's LA and national bodies, and refuses to
+    roll its sums up to a school or a trust."""
+    reader = Reader(area.ledger.store)
+    moment = Moment(AS_OF)
+    la_state = ReadModelContext(reader, moment, ViewSettings(), "la")
+    every_unit = ReadModelContext(reader, moment, ViewSettings())
+    directory = every_unit.directory
+    for name, query in QUERIES.items():
+        metric = METRICS_BY_NAME[name]
+        if (query.sql or query.registrations) and metric.kind != "median":
+            mine = la_state.contributions(metric)
+            # every unit with an LA is summed under it; a sum's key names its scope, once per label
+            assert all(directory.la_of(c.unit) in (None, c.unit) for c in mine), name
+            sums = [c.key for c in mine if c.key.startswith(c.unit + "\x00") or c.key == c.unit + "\x01"]
+            assert len(sums) == len(set(sums)), name
+            assert {directory.la_of(c.unit) or c.unit for c in every_unit.contributions(metric)} == {c.unit for c in mine}, name
+    for level, scope in (("la", "la:801"), ("national", "england")):
+        assert metrics_report(la_state, reader, level, scope) == metrics_report(
+            context(reader, moment, ViewSettings()), reader, level, scope
+        )
+    for level, scope in (("trust", TRUST), ("school", A)):
+        with pytest.raises(ValueError, match="la and national figures only"):
+            metrics_report(la_state, reader, level, scope)
+        with pytest.raises(ValueError, match="la and national figures only"):
+            values_of(la_state, level, scope, ["pupils_on_roll"])
 
 
 def test_a_read_far_in_the_past_scans_the_registrations_instead_of_correcting_the_kept_numbers(

@@ -31,7 +31,7 @@ from projections.facts import Moment
 from projections.metrics import METRICS_BY_NAME
 from projections.placements import placements_register
 from projections.queries import case_list, metrics_report, scope_for
-from projections.read_model_queries import read_model_context
+from projections.read_model_queries import read_model_context, state_level
 from projections.read_model_series import MAX_POINTS, a_year_before, compare, prepared, series, step_dates, values_of
 from projections.runner import Projector, Reader
 from projections.unregistered import unregistered_providers
@@ -252,16 +252,16 @@ def views_router(ledger: Ledger, settings: ViewSettings | None = None) -> APIRou
     contexts: dict[tuple[Any, ...], Context] = {}
     lock = threading.Lock()
 
-    def folded(m: Moment, national: bool = False) -> tuple[Context, dict[str, int]]:
+    def folded(m: Moment, level: str | None = None) -> tuple[Context, dict[str, int]]:
         """The folded state at ``m``, reused while the views have not moved (positions only grow, so a
-        context cached under some positions holds at least the events they name). ``national``: a state that only
-        national figures are read from (England's sums, made by the database: cheaper at national scale)."""
+        context cached under some positions holds at least the events they name). ``level``: a state made for that
+        level's figures (``state_level``: England's sums, or the LAs'; cheaper at national scale), else of every unit."""
         positions = projector.positions()
-        key = (m.as_of, m.known_at, tuple(sorted(positions.items())), national)
+        key = (m.as_of, m.known_at, tuple(sorted(positions.items())), level)
         with lock:
             found = contexts.get(key)
         if found is None:
-            found = read_model_context(reader, m, view_settings, "national" if national else None)
+            found = read_model_context(reader, m, view_settings, level)
             with lock:
                 if len(contexts) >= CACHED_CONTEXTS:
                     contexts.clear()
@@ -371,10 +371,10 @@ def views_router(ledger: Ledger, settings: ViewSettings | None = None) -> APIRou
         def body(scope: str, m: Moment) -> dict[str, Any]:
             # the state a year before (for change_since_last_year) is prepared in a thread while this one is reported:
             # both are SQL-bound, so the database answers them side by side
-            national = level == Level.national
+            made_for = state_level(level.value)
             with ThreadPoolExecutor(max_workers=1, thread_name_prefix="year-before") as pool:
-                before = pool.submit(lambda: prepared(folded(Moment(a_year_before(m.as_of), m.known_at), national)[0]))
-                ctx, positions = folded(m, national)
+                before = pool.submit(lambda: prepared(folded(Moment(a_year_before(m.as_of), m.known_at), made_for)[0]))
+                ctx, positions = folded(m, made_for)
                 found = metrics_report(ctx, reader, level.value, scope)
                 last_year = values_of(before.result(), level.value, scope, found["metrics"])
                 region = compare(ctx, last_year, level.value, scope, found["metrics"])
