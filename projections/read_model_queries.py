@@ -333,13 +333,24 @@ class Registrations:
         return Registrations(counts, at_several)
 
     def under(self, scope: Callable[[str], str]) -> Registrations:
-        """The numbers summed per ``scope`` of their schools; a pupil at several schools stays one item under each
-        school's scope (the roll-up counts it once per scope by its key)."""
+        """The numbers summed per ``scope`` of their schools. A pupil at several schools whose schools share one scope
+        (a move within an LA) counts once in that scope's number; a pupil whose schools are in several scopes stays an
+        item under each (the roll-up counts it once per scope, and once for England, by its key)."""
         counts: dict[str, int] = {}
         for school, n in self.counts.items():
             under = scope(school)
             counts[under] = counts.get(under, 0) + n
-        return Registrations(counts, [(scope(school), pupil) for school, pupil in self.at_several])
+        scopes: dict[str, set[str]] = {}
+        for school, pupil in self.at_several:
+            scopes.setdefault(pupil, set()).add(scope(school))
+        at_several: list[tuple[str, str]] = []
+        for pupil, found in scopes.items():
+            if len(found) == 1:
+                (under,) = found
+                counts[under] = counts.get(under, 0) + 1
+            else:
+                at_several.extend((under, pupil) for under in sorted(found))
+        return Registrations(counts, at_several)
 
     def contributions(self, numerator: bool) -> list[Contribution]:
         out = [Contribution(school, "p:" + pupil, int(numerator), int(not numerator)) for school, pupil in self.at_several]

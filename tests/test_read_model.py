@@ -19,7 +19,8 @@ from ledger.tools import admin
 from projections.config import ViewSettings
 from projections.context import context
 from projections.facts import Moment
-from projections.metrics import METRICS_BY_NAME, report
+from projections.metrics import METRICS_BY_NAME, figures, report
+from projections.orgs import Directory
 from projections.queries import metrics_report
 from projections.read_model import RM_EXITS, RM_PLACEMENTS
 from projections.read_model_england import (
@@ -38,6 +39,7 @@ from projections.read_model_queries import (
     ROLL_COUNTS,
     SHARED_REGISTRATIONS,
     ReadModelContext,
+    Registrations,
     _as_registration_counts,
     aggregated,
     read_model_context,
@@ -192,9 +194,8 @@ def test_a_national_state_holds_englands_sums_and_refuses_other_levels(area: Are
 
 
 def test_a_state_made_for_la_figures_sums_each_unit_under_its_la_and_refuses_schools_and_trusts(area: Area) -> None:
-    """A state made for LA figures keeps a sum per LA and label where a state of every unit keeps one per unit, keeps a
-    pupil at two schools as one item under each school's LA, gives the fold's LA and national bodies, and refuses to
-    roll its sums up to a school or a trust."""
+    """A state made for LA figures keeps a sum per LA and label where a state of every unit keeps one per unit, gives
+    the fold's LA and national bodies, and refuses to roll its sums up to a school or a trust."""
     reader = Reader(area.ledger.store)
     moment = Moment(AS_OF)
     la_state = ReadModelContext(reader, moment, ViewSettings(), "la")
@@ -218,6 +219,18 @@ def test_a_state_made_for_la_figures_sums_each_unit_under_its_la_and_refuses_sch
             metrics_report(la_state, reader, level, scope)
         with pytest.raises(ValueError, match="la and national figures only"):
             values_of(la_state, level, scope, ["pupils_on_roll"])
+
+
+def test_registrations_under_las_count_a_pupil_moving_within_an_la_once_and_keep_one_moving_across_las_as_items() -> None:
+    las = {"urn:1": "la:801", "urn:2": "la:801", "urn:3": "la:802"}
+    found = Registrations({"urn:1": 5, "urn:2": 2, "urn:3": 1}, [("urn:1", "p"), ("urn:2", "p"), ("urn:1", "q"), ("urn:3", "q")])
+    under = found.under(las.__getitem__)
+    assert under.counts == {"la:801": 8, "la:802": 1}  # 5 + 2 + the pupil p, once
+    assert sorted(under.at_several) == [("la:801", "q"), ("la:802", "q")]
+    contributions = under.contributions(numerator=True)
+    orgs = Directory()
+    assert figures(METRICS_BY_NAME["pupils_on_roll"], contributions, "national", orgs)["england"].value == 10
+    assert figures(METRICS_BY_NAME["pupils_on_roll"], contributions, "la", orgs)["la:801"].value == 9
 
 
 def test_a_read_far_in_the_past_scans_the_registrations_instead_of_correcting_the_kept_numbers(
