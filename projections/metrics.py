@@ -83,6 +83,32 @@ def figures(metric: Metric, contributions: Iterable[Contribution], level: str, o
     return {scope: _figure(metric, found, *sums[scope]) for scope, found in items.items()}
 
 
+def figure_of(metric: Metric, contributions: Iterable[Contribution], level: str, orgs: Directory, scope: str) -> Figure:
+    """``figures(...).get(scope, empty_figure(metric))`` without making every other scope's figure: the scope's distinct
+    items summed (a school read's own, national and regional figures need one scope each, not 30,000 schools')."""
+    items: dict[str, Contribution] = {}
+    num: float = 0  # whole numbers stay whole (a count's numerator is a JSON integer)
+    den: float = 0
+    if level == "national":  # every unit's items count towards England, and towards no other scope
+        if scope != ENGLAND:
+            return empty_figure(metric)
+        for c in contributions:
+            if c.key not in items:
+                items[c.key] = c
+                num += c.num
+                den += c.den
+    else:
+        scopes = orgs.scopes(level)
+        for c in contributions:
+            unit = c.unit
+            found = scopes[unit] if unit in scopes else scopes.setdefault(unit, scope_of(unit, level, orgs))
+            if found == scope and c.key not in items:
+                items[c.key] = c
+                num += c.num
+                den += c.den
+    return _figure(metric, items, num, den) if items else empty_figure(metric)
+
+
 def _number(figure: Figure) -> bool:
     return isinstance(figure.value, (int, float))
 
@@ -124,7 +150,7 @@ def report(ctx: Context, level: str, scope: str, only: Collection[str] | None = 
     for metric in METRICS if only is None else [m for m in METRICS if m.name in only]:
         contributions = ctx.contributions(metric)
         empty = empty_figure(metric)  # the figure of every peer without items (a school read has some thousands)
-        national = figures(metric, contributions, "national", ctx.directory).get(ENGLAND, empty)
+        national = figure_of(metric, contributions, "national", ctx.directory, ENGLAND)
         peers = figures(metric, contributions, level, ctx.directory) if level != "national" else {ENGLAND: national}
         if scope in baseline and scope not in peers:
             peers[scope] = empty

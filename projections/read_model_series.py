@@ -33,7 +33,7 @@ from ledger import dfe
 from .config import ViewSettings
 from .context import Context
 from .facts import Moment
-from .metrics import METRICS_BY_NAME, empty_figure, figures, report, require_level
+from .metrics import METRICS_BY_NAME, figure_of, report, require_level
 from .orgs import Directory
 from .read_model_queries import read_model_context, state_level
 
@@ -93,7 +93,7 @@ def values_of(ctx: Context, level: str, scope: str, names: Iterable[str]) -> dic
     out: dict[str, Any] = {}
     for name in names:
         metric = METRICS_BY_NAME[name]
-        out[name] = figures(metric, ctx.contributions(metric), level, ctx.directory).get(scope, empty_figure(metric)).value
+        out[name] = figure_of(metric, ctx.contributions(metric), level, ctx.directory, scope).value
     return out
 
 
@@ -108,7 +108,7 @@ def compare(ctx: Context, last_year: dict[str, Any], level: str, scope: str, fou
         metric = METRICS_BY_NAME[name]
         region_value = None
         if regions is not None and region is not None:
-            region_value = figures(metric, ctx.contributions(metric), "la", regions).get(region, empty_figure(metric)).value
+            region_value = figure_of(metric, ctx.contributions(metric), "la", regions, region).value
         before = last_year[name]
         figure.update(
             region_value=region_value,

@@ -612,6 +612,44 @@ def test_peers_without_items_are_counted_as_if_each_had_the_empty_figure(
     assert rank(figures, scope, Figure(empty), without_items) == materialised_rank(every, scope)
 
 
+@hsettings(max_examples=300, deadline=None)
+@given(
+    rows=st.lists(
+        st.tuples(
+            st.sampled_from(["urn:100001", "urn:100002", "urn:100003", "la:801", "uprov:802-1", "ukprn:10000001"]),
+            st.sampled_from(["k1", "k2", "k3", "k4"]),
+            st.integers(0, 3),
+            st.integers(0, 3),
+            st.sampled_from(["", "a", "b"]),
+        ),
+        max_size=12,
+    ),
+    kind=st.sampled_from(["count", "rate", "breakdown", "median"]),
+    level=st.sampled_from(["school", "la", "trust", "national"]),
+    scope=st.sampled_from(["urn:100001", "urn:100003", "la:801", "la:802", "trust:TR01", "england", "nowhere"]),
+)
+def test_one_scope_s_figure_is_its_figure_among_every_scope_s(
+    rows: list[tuple[str, str, int, int, str]], kind: str, level: str, scope: str
+) -> None:
+    """``figure_of`` (a school read's own, national and regional figures) gives what ``figures`` gives the scope,
+    keys repeated across units and scopes included, and the empty figure for a scope without items."""
+    from projections.context import Contribution, Metric
+    from projections.metrics import empty_figure, figure_of, figures
+    from projections.orgs import Directory, Org
+
+    orgs = Directory(
+        {
+            "urn:100001": Org("urn:100001", "school", "la:801", "trust:TR01"),
+            "urn:100002": Org("urn:100002", "school", "la:802", "trust:TR01"),
+            "urn:100003": Org("urn:100003", "school", "la:801"),
+        }
+    )
+    metric = Metric("m", "g", kind, lambda ctx: [])
+    contributions = [Contribution(unit, key, num, den, label) for unit, key, num, den, label in rows]
+    expected = figures(metric, contributions, level, Directory(dict(orgs.orgs))).get(scope, empty_figure(metric))
+    assert figure_of(metric, contributions, level, orgs, scope) == expected
+
+
 def test_a_school_and_an_la_rank_among_every_peer_of_their_level(area: Area) -> None:
     """report() counts the peers without items instead of giving each a figure: every rank and peer count of a
     school read and an LA read equals the materialised computation over every registered peer."""
