@@ -418,23 +418,25 @@ class ReadModelContext(Context):
 
     def regrouped(self, rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
         """``aggregated``'s rows with each unit's sums added up under its scope (``under``), as the same columns; the
-        rows of single items keep their key, under their unit's scope."""
+        rows of single items keep their key, under their unit's scope. (A tight loop: 81,000 rows at 1 M pupils.)"""
         if self.level != "la":
             return rows
+        scopes, under = self._units, self.under
         sums: dict[tuple[str, str], list[int]] = {}
         out: list[tuple[Any, ...]] = []
         for unit, label, num, den, n, item in rows:
-            scope = self.under(unit)
+            scope = scopes.get(unit) or under(unit)
             if item is not None:
                 out.append((scope, label, num, den, n, item))
                 continue
-            total = sums.get((scope, label or ""))
+            key = (scope, label or "")
+            total = sums.get(key)
             if total is None:
-                sums[(scope, label or "")] = [int(num or 0), int(den or 0), int(n or 0)]
+                sums[key] = [num or 0, den or 0, n or 0]
             else:
-                total[0] += int(num or 0)
-                total[1] += int(den or 0)
-                total[2] += int(n or 0)
+                total[0] += num or 0
+                total[1] += den or 0
+                total[2] += n or 0
         out.extend((scope, label, num, den, n, None) for (scope, label), (num, den, n) in sums.items())
         return out
 
