@@ -84,29 +84,17 @@ def figures(metric: Metric, contributions: Iterable[Contribution], level: str, o
 
 
 def figure_of(metric: Metric, contributions: Iterable[Contribution], level: str, orgs: Directory, scope: str) -> Figure:
-    """``figures(...).get(scope, empty_figure(metric))`` without making every other scope's figure: the scope's distinct
-    items summed (a school read's own, national and regional figures need one scope each, not 30,000 schools')."""
-    items: dict[str, Contribution] = {}
-    num: float = 0  # whole numbers stay whole (a count's numerator is a JSON integer)
-    den: float = 0
-    if level == "national":  # every unit's items count towards England, and towards no other scope
-        if scope != ENGLAND:
-            return empty_figure(metric)
-        for c in contributions:
-            if c.key not in items:
-                items[c.key] = c
-                num += c.num
-                den += c.den
-    else:
+    """``figures(...).get(scope, empty_figure(metric))`` without making every other scope's figure: the contributions
+    of the scope's units rolled up alone (a school read's own, national and regional figures need one scope each, not
+    30,000 schools')."""
+    if level != "national":  # (at national level every unit's items are England's: nothing to leave out)
         scopes = orgs.scopes(level)
-        for c in contributions:
-            unit = c.unit
-            found = scopes[unit] if unit in scopes else scopes.setdefault(unit, scope_of(unit, level, orgs))
-            if found == scope and c.key not in items:
-                items[c.key] = c
-                num += c.num
-                den += c.den
-    return _figure(metric, items, num, den) if items else empty_figure(metric)
+        contributions = [
+            c
+            for c in contributions
+            if (scopes[c.unit] if c.unit in scopes else scopes.setdefault(c.unit, scope_of(c.unit, level, orgs))) == scope
+        ]
+    return figures(metric, contributions, level, orgs).get(scope, empty_figure(metric))
 
 
 def _number(figure: Figure) -> bool:

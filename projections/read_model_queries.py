@@ -364,7 +364,8 @@ STATE_LEVELS = (None, "national", "la")
 
 def state_level(level: str) -> str | None:
     """The state a read of figures at ``level`` asks for: the one made for that level where there is one, else a state
-    of every unit (a school's rank needs every school's figure; a trust's units are summed as the fold sums them)."""
+    of every unit (a school's rank needs every school's figure; a trust read keeps its units, as ``scope_of`` gives a
+    trust's own id no trust)."""
     return level if level in STATE_LEVELS else None
 
 
@@ -407,10 +408,8 @@ class ReadModelContext(Context):
         return self.level is None or level in (self.level, "national")
 
     def under(self, unit: str) -> str:
-        """The scope a unit's sums are kept under in this state: its LA in a state made for LA figures, where it has
-        one; else the unit."""
-        if self.level != "la":
-            return unit
+        """The scope a unit's sums are kept under in a state made for LA figures: its LA, where it has one; else the
+        unit (its items count for England only)."""
         found = self._units.get(unit)
         if found is None:
             found = self._units[unit] = self.directory.la_of(unit) or unit

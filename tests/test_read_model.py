@@ -210,7 +210,8 @@ def test_a_state_made_for_la_figures_sums_each_unit_under_its_la_and_refuses_sch
             sums = [c.key for c in mine if c.key.startswith(c.unit + "\x00") or c.key == c.unit + "\x01"]
             assert len(sums) == len(set(sums)), name
             assert {directory.la_of(c.unit) or c.unit for c in every_unit.contributions(metric)} == {c.unit for c in mine}, name
-    for level, scope in (("la", "la:801"), ("national", "england")):
+    # an LA no unit is in (an LA id claimed only to read: ranked among the LAs, with no figure of its own) and England
+    for level, scope in (("la", "la:801"), ("la", "la:999"), ("national", "england")):
         assert metrics_report(la_state, reader, level, scope) == metrics_report(
             context(reader, moment, ViewSettings()), reader, level, scope
         )
