@@ -19,6 +19,7 @@ from typing import Any
 
 from ledger.service import ADMIN_ORG
 from ledger.tools import admin
+from projections import read_model
 from projections.config import ViewSettings
 from projections.context import context
 from projections.facts import Moment
@@ -33,7 +34,7 @@ from .serving import Server, drive, get
 
 READS = 20  # moments per level
 SERIES_MONTHS = 36
-RM_TABLES = ("rm_events", "rm_registrations", "rm_placements", "rm_exits", "rm_roll", "rm_months", "rm_england_reports", "rm_england_state")
+RM_TABLES = tuple(t.name for v in read_model.views(ViewSettings()) for t in v.tables)
 
 
 def _storage(store: Any) -> tuple[float, str]:

@@ -31,6 +31,9 @@ maintained by the projection runner in the same transaction as the fact views, w
   the two numbers the roll metrics count (``projections/read_model_roll.py``), kept with the rows by ``maintain``.
 * ``rm_months`` (view ``read_model_events``): the reports known now of four metrics that count the year's reports,
   summed per unit, label and month (``projections/read_model_months.py``), kept by the view's ``after``.
+* ``rm_england_reports`` and ``rm_england_state``: England's numbers per effective day (``read_model_england.py``);
+  ``rm_cap_units``: the suspension cap's breaches per unit and day (``read_model_cap.py``); ``rm_unit_la``: each
+  organisation's LA known now (``read_model_la.py``). Kept by the same upkeep.
 
 A row of either interval table is **in force at (D, T)** by the four comparisons above; every metric query is "rows in
 force at (D, T) that match the metric" grouped by unit, then rolled up to school/trust/LA/England by the same
@@ -67,6 +70,7 @@ from .config import ViewSettings
 from .context import placements_of
 from .facts import END_OF_TIME, LogEvent, Table, View
 from .pupils import PUPIL_FACTS, Pupil
+from .read_model_cap import RM_CAP_UNITS
 from .read_model_england import (
     RM_ENGLAND_REPORTS,
     RM_ENGLAND_STATE,
@@ -76,10 +80,11 @@ from .read_model_england import (
     pupil_runs,
     registration_changes,
 )
+from .read_model_la import RM_UNIT_LA, after_orgs
 from .read_model_months import RM_MONTHS, after_facts, forget_reports
 from .read_model_roll import RM_ROLL, Changes
 
-MODEL_VERSION = 8  # bump when the tables or their rules change: the runner rebuilds the model from the log
+MODEL_VERSION = 9  # bump when the tables or their rules change: the runner rebuilds the model from the log
 
 RM_EVENTS = Table(
     "rm_events",
@@ -692,6 +697,14 @@ def _typed(table: IntervalTable, values: list[Any]) -> tuple[Any, ...]:
     return tuple(values)
 
 
+def _both(*upkeeps: Callable[[Any, Any, Sequence[LogEvent]], None]) -> Callable[[Any, Any, Sequence[LogEvent]], None]:
+    def after(cur: Any, store: Any, events: Sequence[LogEvent]) -> None:
+        for upkeep in upkeeps:
+            upkeep(cur, store, events)
+
+    return after
+
+
 VIEW_PREFIX = "read_model_"  # the names of the model's views: their rows are derived from the other views' facts
 
 
@@ -702,9 +715,9 @@ def views(settings: ViewSettings) -> tuple[View, View]:
         View(
             "read_model_events",
             version,
-            (RM_EVENTS, RM_MONTHS, RM_ENGLAND_REPORTS),
+            (RM_EVENTS, RM_MONTHS, RM_ENGLAND_REPORTS, RM_CAP_UNITS, RM_UNIT_LA),
             event_rows(settings),
-            after=after_facts(settings),
+            after=_both(after_facts(settings), after_orgs),
             forget=forget_reports(settings),
         ),
         View(

@@ -10,7 +10,8 @@ which grow with the days and the labels, not the pupils:
   (``read_model_months.REPORTS``), the reports known now summed per effective day and label. England's figure at
   (D, now) is the sum over the days from the first of September to D: the same rows as the metric's SQL, by the same
   definition (``EventCount``), as ``rm_months`` keeps them per unit and month. The suspension cap's breaches are kept
-  there too: a pupil counts on the first day of an academic year on which its suspensions pass the cap (``crossings``).
+  there too: a pupil counts on the first day of an academic year on which its suspensions pass the cap
+  (``read_model_cap.crossings``).
 * ``rm_england_state`` (view ``read_model_state``): for metrics over the state tables, each row known now adds its
   numerator and denominator on the first day it counts and takes them off on the first day it stops counting
   (``placement_changes``, ``exit_changes``, ``registration_changes``: the predicates of ``read_model_queries``' SQL, as
@@ -31,14 +32,9 @@ reports on).
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from datetime import date, timedelta
 from typing import Any
-
-from ledger.core.rules import SUSPENSION_CAP_DAYS
-from ledger.core.schooltime import academic_year_start_of
-from ledger.storage.store import execute_in, fetch_tuples
 
 from .context import TRAILING_DAYS
 from .read_model_roll import Run, SumTable, earlier_end, next_year_start, registration_runs
@@ -214,69 +210,6 @@ class EnglandChanges:
                 rows,
             )
         self.sums.clear()
-
-
-CAP_BREACHES = "suspension_cap_breaches"
-CAP_SESSIONS = 2 * SUSPENSION_CAP_DAYS
-# A pupil's suspensions known now (``read_model_queries.SUSPENSIONS``' rows: every unit's), for the cap's crossings
-SUSPENSIONS_KNOWN_NOW = "e.type = 'pupil.excluded' AND e.kind = 'SUSP' AND e.superseded_at IS NULL"
-
-
-def crossings(suspensions: Iterable[tuple[str, int]]) -> Iterator[Change]:
-    """England's cap breaches of one pupil, from its suspensions known now (effective day, sessions): the pupil breaches
-    the cap at D when its sessions of D's academic year to date pass it, which is when the SQL finds a crossing (sessions are
-    at least 1, so the running total in ledger order passes the cap at exactly one suspension once the year's total does).
-    Counted once, on the first day of each academic year on which the total passes the cap, and read like the reports:
-    summed from the first of September to D."""
-    years: dict[int, list[tuple[str, int]]] = defaultdict(list)
-    for day, sessions in suspensions:
-        years[academic_year_start_of(date.fromisoformat(day))].append((day, int(sessions)))
-    for rows in years.values():
-        total = 0
-        for day, sessions in sorted(rows):
-            total += sessions
-            if total > CAP_SESSIONS:
-                yield CAP_BREACHES, day, "", 1, 0, 1
-                break
-
-
-def cap_upkeep(cur: Any, store: Any, subjects: Iterable[str], new: set[str], superseded: Iterable[str], forgotten: bool = False) -> None:
-    """Change England's cap breaches of ``subjects`` by a batch that wrote the reports ``new`` and superseded
-    ``superseded`` (rows before the batch: those known now but the new, and the superseded); ``forgotten``: take the
-    subjects' breaches off (an erasure)."""
-    subjects = sorted(set(subjects))
-    if not subjects:
-        return
-    where, params = store.where_in("e.subject", subjects)
-    execute_in(
-        cur,
-        store.sql(f"SELECT e.subject, e.event_id, e.occurred_on, e.sessions FROM rm_events e WHERE {where} AND {SUSPENSIONS_KNOWN_NOW}"),
-        params,
-        store.is_postgres,
-    )
-    after: dict[str, list[tuple[str, str, int]]] = defaultdict(list)
-    for subject, event_id, day, sessions in fetch_tuples(cur):
-        after[subject].append((event_id, day, sessions))
-    before = {subject: [r for r in rows if r[0] not in new] for subject, rows in after.items()}
-    gone = [i for i in superseded if i not in new]
-    if gone:
-        where, params = store.where_in("e.event_id", gone)
-        execute_in(
-            cur,
-            store.sql(
-                f"SELECT e.subject, e.event_id, e.occurred_on, e.sessions FROM rm_events e WHERE {where} AND e.type = 'pupil.excluded' AND e.kind = 'SUSP'"
-            ),
-            params,
-            store.is_postgres,
-        )
-        for subject, event_id, day, sessions in fetch_tuples(cur):
-            before.setdefault(subject, []).append((event_id, day, sessions))
-    changes = EnglandChanges()
-    for subject in set(after) | set(before):
-        changes.add(crossings((day, n) for _, day, n in before.get(subject, [])), -1)
-        if not forgotten:
-            changes.add(crossings((day, n) for _, day, n in after.get(subject, [])))
-    changes.write(cur, store, RM_ENGLAND_REPORTS)
 
 
 # England's kept numbers at (D, now), as ``read_model_queries.aggregated``'s rows with the metric first: the reports of

@@ -28,7 +28,8 @@ from ledger.storage.store import execute_in
 
 from .config import ViewSettings
 from .facts import LogEvent
-from .read_model_england import RM_ENGLAND_REPORTS, cap_upkeep, shard
+from .read_model_cap import cap_upkeep
+from .read_model_england import RM_ENGLAND_REPORTS, shard
 from .read_model_roll import SumTable
 
 RM_MONTHS = SumTable(
@@ -109,19 +110,19 @@ REPORTS: dict[str, EventCount] = {
 COUNTED = {metric: count for metric, count in REPORTS.items() if count.kept}
 
 
-def month_sums_sql(metric: str, current_month_rows: str, grouping: tuple[str, str] = ("unit", "unit, ")) -> str:
+def month_sums_sql(metric: str, current_month_rows: str, grouping: tuple[str, str, str] = ("unit", "unit, ", "")) -> str:
     """The metric's items summed per unit (or as ``grouping`` says: ``read_model_queries.Grouping``) and label, as
     ``read_model_queries.aggregated`` gives them: the kept sums of the whole months of the year before D's (``:ym`` <=
     month < ``:dm``), and ``current_month_rows`` (the rows of D's month in force, as ``unit, item, num, den, label``).
     A unit and label whose reports were all superseded keeps a row of zeros, which ``HAVING`` leaves out (the rows give none)."""
-    unit, keys = grouping
+    unit, keys, join = grouping
     return (
         # (PostgreSQL sums BIGINT as NUMERIC, which comes back as Decimal: cast back to whole numbers)
-        f"SELECT {unit} AS unit, label, CAST(SUM(num) AS BIGINT) AS num, CAST(SUM(den) AS BIGINT) AS den, CAST(SUM(n) AS BIGINT) AS n, "
-        "NULL AS item FROM ("
+        f"SELECT {unit} AS unit, c.label, CAST(SUM(c.num) AS BIGINT) AS num, CAST(SUM(c.den) AS BIGINT) AS den, "
+        "CAST(SUM(c.n) AS BIGINT) AS n, NULL AS item FROM ("
         f"SELECT NULLIF(unit, '') AS unit, label, num, den, n FROM rm_months WHERE metric = '{metric}' AND month >= :ym AND month < :dm "
         f"UNION ALL SELECT unit, label, num, den, 1 AS n FROM ({current_month_rows}) r"
-        f") c GROUP BY {keys}label HAVING SUM(n) <> 0"
+        f") c {join} GROUP BY {keys}c.label HAVING SUM(c.n) <> 0"
     )
 
 

@@ -32,7 +32,9 @@ from .metrics import METRICS_BY_NAME
 from .orgs import directory
 from .plans import funding as funding_facts
 from .read_model import model_version
-from .read_model_england import CAP_BREACHES, ENGLAND_SUMS, ROLL, STATE_METRICS, YEAR
+from .read_model_cap import CAP_BREACHES, UNIT_SUMS
+from .read_model_england import ENGLAND_SUMS, ROLL, STATE_METRICS, YEAR
+from .read_model_la import UNIT_LA_JOIN, unit_la
 from .read_model_months import REPORTS, EventCount, month_sums_sql
 from .roll import GAP_EXEMPT_DESTINATIONS, UNEXPLAINED_DESTINATIONS
 from .unregistered import UNREGISTERED_SETTING_TYPES, ProviderWatch, watch_of
@@ -161,13 +163,13 @@ CAP_CROSSINGS = (
 # of the year (100,128 rows at 1 M pupils at the end of March: 83 and 138 ms as two queries); the cap's breaches
 # only of the pupils whose sessions of the year to date pass the cap.
 PAST_THE_CAP = "SELECT * FROM s WHERE subject IN (SELECT subject FROM s GROUP BY subject HAVING SUM(sessions) > :cap)"
-SCANS = {  # "{unit}" and "{keys}": the state's ``Grouping``
+SCANS = {  # "{unit}", "{keys}" and "{join}": the state's ``Grouping``
     "suspensions": (
         f"WITH s AS MATERIALIZED ({SUSPENSIONS}) "
-        "SELECT 'suspensions_by_reason' AS metric, {unit} AS unit, label, SUM(num) AS num, SUM(den) AS den, COUNT(*) AS n, NULL AS item "
-        "FROM s GROUP BY {keys}label "
-        "UNION ALL SELECT 'suspension_cap_breaches', {unit}, label, COUNT(*), 0, COUNT(*), NULL "
-        f"FROM (SELECT unit, '' AS label FROM ({CAP_CROSSINGS.format(s=PAST_THE_CAP)}) x) c GROUP BY {{keys}}label"
+        "SELECT 'suspensions_by_reason' AS metric, {unit} AS unit, c.label, SUM(c.num) AS num, SUM(c.den) AS den, COUNT(*) AS n, "
+        "NULL AS item FROM s c {join} GROUP BY {keys}c.label "
+        "UNION ALL SELECT 'suspension_cap_breaches', {unit}, c.label, COUNT(*), 0, COUNT(*), NULL "
+        f"FROM (SELECT unit, '' AS label FROM ({CAP_CROSSINGS.format(s=PAST_THE_CAP)}) x) c {{join}} GROUP BY {{keys}}c.label"
     ),
 }
 
@@ -251,14 +253,17 @@ def positional(sql: str, values: dict[str, Any]) -> tuple[str, list[Any]]:
 class Grouping(NamedTuple):
     """What a state's sums are grouped by, besides the label (``ReadModelContext.level``)."""
 
-    unit: str  # the unit each sum is given under (a SQL expression)
+    unit: str  # the unit each sum is given under (a SQL expression over the items ``c``)
     keys: str  # what is grouped by before the label ("": the label alone)
+    join: str = ""  # a table the expression reads, joined to the items ``c``
 
 
 # each unit, for figures at every level; or every unit as England, for a state only national figures are read from (every
-# unit's items count towards England: ``context.scope_of``)
+# unit's items count towards England: ``context.scope_of``); or each unit's LA known now (``read_model_la``), for a state
+# LA figures are read from at the ledger's now
 PER_UNIT = Grouping("unit", "unit, ")
 AS_ENGLAND = Grouping(f"'{ENGLAND}'", "")
+PER_LA_NOW = Grouping(unit_la("c.unit"), f"{unit_la('c.unit')}, ", UNIT_LA_JOIN)
 
 
 def aggregated(query: Query, kind: str, grouping: Grouping = PER_UNIT) -> str:
@@ -270,17 +275,17 @@ def aggregated(query: Query, kind: str, grouping: Grouping = PER_UNIT) -> str:
     only those are looked at for repeats, so the rest, nearly every row, is summed in one pass."""
     if kind == "median":
         return f"SELECT unit, label, num, den, 1 AS n, item FROM ({query.sql}) c"
-    unit, keys = grouping
+    unit, keys, join = grouping
     if query.unique:
         return (
-            f"SELECT {unit} AS unit, label, SUM(num) AS num, SUM(den) AS den, COUNT(*) AS n, NULL AS item FROM ({query.sql}) c "
-            f"GROUP BY {keys}label"
+            f"SELECT {unit} AS unit, c.label, SUM(c.num) AS num, SUM(c.den) AS den, COUNT(*) AS n, NULL AS item FROM ({query.sql}) c {join} "
+            f"GROUP BY {keys}c.label"
         )
     return (
         f"WITH c AS MATERIALIZED ({query.sql}), "
         "repeated AS MATERIALIZED (SELECT item FROM c WHERE shared = 1 GROUP BY item HAVING COUNT(*) > 1) "
-        f"SELECT {unit} AS unit, label, SUM(num) AS num, SUM(den) AS den, COUNT(*) AS n, NULL AS item FROM c "
-        f"WHERE shared = 0 OR item NOT IN (SELECT item FROM repeated) GROUP BY {keys}label "
+        f"SELECT {unit} AS unit, c.label, SUM(c.num) AS num, SUM(c.den) AS den, COUNT(*) AS n, NULL AS item FROM c {join} "
+        f"WHERE c.shared = 0 OR c.item NOT IN (SELECT item FROM repeated) GROUP BY {keys}c.label "
         "UNION ALL SELECT unit, label, num, den, 1 AS n, item FROM c WHERE shared = 1 AND item IN (SELECT item FROM repeated)"
     )
 
@@ -388,7 +393,8 @@ class ReadModelContext(Context):
         if level not in STATE_LEVELS:
             raise ValueError(f"a read model state is made for every level, for LA figures or for national figures only, not {level!r}")
         self.level = level
-        self.grouping = AS_ENGLAND if level == "national" else PER_UNIT
+        # at the ledger's now, an LA state's sums are added up per LA by the database, from each unit's LA known now
+        self.grouping = AS_ENGLAND if level == "national" else PER_LA_NOW if level == "la" and moment.known_at is None else PER_UNIT
         self.db, self.store = db, db.store
         self._fold: Context | None = None
         self._registrations: dict[str, Registrations] | None = None
@@ -492,15 +498,23 @@ class ReadModelContext(Context):
             if metric.name == "pupils_in_unregistered_provision":
                 rows = rows + self.query(UNREGISTERED_AT_SEVERAL)
             return rows
-        if query.scan is not None:
+        if self.known_now and metric.name == CAP_BREACHES:  # (a national state at now took England's above: summed per unit)
+            return self.query(UNIT_SUMS)
+        if query.scan is not None and not self.known_now:  # (at now, the cap's breaches are kept: its scan's other rows alone)
             return self.scanned(query.scan).get(metric.name, [])
         return self.query(self._items_sql(metric, query)) if query.sql else []
+
+    @property
+    def known_now(self) -> bool:
+        """A read at the ledger's now: the numbers kept over the rows known now (``rm_months``, ``rm_cap_units``,
+        England's) answer it."""
+        return self.moment.known_at is None
 
     @property
     def kept_for_england(self) -> bool:
         """England's figures at the ledger's now come from the numbers kept per day (``read_model_england``), which know
         only the rows known now."""
-        return self.level == "national" and self.moment.known_at is None
+        return self.level == "national" and self.known_now
 
     def england(self) -> dict[str, list[tuple[Any, ...]]]:
         """``ENGLAND_SUMS`` at this moment, by metric, as ``aggregated``'s rows (asked once per state)."""
@@ -522,7 +536,7 @@ class ReadModelContext(Context):
     def _items_sql(self, metric: Metric, query: Query) -> str:
         """The metric's items, summed where they can be: from ``rm_months`` and D's month's rows when the query counts
         reports and the read is at the ledger's now (the sums know only the rows known now), else from the rows."""
-        if query.counted is not None and self.moment.known_at is None:
+        if query.counted is not None and self.known_now:
             return month_sums_sql(metric.name, query.counted.rows(f"{EV('e')} AND {IN_YEAR} AND e.occurred_on >= :ms"), self.grouping)
         return aggregated(query, metric.kind, self.grouping)
 

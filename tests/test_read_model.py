@@ -23,10 +23,9 @@ from projections.metrics import METRICS_BY_NAME, figures, report
 from projections.orgs import Directory
 from projections.queries import metrics_report
 from projections.read_model import RM_EXITS, RM_PLACEMENTS
+from projections.read_model_cap import SUSPENSIONS_KNOWN_NOW, UnitChanges, crossings, unit_crossings
 from projections.read_model_england import (
-    SUSPENSIONS_KNOWN_NOW,
     EnglandChanges,
-    crossings,
     exit_changes,
     placement_changes,
     pupil_runs,
@@ -510,8 +509,9 @@ ENGLAND_ROWS = "SELECT metric, day, label, SUM(num), SUM(den), SUM(n) FROM rm_en
 
 
 def assert_england_kept(store: Any) -> None:
-    """rm_england_reports and rm_england_state hold England's numbers over the rows known now, however their upkeep was
-    batched, corrected or erased: recomputed from the rows by the same runs (rows of zeros aside)."""
+    """rm_england_reports and rm_england_state hold England's numbers over the rows known now, and rm_cap_units the units'
+    cap breaches, however their upkeep was batched, corrected or erased: recomputed from the rows by the same runs (rows
+    of zeros aside)."""
     late = ViewSettings().late_school_days
     reports: dict[tuple[str, ...], list[int]] = {}
     for metric, count in REPORTS.items():
@@ -519,15 +519,21 @@ def assert_england_kept(store: Any) -> None:
         for _, _, num, den, label, day in store.query(sql):
             kept = reports.setdefault((metric, day, label or ""), [0, 0, 0])
             kept[0], kept[1], kept[2] = kept[0] + int(num), kept[1] + int(den), kept[2] + 1
-    suspensions: dict[str, list[tuple[str, int]]] = {}
-    for subject, day, sessions in store.query(
-        f"SELECT e.subject, e.occurred_on, e.sessions FROM rm_events e WHERE {SUSPENSIONS_KNOWN_NOW}"
+    suspensions: dict[str, list[tuple[int, str, str | None, int]]] = {}
+    for subject, seq, day, unit, sessions in store.query(
+        f"SELECT e.subject, e.seq, e.occurred_on, e.unit, e.sessions FROM rm_events e WHERE {SUSPENSIONS_KNOWN_NOW}"
     ):
-        suspensions.setdefault(subject, []).append((day, int(sessions)))
+        suspensions.setdefault(subject, []).append((int(seq), day, unit, int(sessions)))
+    units = UnitChanges()
     for rows in suspensions.values():
-        for metric, day, label, num, den, n in crossings(rows):
+        for metric, day, label, num, den, n in crossings((day, sessions) for _, day, _, sessions in rows):
             kept = reports.setdefault((metric, day, label), [0, 0, 0])
             kept[0], kept[1], kept[2] = kept[0] + num, kept[1] + den, kept[2] + n
+        units.add(unit_crossings(rows))
+    # the units' cap breaches (rm_cap_units) too
+    assert {(u, day): int(n) for u, day, n in store.query("SELECT unit, day, n FROM rm_cap_units") if int(n)} == {
+        k: n for k, n in units.sums.items() if n
+    }
     stored = {(m, day, label): [int(num), int(den), int(n)] for m, day, label, num, den, n in store.query(ENGLAND_ROWS.format("reports"))}
     assert {k: v for k, v in stored.items() if any(v)} == reports
     state = EnglandChanges()

@@ -22,13 +22,12 @@ from projections.facts import Moment
 from projections.metrics import METRICS_BY_NAME
 from projections.orgs import Directory
 from projections.read_model import RM_EVENTS, RM_EXITS, RM_PLACEMENTS, RM_REGISTRATIONS
+from projections.read_model_cap import CAP_BREACHES, crossings
 from projections.read_model_england import (
-    CAP_BREACHES,
     ROLL,
     STATE_METRICS,
     YEAR,
     EnglandChanges,
-    crossings,
     exit_changes,
     placement_changes,
     pupil_runs,

@@ -11,15 +11,15 @@ from hypothesis import HealthCheck, example, given
 from hypothesis import settings as hsettings
 
 from projections import read_model
-from projections.read_model_england import RM_ENGLAND_REPORTS, RM_ENGLAND_STATE
-from projections.read_model_months import RM_MONTHS
-from projections.read_model_roll import RM_ROLL
+from projections.config import ViewSettings
+from projections.read_model_roll import SumTable
 from projections.runner import VIEWS, Projector
 
 from .test_projections import OPS, fresh_settings, play, small_world
 
-TABLES = ("rm_events", "rm_registrations", "rm_placements", "rm_exits", "rm_roll", "rm_months", "rm_england_reports", "rm_england_state")
-COUNTING = {t.name: f" WHERE {t.counting}" for t in (RM_ROLL, RM_MONTHS, RM_ENGLAND_REPORTS, RM_ENGLAND_STATE)}
+MODEL_TABLES = tuple(t for v in read_model.views(ViewSettings()) for t in v.tables)
+TABLES = tuple(t.name for t in MODEL_TABLES)
+COUNTING = {t.name: f" WHERE {t.counting}" for t in MODEL_TABLES if isinstance(t, SumTable)}
 
 
 def rows(store: Any) -> dict[str, list[tuple[str, ...]]]:

@@ -1,0 +1,68 @@
+"""Each unit's LA known now (projections/read_model_la.py) is the directory's ``la_of``, so that a state made for LA
+figures at the ledger's now, whose sums the database adds up per LA, gives the same figures as one of every unit."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from typing import Any
+
+from ledger.tools import admin
+from projections.config import ViewSettings
+from projections.facts import Moment
+from projections.metrics import METRICS_BY_NAME
+from projections.orgs import directory
+from projections.queries import metrics_report
+from projections.read_model_la import UNIT_LA_JOIN, unit_la
+from projections.read_model_queries import PER_LA_NOW, PER_UNIT, QUERIES, ReadModelContext
+from projections.runner import Projector, Reader
+
+from .test_projections_scenario import AS_OF, Area, area  # noqa: F401 - area is a fixture
+from .test_read_model import both
+
+__all__ = ["area"]
+
+UNREGISTERED = ("la:999", "uprov:802-7", "urn:100099", "ukprn:19999999", "trust:TR99999")
+
+
+def scope_in_sql(store: Any, unit: str) -> str:
+    return str(store.query(f"SELECT {unit_la('c.unit')} FROM (SELECT ? AS unit) c {UNIT_LA_JOIN}", [unit])[0][0])
+
+
+def assert_scopes(store: Any) -> None:
+    """Every organisation of the directory at now, and ids no registration names (an LA's own, an unregistered
+    provider's: the LA code in its id, a school's: none, the unit itself)."""
+    orgs = directory(Reader(store), Moment(AS_OF))
+    units = sorted({*orgs.orgs, *UNREGISTERED})
+    assert len(units) > 8
+    assert {u: scope_in_sql(store, u) for u in units} == {u: orgs.la_of(u) or u for u in units}
+
+
+def test_the_units_la_in_sql_is_the_directorys_before_and_after_a_registration(area: Area) -> None:
+    """A school registered in another LA once the model has its other rows: its LA known now is the new one, and the LA
+    reads at the ledger's now (summed per LA by the database) still equal the fold."""
+    store = area.ledger.store
+    assert_scopes(store)
+    assert scope_in_sql(store, "urn:100099") == "urn:100099"
+    area.at(date(2026, 9, 23))
+    admin.add_org(area.ledger, "urn:100099", "school", "Late School", "la:802")
+    Projector(store).catch_up()
+    assert scope_in_sql(store, "urn:100099") == "la:802"
+    assert_scopes(store)
+    for la in ("la:801", "la:802"):
+        model, fold = both(Reader(store), Moment(AS_OF), "la", la)
+        assert model == fold, la
+
+
+def test_an_la_state_at_now_is_summed_per_la_by_the_database(area: Area) -> None:
+    """At the ledger's now the database gives one sum per LA and label (no school's sums come back); at an earlier
+    ledger time the units' sums come back and are added up in Python; both give a state of every unit's figures."""
+    reader = Reader(area.ledger.store)
+    every_unit = metrics_report(ReadModelContext(reader, Moment(AS_OF), ViewSettings()), reader, "la", "la:801")
+    now = ReadModelContext(reader, Moment(AS_OF), ViewSettings(), "la")
+    assert now.grouping is PER_LA_NOW
+    name = "open_ap_placements_by_setting_type"
+    rows = now.query(now._items_sql(METRICS_BY_NAME[name], QUERIES[name]))  # noqa: SLF001 - the SQL's own rows
+    assert rows and {unit for unit, *_ in rows} == {"la:801"}
+    assert metrics_report(now, reader, "la", "la:801") == every_unit
+    earlier = ReadModelContext(reader, Moment(AS_OF, datetime(2026, 9, 22, 11, tzinfo=UTC)), ViewSettings(), "la")
+    assert earlier.grouping is PER_UNIT
