@@ -80,11 +80,11 @@ from .read_model_england import (
     pupil_runs,
     registration_changes,
 )
-from .read_model_la import RM_UNIT_LA, after_orgs
-from .read_model_months import RM_MONTHS, after_facts, forget_reports
+from .read_model_la import RM_UNIT_LA
+from .read_model_months import RM_LA_MONTHS, RM_MONTHS, after_facts, forget_reports
 from .read_model_roll import RM_ROLL, Changes
 
-MODEL_VERSION = 9  # bump when the tables or their rules change: the runner rebuilds the model from the log
+MODEL_VERSION = 10  # bump when the tables or their rules change: the runner rebuilds the model from the log
 
 RM_EVENTS = Table(
     "rm_events",
@@ -697,14 +697,6 @@ def _typed(table: IntervalTable, values: list[Any]) -> tuple[Any, ...]:
     return tuple(values)
 
 
-def _both(*upkeeps: Callable[[Any, Any, Sequence[LogEvent]], None]) -> Callable[[Any, Any, Sequence[LogEvent]], None]:
-    def after(cur: Any, store: Any, events: Sequence[LogEvent]) -> None:
-        for upkeep in upkeeps:
-            upkeep(cur, store, events)
-
-    return after
-
-
 VIEW_PREFIX = "read_model_"  # the names of the model's views: their rows are derived from the other views' facts
 
 
@@ -715,9 +707,9 @@ def views(settings: ViewSettings) -> tuple[View, View]:
         View(
             "read_model_events",
             version,
-            (RM_EVENTS, RM_MONTHS, RM_ENGLAND_REPORTS, RM_CAP_UNITS, RM_UNIT_LA),
+            (RM_EVENTS, RM_MONTHS, RM_ENGLAND_REPORTS, RM_CAP_UNITS, RM_UNIT_LA, RM_LA_MONTHS),
             event_rows(settings),
-            after=_both(after_facts(settings), after_orgs),
+            after=after_facts(settings),
             forget=forget_reports(settings),
         ),
         View(

@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from ledger.core.identifiers import la_code_of
 from ledger.storage.store import execute_in, fetch_tuples
 
 from .facts import LogEvent
@@ -30,13 +31,14 @@ RM_UNIT_LA = SumTable("rm_unit_la", (("unit", "TEXT NOT NULL"), ("la", "TEXT NOT
 REGISTRATIONS = ("org.registered", "provider.unregistered_recorded")  # as ``projections.orgs.directory`` reads them
 
 
-def after_orgs(cur: Any, store: Any, events: Sequence[LogEvent]) -> None:
-    """``rm_unit_la`` of the organisations the batch registered (or corrected a registration of): each one's LA from its
+def registered_las(cur: Any, store: Any, events: Sequence[LogEvent]) -> dict[str, str]:
+    """The LA ('' for none) of each organisation the batch registered (or corrected a registration of), from its
     registrations known now up to the batch (the orgs view's facts, written before the read model's in the runner's
-    order), the last in effective order, then ledger order, as the directory folds them."""
+    order): the last in effective order, then ledger order, as the directory folds them. An organisation whose
+    registrations are all superseded has none."""
     units = sorted({ev.subject for ev in events if ev.record.type in REGISTRATIONS})
     if not units:
-        return
+        return {}
     where, params = store.where_in("subject", units)
     execute_in(
         cur,
@@ -47,11 +49,33 @@ def after_orgs(cur: Any, store: Any, events: Sequence[LogEvent]) -> None:
         [*params, max(ev.seq for ev in events)],
         store.is_postgres,
     )
-    last = {subject: la or "" for subject, la in fetch_tuples(cur)}  # (each unit's last row, in that order)
-    where, params = store.where_in("unit", units)
+    found = {unit: "" for unit in units}
+    found.update((subject, la or "") for subject, la in fetch_tuples(cur))  # (each unit's last row, in that order)
+    return found
+
+
+def kept_las(cur: Any, store: Any, units: Sequence[str]) -> dict[str, str]:
+    """``rm_unit_la``'s LA of each of ``units`` ('' for none)."""
+    where, params = store.where_in("unit", list(units))
+    execute_in(cur, store.sql(f"SELECT unit, la FROM {RM_UNIT_LA.name} WHERE {where}"), params, store.is_postgres)
+    return {unit: "" for unit in units} | {unit: la for unit, la in fetch_tuples(cur)}
+
+
+def write_las(cur: Any, store: Any, las: dict[str, str]) -> None:
+    """``rm_unit_la`` of these units as given ('' for none: no row)."""
+    where, params = store.where_in("unit", sorted(las))
     execute_in(cur, store.sql(f"DELETE FROM {RM_UNIT_LA.name} WHERE {where}"), params, store.is_postgres)
-    if last:
-        cur.executemany(store.sql(f"INSERT INTO {RM_UNIT_LA.name} (unit, la) VALUES (?, ?)"), sorted(last.items()))
+    rows = sorted((unit, la) for unit, la in las.items() if la)
+    if rows:
+        cur.executemany(store.sql(f"INSERT INTO {RM_UNIT_LA.name} (unit, la) VALUES (?, ?)"), rows)
+
+
+def scope_of(unit: str, la: str) -> str:
+    """``unit_la`` in Python: the scope of ``unit`` whose registered LA is ``la`` ('' for none)."""
+    if unit.startswith("la:"):
+        return unit
+    code = la_code_of(unit)
+    return la or (f"la:{code}" if code else unit)
 
 
 def unit_la(unit: str) -> str:

@@ -30,6 +30,7 @@ from .config import ViewSettings
 from .facts import LogEvent
 from .read_model_cap import cap_upkeep
 from .read_model_england import RM_ENGLAND_REPORTS, shard
+from .read_model_la import RM_UNIT_LA, kept_las, registered_las, scope_of, unit_la, write_las
 from .read_model_roll import SumTable
 
 RM_MONTHS = SumTable(
@@ -44,6 +45,25 @@ RM_MONTHS = SumTable(
         ("n", "BIGINT NOT NULL"),  # reports
     ),
     key=("metric", "month", "unit", "label"),
+    counting="n <> 0",
+)
+
+
+# Every REPORTS metric's sums per scope (each unit's LA known now, ``read_model_la.unit_la``, else the unit), label and
+# month, for a state made for LA figures at the ledger's now: a few sums per LA where ``rm_months`` keeps one per unit
+RM_LA_MONTHS = SumTable(
+    "rm_la_months",
+    (
+        ("metric", "TEXT NOT NULL"),
+        ("month", "TEXT NOT NULL"),
+        ("scope", "TEXT NOT NULL"),  # '' for none
+        ("label", "TEXT NOT NULL"),
+        ("shard", "INTEGER NOT NULL"),  # the writer's share, as England's numbers' (``read_model_england.use_shard``)
+        ("num", "BIGINT NOT NULL"),
+        ("den", "BIGINT NOT NULL"),
+        ("n", "BIGINT NOT NULL"),
+    ),
+    key=("metric", "month", "scope", "label", "shard"),
     counting="n <> 0",
 )
 
@@ -74,6 +94,15 @@ class EventCount:
         return (
             f"SELECT '{metric}' AS metric, e.occurred_on AS day, COALESCE({self.label}, '') AS label, {self.num} AS num, "
             f"{self.den} AS den FROM b e WHERE {self.where}"
+        )
+
+    def la_sums(self, metric: str) -> str:
+        """The metric's parts of each report of ``b`` (the batch's rows), as ``rm_la_months`` keeps them: under the scope
+        of its unit, by ``rm_unit_la`` as it stands."""
+        return (
+            f"SELECT '{metric}' AS metric, SUBSTR(e.occurred_on, 1, 7) AS month, COALESCE({unit_la(self.unit)}, '') AS scope, "
+            f"COALESCE({self.label}, '') AS label, {self.num} AS num, {self.den} AS den FROM b e "
+            f"LEFT JOIN {RM_UNIT_LA.name} m ON m.unit = {self.unit} WHERE {self.where}"
         )
 
     def sums(self, metric: str) -> str:
@@ -110,24 +139,46 @@ REPORTS: dict[str, EventCount] = {
 COUNTED = {metric: count for metric, count in REPORTS.items() if count.kept}
 
 
-def month_sums_sql(metric: str, current_month_rows: str, grouping: tuple[str, str, str] = ("unit", "unit, ", "")) -> str:
+def month_sums_sql(
+    metric: str, current_month_rows: str, grouping: tuple[str, str, str] = ("unit", "unit, ", ""), kept: SumTable = RM_MONTHS
+) -> str:
     """The metric's items summed per unit (or as ``grouping`` says: ``read_model_queries.Grouping``) and label, as
     ``read_model_queries.aggregated`` gives them: the kept sums of the whole months of the year before D's (``:ym`` <=
     month < ``:dm``), and ``current_month_rows`` (the rows of D's month in force, as ``unit, item, num, den, label``).
-    A unit and label whose reports were all superseded keeps a row of zeros, which ``HAVING`` leaves out (the rows give none)."""
+    A unit and label whose reports were all superseded keeps a row of zeros, which ``HAVING`` leaves out (the rows give none).
+    ``kept``: ``rm_months`` (per unit), or ``rm_la_months`` (per scope: for the grouping per LA known now, ``PER_LA_NOW``,
+    whose scope of a scope is itself)."""
     unit, keys, join = grouping
+    column = "scope" if kept is RM_LA_MONTHS else "unit"
     return (
         # (PostgreSQL sums BIGINT as NUMERIC, which comes back as Decimal: cast back to whole numbers)
         f"SELECT {unit} AS unit, c.label, CAST(SUM(c.num) AS BIGINT) AS num, CAST(SUM(c.den) AS BIGINT) AS den, "
         "CAST(SUM(c.n) AS BIGINT) AS n, NULL AS item FROM ("
-        f"SELECT NULLIF(unit, '') AS unit, label, num, den, n FROM rm_months WHERE metric = '{metric}' AND month >= :ym AND month < :dm "
+        f"SELECT NULLIF({column}, '') AS unit, label, num, den, n FROM {kept.name} WHERE metric = '{metric}' AND month >= :ym AND month < :dm "
         f"UNION ALL SELECT unit, label, num, den, 1 AS n FROM ({current_month_rows}) r"
         f") c {join} GROUP BY {keys}c.label HAVING SUM(c.n) <> 0"
     )
 
 
+def _write_la(cur: Any, store: Any, rows_of_b: str, params: Sequence[Any], sign: int, settings: ViewSettings) -> None:
+    """Add (``sign`` 1) or take off (-1) the sums per scope, label and month (``rm_la_months``) of every metric of ``REPORTS``
+    over the reports ``rows_of_b`` selects, under their units' scopes as ``rm_unit_la`` stands."""
+    sums = " UNION ALL ".join(count.la_sums(metric) for metric, count in REPORTS.items())
+    name = RM_LA_MONTHS.name
+    statement = (
+        f"WITH b AS ({rows_of_b}) "
+        f"INSERT INTO {name} (metric, month, scope, label, shard, num, den, n) "
+        f"SELECT metric, month, scope, label, {int(shard())}, {sign} * SUM(num), {sign} * SUM(den), {sign} * COUNT(*) FROM ({sums}) s "
+        "WHERE 1 = 1 GROUP BY metric, month, scope, label ORDER BY metric, month, scope, label "
+        f"ON CONFLICT (metric, month, scope, label, shard) DO UPDATE SET num = {name}.num + excluded.num, den = {name}.den + excluded.den, "
+        f"n = {name}.n + excluded.n"
+    ).replace(":late", str(int(settings.late_school_days)))
+    execute_in(cur, store.sql(statement), params, store.is_postgres)
+
+
 def _write(cur: Any, store: Any, rows_of_b: str, params: Sequence[Any], sign: int, settings: ViewSettings) -> None:
-    """Add (``sign`` 1) or take off (-1) the sums of every counted metric over the reports ``rows_of_b`` selects."""
+    """Add (``sign`` 1) or take off (-1) the sums of every counted metric over the reports ``rows_of_b`` selects: per unit
+    (``rm_months``), England's per day and per scope (``_write_la``)."""
     sums = " UNION ALL ".join(count.sums(metric) for metric, count in COUNTED.items())
     late = settings.late_school_days
     statement = (
@@ -149,12 +200,57 @@ def _write(cur: Any, store: Any, rows_of_b: str, params: Sequence[Any], sign: in
         f"den = {RM_ENGLAND_REPORTS.name}.den + excluded.den, n = {RM_ENGLAND_REPORTS.name}.n + excluded.n"
     ).replace(":late", str(int(late)))
     execute_in(cur, store.sql(statement), params, store.is_postgres)
+    _write_la(cur, store, rows_of_b, params, sign, settings)
+
+
+def _move_scopes(cur: Any, store: Any, events: Sequence[LogEvent], settings: ViewSettings) -> None:
+    """``rm_unit_la`` of the organisations the batch registers, and their reports' sums in ``rm_la_months`` moved to their
+    new scope where it changes. The write side takes reports only from registered submitters about themselves, so in
+    ledger order a unit's reports come after its registration; a Kafka worker may apply them first (another partition),
+    under the unit's own id: those sums are moved as they are (``_rekey``). A unit that had another LA (a corrected
+    registration) has its reports' sums taken off under the old scope and added under the new, from its rows."""
+    las = registered_las(cur, store, events)
+    if not las:
+        return
+    kept = kept_las(cur, store, sorted(las))
+    moved = {u: (scope_of(u, kept[u]), scope_of(u, la)) for u, la in las.items() if scope_of(u, kept[u]) != scope_of(u, la)}
+    from_la = sorted(u for u, (old, _) in moved.items() if old != u)
+    naming = ""
+    if from_la:
+        where_unit, params = store.where_in("e.unit", from_la)
+        where_submitter, more = store.where_in("e.submitter", from_la)
+        naming, params = (
+            f"SELECT e.* FROM rm_events e WHERE ({where_unit} OR {where_submitter}) AND e.superseded_at IS NULL",
+            [*params, *more],
+        )
+        _write_la(cur, store, naming, params, -1, settings)
+    write_las(cur, store, las)
+    if from_la:
+        _write_la(cur, store, naming, params, 1, settings)
+    for unit, (old, new) in sorted(moved.items()):
+        if old == unit:
+            _rekey(cur, store, unit, new)
+
+
+def _rekey(cur: Any, store: Any, old: str, new: str) -> None:
+    """``rm_la_months``' sums kept under scope ``old`` added to ``new``'s, and ``old``'s gone."""
+    name = RM_LA_MONTHS.name
+    cur.execute(
+        store.sql(
+            f"INSERT INTO {name} (metric, month, scope, label, shard, num, den, n) SELECT metric, month, ?, label, shard, num, den, n "
+            f"FROM {name} WHERE scope = ? ORDER BY metric, month, label, shard ON CONFLICT (metric, month, scope, label, shard) DO UPDATE SET "
+            f"num = {name}.num + excluded.num, den = {name}.den + excluded.den, n = {name}.n + excluded.n"
+        ),
+        [new, old],
+    )
+    cur.execute(store.sql(f"DELETE FROM {name} WHERE scope = ?"), [old])
 
 
 def after_facts(settings: ViewSettings) -> Callable[[Any, Any, Sequence[LogEvent]], None]:
     """``View.after`` of ``read_model_events``: the batch's reports into ``rm_months``, once its rows are written."""
 
     def upkeep(cur: Any, store: Any, events: Sequence[LogEvent]) -> None:
+        _move_scopes(cur, store, events, settings)  # first: the batch's reports are summed under the scopes it registers
         ids = [ev.record.event_id for ev in events if ev.record.type.startswith("pupil.")]
         if not ids:
             return

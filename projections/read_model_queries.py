@@ -35,7 +35,7 @@ from .read_model import model_version
 from .read_model_cap import CAP_BREACHES, UNIT_SUMS
 from .read_model_england import ENGLAND_SUMS, ROLL, STATE_METRICS, YEAR
 from .read_model_la import UNIT_LA_JOIN, unit_la
-from .read_model_months import REPORTS, EventCount, month_sums_sql
+from .read_model_months import REPORTS, RM_LA_MONTHS, RM_MONTHS, EventCount, month_sums_sql
 from .roll import GAP_EXEMPT_DESTINATIONS, UNEXPLAINED_DESTINATIONS
 from .unregistered import UNREGISTERED_SETTING_TYPES, ProviderWatch, watch_of
 
@@ -140,8 +140,9 @@ class Query:
     # rate's numerator is the suspensions by reason summed, the mean length the median's lengths summed (one scan, not
     # two; the sums are made from that metric's contributions, which the state keeps anyway)
     reuses: str | None = None
-    # a count of the year's reports kept summed (``read_model_months.COUNTED``): at the ledger's now, the whole months' items come
-    # summed from ``rm_months`` and only D's month's are read as rows (``month_sums_sql``)
+    # a count of the year's reports (``read_model_months.REPORTS``): at the ledger's now, the whole months' items come summed,
+    # per LA from ``rm_la_months`` for a state made for LA figures, per unit from ``rm_months`` if the count is ``kept``, and
+    # only D's month's are read as rows (``month_sums_sql``)
     counted: EventCount | None = None
     # the name of a scan of ``SCANS`` that gives this metric's aggregated rows with other metrics', at every moment
     # (``sql`` stays its definition: a test holds the scan's rows to its own query's)
@@ -177,7 +178,7 @@ SCANS = {  # "{unit}", "{keys}" and "{join}": the state's ``Grouping``
 def _counted(metric: str) -> Query:
     """The query of a metric of ``REPORTS``: its reports in force at (D, T) in the year to date."""
     count = REPORTS[metric]
-    return Query(count.rows(f"{EV('e')} AND {IN_YEAR}"), counted=count if count.kept else None)
+    return Query(count.rows(f"{EV('e')} AND {IN_YEAR}"), counted=count)
 
 
 QUERIES: dict[str, Query] = {
@@ -211,7 +212,7 @@ QUERIES: dict[str, Query] = {
     "pupils_on_roll": Query(registrations=("roll", "num")),
     "suspension_rate": Query(reuses="suspensions_by_reason", registrations=("roll", "den")),
     "permanent_exclusion_rate": Query(reuses="permanent_exclusions_by_reason", registrations=("roll", "den")),
-    "suspensions_by_reason": Query(SUSPENSIONS, scan="suspensions"),
+    "suspensions_by_reason": Query(SUSPENSIONS, scan="suspensions", counted=REPORTS["suspensions_by_reason"]),
     "permanent_exclusions_by_reason": _counted("permanent_exclusions_by_reason"),
     "suspension_cap_breaches": Query(
         f"SELECT unit, item, 1 AS num, 0 AS den, '' AS label FROM ({CAP_CROSSINGS.format(s=SUSPENSIONS)}) x", scan="suspensions"
@@ -534,10 +535,13 @@ class ReadModelContext(Context):
         return self._scans[scan]
 
     def _items_sql(self, metric: Metric, query: Query) -> str:
-        """The metric's items, summed where they can be: from ``rm_months`` and D's month's rows when the query counts
-        reports and the read is at the ledger's now (the sums know only the rows known now), else from the rows."""
-        if query.counted is not None and self.known_now:
-            return month_sums_sql(metric.name, query.counted.rows(f"{EV('e')} AND {IN_YEAR} AND e.occurred_on >= :ms"), self.grouping)
+        """The metric's items, summed where they can be: when the query counts reports and the read is at the ledger's now
+        (the sums know only the rows known now), from the whole months' sums (``rm_la_months`` per LA for a state made for
+        LA figures, ``rm_months`` per unit for a kept count) and D's month's rows; else from the rows."""
+        count = query.counted
+        if count is not None and self.known_now and (count.kept or self.grouping is PER_LA_NOW):
+            current = count.rows(f"{EV('e')} AND {IN_YEAR} AND e.occurred_on >= :ms")
+            return month_sums_sql(metric.name, current, self.grouping, RM_LA_MONTHS if self.grouping is PER_LA_NOW else RM_MONTHS)
         return aggregated(query, metric.kind, self.grouping)
 
     def registrations(self) -> dict[str, Registrations]:

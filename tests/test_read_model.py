@@ -31,6 +31,7 @@ from projections.read_model_england import (
     pupil_runs,
     registration_changes,
 )
+from projections.read_model_la import scope_of
 from projections.read_model_months import COUNTED, REPORTS
 from projections.read_model_queries import (
     QUERIES,
@@ -554,8 +555,9 @@ def assert_england_kept(store: Any) -> None:
 
 
 def assert_months_kept(store: Any) -> None:
-    """rm_months holds each counted metric's sums over the reports known now, however its upkeep was batched, corrected
-    or erased (rows of zeros aside: a unit whose reports were all superseded)."""
+    """rm_months holds each counted metric's sums over the reports known now, and rm_la_months every report metric's per
+    scope, however their upkeep was batched, corrected or erased (rows of zeros aside: a unit whose reports were all
+    superseded)."""
     late = ViewSettings().late_school_days
     recomputed: dict[tuple[str, ...], tuple[int, int, int]] = {}
     for metric, count in COUNTED.items():
@@ -570,6 +572,23 @@ def assert_months_kept(store: Any) -> None:
         if int(n)
     }
     assert stored == recomputed
+    # rm_la_months: every metric of REPORTS per scope (each unit's LA as rm_unit_la says, else the unit), the shares summed
+    las = dict(store.query("SELECT unit, la FROM rm_unit_la"))
+    per_scope: dict[tuple[str, ...], list[int]] = {}
+    for metric, count in REPORTS.items():
+        sql = count.rows("e.superseded_at IS NULL", "e.occurred_on AS day").replace(":late", str(late))
+        for unit, _, num, den, label, day in store.query(sql):
+            key = (metric, day[:7], scope_of(unit, las.get(unit, "")) if unit else "", label or "")
+            kept = per_scope.setdefault(key, [0, 0, 0])
+            kept[0], kept[1], kept[2] = kept[0] + int(num), kept[1] + int(den), kept[2] + 1
+    stored_la = {
+        (m, month, scope, label): [int(num), int(den), int(n)]
+        for m, month, scope, label, num, den, n in store.query(
+            "SELECT metric, month, scope, label, SUM(num), SUM(den), SUM(n) FROM rm_la_months GROUP BY metric, month, scope, label"
+        )
+        if int(n)
+    }
+    assert stored_la == per_scope
 
 
 def assert_roll_read(reader: Reader, moment: Moment) -> None:

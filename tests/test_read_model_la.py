@@ -6,18 +6,21 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 from typing import Any
 
+from ledger.core.catalogue import parse_timestamp
+from ledger.core.rules import Record
 from ledger.tools import admin
 from projections.config import ViewSettings
-from projections.facts import Moment
+from projections.facts import LogEvent, Moment
 from projections.metrics import METRICS_BY_NAME
 from projections.orgs import directory
 from projections.queries import metrics_report
-from projections.read_model_la import UNIT_LA_JOIN, unit_la
+from projections.read_model_la import UNIT_LA_JOIN, scope_of, unit_la
+from projections.read_model_months import _move_scopes, _write_la
 from projections.read_model_queries import PER_LA_NOW, PER_UNIT, QUERIES, ReadModelContext
 from projections.runner import Projector, Reader
 
 from .test_projections_scenario import AS_OF, Area, area  # noqa: F401 - area is a fixture
-from .test_read_model import both
+from .test_read_model import assert_months_kept, both
 
 __all__ = ["area"]
 
@@ -66,3 +69,34 @@ def test_an_la_state_at_now_is_summed_per_la_by_the_database(area: Area) -> None
     assert metrics_report(now, reader, "la", "la:801") == every_unit
     earlier = ReadModelContext(reader, Moment(AS_OF, datetime(2026, 9, 22, 11, tzinfo=UTC)), ViewSettings(), "la")
     assert earlier.grouping is PER_UNIT
+
+
+def test_a_units_sums_applied_before_its_registration_move_to_its_la(area: Area) -> None:
+    """A Kafka worker may apply a school's reports before its registration (another partition): they are summed under
+    the school's own id, and moved to its LA when the registration comes. Here the model is set back to that order (the
+    school's registration unknown, the LA sums rebuilt under it), then given the registration's batch."""
+    store = area.ledger.store
+    school = "urn:100005"
+    (seq, event_id, received), *_ = store.query(
+        "SELECT seq, event_id, received_at FROM pv_org_facts WHERE subject = ? AND type = 'org.registered'", [school]
+    )
+    settings = ViewSettings()
+    with store.cursor(commit=True) as cur:
+        cur.execute(store.sql("DELETE FROM rm_unit_la WHERE unit = ?"), [school])
+        cur.execute("DELETE FROM rm_la_months")
+        _write_la(cur, store, "SELECT e.* FROM rm_events e WHERE e.superseded_at IS NULL", [], 1, settings)
+    assert store.query("SELECT COUNT(*) FROM rm_la_months WHERE scope = ?", [school])[0][0] > 0
+    registration = Record(event_id, "org.registered", "dfe:admin", school, AS_OF, parse_timestamp(received), {})
+    with store.cursor(commit=True) as cur:
+        _move_scopes(cur, store, [LogEvent(int(seq), school, registration, ())], settings)
+    assert store.query("SELECT COUNT(*) FROM rm_la_months WHERE scope = ?", [school])[0][0] == 0
+    assert_months_kept(store)
+    model, fold = both(Reader(store), Moment(AS_OF), "la", "la:801")
+    assert model == fold
+
+
+def test_scope_of_is_the_directorys_la_of(area: Area) -> None:
+    orgs = directory(Reader(area.ledger.store), Moment(AS_OF))
+    for unit in sorted({*orgs.orgs, *UNREGISTERED}):
+        found = orgs.orgs.get(unit)
+        assert scope_of(unit, (found.la or "") if found else "") == (orgs.la_of(unit) or unit), unit
