@@ -146,17 +146,22 @@ def month_sums_sql(
     ``read_model_queries.aggregated`` gives them: the kept sums of the whole months of the year before D's (``:ym`` <=
     month < ``:dm``), and ``current_month_rows`` (the rows of D's month in force, as ``unit, item, num, den, label``).
     A unit and label whose reports were all superseded keeps a row of zeros, which ``HAVING`` leaves out (the rows give none).
-    ``kept``: ``rm_months`` (per unit), or ``rm_la_months`` (per scope: for the grouping per LA known now, ``PER_LA_NOW``,
-    whose scope of a scope is itself)."""
+    ``kept``: ``rm_months`` (per unit), or ``rm_la_months`` (per scope: for the grouping per LA known now, ``PER_LA_NOW``).
+    A grouping that joins a table maps each row's unit in an inner SELECT (the kept rows of ``rm_la_months`` are scopes
+    already), and the outer GROUP BY is of the column: PostgreSQL sorted by the expression, twice as slow."""
     unit, keys, join = grouping
     column = "scope" if kept is RM_LA_MONTHS else "unit"
+    kept_rows = f"SELECT NULLIF({column}, '') AS unit, label, num, den, n FROM {kept.name} WHERE metric = '{metric}' AND month >= :ym AND month < :dm"
+    current = f"SELECT unit, label, num, den, 1 AS n FROM ({current_month_rows}) c"
+    if join:
+        current = f"SELECT {unit} AS unit, c.label, c.num, c.den, 1 AS n FROM ({current_month_rows}) c {join}"
+        if kept is not RM_LA_MONTHS:
+            kept_rows = f"SELECT {unit} AS unit, c.label, c.num, c.den, c.n FROM ({kept_rows}) c {join}"
+        unit, keys = "unit", "unit, "
     return (
         # (PostgreSQL sums BIGINT as NUMERIC, which comes back as Decimal: cast back to whole numbers)
-        f"SELECT {unit} AS unit, c.label, CAST(SUM(c.num) AS BIGINT) AS num, CAST(SUM(c.den) AS BIGINT) AS den, "
-        "CAST(SUM(c.n) AS BIGINT) AS n, NULL AS item FROM ("
-        f"SELECT NULLIF({column}, '') AS unit, label, num, den, n FROM {kept.name} WHERE metric = '{metric}' AND month >= :ym AND month < :dm "
-        f"UNION ALL SELECT unit, label, num, den, 1 AS n FROM ({current_month_rows}) r"
-        f") c {join} GROUP BY {keys}c.label HAVING SUM(c.n) <> 0"
+        f"SELECT {unit} AS unit, label, CAST(SUM(num) AS BIGINT) AS num, CAST(SUM(den) AS BIGINT) AS den, "
+        f"CAST(SUM(n) AS BIGINT) AS n, NULL AS item FROM ({kept_rows} UNION ALL {current}) c GROUP BY {keys}label HAVING SUM(n) <> 0"
     )
 
 

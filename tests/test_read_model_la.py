@@ -6,6 +6,8 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from ledger.core.catalogue import parse_timestamp
 from ledger.core.rules import Record
 from ledger.tools import admin
@@ -19,6 +21,7 @@ from projections.read_model_months import _move_scopes, _write_la
 from projections.read_model_queries import PER_LA_NOW, PER_UNIT, QUERIES, ReadModelContext
 from projections.runner import Projector, Reader
 
+from .conftest import upn
 from .test_projections_scenario import AS_OF, Area, area  # noqa: F401 - area is a fixture
 from .test_read_model import assert_months_kept, both
 
@@ -42,18 +45,27 @@ def assert_scopes(store: Any) -> None:
 
 def test_the_units_la_in_sql_is_the_directorys_before_and_after_a_registration(area: Area) -> None:
     """A school registered in another LA once the model has its other rows: its LA known now is the new one, and the LA
-    reads at the ledger's now (summed per LA by the database) still equal the fold."""
+    reads at the ledger's now (summed per LA by the database) still equal the fold, with a pupil of LA 202 moved there
+    (at schools of two LAs in the year: an item under each, once for England)."""
     store = area.ledger.store
     assert_scopes(store)
     assert scope_in_sql(store, "urn:100099") == "urn:100099"
     area.at(date(2026, 9, 23))
     admin.add_org(area.ledger, "urn:100099", "school", "Late School", "la:802")
+    area.keys["urn:100099"] = Ed25519PrivateKey.generate()
+    admin.add_key(area.ledger, "urn:100099", area.keys["urn:100099"].public_key())
+    area.leave(10, "urn:100007", date(2026, 9, 15), "registered_elsewhere", "school", destination_school="urn:100099")
+    area.at(date(2026, 9, 23))
+    area.admit(upn(10), "urn:100099", occurred_on=date(2026, 9, 16))  # P10 moves from C (LA 202): at two LAs' schools this year
     Projector(store).catch_up()
     assert scope_in_sql(store, "urn:100099") == "la:802"
     assert_scopes(store)
-    for la in ("la:801", "la:802"):
-        model, fold = both(Reader(store), Moment(AS_OF), "la", la)
+    reader = Reader(store)
+    for level, la in (("la", "la:202"), ("la", "la:801"), ("la", "la:802"), ("national", "england")):
+        model, fold = both(reader, Moment(AS_OF), level, la)
         assert model == fold, la
+    shared = ReadModelContext(reader, Moment(AS_OF), ViewSettings(), "la").registrations()["year"]
+    assert len({pupil for _, pupil in shared.at_several}) == 1 and {la for la, _ in shared.at_several} == {"la:202", "la:802"}
 
 
 def test_an_la_state_at_now_is_summed_per_la_by_the_database(area: Area) -> None:
