@@ -34,7 +34,7 @@ from .plans import funding as funding_facts
 from .read_model import model_version
 from .read_model_cap import CAP_BREACHES, UNIT_SUMS
 from .read_model_england import ENGLAND_SUMS, ROLL, STATE_METRICS, YEAR
-from .read_model_la import RM_UNIT_LA, UNIT_LA_JOIN, unit_la
+from .read_model_la import UNIT_LA_JOIN, unit_la
 from .read_model_months import REPORTS, RM_LA_MONTHS, RM_MONTHS, EventCount, month_sums_sql
 from .roll import GAP_EXEMPT_DESTINATIONS, UNEXPLAINED_DESTINATIONS
 from .unregistered import UNREGISTERED_SETTING_TYPES, ProviderWatch, watch_of
@@ -77,19 +77,6 @@ REGISTRATION_COUNTS = (
     f"SELECT r.school, {ON_ROLL}, COUNT(*) FROM rm_registrations r WHERE {IN_YEAR_AT_SCHOOL} AND r.year_regs = 1 GROUP BY 1, 2"
 )
 SHARED_REGISTRATIONS = f"SELECT r.school, {ON_ROLL}, r.subject FROM rm_registrations r WHERE {IN_YEAR_AT_SCHOOL} AND r.year_regs > 1"
-# Those pupils per LA known now, for a state made for LA figures at the ledger's now (``PER_LA_NOW``): a pupil whose
-# schools are all in one LA counts once in that LA's number ("roll": on the roll at D, "year": at a school in the year to
-# date), one whose schools are in several is an item under each (``Registrations.under``'s answer, by the database)
-SHARED_PER_LA = (
-    f"WITH s AS MATERIALIZED (SELECT {unit_la('r.school')} AS scope, {ON_ROLL} AS on_roll, r.subject FROM rm_registrations r "
-    f"LEFT JOIN {RM_UNIT_LA.name} m ON m.unit = r.school WHERE {IN_YEAR_AT_SCHOOL} AND r.year_regs > 1), "
-    "p AS MATERIALIZED (SELECT subject, MIN(scope) AS lo, MAX(scope) AS hi, MIN(CASE WHEN on_roll = 1 THEN scope END) AS rlo, "
-    "MAX(CASE WHEN on_roll = 1 THEN scope END) AS rhi FROM s GROUP BY subject) "
-    "SELECT 'year', lo, COUNT(*), NULL FROM p WHERE lo = hi GROUP BY lo "
-    "UNION ALL SELECT 'roll', rlo, COUNT(*), NULL FROM p WHERE rlo = rhi GROUP BY rlo "
-    "UNION ALL SELECT DISTINCT 'year', s.scope, 1, s.subject FROM s JOIN p ON p.subject = s.subject WHERE p.lo <> p.hi "
-    "UNION ALL SELECT DISTINCT 'roll', s.scope, 1, s.subject FROM s JOIN p ON p.subject = s.subject WHERE s.on_roll = 1 AND p.rlo <> p.rhi"
-)
 # England's count of those pupils: on the roll at D, and at a school in the year to date (each pupil once)
 SHARED_PUPILS = (
     f"SELECT COUNT(DISTINCT CASE WHEN {ON_ROLL} = 1 THEN r.subject END), COUNT(DISTINCT r.subject) "
@@ -565,8 +552,6 @@ class ReadModelContext(Context):
         """``REGISTRATION_COUNTS`` (from ``rm_roll``: ``ROLL_COUNTS``) and ``SHARED_REGISTRATIONS`` at this moment, asked once for every metric that counts them: "roll" and "year"."""
         if self._registrations is None and self.level == "national":
             self._registrations = self.national_registrations()
-        if self._registrations is None and self.grouping is PER_LA_NOW:
-            self._registrations = self.la_registrations()
         if self._registrations is None:
             counted, shared = self.roll_counts(), self.query(SHARED_REGISTRATIONS)  # on the roll at D: 1
             self._registrations = {
@@ -578,22 +563,6 @@ class ReadModelContext(Context):
             if self.level == "la":
                 self._registrations = {which: found.under(self.under) for which, found in self._registrations.items()}
         return self._registrations
-
-    def la_registrations(self) -> dict[str, Registrations]:
-        """``registrations`` per LA known now: the schools' numbers added up under their LAs, and the pupils of the other
-        rows per LA by the database (``SHARED_PER_LA``)."""
-        counted = self.roll_counts()
-        out = {
-            "roll": Registrations.of(((s, int(n)) for s, on_roll, n in counted if on_roll), ()).under(self.under),
-            "year": Registrations.of(((s, int(n)) for s, _, n in counted), ()).under(self.under),
-        }
-        for which, scope, n, pupil in self.query(SHARED_PER_LA):
-            found = out[which]
-            if pupil is None:
-                found.counts[scope] = found.counts.get(scope, 0) + int(n)
-            else:
-                found.at_several.append((scope, pupil))
-        return out
 
     def national_registrations(self) -> dict[str, Registrations]:
         """``registrations`` as England's numbers: the schools' numbers summed, and each pupil of the other rows once
