@@ -84,7 +84,7 @@ from .read_model_la import RM_UNIT_LA
 from .read_model_months import RM_LA_MONTHS, RM_MONTHS, after_facts, forget_reports
 from .read_model_roll import RM_ROLL, Changes
 
-MODEL_VERSION = 10  # bump when the tables or their rules change: the runner rebuilds the model from the log
+MODEL_VERSION = 11  # bump when the tables or their rules change: the runner rebuilds the model from the log
 
 RM_EVENTS = Table(
     "rm_events",

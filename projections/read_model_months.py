@@ -49,8 +49,8 @@ RM_MONTHS = SumTable(
 )
 
 
-# Every REPORTS metric's sums per scope (each unit's LA known now, ``read_model_la.unit_la``, else the unit), label and
-# month, for a state made for LA figures at the ledger's now: a few sums per LA where ``rm_months`` keeps one per unit
+# The sums per scope (each unit's LA known now, ``read_model_la.unit_la``, else the unit), label and month of the REPORTS
+# metrics not kept per unit (``PER_LA``), for a state made for LA figures at the ledger's now: a few sums per LA
 RM_LA_MONTHS = SumTable(
     "rm_la_months",
     (
@@ -137,6 +137,9 @@ REPORTS: dict[str, EventCount] = {
     "backdated_removals": EventCount(f"{_type('deregistered')} AND e.backdated = 1", kept=True),
 }
 COUNTED = {metric: count for metric, count in REPORTS.items() if count.kept}
+# The others are summed per LA (``rm_la_months``), for a state made for LA figures; the counted ones it reads per unit from
+# ``rm_months`` (every report's late days among them: summed per LA too, they tripled the cost of that statement)
+PER_LA = {metric: count for metric, count in REPORTS.items() if not count.kept}
 
 
 def month_sums_sql(
@@ -166,9 +169,9 @@ def month_sums_sql(
 
 
 def _write_la(cur: Any, store: Any, rows_of_b: str, params: Sequence[Any], sign: int, settings: ViewSettings) -> None:
-    """Add (``sign`` 1) or take off (-1) the sums per scope, label and month (``rm_la_months``) of every metric of ``REPORTS``
+    """Add (``sign`` 1) or take off (-1) the sums per scope, label and month (``rm_la_months``) of the metrics of ``PER_LA``
     over the reports ``rows_of_b`` selects, under their units' scopes as ``rm_unit_la`` stands."""
-    sums = " UNION ALL ".join(count.la_sums(metric) for metric, count in REPORTS.items())
+    sums = " UNION ALL ".join(count.la_sums(metric) for metric, count in PER_LA.items())
     name = RM_LA_MONTHS.name
     statement = (
         f"WITH b AS ({rows_of_b}) "

@@ -141,8 +141,8 @@ class Query:
     # two; the sums are made from that metric's contributions, which the state keeps anyway)
     reuses: str | None = None
     # a count of the year's reports (``read_model_months.REPORTS``): at the ledger's now, the whole months' items come summed,
-    # per LA from ``rm_la_months`` for a state made for LA figures, per unit from ``rm_months`` if the count is ``kept``, and
-    # only D's month's are read as rows (``month_sums_sql``)
+    # per unit from ``rm_months`` if the count is ``kept``, else per LA from ``rm_la_months`` for a state made for LA
+    # figures, and only D's month's are read as rows (``month_sums_sql``)
     counted: EventCount | None = None
     # the name of a scan of ``SCANS`` that gives this metric's aggregated rows with other metrics', at every moment
     # (``sql`` stays its definition: a test holds the scan's rows to its own query's)
@@ -540,12 +540,12 @@ class ReadModelContext(Context):
 
     def _items_sql(self, metric: Metric, query: Query) -> str:
         """The metric's items, summed where they can be: when the query counts reports and the read is at the ledger's now
-        (the sums know only the rows known now), from the whole months' sums (``rm_la_months`` per LA for a state made for
-        LA figures, ``rm_months`` per unit for a kept count) and D's month's rows; else from the rows."""
+        (the sums know only the rows known now), from the whole months' sums (``rm_months`` per unit for a kept count, else
+        ``rm_la_months`` per LA for a state made for LA figures) and D's month's rows; else from the rows."""
         count = query.counted
         if count is not None and self.known_now and (count.kept or self.grouping is PER_LA_NOW):
             current = count.rows(f"{EV('e')} AND {IN_YEAR} AND e.occurred_on >= :ms")
-            return month_sums_sql(metric.name, current, self.grouping, RM_LA_MONTHS if self.grouping is PER_LA_NOW else RM_MONTHS)
+            return month_sums_sql(metric.name, current, self.grouping, RM_MONTHS if count.kept else RM_LA_MONTHS)
         return aggregated(query, metric.kind, self.grouping)
 
     def registrations(self) -> dict[str, Registrations]:

@@ -32,7 +32,7 @@ from projections.read_model_england import (
     registration_changes,
 )
 from projections.read_model_la import scope_of
-from projections.read_model_months import COUNTED, REPORTS
+from projections.read_model_months import COUNTED, PER_LA, REPORTS
 from projections.read_model_queries import (
     QUERIES,
     REGISTRATION_COUNTS,
@@ -555,8 +555,8 @@ def assert_england_kept(store: Any) -> None:
 
 
 def assert_months_kept(store: Any) -> None:
-    """rm_months holds each counted metric's sums over the reports known now, and rm_la_months every report metric's per
-    scope, however their upkeep was batched, corrected or erased (rows of zeros aside: a unit whose reports were all
+    """rm_months holds each counted metric's sums over the reports known now, and rm_la_months the other report metrics'
+    per scope, however their upkeep was batched, corrected or erased (rows of zeros aside: a unit whose reports were all
     superseded)."""
     late = ViewSettings().late_school_days
     recomputed: dict[tuple[str, ...], tuple[int, int, int]] = {}
@@ -572,10 +572,10 @@ def assert_months_kept(store: Any) -> None:
         if int(n)
     }
     assert stored == recomputed
-    # rm_la_months: every metric of REPORTS per scope (each unit's LA as rm_unit_la says, else the unit), the shares summed
+    # rm_la_months: the others per scope (each unit's LA as rm_unit_la says, else the unit), the shares summed
     las = dict(store.query("SELECT unit, la FROM rm_unit_la"))
     per_scope: dict[tuple[str, ...], list[int]] = {}
-    for metric, count in REPORTS.items():
+    for metric, count in PER_LA.items():
         sql = count.rows("e.superseded_at IS NULL", "e.occurred_on AS day").replace(":late", str(late))
         for unit, _, num, den, label, day in store.query(sql):
             key = (metric, day[:7], scope_of(unit, las.get(unit, "")) if unit else "", label or "")
