@@ -33,7 +33,8 @@ maintained by the projection runner in the same transaction as the fact views, w
   summed per unit, label and month (``projections/read_model_months.py``), kept by the view's ``after``.
 * ``rm_england_reports`` and ``rm_england_state``: England's numbers per effective day (``read_model_england.py``);
   ``rm_cap_units``: the suspension cap's breaches per unit and day (``read_model_cap.py``); ``rm_unit_la``: each
-  organisation's LA known now (``read_model_la.py``). Kept by the same upkeep.
+  organisation's LA (``read_model_la.py``); ``rm_la_months``: four report metrics per LA and month. Kept by the same
+  upkeep.
 
 A row of either interval table is **in force at (D, T)** by the four comparisons above; every metric query is "rows in
 force at (D, T) that match the metric" grouped by unit, then rolled up to school/trust/LA/England by the same

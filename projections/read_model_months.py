@@ -12,6 +12,8 @@ one, as before (``read_model_queries.ReadModelContext``): the same rows by the s
 one definition gives the metric's SQL and its sums), so the same figures. A read at an earlier ledger time reads
 the rows, as before: the sums know only the rows known now.
 
+``rm_la_months`` keeps the other four (``PER_LA``) per LA known now (``read_model_la``), for a state made for LA figures.
+
 The upkeep runs after the batch's facts are written (``View.after``, in the same transaction): it adds the sums of
 the batch's new rows still known at its end, and takes off those of the rows its corrections and retractions
 superseded, each once (the ledger refuses a second correction of an event: ``already_corrected``). An erasure
@@ -30,7 +32,7 @@ from .config import ViewSettings
 from .facts import LogEvent
 from .read_model_cap import cap_upkeep
 from .read_model_england import RM_ENGLAND_REPORTS, shard
-from .read_model_la import RM_UNIT_LA, kept_las, registered_las, scope_of, unit_la, write_las
+from .read_model_la import RM_UNIT_LA, record_las, unit_la
 from .read_model_roll import SumTable
 
 RM_MONTHS = SumTable(
@@ -150,15 +152,17 @@ def month_sums_sql(
     month < ``:dm``), and ``current_month_rows`` (the rows of D's month in force, as ``unit, item, num, den, label``).
     A unit and label whose reports were all superseded keeps a row of zeros, which ``HAVING`` leaves out (the rows give none).
     ``kept``: ``rm_months`` (per unit), or ``rm_la_months`` (per scope: for the grouping per LA known now, ``PER_LA_NOW``).
-    A grouping that joins a table maps each row's unit in an inner SELECT (the kept rows of ``rm_la_months`` are scopes
-    already), and the outer GROUP BY is of the column: PostgreSQL sorted by the expression, twice as slow."""
+    A grouping that joins a table maps each row's unit in an inner SELECT, and the outer GROUP BY is of the column:
+    PostgreSQL sorted by the expression, twice as slow. ``rm_la_months``' scopes are not mapped: they are LAs, or a unit's
+    own id where a Kafka worker summed its reports before its registration was applied, which the state's ``regrouped``
+    adds up under the unit's LA, as it does every row's unit."""
     unit, keys, join = grouping
     column = "scope" if kept is RM_LA_MONTHS else "unit"
     kept_rows = f"SELECT NULLIF({column}, '') AS unit, label, num, den, n FROM {kept.name} WHERE metric = '{metric}' AND month >= :ym AND month < :dm"
     current = f"SELECT unit, label, num, den, 1 AS n FROM ({current_month_rows}) c"
     if join:
         current = f"SELECT {unit} AS unit, c.label, c.num, c.den, 1 AS n FROM ({current_month_rows}) c {join}"
-        if kept is not RM_LA_MONTHS:
+        if kept is not RM_LA_MONTHS:  # (its scopes are LAs already, or, rarely, a unit's own id: ``regrouped`` adds those)
             kept_rows = f"SELECT {unit} AS unit, c.label, c.num, c.den, c.n FROM ({kept_rows}) c {join}"
         unit, keys = "unit", "unit, "
     return (
@@ -211,54 +215,12 @@ def _write(cur: Any, store: Any, rows_of_b: str, params: Sequence[Any], sign: in
     _write_la(cur, store, rows_of_b, params, sign, settings)
 
 
-def _move_scopes(cur: Any, store: Any, events: Sequence[LogEvent], settings: ViewSettings) -> None:
-    """``rm_unit_la`` of the organisations the batch registers, and their reports' sums in ``rm_la_months`` moved to their
-    new scope where it changes. The write side takes reports only from registered submitters about themselves, so in
-    ledger order a unit's reports come after its registration; a Kafka worker may apply them first (another partition),
-    under the unit's own id: those sums are moved as they are (``_rekey``). A unit that had another LA (a corrected
-    registration) has its reports' sums taken off under the old scope and added under the new, from its rows."""
-    las = registered_las(cur, store, events)
-    if not las:
-        return
-    kept = kept_las(cur, store, sorted(las))
-    moved = {u: (scope_of(u, kept[u]), scope_of(u, la)) for u, la in las.items() if scope_of(u, kept[u]) != scope_of(u, la)}
-    from_la = sorted(u for u, (old, _) in moved.items() if old != u)
-    naming = ""
-    if from_la:
-        where_unit, params = store.where_in("e.unit", from_la)
-        where_submitter, more = store.where_in("e.submitter", from_la)
-        naming, params = (
-            f"SELECT e.* FROM rm_events e WHERE ({where_unit} OR {where_submitter}) AND e.superseded_at IS NULL",
-            [*params, *more],
-        )
-        _write_la(cur, store, naming, params, -1, settings)
-    write_las(cur, store, las)
-    if from_la:
-        _write_la(cur, store, naming, params, 1, settings)
-    for unit, (old, new) in sorted(moved.items()):
-        if old == unit:
-            _rekey(cur, store, unit, new)
-
-
-def _rekey(cur: Any, store: Any, old: str, new: str) -> None:
-    """``rm_la_months``' sums kept under scope ``old`` added to ``new``'s, and ``old``'s gone."""
-    name = RM_LA_MONTHS.name
-    cur.execute(
-        store.sql(
-            f"INSERT INTO {name} (metric, month, scope, label, shard, num, den, n) SELECT metric, month, ?, label, shard, num, den, n "
-            f"FROM {name} WHERE scope = ? ORDER BY metric, month, label, shard ON CONFLICT (metric, month, scope, label, shard) DO UPDATE SET "
-            f"num = {name}.num + excluded.num, den = {name}.den + excluded.den, n = {name}.n + excluded.n"
-        ),
-        [new, old],
-    )
-    cur.execute(store.sql(f"DELETE FROM {name} WHERE scope = ?"), [old])
-
-
 def after_facts(settings: ViewSettings) -> Callable[[Any, Any, Sequence[LogEvent]], None]:
-    """``View.after`` of ``read_model_events``: the batch's reports into ``rm_months``, once its rows are written."""
+    """``View.after`` of ``read_model_events``, once the batch's rows are written: the LAs it registers into ``rm_unit_la``,
+    its reports into ``rm_months``, England's numbers and ``rm_la_months``, and the cap's breaches of the pupils it touches."""
 
     def upkeep(cur: Any, store: Any, events: Sequence[LogEvent]) -> None:
-        _move_scopes(cur, store, events, settings)  # first: the batch's reports are summed under the scopes it registers
+        record_las(cur, store, events)  # first: the batch's reports are summed under the LAs it registers
         ids = [ev.record.event_id for ev in events if ev.record.type.startswith("pupil.")]
         if not ids:
             return

@@ -388,8 +388,9 @@ class ReadModelContext(Context):
     unit and label (111,000 contributions at 1 M pupils, rolled up in Python), and ``serves`` refuses other levels.
 
     ``level="la"`` makes a state that LA and national figures are read from (an LA read, an LA series): the database's
-    sums per unit are added up per LA as they come (each unit's LA as of D, the directory's ``la_of``: the same
-    answer ``metrics.figures`` gives), so the roll-up reads a few sums per LA instead of one per unit. The items whose
+    sums are added up per LA (each unit's LA, the directory's ``la_of``: the same answer ``metrics.figures`` gives): by
+    the database at the ledger's now (``PER_LA_NOW``: ``rm_unit_la``, and ``rm_la_months``' sums per LA), else per unit
+    as they come (``regrouped``), so the roll-up reads a few sums per LA instead of one per unit. The items whose
     key may repeat (a pupil at two schools) stay items, under their unit's LA, and are still counted once per scope
     by key. A unit without an LA keeps its own sums (they count for England only, as in a state of every unit)."""
 

@@ -16,8 +16,8 @@ from projections.facts import LogEvent, Moment
 from projections.metrics import METRICS_BY_NAME
 from projections.orgs import directory
 from projections.queries import metrics_report
-from projections.read_model_la import UNIT_LA_JOIN, scope_of, unit_la
-from projections.read_model_months import _move_scopes, _write_la
+from projections.read_model_la import UNIT_LA_JOIN, record_las, scope_of, unit_la
+from projections.read_model_months import _write_la
 from projections.read_model_queries import PER_LA_NOW, PER_UNIT, QUERIES, ReadModelContext
 from projections.runner import Projector, Reader
 
@@ -83,10 +83,10 @@ def test_an_la_state_at_now_is_summed_per_la_by_the_database(area: Area) -> None
     assert earlier.grouping is PER_UNIT
 
 
-def test_a_units_sums_applied_before_its_registration_move_to_its_la(area: Area) -> None:
+def test_a_units_sums_kept_before_its_registration_are_read_under_its_la(area: Area) -> None:
     """A Kafka worker may apply a school's reports before its registration (another partition): they are summed under
-    the school's own id, and moved to its LA when the registration comes. Here the model is set back to that order (the
-    school's registration unknown, the LA sums rebuilt under it), then given the registration's batch."""
+    the school's own id, and read under its LA once the registration is applied. Here the model is set back to that
+    order (the school's LA unknown, the sums per LA rebuilt without it), then given the registration's batch."""
     store = area.ledger.store
     school = "urn:100005"
     (seq, event_id, received), *_ = store.query(
@@ -97,14 +97,16 @@ def test_a_units_sums_applied_before_its_registration_move_to_its_la(area: Area)
         cur.execute(store.sql("DELETE FROM rm_unit_la WHERE unit = ?"), [school])
         cur.execute("DELETE FROM rm_la_months")
         _write_la(cur, store, "SELECT e.* FROM rm_events e WHERE e.superseded_at IS NULL", [], 1, settings)
-    assert store.query("SELECT COUNT(*) FROM rm_la_months WHERE scope = ?", [school])[0][0] > 0
-    registration = Record(event_id, "org.registered", "dfe:admin", school, AS_OF, parse_timestamp(received), {})
+    kept_under_the_school = store.query("SELECT COUNT(*) FROM rm_la_months WHERE scope = ?", [school])[0][0]
+    assert kept_under_the_school > 0
+    registration = Record(event_id, "org.registered", "dfe:admin", school, AS_OF, parse_timestamp(received), {"la": "la:801"})
     with store.cursor(commit=True) as cur:
-        _move_scopes(cur, store, [LogEvent(int(seq), school, registration, ())], settings)
-    assert store.query("SELECT COUNT(*) FROM rm_la_months WHERE scope = ?", [school])[0][0] == 0
+        record_las(cur, store, [LogEvent(int(seq), school, registration, ())])
+    assert store.query("SELECT COUNT(*) FROM rm_la_months WHERE scope = ?", [school])[0][0] == kept_under_the_school  # not moved
     assert_months_kept(store)
     model, fold = both(Reader(store), Moment(AS_OF), "la", "la:801")
     assert model == fold
+    assert model["metrics"]["suspensions_by_reason"]["value"]  # (the school's suspensions among them)
 
 
 def test_scope_of_is_the_directorys_la_of(area: Area) -> None:
