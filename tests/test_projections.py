@@ -27,6 +27,7 @@ from ledger.core.errors import LedgerError
 from ledger.tools import admin
 from projections.config import ViewSettings
 from projections.facts import Moment
+from projections.read_model_la import unit_la
 from projections.read_model_roll import SumTable
 from projections.runner import VIEWS, Projector, Reader
 
@@ -39,7 +40,8 @@ __all__ = ["area"]
 def dump(store: Any) -> dict[str, list[tuple[Any, ...]]]:
     """Every row of every view table, in a canonical order (the sums' rows that came to 0 aside: one order of upkeep
     leaves them, another not; they count nothing). Sums kept in writers' shares (England's numbers: a Kafka worker
-    writes its own) are summed over the shares: which writer added a number is not part of the view."""
+    writes its own) are summed over the shares: which writer added a number is not part of the view; nor whether a
+    unit's sums per LA were written under its id, before its registration was applied (a worker's order), or its LA."""
     out = {}
     for view in VIEWS:
         for table in view.tables:
@@ -50,7 +52,12 @@ def dump(store: Any) -> dict[str, list[tuple[Any, ...]]]:
                     keys = ", ".join(k for k in table.key if k != "shard")
                     sums = ", ".join(f"SUM({n})" for n, _ in table.columns if n not in table.key)
                     counted = " OR ".join(f"SUM({n}) <> 0" for n, _ in table.columns if n not in table.key)
-                    sql = f"SELECT {keys}, {sums} FROM {table.name} GROUP BY {keys} HAVING {counted}"
+                    source = table.name
+                    if "scope" in table.key:  # a unit's own id, where a worker summed its reports before its registration: its LA now
+                        scope = unit_la("NULLIF(c.scope, '')")
+                        source = f"(SELECT c.*, COALESCE({scope}, '') AS la_scope FROM {table.name} c LEFT JOIN rm_unit_la m ON m.unit = c.scope) x"
+                        keys = keys.replace("scope", "la_scope")
+                    sql = f"SELECT {keys}, {sums} FROM {source} GROUP BY {keys} HAVING {counted}"
             out[table.name] = sorted(tuple(str(v) for v in row) for row in store.query(sql))
     return out
 
