@@ -20,39 +20,25 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ledger.core.identifiers import la_code_of
-
 from .facts import LogEvent
+from .orgs import rows as org_rows
 from .read_model_roll import SumTable
 
-RM_UNIT_LA = SumTable("rm_unit_la", (("unit", "TEXT NOT NULL"), ("la", "TEXT NOT NULL")), key=("unit",))  # la '' for none
+RM_UNIT_LA = SumTable("rm_unit_la", (("unit", "TEXT NOT NULL"), ("la", "TEXT NOT NULL")), key=("unit",))
 
 REGISTRATIONS = ("org.registered", "provider.unregistered_recorded")  # as ``projections.orgs.directory`` reads them
 
 
 def record_las(cur: Any, store: Any, events: Sequence[LogEvent]) -> None:
-    """The LAs of the organisations the batch registers into ``rm_unit_la`` (the write side takes one registration per
-    organisation, and no correction of it: ``already_registered``, so a unit's LA is set once)."""
-    rows = []
-    for ev in events:
-        r = ev.record
-        if r.type in REGISTRATIONS:
-            la = r.submitter if r.type == "provider.unregistered_recorded" else r.data.get("la")  # as the orgs view keeps it
-            if la:
-                rows.append((ev.subject, la))
-    if rows:
+    """The LAs of the organisations the batch registers into ``rm_unit_la``, as the orgs view's rows say them
+    (``orgs.rows``). The write side takes one registration per organisation, and no correction of it
+    (``already_registered``), so a unit's LA is set once."""
+    found = [(ev.subject, row["la"]) for ev in events if ev.record.type in REGISTRATIONS for _, row in org_rows(ev) if row["la"]]
+    if found:
         cur.executemany(
             store.sql(f"INSERT INTO {RM_UNIT_LA.name} (unit, la) VALUES (?, ?) ON CONFLICT (unit) DO UPDATE SET la = excluded.la"),
-            sorted(rows),
+            sorted(found),
         )
-
-
-def scope_of(unit: str, la: str) -> str:
-    """``unit_la`` in Python: the scope of ``unit`` whose registered LA is ``la`` ('' for none)."""
-    if unit.startswith("la:"):
-        return unit
-    code = la_code_of(unit)
-    return la or (f"la:{code}" if code else unit)
 
 
 def unit_la(unit: str) -> str:

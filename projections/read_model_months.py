@@ -172,47 +172,32 @@ def month_sums_sql(
     )
 
 
-def _write_la(cur: Any, store: Any, rows_of_b: str, params: Sequence[Any], sign: int, settings: ViewSettings) -> None:
-    """Add (``sign`` 1) or take off (-1) the sums per scope, label and month (``rm_la_months``) of the metrics of ``PER_LA``
-    over the reports ``rows_of_b`` selects, under their units' scopes as ``rm_unit_la`` stands."""
-    sums = " UNION ALL ".join(count.la_sums(metric) for metric, count in PER_LA.items())
-    name = RM_LA_MONTHS.name
+def _add(cur: Any, store: Any, table: SumTable, sums: str, rows_of_b: str, params: Sequence[Any], sign: int, late: int) -> None:
+    """Add (``sign`` 1) or take off (-1) the rows of ``sums`` (the table's key columns but the writer's share, then
+    ``num`` and ``den``, over the reports ``b`` that ``rows_of_b`` selects) summed per key, in key order, to ``table``;
+    a table keyed by a share (``shard``) gets this writer's."""
+    keys = ", ".join(k for k in table.key if k != "shard")
+    share = f", {int(shard())}" if "shard" in table.key else ""
+    name = table.name
     statement = (
         f"WITH b AS ({rows_of_b}) "
-        f"INSERT INTO {name} (metric, month, scope, label, shard, num, den, n) "
-        f"SELECT metric, month, scope, label, {int(shard())}, {sign} * SUM(num), {sign} * SUM(den), {sign} * COUNT(*) FROM ({sums}) s "
-        "WHERE 1 = 1 GROUP BY metric, month, scope, label ORDER BY metric, month, scope, label "
-        f"ON CONFLICT (metric, month, scope, label, shard) DO UPDATE SET num = {name}.num + excluded.num, den = {name}.den + excluded.den, "
+        f"INSERT INTO {name} ({', '.join(table.key)}, num, den, n) "
+        f"SELECT {keys}{share}, {sign} * SUM(num), {sign} * SUM(den), {sign} * COUNT(*) FROM ({sums}) s "
+        f"WHERE 1 = 1 GROUP BY {keys} ORDER BY {keys} "  # (WHERE: SQLite reads ON CONFLICT after a bare SELECT as a join's)
+        f"ON CONFLICT ({', '.join(table.key)}) DO UPDATE SET num = {name}.num + excluded.num, den = {name}.den + excluded.den, "
         f"n = {name}.n + excluded.n"
-    ).replace(":late", str(int(settings.late_school_days)))
+    ).replace(":late", str(int(late)))
     execute_in(cur, store.sql(statement), params, store.is_postgres)
 
 
 def _write(cur: Any, store: Any, rows_of_b: str, params: Sequence[Any], sign: int, settings: ViewSettings) -> None:
-    """Add (``sign`` 1) or take off (-1) the sums of every counted metric over the reports ``rows_of_b`` selects: per unit
-    (``rm_months``), England's per day and per scope (``_write_la``)."""
-    sums = " UNION ALL ".join(count.sums(metric) for metric, count in COUNTED.items())
+    """Add (``sign`` 1) or take off (-1) the sums of the reports ``rows_of_b`` selects: the counted metrics' per unit
+    (``rm_months``), every report metric's England's per day, and the others' per LA (``rm_la_months``, under their units'
+    LAs as ``rm_unit_la`` stands)."""
     late = settings.late_school_days
-    statement = (
-        f"WITH b AS ({rows_of_b}) "
-        f"INSERT INTO rm_months (metric, month, unit, label, num, den, n) "
-        f"SELECT metric, month, unit, label, {sign} * SUM(num), {sign} * SUM(den), {sign} * COUNT(*) FROM ({sums}) s "
-        "WHERE 1 = 1 GROUP BY metric, month, unit, label ORDER BY metric, month, unit, label "
-        "ON CONFLICT (metric, month, unit, label) DO UPDATE SET num = rm_months.num + excluded.num, den = rm_months.den + excluded.den, "
-        "n = rm_months.n + excluded.n"
-    ).replace(":late", str(int(late)))
-    execute_in(cur, store.sql(statement), params, store.is_postgres)
-    days = " UNION ALL ".join(count.day_sums(metric) for metric, count in REPORTS.items())
-    statement = (
-        f"WITH b AS ({rows_of_b}) "
-        f"INSERT INTO {RM_ENGLAND_REPORTS.name} (metric, day, label, shard, num, den, n) "
-        f"SELECT metric, day, label, {int(shard())}, {sign} * SUM(num), {sign} * SUM(den), {sign} * COUNT(*) FROM ({days}) s "
-        "WHERE 1 = 1 GROUP BY metric, day, label ORDER BY metric, day, label "
-        f"ON CONFLICT (metric, day, label, shard) DO UPDATE SET num = {RM_ENGLAND_REPORTS.name}.num + excluded.num, "
-        f"den = {RM_ENGLAND_REPORTS.name}.den + excluded.den, n = {RM_ENGLAND_REPORTS.name}.n + excluded.n"
-    ).replace(":late", str(int(late)))
-    execute_in(cur, store.sql(statement), params, store.is_postgres)
-    _write_la(cur, store, rows_of_b, params, sign, settings)
+    _add(cur, store, RM_MONTHS, " UNION ALL ".join(c.sums(m) for m, c in COUNTED.items()), rows_of_b, params, sign, late)
+    _add(cur, store, RM_ENGLAND_REPORTS, " UNION ALL ".join(c.day_sums(m) for m, c in REPORTS.items()), rows_of_b, params, sign, late)
+    _add(cur, store, RM_LA_MONTHS, " UNION ALL ".join(c.la_sums(m) for m, c in PER_LA.items()), rows_of_b, params, sign, late)
 
 
 def after_facts(settings: ViewSettings) -> Callable[[Any, Any, Sequence[LogEvent]], None]:

@@ -20,7 +20,7 @@ from projections.config import ViewSettings
 from projections.context import context
 from projections.facts import Moment
 from projections.metrics import METRICS_BY_NAME, figures, report
-from projections.orgs import Directory
+from projections.orgs import Directory, Org
 from projections.queries import metrics_report
 from projections.read_model import RM_EXITS, RM_PLACEMENTS
 from projections.read_model_cap import SUSPENSIONS_KNOWN_NOW, UnitChanges, crossings, unit_crossings
@@ -31,7 +31,6 @@ from projections.read_model_england import (
     pupil_runs,
     registration_changes,
 )
-from projections.read_model_la import scope_of
 from projections.read_model_months import COUNTED, PER_LA, REPORTS
 from projections.read_model_queries import (
     QUERIES,
@@ -573,18 +572,18 @@ def assert_months_kept(store: Any) -> None:
     }
     assert stored == recomputed
     # rm_la_months: the others per scope (each unit's LA as rm_unit_la says, else the unit), the shares summed
-    las = dict(store.query("SELECT unit, la FROM rm_unit_la"))
+    las = Directory({unit: Org(unit, la=la) for unit, la in store.query("SELECT unit, la FROM rm_unit_la")})
     per_scope: dict[tuple[str, ...], list[int]] = {}
     for metric, count in PER_LA.items():
         sql = count.rows("e.superseded_at IS NULL", "e.occurred_on AS day").replace(":late", str(late))
         for unit, _, num, den, label, day in store.query(sql):
-            key = (metric, day[:7], scope_of(unit, las.get(unit, "")) if unit else "", label or "")
+            key = (metric, day[:7], (las.la_of(unit) or unit) if unit else "", label or "")
             kept = per_scope.setdefault(key, [0, 0, 0])
             kept[0], kept[1], kept[2] = kept[0] + int(num), kept[1] + int(den), kept[2] + 1
     stored_la: dict[tuple[str, ...], list[int]] = {}
     for m, month, scope, label, num, den, n in store.query("SELECT metric, month, scope, label, num, den, n FROM rm_la_months"):
         # (a unit's own id, if its reports were summed before its registration was applied, is read as its LA now)
-        kept = stored_la.setdefault((m, month, scope_of(scope, las.get(scope, "")) if scope else "", label), [0, 0, 0])
+        kept = stored_la.setdefault((m, month, (las.la_of(scope) or scope) if scope else "", label), [0, 0, 0])
         kept[0], kept[1], kept[2] = kept[0] + int(num), kept[1] + int(den), kept[2] + int(n)
     assert {k: v for k, v in stored_la.items() if v[2]} == per_scope
 

@@ -26,7 +26,7 @@ from projections.runner import Projector, Reader, forget_pupil
 from .conftest import upn
 from .test_projections import SCHOOLS, fresh_settings, small_world
 from .test_read_model import assert_england_kept, both
-from .test_read_model_england import DAY, _checked_days
+from .test_read_model_england import DAY, _checked_days, suspend
 
 UNITS = ("urn:0", "urn:1", None)  # None: a suspension without a school (its breaches count for England only)
 
@@ -68,6 +68,8 @@ def test_a_late_report_of_an_earlier_day_moves_the_breach_from_that_day_on() -> 
     # the same suspensions, A's second received before B's: A's crosses first whatever the day
     rows = [(1, "2026-09-10", "A", 60), (2, "2026-09-20", "A", 40), (3, "2026-10-01", "B", 40)]
     assert list(unit_crossings(rows)) == [("A", "2026-09-20", 1)]
+    # sessions far past any real count (the schema bounds them; the arithmetic must not care), on one day at two schools
+    assert list(unit_crossings([(2, "2026-09-10", "B", 2**62), (1, "2026-09-10", "A", 1)])) == [("B", "2026-09-10", 1)]
     # a year's breach does not carry into the next
     assert list(unit_crossings([(1, "2026-07-20", "A", 91), (2, "2026-09-02", "B", 91)])) == [
         ("A", "2026-07-20", 1),
@@ -92,11 +94,6 @@ def test_late_corrected_retracted_and_erased_suspensions_move_the_units_breaches
             w.admit(upn(1), b, status="S", occurred_on=date(2026, 9, 3))  # dual registered: on both rolls
             reader = Reader(w.ledger.store)
 
-            def suspend(pupil: int, school: str, day: date, sessions: int, corrects: str | None = None) -> str:
-                data = {"school": school, "kind": "SUSP", "reasons": ["PP"], "sessions": sessions}
-                w.clock.now += timedelta(minutes=1)
-                return str(w.post("pupil.excluded", school, data, upn=upn(pupil), occurred_on=day, corrects=corrects).event_id)
-
             def breaches(day: date = date(2026, 11, 1)) -> dict[str, Any]:
                 projector.catch_up()
                 assert_england_kept(w.ledger.store)  # (and rm_cap_units)
@@ -107,16 +104,16 @@ def test_late_corrected_retracted_and_erased_suspensions_move_the_units_breaches
                     out[scope] = model["metrics"]["suspension_cap_breaches"]["value"]
                 return out
 
-            first = suspend(1, a, date(2026, 9, 10), 60)
-            at_b = suspend(1, b, date(2026, 10, 5), 40)
+            first = suspend(w, 1, a, date(2026, 9, 10), 60)
+            at_b = suspend(w, 1, b, date(2026, 10, 5), 40)
             assert breaches() == {a: 0, b: 1, "la:801": 1, "england": 1}
             assert breaches(date(2026, 10, 1))["england"] == 0  # not yet past the cap on 1 October
-            suspend(1, a, date(2026, 9, 15), 40)  # received last, of an earlier day
+            suspend(w, 1, a, date(2026, 9, 15), 40)  # received last, of an earlier day
             assert breaches(date(2026, 9, 20)) == {a: 1, b: 0, "la:801": 1, "england": 1}  # past the cap at A's from 15 September
             assert breaches() == {a: 0, b: 1, "la:801": 1, "england": 1}  # B's, earlier in the ledger, once in force
-            suspend(1, b, date(2026, 10, 5), 20, corrects=at_b)  # the correction is later in the ledger than A's
+            suspend(w, 1, b, date(2026, 10, 5), 20, corrects=at_b)  # the correction is later in the ledger than A's
             assert breaches() == {a: 1, b: 0, "la:801": 1, "england": 1}
-            suspend(2, a, date(2026, 9, 20), 91)
+            suspend(w, 2, a, date(2026, 9, 20), 91)
             assert breaches() == {a: 2, b: 0, "la:801": 2, "england": 2}
             w.clock.now += timedelta(minutes=1)
             w.post("pupil.record_retracted", a, {"reason": "entered_in_error"}, upn=upn(1), occurred_on=date(2026, 9, 10), corrects=first)

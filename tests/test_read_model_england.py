@@ -215,6 +215,13 @@ def test_englands_kept_cap_breaches_count_on_the_days_the_scan_does(suspensions:
         assert counted == sum(int(r[2]) for r in rows), when
 
 
+def suspend(w: Any, pupil: int, school: str, day: date, sessions: int, corrects: str | None = None) -> str:
+    """A suspension of ``pupil`` at ``school`` on ``day`` (a correction of ``corrects``), received a minute after the last."""
+    data = {"school": school, "kind": "SUSP", "reasons": ["PP"], "sessions": sessions}
+    w.clock.now += timedelta(minutes=1)
+    return str(w.post("pupil.excluded", school, data, upn=upn(pupil), occurred_on=day, corrects=corrects).event_id)
+
+
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 def test_a_corrected_retracted_or_erased_suspension_moves_englands_cap_breaches_as_the_fold_does(backend: str) -> None:
     """A pupil over the cap, then under it by a correction, over it again, a retraction, a second pupil, an erasure:
@@ -228,11 +235,6 @@ def test_a_corrected_retracted_or_erased_suspension_moves_englands_cap_breaches_
             for pupil in (1, 2):
                 w.admit(upn(pupil), school, occurred_on=date(2026, 9, 2))
 
-            def suspend(pupil: int, day: date, sessions: int, corrects: str | None = None) -> str:
-                data = {"school": school, "kind": "SUSP", "reasons": ["PP"], "sessions": sessions}
-                w.clock.now += timedelta(minutes=1)
-                return str(w.post("pupil.excluded", school, data, upn=upn(pupil), occurred_on=day, corrects=corrects).event_id)
-
             def breaches() -> int:
                 projector.catch_up()
                 assert_england_kept(w.ledger.store)
@@ -241,14 +243,14 @@ def test_a_corrected_retracted_or_erased_suspension_moves_englands_cap_breaches_
                 assert model == fold
                 return int(model["metrics"]["suspension_cap_breaches"]["value"])
 
-            first = suspend(1, date(2026, 9, 10), 60)
-            second = suspend(1, date(2026, 10, 5), 40)
+            first = suspend(w, 1, school, date(2026, 9, 10), 60)
+            second = suspend(w, 1, school, date(2026, 10, 5), 40)
             assert breaches() == 1
             use_shard(5)  # from here on another writer's share (a second Kafka worker): the sums are read across shares
-            second = suspend(1, date(2026, 10, 5), 20, corrects=second)  # 80 sessions: under the cap
+            second = suspend(w, 1, school, date(2026, 10, 5), 20, corrects=second)  # 80 sessions: under the cap
             assert breaches() == 0
-            suspend(1, date(2026, 10, 12), 30)  # 110
-            suspend(2, date(2026, 9, 20), 91)
+            suspend(w, 1, school, date(2026, 10, 12), 30)  # 110
+            suspend(w, 2, school, date(2026, 9, 20), 91)
             assert breaches() == 2
             w.clock.now += timedelta(minutes=1)
             w.post(

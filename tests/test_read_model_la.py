@@ -16,8 +16,8 @@ from projections.facts import LogEvent, Moment
 from projections.metrics import METRICS_BY_NAME
 from projections.orgs import directory
 from projections.queries import metrics_report
-from projections.read_model_la import UNIT_LA_JOIN, record_las, scope_of, unit_la
-from projections.read_model_months import _write_la
+from projections.read_model_la import UNIT_LA_JOIN, record_las, unit_la
+from projections.read_model_months import PER_LA, RM_LA_MONTHS, _add
 from projections.read_model_queries import PER_LA_NOW, PER_UNIT, QUERIES, ReadModelContext
 from projections.runner import Projector, Reader
 
@@ -96,7 +96,8 @@ def test_a_units_sums_kept_before_its_registration_are_read_under_its_la(area: A
     with store.cursor(commit=True) as cur:
         cur.execute(store.sql("DELETE FROM rm_unit_la WHERE unit = ?"), [school])
         cur.execute("DELETE FROM rm_la_months")
-        _write_la(cur, store, "SELECT e.* FROM rm_events e WHERE e.superseded_at IS NULL", [], 1, settings)
+        sums = " UNION ALL ".join(count.la_sums(metric) for metric, count in PER_LA.items())
+        _add(cur, store, RM_LA_MONTHS, sums, "SELECT e.* FROM rm_events e WHERE e.superseded_at IS NULL", [], 1, settings.late_school_days)
     kept_under_the_school = store.query("SELECT COUNT(*) FROM rm_la_months WHERE scope = ?", [school])[0][0]
     assert kept_under_the_school > 0
     registration = Record(event_id, "org.registered", "dfe:admin", school, AS_OF, parse_timestamp(received), {"la": "la:801"})
@@ -107,10 +108,3 @@ def test_a_units_sums_kept_before_its_registration_are_read_under_its_la(area: A
     model, fold = both(Reader(store), Moment(AS_OF), "la", "la:801")
     assert model == fold
     assert model["metrics"]["suspensions_by_reason"]["value"]  # (the school's suspensions among them)
-
-
-def test_scope_of_is_the_directorys_la_of(area: Area) -> None:
-    orgs = directory(Reader(area.ledger.store), Moment(AS_OF))
-    for unit in sorted({*orgs.orgs, *UNREGISTERED}):
-        found = orgs.orgs.get(unit)
-        assert scope_of(unit, (found.la or "") if found else "") == (orgs.la_of(unit) or unit), unit
