@@ -82,10 +82,11 @@ from .read_model_england import (
     registration_changes,
 )
 from .read_model_la import RM_UNIT_LA
+from .read_model_la_roll import RM_LA_ROLL, RM_SHARED_RUNS, SharedRolls
 from .read_model_months import RM_LA_MONTHS, RM_MONTHS, after_facts, forget_reports
 from .read_model_roll import RM_ROLL, Changes
 
-MODEL_VERSION = 11  # bump when the tables or their rules change: the runner rebuilds the model from the log
+MODEL_VERSION = 12  # bump when the tables or their rules change: the runner rebuilds the model from the log
 
 RM_EVENTS = Table(
     "rm_events",
@@ -561,14 +562,16 @@ def maintain_state(settings: ViewSettings) -> Callable[[Any, Any, Sequence[LogEv
 
 
 class KnownNow:
-    """The changes of a batch to the numbers kept over the state rows known now: ``rm_roll`` (per school) and
-    ``rm_england_state`` (England's, ``projections/read_model_england.py``). A registration sharing an academic year with
-    another of the pupil's is counted in England once per pupil, as the union of those rows' runs: so each pupil's rows
-    known now before the batch are given first (``pupil``), and the union is taken off and added again at the end."""
+    """The changes of a batch to the numbers kept over the state rows known now: ``rm_roll`` (per school),
+    ``rm_england_state`` (England's, ``projections/read_model_england.py``) and ``rm_shared_runs`` and ``rm_la_roll``
+    (per LA, ``projections/read_model_la_roll.py``). A registration sharing an academic year with another of the pupil's
+    is counted in England (and in an LA) once per pupil, as the union of those rows' runs: so each pupil's rows known now
+    before the batch are given first (``pupil``), and the union is taken off and added again at the end."""
 
     def __init__(self) -> None:
         self.roll = Changes()
         self.england = EnglandChanges()
+        self.la_roll = SharedRolls()  # those rows' runs per LA (``read_model_la_roll``)
         self.shared: dict[str, Counter[tuple[Any, ...]]] = {}  # a pupil's shared registrations known now (1 each)
         self.before: dict[str, list[tuple[Any, ...]]] = {}
         self.subject = ""
@@ -601,8 +604,10 @@ class KnownNow:
             if Counter(before) != +now:  # (as multisets: rows differ by None against a date, which do not sort)
                 self.england.add(pupil_runs(before), -1)
                 self.england.add(pupil_runs((+now).elements()), 1)
+                self.la_roll.update(subject, (+now).elements())
         self.roll.write(cur, store)
         self.england.write(cur, store)
+        self.la_roll.write(cur, store)
 
 
 def forget_state(cur: Any, store: Any, subject: str) -> None:
@@ -716,7 +721,7 @@ def views(settings: ViewSettings) -> tuple[View, View]:
         View(
             "read_model_state",
             version,
-            (*STATE_TABLES, RM_ROLL, RM_ENGLAND_STATE),
+            (*STATE_TABLES, RM_ROLL, RM_ENGLAND_STATE, RM_SHARED_RUNS, RM_LA_ROLL),
             lambda ev: (),
             maintain=maintain_state(settings),
             forget=forget_state,

@@ -37,7 +37,7 @@ from datetime import date, timedelta
 from typing import Any
 
 from .context import TRAILING_DAYS
-from .read_model_roll import Run, SumTable, earlier_end, next_year_start, registration_runs
+from .read_model_roll import SumTable, earlier_end, next_year_start, registration_runs, union
 from .roll import GAP_EXEMPT_DESTINATIONS, UNEXPLAINED_DESTINATIONS
 from .unregistered import UNREGISTERED_SETTING_TYPES
 
@@ -156,18 +156,6 @@ def registration_changes(row: tuple[Any, ...]) -> Iterator[Change]:
         yield from _run(YEAR, *in_year)
 
 
-def _union(runs: Iterable[Run]) -> list[Run]:
-    """Runs of days merged where they overlap or touch."""
-    out: list[Run] = []
-    for first, end in sorted(runs, key=lambda r: r[0]):
-        if out and (out[-1][1] is None or first <= out[-1][1]):
-            last_first, last_end = out[-1]
-            out[-1] = (last_first, None if end is None or last_end is None else max(last_end, end))
-        else:
-            out.append((first, end))
-    return out
-
-
 def pupil_runs(rows: Iterable[tuple[Any, ...]]) -> Iterator[Change]:
     """One pupil's registrations that share an academic year with another (``year_regs`` > 1), known now: the pupil
     counts once on each day any of them counts (``REGISTRATION_COLUMNS`` order)."""
@@ -178,9 +166,9 @@ def pupil_runs(rows: Iterable[tuple[Any, ...]]) -> Iterator[Change]:
             rolls.append(on_roll)
         if in_year is not None:
             years.append(in_year)
-    for first, end in _union(rolls):
+    for first, end in union(rolls):
         yield from _run(ROLL, first, end)
-    for first, end in _union(years):
+    for first, end in union(years):
         yield from _run(YEAR, first, end)
 
 

@@ -35,6 +35,7 @@ from .read_model import model_version
 from .read_model_cap import CAP_BREACHES, UNIT_SUMS
 from .read_model_england import ENGLAND_SUMS, ROLL, STATE_METRICS, YEAR
 from .read_model_la import UNIT_LA_JOIN, unit_la
+from .read_model_la_roll import LA_ROLL_SUMS, SPANNING_RUNS
 from .read_model_months import REPORTS, RM_LA_MONTHS, RM_MONTHS, EventCount, month_sums_sql
 from .roll import GAP_EXEMPT_DESTINATIONS, UNEXPLAINED_DESTINATIONS
 from .unregistered import UNREGISTERED_SETTING_TYPES, ProviderWatch, watch_of
@@ -553,6 +554,8 @@ class ReadModelContext(Context):
         """``REGISTRATION_COUNTS`` (from ``rm_roll``: ``ROLL_COUNTS``) and ``SHARED_REGISTRATIONS`` at this moment, asked once for every metric that counts them: "roll" and "year"."""
         if self._registrations is None and self.level == "national":
             self._registrations = self.national_registrations()
+        if self._registrations is None and self.grouping is PER_LA_NOW:
+            self._registrations = self.la_registrations()
         if self._registrations is None:
             counted, shared = self.roll_counts(), self.query(SHARED_REGISTRATIONS)  # on the roll at D: 1
             self._registrations = {
@@ -564,6 +567,26 @@ class ReadModelContext(Context):
             if self.level == "la":
                 self._registrations = {which: found.under(self.under) for which, found in self._registrations.items()}
         return self._registrations
+
+    def la_registrations(self) -> dict[str, Registrations]:
+        """``registrations`` of an LA state at the ledger's now: the schools' numbers from ``rm_roll`` added up per LA, the
+        numbers of the pupils with several registrations in the year kept per LA (``read_model_la_roll``), and those
+        under more than one LA as items under each."""
+        counted = self.roll_counts()
+        spanning = self.query(SPANNING_RUNS)
+        kept = self.query(LA_ROLL_SUMS)
+        out: dict[str, Registrations] = {}
+        for kind, column in (("roll", 1), ("year", 2)):
+            found = Registrations.of(
+                ((s, int(n)) for s, on_roll, n in counted if on_roll or kind == "year"),
+                ((scope, pupil) for scope, which, pupil in spanning if which == kind),
+            ).under(self.under)
+            counts = dict(found.counts)
+            for row in kept:
+                if row[column]:
+                    counts[row[0]] = counts.get(row[0], 0) + int(row[column])
+            out[kind] = Registrations(counts, found.at_several)
+        return out
 
     def national_registrations(self) -> dict[str, Registrations]:
         """``registrations`` as England's numbers: the schools' numbers summed, and each pupil of the other rows once

@@ -34,7 +34,7 @@ and the worker whose batch is rolled back applies it again: ``feed/consumer.py``
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date
 from typing import Any, ClassVar
@@ -101,6 +101,18 @@ def registration_runs(
     roll_end = earlier_end(valid_to, end_on)
     on_roll = (first, roll_end) if status in ON_ROLL_STATUSES and (roll_end is None or first < roll_end) else None
     return on_roll, (first, year_end)
+
+
+def union(runs: Iterable[Run]) -> list[Run]:
+    """Runs of days merged where they overlap or touch."""
+    out: list[Run] = []
+    for first, end in sorted(runs, key=lambda r: r[0]):
+        if out and (out[-1][1] is None or first <= out[-1][1]):
+            last_first, last_end = out[-1]
+            out[-1] = (last_first, None if end is None or last_end is None else max(last_end, end))
+        else:
+            out.append((first, end))
+    return out
 
 
 def changes_of(

@@ -28,7 +28,8 @@ from ledger.tools import admin
 from projections.config import ViewSettings
 from projections.facts import Moment
 from projections.read_model_la import unit_la
-from projections.read_model_roll import SumTable
+from projections.read_model_la_roll import KINDS, RM_LA_ROLL, RM_SHARED_RUNS, directory_of
+from projections.read_model_roll import SumTable, union
 from projections.runner import VIEWS, Projector, Reader
 
 from .conftest import PG_ADMIN_URL, Clock, World, upn
@@ -59,7 +60,56 @@ def dump(store: Any) -> dict[str, list[tuple[Any, ...]]]:
                         keys = keys.replace("scope", "la_scope")
                     sql = f"SELECT {keys}, {sums} FROM {source} GROUP BY {keys} HAVING {counted}"
             out[table.name] = sorted(tuple(str(v) for v in row) for row in store.query(sql))
+    # the LA roll: its numbers are its runs' (asserted), and the runs are compared as reads map them
+    assert_la_roll_sums(store)
+    out[RM_LA_ROLL.name] = []
+    out[RM_SHARED_RUNS.name] = sorted(tuple(str(v) for v in run) for run in mapped_runs(store))
     return out
+
+
+def scope_mapper(store: Any) -> Any:
+    """Each scope as a read maps it (``unit_la``, by ``rm_unit_la`` now): a school's own id, where a worker stored a pupil's
+    runs before the school's registration was applied, as its LA."""
+    las = directory_of(store.query("SELECT unit, la FROM rm_unit_la"))
+    return lambda scope: las.la_of(scope) or scope
+
+
+def stored_runs(store: Any) -> dict[str, set[tuple[Any, ...]]]:
+    """``rm_shared_runs`` per pupil: (scope, kind, first, end, spans)."""
+    out: dict[str, set[tuple[Any, ...]]] = {}
+    for subject, scope, kind, first, end, spans in store.query(
+        f"SELECT subject, scope, kind, first, end_on, spans FROM {RM_SHARED_RUNS.name}"
+    ):
+        out.setdefault(subject, set()).add((scope, kind, first, end, int(spans)))
+    return out
+
+
+def mapped_runs(store: Any) -> set[tuple[Any, ...]]:
+    """The days each pupil of ``rm_shared_runs`` counts per scope as a read maps it: (subject, scope, kind, first, end)."""
+    mapped = scope_mapper(store)
+    runs: dict[tuple[str, str, str], list[tuple[str, str | None]]] = {}
+    for subject, stored in stored_runs(store).items():
+        for scope, kind, first, end, _ in stored:
+            runs.setdefault((subject, mapped(scope), kind), []).append((first, end))
+    return {(*key, *run) for key, found in runs.items() for run in union(found)}
+
+
+def assert_la_roll_sums(store: Any) -> None:
+    """``rm_la_roll`` holds the changes of the stored runs of pupils under one scope (the writers' shares summed), each
+    scope as a read maps it."""
+    mapped = scope_mapper(store)
+    changes: dict[tuple[str, str], list[int]] = {}
+    for runs in stored_runs(store).values():
+        for scope, kind, first, end, spans in runs:
+            if not spans:
+                for day, step in ((first, 1), (end, -1)):
+                    if day is not None:
+                        changes.setdefault((mapped(scope), day), [0, 0])[KINDS.index(kind)] += step
+    kept: dict[tuple[str, str], list[int]] = {}
+    for scope, day, roll, year in store.query(f"SELECT scope, day, roll, year FROM {RM_LA_ROLL.name}"):
+        total = kept.setdefault((mapped(scope), day), [0, 0])
+        total[0], total[1] = total[0] + int(roll), total[1] + int(year)
+    assert {k: v for k, v in kept.items() if any(v)} == {k: v for k, v in changes.items() if any(v)}
 
 
 # -- as of, known at, corrections ----------------------------------------------------------------

@@ -31,6 +31,7 @@ from projections.read_model_england import (
     pupil_runs,
     registration_changes,
 )
+from projections.read_model_la_roll import directory_of, scoped_runs
 from projections.read_model_months import COUNTED, PER_LA, REPORTS
 from projections.read_model_queries import (
     QUERIES,
@@ -48,7 +49,18 @@ from projections.read_model_series import compare, values_of
 from projections.runner import Projector, Reader, forget_pupil
 
 from .conftest import World, upn
-from .test_projections import OPS, SCHOOLS, SETTING, fresh_settings, play, small_world
+from .test_projections import (
+    OPS,
+    SCHOOLS,
+    SETTING,
+    assert_la_roll_sums,
+    fresh_settings,
+    mapped_runs,
+    play,
+    scope_mapper,
+    small_world,
+    stored_runs,
+)
 from .test_projections_scenario import AS_OF, TRUST, A, Area, area, d  # noqa: F401 - area is a fixture
 
 __all__ = ["area"]
@@ -261,7 +273,7 @@ def test_a_read_far_in_the_past_scans_the_registrations_instead_of_correcting_th
 
 def test_a_pupil_at_two_schools_is_one_item_under_each_and_once_above_them() -> None:
     from projections.metrics import METRICS_BY_NAME, figures
-    from projections.orgs import Directory, Org
+    from projections.orgs import Directory
     from projections.read_model_queries import Registrations
 
     found = Registrations.of(
@@ -551,6 +563,22 @@ def assert_england_kept(store: Any) -> None:
         state.add(pupil_runs(rows))
     stored = {(m, day, label): [int(num), int(den), int(n)] for m, day, label, num, den, n in store.query(ENGLAND_ROWS.format("state"))}
     assert {k: v for k, v in stored.items() if any(v)} == {k: v for k, v in state.sums.items() if any(v)}
+    assert_la_roll_kept(store, shared)
+
+
+def assert_la_roll_kept(store: Any, shared: dict[str, list[tuple[Any, ...]]]) -> None:
+    """rm_shared_runs holds the runs per scope of each pupil's registrations sharing an academic year known now
+    (``shared``), and rm_la_roll the changes of the runs of pupils under one scope: each scope as a read maps it (a school's
+    own id, where its runs were stored before its LA was known, as its LA now)."""
+    mapped = scope_mapper(store)
+    stored = stored_runs(store)
+    assert set(stored) == set(shared)
+    for subject, rows in shared.items():
+        if all(mapped(scope) == scope for scope, *_ in stored[subject]):
+            assert stored[subject] == scoped_runs(rows, mapped), subject
+    # (stored under a school's own id before its LA was known: the same days per scope once mapped)
+    assert mapped_runs(store) == {(subject, *run[:4]) for subject, rows in shared.items() for run in scoped_runs(rows, mapped)}
+    assert_la_roll_sums(store)
 
 
 def assert_months_kept(store: Any) -> None:
@@ -572,7 +600,7 @@ def assert_months_kept(store: Any) -> None:
     }
     assert stored == recomputed
     # rm_la_months: the others per scope (each unit's LA as rm_unit_la says, else the unit), the shares summed
-    las = Directory({unit: Org(unit, la=la) for unit, la in store.query("SELECT unit, la FROM rm_unit_la")})
+    las = directory_of(store.query("SELECT unit, la FROM rm_unit_la"))
     per_scope: dict[tuple[str, ...], list[int]] = {}
     for metric, count in PER_LA.items():
         sql = count.rows("e.superseded_at IS NULL", "e.occurred_on AS day").replace(":late", str(late))

@@ -17,13 +17,15 @@ from projections.metrics import METRICS_BY_NAME
 from projections.orgs import directory
 from projections.queries import metrics_report
 from projections.read_model_la import UNIT_LA_JOIN, record_las, unit_la
+from projections.read_model_la_roll import SPANNING_RUNS, SharedRolls
 from projections.read_model_months import PER_LA, RM_LA_MONTHS, _add
 from projections.read_model_queries import PER_LA_NOW, PER_UNIT, QUERIES, ReadModelContext
+from projections.read_model_roll import REGISTRATION_COLUMNS
 from projections.runner import Projector, Reader
 
 from .conftest import upn
 from .test_projections_scenario import AS_OF, Area, area  # noqa: F401 - area is a fixture
-from .test_read_model import assert_months_kept, both
+from .test_read_model import assert_england_kept, assert_months_kept, both
 
 __all__ = ["area"]
 
@@ -108,3 +110,47 @@ def test_a_units_sums_kept_before_its_registration_are_read_under_its_la(area: A
     model, fold = both(Reader(store), Moment(AS_OF), "la", "la:801")
     assert model == fold
     assert model["metrics"]["suspensions_by_reason"]["value"]  # (the school's suspensions among them)
+
+
+def test_a_pupils_runs_kept_before_its_schools_registration_are_read_under_its_la(area: Area) -> None:
+    """The roll's kept runs in a Kafka worker's order: P4 moves from B to A (both in LA 801) within the year, and A's
+    registration is applied after P4's rows. P4's runs are then kept under A's own id and under la:801 (two scopes: an
+    item under each), and once A's LA is known both read as la:801, where the roll-up counts P4 once by key."""
+    store = area.ledger.store
+    school = "urn:100005"
+    (seq, event_id, received), *_ = store.query(
+        "SELECT seq, event_id, received_at FROM pv_org_facts WHERE subject = ? AND type = 'org.registered'", [school]
+    )
+    shared: dict[str, list[tuple[Any, ...]]] = {}
+    for subject, *r in store.query(
+        f"SELECT subject, {', '.join(REGISTRATION_COLUMNS)} FROM rm_registrations WHERE known_to IS NULL AND year_regs > 1"
+    ):
+        shared.setdefault(subject, []).append((*r[:4], int(r[4]), *r[5:]))
+    assert len(shared) == 1  # P4
+    with store.cursor(commit=True) as cur:
+        cur.execute(store.sql("DELETE FROM rm_unit_la WHERE unit = ?"), [school])
+        cur.execute("DELETE FROM rm_shared_runs")
+        cur.execute("DELETE FROM rm_la_roll")
+        rolls = SharedRolls()
+        for subject, rows in shared.items():
+            rolls.update(subject, rows)
+        rolls.write(cur, store)
+    assert sorted((scope, int(spans)) for scope, spans in store.query("SELECT DISTINCT scope, spans FROM rm_shared_runs")) == [
+        ("la:801", 1),
+        (school, 1),
+    ]
+    registration = Record(event_id, "org.registered", "dfe:admin", school, AS_OF, parse_timestamp(received), {"la": "la:801"})
+    with store.cursor(commit=True) as cur:
+        record_las(cur, store, [LogEvent(int(seq), school, registration, ())])
+    assert_england_kept(store)  # (and the runs and numbers per LA, each scope read as its LA now)
+    reader = Reader(store)
+    for as_of in (date(2026, 9, 8), date(2026, 9, 10), AS_OF):
+        model, fold = both(reader, Moment(as_of), "la", "la:801")
+        assert model == fold, as_of
+    state = ReadModelContext(reader, Moment(AS_OF), ViewSettings(), "la")  # P4 left B on 09-07: in B's year, on A's roll
+    (pupil,) = shared
+    assert sorted(state.query(SPANNING_RUNS)) == [
+        ("la:801", "year", pupil),
+        (school, "roll", pupil),
+        (school, "year", pupil),
+    ]
