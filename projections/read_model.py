@@ -83,10 +83,11 @@ from .read_model_england import (
 )
 from .read_model_la import RM_UNIT_LA
 from .read_model_la_roll import RM_LA_ROLL, RM_SHARED_RUNS, SharedRolls
+from .read_model_la_state import RM_LA_STATE, LaChanges, placement_unit
 from .read_model_months import RM_LA_MONTHS, RM_MONTHS, after_facts, forget_reports
 from .read_model_roll import RM_ROLL, Changes
 
-MODEL_VERSION = 12  # bump when the tables or their rules change: the runner rebuilds the model from the log
+MODEL_VERSION = 13  # bump when the tables or their rules change: the runner rebuilds the model from the log
 
 RM_EVENTS = Table(
     "rm_events",
@@ -563,8 +564,9 @@ def maintain_state(settings: ViewSettings) -> Callable[[Any, Any, Sequence[LogEv
 
 class KnownNow:
     """The changes of a batch to the numbers kept over the state rows known now: ``rm_roll`` (per school),
-    ``rm_england_state`` (England's, ``projections/read_model_england.py``) and ``rm_shared_runs`` and ``rm_la_roll``
-    (per LA, ``projections/read_model_la_roll.py``). A registration sharing an academic year with another of the pupil's
+    ``rm_england_state`` (England's, ``projections/read_model_england.py``), ``rm_la_state`` (per LA,
+    ``projections/read_model_la_state.py``) and ``rm_shared_runs`` and ``rm_la_roll`` (per LA,
+    ``projections/read_model_la_roll.py``). A registration sharing an academic year with another of the pupil's
     is counted in England (and in an LA) once per pupil, as the union of those rows' runs: so each pupil's rows known now
     before the batch are given first (``pupil``), and the union is taken off and added again at the end."""
 
@@ -572,6 +574,7 @@ class KnownNow:
         self.roll = Changes()
         self.england = EnglandChanges()
         self.la_roll = SharedRolls()  # those rows' runs per LA (``read_model_la_roll``)
+        self.la_state = LaChanges()  # the placements' and removals' changes per LA (``read_model_la_state``)
         self.shared: dict[str, Counter[tuple[Any, ...]]] = {}  # a pupil's shared registrations known now (1 each)
         self.before: dict[str, list[tuple[Any, ...]]] = {}
         self.subject = ""
@@ -594,9 +597,13 @@ class KnownNow:
             else:
                 self.shared[self.subject][reg] += sign
         elif table is RM_PLACEMENTS:
-            self.england.add(placement_changes(values, valid_from, valid_to), sign)
+            changes = list(placement_changes(values, valid_from, valid_to))
+            self.england.add(changes, sign)
+            self.la_state.add(changes, lambda metric: placement_unit(metric, values), sign)
         else:
-            self.england.add(exit_changes(values, valid_from, valid_to), sign)
+            changes = list(exit_changes(values, valid_from, valid_to))
+            self.england.add(changes, sign)
+            self.la_state.add(changes, lambda _: values[1], sign)  # the school left
 
     def write(self, cur: Any, store: Any) -> None:
         for subject, now in self.shared.items():
@@ -608,6 +615,7 @@ class KnownNow:
         self.roll.write(cur, store)
         self.england.write(cur, store)
         self.la_roll.write(cur, store)
+        self.la_state.write(cur, store)
 
 
 def forget_state(cur: Any, store: Any, subject: str) -> None:
@@ -721,7 +729,7 @@ def views(settings: ViewSettings) -> tuple[View, View]:
         View(
             "read_model_state",
             version,
-            (*STATE_TABLES, RM_ROLL, RM_ENGLAND_STATE, RM_SHARED_RUNS, RM_LA_ROLL),
+            (*STATE_TABLES, RM_ROLL, RM_ENGLAND_STATE, RM_SHARED_RUNS, RM_LA_ROLL, RM_LA_STATE),
             lambda ev: (),
             maintain=maintain_state(settings),
             forget=forget_state,

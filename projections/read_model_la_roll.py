@@ -181,4 +181,3 @@ LA_ROLL_SUMS = (
 SPANNING_RUNS = (
     f"SELECT scope, kind, subject FROM {RM_SHARED_RUNS.name} WHERE spans = 1 AND first <= :d AND (end_on IS NULL OR end_on > :d)"
 )
-

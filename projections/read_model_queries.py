@@ -36,6 +36,7 @@ from .read_model_cap import CAP_BREACHES, UNIT_SUMS
 from .read_model_england import ENGLAND_SUMS, ROLL, STATE_METRICS, YEAR
 from .read_model_la import UNIT_LA_JOIN, unit_la
 from .read_model_la_roll import LA_ROLL_SUMS, SPANNING_RUNS
+from .read_model_la_state import LA_STATE_SUMS
 from .read_model_months import REPORTS, RM_LA_MONTHS, RM_MONTHS, EventCount, month_sums_sql
 from .roll import GAP_EXEMPT_DESTINATIONS, UNEXPLAINED_DESTINATIONS
 from .unregistered import UNREGISTERED_SETTING_TYPES, ProviderWatch, watch_of
@@ -407,6 +408,7 @@ class ReadModelContext(Context):
         self._registrations: dict[str, Registrations] | None = None
         self._scans: dict[str, dict[str, list[tuple[Any, ...]]]] = {}
         self._england: dict[str, list[tuple[Any, ...]]] | None = None
+        self._la_state: dict[str, list[tuple[Any, ...]]] | None = None
         self._units: dict[str, str] = {}  # each unit's sums' scope in a state made for LA figures (``under``)
 
     @property
@@ -505,6 +507,11 @@ class ReadModelContext(Context):
             if metric.name == "pupils_in_unregistered_provision":
                 rows = rows + self.query(UNREGISTERED_AT_SEVERAL)
             return rows
+        if self.grouping is PER_LA_NOW and metric.name in STATE_METRICS:
+            rows = self.la_state().get(metric.name, [])
+            if metric.name == "pupils_in_unregistered_provision":
+                rows = rows + self.query(UNREGISTERED_AT_SEVERAL)
+            return rows
         if self.known_now and metric.name == CAP_BREACHES:  # (a national state at now took England's above: summed per unit)
             return self.query(UNIT_SUMS)
         if query.scan is not None and not self.known_now:  # (at now, the cap's breaches are kept: its scan's other rows alone)
@@ -530,6 +537,14 @@ class ReadModelContext(Context):
             for metric, label, num, den, n in self.query(ENGLAND_SUMS):
                 self._england.setdefault(metric, []).append((ENGLAND, label, num, den, n, None))
         return self._england
+
+    def la_state(self) -> dict[str, list[tuple[Any, ...]]]:
+        """``LA_STATE_SUMS`` at this moment, by metric, as ``aggregated``'s rows (asked once per state)."""
+        if self._la_state is None:
+            self._la_state = {}
+            for metric, scope, label, num, den, n in self.query(LA_STATE_SUMS):
+                self._la_state.setdefault(metric, []).append((scope, label, num, den, n, None))
+        return self._la_state
 
     def scanned(self, scan: str) -> dict[str, list[tuple[Any, ...]]]:
         """The rows of one of ``SCANS`` at this moment, by metric, asked once for every metric it serves."""

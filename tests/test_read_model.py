@@ -32,6 +32,7 @@ from projections.read_model_england import (
     registration_changes,
 )
 from projections.read_model_la_roll import directory_of, scoped_runs
+from projections.read_model_la_state import placement_unit
 from projections.read_model_months import COUNTED, PER_LA, REPORTS
 from projections.read_model_queries import (
     QUERIES,
@@ -549,9 +550,22 @@ def assert_england_kept(store: Any) -> None:
     stored = {(m, day, label): [int(num), int(den), int(n)] for m, day, label, num, den, n in store.query(ENGLAND_ROWS.format("reports"))}
     assert {k: v for k, v in stored.items() if any(v)} == reports
     state = EnglandChanges()
+    mapped = scope_mapper(store)
+    per_la: dict[tuple[str, ...], list[int]] = {}  # rm_la_state: the same changes under each unit's scope
     for table, changes in ((RM_PLACEMENTS, placement_changes), (RM_EXITS, exit_changes)):
         for r in store.query(f"SELECT valid_from, valid_to, {', '.join(table.state_columns)} FROM {table.name} WHERE known_to IS NULL"):
-            state.add(changes(tuple(r[2:]), r[0], r[1]))
+            values = tuple(r[2:])
+            found = list(changes(values, r[0], r[1]))
+            state.add(found)
+            for metric, day, label, num, den, n in found:
+                unit = placement_unit(metric, values) if table is RM_PLACEMENTS else values[1]
+                kept = per_la.setdefault((metric, day, mapped(unit), label), [0, 0, 0])
+                kept[0], kept[1], kept[2] = kept[0] + num, kept[1] + den, kept[2] + n
+    stored_la: dict[tuple[str, ...], list[int]] = {}
+    for metric, day, scope, label, num, den, n in store.query("SELECT metric, day, scope, label, num, den, n FROM rm_la_state"):
+        kept = stored_la.setdefault((metric, day, mapped(scope), label), [0, 0, 0])
+        kept[0], kept[1], kept[2] = kept[0] + int(num), kept[1] + int(den), kept[2] + int(n)
+    assert {k: v for k, v in stored_la.items() if any(v)} == {k: v for k, v in per_la.items() if any(v)}
     shared: dict[str, list[tuple[Any, ...]]] = {}
     for subject, *r in store.query(f"SELECT subject, {', '.join(REGISTRATION_COLUMNS)} FROM rm_registrations WHERE known_to IS NULL"):
         row = (*r[:4], int(r[4]), *r[5:])

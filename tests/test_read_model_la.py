@@ -16,11 +16,12 @@ from projections.facts import LogEvent, Moment
 from projections.metrics import METRICS_BY_NAME
 from projections.orgs import directory
 from projections.queries import metrics_report
+from projections.read_model import END_OF_TIME, RM_ENGLAND_STATE, RM_ROLL, STATE_TABLES, KnownNow, _load_tails
 from projections.read_model_la import UNIT_LA_JOIN, record_las, unit_la
-from projections.read_model_la_roll import SPANNING_RUNS, SharedRolls
+from projections.read_model_la_roll import RM_LA_ROLL, RM_SHARED_RUNS, SPANNING_RUNS
+from projections.read_model_la_state import LA_STATE_SUMS, RM_LA_STATE
 from projections.read_model_months import PER_LA, RM_LA_MONTHS, _add
 from projections.read_model_queries import PER_LA_NOW, PER_UNIT, QUERIES, ReadModelContext
-from projections.read_model_roll import REGISTRATION_COLUMNS
 from projections.runner import Projector, Reader
 
 from .conftest import upn
@@ -112,33 +113,35 @@ def test_a_units_sums_kept_before_its_registration_are_read_under_its_la(area: A
     assert model["metrics"]["suspensions_by_reason"]["value"]  # (the school's suspensions among them)
 
 
-def test_a_pupils_runs_kept_before_its_schools_registration_are_read_under_its_la(area: Area) -> None:
-    """The roll's kept runs in a Kafka worker's order: P4 moves from B to A (both in LA 801) within the year, and A's
-    registration is applied after P4's rows. P4's runs are then kept under A's own id and under la:801 (two scopes: an
-    item under each), and once A's LA is known both read as la:801, where the roll-up counts P4 once by key."""
+def test_the_numbers_per_la_kept_before_a_schools_registration_are_read_under_its_la(area: Area) -> None:
+    """The state's numbers per LA in a Kafka worker's order: A's registration applied after its pupils' rows. The model's
+    kept numbers are written again from the rows known now with A's LA unknown: A's placements and removals count under
+    A's own id, and P4 (who moves from B to A, both in LA 801, within the year) has runs under A's id and under la:801 (two
+    scopes: an item under each). Once A's LA is known all read as la:801, where the roll-up counts P4 once by key."""
     store = area.ledger.store
     school = "urn:100005"
     (seq, event_id, received), *_ = store.query(
         "SELECT seq, event_id, received_at FROM pv_org_facts WHERE subject = ? AND type = 'org.registered'", [school]
     )
-    shared: dict[str, list[tuple[Any, ...]]] = {}
-    for subject, *r in store.query(
-        f"SELECT subject, {', '.join(REGISTRATION_COLUMNS)} FROM rm_registrations WHERE known_to IS NULL AND year_regs > 1"
-    ):
-        shared.setdefault(subject, []).append((*r[:4], int(r[4]), *r[5:]))
+    shared = {s for (s,) in store.query("SELECT DISTINCT subject FROM rm_registrations WHERE known_to IS NULL AND year_regs > 1")}
     assert len(shared) == 1  # P4
     with store.cursor(commit=True) as cur:
         cur.execute(store.sql("DELETE FROM rm_unit_la WHERE unit = ?"), [school])
-        cur.execute("DELETE FROM rm_shared_runs")
-        cur.execute("DELETE FROM rm_la_roll")
-        rolls = SharedRolls()
-        for subject, rows in shared.items():
-            rolls.update(subject, rows)
-        rolls.write(cur, store)
+        for table in (RM_ROLL, RM_ENGLAND_STATE, RM_SHARED_RUNS, RM_LA_ROLL, RM_LA_STATE):
+            cur.execute(f"DELETE FROM {table.name}")
+        subjects = sorted({s for t in STATE_TABLES for (s,) in store.query(f"SELECT DISTINCT subject FROM {t.name}")})
+        kept = KnownNow()
+        for subject, stored in _load_tails(cur, store, subjects, END_OF_TIME).items():
+            kept.pupil(subject, [])
+            for _, _, _, known_to, row in stored:
+                if known_to is None:
+                    kept.change(row, 1)
+        kept.write(cur, store)
     assert sorted((scope, int(spans)) for scope, spans in store.query("SELECT DISTINCT scope, spans FROM rm_shared_runs")) == [
         ("la:801", 1),
         (school, 1),
     ]
+    assert store.query("SELECT COUNT(*) FROM rm_la_state WHERE scope = ?", [school])[0][0] > 0
     registration = Record(event_id, "org.registered", "dfe:admin", school, AS_OF, parse_timestamp(received), {"la": "la:801"})
     with store.cursor(commit=True) as cur:
         record_las(cur, store, [LogEvent(int(seq), school, registration, ())])
@@ -149,6 +152,7 @@ def test_a_pupils_runs_kept_before_its_schools_registration_are_read_under_its_l
         assert model == fold, as_of
     state = ReadModelContext(reader, Moment(AS_OF), ViewSettings(), "la")  # P4 left B on 09-07: in B's year, on A's roll
     (pupil,) = shared
+    assert {metric for metric, scope, *_ in state.query(LA_STATE_SUMS) if scope == school} == set()  # (read as la:801)
     assert sorted(state.query(SPANNING_RUNS)) == [
         ("la:801", "year", pupil),
         (school, "roll", pupil),
