@@ -17,10 +17,13 @@ state's ``regrouped``, which maps every row's unit as the directory does.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
+from ledger.storage.store import execute_in, fetch_tuples
+
 from .facts import LogEvent
+from .orgs import Directory, Org
 from .orgs import rows as org_rows
 from .read_model_roll import SumTable
 
@@ -51,3 +54,17 @@ def unit_la(unit: str) -> str:
 
 
 UNIT_LA_JOIN = f"LEFT JOIN {RM_UNIT_LA.name} m ON m.unit = c.unit"
+
+
+def directory_of(las: Iterable[tuple[str, str]]) -> Directory:
+    """A directory of units' LAs (``rm_unit_la``'s rows), whose ``la_of`` is ``unit_la`` in Python."""
+    return Directory({unit: Org(unit, la=la) for unit, la in las})
+
+
+def las_of(cur: Any, store: Any, units: Sequence[str]) -> Directory:
+    """The LAs of ``units`` as ``rm_unit_la`` says in the caller's transaction, as a directory."""
+    if not units:
+        return directory_of([])
+    where, params = store.where_in("unit", units)
+    execute_in(cur, store.sql(f"SELECT unit, la FROM {RM_UNIT_LA.name} WHERE {where}"), params, store.is_postgres)
+    return directory_of(fetch_tuples(cur))

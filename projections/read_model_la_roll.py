@@ -36,9 +36,8 @@ from typing import Any, ClassVar
 
 from ledger.storage.store import execute_in, fetch_tuples
 
-from .orgs import Directory, Org
 from .read_model_england import shard
-from .read_model_la import RM_UNIT_LA, UNIT_LA_JOIN, unit_la
+from .read_model_la import UNIT_LA_JOIN, las_of, unit_la
 from .read_model_roll import Run, SumTable, registration_runs, union
 
 
@@ -97,11 +96,6 @@ def scoped_runs(rows: Iterable[tuple[Any, ...]], scope_of: Any) -> set[StoredRun
     return {(scope, kind, first, end, spans) for (scope, kind), found in runs.items() for first, end in union(found)}
 
 
-def directory_of(las: Iterable[tuple[str, str]]) -> Directory:
-    """A directory of the units' LAs (``rm_unit_la``'s rows), whose ``la_of`` is ``unit_la`` in Python."""
-    return Directory({unit: Org(unit, la=la) for unit, la in las})
-
-
 class SharedRolls:
     """A batch's changes to the runs of pupils with several registrations in an academic year, and to their numbers per
     scope: ``update`` with each changed pupil's rows known now (none: the pupil's runs go)."""
@@ -126,12 +120,7 @@ class SharedRolls:
         )
         for subject, scope, kind, first, end, spans in fetch_tuples(cur):
             stored.setdefault(subject, set()).add((scope, kind, first, end, int(spans)))
-        schools = sorted({row[0] for rows in self.pupils.values() for row in rows})
-        las = directory_of([])
-        if schools:
-            where, params = store.where_in("unit", schools)
-            execute_in(cur, store.sql(f"SELECT unit, la FROM {RM_UNIT_LA.name} WHERE {where}"), params, store.is_postgres)
-            las = directory_of(fetch_tuples(cur))
+        las = las_of(cur, store, sorted({row[0] for rows in self.pupils.values() for row in rows}))
         sums: dict[tuple[str, str], list[int]] = {}
         gone: list[tuple[str]] = []
         added: list[tuple[Any, ...]] = []

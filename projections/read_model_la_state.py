@@ -21,11 +21,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from ledger.storage.store import execute_in, fetch_tuples
-
 from .read_model_england import Change, shard
-from .read_model_la import RM_UNIT_LA, UNIT_LA_JOIN, unit_la
-from .read_model_la_roll import directory_of
+from .read_model_la import UNIT_LA_JOIN, las_of, unit_la
 from .read_model_roll import SumTable
 
 RM_LA_STATE = SumTable(
@@ -69,10 +66,7 @@ class LaChanges:
     def write(self, cur: Any, store: Any) -> None:
         if not self.sums:
             return
-        units = sorted({unit for _, _, unit, _ in self.sums})
-        where, params = store.where_in("unit", units)
-        execute_in(cur, store.sql(f"SELECT unit, la FROM {RM_UNIT_LA.name} WHERE {where}"), params, store.is_postgres)
-        las = directory_of(fetch_tuples(cur))
+        las = las_of(cur, store, sorted({unit for _, _, unit, _ in self.sums}))
         scoped: dict[tuple[str, str, str, str], list[int]] = {}
         for (metric, day, unit, label), sums in self.sums.items():
             kept = scoped.setdefault((metric, day, las.la_of(unit) or unit, label), [0, 0, 0])

@@ -27,8 +27,8 @@ from ledger.core.errors import LedgerError
 from ledger.tools import admin
 from projections.config import ViewSettings
 from projections.facts import Moment
-from projections.read_model_la import unit_la
-from projections.read_model_la_roll import KINDS, RM_LA_ROLL, RM_SHARED_RUNS, directory_of
+from projections.read_model_la import directory_of, unit_la
+from projections.read_model_la_roll import KINDS, RM_LA_ROLL, RM_SHARED_RUNS
 from projections.read_model_roll import SumTable, union
 from projections.runner import VIEWS, Projector, Reader
 

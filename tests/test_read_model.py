@@ -31,7 +31,8 @@ from projections.read_model_england import (
     pupil_runs,
     registration_changes,
 )
-from projections.read_model_la_roll import directory_of, scoped_runs
+from projections.read_model_la import directory_of
+from projections.read_model_la_roll import scoped_runs
 from projections.read_model_la_state import placement_unit
 from projections.read_model_months import COUNTED, PER_LA, REPORTS
 from projections.read_model_queries import (
