@@ -163,7 +163,7 @@ class SharedRolls:
 # At (D, now): the kept pupils' numbers per scope, each scope mapped as ``unit_la`` maps a unit (a school's own id, where
 # its runs were written before its LA was known, reads as its LA): scope, on the roll, at a school in the year to date
 LA_ROLL_SUMS = (
-    f"SELECT {unit_la('c.unit')} AS scope, SUM(c.roll), SUM(c.year) FROM (SELECT scope AS unit, SUM(roll) AS roll, SUM(year) AS year "
+    f"SELECT {unit_la('c.unit')} AS scope, SUM(c.roll) AS roll, SUM(c.year) AS year FROM (SELECT scope AS unit, SUM(roll) AS roll, SUM(year) AS year "
     f"FROM {RM_LA_ROLL.name} WHERE day <= :d GROUP BY scope) c {UNIT_LA_JOIN} GROUP BY 1"
 )
 # ... and the pupils under more than one scope, one by one: scope (as stored), kind, pupil

@@ -91,11 +91,19 @@ RETIRED_AFTER = "r.known_to > :t AND r.known_from <= :t"
 # Per school: the pupils with one registration on the roll at D, and at their school in the year to date, as known at T
 # (REGISTRATION_COUNTS' answer, as (school, on roll, in the year)), in one statement: one snapshot of both tables.
 ROLL_COUNTS = (
-    "SELECT school, SUM(roll), SUM(year) FROM ("
+    "SELECT school, SUM(roll) AS roll, SUM(year) AS year FROM ("
     "SELECT school, roll, year FROM rm_roll WHERE day <= :d "
     f"UNION ALL SELECT r.school, -{ON_ROLL}, -1 FROM rm_registrations r WHERE {LEARNT_AFTER} AND r.year_regs = 1 AND {AT_SCHOOL_IN_YEAR} "
     f"UNION ALL SELECT r.school, {ON_ROLL}, 1 FROM rm_registrations r WHERE {RETIRED_AFTER} AND r.year_regs = 1 AND {AT_SCHOOL_IN_YEAR}"
     ") c GROUP BY school"
+)
+# An LA state's registrations at the ledger's now (``ReadModelContext.la_registrations``), in one statement: the numbers per
+# school (part 0: ROLL_COUNTS), those kept per LA of the pupils with several registrations in the year (1:
+# ``read_model_la_roll.LA_ROLL_SUMS``), and such pupils under more than one LA, one by one (2: ``SPANNING_RUNS``)
+LA_REGISTRATIONS = (
+    f"SELECT 0 AS part, school AS unit, roll, year, NULL AS kind, NULL AS pupil FROM ({ROLL_COUNTS}) r "
+    f"UNION ALL SELECT 1, scope, roll, year, NULL, NULL FROM ({LA_ROLL_SUMS}) k "
+    f"UNION ALL SELECT 2, scope, 0, 0, kind, subject FROM ({SPANNING_RUNS}) s"
 )
 # How many rows a read may correct rm_roll's numbers by before it scans the registrations instead (REGISTRATION_COUNTS):
 # a read at a ledger time long past would take off nearly every row known now, one by one, which costs more than the scan.
@@ -584,22 +592,21 @@ class ReadModelContext(Context):
         return self._registrations
 
     def la_registrations(self) -> dict[str, Registrations]:
-        """``registrations`` of an LA state at the ledger's now: the schools' numbers from ``rm_roll`` added up per LA, the
-        numbers of the pupils with several registrations in the year kept per LA (``read_model_la_roll``), and those
-        under more than one LA as items under each."""
-        counted = self.roll_counts()
-        spanning = self.query(SPANNING_RUNS)
-        kept = self.query(LA_ROLL_SUMS)
+        """``registrations`` of an LA state at the ledger's now, in one statement (one snapshot, ``LA_REGISTRATIONS``): the
+        schools' numbers from ``rm_roll`` added up per LA, the numbers of the pupils with several registrations in the
+        year kept per LA (``read_model_la_roll``), and those under more than one LA as items under each."""
+        rows = self.query(LA_REGISTRATIONS)
+        counted = _as_registration_counts(r[1:4] for r in rows if r[0] == 0)
         out: dict[str, Registrations] = {}
-        for kind, column in (("roll", 1), ("year", 2)):
+        for kind, column in (("roll", 2), ("year", 3)):
             found = Registrations.of(
                 ((s, int(n)) for s, on_roll, n in counted if on_roll or kind == "year"),
-                ((scope, pupil) for scope, which, pupil in spanning if which == kind),
+                ((unit, pupil) for part, unit, _, _, which, pupil in rows if part == 2 and which == kind),
             ).under(self.under)
             counts = dict(found.counts)
-            for row in kept:
-                if row[column]:
-                    counts[row[0]] = counts.get(row[0], 0) + int(row[column])
+            for row in rows:
+                if row[0] == 1 and row[column]:
+                    counts[row[1]] = counts.get(row[1], 0) + int(row[column])
             out[kind] = Registrations(counts, found.at_several)
         return out
 
