@@ -82,12 +82,12 @@ from .read_model_england import (
     registration_changes,
 )
 from .read_model_la import RM_UNIT_LA
-from .read_model_la_roll import RM_LA_ROLL, RM_SHARED_RUNS, SharedRolls
-from .read_model_la_state import RM_LA_STATE, LaChanges, placement_unit
+from .read_model_la_roll import RM_LA_ROLL, RM_LA_ROLL_MONTHS, RM_SHARED_RUNS, SharedRolls
+from .read_model_la_state import RM_LA_STATE, RM_LA_STATE_MONTHS, LaChanges, placement_unit
 from .read_model_months import RM_LA_MONTHS, RM_MONTHS, after_facts, forget_reports
 from .read_model_roll import RM_ROLL, Changes
 
-MODEL_VERSION = 13  # bump when the tables or their rules change: the runner rebuilds the model from the log
+MODEL_VERSION = 14  # bump when the tables or their rules change: the runner rebuilds the model from the log
 
 RM_EVENTS = Table(
     "rm_events",
@@ -729,7 +729,7 @@ def views(settings: ViewSettings) -> tuple[View, View]:
         View(
             "read_model_state",
             version,
-            (*STATE_TABLES, RM_ROLL, RM_ENGLAND_STATE, RM_SHARED_RUNS, RM_LA_ROLL, RM_LA_STATE),
+            (*STATE_TABLES, RM_ROLL, RM_ENGLAND_STATE, RM_SHARED_RUNS, RM_LA_ROLL, RM_LA_ROLL_MONTHS, RM_LA_STATE, RM_LA_STATE_MONTHS),
             lambda ev: (),
             maintain=maintain_state(settings),
             forget=forget_state,

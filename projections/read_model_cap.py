@@ -106,15 +106,7 @@ class UnitChanges:
             self.sums[unit, day] += sign * n
 
     def write(self, cur: Any, store: Any) -> None:
-        rows = [(unit, day, n) for (unit, day), n in sorted(self.sums.items()) if n]
-        if rows:
-            cur.executemany(
-                store.sql(
-                    f"INSERT INTO {RM_CAP_UNITS.name} (unit, day, n) VALUES (?, ?, ?) "
-                    f"ON CONFLICT (unit, day) DO UPDATE SET n = {RM_CAP_UNITS.name}.n + excluded.n"
-                ),
-                rows,
-            )
+        RM_CAP_UNITS.add(cur, store, [(unit, day, n) for (unit, day), n in sorted(self.sums.items()) if n])
         self.sums.clear()
 
 

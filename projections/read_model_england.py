@@ -186,17 +186,7 @@ class EnglandChanges:
             kept[2] += sign * n
 
     def write(self, cur: Any, store: Any, table: SumTable | None = None) -> None:
-        name = (table or RM_ENGLAND_STATE).name
-        rows = [(*key, shard(), *sums) for key, sums in sorted(self.sums.items()) if any(sums)]
-        if rows:
-            cur.executemany(
-                store.sql(
-                    f"INSERT INTO {name} (metric, day, label, shard, num, den, n) VALUES (?, ?, ?, ?, ?, ?, ?) "
-                    f"ON CONFLICT (metric, day, label, shard) DO UPDATE SET num = {name}.num + excluded.num, "
-                    f"den = {name}.den + excluded.den, n = {name}.n + excluded.n"
-                ),
-                rows,
-            )
+        (table or RM_ENGLAND_STATE).add(cur, store, [(*key, shard(), *sums) for key, sums in sorted(self.sums.items()) if any(sums)])
         self.sums.clear()
 
 

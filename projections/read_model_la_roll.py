@@ -38,7 +38,7 @@ from ledger.storage.store import execute_in, fetch_tuples
 
 from .read_model_england import shard
 from .read_model_la import UNIT_LA_JOIN, las_of, unit_la
-from .read_model_roll import Run, SumTable, registration_runs, union
+from .read_model_roll import DailyChanges, Run, SumTable, registration_runs, union
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,7 @@ RM_SHARED_RUNS = PupilRuns(
     key=("subject", "scope", "kind", "first"),
     where="spans = 1",
 )
-RM_LA_ROLL = SumTable(
+RM_LA_ROLL = DailyChanges(
     "rm_la_roll",
     (
         ("scope", "TEXT NOT NULL"),
@@ -77,7 +77,9 @@ RM_LA_ROLL = SumTable(
     ),
     key=("scope", "day", "shard"),
     counting="roll <> 0 OR year <> 0",
+    indexes=("day",),  # D's month's days (``DailyChanges.up_to``)
 )
+RM_LA_ROLL_MONTHS = RM_LA_ROLL.months
 KINDS = ("roll", "year")
 
 StoredRun = tuple[str, str, str, str | None, int]  # scope, kind, first, end, spans
@@ -148,23 +150,16 @@ class SharedRolls:
                 store.sql(f"INSERT INTO {RM_SHARED_RUNS.name} (subject, scope, kind, first, end_on, spans) VALUES (?, ?, ?, ?, ?, ?)"),
                 added,
             )
-        rows = [(scope, day, shard(), roll, year) for (scope, day), (roll, year) in sorted(sums.items()) if roll or year]
-        if rows:
-            name = RM_LA_ROLL.name
-            cur.executemany(
-                store.sql(
-                    f"INSERT INTO {name} (scope, day, shard, roll, year) VALUES (?, ?, ?, ?, ?) ON CONFLICT (scope, day, shard) "
-                    f"DO UPDATE SET roll = {name}.roll + excluded.roll, year = {name}.year + excluded.year"
-                ),
-                rows,
-            )
+        RM_LA_ROLL.add(
+            cur, store, [(scope, day, shard(), roll, year) for (scope, day), (roll, year) in sorted(sums.items()) if roll or year]
+        )
 
 
 # At (D, now): the kept pupils' numbers per scope, each scope mapped as ``unit_la`` maps a unit (a school's own id, where
 # its runs were written before its LA was known, reads as its LA): scope, on the roll, at a school in the year to date
 LA_ROLL_SUMS = (
     f"SELECT {unit_la('c.unit')} AS scope, SUM(c.roll) AS roll, SUM(c.year) AS year FROM (SELECT scope AS unit, SUM(roll) AS roll, SUM(year) AS year "
-    f"FROM {RM_LA_ROLL.name} WHERE day <= :d GROUP BY scope) c {UNIT_LA_JOIN} GROUP BY 1"
+    f"FROM ({RM_LA_ROLL.up_to('scope, roll, year')}) x GROUP BY scope) c {UNIT_LA_JOIN} GROUP BY 1"
 )
 # ... and the pupils under more than one scope, one by one: scope (as stored), kind, pupil
 SPANNING_RUNS = (

@@ -23,9 +23,9 @@ from typing import Any
 
 from .read_model_england import Change, shard
 from .read_model_la import UNIT_LA_JOIN, las_of, unit_la
-from .read_model_roll import SumTable
+from .read_model_roll import DailyChanges
 
-RM_LA_STATE = SumTable(
+RM_LA_STATE = DailyChanges(
     "rm_la_state",
     (
         ("metric", "TEXT NOT NULL"),
@@ -39,7 +39,9 @@ RM_LA_STATE = SumTable(
     ),
     key=("metric", "day", "scope", "label", "shard"),
     counting="n <> 0 OR num <> 0 OR den <> 0",
+    indexes=("day",),  # D's month's days (``DailyChanges.up_to``)
 )
+RM_LA_STATE_MONTHS = RM_LA_STATE.months
 
 
 def placement_unit(metric: str, values: tuple[Any, ...]) -> str:
@@ -73,17 +75,7 @@ class LaChanges:
             for i in range(3):
                 kept[i] += sums[i]
         self.sums.clear()
-        rows = [(*key, shard(), *sums) for key, sums in sorted(scoped.items()) if any(sums)]
-        if rows:
-            name = RM_LA_STATE.name
-            cur.executemany(
-                store.sql(
-                    f"INSERT INTO {name} (metric, day, scope, label, shard, num, den, n) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
-                    f"ON CONFLICT (metric, day, scope, label, shard) DO UPDATE SET num = {name}.num + excluded.num, "
-                    f"den = {name}.den + excluded.den, n = {name}.n + excluded.n"
-                ),
-                rows,
-            )
+        RM_LA_STATE.add(cur, store, [(*key, shard(), *sums) for key, sums in sorted(scoped.items()) if any(sums)])
 
 
 # Every LA's kept state figures at (D, now), as ``read_model_queries.aggregated``'s rows with the metric first: each
@@ -92,6 +84,6 @@ class LaChanges:
 LA_STATE_SUMS = (
     f"SELECT c.metric, {unit_la('c.unit')} AS scope, c.label, CAST(SUM(c.num) AS BIGINT), CAST(SUM(c.den) AS BIGINT), "
     f"CAST(SUM(c.n) AS BIGINT) FROM (SELECT metric, scope AS unit, label, SUM(num) AS num, SUM(den) AS den, SUM(n) AS n "
-    f"FROM {RM_LA_STATE.name} WHERE day <= :d GROUP BY metric, scope, label) c {UNIT_LA_JOIN} "
+    f"FROM ({RM_LA_STATE.up_to('metric, scope, label, num, den, n')}) x GROUP BY metric, scope, label) c {UNIT_LA_JOIN} "
     "GROUP BY 1, 2, 3 HAVING SUM(c.n) <> 0"
 )

@@ -62,7 +62,66 @@ class SumTable(Table):
 
     def ddl(self) -> list[str]:
         cols = ", ".join(f"{n} {t}" for n, t in self.columns)
-        return [f"CREATE TABLE IF NOT EXISTS {self.name} ({cols}, PRIMARY KEY ({', '.join(self.key)}))"]
+        return [
+            f"CREATE TABLE IF NOT EXISTS {self.name} ({cols}, PRIMARY KEY ({', '.join(self.key)}))",
+            *(f"CREATE INDEX IF NOT EXISTS {self.name}_{c.replace(', ', '_')} ON {self.name} ({c})" for c in self.indexes),
+        ]
+
+    def adding_sql(self) -> str:
+        """The upsert that adds a row (every column, in order, ``?`` marks) to the sums of its key."""
+        names = [n for n, _ in self.columns]
+        added = ", ".join(f"{n} = {self.name}.{n} + excluded.{n}" for n in names if n not in self.key)
+        return (
+            f"INSERT INTO {self.name} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))}) "
+            f"ON CONFLICT ({', '.join(self.key)}) DO UPDATE SET {added}"
+        )
+
+    def add(self, cur: Any, store: Any, rows: list[tuple[Any, ...]]) -> None:
+        """Add ``rows`` (every column, in order; in key order, so that two writers wait rather than deadlock)."""
+        if rows:
+            cur.executemany(store.sql(self.adding_sql()), rows)
+
+
+@dataclass(frozen=True)
+class DailyChanges(SumTable):
+    """A sum table of changes per effective ``day`` (one of its key columns), kept beside their sums per month of the day
+    (``months``, the same key with ``month`` for ``day``), so that the sum of the changes up to D (``up_to``) reads the
+    whole months' sums and D's month's days, not every day: rows that grow with the months, not the days."""
+
+    @property
+    def months(self) -> SumTable:
+        return SumTable(
+            f"{self.name}_months",
+            tuple(("month", t) if n == "day" else (n, t) for n, t in self.columns),
+            key=tuple("month" if k == "day" else k for k in self.key),
+            counting=self.counting,
+        )
+
+    def add(self, cur: Any, store: Any, rows: list[tuple[Any, ...]]) -> None:
+        """The changes per day, and their sums per month."""
+        super().add(cur, store, rows)
+        at = [n for n, _ in self.columns].index("day")
+        keys = [i for i, (n, _) in enumerate(self.columns) if n in self.key]
+        monthly: dict[tuple[Any, ...], list[Any]] = {}
+        for row in rows:
+            month = (*row[:at], row[at][:7], *row[at + 1 :])
+            key = tuple(month[i] for i in keys)
+            kept = monthly.get(key)
+            if kept is None:
+                monthly[key] = list(month)
+            else:
+                for i, value in enumerate(month):
+                    if i not in keys:
+                        kept[i] += value
+        self.months.add(cur, store, [tuple(monthly[k]) for k in sorted(monthly)])
+
+    def up_to(self, columns: str) -> str:
+        """``columns`` of the changes on the days up to D: the whole months' sums before D's month (``:dm``), and the
+        days of D's month (from ``:ms``) up to D."""
+        return (
+            f"SELECT {columns} FROM {self.months.name} WHERE month < :dm "
+            f"UNION ALL SELECT {columns} FROM {self.name} WHERE day >= :ms AND day <= :d"
+        )
 
 
 RM_ROLL = SumTable(
@@ -149,13 +208,5 @@ class Changes:
         self.add(row, -1)
 
     def write(self, cur: Any, store: Any) -> None:
-        rows = [(school, day, roll, year) for (school, day), (roll, year) in sorted(self.sums.items()) if roll or year]
-        if rows:
-            cur.executemany(
-                store.sql(
-                    "INSERT INTO rm_roll (school, day, roll, year) VALUES (?, ?, ?, ?) ON CONFLICT (school, day) "
-                    "DO UPDATE SET roll = rm_roll.roll + excluded.roll, year = rm_roll.year + excluded.year"
-                ),
-                rows,
-            )
+        RM_ROLL.add(cur, store, [(school, day, roll, year) for (school, day), (roll, year) in sorted(self.sums.items()) if roll or year])
         self.sums.clear()

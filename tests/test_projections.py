@@ -29,7 +29,7 @@ from projections.config import ViewSettings
 from projections.facts import Moment
 from projections.read_model_la import directory_of, unit_la
 from projections.read_model_la_roll import KINDS, RM_LA_ROLL, RM_SHARED_RUNS
-from projections.read_model_roll import SumTable, union
+from projections.read_model_roll import DailyChanges, SumTable, union
 from projections.runner import VIEWS, Projector, Reader
 
 from .conftest import PG_ADMIN_URL, Clock, World, upn
@@ -94,6 +94,27 @@ def mapped_runs(store: Any) -> set[tuple[Any, ...]]:
     return {(*key, *run) for key, found in runs.items() for run in union(found)}
 
 
+def assert_months_of(store: Any, table: DailyChanges) -> None:
+    """A table of changes per day and its sums per month agree: each month's row is the sum of its days' rows."""
+    names = [n for n, _ in table.columns]
+    keys = [i for i, n in enumerate(names) if n in table.key]
+    at = names.index("day")
+    summed: dict[tuple[Any, ...], list[int]] = {}
+    for row in store.query(f"SELECT {', '.join(names)} FROM {table.name}"):
+        month = [*row[:at], row[at][:7], *row[at + 1 :]]
+        kept = summed.setdefault(tuple(month[i] for i in keys), [0] * len(names))
+        for i, value in enumerate(month):
+            if i not in keys:
+                kept[i] += int(value)
+    months = table.months
+    stored = {
+        tuple(row[i] for i in keys): [int(v) for i, v in enumerate(row) if i not in keys]
+        for row in store.query(f"SELECT {', '.join(n for n, _ in months.columns)} FROM {months.name}")
+    }
+    expected = {key: [v for i, v in enumerate(sums) if i not in keys] for key, sums in summed.items()}
+    assert {k: v for k, v in stored.items() if any(v)} == {k: v for k, v in expected.items() if any(v)}
+
+
 def assert_la_roll_sums(store: Any) -> None:
     """``rm_la_roll`` holds the changes of the stored runs of pupils under one scope (the writers' shares summed), each
     scope as a read maps it."""
@@ -110,6 +131,7 @@ def assert_la_roll_sums(store: Any) -> None:
         total = kept.setdefault((mapped(scope), day), [0, 0])
         total[0], total[1] = total[0] + int(roll), total[1] + int(year)
     assert {k: v for k, v in kept.items() if any(v)} == {k: v for k, v in changes.items() if any(v)}
+    assert_months_of(store, RM_LA_ROLL)
 
 
 # -- as of, known at, corrections ----------------------------------------------------------------

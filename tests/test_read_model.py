@@ -33,7 +33,7 @@ from projections.read_model_england import (
 )
 from projections.read_model_la import directory_of
 from projections.read_model_la_roll import scoped_runs
-from projections.read_model_la_state import placement_unit
+from projections.read_model_la_state import RM_LA_STATE, placement_unit
 from projections.read_model_months import COUNTED, PER_LA, REPORTS
 from projections.read_model_queries import (
     QUERIES,
@@ -56,6 +56,7 @@ from .test_projections import (
     SCHOOLS,
     SETTING,
     assert_la_roll_sums,
+    assert_months_of,
     fresh_settings,
     mapped_runs,
     play,
@@ -567,6 +568,7 @@ def assert_england_kept(store: Any) -> None:
         kept = stored_la.setdefault((metric, day, mapped(scope), label), [0, 0, 0])
         kept[0], kept[1], kept[2] = kept[0] + int(num), kept[1] + int(den), kept[2] + int(n)
     assert {k: v for k, v in stored_la.items() if any(v)} == {k: v for k, v in per_la.items() if any(v)}
+    assert_months_of(store, RM_LA_STATE)
     shared: dict[str, list[tuple[Any, ...]]] = {}
     for subject, *r in store.query(f"SELECT subject, {', '.join(REGISTRATION_COLUMNS)} FROM rm_registrations WHERE known_to IS NULL"):
         row = (*r[:4], int(r[4]), *r[5:])
