@@ -50,7 +50,9 @@ class PupilRuns(SumTable):
     where: str = ""
 
     def ddl(self) -> list[str]:
-        return [*super().ddl(), f"CREATE INDEX IF NOT EXISTS {self.name}_spans ON {self.name} (first) WHERE {self.where}"]
+        # by the run's end: a read at D takes the runs still going on D, where runs that started by D are nearly all of
+        # them once the years go by (spans is the pupil's, over all its years)
+        return [*super().ddl(), f"CREATE INDEX IF NOT EXISTS {self.name}_spans_end ON {self.name} (end_on) WHERE {self.where}"]
 
 
 RM_SHARED_RUNS = PupilRuns(
@@ -158,7 +160,7 @@ class SharedRolls:
 # At (D, now): the kept pupils' numbers per scope, each scope mapped as ``unit_la`` maps a unit (a school's own id, where
 # its runs were written before its LA was known, reads as its LA): scope, on the roll, at a school in the year to date
 LA_ROLL_SUMS = (
-    f"SELECT {unit_la('c.unit')} AS scope, SUM(c.roll) AS roll, SUM(c.year) AS year FROM (SELECT scope AS unit, SUM(roll) AS roll, SUM(year) AS year "
+    f"SELECT {unit_la('c.unit')} AS scope, CAST(SUM(c.roll) AS BIGINT) AS roll, CAST(SUM(c.year) AS BIGINT) AS year FROM (SELECT scope AS unit, SUM(roll) AS roll, SUM(year) AS year "
     f"FROM ({RM_LA_ROLL.up_to('scope, roll, year')}) x GROUP BY scope) c {UNIT_LA_JOIN} GROUP BY 1"
 )
 # ... and the pupils under more than one scope, one by one: scope (as stored), kind, pupil

@@ -605,8 +605,9 @@ class ReadModelContext(Context):
             ).under(self.under)
             counts = dict(found.counts)
             for row in rows:
-                if row[0] == 1 and row[column]:
-                    counts[row[1]] = counts.get(row[1], 0) + int(row[column])
+                if row[0] == 1 and row[column]:  # (mapped as the state's directory maps, as parts 0 and 2 are)
+                    scope = self.under(row[1])
+                    counts[scope] = counts.get(scope, 0) + int(row[column])
             out[kind] = Registrations(counts, found.at_several)
         return out
 

@@ -3,9 +3,11 @@ figures at the ledger's now, whose sums the database adds up per LA, gives the s
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+import uuid
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ledger.core.catalogue import parse_timestamp
@@ -22,9 +24,10 @@ from projections.read_model_la_roll import RM_LA_ROLL, RM_SHARED_RUNS, SPANNING_
 from projections.read_model_la_state import LA_STATE_SUMS, RM_LA_STATE
 from projections.read_model_months import PER_LA, RM_LA_MONTHS, _add
 from projections.read_model_queries import PER_LA_NOW, PER_UNIT, QUERIES, ReadModelContext
-from projections.runner import Projector, Reader
+from projections.runner import Projector, Reader, forget_pupil
 
 from .conftest import upn
+from .test_projections import fresh_settings, small_world
 from .test_projections_scenario import AS_OF, Area, area  # noqa: F401 - area is a fixture
 from .test_read_model import assert_england_kept, assert_months_kept, both
 
@@ -158,3 +161,60 @@ def test_the_numbers_per_la_kept_before_a_schools_registration_are_read_under_it
         (school, "roll", pupil),
         (school, "year", pupil),
     ]
+    # then P4 is erased: its runs come off as they were stored, under A's id and la:801, though A's LA is known now
+    forget_pupil(store, uuid.UUID(pupil))
+    assert store.query("SELECT COUNT(*) FROM rm_shared_runs")[0][0] == 0
+    assert_england_kept(store)
+    for as_of in (date(2026, 9, 10), AS_OF):
+        model, fold = both(reader, Moment(as_of), "la", "la:801")
+        assert model == fold, as_of
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_the_reintegration_rate_counts_under_the_settings_la_not_the_commissioners(backend: str) -> None:
+    """A school in la:801 places a pupil at an AP setting in la:202; the placement ends in mainstream. The reintegration
+    rate counts it under the setting (la:202), the open placements under the commissioner (la:801): the LA state's kept
+    numbers per LA must say so as the rows do (a rate kept under the commissioner's LA passed every other test, whose
+    settings share their commissioners' LA)."""
+    school, setting = "urn:100005", "ukprn:10000048"
+    with fresh_settings(backend) as settings:
+        w = small_world(settings)
+        try:
+            admin.add_org(w.ledger, "la:202", "la", "la:202", None)
+            admin.add_org(w.ledger, setting, "ap_setting", setting, "la:202")
+            w.keys[setting] = Ed25519PrivateKey.generate()
+            admin.add_key(w.ledger, setting, w.keys[setting].public_key())
+            w.clock.now = datetime(2026, 12, 10, 9, tzinfo=UTC)
+            registered = {"school": school, "enrolment_status": "C", "year_group": "9", "sen_status": "N", "looked_after": False}
+            for pupil in (1, 2):
+                w.post("pupil.registered", school, registered, upn=upn(pupil), occurred_on=date(2026, 9, 2))
+            placed = {
+                "commissioner": school,
+                "setting": setting,
+                "setting_type": "UKPRN",
+                "tier": 1,
+                "reason": "BEHAVIOUR",
+                "hours_per_week": 10,
+                "dual_registered": False,
+            }
+            started = w.post("pupil.ap_placement_started", school, placed, upn=upn(1), occurred_on=date(2026, 9, 8))
+            w.post("pupil.ap_placement_started", school, placed, upn=upn(2), occurred_on=date(2026, 9, 8))
+            ended = {"placement_event_id": started.event_id, "outcome": "mainstream"}
+            w.post("pupil.ap_placement_ended", school, ended, upn=upn(1), occurred_on=date(2026, 9, 30))
+            Projector(w.ledger.store).catch_up()
+            reader = Reader(w.ledger.store)
+            assert_england_kept(w.ledger.store)
+            (deadline,) = {d for (d,) in w.ledger.store.query("SELECT deadline FROM rm_placements WHERE deadline IS NOT NULL")}
+            for day in (date(2026, 9, 10), date.fromisoformat(deadline), date.fromisoformat(deadline).replace(day=1) + timedelta(days=40)):
+                for la in ("la:801", "la:202"):
+                    model, fold = both(reader, Moment(day), "la", la)
+                    assert model == fold, (day, la)
+            model, _ = both(reader, Moment(date.fromisoformat(deadline)), "la", "la:202")
+            assert (model["metrics"]["ap_reintegration_rate"]["numerator"], model["metrics"]["ap_reintegration_rate"]["denominator"]) == (
+                1,
+                2,
+            )
+            model, _ = both(reader, Moment(date(2026, 9, 10)), "la", "la:801")
+            assert model["metrics"]["open_ap_placements"]["value"] == 2  # the commissioner's LA
+        finally:
+            w.ledger.store.close()
