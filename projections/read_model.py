@@ -64,7 +64,6 @@ from typing import Any
 from ledger.core.catalogue import parse_timestamp
 from ledger.core.rules import Record
 from ledger.core.schooltime import academic_year_start_of, school_days_between
-from ledger.storage.store import execute_in, fetch_tuples
 
 from .calendar import TermCalendar
 from .config import ViewSettings
@@ -81,7 +80,7 @@ from .read_model_england import (
     pupil_runs,
     registration_changes,
 )
-from .read_model_la import RM_UNIT_LA
+from .read_model_la import RM_UNIT_LA, las_of
 from .read_model_la_roll import RM_LA_ROLL, RM_LA_ROLL_MONTHS, RM_SHARED_RUNS, SharedRolls
 from .read_model_la_state import RM_LA_STATE, RM_LA_STATE_MONTHS, LaChanges, placement_unit
 from .read_model_months import RM_LA_MONTHS, RM_MONTHS, after_facts, forget_reports
@@ -614,8 +613,9 @@ class KnownNow:
                 self.la_roll.update(subject, (+now).elements())
         self.roll.write(cur, store)
         self.england.write(cur, store)
-        self.la_roll.write(cur, store)
-        self.la_state.write(cur, store)
+        las = las_of(cur, store, sorted(self.la_roll.schools() | self.la_state.units()))  # one look for both
+        self.la_roll.write(cur, store, las)
+        self.la_state.write(cur, store, las)
 
 
 def forget_state(cur: Any, store: Any, subject: str) -> None:
@@ -650,20 +650,15 @@ def _load_facts(
     A fact of a record in ``batch`` (the runner's batch, decoded already) is made from that record: its JSON is not
     parsed again (the record is the one the row was written from; ``subject`` and ``corrects`` as a row reads back)."""
     batch = batch or {}
-    where, params = store.where_in("subject", subjects)
-    upto = ""
-    if last is not None:
-        upto, params = " AND seq <= ?", [*params, last]
-    execute_in(
+    upto, after = (" AND seq <= ?", [last]) if last is not None else ("", [])
+    rows = store.select_in(
         cur,
-        store.sql(
-            f"SELECT subject, seq, event_id, type, submitter, occurred_on, received_at, superseded_at, data FROM {PUPIL_FACTS.name} "
-            f"WHERE {where}{upto} ORDER BY subject, seq"
-        ),
-        params,
-        store.is_postgres,
+        f"SELECT subject, seq, event_id, type, submitter, occurred_on, received_at, superseded_at, data FROM {PUPIL_FACTS.name} "
+        f"WHERE {{where}}{upto} ORDER BY subject, seq",
+        "subject",
+        subjects,
+        *after,
     )
-    rows = fetch_tuples(cur)
     out: dict[str, list[Fact]] = defaultdict(list)
     for subject, seq, event_id, etype, submitter, occurred_on, received_at, superseded_at, data in rows:
         known = batch.get(event_id)
@@ -683,17 +678,14 @@ def _load_tails(
     """The stored rows still known at or after ``since`` (those a batch may end, extend or replace)."""
     out: dict[str, list[tuple[IntervalTable, str, str, str | None, ValidRow]]] = defaultdict(list)
     for table in STATE_TABLES:
-        where, params = store.where_in("subject", subjects)
-        execute_in(
+        rows = store.select_in(
             cur,
-            store.sql(
-                f"SELECT subject, row_key, known_from, known_to, valid_from, valid_to, {', '.join(table.state_columns)} FROM {table.name} "
-                f"WHERE {where} AND (known_to IS NULL OR known_to >= ?)"
-            ),
-            [*params, since],
-            store.is_postgres,
+            f"SELECT subject, row_key, known_from, known_to, valid_from, valid_to, {', '.join(table.state_columns)} FROM {table.name} "
+            "WHERE {where} AND (known_to IS NULL OR known_to >= ?)",
+            "subject",
+            subjects,
+            since,
         )
-        rows = fetch_tuples(cur)
         for subject, rk, known_from, known_to, valid_from, valid_to, *values in rows:
             out[subject].append((table, rk, known_from, known_to, (table, _typed(table, values), valid_from, valid_to)))
     return out

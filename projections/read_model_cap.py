@@ -29,7 +29,6 @@ from typing import Any
 
 from ledger.core.rules import SUSPENSION_CAP_DAYS
 from ledger.core.schooltime import academic_year_start_of
-from ledger.storage.store import execute_in, fetch_tuples
 
 from .read_model_england import RM_ENGLAND_REPORTS, Change, EnglandChanges
 from .read_model_roll import SumTable
@@ -120,22 +119,17 @@ def cap_upkeep(cur: Any, store: Any, subjects: Iterable[str], new: set[str], sup
     subjects = sorted(set(subjects))
     if not subjects:
         return
-    where, params = store.where_in("e.subject", subjects)
-    execute_in(cur, store.sql(f"SELECT {_COLUMNS} FROM rm_events e WHERE {where} AND {SUSPENSIONS_KNOWN_NOW}"), params, store.is_postgres)
     after: dict[str, list[tuple[str, Suspension]]] = defaultdict(list)
-    for subject, event_id, seq, day, unit, sessions in fetch_tuples(cur):
+    for subject, event_id, seq, day, unit, sessions in store.select_in(
+        cur, f"SELECT {_COLUMNS} FROM rm_events e WHERE {{where}} AND {SUSPENSIONS_KNOWN_NOW}", "e.subject", subjects
+    ):
         after[subject].append((event_id, (int(seq), day, unit, int(sessions))))
     before = {subject: [r for r in rows if r[0] not in new] for subject, rows in after.items()}
     gone = [i for i in superseded if i not in new]
     if gone:
-        where, params = store.where_in("e.event_id", gone)
-        execute_in(
-            cur,
-            store.sql(f"SELECT {_COLUMNS} FROM rm_events e WHERE {where} AND e.type = 'pupil.excluded' AND e.kind = 'SUSP'"),
-            params,
-            store.is_postgres,
-        )
-        for subject, event_id, seq, day, unit, sessions in fetch_tuples(cur):
+        for subject, event_id, seq, day, unit, sessions in store.select_in(
+            cur, f"SELECT {_COLUMNS} FROM rm_events e WHERE {{where}} AND e.type = 'pupil.excluded' AND e.kind = 'SUSP'", "e.event_id", gone
+        ):
             before.setdefault(subject, []).append((event_id, (int(seq), day, unit, int(sessions))))
     england, units = EnglandChanges(), UnitChanges()
     for subject in set(after) | set(before):

@@ -20,8 +20,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from ledger.storage.store import execute_in, fetch_tuples
-
 from .facts import LogEvent
 from .orgs import Directory, Org
 from .orgs import rows as org_rows
@@ -65,6 +63,4 @@ def las_of(cur: Any, store: Any, units: Sequence[str]) -> Directory:
     """The LAs of ``units`` as ``rm_unit_la`` says in the caller's transaction, as a directory."""
     if not units:
         return directory_of([])
-    where, params = store.where_in("unit", units)
-    execute_in(cur, store.sql(f"SELECT unit, la FROM {RM_UNIT_LA.name} WHERE {where}"), params, store.is_postgres)
-    return directory_of(fetch_tuples(cur))
+    return directory_of(store.select_in(cur, f"SELECT unit, la FROM {RM_UNIT_LA.name} WHERE {{where}}", "unit", units))

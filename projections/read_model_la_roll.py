@@ -34,10 +34,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from ledger.storage.store import execute_in, fetch_tuples
-
+from .orgs import Directory
 from .read_model_england import shard
-from .read_model_la import UNIT_LA_JOIN, las_of, unit_la
+from .read_model_la import UNIT_LA_JOIN, unit_la
 from .read_model_roll import DailyChanges, Run, SumTable, registration_runs, union
 
 
@@ -110,21 +109,20 @@ class SharedRolls:
     def update(self, subject: str, rows: Iterable[tuple[Any, ...]]) -> None:
         self.pupils[subject] = list(rows)
 
-    def write(self, cur: Any, store: Any) -> None:
+    def schools(self) -> set[str]:
+        """The schools whose LAs ``write`` asks for."""
+        return {row[0] for rows in self.pupils.values() for row in rows}
+
+    def write(self, cur: Any, store: Any, las: Directory) -> None:
+        """The changes, each school's scope as ``las`` (its LA known now, ``las_of``) says."""
         if not self.pupils:
             return
         subjects = sorted(self.pupils)
         stored: dict[str, set[StoredRun]] = {}
-        where, params = store.where_in("subject", subjects)
-        execute_in(
-            cur,
-            store.sql(f"SELECT subject, scope, kind, first, end_on, spans FROM {RM_SHARED_RUNS.name} WHERE {where}"),
-            params,
-            store.is_postgres,
-        )
-        for subject, scope, kind, first, end, spans in fetch_tuples(cur):
+        for subject, scope, kind, first, end, spans in store.select_in(
+            cur, f"SELECT subject, scope, kind, first, end_on, spans FROM {RM_SHARED_RUNS.name} WHERE {{where}}", "subject", subjects
+        ):
             stored.setdefault(subject, set()).add((scope, kind, first, end, int(spans)))
-        las = las_of(cur, store, sorted({row[0] for rows in self.pupils.values() for row in rows}))
         sums: dict[tuple[str, str], list[int]] = {}
         gone: list[tuple[str]] = []
         added: list[tuple[Any, ...]] = []

@@ -21,8 +21,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from .orgs import Directory
 from .read_model_england import Change, shard
-from .read_model_la import UNIT_LA_JOIN, las_of, unit_la
+from .read_model_la import UNIT_LA_JOIN, unit_la
 from .read_model_roll import DailyChanges
 
 RM_LA_STATE = DailyChanges(
@@ -65,10 +66,14 @@ class LaChanges:
             kept[1] += sign * den
             kept[2] += sign * n
 
-    def write(self, cur: Any, store: Any) -> None:
+    def units(self) -> set[str]:
+        """The units whose LAs ``write`` asks for."""
+        return {unit for _, _, unit, _ in self.sums}
+
+    def write(self, cur: Any, store: Any, las: Directory) -> None:
+        """The changes, each unit's scope as ``las`` (its LA known now, ``las_of``) says."""
         if not self.sums:
             return
-        las = las_of(cur, store, sorted({unit for _, _, unit, _ in self.sums}))
         scoped: dict[tuple[str, str, str, str], list[int]] = {}
         for (metric, day, unit, label), sums in self.sums.items():
             kept = scoped.setdefault((metric, day, las.la_of(unit) or unit, label), [0, 0, 0])

@@ -184,8 +184,7 @@ def _add(cur: Any, store: Any, table: SumTable, sums: str, rows_of_b: str, param
         f"INSERT INTO {name} ({', '.join(table.key)}, num, den, n) "
         f"SELECT {keys}{share}, {sign} * SUM(num), {sign} * SUM(den), {sign} * COUNT(*) FROM ({sums}) s "
         f"WHERE 1 = 1 GROUP BY {keys} ORDER BY {keys} "  # (WHERE: SQLite reads ON CONFLICT after a bare SELECT as a join's)
-        f"ON CONFLICT ({', '.join(table.key)}) DO UPDATE SET num = {name}.num + excluded.num, den = {name}.den + excluded.den, "
-        f"n = {name}.n + excluded.n"
+        f"{table.adding()}"
     ).replace(":late", str(int(late)))
     execute_in(cur, store.sql(statement), params, store.is_postgres)
 

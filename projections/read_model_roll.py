@@ -37,6 +37,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date
+from functools import cached_property
 from typing import Any, ClassVar
 
 from ledger.core.schooltime import academic_year_start_of
@@ -67,14 +68,15 @@ class SumTable(Table):
             *(f"CREATE INDEX IF NOT EXISTS {self.name}_{c.replace(', ', '_')} ON {self.name} ({c})" for c in self.indexes),
         ]
 
+    def adding(self) -> str:
+        """The clause that makes an insert of a row whose key is there add its numbers to the row's."""
+        added = ", ".join(f"{n} = {self.name}.{n} + excluded.{n}" for n, _ in self.columns if n not in self.key)
+        return f"ON CONFLICT ({', '.join(self.key)}) DO UPDATE SET {added}"
+
     def adding_sql(self) -> str:
         """The upsert that adds a row (every column, in order, ``?`` marks) to the sums of its key."""
         names = [n for n, _ in self.columns]
-        added = ", ".join(f"{n} = {self.name}.{n} + excluded.{n}" for n in names if n not in self.key)
-        return (
-            f"INSERT INTO {self.name} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))}) "
-            f"ON CONFLICT ({', '.join(self.key)}) DO UPDATE SET {added}"
-        )
+        return f"INSERT INTO {self.name} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))}) {self.adding()}"
 
     def add(self, cur: Any, store: Any, rows: list[tuple[Any, ...]]) -> None:
         """Add ``rows`` (every column, in order; in key order, so that two writers wait rather than deadlock)."""
@@ -88,7 +90,7 @@ class DailyChanges(SumTable):
     (``months``, the same key with ``month`` for ``day``), so that the sum of the changes up to D (``up_to``) reads the
     whole months' sums and D's month's days, not every day: rows that grow with the months, not the days."""
 
-    @property
+    @cached_property
     def months(self) -> SumTable:
         return SumTable(
             f"{self.name}_months",

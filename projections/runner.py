@@ -22,7 +22,7 @@ from eventsourcing.persistence import StoredEvent
 from ledger.core.catalogue import event_types
 from ledger.core.errors import LedgerError
 from ledger.storage.secrets import is_pupil_stream
-from ledger.storage.store import PupilKey, Store, as_uuid, execute_in, fetch_tuples, record_of, rowcount
+from ledger.storage.store import PupilKey, Store, as_uuid, fetch_tuples, record_of, rowcount
 
 from . import cases, ehcp, orgs, plans, pupils, read_model
 from .config import ViewSettings
@@ -255,13 +255,12 @@ class Projector:
         """``events`` without those of the ``pupils`` (their streams, as text) erased meanwhile."""
         if not pupils:
             return events
-        where, params = self.store.where_in("originator_id", pupils)
         # counted first: nearly always every key is there, and one number comes back instead of every id
-        execute_in(cur, self.store.sql(f"SELECT COUNT(*) FROM pupil_keys WHERE {where}"), params, self.store.is_postgres)
-        if int(fetch_tuples(cur)[0][0]) == len(set(pupils)):
+        counted = self.store.select_in(cur, "SELECT COUNT(*) FROM pupil_keys WHERE {where}", "originator_id", pupils)
+        if int(counted[0][0]) == len(set(pupils)):
             return events
-        execute_in(cur, self.store.sql(f"SELECT originator_id FROM pupil_keys WHERE {where}"), params, self.store.is_postgres)
-        erased = set(pupils) - {str(r[0]) for r in fetch_tuples(cur)}
+        found = self.store.select_in(cur, "SELECT originator_id FROM pupil_keys WHERE {where}", "originator_id", pupils)
+        erased = set(pupils) - {str(r[0]) for r in found}
         return [ev for ev in events if ev.subject not in erased]
 
     def _apply(self, cur: Any, events: Sequence[LogEvent], positions: dict[str, int], made: Made | None = None) -> None:

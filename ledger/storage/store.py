@@ -165,6 +165,13 @@ class Store:
         is one of ``values``, run as ``execute_in`` runs it: never prepared."""
         return self.reads([Read(statement, column, values, sql_type)])[0]
 
+    def select_in(self, cur: Any, statement: str, column: str, values: Sequence[Any], *after: Any) -> list[tuple[Any, ...]]:
+        """``query_in`` on the caller's cursor (in its transaction): the rows of ``statement`` (``?`` marks, ``{where}``
+        for ``column`` being one of ``values``; ``after``: the values of the marks after it)."""
+        where, params = self.where_in(column, values)
+        execute_in(cur, self.sql(statement.format(where=where)), [*params, *after], self.is_postgres)
+        return fetch_tuples(cur)
+
     def reads(self, reads: Sequence[Read], meanwhile: Callable[[], None] = lambda: None) -> list[list[tuple[Any, ...]]]:
         """The rows of each read, in order. On PostgreSQL they go together, in one round trip on one connection
         (a pipeline): a group commit's reads took three round trips and three checkouts from the pool, whose
