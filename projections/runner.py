@@ -20,9 +20,8 @@ from typing import Any
 from eventsourcing.persistence import StoredEvent
 
 from ledger.core.catalogue import event_types
-from ledger.core.errors import LedgerError
 from ledger.storage.secrets import is_pupil_stream
-from ledger.storage.store import PupilKey, Store, as_uuid, fetch_tuples, record_of, rowcount
+from ledger.storage.store import PupilKey, Store, SubjectErased, as_uuid, fetch_tuples, record_of, rowcount
 
 from . import cases, ehcp, orgs, plans, pupils, read_model
 from .config import ViewSettings
@@ -150,7 +149,7 @@ class Projector:
         stored = StoredEvent(originator_id=aggregate_id, originator_version=version, topic=topic, state=bytes(state))
         try:
             envelope, received_at, flags = self.store.app.subject_mapper.entry_of(stored, fetched)
-        except LedgerError:
+        except SubjectErased:  # (any other error fails the batch, which is read again: never taken for an erasure)
             return None
         record = record_of(envelope, received_at)
         is_pupil = event_types()[record.type].subject == "pupil"

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from api.app import create_app
 from ledger import own_events
 from ledger.config import Settings
-from ledger.core.errors import LedgerError
+from ledger.core.errors import Category, LedgerError
 from ledger.tools import admin
 from projections.config import ViewSettings
 from projections.facts import Moment
@@ -652,6 +652,32 @@ def test_a_pupil_erased_between_a_steps_read_and_its_write_is_left_out_of_every_
     subjects = {row[0] for view in VIEWS for t in view.tables if t.keyed_by_subject for row in store.query(f"SELECT subject FROM {t.name}")}
     assert erased and erased[0] not in subjects
     assert str(world.ledger.secrets.pupil_id(upn(2))) in subjects
+
+
+def test_an_error_reading_an_event_that_is_not_an_erasure_fails_the_step_and_loses_nothing(world: World) -> None:
+    """Only an erased pupil's events are left out (``SubjectErased``). Any other ``LedgerError`` while an event was read
+    was taken for an erasure too: the event was dropped and the position moved past it, so the views lost it for good.
+    Now the step fails, nothing moves, and the next step projects the event."""
+    world.admit(upn(1))
+    store = world.ledger.store
+    projector = Projector(store)
+    projector.ensure()
+    mapper = store.app.subject_mapper
+    entry_of = mapper.entry_of
+
+    def away(*args: Any, **kwargs: Any) -> Any:
+        raise LedgerError.one("unreadable", "$", "an event that cannot be read just now", Category.CONFLICT)
+
+    mapper.entry_of = away  # type: ignore[method-assign]
+    try:
+        with pytest.raises(LedgerError, match="unreadable"):
+            projector.catch_up()
+    finally:
+        mapper.entry_of = entry_of  # type: ignore[method-assign]
+    assert {int(p) for (p,) in store.query("SELECT position FROM pv_positions")} == {0}  # nothing moved past the event
+    projector.catch_up()
+    pupil = str(world.ledger.secrets.pupil_id(upn(1)))
+    assert store.query("SELECT COUNT(*) FROM pv_pupil_facts WHERE subject = ?", [pupil])[0][0] > 0
 
 
 def dump_rebuilt(world: World) -> dict[str, list[tuple[Any, ...]]]:
