@@ -157,7 +157,7 @@ def describe_group(config: FeedConfig) -> str:
     try:
         admin_client = KafkaAdminClient(bootstrap_servers=config.servers, request_timeout_ms=5000)
         try:
-            return repr(admin_client.describe_consumer_groups([config.group]))
+            return repr(admin_client.describe_groups([config.group]))  # (kafka-python 3.x; 2.x called it describe_consumer_groups)
         finally:
             admin_client.close()
     except (KafkaError, OSError) as exc:  # a diagnosis must not hide the failure it describes
