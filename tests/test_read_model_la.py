@@ -172,7 +172,7 @@ def test_the_numbers_per_la_kept_before_a_schools_registration_are_read_under_it
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 def test_the_reintegration_rate_counts_under_the_settings_la_not_the_commissioners(backend: str) -> None:
-    """A school in la:801 places a pupil at an AP setting in la:202; the placement ends in mainstream. The reintegration
+    """A school in la:801 places pupils at an AP setting in la:202; one placement ends in mainstream. The reintegration
     rate counts it under the setting (la:202), the open placements under the commissioner (la:801): the LA state's kept
     numbers per LA must say so as the rows do (a rate kept under the commissioner's LA passed every other test, whose
     settings share their commissioners' LA)."""
@@ -186,7 +186,7 @@ def test_the_reintegration_rate_counts_under_the_settings_la_not_the_commissione
             admin.add_key(w.ledger, setting, w.keys[setting].public_key())
             w.clock.now = datetime(2026, 12, 10, 9, tzinfo=UTC)
             registered = {"school": school, "enrolment_status": "C", "year_group": "9", "sen_status": "N", "looked_after": False}
-            for pupil in (1, 2):
+            for pupil in (1, 2, 3):
                 w.post("pupil.registered", school, registered, upn=upn(pupil), occurred_on=date(2026, 9, 2))
             placed = {
                 "commissioner": school,
@@ -199,6 +199,10 @@ def test_the_reintegration_rate_counts_under_the_settings_la_not_the_commissione
             }
             started = w.post("pupil.ap_placement_started", school, placed, upn=upn(1), occurred_on=date(2026, 9, 8))
             w.post("pupil.ap_placement_started", school, placed, upn=upn(2), occurred_on=date(2026, 9, 8))
+            # and a time-limited placement planned to end as late as the write side takes (five years on; 9999-12-31 is
+            # refused, date_out_of_range): the day it becomes overdue is kept in the month 2031-12, which no earlier read sums
+            forever = {**placed, "tier": 2, "planned_end": "2031-12-01"}
+            w.post("pupil.ap_placement_started", school, forever, upn=upn(3), occurred_on=date(2026, 9, 8))
             ended = {"placement_event_id": started.event_id, "outcome": "mainstream"}
             w.post("pupil.ap_placement_ended", school, ended, upn=upn(1), occurred_on=date(2026, 9, 30))
             Projector(w.ledger.store).catch_up()
@@ -210,11 +214,14 @@ def test_the_reintegration_rate_counts_under_the_settings_la_not_the_commissione
                     model, fold = both(reader, Moment(day), "la", la)
                     assert model == fold, (day, la)
             model, _ = both(reader, Moment(date.fromisoformat(deadline)), "la", "la:202")
-            assert (model["metrics"]["ap_reintegration_rate"]["numerator"], model["metrics"]["ap_reintegration_rate"]["denominator"]) == (
-                1,
-                2,
-            )
+            rate = model["metrics"]["ap_reintegration_rate"]
+            assert (rate["numerator"], rate["denominator"]) == (1, 3)  # the setting's LA: one of three back in mainstream
             model, _ = both(reader, Moment(date(2026, 9, 10)), "la", "la:801")
-            assert model["metrics"]["open_ap_placements"]["value"] == 2  # the commissioner's LA
+            assert model["metrics"]["open_ap_placements"]["value"] == 3  # the commissioner's LA
+            assert model["metrics"]["overdue_time_limited_placements"]["value"] == 0
+            assert w.ledger.store.query("SELECT COUNT(*) FROM rm_la_state_months WHERE month = '2031-12'")[0][0] > 0
+            model, fold = both(reader, Moment(date(2031, 12, 10)), "la", "la:801")  # D in the month it became overdue
+            assert model == fold
+            assert model["metrics"]["overdue_time_limited_placements"]["value"] == 1
         finally:
             w.ledger.store.close()
