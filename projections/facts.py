@@ -107,6 +107,9 @@ class View:
     after: Callable[[Any, Any, Sequence[LogEvent]], None] | None = None
     # run before an erased pupil's rows are deleted (cursor, store, the pupil's subject): its rows off the view's sums
     forget: Callable[[Any, Any, str], None] | None = None
+    # the views whose tables this one's upkeep reads (``maintain``, ``after``): it is never projected past their position,
+    # and in one projector it is written after them (``runner.in_dependency_order``)
+    reads: tuple[str, ...] = ()
 
     @property
     def fact_tables(self) -> tuple[Table, ...]:

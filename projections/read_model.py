@@ -70,6 +70,7 @@ from .config import ViewSettings
 from .context import placements_of
 from .facts import END_OF_TIME, LogEvent, Table, View
 from .pupils import PUPIL_FACTS, Pupil
+from .pupils import VIEW as PUPILS_VIEW
 from .read_model_cap import RM_CAP_UNITS
 from .read_model_england import (
     RM_ENGLAND_REPORTS,
@@ -725,5 +726,6 @@ def views(settings: ViewSettings) -> tuple[View, View]:
             lambda ev: (),
             maintain=maintain_state(settings),
             forget=forget_state,
+            reads=(PUPILS_VIEW.name,),  # the state is folded from the pupils' facts (``_load_facts``)
         ),
     )

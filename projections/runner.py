@@ -55,6 +55,22 @@ def views_named(names: Sequence[str] | None) -> tuple[View, ...]:
     return tuple(known[n] for n in names)
 
 
+def in_dependency_order(views: Sequence[View]) -> tuple[View, ...]:
+    """``views`` ordered so that each comes after those of them it reads (``View.reads``), else as given: a projector
+    writes a batch into its views in this order, so a view's upkeep reads what the batch wrote into those it reads."""
+    names = {v.name for v in views}
+    ordered: list[View] = []
+    pending = list(views)
+    while pending:
+        placed = {v.name for v in ordered}
+        ready = next((v for v in pending if all(r in placed or r not in names for r in v.reads)), None)
+        if ready is None:
+            raise ValueError(f"views that read each other: {', '.join(v.name for v in pending)}")
+        ordered.append(ready)
+        pending.remove(ready)
+    return tuple(ordered)
+
+
 @dataclass
 class _Batch:
     """A batch of the log read and decrypted: its rows from ``start``, the pupils it touches, its events."""
@@ -82,7 +98,10 @@ class Projector:
         if batch_size is not None and batch_size < 1:
             raise ValueError(f"a batch is at least 1 event, not {batch_size}")  # 0 read nothing; SQLite takes LIMIT -1 as no limit
         self.store = store
-        self.views = tuple(views)
+        self.views = in_dependency_order(views)
+        mine = {v.name for v in self.views}
+        # the views read by these but projected elsewhere (another worker's): these never pass their positions
+        self._outside = sorted({r for v in self.views for r in v.reads if r not in mine})
         self.batch_size = batch_size or DEFAULT_BATCH
         self._largest = CATCH_UP_BATCH if batch_size is None and store.is_postgres else self.batch_size
         self._next_size = self.batch_size
@@ -180,11 +199,19 @@ class Projector:
             self.ensure()
         names = [v.name for v in self.views]
         marks = ", ".join("?" * len(names))
-        read = {
+        asked = names + self._outside
+        known = {
             view: int(position)
-            for view, position in self.store.query(f"SELECT view, position FROM pv_positions WHERE view IN ({marks})", names)
+            for view, position in self.store.query(
+                f"SELECT view, position FROM pv_positions WHERE view IN ({', '.join('?' * len(asked))})", asked
+            )
         }
-        start = min(read.values())
+        read = {name: known[name] for name in names}
+        ceilings = self._ceilings(known)
+        movable = [read[n] for n in names if not _waits(ceilings[n], read[n])]
+        if not movable:
+            return 0  # every view waits for a view it reads, projected elsewhere
+        start = min(movable)
         batch = self._read_ahead_from(start) or self._read(start, self._next_size)
         if not batch.rows:
             return 0
@@ -205,14 +232,33 @@ class Projector:
             positions = {view: int(position) for view, position in fetch_tuples(cur)}
             if positions != read:
                 return None
+            if self._outside:  # where the views read by these stand now (committed with the rows they wrote)
+                outside = ", ".join("?" * len(self._outside))
+                cur.execute(self.store.sql(f"SELECT view, position FROM pv_positions WHERE view IN ({outside})"), self._outside)
+                ceilings = self._ceilings({**positions, **{view: int(position) for view, position in fetch_tuples(cur)}})
             if batch.keyed:
                 events = self._drop_erased(cur, events, sorted(map(str, batch.pupils)))
-            self._apply(cur, events, positions, batch.made)
+            self._apply(cur, events, positions, batch.made, ceilings)
+            moved = 0
             for view in self.views:
-                cur.execute(
-                    self.store.sql("UPDATE pv_positions SET position = ? WHERE view = ?"), (max(last, positions[view.name]), view.name)
-                )
-            return len(batch.rows)
+                ceiling = ceilings[view.name]
+                reached = max(last if ceiling is None else min(last, ceiling), positions[view.name])
+                moved += reached - positions[view.name]
+                cur.execute(self.store.sql("UPDATE pv_positions SET position = ? WHERE view = ?"), (reached, view.name))
+            return len(batch.rows) if moved else 0
+
+    def _ceilings(self, positions: Mapping[str, int]) -> dict[str, int | None]:
+        """The last sequence each view may be projected to now (None: the log's end). A view whose upkeep reads
+        another's tables (``View.reads``) folds what that view has written: projected past it, it would write
+        rows missing those facts, for good (a standby worker that took the model's lock a moment before the pupils'
+        once did, in the kill test). A view read in the same projector is written first in each batch, so it bounds
+        its readers only by its own ceiling; one projected elsewhere bounds them at its position."""
+        out: dict[str, int | None] = {}
+        for view in self.views:  # in dependency order: a view's ceiling is known before its readers'
+            bounds = [out[r] if r in out else positions.get(r, 0) for r in view.reads]
+            kept = [b for b in bounds if b is not None]
+            out[view.name] = min(kept) if kept else None
+        return out
 
     def _read(self, start: int, size: int | None = None) -> _Batch:
         """The log's next batch (``size`` events, default ``batch_size``) after sequence ``start``, decrypted (the pupils'
@@ -262,11 +308,23 @@ class Projector:
         erased = set(pupils) - {str(r[0]) for r in found}
         return [ev for ev in events if ev.subject not in erased]
 
-    def _apply(self, cur: Any, events: Sequence[LogEvent], positions: dict[str, int], made: Made | None = None) -> None:
+    def _apply(
+        self,
+        cur: Any,
+        events: Sequence[LogEvent],
+        positions: dict[str, int],
+        made: Made | None = None,
+        ceilings: Mapping[str, int | None] | None = None,
+    ) -> None:
         lowest = min((ev.seq for ev in events), default=0)  # a Kafka batch is in order by partition, not overall
         for view in self.views:
             position = positions[view.name]
-            fresh = events if lowest > position else [ev for ev in events if ev.seq > position]
+            ceiling = ceilings.get(view.name) if ceilings else None
+            fresh: Sequence[LogEvent]
+            if ceiling is not None:
+                fresh = [ev for ev in events if position < ev.seq <= ceiling]
+            else:
+                fresh = events if lowest > position else [ev for ev in events if ev.seq > position]
             if view.maintain is not None:  # a view that keeps its own tables (after the views it reads)
                 view.maintain(cur, self.store, fresh)
                 continue
@@ -344,6 +402,11 @@ class Projector:
 
 
 LogBatch = _Batch
+
+
+def _waits(ceiling: int | None, position: int) -> bool:
+    """A view at ``position`` can go no further now (``Projector._ceilings``)."""
+    return ceiling is not None and ceiling <= position
 
 
 def _made(view: View, ev: LogEvent) -> list[tuple[str, tuple[Any, ...]]]:

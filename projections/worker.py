@@ -58,7 +58,7 @@ class Worker:
         projector: Projector | None = None
         while not self.stopping.is_set():
             self._acquire()
-            if self.held and (projector is None or projector.views != tuple(self.held)):
+            if self.held and (projector is None or {v.name for v in projector.views} != {v.name for v in self.held}):
                 projector = Projector(self.store, tuple(self.held), self.batch_size, ready=True)  # ensured above
             done = projector.step() if projector is not None else 0
             if done and self.on_batch:
