@@ -636,6 +636,10 @@ class ReadModelContext(Context):
 
     @property
     def placements(self) -> list[Placement]:
+        """The placements in force at (D, T) that are open, or ended in the trailing year (from ``trailing_start``):
+        all that their readers here count (the register's open and recently ended ones, the provider watch's and the
+        funding's open ones; the metrics that count older ended ones are this state's SQL). Placements ended long ago
+        outnumber the open ones more each year, and each was made into an object for every read."""
         if self._placements is None:
             self._placements = [
                 Placement(
@@ -653,7 +657,8 @@ class ReadModelContext(Context):
                 )
                 for subject, pid, commissioner, setting, setting_type, tier, start, planned, hours, end, outcome in self.query(
                     "SELECT p.subject, p.placement_id, p.commissioner, p.setting, p.setting_type, p.tier, p.start_on, p.planned_end, p.hours, "
-                    f"p.end_on, p.outcome FROM rm_placements p WHERE {ST('p')} ORDER BY p.subject, p.start_on, p.placement_id"
+                    f"p.end_on, p.outcome FROM rm_placements p WHERE {ST('p')} AND (p.end_on IS NULL OR p.end_on >= :ts) "
+                    "ORDER BY p.subject, p.start_on, p.placement_id"
                 )
             ]
         return self._placements

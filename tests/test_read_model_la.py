@@ -14,6 +14,7 @@ from ledger.core.catalogue import parse_timestamp
 from ledger.core.rules import Record
 from ledger.tools import admin
 from projections.config import ViewSettings
+from projections.context import TRAILING_DAYS
 from projections.facts import LogEvent, Moment
 from projections.metrics import METRICS_BY_NAME
 from projections.orgs import directory
@@ -223,5 +224,50 @@ def test_the_reintegration_rate_counts_under_the_settings_la_not_the_commissione
             model, fold = both(reader, Moment(date(2031, 12, 10)), "la", "la:801")  # D in the month it became overdue
             assert model == fold
             assert model["metrics"]["overdue_time_limited_placements"]["value"] == 1
+        finally:
+            w.ledger.store.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_the_register_counts_a_placement_ended_on_the_first_day_of_the_trailing_year(backend: str) -> None:
+    """A state reads only the placements open at D or ended from its trailing year's first day on (older ended ones
+    count only in SQL): one ended on that very day is in the register's ended placements, and is gone a day later, as
+    in the fold."""
+    school, setting = "urn:100005", "ukprn:10000048"
+    with fresh_settings(backend) as settings:
+        w = small_world(settings)
+        try:
+            admin.add_org(w.ledger, setting, "ap_setting", setting, "la:801")
+            w.keys[setting] = Ed25519PrivateKey.generate()
+            admin.add_key(w.ledger, setting, w.keys[setting].public_key())
+            w.clock.now = datetime(2026, 12, 10, 9, tzinfo=UTC)
+            registered = {"school": school, "enrolment_status": "C", "year_group": "9", "sen_status": "N", "looked_after": False}
+            w.post("pupil.registered", school, registered, upn=upn(1), occurred_on=date(2026, 9, 2))
+            placed = {
+                "commissioner": school,
+                "setting": setting,
+                "setting_type": "UKPRN",
+                "tier": 1,
+                "reason": "BEHAVIOUR",
+                "hours_per_week": 10,
+                "dual_registered": False,
+            }
+            started = w.post("pupil.ap_placement_started", school, placed, upn=upn(1), occurred_on=date(2026, 9, 8))
+            ended_on = date(2026, 9, 30)
+            w.post(
+                "pupil.ap_placement_ended",
+                school,
+                {"placement_event_id": started.event_id, "outcome": "mainstream"},
+                upn=upn(1),
+                occurred_on=ended_on,
+            )
+            Projector(w.ledger.store).catch_up()
+            reader = Reader(w.ledger.store)
+            last = ended_on + timedelta(days=TRAILING_DAYS - 1)  # the last D whose trailing year starts on the end
+            for day, counted in ((ended_on, 1), (last, 1), (last + timedelta(days=1), 0)):
+                for level, scope in (("la", "la:801"), ("school", school), ("national", "england")):
+                    model, fold = both(reader, Moment(day), level, scope)
+                    assert model == fold, (day, level)
+                    assert model["placements"]["ended_placement_days"]["count"] == counted, (day, level)
         finally:
             w.ledger.store.close()
