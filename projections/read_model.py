@@ -87,7 +87,7 @@ from .read_model_la_state import RM_LA_STATE, RM_LA_STATE_MONTHS, LaChanges, pla
 from .read_model_months import RM_LA_MONTHS, RM_MONTHS, after_facts, forget_reports
 from .read_model_roll import RM_ROLL, Changes
 
-MODEL_VERSION = 15  # bump when the tables or their rules change: the runner rebuilds the model from the log
+MODEL_VERSION = 16  # bump when the tables or their rules change: the runner rebuilds the model from the log
 
 RM_EVENTS = Table(
     "rm_events",

@@ -82,6 +82,7 @@ STATE_METRICS = frozenset(
         "overdue_time_limited_placements",
         "pupils_in_unregistered_provision",  # the pupils with one placement; the others are read one by one
         "ap_reintegration_rate",
+        "placements_ended_by_outcome",
         "children_without_setting_after_leaving",
         "sen_exits",
         "unexplained_exit_rate",
@@ -110,8 +111,9 @@ def _run(metric: str, first: str, end: str | None, label: str = "", num: int = 1
 
 
 def placement_changes(values: tuple[Any, ...], valid_from: str, valid_to: str | None) -> Iterator[Change]:
-    """A placement row's changes, by ``read_model_queries``' predicates (``OPEN_PLACEMENT``, the overdue, unregistered and
-    reintegration queries) as runs of D."""
+    """A placement row's changes, by ``read_model_queries``' predicates (``OPEN_PLACEMENT``, the overdue, unregistered,
+    ended and reintegration queries) as runs of D. A placement ended counts once (the write side takes one end of an open
+    placement), so its row's end and outcome are its end event's."""
     _, _, _, setting_type, tier, _, planned_end, _, end_on, outcome, _, deadline, places = values
     if end_on is None:  # open in this state: OPEN_PLACEMENT
         yield from _run("open_ap_placements_by_setting_type", valid_from, valid_to, setting_type)
@@ -122,6 +124,8 @@ def placement_changes(values: tuple[Any, ...], valid_from: str, valid_to: str | 
                 yield from _run("overdue_time_limited_placements", max(valid_from, overdue_from), valid_to)
         if setting_type in UNREGISTERED_SETTING_TYPES and int(places) == 1:
             yield from _run("pupils_in_unregistered_provision", valid_from, valid_to)
+    if end_on is not None:  # ended in D's academic year, by outcome: from the end until the first of September after it
+        yield from _run("placements_ended_by_outcome", max(valid_from, end_on), earlier_end(valid_to, next_year_start(end_on)), outcome)
     if deadline is not None:  # deadline in [D - (TRAILING_DAYS - 1), D]
         reintegrated = int(outcome == "mainstream" and end_on is not None and end_on <= deadline)
         end = earlier_end(valid_to, _day_after(deadline, TRAILING_DAYS))

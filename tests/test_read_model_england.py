@@ -77,7 +77,7 @@ def placement(draw: Any) -> tuple[Any, ...]:
         draw(st.one_of(DAY, DAY, st.none())),
         10.0,
         end,
-        draw(st.sampled_from([None, "mainstream", "special"])) if end else None,
+        draw(st.sampled_from(["mainstream", "special"])) if end else None,  # an end event always gives an outcome
         None,
         draw(OPEN_DAY),
         draw(st.integers(1, 2)),
@@ -105,12 +105,18 @@ def registration(draw: Any) -> tuple[Any, ...]:
 
 def _db(placements: list[tuple[Any, ...]], removals: list[tuple[Any, ...]], registrations: dict[int, list[tuple[Any, ...]]]) -> Any:
     db = sqlite3.connect(":memory:")
-    for table in (RM_PLACEMENTS, RM_EXITS, RM_REGISTRATIONS):
+    for table in (RM_PLACEMENTS, RM_EXITS, RM_REGISTRATIONS, RM_EVENTS):
         for ddl in table.ddl():
             db.execute(ddl)
     known = ("2026-01-01T00:00:00Z", None)
+    ended = ("seq", "event_id", "type", "subject", "occurred_on", "received_at", "submitter", "placement_id", "outcome")
     for i, (vf, vt, values) in enumerate(placements):
+        # each row its own placement, with the one end event its end and outcome come from (the write side takes one)
+        values = (f"p{i}", *values[1:])
         db.execute(f"INSERT INTO rm_placements VALUES ({', '.join('?' * 19)})", (f"s{i // 2}", f"k{i}", vf, vt, *known, *values))
+        if values[8] is not None:
+            end = (i, f"e{i}", "pupil.ap_placement_ended", f"s{i // 2}", values[8], known[0], "la:801", f"p{i}", values[9])
+            db.execute(f"INSERT INTO rm_events ({', '.join(ended)}) VALUES ({', '.join('?' * len(ended))})", end)
     for i, (vf, vt, values) in enumerate(removals):
         db.execute(f"INSERT INTO rm_exits VALUES ({', '.join('?' * 13)})", (f"s{i}", f"k{i}", vf, vt, *known, *values))
     for pupil, rows in registrations.items():
