@@ -113,6 +113,15 @@ class Context:
             self._placements = [p for pupil in self.pupils for p in placements_of(pupil)]
         return self._placements
 
+    @property
+    def open_placements(self) -> list[Placement]:
+        """The placements open on D (the provider watch's and the funding's)."""
+        return self.derived("open_placements", lambda ctx: [p for p in ctx.placements if p.is_open()])
+
+    def placements_in(self, level: str, scope: str) -> list[Placement]:
+        """The placements commissioned within ``scope`` at ``level`` (the register's)."""
+        return [p for p in self.placements if scope_of(p.commissioner, level, self.directory) == scope]
+
 
 def placements_of(pupil: Pupil) -> list[Placement]:
     """The pupil's AP placements, folded by ``ledger.core.rules`` (reviews move the planned end and hours)."""

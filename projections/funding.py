@@ -38,7 +38,7 @@ class Costed:
 
 def _costed(ctx: Context) -> list[Costed]:
     day: date = ctx.day
-    placements = {p.event_id: p for p in ctx.placements if p.start <= day and (p.end is None or day < p.end)}
+    placements = {p.event_id: p for p in ctx.open_placements if p.start <= day}  # (a state at D has no end after D)
     tariff = ctx.funding.tariff_on(day)
     out = []
     for band in ctx.funding.bands_on(day):

@@ -7,7 +7,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from .context import Context, Contribution, Metric, Placement, scope_of
+from .context import Context, Contribution, Metric, Placement
 from .published import ap_placements_by_setting_type
 
 
@@ -55,14 +55,10 @@ def _lengths(days: list[int]) -> dict[str, Any]:
     }
 
 
-def _in_scope(ctx: Context, unit: str, level: str, scope: str) -> bool:
-    return scope_of(unit, level, ctx.directory) == scope
-
-
 def placements_register(ctx: Context, level: str, scope: str) -> dict[str, Any]:
     """Open AP placements commissioned within the scope, by setting type and tier; overdue time-limited
     placements; lengths of open placements so far and of placements ended in the last 365 days."""
-    mine: list[Placement] = [p for p in ctx.placements if _in_scope(ctx, p.commissioner, level, scope)]
+    mine: list[Placement] = ctx.placements_in(level, scope)
     open_now = [p for p in mine if p.is_open()]
     overdue = [p for p in open_now if p.is_overdue(ctx.day)]
     pairs = Counter((p.setting_type, p.tier) for p in open_now)

@@ -26,7 +26,7 @@ from ledger.core.schooltime import academic_year
 from . import ehcp, funding
 from . import read_model_roll as roll
 from .config import ViewSettings
-from .context import ENGLAND, Context, Contribution, Metric, Placement, context
+from .context import ENGLAND, Context, Contribution, Metric, Placement, context, scope_of
 from .facts import Moment
 from .metrics import METRICS_BY_NAME
 from .orgs import directory
@@ -34,7 +34,7 @@ from .plans import funding as funding_facts
 from .read_model import model_version
 from .read_model_cap import CAP_BREACHES, UNIT_SUMS
 from .read_model_england import ENGLAND_SUMS, ROLL, STATE_METRICS, YEAR
-from .read_model_la import UNIT_LA_JOIN, unit_la
+from .read_model_la import RM_UNIT_LA, UNIT_LA_JOIN, unit_la
 from .read_model_la_roll import LA_ROLL_SUMS, SPANNING_RUNS
 from .read_model_la_state import LA_STATE_SUMS
 from .read_model_months import REPORTS, RM_LA_MONTHS, RM_MONTHS, EventCount, month_sums_sql
@@ -418,6 +418,8 @@ class ReadModelContext(Context):
         self._england: dict[str, list[tuple[Any, ...]]] | None = None
         self._la_state: dict[str, list[tuple[Any, ...]]] | None = None
         self._units: dict[str, str] = {}  # each unit's sums' scope in a state made for LA figures (``under``)
+        self._recent: list[tuple[Any, ...]] | None = None  # ``_recent_placement_rows``
+        self._open_placements: list[Placement] | None = None
 
     @property
     def pupils(self) -> list[Any]:
@@ -634,34 +636,58 @@ class ReadModelContext(Context):
             return _as_registration_counts(self.query(ROLL_COUNTS))
         return self.query(REGISTRATION_COUNTS)
 
+    def _placement_rows(self, where: str, join: str = "", scope: str | None = None) -> list[tuple[Any, ...]]:
+        """The placements in force at (D, T) that also meet ``where`` (``_placement``'s columns, in the fold's order)."""
+        sql = (
+            f"SELECT {PLACEMENT_COLUMNS} FROM rm_placements p {join} WHERE {ST('p')} AND {where} "
+            "ORDER BY p.subject, p.start_on, p.placement_id"
+        )
+        statement, params = positional(sql, {**self.params(), "scope": scope})
+        rows: list[tuple[Any, ...]] = self.store.query(statement, params)
+        return rows
+
+    def _recent_placement_rows(self) -> list[tuple[Any, ...]]:
+        """The placements open at D, or ended in the trailing year (from ``trailing_start``): all that their readers
+        here count (the register's open and recently ended ones, the provider watch's and the funding's open ones; the
+        metrics that count older ended ones are this state's SQL). Placements ended long ago outnumber the open ones
+        more each year. Asked once per state, when every scope's are wanted."""
+        if self._recent is None:
+            self._recent = self._placement_rows(RECENT_PLACEMENT)
+        return self._recent
+
     @property
     def placements(self) -> list[Placement]:
-        """The placements in force at (D, T) that are open, or ended in the trailing year (from ``trailing_start``):
-        all that their readers here count (the register's open and recently ended ones, the provider watch's and the
-        funding's open ones; the metrics that count older ended ones are this state's SQL). Placements ended long ago
-        outnumber the open ones more each year, and each was made into an object for every read."""
         if self._placements is None:
-            self._placements = [
-                Placement(
-                    pid,
-                    subject,
-                    commissioner,
-                    setting,
-                    setting_type,
-                    int(tier),
-                    date.fromisoformat(start),
-                    _day(planned),
-                    float(hours),
-                    _day(end),
-                    outcome,
-                )
-                for subject, pid, commissioner, setting, setting_type, tier, start, planned, hours, end, outcome in self.query(
-                    "SELECT p.subject, p.placement_id, p.commissioner, p.setting, p.setting_type, p.tier, p.start_on, p.planned_end, p.hours, "
-                    f"p.end_on, p.outcome FROM rm_placements p WHERE {ST('p')} AND (p.end_on IS NULL OR p.end_on >= :ts) "
-                    "ORDER BY p.subject, p.start_on, p.placement_id"
-                )
-            ]
+            self._placements = [_placement(row) for row in self._recent_placement_rows()]
         return self._placements
+
+    @property
+    def open_placements(self) -> list[Placement]:
+        """The open placements alone (a read at 1 M pupils made 9,729 placements into objects where the provider watch
+        and the funding count 263, and the register one LA's)."""
+        if self._open_placements is None:
+            recent = self._recent
+            rows = self._placement_rows("p.end_on IS NULL") if recent is None else [row for row in recent if row[9] is None]
+            self._open_placements = [_placement(row) for row in rows]
+        return self._open_placements
+
+    def placements_in(self, level: str, scope: str) -> list[Placement]:
+        """An LA's placements at the ledger's now are found by the database, by each commissioner's LA known now (as
+        ``PER_LA_NOW`` adds up its sums); else the state's recent placements are each put in their scope here."""
+        if level == "la" and self.grouping is PER_LA_NOW and self._recent is None:
+            join = f"LEFT JOIN {RM_UNIT_LA.name} m ON m.unit = p.commissioner"
+            return [
+                _placement(row) for row in self._placement_rows(f"{RECENT_PLACEMENT} AND {unit_la('p.commissioner')} = :scope", join, scope)
+            ]
+        scopes: dict[str, str | None] = {}
+        mine = []
+        for row in self._recent_placement_rows():
+            commissioner = row[2]
+            if commissioner not in scopes:
+                scopes[commissioner] = scope_of(commissioner, level, self.directory)
+            if scopes[commissioner] == scope:
+                mine.append(_placement(row))
+        return mine
 
     def derived(self, name: str, compute: Callable[[Context], Any]) -> Any:
         if name == "provider_watch" and name not in self._derived:
@@ -677,7 +703,7 @@ class ReadModelContext(Context):
                 f"WHERE {OPEN_PLACEMENT} AND p.setting_type IN {_in(UNREGISTERED_SETTING_TYPES)}"
             )
         }
-        return watch_of(self.placements, vulnerable, self)
+        return watch_of(self.open_placements, vulnerable, self)
 
 
 def summed(contributions: Iterable[Contribution]) -> list[Contribution]:
@@ -705,6 +731,30 @@ def _as_registration_counts(rows: Iterable[tuple[Any, ...]]) -> list[tuple[Any, 
 
 def _day(value: str | None) -> date | None:
     return date.fromisoformat(value) if value else None
+
+
+PLACEMENT_COLUMNS = (
+    "p.placement_id, p.subject, p.commissioner, p.setting, p.setting_type, p.tier, p.start_on, p.planned_end, p.hours, p.end_on, p.outcome"
+)
+RECENT_PLACEMENT = "(p.end_on IS NULL OR p.end_on >= :ts)"
+
+
+def _placement(row: tuple[Any, ...]) -> Placement:
+    """A placement from ``PLACEMENT_COLUMNS``."""
+    pid, subject, commissioner, setting, setting_type, tier, start, planned, hours, end, outcome = row
+    return Placement(
+        pid,
+        subject,
+        commissioner,
+        setting,
+        setting_type,
+        int(tier),
+        date.fromisoformat(start),
+        _day(planned),
+        float(hours),
+        _day(end),
+        outcome,
+    )
 
 
 def read_model_context(db: Any, moment: Moment, settings: ViewSettings, level: str | None = None) -> Context:

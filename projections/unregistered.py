@@ -35,7 +35,7 @@ def provider_watch(ctx: Context) -> list[ProviderWatch]:
 
 def _provider_watch(ctx: Context) -> list[ProviderWatch]:
     vulnerable = {pupil.key for pupil in ctx.pupils if pupil.sen_or_looked_after_on(ctx.day)}
-    return watch_of(ctx.placements, vulnerable, ctx)
+    return watch_of(ctx.open_placements, vulnerable, ctx)
 
 
 def watch_of(placements: Iterable[Placement], vulnerable: set[str], ctx: Context) -> list[ProviderWatch]:
