@@ -612,10 +612,11 @@ class KnownNow:
                 self.england.add(pupil_runs(before), -1)
                 self.england.add(pupil_runs((+now).elements()), 1)
                 self.la_roll.update(subject, (+now).elements())
+        schools = dict(self.roll.sums)  # rm_roll's changes, per school and day: rm_la_roll's too, per school's LA
         self.roll.write(cur, store)
         self.england.write(cur, store)
-        las = las_of(cur, store, sorted(self.la_roll.schools() | self.la_state.units()))  # one look for both
-        self.la_roll.write(cur, store, las)
+        las = las_of(cur, store, sorted(self.la_roll.schools() | {school for school, _ in schools} | self.la_state.units()))
+        self.la_roll.write(cur, store, las, schools)
         self.la_state.write(cur, store, las)
 
 

@@ -1,8 +1,9 @@
-"""The roll of the pupils with several registrations in an academic year, kept per LA (issue 20), so that an LA state
-at the ledger's now does not read those pupils' rows one by one.
+"""The roll kept per LA (issue 20), so that an LA state at the ledger's now reads every LA's numbers as a few sums, not
+the schools' numbers nor the rows of pupils with several registrations in an academic year one by one.
 
-Most pupils have one registration in an academic year: ``rm_roll`` keeps their numbers per school and day, and an LA
-state adds each school's up under its LA. A pupil with several (a move, dual registration: ``year_regs`` > 1) counts
+Most pupils have one registration in an academic year: ``rm_roll`` keeps their numbers per school and day, and its
+changes are added to ``rm_la_roll`` under each school's scope too (an LA state added each school's number up under its
+LA: 61,281 rows per school and day at 1 M pupils, growing with the schools and the days). A pupil with several (a move, dual registration: ``year_regs`` > 1) counts
 once in each LA it is in on D, and once in England, however many of its schools count it; so an LA state read those
 rows one by one (``read_model_queries.SHARED_REGISTRATIONS``): 42,236 rows at 1 M pupils, over a third of an LA read
 with their grouping per pupil in Python.
@@ -15,8 +16,8 @@ as ``Directory.la_of`` does):
   ``pupil_runs`` takes them for the whole country. ``spans`` is 1 when the pupil's runs are under more than one scope:
   such a pupil (none in the simulated nation at 1 M pupils: its moves stay in an LA) is read one by one at D, as an
   item under each of its scopes, so that England and a region count it once.
-* ``rm_la_roll``: the changes per scope and day of the other pupils' runs (1 on a run's first day, -1 on its end), so
-  that an LA's number at D is the sum of its changes up to D.
+* ``rm_la_roll``: the changes per scope and day of the other pupils' runs (1 on a run's first day, -1 on its end), and
+  ``rm_roll``'s, so that an LA's number at D is the sum of its changes up to D.
 
 The upkeep (``SharedRolls``) runs with ``rm_roll``'s and England's (``read_model.KnownNow``), in the batch's
 transaction: for each pupil whose rows known now changed, the stored runs are taken off (their changes off
@@ -30,7 +31,7 @@ that LA is an item under each, which the roll-up counts once by key. An erasure 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -113,17 +114,28 @@ class SharedRolls:
         """The schools whose LAs ``write`` asks for."""
         return {row[0] for rows in self.pupils.values() for row in rows}
 
-    def write(self, cur: Any, store: Any, las: Directory) -> None:
-        """The changes, each school's scope as ``las`` (its LA known now, ``las_of``) says."""
-        if not self.pupils:
-            return
+    def write(self, cur: Any, store: Any, las: Directory, schools: Mapping[tuple[str, str], list[int]]) -> None:
+        """The changes, each school's scope as ``las`` (its LA known now, ``las_of``) says; with ``schools``, the batch's
+        changes to ``rm_roll`` (the pupils with one registration in the year: on the roll, in the year, per school and
+        day), added to ``rm_la_roll`` under each school's scope."""
+        sums: dict[tuple[str, str], list[int]] = {}
+        for (school, day), (roll, year) in schools.items():
+            total = sums.setdefault((las.la_of(school) or school, day), [0, 0])
+            total[0], total[1] = total[0] + roll, total[1] + year
+        if self.pupils:
+            self._runs(cur, store, las, sums)
+        RM_LA_ROLL.add(
+            cur, store, [(scope, day, shard(), roll, year) for (scope, day), (roll, year) in sorted(sums.items()) if roll or year]
+        )
+
+    def _runs(self, cur: Any, store: Any, las: Directory, sums: dict[tuple[str, str], list[int]]) -> None:
+        """The changed pupils' runs stored again, and their changes added to ``sums``."""
         subjects = sorted(self.pupils)
         stored: dict[str, set[StoredRun]] = {}
         for subject, scope, kind, first, end, spans in store.select_in(
             cur, f"SELECT subject, scope, kind, first, end_on, spans FROM {RM_SHARED_RUNS.name} WHERE {{where}}", "subject", subjects
         ):
             stored.setdefault(subject, set()).add((scope, kind, first, end, int(spans)))
-        sums: dict[tuple[str, str], list[int]] = {}
         gone: list[tuple[str]] = []
         added: list[tuple[Any, ...]] = []
         for subject in subjects:
@@ -150,9 +162,6 @@ class SharedRolls:
                 store.sql(f"INSERT INTO {RM_SHARED_RUNS.name} (subject, scope, kind, first, end_on, spans) VALUES (?, ?, ?, ?, ?, ?)"),
                 added,
             )
-        RM_LA_ROLL.add(
-            cur, store, [(scope, day, shard(), roll, year) for (scope, day), (roll, year) in sorted(sums.items()) if roll or year]
-        )
 
 
 # At (D, now): the kept pupils' numbers per scope, each scope mapped as ``unit_la`` maps a unit (a school's own id, where

@@ -29,7 +29,7 @@ from projections.config import ViewSettings
 from projections.facts import Moment
 from projections.read_model_la import directory_of, unit_la
 from projections.read_model_la_roll import KINDS, RM_LA_ROLL, RM_SHARED_RUNS
-from projections.read_model_roll import DailyChanges, SumTable, union
+from projections.read_model_roll import RM_ROLL, DailyChanges, SumTable, union
 from projections.runner import VIEWS, Projector, Reader
 
 from .conftest import PG_ADMIN_URL, Clock, World, upn
@@ -116,10 +116,14 @@ def assert_months_of(store: Any, table: DailyChanges) -> None:
 
 
 def assert_la_roll_sums(store: Any) -> None:
-    """``rm_la_roll`` holds the changes of the stored runs of pupils under one scope (the writers' shares summed), each
+    """``rm_la_roll`` holds ``rm_roll``'s changes per school (the pupils with one registration in the year) under the
+    school's scope, and the changes of the stored runs of pupils under one scope (the writers' shares summed), each
     scope as a read maps it."""
     mapped = scope_mapper(store)
     changes: dict[tuple[str, str], list[int]] = {}
+    for school, day, roll, year in store.query(f"SELECT school, day, roll, year FROM {RM_ROLL.name}"):
+        total = changes.setdefault((mapped(school), day), [0, 0])
+        total[0], total[1] = total[0] + int(roll), total[1] + int(year)
     for runs in stored_runs(store).values():
         for scope, kind, first, end, spans in runs:
             if not spans:
