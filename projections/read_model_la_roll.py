@@ -101,8 +101,9 @@ def scoped_runs(rows: Iterable[tuple[Any, ...]], scope_of: Any) -> set[StoredRun
 
 
 class SharedRolls:
-    """A batch's changes to the runs of pupils with several registrations in an academic year, and to their numbers per
-    scope: ``update`` with each changed pupil's rows known now (none: the pupil's runs go)."""
+    """A batch's changes to the runs of pupils with several registrations in an academic year, and to the roll's numbers
+    per scope (those runs', and ``rm_roll``'s given to ``write``): ``update`` with each changed pupil's rows known now
+    (none: the pupil's runs go)."""
 
     def __init__(self) -> None:
         self.pupils: dict[str, list[tuple[Any, ...]]] = {}

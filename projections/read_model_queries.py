@@ -483,8 +483,9 @@ class ReadModelContext(Context):
             "cap": 2 * SUSPENSION_CAP_DAYS,
         }
 
-    def query(self, sql: str) -> list[tuple[Any, ...]]:
-        statement, params = positional(sql, self.params())
+    def query(self, sql: str, **extra: Any) -> list[tuple[Any, ...]]:
+        """``sql`` with this state's parameters (``params``) and any ``extra`` ones bound."""
+        statement, params = positional(sql, {**self.params(), **extra})
         rows: list[tuple[Any, ...]] = self.store.query(statement, params)
         return rows
 
@@ -606,7 +607,7 @@ class ReadModelContext(Context):
             )
             counts = dict(found.counts)
             for row in rows:
-                if row[0] == 1 and row[column]:  # (mapped as the state's directory maps, as parts 0 and 2 are)
+                if row[0] == 1 and row[column]:  # (mapped as the state's directory maps, as part 2's items are)
                     scope = self.under(row[1])
                     counts[scope] = counts.get(scope, 0) + int(row[column])
             out[kind] = Registrations(counts, found.at_several)
@@ -641,9 +642,7 @@ class ReadModelContext(Context):
             f"SELECT {PLACEMENT_COLUMNS} FROM rm_placements p {join} WHERE {ST('p')} AND {where} "
             "ORDER BY p.subject, p.start_on, p.placement_id"
         )
-        statement, params = positional(sql, {**self.params(), "scope": scope})
-        rows: list[tuple[Any, ...]] = self.store.query(statement, params)
-        return rows
+        return self.query(sql, scope=scope)
 
     def _recent_placement_rows(self) -> list[tuple[Any, ...]]:
         """The placements open at D, or ended in the trailing year (from ``trailing_start``): all that their readers

@@ -157,9 +157,9 @@ def test_the_roll_is_asked_once_for_every_metric_that_counts_it(area: Area) -> N
     asked: list[str] = []
     query = ctx.query
 
-    def recorded(sql: str) -> list[tuple[Any, ...]]:
+    def recorded(sql: str, **extra: Any) -> list[tuple[Any, ...]]:
         asked.append(sql)
-        return query(sql)
+        return query(sql, **extra)
 
     ctx.query = recorded  # type: ignore[method-assign]
     model = metrics_report(ctx, reader, "la", "la:801")
@@ -263,9 +263,9 @@ def test_a_read_far_in_the_past_scans_the_registrations_instead_of_correcting_th
             asked: list[str] = []
             query = ctx.query
 
-            def recorded(sql: str, query: Any = query, asked: list[str] = asked) -> list[tuple[Any, ...]]:
+            def recorded(sql: str, query: Any = query, asked: list[str] = asked, **extra: Any) -> list[tuple[Any, ...]]:
                 asked.append(sql)
-                return query(sql)
+                return query(sql, **extra)
 
             ctx.query = recorded  # type: ignore[method-assign]
             model = metrics_report(ctx, reader, "la", "la:801")

@@ -37,6 +37,30 @@ __all__ = ["area"]
 UNREGISTERED = ("la:999", "uprov:802-7", "urn:100099", "ukprn:19999999", "trust:TR99999")
 
 
+SCHOOL, SETTING = "urn:100005", "ukprn:10000048"
+
+
+def placing_world(w: Any, setting_la: str, pupils: range) -> dict[str, Any]:
+    """``w`` with an AP setting in ``setting_la`` (registered, with a key), the clock on 10 December 2026, ``pupils`` on
+    SCHOOL's roll from 2 September; returns the body of a placement by SCHOOL at the setting."""
+    admin.add_org(w.ledger, SETTING, "ap_setting", SETTING, setting_la)
+    w.keys[SETTING] = Ed25519PrivateKey.generate()
+    admin.add_key(w.ledger, SETTING, w.keys[SETTING].public_key())
+    w.clock.now = datetime(2026, 12, 10, 9, tzinfo=UTC)
+    registered = {"school": SCHOOL, "enrolment_status": "C", "year_group": "9", "sen_status": "N", "looked_after": False}
+    for pupil in pupils:
+        w.post("pupil.registered", SCHOOL, registered, upn=upn(pupil), occurred_on=date(2026, 9, 2))
+    return {
+        "commissioner": SCHOOL,
+        "setting": SETTING,
+        "setting_type": "UKPRN",
+        "tier": 1,
+        "reason": "BEHAVIOUR",
+        "hours_per_week": 10,
+        "dual_registered": False,
+    }
+
+
 def scope_in_sql(store: Any, unit: str) -> str:
     return str(store.query(f"SELECT {unit_la('c.unit')} FROM (SELECT ? AS unit) c {UNIT_LA_JOIN}", [unit])[0][0])
 
@@ -177,27 +201,12 @@ def test_the_reintegration_rate_counts_under_the_settings_la_not_the_commissione
     rate counts it under the setting (la:202), the open placements under the commissioner (la:801): the LA state's kept
     numbers per LA must say so as the rows do (a rate kept under the commissioner's LA passed every other test, whose
     settings share their commissioners' LA)."""
-    school, setting = "urn:100005", "ukprn:10000048"
+    school = SCHOOL
     with fresh_settings(backend) as settings:
         w = small_world(settings)
         try:
             admin.add_org(w.ledger, "la:202", "la", "la:202", None)
-            admin.add_org(w.ledger, setting, "ap_setting", setting, "la:202")
-            w.keys[setting] = Ed25519PrivateKey.generate()
-            admin.add_key(w.ledger, setting, w.keys[setting].public_key())
-            w.clock.now = datetime(2026, 12, 10, 9, tzinfo=UTC)
-            registered = {"school": school, "enrolment_status": "C", "year_group": "9", "sen_status": "N", "looked_after": False}
-            for pupil in (1, 2, 3):
-                w.post("pupil.registered", school, registered, upn=upn(pupil), occurred_on=date(2026, 9, 2))
-            placed = {
-                "commissioner": school,
-                "setting": setting,
-                "setting_type": "UKPRN",
-                "tier": 1,
-                "reason": "BEHAVIOUR",
-                "hours_per_week": 10,
-                "dual_registered": False,
-            }
+            placed = placing_world(w, "la:202", range(1, 4))
             started = w.post("pupil.ap_placement_started", school, placed, upn=upn(1), occurred_on=date(2026, 9, 8))
             w.post("pupil.ap_placement_started", school, placed, upn=upn(2), occurred_on=date(2026, 9, 8))
             # and a time-limited placement planned to end as late as the write side takes (five years on; 9999-12-31 is
@@ -233,25 +242,11 @@ def test_the_register_counts_a_placement_ended_on_the_first_day_of_the_trailing_
     """A state reads only the placements open at D or ended from its trailing year's first day on (older ended ones
     count only in SQL): one ended on that very day is in the register's ended placements, and is gone a day later, as
     in the fold."""
-    school, setting = "urn:100005", "ukprn:10000048"
+    school = SCHOOL
     with fresh_settings(backend) as settings:
         w = small_world(settings)
         try:
-            admin.add_org(w.ledger, setting, "ap_setting", setting, "la:801")
-            w.keys[setting] = Ed25519PrivateKey.generate()
-            admin.add_key(w.ledger, setting, w.keys[setting].public_key())
-            w.clock.now = datetime(2026, 12, 10, 9, tzinfo=UTC)
-            registered = {"school": school, "enrolment_status": "C", "year_group": "9", "sen_status": "N", "looked_after": False}
-            w.post("pupil.registered", school, registered, upn=upn(1), occurred_on=date(2026, 9, 2))
-            placed = {
-                "commissioner": school,
-                "setting": setting,
-                "setting_type": "UKPRN",
-                "tier": 1,
-                "reason": "BEHAVIOUR",
-                "hours_per_week": 10,
-                "dual_registered": False,
-            }
+            placed = placing_world(w, "la:801", range(1, 2))
             started = w.post("pupil.ap_placement_started", school, placed, upn=upn(1), occurred_on=date(2026, 9, 8))
             ended_on = date(2026, 9, 30)
             w.post(
