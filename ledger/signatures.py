@@ -224,9 +224,9 @@ class Tasks(Generic[T, R]):
         return done + self.work(self._items[len(done) :])
 
     def _give_up(self) -> None:
-        log.warning("signature workers unavailable; working in the calling thread", exc_info=True)
         self._inline = True
-        _discard_broken()
+        if _discard_broken():  # said once per process, with the cause; every later batch is inline anyway
+            log.warning("signature workers unavailable; working in the calling thread", exc_info=True)
 
 
 class Batch(Tasks[Check, bool]):
@@ -274,13 +274,15 @@ def pids() -> list[int]:
         return [w.process.pid for w in _pool.workers if w.process.pid is not None] if _pool is not None else []
 
 
-def _discard_broken() -> None:
+def _discard_broken() -> bool:
+    """Stop using the workers in this process; whether they were still thought to be working (the first to see it)."""
     global _pool, _broken
     with _lock:
-        broken, _pool, _broken = _pool, None, True
+        broken, _pool, first, _broken = _pool, None, not _broken, True
     if broken is not None and broken.owner == os.getpid():
         for worker in broken.workers:
             worker.process.kill()
+    return first
 
 
 def shutdown() -> None:
