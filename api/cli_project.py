@@ -112,6 +112,12 @@ def rebuild(
         task = progress.add_task(view or "all views", total=total)
         done = projector.rebuild(on_progress=lambda n: progress.advance(task, n))  # the projector's own views
     out.print(f"rebuilt {view or 'all views'} from {done} events; positions {projector.positions()}")
+    for name, (position, waits) in projector.held_back().items():
+        err.print(
+            f"[yellow]note:[/yellow] {name} stopped at sequence {position} of {ledger.store.max_sequence()}: it reads "
+            f"{', '.join(waits)}, which {'is' if len(waits) == 1 else 'are'} only that far; it goes on as they do "
+            f"(`pupil-ledger project run`, or `pupil-ledger project rebuild {waits[0]}`)"
+        )
     from feed.state import FeedState
 
     FeedState(ledger.store).reset_consumers()  # change-feed workers (stopped meanwhile) start again at the relay's mark for these positions

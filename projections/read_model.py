@@ -727,6 +727,9 @@ def views(settings: ViewSettings) -> tuple[View, View]:
             lambda ev: (),
             maintain=maintain_state(settings),
             forget=forget_state,
-            reads=(PUPILS_VIEW.name,),  # the state is folded from the pupils' facts (``_load_facts``)
+            # the state is folded from the pupils' facts (``_load_facts``) and kept per LA by the units' LAs the events
+            # view records (``las_of``). It would take those LAs in either order (``read_model_la``), but not a table
+            # that does not exist yet: ``project rebuild read_model_state`` on a new ledger failed on ``rm_unit_la``.
+            reads=(PUPILS_VIEW.name, "read_model_events"),
         ),
     )

@@ -102,6 +102,10 @@ class Projector:
         mine = {v.name for v in self.views}
         # the views read by these but projected elsewhere (another worker's): these never pass their positions
         self._outside = sorted({r for v in self.views for r in v.reads if r not in mine})
+        known = {v.name for v in VIEWS}
+        unknown = [f"{v.name} reads {r}" for v in self.views for r in v.reads if r not in mine and r not in known]
+        if unknown:  # no position would ever be found for it: the view would wait at 0 for ever
+            raise ValueError(f"a view reads a view that does not exist: {'; '.join(unknown)}")
         self.batch_size = batch_size or DEFAULT_BATCH
         self._largest = CATCH_UP_BATCH if batch_size is None and store.is_postgres else self.batch_size
         self._next_size = self.batch_size
@@ -360,6 +364,20 @@ class Projector:
             if on_progress:
                 on_progress(done)
         return total
+
+    def held_back(self) -> dict[str, tuple[int, list[str]]]:
+        """The views of this projector behind the log's end because a view they read, projected elsewhere, is
+        behind: each one's position and those views (what a rebuild of ``read_model_state`` alone stops at)."""
+        if not self._outside:
+            return {}
+        positions, end = self.positions(), self.store.max_sequence()
+        mine = {v.name for v in self.views}
+        held = {}
+        for view in self.views:
+            waits = [r for r in view.reads if r not in mine and positions.get(r, 0) < end]
+            if waits and positions.get(view.name, 0) < end:
+                held[view.name] = (positions.get(view.name, 0), waits)
+        return held
 
     def rebuild(self, on_progress: Callable[[int], None] | None = None) -> int:
         """Empty this projector's views and project the whole log into them again."""

@@ -127,7 +127,7 @@ def test_a_view_never_passes_a_view_it_reads_that_another_worker_projects(settin
     load_area(ledger, simulate_area(pupils=300, seed=8, la_code="801", today=date(2026, 10, 5)))
     store, latest = ledger.store, ledger.store.max_sequence()
     by_name = {v.name: v for v in VIEWS}
-    state, pupils = by_name["read_model_state"], by_name["pupils"]
+    state, pupils, events = by_name["read_model_state"], by_name["pupils"], by_name["read_model_events"]
 
     def at() -> dict[str, int]:
         return {str(v): int(p) for v, p in store.query("SELECT view, position FROM pv_positions")}
@@ -139,6 +139,9 @@ def test_a_view_never_passes_a_view_it_reads_that_another_worker_projects(settin
     assert alone.catch_up() == 0 and at()["read_model_state"] == third  # it waits: the pupils view is projected elsewhere
     Projector(store, (pupils,), batch_size=100).step()
     assert third < at()["pupils"] < latest
+    assert alone.catch_up() == 0 and at()["read_model_state"] == third  # and the events view (the units' LAs) is not
+    Projector(store, (events,), batch_size=200).step()
+    assert at()["pupils"] < at()["read_model_events"] < latest
     assert alone.catch_up() > 0 and at()["read_model_state"] == at()["pupils"]  # as far as the pupils view, no further
     backwards = tuple(reversed(VIEWS))
     Projector(store, backwards).catch_up()
@@ -157,14 +160,29 @@ def test_views_that_read_each_other_are_refused() -> None:
     assert [v.name for v in in_dependency_order((a, View("b", 1, (), lambda ev: ())))] == ["b", "a"]
 
 
+def test_a_view_that_reads_a_view_that_does_not_exist_is_refused(settings: Settings) -> None:
+    """It would find no position for it, take 0, and wait there for ever (a worker paused, not failed)."""
+    store = admin.initialise(settings).ledger.store
+    reader = View("reader", 1, (), lambda ev: (), reads=("pupils", "nonesuch"))
+    with pytest.raises(ValueError, match="a view reads a view that does not exist: reader reads nonesuch"):
+        Projector(store, (reader,))
+    store.close()
+
+
 def test_project_commands(tmp_path: object) -> None:
     settings = Settings(home=tmp_path / "home")  # type: ignore[operator]
     ledger = admin.initialise(settings).ledger
     load_area(ledger, simulate_area(pupils=100, seed=3, la_code="801", today=date(2026, 10, 5)))
     latest, events = ledger.store.max_sequence(), ledger.store.count_events()
     ledger.store.close()
+    held = run_cli(settings, "project", "rebuild", "read_model_state")  # it reads the pupils view, not projected yet
+    assert "rebuilt read_model_state from 0 events" in held.stdout
+    assert f"read_model_state stopped at sequence 0 of {latest}: it reads pupils, read_model_events, which are only that far" in held.stderr
     rebuilt = run_cli(settings, "project", "rebuild", "pupils")
     assert f"rebuilt pupils from {events} events" in rebuilt.stdout and "rebuilding" in rebuilt.stderr
+    run_cli(settings, "project", "rebuild", "read_model_events")
+    caught_up = run_cli(settings, "project", "rebuild", "read_model_state")
+    assert f"rebuilt read_model_state from {events} events" in caught_up.stdout and "stopped at" not in caught_up.stderr
     status = run_cli(settings, "project", "status").stdout
     assert f"pupils: {latest} (latest {latest})" in status and f"orgs: 0 (latest {latest})" in status
     unknown = run_cli(settings, "project", "rebuild", "nonesuch", check=False)
