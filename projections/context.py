@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -59,6 +60,27 @@ class Placement:
     def is_overdue(self, day: date) -> bool:
         """An open time-limited (tier 2) placement past its planned end (docs/metrics.md)."""
         return self.is_open() and self.tier == 2 and self.planned_end is not None and self.planned_end < day
+
+
+@dataclass(frozen=True)
+class PlacementTally:
+    """A scope's placements as the register counts them (``placements.placements_register``): the open ones by setting
+    type, tier, whether overdue and start day, and the lengths in days of those ended in the trailing year, each with
+    its number of placements. An England register at 1 M pupils counts 9,750 placements in 2,000-odd such groups."""
+
+    open: Counter[tuple[str, int, bool, date]]
+    ended: Counter[int]
+
+    @staticmethod
+    def of(placements: Iterable[Placement], day: date, trailing_start: date) -> PlacementTally:
+        open_now: Counter[tuple[str, int, bool, date]] = Counter()
+        ended: Counter[int] = Counter()
+        for p in placements:
+            if p.end is None:
+                open_now[(p.setting_type, p.tier, p.is_overdue(day), p.start)] += 1
+            elif p.end >= trailing_start:
+                ended[(p.end - p.start).days] += 1
+        return PlacementTally(open_now, ended)
 
 
 @dataclass
@@ -118,9 +140,10 @@ class Context:
         """The placements open on D (the provider watch's and the funding's)."""
         return self.derived("open_placements", lambda ctx: [p for p in ctx.placements if p.is_open()])
 
-    def placements_in(self, level: str, scope: str) -> list[Placement]:
-        """The placements commissioned within ``scope`` at ``level`` (the register's)."""
-        return [p for p in self.placements if scope_of(p.commissioner, level, self.directory) == scope]
+    def placement_tally(self, level: str, scope: str) -> PlacementTally:
+        """The placements commissioned within ``scope`` at ``level``, as the register counts them."""
+        mine = [p for p in self.placements if scope_of(p.commissioner, level, self.directory) == scope]
+        return PlacementTally.of(mine, self.day, self.trailing_start)
 
 
 def placements_of(pupil: Pupil) -> list[Placement]:

@@ -9,13 +9,12 @@ two schools of one trust is counted once for the trust.
 
 from __future__ import annotations
 
-import statistics
 from collections import defaultdict
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from . import ap_performance, ehcp, exclusions, funding, placements, roll, unregistered
+from . import ap_performance, ehcp, exclusions, funding, placements, roll, unregistered, weighted
 from .context import ENGLAND, Context, Contribution, Metric, scope_of
 from .orgs import Directory
 
@@ -50,9 +49,9 @@ def _figure(metric: Metric, items: dict[str, Contribution], num: float, den: flo
         for c in items.values():
             labels[c.label] += int(c.num)
         return Figure(dict(sorted(labels.items())), num, None)
-    if metric.kind == "median":
-        values = [c.num for c in items.values()]
-        return Figure(statistics.median(values) if values else None, None, len(values))
+    if metric.kind == "median":  # an item is a value (num / den) held by den items: one placement, or a length's count
+        counts = [(int(c.num // c.den), int(c.den)) for c in items.values() if c.den > 0]
+        return Figure(weighted.median(counts), None, sum(count for _, count in counts))
     if not den:
         return Figure(None, num, den)
     return Figure(round(num / den * metric.scale, 2), num, den)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import statistics
 from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from . import weighted
 from .context import Context, Contribution, Metric, Placement
 from .published import ap_placements_by_setting_type
 
@@ -47,30 +47,36 @@ def placements_ended_by_outcome(ctx: Context) -> Iterator[Contribution]:
                 yield Contribution(unit, r.event_id, 1, label=r.data["outcome"])
 
 
-def _lengths(days: list[int]) -> dict[str, Any]:
-    return {
-        "count": len(days),
-        "mean": round(statistics.mean(days), 1) if days else None,
-        "median": statistics.median(days) if days else None,
-    }
+def _lengths(days: Counter[int]) -> dict[str, Any]:
+    """The count, mean and median of lengths in days, each with its number of placements."""
+    mean = weighted.mean(days.items())
+    return {"count": sum(days.values()), "mean": None if mean is None else round(mean, 1), "median": weighted.median(days.items())}
 
 
 def placements_register(ctx: Context, level: str, scope: str) -> dict[str, Any]:
     """Open AP placements commissioned within the scope, by setting type and tier; overdue time-limited
     placements; lengths of open placements so far and of placements ended in the last 365 days."""
-    mine: list[Placement] = ctx.placements_in(level, scope)
-    open_now = [p for p in mine if p.is_open()]
-    overdue = [p for p in open_now if p.is_overdue(ctx.day)]
-    pairs = Counter((p.setting_type, p.tier) for p in open_now)
+    tally = ctx.placement_tally(level, scope)
+    by_type: Counter[str] = Counter()
+    by_tier: Counter[int] = Counter()
+    pairs: Counter[tuple[str, int]] = Counter()
+    so_far: Counter[int] = Counter()
+    overdue = 0
+    for (setting_type, tier, is_overdue, start), n in tally.open.items():
+        by_type[setting_type] += n
+        by_tier[tier] += n
+        pairs[(setting_type, tier)] += n
+        so_far[(ctx.day - start).days] += n
+        overdue += n if is_overdue else 0
     published_scope = scope if level in ("la", "national") else None
     return {
-        "open_placements": len(open_now),
-        "by_setting_type": dict(sorted(Counter(p.setting_type for p in open_now).items())),
-        "by_tier": {str(k): v for k, v in sorted(Counter(p.tier for p in open_now).items())},
+        "open_placements": sum(tally.open.values()),
+        "by_setting_type": dict(sorted(by_type.items())),
+        "by_tier": {str(k): v for k, v in sorted(by_tier.items())},
         "by_setting_type_and_tier": [{"setting_type": s, "tier": t, "open_placements": n} for (s, t), n in sorted(pairs.items())],
-        "overdue_time_limited_placements": len(overdue),
-        "open_placement_days_so_far": _lengths([(ctx.day - p.start).days for p in open_now]),
-        "ended_placement_days": _lengths([(p.end - p.start).days for p in mine if p.end is not None and p.end >= ctx.trailing_start]),
+        "overdue_time_limited_placements": overdue,
+        "open_placement_days_so_far": _lengths(so_far),
+        "ended_placement_days": _lengths(tally.ended),
         "published": ap_placements_by_setting_type(published_scope) if published_scope else None,
     }
 

@@ -15,18 +15,20 @@ the same ``ReadModelContext``; so is everything when the model is not usable for
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import date
 from typing import Any, NamedTuple
 
+from ledger.core.identifiers import org_scheme
 from ledger.core.rules import SUSPENSION_CAP_DAYS
 from ledger.core.schooltime import academic_year
 
 from . import ehcp, funding
 from . import read_model_roll as roll
 from .config import ViewSettings
-from .context import ENGLAND, Context, Contribution, Metric, Placement, context, scope_of
+from .context import ENGLAND, Context, Contribution, Metric, Placement, PlacementTally, context
 from .facts import Moment
 from .metrics import METRICS_BY_NAME
 from .orgs import directory
@@ -284,14 +286,19 @@ def aggregated(query: Query, kind: str, grouping: Grouping = PER_UNIT) -> str:
     A query whose keys may repeat (``unique=False``: a pupil's key, under each school the pupil is on the roll of)
     says in its ``shared`` column which rows may (the pupil's state has more than one registration or placement):
     only those are looked at for repeats, so the rest, nearly every row, is summed in one pass."""
-    if kind == "median":
-        return f"SELECT unit, label, num, den, 1 AS n, item FROM ({query.sql}) c"
     unit, keys, join = grouping
     if query.unique:
         source = f"({query.sql}) c"
         if join:  # each unit mapped in an inner SELECT, grouped by the column (PostgreSQL sorted by the expression: slower)
             source = f"(SELECT {unit} AS unit, c.label, c.num, c.den FROM ({query.sql}) c {join}) c"
             unit, keys = "c.unit", "c.unit, "
+        if kind == "median":
+            # each value once per unit and label, with its items' count (den 1 each) as den: the median and the mean
+            # weigh it by that (``weighted``); an item keyed by the unit and value, so scopes above count each once
+            return (
+                f"SELECT {unit} AS unit, c.label, SUM(c.num) AS num, SUM(c.den) AS den, COUNT(*) AS n, "
+                f"'v:' || {unit} || ':' || c.label || ':' || CAST(c.num AS TEXT) AS item FROM {source} GROUP BY {keys}c.label, c.num"
+            )
         return (
             f"SELECT {unit} AS unit, c.label, SUM(c.num) AS num, SUM(c.den) AS den, COUNT(*) AS n, NULL AS item FROM {source} "
             f"GROUP BY {keys}c.label"
@@ -646,9 +653,9 @@ class ReadModelContext(Context):
 
     def _recent_placement_rows(self) -> list[tuple[Any, ...]]:
         """The placements open at D, or ended in the trailing year (from ``trailing_start``): all that their readers
-        here count (the register's open and recently ended ones, the provider watch's and the funding's open ones; the
-        metrics that count older ended ones are this state's SQL). Placements ended long ago outnumber the open ones
-        more each year. Asked once per state, when every scope's are wanted."""
+        here count (a trust's register, or an LA's at a past ledger time: ``placement_tally``; the metrics that count
+        older ended ones are this state's SQL). Placements ended long ago outnumber the open ones more each year. Asked
+        once per state, when every scope's are wanted."""
         if self._recent is None:
             self._recent = self._placement_rows(RECENT_PLACEMENT)
         return self._recent
@@ -662,30 +669,33 @@ class ReadModelContext(Context):
     @property
     def open_placements(self) -> list[Placement]:
         """The open placements alone (a read at 1 M pupils made 9,729 placements into objects where the provider watch
-        and the funding count 263, and the register one LA's)."""
+        and the funding count 263)."""
         if self._open_placements is None:
             recent = self._recent
             rows = self._placement_rows("p.end_on IS NULL") if recent is None else [row for row in recent if row[9] is None]
             self._open_placements = [_placement(row) for row in rows]
         return self._open_placements
 
-    def placements_in(self, level: str, scope: str) -> list[Placement]:
-        """An LA's placements at the ledger's now are found by the database, by each commissioner's LA known now (as
-        ``PER_LA_NOW`` adds up its sums); else the state's recent placements are each put in their scope here."""
-        if level == "la" and self.grouping is PER_LA_NOW and self._recent is None:
-            join = f"LEFT JOIN {RM_UNIT_LA.name} m ON m.unit = p.commissioner"
-            return [
-                _placement(row) for row in self._placement_rows(f"{RECENT_PLACEMENT} AND {unit_la('p.commissioner')} = :scope", join, scope)
-            ]
-        scopes: dict[str, str | None] = {}
-        mine = []
-        for row in self._recent_placement_rows():
-            commissioner = row[2]
-            if commissioner not in scopes:
-                scopes[commissioner] = scope_of(commissioner, level, self.directory)
-            if scopes[commissioner] == scope:
-                mine.append(_placement(row))
-        return mine
+    def placement_tally(self, level: str, scope: str) -> PlacementTally:
+        """The register's counts, grouped by the database (``PLACEMENT_TALLY``) for England, an LA at the ledger's now (by
+        each commissioner's LA known now, as ``PER_LA_NOW`` adds up its sums) and a school (its own placements); else
+        from the state's recent placements, each put in its scope here (a trust's, or an LA's at a past ledger time)."""
+        if level == "national" and scope == ENGLAND:
+            join, where = "", ""
+        elif level == "la" and self.grouping is PER_LA_NOW:
+            join, where = f"LEFT JOIN {RM_UNIT_LA.name} m ON m.unit = p.commissioner", f" AND {unit_la('p.commissioner')} = :scope"
+        elif level == "school" and org_scheme(scope) not in ("la", "trust"):  # (``scope_of``: a school's units are itself)
+            join, where = "", " AND p.commissioner = :scope"
+        else:
+            return super().placement_tally(level, scope)
+        open_now: Counter[tuple[str, int, bool, date]] = Counter()
+        ended: Counter[int] = Counter()
+        for part, setting_type, tier, overdue, start, length, n in self.query(PLACEMENT_TALLY.format(join=join, where=where), scope=scope):
+            if part == 1:
+                open_now[(setting_type, int(tier), bool(overdue), date.fromisoformat(start))] += int(n)
+            else:
+                ended[int(length)] += int(n)
+        return PlacementTally(open_now, ended)
 
     def derived(self, name: str, compute: Callable[[Context], Any]) -> Any:
         if name == "provider_watch" and name not in self._derived:
@@ -735,6 +745,16 @@ PLACEMENT_COLUMNS = (
     "p.placement_id, p.subject, p.commissioner, p.setting, p.setting_type, p.tier, p.start_on, p.planned_end, p.hours, p.end_on, p.outcome"
 )
 RECENT_PLACEMENT = "(p.end_on IS NULL OR p.end_on >= :ts)"
+# A scope's placements as the register counts them (``PlacementTally``), in one scan of the placements open at D or
+# ended in the trailing year: the open ones (part 1) per setting type, tier, whether overdue (``Placement.is_overdue``)
+# and start day; the ended ones (2) per length, each with its number of placements ("{join}", "{where}": the scope's)
+PLACEMENT_TALLY = (
+    "SELECT CASE WHEN p.end_on IS NULL THEN 1 ELSE 2 END AS part, "
+    "CASE WHEN p.end_on IS NULL THEN p.setting_type END AS setting_type, CASE WHEN p.end_on IS NULL THEN p.tier END AS tier, "
+    "CASE WHEN p.end_on IS NULL AND p.tier = 2 AND p.planned_end IS NOT NULL AND p.planned_end < :d THEN 1 ELSE 0 END AS overdue, "
+    "CASE WHEN p.end_on IS NULL THEN p.start_on END AS start_on, p.length_days, COUNT(*) AS n FROM rm_placements p {join} "
+    f"WHERE {ST('p')} AND {RECENT_PLACEMENT}{{where}} GROUP BY 1, 2, 3, 4, 5, 6"
+)
 
 
 def _placement(row: tuple[Any, ...]) -> Placement:

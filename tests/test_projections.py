@@ -775,3 +775,17 @@ def test_a_school_and_an_la_rank_among_every_peer_of_their_level(area: Area) -> 
                 every.setdefault(peer, empty_figure(metric))
             expected = (None, len(every)) if metric.kind == "breakdown" else materialised_rank(every, scope)
             assert (body[metric.name]["rank"], body[metric.name]["peers"]) == expected, (level, scope, metric.name)
+
+
+@given(st.lists(st.tuples(st.integers(-3, 400), st.integers(-1, 4)), max_size=12))
+def test_the_weighted_mean_and_median_are_statistics_of_the_values_repeated(counts: list[tuple[int, int]]) -> None:
+    """``weighted`` gives what ``statistics`` gives each value repeated its count of times, of the same type (an int
+    where the answer is one there: the JSON says 27, not 27.0); a count of 0 or less holds nothing."""
+    import statistics
+
+    from projections import weighted
+
+    repeated = [value for value, count in counts for _ in range(max(count, 0))]
+    for ours, theirs in ((weighted.median, statistics.median), (weighted.mean, statistics.mean)):
+        found, expected = ours(counts), theirs(repeated) if repeated else None
+        assert (found, type(found)) == (expected, type(expected)), (ours.__name__, repeated)

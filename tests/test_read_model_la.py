@@ -266,3 +266,31 @@ def test_the_register_counts_a_placement_ended_on_the_first_day_of_the_trailing_
                     assert model["placements"]["ended_placement_days"]["count"] == counted, (day, level)
         finally:
             w.ledger.store.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_the_register_counts_a_time_limited_placement_overdue_from_the_day_after_its_planned_end(backend: str) -> None:
+    """The register's groups (``PlacementTally``, grouped by the database for England, an LA at now and a school) say a
+    tier 2 placement is overdue once D is past its planned end, not on it, as the fold does; its days so far are
+    counted from its start to D."""
+    with fresh_settings(backend) as settings:
+        w = small_world(settings)
+        try:
+            placed = {**placing_world(w, "la:801", range(1, 3)), "tier": 2, "planned_end": "2026-10-20"}
+            for pupil, start in ((1, date(2026, 9, 8)), (2, date(2026, 9, 9))):
+                w.post("pupil.ap_placement_started", SCHOOL, placed, upn=upn(pupil), occurred_on=start)
+            Projector(w.ledger.store).catch_up()
+            reader = Reader(w.ledger.store)
+            for day, overdue in ((date(2026, 10, 19), 0), (date(2026, 10, 20), 0), (date(2026, 10, 21), 2)):
+                for level, scope in (("la", "la:801"), ("school", SCHOOL), ("national", "england"), ("la", "la:802")):
+                    model, fold = both(reader, Moment(day), level, scope)
+                    assert model == fold, (day, level)
+                    register = model["placements"]
+                    mine = scope != "la:802"
+                    assert register["overdue_time_limited_placements"] == (overdue if mine else 0), (day, level)
+                    so_far = (day - date(2026, 9, 8)).days
+                    assert register["open_placement_days_so_far"] == (
+                        {"count": 2, "mean": so_far - 0.5, "median": so_far - 0.5} if mine else {"count": 0, "mean": None, "median": None}
+                    ), (day, level)
+        finally:
+            w.ledger.store.close()
