@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from ledger import own_events
 from ledger.core.catalogue import parse_timestamp
 from ledger.core.rules import Record
 from ledger.tools import admin
@@ -292,5 +293,32 @@ def test_the_register_counts_a_time_limited_placement_overdue_from_the_day_after
                     assert register["open_placement_days_so_far"] == (
                         {"count": 2, "mean": so_far - 0.5, "median": so_far - 0.5} if mine else {"count": 0, "mean": None, "median": None}
                     ), (day, level)
+        finally:
+            w.ledger.store.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_the_directory_at_now_is_read_again_once_an_organisations_event_is_projected(backend: str) -> None:
+    """The org facts known now are kept between reads (``orgs._known_now``) while the table holds the same facts: a
+    new organisation, and a trust joined (no new organisation), are in the next read once projected, and a read at a
+    past ledger time does not see what was learnt after it."""
+    with fresh_settings(backend) as settings:
+        w = small_world(settings)
+        try:
+            store = w.ledger.store
+            Projector(store).catch_up()
+            day = Moment(date(2026, 8, 20))
+            before = directory(Reader(store), day)
+            assert "urn:100099" not in before.orgs and directory(Reader(store), day) == before
+            learnt = w.ledger.clock()
+            w.clock.now += timedelta(minutes=1)
+            admin.add_org(w.ledger, "urn:100099", "school", "Late School", "la:802")
+            assert directory(Reader(store), day) == before  # not projected yet
+            Projector(store).catch_up()
+            assert directory(Reader(store), day).la_of("urn:100099") == "la:802"
+            w.ledger.submit(own_events.admin_event(w.ledger, "org.joined_trust", "urn:100099", {"trust": "trust:TR00009"}))
+            Projector(store).catch_up()
+            assert directory(Reader(store), day).trust_of("urn:100099") == "trust:TR00009"
+            assert directory(Reader(store), Moment(day.as_of, learnt)) == before
         finally:
             w.ledger.store.close()
