@@ -66,7 +66,7 @@ class Placement:
 class PlacementTally:
     """A scope's placements as the register counts them (``placements.placements_register``): the open ones by setting
     type, tier, whether overdue and start day, and the lengths in days of those ended in the trailing year, each with
-    its number of placements. An England register at 1 M pupils counts 9,750 placements in 2,000-odd such groups."""
+    its number of placements. An England register at 1 M pupils counts 9,750 placements in 279 such groups."""
 
     open: Counter[tuple[str, int, bool, date]]
     ended: Counter[int]

@@ -643,13 +643,11 @@ class ReadModelContext(Context):
             return _as_registration_counts(self.query(ROLL_COUNTS))
         return self.query(REGISTRATION_COUNTS)
 
-    def _placement_rows(self, where: str, join: str = "", scope: str | None = None) -> list[tuple[Any, ...]]:
+    def _placement_rows(self, where: str) -> list[tuple[Any, ...]]:
         """The placements in force at (D, T) that also meet ``where`` (``_placement``'s columns, in the fold's order)."""
-        sql = (
-            f"SELECT {PLACEMENT_COLUMNS} FROM rm_placements p {join} WHERE {ST('p')} AND {where} "
-            "ORDER BY p.subject, p.start_on, p.placement_id"
+        return self.query(
+            f"SELECT {PLACEMENT_COLUMNS} FROM rm_placements p WHERE {ST('p')} AND {where} ORDER BY p.subject, p.start_on, p.placement_id"
         )
-        return self.query(sql, scope=scope)
 
     def _recent_placement_rows(self) -> list[tuple[Any, ...]]:
         """The placements open at D, or ended in the trailing year (from ``trailing_start``): all that their readers
