@@ -127,6 +127,10 @@ def publish_all(settings: Settings, config: FeedConfig) -> tuple[int, float, Mac
     return total, took, meter.load
 
 
+class NothingApplied(RuntimeError):
+    """The views reached the log's end though no worker applied a record (seen once, in the smoke test: 0 events/s)."""
+
+
 def consume_all(settings: Settings, config: FeedConfig, workers: int, batch: int | None = None) -> tuple[int, float, MachineLoad | None]:
     """Records applied and seconds, with ``workers`` processes: from the first moment every worker has its partitions
     and records have been applied, to the views' position reaching the log's end. The records applied before the clock
@@ -164,11 +168,20 @@ def consume_all(settings: Settings, config: FeedConfig, workers: int, batch: int
                         started, before, cpu_at_start = time.perf_counter(), first, machine_cpu_seconds()
                 if finished:
                     total = int(store.query(applied)[0][0])
+                    if not total:  # a rate of 0 is no measurement: say what the views and the workers saw instead
+                        raise NothingApplied(
+                            f"the views reached sequence {last} with no record applied: positions "
+                            f"{store.query('SELECT view, position FROM pv_positions')}, offsets "
+                            f"{store.query('SELECT * FROM pv_kafka_offsets')}; workers' logs: "
+                            + " | ".join(log.read_text(errors="replace")[-1500:] for log in logs)
+                        )
                     if started is not None and total > before:
                         return total - before, time.perf_counter() - started, MachineLoad.between(cpu_at_start, machine_cpu_seconds())
                     # a topic of a few batches, all applied before the group settled: the whole topic from the workers'
                     # launch, process start included (a floor, for workloads too small to measure a rate on)
                     return total, time.perf_counter() - launched, MachineLoad.between(cpu_at_launch, machine_cpu_seconds())
+            except NothingApplied:
+                raise
             except Exception:  # noqa: BLE001 - the workers create these tables as they start
                 pass
             time.sleep(0.01)
