@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 import weakref
 from collections.abc import Iterable
@@ -107,12 +108,8 @@ def _facts(db: Any, moment: Moment) -> list[tuple[Any, ...]]:
         return cached[2]
     # read after the key: a fact projected in between is in the rows (a moment later), never one missing
     rows = db.facts(ORG_FACTS.name, moment, columns=FACT_COLUMNS, order="occurred_on, seq", effective_cut=False)
-    with _known_now_lock:
-        if cached is None or cached[0]() is not store:  # forgotten with the store
-            weakref.finalize(store, _forget, id(store), store_ref := weakref.ref(store))
-        else:
-            store_ref = cached[0]
-        _known_now[id(store)] = (store_ref, key, rows)
+    with _known_now_lock:  # forgotten with the store (a reference replaced here never calls back)
+        _known_now[id(store)] = (weakref.ref(store, functools.partial(_forget, id(store))), key, rows)
     return rows
 
 

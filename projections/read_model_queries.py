@@ -21,14 +21,13 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any, NamedTuple
 
-from ledger.core.identifiers import org_scheme
 from ledger.core.rules import SUSPENSION_CAP_DAYS
 from ledger.core.schooltime import academic_year
 
 from . import ehcp, funding
 from . import read_model_roll as roll
 from .config import ViewSettings
-from .context import ENGLAND, Context, Contribution, Metric, Placement, PlacementTally, context
+from .context import ENGLAND, Context, Contribution, Metric, Placement, PlacementTally, context, scope_of
 from .facts import Moment
 from .metrics import METRICS_BY_NAME
 from .orgs import directory
@@ -682,7 +681,7 @@ class ReadModelContext(Context):
             join, where = "", ""
         elif level == "la" and self.grouping is PER_LA_NOW:
             join, where = f"LEFT JOIN {RM_UNIT_LA.name} m ON m.unit = p.commissioner", f" AND {unit_la('p.commissioner')} = :scope"
-        elif level == "school" and org_scheme(scope) not in ("la", "trust"):  # (``scope_of``: a school's units are itself)
+        elif level == "school" and scope_of(scope, level, self.directory) == scope:  # a school's only unit is itself
             join, where = "", " AND p.commissioner = :scope"
         else:
             return super().placement_tally(level, scope)
