@@ -77,6 +77,7 @@ from .read_model_england import (
     RM_ENGLAND_STATE,
     EnglandChanges,
     exit_changes,
+    length_changes,
     placement_changes,
     pupil_runs,
     registration_changes,
@@ -87,7 +88,7 @@ from .read_model_la_state import RM_LA_STATE, RM_LA_STATE_MONTHS, LaChanges, pla
 from .read_model_months import RM_LA_MONTHS, RM_MONTHS, after_facts, forget_reports
 from .read_model_roll import RM_ROLL, Changes
 
-MODEL_VERSION = 17  # bump when the tables or their rules change: the runner rebuilds the model from the log
+MODEL_VERSION = 18  # bump when the tables or their rules change: the runner rebuilds the model from the log
 
 RM_EVENTS = Table(
     "rm_events",
@@ -608,6 +609,7 @@ class KnownNow:
         elif table is RM_PLACEMENTS:
             changes = list(placement_changes(values, valid_from, valid_to))
             self.england.add(changes, sign)
+            self.england.add(length_changes(values, valid_from, valid_to), sign)  # (England's alone)
             self.la_state.add(changes, lambda metric: placement_unit(metric, values), sign)
         else:
             changes = list(exit_changes(values, valid_from, valid_to))
@@ -732,7 +734,17 @@ def views(settings: ViewSettings) -> tuple[View, View]:
         View(
             "read_model_state",
             version,
-            (*STATE_TABLES, RM_ROLL, RM_ENGLAND_STATE, RM_SHARED_RUNS, RM_LA_ROLL, RM_LA_ROLL_MONTHS, RM_LA_STATE, RM_LA_STATE_MONTHS),
+            (
+                *STATE_TABLES,
+                RM_ROLL,
+                RM_ENGLAND_STATE,
+                RM_ENGLAND_STATE.months,
+                RM_SHARED_RUNS,
+                RM_LA_ROLL,
+                RM_LA_ROLL_MONTHS,
+                RM_LA_STATE,
+                RM_LA_STATE_MONTHS,
+            ),
             lambda ev: (),
             maintain=maintain_state(settings),
             forget=forget_state,

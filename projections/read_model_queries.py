@@ -34,7 +34,7 @@ from .orgs import directory
 from .plans import funding as funding_facts
 from .read_model import model_version
 from .read_model_cap import CAP_BREACHES, UNIT_SUMS
-from .read_model_england import ENGLAND_SUMS, ROLL, STATE_METRICS, YEAR
+from .read_model_england import ENGLAND_SUMS, LENGTHS, ROLL, STATE_METRICS, YEAR
 from .read_model_la import RM_UNIT_LA, UNIT_LA_JOIN, unit_la
 from .read_model_la_roll import LA_ROLL_SUMS, SPANNING_RUNS
 from .read_model_la_state import LA_STATE_SUMS
@@ -116,7 +116,7 @@ CORRECTIONS = (
 
 
 # The metrics a national state at the ledger's now reads from England's numbers kept per day (``read_model_england``)
-KEPT_FOR_ENGLAND = frozenset({*REPORTS, *STATE_METRICS, CAP_BREACHES})
+KEPT_FOR_ENGLAND = frozenset({*REPORTS, *STATE_METRICS, CAP_BREACHES, LENGTHS})
 
 # The pupils in unregistered provision with more than one placement in their state, one by one (an England read at now
 # takes the others' count from rm_england_state); the roll-up counts each pupil once, by key
@@ -552,7 +552,9 @@ class ReadModelContext(Context):
         if self._england is None:
             self._england = {}
             for metric, label, num, den, n in self.query(ENGLAND_SUMS):
-                self._england.setdefault(metric, []).append((ENGLAND, label, num, den, n, None))
+                # a length (the label) held by n placements is the median's item of that value, as ``aggregated`` gives it
+                item = f"v:{ENGLAND}::{label}" if metric == LENGTHS else None
+                self._england.setdefault(metric, []).append((ENGLAND, "" if item else label, num, den, n, item))
         return self._england
 
     def la_state(self) -> dict[str, list[tuple[Any, ...]]]:
@@ -677,7 +679,11 @@ class ReadModelContext(Context):
         """The register's counts, grouped by the database (``PLACEMENT_TALLY``) for England, an LA at the ledger's now (by
         each commissioner's LA known now, as ``PER_LA_NOW`` adds up its sums) and a school (its own placements); else
         from the state's recent placements, each put in its scope here (a trust's, or an LA's at a past ledger time)."""
-        if level == "national" and scope == ENGLAND:
+        ended: Counter[int] = Counter()
+        if level == "national" and scope == ENGLAND and self.known_now:  # the ended ones kept per length, the open ones read
+            join, where = "", " AND p.end_on IS NULL"
+            ended.update({int(num) // int(den): int(den) for _, _, num, den, _, _ in self.england().get(LENGTHS, [])})
+        elif level == "national" and scope == ENGLAND:
             join, where = "", ""
         elif level == "la" and self.grouping is PER_LA_NOW:
             join, where = f"LEFT JOIN {RM_UNIT_LA.name} m ON m.unit = p.commissioner", f" AND {unit_la('p.commissioner')} = :scope"
@@ -686,7 +692,6 @@ class ReadModelContext(Context):
         else:
             return super().placement_tally(level, scope)
         open_now: Counter[tuple[str, int, bool, date]] = Counter()
-        ended: Counter[int] = Counter()
         for part, setting_type, tier, overdue, start, length, n in self.query(PLACEMENT_TALLY.format(join=join, where=where), scope=scope):
             if part == 1:
                 open_now[(setting_type, int(tier), bool(overdue), date.fromisoformat(start))] += int(n)

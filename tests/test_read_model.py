@@ -25,8 +25,10 @@ from projections.queries import metrics_report
 from projections.read_model import RM_EXITS, RM_PLACEMENTS
 from projections.read_model_cap import SUSPENSIONS_KNOWN_NOW, UnitChanges, crossings, unit_crossings
 from projections.read_model_england import (
+    RM_ENGLAND_STATE,
     EnglandChanges,
     exit_changes,
+    length_changes,
     placement_changes,
     pupil_runs,
     registration_changes,
@@ -559,6 +561,8 @@ def assert_england_kept(store: Any) -> None:
             values = tuple(r[2:])
             found = list(changes(values, r[0], r[1]))
             state.add(found)
+            if table is RM_PLACEMENTS:
+                state.add(length_changes(values, r[0], r[1]))  # (England's alone)
             for metric, day, label, num, den, n in found:
                 unit = placement_unit(metric, values) if table is RM_PLACEMENTS else values[1]
                 kept = per_la.setdefault((metric, day, mapped(unit), label), [0, 0, 0])
@@ -569,6 +573,7 @@ def assert_england_kept(store: Any) -> None:
         kept[0], kept[1], kept[2] = kept[0] + int(num), kept[1] + int(den), kept[2] + int(n)
     assert {k: v for k, v in stored_la.items() if any(v)} == {k: v for k, v in per_la.items() if any(v)}
     assert_months_of(store, RM_LA_STATE)
+    assert_months_of(store, RM_ENGLAND_STATE)
     shared: dict[str, list[tuple[Any, ...]]] = {}
     for subject, *r in store.query(f"SELECT subject, {', '.join(REGISTRATION_COLUMNS)} FROM rm_registrations WHERE known_to IS NULL"):
         row = (*r[:4], int(r[4]), *r[5:])

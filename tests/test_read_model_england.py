@@ -24,11 +24,13 @@ from projections.orgs import Directory
 from projections.read_model import RM_EVENTS, RM_EXITS, RM_PLACEMENTS, RM_REGISTRATIONS
 from projections.read_model_cap import CAP_BREACHES, crossings
 from projections.read_model_england import (
+    LENGTHS,
     ROLL,
     STATE_METRICS,
     YEAR,
     EnglandChanges,
     exit_changes,
+    length_changes,
     placement_changes,
     pupil_runs,
     registration_changes,
@@ -78,7 +80,7 @@ def placement(draw: Any) -> tuple[Any, ...]:
         10.0,
         end,
         draw(st.sampled_from(["mainstream", "special"])) if end else None,  # an end event always gives an outcome
-        None,
+        (date.fromisoformat(end) - date.fromisoformat(start)).days if end else None,  # the length, as the model's rows
         draw(OPEN_DAY),
         draw(st.integers(1, 2)),
     )
@@ -157,6 +159,7 @@ def test_englands_kept_numbers_count_on_the_days_the_sql_does(
     kept = EnglandChanges()
     for vf, vt, values in placements:
         kept.add(placement_changes(values, vf, vt))
+        kept.add(length_changes(values, vf, vt))
     for vf, vt, values in removals:
         kept.add(exit_changes(values, vf, vt))
     for rows in registrations.values():
@@ -189,6 +192,10 @@ def test_englands_kept_numbers_count_on_the_days_the_sql_does(
                 assert sum(v[0] for v in found.values()) + len(several) == expected, (day, metric)
                 continue
             assert found == {label: (int(num), int(den), int(n)) for _, label, num, den, n, _ in rows}, (day, metric)
+        # the ended placements' lengths, as the median's rows give them: each length once, with its placements' count
+        lengths = {int(label): (num, den, n) for (m, label), (num, den, n) in sums.items() if m == LENGTHS and n}
+        rows = query(aggregated(QUERIES[LENGTHS], "median", AS_ENGLAND))
+        assert lengths == {int(num) // int(den): (int(num), int(den), int(n)) for _, _, num, den, n, _ in rows}, (day, LENGTHS)
         ((on_roll, in_year),) = query(
             f"SELECT COUNT(DISTINCT CASE WHEN {ON_ROLL} = 1 THEN r.subject END), COUNT(DISTINCT r.subject) FROM rm_registrations r "
             f"WHERE {IN_YEAR_AT_SCHOOL}"

@@ -156,7 +156,16 @@ def test_the_numbers_per_la_kept_before_a_schools_registration_are_read_under_it
     assert len(shared) == 1  # P4
     with store.cursor(commit=True) as cur:
         cur.execute(store.sql("DELETE FROM rm_unit_la WHERE unit = ?"), [school])
-        for table in (RM_ROLL, RM_ENGLAND_STATE, RM_SHARED_RUNS, RM_LA_ROLL, RM_LA_ROLL.months, RM_LA_STATE, RM_LA_STATE.months):
+        for table in (
+            RM_ROLL,
+            RM_ENGLAND_STATE,
+            RM_ENGLAND_STATE.months,
+            RM_SHARED_RUNS,
+            RM_LA_ROLL,
+            RM_LA_ROLL.months,
+            RM_LA_STATE,
+            RM_LA_STATE.months,
+        ):
             cur.execute(f"DELETE FROM {table.name}")
         subjects = sorted({s for t in STATE_TABLES for (s,) in store.query(f"SELECT DISTINCT subject FROM {t.name}")})
         kept = KnownNow()
