@@ -676,14 +676,16 @@ class ReadModelContext(Context):
         return self._open_placements
 
     def placement_tally(self, level: str, scope: str) -> PlacementTally:
-        """The register's counts, grouped by the database (``PLACEMENT_TALLY``) for England, an LA at the ledger's now (by
-        each commissioner's LA known now, as ``PER_LA_NOW`` adds up its sums) and a school (its own placements); else
-        from the state's recent placements, each put in its scope here (a trust's, or an LA's at a past ledger time)."""
-        ended: Counter[int] = Counter()
-        if level == "national" and scope == ENGLAND and self.known_now:  # the ended ones kept per length, the open ones read
-            join, where = "", " AND p.end_on IS NULL"
-            ended.update({int(num) // int(den): int(den) for _, _, num, den, _, _ in self.england().get(LENGTHS, [])})
-        elif level == "national" and scope == ENGLAND:
+        """The register's counts: England's at the ledger's now from its open placements and its lengths kept; grouped
+        by the database (``PLACEMENT_TALLY``) for England at a past ledger time, an LA at the ledger's now (by each
+        commissioner's LA known now, as ``PER_LA_NOW`` adds up its sums) and a school (its own placements); else from
+        the state's recent placements, each put in its scope here (a trust's, or an LA's at a past ledger time)."""
+        if level == "national" and scope == ENGLAND and self.known_now:
+            # the open placements this state reads anyway (the provider watch's and the funding's: 263 at 1 M pupils),
+            # and the ended ones from England's numbers kept per length (a length's items: its placements)
+            kept = Counter({int(num) // int(den): int(den) for _, _, num, den, _, _ in self.england().get(LENGTHS, [])})
+            return PlacementTally(PlacementTally.of(self.open_placements, self.day, self.trailing_start).open, kept)
+        if level == "national" and scope == ENGLAND:
             join, where = "", ""
         elif level == "la" and self.grouping is PER_LA_NOW:
             join, where = f"LEFT JOIN {RM_UNIT_LA.name} m ON m.unit = p.commissioner", f" AND {unit_la('p.commissioner')} = :scope"
@@ -692,6 +694,7 @@ class ReadModelContext(Context):
         else:
             return super().placement_tally(level, scope)
         open_now: Counter[tuple[str, int, bool, date]] = Counter()
+        ended: Counter[int] = Counter()
         for part, setting_type, tier, overdue, start, length, n in self.query(PLACEMENT_TALLY.format(join=join, where=where), scope=scope):
             if part == 1:
                 open_now[(setting_type, int(tier), bool(overdue), date.fromisoformat(start))] += int(n)
