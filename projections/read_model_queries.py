@@ -59,6 +59,17 @@ def ST(x: str) -> str:  # noqa: N802 - a SQL fragment: a state interval row in f
     return f"{VALID(x)} AND {x}.known_from <= :t AND ({x}.known_to IS NULL OR {x}.known_to > :t)"
 
 
+_KNOWN_AT_T = re.compile(r"(\w+)\.known_from <= :t AND \(\1\.known_to IS NULL OR \1\.known_to > :t\)")
+
+
+def at_now(sql: str) -> str:
+    """``sql`` for a read at the ledger's now, whose T is after every row's ledger times (``END_OF_TIME``): ``ST``'s
+    known part says only that the row is known now (``known_to IS NULL``), as the partial indexes of the rows known
+    now say it. (The planner cannot tell that ``known_to > :t`` never holds: it read the open placements' rows of
+    every past ledger time by the index, 22,822 rows for 471 at 2 M pupils.)"""
+    return _KNOWN_AT_T.sub(r"\1.known_to IS NULL", sql)
+
+
 def _of(etype: str, e: str = "e") -> str:
     return f"{e}.type = 'pupil.{etype}' AND {EV(e)}"
 
@@ -490,8 +501,8 @@ class ReadModelContext(Context):
         }
 
     def query(self, sql: str, **extra: Any) -> list[tuple[Any, ...]]:
-        """``sql`` with this state's parameters (``params``) and any ``extra`` ones bound."""
-        statement, params = positional(sql, {**self.params(), **extra})
+        """``sql`` with this state's parameters (``params``) and any ``extra`` ones bound (at the ledger's now, ``at_now``)."""
+        statement, params = positional(at_now(sql) if self.known_now else sql, {**self.params(), **extra})
         rows: list[tuple[Any, ...]] = self.store.query(statement, params)
         return rows
 

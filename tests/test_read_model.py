@@ -4,6 +4,7 @@ post-16 destinations) at every level and many (as_of, known_at), on SQLite and P
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -124,6 +125,30 @@ def test_every_metric_of_docs_metrics_is_in_the_read_model() -> None:
     documented = {m.name for module in (placements, unregistered, roll, exclusions, ap_performance) for m in module.METRICS}
     assert documented - set(QUERIES) - set(COMPUTED) == set()
     assert set(QUERIES) | set(COMPUTED) <= set(METRICS_BY_NAME)
+
+
+def test_a_read_at_now_asks_for_the_rows_known_now_as_the_partial_indexes_say_it(area: Area) -> None:
+    """At the ledger's now every interval row's known part becomes ``known_to IS NULL`` (``at_now``), in every
+    statement a state sends, so that the indexes of the rows known now serve it; a read at a ledger time keeps T."""
+    from projections.read_model_queries import SCANS, at_now
+
+    statements = [q.sql for q in QUERIES.values() if q.sql] + list(SCANS.values()) + [SHARED_REGISTRATIONS, ROLL_COUNTS]
+    in_force = re.compile(r"known_to IS NULL OR \w+\.known_to > [:?]")  # ST's (ROLL_COUNTS' corrections find none at now)
+    assert all(not in_force.search(at_now(sql)) for sql in statements)
+    assert at_now("p.known_from <= :t AND (p.known_to IS NULL OR p.known_to > :t)") == "p.known_to IS NULL"
+    store = area.ledger.store
+    sent: list[str] = []
+    query = store.query
+    try:
+        store.query = lambda sql, params=(): sent.append(sql) or query(sql, params)  # type: ignore[method-assign]
+        reader = Reader(store)
+        metrics_report(ReadModelContext(reader, Moment(AS_OF), ViewSettings()), reader, "la", "la:801")
+        assert sent and not any(in_force.search(sql) for sql in sent)
+        sent.clear()
+        metrics_report(ReadModelContext(reader, Moment(AS_OF, area.ledger.clock()), ViewSettings()), reader, "la", "la:801")
+        assert any(in_force.search(sql) for sql in sent)
+    finally:
+        store.query = query  # type: ignore[method-assign]
 
 
 def test_a_metric_not_in_the_read_model_is_answered_by_the_fold(area: Area) -> None:
