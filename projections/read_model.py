@@ -201,8 +201,10 @@ RM_PLACEMENTS = IntervalTable(
         # ``read_model_queries.at_now``; valid_to null or after D): six statements of a school read scanned every row
         # for them (10-13 ms each at 1 M pupils, 2-4 ms by the index), and every placement that ends leaves such a row
         # valid until its end. Known now only: every placement that ends also leaves an open row valid for ever that
-        # is no longer known (22,822 such rows at 2 M pupils, for 471 placements open)
-        ("open_now", "valid_to", "end_on IS NULL AND known_to IS NULL"),
+        # is no longer known (22,822 such rows at 2 M pupils, for 471 placements open). With the start of their
+        # validity, so that a read at an earlier D (a series' months) skips the rows valid only after it in the index:
+        # every open row known now was read for D 500 days back (33 ms for none at 2 M pupils; 0.9 ms so)
+        ("open_now", "valid_to, valid_from", "end_on IS NULL AND known_to IS NULL"),
     ),
 )
 RM_EXITS = IntervalTable(
