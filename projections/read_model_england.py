@@ -28,9 +28,9 @@ which grow with the days and the labels, not the pupils:
 The upkeep is ``rm_roll``'s and ``rm_months``': a state row's changes are added when it becomes known now and taken
 off when it stops being (``read_model.maintain_state``), a report's when it is written or superseded
 (``read_model_months.after_facts``), and an erased pupil's rows are taken off before they are deleted. A read at an
-earlier ledger time reads the rows, as before. Not kept, and read from the rows: the pupils in unregistered provision at more than one placement at once (one by one, few), the placements ended
-(joined to the state), the post-16 destinations (the latest per pupil) and the AP attendance (by the academic year it
-reports on).
+earlier ledger time reads the rows, as before. Not kept, and read from the rows: the pupils in unregistered provision
+at more than one placement at once (one by one, few), the placements ended (joined to the state), the post-16
+destinations (the latest per pupil) and the AP attendance (by the academic year it reports on).
 """
 
 from __future__ import annotations

@@ -719,14 +719,22 @@ class ReadModelContext(Context):
         return super().derived(name, compute)
 
     def provider_watch(self) -> list[ProviderWatch]:
-        vulnerable = {
-            subject
-            for (subject,) in self.query(
-                f"SELECT DISTINCT p.subject FROM rm_placements p JOIN rm_registrations r ON r.subject = p.subject AND {ST('r')} "
-                f"AND r.start_on <= :d AND (r.end_on IS NULL OR r.end_on > :d) AND (r.sen_status <> 'N' OR r.looked_after = 1) "
-                f"WHERE {OPEN_PLACEMENT} AND p.setting_type IN {_in(UNREGISTERED_SETTING_TYPES)}"
-            )
-        }
+        """The watch of the open placements this state reads anyway, with which of their pupils at unregistered
+        providers have SEN or are looked after: those pupils' registrations, looked up by pupil (a join of the
+        placements to the registrations read the open placements again: 14-15 ms at 2 M pupils, for 150 pupils)."""
+        at_unregistered = sorted({p.pupil for p in self.open_placements if p.setting_type in UNREGISTERED_SETTING_TYPES})
+        vulnerable: set[str] = set()
+        if at_unregistered:
+            known, params = positional(at_now(VULNERABLE) if self.known_now else VULNERABLE, self.params())
+            with self.store.cursor(commit=False) as cur:  # (a list of ids: never prepared, ``Store.select_in``)
+                found = self.store.select_in(
+                    cur,
+                    f"SELECT DISTINCT r.subject FROM rm_registrations r WHERE {{where}} AND {known}",
+                    "r.subject",
+                    at_unregistered,
+                    *params,
+                )
+            vulnerable = {subject for (subject,) in found}
         return watch_of(self.open_placements, vulnerable, self)
 
 
@@ -757,6 +765,8 @@ def _day(value: str | None) -> date | None:
     return date.fromisoformat(value) if value else None
 
 
+# a registration in force at (D, T) of a pupil with SEN or looked after (the provider watch's vulnerable pupils)
+VULNERABLE = f"{ST('r')} AND r.start_on <= :d AND (r.end_on IS NULL OR r.end_on > :d) AND (r.sen_status <> 'N' OR r.looked_after = 1)"
 PLACEMENT_COLUMNS = (
     "p.placement_id, p.subject, p.commissioner, p.setting, p.setting_type, p.tier, p.start_on, p.planned_end, p.hours, p.end_on, p.outcome"
 )
