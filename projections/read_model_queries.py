@@ -500,10 +500,22 @@ class ReadModelContext(Context):
             "cap": 2 * SUSPENSION_CAP_DAYS,
         }
 
+    def _bound(self, sql: str, extra: dict[str, Any]) -> tuple[str, list[Any]]:
+        """``sql`` with ``?`` marks and its values: this state's parameters (``params``) and ``extra``; at the ledger's
+        now, asking for the rows known now (``at_now``)."""
+        return positional(at_now(sql) if self.known_now else sql, {**self.params(), **extra})
+
     def query(self, sql: str, **extra: Any) -> list[tuple[Any, ...]]:
-        """``sql`` with this state's parameters (``params``) and any ``extra`` ones bound (at the ledger's now, ``at_now``)."""
-        statement, params = positional(at_now(sql) if self.known_now else sql, {**self.params(), **extra})
-        rows: list[tuple[Any, ...]] = self.store.query(statement, params)
+        """``sql`` with this state's parameters (``params``) and any ``extra`` ones bound (``_bound``)."""
+        rows: list[tuple[Any, ...]] = self.store.query(*self._bound(sql, extra))
+        return rows
+
+    def query_in(self, sql: str, column: str, values: list[str]) -> list[tuple[Any, ...]]:
+        """``query`` of ``sql`` whose ``{where}``, before its other parameters, says ``column`` is one of ``values``
+        (``Store.select_in``: never prepared, a plan for the list as it is)."""
+        statement, params = self._bound(sql, {})
+        with self.store.cursor(commit=False) as cur:
+            rows: list[tuple[Any, ...]] = self.store.select_in(cur, statement, column, values, *params)
         return rows
 
     def contributions(self, metric: Metric) -> list[Contribution]:
@@ -723,18 +735,7 @@ class ReadModelContext(Context):
         providers have SEN or are looked after: those pupils' registrations, looked up by pupil (a join of the
         placements to the registrations read the open placements again: 14-15 ms at 2 M pupils, for 150 pupils)."""
         at_unregistered = sorted({p.pupil for p in self.open_placements if p.setting_type in UNREGISTERED_SETTING_TYPES})
-        vulnerable: set[str] = set()
-        if at_unregistered:
-            known, params = positional(at_now(VULNERABLE) if self.known_now else VULNERABLE, self.params())
-            with self.store.cursor(commit=False) as cur:  # (a list of ids: never prepared, ``Store.select_in``)
-                found = self.store.select_in(
-                    cur,
-                    f"SELECT DISTINCT r.subject FROM rm_registrations r WHERE {{where}} AND {known}",
-                    "r.subject",
-                    at_unregistered,
-                    *params,
-                )
-            vulnerable = {subject for (subject,) in found}
+        vulnerable = {subject for (subject,) in self.query_in(VULNERABLE, "r.subject", at_unregistered)} if at_unregistered else set()
         return watch_of(self.open_placements, vulnerable, self)
 
 
@@ -765,8 +766,12 @@ def _day(value: str | None) -> date | None:
     return date.fromisoformat(value) if value else None
 
 
-# a registration in force at (D, T) of a pupil with SEN or looked after (the provider watch's vulnerable pupils)
-VULNERABLE = f"{ST('r')} AND r.start_on <= :d AND (r.end_on IS NULL OR r.end_on > :d) AND (r.sen_status <> 'N' OR r.looked_after = 1)"
+# the pupils among a list (``{where}``) with a registration in force at (D, T) with SEN or looked after (the provider
+# watch's vulnerable pupils)
+VULNERABLE = (
+    f"SELECT DISTINCT r.subject FROM rm_registrations r WHERE {{where}} AND {ST('r')} AND r.start_on <= :d "
+    "AND (r.end_on IS NULL OR r.end_on > :d) AND (r.sen_status <> 'N' OR r.looked_after = 1)"
+)
 PLACEMENT_COLUMNS = (
     "p.placement_id, p.subject, p.commissioner, p.setting, p.setting_type, p.tier, p.start_on, p.planned_end, p.hours, p.end_on, p.outcome"
 )

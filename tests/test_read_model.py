@@ -138,17 +138,19 @@ def test_a_read_at_now_asks_for_the_rows_known_now_as_the_partial_indexes_say_it
     assert at_now("p.known_from <= :t AND (p.known_to IS NULL OR p.known_to > :t)") == "p.known_to IS NULL"
     store = area.ledger.store
     sent: list[str] = []
-    query = store.query
-    try:
+    query, select_in = store.query, store.select_in
+    try:  # (the statements by a list of ids too: the provider watch's vulnerable pupils)
         store.query = lambda sql, params=(): sent.append(sql) or query(sql, params)  # type: ignore[method-assign]
+        store.select_in = lambda cur, sql, *rest: sent.append(sql) or select_in(cur, sql, *rest)  # type: ignore[method-assign]
         reader = Reader(store)
         metrics_report(ReadModelContext(reader, Moment(AS_OF), ViewSettings()), reader, "la", "la:801")
         assert sent and not any(in_force.search(sql) for sql in sent)
+        assert any("FROM rm_registrations r WHERE {where}" in sql for sql in sent)
         sent.clear()
         metrics_report(ReadModelContext(reader, Moment(AS_OF, area.ledger.clock()), ViewSettings()), reader, "la", "la:801")
-        assert any(in_force.search(sql) for sql in sent)
+        assert any(in_force.search(sql) for sql in sent if "{where}" in sql)
     finally:
-        store.query = query  # type: ignore[method-assign]
+        store.query, store.select_in = query, select_in  # type: ignore[method-assign]
 
 
 def test_a_metric_not_in_the_read_model_is_answered_by_the_fold(area: Area) -> None:
