@@ -303,6 +303,33 @@ def test_a_planned_end_or_deadline_on_the_last_day_a_date_holds_counts_as_the_sq
         assert overdue == []
 
 
+def test_a_placement_ended_at_either_end_of_the_dates_keeps_its_length_as_the_sql_does() -> None:
+    """The kept lengths at the extremes a date holds: a placement from the first day a date holds (a length of
+    3,652,058 days) ended on the last, whose trailing year would end past it (its run never closes), and an ordinary
+    one, are counted on the days the median's SQL counts them, without an overflow stopping the upkeep."""
+    longest = ("p", "la:801", "setting", "AP", 1, "0001-01-01", None, 10.0, "9999-12-31", "mainstream", 3_652_058, None, 1)
+    month = ("p", "la:801", "setting", "AP", 1, "2026-09-01", None, 10.0, "2026-10-01", "mainstream", 30, None, 1)
+    rows = [("9999-12-31", None, longest), ("2026-10-01", None, month)]
+    kept = EnglandChanges()
+    for vf, vt, values in rows:
+        kept.add(length_changes(values, vf, vt))
+    assert kept.sums == {
+        (LENGTHS, "9999-12-31", "3652058"): [3_652_058, 1, 1],  # (no change 365 days after: there is no such day)
+        (LENGTHS, "2026-10-01", "30"): [30, 1, 1],
+        (LENGTHS, "2027-10-01", "30"): [-30, -1, -1],
+    }
+    db = _db(rows, [], {})
+    for day in (date(2026, 10, 1), date(2027, 9, 30), date(2027, 10, 1), date(9999, 12, 31)):
+        params = ReadModelContext.params(Context(Moment(day), ViewSettings(), Directory({}), []))  # type: ignore[arg-type]
+        found = db.execute(*positional(aggregated(QUERIES[LENGTHS], "median", AS_ENGLAND), params)).fetchall()
+        totals: dict[int, list[int]] = defaultdict(lambda: [0, 0, 0])
+        for (_, changed, label), sums in kept.sums.items():
+            if changed <= day.isoformat():
+                totals[int(label)] = [a + b for a, b in zip(totals[int(label)], sums, strict=True)]
+        expected = {int(num) // int(den): [int(num), int(den), int(n)] for _, _, num, den, n, _ in found}
+        assert {length: sums for length, sums in totals.items() if sums[2]} == expected, day
+
+
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 def test_a_dual_registration_ended_at_one_school_moves_englands_roll_as_the_fold_does(backend: str) -> None:
     """A pupil on two rolls, then removed from one, an event per batch: the pupil's rows known now then hold the same
