@@ -33,7 +33,7 @@ import psycopg
 from ledger.config import Settings
 from ledger.tools import admin
 
-from .workload import Workload, workload
+from .workload import Workload, streamed_areas, workload
 
 PG_ADMIN_URL = os.environ.get("PUPIL_LEDGER_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 BACKENDS = ("sqlite", "postgres")
@@ -273,11 +273,11 @@ class Context:
             batches.append((now - last) * 1000)
             done, last = done + n, now
             if done % 20_000 < n:
-                self.progress(f"loading {self.backend} template: {done:,}/{self.workload.size:,} events, {now - started:.0f} s")
+                self.progress(f"loading {self.backend} template: {done:,}/about {self.events:,} events, {now - started:.0f} s")
             if done % ANALYZE_EVERY < n and not statistics_kept:
                 ledger.store.execute("ANALYZE")  # what autovacuum would have done: see ANALYZE_EVERY
 
-        load_areas(ledger, self.workload.areas, batch_size=1000, on_progress=tick)
+        load_areas(ledger, streamed_areas(self.events, self.seed), batch_size=1000, on_progress=tick)
         if not statistics_kept:
             ledger.store.execute("ANALYZE")  # the copies inherit the statistics
         took = time.perf_counter() - started

@@ -33,6 +33,9 @@ from .harness import Context, Result, Scenario, rss_mb
 from .serving import Server, drive, get
 
 READS = 20  # moments per level
+# The largest workload the fold (the baseline) is run on: it holds every pupil in memory (3 GB at 1 M pupils, 95 s), so
+# at 10 M events it would take this machine's memory; the issue asks for its ratio at 100 k and 1 M events.
+FOLD_UP_TO = 2_000_000
 SERIES_MONTHS = 36
 RM_TABLES = tuple(t.name for v in read_model.views(ViewSettings()) for t in v.tables)
 
@@ -105,9 +108,10 @@ def run(ctx: Context) -> list[Result]:
             started = time.perf_counter()
             series(reader, settings, "national", "england", _months_back(today, SERIES_MONTHS), today, "month")
             timed("series", time.perf_counter() - started)
-            started = time.perf_counter()
-            metrics_report(context(reader, Moment(today), settings), reader, "national", "england")
-            timed("fold national", time.perf_counter() - started)
+            if ctx.events <= FOLD_UP_TO:
+                started = time.perf_counter()
+                metrics_report(context(reader, Moment(today), settings), reader, "national", "england")
+                timed("fold national", time.perf_counter() - started)
             token = ledger.issue_token(ADMIN_ORG, "admin")
             store.close()
             with Server(loaded, ["--no-followers"]) as server:  # the API alone: the copy's views are caught up already
@@ -159,7 +163,8 @@ def run(ctx: Context) -> list[Result]:
                 rss,
                 baseline_for=None,
                 target=target,
-                note=f"{notes.get('scopes', '')}; fold ÷ model (median) {ratio:,.0f}×" if level == "national" else notes.get("scopes", ""),
+                note=notes.get("scopes", "")
+                + ((f"; fold ÷ model (median) {ratio:,.0f}×" if fold else "; no fold at this size") if level == "national" else ""),
             )
         )
     out.append(
@@ -173,6 +178,7 @@ def run(ctx: Context) -> list[Result]:
             fold,
             rss,
             baseline_for="accountabilityMetrics, national, new moment (read model)",
+            note="" if fold else f"not run above {FOLD_UP_TO:,} events: the fold holds every pupil in memory",
         )
     )
     series_ms = rows.get("series", ([], []))[1]
