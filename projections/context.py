@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any, NamedTuple, TypeVar
@@ -139,6 +139,10 @@ class Context:
     def open_placements(self) -> list[Placement]:
         """The placements open on D (the provider watch's and the funding's)."""
         return self.derived("open_placements", lambda ctx: [p for p in ctx.placements if p.is_open()])
+
+    def open_placements_by_id(self, ids: Collection[str]) -> dict[str, Placement]:
+        """The placements of ``ids`` open on D, by id (the funding's banded placements)."""
+        return {p.event_id: p for p in self.open_placements if p.event_id in ids}
 
     def placement_tally(self, level: str, scope: str) -> PlacementTally:
         """The placements commissioned within ``scope`` at ``level``, as the register counts them."""

@@ -38,10 +38,13 @@ class Costed:
 
 def _costed(ctx: Context) -> list[Costed]:
     day: date = ctx.day
-    placements = {p.event_id: p for p in ctx.open_placements if p.start <= day}  # (a state at D has no end after D)
+    bands = ctx.funding.bands_on(day)
+    banded = {str(band.data.get("placement_event_id")) for band in bands if band.data["basis"] == "ap_placement"}
+    # the banded placements open on D (a state at D has no end after D), not every open placement
+    placements = {i: p for i, p in ctx.open_placements_by_id(banded).items() if p.start <= day}
     tariff = ctx.funding.tariff_on(day)
     out = []
-    for band in ctx.funding.bands_on(day):
+    for band in bands:
         d = band.data
         price = tariff.prices.get((d["band"], d["provision_type"])) if tariff else None
         if d["basis"] == "ap_placement":

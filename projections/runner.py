@@ -130,7 +130,9 @@ class Projector:
             yield cur
 
     def ensure(self) -> list[str]:
-        """Create missing views; drop and recreate those whose version changed. Returns the rebuilt views' names."""
+        """Create missing views; drop and recreate those whose version changed; make the indexes declared since a view
+        of this version was made (an index changes no row: a new one is made, not the view rebuilt from the log).
+        Returns the rebuilt views' names."""
         rebuilt = []
         with self._transaction() as cur:
             cur.execute(POSITIONS_DDL)
@@ -138,6 +140,9 @@ class Projector:
             versions = dict(fetch_tuples(cur))
             for view in self.views:
                 if versions.get(view.name) == view.version:
+                    for table in view.tables:  # (every statement is "IF NOT EXISTS")
+                        for statement in table.ddl():
+                            cur.execute(statement)
                     continue
                 self._reset(cur, view, exists=view.name in versions)
                 rebuilt.append(view.name)

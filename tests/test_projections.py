@@ -342,6 +342,26 @@ def test_a_changed_view_version_rebuilds_itself(area: Area) -> None:
     assert dump(store) == before
 
 
+def test_an_index_declared_since_a_view_was_made_is_made_at_the_next_start_without_a_rebuild(area: Area) -> None:
+    """A ledger whose read model was built before an index was declared (the open placements at unregistered providers',
+    stop 45) gets the index when its projector next starts, and keeps its rows and positions: an index changes no row."""
+    store = area.ledger.store
+    index = "rm_placements_open_unregistered_now"
+    listed = (
+        "SELECT indexname FROM pg_indexes WHERE schemaname = current_schema()"
+        if store.is_postgres
+        else "SELECT name FROM sqlite_master WHERE type = 'index'"
+    )
+    before, positions = dump(store), Projector(store).positions()
+    store.execute(f"DROP INDEX {index}")
+    assert index not in {name for (name,) in store.query(listed)}
+    projector = Projector(store)
+    assert projector.ensure() == []
+    assert index in {name for (name,) in store.query(listed)}
+    assert projector.positions() == positions and dump(store) == before
+    assert Projector(store).ensure() == []  # (made once: "IF NOT EXISTS" the next time)
+
+
 # -- HTTP -----------------------------------------------------------------------------------------
 
 

@@ -153,6 +153,36 @@ def test_a_read_at_now_asks_for_the_rows_known_now_as_the_partial_indexes_say_it
         store.query, store.select_in = query, select_in  # type: ignore[method-assign]
 
 
+def test_a_state_reads_the_open_placements_its_readers_count(area: Area) -> None:
+    """The provider watch reads the open placements at unregistered providers alone (their own partial index), and the
+    funding its banded placements by id: a national state (a series' date) reads not every open placement, yet watches
+    what the fold watches. An England read's register reads them all, and the watch then takes its own from those."""
+    store = area.ledger.store
+    sent: list[str] = []
+    query = store.query
+    every_open = re.compile(r"p\.end_on IS NULL ORDER BY")  # ``open_placements``' statement, of no setting type
+    at_unregistered = "p.end_on IS NULL AND p.setting_type IN ('NFE', 'OOT', 'OTH', 'WBP') ORDER BY"
+    reader = Reader(store)
+    try:
+        store.query = lambda sql, params=(): sent.append(sql) or query(sql, params)  # type: ignore[method-assign]
+        for day in (AS_OF, AS_OF - timedelta(days=40)):
+            state = ReadModelContext(reader, Moment(day), ViewSettings(), "national")
+            figures = report(state, "national", "england")
+            assert not any(every_open.search(sql) for sql in sent), day
+            assert sum(at_unregistered in sql for sql in sent) == 1, day
+            fold = context(reader, Moment(day), ViewSettings())
+            assert figures == report(fold, "national", "england"), day
+            assert state.provider_watch() == fold.derived("provider_watch", lambda ctx: None), day
+            assert bool(state.open_unregistered) == (day == AS_OF), day  # (none 40 days before)
+            sent.clear()
+        england = ReadModelContext(reader, Moment(AS_OF), ViewSettings(), "national")
+        metrics_report(england, reader, "national", "england")
+        assert sum(bool(every_open.search(sql)) for sql in sent) == 1 and sum(at_unregistered in sql for sql in sent) == 1
+        assert england.open_unregistered == [p for p in england.open_placements if p.setting_type in ("NFE", "OOT", "OTH", "WBP")]
+    finally:
+        store.query = query  # type: ignore[method-assign]
+
+
 def test_a_metric_not_in_the_read_model_is_answered_by_the_fold(area: Area) -> None:
     from projections.context import Contribution, Metric
 
