@@ -93,9 +93,10 @@ _known_now: dict[int, tuple[weakref.ref[Any], tuple[int, int], list[tuple[Any, .
 _known_now_lock = threading.Lock()
 
 
-def _facts(db: Any, moment: Moment) -> list[tuple[Any, ...]]:
-    """``FACT_COLUMNS`` of the org facts known at ``moment``, whatever their effective date, in effective then ledger
-    order: at the ledger's now, from ``_known_now`` while the table holds the same facts."""
+def org_facts(db: Any, moment: Moment) -> list[tuple[Any, ...]]:
+    """``FACT_COLUMNS`` of the org facts known at ``moment``, whatever their effective date (the same for every D at one
+    ledger time), in effective then ledger order: at the ledger's now, from ``_known_now`` while the table holds the
+    same facts."""
     store = getattr(db, "store", None)
     if moment.known_at is not None or store is None:
         rows: list[tuple[Any, ...]] = db.facts(ORG_FACTS.name, moment, columns=FACT_COLUMNS, order="occurred_on, seq", effective_cut=False)
@@ -123,9 +124,14 @@ def directory(db: Any, moment: Moment) -> Directory:
     """Fold the org facts known at ``moment`` (effective order, then ledger order). A registration
     counts whatever its effective date (an organisation the ledger learnt of later still existed
     before); trust changes and closures count from their effective date."""
+    return directory_from(org_facts(db, moment), moment)
+
+
+def directory_from(facts: Iterable[tuple[Any, ...]], moment: Moment) -> Directory:
+    """``directory`` of the facts ``org_facts`` gave at ``moment``'s ledger time, at ``moment``'s D."""
     out = Directory()
     as_of = moment.as_of.isoformat()
-    for subject, etype, occurred_on, kind, la, trust, gias_type in _facts(db, moment):
+    for subject, etype, occurred_on, kind, la, trust, gias_type in facts:
         registration = etype in ("org.registered", "provider.unregistered_recorded")
         if occurred_on > as_of and not registration:
             continue

@@ -30,7 +30,8 @@ from .config import ViewSettings
 from .context import ENGLAND, Context, Contribution, Metric, Placement, PlacementTally, context, scope_of
 from .facts import Moment
 from .metrics import METRICS_BY_NAME
-from .orgs import directory
+from .orgs import directory_from, org_facts
+from .plans import Funding
 from .plans import funding as funding_facts
 from .read_model import model_version
 from .read_model_cap import CAP_BREACHES, UNIT_SUMS
@@ -395,6 +396,20 @@ class Registrations:
         return out
 
 
+class Known(NamedTuple):
+    """The facts a state reads whatever its D, which depend only on its ledger time: the organisations' (``org_facts``;
+    each state folds them at its D) and the plans and funding (``plans.funding``: each carries its own dates). A
+    series' states, at one ledger time, read them once rather than once for each of its 51 dates."""
+
+    known_at: Any  # the ledger time (None: now)
+    org_facts: list[tuple[Any, ...]]
+    funding: Funding
+
+    @staticmethod
+    def at(db: Any, moment: Moment) -> Known:
+        return Known(moment.known_at, org_facts(db, moment), funding_facts(db, moment))
+
+
 # The levels a state can be made for (``ReadModelContext.level``): None, every level (a sum per unit and label)
 STATE_LEVELS = (None, "national", "la")
 
@@ -421,8 +436,14 @@ class ReadModelContext(Context):
     key may repeat (a pupil at two schools) stay items, under their unit's LA, and are still counted once per scope
     by key. A unit without an LA keeps its own sums (they count for England only, as in a state of every unit)."""
 
-    def __init__(self, db: Any, moment: Moment, settings: ViewSettings, level: str | None = None):
-        super().__init__(moment, settings, directory(db, moment), [], funding_facts(db, moment))
+    def __init__(self, db: Any, moment: Moment, settings: ViewSettings, level: str | None = None, known: Known | None = None):
+        """``known``: the facts known at the moment's ledger time that every state reads whatever its D, read once for
+        several states (a series'); by default read for this one."""
+        if known is None:
+            known = Known.at(db, moment)
+        elif known.known_at != moment.known_at:
+            raise ValueError(f"facts known at {known.known_at or 'now'} are not those of a state known at {moment.known_at or 'now'}")
+        super().__init__(moment, settings, directory_from(known.org_facts, moment), [], known.funding)
         if level not in STATE_LEVELS:
             raise ValueError(f"a read model state is made for every level, for LA figures or for national figures only, not {level!r}")
         self.level = level
@@ -828,6 +849,16 @@ def _placement(row: tuple[Any, ...]) -> Placement:
         _day(end),
         outcome,
     )
+
+
+def states_at(db: Any, settings: ViewSettings, level: str | None, first: Moment) -> Callable[[date], Context]:
+    """``read_model_context`` at each D of ``first``'s ledger time (a series' dates), asking once whether the model is
+    usable and reading once the facts every state reads whatever its D (``Known``)."""
+    store = getattr(db, "store", None)
+    if store is None or not usable(store, settings):
+        return lambda day: context(db, Moment(day, first.known_at), settings)
+    known = Known.at(db, first)
+    return lambda day: ReadModelContext(db, Moment(day, first.known_at), settings, level, known)
 
 
 def read_model_context(db: Any, moment: Moment, settings: ViewSettings, level: str | None = None) -> Context:

@@ -12,7 +12,7 @@ Beside each figure of a scope (``projections.metrics.report``: value, ``national
 
 A series asks the same at each step from ``start`` to ``end``: the last day of each month (``month``) or of
 each term of the term calendar (``term``) in the range, and ``end`` itself when it is not one. Each date's
-figures come from one state (``read_model_context``: the read model, or the fold where it cannot answer).
+figures come from one state (``states_at``: the read model, or the fold where it cannot answer).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from .context import Context
 from .facts import Moment
 from .metrics import METRICS_BY_NAME, figure_of, report, require_level
 from .orgs import Directory
-from .read_model_queries import read_model_context, state_level
+from .read_model_queries import state_level, states_at
 
 STEPS = ("month", "term")
 MAX_POINTS = 120
@@ -168,7 +168,8 @@ def series(
     points = []
     region = None
     made_for = state_level(level)  # a national series needs England's sums only, an LA series the LAs' sums
-    with closing(in_order(lambda day: prepared(read_model_context(db, Moment(day, known_at), settings, made_for), names), order)) as making:
+    state_at = states_at(db, settings, made_for, Moment(order[0], known_at))  # (the facts every date reads, read once)
+    with closing(in_order(lambda day: prepared(state_at(day), names), order)) as making:
         made = zip(order, making, strict=True)
         for i, day in enumerate(days):
             while day not in states or a_year_before(day) not in before:

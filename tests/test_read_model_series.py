@@ -13,7 +13,7 @@ from api.app import create_app
 from projections.config import ViewSettings
 from projections.facts import Moment
 from projections.metrics import report
-from projections.read_model_queries import read_model_context
+from projections.read_model_queries import Known, ReadModelContext, read_model_context
 from projections.read_model_series import a_year_before, compare, quartile, series, step_dates, values_of
 from projections.runner import Projector, Reader
 
@@ -133,6 +133,33 @@ def test_a_long_series_equals_each_of_its_dates_asked_alone(area: Area) -> None:
             last_year = read_model_context(reader, Moment(a_year_before(point["as_of"])), settings)
             compare(ctx, values_of(last_year, level, scope, alone), level, scope, alone)
             assert point["metrics"] == alone, point["as_of"]
+
+
+def test_a_series_reads_once_what_its_dates_share(area: Area) -> None:
+    """Whether the model is usable, the organisation facts and the plans and funding facts (the same at every D of one
+    ledger time) are asked once for a series of 16 dates and their years before, not once per date: a national series
+    at 1 M pupils asked them 51 times. A state given the facts of another ledger time is refused."""
+    store = area.ledger.store
+    sent: list[str] = []
+    query = store.query
+    reader = Reader(store)
+    try:
+        store.query = lambda sql, params=(): sent.append(sql) or query(sql, params)  # type: ignore[method-assign]
+        got = series(reader, ViewSettings(), "national", "england", d(7, 15).replace(year=2025), d(10, 5), "month")
+    finally:
+        store.query = query  # type: ignore[method-assign]
+    states = {day for point in got["points"] for day in (point["as_of"], a_year_before(point["as_of"]))}
+    assert len(got["points"]) == 16 and sum("FROM rm_england_reports" in sql for sql in sent) == len(states) == 29
+    assert [sum(f"FROM {table}" in sql for sql in sent) for table in ("pv_positions", "pv_plan_facts")] == [1, 1]
+    # (at the ledger's now the organisations' facts are asked whether they changed, and read if they did: at most twice)
+    assert (
+        sum("FROM pv_org_facts" in sql for sql in sent)
+        == 1 + sum(sql.startswith("SELECT subject") and "pv_org_facts" in sql for sql in sent)
+        <= 2
+    )
+    at_now = Known.at(reader, Moment(AS_OF))
+    with pytest.raises(ValueError, match="facts known at now are not those of a state known at"):
+        ReadModelContext(reader, Moment(AS_OF, area.ledger.clock()), ViewSettings(), "national", at_now)
 
 
 def test_states_are_made_in_order_a_few_ahead_and_a_failure_reaches_the_caller() -> None:
