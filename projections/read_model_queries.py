@@ -30,7 +30,7 @@ from .config import ViewSettings
 from .context import ENGLAND, Context, Contribution, Metric, Placement, PlacementTally, context, scope_of
 from .facts import Moment
 from .metrics import METRICS_BY_NAME
-from .orgs import directory_from, org_facts
+from .orgs import OrgFacts, org_facts
 from .plans import Funding
 from .plans import funding as funding_facts
 from .read_model import model_version
@@ -402,7 +402,7 @@ class Known(NamedTuple):
     series' states, at one ledger time, read them once rather than once for each of its 51 dates."""
 
     known_at: Any  # the ledger time (None: now)
-    org_facts: list[tuple[Any, ...]]
+    org_facts: OrgFacts
     funding: Funding
 
     @staticmethod
@@ -443,7 +443,7 @@ class ReadModelContext(Context):
             known = Known.at(db, moment)
         elif known.known_at != moment.known_at:
             raise ValueError(f"facts known at {known.known_at or 'now'} are not those of a state known at {moment.known_at or 'now'}")
-        super().__init__(moment, settings, directory_from(known.org_facts, moment), [], known.funding)
+        super().__init__(moment, settings, known.org_facts.at(moment), [], known.funding)
         if level not in STATE_LEVELS:
             raise ValueError(f"a read model state is made for every level, for LA figures or for national figures only, not {level!r}")
         self.level = level
