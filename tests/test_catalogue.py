@@ -232,7 +232,9 @@ def near_instances(draw: st.DrawFn, schema: dict) -> object:
 
 
 @pytest.mark.parametrize("type_name", sorted(catalogue.event_types()))
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large]
+)
 @given(data=st.data())
 def test_compiled_validator_agrees_with_jsonschema(type_name: str, data: st.DataObject) -> None:
     """The compiled validator is the fast path: it must never accept what jsonschema rejects, and it rejects what
