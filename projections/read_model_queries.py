@@ -33,7 +33,7 @@ from .metrics import METRICS_BY_NAME
 from .orgs import OrgFacts, org_facts
 from .plans import Funding
 from .plans import funding as funding_facts
-from .read_model import model_version
+from .read_model import UNREGISTERED_IN, model_version
 from .read_model_cap import CAP_BREACHES, UNIT_SUMS
 from .read_model_england import ENGLAND_SUMS, LENGTHS, ROLL, STATE_METRICS, YEAR
 from .read_model_la import RM_UNIT_LA, UNIT_LA_JOIN, unit_la
@@ -134,7 +134,7 @@ KEPT_FOR_ENGLAND = frozenset({*REPORTS, *STATE_METRICS, CAP_BREACHES, LENGTHS})
 # takes the others' count from rm_england_state); the roll-up counts each pupil once, by key
 UNREGISTERED_AT_SEVERAL = (
     "SELECT p.commissioner AS unit, '' AS label, 1 AS num, 0 AS den, 1 AS n, p.subject AS item FROM rm_placements p "
-    f"WHERE {OPEN_PLACEMENT} AND p.setting_type IN {_in(UNREGISTERED_SETTING_TYPES)} AND p.places > 1"
+    f"WHERE {OPEN_PLACEMENT} AND p.setting_type IN {UNREGISTERED_IN} AND p.places > 1"
 )
 
 
@@ -220,7 +220,7 @@ QUERIES: dict[str, Query] = {
     "pupils_in_unregistered_provision": Query(
         "SELECT p.commissioner AS unit, p.subject AS item, 1 AS num, 0 AS den, '' AS label, CASE WHEN p.places > 1 THEN 1 ELSE 0 END AS shared "
         "FROM rm_placements p "
-        f"WHERE {OPEN_PLACEMENT} AND p.setting_type IN {_in(UNREGISTERED_SETTING_TYPES)}",
+        f"WHERE {OPEN_PLACEMENT} AND p.setting_type IN {UNREGISTERED_IN}",
         unique=False,
     ),
     "removals_unknown_destination": _counted("removals_unknown_destination"),
@@ -727,7 +727,7 @@ class ReadModelContext(Context):
         read every open placement at each of its 51 dates for the watch: a third of them are at such providers)."""
         if self._open_unregistered is None:
             if self._open_placements is None and self._recent is None:
-                rows = self._placement_rows(f"p.end_on IS NULL AND p.setting_type IN {_in(UNREGISTERED_SETTING_TYPES)}")
+                rows = self._placement_rows(f"p.end_on IS NULL AND p.setting_type IN {UNREGISTERED_IN}")
                 self._open_unregistered = [_placement(row) for row in rows]
             else:
                 self._open_unregistered = [p for p in self.open_placements if p.setting_type in UNREGISTERED_SETTING_TYPES]
@@ -865,7 +865,4 @@ def read_model_context(db: Any, moment: Moment, settings: ViewSettings, level: s
     """The state the metrics read at ``moment``: from the read model when it is usable, else folded. ``level``
     "national" or "la": a state only figures of that level (and England's) are read from (``ReadModelContext``),
     cheaper at national scale; ``state_level`` says which a read asks for."""
-    store = getattr(db, "store", None)
-    if store is not None and usable(store, settings):
-        return ReadModelContext(db, moment, settings, level)
-    return context(db, moment, settings)
+    return states_at(db, settings, level, moment)(moment.as_of)
