@@ -9,8 +9,9 @@ which grow with the days and the labels, not the pupils:
 * ``rm_england_reports`` (view ``read_model_events``): for every metric that counts the reports of the year to date
   (``read_model_months.REPORTS``), the reports known now summed per effective day and label. England's figure at
   (D, now) is the sum over the days from the first of September to D: the same rows as the metric's SQL, by the same
-  definition (``EventCount``), as ``rm_months`` keeps them per unit and month. The suspension cap's breaches are kept
-  there too: a pupil counts on the first day of an academic year on which its suspensions pass the cap
+  definition (``EventCount``), as ``rm_months`` keeps them per unit and month. The AP attendance summaries are kept
+  there too, per day and academic year (the label): England's attendance rate at (D, now) sums the summaries of D's
+  academic year that occurred by D. The suspension cap's breaches are kept there too: a pupil counts on the first day of an academic year on which its suspensions pass the cap
   (``read_model_cap.crossings``).
 * ``rm_england_state`` (view ``read_model_state``): for metrics over the state tables, each row known now adds its
   numerator and denominator on the first day it counts and takes them off on the first day it stops counting
@@ -30,7 +31,7 @@ off when it stops being (``read_model.maintain_state``), a report's when it is w
 (``read_model_months.after_facts``), and an erased pupil's rows are taken off before they are deleted. A read at an
 earlier ledger time reads the rows, as before. Not kept, and read from the rows: the pupils in unregistered provision
 at more than one placement at once (one by one, few), the placements ended (joined to the state), the post-16
-destinations (the latest per pupil) and the AP attendance (by the academic year it reports on).
+destinations (the latest per pupil).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from .read_model_roll import DailyChanges, SumTable, earlier_end, next_year_star
 from .roll import GAP_EXEMPT_DESTINATIONS, UNEXPLAINED_DESTINATIONS
 from .unregistered import UNREGISTERED_SETTING_TYPES
 
+ATTENDANCE = "ap_attendance_rate"  # kept with the reports, per day and academic year (``read_model_months.ENGLAND_REPORTS``)
 ROLL = "registrations:roll"  # the pupils on the roll at D (counted once each)
 YEAR = "registrations:year"  # the pupils at a school in the academic year to date (counted once each)
 
@@ -218,7 +220,10 @@ class EnglandChanges:
 # whose items all stopped counting keep a row of zeros, which HAVING leaves out (as the rows give none).
 ENGLAND_SUMS = (
     "SELECT metric, label, CAST(SUM(num) AS BIGINT), CAST(SUM(den) AS BIGINT), CAST(SUM(n) AS BIGINT) FROM rm_england_reports "
-    "WHERE day >= :ys AND day <= :d GROUP BY metric, label HAVING SUM(n) <> 0 "
+    f"WHERE day >= :ys AND day <= :d AND metric <> '{ATTENDANCE}' GROUP BY metric, label HAVING SUM(n) <> 0 "
+    # the attendance summaries of D's academic year (the label) that occurred by D, on whichever day
+    f"UNION ALL SELECT metric, '', CAST(SUM(num) AS BIGINT), CAST(SUM(den) AS BIGINT), CAST(SUM(n) AS BIGINT) FROM rm_england_reports "
+    f"WHERE metric = '{ATTENDANCE}' AND day <= :d AND label = :ay GROUP BY metric HAVING SUM(n) <> 0 "
     "UNION ALL SELECT metric, label, CAST(SUM(num) AS BIGINT), CAST(SUM(den) AS BIGINT), CAST(SUM(n) AS BIGINT) "
     f"FROM ({RM_ENGLAND_STATE.up_to('metric, label, num, den, n')}) x GROUP BY metric, label HAVING SUM(n) <> 0"
 )

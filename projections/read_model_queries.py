@@ -39,7 +39,7 @@ from .read_model_england import ENGLAND_SUMS, LENGTHS, ROLL, STATE_METRICS, YEAR
 from .read_model_la import RM_UNIT_LA, UNIT_LA_JOIN, unit_la
 from .read_model_la_roll import LA_ROLL_SUMS, SPANNING_RUNS
 from .read_model_la_state import LA_STATE_SUMS
-from .read_model_months import REPORTS, RM_LA_MONTHS, RM_MONTHS, EventCount, month_sums_sql
+from .read_model_months import ENGLAND_REPORTS, REPORTS, RM_LA_MONTHS, RM_MONTHS, EventCount, month_sums_sql
 from .roll import GAP_EXEMPT_DESTINATIONS, UNEXPLAINED_DESTINATIONS
 from .unregistered import UNREGISTERED_SETTING_TYPES, ProviderWatch, watch_of
 
@@ -128,7 +128,7 @@ CORRECTIONS = (
 
 
 # The metrics a national state at the ledger's now reads from England's numbers kept per day (``read_model_england``)
-KEPT_FOR_ENGLAND = frozenset({*REPORTS, *STATE_METRICS, CAP_BREACHES, LENGTHS})
+KEPT_FOR_ENGLAND = frozenset({*ENGLAND_REPORTS, *STATE_METRICS, CAP_BREACHES, LENGTHS})
 
 # The pupils in unregistered provision with more than one placement in their state, one by one (an England read at now
 # takes the others' count from rm_england_state); the roll-up counts each pupil once, by key

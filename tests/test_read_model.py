@@ -37,7 +37,7 @@ from projections.read_model_england import (
 from projections.read_model_la import directory_of
 from projections.read_model_la_roll import scoped_runs
 from projections.read_model_la_state import RM_LA_STATE, placement_unit
-from projections.read_model_months import COUNTED, PER_LA, REPORTS
+from projections.read_model_months import COUNTED, ENGLAND_REPORTS, PER_LA
 from projections.read_model_queries import (
     QUERIES,
     REGISTRATION_COUNTS,
@@ -264,6 +264,33 @@ def test_a_national_state_holds_englands_sums_and_refuses_other_levels(area: Are
             values_of(national, level, scope, ["pupils_on_roll"])
     with pytest.raises(ValueError, match="not 'trust'"):
         ReadModelContext(reader, moment, ViewSettings(), "trust")
+
+
+def totals(contributions: list[Any]) -> tuple[int, int]:
+    return int(sum(c.num for c in contributions)), int(sum(c.den for c in contributions))
+
+
+def test_englands_attendance_rate_at_now_is_its_kept_sums_of_the_academic_year_of_d(area: Area) -> None:
+    """A national state at the ledger's now reads the AP attendance rate from England's kept numbers (no statement reads
+    the summaries), by the academic year of D: P11's spring summary of 2025/26 counts in July 2026 and not in the autumn,
+    when the autumn summaries of 2026/27 count from the day they were recorded. The fold gives the same rates."""
+    store = area.ledger.store
+    reader = Reader(store)
+    attendance = METRICS_BY_NAME["ap_attendance_rate"]
+    sent: list[str] = []
+    query = store.query
+    rates = {}
+    try:
+        store.query = lambda sql, params=(): sent.append(sql) or query(sql, params)  # type: ignore[method-assign]
+        for day in (date(2026, 3, 19), date(2026, 7, 1), date(2026, 10, 1), AS_OF):
+            national = ReadModelContext(reader, Moment(day), ViewSettings(), "national")
+            rates[day] = totals(national.contributions(attendance))
+            assert rates[day] == totals(context(reader, Moment(day), ViewSettings()).contributions(attendance)), day
+    finally:
+        store.query = query  # type: ignore[method-assign]
+    assert not any("attendance_summary_recorded" in sql for sql in sent)
+    assert rates[date(2026, 3, 19)] == (0, 0) and rates[date(2026, 7, 1)] == (90, 100) and rates[AS_OF] == (33, 40)
+    assert rates[date(2026, 10, 1)] == (0, 0)  # (the autumn summaries are recorded on 2 October)
 
 
 def test_a_state_made_for_la_figures_sums_each_unit_under_its_la_and_refuses_schools_and_trusts(area: Area) -> None:
@@ -588,7 +615,7 @@ def assert_england_kept(store: Any) -> None:
     of zeros aside)."""
     late = ViewSettings().late_school_days
     reports: dict[tuple[str, ...], list[int]] = {}
-    for metric, count in REPORTS.items():
+    for metric, count in ENGLAND_REPORTS.items():  # (the attendance summaries' label: their academic year)
         sql = count.rows("e.superseded_at IS NULL", "e.occurred_on AS day").replace(":late", str(late))
         for _, _, num, den, label, day in store.query(sql):
             kept = reports.setdefault((metric, day, label or ""), [0, 0, 0])
