@@ -128,10 +128,14 @@ def post_all(client: httpx.Client, tokens: dict[str, str], items: list[dict[str,
 
 
 def join(start: Any, config: FeedConfig, others: list[Proc], broker_log: Path, attempts: int = 5) -> Proc:
-    """A second (dynamic) member joins, and the group splits the partitions between the two. The test broker now and
-    then never completes a rebalance that a static member takes part in; a real Kafka ends it at the rebalance timeout.
-    Here a member that got nothing in 20 s leaves, and another joins. If none does, the failure says what the broker
-    and every member saw (the group as the broker describes it, each member's log)."""
+    """A second (dynamic) member joins, and the group splits the partitions between the two. The test broker (noida-db
+    0.2.3, the newest) never drops a member whose session has timed out: a member that died without leaving (killed
+    while it waited in a join) stays listed, and every later rebalance waits for it, so the group stays in
+    PreparingRebalance and each further member only joins the wait. A real Kafka drops it at the session timeout; here,
+    when a member got nothing in 20 s, it is stopped and the members with no process behind them (every dynamic member:
+    the only other live one is the static ``worker-1``) are removed as an operator would remove them
+    (``remove_group_members``), and another joins. If none does, the failure says what the broker and every member saw
+    (the group as the broker describes it, each member's log)."""
     tails = []
     for attempt in range(attempts):
         worker = start(f"worker-2-{attempt}", ["project", "run", "--source", "kafka", "--idle", "0.1", "--batch", "60"])
@@ -140,13 +144,32 @@ def join(start: Any, config: FeedConfig, others: list[Proc], broker_log: Path, a
             if worker.settled() and worker.assignments()[-1]:
                 return worker
             time.sleep(0.2)
-        tails.append(f"--- {worker.name}:\n{worker.tail()}")
+        tails.append(f"--- {worker.name}:\n{worker.tail()}\n--- the group then: {describe_group(config)}")
         worker.stop()
+        tails.append(f"--- removed: {remove_dynamic_members(config)}")
     raise AssertionError(
         f"no second worker got partitions in {attempts} attempts\n--- the group: {describe_group(config)}\n"
         + "\n".join([*tails, *(f"--- {p.name}:\n{p.tail()}" for p in others)])
         + f"\n--- the broker:\n{broker_log.read_text(errors='replace')[-3000:]}"
     )
+
+
+def remove_dynamic_members(config: FeedConfig) -> str:
+    """Remove the group's dynamic members (what a real Kafka does to a dead one at its session timeout); says which."""
+    from kafka import KafkaAdminClient
+    from kafka.admin import MemberToRemove
+    from kafka.errors import KafkaError
+
+    try:
+        admin_client = KafkaAdminClient(bootstrap_servers=config.servers, request_timeout_ms=5000)
+        try:
+            members = admin_client.describe_groups([config.group])[config.group]["members"]
+            dead = [MemberToRemove(member_id=m["member_id"]) for m in members if m["group_instance_id"] is None]
+            return repr(admin_client.remove_group_members(config.group, dead))
+        finally:
+            admin_client.close()
+    except (KafkaError, OSError) as exc:  # the next attempt, and the failure's message, say what happened then
+        return f"(not removed: {exc!r})"
 
 
 def describe_group(config: FeedConfig) -> str:
