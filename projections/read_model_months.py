@@ -180,31 +180,43 @@ def month_sums_sql(
     )
 
 
-def _add(cur: Any, store: Any, table: SumTable, sums: str, rows_of_b: str, params: Sequence[Any], sign: int, late: int) -> None:
-    """Add (``sign`` 1) or take off (-1) the rows of ``sums`` (the table's key columns but the writer's share, then
-    ``num`` and ``den``, over the reports ``b`` that ``rows_of_b`` selects) summed per key, in key order, to ``table``;
-    a table keyed by a share (``shard``) gets this writer's."""
+def _adding(table: SumTable, sums: str, sign: int) -> str:
+    """The statement that adds (``sign`` 1) or takes off (-1) the rows of ``sums`` (the table's key columns but the
+    writer's share, then ``num`` and ``den``, over the reports ``b``) summed per key, in key order, to ``table``; a table
+    keyed by a share (``shard``) gets this writer's."""
     keys = ", ".join(k for k in table.key if k != "shard")
     share = f", {int(shard())}" if "shard" in table.key else ""
-    name = table.name
-    statement = (
-        f"WITH b AS ({rows_of_b}) "
-        f"INSERT INTO {name} ({', '.join(table.key)}, num, den, n) "
+    return (
+        f"INSERT INTO {table.name} ({', '.join(table.key)}, num, den, n) "
         f"SELECT {keys}{share}, {sign} * SUM(num), {sign} * SUM(den), {sign} * COUNT(*) FROM ({sums}) s "
         f"WHERE 1 = 1 GROUP BY {keys} ORDER BY {keys} "  # (WHERE: SQLite reads ON CONFLICT after a bare SELECT as a join's)
         f"{table.adding()}"
-    ).replace(":late", str(int(late)))
-    execute_in(cur, store.sql(statement), params, store.is_postgres)
+    )
 
 
 def _write(cur: Any, store: Any, rows_of_b: str, params: Sequence[Any], sign: int, settings: ViewSettings) -> None:
     """Add (``sign`` 1) or take off (-1) the sums of the reports ``rows_of_b`` selects: the counted metrics' per unit
-    (``rm_months``), every report metric's and the attendance summaries' England's per day, and the others' per LA (``rm_la_months``, under their units'
-    LAs as ``rm_unit_la`` stands)."""
-    late = settings.late_school_days
-    _add(cur, store, RM_MONTHS, " UNION ALL ".join(c.sums(m) for m, c in COUNTED.items()), rows_of_b, params, sign, late)
-    _add(cur, store, RM_ENGLAND_REPORTS, " UNION ALL ".join(c.day_sums(m) for m, c in ENGLAND_REPORTS.items()), rows_of_b, params, sign, late)
-    _add(cur, store, RM_LA_MONTHS, " UNION ALL ".join(c.la_sums(m) for m, c in PER_LA.items()), rows_of_b, params, sign, late)
+    (``rm_months``), every report metric's and the attendance summaries' England's per day, and the others' per LA
+    (``rm_la_months``, under their units' LAs as ``rm_unit_la`` stands).
+
+    On PostgreSQL the three are one statement, the reports ``b`` read once for all three (each of three statements read
+    them again by their ids: a quarter of the read model's catch-up); SQLite has no INSERT in a WITH, so there they are
+    three."""
+    writes = [
+        _adding(RM_MONTHS, " UNION ALL ".join(c.sums(m) for m, c in COUNTED.items()), sign),
+        _adding(RM_ENGLAND_REPORTS, " UNION ALL ".join(c.day_sums(m) for m, c in ENGLAND_REPORTS.items()), sign),
+        _adding(RM_LA_MONTHS, " UNION ALL ".join(c.la_sums(m) for m, c in PER_LA.items()), sign),
+    ]
+    if store.is_postgres:  # (data-modifying WITH clauses run once each, to completion, whether or not they are read)
+        *first, last = writes
+        statements = [
+            "WITH b AS MATERIALIZED (" + rows_of_b + "), " + ", ".join(f"w{i} AS ({w})" for i, w in enumerate(first)) + " " + last
+        ]
+    else:
+        statements = [f"WITH b AS ({rows_of_b}) {w}" for w in writes]
+    late = str(int(settings.late_school_days))
+    for statement in statements:
+        execute_in(cur, store.sql(statement.replace(":late", late)), params, store.is_postgres)
 
 
 def after_facts(settings: ViewSettings) -> Callable[[Any, Any, Sequence[LogEvent]], None]:
