@@ -89,7 +89,7 @@ from .read_model_months import RM_LA_MONTHS, RM_MONTHS, after_facts, forget_repo
 from .read_model_roll import RM_ROLL, Changes
 from .unregistered import UNREGISTERED_SETTING_TYPES
 
-MODEL_VERSION = 19  # bump when the tables or their rules change: the runner rebuilds the model from the log
+MODEL_VERSION = 20  # bump when the tables or their rules change: the runner rebuilds the model from the log
 
 RM_EVENTS = Table(
     "rm_events",
@@ -735,7 +735,7 @@ def views(settings: ViewSettings) -> tuple[View, View]:
         View(
             "read_model_events",
             version,
-            (RM_EVENTS, RM_MONTHS, RM_ENGLAND_REPORTS, RM_CAP_UNITS, RM_UNIT_LA, RM_LA_MONTHS),
+            (RM_EVENTS, RM_MONTHS, RM_ENGLAND_REPORTS, RM_ENGLAND_REPORTS.months, RM_CAP_UNITS, RM_UNIT_LA, RM_LA_MONTHS),
             event_rows(settings),
             after=after_facts(settings),
             forget=forget_reports(settings),

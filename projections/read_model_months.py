@@ -196,15 +196,19 @@ def _adding(table: SumTable, sums: str, sign: int) -> str:
 
 def _write(cur: Any, store: Any, rows_of_b: str, params: Sequence[Any], sign: int, settings: ViewSettings) -> None:
     """Add (``sign`` 1) or take off (-1) the sums of the reports ``rows_of_b`` selects: the counted metrics' per unit
-    (``rm_months``), every report metric's and the attendance summaries' England's per day, and the others' per LA
+    (``rm_months``), every report metric's and the attendance summaries' England's per day (and month), and the others' per LA
     (``rm_la_months``, under their units' LAs as ``rm_unit_la`` stands).
 
-    On PostgreSQL the three are one statement, the reports ``b`` read once for all three (each of three statements read
-    them again by their ids: a quarter of the read model's catch-up); SQLite has no INSERT in a WITH, so there they are
-    three."""
+    On PostgreSQL they are one statement, the reports ``b`` read once for all four tables (each of three statements
+    read them again by their ids: a quarter of the read model's catch-up); SQLite has no INSERT in a WITH, so there
+    they are one statement per table."""
+    england = " UNION ALL ".join(c.day_sums(m) for m, c in ENGLAND_REPORTS.items())
     writes = [
         _adding(RM_MONTHS, " UNION ALL ".join(c.sums(m) for m, c in COUNTED.items()), sign),
-        _adding(RM_ENGLAND_REPORTS, " UNION ALL ".join(c.day_sums(m) for m, c in ENGLAND_REPORTS.items()), sign),
+        _adding(RM_ENGLAND_REPORTS, england, sign),
+        _adding(
+            RM_ENGLAND_REPORTS.months, f"SELECT metric, SUBSTR(day, 1, 7) AS month, label, num, den FROM ({england}) d", sign
+        ),  # (their sums per month)
         _adding(RM_LA_MONTHS, " UNION ALL ".join(c.la_sums(m) for m, c in PER_LA.items()), sign),
     ]
     if store.is_postgres:  # (data-modifying WITH clauses run once each, to completion, whether or not they are read)

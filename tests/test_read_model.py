@@ -26,6 +26,7 @@ from projections.queries import metrics_report
 from projections.read_model import RM_EXITS, RM_PLACEMENTS
 from projections.read_model_cap import SUSPENSIONS_KNOWN_NOW, UnitChanges, crossings, unit_crossings
 from projections.read_model_england import (
+    RM_ENGLAND_REPORTS,
     RM_ENGLAND_STATE,
     EnglandChanges,
     exit_changes,
@@ -637,6 +638,7 @@ def assert_england_kept(store: Any) -> None:
     }
     stored = {(m, day, label): [int(num), int(den), int(n)] for m, day, label, num, den, n in store.query(ENGLAND_ROWS.format("reports"))}
     assert {k: v for k, v in stored.items() if any(v)} == reports
+    assert_months_of(store, RM_ENGLAND_REPORTS)
     state = EnglandChanges()
     mapped = scope_mapper(store)
     per_la: dict[tuple[str, ...], list[int]] = {}  # rm_la_state: the same changes under each unit's scope
