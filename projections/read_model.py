@@ -31,7 +31,7 @@ maintained by the projection runner in the same transaction as the fact views, w
   the two numbers the roll metrics count (``projections/read_model_roll.py``), kept with the rows by ``maintain``.
 * ``rm_months`` (view ``read_model_events``): the reports known now of four metrics that count the year's reports,
   summed per unit, label and month (``projections/read_model_months.py``), kept by the view's ``after``.
-* ``rm_england_reports`` and ``rm_england_state``: England's numbers per effective day (``read_model_england.py``);
+* ``rm_england_reports`` and ``rm_england_state``: England's numbers per effective day and month (``read_model_england.py``);
   ``rm_cap_units``: the suspension cap's breaches per unit and day (``read_model_cap.py``); ``rm_unit_la``: each
   organisation's LA (``read_model_la.py``); ``rm_la_months``: four report metrics per LA and month. Kept by the same
   upkeep.

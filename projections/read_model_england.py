@@ -7,12 +7,13 @@ the pupils: 530 ms of SQL at 1 M pupils in March. For the rows known now, these 
 which grow with the days and the labels, not the pupils:
 
 * ``rm_england_reports`` (view ``read_model_events``): for every metric that counts the reports of the year to date
-  (``read_model_months.REPORTS``), the reports known now summed per effective day and label. England's figure at
-  (D, now) is the sum over the days from the first of September to D: the same rows as the metric's SQL, by the same
+  (``read_model_months.REPORTS``), the reports known now summed per effective day and label, and per month
+  (``rm_england_reports_months``). England's figure at (D, now) is the sum over the days from the first of September to
+  D, read as the whole months before D's and D's month's days: the same rows as the metric's SQL, by the same
   definition (``EventCount``), as ``rm_months`` keeps them per unit and month. The AP attendance summaries are kept
   there too, per day and academic year (the label): England's attendance rate at (D, now) sums the summaries of D's
-  academic year that occurred by D. The suspension cap's breaches are kept there too: a pupil counts on the first day of an academic year on which its suspensions pass the cap
-  (``read_model_cap.crossings``).
+  academic year that occurred by D. The suspension cap's breaches are kept there too: a pupil counts on the first day
+  of an academic year on which its suspensions pass the cap (``read_model_cap.crossings``).
 * ``rm_england_state`` (view ``read_model_state``): for metrics over the state tables, each row known now adds its
   numerator and denominator on the first day it counts and takes them off on the first day it stops counting
   (``placement_changes``, ``exit_changes``, ``registration_changes``: the predicates of ``read_model_queries``' SQL, as
