@@ -65,7 +65,6 @@ _KEY = ("metric", "day", "label", "shard")
 # (with its sums per month, so that a read sums the whole months of the year before D's and D's month's days, not every
 # day of the year: a national series summed 2,482-8,000 rows of days at each of its dates at 1 M pupils)
 RM_ENGLAND_REPORTS = DailyChanges("rm_england_reports", _COLUMNS, key=_KEY, counting="n <> 0", indexes=("day",))
-RM_ENGLAND_REPORTS_MONTHS = RM_ENGLAND_REPORTS.months
 # (with its sums per month, so that a read sums the months before D's and D's month's days, not every day since the
 # first: the ended placements' lengths add a row per day and length)
 RM_ENGLAND_STATE = DailyChanges("rm_england_state", _COLUMNS, key=_KEY, counting="n <> 0 OR num <> 0 OR den <> 0", indexes=("day",))
@@ -223,16 +222,15 @@ class EnglandChanges:
 # the year to date (the whole months' sums from September and D's month's days), the attendance summaries of D's
 # academic year by D, and the state's changes up to D (the whole months' sums and D's month's days). A metric and label
 # whose items all stopped counting keep a row of zeros, which HAVING leaves out (as the rows give none).
+_NOT_ATTENDANCE, _ATTENDANCE_OF_D = f"metric <> '{ATTENDANCE}'", f"metric = '{ATTENDANCE}' AND label = :ay"
 ENGLAND_SUMS = (
-    "SELECT metric, label, CAST(SUM(num) AS BIGINT), CAST(SUM(den) AS BIGINT), CAST(SUM(n) AS BIGINT) FROM ("
-    f"SELECT metric, label, num, den, n FROM {RM_ENGLAND_REPORTS_MONTHS.name} WHERE month >= :ym AND month < :dm AND metric <> '{ATTENDANCE}' "
-    f"UNION ALL SELECT metric, label, num, den, n FROM rm_england_reports WHERE day >= :ms AND day <= :d AND metric <> '{ATTENDANCE}'"
-    ") x GROUP BY metric, label HAVING SUM(n) <> 0 "
+    "SELECT metric, label, CAST(SUM(num) AS BIGINT), CAST(SUM(den) AS BIGINT), CAST(SUM(n) AS BIGINT) "
+    f"FROM ({RM_ENGLAND_REPORTS.up_to('metric, label, num, den, n', _NOT_ATTENDANCE, since=':ym')}) x "
+    "GROUP BY metric, label HAVING SUM(n) <> 0 "
     # the attendance summaries of D's academic year (the label) that occurred by D, on whichever day
-    "UNION ALL SELECT metric, '', CAST(SUM(num) AS BIGINT), CAST(SUM(den) AS BIGINT), CAST(SUM(n) AS BIGINT) FROM ("
-    f"SELECT metric, num, den, n FROM {RM_ENGLAND_REPORTS_MONTHS.name} WHERE metric = '{ATTENDANCE}' AND label = :ay AND month < :dm "
-    f"UNION ALL SELECT metric, num, den, n FROM rm_england_reports WHERE metric = '{ATTENDANCE}' AND label = :ay AND day >= :ms AND day <= :d"
-    ") x GROUP BY metric HAVING SUM(n) <> 0 "
+    "UNION ALL SELECT metric, '', CAST(SUM(num) AS BIGINT), CAST(SUM(den) AS BIGINT), CAST(SUM(n) AS BIGINT) "
+    f"FROM ({RM_ENGLAND_REPORTS.up_to('metric, num, den, n', _ATTENDANCE_OF_D)}) x "
+    "GROUP BY metric HAVING SUM(n) <> 0 "
     "UNION ALL SELECT metric, label, CAST(SUM(num) AS BIGINT), CAST(SUM(den) AS BIGINT), CAST(SUM(n) AS BIGINT) "
     f"FROM ({RM_ENGLAND_STATE.up_to('metric, label, num, den, n')}) x GROUP BY metric, label HAVING SUM(n) <> 0"
 )

@@ -200,24 +200,22 @@ def _write(cur: Any, store: Any, rows_of_b: str, params: Sequence[Any], sign: in
     (``rm_la_months``, under their units' LAs as ``rm_unit_la`` stands).
 
     On PostgreSQL they are one statement, the reports ``b`` read once for all four tables (each of three statements
-    read them again by their ids: a quarter of the read model's catch-up); SQLite has no INSERT in a WITH, so there
-    they are one statement per table."""
-    england = " UNION ALL ".join(c.day_sums(m) for m, c in ENGLAND_REPORTS.items())
+    read them again by their ids: a quarter of the read model's catch-up) and England's parts made once for its two;
+    SQLite has no INSERT in a WITH, so there they are one statement per table."""
+    england = "SELECT metric, day, label, num, den FROM england"  # (England's parts per day, made once for both tables)
     writes = [
         _adding(RM_MONTHS, " UNION ALL ".join(c.sums(m) for m, c in COUNTED.items()), sign),
         _adding(RM_ENGLAND_REPORTS, england, sign),
-        _adding(
-            RM_ENGLAND_REPORTS.months, f"SELECT metric, SUBSTR(day, 1, 7) AS month, label, num, den FROM ({england}) d", sign
-        ),  # (their sums per month)
+        _adding(RM_ENGLAND_REPORTS.months, RM_ENGLAND_REPORTS.monthly(england, ("metric", "day", "label", "num", "den")), sign),
         _adding(RM_LA_MONTHS, " UNION ALL ".join(c.la_sums(m) for m, c in PER_LA.items()), sign),
     ]
+    days = " UNION ALL ".join(c.day_sums(m) for m, c in ENGLAND_REPORTS.items())
     if store.is_postgres:  # (data-modifying WITH clauses run once each, to completion, whether or not they are read)
         *first, last = writes
-        statements = [
-            "WITH b AS MATERIALIZED (" + rows_of_b + "), " + ", ".join(f"w{i} AS ({w})" for i, w in enumerate(first)) + " " + last
-        ]
+        shared = f"WITH b AS MATERIALIZED ({rows_of_b}), england AS MATERIALIZED ({days}), "
+        statements = [shared + ", ".join(f"w{i} AS ({w})" for i, w in enumerate(first)) + " " + last]
     else:
-        statements = [f"WITH b AS ({rows_of_b}) {w}" for w in writes]
+        statements = [f"WITH b AS ({rows_of_b}), england AS ({days}) {w}" for w in writes]
     late = str(int(settings.late_school_days))
     for statement in statements:
         execute_in(cur, store.sql(statement.replace(":late", late)), params, store.is_postgres)

@@ -117,13 +117,22 @@ class DailyChanges(SumTable):
                         kept[i] += value
         self.months.add(cur, store, [tuple(monthly[k]) for k in sorted(monthly)])
 
-    def up_to(self, columns: str) -> str:
+    def up_to(self, columns: str, where: str = "", since: str = "") -> str:
         """``columns`` of the changes on the days up to D: the whole months' sums before D's month (``:dm``), and the
-        days of D's month (from ``:ms``) up to D."""
+        days of D's month (from ``:ms``) up to D; only the rows matching ``where`` (SQL, if given), and only the months
+        from ``since`` (a month parameter, ``:ym`` for the academic year to date, if given)."""
+        also = f" AND {where}" if where else ""
+        first = f" AND month >= {since}" if since else ""
         return (
-            f"SELECT {columns} FROM {self.months.name} WHERE month < :dm "
-            f"UNION ALL SELECT {columns} FROM {self.name} WHERE day >= :ms AND day <= :d"
+            f"SELECT {columns} FROM {self.months.name} WHERE month < :dm{first}{also} "
+            f"UNION ALL SELECT {columns} FROM {self.name} WHERE day >= :ms AND day <= :d{also}"
         )
+
+    @staticmethod
+    def monthly(sums: str, columns: tuple[str, ...]) -> str:
+        """``sums`` (SQL whose ``columns`` include ``day``) with the day's month for the day, as the ``months`` table keys
+        them (``add`` does the same in Python)."""
+        return "SELECT " + ", ".join("SUBSTR(day, 1, 7) AS month" if c == "day" else c for c in columns) + f" FROM ({sums}) d"
 
 
 RM_ROLL = SumTable(
