@@ -113,6 +113,11 @@ class Context:
             self._contributions[metric.name] = list(metric.compute(self))
         return self._contributions[metric.name]
 
+    def national_contributions(self, metric: Metric) -> list[Contribution]:
+        """The items England's figure of the metric is folded from: this state's own (a read model state may take them
+        from England's numbers kept)."""
+        return self.contributions(metric)
+
     @property
     def day(self) -> date:
         return self.moment.as_of

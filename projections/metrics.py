@@ -66,20 +66,32 @@ def figures(metric: Metric, contributions: Iterable[Contribution], level: str, o
     items: dict[str, dict[str, Contribution]] = {}
     sums: dict[str, list[float]] = {}
     for c in contributions:
-        unit = c.unit
+        unit, key, num, den, _ = c
         scope = scopes[unit] if unit in scopes else scopes.setdefault(unit, scope_of(unit, level, orgs))
         if scope is None:
             continue
         found = items.get(scope)
         if found is None:
-            found = items[scope] = {}
-            sums[scope] = [0, 0]
-        if c.key not in found:
-            found[c.key] = c
+            items[scope] = {key: c}
+            sums[scope] = [num, den]
+        elif key not in found:
+            found[key] = c
             total = sums[scope]
-            total[0] += c.num
-            total[1] += c.den
+            total[0] += num
+            total[1] += den
     return {scope: _figure(metric, found, *sums[scope]) for scope, found in items.items()}
+
+
+def scopes_with_items(contributions: Iterable[Contribution], level: str, orgs: Directory) -> set[str]:
+    """The scopes at ``level`` that ``figures`` makes a figure for, without making them (a breakdown has no rank: a
+    school read needs only how many schools have one)."""
+    scopes = orgs.scopes(level)
+    out: set[str] = set()
+    for unit in {c.unit for c in contributions}:
+        scope = scopes[unit] if unit in scopes else scopes.setdefault(unit, scope_of(unit, level, orgs))
+        if scope is not None:
+            out.add(scope)
+    return out
 
 
 def figure_of(metric: Metric, contributions: Iterable[Contribution], level: str, orgs: Directory, scope: str) -> Figure:
@@ -94,6 +106,11 @@ def figure_of(metric: Metric, contributions: Iterable[Contribution], level: str,
             if (scopes[c.unit] if c.unit in scopes else scopes.setdefault(c.unit, scope_of(c.unit, level, orgs))) == scope
         ]
     return figures(metric, contributions, level, orgs).get(scope, empty_figure(metric))
+
+
+def national_figure(ctx: Context, metric: Metric) -> Figure:
+    """England's figure of the metric at ``ctx``'s moment."""
+    return figure_of(metric, ctx.national_contributions(metric), "national", ctx.directory, ENGLAND)
 
 
 def _number(figure: Figure) -> bool:
@@ -137,16 +154,20 @@ def report(ctx: Context, level: str, scope: str, only: Collection[str] | None = 
     for metric in METRICS if only is None else [m for m in METRICS if m.name in only]:
         contributions = ctx.contributions(metric)
         empty = empty_figure(metric)  # the figure of every peer without items (a school read has some thousands)
-        national = figure_of(metric, contributions, "national", ctx.directory, ENGLAND)
-        peers = figures(metric, contributions, level, ctx.directory) if level != "national" else {ENGLAND: national}
-        if scope in baseline and scope not in peers:
-            peers[scope] = empty
-        without_items = len(baseline) - len(baseline.intersection(peers))  # every other peer: its figure is ``empty``
-        mine = peers.get(scope, empty)
-        if metric.kind == "breakdown":
-            position, of = None, len(peers) + without_items
+        national = national_figure(ctx, metric)
+        if metric.kind == "breakdown" and level != "national":  # no rank: the peers are counted, their figures not made
+            mine = figure_of(metric, contributions, level, ctx.directory, scope)
+            position, of = None, len(baseline.union(scopes_with_items(contributions, level, ctx.directory)))
         else:
-            position, of = rank(peers, scope, empty, without_items)
+            peers = figures(metric, contributions, level, ctx.directory) if level != "national" else {ENGLAND: national}
+            if scope in baseline and scope not in peers:
+                peers[scope] = empty
+            without_items = len(baseline) - len(baseline.intersection(peers))  # every other peer: its figure is ``empty``
+            mine = peers.get(scope, empty)
+            if metric.kind == "breakdown":
+                position, of = None, len(peers) + without_items
+            else:
+                position, of = rank(peers, scope, empty, without_items)
         out[metric.name] = {
             "group": metric.group,
             "kind": metric.kind,

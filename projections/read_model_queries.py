@@ -447,6 +447,8 @@ class ReadModelContext(Context):
         if level not in STATE_LEVELS:
             raise ValueError(f"a read model state is made for every level, for LA figures or for national figures only, not {level!r}")
         self.level = level
+        self.known = known
+        self._national: ReadModelContext | None = None  # ``national_contributions``' state
         # at the ledger's now, an LA state's sums are added up per LA by the database, from each unit's LA known now
         self.grouping = AS_ENGLAND if level == "national" else PER_LA_NOW if level == "la" and moment.known_at is None else PER_UNIT
         self.db, self.store = db, db.store
@@ -552,14 +554,22 @@ class ReadModelContext(Context):
                         for unit, label, num, den, _, item in self.regrouped(self._items(metric, query))
                     ]
                 if query.registrations is not None:
-                    which, side = query.registrations
-                    found.extend(self.registrations()[which].contributions(side == "num"))
+                    found.extend(self.registration_items(*query.registrations))
                 self._contributions[metric.name] = found
             elif metric.name in COMPUTED:
                 self._contributions[metric.name] = list(metric.compute(self))
             else:
                 self._contributions[metric.name] = self.fold().contributions(metric)
         return self._contributions[metric.name]
+
+    def national_contributions(self, metric: Metric) -> list[Contribution]:
+        """England's items: at the ledger's now, those of a state made for national figures at this moment (England's
+        numbers kept), not this state's every unit's (a school read rolled up 111,000 items at 1 M pupils for them)."""
+        if self.level == "national" or not self.known_now:
+            return self.contributions(metric)
+        if self._national is None:
+            self._national = ReadModelContext(self.db, self.moment, self.settings, "national", self.known)
+        return self._national.contributions(metric)
 
     def _items(self, metric: Metric, query: Query) -> list[tuple[Any, ...]]:
         """The metric's aggregated rows (``aggregated``'s columns): from England's kept numbers, its scan, its sums or its
@@ -646,6 +656,14 @@ class ReadModelContext(Context):
             if self.level == "la":
                 self._registrations = {which: found.under(self.under) for which, found in self._registrations.items()}
         return self._registrations
+
+    def registration_items(self, which: str, side: str) -> list[Contribution]:
+        """The pupils of ``registrations()[which]`` as items counting 1 in the numerator (``side`` "num") or the
+        denominator, made once for the metrics that count them alike (the suspension and exclusion rates)."""
+        key = f"registrations:{which}:{side}"
+        if key not in self._derived:
+            self._derived[key] = self.registrations()[which].contributions(side == "num")
+        return self._derived[key]  # type: ignore[no-any-return]
 
     def la_registrations(self) -> dict[str, Registrations]:
         """``registrations`` of an LA state at the ledger's now, in one statement (one snapshot, ``LA_REGISTRATIONS``): the

@@ -267,6 +267,28 @@ def test_a_national_state_holds_englands_sums_and_refuses_other_levels(area: Are
         ReadModelContext(reader, moment, ViewSettings(), "trust")
 
 
+def test_a_school_or_la_read_at_now_takes_englands_figures_from_englands_kept_numbers(area: Area) -> None:
+    """A state of every unit (a school's or a trust's read) or made for LA figures, at the ledger's now, takes England's
+    figure of each metric from a state made for national figures (England's kept numbers), not from its own items of
+    every unit; at an earlier ledger time (nothing kept) from its own. Either way the body is the fold's."""
+    reader = Reader(area.ledger.store)
+    earlier = datetime(2026, 9, 22, 11, tzinfo=UTC)
+    for level, made_for, scope in (("school", None, A), ("trust", None, TRUST), ("la", "la", "la:801")):
+        for known_at in (None, earlier):
+            moment = Moment(AS_OF, known_at)
+            state = ReadModelContext(reader, moment, ViewSettings(), made_for)
+            model = metrics_report(state, reader, level, scope)
+            for name in ("open_ap_placements_by_setting_type", "pupils_on_roll", "suspension_rate", "ap_placement_length_mean_days"):
+                metric = METRICS_BY_NAME[name]
+                units = {c.unit for c in state.national_contributions(metric)}
+                if known_at is None:
+                    assert units <= {"england"}, (name, level)
+                else:
+                    assert state.national_contributions(metric) is state.contributions(metric), (name, level)
+            assert (state._national is not None) == (known_at is None)  # noqa: SLF001 - England's state, made at now only
+            assert model == metrics_report(context(reader, moment, ViewSettings()), reader, level, scope), (level, known_at)
+
+
 def totals(contributions: list[Any]) -> tuple[int, int]:
     return int(sum(c.num for c in contributions)), int(sum(c.den for c in contributions))
 

@@ -36,7 +36,7 @@ from ledger.transparency.tlog import Log
 from projections.config import ViewSettings
 from projections.context import ENGLAND, Context, context
 from projections.facts import Moment
-from projections.metrics import METRICS, Figure, empty_figure, figure_of, figures, report, require_level
+from projections.metrics import METRICS, Figure, empty_figure, figures, national_figure, report, require_level
 from projections.placements import placements_register
 from projections.queries import case_list, metrics_report, scope_for
 from projections.read_model_queries import read_model_context
@@ -382,7 +382,7 @@ class WebData:
         for metric in METRICS:
             contributions = ctx.contributions(metric)
             empty = empty_figure(metric)  # every peer is listed, 0 where it has no items (``report`` counts them)
-            national = figure_of(metric, contributions, "national", ctx.directory, ENGLAND)
+            national = national_figure(ctx, metric)
             found = figures(metric, contributions, level, ctx.directory) if level != "national" else {}
             for peer in peers:
                 found.setdefault(peer, empty)
