@@ -155,19 +155,22 @@ def report(ctx: Context, level: str, scope: str, only: Collection[str] | None = 
         contributions = ctx.contributions(metric)
         empty = empty_figure(metric)  # the figure of every peer without items (a school read has some thousands)
         national = national_figure(ctx, metric)
-        if metric.kind == "breakdown" and level != "national":  # no rank: the peers are counted, their figures not made
-            mine = figure_of(metric, contributions, level, ctx.directory, scope)
-            position, of = None, len(baseline.union(scopes_with_items(contributions, level, ctx.directory)))
+        if metric.kind == "breakdown":  # no rank: the peers are counted, their figures not made
+            if level == "national":
+                mine, with_items = national, {ENGLAND}
+            else:
+                mine, with_items = (
+                    figure_of(metric, contributions, level, ctx.directory, scope),
+                    scopes_with_items(contributions, level, ctx.directory),
+                )
+            position, of = None, len(baseline.union(with_items))
         else:
             peers = figures(metric, contributions, level, ctx.directory) if level != "national" else {ENGLAND: national}
             if scope in baseline and scope not in peers:
                 peers[scope] = empty
             without_items = len(baseline) - len(baseline.intersection(peers))  # every other peer: its figure is ``empty``
             mine = peers.get(scope, empty)
-            if metric.kind == "breakdown":
-                position, of = None, len(peers) + without_items
-            else:
-                position, of = rank(peers, scope, empty, without_items)
+            position, of = rank(peers, scope, empty, without_items)
         out[metric.name] = {
             "group": metric.group,
             "kind": metric.kind,

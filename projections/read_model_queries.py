@@ -563,9 +563,11 @@ class ReadModelContext(Context):
         return self._contributions[metric.name]
 
     def national_contributions(self, metric: Metric) -> list[Contribution]:
-        """England's items: at the ledger's now, those of a state made for national figures at this moment (England's
-        numbers kept), not this state's every unit's (a school read rolled up 111,000 items at 1 M pupils for them)."""
-        if self.level == "national" or not self.known_now:
+        """England's items: at the ledger's now, of a metric the database answers (``QUERIES``), those of a state made for
+        national figures at this moment (England's numbers kept), not this state's every unit's (a school read rolled up
+        57,071 items at 1 M pupils for them); of a metric finished in Python (``COMPUTED``), this state's own, which that
+        state would only compute again from the same facts (the EHCP view and the open placements read twice)."""
+        if self.level == "national" or not self.known_now or metric.name not in QUERIES:
             return self.contributions(metric)
         if self._national is None:
             self._national = ReadModelContext(self.db, self.moment, self.settings, "national", self.known)
