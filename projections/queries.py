@@ -12,6 +12,7 @@ from .ehcp import area_send_inspections
 from .facts import Moment
 from .metrics import report
 from .placements import placements_register
+from .read_model_ahead import REPORT
 from .read_model_queries import read_model_context, state_level
 from .unregistered import unregistered_providers
 
@@ -21,7 +22,7 @@ def case_list(db: Any, moment: Moment, level: str, scope: str) -> list[dict[str,
 
 
 def accountability_metrics(db: Any, settings: ViewSettings, moment: Moment, level: str, scope: str) -> dict[str, Any]:
-    return metrics_report(read_model_context(db, moment, settings, state_level(level)), db, level, scope)
+    return metrics_report(read_model_context(db, moment, settings, state_level(level), REPORT), db, level, scope)
 
 
 def metrics_report(ctx: Context, db: Any, level: str, scope: str) -> dict[str, Any]:

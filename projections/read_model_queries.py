@@ -34,6 +34,7 @@ from .orgs import OrgFacts, org_facts
 from .plans import Funding
 from .plans import funding as funding_facts
 from .read_model import UNREGISTERED_IN, model_version
+from .read_model_ahead import Ahead
 from .read_model_cap import CAP_BREACHES, UNIT_SUMS
 from .read_model_england import ENGLAND_SUMS, LENGTHS, ROLL, STATE_METRICS, YEAR
 from .read_model_la import RM_UNIT_LA, UNIT_LA_JOIN, unit_la
@@ -436,9 +437,19 @@ class ReadModelContext(Context):
     key may repeat (a pupil at two schools) stay items, under their unit's LA, and are still counted once per scope
     by key. A unit without an LA keeps its own sums (they count for England only, as in a state of every unit)."""
 
-    def __init__(self, db: Any, moment: Moment, settings: ViewSettings, level: str | None = None, known: Known | None = None):
+    def __init__(
+        self,
+        db: Any,
+        moment: Moment,
+        settings: ViewSettings,
+        level: str | None = None,
+        known: Known | None = None,
+        ahead: str | None = None,
+    ):
         """``known``: the facts known at the moment's ledger time that every state reads whatever its D, read once for
-        several states (a series'); by default read for this one."""
+        several states (a series'); by default read for this one. ``ahead``: what the state is read for
+        (``read_model_ahead.REPORT``, ``YEAR_BEFORE``): it asks ahead, on PostgreSQL, the statements the previous state
+        read for the same asked (``read_model_ahead``); None: none."""
         if known is None:
             known = Known.at(db, moment)
         elif known.known_at != moment.known_at:
@@ -461,6 +472,9 @@ class ReadModelContext(Context):
         self._recent: list[tuple[Any, ...]] | None = None  # ``_recent_placement_rows``
         self._open_placements: list[Placement] | None = None
         self._open_unregistered: list[Placement] | None = None
+        # the statements the previous state of this kind asked, asked ahead on other connections (PostgreSQL)
+        kind = (ahead, level, self.known_now) if ahead is not None else None
+        self._ahead = Ahead(kind, self._rows, enabled=self.store.is_postgres)
 
     @property
     def pupils(self) -> list[Any]:
@@ -530,7 +544,11 @@ class ReadModelContext(Context):
         return positional(at_now(sql) if self.known_now else sql, {**self.params(), **extra})
 
     def query(self, sql: str, **extra: Any) -> list[tuple[Any, ...]]:
-        """``sql`` with this state's parameters (``params``) and any ``extra`` ones bound (``_bound``)."""
+        """``sql`` with this state's parameters (``params``) and any ``extra`` ones bound (``_bound``); without ``extra``
+        values, read ahead where the previous state of this kind asked it too (``read_model_ahead``)."""
+        return self._ahead.rows(sql) if not extra else self._rows(sql, **extra)
+
+    def _rows(self, sql: str, **extra: Any) -> list[tuple[Any, ...]]:
         rows: list[tuple[Any, ...]] = self.store.query(*self._bound(sql, extra))
         return rows
 
@@ -871,18 +889,19 @@ def _placement(row: tuple[Any, ...]) -> Placement:
     )
 
 
-def states_at(db: Any, settings: ViewSettings, level: str | None, first: Moment) -> Callable[[date], Context]:
+def states_at(db: Any, settings: ViewSettings, level: str | None, first: Moment, ahead: str | None = None) -> Callable[[date], Context]:
     """``read_model_context`` at each D of ``first``'s ledger time (a series' dates), asking once whether the model is
-    usable and reading once the facts every state reads whatever its D (``Known``)."""
+    usable and reading once the facts every state reads whatever its D (``Known``); ``ahead``: as ``ReadModelContext``'s."""
     store = getattr(db, "store", None)
     if store is None or not usable(store, settings):
         return lambda day: context(db, Moment(day, first.known_at), settings)
     known = Known.at(db, first)
-    return lambda day: ReadModelContext(db, Moment(day, first.known_at), settings, level, known)
+    return lambda day: ReadModelContext(db, Moment(day, first.known_at), settings, level, known, ahead)
 
 
-def read_model_context(db: Any, moment: Moment, settings: ViewSettings, level: str | None = None) -> Context:
+def read_model_context(db: Any, moment: Moment, settings: ViewSettings, level: str | None = None, ahead: str | None = None) -> Context:
     """The state the metrics read at ``moment``: from the read model when it is usable, else folded. ``level``
     "national" or "la": a state only figures of that level (and England's) are read from (``ReadModelContext``),
-    cheaper at national scale; ``state_level`` says which a read asks for."""
-    return states_at(db, settings, level, moment)(moment.as_of)
+    cheaper at national scale; ``state_level`` says which a read asks for. ``ahead``: what it is read for
+    (``read_model_ahead.REPORT``, ``YEAR_BEFORE``), for its statements to be asked ahead."""
+    return states_at(db, settings, level, moment, ahead)(moment.as_of)

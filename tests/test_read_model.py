@@ -17,6 +17,7 @@ from ledger import own_events
 from ledger.core.catalogue import parse_timestamp
 from ledger.core.errors import LedgerError
 from ledger.tools import admin
+from projections import read_model_ahead
 from projections.config import ViewSettings
 from projections.context import context
 from projections.facts import Moment
@@ -24,6 +25,7 @@ from projections.metrics import METRICS_BY_NAME, figures, report
 from projections.orgs import Directory, Org
 from projections.queries import metrics_report
 from projections.read_model import RM_EXITS, RM_PLACEMENTS
+from projections.read_model_ahead import REPORT, YEAR_BEFORE
 from projections.read_model_cap import SUSPENSIONS_KNOWN_NOW, UnitChanges, crossings, unit_crossings
 from projections.read_model_england import (
     RM_ENGLAND_REPORTS,
@@ -290,6 +292,43 @@ def test_a_school_or_la_read_at_now_takes_englands_figures_from_englands_kept_nu
                 assert state.national_contributions(METRICS_BY_NAME[name]) is state.contributions(METRICS_BY_NAME[name]), name
             assert (state._national is not None) == (known_at is None)  # noqa: SLF001 - England's state, made at now only
             assert model == metrics_report(context(reader, moment, ViewSettings()), reader, level, scope), (level, known_at)
+
+
+def test_a_state_takes_the_rows_of_the_statements_its_kinds_last_state_asked_from_those_asked_ahead(area: Area) -> None:
+    """On PostgreSQL a state sends the statements the previous state of its kind asked to other connections when it is
+    made, and takes their rows when it asks them: bound to its own moment, so its body is that of a state that asked
+    nothing ahead, and the fold's (the previous state's moment has other figures). SQLite asks nothing ahead."""
+    reader = Reader(area.ledger.store)
+    postgres = area.ledger.store.is_postgres
+    before, moment = Moment(d(7, 20)), Moment(AS_OF)
+    for level, made_for, scope in (("school", None, A), ("la", "la", "la:801"), ("national", "national", "england")):
+        read_model_ahead.forget()
+        alone = ReadModelContext(reader, moment, ViewSettings(), made_for, ahead=REPORT)  # (the first of its kind: nothing ahead)
+        expected = metrics_report(alone, reader, level, scope)
+        assert alone._ahead.taken == alone._ahead.taken_back == 0  # noqa: SLF001
+        earlier = ReadModelContext(reader, before, ViewSettings(), made_for, ahead=REPORT)
+        assert metrics_report(earlier, reader, level, scope) != expected, level  # (a plan bound to its moment would show)
+        state = ReadModelContext(reader, moment, ViewSettings(), made_for, ahead=REPORT)
+        assert (
+            metrics_report(state, reader, level, scope)
+            == expected
+            == metrics_report(context(reader, moment, ViewSettings()), reader, level, scope)
+        )
+        asked = state._ahead  # noqa: SLF001
+        planned = set(earlier._ahead.asked)  # noqa: SLF001
+        if postgres:
+            assert asked.taken + asked.taken_back == len(planned & set(asked.asked)) >= 5, (level, asked.taken, asked.taken_back)
+            assert asked.taken >= 1, level
+        else:
+            assert asked.taken == asked.taken_back == 0
+        # a statement with values of its own (a school's register by its id) is never asked ahead
+        assert not any(":scope" in sql for sql in asked.asked)
+        # a state read for another purpose (a series' date: fewer statements) follows a plan of its own, or none
+        other = ReadModelContext(reader, moment, ViewSettings(), made_for, ahead=YEAR_BEFORE)
+        unplanned = ReadModelContext(reader, moment, ViewSettings(), made_for)
+        for made in (other, unplanned):
+            assert metrics_report(made, reader, level, scope) == expected
+            assert made._ahead.taken == made._ahead.taken_back == 0  # noqa: SLF001
 
 
 def totals(contributions: list[Any]) -> tuple[int, int]:
