@@ -40,25 +40,37 @@ class Figure:
         return {"value": self.value, "numerator": self.numerator, "denominator": self.denominator}
 
 
-def _figure(metric: Metric, items: dict[str, Contribution], num: float, den: float) -> Figure:
-    """The figure of distinct ``items`` whose numerators and denominators sum to ``num`` and ``den``."""
+def _value(metric: Metric, items: dict[str, Contribution], num: float, den: float) -> Any:
+    """The value of distinct ``items`` whose numerators and denominators sum to ``num`` and ``den`` (``_figure``'s,
+    without the figure: a rank among every school reads thousands of them)."""
     if metric.kind == "count":
-        return Figure(int(num), num, None)
+        return int(num)
     if metric.kind == "breakdown":
         labels: dict[str, int] = defaultdict(int)
         for c in items.values():
             labels[c.label] += int(c.num)
-        return Figure(dict(sorted(labels.items())), num, None)
+        return dict(sorted(labels.items()))
     if metric.kind == "median":  # an item is a value (num / den) held by den items: one placement, or a length's count
-        counts = [(int(c.num // c.den), int(c.den)) for c in items.values() if c.den > 0]
-        return Figure(weighted.median(counts), None, sum(count for _, count in counts))
+        return weighted.median([(int(c.num // c.den), int(c.den)) for c in items.values() if c.den > 0])
     if not den:
-        return Figure(None, num, den)
-    return Figure(round(num / den * metric.scale, 2), num, den)
+        return None
+    return round(num / den * metric.scale, 2)
 
 
-def figures(metric: Metric, contributions: Iterable[Contribution], level: str, orgs: Directory) -> dict[str, Figure]:
-    """The metric's figure for every scope at ``level``: each scope's distinct items (by key), summed as they are met.
+def _figure(metric: Metric, items: dict[str, Contribution], num: float, den: float) -> Figure:
+    """The figure of distinct ``items`` whose numerators and denominators sum to ``num`` and ``den``."""
+    value = _value(metric, items, num, den)
+    if metric.kind in ("count", "breakdown"):
+        return Figure(value, num, None)
+    if metric.kind == "median":
+        return Figure(value, None, sum(int(c.den) for c in items.values() if c.den > 0))
+    return Figure(value, num, den)
+
+
+def _grouped(
+    contributions: Iterable[Contribution], level: str, orgs: Directory
+) -> tuple[dict[str, dict[str, Contribution]], dict[str, list[float]]]:
+    """Each scope's distinct items (by key) at ``level``, and their numerators and denominators summed as they are met.
 
     A school read rolls up every metric to every school (tens of thousands of scopes at 1 M pupils), so the sums are
     made in the one pass that groups the items, and each unit's scope is looked up once per directory and level."""
@@ -79,6 +91,12 @@ def figures(metric: Metric, contributions: Iterable[Contribution], level: str, o
             total = sums[scope]
             total[0] += num
             total[1] += den
+    return items, sums
+
+
+def figures(metric: Metric, contributions: Iterable[Contribution], level: str, orgs: Directory) -> dict[str, Figure]:
+    """The metric's figure for every scope at ``level``: each scope's distinct items (by key), summed (``_grouped``)."""
+    items, sums = _grouped(contributions, level, orgs)
     return {scope: _figure(metric, found, *sums[scope]) for scope, found in items.items()}
 
 
@@ -113,19 +131,19 @@ def national_figure(ctx: Context, metric: Metric) -> Figure:
     return figure_of(metric, ctx.national_contributions(metric), "national", ctx.directory, ENGLAND)
 
 
-def _number(figure: Figure) -> bool:
-    return isinstance(figure.value, (int, float))
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float))
 
 
-def rank(values: dict[str, Figure], scope: str, empty: Figure | None = None, without_items: int = 0) -> tuple[int | None, int]:
-    """Rank of ``scope`` among peers with a value (1 = highest value; ties share a rank): ``values``, and
-    ``without_items`` more peers whose figure is ``empty`` (a school read has thousands: they are counted, not made)."""
-    numbers = [f.value for f in values.values() if _number(f)]
-    empties = without_items if empty is not None and _number(empty) else 0
+def rank(values: dict[str, Any], scope: str, empty: Any = None, without_items: int = 0) -> tuple[int | None, int]:
+    """Rank of ``scope`` among peers with a value (1 = highest value; ties share a rank): ``values`` (each peer's value),
+    and ``without_items`` more peers whose value is ``empty`` (a school read has thousands: they are counted, not made)."""
+    numbers = [v for v in values.values() if _number(v)]
+    empties = without_items if _number(empty) else 0
     if scope not in values or not _number(values[scope]):
         return None, len(numbers) + empties
-    mine = values[scope].value
-    above = sum(1 for v in numbers if v > mine) + (empties if empty is not None and empties and empty.value > mine else 0)
+    mine = values[scope]
+    above = sum(1 for v in numbers if v > mine) + (empties if empties and empty > mine else 0)
     return 1 + above, len(numbers) + empties
 
 
@@ -165,12 +183,16 @@ def report(ctx: Context, level: str, scope: str, only: Collection[str] | None = 
                 )
             position, of = None, len(baseline.union(with_items))
         else:
-            peers = figures(metric, contributions, level, ctx.directory) if level != "national" else {ENGLAND: national}
+            if level == "national":
+                mine, peers = (national if scope == ENGLAND else empty), {ENGLAND: national.value}
+            else:  # every peer's value for the rank, and the scope's own figure: one pass over the items
+                items, sums = _grouped(contributions, level, ctx.directory)
+                peers = {peer: _value(metric, found, *sums[peer]) for peer, found in items.items()}
+                mine = _figure(metric, items[scope], *sums[scope]) if scope in items else empty
             if scope in baseline and scope not in peers:
-                peers[scope] = empty
-            without_items = len(baseline) - len(baseline.intersection(peers))  # every other peer: its figure is ``empty``
-            mine = peers.get(scope, empty)
-            position, of = rank(peers, scope, empty, without_items)
+                peers[scope] = empty.value
+            without_items = len(baseline) - len(baseline.intersection(peers))  # every other peer: its value is ``empty``'s
+            position, of = rank(peers, scope, empty.value, without_items)
         out[metric.name] = {
             "group": metric.group,
             "kind": metric.kind,

@@ -738,7 +738,7 @@ def test_peers_without_items_are_counted_as_if_each_had_the_empty_figure(
 
     figures = {k: Figure(v) for k, v in values.items()}
     every = {**figures, **{f"none{i}": Figure(empty) for i in range(without_items)}}
-    assert rank(figures, scope, Figure(empty), without_items) == materialised_rank(every, scope)
+    assert rank(values, scope, empty, without_items) == materialised_rank(every, scope)
 
 
 @hsettings(max_examples=300, deadline=None)
