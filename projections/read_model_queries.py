@@ -474,7 +474,7 @@ class ReadModelContext(Context):
         self._open_unregistered: list[Placement] | None = None
         # the statements the previous state of this kind asked, asked ahead on other connections (PostgreSQL)
         kind = (ahead, level, self.known_now) if ahead is not None else None
-        self._ahead = Ahead(kind, self._rows, enabled=self.store.is_postgres)
+        self._ahead = Ahead(kind, _statements(self.store, self.params(), self.known_now), enabled=self.store.is_postgres)
 
     @property
     def pupils(self) -> list[Any]:
@@ -541,14 +541,13 @@ class ReadModelContext(Context):
     def _bound(self, sql: str, extra: dict[str, Any]) -> tuple[str, list[Any]]:
         """``sql`` with ``?`` marks and its values: this state's parameters (``params``) and ``extra``; at the ledger's
         now, asking for the rows known now (``at_now``)."""
-        return positional(at_now(sql) if self.known_now else sql, {**self.params(), **extra})
+        return _bound(sql, {**self.params(), **extra}, self.known_now)
 
     def query(self, sql: str, **extra: Any) -> list[tuple[Any, ...]]:
         """``sql`` with this state's parameters (``params``) and any ``extra`` ones bound (``_bound``); without ``extra``
         values, read ahead where the previous state of this kind asked it too (``read_model_ahead``)."""
-        return self._ahead.rows(sql) if not extra else self._rows(sql, **extra)
-
-    def _rows(self, sql: str, **extra: Any) -> list[tuple[Any, ...]]:
+        if not extra:
+            return self._ahead.rows(sql)
         rows: list[tuple[Any, ...]] = self.store.query(*self._bound(sql, extra))
         return rows
 
@@ -819,6 +818,23 @@ class ReadModelContext(Context):
         at_unregistered = sorted({p.pupil for p in self.open_unregistered})
         vulnerable = {subject for (subject,) in self.query_in(VULNERABLE, "r.subject", at_unregistered)} if at_unregistered else set()
         return watch_of(self.open_unregistered, vulnerable, self)
+
+
+def _bound(sql: str, values: dict[str, Any], known_now: bool) -> tuple[str, list[Any]]:
+    return positional(at_now(sql) if known_now else sql, values)
+
+
+def _statements(store: Any, values: dict[str, Any], known_now: bool) -> Callable[[str], list[tuple[Any, ...]]]:
+    """The rows of a statement with a state's parameters bound (``ReadModelContext._bound`` without ``extra``), for its
+    ``Ahead``: a function of the store and the values alone, not of the state, which would otherwise be held in a cycle
+    (the state, its ``Ahead``, the state's method) until the cyclic collector ran: in the API, whose states are dropped
+    from its cache read after read, the peak RSS rose from 230 to 426 MB over 16 school reads at 1 M pupils."""
+
+    def rows(sql: str) -> list[tuple[Any, ...]]:
+        found: list[tuple[Any, ...]] = store.query(*_bound(sql, values, known_now))
+        return found
+
+    return rows
 
 
 def summed(contributions: Iterable[Contribution]) -> list[Contribution]:

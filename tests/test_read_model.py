@@ -4,7 +4,9 @@ post-16 destinations) at every level and many (as_of, known_at), on SQLite and P
 
 from __future__ import annotations
 
+import gc
 import re
+import weakref
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -329,6 +331,26 @@ def test_a_state_takes_the_rows_of_the_statements_its_kinds_last_state_asked_fro
         for made in (other, unplanned):
             assert metrics_report(made, reader, level, scope) == expected
             assert made._ahead.taken == made._ahead.taken_back == 0  # noqa: SLF001
+
+
+def test_a_state_read_and_dropped_is_freed_at_once_not_by_the_cyclic_collector(area: Area) -> None:
+    """A state holds every unit's items; the API drops one from its cache read after read. Held in a reference cycle
+    (the state, the statements it asks ahead, a method of the state), each waited for the cyclic collector: 426 MB of
+    peak RSS over 16 school reads at 1 M pupils against 230 MB."""
+    reader = Reader(area.ledger.store)
+    read_model_ahead.forget()
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        for _ in range(2):  # (the second state of its kind asks the first's statements ahead)
+            state = ReadModelContext(reader, Moment(AS_OF), ViewSettings(), None, ahead=REPORT)
+            metrics_report(state, reader, "school", A)
+            freed = weakref.ref(state)
+            del state
+            assert freed() is None
+    finally:
+        if collecting:
+            gc.enable()
 
 
 def totals(contributions: list[Any]) -> tuple[int, int]:
