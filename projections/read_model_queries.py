@@ -15,10 +15,11 @@ the same ``ReadModelContext``; so is everything when the model is not usable for
 from __future__ import annotations
 
 import re
+from calendar import monthrange
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from typing import Any, NamedTuple
 
 from ledger.core.rules import SUSPENSION_CAP_DAYS
@@ -532,11 +533,18 @@ class ReadModelContext(Context):
             "ym": self.year_start.isoformat()[:7],  # rm_months' whole months of the year to date: ym <= month < dm
             "dm": self.day.isoformat()[:7],
             "ms": self.day.replace(day=1).isoformat(),  # the first of D's month: its rows are read one by one
+            "nm": _next_month(self.day),  # the first of the month after D's (``_nearer_the_months_end``)
             "ts": self.trailing_start.isoformat(),
             "ay": academic_year(self.day),
             "late": self.settings.late_school_days,
             "cap": 2 * SUSPENSION_CAP_DAYS,
         }
+
+    def _nearer_the_months_end(self) -> bool:
+        """Whether D is nearer its month's end than its start: a kept count of the year's reports then takes D's whole
+        month's sums less the month's rows after D, rather than the month's rows up to D (``month_sums_sql``)."""
+        days_in_month = monthrange(self.day.year, self.day.month)[1]
+        return days_in_month - self.day.day < self.day.day - 1
 
     def _bound(self, sql: str, extra: dict[str, Any]) -> tuple[str, list[Any]]:
         """``sql`` with ``?`` marks and its values: this state's parameters (``params``) and ``extra``; at the ledger's
@@ -654,8 +662,12 @@ class ReadModelContext(Context):
         ``rm_la_months`` per LA for a state made for LA figures) and D's month's rows; else from the rows."""
         count = query.counted
         if count is not None and self.known_now and (count.kept or self.grouping is PER_LA_NOW):
+            kept = RM_MONTHS if count.kept else RM_LA_MONTHS
+            if self._nearer_the_months_end():  # D's month's kept sums less its rows after D
+                rest = count.rows(f"{EV('e').replace('e.occurred_on <= :d', 'e.occurred_on > :d')} AND e.occurred_on < :nm")
+                return month_sums_sql(metric.name, "", self.grouping, kept, rest_of_month=rest)
             current = count.rows(f"{EV('e')} AND {IN_YEAR} AND e.occurred_on >= :ms")
-            return month_sums_sql(metric.name, current, self.grouping, RM_MONTHS if count.kept else RM_LA_MONTHS)
+            return month_sums_sql(metric.name, current, self.grouping, kept)
         return aggregated(query, metric.kind, self.grouping)
 
     def registrations(self) -> dict[str, Registrations]:
@@ -818,6 +830,14 @@ class ReadModelContext(Context):
         at_unregistered = sorted({p.pupil for p in self.open_unregistered})
         vulnerable = {subject for (subject,) in self.query_in(VULNERABLE, "r.subject", at_unregistered)} if at_unregistered else set()
         return watch_of(self.open_unregistered, vulnerable, self)
+
+
+def _next_month(day: date) -> str:
+    """The first day of the month after ``day``'s, as the fact tables' text dates compare it; after December 9999 (the
+    last month a date holds) a text after each of its days."""
+    if (day.year, day.month) == (9999, 12):
+        return "9999-12-32"
+    return (day.replace(day=1) + timedelta(days=32)).replace(day=1).isoformat()
 
 
 def _bound(sql: str, values: dict[str, Any], known_now: bool) -> tuple[str, list[Any]]:

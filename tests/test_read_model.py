@@ -213,6 +213,32 @@ def test_the_area_equals_the_fold_at_every_level_and_moment(area: Area) -> None:
                 assert model == fold, (as_of, known_at, level, scope)
 
 
+def test_a_kept_count_late_in_the_month_takes_the_months_sums_less_its_rows_after_d(area: Area) -> None:
+    """A kept count of the year's reports at the ledger's now reads D's month from its nearer end: the month's rows up
+    to D early in the month, the month's kept sums less its rows after D late in it (at the end of September every
+    registration of the year's first days was read one by one). Reports after D in D's month exist in the area, so the
+    sums taken off matter; the bodies are the fold's at every level either way."""
+    store = area.ledger.store
+    reader = Reader(store)
+    after = store.query("SELECT COUNT(*) FROM rm_events WHERE occurred_on > '2026-09-22' AND occurred_on < '2026-10-01'")
+    assert int(after[0][0]) > 0
+    sent: list[str] = []
+    query = store.query
+    try:
+        store.query = lambda sql, params=(): sent.append(sql) or query(sql, params)  # type: ignore[method-assign]
+        for day, late in ((d(9, 4), False), (d(9, 22), True), (d(3, 20), True), (d(3, 14), False)):
+            moment = Moment(day)
+            for level, scope in scopes(reader, moment):
+                sent.clear()
+                model, fold = both(reader, moment, level, scope)
+                assert model == fold, (day, level, scope)
+                kept = [sql for sql in sent if "FROM rm_months WHERE metric = 'late_report_rate'" in sql]
+                if level != "national":  # (England's reports are kept per day: ``read_model_england``)
+                    assert kept and all(("e.occurred_on > ?" in sql) == late for sql in kept), (day, level)
+    finally:
+        store.query = query  # type: ignore[method-assign]
+
+
 def test_the_roll_is_asked_once_for_every_metric_that_counts_it(area: Area) -> None:
     """pupils_on_roll, the suspension and exclusion rates and the unexplained-exit rate count registrations: one query
     of them serves all four (each used to scan the registrations itself), with the same figures as the fold."""
