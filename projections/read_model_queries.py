@@ -50,8 +50,12 @@ def _in(values: tuple[str, ...]) -> str:
     return "(" + ", ".join(f"'{v}'" for v in values) + ")"
 
 
+def KNOWN(e: str) -> str:  # noqa: N802 - a SQL fragment: a fact row known at T (whatever its effective date)
+    return f"{e}.received_at <= :t AND ({e}.superseded_at IS NULL OR {e}.superseded_at > :t)"
+
+
 def EV(e: str) -> str:  # noqa: N802 - a SQL fragment: a fact row in force at (D, T)
-    return f"{e}.received_at <= :t AND ({e}.superseded_at IS NULL OR {e}.superseded_at > :t) AND {e}.occurred_on <= :d"
+    return f"{KNOWN(e)} AND {e}.occurred_on <= :d"
 
 
 def VALID(x: str) -> str:  # noqa: N802 - a SQL fragment: a state interval row valid on D (whenever it was known)
@@ -664,7 +668,7 @@ class ReadModelContext(Context):
         if count is not None and self.known_now and (count.kept or self.grouping is PER_LA_NOW):
             kept = RM_MONTHS if count.kept else RM_LA_MONTHS
             if self._nearer_the_months_end():  # D's month's kept sums less its rows after D
-                rest = count.rows(f"{EV('e').replace('e.occurred_on <= :d', 'e.occurred_on > :d')} AND e.occurred_on < :nm")
+                rest = count.rows(f"{KNOWN('e')} AND e.occurred_on > :d AND e.occurred_on < :nm")
                 return month_sums_sql(metric.name, "", self.grouping, kept, rest_of_month=rest)
             current = count.rows(f"{EV('e')} AND {IN_YEAR} AND e.occurred_on >= :ms")
             return month_sums_sql(metric.name, current, self.grouping, kept)
