@@ -154,17 +154,17 @@ PER_LA = {metric: count for metric, count in REPORTS.items() if not count.kept}
 
 def month_sums_sql(
     metric: str,
-    current_month_rows: str,
+    month_rows: str,
     grouping: tuple[str, str, str] = ("unit", "unit, ", ""),
     kept: SumTable = RM_MONTHS,
-    rest_of_month: str | None = None,
+    after_d: bool = False,
 ) -> str:
     """The metric's items summed per unit (or as ``grouping`` says: ``read_model_queries.Grouping``) and label, as
     ``read_model_queries.aggregated`` gives them: the kept sums of the whole months of the year before D's (``:ym`` <=
-    month < ``:dm``), and ``current_month_rows`` (the rows of D's month in force, as ``unit, item, num, den, label``).
-    With ``rest_of_month`` (the rows of D's month after D that would be in force were D the month's last day), D's
-    month's kept sums less those rows instead: the same numbers, from the nearer end of the month (a read at the end of
-    September read every registration of the year's first days one by one: 1.1 s of an LA read at 1 M pupils).
+    month < ``:dm``), and ``month_rows`` (the rows of D's month in force, as ``unit, item, num, den, label``).
+    ``after_d``: ``month_rows`` are instead the rows of D's month after D (those that would be in force were D the
+    month's last day), taken off D's whole month's kept sums: the same numbers, from the nearer end of the month (a read
+    at the end of September read every registration of the year's first days one by one: 1.1 s of an LA read at 1 M pupils).
     A unit and label whose reports were all superseded keeps a row of zeros, which ``HAVING`` leaves out (the rows give none).
     ``kept``: ``rm_months`` (per unit), or ``rm_la_months`` (per scope: for the grouping per LA known now, ``PER_LA_NOW``).
     A grouping that joins a table maps each row's unit in an inner SELECT, and the outer GROUP BY is of the column:
@@ -173,14 +173,13 @@ def month_sums_sql(
     adds up under the unit's LA, as it does every row's unit."""
     unit, keys, join = grouping
     column = "scope" if kept is RM_LA_MONTHS else "unit"
-    months = "month < :dm" if rest_of_month is None else "month <= :dm"
+    months, sign = ("month <= :dm", "-") if after_d else ("month < :dm", "")
     kept_rows = (
         f"SELECT NULLIF({column}, '') AS unit, label, num, den, n FROM {kept.name} WHERE metric = '{metric}' AND month >= :ym AND {months}"
     )
-    rows, sign = (current_month_rows, "") if rest_of_month is None else (rest_of_month, "-")
-    current = f"SELECT unit, label, {sign}num, {sign}den, {sign}1 AS n FROM ({rows}) c"
+    current = f"SELECT unit, label, {sign}num, {sign}den, {sign}1 AS n FROM ({month_rows}) c"
     if join:
-        current = f"SELECT {unit} AS unit, c.label, {sign}c.num, {sign}c.den, {sign}1 AS n FROM ({rows}) c {join}"
+        current = f"SELECT {unit} AS unit, c.label, {sign}c.num, {sign}c.den, {sign}1 AS n FROM ({month_rows}) c {join}"
         if kept is not RM_LA_MONTHS:  # (its scopes are LAs already, or, rarely, a unit's own id: ``regrouped`` adds those)
             kept_rows = f"SELECT {unit} AS unit, c.label, c.num, c.den, c.n FROM ({kept_rows}) c {join}"
         unit, keys = "unit", "unit, "

@@ -478,8 +478,9 @@ class ReadModelContext(Context):
         self._open_placements: list[Placement] | None = None
         self._open_unregistered: list[Placement] | None = None
         # the statements the previous state of this kind asked, asked ahead on other connections (PostgreSQL)
+        self._values = self.params()  # (the moment's: the same for every statement)
         kind = (ahead, level, self.known_now) if ahead is not None else None
-        self._ahead = Ahead(kind, _statements(self.store, self.params(), self.known_now), enabled=self.store.is_postgres)
+        self._ahead = Ahead(kind, _statements(self.store, self._values, self.known_now), enabled=self.store.is_postgres)
 
     @property
     def pupils(self) -> list[Any]:
@@ -553,7 +554,7 @@ class ReadModelContext(Context):
     def _bound(self, sql: str, extra: dict[str, Any]) -> tuple[str, list[Any]]:
         """``sql`` with ``?`` marks and its values: this state's parameters (``params``) and ``extra``; at the ledger's
         now, asking for the rows known now (``at_now``)."""
-        return _bound(sql, {**self.params(), **extra}, self.known_now)
+        return _bound(sql, {**self._values, **extra}, self.known_now)
 
     def query(self, sql: str, **extra: Any) -> list[tuple[Any, ...]]:
         """``sql`` with this state's parameters (``params``) and any ``extra`` ones bound (``_bound``); without ``extra``
@@ -668,8 +669,8 @@ class ReadModelContext(Context):
         if count is not None and self.known_now and (count.kept or self.grouping is PER_LA_NOW):
             kept = RM_MONTHS if count.kept else RM_LA_MONTHS
             if self._nearer_the_months_end():  # D's month's kept sums less its rows after D
-                rest = count.rows(f"{KNOWN('e')} AND e.occurred_on > :d AND e.occurred_on < :nm")
-                return month_sums_sql(metric.name, "", self.grouping, kept, rest_of_month=rest)
+                after_d = count.rows(f"{KNOWN('e')} AND e.occurred_on > :d AND e.occurred_on < :nm")
+                return month_sums_sql(metric.name, after_d, self.grouping, kept, after_d=True)
             current = count.rows(f"{EV('e')} AND {IN_YEAR} AND e.occurred_on >= :ms")
             return month_sums_sql(metric.name, current, self.grouping, kept)
         return aggregated(query, metric.kind, self.grouping)
