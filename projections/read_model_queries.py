@@ -637,19 +637,21 @@ class ReadModelContext(Context):
     def england(self) -> dict[str, list[tuple[Any, ...]]]:
         """``ENGLAND_SUMS`` at this moment, by metric, as ``aggregated``'s rows (asked once per state)."""
         if self._england is None:
-            self._england = {}
+            found: dict[str, list[tuple[Any, ...]]] = {}  # (filled, then kept: another request may read this state meanwhile)
             for metric, label, num, den, n in self.query(ENGLAND_SUMS):
                 # a length (the label) held by n placements is the median's item of that value, as ``aggregated`` gives it
                 item = f"v:{ENGLAND}::{label}" if metric == LENGTHS else None
-                self._england.setdefault(metric, []).append((ENGLAND, "" if item else label, num, den, n, item))
+                found.setdefault(metric, []).append((ENGLAND, "" if item else label, num, den, n, item))
+            self._england = found
         return self._england
 
     def la_state(self) -> dict[str, list[tuple[Any, ...]]]:
         """``LA_STATE_SUMS`` at this moment, by metric, as ``aggregated``'s rows (asked once per state)."""
         if self._la_state is None:
-            self._la_state = {}
+            found: dict[str, list[tuple[Any, ...]]] = {}  # (filled, then kept: another request may read this state meanwhile)
             for metric, scope, label, num, den, n in self.query(LA_STATE_SUMS):
-                self._la_state.setdefault(metric, []).append((scope, label, num, den, n, None))
+                found.setdefault(metric, []).append((scope, label, num, den, n, None))
+            self._la_state = found
         return self._la_state
 
     def scanned(self, scan: str) -> dict[str, list[tuple[Any, ...]]]:
