@@ -103,8 +103,9 @@ class Context:
             self._derived[name] = compute(self)
         return self._derived[name]  # type: ignore[no-any-return]
 
-    def serves(self, level: str) -> bool:
-        """Whether figures at ``level`` may be rolled up from this state's contributions (a folded state: every level)."""
+    def serves(self, level: str, scope: str | None = None) -> bool:
+        """Whether figures at ``level`` may be rolled up from this state's contributions: of ``scope`` alone when given,
+        else of every scope (a rank's peers). A folded state: every level and scope."""
         return True
 
     def contributions(self, metric: Metric) -> list[Contribution]:

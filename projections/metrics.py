@@ -154,13 +154,19 @@ def empty_figure(metric: Metric) -> Figure:
 PEER_KINDS = {"school": ("school", "ap_setting"), "trust": ("trust",), "la": ("la",)}
 
 
-def require_level(ctx: Context, level: str) -> None:
-    """Refuse to roll up figures at ``level`` from a state made for another (a national state holds England's sums only,
-    an LA state the LAs' sums)."""
-    if not ctx.serves(level):
+def require_level(ctx: Context, level: str, scope: str | None = None) -> None:
+    """Refuse to roll up figures at ``level`` (of ``scope`` alone, when given; else of every scope, as a rank needs) from
+    a state made for others (a national state holds England's sums only, an LA state the LAs' sums, a state of one school
+    that school's items only)."""
+    if not ctx.serves(level, scope):
+        unit = getattr(ctx, "unit", None)
         made_for = getattr(ctx, "level", None)
-        holds = "national figures only" if made_for == "national" else f"{made_for} and national figures only"
-        raise ValueError(f"this state holds {holds}; figures at level {level!r} need a state of every unit")
+        if unit is not None:
+            holds = f"the items of {unit} only"
+        else:
+            holds = "national figures only" if made_for == "national" else f"{made_for} and national figures only"
+        wanted = f"figures of {scope} at level {level!r}" if scope is not None else f"figures at level {level!r}"
+        raise ValueError(f"this state holds {holds}; {wanted} need a state of every unit")
 
 
 def report(ctx: Context, level: str, scope: str, only: Collection[str] | None = None) -> dict[str, dict[str, Any]]:

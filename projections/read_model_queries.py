@@ -31,7 +31,7 @@ from .config import ViewSettings
 from .context import ENGLAND, Context, Contribution, Metric, Placement, PlacementTally, context, scope_of
 from .facts import Moment
 from .metrics import METRICS_BY_NAME
-from .orgs import OrgFacts, org_facts
+from .orgs import Directory, OrgFacts, org_facts
 from .plans import Funding
 from .plans import funding as funding_facts
 from .read_model import UNREGISTERED_IN, model_version
@@ -440,7 +440,12 @@ class ReadModelContext(Context):
     the database at the ledger's now (``PER_LA_NOW``: ``rm_unit_la``, and ``rm_la_months``' sums per LA), else per unit
     as they come (``regrouped``), so the roll-up reads a few sums per LA instead of one per unit. The items whose
     key may repeat (a pupil at two schools) stay items, under their unit's LA, and are still counted once per scope
-    by key. A unit without an LA keeps its own sums (they count for England only, as in a state of every unit)."""
+    by key. A unit without an LA keeps its own sums (they count for England only, as in a state of every unit).
+
+    ``unit`` makes a state of one school's (or AP setting's) items: every statement's rows are those of that unit alone
+    (``_own``), and only that school's figures are read from it (``serves``): the year before's values of a school's
+    ``accountabilityMetrics`` body, which needs no other school's figure (no rank). A state of every unit read about as
+    long as the body's own state for them (about 300 ms at 1 M pupils), most of it every school's rows."""
 
     def __init__(
         self,
@@ -450,6 +455,7 @@ class ReadModelContext(Context):
         level: str | None = None,
         known: Known | None = None,
         ahead: str | None = None,
+        unit: str | None = None,
     ):
         """``known``: the facts known at the moment's ledger time that every state reads whatever its D, read once for
         several states (a series'); by default read for this one. ``ahead``: what the state is read for
@@ -462,7 +468,10 @@ class ReadModelContext(Context):
         super().__init__(moment, settings, known.org_facts.at(moment), [], known.funding)
         if level not in STATE_LEVELS:
             raise ValueError(f"a read model state is made for every level, for LA figures or for national figures only, not {level!r}")
+        if unit is not None and (level is not None or one_unit("school", unit) != unit):
+            raise ValueError(f"a state of one unit's items is made for a school or AP setting's figures, not {unit!r} at level {level!r}")
         self.level = level
+        self.unit = unit
         self.known = known
         self._national: ReadModelContext | None = None  # ``national_contributions``' state
         # at the ledger's now, an LA state's sums are added up per LA by the database, from each unit's LA known now
@@ -479,7 +488,7 @@ class ReadModelContext(Context):
         self._open_unregistered: list[Placement] | None = None
         # the statements the previous state of this kind asked, asked ahead on other connections (PostgreSQL)
         self._values = self.params()  # (the moment's: the same for every statement)
-        kind = (ahead, level, self.known_now) if ahead is not None else None
+        kind = (ahead, level, self.known_now, unit is not None) if ahead is not None else None
         self._ahead = Ahead(kind, _statements(self.store, self._values, self.known_now), enabled=self.store.is_postgres)
 
     @property
@@ -490,8 +499,16 @@ class ReadModelContext(Context):
     def pupils(self, value: list[Any]) -> None:
         pass  # the dataclass sets it; this context folds pupils only when asked
 
-    def serves(self, level: str) -> bool:
+    def serves(self, level: str, scope: str | None = None) -> bool:
+        if self.unit is not None:
+            return level == "school" and scope == self.unit
         return self.level is None or level in (self.level, "national")
+
+    def _own(self, sql: str, column: str = "unit") -> str:
+        """``sql``'s rows whose ``column`` is this state's unit, in a state of one unit; else all of them. (Its rows are
+        each unit's sums, or items under a unit: a school's own rows are all its figures read. The database takes the
+        condition into the statement's grouping and scans.)"""
+        return sql if self.unit is None else f"SELECT * FROM ({sql}) own WHERE own.{column} = :unit"
 
     def under(self, unit: str) -> str:
         """The scope a unit's sums are kept under in a state made for LA figures: its LA, where it has one; else the
@@ -543,6 +560,7 @@ class ReadModelContext(Context):
             "ay": academic_year(self.day),
             "late": self.settings.late_school_days,
             "cap": 2 * SUSPENSION_CAP_DAYS,
+            "unit": self.unit,  # (a state of one unit's items: ``_own``)
         }
 
     def _nearer_the_months_end(self) -> bool:
@@ -617,10 +635,10 @@ class ReadModelContext(Context):
                 rows = rows + self.query(UNREGISTERED_AT_SEVERAL)
             return rows
         if self.known_now and metric.name == CAP_BREACHES:  # (a national state at now took England's above: summed per unit)
-            return self.query(UNIT_SUMS)
+            return self.query(self._own(UNIT_SUMS))
         if query.scan is not None and not self.known_now:  # (at now, the cap's breaches are kept: its scan's other rows alone)
             return self.scanned(query.scan).get(metric.name, [])
-        return self.query(self._items_sql(metric, query)) if query.sql else []
+        return self.query(self._own(self._items_sql(metric, query))) if query.sql else []
 
     @property
     def known_now(self) -> bool:
@@ -658,7 +676,7 @@ class ReadModelContext(Context):
         """The rows of one of ``SCANS`` at this moment, by metric, asked once for every metric it serves."""
         if scan not in self._scans:
             by_metric: dict[str, list[tuple[Any, ...]]] = {}
-            for metric, *row in self.query(SCANS[scan].format(**self.grouping._asdict())):
+            for metric, *row in self.query(self._own(SCANS[scan].format(**self.grouping._asdict()))):
                 by_metric.setdefault(metric, []).append(tuple(row))
             self._scans[scan] = by_metric
         return self._scans[scan]
@@ -684,7 +702,9 @@ class ReadModelContext(Context):
         if self._registrations is None and self.grouping is PER_LA_NOW:
             self._registrations = self.la_registrations()
         if self._registrations is None:
-            counted, shared = self.roll_counts(), self.query(SHARED_REGISTRATIONS)  # on the roll at D: 1
+            # on the roll at D: 1. (A state of one school reads its pupils alone: a pupil at it and another school counts
+            # once in its number rather than as an item under each, which that school's figures count alike.)
+            counted, shared = self.roll_counts(), self.query(self._own(SHARED_REGISTRATIONS, "school"))
             self._registrations = {
                 "roll": Registrations.of(
                     ((s, int(n)) for s, on_roll, n in counted if on_roll), ((s, p) for s, on_roll, p in shared if on_roll)
@@ -742,8 +762,8 @@ class ReadModelContext(Context):
         """``REGISTRATION_COUNTS``' answer: from ``rm_roll``'s numbers, unless a read so far in the past would correct them
         by more rows than a scan of the registrations costs (``CORRECTIONS_LIMIT``; a read at now corrects nothing)."""
         if self.moment.known_at is None or int(self.query(CORRECTIONS)[0][0]) < CORRECTIONS_LIMIT:
-            return _as_registration_counts(self.query(ROLL_COUNTS))
-        return self.query(REGISTRATION_COUNTS)
+            return _as_registration_counts(self.query(self._own(ROLL_COUNTS, "school")))
+        return self.query(self._own(REGISTRATION_COUNTS, "school"))
 
     def _placement_rows(self, where: str) -> list[tuple[Any, ...]]:
         """The placements in force at (D, T) that also meet ``where`` (``_placement``'s columns, in the fold's order)."""
@@ -932,19 +952,32 @@ def _placement(row: tuple[Any, ...]) -> Placement:
     )
 
 
-def states_at(db: Any, settings: ViewSettings, level: str | None, first: Moment, ahead: str | None = None) -> Callable[[date], Context]:
+def one_unit(level: str, scope: str) -> str | None:
+    """The unit whose items alone give ``scope``'s own figures at ``level`` (no rank), for a state of that unit's items
+    (``ReadModelContext``'s ``unit``): a school's or AP setting's, its only unit (``context.scope_of``); None at the other
+    levels, whose scopes count many units' items."""
+    return scope if level == "school" and scope_of(scope, level, Directory()) == scope else None
+
+
+def states_at(
+    db: Any, settings: ViewSettings, level: str | None, first: Moment, ahead: str | None = None, unit: str | None = None
+) -> Callable[[date], Context]:
     """``read_model_context`` at each D of ``first``'s ledger time (a series' dates), asking once whether the model is
-    usable and reading once the facts every state reads whatever its D (``Known``); ``ahead``: as ``ReadModelContext``'s."""
+    usable and reading once the facts every state reads whatever its D (``Known``); ``ahead`` and ``unit``: as
+    ``ReadModelContext``'s (a folded state serves every unit)."""
     store = getattr(db, "store", None)
     if store is None or not usable(store, settings):
         return lambda day: context(db, Moment(day, first.known_at), settings)
     known = Known.at(db, first)
-    return lambda day: ReadModelContext(db, Moment(day, first.known_at), settings, level, known, ahead)
+    return lambda day: ReadModelContext(db, Moment(day, first.known_at), settings, level, known, ahead, unit)
 
 
-def read_model_context(db: Any, moment: Moment, settings: ViewSettings, level: str | None = None, ahead: str | None = None) -> Context:
+def read_model_context(
+    db: Any, moment: Moment, settings: ViewSettings, level: str | None = None, ahead: str | None = None, unit: str | None = None
+) -> Context:
     """The state the metrics read at ``moment``: from the read model when it is usable, else folded. ``level``
     "national" or "la": a state only figures of that level (and England's) are read from (``ReadModelContext``),
     cheaper at national scale; ``state_level`` says which a read asks for. ``ahead``: what it is read for
-    (``read_model_ahead.REPORT``, ``YEAR_BEFORE``), for its statements to be asked ahead."""
-    return states_at(db, settings, level, moment, ahead)(moment.as_of)
+    (``read_model_ahead.REPORT``, ``YEAR_BEFORE``), for its statements to be asked ahead. ``unit``: a state of that school's
+    items alone, read for that school's figures only (``ReadModelContext``)."""
+    return states_at(db, settings, level, moment, ahead, unit)(moment.as_of)

@@ -23,7 +23,7 @@ from projections import read_model_ahead
 from projections.config import ViewSettings
 from projections.context import context
 from projections.facts import Moment
-from projections.metrics import METRICS_BY_NAME, figures, report
+from projections.metrics import METRICS_BY_NAME, figure_of, figures, report
 from projections.orgs import Directory, Org
 from projections.queries import metrics_report
 from projections.read_model import RM_EXITS, RM_PLACEMENTS
@@ -53,6 +53,7 @@ from projections.read_model_queries import (
     Registrations,
     _as_registration_counts,
     aggregated,
+    one_unit,
     read_model_context,
 )
 from projections.read_model_roll import REGISTRATION_COLUMNS, Changes
@@ -91,7 +92,14 @@ def both(db: Any, moment: Moment, level: str, scope: str, settings: ViewSettings
         assert metrics_report(la_state, db, level, scope) == model, moment
         if level == "la":
             assert compared(la_state, scope) == compared(every_unit, scope), moment
+    if one_unit(level, scope) is not None:  # a state of the school's items alone gives its figures (the year before's)
+        assert own_figures(ReadModelContext(db, moment, s, unit=scope), scope) == own_figures(every_unit, scope), moment
     return model, metrics_report(context(db, moment, s), db, level, scope)
+
+
+def own_figures(state: Any, school: str) -> dict[str, dict[str, Any]]:
+    """Every metric's figure of one school in ``state``: numerator and denominator as well as the value."""
+    return {name: figure_of(m, state.contributions(m), "school", state.directory, school).as_dict() for name, m in METRICS_BY_NAME.items()}
 
 
 def compared(state: Any, la: str) -> dict[str, Any]:
@@ -321,6 +329,51 @@ def test_a_school_or_la_read_at_now_takes_englands_figures_from_englands_kept_nu
                 assert state.national_contributions(METRICS_BY_NAME[name]) is state.contributions(METRICS_BY_NAME[name]), name
             assert (state._national is not None) == (known_at is None)  # noqa: SLF001 - England's state, made at now only
             assert model == metrics_report(context(reader, moment, ViewSettings()), reader, level, scope), (level, known_at)
+
+
+def rows_read(state: ReadModelContext) -> int:
+    """How many rows the statements of ``state``'s every metric give (its ``query``, recorded as it answers them)."""
+    counts: list[int] = []
+    asking = state.query
+
+    def query(sql: str, **extra: Any) -> list[tuple[Any, ...]]:
+        rows = asking(sql, **extra)
+        counts.append(len(rows))
+        return rows
+
+    state.query = query  # type: ignore[method-assign]
+    for m in METRICS_BY_NAME.values():
+        state.contributions(m)
+    return sum(counts)
+
+
+def test_a_state_of_one_schools_items_reads_its_rows_alone_and_serves_its_own_figures_only(area: Area) -> None:
+    """The year before's values of a school's body need no other school's figure (no rank): a state of the school's
+    items alone reads fewer rows than a state of every unit (``both`` requires its figures to be the same at every
+    moment, here and in random histories), and refuses what needs other units: ranks, another school's figures,
+    another level's, and being made for a trust or an LA, whose figures count many units."""
+    reader = Reader(area.ledger.store)
+    moment = Moment(d(10, 5))
+    every, own = ReadModelContext(reader, moment, ViewSettings()), ReadModelContext(reader, moment, ViewSettings(), unit=A)
+    own_rows, every_rows = rows_read(own), rows_read(every)
+    assert 0 < own_rows < every_rows, (own_rows, every_rows)
+    assert own_figures(own, A) == own_figures(every, A)
+    assert values_of(own, "school", A, ["pupils_on_roll"]) == values_of(every, "school", A, ["pupils_on_roll"])
+    with pytest.raises(ValueError, match=f"the items of {A} only"):
+        report(own, "school", A)  # a rank needs every school's figure
+    with pytest.raises(ValueError, match="urn:100006"):
+        values_of(own, "school", "urn:100006", ["pupils_on_roll"])
+    with pytest.raises(ValueError):
+        values_of(own, "la", "la:801", ["pupils_on_roll"])
+    for unit, level in (("la:801", None), (TRUST, None), (A, "la"), (A, "national")):
+        with pytest.raises(ValueError, match="a state of one unit's items"):
+            ReadModelContext(reader, moment, ViewSettings(), level, unit=unit)
+    assert [one_unit(level, scope) for level, scope in (("school", A), ("la", "la:801"), ("trust", TRUST), ("school", "la:801"))] == [
+        A,
+        None,
+        None,
+        None,
+    ]
 
 
 def with_values_of_their_own(state: ReadModelContext) -> list[str]:
