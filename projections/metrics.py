@@ -156,13 +156,13 @@ PEER_KINDS = {"school": ("school", "ap_setting"), "trust": ("trust",), "la": ("l
 
 def require_level(ctx: Context, level: str, scope: str | None = None) -> None:
     """Refuse to roll up figures at ``level`` (of ``scope`` alone, when given; else of every scope, as a rank needs) from
-    a state made for others (a national state holds England's sums only, an LA state the LAs' sums, a state of one school
-    that school's items only)."""
+    a state made for others (a national state holds England's sums only, an LA state the LAs' sums, a state of one school's
+    or trust's items that scope's only)."""
     if not ctx.serves(level, scope):
-        unit = getattr(ctx, "unit", None)
+        only = getattr(ctx, "only", None)
         made_for = getattr(ctx, "level", None)
-        if unit is not None:
-            holds = f"the items of {unit} only"
+        if only is not None:
+            holds = f"the items of {only[1]} only"
         else:
             holds = "national figures only" if made_for == "national" else f"{made_for} and national figures only"
         wanted = f"figures of {scope} at level {level!r}" if scope is not None else f"figures at level {level!r}"

@@ -14,6 +14,7 @@ the same ``ReadModelContext``; so is everything when the model is not usable for
 
 from __future__ import annotations
 
+import json
 import re
 from calendar import monthrange
 from collections import Counter
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any, NamedTuple
 
+from ledger.core.identifiers import org_scheme
 from ledger.core.rules import SUSPENSION_CAP_DAYS
 from ledger.core.schooltime import academic_year
 
@@ -442,10 +444,11 @@ class ReadModelContext(Context):
     key may repeat (a pupil at two schools) stay items, under their unit's LA, and are still counted once per scope
     by key. A unit without an LA keeps its own sums (they count for England only, as in a state of every unit).
 
-    ``unit`` makes a state of one school's (or AP setting's) items: every statement's rows are those of that unit alone
-    (``_own``), and only that school's figures are read from it (``serves``): the year before's values of a school's
-    ``accountabilityMetrics`` body, which needs no other school's figure (no rank). A state of every unit read about as
-    long as the body's own state for them (about 300 ms at 1 M pupils), most of it every school's rows."""
+    ``only`` (a level and a scope: ``own_scope``) makes a state of one school's (or AP setting's) items, or of one trust's
+    schools' as of D: every statement's rows are those of its units alone (``_own``), and only that scope's figures are
+    read from it (``serves``): the year before's values of a school's or trust's ``accountabilityMetrics`` body, which
+    need no other scope's figure (no rank). A state of every unit read about as long as the body's own state for them
+    (about 300 ms at 1 M pupils), most of it every school's rows."""
 
     def __init__(
         self,
@@ -455,7 +458,7 @@ class ReadModelContext(Context):
         level: str | None = None,
         known: Known | None = None,
         ahead: str | None = None,
-        unit: str | None = None,
+        only: tuple[str, str] | None = None,
     ):
         """``known``: the facts known at the moment's ledger time that every state reads whatever its D, read once for
         several states (a series'); by default read for this one. ``ahead``: what the state is read for
@@ -468,10 +471,21 @@ class ReadModelContext(Context):
         super().__init__(moment, settings, known.org_facts.at(moment), [], known.funding)
         if level not in STATE_LEVELS:
             raise ValueError(f"a read model state is made for every level, for LA figures or for national figures only, not {level!r}")
-        if unit is not None and (level is not None or one_unit("school", unit) != unit):
-            raise ValueError(f"a state of one unit's items is made for a school or AP setting's figures, not {unit!r} at level {level!r}")
+        if only is not None and (level is not None or own_scope(*only) != only):
+            raise ValueError(
+                f"a state of one scope's items is made for a school's, AP setting's or trust's figures, not {only!r} at level {level!r}"
+            )
         self.level = level
-        self.unit = unit
+        self.only = only
+        # the units whose items it holds: the school itself, or the trust's schools as of D (``scope_of``'s, as the
+        # roll-up finds them: every unit whose trust is the scope in this state's directory)
+        self.units: tuple[str, ...] | None = None
+        if only is not None:
+            self.units = (
+                (only[1],)
+                if only[0] == "school"
+                else tuple(sorted(o for o in self.directory.orgs if self.directory.trust_of(o) == only[1]))
+            )
         self.known = known
         self._national: ReadModelContext | None = None  # ``national_contributions``' state
         # at the ledger's now, an LA state's sums are added up per LA by the database, from each unit's LA known now
@@ -487,8 +501,8 @@ class ReadModelContext(Context):
         self._open_placements: list[Placement] | None = None
         self._open_unregistered: list[Placement] | None = None
         # the statements the previous state of this kind asked, asked ahead on other connections (PostgreSQL)
-        self._values = self.params()  # (the moment's: the same for every statement)
-        kind = (ahead, level, self.known_now, unit is not None) if ahead is not None else None
+        self._values = {**self.params(), **self._units_values()}  # (the moment's, and the units': the same for every statement)
+        kind = (ahead, level, self.known_now, None if only is None else only[0]) if ahead is not None else None
         self._ahead = Ahead(kind, _statements(self.store, self._values, self.known_now), enabled=self.store.is_postgres)
 
     @property
@@ -500,15 +514,21 @@ class ReadModelContext(Context):
         pass  # the dataclass sets it; this context folds pupils only when asked
 
     def serves(self, level: str, scope: str | None = None) -> bool:
-        if self.unit is not None:
-            return level == "school" and scope == self.unit
+        if self.only is not None:
+            return (level, scope) == self.only
         return self.level is None or level in (self.level, "national")
 
     def _own(self, sql: str, column: str = "unit") -> str:
-        """``sql``'s rows whose ``column`` is this state's unit, in a state of one unit; else all of them. (Its rows are
-        each unit's sums, or items under a unit: a school's own rows are all its figures read. The database takes the
-        condition into the statement's grouping and scans.)"""
-        return sql if self.unit is None else f"SELECT * FROM ({sql}) own WHERE own.{column} = :unit"
+        """``sql``'s rows whose ``column`` is one of this state's units, in a state of one scope's items; else all of them.
+        (Its rows are each unit's sums, or items under a unit: the scope's units' rows are all its figures read. The
+        database takes the condition into the statement's grouping and scans: a trust's units are one text parameter,
+        split by PostgreSQL, read as JSON by SQLite.)"""
+        if self.only is None:
+            return sql
+        if self.only[0] == "school":
+            return f"SELECT * FROM ({sql}) own WHERE own.{column} = :unit"
+        among = "= ANY(string_to_array(:units, ','))" if self.store.is_postgres else "IN (SELECT value FROM json_each(:units))"
+        return f"SELECT * FROM ({sql}) own WHERE own.{column} {among}"
 
     def under(self, unit: str) -> str:
         """The scope a unit's sums are kept under in a state made for LA figures: its LA, where it has one; else the
@@ -560,8 +580,15 @@ class ReadModelContext(Context):
             "ay": academic_year(self.day),
             "late": self.settings.late_school_days,
             "cap": 2 * SUSPENSION_CAP_DAYS,
-            "unit": self.unit,  # (a state of one unit's items: ``_own``)
         }
+
+    def _units_values(self) -> dict[str, Any]:
+        """The units of a state of one scope's items as ``_own`` binds them (an organisation's id holds no comma: the
+        patterns of ``org_scheme``)."""
+        if self.units is None:
+            return {}
+        units = list(self.units)
+        return {"unit": units[0] if units else None, "units": ",".join(units) if self.store.is_postgres else json.dumps(units)}
 
     def _nearer_the_months_end(self) -> bool:
         """Whether D is nearer its month's end than its start: a kept count of the year's reports then takes D's whole
@@ -952,32 +979,36 @@ def _placement(row: tuple[Any, ...]) -> Placement:
     )
 
 
-def one_unit(level: str, scope: str) -> str | None:
-    """The unit whose items alone give ``scope``'s own figures at ``level`` (no rank), for a state of that unit's items
-    (``ReadModelContext``'s ``unit``): a school's or AP setting's, its only unit (``context.scope_of``); None at the other
-    levels, whose scopes count many units' items."""
-    return scope if level == "school" and scope_of(scope, level, Directory()) == scope else None
+def own_scope(level: str, scope: str) -> tuple[str, str] | None:
+    """``(level, scope)`` where a state of that scope's items alone gives its own figures (no rank: ``ReadModelContext``'s
+    ``only``): a school's or AP setting's (its only unit, ``context.scope_of``) or a trust's (its schools); None for an LA
+    or England, whose states are summed per LA or as England already, and for a scope that is not of its level."""
+    if level == "school" and scope_of(scope, level, Directory()) == scope:
+        return level, scope
+    if level == "trust" and org_scheme(scope) == "trust":
+        return level, scope
+    return None
 
 
 def states_at(
-    db: Any, settings: ViewSettings, level: str | None, first: Moment, ahead: str | None = None, unit: str | None = None
+    db: Any, settings: ViewSettings, level: str | None, first: Moment, ahead: str | None = None, only: tuple[str, str] | None = None
 ) -> Callable[[date], Context]:
     """``read_model_context`` at each D of ``first``'s ledger time (a series' dates), asking once whether the model is
-    usable and reading once the facts every state reads whatever its D (``Known``); ``ahead`` and ``unit``: as
-    ``ReadModelContext``'s (a folded state serves every unit)."""
+    usable and reading once the facts every state reads whatever its D (``Known``); ``ahead`` and ``only``: as
+    ``ReadModelContext``'s (a folded state serves every scope)."""
     store = getattr(db, "store", None)
     if store is None or not usable(store, settings):
         return lambda day: context(db, Moment(day, first.known_at), settings)
     known = Known.at(db, first)
-    return lambda day: ReadModelContext(db, Moment(day, first.known_at), settings, level, known, ahead, unit)
+    return lambda day: ReadModelContext(db, Moment(day, first.known_at), settings, level, known, ahead, only)
 
 
 def read_model_context(
-    db: Any, moment: Moment, settings: ViewSettings, level: str | None = None, ahead: str | None = None, unit: str | None = None
+    db: Any, moment: Moment, settings: ViewSettings, level: str | None = None, ahead: str | None = None, only: tuple[str, str] | None = None
 ) -> Context:
     """The state the metrics read at ``moment``: from the read model when it is usable, else folded. ``level``
     "national" or "la": a state only figures of that level (and England's) are read from (``ReadModelContext``),
     cheaper at national scale; ``state_level`` says which a read asks for. ``ahead``: what it is read for
-    (``read_model_ahead.REPORT``, ``YEAR_BEFORE``), for its statements to be asked ahead. ``unit``: a state of that school's
-    items alone, read for that school's figures only (``ReadModelContext``)."""
-    return states_at(db, settings, level, moment, ahead, unit)(moment.as_of)
+    (``read_model_ahead.REPORT``, ``YEAR_BEFORE``), for its statements to be asked ahead. ``only``: a state of that school's
+    or trust's items alone, read for its figures only (``ReadModelContext``)."""
+    return states_at(db, settings, level, moment, ahead, only)(moment.as_of)

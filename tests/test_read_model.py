@@ -53,7 +53,7 @@ from projections.read_model_queries import (
     Registrations,
     _as_registration_counts,
     aggregated,
-    one_unit,
+    own_scope,
     read_model_context,
 )
 from projections.read_model_roll import REGISTRATION_COLUMNS, Changes
@@ -92,14 +92,15 @@ def both(db: Any, moment: Moment, level: str, scope: str, settings: ViewSettings
         assert metrics_report(la_state, db, level, scope) == model, moment
         if level == "la":
             assert compared(la_state, scope) == compared(every_unit, scope), moment
-    if one_unit(level, scope) is not None:  # a state of the school's items alone gives its figures (the year before's)
-        assert own_figures(ReadModelContext(db, moment, s, unit=scope), scope) == own_figures(every_unit, scope), moment
+    only = own_scope(level, scope)
+    if only is not None:  # a state of the school's or trust's items alone gives its figures (the year before's)
+        assert own_figures(ReadModelContext(db, moment, s, only=only), *only) == own_figures(every_unit, *only), moment
     return model, metrics_report(context(db, moment, s), db, level, scope)
 
 
-def own_figures(state: Any, school: str) -> dict[str, dict[str, Any]]:
-    """Every metric's figure of one school in ``state``: numerator and denominator as well as the value."""
-    return {name: figure_of(m, state.contributions(m), "school", state.directory, school).as_dict() for name, m in METRICS_BY_NAME.items()}
+def own_figures(state: Any, level: str, scope: str) -> dict[str, dict[str, Any]]:
+    """Every metric's figure of one scope in ``state``: numerator and denominator as well as the value."""
+    return {name: figure_of(m, state.contributions(m), level, state.directory, scope).as_dict() for name, m in METRICS_BY_NAME.items()}
 
 
 def compared(state: Any, la: str) -> dict[str, Any]:
@@ -347,33 +348,39 @@ def rows_read(state: ReadModelContext) -> int:
     return sum(counts)
 
 
-def test_a_state_of_one_schools_items_reads_its_rows_alone_and_serves_its_own_figures_only(area: Area) -> None:
-    """The year before's values of a school's body need no other school's figure (no rank): a state of the school's
-    items alone reads fewer rows than a state of every unit (``both`` requires its figures to be the same at every
-    moment, here and in random histories), and refuses what needs other units: ranks, another school's figures,
-    another level's, and being made for a trust or an LA, whose figures count many units."""
+def test_a_state_of_one_school_or_trusts_items_reads_its_rows_alone_and_serves_its_own_figures_only(area: Area) -> None:
+    """The year before's values of a school's or trust's body need no other scope's figure (no rank): a state of its
+    items alone (a trust's: its schools as of D) reads fewer rows than a state of every unit (``both`` requires its
+    figures to be the same at every moment, here and in random histories), and refuses what needs other units: ranks,
+    another scope's figures, another level's, and being made for an LA or at a level (their states are summed already)."""
     reader = Reader(area.ledger.store)
     moment = Moment(d(10, 5))
-    every, own = ReadModelContext(reader, moment, ViewSettings()), ReadModelContext(reader, moment, ViewSettings(), unit=A)
-    own_rows, every_rows = rows_read(own), rows_read(every)
-    assert 0 < own_rows < every_rows, (own_rows, every_rows)
-    assert own_figures(own, A) == own_figures(every, A)
-    assert values_of(own, "school", A, ["pupils_on_roll"]) == values_of(every, "school", A, ["pupils_on_roll"])
-    with pytest.raises(ValueError, match=f"the items of {A} only"):
-        report(own, "school", A)  # a rank needs every school's figure
+    every = ReadModelContext(reader, moment, ViewSettings())
+    every_rows = rows_read(every)
+    for level, scope in (("school", A), ("trust", TRUST)):
+        own = ReadModelContext(reader, moment, ViewSettings(), only=(level, scope))
+        assert 0 < rows_read(own) < every_rows, (level, scope)
+        assert own_figures(own, level, scope) == own_figures(every, level, scope)
+        assert values_of(own, level, scope, ["pupils_on_roll"]) == values_of(every, level, scope, ["pupils_on_roll"])
+        with pytest.raises(ValueError, match=f"the items of {scope} only"):
+            report(own, level, scope)  # a rank needs every peer's figure
+        with pytest.raises(ValueError):
+            values_of(own, "la", "la:801", ["pupils_on_roll"])
+    own_school = ReadModelContext(reader, moment, ViewSettings(), only=("school", A))
     with pytest.raises(ValueError, match="urn:100006"):
-        values_of(own, "school", "urn:100006", ["pupils_on_roll"])
-    with pytest.raises(ValueError):
-        values_of(own, "la", "la:801", ["pupils_on_roll"])
-    for unit, level in (("la:801", None), (TRUST, None), (A, "la"), (A, "national")):
-        with pytest.raises(ValueError, match="a state of one unit's items"):
-            ReadModelContext(reader, moment, ViewSettings(), level, unit=unit)
-    assert [one_unit(level, scope) for level, scope in (("school", A), ("la", "la:801"), ("trust", TRUST), ("school", "la:801"))] == [
-        A,
-        None,
-        None,
-        None,
-    ]
+        values_of(own_school, "school", "urn:100006", ["pupils_on_roll"])
+    assert len(ReadModelContext(reader, moment, ViewSettings(), only=("trust", TRUST)).units or ()) >= 2  # the trust's schools
+    for only, level in (
+        (("school", "la:801"), None),
+        (("la", "la:801"), None),
+        (("school", TRUST), None),
+        (("school", A), "la"),
+        (("trust", TRUST), "national"),
+    ):
+        with pytest.raises(ValueError, match="a state of one scope's items"):
+            ReadModelContext(reader, moment, ViewSettings(), level, only=only)
+    asked = (("school", A), ("la", "la:801"), ("trust", TRUST), ("school", "la:801"), ("trust", A), ("national", "england"))
+    assert [own_scope(level, scope) for level, scope in asked] == [("school", A), None, ("trust", TRUST), None, None, None]
 
 
 def with_values_of_their_own(state: ReadModelContext) -> list[str]:

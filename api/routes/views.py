@@ -32,7 +32,7 @@ from projections.metrics import METRICS_BY_NAME
 from projections.placements import placements_register
 from projections.queries import case_list, metrics_report, scope_for
 from projections.read_model_ahead import REPORT, YEAR_BEFORE
-from projections.read_model_queries import one_unit, read_model_context, state_level
+from projections.read_model_queries import own_scope, read_model_context, state_level
 from projections.read_model_series import MAX_POINTS, a_year_before, compare, prepared, series, step_dates, values_of
 from projections.runner import Projector, Reader
 from projections.unregistered import unregistered_providers
@@ -253,18 +253,20 @@ def views_router(ledger: Ledger, settings: ViewSettings | None = None) -> APIRou
     contexts: dict[tuple[Any, ...], Context] = {}
     lock = threading.Lock()
 
-    def folded(m: Moment, level: str | None = None, ahead: str | None = None, unit: str | None = None) -> tuple[Context, dict[str, int]]:
+    def folded(
+        m: Moment, level: str | None = None, ahead: str | None = None, only: tuple[str, str] | None = None
+    ) -> tuple[Context, dict[str, int]]:
         """The folded state at ``m``, reused while the views have not moved (positions only grow, so a
         context cached under some positions holds at least the events they name). ``level``: a state made for that
         level's figures (``state_level``: England's sums, or the LAs'; cheaper at national scale), else of every unit.
-        ``ahead``: what a new state is read for, whose statements it asks ahead (``read_model_ahead``). ``unit``: a state of
-        that school's items alone, read for its own figures only (``read_model_queries.one_unit``)."""
+        ``ahead``: what a new state is read for, whose statements it asks ahead (``read_model_ahead``). ``only``: a state of
+        that school's or trust's items alone, read for its own figures only (``read_model_queries.own_scope``)."""
         positions = projector.positions()
-        key = (m.as_of, m.known_at, tuple(sorted(positions.items())), level, unit)
+        key = (m.as_of, m.known_at, tuple(sorted(positions.items())), level, only)
         with lock:
             found = contexts.get(key)
         if found is None:
-            found = read_model_context(reader, m, view_settings, level, ahead, unit)
+            found = read_model_context(reader, m, view_settings, level, ahead, only)
             with lock:
                 if len(contexts) >= CACHED_CONTEXTS:
                     contexts.clear()
@@ -374,12 +376,12 @@ def views_router(ledger: Ledger, settings: ViewSettings | None = None) -> APIRou
         def body(scope: str, m: Moment) -> dict[str, Any]:
             # the state a year before (for change_since_last_year) is prepared in a thread while this one is reported:
             # both are SQL-bound, so the database answers them side by side. Only the scope's own values are read of it:
-            # a school's, from its items alone (no rank)
+            # a school's or a trust's, from its items alone (no rank)
             made_for = state_level(level.value)
             with ThreadPoolExecutor(max_workers=1, thread_name_prefix="year-before") as pool:
                 year_before = Moment(a_year_before(m.as_of), m.known_at)
-                unit = one_unit(level.value, scope)
-                before = pool.submit(lambda: prepared(folded(year_before, made_for, YEAR_BEFORE, unit)[0]))
+                only = own_scope(level.value, scope)
+                before = pool.submit(lambda: prepared(folded(year_before, made_for, YEAR_BEFORE, only)[0]))
                 ctx, positions = folded(m, made_for, REPORT)
                 found = metrics_report(ctx, reader, level.value, scope)
                 last_year = values_of(before.result(), level.value, scope, found["metrics"])
