@@ -189,3 +189,26 @@ def test_states_are_made_in_order_a_few_ahead_and_a_failure_reaches_the_caller()
     made.close()
     with pytest.raises(RuntimeError, match="went away"):
         list(in_order(make, days, workers=2))
+
+
+def test_a_sweep_of_schools_at_one_date_keeps_reusing_the_state_of_every_unit(area: Area, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each school's year before is a state of its own items, made for its read and not kept: the states of every unit
+    (the date's, for the ranks, and none other) stay cached for the next school's read at the same date."""
+    import api.routes.views as views
+
+    made: list[Any] = []
+    real = views.read_model_context
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        made.append(args[5] if len(args) > 5 else kwargs.get("only"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(views, "read_model_context", counted)
+    schools = [A, C, "urn:100006", "urn:100007", "urn:100008", A, C]
+    with TestClient(create_app(area.ledger, [Projector(area.ledger.store)])) as client:
+        for school in schools:
+            got = get(client, area, "/views/metrics", level="school", org=school, as_of="2026-10-05")
+            assert got.status_code == 200, got.text
+    every_unit = [only for only in made if only is None]
+    assert len(every_unit) == 1, made  # the date's state of every unit, made once for the seven reads
+    assert sorted(only for only in made if only is not None) == sorted(("school", s) for s in schools)

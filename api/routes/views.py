@@ -260,13 +260,17 @@ def views_router(ledger: Ledger, settings: ViewSettings | None = None) -> APIRou
         context cached under some positions holds at least the events they name). ``level``: a state made for that
         level's figures (``state_level``: England's sums, or the LAs'; cheaper at national scale), else of every unit.
         ``ahead``: what a new state is read for, whose statements it asks ahead (``read_model_ahead``). ``only``: a state of
-        that school's or trust's items alone, read for its own figures only (``read_model_queries.own_scope``)."""
+        that school's or trust's items alone, read for its own figures only (``read_model_queries.own_scope``): made for
+        each read and not kept, as it serves one scope (kept, a sweep of schools at one date filled the cache with them
+        and cleared the states of every unit that the next school's read would have reused)."""
         positions = projector.positions()
-        key = (m.as_of, m.known_at, tuple(sorted(positions.items())), level, only)
+        if only is not None:
+            return read_model_context(reader, m, view_settings, level, ahead, only), positions
+        key = (m.as_of, m.known_at, tuple(sorted(positions.items())), level)
         with lock:
             found = contexts.get(key)
         if found is None:
-            found = read_model_context(reader, m, view_settings, level, ahead, only)
+            found = read_model_context(reader, m, view_settings, level, ahead)
             with lock:
                 if len(contexts) >= CACHED_CONTEXTS:
                     contexts.clear()
