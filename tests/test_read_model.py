@@ -45,6 +45,7 @@ from projections.read_model_la_roll import scoped_runs
 from projections.read_model_la_state import LA_STATE_SUMS, RM_LA_STATE, placement_unit
 from projections.read_model_months import COUNTED, ENGLAND_REPORTS, PER_LA
 from projections.read_model_queries import (
+    OWN_STATE_LEVELS,
     QUERIES,
     REGISTRATION_COUNTS,
     ROLL_COUNTS,
@@ -74,7 +75,7 @@ from .test_projections import (
     small_world,
     stored_runs,
 )
-from .test_projections_scenario import AS_OF, TRUST, A, Area, area, d  # noqa: F401 - area is a fixture
+from .test_projections_scenario import AS_OF, LA, LA2, TRUST, A, Area, area, d  # noqa: F401 - area is a fixture
 
 __all__ = ["area"]
 
@@ -93,8 +94,9 @@ def both(db: Any, moment: Moment, level: str, scope: str, settings: ViewSettings
         if level == "la":
             assert compared(la_state, scope) == compared(every_unit, scope), moment
     only = own_scope(level, scope)
-    if only is not None:  # a state of the school's or trust's items alone gives its figures (the year before's)
-        assert own_figures(ReadModelContext(db, moment, s, only=only), *only) == own_figures(every_unit, *only), moment
+    if only is not None:  # a state of the school's, trust's or LA's items alone gives its figures (the year before's)
+        own = ReadModelContext(db, moment, s, OWN_STATE_LEVELS[only[0]], only=only)
+        assert own_figures(own, *only) == own_figures(every_unit, *only), moment
     return model, metrics_report(context(db, moment, s), db, level, scope)
 
 
@@ -348,39 +350,58 @@ def rows_read(state: ReadModelContext) -> int:
     return sum(counts)
 
 
-def test_a_state_of_one_school_or_trusts_items_reads_its_rows_alone_and_serves_its_own_figures_only(area: Area) -> None:
-    """The year before's values of a school's or trust's body need no other scope's figure (no rank): a state of its
-    items alone (a trust's: its schools as of D) reads fewer rows than a state of every unit (``both`` requires its
-    figures to be the same at every moment, here and in random histories), and refuses what needs other units: ranks,
-    another scope's figures, another level's, and being made for an LA or at a level (their states are summed already)."""
+def test_a_state_of_one_school_trust_or_las_items_reads_its_rows_alone_and_serves_its_own_figures_only(area: Area) -> None:
+    """The year before's values of a school's, trust's or LA's body need no other scope's figure (no rank): a state of
+    its items alone (a trust's: its schools as of D; an LA's: its sums, a state made for LA figures) reads fewer rows than
+    the state it would otherwise be (of every unit; the LA state), with the same figures (``both`` requires them at every
+    moment, here and in random histories), and refuses what needs other scopes: ranks, another scope's figures, another
+    level's, and being made for England or at another level than its own."""
     reader = Reader(area.ledger.store)
     moment = Moment(d(10, 5))
     every = ReadModelContext(reader, moment, ViewSettings())
-    every_rows = rows_read(every)
-    for level, scope in (("school", A), ("trust", TRUST)):
-        own = ReadModelContext(reader, moment, ViewSettings(), only=(level, scope))
-        assert 0 < rows_read(own) < every_rows, (level, scope)
-        assert own_figures(own, level, scope) == own_figures(every, level, scope)
+    la_state = ReadModelContext(reader, moment, ViewSettings(), "la")
+    whole_rows = {"every unit": rows_read(every), "la": rows_read(la_state)}
+    for level, scope, whole, made in (
+        ("school", A, every, "every unit"),
+        ("trust", TRUST, every, "every unit"),
+        ("la", LA, la_state, "la"),
+    ):
+        own = ReadModelContext(reader, moment, ViewSettings(), OWN_STATE_LEVELS[level], only=(level, scope))
+        assert 0 < rows_read(own) < whole_rows[made], (level, scope)
+        assert own_figures(own, level, scope) == own_figures(whole, level, scope) == own_figures(every, level, scope)
         assert values_of(own, level, scope, ["pupils_on_roll"]) == values_of(every, level, scope, ["pupils_on_roll"])
         with pytest.raises(ValueError, match=f"the items of {scope} only"):
             report(own, level, scope)  # a rank needs every peer's figure
         with pytest.raises(ValueError):
-            values_of(own, "la", "la:801", ["pupils_on_roll"])
+            values_of(own, "la", LA2, ["pupils_on_roll"])
+        with pytest.raises(ValueError):
+            values_of(own, "national", "england", ["pupils_on_roll"])
     own_school = ReadModelContext(reader, moment, ViewSettings(), only=("school", A))
     with pytest.raises(ValueError, match="urn:100006"):
         values_of(own_school, "school", "urn:100006", ["pupils_on_roll"])
     assert len(ReadModelContext(reader, moment, ViewSettings(), only=("trust", TRUST)).units or ()) >= 2  # the trust's schools
+    # at a ledger time past, an LA state is summed per unit and regrouped in Python: its own state reads every LA's rows
+    # (none is left out) and still serves the LA's figures alone, the same as the state of every unit's
+    past = Moment(d(10, 5), datetime(2026, 10, 1, 9, tzinfo=UTC))
+    own_past = ReadModelContext(reader, past, ViewSettings(), "la", only=("la", LA))
+    assert own_figures(own_past, "la", LA) == own_figures(ReadModelContext(reader, past, ViewSettings()), "la", LA)
+    with pytest.raises(ValueError, match=f"the items of {LA} only"):
+        values_of(own_past, "la", LA2, ["pupils_on_roll"])
     for only, level in (
         (("school", "la:801"), None),
         (("la", "la:801"), None),
+        (("la", "la:801"), "national"),
+        (("la", A), "la"),
+        (("national", "england"), "national"),
         (("school", TRUST), None),
         (("school", A), "la"),
         (("trust", TRUST), "national"),
+        (("trust", TRUST), "la"),
     ):
         with pytest.raises(ValueError, match="a state of one scope's items"):
             ReadModelContext(reader, moment, ViewSettings(), level, only=only)
-    asked = (("school", A), ("la", "la:801"), ("trust", TRUST), ("school", "la:801"), ("trust", A), ("national", "england"))
-    assert [own_scope(level, scope) for level, scope in asked] == [("school", A), None, ("trust", TRUST), None, None, None]
+    asked = (("school", A), ("la", LA), ("trust", TRUST), ("school", LA), ("trust", A), ("la", TRUST), ("national", "england"))
+    assert [own_scope(level, scope) for level, scope in asked] == [("school", A), ("la", LA), ("trust", TRUST), None, None, None, None]
 
 
 def with_values_of_their_own(state: ReadModelContext) -> list[str]:

@@ -191,24 +191,33 @@ def test_states_are_made_in_order_a_few_ahead_and_a_failure_reaches_the_caller()
         list(in_order(make, days, workers=2))
 
 
-def test_a_sweep_of_schools_at_one_date_keeps_reusing_the_state_of_every_unit(area: Area, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Each school's year before is a state of its own items, made for its read and not kept: the states of every unit
-    (the date's, for the ranks, and none other) stay cached for the next school's read at the same date."""
+def test_a_sweep_of_schools_or_las_at_one_date_makes_each_state_once_and_a_state_of_one_scopes_items_for_its_first_read(
+    area: Area, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read's year before is a state of its scope's items, made for that read and not kept (a sweep of schools at one
+    date kept them and cleared the states of every unit). A second scope read at the same date, as in a sweep, makes and
+    keeps the year before's state of every unit (or of the LAs) instead, which the sweep's later reads reuse with the
+    date's own: seven school reads make three states, and three LA reads at another date three more."""
     import api.routes.views as views
 
-    made: list[Any] = []
+    made: list[tuple[str | None, Any]] = []
     real = views.read_model_context
 
     def counted(*args: Any, **kwargs: Any) -> Any:
-        made.append(args[5] if len(args) > 5 else kwargs.get("only"))
+        made.append((args[1].as_of.isoformat(), args[5] if len(args) > 5 else kwargs.get("only")))
         return real(*args, **kwargs)
 
     monkeypatch.setattr(views, "read_model_context", counted)
     schools = [A, C, "urn:100006", "urn:100007", "urn:100008", A, C]
     with TestClient(create_app(area.ledger, [Projector(area.ledger.store)])) as client:
-        for school in schools:
+        for i, school in enumerate(schools):
             got = get(client, area, "/views/metrics", level="school", org=school, as_of="2026-10-05")
             assert got.status_code == 200, got.text
-    every_unit = [only for only in made if only is None]
-    assert len(every_unit) == 1, made  # the date's state of every unit, made once for the seven reads
-    assert sorted(only for only in made if only is not None) == sorted(("school", s) for s in schools)
+            if i == 0:
+                assert sorted(made, key=str) == [("2025-10-05", ("school", A)), ("2026-10-05", None)]
+        assert sorted(made, key=str) == [("2025-10-05", ("school", A)), ("2025-10-05", None), ("2026-10-05", None)]
+        made.clear()
+        for la in ("la:801", "la:202", "la:801"):
+            got = get(client, area, "/views/metrics", level="la", org=la, as_of="2026-10-06")
+            assert got.status_code == 200, got.text
+        assert sorted(made, key=str) == [("2025-10-06", ("la", "la:801")), ("2025-10-06", None), ("2026-10-06", None)]

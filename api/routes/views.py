@@ -39,6 +39,7 @@ from projections.unregistered import unregistered_providers
 
 WAIT_SECONDS = 2.0
 CACHED_CONTEXTS = 4  # folded states kept for repeated reads at the same moment and log position
+OWN_MOMENTS = 64  # the moments a state of one scope's items was made at, remembered (``folded``)
 
 
 class Level(StrEnum):
@@ -251,6 +252,7 @@ def views_router(ledger: Ledger, settings: ViewSettings | None = None) -> APIRou
         return Moment(as_of or ledger.clock().date(), known_at)
 
     contexts: dict[tuple[Any, ...], Context] = {}
+    own_asked: set[tuple[Any, ...]] = set()  # the moments a state of one scope's items was made at (``folded``)
     lock = threading.Lock()
 
     def folded(
@@ -260,15 +262,23 @@ def views_router(ledger: Ledger, settings: ViewSettings | None = None) -> APIRou
         context cached under some positions holds at least the events they name). ``level``: a state made for that
         level's figures (``state_level``: England's sums, or the LAs'; cheaper at national scale), else of every unit.
         ``ahead``: what a new state is read for, whose statements it asks ahead (``read_model_ahead``). ``only``: a state of
-        that school's or trust's items alone, read for its own figures only (``read_model_queries.own_scope``): made for
-        each read and not kept, as it serves one scope (kept, a sweep of schools at one date filled the cache with them
-        and cleared the states of every unit that the next school's read would have reused)."""
+        that school's, trust's or LA's items alone, read for its own figures only (``read_model_queries.own_scope``): made
+        for one read and not kept, as it serves one scope (kept, a sweep of schools at one date filled the cache with them
+        and cleared the states of every unit that the next school's read would have reused). The state of every unit (or
+        LA) is taken instead where it is kept already, and made and kept when a state of one scope's items was made at the
+        same moment before: a second scope read there, as in a sweep of schools, which then reuses it from its third read
+        on (about 300 ms once at 1 M pupils against about 50 ms a school)."""
         positions = projector.positions()
-        if only is not None:
-            return read_model_context(reader, m, view_settings, level, ahead, only), positions
         key = (m.as_of, m.known_at, tuple(sorted(positions.items())), level)
         with lock:
             found = contexts.get(key)
+            own = only is not None and found is None and key not in own_asked
+            if own:
+                if len(own_asked) >= OWN_MOMENTS:
+                    own_asked.clear()
+                own_asked.add(key)
+        if own:
+            return read_model_context(reader, m, view_settings, level, ahead, only), positions
         if found is None:
             found = read_model_context(reader, m, view_settings, level, ahead)
             with lock:
@@ -380,7 +390,7 @@ def views_router(ledger: Ledger, settings: ViewSettings | None = None) -> APIRou
         def body(scope: str, m: Moment) -> dict[str, Any]:
             # the state a year before (for change_since_last_year) is prepared in a thread while this one is reported:
             # both are SQL-bound, so the database answers them side by side. Only the scope's own values are read of it:
-            # a school's or a trust's, from its items alone (no rank)
+            # a school's, a trust's or an LA's, from its items alone (no rank)
             made_for = state_level(level.value)
             with ThreadPoolExecutor(max_workers=1, thread_name_prefix="year-before") as pool:
                 year_before = Moment(a_year_before(m.as_of), m.known_at)
