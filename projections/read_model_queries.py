@@ -21,7 +21,7 @@ from collections import Counter
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from datetime import date, timedelta
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 from ledger.core.identifiers import org_scheme
 from ledger.core.rules import SUSPENSION_CAP_DAYS
@@ -1000,17 +1000,30 @@ def own_scope(level: str, scope: str) -> tuple[str, str] | None:
     return None
 
 
-def states_at(
-    db: Any, settings: ViewSettings, level: str | None, first: Moment, ahead: str | None = None, only: tuple[str, str] | None = None
-) -> Callable[[date], Context]:
-    """``read_model_context`` at each D of ``first``'s ledger time (a series' dates), asking once whether the model is
-    usable and reading once the facts every state reads whatever its D (``Known``); ``ahead`` and ``only``: as
-    ``ReadModelContext``'s (a folded state serves every scope)."""
+class StateMaker(Protocol):
+    """The state at D (``states_at``): of every unit at the maker's level, or of ``only``'s items (``own_scope``)."""
+
+    def __call__(self, day: date, only: tuple[str, str] | None = None) -> Context: ...
+
+
+def states_at(db: Any, settings: ViewSettings, level: str | None, first: Moment, ahead: str | None = None) -> StateMaker:
+    """``read_model_context`` at each D of ``first``'s ledger time (a series' dates), of every unit at ``level`` or of one
+    scope's items (the maker's ``only``), asking once whether the model is usable and reading once the facts every
+    state reads whatever its D (``Known``); ``ahead`` and ``only``: as ``ReadModelContext``'s (a folded state serves
+    every scope)."""
     store = getattr(db, "store", None)
     if store is None or not usable(store, settings):
-        return lambda day: context(db, Moment(day, first.known_at), settings)
+
+        def folded(day: date, only: tuple[str, str] | None = None) -> Context:
+            return context(db, Moment(day, first.known_at), settings)
+
+        return folded
     known = Known.at(db, first)
-    return lambda day: ReadModelContext(db, Moment(day, first.known_at), settings, level, known, ahead, only)
+
+    def made(day: date, only: tuple[str, str] | None = None) -> Context:
+        return ReadModelContext(db, Moment(day, first.known_at), settings, level, known, ahead, only)
+
+    return made
 
 
 def read_model_context(
@@ -1021,4 +1034,4 @@ def read_model_context(
     cheaper at national scale; ``state_level`` says which a read asks for. ``ahead``: what it is read for
     (``read_model_ahead.REPORT``, ``YEAR_BEFORE``), for its statements to be asked ahead. ``only``: a state of that school's
     or trust's items alone, read for its figures only (``ReadModelContext``)."""
-    return states_at(db, settings, level, moment, ahead, only)(moment.as_of)
+    return states_at(db, settings, level, moment, ahead)(moment.as_of, only)

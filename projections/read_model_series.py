@@ -35,7 +35,7 @@ from .context import Context
 from .facts import Moment
 from .metrics import METRICS_BY_NAME, figure_of, report, require_level
 from .orgs import Directory
-from .read_model_queries import state_level, states_at
+from .read_model_queries import own_scope, state_level, states_at
 
 STEPS = ("month", "term")
 MAX_POINTS = 120
@@ -156,9 +156,10 @@ def series(
     """Every metric of ``names`` (default all) for the scope at each step, with its comparisons.
 
     The states of the dates and of the year before each are made in order by ``in_order`` (two at once, so the
-    database answers two side by side). A state is kept only until its own point is reported; of a date a later
-    point compares with, only the scope's values are kept (``values_of``): a dozen states at 1 M pupils held about
-    300 MB, their values a few kilobytes."""
+    database answers two side by side); a year before that is not itself a point is a state of the scope's items alone
+    (``own_scope``: a school's, a trust's or an LA's), as its values are all that is read of it. A state is kept only
+    until its own point is reported; of a date a later point compares with, only the scope's values are kept
+    (``values_of``): a dozen states at 1 M pupils held about 300 MB, their values a few kilobytes."""
     days = step_dates(start, end, step, settings)
     order = list(dict.fromkeys(d for day in days for d in (day, a_year_before(day))))  # each state made once
     wanted = list(METRICS_BY_NAME) if names is None else [n for n in METRICS_BY_NAME if n in names]
@@ -170,7 +171,14 @@ def series(
     region = None
     made_for = state_level(level)  # a national series needs England's sums only, an LA series the LAs' sums
     state_at = states_at(db, settings, made_for, Moment(order[0], known_at))  # (the facts every date reads, read once)
-    with closing(in_order(lambda day: prepared(state_at(day), names), order)) as making:
+    # a date only a later point compares with needs the scope's values alone: a state of its items (a school's, a trust's,
+    # an LA's), not of every unit (a school's about 300 ms at 1 M pupils against 50)
+    own = own_scope(level, scope)
+
+    def make(day: date) -> Context:
+        return prepared(state_at(day, own if day not in reported else None), names)
+
+    with closing(in_order(make, order)) as making:
         made = zip(order, making, strict=True)
         for i, day in enumerate(days):
             while day not in states or a_year_before(day) not in before:

@@ -17,7 +17,7 @@ from projections.read_model_queries import Known, ReadModelContext, read_model_c
 from projections.read_model_series import a_year_before, compare, quartile, series, step_dates, values_of
 from projections.runner import Projector, Reader
 
-from .test_projections_scenario import AS_OF, LA, A, Area, C, area, d  # noqa: F401 - area is a fixture
+from .test_projections_scenario import AS_OF, LA, TRUST, A, Area, C, area, d  # noqa: F401 - area is a fixture
 
 __all__ = ["area"]
 SOUTH_WEST, LONDON = "region:E12000009", "region:E12000007"  # la:801 Bristol, la:202 Camden
@@ -119,17 +119,39 @@ def test_careless_series_requests_get_a_clear_422_naming_the_parameter(area: Are
     assert area.ledger.store.max_sequence() == before
 
 
-def test_a_long_series_equals_each_of_its_dates_asked_alone(area: Area) -> None:
-    """Fifteen months: the states prepared ahead by the series' threads, and those kept to serve as a later point's
-    year before, give the figures each date gets alone (report and comparisons from fresh states, one at a time)."""
+def test_a_long_series_equals_each_of_its_dates_asked_alone(area: Area, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fifteen months: the states prepared ahead by the series' threads, those kept to serve as a later point's year
+    before, and those of the scope's items alone made for a year before that is no point (13 of the 29 dates), give the
+    figures each date gets alone (report and comparisons from fresh states of every unit, one at a time)."""
+    import projections.read_model_series as module
+
+    made: list[tuple[Any, Any]] = []
+    real = module.states_at
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        maker = real(*args, **kwargs)
+
+        def state(day: Any, only: Any = None) -> Any:
+            made.append((day, only))
+            return maker(day, only)
+
+        return state
+
+    monkeypatch.setattr(module, "states_at", counted)
     reader = Reader(area.ledger.store)
     settings = ViewSettings()
-    for level, scope, names in (("national", "england", None), ("school", A, ["pupils_on_roll", "suspension_rate", "open_ap_placements"])):
-        got = series(reader, settings, level, scope, d(7, 15).replace(year=2025), d(10, 5), "month", names)
+    names = ["pupils_on_roll", "suspension_rate", "open_ap_placements"]
+    for level, scope, asked in (("national", "england", None), ("school", A, names), ("trust", TRUST, names), ("la", LA, None)):
+        made.clear()
+        got = series(reader, settings, level, scope, d(7, 15).replace(year=2025), d(10, 5), "month", asked)
         assert len(got["points"]) == 16
+        year_before_only = {day for day, _ in made} - {point["as_of"] for point in got["points"]}
+        assert len(made) == 29 and len(year_before_only) == 13
+        own = {(day, only) for day, only in made if only is not None}
+        assert own == (set() if level == "national" else {(day, (level, scope)) for day in year_before_only}), level
         for point in got["points"]:
             ctx = read_model_context(reader, Moment(point["as_of"]), settings)
-            alone = report(ctx, level, scope, only=names)
+            alone = report(ctx, level, scope, only=asked)
             last_year = read_model_context(reader, Moment(a_year_before(point["as_of"])), settings)
             compare(ctx, values_of(last_year, level, scope, alone), level, scope, alone)
             assert point["metrics"] == alone, point["as_of"]
