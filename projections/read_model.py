@@ -89,7 +89,7 @@ from .read_model_months import RM_LA_MONTHS, RM_MONTHS, after_facts, forget_repo
 from .read_model_roll import RM_ROLL, Changes
 from .unregistered import UNREGISTERED_SETTING_TYPES
 
-MODEL_VERSION = 20  # bump when the tables or their rules change: the runner rebuilds the model from the log
+MODEL_VERSION = 21  # bump when the tables or their rules change: the runner rebuilds the model from the log
 
 RM_EVENTS = Table(
     "rm_events",
@@ -173,6 +173,11 @@ RM_REGISTRATIONS = IntervalTable(
         # the pupil's registrations in this state that share an academic year with this one, itself included (``year_regs``):
         # 1 says no other registration of the pupil is ever counted beside it (read_model_queries.IN_YEAR_AT_SCHOOL)
         ("year_regs", "INTEGER NOT NULL"),
+        # of those others (year_regs > 1; else NULL): the first start, and the last end (NULL: one is open), so that a read at
+        # D knows the row is the pupil's only one counted at D when none has started by D or all ended before D's academic
+        # year (read_model_queries.ALONE_AT_D): such rows are counted per school, not read one by one
+        ("others_from", "TEXT"),
+        ("others_to", "TEXT"),
     ),
     partial_indexes=(
         # the rows of pupils with two registrations in one academic year (a few percent), which the roll reads one by one
@@ -181,7 +186,11 @@ RM_REGISTRATIONS = IntervalTable(
         # the same rows known now, with every column SHARED_REGISTRATIONS reads of them at the ledger's now: a school read
         # took them from the table's pages (12,727 pages for 47,776 rows at 1 M pupils, 161 ms, the largest statement of
         # the read); from this index alone once the table is vacuumed, as autovacuum does (54 ms)
-        ("shared_now", "end_on, start_on, school, status, subject, valid_from, valid_to", "year_regs > 1 AND known_to IS NULL"),
+        (
+            "shared_now",
+            "end_on, start_on, school, status, subject, valid_from, valid_to, others_from, others_to",
+            "year_regs > 1 AND known_to IS NULL",
+        ),
         # the rows a read at a past ledger time corrects rm_roll's numbers by (read_model_queries.ROLL_COUNTS)
         ("known_now", "known_from", "known_to IS NULL"),
         ("known_before", "known_to", "known_to IS NOT NULL"),
@@ -376,6 +385,21 @@ def _year(day: date | None) -> int:
     return 1_000_000 if day is None else academic_year_start_of(day)
 
 
+def others_sharing(spans: Sequence[tuple[date, date | None]]) -> list[tuple[str | None, str | None]]:
+    """For each of a pupil's registrations (``spans``), the first start and the last end (None: open) of the others
+    that share an academic year with it (``year_regs``' others); (None, None) where there are none."""
+    years = [(_year(start), _year(end)) for start, end in spans]
+    out: list[tuple[str | None, str | None]] = []
+    for i, (first, last) in enumerate(years):
+        others = [spans[j] for j, (a, b) in enumerate(years) if j != i and a <= last and first <= b]
+        if not others:
+            out.append((None, None))
+            continue
+        ends = [end for _, end in others]
+        out.append((min(start for start, _ in others).isoformat(), None if None in ends else max(e for e in ends if e).isoformat()))
+    return out
+
+
 def year_regs(spans: Sequence[tuple[date, date | None]]) -> list[int]:
     """For each of a pupil's registrations (``spans``: start and end), how many of them share an academic year with it,
     itself included. The roll's metrics count a registration at D only in D's academic year, between its start and
@@ -396,12 +420,14 @@ def state_of(key: str, records: list[Record], settings: ViewSettings, days: Days
     pupil = Pupil(key, records)
     out: set[StateRow] = set()
     regs = pupil.state.registrations
-    sharing = year_regs([(g.start, g.end) for g in regs]) if regs else []
+    spans = [(g.start, g.end) for g in regs]
+    sharing = year_regs(spans) if regs else []
+    others = others_sharing(spans) if len(regs) > 1 else [(None, None)] * len(regs)
     for i, g in enumerate(regs):
         out.add(
             (
                 RM_REGISTRATIONS,
-                (i, g.school, g.status, g.start.isoformat(), _iso(g.end), g.sen_status, int(bool(g.looked_after)), sharing[i]),
+                (i, g.school, g.status, g.start.isoformat(), _iso(g.end), g.sen_status, int(bool(g.looked_after)), sharing[i], *others[i]),
             )
         )
     # placements_of reads the records again for reviews and ends: asked only of a pupil with a placement

@@ -99,7 +99,19 @@ IN_YEAR_AT_SCHOOL = f"{ST('r')} AND r.start_on <= :d AND (r.end_on IS NULL OR r.
 REGISTRATION_COUNTS = (
     f"SELECT r.school, {ON_ROLL}, COUNT(*) FROM rm_registrations r WHERE {IN_YEAR_AT_SCHOOL} AND r.year_regs = 1 GROUP BY 1, 2"
 )
-SHARED_REGISTRATIONS = f"SELECT r.school, {ON_ROLL}, r.subject FROM rm_registrations r WHERE {IN_YEAR_AT_SCHOOL} AND r.year_regs > 1"
+# A row of a pupil with several registrations in a year is still the pupil's only one counted at D when none of the others
+# sharing an academic year with it has started by D, or all ended before D's academic year (``others_from``,
+# ``others_to``: NULL, one is open): then it is counted in its school's number (ALONE_COUNTS), and only the others are read
+# one by one (at 1 M pupils in October, 10,586 rows of 44,319). The two conditions are each other's complement.
+ALONE_AT_D = "(r.others_from > :d OR r.others_to < :ys)"
+NOT_ALONE_AT_D = "r.others_from <= :d AND (r.others_to IS NULL OR r.others_to >= :ys)"
+ALONE_COUNTS = (
+    f"SELECT r.school, {ON_ROLL}, COUNT(*) FROM rm_registrations r WHERE {IN_YEAR_AT_SCHOOL} AND r.year_regs > 1 AND {ALONE_AT_D} "
+    "GROUP BY 1, 2"
+)
+SHARED_REGISTRATIONS = (
+    f"SELECT r.school, {ON_ROLL}, r.subject FROM rm_registrations r WHERE {IN_YEAR_AT_SCHOOL} AND r.year_regs > 1 AND {NOT_ALONE_AT_D}"
+)
 # England's count of those pupils: on the roll at D, and at a school in the year to date (each pupil once)
 SHARED_PUPILS = (
     f"SELECT COUNT(DISTINCT CASE WHEN {ON_ROLL} = 1 THEN r.subject END), COUNT(DISTINCT r.subject) "
@@ -740,7 +752,8 @@ class ReadModelContext(Context):
         if self._registrations is None:
             # on the roll at D: 1. (A state of one school reads its pupils alone: a pupil at it and another school counts
             # once in its number rather than as an item under each, which that school's figures count alike.)
-            counted, shared = self.roll_counts(), self.query(self._own(SHARED_REGISTRATIONS, "school"))
+            counted = self.roll_counts() + self.query(self._own(ALONE_COUNTS, "school"))
+            shared = self.query(self._own(SHARED_REGISTRATIONS, "school"))
             self._registrations = {
                 "roll": Registrations.of(
                     ((s, int(n)) for s, on_roll, n in counted if on_roll), ((s, p) for s, on_roll, p in shared if on_roll)

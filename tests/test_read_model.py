@@ -45,6 +45,7 @@ from projections.read_model_la_roll import scoped_runs
 from projections.read_model_la_state import LA_STATE_SUMS, RM_LA_STATE, placement_unit
 from projections.read_model_months import COUNTED, ENGLAND_REPORTS, PER_LA
 from projections.read_model_queries import (
+    ALONE_COUNTS,
     OWN_STATE_LEVELS,
     QUERIES,
     REGISTRATION_COUNTS,
@@ -265,7 +266,8 @@ def test_the_roll_is_asked_once_for_every_metric_that_counts_it(area: Area) -> N
 
     ctx.query = recorded  # type: ignore[method-assign]
     model = metrics_report(ctx, reader, "la", "la:801")
-    assert [sql for sql in asked if "r.year_regs" in sql] == [ROLL_COUNTS, SHARED_REGISTRATIONS]  # (sen_exits looks up one pupil's row)
+    # (sen_exits looks up one pupil's row)
+    assert [sql for sql in asked if "r.year_regs" in sql] == [ROLL_COUNTS, ALONE_COUNTS, SHARED_REGISTRATIONS]
     assert model == metrics_report(context(reader, Moment(AS_OF), ViewSettings()), reader, "la", "la:801")
 
 
@@ -650,6 +652,16 @@ def test_registrations_in_different_academic_years_are_counted_per_school_and_th
             ("pupil.deregistered", a, date(2026, 8, 31)),
             ("pupil.registered", b, date(2026, 9, 1)),
         ],
+        5: [  # a move in March: both rows share 2025/26; from September b's is the only one counted (ALONE_COUNTS)
+            ("pupil.registered", a, date(2025, 9, 3)),
+            ("pupil.deregistered", a, date(2026, 3, 31)),
+            ("pupil.registered", b, date(2026, 4, 20)),
+        ],
+        6: [  # a dual registration whose main one ends on the first day of 2026/27: both still in its year to date
+            ("pupil.registered", a, date(2025, 9, 3)),
+            ("pupil.registered", b, date(2026, 6, 1), "S"),
+            ("pupil.deregistered", a, date(2026, 9, 1)),
+        ],
     }
     with fresh_settings(backend) as settings:
         w = small_world(settings)
@@ -672,20 +684,38 @@ def test_registrations_in_different_academic_years_are_counted_per_school_and_th
                     w.clock.now += timedelta(minutes=1)
             Projector(w.ledger.store, batch_size=1).catch_up()  # a batch per event: the shared rows change batch by batch
             rows = w.ledger.store.query(
-                "SELECT subject, school, start_on, year_regs FROM rm_registrations WHERE known_to IS NULL AND valid_to IS NULL"
+                "SELECT subject, school, start_on, year_regs, others_from, others_to FROM rm_registrations "
+                "WHERE known_to IS NULL AND valid_to IS NULL"
             )
             pupil_of = {str(w.ledger.secrets.pupil_id(upn(n))): n for n in histories}
-            assert sorted((pupil_of[s], school, start, int(n)) for s, school, start, n in rows) == [
-                (1, a, "2025-09-03", 1),
-                (1, b, "2026-09-02", 1),
-                (2, a, "2026-09-02", 2),
-                (2, b, "2027-01-06", 2),
-                (3, a, "2026-09-02", 2),
-                (3, b, "2026-09-09", 2),
-                (4, a, "2025-09-03", 1),
-                (4, b, "2026-09-01", 1),
+            # (and, of a row sharing a year, the others' first start and last end: pupil 2's move, pupil 3's open dual)
+            assert sorted((pupil_of[s], school, start, int(n), f, t) for s, school, start, n, f, t in rows) == [
+                (1, a, "2025-09-03", 1, None, None),
+                (1, b, "2026-09-02", 1, None, None),
+                (2, a, "2026-09-02", 2, "2027-01-06", None),
+                (2, b, "2027-01-06", 2, "2026-09-02", "2026-12-18"),
+                (3, a, "2026-09-02", 2, "2026-09-09", None),
+                (3, b, "2026-09-09", 2, "2026-09-02", None),
+                (4, a, "2025-09-03", 1, None, None),
+                (4, b, "2026-09-01", 1, None, None),
+                (5, a, "2025-09-03", 2, "2026-04-20", None),
+                (5, b, "2026-04-20", 2, "2025-09-03", "2026-03-31"),
+                (6, a, "2025-09-03", 2, "2026-06-01", None),
+                (6, b, "2026-06-01", 2, "2025-09-03", "2026-09-01"),
             ]
             reader = Reader(w.ledger.store)
+            # (at D a pupil's state holds the registrations begun by D.) Pupil 5 is read one by one while its two rows are
+            # in the year to date, then b's row alone is counted in b's number; pupils 2, 3 and 6, one by one once they have
+            # two (pupil 6's ended on the first day of the year, so it is in that year to date)
+            for day, alone, one_by_one in (
+                (date(2026, 5, 1), [], [(a, 0, 5), (b, 1, 5)]),
+                (date(2026, 10, 1), [(b, 1, 1)], [(a, 0, 6), (a, 1, 3), (b, 0, 3), (b, 0, 6)]),
+                (date(2027, 1, 10), [(b, 1, 1)], [(a, 0, 2), (a, 0, 6), (a, 1, 3), (b, 0, 3), (b, 0, 6), (b, 1, 2)]),
+            ):
+                state = ReadModelContext(reader, Moment(day), ViewSettings())
+                assert sorted(state.query(ALONE_COUNTS)) == alone, day
+                shared = sorted((school, on_roll, pupil_of[p]) for school, on_roll, p in state.query(SHARED_REGISTRATIONS))
+                assert shared == one_by_one, day
             assert_roll_kept(w.ledger.store)
             assert_england_kept(w.ledger.store)
             for day in (date(2026, 7, 1), date(2026, 8, 31), date(2026, 9, 1), date(2026, 10, 1), date(2027, 1, 10), date(2027, 1, 19)):
@@ -695,12 +725,12 @@ def test_registrations_in_different_academic_years_are_counted_per_school_and_th
                     model, fold = both(reader, moment, level, scope)
                     assert model == fold, (day, level, scope)
             pupils = metrics_report(ReadModelContext(reader, Moment(date(2027, 1, 10)), ViewSettings()), reader, "la", "la:801")
-            assert pupils["metrics"]["pupils_on_roll"]["value"] == 4  # pupil 3 on two rolls at once, counted once in the LA
+            assert pupils["metrics"]["pupils_on_roll"]["value"] == 5  # pupil 3 on two rolls at once, counted once in the LA
             w.ledger.erase(upn(3), "erasure_request")  # the pupil on two rolls leaves England's numbers too
             forget_pupil(w.ledger.store, w.ledger.secrets.pupil_id(upn(3)))
             assert_england_kept(w.ledger.store)
             model, fold = both(reader, Moment(date(2027, 1, 10)), "national", "england")
-            assert model == fold and model["metrics"]["pupils_on_roll"]["value"] == 3
+            assert model == fold and model["metrics"]["pupils_on_roll"]["value"] == 4
         finally:
             w.ledger.store.close()
 

@@ -123,8 +123,9 @@ def _db(placements: list[tuple[Any, ...]], removals: list[tuple[Any, ...]], regi
         db.execute(f"INSERT INTO rm_exits VALUES ({', '.join('?' * 13)})", (f"s{i}", f"k{i}", vf, vt, *known, *values))
     for pupil, rows in registrations.items():
         for i, (status, start, end, vf, vt) in enumerate(rows):
-            values = (i, f"urn:{i}", status, start, end, "N", 0, 1 if len(rows) == 1 else 2)
-            db.execute(f"INSERT INTO rm_registrations VALUES ({', '.join('?' * 14)})", (f"r{pupil}", f"k{i}", vf, vt, *known, *values))
+            # (the others' first start and last end are not read by England's numbers nor by the count they are held to)
+            values = (i, f"urn:{i}", status, start, end, "N", 0, 1 if len(rows) == 1 else 2, None, None)
+            db.execute(f"INSERT INTO rm_registrations VALUES ({', '.join('?' * 16)})", (f"r{pupil}", f"k{i}", vf, vt, *known, *values))
     return db
 
 
