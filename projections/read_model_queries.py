@@ -99,10 +99,11 @@ IN_YEAR_AT_SCHOOL = f"{ST('r')} AND r.start_on <= :d AND (r.end_on IS NULL OR r.
 REGISTRATION_COUNTS = (
     f"SELECT r.school, {ON_ROLL}, COUNT(*) FROM rm_registrations r WHERE {IN_YEAR_AT_SCHOOL} AND r.year_regs = 1 GROUP BY 1, 2"
 )
-# A row of a pupil with several registrations in a year is still the pupil's only one counted at D when none of the others
-# sharing an academic year with it has started by D, or all ended before D's academic year (``others_from``,
-# ``others_to``: NULL, one is open): then it is counted in its school's number (ALONE_COUNTS), and only the others are read
-# one by one (at 1 M pupils in October, 10,586 rows of 44,319). The two conditions are each other's complement.
+# A row of a pupil with several registrations in a year is still the pupil's only one counted at D when all the others
+# sharing an academic year with it ended before D's academic year, or none has started by D (``others_from``,
+# ``others_to``: NULL, one is open; a state at D holds the registrations begun by D, so the second is a safeguard): then it
+# is counted in its school's number (ALONE_COUNTS), and only the others are read one by one (at 1 M pupils in late
+# October, 30,402 of the 40,988 such rows are counted). The two conditions are each other's complement.
 ALONE_AT_D = "(r.others_from > :d OR r.others_to < :ys)"
 NOT_ALONE_AT_D = "r.others_from <= :d AND (r.others_to IS NULL OR r.others_to >= :ys)"
 ALONE_COUNTS = (
@@ -1045,6 +1046,6 @@ def read_model_context(
     """The state the metrics read at ``moment``: from the read model when it is usable, else folded. ``level``
     "national" or "la": a state only figures of that level (and England's) are read from (``ReadModelContext``),
     cheaper at national scale; ``state_level`` says which a read asks for. ``ahead``: what it is read for
-    (``read_model_ahead.REPORT``, ``YEAR_BEFORE``), for its statements to be asked ahead. ``only``: a state of that school's
-    or trust's items alone, read for its figures only (``ReadModelContext``)."""
+    (``read_model_ahead.REPORT``, ``YEAR_BEFORE``), for its statements to be asked ahead. ``only``: a state of that school's,
+    trust's or LA's items alone, read for its figures only (``ReadModelContext``)."""
     return states_at(db, settings, level, moment, ahead)(moment.as_of, only)
