@@ -389,33 +389,33 @@ def _year(day: date | None) -> int:
     return 1_000_000 if day is None else academic_year_start_of(day)
 
 
-def others_sharing(spans: Sequence[tuple[date, date | None]]) -> list[tuple[str | None, str | None]]:
-    """For each of a pupil's registrations (``spans``), the first start and the last end (None: open) of the others
-    that share an academic year with it (``year_regs``' others); (None, None) where there are none."""
+Sharing = tuple[int, str | None, str | None]  # year_regs, others_from, others_to (``RM_REGISTRATIONS``)
+ALONE: Sharing = (1, None, None)
+
+
+def year_regs(spans: Sequence[tuple[date, date | None]]) -> list[Sharing]:
+    """For each of a pupil's registrations (``spans``: start and end), how many of them share an academic year with it,
+    itself included, and of the others the first start and the last end (None: one is open). The roll's metrics count a
+    registration at D only in D's academic year, between its start and end (``read_model_queries.IN_YEAR_AT_SCHOOL``),
+    so two registrations that share no academic year are never counted together: each can be counted in its school's
+    number (``rm_roll``), and only the others are read one by one, so that a pupil on two rolls counts once above the
+    school; of those, a row whose others all ended before D's academic year is still counted in its school's number
+    (``read_model_queries.ALONE_AT_D``). Counting every registration of the pupil instead (as until ``MODEL_VERSION`` 5)
+    read one by one every pupil who had ever changed school. (The years are worked out once per registration: the upkeep
+    asks at every breakpoint of every pupil's fold.)"""
+    if len(spans) == 1:
+        return [ALONE]
     years = [(_year(start), _year(end)) for start, end in spans]
-    out: list[tuple[str | None, str | None]] = []
+    out: list[Sharing] = []
     for i, (first, last) in enumerate(years):
         others = [spans[j] for j, (a, b) in enumerate(years) if j != i and a <= last and first <= b]
         if not others:
-            out.append((None, None))
+            out.append(ALONE)
             continue
         ends = [end for _, end in others]
-        out.append((min(start for start, _ in others).isoformat(), None if None in ends else max(e for e in ends if e).isoformat()))
+        last_end = None if None in ends else max(e for e in ends if e is not None).isoformat()
+        out.append((1 + len(others), min(start for start, _ in others).isoformat(), last_end))
     return out
-
-
-def year_regs(spans: Sequence[tuple[date, date | None]]) -> list[int]:
-    """For each of a pupil's registrations (``spans``: start and end), how many of them share an academic year with it,
-    itself included. The roll's metrics count a registration at D only in D's academic year, between its start and
-    end (``read_model_queries.IN_YEAR_AT_SCHOOL``), so two registrations that share no academic year are never counted
-    together: each can be counted in its school's number (``rm_roll``), and only the others are read one by one, so
-    that a pupil on two rolls counts once above the school. Counting every registration of the pupil instead (as
-    until ``MODEL_VERSION`` 5) read one by one every pupil who had ever changed school. (The years are worked out once
-    per registration: the upkeep asks at every breakpoint of every pupil's fold.)"""
-    if len(spans) == 1:
-        return [1]
-    years = [(_year(start), _year(end)) for start, end in spans]
-    return [sum(1 for a, b in years if a <= last and first <= b) for first, last in years]
 
 
 def state_of(key: str, records: list[Record], settings: ViewSettings, days: Days | None = None) -> set[StateRow]:
@@ -424,14 +424,12 @@ def state_of(key: str, records: list[Record], settings: ViewSettings, days: Days
     pupil = Pupil(key, records)
     out: set[StateRow] = set()
     regs = pupil.state.registrations
-    spans = [(g.start, g.end) for g in regs]
-    sharing = year_regs(spans) if regs else []
-    others = others_sharing(spans) if len(regs) > 1 else [(None, None)] * len(regs)
+    sharing = year_regs([(g.start, g.end) for g in regs]) if regs else []
     for i, g in enumerate(regs):
         out.add(
             (
                 RM_REGISTRATIONS,
-                (i, g.school, g.status, g.start.isoformat(), _iso(g.end), g.sen_status, int(bool(g.looked_after)), sharing[i], *others[i]),
+                (i, g.school, g.status, g.start.isoformat(), _iso(g.end), g.sen_status, int(bool(g.looked_after)), *sharing[i]),
             )
         )
     # placements_of reads the records again for reviews and ends: asked only of a pupil with a placement

@@ -431,10 +431,6 @@ class Known(NamedTuple):
         return Known(moment.known_at, org_facts(db, moment), funding_facts(db, moment))
 
 
-# The level a state of one scope's items (``own_scope``) is made at, by the scope's level: a school's and a trust's are
-# of their units' items (at no level), an LA's of the LA's sums (a state made for LA figures)
-OWN_STATE_LEVELS: dict[str, str | None] = {"school": None, "trust": None, "la": "la"}
-
 # The levels a state can be made for (``ReadModelContext.level``): None, every level (a sum per unit and label)
 STATE_LEVELS = (None, "national", "la")
 
@@ -488,7 +484,9 @@ class ReadModelContext(Context):
         super().__init__(moment, settings, known.org_facts.at(moment), [], known.funding)
         if level not in STATE_LEVELS:
             raise ValueError(f"a read model state is made for every level, for LA figures or for national figures only, not {level!r}")
-        if only is not None and (own_scope(*only) != only or level != OWN_STATE_LEVELS[only[0]]):
+        # (a state of one scope's items is made at the level a read of that scope asks for: a school's and a trust's of
+        # their units' items, an LA's of the LA's sums)
+        if only is not None and (own_scope(*only) != only or level != state_level(only[0])):
             raise ValueError(
                 f"a state of one scope's items is made for a school's, AP setting's or trust's figures (at no level) or an LA's "
                 f"(at level 'la'), not {only!r} at level {level!r}"
@@ -605,12 +603,14 @@ class ReadModelContext(Context):
         }
 
     def _units_values(self) -> dict[str, Any]:
-        """The units of a state of one scope's items as ``_own`` binds them (an organisation's id holds no comma: the
-        patterns of ``org_scheme``)."""
-        if self.units is None:
+        """The units of a state of one scope's items as ``_own`` binds them: a school's or an LA's id, or a trust's schools
+        as one text (an organisation's id holds no comma: the patterns of ``org_scheme``)."""
+        if self.only is None or self.units is None:
             return {}
+        if self.only[0] != "trust":
+            return {"unit": self.only[1]}
         units = list(self.units)
-        return {"unit": units[0] if units else None, "units": ",".join(units) if self.store.is_postgres else json.dumps(units)}
+        return {"units": ",".join(units) if self.store.is_postgres else json.dumps(units)}
 
     def _nearer_the_months_end(self) -> bool:
         """Whether D is nearer its month's end than its start: a kept count of the year's reports then takes D's whole

@@ -89,7 +89,7 @@ def _change(now: Any, before: Any) -> Any:
 
 def values_of(ctx: Context, level: str, scope: str, names: Iterable[str]) -> dict[str, Any]:
     """The scope's value of each metric of ``names`` in ``ctx``: all that a later date's comparison reads of it (a state of
-    that school's or trust's items alone serves its own: ``ReadModelContext``'s ``only``)."""
+    that school's, trust's or LA's items alone serves its own: ``ReadModelContext``'s ``only``)."""
     require_level(ctx, level, scope)
     out: dict[str, Any] = {}
     for name in names:

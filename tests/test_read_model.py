@@ -46,7 +46,6 @@ from projections.read_model_la_state import LA_STATE_SUMS, RM_LA_STATE, placemen
 from projections.read_model_months import COUNTED, ENGLAND_REPORTS, PER_LA
 from projections.read_model_queries import (
     ALONE_COUNTS,
-    OWN_STATE_LEVELS,
     QUERIES,
     REGISTRATION_COUNTS,
     ROLL_COUNTS,
@@ -57,6 +56,7 @@ from projections.read_model_queries import (
     aggregated,
     own_scope,
     read_model_context,
+    state_level,
 )
 from projections.read_model_roll import REGISTRATION_COLUMNS, Changes
 from projections.read_model_series import compare, values_of
@@ -96,7 +96,7 @@ def both(db: Any, moment: Moment, level: str, scope: str, settings: ViewSettings
             assert compared(la_state, scope) == compared(every_unit, scope), moment
     only = own_scope(level, scope)
     if only is not None:  # a state of the school's, trust's or LA's items alone gives its figures (the year before's)
-        own = ReadModelContext(db, moment, s, OWN_STATE_LEVELS[only[0]], only=only)
+        own = ReadModelContext(db, moment, s, state_level(only[0]), only=only)
         assert own_figures(own, *only) == own_figures(every_unit, *only), moment
     return model, metrics_report(context(db, moment, s), db, level, scope)
 
@@ -368,7 +368,7 @@ def test_a_state_of_one_school_trust_or_las_items_reads_its_rows_alone_and_serve
         ("trust", TRUST, every, "every unit"),
         ("la", LA, la_state, "la"),
     ):
-        own = ReadModelContext(reader, moment, ViewSettings(), OWN_STATE_LEVELS[level], only=(level, scope))
+        own = ReadModelContext(reader, moment, ViewSettings(), state_level(level), only=(level, scope))
         assert 0 < rows_read(own) < whole_rows[made], (level, scope)
         assert own_figures(own, level, scope) == own_figures(whole, level, scope) == own_figures(every, level, scope)
         assert values_of(own, level, scope, ["pupils_on_roll"]) == values_of(every, level, scope, ["pupils_on_roll"])
