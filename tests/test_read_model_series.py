@@ -245,3 +245,39 @@ def test_a_sweep_of_schools_or_las_at_one_date_makes_each_state_once_and_states_
             assert got.status_code == 200, got.text
         year_before = [("2025-10-06", ("la", "la:801")), ("2025-10-06", ("la", "la:202")), ("2025-10-06", None)]
         assert sorted(made, key=str) == sorted([*year_before, ("2026-10-06", None)], key=str)
+
+
+def test_a_body_whose_year_before_is_of_the_scopes_items_alone_is_the_body_from_a_state_of_every_unit(
+    area: Area, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Over HTTP, every figure's last_year_value and change_since_last_year (and the rest of the body) are the same
+    whether the year before is a state of the scope's items (the first reads at a moment) or of every unit (or of the
+    LAs): for scopes with items, for scopes the ledger never heard of (an LA, a school, a trust), and for an id that is
+    no organisation's (refused alike)."""
+    import api.routes.views as views
+
+    asked = [
+        ("la", LA),
+        ("la", "la:202"),
+        ("la", "la:999"),
+        ("school", A),
+        ("school", "urn:999999"),
+        ("trust", TRUST),
+        ("trust", "trust:TR99999"),
+        ("la", "la:81'0"),
+    ]
+
+    def bodies(own_states_first: int) -> list[tuple[int, Any]]:
+        monkeypatch.setattr(views, "OWN_STATES_FIRST", own_states_first)
+        with TestClient(create_app(area.ledger, [Projector(area.ledger.store)])) as client:
+            return [
+                (got.status_code, got.json())
+                for day in ("2027-10-05", "2026-10-05")  # (the first's year before is the area's autumn, full of items)
+                for got in (get(client, area, "/views/metrics", level=level, org=org, as_of=day) for level, org in asked)
+            ]
+
+    own, every = bodies(2 * len(asked)), bodies(0)
+    assert [status for status, _ in own] == ([200] * 7 + [422]) * 2
+    assert own == every
+    last_year = [m["last_year_value"] for _, body in own[:2] for m in body["metrics"].values()]
+    assert any(isinstance(v, int) and v > 0 for v in last_year)  # (the LAs' year before has items: not two empty states)
