@@ -383,9 +383,10 @@ def test_a_full_disk_is_507_and_stores_nothing_postgres(pg_url: str, tmp_path: P
 
 
 def test_reads_of_the_figures_answer_503_at_once_while_the_database_is_away(pg_url: str, tmp_path: Path, proxy: TcpProxy) -> None:
-    """accountabilityMetrics asks the database from two threads (the year-before state beside the asked one) and a
-    series from more (its states, two at a time): with the database away, cut or black-holed, each still answers 503
-    ``database_unavailable`` within seconds, and 200 again once the database is back."""
+    """accountabilityMetrics asks the database from two threads (the year-before state beside the asked one: of every
+    unit for England, of the scope's items for an LA or a school) and a series from more (its states, two at a time):
+    with the database away, cut or black-holed, each still answers 503 ``database_unavailable`` within seconds, and 200
+    again once the database is back."""
     from ledger.service import ADMIN_ORG
 
     _school(Settings(home=tmp_path / "home", database_url=pg_url)).ledger.store.close()
@@ -393,25 +394,32 @@ def test_reads_of_the_figures_answer_503_at_once_while_the_database_is_away(pg_u
     token = ledger.issue_token(ADMIN_ORG, "admin")
     days = iter(f"2026-{month:02d}-{day:02d}" for month in range(1, 13) for day in range(1, 29))  # a new moment each time: nothing cached
 
-    def ask(client: TestClient, path: str) -> httpx.Response:
+    asked = (
+        ("/views/metrics", {}),
+        ("/views/metrics", {"level": "la", "org": "la:801"}),
+        ("/views/metrics", {"level": "school", "org": SCHOOL_A}),
+    )
+    asked += (("/views/metrics/series", {}),)
+
+    def ask(client: TestClient, path: str, scope: dict[str, str]) -> httpx.Response:
         day = next(days)
-        return client.get(path, params={"as_of": day} if path == "/views/metrics" else {"from": "2025-06-01", "to": day})
+        return client.get(path, params={**scope, **({"as_of": day} if path == "/views/metrics" else {"from": "2025-06-01", "to": day})})
 
     with TestClient(create_app(ledger), raise_server_exceptions=False, headers={"authorization": f"Bearer {token}"}) as client:
-        for path in ("/views/metrics", "/views/metrics/series"):
-            assert ask(client, path).status_code == 200
+        for path, scope in asked:
+            assert ask(client, path, scope).status_code == 200
         for mode in ("cut", "blackhole"):
             getattr(proxy, mode)()
-            for path in ("/views/metrics", "/views/metrics/series"):
+            for path, scope in asked:
                 started = time.monotonic()
-                got = ask(client, path)
-                assert time.monotonic() - started < ANSWER_BOUND_SECONDS, (mode, path)
-                assert (got.status_code, got.json()["errors"][0]["code"]) == (503, "database_unavailable"), (mode, path, got.text)
+                got = ask(client, path, scope)
+                assert time.monotonic() - started < ANSWER_BOUND_SECONDS, (mode, path, scope)
+                assert (got.status_code, got.json()["errors"][0]["code"]) == (503, "database_unavailable"), (mode, path, scope, got.text)
                 assert got.headers["retry-after"]
             proxy.restore()
             deadline = time.monotonic() + 15
             while client.get("/healthz").status_code != 200 and time.monotonic() < deadline:
                 time.sleep(0.1)
-            for path in ("/views/metrics", "/views/metrics/series"):
-                assert ask(client, path).status_code == 200, (mode, path)
+            for path, scope in asked:
+                assert ask(client, path, scope).status_code == 200, (mode, path, scope)
     ledger.store.close()
