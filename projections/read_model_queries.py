@@ -43,7 +43,7 @@ from .read_model_england import ENGLAND_SUMS, LENGTHS, ROLL, STATE_METRICS, YEAR
 from .read_model_la import RM_UNIT_LA, UNIT_LA_JOIN, unit_la
 from .read_model_la_roll import LA_ROLL_SUMS, SPANNING_RUNS
 from .read_model_la_state import LA_STATE_SUMS
-from .read_model_months import ENGLAND_REPORTS, REPORTS, RM_LA_MONTHS, RM_MONTHS, EventCount, month_sums_sql
+from .read_model_months import ENGLAND_REPORTS, MONTH_SIDES, REPORTS, RM_LA_MONTHS, RM_MONTHS, EventCount, month_sums_sql
 from .roll import GAP_EXEMPT_DESTINATIONS, UNEXPLAINED_DESTINATIONS
 from .unregistered import UNREGISTERED_SETTING_TYPES, ProviderWatch, watch_of
 
@@ -512,6 +512,7 @@ class ReadModelContext(Context):
         self._la_state: dict[str, list[tuple[Any, ...]]] | None = None
         self._units: dict[str, str] = {}  # each unit's sums' scope in a state made for LA figures (``under``)
         self._recent: list[tuple[Any, ...]] | None = None  # ``_recent_placement_rows``
+        self._month_sides: dict[str, tuple[int, int]] | None = None  # ``_from_the_months_end``
         self._open_placements: list[Placement] | None = None
         self._open_unregistered: list[Placement] | None = None
         # the statements the previous state of this kind asked, asked ahead on other connections (PostgreSQL)
@@ -595,7 +596,7 @@ class ReadModelContext(Context):
             "ym": self.year_start.isoformat()[:7],  # rm_months' whole months of the year to date: ym <= month < dm
             "dm": self.day.isoformat()[:7],
             "ms": self.day.replace(day=1).isoformat(),  # the first of D's month: its rows are read one by one
-            "nm": _next_month(self.day),  # the first of the month after D's (``_nearer_the_months_end``)
+            "nm": _next_month(self.day),  # the first of the month after D's (``_from_the_months_end``)
             "ts": self.trailing_start.isoformat(),
             "ay": academic_year(self.day),
             "late": self.settings.late_school_days,
@@ -612,9 +613,16 @@ class ReadModelContext(Context):
         units = list(self.units)
         return {"units": ",".join(units) if self.store.is_postgres else json.dumps(units)}
 
-    def _nearer_the_months_end(self) -> bool:
-        """Whether D is nearer its month's end than its start: a kept count of the year's reports then takes D's whole
-        month's sums less the month's rows after D, rather than the month's rows up to D (``month_sums_sql``)."""
+    def _from_the_months_end(self, metric: str) -> bool:
+        """Whether a kept count of the year's reports takes D's whole month's sums less the month's rows after D, rather
+        than the month's rows up to D (``month_sums_sql``): where England has fewer of the metric's reports after D in
+        D's month than up to D (``MONTH_SIDES``, asked once per state); where it has as many (none), where D is nearer
+        its month's end than its start. Either gives the same figures: this chooses which rows are read one by one."""
+        if self._month_sides is None:
+            self._month_sides = {name: (int(up_to), int(after)) for name, up_to, after in self.query(MONTH_SIDES)}
+        up_to, after = self._month_sides.get(metric, (0, 0))
+        if up_to != after:
+            return after < up_to
         days_in_month = monthrange(self.day.year, self.day.month)[1]
         return days_in_month - self.day.day < self.day.day - 1
 
@@ -737,7 +745,7 @@ class ReadModelContext(Context):
         count = query.counted
         if count is not None and self.known_now and (count.kept or self.grouping is PER_LA_NOW):
             kept = RM_MONTHS if count.kept else RM_LA_MONTHS
-            if self._nearer_the_months_end():  # D's month's kept sums less its rows after D
+            if self._from_the_months_end(metric.name):  # D's month's kept sums less its rows after D
                 after_d = count.rows(f"{KNOWN('e')} AND e.occurred_on > :d AND e.occurred_on < :nm")
                 return month_sums_sql(metric.name, after_d, self.grouping, kept, after_d=True)
             current = count.rows(f"{EV('e')} AND {IN_YEAR} AND e.occurred_on >= :ms")

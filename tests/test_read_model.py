@@ -226,20 +226,32 @@ def test_the_area_equals_the_fold_at_every_level_and_moment(area: Area) -> None:
                 assert model == fold, (as_of, known_at, level, scope)
 
 
-def test_a_kept_count_late_in_the_month_takes_the_months_sums_less_its_rows_after_d(area: Area) -> None:
-    """A kept count of the year's reports at the ledger's now reads D's month from its nearer end: the month's rows up
-    to D early in the month, the month's kept sums less its rows after D late in it (at the end of September every
-    registration of the year's first days was read one by one). Reports after D in D's month exist in the area, so the
-    sums taken off matter; the bodies are the fold's at every level either way."""
+def test_a_kept_count_reads_d_s_month_from_the_side_with_fewer_reports(area: Area) -> None:
+    """A kept count of the year's reports at the ledger's now reads D's month from the side with fewer of the metric's
+    reports: the month's rows up to D, or the month's kept sums less its rows after D (a read at the end of September
+    read every registration of the year's first days one by one, and one in the middle of September still did, where
+    they came in a spike); with none in the month, from the end D is nearer. The bodies are the fold's at every level
+    either way. On 9 September the area has more reports before D than after it, though D is nearer the month's start,
+    and on 5 October the month's only reports are before D: the nearer end by days would read them."""
     store = area.ledger.store
     reader = Reader(store)
-    after = store.query("SELECT COUNT(*) FROM rm_events WHERE occurred_on > '2026-09-22' AND occurred_on < '2026-10-01'")
-    assert int(after[0][0]) > 0
+
+    def reports(where: str) -> int:
+        return int(
+            store.query(f"SELECT COUNT(*) FROM rm_events WHERE SUBSTR(type, 1, 6) = 'pupil.' AND superseded_at IS NULL AND {where}")[0][0]
+        )
+
+    # the late-report rate counts every report: from the month's end on these days, from its start on the others
+    from_the_end = {d(9, 4): False, d(9, 9): True, d(9, 22): True, AS_OF: True, d(3, 14): False, d(3, 20): True, d(12, 31): True}
     sent: list[str] = []
     query = store.query
     try:
         store.query = lambda sql, params=(): sent.append(sql) or query(sql, params)  # type: ignore[method-assign]
-        for day, late in ((d(9, 4), False), (d(9, 22), True), (d(3, 20), True), (d(3, 14), False)):
+        for day, late in from_the_end.items():
+            month, next_month = day.replace(day=1).isoformat(), date(day.year + day.month // 12, day.month % 12 + 1, 1).isoformat()
+            up_to = reports(f"occurred_on >= '{month}' AND occurred_on <= '{day}'")
+            after = reports(f"occurred_on > '{day}' AND occurred_on < '{next_month}'")
+            assert late == (after < up_to if up_to != after else day.day > 16), (day, up_to, after)  # (the table is the area's)
             moment = Moment(day)
             for level, scope in scopes(reader, moment):
                 sent.clear()
@@ -248,6 +260,10 @@ def test_a_kept_count_late_in_the_month_takes_the_months_sums_less_its_rows_afte
                 kept = [sql for sql in sent if "FROM rm_months WHERE metric = 'late_report_rate'" in sql]
                 if level != "national":  # (England's reports are kept per day: ``read_model_england``)
                     assert kept and all(("e.occurred_on > ?" in sql) == late for sql in kept), (day, level)
+        # each metric its own side: on 4 September the one removal to an unknown destination is before D, the month's
+        # other reports mostly after it
+        ctx = ReadModelContext(reader, Moment(d(9, 4)), ViewSettings())
+        assert not ctx._from_the_months_end("late_report_rate") and ctx._from_the_months_end("removals_unknown_destination")
     finally:
         store.query = query  # type: ignore[method-assign]
 
