@@ -55,3 +55,6 @@ def test_the_read_model_scenario_leaves_the_fold_out_above_its_size(monkeypatch:
     within = rows(150)
     assert len(folded) == 1 and within[fold].items == 1 and within[fold].note == ""
     assert within[model].items == 2 and "; fold ÷ model (median) " in within[model].note
+    for level in ("la", "school"):  # over HTTP, with the year before and the region, at the in-process reads' moments
+        over_http = within[f"accountabilityMetrics over HTTP, {level}, new moment (with the year before and the region)"]
+        assert over_http.items == 2 and "statuses {200: 2}" in over_http.note, over_http.note
