@@ -135,7 +135,9 @@ def run(ctx: Context) -> list[Result]:
                 notes["api"] = f"{load.statuses}; {load.first_error}"[:300]
                 # an LA's and a school's reads as a user has them: with the year before and the region (one new moment each)
                 for level, scope in (("la", la), ("school", school)):
-                    load = drive(server.port, [[get(f"/views/metrics?level={level}&org={scope}&as_of={day}", token) for day in _moments(today)]])
+                    load = drive(
+                        server.port, [[get(f"/views/metrics?level={level}&org={scope}&as_of={day}", token) for day in _moments(today)]]
+                    )
                     rows.setdefault(f"api {level}", ([], []))[1].extend(load.latencies_ms)
                     notes[f"api {level}"] = f"{load.statuses}; {load.first_error}"[:300]
                 notes["api_rss"] = f"{server.rss_mb()[1]:.0f}"
