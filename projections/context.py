@@ -103,6 +103,13 @@ class Context:
             self._derived[name] = compute(self)
         return self._derived[name]  # type: ignore[no-any-return]
 
+    def weight(self) -> int:
+        """How many items this state holds: its metrics' items and the lists derived from them (a cache of states counts
+        them, ``state_cache``; a folded state's pupils are not counted, only what it has made of them)."""
+        return sum(len(found) for found in self._contributions.values()) + sum(
+            len(v) for v in self._derived.values() if isinstance(v, list)
+        )
+
     def serves(self, level: str, scope: str | None = None) -> bool:
         """Whether figures at ``level`` may be rolled up from this state's contributions: of ``scope`` alone when given,
         else of every scope (a rank's peers). A folded state: every level and scope."""

@@ -42,12 +42,14 @@ from projections.queries import case_list, metrics_report, scope_for
 from projections.read_model_queries import read_model_context
 from projections.read_model_series import in_order, prepared
 from projections.runner import VIEWS, Projector, Reader
+from projections.state_cache import StateCache
 from projections.unregistered import unregistered_providers
 
 from .background import OneAtATime
 
 EPOCH = "1970-01-01T00:00:00.000000Z"
 CACHED_CONTEXTS = 6
+CACHED_ITEMS = 200_000  # the items those states hold at most between them (``projections.state_cache``, as the API's views)
 PINNED_CONTEXTS = 4  # states kept for each pinned ledger time: the one shown, and the next one while it is prepared
 WARMED = 16  # how many of the dashboards' recent requests are prepared again at each newer pin
 WARMED_FOR_SECONDS = 600.0  # ... if asked within the last ten minutes (an idle site prepares nothing)
@@ -110,7 +112,7 @@ class WebData:
         self.reader = Reader(ledger.store)
         self.projector = Projector(ledger.store)
         self.log = Log(ledger.store)
-        self._contexts: OrderedDict[tuple[Any, ...], Context] = OrderedDict()
+        self._contexts = StateCache(CACHED_CONTEXTS, CACHED_ITEMS)
         self._lock = threading.Lock()
         self._newest: tuple[int, str] = (0, EPOCH)  # (sequence, max received_at up to it), grown incrementally
         self._names: dict[str, tuple[float, str]] = {}
@@ -334,16 +336,12 @@ class WebData:
                     generation.popitem(last=False)
             return found
         key: tuple[Any, ...] = (moment.as_of, moment.known_at, None if moment.known_at else tuple(sorted(self.positions().items())))
-        with self._lock:
-            found = self._contexts.get(key)
-            if found is not None:
-                self._contexts.move_to_end(key)
-                return found
+        found = self._contexts.get(key)
+        if found is not None:
+            return found
+        self._contexts.make_room()
         found = read_model_context(self.reader, moment, self.settings)
-        with self._lock:
-            self._contexts[key] = found
-            while len(self._contexts) > CACHED_CONTEXTS:
-                self._contexts.popitem(last=False)
+        self._contexts.keep(key, found)
         return found
 
     def metrics(self, level: str, scope: str, moment: Moment) -> dict[str, Any]:

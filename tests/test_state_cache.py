@@ -1,0 +1,104 @@
+"""The states an API process keeps for repeated reads (projections/state_cache.py): the most recently used, at most so
+many, holding at most so many items; room made before a new state is made."""
+
+from __future__ import annotations
+
+import threading
+from datetime import date
+
+import pytest
+
+from projections.config import ViewSettings
+from projections.context import Context, Contribution
+from projections.facts import Moment
+from projections.orgs import Directory
+from projections.state_cache import StateCache
+
+
+def state(items: int, derived: int = 0) -> Context:
+    """A folded state holding ``items`` items of one metric (and a derived list of ``derived``)."""
+    ctx = Context(Moment(date(2026, 10, 5)), ViewSettings(), Directory({}), [])
+    ctx._contributions["pupils_on_roll"] = [Contribution("urn:100001", f"p:{i}", 1) for i in range(items)]
+    if derived:
+        ctx.derived("registrations:year:den", lambda _: [Contribution("urn:100001", f"p:{i}", 0, 1) for i in range(derived)])
+    ctx.derived("a count", lambda _: 7)  # (not a list: weighs nothing)
+    return ctx
+
+
+def test_a_states_weight_is_its_items_and_derived_lists() -> None:
+    assert state(0).weight() == 0
+    assert state(5).weight() == 5
+    assert state(5, derived=3).weight() == 8
+
+
+def test_the_least_recently_used_state_goes_first() -> None:
+    cache = StateCache(entries=2, items=1_000)
+    a, b, c = state(1), state(1), state(1)
+    cache.keep("a", a)
+    cache.keep("b", b)
+    assert cache.get("a") is a  # (now the most recently used)
+    cache.keep("c", c)
+    assert cache.kept() == ["a", "c"] and cache.get("b") is None
+    assert cache.get("c") is c and cache.get("a") is a
+
+
+def test_no_more_items_than_allowed_are_kept_and_room_is_made_before_a_new_state() -> None:
+    cache = StateCache(entries=4, items=100)
+    for key, items in (("small 1", 5), ("large 1", 60), ("small 2", 5)):
+        cache.keep(key, state(items))
+    assert cache.kept() == ["small 1", "large 1", "small 2"]  # (70 items)
+    cache.keep("large 2", state(50))  # 120 items: the least recently used go until 100 or fewer are held
+    assert cache.kept() == ["small 2", "large 2"]
+    cache.make_room()
+    assert cache.kept() == ["small 2", "large 2"]  # (55 items in two states: room enough)
+    cache.keep("small 3", state(5))
+    cache.keep("small 4", state(5))
+    assert cache.kept() == ["small 2", "large 2", "small 3", "small 4"]
+    cache.get("small 2")
+    cache.make_room()  # fewer than four: the least recently used, large 2, goes
+    assert cache.kept() == ["small 3", "small 4", "small 2"]
+
+
+def test_a_state_heavier_than_the_allowance_is_dropped_before_the_next_is_made() -> None:
+    cache = StateCache(entries=4, items=100)
+    cache.keep("small", state(1))
+    cache.keep("huge", state(101))
+    assert cache.kept() == ["huge"]  # (the state just kept stays: a new state's items come after it is made)
+    cache.make_room()
+    assert cache.kept() == []
+
+
+def test_an_empty_allowance_keeps_states_that_hold_nothing_yet() -> None:
+    cache = StateCache(entries=2, items=0)
+    cache.keep("new", state(0))
+    cache.make_room()
+    assert cache.kept() == ["new"]
+
+
+@pytest.mark.parametrize("entries, items", [(0, 10), (-1, 10), (1, -1)])
+def test_a_cache_refuses_an_impossible_size(entries: int, items: int) -> None:
+    with pytest.raises(ValueError, match="a cache of states keeps at least one state"):
+        StateCache(entries, items)
+
+
+def test_threads_reading_and_keeping_at_once_leave_the_bounds_kept() -> None:
+    cache = StateCache(entries=3, items=50)
+    errors: list[BaseException] = []
+
+    def work(n: int) -> None:
+        try:
+            for i in range(200):
+                key = (n, i % 7)
+                if cache.get(key) is None:
+                    cache.make_room()
+                    cache.keep(key, state(i % 20))
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert len(cache.kept()) <= 3
