@@ -587,14 +587,18 @@ def test_a_state_made_for_la_figures_sums_each_unit_under_its_la_and_refuses_sch
 
 def test_registrations_under_las_count_a_pupil_moving_within_an_la_once_and_keep_one_moving_across_las_as_items() -> None:
     las = {"urn:1": "la:801", "urn:2": "la:801", "urn:3": "la:802"}
-    found = Registrations({"urn:1": 5, "urn:2": 2, "urn:3": 1}, [("urn:1", "p"), ("urn:2", "p"), ("urn:1", "q"), ("urn:3", "q")])
+    # one pupil at urn:1 and urn:2 (one LA), three at urn:1 and urn:3 (two LAs)
+    found = Registrations.of(
+        [("urn:1", 5), ("urn:2", 2), ("urn:3", 1)], [("urn:1", "p"), ("urn:2", "p")] + [(u, q) for q in "qrs" for u in ("urn:1", "urn:3")]
+    )
     under = found.under(las.__getitem__)
     assert under.counts == {"la:801": 8, "la:802": 1}  # 5 + 2 + the pupil p, once
-    assert sorted(under.at_several) == [("la:801", "q"), ("la:802", "q")]
+    assert sorted(under.at_several) == [("la:801", "s:urn:1,urn:3", 3), ("la:802", "s:urn:1,urn:3", 3)]
     contributions = under.contributions(numerator=True)
     orgs = Directory()
-    assert figures(METRICS_BY_NAME["pupils_on_roll"], contributions, "national", orgs)["england"].value == 10
-    assert figures(METRICS_BY_NAME["pupils_on_roll"], contributions, "la", orgs)["la:801"].value == 9
+    assert figures(METRICS_BY_NAME["pupils_on_roll"], contributions, "national", orgs)["england"].value == 12
+    assert figures(METRICS_BY_NAME["pupils_on_roll"], contributions, "la", orgs)["la:801"].value == 11
+    assert figures(METRICS_BY_NAME["pupils_on_roll"], contributions, "la", orgs)["la:802"].value == 4
 
 
 def test_a_read_far_in_the_past_scans_the_registrations_instead_of_correcting_the_kept_numbers(
@@ -631,7 +635,7 @@ def test_a_pupil_at_two_schools_is_one_item_under_each_and_once_above_them() -> 
     found = Registrations.of(
         [("urn:1", 3), ("urn:2", 2)], [("urn:1", "dual"), ("urn:2", "dual"), ("urn:2", "moved"), ("urn:2", "moved")]
     )  # "moved": two registrations at one school (left and came back)
-    assert found.at_several == [("urn:1", "dual"), ("urn:2", "dual")]  # kept by pupil: the one at two schools at once
+    assert found.at_several == [("urn:1", "s:urn:1,urn:2", 1), ("urn:2", "s:urn:1,urn:2", 1)]  # the one at two schools at once
     roll = found.contributions(numerator=True)
     assert sorted((c.unit, c.num, c.den) for c in roll) == [("urn:1", 1, 0), ("urn:1", 3, 0), ("urn:2", 1, 0), ("urn:2", 3, 0)]
     orgs = Directory({u: Org(u, "school", "la:801") for u in ("urn:1", "urn:2")})
@@ -642,7 +646,28 @@ def test_a_pupil_at_two_schools_is_one_item_under_each_and_once_above_them() -> 
     assert sum(c.den for c in rate) == 8 and all(c.num == 0 for c in rate)
     # three schools, rows repeated and in any order: each school once, in order
     three = Registrations.of([], [("urn:3", "p"), ("urn:1", "p"), ("urn:3", "p"), ("urn:2", "p"), ("urn:1", "p"), ("urn:4", "q")])
-    assert three.at_several == [("urn:1", "p"), ("urn:2", "p"), ("urn:3", "p")] and three.counts == {"urn:4": 1}
+    assert three.at_several == [
+        ("urn:1", "s:urn:1,urn:2,urn:3", 1),
+        ("urn:2", "s:urn:1,urn:2,urn:3", 1),
+        ("urn:3", "s:urn:1,urn:2,urn:3", 1),
+    ]
+    assert three.counts == {"urn:4": 1}
+    # pupils at the same schools share one item under each, holding how many they are; another set has its own
+    grouped = Registrations.of([], [(u, p) for p in ("a", "b", "c") for u in ("urn:2", "urn:1")] + [("urn:1", "d"), ("urn:3", "d")])
+    assert sorted(grouped.at_several) == [
+        ("urn:1", "s:urn:1,urn:2", 3),
+        ("urn:1", "s:urn:1,urn:3", 1),
+        ("urn:2", "s:urn:1,urn:2", 3),
+        ("urn:3", "s:urn:1,urn:3", 1),
+    ]
+    orgs3 = Directory({u: Org(u, "school", "la:801") for u in ("urn:1", "urn:2", "urn:3")})
+    year = grouped.contributions(numerator=False)
+    assert {s: f.denominator for s, f in figures(METRICS_BY_NAME["suspension_rate"], year, "school", orgs3).items()} == {
+        "urn:1": 4,
+        "urn:2": 3,
+        "urn:3": 1,
+    }
+    assert figures(METRICS_BY_NAME["suspension_rate"], year, "la", orgs3)["la:801"].denominator == 4
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
