@@ -105,10 +105,12 @@ class Context:
 
     def weight(self) -> int:
         """How many items this state holds: its metrics' items and the lists derived from them (a cache of states counts
-        them, ``state_cache``; a folded state's pupils are not counted, only what it has made of them)."""
-        return sum(len(found) for found in self._contributions.values()) + sum(
-            len(v) for v in self._derived.values() if isinstance(v, list)
-        )
+        them, ``state_cache``; a folded state's pupils are not counted, only what it has made of them). The request that
+        reads a kept state may be filling it meanwhile: its dictionaries are copied at once (``list`` of their values, in
+        one step under the GIL), not iterated while they may grow."""
+        items = list(self._contributions.values())
+        derived = list(self._derived.values())
+        return sum(map(len, items)) + sum(len(v) for v in derived if isinstance(v, list))
 
     def serves(self, level: str, scope: str | None = None) -> bool:
         """Whether figures at ``level`` may be rolled up from this state's contributions: of ``scope`` alone when given,

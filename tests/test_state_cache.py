@@ -3,6 +3,7 @@ many, holding at most so many items; room made before a new state is made."""
 
 from __future__ import annotations
 
+import sys
 import threading
 from datetime import date
 
@@ -102,3 +103,35 @@ def test_threads_reading_and_keeping_at_once_leave_the_bounds_kept() -> None:
         t.join()
     assert not errors
     assert len(cache.kept()) <= 3
+
+
+def test_a_states_weight_is_taken_while_another_request_fills_it() -> None:
+    """A kept state is still being filled by the request that reads it (its metrics' items, its derived lists) while
+    another request makes room: the weight must be taken without iterating a dictionary that grows meanwhile."""
+    ctx = state(0)
+    filling = threading.Event()
+    errors: list[BaseException] = []
+
+    def fill() -> None:
+        filling.set()
+        for i in range(20_000):
+            ctx._contributions[f"metric {i}"] = [Contribution("urn:100001", "k", 1)]
+            ctx._derived[f"list {i}"] = []
+
+    filler = threading.Thread(target=fill)
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # (threads take turns as often as they can)
+    try:
+        filler.start()
+        filling.wait()
+        while filler.is_alive():
+            try:
+                assert ctx.weight() >= 0
+            except RuntimeError as e:  # "dictionary changed size during iteration"
+                errors.append(e)
+                break
+        filler.join()
+    finally:
+        sys.setswitchinterval(switch)
+    assert not errors, errors
+    assert ctx.weight() == 20_000
