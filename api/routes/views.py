@@ -35,14 +35,12 @@ from projections.read_model_ahead import REPORT, YEAR_BEFORE
 from projections.read_model_queries import own_scope, read_model_context, state_level
 from projections.read_model_series import MAX_POINTS, a_year_before, compare, prepared, series, step_dates, values_of
 from projections.runner import Projector, Reader
-from projections.state_cache import StateCache
+from projections.state_cache import ITEMS, StateCache
 from projections.unregistered import unregistered_providers
 
 WAIT_SECONDS = 2.0
-CACHED_CONTEXTS = 4  # folded states kept for repeated reads at the same moment and log position
-# ... and the items they hold at most between them (``projections.state_cache``): a state of every unit held 60,000 to
-# 124,039 at 1 M pupils, so one or two of those are kept, and more of England's or the LAs' sums (a few thousand each)
-CACHED_ITEMS = 200_000
+CACHED_CONTEXTS = 4  # folded states kept for repeated reads at the same moment and log position (and at most
+# ``state_cache.ITEMS`` items between them)
 OWN_MOMENTS = 64  # the moments a state of one scope's items was made at, remembered (``folded``)
 # the states of one scope's items made at a moment before the next read there makes and keeps the state of every unit
 # (``folded``): at 1 M pupils a school's own state is about 50 ms and the state of every unit about 300
@@ -258,7 +256,7 @@ def views_router(ledger: Ledger, settings: ViewSettings | None = None) -> APIRou
             return None
         return Moment(as_of or ledger.clock().date(), known_at)
 
-    states = StateCache(CACHED_CONTEXTS, CACHED_ITEMS)
+    states = StateCache(CACHED_CONTEXTS, ITEMS)
     own_asked: dict[tuple[Any, ...], int] = {}  # how many states of one scope's items were made at a moment (``folded``)
     lock = threading.Lock()
 

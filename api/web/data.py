@@ -42,14 +42,13 @@ from projections.queries import case_list, metrics_report, scope_for
 from projections.read_model_queries import read_model_context
 from projections.read_model_series import in_order, prepared
 from projections.runner import VIEWS, Projector, Reader
-from projections.state_cache import StateCache
+from projections.state_cache import ITEMS, StateCache
 from projections.unregistered import unregistered_providers
 
 from .background import OneAtATime
 
 EPOCH = "1970-01-01T00:00:00.000000Z"
-CACHED_CONTEXTS = 6
-CACHED_ITEMS = 200_000  # the items those states hold at most between them (``projections.state_cache``, as the API's views)
+CACHED_CONTEXTS = 6  # (and at most ``state_cache.ITEMS`` items between them, as the API's views)
 PINNED_CONTEXTS = 4  # states kept for each pinned ledger time: the one shown, and the next one while it is prepared
 WARMED = 16  # how many of the dashboards' recent requests are prepared again at each newer pin
 WARMED_FOR_SECONDS = 600.0  # ... if asked within the last ten minutes (an idle site prepares nothing)
@@ -112,7 +111,7 @@ class WebData:
         self.reader = Reader(ledger.store)
         self.projector = Projector(ledger.store)
         self.log = Log(ledger.store)
-        self._contexts = StateCache(CACHED_CONTEXTS, CACHED_ITEMS)
+        self._contexts = StateCache(CACHED_CONTEXTS, ITEMS)
         self._lock = threading.Lock()
         self._newest: tuple[int, str] = (0, EPOCH)  # (sequence, max received_at up to it), grown incrementally
         self._names: dict[str, tuple[float, str]] = {}
