@@ -20,6 +20,8 @@ from api.routes.views import views_router
 from ledger import signatures
 from ledger.group_commit import GroupCommitter
 from ledger.service import Ledger
+from projections.state_cache import ITEMS as STATE_ITEMS
+from projections.state_cache import Allowance
 
 
 def create_app(ledger: Ledger, followers: Sequence[Follower] = (), warm_pages: bool = False) -> FastAPI:
@@ -69,8 +71,12 @@ def create_app(ledger: Ledger, followers: Sequence[Follower] = (), warm_pages: b
     app.include_router(health_router(ledger, health_checks))
     app.include_router(log_router(ledger))
     app.include_router(event_proof_route(ledger))
-    app.include_router(views_router(ledger))
-    pages = web.mount(app, ledger, authenticator.principal)  # the pages (docs/web.md): start page, public reports, dashboards, /assets
+    # the states the API's views and the pages keep for repeated reads hold at most one allowance of items between them
+    # (projections/state_cache.py): one process, one allowance
+    states = Allowance(STATE_ITEMS)
+    app.include_router(views_router(ledger, allowance=states))
+    # the pages (docs/web.md): start page, public reports, dashboards, /assets
+    pages = web.mount(app, ledger, authenticator.principal, states)
     app.state.pages = pages
     app.include_router(research_router(ledger))
     app.include_router(tailored_list_router(ledger))  # public: the tailored list of settings (issue 25)

@@ -3,6 +3,7 @@ many, holding at most so many items; room made before a new state is made."""
 
 from __future__ import annotations
 
+import gc
 import sys
 import threading
 from datetime import date
@@ -13,7 +14,7 @@ from projections.config import ViewSettings
 from projections.context import Context, Contribution
 from projections.facts import Moment
 from projections.orgs import Directory
-from projections.state_cache import StateCache
+from projections.state_cache import Allowance, StateCache
 
 
 def state(items: int, derived: int = 0) -> Context:
@@ -150,3 +151,57 @@ def test_a_states_weight_is_taken_while_another_request_fills_it() -> None:
         sys.setswitchinterval(switch)
     assert not errors, errors
     assert ctx.weight() == 20_000
+
+
+def test_caches_sharing_an_allowance_make_room_across_them_least_recently_used_first() -> None:
+    """One process keeps states in several caches (the API's views', the pages', each pinned ledger time's): they share
+    one allowance of items, so room made in one drops the least recently used states of all of them."""
+    process = Allowance(100)
+    api, pages = StateCache(entries=4, items=process), StateCache(entries=4, items=process)
+    api.keep("api old", state(40))
+    pages.keep("pages", state(40))
+    api.keep("api new", state(10))
+    assert process.held() == (3, 90)
+    pages.make_room()  # 90 items: room enough
+    assert api.kept() == ["api old", "api new"] and pages.kept() == ["pages"]
+    api.keep("api newest", state(30))  # 120 items
+    pages.make_room()  # the least recently used of either cache goes first: the API's oldest
+    assert api.kept() == ["api new", "api newest"] and pages.kept() == ["pages"]
+    assert api.get("api new") is not None  # (used again: now after the pages' state)
+    api.make_room()
+    assert process.held() == (3, 80)
+    pages.keep("pages 2", state(30))
+    api.make_room()  # 110 items: the pages' state is now the least recently used of all
+    assert pages.kept() == ["pages 2"] and api.kept() == ["api newest", "api new"]
+
+
+def test_each_cache_sharing_an_allowance_keeps_its_own_number_of_states() -> None:
+    process = Allowance(1_000)
+    one, two = StateCache(entries=1, items=process), StateCache(entries=3, items=process)
+    for key in ("a", "b", "c"):
+        one.keep(key, state(1))
+        two.keep(key, state(1))
+    assert one.kept() == ["c"] and two.kept() == ["a", "b", "c"]
+    two.make_room()  # (fewer than its three before a new one is made; the other cache's is not its to drop)
+    assert two.kept() == ["b", "c"] and one.kept() == ["c"]
+
+
+def test_a_cache_dropped_by_its_owner_leaves_the_allowance() -> None:
+    """A pinned ledger time's states are dropped with its cache when the pages move on: the allowance must not keep
+    counting (nor keeping alive) the states of a cache nobody holds."""
+    process = Allowance(100)
+    kept = StateCache(entries=2, items=process)
+    kept.keep("a", state(60))
+    dropped = StateCache(entries=2, items=process)
+    dropped.keep("b", state(60))
+    assert process.held() == (2, 120)
+    del dropped
+    gc.collect()
+    assert process.held() == (1, 60)
+    kept.make_room()
+    assert kept.kept() == ["a"]
+
+
+def test_an_allowance_refuses_a_negative_number_of_items() -> None:
+    with pytest.raises(ValueError, match="an allowance of items is not negative"):
+        Allowance(-1)

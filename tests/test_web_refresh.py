@@ -24,6 +24,7 @@ from ledger.core.catalogue import parse_timestamp
 from ledger.tools import admin
 from projections.facts import Moment
 from projections.runner import Projector
+from projections.state_cache import ITEMS, Allowance
 
 from .conftest import LA, SCHOOL_A, upn
 from .test_web import AS_OF, Scene, api_metrics, parse, scene, shown
@@ -184,6 +185,7 @@ def test_pins_only_move_forward() -> None:
     earlier, later = datetime(2026, 10, 5, 9), datetime(2026, 10, 5, 10)
     pages = WebData.__new__(WebData)
     pages._pin, pages._generations, pages._series = None, {}, {}  # type: ignore[assignment]
+    pages.allowance = Allowance(ITEMS)
     pages._adopt(web_data.Pin(later, 10, 0.0))
     pages._adopt(web_data.Pin(earlier, 5, 1.0))
     assert pages._pin == web_data.Pin(later, 10, 1.0)  # the later time kept, and when it was last looked at
@@ -325,3 +327,27 @@ def test_a_refresh_prepares_no_more_dates_than_a_pin_keeps(scene: Scene, monkeyp
     monkeypatch.setattr(web_data, "read_model_context", lambda *a, **k: made.append(a[1].as_of) or real(*a, **k))
     pages.refresh_pin(shown)
     assert sorted(made) == sorted(days[-web_data.PINNED_CONTEXTS :])  # the most recently asked, each once
+
+
+def test_the_api_and_the_pages_keep_their_states_within_one_allowance(scene: Scene) -> None:
+    """One process keeps states for the API's views, for the pages and for each pinned ledger time: they share one
+    allowance of items (projections/state_cache.py), so the pages cannot keep another allowance's worth beside the
+    API's, and a new state made for either makes room in both."""
+    c = app_client(scene, dashboard_refresh_seconds=60.0)
+    pages = pages_of(c)
+    process = pages.allowance
+    assert process.held() == (0, 0)
+    api_metrics(c, scene.tokens["la"], "la", LA, as_of=AS_OF.isoformat())
+    api_states, api_items = process.held()
+    assert api_states == 1 and api_items > 0  # the API's state of the LAs, counted in the pages' allowance
+    summary(c, scene)  # the LA dashboard: a state at the pinned ledger time
+    pinned = pages.pin().known_at
+    assert pages._generations[pinned].kept() == [AS_OF]
+    states, items = process.held()
+    assert states == api_states + 1 and items > api_items
+    process.items = 0  # (no room for any other state: each new state's room drops every state kept, of either)
+    api_metrics(c, scene.tokens["la"], "la", LA, as_of=(AS_OF - timedelta(days=1)).isoformat())
+    assert pages._generations[pinned].kept() == []  # the API's new state made room in the pages' too
+    assert process.held()[0] == 1
+    summary(c, scene)
+    assert pages._generations[pinned].kept() == [AS_OF] and process.held()[0] == 1  # and the pages' in the API's

@@ -35,12 +35,12 @@ from projections.read_model_ahead import REPORT, YEAR_BEFORE
 from projections.read_model_queries import own_scope, read_model_context, state_level
 from projections.read_model_series import MAX_POINTS, a_year_before, compare, prepared, series, step_dates, values_of
 from projections.runner import Projector, Reader
-from projections.state_cache import ITEMS, StateCache
+from projections.state_cache import ITEMS, Allowance, StateCache
 from projections.unregistered import unregistered_providers
 
 WAIT_SECONDS = 2.0
-CACHED_CONTEXTS = 4  # folded states kept for repeated reads at the same moment and log position (and at most
-# ``state_cache.ITEMS`` items between them)
+CACHED_CONTEXTS = 4  # folded states kept for repeated reads at the same moment and log position (and, with the process's other
+# caches of states, at most ``state_cache.ITEMS`` items between them: ``state_cache.Allowance``)
 OWN_MOMENTS = 64  # the moments a state of one scope's items was made at, remembered (``folded``)
 # the states of one scope's items made at a moment before the next read there makes and keeps the state of every unit
 # (``folded``): at 1 M pupils a school's own state is about 50 ms and the state of every unit about 300
@@ -213,7 +213,9 @@ LevelQ = Annotated[Level, Query(description="school, trust, la or national")]
 OrgQ = Annotated[str | None, Query(description="urn:/ukprn:/uprov: for a school or setting, trust:TR..., la:NNN; omit for national")]
 
 
-def views_router(ledger: Ledger, settings: ViewSettings | None = None) -> APIRouter:
+def views_router(ledger: Ledger, settings: ViewSettings | None = None, allowance: Allowance | None = None) -> APIRouter:
+    """The views' routes. ``allowance``: the items the states it keeps may hold, shared with the process's other caches
+    of states (``create_app``: the web pages'); by default an allowance of its own."""
     RESPONSES: dict[int | str, dict[str, Any]] = {  # noqa: N806 - a constant of this router
         401: {"model": Errors},
         403: {"model": Errors},
@@ -256,7 +258,7 @@ def views_router(ledger: Ledger, settings: ViewSettings | None = None) -> APIRou
             return None
         return Moment(as_of or ledger.clock().date(), known_at)
 
-    states = StateCache(CACHED_CONTEXTS, ITEMS)
+    states = StateCache(CACHED_CONTEXTS, allowance or Allowance(ITEMS))
     own_asked: dict[tuple[Any, ...], int] = {}  # how many states of one scope's items were made at a moment (``folded``)
     lock = threading.Lock()
 

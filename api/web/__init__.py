@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from ledger.service import Ledger
+from projections.state_cache import Allowance
 
 from .dashboards import dashboards_router
 from .data import WebData
@@ -21,11 +22,12 @@ from .signin import SignIn
 STATIC = Path(__file__).resolve().parent / "static"
 
 
-def mount(app: FastAPI, ledger: Ledger, principal_of: PrincipalOf) -> WebData:
+def mount(app: FastAPI, ledger: Ledger, principal_of: PrincipalOf, allowance: Allowance | None = None) -> WebData:
     """Add the pages and their static assets to ``app``; returns the pages' data module (one per app).
     ``principal_of`` authenticates a bearer token exactly as the API does; the pages' settings are the
-    ledger.s (``Ledger.settings``, read at start)."""
-    data = WebData(ledger)
+    ledger.s (``Ledger.settings``, read at start). ``allowance``: the items the pages' states may hold, shared with
+    the process's other caches of states (``WebData``)."""
+    data = WebData(ledger, allowance=allowance)
     sessions = Sessions.from_secret(ledger.secrets.pseudonym_key)
     page = Page(environment(), sessions)
     auth = SignIn(page, sessions, principal_of)

@@ -42,14 +42,15 @@ from projections.queries import case_list, metrics_report, scope_for
 from projections.read_model_queries import read_model_context
 from projections.read_model_series import in_order, prepared
 from projections.runner import VIEWS, Projector, Reader
-from projections.state_cache import ITEMS, StateCache
+from projections.state_cache import ITEMS, Allowance, StateCache
 from projections.unregistered import unregistered_providers
 
 from .background import OneAtATime
 
 EPOCH = "1970-01-01T00:00:00.000000Z"
-CACHED_CONTEXTS = 6  # (and at most ``state_cache.ITEMS`` items between them, as the API's views)
-PINNED_CONTEXTS = 4  # states kept for each pinned ledger time: the one shown, and the next one while it is prepared
+CACHED_CONTEXTS = 6  # (and, with the process's other caches of states, at most ``state_cache.ITEMS`` items between them)
+PINNED_CONTEXTS = 4  # states kept for each pinned ledger time: the one shown, and the next one while it is prepared (and
+# within the process's allowance of items, as the others)
 WARMED = 16  # how many of the dashboards' recent requests are prepared again at each newer pin
 WARMED_FOR_SECONDS = 600.0  # ... if asked within the last ten minutes (an idle site prepares nothing)
 KEPT_SERIES = 32
@@ -105,13 +106,16 @@ class Pin:
 class WebData:
     """The read side as the pages need it, for one ledger."""
 
-    def __init__(self, ledger: Ledger, settings: ViewSettings | None = None):
+    def __init__(self, ledger: Ledger, settings: ViewSettings | None = None, allowance: Allowance | None = None):
+        """``allowance``: the items its states may hold, at every ledger time, shared with the process's other caches of
+        states (``create_app``: the API's views'); by default an allowance of its own."""
         self.ledger = ledger
         self.settings = settings or ViewSettings.from_env()
         self.reader = Reader(ledger.store)
         self.projector = Projector(ledger.store)
         self.log = Log(ledger.store)
-        self._contexts = StateCache(CACHED_CONTEXTS, ITEMS)
+        self.allowance = allowance or Allowance(ITEMS)
+        self._contexts = StateCache(CACHED_CONTEXTS, self.allowance)
         self._lock = threading.Lock()
         self._newest: tuple[int, str] = (0, EPOCH)  # (sequence, max received_at up to it), grown incrementally
         self._names: dict[str, tuple[float, str]] = {}
@@ -119,7 +123,7 @@ class WebData:
         self._pin: Pin | None = None
         self._retire_at = 0.0  # when the states of pins other than the shown one are dropped
         self._preparing: datetime | None = None  # the pin a refresh is preparing (its states are never dropped meanwhile)
-        self._generations: dict[datetime, OrderedDict[date, Context]] = {}  # pinned ledger time -> its states by as_of
+        self._generations: dict[datetime, StateCache] = {}  # pinned ledger time -> its states by as_of
         self._asked: OrderedDict[tuple[Any, ...], tuple[float, date, Callable[[datetime], object]]] = OrderedDict()
         self._series: OrderedDict[tuple[Any, ...], list[tuple[date, dict[str, dict[str, Any]]]]] = OrderedDict()
         self.dashboard_refresher = OneAtATime("dashboards-refresh")
@@ -264,10 +268,17 @@ class WebData:
             self._pin = replace(self._pin, taken=max(self._pin.taken, pin.taken))  # looked at: not again before the interval
             return  # never back in time (a slower request's pin, or a cut moved before an event received out of order)
         replaced, self._pin = self._pin, pin
-        self._generations.setdefault(pin.known_at, OrderedDict())
+        self._generation(pin.known_at)
         if replaced is not None and replaced.known_at != pin.known_at:
             self._keep_only(pin, replaced)
             self._retire_at = time.monotonic() + GRACE_SECONDS
+
+    def _generation(self, known_at: datetime) -> StateCache:
+        """The states kept at the pinned ledger time ``known_at`` (under the lock)."""
+        found = self._generations.get(known_at)
+        if found is None:
+            found = self._generations[known_at] = StateCache(PINNED_CONTEXTS, self.allowance)
+        return found
 
     def _keep_only(self, *pins: Pin | None) -> None:
         """Drop the states and series of every ledger time but those of ``pins`` (under the lock)."""
@@ -284,7 +295,7 @@ class WebData:
             if taken.known_at != shown.known_at:
                 now = time.monotonic()
                 with self._lock:
-                    self._generations.setdefault(taken.known_at, OrderedDict())
+                    self._generation(taken.known_at)
                     self._preparing = taken.known_at
                     recent = [(day, warm) for asked, day, warm in reversed(self._asked.values()) if now - asked <= WARMED_FOR_SECONDS]
                 days: set[date] = set()
@@ -323,16 +334,12 @@ class WebData:
             return context(db, moment, self.settings)
         with self._lock:
             generation = self._generations.get(moment.known_at) if moment.known_at else None
-            found = generation.get(moment.as_of) if generation is not None else None
-            if found is not None:
-                generation.move_to_end(moment.as_of)  # type: ignore[union-attr]
-                return found
         if generation is not None:  # a pinned time: kept with its generation, dropped with it
-            found = read_model_context(self.reader, moment, self.settings)
-            with self._lock:
-                generation[moment.as_of] = found
-                while len(generation) > PINNED_CONTEXTS:
-                    generation.popitem(last=False)
+            found = generation.get(moment.as_of)
+            if found is None:
+                generation.make_room()
+                found = read_model_context(self.reader, moment, self.settings)
+                generation.keep(moment.as_of, found)
             return found
         key: tuple[Any, ...] = (moment.as_of, moment.known_at, None if moment.known_at else tuple(sorted(self.positions().items())))
         found = self._contexts.get(key)
