@@ -351,3 +351,26 @@ def test_the_api_and_the_pages_keep_their_states_within_one_allowance(scene: Sce
     assert process.held()[0] == 1
     summary(c, scene)
     assert pages._generations[pinned].kept() == [AS_OF] and process.held()[0] == 1  # and the pages' in the API's
+
+
+def test_a_refresh_prepares_no_more_dates_than_the_allowance_holds_most_recent_first(scene: Scene, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The new pin's states count against the process's allowance of items: where a state of every unit holds most of
+    it (1 M pupils in the summer), preparing every recent date would make each drop the one before, the most recently
+    asked first. The refresh stops once the new pin's states hold the allowance, and the most recently asked is kept."""
+    scene.world.ledger.settings = replace(scene.ledger.settings, dashboard_refresh_seconds=60.0)
+    pages = WebData(scene.ledger)
+    shown = pages.pin()
+    days = [AS_OF - timedelta(days=n) for n in range(3)]
+    for day in days:
+        pages.metrics("la", LA, Moment(day, shown.known_at))
+    weight = max(pages.context(Moment(day, shown.known_at)).weight() for day in days)
+    assert weight > 0
+    pages.allowance.items = weight + 1  # (room for one state, not two)
+    grow(scene)
+    made: list[date] = []
+    real = web_data.read_model_context
+    monkeypatch.setattr(web_data, "read_model_context", lambda *a, **k: made.append(a[1].as_of) or real(*a, **k))
+    pages.refresh_pin(shown)
+    assert made == [days[-1], days[-2]]  # the most recently asked first, until the new pin's states hold the allowance
+    assert pages.pin().known_at != shown.known_at
+    assert days[-1] in pages._generations[pages.pin().known_at].kept()

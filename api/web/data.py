@@ -295,14 +295,18 @@ class WebData:
             if taken.known_at != shown.known_at:
                 now = time.monotonic()
                 with self._lock:
-                    self._generation(taken.known_at)
+                    generation = self._generation(taken.known_at)
                     self._preparing = taken.known_at
                     recent = [(day, warm) for asked, day, warm in reversed(self._asked.values()) if now - asked <= WARMED_FOR_SECONDS]
                 days: set[date] = set()
-                for day, warm in recent:  # at most as many dates as a pin keeps states for: more would evict each other
-                    if day not in days and len(days) >= PINNED_CONTEXTS:
-                        continue
-                    days.add(day)
+                for day, warm in recent:
+                    # at most as many dates as a pin keeps states for, and none more once its states hold the process's
+                    # allowance of items: more would evict each other, the most recently asked first (at 1 M pupils in
+                    # the summer a state of every unit holds two thirds of the allowance)
+                    if day not in days:
+                        if len(days) >= PINNED_CONTEXTS or generation.items() >= self.allowance.items:
+                            continue
+                        days.add(day)
                     warm(taken.known_at)
         except Exception:
             with self._lock:
