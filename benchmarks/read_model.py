@@ -5,8 +5,9 @@ from the log (timed: its catch-up events/s), its storage is compared with the st
 and ``accountabilityMetrics`` bodies are read at new moments (a different ``as_of`` each time, nothing
 cached, spread over the year before today: ``_moments``) for England, an LA and a school from the model, and once
 for England by the fold (the baseline). Then a 36-month national series of every metric. Then, over HTTP in the API's
-own process, England's bodies and the series, and the LA's and the school's bodies at the same new moments as a user
-has them: with the year before's values and the region's.
+own process, England's bodies and the series, the LA's and the school's bodies at the same new moments as a user
+has them (with the year before's values and the region's), and the LA's dashboard page at those moments, whose states
+share the process's allowance with the API's: the process's peak RSS is taken over all of them.
 
 ``PUPIL_LEDGER_BENCH_CATCH_UP_ONLY=1`` measures the two catch-up rows only (no reads, series, storage or API), to
 iterate on the upkeep; unset, the scenario is the whole of the above.
@@ -140,6 +141,11 @@ def run(ctx: Context) -> list[Result]:
                     )
                     rows.setdefault(f"api {level}", ([], []))[1].extend(load.latencies_ms)
                     notes[f"api {level}"] = f"{load.statuses}; {load.first_error}"[:300]
+                # the LA's dashboard at the same moments, in the same process: its states (at the pinned ledger time)
+                # share the process's allowance with the API's (projections/state_cache.py), which the RSS row covers
+                load = drive(server.port, [[get(f"/dashboards/la/{la}?as_of={day}", token) for day in _moments(today)]])
+                rows.setdefault("dashboard", ([], []))[1].extend(load.latencies_ms)
+                notes["dashboard"] = f"{load.statuses}; {load.first_error}"[:300]
                 notes["api_rss"] = f"{server.rss_mb()[1]:.0f}"
         return 0.0, []
 
@@ -231,6 +237,20 @@ def run(ctx: Context) -> list[Result]:
                 note=f"{notes.get('scopes', '')}; statuses {notes.get(f'api {level}', '')}",
             )
         )
+    dashboard = rows.get("dashboard", ([], []))[1]
+    out.append(
+        Result(
+            "read_model",
+            ctx.backend,
+            "LA dashboard page over HTTP, new moment (a state of every unit at the pinned ledger time)",
+            "pages/s",
+            len(dashboard),
+            [sum(dashboard) / 1000],
+            dashboard,
+            float(notes.get("api_rss", "0")),
+            note=f"{notes.get('scopes', '')}; statuses {notes.get('dashboard', '')}",
+        )
+    )
     api = rows.get("api", ([], []))[1]
     out.append(
         Result(
@@ -243,7 +263,8 @@ def run(ctx: Context) -> list[Result]:
             api,
             float(notes.get("api_rss", "0")),
             target="RSS < 300 MB",
-            note=f"RSS is the server's peak; statuses {notes.get('api', '')}",
+            note="RSS is the server's peak over every request of this scenario (these, the LA's and the school's reads and "
+            f"the LA's dashboard); statuses {notes.get('api', '')}",
         )
     )
     return out

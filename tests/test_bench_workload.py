@@ -58,3 +58,5 @@ def test_the_read_model_scenario_leaves_the_fold_out_above_its_size(monkeypatch:
     for level in ("la", "school"):  # over HTTP, with the year before and the region, at the in-process reads' moments
         over_http = within[f"accountabilityMetrics over HTTP, {level}, new moment (with the year before and the region)"]
         assert over_http.items == 2 and "statuses {200: 2}" in over_http.note, over_http.note
+    dashboard = within["LA dashboard page over HTTP, new moment (a state of every unit at the pinned ledger time)"]
+    assert dashboard.items == 2 and "statuses {200: 2}" in dashboard.note, dashboard.note
