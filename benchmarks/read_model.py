@@ -221,52 +221,25 @@ def run(ctx: Context) -> list[Result]:
             target="≤ 2 s at 10M events",
         )
     )
+
+    def over_http(what: str, key: str, unit: str, note: str, target: str = "") -> Result:
+        """A row of the requests made over HTTP (``rows[key]``), with the API process's peak RSS."""
+        latencies = rows.get(key, ([], []))[1]
+        rss = float(notes.get("api_rss", "0"))
+        return Result(
+            "read_model", ctx.backend, what, unit, len(latencies), [sum(latencies) / 1000], latencies, rss, target=target, note=note
+        )
+
     for level, target in (("la", "p99 ≤ 50 ms"), ("school", "p99 ≤ 20 ms")):
-        latencies = rows.get(f"api {level}", ([], []))[1]
+        what = f"accountabilityMetrics over HTTP, {level}, new moment (with the year before and the region)"
         out.append(
-            Result(
-                "read_model",
-                ctx.backend,
-                f"accountabilityMetrics over HTTP, {level}, new moment (with the year before and the region)",
-                "reads/s",
-                len(latencies),
-                [sum(latencies) / 1000],
-                latencies,
-                float(notes.get("api_rss", "0")),
-                target=target,
-                note=f"{notes.get('scopes', '')}; statuses {notes.get(f'api {level}', '')}",
-            )
+            over_http(what, f"api {level}", "reads/s", f"{notes.get('scopes', '')}; statuses {notes.get(f'api {level}', '')}", target)
         )
-    dashboard = rows.get("dashboard", ([], []))[1]
-    out.append(
-        Result(
-            "read_model",
-            ctx.backend,
-            "LA dashboard page over HTTP, new moment (a state of every unit at the pinned ledger time)",
-            "pages/s",
-            len(dashboard),
-            [sum(dashboard) / 1000],
-            dashboard,
-            float(notes.get("api_rss", "0")),
-            note=f"{notes.get('scopes', '')}; statuses {notes.get('dashboard', '')}",
-        )
-    )
-    api = rows.get("api", ([], []))[1]
-    out.append(
-        Result(
-            "read_model",
-            ctx.backend,
-            "API process: accountabilityMetrics (England, new moments) and one 36-month series over HTTP",
-            "requests/s",
-            len(api),
-            [sum(api) / 1000],
-            api,
-            float(notes.get("api_rss", "0")),
-            target="RSS < 300 MB",
-            note="RSS is the server's peak over every request of this scenario (these, the LA's and the school's reads and "
-            f"the LA's dashboard); statuses {notes.get('api', '')}",
-        )
-    )
+    what = "LA dashboard page over HTTP, new moment (a state of every unit at the pinned ledger time)"
+    out.append(over_http(what, "dashboard", "pages/s", f"{notes.get('scopes', '')}; statuses {notes.get('dashboard', '')}"))
+    what = "API process: accountabilityMetrics (England, new moments) and one 36-month series over HTTP"
+    said = "RSS is the server's peak over every request of this scenario (these, the LA's and the school's reads and the LA's dashboard)"
+    out.append(over_http(what, "api", "requests/s", f"{said}; statuses {notes.get('api', '')}", "RSS < 300 MB"))
     return out
 
 
