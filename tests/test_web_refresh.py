@@ -23,6 +23,7 @@ from api.web.data import WebData
 from ledger.core.catalogue import parse_timestamp
 from ledger.tools import admin
 from projections.facts import Moment
+from projections.read_model_queries import ReadModelContext
 from projections.runner import Projector
 from projections.state_cache import ITEMS, Allowance
 
@@ -374,3 +375,20 @@ def test_a_refresh_prepares_no_more_dates_than_the_allowance_holds_most_recent_f
     assert made == [days[-1], days[-2]]  # the most recently asked first, until the new pin's states hold the allowance
     assert pages.pin().known_at != shown.known_at
     assert days[-1] in pages._generations[pages.pin().known_at].kept()
+
+
+def test_the_pages_states_ask_their_statements_ahead_on_postgresql(scene: Scene) -> None:
+    """A page's state asks the statements the previous page's state asked on other connections while its own thread
+    works (projections/read_model_ahead.py), as the API's do: at 1 M pupils an LA's summary at a new moment took 1.0 s
+    against 1.6 s when each statement waited for the one before. SQLite runs them in its thread."""
+    pages = WebData(scene.ledger)
+    shown = pages.pin()
+    first, second = (Moment(AS_OF - timedelta(days=n), shown.known_at) for n in (1, 2))
+    assert pages.metrics("la", LA, first)["metrics"]
+    pages.metrics("la", LA, second)
+    state = pages.context(second)
+    assert isinstance(state, ReadModelContext)
+    if scene.ledger.store.is_postgres:
+        assert state._ahead.taken >= len(set(state._ahead.asked)) // 2 > 0, (state._ahead.taken, len(state._ahead.asked))
+    else:
+        assert state._ahead.taken == 0

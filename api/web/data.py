@@ -39,6 +39,7 @@ from projections.facts import Moment
 from projections.metrics import METRICS, Figure, empty_figure, figures, national_figure, report, require_level
 from projections.placements import placements_register
 from projections.queries import case_list, metrics_report, scope_for
+from projections.read_model_ahead import REPORT
 from projections.read_model_queries import read_model_context
 from projections.read_model_series import in_order, prepared
 from projections.runner import VIEWS, Projector, Reader
@@ -333,7 +334,9 @@ class WebData:
 
     def context(self, moment: Moment, db: Any = None) -> Context:
         """The folded state at ``moment``; reused while the views have not moved (or, at a fixed ledger time,
-        always: nothing received later changes it)."""
+        always: nothing received later changes it). A new one asks ahead, on PostgreSQL, the statements the previous
+        one of its kind asked (``read_model_ahead``, as the API's ``accountabilityMetrics`` states: most pages report
+        its figures), so the database answers while this thread makes items of the rows it has."""
         if db is not None:
             return context(db, moment, self.settings)
         with self._lock:
@@ -342,7 +345,7 @@ class WebData:
             found = generation.get(moment.as_of)
             if found is None:
                 generation.make_room()
-                found = read_model_context(self.reader, moment, self.settings)
+                found = read_model_context(self.reader, moment, self.settings, ahead=REPORT)
                 generation.keep(moment.as_of, found)
             return found
         key: tuple[Any, ...] = (moment.as_of, moment.known_at, None if moment.known_at else tuple(sorted(self.positions().items())))
@@ -350,7 +353,7 @@ class WebData:
         if found is not None:
             return found
         self._contexts.make_room()
-        found = read_model_context(self.reader, moment, self.settings)
+        found = read_model_context(self.reader, moment, self.settings, ahead=REPORT)
         self._contexts.keep(key, found)
         return found
 
