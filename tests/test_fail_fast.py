@@ -386,7 +386,7 @@ def test_reads_of_the_figures_answer_503_at_once_while_the_database_is_away(pg_u
     """accountabilityMetrics asks the database from two threads (the year-before state beside the asked one: of every
     unit for England, of the scope's items for an LA or a school) and a series from more (its states, two at a time):
     with the database away, cut or black-holed, each still answers 503 ``database_unavailable`` within seconds, and 200
-    again once the database is back."""
+    again once the database is back; an LA's dashboard page answers 503 alike."""
     from ledger.service import ADMIN_ORG
 
     _school(Settings(home=tmp_path / "home", database_url=pg_url)).ledger.store.close()
@@ -408,6 +408,7 @@ def test_reads_of_the_figures_answer_503_at_once_while_the_database_is_away(pg_u
     with TestClient(create_app(ledger), raise_server_exceptions=False, headers={"authorization": f"Bearer {token}"}) as client:
         for path, scope in asked:
             assert ask(client, path, scope).status_code == 200
+        assert client.get(f"/dashboards/la/la:801?as_of={next(days)}").status_code == 200
         for mode in ("cut", "blackhole"):
             getattr(proxy, mode)()
             for path, scope in asked:
@@ -416,10 +417,15 @@ def test_reads_of_the_figures_answer_503_at_once_while_the_database_is_away(pg_u
                 assert time.monotonic() - started < ANSWER_BOUND_SECONDS, (mode, path, scope)
                 assert (got.status_code, got.json()["errors"][0]["code"]) == (503, "database_unavailable"), (mode, path, scope, got.text)
                 assert got.headers["retry-after"]
+            # an LA's dashboard at a new moment: its state asks its statements ahead on other connections, as the API's do
+            started = time.monotonic()
+            page = client.get(f"/dashboards/la/la:801?as_of={next(days)}")
+            assert time.monotonic() - started < ANSWER_BOUND_SECONDS and page.status_code == 503, (mode, page.status_code, page.text[:300])
             proxy.restore()
             deadline = time.monotonic() + 15
             while client.get("/healthz").status_code != 200 and time.monotonic() < deadline:
                 time.sleep(0.1)
             for path, scope in asked:
                 assert ask(client, path, scope).status_code == 200, (mode, path, scope)
+            assert client.get(f"/dashboards/la/la:801?as_of={next(days)}").status_code == 200, mode
     ledger.store.close()
