@@ -23,7 +23,7 @@ import itertools
 import threading
 import weakref
 from collections import OrderedDict
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 
 from .context import Context
 
@@ -74,13 +74,13 @@ class Allowance:
 class StateCache:
     """States by key (a moment, the views' positions, what the state was made for), least recently used dropped first."""
 
-    def __init__(self, entries: int, items: int | Allowance):
-        """``entries``: the states kept at most; ``items``: the items (``Context.weight``) they hold at most when a new
-        state is made, as a number (this cache's own allowance) or an ``Allowance`` shared with the process's other caches."""
-        if entries < 1 or (isinstance(items, int) and items < 0):
-            raise ValueError(f"a cache of states keeps at least one state and no negative number of items, not {entries}, {items}")
+    def __init__(self, entries: int, allowance: Allowance):
+        """``entries``: the states kept at most; ``allowance``: the items (``Context.weight``) they hold at most, with the
+        states of the other caches sharing it, when a new state is made."""
+        if entries < 1:
+            raise ValueError(f"a cache of states keeps at least one state, not {entries}")
         self.entries = entries
-        self.allowance = items if isinstance(items, Allowance) else Allowance(items)
+        self.allowance = allowance
         self._kept: OrderedDict[Hashable, tuple[Context, int]] = OrderedDict()  # key -> (state, its last use's number)
         self._lock = self.allowance.lock
         self.allowance.join(self)
@@ -94,6 +94,15 @@ class StateCache:
             self._kept[key] = (found[0], self.allowance.tick())
             self._kept.move_to_end(key)
             return found[0]
+
+    def made(self, key: Hashable, make: Callable[[], Context]) -> Context:
+        """The state kept under ``key``, or else ``make``'s, made once room is made (``make_room``) and then kept."""
+        found = self.get(key)
+        if found is None:
+            self.make_room()
+            found = make()
+            self.keep(key, found)
+        return found
 
     def make_room(self) -> None:
         """Before a new state is made: drop this cache's least recently used until fewer than ``entries`` are kept, then

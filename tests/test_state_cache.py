@@ -34,7 +34,7 @@ def test_a_states_weight_is_its_metrics_items() -> None:
 
 
 def test_the_least_recently_used_state_goes_first() -> None:
-    cache = StateCache(entries=2, items=1_000)
+    cache = StateCache(entries=2, allowance=Allowance(1_000))
     a, b, c = state(1), state(1), state(1)
     cache.keep("a", a)
     cache.keep("b", b)
@@ -45,7 +45,7 @@ def test_the_least_recently_used_state_goes_first() -> None:
 
 
 def test_room_is_made_before_a_new_state_fewer_states_and_no_more_items_than_allowed() -> None:
-    cache = StateCache(entries=4, items=100)
+    cache = StateCache(entries=4, allowance=Allowance(100))
     for key, items in (("small 1", 5), ("large 1", 60), ("small 2", 5), ("large 2", 50)):
         cache.keep(key, state(items))
     assert cache.kept() == ["small 1", "large 1", "small 2", "large 2"]  # (120 items: kept until room is made)
@@ -66,7 +66,7 @@ def test_a_reads_state_and_its_year_befores_are_both_kept_however_heavy_until_an
     reuse both, though together they hold more than the allowance (at 1 M pupils in the summer each holds 100,000 items
     or more): were the first dropped when the second is kept, a sweep of schools at a summer date would make both again
     at every read."""
-    cache = StateCache(entries=4, items=150)
+    cache = StateCache(entries=4, allowance=Allowance(150))
     cache.make_room()
     cache.keep("D", state(100))
     cache.make_room()
@@ -78,7 +78,7 @@ def test_a_reads_state_and_its_year_befores_are_both_kept_however_heavy_until_an
 
 
 def test_a_state_heavier_than_the_allowance_is_dropped_before_the_next_is_made() -> None:
-    cache = StateCache(entries=4, items=100)
+    cache = StateCache(entries=4, allowance=Allowance(100))
     cache.keep("small", state(1))
     cache.keep("huge", state(101))
     assert cache.kept() == ["small", "huge"]  # (a new state's items come after it is made: kept as it is made)
@@ -87,20 +87,20 @@ def test_a_state_heavier_than_the_allowance_is_dropped_before_the_next_is_made()
 
 
 def test_an_empty_allowance_keeps_states_that_hold_nothing_yet() -> None:
-    cache = StateCache(entries=2, items=0)
+    cache = StateCache(entries=2, allowance=Allowance(0))
     cache.keep("new", state(0))
     cache.make_room()
     assert cache.kept() == ["new"]
 
 
-@pytest.mark.parametrize("entries, items", [(0, 10), (-1, 10), (1, -1)])
-def test_a_cache_refuses_an_impossible_size(entries: int, items: int) -> None:
+@pytest.mark.parametrize("entries", [0, -1])
+def test_a_cache_refuses_an_impossible_size(entries: int) -> None:
     with pytest.raises(ValueError, match="a cache of states keeps at least one state"):
-        StateCache(entries, items)
+        StateCache(entries, Allowance(10))
 
 
 def test_threads_reading_and_keeping_at_once_leave_the_bounds_kept() -> None:
-    cache = StateCache(entries=3, items=50)
+    cache = StateCache(entries=3, allowance=Allowance(50))
     errors: list[BaseException] = []
 
     def work(n: int) -> None:
@@ -157,7 +157,7 @@ def test_caches_sharing_an_allowance_make_room_across_them_least_recently_used_f
     """One process keeps states in several caches (the API's views', the pages', each pinned ledger time's): they share
     one allowance of items, so room made in one drops the least recently used states of all of them."""
     process = Allowance(100)
-    api, pages = StateCache(entries=4, items=process), StateCache(entries=4, items=process)
+    api, pages = StateCache(entries=4, allowance=process), StateCache(entries=4, allowance=process)
     api.keep("api old", state(40))
     pages.keep("pages", state(40))
     api.keep("api new", state(10))
@@ -177,7 +177,7 @@ def test_caches_sharing_an_allowance_make_room_across_them_least_recently_used_f
 
 def test_each_cache_sharing_an_allowance_keeps_its_own_number_of_states() -> None:
     process = Allowance(1_000)
-    one, two = StateCache(entries=1, items=process), StateCache(entries=3, items=process)
+    one, two = StateCache(entries=1, allowance=process), StateCache(entries=3, allowance=process)
     for key in ("a", "b", "c"):
         one.keep(key, state(1))
         two.keep(key, state(1))
@@ -190,9 +190,9 @@ def test_a_cache_dropped_by_its_owner_leaves_the_allowance() -> None:
     """A pinned ledger time's states are dropped with its cache when the pages move on: the allowance must not keep
     counting (nor keeping alive) the states of a cache nobody holds."""
     process = Allowance(100)
-    kept = StateCache(entries=2, items=process)
+    kept = StateCache(entries=2, allowance=process)
     kept.keep("a", state(60))
-    dropped = StateCache(entries=2, items=process)
+    dropped = StateCache(entries=2, allowance=process)
     dropped.keep("b", state(60))
     assert process.held() == (2, 120)
     del dropped
@@ -205,3 +205,18 @@ def test_a_cache_dropped_by_its_owner_leaves_the_allowance() -> None:
 def test_an_allowance_refuses_a_negative_number_of_items() -> None:
     with pytest.raises(ValueError, match="an allowance of items is not negative"):
         Allowance(-1)
+
+
+def test_made_makes_a_state_once_room_made_before_it() -> None:
+    cache = StateCache(entries=2, allowance=Allowance(50))
+    cache.keep("heavy", state(60))
+    kept_while_made: list[list[object]] = []
+
+    def make() -> Context:
+        kept_while_made.append(cache.kept())
+        return state(1)
+
+    first = cache.made("new", make)
+    assert cache.made("new", make) is first  # (kept: not made again)
+    assert kept_while_made == [[]]  # made once, after the heavy state made room
+    assert cache.kept() == ["new"]

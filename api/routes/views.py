@@ -288,9 +288,7 @@ def views_router(ledger: Ledger, settings: ViewSettings | None = None, allowance
         if own:
             return read_model_context(reader, m, view_settings, level, ahead, only), positions
         if found is None:
-            states.make_room()  # (the new state is made beside those kept, not above a full cache)
-            found = read_model_context(reader, m, view_settings, level, ahead)
-            states.keep(key, found)
+            found = states.made(key, lambda: read_model_context(reader, m, view_settings, level, ahead))
         return found, positions
 
     def scope_out(level: Level, scope: str, m: Moment, positions: dict[str, int]) -> dict[str, Any]:

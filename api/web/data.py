@@ -341,21 +341,14 @@ class WebData:
             return context(db, moment, self.settings)
         with self._lock:
             generation = self._generations.get(moment.known_at) if moment.known_at else None
+
+        def make() -> Context:
+            return read_model_context(self.reader, moment, self.settings, ahead=REPORT)
+
         if generation is not None:  # a pinned time: kept with its generation, dropped with it
-            found = generation.get(moment.as_of)
-            if found is None:
-                generation.make_room()
-                found = read_model_context(self.reader, moment, self.settings, ahead=REPORT)
-                generation.keep(moment.as_of, found)
-            return found
+            return generation.made(moment.as_of, make)
         key: tuple[Any, ...] = (moment.as_of, moment.known_at, None if moment.known_at else tuple(sorted(self.positions().items())))
-        found = self._contexts.get(key)
-        if found is not None:
-            return found
-        self._contexts.make_room()
-        found = read_model_context(self.reader, moment, self.settings, ahead=REPORT)
-        self._contexts.keep(key, found)
-        return found
+        return self._contexts.made(key, make)
 
     def metrics(self, level: str, scope: str, moment: Moment) -> dict[str, Any]:
         """The body of accountabilityMetrics: every metric with national value and rank, register, provider watch, cases
