@@ -900,7 +900,7 @@ class ReadModelContext(Context):
         if level == "national" and scope == ENGLAND:
             join, where = "", ""
         elif level == "la" and self.grouping is PER_LA_NOW:
-            join, where = f"LEFT JOIN {RM_UNIT_LA.name} m ON m.unit = p.commissioner", f" AND {unit_la('p.commissioner')} = :scope"
+            join, where = f"LEFT JOIN {RM_UNIT_LA.name} m ON m.unit = p.commissioner", LA_COMMISSIONED
         elif level == "school" and scope_of(scope, level, self.directory) == scope:  # a school's only unit is itself
             join, where = "", " AND p.commissioner = :scope"
         else:
@@ -1000,6 +1000,17 @@ PLACEMENT_TALLY = (
     "CASE WHEN p.end_on IS NULL AND p.tier = 2 AND p.planned_end IS NOT NULL AND p.planned_end < :d THEN 1 ELSE 0 END AS overdue, "
     "CASE WHEN p.end_on IS NULL THEN p.start_on END AS start_on, p.length_days, COUNT(*) AS n FROM rm_placements p {join} "
     f"WHERE {ST('p')} AND {RECENT_PLACEMENT}{{where}} GROUP BY 1, 2, 3, 4, 5, 6"
+)
+
+
+# An LA's placements in ``PLACEMENT_TALLY``: those whose commissioner's LA known now (``unit_la``) is the LA, looked up by
+# the commissioners that can have it, the LA's units in ``rm_unit_la`` and the LA itself, not by reading every placement
+# of England (24 ms of an LA read at 1 M pupils, and growing with England's placements, against 5 ms). A commissioner is
+# a school or an LA (``pupil.ap_placement_started``'s schema), so no other unit's LA is the LA: a school without an LA in
+# ``rm_unit_la`` is its own scope, an ``la:`` unit its own LA.
+LA_COMMISSIONED = (
+    f" AND p.commissioner IN (SELECT unit FROM {RM_UNIT_LA.name} WHERE la = :scope UNION ALL SELECT :scope) "
+    f"AND {unit_la('p.commissioner')} = :scope"
 )
 
 

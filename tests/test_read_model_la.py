@@ -325,3 +325,37 @@ def test_the_directory_at_now_is_read_again_once_an_organisations_event_is_proje
             assert directory(Reader(store), Moment(day.as_of, learnt)) == before
         finally:
             w.ledger.store.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_an_las_register_at_now_counts_its_own_and_its_schools_placements_and_no_others(backend: str) -> None:
+    """An LA's register at the ledger's now is grouped by the database from the placements of the commissioners whose
+    LA it is (``LA_COMMISSIONED``): the LA's own placement and its school's count, another LA's school's does not, as in
+    the fold."""
+    other_school = "urn:100777"
+    with fresh_settings(backend) as settings:
+        w = small_world(settings)
+        try:
+            placed = placing_world(w, "la:801", range(1, 3))
+            admin.add_org(w.ledger, other_school, "school", other_school, "la:802")
+            w.keys[other_school] = Ed25519PrivateKey.generate()
+            admin.add_key(w.ledger, other_school, w.keys[other_school].public_key())
+            registered = {"school": other_school, "enrolment_status": "C", "year_group": "9", "sen_status": "N", "looked_after": False}
+            w.post("pupil.registered", other_school, registered, upn=upn(3), occurred_on=date(2026, 9, 2))
+            w.post("pupil.ap_placement_started", SCHOOL, placed, upn=upn(1), occurred_on=date(2026, 9, 8))
+            by_la = {**placed, "commissioner": "la:801"}
+            w.post("pupil.ap_placement_started", "la:801", by_la, upn=upn(2), occurred_on=date(2026, 9, 9))
+            by_other = {**placed, "commissioner": other_school}
+            w.post("pupil.ap_placement_started", other_school, by_other, upn=upn(3), occurred_on=date(2026, 9, 10))
+            Projector(w.ledger.store).catch_up()
+            reader = Reader(w.ledger.store)
+            day = date(2026, 10, 1)
+            for scope, count in (("la:801", 2), ("la:802", 1), ("england", 3)):
+                level = "national" if scope == "england" else "la"
+                model, fold = both(reader, Moment(day), level, scope)
+                assert model == fold, scope
+                assert model["placements"]["open_placement_days_so_far"]["count"] == count, scope
+                state = ReadModelContext(reader, Moment(day), ViewSettings(), "la")
+                assert sum(state.placement_tally(level, scope).open.values()) == count, scope
+        finally:
+            w.ledger.store.close()
