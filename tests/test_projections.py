@@ -779,6 +779,37 @@ def test_one_scope_s_figure_is_its_figure_among_every_scope_s(
     assert figure_of(metric, contributions, level, orgs, scope) == expected
 
 
+@given(
+    rows=st.lists(
+        st.tuples(
+            st.sampled_from(["urn:100001", "urn:100002", "urn:100003", "la:801"]),
+            st.sampled_from(["k1", "k2", "k3", "k4"]),
+            st.integers(-2, 7),
+            st.integers(-1, 3),
+            st.sampled_from(["", "a", "b"]),
+        ),
+        max_size=12,
+    ),
+    kind=st.sampled_from(["count", "rate", "mean", "median", "breakdown"]),
+    scale=st.sampled_from([1, 100, 1000]),
+    level=st.sampled_from(["school", "la", "national"]),
+)
+def test_every_peers_value_is_the_value_of_its_figure(
+    rows: list[tuple[str, str, int, int, str]], kind: str, scale: int, level: str
+) -> None:
+    """The ranks' values made in one comprehension (``_values``: a count's and a rate's from the sums alone) are each
+    scope's figure's value, a denominator of 0 (no value) and negative parts included."""
+    from projections.context import Contribution, Metric
+    from projections.metrics import _grouped, _values, figures
+    from projections.orgs import Directory, Org
+
+    orgs = Directory({"urn:100001": Org("urn:100001", "school", "la:801"), "urn:100002": Org("urn:100002", "school", "la:802")})
+    metric = Metric("m", "g", kind, lambda ctx: [], scale=scale)
+    contributions = [Contribution(unit, key, num, den, label) for unit, key, num, den, label in rows]
+    expected = {scope: figure.value for scope, figure in figures(metric, contributions, level, orgs).items()}
+    assert _values(metric, *_grouped(contributions, level, orgs)) == expected
+
+
 def test_a_school_and_an_la_rank_among_every_peer_of_their_level(area: Area) -> None:
     """report() counts the peers without items instead of giving each a figure: every rank and peer count of a
     school read and an LA read equals the materialised computation over every registered peer."""
