@@ -9,8 +9,9 @@ alone was 263 of a state's 707 ms of SQL at 1 M pupils in February, and it grows
 of the effective date: the numerator, the denominator and the number of reports. A read at (D, now) takes the sums
 of the whole months from the first of September to the first of D's month, and the rows of D's own month one by
 one, as before (``read_model_queries.ReadModelContext``): the same rows by the same predicates (``EventCount``:
-one definition gives the metric's SQL and its sums), so the same figures. A read at an earlier ledger time reads
-the rows, as before: the sums know only the rows known now.
+one definition gives the metric's SQL and its sums), so the same figures. The sums know only the rows known now: a
+read at an earlier ledger time T takes them less the rows known now that T did not know, plus the rows T knew that
+have been superseded since (``month_sums_sql``'s ``since``), when those are few; else it reads the rows, as before.
 
 ``rm_la_months`` keeps the other four (``PER_LA``) per LA known now (``read_model_la``), for a state made for LA figures.
 
@@ -170,6 +171,7 @@ def month_sums_sql(
     grouping: tuple[str, str, str] = ("unit", "unit, ", ""),
     kept: SumTable = RM_MONTHS,
     after_d: bool = False,
+    since: tuple[str, str] | None = None,
 ) -> str:
     """The metric's items summed per unit (or as ``grouping`` says: ``read_model_queries.Grouping``) and label, as
     ``read_model_queries.aggregated`` gives them: the kept sums of the whole months of the year before D's (``:ym`` <=
@@ -182,7 +184,10 @@ def month_sums_sql(
     A grouping that joins a table maps each row's unit in an inner SELECT, and the outer GROUP BY is of the column:
     PostgreSQL sorted by the expression, twice as slow. ``rm_la_months``' scopes are not mapped: they are LAs, or a unit's
     own id where a Kafka worker summed its reports before its registration was applied, which the state's ``regrouped``
-    adds up under the unit's LA, as it does every row's unit."""
+    adds up under the unit's LA, as it does every row's unit.
+    ``since``: for a read at an earlier ledger time T, the kept months' rows known now that T did not know (taken off)
+    and those T knew that have been superseded since (added back), as ``unit, item, num, den, label``: the kept sums
+    know only the rows known now."""
     unit, keys, join = grouping
     column = "scope" if kept is RM_LA_MONTHS else "unit"
     months, sign = ("month <= :dm", "-") if after_d else ("month < :dm", "")
@@ -195,6 +200,14 @@ def month_sums_sql(
         if kept is not RM_LA_MONTHS:  # (its scopes are LAs already, or, rarely, a unit's own id: ``regrouped`` adds those)
             kept_rows = f"SELECT {unit} AS unit, c.label, c.num, c.den, c.n FROM ({kept_rows}) c {join}"
         unit, keys = "unit", "unit, "
+    if since is not None:
+        if join:
+            raise ValueError("the kept sums are corrected to an earlier ledger time per unit only")
+        learnt, retired = since
+        current += (
+            f" UNION ALL SELECT unit, label, -num, -den, -1 AS n FROM ({learnt}) l"
+            f" UNION ALL SELECT unit, label, num, den, 1 AS n FROM ({retired}) r"
+        )
     return (
         # (PostgreSQL sums BIGINT as NUMERIC, which comes back as Decimal: cast back to whole numbers)
         f"SELECT {unit} AS unit, label, CAST(SUM(num) AS BIGINT) AS num, CAST(SUM(den) AS BIGINT) AS den, "

@@ -142,6 +142,16 @@ LA_REGISTRATIONS = (
 # How many rows a read may correct rm_roll's numbers by before it scans the registrations instead (REGISTRATION_COUNTS):
 # a read at a ledger time long past would take off nearly every row known now, one by one, which costs more than the scan.
 CORRECTIONS_LIMIT = 20_000
+# The reports known now that T did not know yet, and those T knew that have been superseded since (``rm_events``' partial
+# indexes ``learnt`` and ``superseded``): what the kept months' sums (every report known now) are corrected by for a read
+# at T, as rm_roll's numbers are by LEARNT_AFTER and RETIRED_AFTER. A read long past corrects them by more rows than a scan
+# of the year's reports costs (CORRECTIONS_LIMIT), and reads the reports instead.
+LEARNT_SINCE = "e.superseded_at IS NULL AND e.received_at > :t"
+RETIRED_SINCE = "e.superseded_at > :t AND e.received_at <= :t"
+REPORTS_SINCE = (
+    f"SELECT COUNT(*) FROM (SELECT 1 FROM (SELECT 1 FROM rm_events e WHERE {LEARNT_SINCE} "
+    f"UNION ALL SELECT 1 FROM rm_events e WHERE {RETIRED_SINCE}) u LIMIT {CORRECTIONS_LIMIT}) c"
+)
 CORRECTIONS = (
     f"SELECT COUNT(*) FROM (SELECT 1 FROM (SELECT 1 FROM rm_registrations r WHERE {LEARNT_AFTER} "
     f"UNION ALL SELECT 1 FROM rm_registrations r WHERE {RETIRED_AFTER}) u LIMIT {CORRECTIONS_LIMIT}) c"
@@ -524,6 +534,7 @@ class ReadModelContext(Context):
         self._units: dict[str, str] = {}  # each unit's sums' scope in a state made for LA figures (``under``)
         self._recent: list[tuple[Any, ...]] | None = None  # ``_recent_placement_rows``
         self._month_sides: dict[str, tuple[int, int]] | None = None  # ``_from_the_months_end``
+        self._reports_since: int | None = None  # ``_kept_at_t``
         self._open_placements: list[Placement] | None = None
         self._open_unregistered: list[Placement] | None = None
         # the statements the previous state of this kind asked, asked ahead on other connections (PostgreSQL)
@@ -752,16 +763,34 @@ class ReadModelContext(Context):
     def _items_sql(self, metric: Metric, query: Query) -> str:
         """The metric's items, summed where they can be: when the query counts reports and the read is at the ledger's now
         (the sums know only the rows known now), from the whole months' sums (``rm_months`` per unit for a kept count, else
-        ``rm_la_months`` per LA for a state made for LA figures) and D's month's rows; else from the rows."""
+        ``rm_la_months`` per LA for a state made for LA figures) and D's month's rows; at an earlier ledger time, a kept
+        count's per unit, corrected by the reports learnt or superseded since (``_kept_at_t``); else from the rows."""
         count = query.counted
-        if count is not None and self.known_now and (count.kept or self.grouping is PER_LA_NOW):
+        summed_now = count is not None and self.known_now and (count.kept or self.grouping is PER_LA_NOW)
+        if count is not None and (summed_now or (count.kept and self._kept_at_t())):
             kept = RM_MONTHS if count.kept else RM_LA_MONTHS
-            if self._from_the_months_end(metric.name):  # D's month's kept sums less its rows after D
+            end = self._from_the_months_end(metric.name)
+            since = None
+            if not self.known_now:  # the kept months' reports learnt or superseded since T (``REPORTS_SINCE``)
+                months = f"SUBSTR(e.occurred_on, 1, 7) >= :ym AND SUBSTR(e.occurred_on, 1, 7) {'<=' if end else '<'} :dm"
+                since = (count.rows(f"{LEARNT_SINCE} AND {months}"), count.rows(f"{RETIRED_SINCE} AND {months}"))
+            if end:  # D's month's kept sums less its rows after D
                 after_d = count.rows(f"{KNOWN('e')} AND e.occurred_on > :d AND e.occurred_on < :nm")
-                return month_sums_sql(metric.name, after_d, self.grouping, kept, after_d=True)
+                return month_sums_sql(metric.name, after_d, self.grouping, kept, after_d=True, since=since)
             current = count.rows(f"{EV('e')} AND {IN_YEAR} AND e.occurred_on >= :ms")
-            return month_sums_sql(metric.name, current, self.grouping, kept)
+            return month_sums_sql(metric.name, current, self.grouping, kept, since=since)
         return aggregated(query, metric.kind, self.grouping)
+
+    def _kept_at_t(self) -> bool:
+        """Whether a read at an earlier ledger time takes the counts ``rm_months`` keeps, corrected by the reports learnt
+        or superseded since (``REPORTS_SINCE``: fewer than ``CORRECTIONS_LIMIT``), rather than the year's reports; asked
+        once per state. (At the ledger's now a state made for LA figures sums per LA known now, from ``rm_la_months``;
+        at an earlier time it sums per unit, as a state of every unit does, and a national state as England.)"""
+        if self.known_now or self.grouping.join:
+            return False
+        if self._reports_since is None:
+            self._reports_since = int(self.query(REPORTS_SINCE)[0][0])
+        return self._reports_since < CORRECTIONS_LIMIT
 
     def registrations(self) -> dict[str, Registrations]:
         """``REGISTRATION_COUNTS`` (from ``rm_roll``: ``ROLL_COUNTS``) and ``SHARED_REGISTRATIONS`` at this moment, asked once for every metric that counts them: "roll" and "year"."""

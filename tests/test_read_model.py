@@ -19,7 +19,7 @@ from ledger import own_events
 from ledger.core.catalogue import parse_timestamp
 from ledger.core.errors import LedgerError
 from ledger.tools import admin
-from projections import read_model_ahead
+from projections import read_model_ahead, read_model_queries
 from projections.config import ViewSettings
 from projections.context import context
 from projections.facts import Moment
@@ -264,6 +264,39 @@ def test_a_kept_count_reads_d_s_month_from_the_side_with_fewer_reports(area: Are
         # other reports mostly after it
         ctx = ReadModelContext(reader, Moment(d(9, 4)), ViewSettings())
         assert not ctx._from_the_months_end("late_report_rate") and ctx._from_the_months_end("removals_unknown_destination")
+    finally:
+        store.query = query  # type: ignore[method-assign]
+
+
+def test_a_read_at_an_earlier_ledger_time_corrects_the_kept_counts_by_the_reports_since(
+    area: Area, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At an earlier ledger time T a state of every unit takes the counts ``rm_months`` keeps over the reports known now,
+    less those T did not know yet and plus those T knew that have been superseded since, rather than the year's reports;
+    past ``CORRECTIONS_LIMIT`` such reports it reads the reports. The bodies are the fold's at every level either way, at
+    a T halfway through the area's reports. (The area corrects no report: the random histories' property test, whose
+    corrections and retractions supersede reports, holds the reports superseded since T.)"""
+    store = area.ledger.store
+    reader = Reader(store)
+
+    times = sorted({str(t) for (t,) in store.query("SELECT received_at FROM rm_events")})
+    t = times[len(times) // 2]
+    learnt = "SELECT COUNT(*) FROM rm_events WHERE superseded_at IS NULL AND received_at > ?"
+    assert int(store.query(learnt, [t])[0][0]) > 10
+    moment = Moment(AS_OF, parse_timestamp(t))
+    sent: list[str] = []
+    query = store.query
+    try:
+        store.query = lambda sql, params=(): sent.append(sql) or query(sql, params)  # type: ignore[method-assign]
+        for limit, kept in ((read_model_queries.CORRECTIONS_LIMIT, True), (0, False)):
+            monkeypatch.setattr(read_model_queries, "CORRECTIONS_LIMIT", limit)
+            for level, scope in scopes(reader, moment):
+                sent.clear()
+                model, fold = both(reader, moment, level, scope)
+                assert model == fold, (limit, level, scope)
+                months = [sql for sql in sent if "FROM rm_months WHERE metric = 'late_report_rate'" in sql]
+                assert bool(months) == kept, (limit, level)
+                assert all("e.superseded_at > ?" in sql and "e.received_at > ?" in sql for sql in months), level
     finally:
         store.query = query  # type: ignore[method-assign]
 
