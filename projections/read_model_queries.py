@@ -142,20 +142,25 @@ LA_REGISTRATIONS = (
 # How many rows a read may correct rm_roll's numbers by before it scans the registrations instead (REGISTRATION_COUNTS):
 # a read at a ledger time long past would take off nearly every row known now, one by one, which costs more than the scan.
 CORRECTIONS_LIMIT = 20_000
+
+
+def corrections(rows: str, learnt: str, retired: str) -> str:
+    """How many of ``rows`` (a table and its alias) a read at T corrects numbers kept over the rows known now by: those
+    T did not know yet (``learnt``) and those it knew that have been superseded since (``retired``), counted up to
+    ``CORRECTIONS_LIMIT``, past which the read scans the rows instead."""
+    return (
+        f"SELECT COUNT(*) FROM (SELECT 1 FROM (SELECT 1 FROM {rows} WHERE {learnt} "
+        f"UNION ALL SELECT 1 FROM {rows} WHERE {retired}) u LIMIT {CORRECTIONS_LIMIT}) c"
+    )
+
+
 # The reports known now that T did not know yet, and those T knew that have been superseded since (``rm_events``' partial
 # indexes ``learnt`` and ``superseded``): what the kept months' sums (every report known now) are corrected by for a read
-# at T, as rm_roll's numbers are by LEARNT_AFTER and RETIRED_AFTER. A read long past corrects them by more rows than a scan
-# of the year's reports costs (CORRECTIONS_LIMIT), and reads the reports instead.
+# at T, as rm_roll's numbers are by LEARNT_AFTER and RETIRED_AFTER.
 LEARNT_SINCE = "e.superseded_at IS NULL AND e.received_at > :t"
 RETIRED_SINCE = "e.superseded_at > :t AND e.received_at <= :t"
-REPORTS_SINCE = (
-    f"SELECT COUNT(*) FROM (SELECT 1 FROM (SELECT 1 FROM rm_events e WHERE {LEARNT_SINCE} "
-    f"UNION ALL SELECT 1 FROM rm_events e WHERE {RETIRED_SINCE}) u LIMIT {CORRECTIONS_LIMIT}) c"
-)
-CORRECTIONS = (
-    f"SELECT COUNT(*) FROM (SELECT 1 FROM (SELECT 1 FROM rm_registrations r WHERE {LEARNT_AFTER} "
-    f"UNION ALL SELECT 1 FROM rm_registrations r WHERE {RETIRED_AFTER}) u LIMIT {CORRECTIONS_LIMIT}) c"
-)
+REPORTS_SINCE = corrections("rm_events e", LEARNT_SINCE, RETIRED_SINCE)
+CORRECTIONS = corrections("rm_registrations r", LEARNT_AFTER, RETIRED_AFTER)
 
 
 # The metrics a national state at the ledger's now reads from England's numbers kept per day (``read_model_england``)
