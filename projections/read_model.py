@@ -61,6 +61,8 @@ from datetime import date
 from functools import cache
 from typing import Any
 
+import orjson
+
 from ledger.core.catalogue import parse_timestamp
 from ledger.core.rules import Record
 from ledger.core.schooltime import academic_year_start_of, school_days_between
@@ -521,8 +523,18 @@ def valid_intervals(
 
 
 def row_key(row: ValidRow) -> str:
+    """The row's name among its pupil's rows known from the same time: a digest of its content, by which the upkeep
+    finds a stored row to end it (``UPDATE ... WHERE row_key``). A key is read back, never worked out again to find its
+    row, and rows known from the same time are written together, so how the content is serialised may change from one
+    version of the code to the next without a rebuild. orjson's: 1.1 µs a row against json's 7.0 (89,670 rows in a
+    rebuild from 100 k events); json's for what orjson declines (an integer beyond 64 bits)."""
     table, values, valid_from, valid_to = row
-    return hashlib.blake2b(json.dumps([table.name, list(values), valid_from, valid_to]).encode(), digest_size=12).hexdigest()
+    content = [table.name, list(values), valid_from, valid_to]
+    try:
+        text = orjson.dumps(content)
+    except TypeError:
+        text = json.dumps(content).encode()
+    return hashlib.blake2b(text, digest_size=12).hexdigest()
 
 
 Run = tuple[ValidRow, str, str | None]  # row, known_from, known_to

@@ -46,3 +46,25 @@ def test_a_rebuild_of_the_model_alone_gives_the_rows_of_the_catch_up(backend: st
                 assert rows(store) == caught_up, batch
         finally:
             store.close()
+
+
+def test_a_row_key_names_its_content() -> None:
+    """Rows that differ in any column get different keys, equal rows the same; a value orjson declines (an integer
+    beyond 64 bits, which no schema lets through) still gets one, by json's serialisation."""
+    table = read_model.RM_PLACEMENTS
+    values = ("e1", "urn:100001", "URN123", "ap_registered", 2, "2025-09-01", None, 25.0, None, None, None, "2025-12-19", 1)
+    row = (table, values, "2025-09-01", None)
+    assert read_model.row_key(row) == read_model.row_key((table, tuple(values), "2025-09-01", None))
+    variants = [
+        (table, values, "2025-09-02", None),
+        (table, values, "2025-09-01", "2025-10-01"),
+        (read_model.RM_EXITS, values, "2025-09-01", None),
+        *(
+            (table, values[:i] + (f"{v}x" if isinstance(v, str) else 1 if v is None else v + 1,) + values[i + 1 :], "2025-09-01", None)
+            for i, v in enumerate(values)
+        ),
+    ]
+    keys = {read_model.row_key(v) for v in variants}
+    assert len(keys) == len(variants) and read_model.row_key(row) not in keys
+    huge = (table, values[:4] + (2**70,) + values[5:], "2025-09-01", None)
+    assert len(read_model.row_key(huge)) == 24 and read_model.row_key(huge) != read_model.row_key(row)
