@@ -91,7 +91,7 @@ from .read_model_months import RM_LA_MONTHS, RM_MONTHS, after_facts, forget_repo
 from .read_model_roll import RM_ROLL, Changes
 from .unregistered import UNREGISTERED_SETTING_TYPES
 
-MODEL_VERSION = 22  # bump when the tables or their rules change: the runner rebuilds the model from the log
+MODEL_VERSION = 23  # bump when the tables or their rules change: the runner rebuilds the model from the log
 
 RM_EVENTS = Table(
     "rm_events",

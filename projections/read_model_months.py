@@ -13,7 +13,9 @@ one definition gives the metric's SQL and its sums), so the same figures. The su
 read at an earlier ledger time T takes them less the rows known now that T did not know, plus the rows T knew that
 have been superseded since (``month_sums_sql``'s ``since``), when those are few; else it reads the rows, as before.
 
-``rm_la_months`` keeps the other four (``PER_LA``) per LA known now (``read_model_la``), for a state made for LA figures.
+``rm_la_months`` keeps all eight (``PER_LA``) per LA known now (``read_model_la``), for a state made for LA figures at the
+ledger's now: the kept ones too, so that such a state reads a few sums per LA rather than every unit's month mapped to
+its LA (``MODEL_VERSION`` 23).
 
 The upkeep runs after the batch's facts are written (``View.after``, in the same transaction): it adds the sums of
 the batch's new rows still known at its end, and takes off those of the rows its corrections and retractions
@@ -52,8 +54,8 @@ RM_MONTHS = SumTable(
 )
 
 
-# The sums per scope (each unit's LA known now, ``read_model_la.unit_la``, else the unit), label and month of the REPORTS
-# metrics not kept per unit (``PER_LA``), for a state made for LA figures at the ledger's now: a few sums per LA
+# The sums per scope (each unit's LA known now, ``read_model_la.unit_la``, else the unit), label and month of every REPORTS
+# metric (``PER_LA``), for a state made for LA figures at the ledger's now: a few sums per LA
 RM_LA_MONTHS = SumTable(
     "rm_la_months",
     (
@@ -148,9 +150,10 @@ ENGLAND_REPORTS = {
     **REPORTS,
     ATTENDANCE: EventCount(_type("attendance_summary_recorded"), "e.setting", "e.academic_year", "e.attended", "e.possible"),
 }
-# The others are summed per LA (``rm_la_months``), for a state made for LA figures; the counted ones it reads per unit from
-# ``rm_months`` (every report's late days among them: summed per LA too, they tripled the cost of that statement)
-PER_LA = {metric: count for metric, count in REPORTS.items() if not count.kept}
+# Every one is summed per LA too (``rm_la_months``), for a state made for LA figures at the ledger's now. The kept ones
+# were read per unit from ``rm_months``, each unit's months mapped to its LA by the read: at 1 M pupils the late-report
+# rate's (every report, by submitter) was the largest statement of an LA state, for its year before's one LA as for all
+PER_LA = dict(REPORTS)
 
 
 # England's reports of each metric in D's month, up to D and after it (``rm_england_reports``' numbers per day: a few rows

@@ -767,13 +767,13 @@ class ReadModelContext(Context):
 
     def _items_sql(self, metric: Metric, query: Query) -> str:
         """The metric's items, summed where they can be: when the query counts reports and the read is at the ledger's now
-        (the sums know only the rows known now), from the whole months' sums (``rm_months`` per unit for a kept count, else
-        ``rm_la_months`` per LA for a state made for LA figures) and D's month's rows; at an earlier ledger time, a kept
+        (the sums know only the rows known now), from the whole months' sums (``rm_la_months`` per LA for a state made for LA
+        figures, else ``rm_months`` per unit for a kept count) and D's month's rows; at an earlier ledger time, a kept
         count's per unit, corrected by the reports learnt or superseded since (``_kept_at_t``); else from the rows."""
         count = query.counted
         summed_now = count is not None and self.known_now and (count.kept or self.grouping is PER_LA_NOW)
         if count is not None and (summed_now or (count.kept and self._kept_at_t())):
-            kept = RM_MONTHS if count.kept else RM_LA_MONTHS
+            kept = RM_LA_MONTHS if self.grouping is PER_LA_NOW else RM_MONTHS  # (every count per LA; the kept ones per unit)
             end = self._from_the_months_end(metric.name)
             since = None
             if not self.known_now:  # the kept months' reports learnt or superseded since T (``REPORTS_SINCE``)
