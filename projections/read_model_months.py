@@ -13,7 +13,7 @@ one definition gives the metric's SQL and its sums), so the same figures. The su
 read at an earlier ledger time T takes them less the rows known now that T did not know, plus the rows T knew that
 have been superseded since (``month_sums_sql``'s ``since``), when those are few; else it reads the rows, as before.
 
-``rm_la_months`` keeps all eight (``PER_LA``) per LA known now (``read_model_la``), for a state made for LA figures at the
+``rm_la_months`` keeps all eight per LA known now (``read_model_la``), for a state made for LA figures at the
 ledger's now: the kept ones too, so that such a state reads a few sums per LA rather than every unit's month mapped to
 its LA (``MODEL_VERSION`` 23).
 
@@ -55,7 +55,7 @@ RM_MONTHS = SumTable(
 
 
 # The sums per scope (each unit's LA known now, ``read_model_la.unit_la``, else the unit), label and month of every REPORTS
-# metric (``PER_LA``), for a state made for LA figures at the ledger's now: a few sums per LA
+# metric, for a state made for LA figures at the ledger's now: a few sums per LA
 RM_LA_MONTHS = SumTable(
     "rm_la_months",
     (
@@ -150,10 +150,6 @@ ENGLAND_REPORTS = {
     **REPORTS,
     ATTENDANCE: EventCount(_type("attendance_summary_recorded"), "e.setting", "e.academic_year", "e.attended", "e.possible"),
 }
-# Every one is summed per LA too (``rm_la_months``), for a state made for LA figures at the ledger's now. The kept ones
-# were read per unit from ``rm_months``, each unit's months mapped to its LA by the read: at 1 M pupils the late-report
-# rate's (every report, by submitter) was the largest statement of an LA state, for its year before's one LA as for all
-PER_LA = dict(REPORTS)
 
 
 # England's reports of each metric in D's month, up to D and after it (``rm_england_reports``' numbers per day: a few rows
@@ -234,8 +230,10 @@ def _adding(table: SumTable, sums: str, sign: int) -> str:
 
 def _write(cur: Any, store: Any, rows_of_b: str, params: Sequence[Any], sign: int, settings: ViewSettings) -> None:
     """Add (``sign`` 1) or take off (-1) the sums of the reports ``rows_of_b`` selects: the counted metrics' per unit
-    (``rm_months``), every report metric's and the attendance summaries' England's per day (and month), and the others' per LA
-    (``rm_la_months``, under their units' LAs as ``rm_unit_la`` stands).
+    (``rm_months``), every report metric's and the attendance summaries' England's per day (and month), and every report
+    metric's per LA (``rm_la_months``, under their units' LAs as ``rm_unit_la`` stands: the counted ones too, so that an LA
+    state reads them per LA rather than mapping every unit's months to its LA; at 1 M pupils the late-report rate's, every
+    report by submitter, was the largest statement of an LA state and of its year before's one-LA state).
 
     On PostgreSQL they are one statement, the reports ``b`` read once for all four tables (each of three statements
     read them again by their ids: a quarter of the read model's catch-up) and England's parts made once for its two;
@@ -245,7 +243,7 @@ def _write(cur: Any, store: Any, rows_of_b: str, params: Sequence[Any], sign: in
         _adding(RM_MONTHS, " UNION ALL ".join(c.sums(m) for m, c in COUNTED.items()), sign),
         _adding(RM_ENGLAND_REPORTS, england, sign),
         _adding(RM_ENGLAND_REPORTS.months, RM_ENGLAND_REPORTS.monthly(england, ("metric", "day", "label", "num", "den")), sign),
-        _adding(RM_LA_MONTHS, " UNION ALL ".join(c.la_sums(m) for m, c in PER_LA.items()), sign),
+        _adding(RM_LA_MONTHS, " UNION ALL ".join(c.la_sums(m) for m, c in REPORTS.items()), sign),
     ]
     days = " UNION ALL ".join(c.day_sums(m) for m, c in ENGLAND_REPORTS.items())
     if store.is_postgres:  # (data-modifying WITH clauses run once each, to completion, whether or not they are read)

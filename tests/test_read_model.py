@@ -43,7 +43,7 @@ from projections.read_model_england import (
 from projections.read_model_la import directory_of
 from projections.read_model_la_roll import scoped_runs
 from projections.read_model_la_state import LA_STATE_SUMS, RM_LA_STATE, placement_unit
-from projections.read_model_months import COUNTED, ENGLAND_REPORTS, PER_LA
+from projections.read_model_months import COUNTED, ENGLAND_REPORTS, REPORTS
 from projections.read_model_queries import (
     ALONE_COUNTS,
     QUERIES,
@@ -1058,7 +1058,7 @@ def assert_months_kept(store: Any) -> None:
     # rm_la_months: the others per scope (each unit's LA as rm_unit_la says, else the unit), the shares summed
     las = directory_of(store.query("SELECT unit, la FROM rm_unit_la"))
     per_scope: dict[tuple[str, ...], list[int]] = {}
-    for metric, count in PER_LA.items():
+    for metric, count in REPORTS.items():
         sql = count.rows("e.superseded_at IS NULL", "e.occurred_on AS day").replace(":late", str(late))
         for unit, _, num, den, label, day in store.query(sql):
             key = (metric, day[:7], (las.la_of(unit) or unit) if unit else "", label or "")

@@ -24,7 +24,7 @@ from projections.read_model import END_OF_TIME, STATE_TABLES, KnownNow, _load_ta
 from projections.read_model_la import UNIT_LA_JOIN, record_las, unit_la
 from projections.read_model_la_roll import SPANNING_RUNS
 from projections.read_model_la_state import LA_STATE_SUMS
-from projections.read_model_months import PER_LA, RM_LA_MONTHS, _adding
+from projections.read_model_months import REPORTS, RM_LA_MONTHS, _adding
 from projections.read_model_queries import PER_LA_NOW, PER_UNIT, QUERIES, ReadModelContext
 from projections.runner import Projector, Reader, forget_pupil
 
@@ -130,7 +130,7 @@ def test_a_units_sums_kept_before_its_registration_are_read_under_its_la(area: A
     with store.cursor(commit=True) as cur:
         cur.execute(store.sql("DELETE FROM rm_unit_la WHERE unit = ?"), [school])
         cur.execute("DELETE FROM rm_la_months")
-        sums = " UNION ALL ".join(count.la_sums(metric) for metric, count in PER_LA.items())
+        sums = " UNION ALL ".join(count.la_sums(metric) for metric, count in REPORTS.items())
         adding = _adding(RM_LA_MONTHS, sums, 1).replace(":late", str(settings.late_school_days))
         cur.execute(store.sql(f"WITH b AS (SELECT e.* FROM rm_events e WHERE e.superseded_at IS NULL) {adding}"))
     kept_under_the_school = store.query("SELECT COUNT(*) FROM rm_la_months WHERE scope = ?", [school])[0][0]

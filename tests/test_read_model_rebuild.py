@@ -54,7 +54,9 @@ def test_a_row_key_names_its_content() -> None:
     table = read_model.RM_PLACEMENTS
     values = ("e1", "urn:100001", "URN123", "ap_registered", 2, "2025-09-01", None, 25.0, None, None, None, "2025-12-19", 1)
     row = (table, values, "2025-09-01", None)
-    assert read_model.row_key(row) == read_model.row_key((table, tuple(values), "2025-09-01", None))
+    # the same content built anew (as the upkeep's fold builds it again, batch after batch) names the same row
+    rebuilt = (table, tuple(list(values[:7]) + [float("25")] + list(values[8:])), "2025-09-01", None)
+    assert rebuilt is not row and read_model.row_key(rebuilt) == read_model.row_key(row)
     variants = [
         (table, values, "2025-09-02", None),
         (table, values, "2025-09-01", "2025-10-01"),
