@@ -54,6 +54,8 @@ class Table:
     columns: tuple[tuple[str, str], ...]
     indexes: tuple[str, ...] = ()
     partial_indexes: tuple[tuple[str, str, str], ...] = ()  # (name, columns, predicate): an index of the rows a query singles out
+    # columns no two rows share: the planner then knows a list of their values finds as many rows, statistics or none
+    unique_indexes: tuple[str, ...] = ()
 
     keyed_by_subject: ClassVar[bool] = True  # rows of one pupil each (an erasure deletes them by ``subject``)
 
@@ -63,12 +65,17 @@ class Table:
 
     def ddl(self) -> list[str]:
         cols = ", ".join(f"{n} {t}" for n, t in self.all_columns)
-        out = [f"CREATE TABLE IF NOT EXISTS {self.name} ({cols})"]
-        out += [
-            f"CREATE INDEX IF NOT EXISTS {self.name}_{c.replace(', ', '_')} ON {self.name} ({c})" for c in ("occurred_on", *self.indexes)
+        return [f"CREATE TABLE IF NOT EXISTS {self.name} ({cols})", *self.index_ddl("occurred_on")]
+
+    def index_ddl(self, first: str) -> list[str]:
+        """The statements making the indexes: on ``first`` (every table of the kind has it) and on each of ``indexes``,
+        the partial ones, the unique ones."""
+        name = f"{self.name}_"
+        return [
+            *(f"CREATE INDEX IF NOT EXISTS {name}{c.replace(', ', '_')} ON {self.name} ({c})" for c in (first, *self.indexes)),
+            *(f"CREATE INDEX IF NOT EXISTS {name}{n} ON {self.name} ({c}) WHERE {w}" for n, c, w in self.partial_indexes),
+            *(f"CREATE UNIQUE INDEX IF NOT EXISTS {name}{c.replace(', ', '_')} ON {self.name} ({c})" for c in self.unique_indexes),
         ]
-        out += [f"CREATE INDEX IF NOT EXISTS {self.name}_{n} ON {self.name} ({c}) WHERE {w}" for n, c, w in self.partial_indexes]
-        return out
 
     @property
     def inserted_columns(self) -> list[str]:

@@ -91,7 +91,7 @@ from .read_model_months import RM_LA_MONTHS, RM_MONTHS, after_facts, forget_repo
 from .read_model_roll import RM_ROLL, Changes
 from .unregistered import UNREGISTERED_SETTING_TYPES
 
-MODEL_VERSION = 23  # bump when the tables or their rules change: the runner rebuilds the model from the log
+MODEL_VERSION = 24  # bump when the tables or their rules change: the runner rebuilds the model from the log
 
 RM_EVENTS = Table(
     "rm_events",
@@ -115,18 +115,27 @@ RM_EVENTS = Table(
         ("sustained", "INTEGER"),
     ),
     # by unit: a state of one school's items (the year before of a school's read: read_model_queries' ``_own``) reads the
-    # school's reports alone; by the scans of the year's reports, 11-24 ms a statement at 1 M pupils, 2-5 ms by it
-    indexes=("type, occurred_on", "subject", "unit"),
+    # school's reports alone; by the scans of the year's reports, 11-24 ms a statement at 1 M pupils, 2-5 ms by it.
+    # By receipt: the rows known now that an earlier ledger time did not know yet, which a read at that time corrects the
+    # numbers kept over the rows known now by (read_model_queries' ``LEARNT_SINCE``), a few where the time is recent. Of
+    # every row, not only those known now (``superseded_at IS NULL``, as until ``MODEL_VERSION`` 24): a planner without
+    # statistics (a table just rebuilt, autovacuum off or not yet round) took that partial index for a small one that
+    # answers any statement of rows known now, and found a batch's 4,000 new rows by reading all of it and the table's
+    # every page (200 ms a batch at 1.34 M events, against 3 ms by their sequence). The superseded are a few percent
+    indexes=("type, occurred_on", "subject", "unit", "received_at"),
+    # by sequence: the upkeep finds a batch's new rows again by it (``read_model_months.after_facts``), the newest entries
+    # of this index, where their ids are scattered over the primary key (11.6 against 2.8 ms for 4,000 rows at 1.34 M
+    # events). Unique (an event has one row): a planner without statistics then expects a row per value asked, where it
+    # took a list of values of a column not known unique for most of the table, and scanned it
+    unique_indexes=("seq",),
     # the AP attendance rate reads one academic year's summaries (read_model_queries.QUERIES): by type and date, an
     # England read at 1 M pupils fetched 10,221 of every year to keep 408 (18 ms); the share of one year shrinks yearly.
     # One setting's of them, for a state of its items alone (24 ms by the year's, 1.7 ms by the setting's)
     partial_indexes=(
         ("attendance", "academic_year", "type = 'pupil.attendance_summary_recorded'"),
         ("attendance_setting", "setting, academic_year", "type = 'pupil.attendance_summary_recorded'"),
-        # the rows known now that an earlier ledger time did not know yet, and those it knew that have been superseded
-        # since: what a read at that time corrects the numbers kept over the rows known now by (read_model_queries'
-        # ``LEARNT_SINCE``, ``RETIRED_SINCE``), a few rows where the time is recent
-        ("learnt", "received_at", "superseded_at IS NULL"),
+        # the rows a read at an earlier ledger time knew that have been superseded since (``RETIRED_SINCE``): as few as
+        # the corrections
         ("superseded", "superseded_at", "superseded_at IS NOT NULL"),
     ),
 )
@@ -151,11 +160,7 @@ class IntervalTable(Table):
 
     def ddl(self) -> list[str]:
         cols = ", ".join(f"{n} {t}" for n, t in self.all_columns)
-        return [
-            f"CREATE TABLE IF NOT EXISTS {self.name} ({cols})",
-            *(f"CREATE INDEX IF NOT EXISTS {self.name}_{c.replace(', ', '_')} ON {self.name} ({c})" for c in ("subject", *self.indexes)),
-            *(f"CREATE INDEX IF NOT EXISTS {self.name}_{n} ON {self.name} ({c}) WHERE {w}" for n, c, w in self.partial_indexes),
-        ]
+        return [f"CREATE TABLE IF NOT EXISTS {self.name} ({cols})", *self.index_ddl("subject")]
 
     @property
     def state_columns(self) -> list[str]:

@@ -257,19 +257,26 @@ def _write(cur: Any, store: Any, rows_of_b: str, params: Sequence[Any], sign: in
         execute_in(cur, store.sql(statement.replace(":late", late)), params, store.is_postgres)
 
 
+def new_rows(store: Any, seqs: Sequence[int]) -> tuple[str, list[Any]]:
+    """The statement selecting a batch's rows still known now, by the sequences of its events, and its parameters: an
+    event's row carries its sequence and no other row does, and the batch's are the newest entries of its unique index,
+    where their ids are scattered over the primary key (``read_model.RM_EVENTS``)."""
+    where, params = store.where_in("e.seq", seqs, sql_type="bigint")
+    return f"SELECT e.* FROM rm_events e WHERE {where} AND e.superseded_at IS NULL", params
+
+
 def after_facts(settings: ViewSettings) -> Callable[[Any, Any, Sequence[LogEvent]], None]:
     """``View.after`` of ``read_model_events``, once the batch's rows are written: the LAs it registers into ``rm_unit_la``,
     its reports into ``rm_months``, England's numbers (the attendance summaries among them) and ``rm_la_months``, and the cap's breaches of the pupils it touches."""
 
     def upkeep(cur: Any, store: Any, events: Sequence[LogEvent]) -> None:
         record_las(cur, store, events)  # first: the batch's reports are summed under the LAs it registers
-        ids = [ev.record.event_id for ev in events if ev.record.type.startswith("pupil.")]
-        if not ids:
+        pupils = [ev for ev in events if ev.record.type.startswith("pupil.")]
+        if not pupils:
             return
-        new = set(ids)
+        new = {ev.record.event_id for ev in pupils}
         superseded = [ev.record.corrects for ev in events if ev.record.corrects and ev.record.corrects not in new]
-        where, params = store.where_in("e.event_id", ids)
-        _write(cur, store, f"SELECT e.* FROM rm_events e WHERE {where} AND e.superseded_at IS NULL", params, 1, settings)
+        _write(cur, store, *new_rows(store, [ev.seq for ev in pupils]), 1, settings)
         if superseded:  # counted when their batch came; superseded now (an event is corrected at most once)
             where, params = store.where_in("e.event_id", superseded)
             _write(cur, store, f"SELECT e.* FROM rm_events e WHERE {where}", params, -1, settings)
