@@ -625,6 +625,72 @@ def test_a_projector_far_behind_doubles_its_batches_on_postgresql_and_one_given_
         assert dump(store) == dump_rebuilt(world)
 
 
+@pytest.mark.parametrize(
+    ("before", "after", "passes"),
+    [
+        (0, 9, False),
+        (0, 10, True),  # the first mark itself
+        (9, 10, True),
+        (10, 19, False),  # past the first mark already, short of the second
+        (19, 20, True),
+        (25, 39, False),
+        (5, 100, True),  # several marks in one batch
+        (40, 40, False),  # a view that did not move (held back by one it reads)
+        (2**62 - 1, 2**62 + 1, False),  # 10 * 2**k never equals 2**62: between marks
+        (10 * 2**58 - 1, 10 * 2**58, True),  # a mark far along the log
+    ],
+)
+def test_a_position_passes_the_first_mark_and_each_doubling_of_it(before: int, after: int, passes: bool) -> None:
+    from projections.runner import doubled
+
+    assert doubled(before, after, 10) is passes
+
+
+def test_a_views_tables_are_analysed_on_postgresql_when_its_position_passes_a_doubling(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On PostgreSQL the batch that takes a view past ANALYZE_FROM, or a doubling of it, analyses every table of the view
+    (a rebuilt table has no statistics until autovacuum, if it is on, gets round to it); SQLite keeps none, as before."""
+    from projections import runner
+
+    store = world.ledger.store
+    mark = store.max_sequence() + 3  # (the organisations' events come first: the marks fall among the pupils')
+    monkeypatch.setattr(runner, "ANALYZE_FROM", mark)
+    for n in range(mark + 4):
+        world.admit(upn(800 + n))
+    projector = Projector(store, batch_size=2)
+    projector.rebuild()
+    if not store.is_postgres:
+        assert not store.query("SELECT name FROM sqlite_master WHERE name = 'sqlite_stat1'")
+        return
+
+    def statistics(table: str) -> tuple[float, int]:
+        """The table's rows as its statistics say (-1: never analysed) and as they are."""
+        counted = store.query(f"SELECT COUNT(*) FROM {table}")[0][0]
+        return store.query("SELECT reltuples FROM pg_class WHERE relname = ?", [table])[0][0], counted
+
+    projector.reset()  # every view's tables made anew: no statistics
+    steps = []
+    while (before := projector.positions()["read_model_events"]) < store.max_sequence():
+        projector.step()
+        after = projector.positions()["read_model_events"]
+        steps.append((before, after, statistics("rm_events"), statistics("rm_registrations")))
+    passed = [step for step in steps if runner.doubled(step[0], step[1], mark)]
+    assert len(passed) >= 2, steps  # the mark and its double at least
+    for before, after, *tables in steps:
+        for counted_then, rows in tables:
+            if runner.doubled(before, after, mark):
+                assert counted_then == rows > 0, steps  # analysed with the batch's rows (a sample of every row, here)
+            elif after < mark:
+                assert counted_then == -1, steps  # not yet: never analysed
+    assert steps[-1][3][1] > 0, steps  # (the registrations were written: the pupils view is projected beside the model)
+    assert all(analysed_columns(store, t) for t in ("rm_events", "rm_months", "rm_registrations", "pv_pupil_facts"))
+
+
+def analysed_columns(store: Any, table: str) -> bool:
+    return bool(store.query("SELECT 1 FROM pg_stats WHERE schemaname = 'public' AND tablename = ?", [table]))
+
+
 @pytest.mark.parametrize("size", [0, -1, -(2**63)])
 def test_a_batch_of_no_events_or_fewer_is_refused(world: World, size: int) -> None:
     """0 read nothing for ever (catch_up stopped at once), and SQLite takes a negative LIMIT as none at all."""
