@@ -56,6 +56,8 @@ ANALYZE_FROM = 100_000
 
 def doubled(before: int, after: int, first: int) -> bool:
     """Whether a position moving from ``before`` to ``after`` passes ``first`` or one of its doublings."""
+    if first < 1:  # (0 never doubles: the search would not end)
+        raise ValueError(f"the first mark is a position after the log's start, not {first}")
     mark = first
     while mark <= after:
         if before < mark:
