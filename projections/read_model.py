@@ -33,8 +33,8 @@ maintained by the projection runner in the same transaction as the fact views, w
   summed per unit, label and month (``projections/read_model_months.py``), kept by the view's ``after``.
 * ``rm_england_reports`` and ``rm_england_state``: England's numbers per effective day and month (``read_model_england.py``);
   ``rm_cap_units``: the suspension cap's breaches per unit and day (``read_model_cap.py``); ``rm_unit_la``: each
-  organisation's LA (``read_model_la.py``); ``rm_la_months``: four report metrics per LA and month. Kept by the same
-  upkeep.
+  organisation's LA (``read_model_la.py``); ``rm_la_months``: the eight report metrics per LA, their academic year to each month's end. Kept by
+  the same upkeep.
 
 A row of either interval table is **in force at (D, T)** by the four comparisons above; every metric query is "rows in
 force at (D, T) that match the metric" grouped by unit, then rolled up to school/trust/LA/England by the same
@@ -91,7 +91,7 @@ from .read_model_months import RM_LA_MONTHS, RM_MONTHS, after_facts, forget_repo
 from .read_model_roll import RM_ROLL, Changes
 from .unregistered import UNREGISTERED_SETTING_TYPES
 
-MODEL_VERSION = 24  # bump when the tables or their rules change: the runner rebuilds the model from the log
+MODEL_VERSION = 25  # bump when the tables or their rules change: the runner rebuilds the model from the log
 
 RM_EVENTS = Table(
     "rm_events",

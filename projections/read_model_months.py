@@ -15,7 +15,9 @@ have been superseded since (``month_sums_sql``'s ``since``), when those are few;
 
 ``rm_la_months`` keeps all eight per LA known now (``read_model_la``), for a state made for LA figures at the
 ledger's now: the kept ones too, so that such a state reads a few sums per LA rather than every unit's month mapped to
-its LA (``MODEL_VERSION`` 23).
+its LA (``MODEL_VERSION`` 23). Its row of a month holds the academic year's sums to that month's end (``YearToDate``:
+a report is added to its own month's row and to each later month's of its academic year), so such a state reads one
+month's row per scope and label, not every month since September (``MODEL_VERSION`` 25).
 
 The upkeep runs after the batch's facts are written (``View.after``, in the same transaction): it adds the sums of
 the batch's new rows still known at its end, and takes off those of the rows its corrections and retractions
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import date
 from typing import Any
 
 from ledger.storage.store import execute_in
@@ -54,9 +57,50 @@ RM_MONTHS = SumTable(
 )
 
 
+@dataclass(frozen=True)
+class YearToDate(SumTable):
+    """A sum table keyed by a ``month`` ('YYYY-MM') whose row of a month holds the sums of the academic year to that
+    month's end: a report of month m is added to m's row and to each later month's up to the August that ends m's
+    academic year (``to_date``). The sums of the whole months of D's year before D's month are then one row per key (the
+    month before D's, if it is in D's academic year), not one per month since September: in June an LA state read
+    36,471 rows of the suspensions by reason per LA to sum them per LA and label (4,353 rows)."""
+
+    def to_date(self, sums: str) -> str:
+        """``sums`` (the table's key columns but its share, with ``month``, then ``num``, ``den`` and ``n``) once under their
+        own month and once under each later month of its academic year. Months are counted as whole numbers (year × 12 +
+        month − 1, September being 8 modulo 12), as both databases compute them, and written back as 'YYYY-MM'; none
+        after December 9999, the last month a date holds."""
+        keys = [k for k in self.key if k != "shard"]
+        passed = ", ".join(f"s.{k}" if k != "month" else f"{_month_text('s.i + k.k')} AS month" for k in keys)
+        index = "CAST(SUBSTR(x.month, 1, 4) AS INTEGER) * 12 + CAST(SUBSTR(x.month, 6, 2) AS INTEGER) - 1"
+        later = " UNION ALL ".join(f"SELECT {k} AS k" for k in range(12))
+        to_august = _of_twelve(f"19 - {_of_twelve('s.i')}")  # the months after i's in its academic year (September: 11)
+        return (
+            f"SELECT {passed}, s.num, s.den, s.n FROM (SELECT x.*, {index} AS i FROM ({sums}) x) s "
+            f"JOIN ({later}) k ON k.k <= {to_august} AND s.i + k.k < {10000 * 12}"
+        )
+
+
+def _of_twelve(whole: str) -> str:
+    """The SQL remainder of a whole number ≥ 0 divided by 12: by division, as ``%`` is psycopg's placeholder and SQLite
+    has no ``MOD`` unless built with its mathematical functions."""
+    return f"(({whole}) - ({whole}) / 12 * 12)"
+
+
+def _month_text(index: str) -> str:
+    """The SQL text 'YYYY-MM' of a month counted as a whole number (year × 12 + month − 1), for years 1 to 9999."""
+    return f"SUBSTR(CAST(10000 + ({index}) / 12 AS TEXT), 2) || '-' || SUBSTR(CAST(101 + {_of_twelve(index)} AS TEXT), 2)"
+
+
+def previous_month(day: date) -> str:
+    """The month before ``day``'s, as 'YYYY-MM' (the row of ``YearToDate`` holding the year's whole months before D's)."""
+    year, month = divmod(day.year * 12 + day.month - 2, 12)
+    return f"{year:04d}-{month + 1:02d}"
+
+
 # The sums per scope (each unit's LA known now, ``read_model_la.unit_la``, else the unit), label and month of every REPORTS
-# metric, for a state made for LA figures at the ledger's now: a few sums per LA
-RM_LA_MONTHS = SumTable(
+# metric, for a state made for LA figures at the ledger's now: a few sums per LA, of the academic year to each month's end
+RM_LA_MONTHS = YearToDate(
     "rm_la_months",
     (
         ("metric", "TEXT NOT NULL"),
@@ -179,7 +223,9 @@ def month_sums_sql(
     month's last day), taken off D's whole month's kept sums: the same numbers, from the month's other end (a read at the
     end of September read every registration of the year's first days one by one: 1.1 s of an LA read at 1 M pupils).
     A unit and label whose reports were all superseded keeps a row of zeros, which ``HAVING`` leaves out (the rows give none).
-    ``kept``: ``rm_months`` (per unit), or ``rm_la_months`` (per scope: for the grouping per LA known now, ``PER_LA_NOW``).
+    ``kept``: ``rm_months`` (per unit), or ``rm_la_months`` (per scope: for the grouping per LA known now, ``PER_LA_NOW``),
+    whose row of a month holds the year to that month's end (``YearToDate``: the row of the month before D's, ``:pm``,
+    or of D's month with ``after_d``; ``month >= :ym`` leaves out the last academic year's August in September).
     A grouping that joins a table maps each row's unit in an inner SELECT, and the outer GROUP BY is of the column:
     PostgreSQL sorted by the expression, twice as slow. ``rm_la_months``' scopes are not mapped: they are LAs, or a unit's
     own id where a Kafka worker summed its reports before its registration was applied, which the state's ``regrouped``
@@ -190,6 +236,8 @@ def month_sums_sql(
     unit, keys, join = grouping
     column = "scope" if kept is RM_LA_MONTHS else "unit"
     months, sign = ("month <= :dm", "-") if after_d else ("month < :dm", "")
+    if isinstance(kept, YearToDate):  # the year to the month's end: D's month's row, or the month before's if in D's year
+        months = "month = :dm" if after_d else "month = :pm"
     kept_rows = (
         f"SELECT NULLIF({column}, '') AS unit, label, num, den, n FROM {kept.name} WHERE metric = '{metric}' AND month >= :ym AND {months}"
     )
@@ -220,6 +268,13 @@ def _adding(table: SumTable, sums: str, sign: int) -> str:
     keyed by a share (``shard``) gets this writer's."""
     keys = ", ".join(k for k in table.key if k != "shard")
     share = f", {int(shard())}" if "shard" in table.key else ""
+    if isinstance(table, YearToDate):  # summed per month first, then under the later months: a few rows, not every report's
+        monthly = f"SELECT {keys}, SUM(num) AS num, SUM(den) AS den, COUNT(*) AS n FROM ({sums}) m GROUP BY {keys}"
+        return (
+            f"INSERT INTO {table.name} ({', '.join(table.key)}, num, den, n) "
+            f"SELECT {keys}{share}, {sign} * SUM(num), {sign} * SUM(den), {sign} * SUM(n) FROM ({table.to_date(monthly)}) s "
+            f"WHERE 1 = 1 GROUP BY {keys} ORDER BY {keys} {table.adding()}"
+        )
     return (
         f"INSERT INTO {table.name} ({', '.join(table.key)}, num, den, n) "
         f"SELECT {keys}{share}, {sign} * SUM(num), {sign} * SUM(den), {sign} * COUNT(*) FROM ({sums}) s "

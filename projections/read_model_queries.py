@@ -43,7 +43,16 @@ from .read_model_england import ENGLAND_SUMS, LENGTHS, ROLL, STATE_METRICS, YEAR
 from .read_model_la import RM_UNIT_LA, UNIT_LA_JOIN, unit_la
 from .read_model_la_roll import LA_ROLL_SUMS, SPANNING_RUNS
 from .read_model_la_state import LA_STATE_SUMS
-from .read_model_months import ENGLAND_REPORTS, MONTH_SIDES, REPORTS, RM_LA_MONTHS, RM_MONTHS, EventCount, month_sums_sql
+from .read_model_months import (
+    ENGLAND_REPORTS,
+    MONTH_SIDES,
+    REPORTS,
+    RM_LA_MONTHS,
+    RM_MONTHS,
+    EventCount,
+    month_sums_sql,
+    previous_month,
+)
 from .roll import GAP_EXEMPT_DESTINATIONS, UNEXPLAINED_DESTINATIONS
 from .unregistered import UNREGISTERED_SETTING_TYPES, ProviderWatch, watch_of
 
@@ -622,6 +631,7 @@ class ReadModelContext(Context):
             "ys": self.year_start.isoformat(),
             "ym": self.year_start.isoformat()[:7],  # rm_months' whole months of the year to date: ym <= month < dm
             "dm": self.day.isoformat()[:7],
+            "pm": previous_month(self.day),  # the row of rm_la_months holding the year's whole months before D's
             "ms": self.day.replace(day=1).isoformat(),  # the first of D's month: its rows are read one by one
             "nm": _next_month(self.day),  # the first of the month after D's (``_from_the_months_end``)
             "ts": self.trailing_start.isoformat(),

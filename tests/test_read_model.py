@@ -1055,21 +1055,33 @@ def assert_months_kept(store: Any) -> None:
         if int(n)
     }
     assert stored == recomputed
-    # rm_la_months: the others per scope (each unit's LA as rm_unit_la says, else the unit), the shares summed
+    # rm_la_months: every report metric per scope (each unit's LA as rm_unit_la says, else the unit), the shares summed,
+    # each month's row the academic year's sums to that month's end: a report under its month and each later one to August
     las = directory_of(store.query("SELECT unit, la FROM rm_unit_la"))
     per_scope: dict[tuple[str, ...], list[int]] = {}
     for metric, count in REPORTS.items():
         sql = count.rows("e.superseded_at IS NULL", "e.occurred_on AS day").replace(":late", str(late))
         for unit, _, num, den, label, day in store.query(sql):
-            key = (metric, day[:7], (las.la_of(unit) or unit) if unit else "", label or "")
-            kept = per_scope.setdefault(key, [0, 0, 0])
-            kept[0], kept[1], kept[2] = kept[0] + int(num), kept[1] + int(den), kept[2] + 1
+            for month in months_to_august(date.fromisoformat(day)):
+                key = (metric, month, (las.la_of(unit) or unit) if unit else "", label or "")
+                kept = per_scope.setdefault(key, [0, 0, 0])
+                kept[0], kept[1], kept[2] = kept[0] + int(num), kept[1] + int(den), kept[2] + 1
     stored_la: dict[tuple[str, ...], list[int]] = {}
     for m, month, scope, label, num, den, n in store.query("SELECT metric, month, scope, label, num, den, n FROM rm_la_months"):
         # (a unit's own id, if its reports were summed before its registration was applied, is read as its LA now)
         kept = stored_la.setdefault((m, month, (las.la_of(scope) or scope) if scope else "", label), [0, 0, 0])
         kept[0], kept[1], kept[2] = kept[0] + int(num), kept[1] + int(den), kept[2] + int(n)
     assert {k: v for k, v in stored_la.items() if v[2]} == per_scope
+
+
+def months_to_august(day: date) -> list[str]:
+    """``day``'s month and the later months of its academic year, to its August, as 'YYYY-MM'."""
+    months, first = [], day.replace(day=1)
+    while True:
+        months.append(first.isoformat()[:7])
+        if first.month == 8 or (first.year, first.month) == (9999, 12):
+            return months
+        first = (first + timedelta(days=32)).replace(day=1)
 
 
 def assert_roll_read(reader: Reader, moment: Moment) -> None:
