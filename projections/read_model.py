@@ -85,13 +85,13 @@ from .read_model_england import (
     registration_changes,
 )
 from .read_model_la import RM_UNIT_LA, las_of
-from .read_model_la_roll import RM_LA_ROLL, RM_LA_ROLL_MONTHS, RM_SHARED_RUNS, SharedRolls
-from .read_model_la_state import RM_LA_STATE, RM_LA_STATE_MONTHS, LaChanges, placement_unit
+from .read_model_la_roll import RM_LA_ROLL, RM_SHARED_RUNS, SharedRolls
+from .read_model_la_state import RM_LA_STATE, LaChanges, placement_unit
 from .read_model_months import RM_LA_MONTHS, RM_MONTHS, after_facts, forget_reports
 from .read_model_roll import RM_ROLL, Changes
 from .unregistered import UNREGISTERED_SETTING_TYPES
 
-MODEL_VERSION = 25  # bump when the tables or their rules change: the runner rebuilds the model from the log
+MODEL_VERSION = 26  # bump when the tables or their rules change: the runner rebuilds the model from the log
 
 RM_EVENTS = Table(
     "rm_events",
@@ -800,7 +800,16 @@ def views(settings: ViewSettings) -> tuple[View, View]:
         View(
             "read_model_events",
             version,
-            (RM_EVENTS, RM_MONTHS, RM_ENGLAND_REPORTS, RM_ENGLAND_REPORTS.months, RM_CAP_UNITS, RM_UNIT_LA, RM_LA_MONTHS),
+            (
+                RM_EVENTS,
+                RM_MONTHS,
+                RM_ENGLAND_REPORTS,
+                RM_ENGLAND_REPORTS.months,
+                RM_ENGLAND_REPORTS.years,
+                RM_CAP_UNITS,
+                RM_UNIT_LA,
+                RM_LA_MONTHS,
+            ),
             event_rows(settings),
             after=after_facts(settings),
             forget=forget_reports(settings),
@@ -813,11 +822,14 @@ def views(settings: ViewSettings) -> tuple[View, View]:
                 RM_ROLL,
                 RM_ENGLAND_STATE,
                 RM_ENGLAND_STATE.months,
+                RM_ENGLAND_STATE.years,
                 RM_SHARED_RUNS,
                 RM_LA_ROLL,
-                RM_LA_ROLL_MONTHS,
+                RM_LA_ROLL.months,
+                RM_LA_ROLL.years,
                 RM_LA_STATE,
-                RM_LA_STATE_MONTHS,
+                RM_LA_STATE.months,
+                RM_LA_STATE.years,
             ),
             lambda ev: (),
             maintain=maintain_state(settings),

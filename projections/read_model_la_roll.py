@@ -81,7 +81,6 @@ RM_LA_ROLL = DailyChanges(
     counting="roll <> 0 OR year <> 0",
     indexes=("day",),  # D's month's days (``DailyChanges.up_to``)
 )
-RM_LA_ROLL_MONTHS = RM_LA_ROLL.months
 KINDS = ("roll", "year")
 
 StoredRun = tuple[str, str, str, str | None, int]  # scope, kind, first, end, spans

@@ -42,7 +42,6 @@ RM_LA_STATE = DailyChanges(
     counting="n <> 0 OR num <> 0 OR den <> 0",
     indexes=("day",),  # D's month's days (``DailyChanges.up_to``)
 )
-RM_LA_STATE_MONTHS = RM_LA_STATE.months
 
 
 def placement_unit(metric: str, values: tuple[Any, ...]) -> str:

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import date
 from typing import Any
 
 from ledger.storage.store import execute_in
@@ -39,7 +38,7 @@ from .facts import LogEvent
 from .read_model_cap import cap_upkeep
 from .read_model_england import ATTENDANCE, RM_ENGLAND_REPORTS, shard
 from .read_model_la import RM_UNIT_LA, record_las, unit_la
-from .read_model_roll import SumTable
+from .read_model_roll import SumTable, YearToDate
 
 RM_MONTHS = SumTable(
     "rm_months",
@@ -55,47 +54,6 @@ RM_MONTHS = SumTable(
     key=("metric", "month", "unit", "label"),
     counting="n <> 0",
 )
-
-
-@dataclass(frozen=True)
-class YearToDate(SumTable):
-    """A sum table keyed by a ``month`` ('YYYY-MM') whose row of a month holds the sums of the academic year to that
-    month's end: a report of month m is added to m's row and to each later month's up to the August that ends m's
-    academic year (``to_date``). The sums of the whole months of D's year before D's month are then one row per key (the
-    month before D's, if it is in D's academic year), not one per month since September: in June an LA state read
-    36,471 rows of the suspensions by reason per LA to sum them per LA and label (4,353 rows)."""
-
-    def to_date(self, sums: str) -> str:
-        """``sums`` (the table's key columns but its share, with ``month``, then ``num``, ``den`` and ``n``) once under their
-        own month and once under each later month of its academic year. Months are counted as whole numbers (year × 12 +
-        month − 1, September being 8 modulo 12), as both databases compute them, and written back as 'YYYY-MM'; none
-        after December 9999, the last month a date holds."""
-        keys = [k for k in self.key if k != "shard"]
-        passed = ", ".join(f"s.{k}" if k != "month" else f"{_month_text('s.i + k.k')} AS month" for k in keys)
-        index = "CAST(SUBSTR(x.month, 1, 4) AS INTEGER) * 12 + CAST(SUBSTR(x.month, 6, 2) AS INTEGER) - 1"
-        later = " UNION ALL ".join(f"SELECT {k} AS k" for k in range(12))
-        to_august = _of_twelve(f"19 - {_of_twelve('s.i')}")  # the months after i's in its academic year (September: 11)
-        return (
-            f"SELECT {passed}, s.num, s.den, s.n FROM (SELECT x.*, {index} AS i FROM ({sums}) x) s "
-            f"JOIN ({later}) k ON k.k <= {to_august} AND s.i + k.k < {10000 * 12}"
-        )
-
-
-def _of_twelve(whole: str) -> str:
-    """The SQL remainder of a whole number ≥ 0 divided by 12: by division, as ``%`` is psycopg's placeholder and SQLite
-    has no ``MOD`` unless built with its mathematical functions."""
-    return f"(({whole}) - ({whole}) / 12 * 12)"
-
-
-def _month_text(index: str) -> str:
-    """The SQL text 'YYYY-MM' of a month counted as a whole number (year × 12 + month − 1), for years 1 to 9999."""
-    return f"SUBSTR(CAST(10000 + ({index}) / 12 AS TEXT), 2) || '-' || SUBSTR(CAST(101 + {_of_twelve(index)} AS TEXT), 2)"
-
-
-def previous_month(day: date) -> str:
-    """The month before ``day``'s, as 'YYYY-MM' (the row of ``YearToDate`` holding the year's whole months before D's)."""
-    year, month = divmod(day.year * 12 + day.month - 2, 12)
-    return f"{year:04d}-{month + 1:02d}"
 
 
 # The sums per scope (each unit's LA known now, ``read_model_la.unit_la``, else the unit), label and month of every REPORTS
@@ -283,6 +241,9 @@ def _adding(table: SumTable, sums: str, sign: int) -> str:
     )
 
 
+ENGLAND_PARTS = ("metric", "day", "label", "num", "den")  # England's parts of a report (``england`` in ``_write``)
+
+
 def _write(cur: Any, store: Any, rows_of_b: str, params: Sequence[Any], sign: int, settings: ViewSettings) -> None:
     """Add (``sign`` 1) or take off (-1) the sums of the reports ``rows_of_b`` selects: the counted metrics' per unit
     (``rm_months``), every report metric's and the attendance summaries' England's per day (and month), and every report
@@ -297,7 +258,8 @@ def _write(cur: Any, store: Any, rows_of_b: str, params: Sequence[Any], sign: in
     writes = [
         _adding(RM_MONTHS, " UNION ALL ".join(c.sums(m) for m, c in COUNTED.items()), sign),
         _adding(RM_ENGLAND_REPORTS, england, sign),
-        _adding(RM_ENGLAND_REPORTS.months, RM_ENGLAND_REPORTS.monthly(england, ("metric", "day", "label", "num", "den")), sign),
+        _adding(RM_ENGLAND_REPORTS.months, RM_ENGLAND_REPORTS.monthly(england, ENGLAND_PARTS), sign),
+        _adding(RM_ENGLAND_REPORTS.years, RM_ENGLAND_REPORTS.yearly(england, ENGLAND_PARTS), sign),
         _adding(RM_LA_MONTHS, " UNION ALL ".join(c.la_sums(m) for m, c in REPORTS.items()), sign),
     ]
     days = " UNION ALL ".join(c.day_sums(m) for m, c in ENGLAND_REPORTS.items())

@@ -51,7 +51,6 @@ from .read_model_months import (
     RM_MONTHS,
     EventCount,
     month_sums_sql,
-    previous_month,
 )
 from .roll import GAP_EXEMPT_DESTINATIONS, UNEXPLAINED_DESTINATIONS
 from .unregistered import UNREGISTERED_SETTING_TYPES, ProviderWatch, watch_of
@@ -631,7 +630,8 @@ class ReadModelContext(Context):
             "ys": self.year_start.isoformat(),
             "ym": self.year_start.isoformat()[:7],  # rm_months' whole months of the year to date: ym <= month < dm
             "dm": self.day.isoformat()[:7],
-            "pm": previous_month(self.day),  # the row of rm_la_months holding the year's whole months before D's
+            "pm": roll.previous_month(self.day),  # the row of a ``YearToDate`` table holding the year's whole months before D's
+            "yy": self.year_start.year,  # the year D's academic year starts in: ``DailyChanges.years`` before it
             "ms": self.day.replace(day=1).isoformat(),  # the first of D's month: its rows are read one by one
             "nm": _next_month(self.day),  # the first of the month after D's (``_from_the_months_end``)
             "ts": self.trailing_start.isoformat(),

@@ -62,7 +62,9 @@ def dump(store: Any) -> dict[str, list[tuple[Any, ...]]]:
             out[table.name] = sorted(tuple(str(v) for v in row) for row in store.query(sql))
     # the LA roll: its numbers are its runs' (asserted), and the runs are compared as reads map them
     assert_la_roll_sums(store)
-    out[RM_LA_ROLL.name] = out[RM_LA_ROLL.months.name] = []  # (a pupil stored under two scopes by a worker is in neither)
+    out[RM_LA_ROLL.name] = out[RM_LA_ROLL.months.name] = out[
+        RM_LA_ROLL.years.name
+    ] = []  # (a pupil stored under two scopes by a worker is in neither)
     out[RM_SHARED_RUNS.name] = sorted(tuple(str(v) for v in run) for run in mapped_runs(store))
     return out
 
@@ -95,24 +97,43 @@ def mapped_runs(store: Any) -> set[tuple[Any, ...]]:
 
 
 def assert_months_of(store: Any, table: DailyChanges) -> None:
-    """A table of changes per day and its sums per month agree: each month's row is the sum of its days' rows."""
+    """A table of changes per day and its companions agree: each month's row is the sum of the days' rows from the first
+    of that month's academic year to the month's end, each academic year's row the sum of its days' rows."""
     names = [n for n, _ in table.columns]
     keys = [i for i, n in enumerate(names) if n in table.key]
     at = names.index("day")
-    summed: dict[tuple[Any, ...], list[int]] = {}
+    months: dict[tuple[Any, ...], list[int]] = {}
+    years: dict[tuple[Any, ...], list[int]] = {}
     for row in store.query(f"SELECT {', '.join(names)} FROM {table.name}"):
-        month = [*row[:at], row[at][:7], *row[at + 1 :]]
-        kept = summed.setdefault(tuple(month[i] for i in keys), [0] * len(names))
-        for i, value in enumerate(month):
-            if i not in keys:
-                kept[i] += int(value)
-    months = table.months
-    stored = {
-        tuple(row[i] for i in keys): [int(v) for i, v in enumerate(row) if i not in keys]
-        for row in store.query(f"SELECT {', '.join(n for n, _ in months.columns)} FROM {months.name}")
-    }
-    expected = {key: [v for i, v in enumerate(sums) if i not in keys] for key, sums in summed.items()}
-    assert {k: v for k, v in stored.items() if any(v)} == {k: v for k, v in expected.items() if any(v)}
+        day = date.fromisoformat(row[at])
+        start = day.year - (1 if day.month < 9 else 0)  # the year its academic year starts in
+        for month in months_to_august(day):
+            _add_to(months, [*row[:at], month, *row[at + 1 :]], keys)
+        _add_to(years, [*row[:at], start, *row[at + 1 :]], keys)
+    for companion, expected in ((table.months, months), (table.years, years)):
+        stored = {
+            tuple(row[i] for i in keys): [int(v) for i, v in enumerate(row) if i not in keys]
+            for row in store.query(f"SELECT {', '.join(n for n, _ in companion.columns)} FROM {companion.name}")
+        }
+        summed = {key: [v for i, v in enumerate(sums) if i not in keys] for key, sums in expected.items()}
+        assert {k: v for k, v in stored.items() if any(v)} == {k: v for k, v in summed.items() if any(v)}, companion.name
+
+
+def months_to_august(day: date) -> list[str]:
+    """``day``'s month and the later months of its academic year, to its August, as 'YYYY-MM' (none after 9999-12)."""
+    months, first = [], day.replace(day=1)
+    while True:
+        months.append(first.isoformat()[:7])
+        if first.month == 8 or (first.year, first.month) == (9999, 12):
+            return months
+        first = (first + timedelta(days=32)).replace(day=1)
+
+
+def _add_to(sums: dict[tuple[Any, ...], list[int]], row: list[Any], keys: list[int]) -> None:
+    kept = sums.setdefault(tuple(row[i] for i in keys), [0] * len(row))
+    for i, value in enumerate(row):
+        if i not in keys:
+            kept[i] += int(value)
 
 
 def assert_la_roll_sums(store: Any) -> None:

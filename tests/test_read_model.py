@@ -71,6 +71,7 @@ from .test_projections import (
     assert_months_of,
     fresh_settings,
     mapped_runs,
+    months_to_august,
     play,
     scope_mapper,
     small_world,
@@ -1072,16 +1073,6 @@ def assert_months_kept(store: Any) -> None:
         kept = stored_la.setdefault((m, month, (las.la_of(scope) or scope) if scope else "", label), [0, 0, 0])
         kept[0], kept[1], kept[2] = kept[0] + int(num), kept[1] + int(den), kept[2] + int(n)
     assert {k: v for k, v in stored_la.items() if v[2]} == per_scope
-
-
-def months_to_august(day: date) -> list[str]:
-    """``day``'s month and the later months of its academic year, to its August, as 'YYYY-MM'."""
-    months, first = [], day.replace(day=1)
-    while True:
-        months.append(first.isoformat()[:7])
-        if first.month == 8 or (first.year, first.month) == (9999, 12):
-            return months
-        first = (first + timedelta(days=32)).replace(day=1)
 
 
 def assert_roll_read(reader: Reader, moment: Moment) -> None:

@@ -24,8 +24,9 @@ from projections.read_model import END_OF_TIME, STATE_TABLES, KnownNow, _load_ta
 from projections.read_model_la import UNIT_LA_JOIN, record_las, unit_la
 from projections.read_model_la_roll import SPANNING_RUNS
 from projections.read_model_la_state import LA_STATE_SUMS
-from projections.read_model_months import REPORTS, RM_LA_MONTHS, YearToDate, _adding, previous_month
+from projections.read_model_months import REPORTS, RM_LA_MONTHS, _adding
 from projections.read_model_queries import PER_LA_NOW, PER_UNIT, QUERIES, ReadModelContext
+from projections.read_model_roll import YearToDate, previous_month
 from projections.runner import Projector, Reader, forget_pupil
 
 from .conftest import upn
