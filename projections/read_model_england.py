@@ -7,9 +7,9 @@ the pupils: 530 ms of SQL at 1 M pupils in March. For the rows known now, these 
 which grow with the days and the labels, not the pupils:
 
 * ``rm_england_reports`` (view ``read_model_events``): for every metric that counts the reports of the year to date
-  (``read_model_months.REPORTS``), the reports known now summed per effective day and label, and per month
-  (``rm_england_reports_months``). England's figure at (D, now) is the sum over the days from the first of September to
-  D, read as the whole months before D's and D's month's days: the same rows as the metric's SQL, by the same
+  (``read_model_months.REPORTS``), the reports known now summed per effective day and label, and for the academic year
+  to each month's end (``rm_england_reports_months``). England's figure at (D, now) is the sum over the days from the
+  first of September to D, read as the year to the end of the month before D's and D's month's days: the same rows as the metric's SQL, by the same
   definition (``EventCount``), as ``rm_months`` keeps them per unit and month. The AP attendance summaries are kept
   there too, per day and academic year (the label): England's attendance rate at (D, now) sums the summaries of D's
   academic year that occurred by D. The suspension cap's breaches are kept there too: a pupil counts on the first day
@@ -23,9 +23,9 @@ which grow with the days and the labels, not the pupils:
   its academic years counts by itself; a pupil's registrations sharing an academic year (moves, dual registration)
   count once, as the union of their runs (``pupil_runs``), so a pupil on two rolls counts once in England. The
   placements ended in the trailing year are kept per length (``LENGTHS``, the length as the label), so that the median
-  and mean lengths and the register's ended placements need not read them. The changes are kept per day and summed
-  per month (``DailyChanges``): a read sums the whole months before D's and D's month's days, rows that grow with the
-  months and the labels, not with the days.
+  and mean lengths and the register's ended placements need not read them. The changes are kept per day, summed for
+  the academic year to each month's end and per academic year (``DailyChanges``): a read sums the earlier years', the
+  month before D's and D's month's days, rows that grow with the years and the labels, not with the days.
 
 The upkeep is ``rm_roll``'s and ``rm_months``': a state row's changes are added when it becomes known now and taken
 off when it stops being (``read_model.maintain_state``), a report's when it is written or superseded
