@@ -226,16 +226,12 @@ def _adding(table: SumTable, sums: str, sign: int) -> str:
     keyed by a share (``shard``) gets this writer's."""
     keys = ", ".join(k for k in table.key if k != "shard")
     share = f", {int(shard())}" if "shard" in table.key else ""
+    counted = f"SELECT {keys}, num, den, 1 AS n FROM ({sums}) r"  # (each report: one)
     if isinstance(table, YearToDate):  # summed per month first, then under the later months: a few rows, not every report's
-        monthly = f"SELECT {keys}, SUM(num) AS num, SUM(den) AS den, COUNT(*) AS n FROM ({sums}) m GROUP BY {keys}"
-        return (
-            f"INSERT INTO {table.name} ({', '.join(table.key)}, num, den, n) "
-            f"SELECT {keys}{share}, {sign} * SUM(num), {sign} * SUM(den), {sign} * SUM(n) FROM ({table.to_date(monthly)}) s "
-            f"WHERE 1 = 1 GROUP BY {keys} ORDER BY {keys} {table.adding()}"
-        )
+        counted = table.to_date(f"SELECT {keys}, SUM(num) AS num, SUM(den) AS den, SUM(n) AS n FROM ({counted}) m GROUP BY {keys}")
     return (
         f"INSERT INTO {table.name} ({', '.join(table.key)}, num, den, n) "
-        f"SELECT {keys}{share}, {sign} * SUM(num), {sign} * SUM(den), {sign} * COUNT(*) FROM ({sums}) s "
+        f"SELECT {keys}{share}, {sign} * SUM(num), {sign} * SUM(den), {sign} * SUM(n) FROM ({counted}) s "
         f"WHERE 1 = 1 GROUP BY {keys} ORDER BY {keys} "  # (WHERE: SQLite reads ON CONFLICT after a bare SELECT as a join's)
         f"{table.adding()}"
     )

@@ -37,7 +37,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import Any, ClassVar
 
 from ledger.core.schooltime import academic_year_start_of
@@ -90,11 +90,7 @@ class YearToDate(SumTable):
     month's end: a report of month m is added to m's row and to each later month's up to the August that ends m's
     academic year (``to_date``). The sums of the whole months of D's year before D's month are then one row per key (the
     month before D's, if it is in D's academic year), not one per month since September: in June an LA state read
-    36,471 rows of the suspensions by reason per LA to sum them per LA and label (4,353 rows). The table is indexed by
-    ``month`` too, for the reads of one month's rows whatever the other keys."""
-
-    def ddl(self) -> list[str]:
-        return [*super().ddl(), f"CREATE INDEX IF NOT EXISTS {self.name}_month ON {self.name} (month)"]
+    36,471 rows of the suspensions by reason per LA to sum them per LA and label (4,353 rows)."""
 
     def to_date(self, sums: str) -> str:
         """``sums`` (the table's key columns but its share, with ``month``, then its other columns) once under their own
@@ -130,20 +126,17 @@ def previous_month(day: date) -> str:
     return f"{year:04d}-{month + 1:02d}"
 
 
-def months_to_august(month: str) -> list[str]:
+@lru_cache(maxsize=4096)
+def months_to_august(month: str) -> tuple[str, ...]:
     """``month`` ('YYYY-MM') and the later months of its academic year, to its August (none after December 9999): the rows
-    of a ``YearToDate`` table a change in ``month`` is added to, as ``YearToDate.to_date`` finds them in SQL."""
+    of a ``YearToDate`` table a change in ``month`` is added to, as ``YearToDate.to_date`` finds them in SQL. (Asked for
+    every change a batch adds, of a few months: kept.)"""
     year, number = int(month[:4]), int(month[5:7])
     months = [month]
     while number != 8 and (year, number) != (9999, 12):
         year, number = (year + 1, 1) if number == 12 else (year, number + 1)
         months.append(f"{year:04d}-{number:02d}")
-    return months
-
-
-def academic_start_year(day: str) -> int:
-    """The year in which the academic year of ``day`` (ISO) starts, as ``DailyChanges.years`` keys it."""
-    return int(day[:4]) - (1 if day[5:7] < "09" else 0)
+    return tuple(months)
 
 
 @dataclass(frozen=True)
@@ -161,6 +154,7 @@ class DailyChanges(SumTable):
             tuple(("month", t) if n == "day" else (n, t) for n, t in self.columns),
             key=tuple("month" if k == "day" else k for k in self.key),
             counting=self.counting,
+            indexes=("month",),  # ``up_to`` reads one month's rows of every key (every metric, scope and label)
         )
 
     @cached_property
@@ -183,7 +177,7 @@ class DailyChanges(SumTable):
             day = row[at]
             for month in months_to_august(day[:7]):
                 _sum_into(months, (*row[:at], month, *row[at + 1 :]), keys)
-            _sum_into(years, (*row[:at], academic_start_year(day), *row[at + 1 :]), keys)
+            _sum_into(years, (*row[:at], academic_year_start_of(date.fromisoformat(day)), *row[at + 1 :]), keys)
         self.months.add(cur, store, [tuple(months[k]) for k in sorted(months)])
         self.years.add(cur, store, [tuple(years[k]) for k in sorted(years)])
 
@@ -210,7 +204,7 @@ class DailyChanges(SumTable):
     @staticmethod
     def yearly(sums: str, columns: tuple[str, ...]) -> str:
         """``sums`` (SQL whose ``columns`` include ``day``) with the year in which the day's academic year starts for the
-        day, as the ``years`` table keys them (``academic_start_year``)."""
+        day, as the ``years`` table keys them (``academic_year_start_of``)."""
         start = "CAST(SUBSTR(day, 1, 4) AS INTEGER) - CASE WHEN SUBSTR(day, 6, 2) < '09' THEN 1 ELSE 0 END AS year_start"
         return "SELECT " + ", ".join(start if c == "day" else c for c in columns) + f" FROM ({sums}) d"
 

@@ -62,9 +62,8 @@ def dump(store: Any) -> dict[str, list[tuple[Any, ...]]]:
             out[table.name] = sorted(tuple(str(v) for v in row) for row in store.query(sql))
     # the LA roll: its numbers are its runs' (asserted), and the runs are compared as reads map them
     assert_la_roll_sums(store)
-    out[RM_LA_ROLL.name] = out[RM_LA_ROLL.months.name] = out[
-        RM_LA_ROLL.years.name
-    ] = []  # (a pupil stored under two scopes by a worker is in neither)
+    for table in (RM_LA_ROLL, RM_LA_ROLL.months, RM_LA_ROLL.years):
+        out[table.name] = []  # (a pupil stored under two scopes by a worker is in neither)
     out[RM_SHARED_RUNS.name] = sorted(tuple(str(v) for v in run) for run in mapped_runs(store))
     return out
 

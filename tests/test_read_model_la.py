@@ -27,6 +27,7 @@ from projections.read_model_la_state import LA_STATE_SUMS
 from projections.read_model_months import REPORTS, RM_LA_MONTHS, _adding
 from projections.read_model_queries import PER_LA_NOW, PER_UNIT, QUERIES, ReadModelContext
 from projections.read_model_roll import YearToDate, previous_month
+from projections.read_model_roll import months_to_august as roll_months_to_august
 from projections.runner import Projector, Reader, forget_pupil
 
 from .conftest import upn
@@ -391,6 +392,8 @@ def test_a_reports_month_is_summed_under_each_later_month_of_its_academic_year(b
             num, n = expected.get(month, (0, 0))
             expected[month] = (num + i, n + 1)
     assert stored == expected
+    for day in EDGE_DAYS:  # the Python upkeep's months (``DailyChanges.add``) are the SQL's
+        assert list(roll_months_to_august(day[:7])) == months_to_august(date.fromisoformat(day)), day
     assert stored["2025-12"] == (3 + 4, 2) and stored["2026-08"] == (3 + 4 + 5 + 6, 4)  # September's and December's
     assert stored["2025-08"] == (2, 1) and "9999-12" in stored and not any(m > "9999-12" for m in stored)
     assert [previous_month(date.fromisoformat(day)) for day in EDGE_DAYS] == [
